@@ -1,0 +1,887 @@
+//! `Client`: one IMAP connection. Commands are written whole (one buffer, one flush) and can be
+//! pipelined: [`Client::send`] returns the tag at once, [`Client::wait`] reads until that tag
+//! completes, keeping other tags' completions for later. Extensions are used only when advertised;
+//! without them the client falls back (no LITERAL+: synchronising literals; no UIDPLUS: careful
+//! EXPUNGE; no MOVE: COPY + delete; no MULTIAPPEND: one APPEND per message).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::reader::{self, Body};
+use super::response::{self, Code, Fetch, Response, Status, Untagged};
+use super::transport::{ConnectOptions, Security, Stream};
+use super::{ImapError, Result, Side, uidset};
+use crate::secret::Secret;
+
+/// Longest UID set put on one command line (Dovecot accepts 64 KiB lines; stay well under).
+pub const MAX_SET_LEN: usize = 8000;
+
+/// The capabilities a server advertised (upper-cased).
+#[derive(Clone, Debug, Default)]
+pub struct Capabilities(BTreeSet<String>);
+
+impl Capabilities {
+    fn set(&mut self, caps: &[String]) {
+        self.0 = caps.iter().map(|c| c.to_ascii_uppercase()).collect();
+    }
+
+    pub fn has(&self, cap: &str) -> bool {
+        self.0.contains(cap)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+/// A command's completion: its tagged status line.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub status: Status,
+    pub code: Option<Code>,
+    pub text: String,
+    /// The whole tagged line as received (for error messages in imapsync's format).
+    pub line: String,
+}
+
+impl Done {
+    /// NO and BAD become [`ImapError::Refused`].
+    pub fn ok(self, side: Side, command: &str) -> Result<Done> {
+        match self.status {
+            Status::Ok => Ok(self),
+            status => Err(ImapError::Refused {
+                side,
+                command: command.to_string(),
+                status: status.as_str(),
+                text: self.line,
+                code: match self.code {
+                    Some(Code::Other(c)) => Some(c),
+                    Some(c) => Some(format!("{c:?}").to_ascii_uppercase()),
+                    None => None,
+                },
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListEntry {
+    pub attrs: Vec<String>,
+    pub delim: Option<char>,
+    pub name: String,
+}
+
+impl ListEntry {
+    pub fn has_attr(&self, attr: &str) -> bool {
+        self.attrs.iter().any(|a| a.eq_ignore_ascii_case(attr))
+    }
+
+    /// `\Noselect` or `\NonExistent`: a name in the hierarchy that holds no messages.
+    pub fn is_selectable(&self) -> bool {
+        !self.has_attr("\\Noselect") && !self.has_attr("\\NonExistent")
+    }
+}
+
+/// What SELECT/EXAMINE reported.
+#[derive(Debug, Clone, Default)]
+pub struct MailboxInfo {
+    pub exists: u32,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    /// 0 without CONDSTORE (or with NOMODSEQ).
+    pub highestmodseq: u64,
+    /// `None` when the server sent no PERMANENTFLAGS.
+    pub permanentflags: Option<Vec<String>>,
+    pub readonly: bool,
+}
+
+/// What STATUS reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxStatus {
+    pub messages: u32,
+    pub uidnext: u32,
+    pub uidvalidity: u32,
+    pub highestmodseq: u64,
+}
+
+/// One message for APPEND.
+pub struct AppendMsg<'a> {
+    pub flags: &'a [String],
+    pub internaldate: Option<&'a str>,
+    pub body: &'a Body,
+}
+
+enum Piece {
+    Text(Vec<u8>),
+    Literal(Vec<u8>),
+}
+
+/// A command line under construction; strings become quoted strings or literals as needed.
+struct Cmd(Vec<Piece>);
+
+impl Cmd {
+    fn new(s: &str) -> Cmd {
+        Cmd(vec![Piece::Text(s.as_bytes().to_vec())])
+    }
+
+    fn text(mut self, s: &str) -> Cmd {
+        match self.0.last_mut() {
+            Some(Piece::Text(t)) => t.extend_from_slice(s.as_bytes()),
+            _ => self.0.push(Piece::Text(s.as_bytes().to_vec())),
+        }
+        self
+    }
+
+    /// An astring argument: quoted when it can be, a literal otherwise.
+    fn string(self, s: &str) -> Cmd {
+        if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            let mut q = String::with_capacity(s.len() + 2);
+            q.push('"');
+            for c in s.chars() {
+                if c == '"' || c == '\\' {
+                    q.push('\\');
+                }
+                q.push(c);
+            }
+            q.push('"');
+            self.text(&q)
+        } else {
+            let mut cmd = self;
+            cmd.0.push(Piece::Literal(s.as_bytes().to_vec()));
+            cmd
+        }
+    }
+
+    /// The command's name, for error messages (never its arguments).
+    fn name(&self) -> String {
+        match self.0.first() {
+            Some(Piece::Text(t)) => {
+                let s = String::from_utf8_lossy(t);
+                let mut words = s.split(' ');
+                match (words.next(), words.next()) {
+                    (Some(uid), Some(cmd)) if uid.eq_ignore_ascii_case("UID") => format!("UID {cmd}"),
+                    (Some(cmd), _) => cmd.to_string(),
+                    _ => String::new(),
+                }
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+pub struct Client {
+    /// Reads are buffered here; writes collect in `wbuf` and leave in one `write_all` per flush.
+    io: BufReader<Stream>,
+    wbuf: Vec<u8>,
+    side: Side,
+    host: String,
+    timeout: Duration,
+    next_tag: u32,
+    caps: Capabilities,
+    greeting: String,
+    /// Tagged completions read while waiting for another tag.
+    done: HashMap<String, Done>,
+    /// Untagged responses read while waiting for a continuation; delivered by the next `wait`.
+    stash: Vec<Untagged>,
+}
+
+impl Client {
+    /// Connects, reads the greeting, learns the capabilities and, for `Security::StartTls`, upgrades.
+    pub async fn connect(opts: &ConnectOptions, side: Side) -> Result<Client> {
+        let connect_err = |source| ImapError::Connect { side, host: opts.host.clone(), port: opts.port, source };
+        let tcp = match tokio::time::timeout(opts.timeout, TcpStream::connect((opts.host.as_str(), opts.port))).await {
+            Err(_) => return Err(connect_err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))),
+            Ok(r) => r.map_err(connect_err)?,
+        };
+        tcp.set_nodelay(true).map_err(connect_err)?;
+        let stream = match opts.security {
+            Security::Tls => Stream::Tls(Box::new(tls_handshake(tcp, opts).await.map_err(connect_err)?)),
+            Security::Plain | Security::StartTls => Stream::Plain(tcp),
+        };
+        let mut client = Client {
+            io: BufReader::with_capacity(64 * 1024, stream),
+            wbuf: Vec::with_capacity(64 * 1024),
+            side,
+            host: opts.host.clone(),
+            timeout: opts.timeout,
+            next_tag: 1,
+            caps: Capabilities::default(),
+            greeting: String::new(),
+            done: HashMap::new(),
+            stash: Vec::new(),
+        };
+        match client.read().await? {
+            Response::Untagged(Untagged::Status { status: Status::Ok | Status::Preauth, code, text }) => {
+                if let Some(Code::Capability(caps)) = code {
+                    client.caps.set(&caps);
+                }
+                client.greeting = text;
+            }
+            Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                return Err(ImapError::Closed { side, text });
+            }
+            other => return Err(client.protocol(format!("unexpected greeting {other:?}"))),
+        }
+        if client.caps.0.is_empty() {
+            client.capability().await?;
+        }
+        if opts.security == Security::StartTls {
+            client = client.starttls(opts).await?;
+        }
+        Ok(client)
+    }
+
+    async fn starttls(mut self, opts: &ConnectOptions) -> Result<Client> {
+        let side = self.side;
+        let tls_err = |message: String| ImapError::Tls { side, host: opts.host.clone(), message };
+        if !self.caps.has("STARTTLS") {
+            return Err(tls_err("the server does not offer STARTTLS".into()));
+        }
+        let done = self.run(Cmd::new("STARTTLS"), |_| {}).await?;
+        if done.status != Status::Ok {
+            return Err(tls_err(done.line));
+        }
+        // Nothing may follow the tagged OK before the handshake: such bytes would be injected.
+        if !self.io.buffer().is_empty() {
+            return Err(tls_err("data received before the TLS handshake".into()));
+        }
+        let Client { io, side, host, timeout, next_tag, .. } = self;
+        let Stream::Plain(tcp) = io.into_inner() else {
+            return Err(ImapError::Tls { side, host, message: "already using TLS".into() });
+        };
+        let tls = tls_handshake(tcp, opts).await.map_err(|e| ImapError::Tls { side, host: host.clone(), message: e.to_string() })?;
+        let mut client = Client {
+            io: BufReader::with_capacity(64 * 1024, Stream::Tls(Box::new(tls))),
+            wbuf: Vec::with_capacity(64 * 1024),
+            side,
+            host,
+            timeout,
+            next_tag,
+            caps: Capabilities::default(),
+            greeting: String::new(),
+            done: HashMap::new(),
+            stash: Vec::new(),
+        };
+        client.capability().await?;
+        Ok(client)
+    }
+
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub fn has(&self, cap: &str) -> bool {
+        self.caps.has(cap)
+    }
+
+    /// The text of the server's greeting (imapsync prints it as the banner).
+    pub fn greeting(&self) -> &str {
+        &self.greeting
+    }
+
+    fn protocol(&self, message: String) -> ImapError {
+        ImapError::Protocol { side: self.side, message }
+    }
+
+    async fn read(&mut self) -> Result<Response> {
+        let Some(parts) = reader::read_response(&mut self.io, self.side, self.timeout).await? else {
+            return Err(ImapError::Closed { side: self.side, text: String::new() });
+        };
+        let first_line = match parts.first() {
+            Some(reader::Part::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            _ => String::new(),
+        };
+        let response = response::parse(parts).map_err(|e| self.protocol(format!("{e}: {first_line:.200}")))?;
+        if let Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) = &response {
+            tracing::debug!(side = %self.side, %text, "server said BYE");
+        }
+        Ok(response)
+    }
+
+    fn tag(&mut self) -> String {
+        let tag = format!("{}{}", if self.side == Side::Old { 'a' } else { 'b' }, self.next_tag);
+        self.next_tag += 1;
+        tag
+    }
+
+    /// Queues bytes; they leave at the next [`Client::flush`] (or when the buffer is large).
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.wbuf.extend_from_slice(bytes);
+        if self.wbuf.len() >= 256 * 1024 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let side = self.side;
+        let buf = std::mem::take(&mut self.wbuf);
+        let stream = self.io.get_mut();
+        let write = async {
+            stream.write_all(&buf).await?;
+            stream.flush().await
+        };
+        let result = match tokio::time::timeout(self.timeout, write).await {
+            Err(_) => Err(ImapError::Timeout { side, what: "a write".into(), secs: self.timeout.as_secs() }),
+            Ok(r) => r.map_err(|source| ImapError::Io { side, source }),
+        };
+        self.wbuf = buf;
+        self.wbuf.clear();
+        result
+    }
+
+    /// Writes a literal announcement and, for a synchronising literal, waits for the go-ahead.
+    async fn literal_start(&mut self, len: u64) -> Result<()> {
+        if self.caps.has("LITERAL+") {
+            self.write(format!("{{{len}+}}\r\n").as_bytes()).await
+        } else {
+            self.write(format!("{{{len}}}\r\n").as_bytes()).await?;
+            self.flush().await?;
+            self.wait_continuation().await
+        }
+    }
+
+    async fn wait_continuation(&mut self) -> Result<()> {
+        loop {
+            match self.read().await? {
+                Response::Continue(_) => return Ok(()),
+                Response::Untagged(u) => self.stash.push(u),
+                Response::Tagged { tag, status, code, text } => {
+                    let refused = status != Status::Ok;
+                    let line = format!("{tag} {} {text}", status.as_str());
+                    self.done.insert(tag, Done { status, code, text, line: line.clone() });
+                    // A refusal here ends the command we are writing (the server rejected the literal).
+                    if refused {
+                        return Err(ImapError::Refused { side: self.side, command: "literal".into(), status: status.as_str(), text: line, code: None });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a command without waiting for its completion; returns its tag.
+    async fn send(&mut self, cmd: Cmd) -> Result<String> {
+        let tag = self.tag();
+        self.write(tag.as_bytes()).await?;
+        self.write(b" ").await?;
+        for piece in cmd.0 {
+            match piece {
+                Piece::Text(t) => self.write(&t).await?,
+                Piece::Literal(l) => {
+                    self.literal_start(l.len() as u64).await?;
+                    self.write(&l).await?;
+                }
+            }
+        }
+        self.write(b"\r\n").await?;
+        self.flush().await?;
+        Ok(tag)
+    }
+
+    /// Sends a raw command line (no literals) without waiting; returns its tag. For pipelining.
+    pub async fn send_line(&mut self, line: &str) -> Result<String> {
+        self.send(Cmd::new(line)).await
+    }
+
+    /// Reads until `tag` completes; untagged responses go to `on_untagged`.
+    pub async fn wait(&mut self, tag: &str, mut on_untagged: impl FnMut(Untagged)) -> Result<Done> {
+        for u in std::mem::take(&mut self.stash) {
+            on_untagged(u);
+        }
+        loop {
+            if let Some(done) = self.done.remove(tag) {
+                return Ok(done);
+            }
+            match self.read().await? {
+                Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+                    return Err(ImapError::Closed { side: self.side, text });
+                }
+                Response::Untagged(Untagged::Capability(caps)) => {
+                    self.caps.set(&caps);
+                    on_untagged(Untagged::Capability(caps));
+                }
+                Response::Untagged(u) => on_untagged(u),
+                Response::Continue(_) => return Err(self.protocol("unexpected continuation request".into())),
+                Response::Tagged { tag: t, status, code, text } => {
+                    if let (Status::Ok, Some(Code::Capability(caps))) = (status, &code) {
+                        self.caps.set(caps);
+                    }
+                    let line = format!("{t} {} {}{text}", status.as_str(), code_text(&code));
+                    self.done.insert(t, Done { status, code, text, line });
+                }
+            }
+        }
+    }
+
+    async fn run(&mut self, cmd: Cmd, on_untagged: impl FnMut(Untagged)) -> Result<Done> {
+        let tag = self.send(cmd).await?;
+        self.wait(&tag, on_untagged).await
+    }
+
+    /// Runs a command; NO/BAD become errors.
+    async fn run_ok(&mut self, cmd: Cmd, on_untagged: impl FnMut(Untagged)) -> Result<Done> {
+        let name = cmd.name();
+        let done = self.run(cmd, on_untagged).await?;
+        done.ok(self.side, &name)
+    }
+
+    /// Runs a raw command line (no literals) and collects its untagged responses.
+    pub async fn command(&mut self, line: &str) -> Result<(Vec<Untagged>, Done)> {
+        let mut out = Vec::new();
+        let done = self.run(Cmd::new(line), |u| out.push(u)).await?;
+        Ok((out, done))
+    }
+
+    pub async fn capability(&mut self) -> Result<()> {
+        self.run_ok(Cmd::new("CAPABILITY"), |_| {}).await.map(|_| ())
+    }
+
+    pub async fn noop(&mut self) -> Result<()> {
+        self.run_ok(Cmd::new("NOOP"), |_| {}).await.map(|_| ())
+    }
+
+    /// LOGIN. Refused unless the server allows it (LOGINDISABLED).
+    pub async fn login(&mut self, user: &str, password: &Secret) -> Result<()> {
+        let cmd = Cmd::new("LOGIN ").string(user).text(" ").string(password.expose());
+        self.authenticate_with(cmd, user, "LOGIN").await
+    }
+
+    /// AUTHENTICATE PLAIN, with SASL-IR when offered. `authzid` is the user to act as when
+    /// `authcid` is a master/admin login (imapsync's --authuser).
+    pub async fn authenticate_plain(&mut self, authzid: Option<&str>, authcid: &str, password: &Secret) -> Result<()> {
+        let token = plain_token(authzid, authcid, password);
+        let user = authzid.unwrap_or(authcid).to_string();
+        if self.caps.has("SASL-IR") {
+            let cmd = Cmd::new("AUTHENTICATE PLAIN ").text(&token);
+            return self.authenticate_with(cmd, &user, "PLAIN").await;
+        }
+        let tag = self.send(Cmd::new("AUTHENTICATE PLAIN")).await?;
+        loop {
+            match self.read().await? {
+                Response::Continue(_) => break,
+                Response::Untagged(u) => self.stash.push(u),
+                Response::Tagged { status, text, code, .. } => {
+                    return Err(self.login_error(&user, "PLAIN", format!("{tag} {} {}{text}", status.as_str(), code_text(&code))));
+                }
+            }
+        }
+        self.write(token.as_bytes()).await?;
+        self.write(b"\r\n").await?;
+        self.flush().await?;
+        let done = self.wait(&tag, |_| {}).await?;
+        self.finish_login(done, &user, "PLAIN").await
+    }
+
+    async fn authenticate_with(&mut self, cmd: Cmd, user: &str, mech: &'static str) -> Result<()> {
+        let done = match self.run(cmd, |_| {}).await {
+            Err(ImapError::Refused { text, .. }) => return Err(self.login_error(user, mech, text)),
+            other => other?,
+        };
+        self.finish_login(done, user, mech).await
+    }
+
+    async fn finish_login(&mut self, done: Done, user: &str, mech: &'static str) -> Result<()> {
+        if done.status != Status::Ok {
+            return Err(self.login_error(user, mech, done.line));
+        }
+        if !matches!(done.code, Some(Code::Capability(_))) {
+            self.capability().await?;
+        }
+        Ok(())
+    }
+
+    fn login_error(&self, user: &str, mech: &'static str, text: String) -> ImapError {
+        ImapError::Login { side: self.side, host: self.host.clone(), user: user.to_string(), mech, text }
+    }
+
+    /// ENABLE the given extensions if the server has ENABLE; returns those enabled.
+    pub async fn enable(&mut self, exts: &[&str]) -> Result<Vec<String>> {
+        if !self.caps.has("ENABLE") || exts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut enabled = Vec::new();
+        self.run_ok(Cmd::new(&format!("ENABLE {}", exts.join(" "))), |u| {
+            if let Untagged::Enabled(e) = u {
+                enabled.extend(e);
+            }
+        })
+        .await?;
+        Ok(enabled)
+    }
+
+    /// The first personal namespace (prefix, separator), if the server has NAMESPACE.
+    pub async fn namespace(&mut self) -> Result<Option<(String, Option<char>)>> {
+        if !self.caps.has("NAMESPACE") {
+            return Ok(None);
+        }
+        let mut personal = None;
+        self.run_ok(Cmd::new("NAMESPACE"), |u| {
+            if let Untagged::Namespace(ns) = u {
+                personal = ns.into_iter().next();
+            }
+        })
+        .await?;
+        Ok(personal)
+    }
+
+    /// LIST "" "*" (special-use attributes included where the server reports them).
+    pub async fn list(&mut self) -> Result<Vec<ListEntry>> {
+        let mut out = Vec::new();
+        self.run_ok(Cmd::new("LIST \"\" \"*\""), |u| {
+            if let Untagged::List { attrs, delim, name } = u {
+                out.push(ListEntry { attrs, delim, name });
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// LSUB "" "*": the subscribed names.
+    pub async fn lsub(&mut self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.run_ok(Cmd::new("LSUB \"\" \"*\""), |u| {
+            if let Untagged::Lsub { name, .. } = u {
+                out.push(name);
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// SELECT (or EXAMINE when `readonly`), with CONDSTORE when the server offers it.
+    pub async fn select(&mut self, mailbox: &str, readonly: bool) -> Result<MailboxInfo> {
+        let verb = if readonly { "EXAMINE " } else { "SELECT " };
+        let mut cmd = Cmd::new(verb).string(mailbox);
+        if self.caps.has("CONDSTORE") {
+            cmd = cmd.text(" (CONDSTORE)");
+        }
+        let mut info = MailboxInfo { readonly, ..MailboxInfo::default() };
+        let apply = |code: &Option<Code>, info: &mut MailboxInfo| match code {
+            Some(Code::UidValidity(v)) => info.uidvalidity = *v,
+            Some(Code::UidNext(v)) => info.uidnext = *v,
+            Some(Code::HighestModSeq(v)) => info.highestmodseq = *v,
+            Some(Code::PermanentFlags(f)) => info.permanentflags = Some(f.clone()),
+            Some(Code::ReadOnly) => info.readonly = true,
+            _ => {}
+        };
+        let done = self
+            .run_ok(cmd, |u| match u {
+                Untagged::Exists(n) => info.exists = n,
+                Untagged::Status { code, .. } => apply(&code, &mut info),
+                _ => {}
+            })
+            .await?;
+        apply(&done.code, &mut info);
+        Ok(info)
+    }
+
+    /// STATUS for many mailboxes, pipelined: all commands are written, then all answers read.
+    /// The result has one entry per name, in order.
+    pub async fn status_many(&mut self, names: &[String]) -> Result<Vec<Result<MailboxStatus>>> {
+        let items = if self.caps.has("CONDSTORE") {
+            " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
+        } else {
+            " (MESSAGES UIDNEXT UIDVALIDITY)"
+        };
+        let mut tags = Vec::with_capacity(names.len());
+        for name in names {
+            tags.push(self.send(Cmd::new("STATUS ").string(name).text(items)).await?);
+        }
+        let mut found: HashMap<String, MailboxStatus> = HashMap::new();
+        let mut out = Vec::with_capacity(names.len());
+        for (name, tag) in names.iter().zip(&tags) {
+            let done = self
+                .wait(tag, |u| {
+                    if let Untagged::MailboxStatus { name, items } = u {
+                        let mut s = MailboxStatus::default();
+                        for (k, v) in items {
+                            match k.as_str() {
+                                "MESSAGES" => s.messages = v as u32,
+                                "UIDNEXT" => s.uidnext = v as u32,
+                                "UIDVALIDITY" => s.uidvalidity = v as u32,
+                                "HIGHESTMODSEQ" => s.highestmodseq = v,
+                                _ => {}
+                            }
+                        }
+                        found.insert(name, s);
+                    }
+                })
+                .await?;
+            out.push(match done.ok(self.side, "STATUS") {
+                Ok(_) => found.remove(name).ok_or_else(|| self.protocol(format!("no STATUS data for {name}"))),
+                Err(e) => Err(e),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn status(&mut self, name: &str) -> Result<MailboxStatus> {
+        let mut all = self.status_many(&[name.to_string()]).await?;
+        all.pop().unwrap_or_else(|| Err(self.protocol("no STATUS answer".into())))
+    }
+
+    /// UID SEARCH with raw criteria (e.g. `ALL`, `DELETED`, `SENTSINCE 1-Jan-2024`).
+    pub async fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        self.run_ok(Cmd::new(&format!("UID SEARCH {criteria}")), |u| {
+            if let Untagged::Search(uids) = u {
+                out.extend(uids);
+            }
+        })
+        .await?;
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Sends `UID FETCH set (items) modifiers` without waiting; pair with [`Client::wait_fetch`].
+    pub async fn send_uid_fetch(&mut self, set: &str, items: &str, modifiers: &str) -> Result<String> {
+        let line = if modifiers.is_empty() {
+            format!("UID FETCH {set} ({items})")
+        } else {
+            format!("UID FETCH {set} ({items}) ({modifiers})")
+        };
+        self.send(Cmd::new(&line)).await
+    }
+
+    /// Reads a pipelined FETCH to completion, handing each FETCH response to `on_fetch`.
+    pub async fn wait_fetch(&mut self, tag: &str, mut on_fetch: impl FnMut(Fetch)) -> Result<()> {
+        let done = self
+            .wait(tag, |u| {
+                if let Untagged::Fetch(f) = u {
+                    on_fetch(f);
+                }
+            })
+            .await?;
+        done.ok(self.side, "UID FETCH").map(|_| ())
+    }
+
+    /// UID FETCH over any number of UIDs (split into short sets, pipelined).
+    pub async fn uid_fetch(&mut self, uids: &[u32], items: &str, modifiers: &str, mut on_fetch: impl FnMut(Fetch)) -> Result<()> {
+        let mut tags = Vec::new();
+        for set in uidset::chunks(uids, MAX_SET_LEN) {
+            tags.push(self.send_uid_fetch(&set, items, modifiers).await?);
+        }
+        for tag in tags {
+            self.wait_fetch(&tag, &mut on_fetch).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts an APPEND of one or more messages to `mailbox` (several only with MULTIAPPEND).
+    /// Literals are streamed from memory or from the spool file; the bytes are never altered.
+    /// Returns the tag; [`Client::wait`] it for APPENDUID.
+    pub async fn send_append(&mut self, mailbox: &str, msgs: &[AppendMsg<'_>]) -> Result<String> {
+        if msgs.len() > 1 && !self.caps.has("MULTIAPPEND") {
+            return Err(self.protocol("MULTIAPPEND of several messages without the capability".into()));
+        }
+        let tag = self.tag();
+        let mut head = Cmd::new(&format!("{tag} APPEND ")).string(mailbox);
+        for msg in msgs {
+            let mut piece = String::from(" (");
+            piece.push_str(&msg.flags.join(" "));
+            piece.push(')');
+            if let Some(date) = msg.internaldate {
+                piece.push_str(" \"");
+                piece.push_str(date);
+                piece.push('"');
+            }
+            piece.push(' ');
+            head = head.text(&piece);
+            // The mailbox name may itself be a literal; write what we have so far.
+            for p in std::mem::take(&mut head.0) {
+                match p {
+                    Piece::Text(t) => self.write(&t).await?,
+                    Piece::Literal(l) => {
+                        self.literal_start(l.len() as u64).await?;
+                        self.write(&l).await?;
+                    }
+                }
+            }
+            self.literal_start(msg.body.len()).await?;
+            match msg.body {
+                Body::Mem(bytes) => self.write(bytes).await?,
+                Body::File { .. } => {
+                    self.flush().await?;
+                    let side = self.side;
+                    let limit = self.timeout.max(Duration::from_secs(1)) * 10;
+                    match tokio::time::timeout(limit, msg.body.write_to(self.io.get_mut())).await {
+                        Err(_) => return Err(ImapError::Timeout { side, what: "writing a message".into(), secs: limit.as_secs() }),
+                        Ok(r) => r.map_err(|source| ImapError::Io { side, source })?,
+                    }
+                }
+            }
+        }
+        self.write(b"\r\n").await?;
+        self.flush().await?;
+        Ok(tag)
+    }
+
+    /// UID STORE over any number of UIDs, e.g. `op` = `+FLAGS.SILENT`.
+    pub async fn uid_store(&mut self, uids: &[u32], op: &str, flags: &[String]) -> Result<()> {
+        let mut tags = Vec::new();
+        for set in uidset::chunks(uids, MAX_SET_LEN) {
+            tags.push(self.send(Cmd::new(&format!("UID STORE {set} {op} ({})", flags.join(" ")))).await?);
+        }
+        for tag in tags {
+            self.wait(&tag, |_| {}).await?.ok(self.side, "UID STORE")?;
+        }
+        Ok(())
+    }
+
+    /// Expunges exactly these UIDs of the selected mailbox. Without UIDPLUS, other messages
+    /// already marked `\Deleted` are unmarked for the EXPUNGE and marked again after it.
+    pub async fn uid_expunge(&mut self, uids: &[u32]) -> Result<()> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let deleted = vec!["\\Deleted".to_string()];
+        self.uid_store(uids, "+FLAGS.SILENT", &deleted).await?;
+        if self.caps.has("UIDPLUS") {
+            for set in uidset::chunks(uids, MAX_SET_LEN) {
+                self.run_ok(Cmd::new(&format!("UID EXPUNGE {set}")), |_| {}).await?;
+            }
+            return Ok(());
+        }
+        let wanted: BTreeSet<u32> = uids.iter().copied().collect();
+        let others: Vec<u32> = self.uid_search("DELETED").await?.into_iter().filter(|u| !wanted.contains(u)).collect();
+        self.uid_store(&others, "-FLAGS.SILENT", &deleted).await?;
+        let result = self.run_ok(Cmd::new("EXPUNGE"), |_| {}).await;
+        self.uid_store(&others, "+FLAGS.SILENT", &deleted).await?;
+        result.map(|_| ())
+    }
+
+    /// UID COPY; returns the (source, destination) UID pairs when the server reports COPYUID.
+    pub async fn uid_copy(&mut self, uids: &[u32], dest: &str) -> Result<Vec<(u32, u32)>> {
+        self.copy_or_move("COPY", uids, dest).await
+    }
+
+    /// UID MOVE, or COPY + expunge of the sources without MOVE.
+    pub async fn uid_move(&mut self, uids: &[u32], dest: &str) -> Result<Vec<(u32, u32)>> {
+        if self.caps.has("MOVE") {
+            return self.copy_or_move("MOVE", uids, dest).await;
+        }
+        let pairs = self.copy_or_move("COPY", uids, dest).await?;
+        self.uid_expunge(uids).await?;
+        Ok(pairs)
+    }
+
+    async fn copy_or_move(&mut self, verb: &str, uids: &[u32], dest: &str) -> Result<Vec<(u32, u32)>> {
+        let mut pairs = Vec::new();
+        let uidplus = self.caps.has("UIDPLUS");
+        for set in uidset::chunks(uids, MAX_SET_LEN) {
+            let grab = |code: &Option<Code>, pairs: &mut Vec<(u32, u32)>| {
+                if let (true, Some(Code::CopyUid { source, dest, .. })) = (uidplus, code) {
+                    pairs.extend(source.iter().copied().zip(dest.iter().copied()));
+                }
+            };
+            let done = self
+                .run_ok(Cmd::new(&format!("UID {verb} {set} ")).string(dest), |u| {
+                    if let Untagged::Status { code, .. } = u {
+                        grab(&code, &mut pairs);
+                    }
+                })
+                .await?;
+            grab(&done.code, &mut pairs);
+        }
+        Ok(pairs)
+    }
+
+    /// CREATE; an already existing mailbox is not an error.
+    pub async fn create(&mut self, mailbox: &str) -> Result<bool> {
+        let done = self.run(Cmd::new("CREATE ").string(mailbox), |_| {}).await?;
+        match done.status {
+            Status::Ok => Ok(true),
+            _ if done.code == Some(Code::Other("ALREADYEXISTS".into())) => Ok(false),
+            _ => done.ok(self.side, "CREATE").map(|_| false),
+        }
+    }
+
+    pub async fn delete(&mut self, mailbox: &str) -> Result<()> {
+        self.run_ok(Cmd::new("DELETE ").string(mailbox), |_| {}).await.map(|_| ())
+    }
+
+    pub async fn subscribe(&mut self, mailbox: &str) -> Result<()> {
+        self.run_ok(Cmd::new("SUBSCRIBE ").string(mailbox), |_| {}).await.map(|_| ())
+    }
+
+    pub async fn unsubscribe(&mut self, mailbox: &str) -> Result<()> {
+        self.run_ok(Cmd::new("UNSUBSCRIBE ").string(mailbox), |_| {}).await.map(|_| ())
+    }
+
+    /// LOGOUT; errors are ignored (the connection is going away anyway).
+    pub async fn logout(mut self) {
+        if let Ok(tag) = self.send(Cmd::new("LOGOUT")).await {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.wait(&tag, |_| {})).await;
+        }
+    }
+
+}
+
+fn code_text(code: &Option<Code>) -> String {
+    match code {
+        None => String::new(),
+        Some(Code::Other(c)) => format!("[{c}] "),
+        Some(Code::OverQuota) => "[OVERQUOTA] ".into(),
+        Some(Code::TryCreate) => "[TRYCREATE] ".into(),
+        Some(Code::Alert) => "[ALERT] ".into(),
+        Some(_) => String::new(),
+    }
+}
+
+/// The SASL PLAIN initial response: base64(authzid NUL authcid NUL password).
+fn plain_token(authzid: Option<&str>, authcid: &str, password: &Secret) -> String {
+    let mut raw = Vec::new();
+    raw.extend_from_slice(authzid.unwrap_or("").as_bytes());
+    raw.push(0);
+    raw.extend_from_slice(authcid.as_bytes());
+    raw.push(0);
+    raw.extend_from_slice(password.expose().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+async fn tls_handshake(tcp: TcpStream, opts: &ConnectOptions) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let config = crate::tls::client_config(opts.tls.verify, opts.tls.ca_file.as_deref())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let name = rustls_pki_types::ServerName::try_from(opts.host.clone())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    match tokio::time::timeout(opts.timeout, TlsConnector::from(config).connect(name, tcp)).await {
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        Ok(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_token_layout() {
+        let t = plain_token(Some("alice"), "admin", &Secret::new("pw"));
+        let raw = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
+        assert_eq!(raw, b"alice\0admin\0pw");
+        let t = plain_token(None, "bob", &Secret::new("x"));
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(t).unwrap(), b"\0bob\0x");
+    }
+
+    #[test]
+    fn strings_are_quoted_or_literal() {
+        let c = Cmd::new("SELECT ").string("a \"b\" \\c");
+        match &c.0[..] {
+            [Piece::Text(t)] => assert_eq!(t, b"SELECT \"a \\\"b\\\" \\\\c\""),
+            _ => panic!("expected one text piece"),
+        }
+        let c = Cmd::new("LOGIN ").string("j\u{f6}rg");
+        assert!(matches!(&c.0[..], [Piece::Text(_), Piece::Literal(l)] if l == "j\u{f6}rg".as_bytes()));
+        assert_eq!(Cmd::new("UID FETCH 1:* (FLAGS)").name(), "UID FETCH");
+        assert_eq!(Cmd::new("LOGIN x y").name(), "LOGIN");
+    }
+}

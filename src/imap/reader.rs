@@ -1,0 +1,251 @@
+//! The streaming response reader: reads one server response (a line, plus every literal it
+//! announces) from a buffered stream. Literals up to [`SPOOL_THRESHOLD`] stay in memory; larger
+//! ones are written to an unnamed temporary file as they arrive, so memory per connection stays
+//! bounded whatever the message size. Every read is bounded by an inactivity timeout.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{ImapError, Result, Side};
+
+/// Literals larger than this are spooled to disk instead of memory.
+pub const SPOOL_THRESHOLD: usize = 256 * 1024;
+/// Longest response line accepted (a `UID SEARCH` answer for a million messages fits).
+const MAX_LINE: usize = 32 * 1024 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// A message body (or any literal): in memory when small, in an unnamed temporary file otherwise.
+#[derive(Debug)]
+pub enum Body {
+    Mem(Vec<u8>),
+    File { file: std::fs::File, len: u64 },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Mem(v) => v.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `max` bytes (e.g. to find the header block without reading a whole spooled file).
+    pub fn prefix(&self, max: usize) -> std::io::Result<Vec<u8>> {
+        match self {
+            Body::Mem(v) => Ok(v[..v.len().min(max)].to_vec()),
+            Body::File { file, len } => {
+                let mut f = file.try_clone()?;
+                f.seek(SeekFrom::Start(0))?;
+                let mut out = vec![0; (*len as usize).min(max)];
+                f.read_exact(&mut out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Small bodies as bytes; spooled ones read back whole (for tests and small tools only).
+    pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
+        self.prefix(usize::MAX)
+    }
+
+    /// Writes the exact bytes to `out`, streaming a spooled file in chunks.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&self, out: &mut W) -> std::io::Result<()> {
+        match self {
+            Body::Mem(v) => out.write_all(v).await,
+            Body::File { file, len } => {
+                let mut f = file.try_clone()?;
+                f.seek(SeekFrom::Start(0))?;
+                let mut left = *len;
+                let mut buf = vec![0; CHUNK];
+                while left > 0 {
+                    let n = (left as usize).min(CHUNK);
+                    f.read_exact(&mut buf[..n])?;
+                    out.write_all(&buf[..n]).await?;
+                    left -= n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One piece of a response: text (without CRLF) or a literal announced at the end of the text before it.
+#[derive(Debug)]
+pub enum Part {
+    Text(Vec<u8>),
+    Literal(Body),
+}
+
+/// Reads one complete response. `Ok(None)` means the server closed the connection cleanly.
+pub async fn read_response<S: AsyncBufRead + Unpin>(
+    stream: &mut S,
+    side: Side,
+    timeout: Duration,
+) -> Result<Option<Vec<Part>>> {
+    let mut parts = Vec::new();
+    loop {
+        let Some(line) = read_line(stream, side, timeout).await? else {
+            return if parts.is_empty() {
+                Ok(None)
+            } else {
+                Err(ImapError::Closed { side, text: "in the middle of a response".into() })
+            };
+        };
+        let literal = literal_length(&line);
+        parts.push(Part::Text(line));
+        match literal {
+            Some(n) => parts.push(Part::Literal(read_literal(stream, n, side, timeout).await?)),
+            None => return Ok(Some(parts)),
+        }
+    }
+}
+
+/// `{n}`, `{n+}` or `~{n}` at the end of a line.
+pub fn literal_length(line: &[u8]) -> Option<u64> {
+    let inner = line.strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|&b| b == b'{')?;
+    let digits = &inner[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+async fn fill<'a, S: AsyncBufRead + Unpin>(
+    stream: &'a mut S,
+    side: Side,
+    timeout: Duration,
+) -> Result<&'a [u8]> {
+    match tokio::time::timeout(timeout, stream.fill_buf()).await {
+        Err(_) => Err(ImapError::Timeout { side, what: "a response".into(), secs: timeout.as_secs() }),
+        Ok(Err(source)) => Err(ImapError::Io { side, source }),
+        Ok(Ok(buf)) => Ok(buf),
+    }
+}
+
+async fn read_line<S: AsyncBufRead + Unpin>(stream: &mut S, side: Side, timeout: Duration) -> Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    loop {
+        let buf = fill(stream, side, timeout).await?;
+        if buf.is_empty() {
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(ImapError::Closed { side, text: "in the middle of a line".into() })
+            };
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        line.extend_from_slice(&buf[..take]);
+        stream.consume(take);
+        if line.len() > MAX_LINE {
+            return Err(ImapError::Protocol { side, message: format!("response line longer than {MAX_LINE} bytes") });
+        }
+        if done {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some(line));
+        }
+    }
+}
+
+async fn read_literal<S: AsyncBufRead + Unpin>(stream: &mut S, len: u64, side: Side, timeout: Duration) -> Result<Body> {
+    let spool_err = |source| ImapError::Spool { side, source };
+    let mut mem = Vec::new();
+    let mut file = None;
+    if len as usize > SPOOL_THRESHOLD {
+        file = Some(tempfile::tempfile().map_err(spool_err)?);
+    } else {
+        mem.reserve_exact(len as usize);
+    }
+    let mut left = len;
+    while left > 0 {
+        let buf = fill(stream, side, timeout).await?;
+        if buf.is_empty() {
+            return Err(ImapError::Closed { side, text: "in the middle of a literal".into() });
+        }
+        let n = buf.len().min(left as usize);
+        match &mut file {
+            Some(f) => f.write_all(&buf[..n]).map_err(spool_err)?,
+            None => mem.extend_from_slice(&buf[..n]),
+        }
+        stream.consume(n);
+        left -= n as u64;
+    }
+    Ok(match file {
+        Some(file) => Body::File { file, len },
+        None => Body::Mem(mem),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_announcements() {
+        for (line, expected) in [
+            (&b"* 1 FETCH (BODY[] {12}"[..], Some(12)),
+            (b"A1 APPEND x {5+}", Some(5)),
+            (b"* 1 FETCH (BINARY[] ~{7}", Some(7)),
+            (b"* OK {abc}", None),
+            (b"* OK done", None),
+            (b"* OK {}", None),
+        ] {
+            assert_eq!(literal_length(line), expected, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    async fn read_all(input: &[u8], chunk: usize) -> Vec<Vec<Part>> {
+        let (mut tx, rx) = tokio::io::duplex(chunk.max(1));
+        let data = input.to_vec();
+        let writer = tokio::spawn(async move {
+            for c in data.chunks(chunk.max(1)) {
+                tx.write_all(c).await.unwrap();
+            }
+        });
+        let mut rx = tokio::io::BufReader::with_capacity(chunk.max(1), rx);
+        let mut out = Vec::new();
+        while let Some(r) = read_response(&mut rx, Side::Old, Duration::from_secs(5)).await.unwrap() {
+            out.push(r);
+        }
+        writer.await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn frames_literals_across_any_chunking() {
+        let big = vec![b'x'; SPOOL_THRESHOLD + 10];
+        let mut input = b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\n* 2 FETCH (BODY[] {".to_vec();
+        input.extend_from_slice(format!("{}}}\r\n", big.len()).as_bytes());
+        input.extend_from_slice(&big);
+        input.extend_from_slice(b" UID 6)\r\nA1 OK done\r\n");
+        for chunk in [1, 7, 4096, 1 << 20] {
+            let responses = read_all(&input, chunk).await;
+            assert_eq!(responses.len(), 3);
+            match &responses[0][1] {
+                Part::Literal(Body::Mem(v)) => assert_eq!(v, b"abc"),
+                other => panic!("expected a small literal, got {other:?}"),
+            }
+            match &responses[1][1] {
+                Part::Literal(b @ Body::File { .. }) => assert_eq!(b.to_vec().unwrap(), big),
+                other => panic!("expected a spooled literal, got {other:?}"),
+            }
+            match &responses[1][2] {
+                Part::Text(t) => assert_eq!(t, b" UID 6)"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! imapferry moves mailboxes from an OLD IMAP server to a NEW one while people keep using their mail.
+//!
+//! # Layout
+//!
+//! Dependencies point down: a module may only use the modules listed below it.
+//!
+//! - [`cli`]: the command line (`imapferry sync`, the `imapsync`-compatible options, output and exit codes).
+//! - [`sync`]: the engine: per folder pair, plan, copy, adopt, merge flags, propagate deletions.
+//! - [`imap`]: an async IMAP client (plain, STARTTLS, TLS) with a streaming response reader. No policy.
+//! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
+//! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones) and its SQLite implementation.
+//! - [`tls`], [`secret`]: foundations (TLS configuration from PEM files, passwords that never print).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod imap;
+pub mod mapping;
+pub mod secret;
+pub mod store;
+pub mod sync;
+pub mod tls;

@@ -1,0 +1,195 @@
+//! The state store: what imapferry remembers between passes (accounts, folder pairs with both sides'
+//! mailbox state, links OLD↔NEW with base flags, tombstones, the journal). The [`Store`] trait is
+//! what callers see; [`SqliteStore`] is the embedded default. This module knows nothing of sockets.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+pub type AccountId = i64;
+pub type PairId = i64;
+
+/// Errors of the state store. They always name the store as the failing side.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("state store: cannot create directory for {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error("state store: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One user's pair of logins. Passwords are never part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AccountKey {
+    pub old_host: String,
+    pub old_user: String,
+    pub new_host: String,
+    pub new_user: String,
+}
+
+/// Account lifecycle (DESIGN.md §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountState {
+    /// Nothing copied yet.
+    Pending,
+    /// Some folders backfilled.
+    Partial,
+    /// Every folder backfilled, journal drained.
+    Synced,
+    /// OLD is no longer read or written.
+    Retired,
+    /// A permanent failure (bad credentials, missing account).
+    Failed,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Pending => "pending",
+            AccountState::Partial => "partial",
+            AccountState::Synced => "synced",
+            AccountState::Retired => "retired",
+            AccountState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => AccountState::Pending,
+            "partial" => AccountState::Partial,
+            "synced" => AccountState::Synced,
+            "retired" => AccountState::Retired,
+            "failed" => AccountState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// What one side reported for a mailbox at the end of the last reconcile.
+/// `highestmodseq` is 0 when the server has no CONDSTORE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailboxState {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+    pub messages: u32,
+}
+
+/// Where a folder pair stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Never completed a pass.
+    New,
+    /// A pass started and did not finish (or found work it could not do, e.g. the deletion bound).
+    Partial,
+    /// The last pass completed.
+    Synced,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::New => "new",
+            Phase::Partial => "partial",
+            Phase::Synced => "synced",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "new" => Phase::New,
+            "partial" => Phase::Partial,
+            "synced" => Phase::Synced,
+            _ => return None,
+        })
+    }
+}
+
+/// An OLD folder and the NEW folder it maps to. Names are the raw (modified UTF-7) names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderPair {
+    pub id: PairId,
+    pub account: AccountId,
+    pub old_name: String,
+    pub new_name: String,
+    /// OLD's state at the last completed reconcile, if any.
+    pub old: Option<MailboxState>,
+    /// NEW's state at the last completed reconcile, if any.
+    pub new: Option<MailboxState>,
+    /// NEW UIDs at or above this may be unlinked copies of OLD messages (made by another tool, or by a
+    /// pass that was killed before it committed its links): adoption scans them by identity key.
+    pub adopt_from: u32,
+    pub phase: Phase,
+}
+
+/// One OLD message and its NEW copy. Flags are canonical strings (sorted, space-separated),
+/// as each side had them at the last reconcile: the base of the three-way merge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub old_uid: u32,
+    pub new_uid: u32,
+    pub old_flags: String,
+    pub new_flags: String,
+}
+
+/// A flag update of an existing link after a reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkFlags {
+    pub old_uid: u32,
+    pub old_flags: String,
+    pub new_flags: String,
+}
+
+/// Persistent state. Every method that writes commits before it returns, so what it wrote survives
+/// `kill -9`. Batches (`add_links`, `tombstone`, …) are one transaction each.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The account's id, created (state `pending`) on first use.
+    async fn account(&self, key: &AccountKey) -> Result<AccountId>;
+    async fn account_state(&self, account: AccountId) -> Result<AccountState>;
+    /// Sets the state and an optional reason (the last error for `failed`).
+    async fn set_account_state(
+        &self,
+        account: AccountId,
+        state: AccountState,
+        reason: Option<&str>,
+    ) -> Result<()>;
+
+    /// The pair for this OLD folder, created on first use (phase `new`, `adopt_from` 1).
+    /// A changed `new_name` (different mapping options) is recorded.
+    async fn folder_pair(&self, account: AccountId, old_name: &str, new_name: &str)
+    -> Result<FolderPair>;
+    async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>>;
+    /// Records both sides' state and the phase at the end of a pass (or of a batch).
+    async fn save_pair_state(
+        &self,
+        pair: PairId,
+        old: Option<MailboxState>,
+        new: Option<MailboxState>,
+        adopt_from: u32,
+        phase: Phase,
+    ) -> Result<()>;
+    /// UIDVALIDITY changed on a side: forget the pair's links, tombstones and states
+    /// (the next pass re-identifies messages by identity key).
+    async fn reset_pair(&self, pair: PairId) -> Result<()>;
+
+    /// Every link of the pair, ordered by `old_uid`.
+    async fn links(&self, pair: PairId) -> Result<Vec<Link>>;
+    /// Inserts (or replaces, by `old_uid`) links in one transaction.
+    async fn add_links(&self, pair: PairId, links: &[Link]) -> Result<()>;
+    async fn update_link_flags(&self, pair: PairId, updates: &[LinkFlags]) -> Result<()>;
+    /// Drops links whose OLD message is gone (its NEW copy was expunged by us).
+    async fn remove_links(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
+    /// The NEW copy is gone: the links become tombstones, so those OLD messages are never copied back.
+    async fn tombstone(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
+    /// OLD UIDs that must never be copied again, ascending.
+    async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>>;
+    /// Drops tombstones whose OLD message no longer exists.
+    async fn remove_tombstones(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
+}

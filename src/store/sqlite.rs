@@ -1,0 +1,1011 @@
+//! The embedded [`Store`]: one SQLite file (WAL, `synchronous = FULL`, so every acknowledged write
+//! survives `kill -9` and power loss), created and migrated on first use. The schema
+//! (`schema.sql`) is written in the SQL subset shared with PostgreSQL, and so is every statement
+//! here (`$n` parameters, `ON CONFLICT`, multi-row `VALUES`), for the PostgreSQL store to reuse.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+
+use super::{
+    AccountId, AccountKey, AccountState, FolderPair, Link, LinkFlags, MailboxState, PairId, Phase,
+    Result, Store, StoreError,
+};
+
+/// The schema migrations, in order: migration `i` brings the database to version `i + 1`.
+/// Each runs in one transaction, together with its row in `schema_version`.
+/// Released migrations are never edited; changes are new entries at the end.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// How long a writer waits for another connection (or process) to release the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections of a file store: SQLite has one writer at a time, WAL lets readers run beside it.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// Most parameters in one statement: below SQLite's historic limit of 999
+/// (and PostgreSQL's 65535), while large enough that a batch costs a few statements per thousand rows.
+const MAX_PARAMS: usize = 900;
+
+/// Columns of `folder_pairs`, in the order [`pair_from_row`] reads them.
+const PAIR_COLUMNS: &str = "id, account_id, old_name, new_name, \
+     old_uidvalidity, old_uidnext, old_highestmodseq, old_messages, \
+     new_uidvalidity, new_uidnext, new_highestmodseq, new_messages, adopt_from, phase";
+
+/// The SQLite [`Store`]. Cloning is cheap and shares the connection pool.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the store file at `path`, creating it (and its parent directory) and bringing its
+    /// schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        tracing::debug!(path = %path.display(), "state store opened");
+        Ok(store)
+    }
+
+    /// A private in-memory store (for tests): gone when the store is dropped.
+    pub async fn open_memory() -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // An in-memory database lives and dies with its connection: exactly one, kept forever.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Closes the connections after the pending operations (the WAL is checkpointed).
+    /// Dropping the store without closing it loses nothing that was committed.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Applies the migrations this database has not seen yet, each in one transaction.
+    async fn migrate(&self) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_version (\
+             version BIGINT NOT NULL PRIMARY KEY, applied BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let known = i64::try_from(MIGRATIONS.len())
+            .map_err(|_| StoreError::Corrupt("too many migrations".into()))?;
+        let current = schema_version(&self.pool).await?;
+        if current > known {
+            return Err(StoreError::Corrupt(format!(
+                "schema version {current} is newer than this imapferry knows ({known}); \
+                 use a newer imapferry"
+            )));
+        }
+        for (version, sql) in (1..).zip(MIGRATIONS.iter().copied()) {
+            if version <= current {
+                continue;
+            }
+            let mut tx = self.write_tx().await?;
+            // Another process may have migrated since we looked.
+            if schema_version(&mut *tx).await? >= version {
+                tx.rollback().await?;
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version, applied) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "state store schema migrated");
+        }
+        Ok(())
+    }
+
+    /// A write transaction that holds the write lock from its start (`BEGIN IMMEDIATE`), so it
+    /// waits for other writers up to the busy timeout instead of failing when it upgrades.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn find_pair(&self, account: AccountId, old_name: &str) -> Result<Option<FolderPair>> {
+        let sql = format!(
+            "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 AND old_name = $2"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(account)
+            .bind(old_name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(pair_from_row).transpose()
+    }
+
+    /// Deletes the rows of `table` (`links` or `tombstones`) for these OLD UIDs, in `tx`.
+    async fn delete_uids(
+        tx: &mut Transaction<'static, Sqlite>,
+        table: &str,
+        pair: PairId,
+        old_uids: &[u32],
+    ) -> Result<()> {
+        for chunk in old_uids.chunks(MAX_PARAMS - 1) {
+            let sql = format!(
+                "DELETE FROM {table} WHERE pair_id = $1 AND old_uid IN {}",
+                tuples(1, chunk.len(), 2, "")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for uid in chunk {
+                query = query.bind(i64::from(*uid));
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_batch(&self, table: &str, pair: PairId, old_uids: &[u32]) -> Result<()> {
+        if old_uids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        Self::delete_uids(&mut tx, table, pair, old_uids).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn account(&self, key: &AccountKey) -> Result<AccountId> {
+        const FIND: &str = "SELECT id FROM accounts \
+             WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4";
+        let find = || {
+            sqlx::query(FIND)
+                .bind(key.old_host.as_str())
+                .bind(key.old_user.as_str())
+                .bind(key.new_host.as_str())
+                .bind(key.new_user.as_str())
+        };
+        if let Some(row) = find().fetch_optional(&self.pool).await? {
+            return Ok(row.try_get(0)?);
+        }
+        let now = now();
+        sqlx::query(
+            "INSERT INTO accounts (old_host, old_user, new_host, new_user, state, created, updated) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (old_host, old_user, new_host, new_user) DO NOTHING",
+        )
+        .bind(key.old_host.as_str())
+        .bind(key.old_user.as_str())
+        .bind(key.new_host.as_str())
+        .bind(key.new_user.as_str())
+        .bind(AccountState::Pending.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        match find().fetch_optional(&self.pool).await? {
+            Some(row) => Ok(row.try_get(0)?),
+            None => Err(StoreError::Corrupt(format!(
+                "account {}@{} was inserted but cannot be found",
+                key.old_user, key.old_host
+            ))),
+        }
+    }
+
+    async fn account_state(&self, account: AccountId) -> Result<AccountState> {
+        let row = sqlx::query("SELECT state FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no account {account}")))?;
+        let state: String = row.try_get(0)?;
+        AccountState::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!("account {account} has unknown state {state:?}"))
+        })
+    }
+
+    async fn set_account_state(
+        &self,
+        account: AccountId,
+        state: AccountState,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4")
+            .bind(state.as_str())
+            .bind(reason)
+            .bind(now())
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no account {account}")));
+        }
+        Ok(())
+    }
+
+    async fn folder_pair(
+        &self,
+        account: AccountId,
+        old_name: &str,
+        new_name: &str,
+    ) -> Result<FolderPair> {
+        let mut pair = match self.find_pair(account, old_name).await? {
+            Some(pair) => pair,
+            None => {
+                sqlx::query(
+                    "INSERT INTO folder_pairs (account_id, old_name, new_name, adopt_from, phase, updated) \
+                     VALUES ($1, $2, $3, 1, $4, $5) \
+                     ON CONFLICT (account_id, old_name) DO NOTHING",
+                )
+                .bind(account)
+                .bind(old_name)
+                .bind(new_name)
+                .bind(Phase::New.as_str())
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                self.find_pair(account, old_name).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "folder pair {old_name:?} of account {account} was inserted but cannot be found"
+                    ))
+                })?
+            }
+        };
+        if pair.new_name != new_name {
+            sqlx::query("UPDATE folder_pairs SET new_name = $1, updated = $2 WHERE id = $3")
+                .bind(new_name)
+                .bind(now())
+                .bind(pair.id)
+                .execute(&self.pool)
+                .await?;
+            tracing::info!(
+                account,
+                old = old_name,
+                was = %pair.new_name,
+                now = new_name,
+                "folder pair maps to a new NEW folder"
+            );
+            pair.new_name = new_name.to_owned();
+        }
+        Ok(pair)
+    }
+
+    async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>> {
+        let sql =
+            format!("SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(pair_from_row).collect()
+    }
+
+    async fn save_pair_state(
+        &self,
+        pair: PairId,
+        old: Option<MailboxState>,
+        new: Option<MailboxState>,
+        adopt_from: u32,
+        phase: Phase,
+    ) -> Result<()> {
+        let old = DbSide::from_state(old)?;
+        let new = DbSide::from_state(new)?;
+        let done = sqlx::query(
+            "UPDATE folder_pairs SET \
+             old_uidvalidity = $1, old_uidnext = $2, old_highestmodseq = $3, old_messages = $4, \
+             new_uidvalidity = $5, new_uidnext = $6, new_highestmodseq = $7, new_messages = $8, \
+             adopt_from = $9, phase = $10, updated = $11 WHERE id = $12",
+        )
+        .bind(old.uidvalidity)
+        .bind(old.uidnext)
+        .bind(old.highestmodseq)
+        .bind(old.messages)
+        .bind(new.uidvalidity)
+        .bind(new.uidnext)
+        .bind(new.highestmodseq)
+        .bind(new.messages)
+        .bind(i64::from(adopt_from))
+        .bind(phase.as_str())
+        .bind(now())
+        .bind(pair)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
+        }
+        Ok(())
+    }
+
+    async fn reset_pair(&self, pair: PairId) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM links WHERE pair_id = $1")
+            .bind(pair)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM tombstones WHERE pair_id = $1")
+            .bind(pair)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(
+            "UPDATE folder_pairs SET \
+             old_uidvalidity = NULL, old_uidnext = NULL, old_highestmodseq = NULL, old_messages = NULL, \
+             new_uidvalidity = NULL, new_uidnext = NULL, new_highestmodseq = NULL, new_messages = NULL, \
+             adopt_from = 1, phase = $1, updated = $2 WHERE id = $3",
+        )
+        .bind(Phase::New.as_str())
+        .bind(now())
+        .bind(pair)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn links(&self, pair: PairId) -> Result<Vec<Link>> {
+        let rows = sqlx::query(
+            "SELECT old_uid, new_uid, old_flags, new_flags FROM links \
+             WHERE pair_id = $1 ORDER BY old_uid",
+        )
+        .bind(pair)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Link {
+                    old_uid: get_u32(row, "old_uid")?,
+                    new_uid: get_u32(row, "new_uid")?,
+                    old_flags: row.try_get("old_flags")?,
+                    new_flags: row.try_get("new_flags")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Also drops any tombstone of these OLD UIDs: a (pair, OLD UID) is linked or tombstoned,
+    /// never both. When `links` holds an OLD UID twice, the last one is kept.
+    async fn add_links(&self, pair: PairId, links: &[Link]) -> Result<()> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        // One row per OLD UID, ascending (PostgreSQL refuses an upsert touching a row twice, and
+        // ascending keys fill the b-tree in order).
+        let by_uid: BTreeMap<u32, &Link> = links.iter().map(|l| (l.old_uid, l)).collect();
+        let links: Vec<&Link> = by_uid.into_values().collect();
+        let uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+        let mut tx = self.write_tx().await?;
+        for chunk in links.chunks((MAX_PARAMS - 1) / 4) {
+            let sql = format!(
+                "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags) VALUES {} \
+                 ON CONFLICT (pair_id, old_uid) DO UPDATE SET new_uid = excluded.new_uid, \
+                 old_flags = excluded.old_flags, new_flags = excluded.new_flags",
+                tuples(chunk.len(), 4, 2, "$1, ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for link in chunk {
+                query = query
+                    .bind(i64::from(link.old_uid))
+                    .bind(i64::from(link.new_uid))
+                    .bind(link.old_flags.as_str())
+                    .bind(link.new_flags.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        Self::delete_uids(&mut tx, "tombstones", pair, &uids).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Updates for OLD UIDs without a link are ignored. When `updates` holds an OLD UID twice,
+    /// the last one is kept.
+    async fn update_link_flags(&self, pair: PairId, updates: &[LinkFlags]) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let by_uid: BTreeMap<u32, &LinkFlags> = updates.iter().map(|u| (u.old_uid, u)).collect();
+        let updates: Vec<&LinkFlags> = by_uid.into_values().collect();
+        let mut tx = self.write_tx().await?;
+        for chunk in updates.chunks((MAX_PARAMS - 1) / 3) {
+            // `UPDATE … FROM (VALUES …)`: SQLite ≥ 3.33 and PostgreSQL; both name the columns of
+            // a VALUES list column1, column2, …
+            let sql = format!(
+                "UPDATE links SET old_flags = v.column2, new_flags = v.column3 \
+                 FROM (VALUES {}) AS v \
+                 WHERE links.pair_id = $1 AND links.old_uid = v.column1",
+                tuples(chunk.len(), 3, 2, "")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for update in chunk {
+                query = query
+                    .bind(i64::from(update.old_uid))
+                    .bind(update.old_flags.as_str())
+                    .bind(update.new_flags.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_links(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
+        self.delete_batch("links", pair, old_uids).await
+    }
+
+    /// OLD UIDs without a link are tombstoned too (they must not be copied either).
+    async fn tombstone(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
+        if old_uids.is_empty() {
+            return Ok(());
+        }
+        let uids: Vec<u32> = old_uids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        let now = now();
+        let mut tx = self.write_tx().await?;
+        Self::delete_uids(&mut tx, "links", pair, &uids).await?;
+        for chunk in uids.chunks(MAX_PARAMS - 2) {
+            let sql = format!(
+                "INSERT INTO tombstones (pair_id, created, old_uid) VALUES {} \
+                 ON CONFLICT (pair_id, old_uid) DO NOTHING",
+                tuples(chunk.len(), 1, 3, "$1, $2, ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair).bind(now);
+            for uid in chunk {
+                query = query.bind(i64::from(*uid));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>> {
+        let rows = sqlx::query("SELECT old_uid FROM tombstones WHERE pair_id = $1 ORDER BY old_uid")
+            .bind(pair)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| get_u32(row, "old_uid")).collect()
+    }
+
+    async fn remove_tombstones(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
+        self.delete_batch("tombstones", pair, old_uids).await
+    }
+}
+
+/// The highest applied schema version, 0 for a new database.
+async fn schema_version<'e, E>(executor: E) -> Result<i64>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let row = sqlx::query("SELECT MAX(version) FROM schema_version")
+        .fetch_one(executor)
+        .await?;
+    Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+}
+
+/// `rows` comma-separated tuples `(fixed$n, $n+1, …)` of `width` fresh parameters each,
+/// numbered from `first`: `tuples(2, 2, 2, "$1, ")` is `($1, $2, $3), ($1, $4, $5)`.
+fn tuples(rows: usize, width: usize, first: usize, fixed: &str) -> String {
+    let mut sql = String::with_capacity(rows * (fixed.len() + width * 7 + 4));
+    let mut n = first;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(fixed);
+        for col in 0..width {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&n.to_string());
+            n += 1;
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Unix seconds.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn get_u32(row: &SqliteRow, column: &str) -> Result<u32> {
+    let value: i64 = row.try_get(column)?;
+    u32::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{column} out of range: {value}")))
+}
+
+/// One side's state columns as stored: all NULL when unknown.
+#[derive(Default)]
+struct DbSide {
+    uidvalidity: Option<i64>,
+    uidnext: Option<i64>,
+    highestmodseq: Option<i64>,
+    messages: Option<i64>,
+}
+
+impl DbSide {
+    fn from_state(state: Option<MailboxState>) -> Result<DbSide> {
+        let Some(state) = state else {
+            return Ok(DbSide::default());
+        };
+        // RFC 7162 bounds mod-sequences to 63 bits.
+        let highestmodseq = i64::try_from(state.highestmodseq).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "HIGHESTMODSEQ {} exceeds 63 bits",
+                state.highestmodseq
+            ))
+        })?;
+        Ok(DbSide {
+            uidvalidity: Some(i64::from(state.uidvalidity)),
+            uidnext: Some(i64::from(state.uidnext)),
+            highestmodseq: Some(highestmodseq),
+            messages: Some(i64::from(state.messages)),
+        })
+    }
+
+    fn read(row: &SqliteRow, side: &str) -> Result<DbSide> {
+        let get = |what: &str| -> Result<Option<i64>> {
+            Ok(row.try_get::<Option<i64>, _>(format!("{side}_{what}").as_str())?)
+        };
+        Ok(DbSide {
+            uidvalidity: get("uidvalidity")?,
+            uidnext: get("uidnext")?,
+            highestmodseq: get("highestmodseq")?,
+            messages: get("messages")?,
+        })
+    }
+
+    fn into_state(self, pair: PairId, side: &str) -> Result<Option<MailboxState>> {
+        let u32_of = |what: &str, v: i64| {
+            u32::try_from(v).map_err(|_| {
+                StoreError::Corrupt(format!("folder pair {pair}: {side}_{what} out of range: {v}"))
+            })
+        };
+        match (self.uidvalidity, self.uidnext, self.highestmodseq, self.messages) {
+            (None, None, None, None) => Ok(None),
+            (Some(uidvalidity), Some(uidnext), Some(highestmodseq), Some(messages)) => {
+                Ok(Some(MailboxState {
+                    uidvalidity: u32_of("uidvalidity", uidvalidity)?,
+                    uidnext: u32_of("uidnext", uidnext)?,
+                    highestmodseq: u64::try_from(highestmodseq).map_err(|_| {
+                        StoreError::Corrupt(format!(
+                            "folder pair {pair}: {side}_highestmodseq out of range: {highestmodseq}"
+                        ))
+                    })?,
+                    messages: u32_of("messages", messages)?,
+                }))
+            }
+            _ => Err(StoreError::Corrupt(format!(
+                "folder pair {pair}: {side} state is partly NULL"
+            ))),
+        }
+    }
+}
+
+fn pair_from_row(row: &SqliteRow) -> Result<FolderPair> {
+    let id: PairId = row.try_get("id")?;
+    let phase: String = row.try_get("phase")?;
+    Ok(FolderPair {
+        id,
+        account: row.try_get("account_id")?,
+        old_name: row.try_get("old_name")?,
+        new_name: row.try_get("new_name")?,
+        old: DbSide::read(row, "old")?.into_state(id, "old")?,
+        new: DbSide::read(row, "new")?.into_state(id, "new")?,
+        adopt_from: get_u32(row, "adopt_from")?,
+        phase: Phase::parse(&phase).ok_or_else(|| {
+            StoreError::Corrupt(format!("folder pair {id} has unknown phase {phase:?}"))
+        })?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(user: &str) -> AccountKey {
+        AccountKey {
+            old_host: "old.example".into(),
+            old_user: user.into(),
+            new_host: "new.example".into(),
+            new_user: user.into(),
+        }
+    }
+
+    fn link(old_uid: u32, new_uid: u32, flags: &str) -> Link {
+        Link { old_uid, new_uid, old_flags: flags.into(), new_flags: flags.into() }
+    }
+
+    async fn pair(store: &SqliteStore) -> PairId {
+        let account = store.account(&key("alice")).await.unwrap();
+        store.folder_pair(account, "INBOX", "INBOX").await.unwrap().id
+    }
+
+    #[test]
+    fn tuples_numbering() {
+        assert_eq!(tuples(2, 2, 2, "$1, "), "($1, $2, $3), ($1, $4, $5)");
+        assert_eq!(tuples(1, 3, 2, ""), "($2, $3, $4)");
+        assert_eq!(tuples(3, 1, 3, "$1, $2, "), "($1, $2, $3), ($1, $2, $4), ($1, $2, $5)");
+    }
+
+    #[tokio::test]
+    async fn account_get_or_create_is_idempotent() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let a = store.account(&key("alice")).await.unwrap();
+        let b = store.account(&key("bob")).await.unwrap();
+        assert_ne!(a, b);
+        assert_eq!(store.account(&key("alice")).await.unwrap(), a);
+        assert_eq!(store.account_state(a).await.unwrap(), AccountState::Pending);
+
+        store.set_account_state(a, AccountState::Failed, Some("bad password")).await.unwrap();
+        assert_eq!(store.account_state(a).await.unwrap(), AccountState::Failed);
+        assert_eq!(store.account(&key("alice")).await.unwrap(), a);
+        let reason: Option<String> = sqlx::query("SELECT reason FROM accounts WHERE id = $1")
+            .bind(a)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(reason.as_deref(), Some("bad password"));
+        store.set_account_state(a, AccountState::Synced, None).await.unwrap();
+        assert_eq!(store.account_state(a).await.unwrap(), AccountState::Synced);
+        assert_eq!(store.account_state(b).await.unwrap(), AccountState::Pending);
+
+        assert!(matches!(store.account_state(999).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            store.set_account_state(999, AccountState::Synced, None).await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn folder_pair_get_or_create_and_rename() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let account = store.account(&key("alice")).await.unwrap();
+        let other = store.account(&key("bob")).await.unwrap();
+
+        let sent = store.folder_pair(account, "Sent", "INBOX.Sent").await.unwrap();
+        assert_eq!(sent.account, account);
+        assert_eq!(sent.old_name, "Sent");
+        assert_eq!(sent.new_name, "INBOX.Sent");
+        assert_eq!(sent.old, None);
+        assert_eq!(sent.new, None);
+        assert_eq!(sent.adopt_from, 1);
+        assert_eq!(sent.phase, Phase::New);
+        assert_eq!(store.folder_pair(account, "Sent", "INBOX.Sent").await.unwrap(), sent);
+
+        let renamed = store.folder_pair(account, "Sent", "Sent Items").await.unwrap();
+        assert_eq!(renamed.id, sent.id);
+        assert_eq!(renamed.new_name, "Sent Items");
+
+        let inbox = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
+        let bobs = store.folder_pair(other, "INBOX", "INBOX").await.unwrap();
+        assert_ne!(inbox.id, sent.id);
+        assert_ne!(inbox.id, bobs.id);
+
+        let all = store.folder_pairs(account).await.unwrap();
+        assert_eq!(all, vec![inbox, renamed]);
+        assert_eq!(store.folder_pairs(other).await.unwrap(), vec![bobs]);
+
+        // The account must exist.
+        assert!(store.folder_pair(12345, "INBOX", "INBOX").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn pair_state_round_trip() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let pair = pair(&store).await;
+        let old = MailboxState {
+            uidvalidity: u32::MAX,
+            uidnext: 4_000_000_000,
+            highestmodseq: i64::MAX as u64,
+            messages: 12,
+        };
+        let new = MailboxState { uidvalidity: 7, uidnext: 13, highestmodseq: 0, messages: 11 };
+
+        store.save_pair_state(pair, Some(old), Some(new), 13, Phase::Synced).await.unwrap();
+        let got = &store.folder_pairs(store.account(&key("alice")).await.unwrap()).await.unwrap()[0];
+        assert_eq!((got.old, got.new, got.adopt_from, got.phase), (Some(old), Some(new), 13, Phase::Synced));
+
+        store.save_pair_state(pair, None, Some(new), 5, Phase::Partial).await.unwrap();
+        let got = store.folder_pair(got.account, "INBOX", "INBOX").await.unwrap();
+        assert_eq!((got.old, got.new, got.adopt_from, got.phase), (None, Some(new), 5, Phase::Partial));
+
+        store.save_pair_state(pair, Some(old), None, 1, Phase::New).await.unwrap();
+        let got = store.folder_pair(got.account, "INBOX", "INBOX").await.unwrap();
+        assert_eq!((got.old, got.new, got.adopt_from, got.phase), (Some(old), None, 1, Phase::New));
+
+        let too_big = MailboxState { highestmodseq: u64::MAX, ..old };
+        assert!(matches!(
+            store.save_pair_state(pair, Some(too_big), None, 1, Phase::New).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            store.save_pair_state(999, None, None, 1, Phase::New).await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn links_add_replace_update_remove() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let pair = pair(&store).await;
+        assert!(store.links(pair).await.unwrap().is_empty());
+        store.add_links(pair, &[]).await.unwrap();
+
+        store
+            .add_links(pair, &[link(3, 30, "\\Seen"), link(1, 10, ""), link(u32::MAX, u32::MAX, "")])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.links(pair).await.unwrap(),
+            vec![link(1, 10, ""), link(3, 30, "\\Seen"), link(u32::MAX, u32::MAX, "")]
+        );
+
+        // Replace by old_uid; a duplicate in one batch keeps the last.
+        store
+            .add_links(pair, &[link(3, 31, "\\Flagged"), link(2, 20, ""), link(2, 21, "$Junk")])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.links(pair).await.unwrap(),
+            vec![
+                link(1, 10, ""),
+                link(2, 21, "$Junk"),
+                link(3, 31, "\\Flagged"),
+                link(u32::MAX, u32::MAX, "")
+            ]
+        );
+
+        store
+            .update_link_flags(
+                pair,
+                &[
+                    LinkFlags { old_uid: 1, old_flags: "\\Seen".into(), new_flags: "\\Answered \\Seen".into() },
+                    LinkFlags { old_uid: 99, old_flags: "x".into(), new_flags: "y".into() },
+                ],
+            )
+            .await
+            .unwrap();
+        let links = store.links(pair).await.unwrap();
+        assert_eq!(
+            links[0],
+            Link { old_uid: 1, new_uid: 10, old_flags: "\\Seen".into(), new_flags: "\\Answered \\Seen".into() }
+        );
+        assert_eq!(links[1], link(2, 21, "$Junk"));
+        assert_eq!(links.len(), 4);
+
+        store.remove_links(pair, &[2, u32::MAX, 77]).await.unwrap();
+        let uids: Vec<u32> = store.links(pair).await.unwrap().iter().map(|l| l.old_uid).collect();
+        assert_eq!(uids, vec![1, 3]);
+
+        // Links are per pair.
+        let account = store.account(&key("alice")).await.unwrap();
+        let other = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+        assert!(store.links(other).await.unwrap().is_empty());
+        store.remove_links(other, &[1, 3]).await.unwrap();
+        assert_eq!(store.links(pair).await.unwrap().len(), 2);
+
+        // The pair must exist.
+        assert!(store.add_links(999, &[link(1, 1, "")]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn tombstone_moves_links_to_tombstones() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let pair = pair(&store).await;
+        store.add_links(pair, &[link(1, 10, ""), link(2, 20, ""), link(3, 30, "")]).await.unwrap();
+
+        store.tombstone(pair, &[2, 5, 2]).await.unwrap();
+        let uids: Vec<u32> = store.links(pair).await.unwrap().iter().map(|l| l.old_uid).collect();
+        assert_eq!(uids, vec![1, 3]);
+        assert_eq!(store.tombstones(pair).await.unwrap(), vec![2, 5]);
+
+        // Idempotent.
+        store.tombstone(pair, &[2]).await.unwrap();
+        assert_eq!(store.tombstones(pair).await.unwrap(), vec![2, 5]);
+
+        store.remove_tombstones(pair, &[5, 6]).await.unwrap();
+        assert_eq!(store.tombstones(pair).await.unwrap(), vec![2]);
+
+        // A new link supersedes a tombstone.
+        store.add_links(pair, &[link(2, 22, "")]).await.unwrap();
+        assert!(store.tombstones(pair).await.unwrap().is_empty());
+        assert_eq!(store.links(pair).await.unwrap()[1], link(2, 22, ""));
+    }
+
+    #[tokio::test]
+    async fn reset_pair_forgets_everything() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let pair = pair(&store).await;
+        let account = store.account(&key("alice")).await.unwrap();
+        let other = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+        let state = MailboxState { uidvalidity: 1, uidnext: 5, highestmodseq: 9, messages: 4 };
+        for p in [pair, other] {
+            store.add_links(p, &[link(1, 1, ""), link(2, 2, "")]).await.unwrap();
+            store.tombstone(p, &[2]).await.unwrap();
+            store.save_pair_state(p, Some(state), Some(state), 3, Phase::Synced).await.unwrap();
+        }
+
+        store.reset_pair(pair).await.unwrap();
+        let got = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
+        assert_eq!((got.old, got.new, got.adopt_from, got.phase), (None, None, 1, Phase::New));
+        assert!(store.links(pair).await.unwrap().is_empty());
+        assert!(store.tombstones(pair).await.unwrap().is_empty());
+
+        // The other pair is untouched.
+        let kept = store.folder_pair(account, "Sent", "Sent").await.unwrap();
+        assert_eq!((kept.old, kept.new, kept.adopt_from, kept.phase), (Some(state), Some(state), 3, Phase::Synced));
+        assert_eq!(store.links(other).await.unwrap(), vec![link(1, 1, "")]);
+        assert_eq!(store.tombstones(other).await.unwrap(), vec![2]);
+
+        assert!(matches!(store.reset_pair(999).await, Err(StoreError::Corrupt(_))));
+    }
+
+    #[tokio::test]
+    async fn file_store_survives_restart_and_migrates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("imapferry.db");
+        let state = MailboxState { uidvalidity: 42, uidnext: 3, highestmodseq: 0, messages: 2 };
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let account = store.account(&key("alice")).await.unwrap();
+        let pair = store.folder_pair(account, "INBOX", "INBOX").await.unwrap().id;
+        store.add_links(pair, &[link(1, 1, "\\Seen"), link(2, 2, "")]).await.unwrap();
+        store.tombstone(pair, &[2]).await.unwrap();
+        store.save_pair_state(pair, Some(state), Some(state), 3, Phase::Synced).await.unwrap();
+        store.set_account_state(account, AccountState::Partial, None).await.unwrap();
+        // No close: a crash leaves the WAL behind.
+        drop(store);
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.account(&key("alice")).await.unwrap(), account);
+        assert_eq!(store.account_state(account).await.unwrap(), AccountState::Partial);
+        let got = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
+        assert_eq!((got.id, got.old, got.new, got.adopt_from, got.phase), (pair, Some(state), Some(state), 3, Phase::Synced));
+        assert_eq!(store.links(pair).await.unwrap(), vec![link(1, 1, "\\Seen")]);
+        assert_eq!(store.tombstones(pair).await.unwrap(), vec![2]);
+
+        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap().get(0);
+        assert_eq!(mode.to_lowercase(), "wal");
+        let sync: i64 = sqlx::query("PRAGMA synchronous").fetch_one(&store.pool).await.unwrap().get(0);
+        assert_eq!(sync, 2, "synchronous = FULL");
+        let fk: i64 = sqlx::query("PRAGMA foreign_keys").fetch_one(&store.pool).await.unwrap().get(0);
+        assert_eq!(fk, 1);
+        store.close().await;
+
+        // A second open (and a concurrent one) applies nothing again.
+        let (a, b) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let versions: Vec<i64> = sqlx::query("SELECT version FROM schema_version ORDER BY version")
+            .fetch_all(&a.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let expected: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+        assert_eq!(versions, expected);
+        assert_eq!(b.links(pair).await.unwrap().len(), 1);
+        a.close().await;
+        b.close().await;
+    }
+
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imapferry.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        sqlx::query("INSERT INTO schema_version (version, applied) VALUES (1000, 0)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        assert!(matches!(SqliteStore::open(&path).await, Err(StoreError::Corrupt(_))));
+    }
+
+    #[tokio::test]
+    async fn journal_table_exists() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let account = store.account(&key("alice")).await.unwrap();
+        sqlx::query("INSERT INTO journal (account_id, created, kind, payload) VALUES ($1, $2, 'store', '{}')")
+            .bind(account)
+            .bind(now())
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let pending: i64 = sqlx::query("SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0")
+            .bind(account)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(pending, 1);
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("imapferry.db")).await.unwrap();
+        let pair = pair(&store).await;
+        let links: Vec<Link> = (1..=10_000u32)
+            .map(|uid| Link {
+                old_uid: uid,
+                new_uid: uid + 100_000,
+                old_flags: if uid % 3 == 0 { "\\Seen".into() } else { String::new() },
+                new_flags: format!("\\Seen ${uid}"),
+            })
+            .collect();
+
+        let started = std::time::Instant::now();
+        store.add_links(pair, &links).await.unwrap();
+        eprintln!("add_links: 10000 links in {:?}", started.elapsed());
+
+        let started = std::time::Instant::now();
+        let read = store.links(pair).await.unwrap();
+        eprintln!("links: read 10000 links in {:?}", started.elapsed());
+        assert_eq!(read, links);
+
+        let updates: Vec<LinkFlags> = links
+            .iter()
+            .map(|l| LinkFlags { old_uid: l.old_uid, old_flags: "\\Deleted".into(), new_flags: String::new() })
+            .collect();
+        let started = std::time::Instant::now();
+        store.update_link_flags(pair, &updates).await.unwrap();
+        eprintln!("update_link_flags: 10000 links in {:?}", started.elapsed());
+        let read = store.links(pair).await.unwrap();
+        assert_eq!(read.len(), 10_000);
+        assert!(read.iter().all(|l| l.old_flags == "\\Deleted" && l.new_flags.is_empty()));
+
+        let uids: Vec<u32> = (1..=10_000u32).filter(|u| u % 2 == 0).collect();
+        let started = std::time::Instant::now();
+        store.tombstone(pair, &uids).await.unwrap();
+        eprintln!("tombstone: 5000 links in {:?}", started.elapsed());
+        assert_eq!(store.tombstones(pair).await.unwrap(), uids);
+        assert_eq!(store.links(pair).await.unwrap().len(), 5_000);
+
+        let started = std::time::Instant::now();
+        store.remove_links(pair, &(1..=10_000u32).collect::<Vec<_>>()).await.unwrap();
+        eprintln!("remove_links: 10000 uids in {:?}", started.elapsed());
+        assert!(store.links(pair).await.unwrap().is_empty());
+        store.close().await;
+    }
+}

@@ -1,0 +1,292 @@
+//! Message flags: a normalised flag set, the three-way merge of OLD and NEW flags against the stored
+//! base, the PERMANENTFLAGS filter for NEW, and the STORE operations that reach a target set.
+//! Pure functions (reference §3).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+const SYSTEM_FLAGS: [&str; 5] = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"];
+
+/// imapsync's flagscase: the five RFC system flags in their canonical case; anything else as is.
+fn normalize(flag: &str) -> &str {
+    SYSTEM_FLAGS
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(flag))
+        .copied()
+        .unwrap_or(flag)
+}
+
+/// A set of flags a client can set. On insertion `\Recent` is dropped (no client can alter it) and
+/// the system flags are case-normalised, so equal sets mean equal flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagSet(BTreeSet<String>);
+
+impl FlagSet {
+    /// Parses a space-separated list, with or without the surrounding parentheses of a FLAGS item.
+    pub fn parse(list: &str) -> Self {
+        list.trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .split_ascii_whitespace()
+            .collect()
+    }
+
+    pub fn insert(&mut self, flag: &str) {
+        if !flag.eq_ignore_ascii_case("\\Recent") {
+            self.0.insert(normalize(flag).to_string());
+        }
+    }
+
+    pub fn contains(&self, flag: &str) -> bool {
+        self.0.contains(normalize(flag))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Flags in `self` and not in `other`, sorted.
+    pub fn difference<'a>(&'a self, other: &'a FlagSet) -> impl Iterator<Item = &'a str> {
+        self.0.difference(&other.0).map(String::as_str)
+    }
+
+    /// Sorted, single-space separated (the form stored and compared).
+    pub fn to_canonical(&self) -> String {
+        self.iter().collect::<Vec<_>>().join(" ")
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for FlagSet {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut set = FlagSet::default();
+        for flag in iter {
+            set.insert(flag.as_ref());
+        }
+        set
+    }
+}
+
+impl fmt::Display for FlagSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_canonical())
+    }
+}
+
+/// Three-way merge of a linked pair's flags against the base stored at the last reconcile
+/// (`base_old`, `base_new`: what each side had then; equal once converged). Per flag:
+/// - NEW changed it since its base: NEW's value (this includes a true conflict: NEW wins);
+/// - else OLD changed it since its base: OLD's value;
+/// - else NEW's value.
+///
+/// OLD never simply overwrites NEW ("source wins" is imapsync's resyncflags, not ours).
+pub fn merge(base_old: &FlagSet, base_new: &FlagSet, old: &FlagSet, new: &FlagSet) -> FlagSet {
+    let candidates: BTreeSet<&str> = base_old
+        .iter()
+        .chain(base_new.iter())
+        .chain(old.iter())
+        .chain(new.iter())
+        .collect();
+    candidates
+        .into_iter()
+        .filter(|f| {
+            let new_changed = new.contains(f) != base_new.contains(f);
+            let old_changed = old.contains(f) != base_old.contains(f);
+            if !new_changed && old_changed {
+                old.contains(f)
+            } else {
+                new.contains(f)
+            }
+        })
+        .collect()
+}
+
+/// NEW's PERMANENTFLAGS: the flags it stores permanently, and whether `\*` lets it create keywords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermanentFlags {
+    allows_any_keyword: bool,
+    flags: BTreeSet<String>,
+}
+
+impl Default for PermanentFlags {
+    /// No PERMANENTFLAGS in the SELECT reply: everything is allowed.
+    fn default() -> Self {
+        Self {
+            allows_any_keyword: true,
+            flags: BTreeSet::new(),
+        }
+    }
+}
+
+impl PermanentFlags {
+    /// Parses the list of a `[PERMANENTFLAGS (...)]` response code, parentheses optional.
+    pub fn parse(list: &str) -> Self {
+        let mut perm = Self {
+            allows_any_keyword: false,
+            flags: BTreeSet::new(),
+        };
+        for flag in list
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .split_ascii_whitespace()
+        {
+            if flag == "\\*" {
+                perm.allows_any_keyword = true;
+            } else {
+                perm.flags.insert(normalize(flag).to_string());
+            }
+        }
+        perm
+    }
+
+    /// As imapsync: with `\*` every flag passes; without it only the listed ones (system flags in
+    /// any case, keywords exactly).
+    pub fn allows(&self, flag: &str) -> bool {
+        self.allows_any_keyword || self.flags.contains(normalize(flag))
+    }
+}
+
+/// The flags NEW can take, and the ones dropped because NEW's PERMANENTFLAGS does not list them.
+/// (`\Recent` never reaches a `FlagSet`, so it is always dropped.)
+pub fn filter_for_new(flags: &FlagSet, perm: &PermanentFlags) -> (FlagSet, Vec<String>) {
+    let (kept, dropped): (Vec<&str>, Vec<&str>) = flags.iter().partition(|f| perm.allows(f));
+    (
+        kept.into_iter().collect(),
+        dropped.into_iter().map(String::from).collect(),
+    )
+}
+
+/// The `STORE +FLAGS` and `STORE -FLAGS` lists that turn `current` into `target`, sorted.
+pub fn store_ops(current: &FlagSet, target: &FlagSet) -> (Vec<String>, Vec<String>) {
+    (
+        target.difference(current).map(String::from).collect(),
+        current.difference(target).map(String::from).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs(s: &str) -> FlagSet {
+        FlagSet::parse(s)
+    }
+
+    #[test]
+    fn parse_and_canonical() {
+        for (input, expected) in [
+            ("", ""),
+            ("(\\Seen \\Flagged)", "\\Flagged \\Seen"),
+            (
+                "\\seen \\ANSWERED \\draft \\deleted \\flagged",
+                "\\Answered \\Deleted \\Draft \\Flagged \\Seen",
+            ),
+            ("\\Recent \\Seen \\recent", "\\Seen"),
+            (
+                "$Forwarded  $MDNSent\t$label1 $Forwarded",
+                "$Forwarded $MDNSent $label1",
+            ),
+            ("$MdnSent $MDNSent", "$MDNSent $MdnSent"),
+            ("\\JUNK \\Seen", "\\JUNK \\Seen"),
+        ] {
+            assert_eq!(fs(input).to_canonical(), expected, "{input}");
+        }
+        assert!(fs("\\SEEN").contains("\\seen"));
+        assert_eq!(fs("\\Seen $A").len(), 2);
+        assert!(fs("\\Recent").is_empty());
+    }
+
+    #[test]
+    fn three_way_merge() {
+        // (base_old, base_new, old, new, expected)
+        for (base_old, base_new, old, new, expected) in [
+            ("", "", "", "", ""),
+            // OLD-only change follows OLD: add, remove
+            ("", "", "\\Seen", "", "\\Seen"),
+            ("\\Seen", "\\Seen", "", "\\Seen", ""),
+            // NEW-only change stays: add, remove
+            ("", "", "", "\\Seen", "\\Seen"),
+            ("\\Seen", "\\Seen", "\\Seen", "", ""),
+            // both changed the same way
+            ("", "", "\\Flagged", "\\Flagged", "\\Flagged"),
+            ("\\Seen", "\\Seen", "", "", ""),
+            // true conflict: NEW wins
+            (
+                "\\Seen",
+                "\\Seen \\Flagged",
+                "\\Seen \\Flagged",
+                "\\Seen",
+                "\\Seen",
+            ),
+            // independent changes on different flags combine
+            ("", "", "\\Answered", "\\Seen", "\\Answered \\Seen"),
+            // keywords, exact case
+            ("$A", "$A", "$A $B", "", "$B"),
+            ("", "", "$label", "$Label", "$Label $label"),
+            // NEW never had a flag it cannot store: unchanged on both sides keeps NEW's value
+            ("$Junk \\Seen", "\\Seen", "$Junk \\Seen", "\\Seen", "\\Seen"),
+            // \Recent is ignored everywhere
+            ("", "", "\\Recent", "", ""),
+            ("\\Recent", "", "", "\\Recent \\Seen", "\\Seen"),
+        ] {
+            let got = merge(&fs(base_old), &fs(base_new), &fs(old), &fs(new));
+            assert_eq!(
+                got.to_canonical(),
+                expected,
+                "{base_old}|{base_new}|{old}|{new}"
+            );
+        }
+    }
+
+    #[test]
+    fn permanent_flags() {
+        let absent = PermanentFlags::default();
+        for (perm, flags, kept, dropped) in [
+            (
+                &absent,
+                "\\Seen $Custom \\Recent",
+                "$Custom \\Seen",
+                &[][..],
+            ),
+            (
+                &PermanentFlags::parse("(\\Seen \\Deleted \\*)"),
+                "\\Seen $Custom \\Flagged",
+                "$Custom \\Flagged \\Seen",
+                &[][..],
+            ),
+            (
+                &PermanentFlags::parse("(\\seen \\Deleted $MDNSent)"),
+                "\\Seen \\Flagged $MDNSent $MdnSent $Custom",
+                "$MDNSent \\Seen",
+                &["$Custom", "$MdnSent", "\\Flagged"][..],
+            ),
+            (&PermanentFlags::parse("()"), "\\Seen", "", &["\\Seen"][..]),
+        ] {
+            let (k, d) = filter_for_new(&fs(flags), perm);
+            assert_eq!(k.to_canonical(), kept, "{perm:?} {flags}");
+            assert_eq!(d, dropped, "{perm:?} {flags}");
+        }
+    }
+
+    #[test]
+    fn store_operations() {
+        for (current, target, add, remove) in [
+            ("", "", &[][..], &[][..]),
+            ("\\Seen", "\\Seen \\Flagged", &["\\Flagged"][..], &[][..]),
+            ("\\Seen $A", "$B", &["$B"][..], &["$A", "\\Seen"][..]),
+            ("\\Seen \\Recent", "\\seen", &[][..], &[][..]),
+        ] {
+            let (a, r) = store_ops(&fs(current), &fs(target));
+            assert_eq!(a, add, "{current} -> {target}");
+            assert_eq!(r, remove, "{current} -> {target}");
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! A private, real Dovecot 2.3 instance per test: config + passwd-file in a tempdir, free loopback
+//! ports, readiness by greeting, SIGTERM-then-SIGKILL on drop. Three layouts mimic real servers
+//! (`/` without prefix, Courier-like `INBOX.` + `.`, and a reduced capability set).
+//! As root every Dovecot process runs as nobody:nogroup via setpriv (imap-login refuses root).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Directory holding the development CA and the localhost certificate.
+pub fn certs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("certs")
+}
+
+/// PEM file of the development CA that signed `certs/localhost.pem`.
+pub fn ca_pem() -> PathBuf {
+    certs_dir().join("ca.pem")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Separator `/`, no prefix, `LAYOUT=fs` so names may contain `.`.
+    Slash,
+    /// Separator `.`, personal namespace prefix `INBOX.` (Courier-like Maildir++).
+    DotInbox,
+    /// Like `Slash`, but advertises no CONDSTORE, QRESYNC, UIDPLUS, MOVE, LITERAL+, MULTIAPPEND.
+    Reduced,
+}
+
+impl Layout {
+    pub fn sep(self) -> char {
+        match self {
+            Layout::DotInbox => '.',
+            Layout::Slash | Layout::Reduced => '/',
+        }
+    }
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Layout::DotInbox => "INBOX.",
+            Layout::Slash | Layout::Reduced => "",
+        }
+    }
+
+    /// Server-side name of a layout-independent path ("Projects/2024" -> "INBOX.Projects.2024").
+    pub fn server_name(self, path: &str) -> String {
+        if path.eq_ignore_ascii_case("INBOX") {
+            return "INBOX".to_string();
+        }
+        format!("{}{}", self.prefix(), path.replace('/', &self.sep().to_string()))
+    }
+
+    /// Layout-independent path of a server-side name (inverse of `server_name`).
+    pub fn normalize(self, name: &str) -> String {
+        if name.eq_ignore_ascii_case("INBOX") {
+            return "INBOX".to_string();
+        }
+        let rest = name.strip_prefix(self.prefix()).unwrap_or(name);
+        rest.replace(self.sep(), "/")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DovecotOptions {
+    pub layout: Layout,
+    /// `ssl = yes` with certs/localhost.pem, plus an implicit-TLS listener (`imaps_port()`).
+    pub tls: bool,
+    /// Count-quota plugin with `*:storage=<quota_kb>K` for every user.
+    pub quota_kb: Option<u64>,
+    /// Keep Dovecot's default fsync behaviour; `false` sets `mail_fsync = never`.
+    pub fsync: bool,
+}
+
+impl Default for DovecotOptions {
+    fn default() -> Self {
+        DovecotOptions { layout: Layout::Slash, tls: false, quota_kb: None, fsync: false }
+    }
+}
+
+pub struct Dovecot {
+    opts: DovecotOptions,
+    dir: tempfile::TempDir,
+    port: u16,
+    imaps_port: Option<u16>,
+    child: Option<Child>,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Dovecot {
+    pub fn start(layout: Layout) -> Dovecot {
+        Dovecot::start_with(DovecotOptions { layout, ..Default::default() })
+    }
+
+    /// Starts a fresh instance. Ports are picked by binding :0 and closing, so another process can
+    /// grab one in between; a start that fails with "Address already in use" is retried on new ports.
+    pub fn start_with(opts: DovecotOptions) -> Dovecot {
+        let dir = tempfile::Builder::new().prefix("imapferry-dovecot-").tempdir().expect("tempdir");
+        let mut d = Dovecot { opts, dir, port: 0, imaps_port: None, child: None };
+        d.prepare_dir();
+        for attempt in 1.. {
+            d.port = free_port();
+            d.imaps_port = d.opts.tls.then(free_port);
+            std::fs::write(d.config_path(), d.config()).expect("write dovecot.conf");
+            d.chown_for_dovecot(d.dir());
+            d.spawn();
+            match d.wait_ready() {
+                Ok(()) => return d,
+                Err(why) if attempt < 4 && d.log().contains("Address already in use") => {
+                    eprintln!("dovecot port clash ({why}), retrying on new ports");
+                    d.terminate();
+                }
+                Err(why) => {
+                    d.terminate();
+                    panic!("dovecot did not become ready: {why}\n{}", d.diagnostics());
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn imaps_port(&self) -> Option<u16> {
+        self.imaps_port
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.opts.layout
+    }
+
+    pub fn sep(&self) -> char {
+        self.opts.layout.sep()
+    }
+
+    pub fn prefix(&self) -> &'static str {
+        self.opts.layout.prefix()
+    }
+
+    /// Server-side mailbox name of a layout-independent path such as "Projects/2024/Q1".
+    pub fn mailbox_name(&self, path: &str) -> String {
+        self.opts.layout.server_name(path)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("dovecot.conf")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir().join("dovecot.log")
+    }
+
+    /// Contents of dovecot.log (empty if not written yet).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Adds (or replaces) a user; Dovecot notices the changed passwd-file on the next login.
+    pub fn add_user(&self, name: &str, password: &str) {
+        assert!(!name.contains([':', '\n', '/']) && !password.contains([':', '\n']), "bad user/password");
+        let home = self.dir().join("home").join(name);
+        std::fs::create_dir_all(&home).expect("create home");
+        self.chown_for_dovecot(&home);
+        let passwd = self.dir().join("passwd");
+        let old = std::fs::read_to_string(&passwd).unwrap_or_default();
+        let mut text: String = old
+            .lines()
+            .filter(|l| l.split(':').next() != Some(name))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        writeln!(text, "{name}:{{PLAIN}}{password}::::{}::", home.display()).unwrap();
+        // Write-then-rename so the auth process never reads a half-written file.
+        let tmp = self.dir().join("passwd.tmp");
+        std::fs::write(&tmp, text).expect("write passwd");
+        std::fs::rename(&tmp, &passwd).expect("rename passwd");
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Graceful stop (SIGTERM, SIGKILL after 5 s); data and ports are kept for `restart`.
+    pub fn stop(&mut self) {
+        self.terminate();
+    }
+
+    /// Hard stop (SIGKILL of the master), e.g. to simulate a crashed or unreachable server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().expect("reap dovecot");
+            self.wait_port_closed();
+        }
+    }
+
+    /// Stops if running, then starts again on the same ports with the same data.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
+        if let Err(why) = self.wait_ready() {
+            self.terminate();
+            panic!("dovecot did not come back after restart: {why}\n{}", self.diagnostics());
+        }
+    }
+
+    fn prepare_dir(&self) {
+        std::fs::create_dir_all(self.dir().join("home")).expect("create home dir");
+        std::fs::write(self.dir().join("passwd"), "").expect("create passwd");
+        if self.opts.tls {
+            for f in ["localhost.pem", "localhost-key.pem"] {
+                std::fs::copy(certs_dir().join(f), self.dir().join(f)).expect("copy certs/ file");
+            }
+        }
+    }
+
+    fn config(&self) -> String {
+        let dir = self.dir().display();
+        let RunAs { user, group, .. } = run_as();
+        let o = &self.opts;
+        let mut c = String::new();
+        writeln!(c, "# Generated by tests/common/dovecot.rs; nothing from /etc/dovecot is included.").unwrap();
+        writeln!(c, "instance_name = imapferry-test-{}", self.port).unwrap();
+        writeln!(c, "base_dir = {dir}/run\nstate_dir = {dir}/state").unwrap();
+        writeln!(c, "log_path = {dir}/dovecot.log\ninfo_log_path = {dir}/dovecot.log").unwrap();
+        writeln!(c, "debug_log_path = {dir}/dovecot.log").unwrap();
+        c.push_str("protocols = imap\nlisten = 127.0.0.1\n");
+        if o.tls {
+            writeln!(c, "ssl = yes\nssl_cert = <{dir}/localhost.pem\nssl_key = <{dir}/localhost-key.pem").unwrap();
+        } else {
+            c.push_str("ssl = no\n");
+        }
+        c.push_str("disable_plaintext_auth = no\nauth_mechanisms = plain login\n");
+        // Failed logins in negative tests should not cost 2 s each.
+        c.push_str("auth_failure_delay = 0\n");
+        writeln!(c, "default_internal_user = {user}\ndefault_internal_group = {group}").unwrap();
+        writeln!(c, "default_login_user = {user}\nmail_uid = {user}\nmail_gid = {group}").unwrap();
+        c.push_str("first_valid_uid = 0\nfirst_valid_gid = 0\n");
+        if !o.fsync {
+            c.push_str("mail_fsync = never\n");
+        }
+        if o.quota_kb.is_some() {
+            // Must precede `protocol imap`, whose $mail_plugins expands the value set so far.
+            c.push_str("mail_plugins = $mail_plugins quota\n");
+        }
+        writeln!(
+            c,
+            "passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {dir}/passwd\n}}"
+        )
+        .unwrap();
+        writeln!(c, "userdb {{\n  driver = passwd-file\n  args = username_format=%u {dir}/passwd\n}}").unwrap();
+        let location = match o.layout {
+            Layout::DotInbox => "maildir:~/Maildir",
+            Layout::Slash | Layout::Reduced => "maildir:~/Maildir:LAYOUT=fs",
+        };
+        writeln!(c, "mail_location = {location}").unwrap();
+        writeln!(c, "namespace inbox {{\n  inbox = yes\n  separator = {}", o.layout.sep()).unwrap();
+        writeln!(c, "  prefix = {}", o.layout.prefix()).unwrap();
+        for (name, special, auto) in [
+            ("Drafts", "\\Drafts", "subscribe"),
+            ("Sent", "\\Sent", "subscribe"),
+            ("Trash", "\\Trash", "subscribe"),
+            ("Junk", "\\Junk", "create"),
+            ("Archive", "\\Archive", "create"),
+        ] {
+            writeln!(c, "  mailbox {name} {{\n    special_use = {special}\n    auto = {auto}\n  }}").unwrap();
+        }
+        c.push_str("}\n");
+        writeln!(c, "service imap-login {{\n  chroot =").unwrap();
+        writeln!(c, "  inet_listener imap {{\n    address = 127.0.0.1\n    port = {}\n  }}", self.port).unwrap();
+        let imaps = self.imaps_port.unwrap_or(0);
+        writeln!(c, "  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps}\n  }}\n}}").unwrap();
+        c.push_str("service anvil {\n  chroot =\n}\n");
+        c.push_str(
+            "service stats {\n  unix_listener stats-reader {\n    mode = 0600\n  }\n  \
+             unix_listener stats-writer {\n    mode = 0666\n  }\n}\n",
+        );
+        c.push_str("protocol imap {\n");
+        // The default of 10 is hit quickly by parallel copies and proxies from one IP.
+        c.push_str("  mail_max_userip_connections = 1000\n");
+        if o.layout == Layout::Reduced {
+            c.push_str(
+                "  imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE NAMESPACE \
+                 LIST-EXTENDED SPECIAL-USE I18NLEVEL=1\n",
+            );
+        }
+        if o.quota_kb.is_some() {
+            c.push_str("  mail_plugins = $mail_plugins imap_quota\n");
+        }
+        c.push_str("}\n");
+        if let Some(kb) = o.quota_kb {
+            writeln!(
+                c,
+                "plugin {{\n  quota = count:User quota\n  quota_rule = *:storage={kb}K\n  quota_vsizes = yes\n}}"
+            )
+            .unwrap();
+        }
+        c
+    }
+
+    /// As root, hands `path` (recursively) to the unprivileged user Dovecot runs as.
+    fn chown_for_dovecot(&self, path: &Path) {
+        let run = run_as();
+        if !run.via_setpriv {
+            return;
+        }
+        let owner = format!("{}:{}", run.user, run.group);
+        let st = Command::new("chown").arg("-R").arg(owner).arg(path).status().expect("run chown");
+        assert!(st.success(), "chown -R {} failed", path.display());
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "dovecot already running");
+        let run = run_as();
+        let dovecot = if Path::new("/usr/sbin/dovecot").exists() { "/usr/sbin/dovecot" } else { "dovecot" };
+        let mut cmd = if run.via_setpriv {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", &run.user, "--regid", &run.group, "--clear-groups", dovecot]);
+            c
+        } else {
+            Command::new(dovecot)
+        };
+        cmd.arg("-F").arg("-c").arg(self.config_path());
+        let stderr = std::fs::File::create(self.dir().join("dovecot.stderr")).expect("stderr file");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        self.child = Some(cmd.spawn().expect("spawn dovecot (is dovecot-imapd installed?)"));
+    }
+
+    /// Polls the plain port until a `* OK` greeting arrives.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                return Err(format!("master exited early with {status}"));
+            }
+            if let Ok(stream) = TcpStream::connect((self.host(), self.port)) {
+                stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut line = String::new();
+                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("* OK") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no `* OK` greeting on port {} within {READY_TIMEOUT:?}", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, up to 5 s grace, then SIGKILL; always reaps and waits for the port to close.
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        // SAFETY: plain kill(2) on the pid of our own, not yet reaped, child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().expect("reap dovecot");
+        self.wait_port_closed();
+    }
+
+    /// Login processes may outlive the master briefly; "unreachable" tests need the port shut.
+    fn wait_port_closed(&self) {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while TcpStream::connect((self.host(), self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn diagnostics(&self) -> String {
+        let stderr = std::fs::read_to_string(self.dir().join("dovecot.stderr")).unwrap_or_default();
+        format!(
+            "--- {} ---\n{}\n--- stderr ---\n{stderr}\n--- config ---\n{}",
+            self.log_path().display(),
+            self.log(),
+            self.config()
+        )
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+struct RunAs {
+    user: String,
+    group: String,
+    via_setpriv: bool,
+}
+
+/// nobody:nogroup via setpriv when we are root, else the invoking user (looked up once).
+fn run_as() -> &'static RunAs {
+    static RUN_AS: OnceLock<RunAs> = OnceLock::new();
+    RUN_AS.get_or_init(|| {
+        // SAFETY: geteuid/getegid cannot fail; getpwuid/getgrgid results are copied out at once
+        // and this runs only once (OnceLock), so their static buffers are not shared.
+        unsafe {
+            if libc::geteuid() == 0 {
+                return RunAs { user: "nobody".into(), group: "nogroup".into(), via_setpriv: true };
+            }
+            let uid = libc::geteuid();
+            let pw = libc::getpwuid(uid);
+            assert!(!pw.is_null(), "no passwd entry for uid {uid}");
+            let user = std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned();
+            let gr = libc::getgrgid(libc::getegid());
+            assert!(!gr.is_null(), "no group entry for the current gid");
+            let group = std::ffi::CStr::from_ptr((*gr).gr_name).to_string_lossy().into_owned();
+            RunAs { user, group, via_setpriv: false }
+        }
+    })
+}
