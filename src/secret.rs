@@ -37,7 +37,10 @@ mod tests {
     #[test]
     fn never_prints_the_password() {
         let s = Secret::new("hunter2");
-        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "MASKED MASKED Some(MASKED)");
+        assert_eq!(
+            format!("{s} {s:?} {:?}", Some(&s)),
+            "MASKED MASKED Some(MASKED)"
+        );
         assert_eq!(s.expose(), "hunter2");
     }
 }

@@ -164,7 +164,9 @@ impl Cmd {
                 let s = String::from_utf8_lossy(t);
                 let mut words = s.split(' ');
                 match (words.next(), words.next()) {
-                    (Some(uid), Some(cmd)) if uid.eq_ignore_ascii_case("UID") => format!("UID {cmd}"),
+                    (Some(uid), Some(cmd)) if uid.eq_ignore_ascii_case("UID") => {
+                        format!("UID {cmd}")
+                    }
                     (Some(cmd), _) => cmd.to_string(),
                     _ => String::new(),
                 }
@@ -193,14 +195,31 @@ pub struct Client {
 impl Client {
     /// Connects, reads the greeting, learns the capabilities and, for `Security::StartTls`, upgrades.
     pub async fn connect(opts: &ConnectOptions, side: Side) -> Result<Client> {
-        let connect_err = |source| ImapError::Connect { side, host: opts.host.clone(), port: opts.port, source };
-        let tcp = match tokio::time::timeout(opts.timeout, TcpStream::connect((opts.host.as_str(), opts.port))).await {
-            Err(_) => return Err(connect_err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))),
+        let connect_err = |source| ImapError::Connect {
+            side,
+            host: opts.host.clone(),
+            port: opts.port,
+            source,
+        };
+        let tcp = match tokio::time::timeout(
+            opts.timeout,
+            TcpStream::connect((opts.host.as_str(), opts.port)),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(connect_err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )));
+            }
             Ok(r) => r.map_err(connect_err)?,
         };
         tcp.set_nodelay(true).map_err(connect_err)?;
         let stream = match opts.security {
-            Security::Tls => Stream::Tls(Box::new(tls_handshake(tcp, opts).await.map_err(connect_err)?)),
+            Security::Tls => Stream::Tls(Box::new(
+                tls_handshake(tcp, opts).await.map_err(connect_err)?,
+            )),
             Security::Plain | Security::StartTls => Stream::Plain(tcp),
         };
         let mut client = Client {
@@ -216,13 +235,21 @@ impl Client {
             stash: Vec::new(),
         };
         match client.read().await? {
-            Response::Untagged(Untagged::Status { status: Status::Ok | Status::Preauth, code, text }) => {
+            Response::Untagged(Untagged::Status {
+                status: Status::Ok | Status::Preauth,
+                code,
+                text,
+            }) => {
                 if let Some(Code::Capability(caps)) = code {
                     client.caps.set(&caps);
                 }
                 client.greeting = text;
             }
-            Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
+            Response::Untagged(Untagged::Status {
+                status: Status::Bye,
+                text,
+                ..
+            }) => {
                 return Err(ImapError::Closed { side, text });
             }
             other => return Err(client.protocol(format!("unexpected greeting {other:?}"))),
@@ -238,7 +265,11 @@ impl Client {
 
     async fn starttls(mut self, opts: &ConnectOptions) -> Result<Client> {
         let side = self.side;
-        let tls_err = |message: String| ImapError::Tls { side, host: opts.host.clone(), message };
+        let tls_err = |message: String| ImapError::Tls {
+            side,
+            host: opts.host.clone(),
+            message,
+        };
         if !self.caps.has("STARTTLS") {
             return Err(tls_err("the server does not offer STARTTLS".into()));
         }
@@ -250,11 +281,26 @@ impl Client {
         if !self.io.buffer().is_empty() {
             return Err(tls_err("data received before the TLS handshake".into()));
         }
-        let Client { io, side, host, timeout, next_tag, .. } = self;
+        let Client {
+            io,
+            side,
+            host,
+            timeout,
+            next_tag,
+            ..
+        } = self;
         let Stream::Plain(tcp) = io.into_inner() else {
-            return Err(ImapError::Tls { side, host, message: "already using TLS".into() });
+            return Err(ImapError::Tls {
+                side,
+                host,
+                message: "already using TLS".into(),
+            });
         };
-        let tls = tls_handshake(tcp, opts).await.map_err(|e| ImapError::Tls { side, host: host.clone(), message: e.to_string() })?;
+        let tls = tls_handshake(tcp, opts).await.map_err(|e| ImapError::Tls {
+            side,
+            host: host.clone(),
+            message: e.to_string(),
+        })?;
         let mut client = Client {
             io: BufReader::with_capacity(64 * 1024, Stream::Tls(Box::new(tls))),
             wbuf: Vec::with_capacity(64 * 1024),
@@ -289,26 +335,43 @@ impl Client {
     }
 
     fn protocol(&self, message: String) -> ImapError {
-        ImapError::Protocol { side: self.side, message }
+        ImapError::Protocol {
+            side: self.side,
+            message,
+        }
     }
 
     async fn read(&mut self) -> Result<Response> {
-        let Some(parts) = reader::read_response(&mut self.io, self.side, self.timeout).await? else {
-            return Err(ImapError::Closed { side: self.side, text: String::new() });
+        let Some(parts) = reader::read_response(&mut self.io, self.side, self.timeout).await?
+        else {
+            return Err(ImapError::Closed {
+                side: self.side,
+                text: String::new(),
+            });
         };
         let first_line = match parts.first() {
             Some(reader::Part::Text(t)) => String::from_utf8_lossy(t).into_owned(),
             _ => String::new(),
         };
-        let response = response::parse(parts).map_err(|e| self.protocol(format!("{e}: {first_line:.200}")))?;
-        if let Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) = &response {
+        let response =
+            response::parse(parts).map_err(|e| self.protocol(format!("{e}: {first_line:.200}")))?;
+        if let Response::Untagged(Untagged::Status {
+            status: Status::Bye,
+            text,
+            ..
+        }) = &response
+        {
             tracing::debug!(side = %self.side, %text, "server said BYE");
         }
         Ok(response)
     }
 
     fn tag(&mut self) -> String {
-        let tag = format!("{}{}", if self.side == Side::Old { 'a' } else { 'b' }, self.next_tag);
+        let tag = format!(
+            "{}{}",
+            if self.side == Side::Old { 'a' } else { 'b' },
+            self.next_tag
+        );
         self.next_tag += 1;
         tag
     }
@@ -331,7 +394,11 @@ impl Client {
             stream.flush().await
         };
         let result = match tokio::time::timeout(self.timeout, write).await {
-            Err(_) => Err(ImapError::Timeout { side, what: "a write".into(), secs: self.timeout.as_secs() }),
+            Err(_) => Err(ImapError::Timeout {
+                side,
+                what: "a write".into(),
+                secs: self.timeout.as_secs(),
+            }),
             Ok(r) => r.map_err(|source| ImapError::Io { side, source }),
         };
         self.wbuf = buf;
@@ -355,13 +422,32 @@ impl Client {
             match self.read().await? {
                 Response::Continue(_) => return Ok(()),
                 Response::Untagged(u) => self.stash.push(u),
-                Response::Tagged { tag, status, code, text } => {
+                Response::Tagged {
+                    tag,
+                    status,
+                    code,
+                    text,
+                } => {
                     let refused = status != Status::Ok;
                     let line = format!("{tag} {} {text}", status.as_str());
-                    self.done.insert(tag, Done { status, code, text, line: line.clone() });
+                    self.done.insert(
+                        tag,
+                        Done {
+                            status,
+                            code,
+                            text,
+                            line: line.clone(),
+                        },
+                    );
                     // A refusal here ends the command we are writing (the server rejected the literal).
                     if refused {
-                        return Err(ImapError::Refused { side: self.side, command: "literal".into(), status: status.as_str(), text: line, code: None });
+                        return Err(ImapError::Refused {
+                            side: self.side,
+                            command: "literal".into(),
+                            status: status.as_str(),
+                            text: line,
+                            code: None,
+                        });
                     }
                 }
             }
@@ -402,21 +488,43 @@ impl Client {
                 return Ok(done);
             }
             match self.read().await? {
-                Response::Untagged(Untagged::Status { status: Status::Bye, text, .. }) => {
-                    return Err(ImapError::Closed { side: self.side, text });
+                Response::Untagged(Untagged::Status {
+                    status: Status::Bye,
+                    text,
+                    ..
+                }) => {
+                    return Err(ImapError::Closed {
+                        side: self.side,
+                        text,
+                    });
                 }
                 Response::Untagged(Untagged::Capability(caps)) => {
                     self.caps.set(&caps);
                     on_untagged(Untagged::Capability(caps));
                 }
                 Response::Untagged(u) => on_untagged(u),
-                Response::Continue(_) => return Err(self.protocol("unexpected continuation request".into())),
-                Response::Tagged { tag: t, status, code, text } => {
+                Response::Continue(_) => {
+                    return Err(self.protocol("unexpected continuation request".into()));
+                }
+                Response::Tagged {
+                    tag: t,
+                    status,
+                    code,
+                    text,
+                } => {
                     if let (Status::Ok, Some(Code::Capability(caps))) = (status, &code) {
                         self.caps.set(caps);
                     }
                     let line = format!("{t} {} {}{text}", status.as_str(), code_text(&code));
-                    self.done.insert(t, Done { status, code, text, line });
+                    self.done.insert(
+                        t,
+                        Done {
+                            status,
+                            code,
+                            text,
+                            line,
+                        },
+                    );
                 }
             }
         }
@@ -442,7 +550,9 @@ impl Client {
     }
 
     pub async fn capability(&mut self) -> Result<()> {
-        self.run_ok(Cmd::new("CAPABILITY"), |_| {}).await.map(|_| ())
+        self.run_ok(Cmd::new("CAPABILITY"), |_| {})
+            .await
+            .map(|_| ())
     }
 
     pub async fn noop(&mut self) -> Result<()> {
@@ -451,13 +561,21 @@ impl Client {
 
     /// LOGIN. Refused unless the server allows it (LOGINDISABLED).
     pub async fn login(&mut self, user: &str, password: &Secret) -> Result<()> {
-        let cmd = Cmd::new("LOGIN ").string(user).text(" ").string(password.expose());
+        let cmd = Cmd::new("LOGIN ")
+            .string(user)
+            .text(" ")
+            .string(password.expose());
         self.authenticate_with(cmd, user, "LOGIN").await
     }
 
     /// AUTHENTICATE PLAIN, with SASL-IR when offered. `authzid` is the user to act as when
     /// `authcid` is a master/admin login (imapsync's --authuser).
-    pub async fn authenticate_plain(&mut self, authzid: Option<&str>, authcid: &str, password: &Secret) -> Result<()> {
+    pub async fn authenticate_plain(
+        &mut self,
+        authzid: Option<&str>,
+        authcid: &str,
+        password: &Secret,
+    ) -> Result<()> {
         let token = plain_token(authzid, authcid, password);
         let user = authzid.unwrap_or(authcid).to_string();
         if self.caps.has("SASL-IR") {
@@ -469,8 +587,14 @@ impl Client {
             match self.read().await? {
                 Response::Continue(_) => break,
                 Response::Untagged(u) => self.stash.push(u),
-                Response::Tagged { status, text, code, .. } => {
-                    return Err(self.login_error(&user, "PLAIN", format!("{tag} {} {}{text}", status.as_str(), code_text(&code))));
+                Response::Tagged {
+                    status, text, code, ..
+                } => {
+                    return Err(self.login_error(
+                        &user,
+                        "PLAIN",
+                        format!("{tag} {} {}{text}", status.as_str(), code_text(&code)),
+                    ));
                 }
             }
         }
@@ -500,7 +624,13 @@ impl Client {
     }
 
     fn login_error(&self, user: &str, mech: &'static str, text: String) -> ImapError {
-        ImapError::Login { side: self.side, host: self.host.clone(), user: user.to_string(), mech, text }
+        ImapError::Login {
+            side: self.side,
+            host: self.host.clone(),
+            user: user.to_string(),
+            mech,
+            text,
+        }
     }
 
     /// ENABLE the given extensions if the server has ENABLE; returns those enabled.
@@ -564,7 +694,10 @@ impl Client {
         if self.caps.has("CONDSTORE") {
             cmd = cmd.text(" (CONDSTORE)");
         }
-        let mut info = MailboxInfo { readonly, ..MailboxInfo::default() };
+        let mut info = MailboxInfo {
+            readonly,
+            ..MailboxInfo::default()
+        };
         let apply = |code: &Option<Code>, info: &mut MailboxInfo| match code {
             Some(Code::UidValidity(v)) => info.uidvalidity = *v,
             Some(Code::UidNext(v)) => info.uidnext = *v,
@@ -594,7 +727,10 @@ impl Client {
         };
         let mut tags = Vec::with_capacity(names.len());
         for name in names {
-            tags.push(self.send(Cmd::new("STATUS ").string(name).text(items)).await?);
+            tags.push(
+                self.send(Cmd::new("STATUS ").string(name).text(items))
+                    .await?,
+            );
         }
         let mut found: HashMap<String, MailboxStatus> = HashMap::new();
         let mut out = Vec::with_capacity(names.len());
@@ -617,7 +753,9 @@ impl Client {
                 })
                 .await?;
             out.push(match done.ok(self.side, "STATUS") {
-                Ok(_) => found.remove(name).ok_or_else(|| self.protocol(format!("no STATUS data for {name}"))),
+                Ok(_) => found
+                    .remove(name)
+                    .ok_or_else(|| self.protocol(format!("no STATUS data for {name}"))),
                 Err(e) => Err(e),
             });
         }
@@ -626,7 +764,8 @@ impl Client {
 
     pub async fn status(&mut self, name: &str) -> Result<MailboxStatus> {
         let mut all = self.status_many(&[name.to_string()]).await?;
-        all.pop().unwrap_or_else(|| Err(self.protocol("no STATUS answer".into())))
+        all.pop()
+            .unwrap_or_else(|| Err(self.protocol("no STATUS answer".into())))
     }
 
     /// UID SEARCH with raw criteria (e.g. `ALL`, `DELETED`, `SENTSINCE 1-Jan-2024`).
@@ -643,7 +782,12 @@ impl Client {
     }
 
     /// Sends `UID FETCH set (items) modifiers` without waiting; pair with [`Client::wait_fetch`].
-    pub async fn send_uid_fetch(&mut self, set: &str, items: &str, modifiers: &str) -> Result<String> {
+    pub async fn send_uid_fetch(
+        &mut self,
+        set: &str,
+        items: &str,
+        modifiers: &str,
+    ) -> Result<String> {
         let line = if modifiers.is_empty() {
             format!("UID FETCH {set} ({items})")
         } else {
@@ -665,7 +809,13 @@ impl Client {
     }
 
     /// UID FETCH over any number of UIDs (split into short sets, pipelined).
-    pub async fn uid_fetch(&mut self, uids: &[u32], items: &str, modifiers: &str, mut on_fetch: impl FnMut(Fetch)) -> Result<()> {
+    pub async fn uid_fetch(
+        &mut self,
+        uids: &[u32],
+        items: &str,
+        modifiers: &str,
+        mut on_fetch: impl FnMut(Fetch),
+    ) -> Result<()> {
         let mut tags = Vec::new();
         for set in uidset::chunks(uids, MAX_SET_LEN) {
             tags.push(self.send_uid_fetch(&set, items, modifiers).await?);
@@ -681,7 +831,9 @@ impl Client {
     /// Returns the tag; [`Client::wait`] it for APPENDUID.
     pub async fn send_append(&mut self, mailbox: &str, msgs: &[AppendMsg<'_>]) -> Result<String> {
         if msgs.len() > 1 && !self.caps.has("MULTIAPPEND") {
-            return Err(self.protocol("MULTIAPPEND of several messages without the capability".into()));
+            return Err(
+                self.protocol("MULTIAPPEND of several messages without the capability".into())
+            );
         }
         let tag = self.tag();
         let mut head = Cmd::new(&format!("{tag} APPEND ")).string(mailbox);
@@ -714,7 +866,13 @@ impl Client {
                     let side = self.side;
                     let limit = self.timeout.max(Duration::from_secs(1)) * 10;
                     match tokio::time::timeout(limit, msg.body.write_to(self.io.get_mut())).await {
-                        Err(_) => return Err(ImapError::Timeout { side, what: "writing a message".into(), secs: limit.as_secs() }),
+                        Err(_) => {
+                            return Err(ImapError::Timeout {
+                                side,
+                                what: "writing a message".into(),
+                                secs: limit.as_secs(),
+                            });
+                        }
                         Ok(r) => r.map_err(|source| ImapError::Io { side, source })?,
                     }
                 }
@@ -729,7 +887,13 @@ impl Client {
     pub async fn uid_store(&mut self, uids: &[u32], op: &str, flags: &[String]) -> Result<()> {
         let mut tags = Vec::new();
         for set in uidset::chunks(uids, MAX_SET_LEN) {
-            tags.push(self.send(Cmd::new(&format!("UID STORE {set} {op} ({})", flags.join(" ")))).await?);
+            tags.push(
+                self.send(Cmd::new(&format!(
+                    "UID STORE {set} {op} ({})",
+                    flags.join(" ")
+                )))
+                .await?,
+            );
         }
         for tag in tags {
             self.wait(&tag, |_| {}).await?.ok(self.side, "UID STORE")?;
@@ -747,12 +911,18 @@ impl Client {
         self.uid_store(uids, "+FLAGS.SILENT", &deleted).await?;
         if self.caps.has("UIDPLUS") {
             for set in uidset::chunks(uids, MAX_SET_LEN) {
-                self.run_ok(Cmd::new(&format!("UID EXPUNGE {set}")), |_| {}).await?;
+                self.run_ok(Cmd::new(&format!("UID EXPUNGE {set}")), |_| {})
+                    .await?;
             }
             return Ok(());
         }
         let wanted: BTreeSet<u32> = uids.iter().copied().collect();
-        let others: Vec<u32> = self.uid_search("DELETED").await?.into_iter().filter(|u| !wanted.contains(u)).collect();
+        let others: Vec<u32> = self
+            .uid_search("DELETED")
+            .await?
+            .into_iter()
+            .filter(|u| !wanted.contains(u))
+            .collect();
         self.uid_store(&others, "-FLAGS.SILENT", &deleted).await?;
         let result = self.run_ok(Cmd::new("EXPUNGE"), |_| {}).await;
         self.uid_store(&others, "+FLAGS.SILENT", &deleted).await?;
@@ -774,7 +944,12 @@ impl Client {
         Ok(pairs)
     }
 
-    async fn copy_or_move(&mut self, verb: &str, uids: &[u32], dest: &str) -> Result<Vec<(u32, u32)>> {
+    async fn copy_or_move(
+        &mut self,
+        verb: &str,
+        uids: &[u32],
+        dest: &str,
+    ) -> Result<Vec<(u32, u32)>> {
         let mut pairs = Vec::new();
         let uidplus = self.caps.has("UIDPLUS");
         for set in uidset::chunks(uids, MAX_SET_LEN) {
@@ -797,7 +972,9 @@ impl Client {
 
     /// CREATE; an already existing mailbox is not an error.
     pub async fn create(&mut self, mailbox: &str) -> Result<bool> {
-        let done = self.run(Cmd::new("CREATE ").string(mailbox), |_| {}).await?;
+        let done = self
+            .run(Cmd::new("CREATE ").string(mailbox), |_| {})
+            .await?;
         match done.status {
             Status::Ok => Ok(true),
             _ if done.code == Some(Code::Other("ALREADYEXISTS".into())) => Ok(false),
@@ -806,15 +983,21 @@ impl Client {
     }
 
     pub async fn delete(&mut self, mailbox: &str) -> Result<()> {
-        self.run_ok(Cmd::new("DELETE ").string(mailbox), |_| {}).await.map(|_| ())
+        self.run_ok(Cmd::new("DELETE ").string(mailbox), |_| {})
+            .await
+            .map(|_| ())
     }
 
     pub async fn subscribe(&mut self, mailbox: &str) -> Result<()> {
-        self.run_ok(Cmd::new("SUBSCRIBE ").string(mailbox), |_| {}).await.map(|_| ())
+        self.run_ok(Cmd::new("SUBSCRIBE ").string(mailbox), |_| {})
+            .await
+            .map(|_| ())
     }
 
     pub async fn unsubscribe(&mut self, mailbox: &str) -> Result<()> {
-        self.run_ok(Cmd::new("UNSUBSCRIBE ").string(mailbox), |_| {}).await.map(|_| ())
+        self.run_ok(Cmd::new("UNSUBSCRIBE ").string(mailbox), |_| {})
+            .await
+            .map(|_| ())
     }
 
     /// LOGOUT; errors are ignored (the connection is going away anyway).
@@ -823,7 +1006,6 @@ impl Client {
             let _ = tokio::time::timeout(Duration::from_secs(2), self.wait(&tag, |_| {})).await;
         }
     }
-
 }
 
 fn code_text(code: &Option<Code>) -> String {
@@ -848,13 +1030,19 @@ fn plain_token(authzid: Option<&str>, authcid: &str, password: &Secret) -> Strin
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
-async fn tls_handshake(tcp: TcpStream, opts: &ConnectOptions) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+async fn tls_handshake(
+    tcp: TcpStream,
+    opts: &ConnectOptions,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let config = crate::tls::client_config(opts.tls.verify, opts.tls.ca_file.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let name = rustls_pki_types::ServerName::try_from(opts.host.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     match tokio::time::timeout(opts.timeout, TlsConnector::from(config).connect(name, tcp)).await {
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
         Ok(r) => r,
     }
 }
@@ -869,7 +1057,10 @@ mod tests {
         let raw = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
         assert_eq!(raw, b"alice\0admin\0pw");
         let t = plain_token(None, "bob", &Secret::new("x"));
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(t).unwrap(), b"\0bob\0x");
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(t).unwrap(),
+            b"\0bob\0x"
+        );
     }
 
     #[test]
@@ -880,7 +1071,9 @@ mod tests {
             _ => panic!("expected one text piece"),
         }
         let c = Cmd::new("LOGIN ").string("j\u{f6}rg");
-        assert!(matches!(&c.0[..], [Piece::Text(_), Piece::Literal(l)] if l == "j\u{f6}rg".as_bytes()));
+        assert!(
+            matches!(&c.0[..], [Piece::Text(_), Piece::Literal(l)] if l == "j\u{f6}rg".as_bytes())
+        );
         assert_eq!(Cmd::new("UID FETCH 1:* (FLAGS)").name(), "UID FETCH");
         assert_eq!(Cmd::new("LOGIN x y").name(), "LOGIN");
     }

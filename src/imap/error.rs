@@ -6,11 +6,26 @@ use super::Side;
 #[derive(Debug, thiserror::Error)]
 pub enum ImapError {
     #[error("{} failure: can not open imap connection on {side} [{host}] with port [{port}]: {source}", side.host_n())]
-    Connect { side: Side, host: String, port: u16, source: std::io::Error },
+    Connect {
+        side: Side,
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
     #[error("{} failure: Can not go to tls encryption on {side} [{host}]: {message}", side.host_n())]
-    Tls { side: Side, host: String, message: String },
+    Tls {
+        side: Side,
+        host: String,
+        message: String,
+    },
     #[error("{} failure: Error login on [{host}] with user [{user}] auth [{mech}]: {text}", side.host_n())]
-    Login { side: Side, host: String, user: String, mech: &'static str, text: String },
+    Login {
+        side: Side,
+        host: String,
+        user: String,
+        mech: &'static str,
+        text: String,
+    },
     #[error("{side}: timeout after {secs} s waiting for {what}")]
     Timeout { side: Side, what: String, secs: u64 },
     #[error("{side}: connection lost: {source}")]
@@ -21,7 +36,13 @@ pub enum ImapError {
     Protocol { side: Side, message: String },
     /// A tagged NO or BAD. `command` is the command's name, never its arguments (they may hold secrets).
     #[error("{side}: {command} failed: {status} {text}")]
-    Refused { side: Side, command: String, status: &'static str, text: String, code: Option<String> },
+    Refused {
+        side: Side,
+        command: String,
+        status: &'static str,
+        text: String,
+        code: Option<String>,
+    },
     #[error("{side}: spool file: {source}")]
     Spool { side: Side, source: std::io::Error },
 }

@@ -94,7 +94,10 @@ pub async fn read_response<S: AsyncBufRead + Unpin>(
             return if parts.is_empty() {
                 Ok(None)
             } else {
-                Err(ImapError::Closed { side, text: "in the middle of a response".into() })
+                Err(ImapError::Closed {
+                    side,
+                    text: "in the middle of a response".into(),
+                })
             };
         };
         let literal = literal_length(&line);
@@ -124,13 +127,21 @@ async fn fill<'a, S: AsyncBufRead + Unpin>(
     timeout: Duration,
 ) -> Result<&'a [u8]> {
     match tokio::time::timeout(timeout, stream.fill_buf()).await {
-        Err(_) => Err(ImapError::Timeout { side, what: "a response".into(), secs: timeout.as_secs() }),
+        Err(_) => Err(ImapError::Timeout {
+            side,
+            what: "a response".into(),
+            secs: timeout.as_secs(),
+        }),
         Ok(Err(source)) => Err(ImapError::Io { side, source }),
         Ok(Ok(buf)) => Ok(buf),
     }
 }
 
-async fn read_line<S: AsyncBufRead + Unpin>(stream: &mut S, side: Side, timeout: Duration) -> Result<Option<Vec<u8>>> {
+async fn read_line<S: AsyncBufRead + Unpin>(
+    stream: &mut S,
+    side: Side,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     loop {
         let buf = fill(stream, side, timeout).await?;
@@ -138,7 +149,10 @@ async fn read_line<S: AsyncBufRead + Unpin>(stream: &mut S, side: Side, timeout:
             return if line.is_empty() {
                 Ok(None)
             } else {
-                Err(ImapError::Closed { side, text: "in the middle of a line".into() })
+                Err(ImapError::Closed {
+                    side,
+                    text: "in the middle of a line".into(),
+                })
             };
         }
         let (take, done) = match buf.iter().position(|&b| b == b'\n') {
@@ -148,7 +162,10 @@ async fn read_line<S: AsyncBufRead + Unpin>(stream: &mut S, side: Side, timeout:
         line.extend_from_slice(&buf[..take]);
         stream.consume(take);
         if line.len() > MAX_LINE {
-            return Err(ImapError::Protocol { side, message: format!("response line longer than {MAX_LINE} bytes") });
+            return Err(ImapError::Protocol {
+                side,
+                message: format!("response line longer than {MAX_LINE} bytes"),
+            });
         }
         if done {
             line.pop();
@@ -160,7 +177,12 @@ async fn read_line<S: AsyncBufRead + Unpin>(stream: &mut S, side: Side, timeout:
     }
 }
 
-async fn read_literal<S: AsyncBufRead + Unpin>(stream: &mut S, len: u64, side: Side, timeout: Duration) -> Result<Body> {
+async fn read_literal<S: AsyncBufRead + Unpin>(
+    stream: &mut S,
+    len: u64,
+    side: Side,
+    timeout: Duration,
+) -> Result<Body> {
     let spool_err = |source| ImapError::Spool { side, source };
     let mut mem = Vec::new();
     let mut file = None;
@@ -173,7 +195,10 @@ async fn read_literal<S: AsyncBufRead + Unpin>(stream: &mut S, len: u64, side: S
     while left > 0 {
         let buf = fill(stream, side, timeout).await?;
         if buf.is_empty() {
-            return Err(ImapError::Closed { side, text: "in the middle of a literal".into() });
+            return Err(ImapError::Closed {
+                side,
+                text: "in the middle of a literal".into(),
+            });
         }
         let n = buf.len().min(left as usize);
         match &mut file {
@@ -203,7 +228,12 @@ mod tests {
             (b"* OK done", None),
             (b"* OK {}", None),
         ] {
-            assert_eq!(literal_length(line), expected, "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                literal_length(line),
+                expected,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -217,7 +247,10 @@ mod tests {
         });
         let mut rx = tokio::io::BufReader::with_capacity(chunk.max(1), rx);
         let mut out = Vec::new();
-        while let Some(r) = read_response(&mut rx, Side::Old, Duration::from_secs(5)).await.unwrap() {
+        while let Some(r) = read_response(&mut rx, Side::Old, Duration::from_secs(5))
+            .await
+            .unwrap()
+        {
             out.push(r);
         }
         writer.await.unwrap();

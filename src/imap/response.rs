@@ -52,8 +52,15 @@ pub enum Code {
     UidValidity(u32),
     HighestModSeq(u64),
     NoModSeq,
-    AppendUid { uidvalidity: u32, uids: Vec<u32> },
-    CopyUid { uidvalidity: u32, source: Vec<u32>, dest: Vec<u32> },
+    AppendUid {
+        uidvalidity: u32,
+        uids: Vec<u32>,
+    },
+    CopyUid {
+        uidvalidity: u32,
+        source: Vec<u32>,
+        dest: Vec<u32>,
+    },
     Other(String),
 }
 
@@ -75,11 +82,26 @@ pub struct Fetch {
 
 #[derive(Debug)]
 pub enum Untagged {
-    Status { status: Status, code: Option<Code>, text: String },
+    Status {
+        status: Status,
+        code: Option<Code>,
+        text: String,
+    },
     Capability(Vec<String>),
-    List { attrs: Vec<String>, delim: Option<char>, name: String },
-    Lsub { attrs: Vec<String>, delim: Option<char>, name: String },
-    MailboxStatus { name: String, items: Vec<(String, u64)> },
+    List {
+        attrs: Vec<String>,
+        delim: Option<char>,
+        name: String,
+    },
+    Lsub {
+        attrs: Vec<String>,
+        delim: Option<char>,
+        name: String,
+    },
+    MailboxStatus {
+        name: String,
+        items: Vec<(String, u64)>,
+    },
     Search(Vec<u32>),
     Flags(Vec<String>),
     Exists(u32),
@@ -94,7 +116,12 @@ pub enum Untagged {
 
 #[derive(Debug)]
 pub enum Response {
-    Tagged { tag: String, status: Status, code: Option<Code>, text: String },
+    Tagged {
+        tag: String,
+        status: Status,
+        code: Option<Code>,
+        text: String,
+    },
     Untagged(Untagged),
     Continue(String),
 }
@@ -109,9 +136,15 @@ pub fn parse(parts: Vec<Part>) -> Result<Response, String> {
         "" => Err("empty response line".into()),
         tag => {
             let word = p.word();
-            let status = Status::parse(&word).ok_or_else(|| format!("unexpected tagged response {word:?}"))?;
+            let status = Status::parse(&word)
+                .ok_or_else(|| format!("unexpected tagged response {word:?}"))?;
             let (code, text) = p.code_and_text();
-            Ok(Response::Tagged { tag: tag.to_string(), status, code, text })
+            Ok(Response::Tagged {
+                tag: tag.to_string(),
+                status,
+                code,
+                text,
+            })
         }
     }
 }
@@ -134,17 +167,42 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
     }
     let upper = word.to_ascii_uppercase();
     Ok(match upper.as_str() {
-        "CAPABILITY" => Untagged::Capability(p.values().into_iter().filter_map(Value::into_string).collect()),
-        "ENABLED" => Untagged::Enabled(p.values().into_iter().filter_map(Value::into_string).collect()),
-        "FLAGS" => Untagged::Flags(p.values().into_iter().next().map(Value::strings).unwrap_or_default()),
+        "CAPABILITY" => Untagged::Capability(
+            p.values()
+                .into_iter()
+                .filter_map(Value::into_string)
+                .collect(),
+        ),
+        "ENABLED" => Untagged::Enabled(
+            p.values()
+                .into_iter()
+                .filter_map(Value::into_string)
+                .collect(),
+        ),
+        "FLAGS" => Untagged::Flags(
+            p.values()
+                .into_iter()
+                .next()
+                .map(Value::strings)
+                .unwrap_or_default(),
+        ),
         "SEARCH" => Untagged::Search(
-            p.values().into_iter().filter_map(|v| v.into_string()?.parse().ok()).collect(),
+            p.values()
+                .into_iter()
+                .filter_map(|v| v.into_string()?.parse().ok())
+                .collect(),
         ),
         "LIST" | "LSUB" => {
             let mut v = p.values().into_iter();
             let attrs = v.next().map(Value::strings).unwrap_or_default();
-            let delim = v.next().and_then(Value::into_string).and_then(|d| d.chars().next());
-            let name = v.next().and_then(Value::into_string).ok_or("LIST without a name")?;
+            let delim = v
+                .next()
+                .and_then(Value::into_string)
+                .and_then(|d| d.chars().next());
+            let name = v
+                .next()
+                .and_then(Value::into_string)
+                .ok_or("LIST without a name")?;
             if upper == "LIST" {
                 Untagged::List { attrs, delim, name }
             } else {
@@ -153,7 +211,10 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
         }
         "STATUS" => {
             let mut v = p.values().into_iter();
-            let name = v.next().and_then(Value::into_string).ok_or("STATUS without a name")?;
+            let name = v
+                .next()
+                .and_then(Value::into_string)
+                .ok_or("STATUS without a name")?;
             let list = v.next().map(Value::strings).unwrap_or_default();
             let items = list
                 .chunks(2)
@@ -169,7 +230,10 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
                         Value::List(pair) => {
                             let mut it = pair.into_iter();
                             let prefix = it.next()?.into_string()?;
-                            let sep = it.next().and_then(Value::into_string).and_then(|s| s.chars().next());
+                            let sep = it
+                                .next()
+                                .and_then(Value::into_string)
+                                .and_then(|s| s.chars().next());
                             Some((prefix, sep))
                         }
                         _ => None,
@@ -184,14 +248,22 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
 }
 
 fn parse_fetch(seq: u32, values: Vec<Value>) -> Result<Fetch, String> {
-    let mut fetch = Fetch { seq, ..Fetch::default() };
+    let mut fetch = Fetch {
+        seq,
+        ..Fetch::default()
+    };
     let Some(Value::List(items)) = values.into_iter().next() else {
         return Err("FETCH without a list".into());
     };
     let mut it = items.into_iter();
     while let Some(name) = it.next() {
-        let name = name.into_string().ok_or("FETCH item name is not an atom")?.to_ascii_uppercase();
-        let value = it.next().ok_or_else(|| format!("FETCH item {name} without a value"))?;
+        let name = name
+            .into_string()
+            .ok_or("FETCH item name is not an atom")?
+            .to_ascii_uppercase();
+        let value = it
+            .next()
+            .ok_or_else(|| format!("FETCH item {name} without a value"))?;
         match name.as_str() {
             "UID" => fetch.uid = value.number(),
             "RFC822.SIZE" => fetch.size = value.number(),
@@ -199,7 +271,9 @@ fn parse_fetch(seq: u32, values: Vec<Value>) -> Result<Fetch, String> {
             "INTERNALDATE" => fetch.internaldate = value.into_string(),
             "MODSEQ" => fetch.modseq = value.strings().first().and_then(|m| m.parse().ok()),
             "BODY[]" | "RFC822" | "BINARY[]" => fetch.body = value.into_body(),
-            n if n.starts_with("BODY[HEADER") || n == "RFC822.HEADER" => fetch.header = value.into_body(),
+            n if n.starts_with("BODY[HEADER") || n == "RFC822.HEADER" => {
+                fetch.header = value.into_body()
+            }
             _ => {}
         }
     }
@@ -217,15 +291,25 @@ fn parse_code(s: &str) -> Code {
         "TRYCREATE" => Some(Code::TryCreate),
         "OVERQUOTA" => Some(Code::OverQuota),
         "NOMODSEQ" => Some(Code::NoModSeq),
-        "CAPABILITY" => Some(Code::Capability(words.iter().map(|w| w.to_string()).collect())),
+        "CAPABILITY" => Some(Code::Capability(
+            words.iter().map(|w| w.to_string()).collect(),
+        )),
         "PERMANENTFLAGS" => Some(Code::PermanentFlags(
-            args.trim().trim_start_matches('(').trim_end_matches(')').split_whitespace().map(str::to_string).collect(),
+            args.trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
         )),
         "UIDNEXT" => num(args).map(|n| Code::UidNext(n as u32)),
         "UIDVALIDITY" => num(args).map(|n| Code::UidValidity(n as u32)),
         "HIGHESTMODSEQ" => num(args).map(Code::HighestModSeq),
         "APPENDUID" => match words.as_slice() {
-            [uv, set] => Some(Code::AppendUid { uidvalidity: uv.parse().unwrap_or(0), uids: uidset::parse(set, 1 << 20).unwrap_or_default() }),
+            [uv, set] => Some(Code::AppendUid {
+                uidvalidity: uv.parse().unwrap_or(0),
+                uids: uidset::parse(set, 1 << 20).unwrap_or_default(),
+            }),
             _ => None,
         },
         "COPYUID" => match words.as_slice() {
@@ -256,7 +340,10 @@ impl Value {
             Value::Atom(a) if a.eq_ignore_ascii_case("NIL") => None,
             Value::Atom(a) => Some(a),
             Value::Str(s) => Some(String::from_utf8_lossy(&s).into_owned()),
-            Value::Lit(b) => b.to_vec().ok().map(|v| String::from_utf8_lossy(&v).into_owned()),
+            Value::Lit(b) => b
+                .to_vec()
+                .ok()
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
             Value::List(_) => None,
         }
     }
@@ -294,7 +381,11 @@ impl Parser {
             Some(Part::Text(t)) => t,
             _ => Vec::new(),
         };
-        Parser { parts, text, pos: 0 }
+        Parser {
+            parts,
+            text,
+            pos: 0,
+        }
     }
 
     fn skip_spaces(&mut self) {
@@ -331,7 +422,8 @@ impl Parser {
                     b']' => {
                         depth -= 1;
                         if depth == 0 {
-                            let inner = String::from_utf8_lossy(&self.text[self.pos + 1..i]).into_owned();
+                            let inner =
+                                String::from_utf8_lossy(&self.text[self.pos + 1..i]).into_owned();
                             self.pos = i + 1;
                             return (Some(parse_code(&inner)), self.rest_text());
                         }
@@ -445,10 +537,32 @@ mod tests {
     #[test]
     fn tagged_with_codes() {
         for (line, code) in [
-            ("A1 OK [APPENDUID 38505 3955] APPEND completed", Code::AppendUid { uidvalidity: 38505, uids: vec![3955] }),
-            ("A1 OK [APPENDUID 7 5:7] done", Code::AppendUid { uidvalidity: 7, uids: vec![5, 6, 7] }),
-            ("A2 OK [COPYUID 9 1:2,5 10:12] ok", Code::CopyUid { uidvalidity: 9, source: vec![1, 2, 5], dest: vec![10, 11, 12] }),
-            ("A3 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)", Code::OverQuota),
+            (
+                "A1 OK [APPENDUID 38505 3955] APPEND completed",
+                Code::AppendUid {
+                    uidvalidity: 38505,
+                    uids: vec![3955],
+                },
+            ),
+            (
+                "A1 OK [APPENDUID 7 5:7] done",
+                Code::AppendUid {
+                    uidvalidity: 7,
+                    uids: vec![5, 6, 7],
+                },
+            ),
+            (
+                "A2 OK [COPYUID 9 1:2,5 10:12] ok",
+                Code::CopyUid {
+                    uidvalidity: 9,
+                    source: vec![1, 2, 5],
+                    dest: vec![10, 11, 12],
+                },
+            ),
+            (
+                "A3 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)",
+                Code::OverQuota,
+            ),
             ("A4 NO [TRYCREATE] Mailbox doesn't exist", Code::TryCreate),
             ("A5 OK [READ-WRITE] Select completed", Code::ReadWrite),
             ("A6 OK [XFOO bar] x", Code::Other("XFOO bar".into())),
@@ -478,10 +592,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(text(r#"* LIST (\Noselect) NIL INBOX"#)).unwrap() {
-            Response::Untagged(Untagged::List { delim: None, name, .. }) => assert_eq!(name, "INBOX"),
+            Response::Untagged(Untagged::List {
+                delim: None, name, ..
+            }) => assert_eq!(name, "INBOX"),
             other => panic!("{other:?}"),
         }
-        match parse(text(r#"* STATUS "a \"b\"" (MESSAGES 3 UIDNEXT 9 UIDVALIDITY 17 HIGHESTMODSEQ 44)"#)).unwrap() {
+        match parse(text(
+            r#"* STATUS "a \"b\"" (MESSAGES 3 UIDNEXT 9 UIDVALIDITY 17 HIGHESTMODSEQ 44)"#,
+        ))
+        .unwrap()
+        {
             Response::Untagged(Untagged::MailboxStatus { name, items }) => {
                 assert_eq!(name, "a \"b\"");
                 assert_eq!(items[3], ("HIGHESTMODSEQ".to_string(), 44));
@@ -489,7 +609,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(text(r#"* NAMESPACE (("INBOX." ".")) NIL NIL"#)).unwrap() {
-            Response::Untagged(Untagged::Namespace(ns)) => assert_eq!(ns, vec![("INBOX.".to_string(), Some('.'))]),
+            Response::Untagged(Untagged::Namespace(ns)) => {
+                assert_eq!(ns, vec![("INBOX.".to_string(), Some('.'))])
+            }
             other => panic!("{other:?}"),
         }
         match parse(text("* SEARCH 2 3 17")).unwrap() {
@@ -528,7 +650,9 @@ mod tests {
 
     #[test]
     fn continuation_and_garbage() {
-        assert!(matches!(parse(text("+ go ahead")).unwrap(), Response::Continue(t) if t == "go ahead"));
+        assert!(
+            matches!(parse(text("+ go ahead")).unwrap(), Response::Continue(t) if t == "go ahead")
+        );
         assert!(parse(text("A1 WHAT")).is_err());
         assert!(parse(text("")).is_err());
     }

@@ -102,7 +102,10 @@ mod tests {
         let sets = chunks(&uids, 1000);
         assert!(sets.len() > 1);
         assert!(sets.iter().all(|s| s.len() <= 1000));
-        let back: Vec<u32> = sets.iter().flat_map(|s| parse(s, 1 << 20).unwrap()).collect();
+        let back: Vec<u32> = sets
+            .iter()
+            .flat_map(|s| parse(s, 1 << 20).unwrap())
+            .collect();
         assert_eq!(back, uids);
     }
 }

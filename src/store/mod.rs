@@ -17,7 +17,10 @@ pub enum StoreError {
     #[error("state store: {0}")]
     Db(#[from] sqlx::Error),
     #[error("state store: cannot create directory for {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("state store: {0}")]
     Corrupt(String),
 }
@@ -163,8 +166,12 @@ pub trait Store: Send + Sync {
 
     /// The pair for this OLD folder, created on first use (phase `new`, `adopt_from` 1).
     /// A changed `new_name` (different mapping options) is recorded.
-    async fn folder_pair(&self, account: AccountId, old_name: &str, new_name: &str)
-    -> Result<FolderPair>;
+    async fn folder_pair(
+        &self,
+        account: AccountId,
+        old_name: &str,
+        new_name: &str,
+    ) -> Result<FolderPair>;
     async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>>;
     /// Records both sides' state and the phase at the end of a pass (or of a batch).
     async fn save_pair_state(

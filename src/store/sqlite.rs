@@ -242,13 +242,14 @@ impl Store for SqliteStore {
         state: AccountState,
         reason: Option<&str>,
     ) -> Result<()> {
-        let done = sqlx::query("UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4")
-            .bind(state.as_str())
-            .bind(reason)
-            .bind(now())
-            .bind(account)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4")
+                .bind(state.as_str())
+                .bind(reason)
+                .bind(now())
+                .bind(account)
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Corrupt(format!("no account {account}")));
         }
@@ -303,8 +304,9 @@ impl Store for SqliteStore {
     }
 
     async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>> {
-        let sql =
-            format!("SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name");
+        let sql = format!(
+            "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
+        );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(account)
             .fetch_all(&self.pool)
@@ -471,7 +473,12 @@ impl Store for SqliteStore {
         if old_uids.is_empty() {
             return Ok(());
         }
-        let uids: Vec<u32> = old_uids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        let uids: Vec<u32> = old_uids
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let now = now();
         let mut tx = self.write_tx().await?;
         Self::delete_uids(&mut tx, "links", pair, &uids).await?;
@@ -492,10 +499,11 @@ impl Store for SqliteStore {
     }
 
     async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>> {
-        let rows = sqlx::query("SELECT old_uid FROM tombstones WHERE pair_id = $1 ORDER BY old_uid")
-            .bind(pair)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT old_uid FROM tombstones WHERE pair_id = $1 ORDER BY old_uid")
+                .bind(pair)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|row| get_u32(row, "old_uid")).collect()
     }
 
@@ -548,8 +556,7 @@ fn now() -> i64 {
 
 fn get_u32(row: &SqliteRow, column: &str) -> Result<u32> {
     let value: i64 = row.try_get(column)?;
-    u32::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("{column} out of range: {value}")))
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} out of range: {value}")))
 }
 
 /// One side's state columns as stored: all NULL when unknown.
@@ -596,10 +603,17 @@ impl DbSide {
     fn into_state(self, pair: PairId, side: &str) -> Result<Option<MailboxState>> {
         let u32_of = |what: &str, v: i64| {
             u32::try_from(v).map_err(|_| {
-                StoreError::Corrupt(format!("folder pair {pair}: {side}_{what} out of range: {v}"))
+                StoreError::Corrupt(format!(
+                    "folder pair {pair}: {side}_{what} out of range: {v}"
+                ))
             })
         };
-        match (self.uidvalidity, self.uidnext, self.highestmodseq, self.messages) {
+        match (
+            self.uidvalidity,
+            self.uidnext,
+            self.highestmodseq,
+            self.messages,
+        ) {
             (None, None, None, None) => Ok(None),
             (Some(uidvalidity), Some(uidnext), Some(highestmodseq), Some(messages)) => {
                 Ok(Some(MailboxState {
@@ -651,19 +665,31 @@ mod tests {
     }
 
     fn link(old_uid: u32, new_uid: u32, flags: &str) -> Link {
-        Link { old_uid, new_uid, old_flags: flags.into(), new_flags: flags.into() }
+        Link {
+            old_uid,
+            new_uid,
+            old_flags: flags.into(),
+            new_flags: flags.into(),
+        }
     }
 
     async fn pair(store: &SqliteStore) -> PairId {
         let account = store.account(&key("alice")).await.unwrap();
-        store.folder_pair(account, "INBOX", "INBOX").await.unwrap().id
+        store
+            .folder_pair(account, "INBOX", "INBOX")
+            .await
+            .unwrap()
+            .id
     }
 
     #[test]
     fn tuples_numbering() {
         assert_eq!(tuples(2, 2, 2, "$1, "), "($1, $2, $3), ($1, $4, $5)");
         assert_eq!(tuples(1, 3, 2, ""), "($2, $3, $4)");
-        assert_eq!(tuples(3, 1, 3, "$1, $2, "), "($1, $2, $3), ($1, $2, $4), ($1, $2, $5)");
+        assert_eq!(
+            tuples(3, 1, 3, "$1, $2, "),
+            "($1, $2, $3), ($1, $2, $4), ($1, $2, $5)"
+        );
     }
 
     #[tokio::test]
@@ -675,7 +701,10 @@ mod tests {
         assert_eq!(store.account(&key("alice")).await.unwrap(), a);
         assert_eq!(store.account_state(a).await.unwrap(), AccountState::Pending);
 
-        store.set_account_state(a, AccountState::Failed, Some("bad password")).await.unwrap();
+        store
+            .set_account_state(a, AccountState::Failed, Some("bad password"))
+            .await
+            .unwrap();
         assert_eq!(store.account_state(a).await.unwrap(), AccountState::Failed);
         assert_eq!(store.account(&key("alice")).await.unwrap(), a);
         let reason: Option<String> = sqlx::query("SELECT reason FROM accounts WHERE id = $1")
@@ -685,13 +714,21 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(reason.as_deref(), Some("bad password"));
-        store.set_account_state(a, AccountState::Synced, None).await.unwrap();
+        store
+            .set_account_state(a, AccountState::Synced, None)
+            .await
+            .unwrap();
         assert_eq!(store.account_state(a).await.unwrap(), AccountState::Synced);
         assert_eq!(store.account_state(b).await.unwrap(), AccountState::Pending);
 
-        assert!(matches!(store.account_state(999).await, Err(StoreError::Corrupt(_))));
         assert!(matches!(
-            store.set_account_state(999, AccountState::Synced, None).await,
+            store.account_state(999).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            store
+                .set_account_state(999, AccountState::Synced, None)
+                .await,
             Err(StoreError::Corrupt(_))
         ));
     }
@@ -702,7 +739,10 @@ mod tests {
         let account = store.account(&key("alice")).await.unwrap();
         let other = store.account(&key("bob")).await.unwrap();
 
-        let sent = store.folder_pair(account, "Sent", "INBOX.Sent").await.unwrap();
+        let sent = store
+            .folder_pair(account, "Sent", "INBOX.Sent")
+            .await
+            .unwrap();
         assert_eq!(sent.account, account);
         assert_eq!(sent.old_name, "Sent");
         assert_eq!(sent.new_name, "INBOX.Sent");
@@ -710,9 +750,18 @@ mod tests {
         assert_eq!(sent.new, None);
         assert_eq!(sent.adopt_from, 1);
         assert_eq!(sent.phase, Phase::New);
-        assert_eq!(store.folder_pair(account, "Sent", "INBOX.Sent").await.unwrap(), sent);
+        assert_eq!(
+            store
+                .folder_pair(account, "Sent", "INBOX.Sent")
+                .await
+                .unwrap(),
+            sent
+        );
 
-        let renamed = store.folder_pair(account, "Sent", "Sent Items").await.unwrap();
+        let renamed = store
+            .folder_pair(account, "Sent", "Sent Items")
+            .await
+            .unwrap();
         assert_eq!(renamed.id, sent.id);
         assert_eq!(renamed.new_name, "Sent Items");
 
@@ -739,23 +788,60 @@ mod tests {
             highestmodseq: i64::MAX as u64,
             messages: 12,
         };
-        let new = MailboxState { uidvalidity: 7, uidnext: 13, highestmodseq: 0, messages: 11 };
+        let new = MailboxState {
+            uidvalidity: 7,
+            uidnext: 13,
+            highestmodseq: 0,
+            messages: 11,
+        };
 
-        store.save_pair_state(pair, Some(old), Some(new), 13, Phase::Synced).await.unwrap();
-        let got = &store.folder_pairs(store.account(&key("alice")).await.unwrap()).await.unwrap()[0];
-        assert_eq!((got.old, got.new, got.adopt_from, got.phase), (Some(old), Some(new), 13, Phase::Synced));
+        store
+            .save_pair_state(pair, Some(old), Some(new), 13, Phase::Synced)
+            .await
+            .unwrap();
+        let got = &store
+            .folder_pairs(store.account(&key("alice")).await.unwrap())
+            .await
+            .unwrap()[0];
+        assert_eq!(
+            (got.old, got.new, got.adopt_from, got.phase),
+            (Some(old), Some(new), 13, Phase::Synced)
+        );
 
-        store.save_pair_state(pair, None, Some(new), 5, Phase::Partial).await.unwrap();
-        let got = store.folder_pair(got.account, "INBOX", "INBOX").await.unwrap();
-        assert_eq!((got.old, got.new, got.adopt_from, got.phase), (None, Some(new), 5, Phase::Partial));
+        store
+            .save_pair_state(pair, None, Some(new), 5, Phase::Partial)
+            .await
+            .unwrap();
+        let got = store
+            .folder_pair(got.account, "INBOX", "INBOX")
+            .await
+            .unwrap();
+        assert_eq!(
+            (got.old, got.new, got.adopt_from, got.phase),
+            (None, Some(new), 5, Phase::Partial)
+        );
 
-        store.save_pair_state(pair, Some(old), None, 1, Phase::New).await.unwrap();
-        let got = store.folder_pair(got.account, "INBOX", "INBOX").await.unwrap();
-        assert_eq!((got.old, got.new, got.adopt_from, got.phase), (Some(old), None, 1, Phase::New));
+        store
+            .save_pair_state(pair, Some(old), None, 1, Phase::New)
+            .await
+            .unwrap();
+        let got = store
+            .folder_pair(got.account, "INBOX", "INBOX")
+            .await
+            .unwrap();
+        assert_eq!(
+            (got.old, got.new, got.adopt_from, got.phase),
+            (Some(old), None, 1, Phase::New)
+        );
 
-        let too_big = MailboxState { highestmodseq: u64::MAX, ..old };
+        let too_big = MailboxState {
+            highestmodseq: u64::MAX,
+            ..old
+        };
         assert!(matches!(
-            store.save_pair_state(pair, Some(too_big), None, 1, Phase::New).await,
+            store
+                .save_pair_state(pair, Some(too_big), None, 1, Phase::New)
+                .await,
             Err(StoreError::Corrupt(_))
         ));
         assert!(matches!(
@@ -772,17 +858,35 @@ mod tests {
         store.add_links(pair, &[]).await.unwrap();
 
         store
-            .add_links(pair, &[link(3, 30, "\\Seen"), link(1, 10, ""), link(u32::MAX, u32::MAX, "")])
+            .add_links(
+                pair,
+                &[
+                    link(3, 30, "\\Seen"),
+                    link(1, 10, ""),
+                    link(u32::MAX, u32::MAX, ""),
+                ],
+            )
             .await
             .unwrap();
         assert_eq!(
             store.links(pair).await.unwrap(),
-            vec![link(1, 10, ""), link(3, 30, "\\Seen"), link(u32::MAX, u32::MAX, "")]
+            vec![
+                link(1, 10, ""),
+                link(3, 30, "\\Seen"),
+                link(u32::MAX, u32::MAX, "")
+            ]
         );
 
         // Replace by old_uid; a duplicate in one batch keeps the last.
         store
-            .add_links(pair, &[link(3, 31, "\\Flagged"), link(2, 20, ""), link(2, 21, "$Junk")])
+            .add_links(
+                pair,
+                &[
+                    link(3, 31, "\\Flagged"),
+                    link(2, 20, ""),
+                    link(2, 21, "$Junk"),
+                ],
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -799,8 +903,16 @@ mod tests {
             .update_link_flags(
                 pair,
                 &[
-                    LinkFlags { old_uid: 1, old_flags: "\\Seen".into(), new_flags: "\\Answered \\Seen".into() },
-                    LinkFlags { old_uid: 99, old_flags: "x".into(), new_flags: "y".into() },
+                    LinkFlags {
+                        old_uid: 1,
+                        old_flags: "\\Seen".into(),
+                        new_flags: "\\Answered \\Seen".into(),
+                    },
+                    LinkFlags {
+                        old_uid: 99,
+                        old_flags: "x".into(),
+                        new_flags: "y".into(),
+                    },
                 ],
             )
             .await
@@ -808,13 +920,24 @@ mod tests {
         let links = store.links(pair).await.unwrap();
         assert_eq!(
             links[0],
-            Link { old_uid: 1, new_uid: 10, old_flags: "\\Seen".into(), new_flags: "\\Answered \\Seen".into() }
+            Link {
+                old_uid: 1,
+                new_uid: 10,
+                old_flags: "\\Seen".into(),
+                new_flags: "\\Answered \\Seen".into()
+            }
         );
         assert_eq!(links[1], link(2, 21, "$Junk"));
         assert_eq!(links.len(), 4);
 
         store.remove_links(pair, &[2, u32::MAX, 77]).await.unwrap();
-        let uids: Vec<u32> = store.links(pair).await.unwrap().iter().map(|l| l.old_uid).collect();
+        let uids: Vec<u32> = store
+            .links(pair)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.old_uid)
+            .collect();
         assert_eq!(uids, vec![1, 3]);
 
         // Links are per pair.
@@ -832,10 +955,19 @@ mod tests {
     async fn tombstone_moves_links_to_tombstones() {
         let store = SqliteStore::open_memory().await.unwrap();
         let pair = pair(&store).await;
-        store.add_links(pair, &[link(1, 10, ""), link(2, 20, ""), link(3, 30, "")]).await.unwrap();
+        store
+            .add_links(pair, &[link(1, 10, ""), link(2, 20, ""), link(3, 30, "")])
+            .await
+            .unwrap();
 
         store.tombstone(pair, &[2, 5, 2]).await.unwrap();
-        let uids: Vec<u32> = store.links(pair).await.unwrap().iter().map(|l| l.old_uid).collect();
+        let uids: Vec<u32> = store
+            .links(pair)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.old_uid)
+            .collect();
         assert_eq!(uids, vec![1, 3]);
         assert_eq!(store.tombstones(pair).await.unwrap(), vec![2, 5]);
 
@@ -858,57 +990,113 @@ mod tests {
         let pair = pair(&store).await;
         let account = store.account(&key("alice")).await.unwrap();
         let other = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
-        let state = MailboxState { uidvalidity: 1, uidnext: 5, highestmodseq: 9, messages: 4 };
+        let state = MailboxState {
+            uidvalidity: 1,
+            uidnext: 5,
+            highestmodseq: 9,
+            messages: 4,
+        };
         for p in [pair, other] {
-            store.add_links(p, &[link(1, 1, ""), link(2, 2, "")]).await.unwrap();
+            store
+                .add_links(p, &[link(1, 1, ""), link(2, 2, "")])
+                .await
+                .unwrap();
             store.tombstone(p, &[2]).await.unwrap();
-            store.save_pair_state(p, Some(state), Some(state), 3, Phase::Synced).await.unwrap();
+            store
+                .save_pair_state(p, Some(state), Some(state), 3, Phase::Synced)
+                .await
+                .unwrap();
         }
 
         store.reset_pair(pair).await.unwrap();
         let got = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
-        assert_eq!((got.old, got.new, got.adopt_from, got.phase), (None, None, 1, Phase::New));
+        assert_eq!(
+            (got.old, got.new, got.adopt_from, got.phase),
+            (None, None, 1, Phase::New)
+        );
         assert!(store.links(pair).await.unwrap().is_empty());
         assert!(store.tombstones(pair).await.unwrap().is_empty());
 
         // The other pair is untouched.
         let kept = store.folder_pair(account, "Sent", "Sent").await.unwrap();
-        assert_eq!((kept.old, kept.new, kept.adopt_from, kept.phase), (Some(state), Some(state), 3, Phase::Synced));
+        assert_eq!(
+            (kept.old, kept.new, kept.adopt_from, kept.phase),
+            (Some(state), Some(state), 3, Phase::Synced)
+        );
         assert_eq!(store.links(other).await.unwrap(), vec![link(1, 1, "")]);
         assert_eq!(store.tombstones(other).await.unwrap(), vec![2]);
 
-        assert!(matches!(store.reset_pair(999).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            store.reset_pair(999).await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[tokio::test]
     async fn file_store_survives_restart_and_migrates_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state").join("imapferry.db");
-        let state = MailboxState { uidvalidity: 42, uidnext: 3, highestmodseq: 0, messages: 2 };
+        let state = MailboxState {
+            uidvalidity: 42,
+            uidnext: 3,
+            highestmodseq: 0,
+            messages: 2,
+        };
 
         let store = SqliteStore::open(&path).await.unwrap();
         let account = store.account(&key("alice")).await.unwrap();
-        let pair = store.folder_pair(account, "INBOX", "INBOX").await.unwrap().id;
-        store.add_links(pair, &[link(1, 1, "\\Seen"), link(2, 2, "")]).await.unwrap();
+        let pair = store
+            .folder_pair(account, "INBOX", "INBOX")
+            .await
+            .unwrap()
+            .id;
+        store
+            .add_links(pair, &[link(1, 1, "\\Seen"), link(2, 2, "")])
+            .await
+            .unwrap();
         store.tombstone(pair, &[2]).await.unwrap();
-        store.save_pair_state(pair, Some(state), Some(state), 3, Phase::Synced).await.unwrap();
-        store.set_account_state(account, AccountState::Partial, None).await.unwrap();
+        store
+            .save_pair_state(pair, Some(state), Some(state), 3, Phase::Synced)
+            .await
+            .unwrap();
+        store
+            .set_account_state(account, AccountState::Partial, None)
+            .await
+            .unwrap();
         // No close: a crash leaves the WAL behind.
         drop(store);
 
         let store = SqliteStore::open(&path).await.unwrap();
         assert_eq!(store.account(&key("alice")).await.unwrap(), account);
-        assert_eq!(store.account_state(account).await.unwrap(), AccountState::Partial);
+        assert_eq!(
+            store.account_state(account).await.unwrap(),
+            AccountState::Partial
+        );
         let got = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
-        assert_eq!((got.id, got.old, got.new, got.adopt_from, got.phase), (pair, Some(state), Some(state), 3, Phase::Synced));
+        assert_eq!(
+            (got.id, got.old, got.new, got.adopt_from, got.phase),
+            (pair, Some(state), Some(state), 3, Phase::Synced)
+        );
         assert_eq!(store.links(pair).await.unwrap(), vec![link(1, 1, "\\Seen")]);
         assert_eq!(store.tombstones(pair).await.unwrap(), vec![2]);
 
-        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap().get(0);
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(mode.to_lowercase(), "wal");
-        let sync: i64 = sqlx::query("PRAGMA synchronous").fetch_one(&store.pool).await.unwrap().get(0);
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(sync, 2, "synchronous = FULL");
-        let fk: i64 = sqlx::query("PRAGMA foreign_keys").fetch_one(&store.pool).await.unwrap().get(0);
+        let fk: i64 = sqlx::query("PRAGMA foreign_keys")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(fk, 1);
         store.close().await;
 
@@ -939,7 +1127,10 @@ mod tests {
             .await
             .unwrap();
         store.close().await;
-        assert!(matches!(SqliteStore::open(&path).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            SqliteStore::open(&path).await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[tokio::test]
@@ -952,25 +1143,32 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
-        let pending: i64 = sqlx::query("SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0")
-            .bind(account)
-            .fetch_one(&store.pool)
-            .await
-            .unwrap()
-            .get(0);
+        let pending: i64 =
+            sqlx::query("SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0")
+                .bind(account)
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+                .get(0);
         assert_eq!(pending, 1);
     }
 
     #[tokio::test]
     async fn ten_thousand_links() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("imapferry.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("imapferry.db"))
+            .await
+            .unwrap();
         let pair = pair(&store).await;
         let links: Vec<Link> = (1..=10_000u32)
             .map(|uid| Link {
                 old_uid: uid,
                 new_uid: uid + 100_000,
-                old_flags: if uid % 3 == 0 { "\\Seen".into() } else { String::new() },
+                old_flags: if uid % 3 == 0 {
+                    "\\Seen".into()
+                } else {
+                    String::new()
+                },
                 new_flags: format!("\\Seen ${uid}"),
             })
             .collect();
@@ -986,14 +1184,21 @@ mod tests {
 
         let updates: Vec<LinkFlags> = links
             .iter()
-            .map(|l| LinkFlags { old_uid: l.old_uid, old_flags: "\\Deleted".into(), new_flags: String::new() })
+            .map(|l| LinkFlags {
+                old_uid: l.old_uid,
+                old_flags: "\\Deleted".into(),
+                new_flags: String::new(),
+            })
             .collect();
         let started = std::time::Instant::now();
         store.update_link_flags(pair, &updates).await.unwrap();
         eprintln!("update_link_flags: 10000 links in {:?}", started.elapsed());
         let read = store.links(pair).await.unwrap();
         assert_eq!(read.len(), 10_000);
-        assert!(read.iter().all(|l| l.old_flags == "\\Deleted" && l.new_flags.is_empty()));
+        assert!(
+            read.iter()
+                .all(|l| l.old_flags == "\\Deleted" && l.new_flags.is_empty())
+        );
 
         let uids: Vec<u32> = (1..=10_000u32).filter(|u| u % 2 == 0).collect();
         let started = std::time::Instant::now();
@@ -1003,7 +1208,10 @@ mod tests {
         assert_eq!(store.links(pair).await.unwrap().len(), 5_000);
 
         let started = std::time::Instant::now();
-        store.remove_links(pair, &(1..=10_000u32).collect::<Vec<_>>()).await.unwrap();
+        store
+            .remove_links(pair, &(1..=10_000u32).collect::<Vec<_>>())
+            .await
+            .unwrap();
         eprintln!("remove_links: 10000 uids in {:?}", started.elapsed());
         assert!(store.links(pair).await.unwrap().is_empty());
         store.close().await;

@@ -1,6 +1,242 @@
 //! The engine: for each folder pair, plan what changed, adopt copies already on NEW, copy the rest
 //! (pipelined), merge flags three ways against the stored base, and propagate deletions. Used by the
-//! sync command (and later the proxy and the sweeper); it never imports them.
+//! sync command (and later by the proxy and the sweeper); it never imports them.
 
+mod account;
+
+mod adopt;
+mod copy;
 pub mod flags;
+mod folder;
+
 pub mod identity;
+
+use std::sync::Mutex;
+
+pub use account::{FolderSize, Sizes, folder_sizes, login, sync_account};
+
+use crate::imap::{ConnectOptions, ImapError, Side};
+use crate::mapping::Selection;
+use crate::secret::Secret;
+use crate::store::StoreError;
+use identity::IdentityOptions;
+
+/// How to log in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMech {
+    /// The IMAP LOGIN command.
+    Login,
+    /// AUTHENTICATE PLAIN (always used with an `authuser`).
+    Plain,
+}
+
+/// One side of an account: where the server is and who logs in.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub connect: ConnectOptions,
+    pub user: String,
+    pub password: Secret,
+    /// A master/admin login: AUTHENTICATE PLAIN with authzid = `user`, authcid = `authuser`,
+    /// and `password` being the admin's password.
+    pub authuser: Option<String>,
+    pub auth: AuthMech,
+}
+
+/// What a pass does. `Default` is imapferry's default behaviour.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub selection: Selection,
+    /// Overrides of what NAMESPACE (or guessing) says about each side.
+    pub sep1: Option<char>,
+    pub sep2: Option<char>,
+    pub prefix1: Option<String>,
+    pub prefix2: Option<String>,
+    /// Change nothing anywhere (servers and state store); report what would be done.
+    pub dry: bool,
+    /// Deletions propagated from OLD may remove at most this share of a NEW folder per pass.
+    pub max_delete_share: f64,
+    /// Folders synced in parallel (each with its own pair of connections).
+    pub connections: usize,
+    /// Subscribe on NEW what is subscribed on OLD.
+    pub subscribe: bool,
+    pub identity: IdentityOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            selection: Selection::default(),
+            sep1: None,
+            sep2: None,
+            prefix1: None,
+            prefix2: None,
+            dry: false,
+            max_delete_share: 0.10,
+            connections: 4,
+            subscribe: true,
+            identity: IdentityOptions::default(),
+        }
+    }
+}
+
+/// What the engine reports while it works. Texts of `Error` follow imapsync's wording
+/// (the command line classifies them into exit codes).
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The folders of the pass, OLD name → NEW name, before any work.
+    Plan {
+        folders: Vec<(String, String)>,
+    },
+    FolderCreated {
+        new: String,
+    },
+    Subscribed {
+        new: String,
+    },
+    FolderStart {
+        old: String,
+        new: String,
+        messages: u32,
+    },
+    /// A folder whose state is unchanged since the last pass: nothing to do.
+    FolderUnchanged {
+        old: String,
+        new: String,
+    },
+    Copied {
+        old_folder: String,
+        old_uid: u32,
+        size: u64,
+        new_folder: String,
+        new_uid: Option<u32>,
+    },
+    /// Messages already on NEW matched by identity key and linked instead of copied.
+    Adopted {
+        new_folder: String,
+        count: usize,
+    },
+    FlagsUpdated {
+        new_folder: String,
+        count: usize,
+    },
+    /// Linked messages expunged on OLD and therefore expunged on NEW.
+    Expunged {
+        new_folder: String,
+        count: usize,
+    },
+    /// Linked messages gone from NEW: never copied back.
+    Tombstoned {
+        new_folder: String,
+        count: usize,
+    },
+    FolderDone {
+        old: String,
+        new: String,
+    },
+    Warning(String),
+    Error(String),
+}
+
+/// Receives events; called from several tasks.
+pub trait Observer: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: Event) {}
+}
+
+/// Counters of one pass (imapsync's statistics block reads these).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub folders_total: u64,
+    pub folders_synced: u64,
+    pub folders_created: u64,
+    pub messages_transferred: u64,
+    pub bytes_transferred: u64,
+    /// With `dry`: what would have been copied.
+    pub messages_would_transfer: u64,
+    pub messages_skipped: u64,
+    pub bytes_skipped: u64,
+    pub messages_adopted: u64,
+    pub messages_deleted_on_new: u64,
+    pub messages_tombstoned: u64,
+    pub flags_updated: u64,
+    pub biggest_message: u64,
+    /// Messages on OLD in the selected folders (as seen during the pass).
+    pub messages_on_old: u64,
+    /// OLD messages that have no copy on NEW at the end (and are not tombstoned).
+    pub messages_missing_on_new: u64,
+}
+
+/// The result of a pass: counters and every error that was counted (in imapsync's wording).
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub stats: Stats,
+    pub errors: Vec<String>,
+}
+
+/// Errors that end a pass before it starts or in the middle (login, connection, state store).
+/// Per-message and per-folder problems are not errors: they are counted in [`Report::errors`].
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Imap(#[from] ImapError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SyncError {
+    /// The side that failed (`None` for the state store).
+    pub fn side(&self) -> Option<Side> {
+        match self {
+            SyncError::Imap(e) => Some(e.side()),
+            SyncError::Store(_) => None,
+        }
+    }
+}
+
+/// Collects counters and errors from the folder workers and forwards events.
+pub(crate) struct Tally<'a> {
+    pub observer: &'a dyn Observer,
+    pub report: Mutex<Report>,
+}
+
+impl<'a> Tally<'a> {
+    pub fn new(observer: &'a dyn Observer) -> Self {
+        Tally {
+            observer,
+            report: Mutex::new(Report::default()),
+        }
+    }
+
+    pub fn event(&self, event: Event) {
+        self.observer.event(event);
+    }
+
+    pub fn stats(&self, f: impl FnOnce(&mut Stats)) {
+        if let Ok(mut r) = self.report.lock() {
+            f(&mut r.stats);
+        }
+    }
+
+    pub fn error(&self, text: String) {
+        tracing::warn!(%text, "counted error");
+        if let Ok(mut r) = self.report.lock() {
+            r.errors.push(text.clone());
+        }
+        self.observer.event(Event::Error(text));
+    }
+
+    pub fn warn(&self, text: String) {
+        tracing::warn!(%text);
+        self.observer.event(Event::Warning(text));
+    }
+
+    pub fn into_report(self) -> Report {
+        self.report.into_inner().unwrap_or_default()
+    }
+}

@@ -62,14 +62,26 @@ pub struct RawImap {
 impl RawImap {
     /// Connects and reads the greeting; panics unless it is `* OK`.
     pub fn connect(host: &str, port: u16) -> RawImap {
-        let stream = TcpStream::connect((host, port)).unwrap_or_else(|e| panic!("connect {host}:{port}: {e}"));
+        let stream = TcpStream::connect((host, port))
+            .unwrap_or_else(|e| panic!("connect {host}:{port}: {e}"));
         stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         let writer = stream.try_clone().unwrap();
-        let mut c = RawImap { reader: BufReader::new(stream), writer, next_tag: 1, greeting: String::new() };
+        let mut c = RawImap {
+            reader: BufReader::new(stream),
+            writer,
+            next_tag: 1,
+            greeting: String::new(),
+        };
         let greeting = c.read_response();
         c.greeting = String::from_utf8_lossy(&greeting).trim_end().to_string();
-        assert!(c.greeting.starts_with("* OK"), "unexpected greeting: {}", c.greeting);
+        assert!(
+            c.greeting.starts_with("* OK"),
+            "unexpected greeting: {}",
+            c.greeting
+        );
         c
     }
 
@@ -80,7 +92,10 @@ impl RawImap {
     /// Sends `cmd` with a fresh tag; returns untagged responses (lossy text) and the tagged line.
     pub fn raw(&mut self, cmd: &str) -> (Vec<String>, String) {
         let (untagged, tagged) = self.command(cmd);
-        let lines = untagged.iter().map(|u| String::from_utf8_lossy(u).trim_end().to_string()).collect();
+        let lines = untagged
+            .iter()
+            .map(|u| String::from_utf8_lossy(u).trim_end().to_string())
+            .collect();
         (lines, tagged)
     }
 
@@ -103,7 +118,12 @@ impl RawImap {
         untagged
             .iter()
             .filter_map(|u| u.strip_prefix(b"* CAPABILITY "))
-            .flat_map(|rest| String::from_utf8_lossy(rest).split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|rest| {
+                String::from_utf8_lossy(rest)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -132,7 +152,11 @@ impl RawImap {
             .map(|rest| {
                 let items = parse_items(rest);
                 let attrs = items[0].list().iter().map(Item::text).collect();
-                let delim = if items[1].is_nil() { None } else { items[1].text().chars().next() };
+                let delim = if items[1].is_nil() {
+                    None
+                } else {
+                    items[1].text().chars().next()
+                };
                 (attrs, delim, items[2].text())
             })
             .collect()
@@ -151,7 +175,13 @@ impl RawImap {
     }
 
     /// APPENDs one message with a synchronising literal; returns the APPENDUID uid if reported.
-    pub fn append(&mut self, mailbox: &str, flags: &[&str], internaldate: Option<&str>, bytes: &[u8]) -> Option<u32> {
+    pub fn append(
+        &mut self,
+        mailbox: &str,
+        flags: &[&str],
+        internaldate: Option<&str>,
+        bytes: &[u8],
+    ) -> Option<u32> {
         self.try_append(mailbox, flags, internaldate, bytes)
             .unwrap_or_else(|tagged| panic!("APPEND to {mailbox} failed: {tagged}"))
     }
@@ -220,12 +250,21 @@ impl RawImap {
 
     /// `(messages, uidnext, uidvalidity)` from STATUS.
     pub fn status(&mut self, mailbox: &str) -> (u32, u32, u32) {
-        let untagged = self.exec(&format!("STATUS {} (MESSAGES UIDNEXT UIDVALIDITY)", quote(mailbox)));
-        let line = untagged.iter().find_map(|u| u.strip_prefix(b"* STATUS ")).expect("no STATUS response");
+        let untagged = self.exec(&format!(
+            "STATUS {} (MESSAGES UIDNEXT UIDVALIDITY)",
+            quote(mailbox)
+        ));
+        let line = untagged
+            .iter()
+            .find_map(|u| u.strip_prefix(b"* STATUS "))
+            .expect("no STATUS response");
         let items = parse_items(line);
         let attrs = items[1].list();
         let get = |name: &str| -> u32 {
-            let pos = attrs.iter().position(|i| i.text().eq_ignore_ascii_case(name)).expect(name);
+            let pos = attrs
+                .iter()
+                .position(|i| i.text().eq_ignore_ascii_case(name))
+                .expect(name);
             attrs[pos + 1].text().parse().unwrap()
         };
         (get("MESSAGES"), get("UIDNEXT"), get("UIDVALIDITY"))
@@ -238,7 +277,9 @@ impl RawImap {
     fn send(&mut self, cmd: &str) -> String {
         let tag = format!("t{}", self.next_tag);
         self.next_tag += 1;
-        self.writer.write_all(format!("{tag} {cmd}\r\n").as_bytes()).unwrap();
+        self.writer
+            .write_all(format!("{tag} {cmd}\r\n").as_bytes())
+            .unwrap();
         tag
     }
 
@@ -248,7 +289,10 @@ impl RawImap {
         loop {
             let resp = self.read_response();
             if let Some(status) = resp.strip_prefix(tag_sp.as_bytes()) {
-                return (untagged, String::from_utf8_lossy(status).trim_end().to_string());
+                return (
+                    untagged,
+                    String::from_utf8_lossy(status).trim_end().to_string(),
+                );
             }
             untagged.push(resp);
         }
@@ -260,13 +304,21 @@ impl RawImap {
         let mut buf = Vec::new();
         loop {
             let start = buf.len();
-            let n = self.reader.read_until(b'\n', &mut buf).expect("read from IMAP server");
-            assert!(n > 0, "server closed the connection; got so far: {}", String::from_utf8_lossy(&buf));
+            let n = self
+                .reader
+                .read_until(b'\n', &mut buf)
+                .expect("read from IMAP server");
+            assert!(
+                n > 0,
+                "server closed the connection; got so far: {}",
+                String::from_utf8_lossy(&buf)
+            );
             match literal_len(&buf[start..]) {
                 Some(len) => {
                     let at = buf.len();
                     buf.resize(at + len, 0);
-                    std::io::Read::read_exact(&mut self.reader, &mut buf[at..]).expect("read literal");
+                    std::io::Read::read_exact(&mut self.reader, &mut buf[at..])
+                        .expect("read literal");
                 }
                 None => return buf,
             }
@@ -283,7 +335,9 @@ pub fn quote(s: &str) -> String {
 fn literal_len(line: &[u8]) -> Option<usize> {
     let body = line.strip_suffix(b"}\r\n")?;
     let open = body.iter().rposition(|&b| b == b'{')?;
-    let digits = body[open + 1..].strip_suffix(b"+").unwrap_or(&body[open + 1..]);
+    let digits = body[open + 1..]
+        .strip_suffix(b"+")
+        .unwrap_or(&body[open + 1..]);
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
@@ -292,7 +346,11 @@ fn exists(untagged: &[Vec<u8>]) -> u32 {
         .iter()
         .find_map(|u| {
             let text = std::str::from_utf8(u).ok()?;
-            text.trim_end().strip_suffix(" EXISTS")?.strip_prefix("* ")?.parse().ok()
+            text.trim_end()
+                .strip_suffix(" EXISTS")?
+                .strip_prefix("* ")?
+                .parse()
+                .ok()
         })
         .expect("no EXISTS in SELECT/EXAMINE response")
 }
@@ -304,13 +362,23 @@ fn parse_fetch(resp: &[u8]) -> Option<Msg> {
         return None;
     }
     let attrs = items[2].list();
-    let mut msg = Msg { uid: 0, flags: BTreeSet::new(), internaldate: String::new(), body: Vec::new() };
+    let mut msg = Msg {
+        uid: 0,
+        flags: BTreeSet::new(),
+        internaldate: String::new(),
+        body: Vec::new(),
+    };
     for pair in attrs.chunks(2) {
         let value = &pair[1];
         match pair[0].text().to_ascii_uppercase().as_str() {
             "UID" => msg.uid = value.text().parse().unwrap(),
             "FLAGS" => {
-                msg.flags = value.list().iter().map(Item::text).filter(|f| !f.eq_ignore_ascii_case("\\Recent")).collect()
+                msg.flags = value
+                    .list()
+                    .iter()
+                    .map(Item::text)
+                    .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                    .collect()
             }
             "INTERNALDATE" => msg.internaldate = value.text(),
             "BODY[]" => {
@@ -377,7 +445,10 @@ fn literal_at(s: &[u8], pos: usize) -> Option<(usize, usize)> {
         return None;
     }
     let close = start + s[start..].iter().position(|&b| b == b'}')?;
-    let len = std::str::from_utf8(&s[start + 1..close]).ok()?.parse().ok()?;
+    let len = std::str::from_utf8(&s[start + 1..close])
+        .ok()?
+        .parse()
+        .ok()?;
     (s.get(close + 1..close + 3) == Some(b"\r\n")).then_some((len, close + 3))
 }
 

@@ -62,7 +62,10 @@ pub fn message(i: u64, size_hint: usize) -> Vec<u8> {
     let date = date_in_range(&mut rng);
     let mut m = Mail::new(i, date, format!("Message {i}").into_bytes());
     if size_hint > 16 * 1024 {
-        m.content = Content::Mixed { attachment: rng.bytes(size_hint * 3 / 4), name: format!("file-{i}.bin") };
+        m.content = Content::Mixed {
+            attachment: rng.bytes(size_hint * 3 / 4),
+            name: format!("file-{i}.bin"),
+        };
         m.text = filler(&mut rng, 600);
     } else {
         m.text = filler(&mut rng, size_hint.saturating_sub(600).max(80));
@@ -101,7 +104,13 @@ impl Default for SeedSpec {
 
 impl SeedSpec {
     pub fn small() -> Self {
-        SeedSpec { inbox_messages: 10, folder_messages: 3, median_size: 2048, big_attachment: 64 * 1024, ..Self::default() }
+        SeedSpec {
+            inbox_messages: 10,
+            folder_messages: 3,
+            median_size: 2048,
+            big_attachment: 64 * 1024,
+            ..Self::default()
+        }
     }
 }
 
@@ -128,11 +137,20 @@ pub const KEYWORDS: [&str; 5] = ["$Label1", "$Forwarded", "Junk", "NonJunk", "Pr
 
 /// Builds a realistic account for `user` (created with `pw` if needed) through IMAP APPEND.
 pub fn seed_account(d: &Dovecot, user: &str, pw: &str, spec: &SeedSpec) -> SeedSummary {
-    assert!(!spec.dotted_names || d.sep() == '/', "dotted folder names need a '/' layout");
+    assert!(
+        !spec.dotted_names || d.sep() == '/',
+        "dotted folder names need a '/' layout"
+    );
     d.add_user(user, pw);
     let mut imap = RawImap::connect(d.host(), d.port());
     imap.login(user, pw);
-    let mut s = Seeder { imap, layout: d.layout(), rng: Rng::new(spec.seed), spec, summary: SeedSummary::default() };
+    let mut s = Seeder {
+        imap,
+        layout: d.layout(),
+        rng: Rng::new(spec.seed),
+        spec,
+        summary: SeedSummary::default(),
+    };
     let n = spec.folder_messages;
 
     // (path, subscribe, number of ordinary messages)
@@ -192,10 +210,19 @@ impl Seeder<'_> {
         self.summary.subscribed.insert(path.to_string());
     }
 
-    fn append(&mut self, path: &str, flags: &[&str], date: Option<(i64, i32)>, bytes: &[u8]) {
-        let idate = date.map(|(t, tz)| imap_date(t, tz));
-        self.imap.append(&self.layout.server_name(path), flags, idate.as_deref(), bytes);
-        *self.summary.counts.get_mut(path).expect("unknown seed folder") += 1;
+    /// Every seeded message has an explicit INTERNALDATE, so two seeded accounts compare equal.
+    fn append(&mut self, path: &str, flags: &[&str], (t, tz): (i64, i32), bytes: &[u8]) {
+        self.imap.append(
+            &self.layout.server_name(path),
+            flags,
+            Some(&imap_date(t, tz)),
+            bytes,
+        );
+        *self
+            .summary
+            .counts
+            .get_mut(path)
+            .expect("unknown seed folder") += 1;
         self.summary.messages += 1;
         self.summary.bytes += bytes.len();
     }
@@ -208,20 +235,31 @@ impl Seeder<'_> {
 
     /// A message of log-normal size: text only, or multipart with an attachment when large.
     fn ordinary(&mut self, path: &str, flags: &[&str]) {
-        let size = lognormal_size(&mut self.rng, self.spec.median_size, 1.0, self.spec.median_size * 30);
+        let size = lognormal_size(
+            &mut self.rng,
+            self.spec.median_size,
+            1.0,
+            self.spec.median_size * 30,
+        );
         let subject = format!("{} #{}", self.rng.pick(&SUBJECTS), self.summary.messages);
         let (mut m, date) = self.next_mail(&subject);
         if size > 4 * self.spec.median_size {
             m.text = filler(&mut self.rng, 400);
-            let name = format!("{}.pdf", self.rng.pick(&["invoice", "scan", "report", "photo"]));
-            m.content = Content::Mixed { attachment: self.rng.bytes(size * 3 / 4), name };
+            let name = format!(
+                "{}.pdf",
+                self.rng.pick(&["invoice", "scan", "report", "photo"])
+            );
+            m.content = Content::Mixed {
+                attachment: self.rng.bytes(size * 3 / 4),
+                name,
+            };
         } else if self.rng.chance(0.2) {
             m.text = filler(&mut self.rng, size / 2);
             m.content = Content::Alternative;
         } else {
             m.text = filler(&mut self.rng, size);
         }
-        self.append(path, flags, Some(date), &m.to_bytes());
+        self.append(path, flags, date, &m.to_bytes());
     }
 
     fn random_flags(&mut self) -> Vec<&'static str> {
@@ -246,16 +284,21 @@ impl Seeder<'_> {
         // One big attachment.
         let (mut m, date) = self.next_mail("Holiday photos");
         m.text = filler(&mut self.rng, 500);
-        m.content = Content::Mixed { attachment: self.rng.bytes(self.spec.big_attachment), name: "photos.zip".into() };
-        self.append("INBOX", &["\\Seen", "$Label1"], Some(date), &m.to_bytes());
+        m.content = Content::Mixed {
+            attachment: self.rng.bytes(self.spec.big_attachment),
+            name: "photos.zip".into(),
+        };
+        self.append("INBOX", &["\\Seen", "$Label1"], date, &m.to_bytes());
 
         // Raw 8-bit UTF-8 in headers and body.
         let (mut m, date) = self.next_mail("");
         m.subject = "Grüße aus Köln – Überweisung ✓".as_bytes().to_vec();
         m.from = "Jürgen Müller <juergen@example.de>".as_bytes().to_vec();
         m.charset = "utf-8";
-        m.text = "Hallo!\r\nGröße, naïve café, 日本語, Привет.\r\n".as_bytes().to_vec();
-        self.append("INBOX", &["\\Seen", "\\Flagged"], Some(date), &m.to_bytes());
+        m.text = "Hallo!\r\nGröße, naïve café, 日本語, Привет.\r\n"
+            .as_bytes()
+            .to_vec();
+        self.append("INBOX", &["\\Seen", "\\Flagged"], date, &m.to_bytes());
 
         // Raw latin-1 bytes in headers and body.
         let (mut m, date) = self.next_mail("");
@@ -263,36 +306,48 @@ impl Seeder<'_> {
         m.from = b"Fran\xe7ois Gr\xe9goire <fg@example.fr>".to_vec();
         m.charset = "iso-8859-1";
         m.text = b"Ch\xe8re \xc9lodie,\r\nvoil\xe0 le r\xe9sum\xe9.\r\n".to_vec();
-        self.append("INBOX", &["\\Answered", "$Forwarded"], Some(date), &m.to_bytes());
+        self.append("INBOX", &["\\Answered", "$Forwarded"], date, &m.to_bytes());
 
         // RFC 2047 encoded words.
         let (mut m, date) = self.next_mail("");
-        m.subject = format!("=?UTF-8?B?{}?=", base64("Привет из Москвы".as_bytes(), false)).into_bytes();
+        m.subject = format!(
+            "=?UTF-8?B?{}?=",
+            base64("Привет из Москвы".as_bytes(), false)
+        )
+        .into_bytes();
         m.from = b"=?ISO-8859-1?Q?Andr=E9_L=F6we?= <andre@example.fr>".to_vec();
-        self.append("INBOX", &[], Some(date), &m.to_bytes());
+        self.append("INBOX", &[], date, &m.to_bytes());
 
         // No Message-Id; then neither Message-Id nor Received.
         let (mut m, date) = self.next_mail("No Message-Id here");
         m.message_id = false;
-        self.append("INBOX", &["\\Seen"], Some(date), &m.to_bytes());
+        self.append("INBOX", &["\\Seen"], date, &m.to_bytes());
         let (mut m, date) = self.next_mail("No Message-Id, no Received");
         m.message_id = false;
         m.received = false;
-        self.append("INBOX", &["\\Seen", "\\Answered", "\\Flagged"], Some(date), &m.to_bytes());
+        self.append(
+            "INBOX",
+            &["\\Seen", "\\Answered", "\\Flagged"],
+            date,
+            &m.to_bytes(),
+        );
 
         // Byte-identical duplicate, same flags and date.
         let (m, date) = self.next_mail("Sent twice by a flaky client");
         let bytes = m.to_bytes();
-        self.append("INBOX", &["\\Seen"], Some(date), &bytes);
-        self.append("INBOX", &["\\Seen"], Some(date), &bytes);
+        self.append("INBOX", &["\\Seen"], date, &bytes);
+        self.append("INBOX", &["\\Seen"], date, &bytes);
 
-        // \Deleted but not expunged; custom keywords; no explicit INTERNALDATE (server uses now).
+        // \Deleted but not expunged; custom keywords.
         let (m, date) = self.next_mail("Deleted but not expunged");
-        self.append("INBOX", &["\\Seen", "\\Deleted"], Some(date), &m.to_bytes());
+        self.append("INBOX", &["\\Seen", "\\Deleted"], date, &m.to_bytes());
         let (m, date) = self.next_mail("Labelled");
-        self.append("INBOX", &["$Label1", "ProjectX", "NonJunk"], Some(date), &m.to_bytes());
-        let (m, _) = self.next_mail("Arrived just now");
-        self.append("INBOX", &[], None, &m.to_bytes());
+        self.append(
+            "INBOX",
+            &["$Label1", "ProjectX", "NonJunk"],
+            date,
+            &m.to_bytes(),
+        );
 
         for _ in 0..self.spec.inbox_messages {
             let flags = self.random_flags();
@@ -322,8 +377,8 @@ impl Seeder<'_> {
         }
         let (m, date) = self.next_mail("Archived twice");
         let bytes = m.to_bytes();
-        self.append("Archive", &["\\Seen", "\\Flagged"], Some(date), &bytes);
-        self.append("Archive", &["\\Seen", "\\Flagged"], Some(date), &bytes);
+        self.append("Archive", &["\\Seen", "\\Flagged"], date, &bytes);
+        self.append("Archive", &["\\Seen", "\\Flagged"], date, &bytes);
     }
 }
 
@@ -339,8 +394,22 @@ const SUBJECTS: [&str; 8] = [
 ];
 
 const WORDS: [&str; 16] = [
-    "the", "mailbox", "server", "migration", "please", "review", "attached", "tomorrow", "budget",
-    "meeting", "folder", "thanks", "regards", "project", "schedule", "update",
+    "the",
+    "mailbox",
+    "server",
+    "migration",
+    "please",
+    "review",
+    "attached",
+    "tomorrow",
+    "budget",
+    "meeting",
+    "folder",
+    "thanks",
+    "regards",
+    "project",
+    "schedule",
+    "update",
 ];
 
 /// About `len` bytes of ASCII text in CRLF lines of at most 72 characters.
@@ -421,11 +490,16 @@ impl Mail {
         h.extend_from_slice(b"To: Alice Example <alice@example.org>\r\n");
         h.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(t, tz)).as_bytes());
         if self.message_id {
-            h.extend_from_slice(format!("Message-Id: <{}.{:x}@example.net>\r\n", self.i, t).as_bytes());
+            h.extend_from_slice(
+                format!("Message-Id: <{}.{:x}@example.net>\r\n", self.i, t).as_bytes(),
+            );
         }
         h.extend_from_slice(b"MIME-Version: 1.0\r\n");
         let cte = if self.text.is_ascii() { "7bit" } else { "8bit" };
-        let text_headers = format!("Content-Type: text/plain; charset={}\r\nContent-Transfer-Encoding: {cte}\r\n", self.charset);
+        let text_headers = format!(
+            "Content-Type: text/plain; charset={}\r\nContent-Transfer-Encoding: {cte}\r\n",
+            self.charset
+        );
         let boundary = format!("=_imapferry_{:x}", self.i);
         match &self.content {
             Content::Text => {
@@ -434,7 +508,10 @@ impl Mail {
                 h.extend_from_slice(&self.text);
             }
             Content::Alternative => {
-                h.extend_from_slice(format!("Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n").as_bytes());
+                h.extend_from_slice(
+                    format!("Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n")
+                        .as_bytes(),
+                );
                 h.extend_from_slice(format!("--{boundary}\r\n{text_headers}\r\n").as_bytes());
                 h.extend_from_slice(&self.text);
                 h.extend_from_slice(format!("--{boundary}\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n<html><body><p>").as_bytes());
@@ -442,7 +519,10 @@ impl Mail {
                 h.extend_from_slice(format!("</p></body></html>\r\n--{boundary}--\r\n").as_bytes());
             }
             Content::Mixed { attachment, name } => {
-                h.extend_from_slice(format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n").as_bytes());
+                h.extend_from_slice(
+                    format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n")
+                        .as_bytes(),
+                );
                 h.extend_from_slice(b"This is a multi-part message in MIME format.\r\n");
                 h.extend_from_slice(format!("--{boundary}\r\n{text_headers}\r\n").as_bytes());
                 h.extend_from_slice(&self.text);
@@ -466,13 +546,19 @@ impl Mail {
 
 /// Standard base64 (`+/`), optionally padded.
 fn base64(bytes: &[u8], pad: bool) -> String {
-    encode64(bytes, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", pad)
+    encode64(
+        bytes,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        pad,
+    )
 }
 
 fn encode64(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for k in 0..=chunk.len() {
             out.push(alphabet[(n >> (18 - 6 * k)) as usize & 63] as char);
         }
@@ -497,9 +583,12 @@ pub fn mutf7(name: &str) -> String {
         }
     };
     for ch in name.chars() {
-        if (' '..='~').contains(&ch) {
+        if ch == '&' {
             flush(&mut out, &mut pending);
-            out.push_str(if ch == '&' { "&-" } else { ch.encode_utf8(&mut [0; 4]) });
+            out.push_str("&-");
+        } else if (' '..='~').contains(&ch) {
+            flush(&mut out, &mut pending);
+            out.push(ch);
         } else {
             for unit in ch.encode_utf16(&mut [0; 2]) {
                 pending.extend_from_slice(&unit.to_be_bytes());
@@ -510,41 +599,64 @@ pub fn mutf7(name: &str) -> String {
     out
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 const TZ_MINUTES: [i32; 7] = [0, 60, 120, -300, 330, -480, 540];
 
 /// A (UTC seconds, zone offset in minutes) pair between 2009 and 2024.
 fn date_in_range(rng: &mut Rng) -> (i64, i32) {
     let start = 1_230_768_000; // 2009-01-01
     let end = 1_735_689_600; // 2025-01-01
-    (start + rng.below((end - start) as u64) as i64, *rng.pick(&TZ_MINUTES))
+    (
+        start + rng.below((end - start) as u64) as i64,
+        *rng.pick(&TZ_MINUTES),
+    )
 }
 
 /// IMAP date-time, e.g. "05-Mar-2015 10:00:00 +0100".
 pub fn imap_date(utc: i64, tz_minutes: i32) -> String {
     let (y, mo, d, h, mi, s) = civil(utc + tz_minutes as i64 * 60);
-    format!("{d:02}-{}-{y} {h:02}:{mi:02}:{s:02} {}", MONTHS[mo as usize - 1], zone(tz_minutes))
+    format!(
+        "{d:02}-{}-{y} {h:02}:{mi:02}:{s:02} {}",
+        MONTHS[mo as usize - 1],
+        zone(tz_minutes)
+    )
 }
 
 fn rfc5322_date(utc: i64, tz_minutes: i32) -> String {
     let local = utc + tz_minutes as i64 * 60;
     let (y, mo, d, h, mi, s) = civil(local);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][local.div_euclid(86_400).rem_euclid(7) as usize];
-    format!("{weekday}, {d:02} {} {y} {h:02}:{mi:02}:{s:02} {}", MONTHS[mo as usize - 1], zone(tz_minutes))
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+        [local.div_euclid(86_400).rem_euclid(7) as usize];
+    format!(
+        "{weekday}, {d:02} {} {y} {h:02}:{mi:02}:{s:02} {}",
+        MONTHS[mo as usize - 1],
+        zone(tz_minutes)
+    )
 }
 
 fn zone(tz_minutes: i32) -> String {
     let sign = if tz_minutes < 0 { '-' } else { '+' };
-    format!("{sign}{:02}{:02}", tz_minutes.abs() / 60, tz_minutes.abs() % 60)
+    format!(
+        "{sign}{:02}{:02}",
+        tz_minutes.abs() / 60,
+        tz_minutes.abs() % 60
+    )
 }
 
 /// UTC seconds of an IMAP date-time ("5-Mar-2015 10:00:00 +0100", day may be space-padded).
 pub fn parse_imap_date(s: &str) -> i64 {
-    let bad = || panic!("bad IMAP date-time {s:?}");
-    let mut parts = s.split_whitespace();
-    let (date, time, zone) = (parts.next().unwrap_or_else(bad), parts.next().unwrap_or_else(bad), parts.next().unwrap_or_else(bad));
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [date, time, zone] = parts[..] else {
+        panic!("bad IMAP date-time {s:?}")
+    };
     let dmy: Vec<&str> = date.split('-').collect();
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(dmy[1])).unwrap_or_else(bad) as i64 + 1;
+    let month = MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(dmy[1]))
+        .expect("month") as i64
+        + 1;
     let hms: Vec<i64> = time.split(':').map(|x| x.parse().unwrap()).collect();
     let z: i64 = zone[1..].parse().unwrap();
     let offset = (z / 100 * 60 + z % 100) * if zone.starts_with('-') { -1 } else { 1 };

@@ -1,0 +1,401 @@
+//! One account pass: log in on both sides, map the folder tree, create what NEW lacks, then run the
+//! folder pairs over a small pool of connection pairs (largest folders first).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use tracing::Instrument;
+
+use crate::imap::{Client, ImapError, ListEntry, MailboxStatus, Side};
+use crate::mapping::{self, map_name};
+use crate::store::{AccountKey, AccountState, FolderPair, Phase, Store};
+
+use super::folder::{FolderJob, sync_folder};
+use super::{Endpoint, Event, Observer, Options, Report, SyncError, Tally};
+
+/// Connects and logs in (LOGIN, or AUTHENTICATE PLAIN for a master user / `AuthMech::Plain`).
+pub async fn login(ep: &Endpoint, side: Side) -> Result<Client, ImapError> {
+    let mut client = Client::connect(&ep.connect, side).await?;
+    match (&ep.authuser, ep.auth) {
+        (Some(admin), _) => {
+            client
+                .authenticate_plain(Some(&ep.user), admin, &ep.password)
+                .await?
+        }
+        (None, super::AuthMech::Plain) => {
+            client
+                .authenticate_plain(None, &ep.user, &ep.password)
+                .await?
+        }
+        (None, super::AuthMech::Login) => client.login(&ep.user, &ep.password).await?,
+    }
+    Ok(client)
+}
+
+/// Sizes of one selected folder on each side (`None`: the folder does not exist there).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FolderSize {
+    pub old_name: String,
+    pub new_name: String,
+    pub old: Option<Sizes>,
+    pub new: Option<Sizes>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub messages: u64,
+    pub bytes: u64,
+    pub biggest: u64,
+}
+
+/// Both sides' folder trees and how OLD names map to NEW names.
+pub(crate) struct Tree {
+    /// Selected OLD folders and their NEW names, in imapsync's (byte-sorted) order.
+    pub pairs: Vec<(String, String)>,
+    pub old_subscribed: BTreeSet<String>,
+    pub new_existing: BTreeSet<String>,
+    pub new_subscribed: BTreeSet<String>,
+}
+
+async fn namespace_side(
+    client: &mut Client,
+    names: &[ListEntry],
+    sep: Option<char>,
+    prefix: &Option<String>,
+) -> Result<mapping::Side, ImapError> {
+    let ns = client.namespace().await?;
+    let selectable: Vec<&str> = names.iter().map(|e| e.name.as_str()).collect();
+    let sep = sep
+        .or_else(|| ns.as_ref().and_then(|(_, s)| *s))
+        .or_else(|| names.iter().find_map(|e| e.delim))
+        .unwrap_or_else(|| mapping::guess_sep(&selectable));
+    let prefix = match (prefix, &ns) {
+        (Some(p), _) => p.clone(),
+        (None, Some((p, _))) => p.clone(),
+        (None, None) => mapping::guess_prefix(&selectable, sep),
+    };
+    Ok(mapping::Side { sep, prefix })
+}
+
+/// Lists both sides and maps the selected OLD folders to NEW names.
+pub(crate) async fn map_tree(
+    old: &mut Client,
+    new: &mut Client,
+    opts: &Options,
+) -> Result<Tree, ImapError> {
+    let old_list = old.list().await?;
+    let new_list = new.list().await?;
+    let from = namespace_side(old, &old_list, opts.sep1, &opts.prefix1).await?;
+    let to = namespace_side(new, &new_list, opts.sep2, &opts.prefix2).await?;
+    let old_names: Vec<String> = old_list
+        .iter()
+        .filter(|e| e.is_selectable())
+        .map(|e| e.name.clone())
+        .collect();
+    let new_names: Vec<String> = new_list
+        .iter()
+        .filter(|e| e.is_selectable())
+        .map(|e| e.name.clone())
+        .collect();
+    let pairs = opts
+        .selection
+        .select(&old_names)
+        .into_iter()
+        .map(|o| {
+            let n = mapping::fix_inbox_case(&map_name(&o, &from, &to), &new_names);
+            (o, n)
+        })
+        .collect();
+    Ok(Tree {
+        pairs,
+        old_subscribed: old.lsub().await?.into_iter().collect(),
+        new_existing: new_names.into_iter().collect(),
+        new_subscribed: new.lsub().await?.into_iter().collect(),
+    })
+}
+
+/// Creates missing NEW folders (parents first) and subscribes what OLD has subscribed.
+/// Failures are counted errors, not fatal: that folder is then skipped.
+async fn prepare_new(
+    new: &mut Client,
+    tree: &Tree,
+    opts: &Options,
+    tally: &Tally<'_>,
+) -> Result<BTreeSet<String>, ImapError> {
+    let mut failed = BTreeSet::new();
+    for (old_name, new_name) in &tree.pairs {
+        if !tree.new_existing.contains(new_name) && !new_name.eq_ignore_ascii_case("INBOX") {
+            if opts.dry {
+                tally.event(Event::FolderCreated {
+                    new: new_name.clone(),
+                });
+            } else {
+                match new.create(new_name).await {
+                    Ok(_) => {
+                        tally.stats(|s| s.folders_created += 1);
+                        tally.event(Event::FolderCreated {
+                            new: new_name.clone(),
+                        });
+                    }
+                    Err(e @ ImapError::Refused { .. }) => {
+                        tally.error(format!(
+                            "Could not create folder [{new_name}] from [{old_name}]: {e}"
+                        ));
+                        failed.insert(new_name.clone());
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if opts.subscribe
+            && tree.old_subscribed.contains(old_name)
+            && !tree.new_subscribed.contains(new_name)
+            && !opts.dry
+        {
+            match new.subscribe(new_name).await {
+                Ok(()) => tally.event(Event::Subscribed {
+                    new: new_name.clone(),
+                }),
+                Err(e @ ImapError::Refused { .. }) => {
+                    tally.warn(format!("Could not subscribe to [{new_name}]: {e}"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(failed)
+}
+
+fn state_of(s: &MailboxStatus) -> crate::store::MailboxState {
+    crate::store::MailboxState {
+        uidvalidity: s.uidvalidity,
+        uidnext: s.uidnext,
+        highestmodseq: s.highestmodseq,
+        messages: s.messages,
+    }
+}
+
+/// True when a folder pair needs no work: the last pass completed and OLD reports exactly the
+/// state recorded then (with CONDSTORE, HIGHESTMODSEQ also covers flag changes).
+fn unchanged(pair: &FolderPair, old_now: &MailboxStatus, old_condstore: bool) -> bool {
+    pair.phase == Phase::Synced
+        && old_condstore
+        && old_now.highestmodseq > 0
+        && pair.old == Some(state_of(old_now))
+}
+
+/// Runs one pass over an account. Fatal errors (login, connection, state store) end it; everything
+/// else is counted in the report.
+pub async fn sync_account(
+    store: &dyn Store,
+    old_ep: &Endpoint,
+    new_ep: &Endpoint,
+    opts: &Options,
+    observer: &dyn Observer,
+) -> Result<Report, SyncError> {
+    let span = tracing::info_span!("sync", account = %old_ep.user, old = %old_ep.connect.host, new = %new_ep.connect.host);
+    async move {
+        let tally = Tally::new(observer);
+        let (old, new) = tokio::join!(login(old_ep, Side::Old), login(new_ep, Side::New));
+        let (mut old, mut new) = (old?, new?);
+        let tree = map_tree(&mut old, &mut new, opts).await?;
+        tally.event(Event::Plan {
+            folders: tree.pairs.clone(),
+        });
+        let failed = prepare_new(&mut new, &tree, opts, &tally).await?;
+
+        let key = AccountKey {
+            old_host: old_ep.connect.host.clone(),
+            old_user: old_ep.user.clone(),
+            new_host: new_ep.connect.host.clone(),
+            new_user: new_ep.user.clone(),
+        };
+        let account = store.account(&key).await?;
+        let names: Vec<String> = tree.pairs.iter().map(|(o, _)| o.clone()).collect();
+        let statuses = old.status_many(&names).await?;
+        let old_condstore = old.has("CONDSTORE");
+        let mut jobs = Vec::new();
+        tally.stats(|s| s.folders_total = tree.pairs.len() as u64);
+        for ((old_name, new_name), status) in tree.pairs.iter().zip(statuses) {
+            let status = match status {
+                Ok(s) => s,
+                Err(e) => {
+                    tally.error(format!("Could not select: {old_name}: {e}"));
+                    continue;
+                }
+            };
+            if failed.contains(new_name) {
+                continue;
+            }
+            let pair = store.folder_pair(account, old_name, new_name).await?;
+            if unchanged(&pair, &status, old_condstore) && tree.new_existing.contains(new_name) {
+                tally.stats(|s| {
+                    s.folders_synced += 1;
+                    s.messages_on_old += status.messages as u64;
+                });
+                tally.event(Event::FolderUnchanged {
+                    old: old_name.clone(),
+                    new: new_name.clone(),
+                });
+                continue;
+            }
+            jobs.push(FolderJob {
+                pair,
+                messages: status.messages,
+                attempts: 0,
+            });
+        }
+        // Largest first, so the pool finishes together; ties keep imapsync's order.
+        jobs.sort_by(|a, b| b.messages.cmp(&a.messages));
+
+        let queue = Mutex::new(VecDeque::from(jobs));
+        let workers = opts
+            .connections
+            .max(1)
+            .min(queue.lock().map(|q| q.len()).unwrap_or(1).max(1));
+        let first = Mutex::new(Some((old, new)));
+        let work = (0..workers).map(|_| async {
+            let taken = first.lock().ok().and_then(|mut f| f.take());
+            let (mut old, mut new) = match taken {
+                Some(pair) => pair,
+                None => {
+                    match tokio::try_join!(login(old_ep, Side::Old), login(new_ep, Side::New)) {
+                        Ok(pair) => pair,
+                        Err(e) => return Err(SyncError::from(e)),
+                    }
+                }
+            };
+            loop {
+                let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                    break;
+                };
+                let folder = job.pair.old_name.clone();
+                match sync_folder(store, &mut old, &mut new, &job, opts, &tally).await {
+                    Ok(()) => {}
+                    Err(SyncError::Imap(e)) if !e.is_fatal() => {
+                        tally.error(format!("Folder {folder}: {e}"))
+                    }
+                    Err(SyncError::Imap(e)) => {
+                        // The connection is gone: reconnect both sides, retry the folder once
+                        // (links already committed make the retry cheap), then count it.
+                        if job.attempts == 0 {
+                            tally.warn(format!("Folder {folder}: {e}; reconnecting and retrying"));
+                            if let Ok(mut q) = queue.lock() {
+                                q.push_back(FolderJob { attempts: 1, ..job });
+                            }
+                        } else {
+                            tally.error(format!("Folder {folder}: {e}"));
+                        }
+                        let (o, n) =
+                            tokio::try_join!(login(old_ep, Side::Old), login(new_ep, Side::New))?;
+                        old = o;
+                        new = n;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            old.logout().await;
+            new.logout().await;
+            Ok(())
+        });
+        for result in futures_join_all(work).await {
+            result?;
+        }
+        let report = tally.into_report();
+        if !opts.dry {
+            let state = if report.errors.is_empty() {
+                AccountState::Synced
+            } else {
+                AccountState::Partial
+            };
+            store
+                .set_account_state(account, state, report.errors.first().map(String::as_str))
+                .await?;
+        }
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Polls futures concurrently on this task (no spawning: they borrow the caller's data).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Message count, total and biggest size of the selected folders on each side (imapsync's
+/// folder-size table). Read-only: EXAMINE and `FETCH 1:* (RFC822.SIZE)`.
+pub async fn folder_sizes(
+    old_ep: &Endpoint,
+    new_ep: &Endpoint,
+    opts: &Options,
+) -> Result<Vec<FolderSize>, SyncError> {
+    let (old, new) = tokio::join!(login(old_ep, Side::Old), login(new_ep, Side::New));
+    let (mut old, mut new) = (old?, new?);
+    let tree = map_tree(&mut old, &mut new, opts).await?;
+    let mut out = Vec::new();
+    for (old_name, new_name) in &tree.pairs {
+        let old_sizes = sizes(&mut old, old_name).await?;
+        let new_sizes = if tree.new_existing.contains(new_name) {
+            sizes(&mut new, new_name).await?
+        } else {
+            None
+        };
+        out.push(FolderSize {
+            old_name: old_name.clone(),
+            new_name: new_name.clone(),
+            old: old_sizes,
+            new: new_sizes,
+        });
+    }
+    old.logout().await;
+    new.logout().await;
+    Ok(out)
+}
+
+async fn sizes(client: &mut Client, name: &str) -> Result<Option<Sizes>, ImapError> {
+    match client.select(name, true).await {
+        Ok(info) if info.exists == 0 => return Ok(Some(Sizes::default())),
+        Ok(_) => {}
+        Err(ImapError::Refused { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut s = Sizes::default();
+    let mut seen = HashMap::new();
+    let tag = client.send_uid_fetch("1:*", "UID RFC822.SIZE", "").await?;
+    client
+        .wait_fetch(&tag, |f| {
+            if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                seen.insert(uid, size);
+            }
+        })
+        .await?;
+    for size in seen.into_values() {
+        s.messages += 1;
+        s.bytes += size as u64;
+        s.biggest = s.biggest.max(size as u64);
+    }
+    Ok(Some(s))
+}

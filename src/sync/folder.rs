@@ -1,0 +1,410 @@
+//! One folder pair, one pass (DESIGN.md §3): read both sides' UIDs and flag changes, turn links
+//! whose NEW copy vanished into tombstones, propagate OLD expunges (bounded), adopt copies already on
+//! NEW, copy the rest, merge flags three ways, and record both sides' state.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::imap::{Client, ImapError, MailboxInfo, Untagged};
+use crate::store::{FolderPair, Link, LinkFlags, MailboxState, Phase, Store};
+
+use super::adopt::adopt;
+use super::copy::copy_messages;
+use super::flags::{FlagSet, PermanentFlags, filter_for_new, merge, store_ops};
+use super::{Event, Options, SyncError, Tally};
+
+#[derive(Clone)]
+pub(crate) struct FolderJob {
+    pub pair: FolderPair,
+    pub messages: u32,
+    /// Earlier attempts that ended with a lost connection.
+    pub attempts: u8,
+}
+
+/// One side's view of the folder for this pass: every UID, and the flags of the messages
+/// that changed since the recorded HIGHESTMODSEQ (all of them without CONDSTORE).
+struct Scan {
+    info: MailboxInfo,
+    uids: BTreeSet<u32>,
+    flags: HashMap<u32, FlagSet>,
+}
+
+/// Selects the mailbox and reads what the pass needs, in as few round trips as possible:
+/// with CONDSTORE, `UID SEARCH ALL` and `UID FETCH 1:* (FLAGS) (CHANGEDSINCE m)` in flight together;
+/// without, one `UID FETCH 1:* (UID FLAGS)` gives both.
+async fn scan(
+    client: &mut Client,
+    name: &str,
+    readonly: bool,
+    known: Option<MailboxState>,
+) -> Result<Scan, ImapError> {
+    let info = match client.select(name, readonly).await {
+        // imapsync's remedy for servers that list a mailbox they cannot open yet (Gmail; Dovecot
+        // racing to auto-create special-use folders): CREATE it, then SELECT again.
+        Err(ImapError::Refused { .. }) if !readonly => {
+            let _ = client.create(name).await?;
+            client.select(name, readonly).await?
+        }
+        other => other?,
+    };
+    let mut flags = HashMap::new();
+    let mut uids = BTreeSet::new();
+    if info.exists == 0 {
+        return Ok(Scan { info, uids, flags });
+    }
+    let since = match known {
+        Some(k)
+            if k.uidvalidity == info.uidvalidity
+                && k.highestmodseq > 0
+                && info.highestmodseq > 0 =>
+        {
+            Some(k.highestmodseq)
+        }
+        _ => None,
+    };
+    // Both commands are in flight together; the server may interleave their untagged responses,
+    // so one handler takes both kinds.
+    let mut on_untagged = |u: Untagged| match u {
+        Untagged::Search(v) => uids.extend(v),
+        Untagged::Fetch(f) => {
+            if let (Some(uid), Some(fl)) = (f.uid, f.flags) {
+                flags.insert(uid, FlagSet::from_iter(fl));
+            }
+        }
+        _ => {}
+    };
+    let side = client.side();
+    match since {
+        Some(m) => {
+            let search = client.send_line("UID SEARCH ALL").await?;
+            let fetch = client
+                .send_uid_fetch("1:*", "UID FLAGS", &format!("CHANGEDSINCE {m}"))
+                .await?;
+            client
+                .wait(&search, &mut on_untagged)
+                .await?
+                .ok(side, "UID SEARCH")?;
+            client
+                .wait(&fetch, &mut on_untagged)
+                .await?
+                .ok(side, "UID FETCH")?;
+        }
+        None => {
+            let fetch = client.send_uid_fetch("1:*", "UID FLAGS", "").await?;
+            client
+                .wait(&fetch, &mut on_untagged)
+                .await?
+                .ok(side, "UID FETCH")?;
+            uids.extend(flags.keys().copied());
+        }
+    }
+    Ok(Scan { info, uids, flags })
+}
+
+fn state(info: &MailboxInfo) -> MailboxState {
+    MailboxState {
+        uidvalidity: info.uidvalidity,
+        uidnext: info.uidnext,
+        highestmodseq: info.highestmodseq,
+        messages: info.exists,
+    }
+}
+
+pub(crate) async fn sync_folder(
+    store: &dyn Store,
+    old: &mut Client,
+    new: &mut Client,
+    job: &FolderJob,
+    opts: &Options,
+    tally: &Tally<'_>,
+) -> Result<(), SyncError> {
+    let mut pair = job.pair.clone();
+    let span = tracing::info_span!("folder", old = %pair.old_name, new = %pair.new_name);
+    let _guard = span.enter();
+    drop(_guard);
+    tally.event(Event::FolderStart {
+        old: pair.old_name.clone(),
+        new: pair.new_name.clone(),
+        messages: job.messages,
+    });
+
+    let o = match scan(old, &pair.old_name, true, pair.old).await {
+        Err(e @ ImapError::Refused { .. }) => {
+            tally.error(format!("Could not select: {} {e}", pair.old_name));
+            return Ok(());
+        }
+        other => other?,
+    };
+    let n = match scan(new, &pair.new_name, opts.dry, pair.new).await {
+        Err(e @ ImapError::Refused { .. }) if opts.dry => {
+            // The folder does not exist yet on NEW: everything would be copied.
+            let _ = e;
+            tally.stats(|s| {
+                s.messages_on_old += o.uids.len() as u64;
+                s.messages_would_transfer += o.uids.len() as u64;
+            });
+            return Ok(());
+        }
+        Err(e @ ImapError::Refused { .. }) => {
+            tally.error(format!("Could not select: {} {e}", pair.new_name));
+            return Ok(());
+        }
+        other => other?,
+    };
+
+    // UIDVALIDITY changed on either side: the stored links mean nothing any more. Forget them and
+    // re-identify by identity key (adoption) instead of copying the folder again.
+    let reset = matches!(pair.old, Some(s) if s.uidvalidity != o.info.uidvalidity)
+        || matches!(pair.new, Some(s) if s.uidvalidity != n.info.uidvalidity);
+    if reset && !opts.dry {
+        tally.warn(format!(
+            "UIDVALIDITY changed for {} / {}: re-identifying messages",
+            pair.old_name, pair.new_name
+        ));
+        store.reset_pair(pair.id).await?;
+        pair.adopt_from = 1;
+    }
+    let mut links: Vec<Link> = if reset {
+        Vec::new()
+    } else {
+        store.links(pair.id).await?
+    };
+    let mut tombstones: BTreeSet<u32> = if reset {
+        BTreeSet::new()
+    } else {
+        store.tombstones(pair.id).await?.into_iter().collect()
+    };
+    tally.stats(|s| s.messages_on_old += o.uids.len() as u64);
+
+    // Links whose NEW copy is gone become tombstones: the user deleted it, it never comes back.
+    let gone_new: Vec<u32> = links
+        .iter()
+        .filter(|l| !n.uids.contains(&l.new_uid) && o.uids.contains(&l.old_uid))
+        .map(|l| l.old_uid)
+        .collect();
+    // Links whose OLD message is gone (and both gone): their NEW copy goes too, within the bound.
+    let gone_old: Vec<Link> = links
+        .iter()
+        .filter(|l| !o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid))
+        .cloned()
+        .collect();
+    let gone_both: Vec<u32> = links
+        .iter()
+        .filter(|l| !o.uids.contains(&l.old_uid) && !n.uids.contains(&l.new_uid))
+        .map(|l| l.old_uid)
+        .collect();
+    if !gone_new.is_empty() && !opts.dry {
+        store.tombstone(pair.id, &gone_new).await?;
+        tally.stats(|s| s.messages_tombstoned += gone_new.len() as u64);
+        tally.event(Event::Tombstoned {
+            new_folder: pair.new_name.clone(),
+            count: gone_new.len(),
+        });
+    }
+    tombstones.extend(&gone_new);
+    let limit = (opts.max_delete_share * n.uids.len() as f64).floor() as usize;
+    if gone_old.len() > limit.max(0) && !gone_old.is_empty() {
+        tally.error(format!(
+            "Folder {}: {} linked messages were expunged on host1, which would delete {:.0} % of host2 folder {} (limit {:.0} %): stopping this folder. Check host1, or raise the limit.",
+            pair.old_name,
+            gone_old.len(),
+            100.0 * gone_old.len() as f64 / n.uids.len().max(1) as f64,
+            pair.new_name,
+            100.0 * opts.max_delete_share
+        ));
+        if !opts.dry {
+            store
+                .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
+                .await?;
+        }
+        return Ok(());
+    }
+    if !gone_old.is_empty() && !opts.dry {
+        let new_uids: Vec<u32> = gone_old.iter().map(|l| l.new_uid).collect();
+        let old_uids: Vec<u32> = gone_old.iter().map(|l| l.old_uid).collect();
+        new.uid_expunge(&new_uids).await?;
+        store.remove_links(pair.id, &old_uids).await?;
+        tally.stats(|s| s.messages_deleted_on_new += new_uids.len() as u64);
+        tally.event(Event::Expunged {
+            new_folder: pair.new_name.clone(),
+            count: new_uids.len(),
+        });
+    }
+    if !gone_both.is_empty() && !opts.dry {
+        store.remove_links(pair.id, &gone_both).await?;
+    }
+    let stale: Vec<u32> = tombstones
+        .iter()
+        .copied()
+        .filter(|u| !o.uids.contains(u))
+        .collect();
+    if !stale.is_empty() && !opts.dry {
+        store.remove_tombstones(pair.id, &stale).await?;
+    }
+    links.retain(|l| o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid));
+
+    let perm = n
+        .info
+        .permanentflags
+        .as_ref()
+        .map(|p| PermanentFlags::parse(&p.join(" ")))
+        .unwrap_or_default();
+    reconcile_flags(
+        store, new, &pair, &links, &o.flags, &n.flags, &perm, opts, tally,
+    )
+    .await?;
+
+    // What is left to copy: OLD messages with neither a link nor a tombstone.
+    let linked_old: BTreeSet<u32> = links.iter().map(|l| l.old_uid).collect();
+    let linked_new: BTreeSet<u32> = links.iter().map(|l| l.new_uid).collect();
+    let mut to_copy: Vec<u32> = o
+        .uids
+        .iter()
+        .copied()
+        .filter(|u| !linked_old.contains(u) && !tombstones.contains(u))
+        .collect();
+    if !to_copy.is_empty() && !opts.dry {
+        store
+            .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
+            .await?;
+        // NEW messages nobody linked, at or above the adoption watermark: copies made by another
+        // tool, or by a pass that was killed before it recorded its links.
+        let candidates: Vec<u32> = n
+            .uids
+            .iter()
+            .copied()
+            .filter(|u| *u >= pair.adopt_from && !linked_new.contains(u))
+            .collect();
+        if !candidates.is_empty() {
+            let adopted = adopt(old, new, &to_copy, &candidates, &opts.identity).await?;
+            if !adopted.is_empty() {
+                store.add_links(pair.id, &adopted).await?;
+                let done: BTreeSet<u32> = adopted.iter().map(|l| l.old_uid).collect();
+                to_copy.retain(|u| !done.contains(u));
+                tally.stats(|s| s.messages_adopted += adopted.len() as u64);
+                tally.event(Event::Adopted {
+                    new_folder: pair.new_name.clone(),
+                    count: adopted.len(),
+                });
+            }
+        }
+        copy_messages(
+            store,
+            old,
+            new,
+            &pair,
+            &to_copy,
+            n.info.uidnext,
+            &perm,
+            opts,
+            tally,
+        )
+        .await?;
+    } else if opts.dry {
+        tally.stats(|s| s.messages_would_transfer += to_copy.len() as u64);
+    }
+
+    if !opts.dry {
+        let wrote_new = !to_copy.is_empty() || !gone_old.is_empty();
+        let new_state = if wrote_new {
+            let st = new.status(&pair.new_name).await?;
+            MailboxState {
+                uidvalidity: st.uidvalidity,
+                uidnext: st.uidnext,
+                highestmodseq: st.highestmodseq,
+                messages: st.messages,
+            }
+        } else {
+            state(&n.info)
+        };
+        store
+            .save_pair_state(
+                pair.id,
+                Some(state(&o.info)),
+                Some(new_state),
+                n.info.uidnext,
+                Phase::Synced,
+            )
+            .await?;
+    }
+    tally.stats(|s| s.folders_synced += 1);
+    tally.event(Event::FolderDone {
+        old: pair.old_name.clone(),
+        new: pair.new_name.clone(),
+    });
+    Ok(())
+}
+
+/// Three-way flag merge for linked messages that changed on either side (DESIGN.md §1.2): a flag
+/// changed on one side follows that side, a true conflict goes to NEW, `\Recent` never travels,
+/// keywords NEW cannot store are dropped with a warning. Only NEW is written; the base of each side
+/// is updated to what it holds afterwards.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_flags(
+    store: &dyn Store,
+    new: &mut Client,
+    pair: &FolderPair,
+    links: &[Link],
+    old_flags: &HashMap<u32, FlagSet>,
+    new_flags: &HashMap<u32, FlagSet>,
+    perm: &PermanentFlags,
+    opts: &Options,
+    tally: &Tally<'_>,
+) -> Result<(), SyncError> {
+    let mut ops: HashMap<(Vec<String>, Vec<String>), Vec<u32>> = HashMap::new();
+    let mut updates = Vec::new();
+    let mut dropped = BTreeSet::new();
+    for link in links {
+        let (o, n) = (old_flags.get(&link.old_uid), new_flags.get(&link.new_uid));
+        if o.is_none() && n.is_none() {
+            continue;
+        }
+        let base_old = FlagSet::parse(&link.old_flags);
+        let base_new = FlagSet::parse(&link.new_flags);
+        let o = o.cloned().unwrap_or_else(|| base_old.clone());
+        let n = n.cloned().unwrap_or_else(|| base_new.clone());
+        if o == base_old && n == base_new {
+            continue;
+        }
+        let (target, lost) = filter_for_new(&merge(&base_old, &base_new, &o, &n), perm);
+        dropped.extend(lost);
+        let (add, remove) = store_ops(&n, &target);
+        if !add.is_empty() || !remove.is_empty() {
+            ops.entry((add, remove)).or_default().push(link.new_uid);
+        }
+        updates.push(LinkFlags {
+            old_uid: link.old_uid,
+            old_flags: o.to_canonical(),
+            new_flags: target.to_canonical(),
+        });
+    }
+    for flag in dropped {
+        tally.warn(format!(
+            "Host2 folder {} cannot store flag {flag} (not in PERMANENTFLAGS): dropped",
+            pair.new_name
+        ));
+    }
+    if opts.dry {
+        return Ok(());
+    }
+    let mut changed = 0;
+    for ((add, remove), uids) in ops {
+        if !add.is_empty() {
+            new.uid_store(&uids, "+FLAGS.SILENT", &add).await?;
+        }
+        if !remove.is_empty() {
+            new.uid_store(&uids, "-FLAGS.SILENT", &remove).await?;
+        }
+        changed += uids.len();
+    }
+    if !updates.is_empty() {
+        store.update_link_flags(pair.id, &updates).await?;
+    }
+    if changed > 0 {
+        tally.stats(|s| s.flags_updated += changed as u64);
+        tally.event(Event::FlagsUpdated {
+            new_folder: pair.new_name.clone(),
+            count: changed,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! Shared integration-test support: private Dovecot servers (`dovecot`), a std-only IMAP client
+//! (`raw`), deterministic account seeding (`seed`) and layout-independent comparison (`snapshot`).
+//! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
+#![allow(dead_code, unused_imports)] // not every test uses every helper
+
+pub mod dovecot;
+pub mod raw;
+pub mod seed;
+pub mod snapshot;
+
+pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
+pub use raw::{Msg, RawImap};
+pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};
+pub use snapshot::{SnapMsg, Snapshot, assert_same_mail, snapshot, snapshot_at};

@@ -1,0 +1,293 @@
+//! The engine against real Dovecot servers: a full copy in every layout pair, a second pass that
+//! changes nothing, three-way flag merge, tombstones, new mail, OLD expunges and their safety bound,
+//! and adoption of copies made by another tool.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Dovecot, Layout, RawImap, SeedSpec, assert_same_mail, seed_account, snapshot};
+use imapferry::imap::{ConnectOptions, Security, TlsOptions};
+use imapferry::secret::Secret;
+use imapferry::store::{SqliteStore, Store};
+use imapferry::sync::{AuthMech, Endpoint, Options, Quiet, Report, sync_account};
+
+const PW: &str = "secret-pw";
+
+fn endpoint(d: &Dovecot, user: &str) -> Endpoint {
+    Endpoint {
+        connect: ConnectOptions {
+            host: d.host().to_string(),
+            port: d.port(),
+            security: Security::Plain,
+            tls: TlsOptions::default(),
+            timeout: Duration::from_secs(30),
+        },
+        user: user.to_string(),
+        password: Secret::new(PW),
+        authuser: None,
+        auth: AuthMech::Login,
+    }
+}
+
+async fn pass(store: &dyn Store, old: &Dovecot, new: &Dovecot, opts: &Options) -> Report {
+    let report = sync_account(
+        store,
+        &endpoint(old, "alice"),
+        &endpoint(new, "alice"),
+        opts,
+        &Quiet,
+    )
+    .await
+    .expect("sync pass");
+    assert!(report.errors.is_empty(), "errors: {:#?}", report.errors);
+    report
+}
+
+fn pair(old: Layout, new: Layout) -> (Dovecot, Dovecot) {
+    let (o, n) = (Dovecot::start(old), Dovecot::start(new));
+    n.add_user("alice", PW);
+    (o, n)
+}
+
+async fn full_copy_then_quiet_second_pass(old_layout: Layout, new_layout: Layout) {
+    let (old, new) = pair(old_layout, new_layout);
+    let seeded = seed_account(&old, "alice", PW, &SeedSpec::small());
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+
+    let first = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(
+        first.stats.messages_transferred as usize, seeded.messages,
+        "{old_layout:?} -> {new_layout:?}"
+    );
+    let (o, n) = (snapshot(&old, "alice", PW), snapshot(&new, "alice", PW));
+    assert_same_mail(&o, &n);
+    assert_eq!(o.subscribed, n.subscribed, "subscriptions");
+
+    let second = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(second.stats.messages_transferred, 0, "second pass copied");
+    assert_eq!(second.stats.flags_updated, 0, "second pass changed flags");
+    assert_eq!(second.stats.messages_deleted_on_new, 0);
+    assert_same_mail(&n, &snapshot(&new, "alice", PW));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slash_to_courier_prefix() {
+    full_copy_then_quiet_second_pass(Layout::Slash, Layout::DotInbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn courier_prefix_to_slash() {
+    full_copy_then_quiet_second_pass(Layout::DotInbox, Layout::Slash).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn into_reduced_capability_server() {
+    full_copy_then_quiet_second_pass(Layout::Slash, Layout::Reduced).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_reduced_capability_server() {
+    full_copy_then_quiet_second_pass(Layout::Reduced, Layout::DotInbox).await;
+}
+
+/// Messages of a folder as (uid, subject-ish first line, flags), via the independent test client.
+fn messages(d: &Dovecot, folder: &str) -> Vec<common::Msg> {
+    let mut imap = RawImap::connect(d.host(), d.port());
+    imap.login("alice", PW);
+    imap.uid_fetch_all(folder)
+}
+
+fn message_id(m: &common::Msg) -> String {
+    let text = String::from_utf8_lossy(&m.body);
+    text.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn later_passes_follow_each_side(old_layout: Layout, new_layout: Layout) {
+    let (old, new) = pair(old_layout, new_layout);
+    let inbox_old = "INBOX";
+    let mut o = RawImap::connect(old.host(), old.port());
+    old.add_user("alice", PW);
+    o.login("alice", PW);
+    for i in 0..20u64 {
+        let flags: &[&str] = if i % 2 == 0 { &["\\Seen"] } else { &[] };
+        o.append(inbox_old, flags, None, &common::message(i, 1500));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    pass(&store, &old, &new, &Options::default()).await;
+
+    let old_msgs = messages(&old, inbox_old);
+    let new_msgs = messages(&new, "INBOX");
+    let on_new = |m: &common::Msg| {
+        new_msgs
+            .iter()
+            .find(|n| message_id(n) == message_id(m))
+            .expect("copy on NEW")
+            .uid
+    };
+    // OLD: flag message 1, unflag... ; NEW: the user reads message 3 and tags message 5; deletes message 7.
+    let (m1, m3, m5, m7) = (&old_msgs[1], &old_msgs[3], &old_msgs[5], &old_msgs[7]);
+    o.uid_store(inbox_old, m1.uid, "+FLAGS", &["\\Flagged"]);
+    o.uid_store(inbox_old, old_msgs[0].uid, "-FLAGS", &["\\Seen"]);
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    n.uid_store("INBOX", on_new(m3), "+FLAGS", &["\\Seen"]);
+    n.uid_store("INBOX", on_new(m5), "+FLAGS", &["$Important"]);
+    n.uid_expunge("INBOX", on_new(m7));
+    // A true conflict: message 9 is unread on both; OLD marks it read, NEW flags... NEW removes
+    // nothing but adds \Seen then removes it again is no change; use \Answered: OLD adds, NEW adds too.
+    o.append(
+        inbox_old,
+        &["\\Answered"],
+        None,
+        &common::message(100, 1200),
+    );
+
+    let report = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(
+        report.stats.messages_transferred, 1,
+        "only the new OLD message is copied"
+    );
+
+    let after = messages(&new, "INBOX");
+    let find = |m: &common::Msg| after.iter().find(|n| message_id(n) == message_id(m));
+    assert!(
+        find(m1).unwrap().flags.contains("\\Flagged"),
+        "a flag set on OLD reaches NEW"
+    );
+    assert!(
+        !find(&old_msgs[0]).unwrap().flags.contains("\\Seen"),
+        "a flag removed on OLD is removed on NEW"
+    );
+    assert!(
+        find(m3).unwrap().flags.contains("\\Seen"),
+        "a flag set on NEW only stays"
+    );
+    assert!(
+        find(m5).unwrap().flags.contains("$Important"),
+        "a keyword set on NEW only stays"
+    );
+    assert!(
+        find(m7).is_none(),
+        "a message deleted on NEW is not copied back"
+    );
+    let new_mail = find(&common::Msg {
+        uid: 0,
+        flags: Default::default(),
+        internaldate: String::new(),
+        body: common::message(100, 1200),
+    });
+    assert!(
+        new_mail.unwrap().flags.contains("\\Answered"),
+        "new OLD mail is copied with its flags"
+    );
+    assert_eq!(after.len(), 20, "20 + 1 new - 1 deleted");
+
+    // And a third pass after all that changes nothing.
+    let third = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(
+        (third.stats.messages_transferred, third.stats.flags_updated),
+        (0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_passes_follow_each_side_condstore() {
+    later_passes_follow_each_side(Layout::Slash, Layout::DotInbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_passes_follow_each_side_without_condstore_or_uidplus() {
+    later_passes_follow_each_side(Layout::Reduced, Layout::Reduced).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_expunges_reach_new_within_the_bound() {
+    let (old, new) = pair(Layout::Slash, Layout::Slash);
+    old.add_user("alice", PW);
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login("alice", PW);
+    for i in 0..30u64 {
+        o.append("INBOX", &[], None, &common::message(i, 800));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    pass(&store, &old, &new, &Options::default()).await;
+
+    // 2 of 30 (under 10 %): mirrored on NEW.
+    let msgs = messages(&old, "INBOX");
+    o.uid_expunge("INBOX", msgs[0].uid);
+    o.uid_expunge("INBOX", msgs[1].uid);
+    let report = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(report.stats.messages_deleted_on_new, 2);
+    assert_eq!(messages(&new, "INBOX").len(), 28);
+
+    // 10 more (36 % of what is left): the pass refuses and says so; nothing is deleted.
+    for m in &msgs[2..12] {
+        o.uid_expunge("INBOX", m.uid);
+    }
+    let report = sync_account(
+        &store,
+        &endpoint(&old, "alice"),
+        &endpoint(&new, "alice"),
+        &Options::default(),
+        &Quiet,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.stats.messages_deleted_on_new, 0);
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("stopping this folder")),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(messages(&new, "INBOX").len(), 28);
+
+    // With a higher bound the same pass goes through.
+    let opts = Options {
+        max_delete_share: 0.5,
+        ..Options::default()
+    };
+    let report = pass(&store, &old, &new, &opts).await;
+    assert_eq!(report.stats.messages_deleted_on_new, 10);
+    assert_eq!(messages(&new, "INBOX").len(), 18);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_an_account_copied_by_another_tool() {
+    let (old, new) = pair(Layout::DotInbox, Layout::Slash);
+    seed_account(&old, "alice", PW, &SeedSpec::small());
+    // "Another tool" copied INBOX already (same bytes, same flags), without any state of ours.
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    let inbox = messages(&old, "INBOX");
+    for m in &inbox {
+        let flags: Vec<&str> = m.flags.iter().map(String::as_str).collect();
+        n.append("INBOX", &flags, Some(&m.internaldate), &m.body);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let report = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(
+        report.stats.messages_adopted as usize,
+        inbox.len(),
+        "every INBOX message adopted"
+    );
+    assert_same_mail(&snapshot(&old, "alice", PW), &snapshot(&new, "alice", PW));
+}
