@@ -10,7 +10,7 @@ use common::{Dovecot, Layout, RawImap, SeedSpec, assert_same_mail, seed_account,
 use imapferry::imap::{ConnectOptions, Security, TlsOptions};
 use imapferry::secret::Secret;
 use imapferry::store::{SqliteStore, Store};
-use imapferry::sync::{AuthMech, Endpoint, Options, Quiet, Report, sync_account};
+use imapferry::sync::{AuthMech, Endpoint, Event, Observer, Options, Quiet, Report, sync_account};
 
 const PW: &str = "secret-pw";
 

@@ -127,6 +127,7 @@ impl Dovecot {
         for attempt in 1.. {
             d.port = free_port();
             d.imaps_port = d.opts.tls.then(free_port);
+            let _ = std::fs::remove_file(d.log_path()); // judge each attempt by its own log
             std::fs::write(d.config_path(), d.config()).expect("write dovecot.conf");
             d.chown_for_dovecot(d.dir());
             d.spawn();
