@@ -13,9 +13,33 @@ const PW: &str = "crash-pw";
 
 fn spawn_sync(old: &Dovecot, new: &Dovecot, state: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_imapferry"))
-        .args(["sync", "--host1", old.host(), "--port1", &old.port().to_string(), "--user1", "alice", "--password1", PW])
-        .args(["--host2", new.host(), "--port2", &new.port().to_string(), "--user2", "alice", "--password2", PW])
-        .args(["--nolog", "--nofoldersizes", "--state", state.to_str().unwrap()])
+        .args([
+            "sync",
+            "--host1",
+            old.host(),
+            "--port1",
+            &old.port().to_string(),
+            "--user1",
+            "alice",
+            "--password1",
+            PW,
+        ])
+        .args([
+            "--host2",
+            new.host(),
+            "--port2",
+            &new.port().to_string(),
+            "--user2",
+            "alice",
+            "--password2",
+            PW,
+        ])
+        .args([
+            "--nolog",
+            "--nofoldersizes",
+            "--state",
+            state.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -40,9 +64,22 @@ fn sigkill_during_copy_never_duplicates_or_loses() {
         o.login("alice", PW);
         for i in 0..total as u64 {
             // A few exact duplicates and messages without identifying headers are in there too.
-            let body = if i % 100 == 7 { common::message(i - 1, 3000) } else { common::message(i, 3000) };
-            let body = if i % 150 == 3 { strip_identity(&body) } else { body };
-            o.append("INBOX", if i % 3 == 0 { &["\\Seen"] } else { &[] }, None, &body);
+            let body = if i % 100 == 7 {
+                common::message(i - 1, 3000)
+            } else {
+                common::message(i, 3000)
+            };
+            let body = if i % 150 == 3 {
+                strip_identity(&body)
+            } else {
+                body
+            };
+            o.append(
+                "INBOX",
+                if i % 3 == 0 { &["\\Seen"] } else { &[] },
+                None,
+                &body,
+            );
         }
     }
     let dir = tempfile::tempdir().unwrap();
@@ -66,12 +103,19 @@ fn sigkill_during_copy_never_duplicates_or_loses() {
             assert!(Instant::now() < deadline, "no progress towards {target}");
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(count(&new, "INBOX") <= total, "a run after a kill duplicated messages");
+        assert!(
+            count(&new, "INBOX") <= total,
+            "a run after a kill duplicated messages"
+        );
     }
     assert_eq!(kills, 5);
     let status = spawn_sync(&old, &new, &state).wait().unwrap();
     assert!(status.success(), "final pass: {status}");
-    assert_eq!(count(&new, "INBOX"), total, "NEW must hold every OLD message exactly once");
+    assert_eq!(
+        count(&new, "INBOX"),
+        total,
+        "NEW must hold every OLD message exactly once"
+    );
     assert_same_mail(&snapshot(&old, "alice", PW), &snapshot(&new, "alice", PW));
 }
 
@@ -81,7 +125,10 @@ fn strip_identity(msg: &[u8]) -> Vec<u8> {
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let kept: Vec<&str> = head
         .split("\r\n")
-        .filter(|l| !l.to_ascii_lowercase().starts_with("message-id:") && !l.to_ascii_lowercase().starts_with("received:"))
+        .filter(|l| {
+            !l.to_ascii_lowercase().starts_with("message-id:")
+                && !l.to_ascii_lowercase().starts_with("received:")
+        })
         .collect();
     format!("{}\r\n\r\n{body}", kept.join("\r\n")).into_bytes()
 }

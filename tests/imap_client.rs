@@ -8,54 +8,133 @@ mod common;
 use std::time::Duration;
 
 use common::{Dovecot, DovecotOptions, Layout, RawImap, ca_pem};
-use imapferry::imap::{AppendMsg, Body, Client, ConnectOptions, ImapError, Security, Side, TlsOptions};
+use imapferry::imap::{
+    AppendMsg, Body, Client, ConnectOptions, ImapError, Security, Side, TlsOptions,
+};
 use imapferry::secret::Secret;
 
 const PW: &str = "client-pw";
 
 fn opts(port: u16, security: Security, tls: TlsOptions) -> ConnectOptions {
-    ConnectOptions { host: "127.0.0.1".into(), port, security, tls, timeout: Duration::from_secs(20) }
+    ConnectOptions {
+        host: "127.0.0.1".into(),
+        port,
+        security,
+        tls,
+        timeout: Duration::from_secs(20),
+    }
 }
 
 fn dev_ca() -> TlsOptions {
-    TlsOptions { verify: true, ca_file: Some(ca_pem()) }
+    TlsOptions {
+        verify: true,
+        ca_file: Some(ca_pem()),
+    }
 }
 
 #[tokio::test]
 async fn tls_modes_and_certificate_checks() {
-    let d = Dovecot::start_with(DovecotOptions { tls: true, ..DovecotOptions::default() });
+    let d = Dovecot::start_with(DovecotOptions {
+        tls: true,
+        ..DovecotOptions::default()
+    });
     d.add_user("alice", PW);
     let imaps = d.imaps_port().unwrap();
 
-    let mut c = Client::connect(&opts(imaps, Security::Tls, dev_ca()), Side::Old).await.expect("implicit TLS with the dev CA");
+    let mut c = Client::connect(&opts(imaps, Security::Tls, dev_ca()), Side::Old)
+        .await
+        .expect("implicit TLS with the dev CA");
     c.login("alice", &Secret::new(PW)).await.unwrap();
-    let mut c = Client::connect(&opts(d.port(), Security::StartTls, dev_ca()), Side::New).await.expect("STARTTLS with the dev CA");
-    assert!(!c.has("STARTTLS"), "capabilities are re-read after STARTTLS");
-    c.authenticate_plain(None, "alice", &Secret::new(PW)).await.expect("AUTHENTICATE PLAIN");
+    let mut c = Client::connect(&opts(d.port(), Security::StartTls, dev_ca()), Side::New)
+        .await
+        .expect("STARTTLS with the dev CA");
+    assert!(
+        !c.has("STARTTLS"),
+        "capabilities are re-read after STARTTLS"
+    );
+    c.authenticate_plain(None, "alice", &Secret::new(PW))
+        .await
+        .expect("AUTHENTICATE PLAIN");
 
     // The system roots do not know the dev CA: verification fails unless switched off explicitly.
-    let err = Client::connect(&opts(imaps, Security::Tls, TlsOptions::default()), Side::Old).await.err().expect("must fail");
+    let err = Client::connect(
+        &opts(imaps, Security::Tls, TlsOptions::default()),
+        Side::Old,
+    )
+    .await
+    .err()
+    .expect("must fail");
     assert!(matches!(err, ImapError::Connect { .. }), "{err}");
-    assert!(err.to_string().contains("Host1 failure: can not open imap connection"), "{err}");
-    let err = Client::connect(&opts(d.port(), Security::StartTls, TlsOptions::default()), Side::New).await.err().expect("must fail");
+    assert!(
+        err.to_string()
+            .contains("Host1 failure: can not open imap connection"),
+        "{err}"
+    );
+    let err = Client::connect(
+        &opts(d.port(), Security::StartTls, TlsOptions::default()),
+        Side::New,
+    )
+    .await
+    .err()
+    .expect("must fail");
     assert!(matches!(err, ImapError::Tls { .. }), "{err}");
-    assert!(err.to_string().starts_with("Host2 failure: Can not go to tls encryption"), "{err}");
-    let insecure = TlsOptions { verify: false, ca_file: None };
-    Client::connect(&opts(imaps, Security::Tls, insecure), Side::Old).await.expect("explicit opt-out");
+    assert!(
+        err.to_string()
+            .starts_with("Host2 failure: Can not go to tls encryption"),
+        "{err}"
+    );
+    let insecure = TlsOptions {
+        verify: false,
+        ca_file: None,
+    };
+    Client::connect(&opts(imaps, Security::Tls, insecure), Side::Old)
+        .await
+        .expect("explicit opt-out");
 }
 
 #[tokio::test]
 async fn login_failure_and_refused_connection_say_which_side() {
     let d = Dovecot::start(Layout::Slash);
     d.add_user("alice", PW);
-    let mut c = Client::connect(&opts(d.port(), Security::Plain, TlsOptions::default()), Side::New).await.unwrap();
-    let err = c.login("alice", &Secret::new("wrong")).await.err().expect("bad password");
+    let mut c = Client::connect(
+        &opts(d.port(), Security::Plain, TlsOptions::default()),
+        Side::New,
+    )
+    .await
+    .unwrap();
+    let err = c
+        .login("alice", &Secret::new("wrong"))
+        .await
+        .err()
+        .expect("bad password");
     let text = err.to_string();
-    assert!(text.starts_with("Host2 failure: Error login on [127.0.0.1] with user [alice] auth [LOGIN]:"), "{text}");
-    assert!(!text.contains("wrong"), "the password must not appear: {text}");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = Client::connect(&opts(closed, Security::Plain, TlsOptions::default()), Side::Old).await.err().unwrap();
-    assert!(err.to_string().starts_with("Host1 failure: can not open imap connection on host1 [127.0.0.1]"), "{err}");
+    assert!(
+        text.starts_with(
+            "Host2 failure: Error login on [127.0.0.1] with user [alice] auth [LOGIN]:"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong"),
+        "the password must not appear: {text}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = Client::connect(
+        &opts(closed, Security::Plain, TlsOptions::default()),
+        Side::Old,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("Host1 failure: can not open imap connection on host1 [127.0.0.1]"),
+        "{err}"
+    );
 }
 
 /// A message of `len` bytes with a recognisable pattern, 8-bit bytes included (no NUL or bare CR/LF,
@@ -75,7 +154,12 @@ fn big_message(len: usize) -> Vec<u8> {
 async fn fallbacks_and_streaming(layout: Layout) {
     let d = Dovecot::start(layout);
     d.add_user("alice", PW);
-    let mut c = Client::connect(&opts(d.port(), Security::Plain, TlsOptions::default()), Side::New).await.unwrap();
+    let mut c = Client::connect(
+        &opts(d.port(), Security::Plain, TlsOptions::default()),
+        Side::New,
+    )
+    .await
+    .unwrap();
     c.login("alice", &Secret::new(PW)).await.unwrap();
     let reduced = layout == Layout::Reduced;
     assert_eq!(c.has("UIDPLUS"), !reduced);
@@ -85,37 +169,71 @@ async fn fallbacks_and_streaming(layout: Layout) {
     let big = big_message(6 << 20);
     let mut spooled = tempfile::tempfile().unwrap();
     std::io::Write::write_all(&mut spooled, &big).unwrap();
-    let body = Body::File { file: spooled, len: big.len() as u64 };
+    let body = Body::File {
+        file: spooled,
+        len: big.len() as u64,
+    };
     let small = Body::Mem(b"Subject: s\r\n\r\nsmall\r\n".to_vec());
     let flags = vec!["\\Seen".to_string(), "$Label1".to_string()];
     let msgs = [
-        AppendMsg { flags: &flags, internaldate: Some("01-Feb-2024 10:00:00 +0100"), body: &body },
-        AppendMsg { flags: &[], internaldate: None, body: &small },
+        AppendMsg {
+            flags: &flags,
+            internaldate: Some("01-Feb-2024 10:00:00 +0100"),
+            body: &body,
+        },
+        AppendMsg {
+            flags: &[],
+            internaldate: None,
+            body: &small,
+        },
     ];
     if c.has("MULTIAPPEND") {
         let tag = c.send_append("INBOX", &msgs).await.unwrap();
-        c.wait(&tag, |_| {}).await.unwrap().ok(Side::New, "APPEND").unwrap();
+        c.wait(&tag, |_| {})
+            .await
+            .unwrap()
+            .ok(Side::New, "APPEND")
+            .unwrap();
     } else {
         for m in &msgs {
-            let tag = c.send_append("INBOX", std::slice::from_ref(m)).await.unwrap();
-            c.wait(&tag, |_| {}).await.unwrap().ok(Side::New, "APPEND").unwrap();
+            let tag = c
+                .send_append("INBOX", std::slice::from_ref(m))
+                .await
+                .unwrap();
+            c.wait(&tag, |_| {})
+                .await
+                .unwrap()
+                .ok(Side::New, "APPEND")
+                .unwrap();
         }
     }
     c.select("INBOX", false).await.unwrap();
     let mut got = Vec::new();
-    c.uid_fetch(&[1], "UID FLAGS BODY.PEEK[]", "", |f| got.push(f)).await.unwrap();
+    c.uid_fetch(&[1], "UID FLAGS BODY.PEEK[]", "", |f| got.push(f))
+        .await
+        .unwrap();
     let fetched = got.pop().unwrap();
-    assert!(matches!(fetched.body, Some(Body::File { .. })), "a large body is spooled, not held in memory");
-    assert!(fetched.body.unwrap().to_vec().unwrap() == big, "bytes survive the round trip");
+    assert!(
+        matches!(fetched.body, Some(Body::File { .. })),
+        "a large body is spooled, not held in memory"
+    );
+    assert!(
+        fetched.body.unwrap().to_vec().unwrap() == big,
+        "bytes survive the round trip"
+    );
     assert!(fetched.flags.unwrap().contains(&"$Label1".to_string()));
 
     // Expunge exactly UID 2 while UID 1 carries \Deleted: UID 1 must survive (the fallback
     // without UIDPLUS unmarks it around a plain EXPUNGE) and keep its \Deleted flag.
-    c.uid_store(&[1], "+FLAGS.SILENT", &["\\Deleted".to_string()]).await.unwrap();
+    c.uid_store(&[1], "+FLAGS.SILENT", &["\\Deleted".to_string()])
+        .await
+        .unwrap();
     c.uid_expunge(&[2]).await.unwrap();
     assert_eq!(c.uid_search("ALL").await.unwrap(), vec![1]);
     assert_eq!(c.uid_search("DELETED").await.unwrap(), vec![1]);
-    c.uid_store(&[1], "-FLAGS.SILENT", &["\\Deleted".to_string()]).await.unwrap();
+    c.uid_store(&[1], "-FLAGS.SILENT", &["\\Deleted".to_string()])
+        .await
+        .unwrap();
 
     // MOVE, or COPY + expunge without it.
     c.uid_move(&[1], &d.mailbox_name("Dest")).await.unwrap();

@@ -40,8 +40,9 @@ struct Sent {
     key: Option<String>,
 }
 
-/// Copies `uids` of the selected OLD mailbox into the selected NEW mailbox.
-/// `new_uidnext` is NEW's UIDNEXT before the copy (where copies without APPENDUID are looked for).
+/// Copies `uids` of the selected OLD mailbox into the selected NEW mailbox and returns how many
+/// arrived and are linked. `new_uidnext` is NEW's UIDNEXT before the copy (where copies without
+/// APPENDUID are looked for).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn copy_messages(
     store: &dyn Store,
@@ -53,19 +54,19 @@ pub(crate) async fn copy_messages(
     perm: &PermanentFlags,
     opts: &Options,
     tally: &Tally<'_>,
-) -> Result<(), SyncError> {
+) -> Result<usize, SyncError> {
     if uids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (fetched, appended) = tokio::join!(
         fetch(old, uids, tx, pair, tally),
         append(store, new, rx, pair, perm, &opts.identity, tally)
     );
-    let unlinked = appended?;
+    let (mut linked, unlinked) = appended?;
     fetched?;
     if !unlinked.is_empty() {
-        link_by_key(
+        linked += link_by_key(
             store,
             new,
             pair,
@@ -76,7 +77,7 @@ pub(crate) async fn copy_messages(
         )
         .await?;
     }
-    Ok(())
+    Ok(linked)
 }
 
 /// The OLD side: pipelined fetches into the channel.
@@ -139,7 +140,7 @@ async fn fetch(
 }
 
 /// The NEW side: batches of messages appended with up to two APPENDs in flight.
-/// Returns the copies that could not be linked from APPENDUID (no UIDPLUS), with their keys.
+/// Returns how many copies were linked from APPENDUID, and those that could not be (no UIDPLUS).
 async fn append(
     store: &dyn Store,
     new: &mut Client,
@@ -148,12 +149,13 @@ async fn append(
     perm: &PermanentFlags,
     ident: &IdentityOptions,
     tally: &Tally<'_>,
-) -> Result<Vec<Sent>, SyncError> {
+) -> Result<(usize, Vec<Sent>), SyncError> {
     let multi = new.has("MULTIAPPEND");
     let uidplus = new.has("UIDPLUS");
     let mut pending: Vec<Msg> = Vec::new();
     let mut in_flight: VecDeque<(String, Vec<Sent>)> = VecDeque::new();
     let mut unlinked = Vec::new();
+    let mut linked = 0;
     let mut closed = false;
     loop {
         while !closed && pending.len() < APPEND_BATCH {
@@ -182,7 +184,7 @@ async fn append(
                 _ => None,
             };
             if done.status == Status::Ok {
-                record(store, pair, sent, uids, &mut unlinked, tally).await?;
+                linked += record(store, pair, sent, uids, &mut unlinked, tally).await?;
             } else if sent.len() > 1 {
                 // One bad message fails a whole MULTIAPPEND: retry one by one to find it.
                 for s in sent {
@@ -195,7 +197,7 @@ async fn append(
                         _ => None,
                     };
                     if done.status == Status::Ok {
-                        record(store, pair, vec![s], uid, &mut unlinked, tally).await?;
+                        linked += record(store, pair, vec![s], uid, &mut unlinked, tally).await?;
                     } else {
                         append_failed(&s, pair, &done.line, tally);
                     }
@@ -206,7 +208,7 @@ async fn append(
             continue;
         }
         if closed {
-            return Ok(unlinked);
+            return Ok((linked, unlinked));
         }
         match rx.recv().await {
             Some(m) => pending.push(m),
@@ -281,7 +283,7 @@ async fn record(
     uids: Option<Vec<u32>>,
     unlinked: &mut Vec<Sent>,
     tally: &Tally<'_>,
-) -> Result<(), SyncError> {
+) -> Result<usize, SyncError> {
     if let Some(uids) = &uids {
         let links: Vec<Link> = sent
             .iter()
@@ -312,8 +314,9 @@ async fn record(
     }
     if uids.is_none() {
         unlinked.extend(sent);
+        return Ok(0);
     }
-    Ok(())
+    Ok(sent.len())
 }
 
 fn append_failed(s: &Sent, pair: &FolderPair, line: &str, tally: &Tally<'_>) {
@@ -343,7 +346,7 @@ async fn link_by_key(
     sent: Vec<Sent>,
     ident: &IdentityOptions,
     tally: &Tally<'_>,
-) -> Result<(), SyncError> {
+) -> Result<usize, SyncError> {
     let region: Vec<u32> = new
         .uid_search(&format!("UID {}:*", from.max(1)))
         .await?
@@ -376,5 +379,5 @@ async fn link_by_key(
             sent.len() - links.len()
         ));
     }
-    Ok(())
+    Ok(links.len())
 }

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use tracing::Instrument;
+
 use crate::imap::{Client, ImapError, MailboxInfo, Untagged};
 use crate::store::{FolderPair, Link, LinkFlags, MailboxState, Phase, Store};
 
@@ -117,10 +119,21 @@ pub(crate) async fn sync_folder(
     opts: &Options,
     tally: &Tally<'_>,
 ) -> Result<(), SyncError> {
+    let span = tracing::info_span!("folder", old = %job.pair.old_name, new = %job.pair.new_name);
+    run(store, old, new, job, opts, tally)
+        .instrument(span)
+        .await
+}
+
+async fn run(
+    store: &dyn Store,
+    old: &mut Client,
+    new: &mut Client,
+    job: &FolderJob,
+    opts: &Options,
+    tally: &Tally<'_>,
+) -> Result<(), SyncError> {
     let mut pair = job.pair.clone();
-    let span = tracing::info_span!("folder", old = %pair.old_name, new = %pair.new_name);
-    let _guard = span.enter();
-    drop(_guard);
     tally.event(Event::FolderStart {
         old: pair.old_name.clone(),
         new: pair.new_name.clone(),
