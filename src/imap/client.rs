@@ -1051,6 +1051,54 @@ async fn tls_handshake(
 mod tests {
     use super::*;
 
+    /// Bytes of a command without literals, as `send` would write them.
+    fn wire(cmd: Cmd) -> Vec<u8> {
+        let mut out = b"t1 ".to_vec();
+        for p in cmd.0 {
+            match p {
+                Piece::Text(t) => out.extend_from_slice(&t),
+                Piece::Literal(_) => panic!("literal in a wire() test"),
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// imap-codec, an independent IMAP parser, must accept every command form the client writes
+    /// (quoting of awkward mailbox names included) and consume it whole.
+    #[test]
+    fn commands_parse_with_imap_codec() {
+        use imap_codec::CommandCodec;
+        use imap_codec::decode::Decoder;
+        let names = ["INBOX", "Sent Items", "a \"quoted\" name", "back\\slash", "Entw&APw-rfe", "INBOX.Projects.2024"];
+        let mut cmds = Vec::new();
+        for name in names {
+            cmds.push(Cmd::new("SELECT ").string(name).text(" (CONDSTORE)"));
+            cmds.push(Cmd::new("EXAMINE ").string(name));
+            cmds.push(Cmd::new("STATUS ").string(name).text(" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"));
+            cmds.push(Cmd::new("CREATE ").string(name));
+            cmds.push(Cmd::new("SUBSCRIBE ").string(name));
+            cmds.push(Cmd::new("UID COPY 1:3,7 ").string(name));
+            cmds.push(Cmd::new("UID MOVE 4 ").string(name));
+        }
+        cmds.push(Cmd::new("LOGIN ").string("alice").text(" ").string("p\"w\\d"));
+        cmds.push(Cmd::new("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE 42)"));
+        cmds.push(Cmd::new("UID FETCH 1:50 (UID FLAGS INTERNALDATE BODY.PEEK[])"));
+        cmds.push(Cmd::new("UID FETCH 5,9 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])"));
+        cmds.push(Cmd::new("UID STORE 1:4 +FLAGS.SILENT (\\Seen $Label1)"));
+        cmds.push(Cmd::new("UID EXPUNGE 3:5"));
+        cmds.push(Cmd::new("UID SEARCH DELETED"));
+        cmds.push(Cmd::new("LIST \"\" \"*\""));
+        cmds.push(Cmd::new("ENABLE CONDSTORE"));
+        for cmd in cmds {
+            let bytes = wire(cmd);
+            match CommandCodec::default().decode(&bytes) {
+                Ok((rest, _)) => assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&bytes)),
+                Err(e) => panic!("{} does not parse: {e:?}", String::from_utf8_lossy(&bytes)),
+            }
+        }
+    }
+
     #[test]
     fn plain_token_layout() {
         let t = plain_token(Some("alice"), "admin", &Secret::new("pw"));
