@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: installs Dovecot if missing, then runs every test (unit tests, and
-# integration tests that start private Dovecot servers on loopback ports).
+# The whole test suite: installs Dovecot if missing, runs every test (unit tests, and integration
+# tests that start private Dovecot servers on loopback ports), then builds the fuzz targets and
+# replays their committed corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo test --all-targets "$@"
+cargo build --quiet --manifest-path fuzz/Cargo.toml
+for corpus in fuzz/corpus/*/; do
+  target=$(basename "$corpus")
+  "fuzz/target/debug/$target" -runs=0 "$corpus"
+done

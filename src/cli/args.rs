@@ -37,7 +37,14 @@ pub enum Group {
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [Group::Connection, Group::Tls, Group::Folders, Group::Run, Group::Logging, Group::Imapferry];
+    pub const ALL: [Group; 6] = [
+        Group::Connection,
+        Group::Tls,
+        Group::Folders,
+        Group::Run,
+        Group::Logging,
+        Group::Imapferry,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -61,14 +68,27 @@ pub struct Spec {
     pub help: &'static str,
 }
 
-const fn opt(name: &'static str, kind: Kind, group: Group, arg: &'static str, help: &'static str) -> Spec {
-    Spec { name, kind, group, arg, help }
+const fn opt(
+    name: &'static str,
+    kind: Kind,
+    group: Group,
+    arg: &'static str,
+    help: &'static str,
+) -> Spec {
+    Spec {
+        name,
+        kind,
+        group,
+        arg,
+        help,
+    }
 }
 
 use Group as G;
 use Kind as K;
 
 /// Every option imapferry accepts. Anything else is an unknown option (exit 64).
+#[rustfmt::skip]
 pub const OPTIONS: &[Spec] = &[
     opt("host1", K::Str, G::Connection, "HOST", "OLD server name or address (blanks and '/' are removed)"),
     opt("host2", K::Str, G::Connection, "HOST", "NEW server name or address"),
@@ -203,12 +223,19 @@ impl SyncArgs {
 
     /// The I/O timeout of one side: `--timeoutN`, else `--timeout`, else 120 s; 0 means none.
     pub fn timeout_secs(&self, n: u8) -> f64 {
-        self.side(n).timeout.or(self.timeout).unwrap_or(DEFAULT_TIMEOUT_SECS)
+        self.side(n)
+            .timeout
+            .or(self.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT_SECS)
     }
 
     pub fn timeout(&self, n: u8) -> Duration {
         let secs = self.timeout_secs(n);
-        if secs <= 0.0 { NO_TIMEOUT } else { Duration::try_from_secs_f64(secs).unwrap_or(NO_TIMEOUT) }
+        if secs <= 0.0 {
+            NO_TIMEOUT
+        } else {
+            Duration::try_from_secs_f64(secs).unwrap_or(NO_TIMEOUT)
+        }
     }
 
     /// Whether logging to a file is on (`--nolog` turns it off).
@@ -219,9 +246,14 @@ impl SyncArgs {
     /// True when credentials are incomplete, which makes the run act as `--justconnect`.
     pub fn acts_as_justconnect(&self) -> bool {
         self.justconnect
-            || [&self.side1.host, &self.side2.host, &self.side1.user, &self.side2.user]
-                .iter()
-                .any(|v| v.as_deref().is_none_or(str::is_empty))
+            || [
+                &self.side1.host,
+                &self.side2.host,
+                &self.side1.user,
+                &self.side2.user,
+            ]
+            .iter()
+            .any(|v| v.as_deref().is_none_or(str::is_empty))
     }
 }
 
@@ -236,8 +268,13 @@ fn lookup(name: &str) -> Option<(&'static Spec, bool)> {
     if let Some(spec) = OPTIONS.iter().find(|s| s.name == name) {
         return Some((spec, true));
     }
-    let base = name.strip_prefix("no-").or_else(|| name.strip_prefix("no"))?;
-    OPTIONS.iter().find(|s| s.name == base && s.kind == Kind::Flag).map(|s| (s, false))
+    let base = name
+        .strip_prefix("no-")
+        .or_else(|| name.strip_prefix("no"))?;
+    OPTIONS
+        .iter()
+        .find(|s| s.name == base && s.kind == Kind::Flag)
+        .map(|s| (s, false))
 }
 
 /// Splits `--name=value` / `-name` into the lower-case name and the inline value.
@@ -264,8 +301,14 @@ fn check_kind(spec: &Spec, value: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(match spec.kind {
-        Kind::Int => format!("Value \"{value}\" invalid for option {} (number expected)", spec.name),
-        Kind::Float => format!("Value \"{value}\" invalid for option {} (real number expected)", spec.name),
+        Kind::Int => format!(
+            "Value \"{value}\" invalid for option {} (number expected)",
+            spec.name
+        ),
+        Kind::Float => format!(
+            "Value \"{value}\" invalid for option {} (real number expected)",
+            spec.name
+        ),
         _ => format!("Option {}, key \"{value}\", requires a value", spec.name),
     })
 }
@@ -318,23 +361,32 @@ pub fn parse(argv: &[String]) -> Result<SyncArgs, ArgError> {
             errors.push(e);
         }
     }
-    if errors.is_empty() { Ok(parsed) } else { Err(ArgError::Usage(errors)) }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(ArgError::Usage(errors))
+    }
 }
 
 /// imapsync's `sanitize_host`: no blanks, no slashes.
 fn sanitize_host(host: &str) -> String {
-    host.chars().filter(|c| !c.is_whitespace() && *c != '/').collect()
+    host.chars()
+        .filter(|c| !c.is_whitespace() && *c != '/')
+        .collect()
 }
 
 fn parse_port(name: &str, v: &str) -> Result<u16, String> {
-    v.parse::<u16>().map_err(|_| format!("Value \"{v}\" invalid for option {name} (port number expected)"))
+    v.parse::<u16>()
+        .map_err(|_| format!("Value \"{v}\" invalid for option {name} (port number expected)"))
 }
 
 fn parse_authmech(name: &str, v: &str) -> Result<AuthMech, String> {
     match v.trim().to_ascii_uppercase().as_str() {
         "LOGIN" => Ok(AuthMech::Login),
         "PLAIN" => Ok(AuthMech::Plain),
-        other => Err(format!("--{name} {other}: imapferry supports only LOGIN and PLAIN")),
+        other => Err(format!(
+            "--{name} {other}: imapferry supports only LOGIN and PLAIN"
+        )),
     }
 }
 
@@ -360,6 +412,15 @@ fn apply_sslarg(ssl: &mut SslArgs, kv: &str) {
     }
 }
 
+/// The side an option name ending in 1 or 2 is about.
+fn side_mut<'a>(a: &'a mut SyncArgs, name: &str) -> &'a mut SideArgs {
+    if name.ends_with('1') {
+        &mut a.side1
+    } else {
+        &mut a.side2
+    }
+}
+
 /// Stores one value into `a`; the last occurrence of a single-valued option wins (as Getopt).
 fn apply(a: &mut SyncArgs, spec: &Spec, value: Value) -> Result<(), String> {
     let name = spec.name;
@@ -367,24 +428,30 @@ fn apply(a: &mut SyncArgs, spec: &Spec, value: Value) -> Result<(), String> {
         Value::Bool(on) => return apply_flag(a, name, on),
         Value::Text(t) => t,
     };
-    let side = |a: &mut SyncArgs| if name.ends_with('1') { &mut a.side1 } else { &mut a.side2 };
     match name {
-        "host1" | "host2" => side(a).host = Some(sanitize_host(&text)),
-        "port1" | "port2" => side(a).port = Some(parse_port(name, &text)?),
-        "user1" | "user2" => side(a).user = Some(text.trim().to_string()),
-        "password1" | "password2" => side(a).password = Some(Secret::new(text.trim())),
-        "passfile1" | "passfile2" => side(a).passfile = Some(PathBuf::from(text)),
-        "authuser1" | "authuser2" => side(a).authuser = Some(text.trim().to_string()),
-        "authmech1" | "authmech2" => side(a).authmech = Some(parse_authmech(name, &text)?),
+        "host1" | "host2" => side_mut(a, name).host = Some(sanitize_host(&text)),
+        "port1" | "port2" => side_mut(a, name).port = Some(parse_port(name, &text)?),
+        "user1" | "user2" => side_mut(a, name).user = Some(text.trim().to_string()),
+        "password1" | "password2" => side_mut(a, name).password = Some(Secret::new(text.trim())),
+        "passfile1" | "passfile2" => side_mut(a, name).passfile = Some(PathBuf::from(text)),
+        "authuser1" | "authuser2" => side_mut(a, name).authuser = Some(text.trim().to_string()),
+        "authmech1" | "authmech2" => {
+            side_mut(a, name).authmech = Some(parse_authmech(name, &text)?)
+        }
         "timeout" => a.timeout = text.parse().ok(),
-        "timeout1" | "timeout2" => side(a).timeout = text.parse().ok(),
-        "sslargs1" | "sslargs2" => apply_sslarg(&mut side(a).sslargs, &text),
-        "sep1" | "sep2" => side(a).sep = Some(parse_sep(name, &text)?),
-        "prefix1" | "prefix2" => side(a).prefix = Some(text),
+        "timeout1" | "timeout2" => side_mut(a, name).timeout = text.parse().ok(),
+        "sslargs1" | "sslargs2" => apply_sslarg(&mut side_mut(a, name).sslargs, &text),
+        "sep1" | "sep2" => side_mut(a, name).sep = Some(parse_sep(name, &text)?),
+        "prefix1" | "prefix2" => side_mut(a, name).prefix = Some(text),
         "folder" => a.folders.push(text),
         "include" => a.include.push(parse_regex(name, &text)?),
         "exclude" => a.exclude.push(parse_regex(name, &text)?),
-        "errorsmax" => a.errorsmax = Some(text.parse::<u64>().map_err(|_| format!("--errorsmax {text}: a count is expected"))?),
+        "errorsmax" => {
+            a.errorsmax = Some(
+                text.parse::<u64>()
+                    .map_err(|_| format!("--errorsmax {text}: a count is expected"))?,
+            )
+        }
         "logdir" => a.logdir = Some(text),
         "logfile" => a.logfile = Some(text),
         "state" => a.state = Some(PathBuf::from(text)),
@@ -426,7 +493,11 @@ pub fn help_text(program: &str) -> String {
     for group in Group::ALL {
         out.push_str(&format!("\n{}:\n", group.title()));
         for s in OPTIONS.iter().filter(|s| s.group == group) {
-            let name = if s.kind == Kind::Flag { format!("--[no]{}", s.name) } else { format!("--{} {}", s.name, s.arg) };
+            let name = if s.kind == Kind::Flag {
+                format!("--[no]{}", s.name)
+            } else {
+                format!("--{} {}", s.name, s.arg)
+            };
             out.push_str(&format!("  {name:<24} {}\n", s.help));
         }
     }
@@ -445,7 +516,8 @@ pub fn masked_command_line(argv: &[String], show_passwords: bool) -> String {
         return argv.join(" ");
     }
     let is_password_opt = |a: &str| {
-        split_option(a).is_some_and(|(n, inline)| inline.is_none() && (n == "password1" || n == "password2"))
+        split_option(a)
+            .is_some_and(|(n, inline)| inline.is_none() && (n == "password1" || n == "password2"))
     };
     let mut out = Vec::with_capacity(argv.len());
     let mut mask_next = false;
@@ -519,28 +591,77 @@ mod tests {
         assert!(!ok(&["--nolog"]).logging());
         assert!(ok(&[]).logging());
         assert_eq!(ok(&["--nofoldersizes"]).foldersizes, Some(false));
-        assert_eq!(usage(&["--dry=1"]), ["Option dry does not take an argument"]);
+        assert_eq!(
+            usage(&["--dry=1"]),
+            ["Option dry does not take an argument"]
+        );
         // Only switches have a --no form.
-        assert_eq!(usage(&["--nohost1", "x"]), ["Unknown option: nohost1", "Found 1 extra arguments : [x]\nIt usually means a quoting issue in the command line or some misspelling options."]);
+        assert_eq!(
+            usage(&["--nohost1", "x"]),
+            [
+                "Unknown option: nohost1",
+                "Found 1 extra arguments : [x]\nIt usually means a quoting issue in the command line or some misspelling options."
+            ]
+        );
     }
 
     #[test]
     fn repeated_options_keep_their_order() {
-        let a = ok(&["--folder", "INBOX", "--folder=Sent", "-folder", "Archive/2020", "--include", "^A", "--exclude", "(?i)spam", "--exclude", "Trash"]);
+        let a = ok(&[
+            "--folder",
+            "INBOX",
+            "--folder=Sent",
+            "-folder",
+            "Archive/2020",
+            "--include",
+            "^A",
+            "--exclude",
+            "(?i)spam",
+            "--exclude",
+            "Trash",
+        ]);
         assert_eq!(a.folders, ["INBOX", "Sent", "Archive/2020"]);
         assert_eq!(a.include.len(), 1);
         let ex: Vec<&str> = a.exclude.iter().map(Regex::as_str).collect();
         assert_eq!(ex, ["(?i)spam", "Trash"]);
         // A single-valued option: the last one wins.
-        assert_eq!(ok(&["--user1", "a", "--user1", "b"]).side1.user.as_deref(), Some("b"));
+        assert_eq!(
+            ok(&["--user1", "a", "--user1", "b"]).side1.user.as_deref(),
+            Some("b")
+        );
     }
 
     #[test]
     fn values() {
         let a = ok(&[
-            "--port1", "993", "--user1", " alice ", "--password1", " pw ", "--timeout", "30", "--timeout2", "0",
-            "--authuser2", "admin", "--authmech1", "plain", "--sep2", ".", "--prefix2", "INBOX.", "--errorsmax", "5",
-            "--logdir", "/tmp/l", "--logfile", "x.txt", "--state", "s.db", "--passfile2", "/p",
+            "--port1",
+            "993",
+            "--user1",
+            " alice ",
+            "--password1",
+            " pw ",
+            "--timeout",
+            "30",
+            "--timeout2",
+            "0",
+            "--authuser2",
+            "admin",
+            "--authmech1",
+            "plain",
+            "--sep2",
+            ".",
+            "--prefix2",
+            "INBOX.",
+            "--errorsmax",
+            "5",
+            "--logdir",
+            "/tmp/l",
+            "--logfile",
+            "x.txt",
+            "--state",
+            "s.db",
+            "--passfile2",
+            "/p",
         ]);
         assert_eq!(a.side1.port, Some(993));
         assert_eq!(a.side1.user.as_deref(), Some("alice"));
@@ -554,21 +675,46 @@ mod tests {
         assert_eq!(a.side2.sep, Some('.'));
         assert_eq!(a.side2.prefix.as_deref(), Some("INBOX."));
         assert_eq!(a.errorsmax, Some(5));
-        assert_eq!((a.logdir.as_deref(), a.logfile.as_deref()), (Some("/tmp/l"), Some("x.txt")));
+        assert_eq!(
+            (a.logdir.as_deref(), a.logfile.as_deref()),
+            (Some("/tmp/l"), Some("x.txt"))
+        );
         assert_eq!(a.state, Some(PathBuf::from("s.db")));
         assert_eq!(a.side2.passfile, Some(PathBuf::from("/p")));
         // A password may start with a dash: a mandatory value is always the next argument.
-        assert_eq!(ok(&["--password2", "--x"]).side2.password.as_ref().map(Secret::expose), Some("--x"));
+        assert_eq!(
+            ok(&["--password2", "--x"])
+                .side2
+                .password
+                .as_ref()
+                .map(Secret::expose),
+            Some("--x")
+        );
     }
 
     #[test]
     fn sslargs() {
-        let a = ok(&["--sslargs1", "SSL_verify_mode=0", "--sslargs2", "SSL_ca_file=certs/ca.pem", "--sslargs2=SSL_version=TLSv1_2"]);
+        let a = ok(&[
+            "--sslargs1",
+            "SSL_verify_mode=0",
+            "--sslargs2",
+            "SSL_ca_file=certs/ca.pem",
+            "--sslargs2=SSL_version=TLSv1_2",
+        ]);
         assert_eq!(a.side1.sslargs.verify, Some(false));
         assert_eq!(a.side2.sslargs.ca_file, Some(PathBuf::from("certs/ca.pem")));
         assert_eq!(a.side2.sslargs.ignored, ["SSL_version=TLSv1_2"]);
-        assert_eq!(ok(&["--sslargs1", "SSL_verify_mode=1"]).side1.sslargs.verify, Some(true));
-        assert_eq!(usage(&["--sslargs1", "SSL_verify_mode"]), ["Option sslargs1, key \"SSL_verify_mode\", requires a value"]);
+        assert_eq!(
+            ok(&["--sslargs1", "SSL_verify_mode=1"])
+                .side1
+                .sslargs
+                .verify,
+            Some(true)
+        );
+        assert_eq!(
+            usage(&["--sslargs1", "SSL_verify_mode"]),
+            ["Option sslargs1, key \"SSL_verify_mode\", requires a value"]
+        );
     }
 
     #[test]
@@ -576,12 +722,30 @@ mod tests {
         assert_eq!(usage(&["--delete1"]), ["Unknown option: delete1"]);
         assert_eq!(usage(&["--frobnicate"]), ["Unknown option: frobnicate"]);
         assert_eq!(usage(&["--host1"]), ["Option host1 requires an argument"]);
-        assert_eq!(usage(&["--port1", "abc"]), ["Value \"abc\" invalid for option port1 (number expected)"]);
-        assert_eq!(usage(&["--port1", "70000"]), ["Value \"70000\" invalid for option port1 (port number expected)"]);
-        assert_eq!(usage(&["--timeout", "soon"]), ["Value \"soon\" invalid for option timeout (real number expected)"]);
-        assert_eq!(usage(&["--authmech1", "CRAM-MD5"]), ["--authmech1 CRAM-MD5: imapferry supports only LOGIN and PLAIN"]);
-        assert_eq!(usage(&["--sep1", "ab"]), ["--sep1 ab: a separator is a single character"]);
-        assert!(usage(&["--include", "(unclosed"])[0].starts_with("--include '(unclosed' is not a usable regex"));
+        assert_eq!(
+            usage(&["--port1", "abc"]),
+            ["Value \"abc\" invalid for option port1 (number expected)"]
+        );
+        assert_eq!(
+            usage(&["--port1", "70000"]),
+            ["Value \"70000\" invalid for option port1 (port number expected)"]
+        );
+        assert_eq!(
+            usage(&["--timeout", "soon"]),
+            ["Value \"soon\" invalid for option timeout (real number expected)"]
+        );
+        assert_eq!(
+            usage(&["--authmech1", "CRAM-MD5"]),
+            ["--authmech1 CRAM-MD5: imapferry supports only LOGIN and PLAIN"]
+        );
+        assert_eq!(
+            usage(&["--sep1", "ab"]),
+            ["--sep1 ab: a separator is a single character"]
+        );
+        assert!(
+            usage(&["--include", "(unclosed"])[0]
+                .starts_with("--include '(unclosed' is not a usable regex")
+        );
         assert!(usage(&["stray"])[0].starts_with("Found 1 extra arguments : [stray]"));
         assert!(usage(&["--", "--dry"])[0].starts_with("Found 1 extra arguments : [--dry]"));
         // Every problem is reported, not only the first.
@@ -590,18 +754,38 @@ mod tests {
 
     #[test]
     fn justconnect_when_credentials_are_incomplete() {
-        let full = ["--host1", "h", "--user1", "u", "--host2", "h", "--user2", "v"];
+        let full = [
+            "--host1", "h", "--user1", "u", "--host2", "h", "--user2", "v",
+        ];
         assert!(!ok(&full).acts_as_justconnect());
         assert!(ok(&full[..6]).acts_as_justconnect());
         assert!(ok(&[&full[..], &["--justconnect"]].concat()).acts_as_justconnect());
-        assert!(ok(&["--host1", "h", "--user1", "u", "--host2", "h", "--user2", ""]).acts_as_justconnect());
+        assert!(
+            ok(&[
+                "--host1", "h", "--user1", "u", "--host2", "h", "--user2", ""
+            ])
+            .acts_as_justconnect()
+        );
     }
 
     #[test]
     fn passwords_are_masked() {
-        let argv = args(&["--host1", "h", "--password1", "s3cret", "-PASSWORD2", "other", "--password1=inline", "--user1", "u"]);
+        let argv = args(&[
+            "--host1",
+            "h",
+            "--password1",
+            "s3cret",
+            "-PASSWORD2",
+            "other",
+            "--password1=inline",
+            "--user1",
+            "u",
+        ]);
         let shown = masked_command_line(&argv, false);
-        assert_eq!(shown, "--host1 h --password1 MASKED -PASSWORD2 MASKED --password1=MASKED --user1 u");
+        assert_eq!(
+            shown,
+            "--host1 h --password1 MASKED -PASSWORD2 MASKED --password1=MASKED --user1 u"
+        );
         assert_eq!(masked_command_line(&argv, true), argv.join(" "));
     }
 
@@ -609,7 +793,11 @@ mod tests {
     fn help_lists_every_option() {
         let help = help_text("imapsync");
         for s in OPTIONS {
-            assert!(help.contains(&format!("{} ", s.name)) || help.contains(&format!("]{} ", s.name)), "{}", s.name);
+            assert!(
+                help.contains(&format!("{} ", s.name)) || help.contains(&format!("]{} ", s.name)),
+                "{}",
+                s.name
+            );
         }
         assert!(help.contains("VERIFIED by default"));
         assert!(help.contains("three ways"));

@@ -33,7 +33,11 @@ pub fn cores() -> usize {
 pub fn load() -> String {
     let avg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let fields: Vec<&str> = avg.split_whitespace().take(4).collect();
-    let shown = if fields.is_empty() { "unknown".to_string() } else { fields.join(" ") };
+    let shown = if fields.is_empty() {
+        "unknown".to_string()
+    } else {
+        fields.join(" ")
+    };
     format!("{shown} on {} cores", cores())
 }
 
@@ -43,7 +47,12 @@ pub fn cpu_secs() -> f64 {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 

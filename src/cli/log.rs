@@ -38,9 +38,19 @@ pub fn default_log_name(start: &DateTime<Local>, user1: &str, user2: &str) -> St
 
 /// Where the log goes: `$logdir/$logfile` (imapsync joins them as strings, so `--logfile` is
 /// always below the log directory), or `$logdir/<default name>`.
-pub fn log_path(logdir: &str, logfile: Option<&str>, start: &DateTime<Local>, user1: &str, user2: &str) -> PathBuf {
+pub fn log_path(
+    logdir: &str,
+    logfile: Option<&str>,
+    start: &DateTime<Local>,
+    user1: &str,
+    user2: &str,
+) -> PathBuf {
     let name = logfile.map_or_else(|| default_log_name(start, user1, user2), str::to_string);
-    if logdir.is_empty() { PathBuf::from(name) } else { PathBuf::from(format!("{logdir}/{name}")) }
+    if logdir.is_empty() {
+        PathBuf::from(name)
+    } else {
+        PathBuf::from(format!("{logdir}/{name}"))
+    }
 }
 
 /// Lines to stdout and the log file. Shared by the tasks that report engine events.
@@ -53,7 +63,11 @@ pub struct Output {
 impl Output {
     /// Output to stdout only (`--nolog`).
     pub fn stdout_only() -> Output {
-        Output { file: Mutex::new(None), path: None, bar: Mutex::new(None) }
+        Output {
+            file: Mutex::new(None),
+            path: None,
+            bar: Mutex::new(None),
+        }
     }
 
     /// Output to stdout and a new log file at `path` (parent directories are created).
@@ -62,7 +76,11 @@ impl Output {
             std::fs::create_dir_all(dir)?;
         }
         let file = File::create(path)?;
-        Ok(Output { file: Mutex::new(Some(file)), path: Some(path.to_owned()), bar: Mutex::new(None) })
+        Ok(Output {
+            file: Mutex::new(Some(file)),
+            path: Some(path.to_owned()),
+            bar: Mutex::new(None),
+        })
     }
 
     /// The log file, if there is one.
@@ -142,15 +160,31 @@ mod tests {
 
     #[test]
     fn names_and_places() {
-        let start = Local.with_ymd_and_hms(2024, 3, 9, 7, 5, 2).single().unwrap() + chrono::Duration::milliseconds(42);
-        assert_eq!(default_log_name(&start, "a/b", "c d"), "2024_03_09_07_05_02_042_a_b_c_d.txt");
+        let start = Local
+            .with_ymd_and_hms(2024, 3, 9, 7, 5, 2)
+            .single()
+            .unwrap()
+            + chrono::Duration::milliseconds(42);
+        assert_eq!(
+            default_log_name(&start, "a/b", "c d"),
+            "2024_03_09_07_05_02_042_a_b_c_d.txt"
+        );
         assert_eq!(
             log_path("LOG_imapsync", None, &start, "u1", "u2"),
             PathBuf::from("LOG_imapsync/2024_03_09_07_05_02_042_u1_u2.txt")
         );
-        assert_eq!(log_path("LOG_imapsync", Some("my.txt"), &start, "u1", "u2"), PathBuf::from("LOG_imapsync/my.txt"));
-        assert_eq!(log_path("/var/log/x", Some("sub/my.txt"), &start, "", ""), PathBuf::from("/var/log/x/sub/my.txt"));
-        assert_eq!(log_path("", Some("my.txt"), &start, "", ""), PathBuf::from("my.txt"));
+        assert_eq!(
+            log_path("LOG_imapsync", Some("my.txt"), &start, "u1", "u2"),
+            PathBuf::from("LOG_imapsync/my.txt")
+        );
+        assert_eq!(
+            log_path("/var/log/x", Some("sub/my.txt"), &start, "", ""),
+            PathBuf::from("/var/log/x/sub/my.txt")
+        );
+        assert_eq!(
+            log_path("", Some("my.txt"), &start, "", ""),
+            PathBuf::from("my.txt")
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ impl Printer {
 
     /// The errors reported so far (in order).
     pub fn errors(&self) -> Vec<String> {
-        self.progress.lock().map(|p| p.errors.clone()).unwrap_or_default()
+        self.progress
+            .lock()
+            .map(|p| p.errors.clone())
+            .unwrap_or_default()
     }
 
     /// Removes the progress bar, if any.
@@ -78,11 +81,27 @@ impl Printer {
         if !p.folders_started.insert(old.to_string()) {
             return;
         }
-        let counter = format!("{}/{}", p.folders_started.len(), p.folders_total.max(p.folders_started.len()));
-        self.out.line(&format!("Folder {counter:>7} {:<35} -> {:<35}{suffix}", jux(old), jux(new)));
+        let counter = format!(
+            "{}/{}",
+            p.folders_started.len(),
+            p.folders_total.max(p.folders_started.len())
+        );
+        self.out.line(&format!(
+            "Folder {counter:>7} {:<35} -> {:<35}{suffix}",
+            jux(old),
+            jux(new)
+        ));
     }
 
-    fn copied(&self, p: &mut Progress, old_folder: &str, old_uid: u32, size: u64, new_folder: &str, new_uid: Option<u32>) {
+    fn copied(
+        &self,
+        p: &mut Progress,
+        old_folder: &str,
+        old_uid: u32,
+        size: u64,
+        new_folder: &str,
+        new_uid: Option<u32>,
+    ) {
         p.copied += 1;
         p.bytes += size;
         let line = report::copy_line(&CopyLine {
@@ -98,7 +117,11 @@ impl Printer {
         match &self.bar {
             Some(bar) => {
                 self.out.log_only(&line);
-                bar.set_message(format!("{} messages copied, {} ({new_folder})", p.copied, report::bytes_bin(p.bytes as f64)));
+                bar.set_message(format!(
+                    "{} messages copied, {} ({new_folder})",
+                    p.copied,
+                    report::bytes_bin(p.bytes as f64)
+                ));
             }
             None => self.out.line(&line),
         }
@@ -107,7 +130,9 @@ impl Printer {
     fn error(&self, p: &mut Progress, text: String) {
         self.out.line(text.trim_end());
         p.errors.push(text);
-        if p.errors.len() as u64 >= self.errors_allowed && !self.stopped.swap(true, Ordering::SeqCst) {
+        if p.errors.len() as u64 >= self.errors_allowed
+            && !self.stopped.swap(true, Ordering::SeqCst)
+        {
             self.max_reached.notify_one();
         }
     }
@@ -115,19 +140,34 @@ impl Printer {
 
 impl Observer for Printer {
     fn event(&self, event: Event) {
-        let Ok(mut p) = self.progress.lock() else { return };
+        let Ok(mut p) = self.progress.lock() else {
+            return;
+        };
         match event {
             Event::Plan { folders } => {
                 p.folders_total = folders.len();
-                self.out.line(&format!("++++ Looping on each one of {} folders to sync", folders.len()));
+                self.out.line(&format!(
+                    "++++ Looping on each one of {} folders to sync",
+                    folders.len()
+                ));
             }
             Event::FolderStart { old, new, .. } => self.folder_start(&mut p, &old, &new, ""),
-            Event::FolderUnchanged { old, new } => self.folder_start(&mut p, &old, &new, " unchanged since the last pass"),
-            Event::FolderCreated { new } => self.out.line(&format!("Creating folder {} on host2", jux(&new))),
-            Event::Subscribed { new } => self.out.line(&format!("Host2: Subscribing to folder {new}")),
-            Event::Copied { old_folder, old_uid, size, new_folder, new_uid } => {
-                self.copied(&mut p, &old_folder, old_uid, size, &new_folder, new_uid)
+            Event::FolderUnchanged { old, new } => {
+                self.folder_start(&mut p, &old, &new, " unchanged since the last pass")
             }
+            Event::FolderCreated { new } => self
+                .out
+                .line(&format!("Creating folder {} on host2", jux(&new))),
+            Event::Subscribed { new } => self
+                .out
+                .line(&format!("Host2: Subscribing to folder {new}")),
+            Event::Copied {
+                old_folder,
+                old_uid,
+                size,
+                new_folder,
+                new_uid,
+            } => self.copied(&mut p, &old_folder, old_uid, size, &new_folder, new_uid),
             Event::Adopted { new_folder, count } => self.out.line(&format!(
                 "Host2: folder {}: {count} messages already there, linked instead of copied",
                 jux(&new_folder)
@@ -161,9 +201,24 @@ mod tests {
         let path = dir.path().join("log.txt");
         let out = Arc::new(Output::with_log_file(&path).unwrap());
         let printer = Printer::new(out, 2, false);
-        printer.event(Event::Plan { folders: vec![("INBOX".into(), "INBOX".into()), ("Sent".into(), "Sent".into())] });
-        printer.event(Event::FolderStart { old: "INBOX".into(), new: "INBOX".into(), messages: 1 });
-        printer.event(Event::Copied { old_folder: "INBOX".into(), old_uid: 3, size: 10, new_folder: "INBOX".into(), new_uid: Some(1) });
+        printer.event(Event::Plan {
+            folders: vec![
+                ("INBOX".into(), "INBOX".into()),
+                ("Sent".into(), "Sent".into()),
+            ],
+        });
+        printer.event(Event::FolderStart {
+            old: "INBOX".into(),
+            new: "INBOX".into(),
+            messages: 1,
+        });
+        printer.event(Event::Copied {
+            old_folder: "INBOX".into(),
+            old_uid: 3,
+            size: 10,
+            new_folder: "INBOX".into(),
+            new_uid: Some(1),
+        });
         printer.event(Event::Error("could not append x".into()));
         assert!(!printer.stopped.load(Ordering::SeqCst));
         printer.event(Event::Error("could not append y".into()));

@@ -139,8 +139,10 @@ impl ErrClass {
 /// True when one line of `text` has `first` and, later on the same line, `then` (Perl's
 /// `m{first.*then}`: `.` does not cross a newline).
 fn on_one_line(text: &str, first: &str, then: &str) -> bool {
-    text.lines()
-        .any(|line| line.find(first).is_some_and(|at| line[at + first.len()..].contains(then)))
+    text.lines().any(|line| {
+        line.find(first)
+            .is_some_and(|at| line[at + first.len()..].contains(then))
+    })
 }
 
 /// Perl's `m{Host. failure: Can not go to tls encryption on host.}`.
@@ -149,7 +151,9 @@ fn is_tls_failure(text: &str) -> bool {
     text.match_indices(MIDDLE).any(|(at, _)| {
         let before = &text.as_bytes()[..at];
         let after = &text[at + MIDDLE.len()..];
-        before.len() >= 5 && before[before.len() - 5..before.len() - 1] == *b"Host" && !after.is_empty()
+        before.len() >= 5
+            && before[before.len() - 5..before.len() - 1] == *b"Host"
+            && !after.is_empty()
     })
 }
 
@@ -169,11 +173,20 @@ pub fn classify(text: &str) -> ErrClass {
         ErrClass::Tls
     } else if has("could not be fetched:") {
         ErrClass::Fetch
-    } else if on_one_line(text, "could not append ", "BAD maximum message size exceeded")
-        || on_one_line(text, "could not append", "Maximum size of appendable message has been exceeded")
-    {
+    } else if on_one_line(
+        text,
+        "could not append ",
+        "BAD maximum message size exceeded",
+    ) || on_one_line(
+        text,
+        "could not append",
+        "Maximum size of appendable message has been exceeded",
+    ) {
         ErrClass::AppendSize
-    } else if has("OVERQUOTA") || has("Quota limit will be exceeded") || has("full: it is time to find a bigger place") {
+    } else if has("OVERQUOTA")
+        || has("Quota limit will be exceeded")
+        || has("full: it is time to find a bigger place")
+    {
         ErrClass::Overquota
     } else if on_one_line(text, "could not append", "virus") {
         ErrClass::AppendVirus
@@ -217,7 +230,11 @@ pub fn most_frequent(errors: &[String]) -> ErrClass {
 /// The exit code of a run that counted `errors`: 0 without errors, else that of the most
 /// frequent class.
 pub fn exit_code_for(errors: &[String]) -> i32 {
-    if errors.is_empty() { code::EX_OK } else { most_frequent(errors).exit_code() }
+    if errors.is_empty() {
+        code::EX_OK
+    } else {
+        most_frequent(errors).exit_code()
+    }
 }
 
 /// What the comments after "The most frequent error is ..." mention.
@@ -234,9 +251,11 @@ pub struct Account {
 /// imapsync's `%COMMENT_OF_ERR_TYPE` (empty for most classes).
 pub fn comment(class: ErrClass, a: &Account) -> String {
     match class {
-        ErrClass::AppendSize => "The destination server refuses too big messages. Use --truncmess option. \
+        ErrClass::AppendSize => {
+            "The destination server refuses too big messages. Use --truncmess option. \
              Read https://imapsync.lamiral.info/FAQ.d/FAQ.Messages_Too_Big.txt"
-            .to_string(),
+                .to_string()
+        }
         ErrClass::AuthUser1 => format!("Check the credentials for {}.", a.user1),
         ErrClass::AuthUser2 => format!("Check the credentials for {}.", a.user2),
         ErrClass::ConnHost1 => format!(
@@ -248,26 +267,43 @@ pub fn comment(class: ErrClass, a: &Account) -> String {
             a.host2, a.port2
         ),
         ErrClass::Overquota => {
-            "The destination mailbox is 100% full, get free space on it and then resume the sync.".to_string()
+            "The destination mailbox is 100% full, get free space on it and then resume the sync."
+                .to_string()
         }
-        ErrClass::Flags => "Many STORE errors with FLAGS. Retry with the option --noresyncflags".to_string(),
+        ErrClass::Flags => {
+            "Many STORE errors with FLAGS. Retry with the option --noresyncflags".to_string()
+        }
         _ => String::new(),
     }
 }
 
 /// The block printed before the exit line when errors were counted (`errors_listing`).
 /// `dump = false` is `--noerrorsdump`: only the last line.
-pub fn error_listing(errors: &[String], nb_errors: u64, dump: bool, account: &Account) -> Vec<String> {
+pub fn error_listing(
+    errors: &[String],
+    nb_errors: u64,
+    dump: bool,
+    account: &Account,
+) -> Vec<String> {
     let mut lines = Vec::new();
     if dump {
         lines.push(format!(
             "++++ Listing {nb_errors} errors encountered during the sync ( avoid this listing with --noerrorsdump )."
         ));
         let n = errors.len();
-        lines.extend(errors.iter().enumerate().map(|(i, e)| format!("Err {}/{n}: {}", i + 1, e.trim_end())));
+        lines.extend(
+            errors
+                .iter()
+                .enumerate()
+                .map(|(i, e)| format!("Err {}/{n}: {}", i + 1, e.trim_end())),
+        );
     }
     let class = most_frequent(errors);
-    lines.push(format!("The most frequent error is {}. {}", class.name(), comment(class, account)));
+    lines.push(format!(
+        "The most frequent error is {}. {}",
+        class.name(),
+        comment(class, account)
+    ));
     lines
 }
 
@@ -327,7 +363,9 @@ pub struct CopyLine<'a> {
 
 pub fn copy_line(c: &CopyLine) -> String {
     let secs = c.elapsed_secs.max(0.001);
-    let new_uid = c.new_uid.map_or_else(|| "NA".to_string(), |u| u.to_string());
+    let new_uid = c
+        .new_uid
+        .map_or_else(|| "NA".to_string(), |u| u.to_string());
     format!(
         "msg {}/{:<19} copied to {}/{:<10} {:.2} msgs/s  {}/s {} copied",
         c.old_folder,
@@ -351,7 +389,10 @@ pub struct SideTotals {
 
 /// Totals of a size listing: host1 over the selected folders, host2 over their distinct NEW names.
 pub fn size_totals(sizes: &[FolderSize]) -> (SideTotals, SideTotals) {
-    let mut old = SideTotals { folders: sizes.len() as u64, ..Default::default() };
+    let mut old = SideTotals {
+        folders: sizes.len() as u64,
+        ..Default::default()
+    };
     let mut new = SideTotals::default();
     let mut seen = std::collections::BTreeSet::new();
     for f in sizes {
@@ -380,11 +421,22 @@ pub fn folder_size_table(sizes: &[FolderSize], sizing_secs: f64) -> Vec<String> 
     for (i, f) in sizes.iter().enumerate() {
         let counter = format!("{}/{n}", i + 1);
         let values = |s: Option<crate::sync::Sizes>, missing: &str| match s {
-            Some(s) => format!("Size: {:>9} Messages: {:>5} Biggest: {:>9}", s.bytes, s.messages, s.biggest),
+            Some(s) => format!(
+                "Size: {:>9} Messages: {:>5} Biggest: {:>9}",
+                s.bytes, s.messages, s.biggest
+            ),
             None => missing.to_string(),
         };
-        lines.push(format!("Host1 folder {counter:>7} {:<35} {}", jux(&f.old_name), values(f.old, " does not exist")));
-        lines.push(format!("Host2 folder {counter:>7} {:<35} {}", jux(&f.new_name), values(f.new, " does not exist yet")));
+        lines.push(format!(
+            "Host1 folder {counter:>7} {:<35} {}",
+            jux(&f.old_name),
+            values(f.old, " does not exist")
+        ));
+        lines.push(format!(
+            "Host2 folder {counter:>7} {:<35} {}",
+            jux(&f.new_name),
+            values(f.new, " does not exist yet")
+        ));
         let (o, w) = (f.old.unwrap_or_default(), f.new.unwrap_or_default());
         lines.push(format!(
             "Host2-Host1  {:>7} {:<35}       {:>9}           {:>5}          {:>9}",
@@ -397,12 +449,34 @@ pub fn folder_size_table(sizes: &[FolderSize], sizing_secs: f64) -> Vec<String> 
         lines.push(String::new());
     }
     let (o, w) = size_totals(sizes);
-    let pair = |label: &str, a: String, b: String| [format!("Host1 {label}{a}"), format!("Host2 {label}{b}"), String::new()];
-    lines.extend(pair("Nb folders:           ", format!("{:>11} folders", o.folders), format!("{:>11} folders", w.folders)));
-    lines.extend(pair("Nb messages:          ", format!("{:>11} messages", o.messages), format!("{:>11} messages", w.messages)));
+    let pair = |label: &str, a: String, b: String| {
+        [
+            format!("Host1 {label}{a}"),
+            format!("Host2 {label}{b}"),
+            String::new(),
+        ]
+    };
+    lines.extend(pair(
+        "Nb folders:           ",
+        format!("{:>11} folders", o.folders),
+        format!("{:>11} folders", w.folders),
+    ));
+    lines.extend(pair(
+        "Nb messages:          ",
+        format!("{:>11} messages", o.messages),
+        format!("{:>11} messages", w.messages),
+    ));
     let bytes = |n: u64| format!("{n:>11} bytes ({})", bytes_bin(n as f64));
-    lines.extend(pair("Total size:           ", bytes(o.bytes), bytes(w.bytes)));
-    lines.extend(pair("Biggest message:      ", bytes(o.biggest), bytes(w.biggest)));
+    lines.extend(pair(
+        "Total size:           ",
+        bytes(o.bytes),
+        bytes(w.bytes),
+    ));
+    lines.extend(pair(
+        "Biggest message:      ",
+        bytes(o.biggest),
+        bytes(w.biggest),
+    ));
     lines.push(format!("Time spent on sizing: {sizing_secs:>11.1} seconds"));
     lines
 }
@@ -453,7 +527,9 @@ fn sync_sentences(s: &Stats, end: Option<(SideTotals, SideTotals)>) -> [String; 
     let first = if missing == 0 {
         format!("The sync looks good, all {on_old} identified messages in host1 are on host2.")
     } else {
-        format!("The sync is not finished, there are {missing} among {on_old} identified messages in host1 that are not on host2.")
+        format!(
+            "The sync is not finished, there are {missing} among {on_old} identified messages in host1 that are not on host2."
+        )
     };
     let second = "There is no unidentified message on host1.".to_string();
     let on_new = end.map_or(on_old - missing.min(on_old), |(_, w)| w.messages);
@@ -475,7 +551,10 @@ pub fn stats_block(i: &StatsInput) -> Vec<String> {
     let secs = (i.ended - i.started).num_milliseconds().max(0) as f64 / 1000.0;
     let per_sec = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
     let transferred = if i.dry {
-        format!("{} (could be {} without dry mode)", s.messages_transferred, s.messages_would_transfer)
+        format!(
+            "{} (could be {} without dry mode)",
+            s.messages_transferred, s.messages_would_transfer
+        )
     } else {
         s.messages_transferred.to_string()
     };
@@ -485,7 +564,10 @@ pub fn stats_block(i: &StatsInput) -> Vec<String> {
         stat("Transfer started on", localtimez(&i.started)),
         stat("Transfer ended on", localtimez(&i.ended)),
         stat("Transfer time", format!("{secs:.1} sec")),
-        stat("Folders synced", format!("{}/{} synced", s.folders_synced, s.folders_total)),
+        stat(
+            "Folders synced",
+            format!("{}/{} synced", s.folders_synced, s.folders_total),
+        ),
         stat("Messages transferred", transferred),
         stat("Messages skipped", s.messages_skipped),
         stat("Messages found duplicate on host1", 0),
@@ -493,14 +575,29 @@ pub fn stats_block(i: &StatsInput) -> Vec<String> {
         stat("Messages found crossduplicate on host2", 0),
         stat("Messages void (noheader) on host1", 0),
         stat("Messages void (noheader) on host2", 0),
-        stat("Messages found in host1 not in host2", format!("{} messages", s.messages_missing_on_new)),
-        stat("Messages found in host2 not in host1", format!("{} messages", host2_extra(s, i.end))),
+        stat(
+            "Messages found in host1 not in host2",
+            format!("{} messages", s.messages_missing_on_new),
+        ),
+        stat(
+            "Messages found in host2 not in host1",
+            format!("{} messages", host2_extra(s, i.end)),
+        ),
         stat("Messages deleted on host1", 0),
         stat("Messages deleted on host2", s.messages_deleted_on_new),
-        stat("Total bytes transferred", bytes_with_unit(s.bytes_transferred)),
+        stat(
+            "Total bytes transferred",
+            bytes_with_unit(s.bytes_transferred),
+        ),
         stat("Total bytes skipped", bytes_with_unit(s.bytes_skipped)),
-        stat("Message rate", format!("{:.1} messages/s", per_sec(s.messages_transferred as f64))),
-        stat("Average bandwidth rate", format!("{:.1} KiB/s", per_sec(s.bytes_transferred as f64) / 1024.0)),
+        stat(
+            "Message rate",
+            format!("{:.1} messages/s", per_sec(s.messages_transferred as f64)),
+        ),
+        stat(
+            "Average bandwidth rate",
+            format!("{:.1} KiB/s", per_sec(s.bytes_transferred as f64) / 1024.0),
+        ),
         stat("Reconnections to host1", 0),
         stat("Reconnections to host2", 0),
         stat(
@@ -514,8 +611,18 @@ pub fn stats_block(i: &StatsInput) -> Vec<String> {
         ),
         stat("Load end is", &p.load),
         stat("CPU time and %cpu", cpu_figures(p.cpu_secs, secs, p.cores)),
-        stat("Biggest message transferred", format!("{} bytes ({})", s.biggest_message, bytes_bin(s.biggest_message as f64))),
-        stat("Memory/biggest message ratio", memory_ratio(p.memory_end_mib, s.biggest_message)),
+        stat(
+            "Biggest message transferred",
+            format!(
+                "{} bytes ({})",
+                s.biggest_message,
+                bytes_bin(s.biggest_message as f64)
+            ),
+        ),
+        stat(
+            "Memory/biggest message ratio",
+            memory_ratio(p.memory_end_mib, s.biggest_message),
+        ),
     ];
     if let (Some(start), Some(end)) = (difference(i.start), difference(i.end)) {
         lines.push(stat("Start difference host2 - host1", start));
@@ -528,12 +635,22 @@ pub fn stats_block(i: &StatsInput) -> Vec<String> {
 }
 
 fn host2_extra(s: &Stats, end: Option<(SideTotals, SideTotals)>) -> u64 {
-    end.map_or(0, |(_, w)| w.messages.saturating_sub(s.messages_on_old.saturating_sub(s.messages_missing_on_new)))
+    end.map_or(0, |(_, w)| {
+        w.messages
+            .saturating_sub(s.messages_on_old.saturating_sub(s.messages_missing_on_new))
+    })
 }
 
 fn cpu_figures(cpu_secs: f64, wall_secs: f64, cores: usize) -> String {
-    let percent = if wall_secs > 0.0 { 100.0 * cpu_secs / wall_secs } else { 0.0 };
-    format!("{cpu_secs:.2} sec {percent:.1} %cpu {:.1} %allcpus", percent / cores.max(1) as f64)
+    let percent = if wall_secs > 0.0 {
+        100.0 * cpu_secs / wall_secs
+    } else {
+        0.0
+    };
+    format!(
+        "{cpu_secs:.2} sec {percent:.1} %cpu {:.1} %allcpus",
+        percent / cores.max(1) as f64
+    )
 }
 
 fn memory_ratio(memory_mib: f64, biggest: u64) -> String {
@@ -559,24 +676,84 @@ mod tests {
             ("", NothingReported, 111),
             ("aie", Unclassified, 111),
             ("Message xxx could not be fetched: blabla", Fetch, 115),
-            ("could not append message xxx: BAD maximum message size exceeded", AppendSize, 114),
-            ("- msg I/1 could not append (...) to folder X: NO Maximum size of appendable message has been exceeded", AppendSize, 114),
+            (
+                "could not append message xxx: BAD maximum message size exceeded",
+                AppendSize,
+                114,
+            ),
+            (
+                "- msg I/1 could not append (...) to folder X: NO Maximum size of appendable message has been exceeded",
+                AppendSize,
+                114,
+            ),
             ("Quota limit will be exceeded", Overquota, 113),
-            ("- msg INBOX/3 {12} could not append ( Subject:[x] ) to folder INBOX: NO [OVERQUOTA] Quota exceeded", Overquota, 113),
-            ("Could not create folder [X] from [Y]: NO [OVERQUOTA] Not enough disk quota", Overquota, 113),
-            ("mailbox full: it is time to find a bigger place", Overquota, 113),
+            (
+                "- msg INBOX/3 {12} could not append ( Subject:[x] ) to folder INBOX: NO [OVERQUOTA] Quota exceeded",
+                Overquota,
+                113,
+            ),
+            (
+                "Could not create folder [X] from [Y]: NO [OVERQUOTA] Not enough disk quota",
+                Overquota,
+                113,
+            ),
+            (
+                "mailbox full: it is time to find a bigger place",
+                Overquota,
+                113,
+            ),
             ("could not append", Append, 114),
-            ("could not append ( Subject:[For You] ) to folder INBOX: 275 NO Message refused because it contains a virus", AppendVirus, 119),
-            ("Host2: flags msg INBOX/957910 could not add flags [PasGlop]: 33 NO Error", Flags, 120),
+            (
+                "could not append ( Subject:[For You] ) to folder INBOX: 275 NO Message refused because it contains a virus",
+                AppendVirus,
+                119,
+            ),
+            (
+                "Host2: flags msg INBOX/957910 could not add flags [PasGlop]: 33 NO Error",
+                Flags,
+                120,
+            ),
             ("Could not create folder", Create, 116),
-            ("Host1 Folder Junk: Could not select: NO Mailbox doesn't exist", Select, 117),
-            ("Maximum bytes transferred reached, 423 >= 100, ending sync", TransferExceeded, 118),
-            ("Host1 failure: can not open imap connection on host1 [bad] with user [tata]: nope", ConnHost1, 101),
-            ("Host2 failure: can not open imap connection on host2 [127.0.0.1] with port [1]: Connection refused", ConnHost2, 102),
-            ("Host1 failure: Error login on [127.0.0.1] with user [alice] auth [LOGIN]: a2 NO [AUTHENTICATIONFAILED] Authentication failed.", AuthUser1, 161),
-            ("Host2 failure: Error login on [h] with user [bob] auth [PLAIN]: NO", AuthUser2, 162),
-            ("Host1 failure: Can not go to tls encryption on host1 [h]: the server does not offer STARTTLS", Tls, 12),
-            ("Host2 failure: Can not go to tls encryption on host2 [h]: invalid peer certificate", Tls, 12),
+            (
+                "Host1 Folder Junk: Could not select: NO Mailbox doesn't exist",
+                Select,
+                117,
+            ),
+            (
+                "Maximum bytes transferred reached, 423 >= 100, ending sync",
+                TransferExceeded,
+                118,
+            ),
+            (
+                "Host1 failure: can not open imap connection on host1 [bad] with user [tata]: nope",
+                ConnHost1,
+                101,
+            ),
+            (
+                "Host2 failure: can not open imap connection on host2 [127.0.0.1] with port [1]: Connection refused",
+                ConnHost2,
+                102,
+            ),
+            (
+                "Host1 failure: Error login on [127.0.0.1] with user [alice] auth [LOGIN]: a2 NO [AUTHENTICATIONFAILED] Authentication failed.",
+                AuthUser1,
+                161,
+            ),
+            (
+                "Host2 failure: Error login on [h] with user [bob] auth [PLAIN]: NO",
+                AuthUser2,
+                162,
+            ),
+            (
+                "Host1 failure: Can not go to tls encryption on host1 [h]: the server does not offer STARTTLS",
+                Tls,
+                12,
+            ),
+            (
+                "Host2 failure: Can not go to tls encryption on host2 [h]: invalid peer certificate",
+                Tls,
+                12,
+            ),
         ] {
             assert_eq!(classify(text), class, "{text}");
             assert_eq!(class.exit_code(), exit, "{text}");
@@ -593,22 +770,44 @@ mod tests {
     fn most_frequent_class_wins_and_ties_go_alphabetical() {
         let e = |v: &[&str]| most_frequent(&strings(v));
         assert_eq!(e(&[]), ErrClass::NothingReported);
-        assert_eq!(e(&["aie", "OVERQUOTA pipi", "OVERQUOTA caca"]), ErrClass::Overquota);
+        assert_eq!(
+            e(&["aie", "OVERQUOTA pipi", "OVERQUOTA caca"]),
+            ErrClass::Overquota
+        );
         // One each of ERR_APPEND and ERR_CREATE: ERR_APPEND < ERR_CREATE.
-        assert_eq!(e(&["Could not create folder A", "could not append B"]), ErrClass::Append);
+        assert_eq!(
+            e(&["Could not create folder A", "could not append B"]),
+            ErrClass::Append
+        );
         // ERR_Host1_FETCH sorts before ERR_OVERQUOTA ('H' < 'O') but after ERR_CREATE.
-        assert_eq!(e(&["x could not be fetched: y", "OVERQUOTA"]), ErrClass::Fetch);
-        assert_eq!(e(&["x could not be fetched: y", "Could not create folder"]), ErrClass::Create);
+        assert_eq!(
+            e(&["x could not be fetched: y", "OVERQUOTA"]),
+            ErrClass::Fetch
+        );
+        assert_eq!(
+            e(&["x could not be fetched: y", "Could not create folder"]),
+            ErrClass::Create
+        );
         // Both logins failed: USER1 < USER2.
         assert_eq!(
-            e(&["Host2 failure: Error login on [h]", "Host1 failure: Error login on [h]"]),
+            e(&[
+                "Host2 failure: Error login on [h]",
+                "Host1 failure: Error login on [h]"
+            ]),
             ErrClass::AuthUser1
         );
         // Empty text (ERR_NOTHING_REPORTED) beats ERR_UNCLASSIFIED on a tie, as in imapsync's tests.
         assert_eq!(e(&["aie", ""]), ErrClass::NothingReported);
         assert_eq!(e(&["aie", "ouille", ""]), ErrClass::Unclassified);
         assert_eq!(exit_code_for(&[]), 0);
-        assert_eq!(exit_code_for(&strings(&["could not append", "could not append", "Could not select: x"])), 114);
+        assert_eq!(
+            exit_code_for(&strings(&[
+                "could not append",
+                "could not append",
+                "Could not select: x"
+            ])),
+            114
+        );
     }
 
     #[test]
@@ -617,15 +816,24 @@ mod tests {
             exit_line(161, 1, 50, 4242),
             "Exiting with return value 161 (EXIT_AUTHENTICATION_FAILURE_USER1) 1/50 nb_errors/max_errors PID 4242"
         );
-        assert_eq!(exit_line(0, 0, 50, 7), "Exiting with return value 0 (EX_OK: successful termination) 0/50 nb_errors/max_errors PID 7");
+        assert_eq!(
+            exit_line(0, 0, 50, 7),
+            "Exiting with return value 0 (EX_OK: successful termination) 0/50 nb_errors/max_errors PID 7"
+        );
         assert_eq!(exit_text(66), "EX_NOINPUT: cannot open input");
         assert_eq!(exit_text(12), "EXIT_TLS_FAILURE");
     }
 
     #[test]
     fn listing() {
-        let a = Account { user1: "alice".into(), ..Default::default() };
-        let errors = strings(&["Host1 failure: Error login on [h] with user [alice] auth [LOGIN]: NO\n", "aie"]);
+        let a = Account {
+            user1: "alice".into(),
+            ..Default::default()
+        };
+        let errors = strings(&[
+            "Host1 failure: Error login on [h] with user [alice] auth [LOGIN]: NO\n",
+            "aie",
+        ]);
         assert_eq!(
             error_listing(&errors, 2, true, &a),
             [
@@ -635,13 +843,16 @@ mod tests {
                 "The most frequent error is ERR_AUTHENTICATION_FAILURE_USER1. Check the credentials for alice.",
             ]
         );
-        assert_eq!(error_listing(&strings(&["aie"]), 1, false, &a), ["The most frequent error is ERR_UNCLASSIFIED. "]);
+        assert_eq!(
+            error_listing(&strings(&["aie"]), 1, false, &a),
+            ["The most frequent error is ERR_UNCLASSIFIED. "]
+        );
     }
 
     #[test]
     fn bytes_in_binary_units() {
         for (n, s) in [
-            (0, "0.000 KiB"),
+            (0u64, "0.000 KiB"),
             (1, "0.001 KiB"),
             (999, "0.976 KiB"),
             (1024, "1.000 KiB"),
@@ -654,7 +865,7 @@ mod tests {
         ] {
             assert_eq!(bytes_bin(n as f64), s, "{n}");
         }
-        assert_eq!(bytes_with_unit(506_789_012), "506789012 (483.321 MiB)");
+        assert_eq!(bytes_with_unit(506_789_012), "506789012 (483.312 MiB)");
     }
 
     #[test]
@@ -669,30 +880,47 @@ mod tests {
             bytes: 2048,
             elapsed_secs: 2.0,
         });
-        assert_eq!(line, "msg INBOX/12 {3456}           copied to INBOX/7          5.00 msgs/s  1.000 KiB/s 2.000 KiB copied");
+        assert_eq!(
+            line,
+            "msg INBOX/12 {3456}           copied to INBOX/7          5.00 msgs/s  1.000 KiB/s 2.000 KiB copied"
+        );
     }
 
     fn sizes(messages: u64, bytes: u64, biggest: u64) -> Option<Sizes> {
-        Some(Sizes { messages, bytes, biggest })
+        Some(Sizes {
+            messages,
+            bytes,
+            biggest,
+        })
     }
 
     #[test]
     fn size_table() {
         let table = folder_size_table(
             &[
-                FolderSize { old_name: "INBOX".into(), new_name: "INBOX".into(), old: sizes(3, 3000, 2000), new: sizes(1, 1000, 1000) },
-                FolderSize { old_name: "Sent".into(), new_name: "INBOX.Sent".into(), old: sizes(2, 100, 60), new: None },
+                FolderSize {
+                    old_name: "INBOX".into(),
+                    new_name: "INBOX".into(),
+                    old: sizes(3, 3000, 2000),
+                    new: sizes(1, 1000, 1000),
+                },
+                FolderSize {
+                    old_name: "Sent".into(),
+                    new_name: "INBOX.Sent".into(),
+                    old: sizes(2, 100, 60),
+                    new: None,
+                },
             ],
             0.25,
         );
         let expected = [
             "Host1 folder     1/2 [INBOX]                             Size:      3000 Messages:     3 Biggest:      2000",
             "Host2 folder     1/2 [INBOX]                             Size:      1000 Messages:     1 Biggest:      1000",
-            "Host2-Host1                                                   -2000              -2              -1000",
+            "Host2-Host1                                                        -2000              -2              -1000",
             "",
             "Host1 folder     2/2 [Sent]                              Size:       100 Messages:     2 Biggest:        60",
             "Host2 folder     2/2 [INBOX.Sent]                         does not exist yet",
-            "Host2-Host1                                                    -100              -2                -60",
+            "Host2-Host1                                                         -100              -2                -60",
             "",
             "Host1 Nb folders:                     2 folders",
             "Host2 Nb folders:                     2 folders",
@@ -709,8 +937,19 @@ mod tests {
             "Time spent on sizing:         0.2 seconds",
         ];
         assert_eq!(table, expected);
-        let missing = folder_size_table(&[FolderSize { old_name: "Gone".into(), new_name: "Gone".into(), old: None, new: None }], 0.0);
-        assert_eq!(missing[0], "Host1 folder     1/1 [Gone]                               does not exist");
+        let missing = folder_size_table(
+            &[FolderSize {
+                old_name: "Gone".into(),
+                new_name: "Gone".into(),
+                old: None,
+                new: None,
+            }],
+            0.0,
+        );
+        assert_eq!(
+            missing[0],
+            "Host1 folder     1/1 [Gone]                               does not exist"
+        );
         assert!(jux("&AMk-l&AOk-ments").starts_with("[&AMk-l&AOk-ments] = ["));
     }
 
@@ -729,7 +968,13 @@ mod tests {
             biggest_message: 1024,
             ..Default::default()
         };
-        let totals = (SideTotals { messages: 42, ..Default::default() }, SideTotals::default());
+        let totals = (
+            SideTotals {
+                messages: 42,
+                ..Default::default()
+            },
+            SideTotals::default(),
+        );
         let block = stats_block(&StatsInput {
             started,
             ended,
@@ -738,20 +983,44 @@ mod tests {
             nb_errors: 0,
             start: Some(totals),
             end: Some(totals),
-            process: ProcessFigures { memory_end_mib: 10.0, memory_start_mib: 5.0, load: "0.1".into(), cpu_secs: 0.5, cores: 2 },
+            process: ProcessFigures {
+                memory_end_mib: 10.0,
+                memory_start_mib: 5.0,
+                load: "0.1".into(),
+                cpu_secs: 0.5,
+                cores: 2,
+            },
         });
         assert_eq!(block[0], "++++ Statistics");
         assert!(block[1].starts_with("Transfer started on                     : "));
-        assert_eq!(block[3], "Transfer time                           : 2.5 sec");
-        assert_eq!(block[4], "Folders synced                          : 5/5 synced");
-        assert_eq!(block[5], "Messages transferred                    : 0 (could be 42 without dry mode)");
-        assert!(block.contains(&"Total bytes transferred                 : 506789012 (483.321 MiB)".to_string()));
-        assert!(block.contains(&"Start difference host2 - host1          : -42 messages, 0 bytes (0.000 KiB)".to_string()));
+        assert_eq!(
+            block[3],
+            "Transfer time                           : 2.5 sec"
+        );
+        assert_eq!(
+            block[4],
+            "Folders synced                          : 5/5 synced"
+        );
+        assert_eq!(
+            block[5],
+            "Messages transferred                    : 0 (could be 42 without dry mode)"
+        );
+        assert!(block.contains(
+            &"Total bytes transferred                 : 506789012 (483.312 MiB)".to_string()
+        ));
+        assert!(
+            block.contains(
+                &"Start difference host2 - host1          : -42 messages, 0 bytes (0.000 KiB)"
+                    .to_string()
+            )
+        );
         assert!(block.contains(
             &"The sync is not finished, there are 42 among 42 identified messages in host1 that are not on host2.".to_string()
         ));
         assert!(block.contains(&"There is no unidentified message on host1.".to_string()));
-        assert!(block.contains(&"The sync is strict, all 0 identified messages in host2 are on host1.".to_string()));
+        assert!(block.contains(
+            &"The sync is strict, all 0 identified messages in host2 are on host1.".to_string()
+        ));
         assert_eq!(block[block.len() - 2], "Detected 0 errors");
         let no_dry = stats_block(&StatsInput {
             started,

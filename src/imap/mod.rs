@@ -43,3 +43,56 @@ impl fmt::Display for Side {
         })
     }
 }
+
+/// Reads and parses every response in `data`, delivered in `chunk`-byte pieces, as a connection
+/// would; returns how many responses were parsed. For the fuzz target and the property test:
+/// whatever a server sends, the reader and parser must return (an error is fine), never panic or hang.
+pub fn parse_stream(data: &[u8], chunk: usize) -> usize {
+    use tokio::io::AsyncWriteExt;
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
+        return 0;
+    };
+    rt.block_on(async {
+        let chunk = chunk.clamp(1, 1 << 16);
+        let (mut tx, rx) = tokio::io::duplex(chunk);
+        let data = data.to_vec();
+        let writer = async move {
+            for piece in data.chunks(chunk) {
+                if tx.write_all(piece).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let reader = async move {
+            let mut rx = tokio::io::BufReader::with_capacity(chunk, rx);
+            let mut parsed = 0;
+            while let Ok(Some(parts)) = reader::read_response(&mut rx, Side::Old, std::time::Duration::from_secs(5)).await {
+                if response::parse(parts).is_ok() {
+                    parsed += 1;
+                }
+            }
+            parsed
+        };
+        tokio::join!(writer, reader).1
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes in arbitrary chunks: the reader and parser never panic or hang.
+        #[test]
+        fn arbitrary_input_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2048), chunk in 1usize..64) {
+            super::parse_stream(&data, chunk);
+        }
+
+        /// Well-formed responses parse the same however the stream is cut.
+        #[test]
+        fn chunking_does_not_change_the_result(chunk in 1usize..40) {
+            let input = b"* OK [CAPABILITY IMAP4rev1] hi\r\n* 1 FETCH (UID 3 BODY[] {5}\r\nhello)\r\n* LIST () \"/\" x\r\nA1 OK done\r\n";
+            prop_assert_eq!(super::parse_stream(input, chunk), 4);
+        }
+    }
+}

@@ -1,0 +1,895 @@
+//! Throughput benchmark: imapferry against Dovecot's own migrator (dsync over imapc) and against
+//! the raw ceiling of a pipelined MULTIAPPEND, on two private Dovecot 2.3 instances
+//! (OLD and NEW, both `Layout::Slash`, `mail_fsync = never`).
+//!
+//! Why: DESIGN.md §3 promises a pipelined copy (many FETCHes in flight, LITERAL+/MULTIAPPEND on
+//! NEW) and a no-change pass that costs one STATUS per folder. This measures how close the initial
+//! copy gets to what NEW can ingest at all (target: imapferry ≤ 1.3 × the raw MULTIAPPEND time),
+//! how it compares with dsync, and how cheap the follow-up passes are.
+//!
+//! Runs, each against a fresh, empty NEW user so they are comparable:
+//!   a) imapferry initial copy (`sync_account`, default Options, `--connections` K, default 4)
+//!   b) `doveadm backup -R` pulling the same account over imapc (dsync)
+//!   c) raw MULTIAPPEND of the same bytes (read from OLD beforehand) over K connections
+//!   d) imapferry no-change pass (same state file as a), and dsync's equivalent
+//!   e) 50 flag changes + 20 new messages on OLD, then imapferry and dsync delta passes
+//! imapferry passes run in a child process (this binary re-executed with a hidden `--child-pass`)
+//! so the parent can read the pass's peak RSS with wait4(2). Server CPU is the growth of each
+//! Dovecot process tree's CPU time (from /proc) over the run. Timings are printed, never asserted.
+//!
+//! Usage: cargo run --release --example bench -- [--messages N] [--connections K]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::seed::{Rng, imap_date};
+use common::{Dovecot, DovecotOptions, Layout, RawImap, lognormal_size, message};
+use imapferry::imap::{AppendMsg, Body, Client, ConnectOptions, Security, Side, TlsOptions};
+use imapferry::secret::Secret;
+use imapferry::store::SqliteStore;
+use imapferry::sync::{AuthMech, Endpoint, Options, Quiet, sync_account};
+
+const PW: &str = "bench-pw";
+/// The child pass reads the IMAP password from here (never from its command line).
+const PW_ENV: &str = "IMAPFERRY_BENCH_PW";
+const CHILD_FLAG: &str = "--child-pass";
+
+/// Folders (same names on OLD and NEW) and their share of the messages, in percent.
+const FOLDERS: [(&str, usize); 6] = [
+    ("INBOX", 40),
+    ("Archive", 20),
+    ("Sent", 15),
+    ("Lists", 10),
+    ("Projects", 8),
+    ("Projects/2024", 7),
+];
+/// Log-normal sizes: median 10 KB; sigma 1.35 gives a mean of ~25 KB (2,000 msgs ≈ 50 MB).
+const MEDIAN_SIZE: usize = 10_000;
+const SIGMA: f64 = 1.35;
+const MAX_SIZE: usize = 4 << 20;
+/// Raw ceiling: messages and bytes per MULTIAPPEND, APPENDs in flight per connection
+/// (the same limits imapferry's copy pipeline uses).
+const APPEND_BATCH: usize = 50;
+const APPEND_BATCH_BYTES: u64 = 8 << 20;
+const APPEND_IN_FLIGHT: usize = 2;
+const FLAG_CHANGES: usize = 50;
+const NEW_MESSAGES: usize = 20;
+
+/// One message to append.
+struct Mail {
+    flags: Vec<String>,
+    date: Option<String>,
+    body: Body,
+    /// UID on OLD (0 before it is known).
+    uid: u32,
+}
+
+type Account = Vec<(String, Vec<Mail>)>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
+        child_pass(&args[2..]);
+        return;
+    }
+    let mut messages = 2_000usize;
+    let mut connections = 4usize;
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        let mut value = || -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| usage(&format!("{a} needs a number")))
+        };
+        match a.as_str() {
+            "--messages" => messages = value().max(FOLDERS.len()),
+            "--connections" => connections = value().max(1),
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    run(messages, connections);
+}
+
+fn usage(why: &str) -> ! {
+    if !why.is_empty() {
+        eprintln!("bench: {why}");
+    }
+    eprintln!("usage: cargo run --release --example bench -- [--messages N] [--connections K]");
+    std::process::exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent: servers, seeding, the runs, the table.
+
+fn run(messages: usize, k: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let start = |layout| {
+        Dovecot::start_with(DovecotOptions {
+            layout,
+            ..Default::default()
+        })
+    };
+    let old = start(Layout::Slash);
+    let new = start(Layout::Slash);
+    old.add_user("alice", PW);
+    for user in ["alice", "dsyncuser", "rawuser"] {
+        new.add_user(user, PW);
+    }
+    println!(
+        "OLD dovecot 127.0.0.1:{} (Slash), NEW dovecot 127.0.0.1:{} (Slash), mail_fsync=never, {} CPUs",
+        old.port(),
+        new.port(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // 1. Seed OLD (untimed).
+    let t = Instant::now();
+    let seed = Arc::new(generate(messages));
+    rt.block_on(append_account(old.port(), "alice", seed.clone(), 4))
+        .unwrap_or_else(|e| panic!("seeding OLD failed: {e}"));
+    drop(seed);
+    let old_counts = counts(&old, "alice");
+    let total: usize = old_counts.values().map(|c| c.0 as usize).sum();
+    let bytes: u64 = old_counts.values().map(|c| c.1).sum();
+    println!(
+        "seeded OLD alice in {:.1}s: {total} messages, {:.1} MB in {} folders",
+        t.elapsed().as_secs_f64(),
+        mb(bytes),
+        FOLDERS.len()
+    );
+    for (f, (n, b)) in &old_counts {
+        if *n > 0 {
+            println!("    {f:<16} {n:>6} msgs {:>8.1} MB", mb(*b));
+        }
+    }
+
+    // Read everything back from OLD (untimed) for the raw ceiling, and learn UIDs and flags.
+    let t = Instant::now();
+    let account = Arc::new(read_account(&old, "alice"));
+    let (biggest, median) = size_stats(&account);
+    println!(
+        "read OLD into memory in {:.1}s (median {:.1} KB, biggest {:.2} MB)",
+        t.elapsed().as_secs_f64(),
+        median as f64 / 1e3,
+        mb(biggest)
+    );
+    println!();
+
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let state = state_dir.path().join("state.db");
+    let cpu = Cpu::new(&old, &new);
+    let mut rows: Vec<Row> = Vec::new();
+
+    // c) Raw ceiling first: it only needs NEW.
+    let c0 = cpu.sample();
+    let self0 = self_cpu();
+    let t = Instant::now();
+    rt.block_on(append_account(new.port(), "rawuser", account.clone(), k))
+        .unwrap_or_else(|e| panic!("raw MULTIAPPEND failed: {e}"));
+    let wall = t.elapsed().as_secs_f64();
+    let client_cpu = self_cpu() - self0;
+    let (so, sn) = cpu.since(c0);
+    let raw_ok = check("rawuser", &old_counts, &counts(&new, "rawuser"));
+    rows.push(Row {
+        name: format!("c) raw MULTIAPPEND, {k} conn"),
+        msgs: total as u64,
+        bytes,
+        wall,
+        client_cpu,
+        old_cpu: so,
+        new_cpu: sn,
+        rss_kib: None,
+        note: raw_ok,
+    });
+
+    // a) imapferry initial copy.
+    let row = ferry_pass(&old, &new, &state, k, &cpu, "a) imapferry initial");
+    let alice_ok = check("alice", &old_counts, &counts(&new, "alice"));
+    println!("correctness after (a): NEW alice = OLD alice per folder: {alice_ok}");
+    rows.push(Row {
+        note: alice_ok,
+        ..row
+    });
+
+    // b) dsync initial copy.
+    let mut row = dsync_pass(&old, &new, &cpu, "b) dsync initial (imapc)");
+    row.note = check("dsyncuser", &old_counts, &counts(&new, "dsyncuser"));
+    row.msgs = total as u64;
+    row.bytes = bytes;
+    rows.push(row);
+
+    // d) No-change passes.
+    rows.push(ferry_pass(&old, &new, &state, k, &cpu, "d) imapferry no-change"));
+    let mut row = dsync_pass(&old, &new, &cpu, "d) dsync no-change");
+    row.msgs = 0;
+    rows.push(row);
+
+    // e) Delta: flag changes and new mail on OLD (untimed), then one pass each.
+    let added_bytes = change_old(&old, &account, messages as u64);
+    let old_counts = counts(&old, "alice");
+    rows.push(ferry_pass(&old, &new, &state, k, &cpu, "e) imapferry delta"));
+    let ferry_delta_ok = check("alice", &old_counts, &counts(&new, "alice"));
+    rows.last_mut().unwrap().note = ferry_delta_ok;
+    let mut row = dsync_pass(&old, &new, &cpu, "e) dsync delta");
+    row.note = check("dsyncuser", &old_counts, &counts(&new, "dsyncuser"));
+    row.msgs = NEW_MESSAGES as u64;
+    row.bytes = added_bytes;
+    rows.push(row);
+
+    print_table(&rows, total, bytes, k);
+    println!();
+    println!("reproduce: cargo run --release --example bench -- --messages {messages} --connections {k}");
+}
+
+/// One row of the results table.
+#[derive(Clone, Debug, Default)]
+struct Row {
+    name: String,
+    msgs: u64,
+    bytes: u64,
+    wall: f64,
+    client_cpu: f64,
+    old_cpu: f64,
+    new_cpu: f64,
+    rss_kib: Option<u64>,
+    note: String,
+}
+
+fn print_table(rows: &[Row], total: usize, bytes: u64, k: usize) {
+    println!();
+    println!(
+        "RESULTS: {total} messages, {:.1} MB (MB = 10^6 bytes), imapferry and raw with {k} connections; dsync uses one imapc connection",
+        mb(bytes)
+    );
+    println!(
+        "{:<32} {:>6} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9}  {}",
+        "run", "msgs", "MB", "wall s", "msgs/s", "MB/s", "cli CPU", "OLD CPU", "NEW CPU", "peak RSS", "check"
+    );
+    for r in rows {
+        let rate = |x: f64| {
+            if r.msgs == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", x / r.wall)
+            }
+        };
+        println!(
+            "{:<32} {:>6} {:>7.1} {:>8.3} {:>8} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>9}  {}",
+            r.name,
+            r.msgs,
+            mb(r.bytes),
+            r.wall,
+            rate(r.msgs as f64),
+            rate(mb(r.bytes)),
+            r.client_cpu,
+            r.old_cpu,
+            r.new_cpu,
+            r.rss_kib
+                .map_or("-".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            r.note
+        );
+    }
+    println!("(cli CPU: user+sys of imapferry's child / doveadm / this process for raw; OLD/NEW CPU: the Dovecot instances; dsync writes NEW's Maildir itself, so its NEW work is in cli CPU)");
+    let wall = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| r.wall);
+    let ratio = |what: &str, a: Option<f64>, b: Option<f64>, extra: &str| {
+        if let (Some(a), Some(b)) = (a, b) {
+            println!("  {what:<52} {:>7.2}{extra}", a / b);
+        }
+    };
+    println!();
+    println!("RATIOS");
+    ratio(
+        "imapferry initial speed / dsync initial speed",
+        wall("b) dsync initial"),
+        wall("a) imapferry initial"),
+        "x  (>1: imapferry faster)",
+    );
+    ratio(
+        "imapferry initial time / raw MULTIAPPEND time",
+        wall("a) imapferry initial"),
+        wall("c) raw"),
+        "   (target <= 1.3)",
+    );
+    ratio(
+        "imapferry no-change time / dsync no-change time",
+        wall("d) imapferry"),
+        wall("d) dsync"),
+        "   (<1: imapferry faster)",
+    );
+    ratio(
+        "imapferry delta time / dsync delta time",
+        wall("e) imapferry"),
+        wall("e) dsync"),
+        "   (<1: imapferry faster)",
+    );
+    if let (Some(a), Some(d)) = (wall("a) imapferry initial"), wall("d) imapferry")) {
+        println!(
+            "  {:<52} {:>7.3}s ({:.1} % of the initial copy)",
+            "imapferry no-change pass",
+            d,
+            100.0 * d / a
+        );
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test mail.
+
+/// N messages spread over FOLDERS, log-normal sizes, typical flags and INTERNALDATEs.
+fn generate(n: usize) -> Account {
+    let mut rng = Rng::new(0xBE7C_4);
+    let mut out: Account = Vec::new();
+    let mut next = 0u64;
+    for (i, (folder, share)) in FOLDERS.iter().enumerate() {
+        let count = if i == 0 {
+            n - FOLDERS[1..].iter().map(|(_, s)| n * s / 100).sum::<usize>()
+        } else {
+            n * share / 100
+        };
+        let mails = (0..count)
+            .map(|_| {
+                next += 1;
+                new_mail(&mut rng, next)
+            })
+            .collect();
+        out.push((folder.to_string(), mails));
+    }
+    out
+}
+
+fn new_mail(rng: &mut Rng, i: u64) -> Mail {
+    let size = lognormal_size(rng, MEDIAN_SIZE, SIGMA, MAX_SIZE);
+    let mut flags = Vec::new();
+    if rng.chance(0.7) {
+        flags.push("\\Seen".to_string());
+    }
+    if rng.chance(0.05) {
+        flags.push("\\Flagged".to_string());
+    }
+    if rng.chance(0.05) {
+        flags.push("\\Answered".to_string());
+    }
+    if rng.chance(0.05) {
+        flags.push("$Label1".to_string());
+    }
+    let utc = 1_420_070_400 + rng.below(315_000_000) as i64; // 2015..2025
+    Mail {
+        flags,
+        date: Some(imap_date(utc, 60)),
+        body: Body::Mem(message(i, size)),
+        uid: 0,
+    }
+}
+
+fn size_stats(account: &Account) -> (u64, u64) {
+    let mut sizes: Vec<u64> = account
+        .iter()
+        .flat_map(|(_, m)| m.iter().map(|m| m.body.len()))
+        .collect();
+    sizes.sort_unstable();
+    (
+        sizes.last().copied().unwrap_or(0),
+        sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+    )
+}
+
+/// Every message of `user` on `d`, folder by folder (untimed; RawImap).
+fn read_account(d: &Dovecot, user: &str) -> Account {
+    let mut imap = RawImap::connect(d.host(), d.port());
+    imap.login(user, PW);
+    let mut out = Vec::new();
+    for (folder, _) in FOLDERS {
+        let mails = imap
+            .uid_fetch_all(folder)
+            .into_iter()
+            .map(|m| Mail {
+                flags: m.flags.into_iter().collect(),
+                date: Some(m.internaldate),
+                body: Body::Mem(m.body),
+                uid: m.uid,
+            })
+            .collect();
+        out.push((folder.to_string(), mails));
+    }
+    imap.logout();
+    out
+}
+
+/// Per selectable folder: (messages, bytes) from `STATUS (MESSAGES SIZE)`.
+fn counts(d: &Dovecot, user: &str) -> BTreeMap<String, (u32, u64)> {
+    let mut imap = RawImap::connect(d.host(), d.port());
+    imap.login(user, PW);
+    let mut out = BTreeMap::new();
+    for (attrs, _, name) in imap.list() {
+        if attrs
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent"))
+        {
+            continue;
+        }
+        let (lines, tagged) = imap.raw(&format!("STATUS \"{name}\" (MESSAGES SIZE)"));
+        assert!(tagged.starts_with("OK"), "STATUS {name}: {tagged}");
+        let line = lines.iter().find(|l| l.starts_with("* STATUS")).expect("STATUS");
+        let num = |key: &str| -> u64 {
+            let words: Vec<&str> = line
+                .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+                .collect();
+            words
+                .iter()
+                .position(|w| w.eq_ignore_ascii_case(key))
+                .and_then(|p| words.get(p + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        out.insert(name, (num("MESSAGES") as u32, num("SIZE")));
+    }
+    imap.logout();
+    out
+}
+
+/// "OK" when every folder of OLD holds as many messages on NEW (`user`), else what differs.
+fn check(user: &str, old: &BTreeMap<String, (u32, u64)>, new: &BTreeMap<String, (u32, u64)>) -> String {
+    let mut bad = Vec::new();
+    for (f, (n, _)) in old {
+        let got = new.get(f).map_or(0, |c| c.0);
+        if got != *n {
+            bad.push(format!("{f}: {got}/{n}"));
+        }
+    }
+    let (o, n): (u32, u32) = (old.values().map(|c| c.0).sum(), new.values().map(|c| c.0).sum());
+    if bad.is_empty() {
+        format!("OK ({n}/{o})")
+    } else {
+        format!("MISMATCH {user} ({n}/{o}; {})", bad.join(", "))
+    }
+}
+
+/// 50 flag changes (+\Seen, -\Seen, +\Flagged, a keyword) and 20 new messages on OLD.
+/// Returns the bytes added.
+fn change_old(old: &Dovecot, account: &Account, first_id: u64) -> u64 {
+    let mut rng = Rng::new(0xDE17A);
+    let mut imap = RawImap::connect(old.host(), old.port());
+    imap.login("alice", PW);
+    // Distinct messages, spread over the folders.
+    let mut picked: BTreeSet<(usize, usize)> = BTreeSet::new();
+    while picked.len() < FLAG_CHANGES.min(account.iter().map(|f| f.1.len()).sum()) {
+        let f = rng.below(account.len() as u64) as usize;
+        if !account[f].1.is_empty() {
+            picked.insert((f, rng.below(account[f].1.len() as u64) as usize));
+        }
+    }
+    let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
+    for (j, (f, m)) in picked.into_iter().enumerate() {
+        let (folder, mails) = &account[f];
+        let mail = &mails[m];
+        let has = |flag: &str| mail.flags.iter().any(|x| x == flag);
+        let (op, flag) = match j % 4 {
+            0 | 3 if has("\\Seen") => ("-FLAGS", "\\Seen"),
+            0 | 3 => ("+FLAGS", "\\Seen"),
+            1 if has("\\Flagged") => ("-FLAGS", "\\Flagged"),
+            1 => ("+FLAGS", "\\Flagged"),
+            _ => ("+FLAGS", "$Label2"),
+        };
+        imap.uid_store(folder, mail.uid, op, &[flag]);
+        *ops.entry(if op == "+FLAGS" { "+" } else { "-" }).or_default() += 1;
+    }
+    let mut added = 0u64;
+    for j in 0..NEW_MESSAGES {
+        let mail = new_mail(&mut rng, first_id + 1_000 + j as u64);
+        let Body::Mem(bytes) = &mail.body else { unreachable!() };
+        let flags: Vec<&str> = mail.flags.iter().map(String::as_str).collect();
+        imap.append(FOLDERS[j % FOLDERS.len()].0, &flags, mail.date.as_deref(), bytes);
+        added += bytes.len() as u64;
+    }
+    imap.logout();
+    println!(
+        "changed OLD: {FLAG_CHANGES} flag changes ({} adds, {} removals) and {NEW_MESSAGES} new messages ({:.2} MB)",
+        ops.get("+").unwrap_or(&0),
+        ops.get("-").unwrap_or(&0),
+        mb(added)
+    );
+    added
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelined MULTIAPPEND through the crate's Client (seeding and the raw ceiling).
+
+/// Appends `account` for `user` over `k` connections: folders are created first, then taken
+/// largest first from a shared queue; per folder, batches of ≤ 50 messages / 8 MB with two APPEND
+/// commands in flight (LITERAL+ keeps each one a single write).
+async fn append_account(port: u16, user: &str, account: Arc<Account>, k: usize) -> Result<(), String> {
+    let mut first = connect(port, user).await?;
+    for (folder, _) in account.iter() {
+        if folder != "INBOX" {
+            first.create(folder).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let mut order: Vec<usize> = (0..account.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(account[i].1.len()));
+    let queue = Arc::new(Mutex::new(VecDeque::from(order)));
+    let mut first = Some(first);
+    let mut tasks = Vec::new();
+    for _ in 0..k.min(account.len()) {
+        let (queue, account, user) = (queue.clone(), account.clone(), user.to_string());
+        let client = first.take();
+        tasks.push(tokio::spawn(async move {
+            let mut client = match client {
+                Some(c) => c,
+                None => connect(port, &user).await?,
+            };
+            loop {
+                let Some(i) = queue.lock().unwrap().pop_front() else { break };
+                let (folder, mails) = &account[i];
+                append_folder(&mut client, folder, mails)
+                    .await
+                    .map_err(|e| format!("{folder}: {e}"))?;
+            }
+            client.logout().await;
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+async fn append_folder(
+    client: &mut Client,
+    folder: &str,
+    mails: &[Mail],
+) -> Result<(), imapferry::imap::ImapError> {
+    if mails.is_empty() {
+        return Ok(());
+    }
+    // Dovecot saves faster into a selected mailbox (see reference §6, latency traps).
+    client.select(folder, false).await?;
+    let mut in_flight: VecDeque<String> = VecDeque::new();
+    let mut rest = mails;
+    while !rest.is_empty() {
+        let mut n = 0;
+        let mut size = 0;
+        while n < rest.len() && n < APPEND_BATCH && (n == 0 || size + rest[n].body.len() <= APPEND_BATCH_BYTES) {
+            size += rest[n].body.len();
+            n += 1;
+        }
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        if in_flight.len() >= APPEND_IN_FLIGHT {
+            let tag = in_flight.pop_front().unwrap();
+            client.wait(&tag, |_| {}).await?.ok(Side::New, "APPEND")?;
+        }
+        let msgs: Vec<AppendMsg> = batch
+            .iter()
+            .map(|m| AppendMsg {
+                flags: &m.flags,
+                internaldate: m.date.as_deref(),
+                body: &m.body,
+            })
+            .collect();
+        in_flight.push_back(client.send_append(folder, &msgs).await?);
+    }
+    for tag in in_flight {
+        client.wait(&tag, |_| {}).await?.ok(Side::New, "APPEND")?;
+    }
+    Ok(())
+}
+
+fn connect_options(port: u16) -> ConnectOptions {
+    ConnectOptions {
+        host: "127.0.0.1".to_string(),
+        port,
+        security: Security::Plain,
+        tls: TlsOptions::default(),
+        timeout: Duration::from_secs(120),
+    }
+}
+
+async fn connect(port: u16, user: &str) -> Result<Client, String> {
+    let mut c = Client::connect(&connect_options(port), Side::New)
+        .await
+        .map_err(|e| e.to_string())?;
+    c.login(user, &Secret::new(PW)).await.map_err(|e| e.to_string())?;
+    for cap in ["LITERAL+", "MULTIAPPEND"] {
+        if !c.has(cap) {
+            return Err(format!("server lacks {cap}"));
+        }
+    }
+    Ok(c)
+}
+
+// ---------------------------------------------------------------------------------------------
+// imapferry passes in a child process.
+
+/// Runs one imapferry pass in a child (this binary, `--child-pass`) and measures it.
+fn ferry_pass(old: &Dovecot, new: &Dovecot, state: &Path, k: usize, cpu: &Cpu, name: &str) -> Row {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.arg(CHILD_FLAG)
+        .arg(old.port().to_string())
+        .arg(new.port().to_string())
+        .arg("alice")
+        .arg(state)
+        .arg(k.to_string())
+        .env(PW_ENV, PW);
+    let c0 = cpu.sample();
+    let m = measure(&mut cmd);
+    let (so, sn) = cpu.since(c0);
+    if !m.success {
+        panic!("{name}: child pass failed\n{}", m.stderr);
+    }
+    if !m.stderr.trim().is_empty() {
+        eprint!("{name} (child stderr):\n{}", m.stderr);
+    }
+    let stats: BTreeMap<String, String> = m
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH-PASS "))
+        .unwrap_or_else(|| panic!("{name}: no stats line in child output:\n{}", m.stdout))
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())))
+        .collect();
+    let get = |k: &str| stats.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    println!(
+        "{name}: {:.3}s wall ({}s inside sync_account), {}",
+        m.wall,
+        stats.get("secs").map_or("?", String::as_str),
+        m.stdout.lines().find(|l| l.starts_with("BENCH-PASS")).unwrap_or("").trim_start_matches("BENCH-PASS ")
+    );
+    Row {
+        name: format!("{name}, {k} conn"),
+        msgs: get("transferred"),
+        bytes: get("bytes"),
+        wall: m.wall,
+        client_cpu: m.cpu,
+        old_cpu: so,
+        new_cpu: sn,
+        rss_kib: Some(m.maxrss_kib),
+        note: match get("errors") {
+            0 => format!("flags {}", get("flags_updated")),
+            n => format!("{n} ERRORS, flags {}", get("flags_updated")),
+        },
+    }
+}
+
+/// The hidden child: one `sync_account` pass; prints its counters as one line.
+/// Args: old_port new_port user state_file connections; password in $IMAPFERRY_BENCH_PW.
+fn child_pass(args: &[String]) {
+    let [old_port, new_port, user, state, k] = args else {
+        usage("bad --child-pass arguments");
+    };
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let pw = std::env::var(PW_ENV).unwrap_or_else(|_| usage("no password in the environment"));
+    let endpoint = |port: &str| Endpoint {
+        connect: connect_options(port.parse().expect("port")),
+        user: user.clone(),
+        password: Secret::new(pw.clone()),
+        authuser: None,
+        auth: AuthMech::Login,
+    };
+    let opts = Options {
+        connections: k.parse().expect("connections"),
+        ..Options::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let store = SqliteStore::open(Path::new(state)).await.expect("open state store");
+        let t = Instant::now();
+        let report = sync_account(&store, &endpoint(old_port), &endpoint(new_port), &opts, &Quiet).await;
+        let secs = t.elapsed().as_secs_f64();
+        match report {
+            Ok(r) => {
+                let s = &r.stats;
+                println!(
+                    "BENCH-PASS transferred={} bytes={} flags_updated={} adopted={} deleted={} missing={} errors={} secs={secs:.3}",
+                    s.messages_transferred,
+                    s.bytes_transferred,
+                    s.flags_updated,
+                    s.messages_adopted,
+                    s.messages_deleted_on_new,
+                    s.messages_missing_on_new,
+                    r.errors.len()
+                );
+                for e in r.errors.iter().take(10) {
+                    eprintln!("error: {e}");
+                }
+            }
+            Err(e) => {
+                eprintln!("sync_account failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// dsync (doveadm backup -R over imapc).
+
+/// Pulls OLD alice into NEW dsyncuser with `doveadm backup -R ... imapc:` and measures it.
+fn dsync_pass(old: &Dovecot, new: &Dovecot, cpu: &Cpu, name: &str) -> Row {
+    let mut cmd = Command::new("doveadm");
+    cmd.arg("-c").arg(new.config_path());
+    for o in [
+        "imapc_host=127.0.0.1".to_string(),
+        format!("imapc_port={}", old.port()),
+        "imapc_user=alice".to_string(),
+        format!("imapc_password={PW}"),
+        "imapc_features=rfc822.size fetch-headers".to_string(),
+        "mail_prefetch_count=20".to_string(),
+    ] {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.args(["backup", "-R", "-u", "dsyncuser", "imapc:"]);
+    let c0 = cpu.sample();
+    let m = measure(&mut cmd);
+    let (so, sn) = cpu.since(c0);
+    if !m.success || !m.stderr.trim().is_empty() {
+        eprintln!("{name}: doveadm {} stderr:\n{}", if m.success { "succeeded, but" } else { "FAILED;" }, m.stderr);
+    }
+    println!("{name}: {:.3}s wall", m.wall);
+    Row {
+        name: name.to_string(),
+        wall: m.wall,
+        client_cpu: m.cpu,
+        old_cpu: so,
+        new_cpu: sn,
+        rss_kib: Some(m.maxrss_kib),
+        note: if m.success { String::new() } else { "doveadm FAILED".into() },
+        ..Row::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring processes: wall time, peak RSS and CPU of a child (wait4), Dovecot CPU (/proc).
+
+struct Measured {
+    wall: f64,
+    success: bool,
+    maxrss_kib: u64,
+    /// user + system seconds of the child (and anything it waited for).
+    cpu: f64,
+    stdout: String,
+    stderr: String,
+}
+
+fn measure(cmd: &mut Command) -> Measured {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().expect("spawn");
+    let mut err = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = String::new();
+    let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 reaps our own child (never waited on elsewhere).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    let wall = t.elapsed().as_secs_f64();
+    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+    Measured {
+        wall,
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        maxrss_kib: ru.ru_maxrss as u64,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        stdout,
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+fn tv(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+/// user + system CPU seconds of this process so far.
+fn self_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time of both Dovecot process trees.
+struct Cpu {
+    old: i32,
+    new: i32,
+    tick: f64,
+}
+
+impl Cpu {
+    fn new(old: &Dovecot, new: &Dovecot) -> Cpu {
+        // SAFETY: sysconf has no preconditions.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Cpu {
+            old: master_pid(&old.config_path()),
+            new: master_pid(&new.config_path()),
+            tick,
+        }
+    }
+
+    fn sample(&self) -> (f64, f64) {
+        let procs = all_procs();
+        (
+            tree_ticks(&procs, self.old) / self.tick,
+            tree_ticks(&procs, self.new) / self.tick,
+        )
+    }
+
+    /// CPU seconds each tree used since `before`. Processes of the pass that are still exiting
+    /// count either way (live: their own time; reaped: the master's cutime).
+    fn since(&self, before: (f64, f64)) -> (f64, f64) {
+        std::thread::sleep(Duration::from_millis(150));
+        let now = self.sample();
+        (now.0 - before.0, now.1 - before.1)
+    }
+}
+
+/// pid → (ppid, utime + stime + cutime + cstime in ticks).
+fn all_procs() -> BTreeMap<i32, (i32, f64)> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields after the command: state ppid ... utime(14) stime cutime cstime (1-based: 14..17).
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        out.insert(pid, (num(1) as i32, num(11) + num(12) + num(13) + num(14)));
+    }
+    out
+}
+
+fn tree_ticks(procs: &BTreeMap<i32, (i32, f64)>, root: i32) -> f64 {
+    let mut total = 0.0;
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if let Some((_, t)) = procs.get(&p) {
+            total += t;
+        }
+        stack.extend(procs.iter().filter(|(_, (pp, _))| *pp == p).map(|(c, _)| *c));
+    }
+    total
+}
+
+/// The Dovecot master started with `config` (its command line names the file).
+fn master_pid(config: &PathBuf) -> i32 {
+    let want = config.to_string_lossy().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("dovecot")) && args.iter().any(|a| *a == want) {
+            return pid;
+        }
+    }
+    panic!("no dovecot master running with {want}");
+}
