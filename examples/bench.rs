@@ -210,7 +210,14 @@ fn run(messages: usize, k: usize) {
     rows.push(row);
 
     // d) No-change passes.
-    rows.push(ferry_pass(&old, &new, &state, k, &cpu, "d) imapferry no-change"));
+    rows.push(ferry_pass(
+        &old,
+        &new,
+        &state,
+        k,
+        &cpu,
+        "d) imapferry no-change",
+    ));
     let mut row = dsync_pass(&old, &new, &cpu, "d) dsync no-change");
     row.msgs = 0;
     rows.push(row);
@@ -218,7 +225,14 @@ fn run(messages: usize, k: usize) {
     // e) Delta: flag changes and new mail on OLD (untimed), then one pass each.
     let added_bytes = change_old(&old, &account, messages as u64);
     let old_counts = counts(&old, "alice");
-    rows.push(ferry_pass(&old, &new, &state, k, &cpu, "e) imapferry delta"));
+    rows.push(ferry_pass(
+        &old,
+        &new,
+        &state,
+        k,
+        &cpu,
+        "e) imapferry delta",
+    ));
     let ferry_delta_ok = check("alice", &old_counts, &counts(&new, "alice"));
     rows.last_mut().unwrap().note = ferry_delta_ok;
     let mut row = dsync_pass(&old, &new, &cpu, "e) dsync delta");
@@ -229,7 +243,9 @@ fn run(messages: usize, k: usize) {
 
     print_table(&rows, total, bytes, k);
     println!();
-    println!("reproduce: cargo run --release --example bench -- --messages {messages} --connections {k}");
+    println!(
+        "reproduce: cargo run --release --example bench -- --messages {messages} --connections {k}"
+    );
 }
 
 /// One row of the results table.
@@ -254,7 +270,17 @@ fn print_table(rows: &[Row], total: usize, bytes: u64, k: usize) {
     );
     println!(
         "{:<32} {:>6} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9}  {}",
-        "run", "msgs", "MB", "wall s", "msgs/s", "MB/s", "cli CPU", "OLD CPU", "NEW CPU", "peak RSS", "check"
+        "run",
+        "msgs",
+        "MB",
+        "wall s",
+        "msgs/s",
+        "MB/s",
+        "cli CPU",
+        "OLD CPU",
+        "NEW CPU",
+        "peak RSS",
+        "check"
     );
     for r in rows {
         let rate = |x: f64| {
@@ -280,8 +306,14 @@ fn print_table(rows: &[Row], total: usize, bytes: u64, k: usize) {
             r.note
         );
     }
-    println!("(cli CPU: user+sys of imapferry's child / doveadm / this process for raw; OLD/NEW CPU: the Dovecot instances; dsync writes NEW's Maildir itself, so its NEW work is in cli CPU)");
-    let wall = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| r.wall);
+    println!(
+        "(cli CPU: user+sys of imapferry's child / doveadm / this process for raw; OLD/NEW CPU: the Dovecot instances; dsync writes NEW's Maildir itself, so its NEW work is in cli CPU)"
+    );
+    let wall = |prefix: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(prefix))
+            .map(|r| r.wall)
+    };
     let ratio = |what: &str, a: Option<f64>, b: Option<f64>, extra: &str| {
         if let (Some(a), Some(b)) = (a, b) {
             println!("  {what:<52} {:>7.2}{extra}", a / b);
@@ -416,15 +448,17 @@ fn counts(d: &Dovecot, user: &str) -> BTreeMap<String, (u32, u64)> {
     imap.login(user, PW);
     let mut out = BTreeMap::new();
     for (attrs, _, name) in imap.list() {
-        if attrs
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent"))
-        {
+        if attrs.iter().any(|a| {
+            a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
+        }) {
             continue;
         }
         let (lines, tagged) = imap.raw(&format!("STATUS \"{name}\" (MESSAGES SIZE)"));
         assert!(tagged.starts_with("OK"), "STATUS {name}: {tagged}");
-        let line = lines.iter().find(|l| l.starts_with("* STATUS")).expect("STATUS");
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with("* STATUS"))
+            .expect("STATUS");
         let num = |key: &str| -> u64 {
             let words: Vec<&str> = line
                 .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
@@ -443,7 +477,11 @@ fn counts(d: &Dovecot, user: &str) -> BTreeMap<String, (u32, u64)> {
 }
 
 /// "OK" when every folder of OLD holds as many messages on NEW (`user`), else what differs.
-fn check(user: &str, old: &BTreeMap<String, (u32, u64)>, new: &BTreeMap<String, (u32, u64)>) -> String {
+fn check(
+    user: &str,
+    old: &BTreeMap<String, (u32, u64)>,
+    new: &BTreeMap<String, (u32, u64)>,
+) -> String {
     let mut bad = Vec::new();
     for (f, (n, _)) in old {
         let got = new.get(f).map_or(0, |c| c.0);
@@ -451,7 +489,10 @@ fn check(user: &str, old: &BTreeMap<String, (u32, u64)>, new: &BTreeMap<String, 
             bad.push(format!("{f}: {got}/{n}"));
         }
     }
-    let (o, n): (u32, u32) = (old.values().map(|c| c.0).sum(), new.values().map(|c| c.0).sum());
+    let (o, n): (u32, u32) = (
+        old.values().map(|c| c.0).sum(),
+        new.values().map(|c| c.0).sum(),
+    );
     if bad.is_empty() {
         format!("OK ({n}/{o})")
     } else {
@@ -486,14 +527,22 @@ fn change_old(old: &Dovecot, account: &Account, first_id: u64) -> u64 {
             _ => ("+FLAGS", "$Label2"),
         };
         imap.uid_store(folder, mail.uid, op, &[flag]);
-        *ops.entry(if op == "+FLAGS" { "+" } else { "-" }).or_default() += 1;
+        *ops.entry(if op == "+FLAGS" { "+" } else { "-" })
+            .or_default() += 1;
     }
     let mut added = 0u64;
     for j in 0..NEW_MESSAGES {
         let mail = new_mail(&mut rng, first_id + 1_000 + j as u64);
-        let Body::Mem(bytes) = &mail.body else { unreachable!() };
+        let Body::Mem(bytes) = &mail.body else {
+            unreachable!()
+        };
         let flags: Vec<&str> = mail.flags.iter().map(String::as_str).collect();
-        imap.append(FOLDERS[j % FOLDERS.len()].0, &flags, mail.date.as_deref(), bytes);
+        imap.append(
+            FOLDERS[j % FOLDERS.len()].0,
+            &flags,
+            mail.date.as_deref(),
+            bytes,
+        );
         added += bytes.len() as u64;
     }
     imap.logout();
@@ -512,7 +561,12 @@ fn change_old(old: &Dovecot, account: &Account, first_id: u64) -> u64 {
 /// Appends `account` for `user` over `k` connections: folders are created first, then taken
 /// largest first from a shared queue; per folder, batches of ≤ 50 messages / 8 MB with two APPEND
 /// commands in flight (LITERAL+ keeps each one a single write).
-async fn append_account(port: u16, user: &str, account: Arc<Account>, k: usize) -> Result<(), String> {
+async fn append_account(
+    port: u16,
+    user: &str,
+    account: Arc<Account>,
+    k: usize,
+) -> Result<(), String> {
     let mut first = connect(port, user).await?;
     for (folder, _) in account.iter() {
         if folder != "INBOX" {
@@ -533,7 +587,9 @@ async fn append_account(port: u16, user: &str, account: Arc<Account>, k: usize) 
                 None => connect(port, &user).await?,
             };
             loop {
-                let Some(i) = queue.lock().unwrap().pop_front() else { break };
+                let Some(i) = queue.lock().unwrap().pop_front() else {
+                    break;
+                };
                 let (folder, mails) = &account[i];
                 append_folder(&mut client, folder, mails)
                     .await
@@ -564,7 +620,10 @@ async fn append_folder(
     while !rest.is_empty() {
         let mut n = 0;
         let mut size = 0;
-        while n < rest.len() && n < APPEND_BATCH && (n == 0 || size + rest[n].body.len() <= APPEND_BATCH_BYTES) {
+        while n < rest.len()
+            && n < APPEND_BATCH
+            && (n == 0 || size + rest[n].body.len() <= APPEND_BATCH_BYTES)
+        {
             size += rest[n].body.len();
             n += 1;
         }
@@ -604,7 +663,9 @@ async fn connect(port: u16, user: &str) -> Result<Client, String> {
     let mut c = Client::connect(&connect_options(port), Side::New)
         .await
         .map_err(|e| e.to_string())?;
-    c.login(user, &Secret::new(PW)).await.map_err(|e| e.to_string())?;
+    c.login(user, &Secret::new(PW))
+        .await
+        .map_err(|e| e.to_string())?;
     for cap in ["LITERAL+", "MULTIAPPEND"] {
         if !c.has(cap) {
             return Err(format!("server lacks {cap}"));
@@ -642,14 +703,26 @@ fn ferry_pass(old: &Dovecot, new: &Dovecot, state: &Path, k: usize, cpu: &Cpu, n
         .find_map(|l| l.strip_prefix("BENCH-PASS "))
         .unwrap_or_else(|| panic!("{name}: no stats line in child output:\n{}", m.stdout))
         .split_whitespace()
-        .filter_map(|kv| kv.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
         .collect();
-    let get = |k: &str| stats.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let get = |k: &str| {
+        stats
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     println!(
         "{name}: {:.3}s wall ({}s inside sync_account), {}",
         m.wall,
         stats.get("secs").map_or("?", String::as_str),
-        m.stdout.lines().find(|l| l.starts_with("BENCH-PASS")).unwrap_or("").trim_start_matches("BENCH-PASS ")
+        m.stdout
+            .lines()
+            .find(|l| l.starts_with("BENCH-PASS"))
+            .unwrap_or("")
+            .trim_start_matches("BENCH-PASS ")
     );
     Row {
         name: format!("{name}, {k} conn"),
@@ -747,7 +820,15 @@ fn dsync_pass(old: &Dovecot, new: &Dovecot, cpu: &Cpu, name: &str) -> Row {
     let m = measure(&mut cmd);
     let (so, sn) = cpu.since(c0);
     if !m.success || !m.stderr.trim().is_empty() {
-        eprintln!("{name}: doveadm {} stderr:\n{}", if m.success { "succeeded, but" } else { "FAILED;" }, m.stderr);
+        eprintln!(
+            "{name}: doveadm {} stderr:\n{}",
+            if m.success {
+                "succeeded, but"
+            } else {
+                "FAILED;"
+            },
+            m.stderr
+        );
     }
     println!("{name}: {:.3}s wall", m.wall);
     Row {
@@ -757,7 +838,11 @@ fn dsync_pass(old: &Dovecot, new: &Dovecot, cpu: &Cpu, name: &str) -> Row {
         old_cpu: so,
         new_cpu: sn,
         rss_kib: Some(m.maxrss_kib),
-        note: if m.success { String::new() } else { "doveadm FAILED".into() },
+        note: if m.success {
+            String::new()
+        } else {
+            "doveadm FAILED".into()
+        },
         ..Row::default()
     }
 }
@@ -776,7 +861,9 @@ struct Measured {
 }
 
 fn measure(cmd: &mut Command) -> Measured {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let t = Instant::now();
     let mut child = cmd.spawn().expect("spawn");
     let mut err = child.stderr.take().unwrap();
@@ -854,9 +941,15 @@ impl Cpu {
 fn all_procs() -> BTreeMap<i32, (i32, f64)> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         // Fields after the command: state ppid ... utime(14) stime cutime cstime (1-based: 14..17).
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
@@ -872,7 +965,12 @@ fn tree_ticks(procs: &BTreeMap<i32, (i32, f64)>, root: i32) -> f64 {
         if let Some((_, t)) = procs.get(&p) {
             total += t;
         }
-        stack.extend(procs.iter().filter(|(_, (pp, _))| *pp == p).map(|(c, _)| *c));
+        stack.extend(
+            procs
+                .iter()
+                .filter(|(_, (pp, _))| *pp == p)
+                .map(|(c, _)| *c),
+        );
     }
     total
 }
@@ -881,8 +979,12 @@ fn tree_ticks(procs: &BTreeMap<i32, (i32, f64)>, root: i32) -> f64 {
 fn master_pid(config: &PathBuf) -> i32 {
     let want = config.to_string_lossy().to_string();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())

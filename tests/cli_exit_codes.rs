@@ -450,3 +450,64 @@ fn the_binary_answers_to_the_name_imapsync() {
     unknown.assert_code(64);
     assert!(unknown.stderr.contains("Unknown option: delete1"));
 }
+
+#[test]
+fn dry_run_then_overquota_on_new() {
+    let old = Dovecot::start(Layout::Slash);
+    old.add_user("alice", ALICE_PW);
+    let new = Dovecot::start_with(DovecotOptions {
+        quota_kb: Some(4),
+        ..Default::default()
+    });
+    new.add_user("bob", BOB_PW);
+    let mut imap = RawImap::connect(old.host(), old.port());
+    imap.login("alice", ALICE_PW);
+    for i in 0..6 {
+        imap.append("INBOX", &[], None, &message(i, 3000));
+    }
+    let args = strings(&[
+        "--host1",
+        old.host(),
+        "--port1",
+        &old.port().to_string(),
+        "--user1",
+        "alice",
+        "--password1",
+        ALICE_PW,
+        "--host2",
+        new.host(),
+        "--port2",
+        &new.port().to_string(),
+        "--user2",
+        "bob",
+        "--password2",
+        BOB_PW,
+        "--folder",
+        "INBOX",
+    ]);
+
+    let dry = sync(&with(args.clone(), &["--dry"]));
+    dry.assert_code(0);
+    dry.assert_says("Messages transferred                    : 0 (could be 6 without dry mode)");
+
+    // 4 KiB of quota for 6 messages of 3 kB: most appends fail with [OVERQUOTA].
+    let full = sync(&args);
+    full.assert_code(113);
+    full.assert_says("could not append");
+    full.assert_says(
+        "The most frequent error is ERR_OVERQUOTA. The destination mailbox is 100% full",
+    );
+    full.assert_says("++++ Statistics");
+    full.assert_says("Exiting with return value 113 (EXIT_OVERQUOTA)");
+
+    // --errorsmax stops the pass at the first error, without statistics.
+    let stopped = sync(&with(args, &["--errorsmax", "1"]));
+    stopped.assert_code(113);
+    stopped.assert_says("Maximum number of errors 1 reached ( you can change 1 to any value, for example 100 with --errorsmax 100 ). Exiting.");
+    assert!(
+        !stopped.stdout.contains("++++ Statistics"),
+        "{}",
+        stopped.stdout
+    );
+    stopped.assert_says("/1 nb_errors/max_errors PID");
+}

@@ -493,10 +493,11 @@ pub fn help_text(program: &str) -> String {
     for group in Group::ALL {
         out.push_str(&format!("\n{}:\n", group.title()));
         for s in OPTIONS.iter().filter(|s| s.group == group) {
-            let name = if s.kind == Kind::Flag {
+            let negatable = s.kind == Kind::Flag && !matches!(s.name, "help" | "version");
+            let name = if negatable {
                 format!("--[no]{}", s.name)
             } else {
-                format!("--{} {}", s.name, s.arg)
+                format!("--{} {}", s.name, s.arg).trim_end().to_string()
             };
             out.push_str(&format!("  {name:<24} {}\n", s.help));
         }

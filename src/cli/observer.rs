@@ -231,4 +231,29 @@ mod tests {
         assert!(log.contains("copied to INBOX/1 "));
         assert!(log.contains("could not append y\n"));
     }
+
+    #[test]
+    fn with_a_progress_bar_message_lines_go_to_the_log_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.txt");
+        let out = Arc::new(Output::with_log_file(&path).unwrap());
+        let printer = Printer::new(out.clone(), 5, true);
+        assert!(out.bar().is_some());
+        printer.event(Event::Copied {
+            old_folder: "Sent".into(),
+            old_uid: 9,
+            size: 100,
+            new_folder: "Sent".into(),
+            new_uid: None,
+        });
+        let bar = printer.bar.clone().unwrap();
+        assert_eq!(bar.message(), "1 messages copied, 0.098 KiB (Sent)");
+        printer.finish();
+        assert!(out.bar().is_none());
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            log.contains("msg Sent/9 {100}             copied to Sent/NA "),
+            "{log}"
+        );
+    }
 }

@@ -186,13 +186,13 @@ impl Run {
         }
     }
 
+    /// LOGIN unless `--authmechN PLAIN`; a master user (`--authuserN`) always logs in with PLAIN.
     fn auth_mech(&self, n: u8) -> AuthMech {
         let side = self.args.side(n);
-        side.authmech.unwrap_or(if side.authuser.is_some() {
-            AuthMech::Plain
-        } else {
-            AuthMech::Login
-        })
+        match (&side.authuser, side.authmech) {
+            (Some(_), _) => AuthMech::Plain,
+            (None, mech) => mech.unwrap_or(AuthMech::Login),
+        }
     }
 
     fn account(&self) -> report::Account {
@@ -472,7 +472,7 @@ impl Run {
             ));
             match sync::login(ep, side_of(n)).await {
                 Ok(client) => {
-                    let mech = if ep.auth == AuthMech::Plain || ep.authuser.is_some() {
+                    let mech = if ep.auth == AuthMech::Plain {
                         "PLAIN"
                     } else {
                         "LOGIN"

@@ -1070,21 +1070,41 @@ mod tests {
     fn commands_parse_with_imap_codec() {
         use imap_codec::CommandCodec;
         use imap_codec::decode::Decoder;
-        let names = ["INBOX", "Sent Items", "a \"quoted\" name", "back\\slash", "Entw&APw-rfe", "INBOX.Projects.2024"];
+        let names = [
+            "INBOX",
+            "Sent Items",
+            "a \"quoted\" name",
+            "back\\slash",
+            "Entw&APw-rfe",
+            "INBOX.Projects.2024",
+        ];
         let mut cmds = Vec::new();
         for name in names {
             cmds.push(Cmd::new("SELECT ").string(name).text(" (CONDSTORE)"));
             cmds.push(Cmd::new("EXAMINE ").string(name));
-            cmds.push(Cmd::new("STATUS ").string(name).text(" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"));
+            cmds.push(
+                Cmd::new("STATUS ")
+                    .string(name)
+                    .text(" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"),
+            );
             cmds.push(Cmd::new("CREATE ").string(name));
             cmds.push(Cmd::new("SUBSCRIBE ").string(name));
             cmds.push(Cmd::new("UID COPY 1:3,7 ").string(name));
             cmds.push(Cmd::new("UID MOVE 4 ").string(name));
         }
-        cmds.push(Cmd::new("LOGIN ").string("alice").text(" ").string("p\"w\\d"));
+        cmds.push(
+            Cmd::new("LOGIN ")
+                .string("alice")
+                .text(" ")
+                .string("p\"w\\d"),
+        );
         cmds.push(Cmd::new("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE 42)"));
-        cmds.push(Cmd::new("UID FETCH 1:50 (UID FLAGS INTERNALDATE BODY.PEEK[])"));
-        cmds.push(Cmd::new("UID FETCH 5,9 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])"));
+        cmds.push(Cmd::new(
+            "UID FETCH 1:50 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+        ));
+        cmds.push(Cmd::new(
+            "UID FETCH 5,9 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+        ));
         cmds.push(Cmd::new("UID STORE 1:4 +FLAGS.SILENT (\\Seen $Label1)"));
         cmds.push(Cmd::new("UID EXPUNGE 3:5"));
         cmds.push(Cmd::new("UID SEARCH DELETED"));

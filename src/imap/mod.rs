@@ -49,7 +49,10 @@ impl fmt::Display for Side {
 /// whatever a server sends, the reader and parser must return (an error is fine), never panic or hang.
 pub fn parse_stream(data: &[u8], chunk: usize) -> usize {
     use tokio::io::AsyncWriteExt;
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_time().build() else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
         return 0;
     };
     rt.block_on(async {
@@ -66,7 +69,9 @@ pub fn parse_stream(data: &[u8], chunk: usize) -> usize {
         let reader = async move {
             let mut rx = tokio::io::BufReader::with_capacity(chunk, rx);
             let mut parsed = 0;
-            while let Ok(Some(parts)) = reader::read_response(&mut rx, Side::Old, std::time::Duration::from_secs(5)).await {
+            while let Ok(Some(parts)) =
+                reader::read_response(&mut rx, Side::Old, std::time::Duration::from_secs(5)).await
+            {
                 if response::parse(parts).is_ok() {
                     parsed += 1;
                 }

@@ -224,7 +224,7 @@ impl<'a> Tally<'a> {
     }
 
     pub fn error(&self, text: String) {
-        tracing::warn!(%text, "counted error");
+        tracing::debug!(%text, "counted error");
         if let Ok(mut r) = self.report.lock() {
             r.errors.push(text.clone());
         }
