@@ -23,7 +23,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -40,6 +39,7 @@ const PW: &str = "bench-pw";
 /// The child pass reads the IMAP password from here (never from its command line).
 const PW_ENV: &str = "IMAPFERRY_BENCH_PW";
 const CHILD_FLAG: &str = "--child-pass";
+const LAUNCHER_FLAG: &str = "--launcher";
 
 /// Folders (same names on OLD and NEW) and their share of the messages, in percent.
 const FOLDERS: [(&str, usize); 6] = [
@@ -50,10 +50,12 @@ const FOLDERS: [(&str, usize); 6] = [
     ("Projects", 8),
     ("Projects/2024", 7),
 ];
-/// Log-normal sizes: median 10 KB; sigma 1.35 gives a mean of ~25 KB (2,000 msgs ≈ 50 MB).
+/// Log-normal sizes with median 10 KB (mean ~20 KB), and every 400th message a 1-4 MiB attachment
+/// (the heavy tail): 2,000 messages come to ~50 MB.
 const MEDIAN_SIZE: usize = 10_000;
-const SIGMA: f64 = 1.35;
+const SIGMA: f64 = 1.15;
 const MAX_SIZE: usize = 4 << 20;
+const BIG_EVERY: u64 = 400;
 /// Raw ceiling: messages and bytes per MULTIAPPEND, APPENDs in flight per connection
 /// (the same limits imapferry's copy pipeline uses).
 const APPEND_BATCH: usize = 50;
@@ -75,9 +77,10 @@ type Account = Vec<(String, Vec<Mail>)>;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
-        child_pass(&args[2..]);
-        return;
+    match args.get(1).map(String::as_str) {
+        Some(CHILD_FLAG) => return child_pass(&args[2..]),
+        Some(LAUNCHER_FLAG) => return launcher(),
+        _ => {}
     }
     let mut messages = 2_000usize;
     let mut connections = 4usize;
@@ -110,6 +113,8 @@ fn usage(why: &str) -> ! {
 // The parent: servers, seeding, the runs, the table.
 
 fn run(messages: usize, k: usize) {
+    // Started first, while this process is still small: see `Launcher`.
+    let mut launcher = Launcher::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,29 +177,9 @@ fn run(messages: usize, k: usize) {
     let mut rows: Vec<Row> = Vec::new();
 
     // c) Raw ceiling first: it only needs NEW.
-    let c0 = cpu.sample();
-    let self0 = self_cpu();
-    let t = Instant::now();
-    rt.block_on(append_account(new.port(), "rawuser", account.clone(), k))
-        .unwrap_or_else(|e| panic!("raw MULTIAPPEND failed: {e}"));
-    let wall = t.elapsed().as_secs_f64();
-    let client_cpu = self_cpu() - self0;
-    let (so, sn) = cpu.since(c0);
-    let raw_ok = check("rawuser", &old_counts, &counts(&new, "rawuser"));
-    rows.push(Row {
-        name: format!("c) raw MULTIAPPEND, {k} conn"),
-        msgs: total as u64,
-        bytes,
-        wall,
-        client_cpu,
-        old_cpu: so,
-        new_cpu: sn,
-        rss_kib: None,
-        note: raw_ok,
-    });
-
+    rows.push(raw_pass(&rt, &new, "rawuser", &account, k, &cpu, &old_counts, total, bytes));
     // a) imapferry initial copy.
-    let row = ferry_pass(&old, &new, &state, k, &cpu, "a) imapferry initial");
+    let row = ferry_pass(&mut launcher, &old, &new, &state, k, &cpu, "a) imapferry initial");
     let alice_ok = check("alice", &old_counts, &counts(&new, "alice"));
     println!("correctness after (a): NEW alice = OLD alice per folder: {alice_ok}");
     rows.push(Row {
@@ -203,30 +188,28 @@ fn run(messages: usize, k: usize) {
     });
 
     // b) dsync initial copy.
-    let mut row = dsync_pass(&old, &new, &cpu, "b) dsync initial (imapc)");
+    let mut row = dsync_pass(&mut launcher, &old, &new, &cpu, "b) dsync initial (imapc)");
     row.note = check("dsyncuser", &old_counts, &counts(&new, "dsyncuser"));
     row.msgs = total as u64;
     row.bytes = bytes;
     rows.push(row);
 
     // d) No-change passes.
-    rows.push(ferry_pass(
-        &old,
+    rows.push(ferry_pass(&mut launcher, &old,
         &new,
         &state,
         k,
         &cpu,
         "d) imapferry no-change",
     ));
-    let mut row = dsync_pass(&old, &new, &cpu, "d) dsync no-change");
+    let mut row = dsync_pass(&mut launcher, &old, &new, &cpu, "d) dsync no-change");
     row.msgs = 0;
     rows.push(row);
 
     // e) Delta: flag changes and new mail on OLD (untimed), then one pass each.
     let added_bytes = change_old(&old, &account, messages as u64);
     let old_counts = counts(&old, "alice");
-    rows.push(ferry_pass(
-        &old,
+    rows.push(ferry_pass(&mut launcher, &old,
         &new,
         &state,
         k,
@@ -235,17 +218,56 @@ fn run(messages: usize, k: usize) {
     ));
     let ferry_delta_ok = check("alice", &old_counts, &counts(&new, "alice"));
     rows.last_mut().unwrap().note = ferry_delta_ok;
-    let mut row = dsync_pass(&old, &new, &cpu, "e) dsync delta");
+    let mut row = dsync_pass(&mut launcher, &old, &new, &cpu, "e) dsync delta");
     row.note = check("dsyncuser", &old_counts, &counts(&new, "dsyncuser"));
     row.msgs = NEW_MESSAGES as u64;
     row.bytes = added_bytes;
     rows.push(row);
 
+    if std::env::var_os("BENCH_RAW_AGAIN").is_some() {
+        new.add_user("rawuser2", PW);
+        rows.push(raw_pass(&rt, &new, "rawuser2", &account, k, &cpu, &old_counts, total, bytes));
+    }
     print_table(&rows, total, bytes, k);
     println!();
     println!(
         "reproduce: cargo run --release --example bench -- --messages {messages} --connections {k}"
     );
+}
+
+/// c) The raw ceiling: the account's bytes (already in memory) appended for `user` on NEW.
+#[allow(clippy::too_many_arguments)]
+fn raw_pass(
+    rt: &tokio::runtime::Runtime,
+    new: &Dovecot,
+    user: &str,
+    account: &Arc<Account>,
+    k: usize,
+    cpu: &Cpu,
+    old_counts: &BTreeMap<String, (u32, u64)>,
+    total: usize,
+    bytes: u64,
+) -> Row {
+    let c0 = cpu.sample();
+    let self0 = self_cpu();
+    let t = Instant::now();
+    rt.block_on(append_account(new.port(), user, account.clone(), k))
+        .unwrap_or_else(|e| panic!("raw MULTIAPPEND failed: {e}"));
+    let wall = t.elapsed().as_secs_f64();
+    let client_cpu = self_cpu() - self0;
+    let (so, sn) = cpu.since(c0);
+    println!("c) raw MULTIAPPEND ({user}): {wall:.3}s wall");
+    Row {
+        name: format!("c) raw MULTIAPPEND, {k} conn"),
+        msgs: total as u64,
+        bytes,
+        wall,
+        client_cpu,
+        old_cpu: so,
+        new_cpu: sn,
+        rss_kib: None,
+        note: check(user, old_counts, &counts(new, user)),
+    }
 }
 
 /// One row of the results table.
@@ -385,7 +407,10 @@ fn generate(n: usize) -> Account {
 }
 
 fn new_mail(rng: &mut Rng, i: u64) -> Mail {
-    let size = lognormal_size(rng, MEDIAN_SIZE, SIGMA, MAX_SIZE);
+    let mut size = lognormal_size(rng, MEDIAN_SIZE, SIGMA, MAX_SIZE);
+    if i % BIG_EVERY == 0 {
+        size = (1 << 20) + rng.below(3 << 20) as usize;
+    }
     let mut flags = Vec::new();
     if rng.chance(0.7) {
         flags.push("\\Seen".to_string());
@@ -678,18 +703,27 @@ async fn connect(port: u16, user: &str) -> Result<Client, String> {
 // imapferry passes in a child process.
 
 /// Runs one imapferry pass in a child (this binary, `--child-pass`) and measures it.
-fn ferry_pass(old: &Dovecot, new: &Dovecot, state: &Path, k: usize, cpu: &Cpu, name: &str) -> Row {
+fn ferry_pass(
+    launcher: &mut Launcher,
+    old: &Dovecot,
+    new: &Dovecot,
+    state: &Path,
+    k: usize,
+    cpu: &Cpu,
+    name: &str,
+) -> Row {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.arg(CHILD_FLAG)
-        .arg(old.port().to_string())
-        .arg(new.port().to_string())
-        .arg("alice")
-        .arg(state)
-        .arg(k.to_string())
-        .env(PW_ENV, PW);
+    let args = [
+        exe.to_string_lossy().into_owned(),
+        CHILD_FLAG.to_string(),
+        old.port().to_string(),
+        new.port().to_string(),
+        "alice".to_string(),
+        state.to_string_lossy().into_owned(),
+        k.to_string(),
+    ];
     let c0 = cpu.sample();
-    let m = measure(&mut cmd);
+    let m = launcher.measure(&args);
     let (so, sn) = cpu.since(c0);
     if !m.success {
         panic!("{name}: child pass failed\n{}", m.stderr);
@@ -714,10 +748,16 @@ fn ferry_pass(old: &Dovecot, new: &Dovecot, state: &Path, k: usize, cpu: &Cpu, n
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
+    let hwm = m
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH-HWM "))
+        .unwrap_or("?");
     println!(
-        "{name}: {:.3}s wall ({}s inside sync_account), {}",
+        "{name}: {:.3}s wall ({}s inside sync_account), ru_maxrss {} KiB (child's own VmHWM {hwm} KiB), {}",
         m.wall,
         stats.get("secs").map_or("?", String::as_str),
+        m.maxrss_kib,
         m.stdout
             .lines()
             .find(|l| l.starts_with("BENCH-PASS"))
@@ -786,6 +826,16 @@ fn child_pass(args: &[String]) {
                     s.messages_missing_on_new,
                     r.errors.len()
                 );
+                // Cross-check of the parent's ru_maxrss: this process's own peak since exec.
+                let hwm = std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|st| {
+                        st.lines()
+                            .find_map(|l| l.strip_prefix("VmHWM:"))
+                            .map(|v| v.trim().trim_end_matches(" kB").to_string())
+                    })
+                    .unwrap_or_default();
+                println!("BENCH-HWM {hwm}");
                 for e in r.errors.iter().take(10) {
                     eprintln!("error: {e}");
                 }
@@ -802,9 +852,12 @@ fn child_pass(args: &[String]) {
 // dsync (doveadm backup -R over imapc).
 
 /// Pulls OLD alice into NEW dsyncuser with `doveadm backup -R ... imapc:` and measures it.
-fn dsync_pass(old: &Dovecot, new: &Dovecot, cpu: &Cpu, name: &str) -> Row {
-    let mut cmd = Command::new("doveadm");
-    cmd.arg("-c").arg(new.config_path());
+fn dsync_pass(launcher: &mut Launcher, old: &Dovecot, new: &Dovecot, cpu: &Cpu, name: &str) -> Row {
+    let mut args = vec![
+        "doveadm".to_string(),
+        "-c".to_string(),
+        new.config_path().to_string_lossy().into_owned(),
+    ];
     for o in [
         "imapc_host=127.0.0.1".to_string(),
         format!("imapc_port={}", old.port()),
@@ -813,13 +866,16 @@ fn dsync_pass(old: &Dovecot, new: &Dovecot, cpu: &Cpu, name: &str) -> Row {
         "imapc_features=rfc822.size fetch-headers".to_string(),
         "mail_prefetch_count=20".to_string(),
     ] {
-        cmd.arg("-o").arg(o);
+        args.push("-o".to_string());
+        args.push(o);
     }
-    cmd.args(["backup", "-R", "-u", "dsyncuser", "imapc:"]);
+    args.extend(["backup", "-R", "-u", "dsyncuser", "imapc:"].map(String::from));
     let c0 = cpu.sample();
-    let m = measure(&mut cmd);
+    let m = launcher.measure(&args);
     let (so, sn) = cpu.since(c0);
-    if !m.success || !m.stderr.trim().is_empty() {
+    // doveadm logs "Info: imapc(...): Connected to ..." on every run; show anything else.
+    let unusual = m.stderr.lines().any(|l| !l.contains(": Info: "));
+    if !m.success || unusual {
         eprintln!(
             "{name}: doveadm {} stderr:\n{}",
             if m.success {
@@ -860,33 +916,120 @@ struct Measured {
     stderr: String,
 }
 
-fn measure(cmd: &mut Command) -> Measured {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let t = Instant::now();
-    let mut child = cmd.spawn().expect("spawn");
-    let mut err = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut stdout = String::new();
-    let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 reaps our own child (never waited on elsewhere).
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
-    let wall = t.elapsed().as_secs_f64();
-    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
-    Measured {
-        wall,
-        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        maxrss_kib: ru.ru_maxrss as u64,
-        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
-        stdout,
-        stderr: err_reader.join().unwrap_or_default(),
+/// Runs the measured commands. Linux seeds a new process's peak RSS (`ru_maxrss`) with the RSS of
+/// the process that spawned it (after posix_spawn/vfork even with the spawner's *peak*), so a
+/// child of this parent, which holds the whole test account in memory, would report at least
+/// that. The launcher is this binary re-executed at the very start, while the parent is still
+/// small; it spawns each command, reaps it with wait4(2) and reports exit status, ru_maxrss, CPU
+/// and wall time (the RSS floor is then the launcher's own few MiB). Protocol: one line per
+/// command on its stdin (`stdout-file TAB stderr-file TAB argv...`), one line back
+/// (`ok maxrss_kib cpu_s wall_s`).
+struct Launcher {
+    child: std::process::Child,
+    to: Option<std::process::ChildStdin>,
+    from: std::io::BufReader<std::process::ChildStdout>,
+    dir: tempfile::TempDir,
+    runs: usize,
+}
+
+impl Launcher {
+    fn start() -> Launcher {
+        let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+            .arg(LAUNCHER_FLAG)
+            .env(PW_ENV, PW)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn launcher");
+        Launcher {
+            to: child.stdin.take(),
+            from: std::io::BufReader::new(child.stdout.take().unwrap()),
+            child,
+            dir: tempfile::tempdir().expect("tempdir"),
+            runs: 0,
+        }
+    }
+
+    fn measure(&mut self, argv: &[String]) -> Measured {
+        use std::io::{BufRead, Write};
+        self.runs += 1;
+        let out = self.dir.path().join(format!("{}.out", self.runs));
+        let err = self.dir.path().join(format!("{}.err", self.runs));
+        let mut line = format!("{}\t{}", out.display(), err.display());
+        for a in argv {
+            assert!(!a.contains(['\t', '\n']), "argument with a tab or newline");
+            line.push('\t');
+            line.push_str(a);
+        }
+        line.push('\n');
+        let to = self.to.as_mut().unwrap();
+        to.write_all(line.as_bytes()).expect("write to launcher");
+        to.flush().expect("flush launcher");
+        let mut reply = String::new();
+        self.from.read_line(&mut reply).expect("read from launcher");
+        let f: Vec<&str> = reply.split_whitespace().collect();
+        assert_eq!(f.len(), 4, "launcher said {reply:?}");
+        Measured {
+            success: f[0] == "1",
+            maxrss_kib: f[1].parse().unwrap(),
+            cpu: f[2].parse().unwrap(),
+            wall: f[3].parse().unwrap(),
+            stdout: std::fs::read_to_string(out).unwrap_or_default(),
+            stderr: std::fs::read_to_string(err).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        drop(self.to.take()); // EOF ends the launcher's loop
+        let _ = self.child.wait();
+    }
+}
+
+/// The launcher's loop (see `Launcher`).
+fn launcher() {
+    use std::io::{BufRead, Write};
+    let mut stdout = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let f: Vec<&str> = line.split('\t').collect();
+        let [out, err, program, args @ ..] = &f[..] else {
+            panic!("launcher: bad request {line:?}");
+        };
+        let file = |p: &str| std::fs::File::create(p).expect("create output file");
+        let t = Instant::now();
+        let spawned = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file(out))
+            .stderr(file(err))
+            .spawn();
+        let reply = match spawned {
+            Ok(child) => {
+                let mut status = 0;
+                // SAFETY: an all-zero rusage is valid; wait4 reaps our own child, which is
+                // waited for nowhere else (the `Child` handle is dropped without waiting).
+                let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+                let pid =
+                    unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+                assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+                let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+                format!(
+                    "{} {} {:.3} {:.4}\n",
+                    ok as u8,
+                    ru.ru_maxrss,
+                    tv(ru.ru_utime) + tv(ru.ru_stime),
+                    t.elapsed().as_secs_f64()
+                )
+            }
+            Err(e) => {
+                let _ = std::fs::write(err, format!("spawn {program}: {e}\n"));
+                "0 0 0 0\n".to_string()
+            }
+        };
+        stdout.write_all(reply.as_bytes()).expect("launcher reply");
+        stdout.flush().expect("launcher flush");
     }
 }
 
