@@ -7,23 +7,29 @@
 //! copy gets to what NEW can ingest at all (target: imapferry ≤ 1.3 × the raw MULTIAPPEND time),
 //! how it compares with dsync, and how cheap the follow-up passes are.
 //!
-//! Runs, each against a fresh, empty NEW user so they are comparable:
+//! OLD user alice gets N messages (default 2,000 ≈ 50 MB; log-normal sizes, median 10 KB, every
+//! 400th a 1-4 MiB attachment) in six folders, one nested. Then, each into a fresh NEW user:
 //!   a) imapferry initial copy (`sync_account`, default Options, `--connections` K, default 4)
-//!   b) `doveadm backup -R` pulling the same account over imapc (dsync)
+//!   b) `doveadm backup -R` pulling the same account over imapc (dsync, one connection)
 //!   c) raw MULTIAPPEND of the same bytes (read from OLD beforehand) over K connections
 //!   d) imapferry no-change pass (same state file as a), and dsync's equivalent
 //!   e) 50 flag changes + 20 new messages on OLD, then imapferry and dsync delta passes
-//! imapferry passes run in a child process (this binary re-executed with a hidden `--child-pass`)
-//! so the parent can read the pass's peak RSS with wait4(2). Server CPU is the growth of each
-//! Dovecot process tree's CPU time (from /proc) over the run. Timings are printed, never asserted.
+//! a-c run interleaved, one untimed warm-up round and then `--reps` rounds (default 5); the table
+//! shows medians, since sub-second runs on a small VM vary a lot.
 //!
-//! Usage: cargo run --release --example bench -- [--messages N] [--connections K]
+//! imapferry passes run in a child process (this binary re-executed with a hidden `--child-pass`),
+//! spawned by a small launcher process so that wait4(2)'s ru_maxrss is the pass's own peak RSS.
+//! Server CPU is the growth of each Dovecot process tree's CPU time (from /proc) over a run.
+//! Timings are printed, never asserted. `RUST_LOG=imapferry=info` makes the child passes print
+//! one line per folder with its busy/idle time.
+//!
+//! Usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,8 +88,11 @@ fn main() {
         Some(LAUNCHER_FLAG) => return launcher(),
         _ => {}
     }
-    let mut messages = 2_000usize;
-    let mut connections = 4usize;
+    let mut cfg = Config {
+        messages: 2_000,
+        connections: 4,
+        reps: 5,
+    };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let mut value = || -> usize {
@@ -92,33 +101,47 @@ fn main() {
                 .unwrap_or_else(|| usage(&format!("{a} needs a number")))
         };
         match a.as_str() {
-            "--messages" => messages = value().max(FOLDERS.len()),
-            "--connections" => connections = value().max(1),
+            "--messages" => cfg.messages = value().max(FOLDERS.len()),
+            "--connections" => cfg.connections = value().max(1),
+            "--reps" => cfg.reps = value().max(1),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    run(messages, connections);
+    run(&cfg);
 }
 
 fn usage(why: &str) -> ! {
     if !why.is_empty() {
         eprintln!("bench: {why}");
     }
-    eprintln!("usage: cargo run --release --example bench -- [--messages N] [--connections K]");
+    eprintln!(
+        "usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R]"
+    );
     std::process::exit(2);
+}
+
+struct Config {
+    messages: usize,
+    /// imapferry's `Options::connections` and the raw ceiling's connection count.
+    connections: usize,
+    /// Every measurement is repeated this often (each time into fresh NEW users) after one
+    /// discarded warm-up round; the table shows medians, because on a small VM a single
+    /// sub-second run easily varies by a factor of 2-4.
+    reps: usize,
 }
 
 // ---------------------------------------------------------------------------------------------
 // The parent: servers, seeding, the runs, the table.
 
-fn run(messages: usize, k: usize) {
+fn run(cfg: &Config) {
     // Started first, while this process is still small: see `Launcher`.
     let mut launcher = Launcher::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let k = cfg.connections;
     let start = |layout| {
         Dovecot::start_with(DovecotOptions {
             layout,
@@ -128,24 +151,28 @@ fn run(messages: usize, k: usize) {
     let old = start(Layout::Slash);
     let new = start(Layout::Slash);
     old.add_user("alice", PW);
-    for user in ["alice", "dsyncuser", "rawuser"] {
-        new.add_user(user, PW);
+    // All NEW users up front: Dovecot may miss a passwd-file rewrite within the same second.
+    for r in 0..=cfg.reps {
+        for user in ["ferry", "dsync", "raw"] {
+            new.add_user(&format!("{user}{r}"), PW);
+        }
     }
     println!(
-        "OLD dovecot 127.0.0.1:{} (Slash), NEW dovecot 127.0.0.1:{} (Slash), mail_fsync=never, {} CPUs",
+        "OLD dovecot 127.0.0.1:{} (Slash), NEW dovecot 127.0.0.1:{} (Slash), mail_fsync=never, {} CPUs, load average {}",
         old.port(),
         new.port(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg()
     );
 
     // 1. Seed OLD (untimed).
     let t = Instant::now();
-    let seed = Arc::new(generate(messages));
+    let seed = Arc::new(generate(cfg.messages));
     rt.block_on(append_account(old.port(), "alice", seed.clone(), 4))
         .unwrap_or_else(|e| panic!("seeding OLD failed: {e}"));
     drop(seed);
     let old_counts = counts(&old, "alice");
-    let total: usize = old_counts.values().map(|c| c.0 as usize).sum();
+    let total: u64 = old_counts.values().map(|c| c.0 as u64).sum();
     let bytes: u64 = old_counts.values().map(|c| c.1).sum();
     println!(
         "seeded OLD alice in {:.1}s: {total} messages, {:.1} MB in {} folders",
@@ -169,210 +196,328 @@ fn run(messages: usize, k: usize) {
         median as f64 / 1e3,
         mb(biggest)
     );
-    println!();
 
     let state_dir = tempfile::tempdir().expect("tempdir");
-    let state = state_dir.path().join("state.db");
+    let state = |r: usize| state_dir.path().join(format!("state{r}.db"));
     let cpu = Cpu::new(&old, &new);
     let mut rows: Vec<Row> = Vec::new();
 
-    // c) Raw ceiling first: it only needs NEW.
-    rows.push(raw_pass(&rt, &new, "rawuser", &account, k, &cpu, &old_counts, total, bytes));
-    // a) imapferry initial copy.
-    let row = ferry_pass(&mut launcher, &old, &new, &state, k, &cpu, "a) imapferry initial");
-    let alice_ok = check("alice", &old_counts, &counts(&new, "alice"));
-    println!("correctness after (a): NEW alice = OLD alice per folder: {alice_ok}");
-    rows.push(Row {
-        note: alice_ok,
-        ..row
-    });
-
-    // b) dsync initial copy.
-    let mut row = dsync_pass(&mut launcher, &old, &new, &cpu, "b) dsync initial (imapc)");
-    row.note = check("dsyncuser", &old_counts, &counts(&new, "dsyncuser"));
-    row.msgs = total as u64;
-    row.bytes = bytes;
-    rows.push(row);
-
-    // d) No-change passes.
-    rows.push(ferry_pass(&mut launcher, &old,
-        &new,
-        &state,
-        k,
-        &cpu,
-        "d) imapferry no-change",
-    ));
-    let mut row = dsync_pass(&mut launcher, &old, &new, &cpu, "d) dsync no-change");
-    row.msgs = 0;
-    rows.push(row);
-
-    // e) Delta: flag changes and new mail on OLD (untimed), then one pass each.
-    let added_bytes = change_old(&old, &account, messages as u64);
-    let old_counts = counts(&old, "alice");
-    rows.push(ferry_pass(&mut launcher, &old,
-        &new,
-        &state,
-        k,
-        &cpu,
-        "e) imapferry delta",
-    ));
-    let ferry_delta_ok = check("alice", &old_counts, &counts(&new, "alice"));
-    rows.last_mut().unwrap().note = ferry_delta_ok;
-    let mut row = dsync_pass(&mut launcher, &old, &new, &cpu, "e) dsync delta");
-    row.note = check("dsyncuser", &old_counts, &counts(&new, "dsyncuser"));
-    row.msgs = NEW_MESSAGES as u64;
-    row.bytes = added_bytes;
-    rows.push(row);
-
-    if std::env::var_os("BENCH_RAW_AGAIN").is_some() {
-        new.add_user("rawuser2", PW);
-        rows.push(raw_pass(&rt, &new, "rawuser2", &account, k, &cpu, &old_counts, total, bytes));
-    }
-    print_table(&rows, total, bytes, k);
-    println!();
+    // 2. Initial copies, interleaved so that background load hits all three alike; round 0 is
+    // a warm-up whose figures are not used.
     println!(
-        "reproduce: cargo run --release --example bench -- --messages {messages} --connections {k}"
+        "\n== initial copies (warm-up round 0, then {} reps)",
+        cfg.reps
+    );
+    for r in 0..=cfg.reps {
+        let user = format!("raw{r}");
+        let c0 = cpu.sample();
+        let self0 = self_cpu();
+        let t = Instant::now();
+        rt.block_on(append_account(new.port(), &user, account.clone(), k))
+            .unwrap_or_else(|e| panic!("raw MULTIAPPEND failed: {e}"));
+        let wall = t.elapsed().as_secs_f64();
+        let client_cpu = self_cpu() - self0;
+        let (old_cpu, new_cpu) = cpu.since(c0);
+        let ok = check(&old_counts, &counts(&new, &user));
+        println!("  {RAW} -> {user}: {wall:.3}s  {ok}");
+        rows.push(Row {
+            label: RAW,
+            rep: r,
+            msgs: total,
+            bytes,
+            wall,
+            client_cpu,
+            old_cpu,
+            new_cpu,
+            rss_kib: None,
+            check: ok,
+            detail: String::new(),
+        });
+
+        let user = format!("ferry{r}");
+        let mut row = ferry_pass(
+            &mut launcher,
+            &old,
+            &new,
+            &user,
+            &state(r),
+            k,
+            &cpu,
+            FERRY_INITIAL,
+        );
+        let mut ok = check(&old_counts, &counts(&new, &user));
+        if row.msgs != total {
+            ok = format!("{ok}; copied {} of {total}", row.msgs);
+        }
+        println!("     correctness after (a): NEW {user} vs OLD alice, per folder: {ok}");
+        if row.check == "OK" {
+            row.check = ok;
+        }
+        row.rep = r;
+        rows.push(row);
+
+        let user = format!("dsync{r}");
+        let mut row = dsync_pass(&mut launcher, &old, &new, &user, &cpu, DSYNC_INITIAL);
+        if row.check == "OK" {
+            row.check = check(&old_counts, &counts(&new, &user));
+        }
+        (row.msgs, row.bytes, row.rep) = (total, bytes, r);
+        rows.push(row);
+    }
+
+    // 3. No-change passes.
+    println!("\n== no-change passes");
+    for r in 1..=cfg.reps {
+        let mut row = ferry_pass(
+            &mut launcher,
+            &old,
+            &new,
+            &format!("ferry{r}"),
+            &state(r),
+            k,
+            &cpu,
+            FERRY_NOCHANGE,
+        );
+        if row.check == "OK" {
+            row.check = check(&old_counts, &counts(&new, &format!("ferry{r}")));
+        }
+        row.rep = r;
+        rows.push(row);
+        let user = format!("dsync{r}");
+        let mut row = dsync_pass(&mut launcher, &old, &new, &user, &cpu, DSYNC_NOCHANGE);
+        if row.check == "OK" {
+            row.check = check(&old_counts, &counts(&new, &user));
+        }
+        row.rep = r;
+        rows.push(row);
+    }
+
+    // 4. Delta: flag changes and new mail on OLD (untimed), then every user catches up.
+    println!("\n== delta passes");
+    let added = change_old(&old, &account, cfg.messages as u64);
+    let old_counts = counts(&old, "alice");
+    for r in 1..=cfg.reps {
+        let user = format!("ferry{r}");
+        let mut row = ferry_pass(
+            &mut launcher,
+            &old,
+            &new,
+            &user,
+            &state(r),
+            k,
+            &cpu,
+            FERRY_DELTA,
+        );
+        if row.check == "OK" {
+            row.check = check(&old_counts, &counts(&new, &user));
+        }
+        row.rep = r;
+        rows.push(row);
+        let user = format!("dsync{r}");
+        let mut row = dsync_pass(&mut launcher, &old, &new, &user, &cpu, DSYNC_DELTA);
+        if row.check == "OK" {
+            row.check = check(&old_counts, &counts(&new, &user));
+        }
+        (row.msgs, row.bytes, row.rep) = (NEW_MESSAGES as u64, added, r);
+        rows.push(row);
+    }
+
+    print_table(&rows, cfg, total, bytes);
+    println!(
+        "\nload average at the end: {} (other work on the machine inflates wall times; CPU columns are less sensitive)",
+        loadavg()
+    );
+    println!(
+        "reproduce: cargo run --release --example bench -- --messages {} --connections {k} --reps {}",
+        cfg.messages, cfg.reps
     );
 }
 
-/// c) The raw ceiling: the account's bytes (already in memory) appended for `user` on NEW.
-#[allow(clippy::too_many_arguments)]
-fn raw_pass(
-    rt: &tokio::runtime::Runtime,
-    new: &Dovecot,
-    user: &str,
-    account: &Arc<Account>,
-    k: usize,
-    cpu: &Cpu,
-    old_counts: &BTreeMap<String, (u32, u64)>,
-    total: usize,
-    bytes: u64,
-) -> Row {
-    let c0 = cpu.sample();
-    let self0 = self_cpu();
-    let t = Instant::now();
-    rt.block_on(append_account(new.port(), user, account.clone(), k))
-        .unwrap_or_else(|e| panic!("raw MULTIAPPEND failed: {e}"));
-    let wall = t.elapsed().as_secs_f64();
-    let client_cpu = self_cpu() - self0;
-    let (so, sn) = cpu.since(c0);
-    println!("c) raw MULTIAPPEND ({user}): {wall:.3}s wall");
-    Row {
-        name: format!("c) raw MULTIAPPEND, {k} conn"),
-        msgs: total as u64,
-        bytes,
-        wall,
-        client_cpu,
-        old_cpu: so,
-        new_cpu: sn,
-        rss_kib: None,
-        note: check(user, old_counts, &counts(new, user)),
-    }
-}
+const FERRY_INITIAL: &str = "a) imapferry initial copy";
+const DSYNC_INITIAL: &str = "b) dsync initial copy";
+const RAW: &str = "c) raw MULTIAPPEND";
+const FERRY_NOCHANGE: &str = "d) imapferry no-change";
+const DSYNC_NOCHANGE: &str = "d) dsync no-change";
+const FERRY_DELTA: &str = "e) imapferry delta";
+const DSYNC_DELTA: &str = "e) dsync delta";
 
-/// One row of the results table.
+/// One measured run.
 #[derive(Clone, Debug, Default)]
 struct Row {
-    name: String,
+    label: &'static str,
+    /// Repetition; 0 = warm-up, not reported.
+    rep: usize,
     msgs: u64,
     bytes: u64,
     wall: f64,
+    /// user + system CPU seconds of imapferry's child / doveadm / this process (raw).
     client_cpu: f64,
     old_cpu: f64,
     new_cpu: f64,
     rss_kib: Option<u64>,
-    note: String,
+    /// "OK ..." or what is wrong.
+    check: String,
+    /// imapferry's own counters ("copied 20, flags 50").
+    detail: String,
 }
 
-fn print_table(rows: &[Row], total: usize, bytes: u64, k: usize) {
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn print_table(rows: &[Row], cfg: &Config, total: u64, bytes: u64) {
+    let labels = [
+        FERRY_INITIAL,
+        DSYNC_INITIAL,
+        RAW,
+        FERRY_NOCHANGE,
+        DSYNC_NOCHANGE,
+        FERRY_DELTA,
+        DSYNC_DELTA,
+    ];
     println!();
     println!(
-        "RESULTS: {total} messages, {:.1} MB (MB = 10^6 bytes), imapferry and raw with {k} connections; dsync uses one imapc connection",
-        mb(bytes)
+        "RESULTS: {total} messages, {:.1} MB (MB = 10^6 bytes); imapferry and raw use {} connections, dsync one imapc connection;",
+        mb(bytes),
+        cfg.connections
     );
     println!(
-        "{:<32} {:>6} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9}  {}",
+        "median of {} reps (wall range in brackets); CPU = user+sys seconds; peak RSS = highest ru_maxrss",
+        cfg.reps
+    );
+    println!(
+        "{:<26} {:>5} {:>6} {:>7} {:>15} {:>7} {:>6} {:>7} {:>7} {:>7} {:>9}  check",
         "run",
         "msgs",
         "MB",
         "wall s",
+        "(min-max)",
         "msgs/s",
         "MB/s",
         "cli CPU",
         "OLD CPU",
         "NEW CPU",
         "peak RSS",
-        "check"
     );
-    for r in rows {
+    let mut walls = BTreeMap::new();
+    for label in labels {
+        let rs: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.label == label && r.rep > 0)
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
+        let med = |f: fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect());
+        let wall = med(|r| r.wall);
+        walls.insert(label, wall);
+        let min = rs.iter().map(|r| r.wall).fold(f64::INFINITY, f64::min);
+        let max = rs.iter().map(|r| r.wall).fold(0.0, f64::max);
+        let (msgs, b) = (rs[0].msgs, rs[0].bytes);
         let rate = |x: f64| {
-            if r.msgs == 0 {
+            if msgs == 0 {
                 "-".to_string()
             } else {
-                format!("{:.1}", x / r.wall)
+                format!("{:.0}", x / wall)
             }
         };
+        let rss = rs.iter().filter_map(|r| r.rss_kib).max();
+        let bad: Vec<&str> = rs
+            .iter()
+            .map(|r| r.check.as_str())
+            .filter(|c| !c.starts_with("OK"))
+            .collect();
+        let mut check = match bad.first() {
+            None => rs[0].check.clone(),
+            Some(b) => format!("{} of {} runs: {b}", bad.len(), rs.len()),
+        };
+        if !rs[0].detail.is_empty() {
+            check = format!("{check}; {}", rs[0].detail);
+        }
         println!(
-            "{:<32} {:>6} {:>7.1} {:>8.3} {:>8} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>9}  {}",
-            r.name,
-            r.msgs,
-            mb(r.bytes),
-            r.wall,
-            rate(r.msgs as f64),
-            rate(mb(r.bytes)),
-            r.client_cpu,
-            r.old_cpu,
-            r.new_cpu,
-            r.rss_kib
-                .map_or("-".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-            r.note
+            "{:<26} {:>5} {:>6.1} {:>7.3} {:>15} {:>7} {:>6} {:>7.2} {:>7.2} {:>7.2} {:>9}  {}",
+            label,
+            msgs,
+            mb(b),
+            wall,
+            format!("({min:.3}-{max:.3})"),
+            rate(msgs as f64),
+            if msgs == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", mb(b) / wall)
+            },
+            med(|r| r.client_cpu),
+            med(|r| r.old_cpu),
+            med(|r| r.new_cpu),
+            rss.map_or("-".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            check
         );
     }
     println!(
-        "(cli CPU: user+sys of imapferry's child / doveadm / this process for raw; OLD/NEW CPU: the Dovecot instances; dsync writes NEW's Maildir itself, so its NEW work is in cli CPU)"
+        "(cli CPU: imapferry's child process / doveadm / this process for raw. dsync writes NEW's Maildir itself, so its NEW-side work is in cli CPU.)"
     );
-    let wall = |prefix: &str| {
-        rows.iter()
-            .find(|r| r.name.starts_with(prefix))
-            .map(|r| r.wall)
+    // Ratios of runs of the same round (adjacent in time, so they saw the same background),
+    // then the median over the rounds.
+    let paired = |a: &str, b: &str| {
+        median(
+            (1..=cfg.reps)
+                .filter_map(|rep| {
+                    let find = |l: &str| rows.iter().find(|r| r.label == l && r.rep == rep);
+                    Some(find(a)?.wall / find(b)?.wall)
+                })
+                .collect(),
+        )
     };
-    let ratio = |what: &str, a: Option<f64>, b: Option<f64>, extra: &str| {
-        if let (Some(a), Some(b)) = (a, b) {
-            println!("  {what:<52} {:>7.2}{extra}", a / b);
-        }
-    };
-    println!();
-    println!("RATIOS");
-    ratio(
-        "imapferry initial speed / dsync initial speed",
-        wall("b) dsync initial"),
-        wall("a) imapferry initial"),
-        "x  (>1: imapferry faster)",
+    let w = |l: &str| walls.get(l).copied().unwrap_or(f64::NAN);
+    println!("\nRATIOS (median over the reps of the ratio within each rep)");
+    println!(
+        "  imapferry initial copy speed / dsync's:              {:>6.2}x  (>1: imapferry faster)",
+        paired(DSYNC_INITIAL, FERRY_INITIAL)
     );
-    ratio(
-        "imapferry initial time / raw MULTIAPPEND time",
-        wall("a) imapferry initial"),
-        wall("c) raw"),
-        "   (target <= 1.3)",
+    println!(
+        "  imapferry initial time / raw MULTIAPPEND time:       {:>6.2}   (target <= 1.3)",
+        paired(FERRY_INITIAL, RAW)
     );
-    ratio(
-        "imapferry no-change time / dsync no-change time",
-        wall("d) imapferry"),
-        wall("d) dsync"),
-        "   (<1: imapferry faster)",
+    println!(
+        "  no-change pass, imapferry / dsync ({:.3}s vs {:.3}s): {:>6.2}   (<1: imapferry faster)",
+        w(FERRY_NOCHANGE),
+        w(DSYNC_NOCHANGE),
+        paired(FERRY_NOCHANGE, DSYNC_NOCHANGE)
     );
-    ratio(
-        "imapferry delta time / dsync delta time",
-        wall("e) imapferry"),
-        wall("e) dsync"),
-        "   (<1: imapferry faster)",
+    println!(
+        "  delta pass, imapferry / dsync ({:.3}s vs {:.3}s):     {:>6.2}   (<1: imapferry faster)",
+        w(FERRY_DELTA),
+        w(DSYNC_DELTA),
+        paired(FERRY_DELTA, DSYNC_DELTA)
     );
-    if let (Some(a), Some(d)) = (wall("a) imapferry initial"), wall("d) imapferry")) {
+    // Where the time goes: on one small machine client, OLD and NEW share the CPUs, so the CPU
+    // seconds of a run divided by the CPU count bound its wall time from below.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "\nCPU SECONDS of the initial copies (median; client + OLD + NEW; / {cpus} CPUs = CPU-bound floor)"
+    );
+    for label in [FERRY_INITIAL, DSYNC_INITIAL, RAW] {
+        let rs: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.label == label && r.rep > 0)
+            .collect();
+        let med = |f: fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect());
+        let (c, o, n) = (
+            med(|r| r.client_cpu),
+            med(|r| r.old_cpu),
+            med(|r| r.new_cpu),
+        );
         println!(
-            "  {:<52} {:>7.3}s ({:.1} % of the initial copy)",
-            "imapferry no-change pass",
-            d,
-            100.0 * d / a
+            "  {label:<26} {:>5.2} = {c:.2} + {o:.2} + {n:.2}   floor {:.2}s, wall {:.3}s",
+            c + o + n,
+            (c + o + n) / cpus,
+            w(label)
         );
     }
 }
@@ -381,12 +526,18 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Test mail.
 
 /// N messages spread over FOLDERS, log-normal sizes, typical flags and INTERNALDATEs.
 fn generate(n: usize) -> Account {
-    let mut rng = Rng::new(0xBE7C_4);
+    let mut rng = Rng::new(0x000B_E7C4);
     let mut out: Account = Vec::new();
     let mut next = 0u64;
     for (i, (folder, share)) in FOLDERS.iter().enumerate() {
@@ -408,7 +559,7 @@ fn generate(n: usize) -> Account {
 
 fn new_mail(rng: &mut Rng, i: u64) -> Mail {
     let mut size = lognormal_size(rng, MEDIAN_SIZE, SIGMA, MAX_SIZE);
-    if i % BIG_EVERY == 0 {
+    if i.is_multiple_of(BIG_EVERY) {
         size = (1 << 20) + rng.below(3 << 20) as usize;
     }
     let mut flags = Vec::new();
@@ -501,12 +652,8 @@ fn counts(d: &Dovecot, user: &str) -> BTreeMap<String, (u32, u64)> {
     out
 }
 
-/// "OK" when every folder of OLD holds as many messages on NEW (`user`), else what differs.
-fn check(
-    user: &str,
-    old: &BTreeMap<String, (u32, u64)>,
-    new: &BTreeMap<String, (u32, u64)>,
-) -> String {
+/// "OK (n/n)" when every OLD folder holds as many messages on NEW, else "MISMATCH" and where.
+fn check(old: &BTreeMap<String, (u32, u64)>, new: &BTreeMap<String, (u32, u64)>) -> String {
     let mut bad = Vec::new();
     for (f, (n, _)) in old {
         let got = new.get(f).map_or(0, |c| c.0);
@@ -521,7 +668,7 @@ fn check(
     if bad.is_empty() {
         format!("OK ({n}/{o})")
     } else {
-        format!("MISMATCH {user} ({n}/{o}; {})", bad.join(", "))
+        format!("MISMATCH ({n}/{o}; {})", bad.join(", "))
     }
 }
 
@@ -702,45 +849,46 @@ async fn connect(port: u16, user: &str) -> Result<Client, String> {
 // ---------------------------------------------------------------------------------------------
 // imapferry passes in a child process.
 
-/// Runs one imapferry pass in a child (this binary, `--child-pass`) and measures it.
+/// Runs one imapferry pass (OLD alice -> NEW `new_user`) in a child and measures it.
+#[allow(clippy::too_many_arguments)]
 fn ferry_pass(
     launcher: &mut Launcher,
     old: &Dovecot,
     new: &Dovecot,
+    new_user: &str,
     state: &Path,
     k: usize,
     cpu: &Cpu,
-    name: &str,
+    label: &'static str,
 ) -> Row {
     let exe = std::env::current_exe().expect("current_exe");
     let args = [
         exe.to_string_lossy().into_owned(),
         CHILD_FLAG.to_string(),
         old.port().to_string(),
-        new.port().to_string(),
         "alice".to_string(),
+        new.port().to_string(),
+        new_user.to_string(),
         state.to_string_lossy().into_owned(),
         k.to_string(),
     ];
     let c0 = cpu.sample();
     let m = launcher.measure(&args);
-    let (so, sn) = cpu.since(c0);
+    let (old_cpu, new_cpu) = cpu.since(c0);
     if !m.success {
-        panic!("{name}: child pass failed\n{}", m.stderr);
+        panic!("{label}: child pass failed\n{}{}", m.stdout, m.stderr);
     }
     if !m.stderr.trim().is_empty() {
-        eprint!("{name} (child stderr):\n{}", m.stderr);
+        eprint!("{label} (child stderr):\n{}", m.stderr);
     }
-    let stats: BTreeMap<String, String> = m
+    let line = m
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("BENCH-PASS "))
-        .unwrap_or_else(|| panic!("{name}: no stats line in child output:\n{}", m.stdout))
+        .unwrap_or_else(|| panic!("{label}: no stats line in child output:\n{}", m.stdout));
+    let stats: BTreeMap<&str, &str> = line
         .split_whitespace()
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-        })
+        .filter_map(|kv| kv.split_once('='))
         .collect();
     let get = |k: &str| {
         stats
@@ -748,54 +896,51 @@ fn ferry_pass(
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let hwm = m
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("BENCH-HWM "))
-        .unwrap_or("?");
     println!(
-        "{name}: {:.3}s wall ({}s inside sync_account), ru_maxrss {} KiB (child's own VmHWM {hwm} KiB), {}",
-        m.wall,
-        stats.get("secs").map_or("?", String::as_str),
-        m.maxrss_kib,
-        m.stdout
-            .lines()
-            .find(|l| l.starts_with("BENCH-PASS"))
-            .unwrap_or("")
-            .trim_start_matches("BENCH-PASS ")
+        "  {label} -> {new_user}: {:.3}s  ru_maxrss {} KiB  {line}",
+        m.wall, m.maxrss_kib
     );
     Row {
-        name: format!("{name}, {k} conn"),
+        label,
+        rep: 0,
         msgs: get("transferred"),
         bytes: get("bytes"),
         wall: m.wall,
         client_cpu: m.cpu,
-        old_cpu: so,
-        new_cpu: sn,
+        old_cpu,
+        new_cpu,
         rss_kib: Some(m.maxrss_kib),
-        note: match get("errors") {
-            0 => format!("flags {}", get("flags_updated")),
-            n => format!("{n} ERRORS, flags {}", get("flags_updated")),
+        check: match get("errors") {
+            0 => "OK".to_string(),
+            n => format!("{n} ERRORS"),
         },
+        detail: format!(
+            "copied {}, flags {}",
+            get("transferred"),
+            get("flags_updated")
+        ),
     }
 }
 
 /// The hidden child: one `sync_account` pass; prints its counters as one line.
-/// Args: old_port new_port user state_file connections; password in $IMAPFERRY_BENCH_PW.
+/// Args: old_port old_user new_port new_user state_file connections; the password (the same on
+/// both sides) comes in $IMAPFERRY_BENCH_PW.
 fn child_pass(args: &[String]) {
-    let [old_port, new_port, user, state, k] = args else {
+    let [old_port, old_user, new_port, new_user, state, k] = args else {
         usage("bad --child-pass arguments");
     };
     if std::env::var_os("RUST_LOG").is_some() {
+        // With span-close events: one line per folder with its busy/idle time.
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
             .with_writer(std::io::stderr)
             .init();
     }
     let pw = std::env::var(PW_ENV).unwrap_or_else(|_| usage("no password in the environment"));
-    let endpoint = |port: &str| Endpoint {
+    let endpoint = |port: &str, user: &str| Endpoint {
         connect: connect_options(port.parse().expect("port")),
-        user: user.clone(),
+        user: user.to_string(),
         password: Secret::new(pw.clone()),
         authuser: None,
         auth: AuthMech::Login,
@@ -809,24 +954,23 @@ fn child_pass(args: &[String]) {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
-        let store = SqliteStore::open(Path::new(state)).await.expect("open state store");
+        let store = SqliteStore::open(Path::new(state))
+            .await
+            .expect("open state store");
         let t = Instant::now();
-        let report = sync_account(&store, &endpoint(old_port), &endpoint(new_port), &opts, &Quiet).await;
+        let report = sync_account(
+            &store,
+            &endpoint(old_port, old_user),
+            &endpoint(new_port, new_user),
+            &opts,
+            &Quiet,
+        )
+        .await;
         let secs = t.elapsed().as_secs_f64();
         match report {
             Ok(r) => {
                 let s = &r.stats;
-                println!(
-                    "BENCH-PASS transferred={} bytes={} flags_updated={} adopted={} deleted={} missing={} errors={} secs={secs:.3}",
-                    s.messages_transferred,
-                    s.bytes_transferred,
-                    s.flags_updated,
-                    s.messages_adopted,
-                    s.messages_deleted_on_new,
-                    s.messages_missing_on_new,
-                    r.errors.len()
-                );
-                // Cross-check of the parent's ru_maxrss: this process's own peak since exec.
+                // VmHWM: this process's own peak RSS since exec, a cross-check of ru_maxrss.
                 let hwm = std::fs::read_to_string("/proc/self/status")
                     .ok()
                     .and_then(|st| {
@@ -835,7 +979,15 @@ fn child_pass(args: &[String]) {
                             .map(|v| v.trim().trim_end_matches(" kB").to_string())
                     })
                     .unwrap_or_default();
-                println!("BENCH-HWM {hwm}");
+                println!(
+                    "BENCH-PASS transferred={} bytes={} flags_updated={} adopted={} deleted={} errors={} in_process_s={secs:.3} vmhwm_kib={hwm}",
+                    s.messages_transferred,
+                    s.bytes_transferred,
+                    s.flags_updated,
+                    s.messages_adopted,
+                    s.messages_deleted_on_new,
+                    r.errors.len()
+                );
                 for e in r.errors.iter().take(10) {
                     eprintln!("error: {e}");
                 }
@@ -851,8 +1003,17 @@ fn child_pass(args: &[String]) {
 // ---------------------------------------------------------------------------------------------
 // dsync (doveadm backup -R over imapc).
 
-/// Pulls OLD alice into NEW dsyncuser with `doveadm backup -R ... imapc:` and measures it.
-fn dsync_pass(launcher: &mut Launcher, old: &Dovecot, new: &Dovecot, cpu: &Cpu, name: &str) -> Row {
+/// Pulls OLD alice into NEW `new_user` with `doveadm backup -R ... imapc:` and measures it.
+/// doveadm runs as root and switches to the mail user itself; it writes the NEW Maildir directly
+/// (no NEW IMAP server involved) and reads OLD over one imapc connection.
+fn dsync_pass(
+    launcher: &mut Launcher,
+    old: &Dovecot,
+    new: &Dovecot,
+    new_user: &str,
+    cpu: &Cpu,
+    label: &'static str,
+) -> Row {
     let mut args = vec![
         "doveadm".to_string(),
         "-c".to_string(),
@@ -869,15 +1030,14 @@ fn dsync_pass(launcher: &mut Launcher, old: &Dovecot, new: &Dovecot, cpu: &Cpu, 
         args.push("-o".to_string());
         args.push(o);
     }
-    args.extend(["backup", "-R", "-u", "dsyncuser", "imapc:"].map(String::from));
+    args.extend(["backup", "-R", "-u", new_user, "imapc:"].map(String::from));
     let c0 = cpu.sample();
     let m = launcher.measure(&args);
-    let (so, sn) = cpu.since(c0);
+    let (old_cpu, new_cpu) = cpu.since(c0);
     // doveadm logs "Info: imapc(...): Connected to ..." on every run; show anything else.
-    let unusual = m.stderr.lines().any(|l| !l.contains(": Info: "));
-    if !m.success || unusual {
+    if !m.success || m.stderr.lines().any(|l| !l.contains(": Info: ")) {
         eprintln!(
-            "{name}: doveadm {} stderr:\n{}",
+            "{label}: doveadm {} stderr:\n{}",
             if m.success {
                 "succeeded, but"
             } else {
@@ -886,18 +1046,21 @@ fn dsync_pass(launcher: &mut Launcher, old: &Dovecot, new: &Dovecot, cpu: &Cpu, 
             m.stderr
         );
     }
-    println!("{name}: {:.3}s wall", m.wall);
+    println!(
+        "  {label} -> {new_user}: {:.3}s  ru_maxrss {} KiB",
+        m.wall, m.maxrss_kib
+    );
     Row {
-        name: name.to_string(),
+        label,
         wall: m.wall,
         client_cpu: m.cpu,
-        old_cpu: so,
-        new_cpu: sn,
+        old_cpu,
+        new_cpu,
         rss_kib: Some(m.maxrss_kib),
-        note: if m.success {
-            String::new()
+        check: if m.success {
+            "OK".to_string()
         } else {
-            "doveadm FAILED".into()
+            "doveadm FAILED".to_string()
         },
         ..Row::default()
     }
@@ -1119,7 +1282,7 @@ fn tree_ticks(procs: &BTreeMap<i32, (i32, f64)>, root: i32) -> f64 {
 }
 
 /// The Dovecot master started with `config` (its command line names the file).
-fn master_pid(config: &PathBuf) -> i32 {
+fn master_pid(config: &Path) -> i32 {
     let want = config.to_string_lossy().to_string();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -1132,7 +1295,7 @@ fn master_pid(config: &PathBuf) -> i32 {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.first().is_some_and(|a| a.ends_with("dovecot")) && args.iter().any(|a| *a == want) {
+        if args.first().is_some_and(|a| a.ends_with("dovecot")) && args.contains(&want) {
             return pid;
         }
     }

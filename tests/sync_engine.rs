@@ -30,13 +30,24 @@ fn endpoint(d: &Dovecot, user: &str) -> Endpoint {
     }
 }
 
+/// Prints the engine's warnings and errors, so a failing test shows what the engine said.
+struct Print;
+
+impl Observer for Print {
+    fn event(&self, event: Event) {
+        if let Event::Warning(w) | Event::Error(w) = event {
+            eprintln!("engine: {w}");
+        }
+    }
+}
+
 async fn pass(store: &dyn Store, old: &Dovecot, new: &Dovecot, opts: &Options) -> Report {
     let report = sync_account(
         store,
         &endpoint(old, "alice"),
         &endpoint(new, "alice"),
         opts,
-        &Quiet,
+        &Print,
     )
     .await
     .expect("sync pass");

@@ -121,11 +121,11 @@ pub fn literal_length(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-async fn fill<'a, S: AsyncBufRead + Unpin>(
-    stream: &'a mut S,
+async fn fill<S: AsyncBufRead + Unpin>(
+    stream: &mut S,
     side: Side,
     timeout: Duration,
-) -> Result<&'a [u8]> {
+) -> Result<&[u8]> {
     match tokio::time::timeout(timeout, stream.fill_buf()).await {
         Err(_) => Err(ImapError::Timeout {
             side,

@@ -247,7 +247,7 @@ pub async fn sync_account(
             });
         }
         // Largest first, so the pool finishes together; ties keep imapsync's order.
-        jobs.sort_by(|a, b| b.messages.cmp(&a.messages));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.messages));
 
         let queue = Mutex::new(VecDeque::from(jobs));
         let workers = opts
@@ -266,10 +266,9 @@ pub async fn sync_account(
                     }
                 }
             };
-            loop {
-                let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                    break;
-                };
+            // The closure drops the queue's lock before the folder's awaits begin.
+            let next = || queue.lock().ok().and_then(|mut q| q.pop_front());
+            while let Some(job) = next() {
                 let folder = job.pair.old_name.clone();
                 match sync_folder(store, &mut old, &mut new, &job, opts, &tally).await {
                     Ok(()) => {}

@@ -215,7 +215,7 @@ async fn run(
     }
     tombstones.extend(&gone_new);
     let limit = (opts.max_delete_share * n.uids.len() as f64).floor() as usize;
-    if gone_old.len() > limit.max(0) && !gone_old.is_empty() {
+    if gone_old.len() > limit {
         tally.error(format!(
             "Folder {}: {} linked messages were expunged on host1, which would delete {:.0} % of host2 folder {} (limit {:.0} %): stopping this folder. Check host1, or raise the limit.",
             pair.old_name,
