@@ -648,6 +648,42 @@ impl Client {
         Ok(enabled)
     }
 
+    /// LIST "" "*", LSUB "" "*" and (when offered) NAMESPACE, pipelined: the folder tree, the
+    /// subscribed names and the first personal namespace (prefix, separator).
+    pub async fn tree(&mut self) -> Result<(Vec<ListEntry>, Vec<String>, Option<(String, Option<char>)>)> {
+        let mut tags = vec![self.send(Cmd::new("LIST \"\" \"*\"")).await?, self.send(Cmd::new("LSUB \"\" \"*\"")).await?];
+        if self.caps.has("NAMESPACE") {
+            tags.push(self.send(Cmd::new("NAMESPACE")).await?);
+        }
+        let (mut list, mut lsub, mut ns) = (Vec::new(), Vec::new(), None);
+        for tag in tags {
+            let done = self
+                .wait(&tag, |u| match u {
+                    Untagged::List { attrs, delim, name } => list.push(ListEntry { attrs, delim, name }),
+                    Untagged::Lsub { name, .. } => lsub.push(name),
+                    Untagged::Namespace(n) => ns = n.into_iter().next(),
+                    _ => {}
+                })
+                .await?;
+            done.ok(self.side, "LIST")?;
+        }
+        Ok((list, lsub, ns))
+    }
+
+    /// Runs `VERB "mailbox"` (e.g. CREATE, SUBSCRIBE) for every name, pipelined; one completion
+    /// per name, in order (NO/BAD are returned, not raised).
+    pub async fn for_each_mailbox(&mut self, verb: &str, names: &[String]) -> Result<Vec<Done>> {
+        let mut tags = Vec::with_capacity(names.len());
+        for name in names {
+            tags.push(self.send(Cmd::new(verb).text(" ").string(name)).await?);
+        }
+        let mut out = Vec::with_capacity(tags.len());
+        for tag in tags {
+            out.push(self.wait(&tag, |_| {}).await?);
+        }
+        Ok(out)
+    }
+
     /// The first personal namespace (prefix, separator), if the server has NAMESPACE.
     pub async fn namespace(&mut self) -> Result<Option<(String, Option<char>)>> {
         if !self.caps.has("NAMESPACE") {
@@ -860,8 +896,10 @@ impl Client {
             }
             self.literal_start(msg.body.len()).await?;
             match msg.body {
-                Body::Mem(bytes) => self.write(bytes).await?,
-                Body::File { .. } => {
+                // Small bodies join the command's buffer; large ones go straight to the socket
+                // (from memory or streamed from the spool file) instead of being copied again.
+                Body::Mem(bytes) if bytes.len() <= 64 * 1024 => self.write(bytes).await?,
+                _ => {
                     self.flush().await?;
                     let side = self.side;
                     let limit = self.timeout.max(Duration::from_secs(1)) * 10;

@@ -57,49 +57,39 @@ pub(crate) struct Tree {
     pub new_subscribed: BTreeSet<String>,
 }
 
-async fn namespace_side(
-    client: &mut Client,
+/// One side's personal namespace: the user's overrides, else NAMESPACE, else guessed from names.
+fn namespace_side(
     names: &[ListEntry],
+    ns: Option<(String, Option<char>)>,
     sep: Option<char>,
     prefix: &Option<String>,
-) -> Result<mapping::Side, ImapError> {
-    let ns = client.namespace().await?;
-    let selectable: Vec<&str> = names.iter().map(|e| e.name.as_str()).collect();
+) -> mapping::Side {
+    let all: Vec<&str> = names.iter().map(|e| e.name.as_str()).collect();
     let sep = sep
         .or_else(|| ns.as_ref().and_then(|(_, s)| *s))
         .or_else(|| names.iter().find_map(|e| e.delim))
-        .unwrap_or_else(|| mapping::guess_sep(&selectable));
-    let prefix = match (prefix, &ns) {
+        .unwrap_or_else(|| mapping::guess_sep(&all));
+    let prefix = match (prefix, ns) {
         (Some(p), _) => p.clone(),
-        (None, Some((p, _))) => p.clone(),
-        (None, None) => mapping::guess_prefix(&selectable, sep),
+        (None, Some((p, _))) => p,
+        (None, None) => mapping::guess_prefix(&all, sep),
     };
-    Ok(mapping::Side { sep, prefix })
+    mapping::Side { sep, prefix }
 }
 
-/// Lists both sides and maps the selected OLD folders to NEW names.
-pub(crate) async fn map_tree(
-    old: &mut Client,
-    new: &mut Client,
-    opts: &Options,
-) -> Result<Tree, ImapError> {
-    let old_list = old.list().await?;
-    let new_list = new.list().await?;
-    let from = namespace_side(old, &old_list, opts.sep1, &opts.prefix1).await?;
-    let to = namespace_side(new, &new_list, opts.sep2, &opts.prefix2).await?;
-    let old_names: Vec<String> = old_list
-        .iter()
-        .filter(|e| e.is_selectable())
-        .map(|e| e.name.clone())
-        .collect();
-    let new_names: Vec<String> = new_list
-        .iter()
-        .filter(|e| e.is_selectable())
-        .map(|e| e.name.clone())
-        .collect();
+fn selectable(list: &[ListEntry]) -> Vec<String> {
+    list.iter().filter(|e| e.is_selectable()).map(|e| e.name.clone()).collect()
+}
+
+/// Lists both sides (concurrently) and maps the selected OLD folders to NEW names.
+pub(crate) async fn map_tree(old: &mut Client, new: &mut Client, opts: &Options) -> Result<Tree, ImapError> {
+    let ((old_list, old_lsub, old_ns), (new_list, new_lsub, new_ns)) = tokio::try_join!(old.tree(), new.tree())?;
+    let from = namespace_side(&old_list, old_ns, opts.sep1, &opts.prefix1);
+    let to = namespace_side(&new_list, new_ns, opts.sep2, &opts.prefix2);
+    let new_names = selectable(&new_list);
     let pairs = opts
         .selection
-        .select(&old_names)
+        .select(&selectable(&old_list))
         .into_iter()
         .map(|o| {
             let n = mapping::fix_inbox_case(&map_name(&o, &from, &to), &new_names);
@@ -108,59 +98,51 @@ pub(crate) async fn map_tree(
         .collect();
     Ok(Tree {
         pairs,
-        old_subscribed: old.lsub().await?.into_iter().collect(),
+        old_subscribed: old_lsub.into_iter().collect(),
         new_existing: new_names.into_iter().collect(),
-        new_subscribed: new.lsub().await?.into_iter().collect(),
+        new_subscribed: new_lsub.into_iter().collect(),
     })
 }
 
-/// Creates missing NEW folders (parents first) and subscribes what OLD has subscribed.
-/// Failures are counted errors, not fatal: that folder is then skipped.
-async fn prepare_new(
-    new: &mut Client,
-    tree: &Tree,
-    opts: &Options,
-    tally: &Tally<'_>,
-) -> Result<BTreeSet<String>, ImapError> {
+/// Creates missing NEW folders (parents first) and subscribes what OLD has subscribed, each
+/// pipelined. Failures are counted errors, not fatal: that folder is then skipped.
+async fn prepare_new(new: &mut Client, tree: &Tree, opts: &Options, tally: &Tally<'_>) -> Result<BTreeSet<String>, ImapError> {
+    let missing: Vec<&(String, String)> = tree
+        .pairs
+        .iter()
+        .filter(|(_, n)| !tree.new_existing.contains(n) && !n.eq_ignore_ascii_case("INBOX"))
+        .collect();
     let mut failed = BTreeSet::new();
-    for (old_name, new_name) in &tree.pairs {
-        if !tree.new_existing.contains(new_name) && !new_name.eq_ignore_ascii_case("INBOX") {
-            if opts.dry {
-                tally.event(Event::FolderCreated {
-                    new: new_name.clone(),
-                });
-            } else {
-                match new.create(new_name).await {
-                    Ok(_) => {
-                        tally.stats(|s| s.folders_created += 1);
-                        tally.event(Event::FolderCreated {
-                            new: new_name.clone(),
-                        });
-                    }
-                    Err(e @ ImapError::Refused { .. }) => {
-                        tally.error(format!(
-                            "Could not create folder [{new_name}] from [{old_name}]: {e}"
-                        ));
-                        failed.insert(new_name.clone());
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
+    if opts.dry {
+        for (_, n) in &missing {
+            tally.event(Event::FolderCreated { new: n.clone() });
+        }
+        return Ok(failed);
+    }
+    let names: Vec<String> = missing.iter().map(|(_, n)| n.clone()).collect();
+    for ((old_name, new_name), done) in missing.iter().zip(new.for_each_mailbox("CREATE", &names).await?) {
+        match done.ok(Side::New, "CREATE") {
+            Ok(_) => {
+                tally.stats(|s| s.folders_created += 1);
+                tally.event(Event::FolderCreated { new: new_name.clone() });
+            }
+            Err(e) => {
+                tally.error(format!("Could not create folder [{new_name}] from [{old_name}]: {e}"));
+                failed.insert(new_name.clone());
             }
         }
-        if opts.subscribe
-            && tree.old_subscribed.contains(old_name)
-            && !tree.new_subscribed.contains(new_name)
-            && !opts.dry
-        {
-            match new.subscribe(new_name).await {
-                Ok(()) => tally.event(Event::Subscribed {
-                    new: new_name.clone(),
-                }),
-                Err(e @ ImapError::Refused { .. }) => {
-                    tally.warn(format!("Could not subscribe to [{new_name}]: {e}"))
-                }
-                Err(e) => return Err(e),
+    }
+    if opts.subscribe {
+        let to_subscribe: Vec<String> = tree
+            .pairs
+            .iter()
+            .filter(|(o, n)| tree.old_subscribed.contains(o) && !tree.new_subscribed.contains(n) && !failed.contains(n))
+            .map(|(_, n)| n.clone())
+            .collect();
+        for (name, done) in to_subscribe.iter().zip(new.for_each_mailbox("SUBSCRIBE", &to_subscribe).await?) {
+            match done.ok(Side::New, "SUBSCRIBE") {
+                Ok(_) => tally.event(Event::Subscribed { new: name.clone() }),
+                Err(e) => tally.warn(format!("Could not subscribe to [{name}]: {e}")),
             }
         }
     }
@@ -168,21 +150,13 @@ async fn prepare_new(
 }
 
 fn state_of(s: &MailboxStatus) -> crate::store::MailboxState {
-    crate::store::MailboxState {
-        uidvalidity: s.uidvalidity,
-        uidnext: s.uidnext,
-        highestmodseq: s.highestmodseq,
-        messages: s.messages,
-    }
+    crate::store::MailboxState { uidvalidity: s.uidvalidity, uidnext: s.uidnext, highestmodseq: s.highestmodseq, messages: s.messages }
 }
 
 /// True when a folder pair needs no work: the last pass completed and OLD reports exactly the
 /// state recorded then (with CONDSTORE, HIGHESTMODSEQ also covers flag changes).
 fn unchanged(pair: &FolderPair, old_now: &MailboxStatus, old_condstore: bool) -> bool {
-    pair.phase == Phase::Synced
-        && old_condstore
-        && old_now.highestmodseq > 0
-        && pair.old == Some(state_of(old_now))
+    pair.phase == Phase::Synced && old_condstore && old_now.highestmodseq > 0 && pair.old == Some(state_of(old_now))
 }
 
 /// Runs one pass over an account. Fatal errors (login, connection, state store) end it; everything
