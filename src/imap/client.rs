@@ -555,6 +555,15 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Leaves the selected mailbox without expunging (UNSELECT; a no-op without the capability).
+    /// Appending to a mailbox that is not selected spares the server from updating a view.
+    pub async fn unselect(&mut self) -> Result<()> {
+        if !self.caps.has("UNSELECT") {
+            return Ok(());
+        }
+        self.run_ok(Cmd::new("UNSELECT"), |_| {}).await.map(|_| ())
+    }
+
     pub async fn noop(&mut self) -> Result<()> {
         self.run_ok(Cmd::new("NOOP"), |_| {}).await.map(|_| ())
     }
@@ -650,8 +659,13 @@ impl Client {
 
     /// LIST "" "*", LSUB "" "*" and (when offered) NAMESPACE, pipelined: the folder tree, the
     /// subscribed names and the first personal namespace (prefix, separator).
-    pub async fn tree(&mut self) -> Result<(Vec<ListEntry>, Vec<String>, Option<(String, Option<char>)>)> {
-        let mut tags = vec![self.send(Cmd::new("LIST \"\" \"*\"")).await?, self.send(Cmd::new("LSUB \"\" \"*\"")).await?];
+    pub async fn tree(
+        &mut self,
+    ) -> Result<(Vec<ListEntry>, Vec<String>, Option<(String, Option<char>)>)> {
+        let mut tags = vec![
+            self.send(Cmd::new("LIST \"\" \"*\"")).await?,
+            self.send(Cmd::new("LSUB \"\" \"*\"")).await?,
+        ];
         if self.caps.has("NAMESPACE") {
             tags.push(self.send(Cmd::new("NAMESPACE")).await?);
         }
@@ -659,7 +673,9 @@ impl Client {
         for tag in tags {
             let done = self
                 .wait(&tag, |u| match u {
-                    Untagged::List { attrs, delim, name } => list.push(ListEntry { attrs, delim, name }),
+                    Untagged::List { attrs, delim, name } => {
+                        list.push(ListEntry { attrs, delim, name })
+                    }
                     Untagged::Lsub { name, .. } => lsub.push(name),
                     Untagged::Namespace(n) => ns = n.into_iter().next(),
                     _ => {}
@@ -725,9 +741,21 @@ impl Client {
 
     /// SELECT (or EXAMINE when `readonly`), with CONDSTORE when the server offers it.
     pub async fn select(&mut self, mailbox: &str, readonly: bool) -> Result<MailboxInfo> {
+        self.select_with(mailbox, readonly, true).await
+    }
+
+    /// SELECT/EXAMINE, asking for CONDSTORE only when `condstore` (and offered). Enabling CONDSTORE
+    /// makes Dovecot track modification sequences for the mailbox from then on, which costs CPU
+    /// on every later APPEND: a mailbox about to be filled is better opened without it.
+    pub async fn select_with(
+        &mut self,
+        mailbox: &str,
+        readonly: bool,
+        condstore: bool,
+    ) -> Result<MailboxInfo> {
         let verb = if readonly { "EXAMINE " } else { "SELECT " };
         let mut cmd = Cmd::new(verb).string(mailbox);
-        if self.caps.has("CONDSTORE") {
+        if condstore && self.caps.has("CONDSTORE") {
             cmd = cmd.text(" (CONDSTORE)");
         }
         let mut info = MailboxInfo {

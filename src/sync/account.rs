@@ -78,12 +78,20 @@ fn namespace_side(
 }
 
 fn selectable(list: &[ListEntry]) -> Vec<String> {
-    list.iter().filter(|e| e.is_selectable()).map(|e| e.name.clone()).collect()
+    list.iter()
+        .filter(|e| e.is_selectable())
+        .map(|e| e.name.clone())
+        .collect()
 }
 
 /// Lists both sides (concurrently) and maps the selected OLD folders to NEW names.
-pub(crate) async fn map_tree(old: &mut Client, new: &mut Client, opts: &Options) -> Result<Tree, ImapError> {
-    let ((old_list, old_lsub, old_ns), (new_list, new_lsub, new_ns)) = tokio::try_join!(old.tree(), new.tree())?;
+pub(crate) async fn map_tree(
+    old: &mut Client,
+    new: &mut Client,
+    opts: &Options,
+) -> Result<Tree, ImapError> {
+    let ((old_list, old_lsub, old_ns), (new_list, new_lsub, new_ns)) =
+        tokio::try_join!(old.tree(), new.tree())?;
     let from = namespace_side(&old_list, old_ns, opts.sep1, &opts.prefix1);
     let to = namespace_side(&new_list, new_ns, opts.sep2, &opts.prefix2);
     let new_names = selectable(&new_list);
@@ -106,7 +114,12 @@ pub(crate) async fn map_tree(old: &mut Client, new: &mut Client, opts: &Options)
 
 /// Creates missing NEW folders (parents first) and subscribes what OLD has subscribed, each
 /// pipelined. Failures are counted errors, not fatal: that folder is then skipped.
-async fn prepare_new(new: &mut Client, tree: &Tree, opts: &Options, tally: &Tally<'_>) -> Result<BTreeSet<String>, ImapError> {
+async fn prepare_new(
+    new: &mut Client,
+    tree: &Tree,
+    opts: &Options,
+    tally: &Tally<'_>,
+) -> Result<BTreeSet<String>, ImapError> {
     let missing: Vec<&(String, String)> = tree
         .pairs
         .iter()
@@ -120,14 +133,21 @@ async fn prepare_new(new: &mut Client, tree: &Tree, opts: &Options, tally: &Tall
         return Ok(failed);
     }
     let names: Vec<String> = missing.iter().map(|(_, n)| n.clone()).collect();
-    for ((old_name, new_name), done) in missing.iter().zip(new.for_each_mailbox("CREATE", &names).await?) {
+    for ((old_name, new_name), done) in missing
+        .iter()
+        .zip(new.for_each_mailbox("CREATE", &names).await?)
+    {
         match done.ok(Side::New, "CREATE") {
             Ok(_) => {
                 tally.stats(|s| s.folders_created += 1);
-                tally.event(Event::FolderCreated { new: new_name.clone() });
+                tally.event(Event::FolderCreated {
+                    new: new_name.clone(),
+                });
             }
             Err(e) => {
-                tally.error(format!("Could not create folder [{new_name}] from [{old_name}]: {e}"));
+                tally.error(format!(
+                    "Could not create folder [{new_name}] from [{old_name}]: {e}"
+                ));
                 failed.insert(new_name.clone());
             }
         }
@@ -136,10 +156,17 @@ async fn prepare_new(new: &mut Client, tree: &Tree, opts: &Options, tally: &Tall
         let to_subscribe: Vec<String> = tree
             .pairs
             .iter()
-            .filter(|(o, n)| tree.old_subscribed.contains(o) && !tree.new_subscribed.contains(n) && !failed.contains(n))
+            .filter(|(o, n)| {
+                tree.old_subscribed.contains(o)
+                    && !tree.new_subscribed.contains(n)
+                    && !failed.contains(n)
+            })
             .map(|(_, n)| n.clone())
             .collect();
-        for (name, done) in to_subscribe.iter().zip(new.for_each_mailbox("SUBSCRIBE", &to_subscribe).await?) {
+        for (name, done) in to_subscribe
+            .iter()
+            .zip(new.for_each_mailbox("SUBSCRIBE", &to_subscribe).await?)
+        {
             match done.ok(Side::New, "SUBSCRIBE") {
                 Ok(_) => tally.event(Event::Subscribed { new: name.clone() }),
                 Err(e) => tally.warn(format!("Could not subscribe to [{name}]: {e}")),
@@ -150,13 +177,21 @@ async fn prepare_new(new: &mut Client, tree: &Tree, opts: &Options, tally: &Tall
 }
 
 fn state_of(s: &MailboxStatus) -> crate::store::MailboxState {
-    crate::store::MailboxState { uidvalidity: s.uidvalidity, uidnext: s.uidnext, highestmodseq: s.highestmodseq, messages: s.messages }
+    crate::store::MailboxState {
+        uidvalidity: s.uidvalidity,
+        uidnext: s.uidnext,
+        highestmodseq: s.highestmodseq,
+        messages: s.messages,
+    }
 }
 
 /// True when a folder pair needs no work: the last pass completed and OLD reports exactly the
 /// state recorded then (with CONDSTORE, HIGHESTMODSEQ also covers flag changes).
 fn unchanged(pair: &FolderPair, old_now: &MailboxStatus, old_condstore: bool) -> bool {
-    pair.phase == Phase::Synced && old_condstore && old_now.highestmodseq > 0 && pair.old == Some(state_of(old_now))
+    pair.phase == Phase::Synced
+        && old_condstore
+        && old_now.highestmodseq > 0
+        && pair.old == Some(state_of(old_now))
 }
 
 /// Runs one pass over an account. Fatal errors (login, connection, state store) end it; everything

@@ -37,14 +37,15 @@ async fn scan(
     client: &mut Client,
     name: &str,
     readonly: bool,
+    condstore: bool,
     known: Option<MailboxState>,
 ) -> Result<Scan, ImapError> {
-    let info = match client.select(name, readonly).await {
+    let info = match client.select_with(name, readonly, condstore).await {
         // imapsync's remedy for servers that list a mailbox they cannot open yet (Gmail; Dovecot
         // racing to auto-create special-use folders): CREATE it, then SELECT again.
         Err(ImapError::Refused { .. }) if !readonly => {
             let _ = client.create(name).await?;
-            client.select(name, readonly).await?
+            client.select_with(name, readonly, condstore).await?
         }
         other => other?,
     };
@@ -140,14 +141,16 @@ async fn run(
         messages: job.messages,
     });
 
-    let o = match scan(old, &pair.old_name, true, pair.old).await {
+    let o = match scan(old, &pair.old_name, true, true, pair.old).await {
         Err(e @ ImapError::Refused { .. }) => {
             tally.error(format!("Could not select: {} {e}", pair.old_name));
             return Ok(());
         }
         other => other?,
     };
-    let n = match scan(new, &pair.new_name, opts.dry, pair.new).await {
+    // NEW gets CONDSTORE only once there is a recorded state to compare with: a first pass fills
+    // the folder faster without it (see `Client::select_with`); its final STATUS records the modseq.
+    let n = match scan(new, &pair.new_name, opts.dry, pair.new.is_some(), pair.new).await {
         Err(e @ ImapError::Refused { .. }) if opts.dry => {
             // The folder does not exist yet on NEW: everything would be copied.
             let _ = e;
@@ -300,7 +303,9 @@ async fn run(
                 });
             }
         }
-        copy_messages(
+        // Dovecot appends faster to a mailbox nobody has selected (no view to keep in sync).
+        new.unselect().await?;
+        let copied = copy_messages(
             store,
             old,
             new,
@@ -312,8 +317,12 @@ async fn run(
             tally,
         )
         .await?;
+        tally.stats(|s| s.messages_missing_on_new += (to_copy.len() - copied) as u64);
     } else if opts.dry {
-        tally.stats(|s| s.messages_would_transfer += to_copy.len() as u64);
+        tally.stats(|s| {
+            s.messages_would_transfer += to_copy.len() as u64;
+            s.messages_missing_on_new += to_copy.len() as u64;
+        });
     }
 
     if !opts.dry {
