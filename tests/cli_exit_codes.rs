@@ -511,3 +511,30 @@ fn dry_run_then_overquota_on_new() {
     );
     stopped.assert_says("/1 nb_errors/max_errors PID");
 }
+
+#[test]
+fn authuser_logs_in_with_a_master_user() {
+    let d = Dovecot::start_with(common::DovecotOptions {
+        master: Some(("admin".into(), "admin-pw".into())),
+        ..Default::default()
+    });
+    d.add_user("alice", ALICE_PW);
+    d.add_user("bob", BOB_PW);
+    // OLD is reached as alice through the admin login (imapsync's --authuser1), NEW as bob.
+    let args = with(
+        account(&d, "admin-pw", BOB_PW, d.port(), d.port()),
+        &["--authuser1", "admin", "--justlogin"],
+    );
+    let out = sync(&args);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        !out.stdout.contains("admin-pw"),
+        "the admin password must not be printed"
+    );
+    // The admin password alone, without --authuser1, is not alice's password.
+    let out = sync(&with(
+        account(&d, "admin-pw", BOB_PW, d.port(), d.port()),
+        &["--justlogin"],
+    ));
+    assert_eq!(out.code, 161, "{}", out.stdout);
+}

@@ -252,3 +252,52 @@ async fn full_capability_server() {
 async fn reduced_capability_server_fallbacks() {
     fallbacks_and_streaming(Layout::Reduced).await;
 }
+
+#[tokio::test]
+async fn master_user_logs_in_as_the_user() {
+    let d = Dovecot::start_with(DovecotOptions {
+        master: Some(("admin".into(), "admin-pw".into())),
+        ..DovecotOptions::default()
+    });
+    d.add_user("alice", PW);
+    let mut raw = RawImap::connect(d.host(), d.port());
+    raw.login("alice", PW);
+    raw.create("OnlyAlice");
+
+    // authzid = alice, authcid = admin, the admin's password: the session is alice's.
+    let mut c = Client::connect(
+        &opts(d.port(), Security::Plain, TlsOptions::default()),
+        Side::Old,
+    )
+    .await
+    .unwrap();
+    c.authenticate_plain(Some("alice"), "admin", &Secret::new("admin-pw"))
+        .await
+        .expect("master login");
+    let names: Vec<String> = c
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.contains(&"OnlyAlice".to_string()), "{names:?}");
+
+    let mut c = Client::connect(
+        &opts(d.port(), Security::Plain, TlsOptions::default()),
+        Side::Old,
+    )
+    .await
+    .unwrap();
+    let Err(err) = c
+        .authenticate_plain(Some("alice"), "admin", &Secret::new("wrong"))
+        .await
+    else {
+        panic!("a wrong master password was accepted");
+    };
+    assert!(
+        err.to_string()
+            .contains("Error login on [127.0.0.1] with user [alice] auth [PLAIN]"),
+        "{err}"
+    );
+}

@@ -302,3 +302,40 @@ async fn adopts_an_account_copied_by_another_tool() {
     );
     assert_same_mail(&snapshot(&old, "alice", PW), &snapshot(&new, "alice", PW));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uidvalidity_change_on_old_re_identifies_instead_of_copying_again() {
+    let (old, new) = pair(Layout::Slash, Layout::DotInbox);
+    old.add_user("alice", PW);
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login("alice", PW);
+    o.create("Box");
+    for i in 0..12u64 {
+        o.append("Box", &[], None, &common::message(i, 900));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    pass(&store, &old, &new, &Options::default()).await;
+
+    // The folder is rebuilt on OLD (as a server migration or a restore does): same mail, new
+    // UIDVALIDITY, new UIDs.
+    let msgs = messages(&old, "Box");
+    o.exec("DELETE Box");
+    o.create("Box");
+    for m in &msgs {
+        let flags: Vec<&str> = m.flags.iter().map(String::as_str).collect();
+        o.append("Box", &flags, Some(&m.internaldate), &m.body);
+    }
+    let report = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(
+        report.stats.messages_transferred, 0,
+        "nothing is copied again"
+    );
+    assert_eq!(
+        report.stats.messages_adopted, 12,
+        "every message is re-identified by key"
+    );
+    assert_eq!(messages(&new, "INBOX.Box").len(), 12);
+}

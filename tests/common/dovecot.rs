@@ -77,6 +77,9 @@ pub struct DovecotOptions {
     pub quota_kb: Option<u64>,
     /// Keep Dovecot's default fsync behaviour; `false` sets `mail_fsync = never`.
     pub fsync: bool,
+    /// A master user (login, password) that may log in as any user: SASL PLAIN with
+    /// authzid = the user, or `user*master` with LOGIN.
+    pub master: Option<(String, String)>,
 }
 
 impl Default for DovecotOptions {
@@ -86,6 +89,7 @@ impl Default for DovecotOptions {
             tls: false,
             quota_kb: None,
             fsync: false,
+            master: None,
         }
     }
 }
@@ -124,6 +128,13 @@ impl Dovecot {
             child: None,
         };
         d.prepare_dir();
+        if let Some((user, pw)) = &d.opts.master {
+            std::fs::write(
+                d.dir().join("master-passwd"),
+                format!("{user}:{{PLAIN}}{pw}\n"),
+            )
+            .expect("write master-passwd");
+        }
         for attempt in 1.. {
             d.port = free_port();
             d.imaps_port = d.opts.tls.then(free_port);
@@ -304,6 +315,15 @@ impl Dovecot {
         if o.quota_kb.is_some() {
             // Must precede `protocol imap`, whose $mail_plugins expands the value set so far.
             c.push_str("mail_plugins = $mail_plugins quota\n");
+        }
+        if o.master.is_some() {
+            // Master users first; `pass = yes` still requires the target user to exist below.
+            c.push_str("auth_master_user_separator = *\n");
+            writeln!(
+                c,
+                "passdb {{\n  driver = passwd-file\n  master = yes\n  pass = yes\n  args = scheme=PLAIN username_format=%u {dir}/master-passwd\n}}"
+            )
+            .unwrap();
         }
         writeln!(
             c,
