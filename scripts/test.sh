@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo test --all-targets "$@"
-cargo build --quiet --manifest-path fuzz/Cargo.toml
+cargo build --quiet --manifest-path fuzz/Cargo.toml --target-dir fuzz/target
 for corpus in fuzz/corpus/*/; do
   target=$(basename "$corpus")
   "fuzz/target/debug/$target" -runs=0 "$corpus"
