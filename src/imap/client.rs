@@ -50,6 +50,11 @@ pub struct Done {
 }
 
 impl Done {
+    /// A CREATE refused with `[ALREADYEXISTS]` (RFC 5530): the mailbox is there.
+    pub fn already_exists(&self) -> bool {
+        matches!(&self.code, Some(Code::Other(c)) if c.eq_ignore_ascii_case("ALREADYEXISTS"))
+    }
+
     /// NO and BAD become [`ImapError::Refused`].
     pub fn ok(self, side: Side, command: &str) -> Result<Done> {
         match self.status {
@@ -1052,7 +1057,7 @@ impl Client {
             .await?;
         match done.status {
             Status::Ok => Ok(true),
-            _ if done.code == Some(Code::Other("ALREADYEXISTS".into())) => Ok(false),
+            _ if done.already_exists() => Ok(false),
             _ => done.ok(self.side, "CREATE").map(|_| false),
         }
     }

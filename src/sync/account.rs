@@ -137,6 +137,9 @@ async fn prepare_new(
         .iter()
         .zip(new.for_each_mailbox("CREATE", &names).await?)
     {
+        if done.already_exists() {
+            continue; // another session (or the server's auto-creation) was first: fine
+        }
         match done.ok(Side::New, "CREATE") {
             Ok(_) => {
                 tally.stats(|s| s.folders_created += 1);

@@ -15,8 +15,9 @@ use super::flags::{FlagSet, PermanentFlags, filter_for_new};
 use super::identity::IdentityOptions;
 use super::{Event, Options, SyncError, Tally};
 
-/// Messages per `UID FETCH`.
+/// Messages per `UID FETCH` (the first one of a folder is smaller).
 const FETCH_BATCH: usize = 50;
+const FIRST_FETCH_BATCH: usize = 10;
 const FETCH_IN_FLIGHT: usize = 2;
 /// Messages and bytes per APPEND command (MULTIAPPEND), and APPEND commands in flight.
 const APPEND_BATCH: usize = 50;
@@ -59,10 +60,14 @@ pub(crate) async fn copy_messages(
         return Ok(0);
     }
     let (tx, rx) = mpsc::channel(CHANNEL);
-    let (fetched, appended) = tokio::join!(
+    let (links_tx, links_rx) = mpsc::unbounded_channel();
+    let (fetched, appended, committed) = tokio::join!(
         fetch(old, uids, tx, pair, tally),
-        append(store, new, rx, pair, perm, &opts.identity, tally)
+        // `append` owns the links sender: when it ends, the committer finishes.
+        append(links_tx, &mut *new, rx, pair, perm, &opts.identity, tally),
+        commit(store, pair, links_rx)
     );
+    committed?;
     let (mut linked, unlinked) = appended?;
     fetched?;
     if !unlinked.is_empty() {
@@ -89,7 +94,11 @@ async fn fetch(
     tally: &Tally<'_>,
 ) -> Result<(), SyncError> {
     let mut in_flight: VecDeque<(String, Vec<u32>)> = VecDeque::new();
-    let mut batches = uids.chunks(FETCH_BATCH);
+    // A small first batch gets NEW's first APPEND going sooner; full batches after it.
+    let first = uids.len().min(FIRST_FETCH_BATCH);
+    let mut batches = std::iter::once(&uids[..first])
+        .filter(|b| !b.is_empty())
+        .chain(uids[first..].chunks(FETCH_BATCH));
     loop {
         while in_flight.len() < FETCH_IN_FLIGHT {
             let Some(batch) = batches.next() else { break };
@@ -139,10 +148,28 @@ async fn fetch(
     }
 }
 
-/// The NEW side: batches of messages appended with up to two APPENDs in flight.
-/// Returns how many copies were linked from APPENDUID, and those that could not be (no UIDPLUS).
-async fn append(
+/// Commits links as APPENDs complete, one transaction for whatever has arrived meanwhile, so the
+/// APPEND pipeline never waits for the disk. A crash between an APPEND and its commit leaves an
+/// unlinked copy above the adoption watermark, which the next pass adopts instead of copying.
+async fn commit(
     store: &dyn Store,
+    pair: &FolderPair,
+    mut rx: mpsc::UnboundedReceiver<Vec<Link>>,
+) -> Result<(), SyncError> {
+    while let Some(mut links) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            links.extend(more);
+        }
+        store.add_links(pair.id, &links).await?;
+    }
+    Ok(())
+}
+
+/// The NEW side: batches of messages appended with up to two APPENDs in flight; their links go to
+/// the committer. Returns how many copies were linked from APPENDUID, and those that could not be
+/// (no UIDPLUS).
+async fn append(
+    links: mpsc::UnboundedSender<Vec<Link>>,
     new: &mut Client,
     mut rx: mpsc::Receiver<Msg>,
     pair: &FolderPair,
@@ -184,7 +211,7 @@ async fn append(
                 _ => None,
             };
             if done.status == Status::Ok {
-                linked += record(store, pair, sent, uids, &mut unlinked, tally).await?;
+                linked += record(&links, pair, sent, uids, &mut unlinked, tally);
             } else if sent.len() > 1 {
                 // One bad message fails a whole MULTIAPPEND: retry one by one to find it.
                 for s in sent {
@@ -197,7 +224,7 @@ async fn append(
                         _ => None,
                     };
                     if done.status == Status::Ok {
-                        linked += record(store, pair, vec![s], uid, &mut unlinked, tally).await?;
+                        linked += record(&links, pair, vec![s], uid, &mut unlinked, tally);
                     } else {
                         append_failed(&s, pair, &done.line, tally);
                     }
@@ -275,15 +302,16 @@ async fn send_batch(new: &mut Client, mailbox: &str, sent: &[Sent]) -> Result<St
     new.send_append(mailbox, &msgs).await
 }
 
-/// A completed APPEND: commit the links (or keep the copies for finding by key), then report.
-async fn record(
-    store: &dyn Store,
+/// A completed APPEND: hand the links to the committer (or keep the copies for finding by key),
+/// then report. Returns how many were linked.
+fn record(
+    links_tx: &mpsc::UnboundedSender<Vec<Link>>,
     pair: &FolderPair,
     sent: Vec<Sent>,
     uids: Option<Vec<u32>>,
     unlinked: &mut Vec<Sent>,
     tally: &Tally<'_>,
-) -> Result<usize, SyncError> {
+) -> usize {
     if let Some(uids) = &uids {
         let links: Vec<Link> = sent
             .iter()
@@ -295,7 +323,8 @@ async fn record(
                 new_flags: s.target.to_canonical(),
             })
             .collect();
-        store.add_links(pair.id, &links).await?;
+        // The committer only stops after this function's caller has returned.
+        let _ = links_tx.send(links);
     }
     for (i, s) in sent.iter().enumerate() {
         let size = s.msg.body.len();
@@ -314,9 +343,9 @@ async fn record(
     }
     if uids.is_none() {
         unlinked.extend(sent);
-        return Ok(0);
+        return 0;
     }
-    Ok(sent.len())
+    sent.len()
 }
 
 fn append_failed(s: &Sent, pair: &FolderPair, line: &str, tally: &Tally<'_>) {
