@@ -121,239 +121,230 @@ pub(crate) async fn sync_folder(
     tally: &Tally<'_>,
 ) -> Result<(), SyncError> {
     let span = tracing::info_span!("folder", old = %job.pair.old_name, new = %job.pair.new_name);
-    run(store, old, new, job, opts, tally)
-        .instrument(span)
-        .await
-}
+    async move {
+        let mut pair = job.pair.clone();
+        tally.event(Event::FolderStart {
+            old: pair.old_name.clone(),
+            new: pair.new_name.clone(),
+            messages: job.messages,
+        });
 
-async fn run(
-    store: &dyn Store,
-    old: &mut Client,
-    new: &mut Client,
-    job: &FolderJob,
-    opts: &Options,
-    tally: &Tally<'_>,
-) -> Result<(), SyncError> {
-    let mut pair = job.pair.clone();
-    tally.event(Event::FolderStart {
-        old: pair.old_name.clone(),
-        new: pair.new_name.clone(),
-        messages: job.messages,
-    });
+        let o = match scan(old, &pair.old_name, true, true, pair.old).await {
+            Err(e @ ImapError::Refused { .. }) => {
+                tally.error(format!("Could not select: {} {e}", pair.old_name));
+                return Ok(());
+            }
+            other => other?,
+        };
+        // NEW gets CONDSTORE only once there is a recorded state to compare with: a first pass fills
+        // the folder faster without it (see `Client::select_with`); its final STATUS records the modseq.
+        let n = match scan(new, &pair.new_name, opts.dry, pair.new.is_some(), pair.new).await {
+            Err(e @ ImapError::Refused { .. }) if opts.dry => {
+                // The folder does not exist yet on NEW: everything would be copied.
+                let _ = e;
+                tally.stats(|s| {
+                    s.messages_on_old += o.uids.len() as u64;
+                    s.messages_would_transfer += o.uids.len() as u64;
+                });
+                return Ok(());
+            }
+            Err(e @ ImapError::Refused { .. }) => {
+                tally.error(format!("Could not select: {} {e}", pair.new_name));
+                return Ok(());
+            }
+            other => other?,
+        };
 
-    let o = match scan(old, &pair.old_name, true, true, pair.old).await {
-        Err(e @ ImapError::Refused { .. }) => {
-            tally.error(format!("Could not select: {} {e}", pair.old_name));
-            return Ok(());
+        // UIDVALIDITY changed on either side: the stored links mean nothing any more. Forget them and
+        // re-identify by identity key (adoption) instead of copying the folder again.
+        let reset = matches!(pair.old, Some(s) if s.uidvalidity != o.info.uidvalidity)
+            || matches!(pair.new, Some(s) if s.uidvalidity != n.info.uidvalidity);
+        if reset && !opts.dry {
+            tally.warn(format!(
+                "UIDVALIDITY changed for {} / {}: re-identifying messages",
+                pair.old_name, pair.new_name
+            ));
+            store.reset_pair(pair.id).await?;
+            pair.adopt_from = 1;
         }
-        other => other?,
-    };
-    // NEW gets CONDSTORE only once there is a recorded state to compare with: a first pass fills
-    // the folder faster without it (see `Client::select_with`); its final STATUS records the modseq.
-    let n = match scan(new, &pair.new_name, opts.dry, pair.new.is_some(), pair.new).await {
-        Err(e @ ImapError::Refused { .. }) if opts.dry => {
-            // The folder does not exist yet on NEW: everything would be copied.
-            let _ = e;
-            tally.stats(|s| {
-                s.messages_on_old += o.uids.len() as u64;
-                s.messages_would_transfer += o.uids.len() as u64;
+        let mut links: Vec<Link> = if reset {
+            Vec::new()
+        } else {
+            store.links(pair.id).await?
+        };
+        let mut tombstones: BTreeSet<u32> = if reset {
+            BTreeSet::new()
+        } else {
+            store.tombstones(pair.id).await?.into_iter().collect()
+        };
+        tally.stats(|s| s.messages_on_old += o.uids.len() as u64);
+
+        // Links whose NEW copy is gone become tombstones: the user deleted it, it never comes back.
+        let gone_new: Vec<u32> = links
+            .iter()
+            .filter(|l| !n.uids.contains(&l.new_uid) && o.uids.contains(&l.old_uid))
+            .map(|l| l.old_uid)
+            .collect();
+        // Links whose OLD message is gone (and both gone): their NEW copy goes too, within the bound.
+        let gone_old: Vec<Link> = links
+            .iter()
+            .filter(|l| !o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid))
+            .cloned()
+            .collect();
+        let gone_both: Vec<u32> = links
+            .iter()
+            .filter(|l| !o.uids.contains(&l.old_uid) && !n.uids.contains(&l.new_uid))
+            .map(|l| l.old_uid)
+            .collect();
+        if !gone_new.is_empty() && !opts.dry {
+            store.tombstone(pair.id, &gone_new).await?;
+            tally.stats(|s| s.messages_tombstoned += gone_new.len() as u64);
+            tally.event(Event::Tombstoned {
+                new_folder: pair.new_name.clone(),
+                count: gone_new.len(),
             });
+        }
+        tombstones.extend(&gone_new);
+        let limit = (opts.max_delete_share * n.uids.len() as f64).floor() as usize;
+        if gone_old.len() > limit {
+            tally.error(format!(
+                "Folder {}: {} linked messages were expunged on host1, which would delete {:.0} % of host2 folder {} (limit {:.0} %): stopping this folder. Check host1, or raise the limit.",
+                pair.old_name,
+                gone_old.len(),
+                100.0 * gone_old.len() as f64 / n.uids.len().max(1) as f64,
+                pair.new_name,
+                100.0 * opts.max_delete_share
+            ));
+            if !opts.dry {
+                store
+                    .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
+                    .await?;
+            }
             return Ok(());
         }
-        Err(e @ ImapError::Refused { .. }) => {
-            tally.error(format!("Could not select: {} {e}", pair.new_name));
-            return Ok(());
+        if !gone_old.is_empty() && !opts.dry {
+            let new_uids: Vec<u32> = gone_old.iter().map(|l| l.new_uid).collect();
+            let old_uids: Vec<u32> = gone_old.iter().map(|l| l.old_uid).collect();
+            new.uid_expunge(&new_uids).await?;
+            store.remove_links(pair.id, &old_uids).await?;
+            tally.stats(|s| s.messages_deleted_on_new += new_uids.len() as u64);
+            tally.event(Event::Expunged {
+                new_folder: pair.new_name.clone(),
+                count: new_uids.len(),
+            });
         }
-        other => other?,
-    };
-
-    // UIDVALIDITY changed on either side: the stored links mean nothing any more. Forget them and
-    // re-identify by identity key (adoption) instead of copying the folder again.
-    let reset = matches!(pair.old, Some(s) if s.uidvalidity != o.info.uidvalidity)
-        || matches!(pair.new, Some(s) if s.uidvalidity != n.info.uidvalidity);
-    if reset && !opts.dry {
-        tally.warn(format!(
-            "UIDVALIDITY changed for {} / {}: re-identifying messages",
-            pair.old_name, pair.new_name
-        ));
-        store.reset_pair(pair.id).await?;
-        pair.adopt_from = 1;
-    }
-    let mut links: Vec<Link> = if reset {
-        Vec::new()
-    } else {
-        store.links(pair.id).await?
-    };
-    let mut tombstones: BTreeSet<u32> = if reset {
-        BTreeSet::new()
-    } else {
-        store.tombstones(pair.id).await?.into_iter().collect()
-    };
-    tally.stats(|s| s.messages_on_old += o.uids.len() as u64);
-
-    // Links whose NEW copy is gone become tombstones: the user deleted it, it never comes back.
-    let gone_new: Vec<u32> = links
-        .iter()
-        .filter(|l| !n.uids.contains(&l.new_uid) && o.uids.contains(&l.old_uid))
-        .map(|l| l.old_uid)
-        .collect();
-    // Links whose OLD message is gone (and both gone): their NEW copy goes too, within the bound.
-    let gone_old: Vec<Link> = links
-        .iter()
-        .filter(|l| !o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid))
-        .cloned()
-        .collect();
-    let gone_both: Vec<u32> = links
-        .iter()
-        .filter(|l| !o.uids.contains(&l.old_uid) && !n.uids.contains(&l.new_uid))
-        .map(|l| l.old_uid)
-        .collect();
-    if !gone_new.is_empty() && !opts.dry {
-        store.tombstone(pair.id, &gone_new).await?;
-        tally.stats(|s| s.messages_tombstoned += gone_new.len() as u64);
-        tally.event(Event::Tombstoned {
-            new_folder: pair.new_name.clone(),
-            count: gone_new.len(),
-        });
-    }
-    tombstones.extend(&gone_new);
-    let limit = (opts.max_delete_share * n.uids.len() as f64).floor() as usize;
-    if gone_old.len() > limit {
-        tally.error(format!(
-            "Folder {}: {} linked messages were expunged on host1, which would delete {:.0} % of host2 folder {} (limit {:.0} %): stopping this folder. Check host1, or raise the limit.",
-            pair.old_name,
-            gone_old.len(),
-            100.0 * gone_old.len() as f64 / n.uids.len().max(1) as f64,
-            pair.new_name,
-            100.0 * opts.max_delete_share
-        ));
-        if !opts.dry {
-            store
-                .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
-                .await?;
+        if !gone_both.is_empty() && !opts.dry {
+            store.remove_links(pair.id, &gone_both).await?;
         }
-        return Ok(());
-    }
-    if !gone_old.is_empty() && !opts.dry {
-        let new_uids: Vec<u32> = gone_old.iter().map(|l| l.new_uid).collect();
-        let old_uids: Vec<u32> = gone_old.iter().map(|l| l.old_uid).collect();
-        new.uid_expunge(&new_uids).await?;
-        store.remove_links(pair.id, &old_uids).await?;
-        tally.stats(|s| s.messages_deleted_on_new += new_uids.len() as u64);
-        tally.event(Event::Expunged {
-            new_folder: pair.new_name.clone(),
-            count: new_uids.len(),
-        });
-    }
-    if !gone_both.is_empty() && !opts.dry {
-        store.remove_links(pair.id, &gone_both).await?;
-    }
-    let stale: Vec<u32> = tombstones
-        .iter()
-        .copied()
-        .filter(|u| !o.uids.contains(u))
-        .collect();
-    if !stale.is_empty() && !opts.dry {
-        store.remove_tombstones(pair.id, &stale).await?;
-    }
-    links.retain(|l| o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid));
+        let stale: Vec<u32> = tombstones
+            .iter()
+            .copied()
+            .filter(|u| !o.uids.contains(u))
+            .collect();
+        if !stale.is_empty() && !opts.dry {
+            store.remove_tombstones(pair.id, &stale).await?;
+        }
+        links.retain(|l| o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid));
 
-    let perm = n
-        .info
-        .permanentflags
-        .as_ref()
-        .map(|p| PermanentFlags::parse(&p.join(" ")))
-        .unwrap_or_default();
-    reconcile_flags(
-        store, new, &pair, &links, &o.flags, &n.flags, &perm, opts, tally,
-    )
-    .await?;
+        let perm = n
+            .info
+            .permanentflags
+            .as_ref()
+            .map(|p| PermanentFlags::parse(&p.join(" ")))
+            .unwrap_or_default();
+        reconcile_flags(
+            store, new, &pair, &links, &o.flags, &n.flags, &perm, opts, tally,
+        )
+        .await?;
 
-    // What is left to copy: OLD messages with neither a link nor a tombstone.
-    let linked_old: BTreeSet<u32> = links.iter().map(|l| l.old_uid).collect();
-    let linked_new: BTreeSet<u32> = links.iter().map(|l| l.new_uid).collect();
-    let mut to_copy: Vec<u32> = o
-        .uids
-        .iter()
-        .copied()
-        .filter(|u| !linked_old.contains(u) && !tombstones.contains(u))
-        .collect();
-    if !to_copy.is_empty() && !opts.dry {
-        store
-            .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
-            .await?;
-        // NEW messages nobody linked, at or above the adoption watermark: copies made by another
-        // tool, or by a pass that was killed before it recorded its links.
-        let candidates: Vec<u32> = n
+        // What is left to copy: OLD messages with neither a link nor a tombstone.
+        let linked_old: BTreeSet<u32> = links.iter().map(|l| l.old_uid).collect();
+        let linked_new: BTreeSet<u32> = links.iter().map(|l| l.new_uid).collect();
+        let mut to_copy: Vec<u32> = o
             .uids
             .iter()
             .copied()
-            .filter(|u| *u >= pair.adopt_from && !linked_new.contains(u))
+            .filter(|u| !linked_old.contains(u) && !tombstones.contains(u))
             .collect();
-        if !candidates.is_empty() {
-            let adopted = adopt(old, new, &to_copy, &candidates, &opts.identity).await?;
-            if !adopted.is_empty() {
-                store.add_links(pair.id, &adopted).await?;
-                let done: BTreeSet<u32> = adopted.iter().map(|l| l.old_uid).collect();
-                to_copy.retain(|u| !done.contains(u));
-                tally.stats(|s| s.messages_adopted += adopted.len() as u64);
-                tally.event(Event::Adopted {
-                    new_folder: pair.new_name.clone(),
-                    count: adopted.len(),
-                });
+        if !to_copy.is_empty() && !opts.dry {
+            store
+                .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
+                .await?;
+            // NEW messages nobody linked, at or above the adoption watermark: copies made by another
+            // tool, or by a pass that was killed before it recorded its links.
+            let candidates: Vec<u32> = n
+                .uids
+                .iter()
+                .copied()
+                .filter(|u| *u >= pair.adopt_from && !linked_new.contains(u))
+                .collect();
+            if !candidates.is_empty() {
+                let adopted = adopt(old, new, &to_copy, &candidates, &opts.identity).await?;
+                if !adopted.is_empty() {
+                    store.add_links(pair.id, &adopted).await?;
+                    let done: BTreeSet<u32> = adopted.iter().map(|l| l.old_uid).collect();
+                    to_copy.retain(|u| !done.contains(u));
+                    tally.stats(|s| s.messages_adopted += adopted.len() as u64);
+                    tally.event(Event::Adopted {
+                        new_folder: pair.new_name.clone(),
+                        count: adopted.len(),
+                    });
+                }
             }
-        }
-        // Dovecot appends faster to a mailbox nobody has selected (no view to keep in sync).
-        new.unselect().await?;
-        let copied = copy_messages(
-            store,
-            old,
-            new,
-            &pair,
-            &to_copy,
-            n.info.uidnext,
-            &perm,
-            opts,
-            tally,
-        )
-        .await?;
-        tally.stats(|s| s.messages_missing_on_new += (to_copy.len() - copied) as u64);
-    } else if opts.dry {
-        tally.stats(|s| {
-            s.messages_would_transfer += to_copy.len() as u64;
-            s.messages_missing_on_new += to_copy.len() as u64;
-        });
-    }
-
-    if !opts.dry {
-        let wrote_new = !to_copy.is_empty() || !gone_old.is_empty();
-        let new_state = if wrote_new {
-            let st = new.status(&pair.new_name).await?;
-            MailboxState {
-                uidvalidity: st.uidvalidity,
-                uidnext: st.uidnext,
-                highestmodseq: st.highestmodseq,
-                messages: st.messages,
-            }
-        } else {
-            state(&n.info)
-        };
-        store
-            .save_pair_state(
-                pair.id,
-                Some(state(&o.info)),
-                Some(new_state),
+            // Dovecot appends faster to a mailbox nobody has selected (no view to keep in sync).
+            new.unselect().await?;
+            let copied = copy_messages(
+                store,
+                old,
+                new,
+                &pair,
+                &to_copy,
                 n.info.uidnext,
-                Phase::Synced,
+                &perm,
+                opts,
+                tally,
             )
             .await?;
+            tally.stats(|s| s.messages_missing_on_new += (to_copy.len() - copied) as u64);
+        } else if opts.dry {
+            tally.stats(|s| {
+                s.messages_would_transfer += to_copy.len() as u64;
+                s.messages_missing_on_new += to_copy.len() as u64;
+            });
+        }
+
+        if !opts.dry {
+            let wrote_new = !to_copy.is_empty() || !gone_old.is_empty();
+            let new_state = if wrote_new {
+                let st = new.status(&pair.new_name).await?;
+                MailboxState {
+                    uidvalidity: st.uidvalidity,
+                    uidnext: st.uidnext,
+                    highestmodseq: st.highestmodseq,
+                    messages: st.messages,
+                }
+            } else {
+                state(&n.info)
+            };
+            store
+                .save_pair_state(
+                    pair.id,
+                    Some(state(&o.info)),
+                    Some(new_state),
+                    n.info.uidnext,
+                    Phase::Synced,
+                )
+                .await?;
+        }
+        tally.stats(|s| s.folders_synced += 1);
+        tally.event(Event::FolderDone {
+            old: pair.old_name.clone(),
+            new: pair.new_name.clone(),
+        });
+        Ok(())
     }
-    tally.stats(|s| s.folders_synced += 1);
-    tally.event(Event::FolderDone {
-        old: pair.old_name.clone(),
-        new: pair.new_name.clone(),
-    });
-    Ok(())
+    .instrument(span)
+    .await
 }
 
 /// Three-way flag merge for linked messages that changed on either side (DESIGN.md §1.2): a flag
