@@ -139,6 +139,8 @@ pub struct Link {
     pub new_uid: u32,
     pub old_flags: String,
     pub new_flags: String,
+    /// The message's identity key, when it was computed (adoption, copies without UIDPLUS).
+    pub ident: Option<String>,
 }
 
 /// A flag update of an existing link after a reconcile.

@@ -61,6 +61,9 @@ CREATE TABLE links (
     new_uid   BIGINT NOT NULL,
     old_flags TEXT NOT NULL,
     new_flags TEXT NOT NULL,
+    -- imapsync's identity key where the engine computed it anyway (adoption, no UIDPLUS);
+    -- NULL otherwise: keys are not computed for every message (DESIGN.md 4a).
+    ident     TEXT,
     PRIMARY KEY (pair_id, old_uid)
 ) WITHOUT ROWID;
 

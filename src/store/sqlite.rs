@@ -381,7 +381,7 @@ impl Store for SqliteStore {
 
     async fn links(&self, pair: PairId) -> Result<Vec<Link>> {
         let rows = sqlx::query(
-            "SELECT old_uid, new_uid, old_flags, new_flags FROM links \
+            "SELECT old_uid, new_uid, old_flags, new_flags, ident FROM links \
              WHERE pair_id = $1 ORDER BY old_uid",
         )
         .bind(pair)
@@ -394,6 +394,7 @@ impl Store for SqliteStore {
                     new_uid: get_u32(row, "new_uid")?,
                     old_flags: row.try_get("old_flags")?,
                     new_flags: row.try_get("new_flags")?,
+                    ident: row.try_get("ident")?,
                 })
             })
             .collect()
@@ -411,12 +412,12 @@ impl Store for SqliteStore {
         let links: Vec<&Link> = by_uid.into_values().collect();
         let uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
         let mut tx = self.write_tx().await?;
-        for chunk in links.chunks((MAX_PARAMS - 1) / 4) {
+        for chunk in links.chunks((MAX_PARAMS - 1) / 5) {
             let sql = format!(
-                "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags) VALUES {} \
+                "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) VALUES {} \
                  ON CONFLICT (pair_id, old_uid) DO UPDATE SET new_uid = excluded.new_uid, \
-                 old_flags = excluded.old_flags, new_flags = excluded.new_flags",
-                tuples(chunk.len(), 4, 2, "$1, ")
+                 old_flags = excluded.old_flags, new_flags = excluded.new_flags, ident = excluded.ident",
+                tuples(chunk.len(), 5, 2, "$1, ")
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
             for link in chunk {
@@ -424,7 +425,8 @@ impl Store for SqliteStore {
                     .bind(i64::from(link.old_uid))
                     .bind(i64::from(link.new_uid))
                     .bind(link.old_flags.as_str())
-                    .bind(link.new_flags.as_str());
+                    .bind(link.new_flags.as_str())
+                    .bind(link.ident.as_deref());
             }
             query.execute(&mut *tx).await?;
         }
@@ -670,6 +672,7 @@ mod tests {
             new_uid,
             old_flags: flags.into(),
             new_flags: flags.into(),
+            ident: None,
         }
     }
 
@@ -924,7 +927,8 @@ mod tests {
                 old_uid: 1,
                 new_uid: 10,
                 old_flags: "\\Seen".into(),
-                new_flags: "\\Answered \\Seen".into()
+                new_flags: "\\Answered \\Seen".into(),
+                ident: None,
             }
         );
         assert_eq!(links[1], link(2, 21, "$Junk"));
@@ -1170,6 +1174,8 @@ mod tests {
                     String::new()
                 },
                 new_flags: format!("\\Seen ${uid}"),
+                // The identity key is optional and round-trips when present.
+                ident: (uid % 2 == 0).then(|| format!("key{uid}")),
             })
             .collect();
 

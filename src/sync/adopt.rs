@@ -65,7 +65,8 @@ pub(crate) fn pair_up(
     old_keys: &[(u32, String, FlagSet)],
     new_keys: &[(u32, String, FlagSet)],
 ) -> Vec<Link> {
-    let old_flags: HashMap<u32, &FlagSet> = old_keys.iter().map(|(u, _, f)| (*u, f)).collect();
+    let old_by_uid: HashMap<u32, (&String, &FlagSet)> =
+        old_keys.iter().map(|(u, k, f)| (*u, (k, f))).collect();
     let new_flags: HashMap<u32, &FlagSet> = new_keys.iter().map(|(u, _, f)| (*u, f)).collect();
     let o: Vec<(u32, String)> = old_keys.iter().map(|(u, k, _)| (*u, k.clone())).collect();
     let n: Vec<(u32, String)> = new_keys.iter().map(|(u, k, _)| (*u, k.clone())).collect();
@@ -74,14 +75,15 @@ pub(crate) fn pair_up(
         .map(|(old_uid, new_uid)| Link {
             old_uid,
             new_uid,
-            old_flags: old_flags
+            old_flags: old_by_uid
                 .get(&old_uid)
-                .map(|f| f.to_canonical())
+                .map(|(_, f)| f.to_canonical())
                 .unwrap_or_default(),
             new_flags: new_flags
                 .get(&new_uid)
                 .map(|f| f.to_canonical())
                 .unwrap_or_default(),
+            ident: old_by_uid.get(&old_uid).map(|(k, _)| k.to_string()),
         })
         .collect()
 }
@@ -130,5 +132,10 @@ mod tests {
         assert_eq!((links[0].old_uid, links[0].new_uid), (1, 10));
         assert_eq!(links[0].old_flags, "\\Seen");
         assert_eq!(links[0].new_flags, "");
+        assert_eq!(
+            links[0].ident.as_deref(),
+            Some("k"),
+            "the key is kept with the link"
+        );
     }
 }

@@ -321,6 +321,7 @@ fn record(
                 new_uid,
                 old_flags: s.msg.flags.to_canonical(),
                 new_flags: s.target.to_canonical(),
+                ident: None,
             })
             .collect();
         // The committer only stops after this function's caller has returned.
