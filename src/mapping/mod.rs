@@ -2,9 +2,11 @@
 //! prefixes, the INBOX special case, and folder selection. Pure functions with table tests, no I/O.
 //! Names stay in modified UTF-7 throughout, as in imapsync (reference §4).
 
+mod perl;
 mod select;
 mod utf7;
 
+pub use perl::{PerlError, PerlSubst};
 pub use select::{Selection, perl_regex};
 pub use utf7::{utf7_decode, utf7_encode};
 
