@@ -308,3 +308,15 @@ fn quota_restart_and_kill() {
     d.stop();
     assert!(!d.is_running());
 }
+
+/// Users added while the server runs can log in at once, however quickly they follow each other.
+#[test]
+fn users_added_in_quick_succession_can_log_in() {
+    let d = Dovecot::start(Layout::Slash);
+    for i in 0..4 {
+        let user = format!("quick{i}");
+        d.add_user(&user, "pw");
+        let mut imap = RawImap::connect(d.host(), d.port());
+        imap.login(&user, "pw");
+    }
+}

@@ -339,3 +339,133 @@ async fn uidvalidity_change_on_old_re_identifies_instead_of_copying_again() {
     );
     assert_eq!(messages(&new, "INBOX.Box").len(), 12);
 }
+
+/// A message with the given Date header and size (about `size` bytes).
+fn dated(id: &str, date: &str, size: usize) -> Vec<u8> {
+    let mut m =
+        format!("Date: {date}\r\nMessage-Id: <{id}@test>\r\nSubject: {id}\r\n\r\n").into_bytes();
+    while m.len() < size {
+        m.extend_from_slice(
+            b"0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
+        );
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_and_folder_selection() {
+    use imapferry::sync::MessageSelection;
+    let (old, new) = pair(Layout::Slash, Layout::Slash);
+    old.add_user("alice", PW);
+    new.add_user("bob", PW);
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login("alice", PW);
+    let now = chrono::Local::now().to_rfc2822();
+    o.append("INBOX", &[], None, &dated("recent-small", &now, 500));
+    o.append("INBOX", &[], None, &dated("recent-big", &now, 50_000));
+    o.append(
+        "INBOX",
+        &["\\Flagged"],
+        None,
+        &dated("old-small", "Mon, 01 Jan 2018 10:00:00 +0000", 500),
+    );
+    o.append(
+        "INBOX",
+        &[],
+        None,
+        &dated("old-big", "Mon, 01 Jan 2018 10:00:00 +0000", 50_000),
+    );
+    o.create("Empty");
+    o.create("Full");
+    o.append("Full", &[], None, &dated("full-1", &now, 500));
+    let dir = tempfile::tempdir().unwrap();
+    let ids = |d: &Dovecot, f: &str| -> Vec<String> {
+        let mut v: Vec<String> = messages(d, f).iter().map(message_id).collect();
+        v.sort();
+        v
+    };
+
+    // --justfolders --skipemptyfolders --subscribeall: folders, no messages, no empty folder.
+    let store = SqliteStore::open(&dir.path().join("a.db")).await.unwrap();
+    let opts = Options {
+        just_folders: true,
+        skip_empty_folders: true,
+        subscribe_all: true,
+        ..Options::default()
+    };
+    let report = pass(&store, &old, &new, &opts).await;
+    assert_eq!(report.stats.messages_transferred, 0);
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    let names: Vec<String> = n.list().into_iter().map(|(_, _, name)| name).collect();
+    assert!(
+        names.contains(&"Full".to_string()) && !names.contains(&"Empty".to_string()),
+        "{names:?}"
+    );
+    let subscribed: Vec<String> = n.lsub().into_iter().map(|(_, _, name)| name).collect();
+    assert!(
+        subscribed.contains(&"Full".to_string()),
+        "--subscribeall: {subscribed:?}"
+    );
+    assert!(messages(&new, "Full").is_empty());
+
+    // --maxage 1 --maxsize 10000: the recent small message only; the recent big one is skipped.
+    let messages_sel = MessageSelection {
+        maxage: Some(1.0),
+        maxsize: Some(10_000),
+        ..Default::default()
+    };
+    let opts = Options {
+        messages: messages_sel,
+        selection: inbox_only(),
+        ..Options::default()
+    };
+    let report = pass(&store, &old, &new, &opts).await;
+    assert_eq!(ids(&new, "INBOX"), vec!["Message-Id: <recent-small@test>"]);
+    assert_eq!(
+        report.stats.messages_skipped, 1,
+        "the big recent message is counted as skipped"
+    );
+
+    // --minage 365: the old ones (whatever their size) join; nothing is copied twice.
+    let opts = Options {
+        messages: MessageSelection {
+            minage: Some(365.0),
+            ..Default::default()
+        },
+        selection: inbox_only(),
+        ..Options::default()
+    };
+    pass(&store, &old, &new, &opts).await;
+    assert_eq!(
+        ids(&new, "INBOX"),
+        vec![
+            "Message-Id: <old-big@test>",
+            "Message-Id: <old-small@test>",
+            "Message-Id: <recent-small@test>"
+        ]
+    );
+
+    // --search FLAGGED on a fresh account state: only the flagged message.
+    let store = SqliteStore::open(&dir.path().join("b.db")).await.unwrap();
+    let bob = |d: &Dovecot| endpoint(d, "bob");
+    let opts = Options {
+        messages: MessageSelection {
+            search: Some("FLAGGED".into()),
+            ..Default::default()
+        },
+        selection: inbox_only(),
+        ..Options::default()
+    };
+    let report = sync_account(&store, &endpoint(&old, "alice"), &bob(&new), &opts, &Print)
+        .await
+        .unwrap();
+    assert_eq!(report.stats.messages_transferred, 1);
+}
+
+fn inbox_only() -> imapferry::mapping::Selection {
+    imapferry::mapping::Selection {
+        folders: vec!["INBOX".into()],
+        ..Default::default()
+    }
+}

@@ -117,11 +117,26 @@ pub const OPTIONS: &[Spec] = &[
     opt("folder", K::List, G::Folders, "NAME", "sync this OLD folder (repeatable, modified UTF-7 name)"),
     opt("include", K::List, G::Folders, "REGEX", "add the OLD folders matching REGEX (repeatable)"),
     opt("exclude", K::List, G::Folders, "REGEX", "skip the selected folders matching REGEX (repeatable)"),
+    opt("folderrec", K::List, G::Folders, "NAME", "sync this OLD folder and every folder below it (repeatable)"),
+    opt("f1f2", K::List, G::Folders, "OLD=NEW", "map this OLD folder to exactly this NEW folder (repeatable; no other rule applies)"),
+    opt("automap", K::Flag, G::Folders, "", "map special folders (Sent, Trash, Junk, ...) by special-use attributes, then by name"),
+    opt("regextrans2", K::List, G::Folders, "S///", "Perl s/// or tr/// applied to NEW names, in order (repeatable; /e refused)"),
+    opt("subfolder1", K::Str, G::Folders, "NAME", "sync only this OLD folder and below, as the top of NEW (missing: exit 21)"),
+    opt("subfolder2", K::Str, G::Folders, "NAME", "put everything under this NEW folder"),
     opt("sep1", K::Str, G::Folders, "CHAR", "OLD hierarchy separator (default: from NAMESPACE)"),
     opt("sep2", K::Str, G::Folders, "CHAR", "NEW hierarchy separator"),
     opt("prefix1", K::Str, G::Folders, "PREFIX", "OLD personal namespace prefix (default: from NAMESPACE)"),
     opt("prefix2", K::Str, G::Folders, "PREFIX", "NEW personal namespace prefix"),
     opt("subscribe", K::Flag, G::Folders, "", "subscribe on NEW what is subscribed on OLD (default on)"),
+    opt("subscribeall", K::Flag, G::Folders, "", "subscribe every synced NEW folder"),
+    opt("justfolders", K::Flag, G::Folders, "", "create (and subscribe) the folders on NEW, copy no message"),
+    opt("skipemptyfolders", K::Flag, G::Folders, "", "skip OLD folders holding no message (their NEW folder is not created)"),
+    opt("search", K::Str, G::Folders, "CRITERIA", "copy only the OLD messages matching this IMAP SEARCH (maxage/minage then ignored)"),
+    opt("search1", K::Str, G::Folders, "CRITERIA", "same as --search, for OLD"),
+    opt("maxage", K::Float, G::Folders, "DAYS", "copy only messages sent in the last DAYS days (SEARCH SENTSINCE)"),
+    opt("minage", K::Float, G::Folders, "DAYS", "copy only messages sent more than DAYS days ago (SEARCH SENTBEFORE)"),
+    opt("maxsize", K::Int, G::Folders, "BYTES", "skip messages larger than BYTES (counted as skipped)"),
+    opt("minsize", K::Int, G::Folders, "BYTES", "skip messages of BYTES or less (counted as skipped)"),
     opt("dry", K::Flag, G::Run, "", "change nothing (servers and state file), only report"),
     opt("justconnect", K::Flag, G::Run, "", "connect, print banners and capabilities, exit (implied without host1/host2/user1/user2)"),
     opt("justlogin", K::Flag, G::Run, "", "log in on both sides and exit"),
@@ -194,6 +209,22 @@ pub struct SyncArgs {
     pub include: Vec<Regex>,
     pub exclude: Vec<Regex>,
     pub subscribe: Option<bool>,
+    pub folderrec: Vec<String>,
+    pub f1f2: Vec<(String, String)>,
+    pub automap: bool,
+    pub regextrans2: Vec<String>,
+    pub subfolder1: Option<String>,
+    pub subfolder2: Option<String>,
+    pub subscribeall: bool,
+    pub justfolders: bool,
+    pub skipemptyfolders: bool,
+    /// `--search1`, else `--search`.
+    pub search1: Option<String>,
+    pub search: Option<String>,
+    pub maxage: Option<f64>,
+    pub minage: Option<f64>,
+    pub maxsize: Option<u64>,
+    pub minsize: Option<u64>,
     pub dry: bool,
     pub justconnect: bool,
     pub justlogin: bool,
@@ -398,6 +429,32 @@ fn parse_sep(name: &str, v: &str) -> Result<char, String> {
     }
 }
 
+/// A `--regextrans2` value must compile (imapsync exits 64 otherwise). Its `$h1_prefix`-style
+/// variables are filled in per server later; placeholders stand in for them here.
+fn check_regextrans2(v: &str) -> Result<(), String> {
+    let mut probe = v.to_string();
+    for var in ["h1_prefix", "h2_prefix", "h1_sep", "h2_sep"] {
+        probe = probe
+            .replace(&format!("${{{var}}}"), "P")
+            .replace(&format!("${var}"), "P");
+    }
+    crate::mapping::PerlSubst::parse(&probe)
+        .map(|_| ())
+        .map_err(|e| format!("--regextrans2 '{v}': {e}"))
+}
+
+fn parse_days(name: &str, v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(d) if d >= 0.0 && d.is_finite() => Ok(d),
+        _ => Err(format!("--{name} {v}: a number of days is expected")),
+    }
+}
+
+fn parse_bytes(name: &str, v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .map_err(|_| format!("--{name} {v}: a size in bytes is expected"))
+}
+
 fn parse_regex(name: &str, v: &str) -> Result<Regex, String> {
     perl_regex(v).map_err(|e| format!("--{name} '{v}' is not a usable regex: {e}"))
 }
@@ -452,6 +509,25 @@ fn apply(a: &mut SyncArgs, spec: &Spec, value: Value) -> Result<(), String> {
                     .map_err(|_| format!("--errorsmax {text}: a count is expected"))?,
             )
         }
+        "folderrec" => a.folderrec.push(text),
+        "f1f2" => {
+            let (from, to) = text
+                .split_once('=')
+                .ok_or_else(|| format!("--f1f2 {text}: expected OLD=NEW"))?;
+            a.f1f2.push((from.to_string(), to.to_string()));
+        }
+        "regextrans2" => {
+            check_regextrans2(&text)?;
+            a.regextrans2.push(text);
+        }
+        "subfolder1" => a.subfolder1 = Some(text),
+        "subfolder2" => a.subfolder2 = Some(text),
+        "search" => a.search = Some(text),
+        "search1" => a.search1 = Some(text),
+        "maxage" => a.maxage = Some(parse_days(name, &text)?),
+        "minage" => a.minage = Some(parse_days(name, &text)?),
+        "maxsize" => a.maxsize = Some(parse_bytes(name, &text)?),
+        "minsize" => a.minsize = Some(parse_bytes(name, &text)?),
         "logdir" => a.logdir = Some(text),
         "logfile" => a.logfile = Some(text),
         "state" => a.state = Some(PathBuf::from(text)),
@@ -468,6 +544,10 @@ fn apply_flag(a: &mut SyncArgs, name: &str, on: bool) -> Result<(), String> {
         "tls2" => a.side2.tls = Some(on),
         "sslcheck" => {}
         "subscribe" => a.subscribe = Some(on),
+        "subscribeall" => a.subscribeall = on,
+        "automap" => a.automap = on,
+        "justfolders" => a.justfolders = on,
+        "skipemptyfolders" => a.skipemptyfolders = on,
         "dry" => a.dry = on,
         "justconnect" => a.justconnect = on,
         "justlogin" => a.justlogin = on,

@@ -3,6 +3,7 @@
 //! [`main_with_args`] and exits with its code.
 
 pub mod args;
+pub mod batch;
 mod host;
 pub mod log;
 mod observer;
@@ -20,6 +21,8 @@ fn top_help() -> String {
          usage: imapferry <command> [options]\n\n\
          commands:\n  \
          sync      copy one account, imapsync-compatible options (see `imapferry sync --help`)\n  \
+         batch     copy the accounts of an imapsync loop file (host1;user1;password1;host2;user2;password2;extra;),\n            \
+         one child sync each, --jobs N at a time; exit 0 if all succeeded, 1 otherwise (see `imapferry batch --help`)\n  \
          help      this help\n  \
          version   print the version\n\n\
          Called as `imapsync` (e.g. through a symlink), the binary takes imapsync's options directly.\n",
@@ -56,6 +59,7 @@ pub fn main_with_args(argv: Vec<String>) -> i32 {
     }
     match rest.first().map(String::as_str) {
         Some("sync") => run::sync_command(&format!("{program} sync"), &rest[1..]),
+        Some("batch") => batch::batch_command(&format!("{program} batch"), &rest[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{}", top_help());
             report::code::EX_OK

@@ -18,6 +18,7 @@ pub mod code {
     pub const EXIT_CATCH_ALL: i32 = 1;
     pub const EXIT_CONNECTION_FAILURE: i32 = 10;
     pub const EXIT_TLS_FAILURE: i32 = 12;
+    pub const EXIT_SUBFOLDER1_NO_EXISTS: i32 = 21;
     pub const EX_USAGE: i32 = 64;
     pub const EX_NOINPUT: i32 = 66;
     pub const EX_SOFTWARE: i32 = 70;

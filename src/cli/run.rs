@@ -14,10 +14,10 @@ use super::log::{self, DEFAULT_LOGDIR, Output};
 use super::observer::Printer;
 use super::report::{self, DEFAULT_ERRORS_MAX, SideTotals, code};
 use crate::imap::{Client, ConnectOptions, ImapError, Security, Side, TlsOptions};
-use crate::mapping::Selection;
+use crate::mapping::{MapperOptions, Selection};
 use crate::secret::Secret;
 use crate::store::SqliteStore;
-use crate::sync::{self, AuthMech, Endpoint, Options};
+use crate::sync::{self, AuthMech, Endpoint, MessageSelection, Options};
 
 /// The state file name inside the log directory.
 pub const STATE_FILE: &str = "imapferry-state.db";
@@ -452,12 +452,31 @@ impl Run {
                 include: a.include.clone(),
                 exclude: a.exclude.clone(),
             },
+            folderrec: a.folderrec.clone(),
+            mapping: MapperOptions {
+                f1f2: a.f1f2.clone(),
+                automap: a.automap,
+                subfolder1: a.subfolder1.clone(),
+                subfolder2: a.subfolder2.clone(),
+                regextrans2: a.regextrans2.clone(),
+                ..MapperOptions::default()
+            },
             sep1: a.side1.sep,
             sep2: a.side2.sep,
             prefix1: a.side1.prefix.clone(),
             prefix2: a.side2.prefix.clone(),
             dry: a.dry,
             subscribe: a.subscribe.unwrap_or(true),
+            subscribe_all: a.subscribeall,
+            just_folders: a.justfolders,
+            skip_empty_folders: a.skipemptyfolders,
+            messages: MessageSelection {
+                search: a.search1.clone().or_else(|| a.search.clone()),
+                maxage: a.maxage,
+                minage: a.minage,
+                maxsize: a.maxsize,
+                minsize: a.minsize,
+            },
             ..Options::default()
         }
     }
@@ -571,6 +590,10 @@ impl Run {
         printer.finish();
         let report = match outcome {
             None => return self.errors_max_reached(printer.errors()),
+            Some(Err(e @ sync::SyncError::Subfolder1Missing(_))) => {
+                self.error(e.to_string());
+                return self.finish(code::EXIT_SUBFOLDER1_NO_EXISTS, None);
+            }
             Some(Err(e)) => {
                 self.errors.extend(printer.errors());
                 self.error(e.to_string());

@@ -2,12 +2,14 @@
 //! prefixes, the INBOX special case, and folder selection. Pure functions with table tests, no I/O.
 //! Names stay in modified UTF-7 throughout, as in imapsync (reference §4).
 
+mod mapper;
 mod perl;
 mod select;
 mod utf7;
 
+pub use mapper::{Mapper, MapperOptions};
 pub use perl::{PerlError, PerlSubst};
-pub use select::{Selection, perl_regex};
+pub use select::{Selection, folderrec, perl_regex, subfolder1_selection};
 pub use utf7::{utf7_decode, utf7_encode};
 
 /// One server's personal namespace: hierarchy separator and prefix (e.g. `.` and `INBOX.`).

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use tracing::Instrument;
 
 use crate::imap::{Client, ImapError, ListEntry, MailboxStatus, Side};
-use crate::mapping::{self, map_name};
+use crate::mapping::{self, Mapper};
 use crate::store::{AccountKey, AccountState, FolderPair, Phase, Store};
 
 use super::folder::{FolderJob, sync_folder};
@@ -85,29 +85,59 @@ fn selectable(list: &[ListEntry]) -> Vec<String> {
 }
 
 /// Lists both sides (concurrently) and maps the selected OLD folders to NEW names.
+/// Lists both sides (concurrently), selects the OLD folders (`--folder`, `--include`,
+/// `--folderrec`, `--subfolder1`, `--exclude`) and maps them to NEW names (imapsync's order:
+/// `--f1f2`, automap, prefixes and separators, `--regextrans2`, the INBOX case).
 pub(crate) async fn map_tree(
     old: &mut Client,
     new: &mut Client,
     opts: &Options,
-) -> Result<Tree, ImapError> {
+) -> Result<Tree, SyncError> {
     let ((old_list, old_lsub, old_ns), (new_list, new_lsub, new_ns)) =
         tokio::try_join!(old.tree(), new.tree())?;
     let from = namespace_side(&old_list, old_ns, opts.sep1, &opts.prefix1);
     let to = namespace_side(&new_list, new_ns, opts.sep2, &opts.prefix2);
-    let new_names = selectable(&new_list);
-    let pairs = opts
-        .selection
-        .select(&selectable(&old_list))
+    let with_attrs = |list: &[ListEntry]| -> Vec<(String, Vec<String>)> {
+        list.iter()
+            .filter(|e| e.is_selectable())
+            .map(|e| (e.name.clone(), e.attrs.clone()))
+            .collect()
+    };
+    let mapper = Mapper::new(
+        &opts.mapping,
+        &from,
+        &to,
+        &with_attrs(&old_list),
+        &with_attrs(&new_list),
+    )
+    .map_err(|e| SyncError::Options(format!("--regextrans2: {e}")))?;
+    let old_names = selectable(&old_list);
+    let mut extra: Vec<String> = opts
+        .folderrec
+        .iter()
+        .flat_map(|f| mapping::folderrec(&old_names, f, from.sep))
+        .collect();
+    if let Some(sub) = &opts.mapping.subfolder1 {
+        let Some(under) = mapping::subfolder1_selection(&old_names, sub, &from) else {
+            return Err(SyncError::Subfolder1Missing(sub.clone()));
+        };
+        extra.extend(under);
+    }
+    let wanted = opts.selection.select_with(
+        &old_names,
+        (!opts.folderrec.is_empty() || opts.mapping.subfolder1.is_some()).then_some(&extra[..]),
+    );
+    let pairs = wanted
         .into_iter()
         .map(|o| {
-            let n = mapping::fix_inbox_case(&map_name(&o, &from, &to), &new_names);
+            let n = mapper.map(&o);
             (o, n)
         })
         .collect();
     Ok(Tree {
         pairs,
         old_subscribed: old_lsub.into_iter().collect(),
-        new_existing: new_names.into_iter().collect(),
+        new_existing: selectable(&new_list).into_iter().collect(),
         new_subscribed: new_lsub.into_iter().collect(),
     })
 }
@@ -155,12 +185,13 @@ async fn prepare_new(
             }
         }
     }
-    if opts.subscribe {
+    if opts.subscribe || opts.subscribe_all {
+        // imapsync's --subscribe (default): what OLD has subscribed; --subscribeall: everything.
         let to_subscribe: Vec<String> = tree
             .pairs
             .iter()
             .filter(|(o, n)| {
-                tree.old_subscribed.contains(o)
+                (opts.subscribe_all || tree.old_subscribed.contains(o))
                     && !tree.new_subscribed.contains(n)
                     && !failed.contains(n)
             })
@@ -190,11 +221,8 @@ fn state_of(s: &MailboxStatus) -> crate::store::MailboxState {
 
 /// True when a folder pair needs no work: the last pass completed and OLD reports exactly the
 /// state recorded then (with CONDSTORE, HIGHESTMODSEQ also covers flag changes).
-fn unchanged(pair: &FolderPair, old_now: &MailboxStatus, old_condstore: bool) -> bool {
-    pair.phase == Phase::Synced
-        && old_condstore
-        && old_now.highestmodseq > 0
-        && pair.old == Some(state_of(old_now))
+fn unchanged(pair: &FolderPair, old_now: &MailboxStatus) -> bool {
+    pair.phase == Phase::Synced && old_now.highestmodseq > 0 && pair.old == Some(state_of(old_now))
 }
 
 /// Runs one pass over an account. Fatal errors (login, connection, state store) end it; everything
@@ -211,11 +239,31 @@ pub async fn sync_account(
         let tally = Tally::new(observer);
         let (old, new) = tokio::join!(login(old_ep, Side::Old), login(new_ep, Side::New));
         let (mut old, mut new) = (old?, new?);
-        let tree = map_tree(&mut old, &mut new, opts).await?;
+        let mut tree = map_tree(&mut old, &mut new, opts).await?;
+        let names: Vec<String> = tree.pairs.iter().map(|(o, _)| o.clone()).collect();
+        let mut statuses = Vec::with_capacity(names.len());
+        for ((old_name, new_name), status) in
+            tree.pairs.drain(..).zip(old.status_many(&names).await?)
+        {
+            match status {
+                Err(e) => tally.error(format!("Could not select: {old_name}: {e}")),
+                // --skipemptyfolders: an empty OLD folder is left out, its NEW folder not created.
+                Ok(s) if opts.skip_empty_folders && s.messages == 0 => {}
+                Ok(s) => statuses.push(((old_name, new_name), s)),
+            }
+        }
+        tree.pairs = statuses.iter().map(|(p, _)| p.clone()).collect();
         tally.event(Event::Plan {
             folders: tree.pairs.clone(),
         });
+        tally.stats(|s| s.folders_total = tree.pairs.len() as u64);
         let failed = prepare_new(&mut new, &tree, opts, &tally).await?;
+        if opts.just_folders {
+            tally.stats(|s| s.folders_synced = (tree.pairs.len() - failed.len()) as u64);
+            old.logout().await;
+            new.logout().await;
+            return Ok(tally.into_report());
+        }
 
         let key = AccountKey {
             old_host: old_ep.connect.host.clone(),
@@ -224,31 +272,23 @@ pub async fn sync_account(
             new_user: new_ep.user.clone(),
         };
         let account = store.account(&key).await?;
-        let names: Vec<String> = tree.pairs.iter().map(|(o, _)| o.clone()).collect();
-        let statuses = old.status_many(&names).await?;
-        let old_condstore = old.has("CONDSTORE");
+        // Without CONDSTORE on OLD, or with a selection that changes as time passes, every folder
+        // must be looked at.
+        let may_skip = old.has("CONDSTORE") && !opts.messages.depends_on_time();
         let mut jobs = Vec::new();
-        tally.stats(|s| s.folders_total = tree.pairs.len() as u64);
-        for ((old_name, new_name), status) in tree.pairs.iter().zip(statuses) {
-            let status = match status {
-                Ok(s) => s,
-                Err(e) => {
-                    tally.error(format!("Could not select: {old_name}: {e}"));
-                    continue;
-                }
-            };
-            if failed.contains(new_name) {
+        for ((old_name, new_name), status) in statuses {
+            if failed.contains(&new_name) {
                 continue;
             }
-            let pair = store.folder_pair(account, old_name, new_name).await?;
-            if unchanged(&pair, &status, old_condstore) && tree.new_existing.contains(new_name) {
+            let pair = store.folder_pair(account, &old_name, &new_name).await?;
+            if may_skip && unchanged(&pair, &status) && tree.new_existing.contains(&new_name) {
                 tally.stats(|s| {
                     s.folders_synced += 1;
                     s.messages_on_old += status.messages as u64;
                 });
                 tally.event(Event::FolderUnchanged {
-                    old: old_name.clone(),
-                    new: new_name.clone(),
+                    old: old_name,
+                    new: new_name,
                 });
                 continue;
             }

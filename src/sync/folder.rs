@@ -11,6 +11,7 @@ use crate::store::{FolderPair, Link, LinkFlags, MailboxState, Phase, Store};
 
 use super::adopt::adopt;
 use super::copy::copy_messages;
+use super::criteria::{self, MessageSelection};
 use super::flags::{FlagSet, PermanentFlags, filter_for_new, merge, store_ops};
 use super::{Event, Options, SyncError, Tally};
 
@@ -266,6 +267,9 @@ pub(crate) async fn sync_folder(
             .copied()
             .filter(|u| !linked_old.contains(u) && !tombstones.contains(u))
             .collect();
+        if !to_copy.is_empty() && !opts.messages.is_all() {
+            to_copy = select_messages(old, &pair, to_copy, &opts.messages, tally).await?;
+        }
         if !to_copy.is_empty() && !opts.dry {
             store
                 .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
@@ -345,6 +349,58 @@ pub(crate) async fn sync_folder(
     }
     .instrument(span)
     .await
+}
+
+/// Keeps the candidates that `--search`/`--maxage`/`--minage`/`--maxsize`/`--minsize` select on
+/// the selected OLD mailbox. Messages left out by size are counted as skipped (as imapsync does);
+/// those left out by search or age are not.
+async fn select_messages(
+    old: &mut Client,
+    pair: &FolderPair,
+    candidates: Vec<u32>,
+    selection: &MessageSelection,
+    tally: &Tally<'_>,
+) -> Result<Vec<u32>, SyncError> {
+    let base = selection.base(chrono::Local::now());
+    let size = selection.size();
+    let wanted: BTreeSet<u32> = old
+        .uid_search(&criteria::and(&[base.clone(), size.clone()]))
+        .await?
+        .into_iter()
+        .collect();
+    if size.is_some() {
+        let by_date: BTreeSet<u32> = old
+            .uid_search(&criteria::and(&[base]))
+            .await?
+            .into_iter()
+            .collect();
+        let too_big_or_small: Vec<u32> = candidates
+            .iter()
+            .copied()
+            .filter(|u| by_date.contains(u) && !wanted.contains(u))
+            .collect();
+        if !too_big_or_small.is_empty() {
+            let mut bytes = 0u64;
+            old.uid_fetch(&too_big_or_small, "UID RFC822.SIZE", "", |f| {
+                if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                    bytes += u64::from(size);
+                    tally.event(Event::Warning(format!(
+                        "msg {}/{uid} size {size} skipped (outside --minsize/--maxsize)",
+                        pair.old_name
+                    )));
+                }
+            })
+            .await?;
+            tally.stats(|s| {
+                s.messages_skipped += too_big_or_small.len() as u64;
+                s.bytes_skipped += bytes;
+            });
+        }
+    }
+    Ok(candidates
+        .into_iter()
+        .filter(|u| wanted.contains(u))
+        .collect())
 }
 
 /// Three-way flag merge for linked messages that changed on either side (DESIGN.md §1.2): a flag

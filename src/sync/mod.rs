@@ -6,6 +6,7 @@ mod account;
 
 mod adopt;
 mod copy;
+mod criteria;
 pub mod flags;
 mod folder;
 
@@ -14,9 +15,10 @@ pub mod identity;
 use std::sync::Mutex;
 
 pub use account::{FolderSize, Sizes, folder_sizes, login, sync_account};
+pub use criteria::MessageSelection;
 
 use crate::imap::{ConnectOptions, ImapError, Side};
-use crate::mapping::Selection;
+use crate::mapping::{MapperOptions, Selection};
 use crate::secret::Secret;
 use crate::store::StoreError;
 use identity::IdentityOptions;
@@ -46,6 +48,10 @@ pub struct Endpoint {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub selection: Selection,
+    /// `--folderrec`: these OLD folders and everything below them.
+    pub folderrec: Vec<String>,
+    /// Name mapping: `--f1f2`, `--automap`, `--subfolder1/2`, `--regextrans2`.
+    pub mapping: MapperOptions,
     /// Overrides of what NAMESPACE (or guessing) says about each side.
     pub sep1: Option<char>,
     pub sep2: Option<char>,
@@ -59,6 +65,14 @@ pub struct Options {
     pub connections: usize,
     /// Subscribe on NEW what is subscribed on OLD.
     pub subscribe: bool,
+    /// Subscribe every synced NEW folder (`--subscribeall`).
+    pub subscribe_all: bool,
+    /// Create and subscribe folders only (`--justfolders`).
+    pub just_folders: bool,
+    /// Leave out OLD folders without messages; their NEW folder is not created.
+    pub skip_empty_folders: bool,
+    /// Which OLD messages are copied (search, age, size).
+    pub messages: MessageSelection,
     pub identity: IdentityOptions,
 }
 
@@ -66,6 +80,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             selection: Selection::default(),
+            folderrec: Vec::new(),
+            mapping: MapperOptions::default(),
             sep1: None,
             sep2: None,
             prefix1: None,
@@ -74,6 +90,10 @@ impl Default for Options {
             max_delete_share: 0.10,
             connections: 4,
             subscribe: true,
+            subscribe_all: false,
+            just_folders: false,
+            skip_empty_folders: false,
+            messages: MessageSelection::default(),
             identity: IdentityOptions::default(),
         }
     }
@@ -187,6 +207,12 @@ pub enum SyncError {
     Imap(#[from] ImapError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Options that cannot work with these servers (e.g. a `--regextrans2` that does not compile).
+    #[error("{0}")]
+    Options(String),
+    /// `--subfolder1 X` where OLD has no folder X (imapsync exits 21).
+    #[error("The subfolder {0} given by --subfolder1 does not exist on host1")]
+    Subfolder1Missing(String),
 }
 
 impl SyncError {
@@ -194,7 +220,7 @@ impl SyncError {
     pub fn side(&self) -> Option<Side> {
         match self {
             SyncError::Imap(e) => Some(e.side()),
-            SyncError::Store(_) => None,
+            SyncError::Store(_) | SyncError::Options(_) | SyncError::Subfolder1Missing(_) => None,
         }
     }
 }

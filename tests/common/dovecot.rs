@@ -99,6 +99,7 @@ pub struct Dovecot {
     dir: tempfile::TempDir,
     port: u16,
     imaps_port: Option<u16>,
+    users_added: std::sync::atomic::AtomicUsize,
     child: Option<Child>,
 }
 
@@ -125,6 +126,7 @@ impl Dovecot {
             dir,
             port: 0,
             imaps_port: None,
+            users_added: std::sync::atomic::AtomicUsize::new(0),
             child: None,
         };
         d.prepare_dir();
@@ -224,6 +226,22 @@ impl Dovecot {
         let tmp = self.dir().join("passwd.tmp");
         std::fs::write(&tmp, text).expect("write passwd");
         std::fs::rename(&tmp, &passwd).expect("rename passwd");
+        // Dovecot's auth process checks a passwd-file for changes at most once per second of its
+        // clock: a user added in the same second as an earlier login would stay unknown. After the
+        // first user (usually added before any login), wait for the next second.
+        if self
+            .users_added
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            std::thread::sleep(
+                std::time::Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()))
+                    + std::time::Duration::from_millis(20),
+            );
+        }
     }
 
     pub fn is_running(&self) -> bool {
