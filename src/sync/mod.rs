@@ -74,6 +74,56 @@ pub struct Options {
     /// Which OLD messages are copied (search, age, size).
     pub messages: MessageSelection,
     pub identity: IdentityOptions,
+    /// `--filterbuggyflags`: drop bogus backslash flags (imapsync's list) before NEW sees them.
+    pub filter_buggy_flags: bool,
+    /// `--regexflag`: Perl `s///` rewrites of the space-separated flag list, in order.
+    pub regexflag: Vec<String>,
+    /// `--resyncflags`: imapsync's "host1 wins" for linked messages, instead of the three-way merge.
+    pub resync_flags_host1_wins: bool,
+    /// `--maxbytespersecond` / `--maxmessagespersecond`: average copy rate ceilings.
+    pub max_bytes_per_second: Option<u64>,
+    pub max_messages_per_second: Option<f64>,
+    /// Where the INTERNALDATE of a copy comes from (`--syncinternaldates`, `--idatefromheader`).
+    pub dates: DateSource,
+    /// `--addheader`: give messages without identifying headers `Message-Id: <UID@imapsync>`.
+    pub add_header: bool,
+    /// Copy OLD messages whose identity key repeats in the folder (imapferry's default); `false`
+    /// is imapsync's `--nosyncduplicates` default: only the lowest UID of each key is copied.
+    pub sync_duplicates: bool,
+    /// `--delete1`: mark copied (and already present) OLD messages `\Deleted`.
+    pub delete1: bool,
+    /// `--expunge1`: expunge OLD after marking (implied by `--delete1`).
+    pub expunge1: bool,
+    /// Expunge OLD after each copied message (`--noexpungeaftereach` turns it off: once per folder).
+    pub expunge_after_each: bool,
+    /// `--delete2`: NEW mirrors OLD strictly: NEW messages without an OLD counterpart are deleted.
+    pub delete2: bool,
+    /// `--delete2duplicates`: delete NEW messages whose identity key repeats in the folder.
+    pub delete2_duplicates: bool,
+    /// `--delete2folders` (with `--delete2foldersonly`/`--delete2foldersbutnot` regexes).
+    pub delete2_folders: Option<FolderDeletion>,
+}
+
+/// INTERNALDATE of copies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DateSource {
+    /// OLD's INTERNALDATE (imapsync's `--syncinternaldates`, the default).
+    #[default]
+    Internal,
+    /// The `Date:` header (`--idatefromheader`).
+    Header,
+    /// Let NEW stamp the time of the copy (`--nosyncinternaldates`).
+    None,
+}
+
+/// Which NEW folders `--delete2folders` may delete (besides the rule that they have no OLD
+/// counterpart).
+#[derive(Clone, Debug, Default)]
+pub struct FolderDeletion {
+    /// `--delete2foldersonly`: only folders matching this.
+    pub only: Option<regex::Regex>,
+    /// `--delete2foldersbutnot`: never folders matching this.
+    pub but_not: Option<regex::Regex>,
 }
 
 impl Default for Options {
@@ -95,6 +145,20 @@ impl Default for Options {
             skip_empty_folders: false,
             messages: MessageSelection::default(),
             identity: IdentityOptions::default(),
+            filter_buggy_flags: false,
+            regexflag: Vec::new(),
+            resync_flags_host1_wins: false,
+            max_bytes_per_second: None,
+            max_messages_per_second: None,
+            dates: DateSource::Internal,
+            add_header: false,
+            sync_duplicates: true,
+            delete1: false,
+            expunge1: false,
+            expunge_after_each: true,
+            delete2: false,
+            delete2_duplicates: false,
+            delete2_folders: None,
         }
     }
 }
