@@ -137,13 +137,33 @@ pub const OPTIONS: &[Spec] = &[
     opt("minage", K::Float, G::Folders, "DAYS", "copy only messages sent more than DAYS days ago (SEARCH SENTBEFORE)"),
     opt("maxsize", K::Int, G::Folders, "BYTES", "skip messages larger than BYTES (counted as skipped)"),
     opt("minsize", K::Int, G::Folders, "BYTES", "skip messages of BYTES or less (counted as skipped)"),
+    opt("filterbuggyflags", K::Flag, G::Folders, "", "drop bogus backslash flags (\\JUNK, \\X-EON-HAS-ATTACHMENT, ...) before NEW sees them"),
+    opt("regexflag", K::List, G::Folders, "S///", "Perl s/// applied to the space-separated flag list of each message, in order (repeatable)"),
+    opt("resyncflags", K::Flag, G::Folders, "", "* host1 wins: linked NEW messages get OLD's flags again (default off: three-way merge)"),
+    opt("syncinternaldates", K::Flag, G::Folders, "", "give copies OLD's INTERNALDATE (default on; --nosyncinternaldates: time of the copy)"),
+    opt("idatefromheader", K::Flag, G::Folders, "", "give copies the date of their Date: header (turns --syncinternaldates off)"),
     opt("dry", K::Flag, G::Run, "", "change nothing (servers and state file), only report"),
+    opt("delete1", K::Flag, G::Run, "", "delete OLD messages once their copy is on NEW (implies --expunge1)"),
+    opt("delete", K::Flag, G::Run, "", "same as --delete1"),
+    opt("expunge1", K::Flag, G::Run, "", "expunge what --delete1 marks (default with --delete1; --noexpunge1 only marks)"),
+    opt("expungeaftereach", K::Flag, G::Run, "", "* accepted: imapferry expunges OLD once per folder"),
+    opt("delete2", K::Flag, G::Run, "", "delete NEW messages without an OLD counterpart (a strict mirror; implies --delete2duplicates)"),
+    opt("delete2duplicates", K::Flag, G::Run, "", "delete NEW messages whose identity repeats in a folder (keeps the lowest UID)"),
+    opt("delete2folders", K::Flag, G::Run, "", "delete NEW folders that no OLD folder maps to (never INBOX)"),
+    opt("delete2foldersonly", K::Str, G::Run, "/REGEX/", "with --delete2folders: only folders matching (value with delimiters)"),
+    opt("delete2foldersbutnot", K::Str, G::Run, "/REGEX/", "with --delete2folders: never folders matching (value with delimiters)"),
+    opt("syncduplicates", K::Flag, G::Run, "", "* copy OLD messages whose identity repeats (imapferry's default; --nosyncduplicates copies one)"),
+    opt("useheader", K::List, G::Run, "HEADER", "identity headers (repeatable; default Message-Id and Received; ALL = whole header)"),
+    opt("skipsize", K::Flag, G::Run, "", "leave the size out of the identity key (default on)"),
+    opt("addheader", K::Flag, G::Run, "", "add 'Message-Id: <UID@imapsync>' to messages without identifying headers"),
     opt("justconnect", K::Flag, G::Run, "", "connect, print banners and capabilities, exit (implied without host1/host2/user1/user2)"),
     opt("justlogin", K::Flag, G::Run, "", "log in on both sides and exit"),
     opt("justfoldersizes", K::Flag, G::Run, "", "print the folder sizes and exit"),
     opt("foldersizes", K::Flag, G::Run, "", "compute folder sizes before the sync (default on)"),
     opt("foldersizesatend", K::Flag, G::Run, "", "compute folder sizes after the sync (default: as --foldersizes)"),
     opt("errorsmax", K::Int, G::Run, "N", "stop after N errors (default 50)"),
+    opt("maxbytespersecond", K::Int, G::Run, "BYTES", "average copy rate ceiling in bytes per second (default 0: none)"),
+    opt("maxmessagespersecond", K::Float, G::Run, "N", "average copy rate ceiling in messages per second (default 0: none)"),
     opt("errorsdump", K::Flag, G::Run, "", "list the errors at the end (default on)"),
     opt("showpasswords", K::Flag, G::Run, "", "print passwords instead of MASKED"),
     opt("help", K::Flag, G::Run, "", "this help"),
@@ -226,6 +246,17 @@ pub struct SyncArgs {
     pub maxsize: Option<u64>,
     pub minsize: Option<u64>,
     pub dry: bool,
+    pub delete1: bool,
+    pub expunge1: Option<bool>,
+    pub delete2: bool,
+    pub delete2duplicates: Option<bool>,
+    pub delete2folders: bool,
+    pub delete2foldersonly: Option<Regex>,
+    pub delete2foldersbutnot: Option<Regex>,
+    pub syncduplicates: Option<bool>,
+    pub useheader: Vec<String>,
+    pub skipsize: Option<bool>,
+    pub addheader: bool,
     pub justconnect: bool,
     pub justlogin: bool,
     pub justfoldersizes: bool,
@@ -240,6 +271,14 @@ pub struct SyncArgs {
     pub logdir: Option<String>,
     pub logfile: Option<String>,
     pub state: Option<PathBuf>,
+    pub filterbuggyflags: bool,
+    pub regexflag: Vec<String>,
+    /// `--resyncflags` (imapsync's default is on; imapferry's off: the three-way merge).
+    pub resyncflags: Option<bool>,
+    pub syncinternaldates: Option<bool>,
+    pub idatefromheader: bool,
+    pub maxbytespersecond: Option<u64>,
+    pub maxmessagespersecond: Option<f64>,
 }
 
 /// imapsync's default timeout.
@@ -392,6 +431,9 @@ pub fn parse(argv: &[String]) -> Result<SyncArgs, ArgError> {
             errors.push(e);
         }
     }
+    if parsed.delete1 && parsed.delete2 {
+        errors.push("Do not use --delete1 and --delete2 together: it would delete everything on both sides.".into());
+    }
     if errors.is_empty() {
         Ok(parsed)
     } else {
@@ -441,6 +483,29 @@ fn check_regextrans2(v: &str) -> Result<(), String> {
     crate::mapping::PerlSubst::parse(&probe)
         .map(|_| ())
         .map_err(|e| format!("--regextrans2 '{v}': {e}"))
+}
+
+/// imapsync's `--delete2foldersonly` / `--delete2foldersbutnot` values are Perl match
+/// expressions with their delimiters (`/^Junk$/`, `m{x}i`); the regex between them is used.
+fn delimited_regex(name: &str, v: &str) -> Result<Regex, String> {
+    let bad = || format!("--{name} {v}: expected a regex between delimiters, e.g. /^Junk$/");
+    let body = v.trim().strip_prefix('m').unwrap_or(v.trim());
+    let open = body.chars().next().ok_or_else(bad)?;
+    let close = match open {
+        '{' => '}',
+        '(' => ')',
+        '[' => ']',
+        '<' => '>',
+        c if !c.is_alphanumeric() && !c.is_whitespace() => c,
+        _ => return Err(bad()),
+    };
+    let end = body.rfind(close).filter(|&i| i > 0).ok_or_else(bad)?;
+    let flags = &body[end + close.len_utf8()..];
+    if !flags.chars().all(|c| "imsx".contains(c)) {
+        return Err(bad());
+    }
+    let inline = if flags.is_empty() { String::new() } else { format!("(?{flags})") };
+    parse_regex(name, &format!("{inline}{}", &body[open.len_utf8()..end]))
 }
 
 fn parse_days(name: &str, v: &str) -> Result<f64, String> {
@@ -522,6 +587,9 @@ fn apply(a: &mut SyncArgs, spec: &Spec, value: Value) -> Result<(), String> {
         }
         "subfolder1" => a.subfolder1 = Some(text),
         "subfolder2" => a.subfolder2 = Some(text),
+        "delete2foldersonly" => a.delete2foldersonly = Some(delimited_regex(name, &text)?),
+        "delete2foldersbutnot" => a.delete2foldersbutnot = Some(delimited_regex(name, &text)?),
+        "useheader" => a.useheader.push(text),
         "search" => a.search = Some(text),
         "search1" => a.search1 = Some(text),
         "maxage" => a.maxage = Some(parse_days(name, &text)?),
@@ -531,6 +599,24 @@ fn apply(a: &mut SyncArgs, spec: &Spec, value: Value) -> Result<(), String> {
         "logdir" => a.logdir = Some(text),
         "logfile" => a.logfile = Some(text),
         "state" => a.state = Some(PathBuf::from(text)),
+        "regexflag" => {
+            crate::mapping::PerlSubst::parse(&text)
+                .map_err(|e| format!("--regexflag '{text}': {e}"))?;
+            a.regexflag.push(text);
+        }
+        "maxbytespersecond" => {
+            a.maxbytespersecond = Some(text.parse::<u64>().map_err(|_| {
+                format!("--maxbytespersecond {text}: a number of bytes is expected")
+            })?)
+        }
+        "maxmessagespersecond" => match text.parse::<f64>() {
+            Ok(m) if m >= 0.0 && m.is_finite() => a.maxmessagespersecond = Some(m),
+            _ => {
+                return Err(format!(
+                    "--maxmessagespersecond {text}: a number of messages is expected"
+                ));
+            }
+        },
         _ => return Err(format!("Unknown option: {name}")),
     }
     Ok(())
@@ -549,6 +635,15 @@ fn apply_flag(a: &mut SyncArgs, name: &str, on: bool) -> Result<(), String> {
         "justfolders" => a.justfolders = on,
         "skipemptyfolders" => a.skipemptyfolders = on,
         "dry" => a.dry = on,
+        "delete1" | "delete" => a.delete1 = on,
+        "expunge1" => a.expunge1 = Some(on),
+        "expungeaftereach" => {}
+        "delete2" => a.delete2 = on,
+        "delete2duplicates" => a.delete2duplicates = Some(on),
+        "delete2folders" => a.delete2folders = on,
+        "syncduplicates" => a.syncduplicates = Some(on),
+        "skipsize" => a.skipsize = Some(on),
+        "addheader" => a.addheader = on,
         "justconnect" => a.justconnect = on,
         "justlogin" => a.justlogin = on,
         "justfoldersizes" => a.justfoldersizes = on,
@@ -559,6 +654,10 @@ fn apply_flag(a: &mut SyncArgs, name: &str, on: bool) -> Result<(), String> {
         "help" => a.help = on,
         "version" => a.version = on,
         "log" => a.log = Some(on),
+        "filterbuggyflags" => a.filterbuggyflags = on,
+        "resyncflags" => a.resyncflags = Some(on),
+        "syncinternaldates" => a.syncinternaldates = Some(on),
+        "idatefromheader" => a.idatefromheader = on,
         _ => return Err(format!("Unknown option: {name}")),
     }
     Ok(())

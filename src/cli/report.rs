@@ -584,7 +584,7 @@ pub fn stats_block(i: &StatsInput) -> Vec<String> {
             "Messages found in host2 not in host1",
             format!("{} messages", host2_extra(s, i.end)),
         ),
-        stat("Messages deleted on host1", 0),
+        stat("Messages deleted on host1", s.messages_deleted_on_old),
         stat("Messages deleted on host2", s.messages_deleted_on_new),
         stat(
             "Total bytes transferred",

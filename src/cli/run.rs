@@ -17,7 +17,8 @@ use crate::imap::{Client, ConnectOptions, ImapError, Security, Side, TlsOptions}
 use crate::mapping::{MapperOptions, Selection};
 use crate::secret::Secret;
 use crate::store::SqliteStore;
-use crate::sync::{self, AuthMech, Endpoint, MessageSelection, Options};
+use crate::sync::identity::IdentityOptions;
+use crate::sync::{self, AuthMech, Endpoint, FolderDeletion, MessageSelection, Options};
 
 /// The state file name inside the log directory.
 pub const STATE_FILE: &str = "imapferry-state.db";
@@ -467,6 +468,24 @@ impl Run {
             prefix2: a.side2.prefix.clone(),
             dry: a.dry,
             subscribe: a.subscribe.unwrap_or(true),
+            delete1: a.delete1,
+            expunge1: a.expunge1.unwrap_or(a.delete1),
+            delete2: a.delete2,
+            // imapsync: --delete2 implies --delete2duplicates unless --syncduplicates or
+            // --nodelete2duplicates is given.
+            delete2_duplicates: a.delete2duplicates.unwrap_or(a.delete2 && a.syncduplicates != Some(true)),
+            delete2_folders: (a.delete2folders || a.delete2foldersonly.is_some() || a.delete2foldersbutnot.is_some()).then(|| FolderDeletion {
+                only: a.delete2foldersonly.clone(),
+                but_not: a.delete2foldersbutnot.clone(),
+            }),
+            // Deleting NEW duplicates while copying OLD ones would churn: with
+            // --delete2duplicates, duplicates are not copied unless --syncduplicates says so.
+            sync_duplicates: a.syncduplicates.unwrap_or(!a.delete2duplicates.unwrap_or(a.delete2)),
+            add_header: a.addheader,
+            identity: IdentityOptions {
+                use_headers: if a.useheader.is_empty() { IdentityOptions::default().use_headers } else { a.useheader.clone() },
+                skip_size: a.skipsize.unwrap_or(true),
+            },
             subscribe_all: a.subscribeall,
             just_folders: a.justfolders,
             skip_empty_folders: a.skipemptyfolders,
@@ -477,6 +496,19 @@ impl Run {
                 maxsize: a.maxsize,
                 minsize: a.minsize,
             },
+            filter_buggy_flags: a.filterbuggyflags,
+            regexflag: a.regexflag.clone(),
+            resync_flags_host1_wins: a.resyncflags.unwrap_or(false),
+            // imapsync: --idatefromheader turns --syncinternaldates off.
+            dates: if a.idatefromheader {
+                sync::DateSource::Header
+            } else if a.syncinternaldates.unwrap_or(true) {
+                sync::DateSource::Internal
+            } else {
+                sync::DateSource::None
+            },
+            max_bytes_per_second: a.maxbytespersecond.filter(|b| *b > 0),
+            max_messages_per_second: a.maxmessagespersecond.filter(|m| *m > 0.0),
             ..Options::default()
         }
     }

@@ -49,6 +49,23 @@ impl Body {
         }
     }
 
+    /// The same message with `prefix` in front (e.g. a header line added by `--addheader`).
+    pub fn with_prefix(self, prefix: &[u8]) -> std::io::Result<Body> {
+        match self {
+            Body::Mem(mut v) => {
+                v.splice(0..0, prefix.iter().copied());
+                Ok(Body::Mem(v))
+            }
+            Body::File { mut file, len } => {
+                let mut out = tempfile::tempfile()?;
+                out.write_all(prefix)?;
+                file.seek(SeekFrom::Start(0))?;
+                std::io::copy(&mut file, &mut out)?;
+                Ok(Body::File { file: out, len: len + prefix.len() as u64 })
+            }
+        }
+    }
+
     /// Small bodies as bytes; spooled ones read back whole (for tests and small tools only).
     pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
         self.prefix(usize::MAX)

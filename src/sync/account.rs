@@ -10,6 +10,7 @@ use crate::imap::{Client, ImapError, ListEntry, MailboxStatus, Side};
 use crate::mapping::{self, Mapper};
 use crate::store::{AccountKey, AccountState, FolderPair, Phase, Store};
 
+use super::deletions;
 use super::folder::{FolderJob, sync_folder};
 use super::{Endpoint, Event, Observer, Options, Report, SyncError, Tally};
 
@@ -52,6 +53,9 @@ pub struct Sizes {
 pub(crate) struct Tree {
     /// Selected OLD folders and their NEW names, in imapsync's (byte-sorted) order.
     pub pairs: Vec<(String, String)>,
+    /// Every selectable OLD folder, and the NEW name each maps to.
+    pub old_all: BTreeSet<String>,
+    pub new_targets: BTreeSet<String>,
     pub old_subscribed: BTreeSet<String>,
     pub new_existing: BTreeSet<String>,
     pub new_subscribed: BTreeSet<String>,
@@ -136,6 +140,9 @@ pub(crate) async fn map_tree(
         .collect();
     Ok(Tree {
         pairs,
+        // --delete2folders keeps every NEW folder that any OLD folder (selected or not) maps to.
+        old_all: old_names.iter().cloned().collect(),
+        new_targets: old_names.iter().map(|o| mapper.map(o)).collect(),
         old_subscribed: old_lsub.into_iter().collect(),
         new_existing: selectable(&new_list).into_iter().collect(),
         new_subscribed: new_lsub.into_iter().collect(),
@@ -258,6 +265,10 @@ pub async fn sync_account(
         });
         tally.stats(|s| s.folders_total = tree.pairs.len() as u64);
         let failed = prepare_new(&mut new, &tree, opts, &tally).await?;
+        if let Some(rule) = &opts.delete2_folders {
+            let doomed = deletions::folders_to_delete(&tree.new_existing, &tree.old_all, &tree.new_targets, rule);
+            deletions::delete_folders(&mut new, &doomed, opts, &tally).await?;
+        }
         if opts.just_folders {
             tally.stats(|s| s.folders_synced = (tree.pairs.len() - failed.len()) as u64);
             old.logout().await;
@@ -274,7 +285,11 @@ pub async fn sync_account(
         let account = store.account(&key).await?;
         // Without CONDSTORE on OLD, or with a selection that changes as time passes, every folder
         // must be looked at.
-        let may_skip = old.has("CONDSTORE") && !opts.messages.depends_on_time();
+        // With --delete2 (and duplicates), NEW's own changes matter too.
+        let may_skip = old.has("CONDSTORE")
+            && !opts.messages.depends_on_time()
+            && !opts.delete2
+            && !opts.delete2_duplicates;
         let mut jobs = Vec::new();
         for ((old_name, new_name), status) in statuses {
             if failed.contains(&new_name) {

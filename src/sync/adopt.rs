@@ -25,18 +25,29 @@ pub(crate) fn header_of(message: &[u8]) -> &[u8] {
     }
 }
 
-/// Keys and flags of the given UIDs of the selected mailbox.
+/// Keys and flags of the given UIDs of the selected mailbox. With `added_header` (OLD under
+/// `--addheader`), a message without identifying lines is keyed by the `Message-Id: <UID@imapsync>`
+/// its copy received, so the copy is recognised.
 pub(crate) async fn keys(
     client: &mut Client,
     uids: &[u32],
     opts: &IdentityOptions,
+    added_header: bool,
 ) -> Result<Vec<(u32, String, FlagSet)>, ImapError> {
     let mut out = Vec::with_capacity(uids.len());
     client
         .uid_fetch(uids, "UID RFC822.SIZE FLAGS BODY.PEEK[HEADER]", "", |f| {
             if let (Some(uid), Some(header)) = (f.uid, f.header) {
                 let header = header.to_vec().unwrap_or_default();
-                let key = message_key(&header, f.size.unwrap_or(0), opts);
+                let size = f.size.unwrap_or(0);
+                let key = match identity_key(&header, size, opts) {
+                    Some(key) => key,
+                    None if added_header => {
+                        let synthetic = format!("Message-Id: <{uid}@imapsync>\r\n\r\n");
+                        identity_key(synthetic.as_bytes(), size, opts).unwrap_or_default()
+                    }
+                    None => content_key(&header, size),
+                };
                 out.push((uid, key, FlagSet::from_iter(f.flags.unwrap_or_default())));
             }
         })
@@ -54,9 +65,12 @@ pub(crate) async fn adopt(
     old_uids: &[u32],
     candidates: &[u32],
     opts: &IdentityOptions,
+    added_header: bool,
 ) -> Result<Vec<Link>, ImapError> {
-    let (old_keys, new_keys) =
-        tokio::try_join!(keys(old, old_uids, opts), keys(new, candidates, opts))?;
+    let (old_keys, new_keys) = tokio::try_join!(
+        keys(old, old_uids, opts, added_header),
+        keys(new, candidates, opts, false)
+    )?;
     Ok(pair_up(&old_keys, &new_keys))
 }
 

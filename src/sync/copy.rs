@@ -4,6 +4,7 @@
 //! spool files; memory is bounded by the channel and batch sizes, not by the folder.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -12,7 +13,7 @@ use crate::store::{FolderPair, Link, Store};
 
 use super::adopt::{header_of, keys, message_key, pair_up};
 use super::flags::{FlagSet, PermanentFlags, filter_for_new};
-use super::identity::IdentityOptions;
+use super::identity::{IdentityOptions, identity_key};
 use super::{Event, Options, SyncError, Tally};
 
 /// Messages per `UID FETCH` (the first one of a folder is smaller).
@@ -62,9 +63,9 @@ pub(crate) async fn copy_messages(
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (links_tx, links_rx) = mpsc::unbounded_channel();
     let (fetched, appended, committed) = tokio::join!(
-        fetch(old, uids, tx, pair, tally),
+        fetch(old, uids, tx, pair, opts.add_header.then_some(&opts.identity), tally),
         // `append` owns the links sender: when it ends, the committer finishes.
-        append(links_tx, &mut *new, rx, pair, perm, &opts.identity, tally),
+        append(links_tx, &mut *new, rx, pair, perm, opts, tally),
         commit(store, pair, links_rx)
     );
     committed?;
@@ -86,11 +87,14 @@ pub(crate) async fn copy_messages(
 }
 
 /// The OLD side: pipelined fetches into the channel.
+/// The OLD side: pipelined fetches into the channel. With `add_header` (imapsync's --addheader),
+/// a message without identifying header lines gets `Message-Id: <UID@imapsync>` in front.
 async fn fetch(
     old: &mut Client,
     uids: &[u32],
     tx: mpsc::Sender<Msg>,
     pair: &FolderPair,
+    add_header: Option<&IdentityOptions>,
     tally: &Tally<'_>,
 ) -> Result<(), SyncError> {
     let mut in_flight: VecDeque<(String, Vec<u32>)> = VecDeque::new();
@@ -139,6 +143,9 @@ async fn fetch(
             Err(e) => return Err(e.into()),
         }
         got.sort_by_key(|m| m.uid);
+        if let Some(ident) = add_header {
+            got = got.into_iter().map(|m| with_message_id(m, ident)).collect::<Result<_, _>>().map_err(|source| ImapError::Spool { side: old.side(), source })?;
+        }
         for msg in got {
             if tx.send(msg).await.is_err() {
                 // The NEW side stopped (its error is reported there).
@@ -174,10 +181,15 @@ async fn append(
     mut rx: mpsc::Receiver<Msg>,
     pair: &FolderPair,
     perm: &PermanentFlags,
-    ident: &IdentityOptions,
+    opts: &Options,
     tally: &Tally<'_>,
 ) -> Result<(usize, Vec<Sent>), SyncError> {
-    let multi = new.has("MULTIAPPEND");
+    let ident = &opts.identity;
+    let rewrite = FlagRewrite::new(opts.filter_buggy_flags, &opts.regexflag)
+        .map_err(|e| SyncError::Options(format!("--regexflag: {e}")))?;
+    let mut limit = RateLimit::new(opts);
+    // With a rate limit, one message per APPEND (as imapsync) so the pauses fall between messages.
+    let multi = new.has("MULTIAPPEND") && !limit.is_active();
     let uidplus = new.has("UIDPLUS");
     let mut pending: Vec<Msg> = Vec::new();
     let mut in_flight: VecDeque<(String, Vec<Sent>)> = VecDeque::new();
@@ -195,7 +207,15 @@ async fn append(
         if !pending.is_empty() && in_flight.len() < APPEND_IN_FLIGHT {
             let take = batch_len(&pending, if multi { APPEND_BATCH } else { 1 });
             let batch: Vec<Msg> = pending.drain(..take).collect();
-            let sent = prepare(batch, perm, (!uidplus).then_some(ident), pair, tally);
+            let sent = prepare(
+                batch,
+                perm,
+                &rewrite,
+                opts.dates,
+                (!uidplus).then_some(ident),
+                pair,
+                tally,
+            );
             let tag = send_batch(new, &pair.new_name, &sent).await?;
             in_flight.push_back((tag, sent));
             continue;
@@ -211,7 +231,10 @@ async fn append(
                 _ => None,
             };
             if done.status == Status::Ok {
+                let bytes: u64 = sent.iter().map(|s| s.msg.body.len()).sum();
+                let count = sent.len();
                 linked += record(&links, pair, sent, uids, &mut unlinked, tally);
+                limit.pause(count, bytes).await;
             } else if sent.len() > 1 {
                 // One bad message fails a whole MULTIAPPEND: retry one by one to find it.
                 for s in sent {
@@ -224,7 +247,9 @@ async fn append(
                         _ => None,
                     };
                     if done.status == Status::Ok {
+                        let bytes = s.msg.body.len();
                         linked += record(&links, pair, vec![s], uid, &mut unlinked, tally);
+                        limit.pause(1, bytes).await;
                     } else {
                         append_failed(&s, pair, &done.line, tally);
                     }
@@ -244,6 +269,17 @@ async fn append(
     }
 }
 
+/// imapsync's `--addheader`: `Message-Id: <UID@imapsync>` before a message that has no header line
+/// its identity key could use, so later runs (and imapsync itself) recognise the copy.
+fn with_message_id(mut msg: Msg, ident: &IdentityOptions) -> std::io::Result<Msg> {
+    let head = msg.body.prefix(256 * 1024)?;
+    if identity_key(header_of(&head), msg.body.len() as u32, ident).is_none() {
+        let line = format!("Message-Id: <{}@imapsync>\r\n", msg.uid);
+        msg.body = msg.body.with_prefix(line.as_bytes())?;
+    }
+    Ok(msg)
+}
+
 /// How many of the pending messages go into the next APPEND (count and byte bounds).
 fn batch_len(pending: &[Msg], max: usize) -> usize {
     let mut bytes = 0;
@@ -258,18 +294,22 @@ fn batch_len(pending: &[Msg], max: usize) -> usize {
     n.max(1)
 }
 
-/// Flags NEW can store, and (only when `keyed`, i.e. without UIDPLUS) each message's key.
+/// Flags NEW can store (OLD's after the `--filterbuggyflags`/`--regexflag` rewrites), the APPEND
+/// date (`dates`), and (only when `keyed`, i.e. without UIDPLUS) each message's key.
 fn prepare(
     batch: Vec<Msg>,
     perm: &PermanentFlags,
+    rewrite: &FlagRewrite,
+    dates: DateSource,
     keyed: Option<&IdentityOptions>,
     pair: &FolderPair,
     tally: &Tally<'_>,
 ) -> Vec<Sent> {
     batch
         .into_iter()
-        .map(|msg| {
-            let (target, dropped) = filter_for_new(&msg.flags, perm);
+        .map(|mut msg| {
+            msg.date = append_date(&msg, dates);
+            let (target, dropped) = filter_for_new(&rewrite.apply(&msg.flags), perm);
             for flag in dropped {
                 tally.warn(format!(
                     "Host2 folder {} cannot store flag {flag} of msg {}/{}: dropped",
@@ -383,7 +423,7 @@ async fn link_by_key(
         .into_iter()
         .filter(|u| *u >= from)
         .collect();
-    let new_keys = keys(new, &region, ident).await?;
+    let new_keys = keys(new, &region, ident, false).await?;
     let old_keys: Vec<(u32, String, FlagSet)> = sent
         .iter()
         .map(|s| {
@@ -410,4 +450,147 @@ async fn link_by_key(
         ));
     }
     Ok(links.len())
+}
+
+use super::DateSource;
+use super::flags::FlagRewrite;
+
+/// The INTERNALDATE given to APPEND: OLD's (the default), the `Date:` header's instant
+/// (`--idatefromheader`, OLD's INTERNALDATE when it is missing or unparseable), or none
+/// (`--nosyncinternaldates`: NEW stamps the time of the copy).
+fn append_date(msg: &Msg, dates: DateSource) -> Option<String> {
+    match dates {
+        DateSource::Internal => msg.date.clone(),
+        DateSource::None => None,
+        DateSource::Header => {
+            let head = msg.body.prefix(256 * 1024).unwrap_or_default();
+            super::identity::header_lines(header_of(&head))
+                .into_iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("Date"))
+                .and_then(|(_, v)| imap_date_of_header(&String::from_utf8_lossy(&v)))
+                .or_else(|| msg.date.clone())
+        }
+    }
+}
+
+/// An RFC 5322 `Date:` value as an IMAP date-time (`dd-Mon-yyyy hh:mm:ss +zzzz`), keeping its
+/// zone. Trailing comments such as `(CEST)` are ignored. `None` when it cannot be parsed.
+fn imap_date_of_header(value: &str) -> Option<String> {
+    let mut v = value.trim();
+    while let Some(open) = v.strip_suffix(')').and_then(|rest| rest.rfind('(')) {
+        v = v[..open].trim_end();
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    Some(date.format("%d-%b-%Y %H:%M:%S %z").to_string())
+}
+
+/// imapsync's `--maxsleep` default.
+const MAX_SLEEP: Duration = Duration::from_secs(2);
+
+/// `--maxmessagespersecond` / `--maxbytespersecond`, checked after each completed APPEND as
+/// imapsync does: the average rate since the start is brought under the ceiling by a pause of at
+/// most [`MAX_SLEEP`]. The counters are per folder pair (a pass-wide counter would need plumbing
+/// through the account loop), so folders synced in parallel are each limited on their own.
+struct RateLimit {
+    start: Instant,
+    messages: u64,
+    bytes: u64,
+    max_mps: Option<f64>,
+    max_bps: Option<u64>,
+}
+
+impl RateLimit {
+    fn new(opts: &Options) -> Self {
+        RateLimit {
+            start: Instant::now(),
+            messages: 0,
+            bytes: 0,
+            max_mps: opts.max_messages_per_second.filter(|m| *m > 0.0),
+            max_bps: opts.max_bytes_per_second.filter(|b| *b > 0),
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        self.max_mps.is_some() || self.max_bps.is_some()
+    }
+
+    /// Counts the `messages` and `bytes` just appended and sleeps as long as the rate requires.
+    async fn pause(&mut self, messages: usize, bytes: u64) {
+        if !self.is_active() {
+            return;
+        }
+        self.messages += messages as u64;
+        self.bytes += bytes;
+        let wait = rate_sleep(
+            self.messages,
+            self.bytes,
+            self.start.elapsed(),
+            self.max_mps,
+            self.max_bps,
+        );
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// imapsync's sleep: max(messages / max_mps − elapsed, bytes / max_bps − elapsed), never negative,
+/// capped at [`MAX_SLEEP`], rounded to 0.01 s.
+fn rate_sleep(
+    messages: u64,
+    bytes: u64,
+    elapsed: Duration,
+    max_mps: Option<f64>,
+    max_bps: Option<u64>,
+) -> Duration {
+    let elapsed = elapsed.as_secs_f64();
+    let by_messages = max_mps.map_or(0.0, |m| messages as f64 / m - elapsed);
+    let by_bytes = max_bps.map_or(0.0, |b| bytes as f64 / b as f64 - elapsed);
+    let secs = by_messages.max(by_bytes).clamp(0.0, MAX_SLEEP.as_secs_f64());
+    Duration::from_secs_f64((secs * 100.0).round() / 100.0)
+}
+
+#[cfg(test)]
+mod rate_and_date_tests {
+    use super::*;
+
+    #[test]
+    fn header_dates() {
+        for (header, expected) in [
+            (
+                "Tue, 5 Mar 2024 14:07:09 +0100",
+                Some("05-Mar-2024 14:07:09 +0100"),
+            ),
+            (
+                "Sun, 31 Dec 2023 23:59:59 -0800 (PST)",
+                Some("31-Dec-2023 23:59:59 -0800"),
+            ),
+            ("1 Jan 2020 00:00:00 GMT", Some("01-Jan-2020 00:00:00 +0000")),
+            (
+                "  Fri, 12 Jul 2019 08:30:00 +0000  ",
+                Some("12-Jul-2019 08:30:00 +0000"),
+            ),
+            ("yesterday", None),
+            ("", None),
+        ] {
+            assert_eq!(imap_date_of_header(header).as_deref(), expected, "{header}");
+        }
+    }
+
+    #[test]
+    fn rate_sleeps() {
+        let s = Duration::from_secs_f64;
+        // (messages, bytes, elapsed, max_mps, max_bps, expected)
+        for (m, b, e, mps, bps, expected) in [
+            (10, 0, 0.0, None, None, 0.0),
+            (10, 0, 0.2, Some(20.0), None, 0.3),
+            (10, 0, 0.6, Some(20.0), None, 0.0),
+            (1, 3_000, 0.5, None, Some(1_000), 2.0),
+            (1, 1_500, 0.5, None, Some(1_000), 1.0),
+            (4, 1_000, 1.0, Some(2.0), Some(1_000), 1.0),
+            (1_000, 0, 0.0, Some(1.0), None, 2.0),
+        ] {
+            assert_eq!(rate_sleep(m, b, s(e), mps, bps), s(expected), "{m} {b} {e}");
+        }
+    }
 }

@@ -12,7 +12,10 @@ use crate::store::{FolderPair, Link, LinkFlags, MailboxState, Phase, Store};
 use super::adopt::adopt;
 use super::copy::copy_messages;
 use super::criteria::{self, MessageSelection};
-use super::flags::{FlagSet, PermanentFlags, filter_for_new, merge, store_ops};
+use super::deletions;
+use super::flags::{
+    FlagRewrite, FlagSet, PermanentFlags, filter_for_new, reconcile_target, store_ops,
+};
 use super::{Event, Options, SyncError, Tally};
 
 #[derive(Clone)]
@@ -130,7 +133,9 @@ pub(crate) async fn sync_folder(
             messages: job.messages,
         });
 
-        let o = match scan(old, &pair.old_name, true, true, pair.old).await {
+        // OLD is only written with --delete1 (and never in a dry run).
+        let old_readonly = !opts.delete1 || opts.dry;
+        let o = match scan(old, &pair.old_name, old_readonly, true, pair.old).await {
             Err(e @ ImapError::Refused { .. }) => {
                 tally.error(format!("Could not select: {} {e}", pair.old_name));
                 return Ok(());
@@ -270,6 +275,14 @@ pub(crate) async fn sync_folder(
         if !to_copy.is_empty() && !opts.messages.is_all() {
             to_copy = select_messages(old, &pair, to_copy, &opts.messages, tally).await?;
         }
+        if !to_copy.is_empty() && !opts.sync_duplicates {
+            // --nosyncduplicates: only the lowest UID of each identity key is copied.
+            let all: Vec<u32> = o.uids.iter().copied().collect();
+            let wanted: BTreeSet<u32> = to_copy.iter().copied().collect();
+            let dups = deletions::old_duplicates(old, &all, &wanted, opts).await?;
+            to_copy.retain(|u| !dups.contains(u));
+            tally.stats(|s| s.duplicates_on_old += dups.len() as u64);
+        }
         if !to_copy.is_empty() && !opts.dry {
             store
                 .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
@@ -283,7 +296,7 @@ pub(crate) async fn sync_folder(
                 .filter(|u| *u >= pair.adopt_from && !linked_new.contains(u))
                 .collect();
             if !candidates.is_empty() {
-                let adopted = adopt(old, new, &to_copy, &candidates, &opts.identity).await?;
+                let adopted = adopt(old, new, &to_copy, &candidates, &opts.identity, opts.add_header).await?;
                 if !adopted.is_empty() {
                     store.add_links(pair.id, &adopted).await?;
                     let done: BTreeSet<u32> = adopted.iter().map(|l| l.old_uid).collect();
@@ -317,8 +330,9 @@ pub(crate) async fn sync_folder(
             });
         }
 
+        let deleted_on_new = deletions_asked(store, old, new, &pair, &o.uids, opts, tally).await?;
         if !opts.dry {
-            let wrote_new = !to_copy.is_empty() || !gone_old.is_empty();
+            let wrote_new = !to_copy.is_empty() || !gone_old.is_empty() || deleted_on_new;
             let new_state = if wrote_new {
                 let st = new.status(&pair.new_name).await?;
                 MailboxState {
@@ -349,6 +363,59 @@ pub(crate) async fn sync_folder(
     }
     .instrument(span)
     .await
+}
+
+/// The deletions the user asked for, after the copy: `--delete2duplicates`, `--delete2` (NEW
+/// messages with no OLD counterpart, within the `--search`/age window), then `--delete1` (OLD
+/// messages whose copy is on NEW, or that the user deleted there). Returns whether NEW changed.
+async fn deletions_asked(
+    store: &dyn Store,
+    old: &mut Client,
+    new: &mut Client,
+    pair: &FolderPair,
+    old_uids: &BTreeSet<u32>,
+    opts: &Options,
+    tally: &Tally<'_>,
+) -> Result<bool, SyncError> {
+    let window = opts.messages.base(chrono::Local::now());
+    let mut doomed = BTreeSet::new();
+    if opts.delete2 || opts.delete2_duplicates {
+        // The copy leaves NEW unselected (appends are cheaper so): select it again.
+        let info = new.select_with(&pair.new_name, opts.dry, pair.new.is_some()).await?;
+        let all = if info.exists == 0 { Vec::new() } else { new.uid_search("ALL").await? };
+        if opts.delete2_duplicates && !all.is_empty() {
+            let dups = deletions::duplicates(new, &all, opts).await?;
+            deletions::delete_on_new(store, new, pair, &dups, "--delete2duplicates", opts, tally).await?;
+            doomed.extend(dups);
+        }
+        if opts.delete2 && !all.is_empty() {
+            let linked: BTreeSet<u32> = store.links(pair.id).await?.into_iter().map(|l| l.new_uid).collect();
+            let in_window: Option<BTreeSet<u32>> = match &window {
+                Some(c) => Some(new.uid_search(c).await?.into_iter().collect()),
+                None => None,
+            };
+            let orphans: Vec<u32> = all
+                .iter()
+                .copied()
+                .filter(|u| !linked.contains(u) && !doomed.contains(u))
+                .filter(|u| in_window.as_ref().is_none_or(|w| w.contains(u)))
+                .collect();
+            deletions::delete_on_new(store, new, pair, &orphans, "--delete2", opts, tally).await?;
+            doomed.extend(orphans);
+        }
+    }
+    if opts.delete1 {
+        let mut done: BTreeSet<u32> = store.links(pair.id).await?.into_iter().map(|l| l.old_uid).collect();
+        done.extend(store.tombstones(pair.id).await?);
+        done.retain(|u| old_uids.contains(u));
+        if let Some(c) = &window {
+            let in_window: BTreeSet<u32> = old.uid_search(c).await?.into_iter().collect();
+            done.retain(|u| in_window.contains(u));
+        }
+        let done: Vec<u32> = done.into_iter().collect();
+        deletions::delete_on_old(store, old, pair, &done, opts, tally).await?;
+    }
+    Ok(!doomed.is_empty())
 }
 
 /// Keeps the candidates that `--search`/`--maxage`/`--minage`/`--maxsize`/`--minsize` select on
@@ -419,22 +486,32 @@ async fn reconcile_flags(
     opts: &Options,
     tally: &Tally<'_>,
 ) -> Result<(), SyncError> {
+    let rewrite = FlagRewrite::new(opts.filter_buggy_flags, &opts.regexflag)
+        .map_err(|e| SyncError::Options(format!("--regexflag: {e}")))?;
+    // --resyncflags compares every linked pair, not only those changed since the last pass: a side
+    // without a scanned change still has its base flags (what the last reconcile left there).
+    let host1_wins = opts.resync_flags_host1_wins;
     let mut ops: HashMap<(Vec<String>, Vec<String>), Vec<u32>> = HashMap::new();
     let mut updates = Vec::new();
     let mut dropped = BTreeSet::new();
     for link in links {
         let (o, n) = (old_flags.get(&link.old_uid), new_flags.get(&link.new_uid));
-        if o.is_none() && n.is_none() {
+        if o.is_none() && n.is_none() && !host1_wins {
             continue;
         }
         let base_old = FlagSet::parse(&link.old_flags);
         let base_new = FlagSet::parse(&link.new_flags);
         let o = o.cloned().unwrap_or_else(|| base_old.clone());
         let n = n.cloned().unwrap_or_else(|| base_new.clone());
-        if o == base_old && n == base_new {
+        let unchanged = o == base_old && n == base_new;
+        if unchanged && !host1_wins {
             continue;
         }
-        let (target, lost) = filter_for_new(&merge(&base_old, &base_new, &o, &n), perm);
+        let wanted = reconcile_target(&base_old, &base_new, &o, &n, &rewrite, host1_wins);
+        let (target, lost) = filter_for_new(&wanted, perm);
+        if unchanged && target == n {
+            continue;
+        }
         dropped.extend(lost);
         let (add, remove) = store_ops(&n, &target);
         if !add.is_empty() || !remove.is_empty() {

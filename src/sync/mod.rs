@@ -7,6 +7,7 @@ mod account;
 mod adopt;
 mod copy;
 mod criteria;
+mod deletions;
 pub mod flags;
 mod folder;
 
@@ -247,6 +248,12 @@ pub struct Stats {
     pub bytes_skipped: u64,
     pub messages_adopted: u64,
     pub messages_deleted_on_new: u64,
+    /// `--delete1`: OLD messages marked `\\Deleted` (and expunged) after their copy.
+    pub messages_deleted_on_old: u64,
+    /// NEW folders deleted by `--delete2folders`.
+    pub folders_deleted_on_new: u64,
+    /// OLD messages left out because their identity key repeats in the folder (`--nosyncduplicates`).
+    pub duplicates_on_old: u64,
     pub messages_tombstoned: u64,
     pub flags_updated: u64,
     pub biggest_message: u64,
