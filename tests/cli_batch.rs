@@ -213,3 +213,85 @@ fn batch_usage_and_malformed_lines() {
     );
     assert!(!dir.path().join("LOG_imapsync").exists());
 }
+
+/// The runbook's greps over a batch's log directory find exactly the failing accounts: a wrong
+/// password (`Error login`), an over-quota NEW (`EXIT_OVERQUOTA`) and an unreachable host (a
+/// non-zero `Exiting with return value`).
+#[test]
+fn log_greps_find_exactly_the_failing_accounts() {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    let full = Dovecot::start_with(DovecotOptions {
+        quota_kb: Some(8),
+        ..Default::default()
+    });
+    for user in ["okone", "oktwo", "badpw", "quota", "gone"] {
+        old.add_user(user, "pw1");
+        new.add_user(user, "pw2");
+        full.add_user(user, "pw2");
+        seed_inbox(&old, user, "pw1", 0, 6);
+    }
+    let line = |user: &str, pw1: &str, port2: u16| {
+        format!(
+            "127.0.0.1;{user};{pw1};127.0.0.1;{user};pw2;--port1 {} --port2 {port2};",
+            old.port()
+        )
+    };
+    let text = [
+        line("okone", "pw1", new.port()),
+        line("oktwo", "pw1", new.port()),
+        line("badpw", "not-the-password", new.port()),
+        line("quota", "pw1", full.port()),
+        line("gone", "pw1", closed_port()),
+    ]
+    .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("accounts.txt"), text + "\n").unwrap();
+    let (code, stdout, stderr) = batch(
+        dir.path(),
+        &["accounts.txt", "--jobs", "4", "--nofoldersizes"],
+    );
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+
+    let grep = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("grep")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let owner = |path: &str| {
+        ["okone", "oktwo", "badpw", "quota", "gone"]
+            .into_iter()
+            .find(|u| path.contains(&format!("_{u}_{u}.txt")))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let owners = |lines: Vec<String>| -> Vec<String> {
+        let mut v: Vec<String> = lines.iter().map(|l| owner(l)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(
+        owners(grep(&["-R", "-l", "EXIT_OVERQUOTA", "LOG_imapsync"])),
+        vec!["quota"]
+    );
+    assert_eq!(
+        owners(grep(&["-R", "-l", "Error login", "LOG_imapsync"])),
+        vec!["badpw"]
+    );
+    let nonzero: Vec<String> = grep(&["-R", "Exiting with return value", "LOG_imapsync"])
+        .into_iter()
+        .filter(|l| !l.contains("return value 0 "))
+        .collect();
+    assert_eq!(owners(nonzero), vec!["badpw", "gone", "quota"]);
+    let failures = std::fs::read_to_string(dir.path().join("accounts_failures.txt")).unwrap();
+    assert_eq!(failures.lines().count(), 3, "{failures}");
+}

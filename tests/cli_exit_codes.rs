@@ -371,7 +371,7 @@ fn tls_certificates_are_verified() {
 fn usage_errors_exit_64_before_logging() {
     for args in [
         &["--frobnicate"][..],
-        &["--delete1"],
+        &["--pipemess"],
         &["--host1"],
         &["--port1", "x"],
         &["stray"],
@@ -446,9 +446,9 @@ fn the_binary_answers_to_the_name_imapsync() {
     );
     bad.assert_code(161);
 
-    let unknown = run_at(&link, dir.path(), &strings(&["--delete1"]), &[]);
+    let unknown = run_at(&link, dir.path(), &strings(&["--pipemess"]), &[]);
     unknown.assert_code(64);
-    assert!(unknown.stderr.contains("Unknown option: delete1"));
+    assert!(unknown.stderr.contains("Unknown option: pipemess"));
 }
 
 #[test]

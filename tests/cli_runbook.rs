@@ -14,15 +14,43 @@ struct Run {
     stdout: String,
 }
 
-fn imapferry(old: &Dovecot, new: &Dovecot, user: &str, extra: &[&str], cwd: &std::path::Path) -> Run {
+fn imapferry(
+    old: &Dovecot,
+    new: &Dovecot,
+    user: &str,
+    extra: &[&str],
+    cwd: &std::path::Path,
+) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_imapferry"))
         .current_dir(cwd)
-        .args(["sync", "--host1", old.host(), "--port1", &old.port().to_string(), "--user1", user, "--password1", PW])
-        .args(["--host2", new.host(), "--port2", &new.port().to_string(), "--user2", user, "--password2", PW])
+        .args([
+            "sync",
+            "--host1",
+            old.host(),
+            "--port1",
+            &old.port().to_string(),
+            "--user1",
+            user,
+            "--password1",
+            PW,
+        ])
+        .args([
+            "--host2",
+            new.host(),
+            "--port2",
+            &new.port().to_string(),
+            "--user2",
+            user,
+            "--password2",
+            PW,
+        ])
         .args(extra)
         .output()
         .unwrap();
-    Run { code: out.status.code().unwrap(), stdout: String::from_utf8_lossy(&out.stdout).into_owned() }
+    Run {
+        code: out.status.code().unwrap(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
 }
 
 fn login(d: &Dovecot, user: &str) -> RawImap {
@@ -36,14 +64,23 @@ fn count(d: &Dovecot, user: &str, folder: &str) -> usize {
 }
 
 fn names(d: &Dovecot, user: &str) -> Vec<String> {
-    login(d, user).list().into_iter().map(|(_, _, n)| n).collect()
+    login(d, user)
+        .list()
+        .into_iter()
+        .map(|(_, _, n)| n)
+        .collect()
 }
 
 /// A message dated `days_ago` days back, with a Message-Id (or none).
 fn mail(id: &str, days_ago: i64, with_id: bool) -> Vec<u8> {
     let date = (chrono::Local::now() - chrono::Duration::days(days_ago)).to_rfc2822();
-    let id_line = if with_id { format!("Message-Id: <{id}@runbook>\r\n") } else { String::new() };
-    format!("Date: {date}\r\n{id_line}Subject: {id}\r\nFrom: x@y\r\n\r\nbody of {id}\r\n").into_bytes()
+    let id_line = if with_id {
+        format!("Message-Id: <{id}@runbook>\r\n")
+    } else {
+        String::new()
+    };
+    format!("Date: {date}\r\n{id_line}Subject: {id}\r\nFrom: x@y\r\n\r\nbody of {id}\r\n")
+        .into_bytes()
 }
 
 #[test]
@@ -73,51 +110,147 @@ fn runbook_command_lines() {
     let mut n = login(&new, "mirror");
     n.append("INBOX", &[], None, &mail("onlynew", 1, true));
     n.create("OnlyOnNew");
-    let r = imapferry(&old, &new, "mirror", &["--subscribeall", "--delete2", "--delete2folders", "--addheader"], cwd);
+    let r = imapferry(
+        &old,
+        &new,
+        "mirror",
+        &[
+            "--subscribeall",
+            "--delete2",
+            "--delete2folders",
+            "--addheader",
+        ],
+        cwd,
+    );
     assert_eq!(r.code, 0, "{}", r.stdout);
-    assert_eq!(count(&new, "mirror", "INBOX"), 3, "OLD's three, NEW's own one deleted");
+    assert_eq!(
+        count(&new, "mirror", "INBOX"),
+        3,
+        "OLD's three, NEW's own one deleted"
+    );
     assert!(!names(&new, "mirror").contains(&"OnlyOnNew".to_string()));
-    let subscribed: Vec<String> = login(&new, "mirror").lsub().into_iter().map(|(_, _, n)| n).collect();
-    assert!(subscribed.contains(&"Backups".to_string()) && subscribed.contains(&"Empty".to_string()), "{subscribed:?}");
-    let noid = login(&new, "mirror").uid_fetch_all("INBOX").into_iter().find(|m| String::from_utf8_lossy(&m.body).contains("body of noid")).unwrap();
+    let subscribed: Vec<String> = login(&new, "mirror")
+        .lsub()
+        .into_iter()
+        .map(|(_, _, n)| n)
+        .collect();
+    assert!(
+        subscribed.contains(&"Backups".to_string()) && subscribed.contains(&"Empty".to_string()),
+        "{subscribed:?}"
+    );
+    let noid = login(&new, "mirror")
+        .uid_fetch_all("INBOX")
+        .into_iter()
+        .find(|m| String::from_utf8_lossy(&m.body).contains("body of noid"))
+        .unwrap();
     assert!(noid.body.starts_with(b"Message-Id: <"), "--addheader");
     // The same without deletions, again: nothing to do.
-    let r = imapferry(&old, &new, "mirror", &["--subscribeall", "--addheader"], cwd);
-    assert!(r.stdout.contains("Messages transferred                    : 0"), "{}", r.stdout);
+    let r = imapferry(
+        &old,
+        &new,
+        "mirror",
+        &["--subscribeall", "--addheader"],
+        cwd,
+    );
+    assert!(
+        r.stdout
+            .contains("Messages transferred                    : 0"),
+        "{}",
+        r.stdout
+    );
 
     // --folder INBOX --noexpungeaftereach --skipemptyfolders --maxage 1 --delete1: today's mail moves.
-    let r = imapferry(&old, &new, "move", &["--folder", "INBOX", "--noexpungeaftereach", "--skipemptyfolders", "--maxage", "1", "--delete1"], cwd);
+    let r = imapferry(
+        &old,
+        &new,
+        "move",
+        &[
+            "--folder",
+            "INBOX",
+            "--noexpungeaftereach",
+            "--skipemptyfolders",
+            "--maxage",
+            "1",
+            "--delete1",
+        ],
+        cwd,
+    );
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert_eq!(count(&new, "move", "INBOX"), 1);
-    assert_eq!(count(&old, "move", "INBOX"), 2, "only the recent message left OLD");
-    assert!(r.stdout.contains("Messages deleted on host1               : 1"), "{}", r.stdout);
+    assert_eq!(
+        count(&old, "move", "INBOX"),
+        2,
+        "only the recent message left OLD"
+    );
+    assert!(
+        r.stdout
+            .contains("Messages deleted on host1               : 1"),
+        "{}",
+        r.stdout
+    );
 
     // --minage 365 --delete1: last year's mail moves, today's stays.
-    let r = imapferry(&old, &new, "minage", &["--folder", "INBOX", "--minage", "365", "--delete1"], cwd);
+    let r = imapferry(
+        &old,
+        &new,
+        "minage",
+        &["--folder", "INBOX", "--minage", "365", "--delete1"],
+        cwd,
+    );
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert_eq!(count(&new, "minage", "INBOX"), 2);
     assert_eq!(count(&old, "minage", "INBOX"), 1);
 
     // The exclude list.
-    let r = imapferry(&old, &new, "excl", &["--exclude", "^Backups", "--exclude", "(?i)spam"], cwd);
+    let r = imapferry(
+        &old,
+        &new,
+        "excl",
+        &["--exclude", "^Backups", "--exclude", "(?i)spam"],
+        cwd,
+    );
     assert_eq!(r.code, 0, "{}", r.stdout);
     let got = names(&new, "excl");
-    assert!(!got.contains(&"Backups".to_string()) && !got.contains(&"Spam Folder".to_string()), "{got:?}");
+    assert!(
+        !got.contains(&"Backups".to_string()) && !got.contains(&"Spam Folder".to_string()),
+        "{got:?}"
+    );
     assert_eq!(count(&new, "excl", "INBOX"), 3);
 
     // --justfoldersizes: the table, nothing copied.
     let r = imapferry(&old, &new, "sizes", &["--justfoldersizes"], cwd);
     assert_eq!(r.code, 0, "{}", r.stdout);
-    assert!(r.stdout.contains("Exiting because of --justfoldersizes") && r.stdout.contains("Host1 Nb messages:"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Exiting because of --justfoldersizes")
+            && r.stdout.contains("Host1 Nb messages:"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(count(&new, "sizes", "INBOX"), 0);
 
     // --useheader Message-Id --delete2duplicates removes duplicates another tool left on NEW.
     let mut n = login(&new, "dups");
     n.append("INBOX", &[], None, &mail("today", 0, true));
     n.append("INBOX", &[], None, &mail("today", 0, true));
-    let r = imapferry(&old, &new, "dups", &["--folder", "INBOX", "--useheader", "Message-Id", "--delete2duplicates"], cwd);
+    let r = imapferry(
+        &old,
+        &new,
+        "dups",
+        &[
+            "--folder",
+            "INBOX",
+            "--useheader",
+            "Message-Id",
+            "--delete2duplicates",
+        ],
+        cwd,
+    );
     assert_eq!(r.code, 0, "{}", r.stdout);
-    assert_eq!(count(&new, "dups", "INBOX"), 3, "one copy of each OLD message");
+    assert_eq!(
+        count(&new, "dups", "INBOX"),
+        3,
+        "one copy of each OLD message"
+    );
 
     // --delete1 with --delete2 is refused before anything runs.
     let r = imapferry(&old, &new, "dups", &["--delete1", "--delete2"], cwd);

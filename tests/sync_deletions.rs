@@ -16,7 +16,13 @@ const PW: &str = "del-pw";
 
 fn endpoint(d: &Dovecot, user: &str) -> Endpoint {
     Endpoint {
-        connect: ConnectOptions { host: d.host().into(), port: d.port(), security: Security::Plain, tls: TlsOptions::default(), timeout: Duration::from_secs(30) },
+        connect: ConnectOptions {
+            host: d.host().into(),
+            port: d.port(),
+            security: Security::Plain,
+            tls: TlsOptions::default(),
+            timeout: Duration::from_secs(30),
+        },
         user: user.into(),
         password: Secret::new(PW),
         authuser: None,
@@ -25,7 +31,15 @@ fn endpoint(d: &Dovecot, user: &str) -> Endpoint {
 }
 
 async fn pass(store: &SqliteStore, old: &Dovecot, new: &Dovecot, opts: &Options) -> Report {
-    let r = sync_account(store, &endpoint(old, "alice"), &endpoint(new, "alice"), opts, &Quiet).await.unwrap();
+    let r = sync_account(
+        store,
+        &endpoint(old, "alice"),
+        &endpoint(new, "alice"),
+        opts,
+        &Quiet,
+    )
+    .await
+    .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     r
 }
@@ -63,8 +77,21 @@ async fn delete2_mirrors_old_strictly_and_dry_changes_nothing() {
     n.create("KeepMe");
 
     // --dry: reports, deletes nothing.
-    let dry = Options { dry: true, delete2: true, delete2_folders: Some(FolderDeletion::default()), ..Options::default() };
-    let r = sync_account(&store, &endpoint(&old, "alice"), &endpoint(&new, "alice"), &dry, &Quiet).await.unwrap();
+    let dry = Options {
+        dry: true,
+        delete2: true,
+        delete2_folders: Some(FolderDeletion::default()),
+        ..Options::default()
+    };
+    let r = sync_account(
+        &store,
+        &endpoint(&old, "alice"),
+        &endpoint(&new, "alice"),
+        &dry,
+        &Quiet,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.stats.messages_deleted_on_new, 2);
     assert_eq!(count(&new, "INBOX"), 2, "--dry must not delete");
     assert!(n.list().iter().any(|(_, _, name)| name == "Stray"));
@@ -72,7 +99,10 @@ async fn delete2_mirrors_old_strictly_and_dry_changes_nothing() {
     // --delete2 --delete2foldersbutnot /KeepMe/: NEW ends as OLD.
     let opts = Options {
         delete2: true,
-        delete2_folders: Some(FolderDeletion { only: None, but_not: Some(regex::Regex::new("KeepMe").unwrap()) }),
+        delete2_folders: Some(FolderDeletion {
+            only: None,
+            but_not: Some(regex::Regex::new("KeepMe").unwrap()),
+        }),
         ..Options::default()
     };
     let r = pass(&store, &old, &new, &opts).await;
@@ -82,7 +112,13 @@ async fn delete2_mirrors_old_strictly_and_dry_changes_nothing() {
     assert!(!names.iter().any(|n| n.starts_with("Stray")), "{names:?}");
     assert!(names.contains(&"KeepMe".to_string()), "{names:?}");
     // A second strict pass has nothing left to delete.
-    assert_eq!(pass(&store, &old, &new, &opts).await.stats.messages_deleted_on_new, 0);
+    assert_eq!(
+        pass(&store, &old, &new, &opts)
+            .await
+            .stats
+            .messages_deleted_on_new,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +132,16 @@ async fn duplicates_options() {
 
     // --nosyncduplicates (imapsync's default): one copy of the three.
     let store = SqliteStore::open(&dir.path().join("a.db")).await.unwrap();
-    let r = pass(&store, &old, &new, &Options { sync_duplicates: false, ..Options::default() }).await;
+    let r = pass(
+        &store,
+        &old,
+        &new,
+        &Options {
+            sync_duplicates: false,
+            ..Options::default()
+        },
+    )
+    .await;
     assert_eq!(r.stats.duplicates_on_old, 2);
     assert_eq!(count(&new, "INBOX"), 2);
 
@@ -104,11 +149,21 @@ async fn duplicates_options() {
     // and the next pass does not bring it back.
     let mut n = imap(&new);
     n.append("INBOX", &[], None, &common::message(8, 900));
-    let opts = Options { sync_duplicates: false, delete2_duplicates: true, ..Options::default() };
+    let opts = Options {
+        sync_duplicates: false,
+        delete2_duplicates: true,
+        ..Options::default()
+    };
     let r = pass(&store, &old, &new, &opts).await;
     assert_eq!(r.stats.messages_deleted_on_new, 1);
     assert_eq!(count(&new, "INBOX"), 2);
-    assert_eq!(pass(&store, &old, &new, &opts).await.stats.messages_transferred, 0);
+    assert_eq!(
+        pass(&store, &old, &new, &opts)
+            .await
+            .stats
+            .messages_transferred,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +174,11 @@ async fn delete1_moves_and_a_later_pass_does_not_mirror_it_back() {
     for i in 0..4 {
         o.append("INBOX", &[], None, &common::message(i, 900));
     }
-    let opts = Options { delete1: true, expunge1: true, ..Options::default() };
+    let opts = Options {
+        delete1: true,
+        expunge1: true,
+        ..Options::default()
+    };
     let r = pass(&store, &old, &new, &opts).await;
     assert_eq!(r.stats.messages_transferred, 4);
     assert_eq!(r.stats.messages_deleted_on_old, 4);
@@ -138,14 +197,41 @@ async fn addheader_gives_unidentified_messages_a_message_id() {
     let mut o = imap(&old);
     let bare = b"From: a@b\r\nSubject: no id\r\n\r\nhello\r\n";
     o.append("INBOX", &[], None, bare);
-    pass(&store, &old, &new, &Options { add_header: true, ..Options::default() }).await;
+    pass(
+        &store,
+        &old,
+        &new,
+        &Options {
+            add_header: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let copies = imap(&new).uid_fetch_all("INBOX");
     let uid = imap(&old).uid_fetch_all("INBOX")[0].uid;
     assert_eq!(copies.len(), 1);
-    assert!(copies[0].body.starts_with(format!("Message-Id: <{uid}@imapsync>\r\n").as_bytes()), "{}", String::from_utf8_lossy(&copies[0].body));
+    assert!(
+        copies[0]
+            .body
+            .starts_with(format!("Message-Id: <{uid}@imapsync>\r\n").as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&copies[0].body)
+    );
     assert!(copies[0].body.ends_with(bare));
     // A fresh state (as after switching from imapsync) adopts the copy instead of copying again.
     let store2 = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
-    let r = pass(&store2, &old, &new, &Options { add_header: true, ..Options::default() }).await;
-    assert_eq!((r.stats.messages_transferred, r.stats.messages_adopted), (0, 1));
+    let r = pass(
+        &store2,
+        &old,
+        &new,
+        &Options {
+            add_header: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (r.stats.messages_transferred, r.stats.messages_adopted),
+        (0, 1)
+    );
 }

@@ -178,7 +178,7 @@ pub const OPTIONS: &[Spec] = &[
 pub const DIFFERENCES: &[&str] = &[
     "Where imapferry differs from imapsync (marked * above):",
     "  - TLS certificates are verified (system CAs or --sslargsN SSL_ca_file=FILE); opt out with --sslargsN SSL_verify_mode=0.",
-    "  - Flags are merged three ways against the last pass instead of --resyncflags \"host1 wins\".",
+    "  - Flags are merged three ways against the last pass by default; --resyncflags gives imapsync's \"host1 wins\".",
     "  - Exact duplicates are copied too (every OLD message gets its own NEW copy, tracked in the state file).",
     "  - No automatic port-993 probe and no automatic STARTTLS: say --ssl1/--tls1 (and 2) explicitly.",
     "  - Options not listed here are refused (exit 64) rather than silently ignored.",
@@ -504,7 +504,11 @@ fn delimited_regex(name: &str, v: &str) -> Result<Regex, String> {
     if !flags.chars().all(|c| "imsx".contains(c)) {
         return Err(bad());
     }
-    let inline = if flags.is_empty() { String::new() } else { format!("(?{flags})") };
+    let inline = if flags.is_empty() {
+        String::new()
+    } else {
+        format!("(?{flags})")
+    };
     parse_regex(name, &format!("{inline}{}", &body[open.len_utf8()..end]))
 }
 
@@ -899,7 +903,19 @@ mod tests {
 
     #[test]
     fn refused() {
-        assert_eq!(usage(&["--delete1"]), ["Unknown option: delete1"]);
+        assert_eq!(
+            usage(&["--pipemess", "cat"]),
+            [
+                "Unknown option: pipemess",
+                "Found 1 extra arguments : [cat]\nIt usually means a quoting issue in the command line or some misspelling options."
+            ]
+        );
+        assert_eq!(
+            usage(&["--delete1", "--delete2"]),
+            [
+                "Do not use --delete1 and --delete2 together: it would delete everything on both sides."
+            ]
+        );
         assert_eq!(usage(&["--frobnicate"]), ["Unknown option: frobnicate"]);
         assert_eq!(usage(&["--host1"]), ["Option host1 requires an argument"]);
         assert_eq!(

@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(main_with_args(argv(&["imapferry"])), 64);
         assert_eq!(main_with_args(argv(&["imapferry", "frob"])), 64);
         assert_eq!(
-            main_with_args(argv(&["imapferry", "sync", "--delete1"])),
+            main_with_args(argv(&["imapferry", "sync", "--pipemess"])),
             64
         );
         assert_eq!(main_with_args(argv(&["/x/imapsync", "--frobnicate"])), 64);

@@ -473,17 +473,28 @@ impl Run {
             delete2: a.delete2,
             // imapsync: --delete2 implies --delete2duplicates unless --syncduplicates or
             // --nodelete2duplicates is given.
-            delete2_duplicates: a.delete2duplicates.unwrap_or(a.delete2 && a.syncduplicates != Some(true)),
-            delete2_folders: (a.delete2folders || a.delete2foldersonly.is_some() || a.delete2foldersbutnot.is_some()).then(|| FolderDeletion {
+            delete2_duplicates: a
+                .delete2duplicates
+                .unwrap_or(a.delete2 && a.syncduplicates != Some(true)),
+            delete2_folders: (a.delete2folders
+                || a.delete2foldersonly.is_some()
+                || a.delete2foldersbutnot.is_some())
+            .then(|| FolderDeletion {
                 only: a.delete2foldersonly.clone(),
                 but_not: a.delete2foldersbutnot.clone(),
             }),
             // Deleting NEW duplicates while copying OLD ones would churn: with
             // --delete2duplicates, duplicates are not copied unless --syncduplicates says so.
-            sync_duplicates: a.syncduplicates.unwrap_or(!a.delete2duplicates.unwrap_or(a.delete2)),
+            sync_duplicates: a
+                .syncduplicates
+                .unwrap_or(!a.delete2duplicates.unwrap_or(a.delete2)),
             add_header: a.addheader,
             identity: IdentityOptions {
-                use_headers: if a.useheader.is_empty() { IdentityOptions::default().use_headers } else { a.useheader.clone() },
+                use_headers: if a.useheader.is_empty() {
+                    IdentityOptions::default().use_headers
+                } else {
+                    a.useheader.clone()
+                },
                 skip_size: a.skipsize.unwrap_or(true),
             },
             subscribe_all: a.subscribeall,

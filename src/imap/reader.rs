@@ -61,7 +61,10 @@ impl Body {
                 out.write_all(prefix)?;
                 file.seek(SeekFrom::Start(0))?;
                 std::io::copy(&mut file, &mut out)?;
-                Ok(Body::File { file: out, len: len + prefix.len() as u64 })
+                Ok(Body::File {
+                    file: out,
+                    len: len + prefix.len() as u64,
+                })
             }
         }
     }

@@ -266,7 +266,12 @@ pub async fn sync_account(
         tally.stats(|s| s.folders_total = tree.pairs.len() as u64);
         let failed = prepare_new(&mut new, &tree, opts, &tally).await?;
         if let Some(rule) = &opts.delete2_folders {
-            let doomed = deletions::folders_to_delete(&tree.new_existing, &tree.old_all, &tree.new_targets, rule);
+            let doomed = deletions::folders_to_delete(
+                &tree.new_existing,
+                &tree.old_all,
+                &tree.new_targets,
+                rule,
+            );
             deletions::delete_folders(&mut new, &doomed, opts, &tally).await?;
         }
         if opts.just_folders {
@@ -285,11 +290,12 @@ pub async fn sync_account(
         let account = store.account(&key).await?;
         // Without CONDSTORE on OLD, or with a selection that changes as time passes, every folder
         // must be looked at.
-        // With --delete2 (and duplicates), NEW's own changes matter too.
+        // With --delete2 (and duplicates) or --resyncflags, NEW's own changes matter too.
         let may_skip = old.has("CONDSTORE")
             && !opts.messages.depends_on_time()
             && !opts.delete2
-            && !opts.delete2_duplicates;
+            && !opts.delete2_duplicates
+            && !opts.resync_flags_host1_wins;
         let mut jobs = Vec::new();
         for ((old_name, new_name), status) in statuses {
             if failed.contains(&new_name) {

@@ -63,7 +63,14 @@ pub(crate) async fn copy_messages(
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (links_tx, links_rx) = mpsc::unbounded_channel();
     let (fetched, appended, committed) = tokio::join!(
-        fetch(old, uids, tx, pair, opts.add_header.then_some(&opts.identity), tally),
+        fetch(
+            old,
+            uids,
+            tx,
+            pair,
+            opts.add_header.then_some(&opts.identity),
+            tally
+        ),
         // `append` owns the links sender: when it ends, the committer finishes.
         append(links_tx, &mut *new, rx, pair, perm, opts, tally),
         commit(store, pair, links_rx)
@@ -144,7 +151,14 @@ async fn fetch(
         }
         got.sort_by_key(|m| m.uid);
         if let Some(ident) = add_header {
-            got = got.into_iter().map(|m| with_message_id(m, ident)).collect::<Result<_, _>>().map_err(|source| ImapError::Spool { side: old.side(), source })?;
+            got = got
+                .into_iter()
+                .map(|m| with_message_id(m, ident))
+                .collect::<Result<_, _>>()
+                .map_err(|source| ImapError::Spool {
+                    side: old.side(),
+                    source,
+                })?;
         }
         for msg in got {
             if tx.send(msg).await.is_err() {
@@ -546,7 +560,9 @@ fn rate_sleep(
     let elapsed = elapsed.as_secs_f64();
     let by_messages = max_mps.map_or(0.0, |m| messages as f64 / m - elapsed);
     let by_bytes = max_bps.map_or(0.0, |b| bytes as f64 / b as f64 - elapsed);
-    let secs = by_messages.max(by_bytes).clamp(0.0, MAX_SLEEP.as_secs_f64());
+    let secs = by_messages
+        .max(by_bytes)
+        .clamp(0.0, MAX_SLEEP.as_secs_f64());
     Duration::from_secs_f64((secs * 100.0).round() / 100.0)
 }
 
@@ -565,7 +581,10 @@ mod rate_and_date_tests {
                 "Sun, 31 Dec 2023 23:59:59 -0800 (PST)",
                 Some("31-Dec-2023 23:59:59 -0800"),
             ),
-            ("1 Jan 2020 00:00:00 GMT", Some("01-Jan-2020 00:00:00 +0000")),
+            (
+                "1 Jan 2020 00:00:00 GMT",
+                Some("01-Jan-2020 00:00:00 +0000"),
+            ),
             (
                 "  Fri, 12 Jul 2019 08:30:00 +0000  ",
                 Some("12-Jul-2019 08:30:00 +0000"),

@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::mapping::{PerlError, PerlSubst};
+
 const SYSTEM_FLAGS: [&str; 5] = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"];
 
 /// imapsync's flagscase: the five RFC system flags in their canonical case; anything else as is.
@@ -106,6 +108,98 @@ pub fn merge(base_old: &FlagSet, base_new: &FlagSet, old: &FlagSet, new: &FlagSe
             }
         })
         .collect()
+}
+
+/// The bogus backslash "flags" some servers report (reference §3), removed by `--filterbuggyflags`.
+/// Longer names come before their prefixes (`\FORWARDED` before `\FORWARD`) so alternation
+/// removes the whole name.
+const BUGGY_FLAGS: [&str; 13] = [
+    "\\RECEIPTCHECKED",
+    "\\JUNK",
+    "\\Indexed",
+    "\\X-EON-HAS-ATTACHMENT",
+    "\\UNSEEN",
+    "\\ATTACHED",
+    "\\X-HAS-ATTACH",
+    "\\FORWARDED",
+    "\\FORWARD",
+    "\\X-FORWARDED",
+    "\\$FORWARDED",
+    "\\PRIORITY",
+    "\\READRCPT",
+];
+
+/// The flag rewrites applied to OLD's flags before NEW sees them, in imapsync's order: the
+/// `--filterbuggyflags` removal first, then each `--regexflag` `s///` on the space-separated
+/// list; the result is parsed again (so `\Recent` goes and system flags are case-normalised).
+#[derive(Debug, Clone, Default)]
+pub struct FlagRewrite {
+    buggy: Option<regex::Regex>,
+    substs: Vec<PerlSubst>,
+}
+
+impl FlagRewrite {
+    pub fn new(filter_buggy: bool, regexflag: &[String]) -> Result<FlagRewrite, PerlError> {
+        let buggy = if filter_buggy {
+            let alternation = BUGGY_FLAGS
+                .iter()
+                .map(|f| regex::escape(f))
+                .collect::<Vec<_>>()
+                .join("|");
+            let re = regex::Regex::new(&format!("(?i){alternation}")).map_err(|e| {
+                PerlError::BadRegex {
+                    pattern: alternation.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            Some(re)
+        } else {
+            None
+        };
+        let substs = regexflag
+            .iter()
+            .map(|r| PerlSubst::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FlagRewrite { buggy, substs })
+    }
+
+    /// True when there is nothing to rewrite.
+    pub fn is_identity(&self) -> bool {
+        self.buggy.is_none() && self.substs.is_empty()
+    }
+
+    pub fn apply(&self, flags: &FlagSet) -> FlagSet {
+        if self.is_identity() {
+            return flags.clone();
+        }
+        let mut list = flags.to_canonical();
+        if let Some(re) = &self.buggy {
+            list = re.replace_all(&list, "").into_owned();
+        }
+        for subst in &self.substs {
+            list = subst.apply(&list);
+        }
+        FlagSet::parse(&list)
+    }
+}
+
+/// The flags a linked pair's NEW copy should have (before the PERMANENTFLAGS filter): OLD's flags
+/// and their base go through `rewrite` first, so a flag the rewrite removes never reaches NEW.
+/// `host1_wins` is imapsync's `--resyncflags`: NEW becomes OLD's flags; otherwise the three-way
+/// [`merge`].
+pub fn reconcile_target(
+    base_old: &FlagSet,
+    base_new: &FlagSet,
+    old: &FlagSet,
+    new: &FlagSet,
+    rewrite: &FlagRewrite,
+    host1_wins: bool,
+) -> FlagSet {
+    let old = rewrite.apply(old);
+    if host1_wins {
+        return old;
+    }
+    merge(&rewrite.apply(base_old), base_new, &old, new)
 }
 
 /// NEW's PERMANENTFLAGS: the flags it stores permanently, and whether `\*` lets it create keywords.
@@ -287,6 +381,121 @@ mod tests {
             let (a, r) = store_ops(&fs(current), &fs(target));
             assert_eq!(a, add, "{current} -> {target}");
             assert_eq!(r, remove, "{current} -> {target}");
+        }
+    }
+
+    fn rw(buggy: bool, regexflag: &[&str]) -> FlagRewrite {
+        let list: Vec<String> = regexflag.iter().map(|s| s.to_string()).collect();
+        match FlagRewrite::new(buggy, &list) {
+            Ok(r) => r,
+            Err(e) => panic!("{regexflag:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn flag_rewrites() {
+        for (buggy, regexflag, input, expected) in [
+            (false, &[][..], "\\Seen $A \\JUNK", "$A \\JUNK \\Seen"),
+            // --filterbuggyflags: every listed name, any case, the rest kept
+            (
+                true,
+                &[][..],
+                "\\Seen \\RECEIPTCHECKED \\junk \\Indexed \\X-EON-HAS-ATTACHMENT $Label1",
+                "$Label1 \\Seen",
+            ),
+            (
+                true,
+                &[][..],
+                "\\Unseen \\Attached \\X-Has-Attach \\Forwarded \\Forward \\X-Forwarded",
+                "",
+            ),
+            (
+                true,
+                &[][..],
+                "\\$Forwarded \\Priority \\ReadRcpt \\Flagged",
+                "\\Flagged",
+            ),
+            (
+                true,
+                &[][..],
+                "$Forwarded \\Answered",
+                "$Forwarded \\Answered",
+            ),
+            // --regexflag: in order, on the space-separated list
+            (
+                false,
+                &["s/\\$Label1//g"][..],
+                "$Label1 $Label2 \\Seen",
+                "$Label2 \\Seen",
+            ),
+            (
+                false,
+                &["s/\\\\Flagged//g"][..],
+                "\\flagged \\Seen",
+                "\\Seen",
+            ),
+            (false, &["s/\\$A/\\$B/", "s/\\$B/\\$C/"][..], "$A", "$C"),
+            // keep only the five RFC system flags (the reference's FAQ recipe, as a Perl s///)
+            (
+                false,
+                &["s/(?:^| )(?!\\\\(?:Seen|Answered|Flagged|Deleted|Draft)\\b)\\S+//g"][..],
+                "$A \\Seen $B \\Draft",
+                "\\Draft \\Seen",
+            ),
+            // the result is parsed again: case-normalised, \Recent dropped
+            (false, &["s/\\$X/\\\\SEEN \\\\Recent/"][..], "$X", "\\Seen"),
+            // buggy filter runs before the user's rewrites
+            (true, &["s/\\\\JUNK/\\$Junk/"][..], "\\JUNK", ""),
+        ] {
+            let got = rw(buggy, regexflag).apply(&fs(input));
+            assert_eq!(
+                got.to_canonical(),
+                expected,
+                "{buggy} {regexflag:?} {input}"
+            );
+        }
+        assert!(rw(false, &[]).is_identity());
+        assert!(FlagRewrite::new(false, &["m/x/".to_string()]).is_err());
+        assert!(FlagRewrite::new(false, &["s/(/x/".to_string()]).is_err());
+    }
+
+    #[test]
+    fn reconcile_targets() {
+        let none = rw(false, &[]);
+        let drop_label = rw(false, &["s/\\$Label1//g"]);
+        // (base_old, base_new, old, new, rewrite, host1_wins, expected)
+        for (base_old, base_new, old, new, rewrite, host1_wins, expected) in [
+            // default: NEW's own change stays
+            ("\\Seen", "\\Seen", "\\Seen", "", &none, false, ""),
+            // --resyncflags: OLD wins
+            ("\\Seen", "\\Seen", "\\Seen", "", &none, true, "\\Seen"),
+            ("", "", "", "\\Flagged $K", &none, true, ""),
+            // a flag the rewrite removes never reaches NEW, in either mode
+            (
+                "$Label1",
+                "",
+                "$Label1 \\Seen",
+                "",
+                &drop_label,
+                false,
+                "\\Seen",
+            ),
+            ("", "", "$Label1", "", &drop_label, false, ""),
+            ("", "", "$Label1 \\Seen", "", &drop_label, true, "\\Seen"),
+        ] {
+            let got = reconcile_target(
+                &fs(base_old),
+                &fs(base_new),
+                &fs(old),
+                &fs(new),
+                rewrite,
+                host1_wins,
+            );
+            assert_eq!(
+                got.to_canonical(),
+                expected,
+                "{base_old}|{base_new}|{old}|{new}|{host1_wins}"
+            );
         }
     }
 }

@@ -381,15 +381,27 @@ async fn deletions_asked(
     let mut doomed = BTreeSet::new();
     if opts.delete2 || opts.delete2_duplicates {
         // The copy leaves NEW unselected (appends are cheaper so): select it again.
-        let info = new.select_with(&pair.new_name, opts.dry, pair.new.is_some()).await?;
-        let all = if info.exists == 0 { Vec::new() } else { new.uid_search("ALL").await? };
+        let info = new
+            .select_with(&pair.new_name, opts.dry, pair.new.is_some())
+            .await?;
+        let all = if info.exists == 0 {
+            Vec::new()
+        } else {
+            new.uid_search("ALL").await?
+        };
         if opts.delete2_duplicates && !all.is_empty() {
             let dups = deletions::duplicates(new, &all, opts).await?;
-            deletions::delete_on_new(store, new, pair, &dups, "--delete2duplicates", opts, tally).await?;
+            deletions::delete_on_new(store, new, pair, &dups, "--delete2duplicates", opts, tally)
+                .await?;
             doomed.extend(dups);
         }
         if opts.delete2 && !all.is_empty() {
-            let linked: BTreeSet<u32> = store.links(pair.id).await?.into_iter().map(|l| l.new_uid).collect();
+            let linked: BTreeSet<u32> = store
+                .links(pair.id)
+                .await?
+                .into_iter()
+                .map(|l| l.new_uid)
+                .collect();
             let in_window: Option<BTreeSet<u32>> = match &window {
                 Some(c) => Some(new.uid_search(c).await?.into_iter().collect()),
                 None => None,
@@ -405,7 +417,12 @@ async fn deletions_asked(
         }
     }
     if opts.delete1 {
-        let mut done: BTreeSet<u32> = store.links(pair.id).await?.into_iter().map(|l| l.old_uid).collect();
+        let mut done: BTreeSet<u32> = store
+            .links(pair.id)
+            .await?
+            .into_iter()
+            .map(|l| l.old_uid)
+            .collect();
         done.extend(store.tombstones(pair.id).await?);
         done.retain(|u| old_uids.contains(u));
         if let Some(c) = &window {
