@@ -87,7 +87,7 @@ fn mail(id: &str, days_ago: i64, with_id: bool) -> Vec<u8> {
 fn runbook_command_lines() {
     let old = Dovecot::start(Layout::Slash);
     let new = Dovecot::start(Layout::Slash);
-    let users = ["mirror", "move", "minage", "excl", "sizes", "dups"];
+    let users = ["mirror", "move", "minage", "excl", "sizes", "dups", "shared"];
     for u in users {
         old.add_user(u, PW);
         new.add_user(u, PW);
@@ -251,6 +251,19 @@ fn runbook_command_lines() {
         3,
         "one copy of each OLD message"
     );
+
+    // --subfolder2 … --delete2 --delete2foldersonly /…/: everything goes under one NEW folder;
+    // only folders under it that OLD does not have are deleted, the rest of NEW is left alone.
+    let mut n = login(&new, "shared");
+    n.create("FromOld/Obsolete");
+    n.create("Personal");
+    let r = imapferry(&old, &new, "shared", &["--subfolder2", "FromOld", "--delete2", "--delete2foldersonly", "/^FromOld/"], cwd);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let got = names(&new, "shared");
+    assert!(got.contains(&"FromOld/Backups".to_string()) && got.contains(&"FromOld/INBOX".to_string()), "{got:?}");
+    assert!(!got.contains(&"FromOld/Obsolete".to_string()), "{got:?}");
+    assert!(got.contains(&"Personal".to_string()), "outside the subfolder nothing is deleted: {got:?}");
+    assert_eq!(count(&new, "shared", "FromOld/INBOX"), 3);
 
     // --delete1 with --delete2 is refused before anything runs.
     let r = imapferry(&old, &new, "dups", &["--delete1", "--delete2"], cwd);
