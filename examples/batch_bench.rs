@@ -13,7 +13,10 @@ use common::{Dovecot, Layout, RawImap};
 
 fn imapferry() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(|p| p.parent()).map(|p| p.join("imapferry")).expect("target dir")
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("imapferry"))
+        .expect("target dir")
 }
 
 fn main() {
@@ -31,20 +34,40 @@ fn main() {
         let mut o = RawImap::connect(old.host(), old.port());
         o.login(&user, "pw");
         for m in 0..messages {
-            o.append("INBOX", &[], None, &common::message(i as u64 * 1000 + m, 4000));
+            o.append(
+                "INBOX",
+                &[],
+                None,
+                &common::message(i as u64 * 1000 + m, 4000),
+            );
         }
     }
-    println!("{accounts} accounts of {messages} messages (~4 KB) each; one empty NEW server per run");
+    println!(
+        "{accounts} accounts of {messages} messages (~4 KB) each; one empty NEW server per run"
+    );
     let mut times = Vec::new();
     for (jobs, new) in [(1, &news[0]), (4, &news[1])] {
         let dir = tempfile::tempdir().expect("tempdir");
         let lines: Vec<String> = (0..accounts)
-            .map(|i| format!("127.0.0.1;user{i:02};pw;127.0.0.1;user{i:02};pw;--port1 {} --port2 {};", old.port(), new.port()))
+            .map(|i| {
+                format!(
+                    "127.0.0.1;user{i:02};pw;127.0.0.1;user{i:02};pw;--port1 {} --port2 {};",
+                    old.port(),
+                    new.port()
+                )
+            })
             .collect();
-        std::fs::write(dir.path().join("accounts.txt"), lines.join("\n") + "\n").expect("write loop file");
+        std::fs::write(dir.path().join("accounts.txt"), lines.join("\n") + "\n")
+            .expect("write loop file");
         let started = Instant::now();
         let status = Command::new(imapferry())
-            .args(["batch", "accounts.txt", "--jobs", &jobs.to_string(), "--nofoldersizes"])
+            .args([
+                "batch",
+                "accounts.txt",
+                "--jobs",
+                &jobs.to_string(),
+                "--nofoldersizes",
+            ])
             .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
             .status()
@@ -55,8 +78,15 @@ fn main() {
             n.login(&format!("user{i:02}"), "pw");
             n.status("INBOX").0 as u64 == messages
         });
-        println!("--jobs {jobs}: {secs:.2} s, exit {}, every account complete: {}", status.code().unwrap_or(-1), if complete { "yes" } else { "NO" });
+        println!(
+            "--jobs {jobs}: {secs:.2} s, exit {}, every account complete: {}",
+            status.code().unwrap_or(-1),
+            if complete { "yes" } else { "NO" }
+        );
         times.push(secs);
     }
-    println!("--jobs 4 is {:.2}x as fast as --jobs 1", times[0] / times[1]);
+    println!(
+        "--jobs 4 is {:.2}x as fast as --jobs 1",
+        times[0] / times[1]
+    );
 }

@@ -87,7 +87,9 @@ fn mail(id: &str, days_ago: i64, with_id: bool) -> Vec<u8> {
 fn runbook_command_lines() {
     let old = Dovecot::start(Layout::Slash);
     let new = Dovecot::start(Layout::Slash);
-    let users = ["mirror", "move", "minage", "excl", "sizes", "dups", "shared"];
+    let users = [
+        "mirror", "move", "minage", "excl", "sizes", "dups", "shared",
+    ];
     for u in users {
         old.add_user(u, PW);
         new.add_user(u, PW);
@@ -257,15 +259,95 @@ fn runbook_command_lines() {
     let mut n = login(&new, "shared");
     n.create("FromOld/Obsolete");
     n.create("Personal");
-    let r = imapferry(&old, &new, "shared", &["--subfolder2", "FromOld", "--delete2", "--delete2foldersonly", "/^FromOld/"], cwd);
+    let r = imapferry(
+        &old,
+        &new,
+        "shared",
+        &[
+            "--subfolder2",
+            "FromOld",
+            "--delete2",
+            "--delete2foldersonly",
+            "/^FromOld/",
+        ],
+        cwd,
+    );
     assert_eq!(r.code, 0, "{}", r.stdout);
     let got = names(&new, "shared");
-    assert!(got.contains(&"FromOld/Backups".to_string()) && got.contains(&"FromOld/INBOX".to_string()), "{got:?}");
+    assert!(
+        got.contains(&"FromOld/Backups".to_string()) && got.contains(&"FromOld/INBOX".to_string()),
+        "{got:?}"
+    );
     assert!(!got.contains(&"FromOld/Obsolete".to_string()), "{got:?}");
-    assert!(got.contains(&"Personal".to_string()), "outside the subfolder nothing is deleted: {got:?}");
+    assert!(
+        got.contains(&"Personal".to_string()),
+        "outside the subfolder nothing is deleted: {got:?}"
+    );
     assert_eq!(count(&new, "shared", "FromOld/INBOX"), 3);
 
     // --delete1 with --delete2 is refused before anything runs.
     let r = imapferry(&old, &new, "dups", &["--delete1", "--delete2"], cwd);
     assert_eq!(r.code, 64);
+}
+
+/// Gives `user`'s INBOX messages on `d` (a `/` layout server) a bogus backslash "system flag", as
+/// some old servers report: Dovecot refuses such flags over IMAP, so the keyword file is edited
+/// and the index rebuilt, after which FETCH FLAGS shows `\X-EON-HAS-ATTACHMENT`.
+fn plant_bogus_flag(d: &Dovecot, user: &str) {
+    let maildir = d.dir().join("home").join(user).join("Maildir");
+    let kw = maildir.join("dovecot-keywords");
+    let text = std::fs::read_to_string(&kw).unwrap();
+    std::fs::write(&kw, text.replace("$tobebogus", "\\X-EON-HAS-ATTACHMENT")).unwrap();
+    for entry in std::fs::read_dir(&maildir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("dovecot.index")
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+}
+
+#[test]
+fn filterbuggyflags_lets_messages_with_bogus_flags_through() {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    for u in ["plain", "filtered"] {
+        old.add_user(u, PW);
+        new.add_user(u, PW);
+        let mut o = login(&old, u);
+        o.append(
+            "INBOX",
+            &["$tobebogus", "\\Seen"],
+            None,
+            &mail("bogus", 3, true),
+        );
+        o.logout();
+        plant_bogus_flag(&old, u);
+        let flags = &login(&old, u).uid_fetch_all("INBOX")[0].flags;
+        assert!(flags.contains("\\X-EON-HAS-ATTACHMENT"), "{flags:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // NEW refuses the bogus flag: imapsync's "could not append" (exit 114).
+    let r = imapferry(&old, &new, "plain", &["--nofoldersizes"], dir.path());
+    assert_eq!(r.code, 114, "{}", r.stdout);
+    assert_eq!(count(&new, "plain", "INBOX"), 0);
+    // --filterbuggyflags drops it; the message arrives with its other flags.
+    let r = imapferry(
+        &old,
+        &new,
+        "filtered",
+        &["--nofoldersizes", "--filterbuggyflags"],
+        dir.path(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let copies = login(&new, "filtered").uid_fetch_all("INBOX");
+    assert_eq!(copies.len(), 1);
+    assert_eq!(
+        copies[0].flags.iter().cloned().collect::<Vec<_>>(),
+        vec!["\\Seen".to_string()]
+    );
 }
