@@ -5,6 +5,8 @@
 //! Dependencies point down: a module may only use the modules listed below it.
 //!
 //! - [`cli`]: the command line (`imapferry sync`, the `imapsync`-compatible options, output and exit codes).
+//! - [`proxy`]: the transparent proxy's sans-I/O parts: a streaming line/literal framer and command inspection.
+//! - [`config`]: the proxy's TOML configuration file (sections, defaults, validation).
 //! - [`sync`]: the engine: per folder pair, plan, copy, adopt, merge flags, propagate deletions.
 //! - [`imap`]: an async IMAP client (plain, STARTTLS, TLS) with a streaming response reader. No policy.
 //! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
@@ -14,8 +16,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod imap;
 pub mod mapping;
+pub mod proxy;
 pub mod secret;
 pub mod store;
 pub mod sync;

@@ -293,7 +293,13 @@ fn log_greps_find_exactly_the_failing_accounts() {
         .collect();
     assert_eq!(owners(nonzero), vec!["badpw", "gone", "quota"]);
     // A runbook's "critical errors" egrep (login, quota, connection) finds the same three.
-    let critical = grep(&["-R", "-l", "-E", "Error login|EXIT_OVERQUOTA|EXIT_CONNECTION_FAILURE", "LOG_imapsync"]);
+    let critical = grep(&[
+        "-R",
+        "-l",
+        "-E",
+        "Error login|EXIT_OVERQUOTA|EXIT_CONNECTION_FAILURE",
+        "LOG_imapsync",
+    ]);
     assert_eq!(owners(critical), vec!["badpw", "gone", "quota"]);
     let failures = std::fs::read_to_string(dir.path().join("accounts_failures.txt")).unwrap();
     assert_eq!(failures.lines().count(), 3, "{failures}");

@@ -1,0 +1,956 @@
+//! The proxy's TOML configuration (`imapferry proxy --config FILE`): one struct per section, unknown
+//! keys rejected, defaults filled in, then [`Config::validate`] checks what serde cannot (TLS files
+//! parse, regexes compile, auth combinations). No secret lives in the file except the optional admin
+//! token, which is a [`Secret`]; the OLD master password is read from a separate file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::mapping::{MapperOptions, PerlSubst, Selection, perl_regex};
+use crate::secret::Secret;
+use crate::tls::TlsError;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    /// The proxy's own certificate; needed by `listen.imaps` and for STARTTLS on `listen.imap`.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    pub new: New,
+    /// OLD, for the migration proxy; without it the proxy is a transparent relay to NEW.
+    #[serde(default)]
+    pub old: Option<Old>,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub mapping: Mapping,
+    #[serde(default)]
+    pub migration: Migration,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[listen]`: where mail clients connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Plain IMAP; STARTTLS is offered when `[tls]` is set.
+    #[serde(default)]
+    pub imap: Option<SocketAddr>,
+    /// Implicit TLS (IMAPS); needs `[tls]`.
+    #[serde(default)]
+    pub imaps: Option<SocketAddr>,
+    /// Expect a PROXY protocol v1/v2 header on every accepted connection.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Accept LOGIN/AUTHENTICATE before STARTTLS on `imap` when `[tls]` is set. Off: the proxy
+    /// advertises LOGINDISABLED until TLS. Without `[tls]` there is nothing to upgrade to, so plain
+    /// logins are accepted whatever this says.
+    #[serde(default)]
+    pub plaintext_login: bool,
+}
+
+/// `[tls]`: the proxy's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How a leg to an upstream server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    None,
+    Starttls,
+    Tls,
+}
+
+/// `[new]`: the server users are moving to; it checks every login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct New {
+    /// `host:port`.
+    pub address: String,
+    pub security: Security,
+    /// Verify NEW's certificate with this CA file instead of the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Verify NEW's certificate (on by default; turning it off is an explicit opt-out).
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+/// How the proxy logs in to OLD for a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OldAuth {
+    /// The client's own login and password.
+    Same,
+    /// SASL PLAIN as `master_user` with authzid = the user.
+    Master,
+    /// An imapsync-style accounts file maps the NEW login to OLD's host, user and password.
+    Accounts,
+}
+
+/// `[old]`: the server users are leaving.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Old {
+    /// `host:port`.
+    pub address: String,
+    pub security: Security,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default = "yes")]
+    pub verify: bool,
+    #[serde(default = "default_auth")]
+    pub auth: OldAuth,
+    #[serde(default)]
+    pub master_user: Option<String>,
+    /// A file holding only the master password (a trailing newline is ignored).
+    #[serde(default)]
+    pub master_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub accounts: Option<PathBuf>,
+}
+
+impl Old {
+    /// Reads the master password from `master_password_file`, without its trailing newline.
+    pub fn master_password(&self) -> Result<Option<Secret>, ValidationError> {
+        let Some(path) = &self.master_password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ValidationError::File {
+            key: "old.master_password_file",
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let password = text.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(ValidationError::File {
+                key: "old.master_password_file",
+                path: path.clone(),
+                message: "the file is empty".into(),
+            });
+        }
+        Ok(Some(Secret::new(password)))
+    }
+}
+
+/// `[state]`: the SQLite state store (links, tombstones, journal).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            path: default_state_path(),
+        }
+    }
+}
+
+/// `[admin]`: the HTTP endpoint with `/metrics` and `/health`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// When set, requests must carry `Authorization: Bearer TOKEN`. Never printed.
+    #[serde(default, deserialize_with = "secret_opt")]
+    pub token: Option<Secret>,
+}
+
+/// `[mapping]`: folder selection and naming, with the `imapferry sync` options' meaning.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// `--folder`: only these OLD folders (exact names).
+    #[serde(default)]
+    pub folder: Vec<String>,
+    /// `--include`: add the OLD folders matching these regexes.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// `--exclude`: skip the folders matching these regexes.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// `--regextrans2`: Perl substitutions applied to the NEW name, in order.
+    #[serde(default)]
+    pub regextrans2: Vec<String>,
+    /// `--automap`: map special folders by special-use attributes, then by name.
+    #[serde(default)]
+    pub automap: bool,
+    /// `--sep1`/`--sep2`: hierarchy separators (default: from NAMESPACE).
+    #[serde(default)]
+    pub sep1: Option<char>,
+    #[serde(default)]
+    pub sep2: Option<char>,
+    /// `--prefix1`/`--prefix2`: personal namespace prefixes (default: from NAMESPACE).
+    #[serde(default)]
+    pub prefix1: Option<String>,
+    #[serde(default)]
+    pub prefix2: Option<String>,
+}
+
+impl Mapping {
+    /// The folder selection (`folder`, `include`, `exclude`), regexes compiled.
+    pub fn selection(&self) -> Result<Selection, ValidationError> {
+        let compile = |key: &'static str, list: &[String]| {
+            list.iter()
+                .map(|v| {
+                    perl_regex(v).map_err(|e| ValidationError::Regex {
+                        key,
+                        value: v.clone(),
+                        message: e.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Selection {
+            folders: self.folder.clone(),
+            include: compile("mapping.include", &self.include)?,
+            exclude: compile("mapping.exclude", &self.exclude)?,
+        })
+    }
+
+    /// The folder-name translation options.
+    pub fn mapper_options(&self) -> MapperOptions {
+        MapperOptions {
+            automap: self.automap,
+            regextrans2: self.regextrans2.clone(),
+            ..MapperOptions::default()
+        }
+    }
+}
+
+/// `[migration]`: the lazy backfill and the deletion safety bound.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migration {
+    /// Longest a SELECT/EXAMINE waits for its folder's backfill before it goes to NEW anyway.
+    #[serde(default = "default_select_budget_ms")]
+    pub select_budget_ms: u64,
+    /// Largest share (0..=1) of a folder's messages that deletions seen on OLD may remove on NEW
+    /// in one pass; above it nothing is deleted and the folder is reported.
+    #[serde(default = "default_max_delete_share")]
+    pub max_delete_share: f64,
+}
+
+impl Default for Migration {
+    fn default() -> Self {
+        Migration {
+            select_budget_ms: default_select_budget_ms(),
+            max_delete_share: default_max_delete_share(),
+        }
+    }
+}
+
+/// `[limits]`: bounds that keep one client from exhausting the proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Longest command line (octets, literals excluded).
+    #[serde(default = "default_max_line_length")]
+    pub max_line_length: usize,
+    /// Largest literal accepted before login (octets).
+    #[serde(default = "default_max_literal_before_login")]
+    pub max_literal_before_login: u32,
+    /// Simultaneous connections from one client address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
+    /// Simultaneous client connections in total.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// An authenticated connection silent this long is closed with `* BYE`.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Time from accept to a successful login.
+    #[serde(default = "default_login_timeout_secs")]
+    pub login_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_length: default_max_line_length(),
+            max_literal_before_login: default_max_literal_before_login(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            max_connections: default_max_connections(),
+            idle_timeout_secs: default_idle_timeout_secs(),
+            login_timeout_secs: default_login_timeout_secs(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// One JSON object per event instead of text lines.
+    #[serde(default)]
+    pub json: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_auth() -> OldAuth {
+    OldAuth::Same
+}
+fn default_state_path() -> PathBuf {
+    PathBuf::from("imapferry.db")
+}
+fn default_select_budget_ms() -> u64 {
+    2000
+}
+fn default_max_delete_share() -> f64 {
+    0.10
+}
+/// Dovecot's `imap_max_line_length`: the proxy never refuses a line NEW would take, and long UID
+/// sets (`UID STORE 1,3,5,...`) fit.
+fn default_max_line_length() -> usize {
+    65536
+}
+/// Before login a literal can only carry a user name or a password; 8 KiB is ample for those and
+/// keeps unauthenticated memory small.
+fn default_max_literal_before_login() -> u32 {
+    8192
+}
+/// Room for an office behind one NAT address (each mail client keeps several connections),
+/// while one address cannot take the whole proxy.
+fn default_max_connections_per_ip() -> u32 {
+    100
+}
+/// Each client connection also holds one to NEW, so 5,000 means about 10,000 descriptors
+/// (raise `ulimit -n`); at under 64 KB per idle connection it stays well below 1 GB.
+fn default_max_connections() -> u32 {
+    5000
+}
+/// RFC 9051 §5.4: the inactivity autologout timer must be at least 30 minutes, and clients
+/// re-issue IDLE every 29 minutes; one spare minute.
+fn default_idle_timeout_secs() -> u64 {
+    1860
+}
+/// Enough for a slow mobile TLS handshake and a login round trip; a connection that has not
+/// logged in by then only holds a slot.
+fn default_login_timeout_secs() -> u64 {
+    60
+}
+
+fn secret_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(Secret::new))
+}
+
+/// What is wrong with a parsed configuration; [`ValidationError::key`] names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    #[error("[listen]: set imap or imaps (or both)")]
+    NoListener,
+    #[error("{key} needs a [tls] section with cert and key")]
+    NeedsTls { key: &'static str },
+    #[error("{key}: {source}")]
+    Tls {
+        key: &'static str,
+        #[source]
+        source: TlsError,
+    },
+    #[error("{key} = {path:?}: {message}")]
+    File {
+        key: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{key} is required when {because}")]
+    Missing {
+        key: &'static str,
+        because: &'static str,
+    },
+    #[error("{key} is only used when {because}")]
+    Unused {
+        key: &'static str,
+        because: &'static str,
+    },
+    #[error("{key} = {value}: {expected}")]
+    OutOfRange {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{key} = {value:?}: expected host:port")]
+    Address { key: &'static str, value: String },
+    #[error("{key} '{value}' is not a usable regex: {message}")]
+    Regex {
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+impl ValidationError {
+    /// The dotted key (`old.master_user`) or section (`listen`) at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ValidationError::NoListener => "listen",
+            ValidationError::NeedsTls { key }
+            | ValidationError::Tls { key, .. }
+            | ValidationError::File { key, .. }
+            | ValidationError::Missing { key, .. }
+            | ValidationError::Unused { key, .. }
+            | ValidationError::OutOfRange { key, .. }
+            | ValidationError::Address { key, .. }
+            | ValidationError::Regex { key, .. } => key,
+        }
+    }
+}
+
+/// A configuration file that cannot be used; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type, a missing key or an unknown key (the message names it).
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ValidationError,
+    },
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates configuration text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        ConfigError::Parse {
+            path: origin.to_owned(),
+            line,
+            column,
+            message: e.message().trim_end().to_string(),
+        }
+    })?;
+    config.validate().map_err(|source| ConfigError::Invalid {
+        path: origin.to_owned(),
+        source,
+    })?;
+    Ok(config)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn check_address(key: &'static str, value: &str) -> Result<(), ValidationError> {
+    let bad = || ValidationError::Address {
+        key,
+        value: value.to_string(),
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn check_ca(key: &'static str, ca: Option<&Path>) -> Result<(), ValidationError> {
+    match ca {
+        Some(path) => crate::tls::read_certs(path)
+            .map(|_| ())
+            .map_err(|source| ValidationError::Tls { key, source }),
+        None => Ok(()),
+    }
+}
+
+fn check_readable(key: &'static str, path: &Path) -> Result<(), ValidationError> {
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| ValidationError::File {
+            key,
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn positive(key: &'static str, value: u64) -> Result<(), ValidationError> {
+    if value == 0 {
+        return Err(ValidationError::OutOfRange {
+            key,
+            value: "0".into(),
+            expected: "must be greater than 0",
+        });
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks everything serde cannot: listeners and TLS (the PEM files are read and must
+    /// parse), upstream addresses, OLD's auth combinations and files, mapping regexes, ranges.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.listen.imap.is_none() && self.listen.imaps.is_none() {
+            return Err(ValidationError::NoListener);
+        }
+        match &self.tls {
+            Some(tls) => {
+                crate::tls::server_config(&tls.cert, &tls.key)
+                    .map_err(|source| ValidationError::Tls { key: "tls", source })?;
+            }
+            None if self.listen.imaps.is_some() => {
+                return Err(ValidationError::NeedsTls {
+                    key: "listen.imaps",
+                });
+            }
+            None => {}
+        }
+
+        check_address("new.address", &self.new.address)?;
+        check_ca("new.ca", self.new.ca.as_deref())?;
+
+        if let Some(old) = &self.old {
+            check_address("old.address", &old.address)?;
+            check_ca("old.ca", old.ca.as_deref())?;
+            self.validate_old_auth(old)?;
+        }
+
+        for v in &self.mapping.regextrans2 {
+            let mut probe = v.clone();
+            for var in ["h1_prefix", "h2_prefix", "h1_sep", "h2_sep"] {
+                probe = probe
+                    .replace(&format!("${{{var}}}"), "P")
+                    .replace(&format!("${var}"), "P");
+            }
+            PerlSubst::parse(&probe).map_err(|e| ValidationError::Regex {
+                key: "mapping.regextrans2",
+                value: v.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        self.mapping.selection()?;
+
+        let share = self.migration.max_delete_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(ValidationError::OutOfRange {
+                key: "migration.max_delete_share",
+                value: share.to_string(),
+                expected: "a share between 0 and 1 (0.10 = 10 %)",
+            });
+        }
+
+        let l = &self.limits;
+        if l.max_line_length < 1000 {
+            return Err(ValidationError::OutOfRange {
+                key: "limits.max_line_length",
+                value: l.max_line_length.to_string(),
+                expected: "at least 1000 octets (RFC 2683 §3.2.1.5)",
+            });
+        }
+        positive(
+            "limits.max_literal_before_login",
+            l.max_literal_before_login.into(),
+        )?;
+        positive(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip.into(),
+        )?;
+        positive("limits.max_connections", l.max_connections.into())?;
+        positive("limits.idle_timeout_secs", l.idle_timeout_secs)?;
+        positive("limits.login_timeout_secs", l.login_timeout_secs)?;
+        Ok(())
+    }
+
+    fn validate_old_auth(&self, old: &Old) -> Result<(), ValidationError> {
+        const MASTER: &str = "old.auth = \"master\"";
+        const ACCOUNTS: &str = "old.auth = \"accounts\"";
+        let master = old.auth == OldAuth::Master;
+        let accounts = old.auth == OldAuth::Accounts;
+        match (&old.master_user, master) {
+            (None, true) => {
+                return Err(ValidationError::Missing {
+                    key: "old.master_user",
+                    because: MASTER,
+                });
+            }
+            (Some(_), false) => {
+                return Err(ValidationError::Unused {
+                    key: "old.master_user",
+                    because: MASTER,
+                });
+            }
+            _ => {}
+        }
+        match (&old.master_password_file, master) {
+            (None, true) => {
+                return Err(ValidationError::Missing {
+                    key: "old.master_password_file",
+                    because: MASTER,
+                });
+            }
+            (Some(_), true) => {
+                old.master_password()?;
+            }
+            (Some(_), false) => {
+                return Err(ValidationError::Unused {
+                    key: "old.master_password_file",
+                    because: MASTER,
+                });
+            }
+            (None, false) => {}
+        }
+        match (&old.accounts, accounts) {
+            (None, true) => Err(ValidationError::Missing {
+                key: "old.accounts",
+                because: ACCOUNTS,
+            }),
+            (Some(path), true) => check_readable("old.accounts", path),
+            (Some(_), false) => Err(ValidationError::Unused {
+                key: "old.accounts",
+                because: ACCOUNTS,
+            }),
+            (None, false) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/localhost.pem");
+    const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/localhost-key.pem");
+
+    const MINIMAL: &str = "[listen]\nimap = \"127.0.0.1:1143\"\n[new]\naddress = \"127.0.0.1:21143\"\nsecurity = \"none\"\n";
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("test.toml"))
+    }
+
+    fn invalid(text: &str) -> ValidationError {
+        match parse_str(text) {
+            Err(ConfigError::Invalid { source, .. }) => source,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn with_old(old: &str) -> String {
+        format!("{MINIMAL}[old]\naddress = \"127.0.0.1:11143\"\nsecurity = \"none\"\n{old}")
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(c.listen.imap, Some("127.0.0.1:1143".parse().unwrap()));
+        assert_eq!(c.listen.imaps, None);
+        assert!(!c.listen.proxy_protocol);
+        assert!(!c.listen.plaintext_login);
+        assert!(c.tls.is_none() && c.old.is_none() && c.admin.is_none());
+        assert!(c.new.verify);
+        assert_eq!(c.new.ca, None);
+        assert_eq!(c.state.path, Path::new("imapferry.db"));
+        assert_eq!(c.migration.select_budget_ms, 2000);
+        assert_eq!(c.migration.max_delete_share, 0.10);
+        assert_eq!(c.limits.max_line_length, 65536);
+        assert_eq!(c.limits.max_literal_before_login, 8192);
+        assert_eq!(c.limits.max_connections_per_ip, 100);
+        assert_eq!(c.limits.max_connections, 5000);
+        assert_eq!(c.limits.idle_timeout_secs, 1860);
+        assert_eq!(c.limits.login_timeout_secs, 60);
+        assert!(!c.log.json);
+        assert!(!c.mapping.automap && c.mapping.regextrans2.is_empty());
+        let old = parse_str(&with_old("")).unwrap().old.unwrap();
+        assert_eq!(old.auth, OldAuth::Same);
+        assert!(old.verify);
+    }
+
+    #[test]
+    fn security_values() {
+        for (word, expected) in [
+            ("none", Security::None),
+            ("starttls", Security::Starttls),
+            ("tls", Security::Tls),
+        ] {
+            let text = MINIMAL.replace("\"none\"", &format!("\"{word}\""));
+            assert_eq!(parse_str(&text).unwrap().new.security, expected);
+        }
+        let err = parse_str(&MINIMAL.replace("\"none\"", "\"ssl\"")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("ssl") && msg.contains("starttls"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_rejected_with_its_name_and_line() {
+        let text = MINIMAL.replace("[new]\n", "[new]\nadress = \"x:1\"\n");
+        let err = parse_str(&text).unwrap_err();
+        match &err {
+            ConfigError::Parse { line, .. } => assert_eq!(*line, 4),
+            other => panic!("{other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.starts_with("test.toml:4:"), "{msg}");
+        assert!(msg.contains("adress"), "{msg}");
+
+        let err = parse_str(&format!("{MINIMAL}[bogus]\nx = 1\n")).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = parse_str(&format!("{MINIMAL}[limits]\nmax_lines = 1\n")).unwrap_err();
+        assert!(err.to_string().contains("max_lines"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_key() {
+        let err = parse_str("[listen]\nimap = \"127.0.0.1:1143\"\n").unwrap_err();
+        assert!(err.to_string().contains("new"), "{err}");
+        let err = parse_str(&MINIMAL.replace("security = \"none\"\n", "")).unwrap_err();
+        assert!(err.to_string().contains("security"), "{err}");
+    }
+
+    #[test]
+    fn listeners_and_tls() {
+        let none = MINIMAL.replace("imap = \"127.0.0.1:1143\"\n", "");
+        assert!(matches!(invalid(&none), ValidationError::NoListener));
+        let imaps = MINIMAL.replace("imap =", "imaps =");
+        let e = invalid(&imaps);
+        assert_eq!(e.key(), "listen.imaps");
+        assert!(e.to_string().contains("[tls]"), "{e}");
+
+        let ok = format!("{imaps}[tls]\ncert = \"{CERT}\"\nkey = \"{KEY}\"\n");
+        assert!(parse_str(&ok).unwrap().tls.is_some());
+
+        let missing = format!("{imaps}[tls]\ncert = \"/nonexistent.pem\"\nkey = \"{KEY}\"\n");
+        let e = invalid(&missing);
+        assert_eq!(e.key(), "tls");
+        assert!(e.to_string().contains("/nonexistent.pem"), "{e}");
+
+        // A key file that holds a certificate, not a key.
+        let swapped = format!("{imaps}[tls]\ncert = \"{CERT}\"\nkey = \"{CERT}\"\n");
+        assert_eq!(invalid(&swapped).key(), "tls");
+
+        let ca = MINIMAL.replace("security", "ca = \"/nonexistent-ca.pem\"\nsecurity");
+        assert_eq!(invalid(&ca).key(), "new.ca");
+    }
+
+    #[test]
+    fn addresses() {
+        for bad in ["localhost", "localhost:", ":143", "host:99999", "host:0"] {
+            let text = MINIMAL.replace("127.0.0.1:21143", bad);
+            assert_eq!(invalid(&text).key(), "new.address", "{bad}");
+        }
+        for good in ["imap.example.com:993", "[::1]:143"] {
+            let text = MINIMAL.replace("127.0.0.1:21143", good);
+            assert!(parse_str(&text).is_ok(), "{good}");
+        }
+        // Listeners are socket addresses: serde rejects a host name.
+        let err = parse_str(&MINIMAL.replace("127.0.0.1:1143", "localhost:1143")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: 2, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn old_auth_combinations() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("master.secret");
+        std::fs::write(&secret, "s3cret-pw\n").unwrap();
+        let accounts = dir.path().join("accounts.txt");
+        std::fs::write(&accounts, "").unwrap();
+        let secret = secret.display();
+        let accounts = accounts.display();
+
+        let e = invalid(&with_old("auth = \"master\"\n"));
+        assert!(
+            matches!(
+                e,
+                ValidationError::Missing {
+                    key: "old.master_user",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("old.master_user"));
+        let e = invalid(&with_old("auth = \"master\"\nmaster_user = \"admin\"\n"));
+        assert_eq!(e.key(), "old.master_password_file");
+        let e = invalid(&with_old(
+            "auth = \"master\"\nmaster_user = \"admin\"\nmaster_password_file = \"/nonexistent\"\n",
+        ));
+        assert!(matches!(e, ValidationError::File { .. }), "{e}");
+        let c = parse_str(&with_old(&format!(
+            "auth = \"master\"\nmaster_user = \"admin\"\nmaster_password_file = \"{secret}\"\n"
+        )))
+        .unwrap();
+        let old = c.old.as_ref().unwrap();
+        assert_eq!(old.auth, OldAuth::Master);
+        assert_eq!(
+            old.master_password().unwrap().unwrap().expose(),
+            "s3cret-pw"
+        );
+        assert!(!format!("{c:?}").contains("s3cret-pw"));
+
+        let e = invalid(&with_old("master_user = \"admin\"\n"));
+        assert!(
+            matches!(
+                e,
+                ValidationError::Unused {
+                    key: "old.master_user",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let e = invalid(&with_old("auth = \"accounts\"\n"));
+        assert_eq!(e.key(), "old.accounts");
+        let e = invalid(&with_old(
+            "auth = \"accounts\"\naccounts = \"/nonexistent\"\n",
+        ));
+        assert!(
+            matches!(
+                e,
+                ValidationError::File {
+                    key: "old.accounts",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let c = parse_str(&with_old(&format!(
+            "auth = \"accounts\"\naccounts = \"{accounts}\"\n"
+        )))
+        .unwrap();
+        assert_eq!(c.old.unwrap().auth, OldAuth::Accounts);
+        let e = invalid(&with_old(&format!("accounts = \"{accounts}\"\n")));
+        assert_eq!(e.key(), "old.accounts");
+
+        let err = parse_str(&with_old("auth = \"root\"\n")).unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn mapping_regexes() {
+        let ok = format!(
+            "{MINIMAL}[mapping]\nregextrans2 = ['s,\\[Gmail\\].,,', 's,^${{h1_prefix}},$h2_prefix,']\n\
+             exclude = ['(?i)spam']\ninclude = ['^INBOX']\nfolder = ['INBOX']\nsep1 = '.'\n"
+        );
+        let c = parse_str(&ok).unwrap();
+        assert_eq!(c.mapping.regextrans2.len(), 2);
+        assert_eq!(c.mapping.sep1, Some('.'));
+        let sel = c.mapping.selection().unwrap();
+        assert_eq!(sel.exclude.len(), 1);
+        assert_eq!(c.mapping.mapper_options().regextrans2.len(), 2);
+
+        let e = invalid(&format!(
+            "{MINIMAL}[mapping]\nregextrans2 = ['s,(unclosed,x,']\n"
+        ));
+        assert_eq!(e.key(), "mapping.regextrans2");
+        assert!(e.to_string().contains("(unclosed"), "{e}");
+        let e = invalid(&format!("{MINIMAL}[mapping]\nexclude = ['(unclosed']\n"));
+        assert_eq!(e.key(), "mapping.exclude");
+        let e = invalid(&format!("{MINIMAL}[mapping]\ninclude = ['[z-a]']\n"));
+        assert_eq!(e.key(), "mapping.include");
+        let err = parse_str(&format!("{MINIMAL}[mapping]\nsep1 = 'ab'\n")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn ranges() {
+        for share in ["-0.1", "1.5", "nan"] {
+            let e = invalid(&format!(
+                "{MINIMAL}[migration]\nmax_delete_share = {share}\n"
+            ));
+            assert_eq!(e.key(), "migration.max_delete_share", "{share}");
+        }
+        for share in ["0.0", "1.0", "0.25"] {
+            let text = format!("{MINIMAL}[migration]\nmax_delete_share = {share}\n");
+            assert!(parse_str(&text).is_ok(), "{share}");
+        }
+        let e = invalid(&format!("{MINIMAL}[limits]\nmax_line_length = 10\n"));
+        assert_eq!(e.key(), "limits.max_line_length");
+        let e = invalid(&format!("{MINIMAL}[limits]\nmax_connections = 0\n"));
+        assert_eq!(e.key(), "limits.max_connections");
+        let e = invalid(&format!("{MINIMAL}[limits]\nlogin_timeout_secs = 0\n"));
+        assert_eq!(e.key(), "limits.login_timeout_secs");
+        let err = parse_str(&format!("{MINIMAL}[limits]\nmax_connections = -1\n")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn admin_token_never_printed() {
+        let text = format!("{MINIMAL}[admin]\nlisten = \"127.0.0.1:9143\"\ntoken = \"tok-XYZ\"\n");
+        let c = parse_str(&text).unwrap();
+        let admin = c.admin.as_ref().unwrap();
+        assert_eq!(admin.token.as_ref().unwrap().expose(), "tok-XYZ");
+        let debug = format!("{c:?} {c:#?}");
+        assert!(
+            !debug.contains("tok-XYZ") && debug.contains("MASKED"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let err = load(Path::new("/nonexistent/imapferry.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(
+            err.to_string().contains("/nonexistent/imapferry.toml"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[listen]\nimap = \n").unwrap();
+        let err = load(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("{}:2:", path.display())), "{msg}");
+
+        std::fs::write(&path, MINIMAL.replace("imap =", "imaps =")).unwrap();
+        let msg = load(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("bad.toml") && msg.contains("listen.imaps"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn line_columns() {
+        assert_eq!(line_column("abc", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é\nx", 3), (2, 1));
+    }
+}
