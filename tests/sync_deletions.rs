@@ -4,30 +4,14 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Dovecot, Layout, RawImap};
-use imapferry::imap::{ConnectOptions, Security, TlsOptions};
-use imapferry::secret::Secret;
 use imapferry::store::SqliteStore;
-use imapferry::sync::{AuthMech, Endpoint, FolderDeletion, Options, Quiet, Report, sync_account};
+use imapferry::sync::{Endpoint, FolderDeletion, Options, Quiet, Report, sync_account};
 
 const PW: &str = "del-pw";
 
 fn endpoint(d: &Dovecot, user: &str) -> Endpoint {
-    Endpoint {
-        connect: ConnectOptions {
-            host: d.host().into(),
-            port: d.port(),
-            security: Security::Plain,
-            tls: TlsOptions::default(),
-            timeout: Duration::from_secs(30),
-        },
-        user: user.into(),
-        password: Secret::new(PW),
-        authuser: None,
-        auth: AuthMech::Login,
-    }
+    common::engine_endpoint(d, user, PW)
 }
 
 async fn pass(store: &SqliteStore, old: &Dovecot, new: &Dovecot, opts: &Options) -> Report {

@@ -4,42 +4,17 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Dovecot, Layout, RawImap, SeedSpec, assert_same_mail, seed_account, snapshot};
-use imapferry::imap::{ConnectOptions, Security, TlsOptions};
-use imapferry::secret::Secret;
 use imapferry::store::{SqliteStore, Store};
-use imapferry::sync::{AuthMech, Endpoint, Event, Observer, Options, Quiet, Report, sync_account};
+use imapferry::sync::{Endpoint, Options, Quiet, Report, sync_account};
 
 const PW: &str = "secret-pw";
 
 fn endpoint(d: &Dovecot, user: &str) -> Endpoint {
-    Endpoint {
-        connect: ConnectOptions {
-            host: d.host().to_string(),
-            port: d.port(),
-            security: Security::Plain,
-            tls: TlsOptions::default(),
-            timeout: Duration::from_secs(30),
-        },
-        user: user.to_string(),
-        password: Secret::new(PW),
-        authuser: None,
-        auth: AuthMech::Login,
-    }
+    common::engine_endpoint(d, user, PW)
 }
 
-/// Prints the engine's warnings and errors, so a failing test shows what the engine said.
-struct Print;
-
-impl Observer for Print {
-    fn event(&self, event: Event) {
-        if let Event::Warning(w) | Event::Error(w) = event {
-            eprintln!("engine: {w}");
-        }
-    }
-}
+use common::Print;
 
 async fn pass(store: &dyn Store, old: &Dovecot, new: &Dovecot, opts: &Options) -> Report {
     let report = sync_account(

@@ -9,41 +9,16 @@ use std::time::{Duration, Instant};
 
 use common::seed::parse_imap_date;
 use common::{Dovecot, Layout, RawImap};
-use imapferry::imap::{ConnectOptions, Security, TlsOptions};
-use imapferry::secret::Secret;
 use imapferry::store::{SqliteStore, Store};
-use imapferry::sync::{
-    AuthMech, DateSource, Endpoint, Event, Observer, Options, Report, sync_account,
-};
+use imapferry::sync::{DateSource, Endpoint, Options, Report, sync_account};
 
 const PW: &str = "secret-pw";
 
 fn endpoint(d: &Dovecot) -> Endpoint {
-    Endpoint {
-        connect: ConnectOptions {
-            host: d.host().to_string(),
-            port: d.port(),
-            security: Security::Plain,
-            tls: TlsOptions::default(),
-            timeout: Duration::from_secs(30),
-        },
-        user: "alice".to_string(),
-        password: Secret::new(PW),
-        authuser: None,
-        auth: AuthMech::Login,
-    }
+    common::engine_endpoint(d, "alice", PW)
 }
 
-/// Prints the engine's warnings and errors, so a failing test shows what the engine said.
-struct Print;
-
-impl Observer for Print {
-    fn event(&self, event: Event) {
-        if let Event::Warning(w) | Event::Error(w) = event {
-            eprintln!("engine: {w}");
-        }
-    }
-}
+use common::Print;
 
 async fn pass(store: &dyn Store, old: &Dovecot, new: &Dovecot, opts: &Options) -> Report {
     let report = sync_account(store, &endpoint(old), &endpoint(new), opts, &Print)
