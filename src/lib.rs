@@ -5,7 +5,8 @@
 //! Dependencies point down: a module may only use the modules listed below it.
 //!
 //! - [`cli`]: the command line (`imapferry sync`, the `imapsync`-compatible options, output and exit codes).
-//! - [`proxy`]: the transparent proxy's sans-I/O parts: a streaming line/literal framer and command inspection.
+//! - [`proxy`]: the transparent proxy: listeners (`server`), one client connection (`session`), and its
+//!   sans-I/O parts (a streaming line/literal framer, command inspection).
 //! - [`config`]: the proxy's TOML configuration file (sections, defaults, validation).
 //! - [`sync`]: the engine: per folder pair, plan, copy, adopt, merge flags, propagate deletions.
 //! - [`imap`]: an async IMAP client (plain, STARTTLS, TLS) with a streaming response reader. No policy.

@@ -7,6 +7,7 @@ pub mod batch;
 mod host;
 pub mod log;
 mod observer;
+mod proxy;
 pub mod report;
 mod run;
 
@@ -21,6 +22,7 @@ fn top_help() -> String {
          usage: imapferry <command> [options]\n\n\
          commands:\n  \
          sync      copy one account, imapsync-compatible options (see `imapferry sync --help`)\n  \
+         proxy     run the transparent IMAP proxy: `proxy --config FILE` or `proxy --check-config FILE`\n  \
          batch     copy the accounts of an imapsync loop file (host1;user1;password1;host2;user2;password2;extra;),\n            \
          one child sync each, --jobs N at a time; exit 0 if all succeeded, 1 otherwise (see `imapferry batch --help`)\n  \
          help      this help\n  \
@@ -60,6 +62,7 @@ pub fn main_with_args(argv: Vec<String>) -> i32 {
     match rest.first().map(String::as_str) {
         Some("sync") => run::sync_command(&format!("{program} sync"), &rest[1..]),
         Some("batch") => batch::batch_command(&format!("{program} batch"), &rest[1..]),
+        Some("proxy") => proxy::proxy_command(&rest[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{}", top_help());
             report::code::EX_OK
@@ -104,5 +107,15 @@ mod tests {
         );
         assert_eq!(main_with_args(argv(&["/x/imapsync", "--frobnicate"])), 64);
         assert_eq!(main_with_args(argv(&["imapferry", "sync", "--help"])), 0);
+        assert_eq!(main_with_args(argv(&["imapferry", "proxy"])), 64);
+        assert_eq!(
+            main_with_args(argv(&[
+                "imapferry",
+                "proxy",
+                "--check-config",
+                "/nonexistent"
+            ])),
+            78
+        );
     }
 }

@@ -1,0 +1,207 @@
+//! The proxy's listeners: accept loops for plain IMAP and implicit TLS, connection limits (in
+//! total and per client address), one tracing span and one task per connection, and shutdown:
+//! when the shutdown future completes, listeners close and open sessions are dropped.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::session::{self, BoxIo, Settings};
+use crate::config::{Config, Security};
+use crate::tls::{self, TlsError};
+
+/// Already bound listeners (tests bind `127.0.0.1:0` themselves).
+#[derive(Default)]
+pub struct Listeners {
+    pub imap: Option<TcpListener>,
+    pub imaps: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `[listen]`.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let imap = match config.listen.imap {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let imaps = match config.listen.imaps {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners { imap, imaps })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] TlsError),
+    #[error("listen.imaps needs a [tls] section")]
+    ImapsWithoutTls,
+}
+
+/// Builds the per-session settings from the configuration (reads the PEM files).
+pub fn settings(config: &Config) -> Result<Settings, ServeError> {
+    let new_tls = match config.new.security {
+        Security::None => None,
+        Security::Tls | Security::Starttls => Some(tls::client_config(
+            config.new.verify,
+            config.new.ca.as_deref(),
+        )?),
+    };
+    let acceptor = match &config.tls {
+        Some(t) => Some(TlsAcceptor::from(tls::server_config(&t.cert, &t.key)?)),
+        None => None,
+    };
+    Ok(Settings {
+        new: config.new.clone(),
+        limits: config.limits.clone(),
+        new_tls,
+        acceptor,
+        plaintext_login: config.listen.plaintext_login,
+    })
+}
+
+/// Counts connections per client address; the count drops with the guard.
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, u32>>,
+    max: u32,
+}
+
+struct IpGuard {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpGuard> {
+        let mut counts = self.counts.lock().ok()?;
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpGuard {
+            per_ip: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.per_ip.counts.lock()
+            && let Some(n) = counts.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+struct Shared {
+    settings: Arc<Settings>,
+    total: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Serves the listeners until `shutdown` completes.
+pub async fn serve(
+    listeners: Listeners,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let settings = Arc::new(settings(config)?);
+    if listeners.imaps.is_some() && settings.acceptor.is_none() {
+        return Err(ServeError::ImapsWithoutTls);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        settings,
+        total: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
+        per_ip: Arc::new(PerIp {
+            counts: Mutex::new(HashMap::new()),
+            max: config.limits.max_connections_per_ip,
+        }),
+        shutdown: stop_rx,
+    });
+    let plain = accept_loop(listeners.imap, false, Arc::clone(&shared));
+    let implicit = accept_loop(listeners.imaps, true, Arc::clone(&shared));
+    tokio::select! {
+        () = shutdown => {}
+        () = async { tokio::join!(plain, implicit); } => {}
+    }
+    let _ = stop_tx.send(true);
+    Ok(())
+}
+
+async fn accept_loop(listener: Option<TcpListener>, tls: bool, shared: Arc<Shared>) {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let shared = Arc::clone(&shared);
+                let span = info_span!("conn", %peer, tls, user = tracing::field::Empty);
+                tokio::spawn(connection(tcp, peer, tls, shared).instrument(span));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc<Shared>) {
+    debug!("accepted");
+    let _ = tcp.set_nodelay(true);
+    let Ok(_permit) = Arc::clone(&shared.total).try_acquire_owned() else {
+        let _ = tcp.write_all(b"* BYE Too many connections\r\n").await;
+        return;
+    };
+    let Some(_ip_guard) = shared.per_ip.enter(peer.ip()) else {
+        let _ = tcp
+            .write_all(b"* BYE Too many connections from your address\r\n")
+            .await;
+        return;
+    };
+    let mut stop = shared.shutdown.clone();
+    let settings = Arc::clone(&shared.settings);
+    let run = async move {
+        let client: BoxIo = if tls {
+            let Some(acceptor) = settings.acceptor.clone() else {
+                return;
+            };
+            let timeout = Duration::from_secs(settings.limits.login_timeout_secs);
+            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    debug!("TLS handshake: {e}");
+                    return;
+                }
+                Err(_) => return,
+            }
+        } else {
+            Box::new(tcp)
+        };
+        session::run(client, tls, settings).await;
+    };
+    tokio::select! {
+        () = run => {}
+        _ = stop.wait_for(|s| *s) => debug!("shutdown"),
+    }
+}

@@ -1,0 +1,1024 @@
+//! One client connection of the transparent proxy: the proxy owns the greeting and the
+//! pre-login commands (CAPABILITY, NOOP, ID, LOGOUT, STARTTLS), checks LOGIN / AUTHENTICATE PLAIN
+//! against NEW, then relays bytes both ways through the framer, rewriting only capability lists.
+
+use std::io;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{Span, debug, info, warn};
+
+use super::framer::{Event, FrameError, Framer, Limits};
+use super::inspect::{Arg, Command, inspect};
+use crate::config::{self, Security};
+use crate::secret::Secret;
+
+/// A byte stream to a client or to NEW (TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// Read chunk size on both legs: the bound on literal bytes held per direction.
+const CHUNK: usize = 16 * 1024;
+/// Output is flushed once this much is pending, or when the input is drained.
+const FLUSH_AT: usize = 64 * 1024;
+/// Longest response line from NEW framed as a line (longer ones are relayed as is).
+const NEW_MAX_LINE: usize = 1024 * 1024;
+/// Connecting and logging in to NEW.
+const NEW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every session needs, prepared once from the configuration.
+pub struct Settings {
+    pub new: config::New,
+    pub limits: config::Limits,
+    /// TLS towards NEW (`security` tls or starttls).
+    pub new_tls: Option<Arc<ClientConfig>>,
+    /// The proxy's own certificate: implicit TLS and STARTTLS.
+    pub acceptor: Option<TlsAcceptor>,
+    /// Logins accepted before TLS on the plain listener even though TLS is available.
+    pub plaintext_login: bool,
+}
+
+/// Runs one client connection to its end. `secure`: the client stream is already TLS.
+pub async fn run(client: BoxIo, secure: bool, settings: Arc<Settings>) {
+    match prelogin(client, secure, &settings).await {
+        Ok(Some(logged_in)) => {
+            if let Err(e) = relay(logged_in, &settings).await {
+                debug!("session ended: {e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => debug!("session ended before login: {e}"),
+    }
+    info!("connection closed");
+}
+
+/// Buffered input of one leg.
+struct Input {
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+}
+
+impl Input {
+    fn new() -> Self {
+        Input {
+            buf: vec![0; CHUNK].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+        }
+    }
+
+    fn with(bytes: &[u8]) -> Self {
+        let mut input = Input::new();
+        if bytes.len() > input.buf.len() {
+            input.buf = bytes.to_vec().into_boxed_slice();
+        }
+        input.buf[..bytes.len()].copy_from_slice(bytes);
+        input.len = bytes.len();
+        input
+    }
+
+    /// Reads more once everything was consumed; false at end of stream.
+    async fn fill<R: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        deadline: Option<Instant>,
+    ) -> io::Result<bool> {
+        if self.buf.len() > CHUNK {
+            self.buf = vec![0; CHUNK].into_boxed_slice();
+        }
+        self.pos = 0;
+        self.len = 0;
+        let n = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, reader.read(&mut self.buf)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "timeout")),
+            },
+            None => reader.read(&mut self.buf).await?,
+        };
+        self.len = n;
+        Ok(n > 0)
+    }
+}
+
+/// The first token of a line, if it looks like a tag.
+fn first_token(line: &[u8]) -> Option<String> {
+    let end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(line.len());
+    let tok = &line[..end];
+    let ok = !tok.is_empty()
+        && tok.len() <= 64
+        && tok
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && !b"(){%*\"\\]+".contains(&b));
+    ok.then(|| String::from_utf8_lossy(tok).into_owned())
+}
+
+/// Capabilities the proxy must not pass on: it terminates the login, TLS and compression itself.
+fn keep_capability(cap: &str) -> bool {
+    let up = cap.to_ascii_uppercase();
+    !(up == "STARTTLS"
+        || up == "LOGINDISABLED"
+        || up == "SASL-IR"
+        || up.starts_with("AUTH=")
+        || up.starts_with("COMPRESS="))
+}
+
+/// Filters a space-separated capability list.
+fn filter_capabilities(list: &str) -> String {
+    list.split_ascii_whitespace()
+        .filter(|c| keep_capability(c))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The capability list inside a response line (`* CAPABILITY ...` or `[CAPABILITY ...]` in a
+/// status response): `(start, end)` byte offsets of the list, or `None`.
+fn capability_span(line: &[u8]) -> Option<(usize, usize)> {
+    let body_end = line
+        .iter()
+        .rposition(|&b| b != b'\r' && b != b'\n')
+        .map_or(0, |p| p + 1);
+    let sp1 = line.iter().position(|&b| b == b' ')?;
+    let rest = &line[sp1 + 1..body_end];
+    if line[..sp1] == *b"*" && rest.len() >= 11 && rest[..11].eq_ignore_ascii_case(b"CAPABILITY ") {
+        return Some((sp1 + 12, body_end));
+    }
+    let sp2 = rest.iter().position(|&b| b == b' ')?;
+    let status = &rest[..sp2];
+    if !["OK", "NO", "BAD", "BYE", "PREAUTH"]
+        .iter()
+        .any(|s| status.eq_ignore_ascii_case(s.as_bytes()))
+    {
+        return None;
+    }
+    let after = &rest[sp2 + 1..];
+    if after.len() < 12 || !after[..12].eq_ignore_ascii_case(b"[CAPABILITY ") {
+        return None;
+    }
+    let start = sp1 + 1 + sp2 + 1 + 12;
+    let close = line[start..body_end].iter().position(|&b| b == b']')?;
+    Some((start, start + close))
+}
+
+/// `line` with its capability list filtered, if it carries one.
+fn rewrite_capabilities(line: &[u8]) -> Option<Vec<u8>> {
+    let (start, end) = capability_span(line)?;
+    let list = String::from_utf8_lossy(&line[start..end]);
+    let mut out = line[..start].to_vec();
+    out.extend_from_slice(filter_capabilities(&list).as_bytes());
+    out.extend_from_slice(&line[end..]);
+    Some(out)
+}
+
+/// The capabilities the proxy itself offers before login.
+fn prelogin_capabilities(settings: &Settings, secure: bool) -> String {
+    let mut caps = String::from("IMAP4rev1 SASL-IR ID");
+    if settings.acceptor.is_some() && !secure {
+        caps.push_str(" STARTTLS");
+        if !settings.plaintext_login {
+            caps.push_str(" LOGINDISABLED");
+            return caps;
+        }
+    }
+    caps.push_str(" AUTH=PLAIN");
+    caps
+}
+
+/// How the client authenticates; passed on to NEW.
+enum Auth {
+    Login {
+        user: String,
+        password: Secret,
+    },
+    /// The base64 SASL PLAIN response as the client sent it.
+    Plain {
+        user: String,
+        response: Secret,
+    },
+}
+
+impl Auth {
+    fn user(&self) -> &str {
+        match self {
+            Auth::Login { user, .. } | Auth::Plain { user, .. } => user,
+        }
+    }
+}
+
+/// A session after NEW accepted the login.
+struct LoggedIn {
+    client: BoxIo,
+    input: Input,
+    framer: Framer,
+    new: BoxIo,
+    new_leftover: Vec<u8>,
+}
+
+async fn write_flush(io: &mut BoxIo, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// The pre-login dialogue. `None`: the client left (or was sent away) before logging in.
+async fn prelogin(
+    mut client: BoxIo,
+    mut secure: bool,
+    settings: &Settings,
+) -> io::Result<Option<LoggedIn>> {
+    let deadline = Instant::now() + Duration::from_secs(settings.limits.login_timeout_secs);
+    let max_literal = u64::from(settings.limits.max_literal_before_login);
+    let budget = settings.limits.max_line_length as u64 + 2 * max_literal;
+    let limits = Limits {
+        max_line: settings.limits.max_line_length,
+        max_literal,
+    };
+    let mut framer = Framer::new(limits);
+    let mut input = Input::new();
+    // The command being assembled, literal data inline (bounded by `budget`).
+    let mut cmd: Vec<u8> = Vec::new();
+    let mut overlong = false;
+    let mut overlong_tag: Option<String> = None;
+    let mut sasl_pending: Option<String> = None;
+    let greeting = format!(
+        "* OK [CAPABILITY {}] imapferry ready\r\n",
+        prelogin_capabilities(settings, secure)
+    );
+    write_flush(&mut client, greeting.as_bytes()).await?;
+    loop {
+        let (n, event) = framer.advance(&input.buf[input.pos..input.len]);
+        input.pos += n;
+        let Some(event) = event else {
+            match input.fill(&mut client, Some(deadline)).await {
+                Ok(true) => continue,
+                Ok(false) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    let _ = write_flush(&mut client, b"* BYE Login timeout\r\n").await;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let line = match event {
+            Event::LiteralData(data) => {
+                cmd.extend_from_slice(data);
+                continue;
+            }
+            Event::Error(FrameError::LineTooLong) => {
+                overlong = true;
+                overlong_tag = None;
+                continue;
+            }
+            Event::Overlong(piece) => {
+                if overlong_tag.is_none() && cmd.is_empty() {
+                    overlong_tag = first_token(&piece);
+                }
+                continue;
+            }
+            Event::OverlongEnd { literal } => {
+                overlong = false;
+                cmd.clear();
+                if literal.is_some_and(|l| l.len > 0 && !(l.sync && framer.reject_literal())) {
+                    let _ = write_flush(&mut client, b"* BYE Line too long\r\n").await;
+                    return Ok(None);
+                }
+                let tag = overlong_tag.take().unwrap_or_else(|| "*".into());
+                write_flush(
+                    &mut client,
+                    format!("{tag} BAD line too long\r\n").as_bytes(),
+                )
+                .await?;
+                continue;
+            }
+            Event::Error(FrameError::LiteralLengthInvalid) => {
+                let _ = write_flush(&mut client, b"* BYE Invalid literal\r\n").await;
+                return Ok(None);
+            }
+            Event::Error(FrameError::LiteralTooLarge { .. }) => continue,
+            Event::Line { bytes, literal } => {
+                debug_assert!(!overlong);
+                cmd.extend_from_slice(&bytes);
+                if let Some(lit) = literal {
+                    if lit.len > max_literal || cmd.len() as u64 + lit.len > budget {
+                        let tag = first_token(&cmd).unwrap_or_else(|| "*".into());
+                        cmd.clear();
+                        if lit.sync && framer.reject_literal() {
+                            write_flush(
+                                &mut client,
+                                format!("{tag} BAD Literal too large\r\n").as_bytes(),
+                            )
+                            .await?;
+                            continue;
+                        }
+                        let _ = write_flush(&mut client, b"* BYE Literal too large\r\n").await;
+                        return Ok(None);
+                    }
+                    if lit.sync {
+                        write_flush(&mut client, b"+ Ready for literal data\r\n").await?;
+                    }
+                    continue;
+                }
+                std::mem::take(&mut cmd)
+            }
+        };
+
+        // A complete command (or SASL response) in `line`.
+        let auth = if let Some(tag) = sasl_pending.take() {
+            match sasl_plain(&line) {
+                Ok(auth) => Some((tag, auth)),
+                Err(msg) => {
+                    write_flush(&mut client, format!("{tag} BAD {msg}\r\n").as_bytes()).await?;
+                    None
+                }
+            }
+        } else {
+            let inspected = inspect(&line);
+            let Some(tag) = inspected.tag.filter(|_| first_token(&line).is_some()) else {
+                write_flush(&mut client, b"* BAD Invalid tag\r\n").await?;
+                continue;
+            };
+            let plain_refused = settings.acceptor.is_some() && !secure && !settings.plaintext_login;
+            match inspected.command {
+                Command::Capability => {
+                    let caps = prelogin_capabilities(settings, secure);
+                    let reply =
+                        format!("* CAPABILITY {caps}\r\n{tag} OK Capability completed.\r\n");
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    None
+                }
+                Command::Logout => {
+                    let reply =
+                        format!("* BYE imapferry logging out\r\n{tag} OK Logout completed.\r\n");
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    return Ok(None);
+                }
+                Command::Id => {
+                    let reply = format!("* ID NIL\r\n{tag} OK ID completed.\r\n");
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    None
+                }
+                Command::StartTls => {
+                    let Some(acceptor) = settings.acceptor.clone().filter(|_| !secure) else {
+                        let reply = format!("{tag} BAD STARTTLS not available\r\n");
+                        write_flush(&mut client, reply.as_bytes()).await?;
+                        continue;
+                    };
+                    let reply = format!("{tag} OK Begin TLS negotiation now.\r\n");
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    // Anything pipelined after STARTTLS was sent in clear text: discard it.
+                    input.pos = input.len;
+                    framer = Framer::new(limits);
+                    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(client));
+                    client = match handshake.await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Ok(None),
+                    };
+                    secure = true;
+                    None
+                }
+                Command::Login { .. } | Command::Authenticate { .. } if plain_refused => {
+                    let reply = format!(
+                        "{tag} NO [PRIVACYREQUIRED] Plaintext authentication disallowed; use STARTTLS.\r\n"
+                    );
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    None
+                }
+                Command::Login {
+                    username: Arg::Str(user),
+                    password: Some(password),
+                } => Some((tag, Auth::Login { user, password })),
+                Command::Authenticate {
+                    mechanism,
+                    initial_response,
+                } if mechanism == "PLAIN" => {
+                    if initial_response {
+                        let ir = line
+                            .split(|&b| b == b' ')
+                            .nth(3)
+                            .map(|t| t.trim_ascii())
+                            .unwrap_or_default();
+                        match sasl_plain(ir) {
+                            Ok(auth) => Some((tag, auth)),
+                            Err(msg) => {
+                                let reply = format!("{tag} BAD {msg}\r\n");
+                                write_flush(&mut client, reply.as_bytes()).await?;
+                                None
+                            }
+                        }
+                    } else {
+                        write_flush(&mut client, b"+ \r\n").await?;
+                        sasl_pending = Some(tag);
+                        None
+                    }
+                }
+                Command::Authenticate { .. } => {
+                    let reply = format!("{tag} NO Unsupported authentication mechanism.\r\n");
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    None
+                }
+                Command::Login { .. } => {
+                    let reply = format!("{tag} BAD Invalid LOGIN arguments.\r\n");
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    None
+                }
+                _ if inspected.name.as_deref() == Some("NOOP") => {
+                    let reply = format!("{tag} OK NOOP completed.\r\n");
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    None
+                }
+                _ => {
+                    let reply = format!("{tag} BAD Command not valid before login.\r\n");
+                    write_flush(&mut client, reply.as_bytes()).await?;
+                    None
+                }
+            }
+        };
+        let Some((tag, auth)) = auth else { continue };
+
+        let outcome = tokio::time::timeout(NEW_TIMEOUT, login_new(settings, &auth)).await;
+        match outcome {
+            Ok(Ok(NewLogin::Ok {
+                new,
+                leftover,
+                text,
+            })) => {
+                let user = auth.user().to_owned();
+                Span::current().record("user", user.as_str());
+                info!("logged in");
+                let reply = format!("{tag} {text}");
+                write_flush(&mut client, reply.as_bytes()).await?;
+                return Ok(Some(LoggedIn {
+                    client,
+                    input,
+                    framer,
+                    new,
+                    new_leftover: leftover,
+                }));
+            }
+            Ok(Ok(NewLogin::Refused(text))) => {
+                info!(user = auth.user(), "login refused by NEW");
+                write_flush(&mut client, format!("{tag} {text}").as_bytes()).await?;
+            }
+            Ok(Err(e)) => {
+                warn!("NEW unavailable: {e}");
+                let reply = format!("{tag} NO [UNAVAILABLE] Backend server unavailable.\r\n");
+                write_flush(&mut client, reply.as_bytes()).await?;
+            }
+            Err(_) => {
+                warn!("NEW login timed out");
+                let reply = format!("{tag} NO [UNAVAILABLE] Backend server timed out.\r\n");
+                write_flush(&mut client, reply.as_bytes()).await?;
+            }
+        }
+    }
+}
+
+/// Decodes a SASL PLAIN response (base64 of `authzid NUL authcid NUL password`).
+fn sasl_plain(response: &[u8]) -> Result<Auth, &'static str> {
+    let response = response.trim_ascii();
+    if response == b"*" {
+        return Err("Authentication cancelled.");
+    }
+    let decoded = B64.decode(response).map_err(|_| "Invalid base64 data.")?;
+    let mut parts = decoded.split(|&b| b == 0);
+    let (Some(authzid), Some(authcid), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("Invalid PLAIN response.");
+    };
+    let user = if authzid.is_empty() { authcid } else { authzid };
+    Ok(Auth::Plain {
+        user: String::from_utf8_lossy(user).into_owned(),
+        response: Secret::new(String::from_utf8_lossy(response).into_owned()),
+    })
+}
+
+/// NEW's answer to the login.
+enum NewLogin {
+    /// `text`: the tagged OK line without its tag, capability list filtered.
+    Ok {
+        new: BoxIo,
+        leftover: Vec<u8>,
+        text: String,
+    },
+    /// NEW's tagged NO/BAD line without its tag.
+    Refused(String),
+}
+
+/// A line-oriented view of NEW during login.
+struct Upstream {
+    io: BoxIo,
+    buf: Vec<u8>,
+}
+
+impl Upstream {
+    async fn line(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
+                return Ok(self.buf.drain(..=p).collect());
+            }
+            if self.buf.len() > NEW_MAX_LINE {
+                return Err(io::Error::other("NEW sent an overlong line"));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.io.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads up to the line tagged `tag`; returns the untagged lines and the tagged one.
+    async fn tagged(&mut self, tag: &str) -> io::Result<(Vec<Vec<u8>>, Vec<u8>)> {
+        let mut untagged = Vec::new();
+        loop {
+            let line = self.line().await?;
+            if first_token(&line).as_deref() == Some(tag) {
+                return Ok((untagged, line));
+            }
+            if line.starts_with(b"+") {
+                return Err(io::Error::other("unexpected continuation from NEW"));
+            }
+            if untagged.len() > 100 {
+                return Err(io::Error::other("NEW is chatty during login"));
+            }
+            untagged.push(line);
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        write_flush(&mut self.io, bytes).await
+    }
+}
+
+async fn connect_new(settings: &Settings) -> io::Result<Upstream> {
+    let address = settings.new.address.as_str();
+    let tcp = TcpStream::connect(address).await?;
+    tcp.set_nodelay(true)?;
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let tls = |tcp: BoxIo| async {
+        let config = settings
+            .new_tls
+            .clone()
+            .ok_or_else(|| io::Error::other("no TLS configuration for NEW"))?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let stream = TlsConnector::from(config).connect(name, tcp).await?;
+        io::Result::Ok(Box::new(stream) as BoxIo)
+    };
+    let mut up = match settings.new.security {
+        Security::Tls => Upstream {
+            io: tls(Box::new(tcp)).await?,
+            buf: Vec::new(),
+        },
+        Security::None | Security::Starttls => Upstream {
+            io: Box::new(tcp),
+            buf: Vec::new(),
+        },
+    };
+    let greeting = up.line().await?;
+    if !greeting.starts_with(b"* OK") {
+        return Err(io::Error::other(format!(
+            "NEW greeting: {}",
+            String::from_utf8_lossy(&greeting).trim_end()
+        )));
+    }
+    if settings.new.security == Security::Starttls {
+        up.send(b"P0 STARTTLS\r\n").await?;
+        let (_, done) = up.tagged("P0").await?;
+        if !done.starts_with(b"P0 OK") {
+            return Err(io::Error::other("NEW refused STARTTLS"));
+        }
+        up = Upstream {
+            io: tls(up.io).await?,
+            buf: Vec::new(),
+        };
+    }
+    Ok(up)
+}
+
+/// True when `s` can be sent as a quoted string.
+fn quotable(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii() && b != 0 && b != b'\r' && b != b'\n')
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Logs in to NEW with the client's credentials.
+async fn login_new(settings: &Settings, auth: &Auth) -> io::Result<NewLogin> {
+    let mut up = connect_new(settings).await?;
+    let plain = match auth {
+        Auth::Login { user, password } if quotable(user) && quotable(password.expose()) => {
+            let cmd = format!("P1 LOGIN {} {}\r\n", quote(user), quote(password.expose()));
+            up.send(cmd.as_bytes()).await?;
+            None
+        }
+        Auth::Login { user, password } => {
+            let raw = format!("\0{user}\0{}", password.expose());
+            Some(Secret::new(B64.encode(raw)))
+        }
+        Auth::Plain { response, .. } => Some(response.clone()),
+    };
+    if let Some(response) = plain {
+        up.send(b"P1 AUTHENTICATE PLAIN\r\n").await?;
+        let line = up.line().await?;
+        if line.starts_with(b"+") {
+            up.send(format!("{}\r\n", response.expose()).as_bytes())
+                .await?;
+        } else {
+            up.buf.splice(0..0, line);
+        }
+    }
+    let (untagged, done) = up.tagged("P1").await?;
+    let rest = String::from_utf8_lossy(&done[3..]).into_owned();
+    if !rest.get(..3).is_some_and(|s| s.eq_ignore_ascii_case("OK ")) {
+        return Ok(NewLogin::Refused(rest));
+    }
+    let mut text = rest;
+    if let Some(rewritten) = rewrite_capabilities(&done) {
+        text = String::from_utf8_lossy(&rewritten[3..]).into_owned();
+    } else {
+        // Tell the client NEW's capabilities in the OK, as a fresh client expects.
+        let mut caps: Option<String> = untagged.iter().find_map(|l| {
+            let (s, e) = capability_span(l)?;
+            Some(String::from_utf8_lossy(&l[s..e]).into_owned())
+        });
+        if caps.is_none() {
+            up.send(b"P2 CAPABILITY\r\n").await?;
+            let (untagged, _) = up.tagged("P2").await?;
+            caps = untagged.iter().find_map(|l| {
+                let (s, e) = capability_span(l)?;
+                Some(String::from_utf8_lossy(&l[s..e]).into_owned())
+            });
+        }
+        if let Some(caps) = caps {
+            let body = text.get(3..).unwrap_or_default();
+            text = format!("OK [CAPABILITY {}] {body}", filter_capabilities(&caps));
+        }
+    }
+    Ok(NewLogin::Ok {
+        new: up.io,
+        leftover: up.buf,
+        text,
+    })
+}
+
+/// Why the relay stopped.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    NewClosed,
+    IdleTimeout,
+    /// The client stream cannot be framed any more: BYE with this text.
+    Bye(&'static str),
+}
+
+/// What the NEW→client side tells the client→NEW side about a synchronising literal.
+enum Continuation {
+    Go,
+    Refused,
+}
+
+/// Tag of the command waiting for NEW's continuation of a synchronising literal.
+type Waiting = StdMutex<Option<String>>;
+
+fn take_waiting(waiting: &Waiting) -> Option<String> {
+    waiting.lock().map_or(None, |mut w| w.take())
+}
+
+async fn relay(session: LoggedIn, settings: &Settings) -> io::Result<()> {
+    let LoggedIn {
+        client,
+        input,
+        mut framer,
+        new,
+        new_leftover,
+    } = session;
+    framer.set_limits(Limits {
+        max_line: settings.limits.max_line_length,
+        max_literal: u64::MAX,
+    });
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (new_rd, new_wr) = tokio::io::split(new);
+    let mut wr = client_wr;
+    let waiting: Waiting = StdMutex::new(None);
+    let (tx, rx) = mpsc::channel(1);
+    let (inject_tx, inject_rx) = mpsc::unbounded_channel();
+    let idle = Duration::from_secs(settings.limits.idle_timeout_secs);
+    let c2n = ClientToNew {
+        framer,
+        new: new_wr,
+        inject: inject_tx,
+        waiting: &waiting,
+        continuation: rx,
+        idle,
+    };
+    let end = tokio::select! {
+        r = c2n.run(client_rd, input) => r?,
+        r = new_to_client(new_rd, Input::with(&new_leftover), &mut wr, &waiting, tx, inject_rx) => r?,
+    };
+    debug!("relay ended: {end:?}");
+    match end {
+        End::IdleTimeout => {
+            let _ = wr.write_all(b"* BYE Idle timeout\r\n").await;
+        }
+        End::Bye(text) => {
+            let _ = wr.write_all(format!("* BYE {text}\r\n").as_bytes()).await;
+        }
+        End::ClientClosed | End::NewClosed => {}
+    }
+    let _ = wr.shutdown().await;
+    Ok(())
+}
+
+/// The client→NEW direction. Replies of its own (BAD) go to the client through `inject`, so
+/// the NEW→client direction places them between responses, never inside one.
+struct ClientToNew<'a> {
+    framer: Framer,
+    new: tokio::io::WriteHalf<BoxIo>,
+    inject: mpsc::UnboundedSender<Vec<u8>>,
+    waiting: &'a Waiting,
+    continuation: mpsc::Receiver<Continuation>,
+    idle: Duration,
+}
+
+/// `tag` when `line` is `tag NAME ...` with NAME one of `names` (ASCII case-insensitive).
+fn command_named(line: &[u8], names: &[&str]) -> Option<String> {
+    let tag = first_token(line)?;
+    let rest = line.get(tag.len() + 1..)?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(rest.len());
+    let name = &rest[..end];
+    names
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        .then_some(tag)
+}
+
+impl ClientToNew<'_> {
+    async fn run(self, mut rd: tokio::io::ReadHalf<BoxIo>, mut input: Input) -> io::Result<End> {
+        let ClientToNew {
+            mut framer,
+            mut new,
+            inject,
+            waiting,
+            continuation: mut rx,
+            idle,
+        } = self;
+        let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
+        // Inside a command whose earlier parts NEW already has (after a literal).
+        let mut continuing = false;
+        let mut tag: Option<String> = None;
+        let mut overlong_tag: Option<String> = None;
+        let mut overlong_mid_command = false;
+        loop {
+            let (n, event) = framer.advance(&input.buf[input.pos..input.len]);
+            input.pos += n;
+            let Some(event) = event else {
+                if !out.is_empty() {
+                    new.write_all(&out).await?;
+                    new.flush().await?;
+                    out.clear();
+                }
+                let deadline = Instant::now() + idle;
+                match input.fill(&mut rd, Some(deadline)).await {
+                    Ok(true) => continue,
+                    Ok(false) => return Ok(End::ClientClosed),
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(End::IdleTimeout),
+                    Err(_) => return Ok(End::ClientClosed),
+                }
+            };
+            match event {
+                Event::Line { bytes, literal } => {
+                    if !continuing {
+                        tag = first_token(&bytes);
+                        if literal.is_none()
+                            && let Some(t) = command_named(&bytes, &["COMPRESS", "STARTTLS"])
+                        {
+                            // The proxy does not terminate these per leg: NEW must not see them.
+                            let reply = format!("{t} BAD Not supported through this proxy.\r\n");
+                            let _ = inject.send(reply.into_bytes());
+                            continue;
+                        }
+                    }
+                    continuing = literal.is_some();
+                    out.extend_from_slice(&bytes);
+                    if let Some(lit) = literal.filter(|l| l.sync) {
+                        // Only NEW may continue a synchronising literal.
+                        if let Ok(mut w) = waiting.lock() {
+                            *w = Some(tag.clone().unwrap_or_default());
+                        }
+                        new.write_all(&out).await?;
+                        new.flush().await?;
+                        out.clear();
+                        match rx.recv().await {
+                            Some(Continuation::Go) => {}
+                            Some(Continuation::Refused) => {
+                                if lit.len > 0 {
+                                    framer.reject_literal();
+                                }
+                                continuing = false;
+                            }
+                            None => return Ok(End::NewClosed),
+                        }
+                    }
+                }
+                Event::LiteralData(data) => {
+                    out.extend_from_slice(data);
+                    if out.len() >= FLUSH_AT {
+                        new.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+                Event::Error(FrameError::LineTooLong) => {
+                    overlong_tag = None;
+                    overlong_mid_command = continuing;
+                }
+                Event::Overlong(piece) => {
+                    if overlong_tag.is_none() {
+                        overlong_tag = first_token(&piece);
+                    }
+                }
+                Event::OverlongEnd { literal } => {
+                    if overlong_mid_command {
+                        return Ok(End::Bye("Line too long"));
+                    }
+                    if literal.is_some_and(|l| l.len > 0 && !(l.sync && framer.reject_literal())) {
+                        return Ok(End::Bye("Line too long"));
+                    }
+                    continuing = false;
+                    let t = overlong_tag.take().unwrap_or_else(|| "*".into());
+                    let _ = inject.send(format!("{t} BAD line too long\r\n").into_bytes());
+                }
+                Event::Error(FrameError::LiteralLengthInvalid) => {
+                    return Ok(End::Bye("Invalid literal"));
+                }
+                Event::Error(FrameError::LiteralTooLarge { .. }) => {}
+            }
+        }
+    }
+}
+
+async fn new_to_client(
+    mut rd: tokio::io::ReadHalf<BoxIo>,
+    mut input: Input,
+    wr: &mut tokio::io::WriteHalf<BoxIo>,
+    waiting: &Waiting,
+    tx: mpsc::Sender<Continuation>,
+    mut inject: mpsc::UnboundedReceiver<Vec<u8>>,
+) -> io::Result<End> {
+    let mut overlong = false;
+    let mut framer = Framer::new(Limits {
+        max_line: NEW_MAX_LINE,
+        max_literal: u64::MAX,
+    });
+    let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut continuing = false;
+    loop {
+        let (n, event) = framer.advance(&input.buf[input.pos..input.len]);
+        input.pos += n;
+        let Some(event) = event else {
+            // Between two responses the proxy's own replies may go out.
+            let boundary = !continuing
+                && !overlong
+                && framer.buffered() == 0
+                && framer.literal_remaining().is_none();
+            if boundary {
+                while let Ok(reply) = inject.try_recv() {
+                    out.extend_from_slice(&reply);
+                }
+            }
+            if !out.is_empty() {
+                wr.write_all(&out).await?;
+                wr.flush().await?;
+                out.clear();
+            }
+            tokio::select! {
+                r = input.fill(&mut rd, None) => match r {
+                    Ok(true) => continue,
+                    Ok(false) | Err(_) => return Ok(End::NewClosed),
+                },
+                Some(reply) = inject.recv(), if boundary => {
+                    wr.write_all(&reply).await?;
+                    wr.flush().await?;
+                    continue;
+                }
+            }
+        };
+        match event {
+            Event::Line { bytes, literal } => {
+                let starts = !continuing;
+                continuing = literal.is_some();
+                if starts && bytes.starts_with(b"+") {
+                    if take_waiting(waiting).is_some() {
+                        out.extend_from_slice(&bytes);
+                        wr.write_all(&out).await?;
+                        wr.flush().await?;
+                        out.clear();
+                        let _ = tx.send(Continuation::Go).await;
+                        continue;
+                    }
+                } else if starts && literal.is_none() {
+                    let refused = {
+                        let tag = first_token(&bytes);
+                        match waiting.lock() {
+                            Ok(mut w) if tag.is_some() && *w == tag => {
+                                *w = None;
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
+                    if refused {
+                        let _ = tx.send(Continuation::Refused).await;
+                    }
+                    if let Some(rewritten) = rewrite_capabilities(&bytes) {
+                        out.extend_from_slice(&rewritten);
+                        continue;
+                    }
+                }
+                out.extend_from_slice(&bytes);
+            }
+            Event::LiteralData(data) => out.extend_from_slice(data),
+            Event::Overlong(piece) => out.extend_from_slice(&piece),
+            Event::OverlongEnd { literal } => {
+                overlong = false;
+                continuing = literal.is_some();
+            }
+            Event::Error(FrameError::LineTooLong) => overlong = true,
+            Event::Error(_) => {}
+        }
+        if out.len() >= FLUSH_AT {
+            wr.write_all(&out).await?;
+            out.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_lines_are_filtered() {
+        let got = rewrite_capabilities(
+            b"* CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN COMPRESS=DEFLATE IDLE STARTTLS\r\n",
+        );
+        assert_eq!(
+            got.as_deref(),
+            Some(&b"* CAPABILITY IMAP4rev1 IDLE\r\n"[..])
+        );
+        let got = rewrite_capabilities(b"a1 OK [CAPABILITY IMAP4rev1 LOGINDISABLED MOVE] Hi\r\n");
+        assert_eq!(
+            got.as_deref(),
+            Some(&b"a1 OK [CAPABILITY IMAP4rev1 MOVE] Hi\r\n"[..])
+        );
+        assert_eq!(
+            rewrite_capabilities(b"* 1 FETCH (ENVELOPE (\"[CAPABILITY X]\"))\r\n"),
+            None
+        );
+        assert_eq!(
+            rewrite_capabilities(b"* OK [CAPABILITY IMAP4rev1\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(first_token(b"a1 NOOP\r\n").as_deref(), Some("a1"));
+        assert_eq!(first_token(b"* OK\r\n"), None);
+        assert_eq!(first_token(b" x\r\n"), None);
+    }
+
+    #[test]
+    fn sasl_plain_decodes() {
+        let ok = sasl_plain(B64.encode("\0alice\0pw").as_bytes());
+        assert!(matches!(ok, Ok(Auth::Plain { ref user, .. }) if user == "alice"));
+        assert!(sasl_plain(b"*").is_err());
+        assert!(sasl_plain(b"!!").is_err());
+    }
+}
