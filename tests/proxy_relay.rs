@@ -1,16 +1,18 @@
 //! The transparent proxy (`proxy::server::serve`) in front of a real Dovecot as NEW: Python imaplib
 //! through the proxy, login refusals with NEW's text, scripted dialogues that must give the same
-//! responses directly and through the proxy, and pre-login limits that refuse without hanging.
+//! responses directly and through the proxy, pre-login limits that refuse without hanging, growing
+//! delays after failed logins, and graceful shutdown (BYE to every session, then serve returns).
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use imapferry::proxy::server::{self, Listeners};
+use imapferry::proxy::session::LOGIN_FAILURE_STEP;
 
 /// A proxy running in its own runtime; dropping it stops the proxy.
 struct Proxy {
@@ -155,6 +157,46 @@ fn wrong_password_gets_news_refusal() {
     let (_, ok) = via.raw("LOGIN bob bobpw");
     assert!(ok.starts_with("OK [CAPABILITY "), "{ok}");
     assert!(!ok.contains("AUTH=") && !ok.contains("STARTTLS"), "{ok}");
+}
+
+#[test]
+fn repeated_login_failures_are_answered_ever_later() {
+    let new = new_server(&[("ivan", "ivanpw")]);
+    let proxy = Proxy::start(new.port(), "");
+    let mut w = Wire::connect(proxy.port);
+    let mut timed = |tag: &str| {
+        let start = Instant::now();
+        w.send(format!("{tag} LOGIN ivan wrong\r\n").as_bytes());
+        let r = w.until(tag);
+        assert!(r.last().unwrap().starts_with(&format!("{tag} NO")), "{r:?}");
+        start.elapsed()
+    };
+    let first = timed("a1");
+    let second = timed("a2");
+    assert!(first >= LOGIN_FAILURE_STEP, "{first:?}");
+    assert!(second >= LOGIN_FAILURE_STEP * 2, "{second:?}");
+    w.send(b"a3 LOGIN ivan ivanpw\r\n");
+    assert!(w.until("a3").last().unwrap().starts_with("a3 OK"));
+}
+
+#[test]
+fn shutdown_sends_bye_to_every_session_and_serve_returns() {
+    let new = new_server(&[("judy", "judypw")]);
+    let mut proxy = Proxy::start(new.port(), "");
+    let mut logged_in = Wire::connect(proxy.port);
+    logged_in.send(b"a1 LOGIN judy judypw\r\na2 SELECT INBOX\r\n");
+    assert!(logged_in.until("a2").last().unwrap().starts_with("a2 OK"));
+    let mut anonymous = Wire::connect(proxy.port);
+    anonymous.send(b"a1 NOOP\r\n");
+    assert!(anonymous.until("a1").last().unwrap().starts_with("a1 OK"));
+
+    proxy.stop.take().unwrap().send(()).unwrap();
+    for w in [&mut logged_in, &mut anonymous] {
+        assert_eq!(w.response(), "* BYE Server shutting down\r\n");
+        assert_eq!(w.response(), "", "connection must be closed");
+    }
+    // serve() returned (without error) once the sessions were gone.
+    proxy.thread.take().unwrap().join().unwrap();
 }
 
 /// A line-level IMAP conversation over a raw socket.

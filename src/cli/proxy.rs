@@ -1,7 +1,13 @@
 //! `imapferry proxy --config FILE` runs the transparent proxy until SIGTERM or Ctrl-C;
 //! `imapferry proxy --check-config FILE` only loads and validates the configuration.
+//! With `[log] json = true` the proxy logs one JSON object per event to stderr (the filter is
+//! `RUST_LOG`, `warn` by default), otherwise the CLI's plain format.
 
 use std::path::Path;
+
+use tracing::Dispatch;
+use tracing::instrument::WithSubscriber;
+use tracing_subscriber::EnvFilter;
 
 use super::report::code;
 use crate::config;
@@ -52,6 +58,7 @@ pub fn proxy_command(args: &[String]) -> i32 {
             return code::EX_SOFTWARE;
         }
     };
+    let dispatch = log_dispatch(config.log.json);
     rt.block_on(async {
         let listeners = match Listeners::bind(&config).await {
             Ok(l) => l,
@@ -60,7 +67,8 @@ pub fn proxy_command(args: &[String]) -> i32 {
                 return code::EX_SOFTWARE;
             }
         };
-        match server::serve(listeners, &config, shutdown_signal()).await {
+        let serve = server::serve(listeners, &config, shutdown_signal());
+        match serve.with_subscriber(dispatch).await {
             Ok(()) => code::EX_OK,
             Err(e) => {
                 eprintln!("imapferry: {e}");
@@ -68,6 +76,29 @@ pub fn proxy_command(args: &[String]) -> i32 {
             }
         }
     })
+}
+
+/// The dispatcher the proxy logs through. The CLI normally installed the plain global subscriber
+/// already (`try_init` keeps the first one), so JSON logs are a dispatcher scoped to the proxy's
+/// future; the server passes it on to every connection task.
+fn log_dispatch(json: bool) -> Dispatch {
+    if !json {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(env_filter())
+            .with_writer(std::io::stderr)
+            .try_init();
+        return tracing::dispatcher::get_default(Dispatch::clone);
+    }
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(env_filter())
+        .with_writer(std::io::stderr)
+        .finish();
+    Dispatch::new(subscriber)
+}
+
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -1,6 +1,8 @@
 //! The proxy's listeners: accept loops for plain IMAP and implicit TLS, connection limits (in
-//! total and per client address), one tracing span and one task per connection, and shutdown:
-//! when the shutdown future completes, listeners close and open sessions are dropped.
+//! total and per client address), one tracing span and one task per connection, and graceful
+//! shutdown: when the shutdown future completes, listeners close, every open session sends
+//! `* BYE` between two responses and closes, and [`serve`] waits for them up to
+//! [`SHUTDOWN_GRACE`] before returning.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,13 +12,17 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::instrument::WithSubscriber;
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::session::{self, BoxIo, Settings};
+use super::session::{self, BoxIo, LoginFailures, Settings};
 use crate::config::{Config, Security};
 use crate::tls::{self, TlsError};
+
+/// How long [`serve`] waits for open sessions to close after the shutdown future completed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Already bound listeners (tests bind `127.0.0.1:0` themselves).
 #[derive(Default)]
@@ -67,6 +73,7 @@ pub fn settings(config: &Config) -> Result<Settings, ServeError> {
         new_tls,
         acceptor,
         plaintext_login: config.listen.plaintext_login,
+        login_failures: LoginFailures::new(),
     })
 }
 
@@ -114,9 +121,13 @@ struct Shared {
     total: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
     shutdown: watch::Receiver<bool>,
+    /// Never used to send: every connection holds it (through `Shared`) until it ends, so the
+    /// receiver in [`serve`] sees the channel close when the last one is gone.
+    _alive: mpsc::Sender<()>,
 }
 
-/// Serves the listeners until `shutdown` completes.
+/// Serves the listeners until `shutdown` completes, then lets open sessions say BYE and waits
+/// for them (at most [`SHUTDOWN_GRACE`]).
 pub async fn serve(
     listeners: Listeners,
     config: &Config,
@@ -127,6 +138,7 @@ pub async fn serve(
         return Err(ServeError::ImapsWithoutTls);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let shared = Arc::new(Shared {
         settings,
         total: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
@@ -135,6 +147,7 @@ pub async fn serve(
             max: config.limits.max_connections_per_ip,
         }),
         shutdown: stop_rx,
+        _alive: alive_tx,
     });
     let plain = accept_loop(listeners.imap, false, Arc::clone(&shared));
     let implicit = accept_loop(listeners.imaps, true, Arc::clone(&shared));
@@ -142,7 +155,16 @@ pub async fn serve(
         () = shutdown => {}
         () = async { tokio::join!(plain, implicit); } => {}
     }
+    // The accept loops are gone (and their listeners closed); only connections hold `Shared`.
+    drop(shared);
     let _ = stop_tx.send(true);
+    info!("shutting down");
+    if tokio::time::timeout(SHUTDOWN_GRACE, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        warn!("sessions still open after the shutdown grace period");
+    }
     Ok(())
 }
 
@@ -155,7 +177,12 @@ async fn accept_loop(listener: Option<TcpListener>, tls: bool, shared: Arc<Share
             Ok((tcp, peer)) => {
                 let shared = Arc::clone(&shared);
                 let span = info_span!("conn", %peer, tls, user = tracing::field::Empty);
-                tokio::spawn(connection(tcp, peer, tls, shared).instrument(span));
+                // Tasks log through the dispatcher `serve` runs under (JSON logs, see cli::proxy).
+                tokio::spawn(
+                    connection(tcp, peer, tls, shared)
+                        .instrument(span)
+                        .with_current_subscriber(),
+                );
             }
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -181,27 +208,25 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
     };
     let mut stop = shared.shutdown.clone();
     let settings = Arc::clone(&shared.settings);
-    let run = async move {
-        let client: BoxIo = if tls {
-            let Some(acceptor) = settings.acceptor.clone() else {
-                return;
-            };
-            let timeout = Duration::from_secs(settings.limits.login_timeout_secs);
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    let client: BoxIo = if tls {
+        let Some(acceptor) = settings.acceptor.clone() else {
+            return;
+        };
+        let timeout = Duration::from_secs(settings.limits.login_timeout_secs);
+        // Nothing was said to the client yet: a shutdown just drops the handshake.
+        tokio::select! {
+            r = tokio::time::timeout(timeout, acceptor.accept(tcp)) => match r {
                 Ok(Ok(stream)) => Box::new(stream),
                 Ok(Err(e)) => {
                     debug!("TLS handshake: {e}");
                     return;
                 }
                 Err(_) => return,
-            }
-        } else {
-            Box::new(tcp)
-        };
-        session::run(client, tls, settings).await;
+            },
+            () = session::stopped(&mut stop) => return,
+        }
+    } else {
+        Box::new(tcp)
     };
-    tokio::select! {
-        () = run => {}
-        _ = stop.wait_for(|s| *s) => debug!("shutdown"),
-    }
+    session::run(client, tls, peer, settings, stop).await;
 }

@@ -1,16 +1,21 @@
 //! One client connection of the transparent proxy: the proxy owns the greeting and the
 //! pre-login commands (CAPABILITY, NOOP, ID, LOGOUT, STARTTLS), checks LOGIN / AUTHENTICATE PLAIN
-//! against NEW, then relays bytes both ways through the framer, rewriting only capability lists.
+//! against NEW (after telling NEW the client's address with ID `x-originating-ip`; a refused login
+//! is answered after a delay that grows with repeated failures from the same address), then relays
+//! bytes both ways through the framer, rewriting only capability lists. When the server shuts down,
+//! the session sends `* BYE Server shutting down` between two responses and closes.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use dashmap::DashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -35,6 +40,19 @@ const FLUSH_AT: usize = 64 * 1024;
 const NEW_MAX_LINE: usize = 1024 * 1024;
 /// Connecting and logging in to NEW.
 const NEW_TIMEOUT: Duration = Duration::from_secs(30);
+/// Delay before answering a refused login, per recent failure from the same client address.
+pub const LOGIN_FAILURE_STEP: Duration = Duration::from_millis(500);
+/// Longest delay before answering a refused login.
+pub const LOGIN_FAILURE_MAX: Duration = Duration::from_secs(5);
+/// A client address's failure count starts again after this long without a failure.
+const LOGIN_FAILURE_FORGET: Duration = Duration::from_secs(15 * 60);
+/// Above this many addresses, entries older than [`LOGIN_FAILURE_FORGET`] are pruned.
+const LOGIN_FAILURE_PRUNE_AT: usize = 10_000;
+/// Sent to every open session when the server shuts down.
+const SHUTDOWN_TEXT: &str = "Server shutting down";
+
+/// Recent login failures per client address: (count, time of the last one).
+pub type LoginFailures = DashMap<IpAddr, (u32, std::time::Instant)>;
 
 /// What every session needs, prepared once from the configuration.
 pub struct Settings {
@@ -46,13 +64,48 @@ pub struct Settings {
     pub acceptor: Option<TlsAcceptor>,
     /// Logins accepted before TLS on the plain listener even though TLS is available.
     pub plaintext_login: bool,
+    /// Shared by all sessions: recent login failures per client address.
+    pub login_failures: LoginFailures,
 }
 
-/// Runs one client connection to its end. `secure`: the client stream is already TLS.
-pub async fn run(client: BoxIo, secure: bool, settings: Arc<Settings>) {
-    match prelogin(client, secure, &settings).await {
+/// Completes when the server shuts down (or is gone). The borrow of the watched value ends
+/// inside, so callers' futures stay `Send`.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Records a refused login from `ip`; returns how long to wait before answering it.
+fn login_failure_delay(failures: &LoginFailures, ip: IpAddr) -> Duration {
+    let now = std::time::Instant::now();
+    if failures.len() > LOGIN_FAILURE_PRUNE_AT {
+        failures.retain(|_, (_, last)| now.duration_since(*last) < LOGIN_FAILURE_FORGET);
+    }
+    let count = {
+        let mut entry = failures.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= LOGIN_FAILURE_FORGET {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        entry.0
+    };
+    LOGIN_FAILURE_STEP
+        .saturating_mul(count)
+        .min(LOGIN_FAILURE_MAX)
+}
+
+/// Runs one client connection to its end. `secure`: the client stream is already TLS; `peer`:
+/// the client's address; `stop` turns true when the server shuts down.
+pub async fn run(
+    client: BoxIo,
+    secure: bool,
+    peer: SocketAddr,
+    settings: Arc<Settings>,
+    stop: watch::Receiver<bool>,
+) {
+    match prelogin(client, secure, peer, &settings, stop.clone()).await {
         Ok(Some(logged_in)) => {
-            if let Err(e) = relay(logged_in, &settings).await {
+            if let Err(e) = relay(logged_in, &settings, stop).await {
                 debug!("session ended: {e}");
             }
         }
@@ -236,7 +289,9 @@ async fn write_flush(io: &mut BoxIo, bytes: &[u8]) -> io::Result<()> {
 async fn prelogin(
     mut client: BoxIo,
     mut secure: bool,
+    peer: SocketAddr,
     settings: &Settings,
+    mut stop: watch::Receiver<bool>,
 ) -> io::Result<Option<LoggedIn>> {
     let deadline = Instant::now() + Duration::from_secs(settings.limits.login_timeout_secs);
     let max_literal = u64::from(settings.limits.max_literal_before_login);
@@ -261,7 +316,17 @@ async fn prelogin(
         let (n, event) = framer.advance(&input.buf[input.pos..input.len]);
         input.pos += n;
         let Some(event) = event else {
-            match input.fill(&mut client, Some(deadline)).await {
+            // Every reply of the proxy is complete here: a BYE can go out.
+            let filled = tokio::select! {
+                r = input.fill(&mut client, Some(deadline)) => r,
+                () = stopped(&mut stop) => {
+                    let bye = format!("* BYE {SHUTDOWN_TEXT}\r\n");
+                    let _ = write_flush(&mut client, bye.as_bytes()).await;
+                    let _ = client.shutdown().await;
+                    return Ok(None);
+                }
+            };
+            match filled {
                 Ok(true) => continue,
                 Ok(false) => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -448,7 +513,7 @@ async fn prelogin(
         };
         let Some((tag, auth)) = auth else { continue };
 
-        let outcome = tokio::time::timeout(NEW_TIMEOUT, login_new(settings, &auth)).await;
+        let outcome = tokio::time::timeout(NEW_TIMEOUT, login_new(settings, peer, &auth)).await;
         match outcome {
             Ok(Ok(NewLogin::Ok {
                 new,
@@ -458,6 +523,7 @@ async fn prelogin(
                 let user = auth.user().to_owned();
                 Span::current().record("user", user.as_str());
                 info!("logged in");
+                settings.login_failures.remove(&peer.ip());
                 let reply = format!("{tag} {text}");
                 write_flush(&mut client, reply.as_bytes()).await?;
                 return Ok(Some(LoggedIn {
@@ -470,6 +536,8 @@ async fn prelogin(
             }
             Ok(Ok(NewLogin::Refused(text))) => {
                 info!(user = auth.user(), "login refused by NEW");
+                let delay = login_failure_delay(&settings.login_failures, peer.ip());
+                tokio::time::sleep(delay).await;
                 write_flush(&mut client, format!("{tag} {text}").as_bytes()).await?;
             }
             Ok(Err(e)) => {
@@ -626,9 +694,17 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// Logs in to NEW with the client's credentials.
-async fn login_new(settings: &Settings, auth: &Auth) -> io::Result<NewLogin> {
+/// Logs in to NEW with the client's credentials, after telling NEW the client's address (ID
+/// `x-originating-ip`, honoured by Dovecot from `login_trusted_networks`; NEW's answer is ignored).
+async fn login_new(settings: &Settings, peer: SocketAddr, auth: &Auth) -> io::Result<NewLogin> {
     let mut up = connect_new(settings).await?;
+    let id = format!(
+        "PI ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")\r\n",
+        peer.ip(),
+        peer.port()
+    );
+    up.send(id.as_bytes()).await?;
+    up.tagged("PI").await?;
     let plain = match auth {
         Auth::Login { user, password } if quotable(user) && quotable(password.expose()) => {
             let cmd = format!("P1 LOGIN {} {}\r\n", quote(user), quote(password.expose()));
@@ -708,7 +784,11 @@ fn take_waiting(waiting: &Waiting) -> Option<String> {
     waiting.lock().map_or(None, |mut w| w.take())
 }
 
-async fn relay(session: LoggedIn, settings: &Settings) -> io::Result<()> {
+async fn relay(
+    session: LoggedIn,
+    settings: &Settings,
+    stop: watch::Receiver<bool>,
+) -> io::Result<()> {
     let LoggedIn {
         client,
         input,
@@ -737,7 +817,7 @@ async fn relay(session: LoggedIn, settings: &Settings) -> io::Result<()> {
     };
     let end = tokio::select! {
         r = c2n.run(client_rd, input) => r?,
-        r = new_to_client(new_rd, Input::with(&new_leftover), &mut wr, &waiting, tx, inject_rx) => r?,
+        r = new_to_client(new_rd, Input::with(&new_leftover), &mut wr, &waiting, tx, inject_rx, stop) => r?,
     };
     debug!("relay ended: {end:?}");
     match end {
@@ -890,6 +970,7 @@ async fn new_to_client(
     waiting: &Waiting,
     tx: mpsc::Sender<Continuation>,
     mut inject: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut stop: watch::Receiver<bool>,
 ) -> io::Result<End> {
     let mut overlong = false;
     let mut framer = Framer::new(Limits {
@@ -927,6 +1008,7 @@ async fn new_to_client(
                     wr.flush().await?;
                     continue;
                 }
+                () = stopped(&mut stop), if boundary => return Ok(End::Bye(SHUTDOWN_TEXT)),
             }
         };
         match event {
@@ -1020,5 +1102,21 @@ mod tests {
         assert!(matches!(ok, Ok(Auth::Plain { ref user, .. }) if user == "alice"));
         assert!(sasl_plain(b"*").is_err());
         assert!(sasl_plain(b"!!").is_err());
+    }
+
+    #[test]
+    fn login_failure_delays_grow_and_cap() {
+        let failures = LoginFailures::new();
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        assert_eq!(login_failure_delay(&failures, a), LOGIN_FAILURE_STEP);
+        assert_eq!(login_failure_delay(&failures, a), LOGIN_FAILURE_STEP * 2);
+        assert_eq!(login_failure_delay(&failures, b), LOGIN_FAILURE_STEP);
+        for _ in 0..20 {
+            login_failure_delay(&failures, a);
+        }
+        assert_eq!(login_failure_delay(&failures, a), LOGIN_FAILURE_MAX);
+        failures.remove(&a);
+        assert_eq!(login_failure_delay(&failures, a), LOGIN_FAILURE_STEP);
     }
 }
