@@ -11,72 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use imapferry::proxy::server::{self, Listeners};
 
-/// A proxy with a plain (STARTTLS) and an implicit-TLS listener, running in its own runtime;
-/// dropping it stops the proxy.
-struct Proxy {
-    port: u16,
-    tls_port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn start(new_port: u16) -> Proxy {
-        let certs = certs_dir();
-        let text = format!(
-            "[listen]\nimap = \"127.0.0.1:0\"\n[tls]\ncert = {:?}\nkey = {:?}\n[new]\naddress = \"127.0.0.1:{new_port}\"\nsecurity = \"none\"\n",
-            certs.join("localhost.pem"),
-            certs.join("localhost-key.pem"),
-        );
-        let config = imapferry::config::parse(&text, Path::new("test.toml")).unwrap();
-        let bind = || {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.set_nonblocking(true).unwrap();
-            l
-        };
-        let plain = bind();
-        let tls = bind();
-        let port = plain.local_addr().unwrap().port();
-        let tls_port = tls.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listeners = Listeners {
-                    imap: Some(tokio::net::TcpListener::from_std(plain).unwrap()),
-                    imaps: Some(tokio::net::TcpListener::from_std(tls).unwrap()),
-                };
-                server::serve(listeners, &config, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        Proxy {
-            port,
-            tls_port,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A proxy with a plain (STARTTLS) and an implicit-TLS listener in front of NEW at `new_port`.
+fn start_proxy(new_port: u16) -> Proxy {
+    let certs = certs_dir();
+    let text = format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n[new]\naddress = \"127.0.0.1:{new_port}\"\nsecurity = \"none\"\n",
+        certs.join("localhost.pem"),
+        certs.join("localhost-key.pem"),
+    );
+    Proxy::start_with(&text, true)
 }
 
 fn have(binary: &str) -> bool {
@@ -143,7 +87,7 @@ fn curl_full_session_over_implicit_tls_and_starttls() {
     for (starttls, user) in [(false, "carol"), (true, "cody")] {
         let pw = "secretpw";
         let new = seeded_new(user, pw);
-        let proxy = Proxy::start(new.port());
+        let proxy = start_proxy(new.port());
         let base = if starttls {
             format!("imap://127.0.0.1:{}", proxy.port)
         } else {
@@ -277,7 +221,7 @@ fn mbsync_syncs_through_the_proxy_over_implicit_tls_and_starttls() {
     }
     let (user, pw) = ("mona", "monapw");
     let new = seeded_new(user, pw);
-    let proxy = Proxy::start(new.port());
+    let proxy = start_proxy(new.port());
     let dir = tempfile::tempdir().unwrap();
     let mail = dir.path().join("mail");
 

@@ -7,80 +7,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use imapferry::proxy::server::{self, Listeners};
 use imapferry::proxy::session::LOGIN_FAILURE_STEP;
-
-/// A proxy running in its own runtime; dropping it stops the proxy.
-struct Proxy {
-    port: u16,
-    /// Implicit-TLS port (0 without one).
-    tls_port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    fn start(new_port: u16, extra: &str) -> Proxy {
-        let text =
-            format!("[new]\naddress = \"127.0.0.1:{new_port}\"\nsecurity = \"none\"\n{extra}");
-        Proxy::start_with(&text, false)
-    }
-
-    /// `text` without `[listen]` (both listeners bind 127.0.0.1:0 here).
-    fn start_with(text: &str, imaps: bool) -> Proxy {
-        let text = format!("[listen]\nimap = \"127.0.0.1:0\"\n{text}");
-        let config = imapferry::config::parse(&text, Path::new("test.toml")).unwrap();
-        let bind = || {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.set_nonblocking(true).unwrap();
-            l
-        };
-        let plain = bind();
-        let port = plain.local_addr().unwrap().port();
-        let tls = imaps.then(bind);
-        let tls_port = tls.as_ref().map_or(0, |l| l.local_addr().unwrap().port());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listeners = Listeners {
-                    imap: Some(tokio::net::TcpListener::from_std(plain).unwrap()),
-                    imaps: tls.map(|l| tokio::net::TcpListener::from_std(l).unwrap()),
-                };
-                server::serve(listeners, &config, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        Proxy {
-            port,
-            tls_port,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn new_server(users: &[(&str, &str)]) -> Dovecot {
     let d = Dovecot::start(Layout::Slash);

@@ -5,12 +5,14 @@
 
 pub mod dovecot;
 pub mod engine;
+pub mod proxy;
 pub mod raw;
 pub mod seed;
 pub mod snapshot;
 
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
 pub use engine::{Print, endpoint as engine_endpoint};
+pub use proxy::Proxy;
 pub use raw::{Msg, RawImap};
 pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};
 pub use snapshot::{SnapMsg, Snapshot, assert_same_mail, snapshot, snapshot_at};
