@@ -7,19 +7,24 @@
 //! - [`cli`]: the command line (`imapferry sync`, the `imapsync`-compatible options, output and exit codes).
 //! - [`proxy`]: the transparent proxy: listeners (`server`), one client connection (`session`), and its
 //!   sans-I/O parts (a streaming line/literal framer, command inspection).
+//! - [`migrate`]: the migration inside the proxy: one shared state per account (OLD access, lazy
+//!   per-folder backfill with one owner, live pickup) and the journal of user writes mirrored to OLD.
 //! - [`config`]: the proxy's TOML configuration file (sections, defaults, validation).
 //! - [`sync`]: the engine: per folder pair, plan, copy, adopt, merge flags, propagate deletions.
 //! - [`imap`]: an async IMAP client (plain, STARTTLS, TLS) with a streaming response reader. No policy.
 //! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
 //! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones) and its SQLite implementation.
-//! - [`tls`], [`secret`]: foundations (TLS configuration from PEM files, passwords that never print).
+//! - [`tls`], [`secret`], [`loopfile`]: foundations (TLS configuration from PEM files, passwords that
+//!   never print, imapsync's loop-file format).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod imap;
+pub mod loopfile;
 pub mod mapping;
+pub mod migrate;
 pub mod proxy;
 pub mod secret;
 pub mod store;

@@ -10,6 +10,7 @@ mod observer;
 mod proxy;
 pub mod report;
 mod run;
+mod status;
 
 use std::path::Path;
 
@@ -25,6 +26,8 @@ fn top_help() -> String {
          proxy     run the transparent IMAP proxy: `proxy --config FILE` or `proxy --check-config FILE`\n  \
          batch     copy the accounts of an imapsync loop file (host1;user1;password1;host2;user2;password2;extra;),\n            \
          one child sync each, --jobs N at a time; exit 0 if all succeeded, 1 otherwise (see `imapferry batch --help`)\n  \
+         status    migration progress from the proxy's state file: `status --config FILE [USER]`\n  \
+         retire    end OLD access for a synced account: `retire USER --config FILE [--force]`\n  \
          help      this help\n  \
          version   print the version\n\n\
          Called as `imapsync` (e.g. through a symlink), the binary takes imapsync's options directly.\n",
@@ -63,6 +66,8 @@ pub fn main_with_args(argv: Vec<String>) -> i32 {
         Some("sync") => run::sync_command(&format!("{program} sync"), &rest[1..]),
         Some("batch") => batch::batch_command(&format!("{program} batch"), &rest[1..]),
         Some("proxy") => proxy::proxy_command(&rest[1..]),
+        Some("status") => status::status_command(&rest[1..]),
+        Some("retire") => status::retire_command(&rest[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{}", top_help());
             report::code::EX_OK
@@ -108,6 +113,9 @@ mod tests {
         assert_eq!(main_with_args(argv(&["/x/imapsync", "--frobnicate"])), 64);
         assert_eq!(main_with_args(argv(&["imapferry", "sync", "--help"])), 0);
         assert_eq!(main_with_args(argv(&["imapferry", "proxy"])), 64);
+        assert_eq!(main_with_args(argv(&["imapferry", "status"])), 64);
+        assert_eq!(main_with_args(argv(&["imapferry", "status", "--help"])), 0);
+        assert_eq!(main_with_args(argv(&["imapferry", "retire", "--help"])), 0);
         assert_eq!(
             main_with_args(argv(&[
                 "imapferry",

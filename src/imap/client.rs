@@ -1068,6 +1068,16 @@ impl Client {
             .map(|_| ())
     }
 
+    /// RENAME (children follow, as the server does it).
+    pub async fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.run_ok(
+            Cmd::new("RENAME ").string(from).text(" ").string(to),
+            |_| {},
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn subscribe(&mut self, mailbox: &str) -> Result<()> {
         self.run_ok(Cmd::new("SUBSCRIBE ").string(mailbox), |_| {})
             .await

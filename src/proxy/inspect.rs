@@ -82,6 +82,20 @@ pub enum Command {
         uid: bool,
         mailbox: Arg,
     },
+    /// `STORE` or `UID STORE`: `set` as sent, `op` one of `FLAGS`, `+FLAGS`, `-FLAGS` (without
+    /// `.SILENT`), `flags` as sent (keywords keep their case).
+    Store {
+        uid: bool,
+        set: String,
+        op: String,
+        flags: Vec<String>,
+    },
+    /// `EXPUNGE` (`uid_set` `None`) or `UID EXPUNGE set`.
+    Expunge {
+        uid_set: Option<String>,
+    },
+    Close,
+    Unselect,
     /// Anything else, including known commands whose arguments did not tokenize (the server will
     /// answer them).
     Other,
@@ -265,6 +279,52 @@ fn by_tokens(name: &str, toks: &mut Tokens<'_>) -> Option<Command> {
             };
             Command::Rename { from, to }
         }
+        "STORE" | "UID STORE" => {
+            let Tok::Atom(set) = toks.next()?.ok()? else {
+                return None;
+            };
+            let mut item = toks.next()?.ok()?;
+            if let Tok::List(_) = item {
+                item = toks.next()?.ok()?; // (UNCHANGEDSINCE n)
+            }
+            let Tok::Atom(op) = item else {
+                return None;
+            };
+            let op = lossy(op).to_ascii_uppercase();
+            let op = op.strip_suffix(".SILENT").unwrap_or(&op).to_string();
+            if !matches!(op.as_str(), "FLAGS" | "+FLAGS" | "-FLAGS") {
+                return None;
+            }
+            let mut flags = Vec::new();
+            for tok in toks.by_ref() {
+                match tok.ok()? {
+                    Tok::Atom(f) => flags.push(lossy(f)),
+                    Tok::List(l) => flags.extend(
+                        lossy(&l[1..l.len() - 1])
+                            .split_ascii_whitespace()
+                            .map(str::to_string),
+                    ),
+                    _ => return None,
+                }
+            }
+            Command::Store {
+                uid: name.starts_with("UID "),
+                set: lossy(set),
+                op,
+                flags,
+            }
+        }
+        "EXPUNGE" => Command::Expunge { uid_set: None },
+        "UID EXPUNGE" => {
+            let Tok::Atom(set) = toks.next()?.ok()? else {
+                return None;
+            };
+            Command::Expunge {
+                uid_set: Some(lossy(set)),
+            }
+        }
+        "CLOSE" => Command::Close,
+        "UNSELECT" => Command::Unselect,
         "COPY" | "UID COPY" | "MOVE" | "UID MOVE" => {
             let Tok::Atom(_) = toks.next()?.ok()? else {
                 return None;
@@ -498,6 +558,33 @@ mod tests {
             ("A1 CAPABILITY\r\n", Command::Capability),
             ("A1 logout\r\n", Command::Logout),
             ("A1 StartTLS\r\n", Command::StartTls),
+            (
+                "A1 UID STORE 1:3,7 +FLAGS.SILENT (\\Seen $Work)\r\n",
+                Command::Store {
+                    uid: true,
+                    set: "1:3,7".into(),
+                    op: "+FLAGS".into(),
+                    flags: vec!["\\Seen".into(), "$Work".into()],
+                },
+            ),
+            (
+                "A1 store 2 (UNCHANGEDSINCE 9) flags \\Flagged\r\n",
+                Command::Store {
+                    uid: false,
+                    set: "2".into(),
+                    op: "FLAGS".into(),
+                    flags: vec!["\\Flagged".into()],
+                },
+            ),
+            ("A1 EXPUNGE\r\n", Command::Expunge { uid_set: None }),
+            (
+                "A1 uid expunge 4:5\r\n",
+                Command::Expunge {
+                    uid_set: Some("4:5".into()),
+                },
+            ),
+            ("A1 close\r\n", Command::Close),
+            ("A1 UNSELECT\r\n", Command::Unselect),
             ("A1 idle\r\n", Command::Idle),
             ("A1 ID (\"name\" \"x\")\r\n", Command::Id),
             ("A1 ID NIL\r\n", Command::Id),

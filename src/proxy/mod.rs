@@ -1,9 +1,15 @@
-//! The transparent IMAP proxy: [`server`] binds the listeners and accepts connections,
-//! [`session`] runs one client connection (proxy-owned greeting, login checked by NEW, byte relay);
-//! the sans-I/O parts: [`framer`] splits a byte stream into lines and streamed literal data without
-//! rewriting a byte, [`inspect`] reads a copy of a command line to decide what to do with it.
+//! The transparent IMAP proxy: [`server`] binds the listeners and accepts connections (reading a
+//! [`proxy_protocol`] header first when configured), [`session`] runs one client connection
+//! (proxy-owned greeting, login checked by NEW, byte relay), [`metrics`] counts what happens and
+//! [`admin`] serves `/metrics` and `/health`; the sans-I/O parts: [`framer`] splits a byte stream
+//! into lines and streamed literal data without rewriting a byte, [`inspect`] reads a copy of a
+//! command line to decide what to do with it, [`proxy_protocol`] parses PROXY v1/v2 headers.
 
+pub mod admin;
 pub mod framer;
 pub mod inspect;
+pub mod intercept;
+pub mod metrics;
+pub mod proxy_protocol;
 pub mod server;
 pub mod session;

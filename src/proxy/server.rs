@@ -1,8 +1,9 @@
-//! The proxy's listeners: accept loops for plain IMAP and implicit TLS, connection limits (in
-//! total and per client address), one tracing span and one task per connection, and graceful
-//! shutdown: when the shutdown future completes, listeners close, every open session sends
-//! `* BYE` between two responses and closes, and [`serve`] waits for them up to
-//! [`SHUTDOWN_GRACE`] before returning.
+//! The proxy's listeners: accept loops for plain IMAP and implicit TLS (each connection starting
+//! with a PROXY protocol header when `[listen] proxy_protocol` is set), connection limits (in
+//! total and per client address), one tracing span and one task per connection, the admin
+//! endpoint (`/metrics`, `/health`), and graceful shutdown: when the shutdown future completes,
+//! listeners close, every open session sends `* BYE` between two responses and closes, and
+//! [`serve`] waits for them up to [`SHUTDOWN_GRACE`] before returning.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,15 +11,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::instrument::WithSubscriber;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
+use super::admin::{self, Admin};
+use super::metrics::Metrics;
+use super::proxy_protocol::{self, Header};
 use super::session::{self, BoxIo, LoginFailures, Settings};
 use crate::config::{Config, Security};
+use crate::migrate::Migrator;
+use crate::store::SqliteStore;
 use crate::tls::{self, TlsError};
 
 /// How long [`serve`] waits for open sessions to close after the shutdown future completed.
@@ -29,6 +35,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Listeners {
     pub imap: Option<TcpListener>,
     pub imaps: Option<TcpListener>,
+    /// `[admin] listen`: `/metrics` and `/health`.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -42,7 +50,11 @@ impl Listeners {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        Ok(Listeners { imap, imaps })
+        let admin = match &config.admin {
+            Some(a) => Some(TcpListener::bind(a.listen).await?),
+            None => None,
+        };
+        Ok(Listeners { imap, imaps, admin })
     }
 }
 
@@ -50,6 +62,10 @@ impl Listeners {
 pub enum ServeError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::MigrateError),
     #[error("listen.imaps needs a [tls] section")]
     ImapsWithoutTls,
 }
@@ -74,6 +90,8 @@ pub fn settings(config: &Config) -> Result<Settings, ServeError> {
         acceptor,
         plaintext_login: config.listen.plaintext_login,
         login_failures: LoginFailures::new(),
+        metrics: Arc::new(Metrics::new()),
+        migrator: None,
     })
 }
 
@@ -120,6 +138,8 @@ struct Shared {
     settings: Arc<Settings>,
     total: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
+    /// Every connection starts with a PROXY protocol header.
+    proxy_protocol: bool,
     shutdown: watch::Receiver<bool>,
     /// Never used to send: every connection holds it (through `Shared`) until it ends, so the
     /// receiver in [`serve`] sees the channel close when the last one is gone.
@@ -133,12 +153,25 @@ pub async fn serve(
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let settings = Arc::new(settings(config)?);
+    let mut settings = settings(config)?;
     if listeners.imaps.is_some() && settings.acceptor.is_none() {
         return Err(ServeError::ImapsWithoutTls);
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    if config.old.is_some() {
+        let store = SqliteStore::open(&config.state.path).await?;
+        settings.migrator = Migrator::new(config, Arc::new(store), stop_rx.clone())?.map(Arc::new);
+    }
+    let settings = Arc::new(settings);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let admin = admin_loop(
+        listeners.admin,
+        Admin::new(
+            Arc::clone(&settings.metrics),
+            config.admin.as_ref().and_then(|a| a.token.clone()),
+        ),
+        stop_rx.clone(),
+    );
     let shared = Arc::new(Shared {
         settings,
         total: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
@@ -146,6 +179,7 @@ pub async fn serve(
             counts: Mutex::new(HashMap::new()),
             max: config.limits.max_connections_per_ip,
         }),
+        proxy_protocol: config.listen.proxy_protocol,
         shutdown: stop_rx,
         _alive: alive_tx,
     });
@@ -153,7 +187,7 @@ pub async fn serve(
     let implicit = accept_loop(listeners.imaps, true, Arc::clone(&shared));
     tokio::select! {
         () = shutdown => {}
-        () = async { tokio::join!(plain, implicit); } => {}
+        () = async { tokio::join!(plain, implicit, admin); } => {}
     }
     // The accept loops are gone (and their listeners closed); only connections hold `Shared`.
     drop(shared);
@@ -168,6 +202,13 @@ pub async fn serve(
     Ok(())
 }
 
+async fn admin_loop(listener: Option<TcpListener>, admin: Admin, stop: watch::Receiver<bool>) {
+    match listener {
+        Some(listener) => admin::serve(listener, Arc::new(admin), stop).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn accept_loop(listener: Option<TcpListener>, tls: bool, shared: Arc<Shared>) {
     let Some(listener) = listener else {
         return std::future::pending().await;
@@ -176,7 +217,14 @@ async fn accept_loop(listener: Option<TcpListener>, tls: bool, shared: Arc<Share
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 let shared = Arc::clone(&shared);
-                let span = info_span!("conn", %peer, tls, user = tracing::field::Empty);
+                // `client`: the address from the PROXY protocol header, when there is one.
+                let span = info_span!(
+                    "conn",
+                    %peer,
+                    tls,
+                    client = tracing::field::Empty,
+                    user = tracing::field::Empty
+                );
                 // Tasks log through the dispatcher `serve` runs under (JSON logs, see cli::proxy).
                 tokio::spawn(
                     connection(tcp, peer, tls, shared)
@@ -193,20 +241,75 @@ async fn accept_loop(listener: Option<TcpListener>, tls: bool, shared: Arc<Share
     }
 }
 
+/// Why a connection's PROXY protocol header was refused.
+#[derive(Debug, thiserror::Error)]
+enum HeaderError {
+    #[error("{0}")]
+    Invalid(#[from] proxy_protocol::Error),
+    #[error("connection closed before the PROXY protocol header was complete")]
+    Closed,
+    #[error("reading the PROXY protocol header: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads exactly the PROXY protocol header (never a byte of what the client sends after it).
+async fn read_proxy_header(tcp: &mut TcpStream) -> Result<Header, HeaderError> {
+    let mut buf = vec![0u8; 16 + proxy_protocol::V2_MAX_ADDRESS_LEN];
+    let mut len = 0;
+    loop {
+        if let Some((header, _)) = proxy_protocol::parse(&buf[..len])? {
+            return Ok(header);
+        }
+        let end = (len + proxy_protocol::bytes_needed(&buf[..len])).min(buf.len());
+        let n = tcp.read(&mut buf[len..end]).await?;
+        if n == 0 {
+            return Err(HeaderError::Closed);
+        }
+        len += n;
+    }
+}
+
 async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc<Shared>) {
     debug!("accepted");
+    let _open = shared.settings.metrics.connection();
     let _ = tcp.set_nodelay(true);
     let Ok(_permit) = Arc::clone(&shared.total).try_acquire_owned() else {
         let _ = tcp.write_all(b"* BYE Too many connections\r\n").await;
         return;
     };
+    let mut stop = shared.shutdown.clone();
+    let mut peer = peer;
+    if shared.proxy_protocol {
+        let timeout = Duration::from_secs(shared.settings.limits.login_timeout_secs);
+        // Nothing may be said before the header (the client may be a TLS client): on any
+        // problem the connection is just closed.
+        let header = tokio::select! {
+            r = tokio::time::timeout(timeout, read_proxy_header(&mut tcp)) => r,
+            () = session::stopped(&mut stop) => return,
+        };
+        match header {
+            Ok(Ok(header)) => {
+                if let Some(source) = header.source() {
+                    peer = source;
+                    Span::current().record("client", tracing::field::display(source));
+                }
+            }
+            Ok(Err(e)) => {
+                info!("closing: {e}");
+                return;
+            }
+            Err(_) => {
+                info!("closing: no PROXY protocol header in time");
+                return;
+            }
+        }
+    }
     let Some(_ip_guard) = shared.per_ip.enter(peer.ip()) else {
         let _ = tcp
             .write_all(b"* BYE Too many connections from your address\r\n")
             .await;
         return;
     };
-    let mut stop = shared.shutdown.clone();
     let settings = Arc::clone(&shared.settings);
     let client: BoxIo = if tls {
         let Some(acceptor) = settings.acceptor.clone() else {

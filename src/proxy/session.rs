@@ -23,7 +23,10 @@ use tracing::{Span, debug, info, warn};
 
 use super::framer::{Event, FrameError, Framer, Limits};
 use super::inspect::{Arg, Command, inspect};
+use super::intercept::Tracker;
+use super::metrics::Metrics;
 use crate::config::{self, Security};
+use crate::migrate::{Account, Watch};
 use crate::secret::Secret;
 
 /// A byte stream to a client or to NEW (TCP or TLS).
@@ -66,6 +69,10 @@ pub struct Settings {
     pub plaintext_login: bool,
     /// Shared by all sessions: recent login failures per client address.
     pub login_failures: LoginFailures,
+    /// Shared by all sessions and the admin endpoint's `/metrics`.
+    pub metrics: Arc<super::metrics::Metrics>,
+    /// The migration from OLD (`None` without `[old]`: a pure relay to NEW).
+    pub migrator: Option<Arc<crate::migrate::Migrator>>,
 }
 
 /// Completes when the server shuts down (or is gone). The borrow of the watched value ends
@@ -269,6 +276,25 @@ impl Auth {
             Auth::Login { user, .. } | Auth::Plain { user, .. } => user,
         }
     }
+
+    /// The user and password OLD may need (`auth = "same"`). A PLAIN login on behalf of another
+    /// user (authzid set) has no password of that user: `None`.
+    fn credentials(&self) -> Option<(String, Secret)> {
+        match self {
+            Auth::Login { user, password } => Some((user.clone(), password.clone())),
+            Auth::Plain { response, .. } => {
+                let decoded = B64.decode(response.expose().trim()).ok()?;
+                let mut parts = decoded.split(|&b| b == 0);
+                let (authzid, authcid, password) = (parts.next()?, parts.next()?, parts.next()?);
+                (authzid.is_empty() || authzid == authcid).then(|| {
+                    (
+                        String::from_utf8_lossy(authcid).into_owned(),
+                        Secret::new(String::from_utf8_lossy(password).into_owned()),
+                    )
+                })
+            }
+        }
+    }
 }
 
 /// A session after NEW accepted the login.
@@ -278,6 +304,8 @@ struct LoggedIn {
     framer: Framer,
     new: BoxIo,
     new_leftover: Vec<u8>,
+    /// The user's migration state (`None`: plain relay).
+    account: Option<Arc<Account>>,
 }
 
 async fn write_flush(io: &mut BoxIo, bytes: &[u8]) -> io::Result<()> {
@@ -414,6 +442,9 @@ async fn prelogin(
                 write_flush(&mut client, b"* BAD Invalid tag\r\n").await?;
                 continue;
             };
+            if let Some(name) = &inspected.name {
+                settings.metrics.command(name);
+            }
             let plain_refused = settings.acceptor.is_some() && !secure && !settings.plaintext_login;
             match inspected.command {
                 Command::Capability => {
@@ -513,7 +544,11 @@ async fn prelogin(
         };
         let Some((tag, auth)) = auth else { continue };
 
+        let started = Instant::now();
         let outcome = tokio::time::timeout(NEW_TIMEOUT, login_new(settings, peer, &auth)).await;
+        if let Ok(Ok(_)) = &outcome {
+            settings.metrics.upstream_latency(started.elapsed());
+        }
         match outcome {
             Ok(Ok(NewLogin::Ok {
                 new,
@@ -524,6 +559,11 @@ async fn prelogin(
                 Span::current().record("user", user.as_str());
                 info!("logged in");
                 settings.login_failures.remove(&peer.ip());
+                // OLD's folders exist on NEW before the client's first LIST (within the budget).
+                let account = match (&settings.migrator, auth.credentials()) {
+                    (Some(m), Some((user, password))) => m.login(&user, &password).await,
+                    _ => None,
+                };
                 let reply = format!("{tag} {text}");
                 write_flush(&mut client, reply.as_bytes()).await?;
                 return Ok(Some(LoggedIn {
@@ -532,10 +572,12 @@ async fn prelogin(
                     framer,
                     new,
                     new_leftover: leftover,
+                    account,
                 }));
             }
             Ok(Ok(NewLogin::Refused(text))) => {
                 info!(user = auth.user(), "login refused by NEW");
+                settings.metrics.login_failure();
                 let delay = login_failure_delay(&settings.login_failures, peer.ip());
                 tokio::time::sleep(delay).await;
                 write_flush(&mut client, format!("{tag} {text}").as_bytes()).await?;
@@ -795,7 +837,19 @@ async fn relay(
         mut framer,
         new,
         new_leftover,
+        account,
     } = session;
+    let _presence = account.as_ref().map(Account::enter);
+    let tracker = StdMutex::new(Tracker::default());
+    let migration = Migration {
+        account: account.as_ref(),
+        tracker: &tracker,
+        budget: settings
+            .migrator
+            .as_ref()
+            .map_or(Duration::ZERO, |m| m.budget()),
+        metrics: &settings.metrics,
+    };
     framer.set_limits(Limits {
         max_line: settings.limits.max_line_length,
         max_literal: u64::MAX,
@@ -814,10 +868,18 @@ async fn relay(
         waiting: &waiting,
         continuation: rx,
         idle,
+        migration: &migration,
+    };
+    let n2c = NewToClient {
+        waiting: &waiting,
+        continuation: tx,
+        inject: inject_rx,
+        stop,
+        migration: &migration,
     };
     let end = tokio::select! {
         r = c2n.run(client_rd, input) => r?,
-        r = new_to_client(new_rd, Input::with(&new_leftover), &mut wr, &waiting, tx, inject_rx, stop) => r?,
+        r = n2c.run(new_rd, Input::with(&new_leftover), &mut wr) => r?,
     };
     debug!("relay ended: {end:?}");
     match end {
@@ -842,6 +904,59 @@ struct ClientToNew<'a> {
     waiting: &'a Waiting,
     continuation: mpsc::Receiver<Continuation>,
     idle: Duration,
+    migration: &'a Migration<'a>,
+}
+
+/// What both directions share about the session beyond bytes: the command tracker (selected
+/// folder, enabled extensions, writes awaiting NEW's OK), the account to migrate, metrics.
+struct Migration<'a> {
+    account: Option<&'a Arc<Account>>,
+    tracker: &'a StdMutex<Tracker>,
+    budget: Duration,
+    metrics: &'a Metrics,
+}
+
+impl Migration<'_> {
+    /// A command line from the client, before it goes to NEW: counted and tracked. Returns the
+    /// folder OLD must bring up to date first (see [`Migration::ensure`]).
+    fn command(&self, line: &[u8]) -> Option<String> {
+        let inspected = inspect(line);
+        self.metrics
+            .command(inspected.name.as_deref().unwrap_or(""));
+        let folder = match (self.tracker.lock(), &inspected.tag) {
+            (Ok(mut t), Some(tag)) => t.command(tag, &inspected.command),
+            _ => None,
+        };
+        folder.filter(|_| self.account.is_some())
+    }
+
+    /// Backfills `folder` from OLD, waiting at most the SELECT budget.
+    async fn ensure(&self, folder: &str) {
+        if let Some(account) = self.account {
+            account.ensure(folder, self.budget).await;
+        }
+    }
+
+    /// A complete response line from NEW, before it goes to the client: a write NEW accepted is
+    /// journaled first; the selected folder is kept under live pickup.
+    async fn before_response(&self, line: &[u8], watching: &mut Option<Watch>) {
+        let outcome = match self.tracker.lock() {
+            Ok(mut t) => t.response(line),
+            Err(_) => return,
+        };
+        let Some(account) = self.account else { return };
+        if outcome.selection_changed {
+            let selected = self
+                .tracker
+                .lock()
+                .ok()
+                .and_then(|t| t.selected().map(|s| s.folder.clone()));
+            *watching = selected.map(|f| account.watch(&f));
+        }
+        if let Some(write) = outcome.write {
+            account.record(write).await;
+        }
+    }
 }
 
 /// `tag` when `line` is `tag NAME ...` with NAME one of `names` (ASCII case-insensitive).
@@ -868,6 +983,7 @@ impl ClientToNew<'_> {
             waiting,
             continuation: mut rx,
             idle,
+            migration,
         } = self;
         let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
         // Inside a command whose earlier parts NEW already has (after a literal).
@@ -880,6 +996,7 @@ impl ClientToNew<'_> {
             input.pos += n;
             let Some(event) = event else {
                 if !out.is_empty() {
+                    migration.metrics.bytes_client_to_new(out.len() as u64);
                     new.write_all(&out).await?;
                     new.flush().await?;
                     out.clear();
@@ -904,6 +1021,16 @@ impl ClientToNew<'_> {
                             let _ = inject.send(reply.into_bytes());
                             continue;
                         }
+                        if let Some(folder) = migration.command(&bytes) {
+                            // Earlier commands go out before the backfill makes this one wait.
+                            if !out.is_empty() {
+                                migration.metrics.bytes_client_to_new(out.len() as u64);
+                                new.write_all(&out).await?;
+                                new.flush().await?;
+                                out.clear();
+                            }
+                            migration.ensure(&folder).await;
+                        }
                     }
                     continuing = literal.is_some();
                     out.extend_from_slice(&bytes);
@@ -912,6 +1039,7 @@ impl ClientToNew<'_> {
                         if let Ok(mut w) = waiting.lock() {
                             *w = Some(tag.clone().unwrap_or_default());
                         }
+                        migration.metrics.bytes_client_to_new(out.len() as u64);
                         new.write_all(&out).await?;
                         new.flush().await?;
                         out.clear();
@@ -930,6 +1058,7 @@ impl ClientToNew<'_> {
                 Event::LiteralData(data) => {
                     out.extend_from_slice(data);
                     if out.len() >= FLUSH_AT {
+                        migration.metrics.bytes_client_to_new(out.len() as u64);
                         new.write_all(&out).await?;
                         out.clear();
                     }
@@ -963,100 +1092,123 @@ impl ClientToNew<'_> {
     }
 }
 
-async fn new_to_client(
-    mut rd: tokio::io::ReadHalf<BoxIo>,
-    mut input: Input,
-    wr: &mut tokio::io::WriteHalf<BoxIo>,
-    waiting: &Waiting,
-    tx: mpsc::Sender<Continuation>,
-    mut inject: mpsc::UnboundedReceiver<Vec<u8>>,
-    mut stop: watch::Receiver<bool>,
-) -> io::Result<End> {
-    let mut overlong = false;
-    let mut framer = Framer::new(Limits {
-        max_line: NEW_MAX_LINE,
-        max_literal: u64::MAX,
-    });
-    let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
-    let mut continuing = false;
-    loop {
-        let (n, event) = framer.advance(&input.buf[input.pos..input.len]);
-        input.pos += n;
-        let Some(event) = event else {
-            // Between two responses the proxy's own replies may go out.
-            let boundary = !continuing
-                && !overlong
-                && framer.buffered() == 0
-                && framer.literal_remaining().is_none();
-            if boundary {
-                while let Ok(reply) = inject.try_recv() {
-                    out.extend_from_slice(&reply);
+/// The NEW→client direction: relays responses, answers the continuation question of the
+/// client→NEW side, places the proxy's own replies between responses, and journals a write
+/// before its tagged OK reaches the client.
+struct NewToClient<'a> {
+    waiting: &'a Waiting,
+    continuation: mpsc::Sender<Continuation>,
+    inject: mpsc::UnboundedReceiver<Vec<u8>>,
+    stop: watch::Receiver<bool>,
+    migration: &'a Migration<'a>,
+}
+
+impl NewToClient<'_> {
+    async fn run(
+        self,
+        mut rd: tokio::io::ReadHalf<BoxIo>,
+        mut input: Input,
+        wr: &mut tokio::io::WriteHalf<BoxIo>,
+    ) -> io::Result<End> {
+        let NewToClient {
+            waiting,
+            continuation: tx,
+            mut inject,
+            mut stop,
+            migration,
+        } = self;
+        let metrics = migration.metrics;
+        let mut overlong = false;
+        let mut framer = Framer::new(Limits {
+            max_line: NEW_MAX_LINE,
+            max_literal: u64::MAX,
+        });
+        let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut continuing = false;
+        let mut watching: Option<Watch> = None;
+        loop {
+            let (n, event) = framer.advance(&input.buf[input.pos..input.len]);
+            input.pos += n;
+            let Some(event) = event else {
+                // Between two responses the proxy's own replies may go out.
+                let boundary = !continuing
+                    && !overlong
+                    && framer.buffered() == 0
+                    && framer.literal_remaining().is_none();
+                if boundary {
+                    while let Ok(reply) = inject.try_recv() {
+                        out.extend_from_slice(&reply);
+                    }
                 }
+                if !out.is_empty() {
+                    metrics.bytes_new_to_client(out.len() as u64);
+                    wr.write_all(&out).await?;
+                    wr.flush().await?;
+                    out.clear();
+                }
+                tokio::select! {
+                    r = input.fill(&mut rd, None) => match r {
+                        Ok(true) => continue,
+                        Ok(false) | Err(_) => return Ok(End::NewClosed),
+                    },
+                    Some(reply) = inject.recv(), if boundary => {
+                        wr.write_all(&reply).await?;
+                        wr.flush().await?;
+                        continue;
+                    }
+                    () = stopped(&mut stop), if boundary => return Ok(End::Bye(SHUTDOWN_TEXT)),
+                }
+            };
+            match event {
+                Event::Line { bytes, literal } => {
+                    let starts = !continuing;
+                    continuing = literal.is_some();
+                    if starts && bytes.starts_with(b"+") {
+                        if take_waiting(waiting).is_some() {
+                            out.extend_from_slice(&bytes);
+                            metrics.bytes_new_to_client(out.len() as u64);
+                            wr.write_all(&out).await?;
+                            wr.flush().await?;
+                            out.clear();
+                            let _ = tx.send(Continuation::Go).await;
+                            continue;
+                        }
+                    } else if starts && literal.is_none() {
+                        let refused = {
+                            let tag = first_token(&bytes);
+                            match waiting.lock() {
+                                Ok(mut w) if tag.is_some() && *w == tag => {
+                                    *w = None;
+                                    true
+                                }
+                                _ => false,
+                            }
+                        };
+                        if refused {
+                            let _ = tx.send(Continuation::Refused).await;
+                        }
+                        migration.before_response(&bytes, &mut watching).await;
+                        if let Some(rewritten) = rewrite_capabilities(&bytes) {
+                            out.extend_from_slice(&rewritten);
+                            continue;
+                        }
+                    }
+                    out.extend_from_slice(&bytes);
+                }
+                Event::LiteralData(data) => out.extend_from_slice(data),
+                Event::Overlong(piece) => out.extend_from_slice(&piece),
+                Event::OverlongEnd { literal } => {
+                    overlong = false;
+                    continuing = literal.is_some();
+                }
+                Event::Error(FrameError::LineTooLong) => overlong = true,
+                Event::Error(_) => {}
             }
-            if !out.is_empty() {
+            if out.len() >= FLUSH_AT {
+                metrics.bytes_new_to_client(out.len() as u64);
                 wr.write_all(&out).await?;
-                wr.flush().await?;
                 out.clear();
             }
-            tokio::select! {
-                r = input.fill(&mut rd, None) => match r {
-                    Ok(true) => continue,
-                    Ok(false) | Err(_) => return Ok(End::NewClosed),
-                },
-                Some(reply) = inject.recv(), if boundary => {
-                    wr.write_all(&reply).await?;
-                    wr.flush().await?;
-                    continue;
-                }
-                () = stopped(&mut stop), if boundary => return Ok(End::Bye(SHUTDOWN_TEXT)),
-            }
-        };
-        match event {
-            Event::Line { bytes, literal } => {
-                let starts = !continuing;
-                continuing = literal.is_some();
-                if starts && bytes.starts_with(b"+") {
-                    if take_waiting(waiting).is_some() {
-                        out.extend_from_slice(&bytes);
-                        wr.write_all(&out).await?;
-                        wr.flush().await?;
-                        out.clear();
-                        let _ = tx.send(Continuation::Go).await;
-                        continue;
-                    }
-                } else if starts && literal.is_none() {
-                    let refused = {
-                        let tag = first_token(&bytes);
-                        match waiting.lock() {
-                            Ok(mut w) if tag.is_some() && *w == tag => {
-                                *w = None;
-                                true
-                            }
-                            _ => false,
-                        }
-                    };
-                    if refused {
-                        let _ = tx.send(Continuation::Refused).await;
-                    }
-                    if let Some(rewritten) = rewrite_capabilities(&bytes) {
-                        out.extend_from_slice(&rewritten);
-                        continue;
-                    }
-                }
-                out.extend_from_slice(&bytes);
-            }
-            Event::LiteralData(data) => out.extend_from_slice(data),
-            Event::Overlong(piece) => out.extend_from_slice(&piece),
-            Event::OverlongEnd { literal } => {
-                overlong = false;
-                continuing = literal.is_some();
-            }
-            Event::Error(FrameError::LineTooLong) => overlong = true,
-            Event::Error(_) => {}
-        }
-        if out.len() >= FLUSH_AT {
-            wr.write_all(&out).await?;
-            out.clear();
         }
     }
 }

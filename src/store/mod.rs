@@ -23,6 +23,9 @@ pub enum StoreError {
     },
     #[error("state store: {0}")]
     Corrupt(String),
+    /// [`SqliteStore::open_existing`] found no store file.
+    #[error("state store: {0} does not exist")]
+    Missing(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -151,6 +154,46 @@ pub struct LinkFlags {
     pub new_flags: String,
 }
 
+/// One user write seen by the proxy, waiting to be mirrored to OLD (DESIGN.md §2 dual write).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub id: i64,
+    /// Unix seconds.
+    pub created: i64,
+    pub kind: String,
+    pub payload: String,
+}
+
+/// One account and its progress, for `imapferry status`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountSummary {
+    pub id: AccountId,
+    pub key: AccountKey,
+    pub state: AccountState,
+    /// The reason recorded with the state (the last error for `failed`).
+    pub reason: Option<String>,
+    /// Unix seconds of the last login or backfill; `None`: never.
+    pub last_activity: Option<i64>,
+    pub folders: u64,
+    /// Folder pairs whose last pass completed (phase `synced`).
+    pub folders_synced: u64,
+    /// Sum of the pairs' OLD message counts at their last reconcile.
+    pub messages_old: u64,
+    /// Sum of the pairs' NEW message counts at their last reconcile.
+    pub messages_new: u64,
+    pub linked: u64,
+    pub tombstones: u64,
+    pub pending_journal: u64,
+}
+
+/// One folder pair and its progress, for `imapferry status USER`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FolderSummary {
+    pub pair: FolderPair,
+    pub linked: u64,
+    pub tombstones: u64,
+}
+
 /// Persistent state. Every method that writes commits before it returns, so what it wrote survives
 /// `kill -9`. Batches (`add_links`, `tombstone`, …) are one transaction each.
 #[async_trait]
@@ -201,4 +244,27 @@ pub trait Store: Send + Sync {
     async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>>;
     /// Drops tombstones whose OLD message no longer exists.
     async fn remove_tombstones(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
+
+    /// Appends a user write to the account's journal (pending); returns its id. Ids grow.
+    async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64>;
+    /// Pending entries of the account, oldest first, at most `limit`.
+    async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>>;
+    /// The entry reached OLD: it is no longer pending. Marking an entry done twice is harmless.
+    async fn journal_done(&self, id: i64) -> Result<()>;
+    async fn journal_pending_count(&self, account: AccountId) -> Result<u64>;
+
+    /// The account id for this key if it exists (never creates).
+    async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>>;
+    /// Records activity now (last_activity, unix seconds) — a login or a backfill.
+    async fn touch_account(&self, account: AccountId) -> Result<()>;
+    /// Renames a folder pair (both names); its links and tombstones stay.
+    /// `old_name` must not be another pair's OLD name in the same account.
+    async fn rename_pair(&self, pair: PairId, old_name: &str, new_name: &str) -> Result<()>;
+    /// Deletes the pair with its links and tombstones. Deleting a missing pair does nothing.
+    async fn delete_pair(&self, pair: PairId) -> Result<()>;
+
+    /// Every account with its progress, ordered by new_user then old_user.
+    async fn account_summaries(&self) -> Result<Vec<AccountSummary>>;
+    /// One account's folders with their progress, ordered by old_name.
+    async fn folder_summaries(&self, account: AccountId) -> Result<Vec<FolderSummary>>;
 }

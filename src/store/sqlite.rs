@@ -15,14 +15,17 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use super::{
-    AccountId, AccountKey, AccountState, FolderPair, Link, LinkFlags, MailboxState, PairId, Phase,
-    Result, Store, StoreError,
+    AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
+    Link, LinkFlags, MailboxState, PairId, Phase, Result, Store, StoreError,
 };
 
 /// The schema migrations, in order: migration `i` brings the database to version `i + 1`.
 /// Each runs in one transaction, together with its row in `schema_version`.
 /// Released migrations are never edited; changes are new entries at the end.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("0002_activity.sql"),
+];
 
 /// How long a writer waits for another connection (or process) to release the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,9 +58,22 @@ impl SqliteStore {
                 source,
             })?;
         }
+        Self::open_file(path, true).await
+    }
+
+    /// Opens an existing store file (bringing its schema up to date) and never creates one:
+    /// a missing file is an error. For tools that only look at (or annotate) existing state.
+    pub async fn open_existing(path: &Path) -> Result<SqliteStore> {
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        Self::open_file(path, false).await
+    }
+
+    async fn open_file(path: &Path, create: bool) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
@@ -512,6 +528,191 @@ impl Store for SqliteStore {
     async fn remove_tombstones(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
         self.delete_batch("tombstones", pair, old_uids).await
     }
+
+    async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO journal (account_id, created, kind, payload, done) \
+             VALUES ($1, $2, $3, $4, 0) RETURNING id",
+        )
+        .bind(account)
+        .bind(now())
+        .bind(kind)
+        .bind(payload)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, created, kind, payload FROM journal \
+             WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT $2",
+        )
+        .bind(account)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(JournalEntry {
+                    id: row.try_get("id")?,
+                    created: row.try_get("created")?,
+                    kind: row.try_get("kind")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn journal_done(&self, id: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE journal SET done = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no journal entry {id}")));
+        }
+        Ok(())
+    }
+
+    async fn journal_pending_count(&self, account: AccountId) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0")
+            .bind(account)
+            .fetch_one(&self.pool)
+            .await?;
+        get_u64(&row, 0)
+    }
+
+    async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>> {
+        let row = sqlx::query(
+            "SELECT id FROM accounts \
+             WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4",
+        )
+        .bind(key.old_host.as_str())
+        .bind(key.old_user.as_str())
+        .bind(key.new_host.as_str())
+        .bind(key.new_user.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn touch_account(&self, account: AccountId) -> Result<()> {
+        let done = sqlx::query("UPDATE accounts SET last_activity = $1 WHERE id = $2")
+            .bind(now())
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no account {account}")));
+        }
+        Ok(())
+    }
+
+    async fn rename_pair(&self, pair: PairId, old_name: &str, new_name: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE folder_pairs SET old_name = $1, new_name = $2, updated = $3 WHERE id = $4",
+        )
+        .bind(old_name)
+        .bind(new_name)
+        .bind(now())
+        .bind(pair)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
+        }
+        Ok(())
+    }
+
+    async fn delete_pair(&self, pair: PairId) -> Result<()> {
+        // Explicit deletes rather than relying on ON DELETE CASCADE alone: the same statements
+        // work whatever the connection's foreign-key setting.
+        let mut tx = self.write_tx().await?;
+        for sql in [
+            "DELETE FROM links WHERE pair_id = $1",
+            "DELETE FROM tombstones WHERE pair_id = $1",
+            "DELETE FROM folder_pairs WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(pair).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn account_summaries(&self) -> Result<Vec<AccountSummary>> {
+        // Correlated subqueries, each served by an index (folder_pairs by account, links and
+        // tombstones by pair, the pending-journal index); CAST keeps SUM a BIGINT in PostgreSQL.
+        let rows = sqlx::query(
+            "SELECT a.id, a.old_host, a.old_user, a.new_host, a.new_user, a.state, a.reason, \
+             a.last_activity, \
+             (SELECT COUNT(*) FROM folder_pairs p WHERE p.account_id = a.id) AS folders, \
+             (SELECT COUNT(*) FROM folder_pairs p \
+              WHERE p.account_id = a.id AND p.phase = 'synced') AS folders_synced, \
+             (SELECT CAST(COALESCE(SUM(p.old_messages), 0) AS BIGINT) FROM folder_pairs p \
+              WHERE p.account_id = a.id) AS messages_old, \
+             (SELECT CAST(COALESCE(SUM(p.new_messages), 0) AS BIGINT) FROM folder_pairs p \
+              WHERE p.account_id = a.id) AS messages_new, \
+             (SELECT COUNT(*) FROM links l JOIN folder_pairs p ON p.id = l.pair_id \
+              WHERE p.account_id = a.id) AS linked, \
+             (SELECT COUNT(*) FROM tombstones t JOIN folder_pairs p ON p.id = t.pair_id \
+              WHERE p.account_id = a.id) AS tombstones, \
+             (SELECT COUNT(*) FROM journal j \
+              WHERE j.account_id = a.id AND j.done = 0) AS pending_journal \
+             FROM accounts a ORDER BY a.new_user, a.old_user, a.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: AccountId = row.try_get("id")?;
+                let state: String = row.try_get("state")?;
+                Ok(AccountSummary {
+                    id,
+                    key: AccountKey {
+                        old_host: row.try_get("old_host")?,
+                        old_user: row.try_get("old_user")?,
+                        new_host: row.try_get("new_host")?,
+                        new_user: row.try_get("new_user")?,
+                    },
+                    state: AccountState::parse(&state).ok_or_else(|| {
+                        StoreError::Corrupt(format!("account {id} has unknown state {state:?}"))
+                    })?,
+                    reason: row.try_get("reason")?,
+                    last_activity: row.try_get("last_activity")?,
+                    folders: get_u64(row, "folders")?,
+                    folders_synced: get_u64(row, "folders_synced")?,
+                    messages_old: get_u64(row, "messages_old")?,
+                    messages_new: get_u64(row, "messages_new")?,
+                    linked: get_u64(row, "linked")?,
+                    tombstones: get_u64(row, "tombstones")?,
+                    pending_journal: get_u64(row, "pending_journal")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn folder_summaries(&self, account: AccountId) -> Result<Vec<FolderSummary>> {
+        let sql = format!(
+            "SELECT {PAIR_COLUMNS}, \
+             (SELECT COUNT(*) FROM links l WHERE l.pair_id = folder_pairs.id) AS linked, \
+             (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = folder_pairs.id) AS tombstones \
+             FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FolderSummary {
+                    pair: pair_from_row(row)?,
+                    linked: get_u64(row, "linked")?,
+                    tombstones: get_u64(row, "tombstones")?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// The highest applied schema version, 0 for a new database.
@@ -559,6 +760,16 @@ fn now() -> i64 {
 fn get_u32(row: &SqliteRow, column: &str) -> Result<u32> {
     let value: i64 = row.try_get(column)?;
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} out of range: {value}")))
+}
+
+/// A count or sum (BIGINT, never negative) as u64; `column` is a name or an index.
+fn get_u64<I>(row: &SqliteRow, column: I) -> Result<u64>
+where
+    I: sqlx::ColumnIndex<SqliteRow> + std::fmt::Debug + Copy,
+{
+    let value: i64 = row.try_get(column)?;
+    u64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{column:?} is negative: {value}")))
 }
 
 /// One side's state columns as stored: all NULL when unknown.
@@ -1155,6 +1366,492 @@ mod tests {
                 .unwrap()
                 .get(0);
         assert_eq!(pending, 1);
+    }
+
+    #[tokio::test]
+    async fn journal_order_done_and_counts() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let alice = store.account(&key("alice")).await.unwrap();
+        let bob = store.account(&key("bob")).await.unwrap();
+        assert!(store.journal_pending(alice, 10).await.unwrap().is_empty());
+        assert_eq!(store.journal_pending_count(alice).await.unwrap(), 0);
+
+        // (account, kind, payload), appended in this order.
+        let appends = [
+            (alice, "store", "1 +FLAGS (\\Seen)"),
+            (bob, "create", "Projects"),
+            (alice, "expunge", "2"),
+            (alice, "move", "{\"to\": \"Archive\"}"),
+        ];
+        let mut ids = Vec::new();
+        for (account, kind, payload) in appends {
+            ids.push(store.journal_append(account, kind, payload).await.unwrap());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+
+        let pending = store.journal_pending(alice, 10).await.unwrap();
+        let got: Vec<(i64, &str, &str)> = pending
+            .iter()
+            .map(|e| (e.id, e.kind.as_str(), e.payload.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (ids[0], "store", "1 +FLAGS (\\Seen)"),
+                (ids[2], "expunge", "2"),
+                (ids[3], "move", "{\"to\": \"Archive\"}"),
+            ]
+        );
+        assert!(pending.iter().all(|e| (now() - e.created).abs() < 60));
+        assert_eq!(store.journal_pending(alice, 2).await.unwrap(), pending[..2]);
+        assert!(store.journal_pending(alice, 0).await.unwrap().is_empty());
+
+        // (entry marked done, alice's pending ids after, alice's count, bob's count)
+        let steps = [
+            (ids[2], vec![ids[0], ids[3]], 2, 1),
+            (ids[2], vec![ids[0], ids[3]], 2, 1), // twice is harmless
+            (ids[0], vec![ids[3]], 1, 1),
+            (ids[1], vec![ids[3]], 1, 0),
+            (ids[3], vec![], 0, 0),
+        ];
+        for (done, left, alice_count, bob_count) in steps {
+            store.journal_done(done).await.unwrap();
+            let pending: Vec<i64> = store
+                .journal_pending(alice, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(pending, left, "after {done}");
+            assert_eq!(
+                store.journal_pending_count(alice).await.unwrap(),
+                alice_count
+            );
+            assert_eq!(store.journal_pending_count(bob).await.unwrap(), bob_count);
+        }
+
+        assert!(matches!(
+            store.journal_done(9999).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        // The account must exist.
+        assert!(store.journal_append(9999, "store", "").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn find_and_touch_account() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        assert_eq!(store.find_account(&key("alice")).await.unwrap(), None);
+        let alice = store.account(&key("alice")).await.unwrap();
+        // (key, expected)
+        let cases = [
+            (key("alice"), Some(alice)),
+            (key("bob"), None),
+            (
+                AccountKey {
+                    new_user: "alice2".into(),
+                    ..key("alice")
+                },
+                None,
+            ),
+            (
+                AccountKey {
+                    old_host: "elsewhere".into(),
+                    ..key("alice")
+                },
+                None,
+            ),
+        ];
+        for (k, expected) in cases {
+            assert_eq!(store.find_account(&k).await.unwrap(), expected, "{k:?}");
+        }
+        // find_account never creates.
+        assert_eq!(store.account_summaries().await.unwrap().len(), 1);
+
+        let last = |store: SqliteStore| async move {
+            store.account_summaries().await.unwrap()[0].last_activity
+        };
+        assert_eq!(last(store.clone()).await, None);
+        store.touch_account(alice).await.unwrap();
+        let touched = last(store.clone()).await.unwrap();
+        assert!((now() - touched).abs() < 60, "{touched}");
+        assert!(matches!(
+            store.touch_account(9999).await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn rename_pair_keeps_links_and_tombstones() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let account = store.account(&key("alice")).await.unwrap();
+        let pair = store.folder_pair(account, "Work", "Work").await.unwrap();
+        let other = store.folder_pair(account, "Sent", "Sent").await.unwrap();
+        store
+            .add_links(pair.id, &[link(1, 10, "\\Seen"), link(2, 20, "")])
+            .await
+            .unwrap();
+        store.tombstone(pair.id, &[2, 3]).await.unwrap();
+
+        // (old name, new name): renames in a row, including back and a no-op.
+        let renames = [
+            ("Projects", "INBOX.Projects"),
+            ("Projects", "INBOX.Projects"),
+            ("Archive/2024", "Archive.2024"),
+            ("Work", "Work"),
+        ];
+        for (old_name, new_name) in renames {
+            store
+                .rename_pair(pair.id, old_name, new_name)
+                .await
+                .unwrap();
+            // The engine finds the pair under its new OLD name.
+            let got = store
+                .folder_pair(account, old_name, new_name)
+                .await
+                .unwrap();
+            assert_eq!(got.id, pair.id, "{old_name}");
+            let pairs = store.folder_pairs(account).await.unwrap();
+            let renamed = pairs.iter().find(|p| p.id == pair.id).unwrap();
+            assert_eq!(
+                (renamed.old_name.as_str(), renamed.new_name.as_str()),
+                (old_name, new_name)
+            );
+            assert_eq!(pairs.len(), 2);
+            assert_eq!(
+                store.links(pair.id).await.unwrap(),
+                vec![link(1, 10, "\\Seen")]
+            );
+            assert_eq!(store.tombstones(pair.id).await.unwrap(), vec![2, 3]);
+        }
+
+        // Renaming onto another pair's OLD name is refused and changes nothing.
+        assert!(store.rename_pair(pair.id, "Sent", "Sent").await.is_err());
+        let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap();
+        assert_eq!(sent.id, other.id);
+        assert!(matches!(
+            store.rename_pair(9999, "x", "y").await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn delete_pair_removes_links_and_tombstones() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let account = store.account(&key("alice")).await.unwrap();
+        let gone = store
+            .folder_pair(account, "Trash", "Trash")
+            .await
+            .unwrap()
+            .id;
+        let kept = store
+            .folder_pair(account, "INBOX", "INBOX")
+            .await
+            .unwrap()
+            .id;
+        for p in [gone, kept] {
+            store
+                .add_links(p, &[link(1, 1, ""), link(2, 2, "")])
+                .await
+                .unwrap();
+            store.tombstone(p, &[2]).await.unwrap();
+        }
+
+        store.delete_pair(gone).await.unwrap();
+        let names: Vec<String> = store
+            .folder_pairs(account)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.old_name)
+            .collect();
+        assert_eq!(names, vec!["INBOX"]);
+        // (pair, links left, tombstones left), counted in the tables themselves.
+        for (p, links, tombstones) in [(gone, 0, 0), (kept, 1, 1)] {
+            let count = |table: &'static str| {
+                let store = store.clone();
+                async move {
+                    let sql = format!("SELECT COUNT(*) FROM {table} WHERE pair_id = $1");
+                    let n: i64 = sqlx::query(AssertSqlSafe(sql))
+                        .bind(p)
+                        .fetch_one(&store.pool)
+                        .await
+                        .unwrap()
+                        .get(0);
+                    n
+                }
+            };
+            assert_eq!(count("links").await, links, "pair {p}");
+            assert_eq!(count("tombstones").await, tombstones, "pair {p}");
+        }
+        // Idempotent; a pair of the same name starts afresh.
+        store.delete_pair(gone).await.unwrap();
+        store.delete_pair(9999).await.unwrap();
+        let again = store.folder_pair(account, "Trash", "Trash").await.unwrap();
+        assert_ne!(again.id, kept);
+        assert_eq!(again.phase, Phase::New);
+        assert!(store.links(again.id).await.unwrap().is_empty());
+        assert!(store.tombstones(again.id).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn summaries_count_progress() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        assert!(store.account_summaries().await.unwrap().is_empty());
+        let state = |messages| MailboxState {
+            uidvalidity: 1,
+            uidnext: messages + 1,
+            highestmodseq: 0,
+            messages,
+        };
+        // Created out of order: summaries sort by new_user, then old_user.
+        let zed = store
+            .account(&AccountKey {
+                old_user: "a-old".into(),
+                ..key("zed")
+            })
+            .await
+            .unwrap();
+        let bob = store.account(&key("bob")).await.unwrap();
+        let alice = store.account(&key("alice")).await.unwrap();
+        let alice_b = store
+            .account(&AccountKey {
+                old_user: "b-alice".into(),
+                ..key("alice")
+            })
+            .await
+            .unwrap();
+
+        // alice: INBOX synced (3 old, 4 new, 3 links, 1 tombstone), Sent partial (2 old,
+        // 1 new, 1 link), Drafts never reconciled; two journal entries, one done.
+        let inbox = store.folder_pair(alice, "INBOX", "INBOX").await.unwrap().id;
+        let sent = store
+            .folder_pair(alice, "Sent", "INBOX.Sent")
+            .await
+            .unwrap()
+            .id;
+        let drafts = store
+            .folder_pair(alice, "Drafts", "Drafts")
+            .await
+            .unwrap()
+            .id;
+        store
+            .add_links(inbox, &[link(1, 1, ""), link(2, 2, ""), link(3, 3, "")])
+            .await
+            .unwrap();
+        store.tombstone(inbox, &[4]).await.unwrap();
+        store
+            .save_pair_state(inbox, Some(state(3)), Some(state(4)), 5, Phase::Synced)
+            .await
+            .unwrap();
+        store.add_links(sent, &[link(7, 1, "")]).await.unwrap();
+        store
+            .save_pair_state(sent, Some(state(2)), Some(state(1)), 2, Phase::Partial)
+            .await
+            .unwrap();
+        store.journal_append(alice, "store", "x").await.unwrap();
+        let done = store.journal_append(alice, "store", "y").await.unwrap();
+        store.journal_done(done).await.unwrap();
+        store.journal_append(bob, "create", "z").await.unwrap();
+        store
+            .set_account_state(alice, AccountState::Partial, None)
+            .await
+            .unwrap();
+        store
+            .set_account_state(bob, AccountState::Failed, Some("LOGIN failed on OLD"))
+            .await
+            .unwrap();
+        store.touch_account(zed).await.unwrap();
+
+        let got = store.account_summaries().await.unwrap();
+        let row = |s: &AccountSummary| {
+            (
+                s.id,
+                s.key.old_user.clone(),
+                s.state,
+                s.reason.clone(),
+                s.last_activity.is_some(),
+                [
+                    s.folders,
+                    s.folders_synced,
+                    s.messages_old,
+                    s.messages_new,
+                    s.linked,
+                    s.tombstones,
+                    s.pending_journal,
+                ],
+            )
+        };
+        let got: Vec<_> = got.iter().map(row).collect();
+        let expected = vec![
+            // (id, old_user, state, reason, active, [folders, synced, old, new, linked, tombstones, journal])
+            (
+                alice,
+                "alice".to_string(),
+                AccountState::Partial,
+                None,
+                false,
+                [3, 1, 5, 5, 4, 1, 1],
+            ),
+            (
+                alice_b,
+                "b-alice".to_string(),
+                AccountState::Pending,
+                None,
+                false,
+                [0; 7],
+            ),
+            (
+                bob,
+                "bob".to_string(),
+                AccountState::Failed,
+                Some("LOGIN failed on OLD".to_string()),
+                false,
+                [0, 0, 0, 0, 0, 0, 1],
+            ),
+            (
+                zed,
+                "a-old".to_string(),
+                AccountState::Pending,
+                None,
+                true,
+                [0; 7],
+            ),
+        ];
+        assert_eq!(got, expected);
+
+        let folders = store.folder_summaries(alice).await.unwrap();
+        let got: Vec<_> = folders
+            .iter()
+            .map(|f| {
+                (
+                    f.pair.id,
+                    f.pair.old_name.as_str(),
+                    f.pair.phase,
+                    f.linked,
+                    f.tombstones,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (drafts, "Drafts", Phase::New, 0, 0),
+                (inbox, "INBOX", Phase::Synced, 3, 1),
+                (sent, "Sent", Phase::Partial, 1, 0),
+            ]
+        );
+        // The pair is the one folder_pairs returns.
+        assert_eq!(
+            folders.iter().map(|f| f.pair.clone()).collect::<Vec<_>>(),
+            store.folder_pairs(alice).await.unwrap()
+        );
+        assert!(store.folder_summaries(bob).await.unwrap().is_empty());
+        assert!(store.folder_summaries(9999).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn new_state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imapferry.db");
+        // A missing file is not created by open_existing.
+        assert!(matches!(
+            SqliteStore::open_existing(&path).await,
+            Err(StoreError::Missing(_))
+        ));
+        assert!(!path.exists());
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let account = store.account(&key("alice")).await.unwrap();
+        let pair = store.folder_pair(account, "Work", "Work").await.unwrap().id;
+        let gone = store.folder_pair(account, "Old", "Old").await.unwrap().id;
+        store.add_links(pair, &[link(1, 1, "")]).await.unwrap();
+        store.add_links(gone, &[link(1, 1, "")]).await.unwrap();
+        store
+            .rename_pair(pair, "Projects", "Projects")
+            .await
+            .unwrap();
+        store.delete_pair(gone).await.unwrap();
+        let first = store.journal_append(account, "store", "a").await.unwrap();
+        let second = store.journal_append(account, "expunge", "b").await.unwrap();
+        store.journal_done(first).await.unwrap();
+        store.touch_account(account).await.unwrap();
+        store
+            .set_account_state(account, AccountState::Failed, Some("why"))
+            .await
+            .unwrap();
+        let summaries = store.account_summaries().await.unwrap();
+        let folders = store.folder_summaries(account).await.unwrap();
+        // No close: a crash leaves the WAL behind.
+        drop(store);
+
+        let store = SqliteStore::open_existing(&path).await.unwrap();
+        assert_eq!(
+            store.find_account(&key("alice")).await.unwrap(),
+            Some(account)
+        );
+        assert_eq!(store.account_summaries().await.unwrap(), summaries);
+        assert_eq!(store.folder_summaries(account).await.unwrap(), folders);
+        assert_eq!(summaries[0].reason.as_deref(), Some("why"));
+        assert!(summaries[0].last_activity.is_some());
+        assert_eq!((summaries[0].folders, summaries[0].linked), (1, 1));
+        assert_eq!(folders[0].pair.old_name, "Projects");
+        let pending = store.journal_pending(account, 10).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (pending[0].id, pending[0].kind.as_str()),
+            (second, "expunge")
+        );
+        // Ids keep growing after a restart.
+        assert!(store.journal_append(account, "x", "").await.unwrap() > second);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imapferry.db");
+        // A database written by the first release: schema version 1 only.
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE schema_version (version BIGINT NOT NULL PRIMARY KEY, \
+                 applied BIGINT NOT NULL)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::raw_sql(MIGRATIONS[0]).execute(&pool).await.unwrap();
+            sqlx::query("INSERT INTO schema_version (version, applied) VALUES (1, 0); ")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO accounts (old_host, old_user, new_host, new_user, state, reason, \
+                 created, updated) VALUES ('old.example', 'alice', 'new.example', 'alice', \
+                 'failed', 'bad password', 0, 0)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteStore::open_existing(&path).await.unwrap();
+        let got = store.account_summaries().await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].state, got[0].reason.as_deref(), got[0].last_activity),
+            (AccountState::Failed, Some("bad password"), None)
+        );
+        store.close().await;
     }
 
     #[tokio::test]

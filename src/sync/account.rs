@@ -59,6 +59,9 @@ pub(crate) struct Tree {
     pub old_subscribed: BTreeSet<String>,
     pub new_existing: BTreeSet<String>,
     pub new_subscribed: BTreeSet<String>,
+    /// Each side's personal namespace (separator and prefix).
+    pub old_side: mapping::Side,
+    pub new_side: mapping::Side,
 }
 
 /// One side's personal namespace: the user's overrides, else NAMESPACE, else guessed from names.
@@ -146,6 +149,8 @@ pub(crate) async fn map_tree(
         old_subscribed: old_lsub.into_iter().collect(),
         new_existing: selectable(&new_list).into_iter().collect(),
         new_subscribed: new_lsub.into_iter().collect(),
+        old_side: from,
+        new_side: to,
     })
 }
 
@@ -389,6 +394,60 @@ pub async fn sync_account(
     }
     .instrument(span)
     .await
+}
+
+/// An account's OLD folders mapped to NEW names and created on NEW with their subscriptions
+/// (the proxy's login step; no message is copied).
+#[derive(Clone, Debug)]
+pub struct PreparedTree {
+    /// (OLD name, NEW name) of every selected OLD folder whose NEW folder exists.
+    pub pairs: Vec<(String, String)>,
+    pub old_side: mapping::Side,
+    pub new_side: mapping::Side,
+}
+
+/// Maps OLD's tree and creates (and subscribes) what NEW lacks.
+pub async fn prepare_tree(
+    old: &mut Client,
+    new: &mut Client,
+    opts: &Options,
+    observer: &dyn Observer,
+) -> Result<PreparedTree, SyncError> {
+    let tally = Tally::new(observer);
+    let tree = map_tree(old, new, opts).await?;
+    let failed = prepare_new(new, &tree, opts, &tally).await?;
+    Ok(PreparedTree {
+        pairs: tree
+            .pairs
+            .into_iter()
+            .filter(|(_, n)| !failed.contains(n))
+            .collect(),
+        old_side: tree.old_side,
+        new_side: tree.new_side,
+    })
+}
+
+/// Brings one folder pair up to date. When the last pass completed and OLD's STATUS (with
+/// CONDSTORE) shows no change, that STATUS is all it costs. Returns the pass's report.
+pub async fn sync_pair(
+    store: &dyn Store,
+    old: &mut Client,
+    new: &mut Client,
+    pair: &FolderPair,
+    opts: &Options,
+    observer: &dyn Observer,
+) -> Result<Report, SyncError> {
+    let tally = Tally::new(observer);
+    let status = old.status(&pair.old_name).await?;
+    if !unchanged(pair, &status) {
+        let job = FolderJob {
+            pair: pair.clone(),
+            messages: status.messages,
+            attempts: 0,
+        };
+        sync_folder(store, old, new, &job, opts, &tally).await?;
+    }
+    Ok(tally.into_report())
 }
 
 /// Polls futures concurrently on this task (no spawning: they borrow the caller's data).

@@ -15,7 +15,9 @@ pub mod identity;
 
 use std::sync::Mutex;
 
-pub use account::{FolderSize, Sizes, folder_sizes, login, sync_account};
+pub use account::{
+    FolderSize, PreparedTree, Sizes, folder_sizes, login, prepare_tree, sync_account, sync_pair,
+};
 pub use criteria::MessageSelection;
 
 use crate::imap::{ConnectOptions, ImapError, Side};

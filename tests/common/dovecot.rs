@@ -80,6 +80,9 @@ pub struct DovecotOptions {
     /// A master user (login, password) that may log in as any user: SASL PLAIN with
     /// authzid = the user, or `user*master` with LOGIN.
     pub master: Option<(String, String)>,
+    /// Room for this many simultaneous IMAP sessions (process and client limits of every
+    /// service, `mail_max_userip_connections`); `None` keeps Dovecot's defaults (100 processes).
+    pub sessions: Option<u32>,
 }
 
 impl Default for DovecotOptions {
@@ -90,6 +93,7 @@ impl Default for DovecotOptions {
             quota_kb: None,
             fsync: false,
             master: None,
+            sessions: None,
         }
     }
 }
@@ -330,6 +334,13 @@ impl Dovecot {
         if !o.fsync {
             c.push_str("mail_fsync = never\n");
         }
+        if let Some(n) = o.sessions {
+            // Every session is an imap process (client_limit 1) that also holds a connection to
+            // anvil, stats and config; login processes come and go (one per login).
+            let n = n + 100;
+            writeln!(c, "default_process_limit = {n}\ndefault_client_limit = {n}").unwrap();
+            writeln!(c, "service imap {{\n  process_limit = {n}\n}}").unwrap();
+        }
         if o.quota_kb.is_some() {
             // Must precede `protocol imap`, whose $mail_plugins expands the value set so far.
             c.push_str("mail_plugins = $mail_plugins quota\n");
@@ -405,7 +416,8 @@ impl Dovecot {
         );
         c.push_str("protocol imap {\n");
         // The default of 10 is hit quickly by parallel copies and proxies from one IP.
-        c.push_str("  mail_max_userip_connections = 1000\n");
+        let per_ip = o.sessions.map_or(1000, |n| (n + 100).max(1000));
+        writeln!(c, "  mail_max_userip_connections = {per_ip}").unwrap();
         if o.layout == Layout::Reduced {
             c.push_str(
                 "  imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE NAMESPACE \

@@ -6,6 +6,7 @@
 pub mod dovecot;
 pub mod engine;
 pub mod proxy;
+pub mod proxyproc;
 pub mod raw;
 pub mod seed;
 pub mod snapshot;
@@ -13,6 +14,7 @@ pub mod snapshot;
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
 pub use engine::{Print, endpoint as engine_endpoint};
 pub use proxy::Proxy;
+pub use proxyproc::ProxyProcess;
 pub use raw::{Msg, RawImap};
 pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};
 pub use snapshot::{SnapMsg, Snapshot, assert_same_mail, snapshot, snapshot_at};

@@ -1,5 +1,6 @@
 //! The transparent proxy started in-process for tests: its own runtime on a thread, listeners
-//! bound to free loopback ports, stopped (and joined) when dropped.
+//! bound to free loopback ports, stopped (and joined) when dropped. With an `[admin]` section the
+//! admin endpoint is bound to a free port too (`admin_port`).
 
 use std::path::Path;
 
@@ -10,6 +11,8 @@ pub struct Proxy {
     pub port: u16,
     /// Implicit-TLS port (0 without one).
     pub tls_port: u16,
+    /// Admin (`/metrics`, `/health`) port (0 without an `[admin]` section).
+    pub admin_port: u16,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -35,6 +38,8 @@ impl Proxy {
         let port = plain.local_addr().unwrap().port();
         let tls = imaps.then(bind);
         let tls_port = tls.as_ref().map_or(0, |l| l.local_addr().unwrap().port());
+        let admin = config.admin.is_some().then(bind);
+        let admin_port = admin.as_ref().map_or(0, |l| l.local_addr().unwrap().port());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -46,6 +51,7 @@ impl Proxy {
                 let listeners = Listeners {
                     imap: Some(tokio::net::TcpListener::from_std(plain).unwrap()),
                     imaps: tls.map(|l| tokio::net::TcpListener::from_std(l).unwrap()),
+                    admin: admin.map(|l| tokio::net::TcpListener::from_std(l).unwrap()),
                 };
                 server::serve(listeners, &config, async {
                     let _ = stopped.await;
@@ -57,6 +63,7 @@ impl Proxy {
         Proxy {
             port,
             tls_port,
+            admin_port,
             stop: Some(stop),
             thread: Some(thread),
         }

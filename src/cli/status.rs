@@ -1,0 +1,652 @@
+//! `imapferry status --config FILE [USER]` shows every account's migration progress (or one
+//! account's folders) from the proxy's state file; `imapferry retire USER --config FILE [--force]`
+//! marks a synced account `retired` (DESIGN.md §1). Neither creates a state file nor talks to a
+//! server.
+
+use std::path::Path;
+
+use chrono::DateTime;
+
+use super::report::code;
+use crate::config;
+use crate::mapping::utf7_decode;
+use crate::store::{AccountState, AccountSummary, FolderSummary, SqliteStore, Store, StoreError};
+
+/// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` uses it.
+const EX_CONFIG: i32 = 78;
+/// `retire` refused: the account is not ready.
+const EX_REFUSED: i32 = 1;
+
+/// The help text of `imapferry status`.
+pub fn status_help() -> String {
+    "usage: imapferry status --config FILE [USER]\n\n\
+     Shows the migration progress recorded in the state file of the proxy configuration FILE\n\
+     ([state] path). Nothing is changed and no server is contacted.\n\n\
+     Without USER: one line per account: NEW user, OLD user@host, state (pending, partial,\n\
+     synced, retired, failed), folders synced/total, messages on OLD and on NEW (as of each\n\
+     folder's last pass), linked messages, journal entries not yet mirrored to OLD, last activity\n\
+     (UTC) and the recorded reason (the last error of a failed or partial account).\n\
+     With USER (a NEW user name; else an OLD user name; else OLD user@host as the table shows it):\n\
+     that account's line, then one line per folder: OLD name, NEW name (modified UTF-7 decoded),\n\
+     phase (new, partial, synced), messages on OLD, on NEW, linked, tombstones.\n\
+     '-' means a folder has not completed a pass yet.\n\n\
+     exit code: 0; 64 usage error; 66 unknown USER or no state file; 78 bad configuration;\n\
+     70 the state file cannot be read.\n"
+        .to_string()
+}
+
+/// The help text of `imapferry retire`.
+pub fn retire_help() -> String {
+    "usage: imapferry retire USER --config FILE [--force]\n\n\
+     Marks the account USER (matched as by `imapferry status USER`) retired in the state file of\n\
+     the proxy configuration FILE: the proxy stops reading and writing OLD for it (no more\n\
+     backfill, no more dual-write) and relays to NEW only.\n\
+     Refused unless the account is synced (every folder backfilled) and its journal is drained\n\
+     (no write still waiting to be mirrored to OLD).\n\n\
+     options:\n  \
+     --force   retire anyway (pending journal entries are then never mirrored to OLD)\n\n\
+     exit code: 0 retired (or already retired); 1 refused; 64 usage error; 66 unknown USER or\n\
+     no state file; 78 bad configuration; 70 the state file cannot be read or written.\n"
+        .to_string()
+}
+
+/// Parsed arguments of both commands.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Args {
+    config: Option<String>,
+    user: Option<String>,
+    force: bool,
+    help: bool,
+}
+
+/// `--config FILE` (or `--config=FILE`), at most one USER, `--force` when `allow_force`.
+fn parse_args(argv: &[String], allow_force: bool) -> Result<Args, String> {
+    let mut args = Args::default();
+    let mut rest = argv.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--help" | "-h" => args.help = true,
+            "--force" if allow_force => args.force = true,
+            "--config" => {
+                let file = rest
+                    .next()
+                    .ok_or_else(|| "option --config needs a value".to_string())?;
+                set_config(&mut args, file)?;
+            }
+            a if a.starts_with("--config=") => set_config(&mut args, &a["--config=".len()..])?,
+            a if a.starts_with('-') && a.len() > 1 => {
+                return Err(format!("unknown option '{a}'"));
+            }
+            user => {
+                if let Some(first) = &args.user {
+                    return Err(format!("one USER only ('{first}' and '{user}' were given)"));
+                }
+                args.user = Some(user.to_string());
+            }
+        }
+    }
+    if !args.help && args.config.is_none() {
+        return Err("--config FILE is required".into());
+    }
+    Ok(args)
+}
+
+fn set_config(args: &mut Args, file: &str) -> Result<(), String> {
+    if file.is_empty() {
+        return Err("option --config needs a value".into());
+    }
+    if args.config.replace(file.to_string()).is_some() {
+        return Err("--config given twice".into());
+    }
+    Ok(())
+}
+
+/// Runs `imapferry status`; returns the exit code.
+pub fn status_command(argv: &[String]) -> i32 {
+    let args = match parse_args(argv, false) {
+        Ok(a) if a.help => {
+            print!("{}", status_help());
+            return code::EX_OK;
+        }
+        Ok(a) => a,
+        Err(e) => return usage_error("status", &e, &status_help()),
+    };
+    with_store(args.config.as_deref(), |store| async move {
+        let accounts = match store.account_summaries().await {
+            Ok(a) => a,
+            Err(e) => return store_error(&e),
+        };
+        let Some(user) = args.user else {
+            print!("{}", account_table(&accounts));
+            return code::EX_OK;
+        };
+        let matches = find_user(&accounts, &user);
+        if matches.is_empty() {
+            eprintln!("imapferry: no account '{user}' in the state file");
+            return code::EX_NOINPUT;
+        }
+        let mut out = String::new();
+        for (i, account) in matches.into_iter().enumerate() {
+            let folders = match store.folder_summaries(account.id).await {
+                Ok(f) => f,
+                Err(e) => return store_error(&e),
+            };
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&account_table(std::slice::from_ref(account)));
+            out.push('\n');
+            out.push_str(&folder_table(&folders));
+        }
+        print!("{out}");
+        code::EX_OK
+    })
+}
+
+/// Runs `imapferry retire`; returns the exit code.
+pub fn retire_command(argv: &[String]) -> i32 {
+    let args = match parse_args(argv, true) {
+        Ok(a) if a.help => {
+            print!("{}", retire_help());
+            return code::EX_OK;
+        }
+        Ok(a) => a,
+        Err(e) => return usage_error("retire", &e, &retire_help()),
+    };
+    let Some(user) = args.user.clone() else {
+        return usage_error("retire", "USER is required", &retire_help());
+    };
+    with_store(args.config.as_deref(), |store| async move {
+        let accounts = match store.account_summaries().await {
+            Ok(a) => a,
+            Err(e) => return store_error(&e),
+        };
+        let account = match find_user(&accounts, &user)[..] {
+            [] => {
+                eprintln!("imapferry: no account '{user}' in the state file");
+                return code::EX_NOINPUT;
+            }
+            [one] => one,
+            ref many => {
+                let names: Vec<String> = many.iter().map(|a| old_login(a)).collect();
+                eprintln!(
+                    "imapferry: '{user}' matches {} accounts (OLD {}); name one as OLD user@host",
+                    many.len(),
+                    names.join(", ")
+                );
+                return EX_REFUSED;
+            }
+        };
+        let who = format!("{} (OLD {})", account.key.new_user, old_login(account));
+        if account.state == AccountState::Retired {
+            println!("{who} is already retired; nothing changed");
+            return code::EX_OK;
+        }
+        let mut problems = Vec::new();
+        if account.state != AccountState::Synced {
+            problems.push(format!(
+                "it is {} (folders synced {}/{}), not synced",
+                account.state.as_str(),
+                account.folders_synced,
+                account.folders
+            ));
+        }
+        if account.pending_journal > 0 {
+            problems.push(format!(
+                "{} journal {} not mirrored to OLD yet",
+                account.pending_journal,
+                plural(account.pending_journal, "entry is", "entries are")
+            ));
+        }
+        if !problems.is_empty() && !args.force {
+            eprintln!(
+                "imapferry: not retiring {who}: {}; finish the migration first, or use --force",
+                problems.join(", and ")
+            );
+            return EX_REFUSED;
+        }
+        let reason = (!problems.is_empty()).then(|| {
+            format!(
+                "retired with --force from {} with {} pending journal {}",
+                account.state.as_str(),
+                account.pending_journal,
+                plural(account.pending_journal, "entry", "entries")
+            )
+        });
+        if let Err(e) = store
+            .set_account_state(account.id, AccountState::Retired, reason.as_deref())
+            .await
+        {
+            return store_error(&e);
+        }
+        match reason {
+            None => println!(
+                "retired {who}: it was synced with an empty journal; the proxy no longer \
+                 reads or writes OLD for it"
+            ),
+            Some(r) => println!(
+                "retired {who} ({r}: {}); the proxy no longer reads or writes OLD for it",
+                problems.join(", and ")
+            ),
+        }
+        code::EX_OK
+    })
+}
+
+fn usage_error(command: &str, message: &str, help: &str) -> i32 {
+    eprintln!("imapferry {command}: {message}\n");
+    eprint!("{help}");
+    code::EX_USAGE
+}
+
+fn store_error(e: &StoreError) -> i32 {
+    eprintln!("imapferry: {e}");
+    code::EX_SOFTWARE
+}
+
+/// Loads the configuration, opens its existing state file and runs `work` on it.
+fn with_store<F, Fut>(config_file: Option<&str>, work: F) -> i32
+where
+    F: FnOnce(SqliteStore) -> Fut,
+    Fut: Future<Output = i32>,
+{
+    let Some(file) = config_file else {
+        return code::EX_USAGE;
+    };
+    let config = match config::load(Path::new(file)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("imapferry: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let path = config.state.path;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let rt = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("imapferry: cannot start the async runtime: {e}");
+            return code::EX_SOFTWARE;
+        }
+    };
+    rt.block_on(async {
+        let store = match SqliteStore::open_existing(&path).await {
+            Ok(s) => s,
+            Err(StoreError::Missing(_)) => {
+                eprintln!(
+                    "imapferry: no state file at {} ([state] path of {file}): nothing has been \
+                     migrated with it yet",
+                    path.display()
+                );
+                return code::EX_NOINPUT;
+            }
+            Err(e) => return store_error(&e),
+        };
+        let code = work(store.clone()).await;
+        store.close().await;
+        code
+    })
+}
+
+/// The accounts USER names: by NEW user; if none, by OLD user; if none, by OLD user@host.
+fn find_user<'a>(accounts: &'a [AccountSummary], user: &str) -> Vec<&'a AccountSummary> {
+    let by = |f: &dyn Fn(&AccountSummary) -> bool| -> Vec<&'a AccountSummary> {
+        accounts.iter().filter(|a| f(a)).collect()
+    };
+    let found = by(&|a| a.key.new_user == user);
+    if !found.is_empty() {
+        return found;
+    }
+    let found = by(&|a| a.key.old_user == user);
+    if !found.is_empty() {
+        return found;
+    }
+    by(&|a| old_login(a) == user)
+}
+
+fn old_login(a: &AccountSummary) -> String {
+    format!("{}@{}", a.key.old_user, a.key.old_host)
+}
+
+fn plural<'s>(n: u64, one: &'s str, many: &'s str) -> &'s str {
+    if n == 1 { one } else { many }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`; `never` for none.
+fn timestamp(secs: Option<i64>) -> String {
+    match secs.and_then(|s| DateTime::from_timestamp(s, 0)) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => "never".to_string(),
+    }
+}
+
+/// The account table, one line per account after a header.
+fn account_table(accounts: &[AccountSummary]) -> String {
+    let header = [
+        "NEW user",
+        "OLD user@host",
+        "state",
+        "folders",
+        "OLD msgs",
+        "NEW msgs",
+        "linked",
+        "journal",
+        "last activity",
+        "reason",
+    ];
+    let rows = accounts
+        .iter()
+        .map(|a| {
+            vec![
+                a.key.new_user.clone(),
+                old_login(a),
+                a.state.as_str().to_string(),
+                format!("{}/{}", a.folders_synced, a.folders),
+                a.messages_old.to_string(),
+                a.messages_new.to_string(),
+                a.linked.to_string(),
+                a.pending_journal.to_string(),
+                timestamp(a.last_activity),
+                a.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &header,
+        rows,
+        &[
+            false, false, false, true, true, true, true, true, false, false,
+        ],
+    )
+}
+
+/// One account's folders, one line per folder pair after a header.
+fn folder_table(folders: &[FolderSummary]) -> String {
+    let header = [
+        "OLD folder",
+        "NEW folder",
+        "phase",
+        "OLD msgs",
+        "NEW msgs",
+        "linked",
+        "tombstones",
+    ];
+    let count = |side: Option<crate::store::MailboxState>| {
+        side.map_or_else(|| "-".to_string(), |s| s.messages.to_string())
+    };
+    let rows = folders
+        .iter()
+        .map(|f| {
+            vec![
+                display_name(&f.pair.old_name),
+                display_name(&f.pair.new_name),
+                f.pair.phase.as_str().to_string(),
+                count(f.pair.old),
+                count(f.pair.new),
+                f.linked.to_string(),
+                f.tombstones.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &header,
+        rows,
+        &[false, false, false, true, true, true, true],
+    )
+}
+
+/// A folder name for people: modified UTF-7 decoded when it is valid, else as stored.
+fn display_name(raw: &str) -> String {
+    utf7_decode(raw).unwrap_or_else(|| raw.to_string())
+}
+
+/// Terminal columns of `s`: East Asian wide and fullwidth characters (CJK, Hangul, fullwidth
+/// forms, most emoji) take two, combining marks none, everything else one. An approximation of
+/// Unicode's East Asian Width that keeps folder tables aligned without a dependency.
+fn width(s: &str) -> usize {
+    s.chars()
+        .map(|c| match u32::from(c) {
+            0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F => 0,
+            0x1100..=0x115F
+            | 0x2E80..=0x303E
+            | 0x3041..=0x33FF
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF
+            | 0xA000..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6
+            | 0x1F300..=0x1F64F
+            | 0x1F900..=0x1F9FF
+            | 0x20000..=0x3FFFD => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Columns separated by two spaces, each as wide as its widest cell (see [`width`]); numbers
+/// (`right[i]`) aligned right. Trailing blanks are trimmed.
+fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[bool]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows.iter()) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let column = widths.get(i).copied().unwrap_or(0);
+            let pad = " ".repeat(column.saturating_sub(width(cell)));
+            if right.get(i).copied().unwrap_or(false) {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AccountKey;
+
+    fn argv(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        // (argv, allow_force, expected)
+        let ok = |config: &str, user: Option<&str>, force: bool| {
+            Ok(Args {
+                config: Some(config.into()),
+                user: user.map(Into::into),
+                force,
+                help: false,
+            })
+        };
+        let cases: Vec<(Vec<String>, bool, Result<Args, String>)> = vec![
+            (
+                argv(&["--config", "c.toml"]),
+                false,
+                ok("c.toml", None, false),
+            ),
+            (
+                argv(&["--config=c.toml", "joe"]),
+                false,
+                ok("c.toml", Some("joe"), false),
+            ),
+            (
+                argv(&["joe", "--config", "c.toml", "--force"]),
+                true,
+                ok("c.toml", Some("joe"), true),
+            ),
+            (
+                argv(&["joe", "--config", "c.toml", "--force"]),
+                false,
+                Err("unknown option '--force'".into()),
+            ),
+            (
+                argv(&["joe"]),
+                false,
+                Err("--config FILE is required".into()),
+            ),
+            (
+                argv(&["--config"]),
+                false,
+                Err("option --config needs a value".into()),
+            ),
+            (
+                argv(&["--config="]),
+                false,
+                Err("option --config needs a value".into()),
+            ),
+            (
+                argv(&["--config", "a", "--config", "b"]),
+                false,
+                Err("--config given twice".into()),
+            ),
+            (
+                argv(&["--config", "a", "x", "y"]),
+                false,
+                Err("one USER only ('x' and 'y' were given)".into()),
+            ),
+            (
+                argv(&["--frob", "--config", "a"]),
+                false,
+                Err("unknown option '--frob'".into()),
+            ),
+            (
+                argv(&["-h"]),
+                false,
+                Ok(Args {
+                    help: true,
+                    ..Args::default()
+                }),
+            ),
+        ];
+        for (args, force, expected) in cases {
+            assert_eq!(parse_args(&args, force), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_without_state() {
+        // (command, argv, exit code)
+        let cases = [
+            ("status", argv(&["--help"]), 0),
+            ("retire", argv(&["--help"]), 0),
+            ("status", argv(&[]), 64),
+            ("status", argv(&["--config", "a", "--force"]), 64),
+            ("retire", argv(&["--config", "a"]), 64),
+            (
+                "status",
+                argv(&["--config", "/nonexistent/imapferry.toml"]),
+                78,
+            ),
+            (
+                "retire",
+                argv(&["joe", "--config", "/nonexistent/imapferry.toml"]),
+                78,
+            ),
+        ];
+        for (command, args, expected) in cases {
+            let got = match command {
+                "status" => status_command(&args),
+                _ => retire_command(&args),
+            };
+            assert_eq!(got, expected, "{command} {args:?}");
+        }
+    }
+
+    fn summary(id: i64, new_user: &str, old_user: &str, old_host: &str) -> AccountSummary {
+        AccountSummary {
+            id,
+            key: AccountKey {
+                old_host: old_host.into(),
+                old_user: old_user.into(),
+                new_host: "new".into(),
+                new_user: new_user.into(),
+            },
+            state: AccountState::Synced,
+            reason: None,
+            last_activity: None,
+            folders: 0,
+            folders_synced: 0,
+            messages_old: 0,
+            messages_new: 0,
+            linked: 0,
+            tombstones: 0,
+            pending_journal: 0,
+        }
+    }
+
+    #[test]
+    fn user_matching() {
+        let accounts = [
+            summary(1, "joe", "joseph", "old1"),
+            summary(2, "joseph", "jo", "old1"),
+            summary(3, "ann", "ann", "old1"),
+            summary(4, "ann", "ann", "old2"),
+        ];
+        // (USER, expected ids)
+        let cases: [(&str, &[i64]); 6] = [
+            ("joe", &[1]),
+            ("joseph", &[2]), // NEW user first
+            ("jo", &[2]),     // then OLD user
+            ("ann", &[3, 4]),
+            ("ann@old2", &[4]), // then OLD user@host
+            ("nobody", &[]),
+        ];
+        for (user, ids) in cases {
+            let got: Vec<i64> = find_user(&accounts, user).iter().map(|a| a.id).collect();
+            assert_eq!(got, ids, "{user}");
+        }
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(timestamp(None), "never");
+        assert_eq!(timestamp(Some(0)), "1970-01-01 00:00:00 UTC");
+        assert_eq!(timestamp(Some(1_795_000_000)), "2026-11-18 11:06:40 UTC");
+        assert_eq!(display_name("Entw&APw-rfe"), "Entwürfe");
+        assert_eq!(display_name("bad&-name&"), "bad&-name&");
+        let t = table(
+            &["name", "n", "note"],
+            vec![
+                vec!["Entwürfe".into(), "7".into(), String::new()],
+                vec!["x".into(), "1234".into(), "hi".into()],
+            ],
+            &[false, true, false],
+        );
+        assert_eq!(
+            t,
+            "name         n  note\nEntwürfe     7\nx         1234  hi\n"
+        );
+        // Wide characters take two columns.
+        assert_eq!(width("日本語"), 6);
+        assert_eq!(width("Архив"), 5);
+        let t = table(
+            &["folder", "n"],
+            vec![vec!["日本語".into(), "3".into()]],
+            &[false, true],
+        );
+        assert_eq!(t, "folder  n\n日本語  3\n");
+    }
+}

@@ -1,0 +1,89 @@
+//! imapsync's loop file (`host1;user1;password1;host2;user2;password2;extra;` per line), parsed
+//! without I/O: used by `imapferry batch` and by the proxy's `auth = "accounts"` policy.
+
+/// One account line of the loop file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountLine {
+    /// 1-based line number in the file.
+    pub number: usize,
+    /// The line as it was, without its line ending (what goes to the failures file).
+    pub raw: String,
+    pub host1: String,
+    pub user1: String,
+    pub password1: String,
+    pub host2: String,
+    pub user2: String,
+    pub password2: String,
+    /// The 7th column, word-split on whitespace (the shell's unquoted `$extra`).
+    pub extra: Vec<String>,
+}
+
+/// What one line of the loop file is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// Blank or a `#` comment.
+    Skip,
+    Account(AccountLine),
+    /// Not usable; the text says why. Never run.
+    Malformed {
+        number: usize,
+        reason: String,
+    },
+}
+
+/// Parses one line (`number` is 1-based). A trailing `\r` (CRLF files) is dropped first.
+pub fn parse_line(number: usize, line: &str) -> Line {
+    let raw = line.strip_suffix('\n').unwrap_or(line);
+    let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
+        return Line::Skip;
+    }
+    let malformed = |reason: &str| Line::Malformed {
+        number,
+        reason: reason.to_string(),
+    };
+    let fields: Vec<&str> = raw.split(';').collect();
+    // Seven columns and the required trailing ';' make at least eight pieces.
+    if fields.len() < 8 {
+        return malformed(
+            "expected host1;user1;password1;host2;user2;password2;extra; with the trailing ';'",
+        );
+    }
+    // The shell loop puts anything after the 7th ';' in an ignored variable; here it is more
+    // likely a ';' inside a password that shifted every column, so refuse the line.
+    if fields[7..].iter().any(|f| !f.trim().is_empty()) {
+        return malformed("text after the 7th ';' (a ';' inside a field?)");
+    }
+    let field = |i: usize| fields[i].trim().to_string();
+    let account = AccountLine {
+        number,
+        raw: raw.to_string(),
+        host1: field(0),
+        user1: field(1),
+        // Passwords are kept byte for byte: spaces may belong to them.
+        password1: fields[2].to_string(),
+        host2: field(3),
+        user2: field(4),
+        password2: fields[5].to_string(),
+        extra: fields[6].split_whitespace().map(str::to_string).collect(),
+    };
+    for (value, name) in [
+        (&account.host1, "host1"),
+        (&account.user1, "user1"),
+        (&account.host2, "host2"),
+        (&account.user2, "user2"),
+    ] {
+        if value.is_empty() {
+            return malformed(&format!("{name} is empty"));
+        }
+    }
+    Line::Account(account)
+}
+
+/// Parses a whole loop file.
+pub fn parse_file(text: &str) -> Vec<Line> {
+    text.split('\n')
+        .enumerate()
+        .map(|(i, l)| parse_line(i + 1, l))
+        .collect()
+}

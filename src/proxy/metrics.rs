@@ -1,0 +1,348 @@
+//! The proxy's counters, shared by every session through [`Settings`](super::session::Settings):
+//! plain atomics (commands by name over a fixed list of IMAP command names, so label cardinality
+//! stays bounded whatever clients send) and [`Metrics::render`] in Prometheus' text format, served
+//! by [`admin`](super::admin) on `/metrics`. No user name, address or credential is ever a label.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Command names counted under their own label, sorted; anything else counts as `OTHER`.
+pub const COMMANDS: &[&str] = &[
+    "APPEND",
+    "AUTHENTICATE",
+    "CAPABILITY",
+    "CHECK",
+    "CLOSE",
+    "COMPRESS",
+    "COPY",
+    "CREATE",
+    "DELETE",
+    "DONE",
+    "ENABLE",
+    "EXAMINE",
+    "EXPUNGE",
+    "FETCH",
+    "GETACL",
+    "GETMETADATA",
+    "GETQUOTA",
+    "GETQUOTAROOT",
+    "ID",
+    "IDLE",
+    "LIST",
+    "LISTRIGHTS",
+    "LOGIN",
+    "LOGOUT",
+    "LSUB",
+    "MOVE",
+    "MYRIGHTS",
+    "NAMESPACE",
+    "NOOP",
+    "RENAME",
+    "SEARCH",
+    "SELECT",
+    "SETACL",
+    "SETMETADATA",
+    "SETQUOTA",
+    "SORT",
+    "STARTTLS",
+    "STATUS",
+    "STORE",
+    "SUBSCRIBE",
+    "THREAD",
+    "UID COPY",
+    "UID EXPUNGE",
+    "UID FETCH",
+    "UID MOVE",
+    "UID SEARCH",
+    "UID SORT",
+    "UID STORE",
+    "UID THREAD",
+    "UNSELECT",
+    "UNSUBSCRIBE",
+    "XLIST",
+];
+
+/// The label of every name not in [`COMMANDS`].
+pub const OTHER: &str = "OTHER";
+
+/// Upper bounds (seconds) of the upstream latency histogram's buckets.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Counters of one proxy process.
+#[derive(Debug)]
+pub struct Metrics {
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    /// One per [`COMMANDS`] entry, then `OTHER`.
+    commands: Box<[AtomicU64]>,
+    bytes_client_to_new: AtomicU64,
+    bytes_new_to_client: AtomicU64,
+    login_failures: AtomicU64,
+    /// One per [`LATENCY_BUCKETS`] entry, then +Inf (not cumulative here).
+    latency_buckets: Box<[AtomicU64]>,
+    latency_sum_micros: AtomicU64,
+    latency_count: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect();
+        Metrics {
+            connections_open: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            commands: zeros(COMMANDS.len() + 1),
+            bytes_client_to_new: AtomicU64::new(0),
+            bytes_new_to_client: AtomicU64::new(0),
+            login_failures: AtomicU64::new(0),
+            latency_buckets: zeros(LATENCY_BUCKETS.len() + 1),
+            latency_sum_micros: AtomicU64::new(0),
+            latency_count: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Index of `name` in [`COMMANDS`] (ASCII case-insensitive, `UID` and its command separated by
+/// any whitespace), or `COMMANDS.len()` for `OTHER`.
+fn command_index(name: &str) -> usize {
+    let mut words = name.split_ascii_whitespace();
+    let found = match (words.next(), words.next(), words.next()) {
+        (Some(one), None, None) => COMMANDS
+            .iter()
+            .position(|c| !c.contains(' ') && c.eq_ignore_ascii_case(one)),
+        (Some(uid), Some(sub), None) if uid.eq_ignore_ascii_case("UID") => {
+            COMMANDS.iter().position(|c| {
+                c.strip_prefix("UID ")
+                    .is_some_and(|rest| rest.eq_ignore_ascii_case(sub))
+            })
+        }
+        _ => None,
+    };
+    found.unwrap_or(COMMANDS.len())
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics::default()
+    }
+
+    /// Counts an accepted client connection; it counts as open until the guard drops.
+    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections_total.fetch_add(1, Relaxed);
+        self.connections_open.fetch_add(1, Relaxed);
+        ConnectionGuard {
+            metrics: Arc::clone(self),
+        }
+    }
+
+    /// Counts one client command by name (`FETCH`, `uid fetch`…); unknown names count as `OTHER`.
+    pub fn command(&self, name: &str) {
+        if let Some(c) = self.commands.get(command_index(name)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Bytes relayed from the client to NEW.
+    pub fn bytes_client_to_new(&self, n: u64) {
+        self.bytes_client_to_new.fetch_add(n, Relaxed);
+    }
+
+    /// Bytes relayed from NEW to the client.
+    pub fn bytes_new_to_client(&self, n: u64) {
+        self.bytes_new_to_client.fetch_add(n, Relaxed);
+    }
+
+    /// A login refused by NEW.
+    pub fn login_failure(&self) {
+        self.login_failures.fetch_add(1, Relaxed);
+    }
+
+    /// How long NEW took to answer a login (connect, greeting, ID, LOGIN/AUTHENTICATE).
+    pub fn upstream_latency(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(b) = self.latency_buckets.get(bucket) {
+            b.fetch_add(1, Relaxed);
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros.fetch_add(micros, Relaxed);
+        self.latency_count.fetch_add(1, Relaxed);
+    }
+
+    /// All metrics in Prometheus' text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |a: &AtomicU64| a.load(Relaxed);
+        let mut single = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        };
+        single(
+            "imapferry_connections_open",
+            "gauge",
+            "Client connections open now.",
+            load(&self.connections_open),
+        );
+        single(
+            "imapferry_connections_total",
+            "counter",
+            "Client connections accepted.",
+            load(&self.connections_total),
+        );
+        single(
+            "imapferry_login_failures_total",
+            "counter",
+            "Logins refused by NEW.",
+            load(&self.login_failures),
+        );
+        out.push_str(
+            "# HELP imapferry_commands_total Client commands by name (OTHER: names outside the known list).\n\
+             # TYPE imapferry_commands_total counter\n",
+        );
+        let names = COMMANDS.iter().copied().chain(std::iter::once(OTHER));
+        for (name, count) in names.zip(self.commands.iter()) {
+            let n = load(count);
+            if n > 0 {
+                let _ = writeln!(out, "imapferry_commands_total{{command=\"{name}\"}} {n}");
+            }
+        }
+        out.push_str(
+            "# HELP imapferry_bytes_total Bytes relayed between clients and NEW.\n\
+             # TYPE imapferry_bytes_total counter\n",
+        );
+        let _ = writeln!(
+            out,
+            "imapferry_bytes_total{{direction=\"client_to_new\"}} {}",
+            load(&self.bytes_client_to_new)
+        );
+        let _ = writeln!(
+            out,
+            "imapferry_bytes_total{{direction=\"new_to_client\"}} {}",
+            load(&self.bytes_new_to_client)
+        );
+        out.push_str(
+            "# HELP imapferry_upstream_latency_seconds Time NEW took to answer a login (connect to tagged reply).\n\
+             # TYPE imapferry_upstream_latency_seconds histogram\n",
+        );
+        let mut cumulative = 0u64;
+        for (i, bucket) in self.latency_buckets.iter().enumerate() {
+            cumulative += load(bucket);
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(
+                out,
+                "imapferry_upstream_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = load(&self.latency_sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "imapferry_upstream_latency_seconds_sum {sum}");
+        let _ = writeln!(
+            out,
+            "imapferry_upstream_latency_seconds_count {}",
+            load(&self.latency_count)
+        );
+        out
+    }
+}
+
+/// Keeps a connection counted as open (see [`Metrics::connection`]).
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_names_are_bounded() {
+        assert!(COMMANDS.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+        assert_eq!(COMMANDS[command_index("fetch")], "FETCH");
+        assert_eq!(COMMANDS[command_index("Uid  Fetch")], "UID FETCH");
+        assert_eq!(COMMANDS[command_index("UID MOVE")], "UID MOVE");
+        for other in [
+            "",
+            "FETCHX",
+            "UID",
+            "UID LOGIN",
+            "UID FETCH X",
+            "x\"y",
+            "ÉTAT",
+        ] {
+            assert_eq!(command_index(other), COMMANDS.len(), "{other:?}");
+        }
+        let m = Metrics::new();
+        m.command("select");
+        m.command("SELECT");
+        m.command("uid fetch");
+        m.command("X-EVIL\"} 99\n");
+        m.command("frobnicate");
+        let text = m.render();
+        assert!(text.contains("imapferry_commands_total{command=\"SELECT\"} 2\n"));
+        assert!(text.contains("imapferry_commands_total{command=\"UID FETCH\"} 1\n"));
+        assert!(text.contains("imapferry_commands_total{command=\"OTHER\"} 2\n"));
+        assert!(!text.contains("EVIL") && !text.contains("frobnicate"));
+        assert!(
+            !text.contains("command=\"FETCH\""),
+            "zero counts are left out"
+        );
+    }
+
+    #[test]
+    fn renders_every_metric() {
+        let m = Arc::new(Metrics::new());
+        let a = m.connection();
+        let b = m.connection();
+        drop(a);
+        m.bytes_client_to_new(10);
+        m.bytes_new_to_client(2000);
+        m.login_failure();
+        m.upstream_latency(Duration::from_millis(7));
+        m.upstream_latency(Duration::from_millis(300));
+        m.upstream_latency(Duration::from_secs(60));
+        let text = m.render();
+        for line in [
+            "imapferry_connections_open 1",
+            "imapferry_connections_total 2",
+            "imapferry_login_failures_total 1",
+            "imapferry_bytes_total{direction=\"client_to_new\"} 10",
+            "imapferry_bytes_total{direction=\"new_to_client\"} 2000",
+            "imapferry_upstream_latency_seconds_bucket{le=\"0.005\"} 0",
+            "imapferry_upstream_latency_seconds_bucket{le=\"0.01\"} 1",
+            "imapferry_upstream_latency_seconds_bucket{le=\"0.25\"} 1",
+            "imapferry_upstream_latency_seconds_bucket{le=\"0.5\"} 2",
+            "imapferry_upstream_latency_seconds_bucket{le=\"10\"} 2",
+            "imapferry_upstream_latency_seconds_bucket{le=\"+Inf\"} 3",
+            "imapferry_upstream_latency_seconds_sum 60.307",
+            "imapferry_upstream_latency_seconds_count 3",
+            "# TYPE imapferry_upstream_latency_seconds histogram",
+            "# TYPE imapferry_connections_open gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        drop(b);
+        assert!(m.render().contains("imapferry_connections_open 0\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            assert!(line.starts_with("imapferry_"), "{line}");
+        }
+    }
+}
