@@ -23,14 +23,16 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::seed::Rng;
 use common::{Dovecot, DovecotOptions, Layout, ProxyProcess, lognormal_size, message};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
 
 const CHILD_FLAG: &str = "--proxy-child";
 const USER: &str = "bench";
@@ -156,19 +158,17 @@ async fn run(cfg: &Config) -> Result<()> {
 
     let big = big_message(BIG);
     // Warm-up (untimed): Dovecot's caches and indexes, the proxy's first allocations.
-    workload(new.port(), cfg.messages, &big).await?;
-    workload(proxy.port, cfg.messages, &big).await?;
-    let mut direct: Vec<Vec<f64>> = Vec::new();
-    let mut proxied: Vec<Vec<f64>> = Vec::new();
-    let mut proxy_cpu: Vec<f64> = Vec::new();
+    let pid = proxy.pid();
+    workload(new.port(), pid, cfg.messages, &big).await?;
+    workload(proxy.port, pid, cfg.messages, &big).await?;
+    let mut direct: Vec<Run> = Vec::new();
+    let mut proxied: Vec<Run> = Vec::new();
     for r in 0..cfg.reps {
         for proxy_path in [r % 2 == 1, r % 2 == 0] {
             if proxy_path {
-                let cpu = cpu_seconds(proxy.pid());
-                proxied.push(workload(proxy.port, cfg.messages, &big).await?);
-                proxy_cpu.push(cpu_seconds(proxy.pid()) - cpu);
+                proxied.push(workload(proxy.port, pid, cfg.messages, &big).await?);
             } else {
-                direct.push(workload(new.port(), cfg.messages, &big).await?);
+                direct.push(workload(new.port(), pid, cfg.messages, &big).await?);
             }
         }
     }
@@ -177,32 +177,62 @@ async fn run(cfg: &Config) -> Result<()> {
     drop(proxy);
     print_table(cfg, &direct, &proxied);
     println!(
-        "proxy CPU per workload run: {:.2} s (median); proxy peak RSS (VmHWM) {:.1} MiB, \
-         VmRSS at the end {:.1} MiB (at start {:.1} MiB)",
-        median(proxy_cpu),
+        "proxy peak RSS (VmHWM) {:.1} MiB, VmRSS at the end {:.1} MiB (at start {:.1} MiB)",
         peak as f64 / 1024.0,
         rss as f64 / 1024.0,
         start_rss as f64 / 1024.0
     );
 
     if cfg.idle > 0 {
-        idle_connections(&new, cfg.idle).await?;
+        idle_connections(&new, cfg.idle, None).await?;
+        // Let NEW's sessions of the plain round end before the next one logs in.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tls = imapferry::tls::client_config(true, Some(&common::ca_pem()))?;
+        idle_connections(&new, cfg.idle, Some(tls)).await?;
+    }
+    let log = new.log();
+    let trouble: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Warning") || l.contains("Error") || l.contains("Fatal"))
+        .collect();
+    if !trouble.is_empty() {
+        println!("NEW logged {} warnings/errors, e.g.:", trouble.len());
+        for l in trouble.iter().take(5) {
+            println!("    {l}");
+        }
     }
     Ok(())
 }
 
-/// Opens `n` idle authenticated connections through a fresh proxy; prints the RSS per connection.
-async fn idle_connections(new: &Dovecot, n: usize) -> Result<()> {
-    let extra = format!(
+/// Opens `n` idle authenticated connections through a fresh proxy (plain, or STARTTLS with
+/// `tls`); prints the growth of the proxy's RSS per connection.
+async fn idle_connections(new: &Dovecot, n: usize, tls: Option<Arc<ClientConfig>>) -> Result<()> {
+    let mut extra = format!(
         "[limits]\nmax_connections = {}\nmax_connections_per_ip = {}\n",
         n + 100,
         n + 100
     );
+    if tls.is_some() {
+        let certs = common::certs_dir();
+        extra.push_str(&format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            certs.join("localhost.pem").display(),
+            certs.join("localhost-key.pem").display()
+        ));
+    }
+    let how = if tls.is_some() { "STARTTLS" } else { "plain" };
     let exe = std::env::current_exe()?;
     let proxy = ProxyProcess::start(&exe, &[CHILD_FLAG], new.port(), &extra);
+    let open_one = |tls: Option<Arc<ClientConfig>>| async move {
+        let mut c = match tls {
+            Some(tls) => Conn::connect_starttls(proxy.port, tls).await?,
+            None => Conn::connect(proxy.port).await?,
+        };
+        c.login().await?;
+        anyhow::Ok(c)
+    };
     // One session first, so what is measured is the connections, not first-use allocations.
-    let mut warm = Conn::connect(proxy.port).await?;
-    warm.login().await?;
+    let mut warm = open_one(tls.clone()).await?;
     warm.ok("NOOP").await?;
     warm.ok("LOGOUT").await?;
     drop(warm);
@@ -210,18 +240,13 @@ async fn idle_connections(new: &Dovecot, n: usize) -> Result<()> {
     let before = proxy.status_kb("VmRSS");
     let hwm_before = proxy.status_kb("VmHWM");
     let t = Instant::now();
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(OPEN_AT_ONCE));
+    let sem = Arc::new(tokio::sync::Semaphore::new(OPEN_AT_ONCE));
     let mut set = tokio::task::JoinSet::new();
-    let port = proxy.port;
     for _ in 0..n {
         let permit = sem.clone().acquire_owned().await?;
+        let one = open_one(tls.clone());
         set.spawn(async move {
-            let r = async {
-                let mut c = Conn::connect(port).await?;
-                c.login().await?;
-                anyhow::Ok(c)
-            }
-            .await;
+            let r = one.await;
             drop(permit);
             r
         });
@@ -236,38 +261,57 @@ async fn idle_connections(new: &Dovecot, n: usize) -> Result<()> {
     for c in &mut open {
         c.ok("NOOP").await?;
     }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let after = proxy.status_kb("VmRSS");
     let hwm_after = proxy.status_kb("VmHWM");
     let per = (after.saturating_sub(before)) as f64 / n as f64;
     println!(
-        "idle authenticated connections through the proxy: {n} opened in {:.1}s; proxy VmRSS \
-         {before} -> {after} KiB: {per:.1} KiB per connection (target < 64 KB); VmHWM {hwm_before} -> {hwm_after} KiB",
+        "{n} idle authenticated {how} connections through the proxy (opened in {:.1}s): \
+         VmRSS {before} -> {after} KiB = {per:.1} KiB per connection (target < 64 KB); \
+         VmHWM {hwm_before} -> {hwm_after} KiB",
         opened.as_secs_f64()
     );
     drop(open);
+    drop(proxy);
     Ok(())
 }
 
-/// The workload on one path; returns the duration of each phase in seconds (`PHASES` order).
-async fn workload(port: u16, messages: usize, big: &[u8]) -> Result<Vec<f64>> {
-    let mut times = Vec::with_capacity(PHASES.len());
+/// One run of the workload on one path.
+struct Run {
+    /// Wall time of each phase (`PHASES` order), seconds.
+    secs: Vec<f64>,
+    /// CPU time the proxy process used during each phase, seconds.
+    proxy_cpu: Vec<f64>,
+}
+
+/// The workload on one path (`port`: NEW or the proxy); `proxy_pid`'s CPU time is sampled at
+/// every phase boundary on both paths (outside the timed part), so both run the same code.
+async fn workload(port: u16, proxy_pid: u32, messages: usize, big: &[u8]) -> Result<Run> {
+    let mut run = Run {
+        secs: Vec::with_capacity(PHASES.len()),
+        proxy_cpu: Vec::with_capacity(PHASES.len()),
+    };
+    let mut cpu = cpu_seconds(proxy_pid);
     let mut t = Instant::now();
-    let mut lap = |times: &mut Vec<f64>| {
-        times.push(t.elapsed().as_secs_f64());
+    let mut lap = |run: &mut Run| {
+        run.secs.push(t.elapsed().as_secs_f64());
+        let now = cpu_seconds(proxy_pid);
+        run.proxy_cpu.push(now - cpu);
+        cpu = now;
         t = Instant::now();
     };
     let mut c = Conn::connect(port).await?;
     c.login().await?;
-    lap(&mut times);
+    lap(&mut run);
     c.ok("LIST \"\" \"*\"").await?;
-    lap(&mut times);
+    lap(&mut run);
     c.ok("SELECT INBOX").await?;
-    lap(&mut times);
+    lap(&mut run);
     let (literals, _) = c.ok("FETCH 1:* BODY.PEEK[HEADER]").await?;
     if literals < messages {
         bail!("FETCH 1:* returned {literals} headers, want {messages}");
     }
-    lap(&mut times);
+    lap(&mut run);
     for i in 0..BODIES {
         let seq = i * messages / BODIES + 1;
         let (literals, _) = c.ok(&format!("FETCH {seq} BODY.PEEK[]")).await?;
@@ -275,7 +319,7 @@ async fn workload(port: u16, messages: usize, big: &[u8]) -> Result<Vec<f64>> {
             bail!("FETCH {seq} BODY.PEEK[] returned {literals} literals");
         }
     }
-    lap(&mut times);
+    lap(&mut run);
     for i in 0..STORES {
         // Set then clear: every run starts from the same flags.
         let seq = (i / 2) % messages + 1;
@@ -283,7 +327,7 @@ async fn workload(port: u16, messages: usize, big: &[u8]) -> Result<Vec<f64>> {
         c.ok(&format!("STORE {seq} {sign}FLAGS (\\Flagged)"))
             .await?;
     }
-    lap(&mut times);
+    lap(&mut run);
     for _ in 0..IDLES {
         let tag = c.send("IDLE").await?;
         let l = c.line().await?;
@@ -293,7 +337,7 @@ async fn workload(port: u16, messages: usize, big: &[u8]) -> Result<Vec<f64>> {
         c.wr.write_all(b"DONE\r\n").await?;
         c.done(&tag).await?;
     }
-    lap(&mut times);
+    lap(&mut run);
     let tag = c.send(&format!("APPEND INBOX {{{}}}", big.len())).await?;
     let l = c.line().await?;
     if !l.starts_with(b"+") {
@@ -310,7 +354,7 @@ async fn workload(port: u16, messages: usize, big: &[u8]) -> Result<Vec<f64>> {
         .and_then(|r| r.split([' ', ']']).nth(1))
         .and_then(|u| u.parse().ok())
         .with_context(|| format!("no APPENDUID in {done}"))?;
-    lap(&mut times);
+    lap(&mut run);
     let tag = c.send(&format!("UID FETCH {uid} BODY.PEEK[]")).await?;
     let (_, _) = c.done(&tag).await?;
     if c.literal_bytes != big.len() as u64 {
@@ -320,13 +364,13 @@ async fn workload(port: u16, messages: usize, big: &[u8]) -> Result<Vec<f64>> {
             big.len()
         );
     }
-    lap(&mut times);
+    lap(&mut run);
     // Untimed: every run starts from the same mailbox.
     c.ok(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))
         .await?;
     c.ok(&format!("UID EXPUNGE {uid}")).await?;
     c.ok("LOGOUT").await?;
-    Ok(times)
+    Ok(run)
 }
 
 const PHASES: [&str; 9] = [
@@ -341,50 +385,66 @@ const PHASES: [&str; 9] = [
     "UID FETCH 50 MB",
 ];
 
-fn print_table(cfg: &Config, direct: &[Vec<f64>], proxied: &[Vec<f64>]) {
+fn print_table(cfg: &Config, direct: &[Run], proxied: &[Run]) {
     println!(
-        "\nworkload medians over {} rounds ({} messages), milliseconds:",
+        "\nworkload: medians over {} rounds ({} messages in INBOX)",
         cfg.reps, cfg.messages
     );
     println!(
-        "  {:<30} {:>10} {:>10} {:>8}",
-        "phase", "direct", "proxy", "ratio"
+        "  {:<30} {:>10} {:>10} {:>8} {:>14}",
+        "phase", "direct ms", "proxy ms", "ratio", "proxy CPU ms"
     );
-    let col = |runs: &[Vec<f64>], i: usize| median(runs.iter().map(|r| r[i]).collect());
+    let col = |runs: &[Run], i: usize| median(runs.iter().map(|r| r.secs[i]).collect());
+    let cpu = |runs: &[Run], i: usize| median(runs.iter().map(|r| r.proxy_cpu[i]).collect());
     for (i, name) in PHASES.iter().enumerate() {
         let (d, p) = (col(direct, i), col(proxied, i));
         println!(
-            "  {name:<30} {:>10.1} {:>10.1} {:>7.2}×",
+            "  {name:<30} {:>10.1} {:>10.1} {:>7.2}× {:>14.1}",
             d * 1e3,
             p * 1e3,
-            p / d
+            p / d,
+            cpu(proxied, i) * 1e3
         );
     }
-    let total = |runs: &[Vec<f64>]| median(runs.iter().map(|r| r.iter().sum()).collect());
-    let (d, p) = (total(direct), total(proxied));
-    println!(
-        "  {:<30} {:>10.1} {:>10.1} {:>7.2}×   (target ≤ 1.10×)",
-        "total",
-        d * 1e3,
-        p * 1e3,
-        p / d
-    );
-    let small = |runs: &[Vec<f64>]| median(runs.iter().map(|r| r[..7].iter().sum()).collect());
-    let (d, p) = (small(direct), small(proxied));
-    println!(
-        "  {:<30} {:>10.1} {:>10.1} {:>7.2}×",
-        "total without the 50 MB pair",
-        d * 1e3,
-        p * 1e3,
-        p / d
-    );
+    let sum = |runs: &[Run], range: std::ops::Range<usize>| {
+        median(
+            runs.iter()
+                .map(|r| r.secs[range.clone()].iter().sum())
+                .collect(),
+        )
+    };
+    let cpu_sum = |range: std::ops::Range<usize>| {
+        median(
+            proxied
+                .iter()
+                .map(|r| r.proxy_cpu[range.clone()].iter().sum())
+                .collect(),
+        )
+    };
+    for (name, range) in [
+        ("total", 0..PHASES.len()),
+        ("total without the 50 MB pair", 0..PHASES.len() - 2),
+    ] {
+        let (d, p) = (sum(direct, range.clone()), sum(proxied, range.clone()));
+        println!(
+            "  {name:<30} {:>10.1} {:>10.1} {:>7.2}× {:>14.1}",
+            d * 1e3,
+            p * 1e3,
+            p / d,
+            cpu_sum(range) * 1e3
+        );
+    }
     let rounds: Vec<f64> = direct
         .iter()
         .zip(proxied)
-        .map(|(d, p)| p.iter().sum::<f64>() / d.iter().sum::<f64>())
+        .map(|(d, p)| p.secs.iter().sum::<f64>() / d.secs.iter().sum::<f64>())
         .collect();
     let text: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
-    println!("  ratio per round: {}", text.join(" "));
+    println!(
+        "  total ratio per round: {} (median {:.2}×; target ≤ 1.10×)",
+        text.join(" "),
+        median(rounds.clone())
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -400,16 +460,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// utime + stime of a process, in seconds.
+/// CPU time of every thread of a process so far, in seconds (/proc/PID/task/*/schedstat: ns on
+/// CPU; finer than the clock ticks of /proc/PID/stat). Threads that ended are not counted.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
 }
 
 fn loadavg() -> String {
@@ -469,10 +531,13 @@ async fn seed(port: u16, n: usize) -> Result<usize> {
     Ok(bytes)
 }
 
-/// One client connection: IMAP lines in, literals read and discarded in `PIECE`s.
+type Rd = Box<dyn AsyncRead + Unpin + Send>;
+type Wr = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// One client connection (plain or TLS): IMAP lines in, literals read and discarded in `PIECE`s.
 struct Conn {
-    rd: BufReader<OwnedReadHalf>,
-    wr: OwnedWriteHalf,
+    rd: BufReader<Rd>,
+    wr: Wr,
     tag: u32,
     line: Vec<u8>,
     scratch: Vec<u8>,
@@ -481,25 +546,60 @@ struct Conn {
 }
 
 impl Conn {
-    async fn connect(port: u16) -> Result<Conn> {
+    async fn tcp(port: u16) -> Result<TcpStream> {
         let s = TcpStream::connect(("127.0.0.1", port))
             .await
             .with_context(|| format!("connect 127.0.0.1:{port}"))?;
         s.set_nodelay(true)?;
-        let (rd, wr) = s.into_split();
-        let mut c = Conn {
+        Ok(s)
+    }
+
+    fn new(rd: Rd, wr: Wr) -> Conn {
+        Conn {
             rd: BufReader::with_capacity(PIECE, rd),
             wr,
             tag: 0,
             line: Vec::new(),
             scratch: Vec::new(),
             literal_bytes: 0,
-        };
-        let greeting = c.line().await?;
+        }
+    }
+
+    async fn greeting(&mut self) -> Result<()> {
+        let greeting = self.line().await?;
         if !greeting.starts_with(b"* OK") {
             bail!("greeting: {}", String::from_utf8_lossy(&greeting));
         }
+        Ok(())
+    }
+
+    async fn connect(port: u16) -> Result<Conn> {
+        let (rd, wr) = Conn::tcp(port).await?.into_split();
+        let mut c = Conn::new(Box::new(rd), Box::new(wr));
+        c.greeting().await?;
         Ok(c)
+    }
+
+    /// Greeting and STARTTLS in clear text, then TLS (verified against the development CA).
+    async fn connect_starttls(port: u16, tls: Arc<ClientConfig>) -> Result<Conn> {
+        let mut plain = BufReader::new(Conn::tcp(port).await?);
+        let mut line = Vec::new();
+        plain.read_until(b'\n', &mut line).await?;
+        if !line.starts_with(b"* OK") {
+            bail!("greeting: {}", String::from_utf8_lossy(&line));
+        }
+        plain.get_mut().write_all(b"t STARTTLS\r\n").await?;
+        line.clear();
+        plain.read_until(b'\n', &mut line).await?;
+        if !line.starts_with(b"t OK") || !plain.buffer().is_empty() {
+            bail!("STARTTLS: {}", String::from_utf8_lossy(&line));
+        }
+        let name = rustls_pki_types::ServerName::try_from("localhost")?;
+        let stream = TlsConnector::from(tls)
+            .connect(name, plain.into_inner())
+            .await?;
+        let (rd, wr) = tokio::io::split(stream);
+        Ok(Conn::new(Box::new(rd), Box::new(wr)))
     }
 
     async fn login(&mut self) -> Result<()> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dovecot, Layout, Proxy, RawImap, Snapshot, snapshot};
+use common::{Dovecot, DovecotOptions, Layout, Proxy, RawImap, Snapshot, snapshot};
 
 const USER: &str = "alice";
 const PW: &str = "alicepw";
@@ -225,4 +225,268 @@ fn cutover_story_through_the_proxy() {
         assert_eq!(n, 1, "{subject}");
     }
     drop(proxy);
+}
+
+#[test]
+fn two_connections_select_the_same_unmigrated_folder_at_once() {
+    let (old, new) = servers(Layout::DotInbox, Layout::Slash);
+    let big = old.mailbox_name("Big");
+    {
+        let mut c = RawImap::connect(old.host(), old.port());
+        c.login(USER, PW);
+        c.create(&big);
+        for i in 0..400 {
+            c.append(&big, &[], None, &common::message(i, 1_200));
+        }
+        c.logout();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let proxy = proxy(&old, &new, &state, "");
+    let port = proxy.port;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let sessions: Vec<_> = (0..2)
+        .map(|_| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut c = RawImap::connect("127.0.0.1", port);
+                c.login(USER, PW);
+                barrier.wait();
+                let exists = c.select("Big");
+                c.logout();
+                exists
+            })
+        })
+        .collect();
+    for s in sessions {
+        assert_eq!(
+            s.join().unwrap(),
+            400,
+            "a session did not see the whole folder"
+        );
+    }
+    let snap = snapshot(&new, USER, PW);
+    assert_eq!(snap.count("Big"), 400);
+    assert_no_duplicates(&snap);
+    drop(proxy);
+}
+
+/// `imapferry proxy` as a process (so it can be killed with SIGKILL), with a fixed state file.
+struct ProxyProc {
+    child: std::process::Child,
+    port: u16,
+    stderr: PathBuf,
+}
+
+impl ProxyProc {
+    fn start(dir: &Path, config: &str) -> ProxyProc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = dir.join("proxy.toml");
+        std::fs::write(
+            &path,
+            format!("[listen]\nimap = \"127.0.0.1:{port}\"\n{config}"),
+        )
+        .unwrap();
+        let stderr = dir.join(format!("proxy-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_imapferry"))
+            .arg("proxy")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let p = ProxyProc {
+            child,
+            port,
+            stderr,
+        };
+        wait_until("the proxy's greeting", Duration::from_secs(15), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proxy_config(old: &Dovecot, new: &Dovecot, state: &Path, old_extra: &str) -> String {
+    format!(
+        "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n{old_extra}\n\
+         [state]\npath = \"{}\"\n[migration]\nselect_budget_ms = 2000\n",
+        new.port(),
+        old.port(),
+        state.display()
+    )
+}
+
+fn store_summaries(state: &Path) -> Vec<imapferry::store::AccountSummary> {
+    use imapferry::store::{SqliteStore, Store};
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteStore::open_existing(state).await.unwrap();
+        let summaries = store.account_summaries().await.unwrap();
+        store.close().await;
+        summaries
+    })
+}
+
+#[test]
+fn old_down_mid_session_then_journal_survives_kill_9_and_drains() {
+    let (mut old, new) = servers(Layout::Slash, Layout::Slash);
+    seed_old(&old);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let config = proxy_config(&old, &new, &state, "");
+    let proxy = ProxyProc::start(dir.path(), &config);
+
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login(USER, PW);
+    assert_eq!(c.select("INBOX"), 30);
+    old.kill_all(); // sessions included: OLD is gone for the proxy too
+    // The user keeps working on NEW while OLD is gone.
+    c.exec("UID STORE 1:3 +FLAGS (\\Flagged)");
+    c.exec("UID MOVE 4:8 Work/Projects");
+    assert_eq!(c.select("INBOX"), 25);
+    c.logout();
+    let pending = store_summaries(&state)[0].pending_journal;
+    assert!(pending >= 2, "journal entries: {pending}\n{}", proxy.log());
+
+    drop(proxy); // SIGKILL: nothing in the journal may be lost
+    old.restart();
+    let proxy = ProxyProc::start(dir.path(), &config);
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login(USER, PW);
+    wait_until(
+        "the journal to drain to OLD",
+        Duration::from_secs(30),
+        || {
+            let s = snapshot(&old, USER, PW);
+            s.count("INBOX") == 25 && s.count("Work/Projects") == 7 && s.with_flag("\\Flagged") == 3
+        },
+    );
+    // Opening the destination now backfills OLD's two older messages there; the five moved
+    // ones are linked by the mirrored MOVE and are not copied back.
+    assert_eq!(c.select("Work/Projects"), 7);
+    c.logout();
+    let new_snap = snapshot(&new, USER, PW);
+    assert_eq!(new_snap.count("INBOX"), 25);
+    assert_eq!(new_snap.count("Work/Projects"), 7);
+    assert_no_duplicates(&new_snap);
+    wait_until("no pending journal entry", Duration::from_secs(10), || {
+        store_summaries(&state)[0].pending_journal == 0
+    });
+    assert!(!proxy.log().contains(PW), "a password reached the log");
+}
+
+#[test]
+fn accounts_and_master_policies_reach_the_right_old_account() {
+    let master = ("migrator".to_string(), "masterpw".to_string());
+    let old = Dovecot::start_with(DovecotOptions {
+        master: Some(master.clone()),
+        ..Default::default()
+    });
+    let new = Dovecot::start(Layout::Slash);
+    for (user, pw) in [("legacy_bob", "oldbob"), ("carol", "carolold"), (USER, PW)] {
+        old.add_user(user, pw);
+    }
+    for (user, pw) in [("bob", "newbob"), ("carol", "carolnew"), (USER, "alicenew")] {
+        new.add_user(user, pw);
+    }
+    let mut c = RawImap::connect(old.host(), old.port());
+    c.login("legacy_bob", "oldbob");
+    for i in 0..4 {
+        c.append("INBOX", &[], None, &common::message(i, 900));
+    }
+    c.logout();
+    let mut c = RawImap::connect(old.host(), old.port());
+    c.login(USER, PW);
+    for i in 10..13 {
+        c.append("INBOX", &[], None, &common::message(i, 900));
+    }
+    c.logout();
+
+    // auth = "accounts": bob's NEW login picks legacy_bob on OLD; carol's OLD password is wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts.txt");
+    std::fs::write(
+        &accounts,
+        "# host1;user1;password1;host2;user2;password2;extra;\n\
+         127.0.0.1;legacy_bob;oldbob;127.0.0.1;bob;newbob;;\n\
+         127.0.0.1;carol;WRONG-old-secret;127.0.0.1;carol;carolnew;;\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state.db");
+    let extra = format!("auth = \"accounts\"\naccounts = \"{}\"", accounts.display());
+    let proxy = ProxyProc::start(dir.path(), &proxy_config(&old, &new, &state, &extra));
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login("bob", "newbob");
+    assert_eq!(c.select("INBOX"), 4, "bob does not see legacy_bob's mail");
+    c.logout();
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login("carol", "carolnew");
+    assert_eq!(c.select("INBOX"), 0);
+    c.append("INBOX", &[], None, &common::message(99, 700));
+    assert_eq!(c.select("INBOX"), 1, "carol cannot work on NEW");
+    c.logout();
+    wait_until(
+        "carol's account to be failed",
+        Duration::from_secs(10),
+        || {
+            store_summaries(&state).iter().any(|a| {
+                a.key.new_user == "carol" && a.state == imapferry::store::AccountState::Failed
+            })
+        },
+    );
+    let carol = store_summaries(&state)
+        .into_iter()
+        .find(|a| a.key.new_user == "carol")
+        .unwrap();
+    let reason = carol.reason.unwrap_or_default();
+    assert!(
+        reason.contains("Error login") && reason.contains("carol"),
+        "{reason}"
+    );
+    let log = proxy.log();
+    assert!(log.contains("Error login"), "{log}");
+    for secret in ["WRONG-old-secret", "carolnew", "newbob", "oldbob"] {
+        assert!(
+            !log.contains(secret) && !reason.contains(secret),
+            "{secret} leaked"
+        );
+    }
+    drop(proxy);
+
+    // auth = "master": the NEW login's user on OLD, through OLD's master user.
+    let secret = dir.path().join("master.secret");
+    std::fs::write(&secret, format!("{}\n", master.1)).unwrap();
+    let state = dir.path().join("state-master.db");
+    let extra = format!(
+        "auth = \"master\"\nmaster_user = \"{}\"\nmaster_password_file = \"{}\"",
+        master.0,
+        secret.display()
+    );
+    let proxy = ProxyProc::start(dir.path(), &proxy_config(&old, &new, &state, &extra));
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login(USER, "alicenew");
+    assert_eq!(
+        c.select("INBOX"),
+        3,
+        "alice does not see her OLD mail via the master user"
+    );
+    c.logout();
 }

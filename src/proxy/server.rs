@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -253,7 +253,7 @@ enum HeaderError {
 }
 
 /// Reads exactly the PROXY protocol header (never a byte of what the client sends after it).
-async fn read_proxy_header(tcp: &mut TcpStream) -> Result<Header, HeaderError> {
+async fn read_proxy_header<R: AsyncRead + Unpin>(tcp: &mut R) -> Result<Header, HeaderError> {
     let mut buf = vec![0u8; 16 + proxy_protocol::V2_MAX_ADDRESS_LEN];
     let mut len = 0;
     loop {
@@ -332,4 +332,50 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
         Box::new(tcp)
     };
     session::run(client, tls, peer, settings, stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn proxy_header_reads_leave_the_client_bytes() {
+        let v2 = proxy_protocol::encode_v2(Some((
+            "[2001:db8::7]:1".parse().unwrap(),
+            "[2001:db8::1]:993".parse().unwrap(),
+        )));
+        for header in [
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 143\r\n".to_vec(),
+            proxy_protocol::encode_v2(None),
+            v2,
+        ] {
+            let (mut client, mut server) = tokio::io::duplex(4096);
+            let mut sent = header.clone();
+            sent.extend_from_slice(b"\x16\x03\x01 client hello");
+            client.write_all(&sent).await.unwrap();
+            drop(client);
+            let parsed = read_proxy_header(&mut server).await.unwrap();
+            assert_eq!(
+                proxy_protocol::parse(&header).unwrap().map(|(h, _)| h),
+                Some(parsed)
+            );
+            let mut rest = Vec::new();
+            server.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"\x16\x03\x01 client hello");
+        }
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"PROXY TCP4 192.0.2.7").await.unwrap();
+        drop(client);
+        assert!(matches!(
+            read_proxy_header(&mut server).await,
+            Err(HeaderError::Closed)
+        ));
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"a1 LOGIN joe secret\r\n").await.unwrap();
+        assert!(matches!(
+            read_proxy_header(&mut server).await,
+            Err(HeaderError::Invalid(proxy_protocol::Error::NotProxy))
+        ));
+    }
 }

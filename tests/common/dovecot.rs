@@ -266,6 +266,17 @@ impl Dovecot {
         }
     }
 
+    /// SIGKILL of the master and of every session process (they outlive a stopped master):
+    /// the server is gone for its clients too, as after a crash or a network cut.
+    pub fn kill_all(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the process group our own child leads.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            child.wait().expect("reap dovecot");
+            self.wait_port_closed();
+        }
+    }
+
     /// Stops if running, then starts again on the same ports with the same data.
     pub fn restart(&mut self) {
         self.terminate();
@@ -477,6 +488,8 @@ impl Dovecot {
             Command::new(dovecot)
         };
         cmd.arg("-F").arg("-c").arg(self.config_path());
+        // Its own process group, so `kill_all` reaches the session processes too.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let stderr = std::fs::File::create(self.dir().join("dovecot.stderr")).expect("stderr file");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

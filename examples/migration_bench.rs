@@ -1,0 +1,956 @@
+//! Migration proxy benchmark (issue 5, item 7): the first SELECT of an unmigrated folder of N
+//! messages (default 10,000) through `imapferry proxy` with `[old]` configured — time to the
+//! tagged OK and time until the folder is complete on NEW — against the engine's batch copy of the
+//! same folder in the same run.
+//!
+//! Two private Dovecot 2.3 instances (OLD and NEW, `Layout::Slash`, `mail_fsync = never`) as in
+//! examples/bench.rs. OLD user alice gets N messages in the folder `Big` (INBOX stays empty), with
+//! bench.rs's sizes (log-normal, median 10 KB, every 400th a 1-4 MiB attachment), flags and dates,
+//! seeded with pipelined MULTIAPPEND (untimed). Then one untimed warm-up round and `--reps` rounds
+//! (default 3), each into fresh NEW users and fresh state files:
+//!
+//!   a) the proxy: a separate process (this binary re-executed with a hidden `--proxy-child`, which
+//!      runs exactly what `imapferry proxy --config FILE` runs), with its own fresh state file and
+//!      `[migration] select_budget_ms = --budget-ms` (default 2000). A raw IMAP client logs in
+//!      through it (timed: login, which maps OLD's tree onto NEW), sends `SELECT Big` and measures
+//!      the time to the tagged OK; then it IDLEs as a mail client would and notes when the session
+//!      has seen `* N EXISTS`. A second connection, straight to NEW, polls
+//!      `STATUS Big (MESSAGES)` every 50 ms until it reads N: the folder is complete. Both are
+//!      measured from the moment SELECT was sent.
+//!   b) the engine's batch copy: `sync_account` (the library call behind `imapferry sync
+//!      --folder Big`, default options, fresh SqliteStore) into another fresh NEW user, timed from
+//!      the call to its return (login and folder creation included). A single folder means a
+//!      single connection pair, as in the proxy's backfill.
+//!   c) like for like: the proxy's own code path without the proxy — `prepare_tree` (untimed),
+//!      then `sync_pair` over one connection pair with the options the proxy uses, timed.
+//!
+//! The table shows medians, the paired ratios (within each round) complete/batch — the issue's
+//! target is at most 1.25× — and CPU seconds of the migrating process, OLD's and NEW's Dovecot.
+//! Every NEW folder is checked against OLD (message count and total size). Timings are printed,
+//! never asserted. `RUST_LOG=imapferry=info` makes the proxy's log (printed after each round)
+//! show its backfill.
+//!
+//! Run on tmpfs for stable figures (the Dovecots' Maildirs and the state files live under TMPDIR):
+//!   TMPDIR=/dev/shm cargo run --release --example migration_bench -- \
+//!       [--messages 10000] [--budget-ms 2000] [--reps 3]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::seed::{Rng, imap_date};
+use common::{Dovecot, DovecotOptions, Layout, ProxyProcess, RawImap, lognormal_size, message};
+use imapferry::imap::{AppendMsg, Body, Client, ConnectOptions, Security, Side, TlsOptions};
+use imapferry::mapping::Selection;
+use imapferry::secret::Secret;
+use imapferry::store::{AccountKey, SqliteStore, Store};
+use imapferry::sync::{
+    AuthMech, Endpoint, Options, Quiet, login, prepare_tree, sync_account, sync_pair,
+};
+
+const CHILD_FLAG: &str = "--proxy-child";
+const PW: &str = "bench-pw";
+const OLD_USER: &str = "alice";
+const FOLDER: &str = "Big";
+/// How often the direct NEW connection asks for the folder's message count.
+const POLL: Duration = Duration::from_millis(50);
+/// Longest a round waits for the folder to complete before it gives up.
+const COMPLETE_LIMIT: Duration = Duration::from_secs(900);
+
+/// Sizes as examples/bench.rs: log-normal, median 10 KB, every 400th a 1-4 MiB attachment.
+const MEDIAN_SIZE: usize = 10_000;
+const SIGMA: f64 = 1.15;
+const MAX_SIZE: usize = 4 << 20;
+const BIG_EVERY: u64 = 400;
+/// Seeding: messages and bytes per MULTIAPPEND, APPENDs in flight (bench.rs's values).
+const APPEND_BATCH: usize = 50;
+const APPEND_BATCH_BYTES: u64 = 8 << 20;
+const APPEND_IN_FLIGHT: usize = 2;
+
+struct Config {
+    messages: usize,
+    budget_ms: u64,
+    reps: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
+        let mut argv = vec!["imapferry".to_string()];
+        argv.extend(args[2..].iter().cloned());
+        std::process::exit(imapferry::cli::main_with_args(argv));
+    }
+    let mut cfg = Config {
+        messages: 10_000,
+        budget_ms: 2_000,
+        reps: 3,
+    };
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        let mut value = || -> u64 {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| usage(&format!("{a} needs a number")))
+        };
+        match a.as_str() {
+            "--messages" => cfg.messages = (value() as usize).max(1),
+            "--budget-ms" => cfg.budget_ms = value(),
+            "--reps" => cfg.reps = (value() as usize).max(1),
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    run(&cfg);
+}
+
+fn usage(why: &str) -> ! {
+    if !why.is_empty() {
+        eprintln!("migration_bench: {why}");
+    }
+    eprintln!(
+        "usage: TMPDIR=/dev/shm cargo run --release --example migration_bench -- \
+         [--messages N (10000)] [--budget-ms MS (2000)] [--reps R (3)]\n\
+         (TMPDIR=/dev/shm keeps both Dovecots' Maildirs and the state files on tmpfs: stable figures)"
+    );
+    std::process::exit(2);
+}
+
+/// One round's measurements (seconds; CPU = user + system seconds).
+#[derive(Clone, Debug, Default)]
+struct Round {
+    rep: usize,
+    login: f64,
+    select_ok: f64,
+    /// `* N EXISTS` in the SELECT response.
+    exists_at_select: u32,
+    complete: f64,
+    client_sees_all: f64,
+    proxy_cpu: f64,
+    proxy_old_cpu: f64,
+    proxy_new_cpu: f64,
+    batch: f64,
+    batch_cpu: f64,
+    batch_old_cpu: f64,
+    batch_new_cpu: f64,
+    pair: f64,
+    pair_cpu: f64,
+    pair_old_cpu: f64,
+    pair_new_cpu: f64,
+    checks: Vec<String>,
+}
+
+fn run(cfg: &Config) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let start = || {
+        Dovecot::start_with(DovecotOptions {
+            layout: Layout::Slash,
+            ..Default::default()
+        })
+    };
+    let old = start();
+    let new = start();
+    old.add_user(OLD_USER, PW);
+    // All NEW users up front: Dovecot may miss a passwd-file rewrite within the same second.
+    for r in 0..=cfg.reps {
+        for u in ["proxy", "batch", "pair"] {
+            new.add_user(&format!("{u}{r}"), PW);
+        }
+    }
+    println!(
+        "OLD dovecot 127.0.0.1:{} (Slash), NEW dovecot 127.0.0.1:{} (Slash), mail_fsync=never, \
+         {} CPUs, load average {}, TMPDIR={}",
+        old.port(),
+        new.port(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg(),
+        std::env::temp_dir().display()
+    );
+
+    // Seed OLD's Big (untimed).
+    let t = Instant::now();
+    let mails = generate(cfg.messages);
+    rt.block_on(seed_old(old.port(), &mails))
+        .unwrap_or_else(|e| panic!("seeding OLD failed: {e}"));
+    drop(mails);
+    let (n, bytes) = count(&old, OLD_USER);
+    assert_eq!(n as usize, cfg.messages, "OLD {FOLDER} after seeding");
+    println!(
+        "seeded OLD {OLD_USER}/{FOLDER} in {:.1}s: {n} messages, {:.1} MB",
+        t.elapsed().as_secs_f64(),
+        mb(bytes)
+    );
+
+    let exe = std::env::current_exe().expect("current_exe");
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let cpu = Cpu::new(&old, &new);
+    let mut rounds = Vec::new();
+    println!(
+        "\n== rounds (0 = warm-up, not counted; then {} reps); times in seconds",
+        cfg.reps
+    );
+    for r in 0..=cfg.reps {
+        let mut round = Round {
+            rep: r,
+            ..Round::default()
+        };
+        // The order alternates between rounds so that drifting background load hits all alike.
+        let order: [char; 3] = if r % 2 == 0 {
+            ['a', 'b', 'c']
+        } else {
+            ['c', 'b', 'a']
+        };
+        for step in order {
+            match step {
+                'a' => proxy_run(cfg, &exe, &old, &new, &format!("proxy{r}"), &cpu, &mut round),
+                'b' => {
+                    let state = state_dir.path().join(format!("batch{r}.db"));
+                    batch_run(&rt, &old, &new, &format!("batch{r}"), &state, &cpu, &mut round)
+                }
+                _ => {
+                    let state = state_dir.path().join(format!("pair{r}.db"));
+                    pair_run(&rt, &old, &new, &format!("pair{r}"), &state, &cpu, &mut round)
+                }
+            }
+        }
+        for (label, user) in [("a", "proxy"), ("b", "batch"), ("c", "pair")] {
+            let user = format!("{user}{r}");
+            let (got_n, got_bytes) = count(&new, &user);
+            let verdict = if (got_n, got_bytes) == (n, bytes) {
+                "OK".to_string()
+            } else {
+                format!("MISMATCH {got_n}/{n} msgs, {got_bytes}/{bytes} bytes")
+            };
+            round.checks.push(format!("{label}) {verdict}"));
+        }
+        println!(
+            "  round {r}: login {:.3}  SELECT OK {:.3} (EXISTS {})  complete {:.3}  client sees all {:.3}  \
+             | batch {:.3}  | sync_pair {:.3}  | {}",
+            round.login,
+            round.select_ok,
+            round.exists_at_select,
+            round.complete,
+            round.client_sees_all,
+            round.batch,
+            round.pair,
+            round.checks.join(", ")
+        );
+        // Free the tmpfs space of this round's copies.
+        for u in ["proxy", "batch", "pair"] {
+            let mut c = RawImap::connect(new.host(), new.port());
+            c.login(&format!("{u}{r}"), PW);
+            let _ = c.raw(&format!("DELETE {FOLDER}"));
+            c.logout();
+        }
+        rounds.push(round);
+    }
+    print_table(cfg, n, bytes, &rounds);
+    println!("\nload average at the end: {}", loadavg());
+    println!(
+        "reproduce: TMPDIR=/dev/shm cargo run --release --example migration_bench -- --messages {} --budget-ms {} --reps {}",
+        cfg.messages, cfg.budget_ms, cfg.reps
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// a) Through the proxy.
+
+fn proxy_run(
+    cfg: &Config,
+    exe: &Path,
+    old: &Dovecot,
+    new: &Dovecot,
+    user: &str,
+    cpu: &Cpu,
+    round: &mut Round,
+) {
+    let extra = format!(
+        "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n[migration]\nselect_budget_ms = {}\n",
+        old.port(),
+        cfg.budget_ms
+    );
+    let proxy = ProxyProcess::start(exe, &[CHILD_FLAG], new.port(), &extra);
+    let n = cfg.messages as u32;
+
+    // The poller logs in to NEW first and waits for the start signal.
+    let (go_tx, go_rx) = mpsc::channel::<Instant>();
+    let (new_host, new_port, poll_user) = (new.host(), new.port(), user.to_string());
+    let poller = std::thread::spawn(move || {
+        let mut c = RawImap::connect(new_host, new_port);
+        c.login(&poll_user, PW);
+        let t0 = go_rx.recv().expect("start signal");
+        loop {
+            let (lines, tagged) = c.raw(&format!("STATUS {FOLDER} (MESSAGES)"));
+            let got = if tagged.starts_with("OK") {
+                lines
+                    .iter()
+                    .find_map(|l| status_messages(l))
+                    .unwrap_or(0)
+            } else {
+                0 // not created yet
+            };
+            if got >= n {
+                let at = t0.elapsed().as_secs_f64();
+                c.logout();
+                return Some(at);
+            }
+            if t0.elapsed() > COMPLETE_LIMIT {
+                c.logout();
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    });
+
+    let mut client = LineClient::connect(proxy.port);
+    let pid = proxy.pid() as i32;
+    let t = Instant::now();
+    let tagged = client.command("a1", &format!("LOGIN {user} {PW}"), |_| {});
+    assert!(tagged.starts_with("a1 OK"), "LOGIN through the proxy: {tagged}");
+    round.login = t.elapsed().as_secs_f64();
+
+    let procs = all_procs();
+    let p0 = tree_ticks(&procs, pid) / cpu.tick;
+    let c0 = cpu.sample_from(&procs);
+    let t0 = Instant::now();
+    go_tx.send(t0).expect("poller alive");
+    let mut exists = 0u32;
+    let tagged = client.command("a2", &format!("SELECT {FOLDER}"), |l| {
+        if let Some(e) = exists_of(l) {
+            exists = e;
+        }
+    });
+    round.select_ok = t0.elapsed().as_secs_f64();
+    assert!(tagged.starts_with("a2 OK"), "SELECT through the proxy: {tagged}");
+    round.exists_at_select = exists;
+
+    // IDLE like a mail client until the session has seen every message.
+    let mut seen = exists;
+    let mut idling = false;
+    if seen < n {
+        client.send("a3 IDLE");
+        idling = true;
+        loop {
+            let line = client.line();
+            if let Some(e) = exists_of(&line) {
+                seen = seen.max(e);
+            }
+            if line.starts_with("a3 ") {
+                idling = false;
+                break;
+            }
+            if seen >= n || t0.elapsed() > COMPLETE_LIMIT {
+                break;
+            }
+        }
+    }
+    round.client_sees_all = if seen >= n {
+        t0.elapsed().as_secs_f64()
+    } else {
+        f64::NAN
+    };
+    let complete = poller.join().expect("poller thread");
+    round.complete = complete.unwrap_or(f64::NAN);
+    if idling {
+        client.send("DONE");
+        let _ = client.until("a3 ", |_| {});
+    }
+    let procs = all_procs();
+    round.proxy_cpu = tree_ticks(&procs, pid) / cpu.tick - p0;
+    (round.proxy_old_cpu, round.proxy_new_cpu) = cpu.since_from(c0, &procs);
+    let _ = client.command("a4", "LOGOUT", |_| {});
+
+    let log: Vec<String> = proxy
+        .stderr()
+        .lines()
+        .filter(|l| std::env::var_os("RUST_LOG").is_some() || !l.contains(" INFO "))
+        .map(str::to_string)
+        .collect();
+    if !log.is_empty() {
+        println!("  proxy log ({user}):");
+        for l in log.iter().take(40) {
+            println!("    {l}");
+        }
+    }
+    drop(proxy);
+}
+
+/// `* STATUS Big (MESSAGES 123)` → 123.
+fn status_messages(line: &str) -> Option<u32> {
+    let rest = line.strip_prefix("* STATUS ")?;
+    let words: Vec<&str> = rest
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let p = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("MESSAGES"))?;
+    words.get(p + 1)?.parse().ok()
+}
+
+/// `* 123 EXISTS` → 123.
+fn exists_of(line: &str) -> Option<u32> {
+    let rest = line.strip_prefix("* ")?;
+    let (num, word) = rest.trim_end().split_once(' ')?;
+    word.eq_ignore_ascii_case("EXISTS")
+        .then(|| num.parse().ok())
+        .flatten()
+}
+
+/// A line-oriented IMAP client for the proxy session (no literals are expected in what it reads:
+/// LOGIN, SELECT, IDLE and LOGOUT responses).
+struct LineClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl LineClient {
+    fn connect(port: u16) -> LineClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(COMPLETE_LIMIT))
+            .expect("read timeout");
+        let writer = stream.try_clone().unwrap();
+        let mut c = LineClient {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        let greeting = c.line();
+        assert!(greeting.starts_with("* OK"), "proxy greeting: {greeting}");
+        c
+    }
+
+    fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .expect("write to the proxy");
+    }
+
+    fn line(&mut self) -> String {
+        let mut buf = String::new();
+        let got = self.reader.read_line(&mut buf).expect("read from the proxy");
+        assert!(got > 0, "the proxy closed the connection");
+        buf.trim_end().to_string()
+    }
+
+    /// Reads until the line tagged `tag` (with the space); returns it.
+    fn until(&mut self, tag: &str, mut each: impl FnMut(&str)) -> String {
+        loop {
+            let l = self.line();
+            if l.starts_with(tag) {
+                return l;
+            }
+            each(&l);
+        }
+    }
+
+    fn command(&mut self, tag: &str, cmd: &str, each: impl FnMut(&str)) -> String {
+        self.send(&format!("{tag} {cmd}"));
+        self.until(&format!("{tag} "), each)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// b) and c): the engine in this process.
+
+fn endpoint(d: &Dovecot, user: &str) -> Endpoint {
+    Endpoint {
+        connect: connect_options(d.port()),
+        user: user.to_string(),
+        password: Secret::new(PW),
+        authuser: None,
+        auth: AuthMech::Login,
+    }
+}
+
+fn batch_run(
+    rt: &tokio::runtime::Runtime,
+    old: &Dovecot,
+    new: &Dovecot,
+    user: &str,
+    state: &Path,
+    cpu: &Cpu,
+    round: &mut Round,
+) {
+    let opts = Options {
+        selection: Selection {
+            folders: vec![FOLDER.to_string()],
+            ..Selection::default()
+        },
+        ..Options::default()
+    };
+    let (old_ep, new_ep) = (endpoint(old, OLD_USER), endpoint(new, user));
+    rt.block_on(async {
+        let store = SqliteStore::open(state).await.expect("open state store");
+        let c0 = cpu.sample();
+        let s0 = self_cpu();
+        let t = Instant::now();
+        let report = sync_account(&store, &old_ep, &new_ep, &opts, &Quiet)
+            .await
+            .unwrap_or_else(|e| panic!("sync_account: {e}"));
+        round.batch = t.elapsed().as_secs_f64();
+        round.batch_cpu = self_cpu() - s0;
+        (round.batch_old_cpu, round.batch_new_cpu) = cpu.since(c0);
+        for e in report.errors.iter().take(5) {
+            eprintln!("  batch error: {e}");
+        }
+        store.close().await;
+    });
+}
+
+fn pair_run(
+    rt: &tokio::runtime::Runtime,
+    old: &Dovecot,
+    new: &Dovecot,
+    user: &str,
+    state: &Path,
+    cpu: &Cpu,
+    round: &mut Round,
+) {
+    // The options src/migrate/mod.rs builds from an empty [mapping]: every folder, one connection.
+    let opts = Options {
+        connections: 1,
+        ..Options::default()
+    };
+    let (old_ep, new_ep) = (endpoint(old, OLD_USER), endpoint(new, user));
+    rt.block_on(async {
+        let store = SqliteStore::open(state).await.expect("open state store");
+        let (mut o, mut n) = tokio::try_join!(login(&old_ep, Side::Old), login(&new_ep, Side::New))
+            .unwrap_or_else(|e| panic!("login: {e}"));
+        let tree = prepare_tree(&mut o, &mut n, &opts, &Quiet)
+            .await
+            .unwrap_or_else(|e| panic!("prepare_tree: {e}"));
+        let (old_name, new_name) = tree
+            .pairs
+            .iter()
+            .find(|(o, _)| o == FOLDER)
+            .cloned()
+            .expect("Big mapped");
+        let account = store
+            .account(&AccountKey {
+                old_host: old_ep.connect.host.clone(),
+                old_user: old_ep.user.clone(),
+                new_host: new_ep.connect.host.clone(),
+                new_user: new_ep.user.clone(),
+            })
+            .await
+            .expect("account");
+        let pair = store
+            .folder_pair(account, &old_name, &new_name)
+            .await
+            .expect("folder pair");
+        let c0 = cpu.sample();
+        let s0 = self_cpu();
+        let t = Instant::now();
+        let report = sync_pair(&store, &mut o, &mut n, &pair, &opts, &Quiet)
+            .await
+            .unwrap_or_else(|e| panic!("sync_pair: {e}"));
+        round.pair = t.elapsed().as_secs_f64();
+        round.pair_cpu = self_cpu() - s0;
+        (round.pair_old_cpu, round.pair_new_cpu) = cpu.since(c0);
+        for e in report.errors.iter().take(5) {
+            eprintln!("  sync_pair error: {e}");
+        }
+        o.logout().await;
+        n.logout().await;
+        store.close().await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table.
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
+    let rs: Vec<&Round> = rounds.iter().filter(|r| r.rep > 0).collect();
+    let med = |f: &dyn Fn(&Round) -> f64| median(rs.iter().map(|r| f(r)).collect());
+    let range = |f: &dyn Fn(&Round) -> f64| {
+        let v: Vec<f64> = rs.iter().map(|r| f(r)).collect();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("({lo:.3}-{hi:.3})")
+    };
+    println!();
+    println!(
+        "RESULTS: first SELECT of an unmigrated folder of {n} messages, {:.1} MB (MB = 10^6 bytes); \
+         select_budget_ms = {}; median of {} reps (min-max); CPU = user+sys seconds",
+        mb(bytes),
+        cfg.budget_ms,
+        cfg.reps
+    );
+    println!(
+        "{:<58} {:>8} {:>15} {:>8} {:>8} {:>8}",
+        "measure", "median s", "(min-max)", "mig CPU", "OLD CPU", "NEW CPU"
+    );
+    type F<'a> = &'a dyn Fn(&Round) -> f64;
+    let rows: [(&str, F, Option<[F; 3]>); 6] = [
+        ("a) proxy: LOGIN -> tagged OK (OLD tree created on NEW)", &|r| r.login, None),
+        ("a) proxy: SELECT Big -> tagged OK", &|r| r.select_ok, None),
+        (
+            "a) proxy: SELECT -> folder complete on NEW (STATUS)",
+            &|r| r.complete,
+            Some([&|r| r.proxy_cpu, &|r| r.proxy_old_cpu, &|r| r.proxy_new_cpu]),
+        ),
+        ("a) proxy: SELECT -> client session saw EXISTS N", &|r| r.client_sees_all, None),
+        (
+            "b) engine batch copy (sync_account --folder Big)",
+            &|r| r.batch,
+            Some([&|r| r.batch_cpu, &|r| r.batch_old_cpu, &|r| r.batch_new_cpu]),
+        ),
+        (
+            "c) engine sync_pair alone (the proxy's backfill call)",
+            &|r| r.pair,
+            Some([&|r| r.pair_cpu, &|r| r.pair_old_cpu, &|r| r.pair_new_cpu]),
+        ),
+    ];
+    for (label, f, cpus) in rows {
+        let cpu = |i: usize| cpus.map_or("-".to_string(), |c| format!("{:.2}", med(c[i])));
+        println!(
+            "{label:<58} {:>8.3} {:>15} {:>8} {:>8} {:>8}",
+            med(f),
+            range(f),
+            cpu(0),
+            cpu(1),
+            cpu(2)
+        );
+    }
+    let exists = median(rs.iter().map(|r| r.exists_at_select as f64).collect());
+    println!(
+        "(messages already on NEW when SELECT answered: median {exists:.0} of {n}; mig CPU: the proxy process for a), \
+         this process for b) and c); the SELECT-to-complete CPU window for a))"
+    );
+    let paired = |a: F, b: F| median(rs.iter().map(|r| a(r) / b(r)).collect());
+    let budget = cfg.budget_ms as f64 / 1e3;
+    println!("\nRATIOS (median over the reps of the ratio within each rep)");
+    println!(
+        "  SELECT -> tagged OK vs budget: {:.3}s vs {budget:.3}s: {}",
+        med(&|r| r.select_ok),
+        if rs.iter().all(|r| r.select_ok <= budget + 0.25) {
+            "every rep within budget + 0.25 s"
+        } else {
+            "SOME REP OVER budget + 0.25 s"
+        }
+    );
+    println!(
+        "  complete through the proxy / engine batch copy:        {:>6.2}   (target <= 1.25)",
+        paired(&|r| r.complete, &|r| r.batch)
+    );
+    println!(
+        "  complete through the proxy / sync_pair alone:          {:>6.2}",
+        paired(&|r| r.complete, &|r| r.pair)
+    );
+    println!(
+        "  client saw all / engine batch copy:                    {:>6.2}",
+        paired(&|r| r.client_sees_all, &|r| r.batch)
+    );
+    println!(
+        "  sync_pair alone / engine batch copy:                   {:>6.2}",
+        paired(&|r| r.pair, &|r| r.batch)
+    );
+    let bad: Vec<String> = rs
+        .iter()
+        .flat_map(|r| {
+            r.checks
+                .iter()
+                .filter(|c| !c.ends_with("OK"))
+                .map(move |c| format!("rep {}: {c}", r.rep))
+        })
+        .collect();
+    println!(
+        "\nCHECK (NEW Big vs OLD Big: message count and total size, every run): {}",
+        if bad.is_empty() {
+            "OK".to_string()
+        } else {
+            bad.join("; ")
+        }
+    );
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// (messages, bytes) of `user`'s Big on `d`; (0, 0) when it does not exist.
+fn count(d: &Dovecot, user: &str) -> (u32, u64) {
+    let mut c = RawImap::connect(d.host(), d.port());
+    c.login(user, PW);
+    let (lines, tagged) = c.raw(&format!("STATUS {FOLDER} (MESSAGES SIZE)"));
+    c.logout();
+    if !tagged.starts_with("OK") {
+        return (0, 0);
+    }
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("* STATUS"))
+        .expect("STATUS");
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .collect();
+    let num = |key: &str| -> u64 {
+        words
+            .iter()
+            .position(|w| w.eq_ignore_ascii_case(key))
+            .and_then(|p| words.get(p + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (num("MESSAGES") as u32, num("SIZE"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test mail and seeding (examples/bench.rs's generator and pipelined MULTIAPPEND).
+
+struct Mail {
+    flags: Vec<String>,
+    date: Option<String>,
+    body: Body,
+}
+
+fn generate(n: usize) -> Vec<Mail> {
+    let mut rng = Rng::new(0x000B_16F0);
+    (1..=n as u64).map(|i| new_mail(&mut rng, i)).collect()
+}
+
+fn new_mail(rng: &mut Rng, i: u64) -> Mail {
+    let mut size = lognormal_size(rng, MEDIAN_SIZE, SIGMA, MAX_SIZE);
+    if i.is_multiple_of(BIG_EVERY) {
+        size = (1 << 20) + rng.below(3 << 20) as usize;
+    }
+    let mut flags = Vec::new();
+    if rng.chance(0.7) {
+        flags.push("\\Seen".to_string());
+    }
+    if rng.chance(0.05) {
+        flags.push("\\Flagged".to_string());
+    }
+    if rng.chance(0.05) {
+        flags.push("\\Answered".to_string());
+    }
+    if rng.chance(0.05) {
+        flags.push("$Label1".to_string());
+    }
+    let utc = 1_420_070_400 + rng.below(315_000_000) as i64; // 2015..2025
+    Mail {
+        flags,
+        date: Some(imap_date(utc, 60)),
+        body: Body::Mem(message(i, size)),
+    }
+}
+
+fn connect_options(port: u16) -> ConnectOptions {
+    ConnectOptions {
+        host: "127.0.0.1".to_string(),
+        port,
+        security: Security::Plain,
+        tls: TlsOptions::default(),
+        timeout: Duration::from_secs(120),
+    }
+}
+
+/// Creates Big on OLD and appends `mails` into it: batches of ≤ 50 messages / 8 MB, two
+/// MULTIAPPENDs in flight.
+async fn seed_old(port: u16, mails: &[Mail]) -> Result<(), String> {
+    let mut client = Client::connect(&connect_options(port), Side::Old)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .login(OLD_USER, &Secret::new(PW))
+        .await
+        .map_err(|e| e.to_string())?;
+    for cap in ["LITERAL+", "MULTIAPPEND"] {
+        if !client.has(cap) {
+            return Err(format!("server lacks {cap}"));
+        }
+    }
+    client.create(FOLDER).await.map_err(|e| e.to_string())?;
+    client
+        .select(FOLDER, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut in_flight: VecDeque<String> = VecDeque::new();
+    let mut rest = mails;
+    let fail = |e: imapferry::imap::ImapError| e.to_string();
+    while !rest.is_empty() {
+        let mut n = 0;
+        let mut size = 0;
+        while n < rest.len()
+            && n < APPEND_BATCH
+            && (n == 0 || size + rest[n].body.len() <= APPEND_BATCH_BYTES)
+        {
+            size += rest[n].body.len();
+            n += 1;
+        }
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        if in_flight.len() >= APPEND_IN_FLIGHT {
+            let tag = in_flight.pop_front().unwrap();
+            client
+                .wait(&tag, |_| {})
+                .await
+                .map_err(fail)?
+                .ok(Side::Old, "APPEND")
+                .map_err(fail)?;
+        }
+        let msgs: Vec<AppendMsg> = batch
+            .iter()
+            .map(|m| AppendMsg {
+                flags: &m.flags,
+                internaldate: m.date.as_deref(),
+                body: &m.body,
+            })
+            .collect();
+        in_flight.push_back(client.send_append(FOLDER, &msgs).await.map_err(fail)?);
+    }
+    for tag in in_flight {
+        client
+            .wait(&tag, |_| {})
+            .await
+            .map_err(fail)?
+            .ok(Side::Old, "APPEND")
+            .map_err(fail)?;
+    }
+    client.logout().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU time: this process, the proxy process tree, both Dovecot trees (from /proc), as bench.rs.
+
+fn tv(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+/// user + system CPU seconds of this process so far.
+fn self_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time of both Dovecot process trees.
+struct Cpu {
+    old: i32,
+    new: i32,
+    tick: f64,
+}
+
+impl Cpu {
+    fn new(old: &Dovecot, new: &Dovecot) -> Cpu {
+        // SAFETY: sysconf has no preconditions.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Cpu {
+            old: master_pid(&old.config_path()),
+            new: master_pid(&new.config_path()),
+            tick,
+        }
+    }
+
+    fn sample(&self) -> (f64, f64) {
+        self.sample_from(&all_procs())
+    }
+
+    fn sample_from(&self, procs: &Procs) -> (f64, f64) {
+        (
+            tree_ticks(procs, self.old) / self.tick,
+            tree_ticks(procs, self.new) / self.tick,
+        )
+    }
+
+    /// CPU seconds each tree used since `before` (after a short pause, so that the run's
+    /// processes that are still exiting are counted, live or reaped).
+    fn since(&self, before: (f64, f64)) -> (f64, f64) {
+        std::thread::sleep(Duration::from_millis(150));
+        self.since_from(before, &all_procs())
+    }
+
+    fn since_from(&self, before: (f64, f64), procs: &Procs) -> (f64, f64) {
+        let now = self.sample_from(procs);
+        (now.0 - before.0, now.1 - before.1)
+    }
+}
+
+/// pid → (ppid, utime + stime + cutime + cstime in ticks).
+type Procs = std::collections::BTreeMap<i32, (i32, f64)>;
+
+fn all_procs() -> Procs {
+    let mut out = Procs::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        out.insert(pid, (num(1) as i32, num(11) + num(12) + num(13) + num(14)));
+    }
+    out
+}
+
+fn tree_ticks(procs: &Procs, root: i32) -> f64 {
+    let mut total = 0.0;
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if let Some((_, t)) = procs.get(&p) {
+            total += t;
+        }
+        stack.extend(
+            procs
+                .iter()
+                .filter(|(_, (pp, _))| *pp == p)
+                .map(|(c, _)| *c),
+        );
+    }
+    total
+}
+
+/// The Dovecot master started with `config` (its command line names the file).
+fn master_pid(config: &Path) -> i32 {
+    let want = config.to_string_lossy().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("dovecot")) && args.contains(&want) {
+            return pid;
+        }
+    }
+    panic!("no dovecot master running with {want}");
+}
