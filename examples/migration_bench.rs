@@ -11,7 +11,8 @@
 //!
 //!   a) the proxy: a separate process (this binary re-executed with a hidden `--proxy-child`, which
 //!      runs exactly what `imapferry proxy --config FILE` runs), with its own fresh state file and
-//!      `[migration] select_budget_ms = --budget-ms` (default 2000). A raw IMAP client logs in
+//!      `[migration] select_budget_ms = --budget-ms` (default 2000) and `[old] auth = "accounts"`
+//!      (a loop file maps the round's NEW user to OLD alice). A raw IMAP client logs in
 //!      through it (timed: login, which maps OLD's tree onto NEW), sends `SELECT Big` and measures
 //!      the time to the tagged OK; then it IDLEs as a mail client would and notes when the session
 //!      has seen `* N EXISTS`. A second connection, straight to NEW, polls
@@ -273,9 +274,19 @@ fn proxy_run(
     cpu: &Cpu,
     round: &mut Round,
 ) {
+    // Every NEW user of the benchmark migrates the one seeded OLD account: `auth = "accounts"`
+    // with an imapsync loop file mapping the NEW login to OLD alice.
+    let accounts = tempfile::NamedTempFile::new().expect("accounts file");
+    std::fs::write(
+        accounts.path(),
+        format!("127.0.0.1;{OLD_USER};{PW};127.0.0.1;{user};{PW};;\n"),
+    )
+    .expect("write accounts file");
     let extra = format!(
-        "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n[migration]\nselect_budget_ms = {}\n",
+        "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"accounts\"\n\
+         accounts = \"{}\"\n[migration]\nselect_budget_ms = {}\n",
         old.port(),
+        accounts.path().display(),
         cfg.budget_ms
     );
     let proxy = ProxyProcess::start(exe, &[CHILD_FLAG], new.port(), &extra);
@@ -330,7 +341,11 @@ fn proxy_run(
         }
     });
     round.select_ok = t0.elapsed().as_secs_f64();
-    assert!(tagged.starts_with("a2 OK"), "SELECT through the proxy: {tagged}");
+    assert!(
+        tagged.starts_with("a2 OK"),
+        "SELECT through the proxy: {tagged}\nproxy log:\n{}",
+        proxy.stderr()
+    );
     round.exists_at_select = exists;
 
     // IDLE like a mail client until the session has seen every message.

@@ -490,3 +490,59 @@ fn accounts_and_master_policies_reach_the_right_old_account() {
     );
     c.logout();
 }
+
+#[test]
+fn select_past_its_budget_proceeds_and_the_rest_arrives_as_new_mail() {
+    let (old, new) = servers(Layout::Slash, Layout::Slash);
+    const N: u32 = 2_000;
+    {
+        let mut c = RawImap::connect(old.host(), old.port());
+        c.login(USER, PW);
+        c.create("Big");
+        for i in 0..N {
+            c.append("Big", &[], None, &common::message(u64::from(i), 1_000));
+        }
+        c.logout();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    // A budget far shorter than copying 2,000 messages takes.
+    let proxy = Proxy::start(
+        new.port(),
+        &format!(
+            "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n[state]\npath = \"{}\"\n\
+             [migration]\nselect_budget_ms = 1\n",
+            old.port(),
+            state.display()
+        ),
+    );
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login(USER, PW);
+    let first = c.select("Big");
+    assert!(
+        first < N,
+        "the SELECT waited for the whole backfill ({first})"
+    );
+    // Same session, no reconnect: NOOP reports the messages as they arrive.
+    let mut exists = first;
+    wait_until(
+        "the folder to complete in the open session",
+        Duration::from_secs(60),
+        || {
+            for line in c.exec("NOOP") {
+                let text = String::from_utf8_lossy(&line).to_string();
+                if let Some(n) = text
+                    .strip_prefix("* ")
+                    .and_then(|t| t.strip_suffix(" EXISTS\r\n").or(t.strip_suffix(" EXISTS")))
+                {
+                    exists = n.trim().parse().unwrap_or(exists);
+                }
+            }
+            exists == N
+        },
+    );
+    c.logout();
+    let snap = snapshot(&new, USER, PW);
+    assert_eq!(snap.count("Big"), N as usize);
+    assert_no_duplicates(&snap);
+}

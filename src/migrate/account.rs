@@ -26,6 +26,9 @@ const FRESH: Duration = Duration::from_secs(1);
 const CONNECTIONS: usize = 2;
 /// Pooled connections older than this are dropped rather than reused.
 const IDLE_MAX: Duration = Duration::from_secs(60);
+/// Longest a login waits for OLD's folder tree to be created on NEW (LIST and CREATEs: cheap,
+/// unless OLD does not answer).
+const PREPARE_WAIT: Duration = Duration::from_secs(10);
 const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -144,9 +147,9 @@ impl Account {
         }
     }
 
-    /// A new session of this account: the journal drains, OLD's tree is created on NEW
-    /// (waiting at most `budget`), and INBOX's backfill starts.
-    pub(crate) async fn start(self: &Arc<Self>, budget: Duration) {
+    /// A new session of this account: the journal drains, OLD's tree is created on NEW (the
+    /// login waits for it, at most [`PREPARE_WAIT`]), and INBOX's backfill starts.
+    pub(crate) async fn start(self: &Arc<Self>) {
         if let Ok(mut b) = self.backoff.lock() {
             b.until = None; // a login is a good moment to try OLD again
         }
@@ -159,7 +162,7 @@ impl Account {
             }
             .in_current_span(),
         );
-        let _ = tokio::time::timeout(budget, prepared).await;
+        let _ = tokio::time::timeout(PREPARE_WAIT, prepared).await;
     }
 
     /// Counts a session until the returned value is dropped.

@@ -197,7 +197,7 @@ impl Migrator {
     }
 
     /// A user logged in to NEW with `password`: their account, its OLD folder tree mapped and
-    /// created on NEW (waiting at most the SELECT budget), INBOX's backfill started. `None` when
+    /// created on NEW, INBOX's backfill started. `None` when
     /// the account has no OLD side or is retired: the session is then a plain relay.
     pub async fn login(&self, user: &str, password: &Secret) -> Option<Arc<Account>> {
         let old_ep = self.old_endpoint(user, password)?;
@@ -242,7 +242,7 @@ impl Migrator {
             })
             .clone();
         account.set_endpoints(old_ep, new_ep);
-        account.start(self.budget).await;
+        account.start().await;
         Some(account)
     }
 }

@@ -380,7 +380,9 @@ pub async fn sync_account(
             result?;
         }
         let report = tally.into_report();
-        if !opts.dry {
+        // A retired account stays retired: OLD is no longer the user's mailbox.
+        let retired = store.account_state(account).await? == AccountState::Retired;
+        if !opts.dry && !retired {
             let state = if report.errors.is_empty() {
                 AccountState::Synced
             } else {

@@ -348,8 +348,14 @@ impl Dovecot {
         if let Some(n) = o.sessions {
             // Every session is an imap process (client_limit 1) that also holds a connection to
             // anvil, stats and config; login processes come and go (one per login).
+            // auth and anvil serve every login process (imap and imap-urlauth): twice as many.
             let n = n + 100;
-            writeln!(c, "default_process_limit = {n}\ndefault_client_limit = {n}").unwrap();
+            let clients = 3 * n;
+            writeln!(
+                c,
+                "default_process_limit = {n}\ndefault_client_limit = {clients}"
+            )
+            .unwrap();
             writeln!(c, "service imap {{\n  process_limit = {n}\n}}").unwrap();
         }
         if o.quota_kb.is_some() {
