@@ -16,14 +16,18 @@
 //!      through it (timed: login, which maps OLD's tree onto NEW), sends `SELECT Big` and measures
 //!      the time to the tagged OK; then it IDLEs as a mail client would and notes when the session
 //!      has seen `* N EXISTS`. A second connection, straight to NEW, polls
-//!      `STATUS Big (MESSAGES)` every 50 ms until it reads N: the folder is complete. Both are
-//!      measured from the moment SELECT was sent.
+//!      `STATUS Big (MESSAGES)` every 50 ms (`--poll-ms`) until it reads N: the folder is
+//!      complete. Both are measured from the moment SELECT was sent.
 //!   b) the engine's batch copy: `sync_account` (the library call behind `imapferry sync
 //!      --folder Big`, default options, fresh SqliteStore) into another fresh NEW user, timed from
 //!      the call to its return (login and folder creation included). A single folder means a
 //!      single connection pair, as in the proxy's backfill.
 //!   c) like for like: the proxy's own code path without the proxy — `prepare_tree` (untimed),
 //!      then `sync_pair` over one connection pair with the options the proxy uses, timed.
+//!   d) b) again while a client has the (empty, just created) NEW folder selected and IDLEs in
+//!      it, straight on NEW: what an open session on the folder costs NEW, without the proxy.
+//!   e) b) again with a)'s STATUS poller running against the NEW user: what the measurement
+//!      itself costs (Dovecot syncs the Maildir for every STATUS while the copy appends).
 //!
 //! The table shows medians, the paired ratios (within each round) complete/batch — the issue's
 //! target is at most 1.25× — and CPU seconds of the migrating process, OLD's and NEW's Dovecot.
@@ -33,7 +37,7 @@
 //!
 //! Run on tmpfs for stable figures (the Dovecots' Maildirs and the state files live under TMPDIR):
 //!   TMPDIR=/dev/shm cargo run --release --example migration_bench -- \
-//!       [--messages 10000] [--budget-ms 2000] [--reps 3]
+//!       [--messages 10000] [--budget-ms 2000] [--reps 3] [--poll-ms 50]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -56,11 +60,11 @@ use imapferry::sync::{
 };
 
 const CHILD_FLAG: &str = "--proxy-child";
+/// NEW users of a round (suffixed with the round's number): a), b), c), d), e).
+const USERS: [&str; 5] = ["proxy", "batch", "pair", "idle", "polled"];
 const PW: &str = "bench-pw";
 const OLD_USER: &str = "alice";
 const FOLDER: &str = "Big";
-/// How often the direct NEW connection asks for the folder's message count.
-const POLL: Duration = Duration::from_millis(50);
 /// Longest a round waits for the folder to complete before it gives up.
 const COMPLETE_LIMIT: Duration = Duration::from_secs(900);
 
@@ -78,6 +82,8 @@ struct Config {
     messages: usize,
     budget_ms: u64,
     reps: usize,
+    /// How often the direct NEW connection asks for the folder's message count.
+    poll_ms: u64,
 }
 
 fn main() {
@@ -91,6 +97,7 @@ fn main() {
         messages: 10_000,
         budget_ms: 2_000,
         reps: 3,
+        poll_ms: 50,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -103,6 +110,7 @@ fn main() {
             "--messages" => cfg.messages = (value() as usize).max(1),
             "--budget-ms" => cfg.budget_ms = value(),
             "--reps" => cfg.reps = (value() as usize).max(1),
+            "--poll-ms" => cfg.poll_ms = value().max(1),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -116,7 +124,7 @@ fn usage(why: &str) -> ! {
     }
     eprintln!(
         "usage: TMPDIR=/dev/shm cargo run --release --example migration_bench -- \
-         [--messages N (10000)] [--budget-ms MS (2000)] [--reps R (3)]\n\
+         [--messages N (10000)] [--budget-ms MS (2000)] [--reps R (3)] [--poll-ms MS (50)]\n\
          (TMPDIR=/dev/shm keeps both Dovecots' Maildirs and the state files on tmpfs: stable figures)"
     );
     std::process::exit(2);
@@ -143,7 +151,20 @@ struct Round {
     pair_cpu: f64,
     pair_old_cpu: f64,
     pair_new_cpu: f64,
+    idle_batch: f64,
+    idle_sees_all: f64,
+    idle_cpu: f64,
+    idle_old_cpu: f64,
+    idle_new_cpu: f64,
+    /// e): b) with a)'s STATUS poller; its return and the poller's "complete".
+    polled: f64,
+    polled_complete: f64,
+    polled_cpu: f64,
+    polled_old_cpu: f64,
+    polled_new_cpu: f64,
     checks: Vec<String>,
+    /// a): messages on NEW every 0.25 s after SELECT was sent.
+    progress: String,
 }
 
 fn run(cfg: &Config) {
@@ -163,7 +184,7 @@ fn run(cfg: &Config) {
     old.add_user(OLD_USER, PW);
     // All NEW users up front: Dovecot may miss a passwd-file rewrite within the same second.
     for r in 0..=cfg.reps {
-        for u in ["proxy", "batch", "pair"] {
+        for u in USERS {
             new.add_user(&format!("{u}{r}"), PW);
         }
     }
@@ -205,25 +226,32 @@ fn run(cfg: &Config) {
             ..Round::default()
         };
         // The order alternates between rounds so that drifting background load hits all alike.
-        let order: [char; 3] = if r % 2 == 0 {
-            ['a', 'b', 'c']
+        let order: [char; 5] = if r % 2 == 0 {
+            ['a', 'b', 'c', 'd', 'e']
         } else {
-            ['c', 'b', 'a']
+            ['e', 'd', 'c', 'b', 'a']
         };
         for step in order {
             match step {
                 'a' => proxy_run(cfg, &exe, &old, &new, &format!("proxy{r}"), &cpu, &mut round),
-                'b' => {
-                    let state = state_dir.path().join(format!("batch{r}.db"));
-                    batch_run(&rt, &old, &new, &format!("batch{r}"), &state, &cpu, &mut round)
+                'b' | 'e' => {
+                    let user = format!("{}{r}", if step == 'b' { "batch" } else { "polled" });
+                    let state = state_dir.path().join(format!("{user}.db"));
+                    let poll = (step == 'e').then_some((n, cfg.poll_ms));
+                    batch_run(&rt, &old, &new, &user, &state, poll, &cpu, &mut round)
                 }
-                _ => {
+                'c' => {
                     let state = state_dir.path().join(format!("pair{r}.db"));
                     pair_run(&rt, &old, &new, &format!("pair{r}"), &state, &cpu, &mut round)
                 }
+                _ => {
+                    let state = state_dir.path().join(format!("idle{r}.db"));
+                    let user = format!("idle{r}");
+                    idle_batch_run(&rt, &old, &new, &user, &state, n, &cpu, &mut round)
+                }
             }
         }
-        for (label, user) in [("a", "proxy"), ("b", "batch"), ("c", "pair")] {
+        for (label, user) in ["a", "b", "c", "d", "e"].into_iter().zip(USERS) {
             let user = format!("{user}{r}");
             let (got_n, got_bytes) = count(&new, &user);
             let verdict = if (got_n, got_bytes) == (n, bytes) {
@@ -235,7 +263,8 @@ fn run(cfg: &Config) {
         }
         println!(
             "  round {r}: login {:.3}  SELECT OK {:.3} (EXISTS {})  complete {:.3}  client sees all {:.3}  \
-             | batch {:.3}  | sync_pair {:.3}  | {}",
+             | batch {:.3}  | sync_pair {:.3}  | batch+IDLE {:.3} (client sees all {:.3})  \
+             | batch+poller {:.3} (complete {:.3})  | {}",
             round.login,
             round.select_ok,
             round.exists_at_select,
@@ -243,10 +272,15 @@ fn run(cfg: &Config) {
             round.client_sees_all,
             round.batch,
             round.pair,
+            round.idle_batch,
+            round.idle_sees_all,
+            round.polled,
+            round.polled_complete,
             round.checks.join(", ")
         );
+        println!("    a) messages on NEW after SELECT: {}", round.progress);
         // Free the tmpfs space of this round's copies.
-        for u in ["proxy", "batch", "pair"] {
+        for u in USERS {
             let mut c = RawImap::connect(new.host(), new.port());
             c.login(&format!("{u}{r}"), PW);
             let _ = c.raw(&format!("DELETE {FOLDER}"));
@@ -257,8 +291,8 @@ fn run(cfg: &Config) {
     print_table(cfg, n, bytes, &rounds);
     println!("\nload average at the end: {}", loadavg());
     println!(
-        "reproduce: TMPDIR=/dev/shm cargo run --release --example migration_bench -- --messages {} --budget-ms {} --reps {}",
-        cfg.messages, cfg.budget_ms, cfg.reps
+        "reproduce: TMPDIR=/dev/shm cargo run --release --example migration_bench -- --messages {} --budget-ms {} --reps {} --poll-ms {}",
+        cfg.messages, cfg.budget_ms, cfg.reps, cfg.poll_ms
     );
 }
 
@@ -292,35 +326,7 @@ fn proxy_run(
     let proxy = ProxyProcess::start(exe, &[CHILD_FLAG], new.port(), &extra);
     let n = cfg.messages as u32;
 
-    // The poller logs in to NEW first and waits for the start signal.
-    let (go_tx, go_rx) = mpsc::channel::<Instant>();
-    let (new_host, new_port, poll_user) = (new.host(), new.port(), user.to_string());
-    let poller = std::thread::spawn(move || {
-        let mut c = RawImap::connect(new_host, new_port);
-        c.login(&poll_user, PW);
-        let t0 = go_rx.recv().expect("start signal");
-        loop {
-            let (lines, tagged) = c.raw(&format!("STATUS {FOLDER} (MESSAGES)"));
-            let got = if tagged.starts_with("OK") {
-                lines
-                    .iter()
-                    .find_map(|l| status_messages(l))
-                    .unwrap_or(0)
-            } else {
-                0 // not created yet
-            };
-            if got >= n {
-                let at = t0.elapsed().as_secs_f64();
-                c.logout();
-                return Some(at);
-            }
-            if t0.elapsed() > COMPLETE_LIMIT {
-                c.logout();
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
-    });
+    let (go_tx, poller) = spawn_poller(new, user, n, cfg.poll_ms);
 
     let mut client = LineClient::connect(proxy.port);
     let pid = proxy.pid() as i32;
@@ -373,8 +379,19 @@ fn proxy_run(
     } else {
         f64::NAN
     };
-    let complete = poller.join().expect("poller thread");
+    let (complete, progress) = poller.join().expect("poller thread");
     round.complete = complete.unwrap_or(f64::NAN);
+    // Messages on NEW every 0.25 s after SELECT (the last poll at or before each mark).
+    let mut marks = Vec::new();
+    let mut mark = 0.25;
+    for (i, (at, _)) in progress.iter().enumerate() {
+        while *at >= mark + 0.25 || (i + 1 == progress.len() && *at >= mark) {
+            let upto = progress.iter().rev().find(|(t, _)| *t <= mark).map_or(0, |p| p.1);
+            marks.push(format!("{mark:.2}s:{upto}"));
+            mark += 0.25;
+        }
+    }
+    round.progress = marks.join(" ");
     if idling {
         client.send("DONE");
         let _ = client.until("a3 ", |_| {});
@@ -397,6 +414,51 @@ fn proxy_run(
         }
     }
     drop(proxy);
+}
+
+/// Result of a poller: when it first read N (`None`: never), and every (time, count) it read.
+type Polled = (Option<f64>, Vec<(f64, u32)>);
+
+/// A thread that logs in to NEW as `user`, waits for the start instant, then asks
+/// `STATUS Big (MESSAGES)` every `poll_ms` until it reads `n` (a missing folder counts as 0).
+fn spawn_poller(
+    new: &Dovecot,
+    user: &str,
+    n: u32,
+    poll_ms: u64,
+) -> (mpsc::Sender<Instant>, std::thread::JoinHandle<Polled>) {
+    let (go_tx, go_rx) = mpsc::channel::<Instant>();
+    let (new_host, new_port, poll_user) = (new.host(), new.port(), user.to_string());
+    let poll = Duration::from_millis(poll_ms);
+    let poller = std::thread::spawn(move || {
+        let mut c = RawImap::connect(new_host, new_port);
+        c.login(&poll_user, PW);
+        let t0 = go_rx.recv().expect("start signal");
+        let mut progress = Vec::new();
+        loop {
+            let (lines, tagged) = c.raw(&format!("STATUS {FOLDER} (MESSAGES)"));
+            let got = if tagged.starts_with("OK") {
+                lines
+                    .iter()
+                    .find_map(|l| status_messages(l))
+                    .unwrap_or(0)
+            } else {
+                0 // not created yet
+            };
+            let at = t0.elapsed().as_secs_f64();
+            progress.push((at, got));
+            if got >= n {
+                c.logout();
+                return (Some(at), progress);
+            }
+            if t0.elapsed() > COMPLETE_LIMIT {
+                c.logout();
+                return (None, progress);
+            }
+            std::thread::sleep(poll);
+        }
+    });
+    (go_tx, poller)
 }
 
 /// `* STATUS Big (MESSAGES 123)` → 123.
@@ -430,7 +492,7 @@ struct LineClient {
 
 impl LineClient {
     fn connect(port: u16) -> LineClient {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_nodelay(true).unwrap();
         stream
             .set_read_timeout(Some(COMPLETE_LIMIT))
@@ -488,15 +550,19 @@ fn endpoint(d: &Dovecot, user: &str) -> Endpoint {
     }
 }
 
+/// b) (`poll_ms` None) or e) (with the STATUS poller of a), so that its cost shows).
+#[allow(clippy::too_many_arguments)]
 fn batch_run(
     rt: &tokio::runtime::Runtime,
     old: &Dovecot,
     new: &Dovecot,
     user: &str,
     state: &Path,
+    poll: Option<(u32, u64)>,
     cpu: &Cpu,
     round: &mut Round,
 ) {
+    let poller = poll.map(|(n, ms)| spawn_poller(new, user, n, ms));
     let opts = Options {
         selection: Selection {
             folders: vec![FOLDER.to_string()],
@@ -510,17 +576,30 @@ fn batch_run(
         let c0 = cpu.sample();
         let s0 = self_cpu();
         let t = Instant::now();
+        if let Some((go, _)) = &poller {
+            go.send(t).expect("poller alive");
+        }
         let report = sync_account(&store, &old_ep, &new_ep, &opts, &Quiet)
             .await
             .unwrap_or_else(|e| panic!("sync_account: {e}"));
-        round.batch = t.elapsed().as_secs_f64();
-        round.batch_cpu = self_cpu() - s0;
-        (round.batch_old_cpu, round.batch_new_cpu) = cpu.since(c0);
+        let wall = t.elapsed().as_secs_f64();
+        let cpu_used = self_cpu() - s0;
+        let (old_cpu, new_cpu) = cpu.since(c0);
+        if poller.is_some() {
+            (round.polled, round.polled_cpu) = (wall, cpu_used);
+            (round.polled_old_cpu, round.polled_new_cpu) = (old_cpu, new_cpu);
+        } else {
+            (round.batch, round.batch_cpu) = (wall, cpu_used);
+            (round.batch_old_cpu, round.batch_new_cpu) = (old_cpu, new_cpu);
+        }
         for e in report.errors.iter().take(5) {
             eprintln!("  batch error: {e}");
         }
         store.close().await;
     });
+    if let Some((_, handle)) = poller {
+        round.polled_complete = handle.join().expect("poller thread").0.unwrap_or(f64::NAN);
+    }
 }
 
 fn pair_run(
@@ -582,6 +661,73 @@ fn pair_run(
     });
 }
 
+/// d): Big created on NEW and selected by a client that IDLEs in it, then b)'s batch copy.
+#[allow(clippy::too_many_arguments)]
+fn idle_batch_run(
+    rt: &tokio::runtime::Runtime,
+    old: &Dovecot,
+    new: &Dovecot,
+    user: &str,
+    state: &Path,
+    n: u32,
+    cpu: &Cpu,
+    round: &mut Round,
+) {
+    let mut client = LineClient::connect(new.port());
+    for (tag, cmd) in [
+        ("i1", format!("LOGIN {user} {PW}")),
+        ("i2", format!("CREATE {FOLDER}")),
+        ("i3", format!("SELECT {FOLDER}")),
+    ] {
+        let tagged = client.command(tag, &cmd, |_| {});
+        assert!(tagged.starts_with(&format!("{tag} OK")), "{cmd}: {tagged}");
+    }
+    client.send("i4 IDLE");
+    let cont = client.line();
+    assert!(cont.starts_with('+'), "IDLE: {cont}");
+    let (go_tx, go_rx) = mpsc::channel::<Instant>();
+    let watcher = std::thread::spawn(move || {
+        let t0 = go_rx.recv().expect("start signal");
+        let mut seen = 0;
+        while seen < n && t0.elapsed() < COMPLETE_LIMIT {
+            if let Some(e) = exists_of(&client.line()) {
+                seen = seen.max(e);
+            }
+        }
+        let at = t0.elapsed().as_secs_f64();
+        client.send("DONE");
+        let _ = client.until("i4 ", |_| {});
+        let _ = client.command("i5", "LOGOUT", |_| {});
+        if seen >= n { at } else { f64::NAN }
+    });
+    let opts = Options {
+        selection: Selection {
+            folders: vec![FOLDER.to_string()],
+            ..Selection::default()
+        },
+        ..Options::default()
+    };
+    let (old_ep, new_ep) = (endpoint(old, OLD_USER), endpoint(new, user));
+    rt.block_on(async {
+        let store = SqliteStore::open(state).await.expect("open state store");
+        let c0 = cpu.sample();
+        let s0 = self_cpu();
+        let t = Instant::now();
+        go_tx.send(t).expect("watcher alive");
+        let report = sync_account(&store, &old_ep, &new_ep, &opts, &Quiet)
+            .await
+            .unwrap_or_else(|e| panic!("sync_account: {e}"));
+        round.idle_batch = t.elapsed().as_secs_f64();
+        round.idle_cpu = self_cpu() - s0;
+        (round.idle_old_cpu, round.idle_new_cpu) = cpu.since(c0);
+        for e in report.errors.iter().take(5) {
+            eprintln!("  batch (IDLE) error: {e}");
+        }
+        store.close().await;
+    });
+    round.idle_sees_all = watcher.join().expect("watcher thread");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The table.
 
@@ -607,9 +753,10 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
     println!();
     println!(
         "RESULTS: first SELECT of an unmigrated folder of {n} messages, {:.1} MB (MB = 10^6 bytes); \
-         select_budget_ms = {}; median of {} reps (min-max); CPU = user+sys seconds",
+         select_budget_ms = {}; STATUS poll every {} ms; median of {} reps (min-max); CPU = user+sys seconds",
         mb(bytes),
         cfg.budget_ms,
+        cfg.poll_ms,
         cfg.reps
     );
     println!(
@@ -617,7 +764,7 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
         "measure", "median s", "(min-max)", "mig CPU", "OLD CPU", "NEW CPU"
     );
     type F<'a> = &'a dyn Fn(&Round) -> f64;
-    let rows: [(&str, F, Option<[F; 3]>); 6] = [
+    let rows: [(&str, F, Option<[F; 3]>); 10] = [
         ("a) proxy: LOGIN -> tagged OK (OLD tree created on NEW)", &|r| r.login, None),
         ("a) proxy: SELECT Big -> tagged OK", &|r| r.select_ok, None),
         (
@@ -636,6 +783,18 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
             &|r| r.pair,
             Some([&|r| r.pair_cpu, &|r| r.pair_old_cpu, &|r| r.pair_new_cpu]),
         ),
+        (
+            "d) b) while a client IDLEs in the NEW folder (no proxy)",
+            &|r| r.idle_batch,
+            Some([&|r| r.idle_cpu, &|r| r.idle_old_cpu, &|r| r.idle_new_cpu]),
+        ),
+        ("d) start -> that client saw EXISTS N", &|r| r.idle_sees_all, None),
+        (
+            "e) b) with a)'s STATUS poller running (no proxy)",
+            &|r| r.polled,
+            Some([&|r| r.polled_cpu, &|r| r.polled_old_cpu, &|r| r.polled_new_cpu]),
+        ),
+        ("e) start -> the poller read N", &|r| r.polled_complete, None),
     ];
     for (label, f, cpus) in rows {
         let cpu = |i: usize| cpus.map_or("-".to_string(), |c| format!("{:.2}", med(c[i])));
@@ -654,6 +813,23 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
          this process for b) and c); the SELECT-to-complete CPU window for a))"
     );
     let paired = |a: F, b: F| median(rs.iter().map(|r| a(r) / b(r)).collect());
+    let nf = n as f64;
+    println!(
+        "copy rates, msgs/s (median): a) until SELECT OK {:.0}, a) from SELECT OK to complete {:.0}, \
+         b) {:.0}, c) {:.0}, d) {:.0}, e) {:.0}",
+        med(&|r| r.exists_at_select as f64 / r.select_ok),
+        med(&|r| {
+            if r.exists_at_select >= n {
+                f64::NAN
+            } else {
+                (nf - r.exists_at_select as f64) / (r.complete - r.select_ok)
+            }
+        }),
+        med(&|r| nf / r.batch),
+        med(&|r| nf / r.pair),
+        med(&|r| nf / r.idle_batch),
+        med(&|r| nf / r.polled),
+    );
     let budget = cfg.budget_ms as f64 / 1e3;
     println!("\nRATIOS (median over the reps of the ratio within each rep)");
     println!(
@@ -680,6 +856,22 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
     println!(
         "  sync_pair alone / engine batch copy:                   {:>6.2}",
         paired(&|r| r.pair, &|r| r.batch)
+    );
+    println!(
+        "  batch with a client IDLE in the folder / batch:        {:>6.2}",
+        paired(&|r| r.idle_batch, &|r| r.batch)
+    );
+    println!(
+        "  complete through the proxy / batch with a client IDLE: {:>6.2}",
+        paired(&|r| r.complete, &|r| r.idle_batch)
+    );
+    println!(
+        "  batch with the STATUS poller / batch:                  {:>6.2}",
+        paired(&|r| r.polled, &|r| r.batch)
+    );
+    println!(
+        "  complete through the proxy / batch + poller, both as the poller saw them: {:.2}",
+        paired(&|r| r.complete, &|r| r.polled_complete)
     );
     let bad: Vec<String> = rs
         .iter()

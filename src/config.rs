@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub sweep: Sweep,
 }
 
 /// `[listen]`: where mail clients connect.
@@ -88,6 +90,105 @@ pub struct New {
     /// Verify NEW's certificate (on by default; turning it off is an explicit opt-out).
     #[serde(default = "yes")]
     pub verify: bool,
+    /// A NEW master user (SASL PLAIN with authzid = the user) for work without the user's own
+    /// login: sweeps and `verify` of accounts nobody logs into.
+    #[serde(default)]
+    pub master_user: Option<String>,
+    #[serde(default)]
+    pub master_password_file: Option<PathBuf>,
+}
+
+impl New {
+    /// Reads NEW's master password, without its trailing newline.
+    pub fn master_password(&self) -> Result<Option<Secret>, ValidationError> {
+        self.master_password_file
+            .as_deref()
+            .map(|p| read_secret_file("new.master_password_file", p))
+            .transpose()
+    }
+}
+
+/// Reads a file holding only a password (a trailing newline is ignored).
+fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ValidationError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ValidationError::File {
+        key,
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(ValidationError::File {
+            key,
+            path: path.to_path_buf(),
+            message: "the file is empty".into(),
+        });
+    }
+    Ok(Secret::new(password))
+}
+
+/// `[sweep]`: background completion of accounts nobody opens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// Run the sweeper inside `imapferry proxy` (`imapferry sweep` always runs it).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Accounts swept at the same time.
+    #[serde(default = "default_sweep_accounts")]
+    pub accounts_in_parallel: usize,
+    /// Connections the sweeper opens to one OLD host at most (all accounts together).
+    #[serde(default = "default_sweep_connections")]
+    pub connections_per_host: usize,
+    /// Global copy ceilings of the sweeper (all accounts together); none by default.
+    #[serde(default)]
+    pub max_bytes_per_second: Option<u64>,
+    #[serde(default)]
+    pub max_messages_per_second: Option<f64>,
+    /// Daily window `HH:MM-HH:MM` (local time, may wrap midnight) outside which the sweeper
+    /// starts nothing new; none = always.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// Synced (not retired) accounts are looked at again after this many seconds.
+    #[serde(default = "default_revisit_secs")]
+    pub revisit_secs: u64,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep {
+            enabled: false,
+            accounts_in_parallel: default_sweep_accounts(),
+            connections_per_host: default_sweep_connections(),
+            max_bytes_per_second: None,
+            max_messages_per_second: None,
+            window: None,
+            revisit_secs: default_revisit_secs(),
+        }
+    }
+}
+
+fn default_sweep_accounts() -> usize {
+    4
+}
+
+fn default_sweep_connections() -> usize {
+    8
+}
+
+fn default_revisit_secs() -> u64 {
+    3600
+}
+
+/// A daily time window `HH:MM-HH:MM` as minutes after midnight (start, end); `end < start`
+/// wraps midnight.
+pub fn parse_window(text: &str) -> Option<(u32, u32)> {
+    let minutes = |t: &str| {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (a, b) = text.split_once('-')?;
+    Some((minutes(a)?, minutes(b)?))
 }
 
 /// How the proxy logs in to OLD for a user.
@@ -127,23 +228,10 @@ pub struct Old {
 impl Old {
     /// Reads the master password from `master_password_file`, without its trailing newline.
     pub fn master_password(&self) -> Result<Option<Secret>, ValidationError> {
-        let Some(path) = &self.master_password_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| ValidationError::File {
-            key: "old.master_password_file",
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let password = text.trim_end_matches(['\r', '\n']);
-        if password.is_empty() {
-            return Err(ValidationError::File {
-                key: "old.master_password_file",
-                path: path.clone(),
-                message: "the file is empty".into(),
-            });
-        }
-        Ok(Some(Secret::new(password)))
+        self.master_password_file
+            .as_deref()
+            .map(|p| read_secret_file("old.master_password_file", p))
+            .transpose()
     }
 }
 
@@ -596,6 +684,38 @@ impl Config {
         positive("limits.max_connections", l.max_connections.into())?;
         positive("limits.idle_timeout_secs", l.idle_timeout_secs)?;
         positive("limits.login_timeout_secs", l.login_timeout_secs)?;
+
+        match (&self.new.master_user, &self.new.master_password_file) {
+            (Some(_), None) => {
+                return Err(ValidationError::Missing {
+                    key: "new.master_password_file",
+                    because: "new.master_user is set",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ValidationError::Missing {
+                    key: "new.master_user",
+                    because: "new.master_password_file is set",
+                });
+            }
+            (Some(_), Some(_)) => {
+                self.new.master_password()?;
+            }
+            (None, None) => {}
+        }
+        let sw = &self.sweep;
+        positive("sweep.accounts_in_parallel", sw.accounts_in_parallel as u64)?;
+        positive("sweep.connections_per_host", sw.connections_per_host as u64)?;
+        positive("sweep.revisit_secs", sw.revisit_secs)?;
+        if let Some(w) = &sw.window
+            && parse_window(w).is_none()
+        {
+            return Err(ValidationError::OutOfRange {
+                key: "sweep.window",
+                value: w.clone(),
+                expected: "HH:MM-HH:MM, e.g. 22:00-06:00",
+            });
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! - [`cli`]: the command line (`imapferry sync`, the `imapsync`-compatible options, output and exit codes).
 //! - [`proxy`]: the transparent proxy: listeners (`server`), one client connection (`session`), and its
 //!   sans-I/O parts (a streaming line/literal framer, command inspection).
+//! - [`sweep`]: background completion of accounts nobody opens (uses `migrate`'s account state).
 //! - [`migrate`]: the migration inside the proxy: one shared state per account (OLD access, lazy
 //!   per-folder backfill with one owner, live pickup) and the journal of user writes mirrored to OLD.
 //! - [`config`]: the proxy's TOML configuration file (sections, defaults, validation).
@@ -28,5 +29,6 @@ pub mod migrate;
 pub mod proxy;
 pub mod secret;
 pub mod store;
+pub mod sweep;
 pub mod sync;
 pub mod tls;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dovecot, DovecotOptions, Layout, Proxy, RawImap, Snapshot, snapshot};
+use common::{Dovecot, DovecotOptions, Layout, Proxy, ProxyProc, RawImap, Snapshot, snapshot};
 
 const USER: &str = "alice";
 const PW: &str = "alicepw";
@@ -271,59 +271,6 @@ fn two_connections_select_the_same_unmigrated_folder_at_once() {
     drop(proxy);
 }
 
-/// `imapferry proxy` as a process (so it can be killed with SIGKILL), with a fixed state file.
-struct ProxyProc {
-    child: std::process::Child,
-    port: u16,
-    stderr: PathBuf,
-}
-
-impl ProxyProc {
-    fn start(dir: &Path, config: &str) -> ProxyProc {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let path = dir.join("proxy.toml");
-        std::fs::write(
-            &path,
-            format!("[listen]\nimap = \"127.0.0.1:{port}\"\n{config}"),
-        )
-        .unwrap();
-        let stderr = dir.join(format!("proxy-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_imapferry"))
-            .arg("proxy")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let p = ProxyProc {
-            child,
-            port,
-            stderr,
-        };
-        wait_until("the proxy's greeting", Duration::from_secs(15), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        p
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for ProxyProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn proxy_config(old: &Dovecot, new: &Dovecot, state: &Path, old_extra: &str) -> String {
     format!(
         "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
@@ -352,7 +299,11 @@ fn old_down_mid_session_then_journal_survives_kill_9_and_drains() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let config = proxy_config(&old, &new, &state, "");
-    let proxy = ProxyProc::start(dir.path(), &config);
+    let proxy = ProxyProc::start(
+        Path::new(env!("CARGO_BIN_EXE_imapferry")),
+        dir.path(),
+        &config,
+    );
 
     let mut c = RawImap::connect("127.0.0.1", proxy.port);
     c.login(USER, PW);
@@ -368,7 +319,11 @@ fn old_down_mid_session_then_journal_survives_kill_9_and_drains() {
 
     drop(proxy); // SIGKILL: nothing in the journal may be lost
     old.restart();
-    let proxy = ProxyProc::start(dir.path(), &config);
+    let proxy = ProxyProc::start(
+        Path::new(env!("CARGO_BIN_EXE_imapferry")),
+        dir.path(),
+        &config,
+    );
     let mut c = RawImap::connect("127.0.0.1", proxy.port);
     c.login(USER, PW);
     wait_until(
@@ -432,7 +387,11 @@ fn accounts_and_master_policies_reach_the_right_old_account() {
     .unwrap();
     let state = dir.path().join("state.db");
     let extra = format!("auth = \"accounts\"\naccounts = \"{}\"", accounts.display());
-    let proxy = ProxyProc::start(dir.path(), &proxy_config(&old, &new, &state, &extra));
+    let proxy = ProxyProc::start(
+        Path::new(env!("CARGO_BIN_EXE_imapferry")),
+        dir.path(),
+        &proxy_config(&old, &new, &state, &extra),
+    );
     let mut c = RawImap::connect("127.0.0.1", proxy.port);
     c.login("bob", "newbob");
     assert_eq!(c.select("INBOX"), 4, "bob does not see legacy_bob's mail");
@@ -480,7 +439,11 @@ fn accounts_and_master_policies_reach_the_right_old_account() {
         master.0,
         secret.display()
     );
-    let proxy = ProxyProc::start(dir.path(), &proxy_config(&old, &new, &state, &extra));
+    let proxy = ProxyProc::start(
+        Path::new(env!("CARGO_BIN_EXE_imapferry")),
+        dir.path(),
+        &proxy_config(&old, &new, &state, &extra),
+    );
     let mut c = RawImap::connect("127.0.0.1", proxy.port);
     c.login(USER, "alicenew");
     assert_eq!(

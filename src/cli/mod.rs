@@ -11,6 +11,8 @@ mod proxy;
 pub mod report;
 mod run;
 mod status;
+mod sweep;
+mod verify;
 
 use std::path::Path;
 
@@ -28,6 +30,10 @@ fn top_help() -> String {
          one child sync each, --jobs N at a time; exit 0 if all succeeded, 1 otherwise (see `imapferry batch --help`)\n  \
          status    migration progress from the proxy's state file: `status --config FILE [USER]`\n  \
          retire    end OLD access for a synced account: `retire USER --config FILE [--force]`\n  \
+         sweep     bring accounts nobody opens up to date in the background: `sweep --config FILE [--once]`\n  \
+         accounts  `accounts import FILE --config CONF`: record accounts (loop file or logins) as pending\n  \
+         verify    compare OLD and NEW per folder (counts, sizes, missing/extra messages, flags), read-only:\n            \
+         `verify USER --config FILE` or `verify --all --config FILE` [--json]; exit 0 if equal, 1 otherwise\n  \
          help      this help\n  \
          version   print the version\n\n\
          Called as `imapsync` (e.g. through a symlink), the binary takes imapsync's options directly.\n",
@@ -68,6 +74,9 @@ pub fn main_with_args(argv: Vec<String>) -> i32 {
         Some("proxy") => proxy::proxy_command(&rest[1..]),
         Some("status") => status::status_command(&rest[1..]),
         Some("retire") => status::retire_command(&rest[1..]),
+        Some("sweep") => sweep::sweep_command(&rest[1..]),
+        Some("accounts") => sweep::accounts_command(&rest[1..]),
+        Some("verify") => verify::verify_command(&rest[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{}", top_help());
             report::code::EX_OK
@@ -116,6 +125,8 @@ mod tests {
         assert_eq!(main_with_args(argv(&["imapferry", "status"])), 64);
         assert_eq!(main_with_args(argv(&["imapferry", "status", "--help"])), 0);
         assert_eq!(main_with_args(argv(&["imapferry", "retire", "--help"])), 0);
+        assert_eq!(main_with_args(argv(&["imapferry", "verify", "--help"])), 0);
+        assert_eq!(main_with_args(argv(&["imapferry", "verify"])), 64);
         assert_eq!(
             main_with_args(argv(&[
                 "imapferry",

@@ -81,7 +81,7 @@ pub fn proxy_command(args: &[String]) -> i32 {
 /// The dispatcher the proxy logs through. The CLI normally installed the plain global subscriber
 /// already (`try_init` keeps the first one), so JSON logs are a dispatcher scoped to the proxy's
 /// future; the server passes it on to every connection task.
-fn log_dispatch(json: bool) -> Dispatch {
+pub(super) fn log_dispatch(json: bool) -> Dispatch {
     if !json {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(env_filter())
@@ -102,7 +102,7 @@ fn env_filter() -> EnvFilter {
 }
 
 /// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -1,8 +1,11 @@
-//! `imapferry status --config FILE [USER]` shows every account's migration progress (or one
-//! account's folders) from the proxy's state file; `imapferry retire USER --config FILE [--force]`
-//! marks a synced account `retired` (DESIGN.md §1). Neither creates a state file nor talks to a
-//! server.
+//! `imapferry status --config FILE [--json] [USER]` shows the whole migration at a glance and
+//! every account's progress (or one account's folders) from the proxy's state file;
+//! `imapferry retire USER --config FILE [--force]` marks a synced account `retired` (DESIGN.md §1).
+//! Neither creates a state file nor talks to a server. The numbers, the account matching and the
+//! retire rule are the admin API's ([`crate::proxy::admin`]), so both always agree.
 
+use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::Path;
 
 use chrono::DateTime;
@@ -10,6 +13,9 @@ use chrono::DateTime;
 use super::report::code;
 use crate::config;
 use crate::mapping::utf7_decode;
+use crate::proxy::admin::{
+    AccountDetail, Overview, RetireDecision, StatusReport, find_user, old_login, retire_decision,
+};
 use crate::store::{AccountState, AccountSummary, FolderSummary, SqliteStore, Store, StoreError};
 
 /// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` uses it.
@@ -19,10 +25,14 @@ const EX_REFUSED: i32 = 1;
 
 /// The help text of `imapferry status`.
 pub fn status_help() -> String {
-    "usage: imapferry status --config FILE [USER]\n\n\
+    "usage: imapferry status --config FILE [--json] [USER]\n\n\
      Shows the migration progress recorded in the state file of the proxy configuration FILE\n\
      ([state] path). Nothing is changed and no server is contacted.\n\n\
-     Without USER: one line per account: NEW user, OLD user@host, state (pending, partial,\n\
+     Without USER: first the whole migration at a glance: accounts by state, progress (OLD\n\
+     messages linked to NEW or deleted there by the user, over the messages on OLD as of each\n\
+     folder's last pass; accounts without a completed pass are not counted yet), throughput\n\
+     (messages linked per hour over the span of the accounts' last activity), ETA at that rate,\n\
+     and the failed accounts with their reason. Then one line per account: NEW user, OLD user@host, state (pending, partial,\n\
      synced, retired, failed), folders synced/total, messages on OLD and on NEW (as of each\n\
      folder's last pass), linked messages, journal entries not yet mirrored to OLD, last activity\n\
      (UTC) and the recorded reason (the last error of a failed or partial account).\n\
@@ -30,6 +40,10 @@ pub fn status_help() -> String {
      that account's line, then one line per folder: OLD name, NEW name (modified UTF-7 decoded),\n\
      phase (new, partial, synced), messages on OLD, on NEW, linked, tombstones.\n\
      '-' means a folder has not completed a pass yet.\n\n\
+     options:\n  \
+     --json    the same as JSON: {\"overview\": {...}, \"accounts\": [...]} without USER (as the\n            \
+     admin API's GET /overview and GET /accounts); with USER {\"account\": {...},\n            \
+     \"folders\": [...]} (GET /accounts/USER), an array of those when USER names several\n\n\
      exit code: 0; 64 usage error; 66 unknown USER or no state file; 78 bad configuration;\n\
      70 the state file cannot be read.\n"
         .to_string()
@@ -56,10 +70,12 @@ struct Args {
     config: Option<String>,
     user: Option<String>,
     force: bool,
+    json: bool,
     help: bool,
 }
 
-/// `--config FILE` (or `--config=FILE`), at most one USER, `--force` when `allow_force`.
+/// `--config FILE` (or `--config=FILE`), at most one USER, `--force` for `retire` (`allow_force`),
+/// `--json` for `status`.
 fn parse_args(argv: &[String], allow_force: bool) -> Result<Args, String> {
     let mut args = Args::default();
     let mut rest = argv.iter();
@@ -67,6 +83,7 @@ fn parse_args(argv: &[String], allow_force: bool) -> Result<Args, String> {
         match arg.as_str() {
             "--help" | "-h" => args.help = true,
             "--force" if allow_force => args.force = true,
+            "--json" if !allow_force => args.json = true,
             "--config" => {
                 let file = rest
                     .next()
@@ -117,7 +134,13 @@ pub fn status_command(argv: &[String]) -> i32 {
             Err(e) => return store_error(&e),
         };
         let Some(user) = args.user else {
-            print!("{}", account_table(&accounts));
+            let overview = Overview::of(&accounts);
+            if args.json {
+                return print_json(&StatusReport { overview, accounts });
+            }
+            let table = account_table(&accounts);
+            let bar = std::io::stdout().is_terminal();
+            print!("{}{table}", overview_text(&overview, &table, bar));
             return code::EX_OK;
         };
         let matches = find_user(&accounts, &user);
@@ -126,6 +149,7 @@ pub fn status_command(argv: &[String]) -> i32 {
             return code::EX_NOINPUT;
         }
         let mut out = String::new();
+        let mut details = Vec::new();
         for (i, account) in matches.into_iter().enumerate() {
             let folders = match store.folder_summaries(account.id).await {
                 Ok(f) => f,
@@ -137,6 +161,16 @@ pub fn status_command(argv: &[String]) -> i32 {
             out.push_str(&account_table(std::slice::from_ref(account)));
             out.push('\n');
             out.push_str(&folder_table(&folders));
+            details.push(AccountDetail {
+                account: account.clone(),
+                folders,
+            });
+        }
+        if args.json {
+            return match &details[..] {
+                [one] => print_json(one),
+                many => print_json(&many),
+            };
         }
         print!("{out}");
         code::EX_OK
@@ -178,41 +212,20 @@ pub fn retire_command(argv: &[String]) -> i32 {
             }
         };
         let who = format!("{} (OLD {})", account.key.new_user, old_login(account));
-        if account.state == AccountState::Retired {
-            println!("{who} is already retired; nothing changed");
-            return code::EX_OK;
-        }
-        let mut problems = Vec::new();
-        if account.state != AccountState::Synced {
-            problems.push(format!(
-                "it is {} (folders synced {}/{}), not synced",
-                account.state.as_str(),
-                account.folders_synced,
-                account.folders
-            ));
-        }
-        if account.pending_journal > 0 {
-            problems.push(format!(
-                "{} journal {} not mirrored to OLD yet",
-                account.pending_journal,
-                plural(account.pending_journal, "entry is", "entries are")
-            ));
-        }
-        if !problems.is_empty() && !args.force {
-            eprintln!(
-                "imapferry: not retiring {who}: {}; finish the migration first, or use --force",
-                problems.join(", and ")
-            );
-            return EX_REFUSED;
-        }
-        let reason = (!problems.is_empty()).then(|| {
-            format!(
-                "retired with --force from {} with {} pending journal {}",
-                account.state.as_str(),
-                account.pending_journal,
-                plural(account.pending_journal, "entry", "entries")
-            )
-        });
+        let (reason, problems) = match retire_decision(account, args.force) {
+            RetireDecision::AlreadyRetired => {
+                println!("{who} is already retired; nothing changed");
+                return code::EX_OK;
+            }
+            RetireDecision::Refused { problems } => {
+                eprintln!(
+                    "imapferry: not retiring {who}: {}; finish the migration first, or use --force",
+                    problems.join(", and ")
+                );
+                return EX_REFUSED;
+            }
+            RetireDecision::Retire { reason, problems } => (reason, problems),
+        };
         if let Err(e) = store
             .set_account_state(account.id, AccountState::Retired, reason.as_deref())
             .await
@@ -290,28 +303,134 @@ where
     })
 }
 
-/// The accounts USER names: by NEW user; if none, by OLD user; if none, by OLD user@host.
-fn find_user<'a>(accounts: &'a [AccountSummary], user: &str) -> Vec<&'a AccountSummary> {
-    let by = |f: &dyn Fn(&AccountSummary) -> bool| -> Vec<&'a AccountSummary> {
-        accounts.iter().filter(|a| f(a)).collect()
+/// Prints `value` as pretty JSON; exit code.
+fn print_json(value: &impl serde::Serialize) -> i32 {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            code::EX_OK
+        }
+        Err(e) => {
+            eprintln!("imapferry: cannot write JSON: {e}");
+            code::EX_SOFTWARE
+        }
+    }
+}
+
+/// Failed accounts listed by name in the overview; the rest are counted.
+const FAILED_SHOWN: usize = 20;
+/// Width of the progress bar on a terminal.
+const BAR_WIDTH: usize = 30;
+
+/// The overview lines printed above the account table (`table`, for the width of the rule that
+/// ends them), with a progress bar when `bar`. No blank line: the overview and the table read as
+/// one block.
+fn overview_text(o: &Overview, table: &str, bar: bool) -> String {
+    let mut out = String::new();
+    let s = &o.by_state;
+    let _ = writeln!(
+        out,
+        "Accounts:    {} ({} pending, {} partial, {} synced, {} retired, {} failed)",
+        o.accounts, s.pending, s.partial, s.synced, s.retired, s.failed
+    );
+    let percent = o
+        .progress_percent
+        .map_or_else(|| "unknown".to_string(), |p| format!("{p:.1} %"));
+    let bar = match (bar, o.progress_percent) {
+        (true, Some(p)) => {
+            let filled = ((p / 100.0 * BAR_WIDTH as f64).round() as usize).min(BAR_WIDTH);
+            format!(
+                " [{}{}]",
+                "#".repeat(filled),
+                "-".repeat(BAR_WIDTH - filled)
+            )
+        }
+        _ => String::new(),
     };
-    let found = by(&|a| a.key.new_user == user);
-    if !found.is_empty() {
-        return found;
+    let _ = write!(
+        out,
+        "Progress:    {percent}{bar}  {} of {} messages on OLD done ({} linked, {} deleted on NEW)",
+        o.messages_done, o.messages_old, o.linked, o.tombstones
+    );
+    if o.accounts_not_counted > 0 {
+        let _ = write!(
+            out,
+            "; {} {} without a completed pass not counted yet",
+            o.accounts_not_counted,
+            if o.accounts_not_counted == 1 {
+                "account"
+            } else {
+                "accounts"
+            }
+        );
     }
-    let found = by(&|a| a.key.old_user == user);
-    if !found.is_empty() {
-        return found;
+    out.push('\n');
+    match (o.messages_per_hour, o.activity_first, o.activity_last) {
+        (Some(rate), Some(first), Some(last)) => {
+            let _ = writeln!(
+                out,
+                "Throughput:  {rate:.0} messages/hour (messages linked in the accounts active between \
+                 {} and {})",
+                timestamp(Some(first)),
+                timestamp(Some(last))
+            );
+        }
+        _ => out.push_str(
+            "Throughput:  unknown (needs account activity recorded over at least a minute)\n",
+        ),
     }
-    by(&|a| old_login(a) == user)
+    let left = o.messages_old - o.messages_done;
+    match o.eta_seconds {
+        Some(0) => out.push_str("ETA:         done\n"),
+        Some(secs) => {
+            let _ = writeln!(
+                out,
+                "ETA:         {} ({left} counted messages left at that rate)",
+                duration(secs)
+            );
+        }
+        None => out.push_str("ETA:         unknown\n"),
+    }
+    for (i, f) in o.failed.iter().take(FAILED_SHOWN).enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{} (OLD {}@{}): {}",
+            if i == 0 {
+                "Failed:      "
+            } else {
+                "             "
+            },
+            f.new_user,
+            f.old_user,
+            f.old_host,
+            f.reason.as_deref().unwrap_or("no reason recorded")
+        );
+    }
+    if o.failed.len() > FAILED_SHOWN {
+        let _ = writeln!(
+            out,
+            "             ... and {} more (imapferry status --json lists them all)",
+            o.failed.len() - FAILED_SHOWN
+        );
+    }
+    let rule = table.lines().next().map_or(0, width).max(20);
+    out.push_str(&"-".repeat(rule));
+    out.push('\n');
+    out
 }
 
-fn old_login(a: &AccountSummary) -> String {
-    format!("{}@{}", a.key.old_user, a.key.old_host)
-}
-
-fn plural<'s>(n: u64, one: &'s str, many: &'s str) -> &'s str {
-    if n == 1 { one } else { many }
+/// Seconds for people: `45s`, `12m`, `3h 05m`, `2d 4h`.
+fn duration(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{secs}s")
+    }
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`; `never` for none.
@@ -478,6 +597,7 @@ mod tests {
                 config: Some(config.into()),
                 user: user.map(Into::into),
                 force,
+                json: false,
                 help: false,
             })
         };
@@ -531,6 +651,19 @@ mod tests {
                 argv(&["--frob", "--config", "a"]),
                 false,
                 Err("unknown option '--frob'".into()),
+            ),
+            (
+                argv(&["--json", "--config", "c.toml", "joe"]),
+                false,
+                Ok(Args {
+                    json: true,
+                    ..ok("c.toml", Some("joe"), false).unwrap()
+                }),
+            ),
+            (
+                argv(&["joe", "--config", "c.toml", "--json"]),
+                true,
+                Err("unknown option '--json'".into()),
             ),
             (
                 argv(&["-h"]),
@@ -598,26 +731,46 @@ mod tests {
     }
 
     #[test]
-    fn user_matching() {
-        let accounts = [
-            summary(1, "joe", "joseph", "old1"),
-            summary(2, "joseph", "jo", "old1"),
-            summary(3, "ann", "ann", "old1"),
-            summary(4, "ann", "ann", "old2"),
+    fn overview_lines() {
+        let mut a = summary(1, "alice", "alice", "old");
+        (a.folders, a.folders_synced, a.messages_old, a.linked) = (2, 1, 200, 50);
+        a.state = AccountState::Partial;
+        a.last_activity = Some(1_795_000_000);
+        let mut b = summary(2, "bob", "bob", "old");
+        (b.folders, b.folders_synced, b.messages_old, b.linked) = (1, 1, 50, 50);
+        b.last_activity = Some(1_795_003_600);
+        let mut c = summary(3, "carol", "carol", "old2");
+        c.state = AccountState::Failed;
+        c.reason = Some("AUTHENTICATIONFAILED".into());
+        let accounts = [a, b, c];
+        let o = Overview::of(&accounts);
+        let table = account_table(&accounts);
+        let text = overview_text(&o, &table, false);
+        let expected = [
+            "Accounts:    3 (0 pending, 1 partial, 1 synced, 0 retired, 1 failed)",
+            "Progress:    40.0 %  100 of 250 messages on OLD done (100 linked, 0 deleted on NEW); \
+             1 account without a completed pass not counted yet",
+            "Throughput:  100 messages/hour (messages linked in the accounts active between \
+             2026-11-18 11:06:40 UTC and 2026-11-18 12:06:40 UTC)",
+            "ETA:         1h 30m (150 counted messages left at that rate)",
+            "Failed:      carol (OLD carol@old2): AUTHENTICATIONFAILED",
         ];
-        // (USER, expected ids)
-        let cases: [(&str, &[i64]); 6] = [
-            ("joe", &[1]),
-            ("joseph", &[2]), // NEW user first
-            ("jo", &[2]),     // then OLD user
-            ("ann", &[3, 4]),
-            ("ann@old2", &[4]), // then OLD user@host
-            ("nobody", &[]),
-        ];
-        for (user, ids) in cases {
-            let got: Vec<i64> = find_user(&accounts, user).iter().map(|a| a.id).collect();
-            assert_eq!(got, ids, "{user}");
-        }
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..5], expected, "\n{text}");
+        assert!(lines[5].chars().all(|c| c == '-'), "{text}");
+        assert_eq!(lines.len(), 6);
+        let with_bar = overview_text(&o, &table, true);
+        assert!(
+            with_bar.contains(&format!("40.0 % [{}{}]", "#".repeat(12), "-".repeat(18))),
+            "{with_bar}"
+        );
+        let empty = overview_text(&Overview::of(&[]), "", false);
+        assert!(empty.contains("Progress:    unknown  0 of 0"), "{empty}");
+        assert!(empty.contains("Throughput:  unknown") && empty.contains("ETA:         unknown"));
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(12 * 60 + 5), "12m");
+        assert_eq!(duration(3 * 3600 + 5 * 60), "3h 05m");
+        assert_eq!(duration(2 * 86_400 + 4 * 3600 + 60), "2d 4h");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! it), live pickup for the folders sessions have selected, and the worker that drains the journal.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,81 @@ const PREPARE_WAIT: Duration = Duration::from_secs(10);
 const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// What the migrator shares with every account.
+pub(crate) struct Shared {
+    /// The sweeper's global rate ceilings.
+    pub rate: Option<Arc<sync::SharedRate>>,
+    pub interactive: Arc<AtomicUsize>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// How a migration step failed, for back-off and accounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connection refused or lost.
+    Connect,
+    Timeout,
+    /// `NO [UNAVAILABLE]`, `[THROTTLED]`, `[INUSE]`: the server asks to come back later.
+    Unavailable,
+    /// Bad credentials: permanent.
+    Login,
+    /// Another tagged NO/BAD.
+    Refused,
+    Store,
+    Other,
+}
+
+impl ErrorKind {
+    pub fn of(e: &SyncError) -> ErrorKind {
+        match e {
+            SyncError::Imap(ImapError::Connect { .. } | ImapError::Tls { .. })
+            | SyncError::Imap(ImapError::Io { .. } | ImapError::Closed { .. }) => {
+                ErrorKind::Connect
+            }
+            SyncError::Imap(ImapError::Timeout { .. }) => ErrorKind::Timeout,
+            SyncError::Imap(ImapError::Login { text, .. }) if transient_code(text) => {
+                ErrorKind::Unavailable
+            }
+            SyncError::Imap(ImapError::Login { .. }) => ErrorKind::Login,
+            SyncError::Imap(ImapError::Refused { text, code, .. })
+                if transient_code(text) || code.as_deref().is_some_and(transient_code) =>
+            {
+                ErrorKind::Unavailable
+            }
+            SyncError::Imap(ImapError::Refused { .. }) => ErrorKind::Refused,
+            SyncError::Store(_) => ErrorKind::Store,
+            _ => ErrorKind::Other,
+        }
+    }
+
+    /// Worth retrying later (with back-off) rather than failing the account.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::Unavailable
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Login => "login",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Store => "store",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+fn transient_code(text: &str) -> bool {
+    let t = text.to_ascii_uppercase();
+    ["UNAVAILABLE", "THROTTLED", "INUSE"]
+        .iter()
+        .any(|c| t.contains(c))
+}
+
 /// A logged-in pair of engine connections.
 pub(crate) struct Conn {
     pub old: Client,
@@ -52,7 +127,7 @@ pub(crate) struct Folder {
     /// Held by whoever works on the pair (a backfill or the mirror).
     pub lock: Mutex<()>,
     /// The backfill in progress, if any: waiters watch it turn true.
-    running: StdMutex<Option<watch::Receiver<bool>>>,
+    running: StdMutex<Option<Running>>,
     checked: StdMutex<Option<Instant>>,
     watchers: AtomicUsize,
 }
@@ -64,6 +139,23 @@ impl Folder {
             .ok()
             .and_then(|c| *c)
             .is_some_and(|t| t.elapsed() < FRESH)
+    }
+}
+
+/// A backfill in progress.
+struct Running {
+    done: watch::Receiver<bool>,
+    /// Started by the sweeper: a user's request may take it over.
+    sweep: bool,
+    /// Past the journal, copying: aborting it loses nothing (links are committed per APPEND and
+    /// an unlinked copy is adopted by the next pass, as after a crash).
+    copying: Arc<AtomicBool>,
+    abort: tokio::task::AbortHandle,
+}
+
+impl Running {
+    fn active(&self) -> bool {
+        !*self.done.borrow()
     }
 }
 
@@ -95,6 +187,14 @@ pub struct Account {
     pub(crate) id: AccountId,
     pub(crate) store: Arc<dyn Store>,
     opts: Options,
+    /// `opts` with the sweeper's shared rate ceilings, for backfills a sweep starts.
+    sweep_opts: Options,
+    /// Interactive backfills being waited for, all accounts together (the sweeper yields to them).
+    interactive: Arc<AtomicUsize>,
+    /// The last failure since the last success (for the sweeper), with its kind.
+    last_error: StdMutex<Option<(ErrorKind, String)>>,
+    /// Messages and bytes copied from OLD by this proxy.
+    copied: (AtomicU64, AtomicU64),
     endpoints: StdMutex<(Endpoint, Endpoint)>,
     names: StdMutex<Names>,
     folders: DashMap<String, Arc<Folder>>,
@@ -113,15 +213,20 @@ impl Account {
     pub(crate) fn new(
         id: AccountId,
         store: Arc<dyn Store>,
-        old: Endpoint,
-        new: Endpoint,
+        (old, new): (Endpoint, Endpoint),
         opts: Options,
-        stop: watch::Receiver<bool>,
+        shared: &Shared,
     ) -> Account {
+        let mut sweep_opts = opts.clone();
+        sweep_opts.shared_rate = shared.rate.clone();
         Account {
             id,
             store,
             opts,
+            sweep_opts,
+            interactive: Arc::clone(&shared.interactive),
+            last_error: StdMutex::new(None),
+            copied: (AtomicU64::new(0), AtomicU64::new(0)),
             endpoints: StdMutex::new((old, new)),
             names: StdMutex::new(Names::default()),
             folders: DashMap::new(),
@@ -136,7 +241,7 @@ impl Account {
                 until: None,
                 delay: BACKOFF_FIRST,
             }),
-            stop,
+            stop: shared.stop.clone(),
         }
     }
 
@@ -158,7 +263,7 @@ impl Account {
             async move {
                 me.prepare().await;
                 me.spawn_worker();
-                let _ = me.backfill("INBOX");
+                let _ = me.backfill("INBOX", false);
             }
             .in_current_span(),
         );
@@ -182,8 +287,58 @@ impl Account {
     /// Brings `folder` (a NEW name) up to date from OLD, waiting at most `wait`; the backfill
     /// goes on in the background after that. Folders OLD does not have return at once.
     pub async fn ensure(self: &Arc<Self>, folder: &str, wait: Duration) {
-        if let Some(mut done) = self.backfill(folder) {
+        if let Some(mut done) = self.backfill(folder, false) {
+            self.interactive.fetch_add(1, Ordering::SeqCst);
             let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+            self.interactive.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// One sweep of the whole account (the sweeper): OLD's tree on NEW, the journal mirrored,
+    /// then every folder brought up to date in turn, yielding between folders while users wait
+    /// for backfills. Returns the messages and bytes copied, or the failure that stopped it.
+    pub async fn sweep(self: &Arc<Self>) -> Result<(u64, u64), (ErrorKind, String)> {
+        let before = self.copied_totals();
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+        if let Ok(mut b) = self.backoff.lock() {
+            b.until = None; // the sweeper has its own back-off per host
+        }
+        self.prepare().await;
+        self.check()?;
+        self.drain_journal().await;
+        self.check()?;
+        let folders: Vec<String> = match self.names.lock() {
+            Ok(n) => n.new_to_old.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        for folder in folders {
+            while self.interactive.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Some(mut done) = self.backfill(&folder, true) {
+                let _ = done.wait_for(|d| *d).await;
+            }
+            self.check()?;
+        }
+        self.update_state().await;
+        let after = self.copied_totals();
+        Ok((after.0 - before.0, after.1 - before.1))
+    }
+
+    fn copied_totals(&self) -> (u64, u64) {
+        (
+            self.copied.0.load(Ordering::SeqCst),
+            self.copied.1.load(Ordering::SeqCst),
+        )
+    }
+
+    /// The failure recorded since the sweep started, if any.
+    fn check(&self) -> Result<(), (ErrorKind, String)> {
+        match self.last_error.lock().ok().and_then(|e| e.clone()) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -302,6 +457,9 @@ impl Account {
     /// OLD (or NEW) failed: back off before the next attempt; bad OLD credentials fail the account.
     pub(crate) async fn failed(&self, e: &SyncError) {
         warn!("migration: {e}");
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some((ErrorKind::of(e), e.to_string()));
+        }
         if let Ok(mut b) = self.backoff.lock() {
             b.until = Some(Instant::now() + b.delay);
             b.delay = (b.delay * 2).min(BACKOFF_MAX);
@@ -309,6 +467,7 @@ impl Account {
         if let SyncError::Imap(ImapError::Login {
             side: Side::Old, ..
         }) = e
+            && ErrorKind::of(e) == ErrorKind::Login
         {
             let reason = e.to_string();
             if let Err(e) = self
@@ -360,44 +519,68 @@ impl Account {
     }
 
     /// Starts (or joins) the backfill of a NEW folder; `None` when there is nothing to wait for.
-    pub(crate) fn backfill(self: &Arc<Self>, folder: &str) -> Option<watch::Receiver<bool>> {
+    /// `sweep`: started by the sweeper (its rate ceilings apply; no freshness shortcut).
+    pub(crate) fn backfill(
+        self: &Arc<Self>,
+        folder: &str,
+        sweep: bool,
+    ) -> Option<watch::Receiver<bool>> {
         let old_name = self.old_name(folder)?;
         if self.backing_off() {
             return None;
         }
         let f = self.folder(folder);
-        let rx = {
-            let mut running = f.running.lock().ok()?;
-            if let Some(rx) = running.as_ref().filter(|rx| !*rx.borrow()) {
-                return Some(rx.clone());
+        let mut running = f.running.lock().ok()?;
+        if let Some(r) = running.as_ref().filter(|r| r.active()) {
+            // Interactive first: a user's request takes over the sweeper's (rate-limited) copy.
+            let take_over = r.sweep && !sweep && r.copying.load(Ordering::SeqCst);
+            if !take_over {
+                return Some(r.done.clone());
             }
-            if f.fresh() {
-                return None;
-            }
-            let (tx, rx) = watch::channel(false);
-            *running = Some(rx.clone());
-            tokio::spawn(
-                Arc::clone(self)
-                    .run_backfill(Arc::clone(&f), old_name, folder.to_string(), tx)
-                    .in_current_span(),
-            );
-            rx
-        };
+            debug!(folder, "a user's request takes over the sweeper's backfill");
+            r.abort.abort();
+        } else if f.fresh() && !sweep {
+            return None;
+        }
+        let (tx, rx) = watch::channel(false);
+        let copying = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(
+            Arc::clone(self)
+                .run_backfill(
+                    Arc::clone(&f),
+                    (old_name, folder.to_string()),
+                    tx,
+                    sweep,
+                    Arc::clone(&copying),
+                )
+                .in_current_span(),
+        );
+        *running = Some(Running {
+            done: rx.clone(),
+            sweep,
+            copying,
+            abort: task.abort_handle(),
+        });
         Some(rx)
     }
 
     async fn run_backfill(
         self: Arc<Self>,
         f: Arc<Folder>,
-        old_name: String,
-        new_name: String,
+        (old_name, new_name): (String, String),
         done: watch::Sender<bool>,
+        sweep: bool,
+        copying: Arc<AtomicBool>,
     ) {
         // The mirror goes first, so OLD already has the user's writes when it is read.
         self.drain_journal().await;
         let result = {
             let _owner = f.lock.lock().await;
-            self.sync_folder(&old_name, &new_name).await
+            copying.store(true, Ordering::SeqCst);
+            let opts = if sweep { &self.sweep_opts } else { &self.opts };
+            let r = self.sync_folder(&old_name, &new_name, opts).await;
+            copying.store(false, Ordering::SeqCst);
+            r
         };
         match result {
             Ok(()) => {
@@ -414,7 +597,12 @@ impl Account {
         self.update_state().await;
     }
 
-    async fn sync_folder(&self, old_name: &str, new_name: &str) -> Result<(), SyncError> {
+    async fn sync_folder(
+        &self,
+        old_name: &str,
+        new_name: &str,
+        opts: &Options,
+    ) -> Result<(), SyncError> {
         let span = tracing::info_span!("backfill", folder = %new_name);
         async {
             let pair = self.store.folder_pair(self.id, old_name, new_name).await?;
@@ -424,12 +612,18 @@ impl Account {
                 &mut conn.old,
                 &mut conn.new,
                 &pair,
-                &self.opts,
+                opts,
                 &Quiet,
             )
             .await?;
             self.put(conn);
             self.succeeded();
+            self.copied
+                .0
+                .fetch_add(report.stats.messages_transferred, Ordering::SeqCst);
+            self.copied
+                .1
+                .fetch_add(report.stats.bytes_transferred, Ordering::SeqCst);
             for e in &report.errors {
                 warn!("{e}");
             }
@@ -535,7 +729,7 @@ impl Account {
                 .map(|e| e.key().clone())
                 .collect();
             for name in watched {
-                let _ = self.backfill(&name);
+                let _ = self.backfill(&name, false);
             }
             let pending = self.store.journal_pending_count(self.id).await.unwrap_or(0);
             if self.sessions.load(Ordering::SeqCst) == 0 && pending == 0 {

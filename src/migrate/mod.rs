@@ -4,10 +4,10 @@
 //! journal of user writes ([`Write`]) that is mirrored to OLD. It never imports the proxy.
 
 mod account;
+mod credentials;
 mod mirror;
 mod write;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,17 +15,15 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tracing::warn;
 
-pub use account::{Account, Watch};
+pub use account::{Account, ErrorKind, Watch};
+pub use credentials::Credentials;
 pub use write::Write;
 
-use crate::config::{self, Config, OldAuth};
-use crate::imap::{ConnectOptions, TlsOptions};
+use crate::config::{self, Config};
 use crate::secret::Secret;
-use crate::store::{AccountKey, AccountState, Store, StoreError};
-use crate::sync::{AuthMech, Endpoint, Options};
-
-/// Timeout of one IMAP exchange with OLD or NEW.
-const IMAP_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
+use crate::sync::{Endpoint, Options, SharedRate};
+use std::sync::atomic::AtomicUsize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -35,53 +33,14 @@ pub enum MigrateError {
     Store(#[from] StoreError),
 }
 
-/// How OLD is logged into for a user.
-enum Policy {
-    Same,
-    Master {
-        user: String,
-        password: Secret,
-    },
-    /// NEW login → (OLD host, OLD user, OLD password).
-    Accounts(HashMap<String, (String, String, Secret)>),
-}
-
 /// Every account the proxy has seen since it started.
 pub struct Migrator {
     store: Arc<dyn Store>,
-    old: ConnectOptions,
-    new: ConnectOptions,
-    policy: Policy,
+    credentials: Credentials,
     opts: Options,
     budget: Duration,
     accounts: DashMap<String, Arc<Account>>,
-    stop: watch::Receiver<bool>,
-}
-
-fn connect_options(
-    address: &str,
-    security: config::Security,
-    ca: Option<&std::path::Path>,
-    verify: bool,
-) -> Result<ConnectOptions, MigrateError> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| MigrateError::Config(format!("not host:port: {address}")))?;
-    Ok(ConnectOptions {
-        host: host.to_string(),
-        port,
-        security: match security {
-            config::Security::None => crate::imap::Security::Plain,
-            config::Security::Starttls => crate::imap::Security::StartTls,
-            config::Security::Tls => crate::imap::Security::Tls,
-        },
-        tls: TlsOptions {
-            verify,
-            ca_file: ca.map(|p| p.to_path_buf()),
-        },
-        timeout: IMAP_TIMEOUT,
-    })
+    shared: account::Shared,
 }
 
 impl Migrator {
@@ -92,42 +51,10 @@ impl Migrator {
         store: Arc<dyn Store>,
         stop: watch::Receiver<bool>,
     ) -> Result<Option<Migrator>, MigrateError> {
-        let Some(old) = &config.old else {
+        let Some(credentials) = Credentials::from_config(config)? else {
             return Ok(None);
         };
         let invalid = |e: config::ValidationError| MigrateError::Config(e.to_string());
-        let policy = match old.auth {
-            OldAuth::Same => Policy::Same,
-            OldAuth::Master => Policy::Master {
-                user: old.master_user.clone().unwrap_or_default(),
-                password: old
-                    .master_password()
-                    .map_err(invalid)?
-                    .ok_or_else(|| MigrateError::Config("old.master_password_file".into()))?,
-            },
-            OldAuth::Accounts => {
-                let path = old
-                    .accounts
-                    .as_ref()
-                    .ok_or_else(|| MigrateError::Config("old.accounts".into()))?;
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    MigrateError::Config(format!("old.accounts {}: {e}", path.display()))
-                })?;
-                let mut map = HashMap::new();
-                for line in crate::loopfile::parse_file(&text) {
-                    match line {
-                        crate::loopfile::Line::Account(a) => {
-                            map.insert(a.user2, (a.host1, a.user1, Secret::new(a.password1)));
-                        }
-                        crate::loopfile::Line::Malformed { number, reason } => {
-                            warn!("old.accounts line {number} ignored: {reason}")
-                        }
-                        crate::loopfile::Line::Skip => {}
-                    }
-                }
-                Policy::Accounts(map)
-            }
-        };
         let mapping = &config.mapping;
         let opts = Options {
             selection: mapping.selection().map_err(invalid)?,
@@ -142,18 +69,22 @@ impl Migrator {
         };
         Ok(Some(Migrator {
             store,
-            old: connect_options(&old.address, old.security, old.ca.as_deref(), old.verify)?,
-            new: connect_options(
-                &config.new.address,
-                config.new.security,
-                config.new.ca.as_deref(),
-                config.new.verify,
-            )?,
-            policy,
+            credentials,
             opts,
             budget: Duration::from_millis(config.migration.select_budget_ms),
             accounts: DashMap::new(),
-            stop,
+            shared: account::Shared {
+                rate: (config.sweep.max_bytes_per_second.is_some()
+                    || config.sweep.max_messages_per_second.is_some())
+                .then(|| {
+                    Arc::new(SharedRate::new(
+                        config.sweep.max_bytes_per_second,
+                        config.sweep.max_messages_per_second,
+                    ))
+                }),
+                interactive: Arc::new(AtomicUsize::new(0)),
+                stop,
+            },
         }))
     }
 
@@ -162,58 +93,12 @@ impl Migrator {
         self.budget
     }
 
-    /// OLD's endpoint for a NEW login, per the auth policy (`None`: the user has no OLD account).
-    fn old_endpoint(&self, user: &str, password: &Secret) -> Option<Endpoint> {
-        let mut connect = self.old.clone();
-        let (user, password, authuser, auth) = match &self.policy {
-            Policy::Same => (user.to_string(), password.clone(), None, AuthMech::Login),
-            Policy::Master {
-                user: admin,
-                password,
-            } => (
-                user.to_string(),
-                password.clone(),
-                Some(admin.clone()),
-                AuthMech::Plain,
-            ),
-            Policy::Accounts(map) => {
-                let (host, old_user, old_password) = map.get(user)?;
-                connect.host = host.clone();
-                (
-                    old_user.clone(),
-                    old_password.clone(),
-                    None,
-                    AuthMech::Login,
-                )
-            }
-        };
-        Some(Endpoint {
-            connect,
-            user,
-            password,
-            authuser,
-            auth,
-        })
-    }
-
     /// A user logged in to NEW with `password`: their account, its OLD folder tree mapped and
     /// created on NEW, INBOX's backfill started. `None` when
     /// the account has no OLD side or is retired: the session is then a plain relay.
     pub async fn login(&self, user: &str, password: &Secret) -> Option<Arc<Account>> {
-        let old_ep = self.old_endpoint(user, password)?;
-        let new_ep = Endpoint {
-            connect: self.new.clone(),
-            user: user.to_string(),
-            password: password.clone(),
-            authuser: None,
-            auth: AuthMech::Login,
-        };
-        let key = AccountKey {
-            old_host: old_ep.connect.host.clone(),
-            old_user: old_ep.user.clone(),
-            new_host: new_ep.connect.host.clone(),
-            new_user: user.to_string(),
-        };
+        let (old_ep, new_ep) = self.credentials.for_login(user, password)?;
+        let key = self.credentials.key(&old_ep, user);
         let id = match self.store.account(&key).await {
             Ok(id) => id,
             Err(e) => {
@@ -227,22 +112,52 @@ impl Migrator {
         ) {
             return None;
         }
-        let account = self
-            .accounts
+        let account = self.account(id, user, (old_ep.clone(), new_ep.clone()));
+        account.set_endpoints(old_ep, new_ep);
+        account.start().await;
+        Some(account)
+    }
+
+    /// The account's shared state, created with these endpoints on first use.
+    fn account(&self, id: AccountId, user: &str, endpoints: (Endpoint, Endpoint)) -> Arc<Account> {
+        self.accounts
             .entry(user.to_string())
             .or_insert_with(|| {
                 Arc::new(Account::new(
                     id,
                     Arc::clone(&self.store),
-                    old_ep.clone(),
-                    new_ep.clone(),
+                    endpoints,
                     self.opts.clone(),
-                    self.stop.clone(),
+                    &self.shared,
                 ))
             })
-            .clone();
-        account.set_endpoints(old_ep, new_ep);
-        account.start().await;
-        Some(account)
+            .clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The sweeper's global copy totals (messages, bytes, since when), if ceilings are set.
+    pub fn sweep_rate(&self) -> Option<&SharedRate> {
+        self.shared.rate.as_deref()
+    }
+
+    /// Sweeps one account without its user (credentials from the configuration), sharing the
+    /// state of any session the user has open. Returns the messages and bytes copied.
+    pub async fn sweep(
+        &self,
+        id: AccountId,
+        key: &AccountKey,
+    ) -> Result<(u64, u64), (ErrorKind, String)> {
+        let endpoints = self
+            .credentials
+            .for_account(key)
+            .map_err(|why| (ErrorKind::Other, why))?;
+        self.account(id, &key.new_user, endpoints).sweep().await
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::sweep::SweepStats;
+
 /// Command names counted under their own label, sorted; anything else counts as `OTHER`.
 pub const COMMANDS: &[&str] = &[
     "APPEND",
@@ -252,6 +254,80 @@ impl Metrics {
         );
         out
     }
+}
+
+/// A Prometheus label value: `\`, `"` and line feeds escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `imapferry_accounts{state}`: accounts by lifecycle state (a gauge read from the state store;
+/// every state given is listed, zeros included).
+pub fn render_accounts(counts: &[(&str, u64)]) -> String {
+    let mut out = String::from(
+        "# HELP imapferry_accounts Accounts in the state store by lifecycle state.\n\
+         # TYPE imapferry_accounts gauge\n",
+    );
+    for (state, n) in counts {
+        let _ = writeln!(out, "imapferry_accounts{{state=\"{}\"}} {n}", label(state));
+    }
+    out
+}
+
+/// The sweeper's counters: messages and bytes copied, queue length, failed sweeps by kind.
+pub fn render_sweep(stats: &SweepStats) -> String {
+    let mut out = String::with_capacity(1024);
+    let mut single = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
+    };
+    single(
+        "imapferry_sweep_messages_copied_total",
+        "counter",
+        "Messages the sweeper copied from OLD to NEW.",
+        stats.messages_copied,
+    );
+    single(
+        "imapferry_sweep_bytes_copied_total",
+        "counter",
+        "Bytes of messages the sweeper copied from OLD to NEW.",
+        stats.bytes_copied,
+    );
+    single(
+        "imapferry_sweep_queue_length",
+        "gauge",
+        "Accounts waiting for a sweep.",
+        stats.queue,
+    );
+    single(
+        "imapferry_sweep_running",
+        "gauge",
+        "Accounts being swept now.",
+        stats.running,
+    );
+    single(
+        "imapferry_sweep_paused",
+        "gauge",
+        "1 while the sweeper is paused.",
+        u64::from(stats.paused),
+    );
+    out.push_str(
+        "# HELP imapferry_sweep_errors_total Failed sweeps by kind.\n\
+         # TYPE imapferry_sweep_errors_total counter\n",
+    );
+    for (kind, n) in &stats.errors {
+        let _ = writeln!(
+            out,
+            "imapferry_sweep_errors_total{{kind=\"{}\"}} {n}",
+            label(kind)
+        );
+    }
+    out
 }
 
 /// Keeps a connection counted as open (see [`Metrics::connection`]).

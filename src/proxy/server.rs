@@ -24,6 +24,7 @@ use super::proxy_protocol::{self, Header};
 use super::session::{self, BoxIo, LoginFailures, Settings};
 use crate::config::{Config, Security};
 use crate::migrate::Migrator;
+use crate::sweep::{self, Control, Mode};
 use crate::store::SqliteStore;
 use crate::tls::{self, TlsError};
 
@@ -162,6 +163,22 @@ pub async fn serve(
         let store = SqliteStore::open(&config.state.path).await?;
         settings.migrator = Migrator::new(config, Arc::new(store), stop_rx.clone())?.map(Arc::new);
     }
+    // The sweeper ([sweep] enabled) shares the accounts' state with the sessions.
+    let sweeper = match (&settings.migrator, config.sweep.enabled) {
+        (Some(m), true) => {
+            let control = Arc::new(Control::new());
+            let run = sweep::run(
+                Arc::clone(m),
+                config.sweep.clone(),
+                Arc::clone(&control),
+                Mode::Forever,
+                stop_rx.clone(),
+            );
+            tokio::spawn(run.in_current_span().with_current_subscriber());
+            Some(control)
+        }
+        _ => None,
+    };
     let settings = Arc::new(settings);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let admin = admin_loop(
@@ -169,6 +186,8 @@ pub async fn serve(
         Admin::new(
             Arc::clone(&settings.metrics),
             config.admin.as_ref().and_then(|a| a.token.clone()),
+            admin::open_store(config).await,
+            sweeper,
         ),
         stop_rx.clone(),
     );

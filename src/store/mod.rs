@@ -7,6 +7,7 @@ mod sqlite;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use serde::Serialize;
 
 pub type AccountId = i64;
 pub type PairId = i64;
@@ -31,7 +32,7 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// One user's pair of logins. Passwords are never part of it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct AccountKey {
     pub old_host: String,
     pub old_user: String,
@@ -39,8 +40,9 @@ pub struct AccountKey {
     pub new_user: String,
 }
 
-/// Account lifecycle (DESIGN.md §1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Account lifecycle (DESIGN.md §1). Serialised as [`AccountState::as_str`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccountState {
     /// Nothing copied yet.
     Pending,
@@ -79,7 +81,7 @@ impl AccountState {
 
 /// What one side reported for a mailbox at the end of the last reconcile.
 /// `highestmodseq` is 0 when the server has no CONDSTORE.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MailboxState {
     pub uidvalidity: u32,
     pub uidnext: u32,
@@ -87,8 +89,9 @@ pub struct MailboxState {
     pub messages: u32,
 }
 
-/// Where a folder pair stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a folder pair stands. Serialised as [`Phase::as_str`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Never completed a pass.
     New,
@@ -118,7 +121,7 @@ impl Phase {
 }
 
 /// An OLD folder and the NEW folder it maps to. Names are the raw (modified UTF-7) names.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FolderPair {
     pub id: PairId,
     pub account: AccountId,
@@ -164,10 +167,12 @@ pub struct JournalEntry {
     pub payload: String,
 }
 
-/// One account and its progress, for `imapferry status`.
-#[derive(Clone, Debug, PartialEq)]
+/// One account and its progress, for `imapferry status` and the admin API (serialised flat:
+/// `id`, the key's fields, then the counts).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AccountSummary {
     pub id: AccountId,
+    #[serde(flatten)]
     pub key: AccountKey,
     pub state: AccountState,
     /// The reason recorded with the state (the last error for `failed`).
@@ -186,9 +191,11 @@ pub struct AccountSummary {
     pub pending_journal: u64,
 }
 
-/// One folder pair and its progress, for `imapferry status USER`.
-#[derive(Clone, Debug, PartialEq)]
+/// One folder pair and its progress, for `imapferry status USER` and the admin API (serialised
+/// flat: the pair's fields, then the counts).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FolderSummary {
+    #[serde(flatten)]
     pub pair: FolderPair,
     pub linked: u64,
     pub tombstones: u64,
@@ -255,6 +262,10 @@ pub trait Store: Send + Sync {
 
     /// The account id for this key if it exists (never creates).
     async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>>;
+    /// Points the account at another OLD login (an accounts file was re-imported with a changed
+    /// OLD user or host for the same NEW login); its folder state stays.
+    async fn set_account_old(&self, account: AccountId, old_host: &str, old_user: &str)
+    -> Result<()>;
     /// Records activity now (last_activity, unix seconds) — a login or a backfill.
     async fn touch_account(&self, account: AccountId) -> Result<()>;
     /// Renames a folder pair (both names); its links and tombstones stay.

@@ -597,6 +597,27 @@ impl Store for SqliteStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    async fn set_account_old(
+        &self,
+        account: AccountId,
+        old_host: &str,
+        old_user: &str,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE accounts SET old_host = $1, old_user = $2, updated = $3 WHERE id = $4",
+        )
+        .bind(old_host)
+        .bind(old_user)
+        .bind(now())
+        .bind(account)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no account {account}")));
+        }
+        Ok(())
+    }
+
     async fn touch_account(&self, account: AccountId) -> Result<()> {
         let done = sqlx::query("UPDATE accounts SET last_activity = $1 WHERE id = $2")
             .bind(now())

@@ -154,6 +154,24 @@ pub(crate) async fn map_tree(
     })
 }
 
+/// The folder pairs a pass would work on, read-only (nothing is created or subscribed): OLD name,
+/// NEW name, and whether the NEW folder exists now (INBOX always does). Used by `verify`.
+pub(crate) async fn mapped_pairs(
+    old: &mut Client,
+    new: &mut Client,
+    opts: &Options,
+) -> Result<Vec<(String, String, bool)>, SyncError> {
+    let tree = map_tree(old, new, opts).await?;
+    Ok(tree
+        .pairs
+        .into_iter()
+        .map(|(o, n)| {
+            let exists = tree.new_existing.contains(&n) || n.eq_ignore_ascii_case("INBOX");
+            (o, n, exists)
+        })
+        .collect())
+}
+
 /// Creates missing NEW folders (parents first) and subscribes what OLD has subscribed, each
 /// pipelined. Failures are counted errors, not fatal: that folder is then skipped.
 async fn prepare_new(

@@ -511,6 +511,7 @@ struct RateLimit {
     bytes: u64,
     max_mps: Option<f64>,
     max_bps: Option<u64>,
+    shared: Option<std::sync::Arc<super::SharedRate>>,
 }
 
 impl RateLimit {
@@ -521,11 +522,15 @@ impl RateLimit {
             bytes: 0,
             max_mps: opts.max_messages_per_second.filter(|m| *m > 0.0),
             max_bps: opts.max_bytes_per_second.filter(|b| *b > 0),
+            shared: opts
+                .shared_rate
+                .clone()
+                .filter(|s| s.max_mps.is_some() || s.max_bps.is_some()),
         }
     }
 
     fn is_active(&self) -> bool {
-        self.max_mps.is_some() || self.max_bps.is_some()
+        self.max_mps.is_some() || self.max_bps.is_some() || self.shared.is_some()
     }
 
     /// Counts the `messages` and `bytes` just appended and sleeps as long as the rate requires.
@@ -535,13 +540,19 @@ impl RateLimit {
         }
         self.messages += messages as u64;
         self.bytes += bytes;
-        let wait = rate_sleep(
+        let mut wait = rate_sleep(
             self.messages,
             self.bytes,
             self.start.elapsed(),
             self.max_mps,
             self.max_bps,
         );
+        if let Some(s) = &self.shared {
+            use std::sync::atomic::Ordering;
+            let m = s.messages.fetch_add(messages as u64, Ordering::Relaxed) + messages as u64;
+            let b = s.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            wait = wait.max(rate_sleep(m, b, s.start.elapsed(), s.max_mps, s.max_bps));
+        }
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }

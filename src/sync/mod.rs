@@ -12,6 +12,7 @@ pub mod flags;
 mod folder;
 
 pub mod identity;
+pub mod verify;
 
 use std::sync::Mutex;
 
@@ -86,6 +87,8 @@ pub struct Options {
     /// `--maxbytespersecond` / `--maxmessagespersecond`: average copy rate ceilings.
     pub max_bytes_per_second: Option<u64>,
     pub max_messages_per_second: Option<f64>,
+    /// Ceilings shared by every pass that holds the same value (the sweeper's global limits).
+    pub shared_rate: Option<std::sync::Arc<SharedRate>>,
     /// Where the INTERNALDATE of a copy comes from (`--syncinternaldates`, `--idatefromheader`).
     pub dates: DateSource,
     /// `--addheader`: give messages without identifying headers `Message-Id: <UID@imapsync>`.
@@ -105,6 +108,39 @@ pub struct Options {
     pub delete2_duplicates: bool,
     /// `--delete2folders` (with `--delete2foldersonly`/`--delete2foldersbutnot` regexes).
     pub delete2_folders: Option<FolderDeletion>,
+}
+
+/// Copy-rate ceilings shared by several passes at once: the average since `start` over all of
+/// them stays under the ceilings (each APPEND pauses as imapsync's per-pass limit does).
+#[derive(Debug)]
+pub struct SharedRate {
+    pub(crate) start: std::time::Instant,
+    pub(crate) messages: std::sync::atomic::AtomicU64,
+    pub(crate) bytes: std::sync::atomic::AtomicU64,
+    pub(crate) max_mps: Option<f64>,
+    pub(crate) max_bps: Option<u64>,
+}
+
+impl SharedRate {
+    pub fn new(max_bytes_per_second: Option<u64>, max_messages_per_second: Option<f64>) -> Self {
+        SharedRate {
+            start: std::time::Instant::now(),
+            messages: Default::default(),
+            bytes: Default::default(),
+            max_mps: max_messages_per_second.filter(|m| *m > 0.0),
+            max_bps: max_bytes_per_second.filter(|b| *b > 0),
+        }
+    }
+
+    /// Messages and bytes counted so far, and since when.
+    pub fn totals(&self) -> (u64, u64, std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        (
+            self.messages.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.start.elapsed(),
+        )
+    }
 }
 
 /// INTERNALDATE of copies.
@@ -153,6 +189,7 @@ impl Default for Options {
             resync_flags_host1_wins: false,
             max_bytes_per_second: None,
             max_messages_per_second: None,
+            shared_rate: None,
             dates: DateSource::Internal,
             add_header: false,
             sync_duplicates: true,

@@ -13,7 +13,7 @@ pub mod snapshot;
 
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
 pub use engine::{Print, endpoint as engine_endpoint};
-pub use proxy::Proxy;
+pub use proxy::{Proxy, ProxyProc};
 pub use proxyproc::ProxyProcess;
 pub use raw::{Msg, RawImap};
 pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};

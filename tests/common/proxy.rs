@@ -80,3 +80,64 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// `imapferry proxy` as a process of this test binary's crate (so it can be killed with SIGKILL), with a fixed state file.
+pub struct ProxyProc {
+    child: std::process::Child,
+    pub port: u16,
+    stderr: std::path::PathBuf,
+}
+
+impl ProxyProc {
+    /// `config` without `[listen]`; the proxy listens on a free loopback port.
+    /// `program` is the imapferry binary (`env!("CARGO_BIN_EXE_imapferry")` in tests).
+    pub fn start(program: &std::path::Path, dir: &std::path::Path, config: &str) -> ProxyProc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = dir.join("proxy.toml");
+        std::fs::write(
+            &path,
+            format!("[listen]\nimap = \"127.0.0.1:{port}\"\n{config}"),
+        )
+        .unwrap();
+        let stderr = dir.join(format!("proxy-{port}.log"));
+        let child = std::process::Command::new(program)
+            .arg("proxy")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let p = ProxyProc {
+            child,
+            port,
+            stderr,
+        };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(15),
+                "no proxy on {port}\n{}",
+                p.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

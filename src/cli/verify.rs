@@ -1,0 +1,893 @@
+//! `imapferry verify USER --config FILE` and `imapferry verify --all --config FILE`: the runbook's
+//! "compare account sizes on source and destination", done properly. For the accounts of the
+//! proxy's state file, OLD and NEW are read (EXAMINE only) with the configuration's credentials and
+//! compared per folder pair: counts, sizes, messages missing or extra by identity key, flags.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::report::code;
+use crate::config::{self, Config};
+use crate::mapping::utf7_decode;
+use crate::migrate::Credentials;
+use crate::store::{AccountState, AccountSummary, SqliteStore, Store, StoreError};
+use crate::sync::verify::{FolderDiff, FolderOutcome, FolderVerdict, verify_account};
+use crate::sync::{Options, SyncError};
+
+/// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` and `status` use it.
+const EX_CONFIG: i32 = 78;
+/// Something differs, or could not be verified.
+const EX_DIFFERENT: i32 = 1;
+/// UIDs listed per folder and kind in the text output; the JSON output lists them all.
+const DETAIL_LIMIT: usize = 10;
+
+/// The help text of `imapferry verify`.
+pub fn verify_help() -> String {
+    "usage: imapferry verify USER --config FILE [--json]\n       \
+     imapferry verify --all --config FILE [--json]\n\n\
+     Compares OLD and NEW for accounts of the state file of the proxy configuration FILE\n\
+     ([state] path): USER (a NEW user name; else an OLD user name; else OLD user@host), or with\n\
+     --all every account that is not retired. Logins come from FILE only ([old] auth = \"master\"\n\
+     or \"accounts\", [new] master_user or the accounts file); an account without them is reported\n\
+     as \"cannot verify\". OLD's folders are mapped with FILE's [mapping], as a pass maps them.\n\
+     Nothing is written: folders are opened with EXAMINE and nothing is created.\n\n\
+     Per folder pair: OLD and NEW name (modified UTF-7 decoded), messages and bytes (RFC822.SIZE)\n\
+     on OLD and on NEW, messages missing on NEW and extra on NEW (matched by imapsync's identity\n\
+     key, Message-Id and Received, duplicates counted), messages whose flags differ (\\Recent\n\
+     ignored), and \"equal\" or \"DIFFERENT\"; then the UIDs that differ and one summary line per\n\
+     account. A NEW folder that does not exist is a difference.\n\n\
+     options:\n  \
+     --all     every account in the state file except retired ones\n  \
+     --json    one JSON object per account and line instead of the tables\n\n\
+     exit code: 0 everything equal; 1 something differs or could not be verified; 64 usage\n\
+     error; 66 unknown USER or no state file; 78 bad configuration; 70 the state file cannot be\n\
+     read.\n"
+        .to_string()
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Args {
+    config: Option<String>,
+    user: Option<String>,
+    all: bool,
+    json: bool,
+    help: bool,
+}
+
+fn parse_args(argv: &[String]) -> Result<Args, String> {
+    let mut args = Args::default();
+    let mut rest = argv.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--help" | "-h" => args.help = true,
+            "--all" => args.all = true,
+            "--json" => args.json = true,
+            "--config" => {
+                let file = rest
+                    .next()
+                    .ok_or_else(|| "option --config needs a value".to_string())?;
+                set_config(&mut args, file)?;
+            }
+            a if a.starts_with("--config=") => set_config(&mut args, &a["--config=".len()..])?,
+            a if a.starts_with('-') && a.len() > 1 => {
+                return Err(format!("unknown option '{a}'"));
+            }
+            user => {
+                if let Some(first) = &args.user {
+                    return Err(format!("one USER only ('{first}' and '{user}' were given)"));
+                }
+                args.user = Some(user.to_string());
+            }
+        }
+    }
+    if args.help {
+        return Ok(args);
+    }
+    if args.config.is_none() {
+        return Err("--config FILE is required".into());
+    }
+    match (&args.user, args.all) {
+        (Some(_), true) => Err("give USER or --all, not both".into()),
+        (None, false) => Err("USER or --all is required".into()),
+        _ => Ok(args),
+    }
+}
+
+fn set_config(args: &mut Args, file: &str) -> Result<(), String> {
+    if file.is_empty() {
+        return Err("option --config needs a value".into());
+    }
+    if args.config.replace(file.to_string()).is_some() {
+        return Err("--config given twice".into());
+    }
+    Ok(())
+}
+
+fn usage_error(message: &str) -> i32 {
+    eprintln!("imapferry verify: {message}\n");
+    eprint!("{}", verify_help());
+    code::EX_USAGE
+}
+
+/// The engine's options for mapping folders as the proxy (and its sweeper) does.
+fn mapping_options(config: &Config) -> Result<Options, config::ValidationError> {
+    let mapping = &config.mapping;
+    Ok(Options {
+        selection: mapping.selection()?,
+        mapping: mapping.mapper_options(),
+        sep1: mapping.sep1,
+        sep2: mapping.sep2,
+        prefix1: mapping.prefix1.clone(),
+        prefix2: mapping.prefix2.clone(),
+        connections: 1,
+        ..Options::default()
+    })
+}
+
+/// Runs `imapferry verify`; returns the exit code.
+pub fn verify_command(argv: &[String]) -> i32 {
+    let args = match parse_args(argv) {
+        Ok(a) if a.help => {
+            print!("{}", verify_help());
+            return code::EX_OK;
+        }
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
+    };
+    let Some(file) = args.config.as_deref() else {
+        return usage_error("--config FILE is required");
+    };
+    let config = match config::load(Path::new(file)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("imapferry: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let credentials = match Credentials::from_config(&config) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            eprintln!("imapferry: {file} has no [old] section: there is nothing to verify against");
+            return EX_CONFIG;
+        }
+        Err(e) => {
+            eprintln!("imapferry: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let opts = match mapping_options(&config) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("imapferry: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let rt = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("imapferry: cannot start the async runtime: {e}");
+            return code::EX_SOFTWARE;
+        }
+    };
+    let path = config.state.path.clone();
+    rt.block_on(async {
+        let store = match SqliteStore::open_existing(&path).await {
+            Ok(s) => s,
+            Err(StoreError::Missing(_)) => {
+                eprintln!(
+                    "imapferry: no state file at {} ([state] path of {file}): nothing has been \
+                     migrated with it yet",
+                    path.display()
+                );
+                return code::EX_NOINPUT;
+            }
+            Err(e) => return store_error(&e),
+        };
+        let accounts = store.account_summaries().await;
+        store.close().await;
+        let accounts = match accounts {
+            Ok(a) => a,
+            Err(e) => return store_error(&e),
+        };
+        let selected: Vec<&AccountSummary> = match &args.user {
+            Some(user) => {
+                let found = find_user(&accounts, user);
+                if found.is_empty() {
+                    eprintln!("imapferry: no account '{user}' in the state file");
+                    return code::EX_NOINPUT;
+                }
+                found
+            }
+            None => accounts.iter().collect(),
+        };
+        let mut tally = Tally::default();
+        for account in selected {
+            let result = if args.all && account.state == AccountState::Retired {
+                AccountResult::Skipped
+            } else {
+                match credentials.for_account(&account.key) {
+                    Err(reason) => AccountResult::CannotVerify(reason),
+                    Ok((old_ep, new_ep)) => match verify_account(&old_ep, &new_ep, &opts).await {
+                        Ok(folders) => AccountResult::Verified(folders),
+                        Err(e) => AccountResult::CannotVerify(sync_error_text(&e)),
+                    },
+                }
+            };
+            tally.count(&result);
+            if args.json {
+                match serde_json::to_string(&account_json(account, &result)) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        eprintln!("imapferry: cannot write JSON: {e}");
+                        return code::EX_SOFTWARE;
+                    }
+                }
+            } else {
+                print!("{}", account_text(account, &result));
+            }
+        }
+        if !args.json && (args.all || tally.total() > 1) {
+            println!("{}", tally.line());
+        }
+        if tally.different + tally.failed > 0 {
+            EX_DIFFERENT
+        } else {
+            code::EX_OK
+        }
+    })
+}
+
+fn store_error(e: &StoreError) -> i32 {
+    eprintln!("imapferry: {e}");
+    code::EX_SOFTWARE
+}
+
+fn sync_error_text(e: &SyncError) -> String {
+    match e {
+        SyncError::Imap(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The accounts USER names: by NEW user; if none, by OLD user; if none, by OLD user@host
+/// (as `imapferry status USER` matches).
+fn find_user<'a>(accounts: &'a [AccountSummary], user: &str) -> Vec<&'a AccountSummary> {
+    let by = |f: &dyn Fn(&AccountSummary) -> bool| -> Vec<&'a AccountSummary> {
+        accounts.iter().filter(|a| f(a)).collect()
+    };
+    let found = by(&|a| a.key.new_user == user);
+    if !found.is_empty() {
+        return found;
+    }
+    let found = by(&|a| a.key.old_user == user);
+    if !found.is_empty() {
+        return found;
+    }
+    by(&|a| old_login(a) == user)
+}
+
+fn old_login(a: &AccountSummary) -> String {
+    format!("{}@{}", a.key.old_user, a.key.old_host)
+}
+
+/// What happened to one account.
+enum AccountResult {
+    Verified(Vec<FolderVerdict>),
+    /// No credentials, a failed login, a lost connection: the reason.
+    CannotVerify(String),
+    /// Retired (with `--all`): OLD is no longer the user's mailbox.
+    Skipped,
+}
+
+/// Accounts by outcome.
+#[derive(Default)]
+struct Tally {
+    equal: usize,
+    different: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+impl Tally {
+    fn count(&mut self, result: &AccountResult) {
+        match result {
+            AccountResult::Verified(folders) if folders.iter().all(FolderVerdict::is_equal) => {
+                self.equal += 1
+            }
+            AccountResult::Verified(_) => self.different += 1,
+            AccountResult::CannotVerify(_) => self.failed += 1,
+            AccountResult::Skipped => self.skipped += 1,
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.equal + self.different + self.failed + self.skipped
+    }
+
+    fn line(&self) -> String {
+        let mut line = format!(
+            "verified {} {}: {} equal, {} different, {} could not be verified",
+            self.equal + self.different,
+            if self.equal + self.different == 1 {
+                "account"
+            } else {
+                "accounts"
+            },
+            self.equal,
+            self.different,
+            self.failed
+        );
+        if self.skipped > 0 {
+            line.push_str(&format!(", {} retired not verified", self.skipped));
+        }
+        line
+    }
+}
+
+/// Totals over an account's folders.
+#[derive(Default, Serialize)]
+struct Totals {
+    /// Named so in JSON: `folders` is the list of folder pairs.
+    #[serde(rename = "folders_total")]
+    folders: u64,
+    folders_different: u64,
+    messages_old: u64,
+    messages_new: u64,
+    bytes_old: u64,
+    bytes_new: u64,
+    missing: u64,
+    extra: u64,
+    flag_differences: u64,
+}
+
+fn totals(folders: &[FolderVerdict]) -> Totals {
+    let mut t = Totals::default();
+    for f in folders {
+        t.folders += 1;
+        if !f.is_equal() {
+            t.folders_different += 1;
+        }
+        let (diff, new_exists) = match &f.outcome {
+            FolderOutcome::Compared(d) => (d, true),
+            FolderOutcome::NewMissing { old } => (old, false),
+            FolderOutcome::Unreadable(_) => continue,
+        };
+        t.messages_old += diff.messages_old;
+        t.bytes_old += diff.bytes_old;
+        if new_exists {
+            t.messages_new += diff.messages_new;
+            t.bytes_new += diff.bytes_new;
+        }
+        t.missing += diff.missing.len() as u64;
+        t.extra += diff.extra.len() as u64;
+        t.flag_differences += diff.flags.len() as u64;
+    }
+    t
+}
+
+/// A folder name for people: modified UTF-7 decoded when it is valid, else as stored.
+fn display_name(raw: &str) -> String {
+    utf7_decode(raw).unwrap_or_else(|| raw.to_string())
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The text report of one account: a heading, the folder table, the differences, a summary line.
+fn account_text(account: &AccountSummary, result: &AccountResult) -> String {
+    let who = format!(
+        "{} (OLD {}, {})",
+        account.key.new_user,
+        old_login(account),
+        account.state.as_str()
+    );
+    let folders = match result {
+        AccountResult::CannotVerify(reason) => return format!("{who}: cannot verify: {reason}\n"),
+        AccountResult::Skipped => return format!("{who}: retired, not verified\n"),
+        AccountResult::Verified(folders) => folders,
+    };
+    let mut out = format!("{who}\n");
+    out.push_str(&folder_table(folders));
+    for f in folders {
+        for line in details(f) {
+            out.push_str(&format!("  {}: {line}\n", display_name(&f.old_name)));
+        }
+    }
+    let t = totals(folders);
+    let sizes = format!(
+        "{}/{} messages, {}/{} bytes (OLD/NEW)",
+        t.messages_old, t.messages_new, t.bytes_old, t.bytes_new
+    );
+    if t.folders_different == 0 {
+        out.push_str(&format!(
+            "{who}: equal: {}, {sizes}\n",
+            plural(t.folders, "folder", "folders")
+        ));
+    } else {
+        out.push_str(&format!(
+            "{who}: DIFFERENT: {} of {} {}; {sizes}; {} missing on NEW, {} extra on NEW, {}\n",
+            t.folders_different,
+            t.folders,
+            if t.folders == 1 {
+                "folder differs"
+            } else {
+                "folders differ"
+            },
+            t.missing,
+            t.extra,
+            plural(t.flag_differences, "flag difference", "flag differences"),
+        ));
+    }
+    out
+}
+
+/// The table of folder pairs.
+fn folder_table(folders: &[FolderVerdict]) -> String {
+    let header = [
+        "OLD folder",
+        "NEW folder",
+        "OLD msgs",
+        "NEW msgs",
+        "OLD bytes",
+        "NEW bytes",
+        "missing",
+        "extra",
+        "flags",
+        "result",
+    ];
+    let dash = || "-".to_string();
+    let rows = folders
+        .iter()
+        .map(|f| {
+            let mut row = vec![display_name(&f.old_name), display_name(&f.new_name)];
+            let numbers = match &f.outcome {
+                FolderOutcome::Compared(d) => [
+                    d.messages_old.to_string(),
+                    d.messages_new.to_string(),
+                    d.bytes_old.to_string(),
+                    d.bytes_new.to_string(),
+                    d.missing.len().to_string(),
+                    d.extra.len().to_string(),
+                    d.flags.len().to_string(),
+                ],
+                FolderOutcome::NewMissing { old } => [
+                    old.messages_old.to_string(),
+                    dash(),
+                    old.bytes_old.to_string(),
+                    dash(),
+                    old.missing.len().to_string(),
+                    "0".to_string(),
+                    "0".to_string(),
+                ],
+                FolderOutcome::Unreadable(_) => {
+                    [dash(), dash(), dash(), dash(), dash(), dash(), dash()]
+                }
+            };
+            row.extend(numbers);
+            row.push(if f.is_equal() { "equal" } else { "DIFFERENT" }.to_string());
+            row
+        })
+        .collect();
+    table(
+        &header,
+        rows,
+        &[
+            false, false, true, true, true, true, true, true, true, false,
+        ],
+    )
+}
+
+/// `UID 1, 2, 3 and 7 more`.
+fn uid_list(uids: &[u32]) -> String {
+    let shown: Vec<String> = uids.iter().take(DETAIL_LIMIT).map(u32::to_string).collect();
+    let mut text = format!(
+        "{} {}",
+        if uids.len() == 1 { "UID" } else { "UIDs" },
+        shown.join(", ")
+    );
+    if uids.len() > DETAIL_LIMIT {
+        text.push_str(&format!(" and {} more", uids.len() - DETAIL_LIMIT));
+    }
+    text
+}
+
+/// The lines explaining why a folder is different.
+fn details(f: &FolderVerdict) -> Vec<String> {
+    let diff: &FolderDiff = match &f.outcome {
+        FolderOutcome::Unreadable(reason) => return vec![format!("cannot verify: {reason}")],
+        FolderOutcome::NewMissing { .. } => {
+            return vec![format!(
+                "NEW folder {} does not exist",
+                display_name(&f.new_name)
+            )];
+        }
+        FolderOutcome::Compared(d) => d,
+    };
+    let mut lines = Vec::new();
+    if !diff.missing.is_empty() {
+        lines.push(format!("missing on NEW: OLD {}", uid_list(&diff.missing)));
+    }
+    if !diff.extra.is_empty() {
+        lines.push(format!("extra on NEW: NEW {}", uid_list(&diff.extra)));
+    }
+    for d in diff.flags.iter().take(DETAIL_LIMIT) {
+        lines.push(format!(
+            "flags differ: OLD UID {} ({}), NEW UID {} ({})",
+            d.old_uid, d.old_flags, d.new_uid, d.new_flags
+        ));
+    }
+    if diff.flags.len() > DETAIL_LIMIT {
+        lines.push(format!(
+            "flags differ for {} more messages",
+            diff.flags.len() - DETAIL_LIMIT
+        ));
+    }
+    if lines.is_empty() && diff.bytes_old != diff.bytes_new {
+        lines.push(format!(
+            "sizes differ: {} bytes on OLD, {} on NEW",
+            diff.bytes_old, diff.bytes_new
+        ));
+    }
+    lines
+}
+
+/// One account as JSON (`--json`).
+#[derive(Serialize)]
+struct AccountJson<'a> {
+    new_user: &'a str,
+    new_host: &'a str,
+    old_user: &'a str,
+    old_host: &'a str,
+    state: &'a str,
+    /// `equal`, `different`, `cannot verify` or `skipped` (retired, with `--all`).
+    result: &'static str,
+    reason: Option<&'a str>,
+    #[serde(flatten)]
+    totals: Option<Totals>,
+    folders: Vec<FolderJson<'a>>,
+}
+
+/// One folder pair as JSON. Folder names as the servers spell them (modified UTF-7).
+#[derive(Serialize)]
+struct FolderJson<'a> {
+    old_name: &'a str,
+    new_name: &'a str,
+    new_exists: bool,
+    /// `equal`, `different` or `cannot verify`.
+    result: &'static str,
+    reason: Option<&'a str>,
+    messages_old: Option<u64>,
+    messages_new: Option<u64>,
+    bytes_old: Option<u64>,
+    bytes_new: Option<u64>,
+    missing: Option<u64>,
+    extra: Option<u64>,
+    flag_differences: Option<u64>,
+    missing_old_uids: &'a [u32],
+    extra_new_uids: &'a [u32],
+    flags: &'a [crate::sync::verify::FlagDifference],
+}
+
+fn folder_json(f: &FolderVerdict) -> FolderJson<'_> {
+    let mut j = FolderJson {
+        old_name: &f.old_name,
+        new_name: &f.new_name,
+        new_exists: true,
+        result: if f.is_equal() { "equal" } else { "different" },
+        reason: None,
+        messages_old: None,
+        messages_new: None,
+        bytes_old: None,
+        bytes_new: None,
+        missing: None,
+        extra: None,
+        flag_differences: None,
+        missing_old_uids: &[],
+        extra_new_uids: &[],
+        flags: &[],
+    };
+    let (diff, new_exists) = match &f.outcome {
+        FolderOutcome::Unreadable(reason) => {
+            j.result = "cannot verify";
+            j.reason = Some(reason);
+            return j;
+        }
+        FolderOutcome::NewMissing { old } => (old, false),
+        FolderOutcome::Compared(d) => (d, true),
+    };
+    j.new_exists = new_exists;
+    j.messages_old = Some(diff.messages_old);
+    j.bytes_old = Some(diff.bytes_old);
+    if new_exists {
+        j.messages_new = Some(diff.messages_new);
+        j.bytes_new = Some(diff.bytes_new);
+    }
+    j.missing = Some(diff.missing.len() as u64);
+    j.extra = Some(diff.extra.len() as u64);
+    j.flag_differences = Some(diff.flags.len() as u64);
+    j.missing_old_uids = &diff.missing;
+    j.extra_new_uids = &diff.extra;
+    j.flags = &diff.flags;
+    j
+}
+
+fn account_json<'a>(account: &'a AccountSummary, result: &'a AccountResult) -> AccountJson<'a> {
+    let mut j = AccountJson {
+        new_user: &account.key.new_user,
+        new_host: &account.key.new_host,
+        old_user: &account.key.old_user,
+        old_host: &account.key.old_host,
+        state: account.state.as_str(),
+        result: "skipped",
+        reason: None,
+        totals: None,
+        folders: Vec::new(),
+    };
+    match result {
+        AccountResult::Skipped => j.reason = Some("retired"),
+        AccountResult::CannotVerify(reason) => {
+            j.result = "cannot verify";
+            j.reason = Some(reason);
+        }
+        AccountResult::Verified(folders) => {
+            let t = totals(folders);
+            j.result = if t.folders_different == 0 {
+                "equal"
+            } else {
+                "different"
+            };
+            j.totals = Some(t);
+            j.folders = folders.iter().map(folder_json).collect();
+        }
+    }
+    j
+}
+
+/// Terminal columns of `s` (East Asian wide characters take two, combining marks none), as
+/// `imapferry status` counts them.
+fn width(s: &str) -> usize {
+    s.chars()
+        .map(|c| match u32::from(c) {
+            0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F => 0,
+            0x1100..=0x115F
+            | 0x2E80..=0x303E
+            | 0x3041..=0x33FF
+            | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF
+            | 0xA000..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6
+            | 0x1F300..=0x1F64F
+            | 0x1F900..=0x1F9FF
+            | 0x20000..=0x3FFFD => 2,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Columns separated by two spaces, each as wide as its widest cell; numbers (`right[i]`) aligned
+/// right; trailing blanks trimmed.
+fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[bool]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let header_row: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header_row).chain(rows.iter()) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(
+                widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(width(cell)),
+            );
+            if right.get(i).copied().unwrap_or(false) {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AccountKey;
+    use crate::sync::flags::FlagSet;
+    use crate::sync::verify::{MsgInfo, compare};
+
+    fn argv(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        let ok = |user: Option<&str>, all: bool, json: bool| {
+            Ok(Args {
+                config: Some("c.toml".into()),
+                user: user.map(Into::into),
+                all,
+                json,
+                help: false,
+            })
+        };
+        let cases: Vec<(Vec<String>, Result<Args, String>)> = vec![
+            (
+                argv(&["joe", "--config", "c.toml"]),
+                ok(Some("joe"), false, false),
+            ),
+            (
+                argv(&["--all", "--config=c.toml", "--json"]),
+                ok(None, true, true),
+            ),
+            (
+                argv(&["--config", "c.toml"]),
+                Err("USER or --all is required".into()),
+            ),
+            (
+                argv(&["joe", "--all", "--config", "c.toml"]),
+                Err("give USER or --all, not both".into()),
+            ),
+            (argv(&["joe"]), Err("--config FILE is required".into())),
+            (
+                argv(&["a", "b", "--config", "c.toml"]),
+                Err("one USER only ('a' and 'b' were given)".into()),
+            ),
+            (argv(&["--frob"]), Err("unknown option '--frob'".into())),
+            (
+                argv(&["--config"]),
+                Err("option --config needs a value".into()),
+            ),
+            (
+                argv(&["--help"]),
+                Ok(Args {
+                    help: true,
+                    ..Args::default()
+                }),
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(parse_args(&args), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_without_servers() {
+        let cases = [
+            (argv(&["--help"]), 0),
+            (argv(&[]), 64),
+            (argv(&["--all"]), 64),
+            (argv(&["--config", "/nonexistent/imapferry.toml"]), 64),
+            (
+                argv(&["--all", "--config", "/nonexistent/imapferry.toml"]),
+                78,
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(verify_command(&args), expected, "{args:?}");
+        }
+    }
+
+    fn msg(uid: u32, key: &str, flags: &str) -> MsgInfo {
+        MsgInfo {
+            uid,
+            key: key.into(),
+            size: 100,
+            flags: FlagSet::parse(flags),
+        }
+    }
+
+    #[test]
+    fn text_and_json_reports() {
+        let account = AccountSummary {
+            id: 1,
+            key: AccountKey {
+                old_host: "old.example".into(),
+                old_user: "joe".into(),
+                new_host: "new.example".into(),
+                new_user: "joe".into(),
+            },
+            state: AccountState::Synced,
+            reason: None,
+            last_activity: None,
+            folders: 3,
+            folders_synced: 3,
+            messages_old: 0,
+            messages_new: 0,
+            linked: 0,
+            tombstones: 0,
+            pending_journal: 0,
+        };
+        let old = [msg(1, "a", "\\Seen"), msg(2, "b", ""), msg(3, "c", "")];
+        let new = [msg(1, "a", "\\Seen \\Flagged"), msg(2, "b", "")];
+        let result = AccountResult::Verified(vec![
+            FolderVerdict {
+                old_name: "INBOX".into(),
+                new_name: "INBOX".into(),
+                outcome: FolderOutcome::Compared(compare(&old, &new)),
+            },
+            FolderVerdict {
+                old_name: "Entw&APw-rfe".into(),
+                new_name: "Entw&APw-rfe".into(),
+                outcome: FolderOutcome::Compared(compare(&old[..1], &old[..1])),
+            },
+            FolderVerdict {
+                old_name: "Archive".into(),
+                new_name: "Archive".into(),
+                outcome: FolderOutcome::NewMissing {
+                    old: compare(&old[1..], &[]),
+                },
+            },
+        ]);
+        let text = account_text(&account, &result);
+        let expected = "\
+joe (OLD joe@old.example, synced)
+OLD folder  NEW folder  OLD msgs  NEW msgs  OLD bytes  NEW bytes  missing  extra  flags  result
+INBOX       INBOX              3         2        300        200        1      0      1  DIFFERENT
+Entwürfe    Entwürfe           1         1        100        100        0      0      0  equal
+Archive     Archive            2         -        200          -        2      0      0  DIFFERENT
+  INBOX: missing on NEW: OLD UID 3
+  INBOX: flags differ: OLD UID 1 (\\Seen), NEW UID 1 (\\Flagged \\Seen)
+  Archive: NEW folder Archive does not exist
+joe (OLD joe@old.example, synced): DIFFERENT: 2 of 3 folders differ; 6/3 messages, \
+600/300 bytes (OLD/NEW); 3 missing on NEW, 0 extra on NEW, 1 flag difference
+";
+        assert_eq!(text, expected);
+
+        let json = serde_json::to_value(account_json(&account, &result)).unwrap();
+        assert_eq!(json["result"], "different");
+        assert_eq!(json["folders_total"], 3);
+        assert_eq!(json["folders_different"], 2);
+        assert_eq!(json["folders"].as_array().map(Vec::len), Some(3));
+        let line = serde_json::to_string(&account_json(&account, &result)).unwrap();
+        assert_eq!(
+            line.matches("\"folders\":").count(),
+            1,
+            "no duplicate keys: {line}"
+        );
+        assert_eq!(json["messages_old"], 6);
+        assert_eq!(json["messages_new"], 3);
+        assert_eq!(json["missing"], 3);
+        assert_eq!(json["flag_differences"], 1);
+        assert_eq!(json["folders"][0]["missing_old_uids"][0], 3);
+        assert_eq!(
+            json["folders"][0]["flags"][0]["new_flags"],
+            "\\Flagged \\Seen"
+        );
+        assert_eq!(json["folders"][1]["old_name"], "Entw&APw-rfe");
+        assert_eq!(json["folders"][2]["new_exists"], false);
+        assert!(json["folders"][2]["messages_new"].is_null());
+
+        let failed = AccountResult::CannotVerify("no OLD password".into());
+        assert_eq!(
+            account_text(&account, &failed),
+            "joe (OLD joe@old.example, synced): cannot verify: no OLD password\n"
+        );
+        let json = serde_json::to_value(account_json(&account, &failed)).unwrap();
+        assert_eq!(json["result"], "cannot verify");
+        assert_eq!(json["reason"], "no OLD password");
+        assert!(json.get("messages_old").is_none());
+    }
+}
