@@ -5,7 +5,7 @@
 //! retire rule are the admin API's ([`crate::proxy::admin`]), so both always agree.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::Path;
 
 use chrono::DateTime;
@@ -20,6 +20,8 @@ use crate::store::{AccountState, AccountSummary, FolderSummary, SqliteStore, Sto
 
 /// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` uses it.
 const EX_CONFIG: i32 = 78;
+/// Output could not be written (sysexits EX_IOERR).
+const EX_IOERR: i32 = 74;
 /// `retire` refused: the account is not ready.
 const EX_REFUSED: i32 = 1;
 
@@ -140,8 +142,7 @@ pub fn status_command(argv: &[String]) -> i32 {
             }
             let table = account_table(&accounts);
             let bar = std::io::stdout().is_terminal();
-            print!("{}{table}", overview_text(&overview, &table, bar));
-            return code::EX_OK;
+            return emit(&format!("{}{table}", overview_text(&overview, &table, bar)));
         };
         let matches = find_user(&accounts, &user);
         if matches.is_empty() {
@@ -172,8 +173,7 @@ pub fn status_command(argv: &[String]) -> i32 {
                 many => print_json(&many),
             };
         }
-        print!("{out}");
-        code::EX_OK
+        emit(&out)
     })
 }
 
@@ -306,13 +306,23 @@ where
 /// Prints `value` as pretty JSON; exit code.
 fn print_json(value: &impl serde::Serialize) -> i32 {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            println!("{text}");
-            code::EX_OK
-        }
+        Ok(text) => emit(&(text + "\n")),
         Err(e) => {
             eprintln!("imapferry: cannot write JSON: {e}");
             code::EX_SOFTWARE
+        }
+    }
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> i32 {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => code::EX_OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code::EX_OK,
+        Err(e) => {
+            eprintln!("imapferry: cannot write the output: {e}");
+            EX_IOERR
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The proxy's counters, shared by every session through [`Settings`](super::session::Settings):
 //! plain atomics (commands by name over a fixed list of IMAP command names, so label cardinality
 //! stays bounded whatever clients send) and [`Metrics::render`] in Prometheus' text format, served
-//! by [`admin`](super::admin) on `/metrics`. No user name, address or credential is ever a label.
+//! by [`admin`](super::admin) on `/metrics`, which appends [`render_accounts`] (accounts by state,
+//! read from the store per scrape) and [`render_sweep`] (the sweeper's counters). No user name,
+//! address or credential is ever a label.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -419,6 +421,35 @@ mod tests {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
             assert!(line.starts_with("imapferry_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn renders_accounts_and_sweep() {
+        let text = render_accounts(&[("pending", 2), ("synced", 0)]);
+        assert!(text.contains("# TYPE imapferry_accounts gauge\n"));
+        assert!(text.contains("imapferry_accounts{state=\"pending\"} 2\n"));
+        assert!(text.contains("imapferry_accounts{state=\"synced\"} 0\n"));
+        let mut stats = SweepStats {
+            queue: 4,
+            messages_copied: 120,
+            bytes_copied: 9000,
+            paused: true,
+            ..SweepStats::default()
+        };
+        stats.errors.insert("login".into(), 2);
+        stats.errors.insert("we\"ird\n".into(), 1);
+        let text = render_sweep(&stats);
+        for line in [
+            "imapferry_sweep_messages_copied_total 120",
+            "imapferry_sweep_bytes_copied_total 9000",
+            "imapferry_sweep_queue_length 4",
+            "imapferry_sweep_paused 1",
+            "imapferry_sweep_errors_total{kind=\"login\"} 2",
+            "imapferry_sweep_errors_total{kind=\"we\\\"ird\\n\"} 1",
+            "# TYPE imapferry_sweep_errors_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
     }
 }
