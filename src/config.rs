@@ -823,6 +823,29 @@ mod tests {
     }
 
     #[test]
+    fn sweep_windows_and_new_master_user() {
+        for (text, expected) in [
+            ("22:00-06:00", Some((1320, 360))),
+            ("9:30-17:00", Some((570, 1020))),
+            ("24:00-01:00", None),
+            ("22:00", None),
+            ("a-b", None),
+        ] {
+            assert_eq!(parse_window(text), expected, "{text}");
+        }
+        let base = "[listen]\nimap = \"127.0.0.1:1\"\n[new]\naddress = \"h:1\"\nsecurity = \"none\"\n";
+        let bad_window = format!("{base}[sweep]\nwindow = \"late\"\n");
+        assert_eq!(invalid(&bad_window).key(), "sweep.window");
+        let zero = format!("{base}[sweep]\naccounts_in_parallel = 0\n");
+        assert_eq!(invalid(&zero).key(), "sweep.accounts_in_parallel");
+        let half = base.replace("security = \"none\"\n", "security = \"none\"\nmaster_user = \"admin\"\n");
+        assert_eq!(invalid(&half).key(), "new.master_password_file");
+        let c = parse_str(base).unwrap();
+        assert!(!c.sweep.enabled);
+        assert_eq!(c.sweep.accounts_in_parallel, 4);
+    }
+
+    #[test]
     fn security_values() {
         for (word, expected) in [
             ("none", Security::None),

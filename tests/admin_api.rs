@@ -321,3 +321,70 @@ fn without_old_the_admin_creates_no_state_file() {
     assert!(!metrics.contains("imapferry_accounts"), "{metrics}");
     assert!(!state.exists());
 }
+
+#[test]
+fn with_a_sweeper_the_switches_work() {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    old.add_user(USER, PW);
+    new.add_user(USER, PW);
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login(USER, PW);
+    o.create("Work");
+    for i in 0..4u64 {
+        o.append("Work", &[], None, &common::message(i + 1, 1_000));
+    }
+    o.logout();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let proxy = Proxy::start(
+        new.port(),
+        &format!(
+            "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n[state]\npath = \"{}\"\n\
+             [sweep]\nenabled = true\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
+            old.port(),
+            state.display()
+        ),
+    );
+    let port = proxy.admin_port;
+    let (status, v) = api(port, "GET", "/sweep");
+    assert_eq!((status, v["paused"].clone()), (200, false.into()), "{v}");
+    let (status, v) = api(port, "POST", "/sweep/pause");
+    assert_eq!((status, v["paused"].clone()), (200, true.into()), "{v}");
+    assert_eq!(api(port, "GET", "/sweep").1["paused"], true);
+    let (_, _, metrics) = http(port, "GET", "/metrics", Some(TOKEN));
+    assert_eq!(
+        sample(&metrics, "imapferry_sweep_paused"),
+        Some(1.0),
+        "{metrics}"
+    );
+    for name in [
+        "imapferry_sweep_messages_copied_total",
+        "imapferry_sweep_bytes_copied_total",
+        "imapferry_sweep_queue_length",
+    ] {
+        assert!(sample(&metrics, name).is_some(), "{name}\n{metrics}");
+    }
+    assert_eq!(http(port, "GET", "/sweep/pause", Some(TOKEN)).0, 405);
+
+    // A login creates the account (INBOX only is opened); prioritising it is accepted, and once
+    // resumed the sweeper completes the rest (Work and the special-use folders).
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login(USER, PW);
+    c.select("INBOX");
+    c.logout();
+    assert_eq!(api(port, "POST", "/accounts/nobody/prioritise").0, 404);
+    let (status, v) = api(port, "POST", "/accounts/alice/prioritise");
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["account"]["new_user"], USER);
+    let (status, v) = api(port, "POST", "/sweep/resume");
+    assert_eq!((status, v["paused"].clone()), (200, false.into()), "{v}");
+    let detail = settled(port, |v| v["account"]["state"] == "synced");
+    assert_eq!(folder(&detail, "Work")["linked"], 4, "{detail}");
+    let (_, _, metrics) = http(port, "GET", "/metrics", Some(TOKEN));
+    assert_eq!(
+        sample(&metrics, "imapferry_accounts{state=\"synced\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+}

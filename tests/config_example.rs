@@ -74,6 +74,11 @@ fn shipped_example_states_the_defaults() {
     assert_eq!(c.migration.select_budget_ms, m.select_budget_ms);
     assert_eq!(c.migration.max_delete_share, m.max_delete_share);
     assert_eq!(c.state.path, config::State::default().path);
+    let sw = config::Sweep::default();
+    assert_eq!(c.sweep.enabled, sw.enabled);
+    assert_eq!(c.sweep.accounts_in_parallel, sw.accounts_in_parallel);
+    assert_eq!(c.sweep.connections_per_host, sw.connections_per_host);
+    assert_eq!(c.sweep.revisit_secs, sw.revisit_secs);
 }
 
 #[test]

@@ -746,3 +746,46 @@ impl Account {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds() {
+        let refused = |text: &str, code: Option<&str>| {
+            SyncError::Imap(ImapError::Refused {
+                side: Side::Old,
+                command: "SELECT".into(),
+                status: "NO",
+                text: text.into(),
+                code: code.map(str::to_string),
+            })
+        };
+        let login = |text: &str| {
+            SyncError::Imap(ImapError::Login {
+                side: Side::Old,
+                host: "h".into(),
+                user: "u".into(),
+                mech: "LOGIN",
+                text: text.into(),
+            })
+        };
+        let io = SyncError::Imap(ImapError::Io {
+            side: Side::Old,
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        });
+        for (e, kind, transient) in [
+            (refused("[UNAVAILABLE] try later", None), ErrorKind::Unavailable, true),
+            (refused("busy", Some("INUSE")), ErrorKind::Unavailable, true),
+            (refused("[NONEXISTENT] no such mailbox", None), ErrorKind::Refused, false),
+            (login("[AUTHENTICATIONFAILED] bad"), ErrorKind::Login, false),
+            (login("[UNAVAILABLE] auth down"), ErrorKind::Unavailable, true),
+            (io, ErrorKind::Connect, true),
+            (SyncError::Options("x".into()), ErrorKind::Other, false),
+        ] {
+            assert_eq!(ErrorKind::of(&e), kind, "{e}");
+            assert_eq!(kind.is_transient(), transient, "{e}");
+        }
+    }
+}
