@@ -28,6 +28,9 @@
 //!      it, straight on NEW: what an open session on the folder costs NEW, without the proxy.
 //!   e) b) again with a)'s STATUS poller running against the NEW user: what the measurement
 //!      itself costs (Dovecot syncs the Maildir for every STATUS while the copy appends).
+//!   f) `imapferry sync --folder Big --nofoldersizes --nolog --state FILE` as its own process
+//!      (this binary re-executed), timed from spawn to exit: the batch copy in the same
+//!      surroundings as the proxy (own process, runtime and log subscriber).
 //!
 //! The table shows medians, the paired ratios (within each round) complete/batch — the issue's
 //! target is at most 1.25× — and CPU seconds of the migrating process, OLD's and NEW's Dovecot.
@@ -60,8 +63,8 @@ use imapferry::sync::{
 };
 
 const CHILD_FLAG: &str = "--proxy-child";
-/// NEW users of a round (suffixed with the round's number): a), b), c), d), e).
-const USERS: [&str; 5] = ["proxy", "batch", "pair", "idle", "polled"];
+/// NEW users of a round (suffixed with the round's number): a), b), c), d), e), f).
+const USERS: [&str; 6] = ["proxy", "batch", "pair", "idle", "polled", "cli"];
 const PW: &str = "bench-pw";
 const OLD_USER: &str = "alice";
 const FOLDER: &str = "Big";
@@ -162,6 +165,11 @@ struct Round {
     polled_cpu: f64,
     polled_old_cpu: f64,
     polled_new_cpu: f64,
+    /// f): `imapferry sync --folder Big` as a process.
+    cli: f64,
+    cli_cpu: f64,
+    cli_old_cpu: f64,
+    cli_new_cpu: f64,
     checks: Vec<String>,
     /// a): messages on NEW every 0.25 s after SELECT was sent.
     progress: String,
@@ -226,23 +234,44 @@ fn run(cfg: &Config) {
             ..Round::default()
         };
         // The order alternates between rounds so that drifting background load hits all alike.
-        let order: [char; 5] = if r % 2 == 0 {
-            ['a', 'b', 'c', 'd', 'e']
+        let order: [char; 6] = if r % 2 == 0 {
+            ['a', 'b', 'c', 'd', 'e', 'f']
         } else {
-            ['e', 'd', 'c', 'b', 'a']
+            ['f', 'e', 'd', 'c', 'b', 'a']
         };
         for step in order {
             match step {
-                'a' => proxy_run(cfg, &exe, &old, &new, &format!("proxy{r}"), &cpu, &mut round),
+                'a' => proxy_run(
+                    cfg,
+                    &exe,
+                    &old,
+                    &new,
+                    &format!("proxy{r}"),
+                    &cpu,
+                    &mut round,
+                ),
                 'b' | 'e' => {
                     let user = format!("{}{r}", if step == 'b' { "batch" } else { "polled" });
                     let state = state_dir.path().join(format!("{user}.db"));
                     let poll = (step == 'e').then_some((n, cfg.poll_ms));
                     batch_run(&rt, &old, &new, &user, &state, poll, &cpu, &mut round)
                 }
+                'f' => {
+                    let user = format!("cli{r}");
+                    let state = state_dir.path().join(format!("{user}.db"));
+                    cli_run(&exe, &old, &new, &user, &state, &cpu, &mut round)
+                }
                 'c' => {
                     let state = state_dir.path().join(format!("pair{r}.db"));
-                    pair_run(&rt, &old, &new, &format!("pair{r}"), &state, &cpu, &mut round)
+                    pair_run(
+                        &rt,
+                        &old,
+                        &new,
+                        &format!("pair{r}"),
+                        &state,
+                        &cpu,
+                        &mut round,
+                    )
                 }
                 _ => {
                     let state = state_dir.path().join(format!("idle{r}.db"));
@@ -251,7 +280,7 @@ fn run(cfg: &Config) {
                 }
             }
         }
-        for (label, user) in ["a", "b", "c", "d", "e"].into_iter().zip(USERS) {
+        for (label, user) in ["a", "b", "c", "d", "e", "f"].into_iter().zip(USERS) {
             let user = format!("{user}{r}");
             let (got_n, got_bytes) = count(&new, &user);
             let verdict = if (got_n, got_bytes) == (n, bytes) {
@@ -264,7 +293,7 @@ fn run(cfg: &Config) {
         println!(
             "  round {r}: login {:.3}  SELECT OK {:.3} (EXISTS {})  complete {:.3}  client sees all {:.3}  \
              | batch {:.3}  | sync_pair {:.3}  | batch+IDLE {:.3} (client sees all {:.3})  \
-             | batch+poller {:.3} (complete {:.3})  | {}",
+             | batch+poller {:.3} (complete {:.3})  | sync process {:.3}  | {}",
             round.login,
             round.select_ok,
             round.exists_at_select,
@@ -276,6 +305,7 @@ fn run(cfg: &Config) {
             round.idle_sees_all,
             round.polled,
             round.polled_complete,
+            round.cli,
             round.checks.join(", ")
         );
         println!("    a) messages on NEW after SELECT: {}", round.progress);
@@ -332,7 +362,10 @@ fn proxy_run(
     let pid = proxy.pid() as i32;
     let t = Instant::now();
     let tagged = client.command("a1", &format!("LOGIN {user} {PW}"), |_| {});
-    assert!(tagged.starts_with("a1 OK"), "LOGIN through the proxy: {tagged}");
+    assert!(
+        tagged.starts_with("a1 OK"),
+        "LOGIN through the proxy: {tagged}"
+    );
     round.login = t.elapsed().as_secs_f64();
 
     let procs = all_procs();
@@ -386,7 +419,11 @@ fn proxy_run(
     let mut mark = 0.25;
     for (i, (at, _)) in progress.iter().enumerate() {
         while *at >= mark + 0.25 || (i + 1 == progress.len() && *at >= mark) {
-            let upto = progress.iter().rev().find(|(t, _)| *t <= mark).map_or(0, |p| p.1);
+            let upto = progress
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= mark)
+                .map_or(0, |p| p.1);
             marks.push(format!("{mark:.2}s:{upto}"));
             mark += 0.25;
         }
@@ -438,10 +475,7 @@ fn spawn_poller(
         loop {
             let (lines, tagged) = c.raw(&format!("STATUS {FOLDER} (MESSAGES)"));
             let got = if tagged.starts_with("OK") {
-                lines
-                    .iter()
-                    .find_map(|l| status_messages(l))
-                    .unwrap_or(0)
+                lines.iter().find_map(|l| status_messages(l)).unwrap_or(0)
             } else {
                 0 // not created yet
             };
@@ -515,7 +549,10 @@ impl LineClient {
 
     fn line(&mut self) -> String {
         let mut buf = String::new();
-        let got = self.reader.read_line(&mut buf).expect("read from the proxy");
+        let got = self
+            .reader
+            .read_line(&mut buf)
+            .expect("read from the proxy");
         assert!(got > 0, "the proxy closed the connection");
         buf.trim_end().to_string()
     }
@@ -661,6 +698,60 @@ fn pair_run(
     });
 }
 
+/// f): the command line's batch copy, `imapferry sync --folder Big --nofoldersizes --nolog
+/// --state FILE`, as a child process (this binary re-executed), timed from spawn to exit.
+fn cli_run(
+    exe: &Path,
+    old: &Dovecot,
+    new: &Dovecot,
+    user: &str,
+    state: &Path,
+    cpu: &Cpu,
+    round: &mut Round,
+) {
+    let (o, n) = (old.port().to_string(), new.port().to_string());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(CHILD_FLAG)
+        .args([
+            "sync",
+            "--host1",
+            "127.0.0.1",
+            "--port1",
+            &o,
+            "--user1",
+            OLD_USER,
+        ])
+        .args(["--password1", PW, "--host2", "127.0.0.1", "--port2", &n])
+        .args(["--user2", user, "--password2", PW, "--folder", FOLDER])
+        .args(["--nofoldersizes", "--nolog", "--state"])
+        .arg(state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let c0 = cpu.sample();
+    let k0 = children_cpu();
+    let t = Instant::now();
+    let out = cmd.output().expect("spawn imapferry sync");
+    round.cli = t.elapsed().as_secs_f64();
+    round.cli_cpu = children_cpu() - k0;
+    (round.cli_old_cpu, round.cli_new_cpu) = cpu.since(c0);
+    if !out.status.success() {
+        eprintln!(
+            "  imapferry sync exited {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// user + system CPU seconds of this process's reaped children.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// d): Big created on NEW and selected by a client that IDLEs in it, then b)'s batch copy.
 #[allow(clippy::too_many_arguments)]
 fn idle_batch_run(
@@ -764,15 +855,23 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
         "measure", "median s", "(min-max)", "mig CPU", "OLD CPU", "NEW CPU"
     );
     type F<'a> = &'a dyn Fn(&Round) -> f64;
-    let rows: [(&str, F, Option<[F; 3]>); 10] = [
-        ("a) proxy: LOGIN -> tagged OK (OLD tree created on NEW)", &|r| r.login, None),
+    let rows: [(&str, F, Option<[F; 3]>); 11] = [
+        (
+            "a) proxy: LOGIN -> tagged OK (OLD tree created on NEW)",
+            &|r| r.login,
+            None,
+        ),
         ("a) proxy: SELECT Big -> tagged OK", &|r| r.select_ok, None),
         (
             "a) proxy: SELECT -> folder complete on NEW (STATUS)",
             &|r| r.complete,
             Some([&|r| r.proxy_cpu, &|r| r.proxy_old_cpu, &|r| r.proxy_new_cpu]),
         ),
-        ("a) proxy: SELECT -> client session saw EXISTS N", &|r| r.client_sees_all, None),
+        (
+            "a) proxy: SELECT -> client session saw EXISTS N",
+            &|r| r.client_sees_all,
+            None,
+        ),
         (
             "b) engine batch copy (sync_account --folder Big)",
             &|r| r.batch,
@@ -788,13 +887,28 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
             &|r| r.idle_batch,
             Some([&|r| r.idle_cpu, &|r| r.idle_old_cpu, &|r| r.idle_new_cpu]),
         ),
-        ("d) start -> that client saw EXISTS N", &|r| r.idle_sees_all, None),
+        (
+            "d) start -> that client saw EXISTS N",
+            &|r| r.idle_sees_all,
+            None,
+        ),
         (
             "e) b) with a)'s STATUS poller running (no proxy)",
             &|r| r.polled,
-            Some([&|r| r.polled_cpu, &|r| r.polled_old_cpu, &|r| r.polled_new_cpu]),
+            Some([&|r| r.polled_cpu, &|r| r.polled_old_cpu, &|r| {
+                r.polled_new_cpu
+            }]),
         ),
-        ("e) start -> the poller read N", &|r| r.polled_complete, None),
+        (
+            "e) start -> the poller read N",
+            &|r| r.polled_complete,
+            None,
+        ),
+        (
+            "f) `imapferry sync --folder Big` as its own process",
+            &|r| r.cli,
+            Some([&|r| r.cli_cpu, &|r| r.cli_old_cpu, &|r| r.cli_new_cpu]),
+        ),
     ];
     for (label, f, cpus) in rows {
         let cpu = |i: usize| cpus.map_or("-".to_string(), |c| format!("{:.2}", med(c[i])));
@@ -816,7 +930,7 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
     let nf = n as f64;
     println!(
         "copy rates, msgs/s (median): a) until SELECT OK {:.0}, a) from SELECT OK to complete {:.0}, \
-         b) {:.0}, c) {:.0}, d) {:.0}, e) {:.0}",
+         b) {:.0}, c) {:.0}, d) {:.0}, e) {:.0}, f) {:.0}",
         med(&|r| r.exists_at_select as f64 / r.select_ok),
         med(&|r| {
             if r.exists_at_select >= n {
@@ -829,6 +943,7 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
         med(&|r| nf / r.pair),
         med(&|r| nf / r.idle_batch),
         med(&|r| nf / r.polled),
+        med(&|r| nf / r.cli),
     );
     let budget = cfg.budget_ms as f64 / 1e3;
     println!("\nRATIOS (median over the reps of the ratio within each rep)");
@@ -864,6 +979,14 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
     println!(
         "  complete through the proxy / batch with a client IDLE: {:>6.2}",
         paired(&|r| r.complete, &|r| r.idle_batch)
+    );
+    println!(
+        "  complete through the proxy / `imapferry sync` process: {:>6.2}",
+        paired(&|r| r.complete, &|r| r.cli)
+    );
+    println!(
+        "  `imapferry sync` process / in-process batch:           {:>6.2}",
+        paired(&|r| r.cli, &|r| r.batch)
     );
     println!(
         "  batch with the STATUS poller / batch:                  {:>6.2}",

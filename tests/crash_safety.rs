@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{Dovecot, Layout, RawImap, assert_same_mail, snapshot};
@@ -40,10 +40,19 @@ fn spawn_sync(old: &Dovecot, new: &Dovecot, state: &std::path::Path) -> Child {
             "--state",
             state.to_str().unwrap(),
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log_file(state))
+        .stderr(log_file(state))
         .spawn()
         .expect("spawn imapferry")
+}
+
+/// Every run's output, appended next to the state file (shown when the final pass fails).
+fn log_file(state: &std::path::Path) -> std::fs::File {
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(state.with_extension("log"))
+        .expect("log file")
 }
 
 fn count(d: &Dovecot, folder: &str) -> u32 {
@@ -110,7 +119,11 @@ fn sigkill_during_copy_never_duplicates_or_loses() {
     }
     assert_eq!(kills, 5);
     let status = spawn_sync(&old, &new, &state).wait().unwrap();
-    assert!(status.success(), "final pass: {status}");
+    assert!(
+        status.success(),
+        "final pass: {status}\n{}",
+        std::fs::read_to_string(state.with_extension("log")).unwrap_or_default()
+    );
     assert_eq!(
         count(&new, "INBOX"),
         total,

@@ -578,20 +578,12 @@ impl Admin {
             _ => "",
         };
         let segments: Vec<&str> = path.split('/').skip(1).collect();
-        let (route_allows, response) = match segments.as_slice() {
-            ["health"] => (GET, None),
-            ["metrics"] => (GET, None),
-            ["overview"] => (GET, None),
-            ["accounts"] => (GET, None),
-            ["accounts", _] => (GET, None),
-            ["accounts", _, "prioritise" | "prioritize" | "retire"] => (POST, None),
-            ["sweep"] => (GET, None),
-            ["sweep", "pause" | "resume"] => (POST, None),
-            _ => ("", Some(Response::error(404, "not found"))),
+        let route_allows = match segments.as_slice() {
+            ["health" | "metrics" | "overview" | "accounts" | "sweep"] | ["accounts", _] => GET,
+            ["accounts", _, "prioritise" | "prioritize" | "retire"]
+            | ["sweep", "pause" | "resume"] => POST,
+            _ => return Response::error(404, "not found"),
         };
-        if let Some(r) = response {
-            return r;
-        }
         if allowed != route_allows {
             let mut r = Response::error(405, "method not allowed");
             r.headers.push(("Allow", route_allows.into()));
