@@ -95,6 +95,31 @@ fn master_config(dir: &Path, old: &Dovecot, new: &Dovecot, sweep: &str) -> PathB
     path
 }
 
+/// `GET path` on the admin listener, as JSON.
+fn http_get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut last = String::new();
+    for _ in 0..50 {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            if let Some((_, json)) = body.split_once("\r\n\r\n") {
+                if let Ok(v) = serde_json::from_str(json) {
+                    return v;
+                }
+                last = body;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no JSON from {path}: {last}");
+}
+
 fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
@@ -153,6 +178,39 @@ fn fifty_imported_accounts_are_swept_to_synced_and_late_mail_follows() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("50 equal"), "{}", text(&out));
 
+    // status, verify and (below) the admin API tell the same numbers.
+    let counts = |v: &serde_json::Value| {
+        (
+            v["new_user"].as_str().unwrap_or_default().to_string(),
+            v["messages_old"].as_u64(),
+            v["messages_new"].as_u64(),
+        )
+    };
+    let verified: Vec<_> = String::from_utf8_lossy(
+        &imapferry(&["verify", "--all", "--json", "--config", conf]).stdout,
+    )
+    .lines()
+    .map(|l| counts(&serde_json::from_str(l).unwrap()))
+    .collect();
+    let status: serde_json::Value =
+        serde_json::from_slice(&imapferry(&["status", "--json", "--config", conf]).stdout).unwrap();
+    let mut from_status: Vec<_> = status["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(counts)
+        .collect();
+    let mut verified_sorted = verified.clone();
+    verified_sorted.sort();
+    from_status.sort();
+    assert_eq!(verified_sorted.len(), 50);
+    assert!(
+        verified_sorted.iter().all(|(_, o, n)| o.is_some() && o == n),
+        "{verified_sorted:?}"
+    );
+    assert!(verified_sorted.iter().map(|(_, o, _)| o.unwrap_or(0)).sum::<u64>() > 300);
+    assert_eq!(from_status, verified_sorted);
+
     // Mail delivered to OLD for a synced account reaches NEW at the next revisit (the sweeper
     // inside the proxy, re-visiting every second).
     let (user, pw) = &users[7];
@@ -160,12 +218,30 @@ fn fifty_imported_accounts_are_swept_to_synced_and_late_mail_follows() {
     c.login(user, pw);
     c.append("INBOX", &[], None, &common::message(9_999, 1_000));
     c.logout();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config = std::fs::read_to_string(dir.path().join("imapferry.toml"))
         .unwrap()
         .replace("[listen]\nimap = \"127.0.0.1:1\"\n", "")
-        .replace("[sweep]\n", "[sweep]\nenabled = true\nrevisit_secs = 1\n");
+        .replace(
+            "[sweep]\n",
+            &format!("[admin]\nlisten = \"{admin}\"\n[sweep]\nenabled = true\nrevisit_secs = 1\n"),
+        );
     let proxy_dir = tempfile::tempdir().unwrap();
     let proxy = ProxyProc::start(bin(), proxy_dir.path(), &config);
+    let mut from_admin: Vec<_> = http_get_json(admin, "/accounts")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(counts)
+        .collect();
+    from_admin.sort();
+    assert_eq!(
+        from_admin, verified_sorted,
+        "the admin API disagrees with verify"
+    );
     wait_until("the late message on NEW", Duration::from_secs(30), || {
         snapshot(&new, user, pw).count("INBOX") == snapshot(&old, user, pw).count("INBOX")
     });

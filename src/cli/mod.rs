@@ -28,7 +28,7 @@ fn top_help() -> String {
          proxy     run the transparent IMAP proxy: `proxy --config FILE` or `proxy --check-config FILE`\n  \
          batch     copy the accounts of an imapsync loop file (host1;user1;password1;host2;user2;password2;extra;),\n            \
          one child sync each, --jobs N at a time; exit 0 if all succeeded, 1 otherwise (see `imapferry batch --help`)\n  \
-         status    migration progress from the proxy's state file: `status --config FILE [USER]`\n  \
+         status    migration progress from the proxy's state file: `status --config FILE [--json] [USER]`\n  \
          retire    end OLD access for a synced account: `retire USER --config FILE [--force]`\n  \
          sweep     bring accounts nobody opens up to date in the background: `sweep --config FILE [--once]`\n  \
          accounts  `accounts import FILE --config CONF`: record accounts (loop file or logins) as pending\n  \
