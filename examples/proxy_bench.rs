@@ -14,11 +14,14 @@
 //! 500 `STORE` (each awaited), 20 IDLE/DONE cycles (IDLE, wait for `+`, DONE, wait for OK), a
 //! 50 MB APPEND (synchronising literal) and a 50 MB `UID FETCH` of it. One untimed warm-up run
 //! per path, then `--reps` rounds (default 7) alternating which path goes first; the table shows
-//! medians. Then a fresh proxy gets `--idle` (default 2,000) concurrent idle authenticated
-//! connections; the growth of its VmRSS divided by their number is the cost of one.
+//! medians, with the proxy's CPU time per phase (/proc/PID/task/*/schedstat, sampled between
+//! phases), which varies far less than wall time on a shared machine. Then a fresh proxy gets
+//! `--idle` (default 2,000) concurrent idle authenticated connections, plain, then another fresh
+//! one as many over STARTTLS; the growth of its VmRSS divided by their number is the cost of one.
 //! Targets (issue 4): proxy ≤ 1.10 × direct; under 64 KB per idle connection.
 //!
-//! Usage: cargo run --release --example proxy_bench -- [--messages N] [--idle N] [--reps R]
+//! Usage: TMPDIR=/dev/shm cargo run --release --example proxy_bench -- [--messages N] [--idle N]
+//! [--reps R] (`TMPDIR=/dev/shm` keeps Dovecot's Maildir on tmpfs, see the README's benchmark).
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -2,7 +2,7 @@
 //! command needs backfilled before it goes to NEW, which folder is selected, and which user
 //! writes NEW accepted (read from the tagged OK and its COPYUID/APPENDUID codes).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::inspect::{Arg, Command};
 use crate::imap::uidset;
@@ -63,8 +63,9 @@ pub struct Selected {
 #[derive(Debug, Default)]
 pub struct Tracker {
     selected: Option<Selected>,
-    /// `ENABLE UTF8=ACCEPT` succeeded: mailbox names arrive in UTF-8.
-    utf8: bool,
+    /// What `ENABLE` turned on for this connection (`* ENABLED`), upper-cased. With UTF8=ACCEPT
+    /// mailbox names arrive in UTF-8.
+    enabled: BTreeSet<String>,
     pending: HashMap<String, Intent>,
     /// An untagged `[COPYUID ...]` (MOVE) waiting for its command's completion.
     copyuid: Option<Vec<(u32, u32)>>,
@@ -84,6 +85,11 @@ impl Tracker {
         self.selected.as_ref()
     }
 
+    /// Extensions enabled on this connection (CONDSTORE, QRESYNC, UTF8=ACCEPT, …).
+    pub fn enabled(&self) -> &BTreeSet<String> {
+        &self.enabled
+    }
+
     /// A NEW folder name from a command argument: modified UTF-7 (converted from UTF-8 after
     /// `ENABLE UTF8=ACCEPT`), INBOX in upper case. `None` for a literal not in the line.
     fn name(&self, arg: &Arg) -> Option<String> {
@@ -91,7 +97,8 @@ impl Tracker {
         if s.eq_ignore_ascii_case("INBOX") {
             return Some("INBOX".into());
         }
-        Some(if self.utf8 { utf7_encode(s) } else { s.clone() })
+        let utf8 = self.enabled.contains("UTF8=ACCEPT") || self.enabled.contains("IMAP4REV2");
+        Some(if utf8 { utf7_encode(s) } else { s.clone() })
     }
 
     /// A command from the client. Returns the folder to bring up to date before forwarding it.
@@ -206,12 +213,9 @@ impl Tracker {
                 && let Some(pairs) = copyuid(rest)
             {
                 self.copyuid = Some(pairs);
-            } else if status.eq_ignore_ascii_case("ENABLED")
-                && rest
-                    .split_ascii_whitespace()
-                    .any(|c| c.eq_ignore_ascii_case("UTF8=ACCEPT"))
-            {
-                self.utf8 = true;
+            } else if status.eq_ignore_ascii_case("ENABLED") {
+                self.enabled
+                    .extend(rest.split_ascii_whitespace().map(str::to_ascii_uppercase));
             }
             return Outcome::default();
         }
@@ -435,6 +439,9 @@ mod tests {
             ],
         );
         assert_eq!(ensured, ["Entwürfe", "Entw&APw-rfe"]);
+        assert!(t.enabled().contains("UTF8=ACCEPT"));
+        t.response(b"* ENABLED CONDSTORE QRESYNC\r\n");
+        assert_eq!(t.enabled().len(), 3);
     }
 
     #[test]

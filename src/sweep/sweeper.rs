@@ -83,6 +83,9 @@ pub fn pick(
     (next, len)
 }
 
+/// What a sweep task returns: the account and the copied (messages, bytes) or the failure.
+type Swept = (AccountId, AccountKey, Result<(u64, u64), (ErrorKind, String)>);
+
 struct HostBackoff {
     until: Instant,
     delay: Duration,
@@ -104,11 +107,7 @@ pub async fn run(
     let mut tried: HashSet<AccountId> = HashSet::new();
     // Accounts that failed for a reason a retry soon would not fix: not before this instant.
     let mut later: HashMap<AccountId, Instant> = HashMap::new();
-    let mut tasks: JoinSet<(
-        AccountId,
-        AccountKey,
-        Result<(u64, u64), (ErrorKind, String)>,
-    )> = JoinSet::new();
+    let mut tasks: JoinSet<Swept> = JoinSet::new();
     loop {
         let stopping = *stop.borrow();
         if stopping {
