@@ -35,10 +35,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// A boxed [`Io`].
 pub type BoxIo = Box<dyn Io>;
 
-/// Read chunk size on both legs: the bound on literal bytes held per direction.
-const CHUNK: usize = 16 * 1024;
+/// Read buffer sizes on both legs: small while a connection is idle or chatty, growing while reads
+/// fill it (bulk transfers), back to small after a short read. The bound on bytes held per leg.
+const INPUT_MIN: usize = 4 * 1024;
+const INPUT_MAX: usize = 64 * 1024;
 /// Output is flushed once this much is pending, or when the input is drained.
-const FLUSH_AT: usize = 64 * 1024;
+const FLUSH_AT: usize = 128 * 1024;
 /// Longest response line from NEW framed as a line (longer ones are relayed as is).
 const NEW_MAX_LINE: usize = 1024 * 1024;
 /// Connecting and logging in to NEW.
@@ -129,10 +131,17 @@ struct Input {
     len: usize,
 }
 
+/// Gives back an output buffer's memory after a quiet exchange (idle connections stay small).
+fn release_if_idle(out: &mut Vec<u8>, input: &Input) {
+    if input.is_quiet() && out.capacity() > INPUT_MIN {
+        *out = Vec::new();
+    }
+}
+
 impl Input {
     fn new() -> Self {
         Input {
-            buf: vec![0; CHUNK].into_boxed_slice(),
+            buf: vec![0; INPUT_MIN].into_boxed_slice(),
             pos: 0,
             len: 0,
         }
@@ -154,8 +163,16 @@ impl Input {
         reader: &mut R,
         deadline: Option<Instant>,
     ) -> io::Result<bool> {
-        if self.buf.len() > CHUNK {
-            self.buf = vec![0; CHUNK].into_boxed_slice();
+        // The last read filled the buffer: more is coming, read bigger. It was short: shrink.
+        let size = if self.len == self.buf.len() {
+            (self.buf.len() * 4).clamp(INPUT_MIN, INPUT_MAX)
+        } else if self.len < INPUT_MIN {
+            INPUT_MIN
+        } else {
+            self.buf.len()
+        };
+        if size != self.buf.len() {
+            self.buf = vec![0; size].into_boxed_slice();
         }
         self.pos = 0;
         self.len = 0;
@@ -168,6 +185,11 @@ impl Input {
         };
         self.len = n;
         Ok(n > 0)
+    }
+
+    /// The last read was small: the peer is idle or chatty, not streaming.
+    fn is_quiet(&self) -> bool {
+        self.len < INPUT_MIN
     }
 }
 
@@ -308,6 +330,26 @@ struct LoggedIn {
     account: Option<Arc<Account>>,
 }
 
+/// Sends a BYE and closes without a reset: what the client already sent is read and discarded
+/// (for at most a second and 1 MiB), so the kernel does not answer unread data with RST and
+/// the client gets to read the BYE.
+async fn bye_and_close(client: &mut BoxIo, bye: &[u8]) {
+    if write_flush(client, bye).await.is_err() || client.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut left = 1 << 20;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while left > 0 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    })
+    .await;
+}
+
 async fn write_flush(io: &mut BoxIo, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
     io.flush().await
@@ -384,7 +426,7 @@ async fn prelogin(
                 overlong = false;
                 cmd.clear();
                 if literal.is_some_and(|l| l.len > 0 && !(l.sync && framer.reject_literal())) {
-                    let _ = write_flush(&mut client, b"* BYE Line too long\r\n").await;
+                    bye_and_close(&mut client, b"* BYE Line too long\r\n").await;
                     return Ok(None);
                 }
                 let tag = overlong_tag.take().unwrap_or_else(|| "*".into());
@@ -396,7 +438,7 @@ async fn prelogin(
                 continue;
             }
             Event::Error(FrameError::LiteralLengthInvalid) => {
-                let _ = write_flush(&mut client, b"* BYE Invalid literal\r\n").await;
+                bye_and_close(&mut client, b"* BYE Invalid literal\r\n").await;
                 return Ok(None);
             }
             Event::Error(FrameError::LiteralTooLarge { .. }) => continue,
@@ -415,7 +457,7 @@ async fn prelogin(
                             .await?;
                             continue;
                         }
-                        let _ = write_flush(&mut client, b"* BYE Literal too large\r\n").await;
+                        bye_and_close(&mut client, b"* BYE Literal too large\r\n").await;
                         return Ok(None);
                     }
                     if lit.sync {
@@ -987,7 +1029,7 @@ impl ClientToNew<'_> {
             idle,
             migration,
         } = self;
-        let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut out: Vec<u8> = Vec::new();
         // Inside a command whose earlier parts NEW already has (after a literal).
         let mut continuing = false;
         let mut tag: Option<String> = None;
@@ -1003,6 +1045,7 @@ impl ClientToNew<'_> {
                     new.flush().await?;
                     out.clear();
                 }
+                release_if_idle(&mut out, &input);
                 let deadline = Instant::now() + idle;
                 match input.fill(&mut rd, Some(deadline)).await {
                     Ok(true) => continue,
@@ -1125,7 +1168,7 @@ impl NewToClient<'_> {
             max_line: NEW_MAX_LINE,
             max_literal: u64::MAX,
         });
-        let mut out: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut out: Vec<u8> = Vec::new();
         let mut continuing = false;
         let mut watching: Option<Watch> = None;
         loop {
@@ -1148,6 +1191,7 @@ impl NewToClient<'_> {
                     wr.flush().await?;
                     out.clear();
                 }
+                release_if_idle(&mut out, &input);
                 tokio::select! {
                     r = input.fill(&mut rd, None) => match r {
                         Ok(true) => continue,
