@@ -527,14 +527,14 @@ fn folder_table(folders: &[FolderSummary]) -> String {
 }
 
 /// A folder name for people: modified UTF-7 decoded when it is valid, else as stored.
-fn display_name(raw: &str) -> String {
+pub(super) fn display_name(raw: &str) -> String {
     utf7_decode(raw).unwrap_or_else(|| raw.to_string())
 }
 
 /// Terminal columns of `s`: East Asian wide and fullwidth characters (CJK, Hangul, fullwidth
 /// forms, most emoji) take two, combining marks none, everything else one. An approximation of
 /// Unicode's East Asian Width that keeps folder tables aligned without a dependency.
-fn width(s: &str) -> usize {
+pub(super) fn width(s: &str) -> usize {
     s.chars()
         .map(|c| match u32::from(c) {
             0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F => 0,
@@ -559,7 +559,7 @@ fn width(s: &str) -> usize {
 
 /// Columns separated by two spaces, each as wide as its widest cell (see [`width`]); numbers
 /// (`right[i]`) aligned right. Trailing blanks are trimmed.
-fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[bool]) -> String {
+pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[bool]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -8,12 +8,13 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::report::code;
-use crate::config::{self, Config};
-use crate::mapping::utf7_decode;
+use super::status::{display_name, table};
+use crate::proxy::admin::find_user;
+use crate::config;
 use crate::migrate::Credentials;
 use crate::store::{AccountState, AccountSummary, SqliteStore, Store, StoreError};
 use crate::sync::verify::{FolderDiff, FolderOutcome, FolderVerdict, verify_account};
-use crate::sync::{Options, SyncError};
+use crate::sync::SyncError;
 
 /// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` and `status` use it.
 const EX_CONFIG: i32 = 78;
@@ -110,21 +111,6 @@ fn usage_error(message: &str) -> i32 {
     code::EX_USAGE
 }
 
-/// The engine's options for mapping folders as the proxy (and its sweeper) does.
-fn mapping_options(config: &Config) -> Result<Options, config::ValidationError> {
-    let mapping = &config.mapping;
-    Ok(Options {
-        selection: mapping.selection()?,
-        mapping: mapping.mapper_options(),
-        sep1: mapping.sep1,
-        sep2: mapping.sep2,
-        prefix1: mapping.prefix1.clone(),
-        prefix2: mapping.prefix2.clone(),
-        connections: 1,
-        ..Options::default()
-    })
-}
-
 /// Runs `imapferry verify`; returns the exit code.
 pub fn verify_command(argv: &[String]) -> i32 {
     let args = match parse_args(argv) {
@@ -156,7 +142,7 @@ pub fn verify_command(argv: &[String]) -> i32 {
             return EX_CONFIG;
         }
     };
-    let opts = match mapping_options(&config) {
+    let opts = match crate::migrate::engine_options(&config) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("imapferry: {e}");
@@ -251,23 +237,6 @@ fn sync_error_text(e: &SyncError) -> String {
         SyncError::Imap(e) => e.to_string(),
         other => other.to_string(),
     }
-}
-
-/// The accounts USER names: by NEW user; if none, by OLD user; if none, by OLD user@host
-/// (as `imapferry status USER` matches).
-fn find_user<'a>(accounts: &'a [AccountSummary], user: &str) -> Vec<&'a AccountSummary> {
-    let by = |f: &dyn Fn(&AccountSummary) -> bool| -> Vec<&'a AccountSummary> {
-        accounts.iter().filter(|a| f(a)).collect()
-    };
-    let found = by(&|a| a.key.new_user == user);
-    if !found.is_empty() {
-        return found;
-    }
-    let found = by(&|a| a.key.old_user == user);
-    if !found.is_empty() {
-        return found;
-    }
-    by(&|a| old_login(a) == user)
 }
 
 fn old_login(a: &AccountSummary) -> String {
@@ -370,10 +339,6 @@ fn totals(folders: &[FolderVerdict]) -> Totals {
 }
 
 /// A folder name for people: modified UTF-7 decoded when it is valid, else as stored.
-fn display_name(raw: &str) -> String {
-    utf7_decode(raw).unwrap_or_else(|| raw.to_string())
-}
-
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -646,69 +611,6 @@ fn account_json<'a>(account: &'a AccountSummary, result: &'a AccountResult) -> A
         }
     }
     j
-}
-
-/// Terminal columns of `s` (East Asian wide characters take two, combining marks none), as
-/// `imapferry status` counts them.
-fn width(s: &str) -> usize {
-    s.chars()
-        .map(|c| match u32::from(c) {
-            0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F => 0,
-            0x1100..=0x115F
-            | 0x2E80..=0x303E
-            | 0x3041..=0x33FF
-            | 0x3400..=0x4DBF
-            | 0x4E00..=0x9FFF
-            | 0xA000..=0xA4CF
-            | 0xAC00..=0xD7A3
-            | 0xF900..=0xFAFF
-            | 0xFE30..=0xFE4F
-            | 0xFF00..=0xFF60
-            | 0xFFE0..=0xFFE6
-            | 0x1F300..=0x1F64F
-            | 0x1F900..=0x1F9FF
-            | 0x20000..=0x3FFFD => 2,
-            _ => 1,
-        })
-        .sum()
-}
-
-/// Columns separated by two spaces, each as wide as its widest cell; numbers (`right[i]`) aligned
-/// right; trailing blanks trimmed.
-fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[bool]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(width(cell));
-        }
-    }
-    let header_row: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    let mut out = String::new();
-    for row in std::iter::once(&header_row).chain(rows.iter()) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = " ".repeat(
-                widths
-                    .get(i)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(width(cell)),
-            );
-            if right.get(i).copied().unwrap_or(false) {
-                line.push_str(&pad);
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.push_str(&pad);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -33,6 +33,23 @@ pub enum MigrateError {
     Store(#[from] StoreError),
 }
 
+/// The engine's options for the proxy, its sweeper and `verify`: folder selection and names from
+/// `[mapping]`, the deletion bound from `[migration]`, one connection pair per folder.
+pub fn engine_options(config: &Config) -> Result<Options, config::ValidationError> {
+    let mapping = &config.mapping;
+    Ok(Options {
+        selection: mapping.selection()?,
+        mapping: mapping.mapper_options(),
+        sep1: mapping.sep1,
+        sep2: mapping.sep2,
+        prefix1: mapping.prefix1.clone(),
+        prefix2: mapping.prefix2.clone(),
+        max_delete_share: config.migration.max_delete_share,
+        connections: 1,
+        ..Options::default()
+    })
+}
+
 /// Every account the proxy has seen since it started.
 pub struct Migrator {
     store: Arc<dyn Store>,
@@ -54,19 +71,7 @@ impl Migrator {
         let Some(credentials) = Credentials::from_config(config)? else {
             return Ok(None);
         };
-        let invalid = |e: config::ValidationError| MigrateError::Config(e.to_string());
-        let mapping = &config.mapping;
-        let opts = Options {
-            selection: mapping.selection().map_err(invalid)?,
-            mapping: mapping.mapper_options(),
-            sep1: mapping.sep1,
-            sep2: mapping.sep2,
-            prefix1: mapping.prefix1.clone(),
-            prefix2: mapping.prefix2.clone(),
-            max_delete_share: config.migration.max_delete_share,
-            connections: 1,
-            ..Options::default()
-        };
+        let opts = engine_options(config).map_err(|e| MigrateError::Config(e.to_string()))?;
         Ok(Some(Migrator {
             store,
             credentials,
