@@ -4,9 +4,11 @@
 //!
 //! Dependencies point down: a module may only use the modules listed below it.
 //!
-//! - [`cli`]: the command line (`imapferry sync`, the `imapsync`-compatible options, output and exit codes).
-//! - [`proxy`]: the transparent proxy: listeners (`server`), one client connection (`session`), and its
-//!   sans-I/O parts (a streaming line/literal framer, command inspection).
+//! - [`cli`]: the command line: `imapferry sync` (imapsync's options, output and exit codes), `batch`,
+//!   `proxy`, `sweep`, `accounts import`, `status`, `retire`, `verify`.
+//! - [`proxy`]: the proxy: listeners (`server`), one client connection (`session`), the admin HTTP
+//!   endpoint and metrics, and its sans-I/O parts (a streaming line/literal framer, command
+//!   inspection, the session tracking the migration needs, PROXY protocol headers).
 //! - [`sweep`]: background completion of accounts nobody opens (uses `migrate`'s account state).
 //! - [`migrate`]: the migration inside the proxy: one shared state per account (OLD access, lazy
 //!   per-folder backfill with one owner, live pickup) and the journal of user writes mirrored to OLD.
@@ -14,7 +16,8 @@
 //! - [`sync`]: the engine: per folder pair, plan, copy, adopt, merge flags, propagate deletions.
 //! - [`imap`]: an async IMAP client (plain, STARTTLS, TLS) with a streaming response reader. No policy.
 //! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
-//! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones) and its SQLite implementation.
+//! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones, the journal) and its
+//!   SQLite implementation.
 //! - [`tls`], [`secret`], [`loopfile`]: foundations (TLS configuration from PEM files, passwords that
 //!   never print, imapsync's loop-file format).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
