@@ -212,7 +212,8 @@ impl Tracker {
             if status.eq_ignore_ascii_case("OK")
                 && let Some(pairs) = copyuid(rest)
             {
-                self.copyuid = Some(pairs);
+                // A large MOVE may be reported in several parts.
+                self.copyuid.get_or_insert_with(Vec::new).extend(pairs);
             } else if status.eq_ignore_ascii_case("ENABLED") {
                 self.enabled
                     .extend(rest.split_ascii_whitespace().map(str::to_ascii_uppercase));
@@ -442,6 +443,27 @@ mod tests {
         assert!(t.enabled().contains("UTF8=ACCEPT"));
         t.response(b"* ENABLED CONDSTORE QRESYNC\r\n");
         assert_eq!(t.enabled().len(), 3);
+    }
+
+    proptest::proptest! {
+        /// Whatever the client sends and NEW answers, tracking never panics.
+        #[test]
+        fn tracking_never_panics(
+            commands in proptest::collection::vec(".{0,80}", 0..16),
+            responses in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100), 0..16),
+        ) {
+            let mut t = Tracker::default();
+            for (i, c) in commands.iter().enumerate() {
+                let line = format!("t{i} {c}\r\n");
+                t.command(&format!("t{i}"), &inspect(line.as_bytes()).command);
+            }
+            for r in &responses {
+                t.response(r);
+            }
+            for i in 0..commands.len() {
+                t.response(format!("* OK [COPYUID 9 1:3 7:9] moved\r\nt{i} OK [APPENDUID 9 4] done\r\n").as_bytes());
+            }
+        }
     }
 
     #[test]
