@@ -29,6 +29,8 @@ const IDLE_MAX: Duration = Duration::from_secs(60);
 /// Longest a login waits for OLD's folder tree to be created on NEW (LIST and CREATEs: cheap,
 /// unless OLD does not answer).
 const PREPARE_WAIT: Duration = Duration::from_secs(10);
+/// How long a mapped OLD tree is trusted before a login or sweep maps it again.
+const TREE_MAX_AGE: Duration = Duration::from_secs(300);
 const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -117,6 +119,9 @@ pub(crate) struct Conn {
 #[derive(Default)]
 struct Names {
     prepared: bool,
+    /// When OLD's tree was last mapped: a later login or sweep maps it again after
+    /// [`TREE_MAX_AGE`] (folders created on OLD meanwhile, e.g. by its webmail).
+    mapped_at: Option<Instant>,
     new_to_old: BTreeMap<String, String>,
     sides: Option<(mapping::Side, mapping::Side)>,
 }
@@ -490,7 +495,8 @@ impl Account {
     /// Maps OLD's tree and creates it on NEW, once per account (again after a failure).
     async fn prepare(&self) {
         let _one = self.prepare_lock.lock().await;
-        if self.names.lock().is_ok_and(|n| n.prepared) || self.backing_off() {
+        let fresh = |n: &Names| n.mapped_at.is_some_and(|t| t.elapsed() < TREE_MAX_AGE);
+        if self.names.lock().is_ok_and(|n| fresh(&n)) || self.backing_off() {
             return;
         }
         // Pending writes first: a folder deleted or renamed on NEW must be gone on OLD before
@@ -509,6 +515,7 @@ impl Account {
                 self.succeeded();
                 if let Ok(mut n) = self.names.lock() {
                     n.prepared = true;
+                    n.mapped_at = Some(Instant::now());
                     n.new_to_old = tree.pairs.into_iter().map(|(o, n)| (n, o)).collect();
                     n.sides = Some((tree.old_side, tree.new_side));
                 }
