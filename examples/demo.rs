@@ -125,7 +125,10 @@ fn proxy_demo(old: &Dovecot, new: &Dovecot) {
     );
     let path = dir.path().join("imapferry.toml");
     std::fs::write(&path, &config).expect("write config");
-    println!("\n== The migration proxy ==\n$ imapferry proxy --config {}", path.display());
+    println!(
+        "\n== The migration proxy ==\n$ imapferry proxy --config {}",
+        path.display()
+    );
     let mut proxy = Command::new(imapferry())
         .args(["proxy", "--config"])
         .arg(&path)

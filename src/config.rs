@@ -833,12 +833,16 @@ mod tests {
         ] {
             assert_eq!(parse_window(text), expected, "{text}");
         }
-        let base = "[listen]\nimap = \"127.0.0.1:1\"\n[new]\naddress = \"h:1\"\nsecurity = \"none\"\n";
+        let base =
+            "[listen]\nimap = \"127.0.0.1:1\"\n[new]\naddress = \"h:1\"\nsecurity = \"none\"\n";
         let bad_window = format!("{base}[sweep]\nwindow = \"late\"\n");
         assert_eq!(invalid(&bad_window).key(), "sweep.window");
         let zero = format!("{base}[sweep]\naccounts_in_parallel = 0\n");
         assert_eq!(invalid(&zero).key(), "sweep.accounts_in_parallel");
-        let half = base.replace("security = \"none\"\n", "security = \"none\"\nmaster_user = \"admin\"\n");
+        let half = base.replace(
+            "security = \"none\"\n",
+            "security = \"none\"\nmaster_user = \"admin\"\n",
+        );
         assert_eq!(invalid(&half).key(), "new.master_password_file");
         let c = parse_str(base).unwrap();
         assert!(!c.sweep.enabled);

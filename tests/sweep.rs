@@ -205,10 +205,18 @@ fn fifty_imported_accounts_are_swept_to_synced_and_late_mail_follows() {
     from_status.sort();
     assert_eq!(verified_sorted.len(), 50);
     assert!(
-        verified_sorted.iter().all(|(_, o, n)| o.is_some() && o == n),
+        verified_sorted
+            .iter()
+            .all(|(_, o, n)| o.is_some() && o == n),
         "{verified_sorted:?}"
     );
-    assert!(verified_sorted.iter().map(|(_, o, _)| o.unwrap_or(0)).sum::<u64>() > 300);
+    assert!(
+        verified_sorted
+            .iter()
+            .map(|(_, o, _)| o.unwrap_or(0))
+            .sum::<u64>()
+            > 300
+    );
     assert_eq!(from_status, verified_sorted);
 
     // Mail delivered to OLD for a synced account reaches NEW at the next revisit (the sweeper

@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use super::report::code;
 use super::status::{display_name, table};
-use crate::proxy::admin::find_user;
 use crate::config;
 use crate::migrate::Credentials;
+use crate::proxy::admin::find_user;
 use crate::store::{AccountState, AccountSummary, SqliteStore, Store, StoreError};
-use crate::sync::verify::{FolderDiff, FolderOutcome, FolderVerdict, verify_account};
 use crate::sync::SyncError;
+use crate::sync::verify::{FolderDiff, FolderOutcome, FolderVerdict, verify_account};
 
 /// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` and `status` use it.
 const EX_CONFIG: i32 = 78;

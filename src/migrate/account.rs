@@ -783,11 +783,23 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
         });
         for (e, kind, transient) in [
-            (refused("[UNAVAILABLE] try later", None), ErrorKind::Unavailable, true),
+            (
+                refused("[UNAVAILABLE] try later", None),
+                ErrorKind::Unavailable,
+                true,
+            ),
             (refused("busy", Some("INUSE")), ErrorKind::Unavailable, true),
-            (refused("[NONEXISTENT] no such mailbox", None), ErrorKind::Refused, false),
+            (
+                refused("[NONEXISTENT] no such mailbox", None),
+                ErrorKind::Refused,
+                false,
+            ),
             (login("[AUTHENTICATIONFAILED] bad"), ErrorKind::Login, false),
-            (login("[UNAVAILABLE] auth down"), ErrorKind::Unavailable, true),
+            (
+                login("[UNAVAILABLE] auth down"),
+                ErrorKind::Unavailable,
+                true,
+            ),
             (io, ErrorKind::Connect, true),
             (SyncError::Options("x".into()), ErrorKind::Other, false),
         ] {

@@ -24,8 +24,8 @@ use super::proxy_protocol::{self, Header};
 use super::session::{self, BoxIo, LoginFailures, Settings};
 use crate::config::{Config, Security};
 use crate::migrate::Migrator;
-use crate::sweep::{self, Control, Mode};
 use crate::store::SqliteStore;
+use crate::sweep::{self, Control, Mode};
 use crate::tls::{self, TlsError};
 
 /// How long [`serve`] waits for open sessions to close after the shutdown future completed.

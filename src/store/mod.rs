@@ -264,8 +264,12 @@ pub trait Store: Send + Sync {
     async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>>;
     /// Points the account at another OLD login (an accounts file was re-imported with a changed
     /// OLD user or host for the same NEW login); its folder state stays.
-    async fn set_account_old(&self, account: AccountId, old_host: &str, old_user: &str)
-    -> Result<()>;
+    async fn set_account_old(
+        &self,
+        account: AccountId,
+        old_host: &str,
+        old_user: &str,
+    ) -> Result<()>;
     /// Records activity now (last_activity, unix seconds) — a login or a backfill.
     async fn touch_account(&self, account: AccountId) -> Result<()>;
     /// Renames a folder pair (both names); its links and tombstones stay.

@@ -84,7 +84,11 @@ pub fn pick(
 }
 
 /// What a sweep task returns: the account and the copied (messages, bytes) or the failure.
-type Swept = (AccountId, AccountKey, Result<(u64, u64), (ErrorKind, String)>);
+type Swept = (
+    AccountId,
+    AccountKey,
+    Result<(u64, u64), (ErrorKind, String)>,
+);
 
 struct HostBackoff {
     until: Instant,
