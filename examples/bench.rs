@@ -27,19 +27,22 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::seed::{Rng, imap_date};
 use common::{Dovecot, DovecotOptions, Layout, RawImap, lognormal_size, message};
-use imapferry::imap::{AppendMsg, Body, Client, ConnectOptions, Security, Side, TlsOptions};
+use imapferry::imap::{AppendMsg, Body, Client, Side};
 use imapferry::secret::Secret;
 use imapferry::store::SqliteStore;
 use imapferry::sync::{AuthMech, Endpoint, Options, Quiet, sync_account};
+use support::{Cpu, connect_options, loadavg, mb, median, self_cpu, tv};
 
 const PW: &str = "bench-pw";
 /// The child pass reads the IMAP password from here (never from its command line).
@@ -361,15 +364,6 @@ struct Row {
     detail: String,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn print_table(rows: &[Row], cfg: &Config, total: u64, bytes: u64) {
     let labels = [
         FERRY_INITIAL,
@@ -520,16 +514,6 @@ fn print_table(rows: &[Row], cfg: &Config, total: u64, bytes: u64) {
             w(label)
         );
     }
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -819,16 +803,6 @@ async fn append_folder(
         client.wait(&tag, |_| {}).await?.ok(Side::New, "APPEND")?;
     }
     Ok(())
-}
-
-fn connect_options(port: u16) -> ConnectOptions {
-    ConnectOptions {
-        host: "127.0.0.1".to_string(),
-        port,
-        security: Security::Plain,
-        tls: TlsOptions::default(),
-        timeout: Duration::from_secs(120),
-    }
 }
 
 async fn connect(port: u16, user: &str) -> Result<Client, String> {
@@ -1194,110 +1168,4 @@ fn launcher() {
         stdout.write_all(reply.as_bytes()).expect("launcher reply");
         stdout.flush().expect("launcher flush");
     }
-}
-
-fn tv(t: libc::timeval) -> f64 {
-    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
-}
-
-/// user + system CPU seconds of this process so far.
-fn self_cpu() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// CPU time of both Dovecot process trees.
-struct Cpu {
-    old: i32,
-    new: i32,
-    tick: f64,
-}
-
-impl Cpu {
-    fn new(old: &Dovecot, new: &Dovecot) -> Cpu {
-        // SAFETY: sysconf has no preconditions.
-        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Cpu {
-            old: master_pid(&old.config_path()),
-            new: master_pid(&new.config_path()),
-            tick,
-        }
-    }
-
-    fn sample(&self) -> (f64, f64) {
-        let procs = all_procs();
-        (
-            tree_ticks(&procs, self.old) / self.tick,
-            tree_ticks(&procs, self.new) / self.tick,
-        )
-    }
-
-    /// CPU seconds each tree used since `before`. Processes of the pass that are still exiting
-    /// count either way (live: their own time; reaped: the master's cutime).
-    fn since(&self, before: (f64, f64)) -> (f64, f64) {
-        std::thread::sleep(Duration::from_millis(150));
-        let now = self.sample();
-        (now.0 - before.0, now.1 - before.1)
-    }
-}
-
-/// pid → (ppid, utime + stime + cutime + cstime in ticks).
-fn all_procs() -> BTreeMap<i32, (i32, f64)> {
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields after the command: state ppid ... utime(14) stime cutime cstime (1-based: 14..17).
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        out.insert(pid, (num(1) as i32, num(11) + num(12) + num(13) + num(14)));
-    }
-    out
-}
-
-fn tree_ticks(procs: &BTreeMap<i32, (i32, f64)>, root: i32) -> f64 {
-    let mut total = 0.0;
-    let mut stack = vec![root];
-    while let Some(p) = stack.pop() {
-        if let Some((_, t)) = procs.get(&p) {
-            total += t;
-        }
-        stack.extend(
-            procs
-                .iter()
-                .filter(|(_, (pp, _))| *pp == p)
-                .map(|(c, _)| *c),
-        );
-    }
-    total
-}
-
-/// The Dovecot master started with `config` (its command line names the file).
-fn master_pid(config: &Path) -> i32 {
-    let want = config.to_string_lossy().to_string();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("dovecot")) && args.contains(&want) {
-            return pid;
-        }
-    }
-    panic!("no dovecot master running with {want}");
 }

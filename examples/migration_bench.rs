@@ -44,6 +44,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -54,13 +56,14 @@ use std::time::{Duration, Instant};
 
 use common::seed::{Rng, imap_date};
 use common::{Dovecot, DovecotOptions, Layout, ProxyProcess, RawImap, lognormal_size, message};
-use imapferry::imap::{AppendMsg, Body, Client, ConnectOptions, Security, Side, TlsOptions};
+use imapferry::imap::{AppendMsg, Body, Client, Side};
 use imapferry::mapping::Selection;
 use imapferry::secret::Secret;
 use imapferry::store::{AccountKey, SqliteStore, Store};
 use imapferry::sync::{
     AuthMech, Endpoint, Options, Quiet, login, prepare_tree, sync_account, sync_pair,
 };
+use support::{Cpu, all_procs, connect_options, loadavg, mb, median, self_cpu, tree_ticks, tv};
 
 const CHILD_FLAG: &str = "--proxy-child";
 /// NEW users of a round (suffixed with the round's number): a), b), c), d), e), f).
@@ -822,16 +825,6 @@ fn idle_batch_run(
 // ---------------------------------------------------------------------------------------------
 // The table.
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| !x.is_nan());
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
     let rs: Vec<&Round> = rounds.iter().filter(|r| r.rep > 0).collect();
     let med = |f: &dyn Fn(&Round) -> f64| median(rs.iter().map(|r| f(r)).collect());
@@ -1015,16 +1008,6 @@ fn print_table(cfg: &Config, n: u32, bytes: u64, rounds: &[Round]) {
     );
 }
 
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 /// (messages, bytes) of `user`'s Big on `d`; (0, 0) when it does not exist.
 fn count(d: &Dovecot, user: &str) -> (u32, u64) {
     let mut c = RawImap::connect(d.host(), d.port());
@@ -1089,16 +1072,6 @@ fn new_mail(rng: &mut Rng, i: u64) -> Mail {
         flags,
         date: Some(imap_date(utc, 60)),
         body: Body::Mem(message(i, size)),
-    }
-}
-
-fn connect_options(port: u16) -> ConnectOptions {
-    ConnectOptions {
-        host: "127.0.0.1".to_string(),
-        port,
-        security: Security::Plain,
-        tls: TlsOptions::default(),
-        timeout: Duration::from_secs(120),
     }
 }
 
@@ -1170,117 +1143,3 @@ async fn seed_old(port: u16, mails: &[Mail]) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------------------------
 // CPU time: this process, the proxy process tree, both Dovecot trees (from /proc), as bench.rs.
-
-fn tv(t: libc::timeval) -> f64 {
-    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
-}
-
-/// user + system CPU seconds of this process so far.
-fn self_cpu() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// CPU time of both Dovecot process trees.
-struct Cpu {
-    old: i32,
-    new: i32,
-    tick: f64,
-}
-
-impl Cpu {
-    fn new(old: &Dovecot, new: &Dovecot) -> Cpu {
-        // SAFETY: sysconf has no preconditions.
-        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Cpu {
-            old: master_pid(&old.config_path()),
-            new: master_pid(&new.config_path()),
-            tick,
-        }
-    }
-
-    fn sample(&self) -> (f64, f64) {
-        self.sample_from(&all_procs())
-    }
-
-    fn sample_from(&self, procs: &Procs) -> (f64, f64) {
-        (
-            tree_ticks(procs, self.old) / self.tick,
-            tree_ticks(procs, self.new) / self.tick,
-        )
-    }
-
-    /// CPU seconds each tree used since `before` (after a short pause, so that the run's
-    /// processes that are still exiting are counted, live or reaped).
-    fn since(&self, before: (f64, f64)) -> (f64, f64) {
-        std::thread::sleep(Duration::from_millis(150));
-        self.since_from(before, &all_procs())
-    }
-
-    fn since_from(&self, before: (f64, f64), procs: &Procs) -> (f64, f64) {
-        let now = self.sample_from(procs);
-        (now.0 - before.0, now.1 - before.1)
-    }
-}
-
-/// pid → (ppid, utime + stime + cutime + cstime in ticks).
-type Procs = std::collections::BTreeMap<i32, (i32, f64)>;
-
-fn all_procs() -> Procs {
-    let mut out = Procs::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        out.insert(pid, (num(1) as i32, num(11) + num(12) + num(13) + num(14)));
-    }
-    out
-}
-
-fn tree_ticks(procs: &Procs, root: i32) -> f64 {
-    let mut total = 0.0;
-    let mut stack = vec![root];
-    while let Some(p) = stack.pop() {
-        if let Some((_, t)) = procs.get(&p) {
-            total += t;
-        }
-        stack.extend(
-            procs
-                .iter()
-                .filter(|(_, (pp, _))| *pp == p)
-                .map(|(c, _)| *c),
-        );
-    }
-    total
-}
-
-/// The Dovecot master started with `config` (its command line names the file).
-fn master_pid(config: &Path) -> i32 {
-    let want = config.to_string_lossy().to_string();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("dovecot")) && args.contains(&want) {
-            return pid;
-        }
-    }
-    panic!("no dovecot master running with {want}");
-}

@@ -25,6 +25,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use common::seed::Rng;
 use common::{Dovecot, DovecotOptions, Layout, ProxyProcess, lognormal_size, message};
+use support::{loadavg, median};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -466,19 +469,6 @@ fn print_table(cfg: &Config, direct: &[Run], proxied: &[Run]) {
     );
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// CPU time of every thread of a process so far, in seconds (/proc/PID/task/*/schedstat: ns on
 /// CPU; finer than the clock ticks of /proc/PID/stat). Threads that ended are not counted.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -491,15 +481,6 @@ fn cpu_seconds(pid: u32) -> f64 {
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     ns as f64 / 1e9
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A text message of exactly `size` bytes: headers, then 76-character lines.
