@@ -16,7 +16,7 @@ use crate::mapping::utf7_decode;
 use crate::proxy::admin::{
     AccountDetail, Overview, RetireDecision, StatusReport, find_user, old_login, retire_decision,
 };
-use crate::store::{AccountState, AccountSummary, FolderSummary, SqliteStore, Store, StoreError};
+use crate::store::{AccountSummary, FolderSummary, SqliteStore, Store, StoreError};
 
 /// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` uses it.
 const EX_CONFIG: i32 = 78;
@@ -226,11 +226,16 @@ pub fn retire_command(argv: &[String]) -> i32 {
             }
             RetireDecision::Retire { reason, problems } => (reason, problems),
         };
-        if let Err(e) = store
-            .set_account_state(account.id, AccountState::Retired, reason.as_deref())
-            .await
-        {
-            return store_error(&e);
+        match store.retire(account.id, reason.as_deref()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!(
+                    "imapferry: not retiring {who}: it changed meanwhile (a new journal entry or \
+                     backfill); look again with `imapferry status`"
+                );
+                return EX_REFUSED;
+            }
+            Err(e) => return store_error(&e),
         }
         match reason {
             None => println!(
@@ -593,7 +598,7 @@ pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[bool]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::AccountKey;
+    use crate::store::{AccountKey, AccountState};
 
     fn argv(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -737,11 +737,18 @@ impl Admin {
                 }),
             ),
             RetireDecision::Retire { reason, problems } => {
-                if let Err(e) = store
-                    .set_account_state(account.id, AccountState::Retired, reason.as_deref())
-                    .await
-                {
-                    return store_error(&e);
+                match store.retire(account.id, reason.as_deref()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Response::json(
+                            409,
+                            &serde_json::json!({
+                                "error": format!("not retiring {who}: it changed meanwhile"),
+                                "problems": ["a new journal entry or backfill since it was looked at"],
+                            }),
+                        );
+                    }
+                    Err(e) => return store_error(&e),
                 }
                 info!(user = %account.key.new_user, forced = reason.is_some(), "admin: account retired");
                 let mut account = account;

@@ -262,6 +262,10 @@ pub trait Store: Send + Sync {
 
     /// The account id for this key if it exists (never creates).
     async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>>;
+    /// Retires the account in one statement: with `forced` (the reason recorded) always; without,
+    /// only if it is `synced` with no pending journal entry at that moment. Returns whether it
+    /// was retired (false: the account changed since it was looked at).
+    async fn retire(&self, account: AccountId, forced: Option<&str>) -> Result<bool>;
     /// Points the account at another OLD login (an accounts file was re-imported with a changed
     /// OLD user or host for the same NEW login); its folder state stays.
     async fn set_account_old(

@@ -597,6 +597,36 @@ impl Store for SqliteStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    async fn retire(&self, account: AccountId, forced: Option<&str>) -> Result<bool> {
+        let done = match forced {
+            Some(reason) => {
+                sqlx::query(
+                    "UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4",
+                )
+                .bind(AccountState::Retired.as_str())
+                .bind(reason)
+                .bind(now())
+                .bind(account)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE accounts SET state = $1, reason = NULL, updated = $2 \
+                     WHERE id = $3 AND state = $4 \
+                     AND NOT EXISTS (SELECT 1 FROM journal WHERE account_id = $3 AND done = 0)",
+                )
+                .bind(AccountState::Retired.as_str())
+                .bind(now())
+                .bind(account)
+                .bind(AccountState::Synced.as_str())
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_account_old(
         &self,
         account: AccountId,
@@ -1387,6 +1417,36 @@ mod tests {
                 .unwrap()
                 .get(0);
         assert_eq!(pending, 1);
+    }
+
+    #[tokio::test]
+    async fn retire_is_conditional_unless_forced() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let a = store.account(&key("alice")).await.unwrap();
+        // pending: refused
+        assert!(!store.retire(a, None).await.unwrap());
+        store
+            .set_account_state(a, AccountState::Synced, None)
+            .await
+            .unwrap();
+        let entry = store.journal_append(a, "flags", "{}").await.unwrap();
+        // synced, but a journal entry is pending: refused
+        assert!(!store.retire(a, None).await.unwrap());
+        assert_eq!(store.account_state(a).await.unwrap(), AccountState::Synced);
+        store.journal_done(entry).await.unwrap();
+        assert!(store.retire(a, None).await.unwrap());
+        assert_eq!(store.account_state(a).await.unwrap(), AccountState::Retired);
+        let b = store.account(&key("bob")).await.unwrap();
+        assert!(store.retire(b, Some("forced from pending")).await.unwrap());
+        let bob = store
+            .account_summaries()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id == b)
+            .unwrap();
+        assert_eq!(bob.state, AccountState::Retired);
+        assert_eq!(bob.reason.as_deref(), Some("forced from pending"));
     }
 
     #[tokio::test]
