@@ -23,7 +23,7 @@ use crate::config::{self, Config};
 use crate::secret::Secret;
 use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
 use crate::sync::{Endpoint, Options, SharedRate};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -57,8 +57,13 @@ pub struct Migrator {
     opts: Options,
     budget: Duration,
     accounts: DashMap<String, Arc<Account>>,
+    /// Size of `accounts` at which unused entries are dropped next.
+    prune_at: AtomicUsize,
     shared: account::Shared,
 }
+
+/// Accounts kept before the first pruning.
+const PRUNE_FIRST: usize = 1024;
 
 impl Migrator {
     /// The migrator for `config`, or `None` when there is no `[old]` (a pure relay).
@@ -78,6 +83,7 @@ impl Migrator {
             opts,
             budget: Duration::from_millis(config.migration.select_budget_ms),
             accounts: DashMap::new(),
+            prune_at: AtomicUsize::new(PRUNE_FIRST),
             shared: account::Shared {
                 rate: (config.sweep.max_bytes_per_second.is_some()
                     || config.sweep.max_messages_per_second.is_some())
@@ -125,6 +131,7 @@ impl Migrator {
 
     /// The account's shared state, created with these endpoints on first use.
     fn account(&self, id: AccountId, user: &str, endpoints: (Endpoint, Endpoint)) -> Arc<Account> {
+        self.prune();
         self.accounts
             .entry(user.to_string())
             .or_insert_with(|| {
@@ -137,6 +144,19 @@ impl Migrator {
                 ))
             })
             .clone()
+    }
+
+    /// Forgets accounts nothing uses any more (no session, no backfill, no journal worker: the
+    /// map holds the only reference), so memory and the passwords held for OLD do not pile up.
+    /// Runs when the map has doubled since the last time.
+    fn prune(&self) {
+        let at = self.prune_at.load(Ordering::Relaxed);
+        if self.accounts.len() < at {
+            return;
+        }
+        self.accounts.retain(|_, a| Arc::strong_count(a) > 1);
+        let next = (self.accounts.len() * 2).max(PRUNE_FIRST);
+        self.prune_at.store(next, Ordering::Relaxed);
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -164,5 +184,31 @@ impl Migrator {
             .for_account(key)
             .map_err(|why| (ErrorKind::Other, why))?;
         self.account(id, &key.new_user, endpoints).sweep().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    #[tokio::test]
+    async fn unused_accounts_are_forgotten_used_ones_kept() {
+        let text = "[listen]\nimap = \"127.0.0.1:1\"\n[new]\naddress = \"127.0.0.1:2\"\nsecurity = \"none\"\n\
+                    [old]\naddress = \"127.0.0.1:3\"\nsecurity = \"none\"\n";
+        let config = config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_memory().await.unwrap());
+        let (_stop, stop_rx) = watch::channel(false);
+        let m = Migrator::new(&config, store, stop_rx).unwrap().unwrap();
+        let endpoints = |u: &str| m.credentials.for_login(u, &Secret::new("pw")).unwrap();
+        let held = m.account(1, "held", endpoints("held"));
+        for i in 0..PRUNE_FIRST + 10 {
+            let user = format!("u{i}");
+            let _ = m.account(i as AccountId + 2, &user, endpoints(&user));
+        }
+        // The map reached PRUNE_FIRST once: everything but the account still in use was dropped.
+        assert!(m.accounts.len() < 20, "{}", m.accounts.len());
+        assert!(m.accounts.contains_key("held"));
+        assert!(Arc::ptr_eq(&held, &m.account(1, "held", endpoints("held"))));
     }
 }
