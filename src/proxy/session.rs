@@ -285,10 +285,13 @@ enum Auth {
         user: String,
         password: Secret,
     },
-    /// The base64 SASL PLAIN response as the client sent it.
+    /// The base64 SASL PLAIN response as the client sent it, and its parts: `user` is the
+    /// authorization identity (or the authentication identity without one).
     Plain {
         user: String,
         response: Secret,
+        authcid: String,
+        password: Secret,
     },
 }
 
@@ -304,17 +307,12 @@ impl Auth {
     fn credentials(&self) -> Option<(String, Secret)> {
         match self {
             Auth::Login { user, password } => Some((user.clone(), password.clone())),
-            Auth::Plain { response, .. } => {
-                let decoded = B64.decode(response.expose().trim()).ok()?;
-                let mut parts = decoded.split(|&b| b == 0);
-                let (authzid, authcid, password) = (parts.next()?, parts.next()?, parts.next()?);
-                (authzid.is_empty() || authzid == authcid).then(|| {
-                    (
-                        String::from_utf8_lossy(authcid).into_owned(),
-                        Secret::new(String::from_utf8_lossy(password).into_owned()),
-                    )
-                })
-            }
+            Auth::Plain {
+                user,
+                authcid,
+                password,
+                ..
+            } => (user == authcid).then(|| (authcid.clone(), password.clone())),
         }
     }
 }
@@ -646,15 +644,18 @@ fn sasl_plain(response: &[u8]) -> Result<Auth, &'static str> {
     }
     let decoded = B64.decode(response).map_err(|_| "Invalid base64 data.")?;
     let mut parts = decoded.split(|&b| b == 0);
-    let (Some(authzid), Some(authcid), Some(_), None) =
+    let (Some(authzid), Some(authcid), Some(password), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("Invalid PLAIN response.");
     };
     let user = if authzid.is_empty() { authcid } else { authzid };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok(Auth::Plain {
-        user: String::from_utf8_lossy(user).into_owned(),
-        response: Secret::new(String::from_utf8_lossy(response).into_owned()),
+        user: text(user),
+        response: Secret::new(text(response)),
+        authcid: text(authcid),
+        password: Secret::new(text(password)),
     })
 }
 
@@ -1298,6 +1299,12 @@ mod tests {
     fn sasl_plain_decodes() {
         let ok = sasl_plain(B64.encode("\0alice\0pw").as_bytes());
         assert!(matches!(ok, Ok(Auth::Plain { ref user, .. }) if user == "alice"));
+        let (user, pw) = ok.as_ref().ok().and_then(Auth::credentials).unwrap();
+        assert_eq!((user.as_str(), pw.expose()), ("alice", "pw"));
+        // On behalf of another user: that user's password is not known.
+        let other = sasl_plain(B64.encode("bob\0alice\0pw").as_bytes()).unwrap();
+        assert_eq!(other.user(), "bob");
+        assert!(other.credentials().is_none());
         assert!(sasl_plain(b"*").is_err());
         assert!(sasl_plain(b"!!").is_err());
     }
