@@ -66,26 +66,43 @@ pub fn retire_help() -> String {
         .to_string()
 }
 
-/// Parsed arguments of both commands.
+/// Parsed arguments of `status`, `retire` and `verify`.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Args {
-    config: Option<String>,
-    user: Option<String>,
-    force: bool,
-    json: bool,
-    help: bool,
+pub(super) struct Args {
+    pub config: Option<String>,
+    pub user: Option<String>,
+    pub force: bool,
+    pub json: bool,
+    pub all: bool,
+    pub help: bool,
 }
 
 /// `--config FILE` (or `--config=FILE`), at most one USER, `--force` for `retire` (`allow_force`),
 /// `--json` for `status`.
 fn parse_args(argv: &[String], allow_force: bool) -> Result<Args, String> {
+    parse_command_args(
+        argv,
+        if allow_force {
+            &["--force"]
+        } else {
+            &["--json"]
+        },
+    )
+}
+
+/// `--config FILE` (or `--config=FILE`, required unless `--help`), at most one USER, and the
+/// switches in `flags` (`--force`, `--json`, `--all`).
+pub(super) fn parse_command_args(argv: &[String], flags: &[&str]) -> Result<Args, String> {
     let mut args = Args::default();
     let mut rest = argv.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--help" | "-h" => args.help = true,
-            "--force" if allow_force => args.force = true,
-            "--json" if !allow_force => args.json = true,
+            flag if flags.contains(&flag) => match flag {
+                "--force" => args.force = true,
+                "--json" => args.json = true,
+                _ => args.all = true,
+            },
             "--config" => {
                 let file = rest
                     .next()
@@ -612,8 +629,7 @@ mod tests {
                 config: Some(config.into()),
                 user: user.map(Into::into),
                 force,
-                json: false,
-                help: false,
+                ..Args::default()
             })
         };
         let cases: Vec<(Vec<String>, bool, Result<Args, String>)> = vec![

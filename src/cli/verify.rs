@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::report::code;
-use super::status::{display_name, table};
+use super::status::{Args, display_name, parse_command_args, table};
 use crate::config;
 use crate::migrate::Credentials;
 use crate::proxy::admin::find_user;
@@ -47,62 +47,15 @@ pub fn verify_help() -> String {
         .to_string()
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Args {
-    config: Option<String>,
-    user: Option<String>,
-    all: bool,
-    json: bool,
-    help: bool,
-}
-
+/// `USER` or `--all`, `--config FILE`, `--json`.
 fn parse_args(argv: &[String]) -> Result<Args, String> {
-    let mut args = Args::default();
-    let mut rest = argv.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--help" | "-h" => args.help = true,
-            "--all" => args.all = true,
-            "--json" => args.json = true,
-            "--config" => {
-                let file = rest
-                    .next()
-                    .ok_or_else(|| "option --config needs a value".to_string())?;
-                set_config(&mut args, file)?;
-            }
-            a if a.starts_with("--config=") => set_config(&mut args, &a["--config=".len()..])?,
-            a if a.starts_with('-') && a.len() > 1 => {
-                return Err(format!("unknown option '{a}'"));
-            }
-            user => {
-                if let Some(first) = &args.user {
-                    return Err(format!("one USER only ('{first}' and '{user}' were given)"));
-                }
-                args.user = Some(user.to_string());
-            }
-        }
-    }
-    if args.help {
-        return Ok(args);
-    }
-    if args.config.is_none() {
-        return Err("--config FILE is required".into());
-    }
-    match (&args.user, args.all) {
-        (Some(_), true) => Err("give USER or --all, not both".into()),
-        (None, false) => Err("USER or --all is required".into()),
+    let args = parse_command_args(argv, &["--all", "--json"])?;
+    match (args.help, &args.user, args.all) {
+        (true, _, _) => Ok(args),
+        (false, Some(_), true) => Err("give USER or --all, not both".into()),
+        (false, None, false) => Err("USER or --all is required".into()),
         _ => Ok(args),
     }
-}
-
-fn set_config(args: &mut Args, file: &str) -> Result<(), String> {
-    if file.is_empty() {
-        return Err("option --config needs a value".into());
-    }
-    if args.config.replace(file.to_string()).is_some() {
-        return Err("--config given twice".into());
-    }
-    Ok(())
 }
 
 fn usage_error(message: &str) -> i32 {
@@ -632,7 +585,7 @@ mod tests {
                 user: user.map(Into::into),
                 all,
                 json,
-                help: false,
+                ..Args::default()
             })
         };
         let cases: Vec<(Vec<String>, Result<Args, String>)> = vec![
