@@ -295,7 +295,17 @@ where
             return EX_CONFIG;
         }
     };
-    let path = config.state.path;
+    with_state(&config, file, work)
+}
+
+/// Opens `config`'s existing state file (`file` names the configuration in messages) and runs
+/// `work` on it; a missing state file is exit 66, and nothing is created.
+pub(super) fn with_state<F, Fut>(config: &config::Config, file: &str, work: F) -> i32
+where
+    F: FnOnce(SqliteStore) -> Fut,
+    Fut: Future<Output = i32>,
+{
+    let path = &config.state.path;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -307,7 +317,7 @@ where
         }
     };
     rt.block_on(async {
-        let store = match SqliteStore::open_existing(&path).await {
+        let store = match SqliteStore::open_existing(path).await {
             Ok(s) => s,
             Err(StoreError::Missing(_)) => {
                 eprintln!(

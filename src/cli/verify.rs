@@ -8,11 +8,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::report::code;
-use super::status::{Args, display_name, parse_command_args, table};
+use super::status::{Args, display_name, parse_command_args, table, with_state};
 use crate::config;
 use crate::migrate::Credentials;
 use crate::proxy::admin::find_user;
-use crate::store::{AccountState, AccountSummary, SqliteStore, Store, StoreError};
+use crate::store::{AccountState, AccountSummary, Store, StoreError};
 use crate::sync::SyncError;
 use crate::sync::verify::{FolderDiff, FolderOutcome, FolderVerdict, verify_account};
 
@@ -102,32 +102,8 @@ pub fn verify_command(argv: &[String]) -> i32 {
             return EX_CONFIG;
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let rt = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("imapferry: cannot start the async runtime: {e}");
-            return code::EX_SOFTWARE;
-        }
-    };
-    let path = config.state.path.clone();
-    rt.block_on(async {
-        let store = match SqliteStore::open_existing(&path).await {
-            Ok(s) => s,
-            Err(StoreError::Missing(_)) => {
-                eprintln!(
-                    "imapferry: no state file at {} ([state] path of {file}): nothing has been \
-                     migrated with it yet",
-                    path.display()
-                );
-                return code::EX_NOINPUT;
-            }
-            Err(e) => return store_error(&e),
-        };
+    with_state(&config, file, |store| async move {
         let accounts = store.account_summaries().await;
-        store.close().await;
         let accounts = match accounts {
             Ok(a) => a,
             Err(e) => return store_error(&e),
