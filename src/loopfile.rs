@@ -1,5 +1,7 @@
-//! imapsync's loop file (`host1;user1;password1;host2;user2;password2;extra;` per line), parsed
-//! without I/O: used by `imapferry batch` and by the proxy's `auth = "accounts"` policy.
+//! imapsync's loop file, parsed without I/O: one account per line, `host1;user1;password1;host2;
+//! user2;password2;` (6 columns, the form documented for years) or with a 7th `extra` column of
+//! options, each with or without the trailing `;`, LF or CRLF. Used by `imapferry batch`,
+//! `accounts import` and the proxy's `auth = "accounts"` policy.
 
 /// One account line of the loop file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,7 +16,8 @@ pub struct AccountLine {
     pub host2: String,
     pub user2: String,
     pub password2: String,
-    /// The 7th column, word-split on whitespace (the shell's unquoted `$extra`).
+    /// The 7th column, word-split on whitespace (the shell's unquoted `$extra`); empty for a
+    /// 6-column line.
     pub extra: Vec<String>,
 }
 
@@ -42,17 +45,21 @@ pub fn parse_line(number: usize, line: &str) -> Line {
         number,
         reason: reason.to_string(),
     };
-    let fields: Vec<&str> = raw.split(';').collect();
-    // Seven columns and the required trailing ';' make at least eight pieces.
-    if fields.len() < 8 {
-        return malformed(
-            "expected host1;user1;password1;host2;user2;password2;extra; with the trailing ';'",
-        );
+    let mut fields: Vec<&str> = raw.split(';').collect();
+    // The trailing ';' that imapsync's examples insist on leaves an empty last piece.
+    if fields.len() > 6 && fields.last().is_some_and(|f| f.trim().is_empty()) {
+        fields.pop();
     }
-    // The shell loop puts anything after the 7th ';' in an ignored variable; here it is more
+    if fields.len() < 6 {
+        return malformed(&format!(
+            "{} columns; expected host1;user1;password1;host2;user2;password2[;extra][;]",
+            fields.len()
+        ));
+    }
+    // The shell loop puts anything after the 7th column in an ignored variable; here it is more
     // likely a ';' inside a password that shifted every column, so refuse the line.
-    if fields[7..].iter().any(|f| !f.trim().is_empty()) {
-        return malformed("text after the 7th ';' (a ';' inside a field?)");
+    if fields.len() > 7 && fields[7..].iter().any(|f| !f.trim().is_empty()) {
+        return malformed("text after the 7th column (a ';' inside a field?)");
     }
     let field = |i: usize| fields[i].trim().to_string();
     let account = AccountLine {
@@ -65,7 +72,10 @@ pub fn parse_line(number: usize, line: &str) -> Line {
         host2: field(3),
         user2: field(4),
         password2: fields[5].to_string(),
-        extra: fields[6].split_whitespace().map(str::to_string).collect(),
+        extra: fields
+            .get(6)
+            .map(|f| f.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
     };
     for (value, name) in [
         (&account.host1, "host1"),

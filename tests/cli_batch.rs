@@ -201,8 +201,8 @@ fn batch_usage_and_malformed_lines() {
     let (code, _, stderr) = batch(dir.path(), &["f.txt", "--frobnicate"]);
     assert_eq!(code, 64, "{stderr}");
 
-    // A line without its trailing ';' is reported with its number and not run.
-    std::fs::write(dir.path().join("m.txt"), "# c\nh1;u1;p1;h2;u2;p2;--dry\n").unwrap();
+    // A line with fewer than 6 columns is reported with its number and not run.
+    std::fs::write(dir.path().join("m.txt"), "# c\nh1;u1;p1;h2;u2\n").unwrap();
     let (code, stdout, stderr) = batch(dir.path(), &["m.txt", "--failures", "out.txt"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("line 2 is malformed"), "{stderr}");
@@ -212,6 +212,50 @@ fn batch_usage_and_malformed_lines() {
         ""
     );
     assert!(!dir.path().join("LOG_imapsync").exists());
+}
+
+/// imapsync's documented 6-column form (`h1;u1;p1;h2;u2;p2;`, read by every `sync_loop_unix.sh`
+/// as `while IFS=';' read h1 u1 p1 h2 u2 p2 fake`), with and without the trailing `;`, CRLF, runs
+/// like the 7-column form; options on the command line apply to every line.
+#[test]
+fn six_column_loop_file_runs() {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    for i in 0..2 {
+        old.add_user(&format!("old{i}"), &old_pw(i));
+        new.add_user(&format!("new{i}"), &new_pw(i));
+    }
+    for i in 0..2 {
+        seed_inbox(&old, &format!("old{i}"), &old_pw(i), 10 * i as u64, 3);
+    }
+    let h = old.host();
+    let text = format!(
+        "{h};old0;{};{h};new0;{};\r\n{h};old1;{};{h};new1;{}\r\n",
+        old_pw(0),
+        new_pw(0),
+        old_pw(1),
+        new_pw(1)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file.txt"), text).unwrap();
+    let (p1, p2) = (old.port().to_string(), new.port().to_string());
+    let (code, stdout, stderr) = batch(
+        dir.path(),
+        &[
+            "file.txt",
+            "--port1",
+            &p1,
+            "--port2",
+            &p2,
+            "--nofoldersizes",
+        ],
+    );
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("2 accounts"), "{stdout}");
+    for i in 0..2 {
+        let snap = snapshot(&new, &format!("new{i}"), &new_pw(i));
+        assert_eq!(snap.count("INBOX"), 3, "new{i}");
+    }
 }
 
 /// The runbook's greps over a batch's log directory find exactly the failing accounts: a wrong

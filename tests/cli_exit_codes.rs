@@ -3,110 +3,15 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::cli::*;
 use common::*;
 
 const ALICE_PW: &str = "Alice-Pw-7f3k2Zq";
 const BOB_PW: &str = "Bob-Pw-91xQm4Tt";
 const WRONG_PW: &str = "Wrong-Pw-55hHq0";
-
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_imapferry"))
-}
-
-/// What one run left behind.
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    /// Every log file written below the log directory, concatenated.
-    log: String,
-}
-
-impl Outcome {
-    fn all(&self) -> String {
-        format!("{}{}{}", self.stdout, self.stderr, self.log)
-    }
-
-    fn assert_code(&self, expected: i32) {
-        assert_eq!(
-            self.code, expected,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-    }
-
-    /// The line is in stdout and in the log file.
-    fn assert_says(&self, text: &str) {
-        assert!(
-            self.stdout.contains(text),
-            "stdout lacks {text:?}:\n{}",
-            self.stdout
-        );
-        assert!(self.log.contains(text), "log lacks {text:?}:\n{}", self.log);
-    }
-}
-
-fn read_logs(dir: &Path) -> String {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return String::new();
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    paths
-        .iter()
-        .map(|p| {
-            if p.is_dir() {
-                read_logs(p)
-            } else if p.extension().is_some_and(|x| x == "txt") {
-                std::fs::read_to_string(p).unwrap()
-            } else {
-                String::new()
-            }
-        })
-        .collect()
-}
-
-/// Runs `program args` in `cwd` with a clean password environment plus `env`; logs go to the
-/// default `LOG_imapsync` below `cwd` unless `args` says otherwise.
-fn run_at(program: &Path, cwd: &Path, args: &[String], env: &[(&str, &str)]) -> Outcome {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("IMAPSYNC_PASSWORD1")
-        .env_remove("IMAPSYNC_PASSWORD2")
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run imapferry");
-    Outcome {
-        code: out.status.code().expect("exit code"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        log: read_logs(&cwd.join("LOG_imapsync")),
-    }
-}
-
-/// `imapferry sync ARGS` in a fresh directory.
-fn sync(args: &[String]) -> Outcome {
-    let dir = tempfile::tempdir().unwrap();
-    let mut all = vec!["sync".to_string()];
-    all.extend(args.iter().cloned());
-    run_at(&binary(), dir.path(), &all, &[])
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Both sides on `d`: alice (OLD) to bob (NEW), with the given passwords and ports.
 fn account(d: &Dovecot, pw1: &str, pw2: &str, port1: u16, port2: u16) -> Vec<String> {

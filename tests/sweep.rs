@@ -275,7 +275,12 @@ fn old_refusing_connections_backs_off_and_a_bad_password_fails_only_its_account(
             } else {
                 pw.as_str()
             };
-            format!("127.0.0.1;{u};{old_pw};127.0.0.1;{u};{pw};;\n")
+            // Both forms of imapsync's loop file: 6 columns (CRLF) and 7 with the extra column.
+            if u.ends_with(['0', '2']) {
+                format!("127.0.0.1;{u};{old_pw};127.0.0.1;{u};{pw};\r\n")
+            } else {
+                format!("127.0.0.1;{u};{old_pw};127.0.0.1;{u};{pw};;\n")
+            }
         })
         .collect();
     std::fs::write(&accounts, lines).unwrap();

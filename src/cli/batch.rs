@@ -560,23 +560,40 @@ mod tests {
     }
 
     #[test]
-    fn trailing_semicolon_is_required() {
-        for bad in ["h1;u1;p1;h2;u2;p2;--dry", "h1;u1;p1;h2;u2;p2", "h1;u1;p1"] {
+    fn six_or_seven_columns_with_or_without_the_trailing_semicolon() {
+        // (line, password2, extra)
+        for (line, pw2, extra) in [
+            ("h1;u1;p1;h2;u2;p2;", "p2", &[][..]),
+            ("h1;u1;p1;h2;u2;p2", "p2", &[]),
+            ("h1;u1;p1;h2;u2;p2;;", "p2", &[]),
+            ("h1;u1;p1;h2;u2;p2;--dry;", "p2", &["--dry"]),
+            ("h1;u1;p1;h2;u2;p2;--dry", "p2", &["--dry"]),
+            ("h1;u1;p1;h2;u2;p2;; \t", "p2", &[]),
+            ("h1;u1;p1;h2;u2;p2;;;", "p2", &[]),
+            ("h1;u1;p1;h2;u2; p 2 ;", " p 2 ", &[]),
+        ] {
+            let a = account(parse_line(4, line));
+            assert_eq!((a.host1.as_str(), a.user2.as_str()), ("h1", "u2"), "{line}");
+            assert_eq!(a.password2, pw2, "{line}");
+            assert_eq!(a.extra, extra, "{line}");
+            assert_eq!(a.raw, line, "{line}");
+        }
+    }
+
+    #[test]
+    fn short_shifted_and_incomplete_lines_are_refused_with_their_number() {
+        for bad in [
+            "h1;u1;p1",
+            "h1;u1;p1;h2;u2",
+            "h1;u1;p;1;h2;u2;p2;--dry;",
+            "h1;;p1;h2;u2;p2;;",
+            "h1;u1;p1;;u2;p2;",
+        ] {
             match parse_line(7, bad) {
-                Line::Malformed { number, .. } => assert_eq!(number, 7),
+                Line::Malformed { number, .. } => assert_eq!(number, 7, "{bad}"),
                 other => panic!("{bad:?} parsed as {other:?}"),
             }
         }
-        // Whitespace after the last ';' is harmless; text after it is a shifted line.
-        account(parse_line(1, "h1;u1;p1;h2;u2;p2;; \t"));
-        assert!(matches!(
-            parse_line(1, "h1;u1;p;1;h2;u2;p2;--dry;"),
-            Line::Malformed { .. }
-        ));
-        assert!(matches!(
-            parse_line(1, "h1;;p1;h2;u2;p2;;"),
-            Line::Malformed { .. }
-        ));
     }
 
     #[test]
@@ -589,13 +606,18 @@ mod tests {
         assert_eq!(a.raw, "h1;u1;p1;h2;u2;p2;--dry;");
         assert_eq!(a.extra, ["--dry"]);
 
-        let lines = parse_file("# head\r\nh1;u1;p1;h2;u2;p2;;\r\n\r\nbad\r\nh1;u3;p1;h2;u4;p2;;");
-        assert_eq!(lines.len(), 5);
+        let lines = parse_file(
+            "# head\r\nh1;u1;p1;h2;u2;p2;;\r\n\r\nbad\r\nh1;u3;p1;h2;u4;p2;;\r\nh1;u5;p1;h2;u6;p2;\r\n",
+        );
+        assert_eq!(lines.len(), 7);
         assert_eq!(lines[0], Line::Skip);
         assert_eq!(account(lines[1].clone()).number, 2);
         assert_eq!(lines[2], Line::Skip);
         assert!(matches!(lines[3], Line::Malformed { number: 4, .. }));
         assert_eq!(account(lines[4].clone()).user2, "u4");
+        let six = account(lines[5].clone());
+        assert_eq!((six.user2.as_str(), six.password2.as_str()), ("u6", "p2"));
+        assert_eq!(lines[6], Line::Skip);
     }
 
     #[test]

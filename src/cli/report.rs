@@ -586,6 +586,9 @@ pub fn stats_block(i: &StatsInput) -> Vec<String> {
         ),
         stat("Messages deleted on host1", s.messages_deleted_on_old),
         stat("Messages deleted on host2", s.messages_deleted_on_new),
+        stat("Messages in error", s.messages_in_error),
+        stat("Flags host2 could not store (dropped)", s.flags_dropped),
+        stat("Dates host2 could not store (changed)", s.dates_substituted),
         stat(
             "Total bytes transferred",
             bytes_with_unit(s.bytes_transferred),

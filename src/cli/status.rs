@@ -36,11 +36,13 @@ pub fn status_help() -> String {
      (messages linked per hour over the span of the accounts' last activity), ETA at that rate,\n\
      and the failed accounts with their reason. Then one line per account: NEW user, OLD user@host, state (pending, partial,\n\
      synced, retired, failed), folders synced/total, messages on OLD and on NEW (as of each\n\
-     folder's last pass), linked messages, journal entries not yet mirrored to OLD, last activity\n\
+     folder's last pass), linked messages, OLD messages not copied (errors), journal entries not\n\
+     yet mirrored to OLD, last activity\n\
      (UTC) and the recorded reason (the last error of a failed or partial account).\n\
      With USER (a NEW user name; else an OLD user name; else OLD user@host as the table shows it):\n\
      that account's line, then one line per folder: OLD name, NEW name (modified UTF-7 decoded),\n\
-     phase (new, partial, synced), messages on OLD, on NEW, linked, tombstones.\n\
+     phase (new, partial, synced), messages on OLD, on NEW, linked, tombstones, errors; then each\n\
+     OLD message not copied, with the reason.\n\
      '-' means a folder has not completed a pass yet.\n\n\
      options:\n  \
      --json    the same as JSON: {\"overview\": {...}, \"accounts\": [...]} without USER (as the\n            \
@@ -169,8 +171,8 @@ pub fn status_command(argv: &[String]) -> i32 {
         let mut out = String::new();
         let mut details = Vec::new();
         for (i, account) in matches.into_iter().enumerate() {
-            let folders = match store.folder_summaries(account.id).await {
-                Ok(f) => f,
+            let detail = match AccountDetail::load(&store, account.clone()).await {
+                Ok(d) => d,
                 Err(e) => return store_error(&e),
             };
             if i > 0 {
@@ -178,11 +180,17 @@ pub fn status_command(argv: &[String]) -> i32 {
             }
             out.push_str(&account_table(std::slice::from_ref(account)));
             out.push('\n');
-            out.push_str(&folder_table(&folders));
-            details.push(AccountDetail {
-                account: account.clone(),
-                folders,
-            });
+            out.push_str(&folder_table(&detail.folders));
+            for e in &detail.message_errors {
+                let _ = writeln!(
+                    out,
+                    "not copied: {}/{}: {}",
+                    display_name(&e.old_folder),
+                    e.old_uid,
+                    e.reason
+                );
+            }
+            details.push(detail);
         }
         if args.json {
             return match &details[..] {
@@ -433,6 +441,18 @@ fn overview_text(o: &Overview, table: &str, bar: bool) -> String {
         }
         None => out.push_str("ETA:         unknown\n"),
     }
+    if o.message_errors > 0 {
+        let _ = writeln!(
+            out,
+            "Errors:      {} OLD {} not copied (imapferry status USER lists them with the reason)",
+            o.message_errors,
+            if o.message_errors == 1 {
+                "message"
+            } else {
+                "messages"
+            }
+        );
+    }
     for (i, f) in o.failed.iter().take(FAILED_SHOWN).enumerate() {
         let _ = writeln!(
             out,
@@ -493,6 +513,7 @@ fn account_table(accounts: &[AccountSummary]) -> String {
         "OLD msgs",
         "NEW msgs",
         "linked",
+        "errors",
         "journal",
         "last activity",
         "reason",
@@ -508,6 +529,7 @@ fn account_table(accounts: &[AccountSummary]) -> String {
                 a.messages_old.to_string(),
                 a.messages_new.to_string(),
                 a.linked.to_string(),
+                a.message_errors.to_string(),
                 a.pending_journal.to_string(),
                 timestamp(a.last_activity),
                 a.reason.clone().unwrap_or_default(),
@@ -518,7 +540,7 @@ fn account_table(accounts: &[AccountSummary]) -> String {
         &header,
         rows,
         &[
-            false, false, false, true, true, true, true, true, false, false,
+            false, false, false, true, true, true, true, true, true, false, false,
         ],
     )
 }
@@ -533,6 +555,7 @@ fn folder_table(folders: &[FolderSummary]) -> String {
         "NEW msgs",
         "linked",
         "tombstones",
+        "errors",
     ];
     let count = |side: Option<crate::store::MailboxState>| {
         side.map_or_else(|| "-".to_string(), |s| s.messages.to_string())
@@ -548,13 +571,14 @@ fn folder_table(folders: &[FolderSummary]) -> String {
                 count(f.pair.new),
                 f.linked.to_string(),
                 f.tombstones.to_string(),
+                f.message_errors.to_string(),
             ]
         })
         .collect();
     table(
         &header,
         rows,
-        &[false, false, false, true, true, true, true],
+        &[false, false, false, true, true, true, true, true],
     )
 }
 
@@ -768,6 +792,7 @@ mod tests {
             linked: 0,
             tombstones: 0,
             pending_journal: 0,
+            message_errors: 0,
         }
     }
 

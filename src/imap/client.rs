@@ -412,47 +412,45 @@ impl Client {
     }
 
     /// Writes a literal announcement and, for a synchronising literal, waits for the go-ahead.
-    async fn literal_start(&mut self, len: u64) -> Result<()> {
+    /// `false`: the server answered the command `tag` instead (its completion is kept for
+    /// [`Client::wait`]); the caller MUST NOT write the literal or the rest of the command.
+    async fn literal_start(&mut self, len: u64, tag: &str) -> Result<bool> {
         if self.caps.has("LITERAL+") {
-            self.write(format!("{{{len}+}}\r\n").as_bytes()).await
+            self.write(format!("{{{len}+}}\r\n").as_bytes()).await?;
+            Ok(true)
         } else {
             self.write(format!("{{{len}}}\r\n").as_bytes()).await?;
             self.flush().await?;
-            self.wait_continuation().await
+            self.wait_continuation(tag).await
         }
     }
 
-    async fn wait_continuation(&mut self) -> Result<()> {
+    /// Reads until the go-ahead for a literal of command `tag` (`true`), or until `tag` is
+    /// answered instead (`false`). Completions of earlier pipelined commands are kept for `wait`.
+    async fn wait_continuation(&mut self, tag: &str) -> Result<bool> {
         loop {
             match self.read().await? {
-                Response::Continue(_) => return Ok(()),
+                Response::Continue(_) => return Ok(true),
                 Response::Untagged(u) => self.stash.push(u),
                 Response::Tagged {
-                    tag,
+                    tag: t,
                     status,
                     code,
                     text,
                 } => {
-                    let refused = status != Status::Ok;
-                    let line = format!("{tag} {} {text}", status.as_str());
+                    let line = format!("{t} {} {}{text}", status.as_str(), code_text(&code));
+                    let ours = t == tag;
                     self.done.insert(
-                        tag,
+                        t,
                         Done {
                             status,
                             code,
                             text,
-                            line: line.clone(),
+                            line,
                         },
                     );
-                    // A refusal here ends the command we are writing (the server rejected the literal).
-                    if refused {
-                        return Err(ImapError::Refused {
-                            side: self.side,
-                            command: "literal".into(),
-                            status: status.as_str(),
-                            text: line,
-                            code: None,
-                        });
+                    if ours {
+                        return Ok(false);
                     }
                 }
             }
@@ -468,7 +466,9 @@ impl Client {
             match piece {
                 Piece::Text(t) => self.write(&t).await?,
                 Piece::Literal(l) => {
-                    self.literal_start(l.len() as u64).await?;
+                    if !self.literal_start(l.len() as u64, &tag).await? {
+                        return Ok(tag); // answered already: `wait` returns the refusal
+                    }
                     self.write(&l).await?;
                 }
             }
@@ -906,7 +906,8 @@ impl Client {
 
     /// Starts an APPEND of one or more messages to `mailbox` (several only with MULTIAPPEND).
     /// Literals are streamed from memory or from the spool file; the bytes are never altered.
-    /// Returns the tag; [`Client::wait`] it for APPENDUID.
+    /// Returns the tag; [`Client::wait`] it for APPENDUID, or for the refusal of a server that
+    /// answered instead of accepting a synchronising literal.
     pub async fn send_append(&mut self, mailbox: &str, msgs: &[AppendMsg<'_>]) -> Result<String> {
         if msgs.len() > 1 && !self.caps.has("MULTIAPPEND") {
             return Err(
@@ -931,12 +932,17 @@ impl Client {
                 match p {
                     Piece::Text(t) => self.write(&t).await?,
                     Piece::Literal(l) => {
-                        self.literal_start(l.len() as u64).await?;
+                        if !self.literal_start(l.len() as u64, &tag).await? {
+                            return Ok(tag);
+                        }
                         self.write(&l).await?;
                     }
                 }
             }
-            self.literal_start(msg.body.len()).await?;
+            // Refused before its literal (no LITERAL+): `wait` returns the refusal.
+            if !self.literal_start(msg.body.len(), &tag).await? {
+                return Ok(tag);
+            }
             match msg.body {
                 // Small bodies join the command's buffer; large ones go straight to the socket
                 // (from memory or streamed from the spool file) instead of being copied again.

@@ -7,6 +7,8 @@ mod client;
 mod error;
 mod reader;
 mod response;
+#[cfg(test)]
+pub(crate) mod script;
 mod transport;
 pub mod uidset;
 

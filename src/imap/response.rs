@@ -161,7 +161,7 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
             "EXISTS" => Untagged::Exists(n),
             "RECENT" => Untagged::Recent(n),
             "EXPUNGE" => Untagged::Expunge(n),
-            "FETCH" => Untagged::Fetch(parse_fetch(n, p.values())?),
+            "FETCH" => Untagged::Fetch(parse_fetch(n, p)?),
             _ => Untagged::Other(format!("{n} {kind}")),
         });
     }
@@ -179,13 +179,7 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
                 .filter_map(Value::into_string)
                 .collect(),
         ),
-        "FLAGS" => Untagged::Flags(
-            p.values()
-                .into_iter()
-                .next()
-                .map(Value::strings)
-                .unwrap_or_default(),
-        ),
+        "FLAGS" => Untagged::Flags(p.flag_list()),
         "SEARCH" => Untagged::Search(
             p.values()
                 .into_iter()
@@ -247,27 +241,35 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
     })
 }
 
-fn parse_fetch(seq: u32, values: Vec<Value>) -> Result<Fetch, String> {
+/// `(name value name value ...)`, item by item: FLAGS is read by the lenient flag tokenizer, the
+/// rest as generic values.
+fn parse_fetch(seq: u32, p: &mut Parser) -> Result<Fetch, String> {
     let mut fetch = Fetch {
         seq,
         ..Fetch::default()
     };
-    let Some(Value::List(items)) = values.into_iter().next() else {
+    p.skip_spaces();
+    if p.text.get(p.pos) != Some(&b'(') {
         return Err("FETCH without a list".into());
-    };
-    let mut it = items.into_iter();
-    while let Some(name) = it.next() {
-        let name = name
-            .into_string()
-            .ok_or("FETCH item name is not an atom")?
-            .to_ascii_uppercase();
-        let value = it
-            .next()
+    }
+    p.pos += 1;
+    loop {
+        p.skip_spaces();
+        match p.text.get(p.pos) {
+            Some(b')') | None => return Ok(fetch),
+            Some(_) => {}
+        }
+        let name = p.atom().to_ascii_uppercase();
+        if name == "FLAGS" {
+            fetch.flags = Some(p.flag_list());
+            continue;
+        }
+        let value = p
+            .value()
             .ok_or_else(|| format!("FETCH item {name} without a value"))?;
         match name.as_str() {
             "UID" => fetch.uid = value.number(),
             "RFC822.SIZE" => fetch.size = value.number(),
-            "FLAGS" => fetch.flags = Some(value.strings()),
             "INTERNALDATE" => fetch.internaldate = value.into_string(),
             "MODSEQ" => fetch.modseq = value.strings().first().and_then(|m| m.parse().ok()),
             "BODY[]" | "RFC822" | "BINARY[]" => fetch.body = value.into_body(),
@@ -277,7 +279,6 @@ fn parse_fetch(seq: u32, values: Vec<Value>) -> Result<Fetch, String> {
             _ => {}
         }
     }
-    Ok(fetch)
 }
 
 fn parse_code(s: &str) -> Code {
@@ -294,14 +295,7 @@ fn parse_code(s: &str) -> Code {
         "CAPABILITY" => Some(Code::Capability(
             words.iter().map(|w| w.to_string()).collect(),
         )),
-        "PERMANENTFLAGS" => Some(Code::PermanentFlags(
-            args.trim()
-                .trim_start_matches('(')
-                .trim_end_matches(')')
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-        )),
+        "PERMANENTFLAGS" => Some(Code::PermanentFlags(flag_tokens(args.as_bytes()).0)),
         "UIDNEXT" => num(args).map(|n| Code::UidNext(n as u32)),
         "UIDVALIDITY" => num(args).map(|n| Code::UidValidity(n as u32)),
         "HIGHESTMODSEQ" => num(args).map(Code::HighestModSeq),
@@ -368,6 +362,50 @@ impl Value {
     }
 }
 
+/// Flags from `(f1 f2 ...)` or a bare `f1 f2 ...`, and how many bytes that took. Servers store
+/// and return keywords that stricter parsers refuse (`a[b`, `~tilde`, 8-bit bytes), so a flag is
+/// any run of bytes but SP, `(` and `)`, kept as sent (see [`text_of`]).
+pub(crate) fn flag_tokens(input: &[u8]) -> (Vec<String>, usize) {
+    let mut pos = 0;
+    while input.get(pos) == Some(&b' ') {
+        pos += 1;
+    }
+    let parenthesised = input.get(pos) == Some(&b'(');
+    if parenthesised {
+        pos += 1;
+    }
+    let mut flags = Vec::new();
+    loop {
+        while input.get(pos) == Some(&b' ') {
+            pos += 1;
+        }
+        match input.get(pos) {
+            None => return (flags, pos),
+            Some(b')') => return (flags, pos + usize::from(parenthesised)),
+            Some(b'(') => pos += 1, // not IMAP; never part of a flag
+            Some(_) => {
+                let start = pos;
+                while input
+                    .get(pos)
+                    .is_some_and(|b| !matches!(b, b' ' | b'(' | b')'))
+                {
+                    pos += 1;
+                }
+                flags.push(text_of(&input[start..pos]));
+            }
+        }
+    }
+}
+
+/// Server bytes as text without loss: UTF-8 when they are UTF-8, else one char per byte
+/// (Latin-1), so every byte a server sent is still there to report or compare.
+pub(crate) fn text_of(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
 struct Parser {
     parts: std::vec::IntoIter<Part>,
     text: Vec<u8>,
@@ -411,28 +449,30 @@ impl Parser {
         s
     }
 
-    /// `[CODE args] text` after a status word.
+    /// `[CODE args] text` after a status word. The code ends at the first `]` (RFC 3501's
+    /// resp-text-code never contains one; a `[` inside, as in the keyword `a[b`, is plain text).
     fn code_and_text(&mut self) -> (Option<Code>, String) {
         self.skip_spaces();
-        if self.text.get(self.pos) == Some(&b'[') {
-            let mut depth = 0;
-            for i in self.pos..self.text.len() {
-                match self.text[i] {
-                    b'[' => depth += 1,
-                    b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            let inner =
-                                String::from_utf8_lossy(&self.text[self.pos + 1..i]).into_owned();
-                            self.pos = i + 1;
-                            return (Some(parse_code(&inner)), self.rest_text());
-                        }
-                    }
-                    _ => {}
-                }
-            }
+        if self.text.get(self.pos) == Some(&b'[')
+            && let Some(len) = self.text[self.pos..].iter().position(|&b| b == b']')
+        {
+            let inner = text_of(&self.text[self.pos + 1..self.pos + len]);
+            self.pos += len + 1;
+            return (Some(parse_code(&inner)), self.rest_text());
         }
         (None, self.rest_text())
+    }
+
+    /// A parenthesised flag list (FETCH FLAGS, untagged FLAGS), as servers send it: see
+    /// [`flag_tokens`]. A missing `(` yields no flags.
+    fn flag_list(&mut self) -> Vec<String> {
+        self.skip_spaces();
+        if self.text.get(self.pos) != Some(&b'(') {
+            return Vec::new();
+        }
+        let (flags, used) = flag_tokens(&self.text[self.pos..]);
+        self.pos += used;
+        flags
     }
 
     /// Every value until the end of the response.
@@ -485,9 +525,15 @@ impl Parser {
         }
     }
 
+    /// A literal announcement (`{n}`, `{n+}`, `~{n}`) at the cursor, ending the line.
     fn literal_follows(&self) -> bool {
-        super::reader::literal_length(&self.text[self.pos..]).is_some()
-            && self.text[self.pos..].iter().filter(|&&c| c == b'{').count() == 1
+        let rest = &self.text[self.pos..];
+        let rest = rest.strip_prefix(b"~").unwrap_or(rest);
+        rest.starts_with(b"{") && super::reader::literal_length(rest).is_some() && {
+            let inner = &rest[1..rest.len() - 1];
+            let digits = inner.strip_suffix(b"+").unwrap_or(inner);
+            digits.iter().all(u8::is_ascii_digit)
+        }
     }
 
     fn quoted(&mut self) -> Vec<u8> {
@@ -509,21 +555,30 @@ impl Parser {
         out
     }
 
-    /// An atom; a `[` inside it (a section spec such as `BODY[HEADER.FIELDS (A B)]`) runs to its `]`.
+    /// An atom. After a FETCH section name (`BODY[`, `BINARY.PEEK[`, ...) the brackets run to their
+    /// `]`, spaces and parentheses included (`BODY[HEADER.FIELDS (A B)]`); anywhere else `[` is an
+    /// ordinary character (a keyword `a[b`, a mailbox `a[b`).
     fn atom(&mut self) -> String {
         let start = self.pos;
         let mut depth = 0usize;
         while let Some(&c) = self.text.get(self.pos) {
             match c {
-                b'[' => depth += 1,
+                b'[' if depth > 0 || is_section_name(&self.text[start..self.pos]) => depth += 1,
                 b']' => depth = depth.saturating_sub(1),
                 b' ' | b'(' | b')' if depth == 0 => break,
                 _ => {}
             }
             self.pos += 1;
         }
-        String::from_utf8_lossy(&self.text[start..self.pos]).into_owned()
+        text_of(&self.text[start..self.pos])
     }
+}
+
+/// FETCH item names followed by a `[section]`.
+fn is_section_name(name: &[u8]) -> bool {
+    ["BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE"]
+        .iter()
+        .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -646,6 +701,129 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// RFC 3501's ATOM-CHAR: printable ASCII but atom-specials (`( ) { SP % * " \ ]`).
+    fn atom_chars() -> Vec<u8> {
+        (0x21u8..0x7f)
+            .filter(|c| !b"(){%*\"\\]".contains(c))
+            .collect()
+    }
+
+    fn fetch_of(parts: Vec<Part>) -> Fetch {
+        match parse(parts).unwrap() {
+            Response::Untagged(Untagged::Fetch(f)) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A FETCH of flags + body, as `UID FETCH (UID FLAGS INTERNALDATE BODY.PEEK[])` returns it.
+    fn fetch_with_flags(flags: &[u8]) -> Fetch {
+        let mut line = b"* 1 FETCH (UID 7 FLAGS (".to_vec();
+        line.extend_from_slice(flags);
+        line.extend_from_slice(b") INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" BODY[] {5}");
+        fetch_of(vec![
+            Part::Text(line),
+            Part::Literal(Body::Mem(b"hello".to_vec())),
+            Part::Text(b")".to_vec()),
+        ])
+    }
+
+    #[test]
+    fn keywords_are_kept_byte_for_byte() {
+        // The issue's reproduction list, every atom character alone and inside a keyword, a
+        // leading `~` (not a literal) and a `[` (not a section), one at a time and all at once.
+        let mut keywords: Vec<Vec<u8>> =
+            "$Label3 a.b a+b=c ~tilde a[b what? #hash a/b a:b;c a'b $ x-y"
+                .split(' ')
+                .map(|k| k.as_bytes().to_vec())
+                .collect();
+        for c in atom_chars() {
+            keywords.push(vec![c]);
+            keywords.push(vec![b'k', c, b'k']);
+        }
+        keywords.push(b"~{5}".to_vec());
+        keywords.push(b"\xe9t\xe9".to_vec()); // Latin-1
+        keywords.push("gr\u{fc}\u{df}e".as_bytes().to_vec()); // UTF-8
+        keywords.push(b"\xff\x80".to_vec());
+        for k in &keywords {
+            let f = fetch_with_flags(&[b"\\Seen ".as_slice(), k].concat());
+            assert_eq!(f.uid, Some(7), "{k:?}");
+            let flags = f.flags.unwrap();
+            assert_eq!(flags.len(), 2, "{k:?}: {flags:?}");
+            assert_eq!(flag_bytes(&flags[1], std::str::from_utf8(k).is_ok()), *k);
+            assert_eq!(
+                f.internaldate.as_deref(),
+                Some("01-Jan-2020 00:00:00 +0000")
+            );
+            assert_eq!(f.body.unwrap().to_vec().unwrap(), b"hello", "{k:?}");
+        }
+        let all = keywords.join(&b' ');
+        let f = fetch_with_flags(&all);
+        let got: Vec<Vec<u8>> = (f.flags.unwrap().iter().zip(&keywords))
+            .map(|(flag, k)| flag_bytes(flag, std::str::from_utf8(k).is_ok()))
+            .collect();
+        assert_eq!(got, keywords);
+        assert_eq!(f.body.unwrap().to_vec().unwrap(), b"hello");
+    }
+
+    /// The bytes a parsed flag stands for: its UTF-8 bytes, or, where the server's bytes were not
+    /// UTF-8, one byte per char (`text_of`).
+    fn flag_bytes(flag: &str, sent_utf8: bool) -> Vec<u8> {
+        if sent_utf8 {
+            flag.as_bytes().to_vec()
+        } else {
+            flag.chars().map(|c| u8::try_from(c).unwrap()).collect()
+        }
+    }
+
+    #[test]
+    fn a_hundred_keywords_on_one_message() {
+        let keywords: Vec<String> = (0..100).map(|i| format!("k{i}~[x{i}")).collect();
+        let f = fetch_with_flags(keywords.join(" ").as_bytes());
+        assert_eq!(f.flags.unwrap(), keywords);
+        assert!(f.body.is_some());
+    }
+
+    #[test]
+    fn flags_and_permanentflags_with_odd_keywords() {
+        let line = "* FLAGS (\\Answered \\Seen ~tilde a[b $)";
+        match parse(text(line)).unwrap() {
+            Response::Untagged(Untagged::Flags(f)) => {
+                assert_eq!(f, ["\\Answered", "\\Seen", "~tilde", "a[b", "$"])
+            }
+            other => panic!("{other:?}"),
+        }
+        let line = "* OK [PERMANENTFLAGS (\\Seen a[b ~tilde \\*)] Flags permitted.";
+        match parse(text(line)).unwrap() {
+            Response::Untagged(Untagged::Status {
+                code: Some(Code::PermanentFlags(f)),
+                text,
+                ..
+            }) => {
+                assert_eq!(f, ["\\Seen", "a[b", "~tilde", "\\*"]);
+                assert_eq!(text, "Flags permitted.");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn brackets_outside_fetch_sections_are_plain_characters() {
+        match parse(text("* STATUS a[b (MESSAGES 3 UIDNEXT 9)")).unwrap() {
+            Response::Untagged(Untagged::MailboxStatus { name, items }) => {
+                assert_eq!(name, "a[b");
+                assert_eq!(items, [("MESSAGES".into(), 3), ("UIDNEXT".into(), 9)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let f = fetch_of(vec![
+            Part::Text(b"* 2 FETCH (UID 9 BODY[HEADER.FIELDS (A B)] {2}".to_vec()),
+            Part::Literal(Body::Mem(b"x\n".to_vec())),
+            Part::Text(b" FLAGS (a[b))".to_vec()),
+        ]);
+        assert_eq!(f.header.unwrap().to_vec().unwrap(), b"x\n");
+        assert_eq!(f.flags.unwrap(), ["a[b"]);
     }
 
     #[test]

@@ -294,6 +294,15 @@ pub fn retire_decision(account: &AccountSummary, force: bool) -> RetireDecision 
             plural(account.pending_journal, "entry is", "entries are")
         ));
     }
+    if account.message_errors > 0 {
+        problems.push(format!(
+            "{} {} not copied (imapferry status {} lists {})",
+            account.message_errors,
+            plural(account.message_errors, "message was", "messages were"),
+            account.key.new_user,
+            plural(account.message_errors, "it", "them")
+        ));
+    }
     if problems.is_empty() {
         return RetireDecision::Retire {
             reason: None,
@@ -303,12 +312,19 @@ pub fn retire_decision(account: &AccountSummary, force: bool) -> RetireDecision 
     if !force {
         return RetireDecision::Refused { problems };
     }
-    let reason = format!(
+    let mut reason = format!(
         "retired with --force from {} with {} pending journal {}",
         account.state.as_str(),
         account.pending_journal,
-        plural(account.pending_journal, "entry", "entries")
+        plural(account.pending_journal, "entry", "entries"),
     );
+    if account.message_errors > 0 {
+        reason += &format!(
+            " and {} {} not copied",
+            account.message_errors,
+            plural(account.message_errors, "message", "messages")
+        );
+    }
     RetireDecision::Retire {
         reason: Some(reason),
         problems,
@@ -390,6 +406,8 @@ pub struct Overview {
     pub tombstones: u64,
     pub messages_done: u64,
     pub pending_journal: u64,
+    /// OLD messages the last passes could not copy (each with its reason in the account's detail).
+    pub message_errors: u64,
     /// `messages_done / messages_old` in percent (one decimal); 100 when every account is counted
     /// and has no message; `None`: unknown.
     pub progress_percent: Option<f64>,
@@ -468,6 +486,7 @@ impl Overview {
             tombstones,
             messages_done,
             pending_journal: sum(|a| a.pending_journal),
+            message_errors: sum(|a| a.message_errors),
             progress_percent,
             activity_first,
             activity_last,
@@ -478,11 +497,45 @@ impl Overview {
     }
 }
 
-/// One account with its folders: `GET /accounts/{user}` and `imapferry status --json USER`.
+/// One account with its folders and the messages its passes could not copy: `GET
+/// /accounts/{user}` and `imapferry status --json USER`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AccountDetail {
     pub account: AccountSummary,
     pub folders: Vec<crate::store::FolderSummary>,
+    pub message_errors: Vec<MessageError>,
+}
+
+/// An OLD message the last pass over its folder ended with in error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageError {
+    pub old_folder: String,
+    pub old_uid: u32,
+    pub reason: String,
+}
+
+impl AccountDetail {
+    pub async fn load(
+        store: &dyn Store,
+        account: AccountSummary,
+    ) -> Result<AccountDetail, StoreError> {
+        let folders = store.folder_summaries(account.id).await?;
+        let mut message_errors = Vec::new();
+        for f in folders.iter().filter(|f| f.message_errors > 0) {
+            for (old_uid, reason) in store.message_errors(f.pair.id).await? {
+                message_errors.push(MessageError {
+                    old_folder: f.pair.old_name.clone(),
+                    old_uid,
+                    reason,
+                });
+            }
+        }
+        Ok(AccountDetail {
+            account,
+            folders,
+            message_errors,
+        })
+    }
 }
 
 /// The whole state: `imapferry status --json` (`GET /overview` and `GET /accounts` are its two
@@ -630,7 +683,12 @@ impl Admin {
                     let counts = StateCounts::of(&accounts)
                         .all()
                         .map(|(s, n)| (s.as_str(), n));
-                    text.push_str(&metrics::render_accounts(&counts));
+                    let sum = |f: fn(&AccountSummary) -> u64| accounts.iter().map(f).sum();
+                    text.push_str(&metrics::render_accounts(
+                        &counts,
+                        sum(|a| a.message_errors),
+                        sum(|a| a.pending_journal),
+                    ));
                 }
                 Err(e) => warn!("admin: /metrics without account counts: {e}"),
             }
@@ -690,8 +748,8 @@ impl Admin {
             Ok(found) => found,
             Err(r) => return r,
         };
-        match store.folder_summaries(account.id).await {
-            Ok(folders) => Response::json(200, &AccountDetail { account, folders }),
+        match AccountDetail::load(&**store, account).await {
+            Ok(detail) => Response::json(200, &detail),
             Err(e) => store_error(&e),
         }
     }
@@ -1030,6 +1088,7 @@ mod tests {
             linked: 0,
             tombstones: 0,
             pending_journal: 0,
+            message_errors: 0,
         }
     }
 
@@ -1108,6 +1167,28 @@ mod tests {
             "retired with --force from failed with 1 pending journal entry"
         );
         assert_eq!(problems.len(), 2);
+        // A synced account with a message not copied is not done either.
+        let mut a = summary(1, "joe", "joe", "old");
+        (a.state, a.message_errors) = (Synced, 2);
+        assert_eq!(
+            retire_decision(&a, false),
+            RetireDecision::Refused {
+                problems: vec![
+                    "2 messages were not copied (imapferry status joe lists them)".into()
+                ]
+            }
+        );
+        let RetireDecision::Retire {
+            reason: Some(reason),
+            ..
+        } = retire_decision(&a, true)
+        else {
+            panic!("force retires");
+        };
+        assert!(
+            reason.ends_with("0 pending journal entries and 2 messages not copied"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -266,9 +266,14 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// `imapferry_accounts{state}`: accounts by lifecycle state (a gauge read from the state store;
-/// every state given is listed, zeros included).
-pub fn render_accounts(counts: &[(&str, u64)]) -> String {
+/// What the state store says, as gauges read at each scrape: `imapferry_accounts{state}`
+/// (accounts by lifecycle state, zeros included), `imapferry_message_errors` (OLD messages the
+/// last passes could not copy) and `imapferry_journal_pending` (user writes not yet on OLD).
+pub fn render_accounts(
+    counts: &[(&str, u64)],
+    message_errors: u64,
+    journal_pending: u64,
+) -> String {
     let mut out = String::from(
         "# HELP imapferry_accounts Accounts in the state store by lifecycle state.\n\
          # TYPE imapferry_accounts gauge\n",
@@ -276,6 +281,13 @@ pub fn render_accounts(counts: &[(&str, u64)]) -> String {
     for (state, n) in counts {
         let _ = writeln!(out, "imapferry_accounts{{state=\"{}\"}} {n}", label(state));
     }
+    let _ = write!(
+        out,
+        "# HELP imapferry_message_errors OLD messages the last passes could not copy.\n\
+         # TYPE imapferry_message_errors gauge\nimapferry_message_errors {message_errors}\n\
+         # HELP imapferry_journal_pending User writes journaled and not yet mirrored to OLD.\n\
+         # TYPE imapferry_journal_pending gauge\nimapferry_journal_pending {journal_pending}\n"
+    );
     out
 }
 
@@ -426,7 +438,9 @@ mod tests {
 
     #[test]
     fn renders_accounts_and_sweep() {
-        let text = render_accounts(&[("pending", 2), ("synced", 0)]);
+        let text = render_accounts(&[("pending", 2), ("synced", 0)], 3, 0);
+        assert!(text.contains("\nimapferry_message_errors 3\n"));
+        assert!(text.contains("\nimapferry_journal_pending 0\n"));
         assert!(text.contains("# TYPE imapferry_accounts gauge\n"));
         assert!(text.contains("imapferry_accounts{state=\"pending\"} 2\n"));
         assert!(text.contains("imapferry_accounts{state=\"synced\"} 0\n"));

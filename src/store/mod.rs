@@ -189,6 +189,8 @@ pub struct AccountSummary {
     pub linked: u64,
     pub tombstones: u64,
     pub pending_journal: u64,
+    /// OLD messages the last passes ended with in error (see [`Store::message_errors`]).
+    pub message_errors: u64,
 }
 
 /// One folder pair and its progress, for `imapferry status USER` and the admin API (serialised
@@ -199,6 +201,7 @@ pub struct FolderSummary {
     pub pair: FolderPair,
     pub linked: u64,
     pub tombstones: u64,
+    pub message_errors: u64,
 }
 
 /// Persistent state. Every method that writes commits before it returns, so what it wrote survives
@@ -251,6 +254,9 @@ pub trait Store: Send + Sync {
     async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>>;
     /// Drops tombstones whose OLD message no longer exists.
     async fn remove_tombstones(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
+    /// Replaces the pair's messages in error (OLD UID, reason) with those of its latest pass.
+    async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()>;
+    async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>>;
 
     /// Appends a user write to the account's journal (pending); returns its id. Ids grow.
     async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64>;

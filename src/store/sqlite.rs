@@ -25,6 +25,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("0002_activity.sql"),
+    include_str!("0003_message_errors.sql"),
 ];
 
 /// How long a writer waits for another connection (or process) to release the database.
@@ -516,6 +517,41 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()> {
+        let now = now();
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM message_errors WHERE pair_id = $1")
+            .bind(pair)
+            .execute(&mut *tx)
+            .await?;
+        for chunk in errors.chunks((MAX_PARAMS - 2) / 2) {
+            let sql = format!(
+                "INSERT INTO message_errors (pair_id, created, old_uid, reason) VALUES {} \
+                 ON CONFLICT (pair_id, old_uid) DO UPDATE SET reason = excluded.reason",
+                tuples(chunk.len(), 2, 3, "$1, $2, ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair).bind(now);
+            for (uid, reason) in chunk {
+                query = query.bind(i64::from(*uid)).bind(reason);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>> {
+        let rows = sqlx::query(
+            "SELECT old_uid, reason FROM message_errors WHERE pair_id = $1 ORDER BY old_uid",
+        )
+        .bind(pair)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((get_u32(row, "old_uid")?, row.try_get("reason")?)))
+            .collect()
+    }
+
     async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>> {
         let rows =
             sqlx::query("SELECT old_uid FROM tombstones WHERE pair_id = $1 ORDER BY old_uid")
@@ -709,7 +745,9 @@ impl Store for SqliteStore {
              (SELECT COUNT(*) FROM tombstones t JOIN folder_pairs p ON p.id = t.pair_id \
               WHERE p.account_id = a.id) AS tombstones, \
              (SELECT COUNT(*) FROM journal j \
-              WHERE j.account_id = a.id AND j.done = 0) AS pending_journal \
+              WHERE j.account_id = a.id AND j.done = 0) AS pending_journal, \
+             (SELECT COUNT(*) FROM message_errors e JOIN folder_pairs p ON p.id = e.pair_id \
+              WHERE p.account_id = a.id) AS message_errors \
              FROM accounts a ORDER BY a.new_user, a.old_user, a.id",
         )
         .fetch_all(&self.pool)
@@ -738,6 +776,7 @@ impl Store for SqliteStore {
                     linked: get_u64(row, "linked")?,
                     tombstones: get_u64(row, "tombstones")?,
                     pending_journal: get_u64(row, "pending_journal")?,
+                    message_errors: get_u64(row, "message_errors")?,
                 })
             })
             .collect()
@@ -747,7 +786,9 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT {PAIR_COLUMNS}, \
              (SELECT COUNT(*) FROM links l WHERE l.pair_id = folder_pairs.id) AS linked, \
-             (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = folder_pairs.id) AS tombstones \
+             (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = folder_pairs.id) AS tombstones, \
+             (SELECT COUNT(*) FROM message_errors e WHERE e.pair_id = folder_pairs.id) \
+             AS message_errors \
              FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -760,6 +801,7 @@ impl Store for SqliteStore {
                     pair: pair_from_row(row)?,
                     linked: get_u64(row, "linked")?,
                     tombstones: get_u64(row, "tombstones")?,
+                    message_errors: get_u64(row, "message_errors")?,
                 })
             })
             .collect()

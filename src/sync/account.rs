@@ -1,7 +1,7 @@
 //! One account pass: log in on both sides, map the folder tree, create what NEW lacks, then run the
 //! folder pairs over a small pool of connection pairs (largest folders first).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use tracing::Instrument;
@@ -56,7 +56,10 @@ pub(crate) struct Tree {
     /// Every selectable OLD folder, and the NEW name each maps to.
     pub old_all: BTreeSet<String>,
     pub new_targets: BTreeSet<String>,
-    pub old_subscribed: BTreeSet<String>,
+    /// OLD's subscriptions to carry over, with their NEW names: those of the selected folders,
+    /// and those to names that do not exist or are not selectable (`\Noselect` parents, folders
+    /// deleted after they were subscribed) that the selection would take.
+    pub subscriptions: Vec<(String, String)>,
     pub new_existing: BTreeSet<String>,
     pub new_subscribed: BTreeSet<String>,
     /// Each side's personal namespace (separator and prefix).
@@ -134,19 +137,42 @@ pub(crate) async fn map_tree(
         &old_names,
         (!opts.folderrec.is_empty() || opts.mapping.subfolder1.is_some()).then_some(&extra[..]),
     );
-    let pairs = wanted
+    let pairs: Vec<(String, String)> = wanted
         .into_iter()
         .map(|o| {
             let n = mapper.map(&o);
             (o, n)
         })
         .collect();
+    let ghosts: Vec<String> = old_lsub
+        .iter()
+        .filter(|s| !old_names.contains(s))
+        .cloned()
+        .collect();
+    let subscriptions = pairs
+        .iter()
+        .filter(|(o, _)| old_lsub.contains(o))
+        .cloned()
+        .chain(
+            opts.selection
+                .select_with(
+                    &ghosts,
+                    (!opts.folderrec.is_empty() || opts.mapping.subfolder1.is_some())
+                        .then_some(&extra[..]),
+                )
+                .into_iter()
+                .map(|o| {
+                    let n = mapper.map(&o);
+                    (o, n)
+                }),
+        )
+        .collect();
     Ok(Tree {
         pairs,
         // --delete2folders keeps every NEW folder that any OLD folder (selected or not) maps to.
         old_all: old_names.iter().cloned().collect(),
         new_targets: old_names.iter().map(|o| mapper.map(o)).collect(),
-        old_subscribed: old_lsub.into_iter().collect(),
+        subscriptions,
         new_existing: selectable(&new_list).into_iter().collect(),
         new_subscribed: new_lsub.into_iter().collect(),
         old_side: from,
@@ -216,24 +242,26 @@ async fn prepare_new(
         }
     }
     if opts.subscribe || opts.subscribe_all {
-        // imapsync's --subscribe (default): what OLD has subscribed; --subscribeall: everything.
-        let to_subscribe: Vec<String> = tree
-            .pairs
+        // imapsync's --subscribe (default): what OLD has subscribed, whether or not the folder
+        // exists; --subscribeall: every selected folder as well.
+        let all = opts.subscribe_all.then_some(&tree.pairs);
+        let wanted: BTreeMap<&String, &String> = tree
+            .subscriptions
             .iter()
-            .filter(|(o, n)| {
-                (opts.subscribe_all || tree.old_subscribed.contains(o))
-                    && !tree.new_subscribed.contains(n)
-                    && !failed.contains(n)
-            })
-            .map(|(_, n)| n.clone())
+            .chain(all.into_iter().flatten())
+            .filter(|(_, n)| !tree.new_subscribed.contains(n) && !failed.contains(n))
+            .map(|(o, n)| (n, o))
             .collect();
-        for (name, done) in to_subscribe
-            .iter()
-            .zip(new.for_each_mailbox("SUBSCRIBE", &to_subscribe).await?)
+        let names: Vec<String> = wanted.keys().map(|n| n.to_string()).collect();
+        for ((name, old_name), done) in wanted
+            .into_iter()
+            .zip(new.for_each_mailbox("SUBSCRIBE", &names).await?)
         {
             match done.ok(Side::New, "SUBSCRIBE") {
                 Ok(_) => tally.event(Event::Subscribed { new: name.clone() }),
-                Err(e) => tally.warn(format!("Could not subscribe to [{name}]: {e}")),
+                Err(e) => tally.warn(format!(
+                    "Could not subscribe to [{name}] (host1 [{old_name}]): {e}"
+                )),
             }
         }
     }

@@ -1,19 +1,21 @@
 //! The copy pipeline for one folder pair: OLD streams `UID FETCH (FLAGS INTERNALDATE BODY.PEEK[])`
 //! with two commands in flight, NEW appends (MULTIAPPEND batches with LITERAL+ where offered), and
 //! links are committed after every completed APPEND. Bodies are never altered; large ones stay in
-//! spool files; memory is bounded by the channel and batch sizes, not by the folder.
+//! spool files; memory is bounded by the channel and batch sizes, not by the folder. Every UID
+//! handed in comes back linked, failed (with the reason) or missing from OLD's answer.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use tokio::sync::mpsc;
 
-use crate::imap::{AppendMsg, Body, Client, Code, ImapError, Status, uidset};
+use crate::imap::{AppendMsg, Client, Code, Done, ImapError, Side, Status, uidset};
 use crate::store::{FolderPair, Link, Store};
 
 use super::adopt::{header_of, keys, message_key, pair_up};
-use super::flags::{FlagSet, PermanentFlags, filter_for_new};
+use super::dates::{append_date, beyond_32bit, parse_date_time};
+use super::flags::{FlagRewrite, FlagSet, PermanentFlags, filter_for_new, syntax_check};
 use super::identity::{IdentityOptions, identity_key};
+use super::rate::RateLimit;
 use super::{Event, Options, SyncError, Tally};
 
 /// Messages per `UID FETCH` (the first one of a folder is smaller).
@@ -26,12 +28,15 @@ const APPEND_BATCH_BYTES: u64 = 8 << 20;
 const APPEND_IN_FLIGHT: usize = 2;
 /// Messages waiting between the two sides.
 const CHANNEL: usize = 100;
+/// Header bytes read from a message for its Subject, Date or identity key.
+const HEAD: usize = 256 * 1024;
 
 struct Msg {
     uid: u32,
     flags: FlagSet,
+    /// OLD's INTERNALDATE as sent; after `prepare`, the date given to APPEND.
     date: Option<String>,
-    body: Body,
+    body: crate::imap::Body,
 }
 
 /// A message sent to NEW, waiting for its APPEND to complete.
@@ -42,9 +47,20 @@ struct Sent {
     key: Option<String>,
 }
 
-/// Copies `uids` of the selected OLD mailbox into the selected NEW mailbox and returns how many
-/// arrived and are linked. `new_uidnext` is NEW's UIDNEXT before the copy (where copies without
-/// APPENDUID are looked for).
+/// What became of the UIDs a copy was given.
+#[derive(Debug, Default)]
+pub(crate) struct Copied {
+    /// Copied and linked.
+    pub linked: Vec<u32>,
+    /// Not copied, with the reason (each also reported through the tally).
+    pub failed: Vec<(u32, String)>,
+    /// Missing from OLD's FETCH answer, with what was wrong; the pass checks whether OLD still
+    /// has them (a message expunged meanwhile is not a loss).
+    pub missing: Vec<(u32, String)>,
+}
+
+/// Copies `uids` of the selected OLD mailbox into NEW's folder. `new_uidnext` is NEW's UIDNEXT
+/// before the copy (where copies without APPENDUID are looked for).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn copy_messages(
     store: &dyn Store,
@@ -56,9 +72,9 @@ pub(crate) async fn copy_messages(
     perm: &PermanentFlags,
     opts: &Options,
     tally: &Tally<'_>,
-) -> Result<usize, SyncError> {
+) -> Result<Copied, SyncError> {
     if uids.is_empty() {
-        return Ok(0);
+        return Ok(Copied::default());
     }
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (links_tx, links_rx) = mpsc::unbounded_channel();
@@ -76,26 +92,37 @@ pub(crate) async fn copy_messages(
         commit(store, pair, links_rx)
     );
     committed?;
-    let (mut linked, unlinked) = appended?;
-    fetched?;
-    if !unlinked.is_empty() {
-        linked += link_by_key(
+    let mut appended = appended?;
+    let (fetch_failed, missing) = fetched?;
+    let mut copied = Copied {
+        linked: std::mem::take(&mut appended.linked),
+        failed: appended.failed,
+        missing,
+    };
+    copied.failed.extend(fetch_failed);
+    if !appended.unlinked.is_empty() {
+        let (linked, lost) = link_by_key(
             store,
             new,
             pair,
             new_uidnext,
-            unlinked,
+            appended.unlinked,
             &opts.identity,
             tally,
         )
         .await?;
+        copied.linked.extend(linked);
+        copied.failed.extend(lost);
     }
-    Ok(linked)
+    if !appended.far_dates.is_empty() {
+        check_dates(new, pair, &appended.far_dates, tally).await?;
+    }
+    Ok(copied)
 }
 
-/// The OLD side: pipelined fetches into the channel.
 /// The OLD side: pipelined fetches into the channel. With `add_header` (imapsync's --addheader),
 /// a message without identifying header lines gets `Message-Id: <UID@imapsync>` in front.
+/// Returns the UIDs whose FETCH OLD refused (with the reason) and those its answers left out.
 async fn fetch(
     old: &mut Client,
     uids: &[u32],
@@ -103,7 +130,9 @@ async fn fetch(
     pair: &FolderPair,
     add_header: Option<&IdentityOptions>,
     tally: &Tally<'_>,
-) -> Result<(), SyncError> {
+) -> Result<(Vec<(u32, String)>, Vec<(u32, String)>), SyncError> {
+    let mut failed = Vec::new();
+    let mut missing = Vec::new();
     let mut in_flight: VecDeque<(String, Vec<u32>)> = VecDeque::new();
     // A small first batch gets NEW's first APPEND going sooner; full batches after it.
     let first = uids.len().min(FIRST_FETCH_BATCH);
@@ -123,19 +152,24 @@ async fn fetch(
             in_flight.push_back((tag, batch.to_vec()));
         }
         let Some((tag, batch)) = in_flight.pop_front() else {
-            return Ok(());
+            return Ok((failed, missing));
         };
+        let wanted: BTreeSet<u32> = batch.iter().copied().collect();
         let mut got = Vec::with_capacity(batch.len());
+        let mut bodiless = BTreeSet::new();
         let result = old
-            .wait_fetch(&tag, |f| {
-                if let (Some(uid), Some(body)) = (f.uid, f.body) {
-                    got.push(Msg {
-                        uid,
-                        flags: FlagSet::from_iter(f.flags.unwrap_or_default()),
-                        date: f.internaldate,
-                        body,
-                    });
+            .wait_fetch(&tag, |f| match (f.uid, f.body) {
+                (Some(uid), Some(body)) if wanted.contains(&uid) => got.push(Msg {
+                    uid,
+                    flags: FlagSet::from_iter(f.flags.unwrap_or_default()),
+                    date: f.internaldate,
+                    body,
+                }),
+                (Some(uid), None) => {
+                    bodiless.insert(uid);
                 }
+                // Unsolicited (another session's flag change) or not asked for.
+                _ => {}
             })
             .await;
         match result {
@@ -146,10 +180,28 @@ async fn fetch(
                     pair.old_name,
                     uidset::format(&batch)
                 ));
+                failed.extend(
+                    batch
+                        .iter()
+                        .map(|&u| (u, format!("could not be fetched: {e}"))),
+                );
+                continue;
             }
             Err(e) => return Err(e.into()),
         }
         got.sort_by_key(|m| m.uid);
+        got.dedup_by_key(|m| m.uid);
+        let returned: BTreeSet<u32> = got.iter().map(|m| m.uid).collect();
+        for &uid in batch.iter().filter(|u| !returned.contains(u)) {
+            missing.push((
+                uid,
+                if bodiless.contains(&uid) {
+                    "host1's FETCH answer for it had no BODY[]".to_string()
+                } else {
+                    "host1's FETCH answer did not include it".to_string()
+                },
+            ));
+        }
         if let Some(ident) = add_header {
             got = got
                 .into_iter()
@@ -163,7 +215,7 @@ async fn fetch(
         for msg in got {
             if tx.send(msg).await.is_err() {
                 // The NEW side stopped (its error is reported there).
-                return Ok(());
+                return Ok((failed, missing));
             }
         }
     }
@@ -186,9 +238,23 @@ async fn commit(
     Ok(())
 }
 
+/// What the NEW side did.
+#[derive(Default)]
+struct Appended {
+    linked: Vec<u32>,
+    /// Appended without APPENDUID (no UIDPLUS): to be found by key.
+    unlinked: Vec<Sent>,
+    failed: Vec<(u32, String)>,
+    /// (NEW UID, OLD UID, date sent) of copies dated outside 32-bit time: NEW may have stored
+    /// another date.
+    far_dates: Vec<(u32, u32, String)>,
+}
+
+/// An APPEND on its way: its tag.
+type InFlight = (String, Vec<Sent>);
+
 /// The NEW side: batches of messages appended with up to two APPENDs in flight; their links go to
-/// the committer. Returns how many copies were linked from APPENDUID, and those that could not be
-/// (no UIDPLUS).
+/// the committer.
 async fn append(
     links: mpsc::UnboundedSender<Vec<Link>>,
     new: &mut Client,
@@ -197,18 +263,22 @@ async fn append(
     perm: &PermanentFlags,
     opts: &Options,
     tally: &Tally<'_>,
-) -> Result<(usize, Vec<Sent>), SyncError> {
+) -> Result<Appended, SyncError> {
     let ident = &opts.identity;
     let rewrite = FlagRewrite::new(opts.filter_buggy_flags, &opts.regexflag)
         .map_err(|e| SyncError::Options(format!("--regexflag: {e}")))?;
     let mut limit = RateLimit::new(opts);
     // With a rate limit, one message per APPEND (as imapsync) so the pauses fall between messages.
     let multi = new.has("MULTIAPPEND") && !limit.is_active();
-    let uidplus = new.has("UIDPLUS");
+    let mut out = Appended::default();
+    let mut ctx = Append {
+        links,
+        pair,
+        uidplus: new.has("UIDPLUS"),
+        tally,
+    };
     let mut pending: Vec<Msg> = Vec::new();
-    let mut in_flight: VecDeque<(String, Vec<Sent>)> = VecDeque::new();
-    let mut unlinked = Vec::new();
-    let mut linked = 0;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut closed = false;
     loop {
         while !closed && pending.len() < APPEND_BATCH {
@@ -226,7 +296,7 @@ async fn append(
                 perm,
                 &rewrite,
                 opts.dates,
-                (!uidplus).then_some(ident),
+                (!ctx.uidplus).then_some(ident),
                 pair,
                 tally,
             );
@@ -236,45 +306,31 @@ async fn append(
         }
         if let Some((tag, sent)) = in_flight.pop_front() {
             let done = new.wait(&tag, |_| {}).await?;
-            let uids = match (&done.status, &done.code) {
-                (Status::Ok, Some(Code::AppendUid { uids, .. }))
-                    if uidplus && uids.len() == sent.len() =>
-                {
-                    Some(uids.clone())
-                }
-                _ => None,
-            };
             if done.status == Status::Ok {
                 let bytes: u64 = sent.iter().map(|s| s.msg.body.len()).sum();
                 let count = sent.len();
-                linked += record(&links, pair, sent, uids, &mut unlinked, tally);
+                ctx.record(&mut out, sent, &done);
                 limit.pause(count, bytes).await;
-            } else if sent.len() > 1 {
-                // One bad message fails a whole MULTIAPPEND: retry one by one to find it.
-                for s in sent {
-                    let tag = send_batch(new, &pair.new_name, std::slice::from_ref(&s)).await?;
-                    let done = new.wait(&tag, |_| {}).await?;
-                    let uid = match &done.code {
-                        Some(Code::AppendUid { uids, .. }) if uidplus && uids.len() == 1 => {
-                            Some(uids.clone())
-                        }
-                        _ => None,
-                    };
-                    if done.status == Status::Ok {
-                        let bytes = s.msg.body.len();
-                        linked += record(&links, pair, vec![s], uid, &mut unlinked, tally);
-                        limit.pause(1, bytes).await;
-                    } else {
-                        append_failed(&s, pair, &done.line, tally);
-                    }
+                continue;
+            }
+            untrusted_after(new, &done)?;
+            // One bad message fails a whole MULTIAPPEND: retry one by one to find it.
+            let alone = sent.len() == 1;
+            for s in sent {
+                let done = if alone {
+                    done.clone()
+                } else {
+                    append_now(new, &pair.new_name, &s).await?
+                };
+                let bytes = s.msg.body.len();
+                if ctx.retry_refused(new, &mut out, s, done).await? {
+                    limit.pause(1, bytes).await;
                 }
-            } else if let Some(s) = sent.first() {
-                append_failed(s, pair, &done.line, tally);
             }
             continue;
         }
         if closed {
-            return Ok((linked, unlinked));
+            return Ok(out);
         }
         match rx.recv().await {
             Some(m) => pending.push(m),
@@ -283,10 +339,151 @@ async fn append(
     }
 }
 
+/// What the NEW side's completions need besides the connection.
+struct Append<'a, 'b> {
+    links: mpsc::UnboundedSender<Vec<Link>>,
+    pair: &'a FolderPair,
+    uidplus: bool,
+    tally: &'a Tally<'b>,
+}
+
+impl Append<'_, '_> {
+    /// A completed APPEND: hand the links to the committer (or keep the copies for finding by
+    /// key), then report.
+    fn record(&mut self, out: &mut Appended, sent: Vec<Sent>, done: &Done) {
+        let uids = match &done.code {
+            Some(Code::AppendUid { uids, .. }) if self.uidplus && uids.len() == sent.len() => {
+                Some(uids.clone())
+            }
+            _ => None,
+        };
+        let pair = self.pair;
+        if let Some(uids) = &uids {
+            let links: Vec<Link> = sent
+                .iter()
+                .zip(uids)
+                .map(|(s, &new_uid)| Link {
+                    old_uid: s.msg.uid,
+                    new_uid,
+                    old_flags: s.msg.flags.to_canonical(),
+                    new_flags: s.target.to_canonical(),
+                    ident: None,
+                })
+                .collect();
+            // The committer only stops after `append` has returned.
+            let _ = self.links.send(links);
+        }
+        for (i, s) in sent.iter().enumerate() {
+            let size = s.msg.body.len();
+            self.tally.stats(|st| {
+                st.messages_transferred += 1;
+                st.bytes_transferred += size;
+                st.biggest_message = st.biggest_message.max(size);
+            });
+            let new_uid = uids.as_ref().map(|u| u[i]);
+            self.tally.event(Event::Copied {
+                old_folder: pair.old_name.clone(),
+                old_uid: s.msg.uid,
+                size,
+                new_folder: pair.new_name.clone(),
+                new_uid,
+            });
+            if let (Some(new_uid), Some(date)) = (new_uid, &s.msg.date)
+                && parse_date_time(date).is_some_and(|(t, _)| beyond_32bit(t))
+            {
+                out.far_dates.push((new_uid, s.msg.uid, date.clone()));
+            }
+        }
+        match uids {
+            Some(_) => out.linked.extend(sent.iter().map(|s| s.msg.uid)),
+            None => out.unlinked.extend(sent),
+        }
+    }
+
+    /// One message NEW refused (`done`): once more without the flags it refused (those its
+    /// answer names, else every keyword and flag beyond RFC 3501's five), then counted as
+    /// failed. Returns whether it was appended.
+    async fn retry_refused(
+        &mut self,
+        new: &mut Client,
+        out: &mut Appended,
+        mut s: Sent,
+        done: Done,
+    ) -> Result<bool, SyncError> {
+        if done.status == Status::Ok {
+            self.record(out, vec![s], &done);
+            return Ok(true);
+        }
+        let named: FlagSet = s
+            .target
+            .iter()
+            .filter(|f| {
+                done.text
+                    .to_ascii_lowercase()
+                    .contains(&f.to_ascii_lowercase())
+            })
+            .collect();
+        let without: FlagSet = if named.is_empty() {
+            s.target
+                .iter()
+                .filter(|f| is_rfc3501_system_flag(f))
+                .collect()
+        } else {
+            s.target.difference(&named).collect()
+        };
+        if without != s.target {
+            let dropped: Vec<String> = s.target.difference(&without).map(String::from).collect();
+            s.target = without;
+            let again = append_now(new, &self.pair.new_name, &s).await?;
+            if again.status == Status::Ok {
+                for flag in &dropped {
+                    self.tally.warn(format!(
+                        "Host2 folder {} refused flag {flag} of msg {}/{} ({}): dropped",
+                        self.pair.new_name, self.pair.old_name, s.msg.uid, done.line
+                    ));
+                }
+                self.tally
+                    .stats(|st| st.flags_dropped += dropped.len() as u64);
+                self.record(out, vec![s], &again);
+                return Ok(true);
+            }
+            untrusted_after(new, &again)?;
+        }
+        let reason = append_failed(&s, self.pair, &done.line, self.tally);
+        out.failed.push((s.msg.uid, reason));
+        Ok(false)
+    }
+}
+
+fn is_rfc3501_system_flag(flag: &str) -> bool {
+    flag.starts_with('\\') && syntax_check(flag).is_ok()
+}
+
+/// A BAD to an APPEND whose literal went out without waiting (LITERAL+) leaves the server
+/// reading the message as commands: the connection is not used again.
+fn untrusted_after(new: &Client, done: &Done) -> Result<(), ImapError> {
+    if done.status == Status::Bad && new.has("LITERAL+") {
+        return Err(ImapError::Protocol {
+            side: Side::New,
+            message: format!(
+                "APPEND answered BAD after its message was sent ({}); reconnecting",
+                done.line
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Appends one message and waits for the answer.
+async fn append_now(new: &mut Client, mailbox: &str, s: &Sent) -> Result<Done, ImapError> {
+    let tag = send_batch(new, mailbox, std::slice::from_ref(s)).await?;
+    new.wait(&tag, |_| {}).await
+}
+
 /// imapsync's `--addheader`: `Message-Id: <UID@imapsync>` before a message that has no header line
 /// its identity key could use, so later runs (and imapsync itself) recognise the copy.
 fn with_message_id(mut msg: Msg, ident: &IdentityOptions) -> std::io::Result<Msg> {
-    let head = msg.body.prefix(256 * 1024)?;
+    let head = msg.body.prefix(HEAD)?;
     if identity_key(header_of(&head), msg.body.len() as u32, ident).is_none() {
         let line = format!("Message-Id: <{}@imapsync>\r\n", msg.uid);
         msg.body = msg.body.with_prefix(line.as_bytes())?;
@@ -308,13 +505,14 @@ fn batch_len(pending: &[Msg], max: usize) -> usize {
     n.max(1)
 }
 
-/// Flags NEW can store (OLD's after the `--filterbuggyflags`/`--regexflag` rewrites), the APPEND
-/// date (`dates`), and (only when `keyed`, i.e. without UIDPLUS) each message's key.
+/// Flags NEW can store (OLD's after the `--filterbuggyflags`/`--regexflag` rewrites; the others
+/// are dropped with a warning), the APPEND date (`dates`), and (only when `keyed`, i.e. without
+/// UIDPLUS) each message's key. Nothing NEW is known to refuse is ever sent.
 fn prepare(
     batch: Vec<Msg>,
     perm: &PermanentFlags,
     rewrite: &FlagRewrite,
-    dates: DateSource,
+    dates: super::DateSource,
     keyed: Option<&IdentityOptions>,
     pair: &FolderPair,
     tally: &Tally<'_>,
@@ -322,18 +520,26 @@ fn prepare(
     batch
         .into_iter()
         .map(|mut msg| {
-            msg.date = append_date(&msg, dates);
+            let head = msg.body.prefix(HEAD).unwrap_or_default();
+            msg.date = match append_date(msg.date.as_deref(), &head, dates) {
+                Ok(date) => date,
+                Err(bad) => {
+                    tally.warn(format!(
+                        "msg {}/{} has INTERNALDATE {bad:?} on host1, not an IMAP date-time: host2 stamps the time of the copy",
+                        pair.old_name, msg.uid
+                    ));
+                    None
+                }
+            };
             let (target, dropped) = filter_for_new(&rewrite.apply(&msg.flags), perm);
-            for flag in dropped {
+            for (flag, why) in &dropped {
                 tally.warn(format!(
-                    "Host2 folder {} cannot store flag {flag} of msg {}/{}: dropped",
+                    "Host2 folder {} cannot store flag {flag} of msg {}/{} ({why}): dropped",
                     pair.new_name, pair.old_name, msg.uid
                 ));
             }
-            let key = keyed.map(|ident| {
-                let head = msg.body.prefix(256 * 1024).unwrap_or_default();
-                message_key(header_of(&head), msg.body.len() as u32, ident)
-            });
+            tally.stats(|st| st.flags_dropped += dropped.len() as u64);
+            let key = keyed.map(|ident| message_key(header_of(&head), msg.body.len() as u32, ident));
             Sent { msg, target, key }
         })
         .collect()
@@ -356,54 +562,8 @@ async fn send_batch(new: &mut Client, mailbox: &str, sent: &[Sent]) -> Result<St
     new.send_append(mailbox, &msgs).await
 }
 
-/// A completed APPEND: hand the links to the committer (or keep the copies for finding by key),
-/// then report. Returns how many were linked.
-fn record(
-    links_tx: &mpsc::UnboundedSender<Vec<Link>>,
-    pair: &FolderPair,
-    sent: Vec<Sent>,
-    uids: Option<Vec<u32>>,
-    unlinked: &mut Vec<Sent>,
-    tally: &Tally<'_>,
-) -> usize {
-    if let Some(uids) = &uids {
-        let links: Vec<Link> = sent
-            .iter()
-            .zip(uids)
-            .map(|(s, &new_uid)| Link {
-                old_uid: s.msg.uid,
-                new_uid,
-                old_flags: s.msg.flags.to_canonical(),
-                new_flags: s.target.to_canonical(),
-                ident: None,
-            })
-            .collect();
-        // The committer only stops after this function's caller has returned.
-        let _ = links_tx.send(links);
-    }
-    for (i, s) in sent.iter().enumerate() {
-        let size = s.msg.body.len();
-        tally.stats(|st| {
-            st.messages_transferred += 1;
-            st.bytes_transferred += size;
-            st.biggest_message = st.biggest_message.max(size);
-        });
-        tally.event(Event::Copied {
-            old_folder: pair.old_name.clone(),
-            old_uid: s.msg.uid,
-            size,
-            new_folder: pair.new_name.clone(),
-            new_uid: uids.as_ref().map(|u| u[i]),
-        });
-    }
-    if uids.is_none() {
-        unlinked.extend(sent);
-        return 0;
-    }
-    sent.len()
-}
-
-fn append_failed(s: &Sent, pair: &FolderPair, line: &str, tally: &Tally<'_>) {
+/// Reports a message NEW would not take, in imapsync's words; returns the reason.
+fn append_failed(s: &Sent, pair: &FolderPair, line: &str, tally: &Tally<'_>) -> String {
     let size = s.msg.body.len();
     let head = s.msg.body.prefix(64 * 1024).unwrap_or_default();
     let subject = super::identity::header_lines(header_of(&head))
@@ -419,9 +579,45 @@ fn append_failed(s: &Sent, pair: &FolderPair, line: &str, tally: &Tally<'_>) {
         s.target,
         pair.new_name,
     ));
+    format!("could not append: {line}")
+}
+
+/// Copies dated outside 32-bit time: reads back what NEW stored and warns for each date NEW
+/// replaced (Dovecot stores the time of the APPEND for dates after 2038-01-19).
+async fn check_dates(
+    new: &mut Client,
+    pair: &FolderPair,
+    far: &[(u32, u32, String)],
+    tally: &Tally<'_>,
+) -> Result<(), SyncError> {
+    new.select(&pair.new_name, true).await?;
+    let uids: Vec<u32> = far.iter().map(|(n, _, _)| *n).collect();
+    let mut stored = BTreeMap::new();
+    new.uid_fetch(&uids, "UID INTERNALDATE", "", |f| {
+        if let (Some(uid), Some(date)) = (f.uid, f.internaldate) {
+            stored.insert(uid, date);
+        }
+    })
+    .await?;
+    for (new_uid, old_uid, sent) in far {
+        let kept = stored.get(new_uid);
+        let same = kept.and_then(|k| parse_date_time(k)).map(|(t, _)| t)
+            == parse_date_time(sent).map(|(t, _)| t);
+        if !same {
+            tally.warn(format!(
+                "msg {}/{old_uid}: host2 folder {} stored INTERNALDATE {:?} instead of {sent:?} (a date the server cannot store)",
+                pair.old_name,
+                pair.new_name,
+                kept.map_or("none", String::as_str)
+            ));
+            tally.stats(|st| st.dates_substituted += 1);
+        }
+    }
+    Ok(())
 }
 
 /// Without UIDPLUS: find the copies among NEW's messages at or above `from` by key and link them.
+/// Returns the OLD UIDs linked, and those whose copy was not found (with the reason).
 async fn link_by_key(
     store: &dyn Store,
     new: &mut Client,
@@ -430,7 +626,7 @@ async fn link_by_key(
     sent: Vec<Sent>,
     ident: &IdentityOptions,
     tally: &Tally<'_>,
-) -> Result<usize, SyncError> {
+) -> Result<(Vec<u32>, Vec<(u32, String)>), SyncError> {
     let region: Vec<u32> = new
         .uid_search(&format!("UID {}:*", from.max(1)))
         .await?
@@ -456,171 +652,23 @@ async fn link_by_key(
         }
     }
     store.add_links(pair.id, &links).await?;
-    if links.len() < sent.len() {
+    let linked: BTreeSet<u32> = links.iter().map(|l| l.old_uid).collect();
+    let lost: Vec<(u32, String)> = sent
+        .iter()
+        .filter(|s| !linked.contains(&s.msg.uid))
+        .map(|s| {
+            (
+                s.msg.uid,
+                "appended, but not found again on host2 (no UIDPLUS); matched by identity on the next pass".to_string(),
+            )
+        })
+        .collect();
+    if !lost.is_empty() {
         tally.error(format!(
             "Host2 folder {}: {} appended messages could not be found again (no UIDPLUS); they will be matched by identity on the next pass",
             pair.new_name,
-            sent.len() - links.len()
+            lost.len()
         ));
     }
-    Ok(links.len())
-}
-
-use super::DateSource;
-use super::flags::FlagRewrite;
-
-/// The INTERNALDATE given to APPEND: OLD's (the default), the `Date:` header's instant
-/// (`--idatefromheader`, OLD's INTERNALDATE when it is missing or unparseable), or none
-/// (`--nosyncinternaldates`: NEW stamps the time of the copy).
-fn append_date(msg: &Msg, dates: DateSource) -> Option<String> {
-    match dates {
-        DateSource::Internal => msg.date.clone(),
-        DateSource::None => None,
-        DateSource::Header => {
-            let head = msg.body.prefix(256 * 1024).unwrap_or_default();
-            super::identity::header_lines(header_of(&head))
-                .into_iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case("Date"))
-                .and_then(|(_, v)| imap_date_of_header(&String::from_utf8_lossy(&v)))
-                .or_else(|| msg.date.clone())
-        }
-    }
-}
-
-/// An RFC 5322 `Date:` value as an IMAP date-time (`dd-Mon-yyyy hh:mm:ss +zzzz`), keeping its
-/// zone. Trailing comments such as `(CEST)` are ignored. `None` when it cannot be parsed.
-fn imap_date_of_header(value: &str) -> Option<String> {
-    let mut v = value.trim();
-    while let Some(open) = v.strip_suffix(')').and_then(|rest| rest.rfind('(')) {
-        v = v[..open].trim_end();
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    Some(date.format("%d-%b-%Y %H:%M:%S %z").to_string())
-}
-
-/// imapsync's `--maxsleep` default.
-const MAX_SLEEP: Duration = Duration::from_secs(2);
-
-/// `--maxmessagespersecond` / `--maxbytespersecond`, checked after each completed APPEND as
-/// imapsync does: the average rate since the start is brought under the ceiling by a pause of at
-/// most [`MAX_SLEEP`]. The counters are per folder pair (a pass-wide counter would need plumbing
-/// through the account loop), so folders synced in parallel are each limited on their own.
-struct RateLimit {
-    start: Instant,
-    messages: u64,
-    bytes: u64,
-    max_mps: Option<f64>,
-    max_bps: Option<u64>,
-    shared: Option<std::sync::Arc<super::SharedRate>>,
-}
-
-impl RateLimit {
-    fn new(opts: &Options) -> Self {
-        RateLimit {
-            start: Instant::now(),
-            messages: 0,
-            bytes: 0,
-            max_mps: opts.max_messages_per_second.filter(|m| *m > 0.0),
-            max_bps: opts.max_bytes_per_second.filter(|b| *b > 0),
-            shared: opts
-                .shared_rate
-                .clone()
-                .filter(|s| s.max_mps.is_some() || s.max_bps.is_some()),
-        }
-    }
-
-    fn is_active(&self) -> bool {
-        self.max_mps.is_some() || self.max_bps.is_some() || self.shared.is_some()
-    }
-
-    /// Counts the `messages` and `bytes` just appended and sleeps as long as the rate requires.
-    async fn pause(&mut self, messages: usize, bytes: u64) {
-        if !self.is_active() {
-            return;
-        }
-        self.messages += messages as u64;
-        self.bytes += bytes;
-        let mut wait = rate_sleep(
-            self.messages,
-            self.bytes,
-            self.start.elapsed(),
-            self.max_mps,
-            self.max_bps,
-        );
-        if let Some(s) = &self.shared {
-            use std::sync::atomic::Ordering;
-            let m = s.messages.fetch_add(messages as u64, Ordering::Relaxed) + messages as u64;
-            let b = s.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-            wait = wait.max(rate_sleep(m, b, s.start.elapsed(), s.max_mps, s.max_bps));
-        }
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
-/// imapsync's sleep: max(messages / max_mps − elapsed, bytes / max_bps − elapsed), never negative,
-/// capped at [`MAX_SLEEP`], rounded to 0.01 s.
-fn rate_sleep(
-    messages: u64,
-    bytes: u64,
-    elapsed: Duration,
-    max_mps: Option<f64>,
-    max_bps: Option<u64>,
-) -> Duration {
-    let elapsed = elapsed.as_secs_f64();
-    let by_messages = max_mps.map_or(0.0, |m| messages as f64 / m - elapsed);
-    let by_bytes = max_bps.map_or(0.0, |b| bytes as f64 / b as f64 - elapsed);
-    let secs = by_messages
-        .max(by_bytes)
-        .clamp(0.0, MAX_SLEEP.as_secs_f64());
-    Duration::from_secs_f64((secs * 100.0).round() / 100.0)
-}
-
-#[cfg(test)]
-mod rate_and_date_tests {
-    use super::*;
-
-    #[test]
-    fn header_dates() {
-        for (header, expected) in [
-            (
-                "Tue, 5 Mar 2024 14:07:09 +0100",
-                Some("05-Mar-2024 14:07:09 +0100"),
-            ),
-            (
-                "Sun, 31 Dec 2023 23:59:59 -0800 (PST)",
-                Some("31-Dec-2023 23:59:59 -0800"),
-            ),
-            (
-                "1 Jan 2020 00:00:00 GMT",
-                Some("01-Jan-2020 00:00:00 +0000"),
-            ),
-            (
-                "  Fri, 12 Jul 2019 08:30:00 +0000  ",
-                Some("12-Jul-2019 08:30:00 +0000"),
-            ),
-            ("yesterday", None),
-            ("", None),
-        ] {
-            assert_eq!(imap_date_of_header(header).as_deref(), expected, "{header}");
-        }
-    }
-
-    #[test]
-    fn rate_sleeps() {
-        let s = Duration::from_secs_f64;
-        // (messages, bytes, elapsed, max_mps, max_bps, expected)
-        for (m, b, e, mps, bps, expected) in [
-            (10, 0, 0.0, None, None, 0.0),
-            (10, 0, 0.2, Some(20.0), None, 0.3),
-            (10, 0, 0.6, Some(20.0), None, 0.0),
-            (1, 3_000, 0.5, None, Some(1_000), 2.0),
-            (1, 1_500, 0.5, None, Some(1_000), 1.0),
-            (4, 1_000, 1.0, Some(2.0), Some(1_000), 1.0),
-            (1_000, 0, 0.0, Some(1.0), None, 2.0),
-        ] {
-            assert_eq!(rate_sleep(m, b, s(e), mps, bps), s(expected), "{m} {b} {e}");
-        }
-    }
+    Ok((linked.into_iter().collect(), lost))
 }

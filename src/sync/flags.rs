@@ -248,14 +248,70 @@ impl PermanentFlags {
     }
 }
 
-/// The flags NEW can take, and the ones dropped because NEW's PERMANENTFLAGS does not list them.
-/// (`\Recent` never reaches a `FlagSet`, so it is always dropped.)
-pub fn filter_for_new(flags: &FlagSet, perm: &PermanentFlags) -> (FlagSet, Vec<String>) {
-    let (kept, dropped): (Vec<&str>, Vec<&str>) = flags.iter().partition(|f| perm.allows(f));
-    (
-        kept.into_iter().collect(),
-        dropped.into_iter().map(String::from).collect(),
-    )
+/// Why a flag cannot be given to a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unstorable {
+    /// A backslash flag outside RFC 3501's five (`\Indexed`, `\ReceiptChecked`): servers answer
+    /// BAD and, after a few, close the connection.
+    UnknownSystemFlag,
+    /// Not an RFC 3501 atom (8-bit bytes, `]`, `%`, `*`, `"`, controls): a syntax error on the wire.
+    NotAnAtom,
+    /// The folder's PERMANENTFLAGS neither lists it nor allows new keywords (`\*`).
+    NotPermanent,
+}
+
+impl fmt::Display for Unstorable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unstorable::UnknownSystemFlag => "not a system flag of RFC 3501",
+            Unstorable::NotAnAtom => "not a valid IMAP keyword",
+            Unstorable::NotPermanent => "not in PERMANENTFLAGS",
+        })
+    }
+}
+
+/// Whether a server can be sent `flag` in APPEND or STORE, before looking at its PERMANENTFLAGS.
+pub fn syntax_check(flag: &str) -> Result<(), Unstorable> {
+    if let Some(name) = flag.strip_prefix('\\') {
+        return if SYSTEM_FLAGS
+            .iter()
+            .any(|s| s[1..].eq_ignore_ascii_case(name))
+        {
+            Ok(())
+        } else {
+            Err(Unstorable::UnknownSystemFlag)
+        };
+    }
+    // RFC 3501 ATOM-CHAR: any CHAR except atom-specials ( ) { SP CTL % * " \ ].
+    let atom_char = |b: u8| (0x21..0x7f).contains(&b) && !b"(){%*\"\\]".contains(&b);
+    if !flag.is_empty() && flag.bytes().all(atom_char) {
+        Ok(())
+    } else {
+        Err(Unstorable::NotAnAtom)
+    }
+}
+
+/// The flags NEW can take, and the ones dropped with the reason (`\Recent` never reaches a
+/// `FlagSet`, so it is never sent either).
+pub fn filter_for_new(
+    flags: &FlagSet,
+    perm: &PermanentFlags,
+) -> (FlagSet, Vec<(String, Unstorable)>) {
+    let mut kept = FlagSet::default();
+    let mut dropped = Vec::new();
+    for flag in flags.iter() {
+        match syntax_check(flag).and_then(|()| {
+            if perm.allows(flag) {
+                Ok(())
+            } else {
+                Err(Unstorable::NotPermanent)
+            }
+        }) {
+            Ok(()) => kept.insert(flag),
+            Err(why) => dropped.push((flag.to_string(), why)),
+        }
+    }
+    (kept, dropped)
 }
 
 /// The `STORE +FLAGS` and `STORE -FLAGS` lists that turn `current` into `target`, sorted.
@@ -342,7 +398,9 @@ mod tests {
 
     #[test]
     fn permanent_flags() {
+        use Unstorable::*;
         let absent = PermanentFlags::default();
+        let any = PermanentFlags::parse("(\\Seen \\Deleted \\*)");
         for (perm, flags, kept, dropped) in [
             (
                 &absent,
@@ -351,23 +409,64 @@ mod tests {
                 &[][..],
             ),
             (
-                &PermanentFlags::parse("(\\Seen \\Deleted \\*)"),
-                "\\Seen $Custom \\Flagged",
-                "$Custom \\Flagged \\Seen",
+                &any,
+                "\\Seen $Custom \\Flagged ~tilde a[b what? #hash a/b a:b;c a'b $ x-y",
+                "#hash $ $Custom \\Flagged \\Seen a'b a/b a:b;c a[b what? x-y ~tilde",
                 &[][..],
             ),
             (
                 &PermanentFlags::parse("(\\seen \\Deleted $MDNSent)"),
                 "\\Seen \\Flagged $MDNSent $MdnSent $Custom",
                 "$MDNSent \\Seen",
-                &["$Custom", "$MdnSent", "\\Flagged"][..],
+                &[
+                    ("$Custom", NotPermanent),
+                    ("$MdnSent", NotPermanent),
+                    ("\\Flagged", NotPermanent),
+                ][..],
             ),
-            (&PermanentFlags::parse("()"), "\\Seen", "", &["\\Seen"][..]),
+            (
+                &PermanentFlags::parse("()"),
+                "\\Seen",
+                "",
+                &[("\\Seen", NotPermanent)][..],
+            ),
+            // what no server takes, whatever its PERMANENTFLAGS say
+            (
+                &any,
+                "\\Indexed \\ReceiptChecked \\* \\Seen a]b a%b a*b a\"b \u{e9}t\u{e9} \\",
+                "\\Seen",
+                &[
+                    ("\\", UnknownSystemFlag),
+                    ("\\*", UnknownSystemFlag),
+                    ("\\Indexed", UnknownSystemFlag),
+                    ("\\ReceiptChecked", UnknownSystemFlag),
+                    ("a\"b", NotAnAtom),
+                    ("a%b", NotAnAtom),
+                    ("a*b", NotAnAtom),
+                    ("a]b", NotAnAtom),
+                    ("\u{e9}t\u{e9}", NotAnAtom),
+                ][..],
+            ),
         ] {
             let (k, d) = filter_for_new(&fs(flags), perm);
             assert_eq!(k.to_canonical(), kept, "{perm:?} {flags}");
+            let d: Vec<(&str, Unstorable)> = d.iter().map(|(f, w)| (f.as_str(), *w)).collect();
             assert_eq!(d, dropped, "{perm:?} {flags}");
         }
+    }
+
+    #[test]
+    fn every_atom_character_is_a_keyword_a_server_can_take() {
+        for c in (0x21u8..0x7f).map(char::from) {
+            let keyword = format!("k{c}k");
+            let special = "(){%*\"\\]".contains(c);
+            assert_eq!(syntax_check(&keyword).is_ok(), !special, "{keyword}");
+        }
+        for system in ["\\Seen", "\\answered", "\\FLAGGED", "\\Deleted", "\\Draft"] {
+            assert_eq!(syntax_check(system), Ok(()));
+        }
+        assert_eq!(syntax_check(""), Err(Unstorable::NotAnAtom));
+        assert_eq!(syntax_check("a\tb"), Err(Unstorable::NotAnAtom));
     }
 
     #[test]

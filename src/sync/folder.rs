@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use tracing::Instrument;
 
-use crate::imap::{Client, ImapError, MailboxInfo, Untagged};
+use crate::imap::{Client, ImapError, MailboxInfo, Untagged, uidset};
 use crate::store::{FolderPair, Link, LinkFlags, MailboxState, Phase, Store};
 
 use super::adopt::adopt;
@@ -16,6 +16,7 @@ use super::deletions;
 use super::flags::{
     FlagRewrite, FlagSet, PermanentFlags, filter_for_new, reconcile_target, store_ops,
 };
+use super::ledger::{Fate, Ledger};
 use super::{Event, Options, SyncError, Tally};
 
 #[derive(Clone)]
@@ -211,20 +212,27 @@ pub(crate) async fn sync_folder(
             });
         }
         tombstones.extend(&gone_new);
+        let mut ledger = Ledger::new(o.uids.iter().copied());
+        ledger.mark(tombstones.iter().copied(), Fate::Tombstoned);
         let limit = (opts.max_delete_share * n.uids.len() as f64).floor() as usize;
         if gone_old.len() > limit {
-            tally.error(format!(
+            let why = format!(
                 "Folder {}: {} linked messages were expunged on host1, which would delete {:.0} % of host2 folder {} (limit {:.0} %): stopping this folder. Check host1, or raise the limit.",
                 pair.old_name,
                 gone_old.len(),
                 100.0 * gone_old.len() as f64 / n.uids.len().max(1) as f64,
                 pair.new_name,
                 100.0 * opts.max_delete_share
-            ));
+            );
+            tally.error(why.clone());
             if !opts.dry {
                 store
                     .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
                     .await?;
+                // Linked messages are as they were; the rest waits for the folder to go on.
+                ledger.mark(links.iter().map(|l| l.old_uid), Fate::Linked);
+                ledger.close(&why);
+                store.set_message_errors(pair.id, &ledger.errors()).await?;
             }
             return Ok(());
         }
@@ -251,6 +259,7 @@ pub(crate) async fn sync_folder(
             store.remove_tombstones(pair.id, &stale).await?;
         }
         links.retain(|l| o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid));
+        ledger.mark(links.iter().map(|l| l.old_uid), Fate::Linked);
 
         let perm = n
             .info
@@ -273,7 +282,9 @@ pub(crate) async fn sync_folder(
             .filter(|u| !linked_old.contains(u) && !tombstones.contains(u))
             .collect();
         if !to_copy.is_empty() && !opts.messages.is_all() {
-            to_copy = select_messages(old, &pair, to_copy, &opts.messages, tally).await?;
+            let selected = select_messages(old, &pair, &to_copy, &opts.messages, tally).await?;
+            ledger.mark(to_copy.iter().copied().filter(|u| !selected.contains(u)), Fate::Skipped);
+            to_copy.retain(|u| selected.contains(u));
         }
         if !to_copy.is_empty() && !opts.sync_duplicates {
             // --nosyncduplicates: only the lowest UID of each identity key is copied.
@@ -281,6 +292,7 @@ pub(crate) async fn sync_folder(
             let wanted: BTreeSet<u32> = to_copy.iter().copied().collect();
             let dups = deletions::old_duplicates(old, &all, &wanted, opts).await?;
             to_copy.retain(|u| !dups.contains(u));
+            ledger.mark(dups.iter().copied(), Fate::Skipped);
             tally.stats(|s| s.duplicates_on_old += dups.len() as u64);
         }
         if !to_copy.is_empty() && !opts.dry {
@@ -299,6 +311,7 @@ pub(crate) async fn sync_folder(
                 let adopted = adopt(old, new, &to_copy, &candidates, &opts.identity, opts.add_header).await?;
                 if !adopted.is_empty() {
                     store.add_links(pair.id, &adopted).await?;
+                    ledger.mark(adopted.iter().map(|l| l.old_uid), Fate::Linked);
                     let done: BTreeSet<u32> = adopted.iter().map(|l| l.old_uid).collect();
                     to_copy.retain(|u| !done.contains(u));
                     tally.stats(|s| s.messages_adopted += adopted.len() as u64);
@@ -322,7 +335,14 @@ pub(crate) async fn sync_folder(
                 tally,
             )
             .await?;
-            tally.stats(|s| s.messages_missing_on_new += (to_copy.len() - copied) as u64);
+            ledger.mark(copied.linked.iter().copied(), Fate::Linked);
+            for (uid, reason) in copied.failed {
+                ledger.error(uid, reason);
+            }
+            settle_missing(old, &pair, copied.missing, &mut ledger, tally).await?;
+            tally.stats(|s| {
+                s.messages_missing_on_new += (to_copy.len() - copied.linked.len()) as u64
+            });
         } else if opts.dry {
             tally.stats(|s| {
                 s.messages_would_transfer += to_copy.len() as u64;
@@ -332,6 +352,19 @@ pub(crate) async fn sync_folder(
 
         let deleted_on_new = deletions_asked(store, old, new, &pair, &o.uids, opts, tally).await?;
         if !opts.dry {
+            // The conservation law: nothing the pass scanned may be unaccounted for.
+            let lost = ledger.close(
+                "not linked, tombstoned, skipped or reported by the pass (conservation check)",
+            );
+            for uid in &lost {
+                tally.error(format!(
+                    "- msg {}/{uid} was not copied to host2 folder {} and the pass did not say why (conservation check)",
+                    pair.old_name, pair.new_name
+                ));
+            }
+            let errors = ledger.errors();
+            tally.stats(|s| s.messages_in_error += errors.len() as u64);
+            store.set_message_errors(pair.id, &errors).await?;
             let wrote_new = !to_copy.is_empty() || !gone_old.is_empty() || deleted_on_new;
             let new_state = if wrote_new {
                 let st = new.status(&pair.new_name).await?;
@@ -344,13 +377,19 @@ pub(crate) async fn sync_folder(
             } else {
                 state(&n.info)
             };
+            // A folder with a message in error is not done: the next pass looks at it again.
+            let phase = if errors.is_empty() {
+                Phase::Synced
+            } else {
+                Phase::Partial
+            };
             store
                 .save_pair_state(
                     pair.id,
                     Some(state(&o.info)),
                     Some(new_state),
                     n.info.uidnext,
-                    Phase::Synced,
+                    phase,
                 )
                 .await?;
         }
@@ -435,16 +474,16 @@ async fn deletions_asked(
     Ok(!doomed.is_empty())
 }
 
-/// Keeps the candidates that `--search`/`--maxage`/`--minage`/`--maxsize`/`--minsize` select on
-/// the selected OLD mailbox. Messages left out by size are counted as skipped (as imapsync does);
+/// The candidates that `--search`/`--maxage`/`--minage`/`--maxsize`/`--minsize` select on the
+/// selected OLD mailbox. Messages left out by size are counted as skipped (as imapsync does);
 /// those left out by search or age are not.
 async fn select_messages(
     old: &mut Client,
     pair: &FolderPair,
-    candidates: Vec<u32>,
+    candidates: &[u32],
     selection: &MessageSelection,
     tally: &Tally<'_>,
-) -> Result<Vec<u32>, SyncError> {
+) -> Result<BTreeSet<u32>, SyncError> {
     let base = selection.base(chrono::Local::now());
     let size = selection.size();
     let wanted: BTreeSet<u32> = old
@@ -482,9 +521,43 @@ async fn select_messages(
         }
     }
     Ok(candidates
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|u| wanted.contains(u))
         .collect())
+}
+
+/// Messages OLD's FETCH answers left out: those OLD no longer has were expunged meanwhile (not a
+/// loss); the others are errors with what was wrong with the answer.
+async fn settle_missing(
+    old: &mut Client,
+    pair: &FolderPair,
+    missing: Vec<(u32, String)>,
+    ledger: &mut Ledger,
+    tally: &Tally<'_>,
+) -> Result<(), SyncError> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let uids: Vec<u32> = missing.iter().map(|(u, _)| *u).collect();
+    let still: BTreeSet<u32> = old
+        .uid_search(&format!("UID {}", uidset::format(&uids)))
+        .await?
+        .into_iter()
+        .collect();
+    for (uid, why) in missing {
+        if still.contains(&uid) {
+            tally.error(format!(
+                "- msg {}/{uid} could not be fetched: {why}",
+                pair.old_name
+            ));
+            ledger.error(uid, format!("could not be fetched: {why}"));
+        } else {
+            tracing::info!(uid, folder = %pair.old_name, "expunged on host1 during the pass");
+            ledger.mark([uid], Fate::Vanished);
+        }
+    }
+    Ok(())
 }
 
 /// Three-way flag merge for linked messages that changed on either side (DESIGN.md §1.2): a flag
@@ -529,6 +602,7 @@ async fn reconcile_flags(
         if unchanged && target == n {
             continue;
         }
+        tally.stats(|s| s.flags_dropped += lost.len() as u64);
         dropped.extend(lost);
         let (add, remove) = store_ops(&n, &target);
         if !add.is_empty() || !remove.is_empty() {
@@ -540,9 +614,9 @@ async fn reconcile_flags(
             new_flags: target.to_canonical(),
         });
     }
-    for flag in dropped {
+    for (flag, why) in dropped {
         tally.warn(format!(
-            "Host2 folder {} cannot store flag {flag} (not in PERMANENTFLAGS): dropped",
+            "Host2 folder {} cannot store flag {flag} ({why}): dropped",
             pair.new_name
         ));
     }
@@ -571,3 +645,6 @@ async fn reconcile_flags(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

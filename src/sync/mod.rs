@@ -7,9 +7,12 @@ mod account;
 mod adopt;
 mod copy;
 mod criteria;
+mod dates;
 mod deletions;
 pub mod flags;
 mod folder;
+mod ledger;
+mod rate;
 
 pub mod identity;
 pub mod verify;
@@ -20,6 +23,7 @@ pub use account::{
     FolderSize, PreparedTree, Sizes, folder_sizes, login, prepare_tree, sync_account, sync_pair,
 };
 pub use criteria::MessageSelection;
+pub use rate::SharedRate;
 
 use crate::imap::{ConnectOptions, ImapError, Side};
 use crate::mapping::{MapperOptions, Selection};
@@ -108,39 +112,6 @@ pub struct Options {
     pub delete2_duplicates: bool,
     /// `--delete2folders` (with `--delete2foldersonly`/`--delete2foldersbutnot` regexes).
     pub delete2_folders: Option<FolderDeletion>,
-}
-
-/// Copy-rate ceilings shared by several passes at once: the average since `start` over all of
-/// them stays under the ceilings (each APPEND pauses as imapsync's per-pass limit does).
-#[derive(Debug)]
-pub struct SharedRate {
-    pub(crate) start: std::time::Instant,
-    pub(crate) messages: std::sync::atomic::AtomicU64,
-    pub(crate) bytes: std::sync::atomic::AtomicU64,
-    pub(crate) max_mps: Option<f64>,
-    pub(crate) max_bps: Option<u64>,
-}
-
-impl SharedRate {
-    pub fn new(max_bytes_per_second: Option<u64>, max_messages_per_second: Option<f64>) -> Self {
-        SharedRate {
-            start: std::time::Instant::now(),
-            messages: Default::default(),
-            bytes: Default::default(),
-            max_mps: max_messages_per_second.filter(|m| *m > 0.0),
-            max_bps: max_bytes_per_second.filter(|b| *b > 0),
-        }
-    }
-
-    /// Messages and bytes counted so far, and since when.
-    pub fn totals(&self) -> (u64, u64, std::time::Duration) {
-        use std::sync::atomic::Ordering;
-        (
-            self.messages.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-            self.start.elapsed(),
-        )
-    }
 }
 
 /// INTERNALDATE of copies.
@@ -300,6 +271,12 @@ pub struct Stats {
     pub messages_on_old: u64,
     /// OLD messages that have no copy on NEW at the end (and are not tombstoned).
     pub messages_missing_on_new: u64,
+    /// OLD messages a pass ended with in error (each reported with its reason).
+    pub messages_in_error: u64,
+    /// Flags left out of copies because NEW cannot store them (each with a warning).
+    pub flags_dropped: u64,
+    /// Copies whose INTERNALDATE NEW replaced (each with a warning).
+    pub dates_substituted: u64,
 }
 
 /// The result of a pass: counters and every error that was counted (in imapsync's wording).
