@@ -1,5 +1,6 @@
-//! Shared integration-test support: private Dovecot servers (`dovecot`), a std-only IMAP client
-//! (`raw`), deterministic account seeding (`seed`) and layout-independent comparison (`snapshot`).
+//! Shared integration-test support: private Dovecot servers (`dovecot`, a `server::ImapServer`),
+//! a std-only IMAP client (`raw`), deterministic account seeding (`seed`) and layout-independent
+//! comparison (`snapshot`).
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
 
@@ -9,6 +10,7 @@ pub mod proxy;
 pub mod proxyproc;
 pub mod raw;
 pub mod seed;
+pub mod server;
 pub mod snapshot;
 
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
@@ -17,4 +19,5 @@ pub use proxy::{Proxy, ProxyProc};
 pub use proxyproc::ProxyProcess;
 pub use raw::{Msg, RawImap};
 pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};
+pub use server::ImapServer;
 pub use snapshot::{SnapMsg, Snapshot, assert_same_mail, snapshot, snapshot_at};
