@@ -480,18 +480,7 @@ impl Dovecot {
 
     /// As root, hands `path` (recursively) to the unprivileged user Dovecot runs as.
     fn chown_for_dovecot(&self, path: &Path) {
-        let run = run_as();
-        if !run.via_setpriv {
-            return;
-        }
-        let owner = format!("{}:{}", run.user, run.group);
-        let st = Command::new("chown")
-            .arg("-R")
-            .arg(owner)
-            .arg(path)
-            .status()
-            .expect("run chown");
-        assert!(st.success(), "chown -R {} failed", path.display());
+        chown_to_run_as(path);
     }
 
     fn spawn(&mut self) {
@@ -594,25 +583,59 @@ impl Dovecot {
     }
 }
 
+impl super::ImapServer for Dovecot {
+    fn host(&self) -> &str {
+        Dovecot::host(self)
+    }
+
+    fn port(&self) -> u16 {
+        Dovecot::port(self)
+    }
+
+    fn layout(&self) -> Layout {
+        Dovecot::layout(self)
+    }
+
+    fn add_user(&self, name: &str, password: &str) {
+        Dovecot::add_user(self, name, password)
+    }
+}
+
 impl Drop for Dovecot {
     fn drop(&mut self) {
         self.terminate();
     }
 }
 
-fn free_port() -> u16 {
+/// As root, hands `path` (recursively) to the unprivileged user the servers run as.
+pub(super) fn chown_to_run_as(path: &Path) {
+    let run = run_as();
+    if !run.via_setpriv {
+        return;
+    }
+    let owner = format!("{}:{}", run.user, run.group);
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg(owner)
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(st.success(), "chown -R {} failed", path.display());
+}
+
+pub(super) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
 }
 
-struct RunAs {
-    user: String,
-    group: String,
-    via_setpriv: bool,
+pub(super) struct RunAs {
+    pub user: String,
+    pub group: String,
+    pub via_setpriv: bool,
 }
 
 /// nobody:nogroup via setpriv when we are root, else the invoking user (looked up once).
-fn run_as() -> &'static RunAs {
+pub(super) fn run_as() -> &'static RunAs {
     static RUN_AS: OnceLock<RunAs> = OnceLock::new();
     RUN_AS.get_or_init(|| {
         // SAFETY: geteuid/getegid cannot fail; getpwuid/getgrgid results are copied out at once

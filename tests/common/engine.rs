@@ -7,10 +7,10 @@ use imapferry::imap::{ConnectOptions, Security, TlsOptions};
 use imapferry::secret::Secret;
 use imapferry::sync::{AuthMech, Endpoint, Event, Observer};
 
-use super::Dovecot;
+use super::ImapServer;
 
 /// `user` with `password` on `d`, plain IMAP, LOGIN.
-pub fn endpoint(d: &Dovecot, user: &str, password: &str) -> Endpoint {
+pub fn endpoint(d: &impl ImapServer, user: &str, password: &str) -> Endpoint {
     Endpoint {
         connect: ConnectOptions {
             host: d.host().to_string(),

@@ -1,21 +1,26 @@
-//! Shared integration-test support: private Dovecot servers (`dovecot`), a std-only IMAP client
-//! (`raw`), deterministic account seeding (`seed`) and layout-independent comparison (`snapshot`).
+//! Shared integration-test support: private Dovecot and Courier servers (`dovecot`, `courier`,
+//! both `server::ImapServer`), a std-only IMAP client (`raw`), deterministic account seeding
+//! (`seed`) and layout-independent comparison (`snapshot`).
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
 
 pub mod cli;
+pub mod courier;
 pub mod dovecot;
 pub mod engine;
 pub mod proxy;
 pub mod proxyproc;
 pub mod raw;
 pub mod seed;
+pub mod server;
 pub mod snapshot;
 
+pub use courier::Courier;
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
 pub use engine::{Print, endpoint as engine_endpoint};
 pub use proxy::{Proxy, ProxyProc};
 pub use proxyproc::ProxyProcess;
 pub use raw::{Msg, RawImap};
 pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};
+pub use server::ImapServer;
 pub use snapshot::{SnapMsg, Snapshot, assert_same_mail, snapshot, snapshot_at};

@@ -5,8 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::dovecot::{Dovecot, Layout};
+use super::dovecot::Layout;
 use super::raw::RawImap;
+use super::server::ImapServer;
 
 /// SplitMix64: small, fast, and the same sequence on every platform.
 #[derive(Clone, Debug)]
@@ -120,7 +121,8 @@ pub struct SeedSummary {
     /// Every folder that exists after seeding (INBOX, special-use and created ones, empty ones
     /// included) with the number of messages appended (duplicates and \Deleted ones included).
     pub counts: BTreeMap<String, usize>,
-    /// Subscribed folders: the seeded subscriptions plus Dovecot's `auto = subscribe` ones.
+    /// Subscribed folders: the seeded ones, including Drafts, Sent and Trash (Dovecot's
+    /// `auto = subscribe`; the seed subscribes them where the server does not).
     pub subscribed: BTreeSet<String>,
     pub messages: usize,
     pub bytes: usize,
@@ -136,7 +138,7 @@ pub const FAMILY: &str = "Family &- Friends";
 pub const KEYWORDS: [&str; 5] = ["$Label1", "$Forwarded", "Junk", "NonJunk", "ProjectX"];
 
 /// Builds a realistic account for `user` (created with `pw` if needed) through IMAP APPEND.
-pub fn seed_account(d: &Dovecot, user: &str, pw: &str, spec: &SeedSpec) -> SeedSummary {
+pub fn seed_account(d: &impl ImapServer, user: &str, pw: &str, spec: &SeedSpec) -> SeedSummary {
     assert!(
         !spec.dotted_names || d.sep() == '/',
         "dotted folder names need a '/' layout"
@@ -168,12 +170,30 @@ pub fn seed_account(d: &Dovecot, user: &str, pw: &str, spec: &SeedSpec) -> SeedS
     if spec.dotted_names {
         folders.push(("v1.2 release".into(), true, n));
     }
-    for special in ["INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"] {
-        s.summary.counts.insert(special.into(), 0);
-    }
+    // Dovecot creates the special folders itself (`auto = create/subscribe`); on servers that do
+    // not (Courier), the seed creates them the same way, so both accounts look alike.
+    let existing: BTreeSet<String> = s
+        .imap
+        .list()
+        .into_iter()
+        .map(|(_, _, name)| s.layout.normalize(&name))
+        .collect();
+    s.summary.counts.insert("INBOX".into(), 0);
     s.subscribe("INBOX");
-    for auto in ["Drafts", "Sent", "Trash"] {
-        s.summary.subscribed.insert(auto.into());
+    for (special, subscribe) in [
+        ("Drafts", true),
+        ("Sent", true),
+        ("Trash", true),
+        ("Junk", false),
+        ("Archive", false),
+    ] {
+        s.summary.counts.insert(special.into(), 0);
+        if !existing.contains(special) {
+            s.imap.create(&s.layout.server_name(special));
+        }
+        if subscribe {
+            s.subscribe(special);
+        }
     }
     for (path, subscribe, _) in &folders {
         s.imap.create(&s.layout.server_name(path));

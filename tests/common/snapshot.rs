@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hasher};
 
-use super::dovecot::{Dovecot, Layout};
+use super::dovecot::Layout;
 use super::raw::RawImap;
 use super::seed::imap_date;
+use super::server::ImapServer;
 
 /// One message, reduced to what a migration must preserve.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,7 +28,7 @@ pub struct Snapshot {
     /// Layout-independent path ("INBOX", "Projects/2024/Q1") -> sorted multiset of messages.
     /// `\Noselect`/`\NonExistent` entries are left out.
     pub folders: BTreeMap<String, Vec<SnapMsg>>,
-    /// Subscribed folders, same normalisation.
+    /// Subscribed folders, same normalisation (LSUB's `\Noselect` placeholders left out).
     pub subscribed: BTreeSet<String>,
 }
 
@@ -52,7 +53,7 @@ impl Snapshot {
 }
 
 /// Snapshot of `user`'s account on a harness instance.
-pub fn snapshot(d: &Dovecot, user: &str, pw: &str) -> Snapshot {
+pub fn snapshot(d: &impl ImapServer, user: &str, pw: &str) -> Snapshot {
     snapshot_at(d.host(), d.port(), d.layout(), user, pw)
 }
 
@@ -82,9 +83,12 @@ pub fn snapshot_at(host: &str, port: u16, layout: Layout, user: &str, pw: &str) 
         msgs.sort();
         snap.folders.insert(layout.normalize(&name), msgs);
     }
+    // `\Noselect` in LSUB marks an unsubscribed parent of subscribed folders: Courier lists those
+    // even for "*" (Dovecot only for "%"); they are not subscriptions.
     snap.subscribed = imap
         .lsub()
         .into_iter()
+        .filter(|(attrs, _, _)| !attrs.iter().any(|a| a.eq_ignore_ascii_case("\\Noselect")))
         .map(|(_, _, name)| layout.normalize(&name))
         .collect();
     imap.logout();
