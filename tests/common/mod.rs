@@ -1,10 +1,12 @@
 //! Shared integration-test support: private Dovecot servers (`dovecot`), a std-only IMAP client
-//! (`raw`), deterministic account seeding (`seed`) and layout-independent comparison (`snapshot`).
+//! (`raw`), deterministic account seeding (`seed`, and the `hostile` corpus) and layout-independent
+//! comparison (`snapshot`).
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
 
 pub mod dovecot;
 pub mod engine;
+pub mod hostile;
 pub mod proxy;
 pub mod proxyproc;
 pub mod raw;
@@ -13,6 +15,7 @@ pub mod snapshot;
 
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
 pub use engine::{Print, endpoint as engine_endpoint};
+pub use hostile::{HostileSummary, seed_hostile};
 pub use proxy::{Proxy, ProxyProc};
 pub use proxyproc::ProxyProcess;
 pub use raw::{Msg, RawImap};
