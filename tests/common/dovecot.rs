@@ -479,7 +479,7 @@ impl Dovecot {
     }
 
     /// As root, hands `path` (recursively) to the unprivileged user Dovecot runs as.
-    fn chown_for_dovecot(&self, path: &Path) {
+    pub fn chown_for_dovecot(&self, path: &Path) {
         chown_to_run_as(path);
     }
 

@@ -1,6 +1,7 @@
 //! Shared integration-test support: private Dovecot and Courier servers (`dovecot`, `courier`,
 //! both `server::ImapServer`), a std-only IMAP client (`raw`), deterministic account seeding
-//! (`seed`) and layout-independent comparison (`snapshot`).
+//! (`seed`, and the `hostile` corpus), running the binary (`cli`) and layout-independent
+//! comparison (`snapshot`).
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
 
@@ -8,6 +9,7 @@ pub mod cli;
 pub mod courier;
 pub mod dovecot;
 pub mod engine;
+pub mod hostile;
 pub mod proxy;
 pub mod proxyproc;
 pub mod raw;
@@ -18,6 +20,7 @@ pub mod snapshot;
 pub use courier::Courier;
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
 pub use engine::{Print, endpoint as engine_endpoint};
+pub use hostile::{HostileSummary, seed_hostile};
 pub use proxy::{Proxy, ProxyProc};
 pub use proxyproc::ProxyProcess;
 pub use raw::{Msg, RawImap};

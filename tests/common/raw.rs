@@ -1,6 +1,7 @@
 //! `RawImap`: a tiny blocking IMAP client (std only) that tests use to seed and inspect servers
 //! independently of the crate's own client. Responses are read as whole units with `{n}` literals
 //! inlined byte-exactly, and parsed by a small tokenizer (`Item`) into lists, strings and atoms.
+//! Atoms that are not UTF-8 (planted 8-bit keywords) become text losslessly (`atom_text`).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -11,7 +12,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Msg {
     pub uid: u32,
-    /// Flags and keywords, without `\Recent`.
+    /// Flags and keywords, without `\Recent`; 8-bit bytes as `atom_text` shows them.
     pub flags: BTreeSet<String>,
     pub internaldate: String,
     pub body: Vec<u8>,
@@ -229,8 +230,15 @@ impl RawImap {
         if self.examine(mailbox) == 0 {
             return Vec::new();
         }
-        let untagged = self.exec("UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])");
-        let mut msgs: Vec<Msg> = untagged.iter().filter_map(|u| parse_fetch(u)).collect();
+        self.uid_fetch("1:*")
+    }
+
+    /// The messages of UID set `uids` (e.g. "7", "1:*") in the selected mailbox, in UID order.
+    pub fn uid_fetch(&mut self, uids: &str) -> Vec<Msg> {
+        let untagged = self.exec(&format!(
+            "UID FETCH {uids} (UID FLAGS INTERNALDATE BODY.PEEK[])"
+        ));
+        let mut msgs: Vec<Msg> = untagged.into_iter().filter_map(parse_fetch).collect();
         msgs.sort_by_key(|m| m.uid);
         msgs
     }
@@ -272,6 +280,14 @@ impl RawImap {
 
     pub fn logout(mut self) {
         let _ = self.command("LOGOUT");
+    }
+
+    /// LOGOUT, then waits until the server closes the connection: Dovecot closes the socket only
+    /// after it has closed the session's mailboxes, so their files may be edited afterwards.
+    pub fn logout_and_wait(mut self) {
+        let _ = self.command("LOGOUT");
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut self.reader, &mut rest).expect("wait for LOGOUT close");
     }
 
     fn send(&mut self, cmd: &str) -> String {
@@ -356,21 +372,26 @@ fn exists(untagged: &[Vec<u8>]) -> u32 {
 }
 
 /// Parses `* <seq> FETCH (...)` into a `Msg`; other responses give `None`.
-fn parse_fetch(resp: &[u8]) -> Option<Msg> {
-    let items = parse_items(resp.strip_prefix(b"* ")?);
+fn parse_fetch(resp: Vec<u8>) -> Option<Msg> {
+    let mut items = parse_items(resp.strip_prefix(b"* ")?);
+    drop(resp); // BODY[] is in `items` now; one copy of a big message is enough
     if items.len() < 3 || !items[1].text().eq_ignore_ascii_case("FETCH") {
         return None;
     }
-    let attrs = items[2].list();
+    let Item::List(mut attrs) = items.swap_remove(2) else {
+        panic!("FETCH without a list: {items:?}");
+    };
     let mut msg = Msg {
         uid: 0,
         flags: BTreeSet::new(),
         internaldate: String::new(),
         body: Vec::new(),
     };
-    for pair in attrs.chunks(2) {
-        let value = &pair[1];
-        match pair[0].text().to_ascii_uppercase().as_str() {
+    for pair in attrs.chunks_mut(2) {
+        let [name, value] = pair else {
+            panic!("odd FETCH attribute list");
+        };
+        match name.text().to_ascii_uppercase().as_str() {
             "UID" => msg.uid = value.text().parse().unwrap(),
             "FLAGS" => {
                 msg.flags = value
@@ -383,7 +404,7 @@ fn parse_fetch(resp: &[u8]) -> Option<Msg> {
             "INTERNALDATE" => msg.internaldate = value.text(),
             "BODY[]" => {
                 if let Item::Str(bytes) = value {
-                    msg.body = bytes.clone();
+                    msg.body = std::mem::take(bytes);
                 }
             }
             _ => {}
@@ -452,18 +473,46 @@ fn literal_at(s: &[u8], pos: usize) -> Option<(usize, usize)> {
     (s.get(close + 1..close + 3) == Some(b"\r\n")).then_some((len, close + 3))
 }
 
-/// An atom; brackets are kept whole so `BODY[HEADER.FIELDS (A B)]` is one atom.
+/// An atom. The section of `BODY[...]`-like items is kept whole, so `BODY[HEADER.FIELDS (A B)]`
+/// is one atom; any other bracket is an ordinary atom byte (`a[b` is a valid keyword).
 fn parse_atom(s: &[u8], pos: &mut usize) -> String {
     let start = *pos;
     let mut depth = 0;
     while *pos < s.len() {
         match s[*pos] {
-            b'[' => depth += 1,
-            b']' => depth -= 1,
+            b'[' if depth > 0 || is_section_item(&s[start..*pos]) => depth += 1,
+            b']' if depth > 0 => depth -= 1,
             b' ' | b'(' | b')' | b'\r' | b'\n' if depth == 0 => break,
             _ => {}
         }
         *pos += 1;
     }
-    String::from_utf8_lossy(&s[start..*pos]).into_owned()
+    atom_text(&s[start..*pos])
+}
+
+/// Whether `name` is a FETCH item that takes a `[section]`.
+fn is_section_item(name: &[u8]) -> bool {
+    [
+        &b"BODY"[..],
+        b"BODY.PEEK",
+        b"BINARY",
+        b"BINARY.PEEK",
+        b"BINARY.SIZE",
+    ]
+    .iter()
+    .any(|item| name.eq_ignore_ascii_case(item))
+}
+
+/// Lossless text of atom bytes: UTF-8 stays as is, each byte that is not valid UTF-8 becomes
+/// `\xNN` (so latin-1 `\xe9` and UTF-8 `é` stay different keywords). Keywords cannot hold `\`,
+/// so only a system-flag lookalike such as `\xE9` itself could read the same.
+pub fn atom_text(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
 }

@@ -433,7 +433,7 @@ const WORDS: [&str; 16] = [
 ];
 
 /// About `len` bytes of ASCII text in CRLF lines of at most 72 characters.
-fn filler(rng: &mut Rng, len: usize) -> Vec<u8> {
+pub fn filler(rng: &mut Rng, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 80);
     let mut line = String::new();
     while out.len() + line.len() < len {
@@ -453,27 +453,29 @@ fn filler(rng: &mut Rng, len: usize) -> Vec<u8> {
     out
 }
 
-enum Content {
+pub enum Content {
     Text,
     Alternative,
     Mixed { attachment: Vec<u8>, name: String },
 }
 
 /// A message under construction; header values are raw bytes so 8-bit headers are possible.
-struct Mail {
-    i: u64,
-    date: (i64, i32),
-    message_id: bool,
-    received: bool,
-    subject: Vec<u8>,
-    from: Vec<u8>,
-    charset: &'static str,
-    text: Vec<u8>,
-    content: Content,
+pub struct Mail {
+    pub i: u64,
+    pub date: (i64, i32),
+    pub message_id: bool,
+    pub received: bool,
+    pub subject: Vec<u8>,
+    pub from: Vec<u8>,
+    /// Extra raw header lines (each ending in CRLF), placed before `MIME-Version`.
+    pub extra: Vec<u8>,
+    pub charset: &'static str,
+    pub text: Vec<u8>,
+    pub content: Content,
 }
 
 impl Mail {
-    fn new(i: u64, date: (i64, i32), subject: Vec<u8>) -> Mail {
+    pub fn new(i: u64, date: (i64, i32), subject: Vec<u8>) -> Mail {
         Mail {
             i,
             date,
@@ -481,13 +483,14 @@ impl Mail {
             received: true,
             subject,
             from: format!("User {} <user{}@example.net>", i % 97, i % 97).into_bytes(),
+            extra: Vec::new(),
             charset: "us-ascii",
             text: b"Hello.\r\n".to_vec(),
             content: Content::Text,
         }
     }
 
-    fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Vec<u8> {
         let (t, tz) = self.date;
         let mut h = Vec::new();
         if self.received {
@@ -514,6 +517,7 @@ impl Mail {
                 format!("Message-Id: <{}.{:x}@example.net>\r\n", self.i, t).as_bytes(),
             );
         }
+        h.extend_from_slice(&self.extra);
         h.extend_from_slice(b"MIME-Version: 1.0\r\n");
         let cte = if self.text.is_ascii() { "7bit" } else { "8bit" };
         let text_headers = format!(
@@ -565,7 +569,7 @@ impl Mail {
 }
 
 /// Standard base64 (`+/`), optionally padded.
-fn base64(bytes: &[u8], pad: bool) -> String {
+pub fn base64(bytes: &[u8], pad: bool) -> String {
     encode64(
         bytes,
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
@@ -625,7 +629,7 @@ const MONTHS: [&str; 12] = [
 const TZ_MINUTES: [i32; 7] = [0, 60, 120, -300, 330, -480, 540];
 
 /// A (UTC seconds, zone offset in minutes) pair between 2009 and 2024.
-fn date_in_range(rng: &mut Rng) -> (i64, i32) {
+pub fn date_in_range(rng: &mut Rng) -> (i64, i32) {
     let start = 1_230_768_000; // 2009-01-01
     let end = 1_735_689_600; // 2025-01-01
     (
@@ -644,7 +648,8 @@ pub fn imap_date(utc: i64, tz_minutes: i32) -> String {
     )
 }
 
-fn rfc5322_date(utc: i64, tz_minutes: i32) -> String {
+/// RFC 5322 date, e.g. "Thu, 05 Mar 2015 10:00:00 +0100".
+pub fn rfc5322_date(utc: i64, tz_minutes: i32) -> String {
     let local = utc + tz_minutes as i64 * 60;
     let (y, mo, d, h, mi, s) = civil(local);
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
