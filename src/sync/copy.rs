@@ -123,6 +123,8 @@ pub(crate) async fn copy_messages(
 /// The OLD side: pipelined fetches into the channel. With `add_header` (imapsync's --addheader),
 /// a message without identifying header lines gets `Message-Id: <UID@imapsync>` in front.
 /// Returns the UIDs whose FETCH OLD refused (with the reason) and those its answers left out.
+/// Servers may interleave the answers of pipelined FETCHes (Dovecot does), so a message is
+/// taken whichever command's wait it arrives in.
 async fn fetch(
     old: &mut Client,
     uids: &[u32],
@@ -132,7 +134,8 @@ async fn fetch(
     tally: &Tally<'_>,
 ) -> Result<(Vec<(u32, String)>, Vec<(u32, String)>), SyncError> {
     let mut failed = Vec::new();
-    let mut missing = Vec::new();
+    let mut outstanding: BTreeSet<u32> = uids.iter().copied().collect();
+    let mut bodiless = BTreeSet::new();
     let mut in_flight: VecDeque<(String, Vec<u32>)> = VecDeque::new();
     // A small first batch gets NEW's first APPEND going sooner; full batches after it.
     let first = uids.len().min(FIRST_FETCH_BATCH);
@@ -152,14 +155,12 @@ async fn fetch(
             in_flight.push_back((tag, batch.to_vec()));
         }
         let Some((tag, batch)) = in_flight.pop_front() else {
-            return Ok((failed, missing));
+            break;
         };
-        let wanted: BTreeSet<u32> = batch.iter().copied().collect();
         let mut got = Vec::with_capacity(batch.len());
-        let mut bodiless = BTreeSet::new();
         let result = old
             .wait_fetch(&tag, |f| match (f.uid, f.body) {
-                (Some(uid), Some(body)) if wanted.contains(&uid) => got.push(Msg {
+                (Some(uid), Some(body)) if outstanding.remove(&uid) => got.push(Msg {
                     uid,
                     flags: FlagSet::from_iter(f.flags.unwrap_or_default()),
                     date: f.internaldate,
@@ -168,7 +169,7 @@ async fn fetch(
                 (Some(uid), None) => {
                     bodiless.insert(uid);
                 }
-                // Unsolicited (another session's flag change) or not asked for.
+                // Unsolicited (another session's flag change) or already taken.
                 _ => {}
             })
             .await;
@@ -180,28 +181,13 @@ async fn fetch(
                     pair.old_name,
                     uidset::format(&batch)
                 ));
-                failed.extend(
-                    batch
-                        .iter()
-                        .map(|&u| (u, format!("could not be fetched: {e}"))),
-                );
-                continue;
+                for uid in batch.iter().filter(|u| outstanding.remove(u)) {
+                    failed.push((*uid, format!("could not be fetched: {e}")));
+                }
             }
             Err(e) => return Err(e.into()),
         }
         got.sort_by_key(|m| m.uid);
-        got.dedup_by_key(|m| m.uid);
-        let returned: BTreeSet<u32> = got.iter().map(|m| m.uid).collect();
-        for &uid in batch.iter().filter(|u| !returned.contains(u)) {
-            missing.push((
-                uid,
-                if bodiless.contains(&uid) {
-                    "host1's FETCH answer for it had no BODY[]".to_string()
-                } else {
-                    "host1's FETCH answer did not include it".to_string()
-                },
-            ));
-        }
         if let Some(ident) = add_header {
             got = got
                 .into_iter()
@@ -215,10 +201,22 @@ async fn fetch(
         for msg in got {
             if tx.send(msg).await.is_err() {
                 // The NEW side stopped (its error is reported there).
-                return Ok((failed, missing));
+                return Ok((failed, Vec::new()));
             }
         }
     }
+    let missing = outstanding
+        .into_iter()
+        .map(|uid| {
+            let why = if bodiless.contains(&uid) {
+                "host1's FETCH answer for it had no BODY[]"
+            } else {
+                "host1's FETCH answer did not include it"
+            };
+            (uid, why.to_string())
+        })
+        .collect();
+    Ok((failed, missing))
 }
 
 /// Commits links as APPENDs complete, one transaction for whatever has arrived meanwhile, so the

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::Dovecot;
+use super::ImapServer;
 
 /// The binary under test (integration tests only: examples share this module but not the path).
 pub fn binary() -> PathBuf {
@@ -107,10 +107,10 @@ pub fn strings(v: &[&str]) -> Vec<String> {
 
 /// `--host1 … --password2 …` for `user1` on `old` and `user2` on `new`.
 pub fn accounts(
-    old: &Dovecot,
+    old: &impl ImapServer,
     user1: &str,
     pw1: &str,
-    new: &Dovecot,
+    new: &impl ImapServer,
     user2: &str,
     pw2: &str,
 ) -> Vec<String> {
