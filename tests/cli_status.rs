@@ -109,6 +109,7 @@ struct AccountRow<'a> {
     old_msgs: u64,
     new_msgs: u64,
     linked: u64,
+    errors: u64,
     journal: u64,
 }
 
@@ -123,10 +124,11 @@ fn parse_account(r: &[String]) -> (AccountRow<'_>, &str, Option<&str>) {
             old_msgs: n(4),
             new_msgs: n(5),
             linked: n(6),
-            journal: n(7),
+            errors: n(7),
+            journal: n(8),
         },
-        &r[8],
-        r.get(9).map(String::as_str),
+        &r[9],
+        r.get(10).map(String::as_str),
     )
 }
 
@@ -185,6 +187,7 @@ fn status_and_retire_on_real_state() {
             old_msgs: m,
             new_msgs: m,
             linked: m,
+            errors: 0,
             journal: 0,
         },
         "\n{out}"
@@ -223,7 +226,7 @@ fn status_and_retire_on_real_state() {
                 .into_iter()
                 .map(|s| s.to_string())
                 .chain([n, n, n].map(|n| n.to_string()))
-                .chain(["0".to_string()])
+                .chain(["0", "0"].map(String::from))
                 .collect();
             (shown, row)
         })

@@ -315,3 +315,84 @@ fn a_date_new_cannot_store_is_a_named_warning() {
     run.assert_says("msg INBOX/1: host2 folder INBOX stored INTERNALDATE");
     run.assert_says("instead of \"01-Jan-2040 00:00:00 +0000\" (a date the server cannot store)");
 }
+
+/// A message NEW refuses (over quota) is an error naming it: the exit code says so, the folder
+/// stays `partial`, and `imapferry status USER` lists it with NEW's answer until a later pass
+/// copies it (here after the quota is gone).
+#[test]
+fn a_message_new_refuses_is_named_by_status_until_copied() {
+    let old = Dovecot::start(Layout::Slash);
+    let mut new = Dovecot::start_with(DovecotOptions {
+        quota_kb: Some(20),
+        ..Default::default()
+    });
+    old.add_user("joe", PW1);
+    new.add_user("joe", PW2);
+    let mut imap = RawImap::connect(old.host(), old.port());
+    imap.login("joe", PW1);
+    imap.append("INBOX", &["\\Seen"], None, &message(1, 2_000));
+    imap.append("INBOX", &[], None, &message(2, 60_000));
+    imap.logout();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let config = dir.path().join("imapferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nimap = \"127.0.0.1:1143\"\n[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+             [state]\npath = \"{}\"\n",
+            new.port(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let mut args = accounts(&old, "joe", PW1, &new, "joe", PW2);
+    args.extend(strings(&[
+        "--state",
+        state.to_str().unwrap(),
+        "--nofoldersizes",
+    ]));
+    let run = sync_in(dir.path(), &args);
+    run.assert_code(113);
+    run.assert_says("Messages in error                       : 1");
+    let status = |user: Option<&str>| {
+        let mut args = strings(&["status", "--config", config.to_str().unwrap()]);
+        args.extend(user.map(String::from));
+        run_at(&binary(), dir.path(), &args, &[])
+    };
+    let shown = status(Some("joe"));
+    shown.assert_code(0);
+    assert!(
+        shown
+            .stdout
+            .contains("not copied: INBOX/2: could not append: ")
+            && shown.stdout.contains("OVERQUOTA"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown.stdout.contains("INBOX       INBOX       partial"),
+        "{}",
+        shown.stdout
+    );
+    let overview = status(None);
+    assert!(
+        overview
+            .stdout
+            .contains("Errors:      1 OLD message not copied"),
+        "{}",
+        overview.stdout
+    );
+
+    // The next pass tries again; once NEW takes it, the error is gone.
+    new.set_quota_kb(1_000_000);
+    let run = sync_in(dir.path(), &args);
+    run.assert_code(0);
+    let shown = status(Some("joe"));
+    assert!(!shown.stdout.contains("not copied"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("INBOX       INBOX       synced"),
+        "{}",
+        shown.stdout
+    );
+}

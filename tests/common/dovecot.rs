@@ -300,6 +300,15 @@ impl Dovecot {
         }
     }
 
+    /// A new storage quota for every user (the instance must have started with one), in force
+    /// after a restart on the same ports and data.
+    pub fn set_quota_kb(&mut self, kb: u64) {
+        assert!(self.opts.quota_kb.is_some(), "started without a quota");
+        self.opts.quota_kb = Some(kb);
+        std::fs::write(self.config_path(), self.config()).expect("write dovecot.conf");
+        self.restart();
+    }
+
     /// Stops if running, then starts again on the same ports with the same data.
     pub fn restart(&mut self) {
         self.terminate();
