@@ -206,6 +206,25 @@ fn the_hostile_corpus_copies_by_sync() {
     let again = sync_in(dir.path(), &args);
     again.assert_code(0);
     again.assert_says("Messages transferred                    : 0");
+
+    // Keywords stricter parsers refuse also round-trip through STORE: changed on OLD, the next
+    // pass's flag merge writes them to NEW.
+    let odd = ["~tilde", "a[b", "what?", "a:b;c"];
+    let mut imap = RawImap::connect(old.host(), old.port());
+    imap.login("eve", PW1);
+    let uid = imap.uid_fetch_all("Hostile/Big")[0].uid;
+    imap.uid_store("Hostile/Big", uid, "+FLAGS", &odd);
+    imap.logout();
+    let third = sync_in(dir.path(), &args);
+    third.assert_code(0);
+    let flags = &snapshot(&new, "eve", PW2).folders["Hostile/Big"][0].flags;
+    for k in odd {
+        assert!(
+            flags.contains(k),
+            "{k} not stored on NEW: {flags:?}\n{}",
+            third.stdout
+        );
+    }
 }
 
 /// The same corpus backfilled by the migration proxy when a client opens each folder: the same
