@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::login::LoginFormat;
 use crate::mapping::{MapperOptions, PerlSubst, Selection, perl_regex};
 use crate::secret::Secret;
 use crate::tls::TlsError;
@@ -96,9 +97,25 @@ pub struct New {
     pub master_user: Option<String>,
     #[serde(default)]
     pub master_password_file: Option<PathBuf>,
+    /// How a typed login becomes the account's name, as NEW normalises it (Dovecot's
+    /// `auth_username_format`): `%Lu` by default, so `User2` and `USER2` are one account.
+    #[serde(default = "default_username_format")]
+    pub username_format: String,
+}
+
+fn default_username_format() -> String {
+    "%Lu".into()
 }
 
 impl New {
+    /// The parsed `username_format`.
+    pub fn login_format(&self) -> Result<LoginFormat, ValidationError> {
+        LoginFormat::parse(&self.username_format).map_err(|message| ValidationError::Invalid {
+            key: "new.username_format",
+            message,
+        })
+    }
+
     /// Reads NEW's master password, without its trailing newline.
     pub fn master_password(&self) -> Result<Option<Secret>, ValidationError> {
         self.master_password_file
@@ -478,6 +495,8 @@ pub enum ValidationError {
     },
     #[error("{key} = {value:?}: expected host:port")]
     Address { key: &'static str, value: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
     #[error("{key} '{value}' is not a usable regex: {message}")]
     Regex {
         key: &'static str,
@@ -498,7 +517,8 @@ impl ValidationError {
             | ValidationError::Unused { key, .. }
             | ValidationError::OutOfRange { key, .. }
             | ValidationError::Address { key, .. }
-            | ValidationError::Regex { key, .. } => key,
+            | ValidationError::Regex { key, .. }
+            | ValidationError::Invalid { key, .. } => key,
         }
     }
 }
@@ -634,6 +654,7 @@ impl Config {
 
         check_address("new.address", &self.new.address)?;
         check_ca("new.ca", self.new.ca.as_deref())?;
+        self.new.login_format()?;
 
         if let Some(old) = &self.old {
             check_address("old.address", &old.address)?;

@@ -430,7 +430,8 @@ fn accounts_and_master_policies_reach_the_right_old_account() {
     }
     drop(proxy);
 
-    // auth = "master": the NEW login's user on OLD, through OLD's master user.
+    // auth = "master": the NEW login's user on OLD, through OLD's master user, but only for an
+    // account someone imported: a typed name alone never opens an OLD mailbox.
     let secret = dir.path().join("master.secret");
     std::fs::write(&secret, format!("{}\n", master.1)).unwrap();
     let state = dir.path().join("state-master.db");
@@ -448,10 +449,36 @@ fn accounts_and_master_policies_reach_the_right_old_account() {
     c.login(USER, "alicenew");
     assert_eq!(
         c.select("INBOX"),
+        0,
+        "OLD opened for a login nobody imported"
+    );
+    c.logout();
+    assert!(
+        proxy.log().contains("not an imported account"),
+        "{}",
+        proxy.log()
+    );
+    let logins = dir.path().join("logins.txt");
+    std::fs::write(&logins, "Alice\n").unwrap();
+    let import = Command::new(env!("CARGO_BIN_EXE_imapferry"))
+        .args(["accounts", "import"])
+        .arg(&logins)
+        .arg("--config")
+        .arg(dir.path().join("proxy.toml"))
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{import:?}");
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login("ALICE", "alicenew");
+    assert_eq!(
+        c.select("INBOX"),
         3,
         "alice does not see her OLD mail via the master user"
     );
     c.logout();
+    let accounts = store_summaries(&state);
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(accounts[0].key.new_user, USER);
 }
 
 #[test]

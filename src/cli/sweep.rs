@@ -164,20 +164,15 @@ pub fn sweep_command(args: &[String]) -> i32 {
 }
 
 /// The account key a line of the import file stands for, built exactly as the proxy builds it
-/// at login, so an imported account and a later login are one account.
+/// at login (the NEW login normalised by `new.username_format`), so an imported account and a
+/// later login are one account.
 fn import_key(
     line: &str,
     number: usize,
     creds: &Credentials,
     auth: OldAuth,
 ) -> Result<Option<AccountKey>, String> {
-    let (old_default, new_host) = creds.hosts();
-    let key = |old_host: &str, old_user: &str, new_user: &str| AccountKey {
-        old_host: old_host.to_string(),
-        old_user: old_user.to_string(),
-        new_host: new_host.to_string(),
-        new_user: new_user.to_string(),
-    };
+    let (old_default, _) = creds.hosts();
     if !line.contains(';') {
         let login = line.trim();
         if login.is_empty() || login.starts_with('#') {
@@ -188,16 +183,21 @@ fn import_key(
                 "line {number}: a bare login needs old.auth = \"master\" (or a loop-file line)"
             ));
         }
-        return Ok(Some(key(old_default, login, login)));
+        let name = creds.name(login);
+        return Ok(Some(creds.key(old_default, &name, &name)));
     }
     match loopfile::parse_line(number, line) {
         Line::Skip => Ok(None),
         Line::Malformed { number, reason } => Err(format!("line {number}: {reason}")),
-        Line::Account(a) => Ok(Some(match auth {
-            OldAuth::Accounts => key(&a.host1, &a.user1, &a.user2),
-            // The proxy reaches OLD at old.address as the NEW login's user.
-            OldAuth::Master | OldAuth::Same => key(old_default, &a.user2, &a.user2),
-        })),
+        Line::Account(a) => {
+            let name = creds.name(&a.user2);
+            Ok(Some(match auth {
+                // OLD's side is what the line says, exactly (OLD may tell case apart).
+                OldAuth::Accounts => creds.key(&a.host1, &a.user1, &name),
+                // The proxy reaches OLD at old.address as the account's name.
+                OldAuth::Master | OldAuth::Same => creds.key(old_default, &name, &name),
+            }))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Where an account's logins come from — never from the state store: the user's own login (the
-//! proxy), an OLD or NEW master user (SASL PLAIN with authzid = the user), or an imapsync loop file
-//! naming OLD's host, user and password and NEW's password for each NEW login.
+//! Which account a login is, and where its logins come from — never from the state store: the
+//! user's own login (the proxy), an OLD or NEW master user (SASL PLAIN with authzid = the user),
+//! or an imapsync loop file naming OLD's host, user and password and NEW's password for each NEW
+//! login. Every key is built here, from the login's normalised name (`new.username_format`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tracing::warn;
 use super::MigrateError;
 use crate::config::{self, Config, OldAuth};
 use crate::imap::{ConnectOptions, TlsOptions};
+use crate::login::LoginFormat;
 use crate::loopfile::{self, Line};
 use crate::secret::Secret;
 use crate::store::AccountKey;
@@ -38,8 +40,9 @@ pub struct Credentials {
     new: ConnectOptions,
     policy: OldPolicy,
     new_master: Option<(String, Secret)>,
-    /// NEW login → its loop-file line (`auth = "accounts"`).
+    /// Account name (a normalised NEW login) → its loop-file line (`auth = "accounts"`).
     accounts: HashMap<String, Entry>,
+    format: LoginFormat,
 }
 
 fn connect_options(
@@ -106,6 +109,7 @@ impl Credentials {
             },
             OldAuth::Accounts => OldPolicy::Accounts,
         };
+        let format = config.new.login_format().map_err(invalid)?;
         let mut accounts = HashMap::new();
         if let Some(path) = &old.accounts {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -115,7 +119,7 @@ impl Credentials {
                 match line {
                     Line::Account(a) => {
                         accounts.insert(
-                            a.user2,
+                            format.apply(&a.user2),
                             Entry {
                                 old_host: a.host1,
                                 old_user: a.user1,
@@ -147,37 +151,55 @@ impl Credentials {
             policy,
             new_master,
             accounts,
+            format,
         }))
     }
 
-    /// The account key of a NEW login (OLD host and user per the policy).
-    pub fn key(&self, old: &Endpoint, new_user: &str) -> AccountKey {
+    /// The account name of a login as typed (`new.username_format`): one NEW mailbox, one name.
+    pub fn name(&self, typed: &str) -> String {
+        self.format.apply(typed)
+    }
+
+    /// The account key of NEW login `name` whose OLD side is `old_user` at `old_host`.
+    pub fn key(&self, old_host: &str, old_user: &str, name: &str) -> AccountKey {
         AccountKey {
-            old_host: old.connect.host.clone(),
-            old_user: old.user.clone(),
+            old_host: old_host.to_string(),
+            old_user: old_user.to_string(),
             new_host: self.new.host.clone(),
-            new_user: new_user.to_string(),
+            new_user: name.to_string(),
         }
     }
 
-    /// OLD and NEW for a user who just logged in to NEW with `password` (the proxy). `None`:
-    /// the user has no OLD account (not in the accounts file).
-    pub fn for_login(&self, user: &str, password: &Secret) -> Option<(Endpoint, Endpoint)> {
-        let new = login_endpoint(self.new.clone(), user, password);
+    /// With `auth = "master"` OLD is opened only for accounts someone imported (`accounts
+    /// import`): the master user could open any OLD mailbox, so a typed name alone is not enough.
+    pub fn needs_import(&self) -> bool {
+        matches!(self.policy, OldPolicy::Master { .. })
+    }
+
+    /// The account, OLD and NEW of a user who just logged in to NEW as `typed` with `password`
+    /// (the proxy). `None`: the login has no OLD account (not in the accounts file).
+    pub fn for_login(
+        &self,
+        typed: &str,
+        password: &Secret,
+    ) -> Option<(AccountKey, Endpoint, Endpoint)> {
+        let name = self.name(typed);
+        let new = login_endpoint(self.new.clone(), &name, password);
         let old = match &self.policy {
-            OldPolicy::Same => login_endpoint(self.old.clone(), user, password),
+            OldPolicy::Same => login_endpoint(self.old.clone(), &name, password),
             OldPolicy::Master {
                 user: admin,
                 password,
-            } => master_endpoint(self.old.clone(), user, admin, password),
+            } => master_endpoint(self.old.clone(), &name, admin, password),
             OldPolicy::Accounts => {
-                let e = self.accounts.get(user)?;
+                let e = self.accounts.get(&name)?;
                 let mut connect = self.old.clone();
                 connect.host = e.old_host.clone();
                 login_endpoint(connect, &e.old_user, &e.old_password)
             }
         };
-        Some((old, new))
+        let key = self.key(&old.connect.host, &old.user, &name);
+        Some((key, old, new))
     }
 
     /// OLD and NEW for an account without its user (sweeps, `verify`); the error says what is

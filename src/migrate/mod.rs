@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
 pub use account::{Account, ErrorKind, Watch};
 pub use credentials::Credentials;
@@ -107,14 +107,28 @@ impl Migrator {
     /// A user logged in to NEW with `password`: their account, its OLD folder tree mapped and
     /// created on NEW, INBOX's backfill started. `None` when
     /// the account has no OLD side or is retired: the session is then a plain relay.
-    pub async fn login(&self, user: &str, password: &Secret) -> Option<Arc<Account>> {
-        let (old_ep, new_ep) = self.credentials.for_login(user, password)?;
-        let key = self.credentials.key(&old_ep, user);
-        let id = match self.store.account(&key).await {
-            Ok(id) => id,
-            Err(e) => {
-                warn!("{e}: {user} is relayed without migration");
-                return None;
+    pub async fn login(&self, typed: &str, password: &Secret) -> Option<Arc<Account>> {
+        let (key, old_ep, new_ep) = self.credentials.for_login(typed, password)?;
+        let name = key.new_user.clone();
+        let id = if self.credentials.needs_import() {
+            match self.store.find_account(&key).await {
+                Ok(Some(id)) => id,
+                Ok(None) => {
+                    info!(account = %name, "not an imported account: relayed to NEW without migration");
+                    return None;
+                }
+                Err(e) => {
+                    warn!("{e}: {name} is relayed without migration");
+                    return None;
+                }
+            }
+        } else {
+            match self.store.account(&key).await {
+                Ok(id) => id,
+                Err(e) => {
+                    warn!("{e}: {name} is relayed without migration");
+                    return None;
+                }
             }
         };
         if matches!(
@@ -123,7 +137,7 @@ impl Migrator {
         ) {
             return None;
         }
-        let account = self.account(id, user, (old_ep.clone(), new_ep.clone()));
+        let account = self.account(id, &name, (old_ep.clone(), new_ep.clone()));
         account.set_endpoints(old_ep, new_ep);
         account.start().await;
         Some(account)
@@ -200,7 +214,10 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_memory().await.unwrap());
         let (_stop, stop_rx) = watch::channel(false);
         let m = Migrator::new(&config, store, stop_rx).unwrap().unwrap();
-        let endpoints = |u: &str| m.credentials.for_login(u, &Secret::new("pw")).unwrap();
+        let endpoints = |u: &str| {
+            let (_, old, new) = m.credentials.for_login(u, &Secret::new("pw")).unwrap();
+            (old, new)
+        };
         let held = m.account(1, "held", endpoints("held"));
         for i in 0..PRUNE_FIRST + 10 {
             let user = format!("u{i}");

@@ -241,6 +241,12 @@ pub fn find_user<'a>(accounts: &'a [AccountSummary], user: &str) -> Vec<&'a Acco
     if !found.is_empty() {
         return found;
     }
+    // Account names are normalised logins (lower case by default): `USER1` finds `user1`.
+    let lower = user.to_lowercase();
+    let found = by(&|a| a.key.new_user.to_lowercase() == lower);
+    if !found.is_empty() {
+        return found;
+    }
     let found = by(&|a| a.key.old_user == user);
     if !found.is_empty() {
         return found;
@@ -1101,8 +1107,10 @@ mod tests {
             summary(4, "ann", "ann", "old2"),
         ];
         // (USER, expected ids)
-        let cases: [(&str, &[i64]); 6] = [
+        let cases: [(&str, &[i64]); 8] = [
             ("joe", &[1]),
+            ("JOE", &[1]), // account names are normalised logins
+            ("Joseph", &[2]),
             ("joseph", &[2]), // NEW user first
             ("jo", &[2]),     // then OLD user
             ("ann", &[3, 4]),
