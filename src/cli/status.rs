@@ -792,6 +792,7 @@ mod tests {
             linked: 0,
             tombstones: 0,
             pending_journal: 0,
+            parked_journal: 0,
             message_errors: 0,
         }
     }

@@ -650,6 +650,7 @@ mod tests {
             linked: 0,
             tombstones: 0,
             pending_journal: 0,
+            parked_journal: 0,
             message_errors: 0,
         };
         let old = [msg(1, "a", "\\Seen"), msg(2, "b", ""), msg(3, "c", "")];

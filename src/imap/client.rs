@@ -195,6 +195,8 @@ pub struct Client {
     done: HashMap<String, Done>,
     /// Untagged responses read while waiting for a continuation; delivered by the next `wait`.
     stash: Vec<Untagged>,
+    /// The mailbox this connection has selected, and whether read-only (EXAMINE).
+    selected: Option<(String, bool)>,
 }
 
 impl Client {
@@ -238,6 +240,7 @@ impl Client {
             greeting: String::new(),
             done: HashMap::new(),
             stash: Vec::new(),
+            selected: None,
         };
         match client.read().await? {
             Response::Untagged(Untagged::Status {
@@ -317,6 +320,7 @@ impl Client {
             greeting: String::new(),
             done: HashMap::new(),
             stash: Vec::new(),
+            selected: None,
         };
         client.capability().await?;
         Ok(client)
@@ -566,7 +570,22 @@ impl Client {
         if !self.caps.has("UNSELECT") {
             return Ok(());
         }
-        self.run_ok(Cmd::new("UNSELECT"), |_| {}).await.map(|_| ())
+        self.run_ok(Cmd::new("UNSELECT"), |_| {}).await?;
+        self.selected = None;
+        Ok(())
+    }
+
+    /// Leaves a mailbox selected read-only: UNSELECT, or CLOSE (which expunges nothing in a
+    /// read-only mailbox, RFC 3501 §6.4.2) where UNSELECT is missing.
+    async fn leave_readonly(&mut self) -> Result<()> {
+        let verb = if self.caps.has("UNSELECT") {
+            "UNSELECT"
+        } else {
+            "CLOSE"
+        };
+        self.run_ok(Cmd::new(verb), |_| {}).await?;
+        self.selected = None;
+        Ok(())
     }
 
     pub async fn noop(&mut self) -> Result<()> {
@@ -784,6 +803,8 @@ impl Client {
             Some(Code::ReadOnly) => info.readonly = true,
             _ => {}
         };
+        // A failed SELECT leaves nothing selected (RFC 9051 §6.3.2).
+        self.selected = None;
         let done = self
             .run_ok(cmd, |u| match u {
                 Untagged::Exists(n) => info.exists = n,
@@ -792,6 +813,7 @@ impl Client {
             })
             .await?;
         apply(&done.code, &mut info);
+        self.selected = Some((mailbox.to_string(), info.readonly));
         Ok(info)
     }
 
@@ -913,6 +935,15 @@ impl Client {
             return Err(
                 self.protocol("MULTIAPPEND of several messages without the capability".into())
             );
+        }
+        // Courier refuses an APPEND to the mailbox its connection has EXAMINEd ("NO Current box
+        // is selected READ-ONLY"): leave it first.
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|(name, readonly)| *readonly && name == mailbox)
+        {
+            self.leave_readonly().await?;
         }
         let tag = self.tag();
         let mut head = Cmd::new(&format!("{tag} APPEND ")).string(mailbox);

@@ -1,5 +1,6 @@
 //! UID sets: compact formatting of UID lists (`1:5,7`), parsing of sets in response codes
-//! (APPENDUID, COPYUID, VANISHED), and splitting long sets so command lines stay short.
+//! (APPENDUID, COPYUID, VANISHED), splitting long sets so command lines stay short, and
+//! [`Ranges`], a set kept as ranges so `1:99998` costs bytes, not megabytes.
 
 /// Formats ascending (or any) UIDs as a compact set. The input need not be sorted.
 pub fn format(uids: &[u32]) -> String {
@@ -72,9 +73,106 @@ pub fn parse(s: &str, limit: usize) -> Option<Vec<u32>> {
     Some(out)
 }
 
+/// A set of UIDs as ascending, disjoint, non-adjacent ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ranges(Vec<(u32, u32)>);
+
+impl Ranges {
+    /// Parses a UID set as a client sends it (`1:3,7,9:*` is refused: `*` is not a UID), at most
+    /// `max_items` comma-separated items.
+    pub fn parse(s: &str, max_items: usize) -> Option<Ranges> {
+        let mut ranges = Vec::new();
+        for item in s.split(',') {
+            if ranges.len() >= max_items {
+                return None;
+            }
+            let (a, b) = match item.split_once(':') {
+                Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+                None => {
+                    let v = item.parse::<u32>().ok()?;
+                    (v, v)
+                }
+            };
+            ranges.push((a.min(b), a.max(b)));
+        }
+        Some(Ranges::from_ranges(ranges))
+    }
+
+    /// The set of `uids` (any order, duplicates allowed).
+    pub fn from_uids(uids: impl IntoIterator<Item = u32>) -> Ranges {
+        Ranges::from_ranges(uids.into_iter().map(|u| (u, u)).collect())
+    }
+
+    fn from_ranges(mut ranges: Vec<(u32, u32)>) -> Ranges {
+        ranges.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            match out.last_mut() {
+                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                _ => out.push((lo, hi)),
+            }
+        }
+        Ranges(out)
+    }
+
+    pub fn contains(&self, uid: u32) -> bool {
+        let i = self.0.partition_point(|(_, hi)| *hi < uid);
+        self.0.get(i).is_some_and(|(lo, _)| *lo <= uid)
+    }
+
+    /// How many UIDs the set holds.
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|(lo, hi)| u64::from(hi - lo) + 1).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for Ranges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}:{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_stay_compact() {
+        let r = Ranges::parse("1:99998", 10).unwrap();
+        assert_eq!((r.len(), r.to_string()), (99_998, "1:99998".to_string()));
+        let r = Ranges::parse("9,1:3,4,7:5,20", 10).unwrap();
+        assert_eq!(r.to_string(), "1:7,9,20");
+        for (uid, inside) in [
+            (0, false),
+            (1, true),
+            (7, true),
+            (8, false),
+            (9, true),
+            (20, true),
+            (21, false),
+        ] {
+            assert_eq!(r.contains(uid), inside, "{uid}");
+        }
+        assert_eq!(Ranges::from_uids([5, 3, 4, 9, 3]).to_string(), "3:5,9");
+        assert_eq!(Ranges::parse("1:*", 10), None);
+        assert_eq!(Ranges::parse("1,2,3", 2), None);
+        assert!(Ranges::default().is_empty());
+        assert_eq!(Ranges::parse(&u32::MAX.to_string(), 1).unwrap().len(), 1);
+    }
 
     #[test]
     fn formats_compactly() {

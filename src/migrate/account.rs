@@ -1,38 +1,32 @@
-//! One account's migration state, shared by all of the user's sessions: OLD↔NEW folder names, a
-//! small pool of engine connection pairs, each folder's backfill (one owner, the others wait on
-//! it), live pickup for the folders sessions have selected, and the worker that drains the journal.
+//! One account's migration state, shared by all of the user's sessions and the sweeper: its
+//! folder names ([`Names`]), connection pool, folders ([`backfill`](super::backfill)), journal
+//! and mirror ([`drain`](super::drain)) and lifecycle ([`lifecycle`](super::lifecycle)), and the
+//! worker that keeps the journal draining and the selected folders picked up while it is used.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{Instrument, debug, info, warn};
+use tokio::sync::{Mutex, Notify, watch};
+use tracing::Instrument;
 
-use super::mirror;
-use super::write::Write;
-use crate::imap::{Client, ImapError, Side};
-use crate::mapping;
-use crate::store::{AccountId, AccountState, Phase, Store};
-use crate::sync::{self, Endpoint, Options, Quiet, SyncError};
+use super::backfill::Folder;
+use super::backoff::Backoff;
+use super::names::Names;
+use super::pool::Pool;
+use crate::imap::ImapError;
+use crate::store::{AccountId, Store};
+use crate::sync::{self, Endpoint, Options, SyncError};
 
 /// How often the worker looks at selected folders (live pickup) and at the journal.
-const LIVE_POLL: Duration = Duration::from_secs(2);
-/// A folder checked this recently is not checked again for a SELECT.
-const FRESH: Duration = Duration::from_secs(1);
-/// Connection pairs per account (backfills and the mirror).
-const CONNECTIONS: usize = 2;
-/// Pooled connections older than this are dropped rather than reused.
-const IDLE_MAX: Duration = Duration::from_secs(60);
+pub(crate) const LIVE_POLL: Duration = Duration::from_secs(2);
 /// Longest a login waits for OLD's folder tree to be created on NEW (LIST and CREATEs: cheap,
 /// unless OLD does not answer).
 const PREPARE_WAIT: Duration = Duration::from_secs(10);
-/// How long a mapped OLD tree is trusted before a login or sweep maps it again.
-const TREE_MAX_AGE: Duration = Duration::from_secs(300);
-const BACKOFF_FIRST: Duration = Duration::from_secs(2);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Back-off while OLD (or NEW) cannot be reached.
+const REACH_FIRST: Duration = Duration::from_secs(2);
+const REACH_MAX: Duration = Duration::from_secs(60);
 
 /// What the migrator shares with every account.
 pub(crate) struct Shared {
@@ -109,70 +103,6 @@ fn transient_code(text: &str) -> bool {
         .any(|c| t.contains(c))
 }
 
-/// A logged-in pair of engine connections.
-pub(crate) struct Conn {
-    pub old: Client,
-    pub new: Client,
-}
-
-/// OLD and NEW names of the account's folders (NEW → OLD), and each side's namespace.
-#[derive(Default)]
-struct Names {
-    prepared: bool,
-    /// When OLD's tree was last mapped: a later login or sweep maps it again after
-    /// [`TREE_MAX_AGE`] (folders created on OLD meanwhile, e.g. by its webmail).
-    mapped_at: Option<Instant>,
-    new_to_old: BTreeMap<String, String>,
-    sides: Option<(mapping::Side, mapping::Side)>,
-}
-
-/// One NEW folder's coordination state.
-#[derive(Default)]
-pub(crate) struct Folder {
-    /// Held by whoever works on the pair (a backfill or the mirror).
-    pub lock: Mutex<()>,
-    /// The backfill in progress, if any: waiters watch it turn true.
-    running: StdMutex<Option<Running>>,
-    checked: StdMutex<Option<Instant>>,
-    watchers: AtomicUsize,
-}
-
-impl Folder {
-    fn fresh(&self) -> bool {
-        self.checked
-            .lock()
-            .ok()
-            .and_then(|c| *c)
-            .is_some_and(|t| t.elapsed() < FRESH)
-    }
-}
-
-/// A backfill in progress.
-struct Running {
-    done: watch::Receiver<bool>,
-    /// Started by the sweeper: a user's request may take it over.
-    sweep: bool,
-    /// Past the journal, copying: aborting it loses nothing (links are committed per APPEND and
-    /// an unlinked copy is adopted by the next pass, as after a crash).
-    copying: Arc<AtomicBool>,
-    abort: tokio::task::AbortHandle,
-}
-
-impl Running {
-    fn active(&self) -> bool {
-        !*self.done.borrow()
-    }
-}
-
-/// Keeps a folder under live pickup while a session has it selected.
-pub struct Watch(Arc<Folder>);
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// Counts a session of the account while it lives.
 pub struct Presence(Arc<Account>);
 
@@ -183,34 +113,33 @@ impl Drop for Presence {
     }
 }
 
-struct Backoff {
-    until: Option<Instant>,
-    delay: Duration,
-}
-
 pub struct Account {
     pub(crate) id: AccountId,
     pub(crate) store: Arc<dyn Store>,
-    opts: Options,
+    pub(super) opts: Options,
     /// `opts` with the sweeper's shared rate ceilings, for backfills a sweep starts.
-    sweep_opts: Options,
+    pub(super) sweep_opts: Options,
     /// Interactive backfills being waited for, all accounts together (the sweeper yields to them).
-    interactive: Arc<AtomicUsize>,
+    pub(super) interactive: Arc<AtomicUsize>,
     /// The last failure since the last success (for the sweeper), with its kind.
-    last_error: StdMutex<Option<(ErrorKind, String)>>,
+    pub(super) last_error: StdMutex<Option<(ErrorKind, String)>>,
     /// Messages and bytes copied from OLD by this proxy.
     copied: (AtomicU64, AtomicU64),
-    endpoints: StdMutex<(Endpoint, Endpoint)>,
-    names: StdMutex<Names>,
-    folders: DashMap<String, Arc<Folder>>,
-    idle: StdMutex<Vec<(Conn, Instant)>>,
-    permits: Arc<Semaphore>,
-    prepare_lock: Mutex<()>,
-    mirror_lock: Mutex<()>,
-    wake: Notify,
+    pub(super) names: StdMutex<Names>,
+    pub(super) folders: DashMap<String, Arc<Folder>>,
+    pub(super) pool: Pool,
+    pub(super) prepare_lock: Mutex<()>,
+    pub(super) mirror_lock: Mutex<()>,
+    pub(super) wake: Notify,
     sessions: AtomicUsize,
     worker: AtomicBool,
-    backoff: StdMutex<Backoff>,
+    /// While OLD (or NEW) cannot be reached: every step that needs them waits.
+    pub(super) reach: StdMutex<Backoff>,
+    /// Seen retired: no more backfill, pickup or mirror, ever (only an explicit un-retire, which
+    /// a new login notices, changes that).
+    pub(super) retired: AtomicBool,
+    /// Journal entries not yet on OLD (for back-pressure; the store has the truth).
+    pub(super) pending: AtomicU64,
     stop: watch::Receiver<bool>,
 }
 
@@ -218,7 +147,7 @@ impl Account {
     pub(crate) fn new(
         id: AccountId,
         store: Arc<dyn Store>,
-        (old, new): (Endpoint, Endpoint),
+        endpoints: (Endpoint, Endpoint),
         opts: Options,
         shared: &Shared,
     ) -> Account {
@@ -232,37 +161,34 @@ impl Account {
             interactive: Arc::clone(&shared.interactive),
             last_error: StdMutex::new(None),
             copied: (AtomicU64::new(0), AtomicU64::new(0)),
-            endpoints: StdMutex::new((old, new)),
             names: StdMutex::new(Names::default()),
             folders: DashMap::new(),
-            idle: StdMutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(CONNECTIONS)),
+            pool: Pool::new(endpoints),
             prepare_lock: Mutex::new(()),
             mirror_lock: Mutex::new(()),
             wake: Notify::new(),
             sessions: AtomicUsize::new(0),
             worker: AtomicBool::new(false),
-            backoff: StdMutex::new(Backoff {
-                until: None,
-                delay: BACKOFF_FIRST,
-            }),
+            reach: StdMutex::new(Backoff::new(REACH_FIRST, REACH_MAX)),
+            retired: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
             stop: shared.stop.clone(),
         }
     }
 
     /// The latest credentials (a user may change their password during the migration).
     pub(crate) fn set_endpoints(&self, old: Endpoint, new: Endpoint) {
-        if let Ok(mut e) = self.endpoints.lock() {
-            *e = (old, new);
-        }
+        self.pool.set_endpoints(old, new);
     }
 
     /// A new session of this account: the journal drains, OLD's tree is created on NEW (the
     /// login waits for it, at most [`PREPARE_WAIT`]), and INBOX's backfill starts.
     pub(crate) async fn start(self: &Arc<Self>) {
-        if let Ok(mut b) = self.backoff.lock() {
-            b.until = None; // a login is a good moment to try OLD again
+        if let Ok(mut b) = self.reach.lock() {
+            b.retry_now(); // a login is a good moment to try OLD again
         }
+        self.retired.store(false, Ordering::SeqCst);
+        self.count_pending().await;
         let me = Arc::clone(self);
         let prepared = tokio::spawn(
             async move {
@@ -282,23 +208,6 @@ impl Account {
         Presence(Arc::clone(self))
     }
 
-    /// Keeps `folder` (a NEW name) under live pickup until the returned value is dropped.
-    pub fn watch(self: &Arc<Self>, folder: &str) -> Watch {
-        let f = self.folder(folder);
-        f.watchers.fetch_add(1, Ordering::SeqCst);
-        Watch(f)
-    }
-
-    /// Brings `folder` (a NEW name) up to date from OLD, waiting at most `wait`; the backfill
-    /// goes on in the background after that. Folders OLD does not have return at once.
-    pub async fn ensure(self: &Arc<Self>, folder: &str, wait: Duration) {
-        if let Some(mut done) = self.backfill(folder, false) {
-            self.interactive.fetch_add(1, Ordering::SeqCst);
-            let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
-            self.interactive.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
     /// One sweep of the whole account (the sweeper): OLD's tree on NEW, the journal mirrored,
     /// then every folder brought up to date in turn, yielding between folders while users wait
     /// for backfills. Returns the messages and bytes copied, or the failure that stopped it.
@@ -307,15 +216,19 @@ impl Account {
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;
         }
-        if let Ok(mut b) = self.backoff.lock() {
-            b.until = None; // the sweeper has its own back-off per host
+        if let Ok(mut b) = self.reach.lock() {
+            b.retry_now(); // the sweeper has its own back-off per host
         }
+        if self.is_retired().await {
+            return Ok((0, 0));
+        }
+        self.count_pending().await;
         self.prepare().await;
         self.check()?;
         self.drain_journal().await;
         self.check()?;
         let folders: Vec<String> = match self.names.lock() {
-            Ok(n) => n.new_to_old.keys().cloned().collect(),
+            Ok(n) => n.pairs().map(|(new, _)| new.to_string()).collect(),
             Err(_) => Vec::new(),
         };
         for folder in folders {
@@ -330,6 +243,11 @@ impl Account {
         self.update_state().await;
         let after = self.copied_totals();
         Ok((after.0 - before.0, after.1 - before.1))
+    }
+
+    pub(super) fn count_copied(&self, messages: u64, bytes: u64) {
+        self.copied.0.fetch_add(messages, Ordering::SeqCst);
+        self.copied.1.fetch_add(bytes, Ordering::SeqCst);
     }
 
     fn copied_totals(&self) -> (u64, u64) {
@@ -347,369 +265,25 @@ impl Account {
         }
     }
 
-    /// Records a write NEW accepted; it is committed before this returns, then mirrored.
-    pub async fn record(&self, write: Write) {
-        // Names follow NEW at once, so nothing re-creates a renamed or deleted folder meanwhile.
-        match &write {
-            Write::Rename { from, to } => self.rename_names(from, to),
-            Write::Delete { folder } => {
-                if let Ok(mut n) = self.names.lock() {
-                    n.new_to_old.remove(folder);
-                }
-            }
-            _ => {}
-        }
-        match self
-            .store
-            .journal_append(self.id, write.kind(), &write.to_json())
-            .await
-        {
-            Ok(id) => debug!(id, kind = write.kind(), "journaled"),
-            Err(e) => warn!("{e}: {} not journaled, OLD will miss it", write.kind()),
-        }
-        self.wake.notify_one();
-    }
-
-    pub(crate) fn folder(&self, name: &str) -> Arc<Folder> {
-        Arc::clone(self.folders.entry(name.to_string()).or_default().value())
-    }
-
     pub(crate) fn old_name(&self, new: &str) -> Option<String> {
-        self.names.lock().ok()?.new_to_old.get(new).cloned()
+        Some(self.names.lock().ok()?.old_of(new)?.to_string())
     }
 
     /// The OLD name for a folder created on NEW: NEW's prefix and separator swapped for OLD's.
     pub(crate) fn reverse_name(&self, new: &str) -> Option<String> {
-        let names = self.names.lock().ok()?;
-        let (old_side, new_side) = names.sides.as_ref()?;
-        Some(mapping::map_name(new, new_side, old_side))
+        self.names.lock().ok()?.reverse(new)
     }
 
     /// (OLD, NEW) hierarchy separators, once the tree is mapped.
     pub(crate) fn separators(&self) -> Option<(char, char)> {
         let names = self.names.lock().ok()?;
-        let (old, new) = names.sides.as_ref()?;
-        Some((old.sep, new.sep))
+        Some((names.old_sep()?, names.new_sep()?))
     }
 
     pub(crate) fn add_name(&self, new: &str, old: &str) {
         if let Ok(mut n) = self.names.lock() {
-            n.new_to_old.insert(new.to_string(), old.to_string());
+            n.insert(new, old);
         }
-    }
-
-    /// `from` and the folders below it now live under `to` on NEW.
-    fn rename_names(&self, from: &str, to: &str) {
-        let Ok(mut n) = self.names.lock() else { return };
-        let sep = n.sides.as_ref().map_or('/', |(_, new)| new.sep);
-        let under: Vec<String> = n
-            .new_to_old
-            .keys()
-            .filter(|new| {
-                new.strip_prefix(from)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(sep))
-            })
-            .cloned()
-            .collect();
-        let moved: Vec<(String, String)> = under
-            .into_iter()
-            .filter_map(|new| {
-                let old = n.new_to_old.remove(&new)?;
-                Some((format!("{to}{}", &new[from.len()..]), old))
-            })
-            .collect();
-        n.new_to_old.extend(moved);
-    }
-
-    fn backing_off(&self) -> bool {
-        self.backoff
-            .lock()
-            .ok()
-            .and_then(|b| b.until)
-            .is_some_and(|t| Instant::now() < t)
-    }
-
-    /// A pair of logged-in connections (pooled), with the permit that bounds them.
-    pub(crate) async fn conn(&self) -> Result<(Conn, OwnedSemaphorePermit), SyncError> {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| SyncError::Options("connection pool closed".into()))?;
-        let pooled = self.idle.lock().ok().and_then(|mut idle| {
-            idle.retain(|(_, since)| since.elapsed() < IDLE_MAX);
-            idle.pop()
-        });
-        if let Some((conn, _)) = pooled {
-            return Ok((conn, permit));
-        }
-        let (old_ep, new_ep) = match self.endpoints.lock() {
-            Ok(e) => e.clone(),
-            Err(_) => return Err(SyncError::Options("endpoints unavailable".into())),
-        };
-        let (old, new) = tokio::try_join!(
-            sync::login(&old_ep, Side::Old),
-            sync::login(&new_ep, Side::New)
-        )?;
-        Ok((Conn { old, new }, permit))
-    }
-
-    pub(crate) fn put(&self, conn: Conn) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push((conn, Instant::now()));
-        }
-    }
-
-    /// OLD (or NEW) failed: back off before the next attempt; bad OLD credentials fail the account.
-    pub(crate) async fn failed(&self, e: &SyncError) {
-        warn!("migration: {e}");
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some((ErrorKind::of(e), e.to_string()));
-        }
-        if let Ok(mut b) = self.backoff.lock() {
-            b.until = Some(Instant::now() + b.delay);
-            b.delay = (b.delay * 2).min(BACKOFF_MAX);
-        }
-        if let SyncError::Imap(ImapError::Login {
-            side: Side::Old, ..
-        }) = e
-            && ErrorKind::of(e) == ErrorKind::Login
-        {
-            let reason = e.to_string();
-            if let Err(e) = self
-                .store
-                .set_account_state(self.id, AccountState::Failed, Some(&reason))
-                .await
-            {
-                warn!("{e}");
-            }
-        }
-    }
-
-    fn succeeded(&self) {
-        if let Ok(mut b) = self.backoff.lock() {
-            b.until = None;
-            b.delay = BACKOFF_FIRST;
-        }
-    }
-
-    /// Maps OLD's tree and creates it on NEW, once per account (again after a failure).
-    async fn prepare(&self) {
-        let _one = self.prepare_lock.lock().await;
-        let fresh = |n: &Names| n.mapped_at.is_some_and(|t| t.elapsed() < TREE_MAX_AGE);
-        if self.names.lock().is_ok_and(|n| fresh(&n)) || self.backing_off() {
-            return;
-        }
-        // Pending writes first: a folder deleted or renamed on NEW must be gone on OLD before
-        // OLD's tree is mapped again.
-        self.drain_journal().await;
-        let result = async {
-            let (mut conn, _permit) = self.conn().await?;
-            let tree = sync::prepare_tree(&mut conn.old, &mut conn.new, &self.opts, &Quiet).await?;
-            self.put(conn);
-            Ok::<_, SyncError>(tree)
-        }
-        .await;
-        match result {
-            Ok(tree) => {
-                info!(folders = tree.pairs.len(), "OLD folder tree mapped on NEW");
-                self.succeeded();
-                if let Ok(mut n) = self.names.lock() {
-                    n.prepared = true;
-                    n.mapped_at = Some(Instant::now());
-                    n.new_to_old = tree.pairs.into_iter().map(|(o, n)| (n, o)).collect();
-                    n.sides = Some((tree.old_side, tree.new_side));
-                }
-                let _ = self.store.touch_account(self.id).await;
-            }
-            Err(e) => self.failed(&e).await,
-        }
-    }
-
-    /// Starts (or joins) the backfill of a NEW folder; `None` when there is nothing to wait for.
-    /// `sweep`: started by the sweeper (its rate ceilings apply; no freshness shortcut).
-    pub(crate) fn backfill(
-        self: &Arc<Self>,
-        folder: &str,
-        sweep: bool,
-    ) -> Option<watch::Receiver<bool>> {
-        let old_name = self.old_name(folder)?;
-        if self.backing_off() {
-            return None;
-        }
-        let f = self.folder(folder);
-        let mut running = f.running.lock().ok()?;
-        if let Some(r) = running.as_ref().filter(|r| r.active()) {
-            // Interactive first: a user's request takes over the sweeper's (rate-limited) copy.
-            let take_over = r.sweep && !sweep && r.copying.load(Ordering::SeqCst);
-            if !take_over {
-                return Some(r.done.clone());
-            }
-            debug!(folder, "a user's request takes over the sweeper's backfill");
-            r.abort.abort();
-        } else if f.fresh() && !sweep {
-            return None;
-        }
-        let (tx, rx) = watch::channel(false);
-        let copying = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(
-            Arc::clone(self)
-                .run_backfill(
-                    Arc::clone(&f),
-                    (old_name, folder.to_string()),
-                    tx,
-                    sweep,
-                    Arc::clone(&copying),
-                )
-                .in_current_span(),
-        );
-        *running = Some(Running {
-            done: rx.clone(),
-            sweep,
-            copying,
-            abort: task.abort_handle(),
-        });
-        Some(rx)
-    }
-
-    async fn run_backfill(
-        self: Arc<Self>,
-        f: Arc<Folder>,
-        (old_name, new_name): (String, String),
-        done: watch::Sender<bool>,
-        sweep: bool,
-        copying: Arc<AtomicBool>,
-    ) {
-        // The mirror goes first, so OLD already has the user's writes when it is read.
-        self.drain_journal().await;
-        let result = {
-            let _owner = f.lock.lock().await;
-            copying.store(true, Ordering::SeqCst);
-            let opts = if sweep { &self.sweep_opts } else { &self.opts };
-            let r = self.sync_folder(&old_name, &new_name, opts).await;
-            copying.store(false, Ordering::SeqCst);
-            r
-        };
-        match result {
-            Ok(()) => {
-                if let Ok(mut c) = f.checked.lock() {
-                    *c = Some(Instant::now());
-                }
-            }
-            Err(e) => self.failed(&e).await,
-        }
-        if let Ok(mut r) = f.running.lock() {
-            *r = None;
-        }
-        let _ = done.send(true);
-        self.update_state().await;
-    }
-
-    async fn sync_folder(
-        &self,
-        old_name: &str,
-        new_name: &str,
-        opts: &Options,
-    ) -> Result<(), SyncError> {
-        let span = tracing::info_span!("backfill", folder = %new_name);
-        async {
-            let pair = self.store.folder_pair(self.id, old_name, new_name).await?;
-            let (mut conn, _permit) = self.conn().await?;
-            let report = sync::sync_pair(
-                &*self.store,
-                &mut conn.old,
-                &mut conn.new,
-                &pair,
-                opts,
-                &Quiet,
-            )
-            .await?;
-            self.put(conn);
-            self.succeeded();
-            self.copied
-                .0
-                .fetch_add(report.stats.messages_transferred, Ordering::SeqCst);
-            self.copied
-                .1
-                .fetch_add(report.stats.bytes_transferred, Ordering::SeqCst);
-            for e in &report.errors {
-                warn!("{e}");
-            }
-            if report.stats.messages_transferred > 0 {
-                info!(copied = report.stats.messages_transferred, "backfilled");
-            }
-            Ok(())
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Mirrors every pending journal entry to OLD, in order. A lost connection stops it (the
-    /// entry stays pending); an entry OLD refuses is logged and skipped.
-    pub(crate) async fn drain_journal(&self) {
-        if self.backing_off() {
-            return;
-        }
-        let _one = self.mirror_lock.lock().await;
-        loop {
-            let entries = match self.store.journal_pending(self.id, 64).await {
-                Ok(e) if e.is_empty() => return,
-                Ok(e) => e,
-                Err(e) => return warn!("{e}"),
-            };
-            let (mut conn, _permit) = match self.conn().await {
-                Ok(c) => c,
-                Err(e) => return self.failed(&e).await,
-            };
-            for entry in entries {
-                match mirror::apply(self, &mut conn, &entry).await {
-                    Ok(()) => debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD"),
-                    Err(SyncError::Imap(e)) if e.is_fatal() => {
-                        return self.failed(&SyncError::Imap(e)).await;
-                    }
-                    Err(SyncError::Store(e)) => return warn!("{e}"),
-                    Err(e) => warn!(
-                        id = entry.id,
-                        kind = %entry.kind,
-                        "journal entry not mirrored to OLD: {e}"
-                    ),
-                }
-                if let Err(e) = self.store.journal_done(entry.id).await {
-                    return warn!("{e}");
-                }
-            }
-            self.put(conn);
-        }
-    }
-
-    /// pending → partial → synced as folders complete; a failed account recovers here.
-    async fn update_state(&self) {
-        let mapped: Vec<String> = match self.names.lock() {
-            Ok(n) if n.prepared => n.new_to_old.values().cloned().collect(),
-            _ => return,
-        };
-        let (Ok(pairs), Ok(pending), Ok(current)) = (
-            self.store.folder_pairs(self.id).await,
-            self.store.journal_pending_count(self.id).await,
-            self.store.account_state(self.id).await,
-        ) else {
-            return;
-        };
-        let synced = mapped.iter().all(|old| {
-            pairs
-                .iter()
-                .any(|p| &p.old_name == old && p.phase == Phase::Synced)
-        });
-        let state = if synced && pending == 0 {
-            AccountState::Synced
-        } else if pairs.iter().any(|p| p.phase != Phase::New) {
-            AccountState::Partial
-        } else {
-            AccountState::Pending
-        };
-        if current != state && current != AccountState::Retired {
-            let _ = self.store.set_account_state(self.id, state, None).await;
-        }
-        let _ = self.store.touch_account(self.id).await;
     }
 
     fn spawn_worker(self: &Arc<Self>) {
@@ -728,24 +302,19 @@ impl Account {
                 () = self.wake.notified() => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
+            if self.is_retired().await {
+                break;
+            }
             self.drain_journal().await;
-            let watched: Vec<String> = self
-                .folders
-                .iter()
-                .filter(|e| e.value().watchers.load(Ordering::SeqCst) > 0)
-                .map(|e| e.key().clone())
-                .collect();
-            for name in watched {
+            for name in self.watched() {
                 let _ = self.backfill(&name, false);
             }
-            let pending = self.store.journal_pending_count(self.id).await.unwrap_or(0);
+            let pending = self.pending.load(Ordering::SeqCst);
             if self.sessions.load(Ordering::SeqCst) == 0 && pending == 0 {
                 break;
             }
         }
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
-        }
+        self.pool.clear();
         self.worker.store(false, Ordering::SeqCst);
         // A session that arrived while the loop was ending found the flag still set.
         if self.sessions.load(Ordering::SeqCst) > 0 && !*self.stop.borrow() {
@@ -757,6 +326,7 @@ impl Account {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imap::Side;
 
     #[test]
     fn error_kinds() {

@@ -1,37 +1,114 @@
-//! Replays one journal entry on OLD through the links (DESIGN.md §2, dual write): flags and
-//! expunges of linked messages, moves and copies (the links follow the messages), appends (linked
-//! at once, so never copied back), and folder changes. Each holds the folder locks it touches.
+//! Replays one journal entry on OLD through the links (DESIGN.md §2, dual write), in OLD's names
+//! of the time it was journaled: flags and expunges of linked messages, moves and copies (the
+//! links follow the messages), appends (linked at once, so never copied back), folder changes.
+//! The answer says whether OLD has the change, or why not and whether trying again can help.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::account::{Account, Conn};
-use super::write::Write;
-use crate::imap::{AppendMsg, Code, Fetch, Side};
-use crate::store::{FolderPair, JournalEntry, Link, LinkFlags};
+use super::account::Account;
+use super::journal::{Entry, FlagOp, Write};
+use super::names::renamed;
+use super::pool::Conn;
+use crate::imap::uidset::Ranges;
+use crate::imap::{AppendMsg, Code, Fetch, ImapError, Side};
+use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, StoreError};
 use crate::sync::SyncError;
-use crate::sync::flags::{FlagSet, store_ops};
+use crate::sync::flags::{FlagSet, PermanentFlags, filter_for_new, store_ops, syntax_check};
 
-type Result<T> = std::result::Result<T, SyncError>;
+/// Why an entry is not on OLD (yet).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MirrorError {
+    /// OLD or NEW cannot be reached now: the entry waits, the account backs off.
+    #[error("{0}")]
+    Unreachable(SyncError),
+    /// OLD refused it: tried again later, parked after a few refusals.
+    #[error("{0}")]
+    Refused(String),
+    /// It can never apply: parked at once.
+    #[error("{0}")]
+    Never(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
-/// Mirrors `entry` on OLD. Refusals by OLD come back as errors; the caller decides.
+impl From<SyncError> for MirrorError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Store(s) => MirrorError::Store(s),
+            SyncError::Imap(ImapError::Refused { .. }) => MirrorError::Refused(e.to_string()),
+            SyncError::Imap(_) => MirrorError::Unreachable(e),
+            other => MirrorError::Never(other.to_string()),
+        }
+    }
+}
+
+impl From<ImapError> for MirrorError {
+    fn from(e: ImapError) -> Self {
+        SyncError::Imap(e).into()
+    }
+}
+
+type Result<T> = std::result::Result<T, MirrorError>;
+
+/// What the mirror of one entry needs besides the connections.
+struct Ctx<'a> {
+    acct: &'a Account,
+    entry: &'a JournalEntry,
+    /// NEW name → OLD name when journaled (`None`: an entry of an earlier version).
+    old: Option<BTreeMap<String, String>>,
+}
+
+impl Ctx<'_> {
+    /// The OLD name of NEW folder `new` for this entry; `None`: not on OLD.
+    fn old_name(&self, new: &str) -> Option<String> {
+        match &self.old {
+            Some(map) => map.get(new).cloned(),
+            None => self.acct.old_name(new),
+        }
+    }
+
+    /// The OLD name of NEW folder `new`, creating the folder on OLD when it is only on NEW (a
+    /// folder NEW made by itself, such as its special-use folders), so what the user puts there
+    /// is mirrored too.
+    async fn old_name_or_create(&self, conn: &mut Conn, new: &str) -> Result<Option<String>> {
+        if let Some(old) = self.old_name(new) {
+            return Ok(Some(old));
+        }
+        let Some(old) = self.acct.reverse_name(new) else {
+            return Ok(None);
+        };
+        conn.old.create(&old).await?;
+        self.acct.add_name(new, &old);
+        Ok(Some(old))
+    }
+
+    async fn pair(&self, old: &str, new: &str) -> Result<FolderPair> {
+        Ok(self.acct.store.folder_pair(self.acct.id, old, new).await?)
+    }
+}
+
+/// Mirrors `entry` on OLD. `Ok`: OLD has the change (or there is nothing to do there).
 pub(crate) async fn apply(acct: &Account, conn: &mut Conn, entry: &JournalEntry) -> Result<()> {
-    let write = Write::from_json(&entry.payload)
-        .ok_or_else(|| SyncError::Options(format!("unreadable journal entry {}", entry.id)))?;
+    let Entry { write, old } = Entry::from_json(&entry.payload)
+        .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
+    let ctx = Ctx { acct, entry, old };
     match write {
         Write::Flags {
             folder,
             uids,
             flags,
             replace,
+            op,
         } => {
             let f = acct.folder(&folder);
             let _owner = f.lock.lock().await;
-            mirror_flags(acct, conn, &folder, uids, &flags, replace).await
+            let op = op.or(replace.then_some(FlagOp::Replace));
+            mirror_flags(&ctx, conn, &folder, uids, op, &flags).await
         }
         Write::Expunge { folder } => {
             let f = acct.folder(&folder);
             let _owner = f.lock.lock().await;
-            mirror_expunge(acct, conn, &folder).await
+            mirror_expunge(&ctx, conn, &folder).await
         }
         Write::Copy {
             from,
@@ -47,41 +124,43 @@ pub(crate) async fn apply(acct: &Account, conn: &mut Conn, entry: &JournalEntry)
             } else {
                 Some(b.lock.lock().await)
             };
-            mirror_copy(acct, conn, &from, &to, &uids, moved).await
+            mirror_copy(&ctx, conn, &from, &to, &uids, moved).await
         }
         Write::Append { folder, uids } => {
             let f = acct.folder(&folder);
             let _owner = f.lock.lock().await;
-            mirror_append(acct, conn, &folder, &uids).await
+            mirror_append(&ctx, conn, &folder, &uids).await
         }
         Write::Create { folder } => {
-            let Some(old) = acct
-                .old_name(&folder)
-                .or_else(|| acct.reverse_name(&folder))
-            else {
+            let Some(old) = ctx.old_name(&folder).or_else(|| acct.reverse_name(&folder)) else {
                 return Ok(());
             };
             conn.old.create(&old).await?;
-            acct.store.folder_pair(acct.id, &old, &folder).await?;
-            acct.add_name(&folder, &old);
+            ctx.pair(&old, &folder).await?;
             Ok(())
         }
         Write::Delete { folder } => {
             let f = acct.folder(&folder);
             let _owner = f.lock.lock().await;
-            let Some(pair) = stored_pair(acct, &folder).await? else {
+            let Some(old) = ctx.old_name(&folder) else {
                 return Ok(()); // never on OLD
             };
-            let deleted = conn.old.delete(&pair.old_name).await;
-            acct.store.delete_pair(pair.id).await?;
-            deleted.map_err(SyncError::from)
+            match conn.old.delete(&old).await {
+                Ok(()) => {}
+                // Already gone (deleted on OLD too, or a second DELETE): OLD is as NEW.
+                Err(ImapError::Refused { text, code, .. }) if is_nonexistent(&text, &code) => {}
+                Err(e) => return Err(e.into()),
+            }
+            for p in acct.store.folder_pairs(acct.id).await? {
+                if p.old_name == old {
+                    acct.store.delete_pair(p.id).await?;
+                }
+            }
+            Ok(())
         }
-        Write::Rename { from, to } => mirror_rename(acct, conn, &from, &to).await,
+        Write::Rename { from, to } => mirror_rename(&ctx, conn, &from, &to).await,
         Write::Subscribe { folder, subscribed } => {
-            let Some(old) = acct
-                .old_name(&folder)
-                .or_else(|| acct.reverse_name(&folder))
-            else {
+            let Some(old) = ctx.old_name(&folder).or_else(|| acct.reverse_name(&folder)) else {
                 return Ok(());
             };
             if subscribed {
@@ -94,25 +173,15 @@ pub(crate) async fn apply(acct: &Account, conn: &mut Conn, entry: &JournalEntry)
     }
 }
 
-/// The recorded pair whose NEW side is `new_name`.
-async fn stored_pair(acct: &Account, new_name: &str) -> Result<Option<FolderPair>> {
-    Ok(acct
-        .store
-        .folder_pairs(acct.id)
-        .await?
-        .into_iter()
-        .find(|p| p.new_name == new_name))
-}
-
-/// The pair of a NEW folder: recorded, or created when OLD has the folder.
-async fn pair(acct: &Account, new_name: &str) -> Result<Option<FolderPair>> {
-    if let Some(p) = stored_pair(acct, new_name).await? {
-        return Ok(Some(p));
-    }
-    match acct.old_name(new_name) {
-        Some(old) => Ok(Some(acct.store.folder_pair(acct.id, &old, new_name).await?)),
-        None => Ok(None),
-    }
+/// `NO [NONEXISTENT]` or the usual "doesn't exist" wordings.
+fn is_nonexistent(text: &str, code: &Option<String>) -> bool {
+    let t = text.to_ascii_lowercase();
+    code.as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case("NONEXISTENT"))
+        || t.contains("nonexistent")
+        || t.contains("doesn't exist")
+        || t.contains("does not exist")
+        || t.contains("no such mailbox")
 }
 
 /// Flags of one side's messages, by UID.
@@ -121,7 +190,7 @@ async fn fetch_flags(
     folder: &str,
     readonly: bool,
     uids: &[u32],
-) -> Result<HashMap<u32, FlagSet>> {
+) -> std::result::Result<HashMap<u32, FlagSet>, ImapError> {
     client.select(folder, readonly).await?;
     let mut out = HashMap::new();
     client
@@ -135,47 +204,110 @@ async fn fetch_flags(
 }
 
 /// OLD takes NEW's value of every flag the user's STORE named (all of them for `FLAGS (...)`),
-/// on the linked messages it touched; the links' base flags become what both sides now have.
+/// on the linked messages it touched. When the entry knows the UIDs and the operation, the STORE
+/// itself says NEW's value and OLD is written without reading NEW; otherwise (sequence numbers,
+/// entries of an earlier version) both sides are read. The links' base flags follow.
 async fn mirror_flags(
-    acct: &Account,
+    ctx: &Ctx<'_>,
     conn: &mut Conn,
     folder: &str,
-    uids: Option<Vec<u32>>,
+    uids: Option<Ranges>,
+    op: Option<FlagOp>,
     named: &[String],
-    replace: bool,
 ) -> Result<()> {
-    let Some(pair) = pair(acct, folder).await? else {
+    let Some(old) = ctx.old_name(folder) else {
         return Ok(());
     };
-    let wanted: Option<BTreeSet<u32>> = uids.map(|u| u.into_iter().collect());
-    let links: Vec<Link> = acct
-        .store
+    let store = &ctx.acct.store;
+    let pair = ctx.pair(&old, folder).await?;
+    let links: Vec<Link> = store
         .links(pair.id)
         .await?
         .into_iter()
-        .filter(|l| wanted.as_ref().is_none_or(|w| w.contains(&l.new_uid)))
+        .filter(|l| uids.as_ref().is_none_or(|r| r.contains(l.new_uid)))
         .collect();
     if links.is_empty() {
         return Ok(());
     }
-    let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
-    let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
-    let new_flags = fetch_flags(&mut conn.new, &pair.new_name, true, &new_uids).await?;
-    let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
     let named = FlagSet::from_iter(named);
+    let info = conn.old.select(&pair.old_name, false).await?;
+    let perm = info
+        .permanentflags
+        .as_ref()
+        .map(|p| PermanentFlags::parse(&p.join(" ")))
+        .unwrap_or_default();
+    let (storable, dropped) = filter_for_new(&named, &perm);
+    for (flag, why) in &dropped {
+        tracing::warn!(
+            folder = %pair.old_name,
+            "OLD cannot store flag {flag} ({why}): not mirrored (journal entry {})",
+            ctx.entry.id
+        );
+    }
+    let updates = match (uids.is_some(), op) {
+        (true, Some(op)) => {
+            let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+            let list: Vec<String> = storable.iter().map(String::from).collect();
+            let command = match op {
+                FlagOp::Add => "+FLAGS.SILENT",
+                FlagOp::Remove => "-FLAGS.SILENT",
+                FlagOp::Replace => "FLAGS.SILENT",
+            };
+            if !list.is_empty() || op == FlagOp::Replace {
+                conn.old.uid_store(&old_uids, command, &list).await?;
+            }
+            links
+                .iter()
+                .map(|l| LinkFlags {
+                    old_uid: l.old_uid,
+                    old_flags: op
+                        .apply(&FlagSet::parse(&l.old_flags), &storable)
+                        .to_canonical(),
+                    new_flags: op
+                        .apply(&FlagSet::parse(&l.new_flags), &named)
+                        .to_canonical(),
+                })
+                .collect()
+        }
+        _ => {
+            let f = ctx.acct.folder(folder);
+            let _reading = f.read_new().await;
+            let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
+            let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+            let new_flags = fetch_flags(&mut conn.new, &pair.new_name, true, &new_uids).await?;
+            let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
+            let replace = op == Some(FlagOp::Replace);
+            by_reading(conn, &links, &named, replace, &new_flags, &old_flags, &perm).await?
+        }
+    };
+    store.update_link_flags(pair.id, &updates).await?;
+    Ok(())
+}
+
+/// OLD takes NEW's value (read from both) of the flags the STORE touched.
+async fn by_reading(
+    conn: &mut Conn,
+    links: &[Link],
+    named: &FlagSet,
+    replace: bool,
+    new_flags: &HashMap<u32, FlagSet>,
+    old_flags: &HashMap<u32, FlagSet>,
+    perm: &PermanentFlags,
+) -> Result<Vec<LinkFlags>> {
     let mut ops: HashMap<(Vec<String>, Vec<String>), Vec<u32>> = HashMap::new();
     let mut updates = Vec::new();
-    for link in &links {
+    for link in links {
         let (Some(n), Some(o)) = (new_flags.get(&link.new_uid), old_flags.get(&link.old_uid))
         else {
             continue;
         };
-        let touched = |f: &str| f != "\\Recent" && (replace || named.contains(f));
-        let target = FlagSet::from_iter(
+        let touched = |f: &str| replace || named.contains(f);
+        let wanted = FlagSet::from_iter(
             o.iter()
                 .filter(|f| !touched(f))
                 .chain(n.iter().filter(|f| touched(f))),
         );
+        let (target, _) = filter_for_new(&wanted, perm);
         let (add, remove) = store_ops(o, &target);
         if !add.is_empty() || !remove.is_empty() {
             ops.entry((add, remove)).or_default().push(link.old_uid);
@@ -194,21 +326,26 @@ async fn mirror_flags(
             conn.old.uid_store(&uids, "-FLAGS.SILENT", &remove).await?;
         }
     }
-    acct.store.update_link_flags(pair.id, &updates).await?;
-    Ok(())
+    Ok(updates)
 }
 
 /// Linked messages no longer on NEW are expunged on OLD, and their links dropped.
-async fn mirror_expunge(acct: &Account, conn: &mut Conn, folder: &str) -> Result<()> {
-    let Some(pair) = pair(acct, folder).await? else {
+async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<()> {
+    let Some(old) = ctx.old_name(folder) else {
         return Ok(());
     };
-    let links = acct.store.links(pair.id).await?;
+    let store = &ctx.acct.store;
+    let pair = ctx.pair(&old, folder).await?;
+    let links = store.links(pair.id).await?;
     if links.is_empty() {
         return Ok(());
     }
-    conn.new.select(&pair.new_name, true).await?;
-    let present: BTreeSet<u32> = conn.new.uid_search("ALL").await?.into_iter().collect();
+    let present: BTreeSet<u32> = {
+        let f = ctx.acct.folder(folder);
+        let _reading = f.read_new().await;
+        conn.new.select(&pair.new_name, true).await?;
+        conn.new.uid_search("ALL").await?.into_iter().collect()
+    };
     let gone: Vec<u32> = links
         .iter()
         .filter(|l| !present.contains(&l.new_uid))
@@ -219,7 +356,7 @@ async fn mirror_expunge(acct: &Account, conn: &mut Conn, folder: &str) -> Result
     }
     conn.old.select(&pair.old_name, false).await?;
     conn.old.uid_expunge(&gone).await?;
-    acct.store.remove_links(pair.id, &gone).await?;
+    store.remove_links(pair.id, &gone).await?;
     Ok(())
 }
 
@@ -227,19 +364,28 @@ async fn mirror_expunge(acct: &Account, conn: &mut Conn, folder: &str) -> Result
 /// both sides), and a move drops the source links. Without COPYUID from OLD, the destination's
 /// adoption watermark is lowered so the next pass links the copies by identity key.
 async fn mirror_copy(
-    acct: &Account,
+    ctx: &Ctx<'_>,
     conn: &mut Conn,
     from: &str,
     to: &str,
     uids: &[(u32, u32)],
     moved: bool,
 ) -> Result<()> {
-    let (Some(src), Some(dst)) = (pair(acct, from).await?, pair(acct, to).await?) else {
-        return Ok(()); // one side is not on OLD: nothing to mirror there
+    let Some(old_from) = ctx.old_name(from) else {
+        return Ok(()); // the source is not on OLD: nothing of it to copy there
     };
+    let Some(old_to) = ctx.old_name_or_create(conn, to).await? else {
+        return Err(MirrorError::Never(format!(
+            "no OLD folder for {to} (OLD's tree is not mapped)"
+        )));
+    };
+    let store = &ctx.acct.store;
+    let (src, dst) = (
+        ctx.pair(&old_from, from).await?,
+        ctx.pair(&old_to, to).await?,
+    );
     let dest_of: HashMap<u32, u32> = uids.iter().copied().collect();
-    let wanted: HashMap<u32, (Link, u32)> = acct
-        .store
+    let wanted: HashMap<u32, (Link, u32)> = store
         .links(src.id)
         .await?
         .into_iter()
@@ -270,55 +416,101 @@ async fn mirror_copy(
             })
         })
         .collect();
-    acct.store.add_links(dst.id, &links).await?;
+    store.add_links(dst.id, &links).await?;
     if links.len() < wanted.len() {
-        lower_adoption(acct, &dst, wanted.values().map(|(_, d)| *d).min()).await?;
+        lower_adoption(ctx, &dst, wanted.values().map(|(_, d)| *d).min()).await?;
     }
     if moved {
-        acct.store.remove_links(src.id, &old_uids).await?;
+        store.remove_links(src.id, &old_uids).await?;
     }
     Ok(())
 }
 
 /// NEW UIDs from `from` on may be unlinked copies: the next pass adopts them by identity key.
-async fn lower_adoption(acct: &Account, pair: &FolderPair, from: Option<u32>) -> Result<()> {
+async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> Result<()> {
     let Some(from) = from.filter(|f| *f < pair.adopt_from) else {
         return Ok(());
     };
-    acct.store
+    ctx.acct
+        .store
         .save_pair_state(pair.id, pair.old, pair.new, from, pair.phase)
         .await?;
     Ok(())
 }
 
+/// Where NEW folder `folder`, as of entry `after`, is now: later RENAMEs journaled by the user
+/// move it; a later DELETE means there is nothing to read (OLD deletes the folder too).
+async fn current_name(ctx: &Ctx<'_>, folder: &str) -> Result<Option<String>> {
+    let sep = ctx.acct.separators().map_or('/', |(_, new)| new);
+    let mut name = folder.to_string();
+    for later in ctx
+        .acct
+        .store
+        .journal_pending(ctx.acct.id, u32::MAX)
+        .await?
+    {
+        if later.id <= ctx.entry.id {
+            continue;
+        }
+        let Ok(Entry { write, .. }) = Entry::from_json(&later.payload) else {
+            continue;
+        };
+        match write {
+            Write::Rename { from, to } => {
+                if let Some(moved) = renamed(&name, &from, &to, sep) {
+                    name = moved;
+                }
+            }
+            Write::Delete { folder } if folder == name => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(Some(name))
+}
+
 /// Messages the client appended to NEW are appended to OLD (flags and INTERNALDATE kept,
-/// bytes untouched) and linked.
-async fn mirror_append(acct: &Account, conn: &mut Conn, folder: &str, uids: &[u32]) -> Result<()> {
-    let Some(pair) = pair(acct, folder).await? else {
-        return Ok(());
-    };
+/// bytes untouched) and linked. They are read from NEW where the folder is now (a later RENAME
+/// moved it); a message the user has deleted since is not on NEW and need not reach OLD.
+async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32]) -> Result<()> {
     if uids.is_empty() {
         // NEW gave no APPENDUID: the next pass adopts or copies by identity key.
         return Ok(());
     }
-    conn.new.select(&pair.new_name, true).await?;
+    let Some(old) = ctx.old_name_or_create(conn, folder).await? else {
+        return Err(MirrorError::Never(format!(
+            "no OLD folder for {folder} (OLD's tree is not mapped)"
+        )));
+    };
+    let Some(now) = current_name(ctx, folder).await? else {
+        return Ok(());
+    };
+    let pair = ctx.pair(&old, folder).await?;
     let mut fetched: Vec<Fetch> = Vec::new();
-    conn.new
-        .uid_fetch(uids, "UID FLAGS INTERNALDATE BODY.PEEK[]", "", |f| {
-            fetched.push(f)
-        })
-        .await?;
+    {
+        let f = ctx.acct.folder(&now);
+        let _reading = f.read_new().await;
+        match conn.new.select(&now, true).await {
+            Ok(_) => {}
+            // Deleted on NEW and not journaled (another client, directly on NEW): nothing to copy.
+            Err(ImapError::Refused { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        conn.new
+            .uid_fetch(uids, "UID FLAGS INTERNALDATE BODY.PEEK[]", "", |f| {
+                fetched.push(f)
+            })
+            .await?;
+    }
     let mut links = Vec::new();
     let mut unlinked = None;
     for f in fetched {
         let (Some(new_uid), Some(body)) = (f.uid, f.body.as_ref()) else {
             continue;
         };
-        let flags: Vec<String> = f
-            .flags
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        let flags: Vec<String> = FlagSet::from_iter(f.flags.unwrap_or_default())
+            .iter()
+            .filter(|f| syntax_check(f).is_ok())
+            .map(String::from)
             .collect();
         let msg = AppendMsg {
             flags: &flags,
@@ -339,52 +531,36 @@ async fn mirror_append(acct: &Account, conn: &mut Conn, folder: &str, uids: &[u3
             _ => unlinked = unlinked.min(Some(new_uid)).or(Some(new_uid)),
         }
     }
-    acct.store.add_links(pair.id, &links).await?;
-    lower_adoption(acct, &pair, unlinked).await
+    ctx.acct.store.add_links(pair.id, &links).await?;
+    lower_adoption(ctx, &pair, unlinked).await
 }
 
 /// RENAME on OLD of the folder's OLD name; the pairs below it follow on both sides.
-async fn mirror_rename(acct: &Account, conn: &mut Conn, from: &str, to: &str) -> Result<()> {
-    let Some(top) = stored_pair(acct, from).await? else {
-        // Not recorded yet: OLD may still have it under the mapped name.
-        return match acct.reverse_name(from) {
-            Some(old_from) => {
-                let Some(old_to) = acct.reverse_name(to) else {
-                    return Ok(());
-                };
-                conn.old
-                    .rename(&old_from, &old_to)
-                    .await
-                    .map_err(Into::into)
-            }
-            None => Ok(()),
-        };
+async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> Result<()> {
+    let Some(old_from) = ctx.old_name(from) else {
+        return Ok(()); // not on OLD
     };
-    let Some(old_to) = acct.reverse_name(to) else {
-        return Ok(());
-    };
-    if top.old_name.eq_ignore_ascii_case("INBOX") {
-        return Err(SyncError::Options(
+    if old_from.eq_ignore_ascii_case("INBOX") {
+        return Err(MirrorError::Never(
             "RENAME of INBOX is not mirrored to OLD".into(),
         ));
     }
-    conn.old.rename(&top.old_name, &old_to).await?;
-    let (old_sep, new_sep) = acct.separators().unwrap_or(('/', '/'));
-    for p in acct.store.folder_pairs(acct.id).await? {
-        let below = |name: &str, top: &str, sep: char| {
-            name.strip_prefix(top)
-                .filter(|rest| rest.is_empty() || rest.starts_with(sep))
-                .map(str::to_string)
-        };
-        let (Some(old_rest), Some(new_rest)) = (
-            below(&p.old_name, &top.old_name, old_sep),
-            below(&p.new_name, from, new_sep),
+    let Some(old_to) = ctx.old_name(to).or_else(|| ctx.acct.reverse_name(to)) else {
+        return Ok(());
+    };
+    conn.old.rename(&old_from, &old_to).await?;
+    let (old_sep, new_sep) = ctx.acct.separators().unwrap_or(('/', '/'));
+    for p in ctx.acct.store.folder_pairs(ctx.acct.id).await? {
+        let (Some(old_name), Some(new_name)) = (
+            renamed(&p.old_name, &old_from, &old_to, old_sep),
+            renamed(&p.new_name, from, to, new_sep),
         ) else {
             continue;
         };
-        let (old_name, new_name) = (format!("{old_to}{old_rest}"), format!("{to}{new_rest}"));
-        acct.store.rename_pair(p.id, &old_name, &new_name).await?;
-        acct.add_name(&new_name, &old_name);
+        ctx.acct
+            .store
+            .rename_pair(p.id, &old_name, &new_name)
+            .await?;
     }
     Ok(())
 }

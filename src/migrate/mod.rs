@@ -1,12 +1,20 @@
 //! The migration inside the proxy (DESIGN.md §1–§2). A [`Migrator`] keeps one [`Account`] per
-//! user, shared by all of that user's sessions: OLD access per the auth policy, the lazy per-folder
-//! backfill (one owner per folder, bounded waits), live pickup of mail landing on OLD, and the
-//! journal of user writes ([`Write`]) that is mirrored to OLD. It never imports the proxy.
+//! account name (the normalised login), shared by all of that user's sessions and the sweeper:
+//! OLD access per the auth policy ([`credentials`]), folder names ([`names`]), connections
+//! ([`pool`]), the lazy per-folder backfill and live pickup ([`backfill`]), the journal of user
+//! writes ([`journal`]) recorded and drained ([`drain`]) by the mirror ([`mirror`]), and the
+//! lifecycle ([`lifecycle`]). It never imports the proxy.
 
 mod account;
+mod backfill;
+mod backoff;
 mod credentials;
+mod drain;
+mod journal;
+mod lifecycle;
 mod mirror;
-mod write;
+mod names;
+mod pool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +23,13 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use account::{Account, ErrorKind, Watch};
+pub use account::{Account, ErrorKind, Presence};
+pub use backfill::Watch;
+pub use backoff::Backoff;
 pub use credentials::Credentials;
-pub use write::Write;
+pub use drain::RecordError;
+pub use journal::{FlagOp, Write};
+pub use names::normalise;
 
 use crate::config::{self, Config};
 use crate::secret::Secret;

@@ -345,6 +345,7 @@ pub struct StateCounts {
     pub synced: u64,
     pub retired: u64,
     pub failed: u64,
+    pub diverged: u64,
 }
 
 impl StateCounts {
@@ -363,17 +364,19 @@ impl StateCounts {
             AccountState::Synced => &mut self.synced,
             AccountState::Retired => &mut self.retired,
             AccountState::Failed => &mut self.failed,
+            AccountState::Diverged => &mut self.diverged,
         }
     }
 
     /// Every state in lifecycle order with its count (zeros included).
-    pub fn all(&self) -> [(AccountState, u64); 5] {
+    pub fn all(&self) -> [(AccountState, u64); 6] {
         [
             (AccountState::Pending, self.pending),
             (AccountState::Partial, self.partial),
             (AccountState::Synced, self.synced),
             (AccountState::Retired, self.retired),
             (AccountState::Failed, self.failed),
+            (AccountState::Diverged, self.diverged),
         ]
     }
 }
@@ -1094,6 +1097,7 @@ mod tests {
             linked: 0,
             tombstones: 0,
             pending_journal: 0,
+            parked_journal: 0,
             message_errors: 0,
         }
     }
@@ -1225,7 +1229,8 @@ mod tests {
                 partial: 1,
                 synced: 1,
                 retired: 0,
-                failed: 1
+                failed: 1,
+                diverged: 0
             }
         );
         assert_eq!(o.accounts_not_counted, 2, "c and d have no folder pass");

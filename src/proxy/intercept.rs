@@ -1,22 +1,29 @@
 //! What the migration needs to know about one relayed session, without I/O: which folder a
-//! command needs backfilled before it goes to NEW, which folder is selected, and which user
-//! writes NEW accepted (read from the tagged OK and its COPYUID/APPENDUID codes).
+//! command needs backfilled before it goes to NEW, which folder is selected, which folders the
+//! user is restructuring, and which user writes NEW accepted (read from the tagged OK and its
+//! COPYUID/APPENDUID codes). Folder names are spelled as NEW knows them; a name the proxy cannot
+//! read is never guessed: the write is reported untracked instead.
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::inspect::{Arg, Command};
-use crate::imap::uidset;
+use crate::imap::uidset::{self, Ranges};
 use crate::mapping::utf7_encode;
-use crate::migrate::Write;
+use crate::migrate::{FlagOp, Write, normalise};
 
-/// Most UIDs a journal entry lists; larger sets are looked at folder-wide.
-const MAX_UIDS: usize = 100_000;
+/// Most items of a UID set a client names (its line is bounded anyway).
+const MAX_SET_ITEMS: usize = 65_536;
+/// Most COPYUID pairs taken from NEW's answer; a larger copy is reported untracked.
+const MAX_COPYUID: usize = 1_000_000;
+
+/// A folder argument: its NEW name, or unreadable (a literal the proxy did not see).
+type Name = Option<String>;
 
 /// A command waiting for its tagged response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Intent {
     Select {
-        folder: String,
+        folder: Name,
         readonly: bool,
     },
     /// CLOSE expunges a read-write folder; UNSELECT does not.
@@ -24,39 +31,54 @@ enum Intent {
         expunge: bool,
     },
     Flags {
-        uids: Option<Vec<u32>>,
+        uids: Option<Ranges>,
         flags: Vec<String>,
-        replace: bool,
+        op: FlagOp,
     },
     Expunge,
     Copy {
-        to: String,
+        to: Name,
         moved: bool,
     },
     Append {
-        folder: String,
+        folder: Name,
     },
     Create {
-        folder: String,
+        folder: Name,
     },
     Delete {
-        folder: String,
+        folder: Name,
     },
     Rename {
-        from: String,
-        to: String,
+        from: Name,
+        to: Name,
     },
     Subscribe {
-        folder: String,
+        folder: Name,
         subscribed: bool,
     },
 }
 
-/// The selected folder (NEW name) and whether it is read-only.
+/// What is selected: a folder (NEW name) or one whose name the proxy could not read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Selected {
-    pub folder: String,
-    pub readonly: bool,
+pub enum Selected {
+    Folder { folder: String, readonly: bool },
+    Unknown { readonly: bool },
+}
+
+impl Selected {
+    pub fn folder(&self) -> Option<&str> {
+        match self {
+            Selected::Folder { folder, .. } => Some(folder),
+            Selected::Unknown { .. } => None,
+        }
+    }
+
+    fn readonly(&self) -> bool {
+        match self {
+            Selected::Folder { readonly, .. } | Selected::Unknown { readonly } => *readonly,
+        }
+    }
 }
 
 /// Per-session tracking state.
@@ -66,9 +88,21 @@ pub struct Tracker {
     /// What `ENABLE` turned on for this connection (`* ENABLED`), upper-cased. With UTF8=ACCEPT
     /// mailbox names arrive in UTF-8.
     enabled: BTreeSet<String>,
+    /// NEW's hierarchy separator, once the account's tree is mapped (names are normalised with it).
+    sep: Option<char>,
     pending: HashMap<String, Intent>,
     /// An untagged `[COPYUID ...]` (MOVE) waiting for its command's completion.
     copyuid: Option<Vec<(u32, u32)>>,
+}
+
+/// What a command asks of the migration before it goes to NEW.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Before {
+    /// The folder to bring up to date from OLD first.
+    pub ensure: Option<String>,
+    /// Folders the command creates, deletes or renames: the mirror does not read them on NEW
+    /// until NEW has answered (see [`Outcome::settled`]).
+    pub changing: Vec<String>,
 }
 
 /// What a response line changed.
@@ -78,9 +112,22 @@ pub struct Outcome {
     pub write: Option<Write>,
     /// The selected folder changed (to the current [`Tracker::selected`]).
     pub selection_changed: bool,
+    /// A write NEW accepted in a folder whose name the proxy could not read: it cannot be
+    /// mirrored, OLD must be reconciled. Says which command.
+    pub untracked: Option<String>,
+    /// Folders of a CREATE/DELETE/RENAME NEW has just answered.
+    pub settled: Vec<String>,
 }
 
 impl Tracker {
+    /// `sep`: NEW's hierarchy separator (folder names are normalised with it).
+    pub fn new(sep: Option<char>) -> Tracker {
+        Tracker {
+            sep,
+            ..Tracker::default()
+        }
+    }
+
     pub fn selected(&self) -> Option<&Selected> {
         self.selected.as_ref()
     }
@@ -90,50 +137,50 @@ impl Tracker {
         &self.enabled
     }
 
-    /// A NEW folder name from a command argument: modified UTF-7 (converted from UTF-8 after
-    /// `ENABLE UTF8=ACCEPT`), INBOX in upper case. `None` for a literal not in the line.
-    fn name(&self, arg: &Arg) -> Option<String> {
+    /// A NEW folder name from a command argument, as NEW spells it: modified UTF-7 (converted
+    /// from UTF-8 after `ENABLE UTF8=ACCEPT`), INBOX in upper case, no trailing separator.
+    /// `None` for a literal whose data the proxy did not see.
+    fn name(&self, arg: &Arg) -> Name {
         let Arg::Str(s) = arg else { return None };
-        if s.eq_ignore_ascii_case("INBOX") {
-            return Some("INBOX".into());
-        }
         let utf8 = self.enabled.contains("UTF8=ACCEPT") || self.enabled.contains("IMAP4REV2");
-        Some(if utf8 { utf7_encode(s) } else { s.clone() })
+        let raw = if utf8 { utf7_encode(s) } else { s.clone() };
+        Some(normalise(&raw, self.sep))
     }
 
-    /// A command from the client. Returns the folder to bring up to date before forwarding it.
-    pub fn command(&mut self, tag: &str, command: &Command) -> Option<String> {
+    /// A complete command from the client (literal data inline). Says what must happen before
+    /// it goes to NEW.
+    pub fn command(&mut self, tag: &str, command: &Command) -> Before {
         let (intent, ensure) = match command {
             Command::Select { mailbox } | Command::Examine { mailbox } => {
-                let folder = self.name(mailbox)?;
+                let folder = self.name(mailbox);
                 let readonly = matches!(command, Command::Examine { .. });
                 (
                     Some(Intent::Select {
                         folder: folder.clone(),
                         readonly,
                     }),
-                    Some(folder),
+                    folder,
                 )
             }
             Command::Status { mailbox } => (None, self.name(mailbox)),
             Command::Append { mailbox } => {
-                let folder = self.name(mailbox)?;
+                let folder = self.name(mailbox);
                 (
                     Some(Intent::Append {
                         folder: folder.clone(),
                     }),
-                    Some(folder),
+                    folder,
                 )
             }
             Command::Copy { mailbox, .. } | Command::Move { mailbox, .. } => {
-                let to = self.name(mailbox)?;
+                let to = self.name(mailbox);
                 let moved = matches!(command, Command::Move { .. });
                 (
                     Some(Intent::Copy {
                         to: to.clone(),
                         moved,
                     }),
-                    Some(to),
+                    to,
                 )
             }
             Command::Store {
@@ -143,7 +190,7 @@ impl Tracker {
                 flags,
             } => {
                 let uids = if *uid {
-                    uidset::parse(set, MAX_UIDS)
+                    Ranges::parse(set, MAX_SET_ITEMS)
                 } else {
                     None
                 };
@@ -152,51 +199,49 @@ impl Tracker {
                     .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
                     .cloned()
                     .collect();
-                let replace = op == "FLAGS";
-                (
-                    Some(Intent::Flags {
-                        uids,
-                        flags,
-                        replace,
-                    }),
-                    None,
-                )
+                let op = match op.as_str() {
+                    "FLAGS" => FlagOp::Replace,
+                    "-FLAGS" => FlagOp::Remove,
+                    _ => FlagOp::Add,
+                };
+                (Some(Intent::Flags { uids, flags, op }), None)
             }
             Command::Expunge { .. } => (Some(Intent::Expunge), None),
             Command::Close => (Some(Intent::Deselect { expunge: true }), None),
             Command::Unselect => (Some(Intent::Deselect { expunge: false }), None),
             Command::Create { mailbox } => (
                 Some(Intent::Create {
-                    folder: self.name(mailbox)?,
+                    folder: self.name(mailbox),
                 }),
                 None,
             ),
             Command::Delete { mailbox } => (
                 Some(Intent::Delete {
-                    folder: self.name(mailbox)?,
+                    folder: self.name(mailbox),
                 }),
                 None,
             ),
             Command::Rename { from, to } => (
                 Some(Intent::Rename {
-                    from: self.name(from)?,
-                    to: self.name(to.as_ref()?)?,
+                    from: self.name(from),
+                    to: to.as_ref().and_then(|to| self.name(to)),
                 }),
                 None,
             ),
             Command::Subscribe { mailbox } | Command::Unsubscribe { mailbox } => (
                 Some(Intent::Subscribe {
-                    folder: self.name(mailbox)?,
+                    folder: self.name(mailbox),
                     subscribed: matches!(command, Command::Subscribe { .. }),
                 }),
                 None,
             ),
             _ => (None, None),
         };
+        let changing = intent.as_ref().map(changed_folders).unwrap_or_default();
         if let Some(intent) = intent {
             self.pending.insert(tag.to_string(), intent);
         }
-        ensure
+        Before { ensure, changing }
     }
 
     /// One complete response line from NEW (no literal in it).
@@ -225,58 +270,119 @@ impl Tracker {
         };
         let untagged_copyuid = self.copyuid.take();
         let ok = status.eq_ignore_ascii_case("OK");
-        let mut outcome = Outcome::default();
-        let selected = self.selected.clone().filter(|s| !s.readonly);
-        outcome.write = match intent {
+        let mut outcome = Outcome {
+            settled: changed_folders(&intent),
+            ..Outcome::default()
+        };
+        // Writes go to the selected folder when it is writable.
+        let selected = self.selected.clone().filter(|s| !s.readonly());
+        let unknown = |what: &str| {
+            Err(format!(
+                "{what} in a folder whose name the proxy could not read"
+            ))
+        };
+        let write: Result<Option<Write>, String> = match intent {
             Intent::Select { folder, readonly } => {
                 // A failed SELECT leaves no folder selected (RFC 9051 §6.3.2).
-                self.selected = ok.then_some(Selected { folder, readonly });
+                let now = match folder {
+                    Some(folder) => Selected::Folder { folder, readonly },
+                    None => Selected::Unknown { readonly },
+                };
+                self.selected = ok.then_some(now);
                 outcome.selection_changed = true;
-                None
+                Ok(None)
             }
             Intent::Deselect { expunge } => {
                 if ok {
                     self.selected = None;
                     outcome.selection_changed = true;
                 }
-                selected
-                    .filter(|_| ok && expunge)
-                    .map(|s| Write::Expunge { folder: s.folder })
+                match selected {
+                    Some(s) if ok && expunge => match s {
+                        Selected::Folder { folder, .. } => Ok(Some(Write::Expunge { folder })),
+                        Selected::Unknown { .. } => unknown("CLOSE"),
+                    },
+                    _ => Ok(None),
+                }
             }
-            _ if !ok => None,
-            Intent::Flags {
-                uids,
-                flags,
-                replace,
-            } => selected.map(|s| Write::Flags {
-                folder: s.folder,
-                uids,
-                flags,
-                replace,
-            }),
-            Intent::Expunge => selected.map(|s| Write::Expunge { folder: s.folder }),
-            Intent::Copy { to, moved } => {
-                let uids = copyuid(rest).or(untagged_copyuid).unwrap_or_default();
-                let from = self.selected.as_ref().map(|s| s.folder.clone());
-                from.map(|from| Write::Copy {
-                    from,
-                    to,
+            _ if !ok => Ok(None),
+            Intent::Flags { uids, flags, op } => match selected {
+                Some(Selected::Folder { folder, .. }) => Ok(Some(Write::Flags {
+                    folder,
                     uids,
-                    moved,
-                })
+                    flags,
+                    replace: op == FlagOp::Replace,
+                    op: Some(op),
+                })),
+                Some(Selected::Unknown { .. }) => unknown("STORE"),
+                None => Ok(None),
+            },
+            Intent::Expunge => match selected {
+                Some(Selected::Folder { folder, .. }) => Ok(Some(Write::Expunge { folder })),
+                Some(Selected::Unknown { .. }) => unknown("EXPUNGE"),
+                None => Ok(None),
+            },
+            Intent::Copy { to, moved } => {
+                let uids = copyuid(rest).or(untagged_copyuid);
+                let from = self.selected.as_ref().map(|s| s.folder().map(String::from));
+                match (from, to, uids) {
+                    (None, _, _) => Ok(None),
+                    (Some(Some(from)), Some(to), Some(uids)) => Ok(Some(Write::Copy {
+                        from,
+                        to,
+                        uids,
+                        moved,
+                    })),
+                    // Without COPYUID nothing can be linked: the next pass adopts by identity.
+                    (Some(Some(from)), Some(to), None) => Ok(Some(Write::Copy {
+                        from,
+                        to,
+                        uids: Vec::new(),
+                        moved,
+                    })),
+                    _ => unknown(if moved { "MOVE" } else { "COPY" }),
+                }
             }
-            Intent::Append { folder } => Some(Write::Append {
-                folder,
-                uids: appenduid(rest).unwrap_or_default(),
-            }),
-            Intent::Create { folder } => Some(Write::Create { folder }),
-            Intent::Delete { folder } => Some(Write::Delete { folder }),
-            Intent::Rename { from, to } => Some(Write::Rename { from, to }),
-            Intent::Subscribe { folder, subscribed } => {
-                Some(Write::Subscribe { folder, subscribed })
-            }
+            Intent::Append { folder } => match folder {
+                Some(folder) => Ok(Some(Write::Append {
+                    folder,
+                    uids: appenduid(rest).unwrap_or_default(),
+                })),
+                None => unknown("APPEND"),
+            },
+            Intent::Create {
+                folder: Some(folder),
+            } => Ok(Some(Write::Create { folder })),
+            Intent::Delete {
+                folder: Some(folder),
+            } => Ok(Some(Write::Delete { folder })),
+            Intent::Rename {
+                from: Some(from),
+                to: Some(to),
+            } => Ok(Some(Write::Rename { from, to })),
+            Intent::Subscribe {
+                folder: Some(folder),
+                subscribed,
+            } => Ok(Some(Write::Subscribe { folder, subscribed })),
+            Intent::Create { .. } => unknown("CREATE"),
+            Intent::Delete { .. } => unknown("DELETE"),
+            Intent::Rename { .. } => unknown("RENAME"),
+            Intent::Subscribe { .. } => unknown("SUBSCRIBE"),
         };
+        match write {
+            Ok(w) => outcome.write = w,
+            Err(why) => outcome.untracked = Some(why),
+        }
         outcome
+    }
+}
+
+/// The folders a CREATE, DELETE or RENAME restructures.
+fn changed_folders(intent: &Intent) -> Vec<String> {
+    match intent {
+        Intent::Create { folder } | Intent::Delete { folder } => folder.iter().cloned().collect(),
+        Intent::Rename { from, to } => from.iter().chain(to.iter()).cloned().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -295,14 +401,17 @@ fn code_args<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
 fn copyuid(text: &str) -> Option<Vec<(u32, u32)>> {
     let args = code_args(text, "COPYUID")?;
     let (src, dst) = (args.get(1)?, args.get(2)?);
-    let (src, dst) = (uidset::parse(src, MAX_UIDS)?, uidset::parse(dst, MAX_UIDS)?);
+    let (src, dst) = (
+        uidset::parse(src, MAX_COPYUID)?,
+        uidset::parse(dst, MAX_COPYUID)?,
+    );
     (src.len() == dst.len()).then(|| src.into_iter().zip(dst).collect())
 }
 
 /// `[APPENDUID validity uids]`.
 fn appenduid(text: &str) -> Option<Vec<u32>> {
     let args = code_args(text, "APPENDUID")?;
-    uidset::parse(args.get(1)?, MAX_UIDS)
+    uidset::parse(args.get(1)?, MAX_COPYUID)
 }
 
 #[cfg(test)]
@@ -310,26 +419,42 @@ mod tests {
     use super::*;
     use crate::proxy::inspect::inspect;
 
-    /// Feeds a dialogue (client lines prefixed `C: `, NEW lines `S: `); returns the writes.
-    fn run(tracker: &mut Tracker, lines: &[&str]) -> (Vec<String>, Vec<Write>) {
-        let (mut ensured, mut writes) = (Vec::new(), Vec::new());
+    /// Feeds a dialogue (client commands prefixed `C: `, with literal data inline as the relay
+    /// assembles it; NEW lines `S: `); returns the folders ensured, the writes and what was
+    /// untracked.
+    fn run(tracker: &mut Tracker, lines: &[&str]) -> (Vec<String>, Vec<Write>, Vec<String>) {
+        let (mut ensured, mut writes, mut untracked) = (Vec::new(), Vec::new(), Vec::new());
         for l in lines {
             if let Some(c) = l.strip_prefix("C: ") {
                 let i = inspect(c.as_bytes());
-                if let Some(f) = tracker.command(i.tag.as_deref().unwrap_or(""), &i.command) {
-                    ensured.push(f);
-                }
+                ensured.extend(
+                    tracker
+                        .command(i.tag.as_deref().unwrap_or(""), &i.command)
+                        .ensure,
+                );
             } else if let Some(s) = l.strip_prefix("S: ") {
-                writes.extend(tracker.response(s.as_bytes()).write);
+                let outcome = tracker.response(s.as_bytes());
+                writes.extend(outcome.write);
+                untracked.extend(outcome.untracked);
             }
         }
-        (ensured, writes)
+        (ensured, writes, untracked)
+    }
+
+    fn flags(folder: &str, uids: Option<&str>, flags: &[&str], op: FlagOp) -> Write {
+        Write::Flags {
+            folder: folder.into(),
+            uids: uids.map(|u| Ranges::parse(u, 10).unwrap()),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            replace: op == FlagOp::Replace,
+            op: Some(op),
+        }
     }
 
     #[test]
     fn a_session_yields_its_writes() {
-        let mut t = Tracker::default();
-        let (ensured, writes) = run(
+        let mut t = Tracker::new(Some('/'));
+        let (ensured, writes, untracked) = run(
             &mut t,
             &[
                 "C: a SELECT inbox",
@@ -349,6 +474,8 @@ mod tests {
                 "S: f OK [APPENDUID 9 41] appended",
                 "C: g STORE 2 +FLAGS (\\Deleted)",
                 "S: g NO [READ-ONLY] no",
+                "C: g2 UID STORE 1:99998 FLAGS (a[b)",
+                "S: g2 OK",
                 "C: h CLOSE",
                 "S: h OK closed",
                 "C: i RENAME Old New",
@@ -359,30 +486,20 @@ mod tests {
             ],
         );
         assert_eq!(ensured, ["INBOX", "Archive", "Archive", "Sent", "Drafts"]);
-        let inbox = || "INBOX".to_string();
+        assert!(untracked.is_empty());
         assert_eq!(
             writes,
             vec![
-                Write::Flags {
-                    folder: inbox(),
-                    uids: Some(vec![1, 2]),
-                    flags: vec!["\\Seen".into()],
-                    replace: false
-                },
-                Write::Flags {
-                    folder: inbox(),
-                    uids: None,
-                    flags: vec!["\\Flagged".into()],
-                    replace: false
-                },
+                flags("INBOX", Some("1:2"), &["\\Seen"], FlagOp::Add),
+                flags("INBOX", None, &["\\Flagged"], FlagOp::Remove),
                 Write::Copy {
-                    from: inbox(),
+                    from: "INBOX".into(),
                     to: "Archive".into(),
                     uids: vec![(3, 12)],
                     moved: true
                 },
                 Write::Copy {
-                    from: inbox(),
+                    from: "INBOX".into(),
                     to: "Archive".into(),
                     uids: vec![(1, 13)],
                     moved: false
@@ -391,7 +508,10 @@ mod tests {
                     folder: "Sent".into(),
                     uids: vec![41]
                 },
-                Write::Expunge { folder: inbox() },
+                flags("INBOX", Some("1:99998"), &["a[b"], FlagOp::Replace),
+                Write::Expunge {
+                    folder: "INBOX".into()
+                },
                 Write::Rename {
                     from: "Old".into(),
                     to: "New".into()
@@ -405,10 +525,111 @@ mod tests {
         assert_eq!(t.selected(), None);
     }
 
+    /// Every command that names a folder is tracked whatever form the name takes (atom, quoted
+    /// string, literal), spelled as NEW knows it.
+    #[test]
+    fn folders_named_by_literals_and_odd_spellings_are_tracked() {
+        let mut t = Tracker::new(Some('/'));
+        let (ensured, writes, untracked) = run(
+            &mut t,
+            &[
+                "C: a SELECT INBOX",
+                "S: a OK [READ-WRITE] done",
+                "C: b SELECT {1+}\r\nA",
+                "S: b OK [READ-WRITE] done",
+                "C: c UID MOVE 1 {1}\r\nB",
+                "S: c OK [COPYUID 5 1 9] moved",
+                "C: d CREATE \"foo/\"",
+                "S: d OK",
+                "C: e DELETE {3}\r\nfoo",
+                "S: e OK",
+                "C: f RENAME {1+}\r\nA {2+}\r\nA2",
+                "S: f OK",
+                "C: g APPEND {5+}\r\ninbox (\\Seen) {4+}",
+                "S: g OK [APPENDUID 3 7]",
+                "C: h STATUS {6}\r\nInbox/ (MESSAGES)",
+                "C: i SUBSCRIBE \"a b/\"",
+                "S: i OK",
+            ],
+        );
+        assert!(untracked.is_empty(), "{untracked:?}");
+        assert_eq!(ensured, ["INBOX", "A", "B", "INBOX", "INBOX"]);
+        assert_eq!(
+            writes,
+            vec![
+                Write::Copy {
+                    from: "A".into(),
+                    to: "B".into(),
+                    uids: vec![(1, 9)],
+                    moved: true
+                },
+                Write::Create {
+                    folder: "foo".into()
+                },
+                Write::Delete {
+                    folder: "foo".into()
+                },
+                Write::Rename {
+                    from: "A".into(),
+                    to: "A2".into()
+                },
+                Write::Append {
+                    folder: "INBOX".into(),
+                    uids: vec![7]
+                },
+                Write::Subscribe {
+                    folder: "a b".into(),
+                    subscribed: true
+                },
+            ]
+        );
+    }
+
+    /// A name the proxy could not read is never guessed: the selection is unknown and what NEW
+    /// accepts there is reported untracked, not mirrored into another folder.
+    #[test]
+    fn unreadable_names_are_untracked_not_guessed() {
+        let mut t = Tracker::new(Some('/'));
+        let (_, writes, untracked) = run(
+            &mut t,
+            &[
+                "C: a SELECT INBOX",
+                "S: a OK [READ-WRITE] done",
+                "C: b SELECT {9000}",
+                "S: b OK [READ-WRITE] done",
+                "C: c UID MOVE 1 B",
+                "S: c OK [COPYUID 5 1 9] moved",
+                "C: d UID STORE 1 +FLAGS (\\Seen)",
+                "S: d OK",
+                "C: e DELETE {9000}",
+                "S: e OK",
+                "C: f EXAMINE {9000}",
+                "S: f OK [READ-ONLY]",
+                "C: g UID STORE 1 +FLAGS (\\Seen)",
+                "S: g NO read-only",
+            ],
+        );
+        assert!(writes.is_empty(), "{writes:?}");
+        assert_eq!(untracked.len(), 3, "{untracked:?}");
+        assert!(untracked[0].starts_with("MOVE"), "{untracked:?}");
+        assert_eq!(t.selected(), Some(&Selected::Unknown { readonly: true }));
+    }
+
+    #[test]
+    fn restructuring_commands_say_which_folders_change() {
+        let mut t = Tracker::new(Some('/'));
+        let b = t.command("a", &inspect(b"a RENAME Old/ New\r\n").command);
+        assert_eq!(b.changing, ["Old", "New"]);
+        let o = t.response(b"a NO no\r\n");
+        assert_eq!(o.settled, ["Old", "New"], "a refused change settles too");
+        let b = t.command("b", &inspect(b"b SELECT Old\r\n").command);
+        assert!(b.changing.is_empty());
+    }
+
     #[test]
     fn read_only_and_failed_selects_write_nothing() {
         let mut t = Tracker::default();
-        let (_, writes) = run(
+        let (_, writes, _) = run(
             &mut t,
             &[
                 "C: a EXAMINE INBOX",
@@ -429,7 +650,7 @@ mod tests {
     #[test]
     fn utf8_names_become_modified_utf7_after_enable() {
         let mut t = Tracker::default();
-        let (ensured, _) = run(
+        let (ensured, _, _) = run(
             &mut t,
             &[
                 "C: a SELECT \"Entwürfe\"",
@@ -452,7 +673,7 @@ mod tests {
             commands in proptest::collection::vec(".{0,80}", 0..16),
             responses in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100), 0..16),
         ) {
-            let mut t = Tracker::default();
+            let mut t = Tracker::new(Some('/'));
             for (i, c) in commands.iter().enumerate() {
                 let line = format!("t{i} {c}\r\n");
                 t.command(&format!("t{i}"), &inspect(line.as_bytes()).command);

@@ -23,7 +23,7 @@ use tracing::{Span, debug, info, warn};
 
 use super::framer::{Event, FrameError, Framer, Limits};
 use super::inspect::{Arg, Command, inspect};
-use super::intercept::Tracker;
+use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
 use crate::config::{self, Security};
 use crate::migrate::{Account, Watch};
@@ -41,6 +41,10 @@ const INPUT_MIN: usize = 4 * 1024;
 const INPUT_MAX: usize = 64 * 1024;
 /// Output is flushed once this much is pending, or when the input is drained.
 const FLUSH_AT: usize = 128 * 1024;
+/// Most of a command kept for tracking (the relay forwards every byte regardless), and the
+/// largest literal kept in it: mailbox names, not messages.
+const TRACK_MAX: usize = 16 * 1024;
+const TRACK_LITERAL: u64 = 4 * 1024;
 /// Longest response line from NEW framed as a line (longer ones are relayed as is).
 const NEW_MAX_LINE: usize = 1024 * 1024;
 /// Connecting and logging in to NEW.
@@ -883,7 +887,12 @@ async fn relay(
         account,
     } = session;
     let _presence = account.as_ref().map(Account::enter);
-    let tracker = StdMutex::new(Tracker::default());
+    // Folder names are normalised with NEW's separator once the account's tree is mapped.
+    let sep = account
+        .as_ref()
+        .and_then(|a| a.separators())
+        .map(|(_, new)| new);
+    let tracker = StdMutex::new(Tracker::new(sep));
     let migration = Migration {
         account: account.as_ref(),
         tracker: &tracker,
@@ -960,47 +969,77 @@ struct Migration<'a> {
 }
 
 impl Migration<'_> {
-    /// A command line from the client, before it goes to NEW: counted and tracked. Returns the
-    /// folder OLD must bring up to date first (see [`Migration::ensure`]).
-    fn command(&self, line: &[u8]) -> Option<String> {
-        let inspected = inspect(line);
+    /// A complete command from the client (literal data inline, as far as it was kept), before
+    /// its last part goes to NEW: counted and tracked. Says what must happen first (see
+    /// [`Migration::before_forward`]).
+    fn command(&self, command: &[u8]) -> Before {
+        let inspected = inspect(command);
         self.metrics
             .command(inspected.name.as_deref().unwrap_or(""));
-        let folder = match (self.tracker.lock(), &inspected.tag) {
+        let before = match (self.tracker.lock(), &inspected.tag) {
             (Ok(mut t), Some(tag)) => t.command(tag, &inspected.command),
-            _ => None,
+            _ => Before::default(),
         };
-        folder.filter(|_| self.account.is_some())
+        if self.account.is_some() {
+            before
+        } else {
+            Before::default()
+        }
     }
 
-    /// Backfills `folder` from OLD. The wait leaves 15 % of the SELECT budget for NEW's own
-    /// answer (a large folder being filled takes NEW a moment to open), so the tagged OK comes
-    /// within the budget.
-    async fn ensure(&self, folder: &str) {
-        if let Some(account) = self.account {
+    /// Backfills the folder the command needs from OLD (the wait leaves 15 % of the SELECT
+    /// budget for NEW's own answer, as a large folder being filled takes NEW a moment to open,
+    /// so the tagged OK comes within the budget), and holds off the mirror's reads of folders
+    /// the command restructures.
+    async fn before_forward(&self, before: &Before) {
+        let Some(account) = self.account else { return };
+        if let Some(folder) = &before.ensure {
             account.ensure(folder, self.budget.mul_f64(0.85)).await;
+        }
+        for folder in &before.changing {
+            account.folder(folder).begin_change().await;
         }
     }
 
     /// A complete response line from NEW, before it goes to the client: a write NEW accepted is
-    /// journaled first; the selected folder is kept under live pickup.
-    async fn before_response(&self, line: &[u8], watching: &mut Option<Watch>) {
+    /// journaled first, and the selected folder is kept under live pickup. `Err`: the write
+    /// could not be journaled, so the client gets `* BYE` instead of this line (NEW has the
+    /// write; OLD is reconciled).
+    async fn before_response(
+        &self,
+        line: &[u8],
+        watching: &mut Option<Watch>,
+    ) -> Result<(), &'static str> {
         let outcome = match self.tracker.lock() {
             Ok(mut t) => t.response(line),
-            Err(_) => return,
+            Err(_) => return Ok(()),
         };
-        let Some(account) = self.account else { return };
+        let Some(account) = self.account else {
+            return Ok(());
+        };
+        for folder in &outcome.settled {
+            account.folder(folder).end_change();
+        }
         if outcome.selection_changed {
             let selected = self
                 .tracker
                 .lock()
                 .ok()
-                .and_then(|t| t.selected().map(|s| s.folder.clone()));
+                .and_then(|t| t.selected().and_then(|s| s.folder().map(String::from)));
             *watching = selected.map(|f| account.watch(&f));
         }
-        if let Some(write) = outcome.write {
-            account.record(write).await;
+        if let Some(what) = outcome.untracked {
+            account.diverge(&what).await;
         }
+        if let Some(write) = outcome.write
+            && let Err(e) = account.record(write).await
+        {
+            warn!("{e}");
+            return Err(
+                "This change could not be saved by the proxy; reconnect to see NEW's state",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -1033,6 +1072,11 @@ impl ClientToNew<'_> {
         let mut out: Vec<u8> = Vec::new();
         // Inside a command whose earlier parts NEW already has (after a literal).
         let mut continuing = false;
+        // The command as the tracker sees it: its lines and small literals (mailbox names),
+        // inline; the data of a large literal (a message) ends what is kept.
+        let mut command: Vec<u8> = Vec::new();
+        let mut keep_literal = false;
+        let mut kept_all = true;
         let mut tag: Option<String> = None;
         let mut overlong_tag: Option<String> = None;
         let mut overlong_mid_command = false;
@@ -1067,15 +1111,28 @@ impl ClientToNew<'_> {
                             let _ = inject.send(reply.into_bytes());
                             continue;
                         }
-                        if let Some(folder) = migration.command(&bytes) {
-                            // Earlier commands go out before the backfill makes this one wait.
-                            if !out.is_empty() {
-                                migration.metrics.bytes_client_to_new(out.len() as u64);
-                                new.write_all(&out).await?;
-                                new.flush().await?;
-                                out.clear();
+                        command.clear();
+                        kept_all = true;
+                    }
+                    if kept_all && command.len() + bytes.len() <= TRACK_MAX {
+                        command.extend_from_slice(&bytes);
+                    } else {
+                        kept_all = false;
+                    }
+                    match literal {
+                        Some(lit) => keep_literal = kept_all && lit.len <= TRACK_LITERAL,
+                        None => {
+                            let before = migration.command(&command);
+                            if before.ensure.is_some() || !before.changing.is_empty() {
+                                // Earlier commands go out before the backfill makes this one wait.
+                                if !out.is_empty() {
+                                    migration.metrics.bytes_client_to_new(out.len() as u64);
+                                    new.write_all(&out).await?;
+                                    new.flush().await?;
+                                    out.clear();
+                                }
+                                migration.before_forward(&before).await;
                             }
-                            migration.ensure(&folder).await;
                         }
                     }
                     continuing = literal.is_some();
@@ -1102,6 +1159,11 @@ impl ClientToNew<'_> {
                     }
                 }
                 Event::LiteralData(data) => {
+                    if keep_literal {
+                        command.extend_from_slice(data);
+                    } else {
+                        kept_all = false;
+                    }
                     out.extend_from_slice(data);
                     if out.len() >= FLUSH_AT {
                         migration.metrics.bytes_client_to_new(out.len() as u64);
@@ -1234,7 +1296,12 @@ impl NewToClient<'_> {
                         if refused {
                             let _ = tx.send(Continuation::Refused).await;
                         }
-                        migration.before_response(&bytes, &mut watching).await;
+                        if let Err(text) = migration.before_response(&bytes, &mut watching).await {
+                            if !out.is_empty() {
+                                wr.write_all(&out).await?;
+                            }
+                            return Ok(End::Bye(text));
+                        }
                         if let Some(rewritten) = rewrite_capabilities(&bytes) {
                             out.extend_from_slice(&rewritten);
                             continue;

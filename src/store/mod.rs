@@ -54,6 +54,9 @@ pub enum AccountState {
     Retired,
     /// A permanent failure (bad credentials, missing account).
     Failed,
+    /// OLD no longer mirrors what the user did: a journal entry could not be applied (parked), or
+    /// a write could not be journaled. Only `imapferry reconcile` leaves this state.
+    Diverged,
 }
 
 impl AccountState {
@@ -64,6 +67,7 @@ impl AccountState {
             AccountState::Synced => "synced",
             AccountState::Retired => "retired",
             AccountState::Failed => "failed",
+            AccountState::Diverged => "diverged",
         }
     }
 
@@ -74,6 +78,7 @@ impl AccountState {
             "synced" => AccountState::Synced,
             "retired" => AccountState::Retired,
             "failed" => AccountState::Failed,
+            "diverged" => AccountState::Diverged,
             _ => return None,
         })
     }
@@ -165,6 +170,11 @@ pub struct JournalEntry {
     pub created: i64,
     pub kind: String,
     pub payload: String,
+    /// Times OLD refused it, and the last refusal.
+    pub attempts: u32,
+    pub reason: Option<String>,
+    /// Not before this (unix seconds) when it was refused.
+    pub retry_at: Option<i64>,
 }
 
 /// One account and its progress, for `imapferry status` and the admin API (serialised flat:
@@ -189,6 +199,8 @@ pub struct AccountSummary {
     pub linked: u64,
     pub tombstones: u64,
     pub pending_journal: u64,
+    /// Journal entries that could never be applied to OLD (the account is `diverged`).
+    pub parked_journal: u64,
     /// OLD messages the last passes ended with in error (see [`Store::message_errors`]).
     pub message_errors: u64,
 }
@@ -212,15 +224,20 @@ pub trait Store: Send + Sync {
     async fn account(&self, key: &AccountKey) -> Result<AccountId>;
     async fn account_state(&self, account: AccountId) -> Result<AccountState>;
     /// Sets the state and an optional reason (the last error for `failed`).
+    /// The lifecycle moves on (pending, partial, synced, failed): never away from `retired` or
+    /// `diverged`, which only their own commands leave. Returns whether it changed.
     async fn set_account_state(
         &self,
         account: AccountId,
         state: AccountState,
         reason: Option<&str>,
-    ) -> Result<()>;
-
-    /// The pair for this OLD folder, created on first use (phase `new`, `adopt_from` 1).
-    /// A changed `new_name` (different mapping options) is recorded.
+    ) -> Result<bool>;
+    /// OLD no longer mirrors the user (`reason` says why), unless the account is retired.
+    async fn mark_diverged(&self, account: AccountId, reason: &str) -> Result<bool>;
+    /// `imapferry reconcile` brought OLD back in line: `diverged` becomes `state`.
+    async fn clear_diverged(&self, account: AccountId, state: AccountState) -> Result<bool>;
+    /// The explicit way back from `retired` (to `partial`: the next pass looks at everything).
+    async fn unretire(&self, account: AccountId) -> Result<bool>;
     async fn folder_pair(
         &self,
         account: AccountId,
@@ -265,6 +282,15 @@ pub trait Store: Send + Sync {
     /// The entry reached OLD: it is no longer pending. Marking an entry done twice is harmless.
     async fn journal_done(&self, id: i64) -> Result<()>;
     async fn journal_pending_count(&self, account: AccountId) -> Result<u64>;
+    /// OLD refused entry `id` (`reason`): it is tried again after `retry_at`. Returns how many
+    /// times it has been refused.
+    async fn journal_retry(&self, id: i64, reason: &str, retry_at: i64) -> Result<u32>;
+    /// Entry `id` can never apply: it leaves the queue, kept with its reason for reconcile.
+    async fn journal_park(&self, id: i64, reason: &str) -> Result<()>;
+    /// The account's parked entries, oldest first.
+    async fn journal_parked(&self, account: AccountId) -> Result<Vec<JournalEntry>>;
+    /// Deletes mirrored entries journaled before `before` (unix seconds); returns how many.
+    async fn journal_purge(&self, before: i64) -> Result<u64>;
 
     /// The account id for this key if it exists (never creates).
     async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>>;

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("0002_activity.sql"),
     include_str!("0003_message_errors.sql"),
+    include_str!("0004_journal_retries.sql"),
 ];
 
 /// How long a writer waits for another connection (or process) to release the database.
@@ -153,6 +154,34 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// `rows` accounts were updated: `true`, or `false` when the account exists but its state
+    /// did not allow the change (an error when there is no such account).
+    async fn changed(&self, account: AccountId, rows: u64) -> Result<bool> {
+        if rows > 0 {
+            return Ok(true);
+        }
+        self.account_state(account).await.map(|_| false)
+    }
+
+    /// `from` → `to` in one conditional statement.
+    async fn move_state(
+        &self,
+        account: AccountId,
+        from: AccountState,
+        to: AccountState,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE accounts SET state = $1, reason = NULL, updated = $2 WHERE id = $3 AND state = $4",
+        )
+        .bind(to.as_str())
+        .bind(now())
+        .bind(account)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.changed(account, done.rows_affected()).await
+    }
+
     /// A write transaction that holds the write lock from its start (`BEGIN IMMEDIATE`), so it
     /// waits for other writers up to the busy timeout instead of failing when it upgrades.
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -258,19 +287,44 @@ impl Store for SqliteStore {
         account: AccountId,
         state: AccountState,
         reason: Option<&str>,
-    ) -> Result<()> {
-        let done =
-            sqlx::query("UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4")
-                .bind(state.as_str())
-                .bind(reason)
-                .bind(now())
-                .bind(account)
-                .execute(&self.pool)
-                .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Corrupt(format!("no account {account}")));
-        }
-        Ok(())
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE accounts SET state = $1, reason = $2, updated = $3 \
+             WHERE id = $4 AND state <> $5 AND state <> $6",
+        )
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now())
+        .bind(account)
+        .bind(AccountState::Retired.as_str())
+        .bind(AccountState::Diverged.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.changed(account, done.rows_affected()).await
+    }
+
+    async fn mark_diverged(&self, account: AccountId, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4 AND state <> $5",
+        )
+        .bind(AccountState::Diverged.as_str())
+        .bind(reason)
+        .bind(now())
+        .bind(account)
+        .bind(AccountState::Retired.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.changed(account, done.rows_affected()).await
+    }
+
+    async fn clear_diverged(&self, account: AccountId, state: AccountState) -> Result<bool> {
+        self.move_state(account, AccountState::Diverged, state)
+            .await
+    }
+
+    async fn unretire(&self, account: AccountId) -> Result<bool> {
+        self.move_state(account, AccountState::Retired, AccountState::Partial)
+            .await
     }
 
     async fn folder_pair(
@@ -581,23 +635,59 @@ impl Store for SqliteStore {
 
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
         let rows = sqlx::query(
-            "SELECT id, created, kind, payload FROM journal \
+            "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
              WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT $2",
         )
         .bind(account)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(JournalEntry {
-                    id: row.try_get("id")?,
-                    created: row.try_get("created")?,
-                    kind: row.try_get("kind")?,
-                    payload: row.try_get("payload")?,
-                })
-            })
-            .collect()
+        rows.iter().map(journal_entry).collect()
+    }
+
+    async fn journal_retry(&self, id: i64, reason: &str, retry_at: i64) -> Result<u32> {
+        let row = sqlx::query(
+            "UPDATE journal SET attempts = attempts + 1, reason = $1, retry_at = $2 \
+             WHERE id = $3 AND done = 0 RETURNING attempts",
+        )
+        .bind(reason)
+        .bind(retry_at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("no pending journal entry {id}")))?;
+        get_u32(&row, "attempts")
+    }
+
+    async fn journal_park(&self, id: i64, reason: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE journal SET done = 2, reason = $1 WHERE id = $2")
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no journal entry {id}")));
+        }
+        Ok(())
+    }
+
+    async fn journal_parked(&self, account: AccountId) -> Result<Vec<JournalEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
+             WHERE account_id = $1 AND done = 2 ORDER BY id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(journal_entry).collect()
+    }
+
+    async fn journal_purge(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM journal WHERE done = 1 AND created < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn journal_done(&self, id: i64) -> Result<()> {
@@ -650,7 +740,10 @@ impl Store for SqliteStore {
                 sqlx::query(
                     "UPDATE accounts SET state = $1, reason = NULL, updated = $2 \
                      WHERE id = $3 AND state = $4 \
-                     AND NOT EXISTS (SELECT 1 FROM journal WHERE account_id = $3 AND done = 0)",
+                     AND NOT EXISTS (SELECT 1 FROM journal WHERE account_id = $3 AND done <> 1) \
+                     AND NOT EXISTS (SELECT 1 FROM message_errors e \
+                                     JOIN folder_pairs p ON p.id = e.pair_id \
+                                     WHERE p.account_id = $3)",
                 )
                 .bind(AccountState::Retired.as_str())
                 .bind(now())
@@ -746,6 +839,8 @@ impl Store for SqliteStore {
               WHERE p.account_id = a.id) AS tombstones, \
              (SELECT COUNT(*) FROM journal j \
               WHERE j.account_id = a.id AND j.done = 0) AS pending_journal, \
+             (SELECT COUNT(*) FROM journal j \
+              WHERE j.account_id = a.id AND j.done = 2) AS parked_journal, \
              (SELECT COUNT(*) FROM message_errors e JOIN folder_pairs p ON p.id = e.pair_id \
               WHERE p.account_id = a.id) AS message_errors \
              FROM accounts a ORDER BY a.new_user, a.old_user, a.id",
@@ -776,6 +871,7 @@ impl Store for SqliteStore {
                     linked: get_u64(row, "linked")?,
                     tombstones: get_u64(row, "tombstones")?,
                     pending_journal: get_u64(row, "pending_journal")?,
+                    parked_journal: get_u64(row, "parked_journal")?,
                     message_errors: get_u64(row, "message_errors")?,
                 })
             })
@@ -817,6 +913,18 @@ where
         .fetch_one(executor)
         .await?;
     Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+}
+
+fn journal_entry(row: &sqlx::sqlite::SqliteRow) -> Result<JournalEntry> {
+    Ok(JournalEntry {
+        id: row.try_get("id")?,
+        created: row.try_get("created")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        attempts: get_u32(row, "attempts")?,
+        reason: row.try_get("reason")?,
+        retry_at: row.try_get("retry_at")?,
+    })
 }
 
 /// `rows` comma-separated tuples `(fixed$n, $n+1, …)` of `width` fresh parameters each,

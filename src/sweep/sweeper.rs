@@ -45,7 +45,9 @@ pub fn in_window(now: u32, (start, end): (u32, u32)) -> bool {
 }
 
 /// Sweep order: prioritised first, then pending, partial, and synced accounts not looked at for
-/// `revisit` seconds; retired and failed ones never (unless prioritised).
+/// `revisit` seconds; failed ones only when prioritised; retired and diverged ones never (a
+/// diverged account waits for `imapferry reconcile`: a sweep could bring back from OLD what the
+/// user deleted on NEW).
 pub fn pick(
     accounts: &[AccountSummary],
     prioritised: Option<AccountId>,
@@ -55,6 +57,9 @@ pub fn pick(
     revisit: Option<u64>,
 ) -> (Option<AccountSummary>, u64) {
     let rank = |a: &AccountSummary| -> Option<u8> {
+        if matches!(a.state, AccountState::Retired | AccountState::Diverged) {
+            return None;
+        }
         if Some(a.id) == prioritised {
             return Some(0);
         }
@@ -66,7 +71,7 @@ pub fn pick(
                 let last = a.last_activity.unwrap_or(0);
                 (now - last >= due as i64).then_some(3)
             }
-            AccountState::Retired | AccountState::Failed => None,
+            AccountState::Retired | AccountState::Failed | AccountState::Diverged => None,
         }
     };
     let mut queue: Vec<(u8, &AccountSummary)> = accounts
@@ -260,6 +265,7 @@ mod tests {
             linked: 0,
             tombstones: 0,
             pending_journal: 0,
+            parked_journal: 0,
             message_errors: 0,
         }
     }

@@ -7,7 +7,9 @@ use std::process::Command;
 
 use super::ImapServer;
 
-/// The binary under test (integration tests only: examples share this module but not the path).
+/// The binary under test (integration tests only: examples share this module but not the path,
+/// so `env!` would not compile there).
+#[allow(clippy::option_env_unwrap)]
 pub fn binary() -> PathBuf {
     PathBuf::from(
         option_env!("CARGO_BIN_EXE_imapferry").expect("set by cargo for integration tests"),

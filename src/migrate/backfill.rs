@@ -1,0 +1,311 @@
+//! Backfill: one NEW folder brought up to date from OLD, with one owner at a time (the others
+//! wait on it, at most their budget), live pickup of the folders sessions have selected, and the
+//! per-folder coordination the mirror needs (its reads of NEW wait for the user's own changes to
+//! the folder). A folder that cannot be backfilled is retried with its own back-off; it never
+//! stops the others.
+
+use std::sync::Arc;
+use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, warn};
+
+use super::account::{Account, ErrorKind};
+use super::backoff::Backoff;
+use crate::sync::{self, Options, Quiet, SyncError};
+
+/// A folder checked this recently is not checked again for a SELECT.
+const FRESH: Duration = Duration::from_secs(1);
+/// A folder whose backfill failed (not a connection failure) is tried again after this, doubling.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Longest the mirror waits for the user's change of a folder before reading it anyway.
+const CHANGE_WAIT: Duration = Duration::from_secs(10);
+
+/// One NEW folder's coordination state.
+pub(crate) struct Folder {
+    /// Held by whoever works on the pair (a backfill or the mirror).
+    pub lock: Mutex<()>,
+    /// The backfill in progress, if any: waiters watch it turn true.
+    running: StdMutex<Option<Running>>,
+    checked: StdMutex<Option<Instant>>,
+    /// After a failed backfill: when to try again, and why it failed.
+    retry: StdMutex<(Backoff, Option<String>)>,
+    watchers: AtomicUsize,
+    /// The user's CREATE/DELETE/RENAME of this folder that NEW has not answered yet.
+    changing: watch::Sender<usize>,
+    /// Held by the mirror while it reads this folder on NEW; a change starts only between reads.
+    reads: Mutex<()>,
+}
+
+impl Default for Folder {
+    fn default() -> Self {
+        Folder {
+            lock: Mutex::new(()),
+            running: StdMutex::new(None),
+            checked: StdMutex::new(None),
+            retry: StdMutex::new((Backoff::new(RETRY_FIRST, RETRY_MAX), None)),
+            watchers: AtomicUsize::new(0),
+            changing: watch::Sender::new(0),
+            reads: Mutex::new(()),
+        }
+    }
+}
+
+impl Folder {
+    fn fresh(&self) -> bool {
+        self.checked
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .is_some_and(|t| t.elapsed() < FRESH)
+    }
+
+    fn retry_later(&self) -> bool {
+        self.retry.lock().is_ok_and(|r| r.0.waiting(Instant::now()))
+    }
+
+    /// Why the last backfill failed, while it is to be retried.
+    pub fn failure(&self) -> Option<String> {
+        self.retry.lock().ok().and_then(|r| r.1.clone())
+    }
+
+    /// Waits until no change of this folder by the user is in flight on NEW, then holds off new
+    /// ones while the guard lives. Dovecot answers a DELETE or CREATE that races another
+    /// session's EXAMINE of the same folder with "Mailbox was deleted under us" or
+    /// `[SERVERBUG]`: the mirror must not be that other session.
+    pub async fn read_new(&self) -> MutexGuard<'_, ()> {
+        let mut settled = self.changing.subscribe();
+        // Bounded: a session that vanished between its change and NEW's answer never settles.
+        let until = Instant::now() + CHANGE_WAIT;
+        loop {
+            let guard = self.reads.lock().await;
+            if *settled.borrow_and_update() == 0 || Instant::now() >= until {
+                return guard;
+            }
+            drop(guard);
+            let _ = tokio::time::timeout_at(until, settled.wait_for(|n| *n == 0)).await;
+        }
+    }
+
+    /// The user's CREATE/DELETE/RENAME of this folder goes to NEW now (after any mirror read).
+    pub async fn begin_change(&self) {
+        let _between_reads = self.reads.lock().await;
+        self.changing.send_modify(|n| *n += 1);
+    }
+
+    /// NEW answered that change.
+    pub fn end_change(&self) {
+        self.changing.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A backfill in progress.
+struct Running {
+    done: watch::Receiver<bool>,
+    /// Started by the sweeper: a user's request may take it over.
+    sweep: bool,
+    /// Past the journal, copying: aborting it loses nothing (links are committed per APPEND and
+    /// an unlinked copy is adopted by the next pass, as after a crash).
+    copying: Arc<AtomicBool>,
+    abort: tokio::task::AbortHandle,
+}
+
+impl Running {
+    /// Running until its task ends: finished (`done` is true) or aborted (the sender is gone).
+    fn active(&self) -> bool {
+        !*self.done.borrow() && self.done.has_changed().is_ok()
+    }
+}
+
+/// Keeps a folder under live pickup while a session has it selected.
+pub struct Watch(Arc<Folder>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Account {
+    pub(crate) fn folder(&self, name: &str) -> Arc<Folder> {
+        Arc::clone(self.folders.entry(name.to_string()).or_default().value())
+    }
+
+    /// Keeps `folder` (a NEW name) under live pickup until the returned value is dropped.
+    pub fn watch(self: &Arc<Self>, folder: &str) -> Watch {
+        let f = self.folder(folder);
+        f.watchers.fetch_add(1, Ordering::SeqCst);
+        Watch(f)
+    }
+
+    /// NEW folders sessions have selected.
+    pub(crate) fn watched(&self) -> Vec<String> {
+        self.folders
+            .iter()
+            .filter(|e| e.value().watchers.load(Ordering::SeqCst) > 0)
+            .map(|e| e.key().clone())
+            .collect()
+    }
+
+    /// Brings `folder` (a NEW name) up to date from OLD, waiting at most `wait`; the backfill
+    /// goes on in the background after that. Folders OLD does not have return at once; a folder
+    /// that cannot be backfilled now is answered with what NEW has and tried again later.
+    pub async fn ensure(self: &Arc<Self>, folder: &str, wait: Duration) {
+        if let Some(mut done) = self.backfill(folder, false) {
+            self.interactive.fetch_add(1, Ordering::SeqCst);
+            let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+            self.interactive.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts (or joins) the backfill of a NEW folder; `None` when there is nothing to wait for.
+    /// `sweep`: started by the sweeper (its rate ceilings apply; no freshness shortcut).
+    pub(crate) fn backfill(
+        self: &Arc<Self>,
+        folder: &str,
+        sweep: bool,
+    ) -> Option<watch::Receiver<bool>> {
+        let old_name = self.old_name(folder)?;
+        if self.unreachable() || self.is_retired_now() {
+            return None;
+        }
+        let f = self.folder(folder);
+        if f.retry_later() && !sweep {
+            return None;
+        }
+        let mut running = f.running.lock().ok()?;
+        if let Some(r) = running.as_ref().filter(|r| r.active()) {
+            // Interactive first: a user's request takes over the sweeper's (rate-limited) copy.
+            let take_over = r.sweep && !sweep && r.copying.load(Ordering::SeqCst);
+            if !take_over {
+                return Some(r.done.clone());
+            }
+            debug!(folder, "a user's request takes over the sweeper's backfill");
+            r.abort.abort();
+        } else if f.fresh() && !sweep {
+            return None;
+        }
+        let (tx, rx) = watch::channel(false);
+        let copying = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(
+            Arc::clone(self)
+                .run_backfill(
+                    Arc::clone(&f),
+                    (old_name, folder.to_string()),
+                    tx,
+                    sweep,
+                    Arc::clone(&copying),
+                )
+                .in_current_span(),
+        );
+        *running = Some(Running {
+            done: rx.clone(),
+            sweep,
+            copying,
+            abort: task.abort_handle(),
+        });
+        Some(rx)
+    }
+
+    async fn run_backfill(
+        self: Arc<Self>,
+        f: Arc<Folder>,
+        (old_name, new_name): (String, String),
+        done: watch::Sender<bool>,
+        sweep: bool,
+        copying: Arc<AtomicBool>,
+    ) {
+        // The mirror goes first, so OLD already has the user's writes when it is read; a folder
+        // with writes still waiting for OLD is not read from it (the pass could bring back what
+        // the user moved or deleted).
+        self.drain_journal().await;
+        let result = match self.journal_names(&new_name).await {
+            Ok(true) => Err(SyncError::Options(
+                "journal entries for this folder are still waiting for OLD".into(),
+            )),
+            Ok(false) if self.is_retired().await => Ok(()),
+            Ok(false) => {
+                let _owner = f.lock.lock().await;
+                copying.store(true, Ordering::SeqCst);
+                let opts = if sweep { &self.sweep_opts } else { &self.opts };
+                let r = self.sync_folder(&old_name, &new_name, opts).await;
+                copying.store(false, Ordering::SeqCst);
+                r
+            }
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(()) => {
+                if let Ok(mut c) = f.checked.lock() {
+                    *c = Some(Instant::now());
+                }
+                if let Ok(mut r) = f.retry.lock() {
+                    r.0.succeed();
+                    r.1 = None;
+                }
+            }
+            Err(e) if ErrorKind::of(&e).is_transient() || ErrorKind::of(&e) == ErrorKind::Login => {
+                self.failed(&e).await
+            }
+            Err(e) => {
+                // This folder only: the account and its other folders go on.
+                let wait = f
+                    .retry
+                    .lock()
+                    .map(|mut r| {
+                        r.1 = Some(e.to_string());
+                        r.0.fail(Instant::now())
+                    })
+                    .unwrap_or(RETRY_MAX);
+                warn!(folder = %new_name, "backfill: {e}; again in {wait:?}");
+                self.note_folder_failure(&new_name, &e.to_string()).await;
+            }
+        }
+        if let Ok(mut r) = f.running.lock() {
+            *r = None;
+        }
+        let _ = done.send(true);
+        self.update_state().await;
+    }
+
+    async fn sync_folder(
+        &self,
+        old_name: &str,
+        new_name: &str,
+        opts: &Options,
+    ) -> Result<(), SyncError> {
+        let span = tracing::info_span!("backfill", folder = %new_name);
+        async {
+            let pair = self.store.folder_pair(self.id, old_name, new_name).await?;
+            let (mut conn, _permit) = self.pool.get().await?;
+            let report = sync::sync_pair(
+                &*self.store,
+                &mut conn.old,
+                &mut conn.new,
+                &pair,
+                opts,
+                &Quiet,
+            )
+            .await?;
+            self.pool.put(conn);
+            self.reached();
+            self.count_copied(
+                report.stats.messages_transferred,
+                report.stats.bytes_transferred,
+            );
+            for e in &report.errors {
+                warn!("{e}");
+            }
+            if report.stats.messages_transferred > 0 {
+                info!(copied = report.stats.messages_transferred, "backfilled");
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}

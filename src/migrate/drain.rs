@@ -1,0 +1,232 @@
+//! The journal's two ends for one account: [`Account::record`] commits a write NEW accepted
+//! before the client hears of it (bounded in time; back-pressure when OLD falls behind), and
+//! [`Account::drain_journal`] replays the entries on OLD in order. An entry is done only when
+//! OLD has it; a refused one is retried with back-off and parked (the account `diverged`) when
+//! it keeps being refused or can never apply.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use super::account::Account;
+use super::journal::{Entry, Write};
+use super::mirror::{self, MirrorError};
+use crate::store::JournalEntry;
+
+/// Longest wait for the store to commit a journal entry before the client is told `* BYE`.
+pub(crate) const COMMIT_WITHIN: Duration = Duration::from_secs(5);
+/// Past this many entries waiting for OLD, a write waits for the mirror (back-pressure) ...
+const HIGH_WATER: u64 = 5_000;
+/// ... at most this long per write ...
+const PRESSURE_WAIT: Duration = Duration::from_secs(5);
+/// ... and past this many the account stops journaling and is marked diverged (OLD is
+/// reconciled later) rather than growing the journal without bound.
+const MAX_PENDING: u64 = 100_000;
+/// Refusals of one entry before it is parked, and the first retry delay (doubling).
+const MAX_ATTEMPTS: u32 = 5;
+const RETRY_FIRST_SECS: i64 = 2;
+
+/// Why a write could not be journaled; the client must not hear OK from the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("the journal entry could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("the state store did not commit the journal entry within {secs} s: {why}", secs = COMMIT_WITHIN.as_secs())]
+    NotCommitted { why: String },
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Account {
+    /// Journals a write NEW accepted, with the OLD names its folders have now. It is committed
+    /// when this returns `Ok`; an `Err` means the client must be told `* BYE` instead of the OK
+    /// (NEW has the write; OLD is reconciled as soon as the store takes writes again).
+    pub async fn record(self: &std::sync::Arc<Self>, write: Write) -> Result<(), RecordError> {
+        if self.is_retired().await {
+            return Ok(());
+        }
+        let old = match self.names.lock() {
+            Ok(mut n) => n.journal(&write),
+            Err(_) => Default::default(),
+        };
+        let kind = write.kind();
+        let payload = Entry {
+            write,
+            old: Some(old),
+        }
+        .to_json()?;
+        if !self.pressure().await {
+            self.diverge(&format!(
+                "more than {MAX_PENDING} journal entries wait for OLD: a {kind} was not journaled"
+            ))
+            .await;
+            return Ok(());
+        }
+        let commit = self.store.journal_append(self.id, kind, &payload);
+        let why = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
+            Ok(Ok(id)) => {
+                debug!(id, kind, "journaled");
+                self.pending.fetch_add(1, Ordering::SeqCst);
+                self.wake.notify_one();
+                return Ok(());
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        warn!("a {kind} NEW accepted could not be journaled: {why}");
+        let me = std::sync::Arc::clone(self);
+        let reason = format!("a {kind} NEW accepted could not be journaled ({why})");
+        tokio::spawn(async move { me.diverge_when_writable(&reason).await });
+        Err(RecordError::NotCommitted { why })
+    }
+
+    /// Marks the account diverged as soon as the store takes the write.
+    async fn diverge_when_writable(&self, reason: &str) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.store.mark_diverged(self.id, reason).await {
+                Ok(_) => return warn!("OLD diverges from NEW: {reason}"),
+                Err(e) => debug!("{e}: marking diverged again in {delay:?}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Back-pressure: past [`HIGH_WATER`] waiting entries a write waits (at most
+    /// [`PRESSURE_WAIT`]) while the mirror makes progress; OLD being unreachable never blocks the
+    /// user. `false`: past [`MAX_PENDING`], nothing more is journaled.
+    async fn pressure(&self) -> bool {
+        let waiting = || self.pending.load(Ordering::SeqCst);
+        if waiting() >= MAX_PENDING {
+            return false;
+        }
+        let until = tokio::time::Instant::now() + PRESSURE_WAIT;
+        while waiting() >= HIGH_WATER && !self.unreachable() && tokio::time::Instant::now() < until
+        {
+            self.wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    /// Re-reads how many entries wait for OLD (at a login or sweep).
+    pub(super) async fn count_pending(&self) {
+        match self.store.journal_pending_count(self.id).await {
+            Ok(n) => self.pending.store(n, Ordering::SeqCst),
+            Err(e) => warn!("{e}"),
+        }
+    }
+
+    /// Whether entries still waiting for OLD name NEW folder `folder`.
+    pub(super) async fn journal_names(
+        &self,
+        folder: &str,
+    ) -> Result<bool, crate::store::StoreError> {
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .journal_pending(self.id, u32::MAX)
+            .await?
+            .iter()
+            .filter_map(|e| Entry::from_json(&e.payload).ok())
+            .any(|e| e.write.folders().contains(&folder)))
+    }
+
+    /// Mirrors the pending journal entries to OLD, in order. It stops at an entry OLD refused
+    /// until its retry time, and while OLD cannot be reached (the entries wait).
+    pub(crate) async fn drain_journal(&self) {
+        if self.unreachable() || self.is_retired().await {
+            return;
+        }
+        let _one = self.mirror_lock.lock().await;
+        loop {
+            let entries = match self.store.journal_pending(self.id, 64).await {
+                Ok(e) if e.is_empty() => {
+                    self.pending.store(0, Ordering::SeqCst);
+                    return;
+                }
+                Ok(e) => e,
+                Err(e) => return warn!("{e}"),
+            };
+            if entries[0].retry_at.is_some_and(|t| t > unix_now()) {
+                return;
+            }
+            let (mut conn, _permit) = match self.pool.get().await {
+                Ok(c) => c,
+                Err(e) => return self.failed(&e).await,
+            };
+            for entry in entries {
+                if entry.retry_at.is_some_and(|t| t > unix_now()) {
+                    self.pool.put(conn);
+                    return;
+                }
+                let result = mirror::apply(self, &mut conn, &entry).await;
+                let outcome = match result {
+                    Ok(()) => {
+                        debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD");
+                        self.store.journal_done(entry.id).await
+                    }
+                    Err(MirrorError::Unreachable(e)) => return self.failed(&e).await,
+                    Err(MirrorError::Store(e)) => return warn!("{e}"),
+                    Err(MirrorError::Refused(why)) => match self.refused(&entry, &why).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => {
+                            self.pool.put(conn);
+                            return;
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(MirrorError::Never(why)) => self.park(&entry, &why).await,
+                };
+                if let Err(e) = outcome {
+                    return warn!("{e}");
+                }
+                self.pending
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .ok();
+            }
+            self.reached();
+            self.pool.put(conn);
+        }
+    }
+
+    /// OLD refused `entry`: tried again later (`Ok(false)`: the drain waits for it), or parked
+    /// after [`MAX_ATTEMPTS`] refusals (`Ok(true)`: the drain goes on).
+    async fn refused(
+        &self,
+        entry: &JournalEntry,
+        why: &str,
+    ) -> Result<bool, crate::store::StoreError> {
+        let delay = RETRY_FIRST_SECS << entry.attempts.min(5);
+        let attempts = self
+            .store
+            .journal_retry(entry.id, why, unix_now() + delay)
+            .await?;
+        warn!(id = entry.id, kind = %entry.kind, attempts, "OLD refused a journal entry: {why}");
+        if attempts < MAX_ATTEMPTS {
+            return Ok(false);
+        }
+        self.park(entry, &format!("refused {attempts} times: {why}"))
+            .await?;
+        Ok(true)
+    }
+
+    /// `entry` can never apply: it leaves the queue with its reason, and the account diverges.
+    async fn park(&self, entry: &JournalEntry, why: &str) -> Result<(), crate::store::StoreError> {
+        self.store.journal_park(entry.id, why).await?;
+        self.diverge(&format!(
+            "journal entry {} ({}) could not be applied to OLD: {why}",
+            entry.id, entry.kind
+        ))
+        .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! The journal of user writes (DESIGN.md §2, dual write): what NEW accepted, in NEW's folder
+//! names and UIDs (UID sets as ranges), with the OLD names those folders had when it was
+//! journaled, stored as JSON until the mirror has replayed it on OLD. Pure data and encoding.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::imap::uidset::Ranges;
+use crate::sync::flags::FlagSet;
+
+/// One write NEW accepted. Folder names are NEW's raw (modified UTF-7) names, normalised as NEW
+/// normalises them (INBOX upper case, no trailing separator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Write {
+    /// STORE: `flags` were added, removed or (`replace`) set on these NEW UIDs (`None`: the
+    /// command named sequence numbers or `*`, so every linked message of the folder is looked at).
+    Flags {
+        folder: String,
+        #[serde(with = "optional_ranges")]
+        uids: Option<Ranges>,
+        flags: Vec<String>,
+        replace: bool,
+        /// `None` in entries of an earlier version (NEW's value is then read back).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        op: Option<FlagOp>,
+    },
+    /// EXPUNGE, UID EXPUNGE or CLOSE: whatever vanished from the NEW folder goes on OLD too.
+    Expunge {
+        folder: String,
+    },
+    /// COPY or MOVE, with NEW's COPYUID as (source UID, destination UID) pairs.
+    Copy {
+        from: String,
+        to: String,
+        #[serde(with = "pairs")]
+        uids: Vec<(u32, u32)>,
+        moved: bool,
+    },
+    /// APPEND, with NEW's APPENDUID UIDs.
+    Append {
+        folder: String,
+        uids: Vec<u32>,
+    },
+    Create {
+        folder: String,
+    },
+    Delete {
+        folder: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Subscribe {
+        folder: String,
+        subscribed: bool,
+    },
+}
+
+/// How a STORE changed the flags it named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagOp {
+    /// `+FLAGS`: set.
+    Add,
+    /// `-FLAGS`: cleared.
+    Remove,
+    /// `FLAGS`: exactly these.
+    Replace,
+}
+
+impl FlagOp {
+    /// `flags` after this operation with `named`.
+    pub fn apply(self, flags: &FlagSet, named: &FlagSet) -> FlagSet {
+        match self {
+            FlagOp::Add => flags.iter().chain(named.iter()).collect(),
+            FlagOp::Remove => flags.iter().filter(|f| !named.contains(f)).collect(),
+            FlagOp::Replace => named.clone(),
+        }
+    }
+}
+
+impl Write {
+    /// The journal's `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Write::Flags { .. } => "flags",
+            Write::Expunge { .. } => "expunge",
+            Write::Copy { moved: false, .. } => "copy",
+            Write::Copy { moved: true, .. } => "move",
+            Write::Append { .. } => "append",
+            Write::Create { .. } => "create",
+            Write::Delete { .. } => "delete",
+            Write::Rename { .. } => "rename",
+            Write::Subscribe { .. } => "subscribe",
+        }
+    }
+
+    /// The NEW folders the write names.
+    pub fn folders(&self) -> Vec<&str> {
+        match self {
+            Write::Flags { folder, .. }
+            | Write::Expunge { folder }
+            | Write::Append { folder, .. }
+            | Write::Create { folder }
+            | Write::Delete { folder }
+            | Write::Subscribe { folder, .. } => vec![folder],
+            Write::Copy { from, to, .. } | Write::Rename { from, to } => vec![from, to],
+        }
+    }
+}
+
+/// A journaled write and the OLD names of the folders it names, as they were when it was
+/// journaled: the mirror replays entries in order, so OLD's folders are named then as they were
+/// when the user acted, whatever NEW's names became since. A folder without an OLD name is not
+/// on OLD (nothing to mirror there).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub write: Write,
+    /// NEW name → OLD name. `None` in entries journaled before OLD names were recorded: those
+    /// are resolved from the account's current names when mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<BTreeMap<String, String>>,
+}
+
+impl Entry {
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    pub fn from_json(text: &str) -> Result<Entry, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// UID ranges as a set string (`"1:99998,100005"`); entries written before ranges hold a list.
+mod optional_ranges {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(r: &Option<Ranges>, s: S) -> Result<S::Ok, S::Error> {
+        match r {
+            Some(r) => s.serialize_some(&r.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Set(String),
+        List(Vec<u32>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ranges>, D::Error> {
+        Ok(match Option::<Form>::deserialize(d)? {
+            None => None,
+            Some(Form::List(uids)) => Some(Ranges::from_uids(uids)),
+            Some(Form::Set(set)) if set.is_empty() => Some(Ranges::default()),
+            Some(Form::Set(set)) => Some(
+                Ranges::parse(&set, usize::MAX)
+                    .ok_or_else(|| serde::de::Error::custom(format!("not a UID set: {set}")))?,
+            ),
+        })
+    }
+}
+
+/// COPYUID pairs as runs `[source, destination, length]` (a MOVE of a folder is a few runs);
+/// entries written before runs hold the pairs.
+mod pairs {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(pairs: &[(u32, u32)], s: S) -> Result<S::Ok, S::Error> {
+        let mut runs: Vec<(u32, u32, u32)> = Vec::new();
+        for &(src, dst) in pairs {
+            match runs.last_mut() {
+                Some((s0, d0, n))
+                    if src.checked_sub(*s0) == Some(*n) && dst.checked_sub(*d0) == Some(*n) =>
+                {
+                    *n += 1
+                }
+                _ => runs.push((src, dst, 1)),
+            }
+        }
+        runs.serialize(s)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Run(u32, u32, u32),
+        Pair(u32, u32),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, u32)>, D::Error> {
+        let mut out = Vec::new();
+        for item in Vec::<Item>::deserialize(d)? {
+            match item {
+                Item::Pair(s, t) => out.push((s, t)),
+                Item::Run(s, t, n) => {
+                    for i in 0..n {
+                        out.push((
+                            s.checked_add(i)
+                                .ok_or_else(|| serde::de::Error::custom("UID overflow"))?,
+                            t.checked_add(i)
+                                .ok_or_else(|| serde::de::Error::custom("UID overflow"))?,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(write: Write) -> Entry {
+        Entry {
+            write,
+            old: Some(BTreeMap::from([("INBOX".into(), "INBOX".into())])),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let writes = [
+            Write::Flags {
+                folder: "INBOX".into(),
+                uids: Some(Ranges::from_uids([1, 2])),
+                flags: vec!["\\Seen".into(), "$Work".into(), "a[b".into()],
+                replace: false,
+                op: Some(FlagOp::Add),
+            },
+            Write::Flags {
+                folder: "INBOX".into(),
+                uids: None,
+                flags: vec![],
+                replace: true,
+                op: Some(FlagOp::Replace),
+            },
+            Write::Copy {
+                from: "INBOX".into(),
+                to: "Archive/2024".into(),
+                uids: vec![(4, 10), (5, 11), (9, 20)],
+                moved: true,
+            },
+            Write::Rename {
+                from: "a".into(),
+                to: "&AOk-t&AOk-".into(),
+            },
+        ];
+        for w in writes {
+            let e = entry(w);
+            let json = e.to_json().unwrap();
+            assert!(
+                json.contains(&format!("\"kind\":\"{}\"", e.write.kind()))
+                    || e.write.kind() == "move"
+            );
+            assert_eq!(Entry::from_json(&json).unwrap(), e);
+        }
+        assert!(Entry::from_json("{\"kind\":\"nonsense\"}").is_err());
+    }
+
+    #[test]
+    fn large_sets_cost_bytes_not_megabytes() {
+        let e = entry(Write::Flags {
+            folder: "INBOX".into(),
+            uids: Some(Ranges::parse("1:99998", 1).unwrap()),
+            flags: vec!["\\Seen".into()],
+            replace: false,
+            op: Some(FlagOp::Add),
+        });
+        let json = e.to_json().unwrap();
+        assert!(json.len() < 200, "{json}");
+        let moved: Vec<(u32, u32)> = (1..=50_000).map(|u| (u, u + 1000)).collect();
+        let e = entry(Write::Copy {
+            from: "INBOX".into(),
+            to: "Archive".into(),
+            uids: moved.clone(),
+            moved: true,
+        });
+        let json = e.to_json().unwrap();
+        assert!(json.contains("\"uids\":[[1,1001,50000]]"), "{json}");
+        assert!(
+            matches!(Entry::from_json(&json).unwrap().write, Write::Copy { uids, .. } if uids == moved)
+        );
+    }
+
+    #[test]
+    fn entries_journaled_by_earlier_versions_still_read() {
+        let flags = r#"{"kind":"flags","folder":"INBOX","uids":[1,2,3,7],"flags":["\\Seen"],"replace":false}"#;
+        let e = Entry::from_json(flags).unwrap();
+        assert_eq!(e.old, None);
+        assert!(matches!(e.write, Write::Flags { uids: Some(r), .. } if r.to_string() == "1:3,7"));
+        let copy = r#"{"kind":"copy","from":"INBOX","to":"B","uids":[[4,10],[5,11]],"moved":true}"#;
+        assert!(
+            matches!(Entry::from_json(copy).unwrap().write, Write::Copy { uids, .. } if uids == [(4, 10), (5, 11)])
+        );
+    }
+}
