@@ -83,12 +83,12 @@ impl Names {
             }
             Write::Rename { from, to } => {
                 note(self, from);
-                if old.contains_key(from)
-                    && let Some(o) = self.reverse(to)
-                {
-                    old.insert(to.clone(), o);
+                let old_to = old.contains_key(from).then(|| self.reverse(to)).flatten();
+                if let Some(o) = &old_to {
+                    old.insert(to.clone(), o.clone());
                 }
-                self.rename(from, to);
+                let on_old = old.get(from).cloned().zip(old_to);
+                self.rename(from, to, on_old);
             }
             other => {
                 for f in other.folders() {
@@ -99,16 +99,23 @@ impl Names {
         old
     }
 
-    /// `from` and the folders below it now live under `to` on NEW.
-    pub fn rename(&mut self, from: &str, to: &str) {
-        let sep = self.new_sep().unwrap_or('/');
+    /// `from` and the folders below it now live under `to` on NEW; with `on_old` (OLD's
+    /// `from` and `to`), their OLD names follow as the mirror's RENAME will move them, so writes
+    /// journaled after this one name OLD's folders as they will be when they are replayed.
+    pub fn rename(&mut self, from: &str, to: &str, on_old: Option<(String, String)>) {
+        let (new_sep, old_sep) = (self.new_sep().unwrap_or('/'), self.old_sep().unwrap_or('/'));
         let moved: Vec<(String, String)> = self
             .new_to_old
             .keys()
-            .filter_map(|n| Some((n.clone(), renamed(n, from, to, sep)?)))
+            .filter_map(|n| Some((n.clone(), renamed(n, from, to, new_sep)?)))
             .collect();
         for (before, after) in moved {
-            if let Some(o) = self.new_to_old.remove(&before) {
+            if let Some(mut o) = self.new_to_old.remove(&before) {
+                if let Some((old_from, old_to)) = &on_old
+                    && let Some(r) = renamed(&o, old_from, old_to, old_sep)
+                {
+                    o = r;
+                }
                 self.new_to_old.insert(after, o);
             }
         }
@@ -235,9 +242,15 @@ mod tests {
         });
         assert_eq!(old.get("Work").map(String::as_str), Some("INBOX.Work"));
         assert_eq!(old.get("Job").map(String::as_str), Some("INBOX.Job"));
-        assert_eq!(n.old_of("Job"), Some("INBOX.Work"));
-        assert_eq!(n.old_of("Job/Q1"), Some("INBOX.Work.Q1"));
+        // Later writes name OLD's folders as the RENAME's replay leaves them.
+        assert_eq!(n.old_of("Job"), Some("INBOX.Job"));
+        assert_eq!(n.old_of("Job/Q1"), Some("INBOX.Job.Q1"));
         assert_eq!(n.old_of("Work"), None);
+        let old = n.journal(&Write::Subscribe {
+            folder: "Job".into(),
+            subscribed: true,
+        });
+        assert_eq!(old.get("Job").map(String::as_str), Some("INBOX.Job"));
         // A folder that is not on OLD has no OLD name, and renaming it invents none.
         let old = n.journal(&Write::Rename {
             from: "Elsewhere".into(),

