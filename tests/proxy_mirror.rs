@@ -205,3 +205,62 @@ fn append_then_rename_reaches_old() {
     s.assert_mirrored();
     assert_eq!(snapshot(&s.old, USER, PW).count("Y"), 1);
 }
+
+/// Courier as OLD refuses an APPEND to the mailbox its connection has EXAMINEd; the proxy's OLD
+/// connection is in that state after a backfill. Saving to INBOX and to Sent through the proxy
+/// still reaches OLD.
+#[test]
+fn courier_as_old_gets_what_the_user_saves() {
+    let old = Courier::start();
+    let s = Setup::start(old, Dovecot::start(Layout::DotInbox));
+    let mut old = s.direct_old();
+    // The folders Dovecot (NEW) makes by itself exist on OLD too, so both trees compare.
+    for f in ["Drafts", "Sent", "Trash", "Junk", "Archive"] {
+        old.create(&format!("INBOX.{f}"));
+    }
+    for f in ["Drafts", "Sent", "Trash"] {
+        old.subscribe(&format!("INBOX.{f}"));
+    }
+    fill(&mut old, "INBOX", 0, 3);
+    fill(&mut old, "INBOX.Sent", 10, 2);
+    old.logout();
+
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 3);
+    c.append("INBOX", &["\\Seen"], None, &message(100, 800));
+    assert_eq!(c.select("INBOX.Sent"), 2);
+    c.append("INBOX.Sent", &["\\Seen"], None, &message(101, 800));
+    c.logout();
+    s.assert_mirrored();
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!((on_old.count("INBOX"), on_old.count("Sent")), (4, 3));
+}
+
+/// One OLD folder that cannot be backfilled (it vanished on OLD after the tree was mapped) does
+/// not hide the others: Archive and Sent, opened next, show their mail.
+#[test]
+fn one_failing_folder_does_not_hide_the_others() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    old.create("Doomed");
+    fill(&mut old, "Archive", 0, 3);
+    fill(&mut old, "Sent", 10, 2);
+    old.logout();
+
+    let mut c = s.client();
+    // The tree is mapped at login; Doomed then disappears from OLD behind the proxy's back.
+    let mut old = s.direct_old();
+    old.exec("DELETE Doomed");
+    old.logout();
+    assert_eq!(c.select("Doomed"), 0);
+    assert_eq!(c.select("Archive"), 3, "{}", s.log());
+    assert_eq!(c.select("Sent"), 2, "{}", s.log());
+    c.logout();
+    let status = run_at(
+        &binary(),
+        s.dir.path(),
+        &strings(&["status", "--config", s.dir.path().join("proxy.toml").to_str().unwrap()]),
+        &[],
+    );
+    assert!(status.stdout.contains("folder Doomed:"), "{}", status.stdout);
+}

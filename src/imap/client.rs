@@ -700,7 +700,7 @@ impl Client {
                     Untagged::List { attrs, delim, name } => {
                         list.push(ListEntry { attrs, delim, name })
                     }
-                    Untagged::Lsub { name, .. } => lsub.push(name),
+                    Untagged::Lsub { attrs, name, .. } if !implied(&attrs) => lsub.push(name),
                     Untagged::Namespace(n) => ns = n.into_iter().next(),
                     _ => {}
                 })
@@ -764,7 +764,9 @@ impl Client {
     pub async fn lsub(&mut self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         self.run_ok(Cmd::new("LSUB \"\" \"*\""), |u| {
-            if let Untagged::Lsub { name, .. } = u {
+            if let Untagged::Lsub { attrs, name, .. } = u
+                && !implied(&attrs)
+            {
                 out.push(name);
             }
         })
@@ -1133,6 +1135,12 @@ impl Client {
             let _ = tokio::time::timeout(Duration::from_secs(2), self.wait(&tag, |_| {})).await;
         }
     }
+}
+
+/// An LSUB entry marked `\Noselect` is a parent implied by subscribed children, not a
+/// subscription (RFC 3501 §7.2.3); Courier lists such parents even for `*`.
+fn implied(attrs: &[String]) -> bool {
+    attrs.iter().any(|a| a.eq_ignore_ascii_case("\\Noselect"))
 }
 
 fn code_text(code: &Option<Code>) -> String {
