@@ -351,6 +351,27 @@ pub struct Migration {
     /// in one pass; above it nothing is deleted and the folder is reported.
     #[serde(default = "default_max_delete_share")]
     pub max_delete_share: f64,
+    /// Journal entries mirrored to OLD are kept this many days for audit, then deleted.
+    #[serde(default = "default_journal_keep_days")]
+    pub journal_keep_days: u32,
+    /// Times OLD may refuse a journal entry (retried with a back-off from `mirror_retry_secs`,
+    /// doubling) before it is parked and the account marked diverged.
+    #[serde(default = "default_mirror_attempts")]
+    pub mirror_attempts: u32,
+    #[serde(default = "default_mirror_retry_secs")]
+    pub mirror_retry_secs: u64,
+}
+
+fn default_journal_keep_days() -> u32 {
+    7
+}
+
+fn default_mirror_attempts() -> u32 {
+    5
+}
+
+fn default_mirror_retry_secs() -> u64 {
+    2
 }
 
 impl Default for Migration {
@@ -358,6 +379,9 @@ impl Default for Migration {
         Migration {
             select_budget_ms: default_select_budget_ms(),
             max_delete_share: default_max_delete_share(),
+            journal_keep_days: default_journal_keep_days(),
+            mirror_attempts: default_mirror_attempts(),
+            mirror_retry_secs: default_mirror_retry_secs(),
         }
     }
 }

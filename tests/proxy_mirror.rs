@@ -21,10 +21,16 @@ struct Setup<O: ImapServer> {
     new: Dovecot,
     dir: tempfile::TempDir,
     proxy: Option<ProxyProc>,
+    /// Extra keys of `[old]`, `[new]` and `[migration]`.
+    extra: [String; 3],
 }
 
 impl<O: ImapServer> Setup<O> {
     fn start(old: O, new: Dovecot) -> Setup<O> {
+        Setup::start_with(old, new, Default::default())
+    }
+
+    fn start_with(old: O, new: Dovecot, extra: [String; 3]) -> Setup<O> {
         old.add_user(USER, PW);
         new.add_user(USER, PW);
         let mut s = Setup {
@@ -32,9 +38,21 @@ impl<O: ImapServer> Setup<O> {
             new,
             dir: tempfile::tempdir().unwrap(),
             proxy: None,
+            extra,
         };
         s.restart_proxy();
         s
+    }
+
+    fn config(&self) -> String {
+        self.dir.path().join("proxy.toml").display().to_string()
+    }
+
+    /// `imapferry ARGS` with this setup's configuration.
+    fn imapferry(&self, args: &[&str]) -> Outcome {
+        let mut all = strings(args);
+        all.extend(strings(&["--config", &self.config()]));
+        run_at(&binary(), self.dir.path(), &all, &[])
     }
 
     fn state(&self) -> PathBuf {
@@ -43,10 +61,11 @@ impl<O: ImapServer> Setup<O> {
 
     fn restart_proxy(&mut self) {
         self.proxy = None;
+        let [old_extra, new_extra, migration] = &self.extra;
         let config = format!(
-            "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-             [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-             [state]\npath = \"{}\"\n[migration]\nselect_budget_ms = 10000\n",
+            "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n{new_extra}\n\
+             [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n{old_extra}\n\
+             [state]\npath = \"{}\"\n[migration]\nselect_budget_ms = 10000\n{migration}\n",
             self.new.port(),
             self.old.port(),
             self.state().display()
@@ -259,8 +278,103 @@ fn one_failing_folder_does_not_hide_the_others() {
     let status = run_at(
         &binary(),
         s.dir.path(),
-        &strings(&["status", "--config", s.dir.path().join("proxy.toml").to_str().unwrap()]),
+        &strings(&[
+            "status",
+            "--config",
+            s.dir.path().join("proxy.toml").to_str().unwrap(),
+        ]),
         &[],
     );
-    assert!(status.stdout.contains("folder Doomed:"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("folder Doomed:"),
+        "{}",
+        status.stdout
+    );
+}
+
+/// A journal entry OLD will never take (its folder vanished on OLD behind the proxy) is retried,
+/// then parked: the account is `diverged`, `status` says why, and `imapferry reconcile` brings
+/// OLD back in line with NEW (the folder and its flags come back from NEW) and clears it.
+#[test]
+fn a_parked_entry_diverges_the_account_until_reconcile() {
+    let master = ("migrator".to_string(), "Master-pw-1".to_string());
+    let with_master = || {
+        Dovecot::start_with(DovecotOptions {
+            master: Some(master.clone()),
+            ..Default::default()
+        })
+    };
+    let (old, new) = (with_master(), with_master());
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("master.secret");
+    std::fs::write(&secret, &master.1).unwrap();
+    let login = format!(
+        "master_user = \"{}\"\nmaster_password_file = \"{}\"",
+        master.0,
+        secret.display()
+    );
+    let s = Setup::start_with(
+        old,
+        new,
+        [
+            format!("auth = \"master\"\n{login}"),
+            login,
+            "mirror_attempts = 1\nmirror_retry_secs = 1".into(),
+        ],
+    );
+    let logins = s.dir.path().join("logins.txt");
+    std::fs::write(&logins, format!("{USER}\n")).unwrap();
+    s.imapferry(&["accounts", "import", logins.to_str().unwrap()])
+        .assert_code(0);
+    let mut old = s.direct_old();
+    old.create("A");
+    fill(&mut old, "A", 0, 3);
+    old.logout();
+
+    let mut c = s.client();
+    assert_eq!(c.select("A"), 3);
+    let mut old = s.direct_old();
+    old.exec("DELETE A");
+    old.logout();
+    let (_, ok) = c.command("UID STORE 2 +FLAGS (\\Flagged)");
+    assert!(ok.starts_with("OK"), "{ok}");
+    c.logout();
+
+    let start = Instant::now();
+    let diverged = loop {
+        let a = summaries(&s.state()).remove(0);
+        if a.state == imapferry::store::AccountState::Diverged {
+            break a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{a:?}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(diverged.parked_journal, 1);
+    let reason = diverged.reason.unwrap_or_default();
+    assert!(
+        reason.contains("(flags) could not be applied to OLD"),
+        "{reason}"
+    );
+    let status = s.imapferry(&["status", USER]);
+    assert!(status.stdout.contains("diverged"), "{}", status.stdout);
+
+    let fixed = s.imapferry(&["reconcile", USER]);
+    fixed.assert_code(0);
+    assert!(
+        fixed.stdout.contains("3 copied back from NEW"),
+        "{}",
+        fixed.stdout
+    );
+    let a = summaries(&s.state()).remove(0);
+    assert_eq!(
+        (a.state, a.parked_journal),
+        (imapferry::store::AccountState::Partial, 0)
+    );
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!((on_old.count("A"), on_old.with_flag("\\Flagged")), (3, 1));
+    s.assert_mirrored();
 }

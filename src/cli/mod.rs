@@ -8,6 +8,7 @@ mod host;
 pub mod log;
 mod observer;
 mod proxy;
+mod reconcile;
 pub mod report;
 mod run;
 mod status;
@@ -30,6 +31,7 @@ fn top_help() -> String {
          one child sync each, --jobs N at a time; exit 0 if all succeeded, 1 otherwise (see `imapferry batch --help`)\n  \
          status    migration progress from the proxy's state file: `status --config FILE [--json] [USER]`\n  \
          retire    end OLD access for a synced account: `retire USER --config FILE [--force]`\n  \
+         reconcile bring OLD back in line with NEW for a diverged account: `reconcile USER --config FILE`\n  \
          sweep     bring accounts nobody opens up to date in the background: `sweep --config FILE [--once]`\n  \
          accounts  `accounts import FILE --config CONF`: record accounts (loop file or logins) as pending\n  \
          verify    compare OLD and NEW per folder (counts, sizes, missing/extra messages, flags), read-only:\n            \
@@ -77,6 +79,7 @@ pub fn main_with_args(argv: Vec<String>) -> i32 {
         Some("sweep") => sweep::sweep_command(&rest[1..]),
         Some("accounts") => sweep::accounts_command(&rest[1..]),
         Some("verify") => verify::verify_command(&rest[1..]),
+        Some("reconcile") => reconcile::reconcile_command(&rest[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{}", top_help());
             report::code::EX_OK
@@ -127,6 +130,11 @@ mod tests {
         assert_eq!(main_with_args(argv(&["imapferry", "retire", "--help"])), 0);
         assert_eq!(main_with_args(argv(&["imapferry", "verify", "--help"])), 0);
         assert_eq!(main_with_args(argv(&["imapferry", "verify"])), 64);
+        assert_eq!(
+            main_with_args(argv(&["imapferry", "reconcile", "--help"])),
+            0
+        );
+        assert_eq!(main_with_args(argv(&["imapferry", "reconcile"])), 64);
         assert_eq!(
             main_with_args(argv(&[
                 "imapferry",

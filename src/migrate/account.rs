@@ -33,7 +33,19 @@ pub(crate) struct Shared {
     /// The sweeper's global rate ceilings.
     pub rate: Option<Arc<sync::SharedRate>>,
     pub interactive: Arc<AtomicUsize>,
+    pub journal: JournalPolicy,
     pub stop: watch::Receiver<bool>,
+}
+
+/// How the journal is drained and kept (`[migration]`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JournalPolicy {
+    /// Refusals of one entry before it is parked.
+    pub attempts: u32,
+    /// First retry delay after a refusal (doubling).
+    pub retry: Duration,
+    /// Mirrored entries are deleted after this.
+    pub keep: Duration,
 }
 
 /// How a migration step failed, for back-off and accounting.
@@ -140,6 +152,7 @@ pub struct Account {
     pub(super) retired: AtomicBool,
     /// Journal entries not yet on OLD (for back-pressure; the store has the truth).
     pub(super) pending: AtomicU64,
+    pub(super) journal: JournalPolicy,
     stop: watch::Receiver<bool>,
 }
 
@@ -172,6 +185,7 @@ impl Account {
             reach: StdMutex::new(Backoff::new(REACH_FIRST, REACH_MAX)),
             retired: AtomicBool::new(false),
             pending: AtomicU64::new(0),
+            journal: shared.journal,
             stop: shared.stop.clone(),
         }
     }

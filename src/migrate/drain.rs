@@ -23,9 +23,9 @@ const PRESSURE_WAIT: Duration = Duration::from_secs(5);
 /// ... and past this many the account stops journaling and is marked diverged (OLD is
 /// reconciled later) rather than growing the journal without bound.
 const MAX_PENDING: u64 = 100_000;
-/// Refusals of one entry before it is parked, and the first retry delay (doubling).
-const MAX_ATTEMPTS: u32 = 5;
-const RETRY_FIRST_SECS: i64 = 2;
+/// Mirrored entries are purged at most this often (one process, all accounts).
+const PURGE_EVERY_SECS: i64 = 60;
+static LAST_PURGE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// Why a write could not be journaled; the client must not hear OK from the proxy.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +151,7 @@ impl Account {
             let entries = match self.store.journal_pending(self.id, 64).await {
                 Ok(e) if e.is_empty() => {
                     self.pending.store(0, Ordering::SeqCst);
-                    return;
+                    return self.purge().await;
                 }
                 Ok(e) => e,
                 Err(e) => return warn!("{e}"),
@@ -199,24 +199,44 @@ impl Account {
     }
 
     /// OLD refused `entry`: tried again later (`Ok(false)`: the drain waits for it), or parked
-    /// after [`MAX_ATTEMPTS`] refusals (`Ok(true)`: the drain goes on).
+    /// after `[migration] mirror_attempts` refusals (`Ok(true)`: the drain goes on).
     async fn refused(
         &self,
         entry: &JournalEntry,
         why: &str,
     ) -> Result<bool, crate::store::StoreError> {
-        let delay = RETRY_FIRST_SECS << entry.attempts.min(5);
+        let delay = (self.journal.retry.as_secs() as i64) << entry.attempts.min(5);
         let attempts = self
             .store
             .journal_retry(entry.id, why, unix_now() + delay)
             .await?;
         warn!(id = entry.id, kind = %entry.kind, attempts, "OLD refused a journal entry: {why}");
-        if attempts < MAX_ATTEMPTS {
+        if attempts < self.journal.attempts {
             return Ok(false);
         }
         self.park(entry, &format!("refused {attempts} times: {why}"))
             .await?;
         Ok(true)
+    }
+
+    /// Deletes mirrored entries older than `[migration] journal_keep_days` (all accounts), at
+    /// most once a minute per process (every time when nothing is kept).
+    async fn purge(&self) {
+        let now = unix_now();
+        let last = LAST_PURGE.load(Ordering::SeqCst);
+        let keep = self.journal.keep.as_secs() as i64;
+        if (keep > 0 && now - last < PURGE_EVERY_SECS)
+            || LAST_PURGE
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return;
+        }
+        match self.store.journal_purge(now + 1 - keep).await {
+            Ok(0) => {}
+            Ok(n) => debug!(entries = n, "mirrored journal entries purged"),
+            Err(e) => warn!("{e}: mirrored journal entries not purged"),
+        }
     }
 
     /// `entry` can never apply: it leaves the queue with its reason, and the account diverges.

@@ -15,6 +15,7 @@ mod lifecycle;
 mod mirror;
 mod names;
 mod pool;
+mod reconcile;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub use credentials::Credentials;
 pub use drain::RecordError;
 pub use journal::{FlagOp, Write};
 pub use names::normalise;
+pub use reconcile::Reconciled;
 
 use crate::config::{self, Config};
 use crate::secret::Secret;
@@ -106,6 +108,13 @@ impl Migrator {
                     ))
                 }),
                 interactive: Arc::new(AtomicUsize::new(0)),
+                journal: account::JournalPolicy {
+                    attempts: config.migration.mirror_attempts.max(1),
+                    retry: Duration::from_secs(config.migration.mirror_retry_secs.max(1)),
+                    keep: Duration::from_secs(
+                        u64::from(config.migration.journal_keep_days) * 86_400,
+                    ),
+                },
                 stop,
             },
         }))
@@ -196,6 +205,16 @@ impl Migrator {
     /// The sweeper's global copy totals (messages, bytes, since when), if ceilings are set.
     pub fn sweep_rate(&self) -> Option<&SharedRate> {
         self.shared.rate.as_deref()
+    }
+
+    /// Brings OLD in line with NEW for one account (`imapferry reconcile`), with the
+    /// configuration's credentials.
+    pub async fn reconcile(&self, id: AccountId, key: &AccountKey) -> Result<Reconciled, String> {
+        let endpoints = self.credentials.for_account(key)?;
+        self.account(id, &key.new_user, endpoints)
+            .reconcile()
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Sweeps one account without its user (credentials from the configuration), sharing the

@@ -198,6 +198,35 @@ pub(crate) async fn mapped_pairs(
         .collect())
 }
 
+/// Both sides' folders, read-only (nothing is created or subscribed).
+#[derive(Clone, Debug)]
+pub struct TreeView {
+    /// Selected OLD folders and the NEW names a pass maps them to.
+    pub pairs: Vec<(String, String)>,
+    /// Selectable folders on each side.
+    pub old_existing: BTreeSet<String>,
+    pub new_existing: BTreeSet<String>,
+    pub old_side: mapping::Side,
+    pub new_side: mapping::Side,
+}
+
+/// Reads both trees and maps OLD's names as a pass would, without creating anything (used by
+/// `reconcile`, which must not bring back on NEW what the user deleted there).
+pub async fn read_tree(
+    old: &mut Client,
+    new: &mut Client,
+    opts: &Options,
+) -> Result<TreeView, SyncError> {
+    let tree = map_tree(old, new, opts).await?;
+    Ok(TreeView {
+        pairs: tree.pairs,
+        old_existing: tree.old_all,
+        new_existing: tree.new_existing,
+        old_side: tree.old_side,
+        new_side: tree.new_side,
+    })
+}
+
 /// Creates missing NEW folders (parents first) and subscribes what OLD has subscribed, each
 /// pipelined. Failures are counted errors, not fatal: that folder is then skipped.
 async fn prepare_new(

@@ -20,7 +20,8 @@ pub mod verify;
 use std::sync::Mutex;
 
 pub use account::{
-    FolderSize, PreparedTree, Sizes, folder_sizes, login, prepare_tree, sync_account, sync_pair,
+    FolderSize, PreparedTree, Sizes, TreeView, folder_sizes, login, prepare_tree, read_tree,
+    sync_account, sync_pair,
 };
 pub use criteria::MessageSelection;
 pub use rate::SharedRate;
