@@ -378,3 +378,197 @@ fn a_parked_entry_diverges_the_account_until_reconcile() {
     assert_eq!((on_old.count("A"), on_old.with_flag("\\Flagged")), (3, 1));
     s.assert_mirrored();
 }
+
+/// The backfill never takes `\Recent` from the user: new mail copied from OLD is recent in the
+/// user's first SELECT through the proxy, as it would be on OLD. NEW here lacks UNSELECT (and
+/// UIDPLUS, MULTIAPPEND, ...), the case where a pass that SELECTs NEW read-write keeps it
+/// selected while it appends.
+#[test]
+fn the_backfill_leaves_recent_to_the_user() {
+    let s = Setup::start(
+        Dovecot::start(Layout::Slash),
+        Dovecot::start(Layout::Reduced),
+    );
+    let mut old = s.direct_old();
+    fill(&mut old, "INBOX", 0, 2);
+    old.logout();
+    let mut c = s.client();
+    let (untagged, ok) = c.raw("SELECT INBOX");
+    assert!(ok.starts_with("OK"), "{ok}");
+    assert!(untagged.iter().any(|l| l == "* 2 RECENT"), "{untagged:?}");
+    // The live pickup keeps copying without taking it either: the session sees it arrive as
+    // recent, as it would on OLD.
+    let mut old = s.direct_old();
+    fill(&mut old, "INBOX", 10, 1);
+    old.logout();
+    let untagged = wait_for(&mut c, "INBOX", 3, &|| s.log());
+    assert!(untagged.iter().any(|l| l == "* 3 RECENT"), "{untagged:?}");
+    c.logout();
+}
+
+/// NOOPs in `folder` until it holds `n` messages (the live pickup copies OLD's new mail).
+/// Returns the untagged responses of the NOOP that saw it.
+fn wait_for(c: &mut RawImap, folder: &str, n: u32, log: &dyn Fn() -> String) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let (untagged, _) = c.raw("NOOP");
+        if untagged.iter().any(|l| l == &format!("* {n} EXISTS")) {
+            return untagged;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{folder} never reached {n}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A write the state store cannot commit within 5 s is not confirmed: the client gets `* BYE`
+/// instead of the tagged OK (NEW has the write), and the account is marked diverged as soon as
+/// the store takes writes again.
+#[test]
+fn a_write_that_cannot_be_journaled_is_never_confirmed() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    fill(&mut old, "INBOX", 0, 1);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 1);
+    // Another writer holds the state file for 8 s.
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time\n\
+             c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(8); c.execute('COMMIT')",
+        ])
+        .arg(s.state())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let mut raw =
+        std::net::TcpStream::connect(("127.0.0.1", s.proxy.as_ref().unwrap().port)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut reader = BufReader::new(raw.try_clone().unwrap());
+    let mut lines = Vec::new();
+    let mut read = |lines: &mut Vec<String>| {
+        let mut l = String::new();
+        let n = reader.read_line(&mut l).unwrap();
+        lines.push(l.trim_end().to_string());
+        n
+    };
+    read(&mut lines);
+    raw.write_all(
+        format!("a LOGIN {USER} {PW}\r\nb SELECT INBOX\r\nc UID STORE 1 +FLAGS (\\Flagged)\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    while read(&mut lines) > 0 {}
+    let waited = started.elapsed();
+    assert!(lines.iter().any(|l| l.starts_with("* BYE")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("c OK")), "{lines:?}");
+    assert!(
+        waited >= Duration::from_secs(4),
+        "answered after {waited:?}"
+    );
+    holder.wait().unwrap();
+    // NEW has the write; OLD is marked for reconcile once the store is writable.
+    assert_eq!(snapshot(&s.new, USER, PW).with_flag("\\Flagged"), 1);
+    let start = Instant::now();
+    while summaries(&s.state())[0].state != imapferry::store::AccountState::Diverged {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", s.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.logout();
+}
+
+/// Retiring an account stops migration work in its open sessions at once: OLD's new mail is no
+/// longer copied and the user's writes no longer reach OLD; the account stays retired.
+#[test]
+fn retire_reaches_open_sessions() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    fill(&mut old, "INBOX", 0, 2);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 2);
+    s.imapferry(&["retire", USER, "--force"]).assert_code(0);
+    let mut old = s.direct_old();
+    fill(&mut old, "INBOX", 10, 1);
+    old.logout();
+    let (_, ok) = c.command("UID STORE 1 +FLAGS (\\Flagged)");
+    assert!(ok.starts_with("OK"), "{ok}");
+    // Three pickup rounds: nothing arrives, nothing is mirrored, nothing journaled.
+    for _ in 0..3 {
+        let (untagged, _) = c.raw("NOOP");
+        assert!(!untagged.iter().any(|l| l == "* 3 EXISTS"), "{untagged:?}");
+        std::thread::sleep(imapferry_live_poll());
+    }
+    c.logout();
+    assert_eq!(snapshot(&s.new, USER, PW).count("INBOX"), 2);
+    assert_eq!(snapshot(&s.old, USER, PW).with_flag("\\Flagged"), 0);
+    let a = summaries(&s.state()).remove(0);
+    assert_eq!(
+        (a.state, a.pending_journal),
+        (imapferry::store::AccountState::Retired, 0)
+    );
+}
+
+/// The proxy's live-pickup period (2 s).
+fn imapferry_live_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// A STORE over a huge UID range costs bytes in the journal, not megabytes, and mirrored entries
+/// are purged (here at once: `journal_keep_days = 0`).
+#[test]
+fn the_journal_stays_small() {
+    let s = Setup::start_with(
+        Dovecot::start(Layout::Slash),
+        Dovecot::start(Layout::Slash),
+        [String::new(), String::new(), "journal_keep_days = 0".into()],
+    );
+    let mut old = s.direct_old();
+    fill(&mut old, "INBOX", 0, 3);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 3);
+    for i in 0..100 {
+        let op = if i % 2 == 0 { "+" } else { "-" };
+        let (_, ok) = c.command(&format!("UID STORE 1:99998 {op}FLAGS.SILENT (\\Flagged)"));
+        assert!(ok.starts_with("OK"), "{ok}");
+    }
+    let (_, ok) = c.command("UID STORE 1:99998 +FLAGS.SILENT (\\Flagged)");
+    assert!(ok.starts_with("OK"), "{ok}");
+    c.logout();
+    s.assert_mirrored();
+    assert_eq!(snapshot(&s.old, USER, PW).with_flag("\\Flagged"), 3);
+    let rows: u64 = {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+                 print(c.execute('select count(*), coalesce(max(length(payload)),0) from journal').fetchone())",
+            ])
+            .arg(s.state())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let nums: Vec<u64> = text
+            .trim_matches(|c: char| !c.is_ascii_digit())
+            .split(", ")
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(nums[1] < 300, "a journal entry of {} bytes", nums[1]);
+        nums[0]
+    };
+    assert_eq!(rows, 0, "mirrored entries were not purged");
+}

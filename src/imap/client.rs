@@ -564,15 +564,36 @@ impl Client {
             .map(|_| ())
     }
 
-    /// Leaves the selected mailbox without expunging (UNSELECT; a no-op without the capability).
-    /// Appending to a mailbox that is not selected spares the server from updating a view.
+    /// Leaves the selected mailbox without expunging: UNSELECT, or without the capability, a
+    /// read-write mailbox is EXAMINEd instead (CLOSE would expunge). Appending to a mailbox that
+    /// is not selected read-write spares the server from updating a view, and gives the new
+    /// messages' `\Recent` to the user's session, not to this one.
     pub async fn unselect(&mut self) -> Result<()> {
-        if !self.caps.has("UNSELECT") {
+        let Some((mailbox, readonly)) = self.selected.clone() else {
+            return Ok(());
+        };
+        if self.caps.has("UNSELECT") {
+            self.run_ok(Cmd::new("UNSELECT"), |_| {}).await?;
+            self.selected = None;
+        } else if !readonly {
+            self.select_with(&mailbox, true, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure `mailbox` is selected read-write (for STORE and EXPUNGE), selecting it if it is
+    /// not, or only read-only.
+    pub async fn writable(&mut self, mailbox: &str, condstore: bool) -> Result<()> {
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|(m, readonly)| m == mailbox && !readonly)
+        {
             return Ok(());
         }
-        self.run_ok(Cmd::new("UNSELECT"), |_| {}).await?;
-        self.selected = None;
-        Ok(())
+        self.select_with(mailbox, false, condstore)
+            .await
+            .map(|_| ())
     }
 
     /// Leaves a mailbox selected read-only: UNSELECT, or CLOSE (which expunges nothing in a
@@ -822,6 +843,16 @@ impl Client {
     /// STATUS for many mailboxes, pipelined: all commands are written, then all answers read.
     /// The result has one entry per name, in order.
     pub async fn status_many(&mut self, names: &[String]) -> Result<Vec<Result<MailboxStatus>>> {
+        // STATUS of the selected mailbox answers from the session's view, which Dovecot does not
+        // refresh by itself (RFC 3501 §6.3.10 advises against it): mail that arrived since the
+        // SELECT would go unseen. A NOOP brings the view up to date first.
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|(selected, _)| names.contains(selected))
+        {
+            self.noop().await?;
+        }
         let items = if self.caps.has("CONDSTORE") {
             " (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
         } else {

@@ -41,14 +41,14 @@ struct Scan {
 async fn scan(
     client: &mut Client,
     name: &str,
-    readonly: bool,
+    (readonly, create): (bool, bool),
     condstore: bool,
     known: Option<MailboxState>,
 ) -> Result<Scan, ImapError> {
     let info = match client.select_with(name, readonly, condstore).await {
         // imapsync's remedy for servers that list a mailbox they cannot open yet (Gmail; Dovecot
         // racing to auto-create special-use folders): CREATE it, then SELECT again.
-        Err(ImapError::Refused { .. }) if !readonly => {
+        Err(ImapError::Refused { .. }) if create => {
             let _ = client.create(name).await?;
             client.select_with(name, readonly, condstore).await?
         }
@@ -136,7 +136,7 @@ pub(crate) async fn sync_folder(
 
         // OLD is only written with --delete1 (and never in a dry run).
         let old_readonly = !opts.delete1 || opts.dry;
-        let o = match scan(old, &pair.old_name, old_readonly, true, pair.old).await {
+        let o = match scan(old, &pair.old_name, (old_readonly, false), true, pair.old).await {
             Err(e @ ImapError::Refused { .. }) => {
                 tally.error(format!("Could not select: {} {e}", pair.old_name));
                 return Ok(());
@@ -145,7 +145,10 @@ pub(crate) async fn sync_folder(
         };
         // NEW gets CONDSTORE only once there is a recorded state to compare with: a first pass fills
         // the folder faster without it (see `Client::select_with`); its final STATUS records the modseq.
-        let n = match scan(new, &pair.new_name, opts.dry, pair.new.is_some(), pair.new).await {
+        // NEW is read read-only: a read-write SELECT would take `\Recent` from the user. It is
+        // selected read-write only when the pass writes there.
+        let new_condstore = pair.new.is_some();
+        let n = match scan(new, &pair.new_name, (true, !opts.dry), new_condstore, pair.new).await {
             Err(e @ ImapError::Refused { .. }) if opts.dry => {
                 // The folder does not exist yet on NEW: everything would be copied.
                 let _ = e;
@@ -239,6 +242,7 @@ pub(crate) async fn sync_folder(
         if !gone_old.is_empty() && !opts.dry {
             let new_uids: Vec<u32> = gone_old.iter().map(|l| l.new_uid).collect();
             let old_uids: Vec<u32> = gone_old.iter().map(|l| l.old_uid).collect();
+            new.writable(&pair.new_name, new_condstore).await?;
             new.uid_expunge(&new_uids).await?;
             store.remove_links(pair.id, &old_uids).await?;
             tally.stats(|s| s.messages_deleted_on_new += new_uids.len() as u64);
@@ -624,6 +628,9 @@ async fn reconcile_flags(
         return Ok(());
     }
     let mut changed = 0;
+    if !ops.is_empty() {
+        new.writable(&pair.new_name, pair.new.is_some()).await?;
+    }
     for ((add, remove), uids) in ops {
         if !add.is_empty() {
             new.uid_store(&uids, "+FLAGS.SILENT", &add).await?;
