@@ -572,3 +572,61 @@ fn the_journal_stays_small() {
     };
     assert_eq!(rows, 0, "mirrored entries were not purged");
 }
+
+/// Live pickup under load: while two CPU hogs run beside the servers and the proxy, mail
+/// delivered to OLD during an open session (NOOP and SELECT every second, as a phone does)
+/// appears within 5 s, 20 times out of 20.
+#[test]
+fn live_pickup_keeps_up_under_load() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let mut c = s.client();
+    let mut expected = c.select("INBOX");
+    let mut slowest = Duration::ZERO;
+    for round in 0..20u64 {
+        let mut old = s.direct_old();
+        fill(&mut old, "INBOX", 100 * round, 5);
+        old.logout();
+        expected += 5;
+        let start = Instant::now();
+        loop {
+            let (untagged, ok) = c.raw(if start.elapsed().as_millis() % 2000 < 1000 {
+                "NOOP"
+            } else {
+                "SELECT INBOX"
+            });
+            assert!(ok.starts_with("OK"), "{ok}");
+            if untagged
+                .iter()
+                .any(|l| l == &format!("* {expected} EXISTS"))
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "round {round}: OLD's new mail did not appear within 5 s\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+        slowest = slowest.max(start.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    eprintln!("slowest pickup under load: {slowest:?}");
+    c.logout();
+    s.assert_mirrored();
+}

@@ -100,7 +100,8 @@ pub struct MailboxInfo {
     pub uidnext: u32,
     /// 0 without CONDSTORE (or with NOMODSEQ).
     pub highestmodseq: u64,
-    /// `None` when the server sent no PERMANENTFLAGS.
+    /// `None` when the server sent no PERMANENTFLAGS, or the mailbox is selected read-only (its
+    /// `PERMANENTFLAGS ()` then only says that this view cannot change flags).
     pub permanentflags: Option<Vec<String>>,
     pub readonly: bool,
 }
@@ -836,6 +837,11 @@ impl Client {
             })
             .await?;
         apply(&done.code, &mut info);
+        if info.readonly {
+            // A read-only view answers `PERMANENTFLAGS ()` (nothing can be changed through it):
+            // it says nothing about what the mailbox stores.
+            info.permanentflags = None;
+        }
         self.selected = Some((mailbox.to_string(), info.readonly));
         Ok(info)
     }
