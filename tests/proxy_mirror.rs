@@ -630,3 +630,88 @@ fn live_pickup_keeps_up_under_load() {
     c.logout();
     s.assert_mirrored();
 }
+
+/// The mirror's reads of NEW never race the user's DELETE, RENAME or CREATE of the same folder
+/// (Dovecot answers the user "Mailbox was deleted under us" or `[SERVERBUG]` when they do): a
+/// client that saves into a folder and deletes or renames it right away sees every command
+/// succeed, and OLD follows.
+#[test]
+fn the_mirror_stays_out_of_the_users_way() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    // An APPEND and, in the same write, the DELETE of its folder: the mirror wakes for the
+    // APPEND while the DELETE is on its way to NEW.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let stream =
+            std::net::TcpStream::connect(("127.0.0.1", s.proxy.as_ref().unwrap().port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let (mut w, mut r) = (stream.try_clone().unwrap(), BufReader::new(stream));
+        let mut tagged = |tag: &str| {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                assert!(r.read_line(&mut line).unwrap() > 0, "closed before {tag}");
+                if line.starts_with(&format!("{tag} ")) {
+                    return line.trim_end().to_string();
+                }
+            }
+        };
+        w.write_all(format!("l LOGIN {USER} {PW}\r\n").as_bytes())
+            .unwrap();
+        assert!(tagged("l").starts_with("l OK"));
+        for round in 0..25u64 {
+            let body = String::from_utf8(message(100 + round, 600)).unwrap();
+            w.write_all(
+                format!(
+                    "c{round} CREATE Burst\r\na{round} APPEND Burst (\\Seen) {{{}+}}\r\n{body}\r\nd{round} DELETE Burst\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            for tag in [
+                format!("c{round}"),
+                format!("a{round}"),
+                format!("d{round}"),
+            ] {
+                let line = tagged(&tag);
+                assert!(
+                    line.starts_with(&format!("{tag} OK")),
+                    "round {round}: {line}"
+                );
+            }
+        }
+    }
+    let mut c = s.client();
+    for round in 0..25u64 {
+        let name = format!("Tmp{}", round % 3);
+        let cmds = [
+            format!("CREATE {name}"),
+            format!("SELECT {name}"),
+            format!(
+                "APPEND {name} (\\Seen) {{{}+}}\r\n{}",
+                message(round, 600).len(),
+                String::from_utf8(message(round, 600)).unwrap()
+            ),
+            "UID STORE 1:* +FLAGS (\\Flagged)".to_string(),
+            "CLOSE".to_string(),
+            if round % 2 == 0 {
+                format!("DELETE {name}")
+            } else {
+                format!("RENAME {name} Kept{round}")
+            },
+        ];
+        for cmd in &cmds {
+            let (untagged, ok) = c.raw(cmd);
+            assert!(
+                ok.starts_with("OK"),
+                "round {round}: {}: {ok} {untagged:?}",
+                cmd.lines().next().unwrap_or_default()
+            );
+        }
+    }
+    c.logout();
+    s.assert_mirrored();
+}

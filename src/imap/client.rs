@@ -582,6 +582,26 @@ impl Client {
         Ok(())
     }
 
+    /// Leaves `mailbox` (or a mailbox below it) before it is deleted or renamed: Dovecot ends a
+    /// session whose selected mailbox disappears ("Selected mailbox was deleted, have to
+    /// disconnect"). UNSELECT, else INBOX is EXAMINEd (CLOSE would expunge).
+    async fn leave(&mut self, mailbox: &str) -> Result<()> {
+        if !self
+            .selected
+            .as_ref()
+            .is_some_and(|(selected, _)| selected.starts_with(mailbox))
+        {
+            return Ok(());
+        }
+        if self.caps.has("UNSELECT") {
+            self.run_ok(Cmd::new("UNSELECT"), |_| {}).await?;
+            self.selected = None;
+            Ok(())
+        } else {
+            self.select_with("INBOX", true, false).await.map(|_| ())
+        }
+    }
+
     /// Makes sure `mailbox` is selected read-write (for STORE and EXPUNGE), selecting it if it is
     /// not, or only read-only.
     pub async fn writable(&mut self, mailbox: &str, condstore: bool) -> Result<()> {
@@ -1139,6 +1159,7 @@ impl Client {
     }
 
     pub async fn delete(&mut self, mailbox: &str) -> Result<()> {
+        self.leave(mailbox).await?;
         self.run_ok(Cmd::new("DELETE ").string(mailbox), |_| {})
             .await
             .map(|_| ())
@@ -1146,6 +1167,7 @@ impl Client {
 
     /// RENAME (children follow, as the server does it).
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.leave(from).await?;
         self.run_ok(
             Cmd::new("RENAME ").string(from).text(" ").string(to),
             |_| {},

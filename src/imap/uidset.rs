@@ -78,13 +78,18 @@ pub fn parse(s: &str, limit: usize) -> Option<Vec<u32>> {
 pub struct Ranges(Vec<(u32, u32)>);
 
 impl Ranges {
-    /// Parses a UID set as a client sends it (`1:3,7,9:*` is refused: `*` is not a UID), at most
-    /// `max_items` comma-separated items.
+    /// Parses a UID set as a client sends it, at most `max_items` comma-separated items. `1:*`
+    /// is every UID; any other `*` is refused (`5:*` also names the highest UID when it is below
+    /// 5, which only the server knows).
     pub fn parse(s: &str, max_items: usize) -> Option<Ranges> {
         let mut ranges = Vec::new();
         for item in s.split(',') {
             if ranges.len() >= max_items {
                 return None;
+            }
+            if item == "1:*" || item == "*:1" {
+                ranges.push((1, u32::MAX));
+                continue;
             }
             let (a, b) = match item.split_once(':') {
                 Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
@@ -168,7 +173,10 @@ mod tests {
             assert_eq!(r.contains(uid), inside, "{uid}");
         }
         assert_eq!(Ranges::from_uids([5, 3, 4, 9, 3]).to_string(), "3:5,9");
-        assert_eq!(Ranges::parse("1:*", 10), None);
+        assert_eq!(Ranges::parse("1:*", 10).unwrap().len(), u64::from(u32::MAX));
+        assert!(Ranges::parse("2,1:*", 10).unwrap().contains(7));
+        assert_eq!(Ranges::parse("5:*", 10), None);
+        assert_eq!(Ranges::parse("*", 10), None);
         assert_eq!(Ranges::parse("1,2,3", 2), None);
         assert!(Ranges::default().is_empty());
         assert_eq!(Ranges::parse(&u32::MAX.to_string(), 1).unwrap().len(), 1);

@@ -169,6 +169,10 @@ impl Account {
                     return;
                 }
                 let result = mirror::apply(self, &mut conn, &entry).await;
+                if matches!(entry.kind.as_str(), "delete" | "rename") {
+                    // Idle connections may have the folder selected: the server ends them.
+                    self.pool.clear();
+                }
                 let outcome = match result {
                     Ok(()) => {
                         debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD");

@@ -270,11 +270,16 @@ async fn mirror_flags(
                 .collect()
         }
         _ => {
+            // Where the folder is on NEW now (a later RENAME moved it); deleted later, it goes
+            // on OLD too and its flags no longer matter.
             let f = ctx.acct.folder(folder);
             let _reading = f.read_new().await;
+            let Some(now) = current_name(ctx, folder).await? else {
+                return Ok(());
+            };
             let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
             let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
-            let new_flags = fetch_flags(&mut conn.new, &pair.new_name, true, &new_uids).await?;
+            let new_flags = fetch_flags(&mut conn.new, &now, true, &new_uids).await?;
             let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
             let replace = op == Some(FlagOp::Replace);
             by_reading(conn, &links, &named, replace, &new_flags, &old_flags, &perm).await?
@@ -343,7 +348,10 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
     let present: BTreeSet<u32> = {
         let f = ctx.acct.folder(folder);
         let _reading = f.read_new().await;
-        conn.new.select(&pair.new_name, true).await?;
+        let Some(now) = current_name(ctx, folder).await? else {
+            return Ok(()); // deleted later: OLD deletes the whole folder
+        };
+        conn.new.select(&now, true).await?;
         conn.new.uid_search("ALL").await?.into_iter().collect()
     };
     let gone: Vec<u32> = links
@@ -438,8 +446,9 @@ async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> 
     Ok(())
 }
 
-/// Where NEW folder `folder`, as of entry `after`, is now: later RENAMEs journaled by the user
-/// move it; a later DELETE means there is nothing to read (OLD deletes the folder too).
+/// Where NEW folder `folder`, as of this entry, is now: later RENAMEs journaled by the user move
+/// it; a later DELETE means there is nothing to read (OLD deletes the folder too). Every read of
+/// NEW goes through this: the user may have changed the folder since the entry was journaled.
 async fn current_name(ctx: &Ctx<'_>, folder: &str) -> Result<Option<String>> {
     let sep = ctx.acct.separators().map_or('/', |(_, new)| new);
     let mut name = folder.to_string();
@@ -481,20 +490,15 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
             "no OLD folder for {folder} (OLD's tree is not mapped)"
         )));
     };
-    let Some(now) = current_name(ctx, folder).await? else {
-        return Ok(());
-    };
     let pair = ctx.pair(&old, folder).await?;
     let mut fetched: Vec<Fetch> = Vec::new();
     {
-        let f = ctx.acct.folder(&now);
+        let f = ctx.acct.folder(folder);
         let _reading = f.read_new().await;
-        match conn.new.select(&now, true).await {
-            Ok(_) => {}
-            // Deleted on NEW and not journaled (another client, directly on NEW): nothing to copy.
-            Err(ImapError::Refused { .. }) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+        let Some(now) = current_name(ctx, folder).await? else {
+            return Ok(());
+        };
+        conn.new.select(&now, true).await?;
         conn.new
             .uid_fetch(uids, "UID FLAGS INTERNALDATE BODY.PEEK[]", "", |f| {
                 fetched.push(f)

@@ -1017,9 +1017,6 @@ impl Migration<'_> {
         let Some(account) = self.account else {
             return Ok(());
         };
-        for folder in &outcome.settled {
-            account.folder(folder).end_change();
-        }
         if outcome.selection_changed {
             let selected = self
                 .tracker
@@ -1031,9 +1028,15 @@ impl Migration<'_> {
         if let Some(what) = outcome.untracked {
             account.diverge(&what).await;
         }
-        if let Some(write) = outcome.write
-            && let Err(e) = account.record(write).await
-        {
+        let recorded = match outcome.write {
+            Some(write) => account.record(write).await,
+            None => Ok(()),
+        };
+        // Journaled first, so a mirror waiting for the change sees it when it resumes.
+        for folder in &outcome.settled {
+            account.folder(folder).end_change();
+        }
+        if let Err(e) = recorded {
             warn!("{e}");
             return Err(
                 "This change could not be saved by the proxy; reconnect to see NEW's state",
