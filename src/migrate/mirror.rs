@@ -568,3 +568,6 @@ async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

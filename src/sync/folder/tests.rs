@@ -54,12 +54,17 @@ fn old_inbox(flags: [&str; 3], copy: String, after: Vec<Step>) -> Vec<Step> {
     steps
 }
 
-/// NEW's side: an empty INBOX, then the given APPENDs and the closing STATUS.
+/// NEW's side: an empty INBOX (read read-only: a read-write SELECT would take `\Recent` from
+/// the user), left before the given APPENDs (this NEW has no UNSELECT; some servers refuse an
+/// APPEND to the mailbox the connection has EXAMINEd), and the closing STATUS.
 fn new_inbox(appends: Vec<Step>) -> Vec<Step> {
-    let mut steps = vec![step(
-        "SELECT \"INBOX\"",
-        "* FLAGS (\\Seen)\r\n* OK [PERMANENTFLAGS (\\Seen \\*)] x\r\n* 0 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\n* OK [UIDNEXT 1] x\r\n$tag OK [READ-WRITE] done\r\n",
-    )];
+    let mut steps = vec![
+        step(
+            "EXAMINE \"INBOX\"",
+            "* FLAGS (\\Seen)\r\n* OK [PERMANENTFLAGS ()] x\r\n* 0 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\n* OK [UIDNEXT 1] x\r\n$tag OK [READ-ONLY] done\r\n",
+        ),
+        step("CLOSE", "$tag OK\r\n"),
+    ];
     steps.extend(appends);
     steps.push(step(
         "STATUS \"INBOX\"",
