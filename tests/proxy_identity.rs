@@ -116,4 +116,11 @@ fn spellings_of_one_login_are_one_account() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert_eq!(names[0], ("user1", "retired"));
     assert_eq!(names[1].0, "user2");
+    drop(proxy);
+    let mut on_old = snapshot(&old, "user2", PW);
+    let mut on_new = snapshot(&new, "user2", PW);
+    // Only INBOX was opened: the other folders wait for their first SELECT or a sweep.
+    on_old.folders.retain(|f, _| f == "INBOX");
+    on_new.folders.retain(|f, _| f == "INBOX");
+    assert_same_mail(&on_old, &on_new);
 }

@@ -224,6 +224,9 @@ fn cutover_story_through_the_proxy() {
             .count();
         assert_eq!(n, 1, "{subject}");
     }
+    // OLD stayed a faithful mirror: with the journal empty, both hold the same mail, flags,
+    // dates, folders and subscriptions.
+    common::assert_same_mail(&snapshot(&old, USER, PW), &snapshot(&new, USER, PW));
     drop(proxy);
 }
 

@@ -380,8 +380,8 @@ fn overview_text(o: &Overview, table: &str, bar: bool) -> String {
     let s = &o.by_state;
     let _ = writeln!(
         out,
-        "Accounts:    {} ({} pending, {} partial, {} synced, {} retired, {} failed)",
-        o.accounts, s.pending, s.partial, s.synced, s.retired, s.failed
+        "Accounts:    {} ({} pending, {} partial, {} synced, {} retired, {} failed, {} diverged)",
+        o.accounts, s.pending, s.partial, s.synced, s.retired, s.failed, s.diverged
     );
     let percent = o
         .progress_percent
@@ -440,6 +440,18 @@ fn overview_text(o: &Overview, table: &str, bar: bool) -> String {
             );
         }
         None => out.push_str("ETA:         unknown\n"),
+    }
+    if s.diverged > 0 {
+        let _ = writeln!(
+            out,
+            "Diverged:    {} {} OLD no longer mirrors; see the reason, then `imapferry reconcile USER`",
+            s.diverged,
+            if s.diverged == 1 {
+                "account"
+            } else {
+                "accounts"
+            }
+        );
     }
     if o.message_errors > 0 {
         let _ = writeln!(
@@ -814,7 +826,7 @@ mod tests {
         let table = account_table(&accounts);
         let text = overview_text(&o, &table, false);
         let expected = [
-            "Accounts:    3 (0 pending, 1 partial, 1 synced, 0 retired, 1 failed)",
+            "Accounts:    3 (0 pending, 1 partial, 1 synced, 0 retired, 1 failed, 0 diverged)",
             "Progress:    40.0 %  100 of 250 messages on OLD done (100 linked, 0 deleted on NEW); \
              1 account without a completed pass not counted yet",
             "Throughput:  100 messages/hour (messages linked in the accounts active between \

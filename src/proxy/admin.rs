@@ -696,7 +696,7 @@ impl Admin {
                     text.push_str(&metrics::render_accounts(
                         &counts,
                         sum(|a| a.message_errors),
-                        sum(|a| a.pending_journal),
+                        (sum(|a| a.pending_journal), sum(|a| a.parked_journal)),
                     ));
                 }
                 Err(e) => warn!("admin: /metrics without account counts: {e}"),

@@ -268,11 +268,12 @@ fn label(value: &str) -> String {
 
 /// What the state store says, as gauges read at each scrape: `imapferry_accounts{state}`
 /// (accounts by lifecycle state, zeros included), `imapferry_message_errors` (OLD messages the
-/// last passes could not copy) and `imapferry_journal_pending` (user writes not yet on OLD).
+/// last passes could not copy), `imapferry_journal_pending` (user writes not yet on OLD) and
+/// `imapferry_journal_parked` (user writes OLD never took).
 pub fn render_accounts(
     counts: &[(&str, u64)],
     message_errors: u64,
-    journal_pending: u64,
+    (journal_pending, journal_parked): (u64, u64),
 ) -> String {
     let mut out = String::from(
         "# HELP imapferry_accounts Accounts in the state store by lifecycle state.\n\
@@ -286,7 +287,9 @@ pub fn render_accounts(
         "# HELP imapferry_message_errors OLD messages the last passes could not copy.\n\
          # TYPE imapferry_message_errors gauge\nimapferry_message_errors {message_errors}\n\
          # HELP imapferry_journal_pending User writes journaled and not yet mirrored to OLD.\n\
-         # TYPE imapferry_journal_pending gauge\nimapferry_journal_pending {journal_pending}\n"
+         # TYPE imapferry_journal_pending gauge\nimapferry_journal_pending {journal_pending}\n\
+         # HELP imapferry_journal_parked User writes OLD never took (their accounts are diverged).\n\
+         # TYPE imapferry_journal_parked gauge\nimapferry_journal_parked {journal_parked}\n"
     );
     out
 }
@@ -438,7 +441,8 @@ mod tests {
 
     #[test]
     fn renders_accounts_and_sweep() {
-        let text = render_accounts(&[("pending", 2), ("synced", 0)], 3, 0);
+        let text = render_accounts(&[("pending", 2), ("synced", 0)], 3, (0, 1));
+        assert!(text.contains("\nimapferry_journal_parked 1\n"));
         assert!(text.contains("\nimapferry_message_errors 3\n"));
         assert!(text.contains("\nimapferry_journal_pending 0\n"));
         assert!(text.contains("# TYPE imapferry_accounts gauge\n"));

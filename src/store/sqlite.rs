@@ -1600,6 +1600,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retired_and_diverged_are_left_only_by_their_own_commands() {
+        use AccountState::*;
+        let store = SqliteStore::open_memory().await.unwrap();
+        let a = store.account(&key("alice")).await.unwrap();
+        assert!(store.retire(a, Some("forced")).await.unwrap());
+        // A failed OLD login or a pass's end never moves a retired account.
+        for state in [Failed, Synced, Partial, Pending] {
+            assert!(!store.set_account_state(a, state, Some("x")).await.unwrap());
+            assert_eq!(store.account_state(a).await.unwrap(), Retired);
+        }
+        assert!(!store.mark_diverged(a, "x").await.unwrap());
+        assert!(store.unretire(a).await.unwrap());
+        assert_eq!(store.account_state(a).await.unwrap(), Partial);
+        // Diverged: only reconcile clears it.
+        assert!(
+            store
+                .mark_diverged(a, "journal entry 3 parked")
+                .await
+                .unwrap()
+        );
+        assert!(!store.set_account_state(a, Synced, None).await.unwrap());
+        assert_eq!(store.account_state(a).await.unwrap(), Diverged);
+        assert!(store.clear_diverged(a, Partial).await.unwrap());
+        assert!(!store.clear_diverged(a, Partial).await.unwrap());
+        assert!(store.set_account_state(a, Synced, None).await.unwrap());
+        assert!(store.set_account_state(999, Synced, None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn refused_entries_are_retried_then_parked() {
+        let store = SqliteStore::open_memory().await.unwrap();
+        let a = store.account(&key("alice")).await.unwrap();
+        let first = store.journal_append(a, "flags", "{}").await.unwrap();
+        let second = store.journal_append(a, "append", "{}").await.unwrap();
+        assert_eq!(
+            store
+                .journal_retry(first, "NO [NONEXISTENT]", 42)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.journal_retry(first, "NO again", 43).await.unwrap(), 2);
+        let pending = store.journal_pending(a, 10).await.unwrap();
+        assert_eq!(pending[0].attempts, 2);
+        assert_eq!(pending[0].reason.as_deref(), Some("NO again"));
+        assert_eq!(pending[0].retry_at, Some(43));
+        store.journal_park(first, "refused 2 times").await.unwrap();
+        assert_eq!(store.journal_pending_count(a).await.unwrap(), 1);
+        let parked = store.journal_parked(a).await.unwrap();
+        assert_eq!((parked.len(), parked[0].id), (1, first));
+        let summary = store.account_summaries().await.unwrap().remove(0);
+        assert_eq!((summary.pending_journal, summary.parked_journal), (1, 1));
+        // Only mirrored entries are purged, and only old enough ones.
+        store.journal_done(second).await.unwrap();
+        assert_eq!(store.journal_purge(0).await.unwrap(), 0);
+        assert_eq!(store.journal_purge(i64::MAX).await.unwrap(), 1);
+        assert_eq!(store.journal_parked(a).await.unwrap().len(), 1);
+        // A parked entry blocks retire, forced or not the journal says so.
+        store
+            .set_account_state(a, AccountState::Synced, None)
+            .await
+            .unwrap();
+        assert!(!store.retire(a, None).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn journal_order_done_and_counts() {
         let store = SqliteStore::open_memory().await.unwrap();
         let alice = store.account(&key("alice")).await.unwrap();

@@ -305,6 +305,22 @@ mod tests {
             id(pick(&accounts, Some(5), &none, &never, 10_000, None)),
             (Some(5), 3)
         );
+        // Retired and diverged accounts are never swept, prioritised or not.
+        let mut with_diverged = accounts.clone();
+        with_diverged.push(account(7, Diverged, None));
+        for refused in [4, 7] {
+            assert_eq!(
+                id(pick(
+                    &with_diverged,
+                    Some(refused),
+                    &none,
+                    &never,
+                    10_000,
+                    None
+                )),
+                (Some(3), 2)
+            );
+        }
         let busy: HashSet<AccountId> = [3].into();
         assert_eq!(
             id(pick(&accounts, None, &busy, &never, 10_000, None)),

@@ -625,6 +625,8 @@ async fn link_by_key(
     ident: &IdentityOptions,
     tally: &Tally<'_>,
 ) -> Result<(Vec<u32>, Vec<(u32, String)>), SyncError> {
+    // The copies arrived while the folder was not selected (or only read-only): look afresh.
+    new.select(&pair.new_name, true).await?;
     let region: Vec<u32> = new
         .uid_search(&format!("UID {}:*", from.max(1)))
         .await?
