@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Dovecot, Layout, Proxy, RawImap};
+use common::{Dovecot, Layout, Proxy, RawImap, migration_config};
 use serde_json::Value;
 
 const USER: &str = "alice";
@@ -126,13 +126,8 @@ fn admin_api_matches_status_and_retires() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let sections = format!(
-        "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-         [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-         [state]\npath = \"{}\"\n[migration]\nselect_budget_ms = 10000\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
-        new.port(),
-        old.port(),
-        state.display()
+        "{}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
+        migration_config(&old, &new, &state, 10000)
     );
     let config = dir.path().join("imapferry.toml");
     std::fs::write(

@@ -241,14 +241,7 @@ fn the_hostile_corpus_copies_by_proxy_backfill() {
     let proxy = ProxyProc::start(
         &binary(),
         dir.path(),
-        &format!(
-            "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-             [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-             [state]\npath = \"{}\"\n[migration]\nselect_budget_ms = 60000\n",
-            new.port(),
-            old.port(),
-            state.display()
-        ),
+        &migration_config(&old, &new, &state, 60000),
     );
     let start = now();
     let mut client = RawImap::connect("127.0.0.1", proxy.port);

@@ -3,6 +3,7 @@
 //! login share one account, one backfill, and one lifecycle.
 
 mod common;
+use common::state::account_summaries;
 
 use std::sync::{Arc, Barrier};
 
@@ -10,16 +11,6 @@ use common::cli::*;
 use common::*;
 
 const PW: &str = "Pw-identity-8q";
-
-fn store_summaries(state: &std::path::Path) -> Vec<imapferry::store::AccountSummary> {
-    use imapferry::store::{SqliteStore, Store};
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = SqliteStore::open_existing(state).await.unwrap();
-        let summaries = store.account_summaries().await.unwrap();
-        store.close().await;
-        summaries
-    })
-}
 
 fn fill_inbox(d: &Dovecot, user: &str, first: u64, n: u64) {
     let mut c = RawImap::connect(d.host(), d.port());
@@ -47,14 +38,7 @@ fn spellings_of_one_login_are_one_account() {
     let proxy = ProxyProc::start(
         &binary(),
         dir.path(),
-        &format!(
-            "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-             [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-             [state]\npath = \"{}\"\n[migration]\nselect_budget_ms = 20000\n",
-            new.port(),
-            old.port(),
-            state.display()
-        ),
+        &migration_config(&old, &new, &state, 20000),
     );
 
     // Three first logins at once, spelled as a phone, a laptop and a webmail might.
@@ -79,7 +63,7 @@ fn spellings_of_one_login_are_one_account() {
     }
     let on_new = snapshot(&new, "user2", PW);
     assert_eq!(on_new.count("INBOX"), 30, "INBOX backfilled more than once");
-    let accounts = store_summaries(&state);
+    let accounts = account_summaries(&state);
     let names: Vec<&str> = accounts.iter().map(|a| a.key.new_user.as_str()).collect();
     assert_eq!(names, ["user2"]);
 
@@ -107,7 +91,7 @@ fn spellings_of_one_login_are_one_account() {
     c.login("USER1", PW);
     assert_eq!(c.select("INBOX"), 5, "a retired account was migrated again");
     c.logout();
-    let accounts = store_summaries(&state);
+    let accounts = account_summaries(&state);
     let mut names: Vec<(&str, &str)> = accounts
         .iter()
         .map(|a| (a.key.new_user.as_str(), a.state.as_str()))

@@ -2,6 +2,7 @@
 //! front of NEW with `[old]` configured, and Python's imaplib as the mail client.
 
 mod common;
+use common::state::account_summaries;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -285,16 +286,6 @@ fn proxy_config(old: &Dovecot, new: &Dovecot, state: &Path, old_extra: &str) -> 
     )
 }
 
-fn store_summaries(state: &Path) -> Vec<imapferry::store::AccountSummary> {
-    use imapferry::store::{SqliteStore, Store};
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = SqliteStore::open_existing(state).await.unwrap();
-        let summaries = store.account_summaries().await.unwrap();
-        store.close().await;
-        summaries
-    })
-}
-
 #[test]
 fn old_down_mid_session_then_journal_survives_kill_9_and_drains() {
     let (mut old, new) = servers(Layout::Slash, Layout::Slash);
@@ -317,7 +308,7 @@ fn old_down_mid_session_then_journal_survives_kill_9_and_drains() {
     c.exec("UID MOVE 4:8 Work/Projects");
     assert_eq!(c.select("INBOX"), 25);
     c.logout();
-    let pending = store_summaries(&state)[0].pending_journal;
+    let pending = account_summaries(&state)[0].pending_journal;
     assert!(pending >= 2, "journal entries: {pending}\n{}", proxy.log());
 
     drop(proxy); // SIGKILL: nothing in the journal may be lost
@@ -346,7 +337,7 @@ fn old_down_mid_session_then_journal_survives_kill_9_and_drains() {
     assert_eq!(new_snap.count("Work/Projects"), 7);
     assert_no_duplicates(&new_snap);
     wait_until("no pending journal entry", Duration::from_secs(10), || {
-        store_summaries(&state)[0].pending_journal == 0
+        account_summaries(&state)[0].pending_journal == 0
     });
     assert!(!proxy.log().contains(PW), "a password reached the log");
 }
@@ -409,12 +400,12 @@ fn accounts_and_master_policies_reach_the_right_old_account() {
         "carol's account to be failed",
         Duration::from_secs(10),
         || {
-            store_summaries(&state).iter().any(|a| {
+            account_summaries(&state).iter().any(|a| {
                 a.key.new_user == "carol" && a.state == imapferry::store::AccountState::Failed
             })
         },
     );
-    let carol = store_summaries(&state)
+    let carol = account_summaries(&state)
         .into_iter()
         .find(|a| a.key.new_user == "carol")
         .unwrap();
@@ -479,7 +470,7 @@ fn accounts_and_master_policies_reach_the_right_old_account() {
         "alice does not see her OLD mail via the master user"
     );
     c.logout();
-    let accounts = store_summaries(&state);
+    let accounts = account_summaries(&state);
     assert_eq!(accounts.len(), 1, "{accounts:?}");
     assert_eq!(accounts[0].key.new_user, USER);
 }

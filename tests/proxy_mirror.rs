@@ -4,6 +4,7 @@
 //! journal is empty.
 
 mod common;
+use common::state::account_summaries;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -94,7 +95,7 @@ impl<O: ImapServer> Setup<O> {
     fn assert_mirrored(&self) {
         let start = Instant::now();
         loop {
-            let summaries = summaries(&self.state());
+            let summaries = account_summaries(&self.state());
             let pending: u64 = summaries.iter().map(|a| a.pending_journal).sum();
             let parked: u64 = summaries.iter().map(|a| a.parked_journal).sum();
             assert_eq!(
@@ -118,16 +119,6 @@ impl<O: ImapServer> Setup<O> {
             &snapshot(&self.new, USER, PW),
         );
     }
-}
-
-fn summaries(state: &std::path::Path) -> Vec<imapferry::store::AccountSummary> {
-    use imapferry::store::{SqliteStore, Store};
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = SqliteStore::open_existing(state).await.unwrap();
-        let summaries = store.account_summaries().await.unwrap();
-        store.close().await;
-        summaries
-    })
 }
 
 fn fill(c: &mut RawImap, folder: &str, first: u64, n: u64) {
@@ -342,7 +333,7 @@ fn a_parked_entry_diverges_the_account_until_reconcile() {
 
     let start = Instant::now();
     let diverged = loop {
-        let a = summaries(&s.state()).remove(0);
+        let a = account_summaries(&s.state()).remove(0);
         if a.state == imapferry::store::AccountState::Diverged {
             break a;
         }
@@ -369,7 +360,7 @@ fn a_parked_entry_diverges_the_account_until_reconcile() {
         "{}",
         fixed.stdout
     );
-    let a = summaries(&s.state()).remove(0);
+    let a = account_summaries(&s.state()).remove(0);
     assert_eq!(
         (a.state, a.parked_journal),
         (imapferry::store::AccountState::Partial, 0)
@@ -483,7 +474,7 @@ fn a_write_that_cannot_be_journaled_is_never_confirmed() {
     // NEW has the write; OLD is marked for reconcile once the store is writable.
     assert_eq!(snapshot(&s.new, USER, PW).with_flag("\\Flagged"), 1);
     let start = Instant::now();
-    while summaries(&s.state())[0].state != imapferry::store::AccountState::Diverged {
+    while account_summaries(&s.state())[0].state != imapferry::store::AccountState::Diverged {
         assert!(start.elapsed() < Duration::from_secs(20), "{}", s.log());
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -515,7 +506,7 @@ fn retire_reaches_open_sessions() {
     c.logout();
     assert_eq!(snapshot(&s.new, USER, PW).count("INBOX"), 2);
     assert_eq!(snapshot(&s.old, USER, PW).with_flag("\\Flagged"), 0);
-    let a = summaries(&s.state()).remove(0);
+    let a = account_summaries(&s.state()).remove(0);
     assert_eq!(
         (a.state, a.pending_journal),
         (imapferry::store::AccountState::Retired, 0)

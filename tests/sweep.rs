@@ -3,6 +3,7 @@
 //! takes over the sweeper's copy; a SIGKILLed proxy resumes. Real Dovecot servers throughout.
 
 mod common;
+use common::state::account_summaries;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -128,16 +129,6 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn summaries(state: &Path) -> Vec<imapferry::store::AccountSummary> {
-    use imapferry::store::{SqliteStore, Store};
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = SqliteStore::open_existing(state).await.unwrap();
-        let s = store.account_summaries().await.unwrap();
-        store.close().await;
-        s
-    })
-}
-
 #[test]
 fn fifty_imported_accounts_are_swept_to_synced_and_late_mail_follows() {
     let (old, new) = master_servers();
@@ -166,7 +157,7 @@ fn fifty_imported_accounts_are_swept_to_synced_and_late_mail_follows() {
     let out = imapferry(&["sweep", "--once", "--config", conf]);
     assert!(out.status.success(), "{}", text(&out));
     let state = dir.path().join("state.db");
-    let all = summaries(&state);
+    let all = account_summaries(&state);
     assert_eq!(all.len(), 50, "re-import duplicated accounts");
     for a in &all {
         assert_eq!(a.state, imapferry::store::AccountState::Synced, "{a:?}");
@@ -326,7 +317,7 @@ fn old_refusing_connections_backs_off_and_a_bad_password_fails_only_its_account(
         "no back-off while OLD was down:\n{all}"
     );
     let state = dir.path().join("state.db");
-    for a in summaries(&state) {
+    for a in account_summaries(&state) {
         if a.key.new_user == "u03" {
             assert_eq!(a.state, imapferry::store::AccountState::Failed);
             let reason = a.reason.unwrap_or_default();
@@ -510,11 +501,11 @@ fn a_proxy_killed_mid_sweep_resumes_without_duplicates() {
     let proxy_dir = tempfile::tempdir().unwrap();
     let proxy = ProxyProc::start(bin(), proxy_dir.path(), &proxy_config(&conf));
     wait_until("the sweep to be under way", Duration::from_secs(20), || {
-        summaries(&state).iter().any(|a| a.linked > 0)
+        account_summaries(&state).iter().any(|a| a.linked > 0)
     });
     std::thread::sleep(Duration::from_millis(800));
     drop(proxy); // SIGKILL in the middle of copying
-    let unfinished = summaries(&state)
+    let unfinished = account_summaries(&state)
         .iter()
         .filter(|a| a.state != imapferry::store::AccountState::Synced)
         .count();
@@ -525,7 +516,7 @@ fn a_proxy_killed_mid_sweep_resumes_without_duplicates() {
         "every account synced after the restart",
         Duration::from_secs(60),
         || {
-            summaries(&state)
+            account_summaries(&state)
                 .iter()
                 .all(|a| a.state == imapferry::store::AccountState::Synced)
         },

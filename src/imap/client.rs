@@ -1077,6 +1077,23 @@ impl Client {
         Ok(())
     }
 
+    /// Applies grouped flag changes to the selected mailbox: each `(uids, add, remove)` becomes
+    /// `+FLAGS.SILENT` and `-FLAGS.SILENT` STOREs of its non-empty lists.
+    pub async fn store_flags(
+        &mut self,
+        groups: impl IntoIterator<Item = (Vec<u32>, Vec<String>, Vec<String>)>,
+    ) -> Result<()> {
+        for (uids, add, remove) in groups {
+            if !add.is_empty() {
+                self.uid_store(&uids, "+FLAGS.SILENT", &add).await?;
+            }
+            if !remove.is_empty() {
+                self.uid_store(&uids, "-FLAGS.SILENT", &remove).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Expunges exactly these UIDs of the selected mailbox. Without UIDPLUS, other messages
     /// already marked `\Deleted` are unmarked for the EXPUNGE and marked again after it.
     pub async fn uid_expunge(&mut self, uids: &[u32]) -> Result<()> {

@@ -10,10 +10,10 @@ use super::journal::{Entry, FlagOp, Write};
 use super::names::renamed;
 use super::pool::Conn;
 use crate::imap::uidset::Ranges;
-use crate::imap::{AppendMsg, Code, Fetch, ImapError, Side};
+use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
 use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, StoreError};
 use crate::sync::SyncError;
-use crate::sync::flags::{FlagSet, PermanentFlags, filter_for_new, store_ops, syntax_check};
+use crate::sync::flags::{FlagSet, FlagStores, PermanentFlags, filter_for_new, syntax_check};
 
 /// Why an entry is not on OLD (yet).
 #[derive(Debug, thiserror::Error)]
@@ -299,7 +299,7 @@ async fn by_reading(
     old_flags: &HashMap<u32, FlagSet>,
     perm: &PermanentFlags,
 ) -> Result<Vec<LinkFlags>> {
-    let mut ops: HashMap<(Vec<String>, Vec<String>), Vec<u32>> = HashMap::new();
+    let mut stores = FlagStores::default();
     let mut updates = Vec::new();
     for link in links {
         let (Some(n), Some(o)) = (new_flags.get(&link.new_uid), old_flags.get(&link.old_uid))
@@ -313,24 +313,14 @@ async fn by_reading(
                 .chain(n.iter().filter(|f| touched(f))),
         );
         let (target, _) = filter_for_new(&wanted, perm);
-        let (add, remove) = store_ops(o, &target);
-        if !add.is_empty() || !remove.is_empty() {
-            ops.entry((add, remove)).or_default().push(link.old_uid);
-        }
+        stores.push(link.old_uid, o, &target);
         updates.push(LinkFlags {
             old_uid: link.old_uid,
             old_flags: target.to_canonical(),
             new_flags: n.to_canonical(),
         });
     }
-    for ((add, remove), uids) in ops {
-        if !add.is_empty() {
-            conn.old.uid_store(&uids, "+FLAGS.SILENT", &add).await?;
-        }
-        if !remove.is_empty() {
-            conn.old.uid_store(&uids, "-FLAGS.SILENT", &remove).await?;
-        }
-    }
+    conn.old.store_flags(stores.groups()).await?;
     Ok(updates)
 }
 
@@ -491,22 +481,44 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         )));
     };
     let pair = ctx.pair(&old, folder).await?;
-    let mut fetched: Vec<Fetch> = Vec::new();
-    {
+    let fetched = {
         let f = ctx.acct.folder(folder);
         let _reading = f.read_new().await;
         let Some(now) = current_name(ctx, folder).await? else {
             return Ok(());
         };
-        conn.new.select(&now, true).await?;
-        conn.new
-            .uid_fetch(uids, "UID FLAGS INTERNALDATE BODY.PEEK[]", "", |f| {
-                fetched.push(f)
-            })
-            .await?;
-    }
+        read_messages(&mut conn.new, &now, uids).await?
+    };
+    let (links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    ctx.acct.store.add_links(pair.id, &links).await?;
+    lower_adoption(ctx, &pair, unlinked).await
+}
+
+/// Messages `uids` of `folder` on NEW, bodies included, read without touching `\Seen`.
+pub(super) async fn read_messages(
+    new: &mut Client,
+    folder: &str,
+    uids: &[u32],
+) -> std::result::Result<Vec<Fetch>, ImapError> {
+    new.select(folder, true).await?;
+    let mut fetched = Vec::new();
+    new.uid_fetch(uids, "UID FLAGS INTERNALDATE BODY.PEEK[]", "", |f| {
+        fetched.push(f)
+    })
+    .await?;
+    Ok(fetched)
+}
+
+/// Appends NEW's messages to OLD's `folder`, bytes, INTERNALDATE and the flags OLD can take
+/// kept. Returns the links OLD's APPENDUID gave and the lowest NEW UID left unlinked (an OLD
+/// without UIDPLUS: the next pass links that copy by identity key).
+pub(super) async fn append_to_old(
+    old: &mut Client,
+    folder: &str,
+    fetched: Vec<Fetch>,
+) -> std::result::Result<(Vec<Link>, Option<u32>), ImapError> {
     let mut links = Vec::new();
-    let mut unlinked = None;
+    let mut unlinked: Option<u32> = None;
     for f in fetched {
         let (Some(new_uid), Some(body)) = (f.uid, f.body.as_ref()) else {
             continue;
@@ -521,22 +533,23 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
             internaldate: f.internaldate.as_deref(),
             body,
         };
-        let tag = conn.old.send_append(&pair.old_name, &[msg]).await?;
-        let done = conn.old.wait(&tag, |_| {}).await?.ok(Side::Old, "APPEND")?;
-        let canonical = FlagSet::from_iter(&flags).to_canonical();
+        let tag = old.send_append(folder, &[msg]).await?;
+        let done = old.wait(&tag, |_| {}).await?.ok(Side::Old, "APPEND")?;
         match done.code {
-            Some(Code::AppendUid { uids, .. }) if uids.len() == 1 => links.push(Link {
-                old_uid: uids[0],
-                new_uid,
-                old_flags: canonical.clone(),
-                new_flags: canonical,
-                ident: None,
-            }),
-            _ => unlinked = unlinked.min(Some(new_uid)).or(Some(new_uid)),
+            Some(Code::AppendUid { uids, .. }) if uids.len() == 1 => {
+                let canonical = FlagSet::from_iter(&flags).to_canonical();
+                links.push(Link {
+                    old_uid: uids[0],
+                    new_uid,
+                    old_flags: canonical.clone(),
+                    new_flags: canonical,
+                    ident: None,
+                });
+            }
+            _ => unlinked = Some(unlinked.map_or(new_uid, |u| u.min(new_uid))),
         }
     }
-    ctx.acct.store.add_links(pair.id, &links).await?;
-    lower_adoption(ctx, &pair, unlinked).await
+    Ok((links, unlinked))
 }
 
 /// RENAME on OLD of the folder's OLD name; the pairs below it follow on both sides.

@@ -5,7 +5,7 @@
 //! lost (a folder or a move that never reached it: moved messages follow their links). Folders
 //! deleted on NEW are deleted on OLD. The account then leaves `diverged`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use tracing::{info, warn};
@@ -13,9 +13,9 @@ use tracing::{info, warn};
 use super::account::Account;
 use super::mirror;
 use super::pool::Conn;
-use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
+use crate::imap::{Client, ImapError};
 use crate::store::{AccountState, FolderPair, Link, LinkFlags};
-use crate::sync::flags::{FlagSet, PermanentFlags, filter_for_new, store_ops, syntax_check};
+use crate::sync::flags::{FlagSet, FlagStores, PermanentFlags, filter_for_new};
 use crate::sync::{self, SyncError};
 
 /// What a reconcile did.
@@ -123,17 +123,14 @@ impl Account {
         let tombstones = self.store.tombstones(pair.id).await?;
         let new_flags = read_flags(&mut conn.new, &pair.new_name, true).await?.1;
         let (perm, old_flags) = read_flags(&mut conn.old, &pair.old_name, false).await?;
-        let mut ops: HashMap<(Vec<String>, Vec<String>), Vec<u32>> = HashMap::new();
+        let mut stores = FlagStores::default();
         let mut updates = Vec::new();
         let (mut gone_new, mut gone_old) = (Vec::new(), Vec::new());
         for link in &links {
             match (new_flags.get(&link.new_uid), old_flags.get(&link.old_uid)) {
                 (Some(n), Some(o)) => {
                     let (target, _) = filter_for_new(n, &perm);
-                    let (add, remove) = store_ops(o, &target);
-                    if !add.is_empty() || !remove.is_empty() {
-                        ops.entry((add, remove)).or_default().push(link.old_uid);
-                    }
+                    stores.push(link.old_uid, o, &target);
                     updates.push(LinkFlags {
                         old_uid: link.old_uid,
                         old_flags: target.to_canonical(),
@@ -145,15 +142,8 @@ impl Account {
                 (None, None) => gone_new.push(link.old_uid),
             }
         }
-        for ((add, remove), uids) in ops {
-            done.flags_fixed += uids.len() as u64;
-            if !add.is_empty() {
-                conn.old.uid_store(&uids, "+FLAGS.SILENT", &add).await?;
-            }
-            if !remove.is_empty() {
-                conn.old.uid_store(&uids, "-FLAGS.SILENT", &remove).await?;
-            }
-        }
+        done.flags_fixed += stores.messages() as u64;
+        conn.old.store_flags(stores.groups()).await?;
         self.store.update_link_flags(pair.id, &updates).await?;
         // Deleted (or moved away) on NEW: gone from OLD too, tombstoned ones included.
         let mut doomed: Vec<u32> = gone_new
@@ -217,47 +207,10 @@ async fn copy_back(
     links: &[Link],
 ) -> Result<Vec<Link>, SyncError> {
     let uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
-    conn.new.select(&pair.new_name, true).await?;
-    let mut fetched: Vec<Fetch> = Vec::new();
-    conn.new
-        .uid_fetch(&uids, "UID FLAGS INTERNALDATE BODY.PEEK[]", "", |f| {
-            fetched.push(f)
-        })
-        .await?;
-    let mut out = Vec::new();
-    for f in fetched {
-        let (Some(new_uid), Some(body)) = (f.uid, f.body.as_ref()) else {
-            continue;
-        };
-        let flags: Vec<String> = FlagSet::from_iter(f.flags.unwrap_or_default())
-            .iter()
-            .filter(|f| syntax_check(f).is_ok())
-            .map(String::from)
-            .collect();
-        let tag = conn
-            .old
-            .send_append(
-                &pair.old_name,
-                &[AppendMsg {
-                    flags: &flags,
-                    internaldate: f.internaldate.as_deref(),
-                    body,
-                }],
-            )
-            .await?;
-        let done = conn.old.wait(&tag, |_| {}).await?.ok(Side::Old, "APPEND")?;
-        if let Some(Code::AppendUid { uids, .. }) = done.code
-            && uids.len() == 1
-        {
-            let canonical = FlagSet::from_iter(&flags).to_canonical();
-            out.push(Link {
-                old_uid: uids[0],
-                new_uid,
-                old_flags: canonical.clone(),
-                new_flags: canonical,
-                ident: None,
-            });
-        }
-    }
-    Ok(out)
+    let fetched = mirror::read_messages(&mut conn.new, &pair.new_name, &uids).await?;
+    Ok(
+        mirror::append_to_old(&mut conn.old, &pair.old_name, fetched)
+            .await?
+            .0,
+    )
 }

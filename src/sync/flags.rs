@@ -2,7 +2,7 @@
 //! base, the PERMANENTFLAGS filter for NEW, and the STORE operations that reach a target set.
 //! Pure functions (reference §3).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::mapping::{PerlError, PerlSubst};
@@ -322,6 +322,38 @@ pub fn store_ops(current: &FlagSet, target: &FlagSet) -> (Vec<String>, Vec<Strin
     )
 }
 
+/// The STOREs that bring messages to their target flags, grouped so that messages needing the
+/// same change share one command: each group is `(uids, +FLAGS list, -FLAGS list)`.
+#[derive(Debug, Default)]
+pub struct FlagStores(BTreeMap<(Vec<String>, Vec<String>), Vec<u32>>);
+
+impl FlagStores {
+    /// Records that message `uid` goes from `current` to `target`; returns whether it changes.
+    pub fn push(&mut self, uid: u32, current: &FlagSet, target: &FlagSet) -> bool {
+        let ops = store_ops(current, target);
+        let changes = !ops.0.is_empty() || !ops.1.is_empty();
+        if changes {
+            self.0.entry(ops).or_default().push(uid);
+        }
+        changes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many messages change.
+    pub fn messages(&self) -> usize {
+        self.0.values().map(Vec::len).sum()
+    }
+
+    pub fn groups(self) -> impl Iterator<Item = (Vec<u32>, Vec<String>, Vec<String>)> {
+        self.0
+            .into_iter()
+            .map(|((add, remove), uids)| (uids, add, remove))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,6 +513,24 @@ mod tests {
             assert_eq!(a, add, "{current} -> {target}");
             assert_eq!(r, remove, "{current} -> {target}");
         }
+    }
+
+    #[test]
+    fn flag_stores_group_equal_changes() {
+        let mut stores = FlagStores::default();
+        assert!(stores.push(1, &fs("\\Seen"), &fs("\\Seen \\Flagged")));
+        assert!(!stores.push(2, &fs("$A"), &fs("$A")));
+        assert!(stores.push(3, &fs(""), &fs("\\Flagged")));
+        assert!(stores.push(4, &fs("$A"), &fs("")));
+        assert_eq!(stores.messages(), 3);
+        let groups: Vec<_> = stores.groups().collect();
+        assert_eq!(
+            groups,
+            vec![
+                (vec![4], vec![], vec!["$A".to_string()]),
+                (vec![1, 3], vec!["\\Flagged".to_string()], vec![]),
+            ]
+        );
     }
 
     fn rw(buggy: bool, regexflag: &[&str]) -> FlagRewrite {

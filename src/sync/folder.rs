@@ -14,7 +14,7 @@ use super::copy::copy_messages;
 use super::criteria::{self, MessageSelection};
 use super::deletions;
 use super::flags::{
-    FlagRewrite, FlagSet, PermanentFlags, filter_for_new, reconcile_target, store_ops,
+    FlagRewrite, FlagSet, FlagStores, PermanentFlags, filter_for_new, reconcile_target,
 };
 use super::ledger::{Fate, Ledger};
 use super::{Event, Options, SyncError, Tally};
@@ -585,7 +585,7 @@ async fn reconcile_flags(
     // --resyncflags compares every linked pair, not only those changed since the last pass: a side
     // without a scanned change still has its base flags (what the last reconcile left there).
     let host1_wins = opts.resync_flags_host1_wins;
-    let mut ops: HashMap<(Vec<String>, Vec<String>), Vec<u32>> = HashMap::new();
+    let mut stores = FlagStores::default();
     let mut updates = Vec::new();
     let mut dropped = BTreeSet::new();
     for link in links {
@@ -608,10 +608,7 @@ async fn reconcile_flags(
         }
         tally.stats(|s| s.flags_dropped += lost.len() as u64);
         dropped.extend(lost);
-        let (add, remove) = store_ops(&n, &target);
-        if !add.is_empty() || !remove.is_empty() {
-            ops.entry((add, remove)).or_default().push(link.new_uid);
-        }
+        stores.push(link.new_uid, &n, &target);
         updates.push(LinkFlags {
             old_uid: link.old_uid,
             old_flags: o.to_canonical(),
@@ -627,18 +624,10 @@ async fn reconcile_flags(
     if opts.dry {
         return Ok(());
     }
-    let mut changed = 0;
-    if !ops.is_empty() {
+    let changed = stores.messages();
+    if changed > 0 {
         new.writable(&pair.new_name, pair.new.is_some()).await?;
-    }
-    for ((add, remove), uids) in ops {
-        if !add.is_empty() {
-            new.uid_store(&uids, "+FLAGS.SILENT", &add).await?;
-        }
-        if !remove.is_empty() {
-            new.uid_store(&uids, "-FLAGS.SILENT", &remove).await?;
-        }
-        changed += uids.len();
+        new.store_flags(stores.groups()).await?;
     }
     if !updates.is_empty() {
         store.update_link_flags(pair.id, &updates).await?;

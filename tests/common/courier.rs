@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::dovecot::{Layout, chown_to_run_as, free_port, run_as};
-use super::server::ImapServer;
+use super::server::{ImapServer, greets, stop, wait_port_closed};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -157,7 +157,7 @@ impl Courier {
             // SAFETY: kill(2) on the process group our own child leads.
             unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             child.wait().expect("reap couriertcpd");
-            self.wait_port_closed();
+            wait_port_closed(self.host(), self.port);
         }
     }
 
@@ -303,16 +303,8 @@ impl Courier {
                 self.child = None;
                 return Err(format!("couriertcpd exited early with {status}"));
             }
-            if self.socket_path().exists()
-                && let Ok(stream) = TcpStream::connect((self.host(), self.port))
-            {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(2)))
-                    .unwrap();
-                let mut line = String::new();
-                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("* OK") {
-                    return Ok(());
-                }
+            if self.socket_path().exists() && greets(self.host(), self.port) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -324,28 +316,9 @@ impl Courier {
         }
     }
 
-    /// SIGTERM to the group, up to 5 s grace, then SIGKILL to the group (stragglers too).
     fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let group = -(child.id() as libc::pid_t);
-        // SAFETY: kill(2) on the process group our own, not yet reaped, child leads.
-        unsafe { libc::kill(group, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // SAFETY: as above; sessions or authdaemond children may outlive couriertcpd.
-        unsafe { libc::kill(group, libc::SIGKILL) };
-        child.wait().expect("reap couriertcpd");
-        self.wait_port_closed();
-    }
-
-    fn wait_port_closed(&self) {
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while TcpStream::connect((self.host(), self.port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            stop(child, true, self.host(), self.port);
         }
     }
 

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::server::{greets, stop, wait_port_closed};
+
 /// Directory holding the development CA and the localhost certificate.
 pub fn certs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("certs")
@@ -285,7 +287,7 @@ impl Dovecot {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             child.wait().expect("reap dovecot");
-            self.wait_port_closed();
+            wait_port_closed(self.host(), self.port);
         }
     }
 
@@ -296,7 +298,7 @@ impl Dovecot {
             // SAFETY: kill(2) on the process group our own child leads.
             unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             child.wait().expect("reap dovecot");
-            self.wait_port_closed();
+            wait_port_closed(self.host(), self.port);
         }
     }
 
@@ -535,14 +537,8 @@ impl Dovecot {
                 self.child = None;
                 return Err(format!("master exited early with {status}"));
             }
-            if let Ok(stream) = TcpStream::connect((self.host(), self.port)) {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(2)))
-                    .unwrap();
-                let mut line = String::new();
-                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("* OK") {
-                    return Ok(());
-                }
+            if greets(self.host(), self.port) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -554,30 +550,9 @@ impl Dovecot {
         }
     }
 
-    /// SIGTERM, up to 5 s grace, then SIGKILL; always reaps and waits for the port to close.
     fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: plain kill(2) on the pid of our own, not yet reaped, child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while child.try_wait().expect("try_wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait().expect("reap dovecot");
-        self.wait_port_closed();
-    }
-
-    /// Login processes may outlive the master briefly; "unreachable" tests need the port shut.
-    fn wait_port_closed(&self) {
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while TcpStream::connect((self.host(), self.port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            stop(child, false, self.host(), self.port);
         }
     }
 

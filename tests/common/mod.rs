@@ -16,12 +16,13 @@ pub mod raw;
 pub mod seed;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 
 pub use courier::Courier;
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
 pub use engine::{Print, endpoint as engine_endpoint};
 pub use hostile::{HostileSummary, seed_hostile};
-pub use proxy::{Proxy, ProxyProc};
+pub use proxy::{Proxy, ProxyProc, migration_config};
 pub use proxyproc::ProxyProcess;
 pub use raw::{Msg, RawImap};
 pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use imapferry::proxy::server::{self, Listeners};
 
+use super::server::ImapServer;
+
 /// A proxy running in its own runtime; dropping it stops the proxy.
 pub struct Proxy {
     pub port: u16,
@@ -143,4 +145,22 @@ impl Drop for ProxyProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The sections of a migration proxy between plain-text OLD and NEW on loopback, its state at
+/// `state`, ending inside `[migration]` (more of its keys or further sections may follow).
+pub fn migration_config(
+    old: &impl ImapServer,
+    new: &impl ImapServer,
+    state: &Path,
+    select_budget_ms: u64,
+) -> String {
+    format!(
+        "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [state]\npath = \"{}\"\n[migration]\nselect_budget_ms = {select_budget_ms}\n",
+        new.port(),
+        old.port(),
+        state.display()
+    )
 }

@@ -1,0 +1,15 @@
+//! Reading a stopped (or idle) proxy's SQLite state file from a test.
+
+use std::path::Path;
+
+use imapferry::store::{AccountSummary, SqliteStore, Store};
+
+/// Every account's summary in the state file at `state`.
+pub fn account_summaries(state: &Path) -> Vec<AccountSummary> {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteStore::open_existing(state).await.unwrap();
+        let summaries = store.account_summaries().await.unwrap();
+        store.close().await;
+        summaries
+    })
+}
