@@ -408,6 +408,10 @@ pub struct Limits {
     /// Time from accept to a successful login.
     #[serde(default = "default_login_timeout_secs")]
     pub login_timeout_secs: u64,
+    /// A client (or NEW) that takes longer than this to accept a write is disconnected: it is
+    /// never buffered for without limit.
+    #[serde(default = "default_write_timeout_secs")]
+    pub write_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -419,6 +423,7 @@ impl Default for Limits {
             max_connections: default_max_connections(),
             idle_timeout_secs: default_idle_timeout_secs(),
             login_timeout_secs: default_login_timeout_secs(),
+            write_timeout_secs: default_write_timeout_secs(),
         }
     }
 }
@@ -475,6 +480,10 @@ fn default_idle_timeout_secs() -> u64 {
 /// Enough for a slow mobile TLS handshake and a login round trip; a connection that has not
 /// logged in by then only holds a slot.
 fn default_login_timeout_secs() -> u64 {
+    60
+}
+/// A mobile client on a poor link still takes a 128 KiB write within a minute.
+fn default_write_timeout_secs() -> u64 {
     60
 }
 
@@ -729,6 +738,7 @@ impl Config {
         positive("limits.max_connections", l.max_connections.into())?;
         positive("limits.idle_timeout_secs", l.idle_timeout_secs)?;
         positive("limits.login_timeout_secs", l.login_timeout_secs)?;
+        positive("limits.write_timeout_secs", l.write_timeout_secs)?;
 
         match (&self.new.master_user, &self.new.master_password_file) {
             (Some(_), None) => {
@@ -860,6 +870,7 @@ mod tests {
         assert_eq!(c.limits.max_connections, 5000);
         assert_eq!(c.limits.idle_timeout_secs, 1860);
         assert_eq!(c.limits.login_timeout_secs, 60);
+        assert_eq!(c.limits.write_timeout_secs, 60);
         assert!(!c.log.json);
         assert!(!c.mapping.automap && c.mapping.regextrans2.is_empty());
         let old = parse_str(&with_old("")).unwrap().old.unwrap();

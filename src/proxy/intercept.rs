@@ -2,11 +2,13 @@
 //! command needs backfilled before it goes to NEW, which folder is selected, which folders the
 //! user is restructuring, and which user writes NEW accepted (read from the tagged OK and its
 //! COPYUID/APPENDUID codes). Folder names are spelled as NEW knows them; a name the proxy cannot
-//! read is never guessed: the write is reported untracked instead.
+//! read is never guessed: the write is reported untracked instead. It also bounds what a session
+//! may have in flight (see [`Tracker::full`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
 
-use super::inspect::{Arg, Command};
+use super::inspect::{Arg, Command, Inspected};
 use crate::imap::uidset::{self, Ranges};
 use crate::mapping::utf7_encode;
 use crate::migrate::{FlagOp, Write, normalise};
@@ -15,6 +17,11 @@ use crate::migrate::{FlagOp, Write, normalise};
 const MAX_SET_ITEMS: usize = 65_536;
 /// Most COPYUID pairs taken from NEW's answer; a larger copy is reported untracked.
 const MAX_COPYUID: usize = 1_000_000;
+/// Most commands a session may have sent to NEW without its answer, and most bytes of
+/// commands tracked meanwhile (what the tracker holds for them is proportional). Past either, the
+/// session reads no more from its client until NEW answers.
+pub const MAX_IN_FLIGHT: usize = 1_000;
+pub const MAX_TRACKED_BYTES: usize = 256 * 1024;
 
 /// A folder argument: its NEW name, or unreadable (a literal the proxy did not see).
 type Name = Option<String>;
@@ -59,6 +66,26 @@ enum Intent {
     },
 }
 
+/// A command sent to NEW and not answered yet.
+#[derive(Debug)]
+struct Pending {
+    name: String,
+    started: Instant,
+    /// Bytes of the command as the relay assembled it.
+    cost: usize,
+    intent: Option<Intent>,
+}
+
+/// A command NEW has just answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub tag: String,
+    pub name: String,
+    /// NEW's status word (`OK`, `NO`, `BAD`).
+    pub status: String,
+    pub started: Instant,
+}
+
 /// What is selected: a folder (NEW name) or one whose name the proxy could not read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selected {
@@ -90,7 +117,11 @@ pub struct Tracker {
     enabled: BTreeSet<String>,
     /// NEW's hierarchy separator, once the account's tree is mapped (names are normalised with it).
     sep: Option<char>,
-    pending: HashMap<String, Intent>,
+    /// Commands in flight by tag (a tag used again waits behind the earlier command: NEW
+    /// answers in order), how many, and the sum of their costs.
+    pending: HashMap<String, VecDeque<Pending>>,
+    in_flight: usize,
+    pending_bytes: usize,
     /// An untagged `[COPYUID ...]` (MOVE) waiting for its command's completion.
     copyuid: Option<Vec<(u32, u32)>>,
 }
@@ -117,6 +148,8 @@ pub struct Outcome {
     pub untracked: Option<String>,
     /// Folders of a CREATE/DELETE/RENAME NEW has just answered.
     pub settled: Vec<String>,
+    /// The command the line completed.
+    pub answered: Option<Answered>,
 }
 
 impl Tracker {
@@ -147,10 +180,39 @@ impl Tracker {
         Some(normalise(&raw, self.sep))
     }
 
-    /// A complete command from the client (literal data inline). Says what must happen before
-    /// it goes to NEW.
-    pub fn command(&mut self, tag: &str, command: &Command) -> Before {
-        let (intent, ensure) = match command {
+    /// At either cap of what a session may have in flight ([`MAX_IN_FLIGHT`] commands,
+    /// [`MAX_TRACKED_BYTES`]): read no more from the client until NEW answers.
+    pub fn full(&self) -> bool {
+        self.in_flight >= MAX_IN_FLIGHT || self.pending_bytes >= MAX_TRACKED_BYTES
+    }
+
+    /// A complete command from the client (literal data inline, `cost` bytes of it kept), sent
+    /// at `now`. Says what must happen before it goes to NEW. A command without a tag is not
+    /// tracked (NEW answers it untagged).
+    pub fn command(&mut self, sent: &Inspected, cost: usize, now: Instant) -> Before {
+        let Some(tag) = &sent.tag else {
+            return Before::default();
+        };
+        let (intent, ensure) = self.intent(&sent.command);
+        let changing = intent.as_ref().map(changed_folders).unwrap_or_default();
+        let pending = Pending {
+            name: sent.name.clone().unwrap_or_default(),
+            started: now,
+            cost,
+            intent,
+        };
+        self.in_flight += 1;
+        self.pending_bytes += cost;
+        self.pending
+            .entry(tag.clone())
+            .or_default()
+            .push_back(pending);
+        Before { ensure, changing }
+    }
+
+    /// What `command` will change once NEW accepts it, and the folder it needs first.
+    fn intent(&self, command: &Command) -> (Option<Intent>, Name) {
+        match command {
             Command::Select { mailbox } | Command::Examine { mailbox } => {
                 let folder = self.name(mailbox);
                 let readonly = matches!(command, Command::Examine { .. });
@@ -236,12 +298,7 @@ impl Tracker {
                 None,
             ),
             _ => (None, None),
-        };
-        let changing = intent.as_ref().map(changed_folders).unwrap_or_default();
-        if let Some(intent) = intent {
-            self.pending.insert(tag.to_string(), intent);
         }
-        Before { ensure, changing }
     }
 
     /// One complete response line from NEW (no literal in it).
@@ -265,13 +322,34 @@ impl Tracker {
             }
             return Outcome::default();
         }
-        let Some(intent) = self.pending.remove(tag) else {
+        let Some(waiting) = self.pending.get_mut(tag) else {
             return Outcome::default();
         };
+        let Some(pending) = waiting.pop_front() else {
+            return Outcome::default();
+        };
+        if waiting.is_empty() {
+            self.pending.remove(tag);
+        }
+        self.in_flight -= 1;
+        self.pending_bytes -= pending.cost;
+        let answered = Some(Answered {
+            tag: tag.to_string(),
+            name: pending.name,
+            status: status.to_ascii_uppercase(),
+            started: pending.started,
+        });
         let untagged_copyuid = self.copyuid.take();
+        let Some(intent) = pending.intent else {
+            return Outcome {
+                answered,
+                ..Outcome::default()
+            };
+        };
         let ok = status.eq_ignore_ascii_case("OK");
         let mut outcome = Outcome {
             settled: changed_folders(&intent),
+            answered,
             ..Outcome::default()
         };
         // Writes go to the selected folder when it is writable.
@@ -427,11 +505,7 @@ mod tests {
         for l in lines {
             if let Some(c) = l.strip_prefix("C: ") {
                 let i = inspect(c.as_bytes());
-                ensured.extend(
-                    tracker
-                        .command(i.tag.as_deref().unwrap_or(""), &i.command)
-                        .ensure,
-                );
+                ensured.extend(tracker.command(&i, c.len(), Instant::now()).ensure);
             } else if let Some(s) = l.strip_prefix("S: ") {
                 let outcome = tracker.response(s.as_bytes());
                 writes.extend(outcome.write);
@@ -618,11 +692,11 @@ mod tests {
     #[test]
     fn restructuring_commands_say_which_folders_change() {
         let mut t = Tracker::new(Some('/'));
-        let b = t.command("a", &inspect(b"a RENAME Old/ New\r\n").command);
+        let b = t.command(&inspect(b"a RENAME Old/ New\r\n"), 0, Instant::now());
         assert_eq!(b.changing, ["Old", "New"]);
         let o = t.response(b"a NO no\r\n");
         assert_eq!(o.settled, ["Old", "New"], "a refused change settles too");
-        let b = t.command("b", &inspect(b"b SELECT Old\r\n").command);
+        let b = t.command(&inspect(b"b SELECT Old\r\n"), 0, Instant::now());
         assert!(b.changing.is_empty());
     }
 
@@ -666,6 +740,54 @@ mod tests {
         assert_eq!(t.enabled().len(), 3);
     }
 
+    #[test]
+    fn in_flight_commands_are_capped_by_count_and_bytes() {
+        let now = Instant::now();
+        let mut t = Tracker::new(Some('/'));
+        for i in 0..MAX_IN_FLIGHT {
+            assert!(!t.full(), "full after {i} commands");
+            t.command(&inspect(format!("n{i} NOOP\r\n").as_bytes()), 10, now);
+        }
+        assert!(t.full());
+        let o = t.response(b"n7 OK done\r\n");
+        let answered = o.answered.expect("answered");
+        assert_eq!(
+            (answered.tag.as_str(), answered.name.as_str()),
+            ("n7", "NOOP")
+        );
+        assert_eq!((answered.status.as_str(), answered.started), ("OK", now));
+        assert!(!t.full());
+        // Untagged lines and unknown tags answer nothing.
+        assert_eq!(t.response(b"* 3 EXISTS\r\n").answered, None);
+        assert_eq!(t.response(b"zz OK\r\n").answered, None);
+
+        // Bytes: a few large pipelined STOREs fill it.
+        let mut t = Tracker::new(Some('/'));
+        let store = |tag: &str| format!("{tag} UID STORE 1:* -FLAGS (\\Seen)\r\n");
+        t.command(&inspect(store("s").as_bytes()), MAX_TRACKED_BYTES / 2, now);
+        assert!(!t.full());
+        t.command(&inspect(store("u").as_bytes()), MAX_TRACKED_BYTES / 2, now);
+        assert!(t.full());
+        let o = t.response(b"u OK\r\n");
+        assert_eq!(o.answered.map(|a| a.name), Some("UID STORE".to_string()));
+        assert!(!t.full());
+
+        // A tag used again is one more command in flight; NEW answers them in order.
+        let mut t = Tracker::new(Some('/'));
+        let then = now + std::time::Duration::from_secs(1);
+        t.command(&inspect(store("u").as_bytes()), 10, now);
+        for _ in 1..MAX_IN_FLIGHT {
+            t.command(&inspect(store("u").as_bytes()), 10, then);
+        }
+        assert!(t.full(), "one tag over and over");
+        let o = t.response(b"u OK\r\n");
+        assert_eq!(o.answered.map(|a| a.started), Some(now));
+        assert!(!t.full());
+        // A line without a tag is never in flight.
+        t.command(&inspect(b"\r\n"), MAX_TRACKED_BYTES, now);
+        assert!(!t.full());
+    }
+
     proptest::proptest! {
         /// Whatever the client sends and NEW answers, tracking never panics.
         #[test]
@@ -676,7 +798,7 @@ mod tests {
             let mut t = Tracker::new(Some('/'));
             for (i, c) in commands.iter().enumerate() {
                 let line = format!("t{i} {c}\r\n");
-                t.command(&format!("t{i}"), &inspect(line.as_bytes()).command);
+                t.command(&inspect(line.as_bytes()), line.len(), Instant::now());
             }
             for r in &responses {
                 t.response(r);

@@ -15,11 +15,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use dashmap::DashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tracing::{Span, debug, info, warn};
+use tracing::{Span, debug, info, trace, warn};
 
 use super::framer::{Event, FrameError, Framer, Limits};
 use super::inspect::{Arg, Command, inspect};
@@ -49,6 +49,14 @@ const TRACK_LITERAL: u64 = 4 * 1024;
 const NEW_MAX_LINE: usize = 1024 * 1024;
 /// Connecting and logging in to NEW.
 const NEW_TIMEOUT: Duration = Duration::from_secs(30);
+/// Replies of the proxy's own (BAD) waiting to be placed between NEW's responses; past this the
+/// session reads no more from the client until they are written.
+const INJECT_QUEUE: usize = 16;
+/// Replies of the proxy's own BAD in a row (nothing valid between) after which the client is
+/// sent away, as Dovecot does with "Too many invalid IMAP commands".
+const MAX_BAD_IN_A_ROW: u32 = 20;
+/// The last words to a client (BYE) get this long to be written.
+const BYE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Delay before answering a refused login, per recent failure from the same client address.
 pub const LOGIN_FAILURE_STEP: Duration = Duration::from_millis(500);
 /// Longest delay before answering a refused login.
@@ -336,7 +344,14 @@ struct LoggedIn {
 /// (for at most a second and 1 MiB), so the kernel does not answer unread data with RST and
 /// the client gets to read the BYE.
 async fn bye_and_close(client: &mut BoxIo, bye: &[u8]) {
-    if write_flush(client, bye).await.is_err() || client.shutdown().await.is_err() {
+    let deadline = Instant::now() + BYE_TIMEOUT;
+    if send_by(client, bye, true, deadline, "client")
+        .await
+        .is_err()
+        || tokio::time::timeout_at(deadline, client.shutdown())
+            .await
+            .map_or(true, |r| r.is_err())
+    {
         return;
     }
     let mut sink = [0u8; 4096];
@@ -355,6 +370,45 @@ async fn bye_and_close(client: &mut BoxIo, bye: &[u8]) {
 async fn write_flush(io: &mut BoxIo, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
     io.flush().await
+}
+
+/// Writes `bytes` to `peer` (and flushes, with `flush`), giving up at `deadline`: a peer that
+/// does not read is disconnected, never buffered for.
+async fn send_by<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    bytes: &[u8],
+    flush: bool,
+    deadline: Instant,
+    peer: &str,
+) -> io::Result<()> {
+    let write = async {
+        w.write_all(bytes).await?;
+        if flush { w.flush().await } else { Ok(()) }
+    };
+    match tokio::time::timeout_at(deadline, write).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{peer} stopped reading"),
+        )),
+    }
+}
+
+/// A reply of the proxy's own before login, written by the login deadline.
+async fn answer(client: &mut BoxIo, deadline: Instant, bytes: &[u8]) -> io::Result<()> {
+    send_by(client, bytes, true, deadline, "client").await
+}
+
+/// Says goodbye within [`BYE_TIMEOUT`]: `* BYE text`, then closes our side.
+async fn last_words<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, text: &str) {
+    let deadline = Instant::now() + BYE_TIMEOUT;
+    let bye = format!("* BYE {text}\r\n");
+    if send_by(w, bye.as_bytes(), true, deadline, "client")
+        .await
+        .is_ok()
+    {
+        let _ = tokio::time::timeout_at(deadline, w.shutdown()).await;
+    }
 }
 
 /// The pre-login dialogue. `None`: the client left (or was sent away) before logging in.
@@ -379,11 +433,12 @@ async fn prelogin(
     let mut overlong = false;
     let mut overlong_tag: Option<String> = None;
     let mut sasl_pending: Option<String> = None;
+    let mut secret: Option<String> = None;
     let greeting = format!(
         "* OK [CAPABILITY {}] imapferry ready\r\n",
         prelogin_capabilities(settings, secure)
     );
-    write_flush(&mut client, greeting.as_bytes()).await?;
+    answer(&mut client, deadline, greeting.as_bytes()).await?;
     loop {
         let (n, event) = framer.advance(&input.buf[input.pos..input.len]);
         input.pos += n;
@@ -392,9 +447,7 @@ async fn prelogin(
             let filled = tokio::select! {
                 r = input.fill(&mut client, Some(deadline)) => r,
                 () = stopped(&mut stop) => {
-                    let bye = format!("* BYE {SHUTDOWN_TEXT}\r\n");
-                    let _ = write_flush(&mut client, bye.as_bytes()).await;
-                    let _ = client.shutdown().await;
+                    last_words(&mut client, SHUTDOWN_TEXT).await;
                     return Ok(None);
                 }
             };
@@ -402,7 +455,7 @@ async fn prelogin(
                 Ok(true) => continue,
                 Ok(false) => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    let _ = write_flush(&mut client, b"* BYE Login timeout\r\n").await;
+                    last_words(&mut client, "Login timeout").await;
                     return Ok(None);
                 }
                 Err(e) => return Err(e),
@@ -446,6 +499,13 @@ async fn prelogin(
             Event::Error(FrameError::LiteralTooLarge { .. }) => continue,
             Event::Line { bytes, literal } => {
                 debug_assert!(!overlong);
+                if cmd.is_empty() {
+                    secret = match sasl_pending {
+                        Some(_) => Some("(SASL response)".into()),
+                        None => secret_head(&bytes),
+                    };
+                }
+                trace!(line = %shown(&bytes, secret.as_deref()), "client");
                 cmd.extend_from_slice(&bytes);
                 if let Some(lit) = literal {
                     if lit.len > max_literal || cmd.len() as u64 + lit.len > budget {
@@ -463,7 +523,7 @@ async fn prelogin(
                         return Ok(None);
                     }
                     if lit.sync {
-                        write_flush(&mut client, b"+ Ready for literal data\r\n").await?;
+                        answer(&mut client, deadline, b"+ Ready for literal data\r\n").await?;
                     }
                     continue;
                 }
@@ -476,14 +536,19 @@ async fn prelogin(
             match sasl_plain(&line) {
                 Ok(auth) => Some((tag, auth)),
                 Err(msg) => {
-                    write_flush(&mut client, format!("{tag} BAD {msg}\r\n").as_bytes()).await?;
+                    answer(
+                        &mut client,
+                        deadline,
+                        format!("{tag} BAD {msg}\r\n").as_bytes(),
+                    )
+                    .await?;
                     None
                 }
             }
         } else {
             let inspected = inspect(&line);
             let Some(tag) = inspected.tag.filter(|_| first_token(&line).is_some()) else {
-                write_flush(&mut client, b"* BAD Invalid tag\r\n").await?;
+                answer(&mut client, deadline, b"* BAD Invalid tag\r\n").await?;
                 continue;
             };
             if let Some(name) = &inspected.name {
@@ -495,28 +560,28 @@ async fn prelogin(
                     let caps = prelogin_capabilities(settings, secure);
                     let reply =
                         format!("* CAPABILITY {caps}\r\n{tag} OK Capability completed.\r\n");
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     None
                 }
                 Command::Logout => {
                     let reply =
                         format!("* BYE imapferry logging out\r\n{tag} OK Logout completed.\r\n");
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     return Ok(None);
                 }
                 Command::Id => {
                     let reply = format!("* ID NIL\r\n{tag} OK ID completed.\r\n");
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     None
                 }
                 Command::StartTls => {
                     let Some(acceptor) = settings.acceptor.clone().filter(|_| !secure) else {
                         let reply = format!("{tag} BAD STARTTLS not available\r\n");
-                        write_flush(&mut client, reply.as_bytes()).await?;
+                        answer(&mut client, deadline, reply.as_bytes()).await?;
                         continue;
                     };
                     let reply = format!("{tag} OK Begin TLS negotiation now.\r\n");
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     // Anything pipelined after STARTTLS was sent in clear text: discard it.
                     input.pos = input.len;
                     framer = Framer::new(limits);
@@ -533,7 +598,7 @@ async fn prelogin(
                     let reply = format!(
                         "{tag} NO [PRIVACYREQUIRED] Plaintext authentication disallowed; use STARTTLS.\r\n"
                     );
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     None
                 }
                 Command::Login {
@@ -554,34 +619,34 @@ async fn prelogin(
                             Ok(auth) => Some((tag, auth)),
                             Err(msg) => {
                                 let reply = format!("{tag} BAD {msg}\r\n");
-                                write_flush(&mut client, reply.as_bytes()).await?;
+                                answer(&mut client, deadline, reply.as_bytes()).await?;
                                 None
                             }
                         }
                     } else {
-                        write_flush(&mut client, b"+ \r\n").await?;
+                        answer(&mut client, deadline, b"+ \r\n").await?;
                         sasl_pending = Some(tag);
                         None
                     }
                 }
                 Command::Authenticate { .. } => {
                     let reply = format!("{tag} NO Unsupported authentication mechanism.\r\n");
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     None
                 }
                 Command::Login { .. } => {
                     let reply = format!("{tag} BAD Invalid LOGIN arguments.\r\n");
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     None
                 }
                 _ if inspected.name.as_deref() == Some("NOOP") => {
                     let reply = format!("{tag} OK NOOP completed.\r\n");
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     None
                 }
                 _ => {
                     let reply = format!("{tag} BAD Command not valid before login.\r\n");
-                    write_flush(&mut client, reply.as_bytes()).await?;
+                    answer(&mut client, deadline, reply.as_bytes()).await?;
                     None
                 }
             }
@@ -609,7 +674,7 @@ async fn prelogin(
                     _ => None,
                 };
                 let reply = format!("{tag} {text}");
-                write_flush(&mut client, reply.as_bytes()).await?;
+                answer(&mut client, deadline, reply.as_bytes()).await?;
                 return Ok(Some(LoggedIn {
                     client,
                     input,
@@ -624,17 +689,17 @@ async fn prelogin(
                 settings.metrics.login_failure();
                 let delay = login_failure_delay(&settings.login_failures, peer.ip());
                 tokio::time::sleep(delay).await;
-                write_flush(&mut client, format!("{tag} {text}").as_bytes()).await?;
+                answer(&mut client, deadline, format!("{tag} {text}").as_bytes()).await?;
             }
             Ok(Err(e)) => {
                 warn!("NEW unavailable: {e}");
                 let reply = format!("{tag} NO [UNAVAILABLE] Backend server unavailable.\r\n");
-                write_flush(&mut client, reply.as_bytes()).await?;
+                answer(&mut client, deadline, reply.as_bytes()).await?;
             }
             Err(_) => {
                 warn!("NEW login timed out");
                 let reply = format!("{tag} NO [UNAVAILABLE] Backend server timed out.\r\n");
-                write_flush(&mut client, reply.as_bytes()).await?;
+                answer(&mut client, deadline, reply.as_bytes()).await?;
             }
         }
     }
@@ -869,8 +934,15 @@ enum Continuation {
 /// Tag of the command waiting for NEW's continuation of a synchronising literal.
 type Waiting = StdMutex<Option<String>>;
 
-fn take_waiting(waiting: &Waiting) -> Option<String> {
-    waiting.lock().map_or(None, |mut w| w.take())
+/// The session's own state behind a lock that a panic may have poisoned: the session ends
+/// rather than go on with state it cannot trust.
+fn poisoned<T>(_: T) -> io::Error {
+    io::Error::other("session state poisoned by an earlier panic")
+}
+
+/// Takes the tag waiting for a continuation.
+fn take_waiting(waiting: &Waiting) -> io::Result<Option<String>> {
+    Ok(waiting.lock().map_err(poisoned)?.take())
 }
 
 async fn relay(
@@ -893,14 +965,18 @@ async fn relay(
         .and_then(|a| a.separators())
         .map(|(_, new)| new);
     let tracker = StdMutex::new(Tracker::new(sep));
+    let idle = Duration::from_secs(settings.limits.idle_timeout_secs);
     let migration = Migration {
         account: account.as_ref(),
         tracker: &tracker,
+        answered: Notify::new(),
         budget: settings
             .migrator
             .as_ref()
             .map_or(Duration::ZERO, |m| m.budget()),
         metrics: &settings.metrics,
+        write_timeout: Duration::from_secs(settings.limits.write_timeout_secs),
+        idle,
     };
     framer.set_limits(Limits {
         max_line: settings.limits.max_line_length,
@@ -911,16 +987,15 @@ async fn relay(
     let mut wr = client_wr;
     let waiting: Waiting = StdMutex::new(None);
     let (tx, rx) = mpsc::channel(1);
-    let (inject_tx, inject_rx) = mpsc::unbounded_channel();
-    let idle = Duration::from_secs(settings.limits.idle_timeout_secs);
+    let (inject_tx, inject_rx) = mpsc::channel(INJECT_QUEUE);
     let c2n = ClientToNew {
         framer,
         new: new_wr,
         inject: inject_tx,
         waiting: &waiting,
         continuation: rx,
-        idle,
         migration: &migration,
+        bad_in_a_row: 0,
     };
     let n2c = NewToClient {
         waiting: &waiting,
@@ -930,20 +1005,19 @@ async fn relay(
         migration: &migration,
     };
     let end = tokio::select! {
-        r = c2n.run(client_rd, input) => r?,
-        r = n2c.run(new_rd, Input::with(&new_leftover), &mut wr) => r?,
+        r = c2n.run(client_rd, input) => r,
+        r = n2c.run(new_rd, Input::with(&new_leftover), &mut wr) => r,
     };
-    debug!("relay ended: {end:?}");
     match end {
-        End::IdleTimeout => {
-            let _ = wr.write_all(b"* BYE Idle timeout\r\n").await;
+        Ok(End::IdleTimeout) => last_words(&mut wr, "Idle timeout").await,
+        Ok(End::Bye(text)) => last_words(&mut wr, text).await,
+        Ok(end @ (End::ClientClosed | End::NewClosed)) => {
+            debug!("relay ended: {end:?}");
+            let _ = tokio::time::timeout(BYE_TIMEOUT, wr.shutdown()).await;
         }
-        End::Bye(text) => {
-            let _ = wr.write_all(format!("* BYE {text}\r\n").as_bytes()).await;
-        }
-        End::ClientClosed | End::NewClosed => {}
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => info!("disconnected: {e}"),
+        Err(e) => return Err(e),
     }
-    let _ = wr.shutdown().await;
     Ok(())
 }
 
@@ -952,38 +1026,63 @@ async fn relay(
 struct ClientToNew<'a> {
     framer: Framer,
     new: tokio::io::WriteHalf<BoxIo>,
-    inject: mpsc::UnboundedSender<Vec<u8>>,
+    inject: mpsc::Sender<Vec<u8>>,
     waiting: &'a Waiting,
     continuation: mpsc::Receiver<Continuation>,
-    idle: Duration,
     migration: &'a Migration<'a>,
+    /// Replies of the proxy's own BAD since the last command that went to NEW.
+    bad_in_a_row: u32,
 }
 
 /// What both directions share about the session beyond bytes: the command tracker (selected
-/// folder, enabled extensions, writes awaiting NEW's OK), the account to migrate, metrics.
+/// folder, enabled extensions, commands in flight, writes awaiting NEW's OK), the account to
+/// migrate, metrics, and the session's timeouts.
 struct Migration<'a> {
     account: Option<&'a Arc<Account>>,
     tracker: &'a StdMutex<Tracker>,
+    /// Signalled by the NEW→client side each time NEW completes a command.
+    answered: Notify,
     budget: Duration,
     metrics: &'a Metrics,
+    write_timeout: Duration,
+    idle: Duration,
 }
 
 impl Migration<'_> {
     /// A complete command from the client (literal data inline, as far as it was kept), before
     /// its last part goes to NEW: counted and tracked. Says what must happen first (see
     /// [`Migration::before_forward`]).
-    fn command(&self, command: &[u8]) -> Before {
+    fn command(&self, command: &[u8]) -> io::Result<Before> {
         let inspected = inspect(command);
-        self.metrics
-            .command(inspected.name.as_deref().unwrap_or(""));
-        let before = match (self.tracker.lock(), &inspected.tag) {
-            (Ok(mut t), Some(tag)) => t.command(tag, &inspected.command),
-            _ => Before::default(),
-        };
-        if self.account.is_some() {
+        let name = inspected.name.as_deref().unwrap_or("");
+        self.metrics.command(name);
+        let before = self.tracker.lock().map_err(poisoned)?.command(
+            &inspected,
+            command.len(),
+            std::time::Instant::now(),
+        );
+        Ok(if self.account.is_some() {
             before
         } else {
             Before::default()
+        })
+    }
+
+    /// Past the cap on commands in flight, waits until NEW answers enough of them. A NEW that
+    /// answers nothing for the idle timeout ends the session.
+    async fn wait_for_room(&self) -> io::Result<()> {
+        loop {
+            let answered = self.answered.notified();
+            if !self.tracker.lock().map_err(poisoned)?.full() {
+                return Ok(());
+            }
+            debug!("waiting for NEW: too many commands in flight");
+            if tokio::time::timeout(self.idle, answered).await.is_err() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "NEW answered none of the commands in flight",
+                ));
+            }
         }
     }
 
@@ -994,42 +1093,61 @@ impl Migration<'_> {
     async fn before_forward(&self, before: &Before) {
         let Some(account) = self.account else { return };
         if let Some(folder) = &before.ensure {
+            let started = Instant::now();
+            debug!("waiting for backfill");
             account.ensure(folder, self.budget.mul_f64(0.85)).await;
+            debug!(ms = started.elapsed().as_millis(), "backfill wait over");
         }
         for folder in &before.changing {
+            let started = Instant::now();
+            debug!("waiting for the mirror to leave the folder");
             account.folder(folder).begin_change().await;
+            debug!(ms = started.elapsed().as_millis(), "mirror wait over");
         }
     }
 
     /// A complete response line from NEW, before it goes to the client: a write NEW accepted is
-    /// journaled first, and the selected folder is kept under live pickup. `Err`: the write
-    /// could not be journaled, so the client gets `* BYE` instead of this line (NEW has the
-    /// write; OLD is reconciled).
+    /// journaled first, and the selected folder is kept under live pickup. `Ok(Err(text))`: the
+    /// write could not be journaled, so the client gets `* BYE text` instead of this line (NEW
+    /// has the write; OLD is reconciled).
     async fn before_response(
         &self,
         line: &[u8],
         watching: &mut Option<Watch>,
-    ) -> Result<(), &'static str> {
-        let outcome = match self.tracker.lock() {
-            Ok(mut t) => t.response(line),
-            Err(_) => return Ok(()),
+    ) -> io::Result<Result<(), &'static str>> {
+        let (outcome, selected) = {
+            let mut t = self.tracker.lock().map_err(poisoned)?;
+            let outcome = t.response(line);
+            let selected = t.selected().and_then(|s| s.folder().map(String::from));
+            (outcome, selected)
         };
+        if let Some(done) = &outcome.answered {
+            self.answered.notify_one();
+            debug!(
+                tag = %done.tag,
+                command = %done.name,
+                outcome = %done.status,
+                ms = done.started.elapsed().as_millis(),
+                "command done"
+            );
+        }
         let Some(account) = self.account else {
-            return Ok(());
+            return Ok(Ok(()));
         };
         if outcome.selection_changed {
-            let selected = self
-                .tracker
-                .lock()
-                .ok()
-                .and_then(|t| t.selected().and_then(|s| s.folder().map(String::from)));
             *watching = selected.map(|f| account.watch(&f));
         }
         if let Some(what) = outcome.untracked {
             account.diverge(&what).await;
         }
         let recorded = match outcome.write {
-            Some(write) => account.record(write).await,
+            Some(write) => {
+                let started = Instant::now();
+                debug!("journaling the write");
+                let r = account.record(write).await;
+                debug!(ms = started.elapsed().as_millis(), "journaled");
+                r
+            }
             None => Ok(()),
         };
         // Journaled first, so a mirror waiting for the change sees it when it resumes.
@@ -1038,11 +1156,33 @@ impl Migration<'_> {
         }
         if let Err(e) = recorded {
             warn!("{e}");
-            return Err(
+            return Ok(Err(
                 "This change could not be saved by the proxy; reconnect to see NEW's state",
-            );
+            ));
         }
-        Ok(())
+        Ok(Ok(()))
+    }
+}
+
+/// `tag NAME` of a line that starts a LOGIN or AUTHENTICATE: its lines are never logged.
+fn secret_head(line: &[u8]) -> Option<String> {
+    let tag = command_named(line, &["LOGIN", "AUTHENTICATE"])?;
+    let name = line
+        .get(tag.len() + 1..)?
+        .split(|&b| b == b' ' || b == b'\r')
+        .next()?;
+    Some(format!(
+        "{tag} {}",
+        String::from_utf8_lossy(name).to_ascii_uppercase()
+    ))
+}
+
+/// A client line as a trace log shows it: as is (literal data is never part of a line), or
+/// masked when it belongs to a command with credentials (`secret`: its head).
+fn shown(line: &[u8], secret: Option<&str>) -> String {
+    match secret {
+        Some(head) => format!("{head} ***"),
+        None => String::from_utf8_lossy(line.trim_ascii_end()).into_owned(),
     }
 }
 
@@ -1062,16 +1202,38 @@ fn command_named(line: &[u8], names: &[&str]) -> Option<String> {
 }
 
 impl ClientToNew<'_> {
-    async fn run(self, mut rd: tokio::io::ReadHalf<BoxIo>, mut input: Input) -> io::Result<End> {
-        let ClientToNew {
-            mut framer,
-            mut new,
-            inject,
-            waiting,
-            continuation: mut rx,
-            idle,
-            migration,
-        } = self;
+    /// Sends what is pending to NEW (within the write timeout).
+    async fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        if !out.is_empty() {
+            self.migration.metrics.bytes_client_to_new(out.len() as u64);
+            let deadline = Instant::now() + self.migration.write_timeout;
+            send_by(&mut self.new, out, true, deadline, "NEW").await?;
+            out.clear();
+        }
+        Ok(())
+    }
+
+    /// A BAD of the proxy's own, placed between NEW's responses by the other direction.
+    /// Waits while [`INJECT_QUEUE`] replies are already waiting (the client is not reading).
+    /// `Some(end)`: too many in a row, the client is sent away.
+    async fn bad(&mut self, reply: String) -> io::Result<Option<End>> {
+        self.bad_in_a_row += 1;
+        if self.bad_in_a_row > MAX_BAD_IN_A_ROW {
+            return Ok(Some(End::Bye("Too many invalid commands")));
+        }
+        self.inject
+            .send(reply.into_bytes())
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        Ok(None)
+    }
+
+    async fn run(
+        mut self,
+        mut rd: tokio::io::ReadHalf<BoxIo>,
+        mut input: Input,
+    ) -> io::Result<End> {
+        let migration = self.migration;
         let mut out: Vec<u8> = Vec::new();
         // Inside a command whose earlier parts NEW already has (after a literal).
         let mut continuing = false;
@@ -1083,18 +1245,14 @@ impl ClientToNew<'_> {
         let mut tag: Option<String> = None;
         let mut overlong_tag: Option<String> = None;
         let mut overlong_mid_command = false;
+        let mut secret: Option<String> = None;
         loop {
-            let (n, event) = framer.advance(&input.buf[input.pos..input.len]);
+            let (n, event) = self.framer.advance(&input.buf[input.pos..input.len]);
             input.pos += n;
             let Some(event) = event else {
-                if !out.is_empty() {
-                    migration.metrics.bytes_client_to_new(out.len() as u64);
-                    new.write_all(&out).await?;
-                    new.flush().await?;
-                    out.clear();
-                }
+                self.flush(&mut out).await?;
                 release_if_idle(&mut out, &input);
-                let deadline = Instant::now() + idle;
+                let deadline = Instant::now() + migration.idle;
                 match input.fill(&mut rd, Some(deadline)).await {
                     Ok(true) => continue,
                     Ok(false) => return Ok(End::ClientClosed),
@@ -1105,13 +1263,29 @@ impl ClientToNew<'_> {
             match event {
                 Event::Line { bytes, literal } => {
                     if !continuing {
+                        secret = secret_head(&bytes);
+                    }
+                    trace!(line = %shown(&bytes, secret.as_deref()), "client");
+                    if !continuing {
                         tag = first_token(&bytes);
                         if literal.is_none()
                             && let Some(t) = command_named(&bytes, &["COMPRESS", "STARTTLS"])
                         {
                             // The proxy does not terminate these per leg: NEW must not see them.
                             let reply = format!("{t} BAD Not supported through this proxy.\r\n");
-                            let _ = inject.send(reply.into_bytes());
+                            if let Some(end) = self.bad(reply).await? {
+                                return Ok(end);
+                            }
+                            continue;
+                        }
+                        if tag.is_none() && literal.is_some_and(|l| l.sync) {
+                            // NEW would answer untagged, and nobody would continue the literal.
+                            if literal.is_some_and(|l| l.len > 0) {
+                                self.framer.reject_literal();
+                            }
+                            if let Some(end) = self.bad("* BAD Invalid tag\r\n".into()).await? {
+                                return Ok(end);
+                            }
                             continue;
                         }
                         command.clear();
@@ -1125,15 +1299,11 @@ impl ClientToNew<'_> {
                     match literal {
                         Some(lit) => keep_literal = kept_all && lit.len <= TRACK_LITERAL,
                         None => {
-                            let before = migration.command(&command);
+                            self.bad_in_a_row = 0;
+                            let before = migration.command(&command)?;
                             if before.ensure.is_some() || !before.changing.is_empty() {
                                 // Earlier commands go out before the backfill makes this one wait.
-                                if !out.is_empty() {
-                                    migration.metrics.bytes_client_to_new(out.len() as u64);
-                                    new.write_all(&out).await?;
-                                    new.flush().await?;
-                                    out.clear();
-                                }
+                                self.flush(&mut out).await?;
                                 migration.before_forward(&before).await;
                             }
                         }
@@ -1142,23 +1312,26 @@ impl ClientToNew<'_> {
                     out.extend_from_slice(&bytes);
                     if let Some(lit) = literal.filter(|l| l.sync) {
                         // Only NEW may continue a synchronising literal.
-                        if let Ok(mut w) = waiting.lock() {
-                            *w = Some(tag.clone().unwrap_or_default());
-                        }
-                        migration.metrics.bytes_client_to_new(out.len() as u64);
-                        new.write_all(&out).await?;
-                        new.flush().await?;
-                        out.clear();
-                        match rx.recv().await {
-                            Some(Continuation::Go) => {}
-                            Some(Continuation::Refused) => {
+                        *self.waiting.lock().map_err(poisoned)? = tag.clone();
+                        self.flush(&mut out).await?;
+                        debug!("waiting for NEW's continuation");
+                        match tokio::time::timeout(migration.idle, self.continuation.recv()).await {
+                            Ok(Some(Continuation::Go)) => {}
+                            Ok(Some(Continuation::Refused)) => {
                                 if lit.len > 0 {
-                                    framer.reject_literal();
+                                    self.framer.reject_literal();
                                 }
                                 continuing = false;
                             }
-                            None => return Ok(End::NewClosed),
+                            Ok(None) => return Ok(End::NewClosed),
+                            Err(_) => return Ok(End::Bye("NEW did not answer")),
                         }
+                    } else if literal.is_none()
+                        && migration.tracker.lock().map_err(poisoned)?.full()
+                    {
+                        // Read no more from the client until NEW has answered some.
+                        self.flush(&mut out).await?;
+                        migration.wait_for_room().await?;
                     }
                 }
                 Event::LiteralData(data) => {
@@ -1170,7 +1343,8 @@ impl ClientToNew<'_> {
                     out.extend_from_slice(data);
                     if out.len() >= FLUSH_AT {
                         migration.metrics.bytes_client_to_new(out.len() as u64);
-                        new.write_all(&out).await?;
+                        let deadline = Instant::now() + migration.write_timeout;
+                        send_by(&mut self.new, &out, false, deadline, "NEW").await?;
                         out.clear();
                     }
                 }
@@ -1187,12 +1361,16 @@ impl ClientToNew<'_> {
                     if overlong_mid_command {
                         return Ok(End::Bye("Line too long"));
                     }
-                    if literal.is_some_and(|l| l.len > 0 && !(l.sync && framer.reject_literal())) {
+                    if literal
+                        .is_some_and(|l| l.len > 0 && !(l.sync && self.framer.reject_literal()))
+                    {
                         return Ok(End::Bye("Line too long"));
                     }
                     continuing = false;
                     let t = overlong_tag.take().unwrap_or_else(|| "*".into());
-                    let _ = inject.send(format!("{t} BAD line too long\r\n").into_bytes());
+                    if let Some(end) = self.bad(format!("{t} BAD line too long\r\n")).await? {
+                        return Ok(end);
+                    }
                 }
                 Event::Error(FrameError::LiteralLengthInvalid) => {
                     return Ok(End::Bye("Invalid literal"));
@@ -1205,11 +1383,12 @@ impl ClientToNew<'_> {
 
 /// The NEW→client direction: relays responses, answers the continuation question of the
 /// client→NEW side, places the proxy's own replies between responses, and journals a write
-/// before its tagged OK reaches the client.
+/// before its tagged OK reaches the client. Every write to the client is bounded by the write
+/// timeout: a client that stops reading is disconnected.
 struct NewToClient<'a> {
     waiting: &'a Waiting,
     continuation: mpsc::Sender<Continuation>,
-    inject: mpsc::UnboundedReceiver<Vec<u8>>,
+    inject: mpsc::Receiver<Vec<u8>>,
     stop: watch::Receiver<bool>,
     migration: &'a Migration<'a>,
 }
@@ -1229,6 +1408,13 @@ impl NewToClient<'_> {
             migration,
         } = self;
         let metrics = migration.metrics;
+        let send = async |wr: &mut tokio::io::WriteHalf<BoxIo>, out: &mut Vec<u8>, flush: bool| {
+            metrics.bytes_new_to_client(out.len() as u64);
+            let deadline = Instant::now() + migration.write_timeout;
+            send_by(wr, out, flush, deadline, "client").await?;
+            out.clear();
+            io::Result::Ok(())
+        };
         let mut overlong = false;
         let mut framer = Framer::new(Limits {
             max_line: NEW_MAX_LINE,
@@ -1252,10 +1438,7 @@ impl NewToClient<'_> {
                     }
                 }
                 if !out.is_empty() {
-                    metrics.bytes_new_to_client(out.len() as u64);
-                    wr.write_all(&out).await?;
-                    wr.flush().await?;
-                    out.clear();
+                    send(wr, &mut out, true).await?;
                 }
                 release_if_idle(&mut out, &input);
                 tokio::select! {
@@ -1263,9 +1446,8 @@ impl NewToClient<'_> {
                         Ok(true) => continue,
                         Ok(false) | Err(_) => return Ok(End::NewClosed),
                     },
-                    Some(reply) = inject.recv(), if boundary => {
-                        wr.write_all(&reply).await?;
-                        wr.flush().await?;
+                    Some(mut reply) = inject.recv(), if boundary => {
+                        send(wr, &mut reply, true).await?;
                         continue;
                     }
                     () = stopped(&mut stop), if boundary => return Ok(End::Bye(SHUTDOWN_TEXT)),
@@ -1276,32 +1458,28 @@ impl NewToClient<'_> {
                     let starts = !continuing;
                     continuing = literal.is_some();
                     if starts && bytes.starts_with(b"+") {
-                        if take_waiting(waiting).is_some() {
+                        if take_waiting(waiting)?.is_some() {
                             out.extend_from_slice(&bytes);
-                            metrics.bytes_new_to_client(out.len() as u64);
-                            wr.write_all(&out).await?;
-                            wr.flush().await?;
-                            out.clear();
+                            send(wr, &mut out, true).await?;
                             let _ = tx.send(Continuation::Go).await;
                             continue;
                         }
                     } else if starts && literal.is_none() {
                         let refused = {
                             let tag = first_token(&bytes);
-                            match waiting.lock() {
-                                Ok(mut w) if tag.is_some() && *w == tag => {
-                                    *w = None;
-                                    true
-                                }
-                                _ => false,
+                            let mut w = waiting.lock().map_err(poisoned)?;
+                            let refused = tag.is_some() && *w == tag;
+                            if refused {
+                                *w = None;
                             }
+                            refused
                         };
                         if refused {
                             let _ = tx.send(Continuation::Refused).await;
                         }
-                        if let Err(text) = migration.before_response(&bytes, &mut watching).await {
+                        if let Err(text) = migration.before_response(&bytes, &mut watching).await? {
                             if !out.is_empty() {
-                                wr.write_all(&out).await?;
+                                send(wr, &mut out, true).await?;
                             }
                             return Ok(End::Bye(text));
                         }
@@ -1322,9 +1500,7 @@ impl NewToClient<'_> {
                 Event::Error(_) => {}
             }
             if out.len() >= FLUSH_AT {
-                metrics.bytes_new_to_client(out.len() as u64);
-                wr.write_all(&out).await?;
-                out.clear();
+                send(wr, &mut out, false).await?;
             }
         }
     }
@@ -1356,6 +1532,28 @@ mod tests {
             rewrite_capabilities(b"* OK [CAPABILITY IMAP4rev1\r\n"),
             None
         );
+    }
+
+    #[test]
+    fn credentials_never_reach_a_trace() {
+        for (line, head) in [
+            (&b"a1 LOGIN joe \"pw\"\r\n"[..], Some("a1 LOGIN")),
+            (b"a2 login {3}\r\n", Some("a2 LOGIN")),
+            (
+                b"x AUTHENTICATE PLAIN AGpvZQBwdw==\r\n",
+                Some("x AUTHENTICATE"),
+            ),
+            (b"a3 SELECT INBOX\r\n", None),
+            (b"LOGIN joe pw\r\n", None),
+        ] {
+            assert_eq!(secret_head(line).as_deref(), head, "{line:?}");
+        }
+        assert_eq!(
+            shown(b"a1 LOGIN joe pw\r\n", Some("a1 LOGIN")),
+            "a1 LOGIN ***"
+        );
+        assert_eq!(shown(b" \"pw\"\r\n", Some("a2 LOGIN")), "a2 LOGIN ***");
+        assert_eq!(shown(b"a3 SELECT INBOX\r\n", None), "a3 SELECT INBOX");
     }
 
     #[test]

@@ -94,6 +94,17 @@ impl ProxyProc {
     /// `config` without `[listen]`; the proxy listens on a free loopback port.
     /// `program` is the imapferry binary (`env!("CARGO_BIN_EXE_imapferry")` in tests).
     pub fn start(program: &std::path::Path, dir: &std::path::Path, config: &str) -> ProxyProc {
+        let filter = std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into());
+        ProxyProc::start_logging(program, dir, config, &filter)
+    }
+
+    /// [`ProxyProc::start`] with the log filter `filter` (`RUST_LOG` syntax).
+    pub fn start_logging(
+        program: &std::path::Path,
+        dir: &std::path::Path,
+        config: &str,
+        filter: &str,
+    ) -> ProxyProc {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -110,10 +121,7 @@ impl ProxyProc {
             .arg("proxy")
             .arg("--config")
             .arg(&path)
-            .env(
-                "RUST_LOG",
-                std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", filter)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
