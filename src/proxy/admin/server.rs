@@ -1,0 +1,227 @@
+//! The admin endpoint's HTTP/1.1 server, on hyper. At most [`MAX_CONNECTIONS`] connections are
+//! served at once; past that, [`HEALTH_RESERVE`] more are accepted that answer `/health` only
+//! (one request each), so held-open connections cannot make a load balancer's health check
+//! fail; past both, connections are closed at once. A connection must send each request head
+//! within `[admin] header_timeout_secs` of opening or of its last response, lives at most
+//! [`MAX_CONNECTION_AGE`], and closes gracefully when the proxy shuts down.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderName, ORIGIN};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tracing::instrument::WithSubscriber;
+use tracing::{debug, warn};
+
+use super::Admin;
+use super::access::{POST_HEADER, Presented, Refusal};
+use super::routes::Response;
+use crate::proxy::session;
+
+/// Largest request head (request line and headers) accepted; larger ones get 431. hyper's
+/// smallest read buffer; an admin request needs a few hundred bytes.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// Admin connections served at once. Prometheus and an operator's scripts need a handful.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Connections accepted past [`MAX_CONNECTIONS`] that answer `/health` only, each closed after
+/// one request or the header timeout.
+pub const HEALTH_RESERVE: usize = 8;
+/// A kept-alive connection is closed (gracefully) after this long, whatever it does, so a
+/// client that sends requests but never reads the answers cannot hold a slot forever.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// How long a closing connection may take to finish the request in progress.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Longest an answer may take (store reads); past it, 503.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves admin requests on `listener` until `stop` turns true (or the future is dropped); open
+/// connections then finish their request and close.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let reserve = Arc::new(Semaphore::new(HEALTH_RESERVE));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = session::stopped(&mut stop) => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                warn!("admin accept: {e}");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    () = session::stopped(&mut stop) => return,
+                }
+            }
+        };
+        let (permit, health_only) = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => match Arc::clone(&reserve).try_acquire_owned() {
+                Ok(permit) => {
+                    debug!(%peer, "admin: connection limit reached, answering /health only");
+                    (permit, true)
+                }
+                Err(_) => {
+                    debug!(%peer, "admin: connection limit and reserve reached, closing");
+                    continue;
+                }
+            },
+        };
+        let local = match tcp.local_addr() {
+            Ok(local) => local,
+            Err(e) => {
+                debug!(%peer, "admin connection: {e}");
+                continue;
+            }
+        };
+        let conn = connection(tcp, local, Arc::clone(&admin), health_only, stop.clone());
+        let task = async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                debug!(%peer, "admin connection: {e}");
+            }
+        };
+        tokio::spawn(task.with_current_subscriber());
+    }
+}
+
+/// Serves one connection that arrived on `local`.
+async fn connection<IO>(
+    io: IO,
+    local: SocketAddr,
+    admin: Arc<Admin>,
+    health_only: bool,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConnectionError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = admin.header_timeout;
+    let service = service_fn(move |request| {
+        let admin = Arc::clone(&admin);
+        async move { Ok::<_, Infallible>(answer(&admin, request, local, health_only).await) }
+    });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_REQUEST)
+        .keep_alive(!health_only);
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r.map_err(ConnectionError::Http),
+        () = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
+        () = session::stopped(&mut stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(CLOSE_GRACE, conn).await {
+        Ok(r) => r.map_err(ConnectionError::Http),
+        Err(_) => Err(ConnectionError::CloseTimedOut),
+    }
+}
+
+/// Why a connection ended other than by the client closing it.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// A malformed request, the header timeout, a reset.
+    #[error(transparent)]
+    Http(hyper::Error),
+    #[error("did not finish its request within {CLOSE_GRACE:?} of closing; dropped")]
+    CloseTimedOut,
+}
+
+/// One request: `/health` for anyone (it tells nothing and changes nothing, and health checks
+/// rarely send credentials or the right Host); on a reserve connection nothing else; else the
+/// access rules, then the route.
+async fn answer<B>(
+    admin: &Admin,
+    request: Request<B>,
+    local: SocketAddr,
+    health_only: bool,
+) -> hyper::Response<Full<Bytes>> {
+    let method = request.method().as_str();
+    let path = request.uri().path();
+    let response = if path == "/health" {
+        admin.route(method, path, "").await
+    } else if health_only {
+        Response::error(
+            503,
+            "the admin endpoint is at its connection limit: only /health is answered",
+        )
+    } else {
+        match admin.access.check(&presented(&request), local) {
+            Err(refusal) => refused(refusal),
+            Ok(()) => {
+                let query = request.uri().query().unwrap_or("");
+                let route = admin.route(method, path, query);
+                match tokio::time::timeout(ANSWER_TIMEOUT, route).await {
+                    Ok(r) => r,
+                    Err(_) => Response::error(503, "timed out (the state store is slow)"),
+                }
+            }
+        }
+    };
+    into_http(response)
+}
+
+/// What the access rules look at.
+fn presented<B>(request: &Request<B>) -> Presented<'_> {
+    let headers = request.headers();
+    Presented {
+        is_post: request.method() == Method::POST,
+        // An absolute-form target names the host; else the Host header (RFC 9112 §3.2.2).
+        host: match request.uri().authority() {
+            Some(authority) => Some(authority.as_str()),
+            None => only(headers, &HOST),
+        },
+        origin: only(headers, &ORIGIN),
+        authorization: only(headers, &AUTHORIZATION),
+        post_header: headers.contains_key(POST_HEADER),
+    }
+}
+
+/// The value of a header present exactly once, as text.
+fn only<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().ok(),
+        _ => None,
+    }
+}
+
+fn refused(refusal: Refusal) -> Response {
+    let mut r = Response::error(refusal.status(), refusal.message());
+    if refusal == Refusal::Unauthorized {
+        r.headers
+            .push(("WWW-Authenticate", "Bearer realm=\"imapferry\"".into()));
+    }
+    r
+}
+
+fn into_http(r: Response) -> hyper::Response<Full<Bytes>> {
+    let mut builder = hyper::Response::builder()
+        .status(r.status)
+        .header(CONTENT_TYPE, r.content_type);
+    for (name, value) in r.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Full::new(Bytes::from(r.body)))
+        .unwrap_or_else(|e| {
+            warn!("admin: cannot build a response: {e}");
+            let mut fallback = hyper::Response::new(Full::new(Bytes::from_static(b"")));
+            *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            fallback
+        })
+}
