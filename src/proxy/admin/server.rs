@@ -225,3 +225,199 @@ fn into_http(r: Response) -> hyper::Response<Full<Bytes>> {
             fallback
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::task::JoinHandle;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::proxy::admin::tests::admin;
+    use crate::proxy::metrics::Metrics;
+
+    const LOCAL: &str = "127.0.0.1:9143";
+
+    /// One connection served over an in-memory pipe; (client end, stop switch, the task).
+    fn open(
+        health_only: bool,
+    ) -> (
+        DuplexStream,
+        watch::Sender<bool>,
+        JoinHandle<Result<(), ConnectionError>>,
+    ) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (stop_tx, stop) = watch::channel(false);
+        let admin = Arc::new(admin(Arc::new(Metrics::new()), None, None));
+        let local = LOCAL.parse().unwrap();
+        let task = tokio::spawn(connection(server, local, admin, health_only, stop));
+        (client, stop_tx, task)
+    }
+
+    /// Reads one response whose body ends with `end`.
+    async fn response(client: &mut DuplexStream, end: &str) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&buf).ends_with(end) {
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8(buf).unwrap()
+    }
+
+    async fn closed(client: &mut DuplexStream) -> Vec<u8> {
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        rest
+    }
+
+    /// A slow-loris request head is dropped at the header timeout (10 s here), long before the
+    /// connection's maximum age, without an answer.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_request_head_is_closed_at_the_header_timeout() {
+        let (mut client, _stop, task) = open(false);
+        let start = Instant::now();
+        client
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1")
+            .await
+            .unwrap();
+        assert_eq!(closed(&mut client).await, b"");
+        assert!(start.elapsed() < MAX_CONNECTION_AGE, "{:?}", start.elapsed());
+        let result = task.await.unwrap();
+        assert!(
+            matches!(&result, Err(ConnectionError::Http(e)) if e.is_timeout()),
+            "{result:?}"
+        );
+    }
+
+    /// A kept-alive connection that goes quiet after an answer is closed at the same timeout.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_kept_alive_connection_is_closed() {
+        let (mut client, _stop, task) = open(false);
+        client
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:9143\r\n\r\n")
+            .await
+            .unwrap();
+        let first = response(&mut client, "ok\n").await;
+        assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+        assert!(!first.to_lowercase().contains("connection: close"), "{first}");
+        // A second request on the same connection is answered too (keep-alive).
+        client
+            .write_all(b"HEAD /health HTTP/1.1\r\nHost: 127.0.0.1:9143\r\n\r\n")
+            .await
+            .unwrap();
+        let head = response(&mut client, "\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("content-length: 3\r\n"), "{head}");
+        let start = Instant::now();
+        assert_eq!(closed(&mut client).await, b"", "HEAD has no body");
+        assert!(start.elapsed() < MAX_CONNECTION_AGE, "{:?}", start.elapsed());
+        let result = task.await.unwrap();
+        assert!(
+            matches!(&result, Err(ConnectionError::Http(e)) if e.is_timeout()),
+            "{result:?}"
+        );
+    }
+
+    /// A connection kept busy is still closed at its maximum age, gracefully.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_ends_at_its_maximum_age() {
+        let (mut client, _stop, task) = open(false);
+        let start = Instant::now();
+        let mut answered = 0;
+        loop {
+            let sent = client
+                .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:9143\r\n\r\n")
+                .await;
+            let mut buf = [0u8; 512];
+            match (sent, client.read(&mut buf).await) {
+                (Ok(()), Ok(n)) if n > 0 => answered += 1,
+                _ => break,
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        assert!(answered > 1, "{answered}");
+        assert!(start.elapsed() >= MAX_CONNECTION_AGE, "{:?}", start.elapsed());
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    /// Shutting down closes an idle kept-alive connection at once, without an error.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_kept_alive_connections() {
+        let (mut client, stop, task) = open(false);
+        client
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:9143\r\n\r\n")
+            .await
+            .unwrap();
+        response(&mut client, "ok\n").await;
+        let start = Instant::now();
+        stop.send(true).unwrap();
+        assert_eq!(closed(&mut client).await, b"");
+        assert!(task.await.unwrap().is_ok());
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    }
+
+    /// A reserve connection answers /health, 503 for anything else, and one request only.
+    #[tokio::test(start_paused = true)]
+    async fn reserve_connections_answer_health_only() {
+        for (request, status) in [
+            ("GET /health HTTP/1.1\r\nHost: x\r\n\r\n", "200 OK"),
+            (
+                "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9143\r\nAuthorization: Bearer t0k\r\n\r\n",
+                "503 Service Unavailable",
+            ),
+        ] {
+            let (mut client, _stop, task) = open(true);
+            client.write_all(request.as_bytes()).await.unwrap();
+            let answer = String::from_utf8(closed(&mut client).await).unwrap();
+            assert!(answer.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{answer}");
+            assert!(answer.contains("connection: close\r\n"), "{answer}");
+            assert!(task.await.unwrap().is_ok());
+        }
+    }
+
+    /// The access rules see the request as hyper parsed it.
+    #[tokio::test]
+    async fn requests_meet_the_access_rules() {
+        let admin = admin(Arc::new(Metrics::new()), None, None);
+        let local = LOCAL.parse().unwrap();
+        let auth = ("authorization", "Bearer t0k");
+        let host = ("host", "127.0.0.1:9143");
+        let post = (POST_HEADER, "1");
+        // (method, target, headers, status)
+        let cases: [(&str, &str, &[(&str, &str)], u16); 14] = [
+            ("GET", "/metrics", &[host, auth], 200),
+            ("GET", "/metrics", &[("host", "localhost:9143"), auth], 200),
+            ("GET", "/metrics", &[host], 401),
+            ("GET", "/metrics", &[host, ("authorization", "Bearer t0")], 401),
+            ("GET", "/metrics", &[auth], 421),
+            ("GET", "/metrics", &[("host", "evil.example:9143"), auth], 421),
+            ("GET", "/metrics", &[host, host, auth], 421),
+            ("GET", "http://evil.example:9143/metrics", &[host, auth], 421),
+            ("GET", "http://127.0.0.1:9143/metrics", &[auth], 200),
+            ("GET", "/health", &[("host", "anything")], 200),
+            ("POST", "/sweep/pause", &[host, auth], 403),
+            ("POST", "/sweep/pause", &[host, auth, post], 503),
+            ("POST", "/sweep/pause", &[host, post], 401),
+            (
+                "POST",
+                "/sweep/pause",
+                &[host, auth, post, ("origin", "http://evil.example")],
+                403,
+            ),
+        ];
+        for (method, target, headers, status) in cases {
+            let mut request = Request::builder().method(method).uri(target);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(()).unwrap();
+            let r = answer(&admin, request, local, false).await;
+            assert_eq!(r.status().as_u16(), status, "{method} {target} {headers:?}");
+            if status == 401 {
+                assert!(r.headers().contains_key("www-authenticate"));
+            }
+        }
+    }
+}
