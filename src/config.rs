@@ -1208,12 +1208,30 @@ mod tests {
             ("listen = \"0.0.0.0:9143\"\ntoken = \"t0k\"\n", None),
             ("listen = \"127.0.0.1:9143\"\n", Some("admin.token")),
             ("listen = \"0.0.0.0:9143\"\n", Some("admin.token")),
-            ("listen = \"127.0.0.1:9143\"\ntoken = \"\"\n", Some("admin.token")),
-            ("listen = \"127.0.0.1:9143\"\ntoken = \"a b\"\n", Some("admin.token")),
-            ("listen = \"127.0.0.1:9143\"\nallow_without_token = true\n", None),
-            ("listen = \"127.9.9.9:9143\"\nallow_without_token = true\n", None),
-            ("listen = \"[::1]:9143\"\nallow_without_token = true\n", None),
-            ("listen = \"[::ffff:127.0.0.1]:9143\"\nallow_without_token = true\n", None),
+            (
+                "listen = \"127.0.0.1:9143\"\ntoken = \"\"\n",
+                Some("admin.token"),
+            ),
+            (
+                "listen = \"127.0.0.1:9143\"\ntoken = \"a b\"\n",
+                Some("admin.token"),
+            ),
+            (
+                "listen = \"127.0.0.1:9143\"\nallow_without_token = true\n",
+                None,
+            ),
+            (
+                "listen = \"127.9.9.9:9143\"\nallow_without_token = true\n",
+                None,
+            ),
+            (
+                "listen = \"[::1]:9143\"\nallow_without_token = true\n",
+                None,
+            ),
+            (
+                "listen = \"[::ffff:127.0.0.1]:9143\"\nallow_without_token = true\n",
+                None,
+            ),
             (
                 "listen = \"0.0.0.0:9143\"\nallow_without_token = true\n",
                 Some("admin.allow_without_token"),
@@ -1256,7 +1274,10 @@ mod tests {
         assert!(e.contains("non-empty"), "{e}");
         let c = parse_str(&admin("listen = \"127.0.0.1:9143\"\ntoken = \"t\"\n")).unwrap();
         let a = c.admin.unwrap();
-        assert_eq!((a.header_timeout_secs, a.host, a.allow_without_token), (10, None, false));
+        assert_eq!(
+            (a.header_timeout_secs, a.host, a.allow_without_token),
+            (10, None, false)
+        );
     }
 
     #[test]

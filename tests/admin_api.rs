@@ -283,7 +283,10 @@ fn admin_api_matches_status_and_retires() {
         let (status, _, body) = retire(host, "X-Imapferry-Admin: 1\r\n");
         assert_eq!(status, 421, "{host}: {body}");
     }
-    let (status, _, body) = retire(&here, "Origin: http://evil.example\r\nX-Imapferry-Admin: 1\r\n");
+    let (status, _, body) = retire(
+        &here,
+        "Origin: http://evil.example\r\nX-Imapferry-Admin: 1\r\n",
+    );
     assert_eq!(status, 403, "{body}");
     assert_eq!(
         api(port, "GET", "/accounts/alice").1["account"]["state"],
@@ -506,7 +509,11 @@ fn an_admin_endpoint_without_a_token_is_refused_at_start() {
             "loopback",
         ),
         // Loopback, but nobody said so.
-        (&*format!("listen = \"127.0.0.1:{port}\"\n"), "admin.token", "allow_without_token"),
+        (
+            &*format!("listen = \"127.0.0.1:{port}\"\n"),
+            "admin.token",
+            "allow_without_token",
+        ),
         (
             &*format!("listen = \"127.0.0.1:{port}\"\ntoken = \"\"\n"),
             "admin.token",
@@ -622,16 +629,26 @@ fn loopback_without_a_token_refuses_what_a_browser_can_forge() {
     // GETs do not need the custom header, but a rebound name still cannot read them.
     let (status, _, _) = parse(&exchange(
         port,
-        &format!("GET /accounts HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "GET /accounts HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+        ),
     ));
     assert_eq!(status, 421);
 
     // The real client.
-    let (status, _, body) = retire(&format!("Host: 127.0.0.1:{port}\r\nX-Imapferry-Admin: 1\r\n"));
+    let (status, _, body) = retire(&format!(
+        "Host: 127.0.0.1:{port}\r\nX-Imapferry-Admin: 1\r\n"
+    ));
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["changed"].clone(), v["forced"].clone()), (true.into(), true.into()));
-    assert_eq!(common::state::account_summaries(&state)[0].state.as_str(), "retired");
+    assert_eq!(
+        (v["changed"].clone(), v["forced"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(
+        common::state::account_summaries(&state)[0].state.as_str(),
+        "retired"
+    );
 }
 
 /// True when the admin port closes a connection without an answer.
@@ -701,19 +718,24 @@ fn idle_connections_do_not_starve_health() {
 fn slow_and_idle_connections_are_closed() {
     let proxy = Proxy::start(
         1,
-        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nheader_timeout_secs = 1\n"),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nheader_timeout_secs = 1\n"
+        ),
     );
     let port = proxy.admin_port;
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
     let mut rest = String::new();
     slow.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "", "no answer to half a request");
 
     // Kept alive (no `Connection: close`): two answers, then the close at the timeout.
     let mut kept = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    kept.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut both = String::new();

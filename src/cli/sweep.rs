@@ -238,7 +238,9 @@ pub fn accounts_command(args: &[String]) -> i32 {
                 }
                 ImportAction::UpdateOld { id } => {
                     updated += 1;
-                    store.set_account_old(id, &key.old_host, &key.old_user).await
+                    store
+                        .set_account_old(id, &key.old_host, &key.old_user)
+                        .await
                 }
                 ImportAction::Add => {
                     added += 1;

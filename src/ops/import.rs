@@ -118,7 +118,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let loop_line = "oldhost;Legacy.Joe;pw1;newhost;Joe@Example.org;pw2;";
         // (auth, line, expected key or error fragment)
-        let cases: [(OldAuth, &str, Result<Option<AccountKey>, &str>); 11] = [
+        /// A key, none, or a fragment of the error.
+        type Outcome = Result<Option<AccountKey>, &'static str>;
+        let cases: [(OldAuth, &str, Outcome); 11] = [
             (OldAuth::Same, "", Ok(None)),
             (OldAuth::Same, "   ", Ok(None)),
             (OldAuth::Same, "# a comment", Ok(None)),
@@ -137,12 +139,20 @@ mod tests {
             (
                 OldAuth::Master,
                 loop_line,
-                Ok(Some(new_key("old.example", "joe@example.org", "joe@example.org"))),
+                Ok(Some(new_key(
+                    "old.example",
+                    "joe@example.org",
+                    "joe@example.org",
+                ))),
             ),
             (
                 OldAuth::Same,
                 loop_line,
-                Ok(Some(new_key("old.example", "joe@example.org", "joe@example.org"))),
+                Ok(Some(new_key(
+                    "old.example",
+                    "joe@example.org",
+                    "joe@example.org",
+                ))),
             ),
             // ...with accounts, OLD's side exactly as the line says.
             (
@@ -165,11 +175,17 @@ mod tests {
 
     #[test]
     fn import_actions() {
-        let existing = [summary(1, "joe", "joe", "old"), summary(2, "ann", "ann", "old")];
+        let existing = [
+            summary(1, "joe", "joe", "old"),
+            summary(2, "ann", "ann", "old"),
+        ];
         // (key, action)
         let cases = [
             (key("joe", "joe", "old"), ImportAction::Unchanged),
-            (key("joe", "joseph", "old"), ImportAction::UpdateOld { id: 1 }),
+            (
+                key("joe", "joseph", "old"),
+                ImportAction::UpdateOld { id: 1 },
+            ),
             (key("ann", "ann", "old2"), ImportAction::UpdateOld { id: 2 }),
             (key("bob", "bob", "old"), ImportAction::Add),
         ];

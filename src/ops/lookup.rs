@@ -62,6 +62,9 @@ mod tests {
 
     #[test]
     fn old_logins() {
-        assert_eq!(old_login(&summary(1, "joe", "jo", "old.example")), "jo@old.example");
+        assert_eq!(
+            old_login(&summary(1, "joe", "jo", "old.example")),
+            "jo@old.example"
+        );
     }
 }

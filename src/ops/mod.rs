@@ -69,7 +69,12 @@ pub(crate) mod fixtures {
     }
 
     /// A synced account with nothing counted.
-    pub(crate) fn summary(id: i64, new_user: &str, old_user: &str, old_host: &str) -> AccountSummary {
+    pub(crate) fn summary(
+        id: i64,
+        new_user: &str,
+        old_user: &str,
+        old_host: &str,
+    ) -> AccountSummary {
         AccountSummary {
             id,
             key: key(new_user, old_user, old_host),

@@ -224,7 +224,6 @@ pub struct StatusReport {
     pub accounts: Vec<AccountSummary>,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

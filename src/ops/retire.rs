@@ -78,7 +78,6 @@ pub fn retire_decision(account: &AccountSummary, force: bool) -> RetireDecision 
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,9 +136,21 @@ mod tests {
                 false,
                 refused(&[partial, "2 journal entries are not mirrored to OLD yet"]),
             ),
-            (Pending, 0, 0, false, refused(&["it is pending (folders synced 2/3), not synced"])),
+            (
+                Pending,
+                0,
+                0,
+                false,
+                refused(&["it is pending (folders synced 2/3), not synced"]),
+            ),
             (Failed, 0, 0, false, refused(&[failed])),
-            (Diverged, 0, 0, false, refused(&["it is diverged (folders synced 2/3), not synced"])),
+            (
+                Diverged,
+                0,
+                0,
+                false,
+                refused(&["it is diverged (folders synced 2/3), not synced"]),
+            ),
             // A synced account with a message not copied is not done either.
             (
                 Synced,
@@ -164,7 +175,10 @@ mod tests {
                     reason: Some(
                         "retired with --force from failed with 1 pending journal entry".into(),
                     ),
-                    problems: vec![failed.into(), "1 journal entry is not mirrored to OLD yet".into()],
+                    problems: vec![
+                        failed.into(),
+                        "1 journal entry is not mirrored to OLD yet".into(),
+                    ],
                 },
             ),
             (

@@ -276,39 +276,91 @@ mod tests {
         let cases = [
             (&locked, get, Ok(())),
             (&locked, post, Ok(())),
-            (&open, Presented { authorization: None, ..post }, Ok(())),
-            (&locked, Presented { host: None, ..get }, Err(Refusal::WrongHost)),
-            (
-                &locked,
-                Presented { host: Some("evil.example:9143"), authorization: None, ..get },
-                Err(Refusal::WrongHost),
-            ),
-            (&locked, Presented { authorization: None, ..get }, Err(Refusal::Unauthorized)),
-            (
-                &locked,
-                Presented { authorization: Some("Bearer t0"), ..post },
-                Err(Refusal::Unauthorized),
-            ),
-            (
-                &locked,
-                Presented { authorization: None, post_header: false, ..post },
-                Err(Refusal::Unauthorized),
-            ),
-            (&locked, Presented { post_header: false, ..post }, Err(Refusal::NoPostHeader)),
-            (&open, Presented { post_header: false, ..post }, Err(Refusal::NoPostHeader)),
             (
                 &open,
-                Presented { origin: Some("http://evil.example"), ..post },
+                Presented {
+                    authorization: None,
+                    ..post
+                },
+                Ok(()),
+            ),
+            (
+                &locked,
+                Presented { host: None, ..get },
+                Err(Refusal::WrongHost),
+            ),
+            (
+                &locked,
+                Presented {
+                    host: Some("evil.example:9143"),
+                    authorization: None,
+                    ..get
+                },
+                Err(Refusal::WrongHost),
+            ),
+            (
+                &locked,
+                Presented {
+                    authorization: None,
+                    ..get
+                },
+                Err(Refusal::Unauthorized),
+            ),
+            (
+                &locked,
+                Presented {
+                    authorization: Some("Bearer t0"),
+                    ..post
+                },
+                Err(Refusal::Unauthorized),
+            ),
+            (
+                &locked,
+                Presented {
+                    authorization: None,
+                    post_header: false,
+                    ..post
+                },
+                Err(Refusal::Unauthorized),
+            ),
+            (
+                &locked,
+                Presented {
+                    post_header: false,
+                    ..post
+                },
+                Err(Refusal::NoPostHeader),
+            ),
+            (
+                &open,
+                Presented {
+                    post_header: false,
+                    ..post
+                },
+                Err(Refusal::NoPostHeader),
+            ),
+            (
+                &open,
+                Presented {
+                    origin: Some("http://evil.example"),
+                    ..post
+                },
                 Err(Refusal::CrossOrigin),
             ),
             (
                 &open,
-                Presented { origin: Some("http://127.0.0.1:9143"), ..post },
+                Presented {
+                    origin: Some("http://127.0.0.1:9143"),
+                    ..post
+                },
                 Ok(()),
             ),
             (
                 &open,
-                Presented { origin: Some("null"), ..get },
+                Presented {
+                    origin: Some("null"),
+                    ..get
+                },
                 Err(Refusal::CrossOrigin),
             ),
         ];

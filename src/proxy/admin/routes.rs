@@ -327,7 +327,10 @@ mod tests {
         assert_eq!((r.status, r.content_type), (200, PROMETHEUS));
         assert!(r.body.contains("imapferry_login_failures_total 1\n"));
         assert!(!r.body.contains("imapferry_accounts"), "no store, no gauge");
-        assert!(!r.body.contains("imapferry_sweep"), "no sweeper, no counters");
+        assert!(
+            !r.body.contains("imapferry_sweep"),
+            "no sweeper, no counters"
+        );
         assert_eq!(open.route("GET", "/health", "").await.body, "ok\n");
         assert_eq!(open.route("HEAD", "/health", "").await.status, 200);
         // (method, path, status, Allow)
@@ -342,7 +345,11 @@ mod tests {
         for (method, path, status, allow) in cases {
             let r = open.route(method, path, "").await;
             assert_eq!(r.status, status, "{method} {path}");
-            let got = r.headers.iter().find(|(n, _)| *n == "Allow").map(|(_, v)| v.as_str());
+            let got = r
+                .headers
+                .iter()
+                .find(|(n, _)| *n == "Allow")
+                .map(|(_, v)| v.as_str());
             assert_eq!(got, allow, "{method} {path}");
         }
         // Without a store or a sweeper: 503, as JSON.
@@ -392,7 +399,10 @@ mod tests {
             .await
             .unwrap();
         let ann = store.account(&key("ann@x", "ann", "old")).await.unwrap();
-        store.account(&key("Jürgen", "jurgen", "old")).await.unwrap();
+        store
+            .account(&key("Jürgen", "jurgen", "old"))
+            .await
+            .unwrap();
         let store: Arc<dyn Store> = Arc::new(store);
         let control = Arc::new(Control::new());
         let admin = admin(
@@ -407,7 +417,12 @@ mod tests {
         let r = admin.route("GET", "/accounts", "").await;
         let v = json(&r);
         assert_eq!(v.as_array().unwrap().len(), 3);
-        let joe_json = v.as_array().unwrap().iter().find(|a| a["new_user"] == "joe").unwrap();
+        let joe_json = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["new_user"] == "joe")
+            .unwrap();
         assert_eq!(joe_json["state"], "partial");
         assert_eq!(joe_json["messages_old"], 2);
 
