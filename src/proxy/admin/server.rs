@@ -161,7 +161,10 @@ async fn answer<B>(
         )
     } else {
         match admin.access.check(&presented(&request), local) {
-            Err(refusal) => refused(refusal),
+            Err(refusal) => {
+                debug!(%local, method, path, "admin: refused: {}", refusal.message());
+                refused(refusal)
+            }
             Ok(()) => {
                 let query = request.uri().query().unwrap_or("");
                 let route = admin.route(method, path, query);
