@@ -1,8 +1,7 @@
-//! The operator's rules, shared by the command line (`imapferry status`, `retire`, `verify`,
-//! `reconcile`, `accounts import`) and the admin API (`proxy::admin`), so both always agree:
-//! which account a typed name means ([`find_user`]), the migration at a glance ([`Overview`]),
-//! when an account may be retired ([`retire_decision`]) and what an import line stands for
-//! ([`import_key`]). Below `cli` and `proxy`; uses `store`, `config` and `migrate`'s credentials.
+//! The operator's rules, shared by the command line and the admin API so both always agree: which
+//! account a typed name means ([`find_user`]), the migration at a glance ([`Overview`]), when an
+//! account may be retired ([`retire_decision`]), what an import line stands for ([`import_key`]).
+//! Below `cli` and `proxy`; uses `store`, `config`, `loopfile` and `migrate`'s credentials.
 
 mod import;
 mod lookup;

@@ -1,9 +1,7 @@
-//! The admin endpoint's HTTP/1.1 server, on hyper. At most [`MAX_CONNECTIONS`] connections are
-//! served at once; past that, [`HEALTH_RESERVE`] more are accepted that answer `/health` only
-//! (one request each), so held-open connections cannot make a load balancer's health check
-//! fail; past both, connections are closed at once. A connection must send each request head
-//! within `[admin] header_timeout_secs` of opening or of its last response, lives at most
-//! [`MAX_CONNECTION_AGE`], and closes gracefully when the proxy shuts down.
+//! The admin endpoint's HTTP/1.1 server on hyper: [`MAX_CONNECTIONS`] served at once, then a
+//! [`HEALTH_RESERVE`] answering `/health` only (held-open connections cannot fail a health check),
+//! then closed at once; each request head within `[admin] header_timeout_secs` (also the keep-alive
+//! idle limit), at most [`MAX_CONNECTION_AGE`] per connection, a graceful close at shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
