@@ -268,14 +268,94 @@ impl Default for State {
     }
 }
 
-/// `[admin]`: the HTTP endpoint with `/metrics` and `/health`.
+/// `[admin]`: the HTTP endpoint: `/health`, `/metrics` and the JSON API over the state store.
+/// The API can retire accounts, so it is locked unless said otherwise ([`Admin::validate`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: SocketAddr,
-    /// When set, requests must carry `Authorization: Bearer TOKEN`. Never printed.
+    /// Requests (all but `/health`) must carry `Authorization: Bearer TOKEN`. Required unless
+    /// `allow_without_token`; never empty; never printed.
     #[serde(default, deserialize_with = "secret_opt")]
     pub token: Option<Secret>,
+    /// Serve without a token. Only with a loopback `listen`: on any other address everyone who
+    /// reaches the port could retire accounts.
+    #[serde(default)]
+    pub allow_without_token: bool,
+    /// A name the `Host` header may carry besides the address the connection arrived on (and
+    /// `localhost` on loopback): `admin.example.net` (any port) or `admin.example.net:8443`.
+    /// Other names are refused, so a web page cannot reach the API by DNS rebinding.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A connection must send a complete request head within this many seconds of opening, and
+    /// of its last response on a kept-alive connection; else it is closed.
+    #[serde(default = "default_admin_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+}
+
+impl Admin {
+    /// The token rule (a token, or an explicit `allow_without_token` on loopback; never an empty
+    /// token), the `host` name's form and the timeout's range.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        match (&self.token, self.allow_without_token) {
+            (Some(token), false) => {
+                let t = token.expose();
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ValidationError::Invalid {
+                        key: "admin.token",
+                        message: "must be non-empty printable ASCII without spaces (a long \
+                                  random string, e.g. from `openssl rand -hex 32`)"
+                            .into(),
+                    });
+                }
+            }
+            (Some(_), true) => {
+                return Err(ValidationError::Unused {
+                    key: "admin.allow_without_token",
+                    because: "admin.token is not set",
+                });
+            }
+            (None, true) if !self.listen.ip().to_canonical().is_loopback() => {
+                return Err(ValidationError::Invalid {
+                    key: "admin.allow_without_token",
+                    message: format!(
+                        "only with a loopback admin.listen (127.0.0.1, [::1]), not {}: set \
+                         admin.token instead",
+                        self.listen.ip()
+                    ),
+                });
+            }
+            (None, true) => {}
+            (None, false) => {
+                return Err(ValidationError::Invalid {
+                    key: "admin.token",
+                    message: "required: the admin API can retire accounts. Set a token \
+                              (clients send `Authorization: Bearer TOKEN`), or, with a loopback \
+                              admin.listen, allow_without_token = true"
+                        .into(),
+                });
+            }
+        }
+        if let Some(host) = &self.host
+            && (host.is_empty()
+                || !host.bytes().all(|b| b.is_ascii_graphic())
+                || host.contains(['/', '@', '?', '#']))
+        {
+            return Err(ValidationError::Invalid {
+                key: "admin.host",
+                message: format!(
+                    "{host:?}: expected a host name, optionally with :port (admin.example.net)"
+                ),
+            });
+        }
+        positive("admin.header_timeout_secs", self.header_timeout_secs)
+    }
+}
+
+/// Prometheus sends its request as soon as it connects; 10 s is ample on any network an admin
+/// port belongs on, and frees the slots of idle connections soon.
+fn default_admin_header_timeout_secs() -> u64 {
+    10
 }
 
 /// `[mapping]`: folder selection and naming, with the `imapferry sync` options' meaning.
@@ -758,6 +838,9 @@ impl Config {
             }
             (None, None) => {}
         }
+        if let Some(admin) = &self.admin {
+            admin.validate()?;
+        }
         let sw = &self.sweep;
         positive("sweep.accounts_in_parallel", sw.accounts_in_parallel as u64)?;
         positive("sweep.connections_per_host", sw.connections_per_host as u64)?;
@@ -1123,6 +1206,88 @@ mod tests {
         assert!(
             !debug.contains("tok-XYZ") && debug.contains("MASKED"),
             "{debug}"
+        );
+    }
+
+    /// The admin endpoint is locked unless said otherwise (issue 12, item 4).
+    #[test]
+    fn admin_token_rules() {
+        let admin = |keys: &str| format!("{MINIMAL}[admin]\n{keys}");
+        // (keys of [admin], the key an error names, or None when valid)
+        let cases: [(&str, Option<&str>); 16] = [
+            ("listen = \"127.0.0.1:9143\"\ntoken = \"t0k\"\n", None),
+            ("listen = \"0.0.0.0:9143\"\ntoken = \"t0k\"\n", None),
+            ("listen = \"127.0.0.1:9143\"\n", Some("admin.token")),
+            ("listen = \"0.0.0.0:9143\"\n", Some("admin.token")),
+            (
+                "listen = \"127.0.0.1:9143\"\ntoken = \"\"\n",
+                Some("admin.token"),
+            ),
+            (
+                "listen = \"127.0.0.1:9143\"\ntoken = \"a b\"\n",
+                Some("admin.token"),
+            ),
+            (
+                "listen = \"127.0.0.1:9143\"\nallow_without_token = true\n",
+                None,
+            ),
+            (
+                "listen = \"127.9.9.9:9143\"\nallow_without_token = true\n",
+                None,
+            ),
+            (
+                "listen = \"[::1]:9143\"\nallow_without_token = true\n",
+                None,
+            ),
+            (
+                "listen = \"[::ffff:127.0.0.1]:9143\"\nallow_without_token = true\n",
+                None,
+            ),
+            (
+                "listen = \"0.0.0.0:9143\"\nallow_without_token = true\n",
+                Some("admin.allow_without_token"),
+            ),
+            (
+                "listen = \"[::]:9143\"\nallow_without_token = true\n",
+                Some("admin.allow_without_token"),
+            ),
+            (
+                "listen = \"127.0.0.1:9143\"\ntoken = \"t\"\nallow_without_token = true\n",
+                Some("admin.allow_without_token"),
+            ),
+            (
+                "listen = \"0.0.0.0:9143\"\ntoken = \"t\"\nhost = \"admin.example:8443\"\n",
+                None,
+            ),
+            (
+                "listen = \"0.0.0.0:9143\"\ntoken = \"t\"\nhost = \"http://admin\"\n",
+                Some("admin.host"),
+            ),
+            (
+                "listen = \"0.0.0.0:9143\"\ntoken = \"t\"\nheader_timeout_secs = 0\n",
+                Some("admin.header_timeout_secs"),
+            ),
+        ];
+        for (keys, error) in cases {
+            match error {
+                None => {
+                    parse_str(&admin(keys)).unwrap_or_else(|e| panic!("{keys}: {e}"));
+                }
+                Some(key) => assert_eq!(invalid(&admin(keys)).key(), key, "{keys}"),
+            }
+        }
+        let e = invalid(&admin("listen = \"0.0.0.0:9143\"\n")).to_string();
+        assert!(
+            e.contains("required") && e.contains("allow_without_token"),
+            "{e}"
+        );
+        let e = invalid(&admin("listen = \"127.0.0.1:9143\"\ntoken = \"\"\n")).to_string();
+        assert!(e.contains("non-empty"), "{e}");
+        let c = parse_str(&admin("listen = \"127.0.0.1:9143\"\ntoken = \"t\"\n")).unwrap();
+        let a = c.admin.unwrap();
+        assert_eq!(
+            (a.header_timeout_secs, a.host, a.allow_without_token),
+            (10, None, false)
         );
     }
 

@@ -7,8 +7,11 @@
 //! - [`cli`]: the command line: `imapferry sync` (imapsync's options, output and exit codes), `batch`,
 //!   `proxy`, `sweep`, `accounts import`, `status`, `retire`, `verify`.
 //! - [`proxy`]: the proxy: listeners (`server`), one client connection (`session`), the admin HTTP
-//!   endpoint and metrics, and its sans-I/O parts (a streaming line/literal framer, command
-//!   inspection, the session tracking the migration needs, PROXY protocol headers).
+//!   endpoint (`admin`: server, access rules, routes) and metrics, and its sans-I/O parts (a
+//!   streaming line/literal framer, command inspection, the session tracking the migration needs,
+//!   PROXY protocol headers).
+//! - `ops`: the operator's rules, shared by the command line and the admin API: account lookup,
+//!   the status overview, the retire decision, what an import line stands for.
 //! - [`sweep`]: background completion of accounts nobody opens (uses `migrate`'s account state).
 //! - [`migrate`]: the migration inside the proxy: one shared state per account (OLD access, lazy
 //!   per-folder backfill with one owner, live pickup) and the journal of user writes mirrored to OLD.
@@ -30,6 +33,7 @@ pub mod login;
 pub mod loopfile;
 pub mod mapping;
 pub mod migrate;
+pub(crate) mod ops;
 pub mod proxy;
 pub mod secret;
 pub mod store;

@@ -3,8 +3,11 @@
 //! report exactly what `imapferry status --json` reads from the same state file; retire answers
 //! 409 while the account is partial and retires it once every folder is synced; the sweeper's
 //! routes answer 503 without a sweeper and pause, resume and prioritise with one (`[sweep]
-//! enabled`); `/metrics` counts accounts by state and shows the sweeper's counters; the token
-//! rules hold; without `[old]` the admin creates no state file.
+//! enabled`); `/metrics` counts accounts by state and shows the sweeper's counters; without
+//! `[old]` the admin creates no state file. Safe by default (issue 12, items 4 and 6): a token is
+//! required unless the endpoint is on loopback and says `allow_without_token`, an empty one is
+//! refused at start; forged requests (no `X-Imapferry-Admin` on a POST, a foreign Host or Origin)
+//! change nothing; idle connections cannot starve `/health`; a slow request head is dropped.
 
 mod common;
 
@@ -21,18 +24,23 @@ const USER: &str = "alice";
 const PW: &str = "alice-admin-pw";
 const TOKEN: &str = "tok-admin-71c3";
 
-/// An HTTP request on the admin port: (status, content type, body).
-fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\n\r\n"
-    )
-    .unwrap();
+/// Sends `request` (a whole request head) on a new connection to the admin port; the response
+/// as text (the connection is closed after it: `Connection: close`, or the proxy closes it).
+fn exchange(port: u16, request: &str) -> String {
+    try_exchange(port, request).unwrap_or_else(|e| panic!("{request:?}: {e}"))
+}
+
+fn try_exchange(port: u16, request: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(request.as_bytes())?;
     let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
+    s.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// (status, content type, body) of an HTTP response.
+fn parse(response: &str) -> (u16, String, String) {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
@@ -43,10 +51,31 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, Strin
         .unwrap_or_else(|| panic!("no status: {head:?}"));
     let content_type = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Type: "))
-        .unwrap_or_default()
-        .to_owned();
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
     (status, content_type, body.to_owned())
+}
+
+/// A request on the admin port as a well-behaved client sends it (`Host: localhost`, the
+/// token when given, `X-Imapferry-Admin: 1` on POSTs): (status, content type, body).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let post = if method == "POST" {
+        "X-Imapferry-Admin: 1\r\n"
+    } else {
+        ""
+    };
+    parse(&exchange(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}{post}Content-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    ))
 }
 
 /// A JSON request with the token; (status, JSON body). Panics unless the body is JSON.
@@ -233,6 +262,45 @@ fn admin_api_matches_status_and_retires() {
     );
     assert!(!metrics.contains(PW) && !metrics.contains(TOKEN));
 
+    // Forged requests change nothing, token or not: a POST without X-Imapferry-Admin (a web
+    // page cannot add it cross-site) gets 403; a Host that does not name the endpoint (DNS
+    // rebinding) gets 421.
+    let retire = |host: &str, extra: &str| {
+        parse(&exchange(
+            port,
+            &format!(
+                "POST /accounts/alice/retire?force=1 HTTP/1.1\r\nHost: {host}\r\n\
+                 Authorization: Bearer {TOKEN}\r\n{extra}Content-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        ))
+    };
+    let (status, _, body) = retire("localhost", "");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("X-Imapferry-Admin"), "{body}");
+    let here = format!("127.0.0.1:{port}");
+    for host in ["evil.example", &format!("evil.example:{port}"), "127.0.0.2"] {
+        let (status, _, body) = retire(host, "X-Imapferry-Admin: 1\r\n");
+        assert_eq!(status, 421, "{host}: {body}");
+    }
+    let (status, _, body) = retire(
+        &here,
+        "Origin: http://evil.example\r\nX-Imapferry-Admin: 1\r\n",
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        api(port, "GET", "/accounts/alice").1["account"]["state"],
+        "partial"
+    );
+    let (status, _, _) = parse(&exchange(
+        port,
+        &format!(
+            "GET /overview HTTP/1.1\r\nHost: {here}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    ));
+    assert_eq!(status, 200, "the endpoint's own address is a valid Host");
+
     // Retire refuses a partial account, as `imapferry retire` does.
     let (status, v) = api(port, "POST", "/accounts/alice/retire");
     assert_eq!(status, 409, "{v}");
@@ -301,7 +369,8 @@ fn without_old_the_admin_creates_no_state_file() {
     let proxy = Proxy::start(
         new.port(),
         &format!(
-            "[state]\npath = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[state]\npath = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             allow_without_token = true\n",
             state.display()
         ),
     );
@@ -369,4 +438,308 @@ fn with_a_sweeper_the_switches_work() {
     assert_eq!(v["account"]["new_user"], USER);
     let (status, v) = api(port, "POST", "/sweep/resume");
     assert_eq!((status, v["paused"].clone()), (200, false.into()), "{v}");
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `imapferry proxy ARG FILE` for a configuration whose `[admin]` section holds `admin`: its exit
+/// code and stderr once it exits, or a panic if it is still running after 20 s (it started).
+fn run_proxy(arg: &str, admin: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imapferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nimap = \"127.0.0.1:{}\"\n[new]\naddress = \"127.0.0.1:1\"\n\
+             security = \"none\"\n[state]\npath = \"{}\"\n[admin]\n{admin}",
+            free_port(),
+            dir.path().join("state.db").display()
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imapferry"))
+        .args(["proxy", arg])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "the proxy started with [admin] {admin:?}: {}",
+                std::fs::read_to_string(&stderr).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&stderr).unwrap(),
+    )
+}
+
+/// Issue 12, item 4: without a token the admin API retired accounts for anyone. Now a token is
+/// required, unless the endpoint is on loopback and the configuration says so; an empty token
+/// is refused. The proxy does not start (exit 78, the key named).
+#[test]
+fn an_admin_endpoint_without_a_token_is_refused_at_start() {
+    let port = free_port();
+    // ([admin] keys, the key the error names, a word of the message)
+    let cases = [
+        // Not loopback (a TEST-NET address: nothing is ever bound there).
+        ("listen = \"192.0.2.1:9143\"\n", "admin.token", "required"),
+        (
+            "listen = \"192.0.2.1:9143\"\nallow_without_token = true\n",
+            "admin.allow_without_token",
+            "loopback",
+        ),
+        // Loopback, but nobody said so.
+        (
+            &*format!("listen = \"127.0.0.1:{port}\"\n"),
+            "admin.token",
+            "allow_without_token",
+        ),
+        (
+            &*format!("listen = \"127.0.0.1:{port}\"\ntoken = \"\"\n"),
+            "admin.token",
+            "non-empty",
+        ),
+        (
+            &*format!("listen = \"127.0.0.1:{port}\"\ntoken = \" \"\n"),
+            "admin.token",
+            "non-empty",
+        ),
+    ];
+    for (admin, key, word) in cases {
+        for arg in ["--check-config", "--config"] {
+            let (code, stderr) = run_proxy(arg, admin);
+            assert_eq!(code, 78, "{arg} {admin:?}: {stderr}");
+            assert!(
+                stderr.contains(key) && stderr.contains(word),
+                "{arg} {admin:?}: {stderr}"
+            );
+        }
+    }
+    // Loopback with the explicit switch starts (checked only here; it is served below).
+    let (code, stderr) = run_proxy(
+        "--check-config",
+        &format!("listen = \"127.0.0.1:{port}\"\nallow_without_token = true\n"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// A state file with one pending account, `joe`.
+fn state_with_joe(state: &Path) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use imapferry::store::{AccountKey, SqliteStore, Store};
+        let store = SqliteStore::open(state).await.unwrap();
+        store
+            .account(&AccountKey {
+                old_host: "old.example".into(),
+                old_user: "joe".into(),
+                new_host: "127.0.0.1".into(),
+                new_user: "joe".into(),
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    });
+}
+
+/// Issue 12, item 4: a page open in the operator's browser could POST to a loopback admin port.
+/// On loopback without a token (`allow_without_token`), the API works for a real client, while a
+/// form posted from another site (no custom header, a foreign Origin) and a DNS-rebound name
+/// (foreign Host, custom header and all) change nothing.
+#[test]
+fn loopback_without_a_token_refuses_what_a_browser_can_forge() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    state_with_joe(&state);
+    let proxy = Proxy::start(
+        1,
+        &format!(
+            "[state]\npath = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\nallow_without_token = true\n",
+            state.display()
+        ),
+    );
+    let port = proxy.admin_port;
+    let (status, _, body) = http(port, "GET", "/accounts/joe", None);
+    assert_eq!(status, 200, "{body}");
+
+    let retire = |headers: &str| {
+        parse(&exchange(
+            port,
+            &format!(
+                "POST /accounts/joe/retire?force=1 HTTP/1.1\r\n{headers}\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        ))
+    };
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    // (headers, status)
+    let forged = [
+        // A cross-site form: the browser names the endpoint and its own origin.
+        (
+            format!("Host: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\n{form}"),
+            403,
+        ),
+        // The same without Origin (a client that leaves it out).
+        (format!("Host: 127.0.0.1:{port}\r\n{form}"), 403),
+        (format!("Host: localhost:{port}\r\n{form}"), 403),
+        // A rebound name is same-origin for the page, so it can add any header, but not Host.
+        (
+            format!(
+                "Host: evil.example:{port}\r\nOrigin: http://evil.example:{port}\r\n\
+                 X-Imapferry-Admin: 1\r\n"
+            ),
+            421,
+        ),
+        (format!("X-Imapferry-Admin: 1\r\n{form}"), 421),
+        // A page on another loopback port, with the custom header (a CORS preflight would stop
+        // a browser; its Origin does here).
+        (
+            format!(
+                "Host: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:8080\r\nX-Imapferry-Admin: 1\r\n"
+            ),
+            403,
+        ),
+    ];
+    for (headers, status) in &forged {
+        let (got, _, body) = retire(headers);
+        assert_eq!(got, *status, "{headers:?}: {body}");
+    }
+    let (_, _, body) = http(port, "GET", "/accounts/joe", None);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["account"]["state"], "pending", "{v}");
+    // GETs do not need the custom header, but a rebound name still cannot read them.
+    let (status, _, _) = parse(&exchange(
+        port,
+        &format!(
+            "GET /accounts HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+        ),
+    ));
+    assert_eq!(status, 421);
+
+    // The real client.
+    let (status, _, body) = retire(&format!(
+        "Host: 127.0.0.1:{port}\r\nX-Imapferry-Admin: 1\r\n"
+    ));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["changed"].clone(), v["forced"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(
+        common::state::account_summaries(&state)[0].state.as_str(),
+        "retired"
+    );
+}
+
+/// True when the admin port closes a connection without an answer.
+fn closed_without_answer(port: u16) -> bool {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut response = Vec::new();
+    match s.read_to_end(&mut response) {
+        Ok(_) => response.is_empty(),
+        // Closed with the request unread: a reset.
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// Issue 12, item 6: 32 idle connections made `/health` unanswerable, so a load balancer took
+/// the proxy out. Past the connection cap a small reserve answers `/health` (and only that);
+/// past the reserve, connections are closed at once; freed slots serve again.
+#[test]
+fn idle_connections_do_not_starve_health() {
+    use imapferry::proxy::admin::{HEALTH_RESERVE, MAX_CONNECTIONS};
+    let proxy = Proxy::start(
+        1,
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nheader_timeout_secs = 600\n"
+        ),
+    );
+    let port = proxy.admin_port;
+    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // The cap is reached: the API answers 503 (on a reserve connection), /health answers.
+    let (status, _, body) = http(port, "GET", "/metrics", Some(TOKEN));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("connection limit"), "{body}");
+    for _ in 0..3 {
+        let (status, _, body) = http(port, "GET", "/health", None);
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+    }
+    // The reserve is bounded too.
+    let reserve: Vec<TcpStream> = (0..HEALTH_RESERVE)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    assert!(closed_without_answer(port));
+    drop(reserve);
+    drop(idle);
+    let until = Instant::now() + Duration::from_secs(30);
+    let metrics = format!(
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    // Until the proxy has seen the closes, a probe may still be refused or meet the reserve.
+    loop {
+        let answer = try_exchange(port, &metrics).unwrap_or_default();
+        if answer.starts_with("HTTP/1.1 200 ") {
+            assert!(answer.contains("imapferry_connections_total"), "{answer}");
+            break;
+        }
+        assert!(Instant::now() < until, "slots never freed: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A request head that does not arrive within `[admin] header_timeout_secs` is dropped without
+/// an answer, and a kept-alive connection that goes quiet is closed the same way.
+#[test]
+fn slow_and_idle_connections_are_closed() {
+    let proxy = Proxy::start(
+        1,
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nheader_timeout_secs = 1\n"
+        ),
+    );
+    let port = proxy.admin_port;
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let mut rest = String::new();
+    slow.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "no answer to half a request");
+
+    // Kept alive (no `Connection: close`): two answers, then the close at the timeout.
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\nGET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut both = String::new();
+    kept.read_to_string(&mut both).unwrap();
+    assert_eq!(both.matches("HTTP/1.1 200 OK").count(), 2, "{both}");
+    assert!(both.ends_with("ok\n"), "{both}");
 }

@@ -20,7 +20,8 @@ security = "none"           # none | starttls | tls
 [state]
 path = "imapferry.db"
 [admin]
-listen = "127.0.0.1:9143"   # /metrics (Prometheus) and /health
+listen = "127.0.0.1:9143"   # /health, /metrics (Prometheus) and the JSON API
+allow_without_token = true  # loopback only; elsewhere set token = "..."
 "#;
 
 fn example_path() -> std::path::PathBuf {
@@ -74,6 +75,9 @@ fn shipped_example_states_the_defaults() {
     assert_eq!(c.migration.select_budget_ms, m.select_budget_ms);
     assert_eq!(c.migration.max_delete_share, m.max_delete_share);
     assert_eq!(c.state.path, config::State::default().path);
+    let admin = c.admin.as_ref().unwrap();
+    assert!(admin.token.is_none() && admin.allow_without_token && admin.host.is_none());
+    assert_eq!(admin.header_timeout_secs, 10);
     let sw = config::Sweep::default();
     assert_eq!(c.sweep.enabled, sw.enabled);
     assert_eq!(c.sweep.accounts_in_parallel, sw.accounts_in_parallel);

@@ -282,7 +282,11 @@ fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
     let status = response
@@ -309,7 +313,10 @@ fn sample(metrics: &str, name: &str) -> f64 {
 fn metrics_after_a_session_and_health() {
     let password = "Pw-4d1f9c-never-in-metrics";
     let new = trusted_new(&[("erin", password)]);
-    let proxy = Proxy::start(new.port(), "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let proxy = Proxy::start(
+        new.port(),
+        "[admin]\nlisten = \"127.0.0.1:0\"\nallow_without_token = true\n",
+    );
     assert_ne!(proxy.admin_port, 0);
     let (status, body) = http_get(proxy.admin_port, "/health", None);
     assert_eq!((status, body.as_str()), (200, "ok\n"));

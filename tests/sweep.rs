@@ -104,7 +104,7 @@ fn http_get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
         if let Ok(mut s) = std::net::TcpStream::connect(addr) {
             write!(
                 s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
             )
             .unwrap();
             let mut body = String::new();
@@ -226,7 +226,10 @@ fn fifty_imported_accounts_are_swept_to_synced_and_late_mail_follows() {
         .replace("[listen]\nimap = \"127.0.0.1:1\"\n", "")
         .replace(
             "[sweep]\n",
-            &format!("[admin]\nlisten = \"{admin}\"\n[sweep]\nenabled = true\nrevisit_secs = 1\n"),
+            &format!(
+                "[admin]\nlisten = \"{admin}\"\nallow_without_token = true\n\
+                 [sweep]\nenabled = true\nrevisit_secs = 1\n"
+            ),
         );
     let proxy_dir = tempfile::tempdir().unwrap();
     let proxy = ProxyProc::start(bin(), proxy_dir.path(), &config);

@@ -9,7 +9,7 @@ use super::report::code;
 use super::status::{parse_command_args, with_state};
 use crate::config;
 use crate::migrate::Migrator;
-use crate::proxy::admin::{find_user, old_login};
+use crate::ops::{find_user, old_login};
 use crate::store::Store;
 
 const EX_CONFIG: i32 = 78;

@@ -2,7 +2,8 @@
 //! every account's progress (or one account's folders) from the proxy's state file;
 //! `imapferry retire USER --config FILE [--force]` marks a synced account `retired` (DESIGN.md §1).
 //! Neither creates a state file nor talks to a server. The numbers, the account matching and the
-//! retire rule are the admin API's ([`crate::proxy::admin`]), so both always agree.
+//! retire rule are the operator's rules of [`crate::ops`], which the admin API uses too, so both
+//! always agree.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -13,7 +14,7 @@ use chrono::DateTime;
 use super::report::code;
 use crate::config;
 use crate::mapping::utf7_decode;
-use crate::proxy::admin::{
+use crate::ops::{
     AccountDetail, Overview, RetireDecision, StatusReport, find_user, old_login, retire_decision,
 };
 use crate::store::{AccountSummary, FolderSummary, SqliteStore, Store, StoreError};

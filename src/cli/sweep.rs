@@ -9,10 +9,10 @@ use tracing::instrument::WithSubscriber;
 
 use super::proxy::{log_dispatch, shutdown_signal};
 use super::report::code;
-use crate::config::{self, Config, OldAuth};
-use crate::loopfile::{self, Line};
+use crate::config::{self, Config};
 use crate::migrate::{Credentials, Migrator};
-use crate::store::{AccountKey, AccountState, SqliteStore, Store};
+use crate::ops::{ImportAction, import_action, import_key};
+use crate::store::{AccountState, SqliteStore, Store};
 use crate::sweep::{self, Control, Mode};
 
 const EX_CONFIG: i32 = 78;
@@ -163,44 +163,6 @@ pub fn sweep_command(args: &[String]) -> i32 {
     )
 }
 
-/// The account key a line of the import file stands for, built exactly as the proxy builds it
-/// at login (the NEW login normalised by `new.username_format`), so an imported account and a
-/// later login are one account.
-fn import_key(
-    line: &str,
-    number: usize,
-    creds: &Credentials,
-    auth: OldAuth,
-) -> Result<Option<AccountKey>, String> {
-    let (old_default, _) = creds.hosts();
-    if !line.contains(';') {
-        let login = line.trim();
-        if login.is_empty() || login.starts_with('#') {
-            return Ok(None);
-        }
-        if auth == OldAuth::Accounts {
-            return Err(format!(
-                "line {number}: a bare login needs old.auth = \"master\" (or a loop-file line)"
-            ));
-        }
-        let name = creds.name(login);
-        return Ok(Some(creds.key(old_default, &name, &name)));
-    }
-    match loopfile::parse_line(number, line) {
-        Line::Skip => Ok(None),
-        Line::Malformed { number, reason } => Err(format!("line {number}: {reason}")),
-        Line::Account(a) => {
-            let name = creds.name(&a.user2);
-            Ok(Some(match auth {
-                // OLD's side is what the line says, exactly (OLD may tell case apart).
-                OldAuth::Accounts => creds.key(&a.host1, &a.user1, &name),
-                // The proxy reaches OLD at old.address as the account's name.
-                OldAuth::Master | OldAuth::Same => creds.key(old_default, &name, &name),
-            }))
-        }
-    }
-}
-
 pub fn accounts_command(args: &[String]) -> i32 {
     let (file, conf) = match args {
         [sub, file, flag, conf] if sub == "import" && flag == "--config" => (file, conf),
@@ -269,21 +231,18 @@ pub fn accounts_command(args: &[String]) -> i32 {
         };
         let (mut added, mut updated, mut unchanged) = (0, 0, 0);
         for key in keys {
-            let same_new = existing
-                .iter()
-                .find(|a| a.key.new_host == key.new_host && a.key.new_user == key.new_user);
-            let result = match same_new {
-                Some(a) if a.key == key => {
+            let result = match import_action(&existing, &key) {
+                ImportAction::Unchanged => {
                     unchanged += 1;
                     Ok(())
                 }
-                Some(a) => {
+                ImportAction::UpdateOld { id } => {
                     updated += 1;
                     store
-                        .set_account_old(a.id, &key.old_host, &key.old_user)
+                        .set_account_old(id, &key.old_host, &key.old_user)
                         .await
                 }
-                None => {
+                ImportAction::Add => {
                     added += 1;
                     store.account(&key).await.map(|_| ())
                 }

@@ -11,7 +11,7 @@ use super::report::code;
 use super::status::{Args, display_name, parse_command_args, table, with_state};
 use crate::config;
 use crate::migrate::Credentials;
-use crate::proxy::admin::find_user;
+use crate::ops::{find_user, old_login};
 use crate::store::{AccountState, AccountSummary, Store, StoreError};
 use crate::sync::SyncError;
 use crate::sync::verify::{FolderDiff, FolderOutcome, FolderVerdict, verify_account};
@@ -168,10 +168,6 @@ fn sync_error_text(e: &SyncError) -> String {
     }
 }
 
-fn old_login(a: &AccountSummary) -> String {
-    format!("{}@{}", a.key.old_user, a.key.old_host)
-}
-
 /// What happened to one account.
 enum AccountResult {
     Verified(Vec<FolderVerdict>),
@@ -267,7 +263,7 @@ fn totals(folders: &[FolderVerdict]) -> Totals {
     t
 }
 
-/// A folder name for people: modified UTF-7 decoded when it is valid, else as stored.
+/// `n` and the noun that goes with it.
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -24,6 +24,7 @@ use super::proxy_protocol::{self, Header};
 use super::session::{self, BoxIo, LoginFailures, Settings};
 use crate::config::{Config, Security};
 use crate::migrate::Migrator;
+use crate::ops;
 use crate::store::SqliteStore;
 use crate::sweep::{self, Control, Mode};
 use crate::tls::{self, TlsError};
@@ -181,16 +182,16 @@ pub async fn serve(
     };
     let settings = Arc::new(settings);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let admin = admin_loop(
-        listeners.admin,
-        Admin::new(
+    let admin = match &config.admin {
+        Some(section) => Some(Admin::new(
+            section,
             Arc::clone(&settings.metrics),
-            config.admin.as_ref().and_then(|a| a.token.clone()),
-            admin::open_store(config).await,
+            ops::open_store(config).await,
             sweeper,
-        ),
-        stop_rx.clone(),
-    );
+        )),
+        None => None,
+    };
+    let admin = admin_loop(listeners.admin, admin, stop_rx.clone());
     let shared = Arc::new(Shared {
         settings,
         total: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
@@ -221,10 +222,14 @@ pub async fn serve(
     Ok(())
 }
 
-async fn admin_loop(listener: Option<TcpListener>, admin: Admin, stop: watch::Receiver<bool>) {
-    match listener {
-        Some(listener) => admin::serve(listener, Arc::new(admin), stop).await,
-        None => std::future::pending().await,
+async fn admin_loop(
+    listener: Option<TcpListener>,
+    admin: Option<Admin>,
+    stop: watch::Receiver<bool>,
+) {
+    match (listener, admin) {
+        (Some(listener), Some(admin)) => admin::serve(listener, Arc::new(admin), stop).await,
+        _ => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,72 @@
+//! The admin endpoint on `[admin] listen`: [`server`] speaks HTTP/1.1 through hyper (a capped
+//! number of connections plus a reserve that answers only `/health`, header and idle timeouts),
+//! [`access`] decides who may ask (Host, bearer token, Origin, a custom header on POSTs) and
+//! [`routes`] answers: `/health`, `/metrics` and the JSON API over `crate::ops` and the sweeper.
+
+mod access;
+mod routes;
+mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use server::{HEALTH_RESERVE, MAX_CONNECTIONS, MAX_REQUEST, serve};
+
+use super::metrics::Metrics;
+use crate::config;
+use crate::store::Store;
+use crate::sweep::Control;
+
+/// What the admin endpoint serves, and to whom.
+pub struct Admin {
+    metrics: Arc<Metrics>,
+    store: Option<Arc<dyn Store>>,
+    sweep: Option<Arc<Control>>,
+    access: access::Access,
+    header_timeout: Duration,
+}
+
+impl Admin {
+    /// `config`: the `[admin]` section (validated); `store`: where accounts are read (and
+    /// retired); `sweep`: the running sweeper's switches. Routes that need a missing one answer
+    /// 503.
+    pub fn new(
+        config: &config::Admin,
+        metrics: Arc<Metrics>,
+        store: Option<Arc<dyn Store>>,
+        sweep: Option<Arc<Control>>,
+    ) -> Admin {
+        Admin {
+            metrics,
+            store,
+            sweep,
+            access: access::Access::new(config),
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    /// An `[admin]` section on 127.0.0.1:9143 with token `t0k`.
+    pub(crate) fn section() -> config::Admin {
+        config::Admin {
+            listen: "127.0.0.1:9143".parse().unwrap(),
+            token: Some(Secret::new("t0k")),
+            allow_without_token: false,
+            host: None,
+            header_timeout_secs: 10,
+        }
+    }
+
+    pub(crate) fn admin(
+        metrics: Arc<Metrics>,
+        store: Option<Arc<dyn Store>>,
+        sweep: Option<Arc<Control>>,
+    ) -> Admin {
+        Admin::new(&section(), metrics, store, sweep)
+    }
+}
