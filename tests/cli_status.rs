@@ -323,10 +323,17 @@ fn usage_errors() {
     for (args, expected) in cases {
         let (code, out, err) = run(dir.path(), args);
         assert_eq!(code, expected, "{args:?}: {err}");
+        // Help shows the command's usage line; an error says what is wrong and points to it.
         if expected == 0 {
-            assert!(out.starts_with("usage: imapferry"), "{out}");
+            assert!(
+                out.contains(&format!("Usage: imapferry {}", args[0])),
+                "{out}"
+            );
         } else {
-            assert!(err.contains("usage: imapferry"), "{err}");
+            assert!(
+                err.starts_with("error: ") && err.contains("--help"),
+                "{err}"
+            );
         }
     }
     // A configuration that does not load: EX_CONFIG, as `imapferry proxy`.

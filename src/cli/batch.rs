@@ -487,7 +487,9 @@ fn run_all(
             let tx = tx.clone();
             scope.spawn(move || {
                 loop {
-                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    // Recovered if poisoned: one pop at a time leaves the queue whole, and a
+                    // worker that stopped would leave accounts out (crate::lock).
+                    let next = crate::lock::recover(&queue, "the batch queue").pop_front();
                     let Some(line) = next else { break };
                     if tx.send(run_account(exe, line, sync_options)).is_err() {
                         break;

@@ -10,6 +10,11 @@ use std::sync::Mutex;
 use chrono::{DateTime, Local};
 use indicatif::ProgressBar;
 
+use crate::lock::recover;
+
+const LOG_FILE: &str = "the log file";
+const BAR: &str = "the progress bar";
+
 /// imapsync's `$DEFAULT_LOGDIR`, relative to the current directory.
 pub const DEFAULT_LOGDIR: &str = "LOG_imapsync";
 
@@ -53,7 +58,9 @@ pub fn log_path(
     }
 }
 
-/// Lines to stdout and the log file. Shared by the tasks that report engine events.
+/// Lines to stdout and the log file. Shared by the tasks that report engine events. Both locks
+/// are recovered when poisoned ([`crate::lock::recover`]): a file handle and a progress bar are
+/// replaced whole, and a line not logged would be lost.
 pub struct Output {
     file: Mutex<Option<File>>,
     path: Option<PathBuf>,
@@ -95,7 +102,7 @@ impl Output {
             let _ = writeln!(out, "{text}");
             let _ = out.flush();
         };
-        match self.bar.lock().ok().and_then(|b| b.clone()) {
+        match self.bar() {
             Some(bar) => bar.suspend(print),
             None => print(),
         }
@@ -110,25 +117,22 @@ impl Output {
 
     /// Writes one line to the log file only.
     pub fn log_only(&self, text: &str) {
-        if let Ok(mut guard) = self.file.lock()
-            && let Some(file) = guard.as_mut()
-        {
+        if let Some(file) = recover(&self.file, LOG_FILE).as_mut() {
             let _ = writeln!(file, "{text}");
         }
     }
 
     /// Shows `bar` on stderr while per-message lines go to the log only.
     pub fn set_bar(&self, bar: Option<ProgressBar>) {
-        if let Ok(mut guard) = self.bar.lock() {
-            if let Some(old) = guard.take() {
-                old.finish_and_clear();
-            }
-            *guard = bar;
+        let mut guard = recover(&self.bar, BAR);
+        if let Some(old) = guard.take() {
+            old.finish_and_clear();
         }
+        *guard = bar;
     }
 
     pub fn bar(&self) -> Option<ProgressBar> {
-        self.bar.lock().ok().and_then(|b| b.clone())
+        recover(&self.bar, BAR).clone()
     }
 }
 

@@ -1,6 +1,7 @@
-//! The command line: `imapferry sync ARGS...`, or the same binary called `imapsync` (a symlink),
-//! which is a drop-in for imapsync's options, exit codes and log lines. `main.rs` only calls
-//! [`main_with_args`] and exits with its code.
+//! The command line. `imapferry sync ARGS...`, or the same binary called `imapsync` (a symlink),
+//! is a drop-in for imapsync's options, exit codes and log lines, as is `batch` (parsed in
+//! `args`); the operator's commands (`proxy`, `status`, ...) are parsed by `clap`. `main.rs` only
+//! calls [`main_with_args`] and exits with its code.
 
 pub mod args;
 pub mod batch;
@@ -11,36 +12,58 @@ mod proxy;
 mod reconcile;
 pub mod report;
 mod run;
+mod setup;
 mod status;
 mod sweep;
 mod verify;
 
 use std::path::Path;
 
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-/// Top-level help (`imapferry --help`).
-fn top_help() -> String {
-    format!(
-        "imapferry {} moves mailboxes from an OLD IMAP server to a NEW one.\n\n\
-         usage: imapferry <command> [options]\n\n\
-         commands:\n  \
-         sync      copy one account, imapsync-compatible options (see `imapferry sync --help`)\n  \
-         proxy     run the transparent IMAP proxy: `proxy --config FILE` or `proxy --check-config FILE`\n  \
-         batch     copy the accounts of an imapsync loop file (host1;user1;password1;host2;user2;password2;extra;),\n            \
-         one child sync each, --jobs N at a time; exit 0 if all succeeded, 1 otherwise (see `imapferry batch --help`)\n  \
-         status    migration progress from the proxy's state file: `status --config FILE [--json] [USER]`\n  \
-         retire    end OLD access for a synced account: `retire USER --config FILE [--force]`\n  \
-         reconcile bring OLD back in line with NEW for a diverged account: `reconcile USER --config FILE`\n  \
-         sweep     bring accounts nobody opens up to date in the background: `sweep --config FILE [--once]`\n  \
-         accounts  `accounts import FILE --config CONF`: record accounts (loop file or logins) as pending\n  \
-         verify    compare OLD and NEW per folder (counts, sizes, missing/extra messages, flags), read-only:\n            \
-         `verify USER --config FILE` or `verify --all --config FILE` [--json]; exit 0 if equal, 1 otherwise\n  \
-         help      this help\n  \
-         version   print the version\n\n\
-         Called as `imapsync` (e.g. through a symlink), the binary takes imapsync's options directly.\n",
-        env!("CARGO_PKG_VERSION")
-    )
+use setup::{EX_OK, EX_USAGE, exit_code};
+
+/// imapferry moves mailboxes from an OLD IMAP server to a NEW one.
+///
+/// Called as `imapsync` (e.g. through a symlink), the binary takes imapsync's options directly.
+#[derive(Parser)]
+#[command(
+    name = "imapferry",
+    version,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Copy one account, imapsync-compatible options (see `imapferry sync --help`)
+    #[command(disable_help_flag = true)]
+    Sync(Passed),
+    /// Copy the accounts of an imapsync loop file, one child sync each, --jobs N at a time (see
+    /// `imapferry batch --help`)
+    #[command(disable_help_flag = true)]
+    Batch(Passed),
+    Proxy(proxy::ProxyArgs),
+    Status(status::StatusArgs),
+    Retire(status::RetireArgs),
+    Reconcile(reconcile::ReconcileArgs),
+    Sweep(sweep::SweepArgs),
+    Accounts(sweep::AccountsArgs),
+    Verify(verify::VerifyArgs),
+    /// Print the version
+    Version,
+}
+
+/// The arguments of a command with imapsync's own parser, passed on as they are.
+#[derive(clap::Args)]
+struct Passed {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<String>,
 }
 
 /// True when the program's file name is `imapsync`, so every argument is a sync argument.
@@ -66,38 +89,35 @@ pub fn main_with_args(argv: Vec<String>) -> i32 {
         .first()
         .cloned()
         .unwrap_or_else(|| "imapferry".to_string());
-    let rest = argv.get(1..).unwrap_or_default();
     if invoked_as_imapsync(&program) {
-        return run::sync_command(&program, rest);
+        return run::sync_command(&program, argv.get(1..).unwrap_or_default());
     }
-    match rest.first().map(String::as_str) {
-        Some("sync") => run::sync_command(&format!("{program} sync"), &rest[1..]),
-        Some("batch") => batch::batch_command(&format!("{program} batch"), &rest[1..]),
-        Some("proxy") => proxy::proxy_command(&rest[1..]),
-        Some("status") => status::status_command(&rest[1..]),
-        Some("retire") => status::retire_command(&rest[1..]),
-        Some("sweep") => sweep::sweep_command(&rest[1..]),
-        Some("accounts") => sweep::accounts_command(&rest[1..]),
-        Some("verify") => verify::verify_command(&rest[1..]),
-        Some("reconcile") => reconcile::reconcile_command(&rest[1..]),
-        Some("help" | "--help" | "-h") => {
-            print!("{}", top_help());
-            report::code::EX_OK
-        }
-        Some("version" | "--version" | "-V") => {
+    let command = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli.command,
+        Err(e) => return usage_error(&e),
+    };
+    match command {
+        Command::Sync(Passed { args }) => run::sync_command(&format!("{program} sync"), &args),
+        Command::Batch(Passed { args }) => batch::batch_command(&format!("{program} batch"), &args),
+        Command::Proxy(args) => exit_code(proxy::proxy_command(args)),
+        Command::Status(args) => exit_code(status::status_command(args)),
+        Command::Retire(args) => exit_code(status::retire_command(args)),
+        Command::Reconcile(args) => exit_code(reconcile::reconcile_command(args)),
+        Command::Sweep(args) => exit_code(sweep::sweep_command(args)),
+        Command::Accounts(args) => exit_code(sweep::accounts_command(args)),
+        Command::Verify(args) => exit_code(verify::verify_command(args)),
+        Command::Version => {
             println!("imapferry {}", env!("CARGO_PKG_VERSION"));
-            report::code::EX_OK
-        }
-        None => {
-            eprint!("{}", top_help());
-            report::code::EX_USAGE
-        }
-        Some(other) => {
-            eprintln!("imapferry: unknown command '{other}'\n");
-            eprint!("{}", top_help());
-            report::code::EX_USAGE
+            EX_OK
         }
     }
+}
+
+/// Prints clap's help, version or error; a usage error is EX_USAGE (as imapsync's), not clap's 2.
+fn usage_error(e: &clap::Error) -> i32 {
+    // Nothing more can be said when stdout or stderr cannot be written.
+    let _ = e.print();
+    if e.use_stderr() { EX_USAGE } else { EX_OK }
 }
 
 #[cfg(test)]
@@ -112,37 +132,162 @@ mod tests {
         assert!(!invoked_as_imapsync("imapsync2"));
     }
 
+    fn argv(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn dispatch_without_servers() {
-        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(main_with_args(argv(&["imapferry", "--help"])), 0);
-        assert_eq!(main_with_args(argv(&["imapferry"])), 64);
-        assert_eq!(main_with_args(argv(&["imapferry", "frob"])), 64);
-        assert_eq!(
-            main_with_args(argv(&["imapferry", "sync", "--pipemess"])),
-            64
-        );
-        assert_eq!(main_with_args(argv(&["/x/imapsync", "--frobnicate"])), 64);
-        assert_eq!(main_with_args(argv(&["imapferry", "sync", "--help"])), 0);
-        assert_eq!(main_with_args(argv(&["imapferry", "proxy"])), 64);
-        assert_eq!(main_with_args(argv(&["imapferry", "status"])), 64);
-        assert_eq!(main_with_args(argv(&["imapferry", "status", "--help"])), 0);
-        assert_eq!(main_with_args(argv(&["imapferry", "retire", "--help"])), 0);
-        assert_eq!(main_with_args(argv(&["imapferry", "verify", "--help"])), 0);
-        assert_eq!(main_with_args(argv(&["imapferry", "verify"])), 64);
-        assert_eq!(
-            main_with_args(argv(&["imapferry", "reconcile", "--help"])),
-            0
-        );
-        assert_eq!(main_with_args(argv(&["imapferry", "reconcile"])), 64);
-        assert_eq!(
-            main_with_args(argv(&[
-                "imapferry",
-                "proxy",
-                "--check-config",
-                "/nonexistent"
-            ])),
-            78
-        );
+        // (argv, exit code)
+        let cases: &[(&[&str], i32)] = &[
+            (&["imapferry", "--help"], 0),
+            (&["imapferry", "help"], 0),
+            (&["imapferry", "help", "status"], 0),
+            (&["imapferry", "--version"], 0),
+            (&["imapferry", "version"], 0),
+            (&["imapferry"], 64),
+            (&["imapferry", "frob"], 64),
+            (&["imapferry", "sync", "--pipemess"], 64),
+            (&["/x/imapsync", "--frobnicate"], 64),
+            (&["imapferry", "sync", "--help"], 0),
+            (&["imapferry", "batch", "--help"], 0),
+            (&["imapferry", "proxy"], 64),
+            (
+                &["imapferry", "proxy", "--config", "a", "--check-config", "a"],
+                64,
+            ),
+            (
+                &["imapferry", "proxy", "--check-config", "/nonexistent"],
+                78,
+            ),
+            (&["imapferry", "proxy", "--help"], 0),
+            (&["imapferry", "status"], 64),
+            (&["imapferry", "status", "--help"], 0),
+            (&["imapferry", "status", "-h"], 0),
+            (&["imapferry", "status", "--config", "a", "--force"], 64),
+            (&["imapferry", "status", "--config=/nonexistent/c.toml"], 78),
+            (&["imapferry", "retire", "--help"], 0),
+            (&["imapferry", "retire", "--config", "a"], 64),
+            (
+                &[
+                    "imapferry",
+                    "retire",
+                    "joe",
+                    "--config",
+                    "/nonexistent/c.toml",
+                ],
+                78,
+            ),
+            (&["imapferry", "verify", "--help"], 0),
+            (&["imapferry", "verify"], 64),
+            (&["imapferry", "verify", "--all"], 64),
+            (
+                &["imapferry", "verify", "--config", "/nonexistent/c.toml"],
+                64,
+            ),
+            (
+                &[
+                    "imapferry",
+                    "verify",
+                    "--all",
+                    "--config",
+                    "/nonexistent/c.toml",
+                ],
+                78,
+            ),
+            (&["imapferry", "reconcile", "--help"], 0),
+            (&["imapferry", "reconcile"], 64),
+            (&["imapferry", "sweep", "--help"], 0),
+            (&["imapferry", "sweep", "--once"], 64),
+            (&["imapferry", "accounts", "--help"], 0),
+            (&["imapferry", "accounts", "import", "--help"], 0),
+            (&["imapferry", "accounts"], 64),
+            (&["imapferry", "accounts", "import", "f"], 64),
+            (
+                &[
+                    "imapferry",
+                    "accounts",
+                    "import",
+                    "f",
+                    "--config",
+                    "/nonexistent/c",
+                ],
+                78,
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(main_with_args(argv(args)), *expected, "{args:?}");
+        }
+    }
+
+    /// The operator commands' options: every spelling the tests and the README use parses, and
+    /// clap refuses the rest.
+    #[test]
+    fn operator_arguments() {
+        // (argv after `imapferry`, parses)
+        let cases: &[(&[&str], bool)] = &[
+            (&["status", "--config", "c.toml"], true),
+            (&["status", "--config=c.toml", "joe"], true),
+            (&["status", "--json", "--config", "c.toml", "joe"], true),
+            (&["status", "joe", "--config", "c.toml", "--json"], true),
+            (&["status", "joe"], false),
+            (&["status", "--config"], false),
+            (&["status", "--config="], false),
+            (&["status", "--config", "a", "--config", "b"], false),
+            (&["status", "--config", "a", "x", "y"], false),
+            (&["status", "--frob", "--config", "a"], false),
+            (&["retire", "joe", "--config", "c.toml", "--force"], true),
+            (&["retire", "joe", "--force", "--config", "c.toml"], true),
+            (&["retire", "joe", "--config", "c.toml", "--json"], false),
+            (&["retire", "joe", "--config", "c.toml", "--frob"], false),
+            (&["verify", "joe", "--config", "c.toml"], true),
+            (&["verify", "--all", "--config=c.toml", "--json"], true),
+            (&["verify", "--config", "c.toml"], false),
+            (&["verify", "joe", "--all", "--config", "c.toml"], false),
+            (&["verify", "a", "b", "--config", "c.toml"], false),
+            (&["reconcile", "joe", "--config", "c.toml"], true),
+            (&["reconcile", "joe", "--config", "c.toml", "--json"], true),
+            (&["reconcile", "--config", "c.toml"], false),
+            (&["sweep", "--config", "c.toml"], true),
+            (&["sweep", "--once", "--config", "c.toml"], true),
+            (&["sweep", "--config", "c.toml", "--frob"], false),
+            (&["accounts", "import", "f", "--config", "c.toml"], true),
+            (&["accounts", "import", "--config", "c.toml", "f"], true),
+            (
+                &["accounts", "import", "f", "g", "--config", "c.toml"],
+                false,
+            ),
+            (&["accounts", "export", "f", "--config", "c.toml"], false),
+            (&["proxy", "--config", "c.toml"], true),
+            (&["proxy", "--check-config", "c.toml"], true),
+            (&["proxy", "--config", "c.toml", "x"], false),
+        ];
+        for (args, parses) in cases {
+            let all = [&["imapferry"], *args].concat();
+            assert_eq!(Cli::try_parse_from(all).is_ok(), *parses, "{args:?}");
+        }
+    }
+
+    /// `sync` and `batch` get their arguments exactly as given, for imapsync's parser.
+    #[test]
+    fn imapsync_arguments_pass_untouched() {
+        for args in [
+            &["--host1", "h", "--", "-x", "--help"][..],
+            &["-V"],
+            &["--version", "--", "--"],
+            &[],
+        ] {
+            for command in ["sync", "batch"] {
+                let all = [&["imapferry", command], args].concat();
+                let Ok(Cli {
+                    command:
+                        Command::Sync(Passed { args: got }) | Command::Batch(Passed { args: got }),
+                }) = Cli::try_parse_from(&all)
+                else {
+                    panic!("{all:?} did not parse");
+                };
+                assert_eq!(got, args, "{all:?}");
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -28,6 +28,8 @@ pub struct Printer {
     started: Instant,
     /// Errors this pass may count before it is stopped.
     errors_allowed: u64,
+    /// Recovered when poisoned ([`crate::lock::recover`]): counters and lists changed one
+    /// event at a time, and an event not counted (an error) would make a failed pass look clean.
     progress: Mutex<Progress>,
     max_reached: Notify,
     stopped: AtomicBool,
@@ -57,6 +59,10 @@ impl Printer {
         }
     }
 
+    fn progress(&self) -> MutexGuard<'_, Progress> {
+        crate::lock::recover(&self.progress, "the pass's progress")
+    }
+
     /// Completes once `--errorsmax` errors were counted.
     pub async fn max_reached(&self) {
         self.max_reached.notified().await;
@@ -64,10 +70,7 @@ impl Printer {
 
     /// The errors reported so far (in order).
     pub fn errors(&self) -> Vec<String> {
-        self.progress
-            .lock()
-            .map(|p| p.errors.clone())
-            .unwrap_or_default()
+        self.progress().errors.clone()
     }
 
     /// Removes the progress bar, if any.
@@ -140,9 +143,7 @@ impl Printer {
 
 impl Observer for Printer {
     fn event(&self, event: Event) {
-        let Ok(mut p) = self.progress.lock() else {
-            return;
-        };
+        let mut p = self.progress();
         match event {
             Event::Plan { folders } => {
                 p.folders_total = folders.len();

@@ -3,78 +3,58 @@
 //! With `[log] json = true` the proxy logs one JSON object per event to stderr (the filter is
 //! `RUST_LOG`, `warn` by default), otherwise the CLI's plain format.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use tracing::Dispatch;
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::EnvFilter;
 
-use super::report::code;
-use crate::config;
+use super::setup::{EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, Exit, fail, load_config, runtime};
 use crate::proxy::server::{self, Listeners};
 
-const USAGE: &str =
-    "usage: imapferry proxy --config FILE\n       imapferry proxy --check-config FILE\n";
+/// Run the transparent IMAP proxy until SIGTERM or Ctrl-C
+#[derive(clap::Args)]
+#[command(
+    long_about = "Runs the transparent IMAP proxy until SIGTERM or Ctrl-C, or only loads and \
+                  validates its configuration.",
+    after_help = "exit code: 0 stopped by a signal, or the configuration is valid; 64 usage \
+                  error; 70 the proxy cannot listen; 78 bad configuration."
+)]
+#[group(id = "file", required = true, multiple = false)]
+pub(super) struct ProxyArgs {
+    /// Run with the configuration FILE
+    #[arg(long, value_name = "FILE", group = "file")]
+    config: Option<PathBuf>,
+    /// Only load and validate the configuration FILE
+    #[arg(long, value_name = "FILE", group = "file")]
+    check_config: Option<PathBuf>,
+}
 
-/// Configuration errors (sysexits EX_CONFIG).
-const EX_CONFIG: i32 = 78;
-
-/// Runs the `proxy` subcommand; returns the exit code.
-pub fn proxy_command(args: &[String]) -> i32 {
-    let (check, file) = match args {
-        [flag, file] if flag == "--config" => (false, file),
-        [flag, file] if flag == "--check-config" => (true, file),
-        [flag] if flag == "--help" || flag == "-h" => {
-            print!("{USAGE}");
-            return code::EX_OK;
-        }
-        _ => {
-            eprint!("{USAGE}");
-            return code::EX_USAGE;
-        }
+/// Runs `imapferry proxy`.
+pub(super) fn proxy_command(args: ProxyArgs) -> Result<i32, Exit> {
+    let (check, file) = match (args.config, args.check_config) {
+        (Some(file), None) => (false, file),
+        (None, Some(file)) => (true, file),
+        _ => return Err(Exit(EX_USAGE)), // clap requires exactly one of them
     };
-    let config = match config::load(Path::new(file)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("imapferry: {e}");
-            return EX_CONFIG;
-        }
-    };
+    let config = load_config(&file)?;
     if check {
-        if let Err(e) = server::settings(&config) {
-            eprintln!("imapferry: {e}");
-            return EX_CONFIG;
-        }
-        println!("{file}: configuration OK");
-        return code::EX_OK;
+        server::settings(&config).map_err(|e| fail(EX_CONFIG, e))?;
+        println!("{}: configuration OK", file.display());
+        return Ok(EX_OK);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build();
-    let rt = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("imapferry: cannot start the async runtime: {e}");
-            return code::EX_SOFTWARE;
-        }
-    };
+    let rt = runtime()?;
     let dispatch = log_dispatch(config.log.json);
     rt.block_on(async {
-        let listeners = match Listeners::bind(&config).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("imapferry: cannot listen: {e}");
-                return code::EX_SOFTWARE;
-            }
-        };
+        let listeners = Listeners::bind(&config)
+            .await
+            .map_err(|e| fail(EX_SOFTWARE, format!("cannot listen: {e}")))?;
         let serve = server::serve(listeners, &config, shutdown_signal());
-        match serve.with_subscriber(dispatch).await {
-            Ok(()) => code::EX_OK,
-            Err(e) => {
-                eprintln!("imapferry: {e}");
-                EX_CONFIG
-            }
-        }
+        serve
+            .with_subscriber(dispatch)
+            .await
+            .map_err(|e| fail(EX_CONFIG, e))?;
+        Ok(EX_OK)
     })
 }
 

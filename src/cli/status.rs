@@ -1,160 +1,85 @@
-//! `imapferry status --config FILE [--json] [USER]` shows the whole migration at a glance and
-//! every account's progress (or one account's folders) from the proxy's state file;
-//! `imapferry retire USER --config FILE [--force]` marks a synced account `retired` (DESIGN.md §1).
-//! Neither creates a state file nor talks to a server. The numbers, the account matching and the
-//! retire rule are the operator's rules of [`crate::ops`], which the admin API uses too, so both
-//! always agree.
+//! `imapferry status` shows the whole migration at a glance and every account's progress (or one
+//! account's folders) from the proxy's state file; `imapferry retire` marks a synced account
+//! `retired` (DESIGN.md §1). Neither creates a state file nor talks to a server; the numbers and
+//! rules are [`crate::ops`]'s, which the admin API uses too, so both always agree.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
-use std::path::Path;
 
 use chrono::DateTime;
 
-use super::report::code;
-use crate::config;
+use super::setup::{
+    ConfigArg, EX_IOERR, EX_NOINPUT, EX_NOT_DONE, EX_OK, EX_SOFTWARE, Exit, fail, load_config,
+    store_failed, with_state,
+};
 use crate::mapping::utf7_decode;
 use crate::ops::{
     AccountDetail, Overview, RetireDecision, StatusReport, find_user, old_login, retire_decision,
 };
-use crate::store::{AccountSummary, FolderSummary, SqliteStore, Store, StoreError};
+use crate::store::{AccountSummary, FolderSummary, SqliteStore, Store};
 
-/// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` uses it.
-const EX_CONFIG: i32 = 78;
-/// Output could not be written (sysexits EX_IOERR).
-const EX_IOERR: i32 = 74;
-/// `retire` refused: the account is not ready.
-const EX_REFUSED: i32 = 1;
+const STATUS_ABOUT: &str = "Shows the migration progress recorded in the state file of the proxy \
+configuration FILE ([state] path). Nothing is changed and no server is contacted.\n\n\
+Without USER: first the whole migration at a glance: accounts by state, progress (OLD \
+messages linked to NEW or deleted there by the user, over the messages on OLD as of each \
+folder's last pass; accounts without a completed pass are not counted yet), throughput \
+(messages linked per hour over the span of the accounts' last activity), ETA at that rate, \
+and the failed accounts with their reason. Then one line per account: NEW user, OLD \
+user@host, state (pending, partial, synced, retired, failed, diverged), folders \
+synced/total, messages on OLD and on NEW (as of each folder's last pass), linked messages, \
+OLD messages not copied (errors), journal entries not yet mirrored to OLD, last activity \
+(UTC) and the recorded reason (the last error of a failed or partial account).\n\n\
+With USER: that account's line, then one line per folder: OLD name, NEW name (modified \
+UTF-7 decoded), phase (new, partial, synced), messages on OLD, on NEW, linked, tombstones, \
+errors; then each OLD message not copied, with the reason. \
+'-' means a folder has not completed a pass yet.";
 
-/// The help text of `imapferry status`.
-pub fn status_help() -> String {
-    "usage: imapferry status --config FILE [--json] [USER]\n\n\
-     Shows the migration progress recorded in the state file of the proxy configuration FILE\n\
-     ([state] path). Nothing is changed and no server is contacted.\n\n\
-     Without USER: first the whole migration at a glance: accounts by state, progress (OLD\n\
-     messages linked to NEW or deleted there by the user, over the messages on OLD as of each\n\
-     folder's last pass; accounts without a completed pass are not counted yet), throughput\n\
-     (messages linked per hour over the span of the accounts' last activity), ETA at that rate,\n\
-     and the failed accounts with their reason. Then one line per account: NEW user, OLD user@host, state (pending, partial,\n\
-     synced, retired, failed), folders synced/total, messages on OLD and on NEW (as of each\n\
-     folder's last pass), linked messages, OLD messages not copied (errors), journal entries not\n\
-     yet mirrored to OLD, last activity\n\
-     (UTC) and the recorded reason (the last error of a failed or partial account).\n\
-     With USER (a NEW user name; else an OLD user name; else OLD user@host as the table shows it):\n\
-     that account's line, then one line per folder: OLD name, NEW name (modified UTF-7 decoded),\n\
-     phase (new, partial, synced), messages on OLD, on NEW, linked, tombstones, errors; then each\n\
-     OLD message not copied, with the reason.\n\
-     '-' means a folder has not completed a pass yet.\n\n\
-     options:\n  \
-     --json    the same as JSON: {\"overview\": {...}, \"accounts\": [...]} without USER (as the\n            \
-     admin API's GET /overview and GET /accounts); with USER {\"account\": {...},\n            \
-     \"folders\": [...]} (GET /accounts/USER), an array of those when USER names several\n\n\
-     exit code: 0; 64 usage error; 66 unknown USER or no state file; 78 bad configuration;\n\
-     70 the state file cannot be read.\n"
-        .to_string()
+const STATUS_EXIT: &str = "exit code: 0; 64 usage error; 66 unknown USER or no state file; \
+78 bad configuration; 70 the state file cannot be read.";
+
+/// Show the migration progress recorded in the proxy's state file
+#[derive(clap::Args, Debug)]
+#[command(long_about = STATUS_ABOUT, after_help = STATUS_EXIT)]
+pub(super) struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The same as JSON: {"overview": {...}, "accounts": [...]} without USER (as the admin
+    /// API's GET /overview and GET /accounts); with USER {"account": {...}, "folders": [...]}
+    /// (GET /accounts/USER), an array of those when USER names several
+    #[arg(long)]
+    json: bool,
+    /// One account: a NEW user name; else an OLD user name; else OLD user@host as the table
+    /// shows it
+    user: Option<String>,
 }
 
-/// The help text of `imapferry retire`.
-pub fn retire_help() -> String {
-    "usage: imapferry retire USER --config FILE [--force]\n\n\
-     Marks the account USER (matched as by `imapferry status USER`) retired in the state file of\n\
-     the proxy configuration FILE: the proxy stops reading and writing OLD for it (no more\n\
-     backfill, no more dual-write) and relays to NEW only.\n\
-     Refused unless the account is synced (every folder backfilled) and its journal is drained\n\
-     (no write still waiting to be mirrored to OLD).\n\n\
-     options:\n  \
-     --force   retire anyway (pending journal entries are then never mirrored to OLD)\n\n\
-     exit code: 0 retired (or already retired); 1 refused; 64 usage error; 66 unknown USER or\n\
-     no state file; 78 bad configuration; 70 the state file cannot be read or written.\n"
-        .to_string()
+const RETIRE_ABOUT: &str = "Marks the account USER (matched as by `imapferry status USER`) \
+retired in the state file of the proxy configuration FILE: the proxy stops reading and writing \
+OLD for it (no more backfill, no more dual-write) and relays to NEW only. \
+Refused unless the account is synced (every folder backfilled) and its journal is drained \
+(no write still waiting to be mirrored to OLD).";
+
+const RETIRE_EXIT: &str = "exit code: 0 retired (or already retired); 1 refused; 64 usage \
+error; 66 unknown USER or no state file; 78 bad configuration; 70 the state file cannot be \
+read or written.";
+
+/// End OLD access for a synced account
+#[derive(clap::Args, Debug)]
+#[command(long_about = RETIRE_ABOUT, after_help = RETIRE_EXIT)]
+pub(super) struct RetireArgs {
+    /// The account, matched as by `imapferry status USER`
+    user: String,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Retire anyway (pending journal entries are then never mirrored to OLD)
+    #[arg(long)]
+    force: bool,
 }
 
-/// Parsed arguments of `status`, `retire` and `verify`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Args {
-    pub config: Option<String>,
-    pub user: Option<String>,
-    pub force: bool,
-    pub json: bool,
-    pub all: bool,
-    pub help: bool,
-}
-
-/// `--config FILE` (or `--config=FILE`), at most one USER, `--force` for `retire` (`allow_force`),
-/// `--json` for `status`.
-fn parse_args(argv: &[String], allow_force: bool) -> Result<Args, String> {
-    parse_command_args(
-        argv,
-        if allow_force {
-            &["--force"]
-        } else {
-            &["--json"]
-        },
-    )
-}
-
-/// `--config FILE` (or `--config=FILE`, required unless `--help`), at most one USER, and the
-/// switches in `flags` (`--force`, `--json`, `--all`).
-pub(super) fn parse_command_args(argv: &[String], flags: &[&str]) -> Result<Args, String> {
-    let mut args = Args::default();
-    let mut rest = argv.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--help" | "-h" => args.help = true,
-            flag if flags.contains(&flag) => match flag {
-                "--force" => args.force = true,
-                "--json" => args.json = true,
-                _ => args.all = true,
-            },
-            "--config" => {
-                let file = rest
-                    .next()
-                    .ok_or_else(|| "option --config needs a value".to_string())?;
-                set_config(&mut args, file)?;
-            }
-            a if a.starts_with("--config=") => set_config(&mut args, &a["--config=".len()..])?,
-            a if a.starts_with('-') && a.len() > 1 => {
-                return Err(format!("unknown option '{a}'"));
-            }
-            user => {
-                if let Some(first) = &args.user {
-                    return Err(format!("one USER only ('{first}' and '{user}' were given)"));
-                }
-                args.user = Some(user.to_string());
-            }
-        }
-    }
-    if !args.help && args.config.is_none() {
-        return Err("--config FILE is required".into());
-    }
-    Ok(args)
-}
-
-fn set_config(args: &mut Args, file: &str) -> Result<(), String> {
-    if file.is_empty() {
-        return Err("option --config needs a value".into());
-    }
-    if args.config.replace(file.to_string()).is_some() {
-        return Err("--config given twice".into());
-    }
-    Ok(())
-}
-
-/// Runs `imapferry status`; returns the exit code.
-pub fn status_command(argv: &[String]) -> i32 {
-    let args = match parse_args(argv, false) {
-        Ok(a) if a.help => {
-            print!("{}", status_help());
-            return code::EX_OK;
-        }
-        Ok(a) => a,
-        Err(e) => return usage_error("status", &e, &status_help()),
-    };
-    with_store(args.config.as_deref(), |store| async move {
-        let accounts = match store.account_summaries().await {
-            Ok(a) => a,
-            Err(e) => return store_error(&e),
-        };
+/// Runs `imapferry status`.
+pub(super) fn status_command(args: StatusArgs) -> Result<i32, Exit> {
+    with_store(&args.config, |store| async move {
+        let accounts = store.account_summaries().await.map_err(store_failed)?;
         let Some(user) = args.user else {
             let overview = Overview::of(&accounts);
             if args.json {
@@ -166,16 +91,14 @@ pub fn status_command(argv: &[String]) -> i32 {
         };
         let matches = find_user(&accounts, &user);
         if matches.is_empty() {
-            eprintln!("imapferry: no account '{user}' in the state file");
-            return code::EX_NOINPUT;
+            return Err(no_account(&user));
         }
         let mut out = String::new();
         let mut details = Vec::new();
         for (i, account) in matches.into_iter().enumerate() {
-            let detail = match AccountDetail::load(&store, account.clone()).await {
-                Ok(d) => d,
-                Err(e) => return store_error(&e),
-            };
+            let detail = AccountDetail::load(&store, account.clone())
+                .await
+                .map_err(store_failed)?;
             if i > 0 {
                 out.push('\n');
             }
@@ -203,65 +126,59 @@ pub fn status_command(argv: &[String]) -> i32 {
     })
 }
 
-/// Runs `imapferry retire`; returns the exit code.
-pub fn retire_command(argv: &[String]) -> i32 {
-    let args = match parse_args(argv, true) {
-        Ok(a) if a.help => {
-            print!("{}", retire_help());
-            return code::EX_OK;
-        }
-        Ok(a) => a,
-        Err(e) => return usage_error("retire", &e, &retire_help()),
-    };
-    let Some(user) = args.user.clone() else {
-        return usage_error("retire", "USER is required", &retire_help());
-    };
-    with_store(args.config.as_deref(), |store| async move {
-        let accounts = match store.account_summaries().await {
-            Ok(a) => a,
-            Err(e) => return store_error(&e),
-        };
+/// Runs `imapferry retire`.
+pub(super) fn retire_command(args: RetireArgs) -> Result<i32, Exit> {
+    let RetireArgs {
+        user,
+        config,
+        force,
+    } = args;
+    with_store(&config, |store| async move {
+        let accounts = store.account_summaries().await.map_err(store_failed)?;
         let account = match find_user(&accounts, &user)[..] {
-            [] => {
-                eprintln!("imapferry: no account '{user}' in the state file");
-                return code::EX_NOINPUT;
-            }
+            [] => return Err(no_account(&user)),
             [one] => one,
             ref many => {
                 let names: Vec<String> = many.iter().map(|a| old_login(a)).collect();
-                eprintln!(
-                    "imapferry: '{user}' matches {} accounts (OLD {}); name one as OLD user@host",
-                    many.len(),
-                    names.join(", ")
-                );
-                return EX_REFUSED;
+                return Err(fail(
+                    EX_NOT_DONE,
+                    format!(
+                        "'{user}' matches {} accounts (OLD {}); name one as OLD user@host",
+                        many.len(),
+                        names.join(", ")
+                    ),
+                ));
             }
         };
         let who = format!("{} (OLD {})", account.key.new_user, old_login(account));
-        let (reason, problems) = match retire_decision(account, args.force) {
+        let (reason, problems) = match retire_decision(account, force) {
             RetireDecision::AlreadyRetired => {
                 println!("{who} is already retired; nothing changed");
-                return code::EX_OK;
+                return Ok(EX_OK);
             }
             RetireDecision::Refused { problems } => {
-                eprintln!(
-                    "imapferry: not retiring {who}: {}; finish the migration first, or use --force",
-                    problems.join(", and ")
-                );
-                return EX_REFUSED;
+                return Err(fail(
+                    EX_NOT_DONE,
+                    format!(
+                        "not retiring {who}: {}; finish the migration first, or use --force",
+                        problems.join(", and ")
+                    ),
+                ));
             }
             RetireDecision::Retire { reason, problems } => (reason, problems),
         };
-        match store.retire(account.id, reason.as_deref()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                eprintln!(
-                    "imapferry: not retiring {who}: it changed meanwhile (a new journal entry or \
-                     backfill); look again with `imapferry status`"
-                );
-                return EX_REFUSED;
-            }
-            Err(e) => return store_error(&e),
+        if !store
+            .retire(account.id, reason.as_deref())
+            .await
+            .map_err(store_failed)?
+        {
+            return Err(fail(
+                EX_NOT_DONE,
+                format!(
+                    "not retiring {who}: it changed meanwhile (a new journal entry or backfill); \
+                     look again with `imapferry status`"
+                ),
+            ));
         }
         match reason {
             None => println!(
@@ -273,98 +190,39 @@ pub fn retire_command(argv: &[String]) -> i32 {
                 problems.join(", and ")
             ),
         }
-        code::EX_OK
+        Ok(EX_OK)
     })
 }
 
-fn usage_error(command: &str, message: &str, help: &str) -> i32 {
-    eprintln!("imapferry {command}: {message}\n");
-    eprint!("{help}");
-    code::EX_USAGE
-}
-
-fn store_error(e: &StoreError) -> i32 {
-    eprintln!("imapferry: {e}");
-    code::EX_SOFTWARE
+/// USER names no account of the state file: EX_NOINPUT.
+pub(super) fn no_account(user: &str) -> Exit {
+    fail(EX_NOINPUT, format!("no account '{user}' in the state file"))
 }
 
 /// Loads the configuration, opens its existing state file and runs `work` on it.
-fn with_store<F, Fut>(config_file: Option<&str>, work: F) -> i32
+fn with_store<F, Fut>(config: &ConfigArg, work: F) -> Result<i32, Exit>
 where
     F: FnOnce(SqliteStore) -> Fut,
-    Fut: Future<Output = i32>,
+    Fut: Future<Output = Result<i32, Exit>>,
 {
-    let Some(file) = config_file else {
-        return code::EX_USAGE;
-    };
-    let config = match config::load(Path::new(file)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("imapferry: {e}");
-            return EX_CONFIG;
-        }
-    };
-    with_state(&config, file, work)
+    let loaded = load_config(&config.file)?;
+    with_state(&loaded, &config.file, work)
 }
 
-/// Opens `config`'s existing state file (`file` names the configuration in messages) and runs
-/// `work` on it; a missing state file is exit 66, and nothing is created.
-pub(super) fn with_state<F, Fut>(config: &config::Config, file: &str, work: F) -> i32
-where
-    F: FnOnce(SqliteStore) -> Fut,
-    Fut: Future<Output = i32>,
-{
-    let path = &config.state.path;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let rt = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("imapferry: cannot start the async runtime: {e}");
-            return code::EX_SOFTWARE;
-        }
-    };
-    rt.block_on(async {
-        let store = match SqliteStore::open_existing(path).await {
-            Ok(s) => s,
-            Err(StoreError::Missing(_)) => {
-                eprintln!(
-                    "imapferry: no state file at {} ([state] path of {file}): nothing has been \
-                     migrated with it yet",
-                    path.display()
-                );
-                return code::EX_NOINPUT;
-            }
-            Err(e) => return store_error(&e),
-        };
-        let code = work(store.clone()).await;
-        store.close().await;
-        code
-    })
-}
-
-/// Prints `value` as pretty JSON; exit code.
-fn print_json(value: &impl serde::Serialize) -> i32 {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => emit(&(text + "\n")),
-        Err(e) => {
-            eprintln!("imapferry: cannot write JSON: {e}");
-            code::EX_SOFTWARE
-        }
-    }
+/// Prints `value` as pretty JSON.
+fn print_json(value: &impl serde::Serialize) -> Result<i32, Exit> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| fail(EX_SOFTWARE, format!("cannot write JSON: {e}")))?;
+    emit(&(text + "\n"))
 }
 
 /// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
-fn emit(text: &str) -> i32 {
+fn emit(text: &str) -> Result<i32, Exit> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => code::EX_OK,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code::EX_OK,
-        Err(e) => {
-            eprintln!("imapferry: cannot write the output: {e}");
-            EX_IOERR
-        }
+        Ok(()) => Ok(EX_OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(EX_OK),
+        Err(e) => Err(fail(EX_IOERR, format!("cannot write the output: {e}"))),
     }
 }
 
@@ -662,153 +520,8 @@ pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[bool]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AccountKey, AccountState};
-
-    fn argv(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn arguments() {
-        // (argv, allow_force, expected)
-        let ok = |config: &str, user: Option<&str>, force: bool| {
-            Ok(Args {
-                config: Some(config.into()),
-                user: user.map(Into::into),
-                force,
-                ..Args::default()
-            })
-        };
-        let cases: Vec<(Vec<String>, bool, Result<Args, String>)> = vec![
-            (
-                argv(&["--config", "c.toml"]),
-                false,
-                ok("c.toml", None, false),
-            ),
-            (
-                argv(&["--config=c.toml", "joe"]),
-                false,
-                ok("c.toml", Some("joe"), false),
-            ),
-            (
-                argv(&["joe", "--config", "c.toml", "--force"]),
-                true,
-                ok("c.toml", Some("joe"), true),
-            ),
-            (
-                argv(&["joe", "--config", "c.toml", "--force"]),
-                false,
-                Err("unknown option '--force'".into()),
-            ),
-            (
-                argv(&["joe"]),
-                false,
-                Err("--config FILE is required".into()),
-            ),
-            (
-                argv(&["--config"]),
-                false,
-                Err("option --config needs a value".into()),
-            ),
-            (
-                argv(&["--config="]),
-                false,
-                Err("option --config needs a value".into()),
-            ),
-            (
-                argv(&["--config", "a", "--config", "b"]),
-                false,
-                Err("--config given twice".into()),
-            ),
-            (
-                argv(&["--config", "a", "x", "y"]),
-                false,
-                Err("one USER only ('x' and 'y' were given)".into()),
-            ),
-            (
-                argv(&["--frob", "--config", "a"]),
-                false,
-                Err("unknown option '--frob'".into()),
-            ),
-            (
-                argv(&["--json", "--config", "c.toml", "joe"]),
-                false,
-                Ok(Args {
-                    json: true,
-                    ..ok("c.toml", Some("joe"), false).unwrap()
-                }),
-            ),
-            (
-                argv(&["joe", "--config", "c.toml", "--json"]),
-                true,
-                Err("unknown option '--json'".into()),
-            ),
-            (
-                argv(&["-h"]),
-                false,
-                Ok(Args {
-                    help: true,
-                    ..Args::default()
-                }),
-            ),
-        ];
-        for (args, force, expected) in cases {
-            assert_eq!(parse_args(&args, force), expected, "{args:?}");
-        }
-    }
-
-    #[test]
-    fn exit_codes_without_state() {
-        // (command, argv, exit code)
-        let cases = [
-            ("status", argv(&["--help"]), 0),
-            ("retire", argv(&["--help"]), 0),
-            ("status", argv(&[]), 64),
-            ("status", argv(&["--config", "a", "--force"]), 64),
-            ("retire", argv(&["--config", "a"]), 64),
-            (
-                "status",
-                argv(&["--config", "/nonexistent/imapferry.toml"]),
-                78,
-            ),
-            (
-                "retire",
-                argv(&["joe", "--config", "/nonexistent/imapferry.toml"]),
-                78,
-            ),
-        ];
-        for (command, args, expected) in cases {
-            let got = match command {
-                "status" => status_command(&args),
-                _ => retire_command(&args),
-            };
-            assert_eq!(got, expected, "{command} {args:?}");
-        }
-    }
-
-    fn summary(id: i64, new_user: &str, old_user: &str, old_host: &str) -> AccountSummary {
-        AccountSummary {
-            id,
-            key: AccountKey {
-                old_host: old_host.into(),
-                old_user: old_user.into(),
-                new_host: "new".into(),
-                new_user: new_user.into(),
-            },
-            state: AccountState::Synced,
-            reason: None,
-            last_activity: None,
-            folders: 0,
-            folders_synced: 0,
-            messages_old: 0,
-            messages_new: 0,
-            linked: 0,
-            tombstones: 0,
-            pending_journal: 0,
-            parked_journal: 0,
-            message_errors: 0,
-        }
-    }
+    use crate::ops::fixtures::summary;
+    use crate::store::AccountState;
 
     #[test]
     fn overview_lines() {

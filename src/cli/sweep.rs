@@ -1,103 +1,87 @@
 //! `imapferry sweep` (the background completion, standalone) and `imapferry accounts import`
 //! (accounts the proxy has never seen, from an imapsync loop file or a list of logins).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use clap::Subcommand;
 use tokio::sync::watch;
 use tracing::instrument::WithSubscriber;
 
 use super::proxy::{log_dispatch, shutdown_signal};
-use super::report::code;
-use crate::config::{self, Config};
+use super::setup::{
+    ConfigArg, EX_CONFIG, EX_NOINPUT, EX_NOT_DONE, EX_OK, Exit, fail, load_config, open_state,
+    runtime, store_failed,
+};
 use crate::migrate::{Credentials, Migrator};
 use crate::ops::{ImportAction, import_action, import_key};
-use crate::store::{AccountState, SqliteStore, Store};
+use crate::store::{AccountState, Store};
 use crate::sweep::{self, Control, Mode};
 
-const EX_CONFIG: i32 = 78;
+const SWEEP_ABOUT: &str = "Brings every imported or known account up to date from OLD in the \
+background: pending accounts first, then partial ones; synced accounts are looked at again \
+after [sweep] revisit_secs. Runs until SIGTERM, or with --once until no pending or partial \
+account is left to try.";
 
-const SWEEP_USAGE: &str = "usage: imapferry sweep --config FILE [--once]\n\n\
-    Brings every imported or known account up to date from OLD in the background: pending\n\
-    accounts first, then partial ones; synced accounts are looked at again after\n\
-    [sweep] revisit_secs. Runs until SIGTERM, or with --once until no pending or partial\n\
-    account is left to try (exit 0 when all are synced, 1 otherwise).\n";
+const SWEEP_EXIT: &str = "exit code: 0 every account synced (or retired); 1 otherwise; 64 usage \
+error; 70 the state file cannot be opened; 78 bad configuration.";
 
-const IMPORT_USAGE: &str = "usage: imapferry accounts import FILE --config CONF\n\n\
-    FILE is an imapsync loop file (host1;user1;password1;host2;user2;password2;extra;) or a list\n\
-    of logins, one per line (OLD reached with old.auth = \"master\"). Accounts are recorded as\n\
-    pending; re-importing changes nothing already there (a changed OLD user or host for the same\n\
-    NEW login is updated). Passwords are never stored: the sweeper takes them from the\n\
-    configuration (master users, or the old.accounts file).\n";
-
-fn load(file: &str) -> Result<Config, i32> {
-    config::load(Path::new(file)).map_err(|e| {
-        eprintln!("imapferry: {e}");
-        EX_CONFIG
-    })
+/// Bring accounts nobody opens up to date in the background
+#[derive(clap::Args, Debug)]
+#[command(long_about = SWEEP_ABOUT, after_help = SWEEP_EXIT)]
+pub(super) struct SweepArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Stop when no pending or partial account is left to try
+    #[arg(long)]
+    once: bool,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, i32> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("imapferry: cannot start the async runtime: {e}");
-            code::EX_SOFTWARE
-        })
+/// The accounts of the state file
+#[derive(clap::Args, Debug)]
+pub(super) struct AccountsArgs {
+    #[command(subcommand)]
+    command: AccountsCommand,
 }
 
-pub fn sweep_command(args: &[String]) -> i32 {
-    let mut file = None;
-    let mut once = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" => file = it.next(),
-            "--once" => once = true,
-            "--help" | "-h" => {
-                print!("{SWEEP_USAGE}");
-                return code::EX_OK;
-            }
-            _ => {
-                eprint!("{SWEEP_USAGE}");
-                return code::EX_USAGE;
-            }
-        }
-    }
-    let Some(file) = file else {
-        eprint!("{SWEEP_USAGE}");
-        return code::EX_USAGE;
-    };
-    let config = match load(file) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+const IMPORT_ABOUT: &str = "Records the accounts of ACCOUNTS_FILE as pending in the state file. \
+ACCOUNTS_FILE is an imapsync loop file (host1;user1;password1;host2;user2;password2;extra;) or \
+a list of logins, one per line (OLD reached with old.auth = \"master\"). Re-importing changes \
+nothing already there (a changed OLD user or host for the same NEW login is updated). \
+Passwords are never stored: the sweeper takes them from the configuration (master users, or \
+the old.accounts file).";
+
+const IMPORT_EXIT: &str = "exit code: 0 every line imported; 1 some lines refused (each is \
+named); 64 usage error; 66 ACCOUNTS_FILE cannot be read; 70 the state file cannot be written; \
+78 bad configuration.";
+
+#[derive(Subcommand, Debug)]
+enum AccountsCommand {
+    /// Record accounts (an imapsync loop file or a list of logins) as pending
+    #[command(long_about = IMPORT_ABOUT, after_help = IMPORT_EXIT)]
+    Import {
+        /// An imapsync loop file or a list of logins
+        #[arg(value_name = "ACCOUNTS_FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Runs `imapferry sweep`.
+pub(super) fn sweep_command(args: SweepArgs) -> Result<i32, Exit> {
+    let config = load_config(&args.config.file)?;
+    let rt = runtime()?;
+    let once = args.once;
     let dispatch = log_dispatch(config.log.json);
     rt.block_on(
         async {
             let (stop_tx, stop_rx) = watch::channel(false);
-            let store = match SqliteStore::open(&config.state.path).await {
-                Ok(s) => Arc::new(s),
-                Err(e) => {
-                    eprintln!("imapferry: {e}");
-                    return code::EX_SOFTWARE;
-                }
-            };
+            let store = Arc::new(open_state(&config).await?);
             let migrator = match Migrator::new(&config, store.clone(), stop_rx.clone()) {
                 Ok(Some(m)) => Arc::new(m),
-                Ok(None) => {
-                    eprintln!("imapferry: sweeping needs an [old] section");
-                    return EX_CONFIG;
-                }
-                Err(e) => {
-                    eprintln!("imapferry: {e}");
-                    return EX_CONFIG;
-                }
+                Ok(None) => return Err(fail(EX_CONFIG, "sweeping needs an [old] section")),
+                Err(e) => return Err(fail(EX_CONFIG, e)),
             };
             let mode = if once { Mode::Once } else { Mode::Forever };
             let control = Arc::new(Control::new());
@@ -115,7 +99,7 @@ pub fn sweep_command(args: &[String]) -> i32 {
                 }
             }
             let stats = control.stats();
-            let accounts = store.account_summaries().await.unwrap_or_default();
+            let accounts = store.account_summaries().await.map_err(store_failed)?;
             let count = |s: AccountState| accounts.iter().filter(|a| a.state == s).count();
             println!(
                 "swept {} accounts: {} messages, {} bytes copied; accounts synced {}, partial {}, \
@@ -157,47 +141,23 @@ pub fn sweep_command(args: &[String]) -> i32 {
             let done = accounts
                 .iter()
                 .all(|a| matches!(a.state, AccountState::Synced | AccountState::Retired));
-            if done { code::EX_OK } else { 1 }
+            Ok(if done { EX_OK } else { EX_NOT_DONE })
         }
         .with_subscriber(dispatch),
     )
 }
 
-pub fn accounts_command(args: &[String]) -> i32 {
-    let (file, conf) = match args {
-        [sub, file, flag, conf] if sub == "import" && flag == "--config" => (file, conf),
-        [sub, flag, conf, file] if sub == "import" && flag == "--config" => (file, conf),
-        [flag] if flag == "--help" || flag == "-h" => {
-            print!("{IMPORT_USAGE}");
-            return code::EX_OK;
-        }
-        _ => {
-            eprint!("{IMPORT_USAGE}");
-            return code::EX_USAGE;
-        }
-    };
-    let config = match load(conf) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+/// Runs `imapferry accounts`.
+pub(super) fn accounts_command(args: AccountsArgs) -> Result<i32, Exit> {
+    let AccountsCommand::Import { file, config } = args.command;
+    let config = load_config(&config.file)?;
     let (creds, auth) = match (Credentials::from_config(&config), &config.old) {
         (Ok(Some(c)), Some(old)) => (c, old.auth),
-        (Err(e), _) => {
-            eprintln!("imapferry: {e}");
-            return EX_CONFIG;
-        }
-        _ => {
-            eprintln!("imapferry: importing accounts needs an [old] section");
-            return EX_CONFIG;
-        }
+        (Err(e), _) => return Err(fail(EX_CONFIG, e)),
+        _ => return Err(fail(EX_CONFIG, "importing accounts needs an [old] section")),
     };
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("imapferry: cannot read {file}: {e}");
-            return code::EX_NOINPUT;
-        }
-    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| fail(EX_NOINPUT, format!("cannot read {}: {e}", file.display())))?;
     let mut keys = Vec::new();
     let mut bad = 0;
     for (i, line) in text.lines().enumerate() {
@@ -205,57 +165,35 @@ pub fn accounts_command(args: &[String]) -> i32 {
             Ok(Some(k)) => keys.push(k),
             Ok(None) => {}
             Err(e) => {
-                eprintln!("imapferry: {file}: {e}");
+                eprintln!("imapferry: {}: {e}", file.display());
                 bad += 1;
             }
         }
     }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async {
-        let store = match SqliteStore::open(&config.state.path).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("imapferry: {e}");
-                return code::EX_SOFTWARE;
-            }
-        };
-        let existing = match store.account_summaries().await {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("imapferry: {e}");
-                return code::EX_SOFTWARE;
-            }
-        };
+    runtime()?.block_on(async {
+        let store = open_state(&config).await?;
+        let existing = store.account_summaries().await.map_err(store_failed)?;
         let (mut added, mut updated, mut unchanged) = (0, 0, 0);
         for key in keys {
-            let result = match import_action(&existing, &key) {
-                ImportAction::Unchanged => {
-                    unchanged += 1;
-                    Ok(())
-                }
+            match import_action(&existing, &key) {
+                ImportAction::Unchanged => unchanged += 1,
                 ImportAction::UpdateOld { id } => {
                     updated += 1;
                     store
                         .set_account_old(id, &key.old_host, &key.old_user)
                         .await
+                        .map_err(store_failed)?;
                 }
                 ImportAction::Add => {
                     added += 1;
-                    store.account(&key).await.map(|_| ())
+                    store.account(&key).await.map_err(store_failed)?;
                 }
-            };
-            if let Err(e) = result {
-                eprintln!("imapferry: {e}");
-                return code::EX_SOFTWARE;
             }
         }
         store.close().await;
         println!(
             "imported: {added} added, {updated} updated, {unchanged} unchanged, {bad} lines refused"
         );
-        if bad > 0 { 1 } else { code::EX_OK }
+        Ok(if bad > 0 { EX_NOT_DONE } else { EX_OK })
     })
 }

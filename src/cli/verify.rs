@@ -3,117 +3,81 @@
 //! proxy's state file, OLD and NEW are read (EXAMINE only) with the configuration's credentials and
 //! compared per folder pair: counts, sizes, messages missing or extra by identity key, flags.
 
-use std::path::Path;
-
 use serde::Serialize;
 
-use super::report::code;
-use super::status::{Args, display_name, parse_command_args, table, with_state};
-use crate::config;
+use super::setup::{
+    ConfigArg, EX_CONFIG, EX_NOT_DONE, EX_OK, Exit, fail, load_config, print_json_line,
+    store_failed, with_state,
+};
+use super::status::{display_name, no_account, table};
 use crate::migrate::Credentials;
-use crate::ops::{find_user, old_login};
-use crate::store::{AccountState, AccountSummary, Store, StoreError};
+use crate::ops::{find_user, old_login, plural};
+use crate::store::{AccountState, AccountSummary, Store};
 use crate::sync::SyncError;
 use crate::sync::verify::{FolderDiff, FolderOutcome, FolderVerdict, verify_account};
 
-/// Configuration errors (sysexits EX_CONFIG), as `imapferry proxy` and `status` use it.
-const EX_CONFIG: i32 = 78;
-/// Something differs, or could not be verified.
-const EX_DIFFERENT: i32 = 1;
 /// UIDs listed per folder and kind in the text output; the JSON output lists them all.
 const DETAIL_LIMIT: usize = 10;
 
-/// The help text of `imapferry verify`.
-pub fn verify_help() -> String {
-    "usage: imapferry verify USER --config FILE [--json]\n       \
-     imapferry verify --all --config FILE [--json]\n\n\
-     Compares OLD and NEW for accounts of the state file of the proxy configuration FILE\n\
-     ([state] path): USER (a NEW user name; else an OLD user name; else OLD user@host), or with\n\
-     --all every account that is not retired. Logins come from FILE only ([old] auth = \"master\"\n\
-     or \"accounts\", [new] master_user or the accounts file); an account without them is reported\n\
-     as \"cannot verify\". OLD's folders are mapped with FILE's [mapping], as a pass maps them.\n\
-     Nothing is written: folders are opened with EXAMINE and nothing is created.\n\n\
-     Per folder pair: OLD and NEW name (modified UTF-7 decoded), messages and bytes (RFC822.SIZE)\n\
-     on OLD and on NEW, messages missing on NEW and extra on NEW (matched by imapsync's identity\n\
-     key, Message-Id and Received, duplicates counted), messages whose flags differ (\\Recent\n\
-     ignored), and \"equal\" or \"DIFFERENT\"; then the UIDs that differ and one summary line per\n\
-     account. A NEW folder that does not exist is a difference.\n\n\
-     options:\n  \
-     --all     every account in the state file except retired ones\n  \
-     --json    one JSON object per account and line instead of the tables\n\n\
-     exit code: 0 everything equal; 1 something differs or could not be verified; 64 usage\n\
-     error; 66 unknown USER or no state file; 78 bad configuration; 70 the state file cannot be\n\
-     read.\n"
-        .to_string()
+const ABOUT: &str = "Compares OLD and NEW for accounts of the state file of the proxy \
+configuration FILE ([state] path): USER (a NEW user name; else an OLD user name; else OLD \
+user@host), or with --all every account that is not retired. Logins come from FILE only \
+([old] auth = \"master\" or \"accounts\", [new] master_user or the accounts file); an account \
+without them is reported as \"cannot verify\". OLD's folders are mapped with FILE's [mapping], \
+as a pass maps them. Nothing is written: folders are opened with EXAMINE and nothing is created.\n\n\
+Per folder pair: OLD and NEW name (modified UTF-7 decoded), messages and bytes (RFC822.SIZE) \
+on OLD and on NEW, messages missing on NEW and extra on NEW (matched by imapsync's identity \
+key, Message-Id and Received, duplicates counted), messages whose flags differ (\\Recent \
+ignored), and \"equal\" or \"DIFFERENT\"; then the UIDs that differ and one summary line per \
+account. A NEW folder that does not exist is a difference.";
+
+const EXIT: &str = "exit code: 0 everything equal; 1 something differs or could not be \
+verified; 64 usage error; 66 unknown USER or no state file; 78 bad configuration; 70 the state \
+file cannot be read.";
+
+/// Compare OLD and NEW per folder (counts, sizes, missing or extra messages, flags), read-only
+#[derive(clap::Args, Debug)]
+#[command(long_about = ABOUT, after_help = EXIT)]
+#[group(id = "which", required = true, multiple = false)]
+pub(super) struct VerifyArgs {
+    /// The account: a NEW user name; else an OLD user name; else OLD user@host
+    #[arg(group = "which")]
+    user: Option<String>,
+    /// Every account in the state file except retired ones
+    #[arg(long, group = "which")]
+    all: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// One JSON object per account and line instead of the tables
+    #[arg(long)]
+    json: bool,
 }
 
-/// `USER` or `--all`, `--config FILE`, `--json`.
-fn parse_args(argv: &[String]) -> Result<Args, String> {
-    let args = parse_command_args(argv, &["--all", "--json"])?;
-    match (args.help, &args.user, args.all) {
-        (true, _, _) => Ok(args),
-        (false, Some(_), true) => Err("give USER or --all, not both".into()),
-        (false, None, false) => Err("USER or --all is required".into()),
-        _ => Ok(args),
-    }
-}
-
-fn usage_error(message: &str) -> i32 {
-    eprintln!("imapferry verify: {message}\n");
-    eprint!("{}", verify_help());
-    code::EX_USAGE
-}
-
-/// Runs `imapferry verify`; returns the exit code.
-pub fn verify_command(argv: &[String]) -> i32 {
-    let args = match parse_args(argv) {
-        Ok(a) if a.help => {
-            print!("{}", verify_help());
-            return code::EX_OK;
-        }
-        Ok(a) => a,
-        Err(e) => return usage_error(&e),
-    };
-    let Some(file) = args.config.as_deref() else {
-        return usage_error("--config FILE is required");
-    };
-    let config = match config::load(Path::new(file)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("imapferry: {e}");
-            return EX_CONFIG;
-        }
-    };
+/// Runs `imapferry verify`.
+pub(super) fn verify_command(args: VerifyArgs) -> Result<i32, Exit> {
+    let file = &args.config.file;
+    let config = load_config(file)?;
     let credentials = match Credentials::from_config(&config) {
         Ok(Some(c)) => c,
         Ok(None) => {
-            eprintln!("imapferry: {file} has no [old] section: there is nothing to verify against");
-            return EX_CONFIG;
+            return Err(fail(
+                EX_CONFIG,
+                format!(
+                    "{} has no [old] section: there is nothing to verify against",
+                    file.display()
+                ),
+            ));
         }
-        Err(e) => {
-            eprintln!("imapferry: {e}");
-            return EX_CONFIG;
-        }
+        Err(e) => return Err(fail(EX_CONFIG, e)),
     };
-    let opts = match crate::migrate::engine_options(&config) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("imapferry: {e}");
-            return EX_CONFIG;
-        }
-    };
+    let opts = crate::migrate::engine_options(&config).map_err(|e| fail(EX_CONFIG, e))?;
     with_state(&config, file, |store| async move {
-        let accounts = store.account_summaries().await;
-        let accounts = match accounts {
-            Ok(a) => a,
-            Err(e) => return store_error(&e),
-        };
+        let accounts = store.account_summaries().await.map_err(store_failed)?;
         let selected: Vec<&AccountSummary> = match &args.user {
             Some(user) => {
                 let found = find_user(&accounts, user);
                 if found.is_empty() {
-                    eprintln!("imapferry: no account '{user}' in the state file");
-                    return code::EX_NOINPUT;
+                    return Err(no_account(user));
                 }
                 found
             }
@@ -134,13 +98,7 @@ pub fn verify_command(argv: &[String]) -> i32 {
             };
             tally.count(&result);
             if args.json {
-                match serde_json::to_string(&account_json(account, &result)) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => {
-                        eprintln!("imapferry: cannot write JSON: {e}");
-                        return code::EX_SOFTWARE;
-                    }
-                }
+                print_json_line(&account_json(account, &result))?;
             } else {
                 print!("{}", account_text(account, &result));
             }
@@ -148,17 +106,12 @@ pub fn verify_command(argv: &[String]) -> i32 {
         if !args.json && (args.all || tally.total() > 1) {
             println!("{}", tally.line());
         }
-        if tally.different + tally.failed > 0 {
-            EX_DIFFERENT
+        Ok(if tally.different + tally.failed > 0 {
+            EX_NOT_DONE
         } else {
-            code::EX_OK
-        }
+            EX_OK
+        })
     })
-}
-
-fn store_error(e: &StoreError) -> i32 {
-    eprintln!("imapferry: {e}");
-    code::EX_SOFTWARE
 }
 
 fn sync_error_text(e: &SyncError) -> String {
@@ -264,8 +217,8 @@ fn totals(folders: &[FolderVerdict]) -> Totals {
 }
 
 /// `n` and the noun that goes with it.
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", plural(n, one, many))
 }
 
 /// The text report of one account: a heading, the folder table, the differences, a summary line.
@@ -296,7 +249,7 @@ fn account_text(account: &AccountSummary, result: &AccountResult) -> String {
     if t.folders_different == 0 {
         out.push_str(&format!(
             "{who}: equal: {}, {sizes}\n",
-            plural(t.folders, "folder", "folders")
+            counted(t.folders, "folder", "folders")
         ));
     } else {
         out.push_str(&format!(
@@ -310,7 +263,7 @@ fn account_text(account: &AccountSummary, result: &AccountResult) -> String {
             },
             t.missing,
             t.extra,
-            plural(t.flag_differences, "flag difference", "flag differences"),
+            counted(t.flag_differences, "flag difference", "flag differences"),
         ));
     }
     out
@@ -541,81 +494,9 @@ fn account_json<'a>(account: &'a AccountSummary, result: &'a AccountResult) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::AccountKey;
+    use crate::ops::fixtures::summary;
     use crate::sync::flags::FlagSet;
     use crate::sync::verify::{MsgInfo, compare};
-
-    fn argv(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn arguments() {
-        let ok = |user: Option<&str>, all: bool, json: bool| {
-            Ok(Args {
-                config: Some("c.toml".into()),
-                user: user.map(Into::into),
-                all,
-                json,
-                ..Args::default()
-            })
-        };
-        let cases: Vec<(Vec<String>, Result<Args, String>)> = vec![
-            (
-                argv(&["joe", "--config", "c.toml"]),
-                ok(Some("joe"), false, false),
-            ),
-            (
-                argv(&["--all", "--config=c.toml", "--json"]),
-                ok(None, true, true),
-            ),
-            (
-                argv(&["--config", "c.toml"]),
-                Err("USER or --all is required".into()),
-            ),
-            (
-                argv(&["joe", "--all", "--config", "c.toml"]),
-                Err("give USER or --all, not both".into()),
-            ),
-            (argv(&["joe"]), Err("--config FILE is required".into())),
-            (
-                argv(&["a", "b", "--config", "c.toml"]),
-                Err("one USER only ('a' and 'b' were given)".into()),
-            ),
-            (argv(&["--frob"]), Err("unknown option '--frob'".into())),
-            (
-                argv(&["--config"]),
-                Err("option --config needs a value".into()),
-            ),
-            (
-                argv(&["--help"]),
-                Ok(Args {
-                    help: true,
-                    ..Args::default()
-                }),
-            ),
-        ];
-        for (args, expected) in cases {
-            assert_eq!(parse_args(&args), expected, "{args:?}");
-        }
-    }
-
-    #[test]
-    fn exit_codes_without_servers() {
-        let cases = [
-            (argv(&["--help"]), 0),
-            (argv(&[]), 64),
-            (argv(&["--all"]), 64),
-            (argv(&["--config", "/nonexistent/imapferry.toml"]), 64),
-            (
-                argv(&["--all", "--config", "/nonexistent/imapferry.toml"]),
-                78,
-            ),
-        ];
-        for (args, expected) in cases {
-            assert_eq!(verify_command(&args), expected, "{args:?}");
-        }
-    }
 
     fn msg(uid: u32, key: &str, flags: &str) -> MsgInfo {
         MsgInfo {
@@ -628,27 +509,9 @@ mod tests {
 
     #[test]
     fn text_and_json_reports() {
-        let account = AccountSummary {
-            id: 1,
-            key: AccountKey {
-                old_host: "old.example".into(),
-                old_user: "joe".into(),
-                new_host: "new.example".into(),
-                new_user: "joe".into(),
-            },
-            state: AccountState::Synced,
-            reason: None,
-            last_activity: None,
-            folders: 3,
-            folders_synced: 3,
-            messages_old: 0,
-            messages_new: 0,
-            linked: 0,
-            tombstones: 0,
-            pending_journal: 0,
-            parked_journal: 0,
-            message_errors: 0,
-        };
+        let mut account = summary(1, "joe", "joe", "old.example");
+        account.key.new_host = "new.example".into();
+        (account.folders, account.folders_synced) = (3, 3);
         let old = [msg(1, "a", "\\Seen"), msg(2, "b", ""), msg(3, "c", "")];
         let new = [msg(1, "a", "\\Seen \\Flagged"), msg(2, "b", "")];
         let result = AccountResult::Verified(vec![

@@ -4,7 +4,7 @@
 //! worker that keeps the journal draining and the selected folders picked up while it is used.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -16,6 +16,7 @@ use super::backoff::Backoff;
 use super::names::Names;
 use super::pool::Pool;
 use crate::imap::ImapError;
+use crate::lock::{self, Poisoned};
 use crate::store::{AccountId, Store};
 use crate::sync::{self, Endpoint, Options, SyncError};
 
@@ -133,10 +134,12 @@ pub struct Account {
     pub(super) sweep_opts: Options,
     /// Interactive backfills being waited for, all accounts together (the sweeper yields to them).
     pub(super) interactive: Arc<AtomicUsize>,
-    /// The last failure since the last success (for the sweeper), with its kind.
+    /// The last failure since the last success (for the sweeper), with its kind. Recovered
+    /// when poisoned ([`Account::last_error`]).
     pub(super) last_error: StdMutex<Option<(ErrorKind, String)>>,
     /// Messages and bytes copied from OLD by this proxy.
     copied: (AtomicU64, AtomicU64),
+    /// OLD's folder names; a poisoned lock is an error ([`Account::names`]).
     pub(super) names: StdMutex<Names>,
     pub(super) folders: DashMap<String, Arc<Folder>>,
     pub(super) pool: Pool,
@@ -145,7 +148,8 @@ pub struct Account {
     pub(super) wake: Notify,
     sessions: AtomicUsize,
     worker: AtomicBool,
-    /// While OLD (or NEW) cannot be reached: every step that needs them waits.
+    /// While OLD (or NEW) cannot be reached: every step that needs them waits. Recovered when
+    /// poisoned ([`Account::reach`]).
     pub(super) reach: StdMutex<Backoff>,
     /// Seen retired: no more backfill, pickup or mirror, ever (only an explicit un-retire, which
     /// a new login notices, changes that).
@@ -190,6 +194,25 @@ impl Account {
         }
     }
 
+    /// OLD's folder names. A poisoned lock is an error: a panic in the middle of a rename's
+    /// bookkeeping can leave names half-changed, and a write mirrored under a wrong name loses it.
+    pub(super) fn names(&self) -> Result<MutexGuard<'_, Names>, Poisoned> {
+        lock::lock(&self.names, "the account's folder names")
+    }
+
+    /// The back-off while OLD cannot be reached, recovered from a poisoned lock: every critical
+    /// section is one call of [`Backoff`]'s, which leaves it whole, and it is read by getters
+    /// (`unreachable`) that have no error to return.
+    pub(super) fn reach(&self) -> MutexGuard<'_, Backoff> {
+        lock::recover(&self.reach, "the account's back-off")
+    }
+
+    /// The last failure, recovered from a poisoned lock: it is only ever replaced whole, by
+    /// recorders ([`Account::failed`]) that have no error to return.
+    pub(super) fn last_error(&self) -> MutexGuard<'_, Option<(ErrorKind, String)>> {
+        lock::recover(&self.last_error, "the account's last failure")
+    }
+
     /// The latest credentials (a user may change their password during the migration).
     pub(crate) fn set_endpoints(&self, old: Endpoint, new: Endpoint) {
         self.pool.set_endpoints(old, new);
@@ -198,17 +221,17 @@ impl Account {
     /// A new session of this account: the journal drains, OLD's tree is created on NEW (the
     /// login waits for it, at most [`PREPARE_WAIT`]), and INBOX's backfill starts.
     pub(crate) async fn start(self: &Arc<Self>) {
-        if let Ok(mut b) = self.reach.lock() {
-            b.retry_now(); // a login is a good moment to try OLD again
-        }
+        self.reach().retry_now(); // a login is a good moment to try OLD again
         self.retired.store(false, Ordering::SeqCst);
         self.count_pending().await;
         let me = Arc::clone(self);
         let prepared = tokio::spawn(
             async move {
-                me.prepare().await;
-                me.spawn_worker();
-                let _ = me.backfill("INBOX", false);
+                // A poisoned lock (logged) leaves the account to fail the sessions' writes.
+                if me.prepare().await.is_ok() {
+                    me.spawn_worker();
+                    me.backfill_in_background("INBOX");
+                }
             }
             .in_current_span(),
         );
@@ -227,29 +250,26 @@ impl Account {
     /// for backfills. Returns the messages and bytes copied, or the failure that stopped it.
     pub async fn sweep(self: &Arc<Self>) -> Result<(u64, u64), (ErrorKind, String)> {
         let before = self.copied_totals();
-        if let Ok(mut e) = self.last_error.lock() {
-            *e = None;
-        }
-        if let Ok(mut b) = self.reach.lock() {
-            b.retry_now(); // the sweeper has its own back-off per host
-        }
+        *self.last_error() = None;
+        self.reach().retry_now(); // the sweeper has its own back-off per host
         if self.is_retired().await {
             return Ok((0, 0));
         }
+        let poisoned = |e: Poisoned| (ErrorKind::Other, e.to_string());
         self.count_pending().await;
-        self.prepare().await;
+        self.prepare().await.map_err(poisoned)?;
         self.check()?;
         self.drain_journal().await;
         self.check()?;
-        let folders: Vec<String> = match self.names.lock() {
-            Ok(n) => n.pairs().map(|(new, _)| new.to_string()).collect(),
-            Err(_) => Vec::new(),
-        };
+        let folders: Vec<String> = (self.names().map_err(poisoned)?)
+            .pairs()
+            .map(|(new, _)| new.to_string())
+            .collect();
         for folder in folders {
             while self.interactive.load(Ordering::SeqCst) > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if let Some(mut done) = self.backfill(&folder, true) {
+            if let Some(mut done) = self.backfill(&folder, true).map_err(poisoned)? {
                 let _ = done.wait_for(|d| *d).await;
             }
             self.check()?;
@@ -273,31 +293,33 @@ impl Account {
 
     /// The failure recorded since the sweep started, if any.
     fn check(&self) -> Result<(), (ErrorKind, String)> {
-        match self.last_error.lock().ok().and_then(|e| e.clone()) {
+        match self.last_error().clone() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    pub(crate) fn old_name(&self, new: &str) -> Option<String> {
-        Some(self.names.lock().ok()?.old_of(new)?.to_string())
+    /// The OLD name of NEW folder `new`; `Ok(None)`: not on OLD.
+    pub(crate) fn old_name(&self, new: &str) -> Result<Option<String>, Poisoned> {
+        Ok(self.names()?.old_of(new).map(str::to_string))
     }
 
     /// The OLD name for a folder created on NEW: NEW's prefix and separator swapped for OLD's.
-    pub(crate) fn reverse_name(&self, new: &str) -> Option<String> {
-        self.names.lock().ok()?.reverse(new)
+    pub(crate) fn reverse_name(&self, new: &str) -> Result<Option<String>, Poisoned> {
+        Ok(self.names()?.reverse(new))
     }
 
-    /// (OLD, NEW) hierarchy separators, once the tree is mapped.
+    /// (OLD, NEW) hierarchy separators, once the tree is mapped. A getter sessions call without
+    /// an error to return, so a poisoned lock is read anyway: the separators are set whole, in
+    /// one assignment, with the tree.
     pub(crate) fn separators(&self) -> Option<(char, char)> {
-        let names = self.names.lock().ok()?;
+        let names = lock::read_anyway(&self.names, "the account's folder names");
         Some((names.old_sep()?, names.new_sep()?))
     }
 
-    pub(crate) fn add_name(&self, new: &str, old: &str) {
-        if let Ok(mut n) = self.names.lock() {
-            n.insert(new, old);
-        }
+    pub(crate) fn add_name(&self, new: &str, old: &str) -> Result<(), Poisoned> {
+        self.names()?.insert(new, old);
+        Ok(())
     }
 
     fn spawn_worker(self: &Arc<Self>) {
@@ -321,7 +343,7 @@ impl Account {
             }
             self.drain_journal().await;
             for name in self.watched() {
-                let _ = self.backfill(&name, false);
+                self.backfill_in_background(&name);
             }
             let pending = self.pending.load(Ordering::SeqCst);
             if self.sessions.load(Ordering::SeqCst) == 0 && pending == 0 {

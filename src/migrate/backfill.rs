@@ -5,8 +5,8 @@
 //! stops the others.
 
 use std::sync::Arc;
-use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex as StdMutex, MutexGuard as StdMutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard, watch};
@@ -15,6 +15,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::account::{Account, ErrorKind};
 use super::backoff::Backoff;
+use crate::lock::{Poisoned, recover};
 use crate::sync::{self, Options, Quiet, SyncError};
 
 /// A folder checked this recently is not checked again for a SELECT.
@@ -30,6 +31,10 @@ pub(crate) struct Folder {
     /// Held by whoever works on the pair (a backfill or the mirror).
     pub lock: Mutex<()>,
     /// The backfill in progress, if any: waiters watch it turn true.
+    ///
+    /// This and the next two are recovered from a poisoned lock ([`crate::lock::recover`]):
+    /// each critical section assigns, takes or updates the value in one step, so it is whole,
+    /// and their getters and the end of a backfill have no error to return.
     running: StdMutex<Option<Running>>,
     checked: StdMutex<Option<Instant>>,
     /// After a failed backfill: when to try again, and why it failed.
@@ -56,21 +61,29 @@ impl Default for Folder {
 }
 
 impl Folder {
+    fn running(&self) -> StdMutexGuard<'_, Option<Running>> {
+        recover(&self.running, "a folder's running backfill")
+    }
+
+    fn checked(&self) -> StdMutexGuard<'_, Option<Instant>> {
+        recover(&self.checked, "a folder's last check")
+    }
+
+    fn retry(&self) -> StdMutexGuard<'_, (Backoff, Option<String>)> {
+        recover(&self.retry, "a folder's backfill retry")
+    }
+
     fn fresh(&self) -> bool {
-        self.checked
-            .lock()
-            .ok()
-            .and_then(|c| *c)
-            .is_some_and(|t| t.elapsed() < FRESH)
+        self.checked().is_some_and(|t| t.elapsed() < FRESH)
     }
 
     fn retry_later(&self) -> bool {
-        self.retry.lock().is_ok_and(|r| r.0.waiting(Instant::now()))
+        self.retry().0.waiting(Instant::now())
     }
 
     /// Why the last backfill failed, while it is to be retried.
     pub fn failure(&self) -> Option<String> {
-        self.retry.lock().ok().and_then(|r| r.1.clone())
+        self.retry().1.clone()
     }
 
     /// Waits until no change of this folder by the user is in flight on NEW, then holds off new
@@ -154,11 +167,24 @@ impl Account {
     /// Brings `folder` (a NEW name) up to date from OLD, waiting at most `wait`; the backfill
     /// goes on in the background after that. Folders OLD does not have return at once; a folder
     /// that cannot be backfilled now is answered with what NEW has and tried again later.
+    /// A poisoned lock (logged) is answered like a folder that cannot be backfilled now; the
+    /// session fails at its next write, whose journaling needs the same names.
     pub async fn ensure(self: &Arc<Self>, folder: &str, wait: Duration) {
-        if let Some(mut done) = self.backfill(folder, false) {
-            self.interactive.fetch_add(1, Ordering::SeqCst);
-            let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
-            self.interactive.fetch_sub(1, Ordering::SeqCst);
+        match self.backfill(folder, false) {
+            Ok(Some(mut done)) => {
+                self.interactive.fetch_add(1, Ordering::SeqCst);
+                let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+                self.interactive.fetch_sub(1, Ordering::SeqCst);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(folder, "not backfilled: {e}"),
+        }
+    }
+
+    /// Starts the backfill of `folder` (a NEW name) without waiting for it.
+    pub(super) fn backfill_in_background(self: &Arc<Self>, folder: &str) {
+        if let Err(e) = self.backfill(folder, false) {
+            warn!(folder, "not backfilled: {e}");
         }
     }
 
@@ -168,26 +194,28 @@ impl Account {
         self: &Arc<Self>,
         folder: &str,
         sweep: bool,
-    ) -> Option<watch::Receiver<bool>> {
-        let old_name = self.old_name(folder)?;
+    ) -> Result<Option<watch::Receiver<bool>>, Poisoned> {
+        let Some(old_name) = self.old_name(folder)? else {
+            return Ok(None);
+        };
         if self.unreachable() || self.is_retired_now() {
-            return None;
+            return Ok(None);
         }
         let f = self.folder(folder);
         if f.retry_later() && !sweep {
-            return None;
+            return Ok(None);
         }
-        let mut running = f.running.lock().ok()?;
+        let mut running = f.running();
         if let Some(r) = running.as_ref().filter(|r| r.active()) {
             // Interactive first: a user's request takes over the sweeper's (rate-limited) copy.
             let take_over = r.sweep && !sweep && r.copying.load(Ordering::SeqCst);
             if !take_over {
-                return Some(r.done.clone());
+                return Ok(Some(r.done.clone()));
             }
             debug!(folder, "a user's request takes over the sweeper's backfill");
             r.abort.abort();
         } else if f.fresh() && !sweep {
-            return None;
+            return Ok(None);
         }
         let (tx, rx) = watch::channel(false);
         let copying = Arc::new(AtomicBool::new(false));
@@ -208,7 +236,7 @@ impl Account {
             copying,
             abort: task.abort_handle(),
         });
-        Some(rx)
+        Ok(Some(rx))
     }
 
     async fn run_backfill(
@@ -240,34 +268,26 @@ impl Account {
         };
         match result {
             Ok(()) => {
-                if let Ok(mut c) = f.checked.lock() {
-                    *c = Some(Instant::now());
-                }
-                if let Ok(mut r) = f.retry.lock() {
-                    r.0.succeed();
-                    r.1 = None;
-                }
+                *f.checked() = Some(Instant::now());
+                let mut retry = f.retry();
+                retry.0.succeed();
+                retry.1 = None;
             }
             Err(e) if ErrorKind::of(&e).is_transient() || ErrorKind::of(&e) == ErrorKind::Login => {
                 self.failed(&e).await
             }
             Err(e) => {
                 // This folder only: the account and its other folders go on.
-                let wait = f
-                    .retry
-                    .lock()
-                    .map(|mut r| {
-                        r.1 = Some(e.to_string());
-                        r.0.fail(Instant::now())
-                    })
-                    .unwrap_or(RETRY_MAX);
+                let wait = {
+                    let mut retry = f.retry();
+                    retry.1 = Some(e.to_string());
+                    retry.0.fail(Instant::now())
+                };
                 warn!(folder = %new_name, "backfill: {e}; again in {wait:?}");
                 self.note_folder_failure(&new_name, &e.to_string()).await;
             }
         }
-        if let Ok(mut r) = f.running.lock() {
-            *r = None;
-        }
+        *f.running() = None;
         let _ = done.send(true);
         self.update_state().await;
     }

@@ -7,11 +7,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::account::Account;
 use super::journal::{Entry, Write};
 use super::mirror::{self, MirrorError};
+use crate::lock::Poisoned;
 use crate::store::JournalEntry;
 
 /// Longest wait for the store to commit a journal entry before the client is told `* BYE`.
@@ -34,6 +35,10 @@ pub enum RecordError {
     Encode(#[from] serde_json::Error),
     #[error("the state store did not commit the journal entry within {secs} s: {why}", secs = COMMIT_WITHIN.as_secs())]
     NotCommitted { why: String },
+    /// The folder names the entry needs are unusable: journaled without them, the write would
+    /// never be mirrored.
+    #[error(transparent)]
+    Poisoned(#[from] Poisoned),
 }
 
 fn unix_now() -> i64 {
@@ -50,10 +55,7 @@ impl Account {
         if self.is_retired().await {
             return Ok(());
         }
-        let old = match self.names.lock() {
-            Ok(mut n) => n.journal(&write),
-            Err(_) => Default::default(),
-        };
+        let old = self.names()?.journal(&write);
         let kind = write.kind();
         let payload = Entry {
             write,
@@ -180,6 +182,10 @@ impl Account {
                     }
                     Err(MirrorError::Unreachable(e)) => return self.failed(&e).await,
                     Err(MirrorError::Store(e)) => return warn!("{e}"),
+                    // The entry waits, as for an unreachable OLD, until the proxy restarts.
+                    Err(MirrorError::Poisoned(e)) => {
+                        return error!("the journal waits for OLD: {e}");
+                    }
                     Err(MirrorError::Refused(why)) => match self.refused(&entry, &why).await {
                         Ok(true) => Ok(()),
                         Ok(false) => {

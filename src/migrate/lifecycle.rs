@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::account::{Account, ErrorKind};
 use crate::imap::{ImapError, Side};
+use crate::lock::Poisoned;
 use crate::store::{AccountState, Phase};
 use crate::sync::{self, Quiet, SyncError};
 
@@ -21,24 +22,22 @@ impl Account {
     /// mapping is old (folders created on OLD meanwhile, e.g. by its webmail) — but not while
     /// user writes wait for OLD or the account is diverged: a folder the user deleted or renamed
     /// on NEW that OLD still has would come back.
-    pub(super) async fn prepare(&self) {
+    pub(super) async fn prepare(&self) -> Result<(), Poisoned> {
         let _one = self.prepare_lock.lock().await;
-        let (prepared, fresh) = match self.names.lock() {
-            Ok(n) => (
-                n.prepared,
-                n.mapped_at.is_some_and(|t| t.elapsed() < TREE_MAX_AGE),
-            ),
-            Err(_) => return,
+        let (prepared, fresh) = {
+            let n = self.names()?;
+            let fresh = n.mapped_at.is_some_and(|t| t.elapsed() < TREE_MAX_AGE);
+            (n.prepared, fresh)
         };
         if fresh || self.unreachable() {
-            return;
+            return Ok(());
         }
         self.drain_journal().await;
         if prepared
             && (self.pending.load(Ordering::SeqCst) > 0
                 || self.store.account_state(self.id).await.ok() == Some(AccountState::Diverged))
         {
-            return;
+            return Ok(());
         }
         let result = async {
             let (mut conn, _permit) = self.pool.get().await?;
@@ -51,43 +50,32 @@ impl Account {
             Ok(tree) => {
                 info!(folders = tree.pairs.len(), "OLD folder tree mapped on NEW");
                 self.reached();
-                if let Ok(mut n) = self.names.lock() {
-                    n.set_tree(tree.pairs, tree.old_side, tree.new_side, Instant::now());
-                }
+                (self.names()?).set_tree(tree.pairs, tree.old_side, tree.new_side, Instant::now());
                 if let Err(e) = self.store.touch_account(self.id).await {
                     warn!("{e}");
                 }
             }
             Err(e) => self.failed(&e).await,
         }
+        Ok(())
     }
 
     /// While OLD (or NEW) cannot be reached, nothing that needs them is tried.
     pub(super) fn unreachable(&self) -> bool {
-        self.reach
-            .lock()
-            .is_ok_and(|b| b.waiting(tokio::time::Instant::now()))
+        self.reach().waiting(tokio::time::Instant::now())
     }
 
     pub(super) fn reached(&self) {
-        if let Ok(mut b) = self.reach.lock() {
-            b.succeed();
-        }
+        self.reach().succeed();
     }
 
     /// A step failed. Connection-level failures back off the whole account (OLD is down);
     /// bad OLD credentials fail the account; the sweeper sees the last failure.
     pub(crate) async fn failed(&self, e: &SyncError) {
         let kind = ErrorKind::of(e);
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some((kind, e.to_string()));
-        }
+        *self.last_error() = Some((kind, e.to_string()));
         if kind.is_transient() || kind == ErrorKind::Login {
-            let wait = self
-                .reach
-                .lock()
-                .map(|mut b| b.fail(tokio::time::Instant::now()))
-                .unwrap_or_default();
+            let wait = self.reach().fail(tokio::time::Instant::now());
             warn!("migration: {e}; OLD again in {wait:?}");
         } else {
             warn!("migration: {e}");
@@ -120,8 +108,9 @@ impl Account {
     /// pending → partial → synced as folders complete; a failed account recovers here. Retired
     /// and diverged accounts keep their state (the store refuses to change it).
     pub(super) async fn update_state(&self) {
-        let mapped: Vec<String> = match self.names.lock() {
+        let mapped: Vec<String> = match self.names() {
             Ok(n) if n.prepared => n.pairs().map(|(_, old)| old.to_string()).collect(),
+            // Not mapped yet; a poisoned lock is logged where it is met (and fails a sweep).
             _ => return,
         };
         let (Ok(pairs), Ok(pending)) = (

@@ -11,6 +11,7 @@ use super::names::renamed;
 use super::pool::Conn;
 use crate::imap::uidset::Ranges;
 use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
+use crate::lock::Poisoned;
 use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, StoreError};
 use crate::sync::SyncError;
 use crate::sync::flags::{FlagSet, FlagStores, PermanentFlags, filter_for_new, syntax_check};
@@ -29,6 +30,9 @@ pub(crate) enum MirrorError {
     Never(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The account's folder names are unusable: the entry waits.
+    #[error(transparent)]
+    Poisoned(#[from] Poisoned),
 }
 
 impl From<SyncError> for MirrorError {
@@ -37,6 +41,7 @@ impl From<SyncError> for MirrorError {
             SyncError::Store(s) => MirrorError::Store(s),
             SyncError::Imap(ImapError::Refused { .. }) => MirrorError::Refused(e.to_string()),
             SyncError::Imap(_) => MirrorError::Unreachable(e),
+            SyncError::Poisoned(p) => MirrorError::Poisoned(p),
             other => MirrorError::Never(other.to_string()),
         }
     }
@@ -60,10 +65,18 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// The OLD name of NEW folder `new` for this entry; `None`: not on OLD.
-    fn old_name(&self, new: &str) -> Option<String> {
+    fn old_name(&self, new: &str) -> Result<Option<String>> {
         match &self.old {
-            Some(map) => map.get(new).cloned(),
-            None => self.acct.old_name(new),
+            Some(map) => Ok(map.get(new).cloned()),
+            None => Ok(self.acct.old_name(new)?),
+        }
+    }
+
+    /// [`Ctx::old_name`], else the name a folder only NEW has would have on OLD.
+    fn old_or_reverse_name(&self, new: &str) -> Result<Option<String>> {
+        match self.old_name(new)? {
+            Some(old) => Ok(Some(old)),
+            None => Ok(self.acct.reverse_name(new)?),
         }
     }
 
@@ -71,14 +84,14 @@ impl Ctx<'_> {
     /// folder NEW made by itself, such as its special-use folders), so what the user puts there
     /// is mirrored too.
     async fn old_name_or_create(&self, conn: &mut Conn, new: &str) -> Result<Option<String>> {
-        if let Some(old) = self.old_name(new) {
+        if let Some(old) = self.old_name(new)? {
             return Ok(Some(old));
         }
-        let Some(old) = self.acct.reverse_name(new) else {
+        let Some(old) = self.acct.reverse_name(new)? else {
             return Ok(None);
         };
         conn.old.create(&old).await?;
-        self.acct.add_name(new, &old);
+        self.acct.add_name(new, &old)?;
         Ok(Some(old))
     }
 
@@ -132,7 +145,7 @@ pub(crate) async fn apply(acct: &Account, conn: &mut Conn, entry: &JournalEntry)
             mirror_append(&ctx, conn, &folder, &uids).await
         }
         Write::Create { folder } => {
-            let Some(old) = ctx.old_name(&folder).or_else(|| acct.reverse_name(&folder)) else {
+            let Some(old) = ctx.old_or_reverse_name(&folder)? else {
                 return Ok(());
             };
             conn.old.create(&old).await?;
@@ -142,7 +155,7 @@ pub(crate) async fn apply(acct: &Account, conn: &mut Conn, entry: &JournalEntry)
         Write::Delete { folder } => {
             let f = acct.folder(&folder);
             let _owner = f.lock.lock().await;
-            let Some(old) = ctx.old_name(&folder) else {
+            let Some(old) = ctx.old_name(&folder)? else {
                 return Ok(()); // never on OLD
             };
             match conn.old.delete(&old).await {
@@ -160,7 +173,7 @@ pub(crate) async fn apply(acct: &Account, conn: &mut Conn, entry: &JournalEntry)
         }
         Write::Rename { from, to } => mirror_rename(&ctx, conn, &from, &to).await,
         Write::Subscribe { folder, subscribed } => {
-            let Some(old) = ctx.old_name(&folder).or_else(|| acct.reverse_name(&folder)) else {
+            let Some(old) = ctx.old_or_reverse_name(&folder)? else {
                 return Ok(());
             };
             if subscribed {
@@ -215,7 +228,7 @@ async fn mirror_flags(
     op: Option<FlagOp>,
     named: &[String],
 ) -> Result<()> {
-    let Some(old) = ctx.old_name(folder) else {
+    let Some(old) = ctx.old_name(folder)? else {
         return Ok(());
     };
     let store = &ctx.acct.store;
@@ -326,7 +339,7 @@ async fn by_reading(
 
 /// Linked messages no longer on NEW are expunged on OLD, and their links dropped.
 async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<()> {
-    let Some(old) = ctx.old_name(folder) else {
+    let Some(old) = ctx.old_name(folder)? else {
         return Ok(());
     };
     let store = &ctx.acct.store;
@@ -369,7 +382,7 @@ async fn mirror_copy(
     uids: &[(u32, u32)],
     moved: bool,
 ) -> Result<()> {
-    let Some(old_from) = ctx.old_name(from) else {
+    let Some(old_from) = ctx.old_name(from)? else {
         return Ok(()); // the source is not on OLD: nothing of it to copy there
     };
     let Some(old_to) = ctx.old_name_or_create(conn, to).await? else {
@@ -554,7 +567,7 @@ pub(super) async fn append_to_old(
 
 /// RENAME on OLD of the folder's OLD name; the pairs below it follow on both sides.
 async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> Result<()> {
-    let Some(old_from) = ctx.old_name(from) else {
+    let Some(old_from) = ctx.old_name(from)? else {
         return Ok(()); // not on OLD
     };
     if old_from.eq_ignore_ascii_case("INBOX") {
@@ -562,7 +575,7 @@ async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> 
             "RENAME of INBOX is not mirrored to OLD".into(),
         ));
     }
-    let Some(old_to) = ctx.old_name(to).or_else(|| ctx.acct.reverse_name(to)) else {
+    let Some(old_to) = ctx.old_or_reverse_name(to)? else {
         return Ok(());
     };
     conn.old.rename(&old_from, &old_to).await?;

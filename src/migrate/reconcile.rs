@@ -49,16 +49,17 @@ impl Account {
         // OLD's and NEW's trees as they are, read only: mapping OLD's tree onto NEW (as a
         // login does) would bring back on NEW the folders the user deleted there.
         let tree = sync::read_tree(&mut conn.old, &mut conn.new, &self.opts).await?;
-        if let Ok(mut n) = self.names.lock()
-            && !n.prepared
         {
-            let pairs = tree.pairs.clone();
-            n.set_tree(
-                pairs,
-                tree.old_side.clone(),
-                tree.new_side.clone(),
-                std::time::Instant::now(),
-            );
+            let mut n = self.names()?;
+            if !n.prepared {
+                let pairs = tree.pairs.clone();
+                n.set_tree(
+                    pairs,
+                    tree.old_side.clone(),
+                    tree.new_side.clone(),
+                    std::time::Instant::now(),
+                );
+            }
         }
         self.pool.put(conn);
         self.count_pending().await;

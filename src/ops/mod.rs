@@ -49,7 +49,7 @@ pub(crate) async fn open_store(config: &Config) -> Option<Arc<dyn Store>> {
 }
 
 /// `one` or `many` as `n` asks.
-fn plural<'s>(n: u64, one: &'s str, many: &'s str) -> &'s str {
+pub(crate) fn plural<'s>(n: u64, one: &'s str, many: &'s str) -> &'s str {
     if n == 1 { one } else { many }
 }
 

@@ -103,6 +103,8 @@ struct PerIp {
     max: u32,
 }
 
+const COUNTS: &str = "the per-address connection counts";
+
 struct IpGuard {
     per_ip: Arc<PerIp>,
     ip: IpAddr,
@@ -110,7 +112,7 @@ struct IpGuard {
 
 impl PerIp {
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpGuard> {
-        let mut counts = self.counts.lock().ok()?;
+        let mut counts = crate::lock::recover(&self.counts, COUNTS);
         let n = counts.entry(ip).or_insert(0);
         if *n >= self.max {
             return None;
@@ -125,9 +127,9 @@ impl PerIp {
 
 impl Drop for IpGuard {
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.per_ip.counts.lock()
-            && let Some(n) = counts.get_mut(&self.ip)
-        {
+        // Recovered if poisoned: each count changes by one, and a drop has no error to return.
+        let mut counts = crate::lock::recover(&self.per_ip.counts, COUNTS);
+        if let Some(n) = counts.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
                 counts.remove(&self.ip);

@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::lock::recover;
 use crate::store::AccountId;
+
+const PRIORITY: &str = "the sweeper's priority queue";
+const STATS: &str = "the sweeper's counters";
 
 /// What the sweeper has done since it started.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -29,6 +33,9 @@ pub struct SweepStats {
 #[derive(Debug, Default)]
 pub struct Control {
     paused: AtomicBool,
+    /// This and `stats` are recovered when poisoned ([`crate::lock::recover`]): each critical
+    /// section pushes, removes, clones or counts in one step, so the value is whole, and their
+    /// callers (getters, the sweep loop, the admin API's switches) have no error to return.
     priority: Mutex<VecDeque<AccountId>>,
     stats: Mutex<SweepStats>,
     /// Woken on resume and on a new priority.
@@ -55,31 +62,30 @@ impl Control {
 
     /// Sweeps this account next (before pending ones), even if it is synced.
     pub fn prioritise(&self, account: AccountId) {
-        if let Ok(mut p) = self.priority.lock()
-            && !p.contains(&account)
         {
-            p.push_back(account);
+            let mut p = recover(&self.priority, PRIORITY);
+            if !p.contains(&account) {
+                p.push_back(account);
+            }
         }
         self.wake.notify_waiters();
     }
 
     /// The next prioritised account not in `busy`.
     pub(crate) fn take_priority(&self, busy: &[AccountId]) -> Option<AccountId> {
-        let mut p = self.priority.lock().ok()?;
+        let mut p = recover(&self.priority, PRIORITY);
         let i = p.iter().position(|a| !busy.contains(a))?;
         p.remove(i)
     }
 
     pub fn stats(&self) -> SweepStats {
-        let mut s = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut s = recover(&self.stats, STATS).clone();
         s.paused = self.is_paused();
         s
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut SweepStats)) {
-        if let Ok(mut s) = self.stats.lock() {
-            f(&mut s);
-        }
+        f(&mut recover(&self.stats, STATS));
     }
 }
 

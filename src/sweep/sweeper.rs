@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Timelike;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use super::Control;
 use crate::config::{self, parse_window};
@@ -117,6 +117,8 @@ pub async fn run(
     // Accounts that failed for a reason a retry soon would not fix: not before this instant.
     let mut later: HashMap<AccountId, Instant> = HashMap::new();
     let mut tasks: JoinSet<Swept> = JoinSet::new();
+    // Which account each task sweeps, for a task that panics.
+    let mut sweeping: HashMap<tokio::task::Id, (AccountId, String)> = HashMap::new();
     loop {
         let stopping = *stop.borrow();
         if stopping {
@@ -162,7 +164,8 @@ pub async fn run(
                 running.insert(a.id, a.key.old_host.clone());
                 let m = Arc::clone(&migrator);
                 let span = info_span!("sweep", account = %a.key.new_user);
-                tasks.spawn(
+                let (id, user) = (a.id, a.key.new_user.clone());
+                let task = tasks.spawn(
                     async move {
                         info!("sweeping");
                         let r = m.sweep(a.id, &a.key).await;
@@ -170,6 +173,7 @@ pub async fn run(
                     }
                     .instrument(span),
                 );
+                sweeping.insert(task.id(), (id, user));
             } else if mode == Mode::Once && running.is_empty() {
                 let waiting = accounts.iter().any(|a| {
                     matches!(a.state, AccountState::Pending | AccountState::Partial)
@@ -184,8 +188,24 @@ pub async fn run(
             continue;
         }
         tokio::select! {
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let Ok((id, key, result)) = done else { continue };
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (id, key, result) = match done {
+                    Ok((task, swept)) => {
+                        sweeping.remove(&task);
+                        swept
+                    }
+                    // A sweep that panicked (a poisoned lock's origin): said, and its account is
+                    // no longer counted as running.
+                    Err(e) => {
+                        if let Some((id, user)) = sweeping.remove(&e.id()) {
+                            error!(account = %user, "sweep task ended abnormally: {e}");
+                            running.remove(&id);
+                            tried.insert(id);
+                            later.insert(id, Instant::now() + Duration::from_secs(cfg.revisit_secs));
+                        }
+                        continue;
+                    }
+                };
                 running.remove(&id);
                 match result {
                     Ok((messages, bytes)) => {

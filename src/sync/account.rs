@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use tracing::Instrument;
 
 use crate::imap::{Client, ImapError, ListEntry, MailboxStatus, Side};
+use crate::lock::lock;
 use crate::mapping::{self, Mapper};
 use crate::store::{AccountKey, AccountState, FolderPair, Phase, Store};
 
@@ -402,14 +403,12 @@ pub async fn sync_account(
         // Largest first, so the pool finishes together; ties keep imapsync's order.
         jobs.sort_by_key(|j| std::cmp::Reverse(j.messages));
 
+        let workers = opts.connections.max(1).min(jobs.len().max(1));
+        // A poisoned queue fails the pass: a worker that stopped early would leave folders out.
         let queue = Mutex::new(VecDeque::from(jobs));
-        let workers = opts
-            .connections
-            .max(1)
-            .min(queue.lock().map(|q| q.len()).unwrap_or(1).max(1));
         let first = Mutex::new(Some((old, new)));
         let work = (0..workers).map(|_| async {
-            let taken = first.lock().ok().and_then(|mut f| f.take());
+            let taken = lock(&first, "the pass's first connections")?.take();
             let (mut old, mut new) = match taken {
                 Some(pair) => pair,
                 None => {
@@ -420,8 +419,8 @@ pub async fn sync_account(
                 }
             };
             // The closure drops the queue's lock before the folder's awaits begin.
-            let next = || queue.lock().ok().and_then(|mut q| q.pop_front());
-            while let Some(job) = next() {
+            let next = || lock(&queue, "the pass's folder queue").map(|mut q| q.pop_front());
+            while let Some(job) = next()? {
                 let folder = job.pair.old_name.clone();
                 match sync_folder(store, &mut old, &mut new, &job, opts, &tally).await {
                     Ok(()) => {}
@@ -433,9 +432,8 @@ pub async fn sync_account(
                         // (links already committed make the retry cheap), then count it.
                         if job.attempts == 0 {
                             tally.warn(format!("Folder {folder}: {e}; reconnecting and retrying"));
-                            if let Ok(mut q) = queue.lock() {
-                                q.push_back(FolderJob { attempts: 1, ..job });
-                            }
+                            lock(&queue, "the pass's folder queue")?
+                                .push_back(FolderJob { attempts: 1, ..job });
                         } else {
                             tally.error(format!("Folder {folder}: {e}"));
                         }

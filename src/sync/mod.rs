@@ -27,6 +27,7 @@ pub use criteria::MessageSelection;
 pub use rate::SharedRate;
 
 use crate::imap::{ConnectOptions, ImapError, Side};
+use crate::lock;
 use crate::mapping::{MapperOptions, Selection};
 use crate::secret::Secret;
 use crate::store::StoreError;
@@ -301,6 +302,8 @@ pub enum SyncError {
     /// `--subfolder1 X` where OLD has no folder X (imapsync exits 21).
     #[error("The subfolder {0} given by --subfolder1 does not exist on host1")]
     Subfolder1Missing(String),
+    #[error(transparent)]
+    Poisoned(#[from] crate::lock::Poisoned),
 }
 
 impl SyncError {
@@ -308,7 +311,10 @@ impl SyncError {
     pub fn side(&self) -> Option<Side> {
         match self {
             SyncError::Imap(e) => Some(e.side()),
-            SyncError::Store(_) | SyncError::Options(_) | SyncError::Subfolder1Missing(_) => None,
+            SyncError::Store(_)
+            | SyncError::Options(_)
+            | SyncError::Subfolder1Missing(_)
+            | SyncError::Poisoned(_) => None,
         }
     }
 }
@@ -331,17 +337,20 @@ impl<'a> Tally<'a> {
         self.observer.event(event);
     }
 
+    /// The report is recovered from a poisoned lock (see [`crate::lock`]): counters and a list
+    /// of texts, each changed in one step, and a dropped count or error would make a failed pass
+    /// look clean.
+    fn report(&self) -> std::sync::MutexGuard<'_, Report> {
+        lock::recover(&self.report, "the pass's report")
+    }
+
     pub fn stats(&self, f: impl FnOnce(&mut Stats)) {
-        if let Ok(mut r) = self.report.lock() {
-            f(&mut r.stats);
-        }
+        f(&mut self.report().stats);
     }
 
     pub fn error(&self, text: String) {
         tracing::debug!(%text, "counted error");
-        if let Ok(mut r) = self.report.lock() {
-            r.errors.push(text.clone());
-        }
+        self.report().errors.push(text.clone());
         self.observer.event(Event::Error(text));
     }
 
@@ -351,6 +360,6 @@ impl<'a> Tally<'a> {
     }
 
     pub fn into_report(self) -> Report {
-        self.report.into_inner().unwrap_or_default()
+        lock::recover_inner(self.report, "the pass's report")
     }
 }

@@ -12,6 +12,7 @@ use crate::imap::uidset::Ranges;
 use crate::imap::{Client, Security, Side};
 use crate::mapping;
 use crate::migrate::account::{Account, JournalPolicy, Shared};
+use crate::migrate::drain::RecordError;
 use crate::migrate::journal::{Entry, FlagOp, Write};
 use crate::migrate::pool::Conn;
 use crate::secret::Secret;
@@ -314,4 +315,64 @@ async fn a_rename_of_inbox_can_never_apply() {
     let (result, old, _) = mirror(&acct, &entry, vec![], vec![]).await;
     assert!(matches!(result, Err(MirrorError::Never(_))), "{result:?}");
     assert!(old.is_empty());
+}
+
+/// Poisons the lock around `acct`'s folder names, as a panic in the middle of a rename's
+/// bookkeeping would.
+fn poison_names(acct: &Arc<Account>) {
+    let held = Arc::clone(acct);
+    let panicked = std::thread::spawn(move || {
+        let _names = held.names.lock().unwrap();
+        panic!("a panic while the folder names are held");
+    })
+    .join();
+    assert!(panicked.is_err() && acct.names.is_poisoned());
+}
+
+/// Issue 12 (poisoned locks): poisoned folder names were read as "no OLD names": a write was
+/// journaled without them (so never mirrored), an older entry was taken as "not on OLD" and
+/// dropped, and a sweep or backfill silently did nothing. Now each fails with the error naming
+/// the lock, and nothing is journaled or marked done.
+#[tokio::test]
+async fn poisoned_folder_names_fail_instead_of_skipping() {
+    let acct = account().await;
+    // An entry of an earlier version, without OLD names: the mirror needs the account's.
+    let payload = Entry {
+        write: Write::Delete { folder: "A".into() },
+        old: None,
+    }
+    .to_json()
+    .unwrap();
+    acct.store
+        .journal_append(acct.id, "delete", &payload)
+        .await
+        .unwrap();
+    let entry = acct.store.journal_pending(acct.id, 10).await.unwrap()[0].clone();
+    poison_names(&acct);
+
+    let written = acct.record(Write::Expunge { folder: "A".into() }).await;
+    assert!(
+        matches!(written, Err(RecordError::Poisoned(_))),
+        "{written:?}"
+    );
+    let pending = acct.store.journal_pending(acct.id, 10).await.unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the write was journaled without its names"
+    );
+
+    let (result, old, _) = mirror(&acct, &entry, vec![], vec![]).await;
+    assert!(
+        matches!(result, Err(MirrorError::Poisoned(_))),
+        "{result:?}"
+    );
+    assert!(old.is_empty(), "{old:?}");
+
+    let swept = acct.sweep().await.unwrap_err();
+    assert!(swept.1.contains("folder names"), "{swept:?}");
+    assert!(acct.backfill("A", false).is_err());
+    // A getter of what is set whole still answers, and the lock stays an error for the rest.
+    assert_eq!(acct.separators(), Some(('.', '/')));
+    assert!(acct.old_name("A").is_err());
 }

@@ -1,0 +1,111 @@
+//! What the operator's commands (`proxy`, `status`, `retire`, `sweep`, `accounts`, `verify`,
+//! `reconcile`) share: their exit codes, the early end of a command with its message
+//! ([`Exit`]), and opening the configuration, an async runtime and the state store.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use tokio::runtime::Runtime;
+
+pub(super) use super::report::code::{EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE};
+use crate::config::{self, Config};
+use crate::store::{SqliteStore, StoreError};
+
+/// Done, but not what was asked: a retire refused, differences found, an account that could not
+/// be reconciled, import lines refused, accounts a `sweep --once` left unsynced.
+pub(super) const EX_NOT_DONE: i32 = 1;
+/// The output could not be written (sysexits EX_IOERR).
+pub(super) const EX_IOERR: i32 = 74;
+/// The configuration does not load, or does not fit the command (sysexits EX_CONFIG).
+pub(super) const EX_CONFIG: i32 = 78;
+
+/// A command ending early with this exit code; its message is already on stderr.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Exit(pub(super) i32);
+
+/// Says `message` on stderr (as `imapferry: message`) and ends with `code`.
+pub(super) fn fail(code: i32, message: impl Display) -> Exit {
+    eprintln!("imapferry: {message}");
+    Exit(code)
+}
+
+/// The exit code of a command's outcome.
+pub(super) fn exit_code(outcome: Result<i32, Exit>) -> i32 {
+    outcome.unwrap_or_else(|Exit(code)| code)
+}
+
+/// Prints `value` as one line of JSON.
+pub(super) fn print_json_line(value: &impl serde::Serialize) -> Result<(), Exit> {
+    let line = serde_json::to_string(value)
+        .map_err(|e| fail(EX_SOFTWARE, format!("cannot write JSON: {e}")))?;
+    println!("{line}");
+    Ok(())
+}
+
+/// Loads and validates the configuration file; EX_CONFIG when it does not.
+pub(super) fn load_config(file: &Path) -> Result<Config, Exit> {
+    config::load(file).map_err(|e| fail(EX_CONFIG, e))
+}
+
+/// The multi-threaded runtime a command's async work runs on.
+pub(super) fn runtime() -> Result<Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(EX_SOFTWARE, format!("cannot start the async runtime: {e}")))
+}
+
+/// A state store error: EX_SOFTWARE.
+pub(super) fn store_failed(e: StoreError) -> Exit {
+    fail(EX_SOFTWARE, e)
+}
+
+/// Opens `config`'s state file, creating it when there is none (a sweep, an import).
+pub(super) async fn open_state(config: &Config) -> Result<SqliteStore, Exit> {
+    SqliteStore::open(&config.state.path)
+        .await
+        .map_err(store_failed)
+}
+
+/// Opens `config`'s existing state file (`file` names the configuration in messages) and runs
+/// `work` on it, on a current-thread runtime: a missing state file is EX_NOINPUT, and nothing
+/// is created.
+pub(super) fn with_state<F, Fut>(config: &Config, file: &Path, work: F) -> Result<i32, Exit>
+where
+    F: FnOnce(SqliteStore) -> Fut,
+    Fut: Future<Output = Result<i32, Exit>>,
+{
+    let path = &config.state.path;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(EX_SOFTWARE, format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let store = match SqliteStore::open_existing(path).await {
+            Ok(s) => s,
+            Err(StoreError::Missing(_)) => {
+                return Err(fail(
+                    EX_NOINPUT,
+                    format!(
+                        "no state file at {} ([state] path of {}): nothing has been migrated \
+                         with it yet",
+                        path.display(),
+                        file.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(store_failed(e)),
+        };
+        let outcome = work(store.clone()).await;
+        store.close().await;
+        outcome
+    })
+}
+
+/// `--config FILE`, which every operator command takes.
+#[derive(clap::Args, Debug)]
+pub(super) struct ConfigArg {
+    /// The proxy's configuration file; its [state] path names the state file
+    #[arg(id = "config", long = "config", value_name = "FILE")]
+    pub(super) file: PathBuf,
+}
