@@ -203,6 +203,7 @@ impl Account {
         }
         self.retired.store(false, Ordering::SeqCst);
         self.count_pending().await;
+        self.remember_names().await;
         let me = Arc::clone(self);
         let prepared = tokio::spawn(
             async move {
@@ -276,6 +277,22 @@ impl Account {
         match self.last_error.lock().ok().and_then(|e| e.clone()) {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Folder names from the store's folder pairs while OLD's tree is not mapped (see
+    /// [`Names::remember`]).
+    async fn remember_names(&self) {
+        if self.names.lock().map_or(true, |n| n.prepared) {
+            return;
+        }
+        match self.store.folder_pairs(self.id).await {
+            Ok(pairs) => {
+                if let Ok(mut n) = self.names.lock() {
+                    n.remember(pairs.into_iter().map(|p| (p.old_name, p.new_name)));
+                }
+            }
+            Err(e) => tracing::warn!("{e}: folder names not read from the store"),
         }
     }
 

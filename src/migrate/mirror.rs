@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::account::Account;
-use super::journal::{Entry, FlagOp, Write};
+use super::journal::{Entry, FlagOp, Write, folder_after, follow};
 use super::names::renamed;
 use super::pool::Conn;
 use crate::imap::uidset::Ranges;
@@ -270,16 +270,16 @@ async fn mirror_flags(
                 .collect()
         }
         _ => {
-            // Where the folder is on NEW now (a later RENAME moved it); deleted later, it goes
-            // on OLD too and its flags no longer matter.
-            let f = ctx.acct.folder(folder);
-            let _reading = f.read_new().await;
-            let Some(now) = current_name(ctx, folder).await? else {
-                return Ok(());
-            };
+            // NEW's flags where the messages are now (a later MOVE or RENAME took them
+            // elsewhere); a message deleted since is left alone.
             let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
             let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
-            let new_flags = fetch_flags(&mut conn.new, &now, true, &new_uids).await?;
+            let new_flags: HashMap<u32, FlagSet> =
+                read_where_they_are(ctx, conn, folder, &new_uids, "")
+                    .await?
+                    .into_iter()
+                    .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
+                    .collect();
             let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
             let replace = op == Some(FlagOp::Replace);
             by_reading(conn, &links, &named, replace, &new_flags, &old_flags, &perm).await?
@@ -324,7 +324,8 @@ async fn by_reading(
     Ok(updates)
 }
 
-/// Linked messages no longer on NEW are expunged on OLD, and their links dropped.
+/// Linked messages no longer on NEW are expunged on OLD, and their links dropped. A message a
+/// later write moved out of the folder is not gone: that write's mirror moves it on OLD too.
 async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<()> {
     let Some(old) = ctx.old_name(folder) else {
         return Ok(());
@@ -335,18 +336,31 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
     if links.is_empty() {
         return Ok(());
     }
-    let present: BTreeSet<u32> = {
+    let (present, later, now) = {
         let f = ctx.acct.folder(folder);
         let _reading = f.read_new().await;
-        let Some(now) = current_name(ctx, folder).await? else {
+        let later = later_writes(ctx).await?;
+        let Some(now) = folder_after(&later, folder, new_sep(ctx)) else {
             return Ok(()); // deleted later: OLD deletes the whole folder
         };
         conn.new.select(&now, true).await?;
-        conn.new.uid_search("ALL").await?.into_iter().collect()
+        let present: BTreeSet<u32> = conn.new.uid_search("ALL").await?.into_iter().collect();
+        // Read after NEW: a move NEW made before the search is in the journal by now.
+        (present, later_writes(ctx).await?, now)
     };
+    let missing: Vec<u32> = links
+        .iter()
+        .map(|l| l.new_uid)
+        .filter(|u| !present.contains(u))
+        .collect();
+    let places = follow(&later, folder, &missing, new_sep(ctx));
     let gone: Vec<u32> = links
         .iter()
-        .filter(|l| !present.contains(&l.new_uid))
+        .filter(|l| match places.get(&l.new_uid) {
+            Some(Some((f, u))) => *f == now && *u == l.new_uid,
+            Some(None) => true,
+            None => false,
+        })
         .map(|l| l.old_uid)
         .collect();
     if gone.is_empty() {
@@ -436,40 +450,29 @@ async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> 
     Ok(())
 }
 
-/// Where NEW folder `folder`, as of this entry, is now: later RENAMEs journaled by the user move
-/// it; a later DELETE means there is nothing to read (OLD deletes the folder too). Every read of
-/// NEW goes through this: the user may have changed the folder since the entry was journaled.
-async fn current_name(ctx: &Ctx<'_>, folder: &str) -> Result<Option<String>> {
-    let sep = ctx.acct.separators().map_or('/', |(_, new)| new);
-    let mut name = folder.to_string();
-    for later in ctx
+/// The writes journaled after this entry and not yet mirrored, in order: NEW already has them,
+/// so every read of NEW follows them to where this entry's folders and messages are now.
+async fn later_writes(ctx: &Ctx<'_>) -> Result<Vec<Write>> {
+    Ok(ctx
         .acct
         .store
         .journal_pending(ctx.acct.id, u32::MAX)
         .await?
-    {
-        if later.id <= ctx.entry.id {
-            continue;
-        }
-        let Ok(Entry { write, .. }) = Entry::from_json(&later.payload) else {
-            continue;
-        };
-        match write {
-            Write::Rename { from, to } => {
-                if let Some(moved) = renamed(&name, &from, &to, sep) {
-                    name = moved;
-                }
-            }
-            Write::Delete { folder } if folder == name => return Ok(None),
-            _ => {}
-        }
-    }
-    Ok(Some(name))
+        .into_iter()
+        .filter(|later| later.id > ctx.entry.id)
+        .filter_map(|later| Entry::from_json(&later.payload).ok())
+        .map(|e| e.write)
+        .collect())
+}
+
+fn new_sep(ctx: &Ctx<'_>) -> char {
+    ctx.acct.separators().map_or('/', |(_, new)| new)
 }
 
 /// Messages the client appended to NEW are appended to OLD (flags and INTERNALDATE kept,
-/// bytes untouched) and linked. They are read from NEW where the folder is now (a later RENAME
-/// moved it); a message the user has deleted since is not on NEW and need not reach OLD.
+/// bytes untouched) and linked. They are read from NEW where they are now (a later MOVE or
+/// RENAME took them elsewhere; the link is to this entry's folder and UID, which the later
+/// entries name); a message the user has deleted since is not on NEW and need not reach OLD.
 async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32]) -> Result<()> {
     if uids.is_empty() {
         // NEW gave no APPENDUID: the next pass adopts or copies by identity key.
@@ -481,31 +484,59 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         )));
     };
     let pair = ctx.pair(&old, folder).await?;
-    let fetched = {
-        let f = ctx.acct.folder(folder);
-        let _reading = f.read_new().await;
-        let Some(now) = current_name(ctx, folder).await? else {
-            return Ok(());
-        };
-        read_messages(&mut conn.new, &now, uids).await?
-    };
+    let fetched = read_where_they_are(ctx, conn, folder, uids, "BODY.PEEK[]").await?;
     let (links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
     ctx.acct.store.add_links(pair.id, &links).await?;
     lower_adoption(ctx, &pair, unlinked).await
 }
 
-/// Messages `uids` of `folder` on NEW, bodies included, read without touching `\Seen`.
+/// `UID FLAGS INTERNALDATE` and `items` of NEW messages `uids` of `folder` as of this entry,
+/// read where they are now (see [`follow`]), each reported under its UID in `folder`.
+async fn read_where_they_are(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    folder: &str,
+    uids: &[u32],
+    items: &str,
+) -> Result<Vec<Fetch>> {
+    let mut places: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
+    {
+        let f = ctx.acct.folder(folder);
+        let _reading = f.read_new().await;
+        let later = later_writes(ctx).await?;
+        for (uid, place) in follow(&later, folder, uids, new_sep(ctx)) {
+            if let Some((now, now_uid)) = place {
+                places.entry(now).or_default().push((now_uid, uid));
+            }
+        }
+    }
+    let mut fetched = Vec::new();
+    for (now, pairs) in places {
+        let f = ctx.acct.folder(&now);
+        let _reading = f.read_new().await;
+        let back: HashMap<u32, u32> = pairs.iter().copied().collect();
+        let now_uids: Vec<u32> = pairs.iter().map(|(n, _)| *n).collect();
+        for mut m in read_messages(&mut conn.new, &now, &now_uids, items).await? {
+            m.uid = m.uid.and_then(|u| back.get(&u).copied());
+            fetched.push(m);
+        }
+    }
+    Ok(fetched)
+}
+
+/// `UID FLAGS INTERNALDATE` and `items` (`BODY.PEEK[]`: bodies, read without touching
+/// `\Seen`) of messages `uids` of `folder` on NEW.
 pub(super) async fn read_messages(
     new: &mut Client,
     folder: &str,
     uids: &[u32],
+    items: &str,
 ) -> std::result::Result<Vec<Fetch>, ImapError> {
     new.select(folder, true).await?;
     let mut fetched = Vec::new();
-    new.uid_fetch(uids, "UID FLAGS INTERNALDATE BODY.PEEK[]", "", |f| {
-        fetched.push(f)
-    })
-    .await?;
+    let items = format!("UID FLAGS INTERNALDATE {items}");
+    new.uid_fetch(uids, items.trim_end(), "", |f| fetched.push(f))
+        .await?;
     Ok(fetched)
 }
 

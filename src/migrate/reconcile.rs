@@ -207,7 +207,8 @@ async fn copy_back(
     links: &[Link],
 ) -> Result<Vec<Link>, SyncError> {
     let uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
-    let fetched = mirror::read_messages(&mut conn.new, &pair.new_name, &uids).await?;
+    let fetched =
+        mirror::read_messages(&mut conn.new, &pair.new_name, &uids, "BODY.PEEK[]").await?;
     Ok(
         mirror::append_to_old(&mut conn.old, &pair.old_name, fetched)
             .await?
