@@ -59,11 +59,13 @@ fn proxy_kills_server_restarts_and_a_full_state_disk_lose_nothing() {
     let started = Instant::now();
     let seed: u64 = match std::env::var("FAULT_SEED") {
         Ok(s) => s.parse().expect("FAULT_SEED must be a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            % 1_000_000_007,
+        Err(_) => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                % 1_000_000_007
+        }
     };
     eprintln!("fault injection seed {seed} (replay: FAULT_SEED={seed} cargo test --test faults)");
     let mut rng = Rng::new(seed);
@@ -441,8 +443,10 @@ impl Run {
                 std::thread::sleep(Duration::from_millis(200));
             }
             if let Some(first) = first {
-                self.converge_waits
-                    .push(format!("{when}: {user}: {}", first.lines().next().unwrap_or("")));
+                self.converge_waits.push(format!(
+                    "{when}: {user}: {}",
+                    first.lines().next().unwrap_or("")
+                ));
             }
         }
         for ((user, pw), ids) in QUIET.iter().zip(&self.quiet_ids) {
@@ -574,7 +578,10 @@ fn compare(model: &Model, snap: &Snapshot) -> (Vec<String>, Vec<String>) {
         for m in msgs {
             match message_id(&m.subject) {
                 Some(id) => seen.entry(id).or_default().push((folder, &m.flags)),
-                None => fatal.push(format!("{folder}: a message without an id: {:?}", m.subject)),
+                None => fatal.push(format!(
+                    "{folder}: a message without an id: {:?}",
+                    m.subject
+                )),
             }
         }
     }
@@ -759,7 +766,13 @@ impl Tmpfs {
             .tempdir()
             .unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_kb}k,mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_kb}k,mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .output()
             .expect("run mount");
@@ -798,7 +811,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -981,7 +997,11 @@ impl Clients {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while c.recent.iter().any(|r| !r.iter().any(|l| l == "READY")) {
-            assert!(Instant::now() < deadline, "clients not ready: {}", c.describe());
+            assert!(
+                Instant::now() < deadline,
+                "clients not ready: {}",
+                c.describe()
+            );
             c.pump(deadline);
         }
         c
