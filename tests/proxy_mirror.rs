@@ -786,3 +786,85 @@ fn a_flag_set_before_a_move_follows_the_message_on_old() {
     let on_old = snapshot(&s.old, USER, PW);
     assert_eq!(on_old.with_flag("\\Flagged"), 1);
 }
+
+/// Runs SQL on the (stopped) proxy's state file.
+fn edit_state(state: &std::path::Path, sql: &str) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()",
+        ])
+        .arg(state)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The proxy was killed after OLD took a mirrored write and before the journal recorded it
+/// (`forget` undoes in the state file what the mirror recorded): the restarted proxy mirrors
+/// the entry again, and OLD must not get it twice.
+fn replayed_after_a_kill(writes: impl FnOnce(&mut RawImap), forget: &str) -> Setup<Dovecot> {
+    let mut s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    old.create("B");
+    fill(&mut old, "INBOX", 0, 2);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("B"), 0);
+    assert_eq!(c.select("INBOX"), 2);
+    writes(&mut c);
+    c.logout();
+    s.assert_mirrored();
+    s.proxy = None; // SIGKILL
+    edit_state(&s.state(), forget);
+    s.restart_proxy();
+    s.client().logout(); // the login drains the journal
+    s.assert_mirrored();
+    s
+}
+
+/// An APPEND mirrored again: its link was committed (only the journal missed it) ...
+#[test]
+fn a_replayed_append_is_not_appended_twice() {
+    let s = replayed_after_a_kill(
+        |c| {
+            c.append("B", &["\\Seen"], None, &message(20, 900));
+        },
+        "UPDATE journal SET done = 0 WHERE kind = 'append';",
+    );
+    assert_eq!(snapshot(&s.old, USER, PW).count("B"), 1);
+}
+
+/// ... or not even that (OLD answered, then the process died): the copy on OLD is found by
+/// size and identity and linked.
+#[test]
+fn a_replayed_append_finds_its_unlinked_copy_on_old() {
+    let s = replayed_after_a_kill(
+        |c| {
+            c.append("B", &[], None, &message(21, 40_000));
+        },
+        "UPDATE journal SET done = 0 WHERE kind = 'append';
+         DELETE FROM links WHERE pair_id IN (SELECT id FROM folder_pairs WHERE new_name = 'B');",
+    );
+    assert_eq!(snapshot(&s.old, USER, PW).count("B"), 1);
+}
+
+/// A RENAME mirrored again finds OLD's folder renamed already: done, not refused (which would
+/// park the entry and diverge the account).
+#[test]
+fn a_replayed_rename_is_done_already() {
+    let s = replayed_after_a_kill(
+        |c| {
+            c.exec("RENAME B C");
+        },
+        "UPDATE journal SET done = 0 WHERE kind = 'rename';
+         UPDATE folder_pairs SET old_name = 'B', new_name = 'B' WHERE new_name = 'C';",
+    );
+    let on_old = snapshot(&s.old, USER, PW);
+    assert!(on_old.folders.contains_key("C") && !on_old.folders.contains_key("B"));
+}

@@ -152,6 +152,10 @@ pub struct Account {
     pub(super) retired: AtomicBool,
     /// Journal entries not yet on OLD (for back-pressure; the store has the truth).
     pub(super) pending: AtomicU64,
+    /// The next entry to mirror may have reached OLD already: nothing has been mirrored since
+    /// this process took the account on (a predecessor may have died mid-entry), or the last
+    /// attempt failed midway. See [`mirror::apply`](super::mirror::apply).
+    pub(super) careful: AtomicBool,
     pub(super) journal: JournalPolicy,
     stop: watch::Receiver<bool>,
 }
@@ -185,6 +189,7 @@ impl Account {
             reach: StdMutex::new(Backoff::new(REACH_FIRST, REACH_MAX)),
             retired: AtomicBool::new(false),
             pending: AtomicU64::new(0),
+            careful: AtomicBool::new(true),
             journal: shared.journal,
             stop: shared.stop.clone(),
         }

@@ -3,7 +3,7 @@
 //! links follow the messages), appends (linked at once, so never copied back), folder changes.
 //! The answer says whether OLD has the change, or why not and whether trying again can help.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::account::Account;
 use super::journal::{Entry, FlagOp, Write, folder_after, follow};
@@ -13,6 +13,7 @@ use crate::imap::uidset::Ranges;
 use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
 use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, StoreError};
 use crate::sync::SyncError;
+use crate::sync::adopt::{header_of, keys, message_key};
 use crate::sync::flags::{FlagSet, FlagStores, PermanentFlags, filter_for_new, syntax_check};
 
 /// Why an entry is not on OLD (yet).
@@ -56,6 +57,8 @@ struct Ctx<'a> {
     entry: &'a JournalEntry,
     /// NEW name → OLD name when journaled (`None`: an entry of an earlier version).
     old: Option<BTreeMap<String, String>>,
+    /// The entry may have reached OLD already (see [`apply`]).
+    careful: bool,
 }
 
 impl Ctx<'_> {
@@ -88,10 +91,25 @@ impl Ctx<'_> {
 }
 
 /// Mirrors `entry` on OLD. `Ok`: OLD has the change (or there is nothing to do there).
-pub(crate) async fn apply(acct: &Account, conn: &mut Conn, entry: &JournalEntry) -> Result<()> {
+/// `careful`: an earlier attempt at this entry may have reached OLD before it was cut off (the
+/// process killed, the connection lost) without the journal recording it. Replaying flags,
+/// expunges, moves, creates, deletes and subscriptions changes nothing twice; an APPEND then
+/// looks for its copy on OLD before making one (see [`already_on_old`]), and a RENAME already
+/// done counts as done.
+pub(crate) async fn apply(
+    acct: &Account,
+    conn: &mut Conn,
+    entry: &JournalEntry,
+    careful: bool,
+) -> Result<()> {
     let Entry { write, old } = Entry::from_json(&entry.payload)
         .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
-    let ctx = Ctx { acct, entry, old };
+    let ctx = Ctx {
+        acct,
+        entry,
+        old,
+        careful,
+    };
     match write {
         Write::Flags {
             folder,
@@ -476,6 +494,10 @@ fn new_sep(ctx: &Ctx<'_>) -> char {
 async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32]) -> Result<()> {
     if uids.is_empty() {
         // NEW gave no APPENDUID: the next pass adopts or copies by identity key.
+        tracing::warn!(
+            id = ctx.entry.id,
+            "an APPEND without APPENDUID is not mirrored"
+        );
         return Ok(());
     }
     let Some(old) = ctx.old_name_or_create(conn, folder).await? else {
@@ -484,11 +506,93 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         )));
     };
     let pair = ctx.pair(&old, folder).await?;
-    let fetched = read_where_they_are(ctx, conn, folder, uids, "BODY.PEEK[]").await?;
-    let (links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    let mut fetched = read_where_they_are(ctx, conn, folder, uids, "BODY.PEEK[]").await?;
+    let on_new = fetched.len();
+    let found = if ctx.careful {
+        already_on_old(ctx, conn, &pair, &mut fetched).await?
+    } else {
+        Vec::new()
+    };
+    tracing::debug!(
+        id = ctx.entry.id,
+        appended = uids.len(),
+        on_new,
+        already_on_old = found.len(),
+        "mirroring an APPEND"
+    );
+    let (mut links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    links.extend(found);
     ctx.acct.store.add_links(pair.id, &links).await?;
     lower_adoption(ctx, &pair, unlinked).await
 }
+
+/// For an APPEND that may have reached OLD already: takes out of `fetched` the NEW messages
+/// that are linked already (the earlier attempt committed its links) and those OLD holds
+/// unlinked (it was cut off before): an OLD message of the same size and identity key that no
+/// link claims. Returns links for the latter.
+async fn already_on_old(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    pair: &FolderPair,
+    fetched: &mut Vec<Fetch>,
+) -> Result<Vec<Link>> {
+    let links = ctx.acct.store.links(pair.id).await?;
+    let linked_new: HashSet<u32> = links.iter().map(|l| l.new_uid).collect();
+    let mut claimed: HashSet<u32> = links.iter().map(|l| l.old_uid).collect();
+    fetched.retain(|f| f.uid.is_some_and(|u| !linked_new.contains(&u)));
+    if fetched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let opts = &ctx.acct.opts.identity;
+    conn.old.select(&pair.old_name, true).await?;
+    let mut found = Vec::new();
+    let mut rest = Vec::new();
+    for f in fetched.drain(..) {
+        let (Some(new_uid), Some(body)) = (f.uid, f.body.as_ref()) else {
+            rest.push(f);
+            continue;
+        };
+        let size = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        let candidates: Vec<u32> = conn
+            .old
+            .uid_search(&format!(
+                "LARGER {} SMALLER {}",
+                size.saturating_sub(1),
+                size.saturating_add(1)
+            ))
+            .await?
+            .into_iter()
+            .filter(|u| !claimed.contains(u))
+            .collect();
+        if candidates.is_empty() {
+            rest.push(f);
+            continue;
+        }
+        let head = body
+            .prefix(HEADER_PREFIX)
+            .map_err(|e| MirrorError::Never(format!("reading a spooled message: {e}")))?;
+        let key = message_key(header_of(&head), size, opts);
+        let on_old = keys(&mut conn.old, &candidates, opts, false).await?;
+        match on_old.into_iter().find(|(_, k, _)| *k == key) {
+            Some((old_uid, _, old_flags)) => {
+                claimed.insert(old_uid);
+                found.push(Link {
+                    old_uid,
+                    new_uid,
+                    old_flags: old_flags.to_canonical(),
+                    new_flags: FlagSet::from_iter(f.flags.unwrap_or_default()).to_canonical(),
+                    ident: None,
+                });
+            }
+            None => rest.push(f),
+        }
+    }
+    *fetched = rest;
+    Ok(found)
+}
+
+/// How much of a message is read to find its header block (for its identity key).
+const HEADER_PREFIX: usize = 256 * 1024;
 
 /// `UID FLAGS INTERNALDATE` and `items` of NEW messages `uids` of `folder` as of this entry,
 /// read where they are now (see [`follow`]), each reported under its UID in `folder`.
@@ -583,6 +687,21 @@ pub(super) async fn append_to_old(
     Ok((links, unlinked))
 }
 
+/// OLD has `to` and no longer `from`: the RENAME was done.
+async fn renamed_already(conn: &mut Conn, from: &str, to: &str) -> Result<bool> {
+    for (name, wanted) in [(from, false), (to, true)] {
+        let exists = match conn.old.select(name, true).await {
+            Ok(_) => true,
+            Err(ImapError::Refused { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if exists != wanted {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// RENAME on OLD of the folder's OLD name; the pairs below it follow on both sides.
 async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> Result<()> {
     let Some(old_from) = ctx.old_name(from) else {
@@ -596,7 +715,15 @@ async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> 
     let Some(old_to) = ctx.old_name(to).or_else(|| ctx.acct.reverse_name(to)) else {
         return Ok(());
     };
-    conn.old.rename(&old_from, &old_to).await?;
+    if let Err(e) = conn.old.rename(&old_from, &old_to).await {
+        // An earlier attempt renamed it and was cut off before the journal recorded that.
+        let done_before = ctx.careful
+            && matches!(e, ImapError::Refused { .. })
+            && renamed_already(conn, &old_from, &old_to).await?;
+        if !done_before {
+            return Err(e.into());
+        }
+    }
     let (old_sep, new_sep) = ctx.acct.separators().unwrap_or(('/', '/'));
     for p in ctx.acct.store.folder_pairs(ctx.acct.id).await? {
         let (Some(old_name), Some(new_name)) = (

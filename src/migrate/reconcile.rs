@@ -99,7 +99,7 @@ impl Account {
         let (mut conn, _permit) = self.pool.get().await?;
         let mut applied = 0;
         for entry in parked {
-            match mirror::apply(self, &mut conn, &entry).await {
+            match mirror::apply(self, &mut conn, &entry, true).await {
                 Ok(()) => applied += 1,
                 Err(e) => {
                     warn!(id = entry.id, kind = %entry.kind, "still not applicable: {e}");
