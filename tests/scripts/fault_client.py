@@ -14,14 +14,16 @@ stdout, one line each:
   LOGIN                      a new session, fully resynchronised
   ERR <text>                 a failed attempt (connect, login, resync)
   MODEL <json>               on STOP: {"messages": {id: {"f": [folders], "g": 0|1|2,
-                             "fl": {flag: true|false|null}}}, "anomalies": [...], "stats": {...}}
+                             "fl": {flag: true|false|null}}}, "anomalies": [...],
+                             "tainted": [ids], "stats": {...}}
                              g: 0 present, 1 maybe gone, 2 gone; several folders or a null flag:
                              an action without OK left it open.
   FATAL <text>               gave up (no session within RECONNECT_WITHIN seconds)
 
 An action the server answered OK is certain in the model; one without OK (NO, BAD, BYE, a dropped
 connection) may or may not have happened, and is settled by what the next full resynchronisation
-(after every new login, and at every GO) sees.
+(after every new login, and at every GO) sees. The messages of a write whose connection dropped
+before its tagged answer are "tainted": NEW may have done it without the proxy journaling it.
 """
 import imaplib
 import json
@@ -62,6 +64,11 @@ conn = None
 selected = None
 buf = b""
 current = "resync"  # what the session is doing, for the OP line of a dropped connection
+# Messages a write was sent for and is still unanswered: if the connection drops now, NEW may
+# have done it without the proxy having journaled it (see `tainted`).
+touching = []
+# Messages written by a command whose connection dropped before the tagged answer.
+tainted = set()
 
 
 class Dropped(Exception):
@@ -277,6 +284,11 @@ def pick(n_max):
     return folder, [(uid, view[folder][uid]) for uid in sorted(chosen)]
 
 
+def touch(ids):
+    global touching
+    touching = list(ids)
+
+
 def uidset(chosen):
     return ",".join(str(uid) for uid, _ in chosen)
 
@@ -294,7 +306,9 @@ def op_flags():
         model[mid]["fl"][flag] = None
     ids = [mid for _, mid in chosen]
     trace(f"STORE {folder} {uidset(chosen)} {ids} {'+' if add else '-'}{flag}")
+    touch(ids)
     typ, data = conn.uid("STORE", uidset(chosen), ("+" if add else "-") + "FLAGS.SILENT", f"({flag})")
+    touch([])
     trace(f"  -> {typ} {data}")
     if typ == "OK":
         for _, mid in chosen:
@@ -315,7 +329,9 @@ def op_move():
         view[folder].pop(uid, None)
     dirty.add(target)
     trace(f"MOVE {folder} {uidset(chosen)} {[mid for _, mid in chosen]} -> {target}")
+    touch([mid for _, mid in chosen])
     typ, data = conn.uid("MOVE", uidset(chosen), target)
+    touch([])
     trace(f"  -> {typ} {data}")
     if typ == "OK":
         for _, mid in chosen:
@@ -337,14 +353,18 @@ def op_delete():
         model[mid]["fl"]["\\Deleted"] = None
         view[folder].pop(uid, None)
     trace(f"DELETE {folder} {uidset(chosen)} {[mid for _, mid in chosen]}")
+    touch([mid for _, mid in chosen])
     typ, data = conn.uid("STORE", uidset(chosen), "+FLAGS.SILENT", "(\\Deleted)")
+    touch([])
     trace(f"  -> {typ} {data}")
     if typ != "OK":
         dirty.add(folder)
         return "delete", typ
     for _, mid in chosen:
         model[mid]["fl"]["\\Deleted"] = True
+    touch([mid for _, mid in chosen])
     typ, data = conn.uid("EXPUNGE", uidset(chosen))
+    touch([])
     trace(f"  EXPUNGE -> {typ} {data}")
     if typ == "OK":
         for _, mid in chosen:
@@ -367,8 +387,10 @@ def op_append():
     when = 1_700_000_000 + mid * 37
     body = message(mid, when)
     trace(f"APPEND {target} {mid} {flags}")
+    touch([mid])
     typ, data = conn.append(target, "(" + " ".join(flags) + ")" if flags else None,
                             imaplib.Time2Internaldate(when), body)
+    touch([])
     trace(f"  -> {typ} {data}")
     if typ == "OK":
         model[mid]["g"] = 0
@@ -406,6 +428,7 @@ def report():
     out = {
         "messages": {str(k): v for k, v in model.items()},
         "anomalies": anomalies,
+        "tainted": sorted(tainted),
         "stats": stats,
     }
     say("MODEL " + json.dumps(out))
@@ -457,7 +480,9 @@ def main():
             # imaplib.IMAP4.abort (BYE, EOF) is an IMAP4.error; so is a tagged BAD.
             stats["drop"] += 1
             say(f"OP {current} drop {e!r}"[:300])
-            trace(f"  dropped: {e!r}")
+            trace(f"  dropped: {e!r}; tainted {touching}")
+            tainted.update(touching)
+            touch([])
             drop_session()
             resync = True
 
