@@ -89,6 +89,62 @@ fn proxy_kills_server_restarts_and_a_full_state_disk_lose_nothing() {
     run.print_figures(seed, started.elapsed());
 }
 
+/// What the state store says it committed is in the journal, also when the disk fills up: SQLite
+/// writes its log at the commit, after `INSERT … RETURNING` has produced its row, so a write
+/// whose commit failed must come back as an error, never as an id.
+#[test]
+fn a_full_state_disk_refuses_journal_entries_instead_of_losing_them() {
+    use imapferry::store::{AccountKey, SqliteStore, Store};
+    require_root();
+    let disk = Tmpfs::mount(1024);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&disk.path().join("state.db"))
+            .await
+            .unwrap();
+        let key = AccountKey {
+            old_host: "old".into(),
+            old_user: "u".into(),
+            new_host: "new".into(),
+            new_user: "u".into(),
+        };
+        let account = store.account(&key).await.unwrap();
+        let _filler = disk.fill();
+        let payload = format!(
+            "{{\"kind\":\"expunge\",\"folder\":\"{}\"}}",
+            "x".repeat(900)
+        );
+        let (mut confirmed, mut refused) = (Vec::new(), 0);
+        for _ in 0..3_000 {
+            match store.journal_append(account, "expunge", &payload).await {
+                Ok(id) => confirmed.push(id),
+                Err(_) => refused += 1,
+            }
+        }
+        let kept: BTreeSet<i64> = store
+            .journal_pending(account, u32::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        let lost: Vec<i64> = confirmed
+            .iter()
+            .copied()
+            .filter(|id| !kept.contains(id))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} entries confirmed on a full disk are not in the journal (ids {:?}...)",
+            lost.len(),
+            confirmed.len(),
+            &lost[..lost.len().min(5)]
+        );
+        assert!(refused > 0, "the full disk never refused an entry");
+        store.close().await;
+    });
+}
+
 /// Everything one run needs: the servers, the state disk, the proxy process, the clients, and
 /// the figures so far.
 struct Run {
