@@ -706,3 +706,165 @@ fn the_mirror_stays_out_of_the_users_way() {
     c.logout();
     s.assert_mirrored();
 }
+
+/// OLD is away while the user works in INBOX (`writes`): the proxy, restarted meanwhile, holds
+/// no OLD connection, so every entry waits in the journal until OLD is back and is mirrored
+/// after all of them were journaled. Then OLD must equal NEW.
+fn while_old_is_away(writes: impl FnOnce(&mut RawImap)) -> Setup<Dovecot> {
+    let mut s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    old.create("B");
+    fill(&mut old, "INBOX", 0, 3);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("B"), 0);
+    assert_eq!(c.select("INBOX"), 3);
+    c.logout();
+    s.old.kill_all();
+    s.restart_proxy();
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 3);
+    writes(&mut c);
+    s.old.restart();
+    c.logout();
+    s.assert_mirrored();
+    s
+}
+
+/// Writes made while OLD has been down since the proxy started (its folder tree could not be
+/// mapped at login) reach OLD once it is back: the journal names OLD's folders from the store.
+#[test]
+fn writes_made_while_old_was_down_since_the_proxy_started_reach_old() {
+    let s = while_old_is_away(|c| {
+        c.exec("UID STORE 1 +FLAGS.SILENT (\\Flagged)");
+        c.exec("UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+        c.exec("UID EXPUNGE 2");
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(
+        (on_old.count("INBOX"), on_old.with_flag("\\Flagged")),
+        (2, 1)
+    );
+}
+
+/// A delete, then a move out of the same folder, both before the mirror ran: the delete's
+/// mirror leaves the moved message alone (it is in B on NEW, not deleted), and the move takes it
+/// to B on OLD too.
+#[test]
+fn a_delete_mirrored_after_a_later_move_keeps_the_moved_message() {
+    let s = while_old_is_away(|c| {
+        c.exec("UID STORE 1 +FLAGS.SILENT (\\Deleted)");
+        c.exec("UID EXPUNGE 1");
+        c.exec("UID MOVE 2 B");
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!((on_old.count("INBOX"), on_old.count("B")), (1, 1));
+}
+
+/// An APPEND, then a move of the appended message, both before the mirror ran: the message
+/// reaches OLD, in B.
+#[test]
+fn an_append_moved_before_it_was_mirrored_reaches_old() {
+    let s = while_old_is_away(|c| {
+        let uid = c
+            .append("INBOX", &["\\Seen"], None, &message(10, 900))
+            .unwrap();
+        c.exec(&format!("UID MOVE {uid} B"));
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!((on_old.count("INBOX"), on_old.count("B")), (3, 1));
+}
+
+/// A STORE by sequence number (the mirror reads NEW's flags back), then a move of that message,
+/// both before the mirror ran: the flag reaches OLD with the message, in B.
+#[test]
+fn a_flag_set_before_a_move_follows_the_message_on_old() {
+    let s = while_old_is_away(|c| {
+        c.exec("STORE 1 +FLAGS (\\Flagged)");
+        c.exec("UID MOVE 1 B");
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(on_old.with_flag("\\Flagged"), 1);
+}
+
+/// Runs SQL on the (stopped) proxy's state file.
+fn edit_state(state: &std::path::Path, sql: &str) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()",
+        ])
+        .arg(state)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The proxy was killed after OLD took a mirrored write and before the journal recorded it
+/// (`forget` undoes in the state file what the mirror recorded): the restarted proxy mirrors
+/// the entry again, and OLD must not get it twice.
+fn replayed_after_a_kill(writes: impl FnOnce(&mut RawImap), forget: &str) -> Setup<Dovecot> {
+    let mut s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    old.create("B");
+    fill(&mut old, "INBOX", 0, 2);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("B"), 0);
+    assert_eq!(c.select("INBOX"), 2);
+    writes(&mut c);
+    c.logout();
+    s.assert_mirrored();
+    s.proxy = None; // SIGKILL
+    edit_state(&s.state(), forget);
+    s.restart_proxy();
+    s.client().logout(); // the login drains the journal
+    s.assert_mirrored();
+    s
+}
+
+/// An APPEND mirrored again: its link was committed (only the journal missed it) ...
+#[test]
+fn a_replayed_append_is_not_appended_twice() {
+    let s = replayed_after_a_kill(
+        |c| {
+            c.append("B", &["\\Seen"], None, &message(20, 900));
+        },
+        "UPDATE journal SET done = 0 WHERE kind = 'append';",
+    );
+    assert_eq!(snapshot(&s.old, USER, PW).count("B"), 1);
+}
+
+/// ... or not even that (OLD answered, then the process died): the copy on OLD is found by
+/// size and identity and linked.
+#[test]
+fn a_replayed_append_finds_its_unlinked_copy_on_old() {
+    let s = replayed_after_a_kill(
+        |c| {
+            c.append("B", &[], None, &message(21, 40_000));
+        },
+        "UPDATE journal SET done = 0 WHERE kind = 'append';
+         DELETE FROM links WHERE pair_id IN (SELECT id FROM folder_pairs WHERE new_name = 'B');",
+    );
+    assert_eq!(snapshot(&s.old, USER, PW).count("B"), 1);
+}
+
+/// A RENAME mirrored again finds OLD's folder renamed already: done, not refused (which would
+/// park the entry and diverge the account).
+#[test]
+fn a_replayed_rename_is_done_already() {
+    let s = replayed_after_a_kill(
+        |c| {
+            c.exec("RENAME B C");
+        },
+        "UPDATE journal SET done = 0 WHERE kind = 'rename';
+         UPDATE folder_pairs SET old_name = 'B', new_name = 'B' WHERE new_name = 'C';",
+    );
+    let on_old = snapshot(&s.old, USER, PW);
+    assert!(on_old.folders.contains_key("C") && !on_old.folders.contains_key("B"));
+}

@@ -156,6 +156,10 @@ pub struct Account {
     pub(super) retired: AtomicBool,
     /// Journal entries not yet on OLD (for back-pressure; the store has the truth).
     pub(super) pending: AtomicU64,
+    /// The next entry to mirror may have reached OLD already: nothing has been mirrored since
+    /// this process took the account on (a predecessor may have died mid-entry), or the last
+    /// attempt failed midway. See [`mirror::apply`](super::mirror::apply).
+    pub(super) careful: AtomicBool,
     pub(super) journal: JournalPolicy,
     stop: watch::Receiver<bool>,
 }
@@ -189,6 +193,7 @@ impl Account {
             reach: StdMutex::new(Backoff::new(REACH_FIRST, REACH_MAX)),
             retired: AtomicBool::new(false),
             pending: AtomicU64::new(0),
+            careful: AtomicBool::new(true),
             journal: shared.journal,
             stop: shared.stop.clone(),
         }
@@ -224,6 +229,7 @@ impl Account {
         self.reach().retry_now(); // a login is a good moment to try OLD again
         self.retired.store(false, Ordering::SeqCst);
         self.count_pending().await;
+        self.remember_names().await;
         let me = Arc::clone(self);
         let prepared = tokio::spawn(
             async move {
@@ -296,6 +302,22 @@ impl Account {
         match self.last_error().clone() {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Folder names from the store's folder pairs while OLD's tree is not mapped (see
+    /// [`Names::remember`]). A poisoned lock is left for the next user of the names to fail on.
+    async fn remember_names(&self) {
+        if self.names().map_or(true, |n| n.prepared) {
+            return;
+        }
+        match self.store.folder_pairs(self.id).await {
+            Ok(pairs) => {
+                if let Ok(mut n) = self.names() {
+                    n.remember(pairs.into_iter().map(|p| (p.old_name, p.new_name)));
+                }
+            }
+            Err(e) => tracing::warn!("{e}: folder names not read from the store"),
         }
     }
 

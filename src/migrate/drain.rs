@@ -170,7 +170,8 @@ impl Account {
                     self.pool.put(conn);
                     return;
                 }
-                let result = mirror::apply(self, &mut conn, &entry).await;
+                let careful = self.careful.swap(true, Ordering::SeqCst);
+                let result = mirror::apply(self, &mut conn, &entry, careful).await;
                 if matches!(entry.kind.as_str(), "delete" | "rename") {
                     // Idle connections may have the folder selected: the server ends them.
                     self.pool.clear();
@@ -178,7 +179,10 @@ impl Account {
                 let outcome = match result {
                     Ok(()) => {
                         debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD");
-                        self.store.journal_done(entry.id).await
+                        let done = self.store.journal_done(entry.id).await;
+                        // Recorded: the next entry starts from a clean slate.
+                        self.careful.store(done.is_err(), Ordering::SeqCst);
+                        done
                     }
                     Err(MirrorError::Unreachable(e)) => return self.failed(&e).await,
                     Err(MirrorError::Store(e)) => return warn!("{e}"),

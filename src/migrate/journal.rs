@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::names::renamed;
 use crate::imap::uidset::Ranges;
 use crate::sync::flags::FlagSet;
 
@@ -110,6 +111,81 @@ impl Write {
             Write::Copy { from, to, .. } | Write::Rename { from, to } => vec![from, to],
         }
     }
+}
+
+/// The NEW name of `folder` after the `later` writes (in journal order): RENAMEs move it (a
+/// folder below a renamed one too); `None` once a DELETE removed it.
+pub(crate) fn folder_after<'a>(
+    later: impl IntoIterator<Item = &'a Write>,
+    folder: &str,
+    sep: char,
+) -> Option<String> {
+    let mut name = folder.to_string();
+    for write in later {
+        match write {
+            Write::Rename { from, to } => {
+                if let Some(moved) = renamed(&name, from, to, sep) {
+                    name = moved;
+                }
+            }
+            Write::Delete { folder } if *folder == name => return None,
+            _ => {}
+        }
+    }
+    Some(name)
+}
+
+/// Where NEW messages `uids` of `folder` are after the `later` writes (in journal order): a
+/// MOVE takes a message to its destination under the UID NEW's COPYUID gave it, a RENAME takes
+/// its folder along, a DELETE of its folder ends it (`None`). A message no later write moved is
+/// where it was (or expunged since: only NEW can tell). The mirror reads NEW there, as NEW's
+/// present already includes every later write.
+pub(crate) fn follow<'a>(
+    later: impl IntoIterator<Item = &'a Write>,
+    folder: &str,
+    uids: &[u32],
+    sep: char,
+) -> BTreeMap<u32, Option<(String, u32)>> {
+    let mut at: BTreeMap<u32, Option<(String, u32)>> = uids
+        .iter()
+        .map(|&u| (u, Some((folder.to_string(), u))))
+        .collect();
+    for write in later {
+        match write {
+            Write::Copy {
+                from,
+                to,
+                uids: pairs,
+                moved: true,
+            } => {
+                let dest: BTreeMap<u32, u32> = pairs.iter().copied().collect();
+                for (f, u) in at.values_mut().flatten() {
+                    if f == from
+                        && let Some(&d) = dest.get(u)
+                    {
+                        *f = to.clone();
+                        *u = d;
+                    }
+                }
+            }
+            Write::Rename { from, to } => {
+                for (f, _) in at.values_mut().flatten() {
+                    if let Some(moved) = renamed(f, from, to, sep) {
+                        *f = moved;
+                    }
+                }
+            }
+            Write::Delete { folder } => {
+                for place in at.values_mut() {
+                    if place.as_ref().is_some_and(|(f, _)| f == folder) {
+                        *place = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    at
 }
 
 /// A journaled write and the OLD names of the folders it names, as they were when it was
@@ -289,6 +365,99 @@ mod tests {
         assert!(
             matches!(Entry::from_json(&json).unwrap().write, Write::Copy { uids, .. } if uids == moved)
         );
+    }
+
+    fn mv(from: &str, to: &str, uids: &[(u32, u32)]) -> Write {
+        Write::Copy {
+            from: from.into(),
+            to: to.into(),
+            uids: uids.to_vec(),
+            moved: true,
+        }
+    }
+
+    fn rename(from: &str, to: &str) -> Write {
+        Write::Rename {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    fn delete(folder: &str) -> Write {
+        Write::Delete {
+            folder: folder.into(),
+        }
+    }
+
+    #[test]
+    fn messages_are_followed_through_later_moves_renames_and_deletes() {
+        let at = |f: &str, u: u32| Some((f.to_string(), u));
+        let copy = Write::Copy {
+            from: "A".into(),
+            to: "C".into(),
+            uids: vec![(1, 50)],
+            moved: false,
+        };
+        let expunge = Write::Expunge { folder: "A".into() };
+        for (later, want) in [
+            (vec![], vec![at("A", 1), at("A", 2), at("A", 3)]),
+            // A copy or an expunge moves nothing (an expunged message is simply not on NEW).
+            (
+                vec![copy, expunge],
+                vec![at("A", 1), at("A", 2), at("A", 3)],
+            ),
+            (
+                vec![mv("A", "B", &[(2, 7), (9, 8)])],
+                vec![at("A", 1), at("B", 7), at("A", 3)],
+            ),
+            // Moved on, then its folder renamed; a move out of another folder is not ours.
+            (
+                vec![
+                    mv("A", "B", &[(2, 7)]),
+                    mv("X", "A", &[(1, 4)]),
+                    mv("B", "C", &[(7, 1)]),
+                    rename("C", "D"),
+                ],
+                vec![at("A", 1), at("D", 1), at("A", 3)],
+            ),
+            (
+                vec![rename("A", "Z/A"), mv("Z/A", "B", &[(3, 9)])],
+                vec![at("Z/A", 1), at("Z/A", 2), at("B", 9)],
+            ),
+            (
+                vec![mv("A", "B", &[(1, 5)]), delete("A")],
+                vec![at("B", 5), None, None],
+            ),
+        ] {
+            let got: Vec<_> = follow(&later, "A", &[1, 2, 3], '/').into_values().collect();
+            assert_eq!(got, want, "{later:?}");
+        }
+    }
+
+    #[test]
+    fn folders_are_followed_through_later_renames_and_deletes() {
+        for (later, want) in [
+            (vec![], Some("A/B")),
+            (vec![rename("A", "Z")], Some("Z/B")),
+            (vec![rename("AB", "Z")], Some("A/B")),
+            (vec![rename("A/B", "C"), rename("C", "D")], Some("D")),
+            (vec![rename("A/B", "C"), delete("C")], None),
+            (
+                vec![
+                    delete("A/B"),
+                    Write::Create {
+                        folder: "A/B".into(),
+                    },
+                ],
+                None,
+            ),
+        ] {
+            assert_eq!(
+                folder_after(&later, "A/B", '/').as_deref(),
+                want,
+                "{later:?}"
+            );
+        }
     }
 
     #[test]

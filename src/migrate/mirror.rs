@@ -3,10 +3,10 @@
 //! links follow the messages), appends (linked at once, so never copied back), folder changes.
 //! The answer says whether OLD has the change, or why not and whether trying again can help.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::account::Account;
-use super::journal::{Entry, FlagOp, Write};
+use super::journal::{Entry, FlagOp, Write, folder_after, follow};
 use super::names::renamed;
 use super::pool::Conn;
 use crate::imap::uidset::Ranges;
@@ -14,6 +14,7 @@ use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
 use crate::lock::Poisoned;
 use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, StoreError};
 use crate::sync::SyncError;
+use crate::sync::adopt::{header_of, keys, message_key};
 use crate::sync::flags::{FlagSet, FlagStores, PermanentFlags, filter_for_new, syntax_check};
 
 /// Why an entry is not on OLD (yet).
@@ -61,6 +62,8 @@ struct Ctx<'a> {
     entry: &'a JournalEntry,
     /// NEW name → OLD name when journaled (`None`: an entry of an earlier version).
     old: Option<BTreeMap<String, String>>,
+    /// The entry may have reached OLD already (see [`apply`]).
+    careful: bool,
 }
 
 impl Ctx<'_> {
@@ -101,10 +104,25 @@ impl Ctx<'_> {
 }
 
 /// Mirrors `entry` on OLD. `Ok`: OLD has the change (or there is nothing to do there).
-pub(crate) async fn apply(acct: &Account, conn: &mut Conn, entry: &JournalEntry) -> Result<()> {
+/// `careful`: an earlier attempt at this entry may have reached OLD before it was cut off (the
+/// process killed, the connection lost) without the journal recording it. Replaying flags,
+/// expunges, moves, creates, deletes and subscriptions changes nothing twice; an APPEND then
+/// looks for its copy on OLD before making one (see [`already_on_old`]), and a RENAME already
+/// done counts as done.
+pub(crate) async fn apply(
+    acct: &Account,
+    conn: &mut Conn,
+    entry: &JournalEntry,
+    careful: bool,
+) -> Result<()> {
     let Entry { write, old } = Entry::from_json(&entry.payload)
         .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
-    let ctx = Ctx { acct, entry, old };
+    let ctx = Ctx {
+        acct,
+        entry,
+        old,
+        careful,
+    };
     match write {
         Write::Flags {
             folder,
@@ -283,16 +301,16 @@ async fn mirror_flags(
                 .collect()
         }
         _ => {
-            // Where the folder is on NEW now (a later RENAME moved it); deleted later, it goes
-            // on OLD too and its flags no longer matter.
-            let f = ctx.acct.folder(folder);
-            let _reading = f.read_new().await;
-            let Some(now) = current_name(ctx, folder).await? else {
-                return Ok(());
-            };
+            // NEW's flags where the messages are now (a later MOVE or RENAME took them
+            // elsewhere); a message deleted since is left alone.
             let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
             let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
-            let new_flags = fetch_flags(&mut conn.new, &now, true, &new_uids).await?;
+            let new_flags: HashMap<u32, FlagSet> =
+                read_where_they_are(ctx, conn, folder, &new_uids, "")
+                    .await?
+                    .into_iter()
+                    .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
+                    .collect();
             let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
             let replace = op == Some(FlagOp::Replace);
             by_reading(conn, &links, &named, replace, &new_flags, &old_flags, &perm).await?
@@ -337,7 +355,8 @@ async fn by_reading(
     Ok(updates)
 }
 
-/// Linked messages no longer on NEW are expunged on OLD, and their links dropped.
+/// Linked messages no longer on NEW are expunged on OLD, and their links dropped. A message a
+/// later write moved out of the folder is not gone: that write's mirror moves it on OLD too.
 async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<()> {
     let Some(old) = ctx.old_name(folder)? else {
         return Ok(());
@@ -348,18 +367,31 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
     if links.is_empty() {
         return Ok(());
     }
-    let present: BTreeSet<u32> = {
+    let (present, later, now) = {
         let f = ctx.acct.folder(folder);
         let _reading = f.read_new().await;
-        let Some(now) = current_name(ctx, folder).await? else {
+        let later = later_writes(ctx).await?;
+        let Some(now) = folder_after(&later, folder, new_sep(ctx)) else {
             return Ok(()); // deleted later: OLD deletes the whole folder
         };
         conn.new.select(&now, true).await?;
-        conn.new.uid_search("ALL").await?.into_iter().collect()
+        let present: BTreeSet<u32> = conn.new.uid_search("ALL").await?.into_iter().collect();
+        // Read after NEW: a move NEW made before the search is in the journal by now.
+        (present, later_writes(ctx).await?, now)
     };
+    let missing: Vec<u32> = links
+        .iter()
+        .map(|l| l.new_uid)
+        .filter(|u| !present.contains(u))
+        .collect();
+    let places = follow(&later, folder, &missing, new_sep(ctx));
     let gone: Vec<u32> = links
         .iter()
-        .filter(|l| !present.contains(&l.new_uid))
+        .filter(|l| match places.get(&l.new_uid) {
+            Some(Some((f, u))) => *f == now && *u == l.new_uid,
+            Some(None) => true,
+            None => false,
+        })
         .map(|l| l.old_uid)
         .collect();
     if gone.is_empty() {
@@ -449,43 +481,36 @@ async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> 
     Ok(())
 }
 
-/// Where NEW folder `folder`, as of this entry, is now: later RENAMEs journaled by the user move
-/// it; a later DELETE means there is nothing to read (OLD deletes the folder too). Every read of
-/// NEW goes through this: the user may have changed the folder since the entry was journaled.
-async fn current_name(ctx: &Ctx<'_>, folder: &str) -> Result<Option<String>> {
-    let sep = ctx.acct.separators().map_or('/', |(_, new)| new);
-    let mut name = folder.to_string();
-    for later in ctx
+/// The writes journaled after this entry and not yet mirrored, in order: NEW already has them,
+/// so every read of NEW follows them to where this entry's folders and messages are now.
+async fn later_writes(ctx: &Ctx<'_>) -> Result<Vec<Write>> {
+    Ok(ctx
         .acct
         .store
         .journal_pending(ctx.acct.id, u32::MAX)
         .await?
-    {
-        if later.id <= ctx.entry.id {
-            continue;
-        }
-        let Ok(Entry { write, .. }) = Entry::from_json(&later.payload) else {
-            continue;
-        };
-        match write {
-            Write::Rename { from, to } => {
-                if let Some(moved) = renamed(&name, &from, &to, sep) {
-                    name = moved;
-                }
-            }
-            Write::Delete { folder } if folder == name => return Ok(None),
-            _ => {}
-        }
-    }
-    Ok(Some(name))
+        .into_iter()
+        .filter(|later| later.id > ctx.entry.id)
+        .filter_map(|later| Entry::from_json(&later.payload).ok())
+        .map(|e| e.write)
+        .collect())
+}
+
+fn new_sep(ctx: &Ctx<'_>) -> char {
+    ctx.acct.separators().map_or('/', |(_, new)| new)
 }
 
 /// Messages the client appended to NEW are appended to OLD (flags and INTERNALDATE kept,
-/// bytes untouched) and linked. They are read from NEW where the folder is now (a later RENAME
-/// moved it); a message the user has deleted since is not on NEW and need not reach OLD.
+/// bytes untouched) and linked. They are read from NEW where they are now (a later MOVE or
+/// RENAME took them elsewhere; the link is to this entry's folder and UID, which the later
+/// entries name); a message the user has deleted since is not on NEW and need not reach OLD.
 async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32]) -> Result<()> {
     if uids.is_empty() {
         // NEW gave no APPENDUID: the next pass adopts or copies by identity key.
+        tracing::warn!(
+            id = ctx.entry.id,
+            "an APPEND without APPENDUID is not mirrored"
+        );
         return Ok(());
     }
     let Some(old) = ctx.old_name_or_create(conn, folder).await? else {
@@ -494,31 +519,141 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         )));
     };
     let pair = ctx.pair(&old, folder).await?;
-    let fetched = {
-        let f = ctx.acct.folder(folder);
-        let _reading = f.read_new().await;
-        let Some(now) = current_name(ctx, folder).await? else {
-            return Ok(());
-        };
-        read_messages(&mut conn.new, &now, uids).await?
+    let mut fetched = read_where_they_are(ctx, conn, folder, uids, "BODY.PEEK[]").await?;
+    let on_new = fetched.len();
+    let found = if ctx.careful {
+        already_on_old(ctx, conn, &pair, &mut fetched).await?
+    } else {
+        Vec::new()
     };
-    let (links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    tracing::debug!(
+        id = ctx.entry.id,
+        appended = uids.len(),
+        on_new,
+        already_on_old = found.len(),
+        "mirroring an APPEND"
+    );
+    let (mut links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    links.extend(found);
     ctx.acct.store.add_links(pair.id, &links).await?;
     lower_adoption(ctx, &pair, unlinked).await
 }
 
-/// Messages `uids` of `folder` on NEW, bodies included, read without touching `\Seen`.
+/// For an APPEND that may have reached OLD already: takes out of `fetched` the NEW messages
+/// that are linked already (the earlier attempt committed its links) and those OLD holds
+/// unlinked (it was cut off before): an OLD message of the same size and identity key that no
+/// link claims. Returns links for the latter.
+async fn already_on_old(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    pair: &FolderPair,
+    fetched: &mut Vec<Fetch>,
+) -> Result<Vec<Link>> {
+    let links = ctx.acct.store.links(pair.id).await?;
+    let linked_new: HashSet<u32> = links.iter().map(|l| l.new_uid).collect();
+    let mut claimed: HashSet<u32> = links.iter().map(|l| l.old_uid).collect();
+    fetched.retain(|f| f.uid.is_some_and(|u| !linked_new.contains(&u)));
+    if fetched.is_empty() {
+        return Ok(Vec::new());
+    }
+    let opts = &ctx.acct.opts.identity;
+    conn.old.select(&pair.old_name, true).await?;
+    let mut found = Vec::new();
+    let mut rest = Vec::new();
+    for f in fetched.drain(..) {
+        let (Some(new_uid), Some(body)) = (f.uid, f.body.as_ref()) else {
+            rest.push(f);
+            continue;
+        };
+        let size = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        let candidates: Vec<u32> = conn
+            .old
+            .uid_search(&format!(
+                "LARGER {} SMALLER {}",
+                size.saturating_sub(1),
+                size.saturating_add(1)
+            ))
+            .await?
+            .into_iter()
+            .filter(|u| !claimed.contains(u))
+            .collect();
+        if candidates.is_empty() {
+            rest.push(f);
+            continue;
+        }
+        let head = body
+            .prefix(HEADER_PREFIX)
+            .map_err(|e| MirrorError::Never(format!("reading a spooled message: {e}")))?;
+        let key = message_key(header_of(&head), size, opts);
+        let on_old = keys(&mut conn.old, &candidates, opts, false).await?;
+        match on_old.into_iter().find(|(_, k, _)| *k == key) {
+            Some((old_uid, _, old_flags)) => {
+                claimed.insert(old_uid);
+                found.push(Link {
+                    old_uid,
+                    new_uid,
+                    old_flags: old_flags.to_canonical(),
+                    new_flags: FlagSet::from_iter(f.flags.unwrap_or_default()).to_canonical(),
+                    ident: None,
+                });
+            }
+            None => rest.push(f),
+        }
+    }
+    *fetched = rest;
+    Ok(found)
+}
+
+/// How much of a message is read to find its header block (for its identity key).
+const HEADER_PREFIX: usize = 256 * 1024;
+
+/// `UID FLAGS INTERNALDATE` and `items` of NEW messages `uids` of `folder` as of this entry,
+/// read where they are now (see [`follow`]), each reported under its UID in `folder`.
+async fn read_where_they_are(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    folder: &str,
+    uids: &[u32],
+    items: &str,
+) -> Result<Vec<Fetch>> {
+    let mut places: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
+    {
+        let f = ctx.acct.folder(folder);
+        let _reading = f.read_new().await;
+        let later = later_writes(ctx).await?;
+        for (uid, place) in follow(&later, folder, uids, new_sep(ctx)) {
+            if let Some((now, now_uid)) = place {
+                places.entry(now).or_default().push((now_uid, uid));
+            }
+        }
+    }
+    let mut fetched = Vec::new();
+    for (now, pairs) in places {
+        let f = ctx.acct.folder(&now);
+        let _reading = f.read_new().await;
+        let back: HashMap<u32, u32> = pairs.iter().copied().collect();
+        let now_uids: Vec<u32> = pairs.iter().map(|(n, _)| *n).collect();
+        for mut m in read_messages(&mut conn.new, &now, &now_uids, items).await? {
+            m.uid = m.uid.and_then(|u| back.get(&u).copied());
+            fetched.push(m);
+        }
+    }
+    Ok(fetched)
+}
+
+/// `UID FLAGS INTERNALDATE` and `items` (`BODY.PEEK[]`: bodies, read without touching
+/// `\Seen`) of messages `uids` of `folder` on NEW.
 pub(super) async fn read_messages(
     new: &mut Client,
     folder: &str,
     uids: &[u32],
+    items: &str,
 ) -> std::result::Result<Vec<Fetch>, ImapError> {
     new.select(folder, true).await?;
     let mut fetched = Vec::new();
-    new.uid_fetch(uids, "UID FLAGS INTERNALDATE BODY.PEEK[]", "", |f| {
-        fetched.push(f)
-    })
-    .await?;
+    let items = format!("UID FLAGS INTERNALDATE {items}");
+    new.uid_fetch(uids, items.trim_end(), "", |f| fetched.push(f))
+        .await?;
     Ok(fetched)
 }
 
@@ -565,6 +700,21 @@ pub(super) async fn append_to_old(
     Ok((links, unlinked))
 }
 
+/// OLD has `to` and no longer `from`: the RENAME was done.
+async fn renamed_already(conn: &mut Conn, from: &str, to: &str) -> Result<bool> {
+    for (name, wanted) in [(from, false), (to, true)] {
+        let exists = match conn.old.select(name, true).await {
+            Ok(_) => true,
+            Err(ImapError::Refused { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if exists != wanted {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// RENAME on OLD of the folder's OLD name; the pairs below it follow on both sides.
 async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> Result<()> {
     let Some(old_from) = ctx.old_name(from)? else {
@@ -578,7 +728,15 @@ async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> 
     let Some(old_to) = ctx.old_or_reverse_name(to)? else {
         return Ok(());
     };
-    conn.old.rename(&old_from, &old_to).await?;
+    if let Err(e) = conn.old.rename(&old_from, &old_to).await {
+        // An earlier attempt renamed it and was cut off before the journal recorded that.
+        let done_before = ctx.careful
+            && matches!(e, ImapError::Refused { .. })
+            && renamed_already(conn, &old_from, &old_to).await?;
+        if !done_before {
+            return Err(e.into());
+        }
+    }
     let (old_sep, new_sep) = ctx.acct.separators().unwrap_or(('/', '/'));
     for p in ctx.acct.store.folder_pairs(ctx.acct.id).await? {
         let (Some(old_name), Some(new_name)) = (

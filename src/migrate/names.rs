@@ -28,6 +28,18 @@ impl Names {
         self.sides = Some((old, new));
     }
 
+    /// Until OLD's tree is mapped (OLD unreachable since the proxy started), the folder pairs
+    /// the store remembers name the folders, so writes journaled meanwhile carry their OLD
+    /// names instead of none (which would mean "not on OLD": nothing to mirror).
+    pub fn remember(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+        if self.prepared {
+            return;
+        }
+        for (old, new) in pairs {
+            self.new_to_old.entry(new).or_insert(old);
+        }
+    }
+
     pub fn old_of(&self, new: &str) -> Option<&str> {
         self.new_to_old.get(new).map(String::as_str)
     }
@@ -195,6 +207,20 @@ mod tests {
         ] {
             assert_eq!(normalise(name, sep), expected, "{name:?}");
         }
+    }
+
+    #[test]
+    fn remembered_pairs_name_folders_until_the_tree_is_mapped() {
+        let mut n = Names::default();
+        n.remember([("INBOX.Work".to_string(), "Work".to_string())]);
+        let old = n.journal(&Write::Expunge {
+            folder: "Work".into(),
+        });
+        assert_eq!(old.get("Work").map(String::as_str), Some("INBOX.Work"));
+        // Once mapped, OLD's tree is the truth and the store's memory is not consulted.
+        let mut n = names();
+        n.remember([("INBOX.Stale".to_string(), "Stale".to_string())]);
+        assert_eq!(n.old_of("Stale"), None);
     }
 
     #[test]

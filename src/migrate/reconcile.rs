@@ -100,7 +100,7 @@ impl Account {
         let (mut conn, _permit) = self.pool.get().await?;
         let mut applied = 0;
         for entry in parked {
-            match mirror::apply(self, &mut conn, &entry).await {
+            match mirror::apply(self, &mut conn, &entry, true).await {
                 Ok(()) => applied += 1,
                 Err(e) => {
                     warn!(id = entry.id, kind = %entry.kind, "still not applicable: {e}");
@@ -208,7 +208,8 @@ async fn copy_back(
     links: &[Link],
 ) -> Result<Vec<Link>, SyncError> {
     let uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
-    let fetched = mirror::read_messages(&mut conn.new, &pair.new_name, &uids).await?;
+    let fetched =
+        mirror::read_messages(&mut conn.new, &pair.new_name, &uids, "BODY.PEEK[]").await?;
     Ok(
         mirror::append_to_old(&mut conn.old, &pair.old_name, fetched)
             .await?

@@ -46,6 +46,9 @@ enum Intent {
     Copy {
         to: Name,
         moved: bool,
+        /// A MOVE's source (the selected folder): messages leave it before NEW's OK is
+        /// journaled, so the mirror does not read it until then.
+        from: Option<String>,
     },
     Append {
         folder: Name,
@@ -237,10 +240,16 @@ impl Tracker {
             Command::Copy { mailbox, .. } | Command::Move { mailbox, .. } => {
                 let to = self.name(mailbox);
                 let moved = matches!(command, Command::Move { .. });
+                let from = self
+                    .selected
+                    .as_ref()
+                    .and_then(|s| s.folder().map(String::from))
+                    .filter(|_| moved);
                 (
                     Some(Intent::Copy {
                         to: to.clone(),
                         moved,
+                        from,
                     }),
                     to,
                 )
@@ -400,7 +409,7 @@ impl Tracker {
                 Some(Selected::Unknown { .. }) => unknown("EXPUNGE"),
                 None => Ok(None),
             },
-            Intent::Copy { to, moved } => {
+            Intent::Copy { to, moved, .. } => {
                 let uids = copyuid(rest).or(untagged_copyuid);
                 let from = self.selected.as_ref().map(|s| s.folder().map(String::from));
                 match (from, to, uids) {
@@ -460,6 +469,7 @@ fn changed_folders(intent: &Intent) -> Vec<String> {
     match intent {
         Intent::Create { folder } | Intent::Delete { folder } => folder.iter().cloned().collect(),
         Intent::Rename { from, to } => from.iter().chain(to.iter()).cloned().collect(),
+        Intent::Copy { from, .. } => from.iter().cloned().collect(),
         _ => Vec::new(),
     }
 }

@@ -619,7 +619,12 @@ impl Store for SqliteStore {
         self.delete_batch("tombstones", pair, old_uids).await
     }
 
+    /// In an explicit transaction: SQLite writes the log at the commit, after `RETURNING` has
+    /// produced its row, and a commit that fails there (a full disk) is reported only by the
+    /// statement's end, which a caller that stops at the first row never sees. Autocommitted,
+    /// every entry on a full disk came back with an id and was not in the journal.
     async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "INSERT INTO journal (account_id, created, kind, payload, done) \
              VALUES ($1, $2, $3, $4, 0) RETURNING id",
@@ -628,9 +633,11 @@ impl Store for SqliteStore {
         .bind(now())
         .bind(kind)
         .bind(payload)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.try_get(0)?)
+        let id = row.try_get(0)?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
@@ -645,7 +652,9 @@ impl Store for SqliteStore {
         rows.iter().map(journal_entry).collect()
     }
 
+    /// In an explicit transaction, as [`Self::journal_append`].
     async fn journal_retry(&self, id: i64, reason: &str, retry_at: i64) -> Result<u32> {
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "UPDATE journal SET attempts = attempts + 1, reason = $1, retry_at = $2 \
              WHERE id = $3 AND done = 0 RETURNING attempts",
@@ -653,10 +662,12 @@ impl Store for SqliteStore {
         .bind(reason)
         .bind(retry_at)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("no pending journal entry {id}")))?;
-        get_u32(&row, "attempts")
+        let attempts = get_u32(&row, "attempts")?;
+        tx.commit().await?;
+        Ok(attempts)
     }
 
     async fn journal_park(&self, id: i64, reason: &str) -> Result<()> {

@@ -4,7 +4,7 @@
 
 mod account;
 
-mod adopt;
+pub(crate) mod adopt;
 mod copy;
 mod criteria;
 mod dates;

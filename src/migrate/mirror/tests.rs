@@ -117,7 +117,7 @@ async fn mirror(
         old: Client::connect(&old_opts, Side::Old).await.unwrap(),
         new: Client::connect(&new_opts, Side::New).await.unwrap(),
     };
-    let result = apply(acct, &mut conn, entry).await;
+    let result = apply(acct, &mut conn, entry, false).await;
     drop(conn);
     let old_seen = old_task
         .await
