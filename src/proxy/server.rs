@@ -21,8 +21,10 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 use super::admin::{self, Admin};
 use super::metrics::Metrics;
 use super::proxy_protocol::{self, Header};
-use super::session::{self, BoxIo, LoginFailures, Settings};
-use crate::config::{Config, Security};
+use super::session::{self, BoxIo, Settings};
+use super::throttle::LoginThrottle;
+use crate::cidr;
+use crate::config::{Config, Security, ValidationError};
 use crate::migrate::Migrator;
 use crate::store::SqliteStore;
 use crate::sweep::{self, Control, Mode};
@@ -69,6 +71,8 @@ pub enum ServeError {
     Migrate(#[from] crate::migrate::MigrateError),
     #[error("listen.imaps needs a [tls] section")]
     ImapsWithoutTls,
+    #[error(transparent)]
+    Config(#[from] ValidationError),
 }
 
 /// Builds the per-session settings from the configuration (reads the PEM files).
@@ -90,13 +94,14 @@ pub fn settings(config: &Config) -> Result<Settings, ServeError> {
         new_tls,
         acceptor,
         plaintext_login: config.listen.plaintext_login,
-        login_failures: LoginFailures::new(),
+        login_throttle: LoginThrottle::new(config.new.login_format()?),
         metrics: Arc::new(Metrics::new()),
         migrator: None,
     })
 }
 
-/// Counts connections per client address; the count drops with the guard.
+/// Counts connections per client network ([`cidr::network_of`]: an IPv4 address or an IPv6
+/// /64); the count drops with the guard.
 struct PerIp {
     counts: Mutex<HashMap<IpAddr, u32>>,
     max: u32,
@@ -109,6 +114,7 @@ struct IpGuard {
 
 impl PerIp {
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpGuard> {
+        let ip = cidr::network_of(ip);
         let mut counts = self.counts.lock().ok()?;
         let n = counts.entry(ip).or_insert(0);
         if *n >= self.max {

@@ -1,0 +1,224 @@
+//! The proxy and the CLI against hostile clients and careless operators, with real Dovecot
+//! servers: the login throttle counts per (client network, user) and is never reset by another
+//! user's success; logs written to a file carry no colour escapes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv6Addr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imapferry");
+
+/// A line-oriented IMAP client that writes its own first bytes (a PROXY header).
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(port: u16, first: &[u8]) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        writer.write_all(first).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// One line, "" at end of stream.
+    fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        self.reader.read_until(b'\n', &mut buf).unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Reads up to the line tagged `tag`; returns it.
+    fn tagged(&mut self, tag: &str) -> String {
+        loop {
+            let line = self.line();
+            assert!(!line.is_empty(), "closed while waiting for {tag}");
+            if line.starts_with(&format!("{tag} ")) {
+                return line;
+            }
+        }
+    }
+
+    fn cmd(&mut self, tag: &str, cmd: &str) -> String {
+        self.send(format!("{tag} {cmd}\r\n").as_bytes());
+        self.tagged(tag)
+    }
+
+    /// Everything until the proxy closes the connection.
+    fn rest(mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = self.reader.read_to_end(&mut out);
+        out
+    }
+}
+
+/// A PROXY v1 header claiming `src` as the client's address.
+fn v1(src: &str) -> Vec<u8> {
+    let (family, dst) = if src.contains(':') {
+        ("TCP6", "2001:db8::1")
+    } else {
+        ("TCP4", "198.51.100.1")
+    };
+    format!("PROXY {family} {src} {dst} 50123 143\r\n").into_bytes()
+}
+
+fn new_server(users: &[(&str, &str)]) -> Dovecot {
+    let d = Dovecot::start(Layout::Slash);
+    for (u, p) in users {
+        d.add_user(u, p);
+    }
+    d
+}
+
+/// `imapferry proxy` (a process, logging at info to a file) in front of `new`, PROXY protocol
+/// headers expected.
+fn proxy_process(dir: &Path, new: &Dovecot, extra: &str) -> ProxyProc {
+    let config = format!(
+        "proxy_protocol = true\n[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n{extra}",
+        new.port()
+    );
+    ProxyProc::start(Path::new(BIN), dir, &config)
+}
+
+/// Waits (up to 10 s) until `log()` has `n` lines containing `needle`; returns those lines.
+fn log_lines(log: impl Fn() -> String, needle: &str, n: usize) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < until,
+            "fewer than {n} lines with {needle:?}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of ` key=` in a log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        + key.len()
+        + 2;
+    line[start..].split([' ', ',']).next().unwrap_or_default()
+}
+
+/// One LOGIN from `src` (through a PROXY header); true when NEW accepted it.
+fn login_from(port: u16, src: &str, user: &str, pw: &str) -> bool {
+    let mut c = Client::connect(port, &v1(src));
+    assert!(c.line().starts_with("* OK"));
+    let r = c.cmd("a1", &format!("LOGIN {user} {pw}"));
+    c.send(b"a2 LOGOUT\r\n");
+    drop(c.rest());
+    r.starts_with("a1 OK")
+}
+
+#[test]
+fn login_throttle_counts_per_user_and_network() {
+    let new = new_server(&[("alice", "alicepw"), ("bob", "bobpw"), ("carol", "carolpw")]);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy_process(dir.path(), &new, "");
+    let refused = "login refused by NEW";
+    let failures_of = |n: usize| {
+        let lines = log_lines(|| proxy.log(), refused, n);
+        field(&lines[n - 1], "failures").parse::<u32>().unwrap()
+    };
+
+    // bob's password is guessed twice from one address.
+    assert!(!login_from(proxy.port, "192.0.2.7", "bob", "guess1"));
+    assert!(!login_from(proxy.port, "192.0.2.7", "bob", "guess2"));
+    assert_eq!(failures_of(2), 2);
+    // The attacker's own account logs in from that address: bob's count goes on.
+    assert!(login_from(proxy.port, "192.0.2.7", "alice", "alicepw"));
+    assert!(!login_from(proxy.port, "192.0.2.7", "BOB", "guess3"));
+    assert_eq!(failures_of(3), 3);
+    // Another address is another client.
+    assert!(!login_from(proxy.port, "192.0.2.8", "bob", "guess4"));
+    assert_eq!(failures_of(4), 1);
+
+    // IPv6: two addresses of one /64 share a count, the next /64 does not.
+    let a: Ipv6Addr = "2001:db8:7:1::10".parse().unwrap();
+    let b: Ipv6Addr = "2001:db8:7:1:ffff::20".parse().unwrap();
+    let other: Ipv6Addr = "2001:db8:7:2::10".parse().unwrap();
+    assert!(!login_from(proxy.port, &a.to_string(), "carol", "x"));
+    assert!(!login_from(proxy.port, &b.to_string(), "carol", "y"));
+    assert_eq!(failures_of(6), 2);
+    assert!(!login_from(proxy.port, &other.to_string(), "carol", "z"));
+    assert_eq!(failures_of(7), 1);
+    // carol's own success clears carol's count in that /64 only.
+    assert!(login_from(proxy.port, &b.to_string(), "carol", "carolpw"));
+    assert!(!login_from(proxy.port, &a.to_string(), "carol", "w"));
+    assert_eq!(failures_of(8), 1);
+    assert!(!login_from(proxy.port, &other.to_string(), "carol", "v"));
+    assert_eq!(failures_of(9), 2);
+    // The delay follows the count, and no password reached the log.
+    let lines = log_lines(|| proxy.log(), refused, 9);
+    assert_eq!(field(&lines[2], "delay_ms"), "1500", "{}", lines[2]);
+    let log = proxy.log();
+    assert!(!log.contains("guess") && !log.contains("alicepw"), "{log}");
+}
+
+#[test]
+fn logs_to_a_file_have_no_colour_escapes() {
+    let new = new_server(&[("dan", "danpw")]);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy_process(dir.path(), &new, "");
+    assert!(login_from(proxy.port, "192.0.2.9", "dan", "danpw"));
+    assert!(!login_from(proxy.port, "192.0.2.9", "dan", "wrong"));
+    let lines = log_lines(|| proxy.log(), "session: connection closed", 2);
+    let log = proxy.log();
+    assert!(lines[0].contains("client=192.0.2.9"), "{log}");
+    // The CLI's subscriber (the proxy logs through it unless `[log] json`) writes plain text.
+    assert!(!log.contains('\x1b'), "{log:?}");
+}
+
+#[test]
+fn connection_limits_count_an_ipv6_client_by_its_slash_64() {
+    let new = new_server(&[("erin", "erinpw")]);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy_process(dir.path(), &new, "[limits]\nmax_connections_per_ip = 1\n");
+    let mut first = Client::connect(proxy.port, &v1("2001:db8:9:1::1"));
+    assert!(first.line().starts_with("* OK"));
+    // Another address of the same /64 is the same client.
+    let second = Client::connect(proxy.port, &v1("2001:db8:9:1:ffff::2"));
+    let refused = String::from_utf8(second.rest()).unwrap();
+    assert!(
+        refused.starts_with("* BYE Too many connections from"),
+        "{refused}"
+    );
+    // The next /64 is another client; IPv4 addresses count one by one.
+    let mut other = Client::connect(proxy.port, &v1("2001:db8:9:2::1"));
+    assert!(other.line().starts_with("* OK"));
+    let mut v4 = Client::connect(proxy.port, &v1("192.0.2.1"));
+    assert!(v4.line().starts_with("* OK"));
+    let mut v4b = Client::connect(proxy.port, &v1("192.0.2.2"));
+    assert!(v4b.line().starts_with("* OK"));
+    for c in [&mut first, &mut other, &mut v4, &mut v4b] {
+        assert!(c.cmd("a1", "LOGIN erin erinpw").starts_with("a1 OK"));
+        assert!(c.cmd("a2", "LOGOUT").starts_with("a2 OK"));
+    }
+}
