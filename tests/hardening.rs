@@ -90,7 +90,7 @@ fn new_server(users: &[(&str, &str)]) -> Dovecot {
 /// headers expected.
 fn proxy_process(dir: &Path, new: &Dovecot, extra: &str) -> ProxyProc {
     let config = format!(
-        "proxy_protocol = true\n[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n{extra}",
+        "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1/32\"]\n[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n{extra}",
         new.port()
     );
     ProxyProc::start(Path::new(BIN), dir, &config)
@@ -221,4 +221,58 @@ fn connection_limits_count_an_ipv6_client_by_its_slash_64() {
         assert!(c.cmd("a1", "LOGIN erin erinpw").starts_with("a1 OK"));
         assert!(c.cmd("a2", "LOGOUT").starts_with("a2 OK"));
     }
+}
+
+/// A GET on the admin port with the bearer token: the body.
+fn admin_get(port: u16, path: &str, token: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+#[test]
+fn proxy_protocol_headers_are_taken_only_from_listed_sources() {
+    let new = new_server(&[("fay", "faypw")]);
+    // The proxy trusts one balancer, not the loopback address the test connects from.
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "proxy_protocol = true\nproxy_protocol_from = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n\
+         [new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"t0k\"\n",
+        new.port()
+    );
+    let proxy = ProxyProc::start(Path::new(BIN), dir.path(), &config);
+    for first in [
+        v1("192.0.2.7"),
+        v1("2001:db8::7"),
+        b"a1 LOGIN fay faypw\r\n".to_vec(),
+    ] {
+        let c = Client::connect(proxy.port, &first);
+        let rest = c.rest();
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    }
+    let lines = log_lines(|| proxy.log(), "not in listen.proxy_protocol_from", 3);
+    assert!(lines[0].contains("peer=127.0.0.1:"), "{}", lines[0]);
+    let metrics = admin_get(admin_port, "/metrics", "t0k");
+    // At least those three (ProxyProc::start's readiness probe was refused as well).
+    let refused: u32 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("imapferry_proxy_protocol_refused_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(refused >= 3, "{metrics}");
+    assert!(!new.log().contains("Login: user=<fay>"));
 }

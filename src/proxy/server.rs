@@ -23,7 +23,7 @@ use super::metrics::Metrics;
 use super::proxy_protocol::{self, Header};
 use super::session::{self, BoxIo, Settings};
 use super::throttle::LoginThrottle;
-use crate::cidr;
+use crate::cidr::{self, Cidr};
 use crate::config::{Config, Security, ValidationError};
 use crate::migrate::Migrator;
 use crate::store::SqliteStore;
@@ -145,8 +145,9 @@ struct Shared {
     settings: Arc<Settings>,
     total: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
-    /// Every connection starts with a PROXY protocol header.
-    proxy_protocol: bool,
+    /// Every connection starts with a PROXY protocol header, sent by one of these sources
+    /// (`None`: no header expected).
+    proxy_protocol_from: Option<Vec<Cidr>>,
     shutdown: watch::Receiver<bool>,
     /// Never used to send: every connection holds it (through `Shared`) until it ends, so the
     /// receiver in [`serve`] sees the channel close when the last one is gone.
@@ -204,7 +205,10 @@ pub async fn serve(
             counts: Mutex::new(HashMap::new()),
             max: config.limits.max_connections_per_ip,
         }),
-        proxy_protocol: config.listen.proxy_protocol,
+        proxy_protocol_from: config
+            .listen
+            .proxy_protocol
+            .then(|| config.listen.proxy_protocol_from.clone()),
         shutdown: stop_rx,
         _alive: alive_tx,
     });
@@ -304,7 +308,13 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
     };
     let mut stop = shared.shutdown.clone();
     let mut peer = peer;
-    if shared.proxy_protocol {
+    if let Some(from) = &shared.proxy_protocol_from {
+        // Only a listed load balancer may say who the client is; anyone else is closed unheard.
+        if !cidr::any_contains(from, peer.ip()) {
+            info!("closing: not in listen.proxy_protocol_from");
+            shared.settings.metrics.proxy_protocol_refused();
+            return;
+        }
         let timeout = Duration::from_secs(shared.settings.limits.login_timeout_secs);
         // Nothing may be said before the header (the client may be a TLS client): on any
         // problem the connection is just closed.
