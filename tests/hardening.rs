@@ -276,3 +276,105 @@ fn proxy_protocol_headers_are_taken_only_from_listed_sources() {
     assert!(refused >= 3, "{metrics}");
     assert!(!new.log().contains("Login: user=<fay>"));
 }
+
+/// Permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every file and directory below `dir` (not `dir` itself).
+fn tree(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(tree(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+#[test]
+fn files_the_program_creates_are_private() {
+    let old = new_server(&[("gus", "guspw")]);
+    let new = new_server(&[("gus", "guspw")]);
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().join("batch");
+    std::fs::create_dir(&cwd).unwrap();
+    // One account that syncs, one that fails (its line, with both passwords, goes to the
+    // failures file).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let loop_file = format!(
+        "127.0.0.1;gus;guspw;127.0.0.1;gus;guspw;--port1 {} --port2 {};\n\
+         127.0.0.1;gus;guspw;127.0.0.1;gus;guspw;--port1 {closed} --port2 {};\n",
+        old.port(),
+        new.port(),
+        new.port()
+    );
+    std::fs::write(cwd.join("accounts.txt"), loop_file).unwrap();
+    // A failures file an earlier run left world-readable is made private too.
+    std::fs::write(cwd.join("accounts_failures.txt"), "").unwrap();
+    std::fs::set_permissions(
+        cwd.join("accounts_failures.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["batch", "accounts.txt", "--nofoldersizes"])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    let failures = std::fs::read_to_string(cwd.join("accounts_failures.txt")).unwrap();
+    assert!(
+        failures.contains(&format!("--port1 {closed}")),
+        "{failures}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(mode(&cwd.join("accounts_failures.txt")), 0o600);
+    let created: Vec<_> = tree(&cwd)
+        .into_iter()
+        .filter(|p| !p.ends_with("accounts.txt"))
+        .collect();
+    assert!(
+        created.iter().any(|p| p.ends_with("LOG_imapsync")),
+        "{created:?}"
+    );
+    assert!(
+        created.iter().any(|p| p.ends_with("imapferry-state.db")),
+        "{created:?}"
+    );
+    for path in &created {
+        let expected = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(path), expected, "{}", path.display());
+    }
+
+    // The migration proxy's state file, its WAL and shared memory, and the directory made for
+    // them.
+    let state_dir = dir.path().join("proxy-state");
+    let config = migration_config(&old, &new, &state_dir.join("imapferry.db"), 1000);
+    let proxy = ProxyProc::start(Path::new(BIN), dir.path(), &config);
+    let mut c = Client::connect(proxy.port, b"");
+    assert!(c.line().starts_with("* OK"));
+    assert!(c.cmd("a1", "LOGIN gus guspw").starts_with("a1 OK"));
+    assert!(c.cmd("a2", "SELECT INBOX").starts_with("a2 OK"));
+    assert_eq!(mode(&state_dir), 0o700);
+    let names: Vec<_> = tree(&state_dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for name in ["imapferry.db", "imapferry.db-wal", "imapferry.db-shm"] {
+        assert!(names.iter().any(|n| n == name), "{names:?}");
+        assert_eq!(mode(&state_dir.join(name)), 0o600, "{name}");
+    }
+    assert!(c.cmd("a3", "LOGOUT").starts_with("a3 OK"));
+}
