@@ -1245,7 +1245,7 @@ async fn tls_handshake(
     tcp: TcpStream,
     opts: &ConnectOptions,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let config = crate::tls::client_config(opts.tls.verify, opts.tls.ca_file.as_deref())
+    let config = crate::tls::shared_client_config(opts.tls.verify, opts.tls.ca_file.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let name = rustls_pki_types::ServerName::try_from(opts.host.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
