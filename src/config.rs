@@ -130,14 +130,18 @@ impl New {
     }
 }
 
-/// Reads a file holding only a password (a trailing newline is ignored).
+/// Reads a file holding only a password, byte for byte (a trailing newline is ignored).
 fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ValidationError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ValidationError::File {
+    let bytes = std::fs::read(path).map_err(|e| ValidationError::File {
         key,
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let password = text.trim_end_matches(['\r', '\n']);
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    let password = &bytes[..end];
     if password.is_empty() {
         return Err(ValidationError::File {
             key,
@@ -145,7 +149,7 @@ fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, Validation
             message: "the file is empty".into(),
         });
     }
-    Ok(Secret::new(password))
+    Ok(Secret::from_bytes(password))
 }
 
 /// `[sweep]`: background completion of accounts nobody opens.

@@ -378,3 +378,193 @@ fn files_the_program_creates_are_private() {
     }
     assert!(c.cmd("a3", "LOGOUT").starts_with("a3 OK"));
 }
+
+/// A Latin-1 password (8-bit bytes that are not UTF-8), with a quote and a backslash.
+const LATIN1_PW: &[u8] = b"caf\xe9 \"\xfc\\x\"";
+
+/// Gives `user` (added with a placeholder password) the password `pw` (any bytes) in `d`'s
+/// passwd-file, and waits until Dovecot takes it.
+fn set_raw_password(d: &Dovecot, user: &str, pw: &[u8]) {
+    let passwd = d.dir().join("passwd");
+    let text = std::fs::read(&passwd).unwrap();
+    let prefix = format!("{user}:{{PLAIN}}");
+    let mut out = Vec::new();
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        match line.strip_prefix(prefix.as_bytes()) {
+            Some(rest) => {
+                let after = rest.iter().position(|&b| b == b':').unwrap();
+                out.extend_from_slice(prefix.as_bytes());
+                out.extend_from_slice(pw);
+                out.extend_from_slice(&rest[after..]);
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    let tmp = d.dir().join("passwd.tmp");
+    std::fs::write(&tmp, out).unwrap();
+    std::fs::rename(&tmp, &passwd).unwrap();
+    // Dovecot notices a changed passwd-file within a second: wait until the new password works.
+    let until = Instant::now() + Duration::from_secs(10);
+    while !raw_login(d.port(), user, pw) {
+        assert!(
+            Instant::now() < until,
+            "Dovecot never took the new password"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// LOGIN with the password as a literal (any bytes); true on OK.
+fn raw_login(port: u16, user: &str, pw: &[u8]) -> bool {
+    let mut c = Client::connect(port, b"");
+    assert!(c.line().starts_with("* OK"));
+    c.send(format!("a1 LOGIN {user} {{{}}}\r\n", pw.len()).as_bytes());
+    assert!(c.line().starts_with('+'));
+    c.send(&[pw, b"\r\n"].concat());
+    let ok = c.tagged("a1").starts_with("a1 OK");
+    c.send(b"a2 LOGOUT\r\n");
+    drop(c.rest());
+    ok
+}
+
+/// `s` as a quoted string, bytes kept.
+fn quoted(s: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'"'];
+    for &b in s {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+    out
+}
+
+#[test]
+fn eight_bit_passwords_reach_old_and_new_byte_for_byte() {
+    let old = new_server(&[("hal", "placeholder")]);
+    let new = new_server(&[("hal", "placeholder")]);
+    let mut seed = RawImap::connect(old.host(), old.port());
+    seed.login("hal", "placeholder");
+    seed.append("INBOX", &[], None, &message(1, 300));
+    seed.logout();
+    set_raw_password(&old, "hal", LATIN1_PW);
+    set_raw_password(&new, "hal", LATIN1_PW);
+
+    // Through the migration proxy: NEW checks the login, OLD is opened with the same bytes and
+    // INBOX is backfilled from it. LOGIN with a quoted string, with a literal, and AUTHENTICATE.
+    let dir = tempfile::tempdir().unwrap();
+    let config = migration_config(&old, &new, &dir.path().join("state.db"), 10_000);
+    let proxy = ProxyProc::start(Path::new(BIN), dir.path(), &config);
+    let mut c = Client::connect(proxy.port, b"");
+    assert!(c.line().starts_with("* OK"));
+    c.send(&[&b"a1 LOGIN hal "[..], &quoted(LATIN1_PW), b"\r\n"].concat());
+    let r = c.tagged("a1");
+    assert!(r.starts_with("a1 OK"), "{r}\n{}", proxy.log());
+    c.send(b"a2 SELECT INBOX\r\n");
+    let mut exists = String::new();
+    loop {
+        let line = c.line();
+        assert!(!line.is_empty(), "closed");
+        if line.ends_with("EXISTS\r\n") {
+            exists = line.clone();
+        }
+        if line.starts_with("a2 ") {
+            assert!(line.starts_with("a2 OK"), "{line}");
+            break;
+        }
+    }
+    assert_eq!(
+        exists,
+        "* 1 EXISTS\r\n",
+        "OLD's message came over\n{}",
+        proxy.log()
+    );
+    assert!(c.cmd("a3", "LOGOUT").starts_with("a3 OK"));
+
+    let mut c = Client::connect(proxy.port, b"");
+    assert!(c.line().starts_with("* OK"));
+    c.send(format!("b1 LOGIN hal {{{}}}\r\n", LATIN1_PW.len()).as_bytes());
+    assert!(c.line().starts_with('+'));
+    c.send(&[LATIN1_PW, b"\r\n"].concat());
+    assert!(c.tagged("b1").starts_with("b1 OK"));
+    assert!(c.cmd("b2", "LOGOUT").starts_with("b2 OK"));
+
+    use base64::Engine as _;
+    let plain =
+        base64::engine::general_purpose::STANDARD.encode([&b"\0hal\0"[..], LATIN1_PW].concat());
+    let mut c = Client::connect(proxy.port, b"");
+    assert!(c.line().starts_with("* OK"));
+    assert!(
+        c.cmd("c1", &format!("AUTHENTICATE PLAIN {plain}"))
+            .starts_with("c1 OK")
+    );
+    assert!(c.cmd("c2", "LOGOUT").starts_with("c2 OK"));
+    let log = proxy.log();
+    assert!(!log.contains("caf"), "{log}");
+
+    // The sync CLI reads passwords from files and the environment byte for byte.
+    let pw_file = dir.path().join("pw");
+    std::fs::write(&pw_file, [LATIN1_PW, b"\n"].concat()).unwrap();
+    let hosts = |pw: &[&str]| {
+        let mut args = vec![
+            "sync".to_string(),
+            "--host1".into(),
+            old.host().into(),
+            "--port1".into(),
+            old.port().to_string(),
+            "--user1".into(),
+            "hal".into(),
+            "--host2".into(),
+            new.host().into(),
+            "--port2".into(),
+            new.port().to_string(),
+            "--user2".into(),
+            "hal".into(),
+            "--justlogin".into(),
+            "--nolog".into(),
+        ];
+        args.extend(pw.iter().map(|s| s.to_string()));
+        args
+    };
+    let files = [
+        "--passfile1",
+        pw_file.to_str().unwrap(),
+        "--passfile2",
+        pw_file.to_str().unwrap(),
+    ];
+    let out = std::process::Command::new(BIN)
+        .args(hosts(&files))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    use std::os::unix::ffi::OsStrExt;
+    let env_pw = std::ffi::OsStr::from_bytes(LATIN1_PW);
+    let out = std::process::Command::new(BIN)
+        .args(hosts(&[]))
+        .env("IMAPSYNC_PASSWORD1", env_pw)
+        .env("IMAPSYNC_PASSWORD2", env_pw)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // On the command line such a password is refused with a way out, not mangled.
+    let out = std::process::Command::new(BIN)
+        .args(hosts(&[]))
+        .arg("--password1")
+        .arg(env_pw)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--passfile1"), "{stderr}");
+}

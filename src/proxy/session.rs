@@ -639,9 +639,9 @@ fn sasl_plain(response: &[u8]) -> Result<Auth, &'static str> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok(Auth::Plain {
         user: text(user),
-        response: Secret::new(text(response)),
+        response: Secret::from_bytes(response),
         authcid: text(authcid),
-        password: Secret::new(text(password)),
+        password: Secret::from_bytes(password),
     })
 }
 
@@ -756,13 +756,27 @@ async fn connect_new(settings: &Settings) -> io::Result<Upstream> {
 }
 
 /// True when `s` can be sent as a quoted string.
-fn quotable(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii() && b != 0 && b != b'\r' && b != b'\n')
+fn quotable(s: &[u8]) -> bool {
+    s.iter()
+        .all(|&b| b.is_ascii() && b != 0 && b != b'\r' && b != b'\n')
 }
 
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `s` as a quoted string (only for [`quotable`] bytes).
+fn quote_bytes(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
+    for &b in s {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+    out
 }
 
 /// Logs in to NEW with the client's credentials, after telling NEW the client's address (ID
@@ -777,13 +791,19 @@ async fn login_new(settings: &Settings, peer: SocketAddr, auth: &Auth) -> io::Re
     up.send(id.as_bytes()).await?;
     up.tagged("PI").await?;
     let plain = match auth {
-        Auth::Login { user, password } if quotable(user) && quotable(password.expose()) => {
-            let cmd = format!("P1 LOGIN {} {}\r\n", quote(user), quote(password.expose()));
-            up.send(cmd.as_bytes()).await?;
+        Auth::Login { user, password }
+            if quotable(user.as_bytes()) && quotable(password.expose_bytes()) =>
+        {
+            let mut cmd = format!("P1 LOGIN {} ", quote(user)).into_bytes();
+            cmd.extend_from_slice(&quote_bytes(password.expose_bytes()));
+            cmd.extend_from_slice(b"\r\n");
+            up.send(&cmd).await?;
             None
         }
+        // 8-bit bytes cannot be quoted: SASL PLAIN carries them exactly.
         Auth::Login { user, password } => {
-            let raw = format!("\0{user}\0{}", password.expose());
+            let mut raw = format!("\0{user}\0").into_bytes();
+            raw.extend_from_slice(password.expose_bytes());
             Some(Secret::new(B64.encode(raw)))
         }
         Auth::Plain { response, .. } => Some(response.clone()),
@@ -792,7 +812,7 @@ async fn login_new(settings: &Settings, peer: SocketAddr, auth: &Auth) -> io::Re
         up.send(b"P1 AUTHENTICATE PLAIN\r\n").await?;
         let line = up.line().await?;
         if line.starts_with(b"+") {
-            up.send(format!("{}\r\n", response.expose()).as_bytes())
+            up.send(&[response.expose_bytes(), b"\r\n"].concat())
                 .await?;
         } else {
             up.buf.splice(0..0, line);
