@@ -97,3 +97,60 @@ pub fn parse_file(text: &str) -> Vec<Line> {
         .map(|(i, l)| parse_line(i + 1, l))
         .collect()
 }
+
+/// Parses `data` (any bytes, as text) as a loop file and checks what the batch relies on: one
+/// result per line, numbered in order; an account's fields come from its own line, hosts and
+/// users are trimmed and non-empty, no field holds a `;`. For fuzzing.
+pub fn fuzz_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let lines = parse_file(&text);
+    assert_eq!(lines.len(), text.split('\n').count());
+    for (i, line) in lines.iter().enumerate() {
+        match line {
+            Line::Skip => {}
+            Line::Malformed { number, reason } => {
+                assert_eq!(*number, i + 1);
+                assert!(!reason.is_empty());
+            }
+            Line::Account(a) => {
+                assert_eq!(a.number, i + 1);
+                assert!(!a.raw.contains('\n') && !a.raw.ends_with('\r'));
+                for f in [&a.host1, &a.user1, &a.host2, &a.user2] {
+                    assert!(!f.is_empty() && f.trim() == f && !f.contains(';'));
+                    assert!(a.raw.contains(f.as_str()));
+                }
+                for p in [&a.password1, &a.password2] {
+                    assert!(!p.contains(';') && a.raw.contains(p.as_str()));
+                }
+                assert!(a.extra.iter().all(|w| !w.is_empty() && !w.contains(';')));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    #[test]
+    fn fuzz_samples() {
+        for s in [
+            &b""[..],
+            b"h1;u1;p1;h2;u2;p2;\n",
+            b"h1;u1;p;1;h2;u2;p2;--x\r\n# c\r\n\r\n;;;;;;\n",
+            b"h1 ; u1 ;\xff;h2;u2;p2;a  b ;;\n",
+        ] {
+            super::fuzz_parse(s);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_keeps_the_invariants(data in proptest::collection::vec(
+            prop_oneof![Just(b';'), Just(b'\n'), Just(b'\r'), Just(b' '), Just(b'#'), any::<u8>()],
+            0..512,
+        )) {
+            super::fuzz_parse(&data);
+        }
+    }
+}
