@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need on Debian: Dovecot (imapd + core with
-# doveadm), Courier-IMAP (a second OLD server type, tests/common/courier.rs), openssl, and the mail
-# clients tests/proxy_clients.rs drives through the proxy (mbsync from isync, curl). Does nothing
-# when everything is already there.
+# doveadm), Courier-IMAP (a second OLD server type, tests/common/courier.rs), openssl, the mail
+# clients tests/proxy_clients.rs drives through the proxy (mbsync from isync, curl; those tests
+# fail without them), and python3 (imaplib clients in the proxy tests). Does nothing when
+# everything is already there.
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -17,6 +18,7 @@ command -v doveadm >/dev/null 2>&1 || need+=(dovecot-core)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::cidr::Cidr;
 use crate::login::LoginFormat;
 use crate::mapping::{MapperOptions, PerlSubst, Selection, perl_regex};
 use crate::secret::Secret;
@@ -54,6 +55,10 @@ pub struct Listen {
     /// Expect a PROXY protocol v1/v2 header on every accepted connection.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The only sources a PROXY protocol header is taken from (the load balancers): CIDR blocks
+    /// or addresses. Required with `proxy_protocol`; a connection from anywhere else is closed.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<Cidr>,
     /// Accept LOGIN/AUTHENTICATE before STARTTLS on `imap` when `[tls]` is set. Off: the proxy
     /// advertises LOGINDISABLED until TLS. Without `[tls]` there is nothing to upgrade to, so plain
     /// logins are accepted whatever this says.
@@ -125,14 +130,18 @@ impl New {
     }
 }
 
-/// Reads a file holding only a password (a trailing newline is ignored).
+/// Reads a file holding only a password, byte for byte (a trailing newline is ignored).
 fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ValidationError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ValidationError::File {
+    let bytes = std::fs::read(path).map_err(|e| ValidationError::File {
         key,
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let password = text.trim_end_matches(['\r', '\n']);
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    let password = &bytes[..end];
     if password.is_empty() {
         return Err(ValidationError::File {
             key,
@@ -140,7 +149,7 @@ fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, Validation
             message: "the file is empty".into(),
         });
     }
-    Ok(Secret::new(password))
+    Ok(Secret::from_bytes(password))
 }
 
 /// `[sweep]`: background completion of accounts nobody opens.
@@ -752,6 +761,27 @@ impl Config {
         if self.listen.imap.is_none() && self.listen.imaps.is_none() {
             return Err(ValidationError::NoListener);
         }
+        match (
+            self.listen.proxy_protocol,
+            self.listen.proxy_protocol_from.is_empty(),
+        ) {
+            // Without it, anyone reaching the port could claim any client address.
+            (true, true) => {
+                return Err(ValidationError::Missing {
+                    key: "listen.proxy_protocol_from",
+                    because: "listen.proxy_protocol = true (list the load balancers that send \
+                              the header, e.g. [\"10.0.0.5/32\"]; a header from anyone else \
+                              would let a client choose its own address)",
+                });
+            }
+            (false, false) => {
+                return Err(ValidationError::Unused {
+                    key: "listen.proxy_protocol_from",
+                    because: "listen.proxy_protocol = true",
+                });
+            }
+            _ => {}
+        }
         match &self.tls {
             Some(tls) => {
                 crate::tls::server_config(&tls.cert, &tls.key)
@@ -1052,6 +1082,33 @@ mod tests {
 
         let ca = MINIMAL.replace("security", "ca = \"/nonexistent-ca.pem\"\nsecurity");
         assert_eq!(invalid(&ca).key(), "new.ca");
+    }
+
+    #[test]
+    fn proxy_protocol_needs_its_sources() {
+        let on = MINIMAL.replace("[new]\n", "proxy_protocol = true\n[new]\n");
+        let e = invalid(&on);
+        assert_eq!(e.key(), "listen.proxy_protocol_from");
+        assert!(e.to_string().contains("load balancers"), "{e}");
+        let listed = on.replace(
+            "proxy_protocol = true\n",
+            "proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"2001:db8::7\"]\n",
+        );
+        let c = parse_str(&listed).unwrap();
+        assert_eq!(
+            c.listen.proxy_protocol_from,
+            [
+                "10.0.0.0/8".parse().unwrap(),
+                "2001:db8::7/128".parse().unwrap()
+            ]
+        );
+        let unused = MINIMAL.replace("[new]\n", "proxy_protocol_from = [\"10.0.0.0/8\"]\n[new]\n");
+        assert_eq!(invalid(&unused).key(), "listen.proxy_protocol_from");
+        // A block that is not one is a parse error naming the line.
+        let bad = listed.replace("10.0.0.0/8", "10.0.0.1/8");
+        let err = parse_str(&bad).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: 4, .. }), "{err:?}");
+        assert!(err.to_string().contains("host bits"), "{err}");
     }
 
     #[test]

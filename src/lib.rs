@@ -21,14 +21,17 @@
 //! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
 //! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones, the journal) and its
 //!   SQLite implementation.
-//! - [`tls`], [`secret`], [`loopfile`], [`login`], `lock`: foundations (TLS configuration from PEM
-//!   files, passwords that never print, imapsync's loop-file format, the account name of a typed
-//!   login, what a poisoned lock means).
+//! - [`tls`], [`secret`], [`loopfile`], [`login`], [`cidr`], [`files`], `lock`: foundations (TLS
+//!   configuration from PEM files, passwords that never print, imapsync's loop-file format, the
+//!   account name of a typed login, client address blocks and the /64 an IPv6 client is counted
+//!   by, private modes for created files, what a poisoned lock means).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
+pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod imap;
 pub(crate) mod lock;
 pub mod login;

@@ -34,10 +34,11 @@ pub enum Line {
     },
 }
 
-/// Parses one line (`number` is 1-based). A trailing `\r` (CRLF files) is dropped first.
+/// Parses one line (`number` is 1-based). Trailing `\r`s are dropped first: CRLF files, and
+/// files converted to CRLF twice (`\r\r\n`, found by fuzzing).
 pub fn parse_line(number: usize, line: &str) -> Line {
     let raw = line.strip_suffix('\n').unwrap_or(line);
-    let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    let raw = raw.trim_end_matches('\r');
     if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
         return Line::Skip;
     }
@@ -96,4 +97,77 @@ pub fn parse_file(text: &str) -> Vec<Line> {
         .enumerate()
         .map(|(i, l)| parse_line(i + 1, l))
         .collect()
+}
+
+/// Parses `data` (any bytes, as text) as a loop file and checks what the batch relies on: one
+/// result per line, numbered in order; an account's fields come from its own line, hosts and
+/// users are trimmed and non-empty, no field holds a `;`. For fuzzing.
+pub fn fuzz_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let lines = parse_file(&text);
+    assert_eq!(lines.len(), text.split('\n').count());
+    for (i, line) in lines.iter().enumerate() {
+        match line {
+            Line::Skip => {}
+            Line::Malformed { number, reason } => {
+                assert_eq!(*number, i + 1);
+                assert!(!reason.is_empty());
+            }
+            Line::Account(a) => {
+                assert_eq!(a.number, i + 1);
+                assert!(!a.raw.contains('\n') && !a.raw.ends_with('\r'));
+                for f in [&a.host1, &a.user1, &a.host2, &a.user2] {
+                    assert!(!f.is_empty() && f.trim() == f && !f.contains(';'));
+                    assert!(a.raw.contains(f.as_str()));
+                }
+                for p in [&a.password1, &a.password2] {
+                    assert!(!p.contains(';') && a.raw.contains(p.as_str()));
+                }
+                assert!(a.extra.iter().all(|w| !w.is_empty() && !w.contains(';')));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    /// LF, CRLF and a twice-converted CRCRLF line are the same account (the failures file gets
+    /// the line without its ending).
+    #[test]
+    fn line_endings() {
+        let lf = super::parse_line(1, "h1;u1;p1;h2;u2;p2;\n");
+        for ending in ["\r\n", "\r\r\n", "\r"] {
+            let line = format!("h1;u1;p1;h2;u2;p2;{ending}");
+            assert_eq!(super::parse_line(1, &line), lf, "{ending:?}");
+        }
+        let super::Line::Account(a) = lf else {
+            panic!("{lf:?}")
+        };
+        assert_eq!((a.raw.as_str(), a.password2.as_str()), ("h1;u1;p1;h2;u2;p2;", "p2"));
+    }
+
+    #[test]
+    fn fuzz_samples() {
+        for s in [
+            &b""[..],
+            b"h1;u1;p1;h2;u2;p2;\n",
+            b"h1;u1;p;1;h2;u2;p2;--x\r\n# c\r\n\r\n;;;;;;\n",
+            b"h1 ; u1 ;\xff;h2;u2;p2;a  b ;;\n",
+            b"h1;u1;p1;h2;u2;p2;\rA\r\r\n",
+        ] {
+            super::fuzz_parse(s);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_keeps_the_invariants(data in proptest::collection::vec(
+            prop_oneof![Just(b';'), Just(b'\n'), Just(b'\r'), Just(b' '), Just(b'#'), any::<u8>()],
+            0..512,
+        )) {
+            super::fuzz_parse(&data);
+        }
+    }
 }

@@ -1,9 +1,10 @@
 //! TLS configuration, with the ring provider only. Client configs verify the server's certificate by
 //! default (Debian's CA bundle, or a CA file given by the user) and only skip it when asked to
 //! explicitly. PEM files are read with `rustls-pki-types`' `PemObject` (rustls-pemfile is archived).
+//! Client configs for outgoing connections are built once per process and trust settings.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -68,6 +69,44 @@ pub fn client_config(verify: bool, ca_file: Option<&Path>) -> Result<Arc<ClientC
             .with_no_client_auth()
     };
     Ok(Arc::new(config))
+}
+
+/// Client configurations built so far, per (verify, CA file).
+type ClientConfigs = Vec<((bool, Option<PathBuf>), Arc<ClientConfig>)>;
+static CLIENT_CONFIGS: Mutex<ClientConfigs> = Mutex::new(Vec::new());
+
+/// The client configuration for (`verify`, `ca_file`), built at its first use and shared by
+/// every later connection of the process: a CA bundle is read and parsed once, not at each
+/// connection (a changed bundle is read at the next start). A failed build is not remembered.
+pub fn shared_client_config(
+    verify: bool,
+    ca_file: Option<&Path>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let key = (verify, ca_file.map(Path::to_path_buf));
+    // The list only ever gains complete entries: a panic elsewhere leaves it usable.
+    let find = |configs: &ClientConfigs| {
+        configs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, c)| Arc::clone(c))
+    };
+    if let Some(config) = find(
+        &CLIENT_CONFIGS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    ) {
+        return Ok(config);
+    }
+    // Built without the lock held (it reads a file); a concurrent first use may build it twice.
+    let built = client_config(verify, ca_file)?;
+    let mut configs = CLIENT_CONFIGS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(config) = find(&configs) {
+        return Ok(config);
+    }
+    configs.push((key, Arc::clone(&built)));
+    Ok(built)
 }
 
 /// A server configuration from a certificate chain and a private key in PEM files.

@@ -92,6 +92,41 @@ async fn tls_modes_and_certificate_checks() {
         .expect("explicit opt-out");
 }
 
+/// The CA bundle is read once per trust setting: new connections keep working after the file
+/// is gone (nothing re-reads and re-parses it per connection).
+#[tokio::test]
+async fn the_ca_bundle_is_read_once_not_at_every_connection() {
+    let d = Dovecot::start_with(DovecotOptions {
+        tls: true,
+        ..DovecotOptions::default()
+    });
+    d.add_user("carol", PW);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::copy(ca_pem(), &ca).unwrap();
+    let tls = TlsOptions {
+        verify: true,
+        ca_file: Some(ca.clone()),
+    };
+    let imaps = d.imaps_port().unwrap();
+    let mut first = Client::connect(&opts(imaps, Security::Tls, tls.clone()), Side::Old)
+        .await
+        .expect("first connection reads the CA");
+    first.login("carol", &Secret::new(PW)).await.unwrap();
+    std::fs::remove_file(&ca).unwrap();
+    for security in [Security::Tls, Security::StartTls] {
+        let port = if security == Security::Tls {
+            imaps
+        } else {
+            d.port()
+        };
+        let mut c = Client::connect(&opts(port, security, tls.clone()), Side::Old)
+            .await
+            .unwrap_or_else(|e| panic!("{security:?} after the CA file is gone: {e}"));
+        c.login("carol", &Secret::new(PW)).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn login_failure_and_refused_connection_say_which_side() {
     let d = Dovecot::start(Layout::Slash);

@@ -23,15 +23,16 @@ fn start_proxy(new_port: u16) -> Proxy {
     Proxy::start_with(&text, true)
 }
 
-fn have(binary: &str) -> bool {
+/// Fails the test when a client it drives is missing: a test that cannot run must not pass.
+fn require(binary: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {binary}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipping: {binary} is not installed (scripts/install-deps.sh installs it)");
-    }
-    found
+    assert!(
+        found,
+        "{binary} is not installed (scripts/install-deps.sh installs it)"
+    );
 }
 
 fn msg(i: u32, subject: &str) -> Vec<u8> {
@@ -81,9 +82,7 @@ fn fetch_new(new: &Dovecot, user: &str, pw: &str, mailbox: &str) -> Vec<Msg> {
 
 #[test]
 fn curl_full_session_over_implicit_tls_and_starttls() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     for (starttls, user) in [(false, "carol"), (true, "cody")] {
         let pw = "secretpw";
         let new = seeded_new(user, pw);
@@ -216,9 +215,7 @@ fn assert_local_equals_new(new: &Dovecot, user: &str, pw: &str, mail: &Path, wha
 
 #[test]
 fn mbsync_syncs_through_the_proxy_over_implicit_tls_and_starttls() {
-    if !have("mbsync") {
-        return;
-    }
+    require("mbsync");
     let (user, pw) = ("mona", "monapw");
     let new = seeded_new(user, pw);
     let proxy = start_proxy(new.port());

@@ -136,7 +136,7 @@ fn session(c: &mut Client, user: &str, pw: &str) {
 fn proxy_protocol_proxy(new: &Dovecot, extra: &str) -> Proxy {
     let certs = certs_dir();
     let text = format!(
-        "proxy_protocol = true\nplaintext_login = true\n[tls]\ncert = {:?}\nkey = {:?}\n\
+        "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1/32\"]\nplaintext_login = true\n[tls]\ncert = {:?}\nkey = {:?}\n\
          [new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n{extra}",
         certs.join("localhost.pem"),
         certs.join("localhost-key.pem"),

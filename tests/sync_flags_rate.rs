@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use common::seed::parse_imap_date;
 use common::{Dovecot, Layout, RawImap};
@@ -275,12 +274,10 @@ async fn max_messages_per_second_slows_the_copy() {
         max_messages_per_second: Some(20.0),
         ..Options::default()
     };
-    let clock = Instant::now();
+    // The pacing itself is tested with paused time (sync::rate); here the limited pass copies
+    // everything.
     let report = pass(&store, &old, &new, &opts).await;
-    let took = clock.elapsed();
     assert_eq!(report.stats.messages_transferred, 30);
-    // 30 messages at 20/s: at least 1.5 s of copying; the bound is generous.
-    assert!(took >= Duration::from_millis(1200), "took {took:?}");
     assert_eq!(inbox(&new).len(), 30);
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::args;
 use super::report::{self, bytes_with_unit, code};
+use crate::files;
 
 /// Exit code when every account succeeded.
 pub const BATCH_OK: i32 = 0;
@@ -342,15 +343,12 @@ fn write_failures(path: &Path, failed: &[&AccountLine]) -> io::Result<()> {
     let mut sorted = failed.to_vec();
     sorted.sort_by_key(|a| a.number);
     let text: String = sorted.iter().map(|a| format!("{}\n", a.raw)).collect();
-    fs::write(path, text)
+    files::write_private(path, text.as_bytes())
 }
 
 /// Appends one failed line at once, so a killed batch still leaves its failures behind.
 fn append_failure(path: &Path, line: &AccountLine) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)?;
+    let mut f = files::append(path)?;
     writeln!(f, "{}", line.raw)
 }
 
@@ -394,7 +392,8 @@ pub fn batch_command(shown: &str, argv: &[String]) -> i32 {
         .failures
         .clone()
         .unwrap_or_else(|| default_failures_path(&a.file));
-    if let Err(e) = fs::write(&failures_path, "") {
+    // It will hold passwords: private even if an earlier run left it readable.
+    if let Err(e) = files::write_private(&failures_path, b"") {
         eprintln!(
             "{shown}: cannot write the failures file {}: {e}",
             failures_path.display()

@@ -80,9 +80,9 @@ impl Output {
     /// Output to stdout and a new log file at `path` (parent directories are created).
     pub fn with_log_file(path: &Path) -> io::Result<Output> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            crate::files::create_dir_all(dir)?;
         }
-        let file = File::create(path)?;
+        let file = crate::files::create(path)?;
         Ok(Output {
             file: Mutex::new(Some(file)),
             path: Some(path.to_owned()),

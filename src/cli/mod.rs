@@ -73,13 +73,20 @@ fn invoked_as_imapsync(program: &str) -> bool {
         .is_some_and(|s| s == "imapsync")
 }
 
-/// Logs of the library go to stderr at warn level unless `RUST_LOG` says otherwise.
+/// Logs of the library go to stderr at warn level unless `RUST_LOG` says otherwise; colours
+/// only when stderr is a terminal (a file or a pipe gets plain text).
 fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(stderr_is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Whether log lines on stderr may carry colour escapes.
+pub(crate) fn stderr_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 /// Runs the program with its full argument vector (program name first); returns the exit code.

@@ -65,12 +65,14 @@ pub(super) fn log_dispatch(json: bool) -> Dispatch {
     if !json {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(env_filter())
+            .with_ansi(super::stderr_is_terminal())
             .with_writer(std::io::stderr)
             .try_init();
         return tracing::dispatcher::get_default(Dispatch::clone);
     }
     let subscriber = tracing_subscriber::fmt()
         .json()
+        .with_ansi(false)
         .with_env_filter(env_filter())
         .with_writer(std::io::stderr)
         .finish();

@@ -112,16 +112,12 @@ fn side_of(n: u8) -> Side {
     if n == 1 { Side::Old } else { Side::New }
 }
 
-/// First line of a password file (imapsync's `firstline`), `None` when unreadable.
-fn first_line(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .next()
-            .unwrap_or("")
-            .trim_end_matches('\r')
-            .to_string(),
-    )
+/// First line of a password file (imapsync's `firstline`), byte for byte (a Latin-1 password
+/// stays Latin-1), `None` when unreadable.
+fn first_line(path: &Path) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
 }
 
 fn seconds(secs: f64) -> String {
@@ -410,7 +406,7 @@ impl Run {
     fn password(&mut self, n: u8) -> Result<Secret, i32> {
         let side = self.args.side(n).clone();
         if let Some(file) = &side.passfile {
-            return first_line(file).map(Secret::new).ok_or_else(|| {
+            return first_line(file).map(Secret::from_bytes).ok_or_else(|| {
                 self.silent_errors += 1;
                 let msg = format!(
                     "Failure: file from parameter --passfile{n} {} does not exist or is not readable",
@@ -419,11 +415,12 @@ impl Run {
                 self.finish(code::EX_NOINPUT, Some(&msg))
             });
         }
-        if let Some(pw) = std::env::var(format!("IMAPSYNC_PASSWORD{n}"))
-            .ok()
-            .filter(|p| !p.is_empty())
+        if let Some(pw) =
+            std::env::var_os(format!("IMAPSYNC_PASSWORD{n}")).filter(|p| !p.is_empty())
         {
-            return Ok(Secret::new(pw));
+            return Ok(Secret::from_bytes(
+                std::os::unix::ffi::OsStringExt::into_vec(pw),
+            ));
         }
         side.password.ok_or_else(|| {
             self.silent_errors += 1;
@@ -700,9 +697,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "s3cret\r\nsecond line\n").unwrap();
-        assert_eq!(first_line(&file).as_deref(), Some("s3cret"));
+        assert_eq!(first_line(&file).as_deref(), Some(&b"s3cret"[..]));
         std::fs::write(&file, "").unwrap();
-        assert_eq!(first_line(&file).as_deref(), Some(""));
+        assert_eq!(first_line(&file).as_deref(), Some(&b""[..]));
+        std::fs::write(&file, b"caf\xe9\n").unwrap();
+        assert_eq!(first_line(&file).as_deref(), Some(&b"caf\xe9"[..]));
         assert_eq!(first_line(&dir.path().join("missing")), None);
     }
 }

@@ -145,21 +145,30 @@ impl Cmd {
 
     /// An astring argument: quoted when it can be, a literal otherwise.
     fn string(self, s: &str) -> Cmd {
-        if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            let mut q = String::with_capacity(s.len() + 2);
-            q.push('"');
-            for c in s.chars() {
-                if c == '"' || c == '\\' {
-                    q.push('\\');
+        self.bytes(s.as_bytes())
+    }
+
+    /// An astring argument of any bytes (an 8-bit password): quoted when it can be, a literal
+    /// otherwise, byte for byte.
+    fn bytes(mut self, s: &[u8]) -> Cmd {
+        if s.iter().all(|b| (0x20..0x7f).contains(b)) {
+            let mut q = Vec::with_capacity(s.len() + 2);
+            q.push(b'"');
+            for &b in s {
+                if b == b'"' || b == b'\\' {
+                    q.push(b'\\');
                 }
-                q.push(c);
+                q.push(b);
             }
-            q.push('"');
-            self.text(&q)
+            q.push(b'"');
+            match self.0.last_mut() {
+                Some(Piece::Text(t)) => t.extend_from_slice(&q),
+                _ => self.0.push(Piece::Text(q)),
+            }
+            self
         } else {
-            let mut cmd = self;
-            cmd.0.push(Piece::Literal(s.as_bytes().to_vec()));
-            cmd
+            self.0.push(Piece::Literal(s.to_vec()));
+            self
         }
     }
 
@@ -639,7 +648,7 @@ impl Client {
         let cmd = Cmd::new("LOGIN ")
             .string(user)
             .text(" ")
-            .string(password.expose());
+            .bytes(password.expose_bytes());
         self.authenticate_with(cmd, user, "LOGIN").await
     }
 
@@ -1237,7 +1246,7 @@ fn plain_token(authzid: Option<&str>, authcid: &str, password: &Secret) -> Strin
     raw.push(0);
     raw.extend_from_slice(authcid.as_bytes());
     raw.push(0);
-    raw.extend_from_slice(password.expose().as_bytes());
+    raw.extend_from_slice(password.expose_bytes());
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
@@ -1245,7 +1254,7 @@ async fn tls_handshake(
     tcp: TcpStream,
     opts: &ConnectOptions,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let config = crate::tls::client_config(opts.tls.verify, opts.tls.ca_file.as_deref())
+    let config = crate::tls::shared_client_config(opts.tls.verify, opts.tls.ca_file.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let name = rustls_pki_types::ServerName::try_from(opts.host.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -1353,6 +1362,12 @@ mod tests {
         let c = Cmd::new("LOGIN ").string("j\u{f6}rg");
         assert!(
             matches!(&c.0[..], [Piece::Text(_), Piece::Literal(l)] if l == "j\u{f6}rg".as_bytes())
+        );
+        let c = Cmd::new("LOGIN ").bytes(b"caf\xe9");
+        assert!(matches!(&c.0[..], [Piece::Text(_), Piece::Literal(l)] if l == b"caf\xe9"));
+        assert_eq!(
+            plain_token(None, "bob", &Secret::from_bytes(b"\xe9".to_vec())),
+            "AGJvYgDp"
         );
         assert_eq!(Cmd::new("UID FETCH 1:* (FLAGS)").name(), "UID FETCH");
         assert_eq!(Cmd::new("LOGIN x y").name(), "LOGIN");

@@ -84,6 +84,36 @@ pub fn parse_stream(data: &[u8], chunk: usize) -> usize {
     })
 }
 
+/// Frames `data` into responses without I/O (lines, each `{n}` at a line's end taking the next
+/// `n` bytes as a literal, as far as they go) and parses each; returns how many parsed. For the
+/// `response_parse` fuzz target and the property test: the parser must return (an error is
+/// fine) whatever a server sends, never panic or overflow the stack.
+pub fn parse_responses(data: &[u8]) -> usize {
+    let mut rest = data;
+    let mut parsed = 0;
+    while !rest.is_empty() {
+        let mut parts = Vec::new();
+        loop {
+            let (line, after) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = after;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let literal = reader::literal_length(line);
+            parts.push(reader::Part::Text(line.to_vec()));
+            let Some(n) = literal else { break };
+            let n = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
+            parts.push(reader::Part::Literal(Body::Mem(rest[..n].to_vec())));
+            rest = &rest[n..];
+        }
+        if response::parse(parts).is_ok() {
+            parsed += 1;
+        }
+    }
+    parsed
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -95,11 +125,18 @@ mod tests {
             super::parse_stream(&data, chunk);
         }
 
+        /// Arbitrary bytes straight into the parser: never a panic.
+        #[test]
+        fn arbitrary_responses_never_panic(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            super::parse_responses(&data);
+        }
+
         /// Well-formed responses parse the same however the stream is cut.
         #[test]
         fn chunking_does_not_change_the_result(chunk in 1usize..40) {
             let input = b"* OK [CAPABILITY IMAP4rev1] hi\r\n* 1 FETCH (UID 3 BODY[] {5}\r\nhello)\r\n* LIST () \"/\" x\r\nA1 OK done\r\n";
             prop_assert_eq!(super::parse_stream(input, chunk), 4);
+            prop_assert_eq!(super::parse_responses(input), 4);
         }
     }
 }

@@ -1,12 +1,16 @@
 //! The streaming response reader: reads one server response (a line, plus every literal it
 //! announces) from a buffered stream. Literals up to [`SPOOL_THRESHOLD`] stay in memory; larger
 //! ones are written to an unnamed temporary file as they arrive, so memory per connection stays
-//! bounded whatever the message size. Every read is bounded by an inactivity timeout.
+//! bounded whatever the message size. Every read is bounded by an inactivity timeout. Spool files
+//! are created, filled, copied and streamed back on tokio's blocking threads, never on the
+//! threads that run connections (only [`Body::prefix`], a bounded read, is synchronous).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt,
+};
 
 use super::{ImapError, Result, Side};
 
@@ -15,6 +19,8 @@ pub const SPOOL_THRESHOLD: usize = 256 * 1024;
 /// Longest response line accepted (a `UID SEARCH` answer for a million messages fits).
 const MAX_LINE: usize = 32 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
+/// Bytes gathered before one write to a spool file.
+const SPOOL_WRITE: usize = 256 * 1024;
 
 /// A message body (or any literal): in memory when small, in an unnamed temporary file otherwise.
 #[derive(Debug)]
@@ -36,6 +42,8 @@ impl Body {
     }
 
     /// The first `max` bytes (e.g. to find the header block without reading a whole spooled file).
+    /// A synchronous read of at most `max` bytes of a file just written (callers ask for a
+    /// header's worth).
     pub fn prefix(&self, max: usize) -> std::io::Result<Vec<u8>> {
         match self {
             Body::Mem(v) => Ok(v[..v.len().min(max)].to_vec()),
@@ -49,22 +57,27 @@ impl Body {
         }
     }
 
-    /// The same message with `prefix` in front (e.g. a header line added by `--addheader`).
-    pub fn with_prefix(self, prefix: &[u8]) -> std::io::Result<Body> {
+    /// The same message with `prefix` in front (e.g. a header line added by `--addheader`). A
+    /// spooled body is copied to a new spool file on a blocking thread.
+    pub async fn with_prefix(self, prefix: &[u8]) -> std::io::Result<Body> {
         match self {
             Body::Mem(mut v) => {
                 v.splice(0..0, prefix.iter().copied());
                 Ok(Body::Mem(v))
             }
             Body::File { mut file, len } => {
-                let mut out = tempfile::tempfile()?;
-                out.write_all(prefix)?;
-                file.seek(SeekFrom::Start(0))?;
-                std::io::copy(&mut file, &mut out)?;
-                Ok(Body::File {
-                    file: out,
-                    len: len + prefix.len() as u64,
+                let prefix = prefix.to_vec();
+                blocking(move || {
+                    let mut out = tempfile::tempfile()?;
+                    out.write_all(&prefix)?;
+                    file.seek(SeekFrom::Start(0))?;
+                    std::io::copy(&mut file, &mut out)?;
+                    Ok(Body::File {
+                        file: out,
+                        len: len + prefix.len() as u64,
+                    })
                 })
+                .await
             }
         }
     }
@@ -79,13 +92,14 @@ impl Body {
         match self {
             Body::Mem(v) => out.write_all(v).await,
             Body::File { file, len } => {
-                let mut f = file.try_clone()?;
-                f.seek(SeekFrom::Start(0))?;
+                // Reads run on blocking threads (tokio::fs).
+                let mut f = tokio::fs::File::from_std(file.try_clone()?);
+                f.seek(SeekFrom::Start(0)).await?;
                 let mut left = *len;
                 let mut buf = vec![0; CHUNK];
                 while left > 0 {
                     let n = (left as usize).min(CHUNK);
-                    f.read_exact(&mut buf[..n])?;
+                    f.read_exact(&mut buf[..n]).await?;
                     out.write_all(&buf[..n]).await?;
                     left -= n as u64;
                 }
@@ -93,6 +107,15 @@ impl Body {
             }
         }
     }
+}
+
+/// Runs blocking file work on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// One piece of a response: text (without CRLF) or a literal announced at the end of the text before it.
@@ -206,8 +229,13 @@ async fn read_literal<S: AsyncBufRead + Unpin>(
     let spool_err = |source| ImapError::Spool { side, source };
     let mut mem = Vec::new();
     let mut file = None;
-    if len as usize > SPOOL_THRESHOLD {
-        file = Some(tempfile::tempfile().map_err(spool_err)?);
+    if len > SPOOL_THRESHOLD as u64 {
+        let spool = blocking(tempfile::tempfile).await.map_err(spool_err)?;
+        // Whatever size the network's pieces, the blocking writes are large.
+        file = Some(tokio::io::BufWriter::with_capacity(
+            SPOOL_WRITE,
+            tokio::fs::File::from_std(spool),
+        ));
     } else {
         mem.reserve_exact(len as usize);
     }
@@ -222,14 +250,21 @@ async fn read_literal<S: AsyncBufRead + Unpin>(
         }
         let n = buf.len().min(left as usize);
         match &mut file {
-            Some(f) => f.write_all(&buf[..n]).map_err(spool_err)?,
+            Some(f) => f.write_all(&buf[..n]).await.map_err(spool_err)?,
             None => mem.extend_from_slice(&buf[..n]),
         }
         stream.consume(n);
         left -= n as u64;
     }
     Ok(match file {
-        Some(file) => Body::File { file, len },
+        Some(mut file) => {
+            // Every write is complete before the body is handed on.
+            file.flush().await.map_err(spool_err)?;
+            Body::File {
+                file: file.into_inner().into_std().await,
+                len,
+            }
+        }
         None => Body::Mem(mem),
     })
 }
@@ -300,5 +335,29 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn spooled_bodies_stream_back_and_take_a_prefix() {
+        let big: Vec<u8> = (0..SPOOL_THRESHOLD + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut input = format!("* 1 FETCH (BODY[] {{{}}}\r\n", big.len()).into_bytes();
+        input.extend_from_slice(&big);
+        input.extend_from_slice(b")\r\n");
+        let mut responses = read_all(&input, 4096).await;
+        let Part::Literal(body) = responses[0].remove(1) else {
+            panic!("no literal");
+        };
+        let mut out = Vec::new();
+        body.write_to(&mut out).await.unwrap();
+        assert_eq!(out, big);
+        let body = body.with_prefix(b"Message-Id: <1@x>\r\n").await.unwrap();
+        assert!(matches!(body, Body::File { .. }));
+        let mut out = Vec::new();
+        body.write_to(&mut out).await.unwrap();
+        assert_eq!(&out[..19], b"Message-Id: <1@x>\r\n");
+        assert_eq!(&out[19..], &big[..]);
+        assert_eq!(body.len(), big.len() as u64 + 19);
     }
 }

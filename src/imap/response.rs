@@ -168,26 +168,26 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
     let upper = word.to_ascii_uppercase();
     Ok(match upper.as_str() {
         "CAPABILITY" => Untagged::Capability(
-            p.values()
+            p.values()?
                 .into_iter()
                 .filter_map(Value::into_string)
                 .collect(),
         ),
         "ENABLED" => Untagged::Enabled(
-            p.values()
+            p.values()?
                 .into_iter()
                 .filter_map(Value::into_string)
                 .collect(),
         ),
         "FLAGS" => Untagged::Flags(p.flag_list()),
         "SEARCH" => Untagged::Search(
-            p.values()
+            p.values()?
                 .into_iter()
                 .filter_map(|v| v.into_string()?.parse().ok())
                 .collect(),
         ),
         "LIST" | "LSUB" => {
-            let mut v = p.values().into_iter();
+            let mut v = p.values()?.into_iter();
             let attrs = v.next().map(Value::strings).unwrap_or_default();
             let delim = v
                 .next()
@@ -204,7 +204,7 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
             }
         }
         "STATUS" => {
-            let mut v = p.values().into_iter();
+            let mut v = p.values()?.into_iter();
             let name = v
                 .next()
                 .and_then(Value::into_string)
@@ -217,7 +217,7 @@ fn parse_untagged(p: &mut Parser) -> Result<Untagged, String> {
             Untagged::MailboxStatus { name, items }
         }
         "NAMESPACE" => {
-            let personal = match p.values().into_iter().next() {
+            let personal = match p.values()?.into_iter().next() {
                 Some(Value::List(list)) => list
                     .into_iter()
                     .filter_map(|ns| match ns {
@@ -265,7 +265,7 @@ fn parse_fetch(seq: u32, p: &mut Parser) -> Result<Fetch, String> {
             continue;
         }
         let value = p
-            .value()
+            .value(0)?
             .ok_or_else(|| format!("FETCH item {name} without a value"))?;
         match name.as_str() {
             "UID" => fetch.uid = value.number(),
@@ -334,10 +334,10 @@ impl Value {
             Value::Atom(a) if a.eq_ignore_ascii_case("NIL") => None,
             Value::Atom(a) => Some(a),
             Value::Str(s) => Some(String::from_utf8_lossy(&s).into_owned()),
-            Value::Lit(b) => b
-                .to_vec()
-                .ok()
-                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+            // A literal spooled to disk (hundreds of KiB) is no name or number: never read
+            // back into memory here.
+            Value::Lit(Body::Mem(v)) => Some(String::from_utf8_lossy(&v).into_owned()),
+            Value::Lit(Body::File { .. }) => None,
             Value::List(_) => None,
         }
     }
@@ -405,6 +405,10 @@ pub(crate) fn text_of(bytes: &[u8]) -> String {
         Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
     }
 }
+
+/// Deepest nesting of parenthesised lists in a response (BODYSTRUCTURE of a deeply nested
+/// MIME message stays far below it).
+const MAX_DEPTH: usize = 64;
 
 struct Parser {
     parts: std::vec::IntoIter<Part>,
@@ -476,18 +480,25 @@ impl Parser {
     }
 
     /// Every value until the end of the response.
-    fn values(&mut self) -> Vec<Value> {
+    fn values(&mut self) -> Result<Vec<Value>, String> {
         let mut out = Vec::new();
-        while let Some(v) = self.value() {
+        while let Some(v) = self.value(0)? {
             out.push(v);
         }
-        out
+        Ok(out)
     }
 
-    fn value(&mut self) -> Option<Value> {
+    /// The value at the cursor, `depth` lists deep. Lists nested deeper than [`MAX_DEPTH`] are
+    /// an error: a hostile server must not exhaust the stack.
+    fn value(&mut self, depth: usize) -> Result<Option<Value>, String> {
         self.skip_spaces();
-        let &b = self.text.get(self.pos)?;
-        match b {
+        let Some(&b) = self.text.get(self.pos) else {
+            return Ok(None);
+        };
+        Ok(match b {
+            b'(' if depth >= MAX_DEPTH => {
+                return Err(format!("lists nested more than {MAX_DEPTH} deep"));
+            }
             b'(' => {
                 self.pos += 1;
                 let mut list = Vec::new();
@@ -496,12 +507,12 @@ impl Parser {
                     match self.text.get(self.pos) {
                         Some(b')') => {
                             self.pos += 1;
-                            return Some(Value::List(list));
+                            return Ok(Some(Value::List(list)));
                         }
-                        None => return Some(Value::List(list)),
-                        Some(_) => match self.value() {
+                        None => return Ok(Some(Value::List(list))),
+                        Some(_) => match self.value(depth + 1)? {
                             Some(v) => list.push(v),
-                            None => return Some(Value::List(list)),
+                            None => return Ok(Some(Value::List(list))),
                         },
                     }
                 }
@@ -522,7 +533,7 @@ impl Parser {
                 Some(Value::Lit(body))
             }
             _ => Some(Value::Atom(self.atom())),
-        }
+        })
     }
 
     /// A literal announcement (`{n}`, `{n+}`, `~{n}`) at the cursor, ending the line.
@@ -824,6 +835,41 @@ mod tests {
         ]);
         assert_eq!(f.header.unwrap().to_vec().unwrap(), b"x\n");
         assert_eq!(f.flags.unwrap(), ["a[b"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = |n: usize| format!("{}{}", "(".repeat(n), ")".repeat(n));
+        // Far past any stack: refused, for every response that reads generic values.
+        for line in [
+            format!("* 1 FETCH (UID 5 BODYSTRUCTURE {})", deep(1_000_000)),
+            format!("* LIST {} \"/\" INBOX", deep(1_000_000)),
+            format!("* CAPABILITY {}", "(".repeat(1_000_000)),
+            format!("* NAMESPACE {} NIL NIL", deep(100)),
+        ] {
+            let e = parse(text(&line)).unwrap_err();
+            assert!(e.contains("nested"), "{e}");
+        }
+        // A deeply nested MIME structure stays within the limit.
+        let line = format!("* 2 FETCH (BODYSTRUCTURE {} UID 9)", deep(MAX_DEPTH - 1));
+        match parse(text(&line)).unwrap() {
+            Response::Untagged(Untagged::Fetch(f)) => assert_eq!(f.uid, Some(9)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn spooled_literals_are_not_read_back_as_strings() {
+        let spooled = Body::File {
+            file: tempfile::tempfile().unwrap(),
+            len: 0,
+        };
+        let parts = vec![
+            Part::Text(b"* LIST () \"/\" {300000}".to_vec()),
+            Part::Literal(spooled),
+            Part::Text(Vec::new()),
+        ];
+        assert!(parse(parts).is_err());
     }
 
     #[test]

@@ -176,7 +176,8 @@ fn decode(line: &[u8]) -> (bool, Option<Command>) {
     let command = match command.body {
         CommandBody::Login { username, password } => Some(Command::Login {
             username: Arg::Str(lossy(username.as_ref())),
-            password: Some(Secret::new(lossy(password.declassify().as_ref()))),
+            // Byte for byte: an 8-bit password is not text to repair.
+            password: Some(Secret::from_bytes(password.declassify().as_ref())),
         }),
         CommandBody::Authenticate {
             mechanism,
@@ -212,10 +213,9 @@ fn by_tokens(name: &str, toks: &mut Tokens<'_>) -> Option<Command> {
         "LOGIN" => {
             let username = mailbox(toks)?;
             let password = match (&username, toks.next()) {
-                (Arg::Str(_), Some(Ok(tok))) => match tok.arg()? {
-                    Arg::Str(p) => Some(Secret::new(p)),
-                    Arg::Literal(_) => None,
-                },
+                (Arg::Str(_), Some(Ok(Tok::Atom(p)))) => Some(Secret::from_bytes(p)),
+                (Arg::Str(_), Some(Ok(Tok::Str(p)))) => Some(Secret::from_bytes(p)),
+                (Arg::Str(_), Some(Ok(Tok::List(_)))) => return None,
                 _ => None,
             };
             Command::Login { username, password }
@@ -766,6 +766,28 @@ mod tests {
                 password: None
             }
         );
+    }
+
+    #[test]
+    fn eight_bit_passwords_keep_their_bytes() {
+        for (line, pw) in [
+            (&b"a LOGIN bob \"caf\xe9\"\r\n"[..], &b"caf\xe9"[..]),
+            (b"a LOGIN bob \"\xfc \\\"q\\\\\"\r\n", b"\xfc \"q\\"),
+            (b"a LOGIN bob {4}\r\ncaf\xe9\r\n", b"caf\xe9"),
+            (b"a LOGIN bob {4+}\r\n\xff\xfe\x80x\r\n", b"\xff\xfe\x80x"),
+            (b"a LOGIN bob caf\xe9\r\n", b"caf\xe9"),
+        ] {
+            let i = inspect(line);
+            let Command::Login { password, .. } = &i.command else {
+                panic!("{i:?}");
+            };
+            assert_eq!(
+                password.as_ref().map(Secret::expose_bytes),
+                Some(pw),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

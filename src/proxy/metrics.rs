@@ -86,6 +86,7 @@ pub struct Metrics {
     bytes_client_to_new: AtomicU64,
     bytes_new_to_client: AtomicU64,
     login_failures: AtomicU64,
+    proxy_protocol_refused: AtomicU64,
     /// One per [`LATENCY_BUCKETS`] entry, then +Inf (not cumulative here).
     latency_buckets: Box<[AtomicU64]>,
     latency_sum_micros: AtomicU64,
@@ -102,6 +103,7 @@ impl Default for Metrics {
             bytes_client_to_new: AtomicU64::new(0),
             bytes_new_to_client: AtomicU64::new(0),
             login_failures: AtomicU64::new(0),
+            proxy_protocol_refused: AtomicU64::new(0),
             latency_buckets: zeros(LATENCY_BUCKETS.len() + 1),
             latency_sum_micros: AtomicU64::new(0),
             latency_count: AtomicU64::new(0),
@@ -164,6 +166,11 @@ impl Metrics {
         self.login_failures.fetch_add(1, Relaxed);
     }
 
+    /// A connection closed because its source may not send PROXY protocol headers.
+    pub fn proxy_protocol_refused(&self) {
+        self.proxy_protocol_refused.fetch_add(1, Relaxed);
+    }
+
     /// How long NEW took to answer a login (connect, greeting, ID, LOGIN/AUTHENTICATE).
     pub fn upstream_latency(&self, took: Duration) {
         let secs = took.as_secs_f64();
@@ -206,6 +213,12 @@ impl Metrics {
             "counter",
             "Logins refused by NEW.",
             load(&self.login_failures),
+        );
+        single(
+            "imapferry_proxy_protocol_refused_total",
+            "counter",
+            "Connections closed because their source is not in listen.proxy_protocol_from.",
+            load(&self.proxy_protocol_refused),
         );
         out.push_str(
             "# HELP imapferry_commands_total Client commands by name (OTHER: names outside the known list).\n\
@@ -406,6 +419,7 @@ mod tests {
         m.bytes_client_to_new(10);
         m.bytes_new_to_client(2000);
         m.login_failure();
+        m.proxy_protocol_refused();
         m.upstream_latency(Duration::from_millis(7));
         m.upstream_latency(Duration::from_millis(300));
         m.upstream_latency(Duration::from_secs(60));
@@ -414,6 +428,7 @@ mod tests {
             "imapferry_connections_open 1",
             "imapferry_connections_total 2",
             "imapferry_login_failures_total 1",
+            "imapferry_proxy_protocol_refused_total 1",
             "imapferry_bytes_total{direction=\"client_to_new\"} 10",
             "imapferry_bytes_total{direction=\"new_to_client\"} 2000",
             "imapferry_upstream_latency_seconds_bucket{le=\"0.005\"} 0",

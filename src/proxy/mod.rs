@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod proxy_protocol;
 pub mod server;
 pub mod session;
+pub mod throttle;

@@ -21,8 +21,10 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 use super::admin::{self, Admin};
 use super::metrics::Metrics;
 use super::proxy_protocol::{self, Header};
-use super::session::{self, BoxIo, LoginFailures, Settings};
-use crate::config::{Config, Security};
+use super::session::{self, BoxIo, Settings};
+use super::throttle::LoginThrottle;
+use crate::cidr::{self, Cidr};
+use crate::config::{Config, Security, ValidationError};
 use crate::migrate::Migrator;
 use crate::ops;
 use crate::store::SqliteStore;
@@ -70,6 +72,8 @@ pub enum ServeError {
     Migrate(#[from] crate::migrate::MigrateError),
     #[error("listen.imaps needs a [tls] section")]
     ImapsWithoutTls,
+    #[error(transparent)]
+    Config(#[from] ValidationError),
 }
 
 /// Builds the per-session settings from the configuration (reads the PEM files).
@@ -91,13 +95,14 @@ pub fn settings(config: &Config) -> Result<Settings, ServeError> {
         new_tls,
         acceptor,
         plaintext_login: config.listen.plaintext_login,
-        login_failures: LoginFailures::new(),
+        login_throttle: LoginThrottle::new(config.new.login_format()?),
         metrics: Arc::new(Metrics::new()),
         migrator: None,
     })
 }
 
-/// Counts connections per client address; the count drops with the guard.
+/// Counts connections per client network ([`cidr::network_of`]: an IPv4 address or an IPv6
+/// /64); the count drops with the guard.
 struct PerIp {
     counts: Mutex<HashMap<IpAddr, u32>>,
     max: u32,
@@ -112,6 +117,7 @@ struct IpGuard {
 
 impl PerIp {
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpGuard> {
+        let ip = cidr::network_of(ip);
         let mut counts = crate::lock::recover(&self.counts, COUNTS);
         let n = counts.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -142,8 +148,9 @@ struct Shared {
     settings: Arc<Settings>,
     total: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
-    /// Every connection starts with a PROXY protocol header.
-    proxy_protocol: bool,
+    /// Every connection starts with a PROXY protocol header, sent by one of these sources
+    /// (`None`: no header expected).
+    proxy_protocol_from: Option<Vec<Cidr>>,
     shutdown: watch::Receiver<bool>,
     /// Never used to send: every connection holds it (through `Shared`) until it ends, so the
     /// receiver in [`serve`] sees the channel close when the last one is gone.
@@ -201,7 +208,10 @@ pub async fn serve(
             counts: Mutex::new(HashMap::new()),
             max: config.limits.max_connections_per_ip,
         }),
-        proxy_protocol: config.listen.proxy_protocol,
+        proxy_protocol_from: config
+            .listen
+            .proxy_protocol
+            .then(|| config.listen.proxy_protocol_from.clone()),
         shutdown: stop_rx,
         _alive: alive_tx,
     });
@@ -305,7 +315,13 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
     };
     let mut stop = shared.shutdown.clone();
     let mut peer = peer;
-    if shared.proxy_protocol {
+    if let Some(from) = &shared.proxy_protocol_from {
+        // Only a listed load balancer may say who the client is; anyone else is closed unheard.
+        if !cidr::any_contains(from, peer.ip()) {
+            info!("closing: not in listen.proxy_protocol_from");
+            shared.settings.metrics.proxy_protocol_refused();
+            return;
+        }
         let timeout = Duration::from_secs(shared.settings.limits.login_timeout_secs);
         // Nothing may be said before the header (the client may be a TLS client): on any
         // problem the connection is just closed.

@@ -6,13 +6,12 @@
 //! the session sends `* BYE Server shutting down` between two responses and closes.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use dashmap::DashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
@@ -25,6 +24,7 @@ use super::framer::{Event, FrameError, Framer, Limits};
 use super::inspect::{Arg, Command, inspect};
 use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
+use super::throttle::LoginThrottle;
 use crate::config::{self, Security};
 use crate::migrate::{Account, Watch};
 use crate::secret::Secret;
@@ -57,19 +57,8 @@ const INJECT_QUEUE: usize = 16;
 const MAX_BAD_IN_A_ROW: u32 = 20;
 /// The last words to a client (BYE) get this long to be written.
 const BYE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Delay before answering a refused login, per recent failure from the same client address.
-pub const LOGIN_FAILURE_STEP: Duration = Duration::from_millis(500);
-/// Longest delay before answering a refused login.
-pub const LOGIN_FAILURE_MAX: Duration = Duration::from_secs(5);
-/// A client address's failure count starts again after this long without a failure.
-const LOGIN_FAILURE_FORGET: Duration = Duration::from_secs(15 * 60);
-/// Above this many addresses, entries older than [`LOGIN_FAILURE_FORGET`] are pruned.
-const LOGIN_FAILURE_PRUNE_AT: usize = 10_000;
 /// Sent to every open session when the server shuts down.
 const SHUTDOWN_TEXT: &str = "Server shutting down";
-
-/// Recent login failures per client address: (count, time of the last one).
-pub type LoginFailures = DashMap<IpAddr, (u32, std::time::Instant)>;
 
 /// What every session needs, prepared once from the configuration.
 pub struct Settings {
@@ -81,8 +70,8 @@ pub struct Settings {
     pub acceptor: Option<TlsAcceptor>,
     /// Logins accepted before TLS on the plain listener even though TLS is available.
     pub plaintext_login: bool,
-    /// Shared by all sessions: recent login failures per client address.
-    pub login_failures: LoginFailures,
+    /// Shared by all sessions: recent login failures per (client network, user).
+    pub login_throttle: LoginThrottle,
     /// Shared by all sessions and the admin endpoint's `/metrics`.
     pub metrics: Arc<super::metrics::Metrics>,
     /// The migration from OLD (`None` without `[old]`: a pure relay to NEW).
@@ -93,26 +82,6 @@ pub struct Settings {
 /// inside, so callers' futures stay `Send`.
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Records a refused login from `ip`; returns how long to wait before answering it.
-fn login_failure_delay(failures: &LoginFailures, ip: IpAddr) -> Duration {
-    let now = std::time::Instant::now();
-    if failures.len() > LOGIN_FAILURE_PRUNE_AT {
-        failures.retain(|_, (_, last)| now.duration_since(*last) < LOGIN_FAILURE_FORGET);
-    }
-    let count = {
-        let mut entry = failures.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) >= LOGIN_FAILURE_FORGET {
-            entry.0 = 0;
-        }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        entry.0
-    };
-    LOGIN_FAILURE_STEP
-        .saturating_mul(count)
-        .min(LOGIN_FAILURE_MAX)
 }
 
 /// Runs one client connection to its end. `secure`: the client stream is already TLS; `peer`:
@@ -311,6 +280,14 @@ impl Auth {
     fn user(&self) -> &str {
         match self {
             Auth::Login { user, .. } | Auth::Plain { user, .. } => user,
+        }
+    }
+
+    /// Whose password was given (the login throttle counts its failures).
+    fn authcid(&self) -> &str {
+        match self {
+            Auth::Login { user, .. } => user,
+            Auth::Plain { authcid, .. } => authcid,
         }
     }
 
@@ -667,7 +644,7 @@ async fn prelogin(
                 let user = auth.user().to_owned();
                 Span::current().record("user", user.as_str());
                 info!("logged in");
-                settings.login_failures.remove(&peer.ip());
+                settings.login_throttle.succeeded(peer.ip(), auth.authcid());
                 // OLD's folders exist on NEW before the client's first LIST (within the budget).
                 let account = match (&settings.migrator, auth.credentials()) {
                     (Some(m), Some((user, password))) => m.login(&user, &password).await,
@@ -685,10 +662,15 @@ async fn prelogin(
                 }));
             }
             Ok(Ok(NewLogin::Refused(text))) => {
-                info!(user = auth.user(), "login refused by NEW");
                 settings.metrics.login_failure();
-                let delay = login_failure_delay(&settings.login_failures, peer.ip());
-                tokio::time::sleep(delay).await;
+                let verdict = settings.login_throttle.failed(peer.ip(), auth.authcid());
+                let delay_ms = u64::try_from(verdict.delay.as_millis()).unwrap_or(u64::MAX);
+                let failures = verdict.failures;
+                info!(
+                    user = auth.user(),
+                    failures, delay_ms, "login refused by NEW"
+                );
+                tokio::time::sleep(verdict.delay).await;
                 answer(&mut client, deadline, format!("{tag} {text}").as_bytes()).await?;
             }
             Ok(Err(e)) => {
@@ -722,9 +704,9 @@ fn sasl_plain(response: &[u8]) -> Result<Auth, &'static str> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok(Auth::Plain {
         user: text(user),
-        response: Secret::new(text(response)),
+        response: Secret::from_bytes(response),
         authcid: text(authcid),
-        password: Secret::new(text(password)),
+        password: Secret::from_bytes(password),
     })
 }
 
@@ -839,13 +821,27 @@ async fn connect_new(settings: &Settings) -> io::Result<Upstream> {
 }
 
 /// True when `s` can be sent as a quoted string.
-fn quotable(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii() && b != 0 && b != b'\r' && b != b'\n')
+fn quotable(s: &[u8]) -> bool {
+    s.iter()
+        .all(|&b| b.is_ascii() && b != 0 && b != b'\r' && b != b'\n')
 }
 
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `s` as a quoted string (only for [`quotable`] bytes).
+fn quote_bytes(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
+    for &b in s {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+    out
 }
 
 /// Logs in to NEW with the client's credentials, after telling NEW the client's address (ID
@@ -860,13 +856,19 @@ async fn login_new(settings: &Settings, peer: SocketAddr, auth: &Auth) -> io::Re
     up.send(id.as_bytes()).await?;
     up.tagged("PI").await?;
     let plain = match auth {
-        Auth::Login { user, password } if quotable(user) && quotable(password.expose()) => {
-            let cmd = format!("P1 LOGIN {} {}\r\n", quote(user), quote(password.expose()));
-            up.send(cmd.as_bytes()).await?;
+        Auth::Login { user, password }
+            if quotable(user.as_bytes()) && quotable(password.expose_bytes()) =>
+        {
+            let mut cmd = format!("P1 LOGIN {} ", quote(user)).into_bytes();
+            cmd.extend_from_slice(&quote_bytes(password.expose_bytes()));
+            cmd.extend_from_slice(b"\r\n");
+            up.send(&cmd).await?;
             None
         }
+        // 8-bit bytes cannot be quoted: SASL PLAIN carries them exactly.
         Auth::Login { user, password } => {
-            let raw = format!("\0{user}\0{}", password.expose());
+            let mut raw = format!("\0{user}\0").into_bytes();
+            raw.extend_from_slice(password.expose_bytes());
             Some(Secret::new(B64.encode(raw)))
         }
         Auth::Plain { response, .. } => Some(response.clone()),
@@ -875,7 +877,7 @@ async fn login_new(settings: &Settings, peer: SocketAddr, auth: &Auth) -> io::Re
         up.send(b"P1 AUTHENTICATE PLAIN\r\n").await?;
         let line = up.line().await?;
         if line.starts_with(b"+") {
-            up.send(format!("{}\r\n", response.expose()).as_bytes())
+            up.send(&[response.expose_bytes(), b"\r\n"].concat())
                 .await?;
         } else {
             up.buf.splice(0..0, line);
@@ -1575,21 +1577,5 @@ mod tests {
         assert!(other.credentials().is_none());
         assert!(sasl_plain(b"*").is_err());
         assert!(sasl_plain(b"!!").is_err());
-    }
-
-    #[test]
-    fn login_failure_delays_grow_and_cap() {
-        let failures = LoginFailures::new();
-        let a: IpAddr = [192, 0, 2, 1].into();
-        let b: IpAddr = [192, 0, 2, 2].into();
-        assert_eq!(login_failure_delay(&failures, a), LOGIN_FAILURE_STEP);
-        assert_eq!(login_failure_delay(&failures, a), LOGIN_FAILURE_STEP * 2);
-        assert_eq!(login_failure_delay(&failures, b), LOGIN_FAILURE_STEP);
-        for _ in 0..20 {
-            login_failure_delay(&failures, a);
-        }
-        assert_eq!(login_failure_delay(&failures, a), LOGIN_FAILURE_MAX);
-        failures.remove(&a);
-        assert_eq!(login_failure_delay(&failures, a), LOGIN_FAILURE_STEP);
     }
 }

@@ -17,7 +17,7 @@ pub type PairId = i64;
 pub enum StoreError {
     #[error("state store: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("state store: cannot create directory for {path}: {source}")]
+    #[error("state store: cannot create {path} or its directory: {source}")]
     Dir {
         path: String,
         source: std::io::Error,

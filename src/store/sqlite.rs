@@ -51,15 +51,24 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens the store file at `path`, creating it (and its parent directory) and bringing its
-    /// schema up to date.
+    /// Opens the store file at `path`, creating it (0600, and its parent directory 0700) and
+    /// bringing its schema up to date. SQLite gives the WAL and shared-memory files the mode of
+    /// the database file.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let dir_err = |source| StoreError::Dir {
+            path: path.display().to_string(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                path: path.display().to_string(),
-                source,
-            })?;
+            crate::files::create_dir_all(dir).map_err(dir_err)?;
         }
+        // An empty file is an empty database; an existing one is opened as it is.
+        crate::files::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(dir_err)?;
         Self::open_file(path, true).await
     }
 

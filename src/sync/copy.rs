@@ -189,14 +189,17 @@ async fn fetch(
         }
         got.sort_by_key(|m| m.uid);
         if let Some(ident) = add_header {
-            got = got
-                .into_iter()
-                .map(|m| with_message_id(m, ident))
-                .collect::<Result<_, _>>()
-                .map_err(|source| ImapError::Spool {
-                    side: old.side(),
-                    source,
-                })?;
+            let mut with_ids = Vec::with_capacity(got.len());
+            for m in got {
+                let m = with_message_id(m, ident)
+                    .await
+                    .map_err(|source| ImapError::Spool {
+                        side: old.side(),
+                        source,
+                    })?;
+                with_ids.push(m);
+            }
+            got = with_ids;
         }
         for msg in got {
             if tx.send(msg).await.is_err() {
@@ -480,11 +483,11 @@ async fn append_now(new: &mut Client, mailbox: &str, s: &Sent) -> Result<Done, I
 
 /// imapsync's `--addheader`: `Message-Id: <UID@imapsync>` before a message that has no header line
 /// its identity key could use, so later runs (and imapsync itself) recognise the copy.
-fn with_message_id(mut msg: Msg, ident: &IdentityOptions) -> std::io::Result<Msg> {
+async fn with_message_id(mut msg: Msg, ident: &IdentityOptions) -> std::io::Result<Msg> {
     let head = msg.body.prefix(HEAD)?;
     if identity_key(header_of(&head), msg.body.len() as u32, ident).is_none() {
         let line = format!("Message-Id: <{}@imapsync>\r\n", msg.uid);
-        msg.body = msg.body.with_prefix(line.as_bytes())?;
+        msg.body = msg.body.with_prefix(line.as_bytes()).await?;
     }
     Ok(msg)
 }

@@ -2,7 +2,10 @@
 //! limits): after each completed APPEND the average rate since the start is brought under the
 //! ceiling by a short pause, as imapsync does.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so the pacing can be tested with paused time.
+use tokio::time::Instant;
 
 use super::Options;
 
@@ -137,5 +140,39 @@ mod tests {
         ] {
             assert_eq!(rate_sleep(m, b, s(e), mps, bps), s(expected), "{m} {b} {e}");
         }
+    }
+
+    /// 30 messages at 20 per second take 1.5 s of (paused, virtual) time, alone or sharing a
+    /// ceiling with another pass.
+    #[tokio::test(start_paused = true)]
+    async fn pauses_hold_the_average_under_the_ceiling() {
+        let opts = Options {
+            max_messages_per_second: Some(20.0),
+            ..Options::default()
+        };
+        let started = Instant::now();
+        let mut limit = RateLimit::new(&opts);
+        for _ in 0..30 {
+            limit.pause(1, 400).await;
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1500));
+
+        let shared = std::sync::Arc::new(SharedRate::new(None, Some(20.0)));
+        let opts = Options {
+            shared_rate: Some(shared),
+            ..Options::default()
+        };
+        let started = Instant::now();
+        let (mut a, mut b) = (RateLimit::new(&opts), RateLimit::new(&opts));
+        for _ in 0..15 {
+            a.pause(1, 400).await;
+            b.pause(1, 400).await;
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1500));
+
+        let mut off = RateLimit::new(&Options::default());
+        let started = Instant::now();
+        off.pause(1000, 1 << 30).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

@@ -171,7 +171,8 @@ async fn read_folder(
         Err(ImapError::Refused { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut out: Vec<MsgInfo> = Vec::with_capacity(info.exists as usize);
+    // Grown as answers arrive: EXISTS is the server's word, never a size to allocate.
+    let mut out: Vec<MsgInfo> = Vec::new();
     if info.exists > 0 {
         let tag = client
             .send_uid_fetch("1:*", "UID RFC822.SIZE FLAGS BODY.PEEK[HEADER]", "")
@@ -258,6 +259,36 @@ pub async fn verify_account(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imap::script::{serve, step};
+
+    /// A server that claims four billion messages and sends two: memory follows what arrives.
+    #[tokio::test]
+    async fn a_huge_exists_count_allocates_nothing() {
+        let (opts, server) = serve(
+            "IMAP4rev1",
+            vec![
+                step(
+                    "EXAMINE \"INBOX\"",
+                    "* 4294967295 EXISTS\r\n* OK [UIDVALIDITY 5] x\r\n$tag OK [READ-ONLY] done\r\n",
+                ),
+                step(
+                    "UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+                    "* 1 FETCH (UID 7 RFC822.SIZE 3 FLAGS () BODY[HEADER] {2}\r\nA\n)\r\n\
+                     * 2 FETCH (UID 9 RFC822.SIZE 3 FLAGS (\\Seen) BODY[HEADER] {2}\r\nB\n)\r\n\
+                     $tag OK done\r\n",
+                ),
+            ],
+        )
+        .await;
+        let mut client = Client::connect(&opts, Side::Old).await.unwrap();
+        let msgs = read_folder(&mut client, "INBOX", &IdentityOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), [7, 9]);
+        assert!(msgs.capacity() < 1024, "{}", msgs.capacity());
+        server.await.unwrap().unwrap();
+    }
 
     fn msg(uid: u32, key: &str, size: u64, flags: &str) -> MsgInfo {
         MsgInfo {
