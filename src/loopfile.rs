@@ -145,7 +145,10 @@ mod tests {
         let super::Line::Account(a) = lf else {
             panic!("{lf:?}")
         };
-        assert_eq!((a.raw.as_str(), a.password2.as_str()), ("h1;u1;p1;h2;u2;p2;", "p2"));
+        assert_eq!(
+            (a.raw.as_str(), a.password2.as_str()),
+            ("h1;u1;p1;h2;u2;p2;", "p2")
+        );
     }
 
     #[test]

@@ -1112,7 +1112,7 @@ impl Clients {
             let mut child = Command::new("python3")
                 .arg(&script)
                 .args(["127.0.0.1", &port.to_string(), user, pw])
-                .arg((seed ^ (i as u64 + 1) * 0x9E37).to_string())
+                .arg((seed ^ ((i as u64 + 1) * 0x9E37)).to_string())
                 .arg(&model_path)
                 .arg(((i as u64 + 1) * 100_000 + 50_000).to_string())
                 .stdin(Stdio::piped())
