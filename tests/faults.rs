@@ -5,7 +5,8 @@
 //! session, and the state file's disk (a tmpfs) fills up and later has room again. After every
 //! fault NEW holds what the clients were told OK (nothing lost, nothing duplicated, flags equal),
 //! and once the journal drains OLD equals NEW. The seed is printed; `FAULT_SEED=N` replays a run
-//! (the same fault moments, counted in client commands, and the same client scripts);
+//! (the same fault moments, counted in client commands, and the same client scripts; the suite
+//! runs [`DEFAULT_SEED`], `FAULT_SEED=random` picks one);
 //! `FAULT_KEEP=1` keeps the proxy log and the clients' traces, `PROXY_LOG` sets the proxy's
 //! `RUST_LOG`.
 //!
@@ -34,6 +35,9 @@ const QUIET: [(&str, &str); 3] = [("dan", "dan-Pw4"), ("eve", "eve-Pw5"), ("fay"
 const FOLDERS: [&str; 4] = ["INBOX", "Archive", "Trash", "Work"];
 const SEED_FLAGS: [&str; 4] = ["\\Seen", "\\Flagged", "\\Answered", "$Fault"];
 
+/// The fault moments and client scripts the suite runs (CI must be repeatable); `FAULT_SEED=N`
+/// or `FAULT_SEED=random` explores others.
+const DEFAULT_SEED: u64 = 910_747_083;
 const KILLS: usize = 20;
 const SERVER_RESTARTS: usize = 2;
 /// The tmpfs the state file lives on.
@@ -57,15 +61,16 @@ enum Fault {
 fn proxy_kills_server_restarts_and_a_full_state_disk_lose_nothing() {
     require_root();
     let started = Instant::now();
-    let seed: u64 = match std::env::var("FAULT_SEED") {
-        Ok(s) => s.parse().expect("FAULT_SEED must be a number"),
-        Err(_) => {
+    let seed: u64 = match std::env::var("FAULT_SEED").as_deref() {
+        Ok("random") => {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos() as u64
                 % 1_000_000_007
         }
+        Ok(s) => s.parse().expect("FAULT_SEED must be a number or `random`"),
+        Err(_) => DEFAULT_SEED,
     };
     eprintln!("fault injection seed {seed} (replay: FAULT_SEED={seed} cargo test --test faults)");
     let mut rng = Rng::new(seed);
@@ -93,7 +98,7 @@ fn proxy_kills_server_restarts_and_a_full_state_disk_lose_nothing() {
 /// writes its log at the commit, after `INSERT … RETURNING` has produced its row, so a write
 /// whose commit failed must come back as an error, never as an id.
 #[test]
-fn a_full_state_disk_refuses_journal_entries_instead_of_losing_them() {
+fn a_full_state_disk_refuses_journal_entries_and_recovers_when_it_has_room() {
     use imapferry::store::{AccountKey, SqliteStore, Store};
     require_root();
     let disk = Tmpfs::mount(1024);
@@ -109,7 +114,7 @@ fn a_full_state_disk_refuses_journal_entries_instead_of_losing_them() {
             new_user: "u".into(),
         };
         let account = store.account(&key).await.unwrap();
-        let _filler = disk.fill();
+        let filler = disk.fill();
         let payload = format!(
             "{{\"kind\":\"expunge\",\"folder\":\"{}\"}}",
             "x".repeat(900)
@@ -141,6 +146,14 @@ fn a_full_state_disk_refuses_journal_entries_instead_of_losing_them() {
             &lost[..lost.len().min(5)]
         );
         assert!(refused > 0, "the full disk never refused an entry");
+        // Room again: every pooled connection journals again (a COMMIT that failed on the full
+        // disk must not leave a connection stuck "in a transaction").
+        std::fs::remove_file(&filler).unwrap();
+        for i in 0..50 {
+            if let Err(e) = store.journal_append(account, "expunge", &payload).await {
+                panic!("entry {i} after the disk has room again: {e}");
+            }
+        }
         store.close().await;
     });
 }
@@ -547,16 +560,25 @@ impl Run {
         let deadline = Instant::now() + DRAIN;
         loop {
             let summaries = account_summaries(&state);
-            let wrong: Vec<_> = summaries
-                .iter()
-                .filter(|a| a.parked_journal > 0 || a.state == AccountState::Diverged)
-                .collect();
+            let parked: Vec<_> = summaries.iter().filter(|a| a.parked_journal > 0).collect();
             assert!(
-                wrong.is_empty(),
-                "{when}: diverged accounts: {wrong:#?}\n--- proxy log ---\n{}",
+                parked.is_empty(),
+                "{when}: journal entries OLD refused: {parked:#?}\n--- proxy log ---\n{}",
                 tail(&self.proxy.log(), 80)
             );
-            if summaries.iter().all(|a| a.pending_journal == 0) {
+            // A write that could not be journaled (the full disk) diverges its account until the
+            // proxy has reconciled OLD by itself, within the drain time.
+            let diverged: Vec<_> = summaries
+                .iter()
+                .filter(|a| a.state == AccountState::Diverged)
+                .collect();
+            assert!(
+                diverged.is_empty() || Instant::now() < deadline,
+                "{when}: accounts still diverged after {DRAIN:?}: {diverged:#?}\n\
+                 --- proxy log ---\n{}",
+                tail(&self.proxy.log(), 80)
+            );
+            if diverged.is_empty() && summaries.iter().all(|a| a.pending_journal == 0) {
                 break;
             }
             assert!(

@@ -416,8 +416,8 @@ fn wait_for(c: &mut RawImap, folder: &str, n: u32, log: &dyn Fn() -> String) -> 
 }
 
 /// A write the state store cannot commit within 5 s is not confirmed: the client gets `* BYE`
-/// instead of the tagged OK (NEW has the write), and the account is marked diverged as soon as
-/// the store takes writes again.
+/// instead of the tagged OK (NEW has the write); as soon as the store takes writes again the
+/// account is marked diverged and the proxy reconciles OLD with NEW by itself.
 #[test]
 fn a_write_that_cannot_be_journaled_is_never_confirmed() {
     use std::io::{BufRead, BufReader, Write};
@@ -471,13 +471,25 @@ fn a_write_that_cannot_be_journaled_is_never_confirmed() {
         "{log}"
     );
     holder.wait().unwrap();
-    // NEW has the write; OLD is marked for reconcile once the store is writable.
+    // NEW has the write; once the store takes writes again the account is marked diverged and
+    // OLD is reconciled with NEW by the proxy itself: it gets the flag, the account leaves
+    // `diverged`.
     assert_eq!(snapshot(&s.new, USER, PW).with_flag("\\Flagged"), 1);
     let start = Instant::now();
-    while account_summaries(&s.state())[0].state != imapferry::store::AccountState::Diverged {
-        assert!(start.elapsed() < Duration::from_secs(20), "{}", s.log());
+    while !s.log().contains("OLD reconciled with NEW by itself")
+        || snapshot(&s.old, USER, PW).with_flag("\\Flagged") != 1
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", s.log());
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert!(
+        s.log()
+            .contains("OLD diverges from NEW: a flags NEW accepted could not be journaled")
+    );
+    assert_ne!(
+        account_summaries(&s.state())[0].state,
+        imapferry::store::AccountState::Diverged
+    );
     c.logout();
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Dovecot, Layout, RawImap, SeedSpec, assert_same_mail, seed_account, snapshot};
 use imapferry::store::{SqliteStore, Store};
-use imapferry::sync::{Endpoint, Options, Quiet, Report, sync_account};
+use imapferry::sync::{Endpoint, Event, Observer, Options, Quiet, Report, sync_account};
 
 const PW: &str = "secret-pw";
 
@@ -443,4 +443,72 @@ fn inbox_only() -> imapferry::mapping::Selection {
         folders: vec!["INBOX".into()],
         ..Default::default()
     }
+}
+
+/// An observer whose user still has writes on their way to OLD (the migration proxy's view while
+/// a MOVE or EXPUNGE is in flight or journaled but not mirrored).
+struct Unsettled;
+
+impl Observer for Unsettled {
+    fn event(&self, event: Event) {
+        Print.event(event)
+    }
+
+    fn new_settled(&self, _: &str) -> bool {
+        false
+    }
+}
+
+/// A linked message missing from NEW is a tombstone only once the caller says the user's writes
+/// there are settled: before that it stays linked (the journal's move or expunge finds its link)
+/// and is not copied again.
+#[tokio::test]
+async fn a_deletion_on_new_waits_until_the_caller_says_it_is_settled() {
+    use imapferry::store::AccountKey;
+    let (old, new) = pair(Layout::Slash, Layout::Slash);
+    old.add_user("alice", PW);
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login("alice", PW);
+    for i in 0..5u64 {
+        o.append("INBOX", &[], None, &common::message(i, 800));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    pass(&store, &old, &new, &Options::default()).await;
+    let gone = messages(&new, "INBOX")[2].uid;
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    n.uid_expunge("INBOX", gone);
+    // New mail on OLD, so the pass looks at the folder (an unchanged one is skipped).
+    o.append("INBOX", &[], None, &common::message(10, 800));
+
+    let key = AccountKey {
+        old_host: old.host().to_string(),
+        old_user: "alice".into(),
+        new_host: new.host().to_string(),
+        new_user: "alice".into(),
+    };
+    let account = store.account(&key).await.unwrap();
+    let inbox = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
+    let (ep_old, ep_new) = (endpoint(&old, "alice"), endpoint(&new, "alice"));
+    let report = sync_account(&store, &ep_old, &ep_new, &Options::default(), &Unsettled)
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    assert_eq!(
+        report.stats.messages_transferred, 1,
+        "only the new mail is copied"
+    );
+    assert_eq!(store.tombstones(inbox.id).await.unwrap(), Vec::<u32>::new());
+    assert_eq!(store.links(inbox.id).await.unwrap().len(), 6);
+    assert_eq!(messages(&new, "INBOX").len(), 5);
+
+    o.append("INBOX", &[], None, &common::message(11, 800));
+    let report = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(report.stats.messages_transferred, 1);
+    assert_eq!(store.tombstones(inbox.id).await.unwrap().len(), 1);
+    assert_eq!(store.links(inbox.id).await.unwrap().len(), 6);
+    assert_eq!(messages(&new, "INBOX").len(), 6);
 }

@@ -161,7 +161,12 @@ pub struct Account {
     /// attempt failed midway. See [`mirror::apply`](super::mirror::apply).
     pub(super) careful: AtomicBool,
     pub(super) journal: JournalPolicy,
-    stop: watch::Receiver<bool>,
+    /// Writes NEW accepted that could not be journaled, and how many of them the last automatic
+    /// reconcile covered ([`Account::recover_when_writable`](super::drain)); one reconcile at a
+    /// time.
+    pub(super) unjournaled: (AtomicU64, AtomicU64),
+    pub(super) reconcile_lock: Mutex<()>,
+    pub(super) stop: watch::Receiver<bool>,
 }
 
 impl Account {
@@ -195,6 +200,8 @@ impl Account {
             pending: AtomicU64::new(0),
             careful: AtomicBool::new(true),
             journal: shared.journal,
+            unjournaled: (AtomicU64::new(0), AtomicU64::new(0)),
+            reconcile_lock: Mutex::new(()),
             stop: shared.stop.clone(),
         }
     }

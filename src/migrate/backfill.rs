@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::account::{Account, ErrorKind};
 use super::backoff::Backoff;
 use crate::lock::{Poisoned, recover};
-use crate::sync::{self, Options, Quiet, SyncError};
+use crate::sync::{self, Event, Observer, Options, SyncError};
 
 /// A folder checked this recently is not checked again for a SELECT.
 const FRESH: Duration = Duration::from_secs(1);
@@ -104,6 +104,11 @@ impl Folder {
         }
     }
 
+    /// No change of this folder by the user is in flight on NEW.
+    fn settled(&self) -> bool {
+        *self.changing.borrow() == 0
+    }
+
     /// The user's CREATE/DELETE/RENAME of this folder goes to NEW now (after any mirror read).
     pub async fn begin_change(&self) {
         let _between_reads = self.reads.lock().await;
@@ -113,6 +118,22 @@ impl Folder {
     /// NEW answered that change.
     pub fn end_change(&self) {
         self.changing.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A backfill pass's view of the user: messages missing from NEW are the user's deletions only
+/// once every write of theirs has reached OLD (none in flight on NEW for the folder, none in the
+/// journal). Before that the mirror does it, and a tombstone would leave OLD's copy behind.
+struct UserWrites<'a> {
+    acct: &'a Account,
+    folder: &'a Folder,
+}
+
+impl Observer for UserWrites<'_> {
+    fn event(&self, _: Event) {}
+
+    fn new_settled(&self, _: &str) -> bool {
+        self.folder.settled() && self.acct.pending.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -260,7 +281,7 @@ impl Account {
                 let _owner = f.lock.lock().await;
                 copying.store(true, Ordering::SeqCst);
                 let opts = if sweep { &self.sweep_opts } else { &self.opts };
-                let r = self.sync_folder(&old_name, &new_name, opts).await;
+                let r = self.sync_folder(&f, &old_name, &new_name, opts).await;
                 copying.store(false, Ordering::SeqCst);
                 r
             }
@@ -294,6 +315,7 @@ impl Account {
 
     async fn sync_folder(
         &self,
+        folder: &Folder,
         old_name: &str,
         new_name: &str,
         opts: &Options,
@@ -308,7 +330,7 @@ impl Account {
                 &mut conn.new,
                 &pair,
                 opts,
-                &Quiet,
+                &UserWrites { acct: self, folder },
             )
             .await?;
             self.pool.put(conn);

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::account::Account;
 use super::journal::{Entry, Write};
@@ -83,20 +83,55 @@ impl Account {
         warn!("a {kind} NEW accepted could not be journaled: {why}");
         let me = std::sync::Arc::clone(self);
         let reason = format!("a {kind} NEW accepted could not be journaled ({why})");
-        tokio::spawn(async move { me.diverge_when_writable(&reason).await });
+        let failure = self.unjournaled.0.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::spawn(async move { me.recover_when_writable(&reason, failure).await });
         Err(RecordError::NotCommitted { why })
     }
 
-    /// Marks the account diverged as soon as the store takes the write.
-    async fn diverge_when_writable(&self, reason: &str) {
+    /// After write number `failure` could not be journaled: marks the account diverged as soon
+    /// as the store takes writes again, then brings OLD in line with NEW by itself (the
+    /// reconcile an operator would run: NEW has the write, OLD lacks only what the journal
+    /// lost). One account's recoveries take turns; a reconcile that started after this failure
+    /// covered it, and then there is nothing to mark. While the store refuses, OLD is
+    /// unreachable or the reconcile fails, the account stays diverged (`status` shows it and
+    /// why) and the attempts go on with back-off until the proxy stops; `imapferry reconcile`
+    /// does the same by hand.
+    async fn recover_when_writable(&self, reason: &str, failure: u64) {
+        let _one = self.reconcile_lock.lock().await;
+        if self.unjournaled.1.load(Ordering::SeqCst) >= failure {
+            return;
+        }
+        let mut stop = self.stop.clone();
         let mut delay = Duration::from_millis(500);
+        let mut wait = async |delay: &mut Duration| {
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(*delay) => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            *delay = (*delay * 2).min(Duration::from_secs(30));
+            stopped
+        };
         loop {
             match self.store.mark_diverged(self.id, reason).await {
-                Ok(_) => return warn!("OLD diverges from NEW: {reason}"),
+                Ok(_) => break warn!("OLD diverges from NEW: {reason}"),
                 Err(e) => debug!("{e}: marking diverged again in {delay:?}"),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
+            if wait(&mut delay).await {
+                return;
+            }
+        }
+        loop {
+            let covers = self.unjournaled.0.load(Ordering::SeqCst);
+            match self.reconcile().await {
+                Ok(done) => {
+                    self.unjournaled.1.fetch_max(covers, Ordering::SeqCst);
+                    return info!(?done, "OLD reconciled with NEW by itself: {reason}");
+                }
+                Err(e) => warn!("{e}: OLD not reconciled yet; again in {delay:?}"),
+            }
+            if wait(&mut delay).await {
+                return;
+            }
         }
     }
 

@@ -606,9 +606,14 @@ async fn already_on_old(
 
 /// How much of a message is read to find its header block (for its identity key).
 const HEADER_PREFIX: usize = 256 * 1024;
+/// Reads of NEW a mirror entry makes while later writes keep moving its messages.
+const READ_AGAIN: usize = 5;
 
 /// `UID FLAGS INTERNALDATE` and `items` of NEW messages `uids` of `folder` as of this entry,
-/// read where they are now (see [`follow`]), each reported under its UID in `folder`.
+/// read where they are now (see [`follow`]), each reported under its UID in `folder`. Each
+/// folder is read once the user's changes in flight there are journaled (`read_new`), and a
+/// write journaled meanwhile (a MOVE between working out where the messages are and reading
+/// them) means reading again where it took them, at most [`READ_AGAIN`] times.
 async fn read_where_they_are(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
@@ -616,29 +621,34 @@ async fn read_where_they_are(
     uids: &[u32],
     items: &str,
 ) -> Result<Vec<Fetch>> {
-    let mut places: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
-    {
-        let f = ctx.acct.folder(folder);
-        let _reading = f.read_new().await;
-        let later = later_writes(ctx).await?;
+    let mut later = later_writes(ctx).await?;
+    for _ in 0..READ_AGAIN {
+        let mut places: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
         for (uid, place) in follow(&later, folder, uids, new_sep(ctx)) {
             if let Some((now, now_uid)) = place {
                 places.entry(now).or_default().push((now_uid, uid));
             }
         }
-    }
-    let mut fetched = Vec::new();
-    for (now, pairs) in places {
-        let f = ctx.acct.folder(&now);
-        let _reading = f.read_new().await;
-        let back: HashMap<u32, u32> = pairs.iter().copied().collect();
-        let now_uids: Vec<u32> = pairs.iter().map(|(n, _)| *n).collect();
-        for mut m in read_messages(&mut conn.new, &now, &now_uids, items).await? {
-            m.uid = m.uid.and_then(|u| back.get(&u).copied());
-            fetched.push(m);
+        let mut fetched = Vec::new();
+        for (now, pairs) in places {
+            let f = ctx.acct.folder(&now);
+            let _reading = f.read_new().await;
+            let back: HashMap<u32, u32> = pairs.iter().copied().collect();
+            let now_uids: Vec<u32> = pairs.iter().map(|(n, _)| *n).collect();
+            for mut m in read_messages(&mut conn.new, &now, &now_uids, items).await? {
+                m.uid = m.uid.and_then(|u| back.get(&u).copied());
+                fetched.push(m);
+            }
         }
+        let after = later_writes(ctx).await?;
+        if after == later {
+            return Ok(fetched);
+        }
+        later = after;
     }
-    Ok(fetched)
+    Err(MirrorError::Refused(format!(
+        "the messages of {folder} moved {READ_AGAIN} times while being read from NEW"
+    )))
 }
 
 /// `UID FLAGS INTERNALDATE` and `items` (`BODY.PEEK[]`: bodies, read without touching

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::account::Account;
 use super::mirror;
@@ -17,6 +17,9 @@ use crate::imap::{Client, ImapError};
 use crate::store::{AccountState, FolderPair, Link, LinkFlags};
 use crate::sync::flags::{FlagSet, FlagStores, PermanentFlags, filter_for_new};
 use crate::sync::{self, SyncError};
+
+/// How often a folder's pending journal entries are drained before its reconcile gives up.
+const SETTLE_TRIES: u32 = 5;
 
 /// What a reconcile did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -45,6 +48,7 @@ impl Account {
             ));
         }
         let mut done = Reconciled::default();
+        debug!("reconcile: reading both trees");
         let (mut conn, _permit) = self.pool.get().await?;
         // OLD's and NEW's trees as they are, read only: mapping OLD's tree onto NEW (as a
         // login does) would bring back on NEW the folders the user deleted there.
@@ -62,27 +66,26 @@ impl Account {
             }
         }
         self.pool.put(conn);
+        debug!("reconcile: draining the journal");
         self.count_pending().await;
         self.drain_journal().await;
         done.entries_applied += self.reapply_parked(&mut done).await?;
-        let (mut conn, _permit) = self.pool.get().await?;
         for pair in self.store.folder_pairs(self.id).await? {
             let new_exists = tree.new_existing.contains(&pair.new_name)
                 || pair.new_name.eq_ignore_ascii_case("INBOX");
             if !new_exists {
                 if tree.old_existing.contains(&pair.old_name) {
+                    let (mut conn, _permit) = self.pool.get().await?;
                     conn.old.delete(&pair.old_name).await?;
+                    self.pool.put(conn);
                     done.folders_deleted_on_old += 1;
                 }
                 self.store.delete_pair(pair.id).await?;
                 continue;
             }
-            if !tree.old_existing.contains(&pair.old_name) {
-                conn.old.create(&pair.old_name).await?;
-            }
-            self.reconcile_pair(&mut conn, &pair, &mut done).await?;
+            let create = !tree.old_existing.contains(&pair.old_name);
+            self.reconcile_settled(&pair, create, &mut done).await?;
         }
-        self.pool.put(conn);
         self.store
             .clear_diverged(self.id, AccountState::Partial)
             .await?;
@@ -112,6 +115,43 @@ impl Account {
         }
         self.pool.put(conn);
         Ok(applied)
+    }
+
+    /// [`Self::reconcile_pair`] once the user's writes to the folder are on OLD: it holds the
+    /// folder (no mirror, no pass) and the user's changes to it (their MOVE, EXPUNGE, RENAME wait)
+    /// while it reads NEW, so a write NEW has and OLD not yet is never half reconciled. Writes
+    /// that keep arriving are drained first, a few times; then it gives up for now.
+    /// `create`: the OLD folder is missing and is created first. The folder is taken before a
+    /// pooled connection, as a backfill does (the mirror, which holds a connection while it
+    /// waits for a folder, then always finds one free).
+    async fn reconcile_settled(
+        &self,
+        pair: &FolderPair,
+        create: bool,
+        done: &mut Reconciled,
+    ) -> Result<(), SyncError> {
+        let f = self.folder(&pair.new_name);
+        debug!(folder = %pair.new_name, "reconcile: waiting for the folder");
+        for _ in 0..SETTLE_TRIES {
+            {
+                let _owner = f.lock.lock().await;
+                let _reading = f.read_new().await;
+                if !self.journal_names(&pair.new_name).await? {
+                    let (mut conn, _permit) = self.pool.get().await?;
+                    if create {
+                        conn.old.create(&pair.old_name).await?;
+                    }
+                    self.reconcile_pair(&mut conn, pair, done).await?;
+                    self.pool.put(conn);
+                    return Ok(());
+                }
+            }
+            self.drain_journal().await;
+        }
+        Err(SyncError::Options(format!(
+            "journal entries for {} keep waiting for OLD: not reconciled now",
+            pair.new_name
+        )))
     }
 
     async fn reconcile_pair(

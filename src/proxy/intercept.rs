@@ -46,9 +46,6 @@ enum Intent {
     Copy {
         to: Name,
         moved: bool,
-        /// A MOVE's source (the selected folder): messages leave it before NEW's OK is
-        /// journaled, so the mirror does not read it until then.
-        from: Option<String>,
     },
     Append {
         folder: Name,
@@ -77,6 +74,8 @@ struct Pending {
     /// Bytes of the command as the relay assembled it.
     cost: usize,
     intent: Option<Intent>,
+    /// The folders it changes (see [`Tracker::changed_folders`]), settled when it is answered.
+    changing: Vec<String>,
 }
 
 /// A command NEW has just answered.
@@ -189,6 +188,29 @@ impl Tracker {
         self.in_flight >= MAX_IN_FLIGHT || self.pending_bytes >= MAX_TRACKED_BYTES
     }
 
+    /// The folders a command changes in a way a reader of NEW must not see half done: those a
+    /// CREATE, DELETE or RENAME restructures, and the selected folder when messages leave it
+    /// (EXPUNGE, CLOSE, MOVE). Until NEW's answer is journaled, the mirror does not read them
+    /// and a pass does not take their missing messages for deletions.
+    fn changed_folders(&self, intent: &Intent) -> Vec<String> {
+        let selected = || {
+            self.selected
+                .as_ref()
+                .filter(|s| !s.readonly())
+                .and_then(|s| s.folder().map(String::from))
+        };
+        match intent {
+            Intent::Create { folder } | Intent::Delete { folder } => {
+                folder.iter().cloned().collect()
+            }
+            Intent::Rename { from, to } => from.iter().chain(to.iter()).cloned().collect(),
+            Intent::Expunge
+            | Intent::Deselect { expunge: true }
+            | Intent::Copy { moved: true, .. } => selected().into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// A complete command from the client (literal data inline, `cost` bytes of it kept), sent
     /// at `now`. Says what must happen before it goes to NEW. A command without a tag is not
     /// tracked (NEW answers it untagged).
@@ -197,12 +219,16 @@ impl Tracker {
             return Before::default();
         };
         let (intent, ensure) = self.intent(&sent.command);
-        let changing = intent.as_ref().map(changed_folders).unwrap_or_default();
+        let changing = intent
+            .as_ref()
+            .map(|i| self.changed_folders(i))
+            .unwrap_or_default();
         let pending = Pending {
             name: sent.name.clone().unwrap_or_default(),
             started: now,
             cost,
             intent,
+            changing: changing.clone(),
         };
         self.in_flight += 1;
         self.pending_bytes += cost;
@@ -240,16 +266,10 @@ impl Tracker {
             Command::Copy { mailbox, .. } | Command::Move { mailbox, .. } => {
                 let to = self.name(mailbox);
                 let moved = matches!(command, Command::Move { .. });
-                let from = self
-                    .selected
-                    .as_ref()
-                    .and_then(|s| s.folder().map(String::from))
-                    .filter(|_| moved);
                 (
                     Some(Intent::Copy {
                         to: to.clone(),
                         moved,
-                        from,
                     }),
                     to,
                 )
@@ -357,7 +377,7 @@ impl Tracker {
         };
         let ok = status.eq_ignore_ascii_case("OK");
         let mut outcome = Outcome {
-            settled: changed_folders(&intent),
+            settled: pending.changing,
             answered,
             ..Outcome::default()
         };
@@ -461,16 +481,6 @@ impl Tracker {
             Err(why) => outcome.untracked = Some(why),
         }
         outcome
-    }
-}
-
-/// The folders a CREATE, DELETE or RENAME restructures.
-fn changed_folders(intent: &Intent) -> Vec<String> {
-    match intent {
-        Intent::Create { folder } | Intent::Delete { folder } => folder.iter().cloned().collect(),
-        Intent::Rename { from, to } => from.iter().chain(to.iter()).cloned().collect(),
-        Intent::Copy { from, .. } => from.iter().cloned().collect(),
-        _ => Vec::new(),
     }
 }
 

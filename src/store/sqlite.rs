@@ -12,7 +12,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::{
     AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
@@ -91,6 +91,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .after_release(|conn, _| Box::pin(async move { reusable(conn).await }))
             .connect_with(options)
             .await?;
         let store = SqliteStore { pool };
@@ -239,6 +240,20 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Whether a connection going back to the pool can be used again. A COMMIT that fails (the
+/// disk is full) leaves sqlx counting the transaction as open, and the ROLLBACK queued when the
+/// transaction is dropped fails too when SQLite has already rolled it back: every later
+/// `BEGIN` on that connection would fail. The ping runs the queued rollback first; a
+/// connection still counted in a transaction is closed and the pool opens a fresh one.
+async fn reusable(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    conn.ping().await?;
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("a state store connection left in a failed transaction is closed");
+    }
+    Ok(clean)
 }
 
 #[async_trait]

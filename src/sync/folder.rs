@@ -189,12 +189,24 @@ pub(crate) async fn sync_folder(
         };
         tally.stats(|s| s.messages_on_old += o.uids.len() as u64);
 
-        // Links whose NEW copy is gone become tombstones: the user deleted it, it never comes back.
+        // Links whose NEW copy is gone become tombstones: the user deleted it, it never comes back
+        // (once the caller says the user's writes there are settled; until then they stay linked).
         let gone_new: Vec<u32> = links
             .iter()
             .filter(|l| !n.uids.contains(&l.new_uid) && o.uids.contains(&l.old_uid))
             .map(|l| l.old_uid)
             .collect();
+        let (gone_new, held) = if tally.observer.new_settled(&pair.new_name) {
+            (gone_new, Vec::new())
+        } else {
+            if !gone_new.is_empty() {
+                tracing::debug!(
+                    count = gone_new.len(),
+                    "linked messages missing from NEW while the user's writes there are not on OLD yet: left linked"
+                );
+            }
+            (Vec::new(), gone_new)
+        };
         // Links whose OLD message is gone (and both gone): their NEW copy goes too, within the bound.
         let gone_old: Vec<Link> = links
             .iter()
@@ -264,6 +276,7 @@ pub(crate) async fn sync_folder(
         }
         links.retain(|l| o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid));
         ledger.mark(links.iter().map(|l| l.old_uid), Fate::Linked);
+        ledger.mark(held.iter().copied(), Fate::Linked);
 
         let perm = n
             .info
@@ -277,7 +290,11 @@ pub(crate) async fn sync_folder(
         .await?;
 
         // What is left to copy: OLD messages with neither a link nor a tombstone.
-        let linked_old: BTreeSet<u32> = links.iter().map(|l| l.old_uid).collect();
+        let linked_old: BTreeSet<u32> = links
+            .iter()
+            .map(|l| l.old_uid)
+            .chain(held.iter().copied())
+            .collect();
         let linked_new: BTreeSet<u32> = links.iter().map(|l| l.new_uid).collect();
         let mut to_copy: Vec<u32> = o
             .uids

@@ -234,9 +234,18 @@ pub enum Event {
     Error(String),
 }
 
-/// Receives events; called from several tasks.
+/// Receives events, called from several tasks, and answers the one question a pass asks its
+/// caller.
 pub trait Observer: Send + Sync {
     fn event(&self, event: Event);
+
+    /// Whether linked messages missing from NEW folder `new_folder` may be taken as deleted
+    /// there by the user (tombstoned). The migration proxy says no while a write of the user
+    /// may not have reached OLD: the journal mirrors it (a move or an expunge on OLD), and a
+    /// tombstone now would leave OLD's copy behind. The next pass decides again.
+    fn new_settled(&self, _new_folder: &str) -> bool {
+        true
+    }
 }
 
 /// An observer that ignores everything.
