@@ -28,20 +28,20 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
-pub mod cidr;
+pub(crate) mod cidr;
 pub mod cli;
 pub mod config;
-pub mod files;
+pub(crate) mod files;
 pub mod imap;
 pub(crate) mod lock;
-pub mod login;
+pub(crate) mod login;
 pub mod loopfile;
 pub mod mapping;
-pub mod migrate;
+pub(crate) mod migrate;
 pub(crate) mod ops;
 pub mod proxy;
 pub mod secret;
 pub mod store;
-pub mod sweep;
+pub(crate) mod sweep;
 pub mod sync;
 pub mod tls;

@@ -24,11 +24,9 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use account::{Account, ErrorKind, Presence};
+pub use account::{Account, ErrorKind};
 pub use backfill::Watch;
-pub use backoff::Backoff;
 pub use credentials::Credentials;
-pub use drain::RecordError;
 pub use journal::{FlagOp, Write};
 pub use names::normalise;
 pub use reconcile::Reconciled;

@@ -55,7 +55,8 @@ pub enum AccountState {
     /// A permanent failure (bad credentials, missing account).
     Failed,
     /// OLD no longer mirrors what the user did: a journal entry could not be applied (parked), or
-    /// a write could not be journaled. Only `imapferry reconcile` leaves this state.
+    /// a write could not be journaled. Only a reconcile leaves this state (`imapferry reconcile`,
+    /// or the proxy's own once the store takes writes again).
     Diverged,
 }
 

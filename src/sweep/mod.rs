@@ -6,4 +6,4 @@ mod control;
 mod sweeper;
 
 pub use control::{Control, SweepStats};
-pub use sweeper::{Mode, in_window, pick, run};
+pub use sweeper::{Mode, run};
