@@ -440,33 +440,78 @@ async fn mirror_copy(
     if wanted.is_empty() {
         return Ok(());
     }
-    let mut old_uids: Vec<u32> = wanted.keys().copied().collect();
-    old_uids.sort_unstable();
-    conn.old.select(&src.old_name, false).await?;
-    let copied = if moved {
-        conn.old.uid_move(&old_uids, &dst.old_name).await?
+    let mut links = if ctx.careful {
+        copied_already(ctx, conn, to, &dst, &wanted).await?
     } else {
-        conn.old.uid_copy(&old_uids, &dst.old_name).await?
+        Vec::new()
     };
-    let links: Vec<Link> = copied
+    let done: HashSet<u32> = links.iter().map(|l| l.new_uid).collect();
+    let mut old_uids: Vec<u32> = wanted
         .iter()
-        .filter_map(|(old_src, old_dst)| {
+        .filter(|(_, (_, d))| !done.contains(d))
+        .map(|(u, _)| *u)
+        .collect();
+    old_uids.sort_unstable();
+    if !old_uids.is_empty() {
+        conn.old.select(&src.old_name, false).await?;
+        let copied = if moved {
+            conn.old.uid_move(&old_uids, &dst.old_name).await?
+        } else {
+            conn.old.uid_copy(&old_uids, &dst.old_name).await?
+        };
+        links.extend(copied.iter().filter_map(|(old_src, old_dst)| {
             let (l, new_dst) = wanted.get(old_src)?;
             Some(Link {
                 old_uid: *old_dst,
                 new_uid: *new_dst,
                 ..l.clone()
             })
-        })
-        .collect();
+        }));
+    }
     store.add_links(dst.id, &links).await?;
     if links.len() < wanted.len() {
         lower_adoption(ctx, &dst, wanted.values().map(|(_, d)| *d).min()).await?;
     }
     if moved {
-        store.remove_links(src.id, &old_uids).await?;
+        let sources: Vec<u32> = wanted.keys().copied().collect();
+        store.remove_links(src.id, &sources).await?;
     }
     Ok(())
+}
+
+/// For a COPY or MOVE that may have reached OLD already (the last attempt stopped before its
+/// links were stored, see [`apply`]): the links to keep for NEW copies (`wanted`'s destinations)
+/// that are linked in `dst` already, or whose OLD copy is in `dst` unlinked (same size and
+/// identity key). Those are not copied or moved again: OLD would hold them twice, and a copy
+/// left unlinked would be copied to NEW again by the next pass.
+async fn copied_already(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    to: &str,
+    dst: &FolderPair,
+    wanted: &HashMap<u32, (Link, u32)>,
+) -> Result<Vec<Link>> {
+    let destinations: HashSet<u32> = wanted.values().map(|(_, d)| *d).collect();
+    let mut found: Vec<Link> = ctx
+        .acct
+        .store
+        .links(dst.id)
+        .await?
+        .into_iter()
+        .filter(|l| destinations.contains(&l.new_uid))
+        .collect();
+    let linked: HashSet<u32> = found.iter().map(|l| l.new_uid).collect();
+    let rest: Vec<u32> = destinations
+        .iter()
+        .copied()
+        .filter(|d| !linked.contains(d))
+        .collect();
+    if !rest.is_empty() {
+        let mut fetched = read_where_they_are(ctx, conn, to, &rest, "BODY.PEEK[]").await?;
+        found.extend(already_on_old(ctx, conn, dst, &mut fetched).await?);
+    }
+    tracing::debug!(id = ctx.entry.id, already = found.len(), "replaying a copy");
+    Ok(found)
 }
 
 /// NEW UIDs from `from` on may be unlinked copies: the next pass adopts them by identity key.
