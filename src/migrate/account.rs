@@ -162,10 +162,10 @@ pub struct Account {
     pub(super) careful: AtomicBool,
     pub(super) journal: JournalPolicy,
     /// Writes NEW accepted that could not be journaled, and how many of them the last automatic
-    /// reconcile covered ([`Account::recover_when_writable`](super::drain)); one reconcile at a
-    /// time.
+    /// reconcile covered; whether that recovery runs (one at a time, see
+    /// `Account::recover_when_writable` in `drain`).
     pub(super) unjournaled: (AtomicU64, AtomicU64),
-    pub(super) reconcile_lock: Mutex<()>,
+    pub(super) recovering: AtomicBool,
     pub(super) stop: watch::Receiver<bool>,
 }
 
@@ -201,7 +201,7 @@ impl Account {
             careful: AtomicBool::new(true),
             journal: shared.journal,
             unjournaled: (AtomicU64::new(0), AtomicU64::new(0)),
-            reconcile_lock: Mutex::new(()),
+            recovering: AtomicBool::new(false),
             stop: shared.stop.clone(),
         }
     }

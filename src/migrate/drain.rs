@@ -83,24 +83,35 @@ impl Account {
         warn!("a {kind} NEW accepted could not be journaled: {why}");
         let me = std::sync::Arc::clone(self);
         let reason = format!("a {kind} NEW accepted could not be journaled ({why})");
-        let failure = self.unjournaled.0.fetch_add(1, Ordering::SeqCst) + 1;
-        tokio::spawn(async move { me.recover_when_writable(&reason, failure).await });
+        self.unjournaled.0.fetch_add(1, Ordering::SeqCst);
+        if !self.recovering.swap(true, Ordering::SeqCst) {
+            tokio::spawn(async move { me.recover_when_writable(&reason).await });
+        }
         Err(RecordError::NotCommitted { why })
     }
 
-    /// After write number `failure` could not be journaled: marks the account diverged as soon
-    /// as the store takes writes again, then brings OLD in line with NEW by itself (the
-    /// reconcile an operator would run: NEW has the write, OLD lacks only what the journal
-    /// lost). One account's recoveries take turns; a reconcile that started after this failure
-    /// covered it, and then there is nothing to mark. While the store refuses, OLD is
-    /// unreachable or the reconcile fails, the account stays diverged (`status` shows it and
-    /// why) and the attempts go on with back-off until the proxy stops; `imapferry reconcile`
-    /// does the same by hand.
-    async fn recover_when_writable(&self, reason: &str, failure: u64) {
-        let _one = self.reconcile_lock.lock().await;
-        if self.unjournaled.1.load(Ordering::SeqCst) >= failure {
-            return;
+    /// After a write could not be journaled: marks the account diverged as soon as the store
+    /// takes writes again, then brings OLD in line with NEW by itself (the reconcile an operator
+    /// would run: NEW has the write, OLD lacks only what the journal lost). One recovery per
+    /// account runs at a time, however many writes fail meanwhile; it goes again while a failure
+    /// came after its reconcile started. While the store refuses, OLD is unreachable or the
+    /// reconcile fails, the account stays diverged (`status` shows it and why) and the attempts
+    /// go on with back-off until the proxy stops; `imapferry reconcile` does the same by hand.
+    async fn recover_when_writable(&self, reason: &str) {
+        loop {
+            self.recover(reason).await;
+            self.recovering.store(false, Ordering::SeqCst);
+            // A failure after the reconcile started, and before the flag was cleared, found the
+            // flag set and started nothing.
+            let covered = self.unjournaled.1.load(Ordering::SeqCst)
+                >= self.unjournaled.0.load(Ordering::SeqCst);
+            if covered || *self.stop.borrow() || self.recovering.swap(true, Ordering::SeqCst) {
+                return;
+            }
         }
+    }
+
+    async fn recover(&self, reason: &str) {
         let mut stop = self.stop.clone();
         let mut delay = Duration::from_millis(500);
         let mut wait = async |delay: &mut Duration| {
