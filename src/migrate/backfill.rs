@@ -109,7 +109,8 @@ impl Folder {
         *self.changing.borrow() == 0
     }
 
-    /// The user's CREATE/DELETE/RENAME of this folder goes to NEW now (after any mirror read).
+    /// The user's change of this folder (CREATE, DELETE, RENAME; an EXPUNGE, CLOSE or MOVE out
+    /// of it) goes to NEW now, after any mirror read.
     pub async fn begin_change(&self) {
         let _between_reads = self.reads.lock().await;
         self.changing.send_modify(|n| *n += 1);
