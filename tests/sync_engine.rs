@@ -36,6 +36,26 @@ fn pair(old: Layout, new: Layout) -> (Dovecot, Dovecot) {
     (o, n)
 }
 
+/// OLD (`/` layout) with `messages` messages in alice's INBOX, copied to NEW by a first pass:
+/// both servers, a connection to OLD, the state's directory and store.
+async fn synced_inbox(
+    messages: u64,
+) -> (Dovecot, Dovecot, RawImap, tempfile::TempDir, SqliteStore) {
+    let (old, new) = pair(Layout::Slash, Layout::Slash);
+    old.add_user("alice", PW);
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login("alice", PW);
+    for i in 0..messages {
+        o.append("INBOX", &[], None, &common::message(i, 800));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    pass(&store, &old, &new, &Options::default()).await;
+    (old, new, o, dir, store)
+}
+
 async fn full_copy_then_quiet_second_pass(old_layout: Layout, new_layout: Layout) {
     let (old, new) = pair(old_layout, new_layout);
     let seeded = seed_account(&old, "alice", PW, &SeedSpec::small());
@@ -198,18 +218,7 @@ async fn later_passes_follow_each_side_without_condstore_or_uidplus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_expunges_reach_new_within_the_bound() {
-    let (old, new) = pair(Layout::Slash, Layout::Slash);
-    old.add_user("alice", PW);
-    let mut o = RawImap::connect(old.host(), old.port());
-    o.login("alice", PW);
-    for i in 0..30u64 {
-        o.append("INBOX", &[], None, &common::message(i, 800));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db"))
-        .await
-        .unwrap();
-    pass(&store, &old, &new, &Options::default()).await;
+    let (old, new, mut o, _dir, store) = synced_inbox(30).await;
 
     // 2 of 30 (under 10 %): mirrored on NEW.
     let msgs = messages(&old, "INBOX");
@@ -465,18 +474,7 @@ impl Observer for Unsettled {
 #[tokio::test]
 async fn a_deletion_on_new_waits_until_the_caller_says_it_is_settled() {
     use imapferry::store::AccountKey;
-    let (old, new) = pair(Layout::Slash, Layout::Slash);
-    old.add_user("alice", PW);
-    let mut o = RawImap::connect(old.host(), old.port());
-    o.login("alice", PW);
-    for i in 0..5u64 {
-        o.append("INBOX", &[], None, &common::message(i, 800));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db"))
-        .await
-        .unwrap();
-    pass(&store, &old, &new, &Options::default()).await;
+    let (old, new, mut o, _dir, store) = synced_inbox(5).await;
     let gone = messages(&new, "INBOX")[2].uid;
     let mut n = RawImap::connect(new.host(), new.port());
     n.login("alice", PW);

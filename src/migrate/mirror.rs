@@ -638,6 +638,8 @@ async fn already_on_old(
                     old_uid,
                     new_uid,
                     old_flags: old_flags.to_canonical(),
+                    // FLAGS was asked for (`read_messages`); without it the base is empty and
+                    // the next flag merge takes NEW's flags as NEW's change: nothing is lost.
                     new_flags: FlagSet::from_iter(f.flags.unwrap_or_default()).to_canonical(),
                     ident: None,
                 });
