@@ -3,7 +3,7 @@
 //! and mirror ([`drain`](super::drain)) and lifecycle ([`lifecycle`](super::lifecycle)), and the
 //! worker that keeps the journal draining and the selected folders picked up while it is used.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::backfill::Folder;
 use super::backoff::Backoff;
+use super::intent::Intents;
 use super::names::Names;
 use super::pool::Pool;
 use crate::imap::ImapError;
@@ -160,12 +161,19 @@ pub struct Account {
     /// this process took the account on (a predecessor may have died mid-entry), or the last
     /// attempt failed midway. See [`mirror::apply`](super::mirror::apply).
     pub(super) careful: AtomicBool,
+    /// Entries up to this id are replayed with care too: a reconcile may have done them on OLD
+    /// from what NEW showed it (see `Account::reconcile_settled` in `reconcile`).
+    pub(super) careful_through: AtomicI64,
+    /// The id of the last entry this process journaled.
+    pub(super) last_journaled: AtomicI64,
     pub(super) journal: JournalPolicy,
     /// Writes NEW accepted that could not be journaled, and how many of them the last automatic
     /// reconcile covered; whether that recovery runs (one at a time, see
     /// `Account::recover_when_writable` in `drain`).
     pub(super) unjournaled: (AtomicU64, AtomicU64),
     pub(super) recovering: AtomicBool,
+    /// The write-ahead mark ([`intent`](super::intent)).
+    pub(super) intents: Intents,
     pub(super) stop: watch::Receiver<bool>,
 }
 
@@ -199,9 +207,12 @@ impl Account {
             retired: AtomicBool::new(false),
             pending: AtomicU64::new(0),
             careful: AtomicBool::new(true),
+            careful_through: AtomicI64::new(0),
+            last_journaled: AtomicI64::new(0),
             journal: shared.journal,
             unjournaled: (AtomicU64::new(0), AtomicU64::new(0)),
             recovering: AtomicBool::new(false),
+            intents: Intents::default(),
             stop: shared.stop.clone(),
         }
     }
@@ -235,6 +246,7 @@ impl Account {
     pub(crate) async fn start(self: &Arc<Self>) {
         self.reach().retry_now(); // a login is a good moment to try OLD again
         self.retired.store(false, Ordering::SeqCst);
+        self.check_mark().await;
         self.count_pending().await;
         self.remember_names().await;
         let me = Arc::clone(self);
@@ -269,6 +281,7 @@ impl Account {
             return Ok((0, 0));
         }
         let poisoned = |e: Poisoned| (ErrorKind::Other, e.to_string());
+        self.check_mark().await;
         self.count_pending().await;
         self.prepare().await.map_err(poisoned)?;
         self.check()?;

@@ -134,7 +134,7 @@ impl Observer for UserWrites<'_> {
     fn event(&self, _: Event) {}
 
     fn new_settled(&self, _: &str) -> bool {
-        self.folder.settled() && self.acct.pending.load(Ordering::SeqCst) == 0
+        self.folder.settled() && self.acct.pending.load(Ordering::SeqCst) == 0 && !self.acct.unsure()
     }
 }
 
@@ -269,6 +269,14 @@ impl Account {
         sweep: bool,
         copying: Arc<AtomicBool>,
     ) {
+        if self.unsure() {
+            // OLD's messages without a link may be ones the user moved on NEW: the reconcile
+            // that is on its way matches them first. The folder is tried again at its next use.
+            debug!(folder = %new_name, "not backfilled while OLD waits for a reconcile");
+            *f.running() = None;
+            let _ = done.send(true);
+            return;
+        }
         // The mirror goes first, so OLD already has the user's writes when it is read; a folder
         // with writes still waiting for OLD is not read from it (the pass could bring back what
         // the user moved or deleted).

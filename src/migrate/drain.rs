@@ -4,6 +4,7 @@
 //! OLD has it; a refused one is retried with back-off and parked (the account `diverged`) when
 //! it keeps being refused or can never apply.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ impl Account {
     /// Journals a write NEW accepted, with the OLD names its folders have now. It is committed
     /// when this returns `Ok`; an `Err` means the client must be told `* BYE` instead of the OK
     /// (NEW has the write; OLD is reconciled as soon as the store takes writes again).
-    pub async fn record(self: &std::sync::Arc<Self>, write: Write) -> Result<(), RecordError> {
+    pub async fn record(self: &Arc<Self>, write: Write) -> Result<(), RecordError> {
         if self.is_retired().await {
             return Ok(());
         }
@@ -73,6 +74,7 @@ impl Account {
         let why = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
             Ok(Ok(id)) => {
                 debug!(id, kind, "journaled");
+                self.last_journaled.fetch_max(id, Ordering::SeqCst);
                 self.pending.fetch_add(1, Ordering::SeqCst);
                 self.wake.notify_one();
                 return Ok(());
@@ -81,13 +83,21 @@ impl Account {
             Err(_) => "timed out".to_string(),
         };
         warn!("a {kind} NEW accepted could not be journaled: {why}");
-        let me = std::sync::Arc::clone(self);
-        let reason = format!("a {kind} NEW accepted could not be journaled ({why})");
+        self.reconcile_soon(format!(
+            "a {kind} NEW accepted could not be journaled ({why})"
+        ));
+        Err(RecordError::NotCommitted { why })
+    }
+
+    /// NEW may have a write OLD will never get through the journal (`reason`): the account
+    /// diverges and OLD is reconciled with NEW by itself, as soon as the store takes writes
+    /// again. Until then no pass copies (see [`Account::unsure`]).
+    pub(crate) fn reconcile_soon(self: &Arc<Self>, reason: String) {
         self.unjournaled.0.fetch_add(1, Ordering::SeqCst);
         if !self.recovering.swap(true, Ordering::SeqCst) {
+            let me = Arc::clone(self);
             tokio::spawn(async move { me.recover_when_writable(&reason).await });
         }
-        Err(RecordError::NotCommitted { why })
     }
 
     /// After a write could not be journaled: marks the account diverged as soon as the store
@@ -97,15 +107,16 @@ impl Account {
     /// came after its reconcile started. While the store refuses, OLD is unreachable or the
     /// reconcile fails, the account stays diverged (`status` shows it and why) and the attempts
     /// go on with back-off until the proxy stops; `imapferry reconcile` does the same by hand.
-    async fn recover_when_writable(&self, reason: &str) {
+    async fn recover_when_writable(self: Arc<Self>, reason: &str) {
         loop {
             self.recover(reason).await;
             self.recovering.store(false, Ordering::SeqCst);
             // A failure after the reconcile started, and before the flag was cleared, found the
             // flag set and started nothing.
-            let covered = self.unjournaled.1.load(Ordering::SeqCst)
-                >= self.unjournaled.0.load(Ordering::SeqCst);
-            if covered || *self.stop.borrow() || self.recovering.swap(true, Ordering::SeqCst) {
+            if !self.unsure() {
+                return self.clear_mark_later();
+            }
+            if *self.stop.borrow() || self.recovering.swap(true, Ordering::SeqCst) {
                 return;
             }
         }
@@ -216,7 +227,8 @@ impl Account {
                     self.pool.put(conn);
                     return;
                 }
-                let careful = self.careful.swap(true, Ordering::SeqCst);
+                let careful = self.careful.swap(true, Ordering::SeqCst)
+                    || entry.id <= self.careful_through.load(Ordering::SeqCst);
                 let result = mirror::apply(self, &mut conn, &entry, careful).await;
                 if matches!(entry.kind.as_str(), "delete" | "rename") {
                     // Idle connections may have the folder selected: the server ends them.

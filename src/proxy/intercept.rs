@@ -76,6 +76,8 @@ struct Pending {
     intent: Option<Intent>,
     /// The folders it changes (see [`Tracker::changed_folders`]), settled when it is answered.
     changing: Vec<String>,
+    /// It may change the mailbox (see [`Tracker::may_write`]).
+    write: bool,
 }
 
 /// A command NEW has just answered.
@@ -86,6 +88,8 @@ pub struct Answered {
     /// NEW's status word (`OK`, `NO`, `BAD`).
     pub status: String,
     pub started: Instant,
+    /// The command may have changed the mailbox ([`Before::write`]).
+    pub write: bool,
 }
 
 /// What is selected: a folder (NEW name) or one whose name the proxy could not read.
@@ -136,6 +140,10 @@ pub struct Before {
     /// Folders the command creates, deletes or renames: the mirror does not read them on NEW
     /// until NEW has answered (see [`Outcome::settled`]).
     pub changing: Vec<String>,
+    /// The command may change the mailbox (a user's write): the account's write-ahead mark must
+    /// be in the store before it goes to NEW, and its answer says when it is over
+    /// ([`Answered::write`]).
+    pub write: bool,
 }
 
 /// What a response line changed.
@@ -211,6 +219,22 @@ impl Tracker {
         }
     }
 
+    /// Whether NEW may change the mailbox when it accepts `intent`: every write the journal
+    /// records, and a CLOSE of a writable folder.
+    fn may_write(&self, intent: &Intent) -> bool {
+        match intent {
+            Intent::Select { .. } | Intent::Deselect { expunge: false } => false,
+            Intent::Deselect { expunge: true } => self.selected.as_ref().is_some_and(|s| !s.readonly()),
+            _ => true,
+        }
+    }
+
+    /// Writes sent to NEW and not answered: at the end of a session, NEW may have done them
+    /// without the proxy journaling them.
+    pub fn unanswered_writes(&self) -> usize {
+        self.pending.values().flatten().filter(|p| p.write).count()
+    }
+
     /// A complete command from the client (literal data inline, `cost` bytes of it kept), sent
     /// at `now`. Says what must happen before it goes to NEW. A command without a tag is not
     /// tracked (NEW answers it untagged).
@@ -223,12 +247,14 @@ impl Tracker {
             .as_ref()
             .map(|i| self.changed_folders(i))
             .unwrap_or_default();
+        let write = intent.as_ref().is_some_and(|i| self.may_write(i));
         let pending = Pending {
             name: sent.name.clone().unwrap_or_default(),
             started: now,
             cost,
             intent,
             changing: changing.clone(),
+            write,
         };
         self.in_flight += 1;
         self.pending_bytes += cost;
@@ -236,7 +262,11 @@ impl Tracker {
             .entry(tag.clone())
             .or_default()
             .push_back(pending);
-        Before { ensure, changing }
+        Before {
+            ensure,
+            changing,
+            write,
+        }
     }
 
     /// What `command` will change once NEW accepts it, and the folder it needs first.
@@ -367,6 +397,7 @@ impl Tracker {
             name: pending.name,
             status: status.to_ascii_uppercase(),
             started: pending.started,
+            write: pending.write,
         });
         let untagged_copyuid = self.copyuid.take();
         let Some(intent) = pending.intent else {
@@ -718,6 +749,44 @@ mod tests {
         assert_eq!(o.settled, ["Old", "New"], "a refused change settles too");
         let b = t.command(&inspect(b"b SELECT Old\r\n"), 0, Instant::now());
         assert!(b.changing.is_empty());
+    }
+
+    #[test]
+    fn commands_that_may_change_the_mailbox_are_writes() {
+        let mut t = Tracker::new(Some('/'));
+        let mut write = |line: &str, answer: Option<&str>| {
+            let b = t.command(&inspect(format!("{line}\r\n").as_bytes()), 0, Instant::now());
+            if let Some(answer) = answer {
+                let done = t.response(format!("{answer}\r\n").as_bytes()).answered;
+                assert_eq!(done.map(|d| d.write), Some(b.write), "{line}");
+            }
+            b.write
+        };
+        let table = [
+            ("a NOOP", Some("a OK"), false),
+            ("b EXAMINE INBOX", Some("b OK [READ-ONLY]"), false),
+            ("c CLOSE", Some("c OK"), false),
+            ("d SELECT INBOX", Some("d OK [READ-WRITE]"), false),
+            ("e UID FETCH 1 (FLAGS)", Some("e OK"), false),
+            ("f STATUS Sent (MESSAGES)", Some("f OK"), false),
+            ("g UID STORE 1 +FLAGS (\\Seen)", Some("g NO refused"), true),
+            ("h EXPUNGE", Some("h OK"), true),
+            ("i UID MOVE 1 Archive", Some("i OK"), true),
+            ("j COPY 1 Archive", Some("j OK"), true),
+            ("k CREATE X", Some("k OK"), true),
+            ("l RENAME X Y", Some("l OK"), true),
+            ("m DELETE Y", Some("m OK"), true),
+            ("n SUBSCRIBE Y", Some("n OK"), true),
+            ("o UNSELECT", Some("o OK"), false),
+            ("p SELECT INBOX", Some("p OK"), false),
+            ("q CLOSE", None, true),
+            ("r STORE 1 +FLAGS (x)", None, true),
+            ("s NOOP", None, false),
+        ];
+        for (line, answer, expected) in table {
+            assert_eq!(write(line, answer), expected, "{line}");
+        }
+        assert_eq!(t.unanswered_writes(), 2, "CLOSE and STORE were never answered");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
 use super::throttle::LoginThrottle;
 use crate::config::{self, Security};
-use crate::migrate::{Account, Watch};
+use crate::migrate::{Account, NotMarked, Watch};
 use crate::secret::Secret;
 
 /// A byte stream to a client or to NEW (TCP or TLS).
@@ -57,6 +57,8 @@ const INJECT_QUEUE: usize = 16;
 const MAX_BAD_IN_A_ROW: u32 = 20;
 /// The last words to a client (BYE) get this long to be written.
 const BYE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The `* BYE` a client gets instead of the answer to a write the proxy could not save.
+const NOT_SAVED: &str = "This change could not be saved by the proxy; reconnect to see NEW's state";
 /// Sent to every open session when the server shuts down.
 const SHUTDOWN_TEXT: &str = "Server shutting down";
 
@@ -1010,6 +1012,15 @@ async fn relay(
         r = c2n.run(client_rd, input) => r,
         r = n2c.run(new_rd, Input::with(&new_leftover), &mut wr) => r,
     };
+    if let Some(account) = &account {
+        // NEW may have done these; nothing will journal them. (A poisoned tracker is still
+        // read: its commands in flight are counted whole, and an unsure count only means a
+        // reconcile.)
+        let lost = crate::lock::recover(&tracker, "the session's tracker").unanswered_writes();
+        for _ in 0..lost {
+            account.intent_over(false);
+        }
+    }
     match end {
         Ok(End::IdleTimeout) => last_words(&mut wr, "Idle timeout").await,
         Ok(End::Bye(text)) => last_words(&mut wr, text).await,
@@ -1090,10 +1101,13 @@ impl Migration<'_> {
 
     /// Backfills the folder the command needs from OLD (the wait leaves 15 % of the SELECT
     /// budget for NEW's own answer, as a large folder being filled takes NEW a moment to open,
-    /// so the tagged OK comes within the budget), and holds off the mirror's reads of folders
-    /// the command restructures.
-    async fn before_forward(&self, before: &Before) {
-        let Some(account) = self.account else { return };
+    /// so the tagged OK comes within the budget), holds off the mirror's reads of folders
+    /// the command restructures, and puts the account's write-ahead mark in the store before a
+    /// write. `Err`: the mark could not be stored, the command must not reach NEW.
+    async fn before_forward(&self, before: &Before) -> Result<(), NotMarked> {
+        let Some(account) = self.account else {
+            return Ok(());
+        };
         if let Some(folder) = &before.ensure {
             let started = Instant::now();
             debug!("waiting for backfill");
@@ -1106,6 +1120,10 @@ impl Migration<'_> {
             account.folder(folder).begin_change().await;
             debug!(ms = started.elapsed().as_millis(), "mirror wait over");
         }
+        if before.write {
+            account.intend().await?;
+        }
+        Ok(())
     }
 
     /// A complete response line from NEW, before it goes to the client: a write NEW accepted is
@@ -1156,11 +1174,12 @@ impl Migration<'_> {
         for folder in &outcome.settled {
             account.folder(folder).end_change();
         }
+        if outcome.answered.as_ref().is_some_and(|a| a.write) {
+            account.intent_over(true);
+        }
         if let Err(e) = recorded {
             warn!("{e}");
-            return Ok(Err(
-                "This change could not be saved by the proxy; reconnect to see NEW's state",
-            ));
+            return Ok(Err(NOT_SAVED));
         }
         Ok(Ok(()))
     }
@@ -1303,10 +1322,15 @@ impl ClientToNew<'_> {
                         None => {
                             self.bad_in_a_row = 0;
                             let before = migration.command(&command)?;
-                            if before.ensure.is_some() || !before.changing.is_empty() {
+                            if before.ensure.is_some() || !before.changing.is_empty() || before.write
+                            {
                                 // Earlier commands go out before the backfill makes this one wait.
                                 self.flush(&mut out).await?;
-                                migration.before_forward(&before).await;
+                                if let Err(e) = migration.before_forward(&before).await {
+                                    // NEW never sees the end of the command: it does nothing.
+                                    warn!("{e}");
+                                    return Ok(End::Bye(NOT_SAVED));
+                                }
                             }
                         }
                     }

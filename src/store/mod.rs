@@ -237,6 +237,13 @@ pub trait Store: Send + Sync {
     async fn mark_diverged(&self, account: AccountId, reason: &str) -> Result<bool>;
     /// `imapferry reconcile` brought OLD back in line: `diverged` becomes `state`.
     async fn clear_diverged(&self, account: AccountId, state: AccountState) -> Result<bool>;
+    /// Sets (`on`, with the time) or clears the account's write-ahead mark: the proxy sets it
+    /// before a user's write goes to NEW and clears it once every write is journaled. A mark a
+    /// new process finds set means a write may be on NEW and not in the journal.
+    async fn mark_writes_in_flight(&self, account: AccountId, on: bool) -> Result<()>;
+    /// When the write-ahead mark was set, if it is.
+    async fn writes_in_flight(&self, account: AccountId) -> Result<Option<i64>>;
+
     /// The explicit way back from `retired` (to `partial`: the next pass looks at everything).
     async fn unretire(&self, account: AccountId) -> Result<bool>;
     async fn folder_pair(

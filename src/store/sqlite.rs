@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("0002_activity.sql"),
     include_str!("0003_message_errors.sql"),
     include_str!("0004_journal_retries.sql"),
+    include_str!("0005_writes_in_flight.sql"),
 ];
 
 /// How long a writer waits for another connection (or process) to release the database.
@@ -339,6 +340,26 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         self.changed(account, done.rows_affected()).await
+    }
+
+    async fn mark_writes_in_flight(&self, account: AccountId, on: bool) -> Result<()> {
+        sqlx::query("UPDATE accounts SET writes_in_flight = $1 WHERE id = $2")
+            .bind(on.then(now))
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn writes_in_flight(&self, account: AccountId) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT writes_in_flight FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get(0)?,
+            None => None,
+        })
     }
 
     async fn clear_diverged(&self, account: AccountId, state: AccountState) -> Result<bool> {
@@ -1632,6 +1653,26 @@ mod tests {
             .unwrap();
         assert_eq!(bob.state, AccountState::Retired);
         assert_eq!(bob.reason.as_deref(), Some("forced from pending"));
+    }
+
+    #[tokio::test]
+    async fn the_write_ahead_mark_survives_a_reopen_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imapferry.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let (a, b) = (
+            store.account(&key("alice")).await.unwrap(),
+            store.account(&key("bob")).await.unwrap(),
+        );
+        assert_eq!(store.writes_in_flight(a).await.unwrap(), None);
+        store.mark_writes_in_flight(a, true).await.unwrap();
+        store.close().await;
+        // What a process that died with a write in flight leaves behind: only its account.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert!(store.writes_in_flight(a).await.unwrap().is_some_and(|t| t > 0));
+        assert_eq!(store.writes_in_flight(b).await.unwrap(), None);
+        store.mark_writes_in_flight(a, false).await.unwrap();
+        assert_eq!(store.writes_in_flight(a).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -1,0 +1,140 @@
+//! The write-ahead mark of one account: set in the store before a user's write goes to NEW while
+//! none is in flight, cleared once every write NEW answered is journaled and a quiet moment
+//! passed. A process that finds the mark left by a predecessor (a `kill -9` between NEW doing a
+//! write and the journal's commit), or a session that ends before NEW answered its write, cannot
+//! know what NEW did: OLD is reconciled with NEW ([`Account::reconcile_soon`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::account::Account;
+use super::drain::COMMIT_WITHIN;
+
+/// How long no write may be in flight before the mark is cleared (a busy session sets it once).
+const QUIET: Duration = Duration::from_secs(5);
+
+/// The mark's state in this process.
+#[derive(Default)]
+pub(crate) struct Intents {
+    /// Whether the store holds the mark (as far as this process knows); held while it is set or
+    /// cleared, so a write never goes out between a clear's check and its commit.
+    marked: Mutex<bool>,
+    /// Writes sent to NEW (or about to be) and not answered yet, all sessions together.
+    in_flight: AtomicU64,
+    /// The mark a predecessor may have left was looked at.
+    checked: AtomicBool,
+    /// A clear is scheduled.
+    clearing: AtomicBool,
+}
+
+/// The mark could not be set: the write must not go to NEW.
+#[derive(Debug, thiserror::Error)]
+#[error("the state store did not record the write-ahead mark: {0}")]
+pub struct NotMarked(String);
+
+impl Account {
+    /// Before a user's write goes to NEW: the mark is in the store when this returns `Ok`. The
+    /// write counts as in flight either way; [`Self::intent_over`] ends it.
+    pub async fn intend(&self) -> Result<(), NotMarked> {
+        self.intents.in_flight.fetch_add(1, Ordering::SeqCst);
+        let mut marked = self.intents.marked.lock().await;
+        if *marked {
+            return Ok(());
+        }
+        let mark = self.store.mark_writes_in_flight(self.id, true);
+        match tokio::time::timeout(COMMIT_WITHIN, mark).await {
+            Ok(Ok(())) => {
+                *marked = true;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(NotMarked(e.to_string())),
+            Err(_) => Err(NotMarked("timed out".into())),
+        }
+    }
+
+    /// NEW answered a write of [`Self::intend`] and it is journaled if accepted (`answered`), or
+    /// the session ended first: NEW may have done it unjournaled, so OLD is reconciled.
+    pub fn intent_over(self: &Arc<Self>, answered: bool) {
+        if !answered {
+            self.reconcile_soon("a session ended before NEW answered a write".into());
+        }
+        if self.intents.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.clear_mark_later();
+        }
+    }
+
+    /// Waits (at most `within`) until no write is in flight, so every write NEW has answered
+    /// so far is journaled. `false`: writes kept coming.
+    pub(super) async fn writes_answered(&self, within: Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        while self.intents.in_flight.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Whether some write may be on NEW and not in the journal, and OLD is not reconciled since.
+    /// Passes do not copy meanwhile: an OLD message whose link was lost may be one the user
+    /// moved on NEW.
+    pub(crate) fn unsure(&self) -> bool {
+        self.unjournaled.1.load(Ordering::SeqCst) < self.unjournaled.0.load(Ordering::SeqCst)
+    }
+
+    /// Once per account and process, before its first pass or session: a mark this process did
+    /// not set was left by one that stopped with writes in flight.
+    pub(super) async fn check_mark(self: &Arc<Self>) {
+        if self.intents.checked.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut marked = self.intents.marked.lock().await;
+        if *marked || self.intents.checked.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        match self.store.writes_in_flight(self.id).await {
+            Ok(Some(since)) => {
+                *marked = true;
+                self.reconcile_soon(format!(
+                    "the proxy stopped with writes in flight (marked at {since}): NEW may have \
+                     one the journal lacks"
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.intents.checked.store(false, Ordering::SeqCst);
+                warn!("{e}: the write-ahead mark is looked at again later");
+            }
+        }
+    }
+
+    /// Clears the mark after [`QUIET`], if no write is in flight and OLD is not waiting for a
+    /// reconcile by then (else the next write over, or the reconcile, schedules it again).
+    pub(super) fn clear_mark_later(self: &Arc<Self>) {
+        if self.intents.clearing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(QUIET) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            me.intents.clearing.store(false, Ordering::SeqCst);
+            let mut marked = me.intents.marked.lock().await;
+            if !*marked || me.intents.in_flight.load(Ordering::SeqCst) > 0 || me.unsure() {
+                return;
+            }
+            match me.store.mark_writes_in_flight(me.id, false).await {
+                Ok(()) => *marked = false,
+                Err(e) => debug!("{e}: the write-ahead mark stays until the next write is over"),
+            }
+        });
+    }
+}
