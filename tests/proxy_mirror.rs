@@ -356,7 +356,7 @@ fn a_parked_entry_diverges_the_account_until_reconcile() {
     let fixed = s.imapferry(&["reconcile", USER]);
     fixed.assert_code(0);
     assert!(
-        fixed.stdout.contains("3 copied back from NEW"),
+        fixed.stdout.contains("3 copied from NEW"),
         "{}",
         fixed.stdout
     );
@@ -427,23 +427,11 @@ fn a_write_that_cannot_be_journaled_is_never_confirmed() {
     old.logout();
     let mut c = s.client();
     assert_eq!(c.select("INBOX"), 1);
-    // Another writer holds the state file for 8 s.
-    let mut holder = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys,time\n\
-             c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
-             c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(8); c.execute('COMMIT')",
-        ])
-        .arg(s.state())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "locked");
+    // A first write puts the account's write-ahead mark in the store (it stays while writes
+    // follow within seconds, and cannot be cleared while the file is held).
+    let (_, ok) = c.command("UID STORE 1 +FLAGS (\\Answered)");
+    assert!(ok.starts_with("OK"), "{ok}");
+    let mut holder = hold_state(&s.state(), 8);
     let mut raw =
         std::net::TcpStream::connect(("127.0.0.1", s.proxy.as_ref().unwrap().port)).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -491,6 +479,131 @@ fn a_write_that_cannot_be_journaled_is_never_confirmed() {
         imapferry::store::AccountState::Diverged
     );
     c.logout();
+}
+
+/// Another writer holds the state file for `secs` seconds (or until killed).
+fn hold_state(state: &std::path::Path, secs: u32) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time\n\
+             c=sqlite3.connect(sys.argv[1],isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); \
+             time.sleep(int(sys.argv[2])); c.execute('COMMIT')",
+        ])
+        .arg(state)
+        .arg(secs.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    holder
+}
+
+/// A MOVE NEW did while the state file was held, so its journal entry never committed: OLD's
+/// copy keeps a link to a NEW message that is gone, and NEW's copy in Trash has none. Either
+/// way the proxy learns of it (`kill`: it is killed while it waits for the store, and the next
+/// one finds the write-ahead mark; else the journal's commit times out), the reconcile moves
+/// OLD's copy to Trash, where NEW has it, and links it: OLD equals NEW, and no later pass
+/// copies the message again.
+fn a_move_the_journal_lost(kill: bool) {
+    let mut s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    old.create("Trash");
+    fill(&mut old, "INBOX", 0, 2);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 2);
+    let (_, ok) = c.command("UID STORE 2 +FLAGS (\\Answered)");
+    assert!(ok.starts_with("OK"), "{ok}");
+    let hold = 60;
+    let mut holder = hold_state(&s.state(), hold);
+    // The MOVE's backfill of Trash cannot save its state: it waits its budget (10 s), then
+    // the MOVE goes to NEW.
+    let tag = c.start("UID MOVE 1 Trash");
+    let start = Instant::now();
+    while snapshot(&s.new, USER, PW).count("Trash") != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(hold.into()),
+            "{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if kill {
+        s.proxy = None; // SIGKILL while the entry waits for the store
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        s.restart_proxy();
+        let c = s.client(); // the login looks at the mark
+        c.logout();
+    } else {
+        let answer = c.tagged_or_bye(&tag);
+        assert!(answer.starts_with("* BYE"), "{answer}");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+    }
+    let start = Instant::now();
+    while !s.log().contains("OLD reconciled with NEW by itself") {
+        assert!(start.elapsed() < Duration::from_secs(40), "{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = s.log();
+    assert!(log.contains("moved_on_old: 1"), "{log}");
+    if kill {
+        assert!(
+            log.contains("the proxy stopped with writes in flight"),
+            "{log}"
+        );
+    }
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!((on_old.count("INBOX"), on_old.count("Trash")), (1, 1));
+    // Passes over both folders copy nothing again.
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 1);
+    assert_eq!(c.select("Trash"), 1);
+    c.logout();
+    s.assert_mirrored();
+}
+
+#[test]
+fn a_move_cut_off_by_a_kill_before_its_journal_reaches_old() {
+    a_move_the_journal_lost(true);
+}
+
+#[test]
+fn a_move_whose_journal_entry_failed_is_moved_on_old_by_the_reconcile() {
+    a_move_the_journal_lost(false);
+}
+
+/// A write whose write-ahead mark the store cannot take in time never reaches NEW: the client
+/// gets `* BYE` instead (the mark is set only when no write is in flight and none was lately).
+#[test]
+fn a_write_is_not_sent_to_new_when_its_mark_cannot_be_stored() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    fill(&mut old, "INBOX", 0, 1);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 1);
+    let mut holder = hold_state(&s.state(), 30);
+    let tag = c.start("UID STORE 1 +FLAGS (\\Flagged)");
+    let answer = c.tagged_or_bye(&tag);
+    assert!(answer.starts_with("* BYE"), "{answer}");
+    let log = s.log();
+    assert!(
+        log.contains("did not record the write-ahead mark: timed out"),
+        "{log}"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(snapshot(&s.new, USER, PW).with_flag("\\Flagged"), 0);
+    s.assert_mirrored();
 }
 
 /// Retiring an account stops migration work in its open sessions at once: OLD's new mail is no

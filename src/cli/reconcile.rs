@@ -83,11 +83,15 @@ pub(super) fn reconcile_command(args: ReconcileArgs) -> Result<i32, Exit> {
         }
         println!(
             "reconciled {who}: {} journal entries applied, {} flags set from NEW, {} \
-             messages removed from OLD, {} copied back from NEW, {} folders deleted on OLD",
+             messages removed from OLD, {} copied from NEW, {} linked again, {} moved on OLD, \
+             {} folders created and {} deleted on OLD",
             done.entries_applied,
             done.flags_fixed,
             done.removed_on_old,
             done.copied_to_old,
+            done.relinked,
+            done.moved_on_old,
+            done.folders_created_on_old,
             done.folders_deleted_on_old
         );
         for e in &done.entries_replaced {

@@ -134,7 +134,9 @@ impl Observer for UserWrites<'_> {
     fn event(&self, _: Event) {}
 
     fn new_settled(&self, _: &str) -> bool {
-        self.folder.settled() && self.acct.pending.load(Ordering::SeqCst) == 0 && !self.acct.unsure()
+        self.folder.settled()
+            && self.acct.pending.load(Ordering::SeqCst) == 0
+            && !self.acct.unsure()
     }
 }
 
@@ -307,6 +309,11 @@ impl Account {
                 self.failed(&e).await
             }
             Err(e) => {
+                if ErrorKind::of(&e) == ErrorKind::Store {
+                    // Copies NEW took may have no link: the user could move one before the
+                    // next pass adopts it, and the pass would copy it again.
+                    self.reconcile_soon(format!("a backfill's state was not saved: {e}"));
+                }
                 // This folder only: the account and its other folders go on.
                 let wait = {
                     let mut retry = f.retry();

@@ -93,24 +93,25 @@ impl Account {
         if self.intents.checked.load(Ordering::SeqCst) {
             return;
         }
+        // Held until the answer is known: no pass of another caller starts before it.
         let mut marked = self.intents.marked.lock().await;
-        if *marked || self.intents.checked.swap(true, Ordering::SeqCst) {
+        if self.intents.checked.load(Ordering::SeqCst) {
             return;
         }
-        match self.store.writes_in_flight(self.id).await {
-            Ok(Some(since)) => {
-                *marked = true;
-                self.reconcile_soon(format!(
-                    "the proxy stopped with writes in flight (marked at {since}): NEW may have \
-                     one the journal lacks"
-                ));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                self.intents.checked.store(false, Ordering::SeqCst);
-                warn!("{e}: the write-ahead mark is looked at again later");
+        if !*marked {
+            match self.store.writes_in_flight(self.id).await {
+                Ok(Some(since)) => {
+                    *marked = true;
+                    self.reconcile_soon(format!(
+                        "the proxy stopped with writes in flight (marked at {since}): NEW may \
+                         have one the journal lacks"
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => return warn!("{e}: the write-ahead mark is looked at again later"),
             }
         }
+        self.intents.checked.store(true, Ordering::SeqCst);
     }
 
     /// Clears the mark after [`QUIET`], if no write is in flight and OLD is not waiting for a

@@ -237,7 +237,10 @@ impl Account {
                     .map(|p| p.new_name),
             );
             let folders: Vec<Arc<Folder>> = names.iter().map(|n| self.folder(n)).collect();
-            debug!(folders = folders.len(), "reconcile: waiting for the folders");
+            debug!(
+                folders = folders.len(),
+                "reconcile: waiting for the folders"
+            );
             let mut owned = Vec::with_capacity(folders.len());
             for f in &folders {
                 owned.push(f.lock.lock().await);
@@ -433,7 +436,11 @@ impl Account {
             if !loose.is_empty() {
                 conn.new.select(&view.pair.new_name, true).await?;
                 for (uid, key, _) in keys(&mut conn.new, &loose, opts, false).await? {
-                    new.push(Loose { pair: view.pair.id, uid, key });
+                    new.push(Loose {
+                        pair: view.pair.id,
+                        uid,
+                        key,
+                    });
                 }
             }
         }
@@ -445,7 +452,11 @@ impl Account {
             if !loose.is_empty() {
                 conn.old.select(&view.pair.old_name, true).await?;
                 for (uid, key, _) in keys(&mut conn.old, &loose, opts, false).await? {
-                    old.push(Loose { pair: view.pair.id, uid, key });
+                    old.push(Loose {
+                        pair: view.pair.id,
+                        uid,
+                        key,
+                    });
                 }
             }
         }
@@ -480,7 +491,10 @@ impl Account {
         let mut moves: BTreeMap<(PairId, PairId), Vec<(u32, u32)>> = BTreeMap::new();
         for (from, old_uid, to, new_uid) in matched.moved {
             claimed.insert((from, old_uid));
-            moves.entry((from, to)).or_default().push((old_uid, new_uid));
+            moves
+                .entry((from, to))
+                .or_default()
+                .push((old_uid, new_uid));
         }
         for ((from, to), uids) in moves {
             let (Some(src), Some(dst)) = (view_of.get(&from), view_of.get(&to)) else {
@@ -521,7 +535,8 @@ impl Account {
             done.copied_to_old += copied.len() as u64;
             self.store.add_links(pair, &copied).await?;
             if copied.len() < new_uids.len() {
-                self.adopt_from(&view.pair, new_uids.iter().min().copied()).await?;
+                self.adopt_from(&view.pair, new_uids.iter().min().copied())
+                    .await?;
             }
         }
         Ok(claimed)
@@ -680,7 +695,12 @@ mod tests {
             loose(3, 30, "c"), // OLD has no "c": appended
             loose(3, 31, "b"), // OLD's one "b" is taken: appended
         ];
-        let old = [loose(2, 5, "a"), loose(1, 7, "b"), loose(1, 8, "a"), loose(3, 9, "z")];
+        let old = [
+            loose(2, 5, "a"),
+            loose(1, 7, "b"),
+            loose(1, 8, "a"),
+            loose(3, 9, "z"),
+        ];
         let m = match_loose(&new, &old);
         assert_eq!(m.linked, [(1, 8, 10), (2, 5, 21)]);
         assert_eq!(m.moved, [(1, 7, 2, 20)]);
@@ -726,7 +746,12 @@ mod tests {
     fn a_view_says_what_no_link_accounts_for() {
         // Links 1→11 (both there), 2→12 (gone from NEW), 3→13 (gone from OLD); NEW's 14 and
         // OLD's 4 have no link; OLD's 5 is tombstoned.
-        let v = view(&[(1, 11), (2, 12), (3, 13)], &[11, 13, 14], &[1, 2, 4, 5], &[5]);
+        let v = view(
+            &[(1, 11), (2, 12), (3, 13)],
+            &[11, 13, 14],
+            &[1, 2, 4, 5],
+            &[5],
+        );
         assert_eq!(v.gone_from_new(), [2]);
         assert_eq!(v.loose_new(), [14]);
         assert_eq!(v.loose_old(), [2, 4]);

@@ -224,7 +224,9 @@ impl Tracker {
     fn may_write(&self, intent: &Intent) -> bool {
         match intent {
             Intent::Select { .. } | Intent::Deselect { expunge: false } => false,
-            Intent::Deselect { expunge: true } => self.selected.as_ref().is_some_and(|s| !s.readonly()),
+            Intent::Deselect { expunge: true } => {
+                self.selected.as_ref().is_some_and(|s| !s.readonly())
+            }
             _ => true,
         }
     }
@@ -755,7 +757,11 @@ mod tests {
     fn commands_that_may_change_the_mailbox_are_writes() {
         let mut t = Tracker::new(Some('/'));
         let mut write = |line: &str, answer: Option<&str>| {
-            let b = t.command(&inspect(format!("{line}\r\n").as_bytes()), 0, Instant::now());
+            let b = t.command(
+                &inspect(format!("{line}\r\n").as_bytes()),
+                0,
+                Instant::now(),
+            );
             if let Some(answer) = answer {
                 let done = t.response(format!("{answer}\r\n").as_bytes()).answered;
                 assert_eq!(done.map(|d| d.write), Some(b.write), "{line}");
@@ -786,7 +792,11 @@ mod tests {
         for (line, answer, expected) in table {
             assert_eq!(write(line, answer), expected, "{line}");
         }
-        assert_eq!(t.unanswered_writes(), 2, "CLOSE and STORE were never answered");
+        assert_eq!(
+            t.unanswered_writes(),
+            2,
+            "CLOSE and STORE were never answered"
+        );
     }
 
     #[test]

@@ -1322,7 +1322,9 @@ impl ClientToNew<'_> {
                         None => {
                             self.bad_in_a_row = 0;
                             let before = migration.command(&command)?;
-                            if before.ensure.is_some() || !before.changing.is_empty() || before.write
+                            if before.ensure.is_some()
+                                || !before.changing.is_empty()
+                                || before.write
                             {
                                 // Earlier commands go out before the backfill makes this one wait.
                                 self.flush(&mut out).await?;

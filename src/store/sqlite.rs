@@ -1669,7 +1669,13 @@ mod tests {
         store.close().await;
         // What a process that died with a write in flight leaves behind: only its account.
         let store = SqliteStore::open(&path).await.unwrap();
-        assert!(store.writes_in_flight(a).await.unwrap().is_some_and(|t| t > 0));
+        assert!(
+            store
+                .writes_in_flight(a)
+                .await
+                .unwrap()
+                .is_some_and(|t| t > 0)
+        );
         assert_eq!(store.writes_in_flight(b).await.unwrap(), None);
         store.mark_writes_in_flight(a, false).await.unwrap();
         assert_eq!(store.writes_in_flight(a).await.unwrap(), None);

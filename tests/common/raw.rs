@@ -290,6 +290,26 @@ impl RawImap {
         std::io::Read::read_to_end(&mut self.reader, &mut rest).expect("wait for LOGOUT close");
     }
 
+    /// Sends `cmd` with a fresh tag without waiting for the answer; returns the tag.
+    pub fn start(&mut self, cmd: &str) -> String {
+        self.send(cmd)
+    }
+
+    /// The tagged answer to `tag` (without the tag), or the `* BYE` line that came first.
+    pub fn tagged_or_bye(&mut self, tag: &str) -> String {
+        let tag_sp = format!("{tag} ");
+        loop {
+            let resp = self.read_response();
+            let text = String::from_utf8_lossy(&resp).trim_end().to_string();
+            if text.starts_with("* BYE") {
+                return text;
+            }
+            if let Some(status) = text.strip_prefix(&tag_sp) {
+                return status.to_string();
+            }
+        }
+    }
+
     fn send(&mut self, cmd: &str) -> String {
         let tag = format!("t{}", self.next_tag);
         self.next_tag += 1;
