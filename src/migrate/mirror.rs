@@ -440,6 +440,7 @@ async fn mirror_copy(
     if wanted.is_empty() {
         return Ok(());
     }
+    let mut wanted = wanted;
     let mut links = if ctx.careful {
         copied_already(ctx, conn, to, &dst, &wanted).await?
     } else {
@@ -454,6 +455,7 @@ async fn mirror_copy(
     old_uids.sort_unstable();
     if !old_uids.is_empty() {
         conn.old.select(&src.old_name, false).await?;
+        keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
         let copied = if moved {
             conn.old.uid_move(&old_uids, &dst.old_name).await?
         } else {
@@ -479,11 +481,42 @@ async fn mirror_copy(
     Ok(())
 }
 
+/// Before OLD copies or moves messages `old_uids` of the selected `src`: their links keep each
+/// message's identity key (read from OLD where a link has none), so a replay cut off after OLD's
+/// answer finds OLD's copies by key even when NEW's copies are gone by then (see
+/// [`copied_already`]). The keys go with the links to the destination.
+async fn keep_keys(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    src: &FolderPair,
+    old_uids: &[u32],
+    wanted: &mut HashMap<u32, (Link, u32)>,
+) -> Result<()> {
+    let unkeyed: Vec<u32> = old_uids
+        .iter()
+        .copied()
+        .filter(|u| wanted.get(u).is_some_and(|(l, _)| l.ident.is_none()))
+        .collect();
+    if unkeyed.is_empty() {
+        return Ok(());
+    }
+    let mut keyed = Vec::new();
+    for (uid, key, _) in keys(&mut conn.old, &unkeyed, &ctx.acct.opts.identity, false).await? {
+        if let Some((link, _)) = wanted.get_mut(&uid) {
+            link.ident = Some(key);
+            keyed.push(link.clone());
+        }
+    }
+    ctx.acct.store.add_links(src.id, &keyed).await?;
+    Ok(())
+}
+
 /// For a COPY or MOVE that may have reached OLD already (the last attempt stopped before its
 /// links were stored, see [`apply`]): the links to keep for NEW copies (`wanted`'s destinations)
-/// that are linked in `dst` already, or whose OLD copy is in `dst` unlinked (same size and
-/// identity key). Those are not copied or moved again: OLD would hold them twice, and a copy
-/// left unlinked would be copied to NEW again by the next pass.
+/// that are linked in `dst` already, or whose OLD copy is in `dst` unlinked: same size and
+/// identity key as NEW's copy, or, where NEW's copy is gone since (the user deleted it), the
+/// identity key the source link kept ([`keep_keys`]). Those are not copied or moved again: OLD
+/// would hold them twice, and a copy left unlinked would be copied to NEW again by the next pass.
 async fn copied_already(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
@@ -508,10 +541,69 @@ async fn copied_already(
         .collect();
     if !rest.is_empty() {
         let mut fetched = read_where_they_are(ctx, conn, to, &rest, "BODY.PEEK[]").await?;
+        let on_new: HashSet<u32> = fetched.iter().filter_map(|f| f.uid).collect();
         found.extend(already_on_old(ctx, conn, dst, &mut fetched).await?);
+        let gone: Vec<(&Link, u32)> = wanted
+            .values()
+            .filter(|(_, d)| rest.contains(d) && !on_new.contains(d))
+            .map(|(l, d)| (l, *d))
+            .collect();
+        found.extend(orphans_by_key(ctx, conn, dst, &gone, &found).await?);
     }
     tracing::debug!(id = ctx.entry.id, already = found.len(), "replaying a copy");
     Ok(found)
+}
+
+/// OLD copies in `dst` of source links whose NEW copy (`gone`: link and NEW destination UID) is
+/// no longer on NEW, found by the key the source link kept: linked to that NEW UID, so the
+/// write that removed NEW's copy removes OLD's too (a later entry, or the next pass).
+async fn orphans_by_key(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    dst: &FolderPair,
+    gone: &[(&Link, u32)],
+    found: &[Link],
+) -> Result<Vec<Link>> {
+    let mut by_key: HashMap<&str, Vec<(&Link, u32)>> = HashMap::new();
+    for (l, d) in gone {
+        if let Some(key) = l.ident.as_deref() {
+            by_key.entry(key).or_default().push((l, *d));
+        }
+    }
+    if by_key.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut claimed: HashSet<u32> = ctx
+        .acct
+        .store
+        .links(dst.id)
+        .await?
+        .iter()
+        .map(|l| l.old_uid)
+        .collect();
+    claimed.extend(found.iter().map(|l| l.old_uid));
+    conn.old.select(&dst.old_name, true).await?;
+    let unlinked: Vec<u32> = conn
+        .old
+        .uid_search("ALL")
+        .await?
+        .into_iter()
+        .filter(|u| !claimed.contains(u))
+        .collect();
+    if unlinked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (old_uid, key, _) in keys(&mut conn.old, &unlinked, &ctx.acct.opts.identity, false).await? {
+        if let Some((l, d)) = by_key.get_mut(key.as_str()).and_then(Vec::pop) {
+            out.push(Link {
+                old_uid,
+                new_uid: d,
+                ..l.clone()
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// NEW UIDs from `from` on may be unlinked copies: the next pass adopts them by identity key.

@@ -111,13 +111,24 @@ async fn mirror(
     old: Vec<Step>,
     new: Vec<Step>,
 ) -> (Result<(), MirrorError>, Vec<String>, Vec<String>) {
+    mirror_with(acct, entry, false, old, new).await
+}
+
+/// [`mirror`], `careful` saying whether an earlier attempt may have reached OLD.
+async fn mirror_with(
+    acct: &Account,
+    entry: &JournalEntry,
+    careful: bool,
+    old: Vec<Step>,
+    new: Vec<Step>,
+) -> (Result<(), MirrorError>, Vec<String>, Vec<String>) {
     let (old_opts, old_task) = serve("IMAP4rev1 UIDPLUS LITERAL+", old).await;
     let (new_opts, new_task) = serve("IMAP4rev1 UIDPLUS LITERAL+", new).await;
     let mut conn = Conn {
         old: Client::connect(&old_opts, Side::Old).await.unwrap(),
         new: Client::connect(&new_opts, Side::New).await.unwrap(),
     };
-    let result = apply(acct, &mut conn, entry, false).await;
+    let result = apply(acct, &mut conn, entry, careful).await;
     drop(conn);
     let old_seen = old_task
         .await
@@ -375,4 +386,213 @@ async fn poisoned_folder_names_fail_instead_of_skipping() {
     // A getter of what is set whole still answers, and the lock stays an error for the rest.
     assert_eq!(acct.separators(), Some(('.', '/')));
     assert!(acct.old_name("A").is_err());
+}
+
+/// A message's header as OLD and NEW serve it, and the identity key it is recognised by.
+const MOVED_HEADER: &str = "Message-Id: <moved@example.org>\r\nSubject: m\r\n\r\n";
+
+fn moved_key() -> String {
+    crate::sync::adopt::message_key(MOVED_HEADER.as_bytes(), 100, &Options::default().identity)
+}
+
+fn header_fetch(uid: u32, header: &str) -> String {
+    format!(
+        "* 1 FETCH (UID {uid} RFC822.SIZE 100 FLAGS (\\Seen) BODY[HEADER] {{{}}}\r\n{header})\r\n",
+        header.len()
+    )
+}
+
+/// A MOVE mirrored on OLD first stores the message's identity key on its link (read from OLD
+/// before it moves), and the link in the destination keeps it.
+#[tokio::test]
+async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
+    let acct = account().await;
+    let src = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    acct.store.add_links(src.id, &[link(10, 1)]).await.unwrap();
+    let entry = journal(
+        &acct,
+        Write::Copy {
+            from: "A".into(),
+            to: "INBOX".into(),
+            uids: vec![(1, 50)],
+            moved: true,
+        },
+    )
+    .await;
+    let (result, old, _) = mirror(
+        &acct,
+        &entry,
+        vec![
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step(
+                "UID FETCH 10 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+                &format!("{}$tag OK\r\n", header_fetch(10, MOVED_HEADER)),
+            ),
+            // This OLD has no MOVE: COPY, then the source is expunged.
+            step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
+            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+            step("UID EXPUNGE 10", "$tag OK\r\n"),
+        ],
+        vec![],
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(old.len(), 5, "{old:?}");
+    let dst = acct
+        .store
+        .folder_pair(acct.id, "INBOX", "INBOX")
+        .await
+        .unwrap();
+    let links = acct.store.links(dst.id).await.unwrap();
+    assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
+    assert_eq!(links[0].ident.as_deref(), Some(moved_key().as_str()));
+    assert!(acct.store.links(src.id).await.unwrap().is_empty());
+}
+
+/// The replay of a MOVE whose earlier attempt OLD had done (the proxy was killed before the link
+/// was stored), when the user has deleted the message on NEW since: NEW's copy cannot be read, so
+/// OLD's copy is found by the key the source link kept, linked to NEW's (gone) UID, and not moved
+/// again; the later EXPUNGE then removes it from OLD, and no pass copies it back.
+#[tokio::test]
+async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
+    let acct = account().await;
+    let src = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    let keyed = Link {
+        ident: Some(moved_key()),
+        ..link(10, 1)
+    };
+    acct.store.add_links(src.id, &[keyed]).await.unwrap();
+    let entry = journal(
+        &acct,
+        Write::Copy {
+            from: "A".into(),
+            to: "INBOX".into(),
+            uids: vec![(1, 50)],
+            moved: true,
+        },
+    )
+    .await;
+    journal(
+        &acct,
+        Write::Expunge {
+            folder: "INBOX".into(),
+        },
+    )
+    .await;
+    let other = "Message-Id: <other@example.org>\r\n\r\n";
+    let (result, old, new) = mirror_with(
+        &acct,
+        &entry,
+        true,
+        vec![
+            step(
+                "EXAMINE \"INBOX\"",
+                "* 2 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step("UID SEARCH ALL", "* SEARCH 7 8\r\n$tag OK\r\n"),
+            step(
+                "UID FETCH 7:8 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+                &format!(
+                    "{}{}$tag OK\r\n",
+                    header_fetch(7, other),
+                    header_fetch(8, MOVED_HEADER)
+                ),
+            ),
+        ],
+        vec![
+            step(
+                "EXAMINE \"INBOX\"",
+                "* 0 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step(
+                "UID FETCH 50 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                "$tag OK\r\n",
+            ),
+        ],
+    )
+    .await;
+    result.unwrap();
+    assert!(
+        !old.iter().any(|c| c.contains("MOVE")),
+        "moved twice: {old:?}"
+    );
+    assert_eq!(new.len(), 2, "{new:?}");
+    let dst = acct
+        .store
+        .folder_pair(acct.id, "INBOX", "INBOX")
+        .await
+        .unwrap();
+    let links = acct.store.links(dst.id).await.unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
+    assert!(acct.store.links(src.id).await.unwrap().is_empty());
+}
+
+/// The replay of a MOVE whose earlier attempt OLD had done, NEW's copy still there: OLD's copy
+/// in the destination (same size and identity key as NEW's, no link) is linked, not moved again.
+#[tokio::test]
+async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
+    let acct = account().await;
+    let src = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    acct.store.add_links(src.id, &[link(10, 1)]).await.unwrap();
+    let entry = journal(
+        &acct,
+        Write::Copy {
+            from: "A".into(),
+            to: "INBOX".into(),
+            uids: vec![(1, 50)],
+            moved: true,
+        },
+    )
+    .await;
+    let body = format!("{MOVED_HEADER}body\r\n");
+    let n = body.len();
+    let (result, old, _) = mirror_with(
+        &acct,
+        &entry,
+        true,
+        vec![
+            step("EXAMINE \"INBOX\"", "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n"),
+            step(
+                &format!("UID SEARCH LARGER {} SMALLER {}", n - 1, n + 1),
+                "* SEARCH 8\r\n$tag OK\r\n",
+            ),
+            step(
+                "UID FETCH 8 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+                &format!("{}$tag OK\r\n", header_fetch(8, MOVED_HEADER)),
+            ),
+        ],
+        vec![
+            step("EXAMINE \"INBOX\"", "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n"),
+            step(
+                "UID FETCH 50 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                &format!(
+                    "* 1 FETCH (UID 50 FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" BODY[] {{{n}}}\r\n{body})\r\n$tag OK\r\n"
+                ),
+            ),
+        ],
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(old.len(), 3, "moved again? {old:?}");
+    let dst = acct
+        .store
+        .folder_pair(acct.id, "INBOX", "INBOX")
+        .await
+        .unwrap();
+    let links = acct.store.links(dst.id).await.unwrap();
+    assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
+    assert!(acct.store.links(src.id).await.unwrap().is_empty());
 }
