@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{ConnectOptions, Security, TlsOptions};
@@ -15,6 +16,9 @@ use super::{ConnectOptions, Security, TlsOptions};
 pub(crate) struct Step {
     pub expect: String,
     pub answer: String,
+    /// Once the command arrived: says so, then answers only after the test says go (what the
+    /// test does in between happens while the client waits for this answer).
+    pub gate: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>,
 }
 
 /// `expect` → `answer` (`$tag` is replaced; lines end with CRLF as given).
@@ -22,7 +26,23 @@ pub(crate) fn step(expect: &str, answer: &str) -> Step {
     Step {
         expect: expect.to_string(),
         answer: answer.to_string(),
+        gate: None,
     }
+}
+
+/// A [`step`] that holds its answer: the first receiver hears when the command arrived, the
+/// sender releases the answer.
+pub(crate) fn gated_step(
+    expect: &str,
+    answer: &str,
+) -> (Step, oneshot::Receiver<()>, oneshot::Sender<()>) {
+    let (arrived, heard) = oneshot::channel();
+    let (go, wait) = oneshot::channel();
+    let step = Step {
+        gate: Some((arrived, wait)),
+        ..step(expect, answer)
+    };
+    (step, heard, go)
 }
 
 /// Plays `steps` to the first client that connects, after `* OK [CAPABILITY caps] ready`.
@@ -49,6 +69,11 @@ pub(crate) async fn serve(
                     "expected {:?}, got {rest:?} (after {seen:?})",
                     step.expect
                 ));
+            }
+            if let Some((arrived, go)) = step.gate {
+                let _ = arrived.send(());
+                go.await
+                    .map_err(|_| "the test never released the answer".to_string())?;
             }
             let answer = step.answer.replace("$tag", tag);
             write.write_all(answer.as_bytes()).await.map_err(io)?;

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use super::{MirrorError, apply};
-use crate::imap::script::{Step, serve, step};
+use crate::imap::script::{Step, gated_step, serve, step};
 use crate::imap::uidset::Ranges;
 use crate::imap::{Client, Security, Side};
 use crate::mapping;
@@ -595,4 +595,86 @@ async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
     let links = acct.store.links(dst.id).await.unwrap();
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
+}
+
+/// The mirror reads an APPEND's message where the journal says it is; a MOVE journaled while it
+/// reads (the user moved the message meanwhile) makes it read again where the MOVE took it,
+/// instead of finding nothing and leaving OLD without the message.
+#[tokio::test]
+async fn an_append_moved_while_the_mirror_reads_it_is_read_again() {
+    let acct = account().await;
+    acct.store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    let append = journal(
+        &acct,
+        Write::Append {
+            folder: "A".into(),
+            uids: vec![7],
+        },
+    )
+    .await;
+    let body = "Subject: hi\r\n\r\nbody\r\n";
+    let fetched = |uid: u32| {
+        format!(
+            "* 1 FETCH (UID {uid} FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" BODY[] {{{}}}\r\n{body})\r\n$tag OK\r\n",
+            body.len()
+        )
+    };
+    // NEW's first FETCH finds nothing: the user's MOVE took the message to B meanwhile.
+    let (first_fetch, arrived, go) = gated_step(
+        "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+        "$tag OK\r\n",
+    );
+    let mirror = tokio::spawn({
+        let acct = Arc::clone(&acct);
+        let append = append.clone();
+        let append_step = step(
+            &format!(
+                "APPEND \"INBOX.A\" (\\Seen) \"01-Jan-2024 10:00:00 +0000\" {{{}+}}",
+                body.len()
+            ),
+            "$tag OK [APPENDUID 5 40] done\r\n",
+        );
+        let new = vec![
+            step(
+                "EXAMINE \"A\"",
+                "* 0 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            first_fetch,
+            step(
+                "EXAMINE \"B\"",
+                "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step(
+                "UID FETCH 9 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                &fetched(9),
+            ),
+        ];
+        async move { mirror(&acct, &append, vec![append_step], new).await }
+    });
+    arrived.await.unwrap();
+    journal(
+        &acct,
+        Write::Copy {
+            from: "A".into(),
+            to: "B".into(),
+            uids: vec![(7, 9)],
+            moved: true,
+        },
+    )
+    .await;
+    go.send(()).unwrap();
+    let (result, old, new) = mirror.await.unwrap();
+    result.unwrap();
+    assert_eq!(new.len(), 4, "{new:?}");
+    assert!(old[0].ends_with(body), "OLD never got the message: {old:?}");
+    let pair = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    let links = acct.store.links(pair.id).await.unwrap();
+    assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
 }
