@@ -11,6 +11,7 @@ stdout, one line each:
   READY                      started, waiting for GO
   OP <kind> <ok|no|drop>     after each operation (ok: tagged OK; no: NO/BAD; drop: the
                              connection ended before the tagged answer, e.g. BYE)
+  CUT <id> ...               after a drop: the messages of the write it cut off
   LOGIN                      a new session, fully resynchronised
   ERR <text>                 a failed attempt (connect, login, resync)
   MODEL <json>               on STOP: {"messages": {id: {"f": [folders], "g": 0|1|2,
@@ -481,6 +482,7 @@ def main():
             stats["drop"] += 1
             say(f"OP {current} drop {e!r}"[:300])
             trace(f"  dropped: {e!r}; tainted {touching}")
+            say("CUT " + " ".join(str(mid) for mid in touching))
             tainted.update(touching)
             touch([])
             drop_session()
