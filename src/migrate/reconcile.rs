@@ -162,9 +162,10 @@ impl Account {
         }
         let mut done = Reconciled::default();
         debug!("reconcile: reading both trees");
-        let (mut conn, _permit) = self.pool.get().await?;
         // OLD's and NEW's trees as they are, read only: mapping OLD's tree onto NEW (as a
-        // login does) would bring back on NEW the folders the user deleted there.
+        // login does) would bring back on NEW the folders the user deleted there. The pooled
+        // connection and its permit go back at once: the folders are taken before another.
+        let (mut conn, permit) = self.pool.get().await?;
         let tree = sync::read_tree(&mut conn.old, &mut conn.new, &self.opts).await?;
         {
             let mut n = self.names()?;
@@ -179,6 +180,7 @@ impl Account {
             }
         }
         self.pool.put(conn);
+        drop(permit);
         debug!("reconcile: draining the journal");
         self.count_pending().await;
         self.drain_journal().await;
