@@ -231,10 +231,14 @@ impl Tracker {
         }
     }
 
-    /// Writes sent to NEW and not answered: at the end of a session, NEW may have done them
-    /// without the proxy journaling them.
-    pub fn unanswered_writes(&self) -> usize {
-        self.pending.values().flatten().filter(|p| p.write).count()
+    /// What the commands NEW has not answered leave open at the end of a session: how many
+    /// writes (NEW may have done them without the proxy journaling them), and the folders they
+    /// were changing (nobody will settle them otherwise).
+    pub fn unanswered(&self) -> (usize, Vec<String>) {
+        let pending = self.pending.values().flatten();
+        let writes = pending.clone().filter(|p| p.write).count();
+        let changing = pending.flat_map(|p| p.changing.iter().cloned()).collect();
+        (writes, changing)
     }
 
     /// A complete command from the client (literal data inline, `cost` bytes of it kept), sent
@@ -793,9 +797,9 @@ mod tests {
             assert_eq!(write(line, answer), expected, "{line}");
         }
         assert_eq!(
-            t.unanswered_writes(),
-            2,
-            "CLOSE and STORE were never answered"
+            t.unanswered(),
+            (2, vec!["INBOX".to_string()]),
+            "CLOSE (changing INBOX) and STORE were never answered"
         );
     }
 

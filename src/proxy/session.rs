@@ -1013,12 +1013,15 @@ async fn relay(
         r = n2c.run(new_rd, Input::with(&new_leftover), &mut wr) => r,
     };
     if let Some(account) = &account {
-        // NEW may have done these; nothing will journal them. (A poisoned tracker is still
-        // read: its commands in flight are counted whole, and an unsure count only means a
+        // NEW may have done these writes; nothing will journal them. (A poisoned tracker is
+        // still read: its commands in flight are kept whole, and a wrong count only costs a
         // reconcile.)
-        let lost = crate::lock::recover(&tracker, "the session's tracker").unanswered_writes();
+        let (lost, changing) = crate::lock::recover(&tracker, "the session's tracker").unanswered();
         for _ in 0..lost {
             account.intent_over(false);
+        }
+        for folder in &changing {
+            account.folder(folder).end_change();
         }
     }
     match end {
