@@ -15,7 +15,7 @@ use crate::secret::Secret;
 use crate::tls::TlsError;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: Listen,
@@ -43,7 +43,7 @@ pub struct Config {
 }
 
 /// `[listen]`: where mail clients connect.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// Plain IMAP; STARTTLS is offered when `[tls]` is set.
@@ -67,7 +67,7 @@ pub struct Listen {
 }
 
 /// `[tls]`: the proxy's certificate chain and private key, PEM files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert: PathBuf,
@@ -84,7 +84,7 @@ pub enum Security {
 }
 
 /// `[new]`: the server users are moving to; it checks every login.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct New {
     /// `host:port`.
@@ -153,7 +153,7 @@ fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, Validation
 }
 
 /// `[sweep]`: background completion of accounts nobody opens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sweep {
     /// Run the sweeper inside `imapferry proxy` (`imapferry sweep` always runs it).
@@ -230,7 +230,7 @@ pub enum OldAuth {
 }
 
 /// `[old]`: the server users are leaving.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Old {
     /// `host:port`.
@@ -262,7 +262,7 @@ impl Old {
 }
 
 /// `[state]`: the SQLite state store (links, tombstones, journal).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     #[serde(default = "default_state_path")]
@@ -279,7 +279,7 @@ impl Default for State {
 
 /// `[admin]`: the HTTP endpoint: `/health`, `/metrics` and the JSON API over the state store.
 /// The API can retire accounts, so it is locked unless said otherwise ([`Admin::validate`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: SocketAddr,
@@ -368,7 +368,7 @@ fn default_admin_header_timeout_secs() -> u64 {
 }
 
 /// `[mapping]`: folder selection and naming, with the `imapferry sync` options' meaning.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
     /// `--folder`: only these OLD folders (exact names).
@@ -430,7 +430,7 @@ impl Mapping {
 }
 
 /// `[migration]`: the lazy backfill and the deletion safety bound.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Migration {
     /// Longest a SELECT/EXAMINE waits for its folder's backfill before it goes to NEW anyway.
@@ -476,7 +476,7 @@ impl Default for Migration {
 }
 
 /// `[limits]`: bounds that keep one client from exhausting the proxy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Longest command line (octets, literals excluded).
@@ -518,12 +518,33 @@ impl Default for Limits {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// One JSON object per event instead of text lines.
     #[serde(default)]
     pub json: bool,
+    /// What is logged, in `RUST_LOG` syntax (`info`, `warn,imapferry=debug`). Set, it wins over
+    /// `RUST_LOG` and a reload applies a change; unset, `RUST_LOG` decides (`warn` without it).
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+impl Log {
+    /// The parsed `level`, if set.
+    pub fn filter(&self) -> Result<Option<tracing_subscriber::EnvFilter>, ValidationError> {
+        self.level
+            .as_deref()
+            .map(|level| {
+                tracing_subscriber::EnvFilter::builder()
+                    .parse(level)
+                    .map_err(|e| ValidationError::Invalid {
+                        key: "log.level",
+                        message: format!("{level:?}: {e}"),
+                    })
+            })
+            .transpose()
+    }
 }
 
 fn yes() -> bool {
@@ -871,6 +892,7 @@ impl Config {
         if let Some(admin) = &self.admin {
             admin.validate()?;
         }
+        self.log.filter()?;
         let sw = &self.sweep;
         positive("sweep.accounts_in_parallel", sw.accounts_in_parallel as u64)?;
         positive("sweep.connections_per_host", sw.connections_per_host as u64)?;

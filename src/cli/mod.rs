@@ -7,6 +7,7 @@ pub mod args;
 pub mod batch;
 mod host;
 pub mod log;
+mod logging;
 mod observer;
 mod proxy;
 mod reconcile;
@@ -268,6 +269,10 @@ mod tests {
             (&["proxy", "--config", "c.toml"], true),
             (&["proxy", "--check-config", "c.toml"], true),
             (&["proxy", "--config", "c.toml", "x"], false),
+            (&["proxy", "--reload", "--config", "c.toml"], true),
+            (&["proxy", "--config", "c.toml", "--reload"], true),
+            (&["proxy", "--reload"], false),
+            (&["proxy", "--reload", "--check-config", "c.toml"], false),
         ];
         for (args, parses) in cases {
             let all = [&["imapferry"], *args].concat();

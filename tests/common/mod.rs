@@ -1,10 +1,11 @@
 //! Shared integration-test support: private Dovecot and Courier servers (`dovecot`, `courier`,
 //! both `server::ImapServer`), a std-only IMAP client (`raw`), deterministic account seeding
 //! (`seed`, and the `hostile` corpus), running the binary (`cli`) and layout-independent
-//! comparison (`snapshot`).
+//! comparison (`snapshot`), test certificates from the development CA (`certs`).
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
 
+pub mod certs;
 pub mod cli;
 pub mod courier;
 pub mod dovecot;
