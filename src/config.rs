@@ -5,8 +5,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::cidr::Cidr;
 use crate::login::LoginFormat;
@@ -66,12 +68,42 @@ pub struct Listen {
     pub plaintext_login: bool,
 }
 
-/// `[tls]`: the proxy's certificate chain and private key, PEM files.
+/// `[tls]`: the proxy's certificate chain and private key, PEM files; with `[[tls.names]]`
+/// entries, the certificate is chosen by the name the client asks for (SNI) and this one is
+/// the default (no SNI, or a name no entry lists).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
+    #[serde(default)]
+    pub names: Vec<TlsName>,
+}
+
+/// `[[tls.names]]`: a certificate for these names (`imap.example.com`, or `*.example.com` for
+/// one label).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsName {
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    /// The server configuration: every certificate and key file read now.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let entries: Vec<crate::tls::sni::Entry<'_>> = self
+            .names
+            .iter()
+            .map(|n| crate::tls::sni::Entry {
+                names: &n.names,
+                cert: &n.cert,
+                key: &n.key,
+            })
+            .collect();
+        crate::tls::server_config_with_names(&self.cert, &self.key, &entries)
+    }
 }
 
 /// How a leg to an upstream server is secured.
@@ -805,8 +837,13 @@ impl Config {
         }
         match &self.tls {
             Some(tls) => {
-                crate::tls::server_config(&tls.cert, &tls.key)
-                    .map_err(|source| ValidationError::Tls { key: "tls", source })?;
+                tls.server_config().map_err(|source| {
+                    let key = match source {
+                        TlsError::Names(_) => "tls.names",
+                        _ => "tls",
+                    };
+                    ValidationError::Tls { key, source }
+                })?;
             }
             None if self.listen.imaps.is_some() => {
                 return Err(ValidationError::NeedsTls {
@@ -1104,6 +1141,43 @@ mod tests {
 
         let ca = MINIMAL.replace("security", "ca = \"/nonexistent-ca.pem\"\nsecurity");
         assert_eq!(invalid(&ca).key(), "new.ca");
+    }
+
+    /// `[[tls.names]]` (issue 16, item 2): every entry's files read, its names checked.
+    #[test]
+    fn tls_names() {
+        let tls = format!("{MINIMAL}[tls]\ncert = \"{CERT}\"\nkey = \"{KEY}\"\n");
+        let entry = |names: &str, cert: &str| {
+            format!("{tls}[[tls.names]]\nnames = {names}\ncert = \"{cert}\"\nkey = \"{KEY}\"\n")
+        };
+        let ok = entry("[\"imap.example.com\", \"*.example.net\"]", CERT);
+        let c = parse_str(&format!(
+            "{ok}[[tls.names]]\nnames = [\"localhost\"]\ncert = \"{CERT}\"\nkey = \"{KEY}\"\n"
+        ))
+        .unwrap();
+        let names = &c.tls.unwrap().names;
+        assert_eq!(names.len(), 2);
+        assert_eq!(names[0].names, ["imap.example.com", "*.example.net"]);
+        // (names, certificate file, error key and words)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("[]", CERT, "tls.names", "at least one name"),
+            ("[\"*.net\"]", CERT, "tls.names", "*.net"),
+            ("[\"a b\"]", CERT, "tls.names", "not a DNS name"),
+            ("[\"a.example\", \"A.example\"]", CERT, "tls.names", "twice"),
+            (
+                "[\"a.example\"]",
+                "/nonexistent.pem",
+                "tls",
+                "/nonexistent.pem",
+            ),
+        ];
+        for (names, cert, key, words) in cases {
+            let e = invalid(&entry(names, cert));
+            assert_eq!(e.key(), *key, "{names}");
+            assert!(e.to_string().contains(words), "{names}: {e}");
+        }
+        let err = parse_str(&format!("{tls}[[tls.names]]\ncert = \"{CERT}\"\n")).unwrap_err();
+        assert!(err.to_string().contains("names"), "{err}");
     }
 
     #[test]

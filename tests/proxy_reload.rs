@@ -9,13 +9,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::certs::{Issued, issue};
+use common::tlsimap::TlsImap;
 use common::*;
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 const BIN: &str = env!("CARGO_BIN_EXE_imapferry");
 const TOKEN: &str = "reload-t0k";
@@ -26,70 +24,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// An IMAP client over TLS (rustls, the development CA trusted), line by line.
-struct TlsImap {
-    stream: BufReader<StreamOwned<ClientConnection, TcpStream>>,
-    next_tag: u32,
-}
-
-fn client_config() -> Arc<ClientConfig> {
-    imapferry::tls::client_config(true, Some(&ca_pem())).unwrap()
-}
-
-impl TlsImap {
-    /// Connects to `port` sending SNI `name` (none for an IP address) and reads the greeting.
-    fn connect(port: u16, name: &str) -> TlsImap {
-        let server_name = ServerName::try_from(name.to_string()).unwrap();
-        let conn = ClientConnection::new(client_config(), server_name).unwrap();
-        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut c = TlsImap {
-            stream: BufReader::new(StreamOwned::new(conn, tcp)),
-            next_tag: 1,
-        };
-        let greeting = c.line();
-        assert!(greeting.starts_with("* OK"), "{greeting}");
-        c
-    }
-
-    /// The certificate the proxy presented.
-    fn peer_der(&self) -> Vec<u8> {
-        let conn = &self.stream.get_ref().conn;
-        conn.peer_certificates().unwrap()[0].as_ref().to_vec()
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.stream.read_line(&mut line).unwrap();
-        assert!(!line.is_empty(), "connection closed");
-        line
-    }
-
-    fn send(&mut self, text: &str) {
-        let s = self.stream.get_mut();
-        s.write_all(text.as_bytes()).unwrap();
-        s.flush().unwrap();
-    }
-
-    /// Sends `cmd` and returns the lines up to and including the tagged one, which must be OK.
-    fn cmd(&mut self, cmd: &str) -> Vec<String> {
-        let tag = format!("t{}", self.next_tag);
-        self.next_tag += 1;
-        self.send(&format!("{tag} {cmd}\r\n"));
-        let mut lines = Vec::new();
-        loop {
-            let line = self.line();
-            let done = line.starts_with(&format!("{tag} "));
-            lines.push(line);
-            if done {
-                let tagged = &lines[lines.len() - 1];
-                assert!(tagged.starts_with(&format!("{tag} OK")), "{cmd}: {tagged}");
-                return lines;
-            }
-        }
-    }
 }
 
 /// One reloadable proxy process in front of a Dovecot NEW, with implicit TLS and the admin API.

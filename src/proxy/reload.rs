@@ -21,7 +21,7 @@ pub enum ReloadError {
     #[error("the proxy runs without a configuration file to read again")]
     NoFile,
     #[error("{0}; the running configuration is unchanged")]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     #[error(
         "{} cannot change without a restart; nothing was reloaded, the running configuration is \
          unchanged", .0.join(", ")
@@ -133,7 +133,7 @@ impl Reloader {
 
     fn try_reload(&self) -> Result<Reloaded, ReloadError> {
         let file = self.file.as_deref().ok_or(ReloadError::NoFile)?;
-        let new = config::load(file)?;
+        let new = config::load(file).map_err(|e| ReloadError::Config(Box::new(e)))?;
         let mut running = lock::lock(&self.running, RUNNING)?;
         let restart = restart_needed(&running, &new);
         if !restart.is_empty() {

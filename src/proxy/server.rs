@@ -105,7 +105,7 @@ pub fn settings(config: &Config) -> Result<Settings, ServeError> {
 /// The proxy's own TLS: the certificate files of `[tls]` read now.
 fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
     Ok(match &config.tls {
-        Some(t) => Some(TlsAcceptor::from(tls::server_config(&t.cert, &t.key)?)),
+        Some(t) => Some(TlsAcceptor::from(t.server_config()?)),
         None => None,
     })
 }
