@@ -560,6 +560,10 @@ pub struct Log {
     /// `RUST_LOG` and a reload applies a change; unset, `RUST_LOG` decides (`warn` without it).
     #[serde(default)]
     pub level: Option<String>,
+    /// Also write every event as one JSON object per line to this file (appended; opened again
+    /// at each reload, so logrotate can move it away and reload the proxy).
+    #[serde(default)]
+    pub json_file: Option<PathBuf>,
 }
 
 impl Log {

@@ -40,9 +40,10 @@ pub struct Reloaded {
     pub changed: Vec<&'static str>,
 }
 
-/// The log filter of the running process, for `[log] level` (the CLI owns the subscriber).
+/// The logs of the running process (the CLI owns the subscriber).
 pub trait LogControl: Send + Sync {
-    /// Puts `log`'s level in force (`None`: the filter the process started with).
+    /// Puts `log`'s level in force (`None`: `RUST_LOG` or `warn`, as at the start) and opens
+    /// `json_file` again.
     fn apply(&self, log: &config::Log) -> Result<(), String>;
 }
 
@@ -51,7 +52,7 @@ pub trait LogControl: Send + Sync {
 /// migration options are part of every account's state, JSON logs choose the subscriber, and
 /// the sweeper is started (or not) once.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 9] = [
+    let checks: [(&'static str, bool); 10] = [
         ("listen", old.listen == new.listen),
         ("new", old.new == new.new),
         ("old", old.old == new.old),
@@ -60,6 +61,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("mapping", old.mapping == new.mapping),
         ("migration", old.migration == new.migration),
         ("log.json", old.log.json == new.log.json),
+        ("log.json_file", old.log.json_file == new.log.json_file),
         ("sweep.enabled", old.sweep.enabled == new.sweep.enabled),
     ];
     checks
@@ -183,6 +185,7 @@ mod tests {
             ("[limits]\nmax_connections = 7\n", &[], &["limits"]),
             ("[log]\nlevel = \"info\"\n", &[], &["log.level"]),
             ("[log]\njson = true\n", &["log.json"], &[]),
+            ("[log]\njson_file = \"x.json\"\n", &["log.json_file"], &[]),
             ("[sweep]\nwindow = \"22:00-06:00\"\n", &[], &["sweep"]),
             ("[sweep]\nenabled = true\n", &["sweep.enabled"], &["sweep"]),
             ("[state]\npath = \"other.db\"\n", &["state"], &[]),
