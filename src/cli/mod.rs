@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod batch;
+mod generate;
 mod host;
 pub mod log;
 mod logging;
@@ -58,6 +59,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Print the version
     Version,
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// The arguments of a command with imapsync's own parser, passed on as they are.
@@ -118,6 +121,7 @@ pub fn main_with_args(argv: Vec<String>) -> i32 {
             println!("imapferry {}", env!("CARGO_PKG_VERSION"));
             EX_OK
         }
+        Command::Generate(args) => exit_code(generate::generate_command(args)),
     }
 }
 
