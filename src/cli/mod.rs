@@ -284,6 +284,66 @@ mod tests {
         }
     }
 
+    /// Every `imapferry` command the README's operations sections show (reload, SNI, the
+    /// package, the cutover runbook) parses as written (issue 16: the runbook matches the
+    /// commands as they exist).
+    #[test]
+    fn readme_operations_commands_parse() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("### Reloading without dropping sessions")
+            .unwrap();
+        let end = readme
+            .find("## `imapferry sync`: imapsync's command line")
+            .unwrap();
+        let mut in_block = false;
+        let mut seen = Vec::new();
+        for line in readme[start..end].lines() {
+            if line.starts_with("```") {
+                in_block = line == "```sh";
+                continue;
+            }
+            let code = line.split(" # ").next().unwrap_or("");
+            // Outside code blocks: the `imapferry ...` spans of the text.
+            let spans: Vec<&str> = if in_block {
+                vec![code]
+            } else {
+                line.split('`').skip(1).step_by(2).collect()
+            };
+            for part in spans.iter().flat_map(|s| s.split(['|', ';', '&'])) {
+                let part = part.trim().trim_start_matches("do ").trim();
+                let Some(rest) = part.strip_prefix("imapferry ") else {
+                    continue;
+                };
+                let rest = rest.split('>').next().unwrap_or("");
+                let mut argv = vec!["imapferry".to_string()];
+                argv.extend(rest.split_whitespace().map(|w| match w {
+                    "$C" => "c.toml".to_string(),
+                    "USER" => "joe".to_string(),
+                    "DIR" => "d".to_string(),
+                    "FILE" => "c.toml".to_string(),
+                    "\"$u\"" => "joe".to_string(),
+                    w => w.to_string(),
+                }));
+                assert!(Cli::try_parse_from(&argv).is_ok(), "README: {part}");
+                seen.push(argv[1].clone());
+            }
+        }
+        for command in [
+            "proxy",
+            "accounts",
+            "status",
+            "verify",
+            "retire",
+            "reconcile",
+        ] {
+            assert!(
+                seen.iter().any(|c| c == command),
+                "{command} not in {seen:?}"
+            );
+        }
+    }
+
     /// `sync` and `batch` get their arguments exactly as given, for imapsync's parser.
     #[test]
     fn imapsync_arguments_pass_untouched() {
