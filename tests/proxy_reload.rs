@@ -124,11 +124,16 @@ impl Setup {
 
     /// `POST /reload` on the admin API: (status, body).
     fn post_reload(&self) -> (u16, String) {
+        self.admin_request("POST", "/reload")
+    }
+
+    /// One request to the admin API, with the token (and the POST header): (status, body).
+    fn admin_request(&self, method: &str, path: &str) -> (u16, String) {
         let mut tcp = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         write!(
             tcp,
-            "POST /reload HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {TOKEN}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {TOKEN}\r\n\
              X-Imapferry-Admin: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.admin
         )
@@ -319,4 +324,156 @@ fn listen_address_change_is_refused() {
     let (status, body) = s.post_reload();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("sweep"), "{body}");
+}
+
+/// The accounts file is read again by a reload: a user it did not list was relayed to NEW
+/// only; listed after the reload, their next login migrates their OLD mail.
+#[test]
+fn accounts_file_change_applies_at_the_next_login() {
+    let old = Dovecot::start(Layout::Slash);
+    old.add_user("legacy_ann", "oldann");
+    let new = Dovecot::start(Layout::Slash);
+    new.add_user("ann", "newann");
+    let mut c = RawImap::connect("127.0.0.1", old.port());
+    c.login("legacy_ann", "oldann");
+    for i in 0..2 {
+        c.append("INBOX", &[], None, &common::message(i, 600));
+    }
+    c.logout();
+
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts.txt");
+    std::fs::write(
+        &accounts,
+        "# host1;user1;password1;host2;user2;password2;\n",
+    )
+    .unwrap();
+    let admin = free_port();
+    let text = format!(
+        "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"accounts\"\n\
+         accounts = \"{}\"\n[state]\npath = \"{}\"\n[migration]\nselect_budget_ms = 20000\n\
+         [admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n",
+        new.port(),
+        old.port(),
+        accounts.display(),
+        dir.path().join("state.db").display(),
+    );
+    let proxy = ProxyProc::start(Path::new(BIN), dir.path(), &text);
+
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login("ann", "newann");
+    assert_eq!(c.select("INBOX"), 0, "ann is not in the accounts file yet");
+    c.logout();
+
+    std::fs::write(
+        &accounts,
+        "127.0.0.1;legacy_ann;oldann;127.0.0.1;ann;newann;\n",
+    )
+    .unwrap();
+    let s = Setup {
+        new,
+        proxy,
+        dir,
+        imaps: 0,
+        admin,
+    };
+    let (status, body) = s.post_reload();
+    assert_eq!(status, 200, "{body}");
+
+    let mut c = RawImap::connect("127.0.0.1", s.proxy.port);
+    c.login("ann", "newann");
+    assert_eq!(c.select("INBOX"), 2, "ann's OLD mail after the reload");
+    c.logout();
+}
+
+/// `[sweep]` settings reach the running sweeper: a window that excludes the present holds every
+/// sweep back; the reload that lifts it lets the imported account be swept to `synced`.
+#[test]
+fn sweep_settings_reach_the_running_sweeper() {
+    let old = Dovecot::start(Layout::Slash);
+    old.add_user("legacy_ann", "oldann");
+    let new = Dovecot::start(Layout::Slash);
+    new.add_user("ann", "newann");
+    let mut c = RawImap::connect("127.0.0.1", old.port());
+    c.login("legacy_ann", "oldann");
+    c.append("INBOX", &[], None, &common::message(1, 600));
+    c.logout();
+
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts.txt");
+    std::fs::write(
+        &accounts,
+        "127.0.0.1;legacy_ann;oldann;127.0.0.1;ann;newann;\n",
+    )
+    .unwrap();
+    let admin = free_port();
+    let hour = chrono::Local::now()
+        .format("%H")
+        .to_string()
+        .parse::<u32>()
+        .unwrap();
+    // Two to three hours from now: closed for the whole test.
+    let closed = format!("{:02}:00-{:02}:00", (hour + 2) % 24, (hour + 3) % 24);
+    let (new_port, state, listed) = (new.port(), dir.path().join("state.db"), accounts.clone());
+    let text = move |window: &str| {
+        format!(
+            "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+             [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"accounts\"\n\
+             accounts = \"{}\"\n[state]\npath = \"{}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n\
+             [sweep]\nenabled = true\n{window}",
+            new_port,
+            old.port(),
+            listed.display(),
+            state.display(),
+        )
+    };
+    let closed_text = text(&format!("window = \"{closed}\"\n"));
+    std::fs::write(
+        dir.path().join("import.toml"),
+        format!("[listen]\nimap = \"127.0.0.1:1\"\n{closed_text}"),
+    )
+    .unwrap();
+    let import = Command::new(BIN)
+        .args(["accounts", "import"])
+        .arg(&accounts)
+        .arg("--config")
+        .arg(dir.path().join("import.toml"))
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{import:?}");
+    let proxy = ProxyProc::start(Path::new(BIN), dir.path(), &closed_text);
+    let s = Setup {
+        new,
+        proxy,
+        dir,
+        imaps: 0,
+        admin,
+    };
+    let (_, sweep) = s.admin_request("GET", "/sweep");
+    assert!(sweep.contains("\"accounts_swept\":0"), "{sweep}");
+
+    let open_text = format!(
+        "[listen]\nimap = \"127.0.0.1:{}\"\n{}",
+        s.proxy.port,
+        text("")
+    );
+    s.write(&open_text);
+    let (status, body) = s.post_reload();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sweep"), "{body}");
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, account) = s.admin_request("GET", "/accounts/ann");
+        if account.contains("\"state\":\"synced\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "ann never synced:\n{account}\n{}",
+            s.proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
