@@ -2,8 +2,9 @@
 # Installs what the tests, the demo and the benchmark need on Debian: Dovecot (imapd + core with
 # doveadm), Courier-IMAP (a second OLD server type, tests/common/courier.rs), openssl, the mail
 # clients tests/proxy_clients.rs drives through the proxy (mbsync from isync, curl; those tests
-# fail without them), and python3 (imaplib clients in the proxy tests). Does nothing when
-# everything is already there.
+# fail without them), python3 (imaplib clients in the proxy tests), and what scripts/package.sh
+# checks the Debian package with (systemd-analyze from systemd, man from man-db). Does nothing
+# when everything is already there.
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -19,6 +20,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v man >/dev/null 2>&1 || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

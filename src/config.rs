@@ -5,8 +5,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::cidr::Cidr;
 use crate::login::LoginFormat;
@@ -15,7 +17,7 @@ use crate::secret::Secret;
 use crate::tls::TlsError;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: Listen,
@@ -43,7 +45,7 @@ pub struct Config {
 }
 
 /// `[listen]`: where mail clients connect.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// Plain IMAP; STARTTLS is offered when `[tls]` is set.
@@ -66,12 +68,42 @@ pub struct Listen {
     pub plaintext_login: bool,
 }
 
-/// `[tls]`: the proxy's certificate chain and private key, PEM files.
-#[derive(Debug, Clone, Deserialize)]
+/// `[tls]`: the proxy's certificate chain and private key, PEM files; with `[[tls.names]]`
+/// entries, the certificate is chosen by the name the client asks for (SNI) and this one is
+/// the default (no SNI, or a name no entry lists).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
+    #[serde(default)]
+    pub names: Vec<TlsName>,
+}
+
+/// `[[tls.names]]`: a certificate for these names (`imap.example.com`, or `*.example.com` for
+/// one label).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsName {
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Tls {
+    /// The server configuration: every certificate and key file read now.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let entries: Vec<crate::tls::sni::Entry<'_>> = self
+            .names
+            .iter()
+            .map(|n| crate::tls::sni::Entry {
+                names: &n.names,
+                cert: &n.cert,
+                key: &n.key,
+            })
+            .collect();
+        crate::tls::server_config_with_names(&self.cert, &self.key, &entries)
+    }
 }
 
 /// How a leg to an upstream server is secured.
@@ -84,7 +116,7 @@ pub enum Security {
 }
 
 /// `[new]`: the server users are moving to; it checks every login.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct New {
     /// `host:port`.
@@ -153,7 +185,7 @@ fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, Validation
 }
 
 /// `[sweep]`: background completion of accounts nobody opens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sweep {
     /// Run the sweeper inside `imapferry proxy` (`imapferry sweep` always runs it).
@@ -230,7 +262,7 @@ pub enum OldAuth {
 }
 
 /// `[old]`: the server users are leaving.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Old {
     /// `host:port`.
@@ -262,7 +294,7 @@ impl Old {
 }
 
 /// `[state]`: the SQLite state store (links, tombstones, journal).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     #[serde(default = "default_state_path")]
@@ -279,7 +311,7 @@ impl Default for State {
 
 /// `[admin]`: the HTTP endpoint: `/health`, `/metrics` and the JSON API over the state store.
 /// The API can retire accounts, so it is locked unless said otherwise ([`Admin::validate`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: SocketAddr,
@@ -368,7 +400,7 @@ fn default_admin_header_timeout_secs() -> u64 {
 }
 
 /// `[mapping]`: folder selection and naming, with the `imapferry sync` options' meaning.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
     /// `--folder`: only these OLD folders (exact names).
@@ -430,7 +462,7 @@ impl Mapping {
 }
 
 /// `[migration]`: the lazy backfill and the deletion safety bound.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Migration {
     /// Longest a SELECT/EXAMINE waits for its folder's backfill before it goes to NEW anyway.
@@ -476,7 +508,7 @@ impl Default for Migration {
 }
 
 /// `[limits]`: bounds that keep one client from exhausting the proxy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Longest command line (octets, literals excluded).
@@ -518,12 +550,37 @@ impl Default for Limits {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// One JSON object per event instead of text lines.
     #[serde(default)]
     pub json: bool,
+    /// What is logged, in `RUST_LOG` syntax (`info`, `warn,imapferry=debug`). Set, it wins over
+    /// `RUST_LOG` and a reload applies a change; unset, `RUST_LOG` decides (`warn` without it).
+    #[serde(default)]
+    pub level: Option<String>,
+    /// Also write every event as one JSON object per line to this file (appended; opened again
+    /// at each reload, so logrotate can move it away and reload the proxy).
+    #[serde(default)]
+    pub json_file: Option<PathBuf>,
+}
+
+impl Log {
+    /// The parsed `level`, if set.
+    pub fn filter(&self) -> Result<Option<tracing_subscriber::EnvFilter>, ValidationError> {
+        self.level
+            .as_deref()
+            .map(|level| {
+                tracing_subscriber::EnvFilter::builder()
+                    .parse(level)
+                    .map_err(|e| ValidationError::Invalid {
+                        key: "log.level",
+                        message: format!("{level:?}: {e}"),
+                    })
+            })
+            .transpose()
+    }
 }
 
 fn yes() -> bool {
@@ -784,8 +841,13 @@ impl Config {
         }
         match &self.tls {
             Some(tls) => {
-                crate::tls::server_config(&tls.cert, &tls.key)
-                    .map_err(|source| ValidationError::Tls { key: "tls", source })?;
+                tls.server_config().map_err(|source| {
+                    let key = match source {
+                        TlsError::Names(_) => "tls.names",
+                        _ => "tls",
+                    };
+                    ValidationError::Tls { key, source }
+                })?;
             }
             None if self.listen.imaps.is_some() => {
                 return Err(ValidationError::NeedsTls {
@@ -871,6 +933,7 @@ impl Config {
         if let Some(admin) = &self.admin {
             admin.validate()?;
         }
+        self.log.filter()?;
         let sw = &self.sweep;
         positive("sweep.accounts_in_parallel", sw.accounts_in_parallel as u64)?;
         positive("sweep.connections_per_host", sw.connections_per_host as u64)?;
@@ -1082,6 +1145,43 @@ mod tests {
 
         let ca = MINIMAL.replace("security", "ca = \"/nonexistent-ca.pem\"\nsecurity");
         assert_eq!(invalid(&ca).key(), "new.ca");
+    }
+
+    /// `[[tls.names]]` (issue 16, item 2): every entry's files read, its names checked.
+    #[test]
+    fn tls_names() {
+        let tls = format!("{MINIMAL}[tls]\ncert = \"{CERT}\"\nkey = \"{KEY}\"\n");
+        let entry = |names: &str, cert: &str| {
+            format!("{tls}[[tls.names]]\nnames = {names}\ncert = \"{cert}\"\nkey = \"{KEY}\"\n")
+        };
+        let ok = entry("[\"imap.example.com\", \"*.example.net\"]", CERT);
+        let c = parse_str(&format!(
+            "{ok}[[tls.names]]\nnames = [\"localhost\"]\ncert = \"{CERT}\"\nkey = \"{KEY}\"\n"
+        ))
+        .unwrap();
+        let names = &c.tls.unwrap().names;
+        assert_eq!(names.len(), 2);
+        assert_eq!(names[0].names, ["imap.example.com", "*.example.net"]);
+        // (names, certificate file, error key and words)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("[]", CERT, "tls.names", "at least one name"),
+            ("[\"*.net\"]", CERT, "tls.names", "*.net"),
+            ("[\"a b\"]", CERT, "tls.names", "not a DNS name"),
+            ("[\"a.example\", \"A.example\"]", CERT, "tls.names", "twice"),
+            (
+                "[\"a.example\"]",
+                "/nonexistent.pem",
+                "tls",
+                "/nonexistent.pem",
+            ),
+        ];
+        for (names, cert, key, words) in cases {
+            let e = invalid(&entry(names, cert));
+            assert_eq!(e.key(), *key, "{names}");
+            assert!(e.to_string().contains(words), "{names}: {e}");
+        }
+        let err = parse_str(&format!("{tls}[[tls.names]]\ncert = \"{CERT}\"\n")).unwrap_err();
+        assert!(err.to_string().contains("names"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! an error, [`Poisoned`], naming what was locked and logged at error level; the session, sweep or
 //! pass that meets it fails with it through its own error type: nothing is skipped silently.
 //! [`recover`] only where the caller cannot return an error and no panic leaves the value half-set.
+//! [`Swap`]: a value replaced whole by a reload while its readers keep the version they took.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -64,6 +65,29 @@ pub(crate) fn recover_inner<T>(mutex: Mutex<T>, what: &'static str) -> T {
         );
         poisoned.into_inner()
     })
+}
+
+/// A value that is replaced whole while readers hold the version they took (a configuration
+/// reload): [`Swap::get`] clones the `Arc` under a short read lock, never held across an await.
+/// Recovered when poisoned: the only write is one assignment of an `Arc`.
+#[derive(Debug)]
+pub struct Swap<T>(std::sync::RwLock<std::sync::Arc<T>>);
+
+impl<T> Swap<T> {
+    pub fn new(value: T) -> Swap<T> {
+        Swap(std::sync::RwLock::new(std::sync::Arc::new(value)))
+    }
+
+    /// The current version.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        let guard = self.0.read().unwrap_or_else(|p| p.into_inner());
+        std::sync::Arc::clone(&guard)
+    }
+
+    /// Replaces the current version; holders of the old one keep it.
+    pub fn set(&self, value: std::sync::Arc<T>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = value;
+    }
 }
 
 #[cfg(test)]

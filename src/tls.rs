@@ -1,7 +1,10 @@
 //! TLS configuration, with the ring provider only. Client configs verify the server's certificate by
 //! default (Debian's CA bundle, or a CA file given by the user) and only skip it when asked to
 //! explicitly. PEM files are read with `rustls-pki-types`' `PemObject` (rustls-pemfile is archived).
-//! Client configs for outgoing connections are built once per process and trust settings.
+//! Client configs for outgoing connections are built once per process and trust settings. The
+//! proxy's server config chooses its certificate by SNI ([`sni`]).
+
+pub mod sni;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +15,7 @@ use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{
     self, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
 };
@@ -27,6 +31,11 @@ pub enum TlsError {
     NoCertificate(PathBuf),
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// The key does not fit the certificate, or cannot sign.
+    #[error("{}: {message}", cert.display())]
+    Key { cert: PathBuf, message: String },
+    #[error("tls.names: {0}")]
+    Names(#[from] sni::NameError),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -111,16 +120,43 @@ pub fn shared_client_config(
 
 /// A server configuration from a certificate chain and a private key in PEM files.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_names(cert, key, &[])
+}
+
+/// A server configuration presenting the certificate of the `names` entry the client's SNI
+/// matches, else the default `cert` and `key` (PEM files, all read now).
+pub fn server_config_with_names(
+    cert: &Path,
+    key: &Path,
+    names: &[sni::Entry<'_>],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let load = |cert: &Path, key: &Path| certified_key(cert, key, &provider);
+    let resolver = sni::Resolver::new(load(cert, key)?, names, load)?;
+    let config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    Ok(Arc::new(config))
+}
+
+/// A certificate chain and its private key, checked to belong together.
+fn certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = read_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
         path: key.to_owned(),
         message: e.to_string(),
     })?;
-    let config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(Arc::new(config))
+    CertifiedKey::from_der(certs, key_der, provider)
+        .map(Arc::new)
+        .map_err(|e| TlsError::Key {
+            cert: cert.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 /// The explicit opt-out: accepts any certificate, still checks handshake signatures.

@@ -5,8 +5,10 @@
 
 pub mod args;
 pub mod batch;
+mod generate;
 mod host;
 pub mod log;
+mod logging;
 mod observer;
 mod proxy;
 mod reconcile;
@@ -57,6 +59,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Print the version
     Version,
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// The arguments of a command with imapsync's own parser, passed on as they are.
@@ -117,6 +121,7 @@ pub fn main_with_args(argv: Vec<String>) -> i32 {
             println!("imapferry {}", env!("CARGO_PKG_VERSION"));
             EX_OK
         }
+        Command::Generate(args) => exit_code(generate::generate_command(args)),
     }
 }
 
@@ -268,10 +273,74 @@ mod tests {
             (&["proxy", "--config", "c.toml"], true),
             (&["proxy", "--check-config", "c.toml"], true),
             (&["proxy", "--config", "c.toml", "x"], false),
+            (&["proxy", "--reload", "--config", "c.toml"], true),
+            (&["proxy", "--config", "c.toml", "--reload"], true),
+            (&["proxy", "--reload"], false),
+            (&["proxy", "--reload", "--check-config", "c.toml"], false),
         ];
         for (args, parses) in cases {
             let all = [&["imapferry"], *args].concat();
             assert_eq!(Cli::try_parse_from(all).is_ok(), *parses, "{args:?}");
+        }
+    }
+
+    /// Every `imapferry` command the README's operations sections show (reload, SNI, the
+    /// package, the cutover runbook) parses as written (issue 16: the runbook matches the
+    /// commands as they exist).
+    #[test]
+    fn readme_operations_commands_parse() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("### Reloading without dropping sessions")
+            .unwrap();
+        let end = readme
+            .find("## `imapferry sync`: imapsync's command line")
+            .unwrap();
+        let mut in_block = false;
+        let mut seen = Vec::new();
+        for line in readme[start..end].lines() {
+            if line.starts_with("```") {
+                in_block = line == "```sh";
+                continue;
+            }
+            let code = line.split(" # ").next().unwrap_or("");
+            // Outside code blocks: the `imapferry ...` spans of the text.
+            let spans: Vec<&str> = if in_block {
+                vec![code]
+            } else {
+                line.split('`').skip(1).step_by(2).collect()
+            };
+            for part in spans.iter().flat_map(|s| s.split(['|', ';', '&'])) {
+                let part = part.trim().trim_start_matches("do ").trim();
+                let Some(rest) = part.strip_prefix("imapferry ") else {
+                    continue;
+                };
+                let rest = rest.split('>').next().unwrap_or("");
+                let mut argv = vec!["imapferry".to_string()];
+                argv.extend(rest.split_whitespace().map(|w| match w {
+                    "$C" => "c.toml".to_string(),
+                    "USER" => "joe".to_string(),
+                    "DIR" => "d".to_string(),
+                    "FILE" => "c.toml".to_string(),
+                    "\"$u\"" => "joe".to_string(),
+                    w => w.to_string(),
+                }));
+                assert!(Cli::try_parse_from(&argv).is_ok(), "README: {part}");
+                seen.push(argv[1].clone());
+            }
+        }
+        for command in [
+            "proxy",
+            "accounts",
+            "status",
+            "verify",
+            "retire",
+            "reconcile",
+        ] {
+            assert!(
+                seen.iter().any(|c| c == command),
+                "{command} not in {seen:?}"
+            );
         }
     }
 

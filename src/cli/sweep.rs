@@ -8,7 +8,7 @@ use clap::Subcommand;
 use tokio::sync::watch;
 use tracing::instrument::WithSubscriber;
 
-use super::proxy::{log_dispatch, shutdown_signal};
+use super::proxy::shutdown_signal;
 use super::setup::{
     ConfigArg, EX_CONFIG, EX_NOINPUT, EX_NOT_DONE, EX_OK, Exit, fail, load_config, open_state,
     runtime, store_failed,
@@ -73,7 +73,7 @@ pub(super) fn sweep_command(args: SweepArgs) -> Result<i32, Exit> {
     let config = load_config(&args.config.file)?;
     let rt = runtime()?;
     let once = args.once;
-    let dispatch = log_dispatch(config.log.json);
+    let (dispatch, _) = super::logging::dispatch(&config.log)?;
     rt.block_on(
         async {
             let (stop_tx, stop_rx) = watch::channel(false);

@@ -34,6 +34,7 @@ pub use names::normalise;
 pub use reconcile::Reconciled;
 
 use crate::config::{self, Config};
+use crate::lock::Swap;
 use crate::secret::Secret;
 use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
 use crate::sync::{Endpoint, Options, SharedRate};
@@ -67,7 +68,8 @@ pub fn engine_options(config: &Config) -> Result<Options, config::ValidationErro
 /// Every account the proxy has seen since it started.
 pub struct Migrator {
     store: Arc<dyn Store>,
-    credentials: Credentials,
+    /// Replaced whole by a reload (the accounts file, the master password file).
+    credentials: Swap<Credentials>,
     opts: Options,
     budget: Duration,
     accounts: DashMap<String, Arc<Account>>,
@@ -93,20 +95,17 @@ impl Migrator {
         let opts = engine_options(config).map_err(|e| MigrateError::Config(e.to_string()))?;
         Ok(Some(Migrator {
             store,
-            credentials,
+            credentials: Swap::new(credentials),
             opts,
             budget: Duration::from_millis(config.migration.select_budget_ms),
             accounts: DashMap::new(),
             prune_at: AtomicUsize::new(PRUNE_FIRST),
             shared: account::Shared {
-                rate: (config.sweep.max_bytes_per_second.is_some()
-                    || config.sweep.max_messages_per_second.is_some())
-                .then(|| {
-                    Arc::new(SharedRate::new(
-                        config.sweep.max_bytes_per_second,
-                        config.sweep.max_messages_per_second,
-                    ))
-                }),
+                // Always there, so a reload can set ceilings the start did not have.
+                rate: Some(Arc::new(SharedRate::new(
+                    config.sweep.max_bytes_per_second,
+                    config.sweep.max_messages_per_second,
+                ))),
                 interactive: Arc::new(AtomicUsize::new(0)),
                 journal: account::JournalPolicy {
                     attempts: config.migration.mirror_attempts.max(1),
@@ -129,9 +128,9 @@ impl Migrator {
     /// created on NEW, INBOX's backfill started. `None` when
     /// the account has no OLD side or is retired: the session is then a plain relay.
     pub async fn login(&self, typed: &str, password: &Secret) -> Option<Arc<Account>> {
-        let (key, old_ep, new_ep) = self.credentials.for_login(typed, password)?;
+        let (key, old_ep, new_ep) = self.credentials.get().for_login(typed, password)?;
         let name = key.new_user.clone();
-        let id = if self.credentials.needs_import() {
+        let id = if self.credentials.get().needs_import() {
             match self.store.find_account(&key).await {
                 Ok(Some(id)) => id,
                 Ok(None) => {
@@ -198,19 +197,37 @@ impl Migrator {
         &self.store
     }
 
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+    /// The credentials in force (replaced by [`Migrator::reload`]).
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.get()
+    }
+
+    /// A reload's share: the credentials sources read again from `config` (the accounts file,
+    /// the master password file) and the sweeper's copy ceilings. All or nothing: a file that
+    /// cannot be read changes nothing. Accounts already open keep their endpoints until their
+    /// next login or sweep.
+    pub fn reload(&self, config: &Config) -> Result<(), MigrateError> {
+        let credentials = Credentials::from_config(config)?
+            .ok_or_else(|| MigrateError::Config("[old] is gone: restart to remove it".into()))?;
+        self.credentials.set(Arc::new(credentials));
+        if let Some(rate) = &self.shared.rate {
+            rate.set_ceilings(
+                config.sweep.max_bytes_per_second,
+                config.sweep.max_messages_per_second,
+            );
+        }
+        Ok(())
     }
 
     /// The sweeper's global copy totals (messages, bytes, since when), if ceilings are set.
     pub fn sweep_rate(&self) -> Option<&SharedRate> {
-        self.shared.rate.as_deref()
+        self.shared.rate.as_deref().filter(|r| r.has_ceilings())
     }
 
     /// Brings OLD in line with NEW for one account (`imapferry reconcile`), with the
     /// configuration's credentials.
     pub async fn reconcile(&self, id: AccountId, key: &AccountKey) -> Result<Reconciled, String> {
-        let endpoints = self.credentials.for_account(key)?;
+        let endpoints = self.credentials.get().for_account(key)?;
         self.account(id, &key.new_user, endpoints)
             .reconcile()
             .await
@@ -226,6 +243,7 @@ impl Migrator {
     ) -> Result<(u64, u64), (ErrorKind, String)> {
         let endpoints = self
             .credentials
+            .get()
             .for_account(key)
             .map_err(|why| (ErrorKind::Other, why))?;
         self.account(id, &key.new_user, endpoints).sweep().await
@@ -246,7 +264,11 @@ mod tests {
         let (_stop, stop_rx) = watch::channel(false);
         let m = Migrator::new(&config, store, stop_rx).unwrap().unwrap();
         let endpoints = |u: &str| {
-            let (_, old, new) = m.credentials.for_login(u, &Secret::new("pw")).unwrap();
+            let (_, old, new) = m
+                .credentials
+                .get()
+                .for_login(u, &Secret::new("pw"))
+                .unwrap();
             (old, new)
         };
         let held = m.account(1, "held", endpoints("held"));

@@ -1,7 +1,8 @@
 //! The transparent IMAP proxy: [`server`] binds the listeners and accepts connections (reading a
 //! [`proxy_protocol`] header first when configured), [`session`] runs one client connection
 //! (proxy-owned greeting, login checked by NEW, byte relay), [`metrics`] counts what happens and
-//! [`admin`] serves `/health`, `/metrics` and the operator's JSON API; the sans-I/O parts:
+//! [`admin`] serves `/health`, `/metrics` and the operator's JSON API, [`reload`] applies a
+//! changed configuration file to a running proxy; the sans-I/O parts:
 //! [`framer`] splits a byte stream into lines and streamed literal data without rewriting a byte,
 //! [`inspect`] reads a copy of a command line to decide what to do with it, [`proxy_protocol`]
 //! parses PROXY v1/v2 headers.
@@ -12,6 +13,7 @@ pub mod inspect;
 pub mod intercept;
 pub mod metrics;
 pub mod proxy_protocol;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod throttle;

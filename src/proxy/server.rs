@@ -1,19 +1,22 @@
 //! The proxy's listeners: accept loops for plain IMAP and implicit TLS (each connection starting
 //! with a PROXY protocol header when `[listen] proxy_protocol` is set), connection limits (in
 //! total and per client address), one tracing span and one task per connection, the admin
-//! endpoint (`/metrics`, `/health`), and graceful shutdown: when the shutdown future completes,
-//! listeners close, every open session sends `* BYE` between two responses and closes, and
-//! [`serve`] waits for them up to [`SHUTDOWN_GRACE`] before returning.
+//! endpoint (`/metrics`, `/health`), reloads (SIGHUP and the admin API: each connection takes the
+//! settings in force when it is accepted, see [`super::reload`]), and graceful shutdown: when the
+//! shutdown future completes, listeners close, every open session sends `* BYE` between two
+//! responses and closes, and [`serve`] waits for them up to [`SHUTDOWN_GRACE`] before returning.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::instrument::WithSubscriber;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
@@ -21,10 +24,12 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 use super::admin::{self, Admin};
 use super::metrics::Metrics;
 use super::proxy_protocol::{self, Header};
+use super::reload::{LogControl, Reloader};
 use super::session::{self, BoxIo, Settings};
 use super::throttle::LoginThrottle;
 use crate::cidr::{self, Cidr};
 use crate::config::{Config, Security, ValidationError};
+use crate::lock::Swap;
 use crate::migrate::Migrator;
 use crate::ops;
 use crate::store::SqliteStore;
@@ -85,27 +90,74 @@ pub fn settings(config: &Config) -> Result<Settings, ServeError> {
             config.new.ca.as_deref(),
         )?),
     };
-    let acceptor = match &config.tls {
-        Some(t) => Some(TlsAcceptor::from(tls::server_config(&t.cert, &t.key)?)),
-        None => None,
-    };
     Ok(Settings {
         new: config.new.clone(),
         limits: config.limits.clone(),
         new_tls,
-        acceptor,
+        acceptor: acceptor(config)?,
         plaintext_login: config.listen.plaintext_login,
-        login_throttle: LoginThrottle::new(config.new.login_format()?),
+        login_throttle: Arc::new(LoginThrottle::new(config.new.login_format()?)),
         metrics: Arc::new(Metrics::new()),
         migrator: None,
     })
 }
 
+/// The proxy's own TLS: the certificate files of `[tls]` read now.
+fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
+    Ok(match &config.tls {
+        Some(t) => Some(TlsAcceptor::from(t.server_config()?)),
+        None => None,
+    })
+}
+
+/// The settings of a reload: certificates read again and `[limits]` from `config`; what only a
+/// restart changes ([`super::reload::restart_needed`]) and the shared state (metrics, the login
+/// throttle, the migration) stay those of `previous`.
+pub(crate) fn reloaded_settings(
+    previous: &Settings,
+    config: &Config,
+) -> Result<Settings, TlsError> {
+    Ok(Settings {
+        new: previous.new.clone(),
+        limits: config.limits.clone(),
+        new_tls: previous.new_tls.clone(),
+        acceptor: acceptor(config)?,
+        plaintext_login: previous.plaintext_login,
+        login_throttle: Arc::clone(&previous.login_throttle),
+        metrics: Arc::clone(&previous.metrics),
+        migrator: previous.migrator.clone(),
+    })
+}
+
+/// Counts open connections against a maximum read at each entry (a reload may change it); the
+/// count drops with the guard.
+#[derive(Default)]
+struct Total(Arc<AtomicU32>);
+
+struct TotalGuard(Arc<AtomicU32>);
+
+impl Total {
+    fn enter(&self, max: u32) -> Option<TotalGuard> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(TotalGuard(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for TotalGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Counts connections per client network ([`cidr::network_of`]: an IPv4 address or an IPv6
 /// /64); the count drops with the guard.
+#[derive(Default)]
 struct PerIp {
     counts: Mutex<HashMap<IpAddr, u32>>,
-    max: u32,
 }
 
 const COUNTS: &str = "the per-address connection counts";
@@ -116,11 +168,11 @@ struct IpGuard {
 }
 
 impl PerIp {
-    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpGuard> {
+    fn enter(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<IpGuard> {
         let ip = cidr::network_of(ip);
         let mut counts = crate::lock::recover(&self.counts, COUNTS);
         let n = counts.entry(ip).or_insert(0);
-        if *n >= self.max {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -145,8 +197,9 @@ impl Drop for IpGuard {
 }
 
 struct Shared {
-    settings: Arc<Settings>,
-    total: Arc<Semaphore>,
+    /// The settings in force; each connection takes them once, when accepted.
+    settings: Arc<Swap<Settings>>,
+    total: Total,
     per_ip: Arc<PerIp>,
     /// Every connection starts with a PROXY protocol header, sent by one of these sources
     /// (`None`: no header expected).
@@ -157,11 +210,30 @@ struct Shared {
     _alive: mpsc::Sender<()>,
 }
 
+/// How a running proxy is reloaded ([`super::reload`]).
+#[derive(Default)]
+pub struct Reload {
+    /// The configuration file read again on SIGHUP or `POST /reload`; `None`: no reloads.
+    pub file: Option<PathBuf>,
+    /// The process's log filter, for `[log] level`.
+    pub log: Option<Arc<dyn LogControl>>,
+}
+
 /// Serves the listeners until `shutdown` completes, then lets open sessions say BYE and waits
-/// for them (at most [`SHUTDOWN_GRACE`]).
+/// for them (at most [`SHUTDOWN_GRACE`]). Without a file to read again: no reloads.
 pub async fn serve(
     listeners: Listeners,
     config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    serve_with(listeners, config, Reload::default(), shutdown).await
+}
+
+/// [`serve`], reloading `reload.file` on SIGHUP and on the admin API's `POST /reload`.
+pub async fn serve_with(
+    listeners: Listeners,
+    config: &Config,
+    reload: Reload,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let mut settings = settings(config)?;
@@ -189,25 +261,29 @@ pub async fn serve(
         }
         _ => None,
     };
-    let settings = Arc::new(settings);
+    let metrics = Arc::clone(&settings.metrics);
+    let settings = Arc::new(Swap::new(settings));
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let reloader = Arc::new(Reloader::new(
+        reload.file,
+        config.clone(),
+        Arc::clone(&settings),
+        sweeper.clone(),
+        reload.log,
+    ));
     let admin = match &config.admin {
-        Some(section) => Some(Admin::new(
-            section,
-            Arc::clone(&settings.metrics),
-            ops::open_store(config).await,
-            sweeper,
-        )),
+        Some(section) => Some(
+            Admin::new(section, metrics, ops::open_store(config).await, sweeper)
+                .with_reloader(Arc::clone(&reloader)),
+        ),
         None => None,
     };
     let admin = admin_loop(listeners.admin, admin, stop_rx.clone());
+    let hangups = reload_on_hangup(reloader, stop_rx.clone());
     let shared = Arc::new(Shared {
         settings,
-        total: Arc::new(Semaphore::new(config.limits.max_connections as usize)),
-        per_ip: Arc::new(PerIp {
-            counts: Mutex::new(HashMap::new()),
-            max: config.limits.max_connections_per_ip,
-        }),
+        total: Total::default(),
+        per_ip: Arc::new(PerIp::default()),
         proxy_protocol_from: config
             .listen
             .proxy_protocol
@@ -219,7 +295,7 @@ pub async fn serve(
     let implicit = accept_loop(listeners.imaps, true, Arc::clone(&shared));
     tokio::select! {
         () = shutdown => {}
-        () = async { tokio::join!(plain, implicit, admin); } => {}
+        () = async { tokio::join!(plain, implicit, admin, hangups); } => {}
     }
     // The accept loops are gone (and their listeners closed); only connections hold `Shared`.
     drop(shared);
@@ -232,6 +308,39 @@ pub async fn serve(
         warn!("sessions still open after the shutdown grace period");
     }
     Ok(())
+}
+
+/// Reloads on each SIGHUP until `stop` (pending forever where there are no signals). A SIGHUP
+/// without a file to read again is logged and changes nothing.
+async fn reload_on_hangup(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(e) => {
+                warn!("cannot listen for SIGHUP, reload with the admin API only: {e}");
+                return std::future::pending().await;
+            }
+        };
+        loop {
+            tokio::select! {
+                Some(()) = hangup.recv() => {}
+                () = session::stopped(&mut stop) => return std::future::pending().await,
+            }
+            info!("SIGHUP: reloading");
+            let r = Arc::clone(&reloader);
+            // The outcome is logged by `reload`; a panic in it is logged here.
+            if let Err(e) = tokio::task::spawn_blocking(move || r.reload()).await {
+                warn!("reload ended abnormally: {e}");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (reloader, stop);
+        std::future::pending().await
+    }
 }
 
 async fn admin_loop(
@@ -307,9 +416,11 @@ async fn read_proxy_header<R: AsyncRead + Unpin>(tcp: &mut R) -> Result<Header, 
 
 async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc<Shared>) {
     debug!("accepted");
-    let _open = shared.settings.metrics.connection();
+    // The settings in force now serve this connection to its end, whatever a reload does.
+    let settings = shared.settings.get();
+    let _open = settings.metrics.connection();
     let _ = tcp.set_nodelay(true);
-    let Ok(_permit) = Arc::clone(&shared.total).try_acquire_owned() else {
+    let Some(_permit) = shared.total.enter(settings.limits.max_connections) else {
         let _ = tcp.write_all(b"* BYE Too many connections\r\n").await;
         return;
     };
@@ -319,10 +430,10 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
         // Only a listed load balancer may say who the client is; anyone else is closed unheard.
         if !cidr::any_contains(from, peer.ip()) {
             info!("closing: not in listen.proxy_protocol_from");
-            shared.settings.metrics.proxy_protocol_refused();
+            settings.metrics.proxy_protocol_refused();
             return;
         }
-        let timeout = Duration::from_secs(shared.settings.limits.login_timeout_secs);
+        let timeout = Duration::from_secs(settings.limits.login_timeout_secs);
         // Nothing may be said before the header (the client may be a TLS client): on any
         // problem the connection is just closed.
         let header = tokio::select! {
@@ -346,13 +457,13 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
             }
         }
     }
-    let Some(_ip_guard) = shared.per_ip.enter(peer.ip()) else {
+    let max_per_ip = settings.limits.max_connections_per_ip;
+    let Some(_ip_guard) = shared.per_ip.enter(peer.ip(), max_per_ip) else {
         let _ = tcp
             .write_all(b"* BYE Too many connections from your address\r\n")
             .await;
         return;
     };
-    let settings = Arc::clone(&shared.settings);
     let client: BoxIo = if tls {
         let Some(acceptor) = settings.acceptor.clone() else {
             return;

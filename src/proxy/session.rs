@@ -72,8 +72,9 @@ pub struct Settings {
     pub acceptor: Option<TlsAcceptor>,
     /// Logins accepted before TLS on the plain listener even though TLS is available.
     pub plaintext_login: bool,
-    /// Shared by all sessions: recent login failures per (client network, user).
-    pub login_throttle: LoginThrottle,
+    /// Shared by all sessions (and kept by a reload): recent login failures per (client
+    /// network, user).
+    pub login_throttle: Arc<LoginThrottle>,
     /// Shared by all sessions and the admin endpoint's `/metrics`.
     pub metrics: Arc<super::metrics::Metrics>,
     /// The migration from OLD (`None` without `[old]`: a pure relay to NEW).

@@ -1,5 +1,6 @@
 //! The sweeper's switches and counters, shared with the admin API and `/metrics`: pause and
-//! resume, accounts to take next, and what the sweeps have done so far. No I/O.
+//! resume, accounts to take next, settings a reload hands over, and what the sweeps have done so
+//! far. No I/O.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use crate::store::AccountId;
 
 const PRIORITY: &str = "the sweeper's priority queue";
 const STATS: &str = "the sweeper's counters";
+const SETTINGS: &str = "the sweeper's reloaded settings";
 
 /// What the sweeper has done since it started.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -38,6 +40,9 @@ pub struct Control {
     /// callers (getters, the sweep loop, the admin API's switches) have no error to return.
     priority: Mutex<VecDeque<AccountId>>,
     stats: Mutex<SweepStats>,
+    /// `[sweep]` from a reload, for the loop to take at its next turn (recovered when poisoned:
+    /// set or taken whole).
+    settings: Mutex<Option<crate::config::Sweep>>,
     /// Woken on resume and on a new priority.
     pub(crate) wake: Notify,
 }
@@ -87,6 +92,18 @@ impl Control {
     pub(crate) fn update(&self, f: impl FnOnce(&mut SweepStats)) {
         f(&mut recover(&self.stats, STATS));
     }
+
+    /// Hands reloaded `[sweep]` settings to the running loop (sweeps in progress finish as they
+    /// are; the parallelism, per-host bound, window and revisit apply from the next pick).
+    pub fn set_settings(&self, settings: crate::config::Sweep) {
+        *recover(&self.settings, SETTINGS) = Some(settings);
+        self.wake.notify_waiters();
+    }
+
+    /// The settings handed over since the last call, if any.
+    pub(crate) fn take_settings(&self) -> Option<crate::config::Sweep> {
+        recover(&self.settings, SETTINGS).take()
+    }
 }
 
 #[cfg(test)]
@@ -108,5 +125,13 @@ mod tests {
         c.update(|s| *s.errors.entry("login".into()).or_default() += 1);
         assert_eq!(c.stats().errors["login"], 1);
         assert!(!c.stats().paused);
+        assert_eq!(c.take_settings(), None);
+        let reloaded = crate::config::Sweep {
+            accounts_in_parallel: 9,
+            ..Default::default()
+        };
+        c.set_settings(reloaded.clone());
+        assert_eq!(c.take_settings(), Some(reloaded));
+        assert_eq!(c.take_settings(), None);
     }
 }

@@ -103,13 +103,13 @@ struct HostBackoff {
 /// Runs the sweeper until `stop` turns true (or, with [`Mode::Once`], until nothing is left).
 pub async fn run(
     migrator: Arc<Migrator>,
-    cfg: config::Sweep,
+    mut cfg: config::Sweep,
     control: Arc<Control>,
     mode: Mode,
     mut stop: watch::Receiver<bool>,
 ) {
     let store = Arc::clone(migrator.store());
-    let window = cfg.window.as_deref().and_then(parse_window);
+    let mut window = cfg.window.as_deref().and_then(parse_window);
     let mut running: HashMap<AccountId, String> = HashMap::new();
     let mut backoff: HashMap<String, HostBackoff> = HashMap::new();
     // Accounts tried in this run of a `Once` sweep that did not complete.
@@ -123,6 +123,11 @@ pub async fn run(
         let stopping = *stop.borrow();
         if stopping {
             break;
+        }
+        if let Some(reloaded) = control.take_settings() {
+            info!("sweep: reloaded settings in force");
+            window = reloaded.window.as_deref().and_then(parse_window);
+            cfg = reloaded;
         }
         let now_local = chrono::Local::now();
         let open = window.is_none_or(|w| in_window(now_local.hour() * 60 + now_local.minute(), w));

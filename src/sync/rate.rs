@@ -9,36 +9,82 @@ use tokio::time::Instant;
 
 use super::Options;
 
-/// Copy-rate ceilings shared by several passes at once: the average since `start` over all of
-/// them stays under the ceilings (each APPEND pauses as imapsync's per-pass limit does).
+/// Copy-rate ceilings shared by several passes at once: the average since the start over all of
+/// them stays under the ceilings (each APPEND pauses as imapsync's per-pass limit does). The
+/// ceilings can change while passes run ([`SharedRate::set_ceilings`], a proxy reload): the
+/// average then starts again, so a raised ceiling never allows a catch-up burst.
 #[derive(Debug)]
 pub struct SharedRate {
-    pub(crate) start: Instant,
-    pub(crate) messages: std::sync::atomic::AtomicU64,
-    pub(crate) bytes: std::sync::atomic::AtomicU64,
-    pub(crate) max_mps: Option<f64>,
-    pub(crate) max_bps: Option<u64>,
+    state: std::sync::Mutex<RateState>,
 }
+
+/// What [`SharedRate`] counts, under one lock (held for a few arithmetic steps, never across an
+/// await; recovered when poisoned: every critical section assigns or adds whole numbers).
+#[derive(Debug)]
+struct RateState {
+    start: Instant,
+    messages: u64,
+    bytes: u64,
+    max_mps: Option<f64>,
+    max_bps: Option<u64>,
+}
+
+const SHARED_RATE: &str = "the shared copy-rate counters";
 
 impl SharedRate {
     pub fn new(max_bytes_per_second: Option<u64>, max_messages_per_second: Option<f64>) -> Self {
         SharedRate {
+            state: std::sync::Mutex::new(RateState {
+                start: Instant::now(),
+                messages: 0,
+                bytes: 0,
+                max_mps: max_messages_per_second.filter(|m| *m > 0.0),
+                max_bps: max_bytes_per_second.filter(|b| *b > 0),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, RateState> {
+        crate::lock::recover(&self.state, SHARED_RATE)
+    }
+
+    /// Whether any ceiling is set.
+    pub fn has_ceilings(&self) -> bool {
+        let s = self.state();
+        s.max_mps.is_some() || s.max_bps.is_some()
+    }
+
+    /// New ceilings (`None` or 0: none); the counts start again from now.
+    pub fn set_ceilings(
+        &self,
+        max_bytes_per_second: Option<u64>,
+        max_messages_per_second: Option<f64>,
+    ) {
+        let mut s = self.state();
+        *s = RateState {
             start: Instant::now(),
-            messages: Default::default(),
-            bytes: Default::default(),
+            messages: 0,
+            bytes: 0,
             max_mps: max_messages_per_second.filter(|m| *m > 0.0),
             max_bps: max_bytes_per_second.filter(|b| *b > 0),
-        }
+        };
     }
 
     /// Messages and bytes counted so far, and since when.
     pub fn totals(&self) -> (u64, u64, Duration) {
-        use std::sync::atomic::Ordering;
-        (
-            self.messages.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-            self.start.elapsed(),
-        )
+        let s = self.state();
+        (s.messages, s.bytes, s.start.elapsed())
+    }
+
+    /// Counts what was just appended; the pause the ceilings require.
+    fn count(&self, messages: u64, bytes: u64) -> Duration {
+        let mut s = self.state();
+        if s.max_mps.is_none() && s.max_bps.is_none() {
+            return Duration::ZERO;
+        }
+        s.messages += messages;
+        s.bytes += bytes;
+        rate_sleep(s.messages, s.bytes, s.start.elapsed(), s.max_mps, s.max_bps)
     }
 }
 
@@ -66,20 +112,21 @@ impl RateLimit {
             bytes: 0,
             max_mps: opts.max_messages_per_second.filter(|m| *m > 0.0),
             max_bps: opts.max_bytes_per_second.filter(|b| *b > 0),
-            shared: opts
-                .shared_rate
-                .clone()
-                .filter(|s| s.max_mps.is_some() || s.max_bps.is_some()),
+            // Kept even without ceilings: a reload may set some.
+            shared: opts.shared_rate.clone(),
         }
     }
 
+    /// Whether a ceiling applies now (a shared one may be set or lifted by a reload).
     pub fn is_active(&self) -> bool {
-        self.max_mps.is_some() || self.max_bps.is_some() || self.shared.is_some()
+        self.max_mps.is_some()
+            || self.max_bps.is_some()
+            || self.shared.as_ref().is_some_and(|s| s.has_ceilings())
     }
 
     /// Counts the `messages` and `bytes` just appended and sleeps as long as the rate requires.
     pub async fn pause(&mut self, messages: usize, bytes: u64) {
-        if !self.is_active() {
+        if self.max_mps.is_none() && self.max_bps.is_none() && self.shared.is_none() {
             return;
         }
         self.messages += messages as u64;
@@ -92,10 +139,7 @@ impl RateLimit {
             self.max_bps,
         );
         if let Some(s) = &self.shared {
-            use std::sync::atomic::Ordering;
-            let m = s.messages.fetch_add(messages as u64, Ordering::Relaxed) + messages as u64;
-            let b = s.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-            wait = wait.max(rate_sleep(m, b, s.start.elapsed(), s.max_mps, s.max_bps));
+            wait = wait.max(s.count(messages as u64, bytes));
         }
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -169,6 +213,28 @@ mod tests {
             b.pause(1, 400).await;
         }
         assert_eq!(started.elapsed(), Duration::from_millis(1500));
+
+        // Ceilings set while passes run start the average again: no catch-up burst after a
+        // raise, and lifting them ends the pauses.
+        let shared = std::sync::Arc::new(SharedRate::new(None, None));
+        let opts = Options {
+            shared_rate: Some(std::sync::Arc::clone(&shared)),
+            ..Options::default()
+        };
+        let mut limit = RateLimit::new(&opts);
+        let started = Instant::now();
+        limit.pause(100, 400).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        shared.set_ceilings(None, Some(10.0));
+        assert!(shared.has_ceilings());
+        for _ in 0..10 {
+            limit.pause(1, 400).await;
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1000));
+        shared.set_ceilings(None, None);
+        limit.pause(1000, 400).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(1000));
+        assert_eq!(shared.totals().0, 0);
 
         let mut off = RateLimit::new(&Options::default());
         let started = Instant::now();

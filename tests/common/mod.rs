@@ -1,10 +1,12 @@
 //! Shared integration-test support: private Dovecot and Courier servers (`dovecot`, `courier`,
 //! both `server::ImapServer`), a std-only IMAP client (`raw`), deterministic account seeding
 //! (`seed`, and the `hostile` corpus), running the binary (`cli`) and layout-independent
-//! comparison (`snapshot`).
+//! comparison (`snapshot`), test certificates from the development CA (`certs`) and a TLS client showing the
+//! server's certificate (`tlsimap`).
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
 
+pub mod certs;
 pub mod cli;
 pub mod courier;
 pub mod dovecot;
@@ -17,6 +19,7 @@ pub mod seed;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tlsimap;
 
 pub use courier::Courier;
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};

@@ -1,7 +1,8 @@
 //! The admin endpoint on `[admin] listen`: [`server`] speaks HTTP/1.1 through hyper (a capped
 //! number of connections plus a reserve that answers only `/health`, header and idle timeouts),
 //! [`access`] decides who may ask (Host, bearer token, Origin, a custom header on POSTs) and
-//! [`routes`] answers: `/health`, `/metrics` and the JSON API over `crate::ops` and the sweeper.
+//! [`routes`] answers: `/health`, `/metrics`, the JSON API over `crate::ops` and the sweeper, and
+//! `POST /reload`.
 
 mod access;
 mod routes;
@@ -13,6 +14,7 @@ use std::time::Duration;
 pub use server::{HEALTH_RESERVE, MAX_CONNECTIONS, MAX_REQUEST, serve};
 
 use super::metrics::Metrics;
+use super::reload::Reloader;
 use crate::config;
 use crate::store::Store;
 use crate::sweep::Control;
@@ -22,6 +24,7 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     store: Option<Arc<dyn Store>>,
     sweep: Option<Arc<Control>>,
+    reload: Option<Arc<Reloader>>,
     access: access::Access,
     header_timeout: Duration,
 }
@@ -40,9 +43,16 @@ impl Admin {
             metrics,
             store,
             sweep,
+            reload: None,
             access: access::Access::new(config),
             header_timeout: Duration::from_secs(config.header_timeout_secs),
         }
+    }
+
+    /// Serves `POST /reload` with `reloader` (503 without one).
+    pub fn with_reloader(mut self, reloader: Arc<Reloader>) -> Admin {
+        self.reload = Some(reloader);
+        self
     }
 }
 

@@ -1,7 +1,7 @@
 //! The admin endpoint's answers, independent of HTTP's wire: `/health`, `/metrics` (the
 //! proxy's counters, accounts by state, the sweeper's counters) and the JSON API over the
-//! operator's rules (`crate::ops`) and the sweeper's switches. [`Admin::route`] takes a request
-//! that `access` already let through.
+//! operator's rules (`crate::ops`), the sweeper's switches and `POST /reload`. [`Admin::route`]
+//! takes a request that `access` already let through.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use crate::ops::{
     AccountDetail, Overview, RetireDecision, StateCounts, find_user, old_login, retire_decision,
 };
 use crate::proxy::metrics;
+use crate::proxy::reload::ReloadError;
 use crate::store::{AccountState, AccountSummary, Store, StoreError};
 
 pub(super) const JSON: &str = "application/json";
@@ -93,7 +94,8 @@ impl Admin {
         let route_allows = match segments.as_slice() {
             ["health" | "metrics" | "overview" | "accounts" | "sweep"] | ["accounts", _] => GET,
             ["accounts", _, "prioritise" | "prioritize" | "retire"]
-            | ["sweep", "pause" | "resume"] => POST,
+            | ["sweep", "pause" | "resume"]
+            | ["reload"] => POST,
             _ => return Response::error(404, "not found"),
         };
         if allowed != route_allows {
@@ -112,6 +114,7 @@ impl Admin {
                 Ok((_, accounts)) => Response::json(200, &accounts),
                 Err(r) => r,
             },
+            ["reload"] => self.reload().await,
             ["accounts", user] => self.account(user).await,
             ["accounts", user, "retire"] => self.retire(user, query_flag(query, "force")).await,
             ["accounts", user, _] => self.prioritise(user).await,
@@ -131,6 +134,28 @@ impl Admin {
                 None => no_sweeper(),
             },
             _ => Response::error(404, "not found"),
+        }
+    }
+
+    /// `POST /reload`: 200 with what changed; 409 when a change needs a restart; 422 when the
+    /// file is broken; 503 when the proxy cannot reload. The body says why.
+    async fn reload(&self) -> Response {
+        let Some(reloader) = &self.reload else {
+            return Response::error(503, "this proxy cannot reload");
+        };
+        let reloader = Arc::clone(reloader);
+        // It reads files: off the runtime's threads.
+        match tokio::task::spawn_blocking(move || reloader.reload()).await {
+            Ok(Ok(reloaded)) => Response::json(200, &reloaded),
+            Ok(Err(e)) => {
+                let status = match e {
+                    ReloadError::NeedsRestart(_) => 409,
+                    ReloadError::Config(_) | ReloadError::Apply(_) => 422,
+                    ReloadError::NoFile | ReloadError::Poisoned(_) => 503,
+                };
+                Response::error(status, &e.to_string())
+            }
+            Err(e) => Response::error(500, &format!("the reload ended abnormally: {e}")),
         }
     }
 
