@@ -50,7 +50,10 @@ const OK_AFTER_FAULT: u64 = 3;
 
 const CLIENT_WAIT: Duration = Duration::from_secs(120);
 const CONVERGE: Duration = Duration::from_secs(30);
-const DRAIN: Duration = Duration::from_secs(90);
+/// Longer than the proxy's own bound on an OLD command (120 s): after OLD's SIGKILL its new
+/// processes have been seen to leave a command unanswered until then (a mailbox the killed ones
+/// left locked or half-written), and the journal drains only after that command times out.
+const DRAIN: Duration = Duration::from_secs(180);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
