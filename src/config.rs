@@ -481,6 +481,25 @@ pub struct Migration {
     pub mirror_attempts: u32,
     #[serde(default = "default_mirror_retry_secs")]
     pub mirror_retry_secs: u64,
+    /// How often OLD is asked for new mail in the folders open sessions have selected (live
+    /// pickup); 0 turns it off (the backfill at the next SELECT and the sweeper's revisits still
+    /// copy). Reloadable: turn it down once the MX points at NEW.
+    #[serde(default = "default_live_pickup_secs")]
+    pub live_pickup_secs: u64,
+}
+
+fn default_live_pickup_secs() -> u64 {
+    2
+}
+
+impl Migration {
+    /// Equal but for what a reload may change.
+    pub fn same_but_reloadable(&self, other: &Migration) -> bool {
+        Migration {
+            live_pickup_secs: other.live_pickup_secs,
+            ..self.clone()
+        } == *other
+    }
 }
 
 fn default_journal_keep_days() -> u32 {
@@ -503,6 +522,7 @@ impl Default for Migration {
             journal_keep_days: default_journal_keep_days(),
             mirror_attempts: default_mirror_attempts(),
             mirror_retry_secs: default_mirror_retry_secs(),
+            live_pickup_secs: default_live_pickup_secs(),
         }
     }
 }

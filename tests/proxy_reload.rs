@@ -477,3 +477,75 @@ fn sweep_settings_reach_the_running_sweeper() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `[migration] live_pickup_secs = 0` (the runbook's "turn live pickup down" after the MX move)
+/// leaves new OLD mail for the next SELECT while a session has the folder selected; a reload
+/// that turns it on again brings the mail to that same session.
+#[test]
+fn live_pickup_is_turned_off_and_on_by_a_reload() {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    for server in [&old, &new] {
+        server.add_user("mia", "pw");
+    }
+    let mut o = RawImap::connect("127.0.0.1", old.port());
+    o.login("mia", "pw");
+    o.append("INBOX", &[], None, &common::message(1, 600));
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let (new_port, old_port, state) = (new.port(), old.port(), dir.path().join("state.db"));
+    let text = move |secs: u64| {
+        format!(
+            "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+             [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+             [state]\npath = \"{}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n\
+             [migration]\nlive_pickup_secs = {secs}\n",
+            new_port,
+            old_port,
+            state.display(),
+        )
+    };
+    let proxy = ProxyProc::start_logging(Path::new(BIN), dir.path(), &text(0), "imapferry=debug");
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login("mia", "pw");
+    assert_eq!(c.select("INBOX"), 1);
+    o.append("INBOX", &[], None, &common::message(2, 600));
+    // Two of the account's worker rounds pass with pickup off: the session sees nothing new.
+    let off = |log: &str| log.matches("live pickup is off").count();
+    let until = Instant::now() + Duration::from_secs(30);
+    let seen = off(&proxy.log());
+    while off(&proxy.log()) < seen + 2 {
+        assert!(Instant::now() < until, "{}", proxy.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (untagged, _) = c.raw("NOOP");
+    assert!(!untagged.iter().any(|l| l == "* 2 EXISTS"), "{untagged:?}");
+
+    let s = Setup {
+        new,
+        proxy,
+        dir,
+        imaps: 0,
+        admin,
+    };
+    s.write(&format!(
+        "[listen]\nimap = \"127.0.0.1:{}\"\n{}",
+        s.proxy.port,
+        text(1)
+    ));
+    let (status, body) = s.post_reload();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("migration.live_pickup_secs"), "{body}");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (untagged, _) = c.raw("NOOP");
+        if untagged.iter().any(|l| l == "* 2 EXISTS") {
+            break;
+        }
+        assert!(Instant::now() < until, "{}", s.proxy.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.logout();
+    o.logout();
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::{Mutex, Notify, watch};
-use tracing::Instrument;
+use tracing::{Instrument, debug};
 
 use super::backfill::Folder;
 use super::backoff::Backoff;
@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     /// The sweeper's global rate ceilings.
     pub rate: Option<Arc<sync::SharedRate>>,
     pub interactive: Arc<AtomicUsize>,
+    /// `[migration] live_pickup_secs` (0: off), as the last reload set it.
+    pub live_pickup: Arc<AtomicU64>,
     pub journal: JournalPolicy,
     pub stop: watch::Receiver<bool>,
 }
@@ -135,6 +137,8 @@ pub struct Account {
     pub(super) sweep_opts: Options,
     /// Interactive backfills being waited for, all accounts together (the sweeper yields to them).
     pub(super) interactive: Arc<AtomicUsize>,
+    /// Seconds between live pickups (0: off), shared with the migrator (reloadable).
+    live_pickup: Arc<AtomicU64>,
     /// The last failure since the last success (for the sweeper), with its kind. Recovered
     /// when poisoned ([`Account::last_error`]).
     pub(super) last_error: StdMutex<Option<(ErrorKind, String)>>,
@@ -193,6 +197,7 @@ impl Account {
             opts,
             sweep_opts,
             interactive: Arc::clone(&shared.interactive),
+            live_pickup: Arc::clone(&shared.live_pickup),
             last_error: StdMutex::new(None),
             copied: (AtomicU64::new(0), AtomicU64::new(0)),
             names: StdMutex::new(Names::default()),
@@ -370,10 +375,12 @@ impl Account {
         }
     }
 
-    /// While sessions are open or the journal is not empty: drain the journal and check the
-    /// selected folders on OLD (live pickup), every [`LIVE_POLL`] or when woken.
+    /// While sessions are open or the journal is not empty: drain the journal every
+    /// [`LIVE_POLL`] or when woken, and check the selected folders on OLD (live pickup) at most
+    /// every `[migration] live_pickup_secs` (never when 0).
     async fn worker_loop(self: Arc<Self>) {
         let mut stop = self.stop.clone();
+        let mut picked_up: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(LIVE_POLL) => {}
@@ -384,8 +391,14 @@ impl Account {
                 break;
             }
             self.drain_journal().await;
-            for name in self.watched() {
-                self.backfill_in_background(&name);
+            let every = Duration::from_secs(self.live_pickup.load(Ordering::SeqCst));
+            if every.is_zero() {
+                debug!("live pickup is off");
+            } else if picked_up.is_none_or(|t| t.elapsed() >= every) {
+                picked_up = Some(tokio::time::Instant::now());
+                for name in self.watched() {
+                    self.backfill_in_background(&name);
+                }
             }
             let pending = self.pending.load(Ordering::SeqCst);
             if self.sessions.load(Ordering::SeqCst) == 0 && pending == 0 {

@@ -38,7 +38,7 @@ use crate::lock::Swap;
 use crate::secret::Secret;
 use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
 use crate::sync::{Endpoint, Options, SharedRate};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -107,6 +107,7 @@ impl Migrator {
                     config.sweep.max_messages_per_second,
                 ))),
                 interactive: Arc::new(AtomicUsize::new(0)),
+                live_pickup: Arc::new(AtomicU64::new(config.migration.live_pickup_secs)),
                 journal: account::JournalPolicy {
                     attempts: config.migration.mirror_attempts.max(1),
                     retry: Duration::from_secs(config.migration.mirror_retry_secs.max(1)),
@@ -210,6 +211,9 @@ impl Migrator {
         let credentials = Credentials::from_config(config)?
             .ok_or_else(|| MigrateError::Config("[old] is gone: restart to remove it".into()))?;
         self.credentials.set(Arc::new(credentials));
+        self.shared
+            .live_pickup
+            .store(config.migration.live_pickup_secs, Ordering::SeqCst);
         if let Some(rate) = &self.shared.rate {
             rate.set_ceilings(
                 config.sweep.max_bytes_per_second,

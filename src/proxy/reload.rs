@@ -59,7 +59,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("state", old.state == new.state),
         ("admin", old.admin == new.admin),
         ("mapping", old.mapping == new.mapping),
-        ("migration", old.migration == new.migration),
+        (
+            "migration",
+            old.migration.same_but_reloadable(&new.migration),
+        ),
         ("log.json", old.log.json == new.log.json),
         ("log.json_file", old.log.json_file == new.log.json_file),
         ("sweep.enabled", old.sweep.enabled == new.sweep.enabled),
@@ -72,8 +75,12 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// The reloadable sections whose values differ.
 pub fn reloadable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 4] = [
+    let checks: [(&'static str, bool); 5] = [
         ("tls", old.tls == new.tls),
+        (
+            "migration.live_pickup_secs",
+            old.migration.live_pickup_secs == new.migration.live_pickup_secs,
+        ),
         ("limits", old.limits == new.limits),
         ("log.level", old.log.level == new.log.level),
         ("sweep", old.sweep == new.sweep),
@@ -190,6 +197,16 @@ mod tests {
             ("[sweep]\nenabled = true\n", &["sweep.enabled"], &["sweep"]),
             ("[state]\npath = \"other.db\"\n", &["state"], &[]),
             ("[migration]\nselect_budget_ms = 1\n", &["migration"], &[]),
+            (
+                "[migration]\nlive_pickup_secs = 0\n",
+                &[],
+                &["migration.live_pickup_secs"],
+            ),
+            (
+                "[migration]\nlive_pickup_secs = 60\nmirror_attempts = 2\n",
+                &["migration"],
+                &["migration.live_pickup_secs"],
+            ),
             ("[mapping]\nautomap = true\n", &["mapping"], &[]),
             (
                 "[admin]\nlisten = \"127.0.0.1:9\"\nallow_without_token = true\n",

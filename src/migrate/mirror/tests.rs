@@ -49,6 +49,7 @@ async fn account() -> Arc<Account> {
     let shared = Shared {
         rate: None,
         interactive: Arc::new(AtomicUsize::new(0)),
+        live_pickup: Arc::new(std::sync::atomic::AtomicU64::new(2)),
         journal: JournalPolicy {
             attempts: 5,
             retry: Duration::from_secs(1),
