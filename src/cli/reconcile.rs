@@ -15,10 +15,11 @@ use crate::store::Store;
 
 const ABOUT: &str = "Brings OLD back in line with NEW for one account of the state file of \
 the proxy configuration FILE: journal entries still waiting or parked are applied again; then, \
-for every folder pair, OLD takes NEW's flags (NEW wins), loses the messages NEW no longer has, \
-and gets back from NEW the linked messages it lost (a folder or a move that never reached it); \
-folders deleted on NEW are deleted on OLD. New mail that only NEW has is left alone. The \
-account then leaves `diverged` (it is `partial` until its next pass). \
+NEW winning, OLD takes NEW's flags, messages without a link on either side are matched by \
+identity key across folders (a lost move becomes a move on OLD), mail only NEW has is appended \
+to OLD, OLD loses the messages NEW no longer has and gets back the linked ones it lost, folders \
+only NEW has are created on OLD and those deleted on NEW are deleted on OLD. The account then \
+leaves `diverged` (it is `partial` until its next pass). \
 Logins come from FILE only ([old] auth = \"master\" or \"accounts\", [new] master_user or the \
 accounts file).";
 
