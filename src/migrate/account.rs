@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::{Instrument, debug};
 
-use super::backfill::Folder;
+use super::backfill::{Folder, RECONCILE_WAIT};
 use super::backoff::Backoff;
 use super::intent::Intents;
 use super::names::Names;
@@ -292,6 +292,13 @@ impl Account {
         self.check()?;
         self.drain_journal().await;
         self.check()?;
+        if !self.reconciled_within(RECONCILE_WAIT).await {
+            return Err((
+                ErrorKind::Unavailable,
+                "OLD waits for a reconcile with NEW (a write may be missing from the journal)"
+                    .into(),
+            ));
+        }
         let folders: Vec<String> = (self.names().map_err(poisoned)?)
             .pairs()
             .map(|(new, _)| new.to_string())

@@ -25,6 +25,9 @@ const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Longest the mirror waits for the user's change of a folder before reading it anyway.
 const CHANGE_WAIT: Duration = Duration::from_secs(10);
+/// Longest a backfill waits for the reconcile the account needs first (see
+/// [`Account::unsure`]); a SELECT waits for the backfill within its budget as usual.
+pub(super) const RECONCILE_WAIT: Duration = Duration::from_secs(30);
 
 /// One NEW folder's coordination state.
 pub(crate) struct Folder {
@@ -271,7 +274,7 @@ impl Account {
         sweep: bool,
         copying: Arc<AtomicBool>,
     ) {
-        if self.unsure() {
+        if !self.reconciled_within(RECONCILE_WAIT).await {
             // OLD's messages without a link may be ones the user moved on NEW: the reconcile
             // that is on its way matches them first. The folder is tried again at its next use.
             debug!(folder = %new_name, "not backfilled while OLD waits for a reconcile");

@@ -87,6 +87,19 @@ impl Account {
         self.unjournaled.1.load(Ordering::SeqCst) < self.unjournaled.0.load(Ordering::SeqCst)
     }
 
+    /// Waits (at most `within`, and not past the proxy's stop) until OLD is no longer waiting
+    /// for a reconcile. `false`: it still is.
+    pub(super) async fn reconciled_within(&self, within: Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        while self.unsure() {
+            if tokio::time::Instant::now() >= until || *self.stop.borrow() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     /// Once per account and process, before its first pass or session: a mark this process did
     /// not set was left by one that stopped with writes in flight.
     pub(super) async fn check_mark(self: &Arc<Self>) {
