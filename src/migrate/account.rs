@@ -176,6 +176,8 @@ pub struct Account {
     /// `Account::recover_when_writable` in `drain`).
     pub(super) unjournaled: (AtomicU64, AtomicU64),
     pub(super) recovering: AtomicBool,
+    /// Its last attempt failed (the store or OLD refused): nothing waits for it meanwhile.
+    pub(super) recovery_stuck: AtomicBool,
     /// The write-ahead mark ([`intent`](super::intent)).
     pub(super) intents: Intents,
     pub(super) stop: watch::Receiver<bool>,
@@ -217,6 +219,7 @@ impl Account {
             journal: shared.journal,
             unjournaled: (AtomicU64::new(0), AtomicU64::new(0)),
             recovering: AtomicBool::new(false),
+            recovery_stuck: AtomicBool::new(false),
             intents: Intents::default(),
             stop: shared.stop.clone(),
         }

@@ -135,8 +135,14 @@ impl Account {
         };
         loop {
             match self.store.mark_diverged(self.id, reason).await {
-                Ok(_) => break warn!("OLD diverges from NEW: {reason}"),
-                Err(e) => debug!("{e}: marking diverged again in {delay:?}"),
+                Ok(_) => {
+                    self.recovery_stuck.store(false, Ordering::SeqCst);
+                    break warn!("OLD diverges from NEW: {reason}");
+                }
+                Err(e) => {
+                    self.recovery_stuck.store(true, Ordering::SeqCst);
+                    debug!("{e}: marking diverged again in {delay:?}");
+                }
             }
             if wait(&mut delay).await {
                 return;
@@ -147,9 +153,13 @@ impl Account {
             match self.reconcile().await {
                 Ok(done) => {
                     self.unjournaled.1.fetch_max(covers, Ordering::SeqCst);
+                    self.recovery_stuck.store(false, Ordering::SeqCst);
                     return info!(?done, "OLD reconciled with NEW by itself: {reason}");
                 }
-                Err(e) => warn!("{e}: OLD not reconciled yet; again in {delay:?}"),
+                Err(e) => {
+                    self.recovery_stuck.store(true, Ordering::SeqCst);
+                    warn!("{e}: OLD not reconciled yet; again in {delay:?}");
+                }
             }
             if wait(&mut delay).await {
                 return;

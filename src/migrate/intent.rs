@@ -88,11 +88,13 @@ impl Account {
     }
 
     /// Waits (at most `within`, and not past the proxy's stop) until OLD is no longer waiting
-    /// for a reconcile. `false`: it still is.
+    /// for a reconcile. `false`: it still is, or the reconcile's last attempt failed (a full
+    /// state disk, OLD unreachable: nothing waits for its back-off).
     pub(super) async fn reconciled_within(&self, within: Duration) -> bool {
         let until = tokio::time::Instant::now() + within;
         while self.unsure() {
-            if tokio::time::Instant::now() >= until || *self.stop.borrow() {
+            let stuck = self.recovery_stuck.load(Ordering::SeqCst);
+            if stuck || tokio::time::Instant::now() >= until || *self.stop.borrow() {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
