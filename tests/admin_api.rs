@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Dovecot, Layout, Proxy, RawImap, migration_config};
+use common::{Dovecot, Layout, Proxy, RawImap, free_port, migration_config};
 use serde_json::Value;
 
 const USER: &str = "alice";
@@ -441,14 +441,6 @@ fn with_a_sweeper_the_switches_work() {
 }
 
 /// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `imapferry proxy ARG FILE` for a configuration whose `[admin]` section holds `admin`: its exit
 /// code and stderr once it exits, or a panic if it is still running after 20 s (it started).
 fn run_proxy(arg: &str, admin: &str) -> (i32, String) {

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use common::seed::Rng;
 use common::state::account_summaries;
-use common::{Dovecot, DovecotOptions, Layout, RawImap, Snapshot, assert_same_mail, snapshot};
+use common::{
+    Dovecot, DovecotOptions, Layout, RawImap, Snapshot, assert_same_mail, free_port, snapshot,
+};
 use imapferry::store::AccountState;
 
 const MASTER: (&str, &str) = ("admin", "Adm1n-fault");
@@ -863,14 +865,6 @@ fn shuffle<T>(rng: &mut Rng, items: &mut [T]) {
     for i in (1..items.len()).rev() {
         items.swap(i, rng.below(i as u64 + 1) as usize);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn tail(text: &str, lines: usize) -> String {

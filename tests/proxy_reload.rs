@@ -18,14 +18,6 @@ use common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_imapferry");
 const TOKEN: &str = "reload-t0k";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One reloadable proxy process in front of a Dovecot NEW, with implicit TLS and the admin API.
 struct Setup {
     new: Dovecot,

@@ -19,14 +19,6 @@ use common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_imapferry");
 const TOKEN: &str = "sni-t0k";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The default certificate and two named ones.
 struct Certs {
     default: Issued,

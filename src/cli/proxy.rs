@@ -140,6 +140,7 @@ fn reload_request(config: &Config) -> Result<(SocketAddr, String), Exit> {
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
+    // No token configured: no header (the admin API then allows loopback without one).
     let authorization = admin
         .token
         .as_ref()

@@ -607,7 +607,8 @@ pub(super) fn chown_to_run_as(path: &Path) {
     assert!(st.success(), "chown -R {} failed", path.display());
 }
 
-pub(super) fn free_port() -> u16 {
+/// A loopback port free right now (the kernel picks it).
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
 }

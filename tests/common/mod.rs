@@ -22,7 +22,7 @@ pub mod state;
 pub mod tlsimap;
 
 pub use courier::Courier;
-pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir};
+pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir, free_port};
 pub use engine::{Print, endpoint as engine_endpoint};
 pub use hostile::{HostileSummary, seed_hostile};
 pub use proxy::{Proxy, ProxyProc, migration_config};

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::free_port;
+
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -160,9 +162,4 @@ pub fn status_kb(pid: u32, field: &str) -> u64 {
             rest.trim().trim_end_matches("kB").trim().parse().ok()
         })
         .unwrap_or_else(|| panic!("no {field} in {}", path.display()))
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
 }

@@ -389,6 +389,29 @@ async fn poisoned_folder_names_fail_instead_of_skipping() {
     assert!(acct.old_name("A").is_err());
 }
 
+/// An account whose OLD message 10 in `INBOX.A` is linked by `source` to NEW's 1 in `A`, and
+/// the journaled MOVE of NEW's 1 to INBOX (where it became 50).
+async fn moved_to_inbox(source: Link) -> (Arc<Account>, crate::store::FolderPair, JournalEntry) {
+    let acct = account().await;
+    let src = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    acct.store.add_links(src.id, &[source]).await.unwrap();
+    let entry = journal(
+        &acct,
+        Write::Copy {
+            from: "A".into(),
+            to: "INBOX".into(),
+            uids: vec![(1, 50)],
+            moved: true,
+        },
+    )
+    .await;
+    (acct, src, entry)
+}
+
 /// A message's header as OLD and NEW serve it, and the identity key it is recognised by.
 const MOVED_HEADER: &str = "Message-Id: <moved@example.org>\r\nSubject: m\r\n\r\n";
 
@@ -407,23 +430,7 @@ fn header_fetch(uid: u32, header: &str) -> String {
 /// before it moves), and the link in the destination keeps it.
 #[tokio::test]
 async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
-    let acct = account().await;
-    let src = acct
-        .store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
-    acct.store.add_links(src.id, &[link(10, 1)]).await.unwrap();
-    let entry = journal(
-        &acct,
-        Write::Copy {
-            from: "A".into(),
-            to: "INBOX".into(),
-            uids: vec![(1, 50)],
-            moved: true,
-        },
-    )
-    .await;
+    let (acct, src, entry) = moved_to_inbox(link(10, 1)).await;
     let (result, old, _) = mirror(
         &acct,
         &entry,
@@ -460,27 +467,11 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
 /// again; the later EXPUNGE then removes it from OLD, and no pass copies it back.
 #[tokio::test]
 async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
-    let acct = account().await;
-    let src = acct
-        .store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
     let keyed = Link {
         ident: Some(moved_key()),
         ..link(10, 1)
     };
-    acct.store.add_links(src.id, &[keyed]).await.unwrap();
-    let entry = journal(
-        &acct,
-        Write::Copy {
-            from: "A".into(),
-            to: "INBOX".into(),
-            uids: vec![(1, 50)],
-            moved: true,
-        },
-    )
-    .await;
+    let (acct, src, entry) = moved_to_inbox(keyed).await;
     journal(
         &acct,
         Write::Expunge {
@@ -541,23 +532,7 @@ async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
 /// in the destination (same size and identity key as NEW's, no link) is linked, not moved again.
 #[tokio::test]
 async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
-    let acct = account().await;
-    let src = acct
-        .store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
-    acct.store.add_links(src.id, &[link(10, 1)]).await.unwrap();
-    let entry = journal(
-        &acct,
-        Write::Copy {
-            from: "A".into(),
-            to: "INBOX".into(),
-            uids: vec![(1, 50)],
-            moved: true,
-        },
-    )
-    .await;
+    let (acct, src, entry) = moved_to_inbox(link(10, 1)).await;
     let body = format!("{MOVED_HEADER}body\r\n");
     let n = body.len();
     let (result, old, _) = mirror_with(
