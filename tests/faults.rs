@@ -50,7 +50,10 @@ const STATE_DISK_KB: u64 = 32 * 1024;
 /// resynchronised and works again).
 const OK_AFTER_FAULT: u64 = 3;
 
-const CLIENT_WAIT: Duration = Duration::from_secs(120);
+/// How long the clients may take to work again after a fault. A server's new processes after a
+/// SIGKILL of the old ones have been seen to leave commands unanswered for about two minutes
+/// (OLD and NEW alike; see [`DRAIN`]): longer than that.
+const CLIENT_WAIT: Duration = Duration::from_secs(300);
 const CONVERGE: Duration = Duration::from_secs(30);
 /// Longer than the proxy's own bound on an OLD command (120 s): after OLD's SIGKILL its new
 /// processes have been seen to leave a command unanswered until then (a mailbox the killed ones

@@ -37,7 +37,7 @@ import time
 
 FLAGS = ["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "$Fault"]
 UNIVERSE = FLAGS + ["\\Deleted"]
-RECONNECT_WITHIN = 120
+RECONNECT_WITHIN = 240  # a server restarted after a SIGKILL may not answer for ~2 min
 SOCKET_TIMEOUT = 30
 
 host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
