@@ -3,8 +3,9 @@
 # doveadm), Courier-IMAP (a second OLD server type, tests/common/courier.rs), openssl, the mail
 # clients tests/proxy_clients.rs drives through the proxy (mbsync from isync, curl; those tests
 # fail without them), python3 (imaplib clients in the proxy tests), and what scripts/package.sh
-# checks the Debian package with (systemd-analyze from systemd, man from man-db). Does nothing
-# when everything is already there.
+# checks the Debian package with (systemd-analyze from systemd, man from man-db), and PostgreSQL
+# (the fleet's state store; tests/common/postgres.rs runs its own clusters with initdb). Does
+# nothing when everything is already there.
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -22,6 +23,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v man >/dev/null 2>&1 || need+=(man-db)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -14,6 +14,7 @@ use crate::cidr::Cidr;
 use crate::login::LoginFormat;
 use crate::mapping::{MapperOptions, PerlSubst, Selection, perl_regex};
 use crate::secret::Secret;
+use crate::store::Location;
 use crate::tls::TlsError;
 
 /// The whole configuration file.
@@ -293,19 +294,50 @@ impl Old {
     }
 }
 
-/// `[state]`: the SQLite state store (links, tombstones, journal).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `[state]`: where the state store lives (links, tombstones, journal): an SQLite file (`path`,
+/// `imapferry.db` by default) or a PostgreSQL database that a fleet of proxies shares (`url`,
+/// whose password comes from `password_file` or `IMAPFERRY_STATE_PASSWORD`, never the URL).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
-    #[serde(default = "default_state_path")]
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
-impl Default for State {
-    fn default() -> Self {
-        State {
-            path: default_state_path(),
+impl State {
+    /// The store these settings name; reads the password file.
+    pub fn location(&self) -> Result<Location, ValidationError> {
+        let location = match (&self.path, &self.url) {
+            (Some(_), Some(_)) => {
+                return Err(ValidationError::Invalid {
+                    key: "state.url",
+                    message: "set state.path (an SQLite file) or state.url, not both".into(),
+                });
+            }
+            (_, Some(url)) => {
+                let password = self
+                    .password_file
+                    .as_deref()
+                    .map(|p| read_secret_file("state.password_file", p))
+                    .transpose()?;
+                Location::parse(url, password).map_err(|e| ValidationError::Invalid {
+                    key: "state.url",
+                    message: e.to_string(),
+                })?
+            }
+            (path, None) => Location::File(
+                path.clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_PATH)),
+            ),
+        };
+        if self.password_file.is_some() && matches!(location, Location::File(_)) {
+            return Err(ValidationError::Unused {
+                key: "state.password_file",
+                because: "state.url names a PostgreSQL database",
+            });
         }
+        Ok(location)
     }
 }
 
@@ -603,14 +635,14 @@ impl Log {
     }
 }
 
+/// The state file when `[state]` names none.
+const DEFAULT_STATE_PATH: &str = "imapferry.db";
+
 fn yes() -> bool {
     true
 }
 fn default_auth() -> OldAuth {
     OldAuth::Same
-}
-fn default_state_path() -> PathBuf {
-    PathBuf::from("imapferry.db")
 }
 fn default_select_budget_ms() -> u64 {
     2000
@@ -835,6 +867,7 @@ impl Config {
     /// Checks everything serde cannot: listeners and TLS (the PEM files are read and must
     /// parse), upstream addresses, OLD's auth combinations and files, mapping regexes, ranges.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.state.location()?;
         if self.listen.imap.is_none() && self.listen.imaps.is_none() {
             return Err(ValidationError::NoListener);
         }
@@ -1057,7 +1090,10 @@ mod tests {
         assert!(c.tls.is_none() && c.old.is_none() && c.admin.is_none());
         assert!(c.new.verify);
         assert_eq!(c.new.ca, None);
-        assert_eq!(c.state.path, Path::new("imapferry.db"));
+        assert_eq!(
+            c.state.location().unwrap(),
+            Location::File(PathBuf::from("imapferry.db"))
+        );
         assert_eq!(c.migration.select_budget_ms, 2000);
         assert_eq!(c.migration.max_delete_share, 0.10);
         assert_eq!(c.limits.max_line_length, 65536);

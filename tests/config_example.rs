@@ -42,7 +42,10 @@ fn shipped_example_loads() {
     let old = c.old.as_ref().unwrap();
     assert_eq!(old.address, "127.0.0.1:11143");
     assert_eq!(old.auth, OldAuth::Same);
-    assert_eq!(c.state.path, Path::new("imapferry.db"));
+    assert_eq!(
+        c.state.location().unwrap(),
+        imapferry::store::Location::File("imapferry.db".into())
+    );
     assert_eq!(
         c.admin.as_ref().unwrap().listen,
         "127.0.0.1:9143".parse().unwrap()

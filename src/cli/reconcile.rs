@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use super::setup::{
-    ConfigArg, EX_CONFIG, EX_NOT_DONE, EX_OK, Exit, fail, load_config, print_json_line,
-    store_failed, with_state,
+    ConfigArg, EX_CONFIG, EX_NOT_DONE, EX_OK, Exit, fail, print_json_line, store_failed, with_state,
 };
 use super::status::no_account;
 use crate::migrate::Migrator;
@@ -42,8 +41,9 @@ pub(super) struct ReconcileArgs {
 /// Runs `imapferry reconcile`.
 pub(super) fn reconcile_command(args: ReconcileArgs) -> Result<i32, Exit> {
     let ReconcileArgs { user, config, json } = args;
+    let loaded = config.load()?;
     let file = &config.file;
-    let config = load_config(file)?;
+    let config = loaded;
     let config_ref = &config;
     with_state(&config, file, |store| async move {
         let config = config_ref;
@@ -59,7 +59,7 @@ pub(super) fn reconcile_command(args: ReconcileArgs) -> Result<i32, Exit> {
             }
         };
         let (_stop, stopped) = tokio::sync::watch::channel(false);
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store: Arc<dyn Store> = store;
         let migrator = match Migrator::new(config, store, stopped) {
             Ok(Some(m)) => m,
             Ok(None) => {

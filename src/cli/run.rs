@@ -2,7 +2,7 @@
 //! log in on both sides, folder sizes, the pass, sizes again, statistics, error listing and the
 //! exit line. Every way out after option parsing goes through [`Run::finish`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use super::report::{self, DEFAULT_ERRORS_MAX, SideTotals, code};
 use crate::imap::{Client, ConnectOptions, ImapError, Security, Side, TlsOptions};
 use crate::mapping::{MapperOptions, Selection};
 use crate::secret::Secret;
-use crate::store::SqliteStore;
+use crate::store::{self, Location};
 use crate::sync::identity::IdentityOptions;
 use crate::sync::{self, AuthMech, Endpoint, FolderDeletion, MessageSelection, Options};
 
@@ -81,10 +81,17 @@ async fn run(parsed: SyncArgs, shown: &str, argv: &[String]) -> i32 {
     } else {
         Output::stdout_only()
     };
-    let state = parsed
-        .state
-        .clone()
-        .unwrap_or_else(|| Path::new(&logdir).join(STATE_FILE));
+    let state = match &parsed.state {
+        // A URL that holds a password is refused before it could reach the log.
+        Some(text) => match Location::parse(&text.to_string_lossy(), None) {
+            Ok(location) => location,
+            Err(e) => {
+                eprintln!("--state: {e}");
+                return code::EXIT_CATCH_ALL;
+            }
+        },
+        None => Location::File(Path::new(&logdir).join(STATE_FILE)),
+    };
     let run = Run {
         args: parsed,
         out: Arc::new(output),
@@ -101,7 +108,7 @@ struct Run {
     args: SyncArgs,
     out: Arc<Output>,
     started: DateTime<Local>,
-    state: PathBuf,
+    state: Location,
     /// Errors counted so far, in imapsync's wording.
     errors: Vec<String>,
     /// Errors counted without a text (imapsync's bare `nb_errors++`).
@@ -275,7 +282,7 @@ impl Run {
         ));
         self.say(&format!(
             "State file is {} ( imapferry remembers there what it copied; change it with --state path )",
-            self.state.display()
+            self.state
         ));
     }
 
@@ -611,12 +618,12 @@ impl Run {
         start: Option<(SideTotals, SideTotals)>,
     ) -> i32 {
         let memory_start = host::memory_mib();
-        let store = match SqliteStore::open(&self.state).await {
+        let store = match store::open(&self.state).await {
             Ok(s) => s,
             Err(e) => {
                 self.error(format!(
                     "Failure: can not open the state file {}: {e}",
-                    self.state.display()
+                    self.state
                 ));
                 return self.finish_with_errors();
             }
@@ -624,7 +631,7 @@ impl Run {
         let allowed = self.errors_max().saturating_sub(self.nb_errors());
         let printer = Printer::new(self.out.clone(), allowed, log::interactive());
         let outcome = tokio::select! {
-            r = sync::sync_account(&store, old, new, opts, &printer) => Some(r),
+            r = sync::sync_account(&*store, old, new, opts, &printer) => Some(r),
             () = printer.max_reached() => None,
         };
         printer.finish();

@@ -4,12 +4,13 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 
 pub(super) use super::report::code::{EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE};
 use crate::config::{self, Config};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{self, Location, Store, StoreError};
 
 /// Done, but not what was asked: a retire refused, differences found, an account that could not
 /// be reconciled, import lines refused, accounts a `sweep --once` left unsynced.
@@ -60,52 +61,76 @@ pub(super) fn store_failed(e: StoreError) -> Exit {
     fail(EX_SOFTWARE, e)
 }
 
-/// Opens `config`'s state file, creating it when there is none (a sweep, an import).
-pub(super) async fn open_state(config: &Config) -> Result<SqliteStore, Exit> {
-    SqliteStore::open(&config.state.path)
+/// The store `config`'s `[state]` names, as a location.
+fn state_location(config: &Config) -> Result<Location, Exit> {
+    config.state.location().map_err(|e| fail(EX_CONFIG, e))
+}
+
+/// Opens `config`'s state store, creating it when there is none (a sweep, an import).
+pub(super) async fn open_state(config: &Config) -> Result<Arc<dyn Store>, Exit> {
+    store::open(&state_location(config)?)
         .await
         .map_err(store_failed)
 }
 
-/// Opens `config`'s existing state file (`file` names the configuration in messages) and runs
-/// `work` on it, on a current-thread runtime: a missing state file is EX_NOINPUT, and nothing
+/// Opens `config`'s existing state store (`file` names the configuration in messages) and runs
+/// `work` on it, on a current-thread runtime: a missing state store is EX_NOINPUT, and nothing
 /// is created.
 pub(super) fn with_state<F, Fut>(config: &Config, file: &Path, work: F) -> Result<i32, Exit>
 where
-    F: FnOnce(SqliteStore) -> Fut,
+    F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = Result<i32, Exit>>,
 {
-    let path = &config.state.path;
+    let location = state_location(config)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| fail(EX_SOFTWARE, format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async {
-        let store = match SqliteStore::open_existing(path).await {
+        let store = match store::open_existing(&location).await {
             Ok(s) => s,
             Err(StoreError::Missing(_)) => {
                 return Err(fail(
                     EX_NOINPUT,
                     format!(
-                        "no state file at {} ([state] path of {}): nothing has been migrated \
+                        "no state at {location} ([state] of {}): nothing has been migrated \
                          with it yet",
-                        path.display(),
                         file.display()
                     ),
                 ));
             }
             Err(e) => return Err(store_failed(e)),
         };
-        let outcome = work(store.clone()).await;
+        let outcome = work(Arc::clone(&store)).await;
         store.close().await;
         outcome
     })
 }
 
-/// `--config FILE`, which every operator command takes.
+/// `--config FILE` and `--state`, which every operator command takes.
 #[derive(clap::Args, Debug)]
 pub(super) struct ConfigArg {
-    /// The proxy's configuration file; its [state] path names the state file
+    /// The proxy's configuration file; its [state] names the state store
     #[arg(id = "config", long = "config", value_name = "FILE")]
     pub(super) file: PathBuf,
+    /// The state store instead of the configuration's [state]: a file, or a postgresql:// URL
+    /// (its password from [state] password_file or IMAPFERRY_STATE_PASSWORD)
+    #[arg(long = "state", value_name = "PATH|URL")]
+    pub(super) state: Option<String>,
+}
+
+impl ConfigArg {
+    /// Loads and validates the configuration, with `--state` in place of its `[state]`.
+    pub(super) fn load(&self) -> Result<Config, Exit> {
+        let mut config = load_config(&self.file)?;
+        if let Some(state) = &self.state {
+            config.state.path = None;
+            config.state.url = Some(state.clone());
+            if !state.contains("://") {
+                config.state.password_file = None;
+            }
+            state_location(&config)?;
+        }
+        Ok(config)
+    }
 }

@@ -5,18 +5,19 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
+use std::sync::Arc;
 
 use chrono::DateTime;
 
 use super::setup::{
-    ConfigArg, EX_IOERR, EX_NOINPUT, EX_NOT_DONE, EX_OK, EX_SOFTWARE, Exit, fail, load_config,
-    store_failed, with_state,
+    ConfigArg, EX_IOERR, EX_NOINPUT, EX_NOT_DONE, EX_OK, EX_SOFTWARE, Exit, fail, store_failed,
+    with_state,
 };
 use crate::mapping::utf7_decode;
 use crate::ops::{
     AccountDetail, Overview, RetireDecision, StatusReport, find_user, old_login, retire_decision,
 };
-use crate::store::{AccountSummary, FolderSummary, SqliteStore, Store};
+use crate::store::{AccountSummary, FolderSummary, Store};
 
 const STATUS_ABOUT: &str = "Shows the migration progress recorded in the state file of the proxy \
 configuration FILE ([state] path). Nothing is changed and no server is contacted.\n\n\
@@ -96,7 +97,7 @@ pub(super) fn status_command(args: StatusArgs) -> Result<i32, Exit> {
         let mut out = String::new();
         let mut details = Vec::new();
         for (i, account) in matches.into_iter().enumerate() {
-            let detail = AccountDetail::load(&store, account.clone())
+            let detail = AccountDetail::load(&*store, account.clone())
                 .await
                 .map_err(store_failed)?;
             if i > 0 {
@@ -202,10 +203,10 @@ pub(super) fn no_account(user: &str) -> Exit {
 /// Loads the configuration, opens its existing state file and runs `work` on it.
 fn with_store<F, Fut>(config: &ConfigArg, work: F) -> Result<i32, Exit>
 where
-    F: FnOnce(SqliteStore) -> Fut,
+    F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = Result<i32, Exit>>,
 {
-    let loaded = load_config(&config.file)?;
+    let loaded = config.load()?;
     with_state(&loaded, &config.file, work)
 }
 

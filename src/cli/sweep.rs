@@ -10,12 +10,12 @@ use tracing::instrument::WithSubscriber;
 
 use super::proxy::shutdown_signal;
 use super::setup::{
-    ConfigArg, EX_CONFIG, EX_NOINPUT, EX_NOT_DONE, EX_OK, Exit, fail, load_config, open_state,
-    runtime, store_failed,
+    ConfigArg, EX_CONFIG, EX_NOINPUT, EX_NOT_DONE, EX_OK, Exit, fail, open_state, runtime,
+    store_failed,
 };
 use crate::migrate::{Credentials, Migrator};
 use crate::ops::{ImportAction, import_action, import_key};
-use crate::store::{AccountState, Store};
+use crate::store::AccountState;
 use crate::sweep::{self, Control, Mode};
 
 const SWEEP_ABOUT: &str = "Brings every imported or known account up to date from OLD in the \
@@ -70,14 +70,14 @@ enum AccountsCommand {
 
 /// Runs `imapferry sweep`.
 pub(super) fn sweep_command(args: SweepArgs) -> Result<i32, Exit> {
-    let config = load_config(&args.config.file)?;
+    let config = args.config.load()?;
     let rt = runtime()?;
     let once = args.once;
     let (dispatch, _) = super::logging::dispatch(&config.log)?;
     rt.block_on(
         async {
             let (stop_tx, stop_rx) = watch::channel(false);
-            let store = Arc::new(open_state(&config).await?);
+            let store = open_state(&config).await?;
             let migrator = match Migrator::new(&config, store.clone(), stop_rx.clone()) {
                 Ok(Some(m)) => Arc::new(m),
                 Ok(None) => return Err(fail(EX_CONFIG, "sweeping needs an [old] section")),
@@ -150,7 +150,7 @@ pub(super) fn sweep_command(args: SweepArgs) -> Result<i32, Exit> {
 /// Runs `imapferry accounts`.
 pub(super) fn accounts_command(args: AccountsArgs) -> Result<i32, Exit> {
     let AccountsCommand::Import { file, config } = args.command;
-    let config = load_config(&config.file)?;
+    let config = config.load()?;
     let (creds, auth) = match (Credentials::from_config(&config), &config.old) {
         (Ok(Some(c)), Some(old)) => (c, old.auth),
         (Err(e), _) => return Err(fail(EX_CONFIG, e)),

@@ -6,13 +6,12 @@
 use serde::Serialize;
 
 use super::setup::{
-    ConfigArg, EX_CONFIG, EX_NOT_DONE, EX_OK, Exit, fail, load_config, print_json_line,
-    store_failed, with_state,
+    ConfigArg, EX_CONFIG, EX_NOT_DONE, EX_OK, Exit, fail, print_json_line, store_failed, with_state,
 };
 use super::status::{display_name, no_account, table};
 use crate::migrate::Credentials;
 use crate::ops::{find_user, old_login, plural};
-use crate::store::{AccountState, AccountSummary, Store};
+use crate::store::{AccountState, AccountSummary};
 use crate::sync::SyncError;
 use crate::sync::verify::{FolderDiff, FolderOutcome, FolderVerdict, verify_account};
 
@@ -56,7 +55,7 @@ pub(super) struct VerifyArgs {
 /// Runs `imapferry verify`.
 pub(super) fn verify_command(args: VerifyArgs) -> Result<i32, Exit> {
     let file = &args.config.file;
-    let config = load_config(file)?;
+    let config = args.config.load()?;
     let credentials = match Credentials::from_config(&config) {
         Ok(Some(c)) => c,
         Ok(None) => {

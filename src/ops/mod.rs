@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 
 pub(crate) use import::{ImportAction, import_action, import_key};
 pub(crate) use lookup::{find_user, old_login};
@@ -26,19 +26,22 @@ pub(crate) use retire::{RetireDecision, retire_decision};
 /// file or it cannot be opened (logged): the API then answers 503.
 pub(crate) async fn open_store(config: &Config) -> Option<Arc<dyn Store>> {
     config.admin.as_ref()?;
-    let path = &config.state.path;
+    let location = match config.state.location() {
+        Ok(location) => location,
+        Err(e) => {
+            warn!("admin: the account API is off: {e}");
+            return None;
+        }
+    };
     let opened = if config.old.is_some() {
-        SqliteStore::open(path).await
+        store::open(&location).await
     } else {
-        SqliteStore::open_existing(path).await
+        store::open_existing(&location).await
     };
     match opened {
-        Ok(store) => Some(Arc::new(store)),
+        Ok(store) => Some(store),
         Err(StoreError::Missing(_)) => {
-            info!(
-                "admin: no state file at {}: the account API is off",
-                path.display()
-            );
+            info!("admin: no state at {location}: the account API is off");
             None
         }
         Err(e) => {

@@ -32,7 +32,7 @@ use crate::config::{Config, Security, ValidationError};
 use crate::lock::Swap;
 use crate::migrate::Migrator;
 use crate::ops;
-use crate::store::SqliteStore;
+use crate::store;
 use crate::sweep::{self, Control, Mode};
 use crate::tls::{self, TlsError};
 
@@ -242,8 +242,9 @@ pub async fn serve_with(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     if config.old.is_some() {
-        let store = SqliteStore::open(&config.state.path).await?;
-        settings.migrator = Migrator::new(config, Arc::new(store), stop_rx.clone())?.map(Arc::new);
+        let location = config.state.location()?;
+        let store = store::open(&location).await?;
+        settings.migrator = Migrator::new(config, store, stop_rx.clone())?.map(Arc::new);
     }
     // The sweeper ([sweep] enabled) shares the accounts' state with the sessions.
     let sweeper = match (&settings.migrator, config.sweep.enabled) {

@@ -1,13 +1,23 @@
 //! The state store: what imapferry remembers between passes (accounts, folder pairs with both sides'
 //! mailbox state, links OLD↔NEW with base flags, tombstones, the journal). The [`Store`] trait is
-//! what callers see; [`SqliteStore`] is the embedded default. This module knows nothing of sockets.
+//! what callers see; [`SqliteStore`] is the embedded default, [`PgStore`] a fleet's shared database,
+//! and [`open`] picks one from a [`Location`]. This module knows nothing of IMAP.
 
+mod postgres;
+mod sql;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
+
+use crate::secret::Secret;
 
 pub type AccountId = i64;
 pub type PairId = i64;
@@ -24,9 +34,13 @@ pub enum StoreError {
     },
     #[error("state store: {0}")]
     Corrupt(String),
-    /// [`SqliteStore::open_existing`] found no store file.
+    /// [`SqliteStore::open_existing`] found no store file (or [`PgStore::connect_existing`] no
+    /// state in its database).
     #[error("state store: {0} does not exist")]
     Missing(String),
+    /// A state URL that cannot be used as it is written.
+    #[error("state store: {0}")]
+    Location(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -217,10 +231,98 @@ pub struct FolderSummary {
     pub message_errors: u64,
 }
 
+/// Where the state lives (`[state] url` or `path`, `--state`): an SQLite file, the embedded
+/// default, or a PostgreSQL database that a fleet of proxies shares.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Location {
+    File(PathBuf),
+    Postgres(PgLocation),
+}
+
+/// A PostgreSQL database. The URL never holds the password ([`Location::parse`] refuses one), so
+/// it may be logged; the password comes from a file or the environment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PgLocation {
+    pub url: String,
+    /// `None`: the driver's own defaults (`PGPASSWORD`, `~/.pgpass`).
+    pub password: Option<Secret>,
+}
+
+/// The environment variable that holds the PostgreSQL password when no file names it.
+pub const PASSWORD_ENV: &str = "IMAPFERRY_STATE_PASSWORD";
+
+impl Location {
+    /// A `postgres://` or `postgresql://` URL is a database, anything else a file path. The
+    /// password is `password`, else [`PASSWORD_ENV`]; a URL that holds one is refused, because
+    /// URLs reach logs, process lists and shell histories.
+    pub fn parse(value: &str, password: Option<Secret>) -> Result<Location> {
+        if !is_postgres_url(value) {
+            return Ok(Location::File(PathBuf::from(value)));
+        }
+        if url_has_password(value) {
+            return Err(StoreError::Location(
+                "the state URL holds a password: put it in [state] password_file or the \
+                 IMAPFERRY_STATE_PASSWORD environment variable instead"
+                    .into(),
+            ));
+        }
+        let password = password.or_else(|| {
+            std::env::var_os(PASSWORD_ENV).map(|p| Secret::from_bytes(p.into_encoded_bytes()))
+        });
+        Ok(Location::Postgres(PgLocation {
+            url: value.to_owned(),
+            password,
+        }))
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Postgres(pg) => f.write_str(&pg.url),
+        }
+    }
+}
+
+fn is_postgres_url(value: &str) -> bool {
+    value.starts_with("postgres://") || value.starts_with("postgresql://")
+}
+
+/// Whether the URL's user part has a `:password`.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'))
+}
+
+/// Opens the store at `location`, creating it when there is none (a file, or the schema in an
+/// empty database).
+pub async fn open(location: &Location) -> Result<Arc<dyn Store>> {
+    Ok(match location {
+        Location::File(path) => Arc::new(SqliteStore::open(path).await?),
+        Location::Postgres(pg) => Arc::new(PgStore::connect(pg).await?),
+    })
+}
+
+/// Opens the store at `location` only when it exists ([`StoreError::Missing`] otherwise), for
+/// tools that look at state and never create it.
+pub async fn open_existing(location: &Location) -> Result<Arc<dyn Store>> {
+    Ok(match location {
+        Location::File(path) => Arc::new(SqliteStore::open_existing(path).await?),
+        Location::Postgres(pg) => Arc::new(PgStore::connect_existing(pg).await?),
+    })
+}
+
 /// Persistent state. Every method that writes commits before it returns, so what it wrote survives
 /// `kill -9`. Batches (`add_links`, `tombstone`, …) are one transaction each.
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// Closes the store's connections once pending operations are done. Dropping a store
+    /// without closing it loses nothing that was committed.
+    async fn close(&self);
     /// The account's id, created (state `pending`) on first use.
     async fn account(&self, key: &AccountKey) -> Result<AccountId>;
     async fn account_state(&self, account: AccountId) -> Result<AccountState>;
@@ -326,4 +428,52 @@ pub trait Store: Send + Sync {
     async fn account_summaries(&self) -> Result<Vec<AccountSummary>>;
     /// One account's folders with their progress, ordered by old_name.
     async fn folder_summaries(&self, account: AccountId) -> Result<Vec<FolderSummary>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_a_database_url_or_a_file() {
+        for (value, database) in [
+            ("imapferry.db", false),
+            ("/var/lib/imapferry/state.db", false),
+            ("postgres.db", false),
+            ("postgresql://imapferry@db.example/imapferry", true),
+            (
+                "postgres://imapferry@10.0.0.5:5433/state?sslmode=require",
+                true,
+            ),
+        ] {
+            let location = Location::parse(value, Some(Secret::new("pw"))).unwrap();
+            assert_eq!(
+                matches!(location, Location::Postgres(_)),
+                database,
+                "{value}"
+            );
+            assert_eq!(location.to_string(), value);
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused() {
+        for (url, refused) in [
+            ("postgresql://imapferry:secret@db.example/imapferry", true),
+            ("postgres://u:p@host", true),
+            ("postgresql://imapferry@db.example/imapferry", false),
+            ("postgresql://db.example/imapferry?user=a", false),
+            ("postgresql://imapferry@[::1]:5432/db", false),
+        ] {
+            let parsed = Location::parse(url, None);
+            assert_eq!(
+                matches!(parsed, Err(StoreError::Location(_))),
+                refused,
+                "{url}"
+            );
+            if let Err(e) = parsed {
+                assert!(!e.to_string().contains("secret"), "{e}");
+            }
+        }
+    }
 }

@@ -374,7 +374,7 @@ fn binaries() -> (PathBuf, PathBuf) {
 }
 
 /// A command run as the user the servers run as (nobody:nogroup via setpriv when root).
-fn as_run_user(program: &str) -> Command {
+pub(super) fn as_run_user(program: &str) -> Command {
     let run = run_as();
     if !run.via_setpriv {
         return Command::new(program);

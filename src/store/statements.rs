@@ -1,0 +1,908 @@
+// The statements of the SQL stores, compiled once per backend: `sqlite.rs` and `postgres.rs` each
+// include this file in a module that names `SqlStore` (the store type, with a `pool`) and `Db` (its
+// sqlx database), and give `SqlStore` three methods of their own: `write_tx` (a transaction that
+// writes), `migration_tx` (one no other process migrates beside) and `dialect` (a migration's text
+// as this database spells it). The SQL is the subset both databases run (see sql.rs).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Row as _, Transaction};
+
+use crate::store::sql::{DbSide, MAX_PARAMS, MIGRATIONS, PAIR_COLUMNS, now, tuples};
+use crate::store::{
+    AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
+    Link, LinkFlags, MailboxState, PairId, Phase, Result, Store, StoreError,
+};
+
+type Row = <Db as sqlx::Database>::Row;
+
+impl SqlStore {
+    /// Applies the migrations this database has not seen yet, each in one transaction.
+    pub(super) async fn migrate(&self) -> Result<()> {
+        let mut tx = self.migration_tx().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_version (\
+         version BIGINT NOT NULL PRIMARY KEY, applied BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let current = schema_version(&mut *tx).await?;
+        tx.commit().await?;
+        let known = i64::try_from(MIGRATIONS.len())
+            .map_err(|_| StoreError::Corrupt("too many migrations".into()))?;
+        if current > known {
+            return Err(StoreError::Corrupt(format!(
+                "schema version {current} is newer than this imapferry knows ({known}); \
+             use a newer imapferry"
+            )));
+        }
+        for (version, sql) in (1..).zip(MIGRATIONS.iter().copied()) {
+            if version <= current {
+                continue;
+            }
+            let mut tx = self.migration_tx().await?;
+            // Another process may have migrated since we looked.
+            if schema_version(&mut *tx).await? >= version {
+                tx.rollback().await?;
+                continue;
+            }
+            sqlx::raw_sql(AssertSqlSafe(Self::dialect(sql).into_owned()))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO schema_version (version, applied) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "state store schema migrated");
+        }
+        Ok(())
+    }
+
+    /// `rows` accounts were updated: `true`, or `false` when the account exists but its state
+    /// did not allow the change (an error when there is no such account).
+    async fn changed(&self, account: AccountId, rows: u64) -> Result<bool> {
+        if rows > 0 {
+            return Ok(true);
+        }
+        self.account_state(account).await.map(|_| false)
+    }
+
+    /// `from` → `to` in one conditional statement.
+    async fn move_state(
+        &self,
+        account: AccountId,
+        from: AccountState,
+        to: AccountState,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+        "UPDATE accounts SET state = $1, reason = NULL, updated = $2 WHERE id = $3 AND state = $4",
+    )
+    .bind(to.as_str())
+    .bind(now())
+    .bind(account)
+    .bind(from.as_str())
+    .execute(&self.pool)
+    .await?;
+        self.changed(account, done.rows_affected()).await
+    }
+
+    async fn find_pair(&self, account: AccountId, old_name: &str) -> Result<Option<FolderPair>> {
+        let sql = format!(
+            "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 AND old_name = $2"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(account)
+            .bind(old_name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(pair_from_row).transpose()
+    }
+
+    /// Deletes the rows of `table` (`links` or `tombstones`) for these OLD UIDs, in `tx`.
+    async fn delete_uids(
+        tx: &mut Transaction<'static, Db>,
+        table: &str,
+        pair: PairId,
+        old_uids: &[u32],
+    ) -> Result<()> {
+        for chunk in old_uids.chunks(MAX_PARAMS - 1) {
+            let sql = format!(
+                "DELETE FROM {table} WHERE pair_id = $1 AND old_uid IN {}",
+                tuples(1, chunk.len(), 2, "")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for uid in chunk {
+                query = query.bind(i64::from(*uid));
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_batch(&self, table: &str, pair: PairId, old_uids: &[u32]) -> Result<()> {
+        if old_uids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        Self::delete_uids(&mut tx, table, pair, old_uids).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn account(&self, key: &AccountKey) -> Result<AccountId> {
+        const FIND: &str = "SELECT id FROM accounts \
+             WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4";
+        let find = || {
+            sqlx::query(FIND)
+                .bind(key.old_host.as_str())
+                .bind(key.old_user.as_str())
+                .bind(key.new_host.as_str())
+                .bind(key.new_user.as_str())
+        };
+        if let Some(row) = find().fetch_optional(&self.pool).await? {
+            return Ok(row.try_get(0)?);
+        }
+        let now = now();
+        sqlx::query(
+            "INSERT INTO accounts (old_host, old_user, new_host, new_user, state, created, updated) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (old_host, old_user, new_host, new_user) DO NOTHING",
+        )
+        .bind(key.old_host.as_str())
+        .bind(key.old_user.as_str())
+        .bind(key.new_host.as_str())
+        .bind(key.new_user.as_str())
+        .bind(AccountState::Pending.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        match find().fetch_optional(&self.pool).await? {
+            Some(row) => Ok(row.try_get(0)?),
+            None => Err(StoreError::Corrupt(format!(
+                "account {}@{} was inserted but cannot be found",
+                key.old_user, key.old_host
+            ))),
+        }
+    }
+
+    async fn account_state(&self, account: AccountId) -> Result<AccountState> {
+        let row = sqlx::query("SELECT state FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no account {account}")))?;
+        let state: String = row.try_get(0)?;
+        AccountState::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!("account {account} has unknown state {state:?}"))
+        })
+    }
+
+    async fn set_account_state(
+        &self,
+        account: AccountId,
+        state: AccountState,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE accounts SET state = $1, reason = $2, updated = $3 \
+             WHERE id = $4 AND state <> $5 AND state <> $6",
+        )
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now())
+        .bind(account)
+        .bind(AccountState::Retired.as_str())
+        .bind(AccountState::Diverged.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.changed(account, done.rows_affected()).await
+    }
+
+    async fn mark_diverged(&self, account: AccountId, reason: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4 AND state <> $5",
+        )
+        .bind(AccountState::Diverged.as_str())
+        .bind(reason)
+        .bind(now())
+        .bind(account)
+        .bind(AccountState::Retired.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.changed(account, done.rows_affected()).await
+    }
+
+    async fn mark_writes_in_flight(&self, account: AccountId, on: bool) -> Result<()> {
+        sqlx::query("UPDATE accounts SET writes_in_flight = $1 WHERE id = $2")
+            .bind(on.then(now))
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn writes_in_flight(&self, account: AccountId) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT writes_in_flight FROM accounts WHERE id = $1")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get(0)?,
+            None => None,
+        })
+    }
+
+    async fn clear_diverged(&self, account: AccountId, state: AccountState) -> Result<bool> {
+        self.move_state(account, AccountState::Diverged, state)
+            .await
+    }
+
+    async fn unretire(&self, account: AccountId) -> Result<bool> {
+        self.move_state(account, AccountState::Retired, AccountState::Partial)
+            .await
+    }
+
+    async fn folder_pair(
+        &self,
+        account: AccountId,
+        old_name: &str,
+        new_name: &str,
+    ) -> Result<FolderPair> {
+        let mut pair = match self.find_pair(account, old_name).await? {
+            Some(pair) => pair,
+            None => {
+                sqlx::query(
+                    "INSERT INTO folder_pairs (account_id, old_name, new_name, adopt_from, phase, updated) \
+                     VALUES ($1, $2, $3, 1, $4, $5) \
+                     ON CONFLICT (account_id, old_name) DO NOTHING",
+                )
+                .bind(account)
+                .bind(old_name)
+                .bind(new_name)
+                .bind(Phase::New.as_str())
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                self.find_pair(account, old_name).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "folder pair {old_name:?} of account {account} was inserted but cannot be found"
+                    ))
+                })?
+            }
+        };
+        if pair.new_name != new_name {
+            sqlx::query("UPDATE folder_pairs SET new_name = $1, updated = $2 WHERE id = $3")
+                .bind(new_name)
+                .bind(now())
+                .bind(pair.id)
+                .execute(&self.pool)
+                .await?;
+            tracing::info!(
+                account,
+                old = old_name,
+                was = %pair.new_name,
+                now = new_name,
+                "folder pair maps to a new NEW folder"
+            );
+            pair.new_name = new_name.to_owned();
+        }
+        Ok(pair)
+    }
+
+    async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>> {
+        let sql = format!(
+            "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(pair_from_row).collect()
+    }
+
+    async fn save_pair_state(
+        &self,
+        pair: PairId,
+        old: Option<MailboxState>,
+        new: Option<MailboxState>,
+        adopt_from: u32,
+        phase: Phase,
+    ) -> Result<()> {
+        let old = DbSide::from_state(old)?;
+        let new = DbSide::from_state(new)?;
+        let done = sqlx::query(
+            "UPDATE folder_pairs SET \
+             old_uidvalidity = $1, old_uidnext = $2, old_highestmodseq = $3, old_messages = $4, \
+             new_uidvalidity = $5, new_uidnext = $6, new_highestmodseq = $7, new_messages = $8, \
+             adopt_from = $9, phase = $10, updated = $11 WHERE id = $12",
+        )
+        .bind(old.uidvalidity)
+        .bind(old.uidnext)
+        .bind(old.highestmodseq)
+        .bind(old.messages)
+        .bind(new.uidvalidity)
+        .bind(new.uidnext)
+        .bind(new.highestmodseq)
+        .bind(new.messages)
+        .bind(i64::from(adopt_from))
+        .bind(phase.as_str())
+        .bind(now())
+        .bind(pair)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
+        }
+        Ok(())
+    }
+
+    async fn reset_pair(&self, pair: PairId) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM links WHERE pair_id = $1")
+            .bind(pair)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM tombstones WHERE pair_id = $1")
+            .bind(pair)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(
+            "UPDATE folder_pairs SET \
+             old_uidvalidity = NULL, old_uidnext = NULL, old_highestmodseq = NULL, old_messages = NULL, \
+             new_uidvalidity = NULL, new_uidnext = NULL, new_highestmodseq = NULL, new_messages = NULL, \
+             adopt_from = 1, phase = $1, updated = $2 WHERE id = $3",
+        )
+        .bind(Phase::New.as_str())
+        .bind(now())
+        .bind(pair)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn links(&self, pair: PairId) -> Result<Vec<Link>> {
+        let rows = sqlx::query(
+            "SELECT old_uid, new_uid, old_flags, new_flags, ident FROM links \
+             WHERE pair_id = $1 ORDER BY old_uid",
+        )
+        .bind(pair)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Link {
+                    old_uid: get_u32(row, "old_uid")?,
+                    new_uid: get_u32(row, "new_uid")?,
+                    old_flags: row.try_get("old_flags")?,
+                    new_flags: row.try_get("new_flags")?,
+                    ident: row.try_get("ident")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Also drops any tombstone of these OLD UIDs: a (pair, OLD UID) is linked or tombstoned,
+    /// never both. When `links` holds an OLD UID twice, the last one is kept.
+    async fn add_links(&self, pair: PairId, links: &[Link]) -> Result<()> {
+        if links.is_empty() {
+            return Ok(());
+        }
+        // One row per OLD UID, ascending (PostgreSQL refuses an upsert touching a row twice, and
+        // ascending keys fill the b-tree in order).
+        let by_uid: BTreeMap<u32, &Link> = links.iter().map(|l| (l.old_uid, l)).collect();
+        let links: Vec<&Link> = by_uid.into_values().collect();
+        let uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+        let mut tx = self.write_tx().await?;
+        for chunk in links.chunks((MAX_PARAMS - 1) / 5) {
+            let sql = format!(
+                "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) VALUES {} \
+                 ON CONFLICT (pair_id, old_uid) DO UPDATE SET new_uid = excluded.new_uid, \
+                 old_flags = excluded.old_flags, new_flags = excluded.new_flags, ident = excluded.ident",
+                tuples(chunk.len(), 5, 2, "$1, ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for link in chunk {
+                query = query
+                    .bind(i64::from(link.old_uid))
+                    .bind(i64::from(link.new_uid))
+                    .bind(link.old_flags.as_str())
+                    .bind(link.new_flags.as_str())
+                    .bind(link.ident.as_deref());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        Self::delete_uids(&mut tx, "tombstones", pair, &uids).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Updates for OLD UIDs without a link are ignored. When `updates` holds an OLD UID twice,
+    /// the last one is kept.
+    async fn update_link_flags(&self, pair: PairId, updates: &[LinkFlags]) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let by_uid: BTreeMap<u32, &LinkFlags> = updates.iter().map(|u| (u.old_uid, u)).collect();
+        let updates: Vec<&LinkFlags> = by_uid.into_values().collect();
+        let mut tx = self.write_tx().await?;
+        for chunk in updates.chunks((MAX_PARAMS - 1) / 3) {
+            // `UPDATE … FROM (VALUES …)`: SQLite ≥ 3.33 and PostgreSQL; both name the columns of
+            // a VALUES list column1, column2, …
+            let sql = format!(
+                "UPDATE links SET old_flags = v.column2, new_flags = v.column3 \
+                 FROM (VALUES {}) AS v \
+                 WHERE links.pair_id = $1 AND links.old_uid = v.column1",
+                tuples(chunk.len(), 3, 2, "")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for update in chunk {
+                query = query
+                    .bind(i64::from(update.old_uid))
+                    .bind(update.old_flags.as_str())
+                    .bind(update.new_flags.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_links(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
+        self.delete_batch("links", pair, old_uids).await
+    }
+
+    /// OLD UIDs without a link are tombstoned too (they must not be copied either).
+    async fn tombstone(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
+        if old_uids.is_empty() {
+            return Ok(());
+        }
+        let uids: Vec<u32> = old_uids
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let now = now();
+        let mut tx = self.write_tx().await?;
+        Self::delete_uids(&mut tx, "links", pair, &uids).await?;
+        for chunk in uids.chunks(MAX_PARAMS - 2) {
+            let sql = format!(
+                "INSERT INTO tombstones (pair_id, created, old_uid) VALUES {} \
+                 ON CONFLICT (pair_id, old_uid) DO NOTHING",
+                tuples(chunk.len(), 1, 3, "$1, $2, ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair).bind(now);
+            for uid in chunk {
+                query = query.bind(i64::from(*uid));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()> {
+        let now = now();
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM message_errors WHERE pair_id = $1")
+            .bind(pair)
+            .execute(&mut *tx)
+            .await?;
+        for chunk in errors.chunks((MAX_PARAMS - 2) / 2) {
+            let sql = format!(
+                "INSERT INTO message_errors (pair_id, created, old_uid, reason) VALUES {} \
+                 ON CONFLICT (pair_id, old_uid) DO UPDATE SET reason = excluded.reason",
+                tuples(chunk.len(), 2, 3, "$1, $2, ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair).bind(now);
+            for (uid, reason) in chunk {
+                query = query.bind(i64::from(*uid)).bind(reason);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>> {
+        let rows = sqlx::query(
+            "SELECT old_uid, reason FROM message_errors WHERE pair_id = $1 ORDER BY old_uid",
+        )
+        .bind(pair)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((get_u32(row, "old_uid")?, row.try_get("reason")?)))
+            .collect()
+    }
+
+    async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>> {
+        let rows =
+            sqlx::query("SELECT old_uid FROM tombstones WHERE pair_id = $1 ORDER BY old_uid")
+                .bind(pair)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|row| get_u32(row, "old_uid")).collect()
+    }
+
+    async fn remove_tombstones(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
+        self.delete_batch("tombstones", pair, old_uids).await
+    }
+
+    /// In an explicit transaction: SQLite writes the log at the commit, after `RETURNING` has
+    /// produced its row, and a commit that fails there (a full disk) is reported only by the
+    /// statement's end, which a caller that stops at the first row never sees. Autocommitted,
+    /// every entry on a full disk came back with an id and was not in the journal.
+    async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "INSERT INTO journal (account_id, created, kind, payload, done) \
+             VALUES ($1, $2, $3, $4, 0) RETURNING id",
+        )
+        .bind(account)
+        .bind(now())
+        .bind(kind)
+        .bind(payload)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id = row.try_get(0)?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
+             WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT $2",
+        )
+        .bind(account)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(journal_entry).collect()
+    }
+
+    /// In an explicit transaction, as [`Self::journal_append`].
+    async fn journal_retry(&self, id: i64, reason: &str, retry_at: i64) -> Result<u32> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "UPDATE journal SET attempts = attempts + 1, reason = $1, retry_at = $2 \
+             WHERE id = $3 AND done = 0 RETURNING attempts",
+        )
+        .bind(reason)
+        .bind(retry_at)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("no pending journal entry {id}")))?;
+        let attempts = get_u32(&row, "attempts")?;
+        tx.commit().await?;
+        Ok(attempts)
+    }
+
+    async fn journal_park(&self, id: i64, reason: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE journal SET done = 2, reason = $1 WHERE id = $2")
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no journal entry {id}")));
+        }
+        Ok(())
+    }
+
+    async fn journal_parked(&self, account: AccountId) -> Result<Vec<JournalEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
+             WHERE account_id = $1 AND done = 2 ORDER BY id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(journal_entry).collect()
+    }
+
+    async fn journal_purge(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM journal WHERE done = 1 AND created < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn journal_done(&self, id: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE journal SET done = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no journal entry {id}")));
+        }
+        Ok(())
+    }
+
+    async fn journal_pending_count(&self, account: AccountId) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0")
+            .bind(account)
+            .fetch_one(&self.pool)
+            .await?;
+        get_u64(&row, 0)
+    }
+
+    async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>> {
+        let row = sqlx::query(
+            "SELECT id FROM accounts \
+             WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4",
+        )
+        .bind(key.old_host.as_str())
+        .bind(key.old_user.as_str())
+        .bind(key.new_host.as_str())
+        .bind(key.new_user.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn retire(&self, account: AccountId, forced: Option<&str>) -> Result<bool> {
+        let done = match forced {
+            Some(reason) => {
+                sqlx::query(
+                    "UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4",
+                )
+                .bind(AccountState::Retired.as_str())
+                .bind(reason)
+                .bind(now())
+                .bind(account)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE accounts SET state = $1, reason = NULL, updated = $2 \
+                     WHERE id = $3 AND state = $4 \
+                     AND NOT EXISTS (SELECT 1 FROM journal WHERE account_id = $3 AND done <> 1) \
+                     AND NOT EXISTS (SELECT 1 FROM message_errors e \
+                                     JOIN folder_pairs p ON p.id = e.pair_id \
+                                     WHERE p.account_id = $3)",
+                )
+                .bind(AccountState::Retired.as_str())
+                .bind(now())
+                .bind(account)
+                .bind(AccountState::Synced.as_str())
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_account_old(
+        &self,
+        account: AccountId,
+        old_host: &str,
+        old_user: &str,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE accounts SET old_host = $1, old_user = $2, updated = $3 WHERE id = $4",
+        )
+        .bind(old_host)
+        .bind(old_user)
+        .bind(now())
+        .bind(account)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no account {account}")));
+        }
+        Ok(())
+    }
+
+    async fn touch_account(&self, account: AccountId) -> Result<()> {
+        let done = sqlx::query("UPDATE accounts SET last_activity = $1 WHERE id = $2")
+            .bind(now())
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no account {account}")));
+        }
+        Ok(())
+    }
+
+    async fn rename_pair(&self, pair: PairId, old_name: &str, new_name: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE folder_pairs SET old_name = $1, new_name = $2, updated = $3 WHERE id = $4",
+        )
+        .bind(old_name)
+        .bind(new_name)
+        .bind(now())
+        .bind(pair)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
+        }
+        Ok(())
+    }
+
+    async fn delete_pair(&self, pair: PairId) -> Result<()> {
+        // Explicit deletes rather than relying on ON DELETE CASCADE alone: the same statements
+        // work whatever the connection's foreign-key setting.
+        let mut tx = self.write_tx().await?;
+        for sql in [
+            "DELETE FROM links WHERE pair_id = $1",
+            "DELETE FROM tombstones WHERE pair_id = $1",
+            "DELETE FROM folder_pairs WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(pair).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn account_summaries(&self) -> Result<Vec<AccountSummary>> {
+        // Correlated subqueries, each served by an index (folder_pairs by account, links and
+        // tombstones by pair, the pending-journal index); CAST keeps SUM a BIGINT in PostgreSQL.
+        let rows = sqlx::query(
+            "SELECT a.id, a.old_host, a.old_user, a.new_host, a.new_user, a.state, a.reason, \
+             a.last_activity, \
+             (SELECT COUNT(*) FROM folder_pairs p WHERE p.account_id = a.id) AS folders, \
+             (SELECT COUNT(*) FROM folder_pairs p \
+              WHERE p.account_id = a.id AND p.phase = 'synced') AS folders_synced, \
+             (SELECT CAST(COALESCE(SUM(p.old_messages), 0) AS BIGINT) FROM folder_pairs p \
+              WHERE p.account_id = a.id) AS messages_old, \
+             (SELECT CAST(COALESCE(SUM(p.new_messages), 0) AS BIGINT) FROM folder_pairs p \
+              WHERE p.account_id = a.id) AS messages_new, \
+             (SELECT COUNT(*) FROM links l JOIN folder_pairs p ON p.id = l.pair_id \
+              WHERE p.account_id = a.id) AS linked, \
+             (SELECT COUNT(*) FROM tombstones t JOIN folder_pairs p ON p.id = t.pair_id \
+              WHERE p.account_id = a.id) AS tombstones, \
+             (SELECT COUNT(*) FROM journal j \
+              WHERE j.account_id = a.id AND j.done = 0) AS pending_journal, \
+             (SELECT COUNT(*) FROM journal j \
+              WHERE j.account_id = a.id AND j.done = 2) AS parked_journal, \
+             (SELECT COUNT(*) FROM message_errors e JOIN folder_pairs p ON p.id = e.pair_id \
+              WHERE p.account_id = a.id) AS message_errors \
+             FROM accounts a ORDER BY a.new_user, a.old_user, a.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: AccountId = row.try_get("id")?;
+                let state: String = row.try_get("state")?;
+                Ok(AccountSummary {
+                    id,
+                    key: AccountKey {
+                        old_host: row.try_get("old_host")?,
+                        old_user: row.try_get("old_user")?,
+                        new_host: row.try_get("new_host")?,
+                        new_user: row.try_get("new_user")?,
+                    },
+                    state: AccountState::parse(&state).ok_or_else(|| {
+                        StoreError::Corrupt(format!("account {id} has unknown state {state:?}"))
+                    })?,
+                    reason: row.try_get("reason")?,
+                    last_activity: row.try_get("last_activity")?,
+                    folders: get_u64(row, "folders")?,
+                    folders_synced: get_u64(row, "folders_synced")?,
+                    messages_old: get_u64(row, "messages_old")?,
+                    messages_new: get_u64(row, "messages_new")?,
+                    linked: get_u64(row, "linked")?,
+                    tombstones: get_u64(row, "tombstones")?,
+                    pending_journal: get_u64(row, "pending_journal")?,
+                    parked_journal: get_u64(row, "parked_journal")?,
+                    message_errors: get_u64(row, "message_errors")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn folder_summaries(&self, account: AccountId) -> Result<Vec<FolderSummary>> {
+        let sql = format!(
+            "SELECT {PAIR_COLUMNS}, \
+             (SELECT COUNT(*) FROM links l WHERE l.pair_id = folder_pairs.id) AS linked, \
+             (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = folder_pairs.id) AS tombstones, \
+             (SELECT COUNT(*) FROM message_errors e WHERE e.pair_id = folder_pairs.id) \
+             AS message_errors \
+             FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FolderSummary {
+                    pair: pair_from_row(row)?,
+                    linked: get_u64(row, "linked")?,
+                    tombstones: get_u64(row, "tombstones")?,
+                    message_errors: get_u64(row, "message_errors")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The highest applied schema version, 0 for a new database.
+pub(super) async fn schema_version<'e, E>(executor: E) -> Result<i64>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    let row = sqlx::query("SELECT MAX(version) FROM schema_version")
+        .fetch_one(executor)
+        .await?;
+    Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+}
+
+fn journal_entry(row: &Row) -> Result<JournalEntry> {
+    Ok(JournalEntry {
+        id: row.try_get("id")?,
+        created: row.try_get("created")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        attempts: get_u32(row, "attempts")?,
+        reason: row.try_get("reason")?,
+        retry_at: row.try_get("retry_at")?,
+    })
+}
+
+fn get_u32(row: &Row, column: &str) -> Result<u32> {
+    let value: i64 = row.try_get(column)?;
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} out of range: {value}")))
+}
+
+/// A count or sum (BIGINT, never negative) as u64; `column` is a name or an index.
+fn get_u64<I>(row: &Row, column: I) -> Result<u64>
+where
+    I: sqlx::ColumnIndex<Row> + std::fmt::Debug + Copy,
+{
+    let value: i64 = row.try_get(column)?;
+    u64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{column:?} is negative: {value}")))
+}
+
+fn read_side(row: &Row, side: &str) -> Result<DbSide> {
+    let get = |what: &str| -> Result<Option<i64>> {
+        Ok(row.try_get::<Option<i64>, _>(format!("{side}_{what}").as_str())?)
+    };
+    Ok(DbSide {
+        uidvalidity: get("uidvalidity")?,
+        uidnext: get("uidnext")?,
+        highestmodseq: get("highestmodseq")?,
+        messages: get("messages")?,
+    })
+}
+
+fn pair_from_row(row: &Row) -> Result<FolderPair> {
+    let id: PairId = row.try_get("id")?;
+    let phase: String = row.try_get("phase")?;
+    Ok(FolderPair {
+        id,
+        account: row.try_get("account_id")?,
+        old_name: row.try_get("old_name")?,
+        new_name: row.try_get("new_name")?,
+        old: read_side(row, "old")?.into_state(id, "old")?,
+        new: read_side(row, "new")?.into_state(id, "new")?,
+        adopt_from: get_u32(row, "adopt_from")?,
+        phase: Phase::parse(&phase).ok_or_else(|| {
+            StoreError::Corrupt(format!("folder pair {id} has unknown phase {phase:?}"))
+        })?,
+    })
+}

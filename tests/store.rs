@@ -1,0 +1,1072 @@
+//! The store test suite, run against both backends: every behaviour of the [`Store`] trait on an
+//! SQLite file and on a database of a private PostgreSQL (tests/common/postgres.rs). A test is an
+//! `async fn(Backend)`; [`both!`] makes a `sqlite::` and a `postgres::` test of each.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::Postgres;
+use imapferry::secret::Secret;
+use imapferry::store::{
+    self, AccountKey, AccountState, AccountSummary, Link, LinkFlags, Location, MailboxState,
+    PairId, Phase, Store, StoreError,
+};
+
+/// One store under test: a file in a temporary directory, or the database of a private
+/// PostgreSQL. Kept alive for the whole test.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(Postgres),
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Backend {
+        Backend::Postgres(Postgres::start())
+    }
+
+    fn location(&self) -> Location {
+        match self {
+            Backend::Sqlite(dir) => Location::File(dir.path().join("imapferry.db")),
+            Backend::Postgres(pg) => {
+                Location::parse(&pg.url(), Some(Secret::new(common::postgres::PASSWORD))).unwrap()
+            }
+        }
+    }
+
+    /// Opens (and creates) the store; again after a close, the same state.
+    async fn open(&self) -> Arc<dyn Store> {
+        store::open(&self.location()).await.unwrap()
+    }
+}
+
+/// For each test function, a `#[tokio::test]` on each backend.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::sqlite()).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::postgres()).await })*
+        }
+    };
+}
+
+both!(
+    account_get_or_create_is_idempotent,
+    folder_pair_get_or_create_and_rename,
+    pair_state_round_trip,
+    links_add_replace_update_remove,
+    tombstone_moves_links_to_tombstones,
+    reset_pair_forgets_everything,
+    retire_is_conditional_unless_forced,
+    the_write_ahead_mark_survives_a_reopen_until_cleared,
+    retired_and_diverged_are_left_only_by_their_own_commands,
+    refused_entries_are_retried_then_parked,
+    journal_order_done_and_counts,
+    find_and_touch_account,
+    rename_pair_keeps_links_and_tombstones,
+    delete_pair_removes_links_and_tombstones,
+    summaries_count_progress,
+    new_state_survives_reopen,
+    ten_thousand_links,
+    migrations_run_once_when_stores_open_together,
+);
+
+fn key(user: &str) -> AccountKey {
+    AccountKey {
+        old_host: "old.example".into(),
+        old_user: user.into(),
+        new_host: "new.example".into(),
+        new_user: user.into(),
+    }
+}
+
+fn link(old_uid: u32, new_uid: u32, flags: &str) -> Link {
+    Link {
+        old_uid,
+        new_uid,
+        old_flags: flags.into(),
+        new_flags: flags.into(),
+        ident: None,
+    }
+}
+
+async fn pair(store: &dyn Store) -> PairId {
+    let account = store.account(&key("alice")).await.unwrap();
+    store
+        .folder_pair(account, "INBOX", "INBOX")
+        .await
+        .unwrap()
+        .id
+}
+
+/// Unix seconds.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn account_get_or_create_is_idempotent(b: Backend) {
+    let store = b.open().await;
+    let a = store.account(&key("alice")).await.unwrap();
+    let b = store.account(&key("bob")).await.unwrap();
+    assert_ne!(a, b);
+    assert_eq!(store.account(&key("alice")).await.unwrap(), a);
+    assert_eq!(store.account_state(a).await.unwrap(), AccountState::Pending);
+
+    store
+        .set_account_state(a, AccountState::Failed, Some("bad password"))
+        .await
+        .unwrap();
+    assert_eq!(store.account_state(a).await.unwrap(), AccountState::Failed);
+    assert_eq!(store.account(&key("alice")).await.unwrap(), a);
+    let summaries = store.account_summaries().await.unwrap();
+    let reason = summaries.iter().find(|s| s.id == a).unwrap().reason.clone();
+    assert_eq!(reason.as_deref(), Some("bad password"));
+    store
+        .set_account_state(a, AccountState::Synced, None)
+        .await
+        .unwrap();
+    assert_eq!(store.account_state(a).await.unwrap(), AccountState::Synced);
+    assert_eq!(store.account_state(b).await.unwrap(), AccountState::Pending);
+
+    assert!(matches!(
+        store.account_state(999).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        store
+            .set_account_state(999, AccountState::Synced, None)
+            .await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+async fn folder_pair_get_or_create_and_rename(b: Backend) {
+    let store = b.open().await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let other = store.account(&key("bob")).await.unwrap();
+
+    let sent = store
+        .folder_pair(account, "Sent", "INBOX.Sent")
+        .await
+        .unwrap();
+    assert_eq!(sent.account, account);
+    assert_eq!(sent.old_name, "Sent");
+    assert_eq!(sent.new_name, "INBOX.Sent");
+    assert_eq!(sent.old, None);
+    assert_eq!(sent.new, None);
+    assert_eq!(sent.adopt_from, 1);
+    assert_eq!(sent.phase, Phase::New);
+    assert_eq!(
+        store
+            .folder_pair(account, "Sent", "INBOX.Sent")
+            .await
+            .unwrap(),
+        sent
+    );
+
+    let renamed = store
+        .folder_pair(account, "Sent", "Sent Items")
+        .await
+        .unwrap();
+    assert_eq!(renamed.id, sent.id);
+    assert_eq!(renamed.new_name, "Sent Items");
+
+    let inbox = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
+    let bobs = store.folder_pair(other, "INBOX", "INBOX").await.unwrap();
+    assert_ne!(inbox.id, sent.id);
+    assert_ne!(inbox.id, bobs.id);
+
+    let all = store.folder_pairs(account).await.unwrap();
+    assert_eq!(all, vec![inbox, renamed]);
+    assert_eq!(store.folder_pairs(other).await.unwrap(), vec![bobs]);
+
+    // The account must exist.
+    assert!(store.folder_pair(12345, "INBOX", "INBOX").await.is_err());
+}
+
+async fn pair_state_round_trip(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let old = MailboxState {
+        uidvalidity: u32::MAX,
+        uidnext: 4_000_000_000,
+        highestmodseq: i64::MAX as u64,
+        messages: 12,
+    };
+    let new = MailboxState {
+        uidvalidity: 7,
+        uidnext: 13,
+        highestmodseq: 0,
+        messages: 11,
+    };
+
+    store
+        .save_pair_state(pair, Some(old), Some(new), 13, Phase::Synced)
+        .await
+        .unwrap();
+    let got = &store
+        .folder_pairs(store.account(&key("alice")).await.unwrap())
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (got.old, got.new, got.adopt_from, got.phase),
+        (Some(old), Some(new), 13, Phase::Synced)
+    );
+
+    store
+        .save_pair_state(pair, None, Some(new), 5, Phase::Partial)
+        .await
+        .unwrap();
+    let got = store
+        .folder_pair(got.account, "INBOX", "INBOX")
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.old, got.new, got.adopt_from, got.phase),
+        (None, Some(new), 5, Phase::Partial)
+    );
+
+    store
+        .save_pair_state(pair, Some(old), None, 1, Phase::New)
+        .await
+        .unwrap();
+    let got = store
+        .folder_pair(got.account, "INBOX", "INBOX")
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.old, got.new, got.adopt_from, got.phase),
+        (Some(old), None, 1, Phase::New)
+    );
+
+    let too_big = MailboxState {
+        highestmodseq: u64::MAX,
+        ..old
+    };
+    assert!(matches!(
+        store
+            .save_pair_state(pair, Some(too_big), None, 1, Phase::New)
+            .await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        store.save_pair_state(999, None, None, 1, Phase::New).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+async fn links_add_replace_update_remove(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    assert!(store.links(pair).await.unwrap().is_empty());
+    store.add_links(pair, &[]).await.unwrap();
+
+    store
+        .add_links(
+            pair,
+            &[
+                link(3, 30, "\\Seen"),
+                link(1, 10, ""),
+                link(u32::MAX, u32::MAX, ""),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.links(pair).await.unwrap(),
+        vec![
+            link(1, 10, ""),
+            link(3, 30, "\\Seen"),
+            link(u32::MAX, u32::MAX, "")
+        ]
+    );
+
+    // Replace by old_uid; a duplicate in one batch keeps the last.
+    store
+        .add_links(
+            pair,
+            &[
+                link(3, 31, "\\Flagged"),
+                link(2, 20, ""),
+                link(2, 21, "$Junk"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.links(pair).await.unwrap(),
+        vec![
+            link(1, 10, ""),
+            link(2, 21, "$Junk"),
+            link(3, 31, "\\Flagged"),
+            link(u32::MAX, u32::MAX, "")
+        ]
+    );
+
+    store
+        .update_link_flags(
+            pair,
+            &[
+                LinkFlags {
+                    old_uid: 1,
+                    old_flags: "\\Seen".into(),
+                    new_flags: "\\Answered \\Seen".into(),
+                },
+                LinkFlags {
+                    old_uid: 99,
+                    old_flags: "x".into(),
+                    new_flags: "y".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let links = store.links(pair).await.unwrap();
+    assert_eq!(
+        links[0],
+        Link {
+            old_uid: 1,
+            new_uid: 10,
+            old_flags: "\\Seen".into(),
+            new_flags: "\\Answered \\Seen".into(),
+            ident: None,
+        }
+    );
+    assert_eq!(links[1], link(2, 21, "$Junk"));
+    assert_eq!(links.len(), 4);
+
+    store.remove_links(pair, &[2, u32::MAX, 77]).await.unwrap();
+    let uids: Vec<u32> = store
+        .links(pair)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.old_uid)
+        .collect();
+    assert_eq!(uids, vec![1, 3]);
+
+    // Links are per pair.
+    let account = store.account(&key("alice")).await.unwrap();
+    let other = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+    assert!(store.links(other).await.unwrap().is_empty());
+    store.remove_links(other, &[1, 3]).await.unwrap();
+    assert_eq!(store.links(pair).await.unwrap().len(), 2);
+
+    // The pair must exist.
+    assert!(store.add_links(999, &[link(1, 1, "")]).await.is_err());
+}
+
+async fn tombstone_moves_links_to_tombstones(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    store
+        .add_links(pair, &[link(1, 10, ""), link(2, 20, ""), link(3, 30, "")])
+        .await
+        .unwrap();
+
+    store.tombstone(pair, &[2, 5, 2]).await.unwrap();
+    let uids: Vec<u32> = store
+        .links(pair)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.old_uid)
+        .collect();
+    assert_eq!(uids, vec![1, 3]);
+    assert_eq!(store.tombstones(pair).await.unwrap(), vec![2, 5]);
+
+    // Idempotent.
+    store.tombstone(pair, &[2]).await.unwrap();
+    assert_eq!(store.tombstones(pair).await.unwrap(), vec![2, 5]);
+
+    store.remove_tombstones(pair, &[5, 6]).await.unwrap();
+    assert_eq!(store.tombstones(pair).await.unwrap(), vec![2]);
+
+    // A new link supersedes a tombstone.
+    store.add_links(pair, &[link(2, 22, "")]).await.unwrap();
+    assert!(store.tombstones(pair).await.unwrap().is_empty());
+    assert_eq!(store.links(pair).await.unwrap()[1], link(2, 22, ""));
+}
+
+async fn reset_pair_forgets_everything(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let other = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+    let state = MailboxState {
+        uidvalidity: 1,
+        uidnext: 5,
+        highestmodseq: 9,
+        messages: 4,
+    };
+    for p in [pair, other] {
+        store
+            .add_links(p, &[link(1, 1, ""), link(2, 2, "")])
+            .await
+            .unwrap();
+        store.tombstone(p, &[2]).await.unwrap();
+        store
+            .save_pair_state(p, Some(state), Some(state), 3, Phase::Synced)
+            .await
+            .unwrap();
+    }
+
+    store.reset_pair(pair).await.unwrap();
+    let got = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
+    assert_eq!(
+        (got.old, got.new, got.adopt_from, got.phase),
+        (None, None, 1, Phase::New)
+    );
+    assert!(store.links(pair).await.unwrap().is_empty());
+    assert!(store.tombstones(pair).await.unwrap().is_empty());
+
+    // The other pair is untouched.
+    let kept = store.folder_pair(account, "Sent", "Sent").await.unwrap();
+    assert_eq!(
+        (kept.old, kept.new, kept.adopt_from, kept.phase),
+        (Some(state), Some(state), 3, Phase::Synced)
+    );
+    assert_eq!(store.links(other).await.unwrap(), vec![link(1, 1, "")]);
+    assert_eq!(store.tombstones(other).await.unwrap(), vec![2]);
+
+    assert!(matches!(
+        store.reset_pair(999).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+async fn retire_is_conditional_unless_forced(b: Backend) {
+    let store = b.open().await;
+    let a = store.account(&key("alice")).await.unwrap();
+    // pending: refused
+    assert!(!store.retire(a, None).await.unwrap());
+    store
+        .set_account_state(a, AccountState::Synced, None)
+        .await
+        .unwrap();
+    let entry = store.journal_append(a, "flags", "{}").await.unwrap();
+    // synced, but a journal entry is pending: refused
+    assert!(!store.retire(a, None).await.unwrap());
+    assert_eq!(store.account_state(a).await.unwrap(), AccountState::Synced);
+    store.journal_done(entry).await.unwrap();
+    assert!(store.retire(a, None).await.unwrap());
+    assert_eq!(store.account_state(a).await.unwrap(), AccountState::Retired);
+    let b = store.account(&key("bob")).await.unwrap();
+    assert!(store.retire(b, Some("forced from pending")).await.unwrap());
+    let bob = store
+        .account_summaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == b)
+        .unwrap();
+    assert_eq!(bob.state, AccountState::Retired);
+    assert_eq!(bob.reason.as_deref(), Some("forced from pending"));
+}
+
+async fn the_write_ahead_mark_survives_a_reopen_until_cleared(b: Backend) {
+    let store = b.open().await;
+    let (a, bob) = (
+        store.account(&key("alice")).await.unwrap(),
+        store.account(&key("bob")).await.unwrap(),
+    );
+    assert_eq!(store.writes_in_flight(a).await.unwrap(), None);
+    store.mark_writes_in_flight(a, true).await.unwrap();
+    store.close().await;
+    // What a process that died with a write in flight leaves behind: only its account.
+    let store = b.open().await;
+    assert!(
+        store
+            .writes_in_flight(a)
+            .await
+            .unwrap()
+            .is_some_and(|t| t > 0)
+    );
+    assert_eq!(store.writes_in_flight(bob).await.unwrap(), None);
+    store.mark_writes_in_flight(a, false).await.unwrap();
+    assert_eq!(store.writes_in_flight(a).await.unwrap(), None);
+}
+
+async fn retired_and_diverged_are_left_only_by_their_own_commands(b: Backend) {
+    use AccountState::*;
+    let store = b.open().await;
+    let a = store.account(&key("alice")).await.unwrap();
+    assert!(store.retire(a, Some("forced")).await.unwrap());
+    // A failed OLD login or a pass's end never moves a retired account.
+    for state in [Failed, Synced, Partial, Pending] {
+        assert!(!store.set_account_state(a, state, Some("x")).await.unwrap());
+        assert_eq!(store.account_state(a).await.unwrap(), Retired);
+    }
+    assert!(!store.mark_diverged(a, "x").await.unwrap());
+    assert!(store.unretire(a).await.unwrap());
+    assert_eq!(store.account_state(a).await.unwrap(), Partial);
+    // Diverged: only reconcile clears it.
+    assert!(
+        store
+            .mark_diverged(a, "journal entry 3 parked")
+            .await
+            .unwrap()
+    );
+    assert!(!store.set_account_state(a, Synced, None).await.unwrap());
+    assert_eq!(store.account_state(a).await.unwrap(), Diverged);
+    assert!(store.clear_diverged(a, Partial).await.unwrap());
+    assert!(!store.clear_diverged(a, Partial).await.unwrap());
+    assert!(store.set_account_state(a, Synced, None).await.unwrap());
+    assert!(store.set_account_state(999, Synced, None).await.is_err());
+}
+
+async fn refused_entries_are_retried_then_parked(b: Backend) {
+    let store = b.open().await;
+    let a = store.account(&key("alice")).await.unwrap();
+    let first = store.journal_append(a, "flags", "{}").await.unwrap();
+    let second = store.journal_append(a, "append", "{}").await.unwrap();
+    assert_eq!(
+        store
+            .journal_retry(first, "NO [NONEXISTENT]", 42)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.journal_retry(first, "NO again", 43).await.unwrap(), 2);
+    let pending = store.journal_pending(a, 10).await.unwrap();
+    assert_eq!(pending[0].attempts, 2);
+    assert_eq!(pending[0].reason.as_deref(), Some("NO again"));
+    assert_eq!(pending[0].retry_at, Some(43));
+    store.journal_park(first, "refused 2 times").await.unwrap();
+    assert_eq!(store.journal_pending_count(a).await.unwrap(), 1);
+    let parked = store.journal_parked(a).await.unwrap();
+    assert_eq!((parked.len(), parked[0].id), (1, first));
+    let summary = store.account_summaries().await.unwrap().remove(0);
+    assert_eq!((summary.pending_journal, summary.parked_journal), (1, 1));
+    // Only mirrored entries are purged, and only old enough ones.
+    store.journal_done(second).await.unwrap();
+    assert_eq!(store.journal_purge(0).await.unwrap(), 0);
+    assert_eq!(store.journal_purge(i64::MAX).await.unwrap(), 1);
+    assert_eq!(store.journal_parked(a).await.unwrap().len(), 1);
+    // A parked entry blocks retire, forced or not the journal says so.
+    store
+        .set_account_state(a, AccountState::Synced, None)
+        .await
+        .unwrap();
+    assert!(!store.retire(a, None).await.unwrap());
+}
+
+async fn journal_order_done_and_counts(b: Backend) {
+    let store = b.open().await;
+    let alice = store.account(&key("alice")).await.unwrap();
+    let bob = store.account(&key("bob")).await.unwrap();
+    assert!(store.journal_pending(alice, 10).await.unwrap().is_empty());
+    assert_eq!(store.journal_pending_count(alice).await.unwrap(), 0);
+
+    // (account, kind, payload), appended in this order.
+    let appends = [
+        (alice, "store", "1 +FLAGS (\\Seen)"),
+        (bob, "create", "Projects"),
+        (alice, "expunge", "2"),
+        (alice, "move", "{\"to\": \"Archive\"}"),
+    ];
+    let mut ids = Vec::new();
+    for (account, kind, payload) in appends {
+        ids.push(store.journal_append(account, kind, payload).await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+
+    let pending = store.journal_pending(alice, 10).await.unwrap();
+    let got: Vec<(i64, &str, &str)> = pending
+        .iter()
+        .map(|e| (e.id, e.kind.as_str(), e.payload.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (ids[0], "store", "1 +FLAGS (\\Seen)"),
+            (ids[2], "expunge", "2"),
+            (ids[3], "move", "{\"to\": \"Archive\"}"),
+        ]
+    );
+    assert!(pending.iter().all(|e| (now() - e.created).abs() < 60));
+    assert_eq!(store.journal_pending(alice, 2).await.unwrap(), pending[..2]);
+    assert!(store.journal_pending(alice, 0).await.unwrap().is_empty());
+
+    // (entry marked done, alice's pending ids after, alice's count, bob's count)
+    let steps = [
+        (ids[2], vec![ids[0], ids[3]], 2, 1),
+        (ids[2], vec![ids[0], ids[3]], 2, 1), // twice is harmless
+        (ids[0], vec![ids[3]], 1, 1),
+        (ids[1], vec![ids[3]], 1, 0),
+        (ids[3], vec![], 0, 0),
+    ];
+    for (done, left, alice_count, bob_count) in steps {
+        store.journal_done(done).await.unwrap();
+        let pending: Vec<i64> = store
+            .journal_pending(alice, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(pending, left, "after {done}");
+        assert_eq!(
+            store.journal_pending_count(alice).await.unwrap(),
+            alice_count
+        );
+        assert_eq!(store.journal_pending_count(bob).await.unwrap(), bob_count);
+    }
+
+    assert!(matches!(
+        store.journal_done(9999).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // The account must exist.
+    assert!(store.journal_append(9999, "store", "").await.is_err());
+}
+
+async fn find_and_touch_account(b: Backend) {
+    let store = b.open().await;
+    assert_eq!(store.find_account(&key("alice")).await.unwrap(), None);
+    let alice = store.account(&key("alice")).await.unwrap();
+    // (key, expected)
+    let cases = [
+        (key("alice"), Some(alice)),
+        (key("bob"), None),
+        (
+            AccountKey {
+                new_user: "alice2".into(),
+                ..key("alice")
+            },
+            None,
+        ),
+        (
+            AccountKey {
+                old_host: "elsewhere".into(),
+                ..key("alice")
+            },
+            None,
+        ),
+    ];
+    for (k, expected) in cases {
+        assert_eq!(store.find_account(&k).await.unwrap(), expected, "{k:?}");
+    }
+    // find_account never creates.
+    assert_eq!(store.account_summaries().await.unwrap().len(), 1);
+
+    let last = |store: Arc<dyn Store>| async move {
+        store.account_summaries().await.unwrap()[0].last_activity
+    };
+    assert_eq!(last(store.clone()).await, None);
+    store.touch_account(alice).await.unwrap();
+    let touched = last(store.clone()).await.unwrap();
+    assert!((now() - touched).abs() < 60, "{touched}");
+    assert!(matches!(
+        store.touch_account(9999).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+async fn rename_pair_keeps_links_and_tombstones(b: Backend) {
+    let store = b.open().await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let pair = store.folder_pair(account, "Work", "Work").await.unwrap();
+    let other = store.folder_pair(account, "Sent", "Sent").await.unwrap();
+    store
+        .add_links(pair.id, &[link(1, 10, "\\Seen"), link(2, 20, "")])
+        .await
+        .unwrap();
+    store.tombstone(pair.id, &[2, 3]).await.unwrap();
+
+    // (old name, new name): renames in a row, including back and a no-op.
+    let renames = [
+        ("Projects", "INBOX.Projects"),
+        ("Projects", "INBOX.Projects"),
+        ("Archive/2024", "Archive.2024"),
+        ("Work", "Work"),
+    ];
+    for (old_name, new_name) in renames {
+        store
+            .rename_pair(pair.id, old_name, new_name)
+            .await
+            .unwrap();
+        // The engine finds the pair under its new OLD name.
+        let got = store
+            .folder_pair(account, old_name, new_name)
+            .await
+            .unwrap();
+        assert_eq!(got.id, pair.id, "{old_name}");
+        let pairs = store.folder_pairs(account).await.unwrap();
+        let renamed = pairs.iter().find(|p| p.id == pair.id).unwrap();
+        assert_eq!(
+            (renamed.old_name.as_str(), renamed.new_name.as_str()),
+            (old_name, new_name)
+        );
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(
+            store.links(pair.id).await.unwrap(),
+            vec![link(1, 10, "\\Seen")]
+        );
+        assert_eq!(store.tombstones(pair.id).await.unwrap(), vec![2, 3]);
+    }
+
+    // Renaming onto another pair's OLD name is refused and changes nothing.
+    assert!(store.rename_pair(pair.id, "Sent", "Sent").await.is_err());
+    let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap();
+    assert_eq!(sent.id, other.id);
+    assert!(matches!(
+        store.rename_pair(9999, "x", "y").await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+async fn delete_pair_removes_links_and_tombstones(b: Backend) {
+    let store = b.open().await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let gone = store
+        .folder_pair(account, "Trash", "Trash")
+        .await
+        .unwrap()
+        .id;
+    let kept = store
+        .folder_pair(account, "INBOX", "INBOX")
+        .await
+        .unwrap()
+        .id;
+    for p in [gone, kept] {
+        store
+            .add_links(p, &[link(1, 1, ""), link(2, 2, "")])
+            .await
+            .unwrap();
+        store.tombstone(p, &[2]).await.unwrap();
+    }
+
+    store.delete_pair(gone).await.unwrap();
+    let names: Vec<String> = store
+        .folder_pairs(account)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.old_name)
+        .collect();
+    assert_eq!(names, vec!["INBOX"]);
+    // (pair, links left, tombstones left), looked up by the deleted pair's id.
+    for (p, links, tombstones) in [(gone, 0, 0), (kept, 1, 1)] {
+        assert_eq!(store.links(p).await.unwrap().len(), links, "pair {p}");
+        assert_eq!(
+            store.tombstones(p).await.unwrap().len(),
+            tombstones,
+            "pair {p}"
+        );
+    }
+    // Idempotent; a pair of the same name starts afresh.
+    store.delete_pair(gone).await.unwrap();
+    store.delete_pair(9999).await.unwrap();
+    let again = store.folder_pair(account, "Trash", "Trash").await.unwrap();
+    assert_ne!(again.id, kept);
+    assert_eq!(again.phase, Phase::New);
+    assert!(store.links(again.id).await.unwrap().is_empty());
+    assert!(store.tombstones(again.id).await.unwrap().is_empty());
+}
+
+async fn summaries_count_progress(b: Backend) {
+    let store = b.open().await;
+    assert!(store.account_summaries().await.unwrap().is_empty());
+    let state = |messages| MailboxState {
+        uidvalidity: 1,
+        uidnext: messages + 1,
+        highestmodseq: 0,
+        messages,
+    };
+    // Created out of order: summaries sort by new_user, then old_user.
+    let zed = store
+        .account(&AccountKey {
+            old_user: "a-old".into(),
+            ..key("zed")
+        })
+        .await
+        .unwrap();
+    let bob = store.account(&key("bob")).await.unwrap();
+    let alice = store.account(&key("alice")).await.unwrap();
+    let alice_b = store
+        .account(&AccountKey {
+            old_user: "b-alice".into(),
+            ..key("alice")
+        })
+        .await
+        .unwrap();
+
+    // alice: INBOX synced (3 old, 4 new, 3 links, 1 tombstone), Sent partial (2 old,
+    // 1 new, 1 link), Drafts never reconciled; two journal entries, one done.
+    let inbox = store.folder_pair(alice, "INBOX", "INBOX").await.unwrap().id;
+    let sent = store
+        .folder_pair(alice, "Sent", "INBOX.Sent")
+        .await
+        .unwrap()
+        .id;
+    let drafts = store
+        .folder_pair(alice, "Drafts", "Drafts")
+        .await
+        .unwrap()
+        .id;
+    store
+        .add_links(inbox, &[link(1, 1, ""), link(2, 2, ""), link(3, 3, "")])
+        .await
+        .unwrap();
+    store.tombstone(inbox, &[4]).await.unwrap();
+    store
+        .save_pair_state(inbox, Some(state(3)), Some(state(4)), 5, Phase::Synced)
+        .await
+        .unwrap();
+    store.add_links(sent, &[link(7, 1, "")]).await.unwrap();
+    store
+        .save_pair_state(sent, Some(state(2)), Some(state(1)), 2, Phase::Partial)
+        .await
+        .unwrap();
+    store.journal_append(alice, "store", "x").await.unwrap();
+    let done = store.journal_append(alice, "store", "y").await.unwrap();
+    store.journal_done(done).await.unwrap();
+    store.journal_append(bob, "create", "z").await.unwrap();
+    store
+        .set_account_state(alice, AccountState::Partial, None)
+        .await
+        .unwrap();
+    store
+        .set_account_state(bob, AccountState::Failed, Some("LOGIN failed on OLD"))
+        .await
+        .unwrap();
+    store.touch_account(zed).await.unwrap();
+
+    let got = store.account_summaries().await.unwrap();
+    let row = |s: &AccountSummary| {
+        (
+            s.id,
+            s.key.old_user.clone(),
+            s.state,
+            s.reason.clone(),
+            s.last_activity.is_some(),
+            [
+                s.folders,
+                s.folders_synced,
+                s.messages_old,
+                s.messages_new,
+                s.linked,
+                s.tombstones,
+                s.pending_journal,
+            ],
+        )
+    };
+    let got: Vec<_> = got.iter().map(row).collect();
+    let expected = vec![
+        // (id, old_user, state, reason, active, [folders, synced, old, new, linked, tombstones, journal])
+        (
+            alice,
+            "alice".to_string(),
+            AccountState::Partial,
+            None,
+            false,
+            [3, 1, 5, 5, 4, 1, 1],
+        ),
+        (
+            alice_b,
+            "b-alice".to_string(),
+            AccountState::Pending,
+            None,
+            false,
+            [0; 7],
+        ),
+        (
+            bob,
+            "bob".to_string(),
+            AccountState::Failed,
+            Some("LOGIN failed on OLD".to_string()),
+            false,
+            [0, 0, 0, 0, 0, 0, 1],
+        ),
+        (
+            zed,
+            "a-old".to_string(),
+            AccountState::Pending,
+            None,
+            true,
+            [0; 7],
+        ),
+    ];
+    assert_eq!(got, expected);
+
+    let folders = store.folder_summaries(alice).await.unwrap();
+    let got: Vec<_> = folders
+        .iter()
+        .map(|f| {
+            (
+                f.pair.id,
+                f.pair.old_name.as_str(),
+                f.pair.phase,
+                f.linked,
+                f.tombstones,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (drafts, "Drafts", Phase::New, 0, 0),
+            (inbox, "INBOX", Phase::Synced, 3, 1),
+            (sent, "Sent", Phase::Partial, 1, 0),
+        ]
+    );
+    // The pair is the one folder_pairs returns.
+    assert_eq!(
+        folders.iter().map(|f| f.pair.clone()).collect::<Vec<_>>(),
+        store.folder_pairs(alice).await.unwrap()
+    );
+    assert!(store.folder_summaries(bob).await.unwrap().is_empty());
+    assert!(store.folder_summaries(9999).await.unwrap().is_empty());
+}
+
+async fn new_state_survives_reopen(b: Backend) {
+    // A missing store is not created by open_existing.
+    for _ in 0..2 {
+        assert!(matches!(
+            store::open_existing(&b.location()).await.map(|_| ()),
+            Err(StoreError::Missing(_))
+        ));
+    }
+
+    let store = b.open().await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let pair = store.folder_pair(account, "Work", "Work").await.unwrap().id;
+    let gone = store.folder_pair(account, "Old", "Old").await.unwrap().id;
+    store.add_links(pair, &[link(1, 1, "")]).await.unwrap();
+    store.add_links(gone, &[link(1, 1, "")]).await.unwrap();
+    store
+        .rename_pair(pair, "Projects", "Projects")
+        .await
+        .unwrap();
+    store.delete_pair(gone).await.unwrap();
+    let first = store.journal_append(account, "store", "a").await.unwrap();
+    let second = store.journal_append(account, "expunge", "b").await.unwrap();
+    store.journal_done(first).await.unwrap();
+    store.touch_account(account).await.unwrap();
+    store
+        .set_account_state(account, AccountState::Failed, Some("why"))
+        .await
+        .unwrap();
+    let summaries = store.account_summaries().await.unwrap();
+    let folders = store.folder_summaries(account).await.unwrap();
+    // No close: a crash leaves the WAL behind.
+    drop(store);
+
+    let store = store::open_existing(&b.location()).await.unwrap();
+    assert_eq!(
+        store.find_account(&key("alice")).await.unwrap(),
+        Some(account)
+    );
+    assert_eq!(store.account_summaries().await.unwrap(), summaries);
+    assert_eq!(store.folder_summaries(account).await.unwrap(), folders);
+    assert_eq!(summaries[0].reason.as_deref(), Some("why"));
+    assert!(summaries[0].last_activity.is_some());
+    assert_eq!((summaries[0].folders, summaries[0].linked), (1, 1));
+    assert_eq!(folders[0].pair.old_name, "Projects");
+    let pending = store.journal_pending(account, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].id, pending[0].kind.as_str()),
+        (second, "expunge")
+    );
+    // Ids keep growing after a restart.
+    assert!(store.journal_append(account, "x", "").await.unwrap() > second);
+    store.close().await;
+}
+
+async fn ten_thousand_links(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let links: Vec<Link> = (1..=10_000u32)
+        .map(|uid| Link {
+            old_uid: uid,
+            new_uid: uid + 100_000,
+            old_flags: if uid % 3 == 0 {
+                "\\Seen".into()
+            } else {
+                String::new()
+            },
+            new_flags: format!("\\Seen ${uid}"),
+            // The identity key is optional and round-trips when present.
+            ident: (uid % 2 == 0).then(|| format!("key{uid}")),
+        })
+        .collect();
+
+    let started = std::time::Instant::now();
+    store.add_links(pair, &links).await.unwrap();
+    eprintln!("add_links: 10000 links in {:?}", started.elapsed());
+
+    let started = std::time::Instant::now();
+    let read = store.links(pair).await.unwrap();
+    eprintln!("links: read 10000 links in {:?}", started.elapsed());
+    assert_eq!(read, links);
+
+    let updates: Vec<LinkFlags> = links
+        .iter()
+        .map(|l| LinkFlags {
+            old_uid: l.old_uid,
+            old_flags: "\\Deleted".into(),
+            new_flags: String::new(),
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    store.update_link_flags(pair, &updates).await.unwrap();
+    eprintln!("update_link_flags: 10000 links in {:?}", started.elapsed());
+    let read = store.links(pair).await.unwrap();
+    assert_eq!(read.len(), 10_000);
+    assert!(
+        read.iter()
+            .all(|l| l.old_flags == "\\Deleted" && l.new_flags.is_empty())
+    );
+
+    let uids: Vec<u32> = (1..=10_000u32).filter(|u| u % 2 == 0).collect();
+    let started = std::time::Instant::now();
+    store.tombstone(pair, &uids).await.unwrap();
+    eprintln!("tombstone: 5000 links in {:?}", started.elapsed());
+    assert_eq!(store.tombstones(pair).await.unwrap(), uids);
+    assert_eq!(store.links(pair).await.unwrap().len(), 5_000);
+
+    let started = std::time::Instant::now();
+    store
+        .remove_links(pair, &(1..=10_000u32).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    eprintln!("remove_links: 10000 uids in {:?}", started.elapsed());
+    assert!(store.links(pair).await.unwrap().is_empty());
+    store.close().await;
+}
+
+/// Stores opened at the same moment on an empty store (proxies starting together) all open: one
+/// of them migrates, the others wait for it (without the lock, their `CREATE TABLE`s collide),
+/// and all of them work on the same state.
+async fn migrations_run_once_when_stores_open_together(b: Backend) {
+    let location = b.location();
+    let opening: Vec<_> = (0..6)
+        .map(|_| {
+            let location = location.clone();
+            tokio::spawn(async move { store::open(&location).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opening {
+        stores.push(open.await.unwrap().unwrap());
+    }
+    let account = stores[0].account(&key("alice")).await.unwrap();
+    for s in &stores {
+        assert_eq!(s.find_account(&key("alice")).await.unwrap(), Some(account));
+    }
+    for s in stores {
+        s.close().await;
+    }
+}
