@@ -23,7 +23,7 @@ impl SqlStore {
         let mut tx = self.migration_tx().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_version (\
-         version BIGINT NOT NULL PRIMARY KEY, applied BIGINT NOT NULL)",
+             version BIGINT NOT NULL PRIMARY KEY, applied BIGINT NOT NULL)",
         )
         .execute(&mut *tx)
         .await?;
@@ -34,7 +34,7 @@ impl SqlStore {
         if current > known {
             return Err(StoreError::Corrupt(format!(
                 "schema version {current} is newer than this imapferry knows ({known}); \
-             use a newer imapferry"
+                 use a newer imapferry"
             )));
         }
         for (version, sql) in (1..).zip(MIGRATIONS.iter().copied()) {
