@@ -236,6 +236,31 @@ fn folders() -> Vec<Row> {
             },
         ),
         row(
+            "at the bound (2 of 20, 10 %): propagated",
+            read(3..=20, 1..=20),
+            known(&identity(20)),
+            Plan {
+                old_expunges: OldExpunges::Propagate(vec![(1, 1), (2, 2)]),
+                linked: set(3..=20),
+                adopt_from: 21,
+                ..Plan::default()
+            },
+        ),
+        row(
+            "just past the bound (2 of 19, 10.5 %): the folder stops",
+            read(3..=19, 1..=19),
+            known(&identity(19)),
+            Plan {
+                old_expunges: OldExpunges::Stop {
+                    expunged: 2,
+                    on_new: 19,
+                },
+                linked: set(3..=19),
+                adopt_from: 20,
+                ..Plan::default()
+            },
+        ),
+        row(
             "expunged on OLD beyond the bound (4 of 19): the folder stops after the tombstones",
             read((4..=22).filter(|u| *u != 10), (1..=20).filter(|u| *u != 9)),
             known(&identity(20)),
