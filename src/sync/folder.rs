@@ -1,22 +1,21 @@
-//! One folder pair, one pass (DESIGN.md §3): read both sides' UIDs and flag changes, turn links
-//! whose NEW copy vanished into tombstones, propagate OLD expunges (bounded), adopt copies already on
-//! NEW, copy the rest, merge flags three ways, and record both sides' state.
+//! One folder pair, one pass (DESIGN.md §3): read both sides' UIDs and flag changes and the pair's
+//! stored state, let [`plan`] decide, then carry the plan out (tombstones, bounded OLD expunges,
+//! flag STOREs, adoption, the copy, the deletions the user asked for) and record both sides' state.
 
 use std::collections::{BTreeSet, HashMap};
 
 use tracing::Instrument;
 
 use crate::imap::{Client, ImapError, MailboxInfo, Untagged, uidset};
-use crate::store::{FolderPair, Link, LinkFlags, MailboxState, Phase, Store};
+use crate::store::{FolderPair, MailboxState, Phase, Store};
 
 use super::adopt::adopt;
 use super::copy::copy_messages;
 use super::criteria::{self, MessageSelection};
 use super::deletions;
-use super::flags::{
-    FlagRewrite, FlagSet, FlagStores, PermanentFlags, filter_for_new, reconcile_target,
-};
+use super::flags::{FlagSet, PermanentFlags, Unstorable};
 use super::ledger::{Fate, Ledger};
+use super::plan::{FlagPlan, OldExpunges, Plan, PlanOptions, Scan, SideScan, Stored, plan};
 use super::{Event, Options, SyncError, Tally};
 
 #[derive(Clone)]
@@ -25,14 +24,6 @@ pub(crate) struct FolderJob {
     pub messages: u32,
     /// Earlier attempts that ended with a lost connection.
     pub attempts: u8,
-}
-
-/// One side's view of the folder for this pass: every UID, and the flags of the messages
-/// that changed since the recorded HIGHESTMODSEQ (all of them without CONDSTORE).
-struct Scan {
-    info: MailboxInfo,
-    uids: BTreeSet<u32>,
-    flags: HashMap<u32, FlagSet>,
 }
 
 /// Selects the mailbox and reads what the pass needs, in as few round trips as possible:
@@ -44,7 +35,7 @@ async fn scan(
     (readonly, create): (bool, bool),
     condstore: bool,
     known: Option<MailboxState>,
-) -> Result<Scan, ImapError> {
+) -> Result<SideScan, ImapError> {
     let info = match client.select_with(name, readonly, condstore).await {
         // imapsync's remedy for servers that list a mailbox they cannot open yet (Gmail; Dovecot
         // racing to auto-create special-use folders): CREATE it, then SELECT again.
@@ -54,10 +45,20 @@ async fn scan(
         }
         other => other?,
     };
+    let permanent_flags = info
+        .permanentflags
+        .as_ref()
+        .map(|p| PermanentFlags::parse(&p.join(" ")))
+        .unwrap_or_default();
     let mut flags = HashMap::new();
     let mut uids = BTreeSet::new();
     if info.exists == 0 {
-        return Ok(Scan { info, uids, flags });
+        return Ok(SideScan {
+            state: state(&info),
+            uids,
+            flags,
+            permanent_flags,
+        });
     }
     let since = match known {
         Some(k)
@@ -105,7 +106,12 @@ async fn scan(
             uids.extend(flags.keys().copied());
         }
     }
-    Ok(Scan { info, uids, flags })
+    Ok(SideScan {
+        state: state(&info),
+        uids,
+        flags,
+        permanent_flags,
+    })
 }
 
 fn state(info: &MailboxInfo) -> MailboxState {
@@ -117,6 +123,8 @@ fn state(info: &MailboxInfo) -> MailboxState {
     }
 }
 
+/// One pass over a folder pair: read both sides and the store, [`plan`], carry the plan out,
+/// record.
 pub(crate) async fn sync_folder(
     store: &dyn Store,
     old: &mut Client,
@@ -127,7 +135,7 @@ pub(crate) async fn sync_folder(
 ) -> Result<(), SyncError> {
     let span = tracing::info_span!("folder", old = %job.pair.old_name, new = %job.pair.new_name);
     async move {
-        let mut pair = job.pair.clone();
+        let pair = &job.pair;
         tally.event(Event::FolderStart {
             old: pair.old_name.clone(),
             new: pair.new_name.clone(),
@@ -164,265 +172,231 @@ pub(crate) async fn sync_folder(
             }
             other => other?,
         };
-
-        // UIDVALIDITY changed on either side: the stored links mean nothing any more. Forget them and
-        // re-identify by identity key (adoption) instead of copying the folder again.
-        let reset = matches!(pair.old, Some(s) if s.uidvalidity != o.info.uidvalidity)
-            || matches!(pair.new, Some(s) if s.uidvalidity != n.info.uidvalidity);
-        if reset && !opts.dry {
-            tally.warn(format!(
-                "UIDVALIDITY changed for {} / {}: re-identifying messages",
-                pair.old_name, pair.new_name
-            ));
-            store.reset_pair(pair.id).await?;
-            pair.adopt_from = 1;
+        let scan = Scan {
+            old: o,
+            new: n,
+            new_settled: tally.observer.new_settled(&pair.new_name),
+        };
+        let stored = Stored {
+            old: pair.old,
+            new: pair.new,
+            adopt_from: pair.adopt_from,
+            links: store.links(pair.id).await?,
+            tombstones: store.tombstones(pair.id).await?.into_iter().collect(),
+        };
+        let plan = plan(&scan, &stored, &PlanOptions::new(opts)?);
+        if !plan.held.is_empty() {
+            tracing::debug!(
+                count = plan.held.len(),
+                "linked messages missing from NEW while the user's writes there are not on OLD yet: left linked"
+            );
         }
-        let mut links: Vec<Link> = if reset {
-            Vec::new()
-        } else {
-            store.links(pair.id).await?
-        };
-        let mut tombstones: BTreeSet<u32> = if reset {
-            BTreeSet::new()
-        } else {
-            store.tombstones(pair.id).await?.into_iter().collect()
-        };
-        tally.stats(|s| s.messages_on_old += o.uids.len() as u64);
+        execute(store, old, new, pair, &scan, &plan, opts, tally).await
+    }
+    .instrument(span)
+    .await
+}
 
-        // Links whose NEW copy is gone become tombstones: the user deleted it, it never comes back
-        // (once the caller says the user's writes there are settled; until then they stay linked).
-        let gone_new: Vec<u32> = links
-            .iter()
-            .filter(|l| !n.uids.contains(&l.new_uid) && o.uids.contains(&l.old_uid))
-            .map(|l| l.old_uid)
-            .collect();
-        let (gone_new, held) = if tally.observer.new_settled(&pair.new_name) {
-            (gone_new, Vec::new())
-        } else {
-            if !gone_new.is_empty() {
-                tracing::debug!(
-                    count = gone_new.len(),
-                    "linked messages missing from NEW while the user's writes there are not on OLD yet: left linked"
-                );
-            }
-            (Vec::new(), gone_new)
-        };
-        // Links whose OLD message is gone (and both gone): their NEW copy goes too, within the bound.
-        let gone_old: Vec<Link> = links
-            .iter()
-            .filter(|l| !o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid))
-            .cloned()
-            .collect();
-        let gone_both: Vec<u32> = links
-            .iter()
-            .filter(|l| !o.uids.contains(&l.old_uid) && !n.uids.contains(&l.new_uid))
-            .map(|l| l.old_uid)
-            .collect();
-        if !gone_new.is_empty() && !opts.dry {
-            store.tombstone(pair.id, &gone_new).await?;
-            tally.stats(|s| s.messages_tombstoned += gone_new.len() as u64);
-            tally.event(Event::Tombstoned {
-                new_folder: pair.new_name.clone(),
-                count: gone_new.len(),
-            });
-        }
-        tombstones.extend(&gone_new);
-        let mut ledger = Ledger::new(o.uids.iter().copied());
-        ledger.mark(tombstones.iter().copied(), Fate::Tombstoned);
-        let limit = (opts.max_delete_share * n.uids.len() as f64).floor() as usize;
-        if gone_old.len() > limit {
+/// Carries out `plan` in its order (in a dry run: reports it, writing nothing), then records
+/// both sides' state and the messages in error. A folder the deletion bound stops ends after
+/// the tombstones.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    store: &dyn Store,
+    old: &mut Client,
+    new: &mut Client,
+    pair: &FolderPair,
+    scan: &Scan,
+    plan: &Plan,
+    opts: &Options,
+    tally: &Tally<'_>,
+) -> Result<(), SyncError> {
+    let (o, n) = (&scan.old, &scan.new);
+    let new_condstore = pair.new.is_some();
+    if plan.reset && !opts.dry {
+        tally.warn(format!(
+            "UIDVALIDITY changed for {} / {}: re-identifying messages",
+            pair.old_name, pair.new_name
+        ));
+        store.reset_pair(pair.id).await?;
+    }
+    tally.stats(|s| s.messages_on_old += o.uids.len() as u64);
+
+    if !plan.tombstone.is_empty() && !opts.dry {
+        store.tombstone(pair.id, &plan.tombstone).await?;
+        tally.stats(|s| s.messages_tombstoned += plan.tombstone.len() as u64);
+        tally.event(Event::Tombstoned {
+            new_folder: pair.new_name.clone(),
+            count: plan.tombstone.len(),
+        });
+    }
+    let mut ledger = Ledger::new(o.uids.iter().copied());
+    ledger.mark(plan.tombstoned.iter().copied(), Fate::Tombstoned);
+    let expunged = match &plan.old_expunges {
+        OldExpunges::Propagate(gone) => gone,
+        OldExpunges::Stop { expunged, on_new } => {
             let why = format!(
-                "Folder {}: {} linked messages were expunged on host1, which would delete {:.0} % of host2 folder {} (limit {:.0} %): stopping this folder. Check host1, or raise the limit.",
+                "Folder {}: {expunged} linked messages were expunged on host1, which would delete {:.0} % of host2 folder {} (limit {:.0} %): stopping this folder. Check host1, or raise the limit.",
                 pair.old_name,
-                gone_old.len(),
-                100.0 * gone_old.len() as f64 / n.uids.len().max(1) as f64,
+                100.0 * *expunged as f64 / (*on_new).max(1) as f64,
                 pair.new_name,
                 100.0 * opts.max_delete_share
             );
             tally.error(why.clone());
             if !opts.dry {
                 store
-                    .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
+                    .save_pair_state(pair.id, pair.old, pair.new, plan.adopt_from, Phase::Partial)
                     .await?;
                 // Linked messages are as they were; the rest waits for the folder to go on.
-                ledger.mark(links.iter().map(|l| l.old_uid), Fate::Linked);
+                ledger.mark(plan.linked.iter().copied(), Fate::Linked);
                 ledger.close(&why);
                 store.set_message_errors(pair.id, &ledger.errors()).await?;
             }
             return Ok(());
         }
-        if !gone_old.is_empty() && !opts.dry {
-            let new_uids: Vec<u32> = gone_old.iter().map(|l| l.new_uid).collect();
-            let old_uids: Vec<u32> = gone_old.iter().map(|l| l.old_uid).collect();
-            new.writable(&pair.new_name, new_condstore).await?;
-            new.uid_expunge(&new_uids).await?;
-            store.remove_links(pair.id, &old_uids).await?;
-            tally.stats(|s| s.messages_deleted_on_new += new_uids.len() as u64);
-            tally.event(Event::Expunged {
-                new_folder: pair.new_name.clone(),
-                count: new_uids.len(),
-            });
-        }
-        if !gone_both.is_empty() && !opts.dry {
-            store.remove_links(pair.id, &gone_both).await?;
-        }
-        let stale: Vec<u32> = tombstones
-            .iter()
-            .copied()
-            .filter(|u| !o.uids.contains(u))
-            .collect();
-        if !stale.is_empty() && !opts.dry {
-            store.remove_tombstones(pair.id, &stale).await?;
-        }
-        links.retain(|l| o.uids.contains(&l.old_uid) && n.uids.contains(&l.new_uid));
-        ledger.mark(links.iter().map(|l| l.old_uid), Fate::Linked);
-        ledger.mark(held.iter().copied(), Fate::Linked);
+    };
+    if !expunged.is_empty() && !opts.dry {
+        let (old_uids, new_uids): (Vec<u32>, Vec<u32>) = expunged.iter().copied().unzip();
+        new.writable(&pair.new_name, new_condstore).await?;
+        new.uid_expunge(&new_uids).await?;
+        store.remove_links(pair.id, &old_uids).await?;
+        tally.stats(|s| s.messages_deleted_on_new += new_uids.len() as u64);
+        tally.event(Event::Expunged {
+            new_folder: pair.new_name.clone(),
+            count: new_uids.len(),
+        });
+    }
+    if !plan.forget_links.is_empty() && !opts.dry {
+        store.remove_links(pair.id, &plan.forget_links).await?;
+    }
+    if !plan.forget_tombstones.is_empty() && !opts.dry {
+        store
+            .remove_tombstones(pair.id, &plan.forget_tombstones)
+            .await?;
+    }
+    ledger.mark(plan.linked.iter().copied(), Fate::Linked);
 
-        let perm = n
-            .info
-            .permanentflags
-            .as_ref()
-            .map(|p| PermanentFlags::parse(&p.join(" ")))
-            .unwrap_or_default();
-        reconcile_flags(
-            store, new, &pair, &links, &o.flags, &n.flags, &perm, opts, tally,
-        )
-        .await?;
+    apply_flags(store, new, pair, &plan.flags, opts, tally).await?;
 
-        // What is left to copy: OLD messages with neither a link nor a tombstone.
-        let linked_old: BTreeSet<u32> = links
-            .iter()
-            .map(|l| l.old_uid)
-            .chain(held.iter().copied())
-            .collect();
-        let linked_new: BTreeSet<u32> = links.iter().map(|l| l.new_uid).collect();
-        let mut to_copy: Vec<u32> = o
-            .uids
-            .iter()
-            .copied()
-            .filter(|u| !linked_old.contains(u) && !tombstones.contains(u))
-            .collect();
-        if !to_copy.is_empty() && !opts.messages.is_all() {
-            let selected = select_messages(old, &pair, &to_copy, &opts.messages, tally).await?;
-            ledger.mark(to_copy.iter().copied().filter(|u| !selected.contains(u)), Fate::Skipped);
-            to_copy.retain(|u| selected.contains(u));
-        }
-        if !to_copy.is_empty() && !opts.sync_duplicates {
-            // --nosyncduplicates: only the lowest UID of each identity key is copied.
-            let all: Vec<u32> = o.uids.iter().copied().collect();
-            let wanted: BTreeSet<u32> = to_copy.iter().copied().collect();
-            let dups = deletions::old_duplicates(old, &all, &wanted, opts).await?;
-            to_copy.retain(|u| !dups.contains(u));
-            ledger.mark(dups.iter().copied(), Fate::Skipped);
-            tally.stats(|s| s.duplicates_on_old += dups.len() as u64);
-        }
-        if !to_copy.is_empty() && !opts.dry {
-            store
-                .save_pair_state(pair.id, pair.old, pair.new, pair.adopt_from, Phase::Partial)
-                .await?;
-            // NEW messages nobody linked, at or above the adoption watermark: copies made by another
-            // tool, or by a pass that was killed before it recorded its links.
-            let candidates: Vec<u32> = n
-                .uids
-                .iter()
-                .copied()
-                .filter(|u| *u >= pair.adopt_from && !linked_new.contains(u))
-                .collect();
-            if !candidates.is_empty() {
-                let adopted = adopt(old, new, &to_copy, &candidates, &opts.identity, opts.add_header).await?;
-                if !adopted.is_empty() {
-                    store.add_links(pair.id, &adopted).await?;
-                    ledger.mark(adopted.iter().map(|l| l.old_uid), Fate::Linked);
-                    let done: BTreeSet<u32> = adopted.iter().map(|l| l.old_uid).collect();
-                    to_copy.retain(|u| !done.contains(u));
-                    tally.stats(|s| s.messages_adopted += adopted.len() as u64);
-                    tally.event(Event::Adopted {
-                        new_folder: pair.new_name.clone(),
-                        count: adopted.len(),
-                    });
-                }
-            }
-            // Dovecot appends faster to a mailbox nobody has selected (no view to keep in sync).
-            new.unselect().await?;
-            let copied = copy_messages(
-                store,
+    let mut to_copy = plan.copy.clone();
+    if !to_copy.is_empty() && !opts.messages.is_all() {
+        let selected = select_messages(old, pair, &to_copy, &opts.messages, tally).await?;
+        ledger.mark(
+            to_copy.iter().copied().filter(|u| !selected.contains(u)),
+            Fate::Skipped,
+        );
+        to_copy.retain(|u| selected.contains(u));
+    }
+    if !to_copy.is_empty() && !opts.sync_duplicates {
+        // --nosyncduplicates: only the lowest UID of each identity key is copied.
+        let all: Vec<u32> = o.uids.iter().copied().collect();
+        let wanted: BTreeSet<u32> = to_copy.iter().copied().collect();
+        let dups = deletions::old_duplicates(old, &all, &wanted, opts).await?;
+        to_copy.retain(|u| !dups.contains(u));
+        ledger.mark(dups.iter().copied(), Fate::Skipped);
+        tally.stats(|s| s.duplicates_on_old += dups.len() as u64);
+    }
+    if !to_copy.is_empty() && !opts.dry {
+        store
+            .save_pair_state(pair.id, pair.old, pair.new, plan.adopt_from, Phase::Partial)
+            .await?;
+        if !plan.adopt_candidates.is_empty() {
+            let adopted = adopt(
                 old,
                 new,
-                &pair,
                 &to_copy,
-                n.info.uidnext,
-                &perm,
-                opts,
-                tally,
+                &plan.adopt_candidates,
+                &opts.identity,
+                opts.add_header,
             )
             .await?;
-            ledger.mark(copied.linked.iter().copied(), Fate::Linked);
-            for (uid, reason) in copied.failed {
-                ledger.error(uid, reason);
+            if !adopted.is_empty() {
+                store.add_links(pair.id, &adopted).await?;
+                ledger.mark(adopted.iter().map(|l| l.old_uid), Fate::Linked);
+                let done: BTreeSet<u32> = adopted.iter().map(|l| l.old_uid).collect();
+                to_copy.retain(|u| !done.contains(u));
+                tally.stats(|s| s.messages_adopted += adopted.len() as u64);
+                tally.event(Event::Adopted {
+                    new_folder: pair.new_name.clone(),
+                    count: adopted.len(),
+                });
             }
-            settle_missing(old, &pair, copied.missing, &mut ledger, tally).await?;
-            tally.stats(|s| {
-                s.messages_missing_on_new += (to_copy.len() - copied.linked.len()) as u64
-            });
-        } else if opts.dry {
-            tally.stats(|s| {
-                s.messages_would_transfer += to_copy.len() as u64;
-                s.messages_missing_on_new += to_copy.len() as u64;
-            });
         }
-
-        let deleted_on_new = deletions_asked(store, old, new, &pair, &o.uids, opts, tally).await?;
-        if !opts.dry {
-            // The conservation law: nothing the pass scanned may be unaccounted for.
-            let lost = ledger.close(
-                "not linked, tombstoned, skipped or reported by the pass (conservation check)",
-            );
-            for uid in &lost {
-                tally.error(format!(
-                    "- msg {}/{uid} was not copied to host2 folder {} and the pass did not say why (conservation check)",
-                    pair.old_name, pair.new_name
-                ));
-            }
-            let errors = ledger.errors();
-            tally.stats(|s| s.messages_in_error += errors.len() as u64);
-            store.set_message_errors(pair.id, &errors).await?;
-            let wrote_new = !to_copy.is_empty() || !gone_old.is_empty() || deleted_on_new;
-            let new_state = if wrote_new {
-                let st = new.status(&pair.new_name).await?;
-                MailboxState {
-                    uidvalidity: st.uidvalidity,
-                    uidnext: st.uidnext,
-                    highestmodseq: st.highestmodseq,
-                    messages: st.messages,
-                }
-            } else {
-                state(&n.info)
-            };
-            // A folder with a message in error is not done: the next pass looks at it again.
-            let phase = if errors.is_empty() {
-                Phase::Synced
-            } else {
-                Phase::Partial
-            };
-            store
-                .save_pair_state(
-                    pair.id,
-                    Some(state(&o.info)),
-                    Some(new_state),
-                    n.info.uidnext,
-                    phase,
-                )
-                .await?;
+        // Dovecot appends faster to a mailbox nobody has selected (no view to keep in sync).
+        new.unselect().await?;
+        let copied = copy_messages(
+            store,
+            old,
+            new,
+            pair,
+            &to_copy,
+            n.state.uidnext,
+            &n.permanent_flags,
+            opts,
+            tally,
+        )
+        .await?;
+        ledger.mark(copied.linked.iter().copied(), Fate::Linked);
+        for (uid, reason) in copied.failed {
+            ledger.error(uid, reason);
         }
-        tally.stats(|s| s.folders_synced += 1);
-        tally.event(Event::FolderDone {
-            old: pair.old_name.clone(),
-            new: pair.new_name.clone(),
+        settle_missing(old, pair, copied.missing, &mut ledger, tally).await?;
+        tally.stats(|s| s.messages_missing_on_new += (to_copy.len() - copied.linked.len()) as u64);
+    } else if opts.dry {
+        tally.stats(|s| {
+            s.messages_would_transfer += to_copy.len() as u64;
+            s.messages_missing_on_new += to_copy.len() as u64;
         });
-        Ok(())
     }
-    .instrument(span)
-    .await
+
+    let deleted_on_new = deletions_asked(store, old, new, pair, &o.uids, opts, tally).await?;
+    if !opts.dry {
+        // The conservation law: nothing the pass scanned may be unaccounted for.
+        let lost = ledger
+            .close("not linked, tombstoned, skipped or reported by the pass (conservation check)");
+        for uid in &lost {
+            tally.error(format!(
+                "- msg {}/{uid} was not copied to host2 folder {} and the pass did not say why (conservation check)",
+                pair.old_name, pair.new_name
+            ));
+        }
+        let errors = ledger.errors();
+        tally.stats(|s| s.messages_in_error += errors.len() as u64);
+        store.set_message_errors(pair.id, &errors).await?;
+        let wrote_new = !to_copy.is_empty() || !expunged.is_empty() || deleted_on_new;
+        let new_state = if wrote_new {
+            let st = new.status(&pair.new_name).await?;
+            MailboxState {
+                uidvalidity: st.uidvalidity,
+                uidnext: st.uidnext,
+                highestmodseq: st.highestmodseq,
+                messages: st.messages,
+            }
+        } else {
+            n.state
+        };
+        // A folder with a message in error is not done: the next pass looks at it again.
+        let phase = if errors.is_empty() {
+            Phase::Synced
+        } else {
+            Phase::Partial
+        };
+        store
+            .save_pair_state(
+                pair.id,
+                Some(o.state),
+                Some(new_state),
+                n.state.uidnext,
+                phase,
+            )
+            .await?;
+    }
+    tally.stats(|s| s.folders_synced += 1);
+    tally.event(Event::FolderDone {
+        old: pair.old_name.clone(),
+        new: pair.new_name.clone(),
+    });
+    Ok(())
 }
 
 /// The deletions the user asked for, after the copy: `--delete2duplicates`, `--delete2` (NEW
@@ -581,57 +555,18 @@ async fn settle_missing(
     Ok(())
 }
 
-/// Three-way flag merge for linked messages that changed on either side (DESIGN.md §1.2): a flag
-/// changed on one side follows that side, a true conflict goes to NEW, `\Recent` never travels,
-/// keywords NEW cannot store are dropped with a warning. Only NEW is written; the base of each side
-/// is updated to what it holds afterwards.
-#[allow(clippy::too_many_arguments)]
-async fn reconcile_flags(
+/// Carries out the flag merge's outcome (see [`plan`]): warns about flags NEW cannot store,
+/// STOREs on NEW, records the new bases.
+async fn apply_flags(
     store: &dyn Store,
     new: &mut Client,
     pair: &FolderPair,
-    links: &[Link],
-    old_flags: &HashMap<u32, FlagSet>,
-    new_flags: &HashMap<u32, FlagSet>,
-    perm: &PermanentFlags,
+    flags: &FlagPlan,
     opts: &Options,
     tally: &Tally<'_>,
 ) -> Result<(), SyncError> {
-    let rewrite = FlagRewrite::new(opts.filter_buggy_flags, &opts.regexflag)
-        .map_err(|e| SyncError::Options(format!("--regexflag: {e}")))?;
-    // --resyncflags compares every linked pair, not only those changed since the last pass: a side
-    // without a scanned change still has its base flags (what the last reconcile left there).
-    let host1_wins = opts.resync_flags_host1_wins;
-    let mut stores = FlagStores::default();
-    let mut updates = Vec::new();
-    let mut dropped = BTreeSet::new();
-    for link in links {
-        let (o, n) = (old_flags.get(&link.old_uid), new_flags.get(&link.new_uid));
-        if o.is_none() && n.is_none() && !host1_wins {
-            continue;
-        }
-        let base_old = FlagSet::parse(&link.old_flags);
-        let base_new = FlagSet::parse(&link.new_flags);
-        let o = o.cloned().unwrap_or_else(|| base_old.clone());
-        let n = n.cloned().unwrap_or_else(|| base_new.clone());
-        let unchanged = o == base_old && n == base_new;
-        if unchanged && !host1_wins {
-            continue;
-        }
-        let wanted = reconcile_target(&base_old, &base_new, &o, &n, &rewrite, host1_wins);
-        let (target, lost) = filter_for_new(&wanted, perm);
-        if unchanged && target == n {
-            continue;
-        }
-        tally.stats(|s| s.flags_dropped += lost.len() as u64);
-        dropped.extend(lost);
-        stores.push(link.new_uid, &n, &target);
-        updates.push(LinkFlags {
-            old_uid: link.old_uid,
-            old_flags: o.to_canonical(),
-            new_flags: target.to_canonical(),
-        });
-    }
+    tally.stats(|s| s.flags_dropped += flags.dropped.len() as u64);
+    let dropped: BTreeSet<&(String, Unstorable)> = flags.dropped.iter().collect();
     for (flag, why) in dropped {
         tally.warn(format!(
             "Host2 folder {} cannot store flag {flag} ({why}): dropped",
@@ -641,13 +576,13 @@ async fn reconcile_flags(
     if opts.dry {
         return Ok(());
     }
-    let changed = stores.messages();
+    let changed = flags.messages();
     if changed > 0 {
         new.writable(&pair.new_name, pair.new.is_some()).await?;
-        new.store_flags(stores.groups()).await?;
+        new.store_flags(flags.store_on_new.iter().cloned()).await?;
     }
-    if !updates.is_empty() {
-        store.update_link_flags(pair.id, &updates).await?;
+    if !flags.bases.is_empty() {
+        store.update_link_flags(pair.id, &flags.bases).await?;
     }
     if changed > 0 {
         tally.stats(|s| s.flags_updated += changed as u64);

@@ -12,6 +12,7 @@ mod deletions;
 pub mod flags;
 mod folder;
 mod ledger;
+mod plan;
 mod rate;
 
 pub mod identity;
