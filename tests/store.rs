@@ -76,6 +76,7 @@ both!(
     new_state_survives_reopen,
     ten_thousand_links,
     migrations_run_once_when_stores_open_together,
+    a_lease_has_one_holder_until_it_expires,
 );
 
 fn key(user: &str) -> AccountKey {
@@ -1069,4 +1070,89 @@ async fn migrations_run_once_when_stores_open_together(b: Backend) {
     for s in stores {
         s.close().await;
     }
+}
+
+/// A lease is taken by one holder; another gets it only once it is released or has expired; the
+/// holder renews it. Concurrent takers of a free lease: exactly one wins.
+async fn a_lease_has_one_holder_until_it_expires(b: Backend) {
+    let store = b.open().await;
+    let (t, ttl) = (1_000_000, 15_000);
+    assert!(
+        store
+            .take_lease("folder:1:INBOX", "a", t, t + ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_lease("folder:1:INBOX", "b", t + 1, t + 1 + ttl)
+            .await
+            .unwrap()
+    );
+    // Other names are independent.
+    assert!(
+        store
+            .take_lease("folder:1:Sent", "b", t, t + ttl)
+            .await
+            .unwrap()
+    );
+    // The holder renews; the renewal moves the expiry.
+    assert!(
+        store
+            .take_lease("folder:1:INBOX", "a", t + 10_000, t + 10_000 + ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_lease("folder:1:INBOX", "b", t + ttl + 1, t + 2 * ttl)
+            .await
+            .unwrap()
+    );
+    // Expired (its holder stopped renewing): another takes it over.
+    let later = t + 10_000 + ttl + 1;
+    assert!(
+        store
+            .take_lease("folder:1:INBOX", "b", later, later + ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_lease("folder:1:INBOX", "a", later, later + ttl)
+            .await
+            .unwrap()
+    );
+    // A release by a former holder changes nothing; the holder's own frees it.
+    store.release_lease("folder:1:INBOX", "a").await.unwrap();
+    assert!(
+        !store
+            .take_lease("folder:1:INBOX", "c", later, later + ttl)
+            .await
+            .unwrap()
+    );
+    store.release_lease("folder:1:INBOX", "b").await.unwrap();
+    assert!(
+        store
+            .take_lease("folder:1:INBOX", "c", later, later + ttl)
+            .await
+            .unwrap()
+    );
+
+    let racing: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .take_lease("sweep:7", &format!("node{i}"), t, t + ttl)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for r in racing {
+        winners += usize::from(r.await.unwrap());
+    }
+    assert_eq!(winners, 1);
 }

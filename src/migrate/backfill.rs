@@ -15,7 +15,9 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::account::{Account, ErrorKind};
 use super::backoff::Backoff;
+use super::lease::Lease;
 use crate::lock::{Poisoned, recover};
+use crate::store::StoreError;
 use crate::sync::{self, Event, Observer, Options, SyncError};
 
 /// A folder checked this recently is not checked again for a SELECT.
@@ -28,6 +30,18 @@ const CHANGE_WAIT: Duration = Duration::from_secs(10);
 /// Longest a backfill waits for the reconcile the account needs first (see
 /// [`Account::unsure`]); a SELECT waits for the backfill within its budget as usual.
 pub(super) const RECONCILE_WAIT: Duration = Duration::from_secs(30);
+
+/// Longest a backfill waits for another process of the fleet that works on the folder.
+const FLEET_WAIT: Duration = Duration::from_secs(600);
+/// Longest the mirror waits for it before leaving the entry for the next drain.
+pub(super) const MIRROR_WAIT: Duration = Duration::from_secs(60);
+
+/// Held while working on a folder pair: this process's lock of the folder, then, in a fleet, the
+/// folder's lease, so that no other proxy works on it meanwhile.
+pub(crate) struct Owner<'f> {
+    _local: MutexGuard<'f, ()>,
+    _lease: Lease,
+}
 
 /// One NEW folder's coordination state.
 pub(crate) struct Folder {
@@ -131,6 +145,8 @@ impl Folder {
 struct UserWrites<'a> {
     acct: &'a Account,
     folder: &'a Folder,
+    /// In a fleet: entries other proxies journaled waited for OLD when the pass began.
+    elsewhere: bool,
 }
 
 impl Observer for UserWrites<'_> {
@@ -138,6 +154,7 @@ impl Observer for UserWrites<'_> {
 
     fn new_settled(&self, _: &str) -> bool {
         self.folder.settled()
+            && !self.elsewhere
             && self.acct.pending.load(Ordering::SeqCst) == 0
             && !self.acct.unsure()
     }
@@ -171,6 +188,25 @@ impl Drop for Watch {
 }
 
 impl Account {
+    /// Waits for `folder` (`name`, a NEW name): its lock in this process, then its lease, up to
+    /// `wait` while another process holds it ([`StoreError::Busy`] after that).
+    pub(crate) async fn own<'f>(
+        &self,
+        folder: &'f Folder,
+        name: &str,
+        wait: Duration,
+    ) -> Result<Owner<'f>, StoreError> {
+        let local = folder.lock.lock().await;
+        let lease_name = format!("folder:{}:{name}", self.id);
+        match Lease::take_within(&self.store, lease_name.clone(), wait).await? {
+            Some(lease) => Ok(Owner {
+                _local: local,
+                _lease: lease,
+            }),
+            None => Err(StoreError::Busy(lease_name)),
+        }
+    }
+
     pub(crate) fn folder(&self, name: &str) -> Arc<Folder> {
         Arc::clone(self.folders.entry(name.to_string()).or_default().value())
     }
@@ -292,7 +328,17 @@ impl Account {
             )),
             Ok(false) if self.is_retired().await => Ok(()),
             Ok(false) => {
-                let _owner = f.lock.lock().await;
+                // In a fleet another proxy may be filling this folder: its copies are seen by
+                // this pass once it is done, never made twice.
+                let _owner = match self.own(&f, &new_name, FLEET_WAIT).await {
+                    Ok(owner) => owner,
+                    Err(e) => {
+                        warn!(folder = %new_name, "not backfilled now: {e}");
+                        *f.running() = None;
+                        let _ = done.send(true);
+                        return;
+                    }
+                };
                 copying.store(true, Ordering::SeqCst);
                 let opts = if sweep { &self.sweep_opts } else { &self.opts };
                 let r = self.sync_folder(&f, &old_name, &new_name, opts).await;
@@ -342,6 +388,8 @@ impl Account {
         let span = tracing::info_span!("backfill", folder = %new_name);
         async {
             let pair = self.store.folder_pair(self.id, old_name, new_name).await?;
+            let elsewhere =
+                self.store.shared() && self.store.journal_pending_count(self.id).await? > 0;
             let (mut conn, _permit) = self.pool.get().await?;
             let report = sync::sync_pair(
                 &*self.store,
@@ -349,7 +397,11 @@ impl Account {
                 &mut conn.new,
                 &pair,
                 opts,
-                &UserWrites { acct: self, folder },
+                &UserWrites {
+                    acct: self,
+                    folder,
+                    elsewhere,
+                },
             )
             .await?;
             self.pool.put(conn);

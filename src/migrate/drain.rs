@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
+use super::lease::Lease;
 use super::account::Account;
 use super::journal::{Entry, Write};
 use super::mirror::{self, MirrorError};
@@ -216,6 +217,20 @@ impl Account {
             return;
         }
         let _one = self.mirror_lock.lock().await;
+        // In a fleet one proxy drains an account's journal at a time, entries of every proxy.
+        let _drainer = match Lease::try_take(&self.store, format!("journal:{}", self.id)).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                // This proxy's worker keeps coming back while entries wait: it takes over if
+                // the drainer dies (its lease expires).
+                match self.store.journal_pending_count(self.id).await {
+                    Ok(n) => self.pending.store(n, Ordering::SeqCst),
+                    Err(e) => warn!("{e}"),
+                }
+                return;
+            }
+            Err(e) => return warn!("{e}"),
+        };
         loop {
             let entries = match self.store.journal_pending(self.id, 64).await {
                 Ok(e) if e.is_empty() => {

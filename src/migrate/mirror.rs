@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::account::Account;
+use super::backfill::MIRROR_WAIT;
 use super::journal::{Entry, FlagOp, Write, folder_after, follow};
 use super::names::renamed;
 use super::pool::Conn;
@@ -132,13 +133,13 @@ pub(crate) async fn apply(
             op,
         } => {
             let f = acct.folder(&folder);
-            let _owner = f.lock.lock().await;
+            let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
             let op = op.or(replace.then_some(FlagOp::Replace));
             mirror_flags(&ctx, conn, &folder, uids, op, &flags).await
         }
         Write::Expunge { folder } => {
             let f = acct.folder(&folder);
-            let _owner = f.lock.lock().await;
+            let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
             mirror_expunge(&ctx, conn, &folder).await
         }
         Write::Copy {
@@ -148,18 +149,19 @@ pub(crate) async fn apply(
             moved,
         } => {
             // Locks in name order, so two mirrors never wait on each other.
-            let (a, b) = (acct.folder((&from).min(&to)), acct.folder((&from).max(&to)));
-            let _first = a.lock.lock().await;
+            let (first, second) = ((&from).min(&to), (&from).max(&to));
+            let (a, b) = (acct.folder(first), acct.folder(second));
+            let _first = acct.own(&a, first, MIRROR_WAIT).await?;
             let _second = if from == to {
                 None
             } else {
-                Some(b.lock.lock().await)
+                Some(acct.own(&b, second, MIRROR_WAIT).await?)
             };
             mirror_copy(&ctx, conn, &from, &to, &uids, moved).await
         }
         Write::Append { folder, uids } => {
             let f = acct.folder(&folder);
-            let _owner = f.lock.lock().await;
+            let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
             mirror_append(&ctx, conn, &folder, &uids).await
         }
         Write::Create { folder } => {
@@ -172,7 +174,7 @@ pub(crate) async fn apply(
         }
         Write::Delete { folder } => {
             let f = acct.folder(&folder);
-            let _owner = f.lock.lock().await;
+            let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
             let Some(old) = ctx.old_name(&folder)? else {
                 return Ok(()); // never on OLD
             };

@@ -12,6 +12,7 @@ mod credentials;
 mod drain;
 mod intent;
 mod journal;
+mod lease;
 mod lifecycle;
 mod mirror;
 mod names;
@@ -34,6 +35,7 @@ pub use names::normalise;
 pub use reconcile::Reconciled;
 
 use crate::config::{self, Config};
+use lease::Lease;
 use crate::lock::Swap;
 use crate::secret::Secret;
 use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
@@ -240,17 +242,27 @@ impl Migrator {
 
     /// Sweeps one account without its user (credentials from the configuration), sharing the
     /// state of any session the user has open. Returns the messages and bytes copied.
+    /// `Ok(None)`: another proxy of the fleet sweeps the account now (it holds the claim).
     pub async fn sweep(
         &self,
         id: AccountId,
         key: &AccountKey,
-    ) -> Result<(u64, u64), (ErrorKind, String)> {
+    ) -> Result<Option<(u64, u64)>, (ErrorKind, String)> {
         let endpoints = self
             .credentials
             .get()
             .for_account(key)
             .map_err(|why| (ErrorKind::Other, why))?;
-        self.account(id, &key.new_user, endpoints).sweep().await
+        let claim = Lease::try_take(&self.store, format!("sweep:{id}"))
+            .await
+            .map_err(|e| (ErrorKind::Store, e.to_string()))?;
+        let Some(_claim) = claim else {
+            return Ok(None);
+        };
+        self.account(id, &key.new_user, endpoints)
+            .sweep()
+            .await
+            .map(Some)
     }
 }
 

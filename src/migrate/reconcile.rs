@@ -17,7 +17,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use super::account::Account;
-use super::backfill::Folder;
+use super::backfill::{Folder, MIRROR_WAIT};
 use super::mirror;
 use super::pool::Conn;
 use crate::imap::{Client, ImapError};
@@ -244,8 +244,8 @@ impl Account {
                 "reconcile: waiting for the folders"
             );
             let mut owned = Vec::with_capacity(folders.len());
-            for f in &folders {
-                owned.push(f.lock.lock().await);
+            for (f, name) in folders.iter().zip(&names) {
+                owned.push(self.own(f, name, MIRROR_WAIT).await?);
             }
             let mut reading = Vec::with_capacity(folders.len());
             for f in &folders {

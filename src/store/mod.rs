@@ -38,6 +38,9 @@ pub enum StoreError {
     /// state in its database).
     #[error("state store: {0} does not exist")]
     Missing(String),
+    /// Another process of the fleet holds the lease on this work (see `migrate/lease.rs`).
+    #[error("state store: {0} is held by another process")]
+    Busy(String),
     /// A state URL that cannot be used as it is written.
     #[error("state store: {0}")]
     Location(String),
@@ -323,6 +326,15 @@ pub trait Store: Send + Sync {
     /// Closes the store's connections once pending operations are done. Dropping a store
     /// without closing it loses nothing that was committed.
     async fn close(&self);
+    /// Whether other processes may share this store (a fleet on PostgreSQL): work they could
+    /// do twice is then taken under a lease. An SQLite file belongs to one proxy.
+    fn shared(&self) -> bool;
+    /// Takes the lease `name` for `holder` until `expires` (unix milliseconds) when it is free,
+    /// expired (at `now`), or already `holder`'s (a renewal). One conditional statement; returns
+    /// whether `holder` has it.
+    async fn take_lease(&self, name: &str, holder: &str, now: i64, expires: i64) -> Result<bool>;
+    /// Gives the lease up, if `holder` still has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
     /// The account's id, created (state `pending`) on first use.
     async fn account(&self, key: &AccountKey) -> Result<AccountId>;
     async fn account_state(&self, account: AccountId) -> Result<AccountState>;

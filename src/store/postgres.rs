@@ -16,6 +16,7 @@ use super::{PgLocation, Result, StoreError};
 mod statements {
     type SqlStore = super::PgStore;
     type Db = sqlx::Postgres;
+    const SHARED: bool = true;
     include!("statements.rs");
 }
 

@@ -17,6 +17,7 @@ use super::{Result, StoreError};
 mod statements {
     type SqlStore = super::SqliteStore;
     type Db = sqlx::Sqlite;
+    const SHARED: bool = false;
     include!("statements.rs");
 }
 
@@ -135,8 +136,8 @@ async fn reusable(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AccountKey, AccountState, Link, MailboxState, Phase, Store};
     use crate::store::sql::{MIGRATIONS, now};
+    use crate::store::{AccountKey, AccountState, Link, MailboxState, Phase, Store};
     use sqlx::Row;
 
     fn key(user: &str) -> AccountKey {
@@ -157,8 +158,6 @@ mod tests {
             ident: None,
         }
     }
-
-
 
     #[tokio::test]
     async fn file_store_survives_restart_and_migrates_once() {

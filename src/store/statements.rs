@@ -1,8 +1,9 @@
 // The statements of the SQL stores, compiled once per backend: `sqlite.rs` and `postgres.rs` each
-// include this file in a module that names `SqlStore` (the store type, with a `pool`) and `Db` (its
-// sqlx database), and give `SqlStore` three methods of their own: `write_tx` (a transaction that
-// writes), `migration_tx` (one no other process migrates beside) and `dialect` (a migration's text
-// as this database spells it). The SQL is the subset both databases run (see sql.rs).
+// include this file in a module that names `SqlStore` (the store type, with a `pool`), `Db` (its
+// sqlx database) and `SHARED` (whether other processes share the store), and give `SqlStore`
+// three methods of their own: `write_tx` (a transaction that writes), `migration_tx` (one no
+// other process migrates beside) and `dialect` (a migration's text as this database spells it).
+// The SQL is the subset both databases run (see sql.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -137,6 +138,35 @@ impl SqlStore {
 impl Store for SqlStore {
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn shared(&self) -> bool {
+        SHARED
+    }
+
+    async fn take_lease(&self, name: &str, holder: &str, now: i64, expires: i64) -> Result<bool> {
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, expires) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires \
+             WHERE leases.holder = excluded.holder OR leases.expires < $4 \
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(expires)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn account(&self, key: &AccountKey) -> Result<AccountId> {

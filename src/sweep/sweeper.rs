@@ -20,6 +20,8 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How often the loop looks for work when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
+/// An account another proxy of the fleet was sweeping is looked at again after this.
+const CLAIMED_WAIT: Duration = Duration::from_secs(15);
 
 /// Completes when `stop` turns true; the watch borrow ends inside, so callers stay `Send`.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -92,7 +94,7 @@ pub fn pick(
 type Swept = (
     AccountId,
     AccountKey,
-    Result<(u64, u64), (ErrorKind, String)>,
+    Result<Option<(u64, u64)>, (ErrorKind, String)>,
 );
 
 struct HostBackoff {
@@ -213,7 +215,12 @@ pub async fn run(
                 };
                 running.remove(&id);
                 match result {
-                    Ok((messages, bytes)) => {
+                    Ok(None) => {
+                        info!(account = %key.new_user, "sweep: another proxy sweeps this account");
+                        tried.insert(id);
+                        later.insert(id, Instant::now() + CLAIMED_WAIT);
+                    }
+                    Ok(Some((messages, bytes))) => {
                         info!(account = %key.new_user, messages, bytes, "swept");
                         if let Some(b) = backoff.get_mut(&key.old_host) {
                             b.delay = BACKOFF_FIRST;
