@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
-use super::lease::Lease;
 use super::account::Account;
 use super::journal::{Entry, Write};
+use super::lease::Lease;
 use super::mirror::{self, MirrorError};
 use crate::lock::Poisoned;
 use crate::store::JournalEntry;

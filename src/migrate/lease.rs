@@ -40,7 +40,10 @@ impl Lease {
             return Ok(Some(Lease { held: None }));
         }
         let now = unix_millis();
-        if !store.take_lease(&name, holder(), now, now + millis(TTL)).await? {
+        if !store
+            .take_lease(&name, holder(), now, now + millis(TTL))
+            .await?
+        {
             return Ok(None);
         }
         let renewer = tokio::spawn(renew(Arc::clone(store), name.clone()));
@@ -98,7 +101,10 @@ async fn renew(store: Arc<dyn Store>, name: String) {
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let now = unix_millis();
-        match store.take_lease(&name, holder(), now, now + millis(TTL)).await {
+        match store
+            .take_lease(&name, holder(), now, now + millis(TTL))
+            .await
+        {
             Ok(true) => renewed = now,
             Ok(false) => return warn!(lease = %name, "lease taken over by another process"),
             Err(e) if now - renewed > millis(TTL) => {

@@ -35,11 +35,11 @@ pub use names::normalise;
 pub use reconcile::Reconciled;
 
 use crate::config::{self, Config};
-use lease::Lease;
 use crate::lock::Swap;
 use crate::secret::Secret;
 use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
 use crate::sync::{Endpoint, Options, SharedRate};
+use lease::Lease;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
@@ -242,11 +242,13 @@ impl Migrator {
 
     /// Sweeps one account without its user (credentials from the configuration), sharing the
     /// state of any session the user has open. Returns the messages and bytes copied.
-    /// `Ok(None)`: another proxy of the fleet sweeps the account now (it holds the claim).
+    /// `seen`: the account's state when the sweeper chose it. `Ok(None)`: another proxy of the
+    /// fleet sweeps the account now (it holds the claim), or has just brought it to `synced`.
     pub async fn sweep(
         &self,
         id: AccountId,
         key: &AccountKey,
+        seen: AccountState,
     ) -> Result<Option<(u64, u64)>, (ErrorKind, String)> {
         let endpoints = self
             .credentials
@@ -259,6 +261,10 @@ impl Migrator {
         let Some(_claim) = claim else {
             return Ok(None);
         };
+        let now = self.store.account_state(id).await;
+        if seen != AccountState::Synced && now.is_ok_and(|s| s == AccountState::Synced) {
+            return Ok(None);
+        }
         self.account(id, &key.new_user, endpoints)
             .sweep()
             .await

@@ -175,7 +175,7 @@ pub async fn run(
                 let task = tasks.spawn(
                     async move {
                         info!("sweeping");
-                        let r = m.sweep(a.id, &a.key).await;
+                        let r = m.sweep(a.id, &a.key, a.state).await;
                         (a.id, a.key, r)
                     }
                     .instrument(span),
@@ -216,7 +216,7 @@ pub async fn run(
                 running.remove(&id);
                 match result {
                     Ok(None) => {
-                        info!(account = %key.new_user, "sweep: another proxy sweeps this account");
+                        info!(account = %key.new_user, "sweep: another proxy sweeps (or swept) this account");
                         tried.insert(id);
                         later.insert(id, Instant::now() + CLAIMED_WAIT);
                     }

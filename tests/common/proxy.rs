@@ -151,6 +151,12 @@ impl ProxyProc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGKILL, as a machine that dies; returns once the process is gone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the proxy");
+        self.child.wait().expect("reap the proxy");
+    }
 }
 
 impl Drop for ProxyProc {

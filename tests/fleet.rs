@@ -1,0 +1,233 @@
+//! A fleet of `imapferry proxy` processes on one PostgreSQL (issue 13): a folder's backfill, an
+//! account's journal drain and an account's sweep are each done by one process at a time, and a
+//! process that dies (SIGKILL) leaves its work to the others once its lease expires.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{Dovecot, Layout, Postgres, ProxyProc, RawImap, Snapshot, assert_same_mail, snapshot};
+
+const USER: &str = "alice";
+const PW: &str = "alicepw";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_imapferry"))
+}
+
+/// OLD and NEW (Dovecot, `/` layout) with `USER` on both, and the fleet's PostgreSQL.
+fn servers() -> (Dovecot, Dovecot, Postgres) {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    old.add_user(USER, PW);
+    new.add_user(USER, PW);
+    (old, new, Postgres::start())
+}
+
+/// A proxy configuration (without `[listen]`) whose state is the fleet's database.
+fn fleet_config(old: &Dovecot, new: &Dovecot, pg: &Postgres, select_budget_ms: u64) -> String {
+    format!(
+        "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [state]\nurl = \"{}\"\npassword_file = \"{}\"\n\
+         [migration]\nselect_budget_ms = {select_budget_ms}\n",
+        new.port(),
+        old.port(),
+        pg.url(),
+        pg.password_file().display()
+    )
+}
+
+/// A proxy of the fleet, in its own directory.
+fn start_proxy(dir: &Path, config: &str) -> ProxyProc {
+    std::fs::create_dir_all(dir).unwrap();
+    ProxyProc::start(bin(), dir, config)
+}
+
+/// `n` read messages straight into OLD's Maildir folder `folder` (created over IMAP first), so
+/// that big folders are seeded in a moment.
+fn seed_folder(old: &Dovecot, folder: &str, n: u64, size: usize) {
+    let mut c = RawImap::connect(old.host(), old.port());
+    c.login(USER, PW);
+    if folder != "INBOX" {
+        c.create(folder);
+    }
+    c.logout_and_wait();
+    let maildir = old.dir().join("home").join(USER).join("Maildir");
+    let cur: PathBuf = if folder == "INBOX" {
+        maildir.join("cur")
+    } else {
+        maildir.join(folder).join("cur")
+    };
+    std::fs::create_dir_all(&cur).unwrap();
+    for i in 0..n {
+        let id = i + 1 + folder.len() as u64 * 100_000;
+        std::fs::write(
+            cur.join(format!("{id}.seed.fleet:2,S")),
+            common::message(id, size),
+        )
+        .unwrap();
+    }
+    old.chown_for_dovecot(&maildir);
+}
+
+/// Distinct messages (by their bytes) in `folder`.
+fn distinct(snap: &Snapshot, folder: &str) -> usize {
+    let msgs = snap
+        .folders
+        .get(folder)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    msgs.iter().map(|m| m.digest).collect::<BTreeSet<_>>().len()
+}
+
+/// What the proxies' logs say they copied in backfills (`copied=N` of "backfilled" lines).
+fn copied_in(logs: &[String]) -> u64 {
+    logs.iter()
+        .flat_map(|log| log.lines())
+        .filter(|l| l.contains("backfilled"))
+        .filter_map(|l| {
+            let rest = &l[l.find("copied=")? + "copied=".len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_sessions_on_two_proxies_fill_a_folder_once() {
+    let (old, new, pg) = servers();
+    seed_folder(&old, "Archive", 400, 1_500);
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(&old, &new, &pg, 60_000);
+    let proxies = [
+        start_proxy(&dir.path().join("a"), &config),
+        start_proxy(&dir.path().join("b"), &config),
+    ];
+
+    // Both sessions log in, then SELECT the unmigrated folder at the same moment.
+    let barrier = Arc::new(Barrier::new(2));
+    let sessions: Vec<_> = proxies
+        .iter()
+        .map(|p| {
+            let (port, barrier) = (p.port, Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let mut c = RawImap::connect("127.0.0.1", port);
+                c.login(USER, PW);
+                barrier.wait();
+                let exists = c.select("Archive");
+                c.logout();
+                exists
+            })
+        })
+        .collect();
+    for s in sessions {
+        assert_eq!(s.join().unwrap(), 400, "a session saw a partial folder");
+    }
+
+    let on_new = snapshot(&new, USER, PW);
+    assert_eq!(on_new.count("Archive"), 400);
+    assert_eq!(distinct(&on_new, "Archive"), 400, "duplicates on NEW");
+    // One of them copied the folder; the other's pass found it done.
+    let logs: Vec<String> = proxies.iter().map(ProxyProc::log).collect();
+    assert_eq!(copied_in(&logs), 400, "{logs:#?}");
+}
+
+#[test]
+fn a_proxy_killed_mid_backfill_leaves_the_folder_to_the_other() {
+    let (old, new, pg) = servers();
+    const TOTAL: usize = 3_000;
+    seed_folder(&old, "Archive", TOTAL as u64, 4_000);
+    let dir = tempfile::tempdir().unwrap();
+    // A answers its SELECT at once and goes on filling the folder in the background.
+    let mut a = start_proxy(&dir.path().join("a"), &fleet_config(&old, &new, &pg, 50));
+    let b = start_proxy(
+        &dir.path().join("b"),
+        &fleet_config(&old, &new, &pg, 60_000),
+    );
+
+    let mut on_a = RawImap::connect("127.0.0.1", a.port);
+    on_a.login(USER, PW);
+    on_a.select("Archive");
+    let mut direct = RawImap::connect(new.host(), new.port());
+    direct.login(USER, PW);
+    let mut copied = 0;
+    wait_until("A's backfill to start", Duration::from_secs(60), || {
+        copied = direct.status("Archive").0 as usize;
+        copied >= 100
+    });
+    a.kill();
+    assert!(copied < TOTAL, "A finished before it was killed ({copied})");
+
+    // B waits for A's lease to expire, then completes the folder.
+    let mut on_b = RawImap::connect("127.0.0.1", b.port);
+    on_b.login(USER, PW);
+    assert_eq!(on_b.select("Archive") as usize, TOTAL, "{}", b.log());
+    let on_new = snapshot(&new, USER, PW);
+    assert_eq!(on_new.count("Archive"), TOTAL);
+    assert_eq!(distinct(&on_new, "Archive"), TOTAL, "duplicates on NEW");
+}
+
+#[test]
+fn writes_on_two_proxies_reach_old_through_one_drainer() {
+    let (old, new, pg) = servers();
+    seed_folder(&old, "INBOX", 24, 2_000);
+    seed_folder(&old, "Trash", 2, 2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(&old, &new, &pg, 60_000);
+    let a = start_proxy(&dir.path().join("a"), &config);
+    let b = start_proxy(&dir.path().join("b"), &config);
+    let mut on_a = RawImap::connect("127.0.0.1", a.port);
+    let mut on_b = RawImap::connect("127.0.0.1", b.port);
+    on_a.login(USER, PW);
+    on_b.login(USER, PW);
+    assert_eq!(on_a.select("INBOX"), 24);
+    assert_eq!(on_b.select("INBOX"), 24);
+    let uids: Vec<u32> = on_a.uid_fetch_all("INBOX").iter().map(|m| m.uid).collect();
+    assert_eq!(uids.len(), 24);
+
+    // Interleaved: moves and an expunge on A, flags and an APPEND on B.
+    for (i, uid) in uids.iter().enumerate() {
+        match i % 4 {
+            0 => {
+                on_a.exec(&format!("UID MOVE {uid} Trash"));
+            }
+            1 => on_b.uid_store("INBOX", *uid, "+FLAGS", &["\\Flagged"]),
+            2 => on_a.uid_store("INBOX", *uid, "-FLAGS", &["\\Seen"]),
+            _ if i == 3 => on_a.uid_expunge("INBOX", *uid),
+            _ => on_b.uid_store("INBOX", *uid, "+FLAGS", &["$Label1"]),
+        }
+    }
+    on_b.append(
+        "INBOX",
+        &["\\Answered"],
+        None,
+        &common::message(900_001, 3_000),
+    );
+    on_a.logout();
+    on_b.logout();
+
+    // Every entry, whichever proxy journaled it, mirrored by one drainer.
+    wait_until("the journal to drain", Duration::from_secs(90), || {
+        pg.psql("SELECT COUNT(*) FROM journal WHERE done <> 1") == "0"
+    });
+    let on_new = snapshot(&new, USER, PW);
+    assert_eq!(on_new.count("Trash"), 2 + 6);
+    assert_eq!(on_new.count("INBOX"), 24 - 6 - 1 + 1);
+    assert_same_mail(&snapshot(&old, USER, PW), &on_new);
+    let journaled = pg.psql("SELECT COUNT(*) FROM journal");
+    assert!(journaled.parse::<u32>().unwrap() >= 24, "{journaled} entries");
+}
