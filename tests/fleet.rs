@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::accounts::{master_config_with_state, master_servers, seed, users};
 use common::{Dovecot, Layout, Postgres, ProxyProc, RawImap, Snapshot, assert_same_mail, snapshot};
 
 const USER: &str = "alice";
@@ -229,5 +230,88 @@ fn writes_on_two_proxies_reach_old_through_one_drainer() {
     assert_eq!(on_new.count("INBOX"), 24 - 6 - 1 + 1);
     assert_same_mail(&snapshot(&old, USER, PW), &on_new);
     let journaled = pg.psql("SELECT COUNT(*) FROM journal");
-    assert!(journaled.parse::<u32>().unwrap() >= 24, "{journaled} entries");
+    assert!(
+        journaled.parse::<u32>().unwrap() >= 24,
+        "{journaled} entries"
+    );
+}
+
+#[test]
+fn three_sweepers_sweep_each_account_once() {
+    let (old, new) = master_servers();
+    let users = users(50);
+    old.add_users(&users);
+    new.add_users(&users);
+    seed(&old, &users);
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!(
+        "url = \"{}\"\npassword_file = \"{}\"",
+        pg.url(),
+        pg.password_file().display()
+    );
+    let conf = master_config_with_state(dir.path(), &old, &new, &state, "accounts_in_parallel = 4");
+    let logins = dir.path().join("logins.txt");
+    let list: String = users.iter().map(|(u, _)| format!("{u}\n")).collect();
+    std::fs::write(&logins, list).unwrap();
+    let imapferry = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&conf)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = imapferry(&["accounts", "import", logins.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+
+    // Three nodes sweep at once, each until nothing is left for it.
+    let nodes: Vec<_> = (0..3)
+        .map(|_| {
+            let conf = conf.clone();
+            std::thread::spawn(move || {
+                let out = std::process::Command::new(bin())
+                    .args(["sweep", "--once", "--config"])
+                    .env("RUST_LOG", "info")
+                    .arg(&conf)
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+            })
+        })
+        .collect();
+    let (summaries, logs): (Vec<String>, Vec<String>) =
+        nodes.into_iter().map(|n| n.join().unwrap()).unzip();
+    // "swept N accounts: M messages, …" from each node.
+    let swept = |what: &str| -> u64 {
+        summaries
+            .iter()
+            .map(|s| {
+                let line = s.lines().find(|l| l.starts_with("swept ")).unwrap_or("");
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let at = words.iter().position(|w| w.starts_with(what)).unwrap();
+                words[at - 1].parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(
+        swept("accounts"),
+        50,
+        "{summaries:#?}\n{}",
+        logs.join("\n-----\n")
+    );
+    let seeded: usize = users
+        .iter()
+        .map(|(u, p)| snapshot(&old, u, p).total())
+        .sum();
+    assert_eq!(swept("messages") as usize, seeded, "{summaries:#?}");
+
+    let out = imapferry(&["verify", "--all"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("50 equal"),
+        "{out:?}"
+    );
 }

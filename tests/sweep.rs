@@ -5,13 +5,12 @@
 mod common;
 use common::state::account_summaries;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dovecot, DovecotOptions, ProxyProc, RawImap, assert_same_mail, snapshot};
-
-const MASTER: (&str, &str) = ("admin", "adminpw");
+use common::accounts::{master_config, master_servers, seed, users};
+use common::{Dovecot, ProxyProc, RawImap, assert_same_mail, snapshot};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_imapferry"))
@@ -27,73 +26,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn master_servers() -> (Dovecot, Dovecot) {
-    let opts = || DovecotOptions {
-        master: Some((MASTER.0.into(), MASTER.1.into())),
-        ..Default::default()
-    };
-    (Dovecot::start_with(opts()), Dovecot::start_with(opts()))
-}
-
-fn users(n: usize) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| (format!("u{i:02}"), format!("pw-{i}")))
-        .collect()
-}
-
-/// Mixed sizes: 0, 1, 3, 8 or 20 messages in INBOX (up to ~20 KB each), every third account also
-/// an `Archive` folder.
-fn seed(old: &Dovecot, users: &[(String, String)]) {
-    for (i, (user, pw)) in users.iter().enumerate() {
-        let mut c = RawImap::connect(old.host(), old.port());
-        c.login(user, pw);
-        let n = [0, 1, 3, 8, 20][i % 5];
-        for j in 0..n {
-            let id = (i * 100 + j) as u64;
-            c.append(
-                "INBOX",
-                &["\\Seen"],
-                None,
-                &common::message(id, 800 + (j * 2_900) % 20_000),
-            );
-        }
-        if i % 3 == 0 {
-            c.create("Archive");
-            for j in 0..2 {
-                c.append(
-                    "Archive",
-                    &["\\Flagged"],
-                    None,
-                    &common::message((i * 100 + 50 + j) as u64, 1_500),
-                );
-            }
-        }
-        c.logout();
-    }
-}
-
-/// A configuration with master users on both sides (no user password needed).
-fn master_config(dir: &Path, old: &Dovecot, new: &Dovecot, sweep: &str) -> PathBuf {
-    let secret = dir.join("master.secret");
-    std::fs::write(&secret, format!("{}\n", MASTER.1)).unwrap();
-    let text = format!(
-        "[listen]\nimap = \"127.0.0.1:1\"\n\
-         [new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nmaster_user = \"{}\"\nmaster_password_file = \"{}\"\n\
-         [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"master\"\nmaster_user = \"{}\"\nmaster_password_file = \"{}\"\n\
-         [state]\npath = \"{}\"\n[sweep]\n{sweep}\n",
-        new.port(),
-        MASTER.0,
-        secret.display(),
-        old.port(),
-        MASTER.0,
-        secret.display(),
-        dir.join("state.db").display()
-    );
-    let path = dir.join("imapferry.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// `GET path` on the admin listener, as JSON.

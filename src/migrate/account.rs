@@ -150,6 +150,9 @@ pub struct Account {
     pub(super) pool: Pool,
     pub(super) prepare_lock: Mutex<()>,
     pub(super) mirror_lock: Mutex<()>,
+    /// Held while the account's state is worked out and written, so that a later update never
+    /// writes what it read before an earlier one.
+    pub(super) state_lock: Mutex<()>,
     pub(super) wake: Notify,
     sessions: AtomicUsize,
     worker: AtomicBool,
@@ -207,6 +210,7 @@ impl Account {
             pool: Pool::new(endpoints),
             prepare_lock: Mutex::new(()),
             mirror_lock: Mutex::new(()),
+            state_lock: Mutex::new(()),
             wake: Notify::new(),
             sessions: AtomicUsize::new(0),
             worker: AtomicBool::new(false),

@@ -108,6 +108,7 @@ impl Account {
     /// pending → partial → synced as folders complete; a failed account recovers here. Retired
     /// and diverged accounts keep their state (the store refuses to change it).
     pub(super) async fn update_state(&self) {
+        let _one = self.state_lock.lock().await;
         let mapped: Vec<String> = match self.names() {
             Ok(n) if n.prepared => n.pairs().map(|(_, old)| old.to_string()).collect(),
             // Not mapped yet; a poisoned lock is logged where it is met (and fails a sweep).

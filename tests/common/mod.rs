@@ -6,6 +6,7 @@
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
 
+pub mod accounts;
 pub mod certs;
 pub mod cli;
 pub mod courier;
