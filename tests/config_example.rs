@@ -77,7 +77,10 @@ fn shipped_example_states_the_defaults() {
     let m = config::Migration::default();
     assert_eq!(c.migration.select_budget_ms, m.select_budget_ms);
     assert_eq!(c.migration.max_delete_share, m.max_delete_share);
-    assert_eq!(c.state.path, config::State::default().path);
+    assert_eq!(
+        c.state.location().unwrap(),
+        config::State::default().location().unwrap()
+    );
     let admin = c.admin.as_ref().unwrap();
     assert!(admin.token.is_none() && admin.allow_without_token && admin.host.is_none());
     assert_eq!(admin.header_timeout_secs, 10);

@@ -10,6 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::accounts::{master_config_with_state, master_servers, seed, users};
+use common::cli::{accounts, run_at, strings};
 use common::{Dovecot, Layout, Postgres, ProxyProc, RawImap, Snapshot, assert_same_mail, snapshot};
 
 const USER: &str = "alice";
@@ -313,5 +314,90 @@ fn three_sweepers_sweep_each_account_once() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("50 equal"),
         "{out:?}"
+    );
+}
+
+#[test]
+fn sync_and_the_operator_commands_take_a_postgresql_state() {
+    let (old, new, pg) = servers();
+    seed_folder(&old, "INBOX", 6, 2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let password = [("IMAPFERRY_STATE_PASSWORD", common::postgres::PASSWORD)];
+    let mut args = accounts(&old, USER, PW, &new, USER, PW);
+    args.extend(strings(&["--state", &pg.url()]));
+    let sync = || {
+        let mut all = strings(&["sync"]);
+        all.extend(args.iter().cloned());
+        run_at(bin(), dir.path(), &all, &password)
+    };
+    let first = sync();
+    first.assert_code(0);
+    first.assert_says("Messages transferred                    : 6");
+    // The second run finds the links in the database: nothing copied again.
+    let again = sync();
+    again.assert_code(0);
+    again.assert_says("Messages transferred                    : 0");
+    assert_eq!(snapshot(&new, USER, PW).count("INBOX"), 6);
+
+    // status, verify and retire read the same state with `--state` in place of the file's.
+    let conf = dir.path().join("imapferry.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[listen]\nimap = \"127.0.0.1:1\"\n[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+             [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n[state]\npath = \"unused.db\"\n",
+            new.port(),
+            old.port()
+        ),
+    )
+    .unwrap();
+    let operator = |command: &[&str]| {
+        let mut all = strings(command);
+        all.extend(strings(&[
+            "--config",
+            conf.to_str().unwrap(),
+            "--state",
+            &pg.url(),
+        ]));
+        run_at(bin(), dir.path(), &all, &password)
+    };
+    let status = operator(&["status"]);
+    status.assert_code(0);
+    assert!(status.stdout.contains(USER), "{}", status.all());
+    operator(&["retire", USER]).assert_code(0);
+    let status = operator(&["status"]);
+    assert!(status.stdout.contains("retired"), "{}", status.all());
+    operator(&["verify", "--all"]).assert_code(0);
+    assert!(!dir.path().join("unused.db").exists());
+
+    // A password in the URL is refused before anything could log it.
+    let with_password = pg.url().replace(
+        "imapferry@",
+        &format!("imapferry:{}@", common::postgres::PASSWORD),
+    );
+    let refused = run_at(
+        bin(),
+        dir.path(),
+        &[
+            strings(&["sync"]),
+            accounts(&old, USER, PW, &new, USER, PW),
+            strings(&["--state", &with_password]),
+        ]
+        .concat(),
+        &[],
+    );
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.all().contains("holds a password"),
+        "{}",
+        refused.all()
+    );
+    assert!(!refused.all().contains(common::postgres::PASSWORD));
+    let refused = operator(&["status", "--state", &with_password]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        !refused.all().contains(common::postgres::PASSWORD),
+        "{}",
+        refused.all()
     );
 }

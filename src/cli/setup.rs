@@ -90,11 +90,14 @@ where
         let store = match store::open_existing(&location).await {
             Ok(s) => s,
             Err(StoreError::Missing(_)) => {
+                let what = match &location {
+                    Location::File(path) => format!("no state file at {}", path.display()),
+                    Location::Postgres(pg) => format!("no imapferry state in {}", pg.url),
+                };
                 return Err(fail(
                     EX_NOINPUT,
                     format!(
-                        "no state at {location} ([state] of {}): nothing has been migrated \
-                         with it yet",
+                        "{what} ([state] of {}): nothing has been migrated with it yet",
                         file.display()
                     ),
                 ));
