@@ -27,6 +27,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The advisory lock key that serialises schema migrations across processes ("imapferr" in
 /// ASCII, so that it does not collide with another application's small integers).
 const MIGRATION_LOCK: i64 = 0x696d_6170_6665_7272;
+// Journal locks use the account id as key (small positive numbers, never this one).
 
 /// The PostgreSQL store. Cloning is cheap and shares the connection pool.
 #[derive(Clone, Debug)]
@@ -78,6 +79,18 @@ impl PgStore {
     /// that each one is correct alone, as they are under SQLite's single writer).
     async fn write_tx(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A transaction holding the account's journal lock until it ends: entries that proxies
+    /// append at the same moment get their ids in the order they commit, so the drainer never
+    /// reads an entry while an earlier one is still uncommitted.
+    async fn journal_tx(&self, account: i64) -> Result<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     /// A transaction holding the migration lock until it ends.

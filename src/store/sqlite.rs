@@ -108,6 +108,11 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Writers take turns (`BEGIN IMMEDIATE`), so ids are assigned in commit order already.
+    async fn journal_tx(&self, _account: i64) -> Result<Transaction<'static, Sqlite>> {
+        self.write_tx().await
+    }
+
     /// Migrations take the write lock like any writer.
     async fn migration_tx(&self) -> Result<Transaction<'static, Sqlite>> {
         self.write_tx().await

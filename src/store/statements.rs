@@ -1,8 +1,9 @@
 // The statements of the SQL stores, compiled once per backend: `sqlite.rs` and `postgres.rs` each
 // include this file in a module that names `SqlStore` (the store type, with a `pool`), `Db` (its
 // sqlx database) and `SHARED` (whether other processes share the store), and give `SqlStore`
-// three methods of their own: `write_tx` (a transaction that writes), `migration_tx` (one no
-// other process migrates beside) and `dialect` (a migration's text as this database spells it).
+// four methods of their own: `write_tx` (a transaction that writes), `journal_tx` (one in which
+// the account's journal entries get their ids in commit order), `migration_tx` (one no other
+// process migrates beside) and `dialect` (a migration's text as this database spells it).
 // The SQL is the subset both databases run (see sql.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -579,7 +580,7 @@ impl Store for SqlStore {
     /// statement's end, which a caller that stops at the first row never sees. Autocommitted,
     /// every entry on a full disk came back with an id and was not in the journal.
     async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.journal_tx(account).await?;
         let row = sqlx::query(
             "INSERT INTO journal (account_id, created, kind, payload, done) \
              VALUES ($1, $2, $3, $4, 0) RETURNING id",
