@@ -77,6 +77,7 @@ both!(
     ten_thousand_links,
     migrations_run_once_when_stores_open_together,
     a_lease_has_one_holder_until_it_expires,
+    a_lease_is_held_until_it_expires,
 );
 
 fn key(user: &str) -> AccountKey {
@@ -481,21 +482,47 @@ async fn the_write_ahead_mark_survives_a_reopen_until_cleared(b: Backend) {
         store.account(&key("alice")).await.unwrap(),
         store.account(&key("bob")).await.unwrap(),
     );
-    assert_eq!(store.writes_in_flight(a).await.unwrap(), None);
-    store.mark_writes_in_flight(a, true).await.unwrap();
+    assert!(store.writes_in_flight(a).await.unwrap().is_empty());
+    store.mark_writes_in_flight(a, "p1", true).await.unwrap();
+    store.mark_writes_in_flight(a, "p2", true).await.unwrap();
+    // Setting it again keeps the first time.
+    let first = store.writes_in_flight(a).await.unwrap();
+    store.mark_writes_in_flight(a, "p1", true).await.unwrap();
+    assert_eq!(store.writes_in_flight(a).await.unwrap(), first);
     store.close().await;
-    // What a process that died with a write in flight leaves behind: only its account.
+    // What processes that died with writes in flight leave behind: their marks, on the account.
     let store = b.open().await;
+    let marks = store.writes_in_flight(a).await.unwrap();
+    let holders: Vec<&str> = marks.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(holders.len(), 2);
+    assert!(
+        holders.contains(&"p1") && holders.contains(&"p2"),
+        "{marks:?}"
+    );
+    assert!(marks.iter().all(|(_, since)| (now() - since).abs() < 60));
+    assert!(store.writes_in_flight(bob).await.unwrap().is_empty());
+    // One process's clear leaves the other's mark.
+    store.mark_writes_in_flight(a, "p1", false).await.unwrap();
+    let left = store.writes_in_flight(a).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, "p2");
+    store.mark_writes_in_flight(a, "p2", false).await.unwrap();
+    assert!(store.writes_in_flight(a).await.unwrap().is_empty());
+}
+
+/// A lease is held until it expires: what says a process is alive.
+async fn a_lease_is_held_until_it_expires(b: Backend) {
+    let store = b.open().await;
+    assert!(!store.lease_held("process:p1", 1_000).await.unwrap());
     assert!(
         store
-            .writes_in_flight(a)
+            .take_lease("process:p1", "p1", 1_000, 16_000)
             .await
             .unwrap()
-            .is_some_and(|t| t > 0)
     );
-    assert_eq!(store.writes_in_flight(bob).await.unwrap(), None);
-    store.mark_writes_in_flight(a, false).await.unwrap();
-    assert_eq!(store.writes_in_flight(a).await.unwrap(), None);
+    assert!(store.lease_held("process:p1", 16_000).await.unwrap());
+    assert!(!store.lease_held("process:p1", 16_001).await.unwrap());
+    assert!(!store.lease_held("process:p2", 2_000).await.unwrap());
 }
 
 async fn retired_and_diverged_are_left_only_by_their_own_commands(b: Backend) {

@@ -1,8 +1,9 @@
-//! The write-ahead mark of one account: set in the store before a user's write goes to NEW while
-//! none is in flight, cleared once every write NEW answered is journaled and a quiet moment
-//! passed. A process that finds the mark left by a predecessor (a `kill -9` between NEW doing a
-//! write and the journal's commit), or a session that ends before NEW answered its write, cannot
-//! know what NEW did: OLD is reconciled with NEW ([`Account::reconcile_soon`]).
+//! This process's write-ahead mark on one account: set in the store before a user's write goes to
+//! NEW while none is in flight, cleared once every write NEW answered is journaled and a quiet
+//! moment passed. A mark of a process that is gone (a `kill -9` between NEW doing a write and the
+//! journal's commit), or a session that ends before NEW answered its write, means nobody knows
+//! what NEW did: OLD is reconciled with NEW ([`Account::reconcile_soon`]). In a fleet each proxy
+//! has its own mark, and one is gone when its `process:` lease has expired.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::account::Account;
 use super::drain::COMMIT_WITHIN;
+use super::lease::{self, holder};
 
 /// How long no write may be in flight before the mark is cleared (a busy session sets it once).
 const QUIET: Duration = Duration::from_secs(5);
@@ -20,15 +22,22 @@ const QUIET: Duration = Duration::from_secs(5);
 /// The mark's state in this process.
 #[derive(Default)]
 pub(crate) struct Intents {
-    /// Whether the store holds the mark (as far as this process knows); held while it is set or
-    /// cleared, so a write never goes out between a clear's check and its commit.
-    marked: Mutex<bool>,
+    /// Whether the store holds this process's mark (as far as it knows), and the marks of gone
+    /// processes it found (cleared with its own once OLD is reconciled); held while marks are set
+    /// or cleared, so a write never goes out between a clear's check and its commit.
+    marked: Mutex<Marks>,
     /// Writes sent to NEW (or about to be) and not answered yet, all sessions together.
     in_flight: AtomicU64,
     /// The mark a predecessor may have left was looked at.
     checked: AtomicBool,
     /// A clear is scheduled.
     clearing: AtomicBool,
+}
+
+#[derive(Default)]
+struct Marks {
+    own: bool,
+    gone: Vec<String>,
 }
 
 /// The mark could not be set: the write must not go to NEW.
@@ -42,13 +51,13 @@ impl Account {
     pub async fn intend(&self) -> Result<(), NotMarked> {
         self.intents.in_flight.fetch_add(1, Ordering::SeqCst);
         let mut marked = self.intents.marked.lock().await;
-        if *marked {
+        if marked.own {
             return Ok(());
         }
-        let mark = self.store.mark_writes_in_flight(self.id, true);
+        let mark = self.store.mark_writes_in_flight(self.id, holder(), true);
         match tokio::time::timeout(COMMIT_WITHIN, mark).await {
             Ok(Ok(())) => {
-                *marked = true;
+                marked.own = true;
                 Ok(())
             }
             Ok(Err(e)) => Err(NotMarked(e.to_string())),
@@ -102,29 +111,41 @@ impl Account {
         true
     }
 
-    /// Once per account and process, before its first pass or session: a mark this process did
-    /// not set was left by one that stopped with writes in flight.
+    /// Before a pass or a session: a mark of a process that is gone says it stopped with writes
+    /// in flight. With an SQLite store (one process) that is any mark but this process's, looked
+    /// at once; in a fleet, one whose holder's `process:` lease expired, looked at every time
+    /// (another proxy may die at any moment; one that died less than a lease ago is found by the
+    /// next look).
     pub(super) async fn check_mark(self: &Arc<Self>) {
-        if self.intents.checked.load(Ordering::SeqCst) {
+        let shared = self.store.shared();
+        if !shared && self.intents.checked.load(Ordering::SeqCst) {
             return;
         }
         // Held until the answer is known: no pass of another caller starts before it.
         let mut marked = self.intents.marked.lock().await;
-        if self.intents.checked.load(Ordering::SeqCst) {
+        if !shared && self.intents.checked.load(Ordering::SeqCst) {
             return;
         }
-        if !*marked {
-            match self.store.writes_in_flight(self.id).await {
-                Ok(Some(since)) => {
-                    *marked = true;
-                    self.reconcile_soon(format!(
-                        "the proxy stopped with writes in flight (marked at {since}): NEW may \
-                         have one the journal lacks"
-                    ));
-                }
-                Ok(None) => {}
-                Err(e) => return warn!("{e}: the write-ahead mark is looked at again later"),
+        let marks = match self.store.writes_in_flight(self.id).await {
+            Ok(marks) => marks,
+            Err(e) => return warn!("{e}: the write-ahead marks are looked at again later"),
+        };
+        for (other, since) in marks {
+            if other == holder() || marked.gone.contains(&other) {
+                continue;
             }
+            if shared {
+                match lease::alive(&self.store, &other).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => return warn!("{e}: the write-ahead marks are looked at again later"),
+                }
+            }
+            marked.gone.push(other.clone());
+            self.reconcile_soon(format!(
+                "a proxy ({other}) stopped with writes in flight (marked at {since}): NEW may \
+                 have one the journal lacks"
+            ));
         }
         self.intents.checked.store(true, Ordering::SeqCst);
     }
@@ -144,12 +165,21 @@ impl Account {
             }
             me.intents.clearing.store(false, Ordering::SeqCst);
             let mut marked = me.intents.marked.lock().await;
-            if !*marked || me.intents.in_flight.load(Ordering::SeqCst) > 0 || me.unsure() {
+            let any = marked.own || !marked.gone.is_empty();
+            if !any || me.intents.in_flight.load(Ordering::SeqCst) > 0 || me.unsure() {
                 return;
             }
-            match me.store.mark_writes_in_flight(me.id, false).await {
-                Ok(()) => *marked = false,
-                Err(e) => debug!("{e}: the write-ahead mark stays until the next write is over"),
+            let own = marked.own.then(|| holder().to_owned());
+            for mark in own.into_iter().chain(marked.gone.clone()) {
+                match me.store.mark_writes_in_flight(me.id, &mark, false).await {
+                    Ok(()) if mark == holder() => marked.own = false,
+                    Ok(()) => marked.gone.retain(|g| *g != mark),
+                    Err(e) => {
+                        return debug!(
+                            "{e}: the write-ahead mark stays until the next write is over"
+                        );
+                    }
+                }
             }
         });
     }

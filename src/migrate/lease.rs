@@ -115,6 +115,21 @@ async fn renew(store: Arc<dyn Store>, name: String) {
     }
 }
 
+/// The lease that says a process is alive, renewed for as long as it runs (see [`keep_alive`]).
+fn process_lease(holder: &str) -> String {
+    format!("process:{holder}")
+}
+
+/// Whether `other` (a holder) is alive: its process lease is unexpired.
+pub(crate) async fn alive(store: &Arc<dyn Store>, other: &str) -> Result<bool, StoreError> {
+    store.lease_held(&process_lease(other), unix_millis()).await
+}
+
+/// Says this process is alive, in a shared store, until the returned lease is dropped.
+pub(crate) async fn keep_alive(store: &Arc<dyn Store>) -> Result<Option<Lease>, StoreError> {
+    Lease::try_take(store, process_lease(holder())).await
+}
+
 /// This process as a lease holder: unique in the fleet and across restarts.
 pub(crate) fn holder() -> &'static str {
     static HOLDER: OnceLock<String> = OnceLock::new();

@@ -95,6 +95,9 @@ impl Migrator {
             return Ok(None);
         };
         let opts = engine_options(config).map_err(|e| MigrateError::Config(e.to_string()))?;
+        if store.shared() {
+            tokio::spawn(stay_alive(Arc::clone(&store), stop.clone()));
+        }
         Ok(Some(Migrator {
             store,
             credentials: Swap::new(credentials),
@@ -269,6 +272,25 @@ impl Migrator {
             .sweep()
             .await
             .map(Some)
+    }
+}
+
+/// In a shared store: this process's `process:` lease, held until `stop`, so that the other
+/// proxies of the fleet take its write-ahead marks for a live process's (see `intent.rs`).
+async fn stay_alive(store: Arc<dyn Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match lease::keep_alive(&store).await {
+            Ok(alive) => {
+                let _alive = alive;
+                let _ = stop.wait_for(|s| *s).await;
+                return;
+            }
+            Err(e) => warn!("{e}: this proxy's liveness is not recorded yet; again in 5 s"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

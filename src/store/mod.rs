@@ -351,12 +351,15 @@ pub trait Store: Send + Sync {
     async fn mark_diverged(&self, account: AccountId, reason: &str) -> Result<bool>;
     /// `imapferry reconcile` brought OLD back in line: `diverged` becomes `state`.
     async fn clear_diverged(&self, account: AccountId, state: AccountState) -> Result<bool>;
-    /// Sets (`on`, with the time) or clears the account's write-ahead mark: the proxy sets it
-    /// before a user's write goes to NEW and clears it once every write is journaled. A mark a
-    /// new process finds set means a write may be on NEW and not in the journal.
-    async fn mark_writes_in_flight(&self, account: AccountId, on: bool) -> Result<()>;
-    /// When the write-ahead mark was set, if it is.
-    async fn writes_in_flight(&self, account: AccountId) -> Result<Option<i64>>;
+    /// Sets (`on`, with the time) or clears `holder`'s write-ahead mark on the account: a proxy
+    /// sets it before a user's write goes to NEW and clears it once its writes are journaled. A
+    /// mark whose holder is gone means a write may be on NEW and not in the journal.
+    async fn mark_writes_in_flight(&self, account: AccountId, holder: &str, on: bool)
+    -> Result<()>;
+    /// The account's write-ahead marks: (holder, unix seconds when set).
+    async fn writes_in_flight(&self, account: AccountId) -> Result<Vec<(String, i64)>>;
+    /// Whether the lease `name` is held and unexpired at `now` (unix milliseconds).
+    async fn lease_held(&self, name: &str, now: i64) -> Result<bool>;
 
     /// The explicit way back from `retired` (to `partial`: the next pass looks at everything).
     async fn unretire(&self, account: AccountId) -> Result<bool>;

@@ -253,24 +253,48 @@ impl Store for SqlStore {
         self.changed(account, done.rows_affected()).await
     }
 
-    async fn mark_writes_in_flight(&self, account: AccountId, on: bool) -> Result<()> {
-        sqlx::query("UPDATE accounts SET writes_in_flight = $1 WHERE id = $2")
-            .bind(on.then(now))
+    async fn mark_writes_in_flight(
+        &self,
+        account: AccountId,
+        holder: &str,
+        on: bool,
+    ) -> Result<()> {
+        let query = if on {
+            sqlx::query(
+                "INSERT INTO write_marks (account_id, holder, since) VALUES ($1, $2, $3) \
+                 ON CONFLICT (account_id, holder) DO NOTHING",
+            )
             .bind(account)
-            .execute(&self.pool)
-            .await?;
+            .bind(holder)
+            .bind(now())
+        } else {
+            sqlx::query("DELETE FROM write_marks WHERE account_id = $1 AND holder = $2")
+                .bind(account)
+                .bind(holder)
+        };
+        query.execute(&self.pool).await?;
         Ok(())
     }
 
-    async fn writes_in_flight(&self, account: AccountId) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT writes_in_flight FROM accounts WHERE id = $1")
-            .bind(account)
+    async fn writes_in_flight(&self, account: AccountId) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT holder, since FROM write_marks WHERE account_id = $1 ORDER BY since, holder",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("holder")?, row.try_get("since")?)))
+            .collect()
+    }
+
+    async fn lease_held(&self, name: &str, now: i64) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM leases WHERE name = $1 AND expires >= $2")
+            .bind(name)
+            .bind(now)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(row) => row.try_get(0)?,
-            None => None,
-        })
+        Ok(row.is_some())
     }
 
     async fn clear_diverged(&self, account: AccountId, state: AccountState) -> Result<bool> {
