@@ -10,11 +10,13 @@ mod backfill;
 mod backoff;
 mod credentials;
 mod drain;
+mod gauges;
 mod intent;
 mod journal;
 mod lifecycle;
 mod mirror;
 mod names;
+mod pickup;
 mod pool;
 mod reconcile;
 
@@ -28,12 +30,14 @@ use tracing::{info, warn};
 pub use account::{Account, ErrorKind};
 pub use backfill::Watch;
 pub use credentials::Credentials;
+pub use gauges::{Gauges, Held};
 pub use intent::NotMarked;
 pub use journal::{FlagOp, Write};
 pub use names::normalise;
 pub use reconcile::Reconciled;
 
 use crate::config::{self, Config};
+use pickup::Policy;
 use crate::lock::Swap;
 use crate::secret::Secret;
 use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
@@ -93,6 +97,7 @@ impl Migrator {
             return Ok(None);
         };
         let opts = engine_options(config).map_err(|e| MigrateError::Config(e.to_string()))?;
+        let pickup = Policy::new(&config.migration, |n| credentials.name(n));
         Ok(Some(Migrator {
             store,
             credentials: Swap::new(credentials),
@@ -107,7 +112,9 @@ impl Migrator {
                     config.sweep.max_messages_per_second,
                 ))),
                 interactive: Arc::new(AtomicUsize::new(0)),
-                live_pickup: Arc::new(AtomicU64::new(config.migration.live_pickup_secs)),
+                pickup: Arc::new(Swap::new(pickup)),
+                keep: Arc::new(AtomicU64::new(config.migration.idle_connections_secs)),
+                gauges: Arc::new(Gauges::default()),
                 journal: account::JournalPolicy {
                     attempts: config.migration.mirror_attempts.max(1),
                     retry: Duration::from_secs(config.migration.mirror_retry_secs.max(1)),
@@ -172,6 +179,7 @@ impl Migrator {
             .or_insert_with(|| {
                 Arc::new(Account::new(
                     id,
+                    user,
                     Arc::clone(&self.store),
                     endpoints,
                     self.opts.clone(),
@@ -210,10 +218,16 @@ impl Migrator {
     pub fn reload(&self, config: &Config) -> Result<(), MigrateError> {
         let credentials = Credentials::from_config(config)?
             .ok_or_else(|| MigrateError::Config("[old] is gone: restart to remove it".into()))?;
+        let pickup = Policy::new(&config.migration, |n| credentials.name(n));
         self.credentials.set(Arc::new(credentials));
+        self.shared.pickup.set(Arc::new(pickup));
         self.shared
-            .live_pickup
-            .store(config.migration.live_pickup_secs, Ordering::SeqCst);
+            .keep
+            .store(config.migration.idle_connections_secs, Ordering::SeqCst);
+        // Live pickup sees the new settings now, not at its next IDLE renewal.
+        for account in self.accounts.iter() {
+            account.pickup_wake.notify_one();
+        }
         if let Some(rate) = &self.shared.rate {
             rate.set_ceilings(
                 config.sweep.max_bytes_per_second,
@@ -221,6 +235,11 @@ impl Migrator {
             );
         }
         Ok(())
+    }
+
+    /// What the migration holds open now (engine connections, live pickup by mode).
+    pub fn held(&self) -> Held {
+        self.shared.gauges.snapshot()
     }
 
     /// The sweeper's global copy totals (messages, bytes, since when), if ceilings are set.
