@@ -1419,7 +1419,11 @@ mod tests {
         let c = parse_str(MINIMAL).unwrap().migration;
         assert_eq!(c.live_pickup, LivePickup::Idle);
         assert_eq!(
-            (c.live_pickup_secs, c.live_pickup_max_secs, c.idle_connections_secs),
+            (
+                c.live_pickup_secs,
+                c.live_pickup_max_secs,
+                c.idle_connections_secs
+            ),
             (2, 60, 30)
         );
         let c = parse_str(&format!(
@@ -1431,19 +1435,30 @@ mod tests {
         assert_eq!(c.live_pickup, LivePickup::Poll);
         assert_eq!(c.live_pickup_for["ann@example.org"], LivePickup::Off);
         assert_eq!(c.live_pickup_for["bob"], LivePickup::Idle);
-        let err = parse_str(&format!("{MINIMAL}[migration]\nlive_pickup = \"push\"\n")).unwrap_err();
+        let err =
+            parse_str(&format!("{MINIMAL}[migration]\nlive_pickup = \"push\"\n")).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
         for (text, key) in [
             ("live_pickup_max_secs = 1", "migration.live_pickup_max_secs"),
-            ("idle_connections_secs = 0", "migration.idle_connections_secs"),
+            (
+                "idle_connections_secs = 0",
+                "migration.idle_connections_secs",
+            ),
         ] {
             let e = invalid(&format!("{MINIMAL}[migration]\n{text}\n"));
             assert_eq!(e.key(), key, "{text}");
         }
         // Off as before: the ceiling no longer matters.
-        let text = format!("{MINIMAL}[migration]\nlive_pickup_secs = 0\nlive_pickup_max_secs = 0\n");
+        let text =
+            format!("{MINIMAL}[migration]\nlive_pickup_secs = 0\nlive_pickup_max_secs = 0\n");
         assert!(parse_str(&text).is_ok());
-        let (a, b) = (Migration::default(), Migration { idle_connections_secs: 5, ..Migration::default() });
+        let (a, b) = (
+            Migration::default(),
+            Migration {
+                idle_connections_secs: 5,
+                ..Migration::default()
+            },
+        );
         assert!(a.same_but_reloadable(&b) && a != b);
     }
 

@@ -656,7 +656,12 @@ impl Client {
                     status: Status::Bye,
                     text,
                     ..
-                }) => return Err(ImapError::Closed { side: self.side, text }),
+                }) => {
+                    return Err(ImapError::Closed {
+                        side: self.side,
+                        text,
+                    });
+                }
                 Response::Untagged(u) => before.push(u),
                 Response::Tagged {
                     tag: t,
@@ -708,10 +713,9 @@ impl Client {
             }),
             Response::Untagged(u) => Ok(u),
             Response::Continue(_) => Err(self.protocol("continuation request in IDLE".into())),
-            Response::Tagged { status, text, .. } => Err(self.protocol(format!(
-                "the server ended IDLE: {} {text}",
-                status.as_str()
-            ))),
+            Response::Tagged { status, text, .. } => {
+                Err(self.protocol(format!("the server ended IDLE: {} {text}", status.as_str())))
+            }
         }
     }
 

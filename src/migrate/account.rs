@@ -12,14 +12,14 @@ use tokio::sync::{Mutex, Notify, watch};
 use tracing::{Instrument, debug};
 
 use super::backfill::{Folder, RECONCILE_WAIT};
-use super::gauges::Gauges;
-use super::pickup::Policy;
 use super::backoff::Backoff;
+use super::gauges::Gauges;
 use super::intent::Intents;
 use super::names::Names;
+use super::pickup::Policy;
 use super::pool::Pool;
-use crate::imap::ImapError;
 use crate::config::LivePickup;
+use crate::imap::ImapError;
 use crate::lock::{self, Poisoned, Swap};
 use crate::store::{AccountId, Store};
 use crate::sync::{self, Endpoint, Options, SyncError};

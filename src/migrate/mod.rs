@@ -37,11 +37,11 @@ pub use names::normalise;
 pub use reconcile::Reconciled;
 
 use crate::config::{self, Config};
-use pickup::Policy;
 use crate::lock::Swap;
 use crate::secret::Secret;
 use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
 use crate::sync::{Endpoint, Options, SharedRate};
+use pickup::Policy;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]

@@ -243,7 +243,8 @@ impl Watcher {
             self.schedule.bound(policy.first, policy.max);
             if folders != self.folders {
                 // The user went to another folder: activity, so ask soon again.
-                self.seen.retain(|old, _| folders.iter().any(|(_, o)| o == old));
+                self.seen
+                    .retain(|old, _| folders.iter().any(|(_, o)| o == old));
                 self.folders = folders;
                 self.schedule = Schedule::new(policy.first, policy.max);
                 self.due = Instant::now() + policy.first;
@@ -295,10 +296,12 @@ impl Watcher {
 
     async fn wait_due(&mut self) -> Result<Flow, SyncError> {
         let acct = Arc::clone(&self.acct);
-        Ok(match until(self.due, &acct.pickup_wake, &mut self.stop).await {
-            Woken::Stop => Flow::Stop,
-            Woken::Due | Woken::Wake => Flow::Go,
-        })
+        Ok(
+            match until(self.due, &acct.pickup_wake, &mut self.stop).await {
+                Woken::Stop => Flow::Stop,
+                Woken::Due | Woken::Wake => Flow::Go,
+            },
+        )
     }
 
     async fn connect(&mut self) -> Result<&mut OldConn, SyncError> {

@@ -49,9 +49,10 @@ async fn account() -> Arc<Account> {
     let shared = Shared {
         rate: None,
         interactive: Arc::new(AtomicUsize::new(0)),
-        pickup: Arc::new(crate::lock::Swap::new(
-            crate::migrate::pickup::Policy::new(&Default::default(), str::to_string),
-        )),
+        pickup: Arc::new(crate::lock::Swap::new(crate::migrate::pickup::Policy::new(
+            &Default::default(),
+            str::to_string,
+        ))),
         keep: Arc::new(std::sync::atomic::AtomicU64::new(30)),
         gauges: Default::default(),
         journal: JournalPolicy {

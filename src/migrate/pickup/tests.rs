@@ -22,7 +22,11 @@ fn schedule_doubles_while_nothing_changes_and_restarts_after_a_change() {
     ];
     for (changes, waits) in table {
         let mut sched = Schedule::new(s(2), s(60));
-        assert_eq!(sched.wait(), s(2), "the first poll comes after the first wait");
+        assert_eq!(
+            sched.wait(),
+            s(2),
+            "the first poll comes after the first wait"
+        );
         let got: Vec<u64> = changes.iter().map(|c| sched.after(*c).as_secs()).collect();
         assert_eq!(&got, waits, "{changes:?}");
     }
