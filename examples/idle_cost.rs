@@ -198,7 +198,11 @@ async fn measure(
     let stats = old.stats(false);
     let old_commands = stats.get("imap_command").copied().unwrap_or(0);
     let old_logins = stats.get("login").copied().unwrap_or(0);
-    let mut by: Vec<(String, u64)> = old.commands(false).into_iter().collect();
+    let mut by: Vec<(String, u64)> = old
+        .commands(false)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
     by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let by_name = by
         .iter()
