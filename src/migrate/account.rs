@@ -1,7 +1,7 @@
 //! One account's migration state, shared by all of the user's sessions and the sweeper: its
 //! folder names ([`Names`]), connection pool, folders ([`backfill`](super::backfill)), journal
 //! and mirror ([`drain`](super::drain)) and lifecycle ([`lifecycle`](super::lifecycle)), and the
-//! worker that keeps the journal draining and the selected folders picked up while it is used.
+//! worker that keeps the journal draining (and live pickup running) while it is used.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};

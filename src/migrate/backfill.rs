@@ -1,5 +1,6 @@
 //! Backfill: one NEW folder brought up to date from OLD, with one owner at a time (the others
-//! wait on it, at most their budget), live pickup of the folders sessions have selected, and the
+//! wait on it, at most their budget), which folders sessions have selected and the passes live
+//! pickup ([`pickup`](super::pickup)) starts for them, and the
 //! per-folder coordination the mirror needs (its reads of NEW wait for the user's own changes to
 //! the folder). A folder that cannot be backfilled is retried with its own back-off; it never
 //! stops the others.

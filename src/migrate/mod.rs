@@ -1,9 +1,10 @@
 //! The migration inside the proxy (DESIGN.md §1–§2). A [`Migrator`] keeps one [`Account`] per
 //! account name (the normalised login), shared by all of that user's sessions and the sweeper:
 //! OLD access per the auth policy ([`credentials`]), folder names ([`names`]), connections
-//! ([`pool`]), the lazy per-folder backfill and live pickup ([`backfill`]), the journal of user
-//! writes ([`journal`]) recorded and drained ([`drain`]) by the mirror ([`mirror`]), and the
-//! lifecycle ([`lifecycle`]). It never imports the proxy.
+//! ([`pool`]), the lazy per-folder backfill ([`backfill`]), live pickup by IDLE or polling
+//! ([`pickup`]), the journal of user writes ([`journal`]) recorded and drained ([`drain`]) by the
+//! mirror ([`mirror`]), the lifecycle ([`lifecycle`]), and what all accounts hold open
+//! ([`gauges`]). It never imports the proxy.
 
 mod account;
 mod backfill;
