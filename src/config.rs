@@ -3,6 +3,7 @@
 //! parse, regexes compile, auth combinations). No secret lives in the file except the optional admin
 //! token, which is a [`Secret`]; the OLD master password is read from a separate file.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -513,22 +514,70 @@ pub struct Migration {
     pub mirror_attempts: u32,
     #[serde(default = "default_mirror_retry_secs")]
     pub mirror_retry_secs: u64,
-    /// How often OLD is asked for new mail in the folders open sessions have selected (live
-    /// pickup); 0 turns it off (the backfill at the next SELECT and the sweeper's revisits still
-    /// copy). Reloadable: turn it down once the MX points at NEW.
+    /// How new mail on OLD reaches the folders open sessions have selected (live pickup), for
+    /// every account but those in `live_pickup_for`. Reloadable: once the MX points at NEW, "off"
+    /// leaves it to the next SELECT and the sweeper's revisits.
+    #[serde(default)]
+    pub live_pickup: LivePickup,
+    /// Per account (its name as the proxy normalises logins): a mode other than `live_pickup`.
+    #[serde(default)]
+    pub live_pickup_for: BTreeMap<String, LivePickup>,
+    /// Polling asks OLD again this long after a change, doubling while nothing changes up to
+    /// `live_pickup_max_secs`. 0 turns live pickup off for every account (as it always did).
     #[serde(default = "default_live_pickup_secs")]
     pub live_pickup_secs: u64,
+    #[serde(default = "default_live_pickup_max_secs")]
+    pub live_pickup_max_secs: u64,
+    /// An account's engine connections (backfills, the mirror, polling) unused this long are
+    /// logged out. Reloadable.
+    #[serde(default = "default_idle_connections_secs")]
+    pub idle_connections_secs: u64,
+}
+
+/// `[migration] live_pickup`: how new mail on OLD reaches open sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LivePickup {
+    /// IDLE (RFC 2177) on OLD where it offers it; polling where it does not.
+    #[default]
+    Idle,
+    /// STATUS on OLD on an adaptive schedule (see `live_pickup_secs`).
+    Poll,
+    /// None: the next SELECT and the sweeper's revisits copy.
+    Off,
+}
+
+impl LivePickup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LivePickup::Idle => "idle",
+            LivePickup::Poll => "poll",
+            LivePickup::Off => "off",
+        }
+    }
 }
 
 fn default_live_pickup_secs() -> u64 {
     2
 }
 
+fn default_live_pickup_max_secs() -> u64 {
+    60
+}
+
+fn default_idle_connections_secs() -> u64 {
+    30
+}
+
 impl Migration {
     /// Equal but for what a reload may change.
     pub fn same_but_reloadable(&self, other: &Migration) -> bool {
         Migration {
+            live_pickup: other.live_pickup,
+            live_pickup_for: other.live_pickup_for.clone(),
             live_pickup_secs: other.live_pickup_secs,
+            live_pickup_max_secs: other.live_pickup_max_secs,
+            idle_connections_secs: other.idle_connections_secs,
             ..self.clone()
         } == *other
     }
@@ -554,7 +603,11 @@ impl Default for Migration {
             journal_keep_days: default_journal_keep_days(),
             mirror_attempts: default_mirror_attempts(),
             mirror_retry_secs: default_mirror_retry_secs(),
+            live_pickup: LivePickup::default(),
+            live_pickup_for: BTreeMap::new(),
             live_pickup_secs: default_live_pickup_secs(),
+            live_pickup_max_secs: default_live_pickup_max_secs(),
+            idle_connections_secs: default_idle_connections_secs(),
         }
     }
 }
@@ -941,6 +994,16 @@ impl Config {
                 key: "migration.max_delete_share",
                 value: share.to_string(),
                 expected: "a share between 0 and 1 (0.10 = 10 %)",
+            });
+        }
+
+        let m = &self.migration;
+        positive("migration.idle_connections_secs", m.idle_connections_secs)?;
+        if m.live_pickup_secs > 0 && m.live_pickup_max_secs < m.live_pickup_secs {
+            return Err(ValidationError::OutOfRange {
+                key: "migration.live_pickup_max_secs",
+                value: m.live_pickup_max_secs.to_string(),
+                expected: "at least migration.live_pickup_secs",
             });
         }
 
@@ -1385,6 +1448,54 @@ mod tests {
         assert_eq!(e.key(), "mapping.include");
         let err = parse_str(&format!("{MINIMAL}[mapping]\nsep1 = 'ab'\n")).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn live_pickup_modes() {
+        let c = parse_str(MINIMAL).unwrap().migration;
+        assert_eq!(c.live_pickup, LivePickup::Idle);
+        assert_eq!(
+            (
+                c.live_pickup_secs,
+                c.live_pickup_max_secs,
+                c.idle_connections_secs
+            ),
+            (2, 60, 30)
+        );
+        let c = parse_str(&format!(
+            "{MINIMAL}[migration]\nlive_pickup = \"poll\"\nlive_pickup_max_secs = 2\n\
+             [migration.live_pickup_for]\n\"ann@example.org\" = \"off\"\nbob = \"idle\"\n"
+        ))
+        .unwrap()
+        .migration;
+        assert_eq!(c.live_pickup, LivePickup::Poll);
+        assert_eq!(c.live_pickup_for["ann@example.org"], LivePickup::Off);
+        assert_eq!(c.live_pickup_for["bob"], LivePickup::Idle);
+        let err =
+            parse_str(&format!("{MINIMAL}[migration]\nlive_pickup = \"push\"\n")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        for (text, key) in [
+            ("live_pickup_max_secs = 1", "migration.live_pickup_max_secs"),
+            (
+                "idle_connections_secs = 0",
+                "migration.idle_connections_secs",
+            ),
+        ] {
+            let e = invalid(&format!("{MINIMAL}[migration]\n{text}\n"));
+            assert_eq!(e.key(), key, "{text}");
+        }
+        // Off as before: the ceiling no longer matters.
+        let text =
+            format!("{MINIMAL}[migration]\nlive_pickup_secs = 0\nlive_pickup_max_secs = 0\n");
+        assert!(parse_str(&text).is_ok());
+        let (a, b) = (
+            Migration::default(),
+            Migration {
+                idle_connections_secs: 5,
+                ..Migration::default()
+            },
+        );
+        assert!(a.same_but_reloadable(&b) && a != b);
     }
 
     #[test]

@@ -643,6 +643,94 @@ impl Client {
         self.run_ok(Cmd::new("NOOP"), |_| {}).await.map(|_| ())
     }
 
+    /// Starts IDLE (RFC 2177) on the selected mailbox and waits for the server's go-ahead.
+    /// Returns the command's tag (for [`Client::idle_done`]) and the untagged responses sent
+    /// before the go-ahead. A refusal is an error.
+    pub async fn idle(&mut self) -> Result<(String, Vec<Untagged>)> {
+        let tag = self.send(Cmd::new("IDLE")).await?;
+        let mut before = Vec::new();
+        loop {
+            match self.read().await? {
+                Response::Continue(_) => return Ok((tag, before)),
+                Response::Untagged(Untagged::Status {
+                    status: Status::Bye,
+                    text,
+                    ..
+                }) => {
+                    return Err(ImapError::Closed {
+                        side: self.side,
+                        text,
+                    });
+                }
+                Response::Untagged(u) => before.push(u),
+                Response::Tagged {
+                    tag: t,
+                    status,
+                    code,
+                    text,
+                } => {
+                    let line = format!("{t} {} {}{text}", status.as_str(), code_text(&code));
+                    let done = Done {
+                        status,
+                        code,
+                        text,
+                        line,
+                    };
+                    if t == tag {
+                        done.ok(self.side, "IDLE")?;
+                        return Err(self.protocol("IDLE completed without a go-ahead".into()));
+                    }
+                    self.done.insert(t, done);
+                }
+            }
+        }
+    }
+
+    /// While IDLEing: waits until the server sends something (`true`) or `until` passes
+    /// (`false`). Nothing is consumed, so the wait can be abandoned (in a `select!`) at any
+    /// point; read what came with [`Client::idle_response`].
+    pub async fn idle_readable(&mut self, until: tokio::time::Instant) -> Result<bool> {
+        use tokio::io::AsyncBufReadExt;
+        let side = self.side;
+        match tokio::time::timeout_at(until, self.io.fill_buf()).await {
+            Err(_) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(source)) => Err(ImapError::Io { side, source }),
+        }
+    }
+
+    /// While IDLEing: the next response, which must be untagged (`* BYE` is an error, as is the
+    /// server ending the IDLE by itself).
+    pub async fn idle_response(&mut self) -> Result<Untagged> {
+        match self.read().await? {
+            Response::Untagged(Untagged::Status {
+                status: Status::Bye,
+                text,
+                ..
+            }) => Err(ImapError::Closed {
+                side: self.side,
+                text,
+            }),
+            Response::Untagged(u) => Ok(u),
+            Response::Continue(_) => Err(self.protocol("continuation request in IDLE".into())),
+            Response::Tagged { status, text, .. } => {
+                Err(self.protocol(format!("the server ended IDLE: {} {text}", status.as_str())))
+            }
+        }
+    }
+
+    /// Ends IDLE (DONE) and waits for its completion; returns the untagged responses sent
+    /// meanwhile.
+    pub async fn idle_done(&mut self, tag: &str) -> Result<Vec<Untagged>> {
+        self.write(b"DONE\r\n").await?;
+        self.flush().await?;
+        let mut after = Vec::new();
+        self.wait(tag, |u| after.push(u))
+            .await?
+            .ok(self.side, "IDLE")?;
+        Ok(after)
+    }
+
     /// LOGIN. Refused unless the server allows it (LOGINDISABLED).
     pub async fn login(&mut self, user: &str, password: &Secret) -> Result<()> {
         let cmd = Cmd::new("LOGIN ")

@@ -1,7 +1,7 @@
 //! One account's migration state, shared by all of the user's sessions and the sweeper: its
 //! folder names ([`Names`]), connection pool, folders ([`backfill`](super::backfill)), journal
 //! and mirror ([`drain`](super::drain)) and lifecycle ([`lifecycle`](super::lifecycle)), and the
-//! worker that keeps the journal draining and the selected folders picked up while it is used.
+//! worker that keeps the journal draining (and live pickup running) while it is used.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
@@ -13,15 +13,18 @@ use tracing::{Instrument, debug};
 
 use super::backfill::{Folder, RECONCILE_WAIT};
 use super::backoff::Backoff;
+use super::gauges::Gauges;
 use super::intent::Intents;
 use super::names::Names;
+use super::pickup::Policy;
 use super::pool::Pool;
+use crate::config::LivePickup;
 use crate::imap::ImapError;
-use crate::lock::{self, Poisoned};
+use crate::lock::{self, Poisoned, Swap};
 use crate::store::{AccountId, Store};
 use crate::sync::{self, Endpoint, Options, SyncError};
 
-/// How often the worker looks at selected folders (live pickup) and at the journal.
+/// How often the worker looks at the journal (and whether live pickup should run).
 pub(crate) const LIVE_POLL: Duration = Duration::from_secs(2);
 /// Longest a login waits for OLD's folder tree to be created on NEW (LIST and CREATEs: cheap,
 /// unless OLD does not answer).
@@ -35,8 +38,11 @@ pub(crate) struct Shared {
     /// The sweeper's global rate ceilings.
     pub rate: Option<Arc<sync::SharedRate>>,
     pub interactive: Arc<AtomicUsize>,
-    /// `[migration] live_pickup_secs` (0: off), as the last reload set it.
-    pub live_pickup: Arc<AtomicU64>,
+    /// `[migration]`'s live pickup settings, as the last reload set them.
+    pub pickup: Arc<Swap<Policy>>,
+    /// `[migration] idle_connections_secs`, as the last reload set it.
+    pub keep: Arc<AtomicU64>,
+    pub gauges: Arc<Gauges>,
     pub journal: JournalPolicy,
     pub stop: watch::Receiver<bool>,
 }
@@ -137,8 +143,13 @@ pub struct Account {
     pub(super) sweep_opts: Options,
     /// Interactive backfills being waited for, all accounts together (the sweeper yields to them).
     pub(super) interactive: Arc<AtomicUsize>,
-    /// Seconds between live pickups (0: off), shared with the migrator (reloadable).
-    live_pickup: Arc<AtomicU64>,
+    /// The account's name (the normalised login).
+    pub(super) name: String,
+    /// Live pickup's settings, shared with the migrator (reloadable).
+    pub(super) pickup: Arc<Swap<Policy>>,
+    /// Wakes live pickup: the selected folders or the settings changed.
+    pub(super) pickup_wake: Arc<Notify>,
+    pub(super) pickup_running: AtomicBool,
     /// The last failure since the last success (for the sweeper), with its kind. Recovered
     /// when poisoned ([`Account::last_error`]).
     pub(super) last_error: StdMutex<Option<(ErrorKind, String)>>,
@@ -189,6 +200,7 @@ pub struct Account {
 impl Account {
     pub(crate) fn new(
         id: AccountId,
+        name: &str,
         store: Arc<dyn Store>,
         endpoints: (Endpoint, Endpoint),
         opts: Options,
@@ -202,12 +214,20 @@ impl Account {
             opts,
             sweep_opts,
             interactive: Arc::clone(&shared.interactive),
-            live_pickup: Arc::clone(&shared.live_pickup),
+            name: name.to_string(),
+            pickup: Arc::clone(&shared.pickup),
+            pickup_wake: Arc::new(Notify::new()),
+            pickup_running: AtomicBool::new(false),
             last_error: StdMutex::new(None),
             copied: (AtomicU64::new(0), AtomicU64::new(0)),
             names: StdMutex::new(Names::default()),
             folders: DashMap::new(),
-            pool: Pool::new(endpoints),
+            pool: Pool::new(
+                endpoints,
+                Arc::clone(&shared.keep),
+                Arc::clone(&shared.gauges),
+                shared.stop.clone(),
+            ),
             prepare_lock: Mutex::new(()),
             mirror_lock: Mutex::new(()),
             state_lock: Mutex::new(()),
@@ -390,11 +410,10 @@ impl Account {
     }
 
     /// While sessions are open or the journal is not empty: drain the journal every
-    /// [`LIVE_POLL`] or when woken, and check the selected folders on OLD (live pickup) at most
-    /// every `[migration] live_pickup_secs` (never when 0).
+    /// [`LIVE_POLL`] or when woken, and start live pickup ([`pickup`](super::pickup)) where a
+    /// reload turned it on.
     async fn worker_loop(self: Arc<Self>) {
         let mut stop = self.stop.clone();
-        let mut picked_up: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(LIVE_POLL) => {}
@@ -405,14 +424,10 @@ impl Account {
                 break;
             }
             self.drain_journal().await;
-            let every = Duration::from_secs(self.live_pickup.load(Ordering::SeqCst));
-            if every.is_zero() {
+            if self.pickup_mode() == LivePickup::Off {
                 debug!("live pickup is off");
-            } else if picked_up.is_none_or(|t| t.elapsed() >= every) {
-                picked_up = Some(tokio::time::Instant::now());
-                for name in self.watched() {
-                    self.backfill_in_background(&name);
-                }
+            } else {
+                self.spawn_pickup();
             }
             let pending = self.pending.load(Ordering::SeqCst);
             if self.sessions.load(Ordering::SeqCst) == 0 && pending == 0 {

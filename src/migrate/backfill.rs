@@ -1,5 +1,6 @@
 //! Backfill: one NEW folder brought up to date from OLD, with one owner at a time (the others
-//! wait on it, at most their budget), live pickup of the folders sessions have selected, and the
+//! wait on it, at most their budget), which folders sessions have selected and the passes live
+//! pickup ([`pickup`](super::pickup)) starts for them, and the
 //! per-folder coordination the mirror needs (its reads of NEW wait for the user's own changes to
 //! the folder). A folder that cannot be backfilled is retried with its own back-off; it never
 //! stops the others.
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex as StdMutex, MutexGuard as StdMutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio::sync::{Mutex, MutexGuard, Notify, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
@@ -179,11 +180,12 @@ impl Running {
 }
 
 /// Keeps a folder under live pickup while a session has it selected.
-pub struct Watch(Arc<Folder>);
+pub struct Watch(Arc<Folder>, Arc<Notify>);
 
 impl Drop for Watch {
     fn drop(&mut self) {
         self.0.watchers.fetch_sub(1, Ordering::SeqCst);
+        self.1.notify_one();
     }
 }
 
@@ -215,7 +217,32 @@ impl Account {
     pub fn watch(self: &Arc<Self>, folder: &str) -> Watch {
         let f = self.folder(folder);
         f.watchers.fetch_add(1, Ordering::SeqCst);
-        Watch(f)
+        self.pickup_wake.notify_one();
+        self.spawn_pickup();
+        Watch(f, Arc::clone(&self.pickup_wake))
+    }
+
+    /// Live pickup saw `folder` (a NEW name) change on OLD: a pass that starts after now brings
+    /// the change. One already running may have read OLD before it, so it is waited for (at
+    /// most [`CHANGE_WAIT`]), and the freshness shortcut does not apply.
+    pub(super) fn pick_up(self: &Arc<Self>, folder: &str) {
+        let f = self.folder(folder);
+        let running = f
+            .running()
+            .as_ref()
+            .filter(|r| r.active())
+            .map(|r| r.done.clone());
+        let (me, folder) = (Arc::clone(self), folder.to_string());
+        tokio::spawn(
+            async move {
+                if let Some(mut done) = running {
+                    let _ = tokio::time::timeout(CHANGE_WAIT, done.wait_for(|d| *d)).await;
+                }
+                *f.checked() = None;
+                me.backfill_in_background(&folder);
+            }
+            .in_current_span(),
+        );
     }
 
     /// NEW folders sessions have selected.

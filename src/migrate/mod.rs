@@ -1,21 +1,24 @@
 //! The migration inside the proxy (DESIGN.md §1–§2). A [`Migrator`] keeps one [`Account`] per
 //! account name (the normalised login), shared by all of that user's sessions and the sweeper:
 //! OLD access per the auth policy ([`credentials`]), folder names ([`names`]), connections
-//! ([`pool`]), the lazy per-folder backfill and live pickup ([`backfill`]), the journal of user
-//! writes ([`journal`]) recorded and drained ([`drain`]) by the mirror ([`mirror`]), and the
-//! lifecycle ([`lifecycle`]). It never imports the proxy.
+//! ([`pool`]), the lazy per-folder backfill ([`backfill`]), live pickup by IDLE or polling
+//! ([`pickup`]), the journal of user writes ([`journal`]) recorded and drained ([`drain`]) by the
+//! mirror ([`mirror`]), the lifecycle ([`lifecycle`]), and what all accounts hold open
+//! ([`gauges`]). It never imports the proxy.
 
 mod account;
 mod backfill;
 mod backoff;
 mod credentials;
 mod drain;
+mod gauges;
 mod intent;
 mod journal;
 mod lease;
 mod lifecycle;
 mod mirror;
 mod names;
+mod pickup;
 mod pool;
 mod reconcile;
 
@@ -29,6 +32,7 @@ use tracing::{info, warn};
 pub use account::{Account, ErrorKind};
 pub use backfill::Watch;
 pub use credentials::Credentials;
+pub use gauges::{Gauges, Held};
 pub use intent::NotMarked;
 pub use journal::{FlagOp, Write};
 pub use names::normalise;
@@ -40,6 +44,7 @@ use crate::secret::Secret;
 use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
 use crate::sync::{Endpoint, Options, SharedRate};
 use lease::Lease;
+use pickup::Policy;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,7 @@ impl Migrator {
         if store.shared() {
             tokio::spawn(stay_alive(Arc::clone(&store), stop.clone()));
         }
+        let pickup = Policy::new(&config.migration, |n| credentials.name(n));
         Ok(Some(Migrator {
             store,
             credentials: Swap::new(credentials),
@@ -112,7 +118,9 @@ impl Migrator {
                     config.sweep.max_messages_per_second,
                 ))),
                 interactive: Arc::new(AtomicUsize::new(0)),
-                live_pickup: Arc::new(AtomicU64::new(config.migration.live_pickup_secs)),
+                pickup: Arc::new(Swap::new(pickup)),
+                keep: Arc::new(AtomicU64::new(config.migration.idle_connections_secs)),
+                gauges: Arc::new(Gauges::default()),
                 journal: account::JournalPolicy {
                     attempts: config.migration.mirror_attempts.max(1),
                     retry: Duration::from_secs(config.migration.mirror_retry_secs.max(1)),
@@ -177,6 +185,7 @@ impl Migrator {
             .or_insert_with(|| {
                 Arc::new(Account::new(
                     id,
+                    user,
                     Arc::clone(&self.store),
                     endpoints,
                     self.opts.clone(),
@@ -215,10 +224,16 @@ impl Migrator {
     pub fn reload(&self, config: &Config) -> Result<(), MigrateError> {
         let credentials = Credentials::from_config(config)?
             .ok_or_else(|| MigrateError::Config("[old] is gone: restart to remove it".into()))?;
+        let pickup = Policy::new(&config.migration, |n| credentials.name(n));
         self.credentials.set(Arc::new(credentials));
+        self.shared.pickup.set(Arc::new(pickup));
         self.shared
-            .live_pickup
-            .store(config.migration.live_pickup_secs, Ordering::SeqCst);
+            .keep
+            .store(config.migration.idle_connections_secs, Ordering::SeqCst);
+        // Live pickup sees the new settings now, not at its next IDLE renewal.
+        for account in self.accounts.iter() {
+            account.pickup_wake.notify_one();
+        }
         if let Some(rate) = &self.shared.rate {
             rate.set_ceilings(
                 config.sweep.max_bytes_per_second,
@@ -226,6 +241,11 @@ impl Migrator {
             );
         }
         Ok(())
+    }
+
+    /// What the migration holds open now (engine connections, live pickup by mode).
+    pub fn held(&self) -> Held {
+        self.shared.gauges.snapshot()
     }
 
     /// The sweeper's global copy totals (messages, bytes, since when), if ceilings are set.

@@ -2,14 +2,16 @@
 //! plain atomics (commands by name over a fixed list of IMAP command names, so label cardinality
 //! stays bounded whatever clients send) and [`Metrics::render`] in Prometheus' text format, served
 //! by [`admin`](super::admin) on `/metrics`, which appends [`render_accounts`] (accounts by state,
-//! read from the store per scrape) and [`render_sweep`] (the sweeper's counters). No user name,
-//! address or credential is ever a label.
+//! read from the store per scrape), [`render_sweep`] (the sweeper's counters) and
+//! [`render_engine`] (what the migration holds open). No user name, address or credential is ever
+//! a label.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::migrate::Held;
 use crate::sweep::SweepStats;
 
 /// Command names counted under their own label, sorted; anything else counts as `OTHER`.
@@ -358,6 +360,23 @@ pub fn render_sweep(stats: &SweepStats) -> String {
         );
     }
     out
+}
+
+/// What the migration holds open: the engine's connections to OLD and NEW (pooled pairs and
+/// live pickup's) and the accounts whose live pickup IDLEs on OLD or polls it.
+pub fn render_engine(held: &Held) -> String {
+    format!(
+        "# HELP imapferry_engine_connections Connections the migration holds open (not the \
+         sessions' own), by server.\n\
+         # TYPE imapferry_engine_connections gauge\n\
+         imapferry_engine_connections{{side=\"old\"}} {}\n\
+         imapferry_engine_connections{{side=\"new\"}} {}\n\
+         # HELP imapferry_live_pickup_accounts Accounts whose live pickup runs, by how it asks OLD.\n\
+         # TYPE imapferry_live_pickup_accounts gauge\n\
+         imapferry_live_pickup_accounts{{mode=\"idle\"}} {}\n\
+         imapferry_live_pickup_accounts{{mode=\"poll\"}} {}\n",
+        held.old, held.new, held.idling, held.polling
+    )
 }
 
 /// Keeps a connection counted as open (see [`Metrics::connection`]).

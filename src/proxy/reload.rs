@@ -2,7 +2,8 @@
 //! the configuration file is read and validated again; [`restart_needed`] names every change only
 //! a restart can apply, and one of them refuses the whole reload. Otherwise the certificates,
 //! `[limits]`, `[log] level`, `[sweep]` settings and the accounts file take effect for new
-//! connections; open sessions keep the settings they started with. A failure changes nothing.
+//! connections (live pickup and the engine's idle connections: for open sessions too); open
+//! sessions keep the other settings they started with. A failure changes nothing.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -75,11 +76,25 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// The reloadable sections whose values differ.
 pub fn reloadable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 5] = [
+    let (m, n) = (&old.migration, &new.migration);
+    let checks: [(&'static str, bool); 9] = [
         ("tls", old.tls == new.tls),
+        ("migration.live_pickup", m.live_pickup == n.live_pickup),
+        (
+            "migration.live_pickup_for",
+            m.live_pickup_for == n.live_pickup_for,
+        ),
         (
             "migration.live_pickup_secs",
-            old.migration.live_pickup_secs == new.migration.live_pickup_secs,
+            m.live_pickup_secs == n.live_pickup_secs,
+        ),
+        (
+            "migration.live_pickup_max_secs",
+            m.live_pickup_max_secs == n.live_pickup_max_secs,
+        ),
+        (
+            "migration.idle_connections_secs",
+            m.idle_connections_secs == n.idle_connections_secs,
         ),
         ("limits", old.limits == new.limits),
         ("log.level", old.log.level == new.log.level),
@@ -206,6 +221,17 @@ mod tests {
                 "[migration]\nlive_pickup_secs = 60\nmirror_attempts = 2\n",
                 &["migration"],
                 &["migration.live_pickup_secs"],
+            ),
+            (
+                "[migration]\nlive_pickup = \"poll\"\nlive_pickup_max_secs = 90\n\
+                 idle_connections_secs = 5\n[migration.live_pickup_for]\nann = \"off\"\n",
+                &[],
+                &[
+                    "migration.live_pickup",
+                    "migration.live_pickup_for",
+                    "migration.live_pickup_max_secs",
+                    "migration.idle_connections_secs",
+                ],
             ),
             ("[mapping]\nautomap = true\n", &["mapping"], &[]),
             (

@@ -272,10 +272,12 @@ pub async fn serve_with(
         sweeper.clone(),
         reload.log,
     ));
+    let migrator = settings.get().migrator.clone();
     let admin = match &config.admin {
         Some(section) => Some(
             Admin::new(section, metrics, ops::open_store(config).await, sweeper)
-                .with_reloader(Arc::clone(&reloader)),
+                .with_reloader(Arc::clone(&reloader))
+                .with_migrator(migrator),
         ),
         None => None,
     };

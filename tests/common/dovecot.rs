@@ -211,6 +211,68 @@ impl Dovecot {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Runs `doveadm ARGS` against this instance; its standard output.
+    fn doveadm(&self, args: &[&str]) -> String {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.config_path())
+            .args(args)
+            .output()
+            .expect("run doveadm");
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Logged-in IMAP connections of each user now, as the server counts them (`doveadm who`).
+    pub fn connections(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut by_user = std::collections::BTreeMap::new();
+        for line in self.doveadm(&["who", "-1"]).lines().skip(1) {
+            if let Some(user) = line.split_whitespace().next() {
+                *by_user.entry(user.to_string()).or_insert(0) += 1;
+            }
+        }
+        by_user
+    }
+
+    /// Logged-in connections of `user` now (`doveadm who`).
+    pub fn connections_of(&self, user: &str) -> usize {
+        self.connections().get(user).copied().unwrap_or(0)
+    }
+
+    /// IMAP commands the server finished since it started (or since the last `reset`), by name
+    /// (`doveadm stats dump`; LOGIN and AUTHENTICATE happen before the session: see
+    /// [`Dovecot::stats`]'s `login`).
+    pub fn commands(&self, reset: bool) -> std::collections::BTreeMap<String, u64> {
+        self.stats(reset)
+            .into_iter()
+            .filter_map(|(metric, n)| Some((metric.strip_prefix("imap_command_")?.to_string(), n)))
+            .collect()
+    }
+
+    /// Every counted metric since the start or the last `reset`: `imap_command` (all commands),
+    /// `imap_command_NAME`, and `login` (authentications).
+    pub fn stats(&self, reset: bool) -> std::collections::BTreeMap<String, u64> {
+        let args: &[&str] = if reset {
+            &["stats", "dump", "-r"]
+        } else {
+            &["stats", "dump"]
+        };
+        self.doveadm(args)
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut cols = l.split('\t');
+                let name = cols.next()?;
+                let count = cols.nth(1)?.parse().ok()?;
+                Some((name.to_string(), count))
+            })
+            .collect()
+    }
+
     /// Adds many users with one passwd-file update (and at most one wait, see `add_user`).
     pub fn add_users(&self, users: &[(String, String)]) {
         let passwd = self.dir().join("passwd");
@@ -464,6 +526,11 @@ impl Dovecot {
         c.push_str(
             "service stats {\n  unix_listener stats-reader {\n    mode = 0600\n  }\n  \
              unix_listener stats-writer {\n    mode = 0666\n  }\n}\n",
+        );
+        // Commands by name and logins, for `stats()` (what clients cost the server).
+        c.push_str(
+            "metric imap_command {\n  filter = event=imap_command_finished\n  group_by = cmd_name\n}\n\
+             metric login {\n  filter = event=auth_request_finished AND category=auth\n}\n",
         );
         c.push_str("protocol imap {\n");
         // The default of 10 is hit quickly by parallel copies and proxies from one IP.

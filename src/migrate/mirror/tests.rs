@@ -49,7 +49,12 @@ async fn account() -> Arc<Account> {
     let shared = Shared {
         rate: None,
         interactive: Arc::new(AtomicUsize::new(0)),
-        live_pickup: Arc::new(std::sync::atomic::AtomicU64::new(2)),
+        pickup: Arc::new(crate::lock::Swap::new(crate::migrate::pickup::Policy::new(
+            &Default::default(),
+            str::to_string,
+        ))),
+        keep: Arc::new(std::sync::atomic::AtomicU64::new(30)),
+        gauges: Default::default(),
         journal: JournalPolicy {
             attempts: 5,
             retry: Duration::from_secs(1),
@@ -59,6 +64,7 @@ async fn account() -> Arc<Account> {
     };
     let acct = Account::new(
         id,
+        "u",
         store,
         (endpoint(), endpoint()),
         Options::default(),
@@ -125,10 +131,10 @@ async fn mirror_with(
 ) -> (Result<(), MirrorError>, Vec<String>, Vec<String>) {
     let (old_opts, old_task) = serve("IMAP4rev1 UIDPLUS LITERAL+", old).await;
     let (new_opts, new_task) = serve("IMAP4rev1 UIDPLUS LITERAL+", new).await;
-    let mut conn = Conn {
-        old: Client::connect(&old_opts, Side::Old).await.unwrap(),
-        new: Client::connect(&new_opts, Side::New).await.unwrap(),
-    };
+    let mut conn = Conn::uncounted(
+        Client::connect(&old_opts, Side::Old).await.unwrap(),
+        Client::connect(&new_opts, Side::New).await.unwrap(),
+    );
     let result = apply(acct, &mut conn, entry, careful).await;
     drop(conn);
     let old_seen = old_task

@@ -16,6 +16,7 @@ pub use server::{HEALTH_RESERVE, MAX_CONNECTIONS, MAX_REQUEST, serve};
 use super::metrics::Metrics;
 use super::reload::Reloader;
 use crate::config;
+use crate::migrate::Migrator;
 use crate::store::Store;
 use crate::sweep::Control;
 
@@ -25,6 +26,8 @@ pub struct Admin {
     store: Option<Arc<dyn Store>>,
     sweep: Option<Arc<Control>>,
     reload: Option<Arc<Reloader>>,
+    /// What the migration holds open, for `/metrics`.
+    migrator: Option<Arc<Migrator>>,
     access: access::Access,
     header_timeout: Duration,
 }
@@ -44,6 +47,7 @@ impl Admin {
             store,
             sweep,
             reload: None,
+            migrator: None,
             access: access::Access::new(config),
             header_timeout: Duration::from_secs(config.header_timeout_secs),
         }
@@ -52,6 +56,12 @@ impl Admin {
     /// Serves `POST /reload` with `reloader` (503 without one).
     pub fn with_reloader(mut self, reloader: Arc<Reloader>) -> Admin {
         self.reload = Some(reloader);
+        self
+    }
+
+    /// Adds the migration's connection and live pickup gauges to `/metrics`.
+    pub fn with_migrator(mut self, migrator: Option<Arc<Migrator>>) -> Admin {
+        self.migrator = migrator;
         self
     }
 }

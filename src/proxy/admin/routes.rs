@@ -180,6 +180,9 @@ impl Admin {
         if let Some(sweep) = &self.sweep {
             text.push_str(&metrics::render_sweep(&sweep.stats()));
         }
+        if let Some(migrator) = &self.migrator {
+            text.push_str(&metrics::render_engine(&migrator.held()));
+        }
         let mut r = Response::text(200, text);
         r.content_type = PROMETHEUS;
         r

@@ -1,0 +1,127 @@
+//! What the migration holds open right now, all accounts together, for `/metrics`: the engine's
+//! logged-in OLD and NEW connections (pooled pairs, idle or in use, and live pickup's own OLD
+//! connections) and the accounts whose live pickup IDLEs on OLD or polls it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::imap::Side;
+
+/// Gauges shared by every account of one proxy process.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    old: AtomicU64,
+    new: AtomicU64,
+    idling: AtomicU64,
+    polling: AtomicU64,
+}
+
+/// How an account's live pickup asks OLD for new mail right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Asking {
+    Idle,
+    Poll,
+}
+
+/// A snapshot of [`Gauges`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Engine connections to OLD.
+    pub old: u64,
+    /// Engine connections to NEW (the sessions' own connections are not counted here).
+    pub new: u64,
+    /// Accounts whose live pickup IDLEs on OLD.
+    pub idling: u64,
+    /// Accounts whose live pickup polls OLD.
+    pub polling: u64,
+}
+
+impl Gauges {
+    pub fn snapshot(&self) -> Held {
+        Held {
+            old: self.old.load(Relaxed),
+            new: self.new.load(Relaxed),
+            idling: self.idling.load(Relaxed),
+            polling: self.polling.load(Relaxed),
+        }
+    }
+
+    fn counter(&self, side: Side) -> &AtomicU64 {
+        match side {
+            Side::Old => &self.old,
+            Side::New => &self.new,
+        }
+    }
+
+    /// Counts one logged-in connection to `side` until the returned guard drops.
+    pub(crate) fn connection(self: &Arc<Self>, side: Side) -> Counted {
+        self.counter(side).fetch_add(1, Relaxed);
+        Counted {
+            gauges: Arc::clone(self),
+            what: What::Connection(side),
+        }
+    }
+
+    /// Counts one account's live pickup as `asking` until the returned guard drops.
+    pub(crate) fn pickup(self: &Arc<Self>, asking: Asking) -> Counted {
+        self.pickup_counter(asking).fetch_add(1, Relaxed);
+        Counted {
+            gauges: Arc::clone(self),
+            what: What::Pickup(asking),
+        }
+    }
+
+    fn pickup_counter(&self, asking: Asking) -> &AtomicU64 {
+        match asking {
+            Asking::Idle => &self.idling,
+            Asking::Poll => &self.polling,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum What {
+    Connection(Side),
+    Pickup(Asking),
+}
+
+/// Keeps one thing counted in [`Gauges`].
+#[derive(Debug)]
+pub(crate) struct Counted {
+    gauges: Arc<Gauges>,
+    what: What,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let counter = match self.what {
+            What::Connection(side) => self.gauges.counter(side),
+            What::Pickup(asking) => self.gauges.pickup_counter(asking),
+        };
+        counter.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_while_held() {
+        let g = Arc::new(Gauges::default());
+        let old = g.connection(Side::Old);
+        let news = [g.connection(Side::New), g.connection(Side::New)];
+        let idle = g.pickup(Asking::Idle);
+        assert_eq!(
+            g.snapshot(),
+            Held {
+                old: 1,
+                new: 2,
+                idling: 1,
+                polling: 0
+            }
+        );
+        drop((old, news, idle));
+        assert_eq!(g.snapshot(), Held::default());
+    }
+}

@@ -1,0 +1,450 @@
+//! Live pickup (DESIGN.md §1.5): while sessions have folders selected, mail that lands on OLD
+//! reaches them without a new SELECT. Per account, one OLD connection IDLEs (RFC 2177) on one
+//! selected folder, INBOX first, where OLD offers IDLE; the other selected folders (all of them
+//! with `live_pickup = "poll"`, or without IDLE) get a STATUS on a [`Schedule`]. A change starts
+//! the folder's backfill. The mode is per account and reloadable ([`Policy`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, debug};
+
+use super::account::Account;
+use super::gauges::{Asking, Counted};
+use super::pool::OldConn;
+use crate::config::{self, LivePickup};
+use crate::imap::{MailboxInfo, MailboxStatus, Untagged};
+use crate::store::MailboxState;
+use crate::sync::SyncError;
+
+/// IDLE is ended and started again this often (RFC 2177 asks for less than 29 minutes).
+const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
+
+/// `[migration]`'s live pickup settings, as the last reload set them.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Policy {
+    mode: LivePickup,
+    /// By account name (normalised as logins are).
+    per_account: HashMap<String, LivePickup>,
+    /// The first poll interval after a change (zero: live pickup is off for everyone).
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Policy {
+    /// `name` normalises the account names of `live_pickup_for` as logins are.
+    pub fn new(m: &config::Migration, name: impl Fn(&str) -> String) -> Policy {
+        Policy {
+            mode: m.live_pickup,
+            per_account: m
+                .live_pickup_for
+                .iter()
+                .map(|(account, mode)| (name(account), *mode))
+                .collect(),
+            first: Duration::from_secs(m.live_pickup_secs),
+            max: Duration::from_secs(m.live_pickup_max_secs.max(m.live_pickup_secs)),
+        }
+    }
+
+    /// The mode of `account`: its own, else everyone's; `live_pickup_secs = 0` is off for all.
+    pub fn mode_of(&self, account: &str) -> LivePickup {
+        if self.first.is_zero() {
+            return LivePickup::Off;
+        }
+        self.per_account.get(account).copied().unwrap_or(self.mode)
+    }
+}
+
+/// When to poll next: `first` after a change, doubling while nothing changes, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Schedule {
+    first: Duration,
+    max: Duration,
+    wait: Duration,
+}
+
+impl Schedule {
+    pub fn new(first: Duration, max: Duration) -> Schedule {
+        Schedule {
+            first,
+            max,
+            wait: first,
+        }
+    }
+
+    /// The current wait between two polls.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The wait before the next poll, after a poll that saw a change or not.
+    pub fn after(&mut self, changed: bool) -> Duration {
+        self.wait = if changed {
+            self.first
+        } else {
+            (self.wait * 2).min(self.max)
+        };
+        self.wait
+    }
+
+    /// New bounds (a reload); the current wait stays within them.
+    pub fn bound(&mut self, first: Duration, max: Duration) {
+        self.first = first;
+        self.max = max;
+        self.wait = self.wait.clamp(first, max);
+    }
+}
+
+/// Why a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Woken {
+    Due,
+    /// The selected folders or the settings changed.
+    Wake,
+    Stop,
+}
+
+/// Waits until `due`, a wake-up or the proxy's stop.
+pub(crate) async fn until(due: Instant, wake: &Notify, stop: &mut watch::Receiver<bool>) -> Woken {
+    tokio::select! {
+        () = tokio::time::sleep_until(due) => Woken::Due,
+        () = wake.notified() => Woken::Wake,
+        _ = stop.wait_for(|s| *s) => Woken::Stop,
+    }
+}
+
+/// A folder's state as STATUS or EXAMINE shows it.
+fn state_of_status(s: MailboxStatus) -> MailboxState {
+    MailboxState {
+        uidvalidity: s.uidvalidity,
+        uidnext: s.uidnext,
+        highestmodseq: s.highestmodseq,
+        messages: s.messages,
+    }
+}
+
+fn state_of_info(i: &MailboxInfo) -> MailboxState {
+    MailboxState {
+        uidvalidity: i.uidvalidity,
+        uidnext: i.uidnext,
+        highestmodseq: i.highestmodseq,
+        messages: i.exists,
+    }
+}
+
+/// Whether OLD's folder changed between two looks (a modseq counts only when both have one).
+fn changed(before: &MailboxState, now: &MailboxState) -> bool {
+    before.uidvalidity != now.uidvalidity
+        || before.uidnext != now.uidnext
+        || before.messages != now.messages
+        || (before.highestmodseq != 0
+            && now.highestmodseq != 0
+            && before.highestmodseq != now.highestmodseq)
+}
+
+/// A response during IDLE that says the folder changed: new mail, a deletion, changed flags.
+fn is_change(u: &Untagged) -> bool {
+    match u {
+        Untagged::Exists(_) | Untagged::Expunge(_) | Untagged::Fetch(_) => true,
+        Untagged::Other(text) => text
+            .get(..8)
+            .is_some_and(|w| w.eq_ignore_ascii_case("VANISHED")),
+        _ => false,
+    }
+}
+
+/// Whether a round goes on.
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// One account's live pickup while it runs.
+struct Watcher {
+    acct: Arc<Account>,
+    conn: Option<OldConn>,
+    /// Whether OLD offers IDLE (known once logged in).
+    idle_offered: Option<bool>,
+    /// The folder the connection has EXAMINEd for IDLE (OLD name).
+    examined: Option<String>,
+    /// The selected folders (NEW name, OLD name), INBOX first.
+    folders: Vec<(String, String)>,
+    /// Each polled folder's state at the last look, by OLD name.
+    seen: HashMap<String, MailboxState>,
+    schedule: Schedule,
+    due: Instant,
+    counted: Option<(Asking, Counted)>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Account {
+    /// Starts live pickup unless it runs already; it ends by itself when no folder is selected,
+    /// its mode is off, the account retires or the proxy stops.
+    pub(super) fn spawn_pickup(self: &Arc<Self>) {
+        if self.pickup_mode() == LivePickup::Off
+            || self.is_retired_now()
+            || *self.stop.borrow()
+            || self.watched().is_empty()
+        {
+            return;
+        }
+        if !self.pickup_running.swap(true, Ordering::SeqCst) {
+            let policy = self.pickup.get();
+            let watcher = Watcher {
+                acct: Arc::clone(self),
+                conn: None,
+                idle_offered: None,
+                examined: None,
+                folders: Vec::new(),
+                seen: HashMap::new(),
+                schedule: Schedule::new(policy.first, policy.max),
+                due: Instant::now(),
+                counted: None,
+                stop: self.stop.clone(),
+            };
+            tokio::spawn(watcher.run().in_current_span());
+        }
+    }
+
+    /// This account's live pickup mode now.
+    pub(super) fn pickup_mode(&self) -> LivePickup {
+        self.pickup.get().mode_of(&self.name)
+    }
+
+    /// The selected folders that OLD has: (NEW name, OLD name), INBOX first, then by name.
+    fn watched_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = self
+            .watched()
+            .into_iter()
+            .filter_map(|new| Some((self.old_name(&new).ok()??, new)))
+            .map(|(old, new)| (new, old))
+            .collect();
+        pairs.sort_by_key(|(new, _)| (!new.eq_ignore_ascii_case("INBOX"), new.clone()));
+        pairs
+    }
+}
+
+impl Watcher {
+    async fn run(mut self) {
+        loop {
+            if *self.stop.borrow() || self.acct.is_retired_now() {
+                break;
+            }
+            let policy = self.acct.pickup.get();
+            let mode = policy.mode_of(&self.acct.name);
+            let folders = self.acct.watched_pairs();
+            if mode == LivePickup::Off || folders.is_empty() {
+                break;
+            }
+            self.schedule.bound(policy.first, policy.max);
+            if folders != self.folders {
+                // The user went to another folder: activity, so ask soon again.
+                self.seen
+                    .retain(|old, _| folders.iter().any(|(_, o)| o == old));
+                self.folders = folders;
+                self.schedule = Schedule::new(policy.first, policy.max);
+                self.due = Instant::now() + policy.first;
+            }
+            let idle = mode == LivePickup::Idle && self.idle_offered != Some(false);
+            let round = if self.acct.unreachable() {
+                self.wait_due().await
+            } else if idle {
+                self.idle_round().await
+            } else {
+                self.poll_round().await
+            };
+            match round {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => break,
+                Err(e) => {
+                    self.conn = None;
+                    self.examined = None;
+                    self.acct.failed(&e).await;
+                    let wait = self.schedule.after(false);
+                    debug!("live pickup: {e}; again in {wait:?}");
+                    self.due = Instant::now() + wait;
+                    if let Ok(Flow::Stop) = self.wait_due().await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.counted = None;
+        let stopped = *self.stop.borrow();
+        if let Some(conn) = self.conn.take()
+            && !stopped
+        {
+            conn.logout().await;
+        }
+        self.acct.pickup_running.store(false, Ordering::SeqCst);
+        // A folder selected while the loop was ending found the flag still set.
+        if !stopped {
+            self.acct.spawn_pickup();
+        }
+    }
+
+    /// Counts this account in the gauges as IDLEing or polling.
+    fn count(&mut self, asking: Asking) {
+        if self.counted.as_ref().is_none_or(|(a, _)| *a != asking) {
+            self.counted = Some((asking, self.acct.pool.gauges().pickup(asking)));
+        }
+    }
+
+    async fn wait_due(&mut self) -> Result<Flow, SyncError> {
+        let acct = Arc::clone(&self.acct);
+        Ok(
+            match until(self.due, &acct.pickup_wake, &mut self.stop).await {
+                Woken::Stop => Flow::Stop,
+                Woken::Due | Woken::Wake => Flow::Go,
+            },
+        )
+    }
+
+    async fn connect(&mut self) -> Result<&mut OldConn, SyncError> {
+        if self.conn.is_none() {
+            let conn = self.acct.pool.old().await?;
+            self.idle_offered = Some(conn.client.has("IDLE"));
+            self.examined = None;
+            self.conn = Some(conn);
+        }
+        // Just set when it was empty.
+        self.conn
+            .as_mut()
+            .ok_or_else(|| SyncError::Options("no OLD connection".into()))
+    }
+
+    /// Whether `old` changed since the last look (the first look compares with what the last
+    /// backfill recorded). A changed folder is compared with the store again next time, so a
+    /// backfill that could not run is tried again.
+    async fn observe(&mut self, old: &str, now: MailboxState) -> bool {
+        let differs = match self.seen.get(old) {
+            Some(before) => changed(before, &now),
+            None => match self.acct.store.folder_pairs(self.acct.id).await {
+                Ok(pairs) => pairs
+                    .iter()
+                    .find(|p| p.old_name == old)
+                    .and_then(|p| p.old)
+                    .is_none_or(|before| changed(&before, &now)),
+                Err(e) => {
+                    debug!("{e}: OLD's folder is taken as changed");
+                    true
+                }
+            },
+        };
+        if differs {
+            self.seen.remove(old);
+        } else {
+            self.seen.insert(old.to_string(), now);
+        }
+        differs
+    }
+
+    /// STATUS of `folders` on OLD; a changed one is backfilled. Sets when to poll next.
+    async fn poll(&mut self, folders: &[(String, String)]) -> Result<(), SyncError> {
+        let names: Vec<String> = folders.iter().map(|(_, old)| old.clone()).collect();
+        let answers = self.connect().await?.client.status_many(&names).await?;
+        let mut any = false;
+        for ((new, old), answer) in folders.iter().zip(answers) {
+            match answer {
+                Ok(status) => {
+                    if self.observe(old, state_of_status(status)).await {
+                        any = true;
+                        self.acct.pick_up(new);
+                    }
+                }
+                // The folder went away on OLD: the next backfill or sweep sees it.
+                Err(e) => debug!(folder = %old, "live pickup: {e}"),
+            }
+        }
+        self.acct.reached();
+        let wait = self.schedule.after(any);
+        self.due = Instant::now() + wait;
+        Ok(())
+    }
+
+    /// Polling only: waits until the next poll is due, then asks every selected folder. A
+    /// connection that would wait longer than `[migration] idle_connections_secs` for the next
+    /// poll is logged out now.
+    async fn poll_round(&mut self) -> Result<Flow, SyncError> {
+        self.count(Asking::Poll);
+        let acct = Arc::clone(&self.acct);
+        match until(self.due, &acct.pickup_wake, &mut self.stop).await {
+            Woken::Stop => return Ok(Flow::Stop),
+            Woken::Wake => return Ok(Flow::Go),
+            Woken::Due => {}
+        }
+        let folders = self.folders.clone();
+        self.poll(&folders).await?;
+        if self.schedule.wait() >= self.acct.pool.keep()
+            && let Some(conn) = self.conn.take()
+        {
+            conn.logout().await;
+        }
+        Ok(Flow::Go)
+    }
+
+    /// IDLE on the first selected folder until it changes, the next poll of the others is due,
+    /// the selection or the settings change, or IDLE is due for renewal.
+    async fn idle_round(&mut self) -> Result<Flow, SyncError> {
+        self.connect().await?;
+        if self.idle_offered == Some(false) {
+            return Ok(Flow::Go); // polled from the next round on
+        }
+        let folders = self.folders.clone();
+        let Some(((target_new, target_old), others)) = folders.split_first() else {
+            return Ok(Flow::Go);
+        };
+        if self.examined.as_deref() != Some(target_old) {
+            let conn = self.connect().await?;
+            let info = conn.client.select_with(target_old, true, false).await?;
+            self.examined = Some(target_old.clone());
+            if self.observe(target_old, state_of_info(&info)).await {
+                self.acct.pick_up(target_new);
+            }
+        }
+        if !others.is_empty() && Instant::now() >= self.due {
+            self.poll(others).await?;
+        }
+        self.count(Asking::Idle);
+        let renew = Instant::now() + IDLE_RENEW;
+        let until = if others.is_empty() {
+            renew
+        } else {
+            self.due.min(renew)
+        };
+        let acct = Arc::clone(&self.acct);
+        let stop = &mut self.stop;
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Flow::Go);
+        };
+        let (tag, before) = conn.client.idle().await?;
+        let mut change = before.iter().any(is_change);
+        while !change {
+            tokio::select! {
+                ready = conn.client.idle_readable(until) => {
+                    if !ready? {
+                        break;
+                    }
+                    change = is_change(&conn.client.idle_response().await?);
+                }
+                () = acct.pickup_wake.notified() => break,
+                // Ends without DONE: the connection is dropped.
+                () = async { drop(stop.wait_for(|s| *s).await) } => return Ok(Flow::Stop),
+            }
+        }
+        let after = conn.client.idle_done(&tag).await?;
+        if change || after.iter().any(is_change) {
+            debug!(folder = %target_new, "live pickup: OLD changed");
+            self.acct.pick_up(target_new);
+        }
+        self.acct.reached();
+        Ok(Flow::Go)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+//! What an idle user costs OLD and NEW (issue 13, item 7), counted by the servers themselves
+//! (`doveadm who`, `doveadm stats dump`): the engine's connections are logged out after
+//! `[migration] idle_connections_secs`, leaving one OLD connection per account whose live pickup
+//! IDLEs and none where it is off; live pickup by IDLE brings new OLD mail to an open session
+//! without polling OLD; `live_pickup = "poll"` does it with STATUS.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `/metrics` of the in-process proxy's admin endpoint.
+fn metrics(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The value of one metric line (`name{labels}`), 0 when absent.
+fn gauge(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (at most a minute) until `done` holds; `what` says what the failure shows.
+fn wait_until(what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < until, "never happened: {}", what());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Setup {
+    old: Dovecot,
+    new: Dovecot,
+    proxy: Proxy,
+    _dir: tempfile::TempDir,
+}
+
+/// OLD and NEW with `users` (password "pw", one message in OLD's INBOX) and a proxy with
+/// `migration` appended to its `[migration]` section, plus `more` sections.
+fn setup(users: &[&str], migration: &str, more: &str) -> Setup {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    let pairs: Vec<(String, String)> = users
+        .iter()
+        .map(|u| (u.to_string(), "pw".to_string()))
+        .collect();
+    old.add_users(&pairs);
+    new.add_users(&pairs);
+    for user in users {
+        let mut o = RawImap::connect("127.0.0.1", old.port());
+        o.login(user, "pw");
+        o.append("INBOX", &[], None, &message(1, 600));
+        o.logout();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}{migration}[admin]\nlisten = \"127.0.0.1:0\"\nallow_without_token = true\n{more}",
+        migration_config(&old, &new, &dir.path().join("state.db"), 10_000)
+    );
+    let proxy = Proxy::start_with(&text, false);
+    Setup {
+        old,
+        new,
+        proxy,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    /// A session of `user` through the proxy with INBOX selected.
+    fn session(&self, user: &str) -> RawImap {
+        let mut c = RawImap::connect("127.0.0.1", self.proxy.port);
+        c.login(user, "pw");
+        assert_eq!(c.select("INBOX"), 1);
+        c
+    }
+}
+
+/// Three idle sessions each of ann (live pickup off) and bob (IDLE), engine connections kept
+/// for one second: the servers end up with ann's three NEW sessions and nothing on OLD, and
+/// bob's three NEW sessions plus one OLD connection IDLEing; `/metrics` says the same.
+/// (Before: 1 OLD and 4 NEW connections per user, for as long as a session stayed open.)
+#[test]
+fn idle_users_hold_only_their_sessions_and_one_idle_on_old() {
+    let s = setup(
+        &["ann", "bob"],
+        "idle_connections_secs = 1\n",
+        "[migration.live_pickup_for]\nann = \"off\"\n",
+    );
+    let sessions: Vec<RawImap> = ["ann", "bob"]
+        .iter()
+        .flat_map(|u| (0..3).map(move |_| *u))
+        .map(|u| s.session(u))
+        .collect();
+    let held = || {
+        format!(
+            "OLD {:?}, NEW {:?}\n{}",
+            s.old.connections(),
+            s.new.connections(),
+            metrics(s.proxy.admin_port)
+        )
+    };
+    let want = |server: &Dovecot, ann: usize, bob: usize| {
+        server.connections_of("ann") == ann && server.connections_of("bob") == bob
+    };
+    wait_until(held, || want(&s.old, 0, 1) && want(&s.new, 3, 3));
+    let m = metrics(s.proxy.admin_port);
+    assert_eq!(
+        gauge(&m, "imapferry_engine_connections{side=\"old\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        gauge(&m, "imapferry_engine_connections{side=\"new\"}"),
+        0,
+        "{m}"
+    );
+    assert_eq!(
+        gauge(&m, "imapferry_live_pickup_accounts{mode=\"idle\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        gauge(&m, "imapferry_live_pickup_accounts{mode=\"poll\"}"),
+        0,
+        "{m}"
+    );
+    // Once the sessions are gone, so is bob's IDLE.
+    for c in sessions {
+        c.logout();
+    }
+    wait_until(held, || want(&s.old, 0, 0) && want(&s.new, 0, 0));
+}
+
+/// With IDLE, new mail on OLD reaches the open session although OLD was never polled: from the
+/// moment the IDLE runs until the session sees the message, OLD finished one IDLE (ended for
+/// the pickup) and at most the one STATUS of the backfill pass the change started (polling
+/// would add its own STATUS, however soon it found the change).
+#[test]
+fn new_old_mail_arrives_by_idle_without_polling() {
+    let s = setup(
+        &["cat"],
+        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
+        "",
+    );
+    let mut c = s.session("cat");
+    let idling = || {
+        gauge(
+            &metrics(s.proxy.admin_port),
+            "imapferry_live_pickup_accounts{mode=\"idle\"}",
+        ) == 1
+    };
+    wait_until(|| metrics(s.proxy.admin_port), idling);
+    s.old.commands(true);
+    let mut o = RawImap::connect("127.0.0.1", s.old.port());
+    o.login("cat", "pw");
+    o.append("INBOX", &[], None, &message(2, 700));
+    o.logout();
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || c.raw("NOOP").0.iter().any(|l| l == "* 2 EXISTS"),
+    );
+    let seen = s.old.commands(false);
+    assert!(seen.get("IDLE").copied().unwrap_or(0) >= 1, "{seen:?}");
+    assert!(seen.get("STATUS").copied().unwrap_or(0) <= 1, "{seen:?}");
+    c.logout();
+}
+
+/// `live_pickup = "poll"`: the session gets the new OLD mail through STATUS polls, and OLD
+/// never sees an IDLE.
+#[test]
+fn new_old_mail_arrives_by_polling_when_asked() {
+    let s = setup(
+        &["dan"],
+        "live_pickup = \"poll\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 2\n",
+        "",
+    );
+    let mut c = s.session("dan");
+    let polling = || {
+        gauge(
+            &metrics(s.proxy.admin_port),
+            "imapferry_live_pickup_accounts{mode=\"poll\"}",
+        ) == 1
+    };
+    wait_until(|| metrics(s.proxy.admin_port), polling);
+    let mut o = RawImap::connect("127.0.0.1", s.old.port());
+    o.login("dan", "pw");
+    o.append("INBOX", &[], None, &message(2, 700));
+    o.logout();
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || c.raw("NOOP").0.iter().any(|l| l == "* 2 EXISTS"),
+    );
+    let seen = s.old.commands(false);
+    assert!(seen.get("STATUS").copied().unwrap_or(0) >= 1, "{seen:?}");
+    assert_eq!(seen.get("IDLE"), None, "{seen:?}");
+    c.logout();
+}
