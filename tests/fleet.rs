@@ -401,3 +401,56 @@ fn sync_and_the_operator_commands_take_a_postgresql_state() {
         refused.all()
     );
 }
+
+#[test]
+fn a_live_proxys_write_mark_is_not_taken_for_a_dead_ones() {
+    let (old, new, pg) = servers();
+    seed_folder(&old, "INBOX", 5, 2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(&old, &new, &pg, 30_000);
+    let mut a = start_proxy(&dir.path().join("a"), &config);
+    let b = start_proxy(&dir.path().join("b"), &config);
+    let mut on_a = RawImap::connect("127.0.0.1", a.port);
+    on_a.login(USER, PW);
+    assert_eq!(on_a.select("INBOX"), 5);
+    let uids: Vec<u32> = on_a.uid_fetch_all("INBOX").iter().map(|m| m.uid).collect();
+
+    // A's mark stays a few seconds after its write; B's login meanwhile sees a live proxy's mark.
+    on_a.uid_store("INBOX", uids[0], "+FLAGS", &["\\Flagged"]);
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM write_marks"), "1");
+    let mut on_b = RawImap::connect("127.0.0.1", b.port);
+    on_b.login(USER, PW);
+    assert_eq!(on_b.select("INBOX"), 5);
+    on_b.logout();
+    let stopped = "stopped with writes in flight";
+    assert!(!b.log().contains(stopped), "{}", b.log());
+
+    // A dies with a write's mark set: once its process lease has expired, B's next login finds
+    // the mark and reconciles (here OLD already had the write: the reconcile changes nothing).
+    on_a.uid_store("INBOX", uids[1], "+FLAGS", &["\\Answered"]);
+    a.kill();
+    wait_until(
+        "A's process lease to expire",
+        Duration::from_secs(60),
+        || {
+            pg.psql(
+                "SELECT COUNT(*) FROM leases WHERE name LIKE 'process:%' \
+             AND expires < CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)",
+            ) == "1"
+        },
+    );
+    assert_eq!(pg.psql("SELECT COUNT(*) FROM write_marks"), "1");
+    let mut on_b = RawImap::connect("127.0.0.1", b.port);
+    on_b.login(USER, PW);
+    wait_until(
+        "B to reconcile and clear the mark",
+        Duration::from_secs(60),
+        || pg.psql("SELECT COUNT(*) FROM write_marks") == "0",
+    );
+    assert!(b.log().contains(stopped), "{}", b.log());
+    on_b.logout();
+    wait_until("the journal to drain", Duration::from_secs(60), || {
+        pg.psql("SELECT COUNT(*) FROM journal WHERE done <> 1") == "0"
+    });
+    assert_same_mail(&snapshot(&old, USER, PW), &snapshot(&new, USER, PW));
+}

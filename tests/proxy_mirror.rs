@@ -557,7 +557,7 @@ fn a_move_the_journal_lost(kill: bool) {
     assert!(log.contains("moved_on_old: 1"), "{log}");
     if kill {
         assert!(
-            log.contains("the proxy stopped with writes in flight"),
+            log.contains("stopped with writes in flight"),
             "{log}"
         );
     }
