@@ -14,13 +14,14 @@
 //!   the status overview, the retire decision, what an import line stands for.
 //! - [`sweep`]: background completion of accounts nobody opens (uses `migrate`'s account state).
 //! - [`migrate`]: the migration inside the proxy: one shared state per account (OLD access, lazy
-//!   per-folder backfill with one owner, live pickup) and the journal of user writes mirrored to OLD.
+//!   per-folder backfill with one owner, in a fleet too, live pickup) and the journal of user
+//!   writes mirrored to OLD.
 //! - [`config`]: the proxy's TOML configuration file (sections, defaults, validation).
 //! - [`sync`]: the engine: per folder pair, plan, copy, adopt, merge flags, propagate deletions.
 //! - [`imap`]: an async IMAP client (plain, STARTTLS, TLS) with a streaming response reader. No policy.
 //! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
-//! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones, the journal) and its
-//!   SQLite implementation.
+//! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones, the journal, leases)
+//!   and its two implementations, SQLite (embedded) and PostgreSQL (a fleet), sharing one SQL text.
 //! - [`tls`], [`secret`], [`loopfile`], [`login`], [`cidr`], [`files`], `lock`: foundations (TLS
 //!   configuration from PEM files, passwords that never print, imapsync's loop-file format, the
 //!   account name of a typed login, client address blocks and the /64 an IPv6 client is counted
