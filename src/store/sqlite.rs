@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
 
-use super::{Result, StoreError};
+use super::{PairId, Result, StoreError};
 
 /// The [`Store`](super::Store) implementation, shared with PostgreSQL.
 mod statements {
@@ -111,6 +111,12 @@ impl SqliteStore {
     /// Migrations take the write lock like any writer.
     async fn migration_tx(&self) -> Result<Transaction<'static, Sqlite>> {
         self.write_tx().await
+    }
+
+    /// Nothing to take: a write transaction holds the database's write lock from its start, so
+    /// the writers of a pair's links (which read its runs, then rewrite them) take turns already.
+    async fn lock_pair(_tx: &mut Transaction<'static, Sqlite>, _pair: PairId) -> Result<()> {
+        Ok(())
     }
 
     /// The migrations are written in SQLite's spelling.
