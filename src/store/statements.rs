@@ -137,8 +137,8 @@ impl SqlStore {
     }
 
     /// The runs of `pair` that hold or border these OLD UIDs, ascending: for each UID, the run
-    /// starting at or before it and the run starting just after it. Index lookups only, however
-    /// many runs the pair has.
+    /// holding it (or the last one before it), the run holding the UID before it, and the run
+    /// starting just after it. Index lookups only, however many runs the pair has.
     async fn runs_around(
         tx: &mut Transaction<'static, Db>,
         pair: PairId,
@@ -153,6 +153,8 @@ impl SqlStore {
                  WHERE pair_id = $1 AND old_start IN (\
                  SELECT (SELECT MAX(r.old_start) FROM link_runs r \
                          WHERE r.pair_id = $1 AND r.old_start <= v.uid) FROM v \
+                 UNION SELECT (SELECT MAX(r.old_start) FROM link_runs r \
+                               WHERE r.pair_id = $1 AND r.old_start < v.uid) FROM v \
                  UNION SELECT uid + 1 FROM v)",
                 tuples(chunk.len(), 1, 2, "")
             );
@@ -256,8 +258,8 @@ impl SqlStore {
 
     /// The engine's common case, a link appended after the last one (the next OLD UID to the next
     /// NEW UID, with the same flags): the run it continues grows by one, in one statement. False
-    /// when there is no such run, or when the OLD UID is already linked (then the caller takes the
-    /// general way).
+    /// when there is no such run, when the OLD UID is already linked, or when a run starts right
+    /// after it (the link may join the two): the caller then takes the general way.
     async fn extend_run(
         tx: &mut Transaction<'static, Db>,
         pair: PairId,
@@ -273,7 +275,8 @@ impl SqlStore {
                               WHERE r.pair_id = $1 AND r.old_start < $2) \
              AND old_start + length = $2 AND new_start + length = $3 \
              AND old_flags = $4 AND new_flags = $5 \
-             AND NOT EXISTS (SELECT 1 FROM link_runs r WHERE r.pair_id = $1 AND r.old_start = $2) \
+             AND NOT EXISTS (SELECT 1 FROM link_runs r \
+                             WHERE r.pair_id = $1 AND r.old_start BETWEEN $2 AND $2 + 1) \
              AND NOT EXISTS (SELECT 1 FROM links l WHERE l.pair_id = $1 AND l.old_uid = $2)",
         )
         .bind(pair)
