@@ -974,7 +974,8 @@ fn a_replayed_append_finds_its_unlinked_copy_on_old() {
             c.append("B", &[], None, &message(21, 40_000));
         },
         "UPDATE journal SET done = 0 WHERE kind = 'append';
-         DELETE FROM links WHERE pair_id IN (SELECT id FROM folder_pairs WHERE new_name = 'B');",
+         DELETE FROM links WHERE pair_id IN (SELECT id FROM folder_pairs WHERE new_name = 'B');
+         DELETE FROM link_runs WHERE pair_id IN (SELECT id FROM folder_pairs WHERE new_name = 'B');",
     );
     assert_eq!(snapshot(&s.old, USER, PW).count("B"), 1);
 }
