@@ -22,7 +22,6 @@
 //!   TMPDIR=/dev/shm cargo run --release --example state_bench -- [--messages N] [--single N]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::Path;
