@@ -43,6 +43,44 @@ impl Backend {
     async fn open(&self) -> Arc<dyn Store> {
         store::open(&self.location()).await.unwrap()
     }
+
+    /// Runs `sql` (statements separated by `;`) on the store's database, behind its back.
+    async fn execute(&self, sql: &str) {
+        match self {
+            Backend::Sqlite(dir) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join("imapferry.db"));
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres(pg) => {
+                pg.psql(sql);
+            }
+        }
+    }
+
+    /// The rows of `table` in the store's database: how compact the links are.
+    async fn rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match self {
+            Backend::Sqlite(dir) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join("imapferry.db"));
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                n
+            }
+            Backend::Postgres(pg) => pg.psql(&sql).parse().unwrap(),
+        }
+    }
 }
 
 /// For each test function, a `#[tokio::test]` on each backend.
@@ -78,6 +116,14 @@ both!(
     migrations_run_once_when_stores_open_together,
     a_lease_has_one_holder_until_it_expires,
     a_lease_is_held_until_it_expires,
+    appends_in_order_extend_one_run,
+    flag_updates_removals_and_tombstones_split_runs,
+    a_linked_uid_added_again_replaces_its_link,
+    out_of_order_adds_join_into_runs,
+    a_link_with_an_identity_key_is_kept_per_message,
+    summaries_count_the_links_of_runs,
+    links_behave_as_a_map_of_old_uids,
+    per_message_links_convert_to_runs_on_open,
 );
 
 fn key(user: &str) -> AccountKey {
@@ -1182,4 +1228,509 @@ async fn a_lease_has_one_holder_until_it_expires(b: Backend) {
         winners += usize::from(r.await.unwrap());
     }
     assert_eq!(winners, 1);
+}
+
+/// `link(old, new, flags)` for each OLD UID of `olds`, NEW UIDs `shift` above.
+fn links_of(olds: impl IntoIterator<Item = u32>, shift: u32, flags: &str) -> Vec<Link> {
+    olds.into_iter()
+        .map(|uid| link(uid, uid + shift, flags))
+        .collect()
+}
+
+fn keyed(old_uid: u32, new_uid: u32, flags: &str, ident: &str) -> Link {
+    Link {
+        ident: Some(ident.into()),
+        ..link(old_uid, new_uid, flags)
+    }
+}
+
+/// The engine's way: one `add_links` per APPEND, ascending OLD UIDs to ascending NEW UIDs.
+async fn appends_in_order_extend_one_run(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    for uid in 1..=500 {
+        store
+            .add_links(pair, &[link(uid, uid + 1000, "\\Seen")])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.links(pair).await.unwrap(),
+        links_of(1..=500, 1000, "\\Seen")
+    );
+    assert_eq!((b.rows("link_runs").await, b.rows("links").await), (1, 0));
+
+    // Other flags, a gap on NEW, a gap on OLD: a new run each.
+    store.add_links(pair, &[link(501, 1501, "")]).await.unwrap();
+    store.add_links(pair, &[link(502, 1510, "")]).await.unwrap();
+    store.add_links(pair, &[link(510, 1511, "")]).await.unwrap();
+    store.add_links(pair, &[link(511, 1512, "")]).await.unwrap();
+    let mut want = links_of(1..=500, 1000, "\\Seen");
+    want.extend([
+        link(501, 1501, ""),
+        link(502, 1510, ""),
+        link(510, 1511, ""),
+        link(511, 1512, ""),
+    ]);
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    assert_eq!(b.rows("link_runs").await, 4);
+
+    // A batch in order, as a pass without UIDPLUS-free adoption commits it, is one run too.
+    let account = store.account(&key("alice")).await.unwrap();
+    let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+    store
+        .add_links(sent, &links_of(1..=2000, 7, ""))
+        .await
+        .unwrap();
+    assert_eq!(store.links(sent).await.unwrap(), links_of(1..=2000, 7, ""));
+    assert_eq!(b.rows("link_runs").await, 5);
+    // A tombstoned OLD UID that is linked again (an append) is no longer a tombstone.
+    store.tombstone(sent, &[2001]).await.unwrap();
+    store
+        .add_links(sent, &[link(2001, 2008, "")])
+        .await
+        .unwrap();
+    assert!(store.tombstones(sent).await.unwrap().is_empty());
+    assert_eq!(store.links(sent).await.unwrap(), links_of(1..=2001, 7, ""));
+    assert_eq!(b.rows("link_runs").await, 5);
+    store.close().await;
+}
+
+async fn flag_updates_removals_and_tombstones_split_runs(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    store
+        .add_links(pair, &links_of(1..=10, 100, ""))
+        .await
+        .unwrap();
+    let flags = |old_uid, flags: &str| LinkFlags {
+        old_uid,
+        old_flags: flags.into(),
+        new_flags: flags.into(),
+    };
+
+    store
+        .update_link_flags(pair, &[flags(5, "\\Seen"), flags(42, "\\Seen")])
+        .await
+        .unwrap();
+    let mut want = links_of(1..=10, 100, "");
+    want[4] = link(5, 105, "\\Seen");
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    assert_eq!(b.rows("link_runs").await, 3);
+    // Back to the flags of its neighbours: one run again.
+    store
+        .update_link_flags(pair, &[flags(5, "")])
+        .await
+        .unwrap();
+    assert_eq!(store.links(pair).await.unwrap(), links_of(1..=10, 100, ""));
+    assert_eq!(b.rows("link_runs").await, 1);
+    // Only one side's flags differ: still a run of its own.
+    store
+        .update_link_flags(
+            pair,
+            &[LinkFlags {
+                old_uid: 10,
+                old_flags: String::new(),
+                new_flags: "\\Flagged".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    let got = store.links(pair).await.unwrap();
+    assert_eq!(
+        (got[9].old_flags.as_str(), got[9].new_flags.as_str()),
+        ("", "\\Flagged")
+    );
+    assert_eq!(b.rows("link_runs").await, 2);
+
+    store.remove_links(pair, &[3]).await.unwrap();
+    store.tombstone(pair, &[7, 8, 20]).await.unwrap();
+    let olds: Vec<u32> = store
+        .links(pair)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.old_uid)
+        .collect();
+    assert_eq!(olds, vec![1, 2, 4, 5, 6, 9, 10]);
+    let news: Vec<u32> = store
+        .links(pair)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.new_uid)
+        .collect();
+    assert_eq!(news, vec![101, 102, 104, 105, 106, 109, 110]);
+    assert_eq!(store.tombstones(pair).await.unwrap(), vec![7, 8, 20]);
+    // 1-2, 4-6, 9, 10 (other flags).
+    assert_eq!(b.rows("link_runs").await, 4);
+
+    // Removing whole runs leaves no empty one behind.
+    store
+        .remove_links(pair, &(1..=10).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(store.links(pair).await.unwrap().is_empty());
+    assert_eq!(b.rows("link_runs").await, 0);
+    store.close().await;
+}
+
+async fn a_linked_uid_added_again_replaces_its_link(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    store
+        .add_links(pair, &links_of(1..=5, 100, ""))
+        .await
+        .unwrap();
+    // OLD 3 is copied again (its NEW copy was lost): the new NEW UID replaces the old one.
+    store.add_links(pair, &[link(3, 900, "")]).await.unwrap();
+    let mut want = links_of(1..=5, 100, "");
+    want[2] = link(3, 900, "");
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    assert_eq!(b.rows("link_runs").await, 3);
+    // The same append twice changes nothing; the first NEW UID back makes one run again.
+    store.add_links(pair, &[link(3, 900, "")]).await.unwrap();
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    store.add_links(pair, &[link(3, 103, "")]).await.unwrap();
+    assert_eq!(store.links(pair).await.unwrap(), links_of(1..=5, 100, ""));
+    assert_eq!(b.rows("link_runs").await, 1);
+    // The last link added again with the next NEW UID (not an extension of its own run).
+    store.add_links(pair, &[link(5, 106, "")]).await.unwrap();
+    let mut want = links_of(1..=4, 100, "");
+    want.push(link(5, 106, ""));
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    store.close().await;
+}
+
+async fn out_of_order_adds_join_into_runs(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    for uid in [5, 3, 9, 4, 1, 2, 8, 6, 7] {
+        store
+            .add_links(pair, &[link(uid, uid + 50, "")])
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.links(pair).await.unwrap(), links_of(1..=9, 50, ""));
+    assert_eq!(b.rows("link_runs").await, 1);
+    // Descending NEW UIDs (a folder copied backwards) are runs of one.
+    let account = store.account(&key("alice")).await.unwrap();
+    let other = store.folder_pair(account, "Old", "Old").await.unwrap().id;
+    let backwards: Vec<Link> = (1..=20).map(|uid| link(uid, 100 - uid, "")).collect();
+    store.add_links(other, &backwards).await.unwrap();
+    assert_eq!(store.links(other).await.unwrap(), backwards);
+    assert_eq!(b.rows("link_runs").await, 21);
+    store.close().await;
+}
+
+/// An identity key is kept per message (in `links`); the same OLD UID linked without one goes
+/// back into a run.
+async fn a_link_with_an_identity_key_is_kept_per_message(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    store
+        .add_links(pair, &links_of(1..=5, 10, ""))
+        .await
+        .unwrap();
+    store
+        .add_links(pair, &[keyed(3, 13, "", "key3")])
+        .await
+        .unwrap();
+    // The next append after a keyed link, in the engine's way.
+    store
+        .add_links(pair, &[keyed(6, 16, "", "key6")])
+        .await
+        .unwrap();
+    store.add_links(pair, &[link(7, 17, "")]).await.unwrap();
+    let mut want = links_of(1..=7, 10, "");
+    want[2] = keyed(3, 13, "", "key3");
+    want[5] = keyed(6, 16, "", "key6");
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    assert_eq!((b.rows("link_runs").await, b.rows("links").await), (3, 2));
+
+    // Flags of a keyed link change in place.
+    store
+        .update_link_flags(
+            pair,
+            &[LinkFlags {
+                old_uid: 3,
+                old_flags: "\\Seen".into(),
+                new_flags: "\\Seen".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    want[2] = keyed(3, 13, "\\Seen", "key3");
+    assert_eq!(store.links(pair).await.unwrap(), want);
+
+    // Linked again without a key: back into the run.
+    store.add_links(pair, &[link(3, 13, "")]).await.unwrap();
+    want[2] = link(3, 13, "");
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    assert_eq!((b.rows("link_runs").await, b.rows("links").await), (2, 1));
+    // A keyed link over a run's link, then tombstoned and removed.
+    store
+        .add_links(pair, &[keyed(4, 14, "", "key4")])
+        .await
+        .unwrap();
+    store.tombstone(pair, &[6]).await.unwrap();
+    store.remove_links(pair, &[4]).await.unwrap();
+    let olds: Vec<(u32, Option<String>)> = store
+        .links(pair)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.old_uid, l.ident))
+        .collect();
+    assert_eq!(
+        olds,
+        vec![(1, None), (2, None), (3, None), (5, None), (7, None)]
+    );
+    assert_eq!(b.rows("links").await, 0);
+    assert_eq!(store.tombstones(pair).await.unwrap(), vec![6]);
+    store.close().await;
+}
+
+async fn summaries_count_the_links_of_runs(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+    store
+        .add_links(pair, &links_of(1..=1000, 0, ""))
+        .await
+        .unwrap();
+    store
+        .add_links(pair, &[keyed(1001, 1001, "", "k"), link(2000, 5, "\\Seen")])
+        .await
+        .unwrap();
+    store
+        .add_links(sent, &links_of(1..=30, 3, "\\Seen"))
+        .await
+        .unwrap();
+    store.tombstone(pair, &[500, 501]).await.unwrap();
+    store
+        .update_link_flags(
+            pair,
+            &[LinkFlags {
+                old_uid: 10,
+                old_flags: "x".into(),
+                new_flags: "y".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    let summary = store
+        .account_summaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == account)
+        .unwrap();
+    assert_eq!((summary.linked, summary.tombstones), (1000 + 30, 2));
+    let folders: Vec<(String, u64, u64)> = store
+        .folder_summaries(account)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.pair.old_name, f.linked, f.tombstones))
+        .collect();
+    assert_eq!(
+        folders,
+        vec![("INBOX".into(), 1000, 2), ("Sent".into(), 30, 0)]
+    );
+    store.close().await;
+}
+
+/// One write to the links of a pair, for the model test.
+#[derive(Clone, Debug)]
+enum Op {
+    /// The engine's APPEND: the OLD UID after the highest linked one, the NEW UID after the
+    /// highest one, `flags`.
+    Append(bool),
+    Add(Vec<Link>),
+    Flags(Vec<LinkFlags>),
+    Remove(Vec<u32>),
+    Tombstone(Vec<u32>),
+}
+
+fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let uid = 1u32..40;
+    let flags = prop_oneof![Just(String::new()), Just("\\Seen".to_string())];
+    let one_link = (
+        uid.clone(),
+        1u32..60,
+        flags.clone(),
+        flags.clone(),
+        proptest::bool::weighted(0.15),
+    )
+        .prop_map(|(old_uid, new_uid, old_flags, new_flags, keyed)| Link {
+            old_uid,
+            new_uid,
+            old_flags,
+            new_flags,
+            ident: keyed.then(|| format!("key{old_uid}")),
+        });
+    let update =
+        (uid.clone(), flags.clone(), flags).prop_map(|(old_uid, old_flags, new_flags)| LinkFlags {
+            old_uid,
+            old_flags,
+            new_flags,
+        });
+    // A run of links, as a pass commits a batch.
+    let batch = (uid.clone(), 1u32..60, 1u32..12).prop_map(|(old, new, len)| {
+        (0..len)
+            .map(|i| link(old + i, new + i, ""))
+            .collect::<Vec<_>>()
+    });
+    prop_oneof![
+        4 => proptest::bool::weighted(0.8).prop_map(Op::Append),
+        2 => proptest::collection::vec(one_link, 1..4).prop_map(Op::Add),
+        1 => batch.prop_map(Op::Add),
+        2 => proptest::collection::vec(update, 1..6).prop_map(Op::Flags),
+        1 => proptest::collection::vec(uid.clone(), 1..6).prop_map(Op::Remove),
+        1 => proptest::collection::vec(uid, 1..4).prop_map(Op::Tombstone),
+    ]
+}
+
+/// Random sequences of writes give the links and tombstones of a plain map of OLD UIDs.
+async fn links_behave_as_a_map_of_old_uids(b: Backend) {
+    use proptest::strategy::{Strategy, ValueTree};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let store = b.open().await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let cases = proptest::collection::vec(op_strategy(), 1..40);
+    for case in 0..40 {
+        let ops = cases.new_tree(&mut runner).unwrap().current();
+        let pair = store
+            .folder_pair(account, &format!("F{case}"), &format!("F{case}"))
+            .await
+            .unwrap()
+            .id;
+        let mut model: BTreeMap<u32, Link> = BTreeMap::new();
+        let mut tombstones: BTreeSet<u32> = BTreeSet::new();
+        for (step, op) in ops.iter().enumerate() {
+            match op {
+                Op::Append(same_flags) => {
+                    let old_uid = model.keys().max().map_or(1, |u| u + 1);
+                    let new_uid = model.values().map(|l| l.new_uid).max().map_or(1, |u| u + 1);
+                    let flags = if *same_flags { "" } else { "\\Seen" };
+                    let l = link(old_uid, new_uid, flags);
+                    store
+                        .add_links(pair, std::slice::from_ref(&l))
+                        .await
+                        .unwrap();
+                    tombstones.remove(&old_uid);
+                    model.insert(old_uid, l);
+                }
+                Op::Add(links) => {
+                    store.add_links(pair, links).await.unwrap();
+                    for l in links {
+                        tombstones.remove(&l.old_uid);
+                        model.insert(l.old_uid, l.clone());
+                    }
+                }
+                Op::Flags(updates) => {
+                    store.update_link_flags(pair, updates).await.unwrap();
+                    for u in updates {
+                        if let Some(l) = model.get_mut(&u.old_uid) {
+                            l.old_flags = u.old_flags.clone();
+                            l.new_flags = u.new_flags.clone();
+                        }
+                    }
+                }
+                Op::Remove(uids) => {
+                    store.remove_links(pair, uids).await.unwrap();
+                    for u in uids {
+                        model.remove(u);
+                    }
+                }
+                Op::Tombstone(uids) => {
+                    store.tombstone(pair, uids).await.unwrap();
+                    for u in uids {
+                        model.remove(u);
+                        tombstones.insert(*u);
+                    }
+                }
+            }
+            let want: Vec<Link> = model.values().cloned().collect();
+            assert_eq!(
+                store.links(pair).await.unwrap(),
+                want,
+                "case {case}, after step {step} of {ops:#?}"
+            );
+        }
+        assert_eq!(
+            store.tombstones(pair).await.unwrap(),
+            tombstones.into_iter().collect::<Vec<_>>(),
+            "case {case}: {ops:#?}"
+        );
+    }
+    store.close().await;
+}
+
+/// A store written by schema version 7 (one row per link) is converted on open: the same links,
+/// now as runs, with the keyed ones kept per message; opening it again changes nothing.
+async fn per_message_links_convert_to_runs_on_open(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+    store.tombstone(pair, &[4]).await.unwrap();
+    store.close().await;
+    // Back to version 7: migration 8 only adds `link_runs` (and converts), so without it and
+    // its row the database is what version 7 wrote. Then links as version 7 stored them.
+    let mut want = links_of(1..=3, 10, "\\Seen");
+    want.extend(links_of(5..=300, 10, "\\Seen"));
+    want[100] = link(102, 112, "");
+    want[150] = keyed(152, 162, "\\Seen", "key152");
+    want.extend(links_of(301..=310, 500, "\\Seen"));
+    want.push(link(u32::MAX, u32::MAX, ""));
+    let want_sent: Vec<Link> = (1..=50).map(|uid| link(uid, 200 - uid, "")).collect();
+    let mut sql = "DROP TABLE link_runs; DELETE FROM schema_version WHERE version = 8;".to_owned();
+    for (p, links) in [(pair, &want), (sent, &want_sent)] {
+        for l in links.iter() {
+            sql.push_str(&format!(
+                "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) \
+                 VALUES ({p}, {}, {}, '{}', '{}', {});",
+                l.old_uid,
+                l.new_uid,
+                l.old_flags,
+                l.new_flags,
+                l.ident
+                    .as_ref()
+                    .map_or("NULL".to_owned(), |k| format!("'{k}'"))
+            ));
+        }
+    }
+    b.execute(&sql).await;
+
+    let store = b.open().await;
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    assert_eq!(store.links(sent).await.unwrap(), want_sent);
+    assert_eq!(store.tombstones(pair).await.unwrap(), vec![4]);
+    // INBOX: 1-3, 5-101, 102, 103-151, 153-300, 301-310, u32::MAX; 152 keyed. Sent: 50 runs of one.
+    assert_eq!(
+        (b.rows("link_runs").await, b.rows("links").await),
+        (7 + 50, 1)
+    );
+    let summary = &store.folder_summaries(account).await.unwrap();
+    assert_eq!(
+        summary.iter().map(|f| f.linked).collect::<Vec<_>>(),
+        vec![want.len() as u64, 50]
+    );
+    // The converted state carries on: the next append extends the last run.
+    store
+        .add_links(pair, &[link(311, 811, "\\Seen")])
+        .await
+        .unwrap();
+    assert_eq!(b.rows("link_runs").await, 57);
+    store.close().await;
+    let store = b.open().await;
+    want.insert(want.len() - 1, link(311, 811, "\\Seen"));
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    store.close().await;
 }

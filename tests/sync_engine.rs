@@ -510,3 +510,75 @@ async fn a_deletion_on_new_waits_until_the_caller_says_it_is_settled() {
     assert_eq!(store.links(inbox.id).await.unwrap().len(), 6);
     assert_eq!(messages(&new, "INBOX").len(), 6);
 }
+
+/// The links of every folder pair of the only account in `store`.
+async fn all_links(store: &dyn Store) -> Vec<Vec<imapferry::store::Link>> {
+    let account = store.account_summaries().await.unwrap()[0].id;
+    let mut all = Vec::new();
+    for pair in store.folder_pairs(account).await.unwrap() {
+        all.push(store.links(pair.id).await.unwrap());
+    }
+    all
+}
+
+/// A state file of the release before link runs (schema version 7, one row per link) converts on
+/// open and the engine carries on: the same links, and a pass after the conversion changes
+/// nothing. The old file is made from a synced one by writing its runs back as one row per link
+/// and dropping what migration 8 added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_message_state_file_converts_and_the_next_pass_changes_nothing() {
+    let (old, new) = pair(Layout::Slash, Layout::Slash);
+    let seeded = seed_account(&old, "alice", PW, &SeedSpec::small());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let first = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(first.stats.messages_transferred as usize, seeded.messages);
+    let before = all_links(&store).await;
+    let linked: usize = before.iter().map(Vec::len).sum();
+    assert!(linked >= seeded.messages / 2, "{linked} links");
+    store.close().await;
+
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+    sqlx::raw_sql(
+        "WITH RECURSIVE each (pair_id, old_uid, new_uid, old_flags, new_flags, rest) AS (\
+             SELECT pair_id, old_start, new_start, old_flags, new_flags, length - 1 FROM link_runs \
+             UNION ALL SELECT pair_id, old_uid + 1, new_uid + 1, old_flags, new_flags, rest - 1 \
+             FROM each WHERE rest > 0) \
+         INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) \
+         SELECT pair_id, old_uid, new_uid, old_flags, new_flags, NULL FROM each; \
+         DROP TABLE link_runs; \
+         DELETE FROM schema_version WHERE version = 8;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM links")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows as usize, linked,
+        "one row per link, as version 7 kept them"
+    );
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(all_links(&store).await, before);
+    let second = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(
+        second.stats.messages_transferred, 0,
+        "copied after the conversion"
+    );
+    assert_eq!(
+        second.stats.flags_updated, 0,
+        "changed flags after the conversion"
+    );
+    assert_eq!(second.stats.messages_deleted_on_new, 0);
+    assert_eq!(all_links(&store).await, before);
+    assert_same_mail(&snapshot(&old, "alice", PW), &snapshot(&new, "alice", PW));
+    store.close().await;
+}

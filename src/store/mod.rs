@@ -1,9 +1,10 @@
 //! The state store: what imapferry remembers between passes (accounts, folder pairs with both sides'
-//! mailbox state, links OLD↔NEW with base flags, tombstones, the journal). The [`Store`] trait is
-//! what callers see; [`SqliteStore`] is the embedded default, [`PgStore`] a fleet's shared database,
-//! and [`open`] picks one from a [`Location`]. This module knows nothing of IMAP.
+//! mailbox state, links OLD↔NEW with base flags, stored as runs, tombstones, the journal). The
+//! [`Store`] trait is what callers see; [`SqliteStore`] is the embedded default, [`PgStore`] a
+//! fleet's shared database, and [`open`] picks one from a [`Location`]. No IMAP in here.
 
 mod postgres;
+mod runs;
 mod sql;
 mod sqlite;
 

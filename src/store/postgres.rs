@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{PgLocation, Result, StoreError};
+use super::{PairId, PgLocation, Result, StoreError};
 
 /// The [`Store`](super::Store) implementation, shared with SQLite.
 mod statements {
@@ -101,6 +101,16 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         Ok(tx)
+    }
+
+    /// Holds the pair's row until the transaction ends, so that the writers of a pair's links
+    /// (which read its runs, then rewrite them) take turns.
+    async fn lock_pair(tx: &mut Transaction<'static, Postgres>, pair: PairId) -> Result<()> {
+        sqlx::query("SELECT id FROM folder_pairs WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(pair)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// A migration in PostgreSQL's spelling (see schema.sql).

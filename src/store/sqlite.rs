@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
 
-use super::{Result, StoreError};
+use super::{PairId, Result, StoreError};
 
 /// The [`Store`](super::Store) implementation, shared with PostgreSQL.
 mod statements {
@@ -118,6 +118,12 @@ impl SqliteStore {
         self.write_tx().await
     }
 
+    /// Nothing to take: a write transaction holds the database's write lock from its start, so
+    /// the writers of a pair's links (which read its runs, then rewrite them) take turns already.
+    async fn lock_pair(_tx: &mut Transaction<'static, Sqlite>, _pair: PairId) -> Result<()> {
+        Ok(())
+    }
+
     /// The migrations are written in SQLite's spelling.
     fn dialect(sql: &str) -> Cow<'_, str> {
         Cow::Borrowed(sql)
@@ -143,7 +149,7 @@ mod tests {
     use super::*;
     use crate::store::sql::{MIGRATIONS, now};
     use crate::store::{AccountKey, AccountState, Link, MailboxState, Phase, Store};
-    use sqlx::Row;
+    use sqlx::{AssertSqlSafe, Row};
 
     fn key(user: &str) -> AccountKey {
         AccountKey {
@@ -283,6 +289,88 @@ mod tests {
                 .unwrap()
                 .get(0);
         assert_eq!(pending, 1);
+    }
+
+    /// A file written by schema version 7 (migrations 1 to 7, one row per link) converts to
+    /// runs on open, keeping keyed links per message; the links read back are the same.
+    #[tokio::test]
+    async fn version_7_links_become_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imapferry.db");
+        let mut want: Vec<Link> = (1..=1000).map(|u| link(u, u + 7, "\\Seen")).collect();
+        want[499].old_flags = String::new();
+        want[700].ident = Some("key701".into());
+        want.extend((1001..=1010).map(|u| link(u, 3000 - u, "")));
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE schema_version (version BIGINT NOT NULL PRIMARY KEY, \
+                 applied BIGINT NOT NULL)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            for (version, sql) in (1..=7).zip(MIGRATIONS) {
+                sqlx::raw_sql(AssertSqlSafe(*sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                sqlx::query("INSERT INTO schema_version (version, applied) VALUES ($1, 0)")
+                    .bind(version)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            sqlx::raw_sql(
+                "INSERT INTO accounts (old_host, old_user, new_host, new_user, created, updated) \
+                 VALUES ('old.example', 'alice', 'new.example', 'alice', 0, 0); \
+                 INSERT INTO folder_pairs (account_id, old_name, new_name, updated) \
+                 VALUES (1, 'INBOX', 'INBOX', 0);",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            for l in &want {
+                sqlx::query(
+                    "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) \
+                     VALUES (1, $1, $2, $3, $4, $5)",
+                )
+                .bind(i64::from(l.old_uid))
+                .bind(i64::from(l.new_uid))
+                .bind(&l.old_flags)
+                .bind(&l.new_flags)
+                .bind(&l.ident)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = SqliteStore::open_existing(&path).await.unwrap();
+        assert_eq!(store.links(1).await.unwrap(), want);
+        let count = |table: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+            }
+        };
+        // 1-499, 500, 501-700, 702-1000, and ten runs of one (descending NEW UIDs).
+        assert_eq!((count("link_runs").await, count("links").await), (14, 1));
+        store.close().await;
+        let store = SqliteStore::open_existing(&path).await.unwrap();
+        assert_eq!(store.links(1).await.unwrap(), want);
+        store.close().await;
     }
 
     #[tokio::test]

@@ -1,16 +1,18 @@
 // The statements of the SQL stores, compiled once per backend: `sqlite.rs` and `postgres.rs` each
 // include this file in a module that names `SqlStore` (the store type, with a `pool`), `Db` (its
 // sqlx database) and `SHARED` (whether other processes share the store), and give `SqlStore`
-// four methods of their own: `write_tx` (a transaction that writes), `journal_tx` (one in which
+// five methods of their own: `write_tx` (a transaction that writes), `journal_tx` (one in which
 // the account's journal entries get their ids in commit order), `migration_tx` (one no other
-// process migrates beside) and `dialect` (a migration's text as this database spells it).
-// The SQL is the subset both databases run (see sql.rs).
+// process migrates beside), `lock_pair` (in a write transaction, the pair's links are written by
+// no other) and `dialect` (a migration's text as this database spells it). The SQL is the subset
+// both databases run (see sql.rs). Links are stored as runs (runs.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row as _, Transaction};
 
+use crate::store::runs::{self, Run};
 use crate::store::sql::{DbSide, MAX_PARAMS, MIGRATIONS, PAIR_COLUMNS, now, tuples};
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
@@ -103,16 +105,17 @@ impl SqlStore {
         row.as_ref().map(pair_from_row).transpose()
     }
 
-    /// Deletes the rows of `table` (`links` or `tombstones`) for these OLD UIDs, in `tx`.
+    /// Deletes the rows of `table` (`links`, `tombstones`, or `link_runs` by `old_start`) whose
+    /// `column` is one of these OLD UIDs, in `tx`.
     async fn delete_uids(
         tx: &mut Transaction<'static, Db>,
-        table: &str,
+        (table, column): (&str, &str),
         pair: PairId,
         old_uids: &[u32],
     ) -> Result<()> {
         for chunk in old_uids.chunks(MAX_PARAMS - 1) {
             let sql = format!(
-                "DELETE FROM {table} WHERE pair_id = $1 AND old_uid IN {}",
+                "DELETE FROM {table} WHERE pair_id = $1 AND {column} IN {}",
                 tuples(1, chunk.len(), 2, "")
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
@@ -129,9 +132,162 @@ impl SqlStore {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        Self::delete_uids(&mut tx, table, pair, old_uids).await?;
+        Self::delete_uids(&mut tx, (table, "old_uid"), pair, old_uids).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The runs of `pair` that hold or border these OLD UIDs, ascending: for each UID, the run
+    /// holding it (or the last one before it), the run holding the UID before it, and the run
+    /// starting just after it. Index lookups only, however many runs the pair has.
+    async fn runs_around(
+        tx: &mut Transaction<'static, Db>,
+        pair: PairId,
+        old_uids: &BTreeSet<u32>,
+    ) -> Result<Vec<Run>> {
+        let uids: Vec<u32> = old_uids.iter().copied().collect();
+        let mut found: BTreeMap<u32, Run> = BTreeMap::new();
+        for chunk in uids.chunks(MAX_PARAMS - 1) {
+            let sql = format!(
+                "WITH v (uid) AS (VALUES {}) \
+                 SELECT old_start, new_start, length, old_flags, new_flags FROM link_runs \
+                 WHERE pair_id = $1 AND old_start IN (\
+                 SELECT (SELECT MAX(r.old_start) FROM link_runs r \
+                         WHERE r.pair_id = $1 AND r.old_start <= v.uid) FROM v \
+                 UNION SELECT (SELECT MAX(r.old_start) FROM link_runs r \
+                               WHERE r.pair_id = $1 AND r.old_start < v.uid) FROM v \
+                 UNION SELECT uid + 1 FROM v)",
+                tuples(chunk.len(), 1, 2, "")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for uid in chunk {
+                query = query.bind(i64::from(*uid));
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                let run = run_from_row(&row, pair)?;
+                found.insert(run.old_start, run);
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// Drops the links of the OLD UIDs in `remove` from the pair's runs and puts in the runs that
+    /// `add` makes of the window of runs around them (see [`runs::rewrite`]); writes only the
+    /// runs that changed.
+    async fn rewrite_runs(
+        tx: &mut Transaction<'static, Db>,
+        pair: PairId,
+        remove: &BTreeSet<u32>,
+        add: impl FnOnce(&[Run]) -> Vec<Run>,
+    ) -> Result<()> {
+        let window = Self::runs_around(tx, pair, remove).await?;
+        let added = add(&window);
+        let after = runs::rewrite(&window, remove, added);
+        let (delete, upsert) = runs::changes(&window, &after);
+        Self::delete_uids(tx, ("link_runs", "old_start"), pair, &delete).await?;
+        for chunk in upsert.chunks((MAX_PARAMS - 1) / 5) {
+            let sql = format!(
+                "INSERT INTO link_runs (pair_id, old_start, new_start, length, old_flags, new_flags) \
+                 VALUES {} ON CONFLICT (pair_id, old_start) DO UPDATE SET \
+                 new_start = excluded.new_start, length = excluded.length, \
+                 old_flags = excluded.old_flags, new_flags = excluded.new_flags",
+                tuples(chunk.len(), 5, 2, "$1, ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for run in chunk {
+                let len = i64::try_from(run.len)
+                    .map_err(|_| StoreError::Corrupt(format!("a run of {} links", run.len)))?;
+                query = query
+                    .bind(i64::from(run.old_start))
+                    .bind(i64::from(run.new_start))
+                    .bind(len)
+                    .bind(run.old_flags.as_str())
+                    .bind(run.new_flags.as_str());
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts these links in place of the pair's links of the same OLD UIDs (one per UID): those
+    /// without an identity key into runs, the others into `links`.
+    async fn put_links(
+        tx: &mut Transaction<'static, Db>,
+        pair: PairId,
+        by_uid: &BTreeMap<u32, &Link>,
+    ) -> Result<()> {
+        let uids: BTreeSet<u32> = by_uid.keys().copied().collect();
+        let (keyed, plain): (Vec<&Link>, Vec<&Link>) =
+            by_uid.values().partition(|l| l.ident.is_some());
+        Self::rewrite_runs(tx, pair, &uids, |_| {
+            plain.iter().map(|l| Run::single(l)).collect()
+        })
+        .await?;
+        let plain_uids: Vec<u32> = plain.iter().map(|l| l.old_uid).collect();
+        Self::delete_uids(tx, ("links", "old_uid"), pair, &plain_uids).await?;
+        for chunk in keyed.chunks((MAX_PARAMS - 1) / 5) {
+            let sql = format!(
+                "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) VALUES {} \
+                 ON CONFLICT (pair_id, old_uid) DO UPDATE SET new_uid = excluded.new_uid, \
+                 old_flags = excluded.old_flags, new_flags = excluded.new_flags, ident = excluded.ident",
+                tuples(chunk.len(), 5, 2, "$1, ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            for link in chunk {
+                query = query
+                    .bind(i64::from(link.old_uid))
+                    .bind(i64::from(link.new_uid))
+                    .bind(link.old_flags.as_str())
+                    .bind(link.new_flags.as_str())
+                    .bind(link.ident.as_deref());
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the pair's links of these OLD UIDs, from runs and from `links`.
+    async fn drop_links(
+        tx: &mut Transaction<'static, Db>,
+        pair: PairId,
+        old_uids: &BTreeSet<u32>,
+    ) -> Result<()> {
+        Self::rewrite_runs(tx, pair, old_uids, |_| Vec::new()).await?;
+        let uids: Vec<u32> = old_uids.iter().copied().collect();
+        Self::delete_uids(tx, ("links", "old_uid"), pair, &uids).await
+    }
+
+    /// The engine's common case, a link appended after the last one (the next OLD UID to the next
+    /// NEW UID, with the same flags): the run it continues grows by one, in one statement. False
+    /// when there is no such run, when the OLD UID is already linked, or when a run starts right
+    /// after it (the link may join the two): the caller then takes the general way.
+    async fn extend_run(
+        tx: &mut Transaction<'static, Db>,
+        pair: PairId,
+        link: &Link,
+    ) -> Result<bool> {
+        if link.ident.is_some() {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "UPDATE link_runs SET length = length + 1 \
+             WHERE pair_id = $1 \
+             AND old_start = (SELECT MAX(r.old_start) FROM link_runs r \
+                              WHERE r.pair_id = $1 AND r.old_start < $2) \
+             AND old_start + length = $2 AND new_start + length = $3 \
+             AND old_flags = $4 AND new_flags = $5 \
+             AND NOT EXISTS (SELECT 1 FROM link_runs r \
+                             WHERE r.pair_id = $1 AND r.old_start BETWEEN $2 AND $2 + 1) \
+             AND NOT EXISTS (SELECT 1 FROM links l WHERE l.pair_id = $1 AND l.old_uid = $2)",
+        )
+        .bind(pair)
+        .bind(i64::from(link.old_uid))
+        .bind(i64::from(link.new_uid))
+        .bind(link.old_flags.as_str())
+        .bind(link.new_flags.as_str())
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -403,14 +559,14 @@ impl Store for SqlStore {
 
     async fn reset_pair(&self, pair: PairId) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM links WHERE pair_id = $1")
-            .bind(pair)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM tombstones WHERE pair_id = $1")
-            .bind(pair)
-            .execute(&mut *tx)
-            .await?;
+        Self::lock_pair(&mut tx, pair).await?;
+        for sql in [
+            "DELETE FROM link_runs WHERE pair_id = $1",
+            "DELETE FROM links WHERE pair_id = $1",
+            "DELETE FROM tombstones WHERE pair_id = $1",
+        ] {
+            sqlx::query(sql).bind(pair).execute(&mut *tx).await?;
+        }
         let done = sqlx::query(
             "UPDATE folder_pairs SET \
              old_uidvalidity = NULL, old_uidnext = NULL, old_highestmodseq = NULL, old_messages = NULL, \
@@ -430,71 +586,93 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    /// The runs and the per-message exceptions in one statement (one snapshot: a link that a
+    /// concurrent write moves between them is seen once).
     async fn links(&self, pair: PairId) -> Result<Vec<Link>> {
         let rows = sqlx::query(
-            "SELECT old_uid, new_uid, old_flags, new_flags, ident FROM links \
-             WHERE pair_id = $1 ORDER BY old_uid",
+            "SELECT old_start, new_start, length, old_flags, new_flags, NULL AS ident \
+             FROM link_runs WHERE pair_id = $1 \
+             UNION ALL \
+             SELECT old_uid, new_uid, 1, old_flags, new_flags, ident \
+             FROM links WHERE pair_id = $1 \
+             ORDER BY 1",
         )
         .bind(pair)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Link {
-                    old_uid: get_u32(row, "old_uid")?,
-                    new_uid: get_u32(row, "new_uid")?,
-                    old_flags: row.try_get("old_flags")?,
-                    new_flags: row.try_get("new_flags")?,
-                    ident: row.try_get("ident")?,
-                })
-            })
-            .collect()
+        let mut links = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ident: Option<String> = row.try_get("ident")?;
+            let run = run_from_row(row, pair)?;
+            match ident {
+                Some(ident) => links.push(Link {
+                    old_uid: run.old_start,
+                    new_uid: run.new_start,
+                    old_flags: run.old_flags,
+                    new_flags: run.new_flags,
+                    ident: Some(ident),
+                }),
+                None => links.extend(run.links()),
+            }
+        }
+        Ok(links)
     }
 
     /// Also drops any tombstone of these OLD UIDs: a (pair, OLD UID) is linked or tombstoned,
-    /// never both. When `links` holds an OLD UID twice, the last one is kept.
+    /// never both. When `links` holds an OLD UID twice, the last one is kept. Links without an
+    /// identity key go into runs; those with one are kept per message in `links`.
     async fn add_links(&self, pair: PairId, links: &[Link]) -> Result<()> {
         if links.is_empty() {
             return Ok(());
         }
-        // One row per OLD UID, ascending (PostgreSQL refuses an upsert touching a row twice, and
+        // One link per OLD UID, ascending (PostgreSQL refuses an upsert touching a row twice, and
         // ascending keys fill the b-tree in order).
         let by_uid: BTreeMap<u32, &Link> = links.iter().map(|l| (l.old_uid, l)).collect();
-        let links: Vec<&Link> = by_uid.into_values().collect();
-        let uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+        let uids: Vec<u32> = by_uid.keys().copied().collect();
         let mut tx = self.write_tx().await?;
-        for chunk in links.chunks((MAX_PARAMS - 1) / 5) {
-            let sql = format!(
-                "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) VALUES {} \
-                 ON CONFLICT (pair_id, old_uid) DO UPDATE SET new_uid = excluded.new_uid, \
-                 old_flags = excluded.old_flags, new_flags = excluded.new_flags, ident = excluded.ident",
-                tuples(chunk.len(), 5, 2, "$1, ")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
-            for link in chunk {
-                query = query
-                    .bind(i64::from(link.old_uid))
-                    .bind(i64::from(link.new_uid))
-                    .bind(link.old_flags.as_str())
-                    .bind(link.new_flags.as_str())
-                    .bind(link.ident.as_deref());
-            }
-            query.execute(&mut *tx).await?;
+        Self::lock_pair(&mut tx, pair).await?;
+        let appended = match links {
+            [link] => Self::extend_run(&mut tx, pair, link).await?,
+            _ => false,
+        };
+        if !appended {
+            Self::put_links(&mut tx, pair, &by_uid).await?;
         }
-        Self::delete_uids(&mut tx, "tombstones", pair, &uids).await?;
+        Self::delete_uids(&mut tx, ("tombstones", "old_uid"), pair, &uids).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Updates for OLD UIDs without a link are ignored. When `updates` holds an OLD UID twice,
-    /// the last one is kept.
+    /// the last one is kept. A link of a run with new flags becomes a run of its own, between
+    /// the two parts of its old run (or joins a neighbour with the same flags).
     async fn update_link_flags(&self, pair: PairId, updates: &[LinkFlags]) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
         let by_uid: BTreeMap<u32, &LinkFlags> = updates.iter().map(|u| (u.old_uid, u)).collect();
-        let updates: Vec<&LinkFlags> = by_uid.into_values().collect();
+        let uids: BTreeSet<u32> = by_uid.keys().copied().collect();
         let mut tx = self.write_tx().await?;
+        Self::lock_pair(&mut tx, pair).await?;
+        Self::rewrite_runs(&mut tx, pair, &uids, |window| {
+            window
+                .iter()
+                .flat_map(|run| {
+                    by_uid
+                        .range(run.old_start..)
+                        .take_while(|(uid, _)| run.contains(**uid))
+                        .map(|(&uid, update)| Run {
+                            old_start: uid,
+                            new_start: run.new_uid(uid),
+                            len: 1,
+                            old_flags: update.old_flags.clone(),
+                            new_flags: update.new_flags.clone(),
+                        })
+                })
+                .collect()
+        })
+        .await?;
+        let updates: Vec<&LinkFlags> = by_uid.into_values().collect();
         for chunk in updates.chunks((MAX_PARAMS - 1) / 3) {
             // `UPDATE … FROM (VALUES …)`: SQLite ≥ 3.33 and PostgreSQL; both name the columns of
             // a VALUES list column1, column2, …
@@ -518,7 +696,15 @@ impl Store for SqlStore {
     }
 
     async fn remove_links(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
-        self.delete_batch("links", pair, old_uids).await
+        if old_uids.is_empty() {
+            return Ok(());
+        }
+        let uids: BTreeSet<u32> = old_uids.iter().copied().collect();
+        let mut tx = self.write_tx().await?;
+        Self::lock_pair(&mut tx, pair).await?;
+        Self::drop_links(&mut tx, pair, &uids).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// OLD UIDs without a link are tombstoned too (they must not be copied either).
@@ -526,15 +712,12 @@ impl Store for SqlStore {
         if old_uids.is_empty() {
             return Ok(());
         }
-        let uids: Vec<u32> = old_uids
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let set: BTreeSet<u32> = old_uids.iter().copied().collect();
         let now = now();
         let mut tx = self.write_tx().await?;
-        Self::delete_uids(&mut tx, "links", pair, &uids).await?;
+        Self::lock_pair(&mut tx, pair).await?;
+        Self::drop_links(&mut tx, pair, &set).await?;
+        let uids: Vec<u32> = set.into_iter().collect();
         for chunk in uids.chunks(MAX_PARAMS - 2) {
             let sql = format!(
                 "INSERT INTO tombstones (pair_id, created, old_uid) VALUES {} \
@@ -800,7 +983,9 @@ impl Store for SqlStore {
         // Explicit deletes rather than relying on ON DELETE CASCADE alone: the same statements
         // work whatever the connection's foreign-key setting.
         let mut tx = self.write_tx().await?;
+        Self::lock_pair(&mut tx, pair).await?;
         for sql in [
+            "DELETE FROM link_runs WHERE pair_id = $1",
             "DELETE FROM links WHERE pair_id = $1",
             "DELETE FROM tombstones WHERE pair_id = $1",
             "DELETE FROM folder_pairs WHERE id = $1",
@@ -825,7 +1010,10 @@ impl Store for SqlStore {
              (SELECT CAST(COALESCE(SUM(p.new_messages), 0) AS BIGINT) FROM folder_pairs p \
               WHERE p.account_id = a.id) AS messages_new, \
              (SELECT COUNT(*) FROM links l JOIN folder_pairs p ON p.id = l.pair_id \
-              WHERE p.account_id = a.id) AS linked, \
+              WHERE p.account_id = a.id) \
+             + (SELECT CAST(COALESCE(SUM(r.length), 0) AS BIGINT) \
+                FROM link_runs r JOIN folder_pairs p ON p.id = r.pair_id \
+                WHERE p.account_id = a.id) AS linked, \
              (SELECT COUNT(*) FROM tombstones t JOIN folder_pairs p ON p.id = t.pair_id \
               WHERE p.account_id = a.id) AS tombstones, \
              (SELECT COUNT(*) FROM journal j \
@@ -872,7 +1060,9 @@ impl Store for SqlStore {
     async fn folder_summaries(&self, account: AccountId) -> Result<Vec<FolderSummary>> {
         let sql = format!(
             "SELECT {PAIR_COLUMNS}, \
-             (SELECT COUNT(*) FROM links l WHERE l.pair_id = folder_pairs.id) AS linked, \
+             (SELECT COUNT(*) FROM links l WHERE l.pair_id = folder_pairs.id) \
+             + (SELECT CAST(COALESCE(SUM(r.length), 0) AS BIGINT) FROM link_runs r \
+                WHERE r.pair_id = folder_pairs.id) AS linked, \
              (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = folder_pairs.id) AS tombstones, \
              (SELECT COUNT(*) FROM message_errors e WHERE e.pair_id = folder_pairs.id) \
              AS message_errors \
@@ -916,6 +1106,26 @@ fn journal_entry(row: &Row) -> Result<JournalEntry> {
         reason: row.try_get("reason")?,
         retry_at: row.try_get("retry_at")?,
     })
+}
+
+/// A run as stored (`old_start`, `new_start`, `length`, flags), or a per-message link read as
+/// a run of one; its UIDs must stay within `u32`.
+fn run_from_row(row: &Row, pair: PairId) -> Result<Run> {
+    let run = Run {
+        old_start: get_u32(row, "old_start")?,
+        new_start: get_u32(row, "new_start")?,
+        len: get_u64(row, "length")?,
+        old_flags: row.try_get("old_flags")?,
+        new_flags: row.try_get("new_flags")?,
+    };
+    let ends = [run.old_start, run.new_start].map(|start| u64::from(start) + run.len);
+    if run.len == 0 || ends.iter().any(|&end| end > 1 << 32) {
+        return Err(StoreError::Corrupt(format!(
+            "folder pair {pair}: a run of {} links from OLD UID {} to NEW UID {}",
+            run.len, run.old_start, run.new_start
+        )));
+    }
+    Ok(run)
 }
 
 fn get_u32(row: &Row, column: &str) -> Result<u32> {
