@@ -202,54 +202,68 @@ fn bin(program: &str) -> String {
 }
 
 /// A cluster made once per test process, in `template()/data`: superuser `postgres` (trusted on
-/// the socket), role [`USER`] with [`PASSWORD`] owning the database [`DATABASE`].
+/// the socket), role [`USER`] with [`PASSWORD`] owning the database [`DATABASE`]. It lives in
+/// `$TMPDIR/imapferry-pg-templates/<pid>` (a static is never dropped): the templates of test
+/// processes that have ended are removed when the next one is made.
 fn template() -> &'static Path {
-    static TEMPLATE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    TEMPLATE
-        .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("imapferry-pg-template-")
-                .tempdir()
-                .expect("tempdir");
-            chown_to_run_as(dir.path());
-            let data = dir.path().join("data");
-            let made = as_run_user(&bin("initdb"))
-                .arg("-D")
-                .arg(&data)
-                .args([
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "-N",
-                ])
-                .output()
-                .expect("run initdb");
-            assert!(
-                made.status.success(),
-                "initdb failed: {}",
-                String::from_utf8_lossy(&made.stderr)
-            );
-            std::fs::write(
-                data.join("pg_hba.conf"),
-                "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
-            )
-            .expect("write pg_hba.conf");
-            let port = free_port();
-            let (child, ready) = serve(dir.path(), port);
-            if let Err(why) = ready {
-                stop(child, false, "127.0.0.1", port);
-                panic!("the template cluster did not start: {why}");
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let root = std::env::temp_dir().join("imapferry-pg-templates");
+        std::fs::create_dir_all(&root).expect("create the templates' directory");
+        for entry in std::fs::read_dir(&root)
+            .expect("list the templates")
+            .flatten()
+        {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok());
+            // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+            if pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0) {
+                std::fs::remove_dir_all(entry.path()).ok();
             }
-            let role = format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'");
-            psql(dir.path(), port, "postgres", &role);
-            let db = format!("CREATE DATABASE {DATABASE} OWNER {USER}");
-            psql(dir.path(), port, "postgres", &db);
+        }
+        let dir = root.join(std::process::id().to_string());
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).expect("create the template directory");
+        chown_to_run_as(&dir);
+        let data = dir.join("data");
+        let made = as_run_user(&bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+            ])
+            .output()
+            .expect("run initdb");
+        assert!(
+            made.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("write pg_hba.conf");
+        let port = free_port();
+        let (child, ready) = serve(&dir, port);
+        if let Err(why) = ready {
             stop(child, false, "127.0.0.1", port);
-            dir
-        })
-        .path()
+            panic!("the template cluster did not start: {why}");
+        }
+        let role = format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'");
+        psql(&dir, port, "postgres", &role);
+        let db = format!("CREATE DATABASE {DATABASE} OWNER {USER}");
+        psql(&dir, port, "postgres", &db);
+        stop(child, false, "127.0.0.1", port);
+        dir
+    })
 }
