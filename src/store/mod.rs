@@ -296,7 +296,7 @@ fn is_postgres_url(value: &str) -> bool {
 /// Whether the URL's user part has a `:password`.
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let authority = rest.find(['/', '?']).map_or(rest, |end| &rest[..end]);
     authority
         .rsplit_once('@')
         .is_some_and(|(user, _)| user.contains(':'))
