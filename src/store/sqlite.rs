@@ -68,10 +68,10 @@ impl SqliteStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        use_wal(&options).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .after_release(|conn, _| Box::pin(async move { reusable(conn).await }))
@@ -128,6 +128,34 @@ impl SqliteStore {
     fn dialect(sql: &str) -> Cow<'_, str> {
         Cow::Borrowed(sql)
     }
+}
+
+/// Puts the file in WAL mode (a setting the file keeps), on one connection before the pool opens
+/// any. Switching needs the file to itself, and SQLite answers "database is locked" at once,
+/// without waiting its busy timeout, while another process or pool is opening the same new
+/// file: so the switch is retried, up to that timeout.
+async fn use_wal(options: &SqliteConnectOptions) -> Result<()> {
+    let options = options.clone().journal_mode(SqliteJournalMode::Wal);
+    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match SqliteConnection::connect_with(&options).await {
+            Ok(conn) => return Ok(conn.close().await?),
+            Err(e) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// SQLite's `SQLITE_BUSY` (5), whatever its extended code.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == 5)
 }
 
 /// Whether a connection going back to the pool can be used again. A COMMIT that fails (the
