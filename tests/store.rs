@@ -11,7 +11,7 @@ use common::Postgres;
 use imapferry::secret::Secret;
 use imapferry::store::{
     self, AccountKey, AccountState, AccountSummary, Link, LinkFlags, Location, MailboxState,
-    PairId, Phase, Store, StoreError,
+    NO_BASE, PairId, Phase, Store, StoreError,
 };
 
 /// One store under test: a file in a temporary directory, or the database of a private
@@ -124,6 +124,7 @@ both!(
     summaries_count_the_links_of_runs,
     links_behave_as_a_map_of_old_uids,
     per_message_links_convert_to_runs_on_open,
+    forgotten_bases_join_runs_and_later_writes_keep_theirs,
 );
 
 fn key(user: &str) -> AccountKey {
@@ -1245,6 +1246,73 @@ fn keyed(old_uid: u32, new_uid: u32, flags: &str, ident: &str) -> Link {
 }
 
 /// The engine's way: one `add_links` per APPEND, ascending OLD UIDs to ascending NEW UIDs.
+/// A pair reconciled with both sides' HIGHESTMODSEQ keeps no base flags: runs that differed only
+/// in their flags become one, per-message links lose theirs too, and what is written later (a
+/// flag update by the mirror, a copy) keeps its own base until the next forgetting.
+async fn forgotten_bases_join_runs_and_later_writes_keep_theirs(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let mut links: Vec<Link> = (1..=300u32)
+        .map(|uid| link(uid, uid + 10, ["", "\\Seen", "\\Flagged"][uid as usize % 3]))
+        .collect();
+    // A gap on NEW, and a link with an identity key.
+    links.push(link(301, 400, "\\Seen"));
+    links.push(Link {
+        ident: Some("k".into()),
+        ..link(302, 401, "\\Seen")
+    });
+    store.add_links(pair, &links).await.unwrap();
+    assert_eq!(b.rows("link_runs").await, 301);
+
+    store.forget_link_bases(pair).await.unwrap();
+    let bare = |l: &Link| Link {
+        old_flags: NO_BASE.into(),
+        new_flags: NO_BASE.into(),
+        ..l.clone()
+    };
+    let want: Vec<Link> = links.iter().map(bare).collect();
+    assert_eq!(store.links(pair).await.unwrap(), want);
+    assert!(want.iter().all(|l| !l.has_base()));
+    assert_eq!((b.rows("link_runs").await, b.rows("links").await), (2, 1));
+    // Again: nothing to do.
+    store.forget_link_bases(pair).await.unwrap();
+    assert_eq!(store.links(pair).await.unwrap(), want);
+
+    // The mirror stores a base for one message; a copy appends with its flags.
+    store
+        .update_link_flags(
+            pair,
+            &[LinkFlags {
+                old_uid: 150,
+                old_flags: "\\Seen".into(),
+                new_flags: "\\Seen".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    store.add_links(pair, &[link(303, 402, "")]).await.unwrap();
+    let got = store.links(pair).await.unwrap();
+    let based: Vec<u32> = got
+        .iter()
+        .filter(|l| l.has_base())
+        .map(|l| l.old_uid)
+        .collect();
+    assert_eq!(based, vec![150, 303]);
+    assert_eq!(b.rows("link_runs").await, 5);
+    store.forget_link_bases(pair).await.unwrap();
+    assert!(
+        store
+            .links(pair)
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| !l.has_base())
+    );
+    // 1–300, 301 and 303 (302 is kept per message, so 303 does not continue 301).
+    assert_eq!(b.rows("link_runs").await, 3);
+    store.close().await;
+}
+
 async fn appends_in_order_extend_one_run(b: Backend) {
     let store = b.open().await;
     let pair = pair(&*store).await;

@@ -582,3 +582,101 @@ async fn a_per_message_state_file_converts_and_the_next_pass_changes_nothing() {
     assert_same_mail(&snapshot(&old, "alice", PW), &snapshot(&new, "alice", PW));
     store.close().await;
 }
+
+/// With CONDSTORE on both sides a synced folder keeps no base flags (DESIGN.md §4a): its links
+/// are one run whatever the messages' flags, and a later pass learns from each side's
+/// HIGHESTMODSEQ which side changed a message. Changed on OLD only, NEW follows OLD; on NEW only,
+/// NEW keeps it; on both, NEW wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_condstore_on_both_sides_flags_follow_the_side_that_changed_them() {
+    let (old, new) = pair(Layout::Slash, Layout::Slash);
+    old.add_user("alice", PW);
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login("alice", PW);
+    let kinds: [&[&str]; 4] = [&["\\Seen"], &[], &["\\Seen", "\\Flagged"], &["$Label1"]];
+    for i in 0..60u64 {
+        o.append(
+            "INBOX",
+            kinds[i as usize % 4],
+            None,
+            &common::message(i, 900),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    pass(&store, &old, &new, &Options::default()).await;
+    let runs = || async {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
+        )
+        .await
+        .unwrap();
+        let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM link_runs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        runs
+    };
+    let links = all_links(&store).await.concat();
+    assert_eq!(links.len(), 60);
+    assert!(links.iter().all(|l| !l.has_base()), "{:?}", &links[..2]);
+    assert_eq!(runs().await, 1, "60 messages of four flag kinds in one run");
+
+    let old_msgs = messages(&old, "INBOX");
+    let new_msgs = messages(&new, "INBOX");
+    let on_new = |i: usize| {
+        new_msgs
+            .iter()
+            .find(|n| message_id(n) == message_id(&old_msgs[i]))
+            .expect("copy on NEW")
+            .uid
+    };
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    // 1: OLD flags it. 2: OLD marks it unread. 5: NEW reads it. 4: both: OLD flags it, NEW
+    // tags it.
+    o.uid_store("INBOX", old_msgs[1].uid, "+FLAGS", &["\\Flagged"]);
+    o.uid_store("INBOX", old_msgs[2].uid, "-FLAGS", &["\\Seen"]);
+    n.uid_store("INBOX", on_new(5), "+FLAGS", &["\\Seen"]);
+    o.uid_store("INBOX", old_msgs[4].uid, "+FLAGS", &["\\Flagged"]);
+    n.uid_store("INBOX", on_new(4), "+FLAGS", &["$Work"]);
+
+    let second = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(
+        (
+            second.stats.messages_transferred,
+            second.stats.flags_updated
+        ),
+        (0, 2)
+    );
+    let after = messages(&new, "INBOX");
+    let flags = |i: usize| {
+        let m = after.iter().find(|m| m.uid == on_new(i)).unwrap();
+        m.flags.iter().cloned().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(flags(1), "\\Flagged", "changed on OLD: NEW follows");
+    assert_eq!(
+        flags(2),
+        "\\Flagged",
+        "a flag removed on OLD is removed on NEW"
+    );
+    assert_eq!(flags(5), "\\Seen", "changed on NEW: NEW keeps it");
+    assert_eq!(flags(4), "$Work \\Seen", "changed on both: NEW wins");
+    assert!(
+        all_links(&store)
+            .await
+            .concat()
+            .iter()
+            .all(|l| !l.has_base())
+    );
+    assert_eq!(runs().await, 1);
+
+    let third = pass(&store, &old, &new, &Options::default()).await;
+    assert_eq!(
+        (third.stats.messages_transferred, third.stats.flags_updated),
+        (0, 0)
+    );
+    store.close().await;
+}

@@ -289,8 +289,10 @@ async fn mirror_flags(
             if !list.is_empty() || op == FlagOp::Replace {
                 conn.old.uid_store(&old_uids, command, &list).await?;
             }
+            // A link keeping no base keeps none: the next pass sees both sides changed.
             links
                 .iter()
+                .filter(|l| l.has_base())
                 .map(|l| LinkFlags {
                     old_uid: l.old_uid,
                     old_flags: op

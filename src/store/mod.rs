@@ -162,7 +162,8 @@ pub struct FolderPair {
 }
 
 /// One OLD message and its NEW copy. Flags are canonical strings (sorted, space-separated),
-/// as each side had them at the last reconcile: the base of the three-way merge.
+/// as each side had them at the last reconcile: the base of the three-way merge; or [`NO_BASE`]
+/// on both sides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
     pub old_uid: u32,
@@ -171,6 +172,18 @@ pub struct Link {
     pub new_flags: String,
     /// The message's identity key, when it was computed (adoption, copies without UIDPLUS).
     pub ident: Option<String>,
+}
+
+/// The base flags of a link that keeps none (DESIGN.md §4a): its pair's HIGHESTMODSEQ
+/// watermarks stand for them, so a message changed on one side since follows that side, and
+/// one changed on both follows NEW. `*` is no flag name (RFC 3501's list-wildcards).
+pub const NO_BASE: &str = "*";
+
+impl Link {
+    /// Whether the link keeps the base flags of the three-way merge.
+    pub fn has_base(&self) -> bool {
+        self.old_flags != NO_BASE
+    }
 }
 
 /// A flag update of an existing link after a reconcile.
@@ -389,6 +402,9 @@ pub trait Store: Send + Sync {
     /// Inserts (or replaces, by `old_uid`) links in one transaction.
     async fn add_links(&self, pair: PairId, links: &[Link]) -> Result<()>;
     async fn update_link_flags(&self, pair: PairId, updates: &[LinkFlags]) -> Result<()>;
+    /// Every link of the pair keeps [`NO_BASE`] from now on (a pass reconciled the pair and
+    /// recorded both sides' HIGHESTMODSEQ). Runs that differed only in their flags become one.
+    async fn forget_link_bases(&self, pair: PairId) -> Result<()>;
     /// Drops links whose OLD message is gone (its NEW copy was expunged by us).
     async fn remove_links(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
     /// The NEW copy is gone: the links become tombstones, so those OLD messages are never copied back.

@@ -16,7 +16,7 @@ use crate::store::runs::{self, Run};
 use crate::store::sql::{DbSide, MAX_PARAMS, MIGRATIONS, PAIR_COLUMNS, now, tuples};
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
-    Link, LinkFlags, MailboxState, PairId, Phase, Result, Store, StoreError,
+    Link, LinkFlags, MailboxState, NO_BASE, PairId, Phase, Result, Store, StoreError,
 };
 
 type Row = <Db as sqlx::Database>::Row;
@@ -183,7 +183,17 @@ impl SqlStore {
         let window = Self::runs_around(tx, pair, remove).await?;
         let added = add(&window);
         let after = runs::rewrite(&window, remove, added);
-        let (delete, upsert) = runs::changes(&window, &after);
+        Self::write_runs(tx, pair, &window, &after).await
+    }
+
+    /// Writes what turns the runs `before` (read in this transaction) into `after`.
+    async fn write_runs(
+        tx: &mut Transaction<'static, Db>,
+        pair: PairId,
+        before: &[Run],
+        after: &[Run],
+    ) -> Result<()> {
+        let (delete, upsert) = runs::changes(before, after);
         Self::delete_uids(tx, ("link_runs", "old_start"), pair, &delete).await?;
         for chunk in upsert.chunks((MAX_PARAMS - 1) / 5) {
             let sql = format!(
@@ -691,6 +701,48 @@ impl Store for SqlStore {
             }
             query.execute(&mut *tx).await?;
         }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A pair whose links keep no base already is only read.
+    async fn forget_link_bases(&self, pair: PairId) -> Result<()> {
+        let based = sqlx::query(
+            "SELECT 1 FROM link_runs WHERE pair_id = $1 AND old_flags <> $2 \
+             UNION ALL SELECT 1 FROM links WHERE pair_id = $1 AND old_flags <> $2 LIMIT 1",
+        )
+        .bind(pair)
+        .bind(NO_BASE)
+        .fetch_optional(&self.pool)
+        .await?;
+        if based.is_none() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        Self::lock_pair(&mut tx, pair).await?;
+        let rows = sqlx::query(
+            "SELECT old_start, new_start, length, old_flags, new_flags FROM link_runs \
+             WHERE pair_id = $1 ORDER BY old_start",
+        )
+        .bind(pair)
+        .fetch_all(&mut *tx)
+        .await?;
+        let before = rows
+            .iter()
+            .map(|row| run_from_row(row, pair))
+            .collect::<Result<Vec<Run>>>()?;
+        let bare = before.iter().map(|run| Run {
+            old_flags: NO_BASE.into(),
+            new_flags: NO_BASE.into(),
+            ..run.clone()
+        });
+        let after = runs::rewrite(&[], &BTreeSet::new(), bare.collect());
+        Self::write_runs(&mut tx, pair, &before, &after).await?;
+        sqlx::query("UPDATE links SET old_flags = $2, new_flags = $2 WHERE pair_id = $1")
+            .bind(pair)
+            .bind(NO_BASE)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

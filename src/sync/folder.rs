@@ -15,7 +15,9 @@ use super::criteria::{self, MessageSelection};
 use super::deletions;
 use super::flags::{FlagSet, PermanentFlags, Unstorable};
 use super::ledger::{Fate, Ledger};
-use super::plan::{FlagPlan, OldExpunges, Plan, PlanOptions, Scan, SideScan, Stored, plan};
+use super::plan::{
+    FlagPlan, OldExpunges, Plan, PlanOptions, Scan, SideScan, Stored, follow_old_reads, plan,
+};
 use super::{Event, Options, SyncError, Tally};
 
 #[derive(Clone)]
@@ -57,6 +59,8 @@ async fn scan(
             state: state(&info),
             uids,
             flags,
+            changes_only: false,
+            unchanged: HashMap::new(),
             permanent_flags,
         });
     }
@@ -110,6 +114,8 @@ async fn scan(
         state: state(&info),
         uids,
         flags,
+        changes_only: since.is_some(),
+        unchanged: HashMap::new(),
         permanent_flags,
     })
 }
@@ -144,7 +150,9 @@ pub(crate) async fn sync_folder(
 
         // OLD is only written with --delete1 (and never in a dry run).
         let old_readonly = !opts.delete1 || opts.dry;
-        let o = match scan(old, &pair.old_name, (old_readonly, false), true, pair.old).await {
+        // --resyncflags compares every message's flags: both sides are read whole.
+        let known = |k: Option<MailboxState>| k.filter(|_| !opts.resync_flags_host1_wins);
+        let o = match scan(old, &pair.old_name, (old_readonly, false), true, known(pair.old)).await {
             Err(e @ ImapError::Refused { .. }) => {
                 tally.error(format!("Could not select: {} {e}", pair.old_name));
                 return Ok(());
@@ -156,7 +164,7 @@ pub(crate) async fn sync_folder(
         // NEW is read read-only: a read-write SELECT would take `\Recent` from the user. It is
         // selected read-write only when the pass writes there.
         let new_condstore = pair.new.is_some();
-        let n = match scan(new, &pair.new_name, (true, !opts.dry), new_condstore, pair.new).await {
+        let n = match scan(new, &pair.new_name, (true, !opts.dry), new_condstore, known(pair.new)).await {
             Err(e @ ImapError::Refused { .. }) if opts.dry => {
                 // The folder does not exist yet on NEW: everything would be copied.
                 let _ = e;
@@ -172,7 +180,7 @@ pub(crate) async fn sync_folder(
             }
             other => other?,
         };
-        let scan = Scan {
+        let mut scan = Scan {
             old: o,
             new: n,
             new_settled: tally.observer.new_settled(&pair.new_name),
@@ -184,6 +192,16 @@ pub(crate) async fn sync_folder(
             links: store.links(pair.id).await?,
             tombstones: store.tombstones(pair.id).await?.into_iter().collect(),
         };
+        let reads = follow_old_reads(&scan, &stored.links, opts.resync_flags_host1_wins);
+        if !reads.is_empty() {
+            let unchanged = &mut scan.new.unchanged;
+            new.uid_fetch(&reads, "UID FLAGS", "", |f| {
+                if let (Some(uid), Some(flags)) = (f.uid, f.flags) {
+                    unchanged.insert(uid, FlagSet::from_iter(flags));
+                }
+            })
+            .await?;
+        }
         let plan = plan(&scan, &stored, &PlanOptions::new(opts)?);
         if !plan.held.is_empty() {
             tracing::debug!(
@@ -364,7 +382,12 @@ async fn execute(
         tally.stats(|s| s.messages_in_error += errors.len() as u64);
         store.set_message_errors(pair.id, &errors).await?;
         let wrote_new = !to_copy.is_empty() || !expunged.is_empty() || deleted_on_new;
-        let new_state = if wrote_new {
+        let new_state = if !new_condstore && new.has("CONDSTORE") {
+            // A first pass: NEW counts modseqs from now on (Dovecot starts when CONDSTORE is
+            // first used, and a HIGHESTMODSEQ it gave before may be older than its messages'),
+            // so the next pass's CHANGEDSINCE returns only what changed after this one.
+            state(&new.select_with(&pair.new_name, true, true).await?)
+        } else if wrote_new {
             let st = new.status(&pair.new_name).await?;
             MailboxState {
                 uidvalidity: st.uidvalidity,
@@ -390,6 +413,12 @@ async fn execute(
                 phase,
             )
             .await?;
+        // Both sides' watermarks are recorded (each read with CONDSTORE in use): the next pass
+        // learns from CHANGEDSINCE which side changed a message, so the links need no base
+        // flags (DESIGN.md §4a).
+        if phase == Phase::Synced && o.state.highestmodseq > 0 && new_state.highestmodseq > 0 {
+            store.forget_link_bases(pair.id).await?;
+        }
     }
     tally.stats(|s| s.folders_synced += 1);
     tally.event(Event::FolderDone {

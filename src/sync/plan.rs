@@ -21,6 +21,11 @@ pub(crate) struct SideScan {
     /// Flags of the messages changed since the recorded HIGHESTMODSEQ (of every message without
     /// CONDSTORE, or without a recorded state).
     pub flags: HashMap<u32, FlagSet>,
+    /// Whether `flags` holds only the messages changed since the recorded HIGHESTMODSEQ.
+    pub changes_only: bool,
+    /// NEW's side: flags of unchanged messages, read because their link keeps no base and OLD
+    /// changed them ([`follow_old_reads`]).
+    pub unchanged: HashMap<u32, FlagSet>,
     /// The folder's PERMANENTFLAGS (everything allowed when the server sent none).
     pub permanent_flags: PermanentFlags,
 }
@@ -247,9 +252,33 @@ pub(crate) fn plan(scan: &Scan, stored: &Stored, options: &PlanOptions) -> Plan 
     }
 }
 
+/// Whether a link keeping no base follows OLD in this pass: OLD changed it (or was read whole)
+/// and NEW did not (or `--resyncflags`).
+fn follows_old(link: &Link, old: &SideScan, new: &SideScan, host1_wins: bool) -> bool {
+    let old_changed = !old.changes_only || old.flags.contains_key(&link.old_uid);
+    let new_changed = new.changes_only && new.flags.contains_key(&link.new_uid);
+    old_changed && (host1_wins || !new_changed)
+}
+
+/// NEW UIDs whose flags the pass reads before planning: linked messages keeping no base that
+/// follow OLD while NEW's scan did not return them (unchanged there), so the STORE that makes
+/// them follow is computed from what NEW holds.
+pub(crate) fn follow_old_reads(scan: &Scan, links: &[Link], host1_wins: bool) -> Vec<u32> {
+    let (old, new) = (&scan.old, &scan.new);
+    links
+        .iter()
+        .filter(|l| !l.has_base() && old.uids.contains(&l.old_uid))
+        .filter(|l| new.uids.contains(&l.new_uid) && !new.flags.contains_key(&l.new_uid))
+        .filter(|l| follows_old(l, old, new, host1_wins))
+        .map(|l| l.new_uid)
+        .collect()
+}
+
 /// Three-way flag merge of linked messages that changed on either side (DESIGN.md §1.2): a flag
 /// changed on one side follows that side, a true conflict goes to NEW, `\Recent` never travels,
 /// flags NEW cannot store are dropped. A side without a scanned change still holds its base.
+/// A link keeping no base (DESIGN.md §4a) follows the side that changed it since the pair's
+/// HIGHESTMODSEQ watermarks, NEW when both did, and keeps no base afterwards either.
 fn plan_flags(links: &[&Link], old: &SideScan, new: &SideScan, options: &PlanOptions) -> FlagPlan {
     // --resyncflags compares every linked pair, not only those changed since the last pass.
     let host1_wins = options.host1_wins;
@@ -257,6 +286,21 @@ fn plan_flags(links: &[&Link], old: &SideScan, new: &SideScan, options: &PlanOpt
     let mut plan = FlagPlan::default();
     for link in links {
         let (o, n) = (old.flags.get(&link.old_uid), new.flags.get(&link.new_uid));
+        if !link.has_base() {
+            let n = n.or_else(|| new.unchanged.get(&link.new_uid));
+            let (Some(o), Some(n)) = (o, n) else {
+                continue;
+            };
+            if follows_old(link, old, new, host1_wins) {
+                let wanted = reconcile_target(o, n, o, n, &options.rewrite, true);
+                let (target, lost) = filter_for_new(&wanted, &new.permanent_flags);
+                if target != *n {
+                    plan.dropped.extend(lost);
+                    stores.push(link.new_uid, n, &target);
+                }
+            }
+            continue;
+        }
         if o.is_none() && n.is_none() && !host1_wins {
             continue;
         }

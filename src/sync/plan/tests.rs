@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::*;
+use crate::store::NO_BASE;
 use crate::sync::flags::Unstorable;
 
 fn side(uidvalidity: u32, uids: impl IntoIterator<Item = u32>) -> SideScan {
@@ -458,9 +459,109 @@ fn flag_rows() -> Vec<Row> {
     ]
 }
 
+/// Links keeping no base (DESIGN.md §4a): both sides read with CHANGEDSINCE unless a row says
+/// otherwise; `unchanged` is what the pass read of NEW for [`follow_old_reads`].
+fn watermark_rows() -> Vec<Row> {
+    let one = |old: &[(u32, &str)], new: &[(u32, &str)], unchanged: &[(u32, &str)]| {
+        let mut scan = read([1], [1]);
+        scan.old.flags = changed(old);
+        scan.new.flags = changed(new);
+        scan.new.unchanged = changed(unchanged);
+        scan.old.changes_only = true;
+        scan.new.changes_only = true;
+        let stored = Stored {
+            links: vec![link(1, 1, NO_BASE)],
+            ..known(&[(1, 1)])
+        };
+        (scan, stored)
+    };
+    let stores = |add: &[&str], remove: &[&str]| Plan {
+        linked: set([1]),
+        adopt_from: 2,
+        flags: FlagPlan {
+            store_on_new: if add.is_empty() && remove.is_empty() {
+                vec![]
+            } else {
+                vec![(vec![1], strings(add), strings(remove))]
+            },
+            ..FlagPlan::default()
+        },
+        ..Plan::default()
+    };
+    let (a, b) = one(&[(1, "\\Seen \\Flagged")], &[], &[(1, "\\Seen $K")]);
+    let old_only = row(
+        "OLD changed it: NEW follows OLD",
+        a,
+        b,
+        stores(&["\\Flagged"], &["$K"]),
+    );
+    let (a, b) = one(&[], &[(1, "")], &[]);
+    let new_only = row("NEW changed it: nothing", a, b, stores(&[], &[]));
+    let (a, b) = one(&[(1, "\\Flagged")], &[(1, "")], &[]);
+    let both = row("both changed it: NEW wins", a, b, stores(&[], &[]));
+    let (a, b) = one(&[(1, "\\Seen")], &[], &[(1, "\\Seen")]);
+    let equal = row(
+        "OLD changed it to NEW's flags: nothing",
+        a,
+        b,
+        stores(&[], &[]),
+    );
+    let (mut a, b) = one(&[(1, "\\Seen")], &[], &[(1, "")]);
+    a.old.changes_only = false;
+    let whole = row(
+        "OLD read whole (its CONDSTORE gone): OLD wins where they differ",
+        a,
+        b,
+        stores(&["\\Seen"], &[]),
+    );
+    let (mut a, b) = one(&[(1, "\\Seen")], &[(1, "\\Flagged")], &[]);
+    (a.old.changes_only, a.new.changes_only) = (false, false);
+    let mut host1_wins = row(
+        "--resyncflags (both read whole): OLD over NEW's change",
+        a,
+        b,
+        stores(&["\\Seen"], &["\\Flagged"]),
+    );
+    host1_wins.options.host1_wins = true;
+    let (mut a, b) = one(&[(1, "$Label \\Seen")], &[], &[(1, "")]);
+    a.new.permanent_flags = PermanentFlags::parse("(\\Seen \\Flagged)");
+    let mut refused = row(
+        "a keyword NEW cannot store is dropped",
+        a,
+        b,
+        stores(&["\\Seen"], &[]),
+    );
+    refused.want.flags.dropped = vec![("$Label".into(), Unstorable::NotPermanent)];
+    vec![old_only, new_only, both, equal, whole, host1_wins, refused]
+}
+
+/// NEW's flags are read only for links keeping no base that follow OLD and that NEW's scan did
+/// not return.
+#[test]
+fn follow_old_reads_only_what_the_merge_needs() {
+    let mut scan = read(1..=5, 11..=14);
+    (scan.old.changes_only, scan.new.changes_only) = (true, true);
+    scan.old.flags = changed(&[(1, "\\Seen"), (2, "\\Seen"), (3, "\\Seen"), (5, "")]);
+    scan.new.flags = changed(&[(12, "")]);
+    let links = vec![
+        link(1, 11, NO_BASE),  // follows OLD: read
+        link(2, 12, NO_BASE),  // NEW changed it too
+        link(3, 13, "\\Seen"), // keeps its base
+        link(4, 14, NO_BASE),  // OLD did not change it
+        link(5, 15, NO_BASE),  // gone from NEW
+    ];
+    assert_eq!(follow_old_reads(&scan, &links, false), vec![11]);
+    scan.new.changes_only = false;
+    assert_eq!(follow_old_reads(&scan, &links, true), vec![11]);
+}
+
 #[test]
 fn plans() {
-    for r in folders().into_iter().chain(flag_rows()) {
+    for r in folders()
+        .into_iter()
+        .chain(flag_rows())
+        .chain(watermark_rows())
+    {
         let got = plan(&r.scan, &r.stored, &r.options);
         assert_eq!(got, r.want, "{}", r.name);
     }
@@ -484,7 +585,11 @@ fn stores_on_new_are_grouped_by_change() {
 #[test]
 fn a_pass_that_goes_on_accounts_for_every_old_message_once() {
     // The conservation law (ledger) starts here: linked, tombstoned or to copy.
-    for r in folders().into_iter().chain(flag_rows()) {
+    for r in folders()
+        .into_iter()
+        .chain(flag_rows())
+        .chain(watermark_rows())
+    {
         let p = plan(&r.scan, &r.stored, &r.options);
         if matches!(p.old_expunges, OldExpunges::Stop { .. }) {
             continue;
