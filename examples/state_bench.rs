@@ -10,11 +10,13 @@
 //!    and with 10,000 messages; (size(10,000) - size(2,000)) / 8,000. Size is the SQLite file after
 //!    a WAL checkpoint and VACUUM, or the sum of `pg_total_relation_size` of the tables after
 //!    VACUUM FULL. "per-message" is the same links written back as one row each in `links` with
-//!    `link_runs` dropped: exactly the layout of schema version 7.
+//!    `link_runs` dropped: exactly the layout of schema version 7. "runs, no base" is the runs
+//!    once `forget_link_bases` ran, as a pass that records both sides' HIGHESTMODSEQ leaves them.
 //! 2. A synthetic account of `--messages` (default 1,000,000) messages, mixed flags: the time to
 //!    record its links one `add_links` per message as the engine commits APPENDs (the first
 //!    `--single` messages, default all), and in batches of 500; then the store work of a
-//!    no-change pass (`folder_pairs`, then `links` and `tombstones` of each pair).
+//!    no-change pass (`folder_pairs`, then `links` and `tombstones` of each pair); then the time
+//!    to forget the base flags, the same reads again, and the state's size after that.
 //! 3. The per-message cost of PostgreSQL against SQLite for a full copy's store work: the ratio of
 //!    the per-message times of 2.'s one-by-one recording.
 //!
@@ -52,6 +54,8 @@ enum Profile {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Layout {
     Runs,
+    /// Runs after a pass that recorded both sides' HIGHESTMODSEQ forgot their base flags.
+    NoBase,
     PerMessage,
 }
 
@@ -245,7 +249,12 @@ async fn state_size(
     let backend = new();
     let store = backend.open().await;
     let account = store.account(&key()).await.unwrap();
-    record(&*store, account, &folders(messages, profile), 0, messages).await;
+    let (_, _, pairs) = record(&*store, account, &folders(messages, profile), 0, messages).await;
+    if layout == Layout::NoBase {
+        for pair in pairs {
+            store.forget_link_bases(pair).await.unwrap();
+        }
+    }
     store.close().await;
     if layout == Layout::PerMessage {
         backend.execute(PER_MESSAGE).await;
@@ -281,20 +290,21 @@ async fn main() {
         "1. state bytes per message beyond the per-account overhead, (size(10,000) - size(2,000)) / 8,000"
     );
     println!(
-        "{:<11} {:<8} {:<12} {:>12} {:>12} {:>10}",
+        "{:<11} {:<8} {:<14} {:>12} {:>12} {:>10}",
         "backend", "flags", "layout", "2,000 msgs", "10,000 msgs", "bytes/msg"
     );
     for new in backends() {
         for profile in [Profile::Uniform, Profile::Mixed] {
-            for layout in [Layout::PerMessage, Layout::Runs] {
+            for layout in [Layout::PerMessage, Layout::Runs, Layout::NoBase] {
                 let small = state_size(new, 2_000, profile, layout).await;
                 let big = state_size(new, 10_000, profile, layout).await;
                 println!(
-                    "{:<11} {:<8} {:<12} {:>12} {:>12} {:>10.1}",
+                    "{:<11} {:<8} {:<14} {:>12} {:>12} {:>10.1}",
                     new().name(),
                     format!("{profile:?}").to_lowercase(),
                     match layout {
                         Layout::Runs => "runs",
+                        Layout::NoBase => "runs, no base",
                         Layout::PerMessage => "per-message",
                     },
                     small,
@@ -326,19 +336,34 @@ async fn main() {
         let pass = started.elapsed();
         assert_eq!(read, messages);
         assert_eq!(pairs.len(), FOLDERS.len());
+        // What a pass that records both sides' HIGHESTMODSEQ does, and the reads after it.
+        let started = Instant::now();
+        for &pair in &pairs {
+            store.forget_link_bases(pair).await.unwrap();
+        }
+        let forget = started.elapsed();
+        let started = Instant::now();
+        for &pair in &pairs {
+            read -= store.links(pair).await.unwrap().len();
+        }
+        let pass_no_base = started.elapsed();
+        assert_eq!(read, 0);
         let size = {
             store.close().await;
             backend.size().await
         };
         println!(
             "{:<11} one by one: {:>8.1} s ({:>6.1} µs/msg)   batches: {:>6.2} s ({:>5.2} µs/msg)   \
-             no-change pass reads: {:>6.3} s   state: {:.1} MB",
+             no-change pass reads: {:>6.3} s   bases forgotten in {:>6.3} s, then reads: {:>6.3} s   \
+             state: {:.1} MB",
             backend.name(),
             one_by_one.as_secs_f64(),
             per_msg(one_by_one, single),
             batched.as_secs_f64(),
             per_msg(batched, messages - single),
             pass.as_secs_f64(),
+            forget.as_secs_f64(),
+            pass_no_base.as_secs_f64(),
             size as f64 / 1e6
         );
         per_message.push(per_msg(one_by_one, single));

@@ -454,3 +454,45 @@ fn a_live_proxys_write_mark_is_not_taken_for_a_dead_ones() {
     });
     assert_same_mail(&snapshot(&old, USER, PW), &snapshot(&new, USER, PW));
 }
+
+/// A message gone from NEW while another live proxy holds the account's write mark (its MOVE or
+/// EXPUNGE may not be journaled yet) is not taken by this proxy's passes for the user's deletion:
+/// it stays linked until that write is known, and is not tombstoned on a guess (a tombstone would
+/// drop the link the other proxy's journal entry needs to move OLD's copy).
+#[test]
+fn a_message_gone_under_another_proxys_write_mark_is_not_tombstoned() {
+    let (old, new, pg) = servers();
+    seed_folder(&old, "INBOX", 5, 2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(&old, &new, &pg, 30_000);
+    let a = start_proxy(&dir.path().join("a"), &config);
+    let mut on_a = RawImap::connect("127.0.0.1", a.port);
+    on_a.login(USER, PW);
+    assert_eq!(on_a.select("INBOX"), 5);
+    let uids: Vec<u32> = on_a.uid_fetch_all("INBOX").iter().map(|m| m.uid).collect();
+
+    // Another proxy, alive, sends a user's MOVE to NEW: its mark is set, NEW's copy is gone from
+    // INBOX, the journal entry is not committed yet.
+    pg.psql(
+        "INSERT INTO leases (name, holder, expires) VALUES ('process:other', 'other', 9000000000000); \
+         INSERT INTO write_marks (account_id, holder, since) SELECT id, 'other', 0 FROM accounts",
+    );
+    let mut direct = RawImap::connect(new.host(), new.port());
+    direct.login(USER, PW);
+    direct.uid_expunge("INBOX", uids[0]);
+
+    // Mail arrives on OLD: A's live pickup passes INBOX.
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login(USER, PW);
+    o.append("INBOX", &[], None, &common::message(700_001, 1_000));
+    wait_until("the new mail on NEW", Duration::from_secs(60), || {
+        direct.select("INBOX") == 5
+    });
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) FROM tombstones"),
+        "0",
+        "{}",
+        a.log()
+    );
+    on_a.logout();
+}

@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::account::{Account, ErrorKind};
 use super::backoff::Backoff;
-use super::lease::Lease;
+use super::lease::{Lease, holder};
 use crate::lock::{Poisoned, recover};
 use crate::store::StoreError;
 use crate::sync::{self, Event, Observer, Options, SyncError};
@@ -405,6 +405,21 @@ impl Account {
         self.update_state().await;
     }
 
+    /// With a shared store: whether another process may have written to NEW for this account
+    /// what OLD does not have yet, i.e. it has journal entries pending or holds a write mark
+    /// (a write NEW may have done and it has not journaled yet). A pass then takes no message
+    /// missing from NEW for the user's deletion.
+    async fn writes_elsewhere(&self) -> Result<bool, StoreError> {
+        if !self.store.shared() {
+            return Ok(false);
+        }
+        if self.store.journal_pending_count(self.id).await? > 0 {
+            return Ok(true);
+        }
+        let marks = self.store.writes_in_flight(self.id).await?;
+        Ok(marks.iter().any(|(h, _)| h != holder()))
+    }
+
     async fn sync_folder(
         &self,
         folder: &Folder,
@@ -415,8 +430,7 @@ impl Account {
         let span = tracing::info_span!("backfill", folder = %new_name);
         async {
             let pair = self.store.folder_pair(self.id, old_name, new_name).await?;
-            let elsewhere =
-                self.store.shared() && self.store.journal_pending_count(self.id).await? > 0;
+            let elsewhere = self.writes_elsewhere().await?;
             let (mut conn, _permit) = self.pool.get().await?;
             let report = sync::sync_pair(
                 &*self.store,
