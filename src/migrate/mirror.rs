@@ -451,12 +451,26 @@ async fn mirror_copy(
         Vec::new()
     };
     let done: HashSet<u32> = links.iter().map(|l| l.new_uid).collect();
-    let mut old_uids: Vec<u32> = wanted
-        .iter()
-        .filter(|(_, (_, d))| !done.contains(d))
-        .map(|(u, _)| *u)
-        .collect();
+    let (mut there, mut old_uids) = (Vec::new(), Vec::new());
+    for (old_uid, (_, d)) in &wanted {
+        if done.contains(d) {
+            there.push(*old_uid);
+        } else {
+            old_uids.push(*old_uid);
+        }
+    }
+    there.sort_unstable();
     old_uids.sort_unstable();
+    if moved && !there.is_empty() {
+        // OLD has these in the destination already, and NEW's MOVE took them out of the source:
+        // OLD's sources go too. Finding the copy says nothing about the source: the earlier
+        // attempt may have been cut inside OLD's MOVE, which copies and then expunges (OLD
+        // killed between the two; COPY then EXPUNGE where OLD has no MOVE). A source left on
+        // OLD without its link would be copied to NEW again by the next pass of its folder,
+        // and the user would have the message twice. A source OLD no longer has is no matter.
+        conn.old.select(&src.old_name, false).await?;
+        conn.old.uid_expunge(&there).await?;
+    }
     if !old_uids.is_empty() {
         conn.old.select(&src.old_name, false).await?;
         keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
@@ -521,6 +535,8 @@ async fn keep_keys(
 /// identity key as NEW's copy, or, where NEW's copy is gone since (the user deleted it), the
 /// identity key the source link kept ([`keep_keys`]). Those are not copied or moved again: OLD
 /// would hold them twice, and a copy left unlinked would be copied to NEW again by the next pass.
+/// For a MOVE, [`mirror_copy`] then expunges their sources on OLD: a copy in the destination does
+/// not mean the source is gone.
 async fn copied_already(
     ctx: &Ctx<'_>,
     conn: &mut Conn,

@@ -504,6 +504,10 @@ async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
                     header_fetch(8, MOVED_HEADER)
                 ),
             ),
+            // The source goes if OLD still has it (nothing, if the earlier MOVE took it).
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+            step("UID EXPUNGE 10", "$tag OK\r\n"),
         ],
         vec![
             step(
@@ -535,7 +539,8 @@ async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
 }
 
 /// The replay of a MOVE whose earlier attempt OLD had done, NEW's copy still there: OLD's copy
-/// in the destination (same size and identity key as NEW's, no link) is linked, not moved again.
+/// in the destination (same size and identity key as NEW's, no link) is linked, not moved again,
+/// and the source is expunged in case OLD's MOVE stopped between its copy and its expunge.
 #[tokio::test]
 async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
     let (acct, src, entry) = moved_to_inbox(link(10, 1)).await;
@@ -555,6 +560,10 @@ async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
                 "UID FETCH 8 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
                 &format!("{}$tag OK\r\n", header_fetch(8, MOVED_HEADER)),
             ),
+            // OLD's MOVE may have been cut between its copy and its expunge: the source goes.
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+            step("UID EXPUNGE 10", "$tag OK\r\n"),
         ],
         vec![
             step("EXAMINE \"INBOX\"", "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n"),
@@ -568,7 +577,11 @@ async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
     )
     .await;
     result.unwrap();
-    assert_eq!(old.len(), 3, "moved again? {old:?}");
+    assert_eq!(old.len(), 6, "{old:?}");
+    assert!(
+        !old.iter().any(|c| c.contains("MOVE")),
+        "moved again: {old:?}"
+    );
     let dst = acct
         .store
         .folder_pair(acct.id, "INBOX", "INBOX")
@@ -659,4 +672,39 @@ async fn an_append_moved_while_the_mirror_reads_it_is_read_again() {
         .unwrap();
     let links = acct.store.links(pair.id).await.unwrap();
     assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
+}
+
+/// The replay of a MOVE whose copy in the destination is linked already while OLD still holds
+/// the source (OLD's MOVE, a copy then an expunge, was cut between the two; or a reconcile
+/// linked the copy): the source goes on OLD. Before, only its link was dropped: OLD kept a
+/// message nothing linked, and the next pass of the source folder copied it to NEW, where the
+/// user then had it twice.
+#[tokio::test]
+async fn a_replayed_move_whose_destination_is_linked_removes_olds_source() {
+    let (acct, src, entry) = moved_to_inbox(link(10, 1)).await;
+    let dst = acct
+        .store
+        .folder_pair(acct.id, "INBOX", "INBOX")
+        .await
+        .unwrap();
+    acct.store.add_links(dst.id, &[link(8, 50)]).await.unwrap();
+    let (result, old, new) = mirror_with(
+        &acct,
+        &entry,
+        true,
+        vec![
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+            step("UID EXPUNGE 10", "$tag OK\r\n"),
+        ],
+        vec![],
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(old.len(), 3, "{old:?}");
+    assert!(new.is_empty(), "{new:?}");
+    let links = acct.store.links(dst.id).await.unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
+    assert!(acct.store.links(src.id).await.unwrap().is_empty());
 }
