@@ -174,7 +174,7 @@ pub struct Account {
     /// a new login notices, changes that).
     pub(super) retired: AtomicBool,
     /// Journal entries not yet on OLD (for back-pressure; the store has the truth).
-    pub(super) pending: AtomicU64,
+    pub(super) pending: super::drain::Pending,
     /// The next entry to mirror may have reached OLD already: nothing has been mirrored since
     /// this process took the account on (a predecessor may have died mid-entry), or the last
     /// attempt failed midway. See [`mirror::apply`](super::mirror::apply).
@@ -236,7 +236,7 @@ impl Account {
             worker: AtomicBool::new(false),
             reach: StdMutex::new(Backoff::new(REACH_FIRST, REACH_MAX)),
             retired: AtomicBool::new(false),
-            pending: AtomicU64::new(0),
+            pending: Default::default(),
             careful: AtomicBool::new(true),
             careful_through: AtomicI64::new(0),
             last_journaled: AtomicI64::new(0),
@@ -429,7 +429,7 @@ impl Account {
             } else {
                 self.spawn_pickup();
             }
-            let pending = self.pending.load(Ordering::SeqCst);
+            let pending = self.pending.get();
             if self.sessions.load(Ordering::SeqCst) == 0 && pending == 0 {
                 break;
             }

@@ -156,7 +156,7 @@ impl Observer for UserWrites<'_> {
     fn new_settled(&self, _: &str) -> bool {
         self.folder.settled()
             && !self.elsewhere
-            && self.acct.pending.load(Ordering::SeqCst) == 0
+            && self.acct.pending.get() == 0
             && !self.acct.unsure()
     }
 }

@@ -5,7 +5,7 @@
 //! it keeps being refused or can never apply.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
@@ -28,6 +28,55 @@ const PRESSURE_WAIT: Duration = Duration::from_secs(5);
 const MAX_PENDING: u64 = 100_000;
 /// Mirrored entries are purged at most this often (one process, all accounts).
 const PURGE_EVERY_SECS: i64 = 60;
+
+/// How many of the account's journal entries wait for OLD, as this process knows it: counted up
+/// by its records and down by its mirror, and set from the store now and then (other processes'
+/// entries, a restart). Setting it never loses an entry this process recorded while the store
+/// was being read: a count too low would let a pass take a message the user moved for one they
+/// deleted (`UserWrites::new_settled`).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    waiting: AtomicU64,
+    /// Entries this process recorded, ever.
+    recorded: AtomicU64,
+}
+
+impl Pending {
+    pub(crate) fn get(&self) -> u64 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    fn journaled(&self) {
+        self.recorded.fetch_add(1, Ordering::SeqCst);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn mirrored(&self) {
+        // Err: at 0 already, the count was set from the store after this entry was done.
+        let _ = self
+            .waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Taken before the store is read for [`Pending::set`].
+    fn mark(&self) -> u64 {
+        self.recorded.load(Ordering::SeqCst)
+    }
+
+    /// `count` entries wait, as read from the store after `mark`: those recorded since may be
+    /// missing from it and are added (counted twice at worst, which only keeps passes careful
+    /// until the next count).
+    fn set(&self, count: u64, mark: u64) {
+        loop {
+            let recorded = self.recorded.load(Ordering::SeqCst);
+            self.waiting
+                .store(count + (recorded - mark), Ordering::SeqCst);
+            if self.recorded.load(Ordering::SeqCst) == recorded {
+                return;
+            }
+        }
+    }
+}
 static LAST_PURGE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// Why a write could not be journaled; the client must not hear OK from the proxy.
@@ -76,7 +125,7 @@ impl Account {
             Ok(Ok(id)) => {
                 debug!(id, kind, "journaled");
                 self.last_journaled.fetch_max(id, Ordering::SeqCst);
-                self.pending.fetch_add(1, Ordering::SeqCst);
+                self.pending.journaled();
                 self.wake.notify_one();
                 return Ok(());
             }
@@ -172,7 +221,7 @@ impl Account {
     /// [`PRESSURE_WAIT`]) while the mirror makes progress; OLD being unreachable never blocks the
     /// user. `false`: past [`MAX_PENDING`], nothing more is journaled.
     async fn pressure(&self) -> bool {
-        let waiting = || self.pending.load(Ordering::SeqCst);
+        let waiting = || self.pending.get();
         if waiting() >= MAX_PENDING {
             return false;
         }
@@ -187,8 +236,9 @@ impl Account {
 
     /// Re-reads how many entries wait for OLD (at a login or sweep).
     pub(super) async fn count_pending(&self) {
+        let mark = self.pending.mark();
         match self.store.journal_pending_count(self.id).await {
-            Ok(n) => self.pending.store(n, Ordering::SeqCst),
+            Ok(n) => self.pending.set(n, mark),
             Err(e) => warn!("{e}"),
         }
     }
@@ -198,7 +248,7 @@ impl Account {
         &self,
         folder: &str,
     ) -> Result<bool, crate::store::StoreError> {
-        if self.pending.load(Ordering::SeqCst) == 0 {
+        if self.pending.get() == 0 {
             return Ok(false);
         }
         Ok(self
@@ -223,18 +273,15 @@ impl Account {
             Ok(None) => {
                 // This proxy's worker keeps coming back while entries wait: it takes over if
                 // the drainer dies (its lease expires).
-                match self.store.journal_pending_count(self.id).await {
-                    Ok(n) => self.pending.store(n, Ordering::SeqCst),
-                    Err(e) => warn!("{e}"),
-                }
-                return;
+                return self.count_pending().await;
             }
             Err(e) => return warn!("{e}"),
         };
         loop {
+            let mark = self.pending.mark();
             let entries = match self.store.journal_pending(self.id, 64).await {
                 Ok(e) if e.is_empty() => {
-                    self.pending.store(0, Ordering::SeqCst);
+                    self.pending.set(0, mark);
                     return self.purge().await;
                 }
                 Ok(e) => e,
@@ -286,9 +333,7 @@ impl Account {
                 if let Err(e) = outcome {
                     return warn!("{e}");
                 }
-                self.pending
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .ok();
+                self.pending.mirrored();
             }
             self.reached();
             self.pool.put(conn);
@@ -345,5 +390,29 @@ impl Account {
         ))
         .await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+
+    /// An entry recorded while the store was being read is not lost when the count read is
+    /// set (the store's answer may predate its commit).
+    #[test]
+    fn a_count_from_the_store_keeps_what_was_recorded_while_it_was_read() {
+        let p = Pending::default();
+        p.journaled();
+        let mark = p.mark();
+        p.journaled(); // committed after the store answered
+        p.set(1, mark);
+        assert_eq!(p.get(), 2);
+        p.mirrored();
+        p.mirrored();
+        p.mirrored();
+        assert_eq!(p.get(), 0);
+        let mark = p.mark();
+        p.set(0, mark);
+        assert_eq!(p.get(), 0);
     }
 }

@@ -34,7 +34,7 @@ impl Account {
         }
         self.drain_journal().await;
         if prepared
-            && (self.pending.load(Ordering::SeqCst) > 0
+            && (self.pending.get() > 0
                 || self.store.account_state(self.id).await.ok() == Some(AccountState::Diverged))
         {
             return Ok(());
