@@ -292,8 +292,8 @@ fn plan_flags(links: &[&Link], old: &SideScan, new: &SideScan, options: &PlanOpt
                 continue;
             };
             if follows_old(link, old, new, host1_wins) {
-                let wanted = reconcile_target(o, n, o, n, &options.rewrite, true);
-                let (target, lost) = filter_for_new(&wanted, &new.permanent_flags);
+                let (target, lost) =
+                    filter_for_new(&options.rewrite.apply(o), &new.permanent_flags);
                 if target != *n {
                     plan.dropped.extend(lost);
                     stores.push(link.new_uid, n, &target);
