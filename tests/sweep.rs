@@ -385,10 +385,17 @@ fn a_user_opening_a_folder_takes_over_the_sweepers_slow_copy() {
         || {
             let mut d = RawImap::connect(new.host(), new.port());
             d.login("alice", "alicepw");
-            let has_big = d.list().iter().any(|e| e.2 == "Big");
-            let n = if has_big { d.status("Big").0 } else { 0 };
+            // Dovecot may list Big a moment before it opens: a refused EXAMINE is "not yet".
+            let (untagged, _) = d.command("EXAMINE \"Big\"");
             d.logout();
-            n > 0
+            untagged.iter().any(|line| {
+                let line = String::from_utf8_lossy(line);
+                line.trim_end()
+                    .strip_prefix("* ")
+                    .and_then(|l| l.strip_suffix(" EXISTS"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n > 0)
+            })
         },
     );
     let mut user = RawImap::connect("127.0.0.1", proxy.port);
