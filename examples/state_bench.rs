@@ -12,6 +12,9 @@
 //!    VACUUM FULL. "per-message" is the same links written back as one row each in `links` with
 //!    `link_runs` dropped: exactly the layout of schema version 7. "runs, no base" is the runs
 //!    once `forget_link_bases` ran, as a pass that records both sides' HIGHESTMODSEQ leaves them.
+//!    "2 % deleted" is that with every 50th message deleted by the user on NEW (a tombstone each,
+//!    and a run broken), and "retired" the same account after `retire` (the tombstones go; the
+//!    runs, broken where the deleted messages were, stay as the UID map).
 //! 2. A synthetic account of `--messages` (default 1,000,000) messages, mixed flags: the time to
 //!    record its links one `add_links` per message as the engine commits APPENDs (the first
 //!    `--single` messages, default all), and in batches of 500; then the store work of a
@@ -57,6 +60,10 @@ enum Layout {
     /// Runs after a pass that recorded both sides' HIGHESTMODSEQ forgot their base flags.
     NoBase,
     PerMessage,
+    /// NoBase, and every 50th message deleted by the user on NEW (a tombstone each).
+    Deleted,
+    /// Deleted, then `imapferry retire`: the summary a retired account keeps.
+    Retired,
 }
 
 enum Backend {
@@ -250,10 +257,28 @@ async fn state_size(
     let store = backend.open().await;
     let account = store.account(&key()).await.unwrap();
     let (_, _, pairs) = record(&*store, account, &folders(messages, profile), 0, messages).await;
-    if layout == Layout::NoBase {
-        for pair in pairs {
+    if layout != Layout::Runs && layout != Layout::PerMessage {
+        for &pair in &pairs {
             store.forget_link_bases(pair).await.unwrap();
         }
+    }
+    if matches!(layout, Layout::Deleted | Layout::Retired) {
+        for &pair in &pairs {
+            let linked = store.links(pair).await.unwrap();
+            let gone: Vec<u32> = linked
+                .iter()
+                .map(|l| l.old_uid)
+                .filter(|u| u % 50 == 0)
+                .collect();
+            store.tombstone(pair, &gone).await.unwrap();
+        }
+    }
+    if layout == Layout::Retired {
+        store
+            .set_account_state(account, store::AccountState::Synced, None)
+            .await
+            .unwrap();
+        assert!(store.retire(account, None).await.unwrap());
     }
     store.close().await;
     if layout == Layout::PerMessage {
@@ -295,7 +320,13 @@ async fn main() {
     );
     for new in backends() {
         for profile in [Profile::Uniform, Profile::Mixed] {
-            for layout in [Layout::PerMessage, Layout::Runs, Layout::NoBase] {
+            for layout in [
+                Layout::PerMessage,
+                Layout::Runs,
+                Layout::NoBase,
+                Layout::Deleted,
+                Layout::Retired,
+            ] {
                 let small = state_size(new, 2_000, profile, layout).await;
                 let big = state_size(new, 10_000, profile, layout).await;
                 println!(
@@ -306,6 +337,8 @@ async fn main() {
                         Layout::Runs => "runs",
                         Layout::NoBase => "runs, no base",
                         Layout::PerMessage => "per-message",
+                        Layout::Deleted => "2 % deleted",
+                        Layout::Retired => "retired",
                     },
                     small,
                     big,

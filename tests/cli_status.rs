@@ -307,6 +307,102 @@ fn status_and_retire_on_real_state() {
     assert_eq!(parse_account(&account_row(&out, "bob")).0.state, "retired");
 }
 
+/// Retired is final: `retire` shrinks the account to a summary (its tombstones go, their number
+/// stays in `status`), and `imapferry sync` refuses the account instead of copying back the
+/// message the user deleted on NEW while OLD still has it.
+#[test]
+fn a_retired_account_is_a_summary_that_sync_refuses() {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    old.add_user("alice", PW);
+    new.add_user("alice", PW);
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login("alice", PW);
+    for i in 0..6u64 {
+        o.append("INBOX", &[], None, &common::message(200 + i, 900));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("imapferry.db");
+    let config = write_config(dir.path(), &new, &state);
+    let config = config.to_str().unwrap();
+    assert_eq!(sync(dir.path(), &old, &new, "alice", &state), 0);
+
+    // The user deletes one message on NEW; the next pass (OLD has new mail, so it looks at the
+    // folder) tombstones it, and OLD keeps its copy.
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    assert_eq!(n.select("INBOX"), 6);
+    n.exec("STORE 2 +FLAGS.SILENT (\\Deleted)");
+    n.exec("EXPUNGE");
+    o.append("INBOX", &[], None, &common::message(206, 900));
+    assert_eq!(sync(dir.path(), &old, &new, "alice", &state), 0);
+    let inbox_row = |out: &str| {
+        let folders = rows(out.split("\n\n").nth(1).unwrap());
+        folders.into_iter().find(|r| r[0] == "INBOX").unwrap()
+    };
+    let (_, out, _) = run(dir.path(), &["status", "alice", "--config", config]);
+    assert_eq!(inbox_row(&out)[6], "1", "one tombstone:\n{out}");
+    let tombstone_rows = || -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&state);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            let n = sqlx::query_scalar("SELECT COUNT(*) FROM tombstones")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            n
+        })
+    };
+    assert_eq!(tombstone_rows(), 1);
+
+    let (code, _, err) = run(dir.path(), &["retire", "alice", "--config", config]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tombstone_rows(), 0);
+    let (_, out, _) = run(dir.path(), &["status", "alice", "--config", config]);
+    assert_eq!(inbox_row(&out)[6], "1", "the count stays:\n{out}");
+
+    let (old_port, new_port) = (old.port().to_string(), new.port().to_string());
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "sync",
+            "--host1",
+            old.host(),
+            "--port1",
+            &old_port,
+            "--user1",
+            "alice",
+            "--password1",
+            PW,
+            "--host2",
+            new.host(),
+            "--port2",
+            &new_port,
+            "--user2",
+            "alice",
+            "--password2",
+            PW,
+            "--nofoldersizes",
+            "--state",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 111, "{out}{err}");
+    assert!(
+        out.contains("Account alice (OLD alice@127.0.0.1) is retired"),
+        "{out}{err}"
+    );
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    assert_eq!(n.status("INBOX").0, 6, "the deleted message stays deleted");
+    assert_eq!(o.status("INBOX").0, 7);
+}
+
 #[test]
 fn usage_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -103,6 +103,7 @@ both!(
     tombstone_moves_links_to_tombstones,
     reset_pair_forgets_everything,
     retire_is_conditional_unless_forced,
+    a_retired_account_shrinks_to_a_summary,
     the_write_ahead_mark_survives_a_reopen_until_cleared,
     retired_and_diverged_are_left_only_by_their_own_commands,
     refused_entries_are_retried_then_parked,
@@ -523,6 +524,118 @@ async fn retire_is_conditional_unless_forced(b: Backend) {
     assert_eq!(bob.reason.as_deref(), Some("forced from pending"));
 }
 
+/// Retired is final: tombstones (counted), mirrored journal entries and base flags go in the
+/// retiring transaction; the links stay as runs, and what a forced retire left undone stays.
+async fn a_retired_account_shrinks_to_a_summary(b: Backend) {
+    let store = b.open().await;
+    let a = store.account(&key("alice")).await.unwrap();
+    let inbox = store.folder_pair(a, "INBOX", "INBOX").await.unwrap().id;
+    let sent = store.folder_pair(a, "Sent", "Sent").await.unwrap().id;
+    // Flags of three kinds (a run each), and every third message deleted on NEW.
+    let links: Vec<Link> = (1..=300u32)
+        .map(|uid| {
+            link(
+                uid,
+                uid,
+                ["", "\\Seen", "\\Flagged"][(uid as usize / 100) % 3],
+            )
+        })
+        .collect();
+    store.add_links(inbox, &links).await.unwrap();
+    let gone: Vec<u32> = (1..=300).filter(|u| u % 3 == 0).collect();
+    store.tombstone(inbox, &gone).await.unwrap();
+    store
+        .add_links(sent, &links_of(1..=20, 0, "\\Seen"))
+        .await
+        .unwrap();
+    store.tombstone(sent, &[21, 22]).await.unwrap();
+    for _ in 0..5 {
+        let entry = store.journal_append(a, "flags", "{}").await.unwrap();
+        store.journal_done(entry).await.unwrap();
+    }
+    // Another account keeps everything.
+    let bob = store.account(&key("bob")).await.unwrap();
+    let bob_inbox = store.folder_pair(bob, "INBOX", "INBOX").await.unwrap().id;
+    store
+        .add_links(bob_inbox, &links_of(1..=10, 0, ""))
+        .await
+        .unwrap();
+    store.tombstone(bob_inbox, &[11]).await.unwrap();
+    let bob_entry = store.journal_append(bob, "flags", "{}").await.unwrap();
+    store.journal_done(bob_entry).await.unwrap();
+
+    let before = store.account_summaries().await.unwrap();
+    let alice_before = before.iter().find(|s| s.id == a).unwrap().clone();
+    assert_eq!((alice_before.linked, alice_before.tombstones), (220, 102));
+    assert_eq!(b.rows("tombstones").await, 103);
+    store
+        .set_account_state(a, AccountState::Synced, None)
+        .await
+        .unwrap();
+    assert!(store.retire(a, None).await.unwrap());
+
+    // The summary: the same counts, from a few rows.
+    let after = store.account_summaries().await.unwrap();
+    let alice = after.iter().find(|s| s.id == a).unwrap();
+    assert_eq!(alice.state, AccountState::Retired);
+    assert_eq!(
+        (alice.linked, alice.tombstones, alice.folders),
+        (220, 102, 2)
+    );
+    let folders = store.folder_summaries(a).await.unwrap();
+    let counts: Vec<(u64, u64)> = folders.iter().map(|f| (f.linked, f.tombstones)).collect();
+    assert_eq!(counts, vec![(200, 100), (20, 2)]);
+    // bob's one tombstone and one journal entry are all that is left of either.
+    assert_eq!(b.rows("tombstones").await, 1);
+    assert_eq!(b.rows("journal").await, 1);
+    // The UID map: every link, without base flags, one run per stretch of consecutive OLD UIDs.
+    let map = store.links(inbox).await.unwrap();
+    let want: Vec<(u32, u32)> = links
+        .iter()
+        .filter(|l| l.old_uid % 3 != 0)
+        .map(|l| (l.old_uid, l.new_uid))
+        .collect();
+    assert_eq!(
+        map.iter()
+            .map(|l| (l.old_uid, l.new_uid))
+            .collect::<Vec<_>>(),
+        want
+    );
+    assert!(map.iter().all(|l| !l.has_base()));
+    // INBOX: runs 1-2, 4-5, … (100), Sent: one; bob: one.
+    assert_eq!(b.rows("link_runs").await, 100 + 1 + 1);
+    // No pass may read what is gone.
+    assert!(matches!(
+        store.tombstones(inbox).await,
+        Err(StoreError::Retired(_))
+    ));
+    assert_eq!(store.tombstones(bob_inbox).await.unwrap(), vec![11]);
+
+    // A forced retire keeps what was left undone: the pending entry, the message in error.
+    let carol = store.account(&key("carol")).await.unwrap();
+    let carol_inbox = store.folder_pair(carol, "INBOX", "INBOX").await.unwrap().id;
+    store
+        .set_message_errors(carol_inbox, &[(7, "could not be fetched".into())])
+        .await
+        .unwrap();
+    let pending = store.journal_append(carol, "flags", "{}").await.unwrap();
+    assert!(store.retire(carol, Some("forced")).await.unwrap());
+    let carol_left = store.account_summaries().await.unwrap();
+    let carol_left = carol_left.iter().find(|s| s.id == carol).unwrap();
+    assert_eq!(
+        (carol_left.pending_journal, carol_left.message_errors),
+        (1, 1)
+    );
+    assert_eq!(
+        store.journal_pending(carol, 10).await.unwrap()[0].id,
+        pending
+    );
+    // Retiring again changes nothing.
+    assert!(!store.retire(a, None).await.unwrap());
+    assert!(!store.retire(a, Some("forced")).await.unwrap());
+    store.close().await;
+}
+
 async fn the_write_ahead_mark_survives_a_reopen_until_cleared(b: Backend) {
     let store = b.open().await;
     let (a, bob) = (
@@ -583,9 +696,9 @@ async fn retired_and_diverged_are_left_only_by_their_own_commands(b: Backend) {
         assert_eq!(store.account_state(a).await.unwrap(), Retired);
     }
     assert!(!store.mark_diverged(a, "x").await.unwrap());
-    assert!(store.unretire(a).await.unwrap());
-    assert_eq!(store.account_state(a).await.unwrap(), Partial);
     // Diverged: only reconcile clears it.
+    let a = store.account(&key("bob")).await.unwrap();
+    assert!(store.set_account_state(a, Partial, None).await.unwrap());
     assert!(
         store
             .mark_diverged(a, "journal entry 3 parked")
@@ -1749,8 +1862,9 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
     store.tombstone(pair, &[4]).await.unwrap();
     store.close().await;
-    // Back to version 7: migration 8 only adds `link_runs` (and converts), so without it and
-    // its row the database is what version 7 wrote. Then links as version 7 stored them.
+    // Back to version 7: migration 8 only adds `link_runs` (and converts) and migration 9 a
+    // column, so without them and their rows the database is what version 7 wrote. Then links
+    // as version 7 stored them.
     let mut want = links_of(1..=3, 10, "\\Seen");
     want.extend(links_of(5..=300, 10, "\\Seen"));
     want[100] = link(102, 112, "");
@@ -1758,7 +1872,9 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     want.extend(links_of(301..=310, 500, "\\Seen"));
     want.push(link(u32::MAX, u32::MAX, ""));
     let want_sent: Vec<Link> = (1..=50).map(|uid| link(uid, 200 - uid, "")).collect();
-    let mut sql = "DROP TABLE link_runs; DELETE FROM schema_version WHERE version = 8;".to_owned();
+    let mut sql = "DROP TABLE link_runs; ALTER TABLE folder_pairs DROP COLUMN retired_tombstones; \
+                   DELETE FROM schema_version WHERE version >= 8;"
+        .to_owned();
     for (p, links) in [(pair, &want), (sent, &want_sent)] {
         for l in links.iter() {
             sql.push_str(&format!(

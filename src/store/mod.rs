@@ -45,6 +45,9 @@ pub enum StoreError {
     /// A state URL that cannot be used as it is written.
     #[error("state store: {0}")]
     Location(String),
+    /// The account was retired: its tombstones are gone, and no pass may run for it.
+    #[error("state store: the account of {0} is retired")]
+    Retired(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -375,8 +378,6 @@ pub trait Store: Send + Sync {
     /// Whether the lease `name` is held and unexpired at `now` (unix milliseconds).
     async fn lease_held(&self, name: &str, now: i64) -> Result<bool>;
 
-    /// The explicit way back from `retired` (to `partial`: the next pass looks at everything).
-    async fn unretire(&self, account: AccountId) -> Result<bool>;
     async fn folder_pair(
         &self,
         account: AccountId,
@@ -409,7 +410,8 @@ pub trait Store: Send + Sync {
     async fn remove_links(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
     /// The NEW copy is gone: the links become tombstones, so those OLD messages are never copied back.
     async fn tombstone(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
-    /// OLD UIDs that must never be copied again, ascending.
+    /// OLD UIDs that must never be copied again, ascending. [`StoreError::Retired`] once the
+    /// account is retired: `retire` deleted them, so a pass that reads them must stop.
     async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>>;
     /// Drops tombstones whose OLD message no longer exists.
     async fn remove_tombstones(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
@@ -436,9 +438,12 @@ pub trait Store: Send + Sync {
 
     /// The account id for this key if it exists (never creates).
     async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>>;
-    /// Retires the account in one statement: with `forced` (the reason recorded) always; without,
-    /// only if it is `synced` with no pending journal entry at that moment. Returns whether it
-    /// was retired (false: the account changed since it was looked at).
+    /// Retires the account in one transaction: with `forced` (the reason recorded) always;
+    /// without, only if it is `synced` with no pending journal entry and no message in error at
+    /// that moment. Returns whether it was retired (false: the account changed since it was
+    /// looked at). Retired is final (no pass runs again), so the account shrinks to a summary:
+    /// its tombstones go (their number stays on each pair), its mirrored journal entries and its
+    /// links' base flags too; its links stay, as runs.
     async fn retire(&self, account: AccountId, forced: Option<&str>) -> Result<bool>;
     /// Points the account at another OLD login (an accounts file was re-imported with a changed
     /// OLD user or host for the same NEW login); its folder state stays.

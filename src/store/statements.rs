@@ -299,6 +299,35 @@ impl SqlStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// In `tx`: every link of the pair gets [`NO_BASE`], and its runs are joined again.
+    async fn forget_bases_in(tx: &mut Transaction<'static, Db>, pair: PairId) -> Result<()> {
+        Self::lock_pair(tx, pair).await?;
+        let rows = sqlx::query(
+            "SELECT old_start, new_start, length, old_flags, new_flags FROM link_runs \
+             WHERE pair_id = $1 ORDER BY old_start",
+        )
+        .bind(pair)
+        .fetch_all(&mut **tx)
+        .await?;
+        let before = rows
+            .iter()
+            .map(|row| run_from_row(row, pair))
+            .collect::<Result<Vec<Run>>>()?;
+        let bare = before.iter().map(|run| Run {
+            old_flags: NO_BASE.into(),
+            new_flags: NO_BASE.into(),
+            ..run.clone()
+        });
+        let after = runs::rewrite(&[], &BTreeSet::new(), bare.collect());
+        Self::write_runs(tx, pair, &before, &after).await?;
+        sqlx::query("UPDATE links SET old_flags = $2, new_flags = $2 WHERE pair_id = $1")
+            .bind(pair)
+            .bind(NO_BASE)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -465,11 +494,6 @@ impl Store for SqlStore {
 
     async fn clear_diverged(&self, account: AccountId, state: AccountState) -> Result<bool> {
         self.move_state(account, AccountState::Diverged, state)
-            .await
-    }
-
-    async fn unretire(&self, account: AccountId) -> Result<bool> {
-        self.move_state(account, AccountState::Retired, AccountState::Partial)
             .await
     }
 
@@ -719,30 +743,7 @@ impl Store for SqlStore {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        Self::lock_pair(&mut tx, pair).await?;
-        let rows = sqlx::query(
-            "SELECT old_start, new_start, length, old_flags, new_flags FROM link_runs \
-             WHERE pair_id = $1 ORDER BY old_start",
-        )
-        .bind(pair)
-        .fetch_all(&mut *tx)
-        .await?;
-        let before = rows
-            .iter()
-            .map(|row| run_from_row(row, pair))
-            .collect::<Result<Vec<Run>>>()?;
-        let bare = before.iter().map(|run| Run {
-            old_flags: NO_BASE.into(),
-            new_flags: NO_BASE.into(),
-            ..run.clone()
-        });
-        let after = runs::rewrite(&[], &BTreeSet::new(), bare.collect());
-        Self::write_runs(&mut tx, pair, &before, &after).await?;
-        sqlx::query("UPDATE links SET old_flags = $2, new_flags = $2 WHERE pair_id = $1")
-            .bind(pair)
-            .bind(NO_BASE)
-            .execute(&mut *tx)
-            .await?;
+        Self::forget_bases_in(&mut tx, pair).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -827,6 +828,18 @@ impl Store for SqlStore {
                 .bind(pair)
                 .fetch_all(&self.pool)
                 .await?;
+        // Read after the tombstones: a retire that deleted them had committed by then, and is
+        // seen here (a retired account stays retired).
+        let state: Option<String> = sqlx::query_scalar(
+            "SELECT a.state FROM folder_pairs p JOIN accounts a ON a.id = p.account_id \
+             WHERE p.id = $1",
+        )
+        .bind(pair)
+        .fetch_optional(&self.pool)
+        .await?;
+        if state.as_deref() == Some(AccountState::Retired.as_str()) {
+            return Err(StoreError::Retired(format!("folder pair {pair}")));
+        }
         rows.iter().map(|row| get_u32(row, "old_uid")).collect()
     }
 
@@ -950,16 +963,18 @@ impl Store for SqlStore {
     }
 
     async fn retire(&self, account: AccountId, forced: Option<&str>) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
         let done = match forced {
             Some(reason) => {
                 sqlx::query(
-                    "UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4",
+                    "UPDATE accounts SET state = $1, reason = $2, updated = $3 \
+                     WHERE id = $4 AND state <> $1",
                 )
                 .bind(AccountState::Retired.as_str())
                 .bind(reason)
                 .bind(now())
                 .bind(account)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
             }
             None => {
@@ -975,11 +990,43 @@ impl Store for SqlStore {
                 .bind(now())
                 .bind(account)
                 .bind(AccountState::Synced.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
             }
         };
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        // The summary: no pass runs for the account again, so its tombstones (counted on the
+        // pair), mirrored journal entries and base flags are not read again. The links stay, as
+        // runs: the UID map. What a forced retire left undone (pending or parked entries,
+        // messages in error) stays listed.
+        let pairs: Vec<PairId> =
+            sqlx::query_scalar("SELECT id FROM folder_pairs WHERE account_id = $1 ORDER BY id")
+                .bind(account)
+                .fetch_all(&mut *tx)
+                .await?;
+        for pair in pairs {
+            Self::forget_bases_in(&mut tx, pair).await?;
+            sqlx::query(
+                "UPDATE folder_pairs SET retired_tombstones = retired_tombstones + \
+                 (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = $1) WHERE id = $1",
+            )
+            .bind(pair)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM tombstones WHERE pair_id = $1")
+                .bind(pair)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM journal WHERE account_id = $1 AND done = 1")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn set_account_old(
@@ -1067,7 +1114,9 @@ impl Store for SqlStore {
                 FROM link_runs r JOIN folder_pairs p ON p.id = r.pair_id \
                 WHERE p.account_id = a.id) AS linked, \
              (SELECT COUNT(*) FROM tombstones t JOIN folder_pairs p ON p.id = t.pair_id \
-              WHERE p.account_id = a.id) AS tombstones, \
+              WHERE p.account_id = a.id) \
+             + (SELECT CAST(COALESCE(SUM(p.retired_tombstones), 0) AS BIGINT) FROM folder_pairs p \
+                WHERE p.account_id = a.id) AS tombstones, \
              (SELECT COUNT(*) FROM journal j \
               WHERE j.account_id = a.id AND j.done = 0) AS pending_journal, \
              (SELECT COUNT(*) FROM journal j \
@@ -1115,7 +1164,8 @@ impl Store for SqlStore {
              (SELECT COUNT(*) FROM links l WHERE l.pair_id = folder_pairs.id) \
              + (SELECT CAST(COALESCE(SUM(r.length), 0) AS BIGINT) FROM link_runs r \
                 WHERE r.pair_id = folder_pairs.id) AS linked, \
-             (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = folder_pairs.id) AS tombstones, \
+             (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = folder_pairs.id) \
+             + retired_tombstones AS tombstones, \
              (SELECT COUNT(*) FROM message_errors e WHERE e.pair_id = folder_pairs.id) \
              AS message_errors \
              FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"

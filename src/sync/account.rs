@@ -324,6 +324,22 @@ pub async fn sync_account(
 ) -> Result<Report, SyncError> {
     let span = tracing::info_span!("sync", account = %old_ep.user, old = %old_ep.connect.host, new = %new_ep.connect.host);
     async move {
+        let key = AccountKey {
+            old_host: old_ep.connect.host.clone(),
+            old_user: old_ep.user.clone(),
+            new_host: new_ep.connect.host.clone(),
+            new_user: new_ep.user.clone(),
+        };
+        // A retired account is finished: its state is a summary without tombstones, and a pass
+        // would copy back what the user deleted.
+        if let Some(id) = store.find_account(&key).await?
+            && store.account_state(id).await? == AccountState::Retired
+        {
+            return Err(SyncError::Retired(format!(
+                "{} (OLD {}@{})",
+                key.new_user, key.old_user, key.old_host
+            )));
+        }
         let tally = Tally::new(observer);
         let (old, new) = tokio::join!(login(old_ep, Side::Old), login(new_ep, Side::New));
         let (mut old, mut new) = (old?, new?);
@@ -362,12 +378,6 @@ pub async fn sync_account(
             return Ok(tally.into_report());
         }
 
-        let key = AccountKey {
-            old_host: old_ep.connect.host.clone(),
-            old_user: old_ep.user.clone(),
-            new_host: new_ep.connect.host.clone(),
-            new_user: new_ep.user.clone(),
-        };
         let account = store.account(&key).await?;
         // Without CONDSTORE on OLD, or with a selection that changes as time passes, every folder
         // must be looked at.

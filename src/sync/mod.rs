@@ -312,6 +312,11 @@ pub enum SyncError {
     /// `--subfolder1 X` where OLD has no folder X (imapsync exits 21).
     #[error("The subfolder {0} given by --subfolder1 does not exist on host1")]
     Subfolder1Missing(String),
+    /// The account was retired (`imapferry retire`): no pass runs for it again.
+    #[error(
+        "Account {0} is retired (imapferry retire): OLD is no longer its mailbox, nothing is copied"
+    )]
+    Retired(String),
     #[error(transparent)]
     Poisoned(#[from] crate::lock::Poisoned),
 }
@@ -324,6 +329,7 @@ impl SyncError {
             SyncError::Store(_)
             | SyncError::Options(_)
             | SyncError::Subfolder1Missing(_)
+            | SyncError::Retired(_)
             | SyncError::Poisoned(_) => None,
         }
     }
