@@ -615,3 +615,6 @@ async fn sizes(client: &mut Client, name: &str) -> Result<Option<Sizes>, ImapErr
     }
     Ok(Some(s))
 }
+
+#[cfg(test)]
+mod tests;
