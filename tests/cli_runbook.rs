@@ -373,3 +373,79 @@ fn bogus_flags_cost_the_flag_never_the_message() {
         vec!["\\Seen".to_string()]
     );
 }
+
+/// The folder-size table's numbers for `[folder]` on host `n` (1 or 2), in the first table
+/// (`first`: before the pass) or the last: (size, messages, biggest).
+fn size_row(stdout: &str, n: u8, folder: &str, first: bool) -> (u64, u64, u64) {
+    let prefix = format!("Host{n} folder");
+    let mut rows = stdout
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&format!("[{folder}]")));
+    let line = if first { rows.next() } else { rows.next_back() };
+    let line = line.unwrap_or_else(|| panic!("no {prefix} [{folder}] row in\n{stdout}"));
+    let after = |key: &str| -> u64 {
+        let rest = &line[line.find(key).unwrap() + key.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (after("Size:"), after("Messages:"), after("Biggest:"))
+}
+
+/// imapsync's folder-size tables, before and after every pass, are right after changes on either
+/// side: a folder measured before is reused only while STATUS shows the same UIDVALIDITY,
+/// UIDNEXT and count (the commands are in `sync::sizes`' and the engine's dialogue tests).
+#[test]
+fn folder_size_tables_follow_changes_on_both_sides() {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    old.add_user("sz", PW);
+    new.add_user("sz", PW);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = login(&old, "sz");
+    o.create("Sent");
+    let inbox: Vec<Vec<u8>> = (0..3)
+        .map(|i| common::message(i, 1_000 + 3_000 * i as usize))
+        .collect();
+    let sent: Vec<Vec<u8>> = (3..5).map(|i| common::message(i, 500)).collect();
+    for m in &inbox {
+        o.append("INBOX", &[], None, m);
+    }
+    for m in &sent {
+        o.append("Sent", &[], None, m);
+    }
+    let totals = |msgs: &[Vec<u8>]| -> (u64, u64, u64) {
+        let sizes = msgs.iter().map(|m| m.len() as u64);
+        (
+            sizes.clone().sum(),
+            msgs.len() as u64,
+            sizes.max().unwrap_or(0),
+        )
+    };
+
+    let r = imapferry(&old, &new, "sz", &[], dir.path());
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(size_row(&r.stdout, 1, "INBOX", true), totals(&inbox));
+    assert_eq!(size_row(&r.stdout, 2, "INBOX", false), totals(&inbox));
+    assert_eq!(size_row(&r.stdout, 2, "Sent", false), totals(&sent));
+
+    // Nothing changed: the same tables.
+    let r = imapferry(&old, &new, "sz", &[], dir.path());
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(size_row(&r.stdout, 1, "INBOX", true), totals(&inbox));
+    assert_eq!(size_row(&r.stdout, 2, "Sent", true), totals(&sent));
+
+    // A bigger message on OLD; the user deletes one of Sent on NEW.
+    let mut inbox = inbox;
+    inbox.push(common::message(9, 20_000));
+    o.append("INBOX", &[], None, &inbox[3]);
+    let mut n = login(&new, "sz");
+    n.select("Sent");
+    n.exec("STORE 1 +FLAGS.SILENT (\\Deleted)");
+    n.exec("EXPUNGE");
+    let r = imapferry(&old, &new, "sz", &[], dir.path());
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(size_row(&r.stdout, 1, "INBOX", true), totals(&inbox));
+    assert_eq!(size_row(&r.stdout, 2, "INBOX", true), totals(&inbox[..3]));
+    assert_eq!(size_row(&r.stdout, 2, "Sent", true), totals(&sent[1..]));
+    assert_eq!(size_row(&r.stdout, 2, "INBOX", false), totals(&inbox));
+    assert_eq!(size_row(&r.stdout, 1, "Sent", false), totals(&sent));
+}

@@ -16,7 +16,7 @@ use super::report::{self, DEFAULT_ERRORS_MAX, SideTotals, code};
 use crate::imap::{Client, ConnectOptions, ImapError, Security, Side, TlsOptions};
 use crate::mapping::{MapperOptions, Selection};
 use crate::secret::Secret;
-use crate::store::{self, Location};
+use crate::store::{self, Location, Store};
 use crate::sync::identity::IdentityOptions;
 use crate::sync::{self, AuthMech, Endpoint, FolderDeletion, MessageSelection, Options};
 
@@ -350,19 +350,28 @@ impl Run {
             return self.finish(code::EX_OK, Some("Exiting because of --justlogin"));
         }
         let opts = self.options();
-        let sizes_wanted = self.args.justfoldersizes || self.args.foldersizes.unwrap_or(true);
-        let start = if sizes_wanted {
-            self.sizes(&old, &new, &opts, true).await
-        } else {
-            None
-        };
         if self.args.justfoldersizes {
-            if start.is_none() {
+            if self.sizes(&old, &new, &opts, None, true).await.is_none() {
                 return self.finish_with_errors();
             }
             return self.finish(code::EX_OK, Some("Exiting because of --justfoldersizes"));
         }
-        self.transfer(&old, &new, &opts, start).await
+        let store = match store::open(&self.state).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.error(format!(
+                    "Failure: can not open the state file {}: {e}",
+                    self.state
+                ));
+                return self.finish_with_errors();
+            }
+        };
+        let start = if self.args.foldersizes.unwrap_or(true) {
+            self.sizes(&old, &new, &opts, Some(&*store), true).await
+        } else {
+            None
+        };
+        self.transfer(&old, &new, &opts, &*store, start).await
     }
 
     /// `--justconnect`, or credentials incomplete: connect to the hosts given, no login.
@@ -573,6 +582,7 @@ impl Run {
         old: &Endpoint,
         new: &Endpoint,
         opts: &Options,
+        store: Option<&dyn Store>,
         at_start: bool,
     ) -> Option<(SideTotals, SideTotals)> {
         self.say("");
@@ -587,7 +597,7 @@ impl Run {
             self.say("You can remove this foldersizes listing by using  \"--nofoldersizesatend\"");
         }
         let clock = Instant::now();
-        match sync::folder_sizes(old, new, opts).await {
+        match sync::folder_sizes(old, new, opts, store).await {
             Ok(sizes) => {
                 self.out.lines(&report::folder_size_table(
                     &sizes,
@@ -615,23 +625,14 @@ impl Run {
         old: &Endpoint,
         new: &Endpoint,
         opts: &Options,
+        store: &dyn Store,
         start: Option<(SideTotals, SideTotals)>,
     ) -> i32 {
         let memory_start = host::memory_mib();
-        let store = match store::open(&self.state).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.error(format!(
-                    "Failure: can not open the state file {}: {e}",
-                    self.state
-                ));
-                return self.finish_with_errors();
-            }
-        };
         let allowed = self.errors_max().saturating_sub(self.nb_errors());
         let printer = Printer::new(self.out.clone(), allowed, log::interactive());
         let outcome = tokio::select! {
-            r = sync::sync_account(&*store, old, new, opts, &printer) => Some(r),
+            r = sync::sync_account(store, old, new, opts, &printer) => Some(r),
             () = printer.max_reached() => None,
         };
         printer.finish();
@@ -656,7 +657,7 @@ impl Run {
             .or(self.args.foldersizes)
             .unwrap_or(true);
         let end = if sizes_at_end {
-            self.sizes(old, new, opts, false).await
+            self.sizes(old, new, opts, Some(store), false).await
         } else {
             None
         };

@@ -240,6 +240,17 @@ pub struct AccountSummary {
     pub message_errors: u64,
 }
 
+/// A folder side's messages as the folder-size table last measured them: true while the
+/// folder's UIDVALIDITY, UIDNEXT and message count are these (no message added or expunged since).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeasuredSizes {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub messages: u32,
+    pub bytes: u64,
+    pub biggest: u64,
+}
+
 /// One folder pair and its progress, for `imapferry status USER` and the admin API (serialised
 /// flat: the pair's fields, then the counts).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -415,6 +426,18 @@ pub trait Store: Send + Sync {
     async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>>;
     /// Drops tombstones whose OLD message no longer exists.
     async fn remove_tombstones(&self, pair: PairId, old_uids: &[u32]) -> Result<()>;
+    /// The pair's last measured sizes, OLD's and NEW's (`None`: that side was never measured).
+    async fn measured_sizes(
+        &self,
+        pair: PairId,
+    ) -> Result<(Option<MeasuredSizes>, Option<MeasuredSizes>)>;
+    /// Replaces the pair's measured sizes.
+    async fn save_measured_sizes(
+        &self,
+        pair: PairId,
+        old: Option<MeasuredSizes>,
+        new: Option<MeasuredSizes>,
+    ) -> Result<()>;
     /// Replaces the pair's messages in error (OLD UID, reason) with those of its latest pass.
     async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()>;
     async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>>;

@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("0007_write_marks.sql"),
     include_str!("0008_link_runs.sql"),
     include_str!("0009_retired_summary.sql"),
+    include_str!("0010_folder_sizes.sql"),
 ];
 
 /// Most parameters in one statement: below SQLite's historic limit of 999

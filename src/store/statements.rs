@@ -16,7 +16,8 @@ use crate::store::runs::{self, Run};
 use crate::store::sql::{DbSide, MAX_PARAMS, MIGRATIONS, PAIR_COLUMNS, now, tuples};
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
-    Link, LinkFlags, MailboxState, NO_BASE, PairId, Phase, Result, Store, StoreError,
+    Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, PairId, Phase, Result, Store,
+    StoreError,
 };
 
 type Row = <Db as sqlx::Database>::Row;
@@ -787,6 +788,59 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn measured_sizes(
+        &self,
+        pair: PairId,
+    ) -> Result<(Option<MeasuredSizes>, Option<MeasuredSizes>)> {
+        let row = sqlx::query("SELECT * FROM folder_sizes WHERE pair_id = $1")
+            .bind(pair)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok((None, None)),
+            Some(row) => Ok((read_sizes(&row, "old")?, read_sizes(&row, "new")?)),
+        }
+    }
+
+    async fn save_measured_sizes(
+        &self,
+        pair: PairId,
+        old: Option<MeasuredSizes>,
+        new: Option<MeasuredSizes>,
+    ) -> Result<()> {
+        let columns = |m: Option<MeasuredSizes>| -> Result<[Option<i64>; 5]> {
+            let Some(m) = m else {
+                return Ok([None; 5]);
+            };
+            let big = |v: u64| {
+                i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("a size of {v} bytes")))
+            };
+            Ok([
+                Some(m.uidvalidity.into()),
+                Some(m.uidnext.into()),
+                Some(m.messages.into()),
+                Some(big(m.bytes)?),
+                Some(big(m.biggest)?),
+            ])
+        };
+        let mut query = sqlx::query(
+            "INSERT INTO folder_sizes (pair_id, \
+             old_uidvalidity, old_uidnext, old_messages, old_bytes, old_biggest, \
+             new_uidvalidity, new_uidnext, new_messages, new_bytes, new_biggest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (pair_id) DO UPDATE SET \
+             old_uidvalidity = $2, old_uidnext = $3, old_messages = $4, old_bytes = $5, \
+             old_biggest = $6, new_uidvalidity = $7, new_uidnext = $8, new_messages = $9, \
+             new_bytes = $10, new_biggest = $11",
+        )
+        .bind(pair);
+        for value in columns(old)?.into_iter().chain(columns(new)?) {
+            query = query.bind(value);
+        }
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()> {
         let now = now();
         let mut tx = self.write_tx().await?;
@@ -1087,6 +1141,7 @@ impl Store for SqlStore {
             "DELETE FROM link_runs WHERE pair_id = $1",
             "DELETE FROM links WHERE pair_id = $1",
             "DELETE FROM tombstones WHERE pair_id = $1",
+            "DELETE FROM folder_sizes WHERE pair_id = $1",
             "DELETE FROM folder_pairs WHERE id = $1",
         ] {
             sqlx::query(sql).bind(pair).execute(&mut *tx).await?;
@@ -1243,6 +1298,35 @@ where
     let value: i64 = row.try_get(column)?;
     u64::try_from(value)
         .map_err(|_| StoreError::Corrupt(format!("{column:?} is negative: {value}")))
+}
+
+/// A side's measured sizes (`side` is `old` or `new`), `None` while its columns are NULL.
+fn read_sizes(row: &Row, side: &str) -> Result<Option<MeasuredSizes>> {
+    let get = |what: &str| -> Result<Option<i64>> {
+        Ok(row.try_get::<Option<i64>, _>(format!("{side}_{what}").as_str())?)
+    };
+    let (Some(uidvalidity), Some(uidnext), Some(messages), Some(bytes), Some(biggest)) = (
+        get("uidvalidity")?,
+        get("uidnext")?,
+        get("messages")?,
+        get("bytes")?,
+        get("biggest")?,
+    ) else {
+        return Ok(None);
+    };
+    let u32_of = |v: i64| {
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{side} sizes: {v} out of range")))
+    };
+    let u64_of = |v: i64| {
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{side} sizes: {v} is negative")))
+    };
+    Ok(Some(MeasuredSizes {
+        uidvalidity: u32_of(uidvalidity)?,
+        uidnext: u32_of(uidnext)?,
+        messages: u32_of(messages)?,
+        bytes: u64_of(bytes)?,
+        biggest: u64_of(biggest)?,
+    }))
 }
 
 fn read_side(row: &Row, side: &str) -> Result<DbSide> {

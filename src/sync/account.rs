@@ -1,7 +1,7 @@
 //! One account pass: log in on both sides, map the folder tree, create what NEW lacks, then run the
 //! folder pairs over a small pool of connection pairs (largest folders first).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 use tracing::Instrument;
@@ -34,20 +34,14 @@ pub async fn login(ep: &Endpoint, side: Side) -> Result<Client, ImapError> {
     Ok(client)
 }
 
-/// Sizes of one selected folder on each side (`None`: the folder does not exist there).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FolderSize {
-    pub old_name: String,
-    pub new_name: String,
-    pub old: Option<Sizes>,
-    pub new: Option<Sizes>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sizes {
-    pub messages: u64,
-    pub bytes: u64,
-    pub biggest: u64,
+/// The account of a pass between these logins.
+pub(super) fn account_key(old_ep: &Endpoint, new_ep: &Endpoint) -> AccountKey {
+    AccountKey {
+        old_host: old_ep.connect.host.clone(),
+        old_user: old_ep.user.clone(),
+        new_host: new_ep.connect.host.clone(),
+        new_user: new_ep.user.clone(),
+    }
 }
 
 /// Both sides' folder trees and how OLD names map to NEW names.
@@ -324,12 +318,7 @@ pub async fn sync_account(
 ) -> Result<Report, SyncError> {
     let span = tracing::info_span!("sync", account = %old_ep.user, old = %old_ep.connect.host, new = %new_ep.connect.host);
     async move {
-        let key = AccountKey {
-            old_host: old_ep.connect.host.clone(),
-            old_user: old_ep.user.clone(),
-            new_host: new_ep.connect.host.clone(),
-            new_user: new_ep.user.clone(),
-        };
+        let key = account_key(old_ep, new_ep);
         // A retired account is finished: its state is a summary without tombstones, and a pass
         // would copy back what the user deleted.
         if let Some(id) = store.find_account(&key).await?
@@ -559,61 +548,6 @@ async fn futures_join_all<F: std::future::Future>(
     })
     .await;
     out.into_iter().flatten().collect()
-}
-
-/// Message count, total and biggest size of the selected folders on each side (imapsync's
-/// folder-size table). Read-only: EXAMINE and `FETCH 1:* (RFC822.SIZE)`.
-pub async fn folder_sizes(
-    old_ep: &Endpoint,
-    new_ep: &Endpoint,
-    opts: &Options,
-) -> Result<Vec<FolderSize>, SyncError> {
-    let (old, new) = tokio::join!(login(old_ep, Side::Old), login(new_ep, Side::New));
-    let (mut old, mut new) = (old?, new?);
-    let tree = map_tree(&mut old, &mut new, opts).await?;
-    let mut out = Vec::new();
-    for (old_name, new_name) in &tree.pairs {
-        let old_sizes = sizes(&mut old, old_name).await?;
-        let new_sizes = if tree.new_existing.contains(new_name) {
-            sizes(&mut new, new_name).await?
-        } else {
-            None
-        };
-        out.push(FolderSize {
-            old_name: old_name.clone(),
-            new_name: new_name.clone(),
-            old: old_sizes,
-            new: new_sizes,
-        });
-    }
-    old.logout().await;
-    new.logout().await;
-    Ok(out)
-}
-
-async fn sizes(client: &mut Client, name: &str) -> Result<Option<Sizes>, ImapError> {
-    match client.select(name, true).await {
-        Ok(info) if info.exists == 0 => return Ok(Some(Sizes::default())),
-        Ok(_) => {}
-        Err(ImapError::Refused { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let mut s = Sizes::default();
-    let mut seen = HashMap::new();
-    let tag = client.send_uid_fetch("1:*", "UID RFC822.SIZE", "").await?;
-    client
-        .wait_fetch(&tag, |f| {
-            if let (Some(uid), Some(size)) = (f.uid, f.size) {
-                seen.insert(uid, size);
-            }
-        })
-        .await?;
-    for size in seen.into_values() {
-        s.messages += 1;
-        s.bytes += size as u64;
-        s.biggest = s.biggest.max(size as u64);
-    }
-    Ok(Some(s))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod folder;
 mod ledger;
 mod plan;
 mod rate;
+mod sizes;
 
 pub mod identity;
 pub mod verify;
@@ -21,11 +22,11 @@ pub mod verify;
 use std::sync::Mutex;
 
 pub use account::{
-    FolderSize, PreparedTree, Sizes, TreeView, folder_sizes, login, prepare_tree, read_tree,
-    sync_account, sync_pair,
+    PreparedTree, TreeView, login, prepare_tree, read_tree, sync_account, sync_pair,
 };
 pub use criteria::MessageSelection;
 pub use rate::SharedRate;
+pub use sizes::{FolderSize, Sizes, folder_sizes};
 
 use crate::imap::{ConnectOptions, ImapError, Side};
 use crate::lock;

@@ -1,11 +1,12 @@
-//! A pass over an account whose folders did not change, against recorded OLD and NEW dialogues:
-//! what each folder costs (issue 14, item 4), whatever the number of messages.
+//! A pass over an account whose folders did not change, and imapsync's folder-size table, against
+//! recorded OLD and NEW dialogues: what each folder costs (issue 14, item 4), whatever the number
+//! of messages.
 
 use crate::imap::ConnectOptions;
 use crate::imap::script::{Step, serve, step};
 use crate::secret::Secret;
-use crate::store::{AccountKey, MailboxState, Phase, SqliteStore, Store};
-use crate::sync::{AuthMech, Endpoint, Event, Observer, Options};
+use crate::store::{MailboxState, MeasuredSizes, Phase, SqliteStore, Store};
+use crate::sync::{AuthMech, Endpoint, Event, Observer, Options, Sizes, folder_sizes};
 
 use super::sync_account;
 
@@ -83,12 +84,7 @@ async fn no_change_dialogue(messages: u32) -> (Vec<String>, Vec<String>) {
         .await
         .unwrap();
     let account = store
-        .account(&AccountKey {
-            old_host: old_ep.connect.host.clone(),
-            old_user: "alice".into(),
-            new_host: new_ep.connect.host.clone(),
-            new_user: "alice".into(),
-        })
+        .account(&super::account_key(&old_ep, &new_ep))
         .await
         .unwrap();
     for (i, f) in FOLDERS.iter().enumerate() {
@@ -133,5 +129,108 @@ async fn an_unchanged_folder_costs_one_status_whatever_its_size() {
         new_small.len(),
         4,
         "login, tree and logout only: {new_small:#?}"
+    );
+}
+
+/// STATUS `f` answered with `s`.
+fn status(f: &str, s: MailboxState) -> Step {
+    step(
+        &format!("STATUS \"{f}\""),
+        &format!(
+            "* STATUS {f} (MESSAGES {} UIDNEXT {} UIDVALIDITY {} HIGHESTMODSEQ {})\r\n$tag OK\r\n",
+            s.messages, s.uidnext, s.uidvalidity, s.highestmodseq
+        ),
+    )
+}
+
+/// The size table of folders measured before costs one STATUS a folder and side; only the
+/// folder where a message arrived since (OLD's INBOX: UIDNEXT moved) is measured again, and its
+/// new measure is kept.
+#[tokio::test]
+async fn the_size_table_measures_again_only_what_changed() {
+    let measured = |i: usize, side: u32| {
+        let s = recorded(i, 2, side);
+        MeasuredSizes {
+            uidvalidity: s.uidvalidity,
+            uidnext: s.uidnext,
+            messages: s.messages,
+            bytes: 1_000 * (i as u64 + 1),
+            biggest: 600,
+        }
+    };
+    let mut old_steps = tree();
+    let mut inbox_now = recorded(1, 2, 0);
+    inbox_now.uidnext += 1;
+    old_steps.extend([
+        status("Archive", recorded(0, 2, 0)),
+        status("INBOX", inbox_now),
+        status("Sent", recorded(2, 2, 0)),
+        step(
+            "EXAMINE \"INBOX\"",
+            "* 2 EXISTS\r\n* OK [UIDVALIDITY 100] x\r\n* OK [UIDNEXT 4] x\r\n$tag OK [READ-ONLY] done\r\n",
+        ),
+        step(
+            "UID FETCH 1:* (UID RFC822.SIZE)",
+            "* 1 FETCH (UID 1 RFC822.SIZE 100)\r\n* 2 FETCH (UID 3 RFC822.SIZE 300)\r\n$tag OK\r\n",
+        ),
+        step("LOGOUT", "* BYE\r\n$tag OK\r\n"),
+    ]);
+    let mut new_steps = tree();
+    for (i, f) in FOLDERS.iter().enumerate() {
+        new_steps.push(status(f, recorded(i, 2, 1)));
+    }
+    new_steps.push(step("LOGOUT", "* BYE\r\n$tag OK\r\n"));
+    let (old_opts, old_task) = serve(CAPS, old_steps).await;
+    let (new_opts, new_task) = serve(CAPS, new_steps).await;
+    let (old_ep, new_ep) = (endpoint(old_opts), endpoint(new_opts));
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let account = store
+        .account(&super::account_key(&old_ep, &new_ep))
+        .await
+        .unwrap();
+    let mut pairs = Vec::new();
+    for (i, f) in FOLDERS.iter().enumerate() {
+        let pair = store.folder_pair(account, f, f).await.unwrap().id;
+        store
+            .save_measured_sizes(pair, Some(measured(i, 0)), Some(measured(i, 1)))
+            .await
+            .unwrap();
+        pairs.push(pair);
+    }
+    let table = folder_sizes(&old_ep, &new_ep, &Options::default(), Some(&store)).await;
+    let (old_seen, new_seen) = (old_task.await.unwrap(), new_task.await.unwrap());
+    let table = table.unwrap_or_else(|e| panic!("{e}: OLD {old_seen:?}, NEW {new_seen:?}"));
+    old_seen.unwrap();
+    new_seen.unwrap();
+
+    let got: Vec<(Option<Sizes>, Option<Sizes>)> = table.iter().map(|f| (f.old, f.new)).collect();
+    let inbox_old = Sizes {
+        messages: 2,
+        bytes: 400,
+        biggest: 300,
+    };
+    let want = vec![
+        (Some(measured(0, 0).into()), Some(measured(0, 1).into())),
+        (Some(inbox_old), Some(measured(1, 1).into())),
+        (Some(measured(2, 0).into()), Some(measured(2, 1).into())),
+    ];
+    assert_eq!(got, want);
+    let kept = store.measured_sizes(pairs[1]).await.unwrap();
+    assert_eq!(
+        kept,
+        (
+            Some(MeasuredSizes {
+                uidvalidity: 100,
+                uidnext: 4,
+                messages: 2,
+                bytes: 400,
+                biggest: 300,
+            }),
+            Some(measured(1, 1))
+        )
     );
 }
