@@ -12,7 +12,9 @@
 //!   a) imapferry initial copy (`sync_account`, default Options, `--connections` K, default 4)
 //!   b) `doveadm backup -R` pulling the same account over imapc (dsync, one connection)
 //!   c) raw MULTIAPPEND of the same bytes (read from OLD beforehand) over K connections
-//!   d) imapferry no-change pass (same state file as a), and dsync's equivalent
+//!   d) imapferry no-change pass (same state file as a), the same through `imapferry sync` as a
+//!      migration script runs it (imapsync's folder-size tables before and after, which reuse the
+//!      sizes measured before for folders a STATUS shows unchanged), and dsync's equivalent
 //!   e) 50 flag changes + 20 new messages on OLD, then imapferry and dsync delta passes
 //! a-c run interleaved, one untimed warm-up round and then `--reps` rounds (default 5); the table
 //! shows medians, since sub-second runs on a small VM vary a lot.
@@ -48,6 +50,9 @@ const PW: &str = "bench-pw";
 /// The child pass reads the IMAP password from here (never from its command line).
 const PW_ENV: &str = "IMAPFERRY_BENCH_PW";
 const CHILD_FLAG: &str = "--child-pass";
+/// The child runs `imapferry sync` as a migration script would (imapsync's defaults: folder-size
+/// tables before and after) instead of the engine alone.
+const CLI_FLAG: &str = "--child-cli";
 const LAUNCHER_FLAG: &str = "--launcher";
 
 /// Folders (same names on OLD and NEW) and their share of the messages, in percent.
@@ -88,6 +93,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some(CHILD_FLAG) => return child_pass(&args[2..]),
+        Some(CLI_FLAG) => return child_cli(&args[2..]),
         Some(LAUNCHER_FLAG) => return launcher(),
         _ => {}
     }
@@ -286,6 +292,18 @@ fn run(cfg: &Config) {
         }
         row.rep = r;
         rows.push(row);
+        let mut row = ferry_pass(
+            &mut launcher,
+            &old,
+            &new,
+            &format!("ferry{r}"),
+            &state(r),
+            k,
+            &cpu,
+            FERRY_CLI_NOCHANGE,
+        );
+        row.rep = r;
+        rows.push(row);
         let user = format!("dsync{r}");
         let mut row = dsync_pass(&mut launcher, &old, &new, &user, &cpu, DSYNC_NOCHANGE);
         if row.check == "OK" {
@@ -340,6 +358,7 @@ const FERRY_INITIAL: &str = "a) imapferry initial copy";
 const DSYNC_INITIAL: &str = "b) dsync initial copy";
 const RAW: &str = "c) raw MULTIAPPEND";
 const FERRY_NOCHANGE: &str = "d) imapferry no-change";
+const FERRY_CLI_NOCHANGE: &str = "d) imapferry sync CLI";
 const DSYNC_NOCHANGE: &str = "d) dsync no-change";
 const FERRY_DELTA: &str = "e) imapferry delta";
 const DSYNC_DELTA: &str = "e) dsync delta";
@@ -370,6 +389,7 @@ fn print_table(rows: &[Row], cfg: &Config, total: u64, bytes: u64) {
         DSYNC_INITIAL,
         RAW,
         FERRY_NOCHANGE,
+        FERRY_CLI_NOCHANGE,
         DSYNC_NOCHANGE,
         FERRY_DELTA,
         DSYNC_DELTA,
@@ -483,6 +503,12 @@ fn print_table(rows: &[Row], cfg: &Config, total: u64, bytes: u64) {
         w(FERRY_NOCHANGE),
         w(DSYNC_NOCHANGE),
         paired(FERRY_NOCHANGE, DSYNC_NOCHANGE)
+    );
+    println!(
+        "  no-change pass through imapferry sync (sizes on) / dsync ({:.3}s vs {:.3}s): {:>6.2}",
+        w(FERRY_CLI_NOCHANGE),
+        w(DSYNC_NOCHANGE),
+        paired(FERRY_CLI_NOCHANGE, DSYNC_NOCHANGE)
     );
     println!(
         "  delta pass, imapferry / dsync ({:.3}s vs {:.3}s):     {:>6.2}   (<1: imapferry faster)",
@@ -836,9 +862,14 @@ fn ferry_pass(
     label: &'static str,
 ) -> Row {
     let exe = std::env::current_exe().expect("current_exe");
+    let flag = if label == FERRY_CLI_NOCHANGE {
+        CLI_FLAG
+    } else {
+        CHILD_FLAG
+    };
     let args = [
         exe.to_string_lossy().into_owned(),
-        CHILD_FLAG.to_string(),
+        flag.to_string(),
         old.port().to_string(),
         "alice".to_string(),
         new.port().to_string(),
@@ -972,6 +1003,49 @@ fn child_pass(args: &[String]) {
             }
         }
     });
+}
+
+/// The hidden child of `d) imapferry sync CLI`: `imapferry sync` with imapsync's defaults
+/// (folder-size tables on), no log file, the password in a `--passfile` beside the state file.
+/// Same arguments as `--child-pass` (the connection count is the CLI's default).
+fn child_cli(args: &[String]) {
+    let [old_port, old_user, new_port, new_user, state, _k] = args else {
+        usage("bad --child-cli arguments");
+    };
+    let pw = std::env::var(PW_ENV).unwrap_or_else(|_| usage("no password in the environment"));
+    let passfile = format!("{state}.pass");
+    std::fs::write(&passfile, format!("{pw}\n")).expect("write the passfile");
+    let argv: Vec<String> = [
+        "imapferry",
+        "sync",
+        "--host1",
+        "127.0.0.1",
+        "--port1",
+        old_port,
+        "--user1",
+        old_user,
+        "--passfile1",
+        &passfile,
+        "--host2",
+        "127.0.0.1",
+        "--port2",
+        new_port,
+        "--user2",
+        new_user,
+        "--passfile2",
+        &passfile,
+        "--state",
+        state,
+        "--nolog",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let code = imapferry::cli::main_with_args(argv);
+    println!(
+        "BENCH-PASS transferred=0 errors={} exit={code}",
+        u8::from(code != 0)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
