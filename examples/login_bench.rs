@@ -15,9 +15,17 @@
 //! run `--logins / 2` logins in a row, all starting together. One untimed warm-up round, then
 //! `--rounds` (default 7) rounds; within a round the three paths take turns, in an order that
 //! rotates from round to round. The table shows medians over every login of every round and the
-//! ratios of the medians to direct. Timings are printed, never asserted.
+//! ratios of the medians to direct. A fourth row, "NEW's greeting", times TCP connect to NEW's
+//! greeting alone (then LOGOUT), in the same turns: the most that connections to NEW opened in
+//! advance (a pool) could take off a proxied login. Timings are printed, never asserted.
 //!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example login_bench -- [--logins N] [--rounds R]
+//! [--think-ms MS] [--proxy-exe PATH]. `--think-ms` makes each client wait between the greeting
+//! and its LOGIN (default 0: LOGIN at once), as a client across a network (one round trip), with
+//! a CAPABILITY exchange or a TLS handshake first does. `--proxy-exe` names another build of this example (say, one copied aside
+//! before a change): a second plain and migration proxy run its code (`PATH --proxy-child proxy
+//! --config FILE`) and take their turns in the same rounds, marked "(other)", so two versions of
+//! the proxy are compared under the same load.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,12 +45,23 @@ const CHILD_FLAG: &str = "--proxy-child";
 const PW: &str = "bench-pw";
 const USERS: usize = 10;
 const CONCURRENCY: [usize; 2] = [1, 10];
-const PATHS: [&str; 3] = ["direct to NEW", "plain proxy", "migration proxy"];
+/// The last "path" logs in nowhere: connect to NEW's greeting only, what a proxy's pool of NEW
+/// connections opened in advance could save at most.
+const PATHS: [&str; 4] = [
+    "direct to NEW",
+    "plain proxy",
+    "migration proxy",
+    "NEW's greeting",
+];
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Config {
     logins: usize,
     rounds: usize,
+    /// Another build whose proxies take turns with this build's.
+    proxy_exe: Option<std::path::PathBuf>,
+    /// The client's pause between reading the greeting and sending LOGIN.
+    think: Duration,
 }
 
 fn main() -> Result<()> {
@@ -55,6 +74,8 @@ fn main() -> Result<()> {
     let mut cfg = Config {
         logins: 10,
         rounds: 7,
+        proxy_exe: None,
+        think: Duration::ZERO,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -66,6 +87,13 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--logins" => cfg.logins = value().max(2),
             "--rounds" => cfg.rounds = value().max(1),
+            "--think-ms" => cfg.think = Duration::from_millis(value() as u64),
+            "--proxy-exe" => {
+                let path = it
+                    .next()
+                    .unwrap_or_else(|| usage("--proxy-exe needs a path"));
+                cfg.proxy_exe = Some(path.into());
+            }
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -80,7 +108,10 @@ fn usage(why: &str) -> ! {
     if !why.is_empty() {
         eprintln!("login_bench: {why}");
     }
-    eprintln!("usage: cargo run --release --example login_bench -- [--logins N] [--rounds R]");
+    eprintln!(
+        "usage: cargo run --release --example login_bench -- [--logins N] [--rounds R] \
+         [--think-ms MS] [--proxy-exe EARLIER_BUILD_OF_THIS_EXAMPLE]"
+    );
     std::process::exit(64)
 }
 
@@ -110,45 +141,41 @@ async fn run(cfg: &Config) -> Result<()> {
         );
         c.logout();
     }
-    let exe = std::env::current_exe()?;
-    let plain = ProxyProcess::start(&exe, &[CHILD_FLAG], new.port(), "");
-    let migration = ProxyProcess::start(
-        &exe,
-        &[CHILD_FLAG],
-        new.port(),
-        &format!(
-            "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n",
-            old.port()
-        ),
-    );
-    // Each account migrated once (its tree mapped, INBOX backfilled), untimed.
-    for (u, _) in &users {
-        let mut c = Client::connect(migration.port).await?;
-        c.command(&format!("LOGIN {u} {PW}")).await?;
-        c.command("SELECT INBOX").await?;
-        c.command("LOGOUT").await?;
+    let this = std::env::current_exe()?;
+    let mut proxies = vec![start_proxies(&this, &new, &old).await?];
+    if let Some(other) = &cfg.proxy_exe {
+        proxies.push(start_proxies(other, &new, &old).await?);
     }
-    let ports = [new.port(), plain.port, migration.port];
+    // (name, port, greeting only)
+    let mut paths: Vec<(String, u16, bool)> = vec![(PATHS[0].into(), new.port(), false)];
+    for (i, (plain, migration)) in proxies.iter().enumerate() {
+        let of = if i == 0 { "" } else { " (other)" };
+        paths.push((format!("{}{of}", PATHS[1]), plain.port, false));
+        paths.push((format!("{}{of}", PATHS[2]), migration.port, false));
+    }
+    paths.push((PATHS[3].into(), new.port(), true));
     println!(
         "NEW dovecot 127.0.0.1:{}, OLD dovecot 127.0.0.1:{} (Slash, mail_fsync=never); \
-         plain proxy pid {} on :{}, migration proxy pid {} on :{}; {} CPUs; load average {}",
+         proxies of {}{}; {} CPUs; load average {}",
         new.port(),
         old.port(),
-        plain.pid(),
-        plain.port,
-        migration.pid(),
-        migration.port,
+        this.display(),
+        cfg.proxy_exe
+            .as_ref()
+            .map(|p| format!(" and, marked (other), of {}", p.display()))
+            .unwrap_or_default(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg()
     );
 
     // samples[concurrency index][path] = (login secs, login + logout secs) of every login.
-    let mut samples = vec![vec![Vec::<(f64, f64)>::new(); PATHS.len()]; CONCURRENCY.len()];
+    let mut samples = vec![vec![Vec::<(f64, f64)>::new(); paths.len()]; CONCURRENCY.len()];
     for round in 0..=cfg.rounds {
         for (ci, &clients) in CONCURRENCY.iter().enumerate() {
-            for turn in 0..PATHS.len() {
-                let path = (turn + round) % PATHS.len();
-                let got = batch(ports[path], clients, cfg.logins).await?;
+            for turn in 0..paths.len() {
+                let path = (turn + round) % paths.len();
+                let (_, port, greeting_only) = paths[path];
+                let got = batch(port, greeting_only, clients, cfg.logins, cfg.think).await?;
                 if round > 0 {
                     samples[ci][path].extend(got);
                 }
@@ -161,7 +188,7 @@ async fn run(cfg: &Config) -> Result<()> {
         cfg.rounds
     );
     println!(
-        "  {:<12} {:<16} {:>7} {:>9} {:>8} {:>9} {:>8}",
+        "  {:<8} {:<26} {:>7} {:>9} {:>8} {:>9} {:>8}",
         "clients", "path", "logins", "login", "ratio", "+logout", "ratio"
     );
     for (ci, &clients) in CONCURRENCY.iter().enumerate() {
@@ -169,10 +196,10 @@ async fn run(cfg: &Config) -> Result<()> {
             median(samples[ci][path].iter().map(f).collect())
         };
         let (direct_login, direct_all) = (med(0, |s| s.0), med(0, |s| s.1));
-        for (path, name) in PATHS.iter().enumerate() {
+        for (path, (name, _, _)) in paths.iter().enumerate() {
             let (login, all) = (med(path, |s| s.0), med(path, |s| s.1));
             println!(
-                "  {:<12} {:<16} {:>7} {:>9.2} {:>7.2}× {:>9.2} {:>7.2}×",
+                "  {:<8} {:<26} {:>7} {:>9.2} {:>7.2}× {:>9.2} {:>7.2}×",
                 clients,
                 name,
                 samples[ci][path].len(),
@@ -185,15 +212,53 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     println!("  load average after the rounds: {}", loadavg());
     println!(
-        "reproduce: TMPDIR=/dev/shm cargo run --release --example login_bench -- --logins {} --rounds {}",
-        cfg.logins, cfg.rounds
+        "reproduce: TMPDIR=/dev/shm cargo run --release --example login_bench -- --logins {} --rounds {} --think-ms {}{}",
+        cfg.logins,
+        cfg.rounds,
+        cfg.think.as_millis(),
+        cfg.proxy_exe
+            .as_ref()
+            .map(|p| format!(" --proxy-exe {}", p.display()))
+            .unwrap_or_default()
     );
     Ok(())
 }
 
+/// The plain and the migration proxy, run by `exe` (this binary or another build of it), the
+/// migration proxy's accounts migrated by one login, `SELECT INBOX` and `LOGOUT` each (untimed).
+async fn start_proxies(
+    exe: &std::path::Path,
+    new: &Dovecot,
+    old: &Dovecot,
+) -> Result<(ProxyProcess, ProxyProcess)> {
+    let plain = ProxyProcess::start(exe, &[CHILD_FLAG], new.port(), "");
+    let migration = ProxyProcess::start(
+        exe,
+        &[CHILD_FLAG],
+        new.port(),
+        &format!(
+            "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n",
+            old.port()
+        ),
+    );
+    for i in 0..USERS {
+        let mut c = Client::connect(migration.port).await?;
+        c.command(&format!("LOGIN {} {PW}", user(i))).await?;
+        c.command("SELECT INBOX").await?;
+        c.command("LOGOUT").await?;
+    }
+    Ok((plain, migration))
+}
+
 /// `clients` clients on `port` (users u0…), all starting together, each running logins in a
 /// row: `logins` in all at concurrency 1, `logins / 2` each otherwise.
-async fn batch(port: u16, clients: usize, logins: usize) -> Result<Vec<(f64, f64)>> {
+async fn batch(
+    port: u16,
+    greeting_only: bool,
+    clients: usize,
+    logins: usize,
+    think: Duration,
+) -> Result<Vec<(f64, f64)>> {
     let each = if clients == 1 { logins } else { logins / 2 };
     let mut set = tokio::task::JoinSet::new();
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
@@ -203,7 +268,7 @@ async fn batch(port: u16, clients: usize, logins: usize) -> Result<Vec<(f64, f64
             start.wait().await;
             let mut got = Vec::with_capacity(each);
             for _ in 0..each {
-                got.push(login_logout(port, &user(i)).await?);
+                got.push(login_logout(port, greeting_only, think, &user(i)).await?);
             }
             anyhow::Ok(got)
         });
@@ -215,11 +280,21 @@ async fn batch(port: u16, clients: usize, logins: usize) -> Result<Vec<(f64, f64
     Ok(all)
 }
 
-/// One login: (connect to LOGIN's tagged OK, connect to LOGOUT's tagged OK) in seconds.
-async fn login_logout(port: u16, user: &str) -> Result<(f64, f64)> {
+/// One login: (connect to LOGIN's tagged OK, connect to LOGOUT's tagged OK) in seconds; with
+/// `greeting_only` no LOGIN, the first figure ends at the greeting. `think`: the pause between
+/// the greeting and LOGIN.
+async fn login_logout(
+    port: u16,
+    greeting_only: bool,
+    think: Duration,
+    user: &str,
+) -> Result<(f64, f64)> {
     let t = Instant::now();
     let mut c = Client::connect(port).await?;
-    c.command(&format!("LOGIN {user} {PW}")).await?;
+    if !greeting_only {
+        tokio::time::sleep(think).await;
+        c.command(&format!("LOGIN {user} {PW}")).await?;
+    }
     let login = t.elapsed().as_secs_f64();
     c.command("LOGOUT").await?;
     Ok((login, t.elapsed().as_secs_f64()))
