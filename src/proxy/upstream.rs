@@ -3,7 +3,8 @@
 //! the client has read the proxy's greeting and sent its LOGIN; dropping it (the client left, the
 //! login deadline passed, the server shuts down) closes that connection. [`login`] then tells NEW
 //! the client's address (`ID x-originating-ip`) and logs in, both in one write, and reads both
-//! tagged answers; an early connection NEW closed in the meantime is replaced by a fresh one.
+//! tagged answers; an early connection NEW closed in the meantime (or left to a login process of
+//! its previous run, which answers `NO [UNAVAILABLE]`) is replaced by a fresh one.
 
 use std::io;
 use std::net::SocketAddr;
@@ -239,7 +240,8 @@ async fn connect(settings: &Settings) -> Result<Upstream, UpstreamError> {
 }
 
 /// Logs in to NEW with the client's credentials on the early connection (or a new one), after
-/// telling NEW the client's address.
+/// telling NEW the client's address. An early connection that breaks or answers
+/// `NO [UNAVAILABLE]` is replaced by a new one, once.
 pub(super) async fn login(
     settings: &Settings,
     early: &mut Early,
@@ -248,38 +250,44 @@ pub(super) async fn login(
 ) -> Result<NewLogin, UpstreamError> {
     match early.take().await {
         Some(Ok(up)) => match attempt(up, peer, auth).await {
-            Ok(login) => return Ok(login),
-            Err(Failed::Unheard(e)) => {
-                debug!("NEW's early connection no longer answers ({e}), connecting again");
+            Ok(NewLogin::Refused(text)) if unavailable(&text) => {
+                // A Dovecot restarted meanwhile may leave its old login process on the
+                // connection, without its authentication service: a verdict on nothing.
+                debug!(
+                    "NEW's early connection cannot authenticate (UNAVAILABLE), connecting again"
+                );
             }
-            Err(Failed::Heard(e)) => return Err(e),
+            // NEW closed it meanwhile (restarted, timed out), maybe as the login arrived: one
+            // more login attempt costs nothing.
+            Err(e @ (UpstreamError::Closed | UpstreamError::Io(_))) => {
+                debug!("NEW's early connection is gone ({e}), connecting again");
+            }
+            other => return other,
         },
         Some(Err(e)) => debug!("connecting ahead of the login failed ({e}), connecting again"),
         None => {}
     }
     let up = connect(settings).await?;
-    attempt(up, peer, auth).await.map_err(|f| match f {
-        Failed::Unheard(e) | Failed::Heard(e) => e,
-    })
+    attempt(up, peer, auth).await
 }
 
-/// How a login attempt failed: `Unheard` when NEW answered nothing of it (a connection it had
-/// closed in the meantime), so another connection may try again.
-enum Failed {
-    Unheard(UpstreamError),
-    Heard(UpstreamError),
-}
-
-impl From<UpstreamError> for Failed {
-    fn from(e: UpstreamError) -> Failed {
-        Failed::Heard(e)
-    }
+/// NEW's refusal says it could not check the credentials (`NO [UNAVAILABLE]`, RFC 5530).
+fn unavailable(text: &str) -> bool {
+    let mut words = text.split_ascii_whitespace();
+    words.next().is_some_and(|w| w.eq_ignore_ascii_case("NO"))
+        && words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("[UNAVAILABLE]"))
 }
 
 /// One login on `up`: `ID x-originating-ip` (honoured by Dovecot from `login_trusted_networks`;
 /// its answer is ignored) and LOGIN or AUTHENTICATE PLAIN written at once, NEW answering the ID
 /// first.
-async fn attempt(mut up: Upstream, peer: SocketAddr, auth: &Auth) -> Result<NewLogin, Failed> {
+async fn attempt(
+    mut up: Upstream,
+    peer: SocketAddr,
+    auth: &Auth,
+) -> Result<NewLogin, UpstreamError> {
     let mut out = format!(
         "PI ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")\r\n",
         peer.ip(),
@@ -317,16 +325,9 @@ async fn attempt(mut up: Upstream, peer: SocketAddr, auth: &Auth) -> Result<NewL
     }
     // Credentials inside: never printed.
     let out = Secret::from_bytes(out);
-    if let Err(e) = up.send(out.expose_bytes()).await {
-        return Err(Failed::Unheard(e));
-    }
+    up.send(out.expose_bytes()).await?;
     drop(out);
-    if let Err(e) = up.tagged("PI").await {
-        return Err(match e {
-            UpstreamError::Closed | UpstreamError::Io(_) => Failed::Unheard(e),
-            e => Failed::Heard(e),
-        });
-    }
+    up.tagged("PI").await?;
     if let Some(response) = pending {
         let line = up.line().await?;
         if line.starts_with(b"+") {
@@ -434,7 +435,7 @@ mod tests {
         auth: Auth,
         expect: &[u8],
         answer: &'static [u8],
-    ) -> (Result<NewLogin, Failed>, Vec<u8>) {
+    ) -> (Result<NewLogin, UpstreamError>, Vec<u8>) {
         let (up, new_side) = upstream(sasl_ir);
         let peer: SocketAddr = PEER.parse().unwrap();
         let login = async {
@@ -445,12 +446,11 @@ mod tests {
         tokio::join!(login, fake_new(new_side, expect.len(), answer))
     }
 
-    fn text(r: Result<NewLogin, Failed>) -> String {
+    fn text(r: Result<NewLogin, UpstreamError>) -> String {
         match r {
             Ok(NewLogin::Ok { text, .. }) => format!("OK: {text}"),
             Ok(NewLogin::Refused(text)) => format!("refused: {text}"),
-            Err(Failed::Heard(e)) => format!("heard: {e}"),
-            Err(Failed::Unheard(e)) => format!("unheard: {e}"),
+            Err(e) => format!("error: {e}"),
         }
     }
 
@@ -528,8 +528,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn unavailable_refusals() {
+        assert!(unavailable("NO [UNAVAILABLE] Internal error occurred.\r\n"));
+        assert!(unavailable("no [unavailable] x"));
+        assert!(!unavailable(
+            "NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+        ));
+        assert!(!unavailable("BAD [UNAVAILABLE]x"));
+        assert!(!unavailable(""));
+    }
+
     #[tokio::test]
-    async fn a_connection_closed_before_answering_is_unheard() {
+    async fn a_connection_closed_before_the_answer_is_an_error_to_retry() {
         let auth = Auth::Login {
             user: "joe".into(),
             password: Secret::new("pw"),
@@ -538,9 +549,13 @@ mod tests {
         drop(new_side);
         let peer: SocketAddr = PEER.parse().unwrap();
         let r = attempt(up, peer, &auth).await;
-        assert!(matches!(r, Err(Failed::Unheard(_))), "{}", text(r));
-        // Closed after the ID's answer: NEW may have seen the login, no second try.
+        assert!(
+            matches!(r, Err(UpstreamError::Closed | UpstreamError::Io(_))),
+            "{}",
+            text(r)
+        );
+        // Closed after the ID's answer, before the login's.
         let (r, _) = run(true, auth, &[ID, b"P1 LOGIN"].concat(), b"PI OK\r\n").await;
-        assert!(matches!(r, Err(Failed::Heard(_))), "{}", text(r));
+        assert!(matches!(r, Err(UpstreamError::Closed)), "{}", text(r));
     }
 }
