@@ -181,6 +181,34 @@ fn proxy_protocol_v1_and_v2_headers_carry_the_client_address() {
     assert!(log.matches("rip=127.0.0.1,").count() >= 2, "{log}");
 }
 
+/// AUTHENTICATE PLAIN (which the proxy sends NEW in one write with the ID) carries the client's
+/// address too, for a login NEW accepts and for one it refuses.
+#[test]
+fn authenticate_plain_carries_the_client_address() {
+    use base64::Engine as _;
+    let new = trusted_new(&[("alice", "alicepw")]);
+    let proxy = proxy_protocol_proxy(&new, "");
+    let plain =
+        |pw: &str| base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{pw}"));
+
+    let mut c = Client::connect(proxy.port, &v1("192.0.2.8", "198.51.100.1"));
+    assert!(c.line().starts_with("* OK"));
+    let r = c.cmd("a1", &format!("AUTHENTICATE PLAIN {}", plain("alicepw")));
+    assert!(r.starts_with("a1 OK"), "{r}");
+    let r = c.cmd("a2", "LOGOUT");
+    assert!(r.starts_with("a2 OK"), "{r}");
+    wait_for_log(&new, "rip=192.0.2.8,");
+
+    let mut c = Client::connect(proxy.port, &v1("192.0.2.9", "198.51.100.1"));
+    assert!(c.line().starts_with("* OK"));
+    let r = c.cmd("b1", &format!("AUTHENTICATE PLAIN {}", plain("wrong")));
+    assert!(r.starts_with("b1 NO [AUTHENTICATIONFAILED]"), "{r}");
+    wait_for_log(&new, "rip=192.0.2.9,");
+    let log = new.log();
+    let refused = log.lines().find(|l| l.contains("rip=192.0.2.9,")).unwrap();
+    assert!(refused.contains("auth failed"), "{refused}");
+}
+
 const TLS_SCRIPT: &str = r#"
 import socket, ssl, sys
 port, ca, header, user, pw = int(sys.argv[1]), sys.argv[2], bytes.fromhex(sys.argv[3]), sys.argv[4], sys.argv[5]

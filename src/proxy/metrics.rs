@@ -173,7 +173,8 @@ impl Metrics {
         self.proxy_protocol_refused.fetch_add(1, Relaxed);
     }
 
-    /// How long NEW took to answer a login (connect, greeting, ID, LOGIN/AUTHENTICATE).
+    /// How long the client waited for NEW to answer its login (from its LOGIN/AUTHENTICATE: what is
+    /// left of connecting, then ID and LOGIN/AUTHENTICATE).
     pub fn upstream_latency(&self, took: Duration) {
         let secs = took.as_secs_f64();
         let bucket = LATENCY_BUCKETS
@@ -248,7 +249,7 @@ impl Metrics {
             load(&self.bytes_new_to_client)
         );
         out.push_str(
-            "# HELP imapferry_upstream_latency_seconds Time NEW took to answer a login (connect to tagged reply).\n\
+            "# HELP imapferry_upstream_latency_seconds Time NEW took to answer a login (the client's LOGIN to NEW's tagged reply).\n\
              # TYPE imapferry_upstream_latency_seconds histogram\n",
         );
         let mut cumulative = 0u64;

@@ -1,6 +1,7 @@
 //! The transparent IMAP proxy: [`server`] binds the listeners and accepts connections (reading a
 //! [`proxy_protocol`] header first when configured), [`session`] runs one client connection
-//! (proxy-owned greeting, login checked by NEW, byte relay), [`metrics`] counts what happens and
+//! (proxy-owned greeting, login checked by NEW, byte relay) with [`upstream`] opening NEW's
+//! connection as the client arrives and logging in to it, [`metrics`] counts what happens and
 //! [`admin`] serves `/health`, `/metrics` and the operator's JSON API, [`reload`] applies a
 //! changed configuration file to a running proxy; the sans-I/O parts:
 //! [`framer`] splits a byte stream into lines and streamed literal data without rewriting a byte,
@@ -17,3 +18,4 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod throttle;
+pub mod upstream;

@@ -27,6 +27,7 @@ use super::proxy_protocol::{self, Header};
 use super::reload::{LogControl, Reloader};
 use super::session::{self, BoxIo, Settings};
 use super::throttle::LoginThrottle;
+use super::upstream::Early;
 use crate::cidr::{self, Cidr};
 use crate::config::{Config, Security, ValidationError};
 use crate::lock::Swap;
@@ -467,6 +468,9 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
             .await;
         return;
     };
+    // NEW's connection is opened while the client is busy with TLS, the greeting and its
+    // LOGIN; it lives inside this connection's limits and ends with it.
+    let early = Early::start(Arc::clone(&settings), stop.clone());
     let client: BoxIo = if tls {
         let Some(acceptor) = settings.acceptor.clone() else {
             return;
@@ -487,7 +491,7 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
     } else {
         Box::new(tcp)
     };
-    session::run(client, tls, peer, settings, stop).await;
+    session::run(client, tls, peer, settings, stop, early).await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! One client connection of the transparent proxy: the proxy owns the greeting and the
 //! pre-login commands (CAPABILITY, NOOP, ID, LOGOUT, STARTTLS), checks LOGIN / AUTHENTICATE PLAIN
-//! against NEW (after telling NEW the client's address with ID `x-originating-ip`; a refused login
-//! is answered after a delay that grows with repeated failures from the same address), then relays
+//! against NEW on the connection [`upstream`](super::upstream) opened when the client arrived (telling NEW the
+//! client's address with ID `x-originating-ip` first; a refused login is answered after a delay
+//! that grows with repeated failures from the same address), then relays
 //! bytes both ways through the framer, rewriting only capability lists. When the server shuts down,
 //! the session sends `* BYE Server shutting down` between two responses and closes.
 
@@ -13,11 +14,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ClientConfig;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{Span, debug, info, trace, warn};
 
 use super::framer::{Event, FrameError, Framer, Limits};
@@ -25,7 +25,8 @@ use super::inspect::{Arg, Command, inspect};
 use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
 use super::throttle::LoginThrottle;
-use crate::config::{self, Security};
+use super::upstream::{self, Early, NEW_TIMEOUT, NewLogin};
+use crate::config;
 use crate::migrate::{Account, NotMarked, Watch};
 use crate::secret::Secret;
 
@@ -47,8 +48,6 @@ const TRACK_MAX: usize = 16 * 1024;
 const TRACK_LITERAL: u64 = 4 * 1024;
 /// Longest response line from NEW framed as a line (longer ones are relayed as is).
 const NEW_MAX_LINE: usize = 1024 * 1024;
-/// Connecting and logging in to NEW.
-const NEW_TIMEOUT: Duration = Duration::from_secs(30);
 /// Replies of the proxy's own (BAD) waiting to be placed between NEW's responses; past this the
 /// session reads no more from the client until they are written.
 const INJECT_QUEUE: usize = 16;
@@ -88,15 +87,17 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Runs one client connection to its end. `secure`: the client stream is already TLS; `peer`:
-/// the client's address; `stop` turns true when the server shuts down.
+/// the client's address; `stop` turns true when the server shuts down; `early`: NEW's
+/// connection opened when the client was accepted (closed with the session if it is not used).
 pub async fn run(
     client: BoxIo,
     secure: bool,
     peer: SocketAddr,
     settings: Arc<Settings>,
     stop: watch::Receiver<bool>,
+    early: Early,
 ) {
-    match prelogin(client, secure, peer, &settings, stop.clone()).await {
+    match prelogin(client, secure, peer, &settings, stop.clone(), early).await {
         Ok(Some(logged_in)) => {
             if let Err(e) = relay(logged_in, &settings, stop).await {
                 debug!("session ended: {e}");
@@ -178,7 +179,7 @@ impl Input {
 }
 
 /// The first token of a line, if it looks like a tag.
-fn first_token(line: &[u8]) -> Option<String> {
+pub(super) fn first_token(line: &[u8]) -> Option<String> {
     let end = line
         .iter()
         .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
@@ -203,7 +204,7 @@ fn keep_capability(cap: &str) -> bool {
 }
 
 /// Filters a space-separated capability list.
-fn filter_capabilities(list: &str) -> String {
+pub(super) fn filter_capabilities(list: &str) -> String {
     list.split_ascii_whitespace()
         .filter(|c| keep_capability(c))
         .collect::<Vec<_>>()
@@ -212,7 +213,7 @@ fn filter_capabilities(list: &str) -> String {
 
 /// The capability list inside a response line (`* CAPABILITY ...` or `[CAPABILITY ...]` in a
 /// status response): `(start, end)` byte offsets of the list, or `None`.
-fn capability_span(line: &[u8]) -> Option<(usize, usize)> {
+pub(super) fn capability_span(line: &[u8]) -> Option<(usize, usize)> {
     let body_end = line
         .iter()
         .rposition(|&b| b != b'\r' && b != b'\n')
@@ -240,7 +241,7 @@ fn capability_span(line: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// `line` with its capability list filtered, if it carries one.
-fn rewrite_capabilities(line: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn rewrite_capabilities(line: &[u8]) -> Option<Vec<u8>> {
     let (start, end) = capability_span(line)?;
     let list = String::from_utf8_lossy(&line[start..end]);
     let mut out = line[..start].to_vec();
@@ -264,7 +265,7 @@ fn prelogin_capabilities(settings: &Settings, secure: bool) -> String {
 }
 
 /// How the client authenticates; passed on to NEW.
-enum Auth {
+pub(super) enum Auth {
     Login {
         user: String,
         password: Secret,
@@ -398,6 +399,7 @@ async fn prelogin(
     peer: SocketAddr,
     settings: &Settings,
     mut stop: watch::Receiver<bool>,
+    mut early: Early,
 ) -> io::Result<Option<LoggedIn>> {
     let deadline = Instant::now() + Duration::from_secs(settings.limits.login_timeout_secs);
     let max_literal = u64::from(settings.limits.max_literal_before_login);
@@ -634,7 +636,14 @@ async fn prelogin(
         let Some((tag, auth)) = auth else { continue };
 
         let started = Instant::now();
-        let outcome = tokio::time::timeout(NEW_TIMEOUT, login_new(settings, peer, &auth)).await;
+        let login = upstream::login(settings, &mut early, peer, &auth);
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(NEW_TIMEOUT, login) => r,
+            () = stopped(&mut stop) => {
+                last_words(&mut client, SHUTDOWN_TEXT).await;
+                return Ok(None);
+            }
+        };
         if let Ok(Ok(_)) = &outcome {
             settings.metrics.upstream_latency(started.elapsed());
         }
@@ -710,213 +719,6 @@ fn sasl_plain(response: &[u8]) -> Result<Auth, &'static str> {
         response: Secret::from_bytes(response),
         authcid: text(authcid),
         password: Secret::from_bytes(password),
-    })
-}
-
-/// NEW's answer to the login.
-enum NewLogin {
-    /// `text`: the tagged OK line without its tag, capability list filtered.
-    Ok {
-        new: BoxIo,
-        leftover: Vec<u8>,
-        text: String,
-    },
-    /// NEW's tagged NO/BAD line without its tag.
-    Refused(String),
-}
-
-/// A line-oriented view of NEW during login.
-struct Upstream {
-    io: BoxIo,
-    buf: Vec<u8>,
-}
-
-impl Upstream {
-    async fn line(&mut self) -> io::Result<Vec<u8>> {
-        loop {
-            if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
-                return Ok(self.buf.drain(..=p).collect());
-            }
-            if self.buf.len() > NEW_MAX_LINE {
-                return Err(io::Error::other("NEW sent an overlong line"));
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.io.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Reads up to the line tagged `tag`; returns the untagged lines and the tagged one.
-    async fn tagged(&mut self, tag: &str) -> io::Result<(Vec<Vec<u8>>, Vec<u8>)> {
-        let mut untagged = Vec::new();
-        loop {
-            let line = self.line().await?;
-            if first_token(&line).as_deref() == Some(tag) {
-                return Ok((untagged, line));
-            }
-            if line.starts_with(b"+") {
-                return Err(io::Error::other("unexpected continuation from NEW"));
-            }
-            if untagged.len() > 100 {
-                return Err(io::Error::other("NEW is chatty during login"));
-            }
-            untagged.push(line);
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        write_flush(&mut self.io, bytes).await
-    }
-}
-
-async fn connect_new(settings: &Settings) -> io::Result<Upstream> {
-    let address = settings.new.address.as_str();
-    let tcp = TcpStream::connect(address).await?;
-    tcp.set_nodelay(true)?;
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let tls = |tcp: BoxIo| async {
-        let config = settings
-            .new_tls
-            .clone()
-            .ok_or_else(|| io::Error::other("no TLS configuration for NEW"))?;
-        let name = rustls_pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let stream = TlsConnector::from(config).connect(name, tcp).await?;
-        io::Result::Ok(Box::new(stream) as BoxIo)
-    };
-    let mut up = match settings.new.security {
-        Security::Tls => Upstream {
-            io: tls(Box::new(tcp)).await?,
-            buf: Vec::new(),
-        },
-        Security::None | Security::Starttls => Upstream {
-            io: Box::new(tcp),
-            buf: Vec::new(),
-        },
-    };
-    let greeting = up.line().await?;
-    if !greeting.starts_with(b"* OK") {
-        return Err(io::Error::other(format!(
-            "NEW greeting: {}",
-            String::from_utf8_lossy(&greeting).trim_end()
-        )));
-    }
-    if settings.new.security == Security::Starttls {
-        up.send(b"P0 STARTTLS\r\n").await?;
-        let (_, done) = up.tagged("P0").await?;
-        if !done.starts_with(b"P0 OK") {
-            return Err(io::Error::other("NEW refused STARTTLS"));
-        }
-        up = Upstream {
-            io: tls(up.io).await?,
-            buf: Vec::new(),
-        };
-    }
-    Ok(up)
-}
-
-/// True when `s` can be sent as a quoted string.
-fn quotable(s: &[u8]) -> bool {
-    s.iter()
-        .all(|&b| b.is_ascii() && b != 0 && b != b'\r' && b != b'\n')
-}
-
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// `s` as a quoted string (only for [`quotable`] bytes).
-fn quote_bytes(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() + 2);
-    out.push(b'"');
-    for &b in s {
-        if b == b'"' || b == b'\\' {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
-    out
-}
-
-/// Logs in to NEW with the client's credentials, after telling NEW the client's address (ID
-/// `x-originating-ip`, honoured by Dovecot from `login_trusted_networks`; NEW's answer is ignored).
-async fn login_new(settings: &Settings, peer: SocketAddr, auth: &Auth) -> io::Result<NewLogin> {
-    let mut up = connect_new(settings).await?;
-    let id = format!(
-        "PI ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")\r\n",
-        peer.ip(),
-        peer.port()
-    );
-    up.send(id.as_bytes()).await?;
-    up.tagged("PI").await?;
-    let plain = match auth {
-        Auth::Login { user, password }
-            if quotable(user.as_bytes()) && quotable(password.expose_bytes()) =>
-        {
-            let mut cmd = format!("P1 LOGIN {} ", quote(user)).into_bytes();
-            cmd.extend_from_slice(&quote_bytes(password.expose_bytes()));
-            cmd.extend_from_slice(b"\r\n");
-            up.send(&cmd).await?;
-            None
-        }
-        // 8-bit bytes cannot be quoted: SASL PLAIN carries them exactly.
-        Auth::Login { user, password } => {
-            let mut raw = format!("\0{user}\0").into_bytes();
-            raw.extend_from_slice(password.expose_bytes());
-            Some(Secret::new(B64.encode(raw)))
-        }
-        Auth::Plain { response, .. } => Some(response.clone()),
-    };
-    if let Some(response) = plain {
-        up.send(b"P1 AUTHENTICATE PLAIN\r\n").await?;
-        let line = up.line().await?;
-        if line.starts_with(b"+") {
-            up.send(&[response.expose_bytes(), b"\r\n"].concat())
-                .await?;
-        } else {
-            up.buf.splice(0..0, line);
-        }
-    }
-    let (untagged, done) = up.tagged("P1").await?;
-    let rest = String::from_utf8_lossy(&done[3..]).into_owned();
-    if !rest.get(..3).is_some_and(|s| s.eq_ignore_ascii_case("OK ")) {
-        return Ok(NewLogin::Refused(rest));
-    }
-    let mut text = rest;
-    if let Some(rewritten) = rewrite_capabilities(&done) {
-        text = String::from_utf8_lossy(&rewritten[3..]).into_owned();
-    } else {
-        // Tell the client NEW's capabilities in the OK, as a fresh client expects.
-        let mut caps: Option<String> = untagged.iter().find_map(|l| {
-            let (s, e) = capability_span(l)?;
-            Some(String::from_utf8_lossy(&l[s..e]).into_owned())
-        });
-        if caps.is_none() {
-            up.send(b"P2 CAPABILITY\r\n").await?;
-            let (untagged, _) = up.tagged("P2").await?;
-            caps = untagged.iter().find_map(|l| {
-                let (s, e) = capability_span(l)?;
-                Some(String::from_utf8_lossy(&l[s..e]).into_owned())
-            });
-        }
-        if let Some(caps) = caps {
-            let body = text.get(3..).unwrap_or_default();
-            text = format!("OK [CAPABILITY {}] {body}", filter_capabilities(&caps));
-        }
-    }
-    Ok(NewLogin::Ok {
-        new: up.io,
-        leftover: up.buf,
-        text,
     })
 }
 
