@@ -5,10 +5,10 @@
 use crate::imap::ConnectOptions;
 use crate::imap::script::{Step, serve, step};
 use crate::secret::Secret;
-use crate::store::{MailboxState, MeasuredSizes, Phase, SqliteStore, Store};
+use crate::store::{MailboxState, MeasuredSizes, PairId, Phase, SqliteStore, Store};
 use crate::sync::{AuthMech, Endpoint, Event, Observer, Options, Sizes, folder_sizes};
 
-use super::sync_account;
+use super::{account_key, sync_account};
 
 const FOLDERS: [&str; 3] = ["Archive", "INBOX", "Sent"];
 const CAPS: &str = "IMAP4rev1 LITERAL+ CONDSTORE UIDPLUS MOVE";
@@ -58,40 +58,86 @@ fn tree() -> Vec<Step> {
     ]
 }
 
+/// STATUS `f` answered with `s`.
+fn status(f: &str, s: MailboxState) -> Step {
+    step(
+        &format!("STATUS \"{f}\""),
+        &format!(
+            "* STATUS {f} (MESSAGES {} UIDNEXT {} UIDVALIDITY {} HIGHESTMODSEQ {})\r\n$tag OK\r\n",
+            s.messages, s.uidnext, s.uidvalidity, s.highestmodseq
+        ),
+    )
+}
+
+/// OLD and NEW playing their dialogues (each after the login and the tree, before LOGOUT), and a
+/// state store that knows the account and its folder pairs.
+struct Scene {
+    old: Endpoint,
+    new: Endpoint,
+    served: [tokio::task::JoinHandle<Result<Vec<String>, String>>; 2],
+    store: SqliteStore,
+    pairs: Vec<PairId>,
+    _dir: tempfile::TempDir,
+}
+
+impl Scene {
+    async fn new(old_steps: Vec<Step>, new_steps: Vec<Step>) -> Scene {
+        let around = |steps: Vec<Step>| {
+            let mut all = tree();
+            all.extend(steps);
+            all.push(step("LOGOUT", "* BYE\r\n$tag OK\r\n"));
+            all
+        };
+        let (old, old_task) = serve(CAPS, around(old_steps)).await;
+        let (new, new_task) = serve(CAPS, around(new_steps)).await;
+        let (old, new) = (endpoint(old), endpoint(new));
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap();
+        let account = store.account(&account_key(&old, &new)).await.unwrap();
+        let mut pairs = Vec::new();
+        for f in FOLDERS {
+            pairs.push(store.folder_pair(account, f, f).await.unwrap().id);
+        }
+        Scene {
+            old,
+            new,
+            served: [old_task, new_task],
+            store,
+            pairs,
+            _dir: dir,
+        }
+    }
+
+    /// The commands each side received; panics with them when `outcome` is an error.
+    async fn heard<T, E: std::fmt::Display>(
+        self,
+        outcome: Result<T, E>,
+    ) -> (T, Vec<String>, Vec<String>) {
+        let [old, new] = self.served;
+        let (old, new) = (old.await.unwrap(), new.await.unwrap());
+        match outcome {
+            Ok(t) => (t, old.unwrap(), new.unwrap()),
+            Err(e) => panic!("{e}: OLD {old:?}, NEW {new:?}"),
+        }
+    }
+}
+
 /// The commands OLD and NEW receive in a pass over an account whose folders hold `messages`
 /// each and are as the last pass left them.
 async fn no_change_dialogue(messages: u32) -> (Vec<String>, Vec<String>) {
-    let mut old_steps = tree();
-    for (i, f) in FOLDERS.iter().enumerate() {
-        let s = recorded(i, messages, 0);
-        old_steps.push(step(
-            &format!("STATUS \"{f}\""),
-            &format!(
-                "* STATUS {f} (MESSAGES {} UIDNEXT {} UIDVALIDITY {} HIGHESTMODSEQ {})\r\n$tag OK\r\n",
-                s.messages, s.uidnext, s.uidvalidity, s.highestmodseq
-            ),
-        ));
-    }
-    old_steps.push(step("LOGOUT", "* BYE\r\n$tag OK\r\n"));
-    let mut new_steps = tree();
-    new_steps.push(step("LOGOUT", "* BYE\r\n$tag OK\r\n"));
-    let (old_opts, old_task) = serve(CAPS, old_steps).await;
-    let (new_opts, new_task) = serve(CAPS, new_steps).await;
-    let (old_ep, new_ep) = (endpoint(old_opts), endpoint(new_opts));
-
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db"))
-        .await
-        .unwrap();
-    let account = store
-        .account(&super::account_key(&old_ep, &new_ep))
-        .await
-        .unwrap();
-    for (i, f) in FOLDERS.iter().enumerate() {
-        let pair = store.folder_pair(account, f, f).await.unwrap();
-        store
+    let old_steps = FOLDERS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| status(f, recorded(i, messages, 0)))
+        .collect();
+    let scene = Scene::new(old_steps, Vec::new()).await;
+    for (i, &pair) in scene.pairs.iter().enumerate() {
+        scene
+            .store
             .save_pair_state(
-                pair.id,
+                pair,
                 Some(recorded(i, messages, 0)),
                 Some(recorded(i, messages, 1)),
                 messages + 1,
@@ -100,13 +146,19 @@ async fn no_change_dialogue(messages: u32) -> (Vec<String>, Vec<String>) {
             .await
             .unwrap();
     }
-    let report = sync_account(&store, &old_ep, &new_ep, &Options::default(), &Quiet).await;
-    let (old_seen, new_seen) = (old_task.await.unwrap(), new_task.await.unwrap());
-    let report = report.unwrap_or_else(|e| panic!("{e}: OLD {old_seen:?}, NEW {new_seen:?}"));
+    let report = sync_account(
+        &scene.store,
+        &scene.old,
+        &scene.new,
+        &Options::default(),
+        &Quiet,
+    )
+    .await;
+    let (report, old, new) = scene.heard(report).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.stats.folders_synced, FOLDERS.len() as u64);
     assert_eq!(report.stats.messages_transferred, 0);
-    (old_seen.unwrap(), new_seen.unwrap())
+    (old, new)
 }
 
 /// A folder as the last pass left it costs one STATUS on OLD and nothing on NEW: no SELECT, no
@@ -132,17 +184,6 @@ async fn an_unchanged_folder_costs_one_status_whatever_its_size() {
     );
 }
 
-/// STATUS `f` answered with `s`.
-fn status(f: &str, s: MailboxState) -> Step {
-    step(
-        &format!("STATUS \"{f}\""),
-        &format!(
-            "* STATUS {f} (MESSAGES {} UIDNEXT {} UIDVALIDITY {} HIGHESTMODSEQ {})\r\n$tag OK\r\n",
-            s.messages, s.uidnext, s.uidvalidity, s.highestmodseq
-        ),
-    )
-}
-
 /// The size table of folders measured before costs one STATUS a folder and side; only the
 /// folder where a message arrived since (OLD's INBOX: UIDNEXT moved) is measured again, and its
 /// new measure is kept.
@@ -158,10 +199,9 @@ async fn the_size_table_measures_again_only_what_changed() {
             biggest: 600,
         }
     };
-    let mut old_steps = tree();
     let mut inbox_now = recorded(1, 2, 0);
     inbox_now.uidnext += 1;
-    old_steps.extend([
+    let old_steps = vec![
         status("Archive", recorded(0, 2, 0)),
         status("INBOX", inbox_now),
         status("Sent", recorded(2, 2, 0)),
@@ -173,39 +213,30 @@ async fn the_size_table_measures_again_only_what_changed() {
             "UID FETCH 1:* (UID RFC822.SIZE)",
             "* 1 FETCH (UID 1 RFC822.SIZE 100)\r\n* 2 FETCH (UID 3 RFC822.SIZE 300)\r\n$tag OK\r\n",
         ),
-        step("LOGOUT", "* BYE\r\n$tag OK\r\n"),
-    ]);
-    let mut new_steps = tree();
-    for (i, f) in FOLDERS.iter().enumerate() {
-        new_steps.push(status(f, recorded(i, 2, 1)));
-    }
-    new_steps.push(step("LOGOUT", "* BYE\r\n$tag OK\r\n"));
-    let (old_opts, old_task) = serve(CAPS, old_steps).await;
-    let (new_opts, new_task) = serve(CAPS, new_steps).await;
-    let (old_ep, new_ep) = (endpoint(old_opts), endpoint(new_opts));
-
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db"))
-        .await
-        .unwrap();
-    let account = store
-        .account(&super::account_key(&old_ep, &new_ep))
-        .await
-        .unwrap();
-    let mut pairs = Vec::new();
-    for (i, f) in FOLDERS.iter().enumerate() {
-        let pair = store.folder_pair(account, f, f).await.unwrap().id;
-        store
+    ];
+    let new_steps = FOLDERS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| status(f, recorded(i, 2, 1)))
+        .collect();
+    let scene = Scene::new(old_steps, new_steps).await;
+    for (i, &pair) in scene.pairs.iter().enumerate() {
+        scene
+            .store
             .save_measured_sizes(pair, Some(measured(i, 0)), Some(measured(i, 1)))
             .await
             .unwrap();
-        pairs.push(pair);
     }
-    let table = folder_sizes(&old_ep, &new_ep, &Options::default(), Some(&store)).await;
-    let (old_seen, new_seen) = (old_task.await.unwrap(), new_task.await.unwrap());
-    let table = table.unwrap_or_else(|e| panic!("{e}: OLD {old_seen:?}, NEW {new_seen:?}"));
-    old_seen.unwrap();
-    new_seen.unwrap();
+    let table = folder_sizes(
+        &scene.old,
+        &scene.new,
+        &Options::default(),
+        Some(&scene.store),
+    )
+    .await;
+    let inbox = scene.pairs[1];
+    let kept = scene.store.measured_sizes(inbox).await.unwrap();
+    let (table, _, _) = scene.heard(table).await;
 
     let got: Vec<(Option<Sizes>, Option<Sizes>)> = table.iter().map(|f| (f.old, f.new)).collect();
     let inbox_old = Sizes {
@@ -219,7 +250,6 @@ async fn the_size_table_measures_again_only_what_changed() {
         (Some(measured(2, 0).into()), Some(measured(2, 1).into())),
     ];
     assert_eq!(got, want);
-    let kept = store.measured_sizes(pairs[1]).await.unwrap();
     assert_eq!(
         kept,
         (
