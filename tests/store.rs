@@ -1862,9 +1862,9 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
     store.tombstone(pair, &[4]).await.unwrap();
     store.close().await;
-    // Back to version 7: migration 8 only adds `link_runs` (and converts) and migration 9 a
-    // column, so without them and their rows the database is what version 7 wrote. Then links
-    // as version 7 stored them.
+    // Back to version 7: migration 8 only adds `link_runs` (and converts), 9 a column and 10 a
+    // table, so without them and their rows the database is what version 7 wrote (a later
+    // migration must be undone here too). Then links as version 7 stored them.
     let mut want = links_of(1..=3, 10, "\\Seen");
     want.extend(links_of(5..=300, 10, "\\Seen"));
     want[100] = link(102, 112, "");
@@ -1873,7 +1873,7 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     want.push(link(u32::MAX, u32::MAX, ""));
     let want_sent: Vec<Link> = (1..=50).map(|uid| link(uid, 200 - uid, "")).collect();
     let mut sql = "DROP TABLE link_runs; ALTER TABLE folder_pairs DROP COLUMN retired_tombstones; \
-                   DELETE FROM schema_version WHERE version >= 8;"
+                   DROP TABLE folder_sizes; DELETE FROM schema_version WHERE version >= 8;"
         .to_owned();
     for (p, links) in [(pair, &want), (sent, &want_sent)] {
         for l in links.iter() {
