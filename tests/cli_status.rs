@@ -28,8 +28,15 @@ fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `imapferry sync` of one account with imapsync's options and `--state`; returns its exit code.
-fn sync(dir: &Path, old: &Dovecot, new: &Dovecot, user: &str, state: &Path) -> i32 {
+/// `imapferry sync` of one account with imapsync's options and `--state`; returns (exit code,
+/// stdout, stderr).
+fn sync(
+    dir: &Path,
+    old: &Dovecot,
+    new: &Dovecot,
+    user: &str,
+    state: &Path,
+) -> (i32, String, String) {
     let (old_port, new_port) = (old.port().to_string(), new.port().to_string());
     let state = state.to_str().unwrap();
     let args = [
@@ -54,7 +61,7 @@ fn sync(dir: &Path, old: &Dovecot, new: &Dovecot, user: &str, state: &Path) -> i
         "--state",
         state,
     ];
-    run(dir, &args).0
+    run(dir, &args)
 }
 
 /// A minimal proxy configuration whose [state] is `state`.
@@ -161,14 +168,14 @@ fn status_and_retire_on_real_state() {
     assert_eq!(code, 66);
     assert!(!state.exists());
 
-    assert_eq!(sync(dir.path(), &old, &new, "alice", &state), 0);
-    assert_eq!(sync(dir.path(), &old, &new, "bob", &state), 0);
+    assert_eq!(sync(dir.path(), &old, &new, "alice", &state).0, 0);
+    assert_eq!(sync(dir.path(), &old, &new, "bob", &state).0, 0);
     // bob: 6 of 10 messages expunged on OLD is over the 10 % deletion bound: the next pass stops
     // that folder and the account stays partial.
     o.select("INBOX");
     o.exec("STORE 1:6 +FLAGS.SILENT (\\Deleted)");
     o.exec("EXPUNGE");
-    assert_ne!(sync(dir.path(), &old, &new, "bob", &state), 0);
+    assert_ne!(sync(dir.path(), &old, &new, "bob", &state).0, 0);
 
     // Every account.
     let (code, out, err) = run(dir.path(), &["status", "--config", config]);
@@ -325,7 +332,7 @@ fn a_retired_account_is_a_summary_that_sync_refuses() {
     let state = dir.path().join("imapferry.db");
     let config = write_config(dir.path(), &new, &state);
     let config = config.to_str().unwrap();
-    assert_eq!(sync(dir.path(), &old, &new, "alice", &state), 0);
+    assert_eq!(sync(dir.path(), &old, &new, "alice", &state).0, 0);
 
     // The user deletes one message on NEW; the next pass (OLD has new mail, so it looks at the
     // folder) tombstones it, and OLD keeps its copy.
@@ -335,7 +342,7 @@ fn a_retired_account_is_a_summary_that_sync_refuses() {
     n.exec("STORE 2 +FLAGS.SILENT (\\Deleted)");
     n.exec("EXPUNGE");
     o.append("INBOX", &[], None, &common::message(206, 900));
-    assert_eq!(sync(dir.path(), &old, &new, "alice", &state), 0);
+    assert_eq!(sync(dir.path(), &old, &new, "alice", &state).0, 0);
     let inbox_row = |out: &str| {
         let folders = rows(out.split("\n\n").nth(1).unwrap());
         folders.into_iter().find(|r| r[0] == "INBOX").unwrap()
@@ -366,32 +373,7 @@ fn a_retired_account_is_a_summary_that_sync_refuses() {
     let (_, out, _) = run(dir.path(), &["status", "alice", "--config", config]);
     assert_eq!(inbox_row(&out)[6], "1", "the count stays:\n{out}");
 
-    let (old_port, new_port) = (old.port().to_string(), new.port().to_string());
-    let (code, out, err) = run(
-        dir.path(),
-        &[
-            "sync",
-            "--host1",
-            old.host(),
-            "--port1",
-            &old_port,
-            "--user1",
-            "alice",
-            "--password1",
-            PW,
-            "--host2",
-            new.host(),
-            "--port2",
-            &new_port,
-            "--user2",
-            "alice",
-            "--password2",
-            PW,
-            "--nofoldersizes",
-            "--state",
-            state.to_str().unwrap(),
-        ],
-    );
+    let (code, out, err) = sync(dir.path(), &old, &new, "alice", &state);
     assert_eq!(code, 111, "{out}{err}");
     assert!(
         out.contains("Account alice (OLD alice@127.0.0.1) is retired"),

@@ -360,6 +360,7 @@ async fn attempt(
             });
         }
         if let Some(caps) = caps {
+            // `text` starts with "OK " (checked above): its human-readable rest, never data.
             let body = text.get(3..).unwrap_or_default();
             text = format!("OK [CAPABILITY {}] {body}", filter_capabilities(&caps));
         }
