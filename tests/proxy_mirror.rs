@@ -833,6 +833,50 @@ fn the_mirror_stays_out_of_the_users_way() {
     s.assert_mirrored();
 }
 
+/// A folder that is complete never waits behind the mirror (issue 14): OLD hangs (its
+/// processes stopped) while the mirror has the user's flag change to carry there. A SELECT of
+/// INBOX while it is selected (live pickup watches it), a STATUS of Work, and a SELECT of INBOX
+/// a while after leaving it (its entry waits for OLD, so a check would too) answer at once from
+/// NEW, where before each waited the SELECT budget (8.5 of 10 s) for a check that drained the
+/// journal first. Once OLD is back, the change reaches it.
+#[test]
+fn a_complete_folder_does_not_wait_for_the_mirror() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    old.create("Work");
+    fill(&mut old, "INBOX", 0, 3);
+    fill(&mut old, "Work", 10, 2);
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("Work"), 2);
+    assert_eq!(c.select("INBOX"), 3);
+    s.old.freeze(true);
+    let (_, ok) = c.command("UID STORE 1 +FLAGS (\\Flagged)");
+    assert!(ok.starts_with("OK"), "{ok}");
+    // Past the freshness of the passes above: each SELECT would check OLD again.
+    std::thread::sleep(Duration::from_millis(1100));
+    let quick = |c: &mut RawImap, cmd: &str| {
+        let start = Instant::now();
+        let (_, ok) = c.raw(cmd);
+        assert!(ok.starts_with("OK"), "{cmd}: {ok}");
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{cmd} waited {:?} for a hanging OLD\n{}",
+            start.elapsed(),
+            s.log()
+        );
+    };
+    quick(&mut c, "SELECT INBOX");
+    quick(&mut c, "STATUS Work (MESSAGES)");
+    quick(&mut c, "UNSELECT");
+    std::thread::sleep(Duration::from_millis(1100));
+    quick(&mut c, "SELECT INBOX");
+    s.old.freeze(false);
+    c.logout();
+    s.assert_mirrored();
+    assert_eq!(snapshot(&s.old, USER, PW).with_flag("\\Flagged"), 1);
+}
+
 /// OLD is away while the user works in INBOX (`writes`): the proxy, restarted meanwhile, holds
 /// no OLD connection, so every entry waits in the journal until OLD is back and is mirrored
 /// after all of them were journaled. Then OLD must equal NEW.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex as StdMutex, MutexGuard as StdMutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, MutexGuard, Notify, watch};
+use tokio::sync::{Mutex, MutexGuard, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
@@ -18,10 +18,12 @@ use super::account::{Account, ErrorKind};
 use super::backoff::Backoff;
 use super::lease::{Lease, holder};
 use crate::lock::{Poisoned, recover};
+use crate::config::LivePickup;
 use crate::store::StoreError;
 use crate::sync::{self, Event, Observer, Options, SyncError};
 
-/// A folder checked this recently is not checked again for a SELECT.
+/// A folder checked this recently (or left by its last session this recently, live pickup
+/// having watched it until then) is not checked again for a SELECT.
 const FRESH: Duration = Duration::from_secs(1);
 /// A folder whose backfill failed (not a connection failure) is tried again after this, doubling.
 const RETRY_FIRST: Duration = Duration::from_secs(2);
@@ -54,7 +56,12 @@ pub(crate) struct Folder {
     /// each critical section assigns, takes or updates the value in one step, so it is whole,
     /// and their getters and the end of a backfill have no error to return.
     running: StdMutex<Option<Running>>,
+    /// When the folder was last known current: a pass over it ended, or live pickup stopped
+    /// watching it. `None` once live pickup saw OLD change.
     checked: StdMutex<Option<Instant>>,
+    /// A pass over it succeeded since this process started: it is filled, and later passes
+    /// only bring what OLD got since (see [`Need`]).
+    complete: AtomicBool,
     /// After a failed backfill: when to try again, and why it failed.
     retry: StdMutex<(Backoff, Option<String>)>,
     watchers: AtomicUsize,
@@ -70,6 +77,7 @@ impl Default for Folder {
             lock: Mutex::new(()),
             running: StdMutex::new(None),
             checked: StdMutex::new(None),
+            complete: AtomicBool::new(false),
             retry: StdMutex::new((Backoff::new(RETRY_FIRST, RETRY_MAX), None)),
             watchers: AtomicUsize::new(0),
             changing: watch::Sender::new(0),
@@ -180,13 +188,32 @@ impl Running {
 }
 
 /// Keeps a folder under live pickup while a session has it selected.
-pub struct Watch(Arc<Folder>, Arc<Notify>);
+pub struct Watch(Arc<Account>, Arc<Folder>);
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::SeqCst);
-        self.1.notify_one();
+        let Watch(acct, f) = self;
+        if f.watchers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Live pickup watched it until now: it is as current as a pass that ends now.
+            if acct.covers_watched() {
+                let mut checked = f.checked();
+                if checked.is_some() {
+                    *checked = Some(Instant::now());
+                }
+            }
+            acct.pickup_wake.notify_one();
+        }
     }
+}
+
+/// What a command needs of the folder it names (see [`Account::ensure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// SELECT or EXAMINE: the client is shown its messages, and those OLD has must be there.
+    Contents,
+    /// STATUS, or the target of an APPEND, COPY or MOVE: the folder must have been filled once
+    /// (so OLD's messages come before the user's); what OLD got since may follow.
+    Filled,
 }
 
 impl Account {
@@ -216,10 +243,16 @@ impl Account {
     /// Keeps `folder` (a NEW name) under live pickup until the returned value is dropped.
     pub fn watch(self: &Arc<Self>, folder: &str) -> Watch {
         let f = self.folder(folder);
-        f.watchers.fetch_add(1, Ordering::SeqCst);
-        self.pickup_wake.notify_one();
+        if f.watchers.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.pickup_wake.notify_one();
+        }
         self.spawn_pickup();
-        Watch(f, Arc::clone(&self.pickup_wake))
+        Watch(Arc::clone(self), f)
+    }
+
+    /// Whether live pickup brings OLD's changes to the folders sessions have selected now.
+    fn covers_watched(&self) -> bool {
+        self.pickup_mode() != LivePickup::Off && !self.unreachable()
     }
 
     /// Live pickup saw `folder` (a NEW name) change on OLD: a pass that starts after now brings
@@ -254,12 +287,38 @@ impl Account {
             .collect()
     }
 
-    /// Brings `folder` (a NEW name) up to date from OLD, waiting at most `wait`; the backfill
-    /// goes on in the background after that. Folders OLD does not have return at once; a folder
-    /// that cannot be backfilled now is answered with what NEW has and tried again later.
+    /// Brings `folder` (a NEW name) up to date from OLD as far as `need` asks, waiting at most
+    /// `wait`; the backfill goes on in the background after that. Folders OLD does not have
+    /// return at once; a folder that cannot be backfilled now is answered with what NEW has and
+    /// tried again later.
+    ///
+    /// Once a folder is complete, only a SELECT waits, and only for a folder live pickup has
+    /// not been watching that was last checked more than [`FRESH`] ago and has no journal
+    /// entry waiting: the check then never waits behind the mirror. Other commands, and a
+    /// folder whose entries OLD has yet to get, start the check in the background: what OLD
+    /// got since arrives as new mail, as it does by live pickup.
+    ///
     /// A poisoned lock (logged) is answered like a folder that cannot be backfilled now; the
     /// session fails at its next write, whose journaling needs the same names.
-    pub async fn ensure(self: &Arc<Self>, folder: &str, wait: Duration) {
+    pub async fn ensure(self: &Arc<Self>, folder: &str, wait: Duration, need: Need) {
+        let f = self.folder(folder);
+        if f.complete.load(Ordering::SeqCst) {
+            let watched = f.watchers.load(Ordering::SeqCst) > 0 && self.covers_watched();
+            if watched || f.fresh() {
+                return;
+            }
+            let waits = need == Need::Contents
+                && match self.journal_names(folder).await {
+                    Ok(named) => !named,
+                    Err(e) => {
+                        warn!(folder, "{e}: the folder's check goes on in the background");
+                        false
+                    }
+                };
+            if !waits {
+                return self.backfill_in_background(folder);
+            }
+        }
         match self.backfill(folder, false) {
             Ok(Some(mut done)) => {
                 self.interactive.fetch_add(1, Ordering::SeqCst);
@@ -345,10 +404,13 @@ impl Account {
             let _ = done.send(true);
             return;
         }
-        // The mirror goes first, so OLD already has the user's writes when it is read; a folder
-        // with writes still waiting for OLD is not read from it (the pass could bring back what
-        // the user moved or deleted).
-        self.drain_journal().await;
+        // The mirror goes first where this folder has entries waiting, so OLD already has the
+        // user's writes when it is read; a folder with writes still waiting for OLD is not read
+        // from it (the pass could bring back what the user moved or deleted). Entries of other
+        // folders do not hold it up.
+        if !matches!(self.journal_names(&new_name).await, Ok(false)) {
+            self.drain_journal().await;
+        }
         let result = match self.journal_names(&new_name).await {
             Ok(true) => Err(SyncError::Options(
                 "journal entries for this folder are still waiting for OLD".into(),
@@ -377,6 +439,7 @@ impl Account {
         match result {
             Ok(()) => {
                 *f.checked() = Some(Instant::now());
+                f.complete.store(true, Ordering::SeqCst);
                 let mut retry = f.retry();
                 retry.0.succeed();
                 retry.1 = None;

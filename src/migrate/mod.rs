@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use account::{Account, ErrorKind};
-pub use backfill::Watch;
+pub use backfill::{Need, Watch};
 pub use credentials::Credentials;
 pub use gauges::{Gauges, Held};
 pub use intent::NotMarked;

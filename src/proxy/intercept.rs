@@ -137,6 +137,8 @@ pub struct Tracker {
 pub struct Before {
     /// The folder to bring up to date from OLD first.
     pub ensure: Option<String>,
+    /// The command is a SELECT or EXAMINE: it shows the client the folder's messages.
+    pub opens: bool,
     /// Folders the command creates, deletes or renames: the mirror does not read them on NEW
     /// until NEW has answered (see [`Outcome::settled`]).
     pub changing: Vec<String>,
@@ -269,6 +271,7 @@ impl Tracker {
             .or_default()
             .push_back(pending);
         Before {
+            opens: matches!(sent.command, Command::Select { .. } | Command::Examine { .. }),
             ensure,
             changing,
             write,

@@ -27,7 +27,7 @@ use super::metrics::Metrics;
 use super::throttle::LoginThrottle;
 use super::upstream::{self, Early, NEW_TIMEOUT, NewLogin};
 use crate::config;
-use crate::migrate::{Account, NotMarked, Watch};
+use crate::migrate::{Account, Need, NotMarked, Watch};
 use crate::secret::Secret;
 
 /// A byte stream to a client or to NEW (TCP or TLS).
@@ -917,7 +917,12 @@ impl Migration<'_> {
         if let Some(folder) = &before.ensure {
             let started = Instant::now();
             debug!("waiting for backfill");
-            account.ensure(folder, self.budget.mul_f64(0.85)).await;
+            let need = if before.opens {
+                Need::Contents
+            } else {
+                Need::Filled
+            };
+            account.ensure(folder, self.budget.mul_f64(0.85), need).await;
             debug!(ms = started.elapsed().as_millis(), "backfill wait over");
         }
         for folder in &before.changing {

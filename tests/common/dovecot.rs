@@ -364,6 +364,16 @@ impl Dovecot {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the master and every session process: a server that
+    /// accepts connections (the kernel's backlog) and answers nothing, as one that hangs.
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("dovecot running");
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on the process group our own child leads.
+        let r = unsafe { libc::kill(-(child.id() as libc::pid_t), signal) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
     /// A new storage quota for every user (the instance must have started with one), in force
     /// after a restart on the same ports and data.
     pub fn set_quota_kb(&mut self, kb: u64) {
