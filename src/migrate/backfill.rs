@@ -17,8 +17,8 @@ use tracing::{Instrument, debug, info, warn};
 use super::account::{Account, ErrorKind};
 use super::backoff::Backoff;
 use super::lease::{Lease, holder};
-use crate::lock::{Poisoned, recover};
 use crate::config::LivePickup;
+use crate::lock::{Poisoned, recover};
 use crate::store::StoreError;
 use crate::sync::{self, Event, Observer, Options, SyncError};
 

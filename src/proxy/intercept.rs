@@ -271,7 +271,10 @@ impl Tracker {
             .or_default()
             .push_back(pending);
         Before {
-            opens: matches!(sent.command, Command::Select { .. } | Command::Examine { .. }),
+            opens: matches!(
+                sent.command,
+                Command::Select { .. } | Command::Examine { .. }
+            ),
             ensure,
             changing,
             write,

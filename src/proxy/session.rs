@@ -922,7 +922,9 @@ impl Migration<'_> {
             } else {
                 Need::Filled
             };
-            account.ensure(folder, self.budget.mul_f64(0.85), need).await;
+            account
+                .ensure(folder, self.budget.mul_f64(0.85), need)
+                .await;
             debug!(ms = started.elapsed().as_millis(), "backfill wait over");
         }
         for folder in &before.changing {
