@@ -117,6 +117,11 @@ impl PgStore {
     fn dialect(sql: &str) -> Cow<'_, str> {
         Cow::Owned(postgres_dialect(sql))
     }
+
+    /// A statement built for a batch (see the SQLite store's): PostgreSQL's `$N` as written.
+    fn batch(sql: String) -> sqlx::AssertSqlSafe<String> {
+        sqlx::AssertSqlSafe(sql)
+    }
 }
 
 /// The mechanical substitutions schema.sql names: SQLite's rowid alias becomes an identity

@@ -23,9 +23,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("0010_folder_sizes.sql"),
 ];
 
-/// Most parameters in one statement: below SQLite's historic limit of 999
-/// (and PostgreSQL's 65535), while large enough that a batch costs a few statements per thousand rows.
-pub(super) const MAX_PARAMS: usize = 900;
+/// Most rows (or listed UIDs) in one statement built for a batch. SQLite finds a parameter by
+/// its number with a linear scan, while preparing and again while binding, so a statement's
+/// cost grows with the square of its parameters (at most 5 a row here): 64 rows keep that
+/// small, and a batch of thousands still takes a few dozen statements.
+pub(super) const BATCH_ROWS: usize = 64;
 
 /// Columns of `folder_pairs`, in the order [`pair_from_row`] reads them.
 pub(super) const PAIR_COLUMNS: &str = "id, account_id, old_name, new_name, \
@@ -54,6 +56,19 @@ pub(super) fn tuples(rows: usize, width: usize, first: usize, fixed: &str) -> St
         sql.push(')');
     }
     sql
+}
+
+/// `uids` (at most [`BATCH_ROWS`]) padded to the next power of two by repeating the last one,
+/// for a statement that lists them where a repeat changes nothing (`IN`, a `VALUES` a query
+/// reads). Batches of every length then share a few statement texts, each prepared once and
+/// cached, instead of one prepared (and parsed, at a cost that grows with the square of its
+/// parameters in SQLite) per length.
+pub(super) fn padded(uids: &[u32]) -> Vec<u32> {
+    let mut v = uids.to_vec();
+    if let Some(&last) = uids.last() {
+        v.resize(uids.len().next_power_of_two(), last);
+    }
+    v
 }
 
 /// Unix seconds.
@@ -129,6 +144,20 @@ impl DbSide {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padded_lists_take_a_few_lengths() {
+        for (uids, want) in [
+            (vec![], vec![]),
+            (vec![7], vec![7]),
+            (vec![1, 2, 3], vec![1, 2, 3, 3]),
+            (vec![5, 9, 11, 12, 13], vec![5, 9, 11, 12, 13, 13, 13, 13]),
+        ] {
+            assert_eq!(padded(&uids), want, "{uids:?}");
+        }
+        let full: Vec<u32> = (0..BATCH_ROWS as u32).collect();
+        assert_eq!(padded(&full), full);
+    }
 
     #[test]
     fn tuples_numbering() {

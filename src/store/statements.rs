@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row as _, Transaction};
 
 use crate::store::runs::{self, Run};
-use crate::store::sql::{DbSide, MAX_PARAMS, MIGRATIONS, PAIR_COLUMNS, now, tuples};
+use crate::store::sql::{
+    BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, now, padded, tuples,
+};
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
     Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, PairId, Phase, Result, Store,
@@ -114,13 +116,14 @@ impl SqlStore {
         pair: PairId,
         old_uids: &[u32],
     ) -> Result<()> {
-        for chunk in old_uids.chunks(MAX_PARAMS - 1) {
+        for chunk in old_uids.chunks(BATCH_ROWS) {
+            let chunk = padded(chunk);
             let sql = format!(
                 "DELETE FROM {table} WHERE pair_id = $1 AND {column} IN {}",
                 tuples(1, chunk.len(), 2, "")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
-            for uid in chunk {
+            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
+            for uid in &chunk {
                 query = query.bind(i64::from(*uid));
             }
             query.execute(&mut **tx).await?;
@@ -148,7 +151,8 @@ impl SqlStore {
     ) -> Result<Vec<Run>> {
         let uids: Vec<u32> = old_uids.iter().copied().collect();
         let mut found: BTreeMap<u32, Run> = BTreeMap::new();
-        for chunk in uids.chunks(MAX_PARAMS - 1) {
+        for chunk in uids.chunks(BATCH_ROWS) {
+            let chunk = padded(chunk);
             let sql = format!(
                 "WITH v (uid) AS (VALUES {}) \
                  SELECT old_start, new_start, length, old_flags, new_flags FROM link_runs \
@@ -160,8 +164,8 @@ impl SqlStore {
                  UNION SELECT uid + 1 FROM v)",
                 tuples(chunk.len(), 1, 2, "")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
-            for uid in chunk {
+            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
+            for uid in &chunk {
                 query = query.bind(i64::from(*uid));
             }
             for row in query.fetch_all(&mut **tx).await? {
@@ -196,7 +200,7 @@ impl SqlStore {
     ) -> Result<()> {
         let (delete, upsert) = runs::changes(before, after);
         Self::delete_uids(tx, ("link_runs", "old_start"), pair, &delete).await?;
-        for chunk in upsert.chunks((MAX_PARAMS - 1) / 5) {
+        for chunk in upsert.chunks(BATCH_ROWS) {
             let sql = format!(
                 "INSERT INTO link_runs (pair_id, old_start, new_start, length, old_flags, new_flags) \
                  VALUES {} ON CONFLICT (pair_id, old_start) DO UPDATE SET \
@@ -204,7 +208,7 @@ impl SqlStore {
                  old_flags = excluded.old_flags, new_flags = excluded.new_flags",
                 tuples(chunk.len(), 5, 2, "$1, ")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
             for run in chunk {
                 let len = i64::try_from(run.len)
                     .map_err(|_| StoreError::Corrupt(format!("a run of {} links", run.len)))?;
@@ -236,14 +240,14 @@ impl SqlStore {
         .await?;
         let plain_uids: Vec<u32> = plain.iter().map(|l| l.old_uid).collect();
         Self::delete_uids(tx, ("links", "old_uid"), pair, &plain_uids).await?;
-        for chunk in keyed.chunks((MAX_PARAMS - 1) / 5) {
+        for chunk in keyed.chunks(BATCH_ROWS) {
             let sql = format!(
                 "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) VALUES {} \
                  ON CONFLICT (pair_id, old_uid) DO UPDATE SET new_uid = excluded.new_uid, \
                  old_flags = excluded.old_flags, new_flags = excluded.new_flags, ident = excluded.ident",
                 tuples(chunk.len(), 5, 2, "$1, ")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
             for link in chunk {
                 query = query
                     .bind(i64::from(link.old_uid))
@@ -708,7 +712,7 @@ impl Store for SqlStore {
         })
         .await?;
         let updates: Vec<&LinkFlags> = by_uid.into_values().collect();
-        for chunk in updates.chunks((MAX_PARAMS - 1) / 3) {
+        for chunk in updates.chunks(BATCH_ROWS) {
             // `UPDATE … FROM (VALUES …)`: SQLite ≥ 3.33 and PostgreSQL; both name the columns of
             // a VALUES list column1, column2, …
             let sql = format!(
@@ -717,7 +721,7 @@ impl Store for SqlStore {
                  WHERE links.pair_id = $1 AND links.old_uid = v.column1",
                 tuples(chunk.len(), 3, 2, "")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair);
+            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
             for update in chunk {
                 query = query
                     .bind(i64::from(update.old_uid))
@@ -772,13 +776,13 @@ impl Store for SqlStore {
         Self::lock_pair(&mut tx, pair).await?;
         Self::drop_links(&mut tx, pair, &set).await?;
         let uids: Vec<u32> = set.into_iter().collect();
-        for chunk in uids.chunks(MAX_PARAMS - 2) {
+        for chunk in uids.chunks(BATCH_ROWS) {
             let sql = format!(
                 "INSERT INTO tombstones (pair_id, created, old_uid) VALUES {} \
                  ON CONFLICT (pair_id, old_uid) DO NOTHING",
                 tuples(chunk.len(), 1, 3, "$1, $2, ")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair).bind(now);
+            let mut query = sqlx::query(Self::batch(sql)).bind(pair).bind(now);
             for uid in chunk {
                 query = query.bind(i64::from(*uid));
             }
@@ -848,13 +852,13 @@ impl Store for SqlStore {
             .bind(pair)
             .execute(&mut *tx)
             .await?;
-        for chunk in errors.chunks((MAX_PARAMS - 2) / 2) {
+        for chunk in errors.chunks(BATCH_ROWS) {
             let sql = format!(
                 "INSERT INTO message_errors (pair_id, created, old_uid, reason) VALUES {} \
                  ON CONFLICT (pair_id, old_uid) DO UPDATE SET reason = excluded.reason",
                 tuples(chunk.len(), 2, 3, "$1, $2, ")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(pair).bind(now);
+            let mut query = sqlx::query(Self::batch(sql)).bind(pair).bind(now);
             for (uid, reason) in chunk {
                 query = query.bind(i64::from(*uid)).bind(reason);
             }
