@@ -39,6 +39,12 @@
 //! targets' ratios: the migration proxy's time per command at most 1.10× the plain proxy's, its
 //! CPU per command at most 1.5× the plain proxy's. Timings are printed, never asserted.
 //!
+//! After the rounds, two checks of the migration proxy that clients cannot see: its mirror
+//! should have made OLD hold what NEW holds, so with one idle session per user open (with
+//! `auth = "same"` the proxy can write to OLD only while the user is logged in) every folder's
+//! messages (Message-Id) and flags are compared on OLD and NEW, every 5 s for up to a minute;
+//! and each proxy's WARN/ERROR log lines are counted, grouped by text.
+//!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH]. `--proxy-exe` names
 //! another build of this example: its plain and migration proxies take their turns too, marked
