@@ -945,6 +945,40 @@ fn an_append_moved_before_it_was_mirrored_reaches_old() {
     assert_eq!((on_old.count("INBOX"), on_old.count("B")), (3, 1));
 }
 
+/// A delete, then a copy of another message of the same folder and the deletion of that
+/// original, all before the mirror ran (found by examples/stress_bench): the first delete's
+/// mirror sees the copied message gone from NEW, but the copy still needs it on OLD, so it is
+/// left for the later delete, after the copy reached OLD. (Before, it was expunged on OLD at
+/// once, and the copy found nothing to copy: OLD lacked B's message.)
+#[test]
+fn a_delete_mirrored_before_a_later_copy_keeps_the_copied_message() {
+    let s = while_old_is_away(|c| {
+        c.exec("UID STORE 1 +FLAGS.SILENT (\\Deleted)");
+        c.exec("UID EXPUNGE 1");
+        c.exec("UID COPY 2 B");
+        c.exec("UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+        c.exec("UID EXPUNGE 2");
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!((on_old.count("INBOX"), on_old.count("B")), (1, 1));
+}
+
+/// An APPEND, then a copy of the appended message and its deletion, all before the mirror ran:
+/// the copy reaches OLD, in B.
+#[test]
+fn an_append_copied_then_deleted_before_it_was_mirrored_reaches_old_as_its_copy() {
+    let s = while_old_is_away(|c| {
+        let uid = c
+            .append("INBOX", &["\\Seen"], None, &message(10, 900))
+            .unwrap();
+        c.exec(&format!("UID COPY {uid} B"));
+        c.exec(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"));
+        c.exec(&format!("UID EXPUNGE {uid}"));
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!((on_old.count("INBOX"), on_old.count("B")), (3, 1));
+}
+
 /// A STORE by sequence number (the mirror reads NEW's flags back), then a move of that message,
 /// both before the mirror ran: the flag reaches OLD with the message, in B.
 #[test]

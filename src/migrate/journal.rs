@@ -2,7 +2,7 @@
 //! names and UIDs (UID sets as ranges), with the OLD names those folders had when it was
 //! journaled, stored as JSON until the mirror has replayed it on OLD. Pure data and encoding.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -146,25 +146,41 @@ pub(crate) fn follow<'a>(
     uids: &[u32],
     sep: char,
 ) -> BTreeMap<u32, Option<(String, u32)>> {
+    trace(later, folder, uids, sep).0
+}
+
+/// [`follow`], and which of `uids` a later COPY (not a MOVE) takes from where they are then:
+/// OLD must still have those when that COPY is mirrored, whatever NEW did to them since.
+pub(crate) fn trace<'a>(
+    later: impl IntoIterator<Item = &'a Write>,
+    folder: &str,
+    uids: &[u32],
+    sep: char,
+) -> (BTreeMap<u32, Option<(String, u32)>>, BTreeSet<u32>) {
     let mut at: BTreeMap<u32, Option<(String, u32)>> = uids
         .iter()
         .map(|&u| (u, Some((folder.to_string(), u))))
         .collect();
+    let mut copied = BTreeSet::new();
     for write in later {
         match write {
             Write::Copy {
                 from,
                 to,
                 uids: pairs,
-                moved: true,
+                moved,
             } => {
                 let dest: BTreeMap<u32, u32> = pairs.iter().copied().collect();
-                for (f, u) in at.values_mut().flatten() {
-                    if f == from
-                        && let Some(&d) = dest.get(u)
-                    {
+                for (uid, place) in &mut at {
+                    let Some((f, u)) = place else { continue };
+                    let Some(&d) = dest.get(u).filter(|_| f == from) else {
+                        continue;
+                    };
+                    if *moved {
                         *f = to.clone();
                         *u = d;
+                    } else {
+                        copied.insert(*uid);
                     }
                 }
             }
@@ -185,7 +201,7 @@ pub(crate) fn follow<'a>(
             _ => {}
         }
     }
-    at
+    (at, copied)
 }
 
 /// A journaled write and the OLD names of the folders it names, as they were when it was
@@ -431,6 +447,30 @@ mod tests {
         ] {
             let got: Vec<_> = follow(&later, "A", &[1, 2, 3], '/').into_values().collect();
             assert_eq!(got, want, "{later:?}");
+        }
+    }
+
+    #[test]
+    fn messages_a_later_copy_takes_are_named_where_the_copy_finds_them() {
+        let copy = |from: &str, uids: &[(u32, u32)]| Write::Copy {
+            from: from.into(),
+            to: "C".into(),
+            uids: uids.to_vec(),
+            moved: false,
+        };
+        for (later, want) in [
+            (vec![], vec![]),
+            (vec![copy("A", &[(2, 50), (9, 51)])], vec![2]),
+            // Another folder's UID 1 is not ours.
+            (vec![copy("X", &[(1, 50)])], vec![]),
+            // Found under its folder's new name, and after a move under its new UID.
+            (vec![rename("A", "R"), copy("R", &[(3, 5)])], vec![3]),
+            (vec![mv("A", "B", &[(1, 7)]), copy("B", &[(7, 2)])], vec![1]),
+            // A copy after its move out of the folder finds another message under that UID.
+            (vec![mv("A", "B", &[(1, 7)]), copy("A", &[(1, 2)])], vec![]),
+        ] {
+            let (_, copied) = trace(&later, "A", &[1, 2, 3], '/');
+            assert_eq!(copied.into_iter().collect::<Vec<_>>(), want, "{later:?}");
         }
     }
 

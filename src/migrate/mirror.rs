@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::account::Account;
 use super::backfill::MIRROR_WAIT;
-use super::journal::{Entry, FlagOp, Write, folder_after, follow};
+use super::journal::{Entry, FlagOp, Write, folder_after, follow, trace};
 use super::names::renamed;
 use super::pool::Conn;
 use crate::imap::uidset::Ranges;
@@ -361,6 +361,8 @@ async fn by_reading(
 
 /// Linked messages no longer on NEW are expunged on OLD, and their links dropped. A message a
 /// later write moved out of the folder is not gone: that write's mirror moves it on OLD too.
+/// Nor is one a later COPY took before NEW lost it: that COPY's mirror copies it on OLD, and the
+/// deletion that followed on NEW has its own entry, mirrored after.
 async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<()> {
     let Some(old) = ctx.old_name(folder)? else {
         return Ok(());
@@ -388,9 +390,10 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
         .map(|l| l.new_uid)
         .filter(|u| !present.contains(u))
         .collect();
-    let places = follow(&later, folder, &missing, new_sep(ctx));
+    let (places, copied) = trace(&later, folder, &missing, new_sep(ctx));
     let gone: Vec<u32> = links
         .iter()
+        .filter(|l| !copied.contains(&l.new_uid))
         .filter(|l| match places.get(&l.new_uid) {
             Some(Some((f, u))) => *f == now && *u == l.new_uid,
             Some(None) => true,
@@ -409,7 +412,8 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
 
 /// COPY/MOVE on OLD of the linked sources; the copies are linked to NEW's copies (COPYUID on
 /// both sides), and a move drops the source links. Without COPYUID from OLD, the destination's
-/// adoption watermark is lowered so the next pass links the copies by identity key.
+/// adoption watermark is lowered so the next pass links the copies by identity key. A copy
+/// whose source OLD does not have is appended to OLD from NEW, as the user's APPEND would be.
 async fn mirror_copy(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
@@ -432,7 +436,7 @@ async fn mirror_copy(
         ctx.pair(&old_to, to).await?,
     );
     let dest_of: HashMap<u32, u32> = uids.iter().copied().collect();
-    let wanted: HashMap<u32, (Link, u32)> = store
+    let mut wanted: HashMap<u32, (Link, u32)> = store
         .links(src.id)
         .await?
         .into_iter()
@@ -441,10 +445,22 @@ async fn mirror_copy(
             Some((l.old_uid, (l, d)))
         })
         .collect();
+    if !moved {
+        // Sources OLD has no link for (an APPEND read from NEW after the user had copied and
+        // deleted the message, a message not backfilled yet): OLD gets NEW's copy instead.
+        let linked: HashSet<u32> = wanted.values().map(|(_, d)| *d).collect();
+        let unlinked: Vec<u32> = uids
+            .iter()
+            .map(|(_, d)| *d)
+            .filter(|d| !linked.contains(d))
+            .collect();
+        if !unlinked.is_empty() {
+            mirror_append(ctx, conn, to, &unlinked).await?;
+        }
+    }
     if wanted.is_empty() {
         return Ok(());
     }
-    let mut wanted = wanted;
     let mut links = if ctx.careful {
         copied_already(ctx, conn, to, &dst, &wanted).await?
     } else {
@@ -771,8 +787,8 @@ const READ_AGAIN: usize = 5;
 /// `UID FLAGS INTERNALDATE` and `items` of NEW messages `uids` of `folder` as of this entry,
 /// read where they are now (see [`follow`]), each reported under its UID in `folder`. Each
 /// folder is read once the user's changes in flight there are journaled (`read_new`), and a
-/// write journaled meanwhile (a MOVE between working out where the messages are and reading
-/// them) means reading again where it took them, at most [`READ_AGAIN`] times.
+/// write journaled meanwhile that took them elsewhere (a MOVE between working out where the
+/// messages are and reading them) means reading again there, at most [`READ_AGAIN`] times.
 async fn read_where_they_are(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
@@ -780,12 +796,16 @@ async fn read_where_they_are(
     uids: &[u32],
     items: &str,
 ) -> Result<Vec<Fetch>> {
-    let mut later = later_writes(ctx).await?;
+    let sep = new_sep(ctx);
+    let mut placed = follow(&later_writes(ctx).await?, folder, uids, sep);
     for _ in 0..READ_AGAIN {
         let mut places: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
-        for (uid, place) in follow(&later, folder, uids, new_sep(ctx)) {
+        for (uid, place) in &placed {
             if let Some((now, now_uid)) = place {
-                places.entry(now).or_default().push((now_uid, uid));
+                places
+                    .entry(now.clone())
+                    .or_default()
+                    .push((*now_uid, *uid));
             }
         }
         let mut fetched = Vec::new();
@@ -799,11 +819,12 @@ async fn read_where_they_are(
                 fetched.push(m);
             }
         }
-        let after = later_writes(ctx).await?;
-        if after == later {
+        // Writes journaled meanwhile matter only if they took these messages elsewhere.
+        let now = follow(&later_writes(ctx).await?, folder, uids, sep);
+        if now == placed {
             return Ok(fetched);
         }
-        later = after;
+        placed = now;
     }
     Err(MirrorError::Refused(format!(
         "the messages of {folder} moved {READ_AGAIN} times while being read from NEW"
