@@ -135,6 +135,9 @@ pub(crate) fn folder_after<'a>(
     Some(name)
 }
 
+/// Where each NEW message is: its folder and UID, `None` once its folder was deleted.
+pub(crate) type Places = BTreeMap<u32, Option<(String, u32)>>;
+
 /// Where NEW messages `uids` of `folder` are after the `later` writes (in journal order): a
 /// MOVE takes a message to its destination under the UID NEW's COPYUID gave it, a RENAME takes
 /// its folder along, a DELETE of its folder ends it (`None`). A message no later write moved is
@@ -145,7 +148,7 @@ pub(crate) fn follow<'a>(
     folder: &str,
     uids: &[u32],
     sep: char,
-) -> BTreeMap<u32, Option<(String, u32)>> {
+) -> Places {
     trace(later, folder, uids, sep).0
 }
 
@@ -156,8 +159,8 @@ pub(crate) fn trace<'a>(
     folder: &str,
     uids: &[u32],
     sep: char,
-) -> (BTreeMap<u32, Option<(String, u32)>>, BTreeSet<u32>) {
-    let mut at: BTreeMap<u32, Option<(String, u32)>> = uids
+) -> (Places, BTreeSet<u32>) {
+    let mut at: Places = uids
         .iter()
         .map(|&u| (u, Some((folder.to_string(), u))))
         .collect();
