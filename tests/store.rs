@@ -785,6 +785,26 @@ async fn journal_order_done_and_counts(b: Backend) {
     assert!(pending.iter().all(|e| (now() - e.created).abs() < 60));
     assert_eq!(store.journal_pending(alice, 2).await.unwrap(), pending[..2]);
     assert!(store.journal_pending(alice, 0).await.unwrap().is_empty());
+    // After an entry, of some kinds: alice's, not bob's.
+    for (after, kinds, want) in [
+        (0, vec!["move", "create"], vec![ids[3]]),
+        (
+            ids[0],
+            vec!["store", "expunge", "move"],
+            vec![ids[2], ids[3]],
+        ),
+        (ids[2], vec!["expunge"], vec![]),
+        (0, vec![], vec![]),
+    ] {
+        let got: Vec<i64> = store
+            .journal_pending_after(alice, after, &kinds)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(got, want, "after {after}, {kinds:?}");
+    }
 
     // (entry marked done, alice's pending ids after, alice's count, bob's count)
     let steps = [

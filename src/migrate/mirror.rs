@@ -654,16 +654,19 @@ async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> 
     Ok(())
 }
 
-/// The writes journaled after this entry and not yet mirrored, in order: NEW already has them,
-/// so every read of NEW follows them to where this entry's folders and messages are now.
+/// The writes journaled after this entry and not yet mirrored that take messages or folders
+/// elsewhere (or copy messages), in order: NEW already has them, so every read of NEW follows
+/// them to where this entry's folders and messages are now.
 async fn later_writes(ctx: &Ctx<'_>) -> Result<Vec<Write>> {
+    // What `follow`, `trace` and `folder_after` look at; flag changes, appends and expunges
+    // move nothing.
+    const KINDS: [&str; 4] = ["copy", "move", "rename", "delete"];
     Ok(ctx
         .acct
         .store
-        .journal_pending(ctx.acct.id, u32::MAX)
+        .journal_pending_after(ctx.acct.id, ctx.entry.id, &KINDS)
         .await?
         .into_iter()
-        .filter(|later| later.id > ctx.entry.id)
         .filter_map(|later| Entry::from_json(&later.payload).ok())
         .map(|e| e.write)
         .collect())

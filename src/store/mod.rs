@@ -446,6 +446,14 @@ pub trait Store: Send + Sync {
     async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64>;
     /// Pending entries of the account, oldest first, at most `limit`.
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>>;
+    /// Pending entries of the account journaled after entry `after`, of these `kinds`, oldest
+    /// first: the later writes a mirror must follow, without reading every pending flag change.
+    async fn journal_pending_after(
+        &self,
+        account: AccountId,
+        after: i64,
+        kinds: &[&str],
+    ) -> Result<Vec<JournalEntry>>;
     /// The entry reached OLD: it is no longer pending. Marking an entry done twice is harmless.
     async fn journal_done(&self, id: i64) -> Result<()>;
     async fn journal_pending_count(&self, account: AccountId) -> Result<u64>;

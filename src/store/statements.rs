@@ -938,6 +938,28 @@ impl Store for SqlStore {
         rows.iter().map(journal_entry).collect()
     }
 
+    async fn journal_pending_after(
+        &self,
+        account: AccountId,
+        after: i64,
+        kinds: &[&str],
+    ) -> Result<Vec<JournalEntry>> {
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
+             WHERE account_id = $1 AND done = 0 AND id > $2 AND kind IN {} ORDER BY id",
+            tuples(1, kinds.len(), 3, "")
+        );
+        let mut query = sqlx::query(Self::batch(sql)).bind(account).bind(after);
+        for kind in kinds {
+            query = query.bind(*kind);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(journal_entry).collect()
+    }
+
     /// In an explicit transaction, as [`Self::journal_append`].
     async fn journal_retry(&self, id: i64, reason: &str, retry_at: i64) -> Result<u32> {
         let mut tx = self.write_tx().await?;
