@@ -336,3 +336,44 @@ async fn master_user_logs_in_as_the_user() {
         "{err}"
     );
 }
+
+/// A mailbox the connection has selected read-write is not opened again for each write (the
+/// mirror's STORE per journal entry): a NOOP brings its view up to date, so a message another
+/// connection added meanwhile takes the STORE, and its PERMANENTFLAGS are those of the SELECT.
+#[tokio::test]
+async fn a_writable_selection_is_kept_and_brought_up_to_date() {
+    let d = Dovecot::start(Layout::Slash);
+    d.add_user("alice", PW);
+    let mut c = Client::connect(
+        &opts(d.port(), Security::Plain, TlsOptions::default()),
+        Side::Old,
+    )
+    .await
+    .unwrap();
+    c.login("alice", &Secret::new(PW)).await.unwrap();
+    let first = c.writable_flags("INBOX").await.unwrap();
+    assert!(
+        first.as_ref().is_some_and(|f| f.iter().any(|f| f == "\\*")),
+        "{first:?}"
+    );
+    let mut other = RawImap::connect("127.0.0.1", d.port());
+    other.login("alice", PW);
+    let uid = other
+        .append("INBOX", &[], None, &common::message(1, 500))
+        .unwrap();
+    other.logout();
+    d.commands(true);
+    assert_eq!(c.writable_flags("INBOX").await.unwrap(), first);
+    c.uid_store(&[uid], "+FLAGS.SILENT", &["\\Flagged".to_string()])
+        .await
+        .unwrap();
+    let seen = d.commands(false);
+    assert_eq!(seen.get("SELECT").copied().unwrap_or(0), 0, "{seen:?}");
+    assert_eq!(seen.get("NOOP"), Some(&1), "{seen:?}");
+    let mut check = RawImap::connect("127.0.0.1", d.port());
+    check.login("alice", PW);
+    check.select("INBOX");
+    let (lines, _) = check.raw("UID FETCH 1:* (FLAGS)");
+    assert!(lines.iter().any(|l| l.contains("\\Flagged")), "{lines:?}");
+    check.logout();
+}

@@ -207,6 +207,8 @@ pub struct Client {
     stash: Vec<Untagged>,
     /// The mailbox this connection has selected, and whether read-only (EXAMINE).
     selected: Option<(String, bool)>,
+    /// The PERMANENTFLAGS the selected mailbox's SELECT answered.
+    permanentflags: Option<Vec<String>>,
 }
 
 impl Client {
@@ -251,6 +253,7 @@ impl Client {
             done: HashMap::new(),
             stash: Vec::new(),
             selected: None,
+            permanentflags: None,
         };
         match client.read().await? {
             Response::Untagged(Untagged::Status {
@@ -331,6 +334,7 @@ impl Client {
             done: HashMap::new(),
             stash: Vec::new(),
             selected: None,
+            permanentflags: None,
         };
         client.capability().await?;
         Ok(client)
@@ -960,7 +964,24 @@ impl Client {
             info.permanentflags = None;
         }
         self.selected = Some((mailbox.to_string(), info.readonly));
+        self.permanentflags = info.permanentflags.clone();
         Ok(info)
+    }
+
+    /// `mailbox` selected read-write, with its PERMANENTFLAGS: a SELECT, unless this connection
+    /// has it selected read-write already; then a NOOP brings the view up to date (messages
+    /// other connections added since are seen by UID commands) and the SELECT's PERMANENTFLAGS
+    /// hold. A NOOP costs the server far less than opening the mailbox again.
+    pub async fn writable_flags(&mut self, mailbox: &str) -> Result<Option<Vec<String>>> {
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|(m, readonly)| m == mailbox && !readonly)
+        {
+            self.noop().await?;
+            return Ok(self.permanentflags.clone());
+        }
+        Ok(self.select(mailbox, false).await?.permanentflags)
     }
 
     /// STATUS for many mailboxes, pipelined: all commands are written, then all answers read.

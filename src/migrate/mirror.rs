@@ -263,10 +263,10 @@ async fn mirror_flags(
         return Ok(());
     }
     let named = FlagSet::from_iter(named);
-    let info = conn.old.select(&pair.old_name, false).await?;
-    let perm = info
-        .permanentflags
-        .as_ref()
+    let perm = conn
+        .old
+        .writable_flags(&pair.old_name)
+        .await?
         .map(|p| PermanentFlags::parse(&p.join(" ")))
         .unwrap_or_default();
     let (storable, dropped) = filter_for_new(&named, &perm);
