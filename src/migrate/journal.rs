@@ -469,7 +469,7 @@ mod tests {
             // Found under its folder's new name, and after a move under its new UID.
             (vec![rename("A", "R"), copy("R", &[(3, 5)])], vec![3]),
             (vec![mv("A", "B", &[(1, 7)]), copy("B", &[(7, 2)])], vec![1]),
-            // A copy after its move out of the folder finds another message under that UID.
+            // A copy out of A after the message left it names a UID A no longer holds.
             (vec![mv("A", "B", &[(1, 7)]), copy("A", &[(1, 2)])], vec![]),
         ] {
             let (_, copied) = trace(&later, "A", &[1, 2, 3], '/');
