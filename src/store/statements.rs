@@ -13,9 +13,7 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row as _, Transaction};
 
 use crate::store::runs::{self, Run};
-use crate::store::sql::{
-    BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, now, padded, tuples,
-};
+use crate::store::sql::{BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, now, padded, tuples};
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
     Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, PairId, Phase, Result, Store,
