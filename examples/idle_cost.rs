@@ -16,16 +16,18 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use common::{Dovecot, DovecotOptions, Layout, ProxyProcess, RawImap, message};
+use support::CHILD_FLAG;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const CHILD_FLAG: &str = "--proxy-child";
 const PW: &str = "idle-pw";
 /// Logins in flight while the sessions open.
 const OPEN_AT_ONCE: usize = 32;
@@ -40,11 +42,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
-        let mut argv = vec!["imapferry".to_string()];
-        argv.extend(args[2..].iter().cloned());
-        std::process::exit(imapferry::cli::main_with_args(argv));
-    }
+    support::run_child_if_asked(&args);
     let mut a = Args {
         sessions: 1_000,
         accounts: 100,

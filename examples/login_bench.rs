@@ -36,12 +36,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::{Dovecot, DovecotOptions, Layout, ProxyProcess, RawImap};
-use support::{loadavg, median};
+use support::{CHILD_FLAG, loadavg, median};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 
-const CHILD_FLAG: &str = "--proxy-child";
 const PW: &str = "bench-pw";
 const USERS: usize = 10;
 const CONCURRENCY: [usize; 2] = [1, 10];
@@ -66,11 +65,7 @@ struct Config {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
-        let mut argv = vec!["imapferry".to_string()];
-        argv.extend(args[2..].iter().cloned());
-        std::process::exit(imapferry::cli::main_with_args(argv));
-    }
+    support::run_child_if_asked(&args);
     let mut cfg = Config {
         logins: 10,
         rounds: 7,

@@ -63,9 +63,10 @@ use imapferry::store::{AccountKey, SqliteStore, Store};
 use imapferry::sync::{
     AuthMech, Endpoint, Options, Quiet, login, prepare_tree, sync_account, sync_pair,
 };
-use support::{Cpu, all_procs, connect_options, loadavg, mb, median, self_cpu, tree_ticks, tv};
+use support::{
+    CHILD_FLAG, Cpu, all_procs, connect_options, loadavg, mb, median, self_cpu, tree_ticks, tv,
+};
 
-const CHILD_FLAG: &str = "--proxy-child";
 /// NEW users of a round (suffixed with the round's number): a), b), c), d), e), f).
 const USERS: [&str; 6] = ["proxy", "batch", "pair", "idle", "polled", "cli"];
 const PW: &str = "bench-pw";
@@ -94,11 +95,7 @@ struct Config {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
-        let mut argv = vec!["imapferry".to_string()];
-        argv.extend(args[2..].iter().cloned());
-        std::process::exit(imapferry::cli::main_with_args(argv));
-    }
+    support::run_child_if_asked(&args);
     let mut cfg = Config {
         messages: 10_000,
         budget_ms: 2_000,

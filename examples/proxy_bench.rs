@@ -34,13 +34,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use common::seed::Rng;
 use common::{Dovecot, DovecotOptions, Layout, ProxyProcess, lognormal_size, message};
-use support::{loadavg, median};
+use support::{CHILD_FLAG, loadavg, median};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
 
-const CHILD_FLAG: &str = "--proxy-child";
 const USER: &str = "bench";
 const PW: &str = "bench-pw";
 const BIG: usize = 50 * 1024 * 1024;
@@ -59,11 +58,7 @@ struct Config {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
-        let mut argv = vec!["imapferry".to_string()];
-        argv.extend(args[2..].iter().cloned());
-        std::process::exit(imapferry::cli::main_with_args(argv));
-    }
+    support::run_child_if_asked(&args);
     let mut cfg = Config {
         messages: 2_000,
         idle: 2_000,

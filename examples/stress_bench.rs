@@ -62,12 +62,11 @@ use anyhow::{Context, Result, bail};
 use common::raw::{Item, parse_items};
 use common::seed::Rng;
 use common::{Dovecot, DovecotOptions, Layout, ProxyProcess, RawImap, lognormal_size, message};
-use support::{loadavg, median};
+use support::{CHILD_FLAG, loadavg, median};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-const CHILD_FLAG: &str = "--proxy-child";
 const PW: &str = "bench-pw";
 const FOLDERS: [&str; 3] = ["INBOX", "Work", "Archive"];
 /// Messages seeded in each of `FOLDERS`; a folder at twice this is shrunk instead of grown.
@@ -90,11 +89,7 @@ struct Config {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
-        let mut argv = vec!["imapferry".to_string()];
-        argv.extend(args[2..].iter().cloned());
-        std::process::exit(imapferry::cli::main_with_args(argv));
-    }
+    support::run_child_if_asked(&args);
     let mut cfg = Config {
         clients: 10,
         seconds: 30.0,

@@ -1,6 +1,6 @@
 //! Helpers the benchmark examples share (`#[path = "support/mod.rs"] mod support;`): medians,
 //! load average, CPU time of this process and of process trees (a Dovecot master and its
-//! children) from /proc, and plain loopback connection options.
+//! children) from /proc, plain loopback connection options, and the hidden proxy child.
 #![allow(dead_code)] // not every benchmark uses every helper
 
 use std::path::Path;
@@ -151,5 +151,18 @@ impl Cpu {
     pub fn since_from(&self, before: (f64, f64), procs: &Procs) -> (f64, f64) {
         let now = self.sample_from(procs);
         (now.0 - before.0, now.1 - before.1)
+    }
+}
+
+/// The hidden flag that makes an example's binary run `imapferry` itself (`--proxy-child proxy
+/// --config FILE`), so a proxy under measurement is a process of its own.
+pub const CHILD_FLAG: &str = "--proxy-child";
+
+/// Runs `imapferry ARGS` and exits when this process was started with [`CHILD_FLAG`] ARGS.
+pub fn run_child_if_asked(args: &[String]) {
+    if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
+        let mut argv = vec!["imapferry".to_string()];
+        argv.extend(args[2..].iter().cloned());
+        std::process::exit(imapferry::cli::main_with_args(argv));
     }
 }
