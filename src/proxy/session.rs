@@ -747,6 +747,13 @@ fn poisoned<T>(_: T) -> io::Error {
     io::Error::other("session state poisoned by an earlier panic")
 }
 
+/// The proxy's own replies waiting to go out, appended to `out` (at a response boundary).
+fn take_replies(inject: &mut mpsc::Receiver<Vec<u8>>, out: &mut Vec<u8>) {
+    while let Ok(reply) = inject.try_recv() {
+        out.extend_from_slice(&reply);
+    }
+}
+
 /// Takes the tag waiting for a continuation.
 fn take_waiting(waiting: &Waiting) -> io::Result<Option<String>> {
     Ok(waiting.lock().map_err(poisoned)?.take())
@@ -1274,9 +1281,7 @@ impl NewToClient<'_> {
                     && framer.buffered() == 0
                     && framer.literal_remaining().is_none();
                 if boundary {
-                    while let Ok(reply) = inject.try_recv() {
-                        out.extend_from_slice(&reply);
-                    }
+                    take_replies(&mut inject, &mut out);
                 }
                 if !out.is_empty() {
                     send(wr, &mut out, true).await?;
@@ -1297,6 +1302,11 @@ impl NewToClient<'_> {
             match event {
                 Event::Line { bytes, literal } => {
                     let starts = !continuing;
+                    if starts {
+                        // Replies queued before this response was read answer commands sent
+                        // before the one it answers: they keep their place.
+                        take_replies(&mut inject, &mut out);
+                    }
                     continuing = literal.is_some();
                     if starts && bytes.starts_with(b"+") {
                         if take_waiting(waiting)?.is_some() {
@@ -1337,7 +1347,12 @@ impl NewToClient<'_> {
                     overlong = false;
                     continuing = literal.is_some();
                 }
-                Event::Error(FrameError::LineTooLong) => overlong = true,
+                Event::Error(FrameError::LineTooLong) => {
+                    if !continuing {
+                        take_replies(&mut inject, &mut out);
+                    }
+                    overlong = true;
+                }
                 Event::Error(_) => {}
             }
             if out.len() >= FLUSH_AT {
