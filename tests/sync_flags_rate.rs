@@ -324,3 +324,165 @@ fn cli_options_are_checked_at_parse() {
         assert!(help.contains(name), "--help lacks {name}:\n{help}");
     }
 }
+
+/// Plays the user on NEW in the middle of a pass: when the pass reports an event of the given
+/// kind, the user STOREs on NEW once (`(uid, op, flags)`), as a mail client through the proxy
+/// would while a live-pickup pass runs.
+struct UserOnNew {
+    host: String,
+    port: u16,
+    on_expunged: std::sync::Mutex<Option<(u32, &'static str, Vec<&'static str>)>>,
+    on_flags: std::sync::Mutex<Option<(u32, &'static str, Vec<&'static str>)>>,
+    /// On the first message copied: `(op, flags)` on its copy.
+    on_copied: std::sync::Mutex<Option<(&'static str, Vec<&'static str>)>>,
+}
+
+impl UserOnNew {
+    fn new(d: &Dovecot) -> UserOnNew {
+        UserOnNew {
+            host: d.host().to_string(),
+            port: d.port(),
+            on_expunged: Default::default(),
+            on_flags: Default::default(),
+            on_copied: Default::default(),
+        }
+    }
+}
+
+impl imapferry::sync::Observer for UserOnNew {
+    fn event(&self, event: imapferry::sync::Event) {
+        use imapferry::sync::Event;
+        let slot = match event {
+            Event::Expunged { .. } => &self.on_expunged,
+            Event::FlagsUpdated { .. } => &self.on_flags,
+            Event::Copied {
+                new_uid: Some(uid), ..
+            } => {
+                let Some((op, flags)) = self.on_copied.lock().unwrap().take() else {
+                    return;
+                };
+                &std::sync::Mutex::new(Some((uid, op, flags)))
+            }
+            _ => return,
+        };
+        if let Some((uid, op, flags)) = slot.lock().unwrap().take() {
+            let mut user = RawImap::connect(&self.host, self.port);
+            user.login("alice", PW);
+            user.uid_store("INBOX", uid, op, &flags);
+            user.logout();
+        }
+    }
+}
+
+/// A pass that follows OLD's flags must not undo what the user does on NEW while it runs: a
+/// STORE made after the pass read NEW and before it wrote there wins (the pass's STORE is
+/// conditional on what it read), and one made after the pass wrote NEW but before it recorded
+/// NEW's state is seen by the next pass as the user's (the recorded watermark does not hide it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_never_undoes_a_store_the_user_made_during_it() {
+    let (old, new, store, _dir) = setup(Layout::Slash, Layout::Slash).await;
+    let mut o = login(&old);
+    // Twelve messages: one expunge stays under the 10 % deletion bound.
+    for i in 0..12u64 {
+        o.append("INBOX", &["\\Seen"], None, &common::message(i, 900));
+    }
+    pass(&store, &old, &new, &Options::default()).await;
+    pass(&store, &old, &new, &Options::default()).await;
+    let m = inbox(&old);
+    let copies = inbox(&new);
+    let on_new = |i: usize| copy_of(&copies, &m[i]).uid;
+
+    // OLD changes: m0 and m1 lose \Seen, m4 is expunged, a sixth message arrives.
+    o.uid_store("INBOX", m[0].uid, "-FLAGS", &["\\Seen"]);
+    o.uid_store("INBOX", m[1].uid, "-FLAGS", &["\\Seen"]);
+    o.uid_expunge("INBOX", m[4].uid);
+    o.append("INBOX", &[], None, &common::message(12, 900));
+    // Meanwhile the user: once the pass has read NEW (it reports the expunge), sets m0's flags;
+    // once it has written m1's (it reports the flag update), marks m2 unread.
+    let user = UserOnNew::new(&new);
+    *user.on_expunged.lock().unwrap() = Some((on_new(0), "FLAGS", vec!["\\Seen", "\\Answered"]));
+    *user.on_flags.lock().unwrap() = Some((on_new(2), "-FLAGS", vec!["\\Seen"]));
+    let report = sync_account(
+        &store,
+        &endpoint(&old),
+        &endpoint(&new),
+        &Options::default(),
+        &user,
+    )
+    .await
+    .expect("sync pass");
+    assert!(report.errors.is_empty(), "errors: {:#?}", report.errors);
+    assert!(
+        user.on_expunged.lock().unwrap().is_none(),
+        "the pass reported its expunge"
+    );
+    assert!(
+        user.on_flags.lock().unwrap().is_none(),
+        "the pass reported its flag update"
+    );
+    let after = inbox(&new);
+    let flags_of = |msgs: &[common::Msg], i: usize| copy_of(msgs, &m[i]).flags.clone();
+    assert_eq!(
+        flags_of(&after, 0),
+        set(&["\\Seen", "\\Answered"]),
+        "the user's STORE stands"
+    );
+    assert_eq!(flags_of(&after, 1), set(&[]), "OLD's change reached NEW");
+
+    // OLD flags m2 (say, the mirror of an earlier write): the user's later unread mark stays.
+    o.uid_store("INBOX", m[2].uid, "+FLAGS", &["\\Flagged"]);
+    pass(&store, &old, &new, &Options::default()).await;
+    let last = inbox(&new);
+    assert!(
+        !flags_of(&last, 2).contains("\\Seen"),
+        "the user's -\\Seen made during the earlier pass was undone: {:?}",
+        flags_of(&last, 2)
+    );
+    assert_eq!(flags_of(&last, 0), set(&["\\Seen", "\\Answered"]));
+}
+
+/// The same during a folder's first pass, which reads NEW without CONDSTORE: the user marks
+/// the first copy unread while the rest are still being copied. When OLD later flags that
+/// message, the user's unread mark stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_pass_leaves_the_next_one_what_the_user_changed_during_it() {
+    let (old, new, store, _dir) = setup(Layout::Slash, Layout::Slash).await;
+    let mut o = login(&old);
+    for i in 0..20u64 {
+        o.append("INBOX", &["\\Seen"], None, &common::message(i, 900));
+    }
+    let user = UserOnNew::new(&new);
+    *user.on_copied.lock().unwrap() = Some(("-FLAGS", vec!["\\Seen"]));
+    let report = sync_account(
+        &store,
+        &endpoint(&old),
+        &endpoint(&new),
+        &Options::default(),
+        &user,
+    )
+    .await
+    .expect("first pass");
+    assert!(report.errors.is_empty(), "errors: {:#?}", report.errors);
+    assert!(
+        user.on_copied.lock().unwrap().is_none(),
+        "the pass reported a copy"
+    );
+    let unread: Vec<common::Msg> = inbox(&new)
+        .into_iter()
+        .filter(|m| !m.flags.contains("\\Seen"))
+        .collect();
+    assert_eq!(unread.len(), 1, "the user's mark");
+    let m = inbox(&old);
+    let first = m
+        .iter()
+        .find(|o| message_id(o) == message_id(&unread[0]))
+        .expect("on OLD");
+
+    o.uid_store("INBOX", first.uid, "+FLAGS", &["\\Flagged"]);
+    pass(&store, &old, &new, &Options::default()).await;
+    let flags = copy_of(&inbox(&new), first).flags.clone();
+    assert!(
+        !flags.contains("\\Seen"),
+        "the user's -\\Seen made during the first pass was undone: {flags:?}"
+    );
+}

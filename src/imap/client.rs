@@ -1212,6 +1212,45 @@ impl Client {
         Ok(())
     }
 
+    /// Gives messages of the selected mailbox their whole target flags (`(uids, FLAGS list)`),
+    /// each STORE conditional on the message being unchanged since `modseq` (RFC 7162
+    /// `UNCHANGEDSINCE`; CONDSTORE must be in use). Returns the modseq each stored message got
+    /// (as the server reported it), and the UIDs it left alone because they changed since.
+    pub async fn store_unchanged_since(
+        &mut self,
+        modseq: u64,
+        targets: impl IntoIterator<Item = (Vec<u32>, Vec<String>)>,
+    ) -> Result<(HashMap<u32, u64>, BTreeSet<u32>)> {
+        let mut tags = Vec::new();
+        for (uids, flags) in targets {
+            for set in uidset::chunks(&uids, MAX_SET_LEN) {
+                let line = format!(
+                    "UID STORE {set} (UNCHANGEDSINCE {modseq}) FLAGS ({})",
+                    flags.join(" ")
+                );
+                tags.push(self.send(Cmd::new(&line)).await?);
+            }
+        }
+        let (mut stored, mut modified) = (HashMap::new(), BTreeSet::new());
+        for tag in tags {
+            let done = self
+                .wait(&tag, |u| {
+                    if let Untagged::Fetch(f) = u
+                        && let Some(uid) = f.uid
+                    {
+                        stored.insert(uid, f.modseq.unwrap_or(0));
+                    }
+                })
+                .await?
+                .ok(self.side, "UID STORE")?;
+            if let Some(Code::Modified(uids)) = done.code {
+                modified.extend(uids);
+            }
+        }
+        stored.retain(|uid, _| !modified.contains(uid));
+        Ok((stored, modified))
+    }
+
     /// Expunges exactly these UIDs of the selected mailbox. Without UIDPLUS, other messages
     /// already marked `\Deleted` are unmarked for the EXPUNGE and marked again after it.
     pub async fn uid_expunge(&mut self, uids: &[u32]) -> Result<()> {

@@ -52,6 +52,8 @@ pub enum Code {
     UidValidity(u32),
     HighestModSeq(u64),
     NoModSeq,
+    /// RFC 7162: the messages a STORE with `UNCHANGEDSINCE` left alone (changed since).
+    Modified(Vec<u32>),
     AppendUid {
         uidvalidity: u32,
         uids: Vec<u32>,
@@ -299,6 +301,7 @@ fn parse_code(s: &str) -> Code {
         "UIDNEXT" => num(args).map(|n| Code::UidNext(n as u32)),
         "UIDVALIDITY" => num(args).map(|n| Code::UidValidity(n as u32)),
         "HIGHESTMODSEQ" => num(args).map(Code::HighestModSeq),
+        "MODIFIED" => uidset::parse(args.trim(), 1 << 20).map(Code::Modified),
         "APPENDUID" => match words.as_slice() {
             [uv, set] => Some(Code::AppendUid {
                 uidvalidity: uv.parse().unwrap_or(0),

@@ -323,9 +323,14 @@ pub fn store_ops(current: &FlagSet, target: &FlagSet) -> (Vec<String>, Vec<Strin
 }
 
 /// The STOREs that bring messages to their target flags, grouped so that messages needing the
-/// same change share one command: each group is `(uids, +FLAGS list, -FLAGS list)`.
+/// same change share one command: each group is `(uids, +FLAGS list, -FLAGS list)`. The same
+/// changes are also kept as replacements, `(uids, FLAGS list)`, for a STORE made conditional
+/// on the message being unchanged since it was read (one command per message then).
 #[derive(Debug, Default)]
-pub struct FlagStores(BTreeMap<(Vec<String>, Vec<String>), Vec<u32>>);
+pub struct FlagStores {
+    diffs: BTreeMap<(Vec<String>, Vec<String>), Vec<u32>>,
+    targets: BTreeMap<Vec<String>, Vec<u32>>,
+}
 
 impl FlagStores {
     /// Records that message `uid` goes from `current` to `target`; returns whether it changes.
@@ -333,24 +338,33 @@ impl FlagStores {
         let ops = store_ops(current, target);
         let changes = !ops.0.is_empty() || !ops.1.is_empty();
         if changes {
-            self.0.entry(ops).or_default().push(uid);
+            self.diffs.entry(ops).or_default().push(uid);
+            let list = target.iter().map(String::from).collect();
+            self.targets.entry(list).or_default().push(uid);
         }
         changes
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.diffs.is_empty()
     }
 
     /// How many messages change.
     pub fn messages(&self) -> usize {
-        self.0.values().map(Vec::len).sum()
+        self.diffs.values().map(Vec::len).sum()
     }
 
-    pub fn groups(self) -> impl Iterator<Item = (Vec<u32>, Vec<String>, Vec<String>)> {
-        self.0
-            .into_iter()
-            .map(|((add, remove), uids)| (uids, add, remove))
+    pub fn groups(&self) -> impl Iterator<Item = (Vec<u32>, Vec<String>, Vec<String>)> {
+        self.diffs
+            .iter()
+            .map(|((add, remove), uids)| (uids.clone(), add.clone(), remove.clone()))
+    }
+
+    /// The same changes as `(uids, FLAGS list)`: each message's whole target.
+    pub fn targets(&self) -> impl Iterator<Item = (Vec<u32>, Vec<String>)> {
+        self.targets
+            .iter()
+            .map(|(flags, uids)| (uids.clone(), flags.clone()))
     }
 }
 

@@ -294,7 +294,7 @@ async fn execute(
     }
     ledger.mark(plan.linked.iter().copied(), Fate::Linked);
 
-    apply_flags(store, new, pair, &plan.flags, opts, tally).await?;
+    let wrote_flags = apply_flags(store, new, pair, n, &plan.flags, opts, tally).await?;
 
     let mut to_copy = plan.copy.clone();
     if !to_copy.is_empty() && !opts.messages.is_all() {
@@ -382,22 +382,7 @@ async fn execute(
         tally.stats(|s| s.messages_in_error += errors.len() as u64);
         store.set_message_errors(pair.id, &errors).await?;
         let wrote_new = !to_copy.is_empty() || !expunged.is_empty() || deleted_on_new;
-        let new_state = if !new_condstore && new.has("CONDSTORE") {
-            // A first pass: NEW counts modseqs from now on (Dovecot starts when CONDSTORE is
-            // first used, and a HIGHESTMODSEQ it gave before may be older than its messages'),
-            // so the next pass's CHANGEDSINCE returns only what changed after this one.
-            state(&new.select_with(&pair.new_name, true, true).await?)
-        } else if wrote_new {
-            let st = new.status(&pair.new_name).await?;
-            MailboxState {
-                uidvalidity: st.uidvalidity,
-                uidnext: st.uidnext,
-                highestmodseq: st.highestmodseq,
-                messages: st.messages,
-            }
-        } else {
-            n.state
-        };
+        let new_state = new_state_after(store, new, pair, n, wrote_new, &wrote_flags).await?;
         // A folder with a message in error is not done: the next pass looks at it again.
         let phase = if errors.is_empty() {
             Phase::Synced
@@ -584,16 +569,117 @@ async fn settle_missing(
     Ok(())
 }
 
+/// NEW's state to record after the pass: the watermark the next pass reads changes from, so it
+/// must not hide a change the user made on NEW while this pass ran.
+/// - NEW scanned without CONDSTORE (a first pass): see [`first_watermark`].
+/// - The pass wrote NEW: its own changes should not count as the user's next time, but a later
+///   STATUS would also cover the user's. The messages changed since the scan are read: the
+///   watermark goes past them if they are all the pass's own (`own_flags` at the modseq its
+///   STORE gave them, and messages above the scan's UIDNEXT: copies, arrivals), else stays
+///   below the first foreign one.
+/// - Nothing written: the scan's state.
+async fn new_state_after(
+    store: &dyn Store,
+    new: &mut Client,
+    pair: &FolderPair,
+    n: &SideScan,
+    wrote_new: bool,
+    own_flags: &HashMap<u32, u64>,
+) -> Result<MailboxState, SyncError> {
+    let scanned = n.state.highestmodseq;
+    if pair.new.is_some() && !wrote_new && own_flags.is_empty() {
+        return Ok(n.state);
+    }
+    if pair.new.is_none() && new.has("CONDSTORE") {
+        return first_watermark(store, new, pair).await;
+    }
+    if pair.new.is_none() || scanned == 0 {
+        let st = new.status(&pair.new_name).await?;
+        return Ok(MailboxState {
+            uidvalidity: st.uidvalidity,
+            uidnext: st.uidnext,
+            highestmodseq: 0,
+            messages: st.messages,
+        });
+    }
+    // The copy left NEW unselected, and a STORE's answer may have changed the view: read anew.
+    let mut state = state(&new.select_with(&pair.new_name, true, true).await?);
+    let mut changed = Vec::new();
+    let fetch = new
+        .send_uid_fetch("1:*", "UID", &format!("CHANGEDSINCE {scanned}"))
+        .await?;
+    new.wait(&fetch, |u| {
+        if let Untagged::Fetch(f) = u
+            && let (Some(uid), Some(modseq)) = (f.uid, f.modseq)
+        {
+            changed.push((uid, modseq));
+        }
+    })
+    .await?
+    .ok(new.side(), "UID FETCH")?;
+    let own =
+        |(uid, modseq): &(u32, u64)| own_flags.get(uid) == Some(modseq) || *uid >= n.state.uidnext;
+    let foreign = changed.iter().filter(|c| !own(c)).map(|(_, m)| *m).min();
+    let newest = changed.iter().map(|(_, m)| *m).max().unwrap_or(scanned);
+    state.highestmodseq = match foreign {
+        Some(first) => (first - 1).max(scanned),
+        None => newest.max(scanned),
+    };
+    Ok(state)
+}
+
+/// NEW's state after a first pass, which read NEW without CONDSTORE (it fills the folder
+/// faster): CONDSTORE is turned on now (Dovecot counts modseqs from its first use), so nothing
+/// vouches for what the user changed on NEW while the pass ran. NEW's flags are read once: if
+/// every linked message holds the flags its link recorded, the modseq is the watermark; else
+/// none is recorded, the links keep their base flags and the next pass reads NEW whole.
+async fn first_watermark(
+    store: &dyn Store,
+    new: &mut Client,
+    pair: &FolderPair,
+) -> Result<MailboxState, SyncError> {
+    let mut state = state(&new.select_with(&pair.new_name, true, true).await?);
+    if state.messages == 0 {
+        return Ok(state);
+    }
+    let mut on_new = HashMap::new();
+    let fetch = new.send_uid_fetch("1:*", "UID FLAGS", "").await?;
+    new.wait(&fetch, |u| {
+        if let Untagged::Fetch(f) = u
+            && let (Some(uid), Some(flags)) = (f.uid, f.flags)
+        {
+            on_new.insert(uid, FlagSet::from_iter(flags));
+        }
+    })
+    .await?
+    .ok(new.side(), "UID FETCH")?;
+    let changed = store.links(pair.id).await?.iter().any(|l| {
+        on_new
+            .get(&l.new_uid)
+            .is_some_and(|f| !l.has_base() || *f != FlagSet::parse(&l.new_flags))
+    });
+    if changed {
+        tracing::info!("flags changed on NEW during the first pass: the next pass reads NEW whole");
+        state.highestmodseq = 0;
+    }
+    Ok(state)
+}
+
 /// Carries out the flag merge's outcome (see [`plan`]): warns about flags NEW cannot store,
-/// STOREs on NEW, records the new bases.
+/// STOREs on NEW, records the new bases. Where NEW was scanned with CONDSTORE, each STORE is
+/// conditional on the message being unchanged since the scan: a message the user changed on
+/// NEW meanwhile keeps the user's flags (NEW wins; the mirror carries them to OLD), and its
+/// link's base makes the next pass see them as NEW's change. Returns the NEW UIDs it changed,
+/// with the modseq each got (0 where unknown).
 async fn apply_flags(
     store: &dyn Store,
     new: &mut Client,
     pair: &FolderPair,
+    n: &SideScan,
     flags: &FlagPlan,
     opts: &Options,
     tally: &Tally<'_>,
-) -> Result<(), SyncError> {
+) -> Result<HashMap<u32, u64>, SyncError> {
     tally.stats(|s| s.flags_dropped += flags.dropped.len() as u64);
     let dropped: BTreeSet<&(String, Unstorable)> = flags.dropped.iter().collect();
     for (flag, why) in dropped {
@@ -602,25 +688,38 @@ async fn apply_flags(
             pair.new_name
         ));
     }
-    if opts.dry {
-        return Ok(());
+    let mut stored = HashMap::new();
+    if opts.dry || flags.messages() == 0 {
+        return Ok(stored);
     }
-    let changed = flags.messages();
-    if changed > 0 {
-        new.writable(&pair.new_name, pair.new.is_some()).await?;
+    new.writable(&pair.new_name, pair.new.is_some()).await?;
+    let scanned = n.state.highestmodseq;
+    if pair.new.is_some() && scanned > 0 {
+        let modified;
+        (stored, modified) = new
+            .store_unchanged_since(scanned, flags.targets.iter().cloned())
+            .await?;
+        if !modified.is_empty() {
+            tracing::info!(
+                count = modified.len(),
+                "messages changed on NEW since the pass read them keep NEW's flags"
+            );
+        }
+    } else {
         new.store_flags(flags.store_on_new.iter().cloned()).await?;
+        stored.extend(flags.targets.iter().flat_map(|(u, _)| u).map(|u| (*u, 0)));
     }
     if !flags.bases.is_empty() {
         store.update_link_flags(pair.id, &flags.bases).await?;
     }
-    if changed > 0 {
-        tally.stats(|s| s.flags_updated += changed as u64);
+    if !stored.is_empty() {
+        tally.stats(|s| s.flags_updated += stored.len() as u64);
         tally.event(Event::FlagsUpdated {
             new_folder: pair.new_name.clone(),
-            count: changed,
+            count: stored.len(),
         });
     }
-    Ok(())
+    Ok(stored)
 }
 
 #[cfg(test)]

@@ -100,6 +100,9 @@ impl Default for OldExpunges {
 pub(crate) struct FlagPlan {
     /// STOREs on NEW: `(new_uids, +FLAGS, -FLAGS)`, messages needing the same change together.
     pub store_on_new: Vec<(Vec<u32>, Vec<String>, Vec<String>)>,
+    /// The same STOREs as replacements, `(new_uids, FLAGS)`: what a STORE conditional on NEW's
+    /// scan (`UNCHANGEDSINCE`) sends, as add and remove would be two changes.
+    pub targets: Vec<(Vec<u32>, Vec<String>)>,
     /// The new base of each merged link (what each side holds afterwards).
     pub bases: Vec<LinkFlags>,
     /// Flags the merge wanted on NEW that NEW cannot store, one entry per message.
@@ -326,6 +329,7 @@ fn plan_flags(links: &[&Link], old: &SideScan, new: &SideScan, options: &PlanOpt
         });
     }
     plan.store_on_new = stores.groups().collect();
+    plan.targets = stores.targets().collect();
     plan
 }
 

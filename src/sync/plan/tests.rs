@@ -353,6 +353,7 @@ fn flag_rows() -> Vec<Row> {
         b,
         merged(FlagPlan {
             store_on_new: vec![(vec![1], vec![], strings(&["\\Seen"]))],
+            targets: vec![(vec![1], vec![])],
             bases: vec![base(1, "", "")],
             dropped: vec![],
         }),
@@ -374,6 +375,7 @@ fn flag_rows() -> Vec<Row> {
         b,
         merged(FlagPlan {
             store_on_new: vec![(vec![1], strings(&["\\Flagged"]), vec![])],
+            targets: vec![(vec![1], strings(&["\\Flagged"]))],
             bases: vec![base(1, "\\Flagged \\Seen", "\\Flagged")],
             dropped: vec![],
         }),
@@ -385,6 +387,7 @@ fn flag_rows() -> Vec<Row> {
         b,
         merged(FlagPlan {
             store_on_new: vec![(vec![1], vec![], strings(&["\\Seen"]))],
+            targets: vec![(vec![1], strings(&["\\Answered"]))],
             bases: vec![base(1, "", "\\Answered")],
             dropped: vec![],
         }),
@@ -415,6 +418,7 @@ fn flag_rows() -> Vec<Row> {
         b,
         merged(FlagPlan {
             store_on_new: vec![(vec![1], strings(&["\\Seen"]), vec![])],
+            targets: vec![(vec![1], strings(&["\\Seen"]))],
             bases: vec![base(1, "\\Seen", "\\Seen")],
             dropped: vec![],
         }),
@@ -441,6 +445,7 @@ fn flag_rows() -> Vec<Row> {
             copy: vec![2],
             ..merged(FlagPlan {
                 store_on_new: vec![(vec![1], strings(&["\\Seen"]), vec![])],
+                targets: vec![(vec![1], strings(&["\\Seen"]))],
                 bases: vec![base(1, "\\Seen", "\\Seen")],
                 dropped: vec![],
             })
@@ -475,17 +480,20 @@ fn watermark_rows() -> Vec<Row> {
         };
         (scan, stored)
     };
-    let stores = |add: &[&str], remove: &[&str]| Plan {
+    // The STORE that brings NEW's message 1 to `target`, as +FLAGS/-FLAGS and as FLAGS.
+    let stores = |add: &[&str], remove: &[&str], target: &[&str]| Plan {
         linked: set([1]),
         adopt_from: 2,
         flags: FlagPlan {
-            store_on_new: if add.is_empty() && remove.is_empty() {
-                vec![]
-            } else {
-                vec![(vec![1], strings(add), strings(remove))]
-            },
+            store_on_new: vec![(vec![1], strings(add), strings(remove))],
+            targets: vec![(vec![1], strings(target))],
             ..FlagPlan::default()
         },
+        ..Plan::default()
+    };
+    let unchanged = Plan {
+        linked: set([1]),
+        adopt_from: 2,
         ..Plan::default()
     };
     let (a, b) = one(&[(1, "\\Seen \\Flagged")], &[], &[(1, "\\Seen $K")]);
@@ -493,18 +501,18 @@ fn watermark_rows() -> Vec<Row> {
         "OLD changed it: NEW follows OLD",
         a,
         b,
-        stores(&["\\Flagged"], &["$K"]),
+        stores(&["\\Flagged"], &["$K"], &["\\Flagged", "\\Seen"]),
     );
     let (a, b) = one(&[], &[(1, "")], &[]);
-    let new_only = row("NEW changed it: nothing", a, b, stores(&[], &[]));
+    let new_only = row("NEW changed it: nothing", a, b, unchanged.clone());
     let (a, b) = one(&[(1, "\\Flagged")], &[(1, "")], &[]);
-    let both = row("both changed it: NEW wins", a, b, stores(&[], &[]));
+    let both = row("both changed it: NEW wins", a, b, unchanged.clone());
     let (a, b) = one(&[(1, "\\Seen")], &[], &[(1, "\\Seen")]);
     let equal = row(
         "OLD changed it to NEW's flags: nothing",
         a,
         b,
-        stores(&[], &[]),
+        unchanged.clone(),
     );
     let (mut a, b) = one(&[(1, "\\Seen")], &[], &[(1, "")]);
     a.old.changes_only = false;
@@ -512,7 +520,7 @@ fn watermark_rows() -> Vec<Row> {
         "OLD read whole (its CONDSTORE gone): OLD wins where they differ",
         a,
         b,
-        stores(&["\\Seen"], &[]),
+        stores(&["\\Seen"], &[], &["\\Seen"]),
     );
     let (mut a, b) = one(&[(1, "\\Seen")], &[(1, "\\Flagged")], &[]);
     (a.old.changes_only, a.new.changes_only) = (false, false);
@@ -520,7 +528,7 @@ fn watermark_rows() -> Vec<Row> {
         "--resyncflags (both read whole): OLD over NEW's change",
         a,
         b,
-        stores(&["\\Seen"], &["\\Flagged"]),
+        stores(&["\\Seen"], &["\\Flagged"], &["\\Seen"]),
     );
     host1_wins.options.host1_wins = true;
     let (mut a, b) = one(&[(1, "$Label \\Seen")], &[], &[(1, "")]);
@@ -529,7 +537,7 @@ fn watermark_rows() -> Vec<Row> {
         "a keyword NEW cannot store is dropped",
         a,
         b,
-        stores(&["\\Seen"], &[]),
+        stores(&["\\Seen"], &[], &["\\Seen"]),
     );
     refused.want.flags.dropped = vec![("$Label".into(), Unstorable::NotPermanent)];
     vec![old_only, new_only, both, equal, whole, host1_wins, refused]
