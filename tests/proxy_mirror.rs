@@ -1073,3 +1073,32 @@ fn a_replayed_rename_is_done_already() {
     let on_old = snapshot(&s.old, USER, PW);
     assert!(on_old.folders.contains_key("C") && !on_old.folders.contains_key("B"));
 }
+
+/// Reading a message marks it read: a FETCH of a body without `.PEEK` (`BODY[]`, `RFC822`,
+/// `BINARY[]`, by UID or sequence number) sets `\Seen` on NEW, and the mirror sets it on OLD.
+/// The same FETCH in an EXAMINEd folder changes nothing, on either side.
+#[test]
+fn reading_a_message_marks_it_read_on_old_too() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    for i in 0..5 {
+        old.append("INBOX", &[], None, &message(i, 900));
+    }
+    old.logout();
+    let mut c = s.client();
+    c.examine("INBOX");
+    c.exec("FETCH 5 BODY[]");
+    c.select("INBOX");
+    c.exec("UID FETCH 1 (UID BODY[])");
+    c.exec("FETCH 2 RFC822");
+    c.exec("FETCH 3 (BODY[TEXT]<0.10>)");
+    c.exec("FETCH 4 BODY.PEEK[]");
+    c.logout();
+    s.assert_mirrored();
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(
+        on_old.with_flag("\\Seen"),
+        3,
+        "read by BODY[], RFC822 and BODY[TEXT]"
+    );
+}

@@ -90,6 +90,13 @@ pub enum Command {
         op: String,
         flags: Vec<String>,
     },
+    /// `FETCH` or `UID FETCH` of a body part without `.PEEK` (`BODY[…]`, `BINARY[…]`, `RFC822`,
+    /// `RFC822.TEXT`): in a read-write folder the server sets `\Seen` on the messages fetched.
+    /// Other FETCHes are [`Command::Other`].
+    FetchSeen {
+        uid: bool,
+        set: String,
+    },
     /// `EXPUNGE` (`uid_set` `None`) or `UID EXPUNGE set`.
     Expunge {
         uid_set: Option<String>,
@@ -157,6 +164,17 @@ pub fn inspect(line: &[u8]) -> Inspected {
         command,
         codec_parsed,
     }
+}
+
+/// Whether FETCH items (as sent, after the set) fetch a body part without `.PEEK` (RFC 9051
+/// §6.4.5: `BODY[…]` and `BINARY[…]` set `\Seen`; RFC 3501's `RFC822` and `RFC822.TEXT` too).
+fn sets_seen(items: &[u8]) -> bool {
+    let items = lossy(items).to_ascii_uppercase();
+    items.contains("BODY[")
+        || items.contains("BINARY[")
+        || items
+            .split([' ', '(', ')'])
+            .any(|item| item == "RFC822" || item == "RFC822.TEXT")
 }
 
 /// imap-codec's view: whether the line decodes, and the command when it is one whose arguments
@@ -312,6 +330,18 @@ fn by_tokens(name: &str, toks: &mut Tokens<'_>) -> Option<Command> {
                 set: lossy(set),
                 op,
                 flags,
+            }
+        }
+        "FETCH" | "UID FETCH" => {
+            let Tok::Atom(set) = toks.next()?.ok()? else {
+                return None;
+            };
+            if !sets_seen(toks.rest) {
+                return Some(Command::Other);
+            }
+            Command::FetchSeen {
+                uid: name.starts_with("UID "),
+                set: lossy(set),
             }
         }
         "EXPUNGE" => Command::Expunge { uid_set: None },
@@ -576,6 +606,40 @@ mod tests {
                     flags: vec!["\\Flagged".into()],
                 },
             ),
+            (
+                "A1 UID FETCH 4:* (UID FLAGS BODY[])\r\n",
+                Command::FetchSeen {
+                    uid: true,
+                    set: "4:*".into(),
+                },
+            ),
+            (
+                "A1 fetch 2 (body[header.fields (subject)]<0.100>)\r\n",
+                Command::FetchSeen {
+                    uid: false,
+                    set: "2".into(),
+                },
+            ),
+            (
+                "A1 FETCH 1 RFC822\r\n",
+                Command::FetchSeen {
+                    uid: false,
+                    set: "1".into(),
+                },
+            ),
+            (
+                "A1 UID FETCH 1 (BINARY[1] RFC822.TEXT)\r\n",
+                Command::FetchSeen {
+                    uid: true,
+                    set: "1".into(),
+                },
+            ),
+            // PEEK, headers, sizes and structure leave \Seen alone.
+            (
+                "A1 UID FETCH 1:* (BODY.PEEK[] BINARY.PEEK[1] RFC822.HEADER RFC822.SIZE BODY BODYSTRUCTURE)\r\n",
+                Command::Other,
+            ),
+            ("A1 FETCH 1:* FULL\r\n", Command::Other),
             ("A1 EXPUNGE\r\n", Command::Expunge { uid_set: None }),
             (
                 "A1 uid expunge 4:5\r\n",
@@ -715,7 +779,7 @@ mod tests {
             ("A1 SELECT\r\n", Command::Other),
             ("A1 SELECT \"unterminated\r\n", Command::Other),
             ("A1 SELECT (list)\r\n", Command::Other),
-            ("A1 FETCH 1 BODY[]\r\n", Command::Other),
+            ("A1 FETCH 1 BODY.PEEK[]\r\n", Command::Other),
         ];
         for (line, want) in cases {
             assert_eq!(cmd(line), want, "{line}");

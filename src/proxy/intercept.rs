@@ -322,11 +322,7 @@ impl Tracker {
                 op,
                 flags,
             } => {
-                let uids = if *uid {
-                    Ranges::parse(set, MAX_SET_ITEMS)
-                } else {
-                    None
-                };
+                let uids = uid_ranges(*uid, set);
                 let flags: Vec<String> = flags
                     .iter()
                     .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
@@ -338,6 +334,19 @@ impl Tracker {
                     _ => FlagOp::Add,
                 };
                 (Some(Intent::Flags { uids, flags, op }), None)
+            }
+            // The server sets \Seen on what it returns: a flag write like any other.
+            Command::FetchSeen { uid, set } => {
+                let flags = vec!["\\Seen".to_string()];
+                let uids = uid_ranges(*uid, set);
+                (
+                    Some(Intent::Flags {
+                        uids,
+                        flags,
+                        op: FlagOp::Add,
+                    }),
+                    None,
+                )
             }
             Command::Expunge { .. } => (Some(Intent::Expunge), None),
             Command::Close => (Some(Intent::Deselect { expunge: true }), None),
@@ -528,6 +537,11 @@ impl Tracker {
 }
 
 /// The arguments of response code `name` in `text` (`[NAME a b c]` → `["a", "b", "c"]`).
+/// The UIDs a `UID` command names; `None` for sequence numbers (or a set too large to track).
+fn uid_ranges(uid: bool, set: &str) -> Option<Ranges> {
+    uid.then(|| Ranges::parse(set, MAX_SET_ITEMS)).flatten()
+}
+
 fn code_args<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
     let start = text.find('[')?;
     let end = start + text[start..].find(']')?;
