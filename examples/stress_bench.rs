@@ -45,6 +45,9 @@
 //! messages (Message-Id) and flags are compared on OLD and NEW, every 5 s for up to a minute;
 //! and each proxy's WARN/ERROR log lines are counted, grouped by text.
 //!
+//! `STRESS_KEEP_LOG=FILE` keeps each migration proxy's whole log in `FILE.0` (`FILE.1` for the
+//! other build).
+//!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH]. `--proxy-exe` names
 //! another build of this example: its plain and migration proxies take their turns too, marked
@@ -268,6 +271,14 @@ async fn run(cfg: &Config) -> Result<()> {
         let of = if i == 0 { "" } else { " (other)" };
         log_summary(&format!("plain proxy{of}"), &plain.stderr());
         log_summary(&format!("migration proxy{of}"), &migration.stderr());
+        // For a closer look (e.g. with RUST_LOG=imapferry=debug): the whole log, kept.
+        if let Ok(path) = std::env::var("STRESS_KEEP_LOG") {
+            let path = format!("{path}.{i}");
+            match std::fs::write(&path, migration.stderr()) {
+                Ok(()) => println!("  migration proxy{of}: its log is in {path}"),
+                Err(e) => println!("  migration proxy{of}: could not keep its log in {path}: {e}"),
+            }
+        }
     }
     println!(
         "reproduce: TMPDIR=/dev/shm cargo run --release --example stress_bench -- --clients {} \
@@ -462,13 +473,15 @@ async fn mirror_check(new: &Dovecot, old: &Dovecot, path: &Path, clients: usize)
     }
 }
 
-/// (Message-Id, flags) of every message of `folder`, sorted.
-fn folder_digest(port: u16, user: &str, folder: &str) -> Vec<(String, BTreeSet<String>)> {
+/// (Message-Id, flags, UID) of every message of `folder`, sorted.
+type Digest = Vec<(String, BTreeSet<String>, u32)>;
+
+fn folder_digest(port: u16, user: &str, folder: &str) -> Digest {
     let mut c = RawImap::connect("127.0.0.1", port);
     c.login(user, PW);
     let mut out = Vec::new();
     if c.examine(folder) > 0 {
-        for resp in c.exec("FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])") {
+        for resp in c.exec("FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])") {
             let Some(rest) = resp.strip_prefix(b"* ") else {
                 continue;
             };
@@ -476,19 +489,21 @@ fn folder_digest(port: u16, user: &str, folder: &str) -> Vec<(String, BTreeSet<S
             let Some(Item::List(attrs)) = items.get(2) else {
                 continue;
             };
-            let (mut id, mut flags) = (String::new(), BTreeSet::new());
+            let (mut id, mut flags, mut uid) = (String::new(), BTreeSet::new(), 0);
             for pair in attrs.chunks(2) {
                 let [name, value] = pair else { continue };
                 let name = atom(name).unwrap_or("").to_ascii_uppercase();
                 if name == "FLAGS" {
                     flags = flag_set(value);
+                } else if name == "UID" {
+                    uid = atom(value).and_then(|v| v.parse().ok()).unwrap_or(0);
                 } else if name.starts_with("BODY[")
                     && let Item::Str(s) = value
                 {
                     id = String::from_utf8_lossy(s).trim().to_string();
                 }
             }
-            out.push((id, flags));
+            out.push((id, flags, uid));
         }
     }
     c.logout();
@@ -496,18 +511,22 @@ fn folder_digest(port: u16, user: &str, folder: &str) -> Vec<(String, BTreeSet<S
     out
 }
 
-/// What differs between NEW's and OLD's digests of a folder, or `None`.
-fn digest_diff(
-    on_new: &[(String, BTreeSet<String>)],
-    on_old: &[(String, BTreeSet<String>)],
-) -> Option<String> {
-    if on_new == on_old {
+/// What differs between NEW's and OLD's digests of a folder (Message-Ids and flags; UIDs are
+/// only printed), or `None`.
+fn digest_diff(on_new: &Digest, on_old: &Digest) -> Option<String> {
+    let strip = |d: &Digest| -> Vec<(String, BTreeSet<String>)> {
+        let mut v: Vec<_> = d.iter().map(|(id, f, _)| (id.clone(), f.clone())).collect();
+        v.sort();
+        v
+    };
+    let (bare_new, bare_old) = (strip(on_new), strip(on_old));
+    if bare_new == bare_old {
         return None;
     }
     let ids = |d: &[(String, BTreeSet<String>)]| -> Vec<String> {
         d.iter().map(|(id, _)| id.clone()).collect()
     };
-    let (new_ids, old_ids) = (ids(on_new), ids(on_old));
+    let (new_ids, old_ids) = (ids(&bare_new), ids(&bare_old));
     // The ids in `a` beyond those in `b` (as multisets: COPY makes duplicates).
     let only = |a: &[String], b: &[String]| -> Vec<String> {
         let mut b = b.to_vec();
@@ -522,14 +541,22 @@ fn digest_diff(
             .cloned()
             .collect()
     };
-    let flag_diffs: Vec<String> = on_new
+    // Every copy of the id on each side, as UID and flags.
+    let copies = |d: &Digest, id: &str| -> Vec<String> {
+        d.iter()
+            .filter(|m| m.0 == id)
+            .map(|(_, f, uid)| format!("{uid} {f:?}"))
+            .collect()
+    };
+    let flag_diffs: Vec<String> = bare_new
         .iter()
-        .filter(|m| !on_old.contains(m) && old_ids.contains(&m.0))
+        .filter(|m| !bare_old.contains(m) && old_ids.contains(&m.0))
         .take(2)
-        .map(|(id, f)| {
+        .map(|(id, _)| {
             format!(
-                "{id} {f:?} on NEW, {:?} on OLD",
-                on_old.iter().find(|o| o.0 == *id).map(|o| &o.1)
+                "{id}: NEW {:?}, OLD {:?}",
+                copies(on_new, id),
+                copies(on_old, id)
             )
         })
         .collect();

@@ -1102,3 +1102,17 @@ fn reading_a_message_marks_it_read_on_old_too() {
         "read by BODY[], RFC822 and BODY[TEXT]"
     );
 }
+
+/// A STORE by sequence number is mirrored with the flags NEW holds when the mirror runs, which
+/// may include a later change; a COPY journaled between them must still give OLD's copy the
+/// flags NEW's copy has (here: no `\Deleted`, which only the source got after the copy).
+#[test]
+fn a_copy_between_a_sequence_store_and_a_later_change_keeps_the_copys_flags() {
+    let s = while_old_is_away(|c| {
+        c.exec("STORE 1 -FLAGS (\\Deleted)");
+        c.exec("UID COPY 2 B");
+        c.exec("UID STORE 2 +FLAGS (\\Deleted)");
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(on_old.with_flag("\\Deleted"), 1, "only the source");
+}

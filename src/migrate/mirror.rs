@@ -495,14 +495,19 @@ async fn mirror_copy(
         } else {
             conn.old.uid_copy(&old_uids, &dst.old_name).await?
         };
-        links.extend(copied.iter().filter_map(|(old_src, old_dst)| {
-            let (l, new_dst) = wanted.get(old_src)?;
-            Some(Link {
-                old_uid: *old_dst,
-                new_uid: *new_dst,
-                ..l.clone()
+        let made: Vec<Link> = copied
+            .iter()
+            .filter_map(|(old_src, old_dst)| {
+                let (l, new_dst) = wanted.get(old_src)?;
+                Some(Link {
+                    old_uid: *old_dst,
+                    new_uid: *new_dst,
+                    ..l.clone()
+                })
             })
-        }));
+            .collect();
+        copies_take_new_flags(ctx, conn, to, &dst, &made).await?;
+        links.extend(made);
     }
     store.add_links(dst.id, &links).await?;
     if links.len() < wanted.len() {
@@ -519,6 +524,55 @@ async fn mirror_copy(
 /// message's identity key (read from OLD where a link has none), so a replay cut off after OLD's
 /// answer finds OLD's copies by key even when NEW's copies are gone by then (see
 /// [`copied_already`]). The keys go with the links to the destination.
+/// OLD's copies (`links` of `dst`) take the flags NEW's copies have now. OLD's source held the
+/// flags of the journal's position only as far as the entries before the copy were exact: one
+/// mirrored by reading NEW (a STORE by sequence number) wrote the flags NEW had when it ran,
+/// possibly changed after the copy; NEW's copy never got those. What the user did to the
+/// copies since is in later entries, which bring OLD's copies to the same flags again.
+async fn copies_take_new_flags(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    to: &str,
+    dst: &FolderPair,
+    links: &[Link],
+) -> Result<()> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
+    let on_new: HashMap<u32, FlagSet> = read_where_they_are(ctx, conn, to, &new_uids, "")
+        .await?
+        .into_iter()
+        .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
+        .collect();
+    if on_new.is_empty() {
+        return Ok(()); // gone from NEW since: later entries say what becomes of them
+    }
+    let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+    let on_old = fetch_flags(&mut conn.old, &dst.old_name, false, &old_uids).await?;
+    let differs = |l: &Link| match (on_new.get(&l.new_uid), on_old.get(&l.old_uid)) {
+        (Some(n), Some(o)) => n != o,
+        _ => false,
+    };
+    if !links.iter().any(differs) {
+        return Ok(());
+    }
+    let perm = conn
+        .old
+        .writable_flags(&dst.old_name)
+        .await?
+        .map(|p| PermanentFlags::parse(&p.join(" ")))
+        .unwrap_or_default();
+    let mut stores = FlagStores::default();
+    for l in links {
+        if let (Some(n), Some(o)) = (on_new.get(&l.new_uid), on_old.get(&l.old_uid)) {
+            stores.push(l.old_uid, o, &filter_for_new(n, &perm).0);
+        }
+    }
+    conn.old.store_flags(stores.groups()).await?;
+    Ok(())
+}
+
 async fn keep_keys(
     ctx: &Ctx<'_>,
     conn: &mut Conn,

@@ -389,10 +389,17 @@ async fn execute(
         } else {
             Phase::Partial
         };
+        let old_state = match plan.old_flags_deferred {
+            true => MailboxState {
+                highestmodseq: pair.old.map_or(0, |s| s.highestmodseq),
+                ..o.state
+            },
+            false => o.state,
+        };
         store
             .save_pair_state(
                 pair.id,
-                Some(o.state),
+                Some(old_state),
                 Some(new_state),
                 n.state.uidnext,
                 phase,

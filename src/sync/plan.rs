@@ -150,6 +150,11 @@ pub(crate) struct Plan {
     pub adopt_candidates: Vec<u32>,
     /// The adoption watermark while the pass runs (1 after a reset).
     pub adopt_from: u32,
+    /// OLD changed flags that NEW was not made to follow because the user's writes have not all
+    /// reached OLD (`Scan::new_settled`): OLD's change may be the mirror's echo of a write the
+    /// user has since changed again on NEW. OLD's modseq is not recorded past them, so a later
+    /// pass, once settled, looks again.
+    pub old_flags_deferred: bool,
 }
 
 /// Decides one folder pass. No I/O: everything it looks at is in `scan` and `stored`.
@@ -221,7 +226,7 @@ pub(crate) fn plan(scan: &Scan, stored: &Stored, options: &PlanOptions) -> Plan 
         .filter(|u| !old.uids.contains(u))
         .collect();
 
-    let flags = plan_flags(&kept, old, new, options);
+    let (flags, old_flags_deferred) = plan_flags(&kept, old, new, scan.new_settled, options);
 
     let copy: Vec<u32> = old
         .uids
@@ -252,6 +257,7 @@ pub(crate) fn plan(scan: &Scan, stored: &Stored, options: &PlanOptions) -> Plan 
         copy,
         adopt_candidates,
         adopt_from,
+        old_flags_deferred,
     }
 }
 
@@ -281,12 +287,20 @@ pub(crate) fn follow_old_reads(scan: &Scan, links: &[Link], host1_wins: bool) ->
 /// changed on one side follows that side, a true conflict goes to NEW, `\Recent` never travels,
 /// flags NEW cannot store are dropped. A side without a scanned change still holds its base.
 /// A link keeping no base (DESIGN.md §4a) follows the side that changed it since the pair's
-/// HIGHESTMODSEQ watermarks, NEW when both did, and keeps no base afterwards either.
-fn plan_flags(links: &[&Link], old: &SideScan, new: &SideScan, options: &PlanOptions) -> FlagPlan {
+/// HIGHESTMODSEQ watermarks, NEW when both did, and keeps no base afterwards either; while NEW
+/// is not `settled` such a link does not follow OLD (the second value says one was held back).
+fn plan_flags(
+    links: &[&Link],
+    old: &SideScan,
+    new: &SideScan,
+    settled: bool,
+    options: &PlanOptions,
+) -> (FlagPlan, bool) {
     // --resyncflags compares every linked pair, not only those changed since the last pass.
     let host1_wins = options.host1_wins;
     let mut stores = FlagStores::default();
     let mut plan = FlagPlan::default();
+    let mut deferred = false;
     for link in links {
         let (o, n) = (old.flags.get(&link.old_uid), new.flags.get(&link.new_uid));
         if !link.has_base() {
@@ -297,7 +311,9 @@ fn plan_flags(links: &[&Link], old: &SideScan, new: &SideScan, options: &PlanOpt
             if follows_old(link, old, new, host1_wins) {
                 let (target, lost) =
                     filter_for_new(&options.rewrite.apply(o), &new.permanent_flags);
-                if target != *n {
+                if target != *n && !settled {
+                    deferred = true;
+                } else if target != *n {
                     plan.dropped.extend(lost);
                     stores.push(link.new_uid, n, &target);
                 }
@@ -330,7 +346,7 @@ fn plan_flags(links: &[&Link], old: &SideScan, new: &SideScan, options: &PlanOpt
     }
     plan.store_on_new = stores.groups().collect();
     plan.targets = stores.targets().collect();
-    plan
+    (plan, deferred)
 }
 
 #[cfg(test)]

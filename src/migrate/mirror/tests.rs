@@ -450,12 +450,24 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
             step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
             step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
             step("UID EXPUNGE 10", "$tag OK\r\n"),
+            // The copy has the flags NEW's has: nothing to store.
+            step("SELECT \"INBOX\"", SELECTED),
+            step(
+                "UID FETCH 8 (UID FLAGS)",
+                "* 1 FETCH (UID 8 FLAGS (\\Seen))\r\n$tag OK\r\n",
+            ),
         ],
-        vec![],
+        vec![
+            step("EXAMINE \"INBOX\"", "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n"),
+            step(
+                "UID FETCH 50 (UID FLAGS INTERNALDATE)",
+                "* 1 FETCH (UID 50 FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\")\r\n$tag OK\r\n",
+            ),
+        ],
     )
     .await;
     result.unwrap();
-    assert_eq!(old.len(), 5, "{old:?}");
+    assert_eq!(old.len(), 7, "{old:?}");
     let dst = acct
         .store
         .folder_pair(acct.id, "INBOX", "INBOX")

@@ -540,7 +540,20 @@ fn watermark_rows() -> Vec<Row> {
         stores(&["\\Seen"], &[], &["\\Seen"]),
     );
     refused.want.flags.dropped = vec![("$Label".into(), Unstorable::NotPermanent)];
-    vec![old_only, new_only, both, equal, whole, host1_wins, refused]
+    let (mut a, b) = one(&[(1, "\\Seen \\Flagged")], &[], &[(1, "\\Seen $K")]);
+    a.new_settled = false;
+    let echo = row(
+        "OLD changed it while the user's writes are not all on OLD: NEW waits, OLD's modseq too",
+        a,
+        b,
+        Plan {
+            old_flags_deferred: true,
+            ..unchanged.clone()
+        },
+    );
+    vec![
+        old_only, new_only, both, equal, whole, host1_wins, refused, echo,
+    ]
 }
 
 /// NEW's flags are read only for links keeping no base that follow OLD and that NEW's scan did
