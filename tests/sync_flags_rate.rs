@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use common::seed::parse_imap_date;
 use common::{Dovecot, Layout, RawImap};
 use imapferry::store::{SqliteStore, Store};
-use imapferry::sync::{DateSource, Endpoint, Options, Report, sync_account};
+use imapferry::sync::{DateSource, Endpoint, Event, Observer, Options, Report, sync_account};
 
 const PW: &str = "secret-pw";
 
@@ -20,7 +20,17 @@ fn endpoint(d: &Dovecot) -> Endpoint {
 use common::Print;
 
 async fn pass(store: &dyn Store, old: &Dovecot, new: &Dovecot, opts: &Options) -> Report {
-    let report = sync_account(store, &endpoint(old), &endpoint(new), opts, &Print)
+    pass_with(store, old, new, opts, &Print).await
+}
+
+async fn pass_with(
+    store: &dyn Store,
+    old: &Dovecot,
+    new: &Dovecot,
+    opts: &Options,
+    observer: &dyn Observer,
+) -> Report {
+    let report = sync_account(store, &endpoint(old), &endpoint(new), opts, observer)
         .await
         .expect("sync pass");
     assert!(report.errors.is_empty(), "errors: {:#?}", report.errors);
@@ -349,23 +359,17 @@ impl UserOnNew {
     }
 }
 
-impl imapferry::sync::Observer for UserOnNew {
-    fn event(&self, event: imapferry::sync::Event) {
-        use imapferry::sync::Event;
-        let slot = match event {
-            Event::Expunged { .. } => &self.on_expunged,
-            Event::FlagsUpdated { .. } => &self.on_flags,
+impl Observer for UserOnNew {
+    fn event(&self, event: Event) {
+        let action = match event {
+            Event::Expunged { .. } => self.on_expunged.lock().unwrap().take(),
+            Event::FlagsUpdated { .. } => self.on_flags.lock().unwrap().take(),
             Event::Copied {
                 new_uid: Some(uid), ..
-            } => {
-                let Some((op, flags)) = self.on_copied.lock().unwrap().take() else {
-                    return;
-                };
-                &std::sync::Mutex::new(Some((uid, op, flags)))
-            }
-            _ => return,
+            } => (self.on_copied.lock().unwrap().take()).map(|(op, flags)| (uid, op, flags)),
+            _ => None,
         };
-        if let Some((uid, op, flags)) = slot.lock().unwrap().take() {
+        if let Some((uid, op, flags)) = action {
             let mut user = RawImap::connect(&self.host, self.port);
             user.login("alice", PW);
             user.uid_store("INBOX", uid, op, &flags);
@@ -392,7 +396,7 @@ async fn a_pass_never_undoes_a_store_the_user_made_during_it() {
     let copies = inbox(&new);
     let on_new = |i: usize| copy_of(&copies, &m[i]).uid;
 
-    // OLD changes: m0 and m1 lose \Seen, m4 is expunged, a sixth message arrives.
+    // OLD changes: m0 and m1 lose \Seen, m4 is expunged, a new message arrives.
     o.uid_store("INBOX", m[0].uid, "-FLAGS", &["\\Seen"]);
     o.uid_store("INBOX", m[1].uid, "-FLAGS", &["\\Seen"]);
     o.uid_expunge("INBOX", m[4].uid);
@@ -402,16 +406,7 @@ async fn a_pass_never_undoes_a_store_the_user_made_during_it() {
     let user = UserOnNew::new(&new);
     *user.on_expunged.lock().unwrap() = Some((on_new(0), "FLAGS", vec!["\\Seen", "\\Answered"]));
     *user.on_flags.lock().unwrap() = Some((on_new(2), "-FLAGS", vec!["\\Seen"]));
-    let report = sync_account(
-        &store,
-        &endpoint(&old),
-        &endpoint(&new),
-        &Options::default(),
-        &user,
-    )
-    .await
-    .expect("sync pass");
-    assert!(report.errors.is_empty(), "errors: {:#?}", report.errors);
+    pass_with(&store, &old, &new, &Options::default(), &user).await;
     assert!(
         user.on_expunged.lock().unwrap().is_none(),
         "the pass reported its expunge"
@@ -453,16 +448,7 @@ async fn a_first_pass_leaves_the_next_one_what_the_user_changed_during_it() {
     }
     let user = UserOnNew::new(&new);
     *user.on_copied.lock().unwrap() = Some(("-FLAGS", vec!["\\Seen"]));
-    let report = sync_account(
-        &store,
-        &endpoint(&old),
-        &endpoint(&new),
-        &Options::default(),
-        &user,
-    )
-    .await
-    .expect("first pass");
-    assert!(report.errors.is_empty(), "errors: {:#?}", report.errors);
+    pass_with(&store, &old, &new, &Options::default(), &user).await;
     assert!(
         user.on_copied.lock().unwrap().is_none(),
         "the pass reported a copy"

@@ -217,6 +217,14 @@ fn is_nonexistent(text: &str, code: &Option<String>) -> bool {
         || t.contains("no such mailbox")
 }
 
+/// The flags OLD's `folder` can store (it is selected read-write for the STOREs that follow).
+async fn old_permanent_flags(conn: &mut Conn, folder: &str) -> Result<PermanentFlags> {
+    let flags = conn.old.writable_flags(folder).await?;
+    Ok(flags
+        .map(|p| PermanentFlags::parse(&p.join(" ")))
+        .unwrap_or_default())
+}
+
 /// Flags of one side's messages, by UID.
 async fn fetch_flags(
     client: &mut crate::imap::Client,
@@ -263,12 +271,7 @@ async fn mirror_flags(
         return Ok(());
     }
     let named = FlagSet::from_iter(named);
-    let perm = conn
-        .old
-        .writable_flags(&pair.old_name)
-        .await?
-        .map(|p| PermanentFlags::parse(&p.join(" ")))
-        .unwrap_or_default();
+    let perm = old_permanent_flags(conn, &pair.old_name).await?;
     let (storable, dropped) = filter_for_new(&named, &perm);
     for (flag, why) in &dropped {
         tracing::warn!(
@@ -520,10 +523,6 @@ async fn mirror_copy(
     Ok(())
 }
 
-/// Before OLD copies or moves messages `old_uids` of the selected `src`: their links keep each
-/// message's identity key (read from OLD where a link has none), so a replay cut off after OLD's
-/// answer finds OLD's copies by key even when NEW's copies are gone by then (see
-/// [`copied_already`]). The keys go with the links to the destination.
 /// OLD's copies (`links` of `dst`) take the flags NEW's copies have now. OLD's source held the
 /// flags of the journal's position only as far as the entries before the copy were exact: one
 /// mirrored by reading NEW (a STORE by sequence number) wrote the flags NEW had when it ran,
@@ -557,12 +556,7 @@ async fn copies_take_new_flags(
     if !links.iter().any(differs) {
         return Ok(());
     }
-    let perm = conn
-        .old
-        .writable_flags(&dst.old_name)
-        .await?
-        .map(|p| PermanentFlags::parse(&p.join(" ")))
-        .unwrap_or_default();
+    let perm = old_permanent_flags(conn, &dst.old_name).await?;
     let mut stores = FlagStores::default();
     for l in links {
         if let (Some(n), Some(o)) = (on_new.get(&l.new_uid), on_old.get(&l.old_uid)) {
@@ -573,6 +567,10 @@ async fn copies_take_new_flags(
     Ok(())
 }
 
+/// Before OLD copies or moves messages `old_uids` of the selected `src`: their links keep each
+/// message's identity key (read from OLD where a link has none), so a replay cut off after OLD's
+/// answer finds OLD's copies by key even when NEW's copies are gone by then (see
+/// [`copied_already`]). The keys go with the links to the destination.
 async fn keep_keys(
     ctx: &Ctx<'_>,
     conn: &mut Conn,

@@ -536,12 +536,12 @@ impl Tracker {
     }
 }
 
-/// The arguments of response code `name` in `text` (`[NAME a b c]` → `["a", "b", "c"]`).
 /// The UIDs a `UID` command names; `None` for sequence numbers (or a set too large to track).
 fn uid_ranges(uid: bool, set: &str) -> Option<Ranges> {
     uid.then(|| Ranges::parse(set, MAX_SET_ITEMS)).flatten()
 }
 
+/// The arguments of response code `name` in `text` (`[NAME a b c]` → `["a", "b", "c"]`).
 fn code_args<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
     let start = text.find('[')?;
     let end = start + text[start..].find(']')?;

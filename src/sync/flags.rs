@@ -324,8 +324,9 @@ pub fn store_ops(current: &FlagSet, target: &FlagSet) -> (Vec<String>, Vec<Strin
 
 /// The STOREs that bring messages to their target flags, grouped so that messages needing the
 /// same change share one command: each group is `(uids, +FLAGS list, -FLAGS list)`. The same
-/// changes are also kept as replacements, `(uids, FLAGS list)`, for a STORE made conditional
-/// on the message being unchanged since it was read (one command per message then).
+/// changes are also kept as replacements, `(uids, FLAGS list)` grouped by target, for a STORE
+/// made conditional on the message being unchanged since it was read (`UNCHANGEDSINCE`): add
+/// and remove would be two changes, and the second would find the message changed by the first.
 #[derive(Debug, Default)]
 pub struct FlagStores {
     diffs: BTreeMap<(Vec<String>, Vec<String>), Vec<u32>>,
