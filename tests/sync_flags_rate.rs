@@ -55,6 +55,13 @@ fn login(d: &Dovecot) -> RawImap {
     imap
 }
 
+/// `n` messages in OLD's INBOX, all `\Seen`.
+fn seed_seen(o: &mut RawImap, n: u64) {
+    for i in 0..n {
+        o.append("INBOX", &["\\Seen"], None, &common::message(i, 900));
+    }
+}
+
 fn message_id(m: &common::Msg) -> String {
     let text = String::from_utf8_lossy(&m.body);
     text.lines()
@@ -133,9 +140,7 @@ async fn regexflag_keeps_a_keyword_off_new() {
 async fn resyncflags_makes_host1_win() {
     let (old, new, store, _dir) = setup(Layout::Reduced, Layout::Slash).await;
     let mut o = login(&old);
-    for i in 0..3u64 {
-        o.append("INBOX", &["\\Seen"], None, &common::message(i, 900));
-    }
+    seed_seen(&mut o, 3);
     pass(&store, &old, &new, &Options::default()).await;
     let old_msgs = inbox(&old);
     let new_msgs = inbox(&new);
@@ -387,9 +392,7 @@ async fn a_pass_never_undoes_a_store_the_user_made_during_it() {
     let (old, new, store, _dir) = setup(Layout::Slash, Layout::Slash).await;
     let mut o = login(&old);
     // Twelve messages: one expunge stays under the 10 % deletion bound.
-    for i in 0..12u64 {
-        o.append("INBOX", &["\\Seen"], None, &common::message(i, 900));
-    }
+    seed_seen(&mut o, 12);
     pass(&store, &old, &new, &Options::default()).await;
     pass(&store, &old, &new, &Options::default()).await;
     let m = inbox(&old);
@@ -443,9 +446,7 @@ async fn a_pass_never_undoes_a_store_the_user_made_during_it() {
 async fn a_first_pass_leaves_the_next_one_what_the_user_changed_during_it() {
     let (old, new, store, _dir) = setup(Layout::Slash, Layout::Slash).await;
     let mut o = login(&old);
-    for i in 0..20u64 {
-        o.append("INBOX", &["\\Seen"], None, &common::message(i, 900));
-    }
+    seed_seen(&mut o, 20);
     let user = UserOnNew::new(&new);
     *user.on_copied.lock().unwrap() = Some(("-FLAGS", vec!["\\Seen"]));
     pass_with(&store, &old, &new, &Options::default(), &user).await;

@@ -218,11 +218,14 @@ fn is_nonexistent(text: &str, code: &Option<String>) -> bool {
 }
 
 /// The flags OLD's `folder` can store (it is selected read-write for the STOREs that follow).
+/// A server that sends no PERMANENTFLAGS stores every flag (RFC 3501 §7.1), which is
+/// `PermanentFlags::default()`; nothing is filtered then, and a flag OLD still refuses fails
+/// the STORE, so the entry is retried and parked rather than dropped.
 async fn old_permanent_flags(conn: &mut Conn, folder: &str) -> Result<PermanentFlags> {
-    let flags = conn.old.writable_flags(folder).await?;
-    Ok(flags
-        .map(|p| PermanentFlags::parse(&p.join(" ")))
-        .unwrap_or_default())
+    Ok(match conn.old.writable_flags(folder).await? {
+        Some(p) => PermanentFlags::parse(&p.join(" ")),
+        None => PermanentFlags::default(),
+    })
 }
 
 /// Flags of one side's messages, by UID.
