@@ -1055,18 +1055,24 @@ impl ClientToNew<'_> {
     }
 
     /// A BAD of the proxy's own, placed between NEW's responses by the other direction.
-    /// Waits while [`INJECT_QUEUE`] replies are already waiting (the client is not reading).
+    /// Waits while [`INJECT_QUEUE`] replies are already waiting (the client is not reading), at
+    /// most the write timeout: the other direction may itself wait for NEW to finish a response
+    /// that NEW finishes only once it reads more of what this direction holds back.
     /// `Some(end)`: too many in a row, the client is sent away.
     async fn bad(&mut self, reply: String) -> io::Result<Option<End>> {
         self.bad_in_a_row += 1;
         if self.bad_in_a_row > MAX_BAD_IN_A_ROW {
             return Ok(Some(End::Bye("Too many invalid commands")));
         }
-        self.inject
-            .send(reply.into_bytes())
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        Ok(None)
+        let queued = self.inject.send(reply.into_bytes());
+        match tokio::time::timeout(self.migration.write_timeout, queued).await {
+            Ok(Ok(())) => Ok(None),
+            Ok(Err(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read none of the proxy's replies",
+            )),
+        }
     }
 
     async fn run(
