@@ -175,6 +175,7 @@ fn clients_that_do_not_read_are_disconnected_and_the_proxy_stays_small() {
         .into_iter()
         .map(|(name, select, chunk)| {
             let stream = logged_in(port, select);
+            let peer = stream.local_addr().unwrap();
             // 300 MB at most (what took the proxy to 2.77 GB before), 32 MB of overlong lines.
             let total = match name {
                 _ if chunk.len() < 1024 => chunk.len(),
@@ -185,7 +186,10 @@ fn clients_that_do_not_read_are_disconnected_and_the_proxy_stays_small() {
             // buffers, so nothing waits for that client and it may go on (its memory is what
             // counts): it stops after `total`.
             let probe = name != "overlong lines";
-            let flood = move || (name, flood_unread(&stream, &chunk, total, probe, deadline));
+            let flood = move || {
+                let sent = flood_unread(&stream, &chunk, total, probe, deadline);
+                (name, peer, sent)
+            };
             std::thread::spawn(flood)
         })
         .collect();
@@ -202,12 +206,13 @@ fn clients_that_do_not_read_are_disconnected_and_the_proxy_stays_small() {
         rounds += 1;
     }
     for t in threads {
-        let (name, (sent, closed)) = t.join().unwrap();
+        let (name, peer, (sent, closed)) = t.join().unwrap();
         eprintln!("{name}: {} KiB sent, disconnected: {closed}", sent / 1024);
         if name != "overlong lines" {
             assert!(
                 closed,
-                "{name}: the client that never reads is still connected"
+                "{name}: the client that never reads ({peer}) is still connected\n{}",
+                proxy.stderr()
             );
         }
     }

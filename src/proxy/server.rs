@@ -418,12 +418,27 @@ async fn read_proxy_header<R: AsyncRead + Unpin>(tcp: &mut R) -> Result<Header, 
     }
 }
 
+/// Has the kernel drop the connection when what the proxy sent stays unacknowledged for
+/// `limit` (TCP_USER_TIMEOUT). The write timeout alone does not cover a client that stops
+/// reading: once the proxy has written its last reply, nothing waits in user space, while the
+/// kernel may retransmit to the client's full receive buffer with growing back-off for many
+/// minutes (seen on loopback: the client's own data then waits for a window it never learns of).
+fn unacknowledged_for(tcp: &TcpStream, limit: Duration) {
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(limit)) {
+        warn!("TCP_USER_TIMEOUT: {e}");
+    }
+}
+
 async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc<Shared>) {
     debug!("accepted");
     // The settings in force now serve this connection to its end, whatever a reload does.
     let settings = shared.settings.get();
     let _open = settings.metrics.connection();
     let _ = tcp.set_nodelay(true);
+    unacknowledged_for(
+        &tcp,
+        Duration::from_secs(settings.limits.write_timeout_secs),
+    );
     let Some(_permit) = shared.total.enter(settings.limits.max_connections) else {
         let _ = tcp.write_all(b"* BYE Too many connections\r\n").await;
         return;

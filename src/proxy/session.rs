@@ -1103,6 +1103,11 @@ impl ClientToNew<'_> {
                 match input.fill(&mut rd, Some(deadline)).await {
                     Ok(true) => continue,
                     Ok(false) => return Ok(End::ClientClosed),
+                    // The kernel's: the client acknowledged nothing for the write timeout
+                    // (TCP_USER_TIMEOUT, see `server::unacknowledged_for`).
+                    Err(e) if e.raw_os_error().is_some() && e.kind() == io::ErrorKind::TimedOut => {
+                        return Err(io::Error::new(e.kind(), "client stopped reading"));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(End::IdleTimeout),
                     Err(_) => return Ok(End::ClientClosed),
                 }
