@@ -283,7 +283,7 @@ async fn mirror_flags(
             ctx.entry.id
         );
     }
-    let updates = match (uids.is_some(), op) {
+    let mut updates = match (uids.is_some(), op) {
         (true, Some(op)) => {
             let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
             let list: Vec<String> = storable.iter().map(String::from).collect();
@@ -326,6 +326,15 @@ async fn mirror_flags(
             by_reading(conn, &links, &named, replace, &new_flags, &old_flags, &perm).await?
         }
     };
+    // Only links whose recorded flags change are written: a STORE by sequence number reads
+    // every link of the folder, and rewriting them all would split the folder's runs for nothing.
+    let recorded: HashMap<u32, (&str, &str)> = links
+        .iter()
+        .map(|l| (l.old_uid, (l.old_flags.as_str(), l.new_flags.as_str())))
+        .collect();
+    updates.retain(|u| {
+        recorded.get(&u.old_uid) != Some(&(u.old_flags.as_str(), u.new_flags.as_str()))
+    });
     store.update_link_flags(pair.id, &updates).await?;
     Ok(())
 }
