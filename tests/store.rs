@@ -126,6 +126,7 @@ both!(
     links_behave_as_a_map_of_old_uids,
     per_message_links_convert_to_runs_on_open,
     forgotten_bases_join_runs_and_later_writes_keep_theirs,
+    links_by_new_uid_read_only_the_named_part,
 );
 
 fn key(user: &str) -> AccountKey {
@@ -1365,6 +1366,41 @@ async fn a_lease_has_one_holder_until_it_expires(b: Backend) {
 }
 
 /// `link(old, new, flags)` for each OLD UID of `olds`, NEW UIDs `shift` above.
+/// A mirror entry reads the links of the NEW UIDs it names: the overlapping part of a run,
+/// per-message links inside the span, nothing outside it.
+async fn links_by_new_uid_read_only_the_named_part(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    // OLD 1..=100 -> NEW 1001..=1100 (one run), OLD 200 -> NEW 5 and 300 -> NEW 2000 (keyed).
+    store
+        .add_links(pair, &links_of(1..=100, 1000, ""))
+        .await
+        .unwrap();
+    store
+        .add_links(pair, &[keyed(200, 5, "", "a"), keyed(300, 2000, "", "b")])
+        .await
+        .unwrap();
+    let news = |links: Vec<Link>| links.iter().map(|l| l.new_uid).collect::<Vec<_>>();
+    let table: [(u32, u32, Vec<u32>); 7] = [
+        (1001, 1001, vec![1001]),
+        (1099, 1200, vec![1099, 1100]),
+        (990, 1002, vec![1001, 1002]),
+        (1, 10, vec![5]),
+        (1101, 1999, vec![]),
+        (1, 0, vec![]),
+        (0, u32::MAX, news(store.links(pair).await.unwrap())),
+    ];
+    for (first, last, want) in table {
+        let got = store.links_by_new(pair, first, last).await.unwrap();
+        assert_eq!(news(got.clone()), want, "{first}..={last}");
+        let all = store.links(pair).await.unwrap();
+        for l in &got {
+            assert!(all.contains(l), "{l:?} as links() has it");
+        }
+    }
+    assert_eq!(store.links(pair).await.unwrap().len(), 102);
+}
+
 fn links_of(olds: impl IntoIterator<Item = u32>, shift: u32, flags: &str) -> Vec<Link> {
     olds.into_iter()
         .map(|uid| link(uid, uid + shift, flags))

@@ -133,6 +133,11 @@ impl Ranges {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The lowest and the highest UID of the set (`None`: empty).
+    pub fn span(&self) -> Option<(u32, u32)> {
+        Some((self.0.first()?.0, self.0.last()?.1))
+    }
 }
 
 impl std::fmt::Display for Ranges {

@@ -264,8 +264,12 @@ async fn mirror_flags(
     };
     let store = &ctx.acct.store;
     let pair = ctx.pair(&old, folder).await?;
+    let (first, last) = match &uids {
+        Some(r) => r.span().unwrap_or((1, 0)),
+        None => (0, u32::MAX),
+    };
     let links: Vec<Link> = store
-        .links(pair.id)
+        .links_by_new(pair.id, first, last)
         .await?
         .into_iter()
         .filter(|l| uids.as_ref().is_none_or(|r| r.contains(l.new_uid)))
@@ -451,8 +455,11 @@ async fn mirror_copy(
         ctx.pair(&old_to, to).await?,
     );
     let dest_of: HashMap<u32, u32> = uids.iter().copied().collect();
+    let (first, last) = Ranges::from_uids(dest_of.keys().copied())
+        .span()
+        .unwrap_or((1, 0));
     let mut wanted: HashMap<u32, (Link, u32)> = store
-        .links(src.id)
+        .links_by_new(src.id, first, last)
         .await?
         .into_iter()
         .filter_map(|l| {
@@ -625,10 +632,13 @@ async fn copied_already(
     wanted: &HashMap<u32, (Link, u32)>,
 ) -> Result<Vec<Link>> {
     let destinations: HashSet<u32> = wanted.values().map(|(_, d)| *d).collect();
+    let (first, last) = Ranges::from_uids(destinations.iter().copied())
+        .span()
+        .unwrap_or((1, 0));
     let mut found: Vec<Link> = ctx
         .acct
         .store
-        .links(dst.id)
+        .links_by_new(dst.id, first, last)
         .await?
         .into_iter()
         .filter(|l| destinations.contains(&l.new_uid))

@@ -64,9 +64,13 @@ impl Run {
         }
     }
 
-    /// The run's links, ascending.
-    pub(super) fn links(&self) -> impl Iterator<Item = Link> + '_ {
-        (0..self.len).map(move |i| Link {
+    /// The run's links whose NEW UID is in `first..=last`, ascending.
+    pub(super) fn links_by_new(&self, first: u32, last: u32) -> impl Iterator<Item = Link> + '_ {
+        let from = u64::from(first.saturating_sub(self.new_start));
+        let to = (u64::from(last) + 1)
+            .saturating_sub(u64::from(self.new_start))
+            .min(self.len);
+        (from..to).map(move |i| Link {
             old_uid: narrow(u64::from(self.old_start) + i),
             new_uid: narrow(u64::from(self.new_start) + i),
             old_flags: self.old_flags.clone(),
@@ -280,7 +284,10 @@ mod tests {
             runs,
             vec![run(1, 10, 2, ""), run(3, 12, 1, "x"), run(5, 13, 1, "x")]
         );
-        let back: Vec<Link> = runs.iter().flat_map(Run::links).collect();
+        let back: Vec<Link> = runs
+            .iter()
+            .flat_map(|r| r.links_by_new(0, u32::MAX))
+            .collect();
         assert_eq!(back, links);
         assert!(runs[0].contains(2) && !runs[0].contains(3));
         assert_eq!(runs[0].new_uid(2), 11);

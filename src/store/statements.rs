@@ -623,18 +623,24 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn links(&self, pair: PairId) -> Result<Vec<Link>> {
+        self.links_by_new(pair, 0, u32::MAX).await
+    }
+
     /// The runs and the per-message exceptions in one statement (one snapshot: a link that a
     /// concurrent write moves between them is seen once).
-    async fn links(&self, pair: PairId) -> Result<Vec<Link>> {
+    async fn links_by_new(&self, pair: PairId, first: u32, last: u32) -> Result<Vec<Link>> {
         let rows = sqlx::query(
             "SELECT old_start, new_start, length, old_flags, new_flags, NULL AS ident \
-             FROM link_runs WHERE pair_id = $1 \
+             FROM link_runs WHERE pair_id = $1 AND new_start <= $3 AND new_start + length > $2 \
              UNION ALL \
              SELECT old_uid, new_uid, 1, old_flags, new_flags, ident \
-             FROM links WHERE pair_id = $1 \
+             FROM links WHERE pair_id = $1 AND new_uid BETWEEN $2 AND $3 \
              ORDER BY 1",
         )
         .bind(pair)
+        .bind(i64::from(first))
+        .bind(i64::from(last))
         .fetch_all(&self.pool)
         .await?;
         let mut links = Vec::with_capacity(rows.len());
@@ -649,7 +655,7 @@ impl Store for SqlStore {
                     new_flags: run.new_flags,
                     ident: Some(ident),
                 }),
-                None => links.extend(run.links()),
+                None => links.extend(run.links_by_new(first, last)),
             }
         }
         Ok(links)
