@@ -395,14 +395,15 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
     let (present, later, now) = {
         let f = ctx.acct.folder(folder);
         let _reading = f.read_new().await;
-        let later = later_writes(ctx).await?;
-        let Some(now) = folder_after(&later, folder, new_sep(ctx)) else {
+        let mut later = Later::read(ctx).await?;
+        let Some(now) = folder_after(&later.writes, folder, new_sep(ctx)) else {
             return Ok(()); // deleted later: OLD deletes the whole folder
         };
         conn.new.select(&now, true).await?;
         let present: BTreeSet<u32> = conn.new.uid_search("ALL").await?.into_iter().collect();
         // Read after NEW: a move NEW made before the search is in the journal by now.
-        (present, later_writes(ctx).await?, now)
+        later.more(ctx).await?;
+        (present, later.writes, now)
     };
     let missing: Vec<u32> = links
         .iter()
@@ -731,19 +732,46 @@ async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> 
 /// The writes journaled after this entry and not yet mirrored that take messages or folders
 /// elsewhere (or copy messages), in order: NEW already has them, so every read of NEW follows
 /// them to where this entry's folders and messages are now.
-async fn later_writes(ctx: &Ctx<'_>) -> Result<Vec<Write>> {
-    // What `follow`, `trace` and `folder_after` look at; flag changes, appends and expunges
-    // move nothing.
-    const KINDS: [&str; 4] = ["copy", "move", "rename", "delete"];
-    Ok(ctx
-        .acct
-        .store
-        .journal_pending_after(ctx.acct.id, ctx.entry.id, &KINDS)
-        .await?
-        .into_iter()
-        .filter_map(|later| Entry::from_json(&later.payload).ok())
-        .map(|e| e.write)
-        .collect())
+struct Later {
+    writes: Vec<Write>,
+    /// The last journal entry read.
+    last: i64,
+}
+
+impl Later {
+    async fn read(ctx: &Ctx<'_>) -> Result<Later> {
+        let mut later = Later {
+            writes: Vec::new(),
+            last: ctx.entry.id,
+        };
+        later.more(ctx).await?;
+        Ok(later)
+    }
+
+    /// Adds those journaled since the last read (entries get their ids in commit order);
+    /// `false`: none. One read before and mirrored since stays: NEW still has the messages
+    /// where it put them.
+    async fn more(&mut self, ctx: &Ctx<'_>) -> Result<bool> {
+        // What `follow`, `trace` and `folder_after` look at; flag changes, appends and
+        // expunges move nothing.
+        const KINDS: [&str; 4] = ["copy", "move", "rename", "delete"];
+        let entries = ctx
+            .acct
+            .store
+            .journal_pending_after(ctx.acct.id, self.last, &KINDS)
+            .await?;
+        let Some(last) = entries.last() else {
+            return Ok(false);
+        };
+        self.last = last.id;
+        self.writes.extend(
+            entries
+                .iter()
+                .filter_map(|later| Entry::from_json(&later.payload).ok())
+                .map(|e| e.write),
+        );
+        Ok(true)
+    }
 }
 
 fn new_sep(ctx: &Ctx<'_>) -> char {
@@ -874,7 +902,8 @@ async fn read_where_they_are(
     items: &str,
 ) -> Result<Vec<Fetch>> {
     let sep = new_sep(ctx);
-    let mut placed = follow(&later_writes(ctx).await?, folder, uids, sep);
+    let mut later = Later::read(ctx).await?;
+    let mut placed = follow(&later.writes, folder, uids, sep);
     for _ in 0..READ_AGAIN {
         let mut places: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
         for (uid, place) in &placed {
@@ -897,7 +926,10 @@ async fn read_where_they_are(
             }
         }
         // Writes journaled meanwhile matter only if they took these messages elsewhere.
-        let now = follow(&later_writes(ctx).await?, folder, uids, sep);
+        if !later.more(ctx).await? {
+            return Ok(fetched);
+        }
+        let now = follow(&later.writes, folder, uids, sep);
         if now == placed {
             return Ok(fetched);
         }
