@@ -143,6 +143,32 @@ fn slash_and_dot_inbox_hold_the_same_mail() {
     );
 }
 
+/// A session killed mid-sync leaves its maildir's `dovecot-uidlist.lock`, empty if it had not
+/// written its PID yet; Dovecot would then make every session of that folder wait 2 minutes
+/// after the restart. `kill_all` removes what the killed processes left.
+#[test]
+fn a_restart_after_kill_all_is_not_held_by_a_killed_sessions_lock() {
+    let mut d = Dovecot::start(Layout::Slash);
+    d.add_user(USER, PW);
+    let mut c = RawImap::connect(d.host(), d.port());
+    c.login(USER, PW);
+    c.append("INBOX", &[], None, &message(1, 500));
+    c.logout_and_wait();
+    let lock = d
+        .dir()
+        .join("home")
+        .join(USER)
+        .join("Maildir/dovecot-uidlist.lock");
+    std::fs::write(&lock, "").expect("write the lock a killed session leaves");
+    d.kill_all();
+    d.restart();
+    let mut c = RawImap::connect(d.host(), d.port());
+    c.login(USER, PW);
+    // Well short of Dovecot's 2 minutes, well above its usual few milliseconds.
+    c.set_read_timeout(std::time::Duration::from_secs(20));
+    assert_eq!(c.examine("INBOX"), 1);
+}
+
 #[test]
 fn reduced_layout_hides_extensions() {
     let d = Dovecot::start(Layout::Reduced);

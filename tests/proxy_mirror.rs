@@ -91,11 +91,9 @@ impl<O: ImapServer> Setup<O> {
     }
 
     /// Waits until the journal is empty (every entry mirrored to OLD), then checks OLD equals
-    /// NEW: folders, bytes, flags, dates and subscriptions. The wait outlasts one IMAP timeout
-    /// (120 s): a Dovecot restarted after SIGKILL has been seen accepting connections without
-    /// answering them for a while (`faults`), and a login to it waits that long before the
-    /// drain tries again. (A clean CI run once found this test's journal undrained after 30 s,
-    /// with nothing in the proxy's log.)
+    /// NEW: folders, bytes, flags, dates and subscriptions. (What once made the drain wait
+    /// two minutes here was a maildir lock left by the SIGKILLed OLD; `Dovecot::kill_all` now
+    /// removes it.)
     fn assert_mirrored(&self) {
         let start = Instant::now();
         loop {

@@ -355,12 +355,26 @@ impl Dovecot {
 
     /// SIGKILL of the master and of every session process (they outlive a stopped master):
     /// the server is gone for its clients too, as after a crash or a network cut.
+    ///
+    /// A session killed while it held a maildir's `dovecot-uidlist.lock` leaves it behind, and
+    /// empty when it was killed before writing its PID into it: with no PID to check, Dovecot
+    /// waits its stale timeout (2 minutes) before overriding it, and every session that opens
+    /// the folder after a restart waits as long. (CI saw a snapshot of OLD time out that way,
+    /// after the proxy's mirror had waited the same 2 minutes.) Once every killed process is
+    /// gone, their locks are removed, as an administrator would after such a crash.
     pub fn kill_all(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let group = -(child.id() as libc::pid_t);
             // SAFETY: kill(2) on the process group our own child leads.
-            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            unsafe { libc::kill(group, libc::SIGKILL) };
             child.wait().expect("reap dovecot");
             wait_port_closed(self.host(), self.port);
+            let until = Instant::now() + Duration::from_secs(10);
+            // SAFETY: signal 0 only asks whether any process of the group is left.
+            while unsafe { libc::kill(group, 0) } == 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            remove_locks(&self.dir().join("home"));
         }
     }
 
@@ -728,4 +742,20 @@ pub(super) fn run_as() -> &'static RunAs {
             }
         }
     })
+}
+
+/// Removes every `*.lock` file under `dir` (dotlocks of processes that are gone).
+fn remove_locks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_locks(&path);
+        } else if path.extension().is_some_and(|e| e == "lock") {
+            std::fs::remove_file(&path)
+                .unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+        }
+    }
 }

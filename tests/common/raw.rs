@@ -278,6 +278,11 @@ impl RawImap {
         (get("MESSAGES"), get("UIDNEXT"), get("UIDVALIDITY"))
     }
 
+    /// How long a read waits for the server before the test fails (60 s unless set).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.writer.set_read_timeout(Some(timeout)).unwrap();
+    }
+
     pub fn logout(mut self) {
         let _ = self.command("LOGOUT");
     }
