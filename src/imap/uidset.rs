@@ -134,9 +134,12 @@ impl Ranges {
         self.0.is_empty()
     }
 
-    /// The lowest and the highest UID of the set (`None`: empty).
-    pub fn span(&self) -> Option<(u32, u32)> {
-        Some((self.0.first()?.0, self.0.last()?.1))
+    /// The lowest and the highest UID of the set; `(1, 0)`, a span holding no UID, when empty.
+    pub fn span(&self) -> (u32, u32) {
+        match (self.0.first(), self.0.last()) {
+            (Some(first), Some(last)) => (first.0, last.1),
+            _ => (1, 0),
+        }
     }
 }
 
@@ -196,6 +199,21 @@ mod tests {
             (&[8, 7, 1, 3, 2, 2], "1:3,7:8"),
         ] {
             assert_eq!(format(uids), expected);
+        }
+    }
+
+    #[test]
+    fn a_span_runs_from_the_lowest_to_the_highest_uid() {
+        for (uids, span) in [
+            (&[][..], (1, 0)),
+            (&[7][..], (7, 7)),
+            (&[9, 3, 4][..], (3, 9)),
+        ] {
+            assert_eq!(
+                Ranges::from_uids(uids.iter().copied()).span(),
+                span,
+                "{uids:?}"
+            );
         }
     }
 

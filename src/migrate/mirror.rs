@@ -265,7 +265,7 @@ async fn mirror_flags(
     let store = &ctx.acct.store;
     let pair = ctx.pair(&old, folder).await?;
     let (first, last) = match &uids {
-        Some(r) => r.span().unwrap_or((1, 0)),
+        Some(r) => r.span(),
         None => (0, u32::MAX),
     };
     let links: Vec<Link> = store
@@ -456,9 +456,7 @@ async fn mirror_copy(
         ctx.pair(&old_to, to).await?,
     );
     let dest_of: HashMap<u32, u32> = uids.iter().copied().collect();
-    let (first, last) = Ranges::from_uids(dest_of.keys().copied())
-        .span()
-        .unwrap_or((1, 0));
+    let (first, last) = Ranges::from_uids(dest_of.keys().copied()).span();
     let mut wanted: HashMap<u32, (Link, u32)> = store
         .links_by_new(src.id, first, last)
         .await?
@@ -633,9 +631,7 @@ async fn copied_already(
     wanted: &HashMap<u32, (Link, u32)>,
 ) -> Result<Vec<Link>> {
     let destinations: HashSet<u32> = wanted.values().map(|(_, d)| *d).collect();
-    let (first, last) = Ranges::from_uids(destinations.iter().copied())
-        .span()
-        .unwrap_or((1, 0));
+    let (first, last) = Ranges::from_uids(destinations.iter().copied()).span();
     let mut found: Vec<Link> = ctx
         .acct
         .store
