@@ -284,7 +284,7 @@ fn status_and_retire_on_real_state() {
 
     // Drained: retire succeeds, status shows it, a second retire changes nothing.
     rt.block_on(async {
-        store.journal_done(entry).await.unwrap();
+        store.journal_done(&[entry]).await.unwrap();
         assert_eq!(store.journal_pending_count(account).await.unwrap(), 0);
         store.close().await;
     });

@@ -1072,6 +1072,34 @@ fn a_replayed_rename_is_done_already() {
     assert!(on_old.folders.contains_key("C") && !on_old.folders.contains_key("B"));
 }
 
+/// The proxy was killed after OLD took a batch of flag changes, an expunge, a new folder and a
+/// subscription, before their batch was marked done (the drain marks such entries a batch at a
+/// time): replayed in order, they leave OLD as NEW, with nothing refused or parked.
+#[test]
+fn a_batch_replayed_after_a_kill_changes_nothing_twice() {
+    let s = replayed_after_a_kill(
+        |c| {
+            c.exec("UID STORE 1 +FLAGS.SILENT (\\Flagged)");
+            c.exec("UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+            c.exec("UID EXPUNGE 2");
+            c.exec("UID STORE 1 -FLAGS.SILENT (\\Seen)");
+            c.exec("CREATE C");
+            c.exec("SUBSCRIBE C");
+        },
+        "UPDATE journal SET done = 0 WHERE kind IN ('flags', 'expunge', 'create', 'subscribe');",
+    );
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(
+        (
+            on_old.count("INBOX"),
+            on_old.with_flag("\\Flagged"),
+            on_old.with_flag("\\Seen")
+        ),
+        (1, 1, 0)
+    );
+    assert!(on_old.subscribed.contains("C"), "{:?}", on_old.subscribed);
+}
+
 /// Reading a message marks it read: a FETCH of a body without `.PEEK` (`BODY[]`, `RFC822`,
 /// `BINARY[]`, by UID or sequence number) sets `\Seen` on NEW, and the mirror sets it on OLD.
 /// The same FETCH in an EXAMINEd folder changes nothing, on either side.

@@ -509,7 +509,7 @@ async fn retire_is_conditional_unless_forced(b: Backend) {
     // synced, but a journal entry is pending: refused
     assert!(!store.retire(a, None).await.unwrap());
     assert_eq!(store.account_state(a).await.unwrap(), AccountState::Synced);
-    store.journal_done(entry).await.unwrap();
+    store.journal_done(&[entry]).await.unwrap();
     assert!(store.retire(a, None).await.unwrap());
     assert_eq!(store.account_state(a).await.unwrap(), AccountState::Retired);
     let b = store.account(&key("bob")).await.unwrap();
@@ -552,7 +552,7 @@ async fn a_retired_account_shrinks_to_a_summary(b: Backend) {
     store.tombstone(sent, &[21, 22]).await.unwrap();
     for _ in 0..5 {
         let entry = store.journal_append(a, "flags", "{}").await.unwrap();
-        store.journal_done(entry).await.unwrap();
+        store.journal_done(&[entry]).await.unwrap();
     }
     // Another account keeps everything.
     let bob = store.account(&key("bob")).await.unwrap();
@@ -563,7 +563,7 @@ async fn a_retired_account_shrinks_to_a_summary(b: Backend) {
         .unwrap();
     store.tombstone(bob_inbox, &[11]).await.unwrap();
     let bob_entry = store.journal_append(bob, "flags", "{}").await.unwrap();
-    store.journal_done(bob_entry).await.unwrap();
+    store.journal_done(&[bob_entry]).await.unwrap();
 
     let before = store.account_summaries().await.unwrap();
     let alice_before = before.iter().find(|s| s.id == a).unwrap().clone();
@@ -738,7 +738,7 @@ async fn refused_entries_are_retried_then_parked(b: Backend) {
     let summary = store.account_summaries().await.unwrap().remove(0);
     assert_eq!((summary.pending_journal, summary.parked_journal), (1, 1));
     // Only mirrored entries are purged, and only old enough ones.
-    store.journal_done(second).await.unwrap();
+    store.journal_done(&[second]).await.unwrap();
     assert_eq!(store.journal_purge(0).await.unwrap(), 0);
     assert_eq!(store.journal_purge(i64::MAX).await.unwrap(), 1);
     assert_eq!(store.journal_parked(a).await.unwrap().len(), 1);
@@ -807,16 +807,16 @@ async fn journal_order_done_and_counts(b: Backend) {
         assert_eq!(got, want, "after {after}, {kinds:?}");
     }
 
-    // (entry marked done, alice's pending ids after, alice's count, bob's count)
+    // (entries marked done in one call, alice's pending ids after, alice's count, bob's count)
     let steps = [
-        (ids[2], vec![ids[0], ids[3]], 2, 1),
-        (ids[2], vec![ids[0], ids[3]], 2, 1), // twice is harmless
-        (ids[0], vec![ids[3]], 1, 1),
-        (ids[1], vec![ids[3]], 1, 0),
-        (ids[3], vec![], 0, 0),
+        (vec![ids[2]], vec![ids[0], ids[3]], 2, 1),
+        (vec![ids[2]], vec![ids[0], ids[3]], 2, 1), // twice is harmless
+        // Several at once, of two accounts, one of them done already.
+        (vec![ids[0], ids[2], ids[1]], vec![ids[3]], 1, 0),
+        (vec![ids[3]], vec![], 0, 0),
     ];
     for (done, left, alice_count, bob_count) in steps {
-        store.journal_done(done).await.unwrap();
+        store.journal_done(&done).await.unwrap();
         let pending: Vec<i64> = store
             .journal_pending(alice, 10)
             .await
@@ -824,7 +824,7 @@ async fn journal_order_done_and_counts(b: Backend) {
             .iter()
             .map(|e| e.id)
             .collect();
-        assert_eq!(pending, left, "after {done}");
+        assert_eq!(pending, left, "after {done:?}");
         assert_eq!(
             store.journal_pending_count(alice).await.unwrap(),
             alice_count
@@ -832,10 +832,15 @@ async fn journal_order_done_and_counts(b: Backend) {
         assert_eq!(store.journal_pending_count(bob).await.unwrap(), bob_count);
     }
 
-    assert!(matches!(
-        store.journal_done(9999).await,
-        Err(StoreError::Corrupt(_))
-    ));
+    for missing in [vec![9999], vec![ids[3], 9999]] {
+        assert!(
+            matches!(
+                store.journal_done(&missing).await,
+                Err(StoreError::Corrupt(_))
+            ),
+            "{missing:?}"
+        );
+    }
     // The account must exist.
     assert!(store.journal_append(9999, "store", "").await.is_err());
 }
@@ -1040,7 +1045,7 @@ async fn summaries_count_progress(b: Backend) {
         .unwrap();
     store.journal_append(alice, "store", "x").await.unwrap();
     let done = store.journal_append(alice, "store", "y").await.unwrap();
-    store.journal_done(done).await.unwrap();
+    store.journal_done(&[done]).await.unwrap();
     store.journal_append(bob, "create", "z").await.unwrap();
     store
         .set_account_state(alice, AccountState::Partial, None)
@@ -1161,7 +1166,7 @@ async fn new_state_survives_reopen(b: Backend) {
     store.delete_pair(gone).await.unwrap();
     let first = store.journal_append(account, "store", "a").await.unwrap();
     let second = store.journal_append(account, "expunge", "b").await.unwrap();
-    store.journal_done(first).await.unwrap();
+    store.journal_done(&[first]).await.unwrap();
     store.touch_account(account).await.unwrap();
     store
         .set_account_state(account, AccountState::Failed, Some("why"))

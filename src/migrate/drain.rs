@@ -79,6 +79,26 @@ impl Pending {
 }
 static LAST_PURGE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
+/// What the drain does after a batch of entries.
+enum Next {
+    /// Reads the next batch.
+    More,
+    /// Stops until it is woken: an entry waits for its retry time (the connection is kept).
+    Wait,
+    /// Stops: OLD or the store failed (the connection is dropped).
+    Stop,
+}
+
+/// Whether an entry of `kind` is marked done as soon as OLD has it, rather than with the rest of
+/// its batch. Replayed after the process died between OLD's answer and the mark, an APPEND or a
+/// COPY would be made twice and a RENAME refused: at most one such entry may be on OLD unmarked,
+/// the one [`mirror::apply`] replays with care (`careful`), so each is marked at once (with the
+/// batch's entries before it). Flags, expunges, creates, deletes and subscriptions replayed in
+/// order change nothing twice: their marks wait for the end of the batch, one commit for all.
+fn marked_at_once(kind: &str) -> bool {
+    matches!(kind, "append" | "copy" | "move" | "rename")
+}
+
 /// Why a write could not be journaled; the client must not hear OK from the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -294,50 +314,93 @@ impl Account {
                 Ok(c) => c,
                 Err(e) => return self.failed(&e).await,
             };
-            for entry in entries {
-                if entry.retry_at.is_some_and(|t| t > unix_now()) {
-                    self.pool.put(conn);
-                    return;
-                }
-                let careful = self.careful.swap(true, Ordering::SeqCst)
-                    || entry.id <= self.careful_through.load(Ordering::SeqCst);
-                let result = mirror::apply(self, &mut conn, &entry, careful).await;
-                if matches!(entry.kind.as_str(), "delete" | "rename") {
-                    // Idle connections may have the folder selected: the server ends them.
-                    self.pool.clear();
-                }
-                let outcome = match result {
-                    Ok(()) => {
-                        debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD");
-                        let done = self.store.journal_done(entry.id).await;
-                        // Recorded: the next entry starts from a clean slate.
-                        self.careful.store(done.is_err(), Ordering::SeqCst);
-                        done
+            // Entries OLD has and the journal does not say so yet (see `marked_at_once`).
+            let mut mirrored = Vec::new();
+            let next = 'batch: {
+                for entry in entries {
+                    if entry.retry_at.is_some_and(|t| t > unix_now()) {
+                        break 'batch Next::Wait;
                     }
-                    Err(MirrorError::Unreachable(e)) => return self.failed(&e).await,
-                    Err(MirrorError::Store(e)) => return warn!("{e}"),
-                    // The entry waits, as for an unreachable OLD, until the proxy restarts.
-                    Err(MirrorError::Poisoned(e)) => {
-                        return error!("the journal waits for OLD: {e}");
+                    let careful = self.careful.swap(true, Ordering::SeqCst)
+                        || entry.id <= self.careful_through.load(Ordering::SeqCst);
+                    let result = mirror::apply(self, &mut conn, &entry, careful).await;
+                    if matches!(entry.kind.as_str(), "delete" | "rename") {
+                        // Idle connections may have the folder selected: the server ends them.
+                        self.pool.clear();
                     }
-                    Err(MirrorError::Refused(why)) => match self.refused(&entry, &why).await {
-                        Ok(true) => Ok(()),
-                        Ok(false) => {
-                            self.pool.put(conn);
-                            return;
+                    let left = match result {
+                        Ok(()) => {
+                            debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD");
+                            mirrored.push(entry.id);
+                            if !marked_at_once(&entry.kind) {
+                                self.careful.store(false, Ordering::SeqCst);
+                                continue;
+                            }
+                            let done = self.mark_done(&mut mirrored).await;
+                            // Recorded: the next entry starts from a clean slate.
+                            self.careful.store(done.is_err(), Ordering::SeqCst);
+                            done.map(|()| false)
                         }
-                        Err(e) => Err(e),
-                    },
-                    Err(MirrorError::Never(why)) => self.park(&entry, &why).await,
-                };
-                if let Err(e) = outcome {
-                    return warn!("{e}");
+                        Err(MirrorError::Unreachable(e)) => {
+                            self.failed(&e).await;
+                            break 'batch Next::Stop;
+                        }
+                        Err(MirrorError::Store(e)) => {
+                            warn!("{e}");
+                            break 'batch Next::Stop;
+                        }
+                        // The entry waits, as for an unreachable OLD, until the proxy restarts.
+                        Err(MirrorError::Poisoned(e)) => {
+                            error!("the journal waits for OLD: {e}");
+                            break 'batch Next::Stop;
+                        }
+                        Err(MirrorError::Refused(why)) => match self.refused(&entry, &why).await {
+                            Ok(true) => Ok(true),
+                            Ok(false) => break 'batch Next::Wait,
+                            Err(e) => Err(e),
+                        },
+                        Err(MirrorError::Never(why)) => {
+                            self.park(&entry, &why).await.map(|()| true)
+                        }
+                    };
+                    match left {
+                        // Parked: out of the queue.
+                        Ok(true) => self.pending.mirrored(),
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!("{e}");
+                            break 'batch Next::Stop;
+                        }
+                    }
                 }
-                self.pending.mirrored();
+                Next::More
+            };
+            if let Err(e) = self.mark_done(&mut mirrored).await {
+                // Replayed when the drain comes back; with care, in case.
+                self.careful.store(true, Ordering::SeqCst);
+                return warn!("{e}");
             }
-            self.reached();
-            self.pool.put(conn);
+            match next {
+                Next::More => {
+                    self.reached();
+                    self.pool.put(conn);
+                }
+                Next::Wait => return self.pool.put(conn),
+                Next::Stop => return,
+            }
         }
+    }
+
+    /// Marks `mirrored` done in one commit and empties it.
+    async fn mark_done(&self, mirrored: &mut Vec<i64>) -> Result<(), crate::store::StoreError> {
+        if mirrored.is_empty() {
+            return Ok(());
+        }
+        self.store.journal_done(mirrored).await?;
+        for _ in mirrored.drain(..) {
+            self.pending.mirrored();
+        }
+        Ok(())
     }
 
     /// OLD refused `entry`: tried again later (`Ok(false)`: the drain waits for it), or parked
@@ -395,7 +458,26 @@ impl Account {
 
 #[cfg(test)]
 mod tests {
-    use super::Pending;
+    use super::{Pending, marked_at_once};
+
+    /// Every kind the journal writes (`Write::kind`): those whose replay could make a second
+    /// copy on OLD, or be refused, are marked at once; the rest with their batch.
+    #[test]
+    fn entries_a_replay_could_repeat_are_marked_done_at_once() {
+        for (kind, at_once) in [
+            ("append", true),
+            ("copy", true),
+            ("move", true),
+            ("rename", true),
+            ("flags", false),
+            ("expunge", false),
+            ("create", false),
+            ("delete", false),
+            ("subscribe", false),
+        ] {
+            assert_eq!(marked_at_once(kind), at_once, "{kind}");
+        }
+    }
 
     /// An entry recorded while the store was being read is not lost when the count read is
     /// set (the store's answer may predate its commit).

@@ -211,7 +211,7 @@ impl Account {
                         .push(format!("{} ({}): {e}", entry.id, entry.kind));
                 }
             }
-            self.store.journal_done(entry.id).await?;
+            self.store.journal_done(&[entry.id]).await?;
         }
         self.pool.put(conn);
         Ok(applied)

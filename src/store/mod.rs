@@ -457,8 +457,9 @@ pub trait Store: Send + Sync {
         after: i64,
         kinds: &[&str],
     ) -> Result<Vec<JournalEntry>>;
-    /// The entry reached OLD: it is no longer pending. Marking an entry done twice is harmless.
-    async fn journal_done(&self, id: i64) -> Result<()>;
+    /// The entries reached OLD: they are no longer pending (one commit for all). Marking an
+    /// entry done twice is harmless; an id that names no entry is an error.
+    async fn journal_done(&self, ids: &[i64]) -> Result<()>;
     async fn journal_pending_count(&self, account: AccountId) -> Result<u64>;
     /// OLD refused entry `id` (`reason`): it is tried again after `retry_at`. Returns how many
     /// times it has been refused.

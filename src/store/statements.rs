@@ -1013,13 +1013,26 @@ impl Store for SqlStore {
         Ok(done.rows_affected())
     }
 
-    async fn journal_done(&self, id: i64) -> Result<()> {
-        let done = sqlx::query("UPDATE journal SET done = 1 WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Corrupt(format!("no journal entry {id}")));
+    async fn journal_done(&self, ids: &[i64]) -> Result<()> {
+        let ids: Vec<i64> = ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        for chunk in ids.chunks(BATCH_ROWS) {
+            // Padded with the last id: a few statement texts, prepared once each.
+            let mut list = chunk.to_vec();
+            list.resize(chunk.len().next_power_of_two(), chunk[chunk.len() - 1]);
+            let sql = format!(
+                "UPDATE journal SET done = 1 WHERE id IN ({})",
+                (1..=list.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut query = sqlx::query(Self::batch(sql));
+            for id in &list {
+                query = query.bind(*id);
+            }
+            let done = query.execute(&self.pool).await?;
+            if done.rows_affected() < chunk.len() as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "journal entries missing among {chunk:?}"
+                )));
+            }
         }
         Ok(())
     }
