@@ -14,6 +14,7 @@ use super::account::Account;
 use super::journal::{Entry, Write};
 use super::lease::Lease;
 use super::mirror::{self, MirrorError};
+use super::pool::Conn;
 use crate::lock::Poisoned;
 use crate::store::JournalEntry;
 
@@ -316,65 +317,7 @@ impl Account {
             };
             // Entries OLD has and the journal does not say so yet (see `marked_at_once`).
             let mut mirrored = Vec::new();
-            let next = 'batch: {
-                for entry in entries {
-                    if entry.retry_at.is_some_and(|t| t > unix_now()) {
-                        break 'batch Next::Wait;
-                    }
-                    let careful = self.careful.swap(true, Ordering::SeqCst)
-                        || entry.id <= self.careful_through.load(Ordering::SeqCst);
-                    let result = mirror::apply(self, &mut conn, &entry, careful).await;
-                    if matches!(entry.kind.as_str(), "delete" | "rename") {
-                        // Idle connections may have the folder selected: the server ends them.
-                        self.pool.clear();
-                    }
-                    let left = match result {
-                        Ok(()) => {
-                            debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD");
-                            mirrored.push(entry.id);
-                            if !marked_at_once(&entry.kind) {
-                                self.careful.store(false, Ordering::SeqCst);
-                                continue;
-                            }
-                            let done = self.mark_done(&mut mirrored).await;
-                            // Recorded: the next entry starts from a clean slate.
-                            self.careful.store(done.is_err(), Ordering::SeqCst);
-                            done.map(|()| false)
-                        }
-                        Err(MirrorError::Unreachable(e)) => {
-                            self.failed(&e).await;
-                            break 'batch Next::Stop;
-                        }
-                        Err(MirrorError::Store(e)) => {
-                            warn!("{e}");
-                            break 'batch Next::Stop;
-                        }
-                        // The entry waits, as for an unreachable OLD, until the proxy restarts.
-                        Err(MirrorError::Poisoned(e)) => {
-                            error!("the journal waits for OLD: {e}");
-                            break 'batch Next::Stop;
-                        }
-                        Err(MirrorError::Refused(why)) => match self.refused(&entry, &why).await {
-                            Ok(true) => Ok(true),
-                            Ok(false) => break 'batch Next::Wait,
-                            Err(e) => Err(e),
-                        },
-                        Err(MirrorError::Never(why)) => {
-                            self.park(&entry, &why).await.map(|()| true)
-                        }
-                    };
-                    match left {
-                        // Parked: out of the queue.
-                        Ok(true) => self.pending.mirrored(),
-                        Ok(false) => {}
-                        Err(e) => {
-                            warn!("{e}");
-                            break 'batch Next::Stop;
-                        }
-                    }
-                }
-                Next::More
-            };
+            let next = self.mirror_batch(&mut conn, entries, &mut mirrored).await;
             if let Err(e) = self.mark_done(&mut mirrored).await {
                 // Replayed when the drain comes back; with care, in case.
                 self.careful.store(true, Ordering::SeqCst);
@@ -389,6 +332,71 @@ impl Account {
                 Next::Stop => return,
             }
         }
+    }
+
+    /// Mirrors `entries` in order on `conn`, until one of them stops the drain; the ids of
+    /// those OLD now has and the journal does not mark yet are left in `mirrored`.
+    async fn mirror_batch(
+        &self,
+        conn: &mut Conn,
+        entries: Vec<JournalEntry>,
+        mirrored: &mut Vec<i64>,
+    ) -> Next {
+        for entry in entries {
+            if entry.retry_at.is_some_and(|t| t > unix_now()) {
+                return Next::Wait;
+            }
+            let careful = self.careful.swap(true, Ordering::SeqCst)
+                || entry.id <= self.careful_through.load(Ordering::SeqCst);
+            let result = mirror::apply(self, conn, &entry, careful).await;
+            if matches!(entry.kind.as_str(), "delete" | "rename") {
+                // Idle connections may have the folder selected: the server ends them.
+                self.pool.clear();
+            }
+            let parked = match result {
+                Ok(()) => {
+                    debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD");
+                    mirrored.push(entry.id);
+                    // Recorded before the next entry starts, if it must be; when that fails, the
+                    // caller tries again and says why, and the entry is replayed with care.
+                    let recorded =
+                        !marked_at_once(&entry.kind) || self.mark_done(mirrored).await.is_ok();
+                    self.careful.store(!recorded, Ordering::SeqCst);
+                    if !recorded {
+                        return Next::Stop;
+                    }
+                    continue;
+                }
+                Err(MirrorError::Unreachable(e)) => {
+                    self.failed(&e).await;
+                    return Next::Stop;
+                }
+                Err(MirrorError::Store(e)) => {
+                    warn!("{e}");
+                    return Next::Stop;
+                }
+                // The entry waits, as for an unreachable OLD, until the proxy restarts.
+                Err(MirrorError::Poisoned(e)) => {
+                    error!("the journal waits for OLD: {e}");
+                    return Next::Stop;
+                }
+                Err(MirrorError::Refused(why)) => match self.refused(&entry, &why).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => return Next::Wait,
+                    Err(e) => Err(e),
+                },
+                Err(MirrorError::Never(why)) => self.park(&entry, &why).await,
+            };
+            match parked {
+                // Out of the queue.
+                Ok(()) => self.pending.mirrored(),
+                Err(e) => {
+                    warn!("{e}");
+                    return Next::Stop;
+                }
+            }
+        }
+        Next::More
     }
 
     /// Marks `mirrored` done in one commit and empties it.
