@@ -1014,14 +1014,22 @@ impl Store for SqlStore {
     }
 
     async fn journal_done(&self, ids: &[i64]) -> Result<()> {
-        let ids: Vec<i64> = ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        let ids: Vec<i64> = ids
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for chunk in ids.chunks(BATCH_ROWS) {
             // Padded with the last id: a few statement texts, prepared once each.
             let mut list = chunk.to_vec();
             list.resize(chunk.len().next_power_of_two(), chunk[chunk.len() - 1]);
             let sql = format!(
                 "UPDATE journal SET done = 1 WHERE id IN ({})",
-                (1..=list.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+                (1..=list.len())
+                    .map(|n| format!("${n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             let mut query = sqlx::query(Self::batch(sql));
             for id in &list {
