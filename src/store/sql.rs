@@ -58,12 +58,12 @@ pub(super) fn tuples(rows: usize, width: usize, first: usize, fixed: &str) -> St
     sql
 }
 
-/// `uids` (at most [`BATCH_ROWS`]) padded to the next power of two by repeating the last one,
-/// for a statement that lists them where a repeat changes nothing (`IN`, a `VALUES` a query
-/// reads). Batches of every length then share a few statement texts, each prepared once and
+/// `uids` (or journal ids; at most [`BATCH_ROWS`]) padded to the next power of two by repeating
+/// the last one, for a statement that lists them where a repeat changes nothing (`IN`, a
+/// `VALUES` a query reads). Batches of every length then share a few statement texts, each prepared once and
 /// cached, instead of one prepared (and parsed, at a cost that grows with the square of its
 /// parameters in SQLite) per length.
-pub(super) fn padded(uids: &[u32]) -> Vec<u32> {
+pub(super) fn padded<T: Copy>(uids: &[T]) -> Vec<T> {
     let mut v = uids.to_vec();
     if let Some(&last) = uids.last() {
         v.resize(uids.len().next_power_of_two(), last);

@@ -1021,15 +1021,10 @@ impl Store for SqlStore {
             .into_iter()
             .collect();
         for chunk in ids.chunks(BATCH_ROWS) {
-            // Padded with the last id: a few statement texts, prepared once each.
-            let mut list = chunk.to_vec();
-            list.resize(chunk.len().next_power_of_two(), chunk[chunk.len() - 1]);
+            let list = padded(chunk);
             let sql = format!(
-                "UPDATE journal SET done = 1 WHERE id IN ({})",
-                (1..=list.len())
-                    .map(|n| format!("${n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "UPDATE journal SET done = 1 WHERE id IN {}",
+                tuples(1, list.len(), 1, "")
             );
             let mut query = sqlx::query(Self::batch(sql));
             for id in &list {
