@@ -11,7 +11,7 @@ use common::Postgres;
 use imapferry::secret::Secret;
 use imapferry::store::{
     self, AccountKey, AccountState, AccountSummary, Link, LinkFlags, Location, MailboxState,
-    NO_BASE, PairId, Phase, Store, StoreError,
+    NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
 };
 
 /// One store under test: a file in a temporary directory, or the database of a private
@@ -108,6 +108,7 @@ both!(
     retired_and_diverged_are_left_only_by_their_own_commands,
     refused_entries_are_retried_then_parked,
     journal_order_done_and_counts,
+    entries_of_several_accounts_commit_together,
     find_and_touch_account,
     rename_pair_keeps_links_and_tombstones,
     delete_pair_removes_links_and_tombstones,
@@ -843,6 +844,61 @@ async fn journal_order_done_and_counts(b: Backend) {
     }
     // The account must exist.
     assert!(store.journal_append(9999, "store", "").await.is_err());
+}
+
+/// A group commit: entries of several accounts in one call keep their order; a retired
+/// account's entry is not journaled (its place says so). Two stores committing the same accounts
+/// in opposite orders at once both finish (PostgreSQL locks each account's journal).
+async fn entries_of_several_accounts_commit_together(b: Backend) {
+    let store = b.open().await;
+    let [alice, bob, carol] = [key("alice"), key("bob"), key("carol")];
+    let alice = store.account(&alice).await.unwrap();
+    let bob = store.account(&bob).await.unwrap();
+    let carol = store.account(&carol).await.unwrap();
+    assert!(store.retire(carol, Some("forced")).await.unwrap());
+    let entry = |account, payload| NewEntry {
+        account,
+        kind: "flags",
+        payload,
+    };
+    let ids = store
+        .journal_append_all(&[
+            entry(alice, "a1"),
+            entry(bob, "b1"),
+            entry(carol, "c1"),
+            entry(alice, "a2"),
+        ])
+        .await
+        .unwrap();
+    assert!(ids[2].is_none(), "{ids:?}");
+    let ids: Vec<i64> = [ids[0], ids[1], ids[3]].into_iter().flatten().collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+    let payloads = |account| {
+        let store = Arc::clone(&store);
+        async move {
+            let pending = store.journal_pending(account, 10).await.unwrap();
+            pending.into_iter().map(|e| e.payload).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(payloads(alice).await, ["a1", "a2"]);
+    assert_eq!(payloads(bob).await, ["b1"]);
+    assert!(payloads(carol).await.is_empty());
+    assert!(matches!(
+        store.journal_append(carol, "flags", "c2").await,
+        Err(StoreError::Retired(_))
+    ));
+
+    let other = b.open().await;
+    let one = [entry(alice, "x"), entry(bob, "x")];
+    let two = [entry(bob, "y"), entry(alice, "y")];
+    let (one, two) = tokio::join!(
+        store.journal_append_all(&one),
+        other.journal_append_all(&two)
+    );
+    assert_eq!(one.unwrap().iter().flatten().count(), 2);
+    assert_eq!(two.unwrap().iter().flatten().count(), 2);
+    assert_eq!(store.journal_pending_count(alice).await.unwrap(), 4);
 }
 
 async fn find_and_touch_account(b: Backend) {

@@ -3,6 +3,7 @@
 //! and mirror ([`drain`](super::drain)) and lifecycle ([`lifecycle`](super::lifecycle)), and the
 //! worker that keeps the journal draining (and live pickup running) while it is used.
 
+use super::commit::Committer;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     pub keep: Arc<AtomicU64>,
     pub gauges: Arc<Gauges>,
     pub journal: JournalPolicy,
+    /// The journal's group commit.
+    pub committer: Arc<Committer>,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -185,6 +188,7 @@ pub struct Account {
     /// The id of the last entry this process journaled.
     pub(super) last_journaled: AtomicI64,
     pub(super) journal: JournalPolicy,
+    pub(super) committer: Arc<Committer>,
     /// Writes NEW accepted that could not be journaled, and how many of them the last automatic
     /// reconcile covered; whether that recovery runs (one at a time, see
     /// `Account::recover_when_writable` in `drain`).
@@ -241,6 +245,7 @@ impl Account {
             careful_through: AtomicI64::new(0),
             last_journaled: AtomicI64::new(0),
             journal: shared.journal,
+            committer: Arc::clone(&shared.committer),
             unjournaled: (AtomicU64::new(0), AtomicU64::new(0)),
             recovering: AtomicBool::new(false),
             recovery_stuck: AtomicBool::new(false),

@@ -124,7 +124,8 @@ impl Account {
     /// when this returns `Ok`; an `Err` means the client must be told `* BYE` instead of the OK
     /// (NEW has the write; OLD is reconciled as soon as the store takes writes again).
     pub async fn record(self: &Arc<Self>, write: Write) -> Result<(), RecordError> {
-        if self.is_retired().await {
+        // The store's retired check is in the append itself.
+        if self.is_retired_now() {
             return Ok(());
         }
         let old = self.names()?.journal(&write);
@@ -141,16 +142,20 @@ impl Account {
             .await;
             return Ok(());
         }
-        let commit = self.store.journal_append(self.id, kind, &payload);
+        let commit = self.committer.append(self.id, kind, payload);
         let why = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
-            Ok(Ok(id)) => {
+            Ok(Ok(None)) => {
+                self.saw_retired();
+                return Ok(());
+            }
+            Ok(Ok(Some(id))) => {
                 debug!(id, kind, "journaled");
                 self.last_journaled.fetch_max(id, Ordering::SeqCst);
                 self.pending.journaled();
                 self.wake.notify_one();
                 return Ok(());
             }
-            Ok(Err(e)) => e.to_string(),
+            Ok(Err(why)) => why,
             Err(_) => "timed out".to_string(),
         };
         warn!("a {kind} NEW accepted could not be journaled: {why}");

@@ -164,10 +164,16 @@ impl Account {
         }
         let retired = self.store.account_state(self.id).await.ok() == Some(AccountState::Retired);
         if retired {
-            info!("account retired: no more migration work");
-            self.retired.store(true, Ordering::SeqCst);
+            self.saw_retired();
         }
         retired
+    }
+
+    /// The store says the account is retired: this process does no more migration work for it.
+    pub(super) fn saw_retired(&self) {
+        if !self.retired.swap(true, Ordering::SeqCst) {
+            info!("account retired: no more migration work");
+        }
     }
 
     /// OLD no longer mirrors the user: the account waits for `imapferry reconcile`.

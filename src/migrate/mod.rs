@@ -2,13 +2,14 @@
 //! account name (the normalised login), shared by all of that user's sessions and the sweeper:
 //! OLD access per the auth policy ([`credentials`]), folder names ([`names`]), connections
 //! ([`pool`]), the lazy per-folder backfill ([`backfill`]), live pickup by IDLE or polling
-//! ([`pickup`]), the journal of user writes ([`journal`]) recorded and drained ([`drain`]) by the
-//! mirror ([`mirror`]), the lifecycle ([`lifecycle`]), and what all accounts hold open
+//! ([`pickup`]), the journal of user writes ([`journal`]) recorded ([`commit`]) and drained
+//! ([`drain`]) by the mirror ([`mirror`]), the lifecycle ([`lifecycle`]), and what all accounts hold open
 //! ([`gauges`]). It never imports the proxy.
 
 mod account;
 mod backfill;
 mod backoff;
+mod commit;
 mod credentials;
 mod drain;
 mod gauges;
@@ -105,7 +106,7 @@ impl Migrator {
         }
         let pickup = Policy::new(&config.migration, |n| credentials.name(n));
         Ok(Some(Migrator {
-            store,
+            store: Arc::clone(&store),
             credentials: Swap::new(credentials),
             opts,
             budget: Duration::from_millis(config.migration.select_budget_ms),
@@ -128,6 +129,7 @@ impl Migrator {
                         u64::from(config.migration.journal_keep_days) * 86_400,
                     ),
                 },
+                committer: commit::Committer::start(Arc::clone(&store)),
                 stop,
             },
         }))

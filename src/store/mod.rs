@@ -197,6 +197,14 @@ pub struct LinkFlags {
     pub new_flags: String,
 }
 
+/// A user write to journal ([`Store::journal_append_all`]).
+#[derive(Clone, Copy, Debug)]
+pub struct NewEntry<'a> {
+    pub account: AccountId,
+    pub kind: &'a str,
+    pub payload: &'a str,
+}
+
 /// One user write seen by the proxy, waiting to be mirrored to OLD (DESIGN.md §2 dual write).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalEntry {
@@ -445,8 +453,22 @@ pub trait Store: Send + Sync {
     async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()>;
     async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>>;
 
-    /// Appends a user write to the account's journal (pending); returns its id. Ids grow.
-    async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64>;
+    /// Appends user writes to their accounts' journals (pending), in order, in one commit (a
+    /// group commit: the entries of several sessions); returns each one's id, or `None` for an
+    /// entry whose account is retired (not journaled). Ids grow.
+    async fn journal_append_all(&self, entries: &[NewEntry<'_>]) -> Result<Vec<Option<i64>>>;
+    /// Appends one entry ([`Store::journal_append_all`]); [`StoreError::Retired`] if the account is.
+    async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
+        let entry = NewEntry {
+            account,
+            kind,
+            payload,
+        };
+        match self.journal_append_all(&[entry]).await?.as_slice() {
+            [Some(id)] => Ok(*id),
+            _ => Err(StoreError::Retired(format!("account {account}"))),
+        }
+    }
     /// Pending entries of the account, oldest first, at most `limit`.
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>>;
     /// Pending entries of the account journaled after entry `after`, of these `kinds`, oldest

@@ -81,15 +81,18 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
-    /// A transaction holding the account's journal lock until it ends: entries that proxies
+    /// A transaction holding the accounts' journal locks until it ends: entries that proxies
     /// append at the same moment get their ids in the order they commit, so the drainer never
-    /// reads an entry while an earlier one is still uncommitted.
-    async fn journal_tx(&self, account: i64) -> Result<Transaction<'static, Postgres>> {
+    /// reads an entry while an earlier one is still uncommitted. `accounts` ascend, so two
+    /// transactions that lock several never wait for each other in a circle.
+    async fn journal_tx(&self, accounts: &[i64]) -> Result<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
+        for account in accounts {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(tx)
     }
 

@@ -109,7 +109,7 @@ impl SqliteStore {
     }
 
     /// Writers take turns (`BEGIN IMMEDIATE`), so ids are assigned in commit order already.
-    async fn journal_tx(&self, _account: i64) -> Result<Transaction<'static, Sqlite>> {
+    async fn journal_tx(&self, _accounts: &[i64]) -> Result<Transaction<'static, Sqlite>> {
         self.write_tx().await
     }
 

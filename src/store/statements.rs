@@ -2,7 +2,7 @@
 // include this file in a module that names `SqlStore` (the store type, with a `pool`), `Db` (its
 // sqlx database) and `SHARED` (whether other processes share the store), and give `SqlStore`
 // five methods of their own: `write_tx` (a transaction that writes), `journal_tx` (one in which
-// the account's journal entries get their ids in commit order), `migration_tx` (one no other
+// the accounts' journal entries get their ids in commit order), `migration_tx` (one no other
 // process migrates beside), `lock_pair` (in a write transaction, the pair's links are written by
 // no other) and `dialect` (a migration's text as this database spells it). The SQL is the subset
 // both databases run (see sql.rs). Links are stored as runs (runs.rs).
@@ -16,7 +16,7 @@ use crate::store::runs::{self, Run};
 use crate::store::sql::{BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, now, padded, tuples};
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
-    Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, PairId, Phase, Result, Store,
+    Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase, Result, Store,
     StoreError,
 };
 
@@ -912,22 +912,30 @@ impl Store for SqlStore {
     /// In an explicit transaction: SQLite writes the log at the commit, after `RETURNING` has
     /// produced its row, and a commit that fails there (a full disk) is reported only by the
     /// statement's end, which a caller that stops at the first row never sees. Autocommitted,
-    /// every entry on a full disk came back with an id and was not in the journal.
-    async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
-        let mut tx = self.journal_tx(account).await?;
-        let row = sqlx::query(
-            "INSERT INTO journal (account_id, created, kind, payload, done) \
-             VALUES ($1, $2, $3, $4, 0) RETURNING id",
-        )
-        .bind(account)
-        .bind(now())
-        .bind(kind)
-        .bind(payload)
-        .fetch_one(&mut *tx)
-        .await?;
-        let id = row.try_get(0)?;
+    /// every entry on a full disk came back with an id and was not in the journal. The retired
+    /// check is in the statement, so it costs no read of its own.
+    async fn journal_append_all(&self, entries: &[NewEntry<'_>]) -> Result<Vec<Option<i64>>> {
+        let accounts: BTreeSet<AccountId> = entries.iter().map(|e| e.account).collect();
+        let accounts: Vec<AccountId> = accounts.into_iter().collect();
+        let mut tx = self.journal_tx(&accounts).await?;
+        let mut ids = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let row = sqlx::query(
+                "INSERT INTO journal (account_id, created, kind, payload, done) \
+                 SELECT $1, $2, $3, $4, 0 WHERE NOT EXISTS \
+                 (SELECT 1 FROM accounts WHERE id = $1 AND state = $5) RETURNING id",
+            )
+            .bind(entry.account)
+            .bind(now())
+            .bind(entry.kind)
+            .bind(entry.payload)
+            .bind(AccountState::Retired.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            ids.push(row.map(|row| row.try_get(0)).transpose()?);
+        }
         tx.commit().await?;
-        Ok(id)
+        Ok(ids)
     }
 
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
@@ -964,7 +972,7 @@ impl Store for SqlStore {
         rows.iter().map(journal_entry).collect()
     }
 
-    /// In an explicit transaction, as [`Self::journal_append`].
+    /// In an explicit transaction, as [`Self::journal_append_all`].
     async fn journal_retry(&self, id: i64, reason: &str, retry_at: i64) -> Result<u32> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
