@@ -209,3 +209,22 @@ fn new_old_mail_arrives_by_polling_when_asked() {
     assert_eq!(seen.get("IDLE"), None, "{seen:?}");
     c.logout();
 }
+
+/// `/metrics` counts the journal: one entry per write NEW accepted, and the commits that held
+/// them (never more commits than entries; several sessions' writes may share one).
+#[test]
+fn metrics_count_the_journals_entries_and_commits() {
+    let s = setup(&["ann"], "", "");
+    let mut sessions: Vec<RawImap> = (0..3).map(|_| s.session("ann")).collect();
+    for (i, c) in sessions.iter_mut().enumerate() {
+        let (_, done) = c.command(&format!("STORE 1 +FLAGS (flag{i})"));
+        assert!(done.contains("OK"), "{done}");
+    }
+    let m = metrics(s.proxy.admin_port);
+    assert_eq!(gauge(&m, "imapferry_journal_entries_total"), 3, "{m}");
+    let commits = gauge(&m, "imapferry_journal_commits_total");
+    assert!((1..=3).contains(&commits), "{m}");
+    for c in sessions {
+        c.logout();
+    }
+}

@@ -4,11 +4,11 @@
 //! were as many as there are sessions writing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::drain::COMMIT_WITHIN;
+use super::gauges::Gauges;
 use crate::store::{AccountId, NewEntry, Store};
 
 /// Most entries in one commit.
@@ -17,8 +17,6 @@ const MOST: usize = 256;
 /// The process's journal committer, shared by every account.
 pub(crate) struct Committer {
     queue: mpsc::UnboundedSender<Request>,
-    /// Transactions committed so far.
-    commits: Arc<AtomicU64>,
 }
 
 struct Request {
@@ -30,17 +28,11 @@ struct Request {
 }
 
 impl Committer {
-    /// Starts the committer; it stops when the last handle is dropped.
-    pub(crate) fn start(store: Arc<dyn Store>) -> Arc<Committer> {
+    /// Starts the committer, counting in `gauges`; it stops when the last handle is dropped.
+    pub(crate) fn start(store: Arc<dyn Store>, gauges: Arc<Gauges>) -> Arc<Committer> {
         let (queue, requests) = mpsc::unbounded_channel();
-        let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(store, requests, Arc::clone(&commits)));
-        Arc::new(Committer { queue, commits })
-    }
-
-    #[cfg(test)]
-    fn commits(&self) -> u64 {
-        self.commits.load(Ordering::SeqCst)
+        tokio::spawn(run(store, requests, gauges));
+        Arc::new(Committer { queue })
     }
 
     /// Journals one entry, committed when this returns its id; `Ok(None)`: the account is
@@ -68,7 +60,7 @@ impl Committer {
 async fn run(
     store: Arc<dyn Store>,
     mut requests: mpsc::UnboundedReceiver<Request>,
-    commits: Arc<AtomicU64>,
+    gauges: Arc<Gauges>,
 ) {
     let mut batch = Vec::with_capacity(MOST);
     while requests.recv_many(&mut batch, MOST).await > 0 {
@@ -85,7 +77,7 @@ async fn run(
         let result =
             match tokio::time::timeout(COMMIT_WITHIN, store.journal_append_all(&entries)).await {
                 Ok(Ok(ids)) if ids.len() == batch.len() => {
-                    commits.fetch_add(1, Ordering::SeqCst);
+                    gauges.committed(ids.iter().flatten().count());
                     Ok(ids)
                 }
                 Ok(Ok(ids)) => Err(format!("{} ids for {} entries", ids.len(), batch.len())),
@@ -130,7 +122,12 @@ mod tests {
         let bob = store.account(&key("bob")).await.unwrap();
         let carol = store.account(&key("carol")).await.unwrap();
         assert!(store.retire(carol, Some("forced")).await.unwrap());
-        let committer = Committer::start(Arc::clone(&store));
+        let gauges = Arc::new(Gauges::default());
+        let committer = Committer::start(Arc::clone(&store), Arc::clone(&gauges));
+        let counted = || {
+            let held = gauges.snapshot();
+            (held.commits, held.journaled)
+        };
         let append = |account, payload: &str| committer.append(account, "flags", payload.into());
 
         // Sent in one poll of this test's task, on the test's one thread: the committer finds
@@ -141,7 +138,7 @@ mod tests {
             append(carol, "c1"),
             append(alice, "a2"),
         );
-        assert_eq!(committer.commits(), 1);
+        assert_eq!(counted(), (1, 3));
         let ids = [a1.unwrap(), b1.unwrap(), a2.unwrap()];
         assert!(ids.iter().all(Option::is_some), "{ids:?}");
         assert_eq!(c1, Ok(None), "a retired account's entry is not journaled");
@@ -152,6 +149,6 @@ mod tests {
         // Alone, an entry has its own commit.
         let a3 = append(alice, "a3").await.unwrap().unwrap();
         assert!(ids.iter().all(|id| id.unwrap() < a3));
-        assert_eq!(committer.commits(), 2);
+        assert_eq!(counted(), (2, 4));
     }
 }

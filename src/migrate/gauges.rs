@@ -1,6 +1,7 @@
 //! What the migration holds open right now, all accounts together, for `/metrics`: the engine's
 //! logged-in OLD and NEW connections (pooled pairs, idle or in use, and live pickup's own OLD
-//! connections) and the accounts whose live pickup IDLEs on OLD or polls it.
+//! connections) and the accounts whose live pickup IDLEs on OLD or polls it; and the journal's
+//! entries and commits so far.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -14,6 +15,8 @@ pub struct Gauges {
     new: AtomicU64,
     idling: AtomicU64,
     polling: AtomicU64,
+    journaled: AtomicU64,
+    commits: AtomicU64,
 }
 
 /// How an account's live pickup asks OLD for new mail right now.
@@ -34,6 +37,10 @@ pub struct Held {
     pub idling: u64,
     /// Accounts whose live pickup polls OLD.
     pub polling: u64,
+    /// Journal entries committed since the start, and the commits that held them (a group
+    /// commit holds the entries of several sessions).
+    pub journaled: u64,
+    pub commits: u64,
 }
 
 impl Gauges {
@@ -43,7 +50,15 @@ impl Gauges {
             new: self.new.load(Relaxed),
             idling: self.idling.load(Relaxed),
             polling: self.polling.load(Relaxed),
+            journaled: self.journaled.load(Relaxed),
+            commits: self.commits.load(Relaxed),
         }
+    }
+
+    /// One commit of `entries` journal entries.
+    pub(crate) fn committed(&self, entries: usize) {
+        self.commits.fetch_add(1, Relaxed);
+        self.journaled.fetch_add(entries as u64, Relaxed);
     }
 
     fn counter(&self, side: Side) -> &AtomicU64 {
@@ -118,7 +133,8 @@ mod tests {
                 old: 1,
                 new: 2,
                 idling: 1,
-                polling: 0
+                polling: 0,
+                ..Held::default()
             }
         );
         drop((old, news, idle));

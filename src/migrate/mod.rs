@@ -105,6 +105,7 @@ impl Migrator {
             tokio::spawn(stay_alive(Arc::clone(&store), stop.clone()));
         }
         let pickup = Policy::new(&config.migration, |n| credentials.name(n));
+        let gauges = Arc::new(Gauges::default());
         Ok(Some(Migrator {
             store: Arc::clone(&store),
             credentials: Swap::new(credentials),
@@ -121,7 +122,7 @@ impl Migrator {
                 interactive: Arc::new(AtomicUsize::new(0)),
                 pickup: Arc::new(Swap::new(pickup)),
                 keep: Arc::new(AtomicU64::new(config.migration.idle_connections_secs)),
-                gauges: Arc::new(Gauges::default()),
+                gauges: Arc::clone(&gauges),
                 journal: account::JournalPolicy {
                     attempts: config.migration.mirror_attempts.max(1),
                     retry: Duration::from_secs(config.migration.mirror_retry_secs.max(1)),
@@ -129,7 +130,7 @@ impl Migrator {
                         u64::from(config.migration.journal_keep_days) * 86_400,
                     ),
                 },
-                committer: commit::Committer::start(Arc::clone(&store)),
+                committer: commit::Committer::start(Arc::clone(&store), gauges),
                 stop,
             },
         }))

@@ -364,7 +364,8 @@ pub fn render_sweep(stats: &SweepStats) -> String {
 }
 
 /// What the migration holds open: the engine's connections to OLD and NEW (pooled pairs and
-/// live pickup's) and the accounts whose live pickup IDLEs on OLD or polls it.
+/// live pickup's) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
+/// entries and commits.
 pub fn render_engine(held: &Held) -> String {
     format!(
         "# HELP imapferry_engine_connections Connections the migration holds open (not the \
@@ -375,8 +376,15 @@ pub fn render_engine(held: &Held) -> String {
          # HELP imapferry_live_pickup_accounts Accounts whose live pickup runs, by how it asks OLD.\n\
          # TYPE imapferry_live_pickup_accounts gauge\n\
          imapferry_live_pickup_accounts{{mode=\"idle\"}} {}\n\
-         imapferry_live_pickup_accounts{{mode=\"poll\"}} {}\n",
-        held.old, held.new, held.idling, held.polling
+         imapferry_live_pickup_accounts{{mode=\"poll\"}} {}\n\
+         # HELP imapferry_journal_entries_total User writes journaled for OLD.\n\
+         # TYPE imapferry_journal_entries_total counter\n\
+         imapferry_journal_entries_total {}\n\
+         # HELP imapferry_journal_commits_total Journal commits (one holds the entries of every \
+         session that journaled while the one before ran).\n\
+         # TYPE imapferry_journal_commits_total counter\n\
+         imapferry_journal_commits_total {}\n",
+        held.old, held.new, held.idling, held.polling, held.journaled, held.commits
     )
 }
 

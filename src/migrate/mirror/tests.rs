@@ -60,7 +60,7 @@ async fn account() -> Arc<Account> {
             retry: Duration::from_secs(1),
             keep: Duration::from_secs(60),
         },
-        committer: crate::migrate::commit::Committer::start(Arc::clone(&store)),
+        committer: crate::migrate::commit::Committer::start(Arc::clone(&store), Default::default()),
         stop: stopped,
     };
     let acct = Account::new(
