@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use super::inspect::{Arg, Command, Inspected};
+use super::seqmap::SeqMap;
 use crate::imap::uidset::{self, Ranges};
 use crate::mapping::utf7_encode;
 use crate::migrate::{FlagOp, Write, normalise};
@@ -39,6 +40,8 @@ enum Intent {
     },
     Flags {
         uids: Option<Ranges>,
+        /// The sequence set of a command by sequence number, resolved to UIDs when NEW answers.
+        seqs: Option<String>,
         flags: Vec<String>,
         op: FlagOp,
     },
@@ -130,6 +133,8 @@ pub struct Tracker {
     pending_bytes: usize,
     /// An untagged `[COPYUID ...]` (MOVE) waiting for its command's completion.
     copyuid: Option<Vec<(u32, u32)>>,
+    /// The selected folder's sequence numbers (when the session is migrated).
+    seqs: Option<SeqMap>,
 }
 
 /// What a command asks of the migration before it goes to NEW.
@@ -165,10 +170,12 @@ pub struct Outcome {
 }
 
 impl Tracker {
-    /// `sep`: NEW's hierarchy separator (folder names are normalised with it).
-    pub fn new(sep: Option<char>) -> Tracker {
+    /// `sep`: NEW's hierarchy separator (folder names are normalised with it). A tracker for a
+    /// migrated session (`migrating`) also follows the selected folder's sequence numbers.
+    pub fn new(sep: Option<char>, migrating: bool) -> Tracker {
         Tracker {
             sep,
+            seqs: migrating.then(SeqMap::default),
             ..Tracker::default()
         }
     }
@@ -322,7 +329,7 @@ impl Tracker {
                 op,
                 flags,
             } => {
-                let uids = uid_ranges(*uid, set);
+                let (uids, seqs) = self.target(*uid, set);
                 let flags: Vec<String> = flags
                     .iter()
                     .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
@@ -333,15 +340,22 @@ impl Tracker {
                     "-FLAGS" => FlagOp::Remove,
                     _ => FlagOp::Add,
                 };
-                (Some(Intent::Flags { uids, flags, op }), None)
+                let intent = Intent::Flags {
+                    uids,
+                    seqs,
+                    flags,
+                    op,
+                };
+                (Some(intent), None)
             }
             // The server sets \Seen on what it returns: a flag write like any other.
             Command::FetchSeen { uid, set } => {
                 let flags = vec!["\\Seen".to_string()];
-                let uids = uid_ranges(*uid, set);
+                let (uids, seqs) = self.target(*uid, set);
                 (
                     Some(Intent::Flags {
                         uids,
+                        seqs,
                         flags,
                         op: FlagOp::Add,
                     }),
@@ -381,6 +395,21 @@ impl Tracker {
         }
     }
 
+    /// The UIDs a STORE or FETCH names (`uid`: by UID), or its sequence set to resolve when NEW
+    /// answers (a followed session's command by sequence number).
+    fn target(&self, uid: bool, set: &str) -> (Option<Ranges>, Option<String>) {
+        let seqs = (!uid && self.seqs.is_some()).then(|| set.to_string());
+        (uid_ranges(uid, set), seqs)
+    }
+
+    /// The start of an untagged response that goes on with a literal (a FETCH of a body):
+    /// only what it says about sequence numbers counts.
+    pub fn untagged_start(&mut self, line: &[u8]) {
+        if let (Some(seqs), Some(text)) = (&mut self.seqs, line.strip_prefix(b"* ")) {
+            seqs.untagged(&String::from_utf8_lossy(text));
+        }
+    }
+
     /// One complete response line from NEW (no literal in it).
     pub fn response(&mut self, line: &[u8]) -> Outcome {
         let text = String::from_utf8_lossy(line);
@@ -391,6 +420,9 @@ impl Tracker {
         };
         let rest = words.next().unwrap_or("");
         if tag == "*" {
+            if let Some(seqs) = &mut self.seqs {
+                seqs.untagged(&text[2..]);
+            }
             if status.eq_ignore_ascii_case("OK")
                 && let Some(pairs) = copyuid(rest)
             {
@@ -449,12 +481,14 @@ impl Tracker {
                 };
                 self.selected = ok.then_some(now);
                 outcome.selection_changed = true;
+                self.seqs.iter_mut().for_each(SeqMap::selected);
                 Ok(None)
             }
             Intent::Deselect { expunge } => {
                 if ok {
                     self.selected = None;
                     outcome.selection_changed = true;
+                    self.seqs.iter_mut().for_each(SeqMap::selected);
                 }
                 match selected {
                     Some(s) if ok && expunge => match s {
@@ -465,10 +499,18 @@ impl Tracker {
                 }
             }
             _ if !ok => Ok(None),
-            Intent::Flags { uids, flags, op } => match selected {
+            Intent::Flags {
+                uids,
+                seqs,
+                flags,
+                op,
+            } => match selected {
                 Some(Selected::Folder { folder, .. }) => Ok(Some(Write::Flags {
                     folder,
-                    uids,
+                    uids: uids.or_else(|| {
+                        let (map, set) = (self.seqs.as_ref()?, seqs?);
+                        map.resolve(&set)
+                    }),
                     flags,
                     replace: op == FlagOp::Replace,
                     op: Some(op),
@@ -604,7 +646,7 @@ mod tests {
 
     #[test]
     fn a_session_yields_its_writes() {
-        let mut t = Tracker::new(Some('/'));
+        let mut t = Tracker::new(Some('/'), true);
         let (ensured, writes, untracked) = run(
             &mut t,
             &[
@@ -680,7 +722,7 @@ mod tests {
     /// string, literal), spelled as NEW knows it.
     #[test]
     fn folders_named_by_literals_and_odd_spellings_are_tracked() {
-        let mut t = Tracker::new(Some('/'));
+        let mut t = Tracker::new(Some('/'), true);
         let (ensured, writes, untracked) = run(
             &mut t,
             &[
@@ -740,7 +782,7 @@ mod tests {
     /// accepts there is reported untracked, not mirrored into another folder.
     #[test]
     fn unreadable_names_are_untracked_not_guessed() {
-        let mut t = Tracker::new(Some('/'));
+        let mut t = Tracker::new(Some('/'), true);
         let (_, writes, untracked) = run(
             &mut t,
             &[
@@ -768,7 +810,7 @@ mod tests {
 
     #[test]
     fn restructuring_commands_say_which_folders_change() {
-        let mut t = Tracker::new(Some('/'));
+        let mut t = Tracker::new(Some('/'), true);
         let b = t.command(&inspect(b"a RENAME Old/ New\r\n"), 0, Instant::now());
         assert_eq!(b.changing, ["Old", "New"]);
         let o = t.response(b"a NO no\r\n");
@@ -779,7 +821,7 @@ mod tests {
 
     #[test]
     fn commands_that_may_change_the_mailbox_are_writes() {
-        let mut t = Tracker::new(Some('/'));
+        let mut t = Tracker::new(Some('/'), true);
         let mut write = |line: &str, answer: Option<&str>| {
             let b = t.command(
                 &inspect(format!("{line}\r\n").as_bytes()),
@@ -821,6 +863,58 @@ mod tests {
             (2, vec!["INBOX".to_string()]),
             "CLOSE (changing INBOX) and STORE were never answered"
         );
+    }
+
+    /// A STORE or a FETCH of a body by sequence number is journaled with the UIDs NEW's
+    /// responses gave those numbers, as they stood when NEW ran it (after the EXPUNGEs before
+    /// its answer); with any of them unknown, without UIDs (the mirror reads the folder). A
+    /// relayed session that is not migrated follows nothing.
+    #[test]
+    fn sequence_numbers_are_journaled_as_the_uids_they_stood_for() {
+        let dialogue = [
+            "C: a SELECT INBOX",
+            "S: * 4 EXISTS",
+            "S: a OK [READ-WRITE] done",
+            "C: b FETCH 1:3 (UID FLAGS)",
+            "S: * 1 FETCH (UID 10 FLAGS ())",
+            "S: * 2 FETCH (UID 11 FLAGS ())",
+            "S: * 3 FETCH (FLAGS () UID 12)",
+            "S: b OK",
+            "C: c STORE 2:3 +FLAGS (\\Seen)",
+            "S: * 2 FETCH (FLAGS (\\Seen))",
+            "S: c OK",
+            "C: d STORE 3:4 +FLAGS (x)",
+            "S: d OK",
+            "C: e EXPUNGE",
+            "S: * 1 EXPUNGE",
+            "S: e OK",
+            "C: f FETCH 1 (BODY[])",
+            "S: f OK",
+            "C: g SELECT Other",
+            "S: * 2 EXISTS",
+            "S: g OK",
+            "C: h STORE 1 -FLAGS (x)",
+            "S: h OK",
+        ];
+        let mut t = Tracker::new(Some('/'), true);
+        let (_, writes, _) = run(&mut t, &dialogue);
+        let seen = |folder: &str, uids| flags(folder, uids, &["\\Seen"], FlagOp::Add);
+        assert_eq!(
+            writes,
+            vec![
+                seen("INBOX", Some("11:12")),
+                flags("INBOX", None, &["x"], FlagOp::Add),
+                Write::Expunge {
+                    folder: "INBOX".into()
+                },
+                seen("INBOX", Some("11")),
+                flags("Other", None, &["x"], FlagOp::Remove),
+            ]
+        );
+
+        let mut plain = Tracker::new(Some('/'), false);
+        let (_, writes, _) = run(&mut plain, &dialogue);
+        assert_eq!(writes[0], seen("INBOX", None));
     }
 
     #[test]
@@ -866,7 +960,7 @@ mod tests {
     #[test]
     fn in_flight_commands_are_capped_by_count_and_bytes() {
         let now = Instant::now();
-        let mut t = Tracker::new(Some('/'));
+        let mut t = Tracker::new(Some('/'), true);
         for i in 0..MAX_IN_FLIGHT {
             assert!(!t.full(), "full after {i} commands");
             t.command(&inspect(format!("n{i} NOOP\r\n").as_bytes()), 10, now);
@@ -885,7 +979,7 @@ mod tests {
         assert_eq!(t.response(b"zz OK\r\n").answered, None);
 
         // Bytes: a few large pipelined STOREs fill it.
-        let mut t = Tracker::new(Some('/'));
+        let mut t = Tracker::new(Some('/'), true);
         let store = |tag: &str| format!("{tag} UID STORE 1:* -FLAGS (\\Seen)\r\n");
         t.command(&inspect(store("s").as_bytes()), MAX_TRACKED_BYTES / 2, now);
         assert!(!t.full());
@@ -896,7 +990,7 @@ mod tests {
         assert!(!t.full());
 
         // A tag used again is one more command in flight; NEW answers them in order.
-        let mut t = Tracker::new(Some('/'));
+        let mut t = Tracker::new(Some('/'), true);
         let then = now + std::time::Duration::from_secs(1);
         t.command(&inspect(store("u").as_bytes()), 10, now);
         for _ in 1..MAX_IN_FLIGHT {
@@ -918,7 +1012,7 @@ mod tests {
             commands in proptest::collection::vec(".{0,80}", 0..16),
             responses in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100), 0..16),
         ) {
-            let mut t = Tracker::new(Some('/'));
+            let mut t = Tracker::new(Some('/'), true);
             for (i, c) in commands.iter().enumerate() {
                 let line = format!("t{i} {c}\r\n");
                 t.command(&inspect(line.as_bytes()), line.len(), Instant::now());

@@ -5,8 +5,9 @@
 //! [`admin`] serves `/health`, `/metrics` and the operator's JSON API, [`reload`] applies a
 //! changed configuration file to a running proxy; the sans-I/O parts:
 //! [`framer`] splits a byte stream into lines and streamed literal data without rewriting a byte,
-//! [`inspect`] reads a copy of a command line to decide what to do with it, [`proxy_protocol`]
-//! parses PROXY v1/v2 headers.
+//! [`inspect`] reads a copy of a command line to decide what to do with it, [`intercept`] tracks
+//! what a session's commands change with [`seqmap`] (its sequence numbers' UIDs),
+//! [`proxy_protocol`] parses PROXY v1/v2 headers.
 
 pub mod admin;
 pub mod framer;
@@ -15,6 +16,7 @@ pub mod intercept;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod reload;
+pub mod seqmap;
 pub mod server;
 pub mod session;
 pub mod throttle;

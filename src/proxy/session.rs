@@ -778,7 +778,7 @@ async fn relay(
         .as_ref()
         .and_then(|a| a.separators())
         .map(|(_, new)| new);
-    let tracker = StdMutex::new(Tracker::new(sep));
+    let tracker = StdMutex::new(Tracker::new(sep, account.is_some()));
     let idle = Duration::from_secs(settings.limits.idle_timeout_secs);
     let migration = Migration {
         account: account.as_ref(),
@@ -1349,6 +1349,10 @@ impl NewToClient<'_> {
                             out.extend_from_slice(&rewritten);
                             continue;
                         }
+                    } else if starts {
+                        // A FETCH of a body: its UID, before the literal, still counts.
+                        let mut tracker = migration.tracker.lock().map_err(poisoned)?;
+                        tracker.untagged_start(&bytes);
                     }
                     out.extend_from_slice(&bytes);
                 }
