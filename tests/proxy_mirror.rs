@@ -1100,6 +1100,66 @@ fn a_batch_replayed_after_a_kill_changes_nothing_twice() {
     assert!(on_old.subscribed.contains("C"), "{:?}", on_old.subscribed);
 }
 
+/// Rows of `sql` in the state file, one line each, columns separated by `|`.
+fn query_state(state: &std::path::Path, sql: &str) -> Vec<String> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n print('|'.join(map(str, r)))",
+        ])
+        .arg(state)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// A STORE, and a FETCH of a body, by sequence number after the client fetched the UIDs (as
+/// real clients do after a SELECT): journaled with the UIDs Dovecot's responses gave them, so
+/// the mirror writes those messages without reading the folder; an EXPUNGE in between
+/// renumbers. OLD ends as NEW.
+#[test]
+fn sequence_numbers_are_journaled_as_uids() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    for i in 0..4 {
+        old.append("INBOX", &[], None, &message(i, 900));
+    }
+    old.logout();
+    let mut c = s.client();
+    assert_eq!(c.select("INBOX"), 4);
+    c.exec("FETCH 1:* (UID FLAGS)");
+    c.exec("STORE 2:3 +FLAGS (\\Flagged)");
+    c.exec("STORE 1 +FLAGS.SILENT (\\Deleted)");
+    c.exec("EXPUNGE");
+    c.exec("FETCH 3 (UID BODY[])");
+    c.logout();
+    s.assert_mirrored();
+    let uids = query_state(
+        &s.state(),
+        "SELECT json_extract(payload, '$.uids') FROM journal WHERE kind = 'flags' ORDER BY id",
+    );
+    assert_eq!(uids, ["2:3", "1", "4"]);
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(
+        (
+            on_old.count("INBOX"),
+            on_old.with_flag("\\Flagged"),
+            on_old.with_flag("\\Seen")
+        ),
+        (3, 2, 1)
+    );
+}
+
 /// Reading a message marks it read: a FETCH of a body without `.PEEK` (`BODY[]`, `RFC822`,
 /// `BINARY[]`, by UID or sequence number) sets `\Seen` on NEW, and the mirror sets it on OLD.
 /// The same FETCH in an EXAMINEd folder changes nothing, on either side.
