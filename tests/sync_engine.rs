@@ -511,6 +511,35 @@ async fn a_deletion_on_new_waits_until_the_caller_says_it_is_settled() {
     assert_eq!(messages(&new, "INBOX").len(), 6);
 }
 
+/// A message the user put on NEW (an APPEND through the proxy) is unlinked until the mirror
+/// puts it on OLD and links it. A pass meanwhile (the user's writes not settled) records its
+/// adoption watermark below that message, so that if the mirror is cut off between OLD's copy
+/// and the link, the next pass adopts OLD's copy instead of copying it back to NEW. (It used to
+/// record NEW's UIDNEXT, and the message came back to NEW a second time: found by the fault run.)
+#[tokio::test]
+async fn a_pass_before_the_mirror_links_a_users_append_leaves_it_to_adoption() {
+    let (old, new, mut o, _dir, store) = synced_inbox(5).await;
+    let users = common::message(20, 900);
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    n.append("INBOX", &[], None, &users);
+    // New mail on OLD, so the pass looks at the folder.
+    o.append("INBOX", &[], None, &common::message(10, 800));
+    let (ep_old, ep_new) = (endpoint(&old, "alice"), endpoint(&new, "alice"));
+    let report = sync_account(&store, &ep_old, &ep_new, &Options::default(), &Unsettled)
+        .await
+        .unwrap();
+    assert_eq!(report.stats.messages_transferred, 1, "only OLD's new mail");
+
+    // The mirror's APPEND reached OLD; its link did not (the proxy was killed).
+    o.append("INBOX", &[], None, &users);
+    let report = pass(&store, &old, &new, &Options::default()).await;
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    assert_eq!(report.stats.messages_transferred, 0);
+    assert_eq!(report.stats.messages_adopted, 1);
+    assert_eq!(messages(&new, "INBOX").len(), 7);
+}
+
 /// The links of every folder pair of the only account in `store`.
 async fn all_links(store: &dyn Store) -> Vec<Vec<imapferry::store::Link>> {
     let account = store.account_summaries().await.unwrap()[0].id;

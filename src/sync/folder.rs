@@ -396,14 +396,11 @@ async fn execute(
             },
             false => o.state,
         };
+        let adopt_from = plan
+            .unlinked_new_from
+            .map_or(n.state.uidnext, |u| u.min(n.state.uidnext));
         store
-            .save_pair_state(
-                pair.id,
-                Some(old_state),
-                Some(new_state),
-                n.state.uidnext,
-                phase,
-            )
+            .save_pair_state(pair.id, Some(old_state), Some(new_state), adopt_from, phase)
             .await?;
         // Both sides' watermarks are recorded (each read with CONDSTORE in use): the next pass
         // learns from CHANGEDSINCE which side changed a message, so the links need no base

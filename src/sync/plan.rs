@@ -150,6 +150,12 @@ pub(crate) struct Plan {
     pub adopt_candidates: Vec<u32>,
     /// The adoption watermark while the pass runs (1 after a reset).
     pub adopt_from: u32,
+    /// The lowest NEW UID at or above the watermark that no link claims, while the user's
+    /// writes are not all on OLD: a write waiting in the journal (an APPEND, a COPY) may be
+    /// about to put that message on OLD and link it. The watermark the pass records stays at
+    /// it, so that if the mirror is cut off between OLD's copy and its link, the next pass
+    /// adopts that copy instead of copying it back to NEW a second time.
+    pub unlinked_new_from: Option<u32>,
     /// OLD changed flags that NEW was not made to follow because the user's writes have not all
     /// reached OLD (`Scan::new_settled`): OLD's change may be the mirror's echo of a write the
     /// user has since changed again on NEW. OLD's modseq is not recorded past them, so a later
@@ -235,6 +241,14 @@ pub(crate) fn plan(scan: &Scan, stored: &Stored, options: &PlanOptions) -> Plan 
         .filter(|u| !linked.contains(u) && !tombstoned.contains(u))
         .collect();
     let linked_new: BTreeSet<u32> = kept.iter().map(|l| l.new_uid).collect();
+    let unlinked_new_from = if scan.new_settled {
+        None
+    } else {
+        new.uids
+            .range(adopt_from..)
+            .copied()
+            .find(|u| !linked_new.contains(u))
+    };
     let adopt_candidates = if copy.is_empty() {
         Vec::new()
     } else {
@@ -257,6 +271,7 @@ pub(crate) fn plan(scan: &Scan, stored: &Stored, options: &PlanOptions) -> Plan 
         copy,
         adopt_candidates,
         adopt_from,
+        unlinked_new_from,
         old_flags_deferred,
     }
 }

@@ -212,6 +212,32 @@ fn folders() -> Vec<Row> {
             },
         ),
         row(
+            "a NEW message no link claims while the user's writes are not on OLD: the \
+             watermark the pass records stays below it (the mirror may put it on OLD and be \
+             cut off before it links it)",
+            Scan {
+                new_settled: false,
+                ..read(1..=3, 1..=5)
+            },
+            known(&identity(3)),
+            Plan {
+                linked: set(1..=3),
+                adopt_from: 4,
+                unlinked_new_from: Some(4),
+                ..Plan::default()
+            },
+        ),
+        row(
+            "the same once the user's writes are on OLD: NEW-only mail, the watermark moves on",
+            read(1..=3, 1..=5),
+            known(&identity(3)),
+            Plan {
+                linked: set(1..=3),
+                adopt_from: 4,
+                ..Plan::default()
+            },
+        ),
+        row(
             "a stored tombstone keeps its message from being copied",
             read(1..=3, [1, 3]),
             Stored {
