@@ -148,9 +148,11 @@ impl Folder {
     }
 }
 
-/// A backfill pass's view of the user: messages missing from NEW are the user's deletions only
-/// once every write of theirs has reached OLD (none in flight on NEW for the folder, none in the
-/// journal). Before that the mirror does it, and a tombstone would leave OLD's copy behind.
+/// A backfill pass's view of the user: messages missing from NEW are the user's deletions, and
+/// NEW's unlinked messages are not the user's, only once every write of theirs has reached OLD
+/// (none in flight on NEW, none in the journal). Before that the mirror does it: a tombstone
+/// would leave OLD's copy behind, and an APPEND or COPY on NEW the journal does not hold yet
+/// must stay below the adoption watermark (see `Plan::unlinked_new_from`).
 struct UserWrites<'a> {
     acct: &'a Account,
     folder: &'a Folder,
@@ -164,6 +166,7 @@ impl Observer for UserWrites<'_> {
     fn new_settled(&self, _: &str) -> bool {
         self.folder.settled()
             && !self.elsewhere
+            && !self.acct.writes_in_flight()
             && self.acct.pending.get() == 0
             && !self.acct.unsure()
     }
@@ -524,5 +527,31 @@ impl Account {
         }
         .instrument(span)
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write the user sent to NEW and the proxy has not journaled yet (an APPEND: NEW holds
+    /// the message, unlinked) leaves the user unsettled, as one waiting in the journal does.
+    #[tokio::test]
+    async fn a_write_in_flight_leaves_the_user_unsettled() {
+        let acct = crate::migrate::mirror::tests::account().await;
+        let folder = acct.folder("Trash");
+        let settled = || {
+            let view = UserWrites {
+                acct: &acct,
+                folder: &folder,
+                elsewhere: false,
+            };
+            view.new_settled("Trash")
+        };
+        assert!(settled());
+        acct.intend().await.unwrap();
+        assert!(!settled());
+        acct.intent_over(true);
+        assert!(settled());
     }
 }

@@ -76,6 +76,12 @@ impl Account {
         }
     }
 
+    /// Some write of the user's has gone to NEW and is not journaled yet (NEW may hold a
+    /// message the journal does not know of).
+    pub(super) fn writes_in_flight(&self) -> bool {
+        self.intents.in_flight.load(Ordering::SeqCst) > 0
+    }
+
     /// Waits (at most `within`) until no write is in flight, so every write NEW has answered
     /// so far is journaled. `false`: writes kept coming.
     pub(super) async fn writes_answered(&self, within: Duration) -> bool {

@@ -1049,4 +1049,4 @@ async fn mirror_rename(ctx: &Ctx<'_>, conn: &mut Conn, from: &str, to: &str) -> 
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -36,7 +36,7 @@ fn endpoint() -> Endpoint {
 }
 
 /// An account whose OLD uses `.` with `INBOX.` and NEW `/`, in an in-memory store.
-async fn account() -> Arc<Account> {
+pub(crate) async fn account() -> Arc<Account> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open_memory().await.unwrap());
     let key = AccountKey {
         old_host: "old".into(),
