@@ -301,6 +301,24 @@ async fn pair_state_round_trip(b: Backend) {
         (Some(old), None, 1, Phase::New)
     );
 
+    // The watermark only goes down, and nothing else changes.
+    store
+        .save_pair_state(pair, Some(old), None, 5, Phase::New)
+        .await
+        .unwrap();
+    for (from, want) in [(3, 3), (4, 3), (1, 1)] {
+        store.lower_adoption(pair, from).await.unwrap();
+        let got = store
+            .folder_pair(got.account, "INBOX", "INBOX")
+            .await
+            .unwrap();
+        assert_eq!(
+            (got.old, got.new, got.adopt_from, got.phase),
+            (Some(old), None, want, Phase::New),
+            "lowered to {from}"
+        );
+    }
+
     let too_big = MailboxState {
         highestmodseq: u64::MAX,
         ..old

@@ -509,6 +509,8 @@ async fn mirror_copy(
         conn.old.uid_expunge(&there).await?;
     }
     if !old_uids.is_empty() {
+        let to_copy = old_uids.iter().filter_map(|u| Some(wanted.get(u)?.1));
+        lower_adoption(ctx, &dst, to_copy.min()).await?;
         conn.old.select(&src.old_name, false).await?;
         keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
         let copied = if moved {
@@ -530,10 +532,8 @@ async fn mirror_copy(
         copies_take_new_flags(ctx, conn, to, &dst, &made).await?;
         links.extend(made);
     }
+    // Those OLD gave no COPYUID for stay unlinked: the lowered watermark has them adopted.
     store.add_links(dst.id, &links).await?;
-    if links.len() < wanted.len() {
-        lower_adoption(ctx, &dst, wanted.values().map(|(_, d)| *d).min()).await?;
-    }
     if moved {
         let sources: Vec<u32> = wanted.keys().copied().collect();
         store.remove_links(src.id, &sources).await?;
@@ -713,15 +713,14 @@ async fn orphans_by_key(
     Ok(out)
 }
 
-/// NEW UIDs from `from` on may be unlinked copies: the next pass adopts them by identity key.
+/// Before OLD gets copies of NEW UIDs from `from` on: should the mirror be cut off before it
+/// links them, the next pass adopts OLD's copies by identity key instead of copying them back
+/// to NEW. (`pair` may be stale: the store only ever lowers the watermark.)
 async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> Result<()> {
     let Some(from) = from.filter(|f| *f < pair.adopt_from) else {
         return Ok(());
     };
-    ctx.acct
-        .store
-        .save_pair_state(pair.id, pair.old, pair.new, from, pair.phase)
-        .await?;
+    ctx.acct.store.lower_adoption(pair.id, from).await?;
     Ok(())
 }
 
@@ -807,10 +806,12 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         already_on_old = found.len(),
         "mirroring an APPEND"
     );
-    let (mut links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    lower_adoption(ctx, &pair, fetched.iter().filter_map(|f| f.uid).min()).await?;
+    // Those OLD gave no APPENDUID for stay unlinked: the lowered watermark has them adopted.
+    let (mut links, _unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
     links.extend(found);
     ctx.acct.store.add_links(pair.id, &links).await?;
-    lower_adoption(ctx, &pair, unlinked).await
+    Ok(())
 }
 
 /// For an APPEND that may have reached OLD already: takes out of `fetched` the NEW messages

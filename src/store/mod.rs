@@ -404,6 +404,9 @@ pub trait Store: Send + Sync {
         new_name: &str,
     ) -> Result<FolderPair>;
     async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>>;
+    /// NEW UIDs from `from` on may be unlinked copies the next pass must adopt: the pair's
+    /// adoption watermark goes down to `from` (never up), whatever else changed meanwhile.
+    async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()>;
     /// Records both sides' state and the phase at the end of a pass (or of a batch).
     async fn save_pair_state(
         &self,

@@ -558,6 +558,15 @@ impl Store for SqlStore {
         rows.iter().map(pair_from_row).collect()
     }
 
+    async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()> {
+        sqlx::query("UPDATE folder_pairs SET adopt_from = $1 WHERE id = $2 AND adopt_from > $1")
+            .bind(i64::from(from))
+            .bind(pair)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn save_pair_state(
         &self,
         pair: PairId,

@@ -721,3 +721,65 @@ async fn a_replayed_move_whose_destination_is_linked_removes_olds_source() {
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
 }
+
+/// An APPEND reaches OLD only once the destination's adoption watermark is at or below NEW's
+/// UID: were the mirror cut off between OLD's copy and its link, the next pass adopts that copy
+/// instead of copying it back to NEW (the user would have the message twice).
+#[tokio::test]
+async fn the_watermark_is_lowered_before_old_gets_an_append() {
+    let acct = account().await;
+    let pair = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    // A pass left the watermark above the user's message.
+    acct.store
+        .save_pair_state(pair.id, None, None, 100, pair.phase)
+        .await
+        .unwrap();
+    let append = journal(
+        &acct,
+        Write::Append {
+            folder: "A".into(),
+            uids: vec![7],
+        },
+    )
+    .await;
+    let body = "Subject: hi\r\n\r\nbody\r\n";
+    let (old_append, arrived, go) = gated_step(
+        &format!(
+            "APPEND \"INBOX.A\" (\\Seen) \"01-Jan-2024 10:00:00 +0000\" {{{}+}}",
+            body.len()
+        ),
+        "$tag OK [APPENDUID 5 40] done\r\n",
+    );
+    let mirror = tokio::spawn({
+        let acct = Arc::clone(&acct);
+        let new = vec![
+            step(
+                "EXAMINE \"A\"",
+                "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step(
+                "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                &format!(
+                    "* 1 FETCH (UID 7 FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" BODY[] {{{}}}\r\n{body})\r\n$tag OK\r\n",
+                    body.len()
+                ),
+            ),
+        ];
+        async move { mirror(&acct, &append, vec![old_append], new).await }
+    });
+    arrived.await.unwrap();
+    let watermark = |acct: Arc<Account>| async move {
+        let pair = acct.store.folder_pair(acct.id, "INBOX.A", "A").await;
+        pair.unwrap().adopt_from
+    };
+    assert_eq!(watermark(Arc::clone(&acct)).await, 7);
+    go.send(()).unwrap();
+    let (result, _, _) = mirror.await.unwrap();
+    result.unwrap();
+    let links = acct.store.links(pair.id).await.unwrap();
+    assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
+}
