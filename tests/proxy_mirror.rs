@@ -991,11 +991,28 @@ fn a_flag_set_before_a_move_follows_the_message_on_old() {
 
 /// Runs SQL on the (stopped) proxy's state file.
 fn edit_state(state: &std::path::Path, sql: &str) {
+    on_state(
+        state,
+        "c=sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()",
+        sql,
+    );
+}
+
+/// Rows of `sql` in the state file, one line each, columns separated by `|`.
+fn query_state(state: &std::path::Path, sql: &str) -> Vec<String> {
+    let rows = on_state(
+        state,
+        "for r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n print('|'.join(map(str, r)))",
+        sql,
+    );
+    rows.lines().map(String::from).collect()
+}
+
+/// Runs a Python `script` (sqlite3 and sys imported) with the state file and `sql` as its
+/// arguments; its output.
+fn on_state(state: &std::path::Path, script: &str, sql: &str) -> String {
     let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()",
-        ])
+        .args(["-c", &format!("import sqlite3,sys\n{script}")])
         .arg(state)
         .arg(sql)
         .output()
@@ -1005,6 +1022,7 @@ fn edit_state(state: &std::path::Path, sql: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The proxy was killed after OLD took a mirrored write and before the journal recorded it
@@ -1100,27 +1118,15 @@ fn a_batch_replayed_after_a_kill_changes_nothing_twice() {
     assert!(on_old.subscribed.contains("C"), "{:?}", on_old.subscribed);
 }
 
-/// Rows of `sql` in the state file, one line each, columns separated by `|`.
-fn query_state(state: &std::path::Path, sql: &str) -> Vec<String> {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys\nfor r in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n print('|'.join(map(str, r)))",
-        ])
-        .arg(state)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
+/// OLD's INBOX with `n` unread messages.
+fn with_unread(n: u64) -> Setup<Dovecot> {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    for i in 0..n {
+        old.append("INBOX", &[], None, &message(i, 900));
+    }
+    old.logout();
+    s
 }
 
 /// A STORE, and a FETCH of a body, by sequence number after the client fetched the UIDs (as
@@ -1129,12 +1135,7 @@ fn query_state(state: &std::path::Path, sql: &str) -> Vec<String> {
 /// renumbers. OLD ends as NEW.
 #[test]
 fn sequence_numbers_are_journaled_as_uids() {
-    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
-    let mut old = s.direct_old();
-    for i in 0..4 {
-        old.append("INBOX", &[], None, &message(i, 900));
-    }
-    old.logout();
+    let s = with_unread(4);
     let mut c = s.client();
     assert_eq!(c.select("INBOX"), 4);
     c.exec("FETCH 1:* (UID FLAGS)");
@@ -1165,12 +1166,7 @@ fn sequence_numbers_are_journaled_as_uids() {
 /// The same FETCH in an EXAMINEd folder changes nothing, on either side.
 #[test]
 fn reading_a_message_marks_it_read_on_old_too() {
-    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
-    let mut old = s.direct_old();
-    for i in 0..5 {
-        old.append("INBOX", &[], None, &message(i, 900));
-    }
-    old.logout();
+    let s = with_unread(5);
     let mut c = s.client();
     c.examine("INBOX");
     c.exec("FETCH 5 BODY[]");
