@@ -89,6 +89,22 @@ pub(crate) async fn account() -> Arc<Account> {
     Arc::new(acct)
 }
 
+/// The mirror's APPEND of `body` to OLD's `INBOX.A` (`\Seen`, NEW's date).
+fn append_to_a(body: &str) -> String {
+    format!(
+        "APPEND \"INBOX.A\" (\\Seen) \"01-Jan-2024 10:00:00 +0000\" {{{}+}}",
+        body.len()
+    )
+}
+
+/// NEW's answer to the mirror's read of message `uid` (`body`, `\Seen`).
+fn fetched(uid: u32, body: &str) -> String {
+    format!(
+        "* 1 FETCH (UID {uid} FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" BODY[] {{{}}}\r\n{body})\r\n$tag OK\r\n",
+        body.len()
+    )
+}
+
 /// Journals `write` as the proxy would (OLD names of its time); returns the stored entry.
 async fn journal(acct: &Account, write: Write) -> JournalEntry {
     let old = acct.names.lock().unwrap().journal(&write);
@@ -238,17 +254,17 @@ async fn an_append_is_read_where_a_later_rename_moved_it() {
         &acct,
         &append,
         vec![step(
-            &format!("APPEND \"INBOX.A\" (\\Seen) \"01-Jan-2024 10:00:00 +0000\" {{{}+}}", body.len()),
+            &append_to_a(body),
             "$tag OK [APPENDUID 5 40] done\r\n",
         )],
         vec![
-            step("EXAMINE \"B\"", "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n"),
+            step(
+                "EXAMINE \"B\"",
+                "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
             step(
                 "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
-                &format!(
-                    "* 1 FETCH (UID 7 FLAGS (\\Seen \\Recent) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" BODY[] {{{}}}\r\n{body})\r\n$tag OK\r\n",
-                    body.len()
-                ),
+                &fetched(7, body).replace("(\\Seen)", "(\\Seen \\Recent)"),
             ),
         ],
     )
@@ -624,12 +640,6 @@ async fn an_append_moved_while_the_mirror_reads_it_is_read_again() {
     )
     .await;
     let body = "Subject: hi\r\n\r\nbody\r\n";
-    let fetched = |uid: u32| {
-        format!(
-            "* 1 FETCH (UID {uid} FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" BODY[] {{{}}}\r\n{body})\r\n$tag OK\r\n",
-            body.len()
-        )
-    };
     // NEW's first FETCH finds nothing: the user's MOVE took the message to B meanwhile.
     let (first_fetch, arrived, go) = gated_step(
         "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
@@ -638,13 +648,7 @@ async fn an_append_moved_while_the_mirror_reads_it_is_read_again() {
     let mirror = tokio::spawn({
         let acct = Arc::clone(&acct);
         let append = append.clone();
-        let append_step = step(
-            &format!(
-                "APPEND \"INBOX.A\" (\\Seen) \"01-Jan-2024 10:00:00 +0000\" {{{}+}}",
-                body.len()
-            ),
-            "$tag OK [APPENDUID 5 40] done\r\n",
-        );
+        let append_step = step(&append_to_a(body), "$tag OK [APPENDUID 5 40] done\r\n");
         let new = vec![
             step(
                 "EXAMINE \"A\"",
@@ -657,7 +661,7 @@ async fn an_append_moved_while_the_mirror_reads_it_is_read_again() {
             ),
             step(
                 "UID FETCH 9 (UID FLAGS INTERNALDATE BODY.PEEK[])",
-                &fetched(9),
+                &fetched(9, body),
             ),
         ];
         async move { mirror(&acct, &append, vec![append_step], new).await }
@@ -747,13 +751,8 @@ async fn the_watermark_is_lowered_before_old_gets_an_append() {
     )
     .await;
     let body = "Subject: hi\r\n\r\nbody\r\n";
-    let (old_append, arrived, go) = gated_step(
-        &format!(
-            "APPEND \"INBOX.A\" (\\Seen) \"01-Jan-2024 10:00:00 +0000\" {{{}+}}",
-            body.len()
-        ),
-        "$tag OK [APPENDUID 5 40] done\r\n",
-    );
+    let (old_append, arrived, go) =
+        gated_step(&append_to_a(body), "$tag OK [APPENDUID 5 40] done\r\n");
     let mirror = tokio::spawn({
         let acct = Arc::clone(&acct);
         let new = vec![
@@ -763,10 +762,7 @@ async fn the_watermark_is_lowered_before_old_gets_an_append() {
             ),
             step(
                 "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
-                &format!(
-                    "* 1 FETCH (UID 7 FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\" BODY[] {{{}}}\r\n{body})\r\n$tag OK\r\n",
-                    body.len()
-                ),
+                &fetched(7, body),
             ),
         ];
         async move { mirror(&acct, &append, vec![old_append], new).await }
