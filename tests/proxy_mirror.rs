@@ -1075,6 +1075,25 @@ fn a_replayed_append_finds_its_unlinked_copy_on_old() {
     assert_eq!(snapshot(&s.old, USER, PW).count("B"), 1);
 }
 
+/// ... also behind entries whose marks wait for their batch's end: a flag change mirrored and
+/// not marked comes first in the replay, and the APPEND after it is still replayed with care.
+/// (The first entry replayed used to end the care: the APPEND went to OLD a second time, and
+/// the next pass copied the first copy back to NEW. Found by the fault run.)
+#[test]
+fn an_append_replayed_behind_unmarked_flags_finds_its_copy_on_old() {
+    let s = replayed_after_a_kill(
+        |c| {
+            c.exec("UID STORE 1 +FLAGS.SILENT (\\Flagged)");
+            c.append("B", &[], None, &message(23, 900));
+        },
+        "UPDATE journal SET done = 0 WHERE kind IN ('flags', 'append');
+         DELETE FROM links WHERE pair_id IN (SELECT id FROM folder_pairs WHERE new_name = 'B');
+         DELETE FROM link_runs WHERE pair_id IN (SELECT id FROM folder_pairs WHERE new_name = 'B');",
+    );
+    assert_eq!(snapshot(&s.old, USER, PW).count("B"), 1);
+    assert_eq!(snapshot(&s.new, USER, PW).count("B"), 1);
+}
+
 /// A RENAME mirrored again finds OLD's folder renamed already: done, not refused (which would
 /// park the entry and diverge the account).
 #[test]

@@ -178,9 +178,10 @@ pub struct Account {
     pub(super) retired: AtomicBool,
     /// Journal entries not yet on OLD (for back-pressure; the store has the truth).
     pub(super) pending: super::drain::Pending,
-    /// The next entry to mirror may have reached OLD already: nothing has been mirrored since
-    /// this process took the account on (a predecessor may have died mid-entry), or the last
-    /// attempt failed midway. See [`mirror::apply`](super::mirror::apply).
+    /// The next entry to mirror may have reached OLD already: no entry a replay could repeat has
+    /// been mirrored and marked since this process took the account on (a predecessor may have
+    /// died mid-entry, behind entries whose marks waited for their batch), or the last attempt
+    /// failed midway. See [`mirror::apply`](super::mirror::apply).
     pub(super) careful: AtomicBool,
     /// Entries up to this id are replayed with care too: a reconcile may have done them on OLD
     /// from what NEW showed it (see `Account::reconcile_settled` in `reconcile`).

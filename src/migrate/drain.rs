@@ -93,8 +93,8 @@ enum Next {
 /// Whether an entry of `kind` is marked done as soon as OLD has it, rather than with the rest of
 /// its batch. Replayed after the process died between OLD's answer and the mark, an APPEND or a
 /// COPY would be made twice and a RENAME refused: at most one such entry may be on OLD unmarked,
-/// the one [`mirror::apply`] replays with care (`careful`), so each is marked at once (with the
-/// batch's entries before it). Flags, expunges, creates, deletes and subscriptions replayed in
+/// the one [`mirror::apply`] replays with care (`careful`, which lasts through the entries before
+/// it), so each is marked at once (with the batch's entries before it). Flags, expunges, creates, deletes and subscriptions replayed in
 /// order change nothing twice: their marks wait for the end of the batch, one commit for all.
 fn marked_at_once(kind: &str) -> bool {
     matches!(kind, "append" | "copy" | "move" | "rename")
@@ -351,8 +351,8 @@ impl Account {
             if entry.retry_at.is_some_and(|t| t > unix_now()) {
                 return Next::Wait;
             }
-            let careful = self.careful.swap(true, Ordering::SeqCst)
-                || entry.id <= self.careful_through.load(Ordering::SeqCst);
+            let was_careful = self.careful.swap(true, Ordering::SeqCst);
+            let careful = was_careful || entry.id <= self.careful_through.load(Ordering::SeqCst);
             let result = mirror::apply(self, conn, &entry, careful).await;
             if matches!(entry.kind.as_str(), "delete" | "rename") {
                 // Idle connections may have the folder selected: the server ends them.
@@ -364,8 +364,14 @@ impl Account {
                     mirrored.push(entry.id);
                     // Recorded before the next entry starts, if it must be; when that fails, the
                     // caller tries again and says why, and the entry is replayed with care.
-                    let recorded =
-                        !marked_at_once(&entry.kind) || self.mark_done(mirrored).await.is_ok();
+                    if !marked_at_once(&entry.kind) {
+                        // Care lasts until an entry a replay could repeat is marked: the one
+                        // in progress when a predecessor died may come after entries it had
+                        // mirrored whose marks waited for their batch's end.
+                        self.careful.store(was_careful, Ordering::SeqCst);
+                        continue;
+                    }
+                    let recorded = self.mark_done(mirrored).await.is_ok();
                     self.careful.store(!recorded, Ordering::SeqCst);
                     if !recorded {
                         return Next::Stop;
