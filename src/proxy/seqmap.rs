@@ -80,9 +80,12 @@ impl SeqMap {
             return None;
         }
         let last = self.uids.len();
-        let number = |s: &str| match s {
-            "*" => Some(last),
-            _ => s.parse::<usize>().ok().filter(|n| (1..=last).contains(n)),
+        let number = |s: &str| {
+            match s {
+                "*" => Some(last),
+                _ => s.parse::<usize>().ok(),
+            }
+            .filter(|n| (1..=last).contains(n))
         };
         let mut uids = Vec::new();
         for item in set.split(',') {
@@ -290,6 +293,17 @@ mod tests {
                 resolved(&map(&lines), set),
                 uids.map(String::from),
                 "{more:?} {set}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_folder_resolves_nothing() {
+        for set in ["*", "1:*", "*:1", "1"] {
+            assert_eq!(
+                resolved(&map(&["0 EXISTS", "SELECTED"]), set),
+                None,
+                "{set}"
             );
         }
     }
