@@ -275,31 +275,24 @@ async fn pair_state_round_trip(b: Backend) {
         (Some(old), Some(new), 13, Phase::Synced)
     );
 
+    let state = || async {
+        let got = store
+            .folder_pair(got.account, "INBOX", "INBOX")
+            .await
+            .unwrap();
+        (got.old, got.new, got.adopt_from, got.phase)
+    };
     store
         .save_pair_state(pair, None, Some(new), 5, Phase::Partial)
         .await
         .unwrap();
-    let got = store
-        .folder_pair(got.account, "INBOX", "INBOX")
-        .await
-        .unwrap();
-    assert_eq!(
-        (got.old, got.new, got.adopt_from, got.phase),
-        (None, Some(new), 5, Phase::Partial)
-    );
+    assert_eq!(state().await, (None, Some(new), 5, Phase::Partial));
 
     store
         .save_pair_state(pair, Some(old), None, 1, Phase::New)
         .await
         .unwrap();
-    let got = store
-        .folder_pair(got.account, "INBOX", "INBOX")
-        .await
-        .unwrap();
-    assert_eq!(
-        (got.old, got.new, got.adopt_from, got.phase),
-        (Some(old), None, 1, Phase::New)
-    );
+    assert_eq!(state().await, (Some(old), None, 1, Phase::New));
 
     // The watermark only goes down, and nothing else changes.
     store
@@ -308,12 +301,8 @@ async fn pair_state_round_trip(b: Backend) {
         .unwrap();
     for (from, want) in [(3, 3), (4, 3), (1, 1)] {
         store.lower_adoption(pair, from).await.unwrap();
-        let got = store
-            .folder_pair(got.account, "INBOX", "INBOX")
-            .await
-            .unwrap();
         assert_eq!(
-            (got.old, got.new, got.adopt_from, got.phase),
+            state().await,
             (Some(old), None, want, Phase::New),
             "lowered to {from}"
         );

@@ -130,6 +130,8 @@ fn fetch_uid(list: &str) -> Option<u32> {
         let rest = rest.trim_start();
         if name.eq_ignore_ascii_case("UID") {
             let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+            // Unreadable: the number stays unknown, and a STORE naming it is journaled without
+            // UIDs (the mirror reads the folder instead). Nothing is lost.
             return digits.parse().ok();
         }
         s = skip_value(rest)?;

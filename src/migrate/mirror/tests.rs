@@ -89,6 +89,19 @@ pub(crate) async fn account() -> Arc<Account> {
     Arc::new(acct)
 }
 
+/// The pair `INBOX.A` / `A` and the journaled APPEND of NEW's UID 7 there.
+async fn appended_to_a(acct: &Account) -> JournalEntry {
+    acct.store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    let append = Write::Append {
+        folder: "A".into(),
+        uids: vec![7],
+    };
+    journal(acct, append).await
+}
+
 /// The mirror's APPEND of `body` to OLD's `INBOX.A` (`\Seen`, NEW's date).
 fn append_to_a(body: &str) -> String {
     format!(
@@ -229,18 +242,7 @@ async fn a_store_with_its_uids_is_written_to_old_without_reading_new() {
 #[tokio::test]
 async fn an_append_is_read_where_a_later_rename_moved_it() {
     let acct = account().await;
-    acct.store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
-    let append = journal(
-        &acct,
-        Write::Append {
-            folder: "A".into(),
-            uids: vec![7],
-        },
-    )
-    .await;
+    let append = appended_to_a(&acct).await;
     journal(
         &acct,
         Write::Rename {
@@ -627,18 +629,7 @@ async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
 #[tokio::test]
 async fn an_append_moved_while_the_mirror_reads_it_is_read_again() {
     let acct = account().await;
-    acct.store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
-    let append = journal(
-        &acct,
-        Write::Append {
-            folder: "A".into(),
-            uids: vec![7],
-        },
-    )
-    .await;
+    let append = appended_to_a(&acct).await;
     let body = "Subject: hi\r\n\r\nbody\r\n";
     // NEW's first FETCH finds nothing: the user's MOVE took the message to B meanwhile.
     let (first_fetch, arrived, go) = gated_step(
@@ -742,14 +733,7 @@ async fn the_watermark_is_lowered_before_old_gets_an_append() {
         .save_pair_state(pair.id, None, None, 100, pair.phase)
         .await
         .unwrap();
-    let append = journal(
-        &acct,
-        Write::Append {
-            folder: "A".into(),
-            uids: vec![7],
-        },
-    )
-    .await;
+    let append = appended_to_a(&acct).await;
     let body = "Subject: hi\r\n\r\nbody\r\n";
     let (old_append, arrived, go) =
         gated_step(&append_to_a(body), "$tag OK [APPENDUID 5 40] done\r\n");
