@@ -5,8 +5,11 @@
 mod common;
 
 use common::{Dovecot, Layout, RawImap, SeedSpec, assert_same_mail, seed_account, snapshot};
+use imapferry::imap::Side;
 use imapferry::store::{SqliteStore, Store};
-use imapferry::sync::{Endpoint, Event, Observer, Options, Quiet, Report, sync_account};
+use imapferry::sync::{
+    Endpoint, Event, Observer, Options, Quiet, Report, login, sync_account, sync_pair,
+};
 
 const PW: &str = "secret-pw";
 
@@ -538,6 +541,43 @@ async fn a_pass_before_the_mirror_links_a_users_append_leaves_it_to_adoption() {
     assert_eq!(report.stats.messages_transferred, 0);
     assert_eq!(report.stats.messages_adopted, 1);
     assert_eq!(messages(&new, "INBOX").len(), 7);
+}
+
+/// A pass over a folder the user has just renamed (or deleted) on NEW, before the mirror has
+/// done it on OLD, leaves NEW's tree alone: the folder is not created again under its old name.
+/// (The proxy's backfill raced the user's RENAME this way, and the user's next CREATE of that
+/// name failed with `[ALREADYEXISTS]`: found by CI.)
+#[tokio::test]
+async fn a_pass_does_not_bring_back_a_folder_the_user_just_renamed() {
+    let (old, new, mut o, _dir, store) = synced_inbox(0).await;
+    o.create("Tmp");
+    o.append("Tmp", &[], None, &common::message(1, 800));
+    pass(&store, &old, &new, &Options::default()).await;
+    let mut n = RawImap::connect(new.host(), new.port());
+    n.login("alice", PW);
+    n.exec("RENAME Tmp Kept");
+    o.append("Tmp", &[], None, &common::message(2, 800));
+
+    let account = store.account_summaries().await.unwrap()[0].id;
+    let pair = store.folder_pair(account, "Tmp", "Tmp").await.unwrap();
+    let (mut oc, mut nc) = (
+        login(&endpoint(&old, "alice"), Side::Old).await.unwrap(),
+        login(&endpoint(&new, "alice"), Side::New).await.unwrap(),
+    );
+    let report = sync_pair(
+        &store,
+        &mut oc,
+        &mut nc,
+        &pair,
+        &Options::default(),
+        &Unsettled,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.stats.messages_transferred, 0);
+    let names: Vec<String> = n.list().into_iter().map(|(_, _, name)| name).collect();
+    assert!(!names.contains(&"Tmp".to_string()), "{names:?}");
+    assert!(names.contains(&"Kept".to_string()), "{names:?}");
 }
 
 /// The links of every folder pair of the only account in `store`.

@@ -20,8 +20,8 @@ const TREE_MAX_AGE: Duration = Duration::from_secs(300);
 impl Account {
     /// Maps OLD's tree and creates it on NEW: at the first login or sweep, and again when the
     /// mapping is old (folders created on OLD meanwhile, e.g. by its webmail) — but not while
-    /// user writes wait for OLD or the account is diverged: a folder the user deleted or renamed
-    /// on NEW that OLD still has would come back.
+    /// user writes wait for OLD or are in flight, or the account is diverged: a folder the user
+    /// deleted or renamed on NEW that OLD still has would come back.
     pub(super) async fn prepare(&self) -> Result<(), Poisoned> {
         let _one = self.prepare_lock.lock().await;
         let (prepared, fresh) = {
@@ -33,24 +33,39 @@ impl Account {
             return Ok(());
         }
         self.drain_journal().await;
-        if prepared
-            && (self.pending.get() > 0
-                || self.store.account_state(self.id).await.ok() == Some(AccountState::Diverged))
-        {
+        // Until the user's writes are all on OLD (none journaled, none in flight on NEW), a
+        // folder missing from NEW may be their DELETE or RENAME: the tree is then only mapped,
+        // the first time, and nothing is created.
+        let settled = self.pending.get() == 0
+            && !self.writes_in_flight()
+            && !self.unsure()
+            && self.store.account_state(self.id).await.ok() != Some(AccountState::Diverged);
+        if prepared && !settled {
             return Ok(());
         }
         let result = async {
             let (mut conn, _permit) = self.pool.get().await?;
-            let tree = sync::prepare_tree(&mut conn.old, &mut conn.new, &self.opts, &Quiet).await?;
+            let (old, new) = (&mut conn.old, &mut conn.new);
+            let tree = if settled {
+                let t = sync::prepare_tree(old, new, &self.opts, &Quiet).await?;
+                (t.pairs, t.old_side, t.new_side)
+            } else {
+                let t = sync::read_tree(old, new, &self.opts).await?;
+                (t.pairs, t.old_side, t.new_side)
+            };
             self.pool.put(conn);
             Ok::<_, SyncError>(tree)
         }
         .await;
         match result {
-            Ok(tree) => {
-                info!(folders = tree.pairs.len(), "OLD folder tree mapped on NEW");
+            Ok((pairs, old_side, new_side)) => {
+                info!(
+                    folders = pairs.len(),
+                    created = settled,
+                    "OLD folder tree mapped"
+                );
                 self.reached();
-                (self.names()?).set_tree(tree.pairs, tree.old_side, tree.new_side, Instant::now());
+                (self.names()?).set_tree(pairs, old_side, new_side, Instant::now());
                 if let Err(e) = self.store.touch_account(self.id).await {
                     warn!("{e}");
                 }

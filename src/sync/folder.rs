@@ -164,7 +164,10 @@ pub(crate) async fn sync_folder(
         // NEW is read read-only: a read-write SELECT would take `\Recent` from the user. It is
         // selected read-write only when the pass writes there.
         let new_condstore = pair.new.is_some();
-        let n = match scan(new, &pair.new_name, (true, !opts.dry), new_condstore, known(pair.new)).await {
+        // A NEW folder missing while the user's writes are not settled is their RENAME or DELETE
+        // on its way to OLD: creating it would bring the folder back under the name they left.
+        let create = !opts.dry && tally.observer.new_settled(&pair.new_name);
+        let n = match scan(new, &pair.new_name, (true, create), new_condstore, known(pair.new)).await {
             Err(e @ ImapError::Refused { .. }) if opts.dry => {
                 // The folder does not exist yet on NEW: everything would be copied.
                 let _ = e;
