@@ -869,14 +869,18 @@ async fn entries_of_several_accounts_commit_together(b: Backend) {
         payload,
     };
     let ids = store
-        .journal_append_all(&[
-            entry(alice, "a1"),
-            entry(bob, "b1"),
-            entry(carol, "c1"),
-            entry(alice, "a2"),
-        ])
+        .journal_commit(
+            &[
+                entry(alice, "a1"),
+                entry(bob, "b1"),
+                entry(carol, "c1"),
+                entry(alice, "a2"),
+            ],
+            &[],
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .ids;
     assert!(ids[2].is_none(), "{ids:?}");
     let ids: Vec<i64> = [ids[0], ids[1], ids[3]].into_iter().flatten().collect();
     assert_eq!(ids.len(), 3);
@@ -900,12 +904,22 @@ async fn entries_of_several_accounts_commit_together(b: Backend) {
     let one = [entry(alice, "x"), entry(bob, "x")];
     let two = [entry(bob, "y"), entry(alice, "y")];
     let (one, two) = tokio::join!(
-        store.journal_append_all(&one),
-        other.journal_append_all(&two)
+        store.journal_commit(&one, &[]),
+        other.journal_commit(&two, &[])
     );
-    assert_eq!(one.unwrap().iter().flatten().count(), 2);
-    assert_eq!(two.unwrap().iter().flatten().count(), 2);
+    assert_eq!(one.unwrap().ids.iter().flatten().count(), 2);
+    assert_eq!(two.unwrap().ids.iter().flatten().count(), 2);
     assert_eq!(store.journal_pending_count(alice).await.unwrap(), 4);
+
+    // Marks of mirrored entries share the commit; one naming no entry is counted, and the
+    // rest of the commit stands.
+    let committed = store
+        .journal_commit(&[entry(bob, "b2")], &[ids[0], ids[2], 9999])
+        .await
+        .unwrap();
+    assert_eq!(committed.missing, [9999]);
+    assert_eq!(payloads(alice).await, ["x", "y"]);
+    assert_eq!(payloads(bob).await, ["b1", "x", "y", "b2"]);
 }
 
 async fn find_and_touch_account(b: Backend) {

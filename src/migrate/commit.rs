@@ -1,7 +1,7 @@
-//! Group commit of the journal: the entries that this process's sessions journal while a commit
-//! runs wait for it, then go to the store together in one transaction. A write's OK waits for
-//! one commit at most, not for a queue of them, and the store sees one writer where there
-//! were as many as there are sessions writing.
+//! Group commit of the journal: the entries that this process's sessions journal, and the
+//! marks of entries its drainers mirrored, wait while a commit runs, then go to the store
+//! together in one transaction. A write's OK waits for one commit at most, not for a queue of
+//! them, and the store sees one journal writer where there were as many as sessions writing.
 
 use std::sync::Arc;
 
@@ -9,9 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::drain::COMMIT_WITHIN;
 use super::gauges::Gauges;
-use crate::store::{AccountId, NewEntry, Store};
+use crate::store::{AccountId, Committed, NewEntry, Store};
 
-/// Most entries in one commit.
+/// Most requests in one commit.
 const MOST: usize = 256;
 
 /// The process's journal committer, shared by every account.
@@ -19,12 +19,19 @@ pub(crate) struct Committer {
     queue: mpsc::UnboundedSender<Request>,
 }
 
-struct Request {
-    account: AccountId,
-    kind: &'static str,
-    payload: String,
-    /// The entry's id, `None` if the account is retired, or why it was not committed.
-    done: oneshot::Sender<Result<Option<i64>, String>>,
+enum Request {
+    /// A user write: its id, `None` if the account is retired, or why it was not committed.
+    Append {
+        account: AccountId,
+        kind: &'static str,
+        payload: String,
+        done: oneshot::Sender<Result<Option<i64>, String>>,
+    },
+    /// Entries OLD has now: no longer pending.
+    Mirrored {
+        ids: Vec<i64>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 impl Committer {
@@ -43,17 +50,30 @@ impl Committer {
         kind: &'static str,
         payload: String,
     ) -> Result<Option<i64>, String> {
-        let stopped = || "the journal's committer has stopped".to_string();
         let (done, committed) = oneshot::channel();
-        let request = Request {
+        self.send(Request::Append {
             account,
             kind,
             payload,
             done,
-        };
-        self.queue.send(request).map_err(|_| stopped())?;
+        })?;
         committed.await.map_err(|_| stopped())?
     }
+
+    /// Marks the entries `ids` mirrored, committed when this returns.
+    pub(crate) async fn mirrored(&self, ids: Vec<i64>) -> Result<(), String> {
+        let (done, committed) = oneshot::channel();
+        self.send(Request::Mirrored { ids, done })?;
+        committed.await.map_err(|_| stopped())?
+    }
+
+    fn send(&self, request: Request) -> Result<(), String> {
+        self.queue.send(request).map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> String {
+    "the journal's committer has stopped".to_string()
 }
 
 /// Commits what waits, a batch at a time, until every handle is gone.
@@ -64,38 +84,66 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(MOST);
     while requests.recv_many(&mut batch, MOST).await > 0 {
-        // A session that stopped waiting told its client BYE and reconciles OLD instead.
-        batch.retain(|r| !r.done.is_closed());
-        let entries: Vec<NewEntry<'_>> = batch
-            .iter()
-            .map(|r| NewEntry {
-                account: r.account,
-                kind: r.kind,
-                payload: &r.payload,
-            })
-            .collect();
-        let result =
-            match tokio::time::timeout(COMMIT_WITHIN, store.journal_append_all(&entries)).await {
-                Ok(Ok(ids)) if ids.len() == batch.len() => {
-                    gauges.committed(ids.iter().flatten().count());
-                    Ok(ids)
-                }
-                Ok(Ok(ids)) => Err(format!("{} ids for {} entries", ids.len(), batch.len())),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".to_string()),
-            };
-        drop(entries);
-        match result {
-            // Err: the session stopped waiting meanwhile (see above).
-            Ok(ids) => {
-                for (request, id) in batch.drain(..).zip(ids) {
-                    let _ = request.done.send(Ok(id));
-                }
+        // A session that stopped waiting told its client BYE and reconciles OLD instead. (A
+        // mark is committed whoever waits for it: OLD has the entry.)
+        batch.retain(|r| !matches!(r, Request::Append { done, .. } if done.is_closed()));
+        let mut entries = Vec::new();
+        let mut mirrored = Vec::new();
+        for request in &batch {
+            match request {
+                Request::Append {
+                    account,
+                    kind,
+                    payload,
+                    ..
+                } => entries.push(NewEntry {
+                    account: *account,
+                    kind,
+                    payload,
+                }),
+                Request::Mirrored { ids, .. } => mirrored.extend_from_slice(ids),
             }
-            Err(why) => {
-                for request in batch.drain(..) {
-                    let _ = request.done.send(Err(why.clone()));
-                }
+        }
+        let commit = store.journal_commit(&entries, &mirrored);
+        let result = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
+            Ok(Ok(c)) if c.ids.len() == entries.len() => Ok(c),
+            Ok(Ok(c)) => Err(format!("{} ids for {} entries", c.ids.len(), entries.len())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        };
+        if !entries.is_empty()
+            && let Ok(c) = &result
+        {
+            gauges.committed(c.ids.iter().flatten().count());
+        }
+        drop(entries);
+        answer(&mut batch, result);
+    }
+}
+
+/// Tells each request of the batch what its commit did.
+fn answer(batch: &mut Vec<Request>, result: Result<Committed, String>) {
+    let (mut ids, missing) = match result {
+        Ok(c) => (c.ids.into_iter(), Ok(c.missing)),
+        Err(why) => (Vec::new().into_iter(), Err(why)),
+    };
+    // Err: the requester stopped waiting meanwhile (see above).
+    for request in batch.drain(..) {
+        match request {
+            Request::Append { done, .. } => {
+                let _ = done.send(match &missing {
+                    Ok(_) => Ok(ids.next().flatten()),
+                    Err(why) => Err(why.clone()),
+                });
+            }
+            Request::Mirrored { ids: marks, done } => {
+                let _ = done.send(match &missing {
+                    Ok(missing) => match marks.iter().find(|id| missing.contains(id)) {
+                        Some(id) => Err(format!("no journal entry {id}")),
+                        None => Ok(()),
+                    },
+                    Err(why) => Err(why.clone()),
+                });
             }
         }
     }
@@ -150,5 +198,20 @@ mod tests {
         let a3 = append(alice, "a3").await.unwrap().unwrap();
         assert!(ids.iter().all(|id| id.unwrap() < a3));
         assert_eq!(counted(), (2, 4));
+
+        // A drainer's marks go with the entries journaled meanwhile; one naming no entry is
+        // its drainer's error alone.
+        let (a4, marked, wrong) = tokio::join!(
+            append(alice, "a4"),
+            committer.mirrored(vec![ids[0].unwrap(), a3]),
+            committer.mirrored(vec![9999]),
+        );
+        assert!(a4.unwrap().is_some());
+        assert_eq!(marked, Ok(()));
+        assert!(wrong.is_err(), "{wrong:?}");
+        assert_eq!(counted(), (3, 5));
+        let pending = store.journal_pending(alice, 10).await.unwrap();
+        let payloads: Vec<&str> = pending.iter().map(|e| e.payload.as_str()).collect();
+        assert_eq!(payloads, ["a2", "a4"]);
     }
 }

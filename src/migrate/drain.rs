@@ -410,12 +410,17 @@ impl Account {
         Next::More
     }
 
-    /// Marks `mirrored` done in one commit and empties it.
-    async fn mark_done(&self, mirrored: &mut Vec<i64>) -> Result<(), crate::store::StoreError> {
+    /// Marks `mirrored` done, with the next group commit, and empties it.
+    async fn mark_done(&self, mirrored: &mut Vec<i64>) -> Result<(), String> {
         if mirrored.is_empty() {
             return Ok(());
         }
-        self.store.journal_done(mirrored).await?;
+        let commit = self.committer.mirrored(mirrored.clone());
+        match tokio::time::timeout(COMMIT_WITHIN, commit).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(format!("entries mirrored to OLD were not marked: {why}")),
+            Err(_) => return Err("entries mirrored to OLD were not marked: timed out".into()),
+        }
         for _ in mirrored.drain(..) {
             self.pending.mirrored();
         }

@@ -197,12 +197,21 @@ pub struct LinkFlags {
     pub new_flags: String,
 }
 
-/// A user write to journal ([`Store::journal_append_all`]).
+/// A user write to journal ([`Store::journal_commit`]).
 #[derive(Clone, Copy, Debug)]
 pub struct NewEntry<'a> {
     pub account: AccountId,
     pub kind: &'a str,
     pub payload: &'a str,
+}
+
+/// What one [`Store::journal_commit`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Each new entry's id; `None` where its account is retired (not journaled).
+    pub ids: Vec<Option<i64>>,
+    /// The entries to mark done that name no entry.
+    pub missing: Vec<i64>,
 }
 
 /// One user write seen by the proxy, waiting to be mirrored to OLD (DESIGN.md §2 dual write).
@@ -456,18 +465,18 @@ pub trait Store: Send + Sync {
     async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()>;
     async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>>;
 
-    /// Appends user writes to their accounts' journals (pending), in order, in one commit (a
-    /// group commit: the entries of several sessions); returns each one's id, or `None` for an
-    /// entry whose account is retired (not journaled). Ids grow.
-    async fn journal_append_all(&self, entries: &[NewEntry<'_>]) -> Result<Vec<Option<i64>>>;
-    /// Appends one entry ([`Store::journal_append_all`]); [`StoreError::Retired`] if the account is.
+    /// One commit of the journal (a group commit: the writes of several sessions, and the
+    /// drainers' marks): appends `entries` to their accounts' journals (pending), in order,
+    /// and marks the entries `done` names as mirrored. Ids grow.
+    async fn journal_commit(&self, entries: &[NewEntry<'_>], done: &[i64]) -> Result<Committed>;
+    /// Appends one entry ([`Store::journal_commit`]); [`StoreError::Retired`] if the account is.
     async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
         let entry = NewEntry {
             account,
             kind,
             payload,
         };
-        match self.journal_append_all(&[entry]).await?.as_slice() {
+        match self.journal_commit(&[entry], &[]).await?.ids.as_slice() {
             [Some(id)] => Ok(*id),
             _ => Err(StoreError::Retired(format!("account {account}"))),
         }
@@ -484,7 +493,15 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<JournalEntry>>;
     /// The entries reached OLD: they are no longer pending (one commit for all). Marking an
     /// entry done twice is harmless; an id that names no entry is an error.
-    async fn journal_done(&self, ids: &[i64]) -> Result<()>;
+    async fn journal_done(&self, ids: &[i64]) -> Result<()> {
+        let missing = self.journal_commit(&[], ids).await?.missing;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt(format!(
+            "no journal entries {missing:?}"
+        )))
+    }
     async fn journal_pending_count(&self, account: AccountId) -> Result<u64>;
     /// OLD refused entry `id` (`reason`): it is tried again after `retry_at`. Returns how many
     /// times it has been refused.

@@ -15,7 +15,8 @@ use sqlx::{AssertSqlSafe, Row as _, Transaction};
 use crate::store::runs::{self, Run};
 use crate::store::sql::{BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, now, padded, tuples};
 use crate::store::{
-    AccountId, AccountKey, AccountState, AccountSummary, FolderPair, FolderSummary, JournalEntry,
+    AccountId, AccountKey, AccountState, AccountSummary, Committed, FolderPair, FolderSummary,
+    JournalEntry,
     Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase, Result, Store,
     StoreError,
 };
@@ -923,7 +924,7 @@ impl Store for SqlStore {
     /// statement's end, which a caller that stops at the first row never sees. Autocommitted,
     /// every entry on a full disk came back with an id and was not in the journal. The retired
     /// check is in the statement, so it costs no read of its own.
-    async fn journal_append_all(&self, entries: &[NewEntry<'_>]) -> Result<Vec<Option<i64>>> {
+    async fn journal_commit(&self, entries: &[NewEntry<'_>], done: &[i64]) -> Result<Committed> {
         let accounts: BTreeSet<AccountId> = entries.iter().map(|e| e.account).collect();
         let accounts: Vec<AccountId> = accounts.into_iter().collect();
         let mut tx = self.journal_tx(&accounts).await?;
@@ -943,8 +944,24 @@ impl Store for SqlStore {
             .await?;
             ids.push(row.map(|row| row.try_get(0)).transpose()?);
         }
+        let done: BTreeSet<i64> = done.iter().copied().collect();
+        let done: Vec<i64> = done.into_iter().collect();
+        let mut marked = BTreeSet::new();
+        for chunk in done.chunks(BATCH_ROWS) {
+            let list = padded(chunk);
+            let sql = format!(
+                "UPDATE journal SET done = 1 WHERE id IN {} RETURNING id",
+                tuples(1, list.len(), 1, "")
+            );
+            let mut query = sqlx::query_scalar::<_, i64>(Self::batch(sql));
+            for id in &list {
+                query = query.bind(*id);
+            }
+            marked.extend(query.fetch_all(&mut *tx).await?);
+        }
         tx.commit().await?;
-        Ok(ids)
+        let missing = done.into_iter().filter(|id| !marked.contains(id)).collect();
+        Ok(Committed { ids, missing })
     }
 
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
@@ -1028,33 +1045,6 @@ impl Store for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
-    }
-
-    async fn journal_done(&self, ids: &[i64]) -> Result<()> {
-        let ids: Vec<i64> = ids
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for chunk in ids.chunks(BATCH_ROWS) {
-            let list = padded(chunk);
-            let sql = format!(
-                "UPDATE journal SET done = 1 WHERE id IN {}",
-                tuples(1, list.len(), 1, "")
-            );
-            let mut query = sqlx::query(Self::batch(sql));
-            for id in &list {
-                query = query.bind(*id);
-            }
-            let done = query.execute(&self.pool).await?;
-            if done.rows_affected() < chunk.len() as u64 {
-                return Err(StoreError::Corrupt(format!(
-                    "journal entries missing among {chunk:?}"
-                )));
-            }
-        }
-        Ok(())
     }
 
     async fn journal_pending_count(&self, account: AccountId) -> Result<u64> {
