@@ -27,6 +27,9 @@ use crate::sync::{self, Endpoint, Options, SyncError};
 
 /// How often the worker looks at the journal (and whether live pickup should run).
 pub(crate) const LIVE_POLL: Duration = Duration::from_secs(2);
+/// How long a woken worker lets the user's writes gather before it mirrors them: nobody waits
+/// for OLD, and writes mirrored together share the drain's reads, connection and marks.
+const GATHER: Duration = Duration::from_millis(100);
 /// Longest a login waits for OLD's folder tree to be created on NEW (LIST and CREATEs: cheap,
 /// unless OLD does not answer).
 const PREPARE_WAIT: Duration = Duration::from_secs(10);
@@ -416,15 +419,21 @@ impl Account {
     }
 
     /// While sessions are open or the journal is not empty: drain the journal every
-    /// [`LIVE_POLL`] or when woken, and start live pickup ([`pickup`](super::pickup)) where a
+    /// [`LIVE_POLL`] or [`GATHER`] after being woken, and start live pickup ([`pickup`](super::pickup)) where a
     /// reload turned it on.
     async fn worker_loop(self: Arc<Self>) {
         let mut stop = self.stop.clone();
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(LIVE_POLL) => {}
-                () = self.wake.notified() => {}
+            let woken = tokio::select! {
+                () = tokio::time::sleep(LIVE_POLL) => false,
+                () = self.wake.notified() => true,
                 _ = stop.wait_for(|s| *s) => break,
+            };
+            if woken {
+                tokio::select! {
+                    () = tokio::time::sleep(GATHER) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
             }
             if self.is_retired().await {
                 break;

@@ -303,6 +303,7 @@ impl Account {
             }
             Err(e) => return warn!("{e}"),
         };
+        let pairs = mirror::Pairs::default();
         loop {
             let mark = self.pending.mark();
             let entries = match self.store.journal_pending(self.id, 64).await {
@@ -322,7 +323,9 @@ impl Account {
             };
             // Entries OLD has and the journal does not say so yet (see `marked_at_once`).
             let mut mirrored = Vec::new();
-            let next = self.mirror_batch(&mut conn, entries, &mut mirrored).await;
+            let next = self
+                .mirror_batch(&mut conn, entries, &mut mirrored, &pairs)
+                .await;
             if let Err(e) = self.mark_done(&mut mirrored).await {
                 // Replayed when the drain comes back; with care, in case.
                 self.careful.store(true, Ordering::SeqCst);
@@ -346,6 +349,7 @@ impl Account {
         conn: &mut Conn,
         entries: Vec<JournalEntry>,
         mirrored: &mut Vec<i64>,
+        pairs: &mirror::Pairs,
     ) -> Next {
         for entry in entries {
             if entry.retry_at.is_some_and(|t| t > unix_now()) {
@@ -353,7 +357,7 @@ impl Account {
             }
             let was_careful = self.careful.swap(true, Ordering::SeqCst);
             let careful = was_careful || entry.id <= self.careful_through.load(Ordering::SeqCst);
-            let result = mirror::apply(self, conn, &entry, careful).await;
+            let result = mirror::apply(self, conn, &entry, careful, pairs).await;
             if matches!(entry.kind.as_str(), "delete" | "rename") {
                 // Idle connections may have the folder selected: the server ends them.
                 self.pool.clear();

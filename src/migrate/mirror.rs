@@ -4,6 +4,7 @@
 //! The answer says whether OLD has the change, or why not and whether trying again can help.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex as StdMutex;
 
 use super::account::Account;
 use super::backfill::MIRROR_WAIT;
@@ -57,10 +58,33 @@ impl From<ImapError> for MirrorError {
 
 type Result<T> = std::result::Result<T, MirrorError>;
 
+/// The folder pairs one drain has read, by (OLD, NEW) name. The drain holds the account's
+/// journal, and only the entries it mirrors rename or delete pairs: it forgets them all after
+/// each such entry. (Their adoption watermark is not kept: passes raise it meanwhile.)
+#[derive(Default)]
+pub(crate) struct Pairs(StdMutex<HashMap<(String, String), FolderPair>>);
+
+impl Pairs {
+    fn get(&self, old: &str, new: &str) -> Option<FolderPair> {
+        let key = (old.to_string(), new.to_string());
+        crate::lock::recover(&self.0, "the drain's folder pairs").get(&key).cloned()
+    }
+
+    fn keep(&self, pair: &FolderPair, new: &str) {
+        let key = (pair.old_name.clone(), new.to_string());
+        crate::lock::recover(&self.0, "the drain's folder pairs").insert(key, pair.clone());
+    }
+
+    fn forget(&self) {
+        crate::lock::recover(&self.0, "the drain's folder pairs").clear();
+    }
+}
+
 /// What the mirror of one entry needs besides the connections.
 struct Ctx<'a> {
     acct: &'a Account,
     entry: &'a JournalEntry,
+    pairs: &'a Pairs,
     /// NEW name → OLD name when journaled (`None`: an entry of an earlier version).
     old: Option<BTreeMap<String, String>>,
     /// The entry may have reached OLD already (see [`apply`]).
@@ -100,7 +124,12 @@ impl Ctx<'_> {
     }
 
     async fn pair(&self, old: &str, new: &str) -> Result<FolderPair> {
-        Ok(self.acct.store.folder_pair(self.acct.id, old, new).await?)
+        if let Some(pair) = self.pairs.get(old, new) {
+            return Ok(pair);
+        }
+        let pair = self.acct.store.folder_pair(self.acct.id, old, new).await?;
+        self.pairs.keep(&pair, new);
+        Ok(pair)
     }
 }
 
@@ -110,20 +139,33 @@ impl Ctx<'_> {
 /// expunges, moves, creates, deletes and subscriptions changes nothing twice; an APPEND then
 /// looks for its copy on OLD before making one (see [`already_on_old`]), and a RENAME already
 /// done counts as done.
+/// `pairs`: the folder pairs read so far by the caller's run of entries.
 pub(crate) async fn apply(
     acct: &Account,
     conn: &mut Conn,
     entry: &JournalEntry,
     careful: bool,
+    pairs: &Pairs,
 ) -> Result<()> {
     let Entry { write, old } = Entry::from_json(&entry.payload)
         .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
     let ctx = Ctx {
         acct,
         entry,
+        pairs,
         old,
         careful,
     };
+    let restructures = matches!(write, Write::Delete { .. } | Write::Rename { .. });
+    let result = apply_write(&ctx, conn, write).await;
+    if restructures {
+        pairs.forget();
+    }
+    result
+}
+
+async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<()> {
+    let acct = ctx.acct;
     match write {
         Write::Flags {
             folder,
@@ -135,12 +177,12 @@ pub(crate) async fn apply(
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
             let op = op.or(replace.then_some(FlagOp::Replace));
-            mirror_flags(&ctx, conn, &folder, uids, op, &flags).await
+            mirror_flags(ctx, conn, &folder, uids, op, &flags).await
         }
         Write::Expunge { folder } => {
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
-            mirror_expunge(&ctx, conn, &folder).await
+            mirror_expunge(ctx, conn, &folder).await
         }
         Write::Copy {
             from,
@@ -157,12 +199,12 @@ pub(crate) async fn apply(
             } else {
                 Some(acct.own(&b, second, MIRROR_WAIT).await?)
             };
-            mirror_copy(&ctx, conn, &from, &to, &uids, moved).await
+            mirror_copy(ctx, conn, &from, &to, &uids, moved).await
         }
         Write::Append { folder, uids } => {
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
-            mirror_append(&ctx, conn, &folder, &uids).await
+            mirror_append(ctx, conn, &folder, &uids).await
         }
         Write::Create { folder } => {
             let Some(old) = ctx.old_or_reverse_name(&folder)? else {
@@ -191,7 +233,7 @@ pub(crate) async fn apply(
             }
             Ok(())
         }
-        Write::Rename { from, to } => mirror_rename(&ctx, conn, &from, &to).await,
+        Write::Rename { from, to } => mirror_rename(ctx, conn, &from, &to).await,
         Write::Subscribe { folder, subscribed } => {
             let Some(old) = ctx.old_or_reverse_name(&folder)? else {
                 return Ok(());
@@ -715,9 +757,10 @@ async fn orphans_by_key(
 
 /// Before OLD gets copies of NEW UIDs from `from` on: should the mirror be cut off before it
 /// links them, the next pass adopts OLD's copies by identity key instead of copying them back
-/// to NEW. (`pair` may be stale: the store only ever lowers the watermark.)
+/// to NEW. (Always asked of the store, which only ever lowers it: `pair` may be stale, and a
+/// pass may have raised it since.)
 async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> Result<()> {
-    let Some(from) = from.filter(|f| *f < pair.adopt_from) else {
+    let Some(from) = from else {
         return Ok(());
     };
     ctx.acct.store.lower_adoption(pair.id, from).await?;

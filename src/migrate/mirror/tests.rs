@@ -165,7 +165,7 @@ async fn mirror_with(
         Client::connect(&old_opts, Side::Old).await.unwrap(),
         Client::connect(&new_opts, Side::New).await.unwrap(),
     );
-    let result = apply(acct, &mut conn, entry, careful).await;
+    let result = apply(acct, &mut conn, entry, careful, &super::Pairs::default()).await;
     drop(conn);
     let old_seen = old_task
         .await
