@@ -435,10 +435,10 @@ impl Account {
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
-            if self.is_retired().await {
+            self.drain_journal().await; // reads whether the account was retired
+            if self.is_retired_now() {
                 break;
             }
-            self.drain_journal().await;
             if self.pickup_mode() == LivePickup::Off {
                 debug!("live pickup is off");
             } else {

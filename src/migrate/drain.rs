@@ -78,6 +78,8 @@ impl Pending {
         }
     }
 }
+/// Most entries one read of the journal brings to the drain.
+const BATCH: u32 = 64;
 static LAST_PURGE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// What the drain does after a batch of entries.
@@ -289,7 +291,7 @@ impl Account {
     /// Mirrors the pending journal entries to OLD, in order. It stops at an entry OLD refused
     /// until its retry time, and while OLD cannot be reached (the entries wait).
     pub(crate) async fn drain_journal(&self) {
-        if self.unreachable() || self.is_retired().await {
+        if self.is_retired().await || self.unreachable() {
             return;
         }
         let _one = self.mirror_lock.lock().await;
@@ -306,7 +308,7 @@ impl Account {
         let pairs = mirror::Pairs::default();
         loop {
             let mark = self.pending.mark();
-            let entries = match self.store.journal_pending(self.id, 64).await {
+            let entries = match self.store.journal_pending(self.id, BATCH).await {
                 Ok(e) if e.is_empty() => {
                     self.pending.set(0, mark);
                     return self.purge().await;
@@ -321,6 +323,9 @@ impl Account {
                 Ok(c) => c,
                 Err(e) => return self.failed(&e).await,
             };
+            // Read to the end: with no other process writing this journal, and none of this
+            // one's sessions journaling since the read, nothing is left once these are done.
+            let all = entries.len() < BATCH as usize && !self.store.shared();
             // Entries OLD has and the journal does not say so yet (see `marked_at_once`).
             let mut mirrored = Vec::new();
             let next = self
@@ -332,6 +337,14 @@ impl Account {
                 return warn!("{e}");
             }
             match next {
+                Next::More if all && self.pending.mark() == mark => {
+                    self.reached();
+                    self.pool.put(conn);
+                    // (An entry committed after the read and not counted yet wakes the
+                    // worker when it is.)
+                    self.pending.set(0, mark);
+                    return self.purge().await;
+                }
                 Next::More => {
                     self.reached();
                     self.pool.put(conn);
