@@ -67,7 +67,9 @@ pub(crate) struct Pairs(StdMutex<HashMap<(String, String), FolderPair>>);
 impl Pairs {
     fn get(&self, old: &str, new: &str) -> Option<FolderPair> {
         let key = (old.to_string(), new.to_string());
-        crate::lock::recover(&self.0, "the drain's folder pairs").get(&key).cloned()
+        crate::lock::recover(&self.0, "the drain's folder pairs")
+            .get(&key)
+            .cloned()
     }
 
     fn keep(&self, pair: &FolderPair, new: &str) {

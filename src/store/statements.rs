@@ -16,9 +16,8 @@ use crate::store::runs::{self, Run};
 use crate::store::sql::{BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, now, padded, tuples};
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, Committed, FolderPair, FolderSummary,
-    JournalEntry,
-    Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase, Result, Store,
-    StoreError,
+    JournalEntry, Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase,
+    Result, Store, StoreError,
 };
 
 type Row = <Db as sqlx::Database>::Row;
