@@ -169,8 +169,13 @@ fn is_busy(e: &sqlx::Error) -> bool {
 /// disk is full) leaves sqlx counting the transaction as open, and the ROLLBACK queued when the
 /// transaction is dropped fails too when SQLite has already rolled it back: every later
 /// `BEGIN` on that connection would fail. The ping runs the queued rollback first; a
-/// connection still counted in a transaction is closed and the pool opens a fresh one.
+/// connection still counted in a transaction is closed and the pool opens a fresh one. One
+/// counted in none has no rollback queued (the count drops when it runs): it comes back as it
+/// is, without the ping's round trip to its thread.
 async fn reusable(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
     conn.ping().await?;
     let clean = !conn.is_in_transaction();
     if !clean {
