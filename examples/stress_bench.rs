@@ -792,12 +792,15 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
             );
         }
     }
-    for (i, p) in paths.iter().enumerate() {
-        let Some(pl) = paths
+    // A migration proxy's plain proxy: the same build's.
+    let plain_of = |p: &Path| {
+        paths
             .iter()
             .position(|q| q.short == p.short.replace("migr", "plain"))
             .filter(|_| p.short.starts_with("migr"))
-        else {
+    };
+    for (i, p) in paths.iter().enumerate() {
+        let Some(pl) = plain_of(p) else {
             continue;
         };
         println!(
@@ -835,11 +838,7 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
         );
     }
     for (i, p) in paths.iter().enumerate() {
-        let Some(pl) = paths
-            .iter()
-            .position(|q| q.short == p.short.replace("migr", "plain"))
-            .filter(|_| p.short.starts_with("migr"))
-        else {
+        let Some(pl) = plain_of(p) else {
             continue;
         };
         // The same servers' and clients' work, with a proxy that costs what the plain one does.
