@@ -419,8 +419,8 @@ impl Account {
     }
 
     /// While sessions are open or the journal is not empty: drain the journal every
-    /// [`LIVE_POLL`] or [`GATHER`] after being woken, and start live pickup ([`pickup`](super::pickup)) where a
-    /// reload turned it on.
+    /// [`LIVE_POLL`] or [`GATHER`] after being woken, and start live pickup
+    /// ([`pickup`](super::pickup)) where a reload turned it on.
     async fn worker_loop(self: Arc<Self>) {
         let mut stop = self.stop.clone();
         loop {
