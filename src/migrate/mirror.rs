@@ -67,18 +67,20 @@ pub(crate) struct Pairs(StdMutex<HashMap<(String, String), FolderPair>>);
 impl Pairs {
     fn get(&self, old: &str, new: &str) -> Option<FolderPair> {
         let key = (old.to_string(), new.to_string());
-        crate::lock::recover(&self.0, "the drain's folder pairs")
-            .get(&key)
-            .cloned()
+        self.map().get(&key).cloned()
     }
 
-    fn keep(&self, pair: &FolderPair, new: &str) {
-        let key = (pair.old_name.clone(), new.to_string());
-        crate::lock::recover(&self.0, "the drain's folder pairs").insert(key, pair.clone());
+    fn keep(&self, old: &str, new: &str, pair: &FolderPair) {
+        self.map()
+            .insert((old.to_string(), new.to_string()), pair.clone());
     }
 
     fn forget(&self) {
-        crate::lock::recover(&self.0, "the drain's folder pairs").clear();
+        self.map().clear();
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), FolderPair>> {
+        crate::lock::recover(&self.0, "the drain's folder pairs")
     }
 }
 
@@ -130,7 +132,7 @@ impl Ctx<'_> {
             return Ok(pair);
         }
         let pair = self.acct.store.folder_pair(self.acct.id, old, new).await?;
-        self.pairs.keep(&pair, new);
+        self.pairs.keep(old, new, &pair);
         Ok(pair)
     }
 }

@@ -206,7 +206,7 @@ pub struct NewEntry<'a> {
 }
 
 /// What one [`Store::journal_commit`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Committed {
     /// Each new entry's id; `None` where its account is retired (not journaled).
     pub ids: Vec<Option<i64>>,
