@@ -206,6 +206,16 @@ async fn run(cfg: &Config) -> Result<()> {
         }
     }
     println!("  load average after the rounds: {}", loadavg());
+    // For a closer look (e.g. with RUST_LOG=imapferry=debug): the migration proxy's whole log.
+    if let Ok(path) = std::env::var("LOGIN_KEEP_LOG") {
+        for (i, (_, migration)) in proxies.iter().enumerate() {
+            let path = format!("{path}.{i}");
+            match std::fs::write(&path, migration.stderr()) {
+                Ok(()) => println!("  migration proxy {i}: its log is in {path}"),
+                Err(e) => println!("  migration proxy {i}: could not keep its log in {path}: {e}"),
+            }
+        }
+    }
     println!(
         "reproduce: TMPDIR=/dev/shm cargo run --release --example login_bench -- --logins {} --rounds {} --think-ms {}{}",
         cfg.logins,

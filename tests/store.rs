@@ -950,6 +950,13 @@ async fn find_and_touch_account(b: Backend) {
     }
     // find_account never creates.
     assert_eq!(store.account_summaries().await.unwrap().len(), 1);
+    // A login's one read: the account and its state.
+    for state in [AccountState::Pending, AccountState::Synced] {
+        store.set_account_state(alice, state, None).await.unwrap();
+        let found = store.find_account_state(&key("alice")).await.unwrap();
+        assert_eq!(found, Some((alice, state)));
+    }
+    assert_eq!(store.find_account_state(&key("bob")).await.unwrap(), None);
 
     let last = |store: Arc<dyn Store>| async move {
         store.account_summaries().await.unwrap()[0].last_activity

@@ -1179,15 +1179,18 @@ impl Client {
 
     /// UID STORE over any number of UIDs, e.g. `op` = `+FLAGS.SILENT`.
     pub async fn uid_store(&mut self, uids: &[u32], op: &str, flags: &[String]) -> Result<()> {
+        self.uid_stores(&[(uids.to_vec(), op, flags.to_vec())])
+            .await
+    }
+
+    /// Several [`Client::uid_store`]s `(uids, op, flags)`, sent together and applied in order.
+    pub async fn uid_stores(&mut self, stores: &[(Vec<u32>, &str, Vec<String>)]) -> Result<()> {
         let mut tags = Vec::new();
-        for set in uidset::chunks(uids, MAX_SET_LEN) {
-            tags.push(
-                self.send(Cmd::new(&format!(
-                    "UID STORE {set} {op} ({})",
-                    flags.join(" ")
-                )))
-                .await?,
-            );
+        for (uids, op, flags) in stores {
+            for set in uidset::chunks(uids, MAX_SET_LEN) {
+                let line = format!("UID STORE {set} {op} ({})", flags.join(" "));
+                tags.push(self.send(Cmd::new(&line)).await?);
+            }
         }
         for tag in tags {
             self.wait(&tag, |_| {}).await?.ok(self.side, "UID STORE")?;

@@ -296,7 +296,7 @@ impl Account {
                 // A poisoned lock (logged) leaves the account to fail the sessions' writes.
                 if me.prepare().await.is_ok() {
                     me.spawn_worker();
-                    me.backfill_in_background("INBOX");
+                    me.login_head_start();
                 }
             }
             .in_current_span(),

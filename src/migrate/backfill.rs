@@ -25,6 +25,9 @@ use crate::sync::{self, Event, Observer, Options, SyncError};
 /// A folder checked this recently (or left by its last session this recently, live pickup
 /// having watched it until then) is not checked again for a SELECT.
 const FRESH: Duration = Duration::from_secs(1);
+/// A login starts INBOX's check (a head start for the client's SELECT) unless INBOX was checked
+/// this recently. Skipping it delays no message: the SELECT checks again after [`FRESH`].
+const LOGIN_FRESH: Duration = Duration::from_secs(60);
 /// A folder whose backfill failed (not a connection failure) is tried again after this, doubling.
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -100,7 +103,11 @@ impl Folder {
     }
 
     fn fresh(&self) -> bool {
-        self.checked().is_some_and(|t| t.elapsed() < FRESH)
+        self.checked_within(FRESH)
+    }
+
+    fn checked_within(&self, age: Duration) -> bool {
+        self.checked().is_some_and(|t| t.elapsed() < age)
     }
 
     fn retry_later(&self) -> bool {
@@ -333,6 +340,15 @@ impl Account {
         }
     }
 
+    /// A login's head start: INBOX's check, unless it ran less than [`LOGIN_FRESH`] ago (a
+    /// client logging in again and again, or opening several connections at once, costs OLD
+    /// and NEW one STATUS, not one a login).
+    pub(super) fn login_head_start(self: &Arc<Self>) {
+        if !self.folder("INBOX").checked_within(LOGIN_FRESH) {
+            self.backfill_in_background("INBOX");
+        }
+    }
+
     /// Starts the backfill of `folder` (a NEW name) without waiting for it.
     pub(super) fn backfill_in_background(self: &Arc<Self>, folder: &str) {
         if let Err(e) = self.backfill(folder, false) {
@@ -553,5 +569,29 @@ mod tests {
         assert!(!settled());
         acct.intent_over(true);
         assert!(settled());
+    }
+
+    /// Logins in a row check INBOX on OLD once a minute, not once a login.
+    #[tokio::test]
+    async fn logins_check_inbox_once_a_minute() {
+        let acct = crate::migrate::mirror::tests::account().await;
+        tokio::time::pause(); // after the store is open: its pool has timeouts of its own
+        acct.names()
+            .unwrap()
+            .remember([("INBOX".to_string(), "INBOX".to_string())]);
+        let inbox = acct.folder("INBOX");
+        let started = || {
+            let running = inbox.running().take().is_some();
+            running
+        };
+        acct.login_head_start();
+        assert!(started(), "the first login checks INBOX");
+        *inbox.checked() = Some(Instant::now());
+        tokio::time::advance(Duration::from_secs(59)).await;
+        acct.login_head_start();
+        assert!(!started(), "INBOX was checked 59 s ago");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        acct.login_head_start();
+        assert!(started(), "INBOX was checked 61 s ago");
     }
 }

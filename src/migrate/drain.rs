@@ -294,6 +294,11 @@ impl Account {
         if self.is_retired().await || self.unreachable() {
             return;
         }
+        // This process alone writes an unshared journal, and counts what it writes: with
+        // nothing counted, there is nothing to read (a login or sweep counts it again).
+        if !self.store.shared() && self.pending.get() == 0 {
+            return;
+        }
         let _one = self.mirror_lock.lock().await;
         // In a fleet one proxy drains an account's journal at a time, entries of every proxy.
         let _drainer = match Lease::try_take(&self.store, format!("journal:{}", self.id)).await {
@@ -364,13 +369,32 @@ impl Account {
         mirrored: &mut Vec<i64>,
         pairs: &mirror::Pairs,
     ) -> Next {
-        for entry in entries {
+        let mut i = 0;
+        while let Some(entry) = entries.get(i) {
+            // Consecutive flag entries of a folder: their STOREs go to OLD together (after an
+            // error they are mirrored one by one below, which replays nothing twice).
+            let run = mirror::flag_run(&entries[i..]);
+            if run.len() > 1 {
+                let was_careful = self.careful.swap(true, Ordering::SeqCst);
+                let result = mirror::apply_flag_run(self, conn, &run, pairs).await;
+                self.careful.store(was_careful, Ordering::SeqCst);
+                match result {
+                    Ok(()) => {
+                        debug!(entries = run.len(), "flag entries mirrored to OLD together");
+                        mirrored.extend(run.iter().map(|s| s.id));
+                        i += run.len();
+                        continue;
+                    }
+                    Err(e) => debug!("flag entries mirrored one by one: {e}"),
+                }
+            }
+            i += 1;
             if entry.retry_at.is_some_and(|t| t > unix_now()) {
                 return Next::Wait;
             }
             let was_careful = self.careful.swap(true, Ordering::SeqCst);
             let careful = was_careful || entry.id <= self.careful_through.load(Ordering::SeqCst);
-            let result = mirror::apply(self, conn, &entry, careful, pairs).await;
+            let result = mirror::apply(self, conn, entry, careful, pairs).await;
             if matches!(entry.kind.as_str(), "delete" | "rename") {
                 // Idle connections may have the folder selected: the server ends them.
                 self.pool.clear();
@@ -408,12 +432,12 @@ impl Account {
                     error!("the journal waits for OLD: {e}");
                     return Next::Stop;
                 }
-                Err(MirrorError::Refused(why)) => match self.refused(&entry, &why).await {
+                Err(MirrorError::Refused(why)) => match self.refused(entry, &why).await {
                     Ok(true) => Ok(()),
                     Ok(false) => return Next::Wait,
                     Err(e) => Err(e),
                 },
-                Err(MirrorError::Never(why)) => self.park(&entry, &why).await,
+                Err(MirrorError::Never(why)) => self.park(entry, &why).await,
             };
             match parked {
                 // Out of the queue.

@@ -17,7 +17,9 @@ use crate::lock::Poisoned;
 use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, StoreError};
 use crate::sync::SyncError;
 use crate::sync::adopt::{header_of, keys, message_key};
-use crate::sync::flags::{FlagSet, FlagStores, PermanentFlags, filter_for_new, syntax_check};
+use crate::sync::flags::{
+    FlagSet, FlagStores, PermanentFlags, Unstorable, filter_for_new, syntax_check,
+};
 
 /// Why an entry is not on OLD (yet).
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,16 @@ impl Pairs {
         self.map().clear();
     }
 
+    /// The pair (OLD, NEW), read from the store the first time.
+    async fn pair(&self, acct: &Account, old: &str, new: &str) -> Result<FolderPair> {
+        if let Some(pair) = self.get(old, new) {
+            return Ok(pair);
+        }
+        let pair = acct.store.folder_pair(acct.id, old, new).await?;
+        self.keep(old, new, &pair);
+        Ok(pair)
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), FolderPair>> {
         crate::lock::recover(&self.0, "the drain's folder pairs")
     }
@@ -128,13 +140,203 @@ impl Ctx<'_> {
     }
 
     async fn pair(&self, old: &str, new: &str) -> Result<FolderPair> {
-        if let Some(pair) = self.pairs.get(old, new) {
-            return Ok(pair);
-        }
-        let pair = self.acct.store.folder_pair(self.acct.id, old, new).await?;
-        self.pairs.keep(old, new, &pair);
-        Ok(pair)
+        self.pairs.pair(self.acct, old, new).await
     }
+}
+
+/// A flag entry whose STORE says all OLD needs: its UIDs and operation (NEW is not read).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FlagStore {
+    pub id: i64,
+    pub folder: String,
+    /// The folder's OLD name when the entry was journaled (`None`: an entry of an earlier
+    /// version, resolved from the account's names).
+    pub old: Option<String>,
+    pub uids: Ranges,
+    pub op: FlagOp,
+    pub flags: Vec<String>,
+}
+
+impl FlagStore {
+    fn of(entry: &JournalEntry) -> Option<FlagStore> {
+        if entry.kind != "flags" {
+            return None;
+        }
+        let Entry { write, old } = Entry::from_json(&entry.payload).ok()?;
+        let Write::Flags {
+            folder,
+            uids: Some(uids),
+            flags,
+            replace,
+            op,
+        } = write
+        else {
+            return None;
+        };
+        Some(FlagStore {
+            id: entry.id,
+            old: old.and_then(|map| map.get(&folder).cloned()),
+            folder,
+            uids,
+            op: op.or(replace.then_some(FlagOp::Replace))?,
+            flags,
+        })
+    }
+}
+
+/// The flag entries at the head of `entries` that [`apply_flag_run`] mirrors together:
+/// consecutive, of one folder under one OLD name, each with its UIDs and operation, none
+/// waiting for a retry.
+pub(crate) fn flag_run(entries: &[JournalEntry]) -> Vec<FlagStore> {
+    let mut run: Vec<FlagStore> = Vec::new();
+    for entry in entries {
+        let next = FlagStore::of(entry).filter(|_| entry.retry_at.is_none());
+        match (next, run.first()) {
+            (Some(next), Some(first))
+                if (&next.folder, &next.old) != (&first.folder, &first.old) =>
+            {
+                break;
+            }
+            (Some(next), _) => run.push(next),
+            (None, _) => break,
+        }
+    }
+    run
+}
+
+/// Mirrors a [`flag_run`]: one read of the links, the entries' STOREs sent to OLD together in
+/// their order (adjacent equal ones merged), one write of the links. Replayed, the STOREs change
+/// nothing twice, so after an error the entries can be mirrored one by one.
+pub(crate) async fn apply_flag_run(
+    acct: &Account,
+    conn: &mut Conn,
+    run: &[FlagStore],
+    pairs: &Pairs,
+) -> Result<()> {
+    let Some(first) = run.first() else {
+        return Ok(());
+    };
+    let folder = &first.folder;
+    let f = acct.folder(folder);
+    let _owner = acct.own(&f, folder, MIRROR_WAIT).await?;
+    let old = match &first.old {
+        Some(old) => Some(old.clone()),
+        None => acct.old_name(folder)?,
+    };
+    let Some(old) = old else {
+        return Ok(());
+    };
+    store_flags_on_old(acct, pairs, conn, &old, folder, run).await
+}
+
+/// OLD's side of flag entries that know their UIDs and operation: their STOREs on the linked
+/// messages, then the links' base flags.
+async fn store_flags_on_old(
+    acct: &Account,
+    pairs: &Pairs,
+    conn: &mut Conn,
+    old: &str,
+    folder: &str,
+    stores: &[FlagStore],
+) -> Result<()> {
+    let pair = pairs.pair(acct, old, folder).await?;
+    let first = stores.iter().map(|s| s.uids.span().0).min().unwrap_or(0);
+    let last = stores.iter().map(|s| s.uids.span().1).max().unwrap_or(0);
+    let links: Vec<Link> = acct
+        .store
+        .links_by_new(pair.id, first, last)
+        .await?
+        .into_iter()
+        .filter(|l| stores.iter().any(|s| s.uids.contains(l.new_uid)))
+        .collect();
+    if links.is_empty() {
+        return Ok(());
+    }
+    let perm = old_permanent_flags(conn, &pair.old_name).await?;
+    let plan = plan_flag_stores(&links, stores, &perm);
+    for (id, flag, why) in &plan.dropped {
+        tracing::warn!(
+            folder = %pair.old_name,
+            "OLD cannot store flag {flag} ({why}): not mirrored (journal entry {id})"
+        );
+    }
+    conn.old.uid_stores(&plan.commands).await?;
+    acct.store.update_link_flags(pair.id, &plan.updates).await?;
+    Ok(())
+}
+
+/// What [`store_flags_on_old`] sends and records.
+#[derive(Debug, Default, PartialEq)]
+struct FlagPlan {
+    /// `(OLD UIDs, STORE item, flags)`, in the entries' order.
+    commands: Vec<(Vec<u32>, &'static str, Vec<String>)>,
+    /// The links whose recorded flags change (a link keeping no base keeps none: the next
+    /// pass sees both sides changed).
+    updates: Vec<LinkFlags>,
+    /// `(entry, flag, why)` for each flag OLD cannot store.
+    dropped: Vec<(i64, String, Unstorable)>,
+}
+
+/// The STOREs and link updates of `stores` on `links` (pure).
+fn plan_flag_stores(links: &[Link], stores: &[FlagStore], perm: &PermanentFlags) -> FlagPlan {
+    let mut plan = FlagPlan::default();
+    // old UID → (OLD's base, NEW's base), as the entries leave them.
+    let mut bases: BTreeMap<u32, (FlagSet, FlagSet)> = links
+        .iter()
+        .filter(|l| l.has_base())
+        .map(|l| {
+            let flags = (FlagSet::parse(&l.old_flags), FlagSet::parse(&l.new_flags));
+            (l.old_uid, flags)
+        })
+        .collect();
+    for s in stores {
+        let named = FlagSet::from_iter(&s.flags);
+        let (storable, dropped) = filter_for_new(&named, perm);
+        let dropped = dropped.into_iter().map(|(flag, why)| (s.id, flag, why));
+        plan.dropped.extend(dropped);
+        let mut old_uids: Vec<u32> = links
+            .iter()
+            .filter(|l| s.uids.contains(l.new_uid))
+            .map(|l| l.old_uid)
+            .collect();
+        for uid in &old_uids {
+            if let Some((o, n)) = bases.get_mut(uid) {
+                *o = s.op.apply(o, &storable);
+                *n = s.op.apply(n, &named);
+            }
+        }
+        let list: Vec<String> = storable.iter().map(String::from).collect();
+        if old_uids.is_empty() || (list.is_empty() && s.op != FlagOp::Replace) {
+            continue;
+        }
+        let item = match s.op {
+            FlagOp::Add => "+FLAGS.SILENT",
+            FlagOp::Remove => "-FLAGS.SILENT",
+            FlagOp::Replace => "FLAGS.SILENT",
+        };
+        match plan.commands.last_mut() {
+            // The same change as the STORE before: one STORE for both.
+            Some((uids, i, l)) if *i == item && *l == list => {
+                uids.append(&mut old_uids);
+                uids.sort_unstable();
+                uids.dedup();
+            }
+            _ => plan.commands.push((old_uids, item, list)),
+        }
+    }
+    plan.updates = links
+        .iter()
+        .filter_map(|l| {
+            let (o, n) = bases.get(&l.old_uid)?;
+            let (o, n) = (o.to_canonical(), n.to_canonical());
+            (o != l.old_flags || n != l.new_flags).then(|| LinkFlags {
+                old_uid: l.old_uid,
+                old_flags: o,
+                new_flags: n,
+            })
+        })
+        .collect();
+    plan
 }
 
 /// Mirrors `entry` on OLD. `Ok`: OLD has the change (or there is nothing to do there).
@@ -295,8 +497,9 @@ async fn fetch_flags(
 
 /// OLD takes NEW's value of every flag the user's STORE named (all of them for `FLAGS (...)`),
 /// on the linked messages it touched. When the entry knows the UIDs and the operation, the STORE
-/// itself says NEW's value and OLD is written without reading NEW; otherwise (sequence numbers,
-/// entries of an earlier version) both sides are read. The links' base flags follow.
+/// itself says NEW's value and OLD is written without reading NEW ([`store_flags_on_old`]);
+/// otherwise (sequence numbers, entries of an earlier version) both sides are read. The links'
+/// base flags follow.
 async fn mirror_flags(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
@@ -308,6 +511,17 @@ async fn mirror_flags(
     let Some(old) = ctx.old_name(folder)? else {
         return Ok(());
     };
+    if let (Some(uids), Some(op)) = (&uids, op) {
+        let store = FlagStore {
+            id: ctx.entry.id,
+            folder: folder.to_string(),
+            old: Some(old.clone()),
+            uids: uids.clone(),
+            op,
+            flags: named.to_vec(),
+        };
+        return store_flags_on_old(ctx.acct, ctx.pairs, conn, &old, folder, &[store]).await;
+    }
     let store = &ctx.acct.store;
     let pair = ctx.pair(&old, folder).await?;
     let (first, last) = match &uids {
@@ -325,7 +539,7 @@ async fn mirror_flags(
     }
     let named = FlagSet::from_iter(named);
     let perm = old_permanent_flags(conn, &pair.old_name).await?;
-    let (storable, dropped) = filter_for_new(&named, &perm);
+    let (_, dropped) = filter_for_new(&named, &perm);
     for (flag, why) in &dropped {
         tracing::warn!(
             folder = %pair.old_name,
@@ -333,49 +547,19 @@ async fn mirror_flags(
             ctx.entry.id
         );
     }
-    let mut updates = match (uids.is_some(), op) {
-        (true, Some(op)) => {
-            let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
-            let list: Vec<String> = storable.iter().map(String::from).collect();
-            let command = match op {
-                FlagOp::Add => "+FLAGS.SILENT",
-                FlagOp::Remove => "-FLAGS.SILENT",
-                FlagOp::Replace => "FLAGS.SILENT",
-            };
-            if !list.is_empty() || op == FlagOp::Replace {
-                conn.old.uid_store(&old_uids, command, &list).await?;
-            }
-            // A link keeping no base keeps none: the next pass sees both sides changed.
-            links
-                .iter()
-                .filter(|l| l.has_base())
-                .map(|l| LinkFlags {
-                    old_uid: l.old_uid,
-                    old_flags: op
-                        .apply(&FlagSet::parse(&l.old_flags), &storable)
-                        .to_canonical(),
-                    new_flags: op
-                        .apply(&FlagSet::parse(&l.new_flags), &named)
-                        .to_canonical(),
-                })
-                .collect()
-        }
-        _ => {
-            // NEW's flags where the messages are now (a later MOVE or RENAME took them
-            // elsewhere); a message deleted since is left alone.
-            let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
-            let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
-            let new_flags: HashMap<u32, FlagSet> =
-                read_where_they_are(ctx, conn, folder, &new_uids, "")
-                    .await?
-                    .into_iter()
-                    .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
-                    .collect();
-            let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
-            let replace = op == Some(FlagOp::Replace);
-            by_reading(conn, &links, &named, replace, &new_flags, &old_flags, &perm).await?
-        }
-    };
+    // NEW's flags where the messages are now (a later MOVE or RENAME took them elsewhere); a
+    // message deleted since is left alone.
+    let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
+    let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+    let new_flags: HashMap<u32, FlagSet> = read_where_they_are(ctx, conn, folder, &new_uids, "")
+        .await?
+        .into_iter()
+        .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
+        .collect();
+    let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
+    let replace = op == Some(FlagOp::Replace);
+    let mut updates =
+        by_reading(conn, &links, &named, replace, &new_flags, &old_flags, &perm).await?;
     // Only links whose recorded flags change are written: a STORE by sequence number reads
     // every link of the folder, and rewriting them all would split the folder's runs for nothing.
     let recorded: HashMap<u32, (&str, &str)> = links

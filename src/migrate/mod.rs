@@ -147,31 +147,23 @@ impl Migrator {
     pub async fn login(&self, typed: &str, password: &Secret) -> Option<Arc<Account>> {
         let (key, old_ep, new_ep) = self.credentials.get().for_login(typed, password)?;
         let name = key.new_user.clone();
-        let id = if self.credentials.get().needs_import() {
-            match self.store.find_account(&key).await {
-                Ok(Some(id)) => id,
-                Ok(None) => {
-                    info!(account = %name, "not an imported account: relayed to NEW without migration");
-                    return None;
-                }
-                Err(e) => {
-                    warn!("{e}: {name} is relayed without migration");
-                    return None;
-                }
-            }
-        } else {
-            match self.store.account(&key).await {
-                Ok(id) => id,
-                Err(e) => {
-                    warn!("{e}: {name} is relayed without migration");
-                    return None;
-                }
-            }
+        let relayed = |why: &dyn std::fmt::Display| {
+            warn!("{why}: {name} is relayed without migration");
+            None
         };
-        if matches!(
-            self.store.account_state(id).await,
-            Ok(AccountState::Retired)
-        ) {
+        let (id, state) = match self.store.find_account_state(&key).await {
+            Ok(Some(found)) => found,
+            Ok(None) if self.credentials.get().needs_import() => {
+                info!(account = %name, "not an imported account: relayed to NEW without migration");
+                return None;
+            }
+            Ok(None) => match self.store.account(&key).await {
+                Ok(id) => (id, AccountState::Pending),
+                Err(e) => return relayed(&e),
+            },
+            Err(e) => return relayed(&e),
+        };
+        if state == AccountState::Retired {
             return None;
         }
         let account = self.account(id, &name, (old_ep.clone(), new_ep.clone()));

@@ -659,7 +659,12 @@ async fn prelogin(
                 settings.login_throttle.succeeded(peer.ip(), auth.authcid());
                 // OLD's folders exist on NEW before the client's first LIST (within the budget).
                 let account = match (&settings.migrator, auth.credentials()) {
-                    (Some(m), Some((user, password))) => m.login(&user, &password).await,
+                    (Some(m), Some((user, password))) => {
+                        let started = Instant::now();
+                        let account = m.login(&user, &password).await;
+                        debug!(ms = started.elapsed().as_millis(), "the migration's login");
+                        account
+                    }
                     _ => None,
                 };
                 let reply = format!("{tag} {text}");

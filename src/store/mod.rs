@@ -514,7 +514,14 @@ pub trait Store: Send + Sync {
     async fn journal_purge(&self, before: i64) -> Result<u64>;
 
     /// The account id for this key if it exists (never creates).
-    async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>>;
+    async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>> {
+        Ok(self.find_account_state(key).await?.map(|(id, _)| id))
+    }
+    /// The account and its state, if it exists (never creates): a login's one read.
+    async fn find_account_state(
+        &self,
+        key: &AccountKey,
+    ) -> Result<Option<(AccountId, AccountState)>>;
     /// Retires the account in one transaction: with `forced` (the reason recorded) always;
     /// without, only if it is `synced` with no pending journal entry and no message in error at
     /// that moment. Returns whether it was retired (false: the account changed since it was

@@ -1054,9 +1054,12 @@ impl Store for SqlStore {
         get_u64(&row, 0)
     }
 
-    async fn find_account(&self, key: &AccountKey) -> Result<Option<AccountId>> {
+    async fn find_account_state(
+        &self,
+        key: &AccountKey,
+    ) -> Result<Option<(AccountId, AccountState)>> {
         let row = sqlx::query(
-            "SELECT id FROM accounts \
+            "SELECT id, state FROM accounts \
              WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4",
         )
         .bind(key.old_host.as_str())
@@ -1065,7 +1068,12 @@ impl Store for SqlStore {
         .bind(key.new_user.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        let Some(row) = row else { return Ok(None) };
+        let (id, state): (AccountId, String) = (row.try_get(0)?, row.try_get(1)?);
+        let state = AccountState::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!("account {id} has unknown state {state:?}"))
+        })?;
+        Ok(Some((id, state)))
     }
 
     async fn retire(&self, account: AccountId, forced: Option<&str>) -> Result<bool> {

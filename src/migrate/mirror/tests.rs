@@ -239,6 +239,148 @@ async fn a_store_with_its_uids_is_written_to_old_without_reading_new() {
     assert_eq!(bases[&12], "\\Seen");
 }
 
+fn flags_of(folder: &str, uids: Option<&str>, op: FlagOp, flag: &str) -> Write {
+    Write::Flags {
+        folder: folder.into(),
+        uids: uids.map(|u| Ranges::parse(u, 10).unwrap()),
+        flags: vec![flag.into()],
+        replace: false,
+        op: Some(op),
+    }
+}
+
+/// Consecutive flag entries of one folder cost OLD one SELECT and their STOREs in order (equal
+/// neighbours merged, all sent before the first answer is read), and NEW nothing; a write of
+/// another kind or folder, or an entry without its UIDs, ends the run.
+#[tokio::test]
+async fn consecutive_flag_entries_of_a_folder_go_to_old_together() {
+    let acct = account().await;
+    let pair = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    acct.store
+        .add_links(pair.id, &[link(10, 1), link(11, 2), link(12, 3)])
+        .await
+        .unwrap();
+    let mut entries = Vec::new();
+    for write in [
+        flags_of("A", Some("1"), FlagOp::Add, "\\Flagged"),
+        flags_of("A", Some("2"), FlagOp::Add, "\\Flagged"),
+        flags_of("A", Some("2:3"), FlagOp::Remove, "\\Seen"),
+        flags_of("B", Some("1"), FlagOp::Add, "\\Seen"),
+        flags_of("A", None, FlagOp::Add, "\\Seen"),
+        Write::Expunge { folder: "A".into() },
+    ] {
+        entries.push(journal(&acct, write).await);
+    }
+    let ids = |run: &[super::FlagStore]| run.iter().map(|s| s.id).collect::<Vec<_>>();
+    let run = super::flag_run(&entries);
+    assert_eq!(ids(&run), [entries[0].id, entries[1].id, entries[2].id]);
+    assert_eq!(ids(&super::flag_run(&entries[3..])), [entries[3].id]);
+    assert!(
+        super::flag_run(&entries[4..]).is_empty(),
+        "no UIDs: NEW is read"
+    );
+    assert!(super::flag_run(&entries[5..]).is_empty());
+
+    let (old_opts, old_task) = serve(
+        "IMAP4rev1 UIDPLUS LITERAL+",
+        vec![
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step("UID STORE 10:11 +FLAGS.SILENT (\\Flagged)", "$tag OK\r\n"),
+            step("UID STORE 11:12 -FLAGS.SILENT (\\Seen)", "$tag OK\r\n"),
+        ],
+    )
+    .await;
+    let (new_opts, new_task) = serve("IMAP4rev1", vec![]).await;
+    let mut conn = Conn::uncounted(
+        Client::connect(&old_opts, Side::Old).await.unwrap(),
+        Client::connect(&new_opts, Side::New).await.unwrap(),
+    );
+    super::apply_flag_run(&acct, &mut conn, &run, &super::Pairs::default())
+        .await
+        .unwrap();
+    drop(conn);
+    assert_eq!(old_task.await.unwrap().unwrap().len(), 3);
+    assert!(new_task.await.unwrap().unwrap().is_empty(), "NEW was read");
+    let bases: BTreeMap<u32, (String, String)> = acct
+        .store
+        .links(pair.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.old_uid, (l.old_flags, l.new_flags)))
+        .collect();
+    let both = |f: &str| (f.to_string(), f.to_string());
+    assert_eq!(bases[&10], both("\\Flagged \\Seen"));
+    assert_eq!(bases[&11], both("\\Flagged"));
+    assert_eq!(bases[&12], both(""));
+}
+
+/// The plan of a run: STOREs in order with equal neighbours merged, `FLAGS ()` kept, a flag OLD
+/// cannot store named and left out, links without base flags left without.
+#[test]
+fn a_flag_run_plans_its_stores_in_order() {
+    use crate::store::{LinkFlags, NO_BASE};
+    use crate::sync::flags::PermanentFlags;
+    let store = |id: i64, uids: &str, op: FlagOp, flags: &[&str]| super::FlagStore {
+        id,
+        folder: "A".into(),
+        old: Some("INBOX.A".into()),
+        uids: Ranges::parse(uids, 10).unwrap(),
+        op,
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+    };
+    let no_base = Link {
+        old_flags: NO_BASE.into(),
+        new_flags: NO_BASE.into(),
+        ..link(13, 4)
+    };
+    let links = [link(10, 1), link(11, 2), link(12, 3), no_base];
+    let perm = PermanentFlags::parse("\\Seen \\Flagged");
+    let plan = super::plan_flag_stores(
+        &links,
+        &[
+            store(1, "1", FlagOp::Add, &["\\Flagged", "$Junk"]),
+            store(2, "2:4", FlagOp::Add, &["\\Flagged"]),
+            store(3, "3", FlagOp::Replace, &[]),
+            store(4, "9", FlagOp::Remove, &["\\Seen"]),
+        ],
+        &perm,
+    );
+    let cmd = |uids: &[u32], item: &'static str, flags: &[&str]| {
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        (uids.to_vec(), item, flags)
+    };
+    assert_eq!(
+        plan.commands,
+        [
+            cmd(&[10, 11, 12, 13], "+FLAGS.SILENT", &["\\Flagged"]),
+            cmd(&[12], "FLAGS.SILENT", &[]),
+        ]
+    );
+    let update = |uid: u32, old: &str, new: &str| LinkFlags {
+        old_uid: uid,
+        old_flags: old.into(),
+        new_flags: new.into(),
+    };
+    assert_eq!(
+        plan.updates,
+        [
+            update(10, "\\Flagged \\Seen", "$Junk \\Flagged \\Seen"),
+            update(11, "\\Flagged \\Seen", "\\Flagged \\Seen"),
+            update(12, "", ""),
+        ]
+    );
+    assert_eq!(plan.dropped.len(), 1);
+    assert_eq!(
+        (plan.dropped[0].0, plan.dropped[0].1.as_str()),
+        (1, "$Junk")
+    );
+}
+
 #[tokio::test]
 async fn an_append_is_read_where_a_later_rename_moved_it() {
     let acct = account().await;
