@@ -105,6 +105,8 @@ struct Ctx<'a> {
     old: Option<BTreeMap<String, String>>,
     /// The entry may have reached OLD already (see [`apply`]).
     careful: bool,
+    /// The entries after it, all of them when read (see [`apply`]).
+    rest: Option<&'a [JournalEntry]>,
 }
 
 impl Ctx<'_> {
@@ -345,13 +347,16 @@ fn plan_flag_stores(links: &[Link], stores: &[FlagStore], perm: &PermanentFlags)
 /// expunges, moves, creates, deletes and subscriptions changes nothing twice; an APPEND then
 /// looks for its copy on OLD before making one (see [`already_on_old`]), and a RENAME already
 /// done counts as done.
-/// `pairs`: the folder pairs read so far by the caller's run of entries.
+/// `pairs`: the folder pairs read so far by the caller's run of entries. `rest`: the entries
+/// after this one, when the caller's read of the journal brought every entry waiting then and
+/// no other process writes it; later writes are then known without reading it again.
 pub(crate) async fn apply(
     acct: &Account,
     conn: &mut Conn,
     entry: &JournalEntry,
     careful: bool,
     pairs: &Pairs,
+    rest: Option<&[JournalEntry]>,
 ) -> Result<()> {
     let Entry { write, old } = Entry::from_json(&entry.payload)
         .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
@@ -361,6 +366,7 @@ pub(crate) async fn apply(
         pairs,
         old,
         careful,
+        rest,
     };
     let restructures = matches!(write, Write::Delete { .. } | Write::Rename { .. });
     let result = apply_write(&ctx, conn, write).await;
@@ -964,39 +970,53 @@ struct Later {
     last: i64,
 }
 
+/// What `follow`, `trace` and `folder_after` look at; flag changes, appends and expunges move
+/// nothing.
+const MOVING: [&str; 4] = ["copy", "move", "rename", "delete"];
+
 impl Later {
     async fn read(ctx: &Ctx<'_>) -> Result<Later> {
         let mut later = Later {
             writes: Vec::new(),
             last: ctx.entry.id,
         };
+        if let Some(rest) = ctx.rest {
+            later.add(rest);
+        }
         later.more(ctx).await?;
         Ok(later)
     }
 
     /// Adds those journaled since the last read (entries get their ids in commit order);
     /// `false`: none. One read before and mirrored since stays: NEW still has the messages
-    /// where it put them.
+    /// where it put them. Where the drain's read brought every entry, and this process has
+    /// journaled none since, there is nothing to read.
     async fn more(&mut self, ctx: &Ctx<'_>) -> Result<bool> {
-        // What `follow`, `trace` and `folder_after` look at; flag changes, appends and
-        // expunges move nothing.
-        const KINDS: [&str; 4] = ["copy", "move", "rename", "delete"];
+        if ctx.rest.is_some() && ctx.acct.journaled_nothing_after(self.last) {
+            return Ok(false);
+        }
         let entries = ctx
             .acct
             .store
-            .journal_pending_after(ctx.acct.id, self.last, &KINDS)
+            .journal_pending_after(ctx.acct.id, self.last, &MOVING)
             .await?;
+        Ok(self.add(&entries))
+    }
+
+    /// Adds `entries` (in id order, after `last`) that move something; `false`: none at all.
+    fn add(&mut self, entries: &[JournalEntry]) -> bool {
         let Some(last) = entries.last() else {
-            return Ok(false);
+            return false;
         };
-        self.last = last.id;
+        self.last = self.last.max(last.id);
         self.writes.extend(
             entries
                 .iter()
+                .filter(|e| MOVING.contains(&e.kind.as_str()))
                 .filter_map(|later| Entry::from_json(&later.payload).ok())
                 .map(|e| e.write),
         );
-        Ok(true)
+        true
     }
 }
 

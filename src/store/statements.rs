@@ -928,20 +928,8 @@ impl Store for SqlStore {
         let accounts: Vec<AccountId> = accounts.into_iter().collect();
         let mut tx = self.journal_tx(&accounts).await?;
         let mut ids = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let row = sqlx::query(
-                "INSERT INTO journal (account_id, created, kind, payload, done) \
-                 SELECT $1, $2, $3, $4, 0 WHERE NOT EXISTS \
-                 (SELECT 1 FROM accounts WHERE id = $1 AND state = $5) RETURNING id",
-            )
-            .bind(entry.account)
-            .bind(now())
-            .bind(entry.kind)
-            .bind(entry.payload)
-            .bind(AccountState::Retired.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            ids.push(row.map(|row| row.try_get(0)).transpose()?);
+        for chunk in entries.chunks(JOURNAL_ROWS) {
+            ids.extend(journal_insert(&mut tx, chunk).await?);
         }
         let done: BTreeSet<i64> = done.iter().copied().collect();
         let done: Vec<i64> = done.into_iter().collect();
@@ -1416,4 +1404,45 @@ fn pair_from_row(row: &Row) -> Result<FolderPair> {
             StoreError::Corrupt(format!("folder pair {id} has unknown phase {phase:?}"))
         })?,
     })
+}
+
+/// Entries a group commit inserts with one statement (a few statement texts, each cached).
+const JOURNAL_ROWS: usize = 16;
+
+/// Inserts `entries` (at most [`JOURNAL_ROWS`]) in one statement, in their order; an entry of a
+/// retired account is not inserted (`None`). Rows are inserted, and get their ids, in the order
+/// the statement lists them.
+async fn journal_insert(
+    tx: &mut Transaction<'static, Db>,
+    entries: &[NewEntry<'_>],
+) -> Result<Vec<Option<i64>>> {
+    let sql = format!(
+        "WITH v (account_id, created, kind, payload) AS (VALUES {}) \
+         INSERT INTO journal (account_id, created, kind, payload, done) \
+         SELECT account_id, created, kind, payload, 0 FROM v WHERE NOT EXISTS \
+         (SELECT 1 FROM accounts a WHERE a.id = v.account_id AND a.state = $1) \
+         RETURNING id, account_id",
+        tuples(entries.len(), 4, 2, "")
+    );
+    let mut query = sqlx::query(SqlStore::batch(sql)).bind(AccountState::Retired.as_str());
+    let now = now();
+    for entry in entries {
+        query = query
+            .bind(entry.account)
+            .bind(now)
+            .bind(entry.kind)
+            .bind(entry.payload);
+    }
+    let mut inserted = BTreeSet::new();
+    let mut ids = Vec::new();
+    for row in query.fetch_all(&mut **tx).await? {
+        ids.push(row.try_get::<i64, _>(0)?);
+        inserted.insert(row.try_get::<AccountId, _>(1)?);
+    }
+    ids.sort_unstable();
+    let mut ids = ids.into_iter();
+    Ok(entries
+        .iter()
+        .map(|e| inserted.contains(&e.account).then(|| ids.next()).flatten())
+        .collect())
 }
