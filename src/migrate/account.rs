@@ -189,10 +189,8 @@ pub struct Account {
     /// Entries up to this id are replayed with care too: a reconcile may have done them on OLD
     /// from what NEW showed it (see `Account::reconcile_settled` in `reconcile`).
     pub(super) careful_through: AtomicI64,
-    /// The id of the last entry this process journaled, and how many of its commits are on
-    /// their way (see `mirror::Later`).
+    /// The id of the last entry this process journaled.
     pub(super) last_journaled: AtomicI64,
-    pub(super) journaling: AtomicUsize,
     pub(super) journal: JournalPolicy,
     pub(super) committer: Arc<Committer>,
     /// Writes NEW accepted that could not be journaled, and how many of them the last automatic
@@ -250,7 +248,6 @@ impl Account {
             careful: AtomicBool::new(true),
             careful_through: AtomicI64::new(0),
             last_journaled: AtomicI64::new(0),
-            journaling: AtomicUsize::new(0),
             journal: shared.journal,
             committer: Arc::clone(&shared.committer),
             unjournaled: (AtomicU64::new(0), AtomicU64::new(0)),

@@ -580,10 +580,7 @@ mod tests {
             .unwrap()
             .remember([("INBOX".to_string(), "INBOX".to_string())]);
         let inbox = acct.folder("INBOX");
-        let started = || {
-            let running = inbox.running().take().is_some();
-            running
-        };
+        let started = || inbox.running().take().is_some();
         acct.login_head_start();
         assert!(started(), "the first login checks INBOX");
         *inbox.checked() = Some(Instant::now());

@@ -2,21 +2,102 @@
 //! marks of entries its drainers mirrored, wait while a commit runs, then go to the store
 //! together in one transaction. A write's OK waits for one commit at most, not for a queue of
 //! them, and the store sees one journal writer where there were as many as sessions writing.
+//! The committer also remembers the moving writes it committed lately (see [`Recent`]).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::drain::COMMIT_WITHIN;
 use super::gauges::Gauges;
+use super::journal::MOVING;
+use crate::lock::recover;
 use crate::store::{AccountId, Committed, NewEntry, Store};
 
 /// Most requests in one commit.
 const MOST: usize = 256;
+/// Moving writes remembered, of all accounts.
+const REMEMBERED: usize = 4096;
 
 /// The process's journal committer, shared by every account.
 pub(crate) struct Committer {
     queue: mpsc::UnboundedSender<Request>,
+    recent: Arc<Recent>,
+}
+
+/// The moving writes ([`MOVING`]) this process committed lately, so the mirror's look at later
+/// moves needs no read of a journal that only this process writes: every such entry with an id
+/// from `floor` on is in `log`, unless a commit is on its way.
+#[derive(Default)]
+struct Recent {
+    /// Set from before a commit until its entries are in `log`.
+    committing: AtomicBool,
+    log: StdMutex<Log>,
+}
+
+#[derive(Default)]
+struct Log {
+    /// `None` until a commit went through (and again after one failed: it may have reached the
+    /// store all the same).
+    floor: Option<i64>,
+    /// `(id, account, payload)` in id order.
+    entries: VecDeque<(i64, AccountId, String)>,
+}
+
+impl Recent {
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        recover(&self.log, "the journal's recent moving writes")
+    }
+
+    /// After a commit: its moving entries, or forgetting everything if it failed.
+    fn committed(&self, entries: &[NewEntry<'_>], result: &Result<Committed, String>) {
+        let mut log = self.log();
+        match result {
+            Ok(c) => {
+                let first = c.ids.iter().flatten().min();
+                if let (None, Some(&first)) = (log.floor, first) {
+                    log.floor = Some(first);
+                }
+                for (entry, id) in entries.iter().zip(&c.ids) {
+                    if let Some(id) = *id
+                        && MOVING.contains(&entry.kind)
+                    {
+                        log.entries
+                            .push_back((id, entry.account, entry.payload.to_string()));
+                    }
+                }
+                while log.entries.len() > REMEMBERED {
+                    if let Some((id, ..)) = log.entries.pop_front() {
+                        log.floor = Some(id + 1);
+                    }
+                }
+            }
+            Err(_) => *log = Log::default(),
+        }
+        drop(log);
+        self.committing.store(false, Ordering::SeqCst);
+    }
+
+    /// The moving entries `(id, payload)` of `account` after entry `after`, as a read of the
+    /// journal now would find those this process committed; `None` when not known (from before
+    /// the log's floor, or a commit on its way).
+    fn after(&self, account: AccountId, after: i64) -> Option<Vec<(i64, String)>> {
+        if self.committing.load(Ordering::SeqCst) {
+            return None;
+        }
+        let log = self.log();
+        if log.floor? > after + 1 {
+            return None;
+        }
+        let start = log.entries.partition_point(|(id, ..)| *id <= after);
+        let mine = log.entries.range(start..).filter(|(_, a, _)| *a == account);
+        Some(
+            mine.map(|(id, _, payload)| (*id, payload.clone()))
+                .collect(),
+        )
+    }
 }
 
 enum Request {
@@ -38,8 +119,21 @@ impl Committer {
     /// Starts the committer, counting in `gauges`; it stops when the last handle is dropped.
     pub(crate) fn start(store: Arc<dyn Store>, gauges: Arc<Gauges>) -> Arc<Committer> {
         let (queue, requests) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, requests, gauges));
-        Arc::new(Committer { queue })
+        let recent = Arc::new(Recent::default());
+        tokio::spawn(run(store, requests, gauges, Arc::clone(&recent)));
+        Arc::new(Committer { queue, recent })
+    }
+
+    /// The moving entries `(id, payload)` of `account` after entry `after` that this process
+    /// committed, as a read of the journal would find them, when they are known (see
+    /// [`Recent`]); the caller makes sure no other process writes the journal. Entries marked
+    /// mirrored since are among them: NEW still has the messages where they put them.
+    pub(crate) fn moving_after(
+        &self,
+        account: AccountId,
+        after: i64,
+    ) -> Option<Vec<(i64, String)>> {
+        self.recent.after(account, after)
     }
 
     /// Journals one entry, committed when this returns its id; `Ok(None)`: the account is
@@ -81,6 +175,7 @@ async fn run(
     store: Arc<dyn Store>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     gauges: Arc<Gauges>,
+    recent: Arc<Recent>,
 ) {
     let mut batch = Vec::with_capacity(MOST);
     while requests.recv_many(&mut batch, MOST).await > 0 {
@@ -104,6 +199,7 @@ async fn run(
                 Request::Mirrored { ids, .. } => mirrored.extend_from_slice(ids),
             }
         }
+        recent.committing.store(true, Ordering::SeqCst);
         let commit = store.journal_commit(&entries, &mirrored);
         let result = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
             Ok(Ok(c)) if c.ids.len() == entries.len() => Ok(c),
@@ -111,6 +207,7 @@ async fn run(
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".to_string()),
         };
+        recent.committed(&entries, &result);
         if !entries.is_empty()
             && let Ok(c) = &result
         {
@@ -161,6 +258,65 @@ mod tests {
             new_host: "new".into(),
             new_user: user.into(),
         }
+    }
+
+    /// The moving writes are known from the first commit on, never while a commit is on its
+    /// way, and not after a commit failed (it may have reached the store).
+    #[test]
+    fn recent_moving_writes_are_known_as_a_read_would_find_them() {
+        let recent = Recent::default();
+        let entry = |account, kind, payload| NewEntry {
+            account,
+            kind,
+            payload,
+        };
+        let ok = |ids: &[i64]| {
+            Ok(Committed {
+                ids: ids.iter().copied().map(Some).collect(),
+                missing: Vec::new(),
+            })
+        };
+        let known = |pairs: &[(i64, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(id, p)| (*id, p.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(recent.after(1, 0), None, "nothing committed yet");
+        let entries = [
+            entry(1, "copy", "c1"),
+            entry(1, "flags", "f1"),
+            entry(2, "move", "m2"),
+            entry(1, "rename", "r1"),
+        ];
+        recent.committing.store(true, Ordering::SeqCst);
+        recent.committed(&entries, &ok(&[10, 11, 12, 13]));
+        assert_eq!(recent.after(1, 9), known(&[(10, "c1"), (13, "r1")]));
+        assert_eq!(recent.after(1, 10), known(&[(13, "r1")]));
+        assert_eq!(recent.after(2, 9), known(&[(12, "m2")]));
+        assert_eq!(recent.after(1, 13), known(&[]));
+        assert_eq!(recent.after(1, 8), None, "entry 9 is from before");
+        recent.committing.store(true, Ordering::SeqCst);
+        assert_eq!(recent.after(1, 13), None, "a commit on its way");
+        recent.committed(&[entry(1, "copy", "c2")], &Err("disk full".into()));
+        assert_eq!(
+            recent.after(1, 13),
+            None,
+            "a failed commit may have reached the store"
+        );
+        recent.committed(&[entry(1, "delete", "d1")], &ok(&[15]));
+        assert_eq!(recent.after(1, 14), known(&[(15, "d1")]));
+        assert_eq!(recent.after(1, 13), None, "entry 14 may be the failed one");
+        // The oldest are forgotten beyond REMEMBERED, and the floor rises past them.
+        let many = vec![entry(1, "copy", "c"); REMEMBERED];
+        let ids: Vec<i64> = (100..100 + REMEMBERED as i64).collect();
+        recent.committed(&many, &ok(&ids));
+        let count = |after| recent.after(1, after).map(|e| e.len());
+        assert_eq!(count(14), None, "entry 15 was forgotten");
+        assert_eq!(count(15), Some(REMEMBERED));
+        assert_eq!(count(99), Some(REMEMBERED));
     }
 
     #[tokio::test]

@@ -121,32 +121,7 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Counts a commit of the account's journal on its way, until its id is in `last_journaled`.
-struct Journaling<'a>(&'a Account);
-
-impl<'a> Journaling<'a> {
-    fn start(acct: &'a Account) -> Self {
-        acct.journaling.fetch_add(1, Ordering::SeqCst);
-        Journaling(acct)
-    }
-}
-
-impl Drop for Journaling<'_> {
-    fn drop(&mut self) {
-        self.0.journaling.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl Account {
-    /// Whether this process journaled nothing for the account after entry `id` and has no
-    /// commit on its way: as a read of the journal at this moment would say, for the entries
-    /// of this process. (With none on its way, every commit that started has its id in
-    /// `last_journaled`; one that starts after the first load is one a read would miss too.)
-    pub(super) fn journaled_nothing_after(&self, id: i64) -> bool {
-        self.journaling.load(Ordering::SeqCst) == 0
-            && self.last_journaled.load(Ordering::SeqCst) <= id
-    }
-
     /// Journals a write NEW accepted, with the OLD names its folders have now. It is committed
     /// when this returns `Ok`; an `Err` means the client must be told `* BYE` instead of the OK
     /// (NEW has the write; OLD is reconciled as soon as the store takes writes again).
@@ -169,7 +144,6 @@ impl Account {
             .await;
             return Ok(());
         }
-        let _on_its_way = Journaling::start(self);
         let commit = self.committer.append(self.id, kind, payload);
         let why = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
             Ok(Ok(None)) => {
@@ -360,7 +334,7 @@ impl Account {
             // Entries OLD has and the journal does not say so yet (see `marked_at_once`).
             let mut mirrored = Vec::new();
             let next = self
-                .mirror_batch(&mut conn, entries, all, &mut mirrored, &pairs)
+                .mirror_batch(&mut conn, entries, &mut mirrored, &pairs)
                 .await;
             if let Err(e) = self.mark_done(&mut mirrored).await {
                 // Replayed when the drain comes back; with care, in case.
@@ -387,13 +361,11 @@ impl Account {
     }
 
     /// Mirrors `entries` in order on `conn`, until one of them stops the drain; the ids of
-    /// those OLD now has and the journal does not mark yet are left in `mirrored`. `all`: the
-    /// read brought every entry waiting then (see [`mirror::apply`]'s `rest`).
+    /// those OLD now has and the journal does not mark yet are left in `mirrored`.
     async fn mirror_batch(
         &self,
         conn: &mut Conn,
         entries: Vec<JournalEntry>,
-        all: bool,
         mirrored: &mut Vec<i64>,
         pairs: &mirror::Pairs,
     ) -> Next {
@@ -422,8 +394,7 @@ impl Account {
             }
             let was_careful = self.careful.swap(true, Ordering::SeqCst);
             let careful = was_careful || entry.id <= self.careful_through.load(Ordering::SeqCst);
-            let rest = all.then(|| &entries[i..]);
-            let result = mirror::apply(self, conn, entry, careful, pairs, rest).await;
+            let result = mirror::apply(self, conn, entry, careful, pairs).await;
             if matches!(entry.kind.as_str(), "delete" | "rename") {
                 // Idle connections may have the folder selected: the server ends them.
                 self.pool.clear();

@@ -83,6 +83,10 @@ impl FlagOp {
     }
 }
 
+/// The kinds of entries that take messages or folders elsewhere (or copy messages): what
+/// `follow`, `trace` and `folder_after` look at. Flag changes, appends and expunges move nothing.
+pub(crate) const MOVING: [&str; 4] = ["copy", "move", "rename", "delete"];
+
 impl Write {
     /// The journal's `kind` column.
     pub fn kind(&self) -> &'static str {

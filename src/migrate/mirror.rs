@@ -8,7 +8,7 @@ use std::sync::Mutex as StdMutex;
 
 use super::account::Account;
 use super::backfill::MIRROR_WAIT;
-use super::journal::{Entry, FlagOp, Write, folder_after, follow, trace};
+use super::journal::{Entry, FlagOp, MOVING, Write, folder_after, follow, trace};
 use super::names::renamed;
 use super::pool::Conn;
 use crate::imap::uidset::Ranges;
@@ -105,8 +105,6 @@ struct Ctx<'a> {
     old: Option<BTreeMap<String, String>>,
     /// The entry may have reached OLD already (see [`apply`]).
     careful: bool,
-    /// The entries after it, all of them when read (see [`apply`]).
-    rest: Option<&'a [JournalEntry]>,
 }
 
 impl Ctx<'_> {
@@ -331,7 +329,7 @@ fn plan_flag_stores(links: &[Link], stores: &[FlagStore], perm: &PermanentFlags)
         .filter_map(|l| {
             let (o, n) = bases.get(&l.old_uid)?;
             let (o, n) = (o.to_canonical(), n.to_canonical());
-            (o != l.old_flags || n != l.new_flags).then(|| LinkFlags {
+            (o != l.old_flags || n != l.new_flags).then_some(LinkFlags {
                 old_uid: l.old_uid,
                 old_flags: o,
                 new_flags: n,
@@ -347,16 +345,13 @@ fn plan_flag_stores(links: &[Link], stores: &[FlagStore], perm: &PermanentFlags)
 /// expunges, moves, creates, deletes and subscriptions changes nothing twice; an APPEND then
 /// looks for its copy on OLD before making one (see [`already_on_old`]), and a RENAME already
 /// done counts as done.
-/// `pairs`: the folder pairs read so far by the caller's run of entries. `rest`: the entries
-/// after this one, when the caller's read of the journal brought every entry waiting then and
-/// no other process writes it; later writes are then known without reading it again.
+/// `pairs`: the folder pairs read so far by the caller's run of entries.
 pub(crate) async fn apply(
     acct: &Account,
     conn: &mut Conn,
     entry: &JournalEntry,
     careful: bool,
     pairs: &Pairs,
-    rest: Option<&[JournalEntry]>,
 ) -> Result<()> {
     let Entry { write, old } = Entry::from_json(&entry.payload)
         .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
@@ -366,7 +361,6 @@ pub(crate) async fn apply(
         pairs,
         old,
         careful,
-        rest,
     };
     let restructures = matches!(write, Write::Delete { .. } | Write::Rename { .. });
     let result = apply_write(&ctx, conn, write).await;
@@ -970,53 +964,46 @@ struct Later {
     last: i64,
 }
 
-/// What `follow`, `trace` and `folder_after` look at; flag changes, appends and expunges move
-/// nothing.
-const MOVING: [&str; 4] = ["copy", "move", "rename", "delete"];
-
 impl Later {
     async fn read(ctx: &Ctx<'_>) -> Result<Later> {
         let mut later = Later {
             writes: Vec::new(),
             last: ctx.entry.id,
         };
-        if let Some(rest) = ctx.rest {
-            later.add(rest);
-        }
         later.more(ctx).await?;
         Ok(later)
     }
 
     /// Adds those journaled since the last read (entries get their ids in commit order);
     /// `false`: none. One read before and mirrored since stays: NEW still has the messages
-    /// where it put them. Where the drain's read brought every entry, and this process has
-    /// journaled none since, there is nothing to read.
+    /// where it put them. Those this process committed lately are known without a read of
+    /// the journal (no other process writes an unshared one).
     async fn more(&mut self, ctx: &Ctx<'_>) -> Result<bool> {
-        if ctx.rest.is_some() && ctx.acct.journaled_nothing_after(self.last) {
-            return Ok(false);
-        }
-        let entries = ctx
-            .acct
-            .store
-            .journal_pending_after(ctx.acct.id, self.last, &MOVING)
-            .await?;
-        Ok(self.add(&entries))
-    }
-
-    /// Adds `entries` (in id order, after `last`) that move something; `false`: none at all.
-    fn add(&mut self, entries: &[JournalEntry]) -> bool {
-        let Some(last) = entries.last() else {
-            return false;
+        let (acct, last) = (ctx.acct, self.last);
+        let known = (!acct.store.shared())
+            .then(|| acct.committer.moving_after(acct.id, last))
+            .flatten();
+        let entries = match known {
+            Some(entries) => entries,
+            None => acct
+                .store
+                .journal_pending_after(acct.id, last, &MOVING)
+                .await?
+                .into_iter()
+                .map(|e| (e.id, e.payload))
+                .collect(),
         };
-        self.last = self.last.max(last.id);
+        let Some(&(last, _)) = entries.last() else {
+            return Ok(false);
+        };
+        self.last = last;
         self.writes.extend(
             entries
                 .iter()
-                .filter(|e| MOVING.contains(&e.kind.as_str()))
-                .filter_map(|later| Entry::from_json(&later.payload).ok())
+                .filter_map(|(_, payload)| Entry::from_json(payload).ok())
                 .map(|e| e.write),
         );
-        true
+        Ok(true)
     }
 }
 

@@ -204,7 +204,7 @@ impl Account {
         let mut applied = 0;
         let pairs = mirror::Pairs::default();
         for entry in parked {
-            match mirror::apply(self, &mut conn, &entry, true, &pairs, None).await {
+            match mirror::apply(self, &mut conn, &entry, true, &pairs).await {
                 Ok(()) => applied += 1,
                 Err(e) => {
                     warn!(id = entry.id, kind = %entry.kind, "still not applicable: {e}");
