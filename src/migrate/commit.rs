@@ -5,7 +5,6 @@
 //! The committer also remembers the moving writes it committed lately (see [`Recent`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -29,11 +28,12 @@ pub(crate) struct Committer {
 
 /// The moving writes ([`MOVING`]) this process committed lately, so the mirror's look at later
 /// moves needs no read of a journal that only this process writes: every such entry with an id
-/// from `floor` on is in `log`, unless a commit is on its way.
+/// from `floor` on is in `log` once its commit is over, before its session hears of it. Entries
+/// of a commit still on its way are not there yet, as a read of the journal made just before
+/// that commit lands would not find them; NEW may have their writes either way, which the
+/// mirror allows for (it reads again, see `mirror::Later`).
 #[derive(Default)]
 struct Recent {
-    /// Set from before a commit until its entries are in `log`.
-    committing: AtomicBool,
     log: StdMutex<Log>,
 }
 
@@ -76,17 +76,12 @@ impl Recent {
             }
             Err(_) => *log = Log::default(),
         }
-        drop(log);
-        self.committing.store(false, Ordering::SeqCst);
     }
 
     /// The moving entries `(id, payload)` of `account` after entry `after`, as a read of the
-    /// journal now would find those this process committed; `None` when not known (from before
-    /// the log's floor, or a commit on its way).
+    /// journal would find those this process committed; `None` when not known (from before the
+    /// log's floor).
     fn after(&self, account: AccountId, after: i64) -> Option<Vec<(i64, String)>> {
-        if self.committing.load(Ordering::SeqCst) {
-            return None;
-        }
         let log = self.log();
         if log.floor? > after + 1 {
             return None;
@@ -199,7 +194,6 @@ async fn run(
                 Request::Mirrored { ids, .. } => mirrored.extend_from_slice(ids),
             }
         }
-        recent.committing.store(true, Ordering::SeqCst);
         let commit = store.journal_commit(&entries, &mirrored);
         let result = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
             Ok(Ok(c)) if c.ids.len() == entries.len() => Ok(c),
@@ -260,8 +254,8 @@ mod tests {
         }
     }
 
-    /// The moving writes are known from the first commit on, never while a commit is on its
-    /// way, and not after a commit failed (it may have reached the store).
+    /// The moving writes are known from the first commit on, and not after a commit failed (it
+    /// may have reached the store) until the next one.
     #[test]
     fn recent_moving_writes_are_known_as_a_read_would_find_them() {
         let recent = Recent::default();
@@ -291,15 +285,12 @@ mod tests {
             entry(2, "move", "m2"),
             entry(1, "rename", "r1"),
         ];
-        recent.committing.store(true, Ordering::SeqCst);
         recent.committed(&entries, &ok(&[10, 11, 12, 13]));
         assert_eq!(recent.after(1, 9), known(&[(10, "c1"), (13, "r1")]));
         assert_eq!(recent.after(1, 10), known(&[(13, "r1")]));
         assert_eq!(recent.after(2, 9), known(&[(12, "m2")]));
         assert_eq!(recent.after(1, 13), known(&[]));
         assert_eq!(recent.after(1, 8), None, "entry 9 is from before");
-        recent.committing.store(true, Ordering::SeqCst);
-        assert_eq!(recent.after(1, 13), None, "a commit on its way");
         recent.committed(&[entry(1, "copy", "c2")], &Err("disk full".into()));
         assert_eq!(
             recent.after(1, 13),
