@@ -26,6 +26,10 @@
 //! before a change): a second plain and migration proxy run its code (`PATH --proxy-child proxy
 //! --config FILE`) and take their turns in the same rounds, marked "(other)", so two versions of
 //! the proxy are compared under the same load.
+//!
+//! `LOGIN_KEEP_LOG=FILE` keeps each migration proxy's whole log in `FILE.0` (`FILE.1` for the
+//! other build), e.g. with `RUST_LOG=imapferry::proxy::session=debug` for the time each login
+//! spent in the migration's own part.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

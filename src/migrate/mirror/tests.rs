@@ -191,9 +191,8 @@ fn link(old_uid: u32, new_uid: u32) -> Link {
 const SELECTED: &str =
     "* OK [PERMANENTFLAGS (\\Seen \\Flagged \\*)] x\r\n* 3 EXISTS\r\n$tag OK [READ-WRITE] done\r\n";
 
-#[tokio::test]
-async fn a_store_with_its_uids_is_written_to_old_without_reading_new() {
-    let acct = account().await;
+/// Folder A (`INBOX.A` on OLD), its NEW UIDs 1–3 linked to OLD's 10–12.
+async fn linked_a(acct: &Account) -> crate::store::FolderPair {
     let pair = acct
         .store
         .folder_pair(acct.id, "INBOX.A", "A")
@@ -203,6 +202,13 @@ async fn a_store_with_its_uids_is_written_to_old_without_reading_new() {
         .add_links(pair.id, &[link(10, 1), link(11, 2), link(12, 3)])
         .await
         .unwrap();
+    pair
+}
+
+#[tokio::test]
+async fn a_store_with_its_uids_is_written_to_old_without_reading_new() {
+    let acct = account().await;
+    let pair = linked_a(&acct).await;
     let entry = journal(
         &acct,
         Write::Flags {
@@ -255,15 +261,7 @@ fn flags_of(folder: &str, uids: Option<&str>, op: FlagOp, flag: &str) -> Write {
 #[tokio::test]
 async fn consecutive_flag_entries_of_a_folder_go_to_old_together() {
     let acct = account().await;
-    let pair = acct
-        .store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
-    acct.store
-        .add_links(pair.id, &[link(10, 1), link(11, 2), link(12, 3)])
-        .await
-        .unwrap();
+    let pair = linked_a(&acct).await;
     let mut entries = Vec::new();
     for write in [
         flags_of("A", Some("1"), FlagOp::Add, "\\Flagged"),
