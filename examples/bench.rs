@@ -26,6 +26,9 @@
 //! one line per folder with its busy/idle time.
 //!
 //! Usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R]
+//!        [--ferry-exe PATH]
+//! `--ferry-exe` names this benchmark built from another revision: each round then also runs its
+//! initial copy (row a'), interleaved with this build's, and the ratio of their CPU is printed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -33,7 +36,7 @@ mod common;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -101,9 +104,17 @@ fn main() {
         messages: 2_000,
         connections: 4,
         reps: 5,
+        other: None,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
+        if a == "--ferry-exe" {
+            let path = it
+                .next()
+                .unwrap_or_else(|| usage("--ferry-exe needs a path"));
+            cfg.other = Some(PathBuf::from(path));
+            continue;
+        }
         let mut value = || -> usize {
             it.next()
                 .and_then(|v| v.parse().ok())
@@ -125,7 +136,7 @@ fn usage(why: &str) -> ! {
         eprintln!("bench: {why}");
     }
     eprintln!(
-        "usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R]"
+        "usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R] [--ferry-exe PATH]"
     );
     std::process::exit(2);
 }
@@ -138,6 +149,8 @@ struct Config {
     /// discarded warm-up round; the table shows medians, because on a small VM a single
     /// sub-second run easily varies by a factor of 2-4.
     reps: usize,
+    /// The same benchmark built from another revision, whose initial copy runs beside this one's.
+    other: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,6 +159,7 @@ struct Config {
 fn run(cfg: &Config) {
     // Started first, while this process is still small: see `Launcher`.
     let mut launcher = Launcher::start();
+    let this = std::env::current_exe().expect("current_exe");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -162,7 +176,7 @@ fn run(cfg: &Config) {
     old.add_user("alice", PW);
     // All NEW users up front: Dovecot may miss a passwd-file rewrite within the same second.
     for r in 0..=cfg.reps {
-        for user in ["ferry", "dsync", "raw"] {
+        for user in ["ferry", "dsync", "raw", "other"] {
             new.add_user(&format!("{user}{r}"), PW);
         }
     }
@@ -246,6 +260,7 @@ fn run(cfg: &Config) {
         let user = format!("ferry{r}");
         let mut row = ferry_pass(
             &mut launcher,
+            &this,
             &old,
             &new,
             &user,
@@ -265,6 +280,27 @@ fn run(cfg: &Config) {
         row.rep = r;
         rows.push(row);
 
+        if let Some(exe) = &cfg.other {
+            let user = format!("other{r}");
+            let state = state_dir.path().join(format!("other{r}.db"));
+            let mut row = ferry_pass(
+                &mut launcher,
+                exe,
+                &old,
+                &new,
+                &user,
+                &state,
+                k,
+                &cpu,
+                FERRY_OTHER,
+            );
+            if row.check == "OK" {
+                row.check = check(&old_counts, &counts(&new, &user));
+            }
+            row.rep = r;
+            rows.push(row);
+        }
+
         let user = format!("dsync{r}");
         let mut row = dsync_pass(&mut launcher, &old, &new, &user, &cpu, DSYNC_INITIAL);
         if row.check == "OK" {
@@ -280,7 +316,17 @@ fn run(cfg: &Config) {
         // The engine alone, then `imapferry sync` as a migration script runs it.
         for label in [FERRY_NOCHANGE, FERRY_CLI_NOCHANGE] {
             let user = format!("ferry{r}");
-            let mut row = ferry_pass(&mut launcher, &old, &new, &user, &state(r), k, &cpu, label);
+            let mut row = ferry_pass(
+                &mut launcher,
+                &this,
+                &old,
+                &new,
+                &user,
+                &state(r),
+                k,
+                &cpu,
+                label,
+            );
             if row.check == "OK" {
                 row.check = check(&old_counts, &counts(&new, &user));
             }
@@ -304,6 +350,7 @@ fn run(cfg: &Config) {
         let user = format!("ferry{r}");
         let mut row = ferry_pass(
             &mut launcher,
+            &this,
             &old,
             &new,
             &user,
@@ -338,6 +385,7 @@ fn run(cfg: &Config) {
 }
 
 const FERRY_INITIAL: &str = "a) imapferry initial copy";
+const FERRY_OTHER: &str = "a') --ferry-exe initial";
 const DSYNC_INITIAL: &str = "b) dsync initial copy";
 const RAW: &str = "c) raw MULTIAPPEND";
 const FERRY_NOCHANGE: &str = "d) imapferry no-change";
@@ -369,6 +417,7 @@ struct Row {
 fn print_table(rows: &[Row], cfg: &Config, total: u64, bytes: u64) {
     let labels = [
         FERRY_INITIAL,
+        FERRY_OTHER,
         DSYNC_INITIAL,
         RAW,
         FERRY_NOCHANGE,
@@ -473,6 +522,20 @@ fn print_table(rows: &[Row], cfg: &Config, total: u64, bytes: u64) {
     };
     let w = |l: &str| walls.get(l).copied().unwrap_or(f64::NAN);
     println!("\nRATIOS (median over the reps of the ratio within each rep)");
+    if cfg.other.is_some() {
+        let cpu_ratio = median(
+            (1..=cfg.reps)
+                .filter_map(|rep| {
+                    let find = |l: &str| rows.iter().find(|r| r.label == l && r.rep == rep);
+                    Some(find(FERRY_INITIAL)?.client_cpu / find(FERRY_OTHER)?.client_cpu)
+                })
+                .collect(),
+        );
+        println!(
+            "  imapferry initial copy CPU, this build / --ferry-exe: {cpu_ratio:>5.2}   (wall {:.2})",
+            paired(FERRY_INITIAL, FERRY_OTHER)
+        );
+    }
     println!(
         "  imapferry initial copy speed / dsync's:              {:>6.2}x  (>1: imapferry faster)",
         paired(DSYNC_INITIAL, FERRY_INITIAL)
@@ -836,6 +899,7 @@ async fn connect(port: u16, user: &str) -> Result<Client, String> {
 #[allow(clippy::too_many_arguments)]
 fn ferry_pass(
     launcher: &mut Launcher,
+    exe: &Path,
     old: &Dovecot,
     new: &Dovecot,
     new_user: &str,
@@ -844,7 +908,6 @@ fn ferry_pass(
     cpu: &Cpu,
     label: &'static str,
 ) -> Row {
-    let exe = std::env::current_exe().expect("current_exe");
     let flag = if label == FERRY_CLI_NOCHANGE {
         CLI_FLAG
     } else {
@@ -885,8 +948,8 @@ fn ferry_pass(
             .unwrap_or(0)
     };
     println!(
-        "  {label} -> {new_user}: {:.3}s  ru_maxrss {} KiB  {line}",
-        m.wall, m.maxrss_kib
+        "  {label} -> {new_user}: {:.3}s  cpu {:.3}s (user {:.3}s)  ru_maxrss {} KiB  {line}",
+        m.wall, m.cpu, m.user_cpu, m.maxrss_kib
     );
     Row {
         label,
@@ -1106,6 +1169,8 @@ struct Measured {
     maxrss_kib: u64,
     /// user + system seconds of the child (and anything it waited for).
     cpu: f64,
+    /// The user part of `cpu`.
+    user_cpu: f64,
     stdout: String,
     stderr: String,
 }
@@ -1162,12 +1227,13 @@ impl Launcher {
         let mut reply = String::new();
         self.from.read_line(&mut reply).expect("read from launcher");
         let f: Vec<&str> = reply.split_whitespace().collect();
-        assert_eq!(f.len(), 4, "launcher said {reply:?}");
+        assert_eq!(f.len(), 5, "launcher said {reply:?}");
         Measured {
             success: f[0] == "1",
             maxrss_kib: f[1].parse().unwrap(),
             cpu: f[2].parse().unwrap(),
             wall: f[3].parse().unwrap(),
+            user_cpu: f[4].parse().unwrap(),
             stdout: std::fs::read_to_string(out).unwrap_or_default(),
             stderr: std::fs::read_to_string(err).unwrap_or_default(),
         }
@@ -1210,16 +1276,17 @@ fn launcher() {
                 assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
                 let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
                 format!(
-                    "{} {} {:.3} {:.4}\n",
+                    "{} {} {:.3} {:.4} {:.3}\n",
                     ok as u8,
                     ru.ru_maxrss,
                     tv(ru.ru_utime) + tv(ru.ru_stime),
-                    t.elapsed().as_secs_f64()
+                    t.elapsed().as_secs_f64(),
+                    tv(ru.ru_utime)
                 )
             }
             Err(e) => {
                 let _ = std::fs::write(err, format!("spawn {program}: {e}\n"));
-                "0 0 0 0\n".to_string()
+                "0 0 0 0 0\n".to_string()
             }
         };
         stdout.write_all(reply.as_bytes()).expect("launcher reply");

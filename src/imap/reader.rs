@@ -5,12 +5,12 @@
 //! are created, filled, copied and streamed back on tokio's blocking threads, never on the
 //! threads that run connections (only [`Body::prefix`], a bounded read, is synchronous).
 
+use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt,
-};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ImapError, Result, Side};
 
@@ -18,9 +18,8 @@ use super::{ImapError, Result, Side};
 pub const SPOOL_THRESHOLD: usize = 256 * 1024;
 /// Longest response line accepted (a `UID SEARCH` answer for a million messages fits).
 const MAX_LINE: usize = 32 * 1024 * 1024;
-const CHUNK: usize = 64 * 1024;
-/// Bytes gathered before one write to a spool file.
-const SPOOL_WRITE: usize = 256 * 1024;
+/// Bytes gathered before one write to a spool file, and read back at once.
+const SPOOL_IO: usize = 256 * 1024;
 
 /// A message body (or any literal): in memory when small, in an unnamed temporary file otherwise.
 #[derive(Debug)]
@@ -41,18 +40,18 @@ impl Body {
         self.len() == 0
     }
 
-    /// The first `max` bytes (e.g. to find the header block without reading a whole spooled file).
-    /// A synchronous read of at most `max` bytes of a file just written (callers ask for a
-    /// header's worth).
-    pub fn prefix(&self, max: usize) -> std::io::Result<Vec<u8>> {
+    /// The first `max` bytes (e.g. to find the header block without reading a whole spooled file):
+    /// borrowed from memory, or a synchronous read of at most `max` bytes of a file just written
+    /// (callers ask for a header's worth).
+    pub fn prefix(&self, max: usize) -> std::io::Result<Cow<'_, [u8]>> {
         match self {
-            Body::Mem(v) => Ok(v[..v.len().min(max)].to_vec()),
+            Body::Mem(v) => Ok(Cow::Borrowed(&v[..v.len().min(max)])),
             Body::File { file, len } => {
                 let mut f = file.try_clone()?;
                 f.seek(SeekFrom::Start(0))?;
                 let mut out = vec![0; (*len as usize).min(max)];
                 f.read_exact(&mut out)?;
-                Ok(out)
+                Ok(Cow::Owned(out))
             }
         }
     }
@@ -84,7 +83,7 @@ impl Body {
 
     /// Small bodies as bytes; spooled ones read back whole (for tests and small tools only).
     pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
-        self.prefix(usize::MAX)
+        self.prefix(usize::MAX).map(Cow::into_owned)
     }
 
     /// Writes the exact bytes to `out`, streaming a spooled file in chunks.
@@ -92,16 +91,20 @@ impl Body {
         match self {
             Body::Mem(v) => out.write_all(v).await,
             Body::File { file, len } => {
-                // Reads run on blocking threads (tokio::fs).
-                let mut f = tokio::fs::File::from_std(file.try_clone()?);
-                f.seek(SeekFrom::Start(0)).await?;
-                let mut left = *len;
-                let mut buf = vec![0; CHUNK];
-                while left > 0 {
-                    let n = (left as usize).min(CHUNK);
-                    f.read_exact(&mut buf[..n]).await?;
-                    out.write_all(&buf[..n]).await?;
-                    left -= n as u64;
+                // Each piece is read into this buffer on a blocking thread, which hands it back.
+                let mut file = file.try_clone()?;
+                let mut buf = Vec::with_capacity(SPOOL_IO);
+                let mut at = 0;
+                while at < *len {
+                    let n = (*len - at).min(SPOOL_IO as u64) as usize;
+                    (file, buf) = blocking(move || {
+                        buf.resize(n, 0);
+                        file.read_exact_at(&mut buf, at)?;
+                        Ok((file, buf))
+                    })
+                    .await?;
+                    out.write_all(&buf).await?;
+                    at += n as u64;
                 }
                 Ok(())
             }
@@ -227,18 +230,16 @@ async fn read_literal<S: AsyncBufRead + Unpin>(
     timeout: Duration,
 ) -> Result<Body> {
     let spool_err = |source| ImapError::Spool { side, source };
-    let mut mem = Vec::new();
-    let mut file = None;
+    // A large literal goes to a spool file in pieces of `SPOOL_IO` bytes gathered in `mem`, each
+    // written on a blocking thread, which hands the file and the buffer back.
+    let mut spool = None;
     if len > SPOOL_THRESHOLD as u64 {
-        let spool = blocking(tempfile::tempfile).await.map_err(spool_err)?;
-        // Whatever size the network's pieces, the blocking writes are large.
-        file = Some(tokio::io::BufWriter::with_capacity(
-            SPOOL_WRITE,
-            tokio::fs::File::from_std(spool),
-        ));
-    } else {
-        mem.reserve_exact(len as usize);
+        spool = Some(blocking(tempfile::tempfile).await.map_err(spool_err)?);
     }
+    let mut mem = Vec::with_capacity(match spool {
+        Some(_) => SPOOL_IO,
+        None => len as usize,
+    });
     let mut left = len;
     while left > 0 {
         let buf = fill(stream, side, timeout).await?;
@@ -248,23 +249,27 @@ async fn read_literal<S: AsyncBufRead + Unpin>(
                 text: "in the middle of a literal".into(),
             });
         }
-        let n = buf.len().min(left as usize);
-        match &mut file {
-            Some(f) => f.write_all(&buf[..n]).await.map_err(spool_err)?,
-            None => mem.extend_from_slice(&buf[..n]),
-        }
+        let room = match spool {
+            Some(_) => SPOOL_IO - mem.len(),
+            None => usize::MAX,
+        };
+        let n = buf.len().min(left as usize).min(room);
+        mem.extend_from_slice(&buf[..n]);
         stream.consume(n);
         left -= n as u64;
-    }
-    Ok(match file {
-        Some(mut file) => {
-            // Every write is complete before the body is handed on.
-            file.flush().await.map_err(spool_err)?;
-            Body::File {
-                file: file.into_inner().into_std().await,
-                len,
-            }
+        if let Some(mut file) = spool.take_if(|_| mem.len() == SPOOL_IO || left == 0) {
+            (file, mem) = blocking(move || {
+                file.write_all(&mem)?;
+                mem.clear();
+                Ok((file, mem))
+            })
+            .await
+            .map_err(spool_err)?;
+            spool = Some(file);
         }
+    }
+    Ok(match spool {
+        Some(file) => Body::File { file, len },
         None => Body::Mem(mem),
     })
 }

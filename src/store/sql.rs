@@ -23,28 +23,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("0010_folder_sizes.sql"),
 ];
 
-/// Most rows (or listed UIDs) in one statement built for a batch. SQLite finds a parameter by
-/// its number with a linear scan, while preparing and again while binding, so a statement's
-/// cost grows with the square of its parameters (at most 5 a row here): 64 rows keep that
-/// small, and a batch of thousands still takes a few dozen statements.
-pub(super) const BATCH_ROWS: usize = 64;
+/// Most rows (or listed UIDs) in one statement built for a batch: a batch of thousands takes a
+/// few dozen statements, and the few statement texts of each kind stay prepared.
+pub(super) const BATCH_ROWS: usize = 256;
 
 /// Columns of `folder_pairs`, in the order [`pair_from_row`] reads them.
 pub(super) const PAIR_COLUMNS: &str = "id, account_id, old_name, new_name, \
      old_uidvalidity, old_uidnext, old_highestmodseq, old_messages, \
      new_uidvalidity, new_uidnext, new_highestmodseq, new_messages, adopt_from, phase";
 
-/// `rows` comma-separated tuples `(fixed$n, $n+1, …)` of `width` fresh parameters each,
-/// numbered from `first`: `tuples(2, 2, 2, "$1, ")` is `($1, $2, $3), ($1, $4, $5)`.
-pub(super) fn tuples(rows: usize, width: usize, first: usize, fixed: &str) -> String {
-    let mut sql = String::with_capacity(rows * (fixed.len() + width * 7 + 4));
+/// `rows` comma-separated tuples of `width` fresh parameters each, numbered from `first`:
+/// `tuples(2, 2, 3)` is `($3, $4), ($5, $6)`. A value every row shares is bound in each row, so
+/// that every parameter is used once, in order (see [`sqlite_params`]).
+pub(super) fn tuples(rows: usize, width: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(rows * (width * 7 + 4));
     let mut n = first;
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        sql.push_str(fixed);
         for col in 0..width {
             if col > 0 {
                 sql.push_str(", ");
@@ -58,11 +56,55 @@ pub(super) fn tuples(rows: usize, width: usize, first: usize, fixed: &str) -> St
     sql
 }
 
+/// A batch statement's `$N` parameters in SQLite's spelling. SQLite looks a numbered parameter
+/// (`?N`) up by a linear scan of the statement's numbered ones, and sqlx does so for each one it
+/// binds: hundreds of parameters cost a scan of hundreds each, every time the statement runs.
+/// Plain `?` parameters are not scanned for. So parameters used once, written in the order of
+/// their numbers (1, 2, …) before any other, become `?`; those used more than once (numbered
+/// after them and written after them) stay `?N`, and only they are scanned. `None` for a
+/// statement written otherwise.
+pub(super) fn plain_params(sql: &str) -> Option<String> {
+    let mut params = Vec::new(); // (start, end, number) of each `$N`
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let digits = bytes[i + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if bytes[i] == b'$' && digits > 0 {
+            let end = i + 1 + digits;
+            params.push((i, end, sql[i + 1..end].parse::<usize>().unwrap_or(0)));
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    let uses = |n: usize| params.iter().filter(|p| p.2 == n).count();
+    let once = params.iter().take_while(|p| uses(p.2) == 1).count();
+    let plain = params[..once].iter().enumerate().all(|(i, p)| p.2 == i + 1)
+        && params[once..].iter().all(|p| p.2 > once && uses(p.2) > 1);
+    if !plain {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut last = 0;
+    for (k, (start, end, n)) in params.iter().enumerate() {
+        out.push_str(&sql[last..*start]);
+        out.push('?');
+        if k >= once {
+            out.push_str(&n.to_string());
+        }
+        last = *end;
+    }
+    out.push_str(&sql[last..]);
+    Some(out)
+}
+
 /// `uids` (or journal ids; at most [`BATCH_ROWS`]) padded to the next power of two by repeating
 /// the last one, for a statement that lists them where a repeat changes nothing (`IN`, a
-/// `VALUES` a query reads). Batches of every length then share a few statement texts, each prepared once and
-/// cached, instead of one prepared (and parsed, at a cost that grows with the square of its
-/// parameters in SQLite) per length.
+/// `VALUES` a query reads). Batches of every length then share a few statement texts, each
+/// prepared once and cached, instead of one prepared per length.
 pub(super) fn padded<T: Copy>(uids: &[T]) -> Vec<T> {
     let mut v = uids.to_vec();
     if let Some(&last) = uids.last() {
@@ -161,11 +203,30 @@ mod tests {
 
     #[test]
     fn tuples_numbering() {
-        assert_eq!(tuples(2, 2, 2, "$1, "), "($1, $2, $3), ($1, $4, $5)");
-        assert_eq!(tuples(1, 3, 2, ""), "($2, $3, $4)");
-        assert_eq!(
-            tuples(3, 1, 3, "$1, $2, "),
-            "($1, $2, $3), ($1, $2, $4), ($1, $2, $5)"
-        );
+        assert_eq!(tuples(2, 2, 3), "($3, $4), ($5, $6)");
+        assert_eq!(tuples(1, 3, 1), "($1, $2, $3)");
+        assert_eq!(tuples(3, 1, 2), "($2), ($3), ($4)");
+    }
+
+    #[test]
+    fn sqlite_takes_plain_parameters_where_it_can() {
+        for (sql, want) in [
+            ("SELECT 1", Some("SELECT 1")),
+            (
+                "DELETE FROM t WHERE u IN ($1, $2, $3) AND pair_id = $4",
+                Some("DELETE FROM t WHERE u IN (?, ?, ?) AND pair_id = ?"),
+            ),
+            // Used more than once, after the others: numbered, the others plain.
+            (
+                "WITH v (uid) AS (VALUES ($1), ($2)) SELECT x FROM r WHERE p = $3 OR q = $3",
+                Some("WITH v (uid) AS (VALUES (?), (?)) SELECT x FROM r WHERE p = ?3 OR q = ?3"),
+            ),
+            // Out of order, a gap, a shared one before the others.
+            ("SELECT $2, $1", None),
+            ("SELECT $1, $3", None),
+            ("SELECT $1, $2 WHERE $1 = $3", None),
+        ] {
+            assert_eq!(plain_params(sql).as_deref(), want, "{sql}");
+        }
     }
 }

@@ -117,14 +117,15 @@ impl SqlStore {
         for chunk in old_uids.chunks(BATCH_ROWS) {
             let chunk = padded(chunk);
             let sql = format!(
-                "DELETE FROM {table} WHERE pair_id = $1 AND {column} IN {}",
-                tuples(1, chunk.len(), 2, "")
+                "DELETE FROM {table} WHERE {column} IN {} AND pair_id = ${}",
+                tuples(1, chunk.len(), 1),
+                chunk.len() + 1
             );
-            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
+            let mut query = sqlx::query(Self::batch(sql));
             for uid in &chunk {
                 query = query.bind(i64::from(*uid));
             }
-            query.execute(&mut **tx).await?;
+            query.bind(pair).execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -154,19 +155,20 @@ impl SqlStore {
             let sql = format!(
                 "WITH v (uid) AS (VALUES {}) \
                  SELECT old_start, new_start, length, old_flags, new_flags FROM link_runs \
-                 WHERE pair_id = $1 AND old_start IN (\
+                 WHERE pair_id = {pair} AND old_start IN (\
                  SELECT (SELECT MAX(r.old_start) FROM link_runs r \
-                         WHERE r.pair_id = $1 AND r.old_start <= v.uid) FROM v \
+                         WHERE r.pair_id = {pair} AND r.old_start <= v.uid) FROM v \
                  UNION SELECT (SELECT MAX(r.old_start) FROM link_runs r \
-                               WHERE r.pair_id = $1 AND r.old_start < v.uid) FROM v \
+                               WHERE r.pair_id = {pair} AND r.old_start < v.uid) FROM v \
                  UNION SELECT uid + 1 FROM v)",
-                tuples(chunk.len(), 1, 2, "")
+                tuples(chunk.len(), 1, 1),
+                pair = format!("${}", chunk.len() + 1)
             );
-            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
+            let mut query = sqlx::query(Self::batch(sql));
             for uid in &chunk {
                 query = query.bind(i64::from(*uid));
             }
-            for row in query.fetch_all(&mut **tx).await? {
+            for row in query.bind(pair).fetch_all(&mut **tx).await? {
                 let run = run_from_row(&row, pair)?;
                 found.insert(run.old_start, run);
             }
@@ -204,13 +206,14 @@ impl SqlStore {
                  VALUES {} ON CONFLICT (pair_id, old_start) DO UPDATE SET \
                  new_start = excluded.new_start, length = excluded.length, \
                  old_flags = excluded.old_flags, new_flags = excluded.new_flags",
-                tuples(chunk.len(), 5, 2, "$1, ")
+                tuples(chunk.len(), 6, 1)
             );
-            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
+            let mut query = sqlx::query(Self::batch(sql));
             for run in chunk {
                 let len = i64::try_from(run.len)
                     .map_err(|_| StoreError::Corrupt(format!("a run of {} links", run.len)))?;
                 query = query
+                    .bind(pair)
                     .bind(i64::from(run.old_start))
                     .bind(i64::from(run.new_start))
                     .bind(len)
@@ -243,11 +246,12 @@ impl SqlStore {
                 "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) VALUES {} \
                  ON CONFLICT (pair_id, old_uid) DO UPDATE SET new_uid = excluded.new_uid, \
                  old_flags = excluded.old_flags, new_flags = excluded.new_flags, ident = excluded.ident",
-                tuples(chunk.len(), 5, 2, "$1, ")
+                tuples(chunk.len(), 6, 1)
             );
-            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
+            let mut query = sqlx::query(Self::batch(sql));
             for link in chunk {
                 query = query
+                    .bind(pair)
                     .bind(i64::from(link.old_uid))
                     .bind(i64::from(link.new_uid))
                     .bind(link.old_flags.as_str())
@@ -731,17 +735,18 @@ impl Store for SqlStore {
             let sql = format!(
                 "UPDATE links SET old_flags = v.column2, new_flags = v.column3 \
                  FROM (VALUES {}) AS v \
-                 WHERE links.pair_id = $1 AND links.old_uid = v.column1",
-                tuples(chunk.len(), 3, 2, "")
+                 WHERE links.pair_id = ${} AND links.old_uid = v.column1",
+                tuples(chunk.len(), 3, 1),
+                3 * chunk.len() + 1
             );
-            let mut query = sqlx::query(Self::batch(sql)).bind(pair);
+            let mut query = sqlx::query(Self::batch(sql));
             for update in chunk {
                 query = query
                     .bind(i64::from(update.old_uid))
                     .bind(update.old_flags.as_str())
                     .bind(update.new_flags.as_str());
             }
-            query.execute(&mut *tx).await?;
+            query.bind(pair).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -793,11 +798,11 @@ impl Store for SqlStore {
             let sql = format!(
                 "INSERT INTO tombstones (pair_id, created, old_uid) VALUES {} \
                  ON CONFLICT (pair_id, old_uid) DO NOTHING",
-                tuples(chunk.len(), 1, 3, "$1, $2, ")
+                tuples(chunk.len(), 3, 1)
             );
-            let mut query = sqlx::query(Self::batch(sql)).bind(pair).bind(now);
+            let mut query = sqlx::query(Self::batch(sql));
             for uid in chunk {
-                query = query.bind(i64::from(*uid));
+                query = query.bind(pair).bind(now).bind(i64::from(*uid));
             }
             query.execute(&mut *tx).await?;
         }
@@ -869,11 +874,15 @@ impl Store for SqlStore {
             let sql = format!(
                 "INSERT INTO message_errors (pair_id, created, old_uid, reason) VALUES {} \
                  ON CONFLICT (pair_id, old_uid) DO UPDATE SET reason = excluded.reason",
-                tuples(chunk.len(), 2, 3, "$1, $2, ")
+                tuples(chunk.len(), 4, 1)
             );
-            let mut query = sqlx::query(Self::batch(sql)).bind(pair).bind(now);
+            let mut query = sqlx::query(Self::batch(sql));
             for (uid, reason) in chunk {
-                query = query.bind(i64::from(*uid)).bind(reason);
+                query = query
+                    .bind(pair)
+                    .bind(now)
+                    .bind(i64::from(*uid))
+                    .bind(reason);
             }
             query.execute(&mut *tx).await?;
         }
@@ -938,7 +947,7 @@ impl Store for SqlStore {
             let list = padded(chunk);
             let sql = format!(
                 "UPDATE journal SET done = 1 WHERE id IN {} RETURNING id",
-                tuples(1, list.len(), 1, "")
+                tuples(1, list.len(), 1)
             );
             let mut query = sqlx::query_scalar::<_, i64>(Self::batch(sql));
             for id in &list {
@@ -975,7 +984,7 @@ impl Store for SqlStore {
         let sql = format!(
             "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
              WHERE account_id = $1 AND done = 0 AND id > $2 AND kind IN {} ORDER BY id",
-            tuples(1, kinds.len(), 3, "")
+            tuples(1, kinds.len(), 3)
         );
         let mut query = sqlx::query(Self::batch(sql)).bind(account).bind(after);
         for kind in kinds {
@@ -1420,11 +1429,12 @@ async fn journal_insert(
         "WITH v (account_id, created, kind, payload) AS (VALUES {}) \
          INSERT INTO journal (account_id, created, kind, payload, done) \
          SELECT account_id, created, kind, payload, 0 FROM v WHERE NOT EXISTS \
-         (SELECT 1 FROM accounts a WHERE a.id = v.account_id AND a.state = $1) \
+         (SELECT 1 FROM accounts a WHERE a.id = v.account_id AND a.state = ${}) \
          RETURNING id, account_id",
-        tuples(entries.len(), 4, 2, "")
+        tuples(entries.len(), 4, 1),
+        4 * entries.len() + 1
     );
-    let mut query = sqlx::query(SqlStore::batch(sql)).bind(AccountState::Retired.as_str());
+    let mut query = sqlx::query(SqlStore::batch(sql));
     let now = now();
     for entry in entries {
         query = query
@@ -1433,6 +1443,7 @@ async fn journal_insert(
             .bind(entry.kind)
             .bind(entry.payload);
     }
+    let query = query.bind(AccountState::Retired.as_str());
     let mut inserted = BTreeSet::new();
     let mut ids = Vec::new();
     for row in query.fetch_all(&mut **tx).await? {

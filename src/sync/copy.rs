@@ -5,6 +5,7 @@
 //! handed in comes back linked, failed (with the reason) or missing from OLD's answer.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -28,6 +29,10 @@ const APPEND_BATCH_BYTES: u64 = 8 << 20;
 const APPEND_IN_FLIGHT: usize = 2;
 /// Messages waiting between the two sides.
 const CHANNEL: usize = 100;
+/// Links committed together (each commit costs a few statements, whatever its size), and the
+/// longest the first of them waits for the others.
+const COMMIT_LINKS: usize = 256;
+const COMMIT_WAIT: Duration = Duration::from_millis(500);
 /// Header bytes read from a message for its Subject, Date or identity key.
 const HEAD: usize = 256 * 1024;
 
@@ -222,17 +227,22 @@ async fn fetch(
     Ok((failed, missing))
 }
 
-/// Commits links as APPENDs complete, one transaction for whatever has arrived meanwhile, so the
-/// APPEND pipeline never waits for the disk. A crash between an APPEND and its commit leaves an
-/// unlinked copy above the adoption watermark, which the next pass adopts instead of copying.
+/// Commits links as APPENDs complete, so the APPEND pipeline never waits for the disk: one
+/// transaction for [`COMMIT_LINKS`] links, or for what the APPENDs of [`COMMIT_WAIT`] gave, or
+/// for the last ones. A crash between an APPEND and its commit leaves an unlinked copy above the
+/// adoption watermark, which the next pass adopts instead of copying.
 async fn commit(
     store: &dyn Store,
     pair: &FolderPair,
     mut rx: mpsc::UnboundedReceiver<Vec<Link>>,
 ) -> Result<(), SyncError> {
     while let Some(mut links) = rx.recv().await {
-        while let Ok(more) = rx.try_recv() {
-            links.extend(more);
+        let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+        while links.len() < COMMIT_LINKS {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(more)) => links.extend(more),
+                Ok(None) | Err(_) => break,
+            }
         }
         store.add_links(pair.id, &links).await?;
     }
