@@ -3,6 +3,7 @@
 //! `VALUES`, `RETURNING`). Each backend compiles
 //! `statements.rs`, the [`Store`](super::Store) implementation, for its own pool.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{MailboxState, PairId, Result, StoreError};
@@ -80,7 +81,11 @@ pub(super) fn plain_params(sql: &str) -> Option<String> {
             i += 1;
         }
     }
-    let uses = |n: usize| params.iter().filter(|p| p.2 == n).count();
+    let mut count = BTreeMap::new();
+    for p in &params {
+        *count.entry(p.2).or_insert(0) += 1;
+    }
+    let uses = |n: usize| count[&n];
     let once = params.iter().take_while(|p| uses(p.2) == 1).count();
     let plain = params[..once].iter().enumerate().all(|(i, p)| p.2 == i + 1)
         && params[once..].iter().all(|p| p.2 > once && uses(p.2) > 1);
