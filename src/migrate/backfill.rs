@@ -431,9 +431,15 @@ impl Account {
             self.drain_journal().await;
         }
         let result = match self.journal_names(&new_name).await {
-            Ok(true) => Err(SyncError::Options(
-                "journal entries for this folder are still waiting for OLD".into(),
-            )),
+            Ok(true) => {
+                // Not a failure: the user's writes go first. The folder is tried again after
+                // the back-off's pause; the mirror reports entries OLD keeps refusing.
+                let wait = f.retry().0.fail(Instant::now());
+                debug!(folder = %new_name, "not backfilled while journal entries for it wait for OLD; again in {wait:?}");
+                *f.running() = None;
+                let _ = done.send(true);
+                return;
+            }
             Ok(false) if self.is_retired().await => Ok(()),
             Ok(false) => {
                 // In a fleet another proxy may be filling this folder: its copies are seen by
@@ -569,6 +575,25 @@ mod tests {
         assert!(!settled());
         acct.intent_over(true);
         assert!(settled());
+    }
+
+    /// A folder whose journal entries still wait for OLD is not read from OLD, and that is a
+    /// deferral: the account does not show it as a failed folder, and the folder waits the
+    /// back-off's pause before it is tried again.
+    #[tokio::test]
+    async fn a_folder_waiting_for_the_mirror_is_deferred_not_failed() {
+        let acct = crate::migrate::mirror::tests::account().await;
+        crate::migrate::mirror::tests::appended_to_a(&acct).await;
+        acct.count_pending().await; // as a login does; OLD cannot be reached, so it waits
+        let mut done = acct
+            .backfill("A", false)
+            .unwrap()
+            .expect("a backfill starts");
+        done.wait_for(|d| *d).await.unwrap();
+        assert!(!acct.folder("A").complete.load(Ordering::SeqCst));
+        assert!(acct.folder("A").retry_later(), "tried again at once");
+        let summary = acct.store.account_summaries().await.unwrap();
+        assert_eq!(summary[0].reason, None, "{summary:?}");
     }
 
     /// Logins in a row check INBOX on OLD once a minute, not once a login.

@@ -90,7 +90,7 @@ pub(crate) async fn account() -> Arc<Account> {
 }
 
 /// The pair `INBOX.A` / `A` and the journaled APPEND of NEW's UID 7 there.
-async fn appended_to_a(acct: &Account) -> JournalEntry {
+pub(crate) async fn appended_to_a(acct: &Account) -> JournalEntry {
     acct.store
         .folder_pair(acct.id, "INBOX.A", "A")
         .await
