@@ -1000,7 +1000,8 @@ fn child_pass(args: &[String]) {
         connections: k.parse().expect("connections"),
         ..Options::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The runtime `imapferry sync` runs its pass on (src/cli/run.rs).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -1009,14 +1010,8 @@ fn child_pass(args: &[String]) {
             .await
             .expect("open state store");
         let t = Instant::now();
-        let report = sync_account(
-            &store,
-            &endpoint(old_port, old_user),
-            &endpoint(new_port, new_user),
-            &opts,
-            &Quiet,
-        )
-        .await;
+        let (old, new) = (endpoint(old_port, old_user), endpoint(new_port, new_user));
+        let report = sync_account(&store, &old, &new, &opts, &Quiet).await;
         let secs = t.elapsed().as_secs_f64();
         match report {
             Ok(r) => {

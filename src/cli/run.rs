@@ -44,7 +44,10 @@ pub fn sync_command(shown: &str, argv: &[String]) -> i32 {
         println!("{}", env!("CARGO_PKG_VERSION"));
         return code::EX_OK;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the pass and its sockets: a multi-thread runtime would hand every socket
+    // event from the worker that sees it to this thread (block_on), at a cost of about 14 % of
+    // the pass's CPU (`examples/bench.rs`). Spool files and SQLite have threads of their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     match runtime {
