@@ -221,7 +221,7 @@ fn run(cfg: &Config) {
     );
 
     let state_dir = tempfile::tempdir().expect("tempdir");
-    let state = |r: usize| state_dir.path().join(format!("state{r}.db"));
+    let state = |r: usize| state_dir.path().join(format!("ferry{r}.db"));
     let cpu = Cpu::new(&old, &new);
     let mut rows: Vec<Row> = Vec::new();
 
@@ -258,32 +258,12 @@ fn run(cfg: &Config) {
             detail: String::new(),
         });
 
-        let user = format!("ferry{r}");
-        let mut row = ferry_pass(
-            &mut launcher,
-            &this,
-            &old,
-            &new,
-            &user,
-            &state(r),
-            k,
-            &cpu,
-            FERRY_INITIAL,
-        );
-        let mut ok = check(&old_counts, &counts(&new, &user));
-        if row.msgs != total {
-            ok = format!("{ok}; copied {} of {total}", row.msgs);
-        }
-        println!("     correctness after (a): NEW {user} vs OLD alice, per folder: {ok}");
-        if row.check == "OK" {
-            row.check = ok;
-        }
-        row.rep = r;
-        rows.push(row);
-
-        if let Some(exe) = &cfg.other {
-            let user = format!("other{r}");
-            let state = state_dir.path().join(format!("other{r}.db"));
+        // This build's copy, then (with --ferry-exe) the other build's into a user of its own.
+        let builds = std::iter::once((&this, "ferry", FERRY_INITIAL))
+            .chain(cfg.other.as_ref().map(|exe| (exe, "other", FERRY_OTHER)));
+        for (exe, name, label) in builds {
+            let user = format!("{name}{r}");
+            let state = state_dir.path().join(format!("{name}{r}.db"));
             let mut row = ferry_pass(
                 &mut launcher,
                 exe,
@@ -293,14 +273,21 @@ fn run(cfg: &Config) {
                 &state,
                 k,
                 &cpu,
-                FERRY_OTHER,
+                label,
             );
+            let mut ok = check(&old_counts, &counts(&new, &user));
+            if row.msgs != total {
+                ok = format!("{ok}; copied {} of {total}", row.msgs);
+            }
+            println!("     correctness after: NEW {user} vs OLD alice, per folder: {ok}");
             if row.check == "OK" {
-                row.check = check(&old_counts, &counts(&new, &user));
+                row.check = ok;
             }
             row.rep = r;
             rows.push(row);
-            drop_mail(&new, &user);
+            if name == "other" {
+                drop_mail(&new, &user);
+            }
         }
 
         let user = format!("dsync{r}");
