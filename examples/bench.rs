@@ -1,6 +1,6 @@
 //! Throughput benchmark: imapferry against Dovecot's own migrator (dsync over imapc) and against
 //! the raw ceiling of a pipelined MULTIAPPEND, on two private Dovecot 2.3 instances
-//! (OLD and NEW, both `Layout::Slash`, `mail_fsync = never`).
+//! (OLD and NEW, both `Layout::Slash`, `mail_fsync = never`), or a Courier-IMAP OLD.
 //!
 //! Why: DESIGN.md §3 promises a pipelined copy (many FETCHes in flight, LITERAL+/MULTIAPPEND on
 //! NEW) and a no-change pass that costs one STATUS per folder. This measures how close the initial
@@ -26,7 +26,10 @@
 //! one line per folder with its busy/idle time.
 //!
 //! Usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R]
-//!        [--ferry-exe PATH]
+//!        [--old dovecot|courier] [--ferry-exe PATH]
+//! `--old courier` puts OLD's account on a real Courier-IMAP (`INBOX.` prefix, `.` separator; no
+//! CONDSTORE, LITERAL+ or MULTIAPPEND; seeded one APPEND at a time), and dsync then reads it with
+//! `imapc_list_prefix=INBOX`.
 //! `--ferry-exe` names this benchmark built from another revision: each round then also runs its
 //! initial copy (row a'), interleaved with this build's, and the ratio of their CPU is printed.
 
@@ -42,12 +45,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::seed::{Rng, imap_date};
-use common::{Dovecot, DovecotOptions, Layout, RawImap, lognormal_size, message};
+use common::{
+    Courier, Dovecot, DovecotOptions, ImapServer, Layout, RawImap, lognormal_size, message,
+};
 use imapferry::imap::{AppendMsg, Body, Client, Side};
 use imapferry::secret::Secret;
 use imapferry::store::SqliteStore;
 use imapferry::sync::{AuthMech, Endpoint, Options, Quiet, sync_account};
-use support::{Cpu, connect_options, loadavg, mb, median, self_cpu, tv};
+use support::{Cpu, connect_options, loadavg, master_pid, mb, median, self_cpu, tv};
 
 const PW: &str = "bench-pw";
 /// The child pass reads the IMAP password from here (never from its command line).
@@ -105,9 +110,18 @@ fn main() {
         connections: 4,
         reps: 5,
         other: None,
+        old: OldKind::Dovecot,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
+        if a == "--old" {
+            cfg.old = match it.next().map(String::as_str) {
+                Some("dovecot") => OldKind::Dovecot,
+                Some("courier") => OldKind::Courier,
+                _ => usage("--old takes dovecot or courier"),
+            };
+            continue;
+        }
         if a == "--ferry-exe" {
             let path = it
                 .next()
@@ -136,7 +150,7 @@ fn usage(why: &str) -> ! {
         eprintln!("bench: {why}");
     }
     eprintln!(
-        "usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R] [--ferry-exe PATH]"
+        "usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R] [--old dovecot|courier] [--ferry-exe PATH]"
     );
     std::process::exit(2);
 }
@@ -151,6 +165,57 @@ struct Config {
     reps: usize,
     /// The same benchmark built from another revision, whose initial copy runs beside this one's.
     other: Option<PathBuf>,
+    old: OldKind,
+}
+
+/// Which server holds OLD's account.
+#[derive(Clone, Copy, PartialEq)]
+enum OldKind {
+    /// Dovecot, `/` separator, CONDSTORE, MULTIAPPEND.
+    Dovecot,
+    /// Courier-IMAP: `INBOX.` prefix, `.` separator, no CONDSTORE, LITERAL+ or MULTIAPPEND.
+    Courier,
+}
+
+/// OLD's server, and the process its CPU is measured below.
+struct Old {
+    server: Box<dyn ImapServer>,
+    root: i32,
+}
+
+impl Old {
+    fn start(kind: OldKind) -> Old {
+        match kind {
+            OldKind::Dovecot => {
+                let d = Dovecot::start_with(DovecotOptions {
+                    layout: Layout::Slash,
+                    ..Default::default()
+                });
+                let root = master_pid(&d.config_path());
+                Old {
+                    server: Box::new(d),
+                    root,
+                }
+            }
+            OldKind::Courier => {
+                let c = Courier::start();
+                let root = c.root_pid().expect("courier runs") as i32;
+                Old {
+                    server: Box::new(c),
+                    root,
+                }
+            }
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// OLD's name of a folder of `FOLDERS`.
+    fn name(&self, folder: &str) -> String {
+        self.server.mailbox_name(folder)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,15 +230,12 @@ fn run(cfg: &Config) {
         .build()
         .expect("tokio runtime");
     let k = cfg.connections;
-    let start = |layout| {
-        Dovecot::start_with(DovecotOptions {
-            layout,
-            ..Default::default()
-        })
-    };
-    let old = start(Layout::Slash);
-    let new = start(Layout::Slash);
-    old.add_user("alice", PW);
+    let old = Old::start(cfg.old);
+    let new = Dovecot::start_with(DovecotOptions {
+        layout: Layout::Slash,
+        ..Default::default()
+    });
+    old.server.add_user("alice", PW);
     // All NEW users up front: Dovecot may miss a passwd-file rewrite within the same second.
     for r in 0..=cfg.reps {
         for user in ["ferry", "dsync", "raw", "other"] {
@@ -181,8 +243,13 @@ fn run(cfg: &Config) {
         }
     }
     println!(
-        "OLD dovecot 127.0.0.1:{} (Slash), NEW dovecot 127.0.0.1:{} (Slash), mail_fsync=never, {} CPUs, load average {}",
+        "OLD {} 127.0.0.1:{} ({:?}), NEW dovecot 127.0.0.1:{} (Slash), mail_fsync=never, {} CPUs, load average {}",
+        match cfg.old {
+            OldKind::Dovecot => "dovecot",
+            OldKind::Courier => "courier",
+        },
         old.port(),
+        old.server.layout(),
         new.port(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg()
@@ -191,38 +258,44 @@ fn run(cfg: &Config) {
     // 1. Seed OLD (untimed).
     let t = Instant::now();
     let seed = Arc::new(generate(cfg.messages));
-    rt.block_on(append_account(old.port(), "alice", seed.clone(), 4))
-        .unwrap_or_else(|e| panic!("seeding OLD failed: {e}"));
+    match cfg.old {
+        OldKind::Dovecot => rt
+            .block_on(append_account(old.port(), "alice", seed.clone(), 4))
+            .unwrap_or_else(|e| panic!("seeding OLD failed: {e}")),
+        OldKind::Courier => append_one_by_one(&old, "alice", &seed),
+    }
     drop(seed);
-    let old_counts = counts(&old, "alice");
-    let total: u64 = old_counts.values().map(|c| c.0 as u64).sum();
-    let bytes: u64 = old_counts.values().map(|c| c.1).sum();
+    let old_counts = counts(&*old.server, "alice");
+    let total: u64 = old_counts.values().map(|&n| u64::from(n)).sum();
     println!(
-        "seeded OLD alice in {:.1}s: {total} messages, {:.1} MB in {} folders",
+        "seeded OLD alice in {:.1}s: {total} messages in {} folders",
         t.elapsed().as_secs_f64(),
-        mb(bytes),
         FOLDERS.len()
     );
-    for (f, (n, b)) in &old_counts {
-        if *n > 0 {
-            println!("    {f:<16} {n:>6} msgs {:>8.1} MB", mb(*b));
-        }
-    }
 
     // Read everything back from OLD (untimed) for the raw ceiling, and learn UIDs and flags.
     let t = Instant::now();
     let account = Arc::new(read_account(&old, "alice"));
     let (biggest, median) = size_stats(&account);
+    let bytes: u64 = account
+        .iter()
+        .flat_map(|(_, m)| m.iter().map(|m| m.body.len()))
+        .sum();
     println!(
-        "read OLD into memory in {:.1}s (median {:.1} KB, biggest {:.2} MB)",
+        "read OLD into memory in {:.1}s: {:.1} MB (median {:.1} KB, biggest {:.2} MB)",
         t.elapsed().as_secs_f64(),
+        mb(bytes),
         median as f64 / 1e3,
         mb(biggest)
     );
+    for (f, mails) in account.iter() {
+        let b: u64 = mails.iter().map(|m| m.body.len()).sum();
+        println!("    {f:<16} {:>6} msgs {:>8.1} MB", mails.len(), mb(b));
+    }
 
     let state_dir = tempfile::tempdir().expect("tempdir");
     let state = |r: usize| state_dir.path().join(format!("ferry{r}.db"));
-    let cpu = Cpu::new(&old, &new);
+    let cpu = Cpu::from_roots(old.root, master_pid(&new.config_path()));
     let mut rows: Vec<Row> = Vec::new();
 
     // 2. Initial copies, interleaved so that background load hits all three alike; round 0 is
@@ -334,7 +407,7 @@ fn run(cfg: &Config) {
     // 4. Delta: flag changes and new mail on OLD (untimed), then every user catches up.
     println!("\n== delta passes");
     let added = change_old(&old, &account, cfg.messages as u64);
-    let old_counts = counts(&old, "alice");
+    let old_counts = counts(&*old.server, "alice");
     for r in 1..=cfg.reps {
         let user = format!("ferry{r}");
         let mut row = ferry_pass(
@@ -368,8 +441,14 @@ fn run(cfg: &Config) {
         loadavg()
     );
     println!(
-        "reproduce: cargo run --release --example bench -- --messages {} --connections {k} --reps {}",
-        cfg.messages, cfg.reps
+        "reproduce: cargo run --release --example bench -- --messages {} --connections {k} --reps {}{}",
+        cfg.messages,
+        cfg.reps,
+        if cfg.old == OldKind::Courier {
+            " --old courier"
+        } else {
+            ""
+        }
     );
 }
 
@@ -652,14 +731,34 @@ fn size_stats(account: &Account) -> (u64, u64) {
     )
 }
 
-/// Every message of `user` on `d`, folder by folder (untimed; RawImap).
-fn read_account(d: &Dovecot, user: &str) -> Account {
-    let mut imap = RawImap::connect(d.host(), d.port());
+/// Seeds OLD one APPEND at a time (a server without MULTIAPPEND or LITERAL+; untimed).
+fn append_one_by_one(old: &Old, user: &str, account: &Account) {
+    let mut imap = RawImap::connect(old.server.host(), old.port());
+    imap.login(user, PW);
+    for (folder, mails) in account {
+        let name = old.name(folder);
+        if folder != "INBOX" {
+            imap.create(&name);
+        }
+        for m in mails {
+            let Body::Mem(bytes) = &m.body else {
+                unreachable!("generated mail is in memory")
+            };
+            let flags: Vec<&str> = m.flags.iter().map(String::as_str).collect();
+            imap.append(&name, &flags, m.date.as_deref(), bytes);
+        }
+    }
+    imap.logout();
+}
+
+/// Every message of OLD's `user`, folder by folder (untimed; RawImap).
+fn read_account(old: &Old, user: &str) -> Account {
+    let mut imap = RawImap::connect(old.server.host(), old.port());
     imap.login(user, PW);
     let mut out = Vec::new();
     for (folder, _) in FOLDERS {
         let mails = imap
-            .uid_fetch_all(folder)
+            .uid_fetch_all(&old.name(folder))
             .into_iter()
             .map(|m| Mail {
                 flags: m.flags.into_iter().collect(),
@@ -674,8 +773,8 @@ fn read_account(d: &Dovecot, user: &str) -> Account {
     out
 }
 
-/// Per selectable folder: (messages, bytes) from `STATUS (MESSAGES SIZE)`.
-fn counts(d: &Dovecot, user: &str) -> BTreeMap<String, (u32, u64)> {
+/// Per selectable folder, by its layout-independent name: its message count.
+fn counts(d: &dyn ImapServer, user: &str) -> BTreeMap<String, u32> {
     let mut imap = RawImap::connect(d.host(), d.port());
     imap.login(user, PW);
     let mut out = BTreeMap::new();
@@ -685,42 +784,29 @@ fn counts(d: &Dovecot, user: &str) -> BTreeMap<String, (u32, u64)> {
         }) {
             continue;
         }
-        let (lines, tagged) = imap.raw(&format!("STATUS \"{name}\" (MESSAGES SIZE)"));
+        let (lines, tagged) = imap.raw(&format!("STATUS \"{name}\" (MESSAGES)"));
         assert!(tagged.starts_with("OK"), "STATUS {name}: {tagged}");
-        let line = lines
+        let n = lines
             .iter()
-            .find(|l| l.starts_with("* STATUS"))
-            .expect("STATUS");
-        let num = |key: &str| -> u64 {
-            let words: Vec<&str> = line
-                .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-                .collect();
-            words
-                .iter()
-                .position(|w| w.eq_ignore_ascii_case(key))
-                .and_then(|p| words.get(p + 1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        out.insert(name, (num("MESSAGES") as u32, num("SIZE")));
+            .find_map(|l| l.split_once("(MESSAGES "))
+            .and_then(|(_, rest)| rest.trim_end_matches(')').trim().parse().ok())
+            .unwrap_or_else(|| panic!("no MESSAGES in STATUS {name}: {lines:?}"));
+        out.insert(d.layout().normalize(&name), n);
     }
     imap.logout();
     out
 }
 
 /// "OK (n/n)" when every OLD folder holds as many messages on NEW, else "MISMATCH" and where.
-fn check(old: &BTreeMap<String, (u32, u64)>, new: &BTreeMap<String, (u32, u64)>) -> String {
+fn check(old: &BTreeMap<String, u32>, new: &BTreeMap<String, u32>) -> String {
     let mut bad = Vec::new();
-    for (f, (n, _)) in old {
-        let got = new.get(f).map_or(0, |c| c.0);
+    for (f, n) in old {
+        let got = new.get(f).copied().unwrap_or(0);
         if got != *n {
             bad.push(format!("{f}: {got}/{n}"));
         }
     }
-    let (o, n): (u32, u32) = (
-        old.values().map(|c| c.0).sum(),
-        new.values().map(|c| c.0).sum(),
-    );
+    let (o, n): (u32, u32) = (old.values().sum(), new.values().sum());
     if bad.is_empty() {
         format!("OK ({n}/{o})")
     } else {
@@ -730,9 +816,9 @@ fn check(old: &BTreeMap<String, (u32, u64)>, new: &BTreeMap<String, (u32, u64)>)
 
 /// 50 flag changes (+\Seen, -\Seen, +\Flagged, a keyword) and 20 new messages on OLD.
 /// Returns the bytes added.
-fn change_old(old: &Dovecot, account: &Account, first_id: u64) -> u64 {
+fn change_old(old: &Old, account: &Account, first_id: u64) -> u64 {
     let mut rng = Rng::new(0xDE17A);
-    let mut imap = RawImap::connect(old.host(), old.port());
+    let mut imap = RawImap::connect(old.server.host(), old.port());
     imap.login("alice", PW);
     // Distinct messages, spread over the folders.
     let mut picked: BTreeSet<(usize, usize)> = BTreeSet::new();
@@ -754,7 +840,7 @@ fn change_old(old: &Dovecot, account: &Account, first_id: u64) -> u64 {
             1 => ("+FLAGS", "\\Flagged"),
             _ => ("+FLAGS", "$Label2"),
         };
-        imap.uid_store(folder, mail.uid, op, &[flag]);
+        imap.uid_store(&old.name(folder), mail.uid, op, &[flag]);
         *ops.entry(if op == "+FLAGS" { "+" } else { "-" })
             .or_default() += 1;
     }
@@ -766,7 +852,7 @@ fn change_old(old: &Dovecot, account: &Account, first_id: u64) -> u64 {
         };
         let flags: Vec<&str> = mail.flags.iter().map(String::as_str).collect();
         imap.append(
-            FOLDERS[j % FOLDERS.len()].0,
+            &old.name(FOLDERS[j % FOLDERS.len()].0),
             &flags,
             mail.date.as_deref(),
             bytes,
@@ -900,7 +986,7 @@ async fn connect(port: u16, user: &str) -> Result<Client, String> {
 fn ferry_pass(
     launcher: &mut Launcher,
     exe: &Path,
-    old: &Dovecot,
+    old: &Old,
     new: &Dovecot,
     new_user: &str,
     state: &Path,
@@ -1097,7 +1183,7 @@ fn child_cli(args: &[String]) {
 /// (no NEW IMAP server involved) and reads OLD over one imapc connection.
 fn dsync_pass(
     launcher: &mut Launcher,
-    old: &Dovecot,
+    old: &Old,
     new: &Dovecot,
     new_user: &str,
     cpu: &Cpu,
@@ -1118,6 +1204,12 @@ fn dsync_pass(
     ] {
         args.push("-o".to_string());
         args.push(o);
+    }
+    if !old.server.prefix().is_empty() {
+        // OLD's folders live below its namespace prefix ("INBOX."); imapc then shows
+        // "INBOX.Archive" as "Archive", as NEW names it.
+        let prefix = old.server.prefix().trim_end_matches(old.server.sep());
+        args.extend(["-o".to_string(), format!("imapc_list_prefix={prefix}")]);
     }
     args.extend(["backup", "-R", "-u", new_user, "imapc:"].map(String::from));
     let c0 = cpu.sample();

@@ -112,7 +112,7 @@ pub fn tree_ticks(procs: &Procs, root: i32) -> f64 {
     total
 }
 
-/// CPU time of both Dovecot process trees.
+/// CPU time of both servers' process trees.
 pub struct Cpu {
     old: i32,
     new: i32,
@@ -121,13 +121,17 @@ pub struct Cpu {
 
 impl Cpu {
     pub fn new(old: &Dovecot, new: &Dovecot) -> Cpu {
+        Cpu::from_roots(
+            master_pid(&old.config_path()),
+            master_pid(&new.config_path()),
+        )
+    }
+
+    /// The trees below these two processes (a Dovecot master, a Courier's couriertcpd).
+    pub fn from_roots(old: i32, new: i32) -> Cpu {
         // SAFETY: sysconf has no preconditions.
         let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Cpu {
-            old: master_pid(&old.config_path()),
-            new: master_pid(&new.config_path()),
-            tick,
-        }
+        Cpu { old, new, tick }
     }
 
     pub fn sample(&self) -> (f64, f64) {

@@ -14,7 +14,7 @@ use tokio_rustls::TlsConnector;
 
 use super::reader::{self, Body};
 use super::response::{self, Code, Fetch, Response, Status, Untagged};
-use super::transport::{ConnectOptions, Security, Stream};
+use super::transport::{ConnectOptions, QuickAck, Security, Stream};
 use super::{ImapError, Result, Side, uidset};
 use crate::secret::Secret;
 
@@ -234,7 +234,7 @@ impl Client {
             }
             Ok(r) => r.map_err(connect_err)?,
         };
-        tcp.set_nodelay(true).map_err(connect_err)?;
+        let tcp = QuickAck::new(tcp).map_err(connect_err)?;
         let stream = match opts.security {
             Security::Tls => Stream::Tls(Box::new(
                 tls_handshake(tcp, opts).await.map_err(connect_err)?,
@@ -1402,9 +1402,9 @@ fn plain_token(authzid: Option<&str>, authcid: &str, password: &Secret) -> Strin
 }
 
 async fn tls_handshake(
-    tcp: TcpStream,
+    tcp: QuickAck,
     opts: &ConnectOptions,
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+) -> std::io::Result<tokio_rustls::client::TlsStream<QuickAck>> {
     let config = crate::tls::shared_client_config(opts.tls.verify, opts.tls.ca_file.as_deref())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let name = rustls_pki_types::ServerName::try_from(opts.host.clone())

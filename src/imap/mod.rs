@@ -16,6 +16,7 @@ pub use client::{AppendMsg, Capabilities, Client, Done, ListEntry, MailboxInfo, 
 pub use error::{ImapError, Result};
 pub use reader::{Body, SPOOL_THRESHOLD};
 pub use response::{Code, Fetch, Response, Status, Untagged};
+pub(crate) use transport::QuickAck;
 pub use transport::{ConnectOptions, Security, TlsOptions};
 
 use std::fmt;

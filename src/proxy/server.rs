@@ -30,6 +30,7 @@ use super::throttle::LoginThrottle;
 use super::upstream::Early;
 use crate::cidr::{self, Cidr};
 use crate::config::{Config, Security, ValidationError};
+use crate::imap::QuickAck;
 use crate::lock::Swap;
 use crate::migrate::Migrator;
 use crate::ops;
@@ -434,7 +435,6 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
     // The settings in force now serve this connection to its end, whatever a reload does.
     let settings = shared.settings.get();
     let _open = settings.metrics.connection();
-    let _ = tcp.set_nodelay(true);
     unacknowledged_for(
         &tcp,
         Duration::from_secs(settings.limits.write_timeout_secs),
@@ -482,6 +482,13 @@ async fn connection(mut tcp: TcpStream, peer: SocketAddr, tls: bool, shared: Arc
             .write_all(b"* BYE Too many connections from your address\r\n")
             .await;
         return;
+    };
+    let tcp = match QuickAck::new(tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            debug!("TCP_NODELAY: {e}");
+            return;
+        }
     };
     // NEW's connection is opened while the client is busy with TLS, the greeting and its
     // LOGIN; it lives inside this connection's limits and ends with it.

@@ -27,6 +27,7 @@ use super::session::{
     stopped,
 };
 use crate::config::Security;
+use crate::imap::QuickAck;
 use crate::secret::Secret;
 
 /// Connecting to NEW, and logging in once connected.
@@ -195,7 +196,7 @@ async fn connect(settings: &Settings) -> Result<Upstream, UpstreamError> {
     let tcp = TcpStream::connect(address)
         .await
         .map_err(UpstreamError::Connect)?;
-    tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    let tcp = QuickAck::new(tcp).map_err(UpstreamError::Connect)?;
     let host = address
         .rsplit_once(':')
         .map_or(address, |(h, _)| h)

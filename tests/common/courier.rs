@@ -146,6 +146,12 @@ impl Courier {
         self.child.is_some()
     }
 
+    /// The process at the root of the instance's tree (authdaemond, couriertcpd and every
+    /// session descend from it): benchmarks measure the server's CPU from here.
+    pub fn root_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Graceful stop (SIGTERM to every process, SIGKILL after 5 s); data and port are kept.
     pub fn stop(&mut self) {
         self.terminate();
