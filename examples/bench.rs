@@ -1,6 +1,6 @@
 //! Throughput benchmark: imapferry against Dovecot's own migrator (dsync over imapc) and against
 //! the raw ceiling of a pipelined MULTIAPPEND, on two private Dovecot 2.3 instances
-//! (OLD and NEW, both `Layout::Slash`, `mail_fsync = never`), or a Courier-IMAP OLD.
+//! (OLD and NEW, both `Layout::Slash`, `mail_fsync = never`), or a Courier-IMAP or Cyrus OLD.
 //!
 //! Why: DESIGN.md §3 promises a pipelined copy (many FETCHes in flight, LITERAL+/MULTIAPPEND on
 //! NEW) and a no-change pass that costs one STATUS per folder. This measures how close the initial
@@ -26,9 +26,10 @@
 //! one line per folder with its busy/idle time.
 //!
 //! Usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R]
-//!        [--old dovecot|courier] [--ferry-exe PATH]
+//!        [--old dovecot|courier|cyrus] [--ferry-exe PATH]
 //! `--old courier` puts OLD's account on a real Courier-IMAP (`INBOX.` prefix, `.` separator; no
-//! CONDSTORE, LITERAL+ or MULTIAPPEND; seeded one APPEND at a time), and dsync then reads it with
+//! CONDSTORE, LITERAL+ or MULTIAPPEND; seeded one APPEND at a time), `--old cyrus` on a real Cyrus
+//! IMAP 3.6 (the same names; CONDSTORE and MULTIAPPEND); dsync then reads it with
 //! `imapc_list_prefix=INBOX`.
 //! `--ferry-exe` names this benchmark built from another revision: each round then also runs its
 //! initial copy (row a'), interleaved with this build's, and the ratio of their CPU is printed.
@@ -46,7 +47,7 @@ use std::time::Instant;
 
 use common::seed::{Rng, imap_date};
 use common::{
-    Courier, Dovecot, DovecotOptions, ImapServer, Layout, RawImap, lognormal_size, message,
+    Courier, Cyrus, Dovecot, DovecotOptions, ImapServer, Layout, RawImap, lognormal_size, message,
 };
 use imapferry::imap::{AppendMsg, Body, Client, Side};
 use imapferry::secret::Secret;
@@ -118,7 +119,8 @@ fn main() {
             cfg.old = match it.next().map(String::as_str) {
                 Some("dovecot") => OldKind::Dovecot,
                 Some("courier") => OldKind::Courier,
-                _ => usage("--old takes dovecot or courier"),
+                Some("cyrus") => OldKind::Cyrus,
+                _ => usage("--old takes dovecot, courier or cyrus"),
             };
             continue;
         }
@@ -150,7 +152,7 @@ fn usage(why: &str) -> ! {
         eprintln!("bench: {why}");
     }
     eprintln!(
-        "usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R] [--old dovecot|courier] [--ferry-exe PATH]"
+        "usage: cargo run --release --example bench -- [--messages N] [--connections K] [--reps R] [--old dovecot|courier|cyrus] [--ferry-exe PATH]"
     );
     std::process::exit(2);
 }
@@ -175,6 +177,18 @@ enum OldKind {
     Dovecot,
     /// Courier-IMAP: `INBOX.` prefix, `.` separator, no CONDSTORE, LITERAL+ or MULTIAPPEND.
     Courier,
+    /// Cyrus IMAP 3.6: `INBOX.` prefix, `.` separator, CONDSTORE, LITERAL+ and MULTIAPPEND.
+    Cyrus,
+}
+
+impl OldKind {
+    fn name(self) -> &'static str {
+        match self {
+            OldKind::Dovecot => "dovecot",
+            OldKind::Courier => "courier",
+            OldKind::Cyrus => "cyrus",
+        }
+    }
 }
 
 /// OLD's server, and the process its CPU is measured below.
@@ -200,6 +214,14 @@ impl Old {
             OldKind::Courier => {
                 let c = Courier::start();
                 let root = c.root_pid().expect("courier runs") as i32;
+                Old {
+                    server: Box::new(c),
+                    root,
+                }
+            }
+            OldKind::Cyrus => {
+                let c = Cyrus::start();
+                let root = c.root_pid().expect("cyrus runs") as i32;
                 Old {
                     server: Box::new(c),
                     root,
@@ -244,10 +266,7 @@ fn run(cfg: &Config) {
     }
     println!(
         "OLD {} 127.0.0.1:{} ({:?}), NEW dovecot 127.0.0.1:{} (Slash), mail_fsync=never, {} CPUs, load average {}",
-        match cfg.old {
-            OldKind::Dovecot => "dovecot",
-            OldKind::Courier => "courier",
-        },
+        cfg.old.name(),
         old.port(),
         old.server.layout(),
         new.port(),
@@ -257,9 +276,14 @@ fn run(cfg: &Config) {
 
     // 1. Seed OLD (untimed).
     let t = Instant::now();
-    let seed = Arc::new(generate(cfg.messages));
+    // The same folders under OLD's own names ("INBOX.Projects.2024" on Courier and Cyrus).
+    let mut seed = generate(cfg.messages);
+    for (folder, _) in &mut seed {
+        *folder = old.name(folder);
+    }
+    let seed = Arc::new(seed);
     match cfg.old {
-        OldKind::Dovecot => rt
+        OldKind::Dovecot | OldKind::Cyrus => rt
             .block_on(append_account(old.port(), "alice", seed.clone(), 4))
             .unwrap_or_else(|e| panic!("seeding OLD failed: {e}")),
         OldKind::Courier => append_one_by_one(&old, "alice", &seed),
@@ -444,10 +468,9 @@ fn run(cfg: &Config) {
         "reproduce: cargo run --release --example bench -- --messages {} --connections {k} --reps {}{}",
         cfg.messages,
         cfg.reps,
-        if cfg.old == OldKind::Courier {
-            " --old courier"
-        } else {
-            ""
+        match cfg.old {
+            OldKind::Dovecot => String::new(),
+            other => format!(" --old {}", other.name()),
         }
     );
 }
@@ -735,17 +758,16 @@ fn size_stats(account: &Account) -> (u64, u64) {
 fn append_one_by_one(old: &Old, user: &str, account: &Account) {
     let mut imap = RawImap::connect(old.server.host(), old.port());
     imap.login(user, PW);
-    for (folder, mails) in account {
-        let name = old.name(folder);
-        if folder != "INBOX" {
-            imap.create(&name);
+    for (name, mails) in account {
+        if name != "INBOX" {
+            imap.create(name);
         }
         for m in mails {
             let Body::Mem(bytes) = &m.body else {
                 unreachable!("generated mail is in memory")
             };
             let flags: Vec<&str> = m.flags.iter().map(String::as_str).collect();
-            imap.append(&name, &flags, m.date.as_deref(), bytes);
+            imap.append(name, &flags, m.date.as_deref(), bytes);
         }
     }
     imap.logout();

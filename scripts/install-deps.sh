@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need on Debian: Dovecot (imapd + core with
-# doveadm), Courier-IMAP (a second OLD server type, tests/common/courier.rs), openssl, the mail
+# doveadm), Courier-IMAP and Cyrus IMAP (more OLD server types, tests/common/{courier,cyrus}.rs,
+# the latter through scripts/install-cyrus.sh), openssl, the mail
 # clients tests/proxy_clients.rs drives through the proxy (mbsync from isync, curl; those tests
 # fail without them), python3 (imaplib clients in the proxy tests), and what scripts/package.sh
 # checks the Debian package with (systemd-analyze from systemd, man from man-db), and PostgreSQL
@@ -47,3 +48,5 @@ if [ ! -x "$COURIER_IMAP/usr/lib/courier/courier/imaplogin" ]; then
   $SUDO dpkg-deb -x "$tmp"/courier-imap_*.deb "$COURIER_IMAP"
   rm -rf "$tmp"
 fi
+# Cyrus IMAP, a third OLD server type (tests/common/cyrus.rs), unpacked the same way.
+"$(dirname "$0")/install-cyrus.sh"

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod certs;
 pub mod cli;
 pub mod courier;
+pub mod cyrus;
 pub mod dovecot;
 pub mod engine;
 pub mod hostile;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod tlsimap;
 
 pub use courier::Courier;
+pub use cyrus::Cyrus;
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir, free_port};
 pub use engine::{Print, endpoint as engine_endpoint};
 pub use hostile::{HostileSummary, seed_hostile};
