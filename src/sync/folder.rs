@@ -152,22 +152,34 @@ pub(crate) async fn sync_folder(
         let old_readonly = !opts.delete1 || opts.dry;
         // --resyncflags compares every message's flags: both sides are read whole.
         let known = |k: Option<MailboxState>| k.filter(|_| !opts.resync_flags_host1_wins);
-        let o = match scan(old, &pair.old_name, (old_readonly, false), true, known(pair.old)).await {
+        // NEW gets CONDSTORE only once there is a recorded state to compare with: a first pass fills
+        // the folder faster without it (see `Client::select_with`); its final STATUS records the modseq.
+        // NEW is read read-only: a read-write SELECT would take `\Recent` from the user. It is
+        // selected read-write only when the pass writes there.
+        let new_condstore = pair.new.is_some();
+        // Both sides are read at once, each on its own connection.
+        let (o, n) = tokio::join!(
+            scan(old, &pair.old_name, (old_readonly, false), true, known(pair.old)),
+            scan(new, &pair.new_name, (true, false), new_condstore, known(pair.new)),
+        );
+        let o = match o {
             Err(e @ ImapError::Refused { .. }) => {
                 tally.error(format!("Could not select: {} {e}", pair.old_name));
                 return Ok(());
             }
             other => other?,
         };
-        // NEW gets CONDSTORE only once there is a recorded state to compare with: a first pass fills
-        // the folder faster without it (see `Client::select_with`); its final STATUS records the modseq.
-        // NEW is read read-only: a read-write SELECT would take `\Recent` from the user. It is
-        // selected read-write only when the pass writes there.
-        let new_condstore = pair.new.is_some();
         // A NEW folder missing while the user's writes are not settled is their RENAME or DELETE
         // on its way to OLD: creating it would bring the folder back under the name they left.
+        // Otherwise one that cannot be selected is created (only once OLD's could be) and read again.
         let create = !opts.dry && tally.observer.new_settled(&pair.new_name);
-        let n = match scan(new, &pair.new_name, (true, create), new_condstore, known(pair.new)).await {
+        let n = match n {
+            Err(ImapError::Refused { .. }) if create => {
+                scan(new, &pair.new_name, (true, true), new_condstore, known(pair.new)).await
+            }
+            other => other,
+        };
+        let n = match n {
             Err(e @ ImapError::Refused { .. }) if opts.dry => {
                 // The folder does not exist yet on NEW: everything would be copied.
                 let _ = e;
