@@ -444,8 +444,7 @@ pub async fn sync_account(
                     Err(e) => return Err(e),
                 }
             }
-            old.logout().await;
-            new.logout().await;
+            tokio::join!(old.logout(), new.logout());
             Ok(())
         });
         for result in futures_join_all(work).await {
