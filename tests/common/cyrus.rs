@@ -476,6 +476,8 @@ impl Syslog {
                             break;
                         }
                     }
+                    // A signal to this thread (EINTR) loses nothing: read on.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
