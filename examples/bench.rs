@@ -199,35 +199,27 @@ struct Old {
 
 impl Old {
     fn start(kind: OldKind) -> Old {
-        match kind {
+        let (server, root): (Box<dyn ImapServer>, i32) = match kind {
             OldKind::Dovecot => {
                 let d = Dovecot::start_with(DovecotOptions {
                     layout: Layout::Slash,
                     ..Default::default()
                 });
                 let root = master_pid(&d.config_path());
-                Old {
-                    server: Box::new(d),
-                    root,
-                }
+                (Box::new(d), root)
             }
             OldKind::Courier => {
                 let c = Courier::start();
-                let root = c.root_pid().expect("courier runs") as i32;
-                Old {
-                    server: Box::new(c),
-                    root,
-                }
+                let root = c.root_pid().expect("courier runs");
+                (Box::new(c), root as i32)
             }
             OldKind::Cyrus => {
                 let c = Cyrus::start();
-                let root = c.root_pid().expect("cyrus runs") as i32;
-                Old {
-                    server: Box::new(c),
-                    root,
-                }
+                let root = c.root_pid().expect("cyrus runs");
+                (Box::new(c), root as i32)
             }
-        }
+        };
+        Old { server, root }
     }
 
     fn port(&self) -> u16 {

@@ -1,5 +1,6 @@
 //! The byte stream under a client: TCP (TCP_NODELAY and quick ACKs, see the Nagle trap in the
-//! reference) or TLS over TCP, and how to reach a server (host, port, security, certificate checks, timeout).
+//! reference) or TLS over TCP, and how to reach a server (host, port, security, certificate
+//! checks, timeout).
 
 use std::io;
 use std::path::PathBuf;
@@ -203,7 +204,8 @@ mod tests {
             let mut cmd = [0u8; 8];
             s.read_exact(&mut cmd).await.expect("command");
             s.write_all(b"a OK\r\n").await.expect("reply");
-            done_rx.await.ok(); // keep the connection open until the client has looked
+            // The connection stays open until the client has looked.
+            done_rx.await.expect("the client says when it has looked");
         });
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let mut stream = QuickAck::new(tcp).expect("nodelay");
@@ -214,7 +216,7 @@ mod tests {
             .tcp_quickack()
             .expect("getsockopt");
         assert!(quick, "the socket is back in delayed-ACK mode after a read");
-        done_tx.send(()).ok();
+        done_tx.send(()).expect("the server waits for this");
         server.await.expect("server");
     }
 }
