@@ -931,11 +931,36 @@ impl Client {
         readonly: bool,
         condstore: bool,
     ) -> Result<MailboxInfo> {
+        let tag = self.send_select(mailbox, readonly, condstore).await?;
+        self.wait_select(&tag, mailbox, readonly).await
+    }
+
+    /// Sends SELECT/EXAMINE (see [`Client::select_with`]) without waiting, so that commands on the
+    /// mailbox can follow it at once; [`Client::wait_select`] reads its answer. A command sent
+    /// behind a SELECT that fails is refused too (nothing is selected).
+    pub async fn send_select(
+        &mut self,
+        mailbox: &str,
+        readonly: bool,
+        condstore: bool,
+    ) -> Result<String> {
         let verb = if readonly { "EXAMINE " } else { "SELECT " };
         let mut cmd = Cmd::new(verb).string(mailbox);
         if condstore && self.caps.has("CONDSTORE") {
             cmd = cmd.text(" (CONDSTORE)");
         }
+        // A failed SELECT leaves nothing selected (RFC 9051 §6.3.2).
+        self.selected = None;
+        self.send(cmd).await
+    }
+
+    /// The answer to [`Client::send_select`]'s command `tag`.
+    pub async fn wait_select(
+        &mut self,
+        tag: &str,
+        mailbox: &str,
+        readonly: bool,
+    ) -> Result<MailboxInfo> {
         let mut info = MailboxInfo {
             readonly,
             ..MailboxInfo::default()
@@ -948,15 +973,15 @@ impl Client {
             Some(Code::ReadOnly) => info.readonly = true,
             _ => {}
         };
-        // A failed SELECT leaves nothing selected (RFC 9051 §6.3.2).
-        self.selected = None;
+        let verb = if readonly { "EXAMINE" } else { "SELECT" };
         let done = self
-            .run_ok(cmd, |u| match u {
+            .wait(tag, |u| match u {
                 Untagged::Exists(n) => info.exists = n,
                 Untagged::Status { code, .. } => apply(&code, &mut info),
                 _ => {}
             })
-            .await?;
+            .await?
+            .ok(self.side, verb)?;
         apply(&done.code, &mut info);
         if info.readonly {
             // A read-only view answers `PERMANENTFLAGS ()` (nothing can be changed through it):

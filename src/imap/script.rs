@@ -19,6 +19,9 @@ pub(crate) struct Step {
     /// Once the command arrived: says so, then answers only after the test says go (what the
     /// test does in between happens while the client waits for this answer).
     pub gate: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>,
+    /// The answer is held until the next command has arrived: the client must send that one
+    /// without waiting for this answer (pipelining), or the dialogue fails.
+    pub pipelined: bool,
 }
 
 /// `expect` → `answer` (`$tag` is replaced; lines end with CRLF as given).
@@ -27,6 +30,15 @@ pub(crate) fn step(expect: &str, answer: &str) -> Step {
         expect: expect.to_string(),
         answer: answer.to_string(),
         gate: None,
+        pipelined: false,
+    }
+}
+
+/// A [`step`] whose answer waits for the client's next command (see [`Step::pipelined`]).
+pub(crate) fn pipelined_step(expect: &str, answer: &str) -> Step {
+    Step {
+        pipelined: true,
+        ..step(expect, answer)
     }
 }
 
@@ -61,8 +73,12 @@ pub(crate) async fn serve(
         let io = |e: std::io::Error| e.to_string();
         write.write_all(greeting.as_bytes()).await.map_err(io)?;
         let mut seen = Vec::new();
+        let mut ahead = None;
         for step in steps {
-            let command = read_command(&mut read, &mut write).await?;
+            let command = match ahead.take() {
+                Some(command) => command,
+                None => read_command(&mut read, &mut write).await?,
+            };
             let (tag, rest) = command.split_once(' ').unwrap_or((&command, ""));
             if !rest.starts_with(&step.expect) {
                 return Err(format!(
@@ -74,6 +90,18 @@ pub(crate) async fn serve(
                 let _ = arrived.send(());
                 go.await
                     .map_err(|_| "the test never released the answer".to_string())?;
+            }
+            if step.pipelined {
+                let next = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    read_command(&mut read, &mut write),
+                );
+                ahead = Some(next.await.map_err(|_| {
+                    format!(
+                        "the client waited for the answer to {:?} before sending its next command",
+                        step.expect
+                    )
+                })??);
             }
             let answer = step.answer.replace("$tag", tag);
             write.write_all(answer.as_bytes()).await.map_err(io)?;

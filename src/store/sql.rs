@@ -3,7 +3,6 @@
 //! `VALUES`, `RETURNING`). Each backend compiles
 //! `statements.rs`, the [`Store`](super::Store) implementation, for its own pool.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{MailboxState, PairId, Result, StoreError};
@@ -65,6 +64,8 @@ pub(super) fn tuples(rows: usize, width: usize, first: usize) -> String {
 /// after them and written after them) stay `?N`, and only they are scanned. `None` for a
 /// statement written otherwise.
 pub(super) fn plain_params(sql: &str) -> Option<String> {
+    // Runs for every batch statement built: one scan, a count per number, no allocation per
+    // parameter.
     let mut params = Vec::new(); // (start, end, number) of each `$N`
     let bytes = sql.as_bytes();
     let mut i = 0;
@@ -75,30 +76,30 @@ pub(super) fn plain_params(sql: &str) -> Option<String> {
             .count();
         if bytes[i] == b'$' && digits > 0 {
             let end = i + 1 + digits;
-            params.push((i, end, sql[i + 1..end].parse::<usize>().unwrap_or(0)));
+            params.push((i, end, sql[i + 1..end].parse::<usize>().ok()?));
             i = end;
         } else {
             i += 1;
         }
     }
-    let mut count = BTreeMap::new();
+    // A number above the count of parameters leaves a gap: not plain (and not counted).
+    let mut uses = vec![0u32; params.len() + 1];
     for p in &params {
-        *count.entry(p.2).or_insert(0) += 1;
+        *uses.get_mut(p.2)? += 1;
     }
-    let uses = |n: usize| count[&n];
-    let once = params.iter().take_while(|p| uses(p.2) == 1).count();
+    let once = params.iter().take_while(|p| uses[p.2] == 1).count();
     let plain = params[..once].iter().enumerate().all(|(i, p)| p.2 == i + 1)
-        && params[once..].iter().all(|p| p.2 > once && uses(p.2) > 1);
+        && params[once..].iter().all(|p| p.2 > once && uses[p.2] > 1);
     if !plain {
         return None;
     }
     let mut out = String::with_capacity(sql.len());
     let mut last = 0;
-    for (k, (start, end, n)) in params.iter().enumerate() {
+    for (k, (start, end, _)) in params.iter().enumerate() {
         out.push_str(&sql[last..*start]);
         out.push('?');
         if k >= once {
-            out.push_str(&n.to_string());
+            out.push_str(&sql[start + 1..*end]);
         }
         last = *end;
     }
@@ -226,6 +227,7 @@ mod tests {
                 "WITH v (uid) AS (VALUES ($1), ($2)) SELECT x FROM r WHERE p = $3 OR q = $3",
                 Some("WITH v (uid) AS (VALUES (?), (?)) SELECT x FROM r WHERE p = ?3 OR q = ?3"),
             ),
+            ("SELECT $1, $2, $2", Some("SELECT ?, ?2, ?2")),
             // Out of order, a gap, a shared one before the others.
             ("SELECT $2, $1", None),
             ("SELECT $1, $3", None),

@@ -621,12 +621,14 @@ async fn new_state_after(
             messages: st.messages,
         });
     }
-    // The copy left NEW unselected, and a STORE's answer may have changed the view: read anew.
-    let mut state = state(&new.select_with(&pair.new_name, true, true).await?);
-    let mut changed = Vec::new();
+    // The copy left NEW unselected, and a STORE's answer may have changed the view: read anew,
+    // the EXAMINE and the FETCH in one round trip.
+    let examine = new.send_select(&pair.new_name, true, true).await?;
     let fetch = new
         .send_uid_fetch("1:*", "UID", &format!("CHANGEDSINCE {scanned}"))
         .await?;
+    let mut state = state(&new.wait_select(&examine, &pair.new_name, true).await?);
+    let mut changed = Vec::new();
     new.wait(&fetch, |u| {
         if let Untagged::Fetch(f) = u
             && let (Some(uid), Some(modseq)) = (f.uid, f.modseq)
@@ -657,21 +659,25 @@ async fn first_watermark(
     new: &mut Client,
     pair: &FolderPair,
 ) -> Result<MailboxState, SyncError> {
-    let mut state = state(&new.select_with(&pair.new_name, true, true).await?);
+    // The EXAMINE and the FETCH in one round trip.
+    let examine = new.send_select(&pair.new_name, true, true).await?;
+    let fetch = new.send_uid_fetch("1:*", "UID FLAGS", "").await?;
+    let mut state = state(&new.wait_select(&examine, &pair.new_name, true).await?);
+    let mut on_new = HashMap::new();
+    let done = new
+        .wait(&fetch, |u| {
+            if let Untagged::Fetch(f) = u
+                && let (Some(uid), Some(flags)) = (f.uid, f.flags)
+            {
+                on_new.insert(uid, FlagSet::from_iter(flags));
+            }
+        })
+        .await?;
     if state.messages == 0 {
+        // Some servers refuse `1:*` in an empty mailbox; there is nothing to compare.
         return Ok(state);
     }
-    let mut on_new = HashMap::new();
-    let fetch = new.send_uid_fetch("1:*", "UID FLAGS", "").await?;
-    new.wait(&fetch, |u| {
-        if let Untagged::Fetch(f) = u
-            && let (Some(uid), Some(flags)) = (f.uid, f.flags)
-        {
-            on_new.insert(uid, FlagSet::from_iter(flags));
-        }
-    })
-    .await?
-    .ok(new.side(), "UID FETCH")?;
+    done.ok(new.side(), "UID FETCH")?;
     let changed = store.links(pair.id).await?.iter().any(|l| {
         on_new
             .get(&l.new_uid)

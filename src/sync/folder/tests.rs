@@ -2,7 +2,7 @@
 //! answer the parser cannot turn into a message (the conservation check), and to a message NEW
 //! refuses over a flag.
 
-use crate::imap::script::{Step, serve, step};
+use crate::imap::script::{Step, pipelined_step, serve, step};
 use crate::imap::{Client, Side};
 use crate::store::{AccountKey, Phase, SqliteStore, Store};
 use crate::sync::{Event, Observer, Options, Tally};
@@ -89,8 +89,17 @@ async fn pass(
     old: Vec<Step>,
     new: Vec<Step>,
 ) -> (SqliteStore, i64, Vec<String>, crate::sync::Report) {
+    pass_with("IMAP4rev1 LITERAL+ UIDPLUS", old, new).await
+}
+
+/// [`pass`] against a NEW with these capabilities.
+async fn pass_with(
+    new_caps: &str,
+    old: Vec<Step>,
+    new: Vec<Step>,
+) -> (SqliteStore, i64, Vec<String>, crate::sync::Report) {
     let (old_opts, old_task) = serve("IMAP4rev1", old).await;
-    let (new_opts, new_task) = serve("IMAP4rev1 LITERAL+ UIDPLUS", new).await;
+    let (new_opts, new_task) = serve(new_caps, new).await;
     let mut old = Client::connect(&old_opts, Side::Old).await.unwrap();
     let mut new = Client::connect(&new_opts, Side::New).await.unwrap();
     let store = SqliteStore::open_memory().await.unwrap();
@@ -236,4 +245,36 @@ async fn a_flag_new_refuses_costs_the_flag_not_the_message() {
             (3, 2, String::new())
         ]
     );
+}
+
+#[tokio::test]
+async fn a_first_pass_reads_news_watermark_in_one_round_trip() {
+    // NEW has CONDSTORE: after the copy, the pass EXAMINEs with it and reads NEW's flags to vouch
+    // for the watermark. The FETCH goes out behind the EXAMINE, not after its answer.
+    let copy = format!(
+        "{}{}{}$tag OK done\r\n",
+        fetched(1, "\\Seen"),
+        fetched(2, ""),
+        fetched(3, "")
+    );
+    let old = old_inbox(["\\Seen", "", ""], copy, vec![]);
+    let mut new = new_inbox(vec![append("\\Seen", 1), append("", 2), append("", 3)]);
+    new.pop(); // no STATUS: the EXAMINE gives the state
+    new.extend([
+        pipelined_step(
+            "EXAMINE \"INBOX\" (CONDSTORE)",
+            "* 3 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\n* OK [UIDNEXT 4] x\r\n* OK [HIGHESTMODSEQ 7] x\r\n$tag OK [READ-ONLY] done\r\n",
+        ),
+        step(
+            "UID FETCH 1:* (UID FLAGS)",
+            "* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n* 2 FETCH (UID 2 FLAGS ())\r\n* 3 FETCH (UID 3 FLAGS ())\r\n$tag OK\r\n",
+        ),
+    ]);
+    let (store, _, log, report) = pass_with("IMAP4rev1 LITERAL+ UIDPLUS CONDSTORE", old, new).await;
+    assert!(report.errors.is_empty(), "{log:?}");
+    let pair = store.folder_pairs(1).await.unwrap().remove(0);
+    assert_eq!(pair.phase, Phase::Synced);
+    // Every copy holds the flags its link recorded: the modseq is the watermark.
+    let recorded = pair.new.unwrap();
+    assert_eq!((recorded.uidnext, recorded.highestmodseq), (4, 7));
 }
