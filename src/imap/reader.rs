@@ -10,7 +10,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
+};
 
 use super::{ImapError, Result, Side};
 
@@ -129,7 +131,7 @@ pub enum Part {
 }
 
 /// Reads one complete response. `Ok(None)` means the server closed the connection cleanly.
-pub async fn read_response<S: AsyncBufRead + Unpin>(
+pub async fn read_response<S: AsyncBufRead + AsyncRead + Unpin>(
     stream: &mut S,
     side: Side,
     timeout: Duration,
@@ -172,14 +174,23 @@ async fn fill<S: AsyncBufRead + Unpin>(
     side: Side,
     timeout: Duration,
 ) -> Result<&[u8]> {
-    match tokio::time::timeout(timeout, stream.fill_buf()).await {
+    within(side, timeout, stream.fill_buf()).await
+}
+
+/// A read of a response, bounded by `timeout`.
+async fn within<T>(
+    side: Side,
+    timeout: Duration,
+    read: impl Future<Output = std::io::Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(ImapError::Timeout {
             side,
             what: "a response".into(),
             secs: timeout.as_secs(),
         }),
         Ok(Err(source)) => Err(ImapError::Io { side, source }),
-        Ok(Ok(buf)) => Ok(buf),
+        Ok(Ok(value)) => Ok(value),
     }
 }
 
@@ -223,7 +234,7 @@ async fn read_line<S: AsyncBufRead + Unpin>(
     }
 }
 
-async fn read_literal<S: AsyncBufRead + Unpin>(
+async fn read_literal<S: AsyncBufRead + AsyncRead + Unpin>(
     stream: &mut S,
     len: u64,
     side: Side,
@@ -242,20 +253,20 @@ async fn read_literal<S: AsyncBufRead + Unpin>(
     });
     let mut left = len;
     while left > 0 {
-        let buf = fill(stream, side, timeout).await?;
-        if buf.is_empty() {
+        // Straight into `mem`: a buffered reader with nothing buffered hands a read larger than
+        // its buffer to the socket, saving a copy of the body.
+        let room = match spool {
+            Some(_) => (SPOOL_IO - mem.len()) as u64,
+            None => left,
+        };
+        let mut limited = (&mut *stream).take(left.min(room));
+        let n = within(side, timeout, limited.read_buf(&mut mem)).await?;
+        if n == 0 {
             return Err(ImapError::Closed {
                 side,
                 text: "in the middle of a literal".into(),
             });
         }
-        let room = match spool {
-            Some(_) => SPOOL_IO - mem.len(),
-            None => usize::MAX,
-        };
-        let n = buf.len().min(left as usize).min(room);
-        mem.extend_from_slice(&buf[..n]);
-        stream.consume(n);
         left -= n as u64;
         if let Some(mut file) = spool.take_if(|_| mem.len() == SPOOL_IO || left == 0) {
             (file, mem) = blocking(move || {
