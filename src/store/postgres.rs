@@ -17,6 +17,7 @@ mod statements {
     type SqlStore = super::PgStore;
     type Db = sqlx::Postgres;
     const SHARED: bool = true;
+    const JOIN_WRITES: bool = false;
     include!("statements.rs");
 }
 

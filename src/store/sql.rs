@@ -107,6 +107,41 @@ pub(super) fn plain_params(sql: &str) -> Option<String> {
     Some(out)
 }
 
+/// Statements, each with its own parameters `$1`…`$k` (`k` given), joined into one text, `;`
+/// between them, each one's parameters numbered on after those of the ones before: one list of
+/// values, in the statements' order, binds them all.
+pub(super) fn joined<'a>(statements: impl IntoIterator<Item = (&'a str, usize)>) -> String {
+    let mut out = String::new();
+    let mut offset = 0;
+    for (sql, params) in statements {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        let bytes = sql.as_bytes();
+        let mut last = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            let digits = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if bytes[i] == b'$' && digits > 0 {
+                let end = i + 1 + digits;
+                let n: usize = sql[i + 1..end].parse().unwrap_or(0);
+                out.push_str(&sql[last..=i]);
+                out.push_str(&(n + offset).to_string());
+                last = end;
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+        out.push_str(&sql[last..]);
+        offset += params;
+    }
+    out
+}
+
 /// `uids` (or journal ids; at most [`BATCH_ROWS`]) padded to the next power of two by repeating
 /// the last one, for a statement that lists them where a repeat changes nothing (`IN`, a
 /// `VALUES` a query reads). Batches of every length then share a few statement texts, each
@@ -192,6 +227,31 @@ impl DbSide {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_statements_number_their_parameters_on() {
+        for (statements, want) in [
+            (vec![], ""),
+            (vec![("DELETE FROM t WHERE a = $1", 1)], "DELETE FROM t WHERE a = $1"),
+            (
+                vec![
+                    ("DELETE FROM t WHERE a IN ($1, $2) AND p = $3", 3),
+                    ("INSERT INTO u VALUES ($1, $2), ($3, $4)", 4),
+                    ("UPDATE v SET x = $2 WHERE p = $1 AND y = $2", 2),
+                ],
+                "DELETE FROM t WHERE a IN ($1, $2) AND p = $3; \
+                 INSERT INTO u VALUES ($4, $5), ($6, $7); \
+                 UPDATE v SET x = $9 WHERE p = $8 AND y = $9",
+            ),
+            // A statement without parameters moves nothing on; `$` without digits is text.
+            (
+                vec![("SELECT '$'", 0), ("DELETE FROM t WHERE a = $1", 1)],
+                "SELECT '$'; DELETE FROM t WHERE a = $1",
+            ),
+        ] {
+            assert_eq!(joined(statements.iter().copied()), want, "{statements:?}");
+        }
+    }
 
     #[test]
     fn padded_lists_take_a_few_lengths() {

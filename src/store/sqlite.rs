@@ -19,6 +19,7 @@ mod statements {
     type SqlStore = super::SqliteStore;
     type Db = sqlx::Sqlite;
     const SHARED: bool = false;
+    const JOIN_WRITES: bool = true;
     include!("statements.rs");
 }
 

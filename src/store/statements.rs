@@ -1,6 +1,7 @@
 // The statements of the SQL stores, compiled once per backend: `sqlite.rs` and `postgres.rs` each
 // include this file in a module that names `SqlStore` (the store type, with a `pool`), `Db` (its
-// sqlx database) and `SHARED` (whether other processes share the store), and give `SqlStore`
+// sqlx database), `SHARED` (whether other processes share the store) and `JOIN_WRITES` (whether
+// an operation's writes go to the database as one list of statements), and give `SqlStore`
 // five methods of their own: `write_tx` (a transaction that writes), `journal_tx` (one in which
 // the accounts' journal entries get their ids in commit order), `migration_tx` (one no other
 // process migrates beside), `lock_pair` (in a write transaction, the pair's links are written by
@@ -13,7 +14,9 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row as _, Transaction};
 
 use crate::store::runs::{self, Run};
-use crate::store::sql::{BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, now, padded, tuples};
+use crate::store::sql::{
+    BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, joined, now, padded, tuples,
+};
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, Committed, FolderPair, FolderSummary,
     JournalEntry, Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase,
@@ -106,26 +109,30 @@ impl SqlStore {
         row.as_ref().map(pair_from_row).transpose()
     }
 
-    /// Deletes the rows of `table` (`links`, `tombstones`, or `link_runs` by `old_start`) whose
-    /// `column` is one of these OLD UIDs, in `tx`.
-    async fn delete_uids(
-        tx: &mut Transaction<'static, Db>,
-        (table, column): (&str, &str),
-        pair: PairId,
-        old_uids: &[u32],
-    ) -> Result<()> {
-        for chunk in old_uids.chunks(BATCH_ROWS) {
-            let chunk = padded(chunk);
-            let sql = format!(
-                "DELETE FROM {table} WHERE {column} IN {} AND pair_id = ${}",
-                tuples(1, chunk.len(), 1),
-                chunk.len() + 1
-            );
-            let mut query = sqlx::query(Self::batch(sql));
-            for uid in &chunk {
-                query = query.bind(i64::from(*uid));
+    /// Runs the writes gathered in `writes` in `tx`, in order. SQLite takes them as one list of
+    /// statements: one hand-off to the connection's thread instead of one per statement.
+    /// PostgreSQL takes them one at a time (its protocol runs one statement with parameters per
+    /// message).
+    async fn run_writes(tx: &mut Transaction<'static, Db>, writes: Writes) -> Result<()> {
+        let statements = match writes.0.len() {
+            0 => return Ok(()),
+            1 => writes.0,
+            _ if JOIN_WRITES => {
+                let sql = joined(writes.0.iter().map(|(sql, args)| (sql.as_str(), args.len())));
+                vec![(sql, writes.0.into_iter().flat_map(|(_, args)| args).collect())]
             }
-            query.bind(pair).execute(&mut **tx).await?;
+            _ => writes.0,
+        };
+        for (sql, args) in statements {
+            let mut query = sqlx::query(Self::batch(sql));
+            for arg in args {
+                query = match arg {
+                    Arg::Int(v) => query.bind(v),
+                    Arg::Text(v) => query.bind(v),
+                    Arg::MaybeText(v) => query.bind(v),
+                };
+            }
+            query.execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -134,8 +141,10 @@ impl SqlStore {
         if old_uids.is_empty() {
             return Ok(());
         }
+        let mut writes = Writes::default();
+        writes.delete_uids((table, "old_uid"), pair, old_uids);
         let mut tx = self.write_tx().await?;
-        Self::delete_uids(&mut tx, (table, "old_uid"), pair, old_uids).await?;
+        Self::run_writes(&mut tx, writes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -177,10 +186,11 @@ impl SqlStore {
     }
 
     /// Drops the links of the OLD UIDs in `remove` from the pair's runs and puts in the runs that
-    /// `add` makes of the window of runs around them (see [`runs::rewrite`]); writes only the
-    /// runs that changed.
+    /// `add` makes of the window of runs around them (see [`runs::rewrite`]): reads the window
+    /// in `tx`, and gathers the writes of only the runs that changed.
     async fn rewrite_runs(
         tx: &mut Transaction<'static, Db>,
+        writes: &mut Writes,
         pair: PairId,
         remove: &BTreeSet<u32>,
         add: impl FnOnce(&[Run]) -> Vec<Run>,
@@ -188,59 +198,26 @@ impl SqlStore {
         let window = Self::runs_around(tx, pair, remove).await?;
         let added = add(&window);
         let after = runs::rewrite(&window, remove, added);
-        Self::write_runs(tx, pair, &window, &after).await
-    }
-
-    /// Writes what turns the runs `before` (read in this transaction) into `after`.
-    async fn write_runs(
-        tx: &mut Transaction<'static, Db>,
-        pair: PairId,
-        before: &[Run],
-        after: &[Run],
-    ) -> Result<()> {
-        let (delete, upsert) = runs::changes(before, after);
-        Self::delete_uids(tx, ("link_runs", "old_start"), pair, &delete).await?;
-        for chunk in upsert.chunks(BATCH_ROWS) {
-            let sql = format!(
-                "INSERT INTO link_runs (pair_id, old_start, new_start, length, old_flags, new_flags) \
-                 VALUES {} ON CONFLICT (pair_id, old_start) DO UPDATE SET \
-                 new_start = excluded.new_start, length = excluded.length, \
-                 old_flags = excluded.old_flags, new_flags = excluded.new_flags",
-                tuples(chunk.len(), 6, 1)
-            );
-            let mut query = sqlx::query(Self::batch(sql));
-            for run in chunk {
-                let len = i64::try_from(run.len)
-                    .map_err(|_| StoreError::Corrupt(format!("a run of {} links", run.len)))?;
-                query = query
-                    .bind(pair)
-                    .bind(i64::from(run.old_start))
-                    .bind(i64::from(run.new_start))
-                    .bind(len)
-                    .bind(run.old_flags.as_str())
-                    .bind(run.new_flags.as_str());
-            }
-            query.execute(&mut **tx).await?;
-        }
-        Ok(())
+        writes.runs(pair, &window, &after)
     }
 
     /// Puts these links in place of the pair's links of the same OLD UIDs (one per UID): those
     /// without an identity key into runs, the others into `links`.
     async fn put_links(
         tx: &mut Transaction<'static, Db>,
+        writes: &mut Writes,
         pair: PairId,
         by_uid: &BTreeMap<u32, &Link>,
     ) -> Result<()> {
         let uids: BTreeSet<u32> = by_uid.keys().copied().collect();
         let (keyed, plain): (Vec<&Link>, Vec<&Link>) =
             by_uid.values().partition(|l| l.ident.is_some());
-        Self::rewrite_runs(tx, pair, &uids, |_| {
+        Self::rewrite_runs(tx, writes, pair, &uids, |_| {
             plain.iter().map(|l| Run::single(l)).collect()
         })
         .await?;
         let plain_uids: Vec<u32> = plain.iter().map(|l| l.old_uid).collect();
-        Self::delete_uids(tx, ("links", "old_uid"), pair, &plain_uids).await?;
+        writes.delete_uids(("links", "old_uid"), pair, &plain_uids);
         for chunk in keyed.chunks(BATCH_ROWS) {
             let sql = format!(
                 "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) VALUES {} \
@@ -248,17 +225,17 @@ impl SqlStore {
                  old_flags = excluded.old_flags, new_flags = excluded.new_flags, ident = excluded.ident",
                 tuples(chunk.len(), 6, 1)
             );
-            let mut query = sqlx::query(Self::batch(sql));
-            for link in chunk {
-                query = query
-                    .bind(pair)
-                    .bind(i64::from(link.old_uid))
-                    .bind(i64::from(link.new_uid))
-                    .bind(link.old_flags.as_str())
-                    .bind(link.new_flags.as_str())
-                    .bind(link.ident.as_deref());
-            }
-            query.execute(&mut **tx).await?;
+            let args = chunk.iter().flat_map(|link| {
+                [
+                    Arg::Int(pair),
+                    Arg::Int(i64::from(link.old_uid)),
+                    Arg::Int(i64::from(link.new_uid)),
+                    Arg::Text(link.old_flags.clone()),
+                    Arg::Text(link.new_flags.clone()),
+                    Arg::MaybeText(link.ident.clone()),
+                ]
+            });
+            writes.push(sql, args.collect());
         }
         Ok(())
     }
@@ -266,12 +243,14 @@ impl SqlStore {
     /// Drops the pair's links of these OLD UIDs, from runs and from `links`.
     async fn drop_links(
         tx: &mut Transaction<'static, Db>,
+        writes: &mut Writes,
         pair: PairId,
         old_uids: &BTreeSet<u32>,
     ) -> Result<()> {
-        Self::rewrite_runs(tx, pair, old_uids, |_| Vec::new()).await?;
+        Self::rewrite_runs(tx, writes, pair, old_uids, |_| Vec::new()).await?;
         let uids: Vec<u32> = old_uids.iter().copied().collect();
-        Self::delete_uids(tx, ("links", "old_uid"), pair, &uids).await
+        writes.delete_uids(("links", "old_uid"), pair, &uids);
+        Ok(())
     }
 
     /// The engine's common case, a link appended after the last one (the next OLD UID to the next
@@ -327,13 +306,13 @@ impl SqlStore {
             ..run.clone()
         });
         let after = runs::rewrite(&[], &BTreeSet::new(), bare.collect());
-        Self::write_runs(tx, pair, &before, &after).await?;
-        sqlx::query("UPDATE links SET old_flags = $2, new_flags = $2 WHERE pair_id = $1")
-            .bind(pair)
-            .bind(NO_BASE)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        let mut writes = Writes::default();
+        writes.runs(pair, &before, &after)?;
+        writes.push(
+            "UPDATE links SET old_flags = $1, new_flags = $2 WHERE pair_id = $3".into(),
+            vec![Arg::Text(NO_BASE.into()), Arg::Text(NO_BASE.into()), Arg::Int(pair)],
+        );
+        Self::run_writes(tx, writes).await
     }
 }
 
@@ -691,10 +670,12 @@ impl Store for SqlStore {
             [link] => Self::extend_run(&mut tx, pair, link).await?,
             _ => false,
         };
+        let mut writes = Writes::default();
         if !appended {
-            Self::put_links(&mut tx, pair, &by_uid).await?;
+            Self::put_links(&mut tx, &mut writes, pair, &by_uid).await?;
         }
-        Self::delete_uids(&mut tx, ("tombstones", "old_uid"), pair, &uids).await?;
+        writes.delete_uids(("tombstones", "old_uid"), pair, &uids);
+        Self::run_writes(&mut tx, writes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -710,7 +691,8 @@ impl Store for SqlStore {
         let uids: BTreeSet<u32> = by_uid.keys().copied().collect();
         let mut tx = self.write_tx().await?;
         Self::lock_pair(&mut tx, pair).await?;
-        Self::rewrite_runs(&mut tx, pair, &uids, |window| {
+        let mut writes = Writes::default();
+        Self::rewrite_runs(&mut tx, &mut writes, pair, &uids, |window| {
             window
                 .iter()
                 .flat_map(|run| {
@@ -739,15 +721,20 @@ impl Store for SqlStore {
                 tuples(chunk.len(), 3, 1),
                 3 * chunk.len() + 1
             );
-            let mut query = sqlx::query(Self::batch(sql));
-            for update in chunk {
-                query = query
-                    .bind(i64::from(update.old_uid))
-                    .bind(update.old_flags.as_str())
-                    .bind(update.new_flags.as_str());
-            }
-            query.bind(pair).execute(&mut *tx).await?;
+            let mut args: Vec<Arg> = chunk
+                .iter()
+                .flat_map(|update| {
+                    [
+                        Arg::Int(i64::from(update.old_uid)),
+                        Arg::Text(update.old_flags.clone()),
+                        Arg::Text(update.new_flags.clone()),
+                    ]
+                })
+                .collect();
+            args.push(Arg::Int(pair));
+            writes.push(sql, args);
         }
+        Self::run_writes(&mut tx, writes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -778,7 +765,9 @@ impl Store for SqlStore {
         let uids: BTreeSet<u32> = old_uids.iter().copied().collect();
         let mut tx = self.write_tx().await?;
         Self::lock_pair(&mut tx, pair).await?;
-        Self::drop_links(&mut tx, pair, &uids).await?;
+        let mut writes = Writes::default();
+        Self::drop_links(&mut tx, &mut writes, pair, &uids).await?;
+        Self::run_writes(&mut tx, writes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -792,7 +781,8 @@ impl Store for SqlStore {
         let now = now();
         let mut tx = self.write_tx().await?;
         Self::lock_pair(&mut tx, pair).await?;
-        Self::drop_links(&mut tx, pair, &set).await?;
+        let mut writes = Writes::default();
+        Self::drop_links(&mut tx, &mut writes, pair, &set).await?;
         let uids: Vec<u32> = set.into_iter().collect();
         for chunk in uids.chunks(BATCH_ROWS) {
             let sql = format!(
@@ -800,12 +790,12 @@ impl Store for SqlStore {
                  ON CONFLICT (pair_id, old_uid) DO NOTHING",
                 tuples(chunk.len(), 3, 1)
             );
-            let mut query = sqlx::query(Self::batch(sql));
-            for uid in chunk {
-                query = query.bind(pair).bind(now).bind(i64::from(*uid));
-            }
-            query.execute(&mut *tx).await?;
+            let args = chunk
+                .iter()
+                .flat_map(|uid| [Arg::Int(pair), Arg::Int(now), Arg::Int(i64::from(*uid))]);
+            writes.push(sql, args.collect());
         }
+        Self::run_writes(&mut tx, writes).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -961,14 +951,16 @@ impl Store for SqlStore {
     }
 
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
-        let rows = sqlx::query(
+        // The limit is spelled out, not bound: SQLite plans a bound LIMIT by its value, so each
+        // new binding would make it parse and plan the statement again.
+        let sql = format!(
             "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
-             WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT $2",
-        )
-        .bind(account)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT {limit}"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(journal_entry).collect()
     }
 
@@ -1296,6 +1288,70 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+}
+
+/// The writes of one store operation, gathered while it reads, to reach the database together
+/// ([`SqlStore::run_writes`]): each a statement with its parameters `$1`…, and their values.
+#[derive(Default)]
+struct Writes(Vec<(String, Vec<Arg>)>);
+
+/// A value bound to a gathered write.
+enum Arg {
+    Int(i64),
+    Text(String),
+    MaybeText(Option<String>),
+}
+
+impl Writes {
+    fn push(&mut self, sql: String, args: Vec<Arg>) {
+        self.0.push((sql, args));
+    }
+
+    /// Deletes the rows of `table` (`links`, `tombstones`, or `link_runs` by `old_start`) whose
+    /// `column` is one of these OLD UIDs.
+    fn delete_uids(&mut self, (table, column): (&str, &str), pair: PairId, old_uids: &[u32]) {
+        for chunk in old_uids.chunks(BATCH_ROWS) {
+            let chunk = padded(chunk);
+            let sql = format!(
+                "DELETE FROM {table} WHERE {column} IN {} AND pair_id = ${}",
+                tuples(1, chunk.len(), 1),
+                chunk.len() + 1
+            );
+            let mut args: Vec<Arg> = chunk.iter().map(|uid| Arg::Int(i64::from(*uid))).collect();
+            args.push(Arg::Int(pair));
+            self.push(sql, args);
+        }
+    }
+
+    /// What turns the runs `before` (as read in this operation) into `after`.
+    fn runs(&mut self, pair: PairId, before: &[Run], after: &[Run]) -> Result<()> {
+        let (delete, upsert) = runs::changes(before, after);
+        self.delete_uids(("link_runs", "old_start"), pair, &delete);
+        for chunk in upsert.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "INSERT INTO link_runs (pair_id, old_start, new_start, length, old_flags, new_flags) \
+                 VALUES {} ON CONFLICT (pair_id, old_start) DO UPDATE SET \
+                 new_start = excluded.new_start, length = excluded.length, \
+                 old_flags = excluded.old_flags, new_flags = excluded.new_flags",
+                tuples(chunk.len(), 6, 1)
+            );
+            let mut args = Vec::with_capacity(chunk.len() * 6);
+            for run in chunk {
+                let len = i64::try_from(run.len)
+                    .map_err(|_| StoreError::Corrupt(format!("a run of {} links", run.len)))?;
+                args.extend([
+                    Arg::Int(pair),
+                    Arg::Int(i64::from(run.old_start)),
+                    Arg::Int(i64::from(run.new_start)),
+                    Arg::Int(len),
+                    Arg::Text(run.old_flags.clone()),
+                    Arg::Text(run.new_flags.clone()),
+                ]);
+            }
+            self.push(sql, args);
+        }
+        Ok(())
     }
 }
 
