@@ -232,7 +232,10 @@ mod tests {
     fn joined_statements_number_their_parameters_on() {
         for (statements, want) in [
             (vec![], ""),
-            (vec![("DELETE FROM t WHERE a = $1", 1)], "DELETE FROM t WHERE a = $1"),
+            (
+                vec![("DELETE FROM t WHERE a = $1", 1)],
+                "DELETE FROM t WHERE a = $1",
+            ),
             (
                 vec![
                     ("DELETE FROM t WHERE a IN ($1, $2) AND p = $3", 3),

@@ -114,16 +114,7 @@ impl SqlStore {
     /// PostgreSQL takes them one at a time (its protocol runs one statement with parameters per
     /// message).
     async fn run_writes(tx: &mut Transaction<'static, Db>, writes: Writes) -> Result<()> {
-        let statements = match writes.0.len() {
-            0 => return Ok(()),
-            1 => writes.0,
-            _ if JOIN_WRITES => {
-                let sql = joined(writes.0.iter().map(|(sql, args)| (sql.as_str(), args.len())));
-                vec![(sql, writes.0.into_iter().flat_map(|(_, args)| args).collect())]
-            }
-            _ => writes.0,
-        };
-        for (sql, args) in statements {
+        for (sql, args) in writes.into_statements() {
             let mut query = sqlx::query(Self::batch(sql));
             for arg in args {
                 query = match arg {
@@ -308,9 +299,10 @@ impl SqlStore {
         let after = runs::rewrite(&[], &BTreeSet::new(), bare.collect());
         let mut writes = Writes::default();
         writes.runs(pair, &before, &after)?;
+        let no_base = || Arg::Text(NO_BASE.into());
         writes.push(
             "UPDATE links SET old_flags = $1, new_flags = $2 WHERE pair_id = $3".into(),
-            vec![Arg::Text(NO_BASE.into()), Arg::Text(NO_BASE.into()), Arg::Int(pair)],
+            vec![no_base(), no_base(), Arg::Int(pair)],
         );
         Self::run_writes(tx, writes).await
     }
@@ -1306,6 +1298,16 @@ enum Arg {
 impl Writes {
     fn push(&mut self, sql: String, args: Vec<Arg>) {
         self.0.push((sql, args));
+    }
+
+    /// The statements to run: as gathered, or with `JOIN_WRITES` one list of them all.
+    fn into_statements(self) -> Vec<(String, Vec<Arg>)> {
+        if !JOIN_WRITES || self.0.len() < 2 {
+            return self.0;
+        }
+        let sql = joined(self.0.iter().map(|(sql, args)| (sql.as_str(), args.len())));
+        let args = self.0.into_iter().flat_map(|(_, args)| args).collect();
+        vec![(sql, args)]
     }
 
     /// Deletes the rows of `table` (`links`, `tombstones`, or `link_runs` by `old_start`) whose
