@@ -67,20 +67,8 @@ pub(super) fn plain_params(sql: &str) -> Option<String> {
     // Runs for every batch statement built: one scan, a count per number, no allocation per
     // parameter.
     let mut params = Vec::new(); // (start, end, number) of each `$N`
-    let bytes = sql.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let digits = bytes[i + 1..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if bytes[i] == b'$' && digits > 0 {
-            let end = i + 1 + digits;
-            params.push((i, end, sql[i + 1..end].parse::<usize>().ok()?));
-            i = end;
-        } else {
-            i += 1;
-        }
+    for (start, end, number) in numbered(sql) {
+        params.push((start, end, number?));
     }
     // A number above the count of parameters leaves a gap: not plain (and not counted).
     let mut uses = vec![0u32; params.len() + 1];
@@ -107,6 +95,28 @@ pub(super) fn plain_params(sql: &str) -> Option<String> {
     Some(out)
 }
 
+/// Where each `$N` parameter is in `sql`: its first byte, the byte after it, and its number
+/// (`None` when it does not fit a `usize`).
+fn numbered(sql: &str) -> impl Iterator<Item = (usize, usize, Option<usize>)> + '_ {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            let start = i;
+            let digits = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            i += 1;
+            if bytes[start] == b'$' && digits > 0 {
+                i = start + 1 + digits;
+                return Some((start, i, sql[start + 1..i].parse().ok()));
+            }
+        }
+        None
+    })
+}
+
 /// Statements, each with its own parameters `$1`…`$k` (`k` given), joined into one text, `;`
 /// between them, each one's parameters numbered on after those of the ones before: one list of
 /// values, in the statements' order, binds them all.
@@ -117,23 +127,12 @@ pub(super) fn joined<'a>(statements: impl IntoIterator<Item = (&'a str, usize)>)
         if !out.is_empty() {
             out.push_str("; ");
         }
-        let bytes = sql.as_bytes();
         let mut last = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            let digits = bytes[i + 1..]
-                .iter()
-                .take_while(|b| b.is_ascii_digit())
-                .count();
-            if bytes[i] == b'$' && digits > 0 {
-                let end = i + 1 + digits;
-                let n: usize = sql[i + 1..end].parse().unwrap_or(0);
-                out.push_str(&sql[last..=i]);
+        for (start, end, number) in numbered(sql) {
+            if let Some(n) = number {
+                out.push_str(&sql[last..=start]);
                 out.push_str(&(n + offset).to_string());
                 last = end;
-                i = end;
-            } else {
-                i += 1;
             }
         }
         out.push_str(&sql[last..]);
