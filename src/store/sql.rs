@@ -141,6 +141,27 @@ pub(super) fn joined<'a>(statements: impl IntoIterator<Item = (&'a str, usize)>)
     out
 }
 
+/// How many statements each joined list takes, in order, given each statement's parameter
+/// count: consecutive statements while the list's count stays within `max`; a statement above
+/// `max` makes a list of its own.
+pub(super) fn join_lengths(params: &[usize], max: usize) -> Vec<usize> {
+    let mut lengths: Vec<usize> = Vec::new();
+    let mut total = 0;
+    for &n in params {
+        match lengths.last_mut() {
+            Some(len) if total + n <= max => {
+                *len += 1;
+                total += n;
+            }
+            _ => {
+                lengths.push(1);
+                total = n;
+            }
+        }
+    }
+    lengths
+}
+
 /// `uids` (or journal ids; at most [`BATCH_ROWS`]) padded to the next power of two by repeating
 /// the last one, for a statement that lists them where a repeat changes nothing (`IN`, a
 /// `VALUES` a query reads). Batches of every length then share a few statement texts, each
@@ -252,6 +273,18 @@ mod tests {
             ),
         ] {
             assert_eq!(joined(statements.iter().copied()), want, "{statements:?}");
+        }
+    }
+
+    #[test]
+    fn joined_lists_stay_within_their_parameters() {
+        for (params, want) in [
+            (vec![], vec![]),
+            (vec![6, 2], vec![2]),
+            (vec![3, 1536, 7, 2, 300, 200, 56, 1], vec![1, 1, 2, 1, 2, 1]),
+            (vec![256, 0, 1], vec![2, 1]),
+        ] {
+            assert_eq!(join_lengths(&params, 256), want, "{params:?}");
         }
     }
 

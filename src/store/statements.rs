@@ -15,7 +15,7 @@ use sqlx::{AssertSqlSafe, Row as _, Transaction};
 
 use crate::store::runs::{self, Run};
 use crate::store::sql::{
-    BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, joined, now, padded, tuples,
+    BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, join_lengths, joined, now, padded, tuples,
 };
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, Committed, FolderPair, FolderSummary,
@@ -1283,6 +1283,11 @@ impl Store for SqlStore {
     }
 }
 
+/// Most parameters in one joined list of writes. The few small writes of one mirrored message
+/// join; the full batches of a large operation run one statement at a time, each text one of a
+/// few kept prepared, rather than as one list of hundreds of statements prepared for one use.
+const JOIN_PARAMS: usize = 256;
+
 /// The writes of one store operation, gathered while it reads, to reach the database together
 /// ([`SqlStore::run_writes`]): each a statement with its parameters `$1`…, and their values.
 #[derive(Default)]
@@ -1300,14 +1305,23 @@ impl Writes {
         self.0.push((sql, args));
     }
 
-    /// The statements to run: as gathered, or with `JOIN_WRITES` one list of them all.
+    /// The statements to run: as gathered, or with `JOIN_WRITES` consecutive ones joined into
+    /// lists of at most [`JOIN_PARAMS`] parameters (a statement with more runs alone).
     fn into_statements(self) -> Vec<(String, Vec<Arg>)> {
-        if !JOIN_WRITES || self.0.len() < 2 {
+        if !JOIN_WRITES {
             return self.0;
         }
-        let sql = joined(self.0.iter().map(|(sql, args)| (sql.as_str(), args.len())));
-        let args = self.0.into_iter().flat_map(|(_, args)| args).collect();
-        vec![(sql, args)]
+        let params: Vec<usize> = self.0.iter().map(|(_, args)| args.len()).collect();
+        let mut writes = self.0.into_iter();
+        let join = |len: usize| {
+            let group: Vec<(String, Vec<Arg>)> = writes.by_ref().take(len).collect();
+            let sql = joined(group.iter().map(|(sql, args)| (sql.as_str(), args.len())));
+            (sql, group.into_iter().flat_map(|(_, args)| args).collect())
+        };
+        join_lengths(&params, JOIN_PARAMS)
+            .into_iter()
+            .map(join)
+            .collect()
     }
 
     /// Deletes the rows of `table` (`links`, `tombstones`, or `link_runs` by `old_start`) whose
