@@ -29,7 +29,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,12 +95,8 @@ impl Backend {
     async fn execute(&self, sql: &str) {
         match self {
             Backend::Sqlite(dir) => {
-                let pool = sqlite_pool(&Self::file(dir)).await;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
+                let db = rusqlite::Connection::open(Self::file(dir)).unwrap();
+                db.execute_batch(sql).unwrap();
             }
             Backend::Postgres(pg) => {
                 pg.psql(sql);
@@ -129,15 +124,6 @@ impl Backend {
             }
         }
     }
-}
-
-async fn sqlite_pool(path: &Path) -> sqlx::SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-    sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap()
 }
 
 fn backends() -> [fn() -> Backend; 2] {

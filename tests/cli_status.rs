@@ -350,20 +350,9 @@ fn a_retired_account_is_a_summary_that_sync_refuses() {
     let (_, out, _) = run(dir.path(), &["status", "alice", "--config", config]);
     assert_eq!(inbox_row(&out)[6], "1", "one tombstone:\n{out}");
     let tombstone_rows = || -> i64 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&state);
-            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-            let n = sqlx::query_scalar("SELECT COUNT(*) FROM tombstones")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            n
-        })
+        let db = rusqlite::Connection::open(&state).unwrap();
+        db.query_row("SELECT COUNT(*) FROM tombstones", [], |row| row.get(0))
+            .unwrap()
     };
     assert_eq!(tombstone_rows(), 1);
 

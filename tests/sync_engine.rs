@@ -608,11 +608,8 @@ async fn a_per_message_state_file_converts_and_the_next_pass_changes_nothing() {
     assert!(linked >= seeded.messages / 2, "{linked} links");
     store.close().await;
 
-    let pool =
-        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
-            .await
-            .unwrap();
-    sqlx::raw_sql(
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
         "WITH RECURSIVE each (pair_id, old_uid, new_uid, old_flags, new_flags, rest) AS (\
              SELECT pair_id, old_start, new_start, old_flags, new_flags, length - 1 FROM link_runs \
              UNION ALL SELECT pair_id, old_uid + 1, new_uid + 1, old_flags, new_flags, rest - 1 \
@@ -624,18 +621,15 @@ async fn a_per_message_state_file_converts_and_the_next_pass_changes_nothing() {
          DROP TABLE folder_sizes; \
          DELETE FROM schema_version WHERE version >= 8;",
     )
-    .execute(&pool)
-    .await
     .unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM links")
-        .fetch_one(&pool)
-        .await
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM links", [], |row| row.get(0))
         .unwrap();
     assert_eq!(
         rows as usize, linked,
         "one row per link, as version 7 kept them"
     );
-    pool.close().await;
+    drop(db);
 
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(all_links(&store).await, before);
@@ -678,17 +672,11 @@ async fn with_condstore_on_both_sides_flags_follow_the_side_that_changed_them() 
     let store = SqliteStore::open(&path).await.unwrap();
     pass(&store, &old, &new, &Options::default()).await;
     let runs = || async {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
-        )
-        .await
-        .unwrap();
-        let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM link_runs")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        runs
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.query_row("SELECT COUNT(*) FROM link_runs", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap()
     };
     let links = all_links(&store).await.concat();
     assert_eq!(links.len(), 60);

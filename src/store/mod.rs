@@ -26,8 +26,12 @@ pub type PairId = i64;
 /// Errors of the state store. They always name the store as the failing side.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// PostgreSQL's error.
     #[error("state store: {0}")]
     Db(#[from] sqlx::Error),
+    /// SQLite's error.
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("state store: cannot create {path} or its directory: {source}")]
     Dir {
         path: String,

@@ -3,6 +3,10 @@
 //! `VALUES`, `RETURNING`). Each backend compiles
 //! `statements.rs`, the [`Store`](super::Store) implementation, for its own pool.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{MailboxState, PairId, Result, StoreError};
@@ -56,43 +60,18 @@ pub(super) fn tuples(rows: usize, width: usize, first: usize) -> String {
     sql
 }
 
-/// A batch statement's `$N` parameters in SQLite's spelling. SQLite looks a numbered parameter
-/// (`?N`) up by a linear scan of the statement's numbered ones, and sqlx does so for each one it
-/// binds: hundreds of parameters cost a scan of hundreds each, every time the statement runs.
-/// Plain `?` parameters are not scanned for. So parameters used once, written in the order of
-/// their numbers (1, 2, …) before any other, become `?`; those used more than once (numbered
-/// after them and written after them) stay `?N`, and only they are scanned. `None` for a
-/// statement written otherwise.
-pub(super) fn plain_params(sql: &str) -> Option<String> {
-    // Runs for every batch statement built: one scan, a count per number, no allocation per
-    // parameter.
-    let mut params = Vec::new(); // (start, end, number) of each `$N`
-    for (start, end, number) in numbered(sql) {
-        params.push((start, end, number?));
-    }
-    // A number above the count of parameters leaves a gap: not plain (and not counted).
-    let mut uses = vec![0u32; params.len() + 1];
-    for p in &params {
-        *uses.get_mut(p.2)? += 1;
-    }
-    let once = params.iter().take_while(|p| uses[p.2] == 1).count();
-    let plain = params[..once].iter().enumerate().all(|(i, p)| p.2 == i + 1)
-        && params[once..].iter().all(|p| p.2 > once && uses[p.2] > 1);
-    if !plain {
-        return None;
-    }
+/// A statement's `$N` parameters in SQLite's spelling, `?N` (SQLite would take `$N` as a name,
+/// numbered in the order the names first appear). The statements use `$` for nothing else.
+pub(super) fn sqlite_params(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut last = 0;
-    for (k, (start, end, _)) in params.iter().enumerate() {
-        out.push_str(&sql[last..*start]);
+    for (start, _, _) in numbered(sql) {
+        out.push_str(&sql[last..start]);
         out.push('?');
-        if k >= once {
-            out.push_str(&sql[start + 1..*end]);
-        }
-        last = *end;
+        last = start + 1;
     }
     out.push_str(&sql[last..]);
-    Some(out)
+    out
 }
 
 /// Where each `$N` parameter is in `sql`: its first byte, the byte after it, and its number
@@ -117,49 +96,147 @@ fn numbered(sql: &str) -> impl Iterator<Item = (usize, usize, Option<usize>)> + 
     })
 }
 
-/// Statements, each with its own parameters `$1`…`$k` (`k` given), joined into one text, `;`
-/// between them, each one's parameters numbered on after those of the ones before: one list of
-/// values, in the statements' order, binds them all.
-pub(super) fn joined<'a>(statements: impl IntoIterator<Item = (&'a str, usize)>) -> String {
-    let mut out = String::new();
-    let mut offset = 0;
-    for (sql, params) in statements {
-        if !out.is_empty() {
-            out.push_str("; ");
-        }
-        let mut last = 0;
-        for (start, end, number) in numbered(sql) {
-            if let Some(n) = number {
-                out.push_str(&sql[last..=start]);
-                out.push_str(&(n + offset).to_string());
-                last = end;
-            }
-        }
-        out.push_str(&sql[last..]);
-        offset += params;
-    }
-    out
+/// One store operation's work on a connection, as the backends take it (see `statements.rs`):
+/// SQLite runs it whole on its connection's thread, PostgreSQL on a pooled connection.
+pub(super) type Op<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// `work` as an [`Op`] (the signature tells the async block its output).
+pub(super) fn op<'a, T>(work: impl Future<Output = Result<T>> + Send + 'a) -> Op<'a, T> {
+    Box::pin(work)
 }
 
-/// How many statements each joined list takes, in order, given each statement's parameter
-/// count: consecutive statements while the list's count stays within `max`; a statement above
-/// `max` makes a list of its own.
-pub(super) fn join_lengths(params: &[usize], max: usize) -> Vec<usize> {
-    let mut lengths: Vec<usize> = Vec::new();
-    let mut total = 0;
-    for &n in params {
-        match lengths.last_mut() {
-            Some(len) if total + n <= max => {
-                *len += 1;
-                total += n;
-            }
-            _ => {
-                lengths.push(1);
-                total = n;
-            }
+/// A value bound to a statement or read from a row. Every column is a 64-bit integer or text; a
+/// NULL keeps its column's type, which PostgreSQL needs to bind it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(Some(v))
+    }
+}
+
+impl From<u32> for Value {
+    fn from(v: u32) -> Value {
+        Value::Int(Some(v.into()))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Value {
+        Value::Int(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(Some(v.to_owned()))
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(Some(v))
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Value {
+        Value::Text(v.map(str::to_owned))
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Value {
+        Value::Text(v)
+    }
+}
+
+/// A statement's parameters, `$1` first: `args![pair, name]`.
+macro_rules! args {
+    ($($v:expr),* $(,)?) => { vec![$(crate::store::sql::Value::from($v)),*] };
+}
+pub(super) use args;
+
+/// A row read from either database, its columns by name or by index.
+#[derive(Debug)]
+pub(super) struct Row {
+    pub(super) columns: Arc<[String]>,
+    pub(super) values: Vec<Value>,
+}
+
+impl Row {
+    /// Column `column` (a name or an index) as `T`; a missing column, or a value of another type,
+    /// is [`StoreError::Corrupt`].
+    pub(super) fn get<T: FromValue>(&self, column: impl Column) -> Result<T> {
+        let value = column
+            .index(&self.columns)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {column:?}")))?;
+        T::from_value(value).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "column {column:?}: {value:?} is not a {}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// A column of a [`Row`]: its name, or its index.
+pub(super) trait Column: Copy + fmt::Debug {
+    fn index(self, columns: &[String]) -> Option<usize>;
+}
+
+impl Column for usize {
+    fn index(self, _: &[String]) -> Option<usize> {
+        Some(self)
+    }
+}
+
+impl Column for &str {
+    fn index(self, columns: &[String]) -> Option<usize> {
+        columns.iter().position(|c| c == self)
+    }
+}
+
+/// What a [`Value`] can be read as.
+pub(super) trait FromValue: Sized {
+    fn from_value(value: &Value) -> Option<Self>;
+}
+
+impl FromValue for Option<i64> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Int(v) => Some(*v),
+            Value::Text(None) => Some(None),
+            Value::Text(Some(_)) => None,
         }
     }
-    lengths
+}
+
+impl FromValue for Option<String> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Text(v) => Some(v.clone()),
+            Value::Int(None) => Some(None),
+            Value::Int(Some(_)) => None,
+        }
+    }
+}
+
+impl FromValue for i64 {
+    fn from_value(value: &Value) -> Option<Self> {
+        Option::<i64>::from_value(value).flatten()
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: &Value) -> Option<Self> {
+        Option::<String>::from_value(value).flatten()
+    }
 }
 
 /// `uids` (or journal ids; at most [`BATCH_ROWS`]) padded to the next power of two by repeating
@@ -249,46 +326,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn joined_statements_number_their_parameters_on() {
-        for (statements, want) in [
-            (vec![], ""),
-            (
-                vec![("DELETE FROM t WHERE a = $1", 1)],
-                "DELETE FROM t WHERE a = $1",
-            ),
-            (
-                vec![
-                    ("DELETE FROM t WHERE a IN ($1, $2) AND p = $3", 3),
-                    ("INSERT INTO u VALUES ($1, $2), ($3, $4)", 4),
-                    ("UPDATE v SET x = $2 WHERE p = $1 AND y = $2", 2),
-                ],
-                "DELETE FROM t WHERE a IN ($1, $2) AND p = $3; \
-                 INSERT INTO u VALUES ($4, $5), ($6, $7); \
-                 UPDATE v SET x = $9 WHERE p = $8 AND y = $9",
-            ),
-            // A statement without parameters moves nothing on; `$` without digits is text.
-            (
-                vec![("SELECT '$'", 0), ("DELETE FROM t WHERE a = $1", 1)],
-                "SELECT '$'; DELETE FROM t WHERE a = $1",
-            ),
-        ] {
-            assert_eq!(joined(statements.iter().copied()), want, "{statements:?}");
-        }
-    }
-
-    #[test]
-    fn joined_lists_stay_within_their_parameters() {
-        for (params, want) in [
-            (vec![], vec![]),
-            (vec![6, 2], vec![2]),
-            (vec![3, 1536, 7, 2, 300, 200, 56, 1], vec![1, 1, 2, 1, 2, 1]),
-            (vec![256, 0, 1], vec![2, 1]),
-        ] {
-            assert_eq!(join_lengths(&params, 256), want, "{params:?}");
-        }
-    }
-
-    #[test]
     fn padded_lists_take_a_few_lengths() {
         for (uids, want) in [
             (vec![], vec![]),
@@ -310,25 +347,43 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_takes_plain_parameters_where_it_can() {
+    fn sqlite_takes_numbered_parameters() {
         for (sql, want) in [
-            ("SELECT 1", Some("SELECT 1")),
+            ("SELECT 1", "SELECT 1"),
             (
-                "DELETE FROM t WHERE u IN ($1, $2, $3) AND pair_id = $4",
-                Some("DELETE FROM t WHERE u IN (?, ?, ?) AND pair_id = ?"),
+                "DELETE FROM t WHERE u IN ($1, $2) AND pair_id = $3",
+                "DELETE FROM t WHERE u IN (?1, ?2) AND pair_id = ?3",
             ),
-            // Used more than once, after the others: numbered, the others plain.
+            // Out of order and repeated: each keeps its number.
             (
-                "WITH v (uid) AS (VALUES ($1), ($2)) SELECT x FROM r WHERE p = $3 OR q = $3",
-                Some("WITH v (uid) AS (VALUES (?), (?)) SELECT x FROM r WHERE p = ?3 OR q = ?3"),
+                "SELECT a FROM r WHERE p = $1 AND n <= $3 AND m > $2 OR q = $1",
+                "SELECT a FROM r WHERE p = ?1 AND n <= ?3 AND m > ?2 OR q = ?1",
             ),
-            ("SELECT $1, $2, $2", Some("SELECT ?, ?2, ?2")),
-            // Out of order, a gap, a shared one before the others.
-            ("SELECT $2, $1", None),
-            ("SELECT $1, $3", None),
-            ("SELECT $1, $2 WHERE $1 = $3", None),
+            // `$` without digits is text.
+            ("SELECT '$', $12", "SELECT '$', ?12"),
         ] {
-            assert_eq!(plain_params(sql).as_deref(), want, "{sql}");
+            assert_eq!(sqlite_params(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn rows_read_columns_by_name_or_index() {
+        let row = Row {
+            columns: ["id", "reason", "uid"].map(String::from).into(),
+            values: args![7i64, None::<&str>, "x"],
+        };
+        assert_eq!(row.get::<i64>("id").unwrap(), 7);
+        assert_eq!(row.get::<i64>(0).unwrap(), 7);
+        assert_eq!(row.get::<Option<String>>("reason").unwrap(), None);
+        assert_eq!(row.get::<Option<i64>>("reason").unwrap(), None);
+        assert_eq!(row.get::<String>(2).unwrap(), "x");
+        for bad in [
+            row.get::<String>("id"),
+            row.get::<String>("reason"),
+            row.get::<String>("nope"),
+            row.get::<String>(3),
+        ] {
+            assert!(matches!(bad, Err(StoreError::Corrupt(_))), "{bad:?}");
         }
     }
 }

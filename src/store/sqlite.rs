@@ -1,38 +1,49 @@
 //! The embedded [`Store`]: one SQLite file (WAL, `synchronous = FULL`, so every acknowledged write
 //! survives `kill -9` and power loss), created and migrated on first use. Its statements are the
-//! ones shared with PostgreSQL (`statements.rs`); this file opens the file and takes SQLite's locks.
+//! ones shared with PostgreSQL (`statements.rs`); this file owns the connections, each on a
+//! thread of its own that runs a whole store operation per hand-off.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::oneshot;
 
-use super::sql::plain_params;
+use super::sql::{Op, Row, Value, sqlite_params};
 use super::{PairId, Result, StoreError};
 
 /// The [`Store`](super::Store) implementation, shared with PostgreSQL.
 mod statements {
     type SqlStore = super::SqliteStore;
-    type Db = sqlx::Sqlite;
+    type Conn = super::Conn;
     const SHARED: bool = false;
-    const JOIN_WRITES: bool = true;
     include!("statements.rs");
 }
 
 /// How long a writer waits for another connection (or process) to release the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connections of a file store: SQLite has one writer at a time, WAL lets readers run beside it.
-const MAX_CONNECTIONS: u32 = 4;
+/// Prepared statements each connection keeps: every statement text of the store, with room
+/// for the few lengths of each batch statement.
+const CACHED_STATEMENTS: usize = 256;
 
-/// The SQLite [`Store`]. Cloning is cheap and shares the connection pool.
+/// The SQLite [`Store`]. Cloning is cheap and shares the connections.
+///
+/// Two connections, each owned by a thread: the writer runs every operation that writes, in a
+/// transaction that takes the write lock at its start (`BEGIN IMMEDIATE`), so writers take
+/// turns; the reader runs the reads beside it (WAL), so no read waits behind a commit's fsync.
+/// An operation reaches its thread in one hand-off and runs there whole: a few dozen
+/// microseconds of SQLite, instead of a round trip per statement.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    writer: Worker,
+    reader: Worker,
 }
 
 impl SqliteStore {
@@ -54,7 +65,7 @@ impl SqliteStore {
             .truncate(false)
             .open(path)
             .map_err(dir_err)?;
-        Self::open_file(path, true).await
+        Self::open_file(path).await
     }
 
     /// Opens an existing store file (bringing its schema up to date) and never creates one:
@@ -63,66 +74,87 @@ impl SqliteStore {
         if !path.is_file() {
             return Err(StoreError::Missing(path.display().to_string()));
         }
-        Self::open_file(path, false).await
+        Self::open_file(path).await
     }
 
-    async fn open_file(path: &Path, create: bool) -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(create)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        use_wal(&options).await?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .after_release(|conn, _| Box::pin(async move { reusable(conn).await }))
-            .connect_with(options)
-            .await?;
-        let store = SqliteStore { pool };
+    async fn open_file(path: &Path) -> Result<SqliteStore> {
+        let file = path.to_path_buf();
+        let writer = Worker::start("writer", move || open_wal(&file)).await?;
+        let file = path.to_path_buf();
+        let reader = Worker::start("reader", move || {
+            let db = open_conn(&file)?;
+            // A read that writes is a bug: this connection refuses it.
+            db.pragma_update(None, "query_only", true)?;
+            Ok(db)
+        })
+        .await?;
+        let store = SqliteStore { writer, reader };
         store.migrate().await?;
         tracing::debug!(path = %path.display(), "state store opened");
         Ok(store)
     }
 
-    /// A private in-memory store (for tests): gone when the store is dropped.
+    /// A private in-memory store (for tests): gone when the store is dropped. An in-memory
+    /// database lives and dies with its connection, so reads and writes share the one.
     pub async fn open_memory() -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::new()
-            .in_memory(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        // An in-memory database lives and dies with its connection: exactly one, kept forever.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        let store = SqliteStore { pool };
+        let writer = Worker::start("memory", || {
+            let db = Connection::open_in_memory()?;
+            configure(&db)?;
+            Ok(db)
+        })
+        .await?;
+        let store = SqliteStore {
+            reader: writer.clone(),
+            writer,
+        };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// A write transaction that holds the write lock from its start (`BEGIN IMMEDIATE`), so it
-    /// waits for other writers up to the busy timeout instead of failing when it upgrades.
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Runs `op` on the reader, outside a transaction.
+    async fn read<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
+    {
+        self.reader.run(move |c| ready(op(c))).await
     }
 
-    /// Writers take turns (`BEGIN IMMEDIATE`), so ids are assigned in commit order already.
-    async fn journal_tx(&self, _accounts: &[i64]) -> Result<Transaction<'static, Sqlite>> {
-        self.write_tx().await
+    /// Runs `op` on the writer, in a transaction that holds the write lock from its start
+    /// (`BEGIN IMMEDIATE`): it waits for other writers (other processes) up to the busy timeout
+    /// instead of failing when it upgrades. An error rolls it back.
+    async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
+    {
+        self.writer
+            .run(move |c| c.transaction(|c| ready(op(c))))
+            .await
+    }
+
+    /// Writers take turns (`BEGIN IMMEDIATE`), so journal ids are assigned in commit order
+    /// already.
+    async fn journal_write<T, F>(&self, _accounts: Vec<i64>, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
+    {
+        self.write(op).await
     }
 
     /// Migrations take the write lock like any writer.
-    async fn migration_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.write_tx().await
+    async fn migration<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
+    {
+        self.write(op).await
     }
 
     /// Nothing to take: a write transaction holds the database's write lock from its start, so
     /// the writers of a pair's links (which read its runs, then rewrite them) take turns already.
-    async fn lock_pair(_tx: &mut Transaction<'static, Sqlite>, _pair: PairId) -> Result<()> {
+    async fn lock_pair(_c: &mut Conn, _pair: PairId) -> Result<()> {
         Ok(())
     }
 
@@ -131,71 +163,278 @@ impl SqliteStore {
         Cow::Borrowed(sql)
     }
 
-    /// A statement built for a batch, its parameters in SQLite's spelling (see
-    /// [`plain_params`]): plain `?` where the statement allows, else `?N`, which is correct but
-    /// costs a scan per parameter (debug builds stop on such a statement). SQLite would take
-    /// `$N` as a name, looked up by a scan too. The statements use `$` for nothing else.
-    fn batch(sql: String) -> sqlx::AssertSqlSafe<String> {
-        sqlx::AssertSqlSafe(plain_params(&sql).unwrap_or_else(|| {
-            debug_assert!(false, "batch statement with parameters out of order: {sql}");
-            sql.replace('$', "?")
-        }))
+    /// Closes both connections (the last one to close checkpoints the WAL into the file).
+    /// Operations after this fail.
+    async fn close_connections(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
     }
 }
 
-/// Puts the file in WAL mode (a setting the file keeps), on one connection before the pool opens
-/// any. Switching needs the file to itself, and SQLite answers "database is locked" at once,
-/// without waiting its busy timeout, while another process or pool is opening the same new
-/// file: so the switch is retried, up to that timeout.
-async fn use_wal(options: &SqliteConnectOptions) -> Result<()> {
-    let options = options.clone().journal_mode(SqliteJournalMode::Wal);
-    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+/// Opens the store file's connection with the store's settings.
+fn open_conn(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = Connection::open_with_flags(path, flags)?;
+    configure(&db)?;
+    Ok(db)
+}
+
+fn configure(db: &Connection) -> Result<()> {
+    db.busy_timeout(BUSY_TIMEOUT)?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.pragma_update(None, "foreign_keys", true)?;
+    db.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+    Ok(())
+}
+
+/// Opens the writer's connection and puts the file in WAL mode (a setting the file keeps).
+/// Switching needs the file to itself, and SQLite answers "database is locked" at once, without
+/// waiting its busy timeout, while another process or store is opening the same new file: so
+/// the switch is retried, up to that timeout.
+fn open_wal(path: &Path) -> Result<Connection> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
     let mut pause = Duration::from_millis(5);
     loop {
-        match SqliteConnection::connect_with(&options).await {
-            Ok(conn) => return Ok(conn.close().await?),
-            Err(e) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(pause).await;
+        let attempt = open_conn(path).and_then(|db| {
+            let mode: String =
+                db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Corrupt(format!(
+                    "{} stays in journal mode {mode}, not WAL",
+                    path.display()
+                )));
+            }
+            Ok(db)
+        });
+        match attempt {
+            Err(StoreError::Sqlite(e)) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
-            Err(e) => return Err(e.into()),
+            other => return other,
         }
     }
 }
 
-/// SQLite's `SQLITE_BUSY` (5), whatever its extended code.
-fn is_busy(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| c & 0xff == 5)
+/// SQLite's `SQLITE_BUSY`, whatever its extended code.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
 }
 
-/// Whether a connection going back to the pool can be used again. A COMMIT that fails (the
-/// disk is full) leaves sqlx counting the transaction as open, and the ROLLBACK queued when the
-/// transaction is dropped fails too when SQLite has already rolled it back: every later
-/// `BEGIN` on that connection would fail. The ping runs the queued rollback first; a
-/// connection still counted in a transaction is closed and the pool opens a fresh one. One
-/// counted in none has no rollback queued (the count drops when it runs): it comes back as it
-/// is, without the ping's round trip to its thread.
-async fn reusable(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
-    if !conn.is_in_transaction() {
-        return Ok(true);
+/// Polls an operation that runs on its connection's thread: every await in it is a statement
+/// on that connection, ready at once, so it completes in one poll.
+fn ready<T>(op: Op<'_, T>) -> Result<T> {
+    let mut op = pin!(op);
+    match op.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(StoreError::Corrupt(
+            "a state store operation waited for something other than its connection".into(),
+        )),
     }
-    conn.ping().await?;
-    let clean = !conn.is_in_transaction();
-    if !clean {
-        tracing::warn!("a state store connection left in a failed transaction is closed");
+}
+
+/// A connection as the statements use it (see `statements.rs`). Its methods are `async` to
+/// match PostgreSQL's; each runs at once, on the connection's thread.
+pub(super) struct Conn {
+    db: Connection,
+}
+
+impl Conn {
+    pub(super) async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64> {
+        let mut statement = self.statement(sql, args)?;
+        Ok(statement.raw_execute()? as u64)
     }
-    Ok(clean)
+
+    pub(super) async fn fetch_all(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<Row>> {
+        let mut statement = self.statement(sql, args)?;
+        let columns: Arc<[String]> = statement
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut rows = statement.raw_query();
+        let mut out = Vec::new();
+        // Every row is stepped to, and the statement to its end: a RETURNING statement's
+        // error (a constraint) comes at its end.
+        while let Some(row) = rows.next()? {
+            let values = (0..columns.len())
+                .map(|i| value_of(row.get_ref(i)?))
+                .collect::<Result<Vec<Value>>>()?;
+            out.push(Row {
+                columns: Arc::clone(&columns),
+                values,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn fetch_optional(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Option<Row>> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
+
+    pub(super) async fn fetch_one(&mut self, sql: &str, args: Vec<Value>) -> Result<Row> {
+        self.fetch_optional(sql, args)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no row from {sql}")))
+    }
+
+    /// Statements without parameters, `;` between them (a migration).
+    pub(super) async fn execute_script(&mut self, sql: &str) -> Result<()> {
+        Ok(self.db.execute_batch(sql)?)
+    }
+
+    /// `sql` prepared (or taken from the cache) with `args` bound.
+    fn statement(&self, sql: &str, args: Vec<Value>) -> Result<rusqlite::CachedStatement<'_>> {
+        let mut statement = self.db.prepare_cached(&sqlite_params(sql))?;
+        for (i, arg) in args.into_iter().enumerate() {
+            match arg {
+                Value::Int(v) => statement.raw_bind_parameter(i + 1, v)?,
+                Value::Text(v) => statement.raw_bind_parameter(i + 1, v)?,
+            }
+        }
+        Ok(statement)
+    }
+
+    /// Runs `op` in a write transaction: committed when it succeeds, rolled back when it (or the
+    /// commit) fails.
+    fn transaction<T>(&mut self, op: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        let result = op(self).and_then(|v| {
+            self.db.execute_batch("COMMIT")?;
+            Ok(v)
+        });
+        // A failed COMMIT may leave the transaction open (SQLITE_BUSY), or SQLite may have
+        // rolled it back already (a full disk).
+        if !self.db.is_autocommit()
+            && let Err(e) = self.db.execute_batch("ROLLBACK")
+        {
+            tracing::warn!("state store: rolling back a failed write: {e}");
+        }
+        result
+    }
+}
+
+fn value_of(value: rusqlite::types::ValueRef<'_>) -> Result<Value> {
+    use rusqlite::types::ValueRef;
+    Ok(match value {
+        ValueRef::Null => Value::Int(None),
+        ValueRef::Integer(v) => Value::Int(Some(v)),
+        ValueRef::Text(v) => {
+            Value::Text(Some(String::from_utf8(v.to_vec()).map_err(|_| {
+                StoreError::Corrupt("a text column that is not UTF-8".into())
+            })?))
+        }
+        ValueRef::Real(_) | ValueRef::Blob(_) => {
+            return Err(StoreError::Corrupt(
+                "a column that is neither an integer nor text".into(),
+            ));
+        }
+    })
+}
+
+/// A job for a connection's thread.
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+enum Message {
+    Run(Job),
+    /// Closes the connection; the thread ends.
+    Close(oneshot::Sender<()>),
+}
+
+/// A connection on a thread of its own, running the jobs sent to it in order. The thread ends,
+/// closing the connection, on [`Worker::close`] or when the last store holding it is dropped.
+#[derive(Clone, Debug)]
+struct Worker {
+    jobs: mpsc::Sender<Message>,
+}
+
+impl Worker {
+    /// Starts the thread; `open` makes its connection there. Errors when it cannot.
+    async fn start(
+        role: &'static str,
+        open: impl FnOnce() -> Result<Connection> + Send + 'static,
+    ) -> Result<Worker> {
+        let (jobs, queue) = mpsc::channel::<Message>();
+        let (opened_tx, opened) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("state-{role}"))
+            .spawn(move || {
+                let mut conn = match open() {
+                    Ok(db) => Conn { db },
+                    Err(e) => {
+                        // Nobody waits for the error once the opener is gone.
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if opened_tx.send(Ok(())).is_err() {
+                    return;
+                }
+                while let Ok(message) = queue.recv() {
+                    match message {
+                        Message::Run(job) => job(&mut conn),
+                        Message::Close(done) => {
+                            drop(conn);
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the state {role}: {e}")))?;
+        opened.await.map_err(|_| closed())??;
+        Ok(Worker { jobs })
+    }
+
+    /// Runs `job` on the connection and returns its result. A caller that stops waiting does
+    /// not stop the job: it runs whole (a transaction commits or rolls back).
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            // The caller may have stopped waiting; the job is done either way.
+            let _ = done.send(job(c));
+        });
+        self.jobs.send(Message::Run(job)).map_err(|_| closed())?;
+        result.await.map_err(|_| closed())?
+    }
+
+    async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Message::Close(done)).is_ok() {
+            // The thread answers once the connection is closed; a thread gone already has closed it.
+            let _ = closed.await;
+        }
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Corrupt("the state store is closed".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sql::{MIGRATIONS, now};
+    use crate::store::sql::{MIGRATIONS, args, now, op};
     use crate::store::{AccountKey, AccountState, Link, MailboxState, Phase, Store};
-    use sqlx::{AssertSqlSafe, Row};
+
+    /// Column 0 of the first row of `sql`, read on the store's reader.
+    async fn read_one<T: super::super::sql::FromValue + Send + 'static>(
+        store: &SqliteStore,
+        sql: &'static str,
+        args: Vec<Value>,
+    ) -> T {
+        store
+            .read(move |c| op(async move { c.fetch_one(sql, args).await?.get(0) }))
+            .await
+            .unwrap()
+    }
 
     fn key(user: &str) -> AccountKey {
         AccountKey {
@@ -264,35 +503,34 @@ mod tests {
         assert_eq!(store.links(pair).await.unwrap(), vec![link(1, 1, "\\Seen")]);
         assert_eq!(store.tombstones(pair).await.unwrap(), vec![2]);
 
-        let mode: String = sqlx::query("PRAGMA journal_mode")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap()
-            .get(0);
+        let mode: String = read_one(&store, "PRAGMA journal_mode", args![]).await;
         assert_eq!(mode.to_lowercase(), "wal");
-        let sync: i64 = sqlx::query("PRAGMA synchronous")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(sync, 2, "synchronous = FULL");
-        let fk: i64 = sqlx::query("PRAGMA foreign_keys")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(fk, 1);
+        for store in [&store.reader, &store.writer] {
+            let settings = store
+                .run(|c| {
+                    let pragma = |name: &str| -> Result<i64> {
+                        Ok(c.db.pragma_query_value(None, name, |row| row.get(0))?)
+                    };
+                    Ok((pragma("synchronous")?, pragma("foreign_keys")?))
+                })
+                .await
+                .unwrap();
+            assert_eq!(settings, (2, 1), "synchronous = FULL, foreign keys on");
+        }
         store.close().await;
 
         // A second open (and a concurrent one) applies nothing again.
         let (a, b) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
         let (a, b) = (a.unwrap(), b.unwrap());
-        let versions: Vec<i64> = sqlx::query("SELECT version FROM schema_version ORDER BY version")
-            .fetch_all(&a.pool)
+        let versions: Vec<i64> = a
+            .select(
+                "SELECT version FROM schema_version ORDER BY version",
+                args![],
+            )
             .await
             .unwrap()
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| r.get(0).unwrap())
             .collect();
         let expected: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
         assert_eq!(versions, expected);
@@ -306,8 +544,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("imapferry.db");
         let store = SqliteStore::open(&path).await.unwrap();
-        sqlx::query("INSERT INTO schema_version (version, applied) VALUES (1000, 0)")
-            .execute(&store.pool)
+        store
+            .change(
+                "INSERT INTO schema_version (version, applied) VALUES (1000, 0)",
+                args![],
+            )
             .await
             .unwrap();
         store.close().await;
@@ -321,19 +562,20 @@ mod tests {
     async fn journal_table_exists() {
         let store = SqliteStore::open_memory().await.unwrap();
         let account = store.account(&key("alice")).await.unwrap();
-        sqlx::query("INSERT INTO journal (account_id, created, kind, payload) VALUES ($1, $2, 'store', '{}')")
-            .bind(account)
-            .bind(now())
-            .execute(&store.pool)
+        store
+            .change(
+                "INSERT INTO journal (account_id, created, kind, payload) \
+                 VALUES ($1, $2, 'store', '{}')",
+                args![account, now()],
+            )
             .await
             .unwrap();
-        let pending: i64 =
-            sqlx::query("SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0")
-                .bind(account)
-                .fetch_one(&store.pool)
-                .await
-                .unwrap()
-                .get(0);
+        let pending: i64 = read_one(
+            &store,
+            "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0",
+            args![account],
+        )
+        .await;
         assert_eq!(pending, 1);
     }
 
@@ -348,71 +590,42 @@ mod tests {
         want[700].ident = Some("key701".into());
         want.extend((1001..=1010).map(|u| link(u, 3000 - u, "")));
         {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .unwrap();
-            sqlx::raw_sql(
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(
                 "CREATE TABLE schema_version (version BIGINT NOT NULL PRIMARY KEY, \
                  applied BIGINT NOT NULL)",
             )
-            .execute(&pool)
-            .await
             .unwrap();
             for (version, sql) in (1..=7).zip(MIGRATIONS) {
-                sqlx::raw_sql(AssertSqlSafe(*sql))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                sqlx::query("INSERT INTO schema_version (version, applied) VALUES ($1, 0)")
-                    .bind(version)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
+                db.execute_batch(sql).unwrap();
+                db.execute(
+                    "INSERT INTO schema_version (version, applied) VALUES (?1, 0)",
+                    [version],
+                )
+                .unwrap();
             }
-            sqlx::raw_sql(
+            db.execute_batch(
                 "INSERT INTO accounts (old_host, old_user, new_host, new_user, created, updated) \
                  VALUES ('old.example', 'alice', 'new.example', 'alice', 0, 0); \
                  INSERT INTO folder_pairs (account_id, old_name, new_name, updated) \
                  VALUES (1, 'INBOX', 'INBOX', 0);",
             )
-            .execute(&pool)
-            .await
             .unwrap();
             for l in &want {
-                sqlx::query(
+                db.execute(
                     "INSERT INTO links (pair_id, old_uid, new_uid, old_flags, new_flags, ident) \
-                     VALUES (1, $1, $2, $3, $4, $5)",
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![l.old_uid, l.new_uid, l.old_flags, l.new_flags, l.ident],
                 )
-                .bind(i64::from(l.old_uid))
-                .bind(i64::from(l.new_uid))
-                .bind(&l.old_flags)
-                .bind(&l.new_flags)
-                .bind(&l.ident)
-                .execute(&pool)
-                .await
                 .unwrap();
             }
-            pool.close().await;
         }
         let store = SqliteStore::open_existing(&path).await.unwrap();
         assert_eq!(store.links(1).await.unwrap(), want);
-        let count = |table: &'static str| {
-            let pool = store.pool.clone();
-            async move {
-                sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    .get::<i64, _>(0)
-            }
-        };
+        let runs: i64 = read_one(&store, "SELECT COUNT(*) FROM link_runs", args![]).await;
+        let links: i64 = read_one(&store, "SELECT COUNT(*) FROM links", args![]).await;
         // 1-499, 500, 501-700, 702-1000, and ten runs of one (descending NEW UIDs).
-        assert_eq!((count("link_runs").await, count("links").await), (14, 1));
+        assert_eq!((runs, links), (14, 1));
         store.close().await;
         let store = SqliteStore::open_existing(&path).await.unwrap();
         assert_eq!(store.links(1).await.unwrap(), want);
@@ -425,35 +638,20 @@ mod tests {
         let path = dir.path().join("imapferry.db");
         // A database written by the first release: schema version 1 only.
         {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .unwrap();
-            sqlx::raw_sql(
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(
                 "CREATE TABLE schema_version (version BIGINT NOT NULL PRIMARY KEY, \
                  applied BIGINT NOT NULL)",
             )
-            .execute(&pool)
-            .await
             .unwrap();
-            sqlx::raw_sql(MIGRATIONS[0]).execute(&pool).await.unwrap();
-            sqlx::query("INSERT INTO schema_version (version, applied) VALUES (1, 0); ")
-                .execute(&pool)
-                .await
-                .unwrap();
-            sqlx::query(
-                "INSERT INTO accounts (old_host, old_user, new_host, new_user, state, reason, \
+            db.execute_batch(MIGRATIONS[0]).unwrap();
+            db.execute_batch(
+                "INSERT INTO schema_version (version, applied) VALUES (1, 0); \
+                 INSERT INTO accounts (old_host, old_user, new_host, new_user, state, reason, \
                  created, updated) VALUES ('old.example', 'alice', 'new.example', 'alice', \
                  'failed', 'bad password', 0, 0)",
             )
-            .execute(&pool)
-            .await
             .unwrap();
-            pool.close().await;
         }
         let store = SqliteStore::open_existing(&path).await.unwrap();
         let got = store.account_summaries().await.unwrap();

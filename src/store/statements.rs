@@ -1,21 +1,21 @@
 // The statements of the SQL stores, compiled once per backend: `sqlite.rs` and `postgres.rs` each
-// include this file in a module that names `SqlStore` (the store type, with a `pool`), `Db` (its
-// sqlx database), `SHARED` (whether other processes share the store) and `JOIN_WRITES` (whether
-// an operation's writes go to the database as one list of statements), and give `SqlStore`
-// five methods of their own: `write_tx` (a transaction that writes), `journal_tx` (one in which
-// the accounts' journal entries get their ids in commit order), `migration_tx` (one no other
-// process migrates beside), `lock_pair` (in a write transaction, the pair's links are written by
-// no other) and `dialect` (a migration's text as this database spells it). The SQL is the subset
-// both databases run (see sql.rs). Links are stored as runs (runs.rs).
+// include this file in a module that names `SqlStore` (the store type), `Conn` (a connection an
+// operation runs on) and `SHARED` (whether other processes share the store). `Conn` has
+// `execute`, `fetch_all`, `fetch_optional`, `fetch_one` and `execute_script`; `SqlStore` runs an
+// operation ([`Op`]) with `read` (no transaction), `write` (in a transaction that writes),
+// `journal_write` (one in which the accounts' journal entries get their ids in commit order) and
+// `migration` (one no other process migrates beside), and has `lock_pair` (in a write
+// transaction, the pair's links are written by no other) and `dialect` (a migration's text as
+// this database spells it). The SQL is the subset both databases run (see sql.rs). Links are
+// stored as runs (runs.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Row as _, Transaction};
 
 use crate::store::runs::{self, Run};
 use crate::store::sql::{
-    BATCH_ROWS, DbSide, MIGRATIONS, PAIR_COLUMNS, join_lengths, joined, now, padded, tuples,
+    BATCH_ROWS, Column, DbSide, MIGRATIONS, PAIR_COLUMNS, Row, Value, args, now, op, padded, tuples,
 };
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, Committed, FolderPair, FolderSummary,
@@ -23,20 +23,22 @@ use crate::store::{
     Result, Store, StoreError,
 };
 
-type Row = <Db as sqlx::Database>::Row;
-
 impl SqlStore {
     /// Applies the migrations this database has not seen yet, each in one transaction.
     pub(super) async fn migrate(&self) -> Result<()> {
-        let mut tx = self.migration_tx().await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_version (\
-             version BIGINT NOT NULL PRIMARY KEY, applied BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let current = schema_version(&mut *tx).await?;
-        tx.commit().await?;
+        let current = self
+            .migration(|c| {
+                op(async move {
+                    c.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_version (\
+                         version BIGINT NOT NULL PRIMARY KEY, applied BIGINT NOT NULL)",
+                        args![],
+                    )
+                    .await?;
+                    schema_version(c).await
+                })
+            })
+            .await?;
         let known = i64::try_from(MIGRATIONS.len())
             .map_err(|_| StoreError::Corrupt("too many migrations".into()))?;
         if current > known {
@@ -49,24 +51,57 @@ impl SqlStore {
             if version <= current {
                 continue;
             }
-            let mut tx = self.migration_tx().await?;
-            // Another process may have migrated since we looked.
-            if schema_version(&mut *tx).await? >= version {
-                tx.rollback().await?;
-                continue;
+            let applied = self
+                .migration(move |c| {
+                    op(async move {
+                        // Another process may have migrated since we looked.
+                        if schema_version(c).await? >= version {
+                            return Ok(false);
+                        }
+                        c.execute_script(&Self::dialect(sql)).await?;
+                        c.execute(
+                            "INSERT INTO schema_version (version, applied) VALUES ($1, $2)",
+                            args![version, now()],
+                        )
+                        .await?;
+                        Ok(true)
+                    })
+                })
+                .await?;
+            if applied {
+                tracing::info!(version, "state store schema migrated");
             }
-            sqlx::raw_sql(AssertSqlSafe(Self::dialect(sql).into_owned()))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO schema_version (version, applied) VALUES ($1, $2)")
-                .bind(version)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, "state store schema migrated");
         }
         Ok(())
+    }
+
+    /// The rows of a read.
+    pub(super) async fn select(
+        &self,
+        sql: impl Into<String>,
+        args: Vec<Value>,
+    ) -> Result<Vec<Row>> {
+        let sql = sql.into();
+        self.read(move |c| op(async move { c.fetch_all(&sql, args).await }))
+            .await
+    }
+
+    /// The first row of a read, if any.
+    pub(super) async fn select_row(
+        &self,
+        sql: impl Into<String>,
+        args: Vec<Value>,
+    ) -> Result<Option<Row>> {
+        let sql = sql.into();
+        self.read(move |c| op(async move { c.fetch_optional(&sql, args).await }))
+            .await
+    }
+
+    /// One statement that writes, in a transaction of its own: the rows it changed.
+    pub(super) async fn change(&self, sql: impl Into<String>, args: Vec<Value>) -> Result<u64> {
+        let sql = sql.into();
+        self.write(move |c| op(async move { c.execute(&sql, args).await }))
+            .await
     }
 
     /// `rows` accounts were updated: `true`, or `false` when the account exists but its state
@@ -78,76 +113,40 @@ impl SqlStore {
         self.account_state(account).await.map(|_| false)
     }
 
-    /// `from` → `to` in one conditional statement.
     async fn move_state(
         &self,
         account: AccountId,
         from: AccountState,
         to: AccountState,
     ) -> Result<bool> {
-        let done = sqlx::query(
-        "UPDATE accounts SET state = $1, reason = NULL, updated = $2 WHERE id = $3 AND state = $4",
-    )
-    .bind(to.as_str())
-    .bind(now())
-    .bind(account)
-    .bind(from.as_str())
-    .execute(&self.pool)
-    .await?;
-        self.changed(account, done.rows_affected()).await
-    }
-
-    async fn find_pair(&self, account: AccountId, old_name: &str) -> Result<Option<FolderPair>> {
-        let sql = format!(
-            "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 AND old_name = $2"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(account)
-            .bind(old_name)
-            .fetch_optional(&self.pool)
+        let rows = self
+            .change(
+                "UPDATE accounts SET state = $1, reason = NULL, updated = $2 \
+                 WHERE id = $3 AND state = $4",
+                args![to.as_str(), now(), account, from.as_str()],
+            )
             .await?;
-        row.as_ref().map(pair_from_row).transpose()
+        self.changed(account, rows).await
     }
 
-    /// Runs the writes gathered in `writes` in `tx`, in order. SQLite takes them as one list of
-    /// statements: one hand-off to the connection's thread instead of one per statement.
-    /// PostgreSQL takes them one at a time (its protocol runs one statement with parameters per
-    /// message).
-    async fn run_writes(tx: &mut Transaction<'static, Db>, writes: Writes) -> Result<()> {
-        for (sql, args) in writes.into_statements() {
-            let mut query = sqlx::query(Self::batch(sql));
-            for arg in args {
-                query = match arg {
-                    Arg::Int(v) => query.bind(v),
-                    Arg::Text(v) => query.bind(v),
-                    Arg::MaybeText(v) => query.bind(v),
-                };
-            }
-            query.execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
-
-    async fn delete_batch(&self, table: &str, pair: PairId, old_uids: &[u32]) -> Result<()> {
+    async fn delete_batch(
+        &self,
+        table: &'static str,
+        pair: PairId,
+        old_uids: &[u32],
+    ) -> Result<()> {
         if old_uids.is_empty() {
             return Ok(());
         }
         let mut writes = Writes::default();
         writes.delete_uids((table, "old_uid"), pair, old_uids);
-        let mut tx = self.write_tx().await?;
-        Self::run_writes(&mut tx, writes).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(move |c| op(writes.run(c))).await
     }
 
     /// The runs of `pair` that hold or border these OLD UIDs, ascending: for each UID, the run
     /// holding it (or the last one before it), the run holding the UID before it, and the run
     /// starting just after it. Index lookups only, however many runs the pair has.
-    async fn runs_around(
-        tx: &mut Transaction<'static, Db>,
-        pair: PairId,
-        old_uids: &BTreeSet<u32>,
-    ) -> Result<Vec<Run>> {
+    async fn runs_around(c: &mut Conn, pair: PairId, old_uids: &BTreeSet<u32>) -> Result<Vec<Run>> {
         let uids: Vec<u32> = old_uids.iter().copied().collect();
         let mut found: BTreeMap<u32, Run> = BTreeMap::new();
         for chunk in uids.chunks(BATCH_ROWS) {
@@ -164,11 +163,9 @@ impl SqlStore {
                 tuples(chunk.len(), 1, 1),
                 pair = format!("${}", chunk.len() + 1)
             );
-            let mut query = sqlx::query(Self::batch(sql));
-            for uid in &chunk {
-                query = query.bind(i64::from(*uid));
-            }
-            for row in query.bind(pair).fetch_all(&mut **tx).await? {
+            let mut args: Vec<Value> = chunk.iter().map(|uid| Value::from(*uid)).collect();
+            args.push(pair.into());
+            for row in c.fetch_all(&sql, args).await? {
                 let run = run_from_row(&row, pair)?;
                 found.insert(run.old_start, run);
             }
@@ -177,16 +174,16 @@ impl SqlStore {
     }
 
     /// Drops the links of the OLD UIDs in `remove` from the pair's runs and puts in the runs that
-    /// `add` makes of the window of runs around them (see [`runs::rewrite`]): reads the window
-    /// in `tx`, and gathers the writes of only the runs that changed.
+    /// `add` makes of the window of runs around them (see [`runs::rewrite`]): reads the window,
+    /// and gathers the writes of only the runs that changed.
     async fn rewrite_runs(
-        tx: &mut Transaction<'static, Db>,
+        c: &mut Conn,
         writes: &mut Writes,
         pair: PairId,
         remove: &BTreeSet<u32>,
         add: impl FnOnce(&[Run]) -> Vec<Run>,
     ) -> Result<()> {
-        let window = Self::runs_around(tx, pair, remove).await?;
+        let window = Self::runs_around(c, pair, remove).await?;
         let added = add(&window);
         let after = runs::rewrite(&window, remove, added);
         writes.runs(pair, &window, &after)
@@ -195,15 +192,15 @@ impl SqlStore {
     /// Puts these links in place of the pair's links of the same OLD UIDs (one per UID): those
     /// without an identity key into runs, the others into `links`.
     async fn put_links(
-        tx: &mut Transaction<'static, Db>,
+        c: &mut Conn,
         writes: &mut Writes,
         pair: PairId,
-        by_uid: &BTreeMap<u32, &Link>,
+        by_uid: &BTreeMap<u32, Link>,
     ) -> Result<()> {
         let uids: BTreeSet<u32> = by_uid.keys().copied().collect();
         let (keyed, plain): (Vec<&Link>, Vec<&Link>) =
             by_uid.values().partition(|l| l.ident.is_some());
-        Self::rewrite_runs(tx, writes, pair, &uids, |_| {
+        Self::rewrite_runs(c, writes, pair, &uids, |_| {
             plain.iter().map(|l| Run::single(l)).collect()
         })
         .await?;
@@ -217,13 +214,13 @@ impl SqlStore {
                 tuples(chunk.len(), 6, 1)
             );
             let args = chunk.iter().flat_map(|link| {
-                [
-                    Arg::Int(pair),
-                    Arg::Int(i64::from(link.old_uid)),
-                    Arg::Int(i64::from(link.new_uid)),
-                    Arg::Text(link.old_flags.clone()),
-                    Arg::Text(link.new_flags.clone()),
-                    Arg::MaybeText(link.ident.clone()),
+                args![
+                    pair,
+                    link.old_uid,
+                    link.new_uid,
+                    link.old_flags.as_str(),
+                    link.new_flags.as_str(),
+                    link.ident.as_deref(),
                 ]
             });
             writes.push(sql, args.collect());
@@ -233,12 +230,12 @@ impl SqlStore {
 
     /// Drops the pair's links of these OLD UIDs, from runs and from `links`.
     async fn drop_links(
-        tx: &mut Transaction<'static, Db>,
+        c: &mut Conn,
         writes: &mut Writes,
         pair: PairId,
         old_uids: &BTreeSet<u32>,
     ) -> Result<()> {
-        Self::rewrite_runs(tx, writes, pair, old_uids, |_| Vec::new()).await?;
+        Self::rewrite_runs(c, writes, pair, old_uids, |_| Vec::new()).await?;
         let uids: Vec<u32> = old_uids.iter().copied().collect();
         writes.delete_uids(("links", "old_uid"), pair, &uids);
         Ok(())
@@ -248,45 +245,43 @@ impl SqlStore {
     /// NEW UID, with the same flags): the run it continues grows by one, in one statement. False
     /// when there is no such run, when the OLD UID is already linked, or when a run starts right
     /// after it (the link may join the two): the caller then takes the general way.
-    async fn extend_run(
-        tx: &mut Transaction<'static, Db>,
-        pair: PairId,
-        link: &Link,
-    ) -> Result<bool> {
+    async fn extend_run(c: &mut Conn, pair: PairId, link: &Link) -> Result<bool> {
         if link.ident.is_some() {
             return Ok(false);
         }
-        let done = sqlx::query(
-            "UPDATE link_runs SET length = length + 1 \
-             WHERE pair_id = $1 \
-             AND old_start = (SELECT MAX(r.old_start) FROM link_runs r \
-                              WHERE r.pair_id = $1 AND r.old_start < $2) \
-             AND old_start + length = $2 AND new_start + length = $3 \
-             AND old_flags = $4 AND new_flags = $5 \
-             AND NOT EXISTS (SELECT 1 FROM link_runs r \
-                             WHERE r.pair_id = $1 AND r.old_start BETWEEN $2 AND $2 + 1) \
-             AND NOT EXISTS (SELECT 1 FROM links l WHERE l.pair_id = $1 AND l.old_uid = $2)",
-        )
-        .bind(pair)
-        .bind(i64::from(link.old_uid))
-        .bind(i64::from(link.new_uid))
-        .bind(link.old_flags.as_str())
-        .bind(link.new_flags.as_str())
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let rows = c
+            .execute(
+                "UPDATE link_runs SET length = length + 1 \
+                 WHERE pair_id = $1 \
+                 AND old_start = (SELECT MAX(r.old_start) FROM link_runs r \
+                                  WHERE r.pair_id = $1 AND r.old_start < $2) \
+                 AND old_start + length = $2 AND new_start + length = $3 \
+                 AND old_flags = $4 AND new_flags = $5 \
+                 AND NOT EXISTS (SELECT 1 FROM link_runs r \
+                                 WHERE r.pair_id = $1 AND r.old_start BETWEEN $2 AND $2 + 1) \
+                 AND NOT EXISTS (SELECT 1 FROM links l WHERE l.pair_id = $1 AND l.old_uid = $2)",
+                args![
+                    pair,
+                    link.old_uid,
+                    link.new_uid,
+                    link.old_flags.as_str(),
+                    link.new_flags.as_str(),
+                ],
+            )
+            .await?;
+        Ok(rows == 1)
     }
 
-    /// In `tx`: every link of the pair gets [`NO_BASE`], and its runs are joined again.
-    async fn forget_bases_in(tx: &mut Transaction<'static, Db>, pair: PairId) -> Result<()> {
-        Self::lock_pair(tx, pair).await?;
-        let rows = sqlx::query(
-            "SELECT old_start, new_start, length, old_flags, new_flags FROM link_runs \
-             WHERE pair_id = $1 ORDER BY old_start",
-        )
-        .bind(pair)
-        .fetch_all(&mut **tx)
-        .await?;
+    /// Every link of the pair gets [`NO_BASE`], and its runs are joined again.
+    async fn forget_bases_in(c: &mut Conn, pair: PairId) -> Result<()> {
+        Self::lock_pair(c, pair).await?;
+        let rows = c
+            .fetch_all(
+                "SELECT old_start, new_start, length, old_flags, new_flags FROM link_runs \
+                 WHERE pair_id = $1 ORDER BY old_start",
+                args![pair],
+            )
+            .await?;
         let before = rows
             .iter()
             .map(|row| run_from_row(row, pair))
@@ -299,19 +294,26 @@ impl SqlStore {
         let after = runs::rewrite(&[], &BTreeSet::new(), bare.collect());
         let mut writes = Writes::default();
         writes.runs(pair, &before, &after)?;
-        let no_base = || Arg::Text(NO_BASE.into());
         writes.push(
             "UPDATE links SET old_flags = $1, new_flags = $2 WHERE pair_id = $3".into(),
-            vec![no_base(), no_base(), Arg::Int(pair)],
+            args![NO_BASE, NO_BASE, pair],
         );
-        Self::run_writes(tx, writes).await
+        writes.run(c).await
     }
+}
+
+/// The pair of `account` whose OLD name is `old_name`.
+async fn find_pair(c: &mut Conn, account: AccountId, old_name: &str) -> Result<Option<FolderPair>> {
+    let sql =
+        format!("SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 AND old_name = $2");
+    let row = c.fetch_optional(&sql, args![account, old_name]).await?;
+    row.as_ref().map(pair_from_row).transpose()
 }
 
 #[async_trait]
 impl Store for SqlStore {
     async fn close(&self) {
-        self.pool.close().await;
+        self.close_connections().await;
     }
 
     fn shared(&self) -> bool {
@@ -319,73 +321,76 @@ impl Store for SqlStore {
     }
 
     async fn take_lease(&self, name: &str, holder: &str, now: i64, expires: i64) -> Result<bool> {
-        let row = sqlx::query(
-            "INSERT INTO leases (name, holder, expires) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires \
-             WHERE leases.holder = excluded.holder OR leases.expires < $4 \
-             RETURNING holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(expires)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+        let args = args![name, holder, expires, now];
+        let row = self
+            .write(move |c| {
+                op(async move {
+                    c.fetch_optional(
+                        "INSERT INTO leases (name, holder, expires) VALUES ($1, $2, $3) \
+                         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                         expires = excluded.expires \
+                         WHERE leases.holder = excluded.holder OR leases.expires < $4 \
+                         RETURNING holder",
+                        args,
+                    )
+                    .await
+                })
+            })
+            .await?;
         Ok(row.is_some())
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
+        self.change(
+            "DELETE FROM leases WHERE name = $1 AND holder = $2",
+            args![name, holder],
+        )
+        .await?;
         Ok(())
     }
 
     async fn account(&self, key: &AccountKey) -> Result<AccountId> {
         const FIND: &str = "SELECT id FROM accounts \
              WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4";
-        let find = || {
-            sqlx::query(FIND)
-                .bind(key.old_host.as_str())
-                .bind(key.old_user.as_str())
-                .bind(key.new_host.as_str())
-                .bind(key.new_user.as_str())
-        };
-        if let Some(row) = find().fetch_optional(&self.pool).await? {
-            return Ok(row.try_get(0)?);
+        let find = args![
+            key.old_host.as_str(),
+            key.old_user.as_str(),
+            key.new_host.as_str(),
+            key.new_user.as_str(),
+        ];
+        if let Some(row) = self.select_row(FIND, find.clone()).await? {
+            return row.get(0);
         }
-        let now = now();
-        sqlx::query(
-            "INSERT INTO accounts (old_host, old_user, new_host, new_user, state, created, updated) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             ON CONFLICT (old_host, old_user, new_host, new_user) DO NOTHING",
-        )
-        .bind(key.old_host.as_str())
-        .bind(key.old_user.as_str())
-        .bind(key.new_host.as_str())
-        .bind(key.new_user.as_str())
-        .bind(AccountState::Pending.as_str())
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        match find().fetch_optional(&self.pool).await? {
-            Some(row) => Ok(row.try_get(0)?),
-            None => Err(StoreError::Corrupt(format!(
-                "account {}@{} was inserted but cannot be found",
-                key.old_user, key.old_host
-            ))),
-        }
+        let mut insert = find.clone();
+        insert.extend(args![AccountState::Pending.as_str(), now()]);
+        let who = format!("{}@{}", key.old_user, key.old_host);
+        self.write(move |c| {
+            op(async move {
+                c.execute(
+                    "INSERT INTO accounts \
+                     (old_host, old_user, new_host, new_user, state, created, updated) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                     ON CONFLICT (old_host, old_user, new_host, new_user) DO NOTHING",
+                    insert,
+                )
+                .await?;
+                match c.fetch_optional(FIND, find).await? {
+                    Some(row) => row.get(0),
+                    None => Err(StoreError::Corrupt(format!(
+                        "account {who} was inserted but cannot be found"
+                    ))),
+                }
+            })
+        })
+        .await
     }
 
     async fn account_state(&self, account: AccountId) -> Result<AccountState> {
-        let row = sqlx::query("SELECT state FROM accounts WHERE id = $1")
-            .bind(account)
-            .fetch_optional(&self.pool)
+        let row = self
+            .select_row("SELECT state FROM accounts WHERE id = $1", args![account])
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("no account {account}")))?;
-        let state: String = row.try_get(0)?;
+        let state: String = row.get(0)?;
         AccountState::parse(&state).ok_or_else(|| {
             StoreError::Corrupt(format!("account {account} has unknown state {state:?}"))
         })
@@ -397,33 +402,38 @@ impl Store for SqlStore {
         state: AccountState,
         reason: Option<&str>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE accounts SET state = $1, reason = $2, updated = $3 \
-             WHERE id = $4 AND state <> $5 AND state <> $6",
-        )
-        .bind(state.as_str())
-        .bind(reason)
-        .bind(now())
-        .bind(account)
-        .bind(AccountState::Retired.as_str())
-        .bind(AccountState::Diverged.as_str())
-        .execute(&self.pool)
-        .await?;
-        self.changed(account, done.rows_affected()).await
+        let rows = self
+            .change(
+                "UPDATE accounts SET state = $1, reason = $2, updated = $3 \
+                 WHERE id = $4 AND state <> $5 AND state <> $6",
+                args![
+                    state.as_str(),
+                    reason,
+                    now(),
+                    account,
+                    AccountState::Retired.as_str(),
+                    AccountState::Diverged.as_str(),
+                ],
+            )
+            .await?;
+        self.changed(account, rows).await
     }
 
     async fn mark_diverged(&self, account: AccountId, reason: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE accounts SET state = $1, reason = $2, updated = $3 WHERE id = $4 AND state <> $5",
-        )
-        .bind(AccountState::Diverged.as_str())
-        .bind(reason)
-        .bind(now())
-        .bind(account)
-        .bind(AccountState::Retired.as_str())
-        .execute(&self.pool)
-        .await?;
-        self.changed(account, done.rows_affected()).await
+        let rows = self
+            .change(
+                "UPDATE accounts SET state = $1, reason = $2, updated = $3 \
+                 WHERE id = $4 AND state <> $5",
+                args![
+                    AccountState::Diverged.as_str(),
+                    reason,
+                    now(),
+                    account,
+                    AccountState::Retired.as_str(),
+                ],
+            )
+            .await?;
+        self.changed(account, rows).await
     }
 
     async fn mark_writes_in_flight(
@@ -432,40 +442,42 @@ impl Store for SqlStore {
         holder: &str,
         on: bool,
     ) -> Result<()> {
-        let query = if on {
-            sqlx::query(
+        if on {
+            self.change(
                 "INSERT INTO write_marks (account_id, holder, since) VALUES ($1, $2, $3) \
                  ON CONFLICT (account_id, holder) DO NOTHING",
+                args![account, holder, now()],
             )
-            .bind(account)
-            .bind(holder)
-            .bind(now())
+            .await?;
         } else {
-            sqlx::query("DELETE FROM write_marks WHERE account_id = $1 AND holder = $2")
-                .bind(account)
-                .bind(holder)
-        };
-        query.execute(&self.pool).await?;
+            self.change(
+                "DELETE FROM write_marks WHERE account_id = $1 AND holder = $2",
+                args![account, holder],
+            )
+            .await?;
+        }
         Ok(())
     }
 
     async fn writes_in_flight(&self, account: AccountId) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT holder, since FROM write_marks WHERE account_id = $1 ORDER BY since, holder",
-        )
-        .bind(account)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .select(
+                "SELECT holder, since FROM write_marks WHERE account_id = $1 \
+                 ORDER BY since, holder",
+                args![account],
+            )
+            .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get("holder")?, row.try_get("since")?)))
+            .map(|row| Ok((row.get("holder")?, row.get("since")?)))
             .collect()
     }
 
     async fn lease_held(&self, name: &str, now: i64) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM leases WHERE name = $1 AND expires >= $2")
-            .bind(name)
-            .bind(now)
-            .fetch_optional(&self.pool)
+        let row = self
+            .select_row(
+                "SELECT 1 FROM leases WHERE name = $1 AND expires >= $2",
+                args![name, now],
+            )
             .await?;
         Ok(row.is_some())
     }
@@ -481,35 +493,41 @@ impl Store for SqlStore {
         old_name: &str,
         new_name: &str,
     ) -> Result<FolderPair> {
-        let mut pair = match self.find_pair(account, old_name).await? {
+        let old = old_name.to_owned();
+        let found = self
+            .read(move |c| op(async move { find_pair(c, account, &old).await }))
+            .await?;
+        let mut pair = match found {
             Some(pair) => pair,
             None => {
-                sqlx::query(
-                    "INSERT INTO folder_pairs (account_id, old_name, new_name, adopt_from, phase, updated) \
-                     VALUES ($1, $2, $3, 1, $4, $5) \
-                     ON CONFLICT (account_id, old_name) DO NOTHING",
-                )
-                .bind(account)
-                .bind(old_name)
-                .bind(new_name)
-                .bind(Phase::New.as_str())
-                .bind(now())
-                .execute(&self.pool)
-                .await?;
-                self.find_pair(account, old_name).await?.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "folder pair {old_name:?} of account {account} was inserted but cannot be found"
-                    ))
-                })?
+                let (old, new) = (old_name.to_owned(), new_name.to_owned());
+                self.write(move |c| {
+                    op(async move {
+                        c.execute(
+                            "INSERT INTO folder_pairs \
+                             (account_id, old_name, new_name, adopt_from, phase, updated) \
+                             VALUES ($1, $2, $3, 1, $4, $5) \
+                             ON CONFLICT (account_id, old_name) DO NOTHING",
+                            args![account, old.as_str(), new, Phase::New.as_str(), now()],
+                        )
+                        .await?;
+                        find_pair(c, account, &old).await?.ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "folder pair {old:?} of account {account} was inserted but \
+                                 cannot be found"
+                            ))
+                        })
+                    })
+                })
+                .await?
             }
         };
         if pair.new_name != new_name {
-            sqlx::query("UPDATE folder_pairs SET new_name = $1, updated = $2 WHERE id = $3")
-                .bind(new_name)
-                .bind(now())
-                .bind(pair.id)
-                .execute(&self.pool)
-                .await?;
+            self.change(
+                "UPDATE folder_pairs SET new_name = $1, updated = $2 WHERE id = $3",
+                args![new_name, now(), pair.id],
+            )
+            .await?;
             tracing::info!(
                 account,
                 old = old_name,
@@ -526,19 +544,16 @@ impl Store for SqlStore {
         let sql = format!(
             "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.select(sql, args![account]).await?;
         rows.iter().map(pair_from_row).collect()
     }
 
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()> {
-        sqlx::query("UPDATE folder_pairs SET adopt_from = $1 WHERE id = $2 AND adopt_from > $1")
-            .bind(i64::from(from))
-            .bind(pair)
-            .execute(&self.pool)
-            .await?;
+        self.change(
+            "UPDATE folder_pairs SET adopt_from = $1 WHERE id = $2 AND adopt_from > $1",
+            args![from, pair],
+        )
+        .await?;
         Ok(())
     }
 
@@ -552,59 +567,64 @@ impl Store for SqlStore {
     ) -> Result<()> {
         let old = DbSide::from_state(old)?;
         let new = DbSide::from_state(new)?;
-        let done = sqlx::query(
-            "UPDATE folder_pairs SET \
-             old_uidvalidity = $1, old_uidnext = $2, old_highestmodseq = $3, old_messages = $4, \
-             new_uidvalidity = $5, new_uidnext = $6, new_highestmodseq = $7, new_messages = $8, \
-             adopt_from = $9, phase = $10, updated = $11 WHERE id = $12",
-        )
-        .bind(old.uidvalidity)
-        .bind(old.uidnext)
-        .bind(old.highestmodseq)
-        .bind(old.messages)
-        .bind(new.uidvalidity)
-        .bind(new.uidnext)
-        .bind(new.highestmodseq)
-        .bind(new.messages)
-        .bind(i64::from(adopt_from))
-        .bind(phase.as_str())
-        .bind(now())
-        .bind(pair)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        let rows = self
+            .change(
+                "UPDATE folder_pairs SET \
+                 old_uidvalidity = $1, old_uidnext = $2, old_highestmodseq = $3, \
+                 old_messages = $4, new_uidvalidity = $5, new_uidnext = $6, \
+                 new_highestmodseq = $7, new_messages = $8, \
+                 adopt_from = $9, phase = $10, updated = $11 WHERE id = $12",
+                args![
+                    old.uidvalidity,
+                    old.uidnext,
+                    old.highestmodseq,
+                    old.messages,
+                    new.uidvalidity,
+                    new.uidnext,
+                    new.highestmodseq,
+                    new.messages,
+                    adopt_from,
+                    phase.as_str(),
+                    now(),
+                    pair,
+                ],
+            )
+            .await?;
+        if rows == 0 {
             return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
         }
         Ok(())
     }
 
     async fn reset_pair(&self, pair: PairId) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        Self::lock_pair(&mut tx, pair).await?;
-        for sql in [
-            "DELETE FROM link_runs WHERE pair_id = $1",
-            "DELETE FROM links WHERE pair_id = $1",
-            "DELETE FROM tombstones WHERE pair_id = $1",
-        ] {
-            sqlx::query(sql).bind(pair).execute(&mut *tx).await?;
-        }
-        let done = sqlx::query(
-            "UPDATE folder_pairs SET \
-             old_uidvalidity = NULL, old_uidnext = NULL, old_highestmodseq = NULL, old_messages = NULL, \
-             new_uidvalidity = NULL, new_uidnext = NULL, new_highestmodseq = NULL, new_messages = NULL, \
-             adopt_from = 1, phase = $1, updated = $2 WHERE id = $3",
-        )
-        .bind(Phase::New.as_str())
-        .bind(now())
-        .bind(pair)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write(move |c| {
+            op(async move {
+                Self::lock_pair(c, pair).await?;
+                for sql in [
+                    "DELETE FROM link_runs WHERE pair_id = $1",
+                    "DELETE FROM links WHERE pair_id = $1",
+                    "DELETE FROM tombstones WHERE pair_id = $1",
+                ] {
+                    c.execute(sql, args![pair]).await?;
+                }
+                let rows = c
+                    .execute(
+                        "UPDATE folder_pairs SET \
+                         old_uidvalidity = NULL, old_uidnext = NULL, old_highestmodseq = NULL, \
+                         old_messages = NULL, new_uidvalidity = NULL, new_uidnext = NULL, \
+                         new_highestmodseq = NULL, new_messages = NULL, \
+                         adopt_from = 1, phase = $1, updated = $2 WHERE id = $3",
+                        args![Phase::New.as_str(), now(), pair],
+                    )
+                    .await?;
+                // An error rolls the deletes back.
+                if rows == 0 {
+                    return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn links(&self, pair: PairId) -> Result<Vec<Link>> {
@@ -614,22 +634,21 @@ impl Store for SqlStore {
     /// The runs and the per-message exceptions in one statement (one snapshot: a link that a
     /// concurrent write moves between them is seen once).
     async fn links_by_new(&self, pair: PairId, first: u32, last: u32) -> Result<Vec<Link>> {
-        let rows = sqlx::query(
-            "SELECT old_start, new_start, length, old_flags, new_flags, NULL AS ident \
-             FROM link_runs WHERE pair_id = $1 AND new_start <= $3 AND new_start + length > $2 \
-             UNION ALL \
-             SELECT old_uid, new_uid, 1, old_flags, new_flags, ident \
-             FROM links WHERE pair_id = $1 AND new_uid BETWEEN $2 AND $3 \
-             ORDER BY 1",
-        )
-        .bind(pair)
-        .bind(i64::from(first))
-        .bind(i64::from(last))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .select(
+                "SELECT old_start, new_start, length, old_flags, new_flags, NULL AS ident \
+                 FROM link_runs WHERE pair_id = $1 AND new_start <= $3 \
+                 AND new_start + length > $2 \
+                 UNION ALL \
+                 SELECT old_uid, new_uid, 1, old_flags, new_flags, ident \
+                 FROM links WHERE pair_id = $1 AND new_uid BETWEEN $2 AND $3 \
+                 ORDER BY 1",
+                args![pair, first, last],
+            )
+            .await?;
         let mut links = Vec::with_capacity(rows.len());
         for row in &rows {
-            let ident: Option<String> = row.try_get("ident")?;
+            let ident: Option<String> = row.get("ident")?;
             let run = run_from_row(row, pair)?;
             match ident {
                 Some(ident) => links.push(Link {
@@ -654,22 +673,25 @@ impl Store for SqlStore {
         }
         // One link per OLD UID, ascending (PostgreSQL refuses an upsert touching a row twice, and
         // ascending keys fill the b-tree in order).
-        let by_uid: BTreeMap<u32, &Link> = links.iter().map(|l| (l.old_uid, l)).collect();
-        let uids: Vec<u32> = by_uid.keys().copied().collect();
-        let mut tx = self.write_tx().await?;
-        Self::lock_pair(&mut tx, pair).await?;
-        let appended = match links {
-            [link] => Self::extend_run(&mut tx, pair, link).await?,
-            _ => false,
-        };
-        let mut writes = Writes::default();
-        if !appended {
-            Self::put_links(&mut tx, &mut writes, pair, &by_uid).await?;
-        }
-        writes.delete_uids(("tombstones", "old_uid"), pair, &uids);
-        Self::run_writes(&mut tx, writes).await?;
-        tx.commit().await?;
-        Ok(())
+        let by_uid: BTreeMap<u32, Link> = links.iter().map(|l| (l.old_uid, l.clone())).collect();
+        let single = links.len() == 1;
+        self.write(move |c| {
+            op(async move {
+                Self::lock_pair(c, pair).await?;
+                let appended = match by_uid.values().next() {
+                    Some(link) if single => Self::extend_run(c, pair, link).await?,
+                    _ => false,
+                };
+                let mut writes = Writes::default();
+                if !appended {
+                    Self::put_links(c, &mut writes, pair, &by_uid).await?;
+                }
+                let uids: Vec<u32> = by_uid.keys().copied().collect();
+                writes.delete_uids(("tombstones", "old_uid"), pair, &uids);
+                writes.run(c).await
+            })
+        })
+        .await
     }
 
     /// Updates for OLD UIDs without a link are ignored. When `updates` holds an OLD UID twice,
@@ -679,75 +701,69 @@ impl Store for SqlStore {
         if updates.is_empty() {
             return Ok(());
         }
-        let by_uid: BTreeMap<u32, &LinkFlags> = updates.iter().map(|u| (u.old_uid, u)).collect();
-        let uids: BTreeSet<u32> = by_uid.keys().copied().collect();
-        let mut tx = self.write_tx().await?;
-        Self::lock_pair(&mut tx, pair).await?;
-        let mut writes = Writes::default();
-        Self::rewrite_runs(&mut tx, &mut writes, pair, &uids, |window| {
-            window
-                .iter()
-                .flat_map(|run| {
-                    by_uid
-                        .range(run.old_start..)
-                        .take_while(|(uid, _)| run.contains(**uid))
-                        .map(|(&uid, update)| Run {
-                            old_start: uid,
-                            new_start: run.new_uid(uid),
-                            len: 1,
-                            old_flags: update.old_flags.clone(),
-                            new_flags: update.new_flags.clone(),
+        let by_uid: BTreeMap<u32, LinkFlags> =
+            updates.iter().map(|u| (u.old_uid, u.clone())).collect();
+        self.write(move |c| {
+            op(async move {
+                Self::lock_pair(c, pair).await?;
+                let uids: BTreeSet<u32> = by_uid.keys().copied().collect();
+                let mut writes = Writes::default();
+                Self::rewrite_runs(c, &mut writes, pair, &uids, |window| {
+                    window
+                        .iter()
+                        .flat_map(|run| {
+                            by_uid
+                                .range(run.old_start..)
+                                .take_while(|(uid, _)| run.contains(**uid))
+                                .map(|(&uid, update)| Run {
+                                    old_start: uid,
+                                    new_start: run.new_uid(uid),
+                                    len: 1,
+                                    old_flags: update.old_flags.clone(),
+                                    new_flags: update.new_flags.clone(),
+                                })
                         })
+                        .collect()
                 })
-                .collect()
+                .await?;
+                let updates: Vec<&LinkFlags> = by_uid.values().collect();
+                for chunk in updates.chunks(BATCH_ROWS) {
+                    // `UPDATE … FROM (VALUES …)`: SQLite ≥ 3.33 and PostgreSQL; both name the
+                    // columns of a VALUES list column1, column2, …
+                    let sql = format!(
+                        "UPDATE links SET old_flags = v.column2, new_flags = v.column3 \
+                         FROM (VALUES {}) AS v \
+                         WHERE links.pair_id = ${} AND links.old_uid = v.column1",
+                        tuples(chunk.len(), 3, 1),
+                        3 * chunk.len() + 1
+                    );
+                    let mut args: Vec<Value> = chunk
+                        .iter()
+                        .flat_map(|u| args![u.old_uid, u.old_flags.as_str(), u.new_flags.as_str()])
+                        .collect();
+                    args.push(pair.into());
+                    writes.push(sql, args);
+                }
+                writes.run(c).await
+            })
         })
-        .await?;
-        let updates: Vec<&LinkFlags> = by_uid.into_values().collect();
-        for chunk in updates.chunks(BATCH_ROWS) {
-            // `UPDATE … FROM (VALUES …)`: SQLite ≥ 3.33 and PostgreSQL; both name the columns of
-            // a VALUES list column1, column2, …
-            let sql = format!(
-                "UPDATE links SET old_flags = v.column2, new_flags = v.column3 \
-                 FROM (VALUES {}) AS v \
-                 WHERE links.pair_id = ${} AND links.old_uid = v.column1",
-                tuples(chunk.len(), 3, 1),
-                3 * chunk.len() + 1
-            );
-            let mut args: Vec<Arg> = chunk
-                .iter()
-                .flat_map(|update| {
-                    [
-                        Arg::Int(i64::from(update.old_uid)),
-                        Arg::Text(update.old_flags.clone()),
-                        Arg::Text(update.new_flags.clone()),
-                    ]
-                })
-                .collect();
-            args.push(Arg::Int(pair));
-            writes.push(sql, args);
-        }
-        Self::run_writes(&mut tx, writes).await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// A pair whose links keep no base already is only read.
     async fn forget_link_bases(&self, pair: PairId) -> Result<()> {
-        let based = sqlx::query(
-            "SELECT 1 FROM link_runs WHERE pair_id = $1 AND old_flags <> $2 \
-             UNION ALL SELECT 1 FROM links WHERE pair_id = $1 AND old_flags <> $2 LIMIT 1",
-        )
-        .bind(pair)
-        .bind(NO_BASE)
-        .fetch_optional(&self.pool)
-        .await?;
+        let based = self
+            .select_row(
+                "SELECT 1 FROM link_runs WHERE pair_id = $1 AND old_flags <> $2 \
+                 UNION ALL SELECT 1 FROM links WHERE pair_id = $1 AND old_flags <> $2 LIMIT 1",
+                args![pair, NO_BASE],
+            )
+            .await?;
         if based.is_none() {
             return Ok(());
         }
-        let mut tx = self.write_tx().await?;
-        Self::forget_bases_in(&mut tx, pair).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(move |c| op(Self::forget_bases_in(c, pair)))
+            .await
     }
 
     async fn remove_links(&self, pair: PairId, old_uids: &[u32]) -> Result<()> {
@@ -755,13 +771,15 @@ impl Store for SqlStore {
             return Ok(());
         }
         let uids: BTreeSet<u32> = old_uids.iter().copied().collect();
-        let mut tx = self.write_tx().await?;
-        Self::lock_pair(&mut tx, pair).await?;
-        let mut writes = Writes::default();
-        Self::drop_links(&mut tx, &mut writes, pair, &uids).await?;
-        Self::run_writes(&mut tx, writes).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(move |c| {
+            op(async move {
+                Self::lock_pair(c, pair).await?;
+                let mut writes = Writes::default();
+                Self::drop_links(c, &mut writes, pair, &uids).await?;
+                writes.run(c).await
+            })
+        })
+        .await
     }
 
     /// OLD UIDs without a link are tombstoned too (they must not be copied either).
@@ -771,34 +789,33 @@ impl Store for SqlStore {
         }
         let set: BTreeSet<u32> = old_uids.iter().copied().collect();
         let now = now();
-        let mut tx = self.write_tx().await?;
-        Self::lock_pair(&mut tx, pair).await?;
-        let mut writes = Writes::default();
-        Self::drop_links(&mut tx, &mut writes, pair, &set).await?;
-        let uids: Vec<u32> = set.into_iter().collect();
-        for chunk in uids.chunks(BATCH_ROWS) {
-            let sql = format!(
-                "INSERT INTO tombstones (pair_id, created, old_uid) VALUES {} \
-                 ON CONFLICT (pair_id, old_uid) DO NOTHING",
-                tuples(chunk.len(), 3, 1)
-            );
-            let args = chunk
-                .iter()
-                .flat_map(|uid| [Arg::Int(pair), Arg::Int(now), Arg::Int(i64::from(*uid))]);
-            writes.push(sql, args.collect());
-        }
-        Self::run_writes(&mut tx, writes).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(move |c| {
+            op(async move {
+                Self::lock_pair(c, pair).await?;
+                let mut writes = Writes::default();
+                Self::drop_links(c, &mut writes, pair, &set).await?;
+                let uids: Vec<u32> = set.into_iter().collect();
+                for chunk in uids.chunks(BATCH_ROWS) {
+                    let sql = format!(
+                        "INSERT INTO tombstones (pair_id, created, old_uid) VALUES {} \
+                         ON CONFLICT (pair_id, old_uid) DO NOTHING",
+                        tuples(chunk.len(), 3, 1)
+                    );
+                    let args = chunk.iter().flat_map(|uid| args![pair, now, *uid]);
+                    writes.push(sql, args.collect());
+                }
+                writes.run(c).await
+            })
+        })
+        .await
     }
 
     async fn measured_sizes(
         &self,
         pair: PairId,
     ) -> Result<(Option<MeasuredSizes>, Option<MeasuredSizes>)> {
-        let row = sqlx::query("SELECT * FROM folder_sizes WHERE pair_id = $1")
-            .bind(pair)
-            .fetch_optional(&self.pool)
+        let row = self
+            .select_row("SELECT * FROM folder_sizes WHERE pair_id = $1", args![pair])
             .await?;
         match row {
             None => Ok((None, None)),
@@ -827,7 +844,14 @@ impl Store for SqlStore {
                 Some(big(m.biggest)?),
             ])
         };
-        let mut query = sqlx::query(
+        let mut args = args![pair];
+        args.extend(
+            columns(old)?
+                .into_iter()
+                .chain(columns(new)?)
+                .map(Value::from),
+        );
+        self.change(
             "INSERT INTO folder_sizes (pair_id, \
              old_uidvalidity, old_uidnext, old_messages, old_bytes, old_biggest, \
              new_uidvalidity, new_uidnext, new_messages, new_bytes, new_biggest) \
@@ -836,69 +860,72 @@ impl Store for SqlStore {
              old_uidvalidity = $2, old_uidnext = $3, old_messages = $4, old_bytes = $5, \
              old_biggest = $6, new_uidvalidity = $7, new_uidnext = $8, new_messages = $9, \
              new_bytes = $10, new_biggest = $11",
+            args,
         )
-        .bind(pair);
-        for value in columns(old)?.into_iter().chain(columns(new)?) {
-            query = query.bind(value);
-        }
-        query.execute(&self.pool).await?;
+        .await?;
         Ok(())
     }
 
     async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()> {
         let now = now();
-        let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM message_errors WHERE pair_id = $1")
-            .bind(pair)
-            .execute(&mut *tx)
-            .await?;
-        for chunk in errors.chunks(BATCH_ROWS) {
-            let sql = format!(
-                "INSERT INTO message_errors (pair_id, created, old_uid, reason) VALUES {} \
-                 ON CONFLICT (pair_id, old_uid) DO UPDATE SET reason = excluded.reason",
-                tuples(chunk.len(), 4, 1)
-            );
-            let mut query = sqlx::query(Self::batch(sql));
-            for (uid, reason) in chunk {
-                query = query
-                    .bind(pair)
-                    .bind(now)
-                    .bind(i64::from(*uid))
-                    .bind(reason);
-            }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let errors = errors.to_vec();
+        self.write(move |c| {
+            op(async move {
+                c.execute("DELETE FROM message_errors WHERE pair_id = $1", args![pair])
+                    .await?;
+                for chunk in errors.chunks(BATCH_ROWS) {
+                    let sql = format!(
+                        "INSERT INTO message_errors (pair_id, created, old_uid, reason) VALUES {} \
+                         ON CONFLICT (pair_id, old_uid) DO UPDATE SET reason = excluded.reason",
+                        tuples(chunk.len(), 4, 1)
+                    );
+                    let args = chunk
+                        .iter()
+                        .flat_map(|(uid, reason)| args![pair, now, *uid, reason.as_str()]);
+                    c.execute(&sql, args.collect()).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>> {
-        let rows = sqlx::query(
-            "SELECT old_uid, reason FROM message_errors WHERE pair_id = $1 ORDER BY old_uid",
-        )
-        .bind(pair)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .select(
+                "SELECT old_uid, reason FROM message_errors WHERE pair_id = $1 ORDER BY old_uid",
+                args![pair],
+            )
+            .await?;
         rows.iter()
-            .map(|row| Ok((get_u32(row, "old_uid")?, row.try_get("reason")?)))
+            .map(|row| Ok((get_u32(row, "old_uid")?, row.get("reason")?)))
             .collect()
     }
 
     async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>> {
-        let rows =
-            sqlx::query("SELECT old_uid FROM tombstones WHERE pair_id = $1 ORDER BY old_uid")
-                .bind(pair)
-                .fetch_all(&self.pool)
-                .await?;
-        // Read after the tombstones: a retire that deleted them had committed by then, and is
-        // seen here (a retired account stays retired).
-        let state: Option<String> = sqlx::query_scalar(
-            "SELECT a.state FROM folder_pairs p JOIN accounts a ON a.id = p.account_id \
-             WHERE p.id = $1",
-        )
-        .bind(pair)
-        .fetch_optional(&self.pool)
-        .await?;
+        let (rows, state) = self
+            .read(move |c| {
+                op(async move {
+                    let rows = c
+                        .fetch_all(
+                            "SELECT old_uid FROM tombstones WHERE pair_id = $1 ORDER BY old_uid",
+                            args![pair],
+                        )
+                        .await?;
+                    // Read after the tombstones: a retire that deleted them had committed by
+                    // then, and is seen here (a retired account stays retired).
+                    let state = c
+                        .fetch_optional(
+                            "SELECT a.state FROM folder_pairs p \
+                             JOIN accounts a ON a.id = p.account_id WHERE p.id = $1",
+                            args![pair],
+                        )
+                        .await?;
+                    Ok((rows, state))
+                })
+            })
+            .await?;
+        let state: Option<String> = state.map(|row| row.get(0)).transpose()?;
         if state.as_deref() == Some(AccountState::Retired.as_str()) {
             return Err(StoreError::Retired(format!("folder pair {pair}")));
         }
@@ -911,35 +938,38 @@ impl Store for SqlStore {
 
     /// In an explicit transaction: SQLite writes the log at the commit, after `RETURNING` has
     /// produced its row, and a commit that fails there (a full disk) is reported only by the
-    /// statement's end, which a caller that stops at the first row never sees. Autocommitted,
-    /// every entry on a full disk came back with an id and was not in the journal. The retired
-    /// check is in the statement, so it costs no read of its own.
+    /// commit. The retired check is in the statement, so it costs no read of its own.
     async fn journal_commit(&self, entries: &[NewEntry<'_>], done: &[i64]) -> Result<Committed> {
         let accounts: BTreeSet<AccountId> = entries.iter().map(|e| e.account).collect();
-        let accounts: Vec<AccountId> = accounts.into_iter().collect();
-        let mut tx = self.journal_tx(&accounts).await?;
-        let mut ids = Vec::with_capacity(entries.len());
-        for chunk in entries.chunks(JOURNAL_ROWS) {
-            ids.extend(journal_insert(&mut tx, chunk).await?);
-        }
+        let entries: Vec<(AccountId, String, String)> = entries
+            .iter()
+            .map(|e| (e.account, e.kind.to_owned(), e.payload.to_owned()))
+            .collect();
         let done: BTreeSet<i64> = done.iter().copied().collect();
-        let done: Vec<i64> = done.into_iter().collect();
-        let mut marked = BTreeSet::new();
-        for chunk in done.chunks(BATCH_ROWS) {
-            let list = padded(chunk);
-            let sql = format!(
-                "UPDATE journal SET done = 1 WHERE id IN {} RETURNING id",
-                tuples(1, list.len(), 1)
-            );
-            let mut query = sqlx::query_scalar::<_, i64>(Self::batch(sql));
-            for id in &list {
-                query = query.bind(*id);
-            }
-            marked.extend(query.fetch_all(&mut *tx).await?);
-        }
-        tx.commit().await?;
-        let missing = done.into_iter().filter(|id| !marked.contains(id)).collect();
-        Ok(Committed { ids, missing })
+        self.journal_write(accounts.into_iter().collect(), move |c| {
+            op(async move {
+                let mut ids = Vec::with_capacity(entries.len());
+                for chunk in entries.chunks(JOURNAL_ROWS) {
+                    ids.extend(journal_insert(c, chunk).await?);
+                }
+                let done: Vec<i64> = done.into_iter().collect();
+                let mut marked = BTreeSet::new();
+                for chunk in done.chunks(BATCH_ROWS) {
+                    let list = padded(chunk);
+                    let sql = format!(
+                        "UPDATE journal SET done = 1 WHERE id IN {} RETURNING id",
+                        tuples(1, list.len(), 1)
+                    );
+                    let args = list.iter().map(|id| Value::from(*id)).collect();
+                    for row in c.fetch_all(&sql, args).await? {
+                        marked.insert(row.get::<i64>(0)?);
+                    }
+                }
+                let missing = done.into_iter().filter(|id| !marked.contains(id)).collect();
+                Ok(Committed { ids, missing })
+            })
+        })
+        .await
     }
 
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
@@ -949,10 +979,7 @@ impl Store for SqlStore {
             "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
              WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT {limit}"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.select(sql, args![account]).await?;
         rows.iter().map(journal_entry).collect()
     }
 
@@ -970,68 +997,70 @@ impl Store for SqlStore {
              WHERE account_id = $1 AND done = 0 AND id > $2 AND kind IN {} ORDER BY id",
             tuples(1, kinds.len(), 3)
         );
-        let mut query = sqlx::query(Self::batch(sql)).bind(account).bind(after);
-        for kind in kinds {
-            query = query.bind(*kind);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let mut args = args![account, after];
+        args.extend(kinds.iter().map(|kind| Value::from(*kind)));
+        let rows = self.select(sql, args).await?;
         rows.iter().map(journal_entry).collect()
     }
 
-    /// In an explicit transaction, as [`Self::journal_append_all`].
     async fn journal_retry(&self, id: i64, reason: &str, retry_at: i64) -> Result<u32> {
-        let mut tx = self.write_tx().await?;
-        let row = sqlx::query(
-            "UPDATE journal SET attempts = attempts + 1, reason = $1, retry_at = $2 \
-             WHERE id = $3 AND done = 0 RETURNING attempts",
-        )
-        .bind(reason)
-        .bind(retry_at)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("no pending journal entry {id}")))?;
-        let attempts = get_u32(&row, "attempts")?;
-        tx.commit().await?;
-        Ok(attempts)
+        let args = args![reason, retry_at, id];
+        let row = self
+            .write(move |c| {
+                op(async move {
+                    c.fetch_optional(
+                        "UPDATE journal SET attempts = attempts + 1, reason = $1, retry_at = $2 \
+                         WHERE id = $3 AND done = 0 RETURNING attempts",
+                        args,
+                    )
+                    .await
+                })
+            })
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no pending journal entry {id}")))?;
+        get_u32(&row, "attempts")
     }
 
     async fn journal_park(&self, id: i64, reason: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE journal SET done = 2, reason = $1 WHERE id = $2")
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
+        let rows = self
+            .change(
+                "UPDATE journal SET done = 2, reason = $1 WHERE id = $2",
+                args![reason, id],
+            )
             .await?;
-        if done.rows_affected() == 0 {
+        if rows == 0 {
             return Err(StoreError::Corrupt(format!("no journal entry {id}")));
         }
         Ok(())
     }
 
     async fn journal_parked(&self, account: AccountId) -> Result<Vec<JournalEntry>> {
-        let rows = sqlx::query(
-            "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
-             WHERE account_id = $1 AND done = 2 ORDER BY id",
-        )
-        .bind(account)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .select(
+                "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
+                 WHERE account_id = $1 AND done = 2 ORDER BY id",
+                args![account],
+            )
+            .await?;
         rows.iter().map(journal_entry).collect()
     }
 
     async fn journal_purge(&self, before: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM journal WHERE done = 1 AND created < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        self.change(
+            "DELETE FROM journal WHERE done = 1 AND created < $1",
+            args![before],
+        )
+        .await
     }
 
     async fn journal_pending_count(&self, account: AccountId) -> Result<u64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0")
-            .bind(account)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = self
+            .select_row(
+                "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0",
+                args![account],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("COUNT(*) returned no row".into()))?;
         get_u64(&row, 0)
     }
 
@@ -1039,18 +1068,20 @@ impl Store for SqlStore {
         &self,
         key: &AccountKey,
     ) -> Result<Option<(AccountId, AccountState)>> {
-        let row = sqlx::query(
-            "SELECT id, state FROM accounts \
-             WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4",
-        )
-        .bind(key.old_host.as_str())
-        .bind(key.old_user.as_str())
-        .bind(key.new_host.as_str())
-        .bind(key.new_user.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .select_row(
+                "SELECT id, state FROM accounts \
+                 WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4",
+                args![
+                    key.old_host.as_str(),
+                    key.old_user.as_str(),
+                    key.new_host.as_str(),
+                    key.new_user.as_str(),
+                ],
+            )
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let (id, state): (AccountId, String) = (row.try_get(0)?, row.try_get(1)?);
+        let (id, state): (AccountId, String) = (row.get(0)?, row.get(1)?);
         let state = AccountState::parse(&state).ok_or_else(|| {
             StoreError::Corrupt(format!("account {id} has unknown state {state:?}"))
         })?;
@@ -1058,70 +1089,71 @@ impl Store for SqlStore {
     }
 
     async fn retire(&self, account: AccountId, forced: Option<&str>) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let done = match forced {
-            Some(reason) => {
-                sqlx::query(
-                    "UPDATE accounts SET state = $1, reason = $2, updated = $3 \
-                     WHERE id = $4 AND state <> $1",
+        let forced = forced.map(str::to_owned);
+        self.write(move |c| {
+            op(async move {
+                let rows = match forced {
+                    Some(reason) => {
+                        c.execute(
+                            "UPDATE accounts SET state = $1, reason = $2, updated = $3 \
+                             WHERE id = $4 AND state <> $1",
+                            args![AccountState::Retired.as_str(), reason, now(), account],
+                        )
+                        .await?
+                    }
+                    None => {
+                        c.execute(
+                            "UPDATE accounts SET state = $1, reason = NULL, updated = $2 \
+                             WHERE id = $3 AND state = $4 \
+                             AND NOT EXISTS (SELECT 1 FROM journal \
+                                             WHERE account_id = $3 AND done <> 1) \
+                             AND NOT EXISTS (SELECT 1 FROM message_errors e \
+                                             JOIN folder_pairs p ON p.id = e.pair_id \
+                                             WHERE p.account_id = $3)",
+                            args![
+                                AccountState::Retired.as_str(),
+                                now(),
+                                account,
+                                AccountState::Synced.as_str(),
+                            ],
+                        )
+                        .await?
+                    }
+                };
+                if rows != 1 {
+                    return Ok(false);
+                }
+                // The summary: no pass runs for the account again, so its tombstones (counted
+                // on the pair), mirrored journal entries and base flags are not read again. The
+                // links stay, as runs: the UID map. What a forced retire left undone (pending or
+                // parked entries, messages in error) stays listed.
+                let pairs = c
+                    .fetch_all(
+                        "SELECT id FROM folder_pairs WHERE account_id = $1 ORDER BY id",
+                        args![account],
+                    )
+                    .await?;
+                for row in pairs {
+                    let pair: PairId = row.get(0)?;
+                    Self::forget_bases_in(c, pair).await?;
+                    c.execute(
+                        "UPDATE folder_pairs SET retired_tombstones = retired_tombstones + \
+                         (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = $1) WHERE id = $1",
+                        args![pair],
+                    )
+                    .await?;
+                    c.execute("DELETE FROM tombstones WHERE pair_id = $1", args![pair])
+                        .await?;
+                }
+                c.execute(
+                    "DELETE FROM journal WHERE account_id = $1 AND done = 1",
+                    args![account],
                 )
-                .bind(AccountState::Retired.as_str())
-                .bind(reason)
-                .bind(now())
-                .bind(account)
-                .execute(&mut *tx)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE accounts SET state = $1, reason = NULL, updated = $2 \
-                     WHERE id = $3 AND state = $4 \
-                     AND NOT EXISTS (SELECT 1 FROM journal WHERE account_id = $3 AND done <> 1) \
-                     AND NOT EXISTS (SELECT 1 FROM message_errors e \
-                                     JOIN folder_pairs p ON p.id = e.pair_id \
-                                     WHERE p.account_id = $3)",
-                )
-                .bind(AccountState::Retired.as_str())
-                .bind(now())
-                .bind(account)
-                .bind(AccountState::Synced.as_str())
-                .execute(&mut *tx)
-                .await?
-            }
-        };
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        // The summary: no pass runs for the account again, so its tombstones (counted on the
-        // pair), mirrored journal entries and base flags are not read again. The links stay, as
-        // runs: the UID map. What a forced retire left undone (pending or parked entries,
-        // messages in error) stays listed.
-        let pairs: Vec<PairId> =
-            sqlx::query_scalar("SELECT id FROM folder_pairs WHERE account_id = $1 ORDER BY id")
-                .bind(account)
-                .fetch_all(&mut *tx)
                 .await?;
-        for pair in pairs {
-            Self::forget_bases_in(&mut tx, pair).await?;
-            sqlx::query(
-                "UPDATE folder_pairs SET retired_tombstones = retired_tombstones + \
-                 (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = $1) WHERE id = $1",
-            )
-            .bind(pair)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM tombstones WHERE pair_id = $1")
-                .bind(pair)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM journal WHERE account_id = $1 AND done = 1")
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+                Ok(true)
+            })
+        })
+        .await
     }
 
     async fn set_account_old(
@@ -1130,44 +1162,39 @@ impl Store for SqlStore {
         old_host: &str,
         old_user: &str,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE accounts SET old_host = $1, old_user = $2, updated = $3 WHERE id = $4",
-        )
-        .bind(old_host)
-        .bind(old_user)
-        .bind(now())
-        .bind(account)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        let rows = self
+            .change(
+                "UPDATE accounts SET old_host = $1, old_user = $2, updated = $3 WHERE id = $4",
+                args![old_host, old_user, now(), account],
+            )
+            .await?;
+        if rows == 0 {
             return Err(StoreError::Corrupt(format!("no account {account}")));
         }
         Ok(())
     }
 
     async fn touch_account(&self, account: AccountId) -> Result<()> {
-        let done = sqlx::query("UPDATE accounts SET last_activity = $1 WHERE id = $2")
-            .bind(now())
-            .bind(account)
-            .execute(&self.pool)
+        let rows = self
+            .change(
+                "UPDATE accounts SET last_activity = $1 WHERE id = $2",
+                args![now(), account],
+            )
             .await?;
-        if done.rows_affected() == 0 {
+        if rows == 0 {
             return Err(StoreError::Corrupt(format!("no account {account}")));
         }
         Ok(())
     }
 
     async fn rename_pair(&self, pair: PairId, old_name: &str, new_name: &str) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE folder_pairs SET old_name = $1, new_name = $2, updated = $3 WHERE id = $4",
-        )
-        .bind(old_name)
-        .bind(new_name)
-        .bind(now())
-        .bind(pair)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        let rows = self
+            .change(
+                "UPDATE folder_pairs SET old_name = $1, new_name = $2, updated = $3 WHERE id = $4",
+                args![old_name, new_name, now(), pair],
+            )
+            .await?;
+        if rows == 0 {
             return Err(StoreError::Corrupt(format!("no folder pair {pair}")));
         }
         Ok(())
@@ -1176,26 +1203,30 @@ impl Store for SqlStore {
     async fn delete_pair(&self, pair: PairId) -> Result<()> {
         // Explicit deletes rather than relying on ON DELETE CASCADE alone: the same statements
         // work whatever the connection's foreign-key setting.
-        let mut tx = self.write_tx().await?;
-        Self::lock_pair(&mut tx, pair).await?;
-        for sql in [
-            "DELETE FROM link_runs WHERE pair_id = $1",
-            "DELETE FROM links WHERE pair_id = $1",
-            "DELETE FROM tombstones WHERE pair_id = $1",
-            "DELETE FROM folder_sizes WHERE pair_id = $1",
-            "DELETE FROM folder_pairs WHERE id = $1",
-        ] {
-            sqlx::query(sql).bind(pair).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write(move |c| {
+            op(async move {
+                Self::lock_pair(c, pair).await?;
+                for sql in [
+                    "DELETE FROM link_runs WHERE pair_id = $1",
+                    "DELETE FROM links WHERE pair_id = $1",
+                    "DELETE FROM tombstones WHERE pair_id = $1",
+                    "DELETE FROM folder_sizes WHERE pair_id = $1",
+                    "DELETE FROM folder_pairs WHERE id = $1",
+                ] {
+                    c.execute(sql, args![pair]).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn account_summaries(&self) -> Result<Vec<AccountSummary>> {
         // Correlated subqueries, each served by an index (folder_pairs by account, links and
         // tombstones by pair, the pending-journal index); CAST keeps SUM a BIGINT in PostgreSQL.
-        let rows = sqlx::query(
-            "SELECT a.id, a.old_host, a.old_user, a.new_host, a.new_user, a.state, a.reason, \
+        let rows = self
+            .select(
+                "SELECT a.id, a.old_host, a.old_user, a.new_host, a.new_user, a.state, a.reason, \
              a.last_activity, \
              (SELECT COUNT(*) FROM folder_pairs p WHERE p.account_id = a.id) AS folders, \
              (SELECT COUNT(*) FROM folder_pairs p \
@@ -1220,26 +1251,26 @@ impl Store for SqlStore {
              (SELECT COUNT(*) FROM message_errors e JOIN folder_pairs p ON p.id = e.pair_id \
               WHERE p.account_id = a.id) AS message_errors \
              FROM accounts a ORDER BY a.new_user, a.old_user, a.id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+                args![],
+            )
+            .await?;
         rows.iter()
             .map(|row| {
-                let id: AccountId = row.try_get("id")?;
-                let state: String = row.try_get("state")?;
+                let id: AccountId = row.get("id")?;
+                let state: String = row.get("state")?;
                 Ok(AccountSummary {
                     id,
                     key: AccountKey {
-                        old_host: row.try_get("old_host")?,
-                        old_user: row.try_get("old_user")?,
-                        new_host: row.try_get("new_host")?,
-                        new_user: row.try_get("new_user")?,
+                        old_host: row.get("old_host")?,
+                        old_user: row.get("old_user")?,
+                        new_host: row.get("new_host")?,
+                        new_user: row.get("new_user")?,
                     },
                     state: AccountState::parse(&state).ok_or_else(|| {
                         StoreError::Corrupt(format!("account {id} has unknown state {state:?}"))
                     })?,
-                    reason: row.try_get("reason")?,
-                    last_activity: row.try_get("last_activity")?,
+                    reason: row.get("reason")?,
+                    last_activity: row.get("last_activity")?,
                     folders: get_u64(row, "folders")?,
                     folders_synced: get_u64(row, "folders_synced")?,
                     messages_old: get_u64(row, "messages_old")?,
@@ -1266,10 +1297,7 @@ impl Store for SqlStore {
              AS message_errors \
              FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.select(sql, args![account]).await?;
         rows.iter()
             .map(|row| {
                 Ok(FolderSummary {
@@ -1283,45 +1311,22 @@ impl Store for SqlStore {
     }
 }
 
-/// Most parameters in one joined list of writes. The few small writes of one mirrored message
-/// join; the full batches of a large operation run one statement at a time, each text one of a
-/// few kept prepared, rather than as one list of hundreds of statements prepared for one use.
-const JOIN_PARAMS: usize = 256;
-
-/// The writes of one store operation, gathered while it reads, to reach the database together
-/// ([`SqlStore::run_writes`]): each a statement with its parameters `$1`…, and their values.
+/// The writes of one store operation, gathered while it reads and run after
+/// ([`Writes::run`]): each a statement with its parameters `$1`…, and their values.
 #[derive(Default)]
-struct Writes(Vec<(String, Vec<Arg>)>);
-
-/// A value bound to a gathered write.
-enum Arg {
-    Int(i64),
-    Text(String),
-    MaybeText(Option<String>),
-}
+struct Writes(Vec<(String, Vec<Value>)>);
 
 impl Writes {
-    fn push(&mut self, sql: String, args: Vec<Arg>) {
+    fn push(&mut self, sql: String, args: Vec<Value>) {
         self.0.push((sql, args));
     }
 
-    /// The statements to run: as gathered, or with `JOIN_WRITES` consecutive ones joined into
-    /// lists of at most [`JOIN_PARAMS`] parameters (a statement with more runs alone).
-    fn into_statements(self) -> Vec<(String, Vec<Arg>)> {
-        if !JOIN_WRITES {
-            return self.0;
+    /// Runs the writes on `c`, in order.
+    async fn run(self, c: &mut Conn) -> Result<()> {
+        for (sql, args) in self.0 {
+            c.execute(&sql, args).await?;
         }
-        let params: Vec<usize> = self.0.iter().map(|(_, args)| args.len()).collect();
-        let mut writes = self.0.into_iter();
-        let join = |len: usize| {
-            let group: Vec<(String, Vec<Arg>)> = writes.by_ref().take(len).collect();
-            let sql = joined(group.iter().map(|(sql, args)| (sql.as_str(), args.len())));
-            (sql, group.into_iter().flat_map(|(_, args)| args).collect())
-        };
-        join_lengths(&params, JOIN_PARAMS)
-            .into_iter()
-            .map(join)
-            .collect()
+        Ok(())
     }
 
     /// Deletes the rows of `table` (`links`, `tombstones`, or `link_runs` by `old_start`) whose
@@ -1334,8 +1339,8 @@ impl Writes {
                 tuples(1, chunk.len(), 1),
                 chunk.len() + 1
             );
-            let mut args: Vec<Arg> = chunk.iter().map(|uid| Arg::Int(i64::from(*uid))).collect();
-            args.push(Arg::Int(pair));
+            let mut args: Vec<Value> = chunk.iter().map(|uid| Value::from(*uid)).collect();
+            args.push(pair.into());
             self.push(sql, args);
         }
     }
@@ -1356,13 +1361,13 @@ impl Writes {
             for run in chunk {
                 let len = i64::try_from(run.len)
                     .map_err(|_| StoreError::Corrupt(format!("a run of {} links", run.len)))?;
-                args.extend([
-                    Arg::Int(pair),
-                    Arg::Int(i64::from(run.old_start)),
-                    Arg::Int(i64::from(run.new_start)),
-                    Arg::Int(len),
-                    Arg::Text(run.old_flags.clone()),
-                    Arg::Text(run.new_flags.clone()),
+                args.extend(args![
+                    pair,
+                    run.old_start,
+                    run.new_start,
+                    len,
+                    run.old_flags.as_str(),
+                    run.new_flags.as_str(),
                 ]);
             }
             self.push(sql, args);
@@ -1372,25 +1377,22 @@ impl Writes {
 }
 
 /// The highest applied schema version, 0 for a new database.
-pub(super) async fn schema_version<'e, E>(executor: E) -> Result<i64>
-where
-    E: sqlx::Executor<'e, Database = Db>,
-{
-    let row = sqlx::query("SELECT MAX(version) FROM schema_version")
-        .fetch_one(executor)
+async fn schema_version(c: &mut Conn) -> Result<i64> {
+    let row = c
+        .fetch_one("SELECT MAX(version) FROM schema_version", args![])
         .await?;
-    Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    Ok(row.get::<Option<i64>>(0)?.unwrap_or(0))
 }
 
 fn journal_entry(row: &Row) -> Result<JournalEntry> {
     Ok(JournalEntry {
-        id: row.try_get("id")?,
-        created: row.try_get("created")?,
-        kind: row.try_get("kind")?,
-        payload: row.try_get("payload")?,
+        id: row.get("id")?,
+        created: row.get("created")?,
+        kind: row.get("kind")?,
+        payload: row.get("payload")?,
         attempts: get_u32(row, "attempts")?,
-        reason: row.try_get("reason")?,
-        retry_at: row.try_get("retry_at")?,
+        reason: row.get("reason")?,
+        retry_at: row.get("retry_at")?,
     })
 }
 
@@ -1401,8 +1403,8 @@ fn run_from_row(row: &Row, pair: PairId) -> Result<Run> {
         old_start: get_u32(row, "old_start")?,
         new_start: get_u32(row, "new_start")?,
         len: get_u64(row, "length")?,
-        old_flags: row.try_get("old_flags")?,
-        new_flags: row.try_get("new_flags")?,
+        old_flags: row.get("old_flags")?,
+        new_flags: row.get("new_flags")?,
     };
     let ends = [run.old_start, run.new_start].map(|start| u64::from(start) + run.len);
     if run.len == 0 || ends.iter().any(|&end| end > 1 << 32) {
@@ -1415,16 +1417,13 @@ fn run_from_row(row: &Row, pair: PairId) -> Result<Run> {
 }
 
 fn get_u32(row: &Row, column: &str) -> Result<u32> {
-    let value: i64 = row.try_get(column)?;
+    let value: i64 = row.get(column)?;
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} out of range: {value}")))
 }
 
 /// A count or sum (BIGINT, never negative) as u64; `column` is a name or an index.
-fn get_u64<I>(row: &Row, column: I) -> Result<u64>
-where
-    I: sqlx::ColumnIndex<Row> + std::fmt::Debug + Copy,
-{
-    let value: i64 = row.try_get(column)?;
+fn get_u64(row: &Row, column: impl Column) -> Result<u64> {
+    let value: i64 = row.get(column)?;
     u64::try_from(value)
         .map_err(|_| StoreError::Corrupt(format!("{column:?} is negative: {value}")))
 }
@@ -1432,7 +1431,7 @@ where
 /// A side's measured sizes (`side` is `old` or `new`), `None` while its columns are NULL.
 fn read_sizes(row: &Row, side: &str) -> Result<Option<MeasuredSizes>> {
     let get = |what: &str| -> Result<Option<i64>> {
-        Ok(row.try_get::<Option<i64>, _>(format!("{side}_{what}").as_str())?)
+        row.get::<Option<i64>>(format!("{side}_{what}").as_str())
     };
     let (Some(uidvalidity), Some(uidnext), Some(messages), Some(bytes), Some(biggest)) = (
         get("uidvalidity")?,
@@ -1460,7 +1459,7 @@ fn read_sizes(row: &Row, side: &str) -> Result<Option<MeasuredSizes>> {
 
 fn read_side(row: &Row, side: &str) -> Result<DbSide> {
     let get = |what: &str| -> Result<Option<i64>> {
-        Ok(row.try_get::<Option<i64>, _>(format!("{side}_{what}").as_str())?)
+        row.get::<Option<i64>>(format!("{side}_{what}").as_str())
     };
     Ok(DbSide {
         uidvalidity: get("uidvalidity")?,
@@ -1471,13 +1470,13 @@ fn read_side(row: &Row, side: &str) -> Result<DbSide> {
 }
 
 fn pair_from_row(row: &Row) -> Result<FolderPair> {
-    let id: PairId = row.try_get("id")?;
-    let phase: String = row.try_get("phase")?;
+    let id: PairId = row.get("id")?;
+    let phase: String = row.get("phase")?;
     Ok(FolderPair {
         id,
-        account: row.try_get("account_id")?,
-        old_name: row.try_get("old_name")?,
-        new_name: row.try_get("new_name")?,
+        account: row.get("account_id")?,
+        old_name: row.get("old_name")?,
+        new_name: row.get("new_name")?,
         old: read_side(row, "old")?.into_state(id, "old")?,
         new: read_side(row, "new")?.into_state(id, "new")?,
         adopt_from: get_u32(row, "adopt_from")?,
@@ -1490,12 +1489,12 @@ fn pair_from_row(row: &Row) -> Result<FolderPair> {
 /// Entries a group commit inserts with one statement (a few statement texts, each cached).
 const JOURNAL_ROWS: usize = 16;
 
-/// Inserts `entries` (at most [`JOURNAL_ROWS`]) in one statement, in their order; an entry of a
-/// retired account is not inserted (`None`). Rows are inserted, and get their ids, in the order
-/// the statement lists them.
+/// Inserts `entries` (account, kind, payload; at most [`JOURNAL_ROWS`]) in one statement, in
+/// their order; an entry of a retired account is not inserted (`None`). Rows are inserted, and
+/// get their ids, in the order the statement lists them.
 async fn journal_insert(
-    tx: &mut Transaction<'static, Db>,
-    entries: &[NewEntry<'_>],
+    c: &mut Conn,
+    entries: &[(AccountId, String, String)],
 ) -> Result<Vec<Option<i64>>> {
     let sql = format!(
         "WITH v (account_id, created, kind, payload) AS (VALUES {}) \
@@ -1506,26 +1505,22 @@ async fn journal_insert(
         tuples(entries.len(), 4, 1),
         4 * entries.len() + 1
     );
-    let mut query = sqlx::query(SqlStore::batch(sql));
     let now = now();
-    for entry in entries {
-        query = query
-            .bind(entry.account)
-            .bind(now)
-            .bind(entry.kind)
-            .bind(entry.payload);
-    }
-    let query = query.bind(AccountState::Retired.as_str());
+    let mut args: Vec<Value> = entries
+        .iter()
+        .flat_map(|(account, kind, payload)| args![*account, now, kind.as_str(), payload.as_str()])
+        .collect();
+    args.push(AccountState::Retired.as_str().into());
     let mut inserted = BTreeSet::new();
     let mut ids = Vec::new();
-    for row in query.fetch_all(&mut **tx).await? {
-        ids.push(row.try_get::<i64, _>(0)?);
-        inserted.insert(row.try_get::<AccountId, _>(1)?);
+    for row in c.fetch_all(&sql, args).await? {
+        ids.push(row.get::<i64>(0)?);
+        inserted.insert(row.get::<AccountId>(1)?);
     }
     ids.sort_unstable();
     let mut ids = ids.into_iter();
     Ok(entries
         .iter()
-        .map(|e| inserted.contains(&e.account).then(|| ids.next()).flatten())
+        .map(|(account, ..)| inserted.contains(account).then(|| ids.next()).flatten())
         .collect())
 }
