@@ -1,7 +1,7 @@
-//! What the SQL stores share: the schema migrations and every statement, written once in the
+//! What the SQL stores share: the schema migrations, the values and rows their statements bind
+//! and read, and the helpers that build batch statements. The statements are written once in the
 //! subset of SQL that SQLite and PostgreSQL both run (`$n` parameters, `ON CONFLICT`, multi-row
-//! `VALUES`, `RETURNING`). Each backend compiles
-//! `statements.rs`, the [`Store`](super::Store) implementation, for its own pool.
+//! `VALUES`, `RETURNING`); each backend compiles `statements.rs` for its own connection type.
 
 use std::fmt;
 use std::future::Future;

@@ -117,7 +117,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
     {
-        self.reader.run(move |c| ready(op(c))).await
+        self.reader.run(move |c, _| ready(op(c))).await
     }
 
     /// Runs `op` on the writer, in a transaction that holds the write lock from its start
@@ -129,7 +129,7 @@ impl SqliteStore {
         F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
     {
         self.writer
-            .run(move |c| c.transaction(|c| ready(op(c))))
+            .run(move |c, wanted| c.transaction(wanted, |c| ready(op(c))))
             .await
     }
 
@@ -287,6 +287,11 @@ impl Conn {
         Ok(self.db.execute_batch(sql)?)
     }
 
+    /// The next statements wait at most `left` for a lock another connection holds.
+    fn wait_at_most(&self, left: Duration) -> Result<()> {
+        Ok(self.db.busy_timeout(left)?)
+    }
+
     /// `sql` prepared (or taken from the cache) with `args` bound.
     fn statement(&self, sql: &str, args: Vec<Value>) -> Result<rusqlite::CachedStatement<'_>> {
         let mut statement = self.db.prepare_cached(&sqlite_params(sql))?;
@@ -299,11 +304,22 @@ impl Conn {
         Ok(statement)
     }
 
-    /// Runs `op` in a write transaction: committed when it succeeds, rolled back when it (or the
-    /// commit) fails.
-    fn transaction<T>(&mut self, op: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+    /// Runs `op` in a write transaction: committed when it succeeds and its caller still waits
+    /// for it (`wanted`), rolled back when it (or the commit) fails or nobody waits any more. A
+    /// caller that gave up (its timeout, a session that ended) has reported the write as not
+    /// done, as a dropped transaction is.
+    fn transaction<T>(
+        &mut self,
+        wanted: &dyn Fn() -> bool,
+        op: impl FnOnce(&mut Conn) -> Result<T>,
+    ) -> Result<T> {
         self.db.execute_batch("BEGIN IMMEDIATE")?;
         let result = op(self).and_then(|v| {
+            if !wanted() {
+                return Err(StoreError::Corrupt(
+                    "a write whose caller stopped waiting is rolled back".into(),
+                ));
+            }
             self.db.execute_batch("COMMIT")?;
             Ok(v)
         });
@@ -376,7 +392,17 @@ impl Worker {
                 }
                 while let Ok(message) = queue.recv() {
                     match message {
-                        Message::Run(job) => job(&mut conn),
+                        Message::Run(job) => {
+                            // A bug that panics fails its own operation (its caller gets no
+                            // answer), not the connection: a transaction it left open is
+                            // rolled back, and the thread goes on.
+                            let job = std::panic::AssertUnwindSafe(|| job(&mut conn));
+                            if std::panic::catch_unwind(job).is_err() && !conn.db.is_autocommit() {
+                                if let Err(e) = conn.db.execute_batch("ROLLBACK") {
+                                    tracing::warn!("state store: rolling back after a panic: {e}");
+                                }
+                            }
+                        }
                         Message::Close(done) => {
                             drop(conn);
                             let _ = done.send(());
@@ -390,19 +416,30 @@ impl Worker {
         Ok(Worker { jobs })
     }
 
-    /// Runs `job` on the connection and returns its result. A caller that stops waiting does
-    /// not stop the job: it runs whole (a transaction commits or rolls back).
+    /// Runs `job` on the connection and returns its result. The job is given whether its
+    /// caller still waits, and waits for the database's locks at most [`BUSY_TIMEOUT`] from
+    /// when it was sent, however long the jobs before it waited: as each connection of a pool
+    /// would. A job whose caller stopped waiting before it began is skipped.
     async fn run<T: Send + 'static>(
         &self,
-        job: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+        job: impl FnOnce(&mut Conn, &dyn Fn() -> bool) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (done, result) = oneshot::channel();
+        let sent = Instant::now();
         let job: Job = Box::new(move |c| {
-            // The caller may have stopped waiting; the job is done either way.
-            let _ = done.send(job(c));
+            if done.is_closed() {
+                return;
+            }
+            let result = c
+                .wait_at_most(BUSY_TIMEOUT.saturating_sub(sent.elapsed()))
+                .and_then(|()| job(c, &|| !done.is_closed()));
+            // Nobody to tell when the caller stopped waiting meanwhile (a write was rolled back).
+            let _ = done.send(result);
         });
         self.jobs.send(Message::Run(job)).map_err(|_| closed())?;
-        result.await.map_err(|_| closed())?
+        result.await.map_err(|_| {
+            StoreError::Corrupt("a state store operation failed without an answer".into())
+        })?
     }
 
     async fn close(&self) {
@@ -507,7 +544,7 @@ mod tests {
         assert_eq!(mode.to_lowercase(), "wal");
         for store in [&store.reader, &store.writer] {
             let settings = store
-                .run(|c| {
+                .run(|c, _| {
                     let pragma = |name: &str| -> Result<i64> {
                         Ok(c.db.pragma_query_value(None, name, |row| row.get(0))?)
                     };
@@ -537,6 +574,31 @@ mod tests {
         assert_eq!(b.links(pair).await.unwrap().len(), 1);
         a.close().await;
         b.close().await;
+    }
+
+    /// A write whose caller stopped waiting (its timeout) while another process held the file
+    /// is not committed once the file is free: the caller has reported it as not done. The
+    /// writes sent after it go through.
+    #[tokio::test]
+    async fn a_write_given_up_on_is_not_committed_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imapferry.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let account = store.account(&key("alice")).await.unwrap();
+        let pair = store
+            .folder_pair(account, "INBOX", "INBOX")
+            .await
+            .unwrap()
+            .id;
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let given_up =
+            tokio::time::timeout(Duration::from_millis(200), store.tombstone(pair, &[7])).await;
+        assert!(given_up.is_err(), "the write waited for the lock");
+        holder.execute_batch("COMMIT").unwrap();
+        store.tombstone(pair, &[8]).await.unwrap();
+        assert_eq!(store.tombstones(pair).await.unwrap(), vec![8]);
+        store.close().await;
     }
 
     #[tokio::test]
