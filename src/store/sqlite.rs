@@ -397,10 +397,11 @@ impl Worker {
                             // answer), not the connection: a transaction it left open is
                             // rolled back, and the thread goes on.
                             let job = std::panic::AssertUnwindSafe(|| job(&mut conn));
-                            if std::panic::catch_unwind(job).is_err() && !conn.db.is_autocommit() {
-                                if let Err(e) = conn.db.execute_batch("ROLLBACK") {
-                                    tracing::warn!("state store: rolling back after a panic: {e}");
-                                }
+                            if std::panic::catch_unwind(job).is_err()
+                                && !conn.db.is_autocommit()
+                                && let Err(e) = conn.db.execute_batch("ROLLBACK")
+                            {
+                                tracing::warn!("state store: rolling back after a panic: {e}");
                             }
                         }
                         Message::Close(done) => {
