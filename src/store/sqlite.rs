@@ -460,7 +460,7 @@ fn closed() -> StoreError {
 mod tests {
     use super::*;
     use crate::store::sql::{MIGRATIONS, args, now, op};
-    use crate::store::{AccountKey, AccountState, Link, MailboxState, Phase, Store};
+    use crate::store::{AccountId, AccountKey, AccountState, Link, MailboxState, Phase, Store};
 
     /// Column 0 of the first row of `sql`, read on the store's reader.
     async fn read_one<T: super::super::sql::FromValue + Send + 'static>(
@@ -493,6 +493,12 @@ mod tests {
         }
     }
 
+    async fn alice_inbox(store: &SqliteStore) -> (AccountId, PairId) {
+        let account = store.account(&key("alice")).await.unwrap();
+        let pair = store.folder_pair(account, "INBOX", "INBOX").await.unwrap();
+        (account, pair.id)
+    }
+
     #[tokio::test]
     async fn file_store_survives_restart_and_migrates_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -505,12 +511,7 @@ mod tests {
         };
 
         let store = SqliteStore::open(&path).await.unwrap();
-        let account = store.account(&key("alice")).await.unwrap();
-        let pair = store
-            .folder_pair(account, "INBOX", "INBOX")
-            .await
-            .unwrap()
-            .id;
+        let (account, pair) = alice_inbox(&store).await;
         store
             .add_links(pair, &[link(1, 1, "\\Seen"), link(2, 2, "")])
             .await
@@ -585,12 +586,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("imapferry.db");
         let store = SqliteStore::open(&path).await.unwrap();
-        let account = store.account(&key("alice")).await.unwrap();
-        let pair = store
-            .folder_pair(account, "INBOX", "INBOX")
-            .await
-            .unwrap()
-            .id;
+        let (_, pair) = alice_inbox(&store).await;
         let holder = Connection::open(&path).unwrap();
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
         let given_up =

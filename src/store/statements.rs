@@ -92,9 +92,7 @@ impl SqlStore {
         sql: impl Into<String>,
         args: Vec<Value>,
     ) -> Result<Option<Row>> {
-        let sql = sql.into();
-        self.read(move |c| op(async move { c.fetch_optional(&sql, args).await }))
-            .await
+        Ok(self.select(sql, args).await?.into_iter().next())
     }
 
     /// One statement that writes, in a transaction of its own: the rows it changed.
