@@ -37,8 +37,7 @@ pub(super) const PAIR_COLUMNS: &str = "id, account_id, old_name, new_name, \
      new_uidvalidity, new_uidnext, new_highestmodseq, new_messages, adopt_from, phase";
 
 /// `rows` comma-separated tuples of `width` fresh parameters each, numbered from `first`:
-/// `tuples(2, 2, 3)` is `($3, $4), ($5, $6)`. A value every row shares is bound in each row, so
-/// that every parameter is used once, in order (see [`sqlite_params`]).
+/// `tuples(2, 2, 3)` is `($3, $4), ($5, $6)`.
 pub(super) fn tuples(rows: usize, width: usize, first: usize) -> String {
     let mut sql = String::with_capacity(rows * (width * 7 + 4));
     let mut n = first;
