@@ -365,7 +365,15 @@ fn a_message_new_refuses_is_named_by_status_until_copied() {
         "--nofoldersizes",
     ]));
     let run = sync_in(dir.path(), &args);
-    run.assert_code(113);
+    // Once in a CI run (not reproduced in 17 runs since) NEW took the 60 KB message against its
+    // 20 KB quota: NEW's log says what its quota plugin saw.
+    assert_eq!(
+        run.code,
+        113,
+        "stdout:\n{}\nNEW's log:\n{}",
+        run.stdout,
+        new.log()
+    );
     run.assert_says("Messages in error                       : 1");
     let status = |user: Option<&str>| {
         let mut args = strings(&["status", "--config", config.to_str().unwrap()]);
