@@ -20,6 +20,11 @@ use crate::store::JournalEntry;
 
 /// Longest wait for the store to commit a journal entry before the client is told `* BYE`.
 pub(crate) const COMMIT_WITHIN: Duration = Duration::from_secs(5);
+/// Longest a session waits for the committer's answer about its entry: the commit running when
+/// it asked, then its own, each bounded by [`COMMIT_WITHIN`]. The answer decides OK or `* BYE`;
+/// a session that stopped waiting first could say BYE for an entry its commit then journaled.
+/// This bound only guards against a committer that stopped answering.
+const RECORD_WITHIN: Duration = Duration::from_secs(2 * COMMIT_WITHIN.as_secs() + 1);
 /// Past this many entries waiting for OLD, a write waits for the mirror (back-pressure) ...
 const HIGH_WATER: u64 = 5_000;
 /// ... at most this long per write ...
@@ -145,7 +150,7 @@ impl Account {
             return Ok(());
         }
         let commit = self.committer.append(self.id, kind, payload);
-        let why = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
+        let why = match tokio::time::timeout(RECORD_WITHIN, commit).await {
             Ok(Ok(None)) => {
                 self.saw_retired();
                 return Ok(());
