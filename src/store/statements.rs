@@ -270,6 +270,19 @@ impl SqlStore {
         Ok(rows == 1)
     }
 
+    /// Deletes the pair's links (runs and per-message) and tombstones, holding the pair.
+    async fn clear_links(c: &mut Conn, pair: PairId) -> Result<()> {
+        Self::lock_pair(c, pair).await?;
+        for sql in [
+            "DELETE FROM link_runs WHERE pair_id = $1",
+            "DELETE FROM links WHERE pair_id = $1",
+            "DELETE FROM tombstones WHERE pair_id = $1",
+        ] {
+            c.execute(sql, args![pair]).await?;
+        }
+        Ok(())
+    }
+
     /// Every link of the pair gets [`NO_BASE`], and its runs are joined again.
     async fn forget_bases_in(c: &mut Conn, pair: PairId) -> Result<()> {
         Self::lock_pair(c, pair).await?;
@@ -597,14 +610,7 @@ impl Store for SqlStore {
     async fn reset_pair(&self, pair: PairId) -> Result<()> {
         self.write(move |c| {
             op(async move {
-                Self::lock_pair(c, pair).await?;
-                for sql in [
-                    "DELETE FROM link_runs WHERE pair_id = $1",
-                    "DELETE FROM links WHERE pair_id = $1",
-                    "DELETE FROM tombstones WHERE pair_id = $1",
-                ] {
-                    c.execute(sql, args![pair]).await?;
-                }
+                Self::clear_links(c, pair).await?;
                 let rows = c
                     .execute(
                         "UPDATE folder_pairs SET \
@@ -1203,11 +1209,8 @@ impl Store for SqlStore {
         // work whatever the connection's foreign-key setting.
         self.write(move |c| {
             op(async move {
-                Self::lock_pair(c, pair).await?;
+                Self::clear_links(c, pair).await?;
                 for sql in [
-                    "DELETE FROM link_runs WHERE pair_id = $1",
-                    "DELETE FROM links WHERE pair_id = $1",
-                    "DELETE FROM tombstones WHERE pair_id = $1",
                     "DELETE FROM folder_sizes WHERE pair_id = $1",
                     "DELETE FROM folder_pairs WHERE id = $1",
                 ] {
