@@ -228,3 +228,62 @@ fn metrics_count_the_journals_entries_and_commits() {
         c.logout();
     }
 }
+
+/// The mirror's own writes to OLD start no pass: live pickup sees OLD change (the mirror's
+/// STORE), and the check finds the change the mirror's own (one FETCH of what changed, no
+/// SEARCH, nothing read on NEW). A change someone else makes on OLD still starts a pass and
+/// reaches the session.
+#[test]
+fn the_mirrors_own_flag_change_starts_no_pass() {
+    let s = setup(
+        &["eve"],
+        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
+        "",
+    );
+    let mut c = s.session("eve");
+    let idling = || {
+        gauge(
+            &metrics(s.proxy.admin_port),
+            "imapferry_live_pickup_accounts{mode=\"idle\"}",
+        ) == 1
+    };
+    wait_until(|| metrics(s.proxy.admin_port), idling);
+    s.old.commands(true);
+    s.new.commands(true);
+    let (_, done) = c.command("UID STORE 1 +FLAGS (\\Flagged)");
+    assert!(done.contains("OK"), "{done}");
+    let count = |d: &Dovecot, what: &str| -> u64 {
+        let seen = d.commands(false);
+        seen.iter()
+            .filter(|(k, _)| k.contains(what))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    // The mirror STOREs on OLD; OLD's IDLE reports it, and the check that follows FETCHes.
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || count(&s.old, "STORE") >= 1 && count(&s.old, "FETCH") >= 1,
+    );
+    let (old_seen, new_seen) = (s.old.commands(false), s.new.commands(false));
+    assert_eq!(count(&s.old, "SEARCH"), 0, "no pass on OLD: {old_seen:?}");
+    assert_eq!(count(&s.new, "SEARCH"), 0, "no pass on NEW: {new_seen:?}");
+
+    // Someone else's change on OLD is not the mirror's: a pass brings it to NEW.
+    let mut o = RawImap::connect("127.0.0.1", s.old.port());
+    o.login("eve", "pw");
+    o.select("INBOX");
+    let (_, done) = o.command("UID STORE 1 +FLAGS (\\Answered)");
+    assert!(done.contains("OK"), "{done}");
+    o.logout();
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || {
+            c.raw("NOOP")
+                .0
+                .iter()
+                .any(|l| l.contains("FETCH") && l.contains("\\Answered"))
+        },
+    );
+    assert!(count(&s.old, "SEARCH") >= 1, "{:?}", s.old.commands(false));
+    c.logout();
+}

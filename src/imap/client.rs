@@ -4,7 +4,7 @@
 //! without them the client falls back (no LITERAL+: synchronising literals; no UIDPLUS: careful
 //! EXPUNGE; no MOVE: COPY + delete; no MULTIAPPEND: one APPEND per message).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -993,6 +993,11 @@ impl Client {
         Ok(info)
     }
 
+    /// Whether this connection has `mailbox` selected (read-only or not).
+    pub fn has_selected(&self, mailbox: &str) -> bool {
+        self.selected.as_ref().is_some_and(|(m, _)| m == mailbox)
+    }
+
     /// `mailbox` selected read-write, with its PERMANENTFLAGS: a SELECT, unless this connection
     /// has it selected read-write already; then a NOOP brings the view up to date (messages
     /// other connections added since are seen by UID commands) and the SELECT's PERMANENTFLAGS
@@ -1241,32 +1246,49 @@ impl Client {
     }
 
     /// Gives messages of the selected mailbox their whole target flags (`(uids, FLAGS list)`),
-    /// each STORE conditional on the message being unchanged since `modseq` (RFC 7162
-    /// `UNCHANGEDSINCE`; CONDSTORE must be in use). Returns the modseq each stored message got
-    /// (as the server reported it), and the UIDs it left alone because they changed since.
+    /// each STORE conditional on the message being unchanged since `modseq` (see
+    /// [`Client::uid_stores_unchanged_since`]).
     pub async fn store_unchanged_since(
         &mut self,
         modseq: u64,
         targets: impl IntoIterator<Item = (Vec<u32>, Vec<String>)>,
     ) -> Result<(HashMap<u32, u64>, BTreeSet<u32>)> {
+        let stores: Vec<_> = targets
+            .into_iter()
+            .map(|(uids, flags)| (uids, "FLAGS", flags, modseq))
+            .collect();
+        self.uid_stores_unchanged_since(&stores).await
+    }
+
+    /// Several `(uids, item, flags, modseq)` STOREs, sent together and applied in order, each
+    /// conditional on its messages being unchanged since its `modseq` (RFC 7162
+    /// `UNCHANGEDSINCE`; CONDSTORE must be in use). Returns the modseq each stored message got
+    /// (as the server reported it), and the UIDs left alone because they changed since.
+    pub async fn uid_stores_unchanged_since(
+        &mut self,
+        stores: &[(Vec<u32>, &str, Vec<String>, u64)],
+    ) -> Result<(HashMap<u32, u64>, BTreeSet<u32>)> {
         let mut tags = Vec::new();
-        for (uids, flags) in targets {
-            for set in uidset::chunks(&uids, MAX_SET_LEN) {
+        for (i, (uids, item, flags, modseq)) in stores.iter().enumerate() {
+            for set in uidset::chunks(uids, MAX_SET_LEN) {
                 let line = format!(
-                    "UID STORE {set} (UNCHANGEDSINCE {modseq}) FLAGS ({})",
+                    "UID STORE {set} (UNCHANGEDSINCE {modseq}) {item} ({})",
                     flags.join(" ")
                 );
-                tags.push(self.send(Cmd::new(&line)).await?);
+                tags.push((self.send(Cmd::new(&line)).await?, i));
             }
         }
         let (mut stored, mut modified) = (HashMap::new(), BTreeSet::new());
-        for tag in tags {
+        for (tag, i) in tags {
+            // A STORE's own FETCH comes first; one for its messages after it reports another
+            // session's change, as any FETCH for messages of other STOREs does.
+            let mine: HashSet<u32> = stores[i].0.iter().copied().collect();
             let done = self
                 .wait(&tag, |u| {
                     if let Untagged::Fetch(f) = u
-                        && let Some(uid) = f.uid
+                        && let Some(uid) = f.uid.filter(|u| mine.contains(u))
                     {
-                        stored.insert(uid, f.modseq.unwrap_or(0));
+                        stored.entry(uid).or_insert(f.modseq.unwrap_or(0));
                     }
                 })
                 .await?

@@ -19,8 +19,8 @@ use super::backoff::Backoff;
 use super::lease::{Lease, holder};
 use crate::config::LivePickup;
 use crate::lock::{Poisoned, recover};
-use crate::store::StoreError;
-use crate::sync::{self, Event, Observer, Options, SyncError};
+use crate::store::{MailboxState, PairId, StoreError};
+use crate::sync::{self, Event, Observer, Options, OwnChanges, SyncError};
 
 /// A folder checked this recently (or left by its last session this recently, live pickup
 /// having watched it until then) is not checked again for a SELECT.
@@ -72,6 +72,9 @@ pub(crate) struct Folder {
     changing: watch::Sender<usize>,
     /// Held by the mirror while it reads this folder on NEW; a change starts only between reads.
     reads: Mutex<()>,
+    /// The mirror's changes to OLD's folder since the pair's recorded state, while all of them
+    /// are known (see [`OwnChanges`]). Recovered from a poisoned lock, as `running` is.
+    own_old: StdMutex<Option<OwnChanges>>,
 }
 
 impl Default for Folder {
@@ -85,6 +88,7 @@ impl Default for Folder {
             watchers: AtomicUsize::new(0),
             changing: watch::Sender::new(0),
             reads: Mutex::new(()),
+            own_old: StdMutex::new(None),
         }
     }
 }
@@ -100,6 +104,27 @@ impl Folder {
 
     fn retry(&self) -> StdMutexGuard<'_, (Backoff, Option<String>)> {
         recover(&self.retry, "a folder's backfill retry")
+    }
+
+    /// The mirror's changes to OLD's folder of `pair` since its recorded state, if all known.
+    pub(super) fn own_old(&self, pair: PairId) -> Option<OwnChanges> {
+        self.own_changes().clone().filter(|o| o.pair == pair)
+    }
+
+    /// Notes a change the mirror made to OLD's folder of `pair` (held by the caller).
+    pub(super) fn note_own(&self, pair: PairId, change: impl FnOnce(&mut OwnChanges)) {
+        if let Some(own) = self.own_changes().as_mut().filter(|o| o.pair == pair) {
+            change(own);
+        }
+    }
+
+    /// Sets what is known of the mirror's changes to OLD's folder (`None`: not all of them).
+    pub(super) fn set_own_old(&self, own: Option<OwnChanges>) {
+        *self.own_changes() = own;
+    }
+
+    fn own_changes(&self) -> StdMutexGuard<'_, Option<OwnChanges>> {
+        recover(&self.own_old, "a folder's own changes to OLD")
     }
 
     fn fresh(&self) -> bool {
@@ -176,6 +201,15 @@ impl Observer for UserWrites<'_> {
             && !self.acct.writes_in_flight()
             && self.acct.pending.get() == 0
             && !self.acct.unsure()
+    }
+
+    fn own_changes(&self, _: &str) -> Option<OwnChanges> {
+        self.folder.own_changes().clone()
+    }
+
+    fn old_recorded(&self, _: &str, pair: PairId, old: Option<MailboxState>) {
+        self.folder
+            .set_own_old(old.and_then(|base| OwnChanges::since(pair, base)));
     }
 }
 

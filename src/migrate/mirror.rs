@@ -7,19 +7,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex as StdMutex;
 
 use super::account::Account;
-use super::backfill::MIRROR_WAIT;
+use super::backfill::{Folder, MIRROR_WAIT};
 use super::journal::{Entry, FlagOp, MOVING, Write, folder_after, follow, trace};
 use super::names::renamed;
 use super::pool::Conn;
 use crate::imap::uidset::Ranges;
 use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
 use crate::lock::Poisoned;
-use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, StoreError};
-use crate::sync::SyncError;
+use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, PairId, StoreError};
 use crate::sync::adopt::{header_of, keys, message_key};
 use crate::sync::flags::{
     FlagSet, FlagStores, PermanentFlags, Unstorable, filter_for_new, syntax_check,
 };
+use crate::sync::{OwnChanges, SyncError};
 
 /// Why an entry is not on OLD (yet).
 #[derive(Debug, thiserror::Error)]
@@ -260,9 +260,85 @@ async fn store_flags_on_old(
             "OLD cannot store flag {flag} ({why}): not mirrored (journal entry {id})"
         );
     }
-    conn.old.uid_stores(&plan.commands).await?;
+    store_on_old(&acct.folder(folder), pair.id, &mut conn.old, &plan.commands).await?;
     acct.store.update_link_flags(pair.id, &plan.updates).await?;
     Ok(())
+}
+
+/// A `(UIDs, item, flags)` STORE.
+type UidStore<'a> = (Vec<u32>, &'a str, Vec<String>);
+
+/// Sends `stores` to OLD's selected folder of `pair`. While the mirror's changes to the folder
+/// are all known ([`OwnChanges`]), each STORE is conditional on its messages being as known
+/// (`UNCHANGEDSINCE`) and the modseqs OLD gives are noted: a later check then finds these
+/// changes the mirror's own, and passes no longer run for them. A message someone else changed
+/// meanwhile is stored anyway, and the folder's changes are no longer all known.
+async fn store_on_old(
+    f: &Folder,
+    pair: PairId,
+    old: &mut Client,
+    stores: &[UidStore<'_>],
+) -> Result<()> {
+    let Some(mut own) = f.own_old(pair) else {
+        return Ok(old.uid_stores(stores).await?);
+    };
+    let mut rest = stores;
+    while !rest.is_empty() {
+        let (round, taken) = conditional_round(rest, &own);
+        let (stored, modified) = old.uid_stores_unchanged_since(&round).await?;
+        own.stored.extend(stored);
+        if !modified.is_empty() {
+            f.set_own_old(None);
+            let again: Vec<UidStore> = (round.into_iter())
+                .map(|(uids, item, flags, _)| {
+                    (
+                        uids.into_iter().filter(|u| modified.contains(u)).collect(),
+                        item,
+                        flags,
+                    )
+                })
+                .filter(|(uids, _, _): &UidStore| !uids.is_empty())
+                .collect();
+            old.uid_stores(&again).await?;
+            return Ok(old.uid_stores(&rest[taken..]).await?);
+        }
+        rest = &rest[taken..];
+    }
+    f.set_own_old(Some(own));
+    Ok(())
+}
+
+/// The STOREs at the head of `stores` that go to OLD together, conditional on what `own`
+/// knows of their messages (one STORE per condition), and how many of `stores` they are. A
+/// message stored twice waits for the next round: its second condition is the modseq its first
+/// STORE gets.
+fn conditional_round<'a>(
+    stores: &[UidStore<'a>],
+    own: &OwnChanges,
+) -> (Vec<(Vec<u32>, &'a str, Vec<String>, u64)>, usize) {
+    let mut round = Vec::new();
+    let mut touched = HashSet::new();
+    let mut taken = 0;
+    for (uids, item, flags) in stores {
+        if taken > 0 && uids.iter().any(|u| touched.contains(u)) {
+            break;
+        }
+        let mut by_condition: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for &uid in uids {
+            touched.insert(uid);
+            by_condition
+                .entry(own.known_modseq(uid))
+                .or_default()
+                .push(uid);
+        }
+        round.extend(
+            by_condition
+                .into_iter()
+                .map(|(modseq, uids)| (uids, *item, flags.clone(), modseq)),
+        );
+        taken += 1;
+    }
+    (round, taken)
 }
 
 /// What [`store_flags_on_old`] sends and records.
@@ -656,6 +732,7 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
     }
     conn.old.select(&pair.old_name, false).await?;
     conn.old.uid_expunge(&gone).await?;
+    (ctx.acct.folder(folder)).note_own(pair.id, |own| own.expunged.extend(&gone));
     store.remove_links(pair.id, &gone).await?;
     Ok(())
 }
@@ -737,6 +814,7 @@ async fn mirror_copy(
         // and the user would have the message twice. A source OLD no longer has is no matter.
         conn.old.select(&src.old_name, false).await?;
         conn.old.uid_expunge(&there).await?;
+        (ctx.acct.folder(from)).note_own(src.id, |own| own.expunged.extend(&there));
     }
     if !old_uids.is_empty() {
         let to_copy = old_uids.iter().filter_map(|u| Some(wanted.get(u)?.1));
@@ -744,7 +822,9 @@ async fn mirror_copy(
         conn.old.select(&src.old_name, false).await?;
         keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
         let copied = if moved {
-            conn.old.uid_move(&old_uids, &dst.old_name).await?
+            let moved = conn.old.uid_move(&old_uids, &dst.old_name).await?;
+            (ctx.acct.folder(from)).note_own(src.id, |own| own.expunged.extend(&old_uids));
+            moved
         } else {
             conn.old.uid_copy(&old_uids, &dst.old_name).await?
         };
@@ -763,6 +843,8 @@ async fn mirror_copy(
         links.extend(made);
     }
     // Those OLD gave no COPYUID for stay unlinked: the lowered watermark has them adopted.
+    let added = links.iter().map(|l| l.old_uid);
+    (ctx.acct.folder(to)).note_own(dst.id, |own| own.added.extend(added));
     store.add_links(dst.id, &links).await?;
     if moved {
         let sources: Vec<u32> = wanted.keys().copied().collect();
@@ -1048,6 +1130,8 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
     // Those OLD gave no APPENDUID for stay unlinked: the lowered watermark has them adopted.
     let (mut links, _unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
     links.extend(found);
+    let added = links.iter().map(|l| l.old_uid);
+    (ctx.acct.folder(folder)).note_own(pair.id, |own| own.added.extend(added));
     ctx.acct.store.add_links(pair.id, &links).await?;
     Ok(())
 }

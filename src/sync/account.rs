@@ -13,6 +13,7 @@ use crate::store::{AccountKey, AccountState, FolderPair, Phase, Store};
 
 use super::deletions;
 use super::folder::{FolderJob, sync_folder};
+use super::own;
 use super::{Endpoint, Event, Observer, Options, Report, SyncError, Tally};
 
 /// Connects and logs in (LOGIN, or AUTHENTICATE PLAIN for a master user / `AuthMech::Plain`).
@@ -292,7 +293,7 @@ async fn prepare_new(
     Ok(failed)
 }
 
-fn state_of(s: &MailboxStatus) -> crate::store::MailboxState {
+pub(super) fn state_of(s: &MailboxStatus) -> crate::store::MailboxState {
     crate::store::MailboxState {
         uidvalidity: s.uidvalidity,
         uidnext: s.uidnext,
@@ -512,14 +513,36 @@ pub async fn sync_pair(
 ) -> Result<Report, SyncError> {
     let tally = Tally::new(observer);
     let status = old.status(&pair.old_name).await?;
-    if !unchanged(pair, &status) {
-        let job = FolderJob {
-            pair: pair.clone(),
-            messages: status.messages,
-            attempts: 0,
-        };
-        sync_folder(store, old, new, &job, opts, &tally).await?;
+    if unchanged(pair, &status) {
+        return Ok(tally.into_report());
     }
+    if let Some(own) = observer.own_changes(&pair.new_name)
+        && observer.new_settled(&pair.new_name)
+        && own::explained(old, pair, &status, &own).await?
+        && let Some(new_state) = own::new_watermark(new, pair).await?
+    {
+        // OLD changed by the caller's own writes alone: what the user did on NEW, which they
+        // mirror. Both watermarks move past it, as a pass's would.
+        let state = state_of(&status);
+        store
+            .save_pair_state(
+                pair.id,
+                Some(state),
+                Some(new_state),
+                pair.adopt_from,
+                Phase::Synced,
+            )
+            .await?;
+        observer.old_recorded(&pair.new_name, pair.id, Some(state));
+        tracing::debug!("OLD changed by this process's own writes only: state recorded, no pass");
+        return Ok(tally.into_report());
+    }
+    let job = FolderJob {
+        pair: pair.clone(),
+        messages: status.messages,
+        attempts: 0,
+    };
+    sync_folder(store, old, new, &job, opts, &tally).await?;
     Ok(tally.into_report())
 }
 

@@ -417,6 +417,10 @@ async fn execute(
         store
             .save_pair_state(pair.id, Some(old_state), Some(new_state), adopt_from, phase)
             .await?;
+        let recorded = (phase == Phase::Synced).then_some(old_state);
+        tally
+            .observer
+            .old_recorded(&pair.new_name, pair.id, recorded);
         // Both sides' watermarks are recorded (each read with CONDSTORE in use): the next pass
         // learns from CHANGEDSINCE which side changed a message, so the links need no base
         // flags (DESIGN.md §4a).

@@ -12,6 +12,7 @@ mod deletions;
 pub mod flags;
 mod folder;
 mod ledger;
+mod own;
 mod plan;
 mod rate;
 mod sizes;
@@ -25,6 +26,7 @@ pub use account::{
     PreparedTree, TreeView, login, prepare_tree, read_tree, sync_account, sync_pair,
 };
 pub use criteria::MessageSelection;
+pub use own::OwnChanges;
 pub use rate::SharedRate;
 pub use sizes::{FolderSize, Sizes, folder_sizes};
 
@@ -247,6 +249,23 @@ pub trait Observer: Send + Sync {
     /// tombstone now would leave OLD's copy behind. The next pass decides again.
     fn new_settled(&self, _new_folder: &str) -> bool {
         true
+    }
+
+    /// What the caller itself changed on OLD's folder of NEW folder `new_folder` since the
+    /// pair's recorded state, if it knows all of it: a pass that finds OLD changed by these
+    /// alone records OLD's state and reads nothing else.
+    fn own_changes(&self, _new_folder: &str) -> Option<OwnChanges> {
+        None
+    }
+
+    /// The pair of NEW folder `new_folder` recorded OLD's state `old` (`None`: no completed
+    /// state), by a pass or by finding OLD changed by [`Observer::own_changes`] alone.
+    fn old_recorded(
+        &self,
+        _new_folder: &str,
+        _pair: crate::store::PairId,
+        _old: Option<crate::store::MailboxState>,
+    ) {
     }
 }
 

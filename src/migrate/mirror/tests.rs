@@ -923,3 +923,48 @@ async fn the_watermark_is_lowered_before_old_gets_an_append() {
     let links = acct.store.links(pair.id).await.unwrap();
     assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
 }
+
+/// Conditional STOREs: each message's condition is what is known of it (the modseq of the
+/// mirror's last STORE on it, else the pair's recorded HIGHESTMODSEQ), one STORE per
+/// condition; a message stored again waits for the next round, whose condition is the modseq
+/// its first STORE got.
+#[test]
+fn conditional_stores_go_in_rounds_by_what_is_known() {
+    use crate::store::MailboxState;
+    use crate::sync::OwnChanges;
+    let base = MailboxState {
+        uidvalidity: 1,
+        uidnext: 10,
+        highestmodseq: 50,
+        messages: 9,
+    };
+    let mut own = OwnChanges::since(1, base).unwrap();
+    own.stored.insert(2, 57);
+    let flag = |f: &str| vec![f.to_string()];
+    let stores = vec![
+        (vec![1, 2, 3], "+FLAGS.SILENT", flag("\\Seen")),
+        (vec![4], "-FLAGS.SILENT", flag("\\Seen")),
+        (vec![3], "-FLAGS.SILENT", flag("\\Flagged")),
+        (vec![5], "+FLAGS.SILENT", flag("\\Flagged")),
+    ];
+    let (round, taken) = super::conditional_round(&stores, &own);
+    assert_eq!(taken, 2, "UID 3 is stored again: the third STORE waits");
+    assert_eq!(
+        round,
+        vec![
+            (vec![1, 3], "+FLAGS.SILENT", flag("\\Seen"), 50),
+            (vec![2], "+FLAGS.SILENT", flag("\\Seen"), 57),
+            (vec![4], "-FLAGS.SILENT", flag("\\Seen"), 50),
+        ]
+    );
+    own.stored.insert(3, 61);
+    let (round, taken) = super::conditional_round(&stores[2..], &own);
+    assert_eq!(taken, 2);
+    assert_eq!(
+        round,
+        vec![
+            (vec![3], "-FLAGS.SILENT", flag("\\Flagged"), 61),
+            (vec![5], "+FLAGS.SILENT", flag("\\Flagged"), 50),
+        ]
+    );
+}
