@@ -45,7 +45,7 @@ struct Setup {
     old: Dovecot,
     new: Dovecot,
     proxy: Proxy,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// OLD and NEW with `users` (password "pw", one message in OLD's INBOX) and a proxy with
@@ -75,7 +75,7 @@ fn setup(users: &[&str], migration: &str, more: &str) -> Setup {
         old,
         new,
         proxy,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -87,6 +87,35 @@ impl Setup {
         assert_eq!(c.select("INBOX"), 1);
         c
     }
+
+    /// Whether the proxy's recorded state of OLD's `folder` is OLD's state now: a check of the
+    /// folder ran since it last changed.
+    fn checked(&self, user: &str, folder: &str) -> bool {
+        let path = self.dir.path().join("state.db");
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let Ok(db) = rusqlite::Connection::open_with_flags(path, flags) else {
+            return false;
+        };
+        let recorded = db.query_row(
+            "SELECT old_messages, old_uidnext, old_highestmodseq FROM folder_pairs \
+             WHERE new_name = ?1",
+            [folder],
+            |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                Ok((n(0)?, n(1)?, n(2)?))
+            },
+        );
+        recorded.ok() == Some(self.old.mailbox_status(user, folder))
+    }
+}
+
+/// `d`'s IMAP commands whose name contains `what`, counted.
+fn count(d: &Dovecot, what: &str) -> u64 {
+    let seen = d.commands(false);
+    seen.iter()
+        .filter(|(k, _)| k.contains(what))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Three idle sessions each of ann (live pickup off) and bob (IDLE), engine connections kept
@@ -252,17 +281,10 @@ fn the_mirrors_own_flag_change_starts_no_pass() {
     s.new.commands(true);
     let (_, done) = c.command("UID STORE 1 +FLAGS (\\Flagged)");
     assert!(done.contains("OK"), "{done}");
-    let count = |d: &Dovecot, what: &str| -> u64 {
-        let seen = d.commands(false);
-        seen.iter()
-            .filter(|(k, _)| k.contains(what))
-            .map(|(_, n)| n)
-            .sum()
-    };
-    // The mirror STOREs on OLD; OLD's IDLE reports it, and the check that follows FETCHes.
+    // The mirror STOREs on OLD; OLD's IDLE reports it, and the check that follows records it.
     wait_until(
         || format!("{:?}", s.old.commands(false)),
-        || count(&s.old, "STORE") >= 1 && count(&s.old, "FETCH") >= 1,
+        || count(&s.old, "STORE") >= 1 && s.checked("eve", "INBOX"),
     );
     let (old_seen, new_seen) = (s.old.commands(false), s.new.commands(false));
     assert_eq!(count(&s.old, "SEARCH"), 0, "no pass on OLD: {old_seen:?}");
@@ -285,5 +307,51 @@ fn the_mirrors_own_flag_change_starts_no_pass() {
         },
     );
     assert!(count(&s.old, "SEARCH") >= 1, "{:?}", s.old.commands(false));
+    c.logout();
+}
+
+/// The mirror's APPEND to OLD and its MOVE out of the folder start no pass either: the check
+/// counts what it added and expunged. OLD then holds what NEW holds.
+#[test]
+fn the_mirrors_own_append_and_move_start_no_pass() {
+    let s = setup(
+        &["fay"],
+        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
+        "",
+    );
+    let mut c = s.session("fay");
+    let idling = || {
+        gauge(
+            &metrics(s.proxy.admin_port),
+            "imapferry_live_pickup_accounts{mode=\"idle\"}",
+        ) == 1
+    };
+    wait_until(|| metrics(s.proxy.admin_port), idling);
+    let (_, done) = c.command("CREATE Archive");
+    assert!(done.contains("OK"), "{done}");
+    // Archive's first pass (it is filled once, before it takes the MOVE) is not counted.
+    assert_eq!(c.select("Archive"), 0);
+    assert_eq!(c.select("INBOX"), 1);
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || s.checked("fay", "Archive") && s.checked("fay", "INBOX"),
+    );
+    // The mirror's first APPEND after the proxy started is replayed with care (the process
+    // before may have died in it): it SEARCHes OLD for its copy. Not counted either.
+    c.append("INBOX", &[], None, &message(2, 700));
+    let mirrored = |messages, uidnext| {
+        let now = s.old.mailbox_status("fay", "INBOX");
+        (now.0, now.1) == (messages, uidnext) && s.checked("fay", "INBOX")
+    };
+    wait_until(|| format!("{:?}", s.old.commands(false)), || mirrored(2, 3));
+    s.old.commands(true);
+    c.append("INBOX", &["\\Seen"], None, &message(3, 800));
+    let (_, done) = c.command("UID MOVE 1 Archive");
+    assert!(done.contains("OK"), "{done}");
+    wait_until(|| format!("{:?}", s.old.commands(false)), || mirrored(2, 4));
+    let seen = s.old.commands(false);
+    assert!(count(&s.old, "MOVE") >= 1, "{seen:?}");
+    assert_eq!(count(&s.old, "SEARCH"), 0, "no pass on OLD: {seen:?}");
+    assert_eq!(s.old.mailbox_status("fay", "Archive").0, 1);
     c.logout();
 }

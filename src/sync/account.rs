@@ -516,9 +516,10 @@ pub async fn sync_pair(
     if unchanged(pair, &status) {
         return Ok(tally.into_report());
     }
-    if let Some(own) = observer.own_changes(&pair.new_name)
+    let own = observer.own_changes(&pair.new_name);
+    if let Some(own) = &own
         && observer.new_settled(&pair.new_name)
-        && own::explained(old, pair, &status, &own).await?
+        && own::explained(old, pair, &status, own).await?
         && let Some(new_state) = own::new_watermark(new, pair).await?
     {
         // OLD changed by the caller's own writes alone: what the user did on NEW, which they
@@ -536,6 +537,9 @@ pub async fn sync_pair(
         observer.old_recorded(&pair.new_name, pair.id, Some(state));
         tracing::debug!("OLD changed by this process's own writes only: state recorded, no pass");
         return Ok(tally.into_report());
+    }
+    if own.is_some() {
+        tracing::debug!("OLD changed beyond this process's own writes: a pass reads both sides");
     }
     let job = FolderJob {
         pair: pair.clone(),

@@ -227,6 +227,25 @@ impl Dovecot {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `(MESSAGES, UIDNEXT, HIGHESTMODSEQ)` of `user`'s `mailbox`, read with doveadm (no IMAP
+    /// command, so [`Dovecot::commands`] does not count it).
+    pub fn mailbox_status(&self, user: &str, mailbox: &str) -> (u64, u64, u64) {
+        let out = self.doveadm(&[
+            "mailbox",
+            "status",
+            "-u",
+            user,
+            "messages uidnext highestmodseq",
+            mailbox,
+        ]);
+        let field = |name: &str| {
+            out.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {out:?}"))
+        };
+        (field("messages"), field("uidnext"), field("highestmodseq"))
+    }
+
     /// Logged-in IMAP connections of each user now, as the server counts them (`doveadm who`).
     pub fn connections(&self) -> std::collections::BTreeMap<String, usize> {
         let mut by_user = std::collections::BTreeMap::new();
