@@ -267,6 +267,8 @@ async fn store_flags_on_old(
 
 /// A `(UIDs, item, flags)` STORE.
 type UidStore<'a> = (Vec<u32>, &'a str, Vec<String>);
+/// A [`UidStore`] `UNCHANGEDSINCE` a modseq.
+type ConditionalStore<'a> = (Vec<u32>, &'a str, Vec<String>, u64);
 
 /// Sends `stores` to OLD's selected folder of `pair`. While the mirror's changes to the folder
 /// are all known ([`OwnChanges`]), each STORE is conditional on its messages being as known
@@ -315,7 +317,7 @@ async fn store_on_old(
 fn conditional_round<'a>(
     stores: &[UidStore<'a>],
     own: &OwnChanges,
-) -> (Vec<(Vec<u32>, &'a str, Vec<String>, u64)>, usize) {
+) -> (Vec<ConditionalStore<'a>>, usize) {
     let mut round = Vec::new();
     let mut touched = HashSet::new();
     let mut taken = 0;
