@@ -518,12 +518,12 @@ pub async fn sync_pair(
     }
     let own = observer.own_changes(&pair.new_name);
     if let Some(own) = &own
-        && observer.new_settled(&pair.new_name)
         && own::explained(old, pair, &status, own).await?
         && let Some(new_state) = own::new_watermark(new, pair).await?
     {
         // OLD changed by the caller's own writes alone: what the user did on NEW, which they
-        // mirror. Both watermarks move past it, as a pass's would.
+        // mirror. Both watermarks move past it, as a pass's would (a pass records the NEW
+        // state it scanned, writes of the user in flight included).
         let state = state_of(&status);
         store
             .save_pair_state(
