@@ -1260,7 +1260,7 @@ impl Client {
         self.uid_stores_unchanged_since(&stores).await
     }
 
-    /// Several `(uids, item, flags, modseq)` STOREs, sent together and applied in order, each
+    /// Several `(uids, item, flags, modseq)` STOREs of distinct messages, sent together, each
     /// conditional on its messages being unchanged since its `modseq` (RFC 7162
     /// `UNCHANGEDSINCE`; CONDSTORE must be in use). Returns the modseq each stored message got
     /// (as the server reported it), and the UIDs left alone because they changed since.
@@ -1269,24 +1269,25 @@ impl Client {
         stores: &[(Vec<u32>, &str, Vec<String>, u64)],
     ) -> Result<(HashMap<u32, u64>, BTreeSet<u32>)> {
         let mut tags = Vec::new();
-        for (i, (uids, item, flags, modseq)) in stores.iter().enumerate() {
+        for (uids, item, flags, modseq) in stores {
             for set in uidset::chunks(uids, MAX_SET_LEN) {
                 let line = format!(
                     "UID STORE {set} (UNCHANGEDSINCE {modseq}) {item} ({})",
                     flags.join(" ")
                 );
-                tags.push((self.send(Cmd::new(&line)).await?, i));
+                tags.push(self.send(Cmd::new(&line)).await?);
             }
         }
+        // The STOREs name distinct messages. The server may run them in any order, and each
+        // reports its messages before it ends; the first FETCH of a message is its STORE's (one
+        // after it reports another session's change, as any FETCH of another message does).
+        let asked: HashSet<u32> = stores.iter().flat_map(|s| s.0.iter().copied()).collect();
         let (mut stored, mut modified) = (HashMap::new(), BTreeSet::new());
-        for (tag, i) in tags {
-            // A STORE's own FETCH comes first; one for its messages after it reports another
-            // session's change, as any FETCH for messages of other STOREs does.
-            let mine: HashSet<u32> = stores[i].0.iter().copied().collect();
+        for tag in tags {
             let done = self
                 .wait(&tag, |u| {
                     if let Untagged::Fetch(f) = u
-                        && let Some(uid) = f.uid.filter(|u| mine.contains(u))
+                        && let Some(uid) = f.uid.filter(|u| asked.contains(u))
                     {
                         stored.entry(uid).or_insert(f.modseq.unwrap_or(0));
                     }
@@ -1468,6 +1469,41 @@ async fn tls_handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// STOREs sent together may be run in any order (Dovecot runs pipelined STOREs of distinct
+    /// messages at once): a FETCH reporting one STORE's message can come before an earlier
+    /// STORE's end, and it still counts. A FETCH of a message no STORE named does not.
+    #[tokio::test]
+    async fn conditional_stores_take_each_messages_modseq_whenever_it_comes() {
+        use super::super::script::{pipelined_step, serve, step};
+        let (opts, server) = serve(
+            "IMAP4rev1 CONDSTORE",
+            vec![
+                pipelined_step(
+                    "UID STORE 1 (UNCHANGEDSINCE 5) +FLAGS.SILENT (\\Seen)",
+                    "* 2 FETCH (UID 2 MODSEQ (8))\r\n* 9 FETCH (UID 9 MODSEQ (8))\r\n\
+                     * 1 FETCH (UID 1 MODSEQ (7))\r\n$tag OK\r\n",
+                ),
+                step(
+                    "UID STORE 2:3 (UNCHANGEDSINCE 6) -FLAGS.SILENT (\\Seen)",
+                    "$tag OK [MODIFIED 3] done\r\n",
+                ),
+            ],
+        )
+        .await;
+        let mut c = Client::connect(&opts, Side::Old).await.unwrap();
+        let seen = vec!["\\Seen".to_string()];
+        let (stored, modified) = c
+            .uid_stores_unchanged_since(&[
+                (vec![1], "+FLAGS.SILENT", seen.clone(), 5),
+                (vec![2, 3], "-FLAGS.SILENT", seen, 6),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(stored, HashMap::from([(1, 7), (2, 8)]));
+        assert_eq!(modified, BTreeSet::from([3]));
+        server.await.unwrap().unwrap();
+    }
 
     /// Bytes of a command without literals, as `send` would write them.
     fn wire(cmd: Cmd) -> Vec<u8> {

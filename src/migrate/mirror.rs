@@ -636,8 +636,9 @@ async fn mirror_flags(
         .collect();
     let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
     let replace = op == Some(FlagOp::Replace);
-    let mut updates =
-        by_reading(conn, &links, &named, replace, &new_flags, &old_flags, &perm).await?;
+    let (stores, mut updates) = by_reading(&links, &named, replace, &new_flags, &old_flags, &perm);
+    let commands = flag_commands(&stores);
+    store_on_old(&ctx.acct.folder(folder), pair.id, &mut conn.old, &commands).await?;
     // Only links whose recorded flags change are written: a STORE by sequence number reads
     // every link of the folder, and rewriting them all would split the folder's runs for nothing.
     let recorded: HashMap<u32, (&str, &str)> = links
@@ -651,16 +652,16 @@ async fn mirror_flags(
     Ok(())
 }
 
-/// OLD takes NEW's value (read from both) of the flags the STORE touched.
-async fn by_reading(
-    conn: &mut Conn,
+/// OLD takes NEW's value (read from both) of the flags the STORE touched: the changes to
+/// store on OLD, and the links' flags after them.
+fn by_reading(
     links: &[Link],
     named: &FlagSet,
     replace: bool,
     new_flags: &HashMap<u32, FlagSet>,
     old_flags: &HashMap<u32, FlagSet>,
     perm: &PermanentFlags,
-) -> Result<Vec<LinkFlags>> {
+) -> (FlagStores, Vec<LinkFlags>) {
     let mut stores = FlagStores::default();
     let mut updates = Vec::new();
     for link in links {
@@ -682,8 +683,21 @@ async fn by_reading(
             new_flags: n.to_canonical(),
         });
     }
-    conn.old.store_flags(stores.groups()).await?;
-    Ok(updates)
+    (stores, updates)
+}
+
+/// `stores` as `+FLAGS.SILENT` and `-FLAGS.SILENT` STOREs.
+fn flag_commands(stores: &FlagStores) -> Vec<UidStore<'static>> {
+    let mut commands = Vec::new();
+    for (uids, add, remove) in stores.groups() {
+        if !add.is_empty() {
+            commands.push((uids.clone(), "+FLAGS.SILENT", add));
+        }
+        if !remove.is_empty() {
+            commands.push((uids, "-FLAGS.SILENT", remove));
+        }
+    }
+    commands
 }
 
 /// Linked messages no longer on NEW are expunged on OLD, and their links dropped. A message a

@@ -37,12 +37,15 @@ impl OwnChanges {
 
     /// The modseq a message of OLD's folder has while nobody else changed it: the one this
     /// process's last STORE got, else at most the base's HIGHESTMODSEQ. A STORE
-    /// `UNCHANGEDSINCE` it fails on a message someone else changed.
+    /// `UNCHANGEDSINCE` it fails on a message someone else changed. A message this process put
+    /// there has no modseq known to it ([`OwnChanges::explain`] takes it as its own whatever
+    /// its modseq): the largest one RFC 7162 allows.
     pub fn known_modseq(&self, uid: u32) -> u64 {
-        self.stored
-            .get(&uid)
-            .copied()
-            .unwrap_or(self.base.highestmodseq)
+        match self.stored.get(&uid) {
+            Some(modseq) => *modseq,
+            None if self.added.contains(&uid) => i64::MAX as u64,
+            None => self.base.highestmodseq,
+        }
     }
 
     /// Whether these are all the changes that took OLD's folder from `base` to `now`:
@@ -248,5 +251,6 @@ mod tests {
         let own = own();
         assert_eq!(own.known_modseq(3), 104);
         assert_eq!(own.known_modseq(4), 100);
+        assert_eq!(own.known_modseq(20), i64::MAX as u64, "added: any modseq");
     }
 }
