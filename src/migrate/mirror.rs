@@ -290,19 +290,10 @@ async fn store_on_old(
         let (stored, modified) = old.uid_stores_unchanged_since(&round).await?;
         own.stored.extend(stored);
         if !modified.is_empty() {
+            // Sent again plainly from this round on: replayed in order, the STOREs done
+            // already change nothing twice.
             f.set_own_old(None);
-            let again: Vec<UidStore> = (round.into_iter())
-                .map(|(uids, item, flags, _)| {
-                    (
-                        uids.into_iter().filter(|u| modified.contains(u)).collect(),
-                        item,
-                        flags,
-                    )
-                })
-                .filter(|(uids, _, _): &UidStore| !uids.is_empty())
-                .collect();
-            old.uid_stores(&again).await?;
-            return Ok(old.uid_stores(&rest[taken..]).await?);
+            return Ok(old.uid_stores(rest).await?);
         }
         rest = &rest[taken..];
     }

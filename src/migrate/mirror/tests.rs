@@ -968,3 +968,45 @@ fn conditional_stores_go_in_rounds_by_what_is_known() {
         ]
     );
 }
+
+/// The mirror's STOREs while the folder's changes are known: conditional, and the modseq each
+/// message gets is noted. One someone else changed meanwhile is stored anyway (the whole round
+/// again, plainly), and the folder's changes are no longer known: its next check runs a pass.
+#[tokio::test]
+async fn the_mirrors_stores_note_their_modseqs_until_someone_else_got_ahead() {
+    use crate::migrate::backfill::Folder;
+    use crate::store::MailboxState;
+    use crate::sync::OwnChanges;
+    let base = MailboxState {
+        uidvalidity: 1,
+        uidnext: 10,
+        highestmodseq: 50,
+        messages: 9,
+    };
+    let seen = vec!["\\Seen".to_string()];
+    let stores = [(vec![1, 2], "+FLAGS.SILENT", seen)];
+    let (opts, server) = serve(
+        "IMAP4rev1 CONDSTORE",
+        vec![
+            step(
+                "UID STORE 1:2 (UNCHANGEDSINCE 50) +FLAGS.SILENT (\\Seen)",
+                "* 1 FETCH (UID 1 MODSEQ (51))\r\n* 2 FETCH (UID 2 MODSEQ (51))\r\n$tag OK\r\n",
+            ),
+            step(
+                "UID STORE 1:2 (UNCHANGEDSINCE 51) +FLAGS.SILENT (\\Seen)",
+                "* 1 FETCH (UID 1 MODSEQ (53))\r\n$tag OK [MODIFIED 2] changed\r\n",
+            ),
+            step("UID STORE 1:2 +FLAGS.SILENT (\\Seen)", "$tag OK\r\n"),
+        ],
+    )
+    .await;
+    let mut old = Client::connect(&opts, Side::Old).await.unwrap();
+    let f = Folder::default();
+    f.set_own_old(OwnChanges::since(7, base));
+    super::store_on_old(&f, 7, &mut old, &stores).await.unwrap();
+    let own = f.own_old(7).expect("known");
+    assert_eq!(own.stored, [(1, 51), (2, 51)].into());
+    super::store_on_old(&f, 7, &mut old, &stores).await.unwrap();
+    assert_eq!(f.own_old(7), None);
+    server.await.unwrap().unwrap();
+}
