@@ -109,6 +109,25 @@ impl Setup {
     }
 }
 
+/// [`setup`] of `user` with live pickup by IDLE, and a session of theirs with INBOX selected,
+/// once OLD's IDLE runs.
+fn idling(user: &str) -> (Setup, RawImap) {
+    let s = setup(
+        &[user],
+        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
+        "",
+    );
+    let c = s.session(user);
+    let idle = || {
+        gauge(
+            &metrics(s.proxy.admin_port),
+            "imapferry_live_pickup_accounts{mode=\"idle\"}",
+        ) == 1
+    };
+    wait_until(|| metrics(s.proxy.admin_port), idle);
+    (s, c)
+}
+
 /// `d`'s IMAP commands whose name contains `what`, counted.
 fn count(d: &Dovecot, what: &str) -> u64 {
     let seen = d.commands(false);
@@ -180,19 +199,7 @@ fn idle_users_hold_only_their_sessions_and_one_idle_on_old() {
 /// would add its own STATUS, however soon it found the change).
 #[test]
 fn new_old_mail_arrives_by_idle_without_polling() {
-    let s = setup(
-        &["cat"],
-        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
-        "",
-    );
-    let mut c = s.session("cat");
-    let idling = || {
-        gauge(
-            &metrics(s.proxy.admin_port),
-            "imapferry_live_pickup_accounts{mode=\"idle\"}",
-        ) == 1
-    };
-    wait_until(|| metrics(s.proxy.admin_port), idling);
+    let (s, mut c) = idling("cat");
     s.old.commands(true);
     let mut o = RawImap::connect("127.0.0.1", s.old.port());
     o.login("cat", "pw");
@@ -264,19 +271,7 @@ fn metrics_count_the_journals_entries_and_commits() {
 /// reaches the session.
 #[test]
 fn the_mirrors_own_flag_change_starts_no_pass() {
-    let s = setup(
-        &["eve"],
-        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
-        "",
-    );
-    let mut c = s.session("eve");
-    let idling = || {
-        gauge(
-            &metrics(s.proxy.admin_port),
-            "imapferry_live_pickup_accounts{mode=\"idle\"}",
-        ) == 1
-    };
-    wait_until(|| metrics(s.proxy.admin_port), idling);
+    let (s, mut c) = idling("eve");
     s.old.commands(true);
     s.new.commands(true);
     let (_, done) = c.command("UID STORE 1 +FLAGS (\\Flagged)");
@@ -314,19 +309,7 @@ fn the_mirrors_own_flag_change_starts_no_pass() {
 /// counts what it added and expunged. OLD then holds what NEW holds.
 #[test]
 fn the_mirrors_own_append_and_move_start_no_pass() {
-    let s = setup(
-        &["fay"],
-        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
-        "",
-    );
-    let mut c = s.session("fay");
-    let idling = || {
-        gauge(
-            &metrics(s.proxy.admin_port),
-            "imapferry_live_pickup_accounts{mode=\"idle\"}",
-        ) == 1
-    };
-    wait_until(|| metrics(s.proxy.admin_port), idling);
+    let (s, mut c) = idling("fay");
     let (_, done) = c.command("CREATE Archive");
     assert!(done.contains("OK"), "{done}");
     // Archive's first pass (it is filled once, before it takes the MOVE) is not counted.
