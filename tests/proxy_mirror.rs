@@ -433,7 +433,10 @@ fn a_write_that_cannot_be_journaled_is_never_confirmed() {
     // follow within seconds, and cannot be cleared while the file is held).
     let (_, ok) = c.command("UID STORE 1 +FLAGS (\\Answered)");
     assert!(ok.starts_with("OK"), "{ok}");
-    let mut holder = hold_state(&s.state(), 8);
+    // Held longer than the two commits a session may wait for (the one running when it asks,
+    // then its own, 5 s each): a commit started while the file was held, and which would get
+    // the lock before its 5 s ran out, would confirm the write.
+    let mut holder = hold_state(&s.state(), 12);
     let mut raw =
         std::net::TcpStream::connect(("127.0.0.1", s.proxy.as_ref().unwrap().port)).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
