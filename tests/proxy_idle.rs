@@ -109,22 +109,20 @@ impl Setup {
     }
 }
 
-/// [`setup`] of `user` with live pickup by IDLE, and a session of theirs with INBOX selected,
-/// once OLD's IDLE runs.
-fn idling(user: &str) -> (Setup, RawImap) {
+/// [`setup`] of `user` with live pickup in `mode` (`"idle"` or `"poll"`, at most `max_secs`
+/// apart), and a session of theirs with INBOX selected, once the proxy reports the mode.
+fn picking_up(user: &str, mode: &str, max_secs: u32) -> (Setup, RawImap) {
     let s = setup(
         &[user],
-        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
+        &format!(
+            "live_pickup = \"{mode}\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = {max_secs}\n"
+        ),
         "",
     );
     let c = s.session(user);
-    let idle = || {
-        gauge(
-            &metrics(s.proxy.admin_port),
-            "imapferry_live_pickup_accounts{mode=\"idle\"}",
-        ) == 1
-    };
-    wait_until(|| metrics(s.proxy.admin_port), idle);
+    let gauge_name = format!("imapferry_live_pickup_accounts{{mode=\"{mode}\"}}");
+    let on = || gauge(&metrics(s.proxy.admin_port), &gauge_name) == 1;
+    wait_until(|| metrics(s.proxy.admin_port), on);
     (s, c)
 }
 
@@ -199,7 +197,7 @@ fn idle_users_hold_only_their_sessions_and_one_idle_on_old() {
 /// would add its own STATUS, however soon it found the change).
 #[test]
 fn new_old_mail_arrives_by_idle_without_polling() {
-    let (s, mut c) = idling("cat");
+    let (s, mut c) = picking_up("cat", "idle", 1);
     s.old.commands(true);
     let mut o = RawImap::connect("127.0.0.1", s.old.port());
     o.login("cat", "pw");
@@ -219,19 +217,7 @@ fn new_old_mail_arrives_by_idle_without_polling() {
 /// never sees an IDLE.
 #[test]
 fn new_old_mail_arrives_by_polling_when_asked() {
-    let s = setup(
-        &["dan"],
-        "live_pickup = \"poll\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 2\n",
-        "",
-    );
-    let mut c = s.session("dan");
-    let polling = || {
-        gauge(
-            &metrics(s.proxy.admin_port),
-            "imapferry_live_pickup_accounts{mode=\"poll\"}",
-        ) == 1
-    };
-    wait_until(|| metrics(s.proxy.admin_port), polling);
+    let (s, mut c) = picking_up("dan", "poll", 2);
     let mut o = RawImap::connect("127.0.0.1", s.old.port());
     o.login("dan", "pw");
     o.append("INBOX", &[], None, &message(2, 700));
@@ -271,7 +257,7 @@ fn metrics_count_the_journals_entries_and_commits() {
 /// reaches the session.
 #[test]
 fn the_mirrors_own_flag_change_starts_no_pass() {
-    let (s, mut c) = idling("eve");
+    let (s, mut c) = picking_up("eve", "idle", 1);
     s.old.commands(true);
     s.new.commands(true);
     let (_, done) = c.command("UID STORE 1 +FLAGS (\\Flagged)");
@@ -309,7 +295,7 @@ fn the_mirrors_own_flag_change_starts_no_pass() {
 /// counts what it added and expunged. OLD then holds what NEW holds.
 #[test]
 fn the_mirrors_own_append_and_move_start_no_pass() {
-    let (s, mut c) = idling("fay");
+    let (s, mut c) = picking_up("fay", "idle", 1);
     let (_, done) = c.command("CREATE Archive");
     assert!(done.contains("OK"), "{done}");
     // Archive's first pass (it is filled once, before it takes the MOVE) is not counted.
