@@ -324,3 +324,47 @@ fn the_mirrors_own_append_and_move_start_no_pass() {
     assert_eq!(s.old.mailbox_status("fay", "Archive").0, 1);
     c.logout();
 }
+
+/// A folder a session used lately stays under live pickup after the session leaves it: going
+/// back to it asks OLD (and NEW) nothing, however long since its last check, and mail OLD
+/// receives meanwhile still reaches NEW, by the pickup's poll, without any command naming it.
+#[test]
+fn a_folder_used_lately_is_kept_current_by_live_pickup() {
+    let s = setup(
+        &["gus"],
+        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
+        "",
+    );
+    let old_session = || {
+        let mut o = RawImap::connect("127.0.0.1", s.old.port());
+        o.login("gus", "pw");
+        o
+    };
+    let mut o = old_session();
+    o.create("Work");
+    o.append("Work", &[], None, &message(2, 700));
+    o.logout();
+    let mut c = s.session("gus");
+    assert_eq!(c.select("Work"), 1);
+    assert_eq!(c.select("INBOX"), 1);
+    // Past the freshness of Work's check: without live pickup, going back checks it again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let checks = || gauge(&metrics(s.proxy.admin_port), "imapferry_backfills_total");
+    let before = checks();
+    for _ in 0..3 {
+        assert_eq!(c.select("Work"), 1);
+        assert_eq!(c.select("INBOX"), 1);
+    }
+    assert_eq!(checks(), before, "{}", metrics(s.proxy.admin_port));
+
+    // Mail that OLD gets meanwhile reaches NEW's Work without a command naming it.
+    let mut o = old_session();
+    o.append("Work", &[], None, &message(3, 800));
+    o.logout();
+    wait_until(
+        || format!("{:?}", s.new.mailbox_status("gus", "Work")),
+        || s.new.mailbox_status("gus", "Work").0 == 2,
+    );
+    assert_eq!(c.select("Work"), 2);
+    c.logout();
+}

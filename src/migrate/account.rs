@@ -136,7 +136,9 @@ pub struct Presence(Arc<Account>);
 
 impl Drop for Presence {
     fn drop(&mut self) {
-        self.0.sessions.fetch_sub(1, Ordering::SeqCst);
+        if self.0.sessions.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.stop_lingering();
+        }
         self.0.wake.notify_one();
     }
 }
@@ -304,6 +306,11 @@ impl Account {
         let _ = tokio::time::timeout(PREPARE_WAIT, prepared).await;
     }
 
+    /// Whether a session of the account is open.
+    pub(super) fn has_sessions(&self) -> bool {
+        self.sessions.load(Ordering::SeqCst) > 0
+    }
+
     /// Counts a session until the returned value is dropped.
     pub fn enter(self: &Arc<Self>) -> Presence {
         self.sessions.fetch_add(1, Ordering::SeqCst);
@@ -445,14 +452,14 @@ impl Account {
                 self.spawn_pickup();
             }
             let pending = self.pending.get();
-            if self.sessions.load(Ordering::SeqCst) == 0 && pending == 0 {
+            if !self.has_sessions() && pending == 0 {
                 break;
             }
         }
         self.pool.clear();
         self.worker.store(false, Ordering::SeqCst);
         // A session that arrived while the loop was ending found the flag still set.
-        if self.sessions.load(Ordering::SeqCst) > 0 && !*self.stop.borrow() {
+        if self.has_sessions() && !*self.stop.borrow() {
             self.spawn_worker();
         }
     }

@@ -25,6 +25,9 @@ use crate::sync::{self, Event, Observer, Options, OwnChanges, SyncError};
 /// A folder checked this recently (or left by its last session this recently, live pickup
 /// having watched it until then) is not checked again for a SELECT.
 const FRESH: Duration = Duration::from_secs(1);
+/// A complete folder a command used this recently stays under live pickup, as a selected one
+/// is: its next SELECT or STATUS asks OLD nothing, the pickup's poll does.
+const LINGER: Duration = Duration::from_secs(120);
 /// A login starts INBOX's check (a head start for the client's SELECT) unless INBOX was checked
 /// this recently. Skipping it delays no message: the SELECT checks again after [`FRESH`].
 const LOGIN_FRESH: Duration = Duration::from_secs(60);
@@ -68,6 +71,8 @@ pub(crate) struct Folder {
     /// After a failed backfill: when to try again, and why it failed.
     retry: StdMutex<(Backoff, Option<String>)>,
     watchers: AtomicUsize,
+    /// When a command last needed the folder (see [`LINGER`]). Recovered as `running` is.
+    used: StdMutex<Option<Instant>>,
     /// The user's CREATE/DELETE/RENAME of this folder that NEW has not answered yet.
     changing: watch::Sender<usize>,
     /// Held by the mirror while it reads this folder on NEW; a change starts only between reads.
@@ -86,6 +91,7 @@ impl Default for Folder {
             complete: AtomicBool::new(false),
             retry: StdMutex::new((Backoff::new(RETRY_FIRST, RETRY_MAX), None)),
             watchers: AtomicUsize::new(0),
+            used: StdMutex::new(None),
             changing: watch::Sender::new(0),
             reads: Mutex::new(()),
             own_old: StdMutex::new(None),
@@ -125,6 +131,15 @@ impl Folder {
 
     fn own_changes(&self) -> StdMutexGuard<'_, Option<OwnChanges>> {
         recover(&self.own_old, "a folder's own changes to OLD")
+    }
+
+    fn used(&self) -> StdMutexGuard<'_, Option<Instant>> {
+        recover(&self.used, "a folder's last use")
+    }
+
+    /// Complete and used within [`LINGER`] (while the account has sessions).
+    fn lingering(&self) -> bool {
+        self.complete.load(Ordering::SeqCst) && self.used().is_some_and(|t| t.elapsed() < LINGER)
     }
 
     fn fresh(&self) -> bool {
@@ -237,6 +252,9 @@ pub struct Watch(Arc<Account>, Arc<Folder>);
 impl Drop for Watch {
     fn drop(&mut self) {
         let Watch(acct, f) = self;
+        if acct.has_sessions() {
+            *f.used() = Some(Instant::now());
+        }
         if f.watchers.fetch_sub(1, Ordering::SeqCst) == 1 {
             // Live pickup watched it until now: it is as current as a pass that ends now.
             if acct.covers_watched() {
@@ -322,13 +340,52 @@ impl Account {
         );
     }
 
-    /// NEW folders sessions have selected.
-    pub(crate) fn watched(&self) -> Vec<String> {
-        self.folders
-            .iter()
-            .filter(|e| e.value().watchers.load(Ordering::SeqCst) > 0)
-            .map(|e| e.key().clone())
-            .collect()
+    /// NEW folders live pickup keeps current, each with whether a session has it selected
+    /// (the others were used lately), and when the first of the others stops lingering.
+    pub(crate) fn kept(&self) -> (Vec<(String, bool)>, Option<Instant>) {
+        let mut until: Option<Instant> = None;
+        let mut kept = Vec::new();
+        for e in self.folders.iter().filter(|e| self.keeps(e.value())) {
+            let selected = e.value().watchers.load(Ordering::SeqCst) > 0;
+            if !selected && let Some(used) = *e.value().used() {
+                let end = used + LINGER;
+                until = Some(until.map_or(end, |u| u.min(end)));
+            }
+            kept.push((e.key().clone(), selected));
+        }
+        (kept, until)
+    }
+
+    /// Whether live pickup keeps `f`: a session has it selected, or it lingers.
+    fn keeps(&self, f: &Folder) -> bool {
+        f.watchers.load(Ordering::SeqCst) > 0 || (self.has_sessions() && f.lingering())
+    }
+
+    /// A command needed `f`: once complete, it lingers under live pickup (see [`LINGER`]).
+    fn note_use(self: &Arc<Self>, f: &Folder) {
+        let was = self.keeps(f);
+        *f.used() = Some(Instant::now());
+        if !was && self.keeps(f) {
+            self.pickup_wake.notify_one();
+            self.spawn_pickup();
+        }
+    }
+
+    /// The account's last session ended, and with it live pickup: the folders it kept
+    /// lingering are as current as a check that ends now (as a deselected folder is).
+    pub(super) fn stop_lingering(&self) {
+        let covered = self.covers_watched();
+        for e in self.folders.iter() {
+            let f = e.value();
+            if f.lingering() && covered {
+                let mut checked = f.checked();
+                if checked.is_some() {
+                    *checked = Some(Instant::now());
+                }
+            }
+            *f.used() = None;
+        }
+        self.pickup_wake.notify_one();
     }
 
     /// Brings `folder` (a NEW name) up to date from OLD as far as `need` asks, waiting at most
@@ -336,8 +393,9 @@ impl Account {
     /// return at once; a folder that cannot be backfilled now is answered with what NEW has and
     /// tried again later.
     ///
-    /// Once a folder is complete, only a SELECT waits, and only for a folder live pickup has
-    /// not been watching that was last checked more than [`FRESH`] ago and has no journal
+    /// Once a folder is complete, OLD is not asked about it while live pickup keeps it (a
+    /// session has it selected, or a command used it within [`LINGER`]) or it was checked
+    /// within [`FRESH`]. Otherwise only a SELECT waits, and only for a folder with no journal
     /// entry waiting: the check then never waits behind the mirror. Other commands, and a
     /// folder whose entries OLD has yet to get, start the check in the background: what OLD
     /// got since arrives as new mail, as it does by live pickup.
@@ -346,9 +404,23 @@ impl Account {
     /// session fails at its next write, whose journaling needs the same names.
     pub async fn ensure(self: &Arc<Self>, folder: &str, wait: Duration, need: Need) {
         let f = self.folder(folder);
+        self.bring_up_to_date(&f, folder, wait, need).await;
+        self.note_use(&f);
+    }
+
+    async fn bring_up_to_date(
+        self: &Arc<Self>,
+        f: &Folder,
+        folder: &str,
+        wait: Duration,
+        need: Need,
+    ) {
         if f.complete.load(Ordering::SeqCst) {
-            let watched = f.watchers.load(Ordering::SeqCst) > 0 && self.covers_watched();
-            if watched || f.fresh() {
+            // Kept current by live pickup: selected, or lingering and not seen changed since
+            // (live pickup's change clears `checked` until the check it starts ends).
+            let kept =
+                f.watchers.load(Ordering::SeqCst) > 0 || (self.keeps(f) && f.checked().is_some());
+            if (kept && self.covers_watched()) || f.fresh() {
                 return;
             }
             let waits = need == Need::Contents
@@ -419,6 +491,7 @@ impl Account {
         } else if f.fresh() && !sweep {
             return Ok(None);
         }
+        self.pool.gauges().backfill();
         let (tx, rx) = watch::channel(false);
         let copying = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(

@@ -1,7 +1,7 @@
 //! What the migration holds open right now, all accounts together, for `/metrics`: the engine's
 //! logged-in OLD and NEW connections (pooled pairs, idle or in use, and live pickup's own OLD
-//! connections) and the accounts whose live pickup IDLEs on OLD or polls it; and the journal's
-//! entries and commits so far.
+//! connections) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
+//! entries and commits so far, and the backfills (folder checks) started.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,6 +17,7 @@ pub struct Gauges {
     polling: AtomicU64,
     journaled: AtomicU64,
     commits: AtomicU64,
+    backfills: AtomicU64,
 }
 
 /// How an account's live pickup asks OLD for new mail right now.
@@ -41,6 +42,9 @@ pub struct Held {
     /// commit holds the entries of several sessions).
     pub journaled: u64,
     pub commits: u64,
+    /// Backfills started since the start: a folder's first fill, or a check of what OLD got
+    /// since (asked for by a command, live pickup or the sweeper).
+    pub backfills: u64,
 }
 
 impl Gauges {
@@ -52,6 +56,7 @@ impl Gauges {
             polling: self.polling.load(Relaxed),
             journaled: self.journaled.load(Relaxed),
             commits: self.commits.load(Relaxed),
+            backfills: self.backfills.load(Relaxed),
         }
     }
 
@@ -59,6 +64,11 @@ impl Gauges {
     pub(crate) fn committed(&self, entries: usize) {
         self.commits.fetch_add(1, Relaxed);
         self.journaled.fetch_add(entries as u64, Relaxed);
+    }
+
+    /// One backfill started.
+    pub(crate) fn backfill(&self) {
+        self.backfills.fetch_add(1, Relaxed);
     }
 
     fn counter(&self, side: Side) -> &AtomicU64 {

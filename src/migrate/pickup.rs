@@ -171,8 +171,10 @@ struct Watcher {
     idle_offered: Option<bool>,
     /// The folder the connection has EXAMINEd for IDLE (OLD name).
     examined: Option<String>,
-    /// The selected folders (NEW name, OLD name), INBOX first.
+    /// The kept folders (NEW name, OLD name), selected ones and INBOX first.
     folders: Vec<(String, String)>,
+    /// When a lingering folder leaves `folders`.
+    shrinks: Option<Instant>,
     /// Each polled folder's state at the last look, by OLD name.
     seen: HashMap<String, MailboxState>,
     schedule: Schedule,
@@ -188,7 +190,7 @@ impl Account {
         if self.pickup_mode() == LivePickup::Off
             || self.is_retired_now()
             || *self.stop.borrow()
-            || self.watched().is_empty()
+            || self.kept().0.is_empty()
         {
             return;
         }
@@ -200,6 +202,7 @@ impl Account {
                 idle_offered: None,
                 examined: None,
                 folders: Vec::new(),
+                shrinks: None,
                 seen: HashMap::new(),
                 schedule: Schedule::new(policy.first, policy.max),
                 due: Instant::now(),
@@ -215,16 +218,20 @@ impl Account {
         self.pickup.get().mode_of(&self.name)
     }
 
-    /// The selected folders that OLD has: (NEW name, OLD name), INBOX first, then by name.
-    fn watched_pairs(&self) -> Vec<(String, String)> {
-        let mut pairs: Vec<(String, String)> = self
-            .watched()
+    /// The folders live pickup keeps that OLD has: (NEW name, OLD name), the selected ones
+    /// first, INBOX first among each, then by name; and when the kept list next shrinks.
+    fn watched_pairs(&self) -> (Vec<(String, String)>, Option<Instant>) {
+        let (kept, until) = self.kept();
+        let mut pairs: Vec<(bool, String, String)> = kept
             .into_iter()
-            .filter_map(|new| Some((self.old_name(&new).ok()??, new)))
-            .map(|(old, new)| (new, old))
+            .filter_map(|(new, selected)| Some((selected, self.old_name(&new).ok()??, new)))
+            .map(|(selected, old, new)| (selected, new, old))
             .collect();
-        pairs.sort_by_key(|(new, _)| (!new.eq_ignore_ascii_case("INBOX"), new.clone()));
-        pairs
+        pairs.sort_by_key(|(selected, new, _)| {
+            (!selected, !new.eq_ignore_ascii_case("INBOX"), new.clone())
+        });
+        let pairs = pairs.into_iter().map(|(_, new, old)| (new, old)).collect();
+        (pairs, until)
     }
 }
 
@@ -236,7 +243,8 @@ impl Watcher {
             }
             let policy = self.acct.pickup.get();
             let mode = policy.mode_of(&self.acct.name);
-            let folders = self.acct.watched_pairs();
+            let (folders, shrinks) = self.acct.watched_pairs();
+            self.shrinks = shrinks;
             if mode == LivePickup::Off || folders.is_empty() {
                 break;
             }
@@ -372,9 +380,11 @@ impl Watcher {
     async fn poll_round(&mut self) -> Result<Flow, SyncError> {
         self.count(Asking::Poll);
         let acct = Arc::clone(&self.acct);
-        match until(self.due, &acct.pickup_wake, &mut self.stop).await {
+        let wake = self.shrinks.map_or(self.due, |s| s.min(self.due));
+        match until(wake, &acct.pickup_wake, &mut self.stop).await {
             Woken::Stop => return Ok(Flow::Stop),
             Woken::Wake => return Ok(Flow::Go),
+            Woken::Due if Instant::now() < self.due => return Ok(Flow::Go),
             Woken::Due => {}
         }
         let folders = self.folders.clone();
@@ -416,6 +426,7 @@ impl Watcher {
         } else {
             self.due.min(renew)
         };
+        let until = self.shrinks.map_or(until, |s| s.min(until));
         let acct = Arc::clone(&self.acct);
         let stop = &mut self.stop;
         let Some(conn) = self.conn.as_mut() else {

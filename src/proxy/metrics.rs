@@ -365,7 +365,7 @@ pub fn render_sweep(stats: &SweepStats) -> String {
 
 /// What the migration holds open: the engine's connections to OLD and NEW (pooled pairs and
 /// live pickup's) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
-/// entries and commits.
+/// entries and commits; the backfills started.
 pub fn render_engine(held: &Held) -> String {
     format!(
         "# HELP imapferry_engine_connections Connections the migration holds open (not the \
@@ -383,8 +383,12 @@ pub fn render_engine(held: &Held) -> String {
          # HELP imapferry_journal_commits_total Journal commits (one holds the entries of every \
          session that journaled while the one before ran).\n\
          # TYPE imapferry_journal_commits_total counter\n\
-         imapferry_journal_commits_total {}\n",
-        held.old, held.new, held.idling, held.polling, held.journaled, held.commits
+         imapferry_journal_commits_total {}\n\
+         # HELP imapferry_backfills_total Folder backfills started: first fills, and checks of \
+         what OLD got since (for a command, live pickup or the sweeper).\n\
+         # TYPE imapferry_backfills_total counter\n\
+         imapferry_backfills_total {}\n",
+        held.old, held.new, held.idling, held.polling, held.journaled, held.commits, held.backfills
     )
 }
 
