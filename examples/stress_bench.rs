@@ -252,6 +252,8 @@ async fn run(cfg: &Config) -> Result<()> {
     );
 
     let mut results: Vec<Vec<RunResult>> = paths.iter().map(|_| Vec::new()).collect();
+    // OLD's commands during each migration proxy's rounds (only its mirror and checks use OLD).
+    let mut on_old: Vec<BTreeMap<String, u64>> = paths.iter().map(|_| BTreeMap::new()).collect();
     for round in 0..=cfg.rounds {
         let secs = if round == 0 { cfg.warmup } else { cfg.seconds };
         if secs <= 0.0 {
@@ -260,14 +262,38 @@ async fn run(cfg: &Config) -> Result<()> {
         for turn in 0..paths.len() {
             let i = (turn + round) % paths.len();
             let seed = cfg.seed * 1_000_003 + (round * 100 + i) as u64 * 7919;
+            old.commands(true);
             let r = run_path(&paths[i], cfg.clients, secs, seed, &cpu).await?;
             report_run(&paths[i], round, &r);
             if round > 0 {
+                for (name, n) in old.commands(false) {
+                    *on_old[i].entry(name).or_default() += n;
+                }
                 results[i].push(r);
             }
         }
     }
     print_tables(cfg, &paths, &results);
+    for (i, path) in paths.iter().enumerate() {
+        let commands: u64 = results[i].iter().map(|r| r.commands).sum();
+        if !path.name.starts_with("migration") || commands == 0 {
+            continue;
+        }
+        let per = |n: u64| n as f64 * 1000.0 / commands as f64;
+        let mut top: Vec<(&String, &u64)> = on_old[i].iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1));
+        let list: Vec<String> = top
+            .iter()
+            .take(10)
+            .map(|(k, n)| format!("{k} {:.0}", per(**n)))
+            .collect();
+        println!(
+            "OLD commands per 1,000 client commands, {}: {:.0} ({})",
+            path.name,
+            per(on_old[i].values().sum::<u64>()),
+            list.join(", ")
+        );
+    }
     println!("  load average after the rounds: {}", loadavg());
     for path in paths.iter().filter(|p| p.name.starts_with("migration")) {
         mirror_check(&new, &old, path, cfg.clients).await;

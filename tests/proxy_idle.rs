@@ -192,9 +192,9 @@ fn idle_users_hold_only_their_sessions_and_one_idle_on_old() {
 }
 
 /// With IDLE, new mail on OLD reaches the open session although OLD was never polled: from the
-/// moment the IDLE runs until the session sees the message, OLD finished one IDLE (ended for
-/// the pickup) and at most the one STATUS of the backfill pass the change started (polling
-/// would add its own STATUS, however soon it found the change).
+/// moment the IDLE runs until the session sees the message, OLD saw at most the one STATUS of
+/// the backfill pass the change started (polling would add its own STATUS, however soon it
+/// found the change), and the IDLE went on through the change (OLD finished none).
 #[test]
 fn new_old_mail_arrives_by_idle_without_polling() {
     let (s, mut c) = picking_up("cat", "idle", 1);
@@ -208,8 +208,14 @@ fn new_old_mail_arrives_by_idle_without_polling() {
         || c.raw("NOOP").0.iter().any(|l| l == "* 2 EXISTS"),
     );
     let seen = s.old.commands(false);
-    assert!(seen.get("IDLE").copied().unwrap_or(0) >= 1, "{seen:?}");
+    assert_eq!(seen.get("IDLE").copied().unwrap_or(0), 0, "{seen:?}");
     assert!(seen.get("STATUS").copied().unwrap_or(0) <= 1, "{seen:?}");
+    let m = metrics(s.proxy.admin_port);
+    assert_eq!(
+        gauge(&m, "imapferry_live_pickup_accounts{mode=\"idle\"}"),
+        1,
+        "{m}"
+    );
     c.logout();
 }
 
@@ -366,5 +372,51 @@ fn a_folder_used_lately_is_kept_current_by_live_pickup() {
         || s.new.mailbox_status("gus", "Work").0 == 2,
     );
     assert_eq!(c.select("Work"), 2);
+    c.logout();
+}
+
+/// A burst of changes on OLD costs live pickup two checks, not one a change: the checks it
+/// starts for a folder are `live_pickup_secs` apart, and the changes seen meanwhile wait for
+/// the next one, which brings them all.
+#[test]
+fn a_burst_of_changes_on_old_costs_two_checks() {
+    let s = setup(
+        &["hal"],
+        "live_pickup = \"idle\"\nlive_pickup_secs = 8\nlive_pickup_max_secs = 8\n",
+        "",
+    );
+    let mut c = s.session("hal");
+    let checks = || gauge(&metrics(s.proxy.admin_port), "imapferry_backfills_total");
+    let on = || {
+        gauge(
+            &metrics(s.proxy.admin_port),
+            "imapferry_live_pickup_accounts{mode=\"idle\"}",
+        )
+    };
+    wait_until(
+        || metrics(s.proxy.admin_port),
+        || on() == 1 && s.checked("hal", "INBOX"),
+    );
+    let before = checks();
+    let mut o = RawImap::connect("127.0.0.1", s.old.port());
+    o.login("hal", "pw");
+    o.select("INBOX");
+    for i in 0..10 {
+        let (_, done) = o.command(&format!("STORE 1 +FLAGS (burst{i})"));
+        assert!(done.contains("OK"), "{done}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    o.logout();
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || {
+            c.raw("FETCH 1 FLAGS")
+                .0
+                .iter()
+                .any(|l| l.contains("burst9"))
+        },
+    );
+    let used = checks() - before;
+    assert!((1..=2).contains(&used), "{used} checks for the burst");
     c.logout();
 }

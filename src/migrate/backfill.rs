@@ -73,6 +73,10 @@ pub(crate) struct Folder {
     watchers: AtomicUsize,
     /// When a command last needed the folder (see [`LINGER`]). Recovered as `running` is.
     used: StdMutex<Option<Instant>>,
+    /// A check live pickup asked for waits to start (see [`Account::pick_up`]).
+    picking: AtomicBool,
+    /// When the last check live pickup asked for started. Recovered as `running` is.
+    picked: StdMutex<Option<Instant>>,
     /// The user's CREATE/DELETE/RENAME of this folder that NEW has not answered yet.
     changing: watch::Sender<usize>,
     /// Held by the mirror while it reads this folder on NEW; a change starts only between reads.
@@ -92,6 +96,8 @@ impl Default for Folder {
             retry: StdMutex::new((Backoff::new(RETRY_FIRST, RETRY_MAX), None)),
             watchers: AtomicUsize::new(0),
             used: StdMutex::new(None),
+            picking: AtomicBool::new(false),
+            picked: StdMutex::new(None),
             changing: watch::Sender::new(0),
             reads: Mutex::new(()),
             own_old: StdMutex::new(None),
@@ -135,6 +141,10 @@ impl Folder {
 
     fn used(&self) -> StdMutexGuard<'_, Option<Instant>> {
         recover(&self.used, "a folder's last use")
+    }
+
+    fn picked(&self) -> StdMutexGuard<'_, Option<Instant>> {
+        recover(&self.picked, "a folder's last pickup")
     }
 
     /// Complete and used within [`LINGER`] (while the account has sessions).
@@ -263,7 +273,10 @@ impl Drop for Watch {
                     *checked = Some(Instant::now());
                 }
             }
-            acct.pickup_wake.notify_one();
+            // A folder that lingers stays on live pickup's list: nothing to tell it.
+            if !acct.keeps(f) {
+                acct.pickup_wake.notify_one();
+            }
         }
     }
 }
@@ -305,7 +318,9 @@ impl Account {
     /// Keeps `folder` (a NEW name) under live pickup until the returned value is dropped.
     pub fn watch(self: &Arc<Self>, folder: &str) -> Watch {
         let f = self.folder(folder);
-        if f.watchers.fetch_add(1, Ordering::SeqCst) == 0 {
+        let kept = self.keeps(&f);
+        f.watchers.fetch_add(1, Ordering::SeqCst);
+        if !kept {
             self.pickup_wake.notify_one();
         }
         self.spawn_pickup();
@@ -319,20 +334,31 @@ impl Account {
 
     /// Live pickup saw `folder` (a NEW name) change on OLD: a pass that starts after now brings
     /// the change. One already running may have read OLD before it, so it is waited for (at
-    /// most [`CHANGE_WAIT`]), and the freshness shortcut does not apply.
+    /// most [`CHANGE_WAIT`]), and the freshness shortcut does not apply. The checks live
+    /// pickup starts for a folder are `live_pickup_secs` apart: a burst of changes (the
+    /// mirror's own writes, mostly) costs one; changes seen meanwhile join the next.
     pub(super) fn pick_up(self: &Arc<Self>, folder: &str) {
         let f = self.folder(folder);
+        if f.picking.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let running = f
             .running()
             .as_ref()
             .filter(|r| r.active())
             .map(|r| r.done.clone());
+        let not_before = f.picked().map(|t| t + self.pickup.get().first);
         let (me, folder) = (Arc::clone(self), folder.to_string());
         tokio::spawn(
             async move {
                 if let Some(mut done) = running {
                     let _ = tokio::time::timeout(CHANGE_WAIT, done.wait_for(|d| *d)).await;
                 }
+                if let Some(t) = not_before {
+                    tokio::time::sleep_until(t).await;
+                }
+                f.picking.store(false, Ordering::SeqCst);
+                *f.picked() = Some(Instant::now());
                 *f.checked() = None;
                 me.backfill_in_background(&folder);
             }
@@ -340,9 +366,9 @@ impl Account {
         );
     }
 
-    /// NEW folders live pickup keeps current, each with whether a session has it selected
-    /// (the others were used lately), and when the first of the others stops lingering.
-    pub(crate) fn kept(&self) -> (Vec<(String, bool)>, Option<Instant>) {
+    /// NEW folders live pickup keeps current, and when the first of those no session has
+    /// selected stops lingering.
+    pub(crate) fn kept(&self) -> (Vec<String>, Option<Instant>) {
         let mut until: Option<Instant> = None;
         let mut kept = Vec::new();
         for e in self.folders.iter().filter(|e| self.keeps(e.value())) {
@@ -351,7 +377,7 @@ impl Account {
                 let end = used + LINGER;
                 until = Some(until.map_or(end, |u| u.min(end)));
             }
-            kept.push((e.key().clone(), selected));
+            kept.push(e.key().clone());
         }
         (kept, until)
     }

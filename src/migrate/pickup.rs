@@ -171,7 +171,7 @@ struct Watcher {
     idle_offered: Option<bool>,
     /// The folder the connection has EXAMINEd for IDLE (OLD name).
     examined: Option<String>,
-    /// The kept folders (NEW name, OLD name), selected ones and INBOX first.
+    /// The kept folders (NEW name, OLD name), INBOX first.
     folders: Vec<(String, String)>,
     /// When a lingering folder leaves `folders`.
     shrinks: Option<Instant>,
@@ -218,19 +218,15 @@ impl Account {
         self.pickup.get().mode_of(&self.name)
     }
 
-    /// The folders live pickup keeps that OLD has: (NEW name, OLD name), the selected ones
-    /// first, INBOX first among each, then by name; and when the kept list next shrinks.
+    /// The folders live pickup keeps that OLD has: (NEW name, OLD name), INBOX first (where
+    /// new mail lands: IDLE watches it), then by name; and when the list next shrinks.
     fn watched_pairs(&self) -> (Vec<(String, String)>, Option<Instant>) {
         let (kept, until) = self.kept();
-        let mut pairs: Vec<(bool, String, String)> = kept
+        let mut pairs: Vec<(String, String)> = kept
             .into_iter()
-            .filter_map(|(new, selected)| Some((selected, self.old_name(&new).ok()??, new)))
-            .map(|(selected, old, new)| (selected, new, old))
+            .filter_map(|new| Some((new.clone(), self.old_name(&new).ok()??)))
             .collect();
-        pairs.sort_by_key(|(selected, new, _)| {
-            (!selected, !new.eq_ignore_ascii_case("INBOX"), new.clone())
-        });
-        let pairs = pairs.into_iter().map(|(_, new, old)| (new, old)).collect();
+        pairs.sort_by_key(|(new, _)| (!new.eq_ignore_ascii_case("INBOX"), new.clone()));
         (pairs, until)
     }
 }
@@ -432,15 +428,25 @@ impl Watcher {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Flow::Go);
         };
+        // A change starts the folder's check and the IDLE goes on: the mirror's own writes
+        // change OLD all the time while the user writes, and its checks are spaced anyway.
+        let changed = || {
+            debug!(folder = %target_new, "live pickup: OLD changed");
+            acct.pick_up(target_new);
+        };
         let (tag, before) = conn.client.idle().await?;
-        let mut change = before.iter().any(is_change);
-        while !change {
+        if before.iter().any(is_change) {
+            changed();
+        }
+        loop {
             tokio::select! {
                 ready = conn.client.idle_readable(until) => {
                     if !ready? {
                         break;
                     }
-                    change = is_change(&conn.client.idle_response().await?);
+                    if is_change(&conn.client.idle_response().await?) {
+                        changed();
+                    }
                 }
                 () = acct.pickup_wake.notified() => break,
                 // Ends without DONE: the connection is dropped.
@@ -448,9 +454,8 @@ impl Watcher {
             }
         }
         let after = conn.client.idle_done(&tag).await?;
-        if change || after.iter().any(is_change) {
-            debug!(folder = %target_new, "live pickup: OLD changed");
-            self.acct.pick_up(target_new);
+        if after.iter().any(is_change) {
+            changed();
         }
         self.acct.reached();
         Ok(Flow::Go)
