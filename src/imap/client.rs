@@ -1003,15 +1003,21 @@ impl Client {
     /// other connections added since are seen by UID commands) and the SELECT's PERMANENTFLAGS
     /// hold. A NOOP costs the server far less than opening the mailbox again.
     pub async fn writable_flags(&mut self, mailbox: &str) -> Result<Option<Vec<String>>> {
+        self.writable_now(mailbox).await?;
+        Ok(self.permanentflags.clone())
+    }
+
+    /// `mailbox` selected read-write with an up-to-date view (messages other connections added
+    /// are seen by UID commands), as [`Client::writable_flags`].
+    pub async fn writable_now(&mut self, mailbox: &str) -> Result<()> {
         if self
             .selected
             .as_ref()
             .is_some_and(|(m, readonly)| m == mailbox && !readonly)
         {
-            self.noop().await?;
-            return Ok(self.permanentflags.clone());
+            return self.noop().await;
         }
-        Ok(self.select(mailbox, false).await?.permanentflags)
+        self.select(mailbox, false).await.map(|_| ())
     }
 
     /// STATUS for many mailboxes, pipelined: all commands are written, then all answers read.
@@ -1502,6 +1508,35 @@ mod tests {
             .unwrap();
         assert_eq!(stored, HashMap::from([(1, 7), (2, 8)]));
         assert_eq!(modified, BTreeSet::from([3]));
+        server.await.unwrap().unwrap();
+    }
+
+    /// A mailbox selected read-write already is brought up to date with a NOOP, not opened
+    /// again; one selected read-only, or another, is SELECTed.
+    #[tokio::test]
+    async fn a_writable_mailbox_is_refreshed_not_selected_again() {
+        use super::super::script::{serve, step};
+        let selected = "* 1 EXISTS\r\n$tag OK [READ-WRITE] done\r\n";
+        let (opts, server) = serve(
+            "IMAP4rev1",
+            vec![
+                step(
+                    "EXAMINE \"A\"",
+                    "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+                ),
+                step("SELECT \"A\"", selected),
+                step("NOOP", "* 2 EXISTS\r\n$tag OK done\r\n"),
+                step("SELECT \"B\"", selected),
+                step("SELECT \"A\"", selected),
+            ],
+        )
+        .await;
+        let mut c = Client::connect(&opts, Side::Old).await.unwrap();
+        c.select("A", true).await.unwrap();
+        c.writable_now("A").await.unwrap();
+        c.writable_now("A").await.unwrap();
+        c.writable_now("B").await.unwrap();
+        c.writable_now("A").await.unwrap();
         server.await.unwrap().unwrap();
     }
 

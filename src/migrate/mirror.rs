@@ -737,7 +737,7 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
     if gone.is_empty() {
         return Ok(());
     }
-    conn.old.select(&pair.old_name, false).await?;
+    conn.old.writable_now(&pair.old_name).await?;
     conn.old.uid_expunge(&gone).await?;
     (ctx.acct.folder(folder)).note_own(pair.id, |own| own.expunged.extend(&gone));
     store.remove_links(pair.id, &gone).await?;
@@ -819,14 +819,14 @@ async fn mirror_copy(
         // killed between the two; COPY then EXPUNGE where OLD has no MOVE). A source left on
         // OLD without its link would be copied to NEW again by the next pass of its folder,
         // and the user would have the message twice. A source OLD no longer has is no matter.
-        conn.old.select(&src.old_name, false).await?;
+        conn.old.writable_now(&src.old_name).await?;
         conn.old.uid_expunge(&there).await?;
         (ctx.acct.folder(from)).note_own(src.id, |own| own.expunged.extend(&there));
     }
     if !old_uids.is_empty() {
         let to_copy = old_uids.iter().filter_map(|u| Some(wanted.get(u)?.1));
         lower_adoption(ctx, &dst, to_copy.min()).await?;
-        conn.old.select(&src.old_name, false).await?;
+        conn.old.writable_now(&src.old_name).await?;
         keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
         let copied = if moved {
             let moved = conn.old.uid_move(&old_uids, &dst.old_name).await?;
