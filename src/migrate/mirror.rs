@@ -884,6 +884,17 @@ async fn copies_take_new_flags(
     if on_new.is_empty() {
         return Ok(()); // gone from NEW since: later entries say what becomes of them
     }
+    // OLD's copies have the flags their sources had, which the links record: where NEW's
+    // copies have those, OLD need not be read. (A change someone else made to a source on OLD
+    // is not the mirror's to undo: the next pass merges it from the recorded base.)
+    let as_recorded = |l: &Link| {
+        on_new
+            .get(&l.new_uid)
+            .is_none_or(|n| l.has_base() && *n == FlagSet::parse(&l.old_flags))
+    };
+    if links.iter().all(as_recorded) {
+        return Ok(());
+    }
     let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
     let on_old = fetch_flags(&mut conn.old, &dst.old_name, false, &old_uids).await?;
     let differs = |l: &Link| match (on_new.get(&l.new_uid), on_old.get(&l.old_uid)) {

@@ -629,12 +629,7 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
             step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
             step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
             step("UID EXPUNGE 10", "$tag OK\r\n"),
-            // The copy has the flags NEW's has: nothing to store.
-            step("SELECT \"INBOX\"", SELECTED),
-            step(
-                "UID FETCH 8 (UID FLAGS)",
-                "* 1 FETCH (UID 8 FLAGS (\\Seen))\r\n$tag OK\r\n",
-            ),
+            // NEW's copy has the flags the link records for OLD's: OLD's copy is not read.
         ],
         vec![
             step("EXAMINE \"INBOX\"", "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n"),
@@ -646,7 +641,7 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
     )
     .await;
     result.unwrap();
-    assert_eq!(old.len(), 7, "{old:?}");
+    assert_eq!(old.len(), 5, "{old:?}");
     let dst = acct
         .store
         .folder_pair(acct.id, "INBOX", "INBOX")
