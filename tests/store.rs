@@ -100,6 +100,7 @@ both!(
     rename_pair_keeps_links_and_tombstones,
     delete_pair_removes_links_and_tombstones,
     summaries_count_progress,
+    progress_is_the_pairs_pending_entries_and_state,
     new_state_survives_reopen,
     ten_thousand_links,
     migrations_run_once_when_stores_open_together,
@@ -487,6 +488,35 @@ async fn reset_pair_forgets_everything(b: Backend) {
 
     assert!(matches!(
         store.reset_pair(999).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+/// An account's progress (what its lifecycle state follows from) is what the separate reads
+/// say: its pairs, its entries waiting for OLD, its state; an unknown account is an error.
+async fn progress_is_the_pairs_pending_entries_and_state(b: Backend) {
+    let store = b.open().await;
+    let a = store.account(&key("alice")).await.unwrap();
+    let p = store.account_progress(a).await.unwrap();
+    assert_eq!(
+        (p.pairs.len(), p.pending, p.state),
+        (0, 0, AccountState::Pending)
+    );
+    let pair = store.folder_pair(a, "INBOX.A", "A").await.unwrap();
+    store.folder_pair(a, "INBOX", "INBOX").await.unwrap();
+    store
+        .set_account_state(a, AccountState::Partial, None)
+        .await
+        .unwrap();
+    let done = store.journal_append(a, "flags", "{}").await.unwrap();
+    store.journal_append(a, "flags", "{}").await.unwrap();
+    store.journal_done(&[done]).await.unwrap();
+    let p = store.account_progress(a).await.unwrap();
+    assert_eq!(p.pairs, store.folder_pairs(a).await.unwrap());
+    assert!(p.pairs.contains(&pair));
+    assert_eq!((p.pending, p.state), (1, AccountState::Partial));
+    assert!(matches!(
+        store.account_progress(a + 1000).await,
         Err(StoreError::Corrupt(_))
     ));
 }

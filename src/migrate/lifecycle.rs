@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::account::{Account, ErrorKind};
 use crate::imap::{ImapError, Side};
 use crate::lock::Poisoned;
-use crate::store::{AccountState, Phase};
+use crate::store::{AccountState, Phase, Progress};
 use crate::sync::{self, Quiet, SyncError};
 
 /// How long a mapped OLD tree is trusted before a login or sweep maps it again.
@@ -129,10 +129,12 @@ impl Account {
             // Not mapped yet; a poisoned lock is logged where it is met (and fails a sweep).
             _ => return,
         };
-        let (Ok(pairs), Ok(pending)) = (
-            self.store.folder_pairs(self.id).await,
-            self.store.journal_pending_count(self.id).await,
-        ) else {
+        let Ok(Progress {
+            pairs,
+            pending,
+            state: current,
+        }) = self.store.account_progress(self.id).await
+        else {
             return;
         };
         let synced = mapped.iter().all(|old| {
@@ -152,8 +154,7 @@ impl Account {
         } else {
             AccountState::Pending
         };
-        let current = self.store.account_state(self.id).await.ok();
-        if (current != Some(state) || failing.is_some())
+        if (current != state || failing.is_some())
             && let Err(e) = self
                 .store
                 .set_account_state(self.id, state, failing.as_deref())

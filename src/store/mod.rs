@@ -151,6 +151,15 @@ impl Phase {
     }
 }
 
+/// What an account's lifecycle state follows from, read together ([`Store::account_progress`]):
+/// its folder pairs, its journal entries waiting for OLD, and the state it has now.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub pairs: Vec<FolderPair>,
+    pub pending: u64,
+    pub state: AccountState,
+}
+
 /// An OLD folder and the NEW folder it maps to. Names are the raw (modified UTF-7) names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FolderPair {
@@ -417,6 +426,8 @@ pub trait Store: Send + Sync {
         new_name: &str,
     ) -> Result<FolderPair>;
     async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>>;
+    /// The account's [`Progress`], in one read.
+    async fn account_progress(&self, account: AccountId) -> Result<Progress>;
     /// NEW UIDs from `from` on may be unlinked copies the next pass must adopt: the pair's
     /// adoption watermark goes down to `from` (never up), whatever else changed meanwhile.
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()>;

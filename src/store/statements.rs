@@ -20,7 +20,7 @@ use crate::store::sql::{
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, Committed, FolderPair, FolderSummary,
     JournalEntry, Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase,
-    Result, Store, StoreError,
+    Progress, Result, Store, StoreError,
 };
 
 impl SqlStore {
@@ -397,14 +397,8 @@ impl Store for SqlStore {
     }
 
     async fn account_state(&self, account: AccountId) -> Result<AccountState> {
-        let row = self
-            .select_row("SELECT state FROM accounts WHERE id = $1", args![account])
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("no account {account}")))?;
-        let state: String = row.get(0)?;
-        AccountState::parse(&state).ok_or_else(|| {
-            StoreError::Corrupt(format!("account {account} has unknown state {state:?}"))
-        })
+        let row = self.select_row(STATE, args![account]).await?;
+        state_of(account, row)
     }
 
     async fn set_account_state(
@@ -557,6 +551,26 @@ impl Store for SqlStore {
         );
         let rows = self.select(sql, args![account]).await?;
         rows.iter().map(pair_from_row).collect()
+    }
+
+    async fn account_progress(&self, account: AccountId) -> Result<Progress> {
+        self.read(move |c| {
+            op(async move {
+                let sql = format!(
+                    "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
+                );
+                let rows = c.fetch_all(&sql, args![account]).await?;
+                let pairs = rows.iter().map(pair_from_row).collect::<Result<_>>()?;
+                let pending = c.fetch_one(PENDING, args![account]).await?;
+                let state = c.fetch_optional(STATE, args![account]).await?;
+                Ok(Progress {
+                    pairs,
+                    pending: get_u64(&pending, 0)?,
+                    state: state_of(account, state)?,
+                })
+            })
+        })
+        .await
     }
 
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()> {
@@ -1059,10 +1073,7 @@ impl Store for SqlStore {
 
     async fn journal_pending_count(&self, account: AccountId) -> Result<u64> {
         let row = self
-            .select_row(
-                "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0",
-                args![account],
-            )
+            .select_row(PENDING, args![account])
             .await?
             .ok_or_else(|| StoreError::Corrupt("COUNT(*) returned no row".into()))?;
         get_u64(&row, 0)
@@ -1423,6 +1434,19 @@ fn get_u32(row: &Row, column: &str) -> Result<u32> {
 }
 
 /// A count or sum (BIGINT, never negative) as u64; `column` is a name or an index.
+/// An account's state (`account_state`, `account_progress`).
+const STATE: &str = "SELECT state FROM accounts WHERE id = $1";
+/// An account's journal entries waiting for OLD, counted.
+const PENDING: &str = "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0";
+
+/// The state in `row`, a [`STATE`] row of `account`.
+fn state_of(account: AccountId, row: Option<Row>) -> Result<AccountState> {
+    let row = row.ok_or_else(|| StoreError::Corrupt(format!("no account {account}")))?;
+    let state: String = row.get(0)?;
+    AccountState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("account {account} has unknown state {state:?}")))
+}
+
 fn get_u64(row: &Row, column: impl Column) -> Result<u64> {
     let value: i64 = row.get(column)?;
     u64::try_from(value)
