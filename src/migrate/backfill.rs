@@ -312,6 +312,9 @@ impl Account {
     }
 
     pub(crate) fn folder(&self, name: &str) -> Arc<Folder> {
+        if let Some(f) = self.folders.get(name) {
+            return Arc::clone(f.value());
+        }
         Arc::clone(self.folders.entry(name.to_string()).or_default().value())
     }
 
