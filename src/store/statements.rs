@@ -1443,8 +1443,9 @@ const PENDING: &str = "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND do
 fn state_of(account: AccountId, row: Option<Row>) -> Result<AccountState> {
     let row = row.ok_or_else(|| StoreError::Corrupt(format!("no account {account}")))?;
     let state: String = row.get(0)?;
-    AccountState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("account {account} has unknown state {state:?}")))
+    AccountState::parse(&state).ok_or_else(|| {
+        StoreError::Corrupt(format!("account {account} has unknown state {state:?}"))
+    })
 }
 
 fn get_u64(row: &Row, column: impl Column) -> Result<u64> {
