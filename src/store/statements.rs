@@ -546,20 +546,14 @@ impl Store for SqlStore {
     }
 
     async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>> {
-        let sql = format!(
-            "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
-        );
-        let rows = self.select(sql, args![account]).await?;
+        let rows = self.select(account_pairs(), args![account]).await?;
         rows.iter().map(pair_from_row).collect()
     }
 
     async fn account_progress(&self, account: AccountId) -> Result<Progress> {
         self.read(move |c| {
             op(async move {
-                let sql = format!(
-                    "SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
-                );
-                let rows = c.fetch_all(&sql, args![account]).await?;
+                let rows = c.fetch_all(&account_pairs(), args![account]).await?;
                 let pairs = rows.iter().map(pair_from_row).collect::<Result<_>>()?;
                 let pending = c.fetch_one(PENDING, args![account]).await?;
                 let state = c.fetch_optional(STATE, args![account]).await?;
@@ -1434,6 +1428,11 @@ fn get_u32(row: &Row, column: &str) -> Result<u32> {
 }
 
 /// A count or sum (BIGINT, never negative) as u64; `column` is a name or an index.
+/// An account's folder pairs, by OLD name (`folder_pairs`, `account_progress`).
+fn account_pairs() -> String {
+    format!("SELECT {PAIR_COLUMNS} FROM folder_pairs WHERE account_id = $1 ORDER BY old_name")
+}
+
 /// An account's state (`account_state`, `account_progress`).
 const STATE: &str = "SELECT state FROM accounts WHERE id = $1";
 /// An account's journal entries waiting for OLD, counted.
