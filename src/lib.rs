@@ -22,10 +22,11 @@
 //! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
 //! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones, the journal, leases)
 //!   and its two implementations, SQLite (embedded) and PostgreSQL (a fleet), sharing one SQL text.
-//! - [`tls`], [`secret`], [`loopfile`], [`login`], [`cidr`], [`files`], `lock`: foundations (TLS
-//!   configuration from PEM files, passwords that never print, imapsync's loop-file format, the
-//!   account name of a typed login, client address blocks and the /64 an IPv6 client is counted
-//!   by, private modes for created files, what a poisoned lock means).
+//! - [`tls`], [`secret`], [`loopfile`], [`login`], [`cidr`], [`files`], `lock`, [`uidmap`]:
+//!   foundations (TLS configuration from PEM files, passwords that never print, imapsync's
+//!   loop-file format, the account name of a typed login, client address blocks and the /64 an
+//!   IPv6 client is counted by, private modes for created files, what a poisoned lock means, the
+//!   virtual UIDs of a folder that keeps client caches).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
@@ -46,3 +47,4 @@ pub mod store;
 pub(crate) mod sweep;
 pub mod sync;
 pub mod tls;
+pub mod uidmap;

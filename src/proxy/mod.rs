@@ -20,4 +20,5 @@ pub mod seqmap;
 pub mod server;
 pub mod session;
 pub mod throttle;
+pub mod translate;
 pub mod upstream;
