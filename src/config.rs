@@ -532,6 +532,14 @@ pub struct Migration {
     /// logged out. Reloadable.
     #[serde(default = "default_idle_connections_secs")]
     pub idle_connections_secs: u64,
+    /// Show clients OLD's UIDVALIDITY and UIDs in the folders copied from OLD, so the caches
+    /// their mail clients made on OLD stay valid (README "Client caches").
+    #[serde(default)]
+    pub keep_client_caches: bool,
+    /// With `keep_client_caches`: longest a SELECT, EXAMINE or STATUS of such a folder waits for
+    /// its backfill before the client is told `NO [UNAVAILABLE]` and tries again.
+    #[serde(default = "default_keep_client_caches_wait_secs")]
+    pub keep_client_caches_wait_secs: u64,
 }
 
 /// `[migration] live_pickup`: how new mail on OLD reaches open sessions.
@@ -566,6 +574,10 @@ fn default_live_pickup_max_secs() -> u64 {
 }
 
 fn default_idle_connections_secs() -> u64 {
+    30
+}
+
+fn default_keep_client_caches_wait_secs() -> u64 {
     30
 }
 
@@ -608,6 +620,8 @@ impl Default for Migration {
             live_pickup_secs: default_live_pickup_secs(),
             live_pickup_max_secs: default_live_pickup_max_secs(),
             idle_connections_secs: default_idle_connections_secs(),
+            keep_client_caches: false,
+            keep_client_caches_wait_secs: default_keep_client_caches_wait_secs(),
         }
     }
 }
@@ -999,6 +1013,10 @@ impl Config {
 
         let m = &self.migration;
         positive("migration.idle_connections_secs", m.idle_connections_secs)?;
+        positive(
+            "migration.keep_client_caches_wait_secs",
+            m.keep_client_caches_wait_secs,
+        )?;
         if m.live_pickup_secs > 0 && m.live_pickup_max_secs < m.live_pickup_secs {
             return Err(ValidationError::OutOfRange {
                 key: "migration.live_pickup_max_secs",

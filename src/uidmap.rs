@@ -73,6 +73,9 @@ impl UidMap {
         runs: &[Run],
         (tail_new, tail_virt): (u32, u32),
     ) -> Result<UidMap, MapError> {
+        if tail_new == 0 || tail_virt == 0 {
+            return Err(MapError::Empty(tail_new));
+        }
         let tail = Run {
             new: tail_new,
             virt: tail_virt,
@@ -297,6 +300,7 @@ mod tests {
         assert!(UidMap::new(1, 1, 0, &runs, (1, 11)).is_err());
         assert!(UidMap::new(1, 1, 0, &runs, (2, 11)).is_ok());
         assert!(UidMap::new(1, 1, 0, &[], (0, 11)).is_err());
+        assert!(UidMap::new(1, 1, 0, &[], (0, 0)).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use imapferry::store::{
     self, AccountKey, AccountState, AccountSummary, Link, LinkFlags, Location, MailboxState,
     NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
 };
+use imapferry::uidmap::{UidMap, runs_of};
 
 /// One store under test: a file in a temporary directory, or the database of a private
 /// PostgreSQL. Kept alive for the whole test.
@@ -116,6 +117,11 @@ both!(
     per_message_links_convert_to_runs_on_open,
     forgotten_bases_join_runs_and_later_writes_keep_theirs,
     links_by_new_uid_read_only_the_named_part,
+    the_first_uid_map_frozen_stays,
+    uid_maps_are_the_accounts_by_new_name,
+    a_reset_or_removed_folder_loses_its_uid_map,
+    a_renamed_folder_and_a_retired_account_keep_their_uid_maps,
+    a_version_10_store_gains_uid_maps_on_open,
 );
 
 fn key(user: &str) -> AccountKey {
@@ -2026,8 +2032,8 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
     store.tombstone(pair, &[4]).await.unwrap();
     store.close().await;
-    // Back to version 7: migration 8 only adds `link_runs` (and converts), 9 a column and 10 a
-    // table, so without them and their rows the database is what version 7 wrote (a later
+    // Back to version 7: migration 8 only adds `link_runs` (and converts), 9 a column, 10 and 11
+    // a table each, so without them and their rows the database is what version 7 wrote (a later
     // migration must be undone here too). Then links as version 7 stored them.
     let mut want = links_of(1..=3, 10, "\\Seen");
     want.extend(links_of(5..=300, 10, "\\Seen"));
@@ -2037,7 +2043,8 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     want.push(link(u32::MAX, u32::MAX, ""));
     let want_sent: Vec<Link> = (1..=50).map(|uid| link(uid, 200 - uid, "")).collect();
     let mut sql = "DROP TABLE link_runs; ALTER TABLE folder_pairs DROP COLUMN retired_tombstones; \
-                   DROP TABLE folder_sizes; DELETE FROM schema_version WHERE version >= 8;"
+                   DROP TABLE folder_sizes; DROP TABLE uid_maps; \
+                   DELETE FROM schema_version WHERE version >= 8;"
         .to_owned();
     for (p, links) in [(pair, &want), (sent, &want_sent)] {
         for l in links.iter() {
@@ -2080,5 +2087,248 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     let store = b.open().await;
     want.insert(want.len() - 1, link(311, 811, "\\Seen"));
     assert_eq!(store.links(pair).await.unwrap(), want);
+    store.close().await;
+}
+
+/// A UID map: NEW 1..=3 shown from `first` (below 18) on, NEW 5..=6 as 20..=21, NEW UIDs from 8
+/// on from 100.
+fn uid_map(uidvalidity: u32, first: u32) -> UidMap {
+    let links = [(1, first), (2, first + 1), (3, first + 2), (5, 20), (6, 21)];
+    UidMap::new(uidvalidity, 5, 1 << 40, &runs_of(links).unwrap(), (8, 100)).unwrap()
+}
+
+/// The first map frozen for a pair is the pair's: a later freeze (another proxy's, built from
+/// other links) gets it back, and it survives a reopen. Concurrent freezes all get one map.
+async fn the_first_uid_map_frozen_stays(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let (first, second) = (uid_map(777, 10), uid_map(888, 11));
+    assert_ne!(first, second);
+    assert_eq!(store.uid_map(pair).await.unwrap(), None);
+    assert_eq!(store.freeze_uid_map(pair, &first).await.unwrap(), first);
+    assert_eq!(store.uid_map(pair).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.freeze_uid_map(pair, &second).await.unwrap(), first);
+    assert_eq!(store.uid_map(pair).await.unwrap(), Some(first.clone()));
+    // A map without runs below its tail, and the largest numbers a column holds.
+    let account = store.account(&key("alice")).await.unwrap();
+    let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+    let bare = UidMap::new(u32::MAX, u32::MAX, (1 << 63) - 1, &[], (u32::MAX, 1)).unwrap();
+    assert_eq!(store.freeze_uid_map(sent, &bare).await.unwrap(), bare);
+    // A 64-bit MODSEQ offset has no column, and a missing pair no map.
+    let wide = UidMap::new(1, 1, 1 << 63, &[], (1, 1)).unwrap();
+    assert!(matches!(
+        store.freeze_uid_map(pair, &wide).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        store.freeze_uid_map(9999, &first).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(store.uid_map(9999).await.unwrap(), None);
+    store.close().await;
+
+    let store = b.open().await;
+    assert_eq!(store.uid_map(pair).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.uid_map(sent).await.unwrap(), Some(bare));
+    // Proxies freezing a new folder's map at the same moment: one map wins, for all of them.
+    let drafts = store
+        .folder_pair(account, "Drafts", "Drafts")
+        .await
+        .unwrap()
+        .id;
+    let freezes: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let map = uid_map(i, 10);
+            tokio::spawn(async move { store.freeze_uid_map(drafts, &map).await })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for freeze in freezes {
+        got.push(freeze.await.unwrap().unwrap());
+    }
+    let stored = store.uid_map(drafts).await.unwrap().unwrap();
+    assert!(got.iter().all(|m| *m == stored), "{got:?}");
+    assert_eq!(b.rows("uid_maps").await, 3);
+    store.close().await;
+}
+
+/// An account's maps come with their pairs' NEW names, and only that account's.
+async fn uid_maps_are_the_accounts_by_new_name(b: Backend) {
+    let store = b.open().await;
+    let alice = store.account(&key("alice")).await.unwrap();
+    let bob = store.account(&key("bob")).await.unwrap();
+    let work = store
+        .folder_pair(alice, "Work", "INBOX.Work")
+        .await
+        .unwrap();
+    let inbox = store.folder_pair(alice, "INBOX", "INBOX").await.unwrap();
+    // A pair without a map is not listed.
+    store
+        .folder_pair(alice, "Sent", "INBOX.Sent")
+        .await
+        .unwrap();
+    let bobs = store.folder_pair(bob, "INBOX", "INBOX").await.unwrap();
+    store
+        .freeze_uid_map(work.id, &uid_map(1, 10))
+        .await
+        .unwrap();
+    store
+        .freeze_uid_map(inbox.id, &uid_map(2, 10))
+        .await
+        .unwrap();
+    store
+        .freeze_uid_map(bobs.id, &uid_map(3, 10))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.uid_maps(alice).await.unwrap(),
+        vec![
+            ("INBOX".to_owned(), uid_map(2, 10)),
+            ("INBOX.Work".to_owned(), uid_map(1, 10)),
+        ]
+    );
+    assert_eq!(
+        store.uid_maps(bob).await.unwrap(),
+        vec![("INBOX".to_owned(), uid_map(3, 10))]
+    );
+    // The NEW name is the pair's as it is now.
+    store
+        .folder_pair(alice, "Work", "INBOX.Projects")
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .uid_maps(alice)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, vec!["INBOX", "INBOX.Projects"]);
+    assert!(store.uid_maps(bob + 1000).await.unwrap().is_empty());
+}
+
+/// A folder whose UIDVALIDITY changed (reset) or that is gone (deleted) loses its map with its
+/// links, and a new map can be frozen for it; the account's other folders keep theirs.
+async fn a_reset_or_removed_folder_loses_its_uid_map(b: Backend) {
+    let store = b.open().await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let inbox = store
+        .folder_pair(account, "INBOX", "INBOX")
+        .await
+        .unwrap()
+        .id;
+    let trash = store
+        .folder_pair(account, "Trash", "Trash")
+        .await
+        .unwrap()
+        .id;
+    let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+    for (i, p) in [inbox, trash, sent].into_iter().enumerate() {
+        store.add_links(p, &[link(1, 1, "")]).await.unwrap();
+        store
+            .freeze_uid_map(p, &uid_map(i as u32, 10))
+            .await
+            .unwrap();
+    }
+    assert_eq!(b.rows("uid_maps").await, 3);
+
+    store.reset_pair(inbox).await.unwrap();
+    assert_eq!(store.uid_map(inbox).await.unwrap(), None);
+    assert_eq!(b.rows("uid_maps").await, 2);
+    let fresh = uid_map(50, 12);
+    assert_eq!(store.freeze_uid_map(inbox, &fresh).await.unwrap(), fresh);
+
+    store.delete_pair(trash).await.unwrap();
+    assert_eq!(store.uid_map(trash).await.unwrap(), None);
+    assert_eq!(b.rows("uid_maps").await, 2);
+    let again = store
+        .folder_pair(account, "Trash", "Trash")
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(store.uid_map(again).await.unwrap(), None);
+
+    assert_eq!(store.uid_map(sent).await.unwrap(), Some(uid_map(2, 10)));
+    assert_eq!(
+        store.uid_maps(account).await.unwrap(),
+        vec![
+            ("INBOX".to_owned(), fresh),
+            ("Sent".to_owned(), uid_map(2, 10))
+        ]
+    );
+}
+
+/// A renamed folder keeps its map (the same pair, and clients keep their caches), shown under
+/// its new NEW name; a retired account keeps its maps (they are small).
+async fn a_renamed_folder_and_a_retired_account_keep_their_uid_maps(b: Backend) {
+    let store = b.open().await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let work = store.folder_pair(account, "Work", "Work").await.unwrap().id;
+    let inbox = store
+        .folder_pair(account, "INBOX", "INBOX")
+        .await
+        .unwrap()
+        .id;
+    store
+        .add_links(work, &links_of(1..=20, 0, ""))
+        .await
+        .unwrap();
+    store.tombstone(work, &[21]).await.unwrap();
+    store.freeze_uid_map(work, &uid_map(1, 10)).await.unwrap();
+    store.freeze_uid_map(inbox, &uid_map(2, 10)).await.unwrap();
+
+    store
+        .rename_pair(work, "Projects", "INBOX.Projects")
+        .await
+        .unwrap();
+    assert_eq!(store.uid_map(work).await.unwrap(), Some(uid_map(1, 10)));
+    assert_eq!(
+        store.uid_maps(account).await.unwrap(),
+        vec![
+            ("INBOX".to_owned(), uid_map(2, 10)),
+            ("INBOX.Projects".to_owned(), uid_map(1, 10)),
+        ]
+    );
+
+    store
+        .set_account_state(account, AccountState::Synced, None)
+        .await
+        .unwrap();
+    assert!(store.retire(account, None).await.unwrap());
+    // The retire did shrink the account (its tombstones went), and kept both maps.
+    assert_eq!(b.rows("tombstones").await, 0);
+    assert_eq!(store.uid_map(work).await.unwrap(), Some(uid_map(1, 10)));
+    assert_eq!(store.uid_map(inbox).await.unwrap(), Some(uid_map(2, 10)));
+    assert_eq!(store.uid_maps(account).await.unwrap().len(), 2);
+    assert_eq!(b.rows("uid_maps").await, 2);
+}
+
+/// A store of schema version 10 (before UID maps) gains the table on open, its state intact.
+async fn a_version_10_store_gains_uid_maps_on_open(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    store
+        .add_links(pair, &links_of(1..=5, 0, "\\Seen"))
+        .await
+        .unwrap();
+    store.close().await;
+    b.execute("DROP TABLE uid_maps; DELETE FROM schema_version WHERE version >= 11;")
+        .await;
+    assert_eq!(b.rows("schema_version WHERE version = 11").await, 0);
+
+    let store = b.open().await;
+    assert_eq!(b.rows("schema_version WHERE version = 11").await, 1);
+    assert_eq!(
+        store.links(pair).await.unwrap(),
+        links_of(1..=5, 0, "\\Seen")
+    );
+    assert_eq!(store.uid_map(pair).await.unwrap(), None);
+    let map = uid_map(777, 10);
+    assert_eq!(store.freeze_uid_map(pair, &map).await.unwrap(), map);
+    store.close().await;
+    let store = b.open().await;
+    assert_eq!(store.uid_map(pair).await.unwrap(), Some(map));
     store.close().await;
 }

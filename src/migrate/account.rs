@@ -14,6 +14,7 @@ use tracing::{Instrument, debug};
 
 use super::backfill::{Folder, RECONCILE_WAIT};
 use super::backoff::Backoff;
+use super::caches::ClientCaches;
 use super::gauges::Gauges;
 use super::intent::Intents;
 use super::names::Names;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub journal: JournalPolicy,
     /// The journal's group commit.
     pub committer: Arc<Committer>,
+    /// `[migration] keep_client_caches`.
+    pub keep_client_caches: bool,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -204,6 +207,8 @@ pub struct Account {
     pub(super) recovery_stuck: AtomicBool,
     /// The write-ahead mark ([`intent`](super::intent)).
     pub(super) intents: Intents,
+    /// The numbers each folder shows its clients ([`caches`](super::caches)).
+    pub(super) caches: Arc<ClientCaches>,
     pub(super) stop: watch::Receiver<bool>,
 }
 
@@ -256,6 +261,7 @@ impl Account {
             recovering: AtomicBool::new(false),
             recovery_stuck: AtomicBool::new(false),
             intents: Intents::default(),
+            caches: Arc::new(ClientCaches::new(shared.keep_client_caches)),
             stop: shared.stop.clone(),
         }
     }
@@ -292,6 +298,7 @@ impl Account {
         self.check_mark().await;
         self.count_pending().await;
         self.remember_names().await;
+        self.load_uid_maps().await;
         let me = Arc::clone(self);
         let prepared = tokio::spawn(
             async move {

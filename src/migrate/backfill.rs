@@ -21,6 +21,7 @@ use crate::config::LivePickup;
 use crate::lock::{Poisoned, recover};
 use crate::store::{MailboxState, PairId, StoreError};
 use crate::sync::{self, Event, Observer, Options, OwnChanges, SyncError};
+use crate::uidmap::UidMap;
 
 /// A folder checked this recently (or left by its last session this recently, live pickup
 /// having watched it until then) is not checked again for a SELECT.
@@ -235,6 +236,14 @@ impl Observer for UserWrites<'_> {
     fn old_recorded(&self, _: &str, pair: PairId, old: Option<MailboxState>) {
         self.folder
             .set_own_old(old.and_then(|base| OwnChanges::since(pair, base)));
+    }
+
+    fn wants_uid_map(&self, folder: &str) -> bool {
+        self.acct.wants_uid_map(folder)
+    }
+
+    fn uid_map(&self, folder: &str, map: Option<UidMap>) {
+        self.acct.caches.decide(folder, map);
     }
 }
 

@@ -9,6 +9,7 @@
 mod account;
 mod backfill;
 mod backoff;
+mod caches;
 mod commit;
 mod credentials;
 mod drain;
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 
 pub use account::{Account, ErrorKind};
 pub use backfill::{Need, Watch};
+pub use caches::ClientCaches;
 pub use credentials::Credentials;
 pub use gauges::{Gauges, Held};
 pub use intent::NotMarked;
@@ -73,6 +75,15 @@ pub fn engine_options(config: &Config) -> Result<Options, config::ValidationErro
     })
 }
 
+/// What a session gets for its user ([`Migrator::login`]).
+pub enum Login {
+    /// The account migrates: its state, shared by all its sessions.
+    Migrating(Arc<Account>),
+    /// The account is retired: nothing is migrated, but its folders' numbers are still
+    /// translated (the clients' caches stay valid as long as they come through the proxy).
+    Retired(Arc<ClientCaches>),
+}
+
 /// Every account the proxy has seen since it started.
 pub struct Migrator {
     store: Arc<dyn Store>,
@@ -80,6 +91,7 @@ pub struct Migrator {
     credentials: Swap<Credentials>,
     opts: Options,
     budget: Duration,
+    cache_wait: Duration,
     accounts: DashMap<String, Arc<Account>>,
     /// Size of `accounts` at which unused entries are dropped next.
     prune_at: AtomicUsize,
@@ -111,6 +123,7 @@ impl Migrator {
             credentials: Swap::new(credentials),
             opts,
             budget: Duration::from_millis(config.migration.select_budget_ms),
+            cache_wait: Duration::from_secs(config.migration.keep_client_caches_wait_secs),
             accounts: DashMap::new(),
             prune_at: AtomicUsize::new(PRUNE_FIRST),
             shared: account::Shared {
@@ -131,6 +144,7 @@ impl Migrator {
                     ),
                 },
                 committer: commit::Committer::start(Arc::clone(&store), gauges),
+                keep_client_caches: config.migration.keep_client_caches,
                 stop,
             },
         }))
@@ -141,10 +155,16 @@ impl Migrator {
         self.budget
     }
 
+    /// How long a folder that keeps client caches may take to be ready to show.
+    pub fn cache_wait(&self) -> Duration {
+        self.cache_wait
+    }
+
     /// A user logged in to NEW with `password`: their account, its OLD folder tree mapped and
-    /// created on NEW, INBOX's backfill started. `None` when
-    /// the account has no OLD side or is retired: the session is then a plain relay.
-    pub async fn login(&self, typed: &str, password: &Secret) -> Option<Arc<Account>> {
+    /// created on NEW, INBOX's backfill started. A retired account whose folders keep client
+    /// caches gets its maps alone. `None` when the account has no OLD side or is retired: the
+    /// session is then a plain relay.
+    pub async fn login(&self, typed: &str, password: &Secret) -> Option<Login> {
         let (key, old_ep, new_ep) = self.credentials.get().for_login(typed, password)?;
         let name = key.new_user.clone();
         let relayed = |why: &dyn std::fmt::Display| {
@@ -164,12 +184,18 @@ impl Migrator {
             Err(e) => return relayed(&e),
         };
         if state == AccountState::Retired {
-            return None;
+            if !self.shared.keep_client_caches {
+                return None;
+            }
+            return match ClientCaches::stored(&*self.store, id).await {
+                Ok(caches) => Some(Login::Retired(Arc::new(caches))),
+                Err(e) => relayed(&format_args!("{e}: its UID maps were not read")),
+            };
         }
         let account = self.account(id, &name, (old_ep.clone(), new_ep.clone()));
         account.set_endpoints(old_ep, new_ep);
         account.start().await;
-        Some(account)
+        Some(Login::Migrating(account))
     }
 
     /// The account's shared state, created with these endpoints on first use.

@@ -288,6 +288,17 @@ impl Tracker {
         }
     }
 
+    /// The folder `sent` needs brought up to date first, and whether it opens it (SELECT,
+    /// EXAMINE): what [`Tracker::command`] says, without tracking the command.
+    pub fn needs(&self, sent: &Inspected) -> Option<(String, bool)> {
+        sent.tag.as_ref()?;
+        let opens = matches!(
+            sent.command,
+            Command::Select { .. } | Command::Examine { .. }
+        );
+        Some((self.intent(&sent.command).1?, opens))
+    }
+
     /// What `command` will change once NEW accepts it, and the folder it needs first.
     fn intent(&self, command: &Command) -> (Option<Intent>, Name) {
         match command {

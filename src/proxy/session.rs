@@ -6,6 +6,7 @@
 //! bytes both ways through the framer, rewriting only capability lists. When the server shuts down,
 //! the session sends `* BYE Server shutting down` between two responses and closes.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -25,10 +26,12 @@ use super::inspect::{Arg, Command, inspect};
 use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
 use super::throttle::LoginThrottle;
+use super::translate::{Maps, Translator};
 use super::upstream::{self, Early, NEW_TIMEOUT, NewLogin};
 use crate::config;
-use crate::migrate::{Account, Need, NotMarked, Watch};
+use crate::migrate::{Account, ClientCaches, Login, Need, NotMarked, Watch};
 use crate::secret::Secret;
+use crate::uidmap::UidMap;
 
 /// A byte stream to a client or to NEW (TCP or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -58,6 +61,8 @@ const MAX_BAD_IN_A_ROW: u32 = 20;
 const BYE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The `* BYE` a client gets instead of the answer to a write the proxy could not save.
 const NOT_SAVED: &str = "This change could not be saved by the proxy; reconnect to see NEW's state";
+/// Why a folder that keeps client caches is not shown yet (after `NO [UNAVAILABLE]`).
+const NOT_READY: &str = "This folder is still being copied; try again in a moment";
 /// Sent to every open session when the server shuts down.
 const SHUTDOWN_TEXT: &str = "Server shutting down";
 
@@ -319,6 +324,8 @@ struct LoggedIn {
     new_leftover: Vec<u8>,
     /// The user's migration state (`None`: plain relay).
     account: Option<Arc<Account>>,
+    /// The numbers each folder shows, when the account's folders keep client caches.
+    caches: Option<Arc<ClientCaches>>,
 }
 
 /// Sends a BYE and closes without a reset: what the client already sent is read and discarded
@@ -658,14 +665,22 @@ async fn prelogin(
                 info!("logged in");
                 settings.login_throttle.succeeded(peer.ip(), auth.authcid());
                 // OLD's folders exist on NEW before the client's first LIST (within the budget).
-                let account = match (&settings.migrator, auth.credentials()) {
+                let login = match (&settings.migrator, auth.credentials()) {
                     (Some(m), Some((user, password))) => {
                         let started = Instant::now();
-                        let account = m.login(&user, &password).await;
+                        let login = m.login(&user, &password).await;
                         debug!(ms = started.elapsed().as_millis(), "the migration's login");
-                        account
+                        login
                     }
                     _ => None,
+                };
+                let (account, caches) = match login {
+                    Some(Login::Migrating(account)) => {
+                        let caches = account.client_caches();
+                        (Some(account), caches)
+                    }
+                    Some(Login::Retired(caches)) => (None, Some(caches)),
+                    None => (None, None),
                 };
                 let reply = format!("{tag} {text}");
                 answer(&mut client, deadline, reply.as_bytes()).await?;
@@ -676,6 +691,7 @@ async fn prelogin(
                     new,
                     new_leftover: leftover,
                     account,
+                    caches,
                 }));
             }
             Ok(Ok(NewLogin::Refused(text))) => {
@@ -776,6 +792,7 @@ async fn relay(
         new,
         new_leftover,
         account,
+        caches,
     } = session;
     let _presence = account.as_ref().map(Account::enter);
     // Folder names are normalised with NEW's separator once the account's tree is mapped.
@@ -796,6 +813,11 @@ async fn relay(
         metrics: &settings.metrics,
         write_timeout: Duration::from_secs(settings.limits.write_timeout_secs),
         idle,
+        translator: caches.map(|c| (StdMutex::new(Translator::new()), c)),
+        cache_wait: settings
+            .migrator
+            .as_ref()
+            .map_or(Duration::ZERO, |m| m.cache_wait()),
     };
     framer.set_limits(Limits {
         max_line: settings.limits.max_line_length,
@@ -877,9 +899,66 @@ struct Migration<'a> {
     metrics: &'a Metrics,
     write_timeout: Duration,
     idle: Duration,
+    /// The account keeps client caches: numbers are translated both ways, with its maps.
+    translator: Option<(StdMutex<Translator>, Arc<ClientCaches>)>,
+    /// How long a folder that keeps client caches may take to be ready to show.
+    cache_wait: Duration,
+}
+
+impl Maps for ClientCaches {
+    fn map(&self, mailbox: &str) -> Option<Arc<UidMap>> {
+        self.uid_map(mailbox)
+    }
 }
 
 impl Migration<'_> {
+    /// A command line (or its part after a literal) as NEW must get it.
+    fn translate_command<'b>(&self, line: &'b [u8], literal: bool) -> io::Result<Cow<'b, [u8]>> {
+        match &self.translator {
+            Some((t, caches)) => Ok(t
+                .lock()
+                .map_err(poisoned)?
+                .command(&**caches, line, literal)),
+            None => Ok(Cow::Borrowed(line)),
+        }
+    }
+
+    /// A response line (or its part after a literal) as the client must get it.
+    fn translate_response<'b>(&self, line: &'b [u8], literal: bool) -> io::Result<Cow<'b, [u8]>> {
+        match &self.translator {
+            Some((t, caches)) => Ok(t
+                .lock()
+                .map_err(poisoned)?
+                .response(&**caches, line, literal)),
+            None => Ok(Cow::Borrowed(line)),
+        }
+    }
+
+    /// The folder a complete command needs up to date first, and whether it opens it.
+    fn needs(&self, command: &[u8]) -> io::Result<Option<(String, bool)>> {
+        match self.account {
+            Some(_) => Ok(self
+                .tracker
+                .lock()
+                .map_err(poisoned)?
+                .needs(&inspect(command))),
+            None => Ok(None),
+        }
+    }
+
+    /// Brings `folder` up to date (see [`Migration::before_forward`]) and, with client caches
+    /// kept, waits until it may be shown. `false`: it may not be yet.
+    async fn ready(&self, folder: &str, opens: bool) -> bool {
+        let Some(account) = self.account else {
+            return true;
+        };
+        let need = if opens { Need::Contents } else { Need::Filled };
+        account
+            .ensure(folder, self.budget.mul_f64(0.85), need)
+            .await;
+        account.ready_to_show(folder, self.cache_wait).await
+    }
+
     /// A complete command from the client (literal data inline, as far as it was kept), before
     /// its last part goes to NEW: counted and tracked. Says what must happen first (see
     /// [`Migration::before_forward`]).
@@ -1069,9 +1148,14 @@ impl ClientToNew<'_> {
         if self.bad_in_a_row > MAX_BAD_IN_A_ROW {
             return Ok(Some(End::Bye("Too many invalid commands")));
         }
+        self.reply(reply).await.map(|()| None)
+    }
+
+    /// A reply of the proxy's own, placed like a BAD (see [`ClientToNew::bad`]).
+    async fn reply(&mut self, reply: String) -> io::Result<()> {
         let queued = self.inject.send(reply.into_bytes());
         match tokio::time::timeout(self.migration.write_timeout, queued).await {
-            Ok(Ok(())) => Ok(None),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -1148,6 +1232,24 @@ impl ClientToNew<'_> {
                         command.clear();
                         kept_all = true;
                     }
+                    if literal.is_none() && migration.translator.is_some() {
+                        // The folder the command needs is made ready first: its UID map decides
+                        // how the command is translated.
+                        let whole: Cow<[u8]> = match continuing {
+                            false => Cow::Borrowed(&bytes),
+                            true => Cow::Owned([&command[..], &bytes].concat()),
+                        };
+                        if let Some((folder, opens)) = migration.needs(&whole)? {
+                            self.flush(&mut out).await?;
+                            if !migration.ready(&folder, opens).await && !continuing {
+                                let t = tag.as_deref().unwrap_or("*");
+                                let reply = format!("{t} NO [UNAVAILABLE] {NOT_READY}\r\n");
+                                self.reply(reply).await?;
+                                continue;
+                            }
+                        }
+                    }
+                    let bytes = migration.translate_command(&bytes, literal.is_some())?;
                     if kept_all && command.len() + bytes.len() <= TRACK_MAX {
                         command.extend_from_slice(&bytes);
                     } else {
@@ -1157,7 +1259,10 @@ impl ClientToNew<'_> {
                         Some(lit) => keep_literal = kept_all && lit.len <= TRACK_LITERAL,
                         None => {
                             self.bad_in_a_row = 0;
-                            let before = migration.command(&command)?;
+                            let mut before = migration.command(&command)?;
+                            if migration.translator.is_some() {
+                                before.ensure = None; // made ready above
+                            }
                             if before.ensure.is_some()
                                 || !before.changing.is_empty()
                                 || before.write
@@ -1185,6 +1290,9 @@ impl ClientToNew<'_> {
                                 if lit.len > 0 {
                                     self.framer.reject_literal();
                                 }
+                                if let Some((t, _)) = &migration.translator {
+                                    t.lock().map_err(poisoned)?.command_refused();
+                                }
                                 continuing = false;
                             }
                             Ok(None) => return Ok(End::NewClosed),
@@ -1199,6 +1307,9 @@ impl ClientToNew<'_> {
                     }
                 }
                 Event::LiteralData(data) => {
+                    if let Some((t, _)) = &migration.translator {
+                        t.lock().map_err(poisoned)?.command_literal(data);
+                    }
                     if keep_literal {
                         command.extend_from_slice(data);
                     } else {
@@ -1324,6 +1435,7 @@ impl NewToClient<'_> {
                         take_replies(&mut inject, &mut out);
                     }
                     continuing = literal.is_some();
+                    let translated = migration.translate_response(&bytes, literal.is_some())?;
                     if starts && bytes.starts_with(b"+") {
                         if take_waiting(waiting)?.is_some() {
                             out.extend_from_slice(&bytes);
@@ -1359,9 +1471,14 @@ impl NewToClient<'_> {
                         let mut tracker = migration.tracker.lock().map_err(poisoned)?;
                         tracker.untagged_start(&bytes);
                     }
-                    out.extend_from_slice(&bytes);
+                    out.extend_from_slice(&translated);
                 }
-                Event::LiteralData(data) => out.extend_from_slice(data),
+                Event::LiteralData(data) => {
+                    if let Some((t, _)) = &migration.translator {
+                        t.lock().map_err(poisoned)?.response_literal(data);
+                    }
+                    out.extend_from_slice(data);
+                }
                 Event::Overlong(piece) => out.extend_from_slice(&piece),
                 Event::OverlongEnd { literal } => {
                     overlong = false;

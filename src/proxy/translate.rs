@@ -382,6 +382,12 @@ impl Translator {
         apply(line, edits)
     }
 
+    /// NEW refused the literal the last command line announced: the command is over, and the
+    /// next line starts another.
+    pub fn command_refused(&mut self) {
+        self.command.continuing = false;
+    }
+
     /// Literal data of a command (passed on unchanged; a folder name is read from it).
     pub fn command_literal(&mut self, data: &[u8]) {
         if let Some(name) = self.command.capture.as_mut()

@@ -1,7 +1,8 @@
 //! The state store: what imapferry remembers between passes (accounts, folder pairs with both sides'
-//! mailbox state, links OLD↔NEW with base flags, stored as runs, tombstones, the journal). The
-//! [`Store`] trait is what callers see; [`SqliteStore`] is the embedded default, [`PgStore`] a
-//! fleet's shared database, and [`open`] picks one from a [`Location`]. No IMAP in here.
+//! mailbox state, links OLD↔NEW with base flags, stored as runs, tombstones, UID maps, the
+//! journal). The [`Store`] trait is what callers see; [`SqliteStore`] is the embedded default,
+//! [`PgStore`] a fleet's shared database, and [`open`] picks one from a [`Location`]. No IMAP in
+//! here.
 
 mod postgres;
 mod runs;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::secret::Secret;
+use crate::uidmap::UidMap;
 
 pub type AccountId = i64;
 pub type PairId = i64;
@@ -440,7 +442,7 @@ pub trait Store: Send + Sync {
         adopt_from: u32,
         phase: Phase,
     ) -> Result<()>;
-    /// UIDVALIDITY changed on a side: forget the pair's links, tombstones and states
+    /// UIDVALIDITY changed on a side: forget the pair's links, tombstones, UID map and states
     /// (the next pass re-identifies messages by identity key).
     async fn reset_pair(&self, pair: PairId) -> Result<()>;
 
@@ -479,6 +481,13 @@ pub trait Store: Send + Sync {
     /// Replaces the pair's messages in error (OLD UID, reason) with those of its latest pass.
     async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()>;
     async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>>;
+    /// The pair's UID map, if one was frozen.
+    async fn uid_map(&self, pair: PairId) -> Result<Option<UidMap>>;
+    /// Stores `map` as the pair's unless it has one already, and returns the pair's map: the first
+    /// one stored wins, so every proxy of a fleet shows the same numbers.
+    async fn freeze_uid_map(&self, pair: PairId, map: &UidMap) -> Result<UidMap>;
+    /// The UID maps of the account's pairs, with each pair's NEW folder name (raw, as stored).
+    async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, UidMap)>>;
 
     /// One commit of the journal (a group commit: the writes of several sessions, and the
     /// drainers' marks): appends `entries` to their accounts' journals (pending), in order,
@@ -542,7 +551,7 @@ pub trait Store: Send + Sync {
     /// that moment. Returns whether it was retired (false: the account changed since it was
     /// looked at). Retired is final (no pass runs again), so the account shrinks to a summary:
     /// its tombstones go (their number stays on each pair), its mirrored journal entries and its
-    /// links' base flags too; its links stay, as runs.
+    /// links' base flags too; its links stay, as runs, and its UID maps.
     async fn retire(&self, account: AccountId, forced: Option<&str>) -> Result<bool>;
     /// Points the account at another OLD login (an accounts file was re-imported with a changed
     /// OLD user or host for the same NEW login); its folder state stays.
@@ -554,10 +563,11 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
     /// Records activity now (last_activity, unix seconds) — a login or a backfill.
     async fn touch_account(&self, account: AccountId) -> Result<()>;
-    /// Renames a folder pair (both names); its links and tombstones stay.
+    /// Renames a folder pair (both names); its links, tombstones and UID map stay.
     /// `old_name` must not be another pair's OLD name in the same account.
     async fn rename_pair(&self, pair: PairId, old_name: &str, new_name: &str) -> Result<()>;
-    /// Deletes the pair with its links and tombstones. Deleting a missing pair does nothing.
+    /// Deletes the pair with its links, tombstones and UID map. Deleting a missing pair does
+    /// nothing.
     async fn delete_pair(&self, pair: PairId) -> Result<()>;
 
     /// Every account with its progress, ordered by new_user then old_user.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{MailboxState, PairId, Result, StoreError};
+use crate::uidmap::{self, UidMap};
 
 /// The schema migrations, in order: migration `i` brings the database to version `i + 1`.
 /// Each runs in one transaction, together with its row in `schema_version`.
@@ -25,6 +26,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("0008_link_runs.sql"),
     include_str!("0009_retired_summary.sql"),
     include_str!("0010_folder_sizes.sql"),
+    include_str!("0011_uid_maps.sql"),
 ];
 
 /// Most rows (or listed UIDs) in one statement built for a batch: a batch of thousands takes a
@@ -320,6 +322,91 @@ impl DbSide {
     }
 }
 
+/// A UID map's columns as stored (`uid_maps`): its numbers, and its runs below the tail as
+/// space-separated `new:virt:len` triples (empty for none).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct DbUidMap {
+    pub(super) uidvalidity: i64,
+    pub(super) new_uidvalidity: i64,
+    pub(super) modseq_offset: i64,
+    pub(super) tail_new: i64,
+    pub(super) tail_virt: i64,
+    pub(super) runs: String,
+}
+
+impl DbUidMap {
+    pub(super) fn from_map(map: &UidMap) -> Result<DbUidMap> {
+        let modseq_offset = i64::try_from(map.modseq_offset()).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "a MODSEQ offset of {} exceeds 63 bits",
+                map.modseq_offset()
+            ))
+        })?;
+        let (tail_new, tail_virt) = map.tail();
+        let runs: Vec<String> = map
+            .runs()
+            .iter()
+            .map(|r| format!("{}:{}:{}", r.new, r.virt, r.len))
+            .collect();
+        Ok(DbUidMap {
+            uidvalidity: map.uidvalidity().into(),
+            new_uidvalidity: map.new_uidvalidity().into(),
+            modseq_offset,
+            tail_new: tail_new.into(),
+            tail_virt: tail_virt.into(),
+            runs: runs.join(" "),
+        })
+    }
+
+    /// The map of `pair` these columns hold; [`StoreError::Corrupt`] when they hold none.
+    pub(super) fn into_map(self, pair: PairId) -> Result<UidMap> {
+        let corrupt =
+            |what: String| StoreError::Corrupt(format!("folder pair {pair}: the UID map's {what}"));
+        let u32_of = |what: &str, v: i64| {
+            u32::try_from(v).map_err(|_| corrupt(format!("{what} is out of range: {v}")))
+        };
+        let tail = (
+            u32_of("tail_new", self.tail_new)?,
+            u32_of("tail_virt", self.tail_virt)?,
+        );
+        // No tail starts at UID 0 (and `UidMap::new` would count its length from there).
+        if tail.0 == 0 || tail.1 == 0 {
+            return Err(corrupt(format!("tail starts at {tail:?}")));
+        }
+        let runs = match self.runs.as_str() {
+            "" => Vec::new(),
+            text => text
+                .split(' ')
+                .enumerate()
+                .map(|(i, triple)| {
+                    map_run(triple).ok_or_else(|| corrupt(format!("run {i} is not new:virt:len")))
+                })
+                .collect::<Result<Vec<uidmap::Run>>>()?,
+        };
+        UidMap::new(
+            u32_of("uidvalidity", self.uidvalidity)?,
+            u32_of("new_uidvalidity", self.new_uidvalidity)?,
+            u64::try_from(self.modseq_offset).map_err(|_| {
+                corrupt(format!("modseq_offset is negative: {}", self.modseq_offset))
+            })?,
+            &runs,
+            tail,
+        )
+        .map_err(|e| corrupt(format!("runs do not make a map: {e}")))
+    }
+}
+
+/// One `new:virt:len` triple of a stored UID map.
+fn map_run(triple: &str) -> Option<uidmap::Run> {
+    let mut numbers = triple.split(':').map(|n| n.parse::<u32>().ok());
+    let run = uidmap::Run {
+        new: numbers.next()??,
+        virt: numbers.next()??,
+        len: numbers.next()??,
+    };
+    numbers.next().is_none().then_some(run)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +470,103 @@ mod tests {
             row.get::<String>(3),
         ] {
             assert!(matches!(bad, Err(StoreError::Corrupt(_))), "{bad:?}");
+        }
+    }
+
+    fn stored_map() -> UidMap {
+        let runs = uidmap::runs_of([(1, 10), (2, 11), (3, 12), (5, 20), (6, 21)]).unwrap();
+        UidMap::new(777, 5, 1 << 40, &runs, (8, 100)).unwrap()
+    }
+
+    #[test]
+    fn a_uid_map_is_stored_and_read_back_the_same() {
+        let map = stored_map();
+        let stored = DbUidMap::from_map(&map).unwrap();
+        assert_eq!(
+            stored,
+            DbUidMap {
+                uidvalidity: 777,
+                new_uidvalidity: 5,
+                modseq_offset: 1 << 40,
+                tail_new: 8,
+                tail_virt: 100,
+                runs: "1:10:3 5:20:2".into(),
+            }
+        );
+        assert_eq!(stored.into_map(1).unwrap(), map);
+        // Without runs below the tail, and with the largest numbers.
+        let bare = UidMap::new(u32::MAX, u32::MAX, i64::MAX as u64, &[], (1, 1)).unwrap();
+        let stored = DbUidMap::from_map(&bare).unwrap();
+        assert_eq!(stored.runs, "");
+        assert_eq!(stored.into_map(1).unwrap(), bare);
+        let far = UidMap::new(1, 1, 0, &[], (u32::MAX, u32::MAX)).unwrap();
+        assert_eq!(DbUidMap::from_map(&far).unwrap().into_map(1).unwrap(), far);
+        // A MODSEQ offset of 64 bits has no column.
+        let wide = UidMap::new(1, 1, 1 << 63, &[], (1, 1)).unwrap();
+        assert!(matches!(
+            DbUidMap::from_map(&wide),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_uid_map_is_an_error() {
+        let good = || DbUidMap::from_map(&stored_map()).unwrap();
+        let runs = |text: &str| DbUidMap {
+            runs: text.into(),
+            ..good()
+        };
+        let cases = [
+            runs(" "),
+            runs("1:10:3  5:20:2"),
+            runs("1:10:3 "),
+            runs("1:10"),
+            runs("1:10:3:4"),
+            runs("1:10:x"),
+            runs("1:10:-3"),
+            runs("1:10:4294967296"),
+            runs("1::3"),
+            runs("\u{e9}"),
+            // Not a map: an empty run, UID 0, runs going down, a run past the tail, overflow.
+            runs("1:10:0"),
+            runs("0:10:1"),
+            runs("5:20:2 1:10:3"),
+            runs("1:10:3 5:9:2"),
+            runs("1:10:8"),
+            runs("4294967295:10:2"),
+            DbUidMap {
+                uidvalidity: -1,
+                ..good()
+            },
+            DbUidMap {
+                new_uidvalidity: 1 << 32,
+                ..good()
+            },
+            DbUidMap {
+                modseq_offset: -5,
+                ..good()
+            },
+            DbUidMap {
+                tail_new: 0,
+                tail_virt: 0,
+                runs: String::new(),
+                ..good()
+            },
+            DbUidMap {
+                tail_virt: 0,
+                ..good()
+            },
+            DbUidMap {
+                tail_new: i64::MAX,
+                ..good()
+            },
+        ];
+        for stored in cases {
+            let shown = format!("{stored:?}");
+            assert!(
+                matches!(stored.into_map(3), Err(StoreError::Corrupt(_))),
+                "{shown}"
+            );
         }
     }
 }

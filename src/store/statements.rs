@@ -15,13 +15,15 @@ use async_trait::async_trait;
 
 use crate::store::runs::{self, Run};
 use crate::store::sql::{
-    BATCH_ROWS, Column, DbSide, MIGRATIONS, PAIR_COLUMNS, Row, Value, args, now, op, padded, tuples,
+    BATCH_ROWS, Column, DbSide, DbUidMap, MIGRATIONS, PAIR_COLUMNS, Row, Value, args, now, op,
+    padded, tuples,
 };
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, Committed, FolderPair, FolderSummary,
     JournalEntry, Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase,
     Progress, Result, Store, StoreError,
 };
+use crate::uidmap::UidMap;
 
 impl SqlStore {
     /// Applies the migrations this database has not seen yet, each in one transaction.
@@ -270,13 +272,14 @@ impl SqlStore {
         Ok(rows == 1)
     }
 
-    /// Deletes the pair's links (runs and per-message) and tombstones, holding the pair.
+    /// Deletes the pair's links (runs and per-message), tombstones and UID map, holding the pair.
     async fn clear_links(c: &mut Conn, pair: PairId) -> Result<()> {
         Self::lock_pair(c, pair).await?;
         for sql in [
             "DELETE FROM link_runs WHERE pair_id = $1",
             "DELETE FROM links WHERE pair_id = $1",
             "DELETE FROM tombstones WHERE pair_id = $1",
+            "DELETE FROM uid_maps WHERE pair_id = $1",
         ] {
             c.execute(sql, args![pair]).await?;
         }
@@ -914,6 +917,56 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn uid_map(&self, pair: PairId) -> Result<Option<UidMap>> {
+        let row = self.select_row(pair_uid_map(), args![pair]).await?;
+        row.as_ref().map(uid_map_from_row).transpose()
+    }
+
+    /// One statement inserts the map unless the pair has one (`ON CONFLICT DO NOTHING`: a
+    /// concurrent freeze waits for the first to commit, then inserts nothing), and the map
+    /// stored is read back in the same transaction. A missing pair inserts nothing: an error.
+    async fn freeze_uid_map(&self, pair: PairId, map: &UidMap) -> Result<UidMap> {
+        let m = DbUidMap::from_map(map)?;
+        self.write(move |c| {
+            op(async move {
+                c.execute(
+                    "INSERT INTO uid_maps (pair_id, uidvalidity, new_uidvalidity, modseq_offset, \
+                     tail_new, tail_virt, runs) \
+                     SELECT id, $2, $3, $4, $5, $6, $7 FROM folder_pairs WHERE id = $1 \
+                     ON CONFLICT (pair_id) DO NOTHING",
+                    args![
+                        pair,
+                        m.uidvalidity,
+                        m.new_uidvalidity,
+                        m.modseq_offset,
+                        m.tail_new,
+                        m.tail_virt,
+                        m.runs,
+                    ],
+                )
+                .await?;
+                let row = c
+                    .fetch_optional(&pair_uid_map(), args![pair])
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("no folder pair {pair}")))?;
+                uid_map_from_row(&row)
+            })
+        })
+        .await
+    }
+
+    async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, UidMap)>> {
+        let sql = format!(
+            "SELECT p.new_name, {UID_MAP_COLUMNS} FROM uid_maps m \
+             JOIN folder_pairs p ON p.id = m.pair_id \
+             WHERE p.account_id = $1 ORDER BY p.new_name, p.id"
+        );
+        let rows = self.select(sql, args![account]).await?;
+        rows.iter()
+            .map(|row| Ok((row.get("new_name")?, uid_map_from_row(row)?)))
+            .collect()
+    }
+
     async fn tombstones(&self, pair: PairId) -> Result<Vec<u32>> {
         let (rows, state) = self
             .read(move |c| {
@@ -1134,8 +1187,9 @@ impl Store for SqlStore {
                 }
                 // The summary: no pass runs for the account again, so its tombstones (counted
                 // on the pair), mirrored journal entries and base flags are not read again. The
-                // links stay, as runs: the UID map. What a forced retire left undone (pending or
-                // parked entries, messages in error) stays listed.
+                // links stay, as runs, and the frozen UID maps (clients keep their caches). What
+                // a forced retire left undone (pending or parked entries, messages in error)
+                // stays listed.
                 let pairs = c
                     .fetch_all(
                         "SELECT id FROM folder_pairs WHERE account_id = $1 ORDER BY id",
@@ -1492,6 +1546,28 @@ fn read_side(row: &Row, side: &str) -> Result<DbSide> {
         highestmodseq: get("highestmodseq")?,
         messages: get("messages")?,
     })
+}
+
+/// Columns of `uid_maps` (as `m`), as [`uid_map_from_row`] reads them.
+const UID_MAP_COLUMNS: &str =
+    "m.pair_id, m.uidvalidity, m.new_uidvalidity, m.modseq_offset, m.tail_new, m.tail_virt, m.runs";
+
+/// A pair's UID map (`uid_map`, `freeze_uid_map`).
+fn pair_uid_map() -> String {
+    format!("SELECT {UID_MAP_COLUMNS} FROM uid_maps m WHERE m.pair_id = $1")
+}
+
+fn uid_map_from_row(row: &Row) -> Result<UidMap> {
+    let pair: PairId = row.get("pair_id")?;
+    DbUidMap {
+        uidvalidity: row.get("uidvalidity")?,
+        new_uidvalidity: row.get("new_uidvalidity")?,
+        modseq_offset: row.get("modseq_offset")?,
+        tail_new: row.get("tail_new")?,
+        tail_virt: row.get("tail_virt")?,
+        runs: row.get("runs")?,
+    }
+    .into_map(pair)
 }
 
 fn pair_from_row(row: &Row) -> Result<FolderPair> {

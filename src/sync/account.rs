@@ -11,6 +11,7 @@ use crate::lock::lock;
 use crate::mapping::{self, Mapper};
 use crate::store::{AccountKey, AccountState, FolderPair, Phase, Store};
 
+use super::client_uids;
 use super::deletions;
 use super::folder::{FolderJob, sync_folder};
 use super::own;
@@ -502,7 +503,8 @@ pub async fn prepare_tree(
 }
 
 /// Brings one folder pair up to date. When the last pass completed and OLD's STATUS (with
-/// CONDSTORE) shows no change, that STATUS is all it costs. Returns the pass's report.
+/// CONDSTORE) shows no change, that STATUS is all it costs. When the observer asks, the folder's
+/// UID map is decided after it ([`client_uids`]). Returns the pass's report.
 pub async fn sync_pair(
     store: &dyn Store,
     old: &mut Client,
@@ -512,9 +514,30 @@ pub async fn sync_pair(
     observer: &dyn Observer,
 ) -> Result<Report, SyncError> {
     let tally = Tally::new(observer);
+    pass_pair(store, old, new, pair, opts, &tally).await?;
+    if observer.wants_uid_map(&pair.new_name) {
+        let now = store
+            .folder_pair(pair.account, &pair.old_name, &pair.new_name)
+            .await?;
+        if now.old.is_some() && now.new.is_some() {
+            observer.uid_map(&pair.new_name, client_uids::decide(store, &now).await?);
+        }
+    }
+    Ok(tally.into_report())
+}
+
+async fn pass_pair(
+    store: &dyn Store,
+    old: &mut Client,
+    new: &mut Client,
+    pair: &FolderPair,
+    opts: &Options,
+    tally: &Tally<'_>,
+) -> Result<(), SyncError> {
+    let observer = tally.observer;
     let status = old.status(&pair.old_name).await?;
     if unchanged(pair, &status) {
-        return Ok(tally.into_report());
+        return Ok(());
     }
     let own = observer.own_changes(&pair.new_name);
     if let Some(own) = &own
@@ -536,7 +559,7 @@ pub async fn sync_pair(
             .await?;
         observer.old_recorded(&pair.new_name, pair.id, Some(state));
         tracing::debug!("OLD changed by this process's own writes only: state recorded, no pass");
-        return Ok(tally.into_report());
+        return Ok(());
     }
     if own.is_some() {
         tracing::debug!("OLD changed beyond this process's own writes: a pass reads both sides");
@@ -546,8 +569,7 @@ pub async fn sync_pair(
         messages: status.messages,
         attempts: 0,
     };
-    sync_folder(store, old, new, &job, opts, &tally).await?;
-    Ok(tally.into_report())
+    sync_folder(store, old, new, &job, opts, tally).await
 }
 
 /// Polls futures concurrently on this task (no spawning: they borrow the caller's data).

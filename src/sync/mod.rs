@@ -3,6 +3,7 @@
 //! sync command (and later by the proxy and the sweeper); it never imports them.
 
 mod account;
+mod client_uids;
 
 pub(crate) mod adopt;
 mod copy;
@@ -267,6 +268,17 @@ pub trait Observer: Send + Sync {
         _old: Option<crate::store::MailboxState>,
     ) {
     }
+
+    /// Whether NEW folder `new_folder` should get its UID map (the numbers that keep client
+    /// caches) when this pass completes, if it has none yet.
+    fn wants_uid_map(&self, _new_folder: &str) -> bool {
+        false
+    }
+
+    /// The pass completed and decided the folder's UID map: the stored one, or `None` when the
+    /// folder cannot keep client caches (NEW holds messages not copied from OLD, or copies out
+    /// of OLD's order).
+    fn uid_map(&self, _new_folder: &str, _map: Option<crate::uidmap::UidMap>) {}
 }
 
 /// An observer that ignores everything.

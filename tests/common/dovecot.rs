@@ -272,6 +272,22 @@ impl Dovecot {
             .collect()
     }
 
+    /// Gives `user`'s `mailbox` (which must exist) this UIDVALIDITY: two servers started in
+    /// the same second would otherwise give their INBOXes the same one.
+    #[allow(dead_code)]
+    pub fn set_uidvalidity(&self, user: &str, mailbox: &str, value: u32) {
+        let value = value.to_string();
+        self.doveadm(&[
+            "mailbox",
+            "update",
+            "-u",
+            user,
+            "--uid-validity",
+            &value,
+            mailbox,
+        ]);
+    }
+
     /// Every counted metric since the start or the last `reset`: `imap_command` (all commands),
     /// `imap_command_NAME`, and `login` (authentications).
     pub fn stats(&self, reset: bool) -> std::collections::BTreeMap<String, u64> {

@@ -13,3 +13,15 @@ pub fn account_summaries(state: &Path) -> Vec<AccountSummary> {
         summaries
     })
 }
+
+/// Retires every account of the state file at `state` (forced, as `imapferry retire --force`).
+#[allow(dead_code)]
+pub fn retire_all(state: &Path) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteStore::open_existing(state).await.unwrap();
+        for account in store.account_summaries().await.unwrap() {
+            assert!(store.retire(account.id, Some("test")).await.unwrap());
+        }
+        store.close().await;
+    })
+}

@@ -61,6 +61,7 @@ pub(crate) async fn account() -> Arc<Account> {
             keep: Duration::from_secs(60),
         },
         committer: crate::migrate::commit::Committer::start(Arc::clone(&store), Default::default()),
+        keep_client_caches: false,
         stop: stopped,
     };
     let acct = Account::new(

@@ -1,0 +1,120 @@
+//! The UID map a completed pass gives a folder whose mail clients keep their caches (the
+//! proxy's `keep_client_caches`): built from the pair's links and both sides' recorded state,
+//! stored once (in a fleet the first one stored wins) and never changed after.
+
+use crate::store::{FolderPair, Link, MailboxState, Store};
+use crate::uidmap::{UidMap, runs_of};
+
+use super::SyncError;
+
+/// Decides the pair's map after a pass recorded both sides' state: the stored one if there is
+/// one, else the one [`build`] makes, stored. `None`: the folder shows NEW's numbers.
+pub(super) async fn decide(
+    store: &dyn Store,
+    pair: &FolderPair,
+) -> Result<Option<UidMap>, SyncError> {
+    if let Some(map) = store.uid_map(pair.id).await? {
+        return Ok(Some(map));
+    }
+    let (Some(old), Some(new)) = (pair.old, pair.new) else {
+        return Ok(None);
+    };
+    let links = store.links(pair.id).await?;
+    match build(&links, old, new) {
+        Some(map) => Ok(Some(store.freeze_uid_map(pair.id, &map).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The map of a folder whose NEW messages, as of the recorded state `new`, are all copies of
+/// OLD's in OLD's order: each shown with its OLD UID, and NEW's later messages from OLD's
+/// UIDNEXT on; UIDVALIDITY is OLD's, MODSEQ counts on above OLD's. `None` when NEW held other
+/// messages then, or copies out of OLD's order (adopted from an earlier tool, say).
+pub(crate) fn build(links: &[Link], old: MailboxState, new: MailboxState) -> Option<UidMap> {
+    // Links to NEW UIDs at or above the recorded UIDNEXT are later arrivals (a move into the
+    // folder): they are in the tail like any message NEW gets from now on.
+    let mut pairs: Vec<(u32, u32)> = links
+        .iter()
+        .filter(|l| l.new_uid < new.uidnext)
+        .map(|l| (l.new_uid, l.old_uid))
+        .collect();
+    if pairs.len() != new.messages as usize {
+        return None;
+    }
+    pairs.sort_unstable();
+    let runs = runs_of(pairs).ok()?;
+    let (last_new, last_virt) = runs
+        .last()
+        .map_or((0, 0), |r| (r.new + (r.len - 1), r.virt + (r.len - 1)));
+    let tail = (
+        new.uidnext.max(last_new + 1),
+        old.uidnext.max(last_virt + 1),
+    );
+    UidMap::new(
+        old.uidvalidity,
+        new.uidvalidity,
+        old.highestmodseq,
+        &runs,
+        tail,
+    )
+    .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uidmap::Dir;
+
+    fn link(new_uid: u32, old_uid: u32) -> Link {
+        Link {
+            old_uid,
+            new_uid,
+            old_flags: String::new(),
+            new_flags: String::new(),
+            ident: None,
+        }
+    }
+
+    fn state(uidvalidity: u32, uidnext: u32, highestmodseq: u64, messages: u32) -> MailboxState {
+        MailboxState {
+            uidvalidity,
+            uidnext,
+            highestmodseq,
+            messages,
+        }
+    }
+
+    #[test]
+    fn copies_in_olds_order_keep_olds_uids() {
+        // OLD 3, 4, 9 were copied as NEW 1, 2, 3; OLD's UIDNEXT is 12, NEW's 4.
+        let links = [link(2, 4), link(1, 3), link(3, 9)];
+        let map = build(&links, state(700, 12, 55, 3), state(9, 4, 6, 3)).unwrap();
+        assert_eq!(map.uidvalidity(), 700);
+        assert_eq!(map.new_uidvalidity(), 9);
+        assert_eq!(map.modseq_offset(), 55);
+        let shown: Vec<_> = (1..=5).map(|u| map.exact(Dir::ToVirtual, u)).collect();
+        // NEW's next messages come after every OLD UID.
+        assert_eq!(shown, [Some(3), Some(4), Some(9), Some(12), Some(13)]);
+        // A move into the folder after the recorded state is in the tail.
+        let moved = [link(1, 3), link(2, 4), link(3, 9), link(4, 2)];
+        let again = build(&moved, state(700, 12, 55, 3), state(9, 4, 6, 3)).unwrap();
+        assert_eq!(again, map);
+    }
+
+    #[test]
+    fn a_folder_with_other_messages_or_out_of_order_copies_keeps_news_numbers() {
+        // NEW 1 is a message OLD never had (delivered to NEW before the copy).
+        let links = [link(2, 1), link(3, 2)];
+        assert_eq!(build(&links, state(7, 3, 0, 2), state(9, 4, 0, 3)), None);
+        // Copies out of OLD's order.
+        let links = [link(1, 2), link(2, 1)];
+        assert_eq!(build(&links, state(7, 3, 0, 2), state(9, 3, 0, 2)), None);
+    }
+
+    #[test]
+    fn an_empty_folder_starts_at_olds_uidnext() {
+        let map = build(&[], state(7, 40, 0, 0), state(9, 1, 0, 0)).unwrap();
+        assert_eq!(map.exact(Dir::ToVirtual, 1), Some(40));
+        assert_eq!(map.next_uid(1), 40);
+    }
+}

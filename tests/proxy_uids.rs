@@ -1,0 +1,229 @@
+//! Client caches kept across the cutover (issue 15), end to end with real Dovecot servers as OLD
+//! and NEW: with `[migration] keep_client_caches`, a folder copied from OLD shows OLD's
+//! UIDVALIDITY and OLD's UIDs through the proxy, new messages get UIDs above OLD's, the numbers
+//! survive a restart of the proxy, and writes by those numbers reach the right messages.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Dovecot, Layout, Proxy, RawImap, raw::Msg};
+
+const USER: &str = "carol";
+const PW: &str = "carolpw";
+
+/// The proxy in front of `new`, migrating from `old`, state in `state`, with these
+/// `[migration]` settings.
+fn proxy_with(old: &Dovecot, new: &Dovecot, state: &Path, migration: &str) -> Proxy {
+    Proxy::start(
+        new.port(),
+        &format!(
+            "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+             [state]\npath = \"{}\"\n[migration]\n{migration}\n",
+            old.port(),
+            state.display()
+        ),
+    )
+}
+
+fn proxy(old: &Dovecot, new: &Dovecot, state: &Path, keep: bool) -> Proxy {
+    let migration = format!("select_budget_ms = 5000\nkeep_client_caches = {keep}");
+    proxy_with(old, new, state, &migration)
+}
+
+/// OLD's INBOX: six messages, the third expunged (UIDs 1, 2, 4, 5, 6; UIDNEXT 7).
+fn seed_old(old: &Dovecot) -> (u32, Vec<Msg>) {
+    let mut c = RawImap::connect(old.host(), old.port());
+    c.login(USER, PW);
+    for i in 1..=6 {
+        c.append("INBOX", &[], None, &common::message(i, 500));
+    }
+    c.select("INBOX");
+    c.uid_expunge("INBOX", 3);
+    let uidvalidity = uidvalidity(&mut c, "INBOX");
+    let msgs = c.uid_fetch_all("INBOX");
+    c.logout();
+    (uidvalidity, msgs)
+}
+
+fn uidvalidity(c: &mut RawImap, mailbox: &str) -> u32 {
+    let (lines, status) = c.raw(&format!("STATUS {mailbox} (UIDVALIDITY)"));
+    assert!(status.contains("OK"), "{status}");
+    let line = lines.iter().find(|l| l.contains("UIDVALIDITY")).unwrap();
+    number_after(line, "UIDVALIDITY")
+}
+
+fn number_after(text: &str, word: &str) -> u32 {
+    let at = text
+        .find(word)
+        .unwrap_or_else(|| panic!("{word} in {text}"))
+        + word.len();
+    text[at..]
+        .trim_start_matches([' ', '('])
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `(uid, body)` of each message, as a client sees them through `port`.
+fn seen(port: u16) -> (u32, Vec<(u32, Vec<u8>)>, RawImap) {
+    let mut c = RawImap::connect("127.0.0.1", port);
+    c.login(USER, PW);
+    let (lines, status) = c.raw("SELECT INBOX");
+    assert!(status.contains("OK"), "{status}");
+    let line = lines.iter().find(|l| l.contains("[UIDVALIDITY")).unwrap();
+    let uidvalidity = number_after(line, "UIDVALIDITY");
+    let msgs = c.uid_fetch("1:*");
+    (
+        uidvalidity,
+        msgs.into_iter().map(|m| (m.uid, m.body)).collect(),
+        c,
+    )
+}
+
+fn servers() -> (Dovecot, Dovecot) {
+    let old = Dovecot::start(Layout::Slash);
+    let new = Dovecot::start(Layout::Slash);
+    old.add_user(USER, PW);
+    new.add_user(USER, PW);
+    // NEW's INBOX exists (a login creates it) with a UIDVALIDITY of its own.
+    RawImap::connect(new.host(), new.port()).login(USER, PW);
+    new.set_uidvalidity(USER, "INBOX", 4242);
+    (old, new)
+}
+
+#[test]
+fn a_migrated_folder_shows_olds_uidvalidity_and_uids() {
+    let (old, new) = servers();
+    let (old_validity, old_msgs) = seed_old(&old);
+    let old_view: Vec<(u32, Vec<u8>)> = old_msgs.iter().map(|m| (m.uid, m.body.clone())).collect();
+    assert_eq!(
+        old_view.iter().map(|m| m.0).collect::<Vec<_>>(),
+        [1, 2, 4, 5, 6]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+
+    let p = proxy(&old, &new, &state, true);
+    let (validity, view, mut c) = seen(p.port);
+    assert_eq!(validity, old_validity, "OLD's UIDVALIDITY");
+    assert_eq!(view, old_view, "OLD's UIDs, each on its own message");
+    // NEW's own numbers differ: the proxy translated them.
+    let mut direct = RawImap::connect(new.host(), new.port());
+    direct.login(USER, PW);
+    let new_msgs = direct.uid_fetch_all("INBOX");
+    assert_eq!(
+        new_msgs.iter().map(|m| m.uid).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(uidvalidity(&mut direct, "INBOX"), 4242);
+
+    // A message appended through the proxy is shown above every OLD UID.
+    let (lines, status) = c.raw("APPEND INBOX (\\Seen) {5}\r\nHi!\r\n");
+    let _ = lines;
+    assert!(status.contains("OK"), "{status}");
+    let appended = number_after(&status, &format!("APPENDUID {old_validity}"));
+    assert!(appended >= 7, "fresh UID {appended} above OLD's UIDNEXT 7");
+    // A write by a virtual UID reaches that message on NEW.
+    c.exec("UID STORE 4 +FLAGS (\\Flagged)");
+    let flagged: Vec<Vec<u8>> = direct
+        .uid_fetch_all("INBOX")
+        .into_iter()
+        .filter(|m| m.flags.contains("\\Flagged"))
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(
+        flagged,
+        [old_view[2].1.clone()],
+        "UID 4 is OLD's fourth message"
+    );
+    let (lines, _) = c.raw("STATUS INBOX (UIDNEXT UIDVALIDITY)");
+    let line = lines.iter().find(|l| l.contains("STATUS")).unwrap();
+    assert_eq!(number_after(line, "UIDVALIDITY"), old_validity);
+    assert_eq!(number_after(line, "UIDNEXT"), appended + 1);
+    c.logout();
+    drop(p);
+
+    // After a restart the numbers are the same.
+    let p = proxy(&old, &new, &state, true);
+    let (validity, again, c) = seen(p.port);
+    c.logout();
+    assert_eq!(validity, old_validity);
+    assert_eq!(&again[..5], &old_view[..]);
+    assert_eq!(again[5].0, appended);
+    drop(p);
+
+    // A retired account's clients keep seeing the same numbers, OLD untouched.
+    common::state::retire_all(&state);
+    let p = proxy(&old, &new, &state, true);
+    let (validity, retired, mut c) = seen(p.port);
+    assert_eq!(validity, old_validity);
+    assert_eq!(retired, again);
+    c.exec("UID STORE 5 +FLAGS (\\Answered)");
+    let answered: Vec<Vec<u8>> = direct
+        .uid_fetch_all("INBOX")
+        .into_iter()
+        .filter(|m| m.flags.contains("\\Answered"))
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(
+        answered,
+        [old_view[3].1.clone()],
+        "UID 5 is OLD's fifth message"
+    );
+    c.logout();
+    drop(p);
+
+    // Without the feature the client sees NEW's numbers (its cache would be dropped).
+    let p = proxy(&old, &new, &state, false);
+    let (validity, plain, c) = seen(p.port);
+    c.logout();
+    assert_ne!(validity, old_validity);
+    assert_eq!(
+        plain.iter().map(|m| m.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+}
+
+#[test]
+fn a_folder_is_not_shown_before_its_numbers_are_decided() {
+    let (old, new) = servers();
+    let (old_validity, _) = seed_old(&old);
+    let mut c = RawImap::connect(old.host(), old.port());
+    c.login(USER, PW);
+    c.create("Later");
+    c.append("Later", &[], None, &common::message(40, 300));
+    let later_validity = uidvalidity(&mut c, "Later");
+    c.logout();
+    let dir = tempfile::tempdir().unwrap();
+    let p = proxy_with(
+        &old,
+        &new,
+        &dir.path().join("state.db"),
+        "select_budget_ms = 500\nkeep_client_caches = true\nkeep_client_caches_wait_secs = 1",
+    );
+    let (validity, _, mut c) = seen(p.port);
+    assert_eq!(validity, old_validity);
+
+    // OLD stops answering before `Later` is copied: the client is told to come back.
+    old.freeze(true);
+    let started = std::time::Instant::now();
+    let (_, status) = c.raw("SELECT Later");
+    assert!(status.contains("NO [UNAVAILABLE]"), "{status}");
+    let (_, status) = c.raw("STATUS Later (UIDNEXT UIDVALIDITY)");
+    assert!(status.contains("NO [UNAVAILABLE]"), "{status}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // The session goes on: INBOX is still there.
+    let (_, status) = c.raw("SELECT INBOX");
+    assert!(status.contains("OK"), "{status}");
+
+    // Once OLD answers, the folder is shown with OLD's numbers.
+    old.freeze(false);
+    let (lines, status) = c.raw("SELECT Later");
+    assert!(status.contains("OK"), "{status}");
+    let line = lines.iter().find(|l| l.contains("[UIDVALIDITY")).unwrap();
+    assert_eq!(number_after(line, "UIDVALIDITY"), later_validity);
+    c.logout();
+}
