@@ -3,7 +3,9 @@
 # doveadm), Courier-IMAP and Cyrus IMAP (more OLD server types, tests/common/{courier,cyrus}.rs,
 # the latter through scripts/install-cyrus.sh), openssl, the mail
 # clients tests/proxy_clients.rs drives through the proxy (mbsync from isync, curl; those tests
-# fail without them), python3 (imaplib clients in the proxy tests), and what scripts/package.sh
+# fail without them), offlineimap (Debian's offlineimap3: tests/client_caches.rs runs it and
+# mbsync against OLD, then through the migration proxy, and fails without them), python3
+# (imaplib clients in the proxy tests), and what scripts/package.sh
 # checks the Debian package with (systemd-analyze from systemd, man from man-db), and PostgreSQL
 # (the fleet's state store; tests/common/postgres.rs runs its own clusters with initdb). Does
 # nothing when everything is already there.
@@ -20,6 +22,7 @@ command -v doveadm >/dev/null 2>&1 || need+=(dovecot-core)
 [ -x /usr/sbin/couriertcpd ] || need+=(courier-base)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
+command -v offlineimap >/dev/null 2>&1 || need+=(offlineimap3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)

@@ -11,6 +11,14 @@ pub struct Run {
     pub len: u32,
 }
 
+/// What a folder shows its clients, decided once and for good (clients cache whichever it is):
+/// OLD's numbers through a map, or NEW's own, when it cannot keep client caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    Old(UidMap),
+    New,
+}
+
 /// Why a [`UidMap`] cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {

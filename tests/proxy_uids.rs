@@ -227,3 +227,46 @@ fn a_folder_is_not_shown_before_its_numbers_are_decided() {
     assert_eq!(number_after(line, "UIDVALIDITY"), later_validity);
     c.logout();
 }
+
+#[test]
+fn a_folder_that_had_mail_of_its_own_on_new_shows_news_numbers_and_says_so() {
+    let (old, new) = servers();
+    let (old_validity, _) = seed_old(&old);
+    let mut c = RawImap::connect(old.host(), old.port());
+    c.login(USER, PW);
+    c.create("Mixed");
+    c.append("Mixed", &[], None, &common::message(50, 300));
+    c.append("Mixed", &[], None, &common::message(51, 300));
+    let mixed_validity = uidvalidity(&mut c, "Mixed");
+    c.logout();
+    // Mail delivered to NEW's folder before the proxy copied OLD's.
+    let mut direct = RawImap::connect(new.host(), new.port());
+    direct.login(USER, PW);
+    direct.create("Mixed");
+    direct.append("Mixed", &[], None, &common::message(60, 300));
+    new.set_uidvalidity(USER, "Mixed", 5151);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let p = proxy(&old, &new, &state, true);
+    let (validity, _, mut c) = seen(p.port);
+    assert_eq!(validity, old_validity);
+    let (lines, status) = c.raw("SELECT Mixed");
+    assert!(status.contains("OK"), "{status}");
+    let line = lines.iter().find(|l| l.contains("[UIDVALIDITY")).unwrap();
+    assert_eq!(
+        number_after(line, "UIDVALIDITY"),
+        5151,
+        "NEW's, not OLD's {mixed_validity}"
+    );
+    let uids: Vec<u32> = c.uid_fetch("1:*").into_iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [1, 2, 3]);
+    c.logout();
+    drop(p);
+
+    let shown: Vec<(String, Option<bool>)> = common::state::folder_summaries(&state)
+        .into_iter()
+        .map(|f| (f.pair.new_name, f.keeps_client_caches))
+        .collect();
+    assert!(shown.contains(&("INBOX".into(), Some(true))), "{shown:?}");
+    assert!(shown.contains(&("Mixed".into(), Some(false))), "{shown:?}");
+}

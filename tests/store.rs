@@ -13,7 +13,7 @@ use imapferry::store::{
     self, AccountKey, AccountState, AccountSummary, Link, LinkFlags, Location, MailboxState,
     NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
 };
-use imapferry::uidmap::{UidMap, runs_of};
+use imapferry::uidmap::{Shown, UidMap, runs_of};
 
 /// One store under test: a file in a temporary directory, or the database of a private
 /// PostgreSQL. Kept alive for the whole test.
@@ -2090,11 +2090,11 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     store.close().await;
 }
 
-/// A UID map: NEW 1..=3 shown from `first` (below 18) on, NEW 5..=6 as 20..=21, NEW UIDs from 8
-/// on from 100.
-fn uid_map(uidvalidity: u32, first: u32) -> UidMap {
+/// A folder showing OLD's numbers through a UID map: NEW 1..=3 shown from `first` (below 18)
+/// on, NEW 5..=6 as 20..=21, NEW UIDs from 8 on from 100.
+fn uid_map(uidvalidity: u32, first: u32) -> Shown {
     let links = [(1, first), (2, first + 1), (3, first + 2), (5, 20), (6, 21)];
-    UidMap::new(uidvalidity, 5, 1 << 40, &runs_of(links).unwrap(), (8, 100)).unwrap()
+    Shown::Old(UidMap::new(uidvalidity, 5, 1 << 40, &runs_of(links).unwrap(), (8, 100)).unwrap())
 }
 
 /// The first map frozen for a pair is the pair's: a later freeze (another proxy's, built from
@@ -2112,10 +2112,11 @@ async fn the_first_uid_map_frozen_stays(b: Backend) {
     // A map without runs below its tail, and the largest numbers a column holds.
     let account = store.account(&key("alice")).await.unwrap();
     let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
-    let bare = UidMap::new(u32::MAX, u32::MAX, (1 << 63) - 1, &[], (u32::MAX, 1)).unwrap();
+    let bare =
+        Shown::Old(UidMap::new(u32::MAX, u32::MAX, (1 << 63) - 1, &[], (u32::MAX, 1)).unwrap());
     assert_eq!(store.freeze_uid_map(sent, &bare).await.unwrap(), bare);
     // A 64-bit MODSEQ offset has no column, and a missing pair no map.
-    let wide = UidMap::new(1, 1, 1 << 63, &[], (1, 1)).unwrap();
+    let wide = Shown::Old(UidMap::new(1, 1, 1 << 63, &[], (1, 1)).unwrap());
     assert!(matches!(
         store.freeze_uid_map(pair, &wide).await,
         Err(StoreError::Corrupt(_))
@@ -2150,6 +2151,24 @@ async fn the_first_uid_map_frozen_stays(b: Backend) {
     let stored = store.uid_map(drafts).await.unwrap().unwrap();
     assert!(got.iter().all(|m| *m == stored), "{got:?}");
     assert_eq!(b.rows("uid_maps").await, 3);
+    // A folder decided to show NEW's numbers shows them for good: its clients cache those.
+    let junk = store.folder_pair(account, "Junk", "Junk").await.unwrap().id;
+    assert_eq!(
+        store.freeze_uid_map(junk, &Shown::New).await.unwrap(),
+        Shown::New
+    );
+    assert_eq!(
+        store.freeze_uid_map(junk, &uid_map(1, 10)).await.unwrap(),
+        Shown::New
+    );
+    store.close().await;
+    let store = b.open().await;
+    assert_eq!(store.uid_map(junk).await.unwrap(), Some(Shown::New));
+    let listed = store.uid_maps(account).await.unwrap();
+    assert!(
+        listed.contains(&("Junk".to_owned(), Shown::New)),
+        "{listed:?}"
+    );
     store.close().await;
 }
 

@@ -417,9 +417,10 @@ fn account_table(accounts: &[AccountSummary]) -> String {
     )
 }
 
-/// One account's folders, one line per folder pair after a header.
+/// One account's folders, one line per folder pair after a header; with client caches kept,
+/// which numbers each folder shows (`OLD`, `NEW`, `-` not decided yet).
 fn folder_table(folders: &[FolderSummary]) -> String {
-    let header = [
+    let mut header = vec![
         "OLD folder",
         "NEW folder",
         "phase",
@@ -429,6 +430,10 @@ fn folder_table(folders: &[FolderSummary]) -> String {
         "tombstones",
         "errors",
     ];
+    let caches = folders.iter().any(|f| f.keeps_client_caches.is_some());
+    if caches {
+        header.push("UIDs shown");
+    }
     let count = |side: Option<crate::store::MailboxState>| {
         side.map_or_else(|| "-".to_string(), |s| s.messages.to_string())
     };
@@ -445,12 +450,22 @@ fn folder_table(folders: &[FolderSummary]) -> String {
                 f.tombstones.to_string(),
                 f.message_errors.to_string(),
             ]
+            .into_iter()
+            .chain(caches.then(|| {
+                match f.keeps_client_caches {
+                    Some(true) => "OLD",
+                    Some(false) => "NEW",
+                    None => "-",
+                }
+                .to_string()
+            }))
+            .collect()
         })
         .collect();
     table(
         &header,
         rows,
-        &[false, false, false, true, true, true, true, true],
+        &[false, false, false, true, true, true, true, true, false],
     )
 }
 
@@ -565,6 +580,39 @@ mod tests {
         assert_eq!(duration(12 * 60 + 5), "12m");
         assert_eq!(duration(3 * 3600 + 5 * 60), "3h 05m");
         assert_eq!(duration(2 * 86_400 + 4 * 3600 + 60), "2d 4h");
+    }
+
+    #[test]
+    fn folders_say_which_numbers_they_show_once_decided() {
+        let folder = |name: &str, keeps: Option<bool>| FolderSummary {
+            pair: crate::store::FolderPair {
+                id: 1,
+                account: 1,
+                old_name: name.into(),
+                new_name: name.into(),
+                old: None,
+                new: None,
+                adopt_from: 1,
+                phase: crate::store::Phase::Synced,
+            },
+            linked: 0,
+            tombstones: 0,
+            message_errors: 0,
+            keeps_client_caches: keeps,
+        };
+        let decided = folder_table(&[
+            folder("INBOX", Some(true)),
+            folder("Mixed", Some(false)),
+            folder("Later", None),
+        ]);
+        let last: Vec<&str> = decided
+            .lines()
+            .map(|l| l.split_whitespace().last().unwrap())
+            .collect();
+        assert_eq!(last, ["shown", "OLD", "NEW", "-"], "\n{decided}");
+        // Without client caches kept, no such column.
+        let plain = folder_table(&[folder("INBOX", None)]);
+        assert!(!plain.contains("shown"), "{plain}");
     }
 
     #[test]

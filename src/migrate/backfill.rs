@@ -21,7 +21,7 @@ use crate::config::LivePickup;
 use crate::lock::{Poisoned, recover};
 use crate::store::{MailboxState, PairId, StoreError};
 use crate::sync::{self, Event, Observer, Options, OwnChanges, SyncError};
-use crate::uidmap::UidMap;
+use crate::uidmap::Shown;
 
 /// A folder checked this recently (or left by its last session this recently, live pickup
 /// having watched it until then) is not checked again for a SELECT.
@@ -242,8 +242,8 @@ impl Observer for UserWrites<'_> {
         self.acct.wants_uid_map(folder)
     }
 
-    fn uid_map(&self, folder: &str, map: Option<UidMap>) {
-        self.acct.caches.decide(folder, map);
+    fn uid_map(&self, folder: &str, shown: Shown) {
+        self.acct.caches.decide(folder, shown);
     }
 }
 

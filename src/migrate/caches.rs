@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::account::Account;
 use crate::lock;
 use crate::store::{AccountId, Store, StoreError};
-use crate::uidmap::UidMap;
+use crate::uidmap::{Shown, UidMap};
 
 /// The account's decided folders. `None` in `decided`: the folder shows NEW's numbers.
 #[derive(Default)]
@@ -59,7 +59,7 @@ impl ClientCaches {
     ) -> Result<ClientCaches, StoreError> {
         let caches = ClientCaches::new(true);
         for (folder, map) in store.uid_maps(account).await? {
-            caches.decide(&folder, Some(map));
+            caches.decide(&folder, map);
         }
         Ok(caches)
     }
@@ -69,13 +69,14 @@ impl ClientCaches {
         self.decision(folder).flatten()
     }
 
-    /// Records a folder's decision (the first one stands).
-    pub(crate) fn decide(&self, folder: &str, map: Option<UidMap>) {
+    /// Records a folder's decision (the store keeps the first one).
+    pub(crate) fn decide(&self, folder: &str, shown: Shown) {
+        let map = match shown {
+            Shown::Old(map) => Some(Arc::new(map)),
+            Shown::New => None,
+        };
         let kept = map.is_some();
-        let new = self
-            .decided()
-            .insert(key(folder), map.map(Arc::new))
-            .is_none();
+        let new = self.decided().insert(key(folder), map).is_none();
         if new {
             info!(folder, kept, "client caches decided");
             self.made.send_modify(|n| *n += 1);
@@ -105,7 +106,7 @@ impl Account {
             .get_or_try_init(|| async {
                 let maps = self.store.uid_maps(self.id).await?;
                 for (folder, map) in maps {
-                    self.caches.decide(&folder, Some(map));
+                    self.caches.decide(&folder, map);
                 }
                 Ok::<(), StoreError>(())
             })

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::secret::Secret;
-use crate::uidmap::UidMap;
+use crate::uidmap::Shown;
 
 pub type AccountId = i64;
 pub type PairId = i64;
@@ -292,6 +292,9 @@ pub struct FolderSummary {
     pub linked: u64,
     pub tombstones: u64,
     pub message_errors: u64,
+    /// Whether the folder keeps client caches (shows OLD's numbers); `None`: not decided (the
+    /// proxy's `keep_client_caches` is off, or the folder was never completed since).
+    pub keeps_client_caches: Option<bool>,
 }
 
 /// Where the state lives (`[state] url` or `path`, `--state`): an SQLite file, the embedded
@@ -481,13 +484,13 @@ pub trait Store: Send + Sync {
     /// Replaces the pair's messages in error (OLD UID, reason) with those of its latest pass.
     async fn set_message_errors(&self, pair: PairId, errors: &[(u32, String)]) -> Result<()>;
     async fn message_errors(&self, pair: PairId) -> Result<Vec<(u32, String)>>;
-    /// The pair's UID map, if one was frozen.
-    async fn uid_map(&self, pair: PairId) -> Result<Option<UidMap>>;
-    /// Stores `map` as the pair's unless it has one already, and returns the pair's map: the first
-    /// one stored wins, so every proxy of a fleet shows the same numbers.
-    async fn freeze_uid_map(&self, pair: PairId, map: &UidMap) -> Result<UidMap>;
-    /// The UID maps of the account's pairs, with each pair's NEW folder name (raw, as stored).
-    async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, UidMap)>>;
+    /// What the pair's folder shows its clients, if that was decided.
+    async fn uid_map(&self, pair: PairId) -> Result<Option<Shown>>;
+    /// Stores `shown` as the pair's decision unless it has one already, and returns the pair's:
+    /// the first one stored wins, so every proxy of a fleet shows the same numbers.
+    async fn freeze_uid_map(&self, pair: PairId, shown: &Shown) -> Result<Shown>;
+    /// The decisions of the account's pairs, with each pair's NEW folder name (raw, as stored).
+    async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, Shown)>>;
 
     /// One commit of the journal (a group commit: the writes of several sessions, and the
     /// drainers' marks): appends `entries` to their accounts' journals (pending), in order,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{MailboxState, PairId, Result, StoreError};
-use crate::uidmap::{self, UidMap};
+use crate::uidmap::{self, Shown, UidMap};
 
 /// The schema migrations, in order: migration `i` brings the database to version `i + 1`.
 /// Each runs in one transaction, together with its row in `schema_version`.
@@ -335,7 +335,31 @@ pub(super) struct DbUidMap {
 }
 
 impl DbUidMap {
-    pub(super) fn from_map(map: &UidMap) -> Result<DbUidMap> {
+    /// A decision's columns: a folder that shows NEW's numbers is a row with UIDVALIDITY 0
+    /// (no IMAP UIDVALIDITY is 0), its other columns 0 and `''`.
+    pub(super) fn from_shown(shown: &Shown) -> Result<DbUidMap> {
+        match shown {
+            Shown::Old(map) => DbUidMap::from_map(map),
+            Shown::New => Ok(DbUidMap {
+                uidvalidity: 0,
+                new_uidvalidity: 0,
+                modseq_offset: 0,
+                tail_new: 0,
+                tail_virt: 0,
+                runs: String::new(),
+            }),
+        }
+    }
+
+    /// The decision these columns hold (see [`DbUidMap::from_shown`]).
+    pub(super) fn into_shown(self, pair: PairId) -> Result<Shown> {
+        match self.uidvalidity {
+            0 => Ok(Shown::New),
+            _ => self.into_map(pair).map(Shown::Old),
+        }
+    }
+
+    fn from_map(map: &UidMap) -> Result<DbUidMap> {
         let modseq_offset = i64::try_from(map.modseq_offset()).map_err(|_| {
             StoreError::Corrupt(format!(
                 "a MODSEQ offset of {} exceeds 63 bits",
@@ -359,7 +383,7 @@ impl DbUidMap {
     }
 
     /// The map of `pair` these columns hold; [`StoreError::Corrupt`] when they hold none.
-    pub(super) fn into_map(self, pair: PairId) -> Result<UidMap> {
+    fn into_map(self, pair: PairId) -> Result<UidMap> {
         let corrupt =
             |what: String| StoreError::Corrupt(format!("folder pair {pair}: the UID map's {what}"));
         let u32_of = |what: &str, v: i64| {
@@ -501,6 +525,12 @@ mod tests {
         assert_eq!(stored.into_map(1).unwrap(), bare);
         let far = UidMap::new(1, 1, 0, &[], (u32::MAX, u32::MAX)).unwrap();
         assert_eq!(DbUidMap::from_map(&far).unwrap().into_map(1).unwrap(), far);
+        // NEW's own numbers.
+        let new = DbUidMap::from_shown(&Shown::New).unwrap();
+        assert_eq!(new.uidvalidity, 0);
+        assert_eq!(new.into_shown(1).unwrap(), Shown::New);
+        let old = DbUidMap::from_shown(&Shown::Old(far.clone())).unwrap();
+        assert_eq!(old.into_shown(1).unwrap(), Shown::Old(far));
         // A MODSEQ offset of 64 bits has no column.
         let wide = UidMap::new(1, 1, 1 << 63, &[], (1, 1)).unwrap();
         assert!(matches!(

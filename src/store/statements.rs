@@ -23,7 +23,7 @@ use crate::store::{
     JournalEntry, Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase,
     Progress, Result, Store, StoreError,
 };
-use crate::uidmap::UidMap;
+use crate::uidmap::Shown;
 
 impl SqlStore {
     /// Applies the migrations this database has not seen yet, each in one transaction.
@@ -917,16 +917,16 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn uid_map(&self, pair: PairId) -> Result<Option<UidMap>> {
+    async fn uid_map(&self, pair: PairId) -> Result<Option<Shown>> {
         let row = self.select_row(pair_uid_map(), args![pair]).await?;
-        row.as_ref().map(uid_map_from_row).transpose()
+        row.as_ref().map(shown_from_row).transpose()
     }
 
     /// One statement inserts the map unless the pair has one (`ON CONFLICT DO NOTHING`: a
     /// concurrent freeze waits for the first to commit, then inserts nothing), and the map
     /// stored is read back in the same transaction. A missing pair inserts nothing: an error.
-    async fn freeze_uid_map(&self, pair: PairId, map: &UidMap) -> Result<UidMap> {
-        let m = DbUidMap::from_map(map)?;
+    async fn freeze_uid_map(&self, pair: PairId, shown: &Shown) -> Result<Shown> {
+        let m = DbUidMap::from_shown(shown)?;
         self.write(move |c| {
             op(async move {
                 c.execute(
@@ -949,13 +949,13 @@ impl Store for SqlStore {
                     .fetch_optional(&pair_uid_map(), args![pair])
                     .await?
                     .ok_or_else(|| StoreError::Corrupt(format!("no folder pair {pair}")))?;
-                uid_map_from_row(&row)
+                shown_from_row(&row)
             })
         })
         .await
     }
 
-    async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, UidMap)>> {
+    async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, Shown)>> {
         let sql = format!(
             "SELECT p.new_name, {UID_MAP_COLUMNS} FROM uid_maps m \
              JOIN folder_pairs p ON p.id = m.pair_id \
@@ -963,7 +963,7 @@ impl Store for SqlStore {
         );
         let rows = self.select(sql, args![account]).await?;
         rows.iter()
-            .map(|row| Ok((row.get("new_name")?, uid_map_from_row(row)?)))
+            .map(|row| Ok((row.get("new_name")?, shown_from_row(row)?)))
             .collect()
     }
 
@@ -1354,7 +1354,9 @@ impl Store for SqlStore {
              (SELECT COUNT(*) FROM tombstones t WHERE t.pair_id = folder_pairs.id) \
              + retired_tombstones AS tombstones, \
              (SELECT COUNT(*) FROM message_errors e WHERE e.pair_id = folder_pairs.id) \
-             AS message_errors \
+             AS message_errors, \
+             (SELECT m.uidvalidity FROM uid_maps m WHERE m.pair_id = folder_pairs.id) \
+             AS shown_uidvalidity \
              FROM folder_pairs WHERE account_id = $1 ORDER BY old_name"
         );
         let rows = self.select(sql, args![account]).await?;
@@ -1365,6 +1367,10 @@ impl Store for SqlStore {
                     linked: get_u64(row, "linked")?,
                     tombstones: get_u64(row, "tombstones")?,
                     message_errors: get_u64(row, "message_errors")?,
+                    // A UIDVALIDITY of 0 stands for NEW's numbers (see `DbUidMap::from_shown`).
+                    keeps_client_caches: row
+                        .get::<Option<i64>>("shown_uidvalidity")?
+                        .map(|v| v != 0),
                 })
             })
             .collect()
@@ -1548,7 +1554,7 @@ fn read_side(row: &Row, side: &str) -> Result<DbSide> {
     })
 }
 
-/// Columns of `uid_maps` (as `m`), as [`uid_map_from_row`] reads them.
+/// Columns of `uid_maps` (as `m`), as [`shown_from_row`] reads them.
 const UID_MAP_COLUMNS: &str =
     "m.pair_id, m.uidvalidity, m.new_uidvalidity, m.modseq_offset, m.tail_new, m.tail_virt, m.runs";
 
@@ -1557,7 +1563,7 @@ fn pair_uid_map() -> String {
     format!("SELECT {UID_MAP_COLUMNS} FROM uid_maps m WHERE m.pair_id = $1")
 }
 
-fn uid_map_from_row(row: &Row) -> Result<UidMap> {
+fn shown_from_row(row: &Row) -> Result<Shown> {
     let pair: PairId = row.get("pair_id")?;
     DbUidMap {
         uidvalidity: row.get("uidvalidity")?,
@@ -1567,7 +1573,7 @@ fn uid_map_from_row(row: &Row) -> Result<UidMap> {
         tail_virt: row.get("tail_virt")?,
         runs: row.get("runs")?,
     }
-    .into_map(pair)
+    .into_shown(pair)
 }
 
 fn pair_from_row(row: &Row) -> Result<FolderPair> {

@@ -519,8 +519,9 @@ pub async fn sync_pair(
         let now = store
             .folder_pair(pair.account, &pair.old_name, &pair.new_name)
             .await?;
-        if now.old.is_some() && now.new.is_some() {
-            observer.uid_map(&pair.new_name, client_uids::decide(store, &now).await?);
+        if let (Some(old), Some(new)) = (now.old, now.new) {
+            let shown = client_uids::decide(store, &now, (old, new)).await?;
+            observer.uid_map(&pair.new_name, shown);
         }
     }
     Ok(tally.into_report())

@@ -3,27 +3,24 @@
 //! stored once (in a fleet the first one stored wins) and never changed after.
 
 use crate::store::{FolderPair, Link, MailboxState, Store};
-use crate::uidmap::{UidMap, runs_of};
+use crate::uidmap::{Shown, UidMap, runs_of};
 
 use super::SyncError;
 
-/// Decides the pair's map after a pass recorded both sides' state: the stored one if there is
-/// one, else the one [`build`] makes, stored. `None`: the folder shows NEW's numbers.
+/// What the pair's folder shows, decided after a pass recorded both sides' state `old` and
+/// `new`: the stored decision if there is one, else the map [`build`] makes or NEW's numbers,
+/// stored for good.
 pub(super) async fn decide(
     store: &dyn Store,
     pair: &FolderPair,
-) -> Result<Option<UidMap>, SyncError> {
-    if let Some(map) = store.uid_map(pair.id).await? {
-        return Ok(Some(map));
+    (old, new): (MailboxState, MailboxState),
+) -> Result<Shown, SyncError> {
+    if let Some(shown) = store.uid_map(pair.id).await? {
+        return Ok(shown);
     }
-    let (Some(old), Some(new)) = (pair.old, pair.new) else {
-        return Ok(None);
-    };
     let links = store.links(pair.id).await?;
-    match build(&links, old, new) {
-        Some(map) => Ok(Some(store.freeze_uid_map(pair.id, &map).await?)),
-        None => Ok(None),
-    }
+    let shown = build(&links, old, new).map_or(Shown::New, Shown::Old);
+    Ok(store.freeze_uid_map(pair.id, &shown).await?)
 }
 
 /// The map of a folder whose NEW messages, as of the recorded state `new`, are all copies of

@@ -275,10 +275,10 @@ pub trait Observer: Send + Sync {
         false
     }
 
-    /// The pass completed and decided the folder's UID map: the stored one, or `None` when the
-    /// folder cannot keep client caches (NEW holds messages not copied from OLD, or copies out
-    /// of OLD's order).
-    fn uid_map(&self, _new_folder: &str, _map: Option<crate::uidmap::UidMap>) {}
+    /// The pass completed and decided what the folder shows: OLD's numbers through its UID
+    /// map, or NEW's when it cannot keep client caches (NEW held messages not copied from OLD,
+    /// or copies out of OLD's order).
+    fn uid_map(&self, _new_folder: &str, _shown: crate::uidmap::Shown) {}
 }
 
 /// An observer that ignores everything.
