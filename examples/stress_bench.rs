@@ -54,9 +54,12 @@
 //! other build).
 //!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
-//! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH]. `--proxy-exe` names
-//! another build of this example: its plain and migration proxies take their turns too, marked
-//! "(other)", with users of their own.
+//! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches].
+//! `--proxy-exe` names another build of this example: its plain and migration proxies take their
+//! turns too, marked "(other)", with users of their own. `--caches` adds a migration proxy with
+//! `[migration] keep_client_caches` (its users `c0`…, their folders showing OLD's numbers), and
+//! the line "migration proxy, caches vs migration proxy" gives what the translation costs per
+//! command.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -93,6 +96,8 @@ struct Config {
     warmup: f64,
     seed: u64,
     proxy_exe: Option<std::path::PathBuf>,
+    /// Also a migration proxy with `keep_client_caches` (its users `c0`…).
+    caches: bool,
 }
 
 fn main() -> Result<()> {
@@ -105,6 +110,7 @@ fn main() -> Result<()> {
         warmup: 5.0,
         seed: 1,
         proxy_exe: None,
+        caches: false,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -125,6 +131,7 @@ fn main() -> Result<()> {
                     .unwrap_or_else(|| usage("--proxy-exe needs a path"));
                 cfg.proxy_exe = Some(path.into());
             }
+            "--caches" => cfg.caches = true,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -141,7 +148,7 @@ fn usage(why: &str) -> ! {
     }
     eprintln!(
         "usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients N] \
-         [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD]"
+         [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD] [--caches]"
     );
     std::process::exit(64)
 }
@@ -171,6 +178,9 @@ async fn run(cfg: &Config) -> Result<()> {
     let mut prefixes = vec![("d", false), ("p", false), ("m", true)];
     if other {
         prefixes.extend([("q", false), ("n", true)]);
+    }
+    if cfg.caches {
+        prefixes.push(("c", true));
     }
     let users: Vec<(String, String)> = prefixes
         .iter()
@@ -223,6 +233,27 @@ async fn run(cfg: &Config) -> Result<()> {
             port: migration.port,
             users: mu,
             proxy_pid: Some(migration.pid()),
+        });
+    }
+    let caches = cfg.caches.then(|| {
+        ProxyProcess::start(
+            &this,
+            &[CHILD_FLAG],
+            new.port(),
+            &format!(
+                "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"same\"\n\
+                 [migration]\nkeep_client_caches = true\n",
+                old.port()
+            ),
+        )
+    });
+    if let Some(proxy) = &caches {
+        paths.push(Path {
+            name: "migration proxy, caches".into(),
+            short: "caches".into(),
+            port: proxy.port,
+            users: "c",
+            proxy_pid: Some(proxy.pid()),
         });
     }
     let t = Instant::now();
@@ -838,6 +869,21 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
             proxy_ms(i) / proxy_ms(pl),
             paths[pl].name,
             rate(0) / rate(pl)
+        );
+    }
+    // What translating the numbers of a folder that keeps client caches costs.
+    if let (Some(c), Some(m)) = (
+        paths.iter().position(|p| p.short == "caches"),
+        paths.iter().position(|p| p.short == "migr"),
+    ) {
+        println!(
+            "\n{} vs {}: proxy CPU per command {:.2}× ({:+.1} ms per 1,000 commands), time per \
+             command {:.3}×",
+            paths[c].name,
+            paths[m].name,
+            proxy_ms(c) / proxy_ms(m),
+            proxy_ms(c) - proxy_ms(m),
+            rate(m) / rate(c)
         );
     }
     // Where the CPUs are the limit (NEW, OLD, the proxy and the clients share them), a path's

@@ -127,6 +127,14 @@ fn a_migrated_folder_shows_olds_uidvalidity_and_uids() {
     let appended = number_after(&status, &format!("APPENDUID {old_validity}"));
     assert!(appended >= 7, "fresh UID {appended} above OLD's UIDNEXT 7");
     // A write by a virtual UID reaches that message on NEW.
+    // curl names a message by its UID: OLD's.
+    let url = format!("imap://127.0.0.1:{}/INBOX;UID=5", p.port);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--user", &format!("{USER}:{PW}"), &url])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "curl: {out:?}");
+    assert_eq!(out.stdout, old_view[3].1, "OLD UID 5 is the fourth message");
     c.exec("UID STORE 4 +FLAGS (\\Flagged)");
     let flagged: Vec<Vec<u8>> = direct
         .uid_fetch_all("INBOX")

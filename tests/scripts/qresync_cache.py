@@ -17,6 +17,7 @@ argv: resync HOST PORT USER PASSWORD MAILBOX CACHE_JSON
       fetches                     the SELECT's FETCH lines, each {"uid", "flags", "body"}
       body_uids                   UIDs whose message data (BODY[]/RFC822/BINARY) came, anywhere
       body_bytes                  bytes of that data
+      received_bytes              every byte read from the server, greeting and LOGIN included
       uids, flags                 the cache afterwards
 Add "tls" as a last argument for implicit TLS (certificates are not checked).
 """
@@ -38,6 +39,7 @@ class Conn:
         self.sock = sock
         self.buf = b""
         self.tag = 0
+        self.received = 0
         greeting = self.response()
         if not greeting[0].startswith(b"* OK"):
             sys.exit("bad greeting: %r" % (greeting,))
@@ -46,6 +48,7 @@ class Conn:
         data = self.sock.recv(65536)
         if not data:
             raise EOFError("connection closed")
+        self.received += len(data)
         self.buf += data
 
     def _line(self):
@@ -231,6 +234,7 @@ def main():
         "fetches": fetches,
         "body_uids": sorted(body_uids),
         "body_bytes": body_bytes,
+        "received_bytes": c.received,
         "uids": sorted(flags),
         "flags": {str(u): f for u, f in sorted(flags.items())},
     }))
