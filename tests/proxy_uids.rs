@@ -278,3 +278,54 @@ fn a_folder_that_had_mail_of_its_own_on_new_shows_news_numbers_and_says_so() {
     assert!(shown.contains(&("INBOX".into(), Some(true))), "{shown:?}");
     assert!(shown.contains(&("Mixed".into(), Some(false))), "{shown:?}");
 }
+
+/// HIGHESTMODSEQ of `mailbox` as a SELECT through `c` shows it.
+fn highestmodseq(c: &mut RawImap, mailbox: &str) -> u64 {
+    let (lines, status) = c.raw(&format!("SELECT {mailbox} (CONDSTORE)"));
+    assert!(status.contains("OK"), "{status}");
+    let line = lines.iter().find(|l| l.contains("[HIGHESTMODSEQ")).unwrap();
+    u64::from(number_after(line, "HIGHESTMODSEQ"))
+}
+
+#[test]
+fn modseqs_shown_stay_above_every_modseq_old_gave_out() {
+    let (old, new) = servers();
+    seed_old(&old);
+    let dir = tempfile::tempdir().unwrap();
+    let p = proxy(&old, &new, &dir.path().join("state.db"), true);
+    let (_, _, mut c) = seen(p.port);
+    let before = highestmodseq(&mut c, "INBOX");
+
+    // A device still on OLD changes flags there: OLD's MODSEQ runs far ahead of NEW's.
+    let mut o = RawImap::connect(old.host(), old.port());
+    o.login(USER, PW);
+    o.select("INBOX");
+    for _ in 0..100 {
+        o.exec("UID STORE 1 +FLAGS (x)");
+        o.exec("UID STORE 1 -FLAGS (x)");
+    }
+    let (lines, _) = o.raw("STATUS INBOX (HIGHESTMODSEQ)");
+    let old_now = u64::from(number_after(
+        lines.iter().find(|l| l.contains("STATUS")).unwrap(),
+        "HIGHESTMODSEQ",
+    ));
+    assert!(old_now > before, "OLD {old_now}, shown {before}");
+    o.logout();
+
+    // Once the proxy has looked at OLD again, what it shows is above what OLD gave out, so a
+    // client that synced from OLD meanwhile asks for every change, not for NEW's after a
+    // number that means nothing there.
+    let t = std::time::Instant::now();
+    loop {
+        let shown = highestmodseq(&mut c, "INBOX");
+        if shown > old_now {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "shown {shown}, OLD {old_now}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    c.logout();
+}

@@ -122,6 +122,7 @@ both!(
     a_reset_or_removed_folder_loses_its_uid_map,
     a_renamed_folder_and_a_retired_account_keep_their_uid_maps,
     a_version_10_store_gains_uid_maps_on_open,
+    a_maps_modseq_offset_only_goes_up,
 );
 
 fn key(user: &str) -> AccountKey {
@@ -2349,5 +2350,49 @@ async fn a_version_10_store_gains_uid_maps_on_open(b: Backend) {
     store.close().await;
     let store = b.open().await;
     assert_eq!(store.uid_map(pair).await.unwrap(), Some(map));
+    store.close().await;
+}
+
+/// OLD's HIGHESTMODSEQ going past a map's offset raises it; a lower value, a folder showing
+/// NEW's numbers and a pair without a decision change nothing.
+async fn a_maps_modseq_offset_only_goes_up(b: Backend) {
+    let store = b.open().await;
+    let account = store.account(&key("alice")).await.unwrap();
+    let inbox = store
+        .folder_pair(account, "INBOX", "INBOX")
+        .await
+        .unwrap()
+        .id;
+    let junk = store.folder_pair(account, "Junk", "Junk").await.unwrap().id;
+    let open = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
+    store
+        .freeze_uid_map(inbox, &uid_map(777, 10))
+        .await
+        .unwrap();
+    store.freeze_uid_map(junk, &Shown::New).await.unwrap();
+    let offset = |shown: Option<Shown>| match shown {
+        Some(Shown::Old(map)) => map.modseq_offset(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(offset(store.uid_map(inbox).await.unwrap()), 1 << 40);
+    store.raise_modseq_offset(inbox, 5).await.unwrap();
+    assert_eq!(offset(store.uid_map(inbox).await.unwrap()), 1 << 40);
+    store
+        .raise_modseq_offset(inbox, (1 << 40) + 7)
+        .await
+        .unwrap();
+    assert_eq!(offset(store.uid_map(inbox).await.unwrap()), (1 << 40) + 7);
+    store.raise_modseq_offset(junk, 99).await.unwrap();
+    assert_eq!(store.uid_map(junk).await.unwrap(), Some(Shown::New));
+    store.raise_modseq_offset(open, 99).await.unwrap();
+    assert_eq!(store.uid_map(open).await.unwrap(), None);
+    // The rest of the map is as it was.
+    let Some(Shown::Old(raised)) = store.uid_map(inbox).await.unwrap() else {
+        unreachable!()
+    };
+    let Shown::Old(first) = uid_map(777, 10) else {
+        unreachable!()
+    };
+    assert_eq!((raised.runs(), raised.tail()), (first.runs(), first.tail()));
     store.close().await;
 }

@@ -245,6 +245,10 @@ impl Observer for UserWrites<'_> {
     fn uid_map(&self, folder: &str, shown: Shown) {
         self.acct.caches.decide(folder, shown);
     }
+
+    fn modseq_offset(&self, folder: &str) -> Option<u64> {
+        self.acct.uid_map_of(folder).map(|m| m.modseq_offset())
+    }
 }
 
 /// A backfill in progress.

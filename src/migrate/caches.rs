@@ -90,6 +90,11 @@ impl Account {
         self.caches.on.then(|| Arc::clone(&self.caches))
     }
 
+    /// The map of `folder` (a NEW name), if it keeps client caches.
+    pub(super) fn uid_map_of(&self, folder: &str) -> Option<Arc<UidMap>> {
+        self.caches.uid_map(folder)
+    }
+
     /// Whether a pass over `folder` should decide its map.
     pub(super) fn wants_uid_map(&self, folder: &str) -> bool {
         self.caches.on && self.caches.decision(folder).is_none()

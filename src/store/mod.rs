@@ -489,6 +489,10 @@ pub trait Store: Send + Sync {
     /// Stores `shown` as the pair's decision unless it has one already, and returns the pair's:
     /// the first one stored wins, so every proxy of a fleet shows the same numbers.
     async fn freeze_uid_map(&self, pair: PairId, shown: &Shown) -> Result<Shown>;
+    /// Raises the MODSEQ offset of the pair's map to `at_least` where it is lower: OLD's
+    /// HIGHESTMODSEQ went past it, and what clients are shown must stay above every MODSEQ OLD
+    /// gave out. Nothing for a pair without a map.
+    async fn raise_modseq_offset(&self, pair: PairId, at_least: u64) -> Result<()>;
     /// The decisions of the account's pairs, with each pair's NEW folder name (raw, as stored).
     async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, Shown)>>;
 

@@ -955,6 +955,24 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn raise_modseq_offset(&self, pair: PairId, at_least: u64) -> Result<()> {
+        let at_least = i64::try_from(at_least).map_err(|_| {
+            StoreError::Corrupt(format!("a MODSEQ offset of {at_least} exceeds 63 bits"))
+        })?;
+        self.write(move |c| {
+            op(async move {
+                c.execute(
+                    "UPDATE uid_maps SET modseq_offset = $2 \
+                     WHERE pair_id = $1 AND uidvalidity <> 0 AND modseq_offset < $2",
+                    args![pair, at_least],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, Shown)>> {
         let sql = format!(
             "SELECT p.new_name, {UID_MAP_COLUMNS} FROM uid_maps m \

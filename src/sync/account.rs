@@ -514,8 +514,12 @@ pub async fn sync_pair(
     observer: &dyn Observer,
 ) -> Result<Report, SyncError> {
     let tally = Tally::new(observer);
-    pass_pair(store, old, new, pair, opts, &tally).await?;
-    if observer.wants_uid_map(&pair.new_name) {
+    let old_modseq = pass_pair(store, old, new, pair, opts, &tally).await?;
+    if let Some(offset) = observer.modseq_offset(&pair.new_name)
+        && old_modseq > offset
+    {
+        client_uids::raise_offset(store, pair, old_modseq, observer).await?;
+    } else if observer.wants_uid_map(&pair.new_name) {
         let now = store
             .folder_pair(pair.account, &pair.old_name, &pair.new_name)
             .await?;
@@ -527,6 +531,7 @@ pub async fn sync_pair(
     Ok(tally.into_report())
 }
 
+/// One pass (or none, see [`sync_pair`]); OLD's HIGHESTMODSEQ when it started.
 async fn pass_pair(
     store: &dyn Store,
     old: &mut Client,
@@ -534,11 +539,11 @@ async fn pass_pair(
     pair: &FolderPair,
     opts: &Options,
     tally: &Tally<'_>,
-) -> Result<(), SyncError> {
+) -> Result<u64, SyncError> {
     let observer = tally.observer;
     let status = old.status(&pair.old_name).await?;
     if unchanged(pair, &status) {
-        return Ok(());
+        return Ok(status.highestmodseq);
     }
     let own = observer.own_changes(&pair.new_name);
     if let Some(own) = &own
@@ -560,7 +565,7 @@ async fn pass_pair(
             .await?;
         observer.old_recorded(&pair.new_name, pair.id, Some(state));
         tracing::debug!("OLD changed by this process's own writes only: state recorded, no pass");
-        return Ok(());
+        return Ok(status.highestmodseq);
     }
     if own.is_some() {
         tracing::debug!("OLD changed beyond this process's own writes: a pass reads both sides");
@@ -570,7 +575,8 @@ async fn pass_pair(
         messages: status.messages,
         attempts: 0,
     };
-    sync_folder(store, old, new, &job, opts, tally).await
+    sync_folder(store, old, new, &job, opts, tally).await?;
+    Ok(status.highestmodseq)
 }
 
 /// Polls futures concurrently on this task (no spawning: they borrow the caller's data).

@@ -5,7 +5,7 @@
 use crate::store::{FolderPair, Link, MailboxState, Store};
 use crate::uidmap::{Shown, UidMap, runs_of};
 
-use super::SyncError;
+use super::{Observer, SyncError};
 
 /// What the pair's folder shows, decided after a pass recorded both sides' state `old` and
 /// `new`: the stored decision if there is one, else the map [`build`] makes or NEW's numbers,
@@ -21,6 +21,22 @@ pub(super) async fn decide(
     let links = store.links(pair.id).await?;
     let shown = build(&links, old, new).map_or(Shown::New, Shown::Old);
     Ok(store.freeze_uid_map(pair.id, &shown).await?)
+}
+
+/// OLD's HIGHESTMODSEQ went past the offset of the pair's map: the offset follows it, in the
+/// store and for the observer. What clients are shown only grows, and a client that synced from
+/// OLD meanwhile asks the proxy for every change (see [`UidMap::new_modseq`]).
+pub(super) async fn raise_offset(
+    store: &dyn Store,
+    pair: &FolderPair,
+    old_modseq: u64,
+    observer: &dyn Observer,
+) -> Result<(), SyncError> {
+    store.raise_modseq_offset(pair.id, old_modseq).await?;
+    if let Some(shown) = store.uid_map(pair.id).await? {
+        observer.uid_map(&pair.new_name, shown);
+    }
+    Ok(())
 }
 
 /// The map of a folder whose NEW messages, as of the recorded state `new`, are all copies of

@@ -279,6 +279,12 @@ pub trait Observer: Send + Sync {
     /// map, or NEW's when it cannot keep client caches (NEW held messages not copied from OLD,
     /// or copies out of OLD's order).
     fn uid_map(&self, _new_folder: &str, _shown: crate::uidmap::Shown) {}
+
+    /// The MODSEQ offset of the folder's map, if it has one (see
+    /// [`Store::raise_modseq_offset`](crate::store::Store::raise_modseq_offset)).
+    fn modseq_offset(&self, _new_folder: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// An observer that ignores everything.
