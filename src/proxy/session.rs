@@ -49,8 +49,11 @@ const FLUSH_AT: usize = 128 * 1024;
 /// largest literal kept in it: mailbox names, not messages.
 const TRACK_MAX: usize = 16 * 1024;
 const TRACK_LITERAL: u64 = 4 * 1024;
-/// Longest response line from NEW framed as a line (longer ones are relayed as is).
+/// Longest response line from NEW framed as a line (longer ones are relayed as is); in a
+/// session that translates numbers (client caches), where a line relayed as is would show NEW's
+/// UIDs, `NEW_MAX_TRANSLATED` (a SEARCH result of about two million UIDs).
 const NEW_MAX_LINE: usize = 1024 * 1024;
+const NEW_MAX_TRANSLATED: usize = 16 * 1024 * 1024;
 /// Replies of the proxy's own (BAD) waiting to be placed between NEW's responses; past this the
 /// session reads no more from the client until they are written.
 const INJECT_QUEUE: usize = 16;
@@ -1392,7 +1395,10 @@ impl NewToClient<'_> {
         };
         let mut overlong = false;
         let mut framer = Framer::new(Limits {
-            max_line: NEW_MAX_LINE,
+            max_line: match migration.translator {
+                Some(_) => NEW_MAX_TRANSLATED,
+                None => NEW_MAX_LINE,
+            },
             max_literal: u64::MAX,
         });
         let mut out: Vec<u8> = Vec::new();
@@ -1487,6 +1493,12 @@ impl NewToClient<'_> {
                 Event::Error(FrameError::LineTooLong) => {
                     if !continuing {
                         take_replies(&mut inject, &mut out);
+                    }
+                    if migration.translator.is_some() {
+                        warn!(
+                            "a response line of NEW longer than {NEW_MAX_TRANSLATED} bytes reaches \
+                             the client with NEW's numbers"
+                        );
                     }
                     overlong = true;
                 }

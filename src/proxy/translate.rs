@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::mapping::utf7_encode;
 use crate::uidmap::{Dir, UidMap};
 
 /// The maps of the account's folders, as the client names them.
@@ -35,6 +36,9 @@ pub struct Translator {
     selected: Option<Arc<UidMap>>,
     /// Commands sent and not answered yet, oldest first.
     pending: VecDeque<Pending>,
+    /// The client enabled UTF8=ACCEPT (or IMAP4rev2): its folder names are UTF-8, the maps'
+    /// are NEW's (modified UTF-7).
+    utf8: bool,
 }
 
 /// A command NEW has not answered yet, as far as its responses depend on it.
@@ -410,9 +414,12 @@ impl Translator {
                 ..Parse::default()
             };
         } else if let Some(name) = self.response.capture.take() {
-            self.response.map = maps.map(&String::from_utf8_lossy(&name));
+            self.response.map = map_of(maps, self.utf8, &String::from_utf8_lossy(&name));
         }
         let toks = tokens(line);
+        if !self.response.continuing && enables_utf8(line, &toks) {
+            self.utf8 = true;
+        }
         let edits = if !self.response.continuing && self.is_status_response(line, &toks) {
             self.status_response(line, &toks)
         } else {
@@ -441,7 +448,7 @@ impl Translator {
     }
 
     fn command_mailbox(&mut self, maps: &dyn Maps, name: String) {
-        self.command.map = maps.map(&name);
+        self.command.map = map_of(maps, self.utf8, &name);
         self.command.mailbox = Some(name);
     }
 
@@ -725,6 +732,7 @@ impl Translator {
         rest: &[Tok],
         tok: Tok,
     ) -> Option<Edit> {
+        let utf8 = self.utf8;
         let p = &mut self.response;
         let value = text(line, tok);
         let items = p.levels[0].items;
@@ -769,7 +777,7 @@ impl Translator {
         if p.response == Response::Status && depth == 0 && items == 2 {
             match tok.kind {
                 Kind::Literal => p.capture = Some(Vec::new()),
-                _ => p.map = mailbox_of(line, tok).and_then(|name| maps.map(&name)),
+                _ => p.map = mailbox_of(line, tok).and_then(|n| map_of(maps, utf8, &n)),
             }
             if let Some(map) = &p.map
                 && !status_uidvalidity_matches(line, rest, map)
@@ -830,6 +838,14 @@ impl Translator {
             {
                 map.translate_set(Dir::ToVirtual, value, true)?
             }
+            // CONTEXT=SEARCH's updates: `ADDTO (position set ...)`, `REMOVETO (...)`.
+            (Response::Esearch, 1)
+                if p.uid
+                    && matches!(level.key.as_deref(), Some("ADDTO" | "REMOVETO"))
+                    && level.items % 2 == 1 =>
+            {
+                map.translate_set(Dir::ToVirtual, value, true)?
+            }
             (Response::Status, 1) if level.items % 2 == 1 => match level.prev.as_deref() {
                 Some("UIDNEXT") => map.next_uid(value.parse().ok()?).to_string(),
                 Some("UIDVALIDITY") => map.shown_uidvalidity(value.parse().ok()?)?.to_string(),
@@ -840,6 +856,26 @@ impl Translator {
         };
         Some((tok.start, tok.end, new))
     }
+}
+
+/// The map of folder `name` as the client spells it (`utf8`: in UTF-8, see
+/// [`Translator::utf8`]).
+fn map_of(maps: &dyn Maps, utf8: bool, name: &str) -> Option<Arc<UidMap>> {
+    match utf8 {
+        true => maps.map(&utf7_encode(name)),
+        false => maps.map(name),
+    }
+}
+
+/// `* ENABLED` with UTF8=ACCEPT or IMAP4rev2 (which implies it).
+fn enables_utf8(line: &[u8], toks: &[Tok]) -> bool {
+    toks.len() > 2
+        && text(line, toks[0]) == "*"
+        && text(line, toks[1]).eq_ignore_ascii_case("ENABLED")
+        && toks[2..].iter().any(|t| {
+            let cap = text(line, *t);
+            cap.eq_ignore_ascii_case("UTF8=ACCEPT") || cap.eq_ignore_ascii_case("IMAP4REV2")
+        })
 }
 
 /// A STATUS response's UIDVALIDITY, when it has one, is the one the map is for.

@@ -39,6 +39,11 @@ fn account() -> Account {
             "Archive",
             Arc::new(UidMap::new(888, 6, 2000, &archive, (3, 60)).unwrap()),
         ),
+        (
+            // Entwürfe, as NEW names it.
+            "Entw&APw-rfe",
+            Arc::new(UidMap::new(999, 7, 0, &archive, (3, 60)).unwrap()),
+        ),
     ]))
 }
 
@@ -550,4 +555,43 @@ fn tokens_split_lines_as_imap_does() {
             (Kind::Literal, "~{3}"),
         ]
     );
+}
+
+#[test]
+fn context_search_updates_name_virtual_uids() {
+    let mut t = Translator::new();
+    let maps = account();
+    play(&mut t, &maps, SELECT_INBOX);
+    play(
+        &mut t,
+        &maps,
+        &[
+            C("a UID SEARCH RETURN (UPDATE) UNSEEN", "="),
+            S(
+                "* ESEARCH (TAG \"a\") UID ADDTO (1 2:3 4 8) REMOVETO (0 5)",
+                "* ESEARCH (TAG \"a\") UID ADDTO (1 11:12 4 100) REMOVETO (0 20)",
+            ),
+            S("* ESEARCH (TAG \"b\") ADDTO (1 2:3)", "="),
+        ],
+    );
+}
+
+#[test]
+fn folder_names_in_utf8_are_found_once_the_client_enabled_it() {
+    dialogue(&[
+        // Before ENABLE, a UTF-8 name is no folder of the account.
+        C("a SELECT Entw\u{fc}rfe", "="),
+        S("* OK [UIDVALIDITY 7] Ok", "="),
+        S("a NO done", "="),
+        C("b ENABLE UTF8=ACCEPT", "="),
+        S("* ENABLED UTF8=ACCEPT", "="),
+        S("b OK done", "="),
+        C("c SELECT \"Entw\u{fc}rfe\"", "="),
+        S("* OK [UIDVALIDITY 7] Ok", "* OK [UIDVALIDITY 999] Ok"),
+        S("c OK done", "="),
+        S(
+            "* STATUS \"Entw\u{fc}rfe\" (UIDNEXT 4)",
+            "* STATUS \"Entw\u{fc}rfe\" (UIDNEXT 61)",
+        ),
+    ]);
 }
