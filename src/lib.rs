@@ -6,10 +6,10 @@
 //!
 //! - [`cli`]: the command line: `imapferry sync` (imapsync's options, output and exit codes), `batch`,
 //!   `proxy`, `sweep`, `accounts import`, `status`, `retire`, `verify`.
-//! - [`proxy`]: the proxy: listeners (`server`), one client connection (`session`), the admin HTTP
-//!   endpoint (`admin`: server, access rules, routes) and metrics, and its sans-I/O parts (a
-//!   streaming line/literal framer, command inspection, the session tracking the migration needs,
-//!   PROXY protocol headers).
+//! - [`proxy`]: the proxy: listeners (`server`), one client connection (`session`: `prelogin`,
+//!   then `relay`), the admin HTTP endpoint (`admin`: server, access rules, routes) and metrics,
+//!   and its sans-I/O parts (capability filtering, a streaming line/literal framer, command
+//!   inspection, the session tracking the migration needs, PROXY protocol headers).
 //! - `ops`: the operator's rules, shared by the command line and the admin API: account lookup,
 //!   the status overview, the retire decision, what an import line stands for.
 //! - [`sweep`]: background completion of accounts nobody opens (uses `migrate`'s account state).
