@@ -292,29 +292,46 @@ fn modseqs_shown_stay_above_every_modseq_old_gave_out() {
     let (old, new) = servers();
     seed_old(&old);
     let dir = tempfile::tempdir().unwrap();
-    let p = proxy(&old, &new, &dir.path().join("state.db"), true);
+    let state = dir.path().join("state.db");
+    let p = proxy(&old, &new, &state, true);
     let (_, _, mut c) = seen(p.port);
-    let before = highestmodseq(&mut c, "INBOX");
-
-    // A device still on OLD changes flags there: OLD's MODSEQ runs far ahead of NEW's.
+    // Decided above OLD's HIGHESTMODSEQ, with room for OLD's later changes.
     let mut o = RawImap::connect(old.host(), old.port());
     o.login(USER, PW);
+    let old_modseq = |o: &mut RawImap| {
+        let (lines, _) = o.raw("STATUS INBOX (HIGHESTMODSEQ)");
+        u64::from(number_after(
+            lines.iter().find(|l| l.contains("STATUS")).unwrap(),
+            "HIGHESTMODSEQ",
+        ))
+    };
+    assert!(highestmodseq(&mut c, "INBOX") > old_modseq(&mut o) + (1 << 20));
+    c.logout();
+    drop(p);
+
+    // An offset OLD has run past (as after a million changes there).
+    let db = rusqlite::Connection::open(&state).unwrap();
+    assert_eq!(
+        db.execute("UPDATE uid_maps SET modseq_offset = 1", [])
+            .unwrap(),
+        1
+    );
+    drop(db);
+    let p = proxy(&old, &new, &state, true);
+    let (_, _, mut c) = seen(p.port);
+    // A device still on OLD changes flags there.
     o.select("INBOX");
-    for _ in 0..100 {
+    for _ in 0..20 {
         o.exec("UID STORE 1 +FLAGS (x)");
         o.exec("UID STORE 1 -FLAGS (x)");
     }
-    let (lines, _) = o.raw("STATUS INBOX (HIGHESTMODSEQ)");
-    let old_now = u64::from(number_after(
-        lines.iter().find(|l| l.contains("STATUS")).unwrap(),
-        "HIGHESTMODSEQ",
-    ));
-    assert!(old_now > before, "OLD {old_now}, shown {before}");
+    let old_now = old_modseq(&mut o);
     o.logout();
 
-    // Once the proxy has looked at OLD again, what it shows is above what OLD gave out, so a
-    // client that synced from OLD meanwhile asks for every change, not for NEW's after a
-    // number that means nothing there.
+    // Once the proxy has looked at OLD again (the login's pass does), what it shows is above
+    // what OLD gave out, so a client that synced from OLD meanwhile asks for every change, not
+    // for NEW's after a number that means nothing there (with the offset left at 1, NEW's
+    // HIGHESTMODSEQ + 1 is shown: below OLD's).
     let t = std::time::Instant::now();
     loop {
         let shown = highestmodseq(&mut c, "INBOX");

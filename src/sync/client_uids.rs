@@ -7,6 +7,11 @@ use crate::uidmap::{Shown, UidMap, runs_of};
 
 use super::{Observer, SyncError};
 
+/// How far above OLD's HIGHESTMODSEQ a folder's MODSEQ offset is set: OLD's later changes (the
+/// mirror's own writes, users still on OLD) raise it only once they pass it, so the MODSEQ a
+/// client stored through the proxy keeps its meaning meanwhile.
+pub(crate) const MODSEQ_HEADROOM: u64 = 1 << 20;
+
 /// What the pair's folder shows, decided after a pass recorded both sides' state `old` and
 /// `new`: the stored decision if there is one, else the map [`build`] makes or NEW's numbers,
 /// stored for good.
@@ -23,16 +28,19 @@ pub(super) async fn decide(
     Ok(store.freeze_uid_map(pair.id, &shown).await?)
 }
 
-/// OLD's HIGHESTMODSEQ went past the offset of the pair's map: the offset follows it, in the
-/// store and for the observer. What clients are shown only grows, and a client that synced from
-/// OLD meanwhile asks the proxy for every change (see [`UidMap::new_modseq`]).
+/// OLD's HIGHESTMODSEQ went past the offset of the pair's map: the offset goes above it again
+/// ([`MODSEQ_HEADROOM`]), in the store and for the observer. What clients are shown only grows,
+/// and a client that synced from OLD meanwhile asks the proxy for every change (see
+/// [`UidMap::new_modseq`]); one that synced through the proxy gets some changes again.
 pub(super) async fn raise_offset(
     store: &dyn Store,
     pair: &FolderPair,
     old_modseq: u64,
     observer: &dyn Observer,
 ) -> Result<(), SyncError> {
-    store.raise_modseq_offset(pair.id, old_modseq).await?;
+    store
+        .raise_modseq_offset(pair.id, old_modseq.saturating_add(MODSEQ_HEADROOM))
+        .await?;
     if let Some(shown) = store.uid_map(pair.id).await? {
         observer.uid_map(&pair.new_name, shown);
     }
@@ -41,8 +49,9 @@ pub(super) async fn raise_offset(
 
 /// The map of a folder whose NEW messages, as of the recorded state `new`, are all copies of
 /// OLD's in OLD's order: each shown with its OLD UID, and NEW's later messages from OLD's
-/// UIDNEXT on; UIDVALIDITY is OLD's, MODSEQ counts on above OLD's. `None` when NEW held other
-/// messages then, or copies out of OLD's order (adopted from an earlier tool, say).
+/// UIDNEXT on; UIDVALIDITY is OLD's, MODSEQ counts on [`MODSEQ_HEADROOM`] above OLD's. `None`
+/// when NEW held other messages then, or copies out of OLD's order (adopted from an earlier
+/// tool, say).
 pub(crate) fn build(links: &[Link], old: MailboxState, new: MailboxState) -> Option<UidMap> {
     // Links to NEW UIDs at or above the recorded UIDNEXT are later arrivals (a move into the
     // folder): they are in the tail like any message NEW gets from now on.
@@ -66,7 +75,7 @@ pub(crate) fn build(links: &[Link], old: MailboxState, new: MailboxState) -> Opt
     UidMap::new(
         old.uidvalidity,
         new.uidvalidity,
-        old.highestmodseq,
+        old.highestmodseq.saturating_add(MODSEQ_HEADROOM),
         &runs,
         tail,
     )
@@ -104,7 +113,7 @@ mod tests {
         let map = build(&links, state(700, 12, 55, 3), state(9, 4, 6, 3)).unwrap();
         assert_eq!(map.uidvalidity(), 700);
         assert_eq!(map.new_uidvalidity(), 9);
-        assert_eq!(map.modseq_offset(), 55);
+        assert_eq!(map.modseq_offset(), 55 + MODSEQ_HEADROOM);
         let shown: Vec<_> = (1..=5).map(|u| map.exact(Dir::ToVirtual, u)).collect();
         // NEW's next messages come after every OLD UID.
         assert_eq!(shown, [Some(3), Some(4), Some(9), Some(12), Some(13)]);
