@@ -344,7 +344,7 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     println!(
         "reproduce: TMPDIR=/dev/shm cargo run --release --example stress_bench -- --clients {} \
-         --seconds {} --rounds {} --warmup {} --seed {}{}",
+         --seconds {} --rounds {} --warmup {} --seed {}{}{}",
         cfg.clients,
         cfg.seconds,
         cfg.rounds,
@@ -353,7 +353,8 @@ async fn run(cfg: &Config) -> Result<()> {
         cfg.proxy_exe
             .as_ref()
             .map(|p| format!(" --proxy-exe {}", p.display()))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if cfg.caches { " --caches" } else { "" }
     );
     Ok(())
 }
