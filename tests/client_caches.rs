@@ -93,19 +93,7 @@ fn scenario() -> Scenario {
     let folders: Vec<String> = c.list().into_iter().map(|(_, _, name)| name).collect();
     c.logout_and_wait();
     for (k, folder) in folders.iter().enumerate() {
-        let value = (OLD_UIDVALIDITY + k as u32).to_string();
-        doveadm(
-            &old,
-            &[
-                "mailbox",
-                "update",
-                "-u",
-                USER,
-                "--uid-validity",
-                &value,
-                folder,
-            ],
-        );
+        old.set_uidvalidity(USER, folder, OLD_UIDVALIDITY + k as u32);
     }
     let old_uidvalidity = uidvalidities(old.port(), &folders);
     for (k, folder) in folders.iter().enumerate() {
@@ -117,20 +105,6 @@ fn scenario() -> Scenario {
         dir: tempfile::tempdir().unwrap(),
         old_uidvalidity,
     }
-}
-
-fn doveadm(server: &Dovecot, args: &[&str]) {
-    let out = Command::new("doveadm")
-        .arg("-c")
-        .arg(server.config_path())
-        .args(args)
-        .output()
-        .expect("run doveadm");
-    assert!(
-        out.status.success(),
-        "doveadm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// UIDVALIDITY of each of `folders` at `port` (STATUS).
