@@ -8,8 +8,7 @@
 //!   `proxy`, `sweep`, `accounts import`, `status`, `retire`, `verify`.
 //! - [`proxy`]: the proxy: listeners (`server`), one client connection (`session`: `prelogin`,
 //!   then `relay`), the admin HTTP endpoint (`admin`: server, access rules, routes) and metrics,
-//!   and its sans-I/O parts (capability filtering, a streaming line/literal framer, command
-//!   inspection, the session tracking the migration needs, PROXY protocol headers).
+//!   and its sans-I/O parts (capability filtering, command inspection, the session tracking the migration needs, PROXY protocol headers).
 //! - `ops`: the operator's rules, shared by the command line and the admin API: account lookup,
 //!   the status overview, the retire decision, what an import line stands for.
 //! - [`sweep`]: background completion of accounts nobody opens (uses `migrate`'s account state).
@@ -18,7 +17,8 @@
 //!   writes mirrored to OLD.
 //! - [`config`]: the proxy's TOML configuration file (sections, defaults, validation).
 //! - [`sync`]: the engine: per folder pair, plan, copy, adopt, merge flags, propagate deletions.
-//! - [`imap`]: an async IMAP client (plain, STARTTLS, TLS) with a streaming response reader. No policy.
+//! - [`imap`]: an async IMAP client (plain, STARTTLS, TLS) with a streaming response reader, and
+//!   the line/literal framer it shares with the proxy. No policy.
 //! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
 //! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones, the journal, leases)
 //!   and its two implementations, SQLite (embedded) and PostgreSQL (a fleet), sharing one SQL text.

@@ -292,7 +292,12 @@ fn old_down_mid_session_then_journal_survives_kill_9_and_drains() {
     seed_old(&old);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
-    let config = proxy_config(&old, &new, &state, "");
+    // The move below goes into a folder never copied while OLD is down: without
+    // `keep_client_caches` only (with it, such a folder waits for OLD: tests/proxy_uids.rs).
+    let config = format!(
+        "{}keep_client_caches = false\n",
+        proxy_config(&old, &new, &state, "")
+    );
     let proxy = ProxyProc::start(
         Path::new(env!("CARGO_BIN_EXE_imapferry")),
         dir.path(),
@@ -490,12 +495,13 @@ fn select_past_its_budget_proceeds_and_the_rest_arrives_as_new_mail() {
     }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
-    // A budget far shorter than copying 2,000 messages takes.
+    // A budget far shorter than copying 2,000 messages takes. A partial view is what this tests:
+    // with `keep_client_caches` a folder is shown only once complete (tests/proxy_uids.rs).
     let proxy = Proxy::start(
         new.port(),
         &format!(
             "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n[state]\npath = \"{}\"\n\
-             [migration]\nselect_budget_ms = 1\n",
+             [migration]\nselect_budget_ms = 1\nkeep_client_caches = false\n",
             old.port(),
             state.display()
         ),

@@ -222,10 +222,15 @@ fn a_folder_is_not_shown_before_its_numbers_are_decided() {
     assert!(status.contains("NO [UNAVAILABLE]"), "{status}");
     let (_, status) = c.raw("STATUS Later (UIDNEXT UIDVALIDITY)");
     assert!(status.contains("NO [UNAVAILABLE]"), "{status}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(30));
-    // The session goes on: INBOX is still there.
+    // Nor can mail be moved there: its UIDs in `Later` would have no number to show.
     let (_, status) = c.raw("SELECT INBOX");
     assert!(status.contains("OK"), "{status}");
+    let (_, status) = c.raw("UID MOVE 1 Later");
+    assert!(status.contains("NO [UNAVAILABLE]"), "{status}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let mut direct = RawImap::connect(new.host(), new.port());
+    direct.login(USER, PW);
+    assert_eq!(direct.uid_fetch_all("INBOX").len(), 5, "nothing moved");
 
     // Once OLD answers, the folder is shown with OLD's numbers.
     old.freeze(false);
@@ -233,7 +238,15 @@ fn a_folder_is_not_shown_before_its_numbers_are_decided() {
     assert!(status.contains("OK"), "{status}");
     let line = lines.iter().find(|l| l.contains("[UIDVALIDITY")).unwrap();
     assert_eq!(number_after(line, "UIDVALIDITY"), later_validity);
+    // And the move goes through, its COPYUID in `Later`'s numbers: above OLD's one message.
+    c.select("INBOX");
+    let (_, status) = c.raw("UID MOVE 1 Later");
+    assert!(status.contains("OK"), "{status}");
+    let (lines, _) = c.raw("SELECT Later");
+    let uids: Vec<u32> = c.uid_fetch("1:*").iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [1, 2], "{lines:?}");
     c.logout();
+    direct.logout();
 }
 
 #[test]

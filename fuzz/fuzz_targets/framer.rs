@@ -7,6 +7,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Some((&chunk, rest)) = data.split_first() {
-        imapferry::proxy::framer::fuzz_frame(rest, chunk as usize + 1);
+        imapferry::imap::framer::fuzz_frame(rest, chunk as usize + 1);
     }
 });

@@ -1,10 +1,12 @@
 //! An async IMAP client for the engine: plain, STARTTLS and implicit TLS connections, LOGIN and
 //! AUTHENTICATE PLAIN, the commands a migrator needs, and pipelining (several commands in flight).
 //! Responses are read by a streaming reader that spools large literals to disk, so message bodies
-//! are never held whole in memory and never re-encoded. No policy lives here.
+//! are never held whole in memory and never re-encoded; it frames them with [`framer`], the same
+//! sans-I/O line/literal framer the proxy runs on both directions. No policy lives here.
 
 mod client;
 mod error;
+pub mod framer;
 mod reader;
 mod response;
 #[cfg(test)]
@@ -85,33 +87,54 @@ pub fn parse_stream(data: &[u8], chunk: usize) -> usize {
     })
 }
 
-/// Frames `data` into responses without I/O (lines, each `{n}` at a line's end taking the next
-/// `n` bytes as a literal, as far as they go) and parses each; returns how many parsed. For the
+/// Frames `data` into responses with [`framer`], without I/O, and parses each; returns how many parsed. For the
 /// `response_parse` fuzz target and the property test: the parser must return (an error is
 /// fine) whatever a server sends, never panic or overflow the stack.
 pub fn parse_responses(data: &[u8]) -> usize {
+    use framer::{Event, Framer, Limits};
+    let mut framer = Framer::new(Limits::default());
     let mut rest = data;
+    let mut ended = false;
+    let mut parts = Vec::new();
     let mut parsed = 0;
-    while !rest.is_empty() {
-        let mut parts = Vec::new();
-        loop {
-            let (line, after) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (&rest[..i], &rest[i + 1..]),
-                None => (rest, &rest[rest.len()..]),
-            };
-            rest = after;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let literal = reader::literal_length(line);
-            parts.push(reader::Part::Text(line.to_vec()));
-            let Some(n) = literal else { break };
-            let n = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
-            parts.push(reader::Part::Literal(Body::Mem(rest[..n].to_vec())));
-            rest = &rest[n..];
-        }
-        if response::parse(parts).is_ok() {
+    let mut finish = |parts: &mut Vec<reader::Part>| {
+        if !parts.is_empty() && response::parse(std::mem::take(parts)).is_ok() {
             parsed += 1;
         }
+    };
+    loop {
+        let (n, event) = framer.advance(rest);
+        rest = &rest[n..];
+        match event {
+            Some(Event::Line { mut bytes, literal }) => {
+                bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+                parts.push(reader::Part::Text(bytes));
+                match literal {
+                    Some(_) => parts.push(reader::Part::Literal(Body::Mem(Vec::new()))),
+                    None => finish(&mut parts),
+                }
+            }
+            Some(Event::LiteralData(data)) => {
+                if let Some(reader::Part::Literal(Body::Mem(body))) = parts.last_mut() {
+                    body.extend_from_slice(data);
+                }
+            }
+            // An overlong line or a bad announcement: what came so far is one response.
+            Some(Event::Overlong(_) | Event::OverlongEnd { .. } | Event::Error(_)) => {
+                finish(&mut parts)
+            }
+            // A last line without its line end is ended; a literal cut short ends its response.
+            None if framer.buffered() > 0 && !ended => {
+                rest = b"\n";
+                ended = true;
+            }
+            None => break,
+        }
     }
+    finish(&mut parts);
     parsed
 }
 

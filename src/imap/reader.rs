@@ -1,5 +1,5 @@
 //! The streaming response reader: reads one server response (a line, plus every literal it
-//! announces) from a buffered stream. Literals up to [`SPOOL_THRESHOLD`] stay in memory; larger
+//! announces, as [`super::framer`] finds them) from a buffered stream. Literals up to [`SPOOL_THRESHOLD`] stay in memory; larger
 //! ones are written to an unnamed temporary file as they arrive, so memory per connection stays
 //! bounded whatever the message size. Every read is bounded by an inactivity timeout. Spool files
 //! are created, filled, copied and streamed back on tokio's blocking threads, never on the
@@ -14,6 +14,7 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
 };
 
+use super::framer::{Event, FrameError, Framer, Limits, Literal};
 use super::{ImapError, Result, Side};
 
 /// Literals larger than this are spooled to disk instead of memory.
@@ -136,9 +137,13 @@ pub async fn read_response<S: AsyncBufRead + AsyncRead + Unpin>(
     side: Side,
     timeout: Duration,
 ) -> Result<Option<Vec<Part>>> {
+    let mut framer = Framer::new(Limits {
+        max_line: MAX_LINE,
+        max_literal: u64::MAX,
+    });
     let mut parts = Vec::new();
     loop {
-        let Some(line) = read_line(stream, side, timeout).await? else {
+        let Some((line, literal)) = read_line(stream, &mut framer, side, timeout).await? else {
             return if parts.is_empty() {
                 Ok(None)
             } else {
@@ -148,25 +153,14 @@ pub async fn read_response<S: AsyncBufRead + AsyncRead + Unpin>(
                 })
             };
         };
-        let literal = literal_length(&line);
         parts.push(Part::Text(line));
-        match literal {
-            Some(n) => parts.push(Part::Literal(read_literal(stream, n, side, timeout).await?)),
-            None => return Ok(Some(parts)),
+        if literal.is_none() {
+            return Ok(Some(parts));
         }
+        parts.push(Part::Literal(
+            read_literal(stream, &mut framer, side, timeout).await?,
+        ));
     }
-}
-
-/// `{n}`, `{n+}` or `~{n}` at the end of a line.
-pub fn literal_length(line: &[u8]) -> Option<u64> {
-    let inner = line.strip_suffix(b"}")?;
-    let open = inner.iter().rposition(|&b| b == b'{')?;
-    let digits = &inner[open + 1..];
-    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 async fn fill<S: AsyncBufRead + Unpin>(
@@ -194,16 +188,18 @@ async fn within<T>(
     }
 }
 
+/// The next line (without its line end) and the literal it announces, framed by `framer`.
 async fn read_line<S: AsyncBufRead + Unpin>(
     stream: &mut S,
+    framer: &mut Framer,
     side: Side,
     timeout: Duration,
-) -> Result<Option<Vec<u8>>> {
-    let mut line = Vec::new();
+) -> Result<Option<(Vec<u8>, Option<Literal>)>> {
+    let protocol = |message: String| ImapError::Protocol { side, message };
     loop {
         let buf = fill(stream, side, timeout).await?;
         if buf.is_empty() {
-            return if line.is_empty() {
+            return if framer.buffered() == 0 {
                 Ok(None)
             } else {
                 Err(ImapError::Closed {
@@ -212,35 +208,42 @@ async fn read_line<S: AsyncBufRead + Unpin>(
                 })
             };
         }
-        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
+        let (n, event) = framer.advance(buf);
+        let line = match event {
+            None => None,
+            Some(Event::Line { bytes, literal }) => Some((bytes, literal)),
+            Some(Event::Error(FrameError::LineTooLong) | Event::Overlong(_)) => {
+                return Err(protocol(format!(
+                    "response line longer than {MAX_LINE} bytes"
+                )));
+            }
+            Some(other) => return Err(protocol(format!("unexpected framing: {other:?}"))),
         };
-        line.extend_from_slice(&buf[..take]);
-        stream.consume(take);
-        if line.len() > MAX_LINE {
-            return Err(ImapError::Protocol {
-                side,
-                message: format!("response line longer than {MAX_LINE} bytes"),
-            });
-        }
-        if done {
+        stream.consume(n);
+        if let Some((mut line, literal)) = line {
+            // An announcement too large for a u64 is reported right after its line.
+            if let (_, Some(Event::Error(e))) = framer.advance(&[]) {
+                return Err(protocol(format!("{e:?} in a response line")));
+            }
             line.pop();
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            return Ok(Some(line));
+            return Ok(Some((line, literal)));
         }
     }
 }
 
+/// The literal `framer` is in, read straight into memory or a spool file (not through the
+/// framer's events, which would copy each piece once more).
 async fn read_literal<S: AsyncBufRead + AsyncRead + Unpin>(
     stream: &mut S,
-    len: u64,
+    framer: &mut Framer,
     side: Side,
     timeout: Duration,
 ) -> Result<Body> {
     let spool_err = |source| ImapError::Spool { side, source };
+    let len = framer.literal_remaining().unwrap_or(0);
     // A large literal goes to a spool file in pieces of `SPOOL_IO` bytes gathered in `mem`, each
     // written on a blocking thread, which hands the file and the buffer back.
     let mut spool = None;
@@ -251,8 +254,7 @@ async fn read_literal<S: AsyncBufRead + AsyncRead + Unpin>(
         Some(_) => SPOOL_IO,
         None => len as usize,
     });
-    let mut left = len;
-    while left > 0 {
+    while let Some(left) = framer.literal_remaining() {
         // Straight into `mem`: a buffered reader with nothing buffered hands a read larger than
         // its buffer to the socket, saving a copy of the body.
         let room = match spool {
@@ -267,8 +269,9 @@ async fn read_literal<S: AsyncBufRead + AsyncRead + Unpin>(
                 text: "in the middle of a literal".into(),
             });
         }
-        left -= n as u64;
-        if let Some(mut file) = spool.take_if(|_| mem.len() == SPOOL_IO || left == 0) {
+        framer.take_literal(n as u64);
+        let done = framer.literal_remaining().is_none();
+        if let Some(mut file) = spool.take_if(|_| mem.len() == SPOOL_IO || done) {
             (file, mem) = blocking(move || {
                 file.write_all(&mem)?;
                 mem.clear();
@@ -288,25 +291,6 @@ async fn read_literal<S: AsyncBufRead + AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn literal_announcements() {
-        for (line, expected) in [
-            (&b"* 1 FETCH (BODY[] {12}"[..], Some(12)),
-            (b"A1 APPEND x {5+}", Some(5)),
-            (b"* 1 FETCH (BINARY[] ~{7}", Some(7)),
-            (b"* OK {abc}", None),
-            (b"* OK done", None),
-            (b"* OK {}", None),
-        ] {
-            assert_eq!(
-                literal_length(line),
-                expected,
-                "{}",
-                String::from_utf8_lossy(line)
-            );
-        }
-    }
 
     async fn read_all(input: &[u8], chunk: usize) -> Vec<Vec<Part>> {
         let (mut tx, rx) = tokio::io::duplex(chunk.max(1));
@@ -350,6 +334,28 @@ mod tests {
                 Part::Text(t) => assert_eq!(t, b" UID 6)"),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_announcement_or_an_overlong_line_is_an_error_not_a_misframing() {
+        let overlong = format!("* OK {}\r\n", "x".repeat(MAX_LINE));
+        for input in [
+            &b"* 1 FETCH (BODY[] {99999999999999999999}\r\nabc)\r\n"[..],
+            overlong.as_bytes(),
+        ] {
+            let mut rx = tokio::io::BufReader::new(input);
+            let got = read_response(&mut rx, Side::Old, Duration::from_secs(5)).await;
+            assert!(
+                matches!(
+                    got,
+                    Err(ImapError::Protocol {
+                        side: Side::Old,
+                        ..
+                    })
+                ),
+                "{got:?}"
+            );
         }
     }
 

@@ -543,7 +543,7 @@ impl Parser {
     fn literal_follows(&self) -> bool {
         let rest = &self.text[self.pos..];
         let rest = rest.strip_prefix(b"~").unwrap_or(rest);
-        rest.starts_with(b"{") && super::reader::literal_length(rest).is_some() && {
+        rest.starts_with(b"{") && matches!(super::framer::announcement(rest), Ok(Some(_))) && {
             let inner = &rest[1..rest.len() - 1];
             let digits = inner.strip_suffix(b"+").unwrap_or(inner);
             digits.iter().all(u8::is_ascii_digit)

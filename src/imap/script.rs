@@ -137,13 +137,13 @@ where
         }
         let body = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
         command.extend_from_slice(&body);
-        let Some(len) = super::reader::literal_length(&body) else {
+        let Ok(Some(literal)) = super::framer::announcement(&body) else {
             return Ok(String::from_utf8_lossy(&command).into_owned());
         };
-        if !body.ends_with(b"+}") {
+        if literal.sync {
             write.write_all(b"+ go\r\n").await.map_err(io)?;
         }
-        let mut data = vec![0; usize::try_from(len).map_err(|e| e.to_string())?];
+        let mut data = vec![0; usize::try_from(literal.len).map_err(|e| e.to_string())?];
         read.read_exact(&mut data).await.map_err(io)?;
         command.extend_from_slice(b"\r\n");
         command.extend_from_slice(&data);

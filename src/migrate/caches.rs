@@ -108,13 +108,7 @@ impl Account {
         let loaded = self
             .caches
             .loaded
-            .get_or_try_init(|| async {
-                let maps = self.store.uid_maps(self.id).await?;
-                for (folder, map) in maps {
-                    self.caches.decide(&folder, map);
-                }
-                Ok::<(), StoreError>(())
-            })
+            .get_or_try_init(|| self.read_uid_maps())
             .await;
         if let Err(e) = loaded {
             // Each folder's next pass reads its own map from the store.
@@ -122,14 +116,34 @@ impl Account {
         }
     }
 
+    /// Takes in every decision stored for the account's folders, under their names now.
+    async fn read_uid_maps(&self) -> Result<(), StoreError> {
+        for (folder, map) in self.store.uid_maps(self.id).await? {
+            self.caches.decide(&folder, map);
+        }
+        Ok(())
+    }
+
+    /// Whether `folder` (a NEW name) may be shown to a client now: its map is decided, or it
+    /// keeps no cache (not from OLD, or the feature is off).
+    pub fn shows_now(&self, folder: &str) -> bool {
+        !self.caches.on
+            || self.caches.decision(folder).is_some()
+            || !matches!(self.old_name(folder), Ok(Some(_)))
+    }
+
     /// Waits up to `wait` until `folder` (a NEW name) may be shown to a client: its map is
     /// decided, or it keeps no cache (not from OLD, or the feature is off). Backfills it
     /// meanwhile. `false`: not yet (the client is told to try again).
     pub async fn ready_to_show(self: &Arc<Self>, folder: &str, wait: Duration) -> bool {
-        if !self.caches.on || self.caches.decision(folder).is_some() {
-            return true;
-        }
-        if !matches!(self.old_name(folder), Ok(Some(_))) {
+        if self.shows_now(folder) {
+            if self.caches.on && self.caches.decision(folder).is_none() {
+                // Not from OLD as this proxy knows the tree: another proxy of the fleet may
+                // have renamed a decided folder to this name.
+                if let Err(e) = self.read_uid_maps().await {
+                    warn!(folder, "UID maps not read: {e}");
+                }
+            }
             return true;
         }
         let mut made = self.caches.made.subscribe();

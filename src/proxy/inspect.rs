@@ -8,7 +8,7 @@ use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::CommandBody;
 
-use super::framer::{Literal, announcement};
+use crate::imap::framer::{Literal, announcement};
 use crate::secret::Secret;
 
 /// A string argument (atom, quoted string with escapes resolved, or literal data), as sent: no
@@ -522,11 +522,11 @@ pub fn fuzz_inspect(data: &[u8]) {
         }
     };
     check(data);
-    let mut framer = super::framer::Framer::new(super::framer::Limits::default());
+    let mut framer = crate::imap::framer::Framer::new(crate::imap::framer::Limits::default());
     let mut input = data;
     while let (n, Some(event)) = framer.advance(input) {
         input = &input[n..];
-        if let super::framer::Event::Line { bytes, .. } = event {
+        if let crate::imap::framer::Event::Line { bytes, .. } = event {
             check(&bytes);
         }
     }

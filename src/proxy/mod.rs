@@ -4,14 +4,13 @@
 //! with [`upstream`] opening NEW's connection as the client arrives and logging in to it,
 //! [`metrics`] counts what happens and [`admin`] serves `/health`, `/metrics` and the operator's
 //! JSON API, [`reload`] applies a changed configuration file to a running proxy; the sans-I/O
-//! parts: `capabilities` filters NEW's capability lists, [`framer`] splits a byte stream into
-//! lines and streamed literal data without rewriting a byte, [`inspect`] reads a copy of a command
+//! parts: `capabilities` filters NEW's capability lists (the IMAP framer, `imap::framer`, splits
+//! both directions into lines and streamed literal data without rewriting a byte), [`inspect`] reads a copy of a command
 //! line to decide what to do with it, [`intercept`] tracks what a session's commands change with
 //! [`seqmap`] (its sequence numbers' UIDs), [`proxy_protocol`] parses PROXY v1/v2 headers.
 
 pub mod admin;
 mod capabilities;
-pub mod framer;
 pub mod inspect;
 pub mod intercept;
 pub mod metrics;

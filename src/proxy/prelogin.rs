@@ -15,13 +15,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{Span, debug, info, trace, warn};
 
-use super::framer::{Event, FrameError, Framer, Limits};
 use super::inspect::{Arg, Command, inspect};
 use super::session::{
     BYE_TIMEOUT, BoxIo, Input, SHUTDOWN_TEXT, Settings, first_token, last_words, secret_head,
     send_by, shown, stopped,
 };
 use super::upstream::{self, Early, NEW_TIMEOUT, NewLogin};
+use crate::imap::framer::{Event, FrameError, Framer, Limits};
 use crate::migrate::{Account, ClientCaches, Login};
 use crate::secret::Secret;
 

@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::capabilities::rewrite_capabilities;
-use super::framer::{Event, FrameError, Framer, Limits};
 use super::inspect::inspect;
 use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
@@ -24,6 +23,7 @@ use super::session::{
     release_if_idle, secret_head, send_by, shown, stopped,
 };
 use super::translate::{Maps, Translator};
+use crate::imap::framer::{Event, FrameError, Framer, Limits};
 use crate::migrate::{Account, ClientCaches, Need, NotMarked, Watch};
 use crate::uidmap::UidMap;
 
@@ -211,20 +211,39 @@ struct Migration<'a> {
     cache_wait: Duration,
 }
 
-impl Maps for ClientCaches {
+/// The maps a session translates with, and the account that decides the folders not decided
+/// yet (none for a retired account: its undecided folders show NEW's numbers).
+struct Numbers<'a> {
+    caches: &'a ClientCaches,
+    account: Option<&'a Arc<Account>>,
+}
+
+impl Maps for Numbers<'_> {
     fn map(&self, mailbox: &str) -> Option<Arc<UidMap>> {
-        self.uid_map(mailbox)
+        self.caches.uid_map(mailbox)
+    }
+
+    fn shown_yet(&self, mailbox: &str) -> bool {
+        self.account.is_none_or(|a| a.shows_now(mailbox))
     }
 }
 
 impl Migration<'_> {
+    fn numbers<'b>(&'b self, caches: &'b ClientCaches) -> Numbers<'b> {
+        Numbers {
+            caches,
+            account: self.account,
+        }
+    }
+
     /// A command line (or its part after a literal) as NEW must get it.
     fn translate_command<'b>(&self, line: &'b [u8], literal: bool) -> io::Result<Cow<'b, [u8]>> {
         match &self.translator {
-            Some((t, caches)) => Ok(t
-                .lock()
-                .map_err(poisoned)?
-                .command(&**caches, line, literal)),
+            Some((t, caches)) => {
+                Ok(t.lock()
+                    .map_err(poisoned)?
+                    .command(&self.numbers(caches), line, literal))
+            }
             None => Ok(Cow::Borrowed(line)),
         }
     }
@@ -232,10 +251,11 @@ impl Migration<'_> {
     /// A response line (or its part after a literal) as the client must get it.
     fn translate_response<'b>(&self, line: &'b [u8], literal: bool) -> io::Result<Cow<'b, [u8]>> {
         match &self.translator {
-            Some((t, caches)) => Ok(t
-                .lock()
-                .map_err(poisoned)?
-                .response(&**caches, line, literal)),
+            Some((t, caches)) => {
+                Ok(t.lock()
+                    .map_err(poisoned)?
+                    .response(&self.numbers(caches), line, literal))
+            }
             None => Ok(Cow::Borrowed(line)),
         }
     }

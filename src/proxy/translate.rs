@@ -15,6 +15,12 @@ use crate::uidmap::{Dir, UidMap};
 pub trait Maps {
     /// The map of `mailbox`, if that folder keeps client caches.
     fn map(&self, mailbox: &str) -> Option<Arc<UidMap>>;
+
+    /// Whether `mailbox` may be shown yet: false while the numbers of a folder copied from OLD
+    /// are not decided (a STATUS about it, from LIST-STATUS or NOTIFY, is not passed on).
+    fn shown_yet(&self, _mailbox: &str) -> bool {
+        true
+    }
 }
 
 /// Sent instead of a UID set that names no message on NEW: a UID no message has.
@@ -417,6 +423,13 @@ impl Translator {
             self.response.map = map_of(maps, self.utf8, &String::from_utf8_lossy(&name));
         }
         let toks = tokens(line);
+        if self.response.continuing
+            && self.response.response == Response::Status
+            && let Some(map) = &self.response.map
+            && !status_uidvalidity_matches(line, &toks, map)
+        {
+            self.response.map = None;
+        }
         if !self.response.continuing && enables_utf8(line, &toks) {
             self.utf8 = true;
         }
@@ -777,7 +790,13 @@ impl Translator {
         if p.response == Response::Status && depth == 0 && items == 2 {
             match tok.kind {
                 Kind::Literal => p.capture = Some(Vec::new()),
-                _ => p.map = mailbox_of(line, tok).and_then(|n| map_of(maps, utf8, &n)),
+                _ => {
+                    let name = mailbox_of(line, tok);
+                    let name = name.as_deref().map(|n| new_name(utf8, n));
+                    p.map = name.as_deref().and_then(|n| maps.map(n));
+                    // Its numbers are not decided: NEW's would be taken back later.
+                    p.drop = p.map.is_none() && name.is_some_and(|n| !maps.shown_yet(&n));
+                }
             }
             if let Some(map) = &p.map
                 && !status_uidvalidity_matches(line, rest, map)
@@ -861,9 +880,14 @@ impl Translator {
 /// The map of folder `name` as the client spells it (`utf8`: in UTF-8, see
 /// [`Translator::utf8`]).
 fn map_of(maps: &dyn Maps, utf8: bool, name: &str) -> Option<Arc<UidMap>> {
+    maps.map(&new_name(utf8, name))
+}
+
+/// A folder name as the client gave it, as NEW (and the maps) name it.
+fn new_name(utf8: bool, name: &str) -> Cow<'_, str> {
     match utf8 {
-        true => maps.map(&utf7_encode(name)),
-        false => maps.map(name),
+        true => Cow::Owned(utf7_encode(name)),
+        false => Cow::Borrowed(name),
     }
 }
 

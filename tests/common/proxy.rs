@@ -29,7 +29,10 @@ impl Proxy {
 
     /// `text` without `[listen]` (both listeners bind 127.0.0.1:0 here).
     pub fn start_with(text: &str, imaps: bool) -> Proxy {
-        let text = format!("[listen]\nimap = \"127.0.0.1:0\"\n{text}");
+        let text = format!(
+            "[listen]\nimap = \"127.0.0.1:0\"\n{}",
+            with_test_features(text)
+        );
         let config = imapferry::config::parse(&text, Path::new("test.toml")).unwrap();
         let bind = || {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -83,6 +86,21 @@ impl Drop for Proxy {
     }
 }
 
+/// Set in the environment, `IMAPFERRY_TEST_KEEP_CLIENT_CACHES=1` turns on
+/// `[migration] keep_client_caches` in every migration proxy a test starts that does not choose
+/// for itself: `.ci/run` runs the proxy's relay and real-client suites a second time with it (issue 15,
+/// item 5).
+fn with_test_features(text: &str) -> String {
+    let on = std::env::var("IMAPFERRY_TEST_KEEP_CLIENT_CACHES").is_ok_and(|v| v == "1");
+    if !on || !text.contains("[old]") || text.contains("keep_client_caches") {
+        return text.to_string();
+    }
+    match text.split_once("[migration]\n") {
+        Some((before, after)) => format!("{before}[migration]\nkeep_client_caches = true\n{after}"),
+        None => format!("{text}\n[migration]\nkeep_client_caches = true\n"),
+    }
+}
+
 /// `imapferry proxy` as a process of this test binary's crate (so it can be killed with SIGKILL), with a fixed state file.
 pub struct ProxyProc {
     child: std::process::Child,
@@ -113,7 +131,10 @@ impl ProxyProc {
         let path = dir.join("proxy.toml");
         std::fs::write(
             &path,
-            format!("[listen]\nimap = \"127.0.0.1:{port}\"\n{config}"),
+            format!(
+                "[listen]\nimap = \"127.0.0.1:{port}\"\n{}",
+                with_test_features(config)
+            ),
         )
         .unwrap();
         let stderr = dir.join(format!("proxy-{port}.log"));

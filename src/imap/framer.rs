@@ -99,7 +99,7 @@ const TAIL: usize = 32;
 /// decides. A lone CR is an ordinary byte. Drive it with [`Framer::advance`]:
 ///
 /// ```
-/// use imapferry::proxy::framer::{Event, Framer, Limits};
+/// use imapferry::imap::framer::{Event, Framer, Limits};
 /// let mut framer = Framer::new(Limits::default());
 /// let mut input: &[u8] = b"A1 LOGIN {5}\r\nalice x\r\n";
 /// while let (n, Some(event)) = framer.advance(input) {
@@ -153,23 +153,12 @@ impl Framer {
         }
         match self.state {
             State::Line => self.advance_line(input),
-            State::Literal {
-                remaining,
-                announced,
-            } => {
+            State::Literal { remaining, .. } => {
                 if input.is_empty() {
                     return (0, None);
                 }
                 let n = usize::try_from(remaining).map_or(input.len(), |r| r.min(input.len()));
-                let left = remaining - n as u64;
-                self.state = if left == 0 {
-                    State::Line
-                } else {
-                    State::Literal {
-                        remaining: left,
-                        announced,
-                    }
-                };
+                self.take_literal(n as u64);
                 (n, Some(Event::LiteralData(&input[..n])))
             }
             State::Overlong => {
@@ -272,6 +261,28 @@ impl Framer {
         match self.state {
             State::Literal { remaining, .. } => Some(remaining),
             _ => None,
+        }
+    }
+
+    /// The caller read `n` bytes of the current literal itself, straight into where they go (the
+    /// IMAP client's reader does, saving a copy of each body), instead of passing them through
+    /// [`Framer::advance`]. `n` is at most [`Framer::literal_remaining`]; more is a caller bug and
+    /// ends the literal.
+    pub fn take_literal(&mut self, n: u64) {
+        if let State::Literal {
+            remaining,
+            announced,
+        } = self.state
+        {
+            let left = remaining.saturating_sub(n);
+            self.state = if left == 0 {
+                State::Line
+            } else {
+                State::Literal {
+                    remaining: left,
+                    announced,
+                }
+            };
         }
     }
 
@@ -438,6 +449,9 @@ mod tests {
             (b"A1 X 5}\r\n", Ok(None)),
             (b"A1 X {5} \r\n", Ok(None)),
             (b"A1 X {5}\r\r\n", Ok(None)),
+            // Without a line end, as the IMAP client's response parser asks.
+            (b"* 1 FETCH (BINARY[] ~{7}", Ok(lit(7, true, true))),
+            (b"* OK {abc}", Ok(None)),
             (
                 b"A1 X {99999999999999999999}\r\n",
                 Err(FrameError::LiteralLengthInvalid),
@@ -446,6 +460,24 @@ mod tests {
         for (l, want) in cases {
             assert_eq!(&announcement(l), want, "{}", String::from_utf8_lossy(l));
         }
+    }
+
+    #[test]
+    fn a_literal_read_by_the_caller_frames_like_one_passed_through() {
+        let input = b"* 1 FETCH (BODY[] {10}\r\n0123456789 UID 4)\r\n";
+        let mut framer = Framer::new(Limits::default());
+        let (n, event) = framer.advance(input);
+        assert_eq!(
+            event,
+            Some(line(b"* 1 FETCH (BODY[] {10}\r\n", lit(10, true, false)))
+        );
+        // The caller takes 4 bytes, then 6: the framer follows and reads the next line.
+        framer.take_literal(4);
+        assert_eq!(framer.literal_remaining(), Some(6));
+        framer.take_literal(6);
+        assert_eq!(framer.literal_remaining(), None);
+        let (_, event) = framer.advance(&input[n + 10..]);
+        assert_eq!(event, Some(line(b" UID 4)\r\n", None)));
     }
 
     #[test]
