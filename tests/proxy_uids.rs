@@ -249,47 +249,82 @@ fn a_folder_is_not_shown_before_its_numbers_are_decided() {
     direct.logout();
 }
 
+/// `(uid, body)` of each message of `folder` through `c`, and the UIDVALIDITY its SELECT shows.
+fn folder_seen(c: &mut RawImap, folder: &str) -> (u32, Vec<(u32, Vec<u8>)>) {
+    let (lines, status) = c.raw(&format!("SELECT {folder}"));
+    assert!(status.contains("OK"), "{status}");
+    let line = lines.iter().find(|l| l.contains("[UIDVALIDITY")).unwrap();
+    let msgs = c.uid_fetch("1:*");
+    (
+        number_after(line, "UIDVALIDITY"),
+        msgs.into_iter().map(|m| (m.uid, m.body)).collect(),
+    )
+}
+
 #[test]
-fn a_folder_that_had_mail_of_its_own_on_new_shows_news_numbers_and_says_so() {
+fn mail_new_got_before_the_copy_is_shown_above_olds_and_out_of_order_copies_show_news_numbers() {
     let (old, new) = servers();
     let (old_validity, _) = seed_old(&old);
     let mut c = RawImap::connect(old.host(), old.port());
     c.login(USER, PW);
-    c.create("Mixed");
-    c.append("Mixed", &[], None, &common::message(50, 300));
-    c.append("Mixed", &[], None, &common::message(51, 300));
+    for folder in ["Mixed", "Crossed"] {
+        c.create(folder);
+        c.append(folder, &[], None, &common::message(50, 300));
+        c.append(folder, &[], None, &common::message(51, 300));
+    }
     let mixed_validity = uidvalidity(&mut c, "Mixed");
+    assert_ne!(mixed_validity, 5252);
     c.logout();
-    // Mail delivered to NEW's folder before the proxy copied OLD's.
     let mut direct = RawImap::connect(new.host(), new.port());
     direct.login(USER, PW);
+    // Mail delivered to NEW's folder before the proxy copied OLD's (the MX moved first).
     direct.create("Mixed");
-    direct.append("Mixed", &[], None, &common::message(60, 300));
-    new.set_uidvalidity(USER, "Mixed", 5151);
+    direct.append("Mixed", &["\\Flagged"], None, &common::message(60, 300));
+    new.set_uidvalidity(USER, "Mixed", 5252);
+    // Copies of OLD's messages already on NEW, in the other order (an earlier tool's).
+    direct.create("Crossed");
+    direct.append("Crossed", &[], None, &common::message(51, 300));
+    direct.append("Crossed", &[], None, &common::message(50, 300));
+    new.set_uidvalidity(USER, "Crossed", 5151);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let p = proxy(&old, &new, &state, true);
     let (validity, _, mut c) = seen(p.port);
     assert_eq!(validity, old_validity);
-    let (lines, status) = c.raw("SELECT Mixed");
-    assert!(status.contains("OK"), "{status}");
-    let line = lines.iter().find(|l| l.contains("[UIDVALIDITY")).unwrap();
+
+    // OLD's numbers, NEW's own message above them (new mail to a client that cached OLD's).
+    let (validity, mixed) = folder_seen(&mut c, "Mixed");
+    assert_eq!(validity, mixed_validity);
     assert_eq!(
-        number_after(line, "UIDVALIDITY"),
-        5151,
-        "NEW's, not OLD's {mixed_validity}"
+        mixed.iter().map(|m| m.0).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "OLD's 1 and 2, then NEW's own from OLD's UIDNEXT 3"
     );
-    let uids: Vec<u32> = c.uid_fetch("1:*").into_iter().map(|m| m.uid).collect();
-    assert_eq!(uids, [1, 2, 3]);
+    assert_eq!(mixed[2].1, common::message(60, 300));
+    let flagged = direct
+        .uid_fetch_all("Mixed")
+        .into_iter()
+        .filter(|m| m.flags.contains("\\Flagged"))
+        .count();
+    assert_eq!(flagged, 1, "moved with its flags");
+
+    // Out of order: NEW's numbers, for good.
+    let (validity, crossed) = folder_seen(&mut c, "Crossed");
+    assert_eq!(validity, 5151);
+    assert_eq!(crossed.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2]);
     c.logout();
+    direct.logout();
     drop(p);
 
     let shown: Vec<(String, Option<bool>)> = common::state::folder_summaries(&state)
         .into_iter()
         .map(|f| (f.pair.new_name, f.keeps_client_caches))
         .collect();
-    assert!(shown.contains(&("INBOX".into(), Some(true))), "{shown:?}");
-    assert!(shown.contains(&("Mixed".into(), Some(false))), "{shown:?}");
+    assert!(shown.contains(&("Mixed".into(), Some(true))), "{shown:?}");
+    assert!(
+        shown.contains(&("Crossed".into(), Some(false))),
+        "{shown:?}"
+    );
 }
 
 /// HIGHESTMODSEQ of `mailbox` as a SELECT through `c` shows it.

@@ -523,8 +523,8 @@ pub async fn sync_pair(
         let now = store
             .folder_pair(pair.account, &pair.old_name, &pair.new_name)
             .await?;
-        if let (Some(old), Some(new)) = (now.old, now.new) {
-            let shown = client_uids::decide(store, &now, (old, new)).await?;
+        if let (Some(old_state), Some(new_state)) = (now.old, now.new) {
+            let shown = client_uids::decide(store, new, &now, (old_state, new_state)).await?;
             observer.uid_map(&pair.new_name, shown);
         }
     }

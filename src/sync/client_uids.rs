@@ -2,6 +2,11 @@
 //! proxy's `keep_client_caches`): built from the pair's links and both sides' recorded state,
 //! stored once (in a fleet the first one stored wins) and never changed after.
 
+use std::collections::HashSet;
+
+use tracing::info;
+
+use crate::imap::Client;
 use crate::store::{FolderPair, Link, MailboxState, Store};
 use crate::uidmap::{Shown, UidMap, runs_of};
 
@@ -14,18 +19,67 @@ pub(crate) const MODSEQ_HEADROOM: u64 = 1 << 20;
 
 /// What the pair's folder shows, decided after a pass recorded both sides' state `old` and
 /// `new`: the stored decision if there is one, else the map [`build`] makes or NEW's numbers,
-/// stored for good.
+/// stored for good. Mail NEW got before the copy was complete (the MX moved first) is moved
+/// above the copies first, within the folder ([`own_mail`]): no client has seen its NEW UIDs
+/// (the folder is not shown before this), and above the copies it is new mail to a client
+/// that cached OLD's.
 pub(super) async fn decide(
     store: &dyn Store,
+    conn: &mut Client,
     pair: &FolderPair,
-    (old, new): (MailboxState, MailboxState),
+    (old, mut new): (MailboxState, MailboxState),
 ) -> Result<Shown, SyncError> {
     if let Some(shown) = store.uid_map(pair.id).await? {
         return Ok(shown);
     }
     let links = store.links(pair.id).await?;
-    let shown = build(&links, old, new).map_or(Shown::New, Shown::Old);
+    let mut map = build(&links, old, new);
+    // MOVE only: a COPY and an expunge cut apart by a crash would leave the mail twice. Not
+    // while the user's writes are on their way to OLD: one may name a NEW UID this would change.
+    if map.is_none() && new.uidnext > 1 && conn.has("MOVE") && quiet(store, pair).await? {
+        conn.writable_now(&pair.new_name).await?;
+        let below = conn
+            .uid_search(&format!("UID 1:{}", new.uidnext - 1))
+            .await?;
+        if let Some(own) = own_mail(&below, &links, new.uidnext) {
+            conn.uid_move(&own, &pair.new_name).await?;
+            info!(
+                folder = %pair.new_name,
+                moved = own.len(),
+                "NEW's own mail moved above OLD's copies"
+            );
+            new.messages = new.messages.saturating_sub(own.len() as u32);
+            map = build(&links, old, new);
+        }
+    }
+    let shown = map.map_or(Shown::New, Shown::Old);
     Ok(store.freeze_uid_map(pair.id, &shown).await?)
+}
+
+/// No write of the pair's account is in flight or waiting in the journal.
+async fn quiet(store: &dyn Store, pair: &FolderPair) -> Result<bool, SyncError> {
+    Ok(store.journal_pending_count(pair.account).await? == 0
+        && store.writes_in_flight(pair.account).await?.is_empty())
+}
+
+/// NEW's messages below `uidnext` (`below`) that no link names, when the links below it are in
+/// OLD's order: moved above the copies, they leave a folder that keeps client caches. `None`
+/// when there are none, or the copies are out of order (nothing would make the map).
+pub(crate) fn own_mail(below: &[u32], links: &[Link], uidnext: u32) -> Option<Vec<u32>> {
+    let mut pairs: Vec<(u32, u32)> = links
+        .iter()
+        .filter(|l| l.new_uid < uidnext)
+        .map(|l| (l.new_uid, l.old_uid))
+        .collect();
+    pairs.sort_unstable();
+    runs_of(pairs.iter().copied()).ok()?;
+    let linked: HashSet<u32> = pairs.iter().map(|p| p.0).collect();
+    let own: Vec<u32> = below
+        .iter()
+        .copied()
+        .filter(|u| *u < uidnext && !linked.contains(u))
+        .collect();
+    (!own.is_empty()).then_some(own)
 }
 
 /// OLD's HIGHESTMODSEQ went past the offset of the pair's map: the offset goes above it again
@@ -131,6 +185,27 @@ mod tests {
         // Copies out of OLD's order.
         let links = [link(1, 2), link(2, 1)];
         assert_eq!(build(&links, state(7, 3, 0, 2), state(9, 3, 0, 2)), None);
+    }
+
+    #[test]
+    fn news_own_mail_is_moved_up_only_where_that_makes_a_map() {
+        let links = [link(2, 1), link(4, 2)];
+        for (below, uidnext, want) in [
+            // NEW 1 and 3 are NEW's own, below the copies 2 and 4.
+            (&[1, 2, 3, 4][..], 5, Some(vec![1, 3])),
+            // Only copies.
+            (&[2, 4], 5, None),
+            // A message at or above UIDNEXT is a later arrival: in the tail already.
+            (&[2, 4, 5], 5, None),
+        ] {
+            assert_eq!(own_mail(below, &links, uidnext), want, "{below:?}");
+        }
+        // Copies out of OLD's order make no map, whatever moves.
+        let crossed = [link(1, 2), link(2, 1)];
+        assert_eq!(own_mail(&[1, 2, 3], &crossed, 4), None);
+        // Moved up, NEW's own mail is shown above OLD's UIDs.
+        let map = build(&links, state(7, 3, 0, 2), state(9, 5, 0, 2)).unwrap();
+        assert_eq!(map.exact(Dir::ToVirtual, 6), Some(4));
     }
 
     #[test]
