@@ -573,11 +573,14 @@ fn every_proxy_of_the_fleet_shows_the_same_uids_after_a_rename() {
     // through A reaches that message on NEW.
     let mut c = RawImap::connect("127.0.0.1", b.port);
     c.login(USER, PW);
+    // OLD stops answering first: the rename waits in the journal, and the store still names
+    // the folder by its old name. A knows of the rename from the journal alone.
+    old.freeze(true);
     c.exec("RENAME Archive Kept");
     c.logout();
-    // The store renames the folder's pair once the rename reaches OLD (see the README's "What
-    // is not done yet": until then the other proxies show the new name NEW's numbers).
-    wait_until("the rename to reach OLD", Duration::from_secs(20), || {
+    assert_eq!(seen_through(a.port, "Kept"), (777, after_append.clone()));
+    old.freeze(false);
+    wait_until("the rename to reach OLD", Duration::from_secs(30), || {
         snapshot(&old, USER, PW).folders.contains_key("Kept")
     });
     assert_eq!(seen_through(a.port, "Kept"), (777, after_append.clone()));

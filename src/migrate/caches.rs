@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::account::Account;
+use super::journal::{Entry, Write};
+use super::names::renamed;
 use crate::lock;
 use crate::store::{AccountId, Store, StoreError};
 use crate::uidmap::{Shown, UidMap};
@@ -69,6 +71,16 @@ impl ClientCaches {
         self.decision(folder).flatten()
     }
 
+    /// `folder` shows what `before` shows (it is `before`, renamed), unless it has a decision.
+    fn follow_rename(&self, folder: &str, before: &str) -> bool {
+        let Some(decision) = self.decision(before) else {
+            return false;
+        };
+        self.decided().entry(key(folder)).or_insert(decision);
+        self.made.send_modify(|n| *n += 1);
+        true
+    }
+
     /// Records a folder's decision (the store keeps the first one).
     pub(crate) fn decide(&self, folder: &str, shown: Shown) {
         let map = match shown {
@@ -116,6 +128,32 @@ impl Account {
         }
     }
 
+    /// Takes in the stored decisions (a rename mirrored to OLD renamed its folder's pair), then
+    /// follows the RENAMEs still in the journal back to the name `folder` had.
+    async fn follow_renames(&self, folder: &str) -> Result<(), StoreError> {
+        self.read_uid_maps().await?;
+        if self.caches.decision(folder).is_some() {
+            return Ok(());
+        }
+        let sep = self.separators().map_or('/', |(_, new)| new);
+        let pending = self.store.journal_pending(self.id, u32::MAX).await?;
+        let mut name = folder.to_string();
+        for entry in pending.iter().rev().filter(|e| e.kind == "rename") {
+            if let Ok(Entry {
+                write: Write::Rename { from, to },
+                ..
+            }) = Entry::from_json(&entry.payload)
+                && let Some(before) = renamed(&name, &to, &from, sep)
+            {
+                name = before;
+            }
+        }
+        if name != folder && self.caches.follow_rename(folder, &name) {
+            info!(folder, before = %name, "client caches follow a rename not yet on OLD");
+        }
+        Ok(())
+    }
+
     /// Takes in every decision stored for the account's folders, under their names now.
     async fn read_uid_maps(&self) -> Result<(), StoreError> {
         for (folder, map) in self.store.uid_maps(self.id).await? {
@@ -140,7 +178,7 @@ impl Account {
             if self.caches.on && self.caches.decision(folder).is_none() {
                 // Not from OLD as this proxy knows the tree: another proxy of the fleet may
                 // have renamed a decided folder to this name.
-                if let Err(e) = self.read_uid_maps().await {
+                if let Err(e) = self.follow_renames(folder).await {
                     warn!(folder, "UID maps not read: {e}");
                 }
             }
