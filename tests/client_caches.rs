@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::maildir::{maildir_files, normalize};
 use common::{Dovecot, Layout, Msg, Proxy, RawImap, migration_config, snapshot};
 
 const USER: &str = "carla";
@@ -218,30 +219,6 @@ fn run_client(cmd: &mut Command) -> ClientRun {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// Body without a possible `X-TUID:` header line (mbsync's), with CRLF normalised to LF.
-fn normalize(body: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
-    let lines: Vec<&str> = text
-        .split_inclusive('\n')
-        .filter(|l| !l.starts_with("X-TUID: "))
-        .collect();
-    lines.concat().into_bytes()
-}
-
-/// Message files (cur/ and new/) of one local Maildir folder, sorted.
-fn maildir_files(folder: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for sub in ["cur", "new"] {
-        if let Ok(rd) = std::fs::read_dir(folder.join(sub)) {
-            for e in rd {
-                files.push(e.unwrap().path());
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// Every message file under a client's Maildir root (state files left out).

@@ -7,9 +7,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::maildir::{maildir_files, normalize};
 use common::*;
 
 /// A proxy with a plain (STARTTLS) and an implicit-TLS listener in front of NEW at `new_port`.
@@ -145,31 +146,6 @@ fn curl_full_session_over_implicit_tls_and_starttls() {
         assert_eq!(uids, vec![1, 3, 4], "{what}: {msgs:?}");
         assert!(msgs[0].flags.contains("\\Flagged"), "{what}");
     }
-}
-
-/// Body without a possible `X-TUID:` header line, with CRLF normalised to LF (mbsync stores
-/// Maildir messages with LF line ends).
-fn normalize(body: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(body).replace("\r\n", "\n");
-    let lines: Vec<&str> = text
-        .split_inclusive('\n')
-        .filter(|l| !l.starts_with("X-TUID: "))
-        .collect();
-    lines.concat().into_bytes()
-}
-
-/// Message files (cur/ and new/) of one Maildir folder.
-fn maildir_files(folder: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for sub in ["cur", "new"] {
-        if let Ok(rd) = std::fs::read_dir(folder.join(sub)) {
-            for e in rd {
-                files.push(e.unwrap().path());
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// Runs `mbsync -a` with `SSLType` `tls` (IMAPS or STARTTLS; isync 1.4 spells it SSLType). Host is

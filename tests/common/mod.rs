@@ -1,7 +1,7 @@
 //! Shared integration-test support: private Dovecot and Courier servers (`dovecot`, `courier`,
 //! both `server::ImapServer`), a std-only IMAP client (`raw`), deterministic account seeding
 //! (`seed`, and the `hostile` corpus), running the binary (`cli`) and layout-independent
-//! comparison (`snapshot`), test certificates from the development CA (`certs`) and a TLS client showing the
+//! comparison (`snapshot`), local Maildirs of real clients (`maildir`), test certificates from the development CA (`certs`) and a TLS client showing the
 //! server's certificate (`tlsimap`).
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
@@ -14,6 +14,7 @@ pub mod cyrus;
 pub mod dovecot;
 pub mod engine;
 pub mod hostile;
+pub mod maildir;
 pub mod postgres;
 pub mod proxy;
 pub mod proxyproc;
