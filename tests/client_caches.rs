@@ -29,10 +29,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::maildir::{maildir_files, normalize};
-use common::{Dovecot, Layout, Msg, Proxy, RawImap, migration_config, snapshot};
+use common::{
+    Dovecot, Layout, Msg, Proxy, RawImap, migration_config, require, snapshot, wait_until,
+};
 
 const USER: &str = "carla";
 const PW: &str = "carlapw";
@@ -41,26 +43,6 @@ const PW: &str = "carlapw";
 const SEEDED: [(&str, u64); 2] = [("INBOX", 20), ("Work", 5)];
 /// OLD's folders get UIDVALIDITY values from here on (Dovecot's own are Unix times).
 const OLD_UIDVALIDITY: u32 = 1_000_001;
-
-/// Fails the test when a program it drives is missing: a test that cannot run must not pass.
-fn require(binary: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {binary}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{binary} is not installed (scripts/install-deps.sh installs it)"
-    );
-}
-
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// OLD with the seeded account, an empty NEW, and a directory for the clients and the proxy.
 struct Scenario {

@@ -7,11 +7,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::accounts::{master_config_with_state, master_servers, seed, users};
 use common::cli::{accounts, run_at, strings};
-use common::{Dovecot, Layout, Postgres, ProxyProc, RawImap, Snapshot, assert_same_mail, snapshot};
+use common::{
+    Dovecot, Layout, Postgres, ProxyProc, RawImap, Snapshot, assert_same_mail, snapshot, wait_until,
+};
 
 const USER: &str = "alice";
 const PW: &str = "alicepw";
@@ -99,14 +101,6 @@ fn copied_in(logs: &[String]) -> u64 {
                 .ok()
         })
         .sum()
-}
-
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

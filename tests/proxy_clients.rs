@@ -24,18 +24,6 @@ fn start_proxy(new_port: u16) -> Proxy {
     Proxy::start_with(&text, true)
 }
 
-/// Fails the test when a client it drives is missing: a test that cannot run must not pass.
-fn require(binary: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {binary}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{binary} is not installed (scripts/install-deps.sh installs it)"
-    );
-}
-
 fn msg(i: u32, subject: &str) -> Vec<u8> {
     format!(
         "From: a@example.org\r\nTo: b@example.org\r\nSubject: {subject} {i}\r\nMessage-ID: <m{i}.{subject}@example.org>\r\n\r\nbody of {subject} {i}\r\n"

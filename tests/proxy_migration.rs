@@ -7,9 +7,11 @@ use common::state::account_summaries;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Dovecot, DovecotOptions, Layout, Proxy, ProxyProc, RawImap, Snapshot, snapshot};
+use common::{
+    Dovecot, DovecotOptions, Layout, Proxy, ProxyProc, RawImap, Snapshot, snapshot, wait_until,
+};
 
 const USER: &str = "alice";
 const PW: &str = "alicepw";
@@ -79,14 +81,6 @@ fn assert_no_duplicates(snap: &Snapshot) {
             "duplicates in {path}: {:?}",
             subjects(snap, path)
         );
-    }
-}
-
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

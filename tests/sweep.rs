@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::accounts::{master_config, master_servers, seed, users};
-use common::{Dovecot, ProxyProc, RawImap, assert_same_mail, snapshot};
+use common::{Dovecot, ProxyProc, RawImap, assert_same_mail, snapshot, wait_until};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_imapferry"))
@@ -51,14 +51,6 @@ fn http_get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("no JSON from {path}: {last}");
-}
-
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

@@ -37,3 +37,24 @@ pub use raw::{Msg, RawImap};
 pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};
 pub use server::ImapServer;
 pub use snapshot::{SnapMsg, Snapshot, assert_same_mail, snapshot, snapshot_at};
+
+/// Polls `check` (every 100 ms) until it holds; fails the test after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Fails the test when a program it drives is missing: a test that cannot run must not pass.
+pub fn require(binary: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{binary} is not installed (scripts/install-deps.sh installs it)"
+    );
+}
