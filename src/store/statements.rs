@@ -25,6 +25,17 @@ use crate::store::{
 };
 use crate::uidmap::Shown;
 
+/// The links of pair `$1` whose NEW UID is in `$2..=$3`: the runs that hold one (those
+/// starting in the range, and the last one starting before it, see migration 12), and the
+/// per-message links. Index lookups only, however many runs the pair has.
+pub(super) const LINKS_BY_NEW: &str = "SELECT old_start, new_start, length, old_flags, \
+     new_flags, NULL AS ident FROM link_runs WHERE pair_id = $1 AND new_start <= $3 \
+     AND new_start + length > $2 AND new_start >= COALESCE((SELECT MAX(r.new_start) \
+     FROM link_runs r WHERE r.pair_id = $1 AND r.new_start <= $2), 0) \
+     UNION ALL \
+     SELECT old_uid, new_uid, 1, old_flags, new_flags, ident \
+     FROM links WHERE pair_id = $1 AND new_uid BETWEEN $2 AND $3";
+
 impl SqlStore {
     /// Applies the migrations this database has not seen yet, each in one transaction.
     pub(super) async fn migrate(&self) -> Result<()> {
@@ -649,18 +660,7 @@ impl Store for SqlStore {
     /// The runs and the per-message exceptions in one statement (one snapshot: a link that a
     /// concurrent write moves between them is seen once).
     async fn links_by_new(&self, pair: PairId, first: u32, last: u32) -> Result<Vec<Link>> {
-        let rows = self
-            .select(
-                "SELECT old_start, new_start, length, old_flags, new_flags, NULL AS ident \
-                 FROM link_runs WHERE pair_id = $1 AND new_start <= $3 \
-                 AND new_start + length > $2 \
-                 UNION ALL \
-                 SELECT old_uid, new_uid, 1, old_flags, new_flags, ident \
-                 FROM links WHERE pair_id = $1 AND new_uid BETWEEN $2 AND $3 \
-                 ORDER BY 1",
-                args![pair, first, last],
-            )
-            .await?;
+        let rows = self.select(LINKS_BY_NEW, args![pair, first, last]).await?;
         let mut links = Vec::with_capacity(rows.len());
         for row in &rows {
             let ident: Option<String> = row.get("ident")?;
@@ -676,6 +676,7 @@ impl Store for SqlStore {
                 None => links.extend(run.links_by_new(first, last)),
             }
         }
+        links.sort_unstable_by_key(|l| l.old_uid);
         Ok(links)
     }
 
