@@ -116,9 +116,14 @@ impl<O: ImapServer> Setup<O> {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert_same_mail(
+        let report = mail_diff(
             &snapshot(&self.old, USER, PW),
             &snapshot(&self.new, USER, PW),
+        );
+        assert!(
+            report.is_empty(),
+            "OLD (left) and NEW (right) differ:\n{report}\n{}",
+            self.log()
         );
     }
 }
@@ -167,6 +172,83 @@ fn folders_named_by_literals_are_mirrored_where_the_user_acted() {
     );
     assert_eq!(on_old.with_flag("\\Flagged"), 1);
     assert!(on_old.folders.contains_key("New2") && on_old.subscribed.contains("New2"));
+}
+
+/// The destination UID of the `COPYUID` response code (`OK [COPYUID 7 1 151] ...`) in a
+/// COPY's tagged answer or a MOVE's untagged one.
+fn copied_to((untagged, tagged): (Vec<Vec<u8>>, String)) -> u32 {
+    let untagged = untagged
+        .iter()
+        .map(|u| String::from_utf8_lossy(u).to_string());
+    [tagged.clone()]
+        .into_iter()
+        .chain(untagged.filter_map(|u| u.strip_prefix("* ").map(String::from)))
+        .find_map(|line| {
+            line.strip_prefix("OK [COPYUID ")?
+                .split([' ', ']'])
+                .nth(2)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no COPYUID: {tagged}"))
+}
+
+/// Dovecot acts on a command once it has its arguments, before the line's CRLF: a command
+/// naming its destination by a literal must reach NEW only after the proxy has filled that
+/// folder from OLD and set the write-ahead mark. Each copy lands above OLD's mail and is
+/// journaled (OLD needs no reconcile), whether the literal is LITERAL+, synchronising, or
+/// the line's end comes in a later segment. A literal after a command's last argument is
+/// refused: NEW would act on the command before the proxy has seen it.
+#[test]
+fn a_command_naming_its_folder_by_literal_waits_for_that_folder() {
+    const N: u64 = 150;
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut old = s.direct_old();
+    for f in ["A", "B", "C", "D"] {
+        old.create(f);
+    }
+    fill(&mut old, "A", 0, 3);
+    for f in ["B", "C", "D"] {
+        fill(&mut old, f, 100, N);
+    }
+    old.logout();
+
+    let mut c = s.client();
+    assert_eq!(c.select("A"), 3);
+    let answer = c.command("UID COPY 1 {1+}\r\nB");
+    assert_eq!(copied_to(answer), N as u32 + 1, "LITERAL+");
+    let tag = c.start("UID MOVE 2 {1}");
+    c.continuation(&tag).unwrap();
+    c.write_raw(b"C\r\n");
+    assert_eq!(
+        copied_to(c.answer(&tag)),
+        N as u32 + 1,
+        "synchronising literal"
+    );
+    let tag = c.start("UID COPY 3 {1+}");
+    c.write_raw(b"D");
+    // A slow client: the line's end in a segment of its own.
+    std::thread::sleep(Duration::from_millis(200));
+    c.write_raw(b"\r\n");
+    assert_eq!(copied_to(c.answer(&tag)), N as u32 + 1, "CRLF sent later");
+    // A literal after a complete command: NEW would act before the proxy saw the command.
+    let tag = c.start("CREATE Extra {1}");
+    let refused = c.continuation(&tag).unwrap_err();
+    assert!(refused.starts_with("BAD"), "{refused}");
+    c.logout();
+    let mut c = s.client();
+    let tag = c.start("DELETE B {1+}");
+    c.write_raw(b"x\r\n");
+    let bye = c.tagged_or_bye(&tag);
+    assert!(bye.starts_with("* BYE"), "{bye}");
+
+    s.assert_mirrored();
+    let on_old = snapshot(&s.old, USER, PW);
+    let counts = ["A", "B", "C", "D"].map(|f| on_old.count(f));
+    let n = N as usize;
+    assert_eq!(counts, [2, n + 1, n + 1, n + 1]);
+    assert!(!on_old.folders.contains_key("Extra"));
+    assert!(!s.log().contains("diverges"), "{}", s.log());
 }
 
 /// `CREATE "foo/"` then `DELETE foo`, and the DELETE of a folder nobody opened: OLD loses both,

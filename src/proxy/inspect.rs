@@ -166,6 +166,22 @@ pub fn inspect(line: &[u8]) -> Inspected {
     }
 }
 
+/// Whether the literal announced at the end of `command` (the command so far, literals before
+/// it inline) is an argument too many: without it the command is complete already, and a
+/// server may act on it before the literal comes (Dovecot does, once it has a command's
+/// arguments: `CREATE Extra {1}` creates `Extra` at once). APPEND's literals are its messages,
+/// never too many.
+pub fn literal_too_many(command: &[u8]) -> bool {
+    let line = command.strip_suffix(b"\n").unwrap_or(command);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(open) = line.iter().rposition(|b| *b == b'{') else {
+        return false;
+    };
+    let before = line[..open].strip_suffix(b"~").unwrap_or(&line[..open]);
+    let inspected = inspect(before.trim_ascii_end());
+    inspected.codec_parsed && inspected.name.as_deref() != Some("APPEND")
+}
+
 /// Whether FETCH items (as sent, after the set) fetch a body part without `.PEEK` (RFC 9051
 /// §6.4.5: `BODY[…]` and `BINARY[…]` set `\Seen`; RFC 3501's `RFC822` and `RFC822.TEXT` too).
 fn sets_seen(items: &[u8]) -> bool {
@@ -580,6 +596,33 @@ mod tests {
         }
         assert!(inspect(b"a UID FETCH 1:* (FLAGS)\r\n").codec_parsed);
         assert!(!inspect(b"t XLIST \"\" \"*\"\r\n").codec_parsed);
+    }
+
+    #[test]
+    fn literals_too_many() {
+        let cases = [
+            ("t CREATE Extra {1}\r\n", true),
+            ("t CREATE Extra {1+}\r\n", true),
+            ("t RENAME A B ~{1}\r\n", true),
+            ("t RENAME {1}\r\nA B {1}\r\n", true),
+            ("t SELECT A {1}\r\n", true),
+            ("t NOOP {1}\r\n", true),
+            ("t CREATE {5}\r\n", false),
+            ("t RENAME {1}\r\nA {1}\r\n", false),
+            ("t RENAME A {1}\r\n", false),
+            ("t UID MOVE 1 {1+}\r\n", false),
+            ("t STATUS {1}\r\n", false),
+            ("t SEARCH SUBJECT {5}\r\n", false),
+            ("t FETCH 1 (BODY[HEADER.FIELDS ({4}\r\n", false),
+            // APPEND: a message, or the next one of a MULTIAPPEND.
+            ("t APPEND A (\\Seen) {5}\r\n", false),
+            ("t APPEND A {5}\r\nhello {5}\r\n", false),
+            ("t XUNKNOWN {5}\r\n", false),
+            ("t CREATE Extra\r\n", false),
+        ];
+        for (command, too_many) in cases {
+            assert_eq!(literal_too_many(command.as_bytes()), too_many, "{command}");
+        }
     }
 
     #[test]

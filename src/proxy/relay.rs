@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::capabilities::rewrite_capabilities;
-use super::inspect::inspect;
+use super::inspect::{inspect, literal_too_many};
 use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
 use super::prelogin::LoggedIn;
@@ -416,13 +416,17 @@ impl Migration<'_> {
 }
 
 impl ClientToNew<'_> {
-    /// Sends what is pending to NEW (within the write timeout).
-    async fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        if !out.is_empty() {
-            self.migration.metrics.bytes_client_to_new(out.len() as u64);
+    /// Sends what is pending to NEW (within the write timeout) but the last `held` bytes: the
+    /// part of an unfinished command that must wait until the command is complete and what
+    /// comes first (backfill, write-ahead mark) is done. Dovecot acts on a command as soon as
+    /// it has its arguments, before the line's CRLF: `UID MOVE 1 {1+}\r\nB` moves once `B` is in.
+    async fn flush(&mut self, out: &mut Vec<u8>, held: usize) -> io::Result<()> {
+        let ready = out.len() - held;
+        if ready > 0 {
+            self.migration.metrics.bytes_client_to_new(ready as u64);
             let deadline = Instant::now() + self.migration.write_timeout;
-            send_by(&mut self.new, out, true, deadline, "NEW").await?;
-            out.clear();
+            send_by(&mut self.new, &out[..ready], true, deadline, "NEW").await?;
+            out.drain(..ready);
         }
         Ok(())
     }
@@ -471,11 +475,13 @@ impl ClientToNew<'_> {
         let mut overlong_tag: Option<String> = None;
         let mut overlong_mid_command = false;
         let mut secret: Option<String> = None;
+        // The end of `out` that is the unfinished command's (see [`ClientToNew::flush`]).
+        let mut held = 0;
         loop {
             let (n, event) = self.framer.advance(&input.buf[input.pos..input.len]);
             input.pos += n;
             let Some(event) = event else {
-                self.flush(&mut out).await?;
+                self.flush(&mut out, held).await?;
                 release_if_idle(&mut out, &input);
                 let deadline = Instant::now() + migration.idle;
                 match input.fill(&mut rd, Some(deadline)).await {
@@ -529,7 +535,7 @@ impl ClientToNew<'_> {
                             true => Cow::Owned([&command[..], &bytes].concat()),
                         };
                         if let Some((folder, opens)) = migration.needs(&whole)? {
-                            self.flush(&mut out).await?;
+                            self.flush(&mut out, held).await?;
                             if !migration.ready(&folder, opens).await && !continuing {
                                 let t = tag.as_deref().unwrap_or("*");
                                 let reply = format!("{t} NO [UNAVAILABLE] {NOT_READY}\r\n");
@@ -544,6 +550,31 @@ impl ClientToNew<'_> {
                     } else {
                         kept_all = false;
                     }
+                    if let Some(lit) = literal
+                        && migration.account.is_some()
+                        && kept_all
+                        && literal_too_many(&command)
+                    {
+                        // NEW would act on the command before the literal, where the proxy
+                        // has not seen it whole: refused, as NEW must never run what the
+                        // proxy does not track.
+                        if let Some((t, _)) = &migration.translator {
+                            t.lock().map_err(poisoned)?.command_refused();
+                        }
+                        if continuing || !lit.sync {
+                            // Part is with NEW, or the client sends the data regardless.
+                            return Ok(End::Bye("Arguments after the end of a command"));
+                        }
+                        if lit.len > 0 {
+                            self.framer.reject_literal();
+                        }
+                        let t = tag.as_deref().unwrap_or("*");
+                        let reply = format!("{t} BAD Arguments after the end of the command\r\n");
+                        if let Some(end) = self.bad(reply).await? {
+                            return Ok(end);
+                        }
+                        continue;
+                    }
                     match literal {
                         Some(lit) => keep_literal = kept_all && lit.len <= TRACK_LITERAL,
                         None => {
@@ -557,7 +588,7 @@ impl ClientToNew<'_> {
                                 || before.write
                             {
                                 // Earlier commands go out before the backfill makes this one wait.
-                                self.flush(&mut out).await?;
+                                self.flush(&mut out, held).await?;
                                 if let Err(e) = migration.before_forward(&before).await {
                                     // NEW never sees the end of the command: it does nothing.
                                     warn!("{e}");
@@ -568,10 +599,12 @@ impl ClientToNew<'_> {
                     }
                     continuing = literal.is_some();
                     out.extend_from_slice(&bytes);
+                    held = if continuing { held + bytes.len() } else { 0 };
                     if let Some(lit) = literal.filter(|l| l.sync) {
                         // Only NEW may continue a synchronising literal.
                         *self.waiting.lock().map_err(poisoned)? = tag.clone();
-                        self.flush(&mut out).await?;
+                        self.flush(&mut out, 0).await?;
+                        held = 0;
                         debug!("waiting for NEW's continuation");
                         match tokio::time::timeout(migration.idle, self.continuation.recv()).await {
                             Ok(Some(Continuation::Go)) => {}
@@ -591,7 +624,7 @@ impl ClientToNew<'_> {
                         && migration.tracker.lock().map_err(poisoned)?.full()
                     {
                         // Read no more from the client until NEW has answered some.
-                        self.flush(&mut out).await?;
+                        self.flush(&mut out, 0).await?;
                         migration.wait_for_room().await?;
                     }
                 }
@@ -605,11 +638,14 @@ impl ClientToNew<'_> {
                         kept_all = false;
                     }
                     out.extend_from_slice(data);
+                    held += data.len();
                     if out.len() >= FLUSH_AT {
+                        // A message streams: NEW stores it only at the command's CRLF.
                         migration.metrics.bytes_client_to_new(out.len() as u64);
                         let deadline = Instant::now() + migration.write_timeout;
                         send_by(&mut self.new, &out, false, deadline, "NEW").await?;
                         out.clear();
+                        held = 0;
                     }
                 }
                 Event::Error(FrameError::LineTooLong) => {

@@ -97,7 +97,7 @@ pub(super) struct Input {
 
 /// Gives back an output buffer's memory after a quiet exchange (idle connections stay small).
 pub(super) fn release_if_idle(out: &mut Vec<u8>, input: &Input) {
-    if input.is_quiet() && out.capacity() > INPUT_MIN {
+    if input.is_quiet() && out.is_empty() && out.capacity() > INPUT_MIN {
         *out = Vec::new();
     }
 }

@@ -36,7 +36,7 @@ pub use proxyproc::ProxyProcess;
 pub use raw::{Msg, RawImap};
 pub use seed::{SeedSpec, SeedSummary, lognormal_size, message, mutf7, seed_account};
 pub use server::ImapServer;
-pub use snapshot::{SnapMsg, Snapshot, assert_same_mail, snapshot, snapshot_at};
+pub use snapshot::{SnapMsg, Snapshot, assert_same_mail, mail_diff, snapshot, snapshot_at};
 
 /// Polls `check` (every 100 ms) until it holds; fails the test after `limit`.
 pub fn wait_until(what: &str, limit: std::time::Duration, mut check: impl FnMut() -> bool) {

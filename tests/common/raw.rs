@@ -201,16 +201,7 @@ impl RawImap {
         }
         cmd.push_str(&format!(" {{{}}}", bytes.len()));
         let tag = self.send(&cmd);
-        // Wait for the continuation request; a tagged NO/BAD may come instead.
-        loop {
-            let resp = self.read_response();
-            if resp.starts_with(b"+") {
-                break;
-            }
-            if let Some(status) = resp.strip_prefix(format!("{tag} ").as_bytes()) {
-                return Err(String::from_utf8_lossy(status).trim_end().to_string());
-            }
-        }
+        self.continuation(&tag)?;
         self.writer.write_all(bytes).unwrap();
         self.writer.write_all(b"\r\n").unwrap();
         let (_, tagged) = self.collect(&tag);
@@ -298,6 +289,30 @@ impl RawImap {
     /// Sends `cmd` with a fresh tag without waiting for the answer; returns the tag.
     pub fn start(&mut self, cmd: &str) -> String {
         self.send(cmd)
+    }
+
+    /// Waits for the continuation request of `tag`'s synchronising literal; `Err` with the
+    /// tagged line (without the tag) if the server answered the command instead.
+    pub fn continuation(&mut self, tag: &str) -> Result<(), String> {
+        loop {
+            let resp = self.read_response();
+            if resp.starts_with(b"+") {
+                return Ok(());
+            }
+            if let Some(status) = resp.strip_prefix(format!("{tag} ").as_bytes()) {
+                return Err(String::from_utf8_lossy(status).trim_end().to_string());
+            }
+        }
+    }
+
+    /// Writes `bytes` as they are (the rest of a command begun with [`RawImap::start`]).
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// The untagged responses and the tagged line (without the tag) answering `tag`.
+    pub fn answer(&mut self, tag: &str) -> (Vec<Vec<u8>>, String) {
+        self.collect(tag)
     }
 
     /// The tagged answer to `tag` (without the tag), or the `* BYE` line that came first.

@@ -97,6 +97,12 @@ pub fn snapshot_at(host: &str, port: u16, layout: Layout, user: &str, pw: &str) 
 
 /// Panics with a per-folder report unless both snapshots hold the same mail and subscriptions.
 pub fn assert_same_mail(left: &Snapshot, right: &Snapshot) {
+    let report = mail_diff(left, right);
+    assert!(report.is_empty(), "mailboxes differ:\n{report}");
+}
+
+/// A per-folder report of where two snapshots differ in mail or subscriptions; empty if nowhere.
+pub fn mail_diff(left: &Snapshot, right: &Snapshot) -> String {
     let mut report = String::new();
     let names: BTreeSet<&String> = left.folders.keys().chain(right.folders.keys()).collect();
     for name in names {
@@ -113,7 +119,7 @@ pub fn assert_same_mail(left: &Snapshot, right: &Snapshot) {
             report.push_str(&format!("subscribed only in {side}: {only:?}\n"));
         }
     }
-    assert!(report.is_empty(), "mailboxes differ:\n{report}");
+    report
 }
 
 const MAX_LINES_PER_FOLDER: usize = 20;
