@@ -237,7 +237,7 @@ fn a_command_naming_its_folder_by_literal_waits_for_that_folder() {
     assert!(refused.starts_with("BAD"), "{refused}");
     c.logout();
     let mut c = s.client();
-    let tag = c.start("DELETE B {1+}");
+    let tag = c.start("DELETE B junk {1+}");
     c.write_raw(b"x\r\n");
     let bye = c.tagged_or_bye(&tag);
     assert!(bye.starts_with("* BYE"), "{bye}");

@@ -167,9 +167,10 @@ pub fn inspect(line: &[u8]) -> Inspected {
 }
 
 /// Whether the literal announced at the end of `command` (the command so far, literals before
-/// it inline) is an argument too many: without it the command is complete already, and a
-/// server may act on it before the literal comes (Dovecot does, once it has a command's
-/// arguments: `CREATE Extra {1}` creates `Extra` at once). APPEND's literals are its messages,
+/// it inline) is an argument too many: without it the command is complete already (or has the
+/// folder arguments the proxy acts on, with more after them), and a server may act on it
+/// before the literal comes. Dovecot does, once it has a command's arguments, and ignores
+/// the rest: `DELETE X junk {1}` deletes `X` at once. APPEND's literals are its messages,
 /// never too many.
 pub fn literal_too_many(command: &[u8]) -> bool {
     let line = command.strip_suffix(b"\n").unwrap_or(command);
@@ -179,7 +180,19 @@ pub fn literal_too_many(command: &[u8]) -> bool {
     };
     let before = line[..open].strip_suffix(b"~").unwrap_or(&line[..open]);
     let inspected = inspect(before.trim_ascii_end());
-    inspected.codec_parsed && inspected.name.as_deref() != Some("APPEND")
+    let has_its_folders = match inspected.command {
+        Command::Rename { to, .. } => to.is_some(),
+        Command::Create { .. }
+        | Command::Delete { .. }
+        | Command::Subscribe { .. }
+        | Command::Unsubscribe { .. }
+        | Command::Select { .. }
+        | Command::Examine { .. }
+        | Command::Copy { .. }
+        | Command::Move { .. } => true,
+        _ => false,
+    };
+    (inspected.codec_parsed || has_its_folders) && inspected.name.as_deref() != Some("APPEND")
 }
 
 /// Whether FETCH items (as sent, after the set) fetch a body part without `.PEEK` (RFC 9051
@@ -606,6 +619,11 @@ mod tests {
             ("t RENAME A B ~{1}\r\n", true),
             ("t RENAME {1}\r\nA B {1}\r\n", true),
             ("t SELECT A {1}\r\n", true),
+            // Dovecot ignores arguments after a command's own.
+            ("t DELETE X junk {1}\r\n", true),
+            ("t RENAME X Y junk {1}\r\n", true),
+            ("t CREATE Y (USE (\\Drafts)) {1}\r\n", true),
+            ("t UID MOVE 1 X junk {1}\r\n", true),
             ("t NOOP {1}\r\n", true),
             ("t CREATE {5}\r\n", false),
             ("t RENAME {1}\r\nA {1}\r\n", false),

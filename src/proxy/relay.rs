@@ -65,6 +65,13 @@ enum Continuation {
     Refused,
 }
 
+/// Whether a tagged response line says `OK`.
+fn status_ok(line: &[u8]) -> bool {
+    line.split(|b| *b == b' ')
+        .nth(1)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"OK"))
+}
+
 /// Tag of the command waiting for NEW's continuation of a synchronising literal.
 type Waiting = StdMutex<Option<String>>;
 
@@ -783,6 +790,17 @@ impl NewToClient<'_> {
                         };
                         if refused {
                             let _ = tx.send(Continuation::Refused).await;
+                            // NEW ran a command the proxy never saw whole (one it does not
+                            // know, so `literal_too_many` let it through): what it did is not
+                            // journaled.
+                            if let Some(account) = migration.account
+                                && status_ok(&bytes)
+                            {
+                                account.reconcile_soon(
+                                    "NEW completed a command before the literal it announced"
+                                        .into(),
+                                );
+                            }
                         }
                         if let Err(text) = migration.before_response(&bytes, &mut watching).await? {
                             if !out.is_empty() {
