@@ -188,11 +188,33 @@ pub fn literal_too_many(command: &[u8]) -> bool {
         | Command::Unsubscribe { .. }
         | Command::Select { .. }
         | Command::Examine { .. }
+        | Command::Status { .. }
         | Command::Copy { .. }
         | Command::Move { .. } => true,
         _ => false,
     };
     (inspected.codec_parsed || has_its_folders) && inspected.name.as_deref() != Some("APPEND")
+}
+
+/// Whether a command named `name` (as [`Inspected::name`] says it) may change mail or folders:
+/// NEW doing it unseen by the journal leaves OLD behind. FETCH may set `\Seen`.
+pub fn may_write(name: &str) -> bool {
+    let name = name.strip_prefix("UID ").unwrap_or(name);
+    matches!(
+        name,
+        "APPEND"
+            | "COPY"
+            | "MOVE"
+            | "STORE"
+            | "EXPUNGE"
+            | "CLOSE"
+            | "FETCH"
+            | "CREATE"
+            | "DELETE"
+            | "RENAME"
+            | "SUBSCRIBE"
+            | "UNSUBSCRIBE"
+    )
 }
 
 /// Whether FETCH items (as sent, after the set) fetch a body part without `.PEEK` (RFC 9051
@@ -624,6 +646,7 @@ mod tests {
             ("t RENAME X Y junk {1}\r\n", true),
             ("t CREATE Y (USE (\\Drafts)) {1}\r\n", true),
             ("t UID MOVE 1 X junk {1}\r\n", true),
+            ("t STATUS A (MESSAGES) junk {1}\r\n", true),
             ("t NOOP {1}\r\n", true),
             ("t CREATE {5}\r\n", false),
             ("t RENAME {1}\r\nA {1}\r\n", false),
@@ -640,6 +663,35 @@ mod tests {
         ];
         for (command, too_many) in cases {
             assert_eq!(literal_too_many(command.as_bytes()), too_many, "{command}");
+        }
+    }
+
+    #[test]
+    fn writing_commands() {
+        for name in [
+            "APPEND",
+            "UID MOVE",
+            "COPY",
+            "UID STORE",
+            "UID EXPUNGE",
+            "CLOSE",
+            "FETCH",
+        ] {
+            assert!(may_write(name), "{name}");
+        }
+        for name in ["CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE"] {
+            assert!(may_write(name), "{name}");
+        }
+        for name in [
+            "ID",
+            "NOOP",
+            "STATUS",
+            "SELECT",
+            "UID SEARCH",
+            "LIST",
+            "GETQUOTAROOT",
+        ] {
+            assert!(!may_write(name), "{name}");
         }
     }
 

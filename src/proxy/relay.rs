@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::capabilities::rewrite_capabilities;
-use super::inspect::{inspect, literal_too_many};
+use super::inspect::{inspect, literal_too_many, may_write};
 use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
 use super::prelogin::LoggedIn;
@@ -72,8 +72,14 @@ fn status_ok(line: &[u8]) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case(b"OK"))
 }
 
-/// Tag of the command waiting for NEW's continuation of a synchronising literal.
-type Waiting = StdMutex<Option<String>>;
+/// The command waiting for NEW's continuation of a synchronising literal.
+type Waiting = StdMutex<Option<Awaiting>>;
+
+struct Awaiting {
+    tag: String,
+    /// It may write: should NEW answer it OK before the continuation, OLD is reconciled.
+    may_write: bool,
+}
 
 /// The session's own state behind a lock that a panic may have poisoned: the session ends
 /// rather than go on with state it cannot trust.
@@ -88,8 +94,8 @@ fn take_replies(inject: &mut mpsc::Receiver<Vec<u8>>, out: &mut Vec<u8>) {
     }
 }
 
-/// Takes the tag waiting for a continuation.
-fn take_waiting(waiting: &Waiting) -> io::Result<Option<String>> {
+/// Takes the command waiting for a continuation.
+fn take_waiting(waiting: &Waiting) -> io::Result<Option<Awaiting>> {
     Ok(waiting.lock().map_err(poisoned)?.take())
 }
 
@@ -609,7 +615,9 @@ impl ClientToNew<'_> {
                     held = if continuing { held + bytes.len() } else { 0 };
                     if let Some(lit) = literal.filter(|l| l.sync) {
                         // Only NEW may continue a synchronising literal.
-                        *self.waiting.lock().map_err(poisoned)? = tag.clone();
+                        let may_write = inspect(&command).name.is_some_and(|n| may_write(&n));
+                        *self.waiting.lock().map_err(poisoned)? =
+                            tag.clone().map(|tag| Awaiting { tag, may_write });
                         self.flush(&mut out, 0).await?;
                         held = 0;
                         debug!("waiting for NEW's continuation");
@@ -782,18 +790,18 @@ impl NewToClient<'_> {
                         let refused = {
                             let tag = first_token(&bytes);
                             let mut w = waiting.lock().map_err(poisoned)?;
-                            let refused = tag.is_some() && *w == tag;
-                            if refused {
-                                *w = None;
+                            match &*w {
+                                Some(a) if tag.as_deref() == Some(a.tag.as_str()) => w.take(),
+                                _ => None,
                             }
-                            refused
                         };
-                        if refused {
+                        if let Some(refused) = refused {
                             let _ = tx.send(Continuation::Refused).await;
-                            // NEW ran a command the proxy never saw whole (one it does not
-                            // know, so `literal_too_many` let it through): what it did is not
-                            // journaled.
+                            // NEW ran a command the proxy never saw whole (one whose arguments
+                            // it could not read, so `literal_too_many` let it through): what it
+                            // did is not journaled.
                             if let Some(account) = migration.account
+                                && refused.may_write
                                 && status_ok(&bytes)
                             {
                                 account.reconcile_soon(
