@@ -209,6 +209,9 @@ pub struct Client {
     selected: Option<(String, bool)>,
     /// The PERMANENTFLAGS the selected mailbox's SELECT answered.
     permanentflags: Option<Vec<String>>,
+    /// Every message of the selected mailbox with a UID below this is in the view (its
+    /// SELECT's UIDNEXT, raised by [`Client::writable_for`]'s NOOPs).
+    covered: u32,
 }
 
 impl Client {
@@ -254,6 +257,7 @@ impl Client {
             stash: Vec::new(),
             selected: None,
             permanentflags: None,
+            covered: 0,
         };
         match client.read().await? {
             Response::Untagged(Untagged::Status {
@@ -335,6 +339,7 @@ impl Client {
             stash: Vec::new(),
             selected: None,
             permanentflags: None,
+            covered: 0,
         };
         client.capability().await?;
         Ok(client)
@@ -990,6 +995,7 @@ impl Client {
         }
         self.selected = Some((mailbox.to_string(), info.readonly));
         self.permanentflags = info.permanentflags.clone();
+        self.covered = info.uidnext;
         Ok(info)
     }
 
@@ -998,13 +1004,35 @@ impl Client {
         self.selected.as_ref().is_some_and(|(m, _)| m == mailbox)
     }
 
-    /// `mailbox` selected read-write, with its PERMANENTFLAGS: a SELECT, unless this connection
-    /// has it selected read-write already; then a NOOP brings the view up to date (messages
-    /// other connections added since are seen by UID commands) and the SELECT's PERMANENTFLAGS
-    /// hold. A NOOP costs the server far less than opening the mailbox again.
-    pub async fn writable_flags(&mut self, mailbox: &str) -> Result<Option<Vec<String>>> {
-        self.writable_now(mailbox).await?;
+    /// `mailbox` selected read-write with the messages `uids` in the view, and its
+    /// PERMANENTFLAGS (see [`Client::writable_for`]).
+    pub async fn writable_flags(
+        &mut self,
+        mailbox: &str,
+        uids: &[u32],
+    ) -> Result<Option<Vec<String>>> {
+        self.writable_for(mailbox, uids).await?;
         Ok(self.permanentflags.clone())
+    }
+
+    /// `mailbox` selected read-write with the messages `uids` (UIDs the server gave before
+    /// this call) in the view: a SELECT, unless this connection has it selected read-write
+    /// already. Then a NOOP brings messages other connections added since into the view, if
+    /// some of `uids` may be one: not when all are below the view's bound, as UIDs only grow
+    /// (a message below it was in the mailbox when the view was last brought up to date, or
+    /// is gone). After the NOOP the bound is above `uids`, for the same reason.
+    pub async fn writable_for(&mut self, mailbox: &str, uids: &[u32]) -> Result<()> {
+        let highest = uids.iter().copied().max().unwrap_or(0);
+        let selected = self.selected.as_ref();
+        if !selected.is_some_and(|(m, readonly)| m == mailbox && !readonly) {
+            return self.select(mailbox, false).await.map(|_| ());
+        }
+        if highest < self.covered {
+            return Ok(());
+        }
+        self.noop().await?;
+        self.covered = highest.saturating_add(1);
+        Ok(())
     }
 
     /// `mailbox` selected read-write with an up-to-date view (messages other connections added
@@ -1537,6 +1565,33 @@ mod tests {
         c.writable_now("A").await.unwrap();
         c.writable_now("B").await.unwrap();
         c.writable_now("A").await.unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    /// A NOOP only for UIDs the view may not hold: those at or above the SELECT's UIDNEXT and
+    /// above every UID a NOOP was sent for.
+    #[tokio::test]
+    async fn a_noop_only_for_uids_the_view_may_not_hold() {
+        use super::super::script::{serve, step};
+        let selected = "* 9 EXISTS\r\n* OK [UIDNEXT 10] next\r\n$tag OK [READ-WRITE] done\r\n";
+        let (opts, server) = serve(
+            "IMAP4rev1",
+            vec![
+                step("SELECT \"A\"", selected),
+                step("NOOP", "* 10 EXISTS\r\n$tag OK done\r\n"),
+                step("NOOP", "$tag OK done\r\n"),
+                step("SELECT \"B\"", selected),
+            ],
+        )
+        .await;
+        let mut c = Client::connect(&opts, Side::Old).await.unwrap();
+        c.writable_for("A", &[3, 9]).await.unwrap(); // SELECT
+        c.writable_for("A", &[1, 9]).await.unwrap(); // below UIDNEXT: nothing
+        c.writable_for("A", &[2, 10]).await.unwrap(); // NOOP
+        c.writable_for("A", &[10]).await.unwrap(); // nothing
+        c.writable_for("A", &[12]).await.unwrap(); // NOOP
+        c.writable_for("B", &[]).await.unwrap(); // SELECT
+        c.writable_for("B", &[4]).await.unwrap(); // nothing
         server.await.unwrap().unwrap();
     }
 

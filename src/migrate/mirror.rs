@@ -252,7 +252,8 @@ async fn store_flags_on_old(
     if links.is_empty() {
         return Ok(());
     }
-    let perm = old_permanent_flags(conn, &pair.old_name).await?;
+    let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+    let perm = old_permanent_flags(conn, &pair.old_name, &old_uids).await?;
     let plan = plan_flag_stores(&links, stores, &perm);
     for (id, flag, why) in &plan.dropped {
         tracing::warn!(
@@ -538,8 +539,12 @@ fn is_nonexistent(text: &str, code: &Option<String>) -> bool {
 /// A server that sends no PERMANENTFLAGS stores every flag (RFC 3501 §7.1), which is
 /// `PermanentFlags::default()`; nothing is filtered then, and a flag OLD still refuses fails
 /// the STORE, so the entry is retried and parked rather than dropped.
-async fn old_permanent_flags(conn: &mut Conn, folder: &str) -> Result<PermanentFlags> {
-    Ok(match conn.old.writable_flags(folder).await? {
+async fn old_permanent_flags(
+    conn: &mut Conn,
+    folder: &str,
+    uids: &[u32],
+) -> Result<PermanentFlags> {
+    Ok(match conn.old.writable_flags(folder, uids).await? {
         Some(p) => PermanentFlags::parse(&p.join(" ")),
         None => PermanentFlags::default(),
     })
@@ -607,7 +612,8 @@ async fn mirror_flags(
         return Ok(());
     }
     let named = FlagSet::from_iter(named);
-    let perm = old_permanent_flags(conn, &pair.old_name).await?;
+    let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
+    let perm = old_permanent_flags(conn, &pair.old_name, &old_uids).await?;
     let (_, dropped) = filter_for_new(&named, &perm);
     for (flag, why) in &dropped {
         tracing::warn!(
@@ -619,7 +625,6 @@ async fn mirror_flags(
     // NEW's flags where the messages are now (a later MOVE or RENAME took them elsewhere); a
     // message deleted since is left alone.
     let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
-    let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
     let new_flags: HashMap<u32, FlagSet> = read_where_they_are(ctx, conn, folder, &new_uids, "")
         .await?
         .into_iter()
@@ -737,7 +742,7 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
     if gone.is_empty() {
         return Ok(());
     }
-    conn.old.writable_now(&pair.old_name).await?;
+    conn.old.writable_for(&pair.old_name, &gone).await?;
     conn.old.uid_expunge(&gone).await?;
     (ctx.acct.folder(folder)).note_own(pair.id, |own| own.expunged.extend(&gone));
     store.remove_links(pair.id, &gone).await?;
@@ -819,14 +824,14 @@ async fn mirror_copy(
         // killed between the two; COPY then EXPUNGE where OLD has no MOVE). A source left on
         // OLD without its link would be copied to NEW again by the next pass of its folder,
         // and the user would have the message twice. A source OLD no longer has is no matter.
-        conn.old.writable_now(&src.old_name).await?;
+        conn.old.writable_for(&src.old_name, &there).await?;
         conn.old.uid_expunge(&there).await?;
         (ctx.acct.folder(from)).note_own(src.id, |own| own.expunged.extend(&there));
     }
     if !old_uids.is_empty() {
         let to_copy = old_uids.iter().filter_map(|u| Some(wanted.get(u)?.1));
         lower_adoption(ctx, &dst, to_copy.min()).await?;
-        conn.old.writable_now(&src.old_name).await?;
+        conn.old.writable_for(&src.old_name, &old_uids).await?;
         keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
         let copied = if moved {
             let moved = conn.old.uid_move(&old_uids, &dst.old_name).await?;
@@ -904,7 +909,7 @@ async fn copies_take_new_flags(
     if !links.iter().any(differs) {
         return Ok(());
     }
-    let perm = old_permanent_flags(conn, &dst.old_name).await?;
+    let perm = old_permanent_flags(conn, &dst.old_name, &old_uids).await?;
     let mut stores = FlagStores::default();
     for l in links {
         if let (Some(n), Some(o)) = (on_new.get(&l.new_uid), on_old.get(&l.old_uid)) {
