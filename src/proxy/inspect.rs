@@ -197,7 +197,8 @@ pub fn literal_too_many(command: &[u8]) -> bool {
 }
 
 /// Whether a command named `name` (as [`Inspected::name`] says it) may change mail or folders:
-/// NEW doing it unseen by the journal leaves OLD behind. FETCH may set `\Seen`.
+/// NEW doing it unseen by the journal leaves OLD behind. FETCH may set `\Seen`. By name alone,
+/// unlike the tracker's intents: it is asked of commands whose arguments could not be read.
 pub fn may_write(name: &str) -> bool {
     let name = name.strip_prefix("UID ").unwrap_or(name);
     matches!(
