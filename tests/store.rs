@@ -1482,7 +1482,7 @@ async fn a_lease_has_one_holder_until_it_expires(b: Backend) {
 
 /// `link(old, new, flags)` for each OLD UID of `olds`, NEW UIDs `shift` above.
 /// A mirror entry reads the links of the NEW UIDs it names: the overlapping part of a run,
-/// per-message links inside the span, nothing outside it.
+/// per-message links inside the ranges, nothing outside them, each link once.
 async fn links_by_new_uid_read_only_the_named_part(b: Backend) {
     let store = b.open().await;
     let pair = pair(&*store).await;
@@ -1496,24 +1496,32 @@ async fn links_by_new_uid_read_only_the_named_part(b: Backend) {
         .await
         .unwrap();
     let news = |links: Vec<Link>| links.iter().map(|l| l.new_uid).collect::<Vec<_>>();
-    let table: [(u32, u32, Vec<u32>); 7] = [
-        (1001, 1001, vec![1001]),
-        (1099, 1200, vec![1099, 1100]),
-        (990, 1002, vec![1001, 1002]),
-        (1, 10, vec![5]),
-        (1101, 1999, vec![]),
-        (1, 0, vec![]),
-        (0, u32::MAX, news(store.links(pair).await.unwrap())),
+    let all = store.links(pair).await.unwrap();
+    // More ranges than a read names one by one: read as their span, then cut to them.
+    let many: Vec<(u32, u32)> = (0..40).map(|i| (1001 + 2 * i, 1001 + 2 * i)).collect();
+    let odd: Vec<u32> = many.iter().map(|r| r.0).collect();
+    let table: [(&[(u32, u32)], Vec<u32>); 11] = [
+        (&[(1001, 1001)], vec![1001]),
+        (&[(1099, 1200)], vec![1099, 1100]),
+        (&[(990, 1002)], vec![1001, 1002]),
+        (&[(1, 10)], vec![5]),
+        (&[(1101, 1999)], vec![]),
+        (&[], vec![]),
+        (&[(0, u32::MAX)], news(all.clone())),
+        // One run, two parts of it; three ranges (padded to four by repeating the last).
+        (&[(1001, 1002), (1050, 1050)], vec![1001, 1002, 1050]),
+        (&[(5, 5), (1100, 1100), (2000, 2000)], vec![1100, 5, 2000]), // by OLD UID
+        (&[(1, 4), (6, 1000), (1101, 1999)], vec![]),
+        (&many, odd),
     ];
-    for (first, last, want) in table {
-        let got = store.links_by_new(pair, first, last).await.unwrap();
-        assert_eq!(news(got.clone()), want, "{first}..={last}");
-        let all = store.links(pair).await.unwrap();
+    for (ranges, want) in table {
+        let got = store.links_by_new(pair, ranges).await.unwrap();
+        assert_eq!(news(got.clone()), want, "{ranges:?}");
         for l in &got {
             assert!(all.contains(l), "{l:?} as links() has it");
         }
     }
-    assert_eq!(store.links(pair).await.unwrap().len(), 102);
+    assert_eq!(all.len(), 102);
 }
 
 fn links_of(olds: impl IntoIterator<Item = u32>, shift: u32, flags: &str) -> Vec<Link> {

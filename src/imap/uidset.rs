@@ -108,6 +108,11 @@ impl Ranges {
         Ranges::from_ranges(uids.into_iter().map(|u| (u, u)).collect())
     }
 
+    /// The UIDs of any of `sets`.
+    pub fn union<'a>(sets: impl IntoIterator<Item = &'a Ranges>) -> Ranges {
+        Ranges::from_ranges(sets.into_iter().flat_map(|r| r.0.iter().copied()).collect())
+    }
+
     fn from_ranges(mut ranges: Vec<(u32, u32)>) -> Ranges {
         ranges.sort_unstable();
         let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
@@ -132,6 +137,11 @@ impl Ranges {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The set's ranges, `(lo, hi)` inclusive, ascending.
+    pub fn ranges(&self) -> &[(u32, u32)] {
+        &self.0
     }
 
     /// The lowest and the highest UID of the set; `(1, 0)`, a span holding no UID, when empty.
@@ -181,6 +191,8 @@ mod tests {
             assert_eq!(r.contains(uid), inside, "{uid}");
         }
         assert_eq!(Ranges::from_uids([5, 3, 4, 9, 3]).to_string(), "3:5,9");
+        let union = Ranges::union([&Ranges::from_uids([9, 1]), &Ranges::from_uids([2, 20])]);
+        assert_eq!(union.ranges(), [(1, 2), (9, 9), (20, 20)]);
         assert_eq!(Ranges::parse("1:*", 10).unwrap().len(), u64::from(u32::MAX));
         assert!(Ranges::parse("2,1:*", 10).unwrap().contains(7));
         assert_eq!(Ranges::parse("5:*", 10), None);

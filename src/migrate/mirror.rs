@@ -240,15 +240,11 @@ async fn store_flags_on_old(
     stores: &[FlagStore],
 ) -> Result<()> {
     let pair = pairs.pair(acct, old, folder).await?;
-    let first = stores.iter().map(|s| s.uids.span().0).min().unwrap_or(0);
-    let last = stores.iter().map(|s| s.uids.span().1).max().unwrap_or(0);
+    let named = Ranges::union(stores.iter().map(|s| &s.uids));
     let links: Vec<Link> = acct
         .store
-        .links_by_new(pair.id, first, last)
-        .await?
-        .into_iter()
-        .filter(|l| stores.iter().any(|s| s.uids.contains(l.new_uid)))
-        .collect();
+        .links_by_new(pair.id, named.ranges())
+        .await?;
     if links.is_empty() {
         return Ok(());
     }
@@ -598,16 +594,11 @@ async fn mirror_flags(
     }
     let store = &ctx.acct.store;
     let pair = ctx.pair(&old, folder).await?;
-    let (first, last) = match &uids {
-        Some(r) => r.span(),
-        None => (0, u32::MAX),
-    };
+    let every = [(0, u32::MAX)];
+    let ranges = uids.as_ref().map_or(&every[..], Ranges::ranges);
     let links: Vec<Link> = store
-        .links_by_new(pair.id, first, last)
-        .await?
-        .into_iter()
-        .filter(|l| uids.as_ref().is_none_or(|r| r.contains(l.new_uid)))
-        .collect();
+        .links_by_new(pair.id, ranges)
+        .await?;
     if links.is_empty() {
         return Ok(());
     }
@@ -775,9 +766,9 @@ async fn mirror_copy(
         ctx.pair(&old_to, to).await?,
     );
     let dest_of: HashMap<u32, u32> = uids.iter().copied().collect();
-    let (first, last) = Ranges::from_uids(dest_of.keys().copied()).span();
+    let sources = Ranges::from_uids(dest_of.keys().copied());
     let mut wanted: HashMap<u32, (Link, u32)> = store
-        .links_by_new(src.id, first, last)
+        .links_by_new(src.id, sources.ranges())
         .await?
         .into_iter()
         .filter_map(|l| {
@@ -966,15 +957,12 @@ async fn copied_already(
     wanted: &HashMap<u32, (Link, u32)>,
 ) -> Result<Vec<Link>> {
     let destinations: HashSet<u32> = wanted.values().map(|(_, d)| *d).collect();
-    let (first, last) = Ranges::from_uids(destinations.iter().copied()).span();
+    let named = Ranges::from_uids(destinations.iter().copied());
     let mut found: Vec<Link> = ctx
         .acct
         .store
-        .links_by_new(dst.id, first, last)
-        .await?
-        .into_iter()
-        .filter(|l| destinations.contains(&l.new_uid))
-        .collect();
+        .links_by_new(dst.id, named.ranges())
+        .await?;
     let linked: HashSet<u32> = found.iter().map(|l| l.new_uid).collect();
     let rest: Vec<u32> = destinations
         .iter()

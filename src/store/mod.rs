@@ -451,9 +451,10 @@ pub trait Store: Send + Sync {
 
     /// Every link of the pair, ordered by `old_uid`.
     async fn links(&self, pair: PairId) -> Result<Vec<Link>>;
-    /// The pair's links whose NEW UID is in `first..=last`, ordered by `old_uid` (a mirror
-    /// entry names a few messages; the folder's other links are not read).
-    async fn links_by_new(&self, pair: PairId, first: u32, last: u32) -> Result<Vec<Link>>;
+    /// The pair's links whose NEW UID is in one of `ranges` (inclusive, ascending, disjoint),
+    /// ordered by `old_uid`. A mirror entry names a few messages, often far apart; the
+    /// folder's other links are not read.
+    async fn links_by_new(&self, pair: PairId, ranges: &[(u32, u32)]) -> Result<Vec<Link>>;
     /// Inserts (or replaces, by `old_uid`) links in one transaction.
     async fn add_links(&self, pair: PairId, links: &[Link]) -> Result<()>;
     async fn update_link_flags(&self, pair: PairId, updates: &[LinkFlags]) -> Result<()>;

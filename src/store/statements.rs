@@ -25,16 +25,29 @@ use crate::store::{
 };
 use crate::uidmap::Shown;
 
-/// The links of pair `$1` whose NEW UID is in `$2..=$3`: the runs that hold one (those
-/// starting in the range, and the last one starting before it, see migration 12), and the
-/// per-message links. Index lookups only, however many runs the pair has.
-pub(super) const LINKS_BY_NEW: &str = "SELECT old_start, new_start, length, old_flags, \
-     new_flags, NULL AS ident FROM link_runs WHERE pair_id = $1 AND new_start <= $3 \
-     AND new_start + length > $2 AND new_start >= COALESCE((SELECT MAX(r.new_start) \
-     FROM link_runs r WHERE r.pair_id = $1 AND r.new_start <= $2), 0) \
-     UNION ALL \
-     SELECT old_uid, new_uid, 1, old_flags, new_flags, ident \
-     FROM links WHERE pair_id = $1 AND new_uid BETWEEN $2 AND $3";
+/// NEW UID ranges a links read names one by one; a set of more is read as its span.
+const LINK_READ_RANGES: usize = 32;
+
+/// The links of pair `$1` whose NEW UID is in one of `ranges` ranges, `($2, $3), ($4, $5), …`
+/// (each `lo, hi`, inclusive): per range, the runs that hold one of its UIDs (those starting in
+/// it, and the last one starting before it, see migration 12) and the per-message links in it.
+/// Each row names its range (`lo`, `hi`), so a run is cut to it. Index lookups only, however
+/// many runs the pair has: `CROSS JOIN` keeps the ranges outside (SQLite's planner, without
+/// statistics, would rather read the pair's every link and match them to the ranges).
+pub(super) fn links_by_new_sql(ranges: usize) -> String {
+    format!(
+        "WITH q (lo, hi) AS (VALUES {}) \
+         SELECT q.lo, q.hi, r.old_start, r.new_start, r.length, r.old_flags, r.new_flags, \
+         NULL AS ident FROM q CROSS JOIN link_runs r WHERE r.pair_id = $1 \
+         AND r.new_start <= q.hi AND r.new_start + r.length > q.lo \
+         AND r.new_start >= COALESCE((SELECT MAX(s.new_start) FROM link_runs s \
+         WHERE s.pair_id = $1 AND s.new_start <= q.lo), 0) \
+         UNION ALL \
+         SELECT q.lo, q.hi, l.old_uid, l.new_uid, 1, l.old_flags, l.new_flags, l.ident \
+         FROM q CROSS JOIN links l WHERE l.pair_id = $1 AND l.new_uid BETWEEN q.lo AND q.hi",
+        tuples(ranges, 2, 2)
+    )
+}
 
 impl SqlStore {
     /// Applies the migrations this database has not seen yet, each in one transaction.
@@ -654,15 +667,35 @@ impl Store for SqlStore {
     }
 
     async fn links(&self, pair: PairId) -> Result<Vec<Link>> {
-        self.links_by_new(pair, 0, u32::MAX).await
+        self.links_by_new(pair, &[(0, u32::MAX)]).await
     }
 
-    /// The runs and the per-message exceptions in one statement (one snapshot: a link that a
-    /// concurrent write moves between them is seen once).
-    async fn links_by_new(&self, pair: PairId, first: u32, last: u32) -> Result<Vec<Link>> {
-        let rows = self.select(LINKS_BY_NEW, args![pair, first, last]).await?;
+    /// The runs and the per-message links of every range in one statement (one snapshot: a
+    /// link that a concurrent write moves between them is seen once). The ranges are padded
+    /// by repeating the last (a few statement texts, see [`padded`]); its rows come twice and
+    /// are dropped by OLD UID, which names one link.
+    async fn links_by_new(&self, pair: PairId, ranges: &[(u32, u32)]) -> Result<Vec<Link>> {
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Ok(Vec::new());
+        };
+        let span = [(first.0, last.1)];
+        let read = padded(if ranges.len() > LINK_READ_RANGES {
+            &span
+        } else {
+            ranges
+        });
+        let mut args = vec![Value::from(pair)];
+        for &(lo, hi) in &read {
+            args.extend([Value::from(lo), Value::from(hi)]);
+        }
+        let rows = self.select(links_by_new_sql(read.len()), args).await?;
+        let named = |uid: u32| {
+            let i = ranges.partition_point(|&(_, hi)| hi < uid);
+            ranges.get(i).is_some_and(|&(lo, _)| lo <= uid)
+        };
         let mut links = Vec::with_capacity(rows.len());
         for row in &rows {
+            let (lo, hi) = (get_u32(row, "lo")?, get_u32(row, "hi")?);
             let ident: Option<String> = row.get("ident")?;
             let run = run_from_row(row, pair)?;
             match ident {
@@ -673,10 +706,12 @@ impl Store for SqlStore {
                     new_flags: run.new_flags,
                     ident: Some(ident),
                 }),
-                None => links.extend(run.links_by_new(first, last)),
+                None => links.extend(run.links_by_new(lo, hi)),
             }
         }
+        links.retain(|l| named(l.new_uid)); // a span read holds more
         links.sort_unstable_by_key(|l| l.old_uid);
+        links.dedup_by_key(|l| l.old_uid);
         Ok(links)
     }
 
