@@ -28,8 +28,18 @@ pub enum Write {
         op: Option<FlagOp>,
     },
     /// EXPUNGE, UID EXPUNGE or CLOSE: whatever vanished from the NEW folder goes on OLD too.
+    /// `uids`: the messages NEW reported expunged to the session (its EXPUNGE or VANISHED
+    /// responses since the last such entry), when it knew the UID of each; `None` for CLOSE,
+    /// a session that did not know them, and entries of an earlier version (the mirror then
+    /// compares the folder's links with NEW).
     Expunge {
         folder: String,
+        #[serde(
+            default,
+            with = "optional_ranges",
+            skip_serializing_if = "Option::is_none"
+        )]
+        uids: Option<Ranges>,
     },
     /// COPY or MOVE, with NEW's COPYUID as (source UID, destination UID) pairs.
     Copy {
@@ -107,7 +117,7 @@ impl Write {
     pub fn folders(&self) -> Vec<&str> {
         match self {
             Write::Flags { folder, .. }
-            | Write::Expunge { folder }
+            | Write::Expunge { folder, .. }
             | Write::Append { folder, .. }
             | Write::Create { folder }
             | Write::Delete { folder }
@@ -421,7 +431,10 @@ mod tests {
             uids: vec![(1, 50)],
             moved: false,
         };
-        let expunge = Write::Expunge { folder: "A".into() };
+        let expunge = Write::Expunge {
+            folder: "A".into(),
+            uids: None,
+        };
         for (later, want) in [
             (vec![], vec![at("A", 1), at("A", 2), at("A", 3)]),
             // A copy or an expunge moves nothing (an expunged message is simply not on NEW).

@@ -241,10 +241,7 @@ async fn store_flags_on_old(
 ) -> Result<()> {
     let pair = pairs.pair(acct, old, folder).await?;
     let named = Ranges::union(stores.iter().map(|s| &s.uids));
-    let links: Vec<Link> = acct
-        .store
-        .links_by_new(pair.id, named.ranges())
-        .await?;
+    let links: Vec<Link> = acct.store.links_by_new(pair.id, named.ranges()).await?;
     if links.is_empty() {
         return Ok(());
     }
@@ -451,10 +448,10 @@ async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<()>
             let op = op.or(replace.then_some(FlagOp::Replace));
             mirror_flags(ctx, conn, &folder, uids, op, &flags).await
         }
-        Write::Expunge { folder } => {
+        Write::Expunge { folder, uids } => {
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
-            mirror_expunge(ctx, conn, &folder).await
+            mirror_expunge(ctx, conn, &folder, uids.as_ref()).await
         }
         Write::Copy {
             from,
@@ -596,9 +593,7 @@ async fn mirror_flags(
     let pair = ctx.pair(&old, folder).await?;
     let every = [(0, u32::MAX)];
     let ranges = uids.as_ref().map_or(&every[..], Ranges::ranges);
-    let links: Vec<Link> = store
-        .links_by_new(pair.id, ranges)
-        .await?;
+    let links: Vec<Link> = store.links_by_new(pair.id, ranges).await?;
     if links.is_empty() {
         return Ok(());
     }
@@ -687,21 +682,37 @@ fn flag_commands(stores: &FlagStores) -> Vec<UidStore<'static>> {
     commands
 }
 
-/// Linked messages no longer on NEW are expunged on OLD, and their links dropped. A message a
-/// later write moved out of the folder is not gone: that write's mirror moves it on OLD too.
+/// Linked messages no longer on NEW are expunged on OLD, and their links dropped: those NEW
+/// reported expunged (`uids`), else every one the folder's links name that NEW lacks. A message
+/// a later write moved out of the folder is not gone: that write's mirror moves it on OLD too.
 /// Nor is one a later COPY took before NEW lost it: that COPY's mirror copies it on OLD, and the
 /// deletion that followed on NEW has its own entry, mirrored after.
-async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<()> {
+async fn mirror_expunge(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    folder: &str,
+    uids: Option<&Ranges>,
+) -> Result<()> {
     let Some(old) = ctx.old_name(folder)? else {
         return Ok(());
     };
     let store = &ctx.acct.store;
     let pair = ctx.pair(&old, folder).await?;
-    let links = store.links(pair.id).await?;
+    let links = match uids {
+        Some(uids) => store.links_by_new(pair.id, uids.ranges()).await?,
+        None => store.links(pair.id).await?,
+    };
     if links.is_empty() {
         return Ok(());
     }
-    let (present, later, now) = {
+    let (missing, later, now): (Vec<u32>, _, _) = if uids.is_some() {
+        // NEW said they are gone; UIDs are not used again.
+        let later = Later::read(ctx).await?;
+        let Some(now) = folder_after(&later.writes, folder, new_sep(ctx)) else {
+            return Ok(()); // deleted later: OLD deletes the whole folder
+        };
+        (links.iter().map(|l| l.new_uid).collect(), later.writes, now)
+    } else {
         let f = ctx.acct.folder(folder);
         let _reading = f.read_new().await;
         let mut later = Later::read(ctx).await?;
@@ -712,13 +723,13 @@ async fn mirror_expunge(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str) -> Result<
         let present: BTreeSet<u32> = conn.new.uid_search("ALL").await?.into_iter().collect();
         // Read after NEW: a move NEW made before the search is in the journal by now.
         later.more(ctx).await?;
-        (present, later.writes, now)
+        let missing = links.iter().map(|l| l.new_uid);
+        (
+            missing.filter(|u| !present.contains(u)).collect(),
+            later.writes,
+            now,
+        )
     };
-    let missing: Vec<u32> = links
-        .iter()
-        .map(|l| l.new_uid)
-        .filter(|u| !present.contains(u))
-        .collect();
     let (places, copied) = trace(&later, folder, &missing, new_sep(ctx));
     let gone: Vec<u32> = links
         .iter()
@@ -958,11 +969,7 @@ async fn copied_already(
 ) -> Result<Vec<Link>> {
     let destinations: HashSet<u32> = wanted.values().map(|(_, d)| *d).collect();
     let named = Ranges::from_uids(destinations.iter().copied());
-    let mut found: Vec<Link> = ctx
-        .acct
-        .store
-        .links_by_new(dst.id, named.ranges())
-        .await?;
+    let mut found: Vec<Link> = ctx.acct.store.links_by_new(dst.id, named.ranges()).await?;
     let linked: HashSet<u32> = found.iter().map(|l| l.new_uid).collect();
     let rest: Vec<u32> = destinations
         .iter()

@@ -215,6 +215,7 @@ mod tests {
         n.remember([("INBOX.Work".to_string(), "Work".to_string())]);
         let old = n.journal(&Write::Expunge {
             folder: "Work".into(),
+            uids: None,
         });
         assert_eq!(old.get("Work").map(String::as_str), Some("INBOX.Work"));
         // Once mapped, OLD's tree is the truth and the store's memory is not consulted.

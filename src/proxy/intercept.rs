@@ -503,7 +503,10 @@ impl Tracker {
                 }
                 match selected {
                     Some(s) if ok && expunge => match s {
-                        Selected::Folder { folder, .. } => Ok(Some(Write::Expunge { folder })),
+                        // CLOSE reports nothing it expunges.
+                        Selected::Folder { folder, .. } => {
+                            Ok(Some(Write::Expunge { folder, uids: None }))
+                        }
                         Selected::Unknown { .. } => unknown("CLOSE"),
                     },
                     _ => Ok(None),
@@ -530,7 +533,10 @@ impl Tracker {
                 None => Ok(None),
             },
             Intent::Expunge => match selected {
-                Some(Selected::Folder { folder, .. }) => Ok(Some(Write::Expunge { folder })),
+                Some(Selected::Folder { folder, .. }) => Ok(Some(Write::Expunge {
+                    folder,
+                    uids: self.seqs.as_mut().and_then(SeqMap::take_expunged),
+                })),
                 Some(Selected::Unknown { .. }) => unknown("EXPUNGE"),
                 None => Ok(None),
             },
@@ -714,7 +720,8 @@ mod tests {
                 },
                 flags("INBOX", Some("1:99998"), &["a[b"], FlagOp::Replace),
                 Write::Expunge {
-                    folder: "INBOX".into()
+                    folder: "INBOX".into(),
+                    uids: None
                 },
                 Write::Rename {
                     from: "Old".into(),
@@ -916,7 +923,8 @@ mod tests {
                 seen("INBOX", Some("11:12")),
                 flags("INBOX", None, &["x"], FlagOp::Add),
                 Write::Expunge {
-                    folder: "INBOX".into()
+                    folder: "INBOX".into(),
+                    uids: Ranges::parse("10", 1),
                 },
                 seen("INBOX", Some("11")),
                 flags("Other", None, &["x"], FlagOp::Remove),
@@ -926,6 +934,7 @@ mod tests {
         let mut plain = Tracker::new(Some('/'), false);
         let (_, writes, _) = run(&mut plain, &dialogue);
         assert_eq!(writes[0], seen("INBOX", None));
+        assert!(matches!(&writes[2], Write::Expunge { uids: None, .. }));
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The selected folder's message sequence numbers as one session sees them, mapped to the UIDs
 //! NEW's FETCH responses named, kept in step by EXISTS, EXPUNGE and VANISHED. A STORE (or a
 //! FETCH that sets `\Seen`) by sequence number is journaled with the UIDs it touched when every
-//! one is known, so the mirror need not read the whole folder to find them. Pure: lines in,
-//! answers out.
+//! one is known, so the mirror need not read the whole folder to find them; so is an EXPUNGE,
+//! with the UIDs NEW reported gone. Pure: lines in, answers out.
 
 use crate::imap::uidset::Ranges;
 
 /// Most messages a session's map follows (4 bytes each); a larger folder is not followed.
 const MAX_MESSAGES: usize = 1_000_000;
+/// Most expunged UIDs kept for the next EXPUNGE's entry; more are not named.
+const MAX_GONE: usize = 65_536;
 
 /// Sequence number `n` is `uids[n - 1]`; 0 where no response named its UID yet.
 #[derive(Debug, Default)]
@@ -16,6 +18,9 @@ pub struct SeqMap {
     /// Something the map could not follow happened since the folder was selected (a VANISHED
     /// UID it did not know, a folder too large): it answers nothing until the next selection.
     lost: bool,
+    /// The UIDs NEW reported expunged since the last [`SeqMap::take_expunged`]; `None` once one
+    /// of them was not known (or too many).
+    gone: Option<Vec<u32>>,
 }
 
 impl SeqMap {
@@ -24,6 +29,23 @@ impl SeqMap {
     pub fn selected(&mut self) {
         self.uids.iter_mut().for_each(|u| *u = 0);
         self.lost = self.uids.len() >= MAX_MESSAGES;
+        self.gone = Some(Vec::new());
+    }
+
+    /// The UIDs NEW reported expunged since the selection or the last call, if it knew each
+    /// one's UID; starts the next count.
+    pub fn take_expunged(&mut self) -> Option<Ranges> {
+        let gone = self.gone.replace(Vec::new())?;
+        (!self.lost).then(|| Ranges::from_uids(gone))
+    }
+
+    fn expunged(&mut self, uids: impl IntoIterator<Item = u32>) {
+        for uid in uids {
+            match &mut self.gone {
+                Some(gone) if uid != 0 && gone.len() < MAX_GONE => gone.push(uid),
+                _ => self.gone = None,
+            }
+        }
     }
 
     /// An untagged response, the text after `* ` (up to a literal, if it has one).
@@ -43,7 +65,8 @@ impl SeqMap {
             self.uids.resize(n.min(MAX_MESSAGES), 0);
         } else if name.eq_ignore_ascii_case("EXPUNGE") {
             if (1..=self.uids.len()).contains(&n) {
-                self.uids.remove(n - 1);
+                let uid = self.uids.remove(n - 1);
+                self.expunged([uid]);
             } else {
                 self.lost = true;
             }
@@ -71,6 +94,8 @@ impl SeqMap {
         if (before - self.uids.len()) as u64 != gone.len() {
             self.lost = true;
         }
+        let uids = gone.ranges().iter().flat_map(|&(lo, hi)| lo..=hi);
+        self.expunged(uids.take(MAX_GONE + 1));
     }
 
     /// The UIDs of sequence set `set` (`1,3:5`, `2:*`), if every number in it is a message the
@@ -296,6 +321,52 @@ mod tests {
                 uids.map(String::from),
                 "{more:?} {set}"
             );
+        }
+    }
+
+    /// An EXPUNGE is journaled with the UIDs NEW reported gone since the last one, when the
+    /// map knew each; otherwise the mirror compares the whole folder.
+    #[test]
+    fn expunged_uids_are_counted_until_taken() {
+        let known = [
+            "4 EXISTS",
+            "SELECTED",
+            "1 FETCH (UID 10)",
+            "2 FETCH (UID 11)",
+            "3 FETCH (UID 15)",
+        ];
+        // (lines after the known ones, what each take answers, in turn)
+        for (more, takes) in [
+            (vec![], vec![Some("")]),
+            (vec!["2 EXPUNGE", "2 EXPUNGE"], vec![Some("11,15")]),
+            (vec!["VANISHED 10:11"], vec![Some("10:11")]),
+            // Counted from the last take on.
+            (
+                vec!["1 EXPUNGE", "TAKE", "1 EXPUNGE"],
+                vec![Some("10"), Some("11")],
+            ),
+            // Message 4's UID is not known: nothing is named, and the next count starts.
+            (
+                vec!["4 EXPUNGE", "TAKE", "1 EXPUNGE"],
+                vec![None, Some("10")],
+            ),
+            (vec!["VANISHED 99"], vec![None]),
+            (vec!["9 EXPUNGE"], vec![None]),
+            // A new selection starts a new count.
+            (vec!["1 EXPUNGE", "SELECTED"], vec![Some("")]),
+        ] {
+            let mut m = SeqMap::default();
+            let mut got = Vec::new();
+            for line in known.iter().chain(&more) {
+                match *line {
+                    "SELECTED" => m.selected(),
+                    "TAKE" => got.push(m.take_expunged().map(|r| r.to_string())),
+                    _ => m.untagged(line),
+                }
+            }
+            got.push(m.take_expunged().map(|r| r.to_string()));
+            let takes: Vec<Option<String>> = takes.iter().map(|t| t.map(String::from)).collect();
+            assert_eq!(got, takes, "{more:?}");
         }
     }
 

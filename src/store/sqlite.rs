@@ -490,7 +490,9 @@ mod tests {
             .read(|c| {
                 op(async move {
                     let sql = format!("EXPLAIN QUERY PLAN {}", statements::links_by_new_sql(2));
-                    let rows = c.fetch_all(&sql, args![1_i64, 5_u32, 9_u32, 20_u32, 20_u32]).await?;
+                    let rows = c
+                        .fetch_all(&sql, args![1_i64, 5_u32, 9_u32, 20_u32, 20_u32])
+                        .await?;
                     rows.iter().map(|r| r.get::<String>(3)).collect()
                 })
             })

@@ -246,6 +246,71 @@ async fn a_store_with_its_uids_is_written_to_old_without_reading_new() {
     assert_eq!(bases[&12], "\\Seen");
 }
 
+/// An EXPUNGE journaled with the UIDs NEW reported gone is mirrored from those alone: OLD
+/// expunges their linked messages and NEW is not read. Without them (CLOSE), NEW's folder is
+/// compared with every link, and a linked message NEW lacks goes too.
+#[tokio::test]
+async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
+    let acct = account().await;
+    let pair = linked_a(&acct).await;
+    let named = journal(
+        &acct,
+        Write::Expunge {
+            folder: "A".into(),
+            uids: Ranges::parse("2,7", 10),
+        },
+    )
+    .await;
+    let expunge = |uids: &str| {
+        vec![
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step(&format!("UID EXPUNGE {uids}"), "$tag OK\r\n"),
+        ]
+    };
+    let mut old_steps = expunge("11");
+    old_steps.insert(
+        1,
+        step("UID STORE 11 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+    );
+    let (result, old, new) = mirror(&acct, &named, old_steps, vec![]).await;
+    result.unwrap();
+    assert_eq!(old.len(), 3, "{old:?}");
+    assert!(new.is_empty(), "NEW was read: {new:?}");
+    let olds = |links: Vec<Link>| links.iter().map(|l| l.old_uid).collect::<Vec<_>>();
+    assert_eq!(olds(acct.store.links(pair.id).await.unwrap()), [10, 12]);
+
+    // NEW has lost message 3 too (no entry named it): a CLOSE's entry finds it by reading NEW.
+    let closed = journal(
+        &acct,
+        Write::Expunge {
+            folder: "A".into(),
+            uids: None,
+        },
+    )
+    .await;
+    let mut old_steps = expunge("12");
+    old_steps.insert(
+        1,
+        step("UID STORE 12 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+    );
+    let (result, _, new) = mirror(
+        &acct,
+        &closed,
+        old_steps,
+        vec![
+            step(
+                "EXAMINE \"A\"",
+                "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step("UID SEARCH ALL", "* SEARCH 1\r\n$tag OK\r\n"),
+        ],
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(new.len(), 2, "{new:?}");
+    assert_eq!(olds(acct.store.links(pair.id).await.unwrap()), [10]);
+}
+
 fn flags_of(folder: &str, uids: Option<&str>, op: FlagOp, flag: &str) -> Write {
     Write::Flags {
         folder: folder.into(),
@@ -270,7 +335,10 @@ async fn consecutive_flag_entries_of_a_folder_go_to_old_together() {
         flags_of("A", Some("2:3"), FlagOp::Remove, "\\Seen"),
         flags_of("B", Some("1"), FlagOp::Add, "\\Seen"),
         flags_of("A", None, FlagOp::Add, "\\Seen"),
-        Write::Expunge { folder: "A".into() },
+        Write::Expunge {
+            folder: "A".into(),
+            uids: None,
+        },
     ] {
         entries.push(journal(&acct, write).await);
     }
@@ -548,7 +616,12 @@ async fn poisoned_folder_names_fail_instead_of_skipping() {
     let entry = acct.store.journal_pending(acct.id, 10).await.unwrap()[0].clone();
     poison_names(&acct);
 
-    let written = acct.record(Write::Expunge { folder: "A".into() }).await;
+    let written = acct
+        .record(Write::Expunge {
+            folder: "A".into(),
+            uids: None,
+        })
+        .await;
     assert!(
         matches!(written, Err(RecordError::Poisoned(_))),
         "{written:?}"
@@ -669,6 +742,7 @@ async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
         &acct,
         Write::Expunge {
             folder: "INBOX".into(),
+            uids: None,
         },
     )
     .await;
