@@ -1247,7 +1247,7 @@ fn with_unread(n: u64) -> Setup<Dovecot> {
 /// A STORE, and a FETCH of a body, by sequence number after the client fetched the UIDs (as
 /// real clients do after a SELECT): journaled with the UIDs Dovecot's responses gave them, so
 /// the mirror writes those messages without reading the folder; an EXPUNGE in between
-/// renumbers. OLD ends as NEW.
+/// renumbers, and is journaled with the UID Dovecot reported gone. OLD ends as NEW.
 #[test]
 fn sequence_numbers_are_journaled_as_uids() {
     let s = with_unread(4);
@@ -1265,6 +1265,11 @@ fn sequence_numbers_are_journaled_as_uids() {
         "SELECT json_extract(payload, '$.uids') FROM journal WHERE kind = 'flags' ORDER BY id",
     );
     assert_eq!(uids, ["2:3", "1", "4"]);
+    let expunged = query_state(
+        &s.state(),
+        "SELECT json_extract(payload, '$.uids') FROM journal WHERE kind = 'expunge'",
+    );
+    assert_eq!(expunged, ["1"]);
     let on_old = snapshot(&s.old, USER, PW);
     assert_eq!(
         (
