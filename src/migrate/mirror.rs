@@ -705,30 +705,28 @@ async fn mirror_expunge(
     if links.is_empty() {
         return Ok(());
     }
-    let (missing, later, now): (Vec<u32>, _, _) = if uids.is_some() {
-        // NEW said they are gone; UIDs are not used again.
-        let later = Later::read(ctx).await?;
-        let Some(now) = folder_after(&later.writes, folder, new_sep(ctx)) else {
-            return Ok(()); // deleted later: OLD deletes the whole folder
-        };
-        (links.iter().map(|l| l.new_uid).collect(), later.writes, now)
-    } else {
+    let (missing, later, now) = {
         let f = ctx.acct.folder(folder);
-        let _reading = f.read_new().await;
+        // NEW is read only without the UIDs it reported gone (UIDs are not used again).
+        let _reading = match uids {
+            Some(_) => None,
+            None => Some(f.read_new().await),
+        };
         let mut later = Later::read(ctx).await?;
         let Some(now) = folder_after(&later.writes, folder, new_sep(ctx)) else {
             return Ok(()); // deleted later: OLD deletes the whole folder
         };
-        conn.new.select(&now, true).await?;
-        let present: BTreeSet<u32> = conn.new.uid_search("ALL").await?.into_iter().collect();
-        // Read after NEW: a move NEW made before the search is in the journal by now.
-        later.more(ctx).await?;
-        let missing = links.iter().map(|l| l.new_uid);
-        (
-            missing.filter(|u| !present.contains(u)).collect(),
-            later.writes,
-            now,
-        )
+        let linked = links.iter().map(|l| l.new_uid);
+        let missing: Vec<u32> = if uids.is_some() {
+            linked.collect()
+        } else {
+            conn.new.select(&now, true).await?;
+            let present: BTreeSet<u32> = conn.new.uid_search("ALL").await?.into_iter().collect();
+            // Read after NEW: a move NEW made before the search is in the journal by now.
+            later.more(ctx).await?;
+            linked.filter(|u| !present.contains(u)).collect()
+        };
+        (missing, later.writes, now)
     };
     let (places, copied) = trace(&later, folder, &missing, new_sep(ctx));
     let gone: Vec<u32> = links
