@@ -1498,9 +1498,10 @@ async fn links_by_new_uid_read_only_the_named_part(b: Backend) {
     let news = |links: Vec<Link>| links.iter().map(|l| l.new_uid).collect::<Vec<_>>();
     let all = store.links(pair).await.unwrap();
     // More ranges than a read names one by one: read as their span, then cut to them.
-    let many: Vec<(u32, u32)> = (0..40).map(|i| (1001 + 2 * i, 1001 + 2 * i)).collect();
+    let many: Vec<Range> = (0..40).map(|i| (1001 + 2 * i, 1001 + 2 * i)).collect();
     let odd: Vec<u32> = many.iter().map(|r| r.0).collect();
-    let table: [(&[(u32, u32)], Vec<u32>); 11] = [
+    // (NEW UID ranges, the NEW UIDs of the links read, by OLD UID)
+    let table: [(&[Range], Vec<u32>); 11] = [
         (&[(1001, 1001)], vec![1001]),
         (&[(1099, 1200)], vec![1099, 1100]),
         (&[(990, 1002)], vec![1001, 1002]),
@@ -1523,6 +1524,9 @@ async fn links_by_new_uid_read_only_the_named_part(b: Backend) {
     }
     assert_eq!(all.len(), 102);
 }
+
+/// NEW UIDs `lo..=hi`.
+type Range = (u32, u32);
 
 fn links_of(olds: impl IntoIterator<Item = u32>, shift: u32, flags: &str) -> Vec<Link> {
     olds.into_iter()
