@@ -188,6 +188,12 @@ impl Folder {
         }
     }
 
+    /// How many reads wait in [`Folder::read_new`] (a test's event).
+    #[cfg(test)]
+    pub(crate) fn reads_waiting(&self) -> usize {
+        self.changing.receiver_count()
+    }
+
     /// No change of this folder by the user is in flight on NEW.
     fn settled(&self) -> bool {
         *self.changing.borrow() == 0

@@ -707,16 +707,15 @@ async fn mirror_expunge(
     }
     let (missing, later, now) = {
         let f = ctx.acct.folder(folder);
-        // NEW is read only without the UIDs it reported gone (UIDs are not used again).
-        let _reading = match uids {
-            Some(_) => None,
-            None => Some(f.read_new().await),
-        };
+        // Once no change of the folder is in flight on NEW: a MOVE out of it that NEW ran
+        // before this EXPUNGE (and reported to this session as expunged) is in the journal.
+        let _reading = f.read_new().await;
         let mut later = Later::read(ctx).await?;
         let Some(now) = folder_after(&later.writes, folder, new_sep(ctx)) else {
             return Ok(()); // deleted later: OLD deletes the whole folder
         };
         let linked = links.iter().map(|l| l.new_uid);
+        // NEW is read only without the UIDs it reported gone (UIDs are not used again).
         let missing: Vec<u32> = if uids.is_some() {
             linked.collect()
         } else {

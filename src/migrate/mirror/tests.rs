@@ -311,6 +311,57 @@ async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
     assert_eq!(olds(acct.store.links(pair.id).await.unwrap()), [10]);
 }
 
+/// An EXPUNGE naming its UIDs waits, as one reading NEW does, until no change of its folder is
+/// in flight on NEW: a MOVE out of the folder that NEW ran first (reported to the expunging
+/// session as an EXPUNGE) and that is journaled meanwhile is seen, and OLD keeps the message
+/// for that MOVE's mirror instead of expunging it.
+#[tokio::test]
+async fn an_expunge_naming_its_uids_waits_for_a_move_in_flight() {
+    let acct = account().await;
+    let pair = linked_a(&acct).await;
+    let folder = acct.folder("A");
+    folder.begin_change().await;
+    let entry = journal(
+        &acct,
+        Write::Expunge {
+            folder: "A".into(),
+            uids: Ranges::parse("2", 10),
+        },
+    )
+    .await;
+    let mirrored = tokio::spawn({
+        let acct = Arc::clone(&acct);
+        async move { mirror(&acct, &entry, vec![], vec![]).await }
+    });
+    // The MOVE's session is answered once the mirror has got as far as it can.
+    while folder.reads_waiting() == 0 && !mirrored.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    journal(
+        &acct,
+        Write::Copy {
+            from: "A".into(),
+            to: "B".into(),
+            uids: vec![(2, 50)],
+            moved: true,
+        },
+    )
+    .await;
+    folder.end_change();
+    let (result, old, new) = mirrored.await.unwrap();
+    result.unwrap();
+    assert!(old.is_empty() && new.is_empty(), "{old:?} {new:?}");
+    let olds: Vec<u32> = acct
+        .store
+        .links(pair.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.old_uid)
+        .collect();
+    assert_eq!(olds, [10, 11, 12]);
+}
+
 fn flags_of(folder: &str, uids: Option<&str>, op: FlagOp, flag: &str) -> Write {
     Write::Flags {
         folder: folder.into(),
