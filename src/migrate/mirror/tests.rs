@@ -16,7 +16,7 @@ use crate::migrate::drain::RecordError;
 use crate::migrate::journal::{Entry, FlagOp, Write};
 use crate::migrate::pool::Conn;
 use crate::secret::Secret;
-use crate::store::{AccountKey, JournalEntry, Link, SqliteStore, Store};
+use crate::store::{AccountKey, JournalEntry, Link, PairId, SqliteStore, Store};
 use crate::sync::{AuthMech, Endpoint, Options};
 
 fn endpoint() -> Endpoint {
@@ -276,8 +276,7 @@ async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
     result.unwrap();
     assert_eq!(old.len(), 3, "{old:?}");
     assert!(new.is_empty(), "NEW was read: {new:?}");
-    let olds = |links: Vec<Link>| links.iter().map(|l| l.old_uid).collect::<Vec<_>>();
-    assert_eq!(olds(acct.store.links(pair.id).await.unwrap()), [10, 12]);
+    assert_eq!(linked_olds(&acct, pair.id).await, [10, 12]);
 
     // NEW has lost message 3 too (no entry named it): a CLOSE's entry finds it by reading NEW.
     let closed = journal(
@@ -308,7 +307,7 @@ async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
     .await;
     result.unwrap();
     assert_eq!(new.len(), 2, "{new:?}");
-    assert_eq!(olds(acct.store.links(pair.id).await.unwrap()), [10]);
+    assert_eq!(linked_olds(&acct, pair.id).await, [10]);
 }
 
 /// An EXPUNGE naming its UIDs waits, as one reading NEW does, until no change of its folder is
@@ -351,15 +350,13 @@ async fn an_expunge_naming_its_uids_waits_for_a_move_in_flight() {
     let (result, old, new) = mirrored.await.unwrap();
     result.unwrap();
     assert!(old.is_empty() && new.is_empty(), "{old:?} {new:?}");
-    let olds: Vec<u32> = acct
-        .store
-        .links(pair.id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| l.old_uid)
-        .collect();
-    assert_eq!(olds, [10, 11, 12]);
+    assert_eq!(linked_olds(&acct, pair.id).await, [10, 11, 12]);
+}
+
+/// The OLD UIDs the pair's links name.
+async fn linked_olds(acct: &Account, pair: PairId) -> Vec<u32> {
+    let links = acct.store.links(pair).await.unwrap();
+    links.iter().map(|l| l.old_uid).collect()
 }
 
 fn flags_of(folder: &str, uids: Option<&str>, op: FlagOp, flag: &str) -> Write {
