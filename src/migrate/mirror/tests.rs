@@ -261,18 +261,18 @@ async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
         },
     )
     .await;
-    let expunge = |uids: &str| {
+    // OLD's side of expunging its message `uid`.
+    let expunged = |uid: u32| {
         vec![
             step("SELECT \"INBOX.A\"", SELECTED),
-            step(&format!("UID EXPUNGE {uids}"), "$tag OK\r\n"),
+            step(
+                &format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"),
+                "$tag OK\r\n",
+            ),
+            step(&format!("UID EXPUNGE {uid}"), "$tag OK\r\n"),
         ]
     };
-    let mut old_steps = expunge("11");
-    old_steps.insert(
-        1,
-        step("UID STORE 11 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
-    );
-    let (result, old, new) = mirror(&acct, &named, old_steps, vec![]).await;
+    let (result, old, new) = mirror(&acct, &named, expunged(11), vec![]).await;
     result.unwrap();
     assert_eq!(old.len(), 3, "{old:?}");
     assert!(new.is_empty(), "NEW was read: {new:?}");
@@ -287,15 +287,10 @@ async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
         },
     )
     .await;
-    let mut old_steps = expunge("12");
-    old_steps.insert(
-        1,
-        step("UID STORE 12 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
-    );
     let (result, _, new) = mirror(
         &acct,
         &closed,
-        old_steps,
+        expunged(12),
         vec![
             step(
                 "EXAMINE \"A\"",
