@@ -830,8 +830,10 @@ async fn mirror_copy(
     if !old_uids.is_empty() {
         let to_copy = old_uids.iter().filter_map(|u| Some(wanted.get(u)?.1));
         lower_adoption(ctx, &dst, to_copy.min()).await?;
+        let on_new = flags_of_new_copies(ctx, conn, to, &old_uids, &wanted).await?;
         conn.old.writable_for(&src.old_name, &old_uids).await?;
-        keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
+        let mut on_old = keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
+        sources_flags(conn, &old_uids, &wanted, &on_new, &mut on_old).await?;
         let copied = if moved {
             let moved = conn.old.uid_move(&old_uids, &dst.old_name).await?;
             (ctx.acct.folder(from)).note_own(src.id, |own| own.expunged.extend(&old_uids));
@@ -839,18 +841,23 @@ async fn mirror_copy(
         } else {
             conn.old.uid_copy(&old_uids, &dst.old_name).await?
         };
-        let made: Vec<Link> = copied
-            .iter()
-            .filter_map(|(old_src, old_dst)| {
-                let (l, new_dst) = wanted.get(old_src)?;
-                Some(Link {
-                    old_uid: *old_dst,
-                    new_uid: *new_dst,
-                    ..l.clone()
-                })
-            })
-            .collect();
-        copies_take_new_flags(ctx, conn, to, &dst, &made).await?;
+        let mut differ = Vec::new();
+        let mut made = Vec::new();
+        for (old_src, old_dst) in &copied {
+            let Some((l, new_dst)) = wanted.get(old_src) else {
+                continue;
+            };
+            match (on_new.get(new_dst), on_old.get(old_src)) {
+                (Some(n), Some(o)) if n != o => differ.push((*old_dst, o, n)),
+                _ => {}
+            }
+            made.push(Link {
+                old_uid: *old_dst,
+                new_uid: *new_dst,
+                ..l.clone()
+            });
+        }
+        copies_take_new_flags(conn, &dst, &differ).await?;
         links.extend(made);
     }
     // Those OLD gave no COPYUID for stay unlinked: the lowered watermark has them adopted.
@@ -864,56 +871,84 @@ async fn mirror_copy(
     Ok(())
 }
 
-/// OLD's copies (`links` of `dst`) take the flags NEW's copies have now. OLD's source held the
-/// flags of the journal's position only as far as the entries before the copy were exact: one
-/// mirrored by reading NEW (a STORE by sequence number) wrote the flags NEW had when it ran,
-/// possibly changed after the copy; NEW's copy never got those. What the user did to the
-/// copies since is in later entries, which bring OLD's copies to the same flags again.
-async fn copies_take_new_flags(
+/// The flags NEW's copies of OLD's `old_uids` (`wanted`'s destinations, in `to`) have now, by
+/// NEW UID; those gone from NEW since are missing (later entries say what becomes of them).
+/// OLD's copies must end with these flags: OLD's sources hold the flags of the journal's
+/// position only as far as the entries before the copy were exact. One mirrored by reading NEW
+/// (a STORE by sequence number, an APPEND) wrote the flags NEW had when it ran, possibly changed
+/// after the copy, and NEW's copy never got those. What the user did to the copies since is in
+/// later entries, which bring OLD's copies to the same flags again.
+async fn flags_of_new_copies(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
     to: &str,
-    dst: &FolderPair,
-    links: &[Link],
-) -> Result<()> {
-    if links.is_empty() {
-        return Ok(());
-    }
-    let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
-    let on_new: HashMap<u32, FlagSet> = read_where_they_are(ctx, conn, to, &new_uids, "")
+    old_uids: &[u32],
+    wanted: &HashMap<u32, (Link, u32)>,
+) -> Result<HashMap<u32, FlagSet>> {
+    let new_uids: Vec<u32> = old_uids
+        .iter()
+        .filter_map(|u| Some(wanted.get(u)?.1))
+        .collect();
+    Ok(read_where_they_are(ctx, conn, to, &new_uids, "")
         .await?
         .into_iter()
         .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
-        .collect();
-    if on_new.is_empty() {
-        return Ok(()); // gone from NEW since: later entries say what becomes of them
+        .collect())
+}
+
+/// Adds to `on_old` the flags of OLD's sources `old_uids` (in the selected source) whose NEW
+/// copy is still on NEW: OLD's copies get their sources' flags (RFC 3501 §6.4.7). A link that
+/// keeps its base says them, so only the others are read, and only where [`keep_keys`] did not
+/// read them already; a link's base that NEW's copy has means OLD's copy needs nothing.
+async fn sources_flags(
+    conn: &mut Conn,
+    old_uids: &[u32],
+    wanted: &HashMap<u32, (Link, u32)>,
+    on_new: &HashMap<u32, FlagSet>,
+    on_old: &mut HashMap<u32, FlagSet>,
+) -> Result<()> {
+    let mut unread = Vec::new();
+    for uid in old_uids {
+        let Some((l, new_dst)) = wanted.get(uid) else {
+            continue;
+        };
+        if on_old.contains_key(uid) || !on_new.contains_key(new_dst) {
+            continue;
+        }
+        if l.has_base() {
+            on_old.insert(*uid, FlagSet::parse(&l.old_flags));
+        } else {
+            unread.push(*uid);
+        }
     }
-    // OLD's copies have the flags their sources had, which the links record: where NEW's
-    // copies have those, OLD need not be read. (A change someone else made to a source on OLD
-    // is not the mirror's to undo: the next pass merges it from the recorded base.)
-    let as_recorded = |l: &Link| {
-        on_new
-            .get(&l.new_uid)
-            .is_none_or(|n| l.has_base() && *n == FlagSet::parse(&l.old_flags))
-    };
-    if links.iter().all(as_recorded) {
+    if !unread.is_empty() {
+        conn.old
+            .uid_fetch(&unread, "UID FLAGS", "", |f| {
+                if let (Some(uid), Some(flags)) = (f.uid, f.flags) {
+                    on_old.insert(uid, FlagSet::from_iter(flags));
+                }
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// OLD's copies in `dst` whose flags (their sources') differ from NEW's copies' take NEW's
+/// (see [`flags_of_new_copies`]), as far as OLD can store them: `(OLD UID, OLD's flags, NEW's)`.
+/// `dst` is selected only for those.
+async fn copies_take_new_flags(
+    conn: &mut Conn,
+    dst: &FolderPair,
+    differ: &[(u32, &FlagSet, &FlagSet)],
+) -> Result<()> {
+    if differ.is_empty() {
         return Ok(());
     }
-    let old_uids: Vec<u32> = links.iter().map(|l| l.old_uid).collect();
-    let on_old = fetch_flags(&mut conn.old, &dst.old_name, false, &old_uids).await?;
-    let differs = |l: &Link| match (on_new.get(&l.new_uid), on_old.get(&l.old_uid)) {
-        (Some(n), Some(o)) => n != o,
-        _ => false,
-    };
-    if !links.iter().any(differs) {
-        return Ok(());
-    }
+    let old_uids: Vec<u32> = differ.iter().map(|(uid, ..)| *uid).collect();
     let perm = old_permanent_flags(conn, &dst.old_name, &old_uids).await?;
     let mut stores = FlagStores::default();
-    for l in links {
-        if let (Some(n), Some(o)) = (on_new.get(&l.new_uid), on_old.get(&l.old_uid)) {
-            stores.push(l.old_uid, o, &filter_for_new(n, &perm).0);
-        }
+    for (uid, on_old, on_new) in differ {
+        stores.push(*uid, on_old, &filter_for_new(on_new, &perm).0);
     }
     conn.old.store_flags(stores.groups()).await?;
     Ok(())
@@ -922,31 +957,34 @@ async fn copies_take_new_flags(
 /// Before OLD copies or moves messages `old_uids` of the selected `src`: their links keep each
 /// message's identity key (read from OLD where a link has none), so a replay cut off after OLD's
 /// answer finds OLD's copies by key even when NEW's copies are gone by then (see
-/// [`copied_already`]). The keys go with the links to the destination.
+/// [`copied_already`]). The keys go with the links to the destination. Returns the flags of
+/// the messages it read, by OLD UID.
 async fn keep_keys(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
     src: &FolderPair,
     old_uids: &[u32],
     wanted: &mut HashMap<u32, (Link, u32)>,
-) -> Result<()> {
+) -> Result<HashMap<u32, FlagSet>> {
     let unkeyed: Vec<u32> = old_uids
         .iter()
         .copied()
         .filter(|u| wanted.get(u).is_some_and(|(l, _)| l.ident.is_none()))
         .collect();
+    let mut flags = HashMap::new();
     if unkeyed.is_empty() {
-        return Ok(());
+        return Ok(flags);
     }
     let mut keyed = Vec::new();
-    for (uid, key, _) in keys(&mut conn.old, &unkeyed, &ctx.acct.opts.identity, false).await? {
+    for (uid, key, on_old) in keys(&mut conn.old, &unkeyed, &ctx.acct.opts.identity, false).await? {
         if let Some((link, _)) = wanted.get_mut(&uid) {
             link.ident = Some(key);
             keyed.push(link.clone());
+            flags.insert(uid, on_old);
         }
     }
     ctx.acct.store.add_links(src.id, &keyed).await?;
-    Ok(())
+    Ok(flags)
 }
 
 /// For a COPY or MOVE that may have reached OLD already (the last attempt stopped before its

@@ -16,7 +16,7 @@ use crate::migrate::drain::RecordError;
 use crate::migrate::journal::{Entry, FlagOp, Write};
 use crate::migrate::pool::Conn;
 use crate::secret::Secret;
-use crate::store::{AccountKey, JournalEntry, Link, PairId, SqliteStore, Store};
+use crate::store::{AccountKey, JournalEntry, Link, NO_BASE, PairId, SqliteStore, Store};
 use crate::sync::{AuthMech, Endpoint, Options};
 
 fn endpoint() -> Endpoint {
@@ -433,7 +433,7 @@ async fn consecutive_flag_entries_of_a_folder_go_to_old_together() {
 /// cannot store named and left out, links without base flags left without.
 #[test]
 fn a_flag_run_plans_its_stores_in_order() {
-    use crate::store::{LinkFlags, NO_BASE};
+    use crate::store::LinkFlags;
     use crate::sync::flags::PermanentFlags;
     let store = |id: i64, uids: &str, op: FlagOp, flags: &[&str]| super::FlagStore {
         id,
@@ -768,6 +768,87 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
     assert_eq!(links[0].ident.as_deref(), Some(moved_key().as_str()));
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
+}
+
+/// A source link keeping no base (a pass forgot it): OLD's copy gets its source's flags, read
+/// on OLD's selected source with the identity key, and NEW's copy has those: OLD's destination
+/// is neither selected nor read.
+#[tokio::test]
+async fn a_copy_whose_source_has_news_flags_is_not_read_on_old() {
+    let (acct, _, entry) = moved_to_inbox(Link {
+        old_flags: NO_BASE.into(),
+        new_flags: NO_BASE.into(),
+        ..link(10, 1)
+    })
+    .await;
+    let (result, old, _) = mirror(
+        &acct,
+        &entry,
+        vec![
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step(
+                "UID FETCH 10 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+                &format!("{}$tag OK\r\n", header_fetch(10, MOVED_HEADER)),
+            ),
+            step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
+            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+            step("UID EXPUNGE 10", "$tag OK\r\n"),
+        ],
+        new_copy_flagged("\\Seen"),
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(old.len(), 5, "{old:?}");
+}
+
+/// A source link keeping no base, with its key already: only its flags are read, on OLD's
+/// selected source; NEW's copy has another flag since, so OLD's copy takes it in the
+/// destination.
+#[tokio::test]
+async fn a_copy_whose_source_differs_from_news_copy_takes_news_flags() {
+    let (acct, _, entry) = moved_to_inbox(Link {
+        old_flags: NO_BASE.into(),
+        new_flags: NO_BASE.into(),
+        ident: Some(moved_key()),
+        ..link(10, 1)
+    })
+    .await;
+    let (result, old, _) = mirror(
+        &acct,
+        &entry,
+        vec![
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step(
+                "UID FETCH 10 (UID FLAGS)",
+                "* 1 FETCH (UID 10 FLAGS (\\Seen))\r\n$tag OK\r\n",
+            ),
+            step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
+            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+            step("UID EXPUNGE 10", "$tag OK\r\n"),
+            step("SELECT \"INBOX\"", SELECTED),
+            step("UID STORE 8 +FLAGS.SILENT (\\Flagged)", "$tag OK\r\n"),
+        ],
+        new_copy_flagged("\\Seen \\Flagged"),
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(old.len(), 7, "{old:?}");
+}
+
+/// NEW's side of [`moved_to_inbox`]: its copy 50 in INBOX has `flags`.
+fn new_copy_flagged(flags: &str) -> Vec<Step> {
+    vec![
+        step(
+            "EXAMINE \"INBOX\"",
+            "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+        ),
+        step(
+            "UID FETCH 50 (UID FLAGS INTERNALDATE)",
+            &format!(
+                "* 1 FETCH (UID 50 FLAGS ({flags}) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\")\r\n$tag OK\r\n"
+            ),
+        ),
+    ]
 }
 
 /// The replay of a MOVE whose earlier attempt OLD had done (the proxy was killed before the link
