@@ -594,7 +594,18 @@ impl Store for SqlStore {
         .await
     }
 
+    /// Read first: the watermark is nearly always below `from` already (a mirrored APPEND or
+    /// COPY makes NEW UIDs above what the last pass saw), and a read costs no write transaction.
+    /// Skipping the write then is what the write would have done.
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()> {
+        let current = self
+            .select_row("SELECT adopt_from FROM folder_pairs WHERE id = $1", args![pair])
+            .await?;
+        if let Some(row) = current
+            && get_u32(&row, "adopt_from")? <= from
+        {
+            return Ok(());
+        }
         self.change(
             "UPDATE folder_pairs SET adopt_from = $1 WHERE id = $2 AND adopt_from > $1",
             args![from, pair],
