@@ -896,10 +896,10 @@ async fn flags_of_new_copies(
         .collect())
 }
 
-/// Adds to `on_old` the flags of OLD's sources `old_uids` (in the selected source) whose NEW
-/// copy is still on NEW: OLD's copies get their sources' flags (RFC 3501 §6.4.7). A link that
-/// keeps its base says them, so only the others are read, and only where [`keep_keys`] did not
-/// read them already; a link's base that NEW's copy has means OLD's copy needs nothing.
+/// Puts in `on_old` the flags of OLD's sources `old_uids` (in the selected source) whose NEW
+/// copy is still on NEW, which OLD's copies get (RFC 3501 §6.4.7): the base a link keeps (a
+/// change someone else made to a source on OLD is not the mirror's to undo: the next pass merges
+/// it from that base), else what [`keep_keys`] read with the key, else read now.
 async fn sources_flags(
     conn: &mut Conn,
     old_uids: &[u32],
@@ -912,12 +912,12 @@ async fn sources_flags(
         let Some((l, new_dst)) = wanted.get(uid) else {
             continue;
         };
-        if on_old.contains_key(uid) || !on_new.contains_key(new_dst) {
+        if !on_new.contains_key(new_dst) {
             continue;
         }
         if l.has_base() {
             on_old.insert(*uid, FlagSet::parse(&l.old_flags));
-        } else {
+        } else if !on_old.contains_key(uid) {
             unread.push(*uid);
         }
     }

@@ -835,6 +835,33 @@ async fn a_copy_whose_source_differs_from_news_copy_takes_news_flags() {
     assert_eq!(old.len(), 7, "{old:?}");
 }
 
+/// A source link keeping its base, whose message someone else flagged on OLD since: NEW's
+/// copy has the base's flags, so OLD's copy is left as OLD made it (the foreign keyword is the
+/// next pass's to merge, not the mirror's to undo), though the key's FETCH showed it.
+#[tokio::test]
+async fn a_copy_keeps_a_change_someone_else_made_to_its_source_on_old() {
+    let (acct, _, entry) = moved_to_inbox(link(10, 1)).await;
+    let keyed = header_fetch(10, MOVED_HEADER).replace("(\\Seen)", "(\\Seen $Foreign)");
+    let (result, old, _) = mirror(
+        &acct,
+        &entry,
+        vec![
+            step("SELECT \"INBOX.A\"", SELECTED),
+            step(
+                "UID FETCH 10 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+                &format!("{keyed}$tag OK\r\n"),
+            ),
+            step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
+            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+            step("UID EXPUNGE 10", "$tag OK\r\n"),
+        ],
+        new_copy_flagged("\\Seen"),
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(old.len(), 5, "{old:?}");
+}
+
 /// NEW's side of [`moved_to_inbox`]: its copy 50 in INBOX has `flags`.
 fn new_copy_flagged(flags: &str) -> Vec<Step> {
     vec![
