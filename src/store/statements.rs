@@ -599,7 +599,10 @@ impl Store for SqlStore {
     /// Skipping the write then is what the write would have done.
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()> {
         let current = self
-            .select_row("SELECT adopt_from FROM folder_pairs WHERE id = $1", args![pair])
+            .select_row(
+                "SELECT adopt_from FROM folder_pairs WHERE id = $1",
+                args![pair],
+            )
             .await?;
         if let Some(row) = current
             && get_u32(&row, "adopt_from")? <= from

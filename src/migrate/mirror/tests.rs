@@ -736,25 +736,9 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
     let (result, old, _) = mirror(
         &acct,
         &entry,
-        vec![
-            step("SELECT \"INBOX.A\"", SELECTED),
-            step(
-                "UID FETCH 10 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
-                &format!("{}$tag OK\r\n", header_fetch(10, MOVED_HEADER)),
-            ),
-            // This OLD has no MOVE: COPY, then the source is expunged.
-            step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
-            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
-            step("UID EXPUNGE 10", "$tag OK\r\n"),
-            // NEW's copy has the flags the link records for OLD's: OLD's copy is not read.
-        ],
-        vec![
-            step("EXAMINE \"INBOX\"", "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n"),
-            step(
-                "UID FETCH 50 (UID FLAGS INTERNALDATE)",
-                "* 1 FETCH (UID 50 FLAGS (\\Seen) INTERNALDATE \"01-Jan-2024 10:00:00 +0000\")\r\n$tag OK\r\n",
-            ),
-        ],
+        // NEW's copy has the flags the link records for OLD's: OLD's copy is not read.
+        old_moves_10(key_fetch("\\Seen"), vec![]),
+        new_copy_flagged("\\Seen"),
     )
     .await;
     result.unwrap();
@@ -775,29 +759,16 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
 /// is neither selected nor read.
 #[tokio::test]
 async fn a_copy_whose_source_has_news_flags_is_not_read_on_old() {
-    let (acct, _, entry) = moved_to_inbox(Link {
-        old_flags: NO_BASE.into(),
-        new_flags: NO_BASE.into(),
-        ..link(10, 1)
-    })
-    .await;
-    let (result, old, _) = mirror(
-        &acct,
-        &entry,
-        vec![
-            step("SELECT \"INBOX.A\"", SELECTED),
-            step(
-                "UID FETCH 10 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
-                &format!("{}$tag OK\r\n", header_fetch(10, MOVED_HEADER)),
-            ),
-            step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
-            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
-            step("UID EXPUNGE 10", "$tag OK\r\n"),
-        ],
-        new_copy_flagged("\\Seen"),
+    let old = move_mirrored(
+        Link {
+            old_flags: NO_BASE.into(),
+            new_flags: NO_BASE.into(),
+            ..link(10, 1)
+        },
+        old_moves_10(key_fetch("\\Seen"), vec![]),
+        "\\Seen",
     )
     .await;
-    result.unwrap();
     assert_eq!(old.len(), 5, "{old:?}");
 }
 
@@ -806,32 +777,26 @@ async fn a_copy_whose_source_has_news_flags_is_not_read_on_old() {
 /// destination.
 #[tokio::test]
 async fn a_copy_whose_source_differs_from_news_copy_takes_news_flags() {
-    let (acct, _, entry) = moved_to_inbox(Link {
-        old_flags: NO_BASE.into(),
-        new_flags: NO_BASE.into(),
-        ident: Some(moved_key()),
-        ..link(10, 1)
-    })
-    .await;
-    let (result, old, _) = mirror(
-        &acct,
-        &entry,
-        vec![
-            step("SELECT \"INBOX.A\"", SELECTED),
+    let old = move_mirrored(
+        Link {
+            old_flags: NO_BASE.into(),
+            new_flags: NO_BASE.into(),
+            ident: Some(moved_key()),
+            ..link(10, 1)
+        },
+        old_moves_10(
             step(
                 "UID FETCH 10 (UID FLAGS)",
                 "* 1 FETCH (UID 10 FLAGS (\\Seen))\r\n$tag OK\r\n",
             ),
-            step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
-            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
-            step("UID EXPUNGE 10", "$tag OK\r\n"),
-            step("SELECT \"INBOX\"", SELECTED),
-            step("UID STORE 8 +FLAGS.SILENT (\\Flagged)", "$tag OK\r\n"),
-        ],
-        new_copy_flagged("\\Seen \\Flagged"),
+            vec![
+                step("SELECT \"INBOX\"", SELECTED),
+                step("UID STORE 8 +FLAGS.SILENT (\\Flagged)", "$tag OK\r\n"),
+            ],
+        ),
+        "\\Seen \\Flagged",
     )
     .await;
-    result.unwrap();
     assert_eq!(old.len(), 7, "{old:?}");
 }
 
@@ -840,26 +805,45 @@ async fn a_copy_whose_source_differs_from_news_copy_takes_news_flags() {
 /// next pass's to merge, not the mirror's to undo), though the key's FETCH showed it.
 #[tokio::test]
 async fn a_copy_keeps_a_change_someone_else_made_to_its_source_on_old() {
-    let (acct, _, entry) = moved_to_inbox(link(10, 1)).await;
-    let keyed = header_fetch(10, MOVED_HEADER).replace("(\\Seen)", "(\\Seen $Foreign)");
-    let (result, old, _) = mirror(
-        &acct,
-        &entry,
-        vec![
-            step("SELECT \"INBOX.A\"", SELECTED),
-            step(
-                "UID FETCH 10 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
-                &format!("{keyed}$tag OK\r\n"),
-            ),
-            step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
-            step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
-            step("UID EXPUNGE 10", "$tag OK\r\n"),
-        ],
-        new_copy_flagged("\\Seen"),
+    let old = move_mirrored(
+        link(10, 1),
+        old_moves_10(key_fetch("\\Seen $Foreign"), vec![]),
+        "\\Seen",
     )
     .await;
-    result.unwrap();
     assert_eq!(old.len(), 5, "{old:?}");
+}
+
+/// Mirrors [`moved_to_inbox`] of `source` against OLD's dialogue `old`, NEW's copy having
+/// `new_flags`; returns what OLD got.
+async fn move_mirrored(source: Link, old: Vec<Step>, new_flags: &str) -> Vec<String> {
+    let (acct, _, entry) = moved_to_inbox(source).await;
+    let (result, old, _) = mirror(&acct, &entry, old, new_copy_flagged(new_flags)).await;
+    result.unwrap();
+    old
+}
+
+/// OLD's side of [`moved_to_inbox`]: the source selected and `read` there, then (this OLD has
+/// no MOVE) the COPY and the source expunged, then `after`.
+fn old_moves_10(read: Step, after: Vec<Step>) -> Vec<Step> {
+    let mut steps = vec![
+        step("SELECT \"INBOX.A\"", SELECTED),
+        read,
+        step("UID COPY 10 \"INBOX\"", "$tag OK [COPYUID 5 10 8] done\r\n"),
+        step("UID STORE 10 +FLAGS.SILENT (\\Deleted)", "$tag OK\r\n"),
+        step("UID EXPUNGE 10", "$tag OK\r\n"),
+    ];
+    steps.extend(after);
+    steps
+}
+
+/// The identity-key FETCH of OLD's message 10 ([`MOVED_HEADER`]), which has `flags`.
+fn key_fetch(flags: &str) -> Step {
+    let answer = header_fetch(10, MOVED_HEADER).replace("(\\Seen)", &format!("({flags})"));
+    step(
+        "UID FETCH 10 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+        &format!("{answer}$tag OK\r\n"),
+    )
 }
 
 /// NEW's side of [`moved_to_inbox`]: its copy 50 in INBOX has `flags`.
