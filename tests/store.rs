@@ -108,6 +108,7 @@ both!(
     a_lease_has_one_holder_until_it_expires,
     a_lease_is_held_until_it_expires,
     appends_in_order_extend_one_run,
+    one_link_joins_and_splits_the_runs_beside_it,
     flag_updates_removals_and_tombstones_split_runs,
     a_linked_uid_added_again_replaces_its_link,
     out_of_order_adds_join_into_runs,
@@ -1606,6 +1607,43 @@ async fn forgotten_bases_join_runs_and_later_writes_keep_theirs(b: Backend) {
     );
     // 1–300, 301 and 303 (302 is kept per message, so 303 does not continue 301).
     assert_eq!(b.rows("link_runs").await, 3);
+    store.close().await;
+}
+
+/// A single link written between two runs is read with both neighbours: one that fills the
+/// gap joins them, one with other flags stands between them, and removing it splits them again.
+async fn one_link_joins_and_splits_the_runs_beside_it(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let mut both = links_of(1..=5, 10, "");
+    both.extend(links_of(7..=9, 10, ""));
+    store.add_links(pair, &both).await.unwrap();
+    assert_eq!(b.rows("link_runs").await, 2);
+    store.add_links(pair, &[link(6, 16, "")]).await.unwrap();
+    assert_eq!(
+        b.rows("link_runs").await,
+        1,
+        "the gap filled with the same flags"
+    );
+    for (uid, flags, runs, what) in [
+        (6, "\\Seen", 3, "other flags between them"),
+        (6, "", 1, "the same flags again"),
+        (1, "\\Seen", 2, "the first link, other flags"),
+    ] {
+        let update = LinkFlags {
+            old_uid: uid,
+            old_flags: flags.into(),
+            new_flags: flags.into(),
+        };
+        store.update_link_flags(pair, &[update]).await.unwrap();
+        assert_eq!(b.rows("link_runs").await, runs, "{what}");
+    }
+    store.remove_links(pair, &[6]).await.unwrap();
+    assert_eq!(b.rows("link_runs").await, 3, "removed");
+    let mut want = vec![link(1, 11, "\\Seen")];
+    want.extend(links_of(2..=5, 10, ""));
+    want.extend(links_of(7..=9, 10, ""));
+    assert_eq!(store.links(pair).await.unwrap(), want);
     store.close().await;
 }
 
