@@ -543,14 +543,11 @@ async fn old_permanent_flags(
     })
 }
 
-/// Flags of one side's messages, by UID.
-async fn fetch_flags(
+/// Flags of messages `uids` of the selected mailbox, by UID.
+async fn selected_flags(
     client: &mut crate::imap::Client,
-    folder: &str,
-    readonly: bool,
     uids: &[u32],
 ) -> std::result::Result<HashMap<u32, FlagSet>, ImapError> {
-    client.select(folder, readonly).await?;
     let mut out = HashMap::new();
     client
         .uid_fetch(uids, "UID FLAGS", "", |f| {
@@ -560,6 +557,21 @@ async fn fetch_flags(
         })
         .await?;
     Ok(out)
+}
+
+/// NEW's flags of messages `uids` of `folder`, read where they are now (a later MOVE or RENAME
+/// took them elsewhere), by `folder`'s UID; those deleted since are missing.
+async fn flags_on_new(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    folder: &str,
+    uids: &[u32],
+) -> Result<HashMap<u32, FlagSet>> {
+    Ok(read_where_they_are(ctx, conn, folder, uids, "")
+        .await?
+        .into_iter()
+        .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
+        .collect())
 }
 
 /// OLD takes NEW's value of every flag the user's STORE named (all of them for `FLAGS (...)`),
@@ -608,15 +620,11 @@ async fn mirror_flags(
             ctx.entry.id
         );
     }
-    // NEW's flags where the messages are now (a later MOVE or RENAME took them elsewhere); a
-    // message deleted since is left alone.
+    // A message deleted from NEW since is left alone.
     let new_uids: Vec<u32> = links.iter().map(|l| l.new_uid).collect();
-    let new_flags: HashMap<u32, FlagSet> = read_where_they_are(ctx, conn, folder, &new_uids, "")
-        .await?
-        .into_iter()
-        .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
-        .collect();
-    let old_flags = fetch_flags(&mut conn.old, &pair.old_name, false, &old_uids).await?;
+    let new_flags = flags_on_new(ctx, conn, folder, &new_uids).await?;
+    conn.old.select(&pair.old_name, false).await?;
+    let old_flags = selected_flags(&mut conn.old, &old_uids).await?;
     let replace = op == Some(FlagOp::Replace);
     let (stores, mut updates) = by_reading(&links, &named, replace, &new_flags, &old_flags, &perm);
     let commands = flag_commands(&stores);
@@ -830,7 +838,16 @@ async fn mirror_copy(
     if !old_uids.is_empty() {
         let to_copy = old_uids.iter().filter_map(|u| Some(wanted.get(u)?.1));
         lower_adoption(ctx, &dst, to_copy.min()).await?;
-        let on_new = flags_of_new_copies(ctx, conn, to, &old_uids, &wanted).await?;
+        // OLD's copies must end with NEW's copies' flags: OLD's sources hold the flags of the
+        // journal's position only as far as the entries before the copy were exact. One
+        // mirrored by reading NEW (a STORE by sequence number, an APPEND) wrote the flags NEW
+        // had when it ran, possibly changed after the copy, and NEW's copy never got those.
+        // What the user did to the copies since is in later entries.
+        let copies: Vec<u32> = old_uids
+            .iter()
+            .filter_map(|u| Some(wanted.get(u)?.1))
+            .collect();
+        let on_new = flags_on_new(ctx, conn, to, &copies).await?;
         conn.old.writable_for(&src.old_name, &old_uids).await?;
         let mut on_old = keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
         sources_flags(conn, &old_uids, &wanted, &on_new, &mut on_old).await?;
@@ -871,31 +888,6 @@ async fn mirror_copy(
     Ok(())
 }
 
-/// The flags NEW's copies of OLD's `old_uids` (`wanted`'s destinations, in `to`) have now, by
-/// NEW UID; those gone from NEW since are missing (later entries say what becomes of them).
-/// OLD's copies must end with these flags: OLD's sources hold the flags of the journal's
-/// position only as far as the entries before the copy were exact. One mirrored by reading NEW
-/// (a STORE by sequence number, an APPEND) wrote the flags NEW had when it ran, possibly changed
-/// after the copy, and NEW's copy never got those. What the user did to the copies since is in
-/// later entries, which bring OLD's copies to the same flags again.
-async fn flags_of_new_copies(
-    ctx: &Ctx<'_>,
-    conn: &mut Conn,
-    to: &str,
-    old_uids: &[u32],
-    wanted: &HashMap<u32, (Link, u32)>,
-) -> Result<HashMap<u32, FlagSet>> {
-    let new_uids: Vec<u32> = old_uids
-        .iter()
-        .filter_map(|u| Some(wanted.get(u)?.1))
-        .collect();
-    Ok(read_where_they_are(ctx, conn, to, &new_uids, "")
-        .await?
-        .into_iter()
-        .filter_map(|f| Some((f.uid?, FlagSet::from_iter(f.flags?))))
-        .collect())
-}
-
 /// Puts in `on_old` the flags of OLD's sources `old_uids` (in the selected source) whose NEW
 /// copy is still on NEW, which OLD's copies get (RFC 3501 §6.4.7): the base a link keeps (a
 /// change someone else made to a source on OLD is not the mirror's to undo: the next pass merges
@@ -922,19 +914,13 @@ async fn sources_flags(
         }
     }
     if !unread.is_empty() {
-        conn.old
-            .uid_fetch(&unread, "UID FLAGS", "", |f| {
-                if let (Some(uid), Some(flags)) = (f.uid, f.flags) {
-                    on_old.insert(uid, FlagSet::from_iter(flags));
-                }
-            })
-            .await?;
+        on_old.extend(selected_flags(&mut conn.old, &unread).await?);
     }
     Ok(())
 }
 
 /// OLD's copies in `dst` whose flags (their sources') differ from NEW's copies' take NEW's
-/// (see [`flags_of_new_copies`]), as far as OLD can store them: `(OLD UID, OLD's flags, NEW's)`.
+/// (see [`mirror_copy`]), as far as OLD can store them: `(OLD UID, OLD's flags, NEW's)`.
 /// `dst` is selected only for those.
 async fn copies_take_new_flags(
     conn: &mut Conn,
