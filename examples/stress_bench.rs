@@ -51,7 +51,7 @@
 //! and each proxy's WARN/ERROR log lines are counted, grouped by text.
 //!
 //! `STRESS_KEEP_LOG=FILE` keeps each migration proxy's whole log in `FILE.0` (`FILE.1` for the
-//! other build).
+//! other build) and its state store in `FILE.0.db` (with `-wal`): the journal's entries.
 //!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches].
@@ -339,6 +339,16 @@ async fn run(cfg: &Config) -> Result<()> {
             match std::fs::write(&path, migration.stderr()) {
                 Ok(()) => println!("  migration proxy{of}: its log is in {path}"),
                 Err(e) => println!("  migration proxy{of}: could not keep its log in {path}: {e}"),
+            }
+            // And its state store (the journal's entries say what each write was).
+            for suffix in ["", "-wal"] {
+                let from = migration.dir().join(format!("imapferry.db{suffix}"));
+                if let Err(e) = std::fs::copy(&from, format!("{path}.db{suffix}")) {
+                    println!(
+                        "  migration proxy{of}: could not keep {}: {e}",
+                        from.display()
+                    );
+                }
             }
         }
     }
