@@ -90,14 +90,6 @@ impl PgStore {
         op(&mut c).await
     }
 
-    /// A read of a few rows: any pooled connection serves it as well as another.
-    async fn read_small<T, F>(&self, op: F) -> Result<T>
-    where
-        F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T>,
-    {
-        self.read(op).await
-    }
-
     /// Runs `op` in one transaction (READ COMMITTED: the statements are written so that each
     /// one is correct alone, as they are under SQLite's single writer). An error (or a caller
     /// that stops waiting) rolls it back.

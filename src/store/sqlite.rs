@@ -8,7 +8,6 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -119,24 +118,6 @@ impl SqliteStore {
         F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
     {
         self.reader.run(move |c, _| ready(op(c))).await
-    }
-
-    /// Runs a read of a few rows (the kind the proxy makes for each command) on the writer
-    /// when it has nothing else to do, else on the reader. Each commit of the writer empties
-    /// the reader's page cache (another connection changed the WAL) and not the writer's: such
-    /// a read costs about a third less there. A bigger read stays on the reader ([`Self::read`]),
-    /// so it never holds a write up.
-    async fn read_small<T, F>(&self, op: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
-    {
-        let worker = if self.writer.idle() {
-            &self.writer
-        } else {
-            &self.reader
-        };
-        worker.run(move |c, _| ready(op(c))).await
     }
 
     /// Runs `op` on the writer, in a transaction that holds the write lock from its start
@@ -392,17 +373,6 @@ enum Message {
 #[derive(Clone, Debug)]
 struct Worker {
     jobs: mpsc::Sender<Message>,
-    /// Jobs sent and not finished yet.
-    queued: Arc<AtomicUsize>,
-}
-
-/// Counts a job finished when dropped (whether it ran, was skipped or panicked).
-struct Finished(Arc<AtomicUsize>);
-
-impl Drop for Finished {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Worker {
@@ -451,13 +421,7 @@ impl Worker {
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the state {role}: {e}")))?;
         opened.await.map_err(|_| closed())??;
-        let queued = Arc::new(AtomicUsize::new(0));
-        Ok(Worker { jobs, queued })
-    }
-
-    /// Whether no job is queued or running.
-    fn idle(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) == 0
+        Ok(Worker { jobs })
     }
 
     /// Runs `job` on the connection and returns its result. The job is given whether its
@@ -470,10 +434,7 @@ impl Worker {
     ) -> Result<T> {
         let (done, result) = oneshot::channel();
         let sent = Instant::now();
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        let finished = Finished(Arc::clone(&self.queued));
         let job: Job = Box::new(move |c| {
-            let _finished = finished;
             if done.is_closed() {
                 return;
             }
@@ -668,62 +629,6 @@ mod tests {
         holder.execute_batch("COMMIT").unwrap();
         store.tombstone(pair, &[8]).await.unwrap();
         assert_eq!(store.tombstones(pair).await.unwrap(), vec![8]);
-        store.close().await;
-    }
-
-    /// A small read is served by the writer while it is idle (its page cache survives its own
-    /// commits), and by the reader while the writer is busy: it never waits behind a write.
-    #[tokio::test]
-    async fn a_small_read_takes_the_idle_writer_and_never_waits_behind_a_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("imapferry.db");
-        let store = SqliteStore::open(&path).await.unwrap();
-        let (account, pair) = alice_inbox(&store).await;
-        // The reader alone refuses writes (`query_only`): which connection served the read.
-        let served_by_reader = || {
-            store.read_small(|c| {
-                op(async move {
-                    c.fetch_one("PRAGMA query_only", args![])
-                        .await?
-                        .get::<i64>(0)
-                })
-            })
-        };
-        assert_eq!(
-            served_by_reader().await.unwrap(),
-            0,
-            "the idle writer serves it"
-        );
-
-        let holder = Connection::open(&path).unwrap();
-        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let writes = store.clone();
-        let stuck = tokio::spawn(async move { writes.tombstone(pair, &[7]).await });
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while store.writer.idle() {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the write reached the writer");
-        let read = tokio::time::timeout(Duration::from_secs(5), served_by_reader()).await;
-        assert_eq!(
-            read.expect("the read did not wait").unwrap(),
-            1,
-            "the reader serves it"
-        );
-        let pending =
-            tokio::time::timeout(Duration::from_secs(5), store.journal_pending(account, 10));
-        assert!(
-            pending
-                .await
-                .expect("the read did not wait")
-                .unwrap()
-                .is_empty()
-        );
-        holder.execute_batch("COMMIT").unwrap();
-        stuck.await.unwrap().unwrap();
-        assert_eq!(store.tombstones(pair).await.unwrap(), vec![7]);
         store.close().await;
     }
 

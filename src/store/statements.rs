@@ -28,10 +28,6 @@ use crate::uidmap::Shown;
 /// NEW UID ranges a links read names one by one; a set of more is read as its span.
 const LINK_READ_RANGES: usize = 32;
 
-/// A links read naming at most this many NEW UIDs is small ([`SqlStore::look_up`]): a mirror
-/// entry's. A whole folder's is not.
-const SMALL_LINKS_READ: u64 = 1024;
-
 /// The links of pair `$1` whose NEW UID is in one of `ranges` ranges, `($2, $3), ($4, $5), …`
 /// (each `lo, hi`, inclusive): per range, the runs that hold one of its UIDs (those starting in
 /// it, and the last one starting before it, see migration 12) and the per-message links in it.
@@ -114,27 +110,6 @@ impl SqlStore {
         let sql = sql.into();
         self.read(move |c| op(async move { c.fetch_all(&sql, args).await }))
             .await
-    }
-
-    /// The rows of a read of a few rows by an index, the kind the proxy makes for each command
-    /// (on SQLite, served by the writer's warm connection when it is free).
-    pub(super) async fn look_up(
-        &self,
-        sql: impl Into<String>,
-        args: Vec<Value>,
-    ) -> Result<Vec<Row>> {
-        let sql = sql.into();
-        self.read_small(move |c| op(async move { c.fetch_all(&sql, args).await }))
-            .await
-    }
-
-    /// The first row of a small read ([`Self::look_up`]), if any.
-    pub(super) async fn look_up_row(
-        &self,
-        sql: impl Into<String>,
-        args: Vec<Value>,
-    ) -> Result<Option<Row>> {
-        Ok(self.look_up(sql, args).await?.into_iter().next())
     }
 
     /// The first row of a read, if any.
@@ -475,7 +450,7 @@ impl Store for SqlStore {
     }
 
     async fn account_state(&self, account: AccountId) -> Result<AccountState> {
-        let row = self.look_up_row(STATE, args![account]).await?;
+        let row = self.select_row(STATE, args![account]).await?;
         state_of(account, row)
     }
 
@@ -578,7 +553,7 @@ impl Store for SqlStore {
     ) -> Result<FolderPair> {
         let old = old_name.to_owned();
         let found = self
-            .read_small(move |c| op(async move { find_pair(c, account, &old).await }))
+            .read(move |c| op(async move { find_pair(c, account, &old).await }))
             .await?;
         let mut pair = match found {
             Some(pair) => pair,
@@ -629,7 +604,7 @@ impl Store for SqlStore {
     }
 
     async fn account_progress(&self, account: AccountId) -> Result<Progress> {
-        self.read_small(move |c| {
+        self.read(move |c| {
             op(async move {
                 let rows = c.fetch_all(&account_pairs(), args![account]).await?;
                 let pairs = rows.iter().map(pair_from_row).collect::<Result<_>>()?;
@@ -650,7 +625,7 @@ impl Store for SqlStore {
     /// Skipping the write then is what the write would have done.
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()> {
         let current = self
-            .look_up_row(
+            .select_row(
                 "SELECT adopt_from FROM folder_pairs WHERE id = $1",
                 args![pair],
             )
@@ -753,13 +728,7 @@ impl Store for SqlStore {
         for &(lo, hi) in &read {
             args.extend([Value::from(lo), Value::from(hi)]);
         }
-        let sql = links_by_new_sql(read.len());
-        let named: u64 = ranges.iter().map(|&(lo, hi)| u64::from(hi - lo) + 1).sum();
-        let rows = if named <= SMALL_LINKS_READ {
-            self.look_up(sql, args).await?
-        } else {
-            self.select(sql, args).await?
-        };
+        let rows = self.select(links_by_new_sql(read.len()), args).await?;
         let named = |uid: u32| {
             let i = ranges.partition_point(|&(_, hi)| hi < uid);
             ranges.get(i).is_some_and(|&(lo, _)| lo <= uid)
@@ -1169,7 +1138,7 @@ impl Store for SqlStore {
             "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
              WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT {limit}"
         );
-        let rows = self.look_up(sql, args![account]).await?;
+        let rows = self.select(sql, args![account]).await?;
         rows.iter().map(journal_entry).collect()
     }
 
@@ -1189,7 +1158,7 @@ impl Store for SqlStore {
         );
         let mut args = args![account, after];
         args.extend(kinds.iter().map(|kind| Value::from(*kind)));
-        let rows = self.look_up(sql, args).await?;
+        let rows = self.select(sql, args).await?;
         rows.iter().map(journal_entry).collect()
     }
 
@@ -1245,7 +1214,7 @@ impl Store for SqlStore {
 
     async fn journal_pending_count(&self, account: AccountId) -> Result<u64> {
         let row = self
-            .look_up_row(PENDING, args![account])
+            .select_row(PENDING, args![account])
             .await?
             .ok_or_else(|| StoreError::Corrupt("COUNT(*) returned no row".into()))?;
         get_u64(&row, 0)
@@ -1256,7 +1225,7 @@ impl Store for SqlStore {
         key: &AccountKey,
     ) -> Result<Option<(AccountId, AccountState)>> {
         let row = self
-            .look_up_row(
+            .select_row(
                 "SELECT id, state FROM accounts \
                  WHERE old_host = $1 AND old_user = $2 AND new_host = $3 AND new_user = $4",
                 args![
