@@ -836,17 +836,16 @@ async fn mirror_copy(
         (ctx.acct.folder(from)).note_own(src.id, |own| own.expunged.extend(&there));
     }
     if !old_uids.is_empty() {
-        let to_copy = old_uids.iter().filter_map(|u| Some(wanted.get(u)?.1));
-        lower_adoption(ctx, &dst, to_copy.min()).await?;
+        let copies: Vec<u32> = old_uids
+            .iter()
+            .filter_map(|u| Some(wanted.get(u)?.1))
+            .collect();
+        lower_adoption(ctx, &dst, copies.iter().min().copied()).await?;
         // OLD's copies must end with NEW's copies' flags: OLD's sources hold the flags of the
         // journal's position only as far as the entries before the copy were exact. One
         // mirrored by reading NEW (a STORE by sequence number, an APPEND) wrote the flags NEW
         // had when it ran, possibly changed after the copy, and NEW's copy never got those.
         // What the user did to the copies since is in later entries.
-        let copies: Vec<u32> = old_uids
-            .iter()
-            .filter_map(|u| Some(wanted.get(u)?.1))
-            .collect();
         let on_new = flags_on_new(ctx, conn, to, &copies).await?;
         conn.old.writable_for(&src.old_name, &old_uids).await?;
         let mut on_old = keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
