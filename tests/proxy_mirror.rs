@@ -1318,3 +1318,25 @@ fn a_copy_between_a_sequence_store_and_a_later_change_keeps_the_copys_flags() {
     let on_old = snapshot(&s.old, USER, PW);
     assert_eq!(on_old.with_flag("\\Deleted"), 1, "only the source");
 }
+
+/// A copy of a copy, both mirrored after a later change to the first copy (found by the stress
+/// benchmark's mirror check, a `\Deleted` on OLD only): mirroring the first COPY (and MOVE)
+/// gives OLD's copies the flags NEW's copies have by then, `\Deleted` included, and their links
+/// must say so. Otherwise the second COPY, trusting the links, copies the `\Deleted` along to a
+/// copy NEW made before that change.
+#[test]
+fn a_copy_of_a_copy_mirrored_after_a_change_to_the_first_keeps_news_flags() {
+    let s = while_old_is_away(|c| {
+        // Appended through the proxy: their links keep the base flags the copies inherit.
+        for _ in 0..2 {
+            c.append("INBOX", &[], None, &message(10, 900)).unwrap();
+        }
+        c.exec("UID COPY 4 B");
+        c.exec("UID MOVE 5 B");
+        c.select("B");
+        c.exec("UID COPY 1:2 INBOX");
+        c.exec("UID STORE 1:2 +FLAGS (\\Deleted)");
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(on_old.with_flag("\\Deleted"), 2, "only B's two");
+}

@@ -863,18 +863,31 @@ async fn mirror_copy(
             let Some((l, new_dst)) = wanted.get(old_src) else {
                 continue;
             };
-            match (on_new.get(new_dst), on_old.get(old_src)) {
-                (Some(n), Some(o)) if n != o => differ.push((*old_dst, o, n)),
-                _ => {}
+            let flags = (on_new.get(new_dst), on_old.get(old_src));
+            if let (Some(n), Some(o)) = flags
+                && n != o
+            {
+                differ.push((*old_dst, o, n));
             }
-            made.push(Link {
-                old_uid: *old_dst,
-                new_uid: *new_dst,
-                ..l.clone()
-            });
+            made.push((l, *old_dst, *new_dst, flags));
         }
-        copies_take_new_flags(conn, &dst, &differ).await?;
-        links.extend(made);
+        let stored = copies_take_new_flags(conn, &dst, &differ).await?;
+        // A copy's link keeps the flags its two sides have now as its base (where the source's
+        // link keeps one): not the source's, which OLD's copy no longer has once it took NEW's.
+        // A later COPY of this copy trusts that base (`sources_flags`).
+        links.extend(made.into_iter().map(|(l, old_uid, new_uid, flags)| {
+            let mut link = Link {
+                old_uid,
+                new_uid,
+                ..l.clone()
+            };
+            if let (true, (Some(n), Some(o))) = (l.has_base(), flags) {
+                let on_old = stored.get(&old_uid).unwrap_or(o);
+                link.old_flags = on_old.to_canonical();
+                link.new_flags = n.to_canonical();
+            }
+            link
+        }));
     }
     // Those OLD gave no COPYUID for stay unlinked: the lowered watermark has them adopted.
     let added = links.iter().map(|l| l.old_uid);
@@ -920,23 +933,26 @@ async fn sources_flags(
 
 /// OLD's copies in `dst` whose flags (their sources') differ from NEW's copies' take NEW's
 /// (see [`mirror_copy`]), as far as OLD can store them: `(OLD UID, OLD's flags, NEW's)`.
-/// `dst` is selected only for those.
+/// `dst` is selected only for those. Returns the flags each copy has then, by OLD UID.
 async fn copies_take_new_flags(
     conn: &mut Conn,
     dst: &FolderPair,
     differ: &[(u32, &FlagSet, &FlagSet)],
-) -> Result<()> {
+) -> Result<HashMap<u32, FlagSet>> {
+    let mut taken = HashMap::new();
     if differ.is_empty() {
-        return Ok(());
+        return Ok(taken);
     }
     let old_uids: Vec<u32> = differ.iter().map(|(uid, ..)| *uid).collect();
     let perm = old_permanent_flags(conn, &dst.old_name, &old_uids).await?;
     let mut stores = FlagStores::default();
     for (uid, on_old, on_new) in differ {
-        stores.push(*uid, on_old, &filter_for_new(on_new, &perm).0);
+        let (target, _) = filter_for_new(on_new, &perm);
+        stores.push(*uid, on_old, &target);
+        taken.insert(*uid, target);
     }
     conn.old.store_flags(stores.groups()).await?;
-    Ok(())
+    Ok(taken)
 }
 
 /// Before OLD copies or moves messages `old_uids` of the selected `src`: their links keep each
