@@ -621,11 +621,23 @@ fn digest_diff(on_new: &Digest, on_old: &Digest) -> Option<String> {
             .map(|(_, f, uid)| format!("{uid} {f:?}"))
             .collect()
     };
-    let flag_diffs: Vec<String> = bare_new
+    // Ids on both sides whose copies' flags differ (as multisets: one copy's flags may differ
+    // while another copy of the same message has them).
+    let flags_of = |d: &[(String, BTreeSet<String>)], id: &str| -> Vec<BTreeSet<String>> {
+        d.iter()
+            .filter(|m| m.0 == id)
+            .map(|m| m.1.clone())
+            .collect()
+    };
+    let mut differing: Vec<&String> = new_ids
         .iter()
-        .filter(|m| !bare_old.contains(m) && old_ids.contains(&m.0))
+        .filter(|id| old_ids.contains(id) && flags_of(&bare_new, id) != flags_of(&bare_old, id))
+        .collect();
+    differing.dedup();
+    let flag_diffs: Vec<String> = differing
+        .into_iter()
         .take(2)
-        .map(|(id, _)| {
+        .map(|id| {
             format!(
                 "{id}: NEW {:?}, OLD {:?}",
                 copies(on_new, id),
