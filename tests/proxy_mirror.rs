@@ -4,6 +4,7 @@
 //! journal is empty.
 
 mod common;
+use common::seed::Rng;
 use common::state::account_summaries;
 
 use std::path::PathBuf;
@@ -975,19 +976,35 @@ fn a_complete_folder_does_not_wait_for_the_mirror() {
 /// no OLD connection, so every entry waits in the journal until OLD is back and is mirrored
 /// after all of them were journaled. Then OLD must equal NEW.
 fn while_old_is_away(writes: impl FnOnce(&mut RawImap)) -> Setup<Dovecot> {
+    while_old_is_away_with(&[("B", 0), ("INBOX", 3)], writes)
+}
+
+/// [`while_old_is_away`] with OLD's folders and how many messages each holds (`INBOX` last:
+/// the writes start with it selected).
+fn while_old_is_away_with(
+    folders: &[(&str, u64)],
+    writes: impl FnOnce(&mut RawImap),
+) -> Setup<Dovecot> {
     let mut s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
     let mut old = s.direct_old();
-    old.create("B");
-    fill(&mut old, "INBOX", 0, 3);
+    let mut first = 0;
+    for (folder, n) in folders {
+        if *folder != "INBOX" {
+            old.create(folder);
+        }
+        fill(&mut old, folder, first, *n);
+        first += n;
+    }
     old.logout();
     let mut c = s.client();
-    assert_eq!(c.select("B"), 0);
-    assert_eq!(c.select("INBOX"), 3);
+    for (folder, n) in folders {
+        assert_eq!(u64::from(c.select(folder)), *n);
+    }
     c.logout();
     s.old.kill_all();
     s.restart_proxy();
     let mut c = s.client();
-    assert_eq!(c.select("INBOX"), 3);
+    c.select("INBOX");
     writes(&mut c);
     s.old.restart();
     c.logout();
@@ -1317,6 +1334,113 @@ fn a_copy_between_a_sequence_store_and_a_later_change_keeps_the_copys_flags() {
     });
     let on_old = snapshot(&s.old, USER, PW);
     assert_eq!(on_old.with_flag("\\Deleted"), 1, "only the source");
+}
+
+/// Random writes of every kind the journal knows (flags by UID and by sequence number, reads
+/// that set `\Seen`, COPY, MOVE, APPEND, EXPUNGE) among three folders, all journaled before the
+/// mirror runs, so each entry is mirrored with NEW holding the later ones' results already:
+/// OLD must end equal to NEW. `MIRROR_SEEDS=N` runs seeds 1 to N instead of five (without its
+/// fix, the fifth finds the copy-of-a-copy bug of the next test).
+#[test]
+fn random_writes_made_while_old_was_away_all_reach_old() {
+    let seeds: u64 = std::env::var("MIRROR_SEEDS").map_or(5, |n| n.parse().unwrap());
+    for seed in 1..=seeds {
+        eprintln!("seed {seed}");
+        let mut rng = Rng::new(seed);
+        while_old_is_away_with(&[("B", 4), ("C", 2), ("INBOX", 6)], |c| {
+            random_writes(c, &mut rng, 40)
+        });
+    }
+}
+
+/// `steps` random commands of [`random_writes_made_while_old_was_away_all_reach_old`], INBOX
+/// selected first.
+fn random_writes(c: &mut RawImap, rng: &mut Rng, steps: usize) {
+    const FOLDERS: [&str; 3] = ["INBOX", "B", "C"];
+    const FLAGS: [&str; 4] = ["\\Seen", "\\Flagged", "\\Deleted", "$Label"];
+    let mut selected = "INBOX";
+    let mut appended = 1_000;
+    for _ in 0..steps {
+        let uids = search_uids(c, "ALL");
+        let some = |rng: &mut Rng, uids: &[u32]| -> Vec<u32> {
+            let mut picked: Vec<u32> = uids.iter().copied().filter(|_| rng.chance(0.3)).collect();
+            if picked.is_empty() && !uids.is_empty() {
+                picked.push(*rng.pick(uids));
+            }
+            picked
+        };
+        let set = |uids: &[u32]| {
+            let items: Vec<String> = uids.iter().map(u32::to_string).collect();
+            items.join(",")
+        };
+        let other = *rng.pick(
+            &FOLDERS
+                .into_iter()
+                .filter(|f| *f != selected)
+                .collect::<Vec<_>>(),
+        );
+        let picked = some(rng, &uids);
+        let flag = *rng.pick(&FLAGS);
+        let sign = if rng.chance(0.6) { "+" } else { "-" };
+        match rng.below(9) {
+            _ if uids.is_empty() => {
+                appended += 1;
+                c.append(selected, &[], None, &message(appended, 700));
+                0
+            }
+            0 | 1 => c
+                .exec(&format!("UID STORE {} {sign}FLAGS ({flag})", set(&picked)))
+                .len(),
+            2 => {
+                let n = uids.len() as u64;
+                let seq = rng.below(n) + 1;
+                c.exec(&format!("STORE {seq} {sign}FLAGS.SILENT ({flag})"))
+                    .len()
+            }
+            3 => c.exec(&format!("UID COPY {} {other}", set(&picked))).len(),
+            4 => c.exec(&format!("UID MOVE {} {other}", set(&picked))).len(),
+            5 => {
+                appended += 1;
+                let flags: Vec<&str> = FLAGS.into_iter().filter(|_| rng.chance(0.3)).collect();
+                c.append(
+                    if rng.chance(0.5) { selected } else { other },
+                    &flags,
+                    None,
+                    &message(appended, 700),
+                );
+                0
+            }
+            6 => {
+                let deleted = search_uids(c, "DELETED");
+                if deleted.is_empty() || rng.chance(0.5) {
+                    c.exec("EXPUNGE").len()
+                } else {
+                    c.exec(&format!("UID EXPUNGE {}", set(&some(rng, &deleted))))
+                        .len()
+                }
+            }
+            7 => c.exec(&format!("UID FETCH {} BODY[]", set(&picked))).len(),
+            _ => {
+                selected = other;
+                c.select(selected);
+                0
+            }
+        };
+    }
+}
+
+/// `UID SEARCH criteria` in the selected folder.
+fn search_uids(c: &mut RawImap, criteria: &str) -> Vec<u32> {
+    c.exec(&format!("UID SEARCH {criteria}"))
+        .iter()
+        .map(|line| String::from_utf8_lossy(line).to_string())
+        .filter_map(|line| line.strip_prefix("* SEARCH").map(String::from))
+        .flat_map(|rest| {
+            rest.split_ascii_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// A copy of a copy, both mirrored after a later change to the first copy (found by the stress
