@@ -1387,6 +1387,42 @@ fn random_writes_made_while_old_was_away_all_reach_old() {
     }
 }
 
+/// [`random_writes_made_while_old_was_away_all_reach_old`] with the mirror running meanwhile,
+/// OLD hanging (SIGSTOP) now and then for a few commands: each entry is mirrored with NEW
+/// holding some of the later ones' results, a different number each time. 20 seeds (about a
+/// minute): without its fix, the copy-of-a-copy bug showed by the fourteenth.
+#[test]
+fn random_writes_with_old_hanging_now_and_then_all_reach_old() {
+    let seeds: u64 = std::env::var("MIRROR_SEEDS").map_or(20, |n| n.parse().unwrap());
+    for seed in 1..=seeds {
+        eprintln!("seed {seed}");
+        let mut rng = Rng::new(seed);
+        let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+        let mut old = s.direct_old();
+        for (folder, first, n) in [("B", 0, 4), ("C", 4, 2), ("INBOX", 6, 6)] {
+            if folder != "INBOX" {
+                old.create(folder);
+            }
+            fill(&mut old, folder, first, n);
+        }
+        old.logout();
+        let mut c = s.client();
+        for folder in ["B", "C", "INBOX"] {
+            c.select(folder);
+        }
+        let mut frozen = false;
+        random_writes_with(&mut c, &mut rng, 40, ["INBOX", "B", "C"], |rng| {
+            if rng.chance(0.2) {
+                frozen = !frozen;
+                s.old.freeze(frozen);
+            }
+        });
+        s.old.freeze(false);
+        c.logout();
+        s.assert_mirrored();
+    }
+}
+
 /// [`random_writes_made_while_old_was_away_all_reach_old`] with Courier-IMAP as OLD: no MOVE
 /// (OLD copies, then expunges), no CONDSTORE (the mirror's changes are not told apart by
 /// modseq).
@@ -1416,10 +1452,22 @@ fn random_writes_made_while_courier_was_away_all_reach_it() {
 /// `steps` random commands of [`random_writes_made_while_old_was_away_all_reach_old`] among
 /// `folders`, INBOX (the first) selected first.
 fn random_writes(c: &mut RawImap, rng: &mut Rng, steps: usize, folders: [&str; 3]) {
+    random_writes_with(c, rng, steps, folders, |_| {});
+}
+
+/// [`random_writes`], calling `between` before each command.
+fn random_writes_with(
+    c: &mut RawImap,
+    rng: &mut Rng,
+    steps: usize,
+    folders: [&str; 3],
+    mut between: impl FnMut(&mut Rng),
+) {
     const FLAGS: [&str; 4] = ["\\Seen", "\\Flagged", "\\Deleted", "$Label"];
     let mut selected = folders[0];
     let mut appended = 1_000;
     for _ in 0..steps {
+        between(rng);
         let uids = search_uids(c, "ALL");
         let some = |rng: &mut Rng, uids: &[u32]| -> Vec<u32> {
             let mut picked: Vec<u32> = uids.iter().copied().filter(|_| rng.chance(0.3)).collect();
