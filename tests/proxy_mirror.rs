@@ -301,21 +301,28 @@ fn append_then_rename_reaches_old() {
     assert_eq!(snapshot(&s.old, USER, PW).count("Y"), 1);
 }
 
-/// Courier as OLD refuses an APPEND to the mailbox its connection has EXAMINEd; the proxy's OLD
-/// connection is in that state after a backfill. Saving to INBOX and to Sent through the proxy
-/// still reaches OLD.
-#[test]
-fn courier_as_old_gets_what_the_user_saves() {
-    let old = Courier::start();
-    let s = Setup::start(old, Dovecot::start(Layout::DotInbox));
+/// Courier-IMAP as OLD, Dovecot with Courier's layout as NEW; the folders Dovecot makes by
+/// itself exist on OLD too, so both trees compare.
+fn with_courier() -> Setup<Courier> {
+    let s = Setup::start(Courier::start(), Dovecot::start(Layout::DotInbox));
     let mut old = s.direct_old();
-    // The folders Dovecot (NEW) makes by itself exist on OLD too, so both trees compare.
     for f in ["Drafts", "Sent", "Trash", "Junk", "Archive"] {
         old.create(&format!("INBOX.{f}"));
     }
     for f in ["Drafts", "Sent", "Trash"] {
         old.subscribe(&format!("INBOX.{f}"));
     }
+    old.logout();
+    s
+}
+
+/// Courier as OLD refuses an APPEND to the mailbox its connection has EXAMINEd; the proxy's OLD
+/// connection is in that state after a backfill. Saving to INBOX and to Sent through the proxy
+/// still reaches OLD.
+#[test]
+fn courier_as_old_gets_what_the_user_saves() {
+    let s = with_courier();
+    let mut old = s.direct_old();
     fill(&mut old, "INBOX", 0, 3);
     fill(&mut old, "INBOX.Sent", 10, 2);
     old.logout();
@@ -1019,6 +1026,21 @@ fn away<O: Restartable>(
     folders: &[(&str, u64)],
     writes: impl FnOnce(&mut RawImap),
 ) -> Setup<O> {
+    opened(&s, folders).logout();
+    s.old.kill_all();
+    s.restart_proxy();
+    let mut c = s.client();
+    c.select("INBOX");
+    writes(&mut c);
+    s.old.restart();
+    c.logout();
+    s.assert_mirrored();
+    s
+}
+
+/// OLD's `folders` created (but INBOX) and filled, each opened through the proxy (so synced):
+/// the client, with the last one selected.
+fn opened<O: ImapServer>(s: &Setup<O>, folders: &[(&str, u64)]) -> RawImap {
     let mut old = s.direct_old();
     let mut first = 0;
     for (folder, n) in folders {
@@ -1033,16 +1055,16 @@ fn away<O: Restartable>(
     for (folder, n) in folders {
         assert_eq!(u64::from(c.select(folder)), *n);
     }
-    c.logout();
-    s.old.kill_all();
-    s.restart_proxy();
-    let mut c = s.client();
-    c.select("INBOX");
-    writes(&mut c);
-    s.old.restart();
-    c.logout();
-    s.assert_mirrored();
-    s
+    c
+}
+
+/// Runs `each` with an RNG of each seed from 1 to `MIRROR_SEEDS` (default `seeds`).
+fn for_seeds(seeds: u64, mut each: impl FnMut(&mut Rng)) {
+    let seeds = std::env::var("MIRROR_SEEDS").map_or(seeds, |n| n.parse().unwrap());
+    for seed in 1..=seeds {
+        eprintln!("seed {seed}");
+        each(&mut Rng::new(seed));
+    }
 }
 
 /// Writes made while OLD has been down since the proxy started (its folder tree could not be
@@ -1377,14 +1399,11 @@ fn a_copy_between_a_sequence_store_and_a_later_change_keeps_the_copys_flags() {
 /// copy-of-a-copy bug of the test after these).
 #[test]
 fn random_writes_made_while_old_was_away_all_reach_old() {
-    let seeds: u64 = std::env::var("MIRROR_SEEDS").map_or(8, |n| n.parse().unwrap());
-    for seed in 1..=seeds {
-        eprintln!("seed {seed}");
-        let mut rng = Rng::new(seed);
+    for_seeds(8, |rng| {
         while_old_is_away_with(&[("B", 4), ("C", 2), ("INBOX", 6)], |c| {
-            random_writes(c, &mut rng, 40, ["INBOX", "B", "C"])
+            random_writes(c, rng, 40, ["INBOX", "B", "C"])
         });
-    }
+    });
 }
 
 /// [`random_writes_made_while_old_was_away_all_reach_old`] with the mirror running meanwhile,
@@ -1393,25 +1412,11 @@ fn random_writes_made_while_old_was_away_all_reach_old() {
 /// minute): without its fix, the copy-of-a-copy bug showed by the fourteenth.
 #[test]
 fn random_writes_with_old_hanging_now_and_then_all_reach_old() {
-    let seeds: u64 = std::env::var("MIRROR_SEEDS").map_or(20, |n| n.parse().unwrap());
-    for seed in 1..=seeds {
-        eprintln!("seed {seed}");
-        let mut rng = Rng::new(seed);
+    for_seeds(20, |rng| {
         let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
-        let mut old = s.direct_old();
-        for (folder, first, n) in [("B", 0, 4), ("C", 4, 2), ("INBOX", 6, 6)] {
-            if folder != "INBOX" {
-                old.create(folder);
-            }
-            fill(&mut old, folder, first, n);
-        }
-        old.logout();
-        let mut c = s.client();
-        for folder in ["B", "C", "INBOX"] {
-            c.select(folder);
-        }
+        let mut c = opened(&s, &[("B", 4), ("C", 2), ("INBOX", 6)]);
         let mut frozen = false;
-        random_writes_with(&mut c, &mut rng, 40, ["INBOX", "B", "C"], |rng| {
+        random_writes_with(&mut c, rng, 40, ["INBOX", "B", "C"], |rng| {
             if rng.chance(0.2) {
                 frozen = !frozen;
                 s.old.freeze(frozen);
@@ -1420,7 +1425,7 @@ fn random_writes_with_old_hanging_now_and_then_all_reach_old() {
         s.old.freeze(false);
         c.logout();
         s.assert_mirrored();
-    }
+    });
 }
 
 /// [`random_writes_made_while_old_was_away_all_reach_old`] with Courier-IMAP as OLD: no MOVE
@@ -1428,25 +1433,14 @@ fn random_writes_with_old_hanging_now_and_then_all_reach_old() {
 /// modseq).
 #[test]
 fn random_writes_made_while_courier_was_away_all_reach_it() {
-    let seeds: u64 = std::env::var("MIRROR_SEEDS").map_or(8, |n| n.parse().unwrap());
-    for seed in 1..=seeds {
-        eprintln!("seed {seed}");
-        let mut rng = Rng::new(seed);
-        let s = Setup::start(Courier::start(), Dovecot::start(Layout::DotInbox));
-        let mut old = s.direct_old();
-        // The folders Dovecot (NEW) makes by itself exist on OLD too, so both trees compare.
-        for f in ["Drafts", "Sent", "Trash", "Junk", "Archive"] {
-            old.create(&format!("INBOX.{f}"));
-        }
-        for f in ["Drafts", "Sent", "Trash"] {
-            old.subscribe(&format!("INBOX.{f}"));
-        }
-        old.logout();
+    for_seeds(8, |rng| {
         let folders = ["INBOX", "INBOX.B", "INBOX.C"];
-        away(s, &[("INBOX.B", 4), ("INBOX.C", 2), ("INBOX", 6)], |c| {
-            random_writes(c, &mut rng, 40, folders)
-        });
-    }
+        away(
+            with_courier(),
+            &[("INBOX.B", 4), ("INBOX.C", 2), ("INBOX", 6)],
+            |c| random_writes(c, rng, 40, folders),
+        );
+    });
 }
 
 /// `steps` random commands of [`random_writes_made_while_old_was_away_all_reach_old`] among
