@@ -562,7 +562,8 @@ fn folder_digest(port: u16, user: &str, folder: &str) -> Digest {
             let Some(Item::List(attrs)) = items.get(2) else {
                 continue;
             };
-            let (mut id, mut flags, mut uid) = (String::new(), BTreeSet::new(), 0);
+            // (None: the server announcing another session's flag change, not a message asked.)
+            let (mut id, mut flags, mut uid) = (None, BTreeSet::new(), 0);
             for pair in attrs.chunks(2) {
                 let [name, value] = pair else { continue };
                 let name = atom(name).unwrap_or("").to_ascii_uppercase();
@@ -573,10 +574,12 @@ fn folder_digest(port: u16, user: &str, folder: &str) -> Digest {
                 } else if name.starts_with("BODY[")
                     && let Item::Str(s) = value
                 {
-                    id = String::from_utf8_lossy(s).trim().to_string();
+                    id = Some(String::from_utf8_lossy(s).trim().to_string());
                 }
             }
-            out.push((id, flags, uid));
+            if let Some(id) = id {
+                out.push((id, flags, uid));
+            }
         }
     }
     c.logout();

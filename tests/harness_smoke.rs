@@ -346,3 +346,32 @@ fn users_added_in_quick_succession_can_log_in() {
         imap.login(&user, "pw");
     }
 }
+
+/// A snapshot reads each folder with `UID FETCH`; another session changing a flag meanwhile
+/// makes the server announce it with a FETCH of its own (only UID and FLAGS), which is not a
+/// message (a snapshot of the fault test once took it for one with no INTERNALDATE and
+/// panicked).
+#[test]
+fn a_fetch_of_messages_ignores_another_sessions_flag_updates() {
+    let d = Dovecot::start(Layout::Slash);
+    d.add_user(USER, PW);
+    let mut writer = RawImap::connect(d.host(), d.port());
+    writer.login(USER, PW);
+    for i in 0..3 {
+        writer.append("INBOX", &[], None, &message(i, 500));
+    }
+    let mut reader = RawImap::connect(d.host(), d.port());
+    reader.login(USER, PW);
+    assert_eq!(reader.examine("INBOX"), 3);
+    writer.uid_store("INBOX", 2, "+FLAGS", &["\\Flagged"]);
+    let msgs = reader.uid_fetch("1:*");
+    let summary: Vec<(u32, bool, bool)> = msgs
+        .iter()
+        .map(|m| (m.uid, m.internaldate.is_empty(), m.body.is_empty()))
+        .collect();
+    assert_eq!(
+        summary,
+        [(1, false, false), (2, false, false), (3, false, false)]
+    );
+    assert!(msgs[1].flags.contains("\\Flagged"));
+}

@@ -225,11 +225,17 @@ impl RawImap {
     }
 
     /// The messages of UID set `uids` (e.g. "7", "1:*") in the selected mailbox, in UID order.
+    /// A FETCH without the INTERNALDATE asked for is the server announcing another session's
+    /// flag change, not one of them.
     pub fn uid_fetch(&mut self, uids: &str) -> Vec<Msg> {
         let untagged = self.exec(&format!(
             "UID FETCH {uids} (UID FLAGS INTERNALDATE BODY.PEEK[])"
         ));
-        let mut msgs: Vec<Msg> = untagged.into_iter().filter_map(parse_fetch).collect();
+        let mut msgs: Vec<Msg> = untagged
+            .into_iter()
+            .filter_map(parse_fetch)
+            .filter(|m| !m.internaldate.is_empty())
+            .collect();
         msgs.sort_by_key(|m| m.uid);
         msgs
     }
