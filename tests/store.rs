@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -95,6 +96,7 @@ both!(
     the_write_ahead_mark_survives_a_reopen_until_cleared,
     retired_and_diverged_are_left_only_by_their_own_commands,
     refused_entries_are_retried_then_parked,
+    append_keys_go_with_the_watermark_and_stay_with_their_entry,
     journal_order_done_and_counts,
     entries_of_several_accounts_commit_together,
     find_and_touch_account,
@@ -781,6 +783,45 @@ async fn refused_entries_are_retried_then_parked(b: Backend) {
         .await
         .unwrap();
     assert!(!store.retire(a, None).await.unwrap());
+}
+
+/// The keys the mirror keeps before OLD gets an APPEND: written with the lowered adoption
+/// watermark, read back by entry, written again unchanged by a replay, gone with their entry.
+async fn append_keys_go_with_the_watermark_and_stay_with_their_entry(b: Backend) {
+    let store = b.open().await;
+    let pair = pair(&*store).await;
+    let a = store.account(&key("alice")).await.unwrap();
+    store
+        .save_pair_state(pair, None, None, 100, Phase::New)
+        .await
+        .unwrap();
+    let entry = store.journal_append(a, "append", "{}").await.unwrap();
+    let other = store.journal_append(a, "append", "{}").await.unwrap();
+    let keys: HashMap<u32, String> = [(9, "k9".into()), (7, "k7".into())].into();
+    store
+        .before_old_append(pair, 7, entry, &keys)
+        .await
+        .unwrap();
+    let adopt_from = |store: Arc<dyn Store>| async move {
+        let pairs = store.folder_pairs(a).await.unwrap();
+        pairs.iter().find(|p| p.id == pair).unwrap().adopt_from
+    };
+    assert_eq!(adopt_from(Arc::clone(&store)).await, 7);
+    let kept = vec![(7, "k7".to_string()), (9, "k9".to_string())];
+    assert_eq!(store.append_keys(entry).await.unwrap(), kept);
+    assert!(store.append_keys(other).await.unwrap().is_empty());
+    // A replay keeps them again; the watermark never goes up.
+    store
+        .before_old_append(pair, 9, entry, &keys)
+        .await
+        .unwrap();
+    assert_eq!(store.append_keys(entry).await.unwrap(), kept);
+    assert_eq!(adopt_from(Arc::clone(&store)).await, 7);
+    // Purged with their entry once it is mirrored.
+    store.journal_done(&[entry]).await.unwrap();
+    assert_eq!(store.journal_purge(i64::MAX).await.unwrap(), 1);
+    assert!(store.append_keys(entry).await.unwrap().is_empty());
+    assert_eq!(b.rows("append_keys").await, 0);
 }
 
 async fn journal_order_done_and_counts(b: Backend) {

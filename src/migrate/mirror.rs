@@ -14,11 +14,12 @@ use super::pool::Conn;
 use crate::imap::uidset::Ranges;
 use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
 use crate::lock::Poisoned;
-use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, PairId, StoreError};
+use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, NO_BASE, PairId, StoreError};
 use crate::sync::adopt::{header_of, keys, message_key};
 use crate::sync::flags::{
     FlagSet, FlagStores, PermanentFlags, Unstorable, filter_for_new, syntax_check,
 };
+use crate::sync::identity::IdentityOptions;
 use crate::sync::{OwnChanges, SyncError};
 
 /// Why an entry is not on OLD (yet).
@@ -1046,14 +1047,16 @@ async fn orphans_by_key(
     if by_key.is_empty() {
         return Ok(Vec::new());
     }
-    let mut claimed: HashSet<u32> = ctx
-        .acct
-        .store
-        .links(dst.id)
-        .await?
-        .iter()
-        .map(|l| l.old_uid)
-        .collect();
+    let links = ctx.acct.store.links(dst.id).await?;
+    let linked_new: HashSet<u32> = links.iter().map(|l| l.new_uid).collect();
+    for waiting in by_key.values_mut() {
+        waiting.retain(|(_, d)| !linked_new.contains(d));
+    }
+    by_key.retain(|_, waiting| !waiting.is_empty());
+    if by_key.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut claimed: HashSet<u32> = links.iter().map(|l| l.old_uid).collect();
     claimed.extend(found.iter().map(|l| l.old_uid));
     conn.old.select(&dst.old_name, true).await?;
     let unlinked: Vec<u32> = conn
@@ -1169,7 +1172,13 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
     let mut fetched = read_where_they_are(ctx, conn, folder, uids, "BODY.PEEK[]").await?;
     let on_new = fetched.len();
     let found = if ctx.careful {
-        already_on_old(ctx, conn, &pair, &mut fetched).await?
+        let gone: Vec<u32> = {
+            let read: HashSet<u32> = fetched.iter().filter_map(|f| f.uid).collect();
+            uids.iter().copied().filter(|u| !read.contains(u)).collect()
+        };
+        let mut found = already_on_old(ctx, conn, &pair, &mut fetched).await?;
+        found.extend(appended_gone(ctx, conn, &pair, &gone, &found).await?);
+        found
     } else {
         Vec::new()
     };
@@ -1180,9 +1189,23 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         already_on_old = found.len(),
         "mirroring an APPEND"
     );
-    lower_adoption(ctx, &pair, fetched.iter().filter_map(|f| f.uid).min()).await?;
+    let opts = &ctx.acct.opts.identity;
+    let mut keys = HashMap::new();
+    for f in &fetched {
+        if let (Some(uid), Some((_, key))) = (f.uid, new_key(f, opts)?) {
+            keys.insert(uid, key);
+        }
+    }
+    if let Some(&from) = keys.keys().min() {
+        (ctx.acct.store)
+            .before_old_append(pair.id, from, ctx.entry.id, &keys)
+            .await?;
+    }
     // Those OLD gave no APPENDUID for stay unlinked: the lowered watermark has them adopted.
     let (mut links, _unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    for link in &mut links {
+        link.ident = keys.get(&link.new_uid).cloned();
+    }
     links.extend(found);
     let added = links.iter().map(|l| l.old_uid);
     (ctx.acct.folder(folder)).note_own(pair.id, |own| own.added.extend(added));
@@ -1232,10 +1255,10 @@ async fn already_on_old(
             rest.push(f);
             continue;
         }
-        let head = body
-            .prefix(HEADER_PREFIX)
-            .map_err(|e| MirrorError::Never(format!("reading a spooled message: {e}")))?;
-        let key = message_key(header_of(&head), size, opts);
+        let Some((_, key)) = new_key(&f, opts)? else {
+            rest.push(f);
+            continue;
+        };
         let on_old = keys(&mut conn.old, &candidates, opts, false).await?;
         match on_old.into_iter().find(|(_, k, _)| *k == key) {
             Some((old_uid, _, old_flags)) => {
@@ -1255,6 +1278,51 @@ async fn already_on_old(
     }
     *fetched = rest;
     Ok(found)
+}
+
+/// The size and identity key of NEW message `f` read with its body (`None` without one).
+fn new_key(f: &Fetch, opts: &IdentityOptions) -> Result<Option<(u32, String)>> {
+    let Some(body) = f.body.as_ref() else {
+        return Ok(None);
+    };
+    let size = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let head = body
+        .prefix(HEADER_PREFIX)
+        .map_err(|e| MirrorError::Never(format!("reading a spooled message: {e}")))?;
+    Ok(Some((size, message_key(header_of(&head), size, opts))))
+}
+
+/// For an APPEND that may have reached OLD already: links NEW UIDs `gone` of the entry, whose
+/// messages NEW no longer has (the user deleted them since), to OLD's unlinked copies the
+/// earlier attempt made, found by the identity keys kept before OLD got them
+/// ([`Store::before_old_append`]); so the write that removed NEW's message removes OLD's too.
+/// `found`: links made already.
+async fn appended_gone(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    pair: &FolderPair,
+    gone: &[u32],
+    found: &[Link],
+) -> Result<Vec<Link>> {
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kept: Vec<(Link, u32)> = (ctx.acct.store.append_keys(ctx.entry.id).await?)
+        .into_iter()
+        .filter(|(uid, _)| gone.contains(uid))
+        .map(|(uid, ident)| {
+            let link = Link {
+                old_uid: 0,
+                new_uid: uid,
+                old_flags: NO_BASE.into(),
+                new_flags: NO_BASE.into(),
+                ident: Some(ident),
+            };
+            (link, uid)
+        })
+        .collect();
+    let kept: Vec<(&Link, u32)> = kept.iter().map(|(l, d)| (l, *d)).collect();
+    orphans_by_key(ctx, conn, pair, &kept, found).await
 }
 
 /// How much of a message is read to find its header block (for its identity key).

@@ -12,6 +12,7 @@ mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -436,6 +437,19 @@ pub trait Store: Send + Sync {
     /// NEW UIDs from `from` on may be unlinked copies the next pass must adopt: the pair's
     /// adoption watermark goes down to `from` (never up), whatever else changed meanwhile.
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()>;
+    /// Before the mirror appends NEW messages to OLD for journal entry `entry`, in one write:
+    /// the pair's adoption watermark goes down to `from` ([`Store::lower_adoption`]), and each
+    /// message's identity key is kept by the NEW UID the entry names (`keys`), until the entry
+    /// is deleted: a replay finds OLD's copy by it when NEW's is gone.
+    async fn before_old_append(
+        &self,
+        pair: PairId,
+        from: u32,
+        entry: i64,
+        keys: &HashMap<u32, String>,
+    ) -> Result<()>;
+    /// The identity keys [`Store::before_old_append`] kept for entry `entry`, by NEW UID.
+    async fn append_keys(&self, entry: i64) -> Result<Vec<(u32, String)>>;
     /// Records both sides' state and the phase at the end of a pass (or of a batch).
     async fn save_pair_state(
         &self,

@@ -9,7 +9,7 @@
 // this database spells it). The SQL is the subset both databases run (see sql.rs). Links are
 // stored as runs (runs.rs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 
@@ -641,6 +641,53 @@ impl Store for SqlStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn before_old_append(
+        &self,
+        pair: PairId,
+        from: u32,
+        entry: i64,
+        keys: &HashMap<u32, String>,
+    ) -> Result<()> {
+        let mut keys: Vec<(u32, String)> = keys.iter().map(|(u, k)| (*u, k.clone())).collect();
+        keys.sort_unstable();
+        self.write(move |c| {
+            op(async move {
+                let mut writes = Writes::default();
+                writes.push(
+                    "UPDATE folder_pairs SET adopt_from = $1 WHERE id = $2 AND adopt_from > $1"
+                        .into(),
+                    args![from, pair],
+                );
+                for chunk in keys.chunks(BATCH_ROWS) {
+                    let sql = format!(
+                        "INSERT INTO append_keys (entry_id, new_uid, ident) VALUES {} \
+                         ON CONFLICT (entry_id, new_uid) DO UPDATE SET ident = excluded.ident",
+                        tuples(chunk.len(), 3, 1)
+                    );
+                    let mut args = Vec::with_capacity(chunk.len() * 3);
+                    for (uid, ident) in chunk {
+                        args.extend(args![entry, *uid, ident.as_str()]);
+                    }
+                    writes.push(sql, args);
+                }
+                writes.run(c).await
+            })
+        })
+        .await
+    }
+
+    async fn append_keys(&self, entry: i64) -> Result<Vec<(u32, String)>> {
+        let rows = self
+            .select(
+                "SELECT new_uid, ident FROM append_keys WHERE entry_id = $1 ORDER BY new_uid",
+                args![entry],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((get_u32(row, "new_uid")?, row.get("ident")?)))
+            .collect()
     }
 
     async fn save_pair_state(

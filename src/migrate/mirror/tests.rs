@@ -934,6 +934,92 @@ async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
 }
 
+/// The replay of an APPEND whose earlier attempt OLD had stored (the proxy was killed before the
+/// link was), when the user has deleted the message on NEW since: NEW's message cannot be read,
+/// so OLD's copy is found by the identity key kept before OLD got the APPEND and linked to NEW's
+/// (gone) UID; the later EXPUNGE then removes it from OLD, and no pass copies it back to NEW.
+#[tokio::test]
+async fn a_replayed_append_finds_olds_copy_by_key_when_news_is_gone() {
+    let acct = account().await;
+    let append = appended_to_a(&acct).await;
+    // 100 bytes, as `header_fetch` says OLD's copy is: the key counts the size.
+    let body = format!("{MOVED_HEADER}{}\r\n", "x".repeat(51));
+    assert_eq!(body.len(), 100);
+    let (old_append, arrived, _go) =
+        gated_step(&append_to_a(&body), "$tag OK [APPENDUID 5 40] done\r\n");
+    let first = tokio::spawn({
+        let (acct, append) = (Arc::clone(&acct), append.clone());
+        let new = vec![
+            step(
+                "EXAMINE \"A\"",
+                "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step(
+                "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                &fetched(7, &body),
+            ),
+        ];
+        async move { mirror(&acct, &append, vec![old_append], new).await }
+    });
+    // OLD has the message; the proxy dies before it hears so.
+    arrived.await.unwrap();
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    journal(
+        &acct,
+        Write::Expunge {
+            folder: "A".into(),
+            uids: None,
+        },
+    )
+    .await;
+    let other = "Message-Id: <other@example.org>\r\n\r\n";
+    let (result, old, _) = mirror_with(
+        &acct,
+        &append,
+        true,
+        vec![
+            step(
+                "EXAMINE \"INBOX.A\"",
+                "* 2 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step("UID SEARCH ALL", "* SEARCH 39 40\r\n$tag OK\r\n"),
+            step(
+                "UID FETCH 39:40 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+                &format!(
+                    "{}{}$tag OK\r\n",
+                    header_fetch(39, other),
+                    header_fetch(40, MOVED_HEADER)
+                ),
+            ),
+        ],
+        vec![
+            step(
+                "EXAMINE \"A\"",
+                "* 0 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step(
+                "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                "$tag OK\r\n",
+            ),
+        ],
+    )
+    .await;
+    result.unwrap();
+    assert!(
+        !old.iter().any(|c| c.starts_with("APPEND")),
+        "appended again: {old:?}"
+    );
+    let pair = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    let links = acct.store.links(pair.id).await.unwrap();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
+}
+
 /// The replay of a MOVE whose earlier attempt OLD had done, NEW's copy still there: OLD's copy
 /// in the destination (same size and identity key as NEW's, no link) is linked, not moved again,
 /// and the source is expunged in case OLD's MOVE stopped between its copy and its expunge.
