@@ -4,15 +4,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::Postgres;
 use imapferry::secret::Secret;
 use imapferry::store::{
-    self, AccountKey, AccountState, AccountSummary, Link, LinkFlags, Location, MailboxState,
-    NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
+    self, AccountKey, AccountState, AccountSummary, AppendKey, Link, LinkFlags, Location,
+    MailboxState, NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
 };
 use imapferry::uidmap::{Shown, UidMap, runs_of};
 
@@ -96,7 +95,7 @@ both!(
     the_write_ahead_mark_survives_a_reopen_until_cleared,
     retired_and_diverged_are_left_only_by_their_own_commands,
     refused_entries_are_retried_then_parked,
-    append_keys_go_with_the_watermark_and_stay_with_their_entry,
+    append_keys_stay_with_their_entry,
     journal_order_done_and_counts,
     entries_of_several_accounts_commit_together,
     find_and_touch_account,
@@ -785,38 +784,28 @@ async fn refused_entries_are_retried_then_parked(b: Backend) {
     assert!(!store.retire(a, None).await.unwrap());
 }
 
-/// The keys the mirror keeps before OLD gets an APPEND: written with the lowered adoption
-/// watermark, read back by entry, written again unchanged by a replay, gone with their entry.
-async fn append_keys_go_with_the_watermark_and_stay_with_their_entry(b: Backend) {
+/// The keys the mirror keeps before OLD gets an APPEND: committed with the journal, read back
+/// by entry, replaced when kept again (a replay), gone with their entry.
+async fn append_keys_stay_with_their_entry(b: Backend) {
     let store = b.open().await;
-    let pair = pair(&*store).await;
     let a = store.account(&key("alice")).await.unwrap();
-    store
-        .save_pair_state(pair, None, None, 100, Phase::New)
-        .await
-        .unwrap();
     let entry = store.journal_append(a, "append", "{}").await.unwrap();
     let other = store.journal_append(a, "append", "{}").await.unwrap();
-    let keys: HashMap<u32, String> = [(9, "k9".into()), (7, "k7".into())].into();
-    store
-        .before_old_append(pair, 7, entry, &keys)
-        .await
-        .unwrap();
-    let adopt_from = |store: Arc<dyn Store>| async move {
-        let pairs = store.folder_pairs(a).await.unwrap();
-        pairs.iter().find(|p| p.id == pair).unwrap().adopt_from
+    let key = |new_uid, ident: &str| AppendKey {
+        entry,
+        new_uid,
+        ident: ident.into(),
     };
-    assert_eq!(adopt_from(Arc::clone(&store)).await, 7);
+    let keys = [key(9, "k9"), key(7, "k7"), key(9, "k9")];
+    store.journal_commit(&[], &[], &keys).await.unwrap();
     let kept = vec![(7, "k7".to_string()), (9, "k9".to_string())];
     assert_eq!(store.append_keys(entry).await.unwrap(), kept);
     assert!(store.append_keys(other).await.unwrap().is_empty());
-    // A replay keeps them again; the watermark never goes up.
     store
-        .before_old_append(pair, 9, entry, &keys)
+        .journal_commit(&[], &[], &[key(7, "k7")])
         .await
         .unwrap();
     assert_eq!(store.append_keys(entry).await.unwrap(), kept);
-    assert_eq!(adopt_from(Arc::clone(&store)).await, 7);
     // Purged with their entry once it is mirrored.
     store.journal_done(&[entry]).await.unwrap();
     assert_eq!(store.journal_purge(i64::MAX).await.unwrap(), 1);
@@ -943,6 +932,7 @@ async fn entries_of_several_accounts_commit_together(b: Backend) {
                 entry(alice, "a2"),
             ],
             &[],
+            &[],
         )
         .await
         .unwrap()
@@ -970,8 +960,8 @@ async fn entries_of_several_accounts_commit_together(b: Backend) {
     let one = [entry(alice, "x"), entry(bob, "x")];
     let two = [entry(bob, "y"), entry(alice, "y")];
     let (one, two) = tokio::join!(
-        store.journal_commit(&one, &[]),
-        other.journal_commit(&two, &[])
+        store.journal_commit(&one, &[], &[]),
+        other.journal_commit(&two, &[], &[])
     );
     assert_eq!(one.unwrap().ids.iter().flatten().count(), 2);
     assert_eq!(two.unwrap().ids.iter().flatten().count(), 2);
@@ -980,7 +970,7 @@ async fn entries_of_several_accounts_commit_together(b: Backend) {
     // Marks of mirrored entries share the commit; one naming no entry is counted, and the
     // rest of the commit stands.
     let committed = store
-        .journal_commit(&[entry(bob, "b2")], &[ids[0], ids[2], 9999])
+        .journal_commit(&[entry(bob, "b2")], &[ids[0], ids[2], 9999], &[])
         .await
         .unwrap();
     assert_eq!(committed.missing, [9999]);

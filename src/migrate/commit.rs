@@ -1,6 +1,6 @@
 //! Group commit of the journal: the entries that this process's sessions journal, and the
-//! marks of entries its drainers mirrored, wait while a commit runs, then go to the store
-//! together in one transaction. A write's OK waits for one commit at most, not for a queue of
+//! marks of entries its drainers mirrored and the keys they keep, wait while a commit runs,
+//! then go to the store together in one transaction. A write's OK waits for one commit at most, not for a queue of
 //! them, and the store sees one journal writer where there were as many as sessions writing.
 //! The committer also remembers the moving writes it committed lately (see [`Recent`]).
 
@@ -13,7 +13,7 @@ use super::drain::COMMIT_WITHIN;
 use super::gauges::Gauges;
 use super::journal::MOVING;
 use crate::lock::recover;
-use crate::store::{AccountId, Committed, NewEntry, Store};
+use crate::store::{AccountId, AppendKey, Committed, NewEntry, Store};
 
 /// Most requests in one commit.
 const MOST: usize = 256;
@@ -108,6 +108,11 @@ enum Request {
         ids: Vec<i64>,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Identity keys of messages the mirror is about to append to OLD.
+    Keys {
+        keys: Vec<AppendKey>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 impl Committer {
@@ -156,6 +161,14 @@ impl Committer {
         committed.await.map_err(|_| stopped())?
     }
 
+    /// Keeps the identity keys of messages the mirror is about to append to OLD, committed
+    /// when this returns (see [`AppendKey`]).
+    pub(crate) async fn keep_keys(&self, keys: Vec<AppendKey>) -> Result<(), String> {
+        let (done, committed) = oneshot::channel();
+        self.send(Request::Keys { keys, done })?;
+        committed.await.map_err(|_| stopped())?
+    }
+
     fn send(&self, request: Request) -> Result<(), String> {
         self.queue.send(request).map_err(|_| stopped())
     }
@@ -177,8 +190,7 @@ async fn run(
         // A session that stopped waiting told its client BYE and reconciles OLD instead. (A
         // mark is committed whoever waits for it: OLD has the entry.)
         batch.retain(|r| !matches!(r, Request::Append { done, .. } if done.is_closed()));
-        let mut entries = Vec::new();
-        let mut mirrored = Vec::new();
+        let (mut entries, mut mirrored, mut keys) = (Vec::new(), Vec::new(), Vec::new());
         for request in &batch {
             match request {
                 Request::Append {
@@ -192,9 +204,10 @@ async fn run(
                     payload,
                 }),
                 Request::Mirrored { ids, .. } => mirrored.extend_from_slice(ids),
+                Request::Keys { keys: k, .. } => keys.extend_from_slice(k),
             }
         }
-        let commit = store.journal_commit(&entries, &mirrored);
+        let commit = store.journal_commit(&entries, &mirrored, &keys);
         let result = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
             Ok(Ok(c)) if c.ids.len() == entries.len() => Ok(c),
             Ok(Ok(c)) => Err(format!("{} ids for {} entries", c.ids.len(), entries.len())),
@@ -235,6 +248,9 @@ fn answer(batch: &mut Vec<Request>, result: Result<Committed, String>) {
                     },
                     Err(why) => Err(why.clone()),
                 });
+            }
+            Request::Keys { done, .. } => {
+                let _ = done.send(missing.as_ref().map(|_| ()).map_err(Clone::clone));
             }
         }
     }
@@ -360,5 +376,19 @@ mod tests {
         let pending = store.journal_pending(alice, 10).await.unwrap();
         let payloads: Vec<&str> = pending.iter().map(|e| e.payload.as_str()).collect();
         assert_eq!(payloads, ["a2", "a4"]);
+
+        // A mirror's keys too.
+        let a4 = pending[1].id;
+        let key = AppendKey {
+            entry: a4,
+            new_uid: 7,
+            ident: "k".into(),
+        };
+        let (a5, kept) = tokio::join!(append(alice, "a5"), committer.keep_keys(vec![key]));
+        assert!(a5.unwrap().is_some());
+        assert_eq!(kept, Ok(()));
+        assert_eq!(counted(), (4, 6));
+        let keys = store.append_keys(a4).await.unwrap();
+        assert_eq!(keys, [(7, "k".to_string())]);
     }
 }

@@ -428,7 +428,7 @@ impl Account {
                     self.failed(&e).await;
                     return Next::Stop;
                 }
-                Err(MirrorError::Store(e)) => {
+                Err(e @ (MirrorError::Store(_) | MirrorError::Keys(_))) => {
                     warn!("{e}");
                     return Next::Stop;
                 }

@@ -14,7 +14,9 @@ use super::pool::Conn;
 use crate::imap::uidset::Ranges;
 use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
 use crate::lock::Poisoned;
-use crate::store::{FolderPair, JournalEntry, Link, LinkFlags, NO_BASE, PairId, StoreError};
+use crate::store::{
+    AppendKey, FolderPair, JournalEntry, Link, LinkFlags, NO_BASE, PairId, StoreError,
+};
 use crate::sync::adopt::{header_of, keys, message_key};
 use crate::sync::flags::{
     FlagSet, FlagStores, PermanentFlags, Unstorable, filter_for_new, syntax_check,
@@ -36,6 +38,9 @@ pub(crate) enum MirrorError {
     Never(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The journal's commit of an APPEND's identity keys failed: the entry waits.
+    #[error("the identity keys of messages for OLD were not kept: {0}")]
+    Keys(String),
     /// The account's folder names are unusable: the entry waits.
     #[error(transparent)]
     Poisoned(#[from] Poisoned),
@@ -1189,6 +1194,7 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         already_on_old = found.len(),
         "mirroring an APPEND"
     );
+    lower_adoption(ctx, &pair, fetched.iter().filter_map(|f| f.uid).min()).await?;
     let opts = &ctx.acct.opts.identity;
     let mut keys = HashMap::new();
     for f in &fetched {
@@ -1196,10 +1202,14 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
             keys.insert(uid, key);
         }
     }
-    if let Some(&from) = keys.keys().min() {
-        (ctx.acct.store)
-            .before_old_append(pair.id, from, ctx.entry.id, &keys)
-            .await?;
+    if !keys.is_empty() {
+        let entry = ctx.entry.id;
+        let keep = keys.iter().map(|(&new_uid, ident)| AppendKey {
+            entry,
+            new_uid,
+            ident: ident.clone(),
+        });
+        (ctx.acct.committer.keep_keys(keep.collect()).await).map_err(MirrorError::Keys)?;
     }
     // Those OLD gave no APPENDUID for stay unlinked: the lowered watermark has them adopted.
     let (mut links, _unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
@@ -1295,7 +1305,7 @@ fn new_key(f: &Fetch, opts: &IdentityOptions) -> Result<Option<(u32, String)>> {
 /// For an APPEND that may have reached OLD already: links NEW UIDs `gone` of the entry, whose
 /// messages NEW no longer has (the user deleted them since), to OLD's unlinked copies the
 /// earlier attempt made, found by the identity keys kept before OLD got them
-/// ([`Store::before_old_append`]); so the write that removed NEW's message removes OLD's too.
+/// ([`super::commit::Committer::keep_keys`]); so the write that removed NEW's message removes OLD's too.
 /// `found`: links made already.
 async fn appended_gone(
     ctx: &Ctx<'_>,

@@ -12,7 +12,6 @@ mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -219,6 +218,16 @@ pub struct NewEntry<'a> {
     pub account: AccountId,
     pub kind: &'a str,
     pub payload: &'a str,
+}
+
+/// The identity key of NEW message `new_uid` (as journal entry `entry` names it), kept before
+/// the mirror appends the message to OLD: a replay of an entry cut off after OLD stored it
+/// finds OLD's copy by this key even when the user has deleted NEW's since.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AppendKey {
+    pub entry: i64,
+    pub new_uid: u32,
+    pub ident: String,
 }
 
 /// What one [`Store::journal_commit`] did.
@@ -437,18 +446,7 @@ pub trait Store: Send + Sync {
     /// NEW UIDs from `from` on may be unlinked copies the next pass must adopt: the pair's
     /// adoption watermark goes down to `from` (never up), whatever else changed meanwhile.
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()>;
-    /// Before the mirror appends NEW messages to OLD for journal entry `entry`, in one write:
-    /// the pair's adoption watermark goes down to `from` ([`Store::lower_adoption`]), and each
-    /// message's identity key is kept by the NEW UID the entry names (`keys`), until the entry
-    /// is deleted: a replay finds OLD's copy by it when NEW's is gone.
-    async fn before_old_append(
-        &self,
-        pair: PairId,
-        from: u32,
-        entry: i64,
-        keys: &HashMap<u32, String>,
-    ) -> Result<()>;
-    /// The identity keys [`Store::before_old_append`] kept for entry `entry`, by NEW UID.
+    /// The identity keys [`Store::journal_commit`] kept for entry `entry`, by NEW UID.
     async fn append_keys(&self, entry: i64) -> Result<Vec<(u32, String)>>;
     /// Records both sides' state and the phase at the end of a pass (or of a batch).
     async fn save_pair_state(
@@ -512,9 +510,15 @@ pub trait Store: Send + Sync {
     async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, Shown)>>;
 
     /// One commit of the journal (a group commit: the writes of several sessions, and the
-    /// drainers' marks): appends `entries` to their accounts' journals (pending), in order,
-    /// and marks the entries `done` names as mirrored. Ids grow.
-    async fn journal_commit(&self, entries: &[NewEntry<'_>], done: &[i64]) -> Result<Committed>;
+    /// drainers' marks and keys): appends `entries` to their accounts' journals (pending), in
+    /// order, marks the entries `done` names as mirrored, and keeps `keys` until their entries
+    /// are deleted (a key kept again replaces the first). Ids grow.
+    async fn journal_commit(
+        &self,
+        entries: &[NewEntry<'_>],
+        done: &[i64],
+        keys: &[AppendKey],
+    ) -> Result<Committed>;
     /// Appends one entry ([`Store::journal_commit`]); [`StoreError::Retired`] if the account is.
     async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
         let entry = NewEntry {
@@ -522,7 +526,12 @@ pub trait Store: Send + Sync {
             kind,
             payload,
         };
-        match self.journal_commit(&[entry], &[]).await?.ids.as_slice() {
+        match self
+            .journal_commit(&[entry], &[], &[])
+            .await?
+            .ids
+            .as_slice()
+        {
             [Some(id)] => Ok(*id),
             _ => Err(StoreError::Retired(format!("account {account}"))),
         }
@@ -540,7 +549,7 @@ pub trait Store: Send + Sync {
     /// The entries reached OLD: they are no longer pending (one commit for all). Marking an
     /// entry done twice is harmless; an id that names no entry is an error.
     async fn journal_done(&self, ids: &[i64]) -> Result<()> {
-        let missing = self.journal_commit(&[], ids).await?.missing;
+        let missing = self.journal_commit(&[], ids, &[]).await?.missing;
         if missing.is_empty() {
             return Ok(());
         }

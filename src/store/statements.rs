@@ -9,7 +9,7 @@
 // this database spells it). The SQL is the subset both databases run (see sql.rs). Links are
 // stored as runs (runs.rs).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
@@ -19,9 +19,9 @@ use crate::store::sql::{
     padded, tuples,
 };
 use crate::store::{
-    AccountId, AccountKey, AccountState, AccountSummary, Committed, FolderPair, FolderSummary,
-    JournalEntry, Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry, PairId, Phase,
-    Progress, Result, Store, StoreError,
+    AccountId, AccountKey, AccountState, AccountSummary, AppendKey, Committed, FolderPair,
+    FolderSummary, JournalEntry, Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry,
+    PairId, Phase, Progress, Result, Store, StoreError,
 };
 use crate::uidmap::Shown;
 
@@ -643,41 +643,6 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn before_old_append(
-        &self,
-        pair: PairId,
-        from: u32,
-        entry: i64,
-        keys: &HashMap<u32, String>,
-    ) -> Result<()> {
-        let mut keys: Vec<(u32, String)> = keys.iter().map(|(u, k)| (*u, k.clone())).collect();
-        keys.sort_unstable();
-        self.write(move |c| {
-            op(async move {
-                let mut writes = Writes::default();
-                writes.push(
-                    "UPDATE folder_pairs SET adopt_from = $1 WHERE id = $2 AND adopt_from > $1"
-                        .into(),
-                    args![from, pair],
-                );
-                for chunk in keys.chunks(BATCH_ROWS) {
-                    let sql = format!(
-                        "INSERT INTO append_keys (entry_id, new_uid, ident) VALUES {} \
-                         ON CONFLICT (entry_id, new_uid) DO UPDATE SET ident = excluded.ident",
-                        tuples(chunk.len(), 3, 1)
-                    );
-                    let mut args = Vec::with_capacity(chunk.len() * 3);
-                    for (uid, ident) in chunk {
-                        args.extend(args![entry, *uid, ident.as_str()]);
-                    }
-                    writes.push(sql, args);
-                }
-                writes.run(c).await
-            })
-        })
-        .await
-    }
-
     async fn append_keys(&self, entry: i64) -> Result<Vec<(u32, String)>> {
         let rows = self
             .select(
@@ -1145,13 +1110,23 @@ impl Store for SqlStore {
     /// In an explicit transaction: SQLite writes the log at the commit, after `RETURNING` has
     /// produced its row, and a commit that fails there (a full disk) is reported only by the
     /// commit. The retired check is in the statement, so it costs no read of its own.
-    async fn journal_commit(&self, entries: &[NewEntry<'_>], done: &[i64]) -> Result<Committed> {
+    async fn journal_commit(
+        &self,
+        entries: &[NewEntry<'_>],
+        done: &[i64],
+        keys: &[AppendKey],
+    ) -> Result<Committed> {
         let accounts: BTreeSet<AccountId> = entries.iter().map(|e| e.account).collect();
         let entries: Vec<(AccountId, String, String)> = entries
             .iter()
             .map(|e| (e.account, e.kind.to_owned(), e.payload.to_owned()))
             .collect();
         let done: BTreeSet<i64> = done.iter().copied().collect();
+        // One row per key, ascending (PostgreSQL refuses an upsert touching a row twice).
+        let keys: BTreeMap<(i64, u32), String> = keys
+            .iter()
+            .map(|k| ((k.entry, k.new_uid), k.ident.clone()))
+            .collect();
         self.journal_write(accounts.into_iter().collect(), move |c| {
             op(async move {
                 let mut ids = Vec::with_capacity(entries.len());
@@ -1172,6 +1147,19 @@ impl Store for SqlStore {
                     }
                 }
                 let missing = done.into_iter().filter(|id| !marked.contains(id)).collect();
+                let keys: Vec<_> = keys.into_iter().collect();
+                for chunk in keys.chunks(BATCH_ROWS) {
+                    let sql = format!(
+                        "INSERT INTO append_keys (entry_id, new_uid, ident) VALUES {} \
+                         ON CONFLICT (entry_id, new_uid) DO UPDATE SET ident = excluded.ident",
+                        tuples(chunk.len(), 3, 1)
+                    );
+                    let mut args = Vec::with_capacity(chunk.len() * 3);
+                    for ((entry, uid), ident) in chunk {
+                        args.extend(args![*entry, *uid, ident.as_str()]);
+                    }
+                    c.execute(&sql, args).await?;
+                }
                 Ok(Committed { ids, missing })
             })
         })
