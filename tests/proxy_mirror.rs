@@ -1563,3 +1563,57 @@ fn a_copy_of_a_copy_mirrored_after_a_change_to_the_first_keeps_news_flags() {
     let on_old = snapshot(&s.old, USER, PW);
     assert_eq!(on_old.with_flag("\\Deleted"), 2, "only B's two");
 }
+
+/// The proxy killed while OLD was about to store the mirror's APPEND (OLD frozen with the
+/// command in its socket), after the user had deleted the message on NEW: the restarted
+/// proxy's replay finds OLD's copy by the identity key kept before the APPEND, and the user's
+/// EXPUNGE then removes it from OLD. Before, OLD kept the message with no link (the replay
+/// looked for NEW's, gone), and the next pass would have copied it back to NEW.
+#[test]
+fn an_append_old_stored_as_the_proxy_died_goes_with_the_users_expunge() {
+    let mut s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut c = opened(&s, &[("INBOX", 2)]);
+    // One APPEND mirrored first: until one is, the mirror of a fresh process replays with care
+    // (it looks for OLD's copy before it appends), and would wait on frozen OLD before its
+    // APPEND.
+    c.append("INBOX", &[], None, &message(99, 900));
+    s.assert_mirrored();
+    s.old.freeze(true);
+    let body = message(100, 900);
+    let uid = c.append("INBOX", &[], None, &body).expect("APPENDUID");
+    wait_until(
+        "OLD's socket to hold the mirror's APPEND",
+        Duration::from_secs(30),
+        || unread_bytes(s.old.port()) >= body.len(),
+    );
+    c.uid_expunge("INBOX", uid);
+    s.proxy.as_mut().unwrap().kill();
+    s.old.freeze(false);
+    wait_until("OLD to store the APPEND", Duration::from_secs(30), || {
+        s.direct_old().status("INBOX").0 == 4
+    });
+    s.restart_proxy();
+    s.client().logout();
+    s.assert_mirrored();
+    let mut new = RawImap::connect(s.new.host(), s.new.port());
+    new.login(USER, PW);
+    assert_eq!(new.status("INBOX").0, 3, "the deleted message came back");
+}
+
+/// Bytes received and not yet read by the processes of the established loopback TCP
+/// connections whose local port is `port` (`/proc/net/tcp`'s `rx_queue`): what a frozen
+/// server has been sent.
+fn unread_bytes(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (queues, state) = (cols.get(4)?, cols.get(3)?);
+            (cols.get(1) == Some(&local.as_str()) && *state == "01").then_some(())?;
+            usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+        })
+        .sum()
+}
