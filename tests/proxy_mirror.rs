@@ -1617,3 +1617,27 @@ fn unread_bytes(port: u16) -> usize {
         })
         .sum()
 }
+
+/// OLD without UIDPLUS (no COPYUID, no APPENDUID): the mirror's copies on OLD are found by
+/// their identity keys and linked, so the user's later deletion of NEW's copies reaches OLD's.
+/// Before, OLD's copies stayed unlinked: OLD kept them, and the next pass of the folder copied
+/// them back to NEW, where the user had deleted them.
+#[test]
+fn without_uidplus_olds_copies_go_with_the_users_deletions() {
+    let s = Setup::start(
+        Dovecot::start(Layout::Reduced),
+        Dovecot::start(Layout::Slash),
+    );
+    let mut c = opened(&s, &[("B", 1), ("INBOX", 3)]);
+    c.exec("UID COPY 1:2 B");
+    c.exec("UID MOVE 3 B");
+    s.assert_mirrored();
+    c.select("B");
+    c.exec("UID STORE 2:* +FLAGS.SILENT (\\Deleted)");
+    c.exec("EXPUNGE");
+    s.assert_mirrored();
+    c.select("INBOX");
+    let mut new = RawImap::connect(s.new.host(), s.new.port());
+    new.login(USER, PW);
+    assert_eq!(new.status("B").0, 1, "deleted copies came back");
+}

@@ -856,13 +856,14 @@ async fn mirror_copy(
         conn.old.writable_for(&src.old_name, &old_uids).await?;
         let mut on_old = keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
         sources_flags(conn, &old_uids, &wanted, &on_new, &mut on_old).await?;
-        let copied = if moved {
+        let mut copied = if moved {
             let moved = conn.old.uid_move(&old_uids, &dst.old_name).await?;
             (ctx.acct.folder(from)).note_own(src.id, |own| own.expunged.extend(&old_uids));
             moved
         } else {
             conn.old.uid_copy(&old_uids, &dst.old_name).await?
         };
+        copied.extend(uncopied_by_key(ctx, conn, &dst, &old_uids, &wanted, &copied, &links).await?);
         let mut differ = Vec::new();
         let mut made = Vec::new();
         for (old_src, old_dst) in &copied {
@@ -895,7 +896,6 @@ async fn mirror_copy(
             link
         }));
     }
-    // Those OLD gave no COPYUID for stay unlinked: the lowered watermark has them adopted.
     let added = links.iter().map(|l| l.old_uid);
     (ctx.acct.folder(to)).note_own(dst.id, |own| own.added.extend(added));
     store.add_links(dst.id, &links).await?;
@@ -904,6 +904,41 @@ async fn mirror_copy(
         store.remove_links(src.id, &sources).await?;
     }
     Ok(())
+}
+
+/// OLD's copies in `dst` of sources `old_uids` that OLD's answer did not pair with their
+/// sources (`copied`: no COPYUID without UIDPLUS), found by the keys their sources' links keep
+/// ([`keep_keys`]): `(OLD source, OLD copy)`. Unlinked, the user's deletion of NEW's copies
+/// would never reach them, and the next pass would copy them back to NEW. Those not found stay
+/// for the next pass to adopt by the lowered watermark. `found`: links made already.
+async fn uncopied_by_key(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    dst: &FolderPair,
+    old_uids: &[u32],
+    wanted: &HashMap<u32, (Link, u32)>,
+    copied: &[(u32, u32)],
+    found: &[Link],
+) -> Result<Vec<(u32, u32)>> {
+    let paired: HashSet<u32> = copied.iter().map(|(src, _)| *src).collect();
+    let mut source_of = HashMap::new();
+    let mut unpaired = Vec::new();
+    for uid in old_uids.iter().filter(|u| !paired.contains(u)) {
+        if let Some((l, d)) = wanted.get(uid) {
+            source_of.insert(*d, *uid);
+            unpaired.push((l, *d));
+        }
+    }
+    if unpaired.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut taken: Vec<u32> = found.iter().map(|l| l.old_uid).collect();
+    taken.extend(copied.iter().map(|(_, copy)| *copy));
+    let links = orphans_by_key(ctx, conn, dst, &unpaired, &taken).await?;
+    Ok(links
+        .iter()
+        .filter_map(|l| Some((*source_of.get(&l.new_uid)?, l.old_uid)))
+        .collect())
 }
 
 /// Puts in `on_old` the flags of OLD's sources `old_uids` (in the selected source) whose NEW
@@ -1027,21 +1062,24 @@ async fn copied_already(
             .filter(|(_, d)| rest.contains(d) && !on_new.contains(d))
             .map(|(l, d)| (l, *d))
             .collect();
-        found.extend(orphans_by_key(ctx, conn, dst, &gone, &found).await?);
+        let taken: Vec<u32> = found.iter().map(|l| l.old_uid).collect();
+        found.extend(orphans_by_key(ctx, conn, dst, &gone, &taken).await?);
     }
     tracing::debug!(id = ctx.entry.id, already = found.len(), "replaying a copy");
     Ok(found)
 }
 
-/// OLD copies in `dst` of source links whose NEW copy (`gone`: link and NEW destination UID) is
-/// no longer on NEW, found by the key the source link kept: linked to that NEW UID, so the
-/// write that removed NEW's copy removes OLD's too (a later entry, or the next pass).
+/// OLD's unlinked messages in `dst` (none of `taken`) that have the keys of links `gone` (a
+/// link to copy, with the key, and the NEW UID in `dst` to link to): each linked to that NEW
+/// UID, unless it is linked already. For copies NEW has no longer or whose OLD UIDs OLD did not
+/// tell: so the write that removes NEW's message removes OLD's too (a later entry, or the
+/// next pass), and no pass copies OLD's to NEW again.
 async fn orphans_by_key(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
     dst: &FolderPair,
     gone: &[(&Link, u32)],
-    found: &[Link],
+    taken: &[u32],
 ) -> Result<Vec<Link>> {
     let mut by_key: HashMap<&str, Vec<(&Link, u32)>> = HashMap::new();
     for (l, d) in gone {
@@ -1062,7 +1100,7 @@ async fn orphans_by_key(
         return Ok(Vec::new());
     }
     let mut claimed: HashSet<u32> = links.iter().map(|l| l.old_uid).collect();
-    claimed.extend(found.iter().map(|l| l.old_uid));
+    claimed.extend(taken);
     conn.old.select(&dst.old_name, true).await?;
     let unlinked: Vec<u32> = conn
         .old
@@ -1211,12 +1249,15 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         });
         (ctx.acct.committer.keep_keys(keep.collect()).await).map_err(MirrorError::Keys)?;
     }
-    // Those OLD gave no APPENDUID for stay unlinked: the lowered watermark has them adopted.
-    let (mut links, _unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    let (mut links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
     for link in &mut links {
         link.ident = keys.get(&link.new_uid).cloned();
     }
     links.extend(found);
+    // OLD gave no APPENDUID (no UIDPLUS): its copies are found by their keys, so the user's
+    // deletion of NEW's message reaches OLD's (those not found stay for the next pass to adopt
+    // by the lowered watermark).
+    links.extend(by_kept_keys(ctx, conn, &pair, &unlinked, &keys, &links).await?);
     let added = links.iter().map(|l| l.old_uid);
     (ctx.acct.folder(folder)).note_own(pair.id, |own| own.added.extend(added));
     ctx.acct.store.add_links(pair.id, &links).await?;
@@ -1317,22 +1358,37 @@ async fn appended_gone(
     if gone.is_empty() {
         return Ok(Vec::new());
     }
-    let kept: Vec<(Link, u32)> = (ctx.acct.store.append_keys(ctx.entry.id).await?)
-        .into_iter()
-        .filter(|(uid, _)| gone.contains(uid))
-        .map(|(uid, ident)| {
+    let keys = ctx.acct.store.append_keys(ctx.entry.id).await?;
+    let keys: HashMap<u32, String> = keys.into_iter().collect();
+    by_kept_keys(ctx, conn, pair, gone, &keys, found).await
+}
+
+/// Links NEW UIDs `uids` (of the entry's folder `pair`) to OLD's unlinked messages there with
+/// the identity keys `keys` kept for them ([`orphans_by_key`]), keeping no base flags.
+async fn by_kept_keys(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    pair: &FolderPair,
+    uids: &[u32],
+    keys: &HashMap<u32, String>,
+    found: &[Link],
+) -> Result<Vec<Link>> {
+    let kept: Vec<(Link, u32)> = uids
+        .iter()
+        .filter_map(|&new_uid| {
             let link = Link {
                 old_uid: 0,
-                new_uid: uid,
+                new_uid,
                 old_flags: NO_BASE.into(),
                 new_flags: NO_BASE.into(),
-                ident: Some(ident),
+                ident: Some(keys.get(&new_uid)?.clone()),
             };
-            (link, uid)
+            Some((link, new_uid))
         })
         .collect();
     let kept: Vec<(&Link, u32)> = kept.iter().map(|(l, d)| (l, *d)).collect();
-    orphans_by_key(ctx, conn, pair, &kept, found).await
+    let taken: Vec<u32> = found.iter().map(|l| l.old_uid).collect();
+    orphans_by_key(ctx, conn, pair, &kept, &taken).await
 }
 
 /// How much of a message is read to find its header block (for its identity key).
@@ -1414,9 +1470,9 @@ pub(super) async fn append_to_old(
     old: &mut Client,
     folder: &str,
     fetched: Vec<Fetch>,
-) -> std::result::Result<(Vec<Link>, Option<u32>), ImapError> {
+) -> std::result::Result<(Vec<Link>, Vec<u32>), ImapError> {
     let mut links = Vec::new();
-    let mut unlinked: Option<u32> = None;
+    let mut unlinked = Vec::new();
     for f in fetched {
         let (Some(new_uid), Some(body)) = (f.uid, f.body.as_ref()) else {
             continue;
@@ -1444,7 +1500,7 @@ pub(super) async fn append_to_old(
                     ident: None,
                 });
             }
-            _ => unlinked = Some(unlinked.map_or(new_uid, |u| u.min(new_uid))),
+            _ => unlinked.push(new_uid),
         }
     }
     Ok((links, unlinked))

@@ -1020,6 +1020,58 @@ async fn a_replayed_append_finds_olds_copy_by_key_when_news_is_gone() {
     assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
 }
 
+/// OLD that gives no APPENDUID (no UIDPLUS): the mirror finds its copy by the identity key and
+/// links it, so the user's deletion of NEW's message reaches OLD's (unlinked, the next pass
+/// would have copied it back to NEW).
+#[tokio::test]
+async fn an_append_old_gives_no_uid_for_is_linked_by_its_key() {
+    let acct = account().await;
+    let append = appended_to_a(&acct).await;
+    let body = format!("{MOVED_HEADER}{}\r\n", "x".repeat(51));
+    let other = "Message-Id: <other@example.org>\r\n\r\n";
+    let (result, _, _) = mirror_with(
+        &acct,
+        &append,
+        false,
+        vec![
+            step(&append_to_a(&body), "$tag OK done\r\n"),
+            step(
+                "EXAMINE \"INBOX.A\"",
+                "* 2 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step("UID SEARCH ALL", "* SEARCH 39 40\r\n$tag OK\r\n"),
+            step(
+                "UID FETCH 39:40 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+                &format!(
+                    "{}{}$tag OK\r\n",
+                    header_fetch(39, other),
+                    header_fetch(40, MOVED_HEADER)
+                ),
+            ),
+        ],
+        vec![
+            step(
+                "EXAMINE \"A\"",
+                "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+            ),
+            step(
+                "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
+                &fetched(7, &body),
+            ),
+        ],
+    )
+    .await;
+    result.unwrap();
+    let pair = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    let links = acct.store.links(pair.id).await.unwrap();
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
+}
+
 /// The replay of a MOVE whose earlier attempt OLD had done, NEW's copy still there: OLD's copy
 /// in the destination (same size and identity key as NEW's, no link) is linked, not moved again,
 /// and the source is expunged in case OLD's MOVE stopped between its copy and its expunge.
