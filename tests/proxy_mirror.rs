@@ -1406,6 +1406,22 @@ fn random_writes_made_while_old_was_away_all_reach_old() {
     });
 }
 
+/// [`random_writes_made_while_old_was_away_all_reach_old`] with an OLD that has no UIDPLUS,
+/// MOVE, CONDSTORE, LITERAL+ or MULTIAPPEND: its copies are found by identity key (the
+/// proxy takes no COPYUID it did not ask for), moves are COPY and EXPUNGE.
+#[test]
+fn random_writes_made_while_a_reduced_old_was_away_all_reach_it() {
+    for_seeds(8, |rng| {
+        let s = Setup::start(
+            Dovecot::start(Layout::Reduced),
+            Dovecot::start(Layout::Slash),
+        );
+        away(s, &[("B", 4), ("C", 2), ("INBOX", 6)], |c| {
+            random_writes(c, rng, 40, ["INBOX", "B", "C"])
+        });
+    });
+}
+
 /// [`random_writes_made_while_old_was_away_all_reach_old`] with the mirror running meanwhile,
 /// OLD hanging (SIGSTOP) now and then for a few commands: each entry is mirrored with NEW
 /// holding some of the later ones' results, a different number each time. 20 seeds (about a
