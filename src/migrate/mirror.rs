@@ -888,7 +888,9 @@ async fn mirror_copy(
                 new_uid,
                 ..l.clone()
             };
-            if let (true, (Some(n), Some(o))) = (l.has_base(), flags) {
+            if let (Some(n), Some(o)) = flags
+                && l.has_base()
+            {
                 let on_old = stored.get(&old_uid).unwrap_or(o);
                 link.old_flags = on_old.to_canonical();
                 link.new_flags = n.to_canonical();
