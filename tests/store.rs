@@ -2114,9 +2114,10 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     let sent = store.folder_pair(account, "Sent", "Sent").await.unwrap().id;
     store.tombstone(pair, &[4]).await.unwrap();
     store.close().await;
-    // Back to version 7: migration 8 only adds `link_runs` (and converts), 9 a column, 10 and 11
-    // a table each, so without them and their rows the database is what version 7 wrote (a later
-    // migration must be undone here too). Then links as version 7 stored them.
+    // Back to version 7: migration 8 only adds `link_runs` (and converts), 9 a column, 10, 11
+    // and 13 a table each, 12 an index of `link_runs`, so without them and their rows the
+    // database is what version 7 wrote (a later migration must be undone here too). Then links
+    // as version 7 stored them.
     let mut want = links_of(1..=3, 10, "\\Seen");
     want.extend(links_of(5..=300, 10, "\\Seen"));
     want[100] = link(102, 112, "");
@@ -2125,7 +2126,7 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     want.push(link(u32::MAX, u32::MAX, ""));
     let want_sent: Vec<Link> = (1..=50).map(|uid| link(uid, 200 - uid, "")).collect();
     let mut sql = "DROP TABLE link_runs; ALTER TABLE folder_pairs DROP COLUMN retired_tombstones; \
-                   DROP TABLE folder_sizes; DROP TABLE uid_maps; \
+                   DROP TABLE folder_sizes; DROP TABLE uid_maps; DROP TABLE append_keys; \
                    DELETE FROM schema_version WHERE version >= 8;"
         .to_owned();
     for (p, links) in [(pair, &want), (sent, &want_sent)] {
@@ -2415,10 +2416,10 @@ async fn a_version_10_store_gains_uid_maps_on_open(b: Backend) {
         .await
         .unwrap();
     store.close().await;
-    // Back to version 10: migration 11 added `uid_maps`, 12 an index (a later migration must be
-    // undone here too).
+    // Back to version 10: migration 11 added `uid_maps`, 12 an index, 13 `append_keys` (a later
+    // migration must be undone here too).
     b.execute(
-        "DROP TABLE uid_maps; DROP INDEX link_runs_by_new; \
+        "DROP TABLE uid_maps; DROP INDEX link_runs_by_new; DROP TABLE append_keys; \
          DELETE FROM schema_version WHERE version >= 11;",
     )
     .await;
