@@ -593,7 +593,7 @@ async fn all_links(store: &dyn Store) -> Vec<Vec<imapferry::store::Link>> {
 /// A state file of the release before link runs (schema version 7, one row per link) converts on
 /// open and the engine carries on: the same links, and a pass after the conversion changes
 /// nothing. The old file is made from a synced one by writing its runs back as one row per link
-/// and dropping what migrations 8 to 11 added.
+/// and dropping what migrations 8 to 13 added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_message_state_file_converts_and_the_next_pass_changes_nothing() {
     let (old, new) = pair(Layout::Slash, Layout::Slash);
@@ -620,6 +620,7 @@ async fn a_per_message_state_file_converts_and_the_next_pass_changes_nothing() {
          ALTER TABLE folder_pairs DROP COLUMN retired_tombstones; \
          DROP TABLE folder_sizes; \
          DROP TABLE uid_maps; \
+         DROP TABLE append_keys; \
          DELETE FROM schema_version WHERE version >= 8;",
     )
     .unwrap();
