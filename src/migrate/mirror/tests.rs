@@ -934,6 +934,58 @@ async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
 }
 
+/// A message of [`MOVED_HEADER`], 100 bytes as [`header_fetch`] says OLD's copy is (the
+/// identity key counts the size).
+fn keyed_body() -> String {
+    format!("{MOVED_HEADER}{}\r\n", "x".repeat(51))
+}
+
+/// NEW's message 7 in A, read by the mirror: `body`, or gone (`None`).
+fn new_reads_7(body: Option<&str>) -> Vec<Step> {
+    let (exists, fetch) = match body {
+        Some(body) => (1, fetched(7, body)),
+        None => (0, "$tag OK\r\n".to_string()),
+    };
+    vec![
+        step(
+            "EXAMINE \"A\"",
+            &format!("* {exists} EXISTS\r\n$tag OK [READ-ONLY] done\r\n"),
+        ),
+        step("UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])", &fetch),
+    ]
+}
+
+/// OLD's `INBOX.A` searched for an unlinked message with [`keyed_body`]'s key: 40 has it.
+fn old_finds_40_by_key() -> Vec<Step> {
+    let other = "Message-Id: <other@example.org>\r\n\r\n";
+    vec![
+        step(
+            "EXAMINE \"INBOX.A\"",
+            "* 2 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
+        ),
+        step("UID SEARCH ALL", "* SEARCH 39 40\r\n$tag OK\r\n"),
+        step(
+            "UID FETCH 39:40 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
+            &format!(
+                "{}{}$tag OK\r\n",
+                header_fetch(39, other),
+                header_fetch(40, MOVED_HEADER)
+            ),
+        ),
+    ]
+}
+
+/// The links of folder A (`INBOX.A` on OLD), as (OLD UID, NEW UID).
+async fn links_of_a(acct: &Account) -> Vec<(u32, u32)> {
+    let pair = acct
+        .store
+        .folder_pair(acct.id, "INBOX.A", "A")
+        .await
+        .unwrap();
+    let links = acct.store.links(pair.id).await.unwrap();
+    links.iter().map(|l| (l.old_uid, l.new_uid)).collect()
+}
+
 /// The replay of an APPEND whose earlier attempt OLD had stored (the proxy was killed before the
 /// link was), when the user has deleted the message on NEW since: NEW's message cannot be read,
 /// so OLD's copy is found by the identity key kept before OLD got the APPEND and linked to NEW's
@@ -942,23 +994,12 @@ async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
 async fn a_replayed_append_finds_olds_copy_by_key_when_news_is_gone() {
     let acct = account().await;
     let append = appended_to_a(&acct).await;
-    // 100 bytes, as `header_fetch` says OLD's copy is: the key counts the size.
-    let body = format!("{MOVED_HEADER}{}\r\n", "x".repeat(51));
-    assert_eq!(body.len(), 100);
+    let body = keyed_body();
     let (old_append, arrived, _go) =
         gated_step(&append_to_a(&body), "$tag OK [APPENDUID 5 40] done\r\n");
     let first = tokio::spawn({
         let (acct, append) = (Arc::clone(&acct), append.clone());
-        let new = vec![
-            step(
-                "EXAMINE \"A\"",
-                "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
-            ),
-            step(
-                "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
-                &fetched(7, &body),
-            ),
-        ];
+        let new = new_reads_7(Some(&body));
         async move { mirror(&acct, &append, vec![old_append], new).await }
     });
     // OLD has the message; the proxy dies before it hears so.
@@ -973,36 +1014,12 @@ async fn a_replayed_append_finds_olds_copy_by_key_when_news_is_gone() {
         },
     )
     .await;
-    let other = "Message-Id: <other@example.org>\r\n\r\n";
     let (result, old, _) = mirror_with(
         &acct,
         &append,
         true,
-        vec![
-            step(
-                "EXAMINE \"INBOX.A\"",
-                "* 2 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
-            ),
-            step("UID SEARCH ALL", "* SEARCH 39 40\r\n$tag OK\r\n"),
-            step(
-                "UID FETCH 39:40 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
-                &format!(
-                    "{}{}$tag OK\r\n",
-                    header_fetch(39, other),
-                    header_fetch(40, MOVED_HEADER)
-                ),
-            ),
-        ],
-        vec![
-            step(
-                "EXAMINE \"A\"",
-                "* 0 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
-            ),
-            step(
-                "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
-                "$tag OK\r\n",
-            ),
-        ],
+        old_finds_40_by_key(),
+        new_reads_7(None),
     )
     .await;
     result.unwrap();
@@ -1010,14 +1027,7 @@ async fn a_replayed_append_finds_olds_copy_by_key_when_news_is_gone() {
         !old.iter().any(|c| c.starts_with("APPEND")),
         "appended again: {old:?}"
     );
-    let pair = acct
-        .store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
-    let links = acct.store.links(pair.id).await.unwrap();
-    assert_eq!(links.len(), 1, "{links:?}");
-    assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
+    assert_eq!(links_of_a(&acct).await, [(40, 7)]);
 }
 
 /// OLD that gives no APPENDUID (no UIDPLUS): the mirror finds its copy by the identity key and
@@ -1027,49 +1037,12 @@ async fn a_replayed_append_finds_olds_copy_by_key_when_news_is_gone() {
 async fn an_append_old_gives_no_uid_for_is_linked_by_its_key() {
     let acct = account().await;
     let append = appended_to_a(&acct).await;
-    let body = format!("{MOVED_HEADER}{}\r\n", "x".repeat(51));
-    let other = "Message-Id: <other@example.org>\r\n\r\n";
-    let (result, _, _) = mirror_with(
-        &acct,
-        &append,
-        false,
-        vec![
-            step(&append_to_a(&body), "$tag OK done\r\n"),
-            step(
-                "EXAMINE \"INBOX.A\"",
-                "* 2 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
-            ),
-            step("UID SEARCH ALL", "* SEARCH 39 40\r\n$tag OK\r\n"),
-            step(
-                "UID FETCH 39:40 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])",
-                &format!(
-                    "{}{}$tag OK\r\n",
-                    header_fetch(39, other),
-                    header_fetch(40, MOVED_HEADER)
-                ),
-            ),
-        ],
-        vec![
-            step(
-                "EXAMINE \"A\"",
-                "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
-            ),
-            step(
-                "UID FETCH 7 (UID FLAGS INTERNALDATE BODY.PEEK[])",
-                &fetched(7, &body),
-            ),
-        ],
-    )
-    .await;
+    let body = keyed_body();
+    let mut old = vec![step(&append_to_a(&body), "$tag OK done\r\n")];
+    old.extend(old_finds_40_by_key());
+    let (result, _, _) = mirror(&acct, &append, old, new_reads_7(Some(&body))).await;
     result.unwrap();
-    let pair = acct
-        .store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
-    let links = acct.store.links(pair.id).await.unwrap();
-    assert_eq!(links.len(), 1, "{links:?}");
-    assert_eq!((links[0].old_uid, links[0].new_uid), (40, 7));
+    assert_eq!(links_of_a(&acct).await, [(40, 7)]);
 }
 
 /// The replay of a MOVE whose earlier attempt OLD had done, NEW's copy still there: OLD's copy
