@@ -1634,10 +1634,10 @@ fn unread_bytes(port: u16) -> usize {
         .sum()
 }
 
-/// OLD without UIDPLUS (no COPYUID, no APPENDUID): the mirror's copies on OLD are found by
-/// their identity keys and linked, so the user's later deletion of NEW's copies reaches OLD's.
-/// Before, OLD's copies stayed unlinked: OLD kept them, and the next pass of the folder copied
-/// them back to NEW, where the user had deleted them.
+/// OLD without UIDPLUS (no COPYUID, no APPENDUID): the mirror's copies and appended messages
+/// on OLD are found by their identity keys and linked, so the user's later deletion of NEW's
+/// reaches OLD's. Before, OLD's stayed unlinked: OLD kept them, and the next pass of the folder
+/// copied them back to NEW, where the user had deleted them.
 #[test]
 fn without_uidplus_olds_copies_go_with_the_users_deletions() {
     let s = Setup::start(
@@ -1647,6 +1647,7 @@ fn without_uidplus_olds_copies_go_with_the_users_deletions() {
     let mut c = opened(&s, &[("B", 1), ("INBOX", 3)]);
     c.exec("UID COPY 1:2 B");
     c.exec("UID MOVE 3 B");
+    c.append("B", &["\\Seen"], None, &message(50, 900));
     s.assert_mirrored();
     c.select("B");
     c.exec("UID STORE 2:* +FLAGS.SILENT (\\Deleted)");

@@ -1466,8 +1466,8 @@ pub(super) async fn read_messages(
 }
 
 /// Appends NEW's messages to OLD's `folder`, bytes, INTERNALDATE and the flags OLD can take
-/// kept. Returns the links OLD's APPENDUID gave and the lowest NEW UID left unlinked (an OLD
-/// without UIDPLUS: the next pass links that copy by identity key).
+/// kept. Returns the links OLD's APPENDUID gave and the NEW UIDs left unlinked (an OLD without
+/// UIDPLUS: their copies are found by identity key).
 pub(super) async fn append_to_old(
     old: &mut Client,
     folder: &str,
@@ -1475,6 +1475,8 @@ pub(super) async fn append_to_old(
 ) -> std::result::Result<(Vec<Link>, Vec<u32>), ImapError> {
     let mut links = Vec::new();
     let mut unlinked = Vec::new();
+    // An APPENDUID is taken only from a server that said it gives them (as the engine does).
+    let uidplus = old.has("UIDPLUS");
     for f in fetched {
         let (Some(new_uid), Some(body)) = (f.uid, f.body.as_ref()) else {
             continue;
@@ -1492,7 +1494,7 @@ pub(super) async fn append_to_old(
         let tag = old.send_append(folder, &[msg]).await?;
         let done = old.wait(&tag, |_| {}).await?.ok(Side::Old, "APPEND")?;
         match done.code {
-            Some(Code::AppendUid { uids, .. }) if uids.len() == 1 => {
+            Some(Code::AppendUid { uids, .. }) if uidplus && uids.len() == 1 => {
                 let canonical = FlagSet::from_iter(&flags).to_canonical();
                 links.push(Link {
                     old_uid: uids[0],
