@@ -390,35 +390,7 @@ fn one_failing_folder_does_not_hide_the_others() {
 /// OLD back in line with NEW (the folder and its flags come back from NEW) and clears it.
 #[test]
 fn a_parked_entry_diverges_the_account_until_reconcile() {
-    let master = ("migrator".to_string(), "Master-pw-1".to_string());
-    let with_master = || {
-        Dovecot::start_with(DovecotOptions {
-            master: Some(master.clone()),
-            ..Default::default()
-        })
-    };
-    let (old, new) = (with_master(), with_master());
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("master.secret");
-    std::fs::write(&secret, &master.1).unwrap();
-    let login = format!(
-        "master_user = \"{}\"\nmaster_password_file = \"{}\"",
-        master.0,
-        secret.display()
-    );
-    let s = Setup::start_with(
-        old,
-        new,
-        [
-            format!("auth = \"master\"\n{login}"),
-            login,
-            "mirror_attempts = 1\nmirror_retry_secs = 1".into(),
-        ],
-    );
-    let logins = s.dir.path().join("logins.txt");
-    std::fs::write(&logins, format!("{USER}\n")).unwrap();
-    s.imapferry(&["accounts", "import", logins.to_str().unwrap()])
-        .assert_code(0);
+    let s = with_master(Layout::Slash, "mirror_attempts = 1\nmirror_retry_secs = 1");
     let mut old = s.direct_old();
     old.create("A");
     fill(&mut old, "A", 0, 3);
@@ -470,6 +442,71 @@ fn a_parked_entry_diverges_the_account_until_reconcile() {
     let on_old = snapshot(&s.old, USER, PW);
     assert_eq!((on_old.count("A"), on_old.with_flag("\\Flagged")), (3, 1));
     s.assert_mirrored();
+}
+
+/// OLD (in `old_layout`) and NEW with a master user the proxy logs in with (`auth = "master"`),
+/// so `imapferry reconcile` can log in too; the user imported; `migration`: more keys of
+/// `[migration]`.
+fn with_master(old_layout: Layout, migration: &str) -> Setup<Dovecot> {
+    let master = ("migrator".to_string(), "Master-pw-1".to_string());
+    let start = |layout| {
+        Dovecot::start_with(DovecotOptions {
+            layout,
+            master: Some(master.clone()),
+            ..Default::default()
+        })
+    };
+    let (old, new) = (start(old_layout), start(Layout::Slash));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("master.secret");
+    std::fs::write(&secret, &master.1).unwrap();
+    let login = format!(
+        "master_user = \"{}\"\nmaster_password_file = \"{}\"",
+        master.0,
+        secret.display()
+    );
+    let s = Setup::start_with(
+        old,
+        new,
+        [
+            format!("auth = \"master\"\n{login}"),
+            login,
+            migration.into(),
+        ],
+    );
+    let logins = s.dir.path().join("logins.txt");
+    std::fs::write(&logins, format!("{USER}\n")).unwrap();
+    s.imapferry(&["accounts", "import", logins.to_str().unwrap()])
+        .assert_code(0);
+    // The secret's directory goes with the test: keep it.
+    std::mem::forget(dir);
+    s
+}
+
+/// `imapferry reconcile` against an OLD without UIDPLUS: what it copies from NEW to OLD is
+/// found by identity key and linked, so the user's later deletion reaches OLD's copy too.
+/// Before, it stayed unlinked: OLD kept it, and the next pass copied it back to NEW.
+#[test]
+fn without_uidplus_what_reconcile_copies_to_old_goes_with_the_users_deletion() {
+    let s = with_master(Layout::Reduced, "");
+    opened(&s, &[("INBOX", 2)]).logout();
+    // Mail NEW got behind the proxy's back.
+    let mut new = RawImap::connect(s.new.host(), s.new.port());
+    new.login(USER, PW);
+    let uid = new.append("INBOX", &[], None, &message(60, 900)).unwrap();
+    let fixed = s.imapferry(&["reconcile", USER]);
+    fixed.assert_code(0);
+    assert!(
+        fixed.stdout.contains("1 copied from NEW"),
+        "{}",
+        fixed.stdout
+    );
+    let mut c = s.client();
+    c.select("INBOX");
+    c.uid_expunge("INBOX", uid);
+    c.logout();
+    s.assert_mirrored();
+    assert_eq!(new.status("INBOX").0, 2, "the deleted message came back");
 }
 
 /// The backfill never takes `\Recent` from the user: new mail copied from OLD is recent in the

@@ -936,7 +936,7 @@ async fn uncopied_by_key(
     }
     let mut taken: Vec<u32> = found.iter().map(|l| l.old_uid).collect();
     taken.extend(copied.iter().map(|(_, copy)| *copy));
-    let links = orphans_by_key(ctx, conn, dst, &unpaired, &taken).await?;
+    let links = orphans_by_key(ctx.acct, conn, dst, &unpaired, &taken).await?;
     Ok(links
         .iter()
         .filter_map(|l| Some((*source_of.get(&l.new_uid)?, l.old_uid)))
@@ -1065,7 +1065,7 @@ async fn copied_already(
             .map(|(l, d)| (l, *d))
             .collect();
         let taken: Vec<u32> = found.iter().map(|l| l.old_uid).collect();
-        found.extend(orphans_by_key(ctx, conn, dst, &gone, &taken).await?);
+        found.extend(orphans_by_key(ctx.acct, conn, dst, &gone, &taken).await?);
     }
     tracing::debug!(id = ctx.entry.id, already = found.len(), "replaying a copy");
     Ok(found)
@@ -1077,12 +1077,12 @@ async fn copied_already(
 /// tell: so the write that removes NEW's message removes OLD's too (a later entry, or the
 /// next pass), and no pass copies OLD's to NEW again.
 async fn orphans_by_key(
-    ctx: &Ctx<'_>,
+    acct: &Account,
     conn: &mut Conn,
     dst: &FolderPair,
     gone: &[(&Link, u32)],
     taken: &[u32],
-) -> Result<Vec<Link>> {
+) -> std::result::Result<Vec<Link>, SyncError> {
     let mut by_key: HashMap<&str, Vec<(&Link, u32)>> = HashMap::new();
     for (l, d) in gone {
         if let Some(key) = l.ident.as_deref() {
@@ -1092,7 +1092,7 @@ async fn orphans_by_key(
     if by_key.is_empty() {
         return Ok(Vec::new());
     }
-    let links = ctx.acct.store.links(dst.id).await?;
+    let links = acct.store.links(dst.id).await?;
     let linked_new: HashSet<u32> = links.iter().map(|l| l.new_uid).collect();
     for waiting in by_key.values_mut() {
         waiting.retain(|(_, d)| !linked_new.contains(d));
@@ -1115,7 +1115,7 @@ async fn orphans_by_key(
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for (old_uid, key, _) in keys(&mut conn.old, &unlinked, &ctx.acct.opts.identity, false).await? {
+    for (old_uid, key, _) in keys(&mut conn.old, &unlinked, &acct.opts.identity, false).await? {
         if let Some((l, d)) = by_key.get_mut(key.as_str()).and_then(Vec::pop) {
             out.push(Link {
                 old_uid,
@@ -1235,13 +1235,7 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
         "mirroring an APPEND"
     );
     lower_adoption(ctx, &pair, fetched.iter().filter_map(|f| f.uid).min()).await?;
-    let opts = &ctx.acct.opts.identity;
-    let mut keys = HashMap::new();
-    for f in &fetched {
-        if let (Some(uid), Some((_, key))) = (f.uid, new_key(f, opts)?) {
-            keys.insert(uid, key);
-        }
-    }
+    let keys = new_keys(&fetched, &ctx.acct.opts.identity)?;
     if !keys.is_empty() {
         let entry = ctx.entry.id;
         let keep = keys.iter().map(|(&new_uid, ident)| AppendKey {
@@ -1259,7 +1253,7 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
     // OLD gave no APPENDUID (no UIDPLUS): its copies are found by their keys, so the user's
     // deletion of NEW's message reaches OLD's (those not found stay for the next pass to adopt
     // by the lowered watermark).
-    links.extend(by_kept_keys(ctx, conn, &pair, &unlinked, &keys, &links).await?);
+    links.extend(by_kept_keys(ctx.acct, conn, &pair, &unlinked, &keys, &links).await?);
     let added = links.iter().map(|l| l.old_uid);
     (ctx.acct.folder(folder)).note_own(pair.id, |own| own.added.extend(added));
     ctx.acct.store.add_links(pair.id, &links).await?;
@@ -1334,15 +1328,33 @@ async fn already_on_old(
 }
 
 /// The size and identity key of NEW message `f` read with its body (`None` without one).
-fn new_key(f: &Fetch, opts: &IdentityOptions) -> Result<Option<(u32, String)>> {
+fn new_key(
+    f: &Fetch,
+    opts: &IdentityOptions,
+) -> std::result::Result<Option<(u32, String)>, ImapError> {
     let Some(body) = f.body.as_ref() else {
         return Ok(None);
     };
     let size = u32::try_from(body.len()).unwrap_or(u32::MAX);
-    let head = body
-        .prefix(HEADER_PREFIX)
-        .map_err(|e| MirrorError::Never(format!("reading a spooled message: {e}")))?;
+    let head = (body.prefix(HEADER_PREFIX)).map_err(|source| ImapError::Spool {
+        side: Side::New,
+        source,
+    })?;
     Ok(Some((size, message_key(header_of(&head), size, opts))))
+}
+
+/// The identity keys of NEW messages `fetched` (read with their bodies), by UID.
+pub(super) fn new_keys(
+    fetched: &[Fetch],
+    opts: &IdentityOptions,
+) -> std::result::Result<HashMap<u32, String>, ImapError> {
+    let mut keys = HashMap::new();
+    for f in fetched {
+        if let (Some(uid), Some((_, key))) = (f.uid, new_key(f, opts)?) {
+            keys.insert(uid, key);
+        }
+    }
+    Ok(keys)
 }
 
 /// For an APPEND that may have reached OLD already: links NEW UIDs `gone` of the entry, whose
@@ -1362,19 +1374,19 @@ async fn appended_gone(
     }
     let keys = ctx.acct.store.append_keys(ctx.entry.id).await?;
     let keys: HashMap<u32, String> = keys.into_iter().collect();
-    by_kept_keys(ctx, conn, pair, gone, &keys, found).await
+    Ok(by_kept_keys(ctx.acct, conn, pair, gone, &keys, found).await?)
 }
 
 /// Links NEW UIDs `uids` (of the entry's folder `pair`) to OLD's unlinked messages there with
 /// the identity keys `keys` kept for them ([`orphans_by_key`]), keeping no base flags.
-async fn by_kept_keys(
-    ctx: &Ctx<'_>,
+pub(super) async fn by_kept_keys(
+    acct: &Account,
     conn: &mut Conn,
     pair: &FolderPair,
     uids: &[u32],
     keys: &HashMap<u32, String>,
     found: &[Link],
-) -> Result<Vec<Link>> {
+) -> std::result::Result<Vec<Link>, SyncError> {
     let kept: Vec<(Link, u32)> = uids
         .iter()
         .filter_map(|&new_uid| {
@@ -1390,7 +1402,7 @@ async fn by_kept_keys(
         .collect();
     let kept: Vec<(&Link, u32)> = kept.iter().map(|(l, d)| (l, *d)).collect();
     let taken: Vec<u32> = found.iter().map(|l| l.old_uid).collect();
-    orphans_by_key(ctx, conn, pair, &kept, &taken).await
+    orphans_by_key(acct, conn, pair, &kept, &taken).await
 }
 
 /// How much of a message is read to find its header block (for its identity key).

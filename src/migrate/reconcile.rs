@@ -418,10 +418,10 @@ impl Account {
             return Ok(());
         }
         let new_uids: Vec<u32> = lost.iter().map(|l| l.new_uid).collect();
-        let copied = append_from_new(conn, &view.pair, &new_uids).await?;
+        let (copied, appended) = append_from_new(self, conn, &view.pair, &new_uids).await?;
         let old_uids: Vec<u32> = lost.iter().map(|l| l.old_uid).collect();
         self.store.remove_links(view.pair.id, &old_uids).await?;
-        done.copied_to_old += copied.len() as u64;
+        done.copied_to_old += appended;
         self.store.add_links(view.pair.id, &copied).await?;
         if copied.len() < new_uids.len() {
             self.adopt_from(&view.pair, new_uids.iter().min().copied())
@@ -534,8 +534,8 @@ impl Account {
             let Some(view) = view_of.get(&pair) else {
                 continue;
             };
-            let copied = append_from_new(conn, &view.pair, &new_uids).await?;
-            done.copied_to_old += copied.len() as u64;
+            let (copied, appended) = append_from_new(self, conn, &view.pair, &new_uids).await?;
+            done.copied_to_old += appended;
             self.store.add_links(pair, &copied).await?;
             if copied.len() < new_uids.len() {
                 self.adopt_from(&view.pair, new_uids.iter().min().copied())
@@ -661,20 +661,23 @@ async fn read_flags(
     Ok((perm, out))
 }
 
-/// Appends NEW's messages `new_uids` to OLD's folder; returns the new links (an OLD without
-/// UIDPLUS gives none: the next pass links the copies by identity key).
+/// Appends NEW's messages `new_uids` to OLD's folder; returns the new links and how many were
+/// appended. An OLD without UIDPLUS gives no APPENDUID: its copies are found by identity key
+/// (so a deletion on NEW reaches them), those not found are linked by the next pass.
 async fn append_from_new(
+    acct: &Account,
     conn: &mut Conn,
     pair: &FolderPair,
     new_uids: &[u32],
-) -> Result<Vec<Link>, SyncError> {
+) -> Result<(Vec<Link>, u64), SyncError> {
     let fetched =
         mirror::read_messages(&mut conn.new, &pair.new_name, new_uids, "BODY.PEEK[]").await?;
-    Ok(
-        mirror::append_to_old(&mut conn.old, &pair.old_name, fetched)
-            .await?
-            .0,
-    )
+    let keys = mirror::new_keys(&fetched, &acct.opts.identity)?;
+    let (mut links, unlinked) =
+        mirror::append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
+    let appended = (links.len() + unlinked.len()) as u64;
+    links.extend(mirror::by_kept_keys(acct, conn, pair, &unlinked, &keys, &links).await?);
+    Ok((links, appended))
 }
 
 #[cfg(test)]
