@@ -390,7 +390,7 @@ fn one_failing_folder_does_not_hide_the_others() {
 /// OLD back in line with NEW (the folder and its flags come back from NEW) and clears it.
 #[test]
 fn a_parked_entry_diverges_the_account_until_reconcile() {
-    let s = with_master(Layout::Slash, "mirror_attempts = 1\nmirror_retry_secs = 1");
+    let (s, _secret) = with_master(Layout::Slash, "mirror_attempts = 1\nmirror_retry_secs = 1");
     let mut old = s.direct_old();
     old.create("A");
     fill(&mut old, "A", 0, 3);
@@ -446,8 +446,8 @@ fn a_parked_entry_diverges_the_account_until_reconcile() {
 
 /// OLD (in `old_layout`) and NEW with a master user the proxy logs in with (`auth = "master"`),
 /// so `imapferry reconcile` can log in too; the user imported; `migration`: more keys of
-/// `[migration]`.
-fn with_master(old_layout: Layout, migration: &str) -> Setup<Dovecot> {
+/// `[migration]`. The directory returned holds the master password's file.
+fn with_master(old_layout: Layout, migration: &str) -> (Setup<Dovecot>, tempfile::TempDir) {
     let master = ("migrator".to_string(), "Master-pw-1".to_string());
     let start = |layout| {
         Dovecot::start_with(DovecotOptions {
@@ -478,9 +478,7 @@ fn with_master(old_layout: Layout, migration: &str) -> Setup<Dovecot> {
     std::fs::write(&logins, format!("{USER}\n")).unwrap();
     s.imapferry(&["accounts", "import", logins.to_str().unwrap()])
         .assert_code(0);
-    // The secret's directory goes with the test: keep it.
-    std::mem::forget(dir);
-    s
+    (s, dir)
 }
 
 /// `imapferry reconcile` against an OLD without UIDPLUS: what it copies from NEW to OLD is
@@ -488,7 +486,7 @@ fn with_master(old_layout: Layout, migration: &str) -> Setup<Dovecot> {
 /// Before, it stayed unlinked: OLD kept it, and the next pass copied it back to NEW.
 #[test]
 fn without_uidplus_what_reconcile_copies_to_old_goes_with_the_users_deletion() {
-    let s = with_master(Layout::Reduced, "");
+    let (s, _secret) = with_master(Layout::Reduced, "");
     opened(&s, &[("INBOX", 2)]).logout();
     // Mail NEW got behind the proxy's back.
     let mut new = RawImap::connect(s.new.host(), s.new.port());
