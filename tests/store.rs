@@ -806,6 +806,22 @@ async fn append_keys_stay_with_their_entry(b: Backend) {
         .await
         .unwrap();
     assert_eq!(store.append_keys(entry).await.unwrap(), kept);
+    // Keys of an entry that is gone are dropped; the rest of the commit stands.
+    let gone = AppendKey {
+        entry: other + 1000,
+        ..key(1, "k1")
+    };
+    let entry_of_a_session = NewEntry {
+        account: a,
+        kind: "flags",
+        payload: "{}",
+    };
+    let committed = store
+        .journal_commit(&[entry_of_a_session], &[], &[gone])
+        .await
+        .unwrap();
+    assert!(committed.ids[0].is_some());
+    assert!(store.append_keys(other + 1000).await.unwrap().is_empty());
     // Purged with their entry once it is mirrored.
     store.journal_done(&[entry]).await.unwrap();
     assert_eq!(store.journal_purge(i64::MAX).await.unwrap(), 1);

@@ -1,7 +1,8 @@
 //! Group commit of the journal: the entries that this process's sessions journal, and the
 //! marks of entries its drainers mirrored and the keys they keep, wait while a commit runs,
-//! then go to the store together in one transaction. A write's OK waits for one commit at most, not for a queue of
-//! them, and the store sees one journal writer where there were as many as sessions writing.
+//! then go to the store together in one transaction. A write's OK waits for one commit at
+//! most, not for a queue of them, and the store sees one journal writer where there were as
+//! many as sessions writing.
 //! The committer also remembers the moving writes it committed lately (see [`Recent`]).
 
 use std::collections::VecDeque;

@@ -863,7 +863,8 @@ async fn mirror_copy(
         } else {
             conn.old.uid_copy(&old_uids, &dst.old_name).await?
         };
-        copied.extend(uncopied_by_key(ctx, conn, &dst, &old_uids, &wanted, &copied, &links).await?);
+        let by_key = uncopied_by_key(ctx, conn, &dst, &old_uids, &wanted, &copied, &links);
+        copied.extend(by_key.await?);
         let mut differ = Vec::new();
         let mut made = Vec::new();
         for (old_src, old_dst) in &copied {
@@ -1360,8 +1361,8 @@ pub(super) fn new_keys(
 /// For an APPEND that may have reached OLD already: links NEW UIDs `gone` of the entry, whose
 /// messages NEW no longer has (the user deleted them since), to OLD's unlinked copies the
 /// earlier attempt made, found by the identity keys kept before OLD got them
-/// ([`super::commit::Committer::keep_keys`]); so the write that removed NEW's message removes OLD's too.
-/// `found`: links made already.
+/// ([`super::commit::Committer::keep_keys`]), so the write that removed NEW's message removes
+/// OLD's too. `found`: links made already.
 async fn appended_gone(
     ctx: &Ctx<'_>,
     conn: &mut Conn,

@@ -1148,9 +1148,13 @@ impl Store for SqlStore {
                 }
                 let missing = done.into_iter().filter(|id| !marked.contains(id)).collect();
                 let keys: Vec<_> = keys.into_iter().collect();
+                // Keys of an entry gone meanwhile are dropped, not the commit: it carries the
+                // sessions' entries too.
                 for chunk in keys.chunks(BATCH_ROWS) {
                     let sql = format!(
-                        "INSERT INTO append_keys (entry_id, new_uid, ident) VALUES {} \
+                        "INSERT INTO append_keys (entry_id, new_uid, ident) \
+                         SELECT k.column1, k.column2, k.column3 FROM (VALUES {}) AS k \
+                         WHERE EXISTS (SELECT 1 FROM journal j WHERE j.id = k.column1) \
                          ON CONFLICT (entry_id, new_uid) DO UPDATE SET ident = excluded.ident",
                         tuples(chunk.len(), 3, 1)
                     );
