@@ -427,13 +427,7 @@ fn a_parked_entry_diverges_the_account_until_reconcile() {
     let status = s.imapferry(&["status", USER]);
     assert!(status.stdout.contains("diverged"), "{}", status.stdout);
 
-    let fixed = s.imapferry(&["reconcile", USER]);
-    fixed.assert_code(0);
-    assert!(
-        fixed.stdout.contains("3 copied from NEW"),
-        "{}",
-        fixed.stdout
-    );
+    reconciled(&s, 3);
     let a = account_summaries(&s.state()).remove(0);
     assert_eq!(
         (a.state, a.parked_journal),
@@ -492,19 +486,21 @@ fn without_uidplus_what_reconcile_copies_to_old_goes_with_the_users_deletion() {
     let mut new = RawImap::connect(s.new.host(), s.new.port());
     new.login(USER, PW);
     let uid = new.append("INBOX", &[], None, &message(60, 900)).unwrap();
-    let fixed = s.imapferry(&["reconcile", USER]);
-    fixed.assert_code(0);
-    assert!(
-        fixed.stdout.contains("1 copied from NEW"),
-        "{}",
-        fixed.stdout
-    );
+    reconciled(&s, 1);
     let mut c = s.client();
     c.select("INBOX");
     c.uid_expunge("INBOX", uid);
     c.logout();
     s.assert_mirrored();
     assert_eq!(new.status("INBOX").0, 2, "the deleted message came back");
+}
+
+/// Runs `imapferry reconcile` for the user: it succeeds and copies `copied` messages from NEW.
+fn reconciled(s: &Setup<Dovecot>, copied: u32) {
+    let fixed = s.imapferry(&["reconcile", USER]);
+    fixed.assert_code(0);
+    let said = format!("{copied} copied from NEW");
+    assert!(fixed.stdout.contains(&said), "{}", fixed.stdout);
 }
 
 /// The backfill never takes `\Recent` from the user: new mail copied from OLD is recent in the

@@ -142,6 +142,15 @@ async fn journal(acct: &Account, write: Write) -> JournalEntry {
         .unwrap()
 }
 
+/// Journals an EXPUNGE (or CLOSE) in A that names no UIDs.
+async fn expunge_in_a(acct: &Account) -> JournalEntry {
+    let write = Write::Expunge {
+        folder: "A".into(),
+        uids: None,
+    };
+    journal(acct, write).await
+}
+
 /// Runs `entry` against the two dialogues; returns the mirror's answer and what each side got.
 async fn mirror(
     acct: &Account,
@@ -279,14 +288,7 @@ async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
     assert_eq!(linked_olds(&acct, pair.id).await, [10, 12]);
 
     // NEW has lost message 3 too (no entry named it): a CLOSE's entry finds it by reading NEW.
-    let closed = journal(
-        &acct,
-        Write::Expunge {
-            folder: "A".into(),
-            uids: None,
-        },
-    )
-    .await;
+    let closed = expunge_in_a(&acct).await;
     let (result, _, new) = mirror(
         &acct,
         &closed,
@@ -1006,14 +1008,7 @@ async fn a_replayed_append_finds_olds_copy_by_key_when_news_is_gone() {
     arrived.await.unwrap();
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
-    journal(
-        &acct,
-        Write::Expunge {
-            folder: "A".into(),
-            uids: None,
-        },
-    )
-    .await;
+    expunge_in_a(&acct).await;
     let (result, old, _) = mirror_with(
         &acct,
         &append,
