@@ -5,7 +5,7 @@
 
 mod common;
 use common::seed::Rng;
-use common::state::account_summaries;
+use common::state::{account_summaries, folder_summaries};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -493,6 +493,148 @@ fn without_uidplus_what_reconcile_copies_to_old_goes_with_the_users_deletion() {
     c.logout();
     s.assert_mirrored();
     assert_eq!(new.status("INBOX").0, 2, "the deleted message came back");
+}
+
+/// `imapferry reconcile` killed after OLD stored what it appended from NEW and before it heard
+/// OLD's answer: the folder's next pass adopts OLD's copy by identity key and links it to NEW's,
+/// rather than copying it to NEW a second time. The message came to NEW behind the proxy's back,
+/// and a pass for mail OLD got since has moved the adoption watermark past it.
+#[test]
+fn a_reconcile_killed_after_olds_append_leaves_no_second_copy_on_new() {
+    let (s, _secret) = with_master(Layout::Slash, "");
+    let mut c = opened(&s, &[("INBOX", 2)]);
+    let mut new = RawImap::connect(s.new.host(), s.new.port());
+    new.login(USER, PW);
+    let uid = new.append("INBOX", &[], None, &message(60, 900)).unwrap();
+    let mut old = s.direct_old();
+    fill(&mut old, "INBOX", 61, 1);
+    wait_until(
+        "a pass that saw NEW's message",
+        Duration::from_secs(30),
+        || folder(&s.state(), "INBOX").pair.adopt_from > uid,
+    );
+
+    reconcile_killed_at(&s, "APPEND");
+    assert_eq!(new.status("INBOX").0, 4);
+    assert_eq!(old.status("INBOX").0, 4, "OLD stored the APPEND");
+    old.logout();
+
+    // The next pass (the folder is under live pickup, and selected again here) links it.
+    c.select("INBOX");
+    passed_since(&s, "INBOX", 5);
+    c.logout();
+    s.assert_mirrored();
+    assert_eq!(new.status("INBOX").0, 4, "a second copy on NEW");
+}
+
+/// As above, for the reconcile's other write to OLD that a link follows: a MOVE of OLD's
+/// unlinked message to the folder NEW has it in (the user's move the journal lost). Cut off
+/// after OLD's MOVE, the next pass of the destination adopts the moved message.
+#[test]
+fn a_reconcile_killed_after_olds_move_leaves_no_second_copy_on_new() {
+    let (mut s, _secret) = with_master(Layout::Slash, "");
+    let mut c = opened(&s, &[("INBOX", 1), ("B", 1)]);
+    let moving = message(60, 900);
+    let mut new = RawImap::connect(s.new.host(), s.new.port());
+    new.login(USER, PW);
+    let date = Some("01-Dec-2026 10:00:00 +0000");
+    let uid = new.append("B", &[], date, &moving).unwrap();
+    let mut old = s.direct_old();
+    fill(&mut old, "B", 61, 1);
+    c.select("B");
+    wait_until(
+        "a pass that saw NEW's message",
+        Duration::from_secs(30),
+        || folder(&s.state(), "B").pair.adopt_from > uid,
+    );
+    c.logout();
+    // With the proxy stopped, OLD's INBOX gets the message NEW has in B (the lost move).
+    s.proxy = None;
+    old.append("INBOX", &[], date, &moving).unwrap();
+
+    reconcile_killed_at(&s, "MOVE");
+    assert_eq!(old.status("B").0, 3, "OLD did the MOVE");
+    old.logout();
+    s.restart_proxy();
+    let mut c = s.client();
+    c.select("B");
+    passed_since(&s, "B", 4);
+    c.logout();
+    s.assert_mirrored();
+    assert_eq!(new.status("B").0, 3, "a second copy on NEW");
+}
+
+/// And for a linked message OLD lost, which the reconcile copies back from NEW: cut off after
+/// OLD's APPEND, NEW's message keeps its UID (the next pass adopts OLD's copy). Before, its
+/// link still named OLD's lost message, so the next pass took it as deleted on OLD: it would
+/// delete NEW's message and copy OLD's back under another UID (here, half of the folder, it
+/// stopped at the deletion limit instead).
+#[test]
+fn a_reconcile_killed_after_copying_back_leaves_news_message_as_it_was() {
+    let (mut s, _secret) = with_master(Layout::Slash, "");
+    opened(&s, &[("INBOX", 2)]).logout();
+    s.proxy = None;
+    let mut old = s.direct_old();
+    old.uid_expunge("INBOX", 1);
+    old.logout();
+
+    reconcile_killed_at(&s, "APPEND");
+    let mut old = s.direct_old();
+    assert_eq!(old.status("INBOX").0, 2, "OLD stored the APPEND");
+    old.logout();
+    s.restart_proxy();
+    let mut c = s.client();
+    c.select("INBOX");
+    passed_since(&s, "INBOX", 4);
+    c.logout();
+    s.assert_mirrored();
+    let mut new = RawImap::connect(s.new.host(), s.new.port());
+    new.login(USER, PW);
+    let uids: Vec<u32> = new.uid_fetch_all("INBOX").iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [1, 2]);
+}
+
+/// Waits for a pass of folder `name` that saw OLD's UIDNEXT at `uidnext`.
+fn passed_since(s: &Setup<Dovecot>, name: &str, uidnext: u32) {
+    let start = Instant::now();
+    loop {
+        let pair = folder(&s.state(), name).pair;
+        if pair.old.is_some_and(|o| o.uidnext >= uidnext) {
+            return;
+        }
+        let waited = start.elapsed();
+        assert!(waited < Duration::from_secs(30), "{pair:?}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The summary of the state file's folder `name` (its NEW name).
+fn folder(state: &std::path::Path, name: &str) -> imapferry::store::FolderSummary {
+    folder_summaries(state)
+        .into_iter()
+        .find(|f| f.pair.new_name == name)
+        .unwrap()
+}
+
+/// Runs `imapferry reconcile` for the user with OLD behind a [`Cutoff`] at `command`, and
+/// kills it (SIGKILL) once OLD has answered that command.
+fn reconcile_killed_at(s: &Setup<Dovecot>, command: &'static str) {
+    let cutoff = Cutoff::start(s.old.host(), s.old.port(), command);
+    let config = std::fs::read_to_string(s.config()).unwrap().replace(
+        &format!("127.0.0.1:{}", s.old.port()),
+        &format!("127.0.0.1:{}", cutoff.port),
+    );
+    let cut_config = s.dir.path().join("cut.toml");
+    std::fs::write(&cut_config, config).unwrap();
+    let mut reconcile = std::process::Command::new(binary())
+        .args(["reconcile", USER, "--config", cut_config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let answer = cutoff.wait_answered(Duration::from_secs(30));
+    eprintln!("OLD's answer, kept from the reconcile: {answer}");
+    reconcile.kill().unwrap();
+    reconcile.wait().unwrap();
 }
 
 /// Runs `imapferry reconcile` for the user: it succeeds and copies `copied` messages from NEW.

@@ -418,15 +418,14 @@ impl Account {
             return Ok(());
         }
         let new_uids: Vec<u32> = lost.iter().map(|l| l.new_uid).collect();
-        let (copied, appended) = append_from_new(self, conn, &view.pair, &new_uids).await?;
+        // Cut off after this, NEW's messages are unlinked and adoptable: a pass neither
+        // deletes them (as lost on OLD) nor copies OLD's new copies back.
         let old_uids: Vec<u32> = lost.iter().map(|l| l.old_uid).collect();
         self.store.remove_links(view.pair.id, &old_uids).await?;
+        self.lower_adoption(&view.pair, &new_uids).await?;
+        let (copied, appended) = append_from_new(self, conn, &view.pair, &new_uids).await?;
         done.copied_to_old += appended;
         self.store.add_links(view.pair.id, &copied).await?;
-        if copied.len() < new_uids.len() {
-            self.adopt_from(&view.pair, new_uids.iter().min().copied())
-                .await?;
-        }
         Ok(())
     }
 
@@ -505,14 +504,12 @@ impl Account {
             };
             let new_of: HashMap<u32, u32> = uids.iter().copied().collect();
             let old_uids: Vec<u32> = uids.iter().map(|(o, _)| *o).collect();
+            let new_uids: Vec<u32> = uids.iter().map(|(_, n)| *n).collect();
+            self.lower_adoption(&dst.pair, &new_uids).await?;
             conn.old.select(&src.pair.old_name, false).await?;
             let moved = conn.old.uid_move(&old_uids, &dst.pair.old_name).await?;
             done.moved_on_old += old_uids.len() as u64;
             self.store.remove_links(from, &old_uids).await?;
-            if moved.len() < old_uids.len() {
-                self.adopt_from(&dst.pair, uids.iter().map(|(_, n)| *n).min())
-                    .await?;
-            }
             for (old_src, old_dst) in moved {
                 if let Some(&new_uid) = new_of.get(&old_src) {
                     linked.entry(to).or_default().push((old_dst, new_uid));
@@ -534,24 +531,20 @@ impl Account {
             let Some(view) = view_of.get(&pair) else {
                 continue;
             };
+            self.lower_adoption(&view.pair, &new_uids).await?;
             let (copied, appended) = append_from_new(self, conn, &view.pair, &new_uids).await?;
             done.copied_to_old += appended;
             self.store.add_links(pair, &copied).await?;
-            if copied.len() < new_uids.len() {
-                self.adopt_from(&view.pair, new_uids.iter().min().copied())
-                    .await?;
-            }
         }
         Ok(claimed)
     }
 
-    /// NEW messages from UID `from` on may have copies on OLD no link names (an OLD without
-    /// UIDPLUS): the next pass adopts them by identity key.
-    async fn adopt_from(&self, pair: &FolderPair, from: Option<u32>) -> Result<(), SyncError> {
-        if let Some(from) = from.filter(|f| *f < pair.adopt_from) {
-            self.store
-                .save_pair_state(pair.id, pair.old, pair.new, from, pair.phase)
-                .await?;
+    /// Before OLD gets copies of NEW's `new_uids`: should they stay unlinked (the reconcile
+    /// cut off before it links them, or an OLD without UIDPLUS whose copies no key finds), the
+    /// next pass adopts them by identity key rather than copying them to NEW a second time.
+    async fn lower_adoption(&self, pair: &FolderPair, new_uids: &[u32]) -> Result<(), SyncError> {
+        if let Some(&from) = new_uids.iter().min().filter(|f| **f < pair.adopt_from) {
+            self.store.lower_adoption(pair.id, from).await?;
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! Shared integration-test support: private Dovecot and Courier servers (`dovecot`, `courier`,
 //! both `server::ImapServer`), a std-only IMAP client (`raw`), deterministic account seeding
 //! (`seed`, and the `hostile` corpus), running the binary (`cli`) and layout-independent
-//! comparison (`snapshot`), local Maildirs of real clients (`maildir`), test certificates from the development CA (`certs`) and a TLS client showing the
-//! server's certificate (`tlsimap`).
+//! comparison (`snapshot`), local Maildirs of real clients (`maildir`), test certificates from the development CA (`certs`), a TLS client showing the
+//! server's certificate (`tlsimap`) and a forwarder that keeps one answer from its client
+//! (`cutoff`).
 //! Independent of the crate's own IMAP code so tests can verify it. Use with `mod common;`.
 #![allow(dead_code, unused_imports)] // not every test uses every helper
 
@@ -10,6 +11,7 @@ pub mod accounts;
 pub mod certs;
 pub mod cli;
 pub mod courier;
+pub mod cutoff;
 pub mod cyrus;
 pub mod dovecot;
 pub mod engine;
@@ -26,6 +28,7 @@ pub mod state;
 pub mod tlsimap;
 
 pub use courier::Courier;
+pub use cutoff::Cutoff;
 pub use cyrus::Cyrus;
 pub use dovecot::{Dovecot, DovecotOptions, Layout, ca_pem, certs_dir, free_port};
 pub use engine::{Print, endpoint as engine_endpoint};
