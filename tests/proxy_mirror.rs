@@ -503,27 +503,14 @@ fn without_uidplus_what_reconcile_copies_to_old_goes_with_the_users_deletion() {
 fn a_reconcile_killed_after_olds_append_leaves_no_second_copy_on_new() {
     let (s, _secret) = with_master(Layout::Slash, "");
     let mut c = opened(&s, &[("INBOX", 2)]);
-    let mut new = RawImap::connect(s.new.host(), s.new.port());
-    new.login(USER, PW);
-    let uid = new.append("INBOX", &[], None, &message(60, 900)).unwrap();
-    let mut old = s.direct_old();
-    fill(&mut old, "INBOX", 61, 1);
-    wait_until(
-        "a pass that saw NEW's message",
-        Duration::from_secs(30),
-        || folder(&s.state(), "INBOX").pair.adopt_from > uid,
-    );
+    let (mut new, mut old) = on_new_behind_a_pass(&s, &mut c, "INBOX", &message(60, 900));
 
     reconcile_killed_at(&s, "APPEND");
     assert_eq!(new.status("INBOX").0, 4);
     assert_eq!(old.status("INBOX").0, 4, "OLD stored the APPEND");
     old.logout();
-
-    // The next pass (the folder is under live pickup, and selected again here) links it.
-    c.select("INBOX");
-    passed_since(&s, "INBOX", 5);
-    c.logout();
-    s.assert_mirrored();
+    // The folder's next pass (it is under live pickup, and selected again) links it.
+    next_pass_of(&s, c, "INBOX", 5);
     assert_eq!(new.status("INBOX").0, 4, "a second copy on NEW");
 }
 
@@ -535,32 +522,17 @@ fn a_reconcile_killed_after_olds_move_leaves_no_second_copy_on_new() {
     let (mut s, _secret) = with_master(Layout::Slash, "");
     let mut c = opened(&s, &[("INBOX", 1), ("B", 1)]);
     let moving = message(60, 900);
-    let mut new = RawImap::connect(s.new.host(), s.new.port());
-    new.login(USER, PW);
-    let date = Some("01-Dec-2026 10:00:00 +0000");
-    let uid = new.append("B", &[], date, &moving).unwrap();
-    let mut old = s.direct_old();
-    fill(&mut old, "B", 61, 1);
-    c.select("B");
-    wait_until(
-        "a pass that saw NEW's message",
-        Duration::from_secs(30),
-        || folder(&s.state(), "B").pair.adopt_from > uid,
-    );
+    let (mut new, mut old) = on_new_behind_a_pass(&s, &mut c, "B", &moving);
     c.logout();
     // With the proxy stopped, OLD's INBOX gets the message NEW has in B (the lost move).
     s.proxy = None;
-    old.append("INBOX", &[], date, &moving).unwrap();
+    old.append("INBOX", &[], Some(DATE), &moving).unwrap();
 
     reconcile_killed_at(&s, "MOVE");
     assert_eq!(old.status("B").0, 3, "OLD did the MOVE");
     old.logout();
     s.restart_proxy();
-    let mut c = s.client();
-    c.select("B");
-    passed_since(&s, "B", 4);
-    c.logout();
-    s.assert_mirrored();
+    next_pass_of(&s, s.client(), "B", 4);
     assert_eq!(new.status("B").0, 3, "a second copy on NEW");
 }
 
@@ -583,29 +555,55 @@ fn a_reconcile_killed_after_copying_back_leaves_news_message_as_it_was() {
     assert_eq!(old.status("INBOX").0, 2, "OLD stored the APPEND");
     old.logout();
     s.restart_proxy();
-    let mut c = s.client();
-    c.select("INBOX");
-    passed_since(&s, "INBOX", 4);
-    c.logout();
-    s.assert_mirrored();
+    next_pass_of(&s, s.client(), "INBOX", 4);
     let mut new = RawImap::connect(s.new.host(), s.new.port());
     new.login(USER, PW);
     let uids: Vec<u32> = new.uid_fetch_all("INBOX").iter().map(|m| m.uid).collect();
     assert_eq!(uids, [1, 2]);
 }
 
-/// Waits for a pass of folder `name` that saw OLD's UIDNEXT at `uidnext`.
-fn passed_since(s: &Setup<Dovecot>, name: &str, uidnext: u32) {
+/// The internal date of messages put on both sides by hand, so they compare equal.
+const DATE: &str = "01-Dec-2026 10:00:00 +0000";
+
+/// NEW gets `msg` in folder `name` behind the proxy's back, and OLD another message there;
+/// the client selects the folder and the pass that follows moves the adoption watermark past
+/// NEW's message. Returns logged-in connections to NEW and OLD.
+fn on_new_behind_a_pass(
+    s: &Setup<Dovecot>,
+    c: &mut RawImap,
+    name: &str,
+    msg: &[u8],
+) -> (RawImap, RawImap) {
+    let mut new = RawImap::connect(s.new.host(), s.new.port());
+    new.login(USER, PW);
+    let uid = new.append(name, &[], Some(DATE), msg).unwrap();
+    let mut old = s.direct_old();
+    fill(&mut old, name, 61, 1);
+    c.select(name);
+    wait_until(
+        "a pass that saw NEW's message",
+        Duration::from_secs(30),
+        || folder(&s.state(), name).pair.adopt_from > uid,
+    );
+    (new, old)
+}
+
+/// Client `c` selects folder `name` and waits for a pass that saw OLD's UIDNEXT at `uidnext`
+/// or past; then OLD must equal NEW.
+fn next_pass_of(s: &Setup<Dovecot>, mut c: RawImap, name: &str, uidnext: u32) {
+    c.select(name);
     let start = Instant::now();
     loop {
         let pair = folder(&s.state(), name).pair;
         if pair.old.is_some_and(|o| o.uidnext >= uidnext) {
-            return;
+            break;
         }
         let waited = start.elapsed();
         assert!(waited < Duration::from_secs(30), "{pair:?}\n{}", s.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    c.logout();
+    s.assert_mirrored();
 }
 
 /// The summary of the state file's folder `name` (its NEW name).
