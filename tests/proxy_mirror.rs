@@ -438,6 +438,33 @@ fn a_parked_entry_diverges_the_account_until_reconcile() {
     s.assert_mirrored();
 }
 
+/// A client that sends writes and goes without waiting for their answers (a phone losing its
+/// network): NEW's answers are still read and the writes journaled, so the mirror takes them
+/// to OLD and the account needs no reconcile. Before, the session ended with the client and
+/// NEW's answers were never read: the account was marked for a reconcile.
+#[test]
+fn writes_whose_client_left_before_the_answers_are_journaled() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut c = opened(&s, &[("INBOX", 3)]);
+    c.write_raw(b"w1 UID STORE 2 +FLAGS (\\Flagged)\r\nw2 UID COPY 2 INBOX\r\n");
+    drop(c);
+    // With `auth = "same"` the mirror reaches OLD while the user is logged in.
+    let again = s.client();
+    let start = Instant::now();
+    while snapshot(&s.old, USER, PW).with_flag("\\Flagged") < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "OLD did not get the writes\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.assert_mirrored();
+    again.logout();
+    let log = s.log();
+    assert!(!log.contains("before NEW answered"), "{log}");
+}
+
 /// OLD (in `old_layout`) and NEW with a master user the proxy logs in with (`auth = "master"`),
 /// so `imapferry reconcile` can log in too; the user imported; `migration`: more keys of
 /// `[migration]`. The directory returned holds the master password's file.

@@ -5,6 +5,8 @@
 
 use std::borrow::Cow;
 use std::io;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -48,6 +50,8 @@ const MAX_BAD_IN_A_ROW: u32 = 20;
 const NOT_SAVED: &str = "This change could not be saved by the proxy; reconnect to see NEW's state";
 /// Why a folder that keeps client caches is not shown yet (after `NO [UNAVAILABLE]`).
 const NOT_READY: &str = "This folder is still being copied; try again in a moment";
+/// How long NEW's answers are still read once the client side of a session ended.
+const ANSWERS_AFTER_CLIENT_LEFT: Duration = Duration::from_secs(30);
 
 /// Why the relay stopped.
 #[derive(Debug)]
@@ -125,6 +129,8 @@ pub(super) async fn relay(
         account: account.as_ref(),
         tracker: &tracker,
         answered: Notify::new(),
+        client_left: AtomicBool::new(false),
+        settling: AtomicUsize::new(0),
         budget: settings
             .migrator
             .as_ref()
@@ -164,9 +170,18 @@ pub(super) async fn relay(
         stop,
         migration: &migration,
     };
-    let end = tokio::select! {
-        r = c2n.run(client_rd, input) => r,
-        r = n2c.run(new_rd, Input::with(&new_leftover), &mut wr) => r,
+    let end = {
+        let mut n2c = pin!(n2c.run(new_rd, Input::with(&new_leftover), &mut wr));
+        let (end, client_side) = tokio::select! {
+            r = c2n.run(client_rd, input) => (r, true),
+            r = &mut n2c => (r, false),
+        };
+        if client_side && account.is_some() {
+            let left = matches!(end, Ok(End::ClientClosed));
+            migration.client_left.store(left, Ordering::SeqCst);
+            answers_after_client_side(&migration, n2c, left).await;
+        }
+        end
     };
     if let Some(account) = &account {
         // NEW may have done these writes; nothing will journal them. (A poisoned tracker is
@@ -193,6 +208,93 @@ pub(super) async fn relay(
     Ok(())
 }
 
+/// Once the client→NEW side has ended, the NEW→client side (`n2c`) still finishes journaling
+/// the answers it has, and when the client `left`, reads NEW's answers to the writes it sent
+/// before (sending nothing), so they are journaled and mirrored like any other: a phone losing
+/// its network should not cost its account a reconcile. At most
+/// [`ANSWERS_AFTER_CLIENT_LEFT`]; writes still unanswered then are reconciled.
+async fn answers_after_client_side(
+    migration: &Migration<'_>,
+    mut n2c: Pin<&mut impl Future<Output = io::Result<End>>>,
+    left: bool,
+) {
+    let give_up = tokio::time::sleep(ANSWERS_AFTER_CLIENT_LEFT);
+    let mut give_up = pin!(give_up);
+    loop {
+        let answered = migration.answered.notified();
+        let settling = migration.settling.load(Ordering::SeqCst);
+        let (writes, changing) = if left {
+            crate::lock::recover(migration.tracker, "the session's tracker").unanswered()
+        } else {
+            (0, Vec::new())
+        };
+        if settling == 0 && writes == 0 && changing.is_empty() {
+            return;
+        }
+        debug!(
+            writes,
+            settling, "reading NEW's answers after the client side ended"
+        );
+        tokio::select! {
+            _ = &mut n2c => return,
+            () = answered => {}
+            () = &mut give_up => return,
+        }
+    }
+}
+
+/// What an answer of NEW leaves to do once it is journaled: the folders the command changed
+/// are settled (the mirror may read them again), and a write's intent is over. Dropped before
+/// [`Settling::done`] (the session ended meanwhile), it settles them anyway and counts the
+/// write as unanswered: NEW has it, the journal may not, and OLD is reconciled.
+struct Settling<'a> {
+    account: &'a Arc<Account>,
+    /// [`Migration::settling`], and who waits for it.
+    count: &'a AtomicUsize,
+    answered: &'a Notify,
+    write: bool,
+    folders: Vec<String>,
+    journaled: bool,
+}
+
+impl<'a> Settling<'a> {
+    fn new(
+        session: &'a Migration<'_>,
+        account: &'a Arc<Account>,
+        write: bool,
+        folders: Vec<String>,
+    ) -> Settling<'a> {
+        session.settling.fetch_add(1, Ordering::SeqCst);
+        Settling {
+            account,
+            count: &session.settling,
+            answered: &session.answered,
+            write,
+            folders,
+            journaled: false,
+        }
+    }
+
+    /// Journaled (or refused: the client is told): settled now.
+    fn done(mut self) {
+        self.journaled = true;
+    }
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        // Journaled first, so a mirror waiting for the change sees it when it resumes.
+        for folder in &self.folders {
+            self.account.folder(folder).end_change();
+        }
+        if self.write {
+            self.account.intent_over(self.journaled);
+        }
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.answered.notify_one();
+    }
+}
+
 /// The client→NEW direction. Replies of its own (BAD) go to the client through `inject`, so
 /// the NEW→client direction places them between responses, never inside one.
 struct ClientToNew<'a> {
@@ -214,6 +316,10 @@ struct Migration<'a> {
     tracker: &'a StdMutex<Tracker>,
     /// Signalled by the NEW→client side each time NEW completes a command.
     answered: Notify,
+    /// The client left: what NEW answers is still tracked and journaled, not sent.
+    client_left: AtomicBool,
+    /// Answers NEW gave whose journaling and settling is not done yet ([`Settling`]).
+    settling: AtomicUsize,
     budget: Duration,
     metrics: &'a Metrics,
     write_timeout: Duration,
@@ -397,6 +503,9 @@ impl Migration<'_> {
         let Some(account) = self.account else {
             return Ok(Ok(()));
         };
+        let settled = outcome.settled;
+        let settling = (outcome.answered.as_ref())
+            .map(|answered| Settling::new(self, account, answered.write, settled));
         if outcome.selection_changed {
             *watching = selected.map(|f| account.watch(&f));
         }
@@ -413,12 +522,8 @@ impl Migration<'_> {
             }
             None => Ok(()),
         };
-        // Journaled first, so a mirror waiting for the change sees it when it resumes.
-        for folder in &outcome.settled {
-            account.folder(folder).end_change();
-        }
-        if outcome.answered.as_ref().is_some_and(|a| a.write) {
-            account.intent_over(true);
+        if let Some(settling) = settling {
+            settling.done();
         }
         if let Err(e) = recorded {
             warn!("{e}");
@@ -724,6 +829,10 @@ impl NewToClient<'_> {
         } = self;
         let metrics = migration.metrics;
         let send = async |wr: &mut tokio::io::WriteHalf<BoxIo>, out: &mut Vec<u8>, flush: bool| {
+            if migration.client_left.load(Ordering::SeqCst) {
+                out.clear();
+                return Ok(());
+            }
             metrics.bytes_new_to_client(out.len() as u64);
             let deadline = Instant::now() + migration.write_timeout;
             send_by(wr, out, flush, deadline, "client").await?;
