@@ -542,8 +542,9 @@ impl Account {
     /// Before OLD gets copies of NEW's `new_uids`: should they stay unlinked (the reconcile
     /// cut off before it links them, or an OLD without UIDPLUS whose copies no key finds), the
     /// next pass adopts them by identity key rather than copying them to NEW a second time.
+    /// (The store compares with the pair's current watermark and only ever lowers it.)
     async fn lower_adoption(&self, pair: &FolderPair, new_uids: &[u32]) -> Result<(), SyncError> {
-        if let Some(&from) = new_uids.iter().min().filter(|f| **f < pair.adopt_from) {
+        if let Some(&from) = new_uids.iter().min() {
             self.store.lower_adoption(pair.id, from).await?;
         }
         Ok(())

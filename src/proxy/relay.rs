@@ -314,7 +314,8 @@ struct ClientToNew<'a> {
 struct Migration<'a> {
     account: Option<&'a Arc<Account>>,
     tracker: &'a StdMutex<Tracker>,
-    /// Signalled by the NEW→client side each time NEW completes a command.
+    /// Signalled by the NEW→client side each time NEW completes a command, and again once
+    /// what the answer leaves to do is done ([`Settling`]).
     answered: Notify,
     /// The client left: what NEW answers is still tracked and journaled, not sent.
     client_left: AtomicBool,
