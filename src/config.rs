@@ -514,6 +514,11 @@ pub struct Migration {
     pub mirror_attempts: u32,
     #[serde(default = "default_mirror_retry_secs")]
     pub mirror_retry_secs: u64,
+    /// Nothing is written to OLD (journal replay, the proxy's own reconcile) while true: the
+    /// users' writes are journaled and wait, for OLD's maintenance. Reloadable: false again
+    /// replays what waits.
+    #[serde(default)]
+    pub mirror_paused: bool,
     /// How new mail on OLD reaches the folders open sessions have selected (live pickup), for
     /// every account but those in `live_pickup_for`. Reloadable: once the MX points at NEW, "off"
     /// leaves it to the next SELECT and the sweeper's revisits.
@@ -590,6 +595,7 @@ impl Migration {
             live_pickup_secs: other.live_pickup_secs,
             live_pickup_max_secs: other.live_pickup_max_secs,
             idle_connections_secs: other.idle_connections_secs,
+            mirror_paused: other.mirror_paused,
             ..self.clone()
         } == *other
     }
@@ -615,6 +621,7 @@ impl Default for Migration {
             journal_keep_days: default_journal_keep_days(),
             mirror_attempts: default_mirror_attempts(),
             mirror_retry_secs: default_mirror_retry_secs(),
+            mirror_paused: false,
             live_pickup: LivePickup::default(),
             live_pickup_for: BTreeMap::new(),
             live_pickup_secs: default_live_pickup_secs(),

@@ -62,6 +62,12 @@ impl<O: ImapServer> Setup<O> {
     }
 
     fn restart_proxy(&mut self) {
+        let filter = std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into());
+        self.restart_proxy_logging(&filter);
+    }
+
+    /// [`Setup::restart_proxy`] with the log filter `filter` (`RUST_LOG` syntax).
+    fn restart_proxy_logging(&mut self, filter: &str) {
         self.proxy = None;
         let [old_extra, new_extra, migration] = &self.extra;
         let config = format!(
@@ -72,7 +78,12 @@ impl<O: ImapServer> Setup<O> {
             self.old.port(),
             self.state().display()
         );
-        self.proxy = Some(ProxyProc::start(&binary(), self.dir.path(), &config));
+        self.proxy = Some(ProxyProc::start_logging(
+            &binary(),
+            self.dir.path(),
+            &config,
+            filter,
+        ));
     }
 
     fn client(&self) -> RawImap {
@@ -463,6 +474,73 @@ fn writes_whose_client_left_before_the_answers_are_journaled() {
     again.logout();
     let log = s.log();
     assert!(!log.contains("before NEW answered"), "{log}");
+}
+
+/// `[migration] mirror_paused` (OLD's maintenance): the user's writes are answered and journaled,
+/// OLD gets none of them, the proxy's own reconcile refuses to write to it; the reload that
+/// resumes the mirror replays them all.
+#[test]
+fn writes_made_while_the_mirror_is_paused_reach_old_once_it_resumes() {
+    let paused = "mirror_paused = true";
+    let (mut s, _secret) = with_master(Layout::Slash, paused);
+    s.restart_proxy_logging("info,imapferry::migrate=debug");
+    let mut c = opened(&s, &[("B", 0), ("INBOX", 3)]);
+    c.exec("UID STORE 1 +FLAGS.SILENT (\\Flagged)");
+    c.exec("UID COPY 1 B");
+    c.exec("UID MOVE 2 B");
+    // The mirror's worker, woken by the writes, found them waiting and left them.
+    let start = Instant::now();
+    while !s
+        .log()
+        .lines()
+        .any(|l| l.contains("the mirror is paused") && l.contains("waiting=3"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the mirror did not look at the journal\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(
+        (
+            on_old.count("INBOX"),
+            on_old.count("B"),
+            on_old.with_flag("\\Flagged")
+        ),
+        (3, 0, 0),
+        "OLD was written while the mirror was paused"
+    );
+    assert_eq!(account_summaries(&s.state())[0].pending_journal, 3);
+    c.logout();
+    let reconcile = s.imapferry(&["reconcile", USER]);
+    reconcile.assert_code(1);
+    assert!(
+        reconcile.all().contains("mirror_paused"),
+        "{}",
+        reconcile.all()
+    );
+
+    let text = std::fs::read_to_string(s.config()).unwrap();
+    std::fs::write(s.config(), text.replace(paused, "mirror_paused = false")).unwrap();
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &s.proxy.as_ref().unwrap().pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    s.assert_mirrored();
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(
+        (
+            on_old.count("INBOX"),
+            on_old.count("B"),
+            on_old.with_flag("\\Flagged")
+        ),
+        (2, 2, 2)
+    );
+    let log = s.log();
+    assert!(log.contains("changed: migration.mirror_paused"), "{log}");
 }
 
 /// OLD (in `old_layout`) and NEW with a master user the proxy logs in with (`auth = "master"`),

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub pickup: Arc<Swap<Policy>>,
     /// `[migration] idle_connections_secs`, as the last reload set it.
     pub keep: Arc<AtomicU64>,
+    /// `[migration] mirror_paused`, as the last reload set it.
+    pub mirror_paused: Arc<AtomicBool>,
     pub gauges: Arc<Gauges>,
     pub journal: JournalPolicy,
     /// The journal's group commit.
@@ -197,6 +199,8 @@ pub struct Account {
     /// The id of the last entry this process journaled.
     pub(super) last_journaled: AtomicI64,
     pub(super) journal: JournalPolicy,
+    /// Nothing is written to OLD while set (`[migration] mirror_paused`): entries wait.
+    pub(super) mirror_paused: Arc<AtomicBool>,
     pub(super) committer: Arc<Committer>,
     /// Writes NEW accepted that could not be journaled, and how many of them the last automatic
     /// reconcile covered; whether that recovery runs (one at a time, see
@@ -256,6 +260,7 @@ impl Account {
             careful_through: AtomicI64::new(0),
             last_journaled: AtomicI64::new(0),
             journal: shared.journal,
+            mirror_paused: Arc::clone(&shared.mirror_paused),
             committer: Arc::clone(&shared.committer),
             unjournaled: (AtomicU64::new(0), AtomicU64::new(0)),
             recovering: AtomicBool::new(false),

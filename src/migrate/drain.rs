@@ -251,15 +251,18 @@ impl Account {
     }
 
     /// Back-pressure: past [`HIGH_WATER`] waiting entries a write waits (at most
-    /// [`PRESSURE_WAIT`]) while the mirror makes progress; OLD being unreachable never blocks the
-    /// user. `false`: past [`MAX_PENDING`], nothing more is journaled.
+    /// [`PRESSURE_WAIT`]) while the mirror makes progress; OLD being unreachable, or the mirror
+    /// paused, never blocks the user. `false`: past [`MAX_PENDING`], nothing more is journaled.
     async fn pressure(&self) -> bool {
         let waiting = || self.pending.get();
         if waiting() >= MAX_PENDING {
             return false;
         }
         let until = tokio::time::Instant::now() + PRESSURE_WAIT;
-        while waiting() >= HIGH_WATER && !self.unreachable() && tokio::time::Instant::now() < until
+        while waiting() >= HIGH_WATER
+            && !self.unreachable()
+            && !self.mirror_paused()
+            && tokio::time::Instant::now() < until
         {
             self.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -293,9 +296,25 @@ impl Account {
             .any(|e| e.write.folders().contains(&folder)))
     }
 
+    /// Whether `[migration] mirror_paused` keeps every write from OLD.
+    pub(super) fn mirror_paused(&self) -> bool {
+        self.mirror_paused.load(Ordering::SeqCst)
+    }
+
     /// Mirrors the pending journal entries to OLD, in order. It stops at an entry OLD refused
-    /// until its retry time, and while OLD cannot be reached (the entries wait).
+    /// until its retry time, while OLD cannot be reached and while the mirror is paused (the
+    /// entries wait).
     pub(crate) async fn drain_journal(&self) {
+        if self.mirror_paused() {
+            let waiting = self.pending.get();
+            if waiting > 0 {
+                debug!(
+                    waiting,
+                    "the mirror is paused: journal entries wait for OLD"
+                );
+            }
+            return;
+        }
         if self.is_retired().await || self.unreachable() {
             return;
         }

@@ -45,6 +45,8 @@ pub struct Held {
     /// Backfills started since the start: a folder's first fill, or a check of what OLD got
     /// since (asked for by a command, live pickup or the sweeper).
     pub backfills: u64,
+    /// `[migration] mirror_paused` is in force (set by the migrator, not counted here).
+    pub mirror_paused: bool,
 }
 
 impl Gauges {
@@ -57,6 +59,7 @@ impl Gauges {
             journaled: self.journaled.load(Relaxed),
             commits: self.commits.load(Relaxed),
             backfills: self.backfills.load(Relaxed),
+            mirror_paused: false,
         }
     }
 

@@ -48,7 +48,7 @@ use crate::store::{AccountId, AccountKey, AccountState, Store, StoreError};
 use crate::sync::{Endpoint, Options, SharedRate};
 use lease::Lease;
 use pickup::Policy;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -98,6 +98,10 @@ pub struct Migrator {
     shared: account::Shared,
 }
 
+/// Logged when `[migration] mirror_paused` takes effect.
+const PAUSED: &str = "the mirror to OLD is paused ([migration] mirror_paused): users' writes are \
+                      journaled and wait; nothing is written to OLD until it is resumed";
+
 /// Accounts kept before the first pruning.
 const PRUNE_FIRST: usize = 1024;
 
@@ -118,6 +122,9 @@ impl Migrator {
         }
         let pickup = Policy::new(&config.migration, |n| credentials.name(n));
         let gauges = Arc::new(Gauges::default());
+        if config.migration.mirror_paused {
+            warn!(PAUSED);
+        }
         Ok(Some(Migrator {
             store: Arc::clone(&store),
             credentials: Swap::new(credentials),
@@ -135,6 +142,7 @@ impl Migrator {
                 interactive: Arc::new(AtomicUsize::new(0)),
                 pickup: Arc::new(Swap::new(pickup)),
                 keep: Arc::new(AtomicU64::new(config.migration.idle_connections_secs)),
+                mirror_paused: Arc::new(AtomicBool::new(config.migration.mirror_paused)),
                 gauges: Arc::clone(&gauges),
                 journal: account::JournalPolicy {
                     attempts: config.migration.mirror_attempts.max(1),
@@ -251,9 +259,23 @@ impl Migrator {
         self.shared
             .keep
             .store(config.migration.idle_connections_secs, Ordering::SeqCst);
-        // Live pickup sees the new settings now, not at its next IDLE renewal.
+        let was_paused = self
+            .shared
+            .mirror_paused
+            .swap(config.migration.mirror_paused, Ordering::SeqCst);
+        // Live pickup sees the new settings now, not at its next IDLE renewal; a resumed mirror
+        // replays what waits now.
+        let resumed = was_paused && !config.migration.mirror_paused;
+        match (was_paused, config.migration.mirror_paused) {
+            (false, true) => warn!(PAUSED),
+            (true, false) => info!("the mirror to OLD resumes: the journal's entries are replayed"),
+            _ => {}
+        }
         for account in self.accounts.iter() {
             account.pickup_wake.notify_one();
+            if resumed {
+                account.wake.notify_one();
+            }
         }
         if let Some(rate) = &self.shared.rate {
             rate.set_ceilings(
@@ -266,7 +288,10 @@ impl Migrator {
 
     /// What the migration holds open now (engine connections, live pickup by mode).
     pub fn held(&self) -> Held {
-        self.shared.gauges.snapshot()
+        Held {
+            mirror_paused: self.shared.mirror_paused.load(Ordering::SeqCst),
+            ..self.shared.gauges.snapshot()
+        }
     }
 
     /// The sweeper's global copy totals (messages, bytes, since when), if ceilings are set.

@@ -155,6 +155,13 @@ impl Account {
     /// Brings OLD in line with NEW (see the module); the account is `partial` afterwards (the
     /// next pass or backfill finds out whether it is `synced`).
     pub async fn reconcile(&self) -> Result<Reconciled, SyncError> {
+        if self.mirror_paused() {
+            return Err(SyncError::Options(
+                "the mirror to OLD is paused ([migration] mirror_paused): nothing is written to \
+                 OLD until it is resumed"
+                    .into(),
+            ));
+        }
         if self.is_retired().await {
             return Err(SyncError::Options(
                 "the account is retired: OLD is no longer its mailbox".into(),

@@ -365,7 +365,7 @@ pub fn render_sweep(stats: &SweepStats) -> String {
 
 /// What the migration holds open: the engine's connections to OLD and NEW (pooled pairs and
 /// live pickup's) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
-/// entries and commits; the backfills started.
+/// entries and commits; the backfills started; whether the mirror is paused.
 pub fn render_engine(held: &Held) -> String {
     format!(
         "# HELP imapferry_engine_connections Connections the migration holds open (not the \
@@ -387,8 +387,19 @@ pub fn render_engine(held: &Held) -> String {
          # HELP imapferry_backfills_total Folder backfills started: first fills, and checks of \
          what OLD got since (for a command, live pickup or the sweeper).\n\
          # TYPE imapferry_backfills_total counter\n\
-         imapferry_backfills_total {}\n",
-        held.old, held.new, held.idling, held.polling, held.journaled, held.commits, held.backfills
+         imapferry_backfills_total {}\n\
+         # HELP imapferry_mirror_paused 1 while [migration] mirror_paused keeps users' writes from \
+         OLD (they wait in the journal: imapferry_journal_pending).\n\
+         # TYPE imapferry_mirror_paused gauge\n\
+         imapferry_mirror_paused {}\n",
+        held.old,
+        held.new,
+        held.idling,
+        held.polling,
+        held.journaled,
+        held.commits,
+        held.backfills,
+        u8::from(held.mirror_paused)
     )
 }
 
@@ -514,6 +525,20 @@ mod tests {
             "imapferry_sweep_errors_total{kind=\"we\\\"ird\\n\"} 1",
             "# TYPE imapferry_sweep_errors_total counter",
         ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn says_whether_the_mirror_is_paused() {
+        for (paused, line) in [
+            (false, "imapferry_mirror_paused 0"),
+            (true, "imapferry_mirror_paused 1"),
+        ] {
+            let text = render_engine(&Held {
+                mirror_paused: paused,
+                ..Held::default()
+            });
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
     }

@@ -77,7 +77,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 /// The reloadable sections whose values differ.
 pub fn reloadable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (m, n) = (&old.migration, &new.migration);
-    let checks: [(&'static str, bool); 9] = [
+    let checks: [(&'static str, bool); 10] = [
         ("tls", old.tls == new.tls),
         ("migration.live_pickup", m.live_pickup == n.live_pickup),
         (
@@ -95,6 +95,10 @@ pub fn reloadable_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             "migration.idle_connections_secs",
             m.idle_connections_secs == n.idle_connections_secs,
+        ),
+        (
+            "migration.mirror_paused",
+            m.mirror_paused == n.mirror_paused,
         ),
         ("limits", old.limits == new.limits),
         ("log.level", old.log.level == new.log.level),
@@ -232,6 +236,11 @@ mod tests {
                     "migration.live_pickup_max_secs",
                     "migration.idle_connections_secs",
                 ],
+            ),
+            (
+                "[migration]\nmirror_paused = true\n",
+                &[],
+                &["migration.mirror_paused"],
             ),
             ("[mapping]\nautomap = true\n", &["mapping"], &[]),
             (

@@ -54,6 +54,7 @@ pub(crate) async fn account() -> Arc<Account> {
             str::to_string,
         ))),
         keep: Arc::new(std::sync::atomic::AtomicU64::new(30)),
+        mirror_paused: Default::default(),
         gauges: Default::default(),
         journal: JournalPolicy {
             attempts: 5,
