@@ -53,8 +53,16 @@
 //! `STRESS_KEEP_LOG=FILE` keeps each migration proxy's whole log in `FILE.0` (`FILE.1` for the
 //! other build) and its state store in `FILE.0.db` (with `-wal`): the journal's entries.
 //!
+//! The journal's floor, measured in the same run: a migration proxy with `[migration]
+//! mirror_paused` (its users `j0`…) tracks and journals every write before its OK, as the
+//! migration proxy does, and sends nothing to OLD; the line "migration proxy, mirror paused vs
+//! plain proxy" gives what that costs, below which no mirroring migration proxy can go. After
+//! the rounds its mirror is resumed by a reload (SIGHUP) and the mirror check waits up to three
+//! minutes for the replay of everything it journaled. `--no-floor` leaves it out.
+//!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
-//! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches].
+//! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches]
+//! [--no-floor].
 //! `--proxy-exe` names another build of this example: its plain and migration proxies take their
 //! turns too, marked "(other)", with users of their own. `--caches` adds a migration proxy with
 //! `[migration] keep_client_caches` (its users `c0`…, their folders showing OLD's numbers), and
@@ -98,6 +106,8 @@ struct Config {
     proxy_exe: Option<std::path::PathBuf>,
     /// Also a migration proxy with `keep_client_caches` (its users `c0`…).
     caches: bool,
+    /// Also a migration proxy whose mirror is paused (its users `j0`…): the journal's floor.
+    floor: bool,
 }
 
 fn main() -> Result<()> {
@@ -111,6 +121,7 @@ fn main() -> Result<()> {
         seed: 1,
         proxy_exe: None,
         caches: false,
+        floor: true,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -132,6 +143,7 @@ fn main() -> Result<()> {
                 cfg.proxy_exe = Some(path.into());
             }
             "--caches" => cfg.caches = true,
+            "--no-floor" => cfg.floor = false,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -148,7 +160,8 @@ fn usage(why: &str) -> ! {
     }
     eprintln!(
         "usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients N] \
-         [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD] [--caches]"
+         [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD] [--caches] \
+         [--no-floor]"
     );
     std::process::exit(64)
 }
@@ -181,6 +194,9 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     if cfg.caches {
         prefixes.push(("c", true));
+    }
+    if cfg.floor {
+        prefixes.push(("j", true));
     }
     let users: Vec<(String, String)> = prefixes
         .iter()
@@ -241,9 +257,8 @@ async fn run(cfg: &Config) -> Result<()> {
             &[CHILD_FLAG],
             new.port(),
             &format!(
-                "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"same\"\n\
-                 [migration]\nkeep_client_caches = true\n",
-                old.port()
+                "{}[migration]\nkeep_client_caches = true\n",
+                old_section(&old)
             ),
         )
     });
@@ -253,6 +268,27 @@ async fn run(cfg: &Config) -> Result<()> {
             short: "caches".into(),
             port: proxy.port,
             users: "c",
+            proxy_pid: Some(proxy.pid()),
+        });
+    }
+    let floor = cfg.floor.then(|| {
+        ProxyProcess::start(
+            &this,
+            &[CHILD_FLAG],
+            new.port(),
+            // The reload's outcome logged (at info; nothing else of the proxy's is).
+            &format!(
+                "{}[migration]\n{PAUSED}\n[log]\nlevel = \"warn,imapferry::proxy::reload=info\"\n",
+                old_section(&old)
+            ),
+        )
+    });
+    if let Some(proxy) = &floor {
+        paths.push(Path {
+            name: FLOOR.into(),
+            short: "paused".into(),
+            port: proxy.port,
+            users: "j",
             proxy_pid: Some(proxy.pid()),
         });
     }
@@ -326,13 +362,23 @@ async fn run(cfg: &Config) -> Result<()> {
         );
     }
     println!("  load average after the rounds: {}", loadavg());
+    if let Some(proxy) = &floor {
+        resume_mirror(proxy).await;
+    }
     for path in paths.iter().filter(|p| p.name.starts_with("migration")) {
-        mirror_check(&new, &old, path, cfg.clients).await;
+        // The paused proxy replays everything it journaled in the rounds.
+        let within = if path.name == FLOOR { 180 } else { 60 };
+        mirror_check(&new, &old, path, cfg.clients, Duration::from_secs(within)).await;
     }
     for (i, (plain, migration)) in proxies.iter().enumerate() {
         let of = if i == 0 { "" } else { " (other)" };
         log_summary(&format!("plain proxy{of}"), &plain.stderr());
         log_summary(&format!("migration proxy{of}"), &migration.stderr());
+        if i == 0
+            && let Some(proxy) = &floor
+        {
+            log_summary(FLOOR, &proxy.stderr());
+        }
         // For a closer look (e.g. with RUST_LOG=imapferry=debug): the whole log, kept.
         if let Ok(path) = std::env::var("STRESS_KEEP_LOG") {
             let path = format!("{path}.{i}");
@@ -354,7 +400,7 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     println!(
         "reproduce: TMPDIR=/dev/shm cargo run --release --example stress_bench -- --clients {} \
-         --seconds {} --rounds {} --warmup {} --seed {}{}{}",
+         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}",
         cfg.clients,
         cfg.seconds,
         cfg.rounds,
@@ -364,7 +410,8 @@ async fn run(cfg: &Config) -> Result<()> {
             .as_ref()
             .map(|p| format!(" --proxy-exe {}", p.display()))
             .unwrap_or_default(),
-        if cfg.caches { " --caches" } else { "" }
+        if cfg.caches { " --caches" } else { "" },
+        if cfg.floor { "" } else { " --no-floor" }
     );
     Ok(())
 }
@@ -407,16 +454,45 @@ fn start_proxies(
     old: &Dovecot,
 ) -> (ProxyProcess, ProxyProcess) {
     let plain = ProxyProcess::start(exe, &[CHILD_FLAG], new.port(), "");
-    let migration = ProxyProcess::start(
-        exe,
-        &[CHILD_FLAG],
-        new.port(),
-        &format!(
-            "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"same\"\n",
-            old.port()
-        ),
-    );
+    let migration = ProxyProcess::start(exe, &[CHILD_FLAG], new.port(), &old_section(old));
     (plain, migration)
+}
+
+/// A migration proxy's `[old]`: `old` on loopback, the user's own login.
+fn old_section(old: &Dovecot) -> String {
+    format!(
+        "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"same\"\n",
+        old.port()
+    )
+}
+
+/// The journal's floor: its path's name, and the key that pauses its mirror.
+const FLOOR: &str = "migration proxy, mirror paused";
+const PAUSED: &str = "mirror_paused = true";
+
+/// Resumes the paused proxy's mirror as an operator would: the key turned off in its file, then
+/// SIGHUP; returns once the proxy has reloaded.
+async fn resume_mirror(proxy: &ProxyProcess) {
+    let file = proxy.dir().join("proxy.toml");
+    let resumed = std::fs::read_to_string(&file)
+        .map(|text| text.replace(PAUSED, "mirror_paused = false"))
+        .and_then(|text| std::fs::write(&file, text));
+    if let Err(e) = resumed {
+        return println!("  !!! {FLOOR}: could not rewrite {}: {e}", file.display());
+    }
+    let hangup = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status();
+    if !hangup.is_ok_and(|s| s.success()) {
+        return println!("  !!! {FLOOR}: SIGHUP failed");
+    }
+    let t = Instant::now();
+    while !proxy.stderr().contains("changed: migration.mirror_paused") {
+        if t.elapsed() > Duration::from_secs(20) {
+            return println!("  !!! {FLOOR}: the reload did not resume its mirror");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Migrates users `{prefix}0`… through the migration proxy at `port`: login, then SELECT and
@@ -495,7 +571,7 @@ fn log_summary(name: &str, log: &str) {
 /// should hold the same messages (by Message-Id) with the same flags on OLD as on NEW. With
 /// `auth = "same"` the proxy can write to OLD only while the user is logged in, so one idle
 /// session per user stays open while OLD and NEW are compared every 5 s, for up to a minute.
-async fn mirror_check(new: &Dovecot, old: &Dovecot, path: &Path, clients: usize) {
+async fn mirror_check(new: &Dovecot, old: &Dovecot, path: &Path, clients: usize, within: Duration) {
     let mut idle = Vec::new();
     for u in 0..clients {
         match Conn::login(path.port, &format!("{}{u}", path.users)).await {
@@ -505,7 +581,7 @@ async fn mirror_check(new: &Dovecot, old: &Dovecot, path: &Path, clients: usize)
     }
     let t = Instant::now();
     let mut differ = Vec::new();
-    while t.elapsed() < Duration::from_secs(60) {
+    while t.elapsed() < within {
         differ.clear();
         for u in 0..clients {
             let user = format!("{}{u}", path.users);
@@ -536,10 +612,11 @@ async fn mirror_check(new: &Dovecot, old: &Dovecot, path: &Path, clients: usize)
         return;
     }
     println!(
-        "  !!! mirror check ({}): {} of {folders} folders still differ between OLD and NEW a \
-         minute after the last round (users logged in meanwhile), the first:",
+        "  !!! mirror check ({}): {} of {folders} folders still differ between OLD and NEW {}s \
+         after the last round (users logged in meanwhile), the first:",
         path.name,
-        differ.len()
+        differ.len(),
+        within.as_secs()
     );
     for d in differ.iter().take(ERROR_SAMPLES) {
         println!("      {d}");
@@ -910,6 +987,21 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
             proxy_ms(c) / proxy_ms(m),
             proxy_ms(c) - proxy_ms(m),
             rate(m) / rate(c)
+        );
+    }
+    // The journal's floor: every write tracked and journaled before its OK, nothing sent to OLD.
+    let at = |short: &str| paths.iter().position(|p| p.short == short);
+    if let (Some(f), Some(pl), Some(m)) = (at("paused"), at("plain"), at("migr")) {
+        println!(
+            "\n{} vs {}: proxy CPU per command {:.2}×, the journal's floor (every write tracked and \
+             journaled before its OK, nothing sent to OLD); {} vs it: {:.2}× (restated target \
+             ≤ 1.5×), the mirror's share {:.1} ms per 1,000 commands",
+            paths[f].name,
+            paths[pl].name,
+            proxy_ms(f) / proxy_ms(pl),
+            paths[m].name,
+            proxy_ms(m) / proxy_ms(f),
+            proxy_ms(m) - proxy_ms(f),
         );
     }
     // Where the CPUs are the limit (NEW, OLD, the proxy and the clients share them), a path's

@@ -123,7 +123,7 @@ impl Migrator {
         let pickup = Policy::new(&config.migration, |n| credentials.name(n));
         let gauges = Arc::new(Gauges::default());
         if config.migration.mirror_paused {
-            warn!(PAUSED);
+            warn!("{PAUSED}");
         }
         Ok(Some(Migrator {
             store: Arc::clone(&store),
@@ -267,7 +267,7 @@ impl Migrator {
         // replays what waits now.
         let resumed = was_paused && !config.migration.mirror_paused;
         match (was_paused, config.migration.mirror_paused) {
-            (false, true) => warn!(PAUSED),
+            (false, true) => warn!("{PAUSED}"),
             (true, false) => info!("the mirror to OLD resumes: the journal's entries are replayed"),
             _ => {}
         }
