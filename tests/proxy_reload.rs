@@ -541,3 +541,42 @@ fn live_pickup_is_turned_off_and_on_by_a_reload() {
     c.logout();
     o.logout();
 }
+
+/// What runs outside the serving task (a reload on a blocking thread, the tasks the proxy
+/// spawns) logs where `[log]` says, like the rest: at its `level`, to its `json_file`. Before,
+/// it went to the process's default logger (`RUST_LOG`, stderr only): with `RUST_LOG=error` and
+/// `level = "info"`, the reload's outcome was in no log.
+#[test]
+fn a_reload_is_logged_where_the_configuration_says() {
+    let new = Dovecot::start(Layout::Slash);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("log.json");
+    let text = format!(
+        "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [log]\nlevel = \"info\"\njson_file = \"{}\"\n",
+        new.port(),
+        json.display()
+    );
+    let proxy = ProxyProc::start_logging(Path::new(BIN), dir.path(), &text, "error");
+    let hangup = Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    let until = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&json).is_ok_and(|j| j.contains("reloaded: certificates")) {
+        assert!(
+            Instant::now() < until,
+            "no reload in {}:\n{}\nstderr:\n{}",
+            json.display(),
+            std::fs::read_to_string(&json).unwrap_or_default(),
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        proxy.log().contains("reloaded: certificates"),
+        "{}",
+        proxy.log()
+    );
+}

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tracing::instrument::WithSubscriber;
 
-use super::setup::{EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, Exit, fail, load_config, runtime};
+use super::setup::{
+    EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, Exit, fail, load_config, runtime_logging_to,
+};
 use crate::config::Config;
 use crate::proxy::server::{self, Listeners, Reload};
 
@@ -63,8 +65,8 @@ pub(super) fn proxy_command(args: ProxyArgs) -> Result<i32, Exit> {
         println!("{}: configuration OK", file.display());
         return Ok(EX_OK);
     }
-    let rt = runtime()?;
     let (dispatch, log) = super::logging::dispatch(&config.log)?;
+    let rt = runtime_logging_to(&dispatch)?;
     rt.block_on(async {
         let listeners = Listeners::bind(&config)
             .await

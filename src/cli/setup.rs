@@ -6,7 +6,11 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::cell::RefCell;
+
 use tokio::runtime::Runtime;
+use tracing::Dispatch;
+use tracing::dispatcher::DefaultGuard;
 
 pub(super) use super::report::code::{EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE};
 use crate::config::{self, Config};
@@ -50,7 +54,30 @@ pub(super) fn load_config(file: &Path) -> Result<Config, Exit> {
 
 /// The multi-threaded runtime a command's async work runs on.
 pub(super) fn runtime() -> Result<Runtime, Exit> {
-    tokio::runtime::Builder::new_multi_thread()
+    build(&mut tokio::runtime::Builder::new_multi_thread())
+}
+
+thread_local! {
+    /// A runtime thread's logger for its life (see [`runtime_logging_to`]).
+    static THREAD_LOG: RefCell<Option<DefaultGuard>> = const { RefCell::new(None) };
+}
+
+/// [`runtime`] whose every thread (workers and the blocking pool) logs through `dispatch`: what
+/// a spawned task or a blocking closure logs goes where the configuration says, as the rest
+/// does, not to the process's default logger (`RUST_LOG`, stderr).
+pub(super) fn runtime_logging_to(dispatch: &Dispatch) -> Result<Runtime, Exit> {
+    let dispatch = dispatch.clone();
+    build(
+        tokio::runtime::Builder::new_multi_thread()
+            .on_thread_start(move || {
+                THREAD_LOG.set(Some(tracing::dispatcher::set_default(&dispatch)));
+            })
+            .on_thread_stop(|| THREAD_LOG.set(None)),
+    )
+}
+
+fn build(builder: &mut tokio::runtime::Builder) -> Result<Runtime, Exit> {
+    builder
         .enable_all()
         .build()
         .map_err(|e| fail(EX_SOFTWARE, format!("cannot start the async runtime: {e}")))

@@ -11,7 +11,7 @@ use tracing::instrument::WithSubscriber;
 use super::proxy::shutdown_signal;
 use super::setup::{
     ConfigArg, EX_CONFIG, EX_NOINPUT, EX_NOT_DONE, EX_OK, Exit, fail, open_state, runtime,
-    store_failed,
+    runtime_logging_to, store_failed,
 };
 use crate::migrate::{Credentials, Migrator};
 use crate::ops::{ImportAction, import_action, import_key};
@@ -71,9 +71,9 @@ enum AccountsCommand {
 /// Runs `imapferry sweep`.
 pub(super) fn sweep_command(args: SweepArgs) -> Result<i32, Exit> {
     let config = args.config.load()?;
-    let rt = runtime()?;
     let once = args.once;
     let (dispatch, _) = super::logging::dispatch(&config.log)?;
+    let rt = runtime_logging_to(&dispatch)?;
     rt.block_on(
         async {
             let (stop_tx, stop_rx) = watch::channel(false);
