@@ -542,41 +542,53 @@ fn live_pickup_is_turned_off_and_on_by_a_reload() {
     o.logout();
 }
 
-/// What runs outside the serving task (a reload on a blocking thread, the tasks the proxy
-/// spawns) logs where `[log]` says, like the rest: at its `level`, to its `json_file`. Before,
-/// it went to the process's default logger (`RUST_LOG`, stderr only): with `RUST_LOG=error` and
-/// `level = "info"`, the reload's outcome was in no log.
+/// What runs outside the serving task (the engine's own tasks, a reload on a blocking thread)
+/// logs where `[log]` says, like the rest: at its `level`, to its `json_file`. Before, it went
+/// to the process's default logger (`RUST_LOG`, stderr only): with `RUST_LOG=error` and a
+/// `level` that asks for more, neither the account worker's lines nor the reload's outcome
+/// were in any log.
 #[test]
-fn a_reload_is_logged_where_the_configuration_says() {
-    let new = Dovecot::start(Layout::Slash);
+fn engine_tasks_and_reloads_log_where_the_configuration_says() {
+    let (old, new) = (Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    old.add_user("mia", "pw");
+    new.add_user("mia", "pw");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("log.json");
     let text = format!(
         "[new]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
-         [log]\nlevel = \"info\"\njson_file = \"{}\"\n",
+         [old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\n\
+         [state]\npath = \"{}\"\n[migration]\nlive_pickup = \"off\"\n\
+         [log]\nlevel = \"info,imapferry::migrate=debug\"\njson_file = \"{}\"\n",
         new.port(),
+        old.port(),
+        dir.path().join("state.db").display(),
         json.display()
     );
     let proxy = ProxyProc::start_logging(Path::new(BIN), dir.path(), &text, "error");
+    let in_json = |what: &str| {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&json).is_ok_and(|j| j.contains(what)) {
+            assert!(
+                Instant::now() < until,
+                "no {what:?} in {}:\n{}\nstderr:\n{}",
+                json.display(),
+                std::fs::read_to_string(&json).unwrap_or_default(),
+                proxy.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(proxy.log().contains(what), "{}", proxy.log());
+    };
+    // The account's worker, a task of its own, says so at debug level each round.
+    let mut c = RawImap::connect("127.0.0.1", proxy.port);
+    c.login("mia", "pw");
+    c.select("INBOX");
+    in_json("live pickup is off");
+    c.logout();
     let hangup = Command::new("kill")
         .args(["-HUP", &proxy.pid().to_string()])
         .status()
         .unwrap();
     assert!(hangup.success());
-    let until = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&json).is_ok_and(|j| j.contains("reloaded: certificates")) {
-        assert!(
-            Instant::now() < until,
-            "no reload in {}:\n{}\nstderr:\n{}",
-            json.display(),
-            std::fs::read_to_string(&json).unwrap_or_default(),
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        proxy.log().contains("reloaded: certificates"),
-        "{}",
-        proxy.log()
-    );
+    in_json("reloaded: certificates");
 }
