@@ -2,11 +2,10 @@
 //! `reconcile`) share: their exit codes, the early end of a command with its message
 //! ([`Exit`]), and opening the configuration, an async runtime and the state store.
 
+use std::cell::RefCell;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use std::cell::RefCell;
 
 use tokio::runtime::Runtime;
 use tracing::Dispatch;

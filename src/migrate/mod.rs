@@ -259,21 +259,18 @@ impl Migrator {
         self.shared
             .keep
             .store(config.migration.idle_connections_secs, Ordering::SeqCst);
-        let was_paused = self
-            .shared
-            .mirror_paused
-            .swap(config.migration.mirror_paused, Ordering::SeqCst);
-        // Live pickup sees the new settings now, not at its next IDLE renewal; a resumed mirror
-        // replays what waits now.
-        let resumed = was_paused && !config.migration.mirror_paused;
-        match (was_paused, config.migration.mirror_paused) {
+        let paused = config.migration.mirror_paused;
+        let was_paused = self.shared.mirror_paused.swap(paused, Ordering::SeqCst);
+        match (was_paused, paused) {
             (false, true) => warn!("{PAUSED}"),
             (true, false) => info!("the mirror to OLD resumes: the journal's entries are replayed"),
             _ => {}
         }
+        // Live pickup sees the new settings now, not at its next IDLE renewal; a resumed mirror
+        // replays what waits now.
         for account in self.accounts.iter() {
             account.pickup_wake.notify_one();
-            if resumed {
+            if was_paused && !paused {
                 account.wake.notify_one();
             }
         }
