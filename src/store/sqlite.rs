@@ -383,45 +383,56 @@ impl Worker {
     ) -> Result<Worker> {
         let (jobs, queue) = mpsc::channel::<Message>();
         let (opened_tx, opened) = oneshot::channel();
+        // The thread logs where its opener does (the configured logger), not to the default.
+        let log = tracing::dispatcher::get_default(tracing::Dispatch::clone);
         std::thread::Builder::new()
             .name(format!("state-{role}"))
             .spawn(move || {
-                let mut conn = match open() {
-                    Ok(db) => Conn { db },
-                    Err(e) => {
-                        // Nobody waits for the error once the opener is gone.
-                        let _ = opened_tx.send(Err(e));
-                        return;
-                    }
-                };
-                if opened_tx.send(Ok(())).is_err() {
-                    return;
-                }
-                while let Ok(message) = queue.recv() {
-                    match message {
-                        Message::Run(job) => {
-                            // A bug that panics fails its own operation (its caller gets no
-                            // answer), not the connection: a transaction it left open is
-                            // rolled back, and the thread goes on.
-                            let job = std::panic::AssertUnwindSafe(|| job(&mut conn));
-                            if std::panic::catch_unwind(job).is_err()
-                                && !conn.db.is_autocommit()
-                                && let Err(e) = conn.db.execute_batch("ROLLBACK")
-                            {
-                                tracing::warn!("state store: rolling back after a panic: {e}");
-                            }
-                        }
-                        Message::Close(done) => {
-                            drop(conn);
-                            let _ = done.send(());
-                            return;
-                        }
-                    }
-                }
+                tracing::dispatcher::with_default(&log, || Worker::serve(open, opened_tx, queue))
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the state {role}: {e}")))?;
         opened.await.map_err(|_| closed())??;
         Ok(Worker { jobs })
+    }
+
+    /// The thread's work: opens the connection, says whether it could, then runs the jobs.
+    fn serve(
+        open: impl FnOnce() -> Result<Connection>,
+        opened_tx: oneshot::Sender<Result<()>>,
+        queue: mpsc::Receiver<Message>,
+    ) {
+        let mut conn = match open() {
+            Ok(db) => Conn { db },
+            Err(e) => {
+                // Nobody waits for the error once the opener is gone.
+                let _ = opened_tx.send(Err(e));
+                return;
+            }
+        };
+        if opened_tx.send(Ok(())).is_err() {
+            return;
+        }
+        while let Ok(message) = queue.recv() {
+            match message {
+                Message::Run(job) => {
+                    // A bug that panics fails its own operation (its caller gets no
+                    // answer), not the connection: a transaction it left open is
+                    // rolled back, and the thread goes on.
+                    let job = std::panic::AssertUnwindSafe(|| job(&mut conn));
+                    if std::panic::catch_unwind(job).is_err()
+                        && !conn.db.is_autocommit()
+                        && let Err(e) = conn.db.execute_batch("ROLLBACK")
+                    {
+                        tracing::warn!("state store: rolling back after a panic: {e}");
+                    }
+                }
+                Message::Close(done) => {
+                    drop(conn);
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
     }
 
     /// Runs `job` on the connection and returns its result. The job is given whether its
@@ -479,6 +490,45 @@ mod tests {
             .read(move |c| op(async move { c.fetch_one(sql, args).await?.get(0) }))
             .await
             .unwrap()
+    }
+
+    /// What runs on the store's threads (a failed write's rollback, a job's panic) logs where
+    /// the code that opened the store logs: the configured logger, not the process's default.
+    #[tokio::test]
+    async fn the_stores_threads_log_where_their_opener_does() {
+        use tracing::instrument::WithSubscriber;
+        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logged);
+        let configured = tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_writer(move || Sink(Arc::clone(&sink)))
+                .finish(),
+        );
+        let store = SqliteStore::open_memory()
+            .with_subscriber(configured)
+            .await
+            .unwrap();
+        store
+            .read(|_| {
+                op(async {
+                    tracing::warn!("said on the reader's thread");
+                    Ok(())
+                })
+            })
+            .await
+            .unwrap();
+        let logged = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("said on the reader's thread"), "{logged:?}");
     }
 
     /// A mirror entry's read of its messages' links looks up the runs and the per-message links
