@@ -570,7 +570,7 @@ fn log_summary(name: &str, log: &str) {
 /// After the rounds: the migration proxy mirrors every write on OLD, so each folder of its users
 /// should hold the same messages (by Message-Id) with the same flags on OLD as on NEW. With
 /// `auth = "same"` the proxy can write to OLD only while the user is logged in, so one idle
-/// session per user stays open while OLD and NEW are compared every 5 s, for up to a minute.
+/// session per user stays open while OLD and NEW are compared every 5 s, for up to `within`.
 async fn mirror_check(new: &Dovecot, old: &Dovecot, path: &Path, clients: usize, within: Duration) {
     let mut idle = Vec::new();
     for u in 0..clients {
