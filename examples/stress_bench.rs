@@ -319,8 +319,10 @@ async fn run(cfg: &Config) -> Result<()> {
     );
 
     let mut results: Vec<Vec<RunResult>> = paths.iter().map(|_| Vec::new()).collect();
-    // OLD's commands during each migration proxy's rounds (only its mirror and checks use OLD).
+    // OLD's commands during each migration proxy's rounds (only its mirror and checks use OLD),
+    // and NEW's during every path's (the clients', and what a proxy adds to them).
     let mut on_old: Vec<BTreeMap<String, u64>> = paths.iter().map(|_| BTreeMap::new()).collect();
+    let mut on_new = on_old.clone();
     for round in 0..=cfg.rounds {
         let secs = if round == 0 { cfg.warmup } else { cfg.seconds };
         if secs <= 0.0 {
@@ -330,36 +332,41 @@ async fn run(cfg: &Config) -> Result<()> {
             let i = (turn + round) % paths.len();
             let seed = cfg.seed * 1_000_003 + (round * 100 + i) as u64 * 7919;
             old.commands(true);
+            new.commands(true);
             let r = run_path(&paths[i], cfg.clients, secs, seed, &cpu).await?;
             report_run(&paths[i], round, &r);
             if round > 0 {
-                for (name, n) in old.commands(false) {
-                    *on_old[i].entry(name).or_default() += n;
+                for (counts, server) in [(&mut on_old[i], &old), (&mut on_new[i], &new)] {
+                    for (name, n) in server.commands(false) {
+                        *counts.entry(name).or_default() += n;
+                    }
                 }
                 results[i].push(r);
             }
         }
     }
     print_tables(cfg, &paths, &results);
-    for (i, path) in paths.iter().enumerate() {
-        let commands: u64 = results[i].iter().map(|r| r.commands).sum();
-        if !path.name.starts_with("migration") || commands == 0 {
-            continue;
+    for (server, counts) in [("NEW", &on_new), ("OLD", &on_old)] {
+        for (i, path) in paths.iter().enumerate() {
+            let commands: u64 = results[i].iter().map(|r| r.commands).sum();
+            if (server == "OLD" && !path.name.starts_with("migration")) || commands == 0 {
+                continue;
+            }
+            let per = |n: u64| n as f64 * 1000.0 / commands as f64;
+            let mut top: Vec<(&String, &u64)> = counts[i].iter().collect();
+            top.sort_by(|a, b| b.1.cmp(a.1));
+            let list: Vec<String> = top
+                .iter()
+                .take(10)
+                .map(|(k, n)| format!("{k} {:.0}", per(**n)))
+                .collect();
+            println!(
+                "{server} commands per 1,000 client commands, {}: {:.0} ({})",
+                path.name,
+                per(counts[i].values().sum::<u64>()),
+                list.join(", ")
+            );
         }
-        let per = |n: u64| n as f64 * 1000.0 / commands as f64;
-        let mut top: Vec<(&String, &u64)> = on_old[i].iter().collect();
-        top.sort_by(|a, b| b.1.cmp(a.1));
-        let list: Vec<String> = top
-            .iter()
-            .take(10)
-            .map(|(k, n)| format!("{k} {:.0}", per(**n)))
-            .collect();
-        println!(
-            "OLD commands per 1,000 client commands, {}: {:.0} ({})",
-            path.name,
-            per(on_old[i].values().sum::<u64>()),
-            list.join(", ")
-        );
     }
     println!("  load average after the rounds: {}", loadavg());
     if let Some(proxy) = &floor {

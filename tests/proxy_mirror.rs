@@ -1211,6 +1211,28 @@ fn the_mirror_stays_out_of_the_users_way() {
     s.assert_mirrored();
 }
 
+/// The mirror keeps the folder it read last selected on NEW and brings it up to date with a
+/// NOOP before the next read of it. A folder renamed and created again under its name must then
+/// be read anew: X is mirrored (the mirror's connection to NEW keeps X selected), X is renamed
+/// to Y, X created again and a message appended to it with X's first UID again. OLD's new X
+/// must get that message, not the one now in Y, and at once: Dovecot refuses a read of the
+/// renamed folder's old view and closes the connection, which cost the mirror its back-off.
+#[test]
+fn a_folder_renamed_and_created_again_is_read_anew() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut c = s.client();
+    c.exec("CREATE X");
+    assert_eq!(c.append("X", &["\\Seen"], None, &message(1, 600)), Some(1));
+    s.assert_mirrored();
+    c.exec("RENAME X Y");
+    c.exec("CREATE X");
+    assert_eq!(c.append("X", &[], None, &message(2, 600)), Some(1));
+    c.logout();
+    s.assert_mirrored();
+    let log = s.log();
+    assert!(!log.contains(" WARN "), "{log}");
+}
+
 /// A folder that is complete never waits behind the mirror (issue 14): OLD hangs (its
 /// processes stopped) while the mirror has the user's flag change to carry there. A SELECT of
 /// INBOX while it is selected (live pickup watches it), a STATUS of Work, and a SELECT of INBOX

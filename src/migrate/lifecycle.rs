@@ -91,7 +91,7 @@ impl Account {
         *self.last_error() = Some((kind, e.to_string()));
         if kind.is_transient() || kind == ErrorKind::Login {
             let wait = self.reach().fail(tokio::time::Instant::now());
-            warn!("migration: {e}; OLD again in {wait:?}");
+            warn!("migration: {e}; tried again in {wait:?}");
         } else {
             warn!("migration: {e}");
         }

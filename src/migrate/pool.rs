@@ -27,6 +27,9 @@ const IDLE: &str = "the account's idle connections";
 pub(crate) struct Conn {
     pub old: Client,
     pub new: Client,
+    /// The folder the mirror last read on `new`, and the account's count of renames and
+    /// deletes mirrored then (see `mirror::read_messages`).
+    pub new_view: Option<(String, u64)>,
     /// Counts both in the gauges while the pair lives.
     _counted: Option<(Counted, Counted)>,
 }
@@ -38,12 +41,13 @@ impl Conn {
         Conn {
             old,
             new,
+            new_view: None,
             _counted: None,
         }
     }
 
     async fn logout(self) {
-        let Conn { old, new, _counted } = self;
+        let Conn { old, new, .. } = self;
         let both = async { tokio::join!(old.logout(), new.logout()) };
         let _ = tokio::time::timeout(LOGOUT_WAIT, both).await;
     }
@@ -141,6 +145,7 @@ impl Pool {
             Conn {
                 old,
                 new,
+                new_view: None,
                 _counted: Some(counted),
             },
             permit,
