@@ -1211,12 +1211,12 @@ fn the_mirror_stays_out_of_the_users_way() {
     s.assert_mirrored();
 }
 
-/// The mirror keeps the folder it read last selected on NEW and brings it up to date with a
-/// NOOP before the next read of it. A folder renamed and created again under its name must then
-/// be read anew: X is mirrored (the mirror's connection to NEW keeps X selected), X is renamed
-/// to Y, X created again and a message appended to it with X's first UID again. OLD's new X
-/// must get that message, not the one now in Y, and at once: Dovecot refuses a read of the
-/// renamed folder's old view and closes the connection, which cost the mirror its back-off.
+/// A folder renamed and created again under its name is read anew by the mirror: X is mirrored
+/// (the mirror's connection to NEW had X selected), X renamed to Y, X created again and a
+/// message appended to it with X's first UID again. OLD's new X must get that message, not the
+/// one now in Y, and at once: reusing the old selection (tried as a saving of EXAMINEs) read
+/// the renamed folder, which Dovecot refuses by closing the connection, costing the mirror its
+/// back-off.
 #[test]
 fn a_folder_renamed_and_created_again_is_read_anew() {
     let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));

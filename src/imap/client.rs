@@ -1167,31 +1167,22 @@ impl Client {
         Ok(())
     }
 
-    /// UID FETCH of `uids` in `mailbox` with the view brought up to date first (messages other
-    /// connections added, flags they changed, expunges): an EXAMINE, in one round trip with the
-    /// FETCH, or where `reselect` is `false` and this connection has `mailbox` selected already,
-    /// a NOOP, which costs the server far less than opening the mailbox again. The caller says
-    /// whether the selected mailbox may no longer be the one now under that name (renamed or
-    /// deleted since).
-    pub async fn uid_fetch_fresh(
+    /// EXAMINE `mailbox` and UID FETCH `uids` there, in one round trip: what a connection
+    /// reads of a mailbox as it is now (messages other connections added or changed since it
+    /// last looked included).
+    pub async fn examine_and_fetch(
         &mut self,
         mailbox: &str,
-        reselect: bool,
         uids: &[u32],
         items: &str,
         mut on_fetch: impl FnMut(Fetch),
     ) -> Result<()> {
-        if !reselect && self.has_selected(mailbox) {
-            // Not pipelined: a server may run a FETCH beside a NOOP (RFC 9051 §5.5; Dovecot
-            // does), its answers then coming before the NOOP's end.
-            self.noop().await?;
-            return self.uid_fetch(uids, items, "", on_fetch).await;
-        }
         let examine = self.send_select(mailbox, true, true).await?;
         let mut tags = Vec::new();
         for set in uidset::chunks(uids, MAX_SET_LEN) {
             tags.push(self.send_uid_fetch(&set, items, "").await?);
         }
+        // A FETCH behind a SELECT runs after it: no server runs either beside the other.
         self.wait_select(&examine, mailbox, true).await?;
         for tag in tags {
             self.wait_fetch(&tag, &mut on_fetch).await?;

@@ -196,9 +196,6 @@ pub struct Account {
     /// Entries up to this id are replayed with care too: a reconcile may have done them on OLD
     /// from what NEW showed it (see `Account::reconcile_settled` in `reconcile`).
     pub(super) careful_through: AtomicI64,
-    /// Renames and deletes of folders the mirror has reached: a connection's selection of a
-    /// folder made before may be of another folder now under that name.
-    pub(super) restructured: AtomicU64,
     /// The id of the last entry this process journaled.
     pub(super) last_journaled: AtomicI64,
     pub(super) journal: JournalPolicy,
@@ -261,7 +258,6 @@ impl Account {
             pending: Default::default(),
             careful: AtomicBool::new(true),
             careful_through: AtomicI64::new(0),
-            restructured: AtomicU64::new(0),
             last_journaled: AtomicI64::new(0),
             journal: shared.journal,
             mirror_paused: Arc::clone(&shared.mirror_paused),

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex as StdMutex;
-use std::sync::atomic::Ordering;
 
 use super::account::Account;
 use super::backfill::{Folder, MIRROR_WAIT};
@@ -433,9 +432,6 @@ pub(crate) async fn apply(
         careful,
     };
     let restructures = matches!(write, Write::Delete { .. } | Write::Rename { .. });
-    if restructures {
-        acct.restructured.fetch_add(1, Ordering::SeqCst);
-    }
     let result = apply_write(&ctx, conn, write).await;
     if restructures {
         pairs.forget();
@@ -1446,15 +1442,7 @@ async fn read_where_they_are(
             let _reading = f.read_new().await;
             let back: HashMap<u32, u32> = pairs.iter().copied().collect();
             let now_uids: Vec<u32> = pairs.iter().map(|(n, _)| *n).collect();
-            // The folder this connection read last is still selected: unless a folder was
-            // renamed or deleted since (another may have its name now), a NOOP brings it up
-            // to date instead of an EXAMINE.
-            let view = (now, ctx.acct.restructured.load(Ordering::SeqCst));
-            let reselect = conn.new_view.as_ref() != Some(&view);
-            conn.new_view = None;
-            let read = read_messages(&mut conn.new, &view.0, reselect, &now_uids, items).await?;
-            conn.new_view = Some(view);
-            for mut m in read {
+            for mut m in read_messages(&mut conn.new, &now, &now_uids, items).await? {
                 m.uid = m.uid.and_then(|u| back.get(&u).copied());
                 fetched.push(m);
             }
@@ -1475,21 +1463,17 @@ async fn read_where_they_are(
 }
 
 /// `UID FLAGS INTERNALDATE` and `items` (`BODY.PEEK[]`: bodies, read without touching
-/// `\Seen`) of messages `uids` of `folder` on NEW, as they are now. `reselect`: EXAMINE the
-/// folder even if `new` has it selected (see [`Client::uid_fetch_fresh`]).
+/// `\Seen`) of messages `uids` of `folder` on NEW.
 pub(super) async fn read_messages(
     new: &mut Client,
     folder: &str,
-    reselect: bool,
     uids: &[u32],
     items: &str,
 ) -> std::result::Result<Vec<Fetch>, ImapError> {
     let mut fetched = Vec::new();
     let items = format!("UID FLAGS INTERNALDATE {items}");
-    new.uid_fetch_fresh(folder, reselect, uids, items.trim_end(), |f| {
-        fetched.push(f)
-    })
-    .await?;
+    new.examine_and_fetch(folder, uids, items.trim_end(), |f| fetched.push(f))
+        .await?;
     Ok(fetched)
 }
 

@@ -27,9 +27,6 @@ const IDLE: &str = "the account's idle connections";
 pub(crate) struct Conn {
     pub old: Client,
     pub new: Client,
-    /// The folder the mirror last read on `new`, and the account's count of renames and
-    /// deletes mirrored then (see `mirror::read_messages`).
-    pub new_view: Option<(String, u64)>,
     /// Counts both in the gauges while the pair lives.
     _counted: Option<(Counted, Counted)>,
 }
@@ -41,13 +38,12 @@ impl Conn {
         Conn {
             old,
             new,
-            new_view: None,
             _counted: None,
         }
     }
 
     async fn logout(self) {
-        let Conn { old, new, .. } = self;
+        let Conn { old, new, _counted } = self;
         let both = async { tokio::join!(old.logout(), new.logout()) };
         let _ = tokio::time::timeout(LOGOUT_WAIT, both).await;
     }
@@ -145,7 +141,6 @@ impl Pool {
             Conn {
                 old,
                 new,
-                new_view: None,
                 _counted: Some(counted),
             },
             permit,

@@ -672,7 +672,7 @@ async fn append_from_new(
     new_uids: &[u32],
 ) -> Result<(Vec<Link>, u64), SyncError> {
     let fetched =
-        mirror::read_messages(&mut conn.new, &pair.new_name, true, new_uids, "BODY.PEEK[]").await?;
+        mirror::read_messages(&mut conn.new, &pair.new_name, new_uids, "BODY.PEEK[]").await?;
     let keys = mirror::new_keys(&fetched, &acct.opts.identity)?;
     let (mut links, unlinked) =
         mirror::append_to_old(&mut conn.old, &pair.old_name, fetched).await?;

@@ -535,7 +535,8 @@ async fn an_append_is_read_where_a_later_rename_moved_it_knowing(committed_here:
             "$tag OK [APPENDUID 5 40] done\r\n",
         )],
         vec![
-            step(
+            // The EXAMINE and the FETCH in one round trip.
+            pipelined_step(
                 "EXAMINE \"B\"",
                 "* 1 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
             ),
@@ -1093,76 +1094,6 @@ async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
     let links = acct.store.links(dst.id).await.unwrap();
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
-}
-
-/// Reads of NEW for the mirror, one after the other on one connection: the folder selected for
-/// the last one is brought up to date with a NOOP instead of being EXAMINEd again (Dovecot
-/// opens the mailbox anew for an EXAMINE; an EXAMINE goes in one round trip with its FETCH);
-/// once a folder was deleted or renamed, another folder may have the name now, and it is
-/// EXAMINEd.
-#[tokio::test]
-async fn reads_of_new_keep_the_folder_selected_until_a_folder_is_deleted_or_renamed() {
-    let acct = account().await;
-    acct.store
-        .folder_pair(acct.id, "INBOX.A", "A")
-        .await
-        .unwrap();
-    let append = |uid| Write::Append {
-        folder: "A".into(),
-        uids: vec![uid],
-    };
-    let mut entries = Vec::new();
-    for write in [
-        append(7),
-        append(8),
-        Write::Delete { folder: "Z".into() }, // never on OLD: nothing to do there
-        append(9),
-    ] {
-        entries.push(journal(&acct, write).await);
-    }
-    let body = "Subject: hi\r\n\r\nbody\r\n";
-    let examine = || {
-        pipelined_step(
-            "EXAMINE \"A\"",
-            "* 3 EXISTS\r\n$tag OK [READ-ONLY] done\r\n",
-        )
-    };
-    let fetch = |uid| {
-        step(
-            &format!("UID FETCH {uid} (UID FLAGS INTERNALDATE BODY.PEEK[])"),
-            &fetched(uid, body),
-        )
-    };
-    let new = vec![
-        examine(),
-        fetch(7),
-        step("NOOP", "$tag OK\r\n"),
-        fetch(8),
-        examine(),
-        fetch(9),
-    ];
-    let old = (40..43)
-        .map(|uid| {
-            step(
-                &append_to_a(body),
-                &format!("$tag OK [APPENDUID 5 {uid}] done\r\n"),
-            )
-        })
-        .collect();
-    let (old_opts, old_task) = serve("IMAP4rev1 UIDPLUS LITERAL+", old).await;
-    let (new_opts, new_task) = serve("IMAP4rev1 UIDPLUS LITERAL+", new).await;
-    let mut conn = Conn::uncounted(
-        Client::connect(&old_opts, Side::Old).await.unwrap(),
-        Client::connect(&new_opts, Side::New).await.unwrap(),
-    );
-    let pairs = super::Pairs::default();
-    for entry in &entries {
-        apply(&acct, &mut conn, entry, false, &pairs).await.unwrap();
-    }
-    drop(conn);
-    assert_eq!(old_task.await.unwrap().unwrap().len(), 3);
-    let new_seen = new_task.await.unwrap().unwrap();
-    assert_eq!(new_seen.len(), 6, "{new_seen:?}");
 }
 
 /// The mirror reads an APPEND's message where the journal says it is; a MOVE journaled while it
