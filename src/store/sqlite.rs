@@ -29,17 +29,21 @@ mod statements {
 /// How long a writer waits for another connection (or process) to release the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Reader connections: a long read (the status of thousands of accounts, a sweep's scan) keeps
+/// one of them, the others answer the reads behind it.
+const READERS: usize = 2;
+
 /// Prepared statements each connection keeps: every statement text of the store, with room
 /// for the few lengths of each batch statement.
 const CACHED_STATEMENTS: usize = 256;
 
 /// The SQLite [`Store`]. Cloning is cheap and shares the connections.
 ///
-/// Two connections, each owned by a thread: the writer runs every operation that writes, in a
+/// Connections each owned by a thread: the writer runs every operation that writes, in a
 /// transaction that takes the write lock at its start (`BEGIN IMMEDIATE`), so writers take
-/// turns; the reader runs the reads beside it (WAL), so no read waits behind a commit's fsync.
-/// An operation reaches its thread in one hand-off and runs there whole: a few dozen
-/// microseconds of SQLite, instead of a round trip per statement.
+/// turns; [`READERS`] readers run the reads beside it (WAL), so no read waits behind a commit's
+/// fsync, nor behind a long read. An operation reaches a thread in one hand-off and runs there
+/// whole: a few dozen microseconds of SQLite, instead of a round trip per statement.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: Worker,
@@ -79,9 +83,9 @@ impl SqliteStore {
 
     async fn open_file(path: &Path) -> Result<SqliteStore> {
         let file = path.to_path_buf();
-        let writer = Worker::start("writer", move || open_wal(&file)).await?;
+        let writer = Worker::start("writer", 1, move || open_wal(&file)).await?;
         let file = path.to_path_buf();
-        let reader = Worker::start("reader", move || {
+        let reader = Worker::start("reader", READERS, move || {
             let db = open_conn(&file)?;
             // A read that writes is a bug: this connection refuses it.
             db.pragma_update(None, "query_only", true)?;
@@ -97,7 +101,7 @@ impl SqliteStore {
     /// A private in-memory store (for tests): gone when the store is dropped. An in-memory
     /// database lives and dies with its connection, so reads and writes share the one.
     pub async fn open_memory() -> Result<SqliteStore> {
-        let writer = Worker::start("memory", || {
+        let writer = Worker::start("memory", 1, || {
             let db = Connection::open_in_memory()?;
             configure(&db)?;
             Ok(db)
@@ -368,38 +372,54 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
-/// A connection on a thread of its own, running the jobs sent to it in order. The thread ends,
-/// closing the connection, on [`Worker::close`] or when the last store holding it is dropped.
+/// Jobs waiting for a connection; each thread takes the next one when it is free.
+type Queue = Arc<std::sync::Mutex<mpsc::Receiver<Message>>>;
+
+/// Connections on threads of their own (one each) taking the jobs sent to them in order, each
+/// job whole on one of them. The threads end, closing their connections, on [`Worker::close`]
+/// or when the last store holding them is dropped.
 #[derive(Clone, Debug)]
 struct Worker {
     jobs: mpsc::Sender<Message>,
+    threads: usize,
 }
 
 impl Worker {
-    /// Starts the thread; `open` makes its connection there. Errors when it cannot.
+    /// Starts `threads` threads; `open` makes each one's connection there. Errors when it cannot.
     async fn start(
         role: &'static str,
-        open: impl FnOnce() -> Result<Connection> + Send + 'static,
+        threads: usize,
+        open: impl Fn() -> Result<Connection> + Send + Sync + 'static,
     ) -> Result<Worker> {
         let (jobs, queue) = mpsc::channel::<Message>();
-        let (opened_tx, opened) = oneshot::channel();
-        // The thread logs where its opener does (the configured logger), not to the default.
-        let log = tracing::dispatcher::get_default(tracing::Dispatch::clone);
-        std::thread::Builder::new()
-            .name(format!("state-{role}"))
-            .spawn(move || {
-                tracing::dispatcher::with_default(&log, || Worker::serve(open, opened_tx, queue))
-            })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the state {role}: {e}")))?;
-        opened.await.map_err(|_| closed())??;
-        Ok(Worker { jobs })
+        let queue: Queue = Arc::new(std::sync::Mutex::new(queue));
+        let open = Arc::new(open);
+        // On an error the threads started end as `worker` (the queue's sender) is dropped.
+        let mut worker = Worker { jobs, threads: 0 };
+        for _ in 0..threads {
+            let (opened_tx, opened) = oneshot::channel();
+            // The thread logs where its opener does (the configured logger), not to the default.
+            let log = tracing::dispatcher::get_default(tracing::Dispatch::clone);
+            let (open, queue) = (Arc::clone(&open), Arc::clone(&queue));
+            std::thread::Builder::new()
+                .name(format!("state-{role}"))
+                .spawn(move || {
+                    tracing::dispatcher::with_default(&log, || {
+                        Worker::serve(&*open, opened_tx, &queue)
+                    })
+                })
+                .map_err(|e| StoreError::Corrupt(format!("cannot start the state {role}: {e}")))?;
+            opened.await.map_err(|_| closed())??;
+            worker.threads += 1;
+        }
+        Ok(worker)
     }
 
-    /// The thread's work: opens the connection, says whether it could, then runs the jobs.
+    /// A thread's work: opens its connection, says whether it could, then runs jobs.
     fn serve(
-        open: impl FnOnce() -> Result<Connection>,
+        open: &dyn Fn() -> Result<Connection>,
         opened_tx: oneshot::Sender<Result<()>>,
-        queue: mpsc::Receiver<Message>,
+        queue: &Queue,
     ) {
         let mut conn = match open() {
             Ok(db) => Conn { db },
@@ -412,7 +432,14 @@ impl Worker {
         if opened_tx.send(Ok(())).is_err() {
             return;
         }
-        while let Ok(message) = queue.recv() {
+        // The queue's lock is held only while waiting for the next job, not while running it.
+        let next = || {
+            let queue = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.recv()
+        };
+        while let Ok(message) = next() {
             match message {
                 Message::Run(job) => {
                     // A bug that panics fails its own operation (its caller gets no
@@ -461,11 +488,14 @@ impl Worker {
         })?
     }
 
+    /// Closes every connection (each thread takes one `Close`, then ends).
     async fn close(&self) {
-        let (done, closed) = oneshot::channel();
-        if self.jobs.send(Message::Close(done)).is_ok() {
-            // The thread answers once the connection is closed; a thread gone already has closed it.
-            let _ = closed.await;
+        for _ in 0..self.threads {
+            let (done, closed) = oneshot::channel();
+            if self.jobs.send(Message::Close(done)).is_ok() {
+                // A thread answers once its connection is closed; threads gone have closed theirs.
+                let _ = closed.await;
+            }
         }
     }
 }
@@ -583,6 +613,42 @@ mod tests {
         (account, pair.id)
     }
 
+    /// A long read (the status of thousands of accounts, a sweep's scan) does not hold up the
+    /// reads behind it: another connection answers them meanwhile.
+    #[tokio::test]
+    async fn a_long_read_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel();
+        let long = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .read(move |c| {
+                        let _ = started.send(());
+                        let _ = gate.recv(); // the long read, until the test releases it
+                        op(async move { c.fetch_one("SELECT 1", args![]).await?.get::<i64>(0) })
+                    })
+                    .await
+            }
+        });
+        running.await.unwrap();
+        let short = read_one::<i64>(&store, "SELECT 2", args![]);
+        let answered = tokio::time::timeout(Duration::from_secs(10), short).await;
+        assert_eq!(
+            answered.ok(),
+            Some(2),
+            "the short read waited behind the long one"
+        );
+        assert!(!long.is_finished());
+        release.send(()).unwrap();
+        assert_eq!(long.await.unwrap().unwrap(), 1);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn file_store_survives_restart_and_migrates_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -628,17 +694,29 @@ mod tests {
 
         let mode: String = read_one(&store, "PRAGMA journal_mode", args![]).await;
         assert_eq!(mode.to_lowercase(), "wal");
-        for store in [&store.reader, &store.writer] {
-            let settings = store
-                .run(|c, _| {
-                    let pragma = |name: &str| -> Result<i64> {
-                        Ok(c.db.pragma_query_value(None, name, |row| row.get(0))?)
-                    };
-                    Ok((pragma("synchronous")?, pragma("foreign_keys")?))
+        for worker in [&store.reader, &store.writer] {
+            // One job on each connection: each waits until all of them run.
+            let all = Arc::new(std::sync::Barrier::new(worker.threads));
+            let jobs: Vec<_> = (0..worker.threads)
+                .map(|_| {
+                    let (worker, all) = (worker.clone(), Arc::clone(&all));
+                    tokio::spawn(async move {
+                        worker
+                            .run(move |c, _| {
+                                all.wait();
+                                let pragma = |name: &str| -> Result<i64> {
+                                    Ok(c.db.pragma_query_value(None, name, |row| row.get(0))?)
+                                };
+                                Ok((pragma("synchronous")?, pragma("foreign_keys")?))
+                            })
+                            .await
+                    })
                 })
-                .await
-                .unwrap();
-            assert_eq!(settings, (2, 1), "synchronous = FULL, foreign keys on");
+                .collect();
+            for job in jobs {
+                let settings = job.await.unwrap().unwrap();
+                assert_eq!(settings, (2, 1), "synchronous = FULL, foreign keys on");
+            }
         }
         store.close().await;
 
