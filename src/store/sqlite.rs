@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::path::Path;
 use std::pin::pin;
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,7 @@ mod statements {
 /// How long a writer waits for another connection (or process) to release the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reader connections: a long read (the status of thousands of accounts, a sweep's scan) keeps
-/// one of them, the others answer the reads behind it.
+/// Reader connections (see [`SqliteStore`]).
 const READERS: usize = 2;
 
 /// Prepared statements each connection keeps: every statement text of the store, with room
@@ -41,13 +40,16 @@ const CACHED_STATEMENTS: usize = 256;
 ///
 /// Connections each owned by a thread: the writer runs every operation that writes, in a
 /// transaction that takes the write lock at its start (`BEGIN IMMEDIATE`), so writers take
-/// turns; [`READERS`] readers run the reads beside it (WAL), so no read waits behind a commit's
-/// fsync, nor behind a long read. An operation reaches a thread in one hand-off and runs there
-/// whole: a few dozen microseconds of SQLite, instead of a round trip per statement.
+/// turns; the readers run the reads beside it (WAL), so no read waits behind a commit's fsync.
+/// An operation reaches its thread in one hand-off and runs there whole: a few dozen
+/// microseconds of SQLite, instead of a round trip per statement.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: Worker,
-    reader: Worker,
+    /// The first reader takes every read while it is idle (its page cache stays warm); a read
+    /// that finds it busy goes to the least busy one, so a long read (the status of thousands
+    /// of accounts, a sweep's scan) does not hold up the reads behind it.
+    readers: Vec<Worker>,
 }
 
 impl SqliteStore {
@@ -83,16 +85,19 @@ impl SqliteStore {
 
     async fn open_file(path: &Path) -> Result<SqliteStore> {
         let file = path.to_path_buf();
-        let writer = Worker::start("writer", 1, move || open_wal(&file)).await?;
-        let file = path.to_path_buf();
-        let reader = Worker::start("reader", READERS, move || {
-            let db = open_conn(&file)?;
-            // A read that writes is a bug: this connection refuses it.
-            db.pragma_update(None, "query_only", true)?;
-            Ok(db)
-        })
-        .await?;
-        let store = SqliteStore { writer, reader };
+        let writer = Worker::start("writer", move || open_wal(&file)).await?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let file = path.to_path_buf();
+            let reader = Worker::start("reader", move || {
+                let db = open_conn(&file)?;
+                // A read that writes is a bug: this connection refuses it.
+                db.pragma_update(None, "query_only", true)?;
+                Ok(db)
+            });
+            readers.push(reader.await?);
+        }
+        let store = SqliteStore { writer, readers };
         store.migrate().await?;
         tracing::debug!(path = %path.display(), "state store opened");
         Ok(store)
@@ -101,27 +106,29 @@ impl SqliteStore {
     /// A private in-memory store (for tests): gone when the store is dropped. An in-memory
     /// database lives and dies with its connection, so reads and writes share the one.
     pub async fn open_memory() -> Result<SqliteStore> {
-        let writer = Worker::start("memory", 1, || {
+        let writer = Worker::start("memory", || {
             let db = Connection::open_in_memory()?;
             configure(&db)?;
             Ok(db)
         })
         .await?;
         let store = SqliteStore {
-            reader: writer.clone(),
+            readers: vec![writer.clone()],
             writer,
         };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// Runs `op` on the reader, outside a transaction.
+    /// Runs `op` on a reader, outside a transaction.
     async fn read<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
     {
-        self.reader.run(move |c, _| ready(op(c))).await
+        let idle = self.readers.iter().min_by_key(|r| r.in_flight());
+        let reader = idle.ok_or_else(closed)?;
+        reader.run(move |c, _| ready(op(c))).await
     }
 
     /// Runs `op` on the writer, in a transaction that holds the write lock from its start
@@ -171,7 +178,9 @@ impl SqliteStore {
     /// Operations after this fail.
     async fn close_connections(&self) {
         self.writer.close().await;
-        self.reader.close().await;
+        for reader in &self.readers {
+            reader.close().await;
+        }
     }
 }
 
@@ -372,54 +381,43 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
-/// Jobs waiting for a connection; each thread takes the next one when it is free.
-type Queue = Arc<std::sync::Mutex<mpsc::Receiver<Message>>>;
-
-/// Connections on threads of their own (one each) taking the jobs sent to them in order, each
-/// job whole on one of them. The threads end, closing their connections, on [`Worker::close`]
-/// or when the last store holding them is dropped.
+/// A connection on a thread of its own, running the jobs sent to it in order. The thread ends,
+/// closing the connection, on [`Worker::close`] or when the last store holding it is dropped.
 #[derive(Clone, Debug)]
 struct Worker {
     jobs: mpsc::Sender<Message>,
-    threads: usize,
+    /// Jobs sent and not finished.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Worker {
-    /// Starts `threads` threads; `open` makes each one's connection there. Errors when it cannot.
+    /// Starts the thread; `open` makes its connection there. Errors when it cannot.
     async fn start(
         role: &'static str,
-        threads: usize,
-        open: impl Fn() -> Result<Connection> + Send + Sync + 'static,
+        open: impl FnOnce() -> Result<Connection> + Send + 'static,
     ) -> Result<Worker> {
         let (jobs, queue) = mpsc::channel::<Message>();
-        let queue: Queue = Arc::new(std::sync::Mutex::new(queue));
-        let open = Arc::new(open);
-        // On an error the threads started end as `worker` (the queue's sender) is dropped.
-        let mut worker = Worker { jobs, threads: 0 };
-        for _ in 0..threads {
-            let (opened_tx, opened) = oneshot::channel();
-            // The thread logs where its opener does (the configured logger), not to the default.
-            let log = tracing::dispatcher::get_default(tracing::Dispatch::clone);
-            let (open, queue) = (Arc::clone(&open), Arc::clone(&queue));
-            std::thread::Builder::new()
-                .name(format!("state-{role}"))
-                .spawn(move || {
-                    tracing::dispatcher::with_default(&log, || {
-                        Worker::serve(&*open, opened_tx, &queue)
-                    })
-                })
-                .map_err(|e| StoreError::Corrupt(format!("cannot start the state {role}: {e}")))?;
-            opened.await.map_err(|_| closed())??;
-            worker.threads += 1;
-        }
-        Ok(worker)
+        let (opened_tx, opened) = oneshot::channel();
+        // The thread logs where its opener does (the configured logger), not to the default.
+        let log = tracing::dispatcher::get_default(tracing::Dispatch::clone);
+        std::thread::Builder::new()
+            .name(format!("state-{role}"))
+            .spawn(move || {
+                tracing::dispatcher::with_default(&log, || Worker::serve(open, opened_tx, queue))
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the state {role}: {e}")))?;
+        opened.await.map_err(|_| closed())??;
+        Ok(Worker {
+            jobs,
+            in_flight: Arc::default(),
+        })
     }
 
-    /// A thread's work: opens its connection, says whether it could, then runs jobs.
+    /// The thread's work: opens the connection, says whether it could, then runs the jobs.
     fn serve(
-        open: &dyn Fn() -> Result<Connection>,
+        open: impl FnOnce() -> Result<Connection>,
         opened_tx: oneshot::Sender<Result<()>>,
-        queue: &Queue,
+        queue: mpsc::Receiver<Message>,
     ) {
         let mut conn = match open() {
             Ok(db) => Conn { db },
@@ -432,14 +430,7 @@ impl Worker {
         if opened_tx.send(Ok(())).is_err() {
             return;
         }
-        // The queue's lock is held only while waiting for the next job, not while running it.
-        let next = || {
-            let queue = queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            queue.recv()
-        };
-        while let Ok(message) = next() {
+        while let Ok(message) = queue.recv() {
             match message {
                 Message::Run(job) => {
                     // A bug that panics fails its own operation (its caller gets no
@@ -472,7 +463,9 @@ impl Worker {
     ) -> Result<T> {
         let (done, result) = oneshot::channel();
         let sent = Instant::now();
+        let finished = InFlight::count(&self.in_flight);
         let job: Job = Box::new(move |c| {
+            let _finished = finished;
             if done.is_closed() {
                 return;
             }
@@ -488,15 +481,33 @@ impl Worker {
         })?
     }
 
-    /// Closes every connection (each thread takes one `Close`, then ends).
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     async fn close(&self) {
-        for _ in 0..self.threads {
-            let (done, closed) = oneshot::channel();
-            if self.jobs.send(Message::Close(done)).is_ok() {
-                // A thread answers once its connection is closed; threads gone have closed theirs.
-                let _ = closed.await;
-            }
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Message::Close(done)).is_ok() {
+            // The thread answers once the connection is closed; a thread gone already has closed it.
+            let _ = closed.await;
         }
+    }
+}
+
+/// One job counted in its worker's [`Worker::in_flight`] until dropped: when the job ends, or
+/// is dropped unrun (the thread gone).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn count(in_flight: &Arc<AtomicUsize>) -> InFlight {
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(in_flight))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -694,29 +705,17 @@ mod tests {
 
         let mode: String = read_one(&store, "PRAGMA journal_mode", args![]).await;
         assert_eq!(mode.to_lowercase(), "wal");
-        for worker in [&store.reader, &store.writer] {
-            // One job on each connection: each waits until all of them run.
-            let all = Arc::new(std::sync::Barrier::new(worker.threads));
-            let jobs: Vec<_> = (0..worker.threads)
-                .map(|_| {
-                    let (worker, all) = (worker.clone(), Arc::clone(&all));
-                    tokio::spawn(async move {
-                        worker
-                            .run(move |c, _| {
-                                all.wait();
-                                let pragma = |name: &str| -> Result<i64> {
-                                    Ok(c.db.pragma_query_value(None, name, |row| row.get(0))?)
-                                };
-                                Ok((pragma("synchronous")?, pragma("foreign_keys")?))
-                            })
-                            .await
-                    })
+        for store in store.readers.iter().chain([&store.writer]) {
+            let settings = store
+                .run(|c, _| {
+                    let pragma = |name: &str| -> Result<i64> {
+                        Ok(c.db.pragma_query_value(None, name, |row| row.get(0))?)
+                    };
+                    Ok((pragma("synchronous")?, pragma("foreign_keys")?))
                 })
-                .collect();
-            for job in jobs {
-                let settings = job.await.unwrap().unwrap();
-                assert_eq!(settings, (2, 1), "synchronous = FULL, foreign keys on");
-            }
+                .await
+                .unwrap();
+            assert_eq!(settings, (2, 1), "synchronous = FULL, foreign keys on");
         }
         store.close().await;
 
