@@ -27,6 +27,8 @@
 //! folder it knows once more and compares. A mismatch is counted as an error, printed, the model
 //! takes the server's word and the run goes on. Folders are kept near their size: APPEND, COPY
 //! and MOVE into a folder at twice its seeded size become `\Deleted` + EXPUNGE there instead.
+//! In a round every path's clients draw from the same seeds: paths compared side by side get
+//! the same commands (as far as the servers' answers, which steer them, agree).
 //!
 //! Measurement: an untimed warm-up run per path (`--warmup` seconds, default 5), then `--rounds`
 //! (default 3) rounds of `--seconds` (default 30) per path, the paths' order rotating from round
@@ -60,9 +62,16 @@
 //! the rounds its mirror is resumed by a reload (SIGHUP) and the mirror check waits up to three
 //! minutes for the replay of everything it journaled. `--no-floor` leaves it out.
 //!
+//! `--rate N` paces the clients to N random steps a second together (each client one every
+//! clients/N seconds; a step that needs a SELECT or a `\Deleted` first sends two commands)
+//! instead of as many as they can: below every path's capacity, each path
+//! does the same work in the same time, and its CPU per command is not the share of two
+//! saturated CPUs the scheduler gave it (a saturated migration proxy's mirror works through a
+//! backlog in large batches, however many commands came).
+//!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches]
-//! [--no-floor].
+//! [--no-floor] [--rate N].
 //! `--proxy-exe` names another build of this example: its plain and migration proxies take their
 //! turns too, marked "(other)", with users of their own. `--caches` adds a migration proxy with
 //! `[migration] keep_client_caches` (its users `c0`…, their folders showing OLD's numbers), and
@@ -108,6 +117,8 @@ struct Config {
     caches: bool,
     /// Also a migration proxy whose mirror is paused (its users `j0`…): the journal's floor.
     floor: bool,
+    /// Random steps a second offered by all clients together; 0: as many as they can.
+    rate: f64,
 }
 
 fn main() -> Result<()> {
@@ -122,6 +133,7 @@ fn main() -> Result<()> {
         proxy_exe: None,
         caches: false,
         floor: true,
+        rate: 0.0,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -136,6 +148,7 @@ fn main() -> Result<()> {
             "--rounds" => cfg.rounds = (value() as usize).max(1),
             "--warmup" => cfg.warmup = value().max(0.0),
             "--seed" => cfg.seed = value() as u64,
+            "--rate" => cfg.rate = value().max(0.0),
             "--proxy-exe" => {
                 let path = it
                     .next()
@@ -161,7 +174,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients N] \
          [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD] [--caches] \
-         [--no-floor]"
+         [--no-floor] [--rate CMDS_PER_SECOND]"
     );
     std::process::exit(64)
 }
@@ -330,10 +343,10 @@ async fn run(cfg: &Config) -> Result<()> {
         }
         for turn in 0..paths.len() {
             let i = (turn + round) % paths.len();
-            let seed = cfg.seed * 1_000_003 + (round * 100 + i) as u64 * 7919;
+            let seed = cfg.seed * 1_000_003 + round as u64 * 7919;
             old.commands(true);
             new.commands(true);
-            let r = run_path(&paths[i], cfg.clients, secs, seed, &cpu).await?;
+            let r = run_path(&paths[i], cfg, secs, seed, &cpu).await?;
             report_run(&paths[i], round, &r);
             if round > 0 {
                 for (counts, server) in [(&mut on_old[i], &old), (&mut on_new[i], &new)] {
@@ -407,7 +420,7 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     println!(
         "reproduce: TMPDIR=/dev/shm cargo run --release --example stress_bench -- --clients {} \
-         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}",
+         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}{}",
         cfg.clients,
         cfg.seconds,
         cfg.rounds,
@@ -418,7 +431,12 @@ async fn run(cfg: &Config) -> Result<()> {
             .map(|p| format!(" --proxy-exe {}", p.display()))
             .unwrap_or_default(),
         if cfg.caches { " --caches" } else { "" },
-        if cfg.floor { "" } else { " --no-floor" }
+        if cfg.floor { "" } else { " --no-floor" },
+        if cfg.rate > 0.0 {
+            format!(" --rate {}", cfg.rate)
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
@@ -766,11 +784,14 @@ struct RunResult {
 /// figures are taken) check each known folder once more and log out.
 async fn run_path(
     path: &Path,
-    clients: usize,
+    cfg: &Config,
     secs: f64,
     seed: u64,
     cpu: &support::Cpu,
 ) -> Result<RunResult> {
+    let clients = cfg.clients;
+    // Each client's pace: one command every `clients / rate` seconds.
+    let every = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 / cfg.rate));
     let mut set = tokio::task::JoinSet::new();
     for i in 0..clients {
         let (port, user) = (path.port, format!("{}{i}", path.users));
@@ -788,7 +809,7 @@ async fn run_path(
     let deadline = t0 + Duration::from_secs_f64(secs);
     for mut s in sessions.drain(..) {
         set.spawn(async move {
-            s.work_until(deadline).await;
+            s.work_until(deadline, every).await;
             let done = Instant::now();
             (s, done)
         });
@@ -1011,6 +1032,21 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
             proxy_ms(m) - proxy_ms(f),
         );
     }
+    let total: u64 = (0..paths.len()).map(errors).sum();
+    if total > 0 {
+        println!("\n!!! {total} STATE-CHECK ERRORS in the timed rounds (details above)");
+    } else {
+        println!("\nno state-check errors on any path");
+    }
+    if cfg.rate > 0.0 {
+        // Paced, every path gets the same work: its CPU per command compares, its rate is the
+        // pace (where it keeps up), and the CPU-bound figures below do not apply.
+        return println!(
+            "paced at {} random steps a second (all clients): CPU per command and latencies compare \
+             at equal load",
+            cfg.rate
+        );
+    }
     // Where the CPUs are the limit (NEW, OLD, the proxy and the clients share them), a path's
     // rate is at most the CPUs' time over the CPU time a command costs on all of them.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -1047,12 +1083,6 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
             p.name,
             yardstick / rate(i)
         );
-    }
-    let total: u64 = (0..paths.len()).map(errors).sum();
-    if total > 0 {
-        println!("\n!!! {total} STATE-CHECK ERRORS in the timed rounds (details above)");
-    } else {
-        println!("\nno state-check errors on any path");
     }
 }
 
@@ -1338,9 +1368,16 @@ impl Session {
             .map_or(0, Mailbox::len)
     }
 
-    /// Runs random commands until `deadline`; a broken connection is counted and replaced.
-    async fn work_until(&mut self, deadline: Instant) {
+    /// Runs random commands until `deadline`, one every `every` at most; a broken connection
+    /// is counted and replaced.
+    async fn work_until(&mut self, deadline: Instant, every: Option<Duration>) {
+        let mut next = Instant::now();
         while Instant::now() < deadline {
+            if let Some(every) = every {
+                // A client behind its pace does not catch up by bursts.
+                next = (next + every).max(Instant::now());
+                tokio::time::sleep_until(next.into()).await;
+            }
             if let Err(e) = self.step().await {
                 self.error(format!("connection: {e:#}"));
                 self.folders.clear();
