@@ -64,10 +64,11 @@
 //!
 //! `--rate N` paces the clients to N random steps a second together (each client one every
 //! clients/N seconds; a step that needs a SELECT or a `\Deleted` first sends two commands)
-//! instead of as many as they can: below every path's capacity, each path
-//! does the same work in the same time, and its CPU per command is not the share of two
-//! saturated CPUs the scheduler gave it (a saturated migration proxy's mirror works through a
-//! backlog in large batches, however many commands came).
+//! instead of as many as they can: below every path's capacity, each path does the same work in
+//! the same time, and its CPU per command is not the share of two saturated CPUs the scheduler
+//! gave it (a saturated migration proxy's mirror works through a backlog in large batches,
+//! however many commands came). Paced, rates only say whether a path kept the pace: compare
+//! the latencies.
 //!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches]
@@ -174,7 +175,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients N] \
          [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD] [--caches] \
-         [--no-floor] [--rate CMDS_PER_SECOND]"
+         [--no-floor] [--rate STEPS_PER_SECOND]"
     );
     std::process::exit(64)
 }
@@ -790,7 +791,7 @@ async fn run_path(
     cpu: &support::Cpu,
 ) -> Result<RunResult> {
     let clients = cfg.clients;
-    // Each client's pace: one command every `clients / rate` seconds.
+    // Each client's pace: one step every `clients / rate` seconds.
     let every = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 / cfg.rate));
     let mut set = tokio::task::JoinSet::new();
     for i in 0..clients {
@@ -991,15 +992,28 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
         let Some(pl) = plain_of(p) else {
             continue;
         };
+        // Paced, a rate is the pace where a path keeps it: no time per command.
+        let time = |ratio: f64| {
+            if cfg.rate > 0.0 {
+                format!("rate {ratio:.3}× below (paced: compare the latencies)")
+            } else {
+                format!("time per command {ratio:.3}×")
+            }
+        };
+        let target = if cfg.rate > 0.0 {
+            ""
+        } else {
+            " (target ≤ 1.10×)"
+        };
         println!(
-            "\n{} vs {}: time per command {:.3}× (target ≤ 1.10×), proxy CPU per command {:.2}× \
-             (target ≤ 1.5×); {} vs direct: time per command {:.3}×",
+            "\n{} vs {}: {}{target}, proxy CPU per command {:.2}× (target ≤ 1.5×); {} vs \
+             direct: {}",
             p.name,
             paths[pl].name,
-            rate(pl) / rate(i),
+            time(rate(pl) / rate(i)),
             proxy_ms(i) / proxy_ms(pl),
             paths[pl].name,
-            rate(0) / rate(pl)
+            time(rate(0) / rate(pl))
         );
     }
     // What translating the numbers of a folder that keeps client caches costs.
