@@ -67,12 +67,15 @@
 //! instead of as many as they can: below every path's capacity, each path does the same work in
 //! the same time, and its CPU per command is not the share of two saturated CPUs the scheduler
 //! gave it (a saturated migration proxy's mirror works through a backlog in large batches,
-//! however many commands came). Paced, rates only say whether a path kept the pace: compare
-//! the latencies.
+//! however many commands came). Paced, rates only say whether a path kept the pace: the time
+//! per command compared is the mean latency over every command of every round.
+//!
+//! `--live-pickup MODE` sets every migration proxy's `[migration] live_pickup` (idle, poll or
+//! off; the proxy's default, idle, when not given).
 //!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches]
-//! [--no-floor] [--rate N].
+//! [--no-floor] [--rate N] [--live-pickup MODE].
 //! `--proxy-exe` names another build of this example: its plain and migration proxies take their
 //! turns too, marked "(other)", with users of their own. `--caches` adds a migration proxy with
 //! `[migration] keep_client_caches` (its users `c0`…, their folders showing OLD's numbers), and
@@ -120,6 +123,8 @@ struct Config {
     floor: bool,
     /// Random steps a second offered by all clients together; 0: as many as they can.
     rate: f64,
+    /// `[migration] live_pickup` of every migration proxy (the proxy's default when unset).
+    live_pickup: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -135,6 +140,7 @@ fn main() -> Result<()> {
         caches: false,
         floor: true,
         rate: 0.0,
+        live_pickup: None,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -156,6 +162,12 @@ fn main() -> Result<()> {
                     .unwrap_or_else(|| usage("--proxy-exe needs a path"));
                 cfg.proxy_exe = Some(path.into());
             }
+            "--live-pickup" => {
+                let mode = it
+                    .next()
+                    .unwrap_or_else(|| usage("--live-pickup needs idle, poll or off"));
+                cfg.live_pickup = Some(mode.clone());
+            }
             "--caches" => cfg.caches = true,
             "--no-floor" => cfg.floor = false,
             "-h" | "--help" => usage(""),
@@ -175,7 +187,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients N] \
          [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD] [--caches] \
-         [--no-floor] [--rate STEPS_PER_SECOND]"
+         [--no-floor] [--rate STEPS_PER_SECOND] [--live-pickup idle|poll|off]"
     );
     std::process::exit(64)
 }
@@ -233,9 +245,10 @@ async fn run(cfg: &Config) -> Result<()> {
     );
 
     let this = std::env::current_exe()?;
-    let mut proxies = vec![start_proxies(&this, &new, &old)];
+    let migrating = |extra: &str| migration_config(&old, cfg, extra);
+    let mut proxies = vec![start_proxies(&this, new.port(), &migrating(""))];
     if let Some(exe) = &cfg.proxy_exe {
-        proxies.push(start_proxies(exe, &new, &old));
+        proxies.push(start_proxies(exe, new.port(), &migrating("")));
     }
     let mut paths = vec![Path {
         name: "direct to NEW".into(),
@@ -270,10 +283,7 @@ async fn run(cfg: &Config) -> Result<()> {
             &this,
             &[CHILD_FLAG],
             new.port(),
-            &format!(
-                "{}[migration]\nkeep_client_caches = true\n",
-                old_section(&old)
-            ),
+            &migrating("keep_client_caches = true\n"),
         )
     });
     if let Some(proxy) = &caches {
@@ -292,8 +302,8 @@ async fn run(cfg: &Config) -> Result<()> {
             new.port(),
             // The reload's outcome logged (at info; nothing else of the proxy's is).
             &format!(
-                "{}[migration]\n{PAUSED}\n[log]\nlevel = \"warn,imapferry::proxy::reload=info\"\n",
-                old_section(&old)
+                "{}[log]\nlevel = \"warn,imapferry::proxy::reload=info\"\n",
+                migrating(&format!("{PAUSED}\n"))
             ),
         )
     });
@@ -421,7 +431,7 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     println!(
         "reproduce: TMPDIR=/dev/shm cargo run --release --example stress_bench -- --clients {} \
-         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}{}",
+         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}{}{}",
         cfg.clients,
         cfg.seconds,
         cfg.rounds,
@@ -437,7 +447,11 @@ async fn run(cfg: &Config) -> Result<()> {
             format!(" --rate {}", cfg.rate)
         } else {
             String::new()
-        }
+        },
+        cfg.live_pickup
+            .as_ref()
+            .map(|mode| format!(" --live-pickup {mode}"))
+            .unwrap_or_default()
     );
     Ok(())
 }
@@ -476,18 +490,25 @@ fn small_size(rng: &mut Rng) -> usize {
 /// The plain and the migration proxy, run by `exe` (this binary or another build of it).
 fn start_proxies(
     exe: &std::path::Path,
-    new: &Dovecot,
-    old: &Dovecot,
+    new_port: u16,
+    migration_config: &str,
 ) -> (ProxyProcess, ProxyProcess) {
-    let plain = ProxyProcess::start(exe, &[CHILD_FLAG], new.port(), "");
-    let migration = ProxyProcess::start(exe, &[CHILD_FLAG], new.port(), &old_section(old));
+    let plain = ProxyProcess::start(exe, &[CHILD_FLAG], new_port, "");
+    let migration = ProxyProcess::start(exe, &[CHILD_FLAG], new_port, migration_config);
     (plain, migration)
 }
 
-/// A migration proxy's `[old]`: `old` on loopback, the user's own login.
-fn old_section(old: &Dovecot) -> String {
+/// A migration proxy's `[old]` (`old` on loopback, the user's own login) and `[migration]`:
+/// `--live-pickup`'s mode and `extra` (its own lines).
+fn migration_config(old: &Dovecot, cfg: &Config, extra: &str) -> String {
+    let pickup = cfg
+        .live_pickup
+        .as_ref()
+        .map(|mode| format!("live_pickup = \"{mode}\"\n"))
+        .unwrap_or_default();
     format!(
-        "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"same\"\n",
+        "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"same\"\n\
+         [migration]\n{pickup}{extra}",
         old.port()
     )
 }
@@ -981,6 +1002,13 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
             );
         }
     }
+    // Over every command of every round (logins included), ms.
+    let mean_latency = |i: usize| {
+        let (sum, n) = (results[i].iter())
+            .flat_map(|r| r.latency.iter().flatten())
+            .fold((0.0, 0usize), |(s, n), l| (s + l, n + 1));
+        sum * 1e3 / n.max(1) as f64
+    };
     // A migration proxy's plain proxy: the same build's.
     let plain_of = |p: &Path| {
         paths
@@ -992,28 +1020,25 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
         let Some(pl) = plain_of(p) else {
             continue;
         };
-        // Paced, a rate is the pace where a path keeps it: no time per command.
-        let time = |ratio: f64| {
+        // Paced, a rate is the pace where a path keeps it: the time per command is the mean
+        // latency of every command of every round.
+        let time = |of: usize, against: usize| {
             if cfg.rate > 0.0 {
-                format!("rate {ratio:.3}× below (paced: compare the latencies)")
+                let (a, b) = (mean_latency(of), mean_latency(against));
+                format!("mean latency {:.3}× ({:.3} against {:.3} ms)", a / b, a, b)
             } else {
-                format!("time per command {ratio:.3}×")
+                format!("time per command {:.3}×", rate(against) / rate(of))
             }
         };
-        let target = if cfg.rate > 0.0 {
-            ""
-        } else {
-            " (target ≤ 1.10×)"
-        };
         println!(
-            "\n{} vs {}: {}{target}, proxy CPU per command {:.2}× (target ≤ 1.5×); {} vs \
-             direct: {}",
+            "\n{} vs {}: {} (target ≤ 1.10×), proxy CPU per command {:.2}× (target ≤ 1.5×); \
+             {} vs direct: {}",
             p.name,
             paths[pl].name,
-            time(rate(pl) / rate(i)),
+            time(i, pl),
             proxy_ms(i) / proxy_ms(pl),
             paths[pl].name,
-            time(rate(0) / rate(pl))
+            time(pl, 0)
         );
     }
     // What translating the numbers of a folder that keeps client caches costs.
