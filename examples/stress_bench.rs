@@ -1060,12 +1060,13 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
     let at = |short: &str| paths.iter().position(|p| p.short == short);
     if let (Some(f), Some(pl), Some(m)) = (at("paused"), at("plain"), at("migr")) {
         println!(
-            "\n{} vs {}: proxy CPU per command {:.2}×, the journal's floor (every write tracked and \
-             journaled before its OK, nothing sent to OLD); {} vs it: {:.2}× (restated target \
-             ≤ 1.5×), the mirror's share {:.1} ms per 1,000 commands",
+            "\n{} vs {}: proxy CPU per command {:.2}×, mean latency {:.3}×, the journal's floor \
+             (every write tracked and journaled before its OK, nothing sent to OLD); {} vs it: \
+             {:.2}× (restated target ≤ 1.5×), the mirror's share {:.1} ms per 1,000 commands",
             paths[f].name,
             paths[pl].name,
             proxy_ms(f) / proxy_ms(pl),
+            mean_latency(f) / mean_latency(pl),
             paths[m].name,
             proxy_ms(m) / proxy_ms(f),
             proxy_ms(m) - proxy_ms(f),
