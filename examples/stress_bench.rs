@@ -71,7 +71,8 @@
 //! per command compared is the mean latency over every command of every round.
 //!
 //! `--live-pickup MODE` sets every migration proxy's `[migration] live_pickup` (idle, poll or
-//! off; the proxy's default, idle, when not given).
+//! off; the proxy's default, idle, when not given). The paused proxy's too: with "off" each of
+//! its SELECTs checks OLD, and it is no longer the journal's floor.
 //!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches]
@@ -165,6 +166,7 @@ fn main() -> Result<()> {
             "--live-pickup" => {
                 let mode = it
                     .next()
+                    .filter(|m| ["idle", "poll", "off"].contains(&m.as_str()))
                     .unwrap_or_else(|| usage("--live-pickup needs idle, poll or off"));
                 cfg.live_pickup = Some(mode.clone());
             }
