@@ -192,9 +192,10 @@ fn idle_users_hold_only_their_sessions_and_one_idle_on_old() {
 }
 
 /// With IDLE, new mail on OLD reaches the open session although OLD was never polled: from the
-/// moment the IDLE runs until the session sees the message, OLD saw at most the one STATUS of
-/// the backfill pass the change started (polling would add its own STATUS, however soon it
-/// found the change), and the IDLE went on through the change (OLD finished none).
+/// moment the IDLE runs until the session sees the message, OLD finished one IDLE (ended to
+/// look at the change) and saw two STATUS, that look's and the check's it started (the
+/// mirror's own writes would have made the look's wait, see
+/// `the_mirrors_own_writes_start_no_checks`).
 #[test]
 fn new_old_mail_arrives_by_idle_without_polling() {
     let (s, mut c) = picking_up("cat", "idle", 1);
@@ -208,8 +209,8 @@ fn new_old_mail_arrives_by_idle_without_polling() {
         || c.raw("NOOP").0.iter().any(|l| l == "* 2 EXISTS"),
     );
     let seen = s.old.commands(false);
-    assert_eq!(seen.get("IDLE").copied().unwrap_or(0), 0, "{seen:?}");
-    assert!(seen.get("STATUS").copied().unwrap_or(0) <= 1, "{seen:?}");
+    assert!(seen.get("IDLE").copied().unwrap_or(0) <= 1, "{seen:?}");
+    assert!(seen.get("STATUS").copied().unwrap_or(0) <= 2, "{seen:?}");
     let m = metrics(s.proxy.admin_port);
     assert_eq!(
         gauge(&m, "imapferry_live_pickup_accounts{mode=\"idle\"}"),
@@ -419,4 +420,87 @@ fn a_burst_of_changes_on_old_costs_two_checks() {
     let used = checks() - before;
     assert!((1..=2).contains(&used), "{used} checks for the burst");
     c.logout();
+}
+
+/// The mirror's own writes start no checks while a user writes: live pickup takes a change
+/// whose STATUS shows only what the mirror did (UIDNEXT and count as its APPENDs, COPYs and
+/// expunges make them) for the mirror's, and checks the folder after `live_pickup_max_secs`
+/// instead of at once. Mail OLD gets from elsewhere meanwhile is picked up at once, and a flag
+/// someone else changes on OLD reaches NEW by that later check.
+#[test]
+fn the_mirrors_own_writes_start_no_checks() {
+    let (s, mut c) = picking_up("ivy", "idle", 20);
+    let (_, done) = c.command("CREATE Work");
+    assert!(done.contains("OK"), "{done}");
+    let mut w = RawImap::connect("127.0.0.1", s.proxy.port);
+    w.login("ivy", "pw");
+    assert_eq!(w.select("Work"), 0);
+    wait_until(
+        || metrics(s.proxy.admin_port),
+        || s.checked("ivy", "INBOX") && s.checked("ivy", "Work"),
+    );
+    // Each round APPENDs to INBOX (IDLE's folder) and Work (polled), flags what it appended,
+    // and every third round expunges it again.
+    let mut round = 0u64;
+    let mut write = |c: &mut RawImap, folder: &str| {
+        round += 1;
+        let uid = c.append(folder, &[], None, &message(100 + round, 500));
+        let uid = uid.expect("APPENDUID");
+        c.exec(&format!("UID STORE {uid} +FLAGS (\\Seen)"));
+        if round.is_multiple_of(3) {
+            c.uid_expunge(folder, uid);
+        }
+    };
+    let checks = || gauge(&metrics(s.proxy.admin_port), "imapferry_backfills_total");
+    let before = checks();
+    for _ in 0..12 {
+        write(&mut c, "INBOX");
+        write(&mut w, "Work");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mirrored = |folder: &str| {
+        s.old.mailbox_status("ivy", folder).0 == s.new.mailbox_status("ivy", folder).0
+    };
+    wait_until(
+        || metrics(s.proxy.admin_port),
+        || mirrored("INBOX") && mirrored("Work"),
+    );
+    let used = checks() - before;
+    assert!(used <= 1, "{used} checks for the mirror's own writes");
+
+    // New mail on OLD is not the mirror's: it reaches the session at once.
+    let mut o = RawImap::connect("127.0.0.1", s.old.port());
+    o.login("ivy", "pw");
+    o.append("INBOX", &["Elsewhere"], None, &message(1000, 700));
+    let sent = Instant::now();
+    let found = |c: &mut RawImap, keyword: &str| {
+        let (untagged, ok) = c.raw(&format!("SEARCH KEYWORD {keyword}"));
+        assert!(ok.starts_with("OK"), "{ok}");
+        untagged
+            .iter()
+            .any(|l| l.starts_with("* SEARCH ") && l.len() > 9)
+    };
+    while !found(&mut c, "Elsewhere") {
+        write(&mut c, "INBOX");
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "OLD's new mail waited for the later check\n{}",
+            metrics(s.proxy.admin_port)
+        );
+    }
+
+    // A flag changed on OLD shows in no STATUS: the later check brings it.
+    o.select("INBOX");
+    let (_, done) = o.command("UID STORE 1 +FLAGS (Remote)");
+    assert!(done.contains("OK"), "{done}");
+    o.logout();
+    wait_until(
+        || metrics(s.proxy.admin_port),
+        || {
+            write(&mut c, "INBOX");
+            found(&mut c, "Remote")
+        },
+    );
+    c.logout();
+    w.logout();
 }

@@ -2,7 +2,8 @@
 //! reaches them without a new SELECT. Per account, one OLD connection IDLEs (RFC 2177) on one
 //! selected folder, INBOX first, where OLD offers IDLE; the other selected folders (all of them
 //! with `live_pickup = "poll"`, or without IDLE) get a STATUS on a [`Schedule`]. A change starts
-//! the folder's backfill. The mode is per account and reloadable ([`Policy`]).
+//! the folder's backfill, unless the mirror's own writes may account for it: that check waits
+//! (see [`Watcher::look`]). The mode is per account and reloadable ([`Policy`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -177,6 +178,13 @@ struct Watcher {
     shrinks: Option<Instant>,
     /// Each polled folder's state at the last look, by OLD name.
     seen: HashMap<String, MailboxState>,
+    /// Folders whose changes the mirror's own writes may account for, by OLD name: since when
+    /// their check waits.
+    deferred: HashMap<String, Instant>,
+    /// IDLE reported a change of its folder, which a STATUS looks at next.
+    idle_changed: bool,
+    /// When IDLE's folder was last looked at by STATUS or EXAMINE.
+    idle_looked: Instant,
     schedule: Schedule,
     due: Instant,
     counted: Option<(Asking, Counted)>,
@@ -204,6 +212,9 @@ impl Account {
                 folders: Vec::new(),
                 shrinks: None,
                 seen: HashMap::new(),
+                deferred: HashMap::new(),
+                idle_changed: false,
+                idle_looked: Instant::now(),
                 schedule: Schedule::new(policy.first, policy.max),
                 due: Instant::now(),
                 counted: None,
@@ -247,8 +258,9 @@ impl Watcher {
             self.schedule.bound(policy.first, policy.max);
             if folders != self.folders {
                 // The user went to another folder: activity, so ask soon again.
-                self.seen
-                    .retain(|old, _| folders.iter().any(|(_, o)| o == old));
+                let kept = |old: &String| folders.iter().any(|(_, o)| o == old);
+                self.seen.retain(|old, _| kept(old));
+                self.deferred.retain(|old, _| kept(old));
                 self.folders = folders;
                 self.schedule = Schedule::new(policy.first, policy.max);
                 self.due = Instant::now() + policy.first;
@@ -347,6 +359,33 @@ impl Watcher {
         differs
     }
 
+    /// Looks at OLD's folder (NEW name `new`) in state `now`, and checks it when it changed
+    /// ([`Self::observe`]). A change that the mirror's own writes may account for (its STATUS
+    /// shows no message the mirror did not add, none gone that it did not expunge) waits: the
+    /// folder is checked once it has waited `live_pickup_max_secs` (a flag someone else
+    /// changed shows in no STATUS), not at every write of the mirror. Returns whether it
+    /// changed.
+    async fn look(&mut self, new: &str, old: &str, now: MailboxState) -> bool {
+        let changed = self.observe(old, now).await;
+        let own = changed && self.acct.folder(new).own_may_explain(&now);
+        let waited = |since: &Instant| since.elapsed() >= self.acct.pickup.get().max;
+        if own {
+            self.seen.insert(old.to_string(), now);
+            let since = self
+                .deferred
+                .entry(old.to_string())
+                .or_insert_with(Instant::now);
+            if !waited(since) {
+                return true;
+            }
+        } else if !changed && !self.deferred.get(old).is_some_and(waited) {
+            return false;
+        }
+        self.deferred.remove(old);
+        self.acct.pick_up(new);
+        changed
+    }
+
     /// STATUS of `folders` on OLD; a changed one is backfilled. Sets when to poll next.
     async fn poll(&mut self, folders: &[(String, String)]) -> Result<(), SyncError> {
         let names: Vec<String> = folders.iter().map(|(_, old)| old.clone()).collect();
@@ -354,12 +393,7 @@ impl Watcher {
         let mut any = false;
         for ((new, old), answer) in folders.iter().zip(answers) {
             match answer {
-                Ok(status) => {
-                    if self.observe(old, state_of_status(status)).await {
-                        any = true;
-                        self.acct.pick_up(new);
-                    }
-                }
+                Ok(status) => any |= self.look(new, old, state_of_status(status)).await,
                 // The folder went away on OLD: the next backfill or sweep sees it.
                 Err(e) => debug!(folder = %old, "live pickup: {e}"),
             }
@@ -393,8 +427,10 @@ impl Watcher {
         Ok(Flow::Go)
     }
 
-    /// IDLE on the first selected folder until it changes, the next poll of the others is due,
-    /// the selection or the settings change, or IDLE is due for renewal.
+    /// IDLE on the first selected folder until the next poll of the others is due, the
+    /// selection or the settings change, or IDLE is due for renewal. A change IDLE reports is
+    /// looked at by a STATUS, at most once per `live_pickup_secs`, and when its check waited
+    /// long enough ([`Self::look`]).
     async fn idle_round(&mut self) -> Result<Flow, SyncError> {
         self.connect().await?;
         if self.idle_offered == Some(false) {
@@ -408,45 +444,57 @@ impl Watcher {
             let conn = self.connect().await?;
             let info = conn.client.select_with(target_old, true, false).await?;
             self.examined = Some(target_old.clone());
-            if self.observe(target_old, state_of_info(&info)).await {
-                self.acct.pick_up(target_new);
+            self.idle_changed = false;
+            self.idle_looked = Instant::now();
+            self.look(target_new, target_old, state_of_info(&info))
+                .await;
+        }
+        if std::mem::take(&mut self.idle_changed) {
+            self.idle_looked = Instant::now();
+            let target = [target_old.clone()];
+            let answer = self.connect().await?.client.status_many(&target).await?;
+            match answer.into_iter().next() {
+                Some(Ok(status)) => {
+                    self.look(target_new, target_old, state_of_status(status))
+                        .await;
+                }
+                Some(Err(e)) => debug!(folder = %target_old, "live pickup: {e}"),
+                None => {}
             }
         }
         if !others.is_empty() && Instant::now() >= self.due {
             self.poll(others).await?;
         }
         self.count(Asking::Idle);
+        let policy = self.acct.pickup.get();
         let renew = Instant::now() + IDLE_RENEW;
-        let until = if others.is_empty() {
+        let mut until = if others.is_empty() {
             renew
         } else {
             self.due.min(renew)
         };
-        let until = self.shrinks.map_or(until, |s| s.min(until));
+        until = self.shrinks.map_or(until, |s| s.min(until));
+        if let Some(since) = self.deferred.get(target_old) {
+            until = until.min(*since + policy.max);
+        }
+        // A change is looked at no sooner than `live_pickup_secs` after the last look: the
+        // mirror's own writes change OLD all the time while the user writes.
+        let look_at = self.idle_looked + policy.first;
         let acct = Arc::clone(&self.acct);
         let stop = &mut self.stop;
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Flow::Go);
         };
-        // A change starts the folder's check and the IDLE goes on: the mirror's own writes
-        // change OLD all the time while the user writes, and its checks are spaced anyway.
-        let changed = || {
-            debug!(folder = %target_new, "live pickup: OLD changed");
-            acct.pick_up(target_new);
-        };
         let (tag, before) = conn.client.idle().await?;
-        if before.iter().any(is_change) {
-            changed();
-        }
+        let mut changed = before.iter().any(is_change);
         loop {
+            let wake = if changed { until.min(look_at) } else { until };
             tokio::select! {
-                ready = conn.client.idle_readable(until) => {
+                ready = conn.client.idle_readable(wake) => {
                     if !ready? {
                         break;
                     }
-                    if is_change(&conn.client.idle_response().await?) {
-                        changed();
-                    }
+                    changed |= is_change(&conn.client.idle_response().await?);
                 }
                 () = acct.pickup_wake.notified() => break,
                 // Ends without DONE: the connection is dropped.
@@ -454,9 +502,15 @@ impl Watcher {
             }
         }
         let after = conn.client.idle_done(&tag).await?;
-        if after.iter().any(is_change) {
-            changed();
+        changed |= after.iter().any(is_change);
+        if changed {
+            debug!(folder = %target_new, "live pickup: OLD changed");
         }
+        let waited = self
+            .deferred
+            .get(target_old)
+            .is_some_and(|s| s.elapsed() >= policy.max);
+        self.idle_changed = changed || waited;
         self.acct.reached();
         Ok(Flow::Go)
     }

@@ -75,8 +75,33 @@ impl OwnChanges {
             return false;
         }
         let added = changed.keys().filter(|u| **u >= base.uidnext).count();
-        let removed = self.expunged.iter().filter(|u| **u < base.uidnext).count();
-        i64::from(now.messages) == i64::from(base.messages) + added as i64 - removed as i64
+        i64::from(now.messages) == self.messages_with(added)
+    }
+
+    /// Whether OLD's STATUS `now` may show this process's changes alone: no message it did not
+    /// put there (UIDNEXT no higher than its own additions make it), none gone that it did not
+    /// expunge (the count), nothing older than the base (a modseq of 0 is not known). A flag
+    /// someone else changed does not show in a STATUS: only [`OwnChanges::explain`], given what changed, rules that out.
+    pub fn may_explain(&self, now: &MailboxState) -> bool {
+        let base = &self.base;
+        let next =
+            (self.added.last()).map_or(base.uidnext, |u| base.uidnext.max(u.saturating_add(1)));
+        let kept = (self.added.iter())
+            .filter(|u| !self.expunged.contains(u))
+            .count();
+        now.uidvalidity == base.uidvalidity
+            && (now.highestmodseq == 0 || now.highestmodseq >= base.highestmodseq)
+            && (base.uidnext..=next).contains(&now.uidnext)
+            && i64::from(now.messages) == self.messages_with(kept)
+    }
+
+    /// The base's message count with `added` new messages, less those of the base's this
+    /// process expunged.
+    fn messages_with(&self, added: usize) -> i64 {
+        let removed = (self.expunged.iter())
+            .filter(|u| **u < self.base.uidnext)
+            .count();
+        i64::from(self.base.messages) + added as i64 - removed as i64
     }
 }
 
@@ -233,6 +258,50 @@ mod tests {
         for (why, now, changed, want) in cases {
             assert_eq!(own().explain(&now, &changed), want, "{why}");
         }
+    }
+
+    #[test]
+    fn a_status_may_show_its_own_changes_only_when_nothing_else_shows() {
+        // Its own changes: UIDNEXT 22 (it added 20 and 21), 10 messages (+20, -5), any modseq.
+        let cases: [(&str, MailboxState, bool); 8] = [
+            ("its own changes", state(22, 106, 10), true),
+            (
+                "its own, and a flag someone else changed",
+                state(22, 140, 10),
+                true,
+            ),
+            ("a message it did not add", state(23, 107, 11), false),
+            (
+                "a message it did not add, one of its own expunged",
+                state(23, 107, 10),
+                false,
+            ),
+            (
+                "someone else expunged one of the base's",
+                state(22, 107, 9),
+                false,
+            ),
+            (
+                "the message it added and kept not there",
+                state(20, 105, 9),
+                false,
+            ),
+            ("older than the base", state(22, 99, 10), false),
+            (
+                "UIDVALIDITY changed",
+                MailboxState {
+                    uidvalidity: 8,
+                    ..state(22, 106, 10)
+                },
+                false,
+            ),
+        ];
+        for (why, now, want) in cases {
+            assert_eq!(own().may_explain(&now), want, "{why}");
+        }
+        let none = OwnChanges::since(1, state(20, 100, 10)).unwrap();
+        assert!(none.may_explain(&state(20, 100, 10)), "unchanged");
+        assert!(!none.may_explain(&state(21, 101, 11)), "new mail");
     }
 
     #[test]
