@@ -97,6 +97,7 @@ both!(
     refused_entries_are_retried_then_parked,
     append_keys_stay_with_their_entry,
     journal_order_done_and_counts,
+    pending_entries_holding_a_text,
     entries_of_several_accounts_commit_together,
     find_and_touch_account,
     rename_pair_keeps_links_and_tombstones,
@@ -922,6 +923,51 @@ async fn journal_order_done_and_counts(b: Backend) {
     }
     // The account must exist.
     assert!(store.journal_append(9999, "store", "").await.is_err());
+}
+
+/// The pending entries holding a text are those whose payload holds it, oldest first, of the
+/// account and not done: LIKE's wildcards and escape in the text match only themselves.
+async fn pending_entries_holding_a_text(b: Backend) {
+    let store = b.open().await;
+    let (alice, bob) = (
+        store.account(&key("alice")).await.unwrap(),
+        store.account(&key("bob")).await.unwrap(),
+    );
+    let payloads = [
+        (alice, r#"{"folder":"A"}"#),
+        (alice, r#"{"folder":"A/B"}"#),
+        (alice, r#"{"folder":"50%_off"}"#),
+        (alice, r#"{"folder":"50 percent off"}"#),
+        (alice, r#"{"folder":"say "hi\"}"#),
+        (alice, r#"{"from":"X","to":"A"}"#),
+        (bob, r#"{"folder":"A"}"#),
+    ];
+    let mut ids = Vec::new();
+    for (account, payload) in payloads {
+        ids.push(
+            store
+                .journal_append(account, "store", payload)
+                .await
+                .unwrap(),
+        );
+    }
+    store.journal_done(&[ids[5]]).await.unwrap();
+    let holding = |text: &'static str| {
+        let store = &store;
+        async move {
+            let found = store.journal_pending_holding(alice, text).await.unwrap();
+            found.iter().map(|e| e.id).collect::<Vec<i64>>()
+        }
+    };
+    assert_eq!(
+        holding(r#""A""#).await,
+        vec![ids[0]],
+        "not A/B, not done, not bob's"
+    );
+    assert_eq!(holding(r#""A"#).await, vec![ids[0], ids[1]]);
+    assert_eq!(holding(r#""50%_off""#).await, vec![ids[2]]);
+    assert_eq!(holding(r#""say "hi\""#).await, vec![ids[4]]);
+    assert_eq!(holding(r#""B""#).await, Vec::<i64>::new());
 }
 
 /// A group commit: entries of several accounts in one call keep their order; a retired

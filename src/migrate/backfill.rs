@@ -757,6 +757,32 @@ mod tests {
         assert_eq!(summary[0].reason, None, "{summary:?}");
     }
 
+    /// Whether waiting entries name a folder: the store hands over those that hold its name,
+    /// and they are read to be sure; LIKE's wildcards, quotes and another case tell apart.
+    #[tokio::test]
+    async fn waiting_entries_name_exactly_their_folders() {
+        use crate::migrate::journal::Write;
+        let acct = crate::migrate::mirror::tests::account().await;
+        for folder in ["50%_off", "say \"hi\\", "Inbox"] {
+            let create = Write::Create {
+                folder: folder.into(),
+            };
+            crate::migrate::mirror::tests::journal(&acct, create).await;
+        }
+        acct.count_pending().await;
+        for (folder, want) in [
+            ("50%_off", true),
+            ("50 percent off", false),
+            ("say \"hi\\", true),
+            ("say", false),
+            ("Inbox", true),
+            ("INBOX", false),
+            ("inbox", false),
+        ] {
+            assert_eq!(acct.journal_names(folder).await.unwrap(), want, "{folder}");
+        }
+    }
+
     /// Logins in a row check INBOX on OLD once a minute, not once a login.
     #[tokio::test]
     async fn logins_check_inbox_once_a_minute() {

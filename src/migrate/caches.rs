@@ -136,9 +136,13 @@ impl Account {
             return Ok(());
         }
         let sep = self.separators().map_or('/', |(_, new)| new);
-        let pending = self.store.journal_pending(self.id, u32::MAX).await?;
+        // The RENAMEs alone: the flag changes a paused mirror lets pile up are not read.
+        let renames = self
+            .store
+            .journal_pending_after(self.id, 0, &["rename"])
+            .await?;
         let mut name = folder.to_string();
-        for entry in pending.iter().rev().filter(|e| e.kind == "rename") {
+        for entry in renames.iter().rev() {
             if let Ok(Entry {
                 write: Write::Rename { from, to },
                 ..

@@ -16,7 +16,7 @@ use super::lease::Lease;
 use super::mirror::{self, MirrorError};
 use super::pool::Conn;
 use crate::lock::Poisoned;
-use crate::store::JournalEntry;
+use crate::store::{JournalEntry, StoreError};
 
 /// Longest wait for the store to commit a journal entry before the client is told `* BYE`.
 pub(crate) const COMMIT_WITHIN: Duration = Duration::from_secs(5);
@@ -280,16 +280,16 @@ impl Account {
     }
 
     /// Whether entries still waiting for OLD name NEW folder `folder`.
-    pub(super) async fn journal_names(
-        &self,
-        folder: &str,
-    ) -> Result<bool, crate::store::StoreError> {
+    pub(super) async fn journal_names(&self, folder: &str) -> Result<bool, StoreError> {
         if self.pending.get() == 0 {
             return Ok(false);
         }
+        // Only the entries whose text holds the name as the journal writes it: a SELECT while
+        // many entries wait (a paused mirror) does not read them all.
+        let quoted = serde_json::Value::from(folder).to_string();
         Ok(self
             .store
-            .journal_pending(self.id, u32::MAX)
+            .journal_pending_holding(self.id, &quoted)
             .await?
             .iter()
             .filter_map(|e| Entry::from_json(&e.payload).ok())
@@ -494,11 +494,7 @@ impl Account {
 
     /// OLD refused `entry`: tried again later (`Ok(false)`: the drain waits for it), or parked
     /// after `[migration] mirror_attempts` refusals (`Ok(true)`: the drain goes on).
-    async fn refused(
-        &self,
-        entry: &JournalEntry,
-        why: &str,
-    ) -> Result<bool, crate::store::StoreError> {
+    async fn refused(&self, entry: &JournalEntry, why: &str) -> Result<bool, StoreError> {
         let delay = (self.journal.retry.as_secs() as i64) << entry.attempts.min(5);
         let attempts = self
             .store
@@ -534,7 +530,7 @@ impl Account {
     }
 
     /// `entry` can never apply: it leaves the queue with its reason, and the account diverges.
-    async fn park(&self, entry: &JournalEntry, why: &str) -> Result<(), crate::store::StoreError> {
+    async fn park(&self, entry: &JournalEntry, why: &str) -> Result<(), StoreError> {
         self.store.journal_park(entry.id, why).await?;
         self.diverge(&format!(
             "journal entry {} ({}) could not be applied to OLD: {why}",

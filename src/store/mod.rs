@@ -538,6 +538,14 @@ pub trait Store: Send + Sync {
     }
     /// Pending entries of the account, oldest first, at most `limit`.
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>>;
+    /// Pending entries of the account whose payload holds `text`, oldest first: a folder's
+    /// entries among many, without reading the others (SQLite compares ASCII letters without
+    /// case, so a caller decodes what it gets).
+    async fn journal_pending_holding(
+        &self,
+        account: AccountId,
+        text: &str,
+    ) -> Result<Vec<JournalEntry>>;
     /// Pending entries of the account journaled after entry `after`, of these `kinds`, oldest
     /// first: the later writes a mirror must follow, without reading every pending flag change.
     async fn journal_pending_after(

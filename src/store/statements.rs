@@ -1181,6 +1181,22 @@ impl Store for SqlStore {
         rows.iter().map(journal_entry).collect()
     }
 
+    async fn journal_pending_holding(
+        &self,
+        account: AccountId,
+        text: &str,
+    ) -> Result<Vec<JournalEntry>> {
+        let pattern = format!("%{}%", like_escaped(text));
+        let rows = self
+            .select(
+                "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
+                 WHERE account_id = $1 AND done = 0 AND payload LIKE $2 ESCAPE '\\' ORDER BY id",
+                args![account, pattern],
+            )
+            .await?;
+        rows.iter().map(journal_entry).collect()
+    }
+
     async fn journal_pending_after(
         &self,
         account: AccountId,
@@ -1581,6 +1597,18 @@ async fn schema_version(c: &mut Conn) -> Result<i64> {
         .fetch_one("SELECT MAX(version) FROM schema_version", args![])
         .await?;
     Ok(row.get::<Option<i64>>(0)?.unwrap_or(0))
+}
+
+/// `text` for a LIKE pattern with `ESCAPE '\'`: its wildcards and escapes match themselves.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn journal_entry(row: &Row) -> Result<JournalEntry> {

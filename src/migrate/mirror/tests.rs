@@ -121,7 +121,7 @@ fn fetched(uid: u32, body: &str) -> String {
 }
 
 /// Journals `write` as the proxy would (OLD names of its time); returns the stored entry.
-async fn journal(acct: &Account, write: Write) -> JournalEntry {
+pub(crate) async fn journal(acct: &Account, write: Write) -> JournalEntry {
     let old = acct.names.lock().unwrap().journal(&write);
     let payload = Entry {
         write: write.clone(),
