@@ -528,7 +528,9 @@ pub struct Migration {
     #[serde(default)]
     pub live_pickup_for: BTreeMap<String, LivePickup>,
     /// Polling asks OLD again this long after a change, doubling while nothing changes up to
-    /// `live_pickup_max_secs`. 0 turns live pickup off for every account (as it always did).
+    /// `live_pickup_max_secs`, which is also the longest a change the mirror's own writes may
+    /// account for waits for its check. 0 turns live pickup off for every account (as it
+    /// always did).
     #[serde(default = "default_live_pickup_secs")]
     pub live_pickup_secs: u64,
     #[serde(default = "default_live_pickup_max_secs")]

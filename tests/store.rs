@@ -938,7 +938,7 @@ async fn pending_entries_holding_a_text(b: Backend) {
         (alice, r#"{"folder":"A/B"}"#),
         (alice, r#"{"folder":"50%_off"}"#),
         (alice, r#"{"folder":"50 percent off"}"#),
-        (alice, r#"{"folder":"say "hi\"}"#),
+        (alice, r#"{"folder":"say \"hi\\"}"#),
         (alice, r#"{"from":"X","to":"A"}"#),
         (bob, r#"{"folder":"A"}"#),
     ];
@@ -952,22 +952,34 @@ async fn pending_entries_holding_a_text(b: Backend) {
         );
     }
     store.journal_done(&[ids[5]]).await.unwrap();
-    let holding = |text: &'static str| {
+    let holding = |text: &'static str, after: i64, limit: u32| {
         let store = &store;
         async move {
-            let found = store.journal_pending_holding(alice, text).await.unwrap();
-            found.iter().map(|e| e.id).collect::<Vec<i64>>()
+            let found = store.journal_pending_holding(alice, text, after, limit);
+            found
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<i64>>()
         }
     };
+    let (a, a_open) = (r#""A""#, r#""A"#);
     assert_eq!(
-        holding(r#""A""#).await,
+        holding(a, 0, 9).await,
         vec![ids[0]],
         "not A/B, not done, not bob's"
     );
-    assert_eq!(holding(r#""A"#).await, vec![ids[0], ids[1]]);
-    assert_eq!(holding(r#""50%_off""#).await, vec![ids[2]]);
-    assert_eq!(holding(r#""say "hi\""#).await, vec![ids[4]]);
-    assert_eq!(holding(r#""B""#).await, Vec::<i64>::new());
+    assert_eq!(holding(a_open, 0, 9).await, vec![ids[0], ids[1]]);
+    assert_eq!(holding(a_open, 0, 1).await, vec![ids[0]], "at most 1");
+    assert_eq!(
+        holding(a_open, ids[0], 9).await,
+        vec![ids[1]],
+        "after the first"
+    );
+    assert_eq!(holding(r#""50%_off""#, 0, 9).await, vec![ids[2]]);
+    assert_eq!(holding(r#""say \"hi\\""#, 0, 9).await, vec![ids[4]]);
+    assert_eq!(holding(r#""B""#, 0, 9).await, Vec::<i64>::new());
 }
 
 /// A group commit: entries of several accounts in one call keep their order; a retired

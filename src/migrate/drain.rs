@@ -284,16 +284,25 @@ impl Account {
         if self.pending.get() == 0 {
             return Ok(false);
         }
-        // Only the entries whose text holds the name as the journal writes it: a SELECT while
-        // many entries wait (a paused mirror) does not read them all.
+        // The entries whose text holds the name as the journal writes it, a few at a time
+        // until one names the folder: a SELECT while many entries wait (a paused mirror) does
+        // not read them all.
+        const PAGE: u32 = 16;
         let quoted = serde_json::Value::from(folder).to_string();
-        Ok(self
-            .store
-            .journal_pending_holding(self.id, &quoted)
-            .await?
-            .iter()
-            .filter_map(|e| Entry::from_json(&e.payload).ok())
-            .any(|e| e.write.folders().contains(&folder)))
+        let mut after = 0;
+        loop {
+            let page = (self.store)
+                .journal_pending_holding(self.id, &quoted, after, PAGE)
+                .await?;
+            let names = (page.iter())
+                .filter_map(|e| Entry::from_json(&e.payload).ok())
+                .any(|e| e.write.folders().contains(&folder));
+            match page.last() {
+                _ if names => return Ok(true),
+                Some(last) if page.len() == PAGE as usize => after = last.id,
+                _ => return Ok(false),
+            }
+        }
     }
 
     /// Whether `[migration] mirror_paused` keeps every write from OLD.

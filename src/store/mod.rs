@@ -538,13 +538,16 @@ pub trait Store: Send + Sync {
     }
     /// Pending entries of the account, oldest first, at most `limit`.
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>>;
-    /// Pending entries of the account whose payload holds `text`, oldest first: a folder's
-    /// entries among many, without reading the others (SQLite compares ASCII letters without
-    /// case, so a caller decodes what it gets).
+    /// Pending entries of the account journaled after entry `after` whose payload holds
+    /// `text`, oldest first, at most `limit`: a folder's entries among many, without reading
+    /// the others (SQLite compares ASCII letters without case, so a caller decodes what it
+    /// gets).
     async fn journal_pending_holding(
         &self,
         account: AccountId,
         text: &str,
+        after: i64,
+        limit: u32,
     ) -> Result<Vec<JournalEntry>>;
     /// Pending entries of the account journaled after entry `after`, of these `kinds`, oldest
     /// first: the later writes a mirror must follow, without reading every pending flag change.

@@ -1185,15 +1185,17 @@ impl Store for SqlStore {
         &self,
         account: AccountId,
         text: &str,
+        after: i64,
+        limit: u32,
     ) -> Result<Vec<JournalEntry>> {
+        // The scan of the pending entries in order stops at the `limit`th that holds the text.
+        let sql = format!(
+            "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
+             WHERE account_id = $1 AND done = 0 AND id > $2 AND payload LIKE $3 ESCAPE '\\' \
+             ORDER BY id LIMIT {limit}"
+        );
         let pattern = format!("%{}%", like_escaped(text));
-        let rows = self
-            .select(
-                "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
-                 WHERE account_id = $1 AND done = 0 AND payload LIKE $2 ESCAPE '\\' ORDER BY id",
-                args![account, pattern],
-            )
-            .await?;
+        let rows = self.select(sql, args![account, after, pattern]).await?;
         rows.iter().map(journal_entry).collect()
     }
 
