@@ -368,22 +368,25 @@ impl Watcher {
     async fn look(&mut self, new: &str, old: &str, now: MailboxState) -> bool {
         let changed = self.observe(old, now).await;
         let own = changed && self.acct.folder(new).own_may_explain(&now);
-        let waited = |since: &Instant| since.elapsed() >= self.acct.pickup.get().max;
         if own {
             self.seen.insert(old.to_string(), now);
-            let since = self
-                .deferred
+            self.deferred
                 .entry(old.to_string())
                 .or_insert_with(Instant::now);
-            if !waited(since) {
+            if !self.waited(old) {
                 return true;
             }
-        } else if !changed && !self.deferred.get(old).is_some_and(waited) {
+        } else if !changed && !self.waited(old) {
             return false;
         }
         self.deferred.remove(old);
         self.acct.pick_up(new);
         changed
+    }
+
+    /// Whether the check of `old` has waited `live_pickup_max_secs` for the mirror's writes.
+    fn waited(&self, old: &str) -> bool {
+        (self.deferred.get(old)).is_some_and(|since| since.elapsed() >= self.acct.pickup.get().max)
     }
 
     /// STATUS of `folders` on OLD; a changed one is backfilled. Sets when to poll next.
@@ -506,11 +509,7 @@ impl Watcher {
         if changed {
             debug!(folder = %target_new, "live pickup: OLD changed");
         }
-        let waited = self
-            .deferred
-            .get(target_old)
-            .is_some_and(|s| s.elapsed() >= policy.max);
-        self.idle_changed = changed || waited;
+        self.idle_changed = changed || self.waited(target_old);
         self.acct.reached();
         Ok(Flow::Go)
     }
