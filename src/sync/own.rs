@@ -81,7 +81,8 @@ impl OwnChanges {
     /// Whether OLD's STATUS `now` may show this process's changes alone: no message it did not
     /// put there (UIDNEXT no higher than its own additions make it), none gone that it did not
     /// expunge (the count), nothing older than the base (a modseq of 0 is not known). A flag
-    /// someone else changed does not show in a STATUS: only [`OwnChanges::explain`], given what changed, rules that out.
+    /// someone else changed does not show in a STATUS: only [`OwnChanges::explain`], given
+    /// what changed, rules that out.
     pub fn may_explain(&self, now: &MailboxState) -> bool {
         let base = &self.base;
         let next =
