@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 
 use super::server::{greets, stop, wait_port_closed};
 
+/// The folders every user has: (name, special use, Dovecot's `auto`).
+const AUTO_FOLDERS: [(&str, &str, &str); 5] = [
+    ("Drafts", "\\Drafts", "subscribe"),
+    ("Sent", "\\Sent", "subscribe"),
+    ("Trash", "\\Trash", "subscribe"),
+    ("Junk", "\\Junk", "create"),
+    ("Archive", "\\Archive", "create"),
+];
+
 /// Directory holding the development CA and the localhost certificate.
 pub fn certs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("certs")
@@ -368,6 +377,24 @@ impl Dovecot {
                     + std::time::Duration::from_millis(20),
             );
         }
+        if self.opts.quota_kb.is_some() {
+            self.open_auto_folders(name, password);
+        }
+    }
+
+    /// Opens the folders Dovecot makes for every user ([`AUTO_FOLDERS`]) in one session. With
+    /// the quota plugin, a save while another session of the user creates one of them may find
+    /// the folder list unreadable (NEW's log: "lstat(…/mailboxes.lock) failed", then "quota:
+    /// Failed to check if user is under quota … saving mail anyway") and take a message over
+    /// quota; created here, one after the other, the tests' sessions create none of them.
+    fn open_auto_folders(&self, user: &str, password: &str) {
+        let mut c = super::RawImap::connect(self.host(), self.port());
+        c.login(user, password);
+        for (name, _, _) in AUTO_FOLDERS {
+            let (_, done) = c.raw(&format!("SELECT {}{name}", self.opts.layout.prefix()));
+            assert!(done.starts_with("OK"), "{name}: {done}");
+        }
+        c.logout();
     }
 
     pub fn is_running(&self) -> bool {
@@ -553,13 +580,7 @@ impl Dovecot {
         )
         .unwrap();
         writeln!(c, "  prefix = {}", o.layout.prefix()).unwrap();
-        for (name, special, auto) in [
-            ("Drafts", "\\Drafts", "subscribe"),
-            ("Sent", "\\Sent", "subscribe"),
-            ("Trash", "\\Trash", "subscribe"),
-            ("Junk", "\\Junk", "create"),
-            ("Archive", "\\Archive", "create"),
-        ] {
+        for (name, special, auto) in AUTO_FOLDERS {
             writeln!(
                 c,
                 "  mailbox {name} {{\n    special_use = {special}\n    auto = {auto}\n  }}"
