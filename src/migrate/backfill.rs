@@ -759,7 +759,8 @@ mod tests {
 
     /// Whether waiting entries name a folder: the store hands over those that hold its name,
     /// a page at a time, and they are read to be sure; LIKE's wildcards, quotes and another
-    /// case tell apart (SQLite's LIKE does not: "INBOX" is found behind twenty "Inbox").
+    /// case tell apart (SQLite's LIKE does not: "INBOX" is found behind twenty "Inbox"); one
+    /// that cannot be read holds its folder.
     #[tokio::test]
     async fn waiting_entries_name_exactly_their_folders() {
         use crate::migrate::journal::Write;
@@ -773,8 +774,15 @@ mod tests {
             };
             crate::migrate::mirror::tests::journal(&acct, create).await;
         }
+        // Unreadable, it may be a write to Broken.
+        let broken = r#"{"kind":"nonsense","folder":"Broken"}"#;
+        acct.store
+            .journal_append(acct.id, "create", broken)
+            .await
+            .unwrap();
         acct.count_pending().await;
         for (folder, want) in [
+            ("Broken", true),
             ("50%_off", true),
             ("50 percent off", false),
             ("say \"hi\\", true),

@@ -286,7 +286,8 @@ impl Account {
         }
         // The entries whose text holds the name as the journal writes it, a few at a time
         // until one names the folder: a SELECT while many entries wait (a paused mirror) does
-        // not read them all.
+        // not read them all. One that cannot be read counts as naming it (the drain parks it
+        // and says so): the folder is not read from OLD past a write it may hold.
         const PAGE: u32 = 16;
         let quoted = serde_json::Value::from(folder).to_string();
         let mut after = 0;
@@ -294,9 +295,9 @@ impl Account {
             let page = (self.store)
                 .journal_pending_holding(self.id, &quoted, after, PAGE)
                 .await?;
-            let names = (page.iter())
-                .filter_map(|e| Entry::from_json(&e.payload).ok())
-                .any(|e| e.write.folders().contains(&folder));
+            let names = page.iter().any(|e| {
+                Entry::from_json(&e.payload).map_or(true, |e| e.write.folders().contains(&folder))
+            });
             match page.last() {
                 _ if names => return Ok(true),
                 Some(last) if page.len() == PAGE as usize => after = last.id,
