@@ -74,9 +74,17 @@
 //! off; the proxy's default, idle, when not given). The paused proxy's too: with "off" each of
 //! its SELECTs checks OLD, and it is no longer the journal's floor.
 //!
+//! `--old-nice N` adds a path: the migration proxy again (same process, same users), run with
+//! OLD's Dovecot at scheduling priority N (0–19; back to 0 for every other path, so the run
+//! needs root). In a migration OLD is another host; here its processes share the CPUs with NEW
+//! and the proxies. At 19 OLD yields the CPU to them, and the two migration paths, interleaved
+//! in every round, show how much of the migration proxy's latency is OLD's work competing for
+//! the CPUs (OLD still does all of it, and its CPU is counted). A diagnostic beside the
+//! migration proxy's own figure, not a replacement for it.
+//!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches]
-//! [--no-floor] [--rate N] [--live-pickup MODE].
+//! [--no-floor] [--rate N] [--live-pickup MODE] [--old-nice N].
 //! `--proxy-exe` names another build of this example: its plain and migration proxies take their
 //! turns too, marked "(other)", with users of their own. `--caches` adds a migration proxy with
 //! `[migration] keep_client_caches` (its users `c0`…, their folders showing OLD's numbers), and
@@ -126,6 +134,8 @@ struct Config {
     rate: f64,
     /// `[migration] live_pickup` of every migration proxy (the proxy's default when unset).
     live_pickup: Option<String>,
+    /// OLD's Dovecot runs at this scheduling priority (`--old-nice`).
+    old_nice: Option<i32>,
 }
 
 fn main() -> Result<()> {
@@ -142,6 +152,7 @@ fn main() -> Result<()> {
         floor: true,
         rate: 0.0,
         live_pickup: None,
+        old_nice: None,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -170,6 +181,7 @@ fn main() -> Result<()> {
                     .unwrap_or_else(|| usage("--live-pickup needs idle, poll or off"));
                 cfg.live_pickup = Some(mode.clone());
             }
+            "--old-nice" => cfg.old_nice = Some(value().clamp(0.0, 19.0) as i32),
             "--caches" => cfg.caches = true,
             "--no-floor" => cfg.floor = false,
             "-h" | "--help" => usage(""),
@@ -189,7 +201,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients N] \
          [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD] [--caches] \
-         [--no-floor] [--rate STEPS_PER_SECOND] [--live-pickup idle|poll|off]"
+         [--no-floor] [--rate STEPS_PER_SECOND] [--live-pickup idle|poll|off] [--old-nice N]"
     );
     std::process::exit(64)
 }
@@ -204,6 +216,9 @@ struct Path {
     port: u16,
     users: &'static str,
     proxy_pid: Option<u32>,
+    /// Run with OLD's Dovecot at this scheduling priority (`--old-nice`; the same migration
+    /// proxy and users as the path before it).
+    old_nice: Option<i32>,
 }
 
 async fn run(cfg: &Config) -> Result<()> {
@@ -258,6 +273,7 @@ async fn run(cfg: &Config) -> Result<()> {
         port: new.port(),
         users: "d",
         proxy_pid: None,
+        old_nice: None,
     }];
     for (i, (plain, migration)) in proxies.iter().enumerate() {
         let (of, short_of, (pu, mu)) = if i == 0 {
@@ -271,6 +287,7 @@ async fn run(cfg: &Config) -> Result<()> {
             port: plain.port,
             users: pu,
             proxy_pid: Some(plain.pid()),
+            old_nice: None,
         });
         paths.push(Path {
             name: format!("migration proxy{of}"),
@@ -278,7 +295,18 @@ async fn run(cfg: &Config) -> Result<()> {
             port: migration.port,
             users: mu,
             proxy_pid: Some(migration.pid()),
+            old_nice: None,
         });
+        if let (0, Some(nice)) = (i, cfg.old_nice) {
+            paths.push(Path {
+                name: format!("migration proxy, OLD at nice {nice}"),
+                short: format!("migr-n{nice}"),
+                port: migration.port,
+                users: mu,
+                proxy_pid: Some(migration.pid()),
+                old_nice: Some(nice),
+            });
+        }
     }
     let caches = cfg.caches.then(|| {
         ProxyProcess::start(
@@ -295,6 +323,7 @@ async fn run(cfg: &Config) -> Result<()> {
             port: proxy.port,
             users: "c",
             proxy_pid: Some(proxy.pid()),
+            old_nice: None,
         });
     }
     let floor = cfg.floor.then(|| {
@@ -316,10 +345,11 @@ async fn run(cfg: &Config) -> Result<()> {
             port: proxy.port,
             users: "j",
             proxy_pid: Some(proxy.pid()),
+            old_nice: None,
         });
     }
     let t = Instant::now();
-    for path in paths.iter().filter(|p| p.name.starts_with("migration")) {
+    for path in paths.iter().filter(|p| is_own_migration(p)) {
         migrate_users(path.port, path.users, cfg.clients, &old).await?;
     }
     println!(
@@ -357,6 +387,9 @@ async fn run(cfg: &Config) -> Result<()> {
         for turn in 0..paths.len() {
             let i = (turn + round) % paths.len();
             let seed = cfg.seed * 1_000_003 + round as u64 * 7919;
+            if cfg.old_nice.is_some() {
+                old.renice(paths[i].old_nice.unwrap_or(0));
+            }
             old.commands(true);
             new.commands(true);
             let r = run_path(&paths[i], cfg, secs, seed, &cpu).await?;
@@ -395,10 +428,13 @@ async fn run(cfg: &Config) -> Result<()> {
         }
     }
     println!("  load average after the rounds: {}", loadavg());
+    if cfg.old_nice.is_some() {
+        old.renice(0);
+    }
     if let Some(proxy) = &floor {
         resume_mirror(proxy).await;
     }
-    for path in paths.iter().filter(|p| p.name.starts_with("migration")) {
+    for path in paths.iter().filter(|p| is_own_migration(p)) {
         // The paused proxy replays everything it journaled in the rounds.
         let within = if path.name == FLOOR { 180 } else { 60 };
         mirror_check(&new, &old, path, cfg.clients, Duration::from_secs(within)).await;
@@ -433,7 +469,7 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     println!(
         "reproduce: TMPDIR=/dev/shm cargo run --release --example stress_bench -- --clients {} \
-         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}{}{}",
+         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}{}{}{}",
         cfg.clients,
         cfg.seconds,
         cfg.rounds,
@@ -453,6 +489,9 @@ async fn run(cfg: &Config) -> Result<()> {
         cfg.live_pickup
             .as_ref()
             .map(|mode| format!(" --live-pickup {mode}"))
+            .unwrap_or_default(),
+        cfg.old_nice
+            .map(|n| format!(" --old-nice {n}"))
             .unwrap_or_default()
     );
     Ok(())
@@ -517,6 +556,12 @@ fn migration_config(old: &Dovecot, cfg: &Config, extra: &str) -> String {
 
 /// The journal's floor: its path's name, and the key that pauses its mirror.
 const FLOOR: &str = "migration proxy, mirror paused";
+
+/// A migration proxy's own path (not its `--old-nice` rerun): its users are migrated through it
+/// before the rounds and checked on OLD after them.
+fn is_own_migration(p: &Path) -> bool {
+    p.name.starts_with("migration") && p.old_nice.is_none()
+}
 const PAUSED: &str = "mirror_paused = true";
 
 /// Resumes the paused proxy's mirror as an operator would: the key turned off in its file, then
@@ -1015,7 +1060,10 @@ fn print_tables(cfg: &Config, paths: &[Path], results: &[Vec<RunResult>]) {
     let plain_of = |p: &Path| {
         paths
             .iter()
-            .position(|q| q.short == p.short.replace("migr", "plain"))
+            .position(|q| {
+                let own = p.short.split('-').next().unwrap_or_default();
+                q.short == own.replace("migr", "plain")
+            })
             .filter(|_| p.short.starts_with("migr"))
     };
     for (i, p) in paths.iter().enumerate() {

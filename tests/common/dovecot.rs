@@ -338,6 +338,11 @@ impl Dovecot {
         {
             std::thread::sleep(std::time::Duration::from_millis(1_100));
         }
+        if self.opts.quota_kb.is_some() {
+            for (name, password) in users {
+                self.open_auto_folders(name, password);
+            }
+        }
     }
 
     /// Adds (or replaces) a user; Dovecot notices the changed passwd-file on the next login.
@@ -399,6 +404,21 @@ impl Dovecot {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Runs the server at scheduling priority `nice` (its processes now, and those its master
+    /// starts later, which inherit it): a server that yields the CPU to every other process on
+    /// the machine, as one on a host of its own takes none from them.
+    #[allow(dead_code)]
+    pub fn renice(&self, nice: i32) {
+        let child = self.child.as_ref().expect("dovecot is running");
+        let group = child.id().to_string();
+        let st = Command::new("renice")
+            .args(["-n", &nice.to_string(), "-g", &group])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run renice");
+        assert!(st.success(), "renice of dovecot's process group failed");
     }
 
     /// Graceful stop (SIGTERM, SIGKILL after 5 s); data and ports are kept for `restart`.
