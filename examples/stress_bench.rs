@@ -376,8 +376,10 @@ async fn run(cfg: &Config) -> Result<()> {
 
     let mut results: Vec<Vec<RunResult>> = paths.iter().map(|_| Vec::new()).collect();
     // OLD's commands during each migration proxy's rounds (only its mirror and checks use OLD),
-    // and NEW's during every path's (the clients', and what a proxy adds to them).
-    let mut on_old: Vec<BTreeMap<String, u64>> = paths.iter().map(|_| BTreeMap::new()).collect();
+    // and NEW's during every path's (the clients', and what a proxy adds to them): (how many,
+    // µs the server spent in them).
+    let mut on_old: Vec<BTreeMap<String, (u64, u64)>> =
+        paths.iter().map(|_| BTreeMap::new()).collect();
     let mut on_new = on_old.clone();
     for round in 0..=cfg.rounds {
         let secs = if round == 0 { cfg.warmup } else { cfg.seconds };
@@ -396,8 +398,9 @@ async fn run(cfg: &Config) -> Result<()> {
             report_run(&paths[i], round, &r);
             if round > 0 {
                 for (counts, server) in [(&mut on_old[i], &old), (&mut on_new[i], &new)] {
-                    for (name, n) in server.commands(false) {
-                        *counts.entry(name).or_default() += n;
+                    for (name, (n, us)) in server.command_times(false) {
+                        let seen = counts.entry(name).or_default();
+                        *seen = (seen.0 + n, seen.1 + us);
                     }
                 }
                 results[i].push(r);
@@ -412,18 +415,20 @@ async fn run(cfg: &Config) -> Result<()> {
                 continue;
             }
             let per = |n: u64| n as f64 * 1000.0 / commands as f64;
-            let mut top: Vec<(&String, &u64)> = counts[i].iter().collect();
-            top.sort_by(|a, b| b.1.cmp(a.1));
-            let list: Vec<String> = top
-                .iter()
-                .take(10)
-                .map(|(k, n)| format!("{k} {:.0}", per(**n)))
-                .collect();
-            println!(
-                "{server} commands per 1,000 client commands, {}: {:.0} ({})",
-                path.name,
-                per(counts[i].values().sum::<u64>()),
-                list.join(", ")
+            print_top(
+                &format!("{server} commands per 1,000 client commands, {}", path.name),
+                counts[i].iter().map(|(k, (n, _))| (k, per(*n))),
+            );
+            // An IDLE lasts as long as nothing happens: its time is not work.
+            print_top(
+                &format!(
+                    "{server}'s time in them, ms per 1,000 client commands (its own clock, IDLE \
+                     left out), {}",
+                    path.name
+                ),
+                (counts[i].iter())
+                    .filter(|(k, _)| k.as_str() != "IDLE")
+                    .map(|(k, (_, us))| (k, per(*us) / 1000.0)),
             );
         }
     }
@@ -556,6 +561,17 @@ fn migration_config(old: &Dovecot, cfg: &Config, extra: &str) -> String {
 
 /// The journal's floor: its path's name, and the key that pauses its mirror.
 const FLOOR: &str = "migration proxy, mirror paused";
+
+/// `what: total (the ten largest items)`.
+fn print_top<'a>(what: &str, items: impl Iterator<Item = (&'a String, f64)>) {
+    let mut top: Vec<(&String, f64)> = items.collect();
+    let total: f64 = top.iter().map(|(_, v)| v).sum();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let list: Vec<String> = (top.iter().take(10))
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect();
+    println!("{what}: {total:.0} ({})", list.join(", "));
+}
 
 /// A migration proxy's own path (not its `--old-nice` rerun): its users are migrated through it
 /// before the rounds and checked on OLD after them.

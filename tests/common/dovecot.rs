@@ -275,8 +275,16 @@ impl Dovecot {
     /// (`doveadm stats dump`; LOGIN and AUTHENTICATE happen before the session: see
     /// [`Dovecot::stats`]'s `login`).
     pub fn commands(&self, reset: bool) -> std::collections::BTreeMap<String, u64> {
-        self.stats(reset)
-            .into_iter()
+        (self.command_times(reset).into_iter())
+            .map(|(name, (n, _))| (name, n))
+            .collect()
+    }
+
+    /// [`Dovecot::commands`], each with the time the server spent in it, in µs (the sum of the
+    /// commands' durations: wall time, so waits for a CPU or a lock count too).
+    #[allow(dead_code)]
+    pub fn command_times(&self, reset: bool) -> std::collections::BTreeMap<String, (u64, u64)> {
+        (self.dump(reset).into_iter())
             .filter_map(|(metric, n)| Some((metric.strip_prefix("imap_command_")?.to_string(), n)))
             .collect()
     }
@@ -300,6 +308,14 @@ impl Dovecot {
     /// Every counted metric since the start or the last `reset`: `imap_command` (all commands),
     /// `imap_command_NAME`, and `login` (authentications).
     pub fn stats(&self, reset: bool) -> std::collections::BTreeMap<String, u64> {
+        (self.dump(reset).into_iter())
+            .map(|(metric, (n, _))| (metric, n))
+            .collect()
+    }
+
+    /// Every metric's count and duration sum (µs): `doveadm stats dump`'s lines are the metric,
+    /// the field (`duration`), the count, the sum, then more.
+    fn dump(&self, reset: bool) -> std::collections::BTreeMap<String, (u64, u64)> {
         let args: &[&str] = if reset {
             &["stats", "dump", "-r"]
         } else {
@@ -312,7 +328,8 @@ impl Dovecot {
                 let mut cols = l.split('\t');
                 let name = cols.next()?;
                 let count = cols.nth(1)?.parse().ok()?;
-                Some((name.to_string(), count))
+                let sum = cols.next()?.parse().ok()?;
+                Some((name.to_string(), (count, sum)))
             })
             .collect()
     }
