@@ -559,9 +559,6 @@ fn migration_config(old: &Dovecot, cfg: &Config, extra: &str) -> String {
     )
 }
 
-/// The journal's floor: its path's name, and the key that pauses its mirror.
-const FLOOR: &str = "migration proxy, mirror paused";
-
 /// `what: total (the ten largest items)`.
 fn print_top<'a>(what: &str, items: impl Iterator<Item = (&'a String, f64)>) {
     let mut top: Vec<(&String, f64)> = items.collect();
@@ -578,6 +575,9 @@ fn print_top<'a>(what: &str, items: impl Iterator<Item = (&'a String, f64)>) {
 fn is_own_migration(p: &Path) -> bool {
     p.name.starts_with("migration") && p.old_nice.is_none()
 }
+
+/// The journal's floor: its path's name, and the key that pauses its mirror.
+const FLOOR: &str = "migration proxy, mirror paused";
 const PAUSED: &str = "mirror_paused = true";
 
 /// Resumes the paused proxy's mirror as an operator would: the key turned off in its file, then
