@@ -210,6 +210,7 @@ fn usage(why: &str) -> ! {
 // Setup and measurement
 
 /// One way to NEW: its port, the prefix of its own users, the proxy process to measure.
+#[derive(Clone)]
 struct Path {
     name: String,
     short: String,
@@ -289,24 +290,21 @@ async fn run(cfg: &Config) -> Result<()> {
             proxy_pid: Some(plain.pid()),
             old_nice: None,
         });
-        paths.push(Path {
+        let migration_path = Path {
             name: format!("migration proxy{of}"),
             short: format!("migr{short_of}"),
             port: migration.port,
             users: mu,
             proxy_pid: Some(migration.pid()),
             old_nice: None,
+        };
+        let again = (i == 0).then_some(cfg.old_nice).flatten().map(|nice| Path {
+            name: format!("migration proxy, OLD at nice {nice}"),
+            short: format!("migr-n{nice}"),
+            old_nice: Some(nice),
+            ..migration_path.clone()
         });
-        if let (0, Some(nice)) = (i, cfg.old_nice) {
-            paths.push(Path {
-                name: format!("migration proxy, OLD at nice {nice}"),
-                short: format!("migr-n{nice}"),
-                port: migration.port,
-                users: mu,
-                proxy_pid: Some(migration.pid()),
-                old_nice: Some(nice),
-            });
-        }
+        paths.extend([Some(migration_path), again].into_iter().flatten());
     }
     let caches = cfg.caches.then(|| {
         ProxyProcess::start(

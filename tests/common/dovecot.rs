@@ -430,8 +430,9 @@ impl Dovecot {
     pub fn renice(&self, nice: i32) {
         let child = self.child.as_ref().expect("dovecot is running");
         let group = child.id().to_string();
+        // `--priority` is absolute in every util-linux; `-n` is relative from 2.39 on.
         let st = Command::new("renice")
-            .args(["-n", &nice.to_string(), "-g", &group])
+            .args(["--priority", &nice.to_string(), "-g", &group])
             .stdout(Stdio::null())
             .status()
             .expect("run renice");
