@@ -220,6 +220,8 @@ struct Path {
     /// Run with OLD's Dovecot at this scheduling priority (`--old-nice`; the same migration
     /// proxy and users as the path before it).
     old_nice: Option<i32>,
+    /// A migration proxy's admin port, for its state store's operations (`/metrics`).
+    admin: Option<u16>,
 }
 
 async fn run(cfg: &Config) -> Result<()> {
@@ -275,6 +277,7 @@ async fn run(cfg: &Config) -> Result<()> {
         users: "d",
         proxy_pid: None,
         old_nice: None,
+        admin: None,
     }];
     for (i, (plain, migration)) in proxies.iter().enumerate() {
         let (of, short_of, (pu, mu)) = if i == 0 {
@@ -289,6 +292,7 @@ async fn run(cfg: &Config) -> Result<()> {
             users: pu,
             proxy_pid: Some(plain.pid()),
             old_nice: None,
+            admin: None,
         });
         let migration_path = Path {
             name: format!("migration proxy{of}"),
@@ -297,6 +301,7 @@ async fn run(cfg: &Config) -> Result<()> {
             users: mu,
             proxy_pid: Some(migration.pid()),
             old_nice: None,
+            admin: admin_port(migration),
         };
         let again = (i == 0).then_some(cfg.old_nice).flatten().map(|nice| Path {
             name: format!("migration proxy, OLD at nice {nice}"),
@@ -322,6 +327,7 @@ async fn run(cfg: &Config) -> Result<()> {
             users: "c",
             proxy_pid: Some(proxy.pid()),
             old_nice: None,
+            admin: admin_port(proxy),
         });
     }
     let floor = cfg.floor.then(|| {
@@ -344,6 +350,7 @@ async fn run(cfg: &Config) -> Result<()> {
             users: "j",
             proxy_pid: Some(proxy.pid()),
             old_nice: None,
+            admin: admin_port(proxy),
         });
     }
     let t = Instant::now();
@@ -429,6 +436,21 @@ async fn run(cfg: &Config) -> Result<()> {
                     .map(|(k, (_, us))| (k, per(*us) / 1000.0)),
             );
         }
+    }
+    for (i, path) in paths.iter().enumerate() {
+        let commands: u64 = results[i].iter().map(|r| r.commands).sum();
+        let ops: Option<Vec<(u64, u64)>> = results[i].iter().map(|r| r.store_ops).collect();
+        let Some(ops) = ops.filter(|_| commands > 0) else {
+            continue;
+        };
+        let per = |n: u64| n as f64 * 1000.0 / commands as f64;
+        println!(
+            "state store operations per 1,000 client commands, {}: {:.0} reads, {:.0} write \
+             transactions",
+            path.name,
+            per(ops.iter().map(|o| o.0).sum()),
+            per(ops.iter().map(|o| o.1).sum())
+        );
     }
     println!("  load average after the rounds: {}", loadavg());
     if cfg.old_nice.is_some() {
@@ -552,9 +574,41 @@ fn migration_config(old: &Dovecot, cfg: &Config, extra: &str) -> String {
         .unwrap_or_default();
     format!(
         "[old]\naddress = \"127.0.0.1:{}\"\nsecurity = \"none\"\nauth = \"same\"\n\
+         [admin]\nlisten = \"127.0.0.1:{}\"\nallow_without_token = true\n\
          [migration]\n{pickup}{extra}",
-        old.port()
+        old.port(),
+        common::free_port()
     )
+}
+
+/// The admin port in a proxy's configuration file, if it has one.
+fn admin_port(proxy: &ProxyProcess) -> Option<u16> {
+    let text = std::fs::read_to_string(proxy.dir().join("proxy.toml")).ok()?;
+    let admin = text.split("[admin]").nth(1)?;
+    let listen = admin.lines().find_map(|l| l.strip_prefix("listen = \""))?;
+    listen
+        .trim_end_matches('"')
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The state store's (reads, write transactions) so far, from the proxy's `/metrics`.
+fn store_operations(admin: u16) -> Option<(u64, u64)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let count = |kind: &str| {
+        let name = format!("imapferry_store_operations_total{{kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name)?.parse().ok())
+    };
+    Some((count("read")?, count("write")?))
 }
 
 /// `what: total (the ten largest items)`.
@@ -861,6 +915,9 @@ struct RunResult {
     tail: f64,
     /// Errors found by the untimed check after the run.
     final_errors: u64,
+    /// The proxy's state store operations (reads, write transactions) over the same span as
+    /// its CPU.
+    store_ops: Option<(u64, u64)>,
 }
 
 /// One run: `clients` sessions log in (untimed), run commands for `secs`, then (after the CPU
@@ -886,6 +943,7 @@ async fn run_path(
     }
     let mut set = tokio::task::JoinSet::new();
     let cpu0 = path.proxy_pid.map(cpu_seconds);
+    let ops0 = path.admin.and_then(store_operations);
     let dovecot0 = cpu.sample();
     let driver0 = cpu_seconds(std::process::id());
     let t0 = Instant::now();
@@ -912,6 +970,10 @@ async fn run_path(
     };
     let tail = tail_start.elapsed().as_secs_f64();
     let dovecot_cpu = cpu.since(dovecot0);
+    let store_ops = match (ops0, path.admin.and_then(store_operations)) {
+        (Some((r0, w0)), Some((r, w))) => Some((r - r0, w - w0)),
+        _ => None,
+    };
 
     let mut result = RunResult {
         commands: 0,
@@ -924,6 +986,7 @@ async fn run_path(
         driver_cpu,
         tail,
         final_errors: 0,
+        store_ops,
     };
     for s in &sessions {
         result.commands += s.stats.commands;

@@ -240,11 +240,14 @@ fn new_old_mail_arrives_by_polling_when_asked() {
 }
 
 /// `/metrics` counts the journal: one entry per write NEW accepted, and the commits that held
-/// them (never more commits than entries; several sessions' writes may share one).
+/// them (never more commits than entries; several sessions' writes may share one); and the
+/// state store's operations, each commit a write transaction among them.
 #[test]
 fn metrics_count_the_journals_entries_and_commits() {
     let s = setup(&["ann"], "", "");
     let mut sessions: Vec<RawImap> = (0..3).map(|_| s.session("ann")).collect();
+    let writes = |m: &str| gauge(m, "imapferry_store_operations_total{kind=\"write\"}");
+    let before = metrics(s.proxy.admin_port);
     for (i, c) in sessions.iter_mut().enumerate() {
         let (_, done) = c.command(&format!("STORE 1 +FLAGS (flag{i})"));
         assert!(done.contains("OK"), "{done}");
@@ -253,6 +256,12 @@ fn metrics_count_the_journals_entries_and_commits() {
     assert_eq!(gauge(&m, "imapferry_journal_entries_total"), 3, "{m}");
     let commits = gauge(&m, "imapferry_journal_commits_total");
     assert!((1..=3).contains(&commits), "{m}");
+    // The logins read the accounts' state; the commits are write transactions.
+    assert!(
+        gauge(&m, "imapferry_store_operations_total{kind=\"read\"}") > 0,
+        "{m}"
+    );
+    assert!(writes(&m) >= writes(&before) + commits, "{before}\n{m}");
     for c in sessions {
         c.logout();
     }

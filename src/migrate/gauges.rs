@@ -1,12 +1,14 @@
 //! What the migration holds open right now, all accounts together, for `/metrics`: the engine's
 //! logged-in OLD and NEW connections (pooled pairs, idle or in use, and live pickup's own OLD
 //! connections) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
-//! entries and commits so far, and the backfills (folder checks) started.
+//! entries and commits so far, the backfills (folder checks) started, and the state store's
+//! operations.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::imap::Side;
+use crate::store::Operations;
 
 /// Gauges shared by every account of one proxy process.
 #[derive(Debug, Default)]
@@ -47,6 +49,8 @@ pub struct Held {
     pub backfills: u64,
     /// `[migration] mirror_paused` is in force (set by the migrator, not counted here).
     pub mirror_paused: bool,
+    /// The state store's reads and write transactions so far (the store counts them).
+    pub store: Operations,
 }
 
 impl Gauges {
@@ -60,6 +64,7 @@ impl Gauges {
             commits: self.commits.load(Relaxed),
             backfills: self.backfills.load(Relaxed),
             mirror_paused: false,
+            store: Operations::default(),
         }
     }
 

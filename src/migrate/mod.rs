@@ -287,6 +287,7 @@ impl Migrator {
     pub fn held(&self) -> Held {
         Held {
             mirror_paused: self.shared.mirror_paused.load(Ordering::SeqCst),
+            store: self.store.operations(),
             ..self.shared.gauges.snapshot()
         }
     }

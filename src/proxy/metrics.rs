@@ -365,7 +365,8 @@ pub fn render_sweep(stats: &SweepStats) -> String {
 
 /// What the migration holds open: the engine's connections to OLD and NEW (pooled pairs and
 /// live pickup's) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
-/// entries and commits; the backfills started; whether the mirror is paused.
+/// entries and commits; the backfills started; whether the mirror is paused; the state store's
+/// operations.
 pub fn render_engine(held: &Held) -> String {
     format!(
         "# HELP imapferry_engine_connections Connections the migration holds open (not the \
@@ -391,7 +392,12 @@ pub fn render_engine(held: &Held) -> String {
          # HELP imapferry_mirror_paused 1 while [migration] mirror_paused keeps users' writes from \
          OLD (they wait in the journal: imapferry_journal_pending).\n\
          # TYPE imapferry_mirror_paused gauge\n\
-         imapferry_mirror_paused {}\n",
+         imapferry_mirror_paused {}\n\
+         # HELP imapferry_store_operations_total State store operations: reads, and write \
+         transactions (each a hand-off to one of the store's connections).\n\
+         # TYPE imapferry_store_operations_total counter\n\
+         imapferry_store_operations_total{{kind=\"read\"}} {}\n\
+         imapferry_store_operations_total{{kind=\"write\"}} {}\n",
         held.old,
         held.new,
         held.idling,
@@ -399,7 +405,9 @@ pub fn render_engine(held: &Held) -> String {
         held.journaled,
         held.commits,
         held.backfills,
-        u8::from(held.mirror_paused)
+        u8::from(held.mirror_paused),
+        held.store.reads,
+        held.store.writes
     )
 }
 

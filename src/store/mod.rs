@@ -15,6 +15,7 @@ pub use sqlite::SqliteStore;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -392,6 +393,39 @@ pub async fn open_existing(location: &Location) -> Result<Arc<dyn Store>> {
     })
 }
 
+/// Store operations run since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Operations {
+    /// Reads, each outside a transaction.
+    pub reads: u64,
+    /// Write transactions.
+    pub writes: u64,
+}
+
+/// A store's [`Operations`] as they are counted.
+#[derive(Debug, Default)]
+struct Tally {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Tally {
+    fn read(&self) {
+        self.reads.fetch_add(1, Relaxed);
+    }
+
+    fn write(&self) {
+        self.writes.fetch_add(1, Relaxed);
+    }
+
+    fn get(&self) -> Operations {
+        Operations {
+            reads: self.reads.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+        }
+    }
+}
+
 /// Persistent state. Every method that writes commits before it returns, so what it wrote survives
 /// `kill -9`. Batches (`add_links`, `tombstone`, …) are one transaction each.
 #[async_trait]
@@ -402,6 +436,9 @@ pub trait Store: Send + Sync {
     /// Whether other processes may share this store (a fleet on PostgreSQL): work they could
     /// do twice is then taken under a lease. An SQLite file belongs to one proxy.
     fn shared(&self) -> bool;
+    /// The operations run so far (each a hand-off to a connection: one read, or one write
+    /// transaction), for `/metrics`.
+    fn operations(&self) -> Operations;
     /// Takes the lease `name` for `holder` until `expires` (unix milliseconds) when it is free,
     /// expired (at `now`), or already `holder`'s (a renewal). One conditional statement; returns
     /// whether `holder` has it.

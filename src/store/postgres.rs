@@ -16,7 +16,7 @@ use sqlx::{
 };
 
 use super::sql::{Op, Row, Value};
-use super::{PairId, PgLocation, Result, StoreError};
+use super::{PairId, PgLocation, Result, StoreError, Tally};
 
 /// The [`Store`](super::Store) implementation, shared with SQLite.
 mod statements {
@@ -39,6 +39,7 @@ const MIGRATION_LOCK: i64 = 0x696d_6170_6665_7272;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    counted: Arc<Tally>,
 }
 
 impl PgStore {
@@ -78,7 +79,10 @@ impl PgStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            counted: Arc::default(),
+        })
     }
 
     /// Runs `op` on a pooled connection, outside a transaction.
@@ -86,6 +90,7 @@ impl PgStore {
     where
         F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T>,
     {
+        self.counted.read();
         let mut c = Conn::Pooled(self.pool.acquire().await?);
         op(&mut c).await
     }
@@ -124,6 +129,7 @@ impl PgStore {
     where
         F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T>,
     {
+        self.counted.write();
         let mut tx = self.pool.begin().await?;
         for lock in locks {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")

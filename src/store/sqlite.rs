@@ -16,7 +16,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::sql::{Op, Row, Value, sqlite_params};
-use super::{PairId, Result, StoreError};
+use super::{PairId, Result, StoreError, Tally};
 
 /// The [`Store`](super::Store) implementation, shared with PostgreSQL.
 mod statements {
@@ -50,6 +50,7 @@ pub struct SqliteStore {
     /// that finds it busy goes to the least busy one, so a long read (the status of thousands
     /// of accounts, a sweep's scan) does not hold up the reads behind it.
     readers: Vec<Worker>,
+    counted: Arc<Tally>,
 }
 
 impl SqliteStore {
@@ -97,7 +98,11 @@ impl SqliteStore {
             });
             readers.push(reader.await?);
         }
-        let store = SqliteStore { writer, readers };
+        let store = SqliteStore {
+            writer,
+            readers,
+            counted: Arc::default(),
+        };
         store.migrate().await?;
         tracing::debug!(path = %path.display(), "state store opened");
         Ok(store)
@@ -115,6 +120,7 @@ impl SqliteStore {
         let store = SqliteStore {
             readers: vec![writer.clone()],
             writer,
+            counted: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -126,6 +132,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
     {
+        self.counted.read();
         let idle = self.readers.iter().min_by_key(|r| r.in_flight());
         let reader = idle.ok_or_else(closed)?;
         reader.run(move |c, _| ready(op(c))).await
@@ -139,6 +146,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Conn) -> Op<'a, T> + Send + 'static,
     {
+        self.counted.write();
         self.writer
             .run(move |c, wanted| c.transaction(wanted, |c| ready(op(c))))
             .await

@@ -384,6 +384,10 @@ impl Store for SqlStore {
         SHARED
     }
 
+    fn operations(&self) -> crate::store::Operations {
+        self.counted.get()
+    }
+
     async fn take_lease(&self, name: &str, holder: &str, now: i64, expires: i64) -> Result<bool> {
         let args = args![name, holder, expires, now];
         let row = self
