@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::Postgres;
 use imapferry::secret::Secret;
 use imapferry::store::{
-    self, AccountKey, AccountState, AccountSummary, AppendKey, Link, LinkFlags, Location,
-    MailboxState, NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
+    self, AccountKey, AccountState, AccountSummary, AppendKey, Link, LinkChange, LinkFlags,
+    Location, MailboxState, NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
 };
 use imapferry::uidmap::{Shown, UidMap, runs_of};
 
@@ -97,6 +97,7 @@ both!(
     refused_entries_are_retried_then_parked,
     append_keys_stay_with_their_entry,
     journal_order_done_and_counts,
+    mirrored_entries_are_marked_with_their_links,
     pending_entries_holding_a_text,
     entries_of_several_accounts_commit_together,
     find_and_touch_account,
@@ -548,7 +549,12 @@ async fn retire_is_conditional_unless_forced(b: Backend) {
     assert!(store.retire(a, None).await.unwrap());
     assert_eq!(store.account_state(a).await.unwrap(), AccountState::Retired);
     let b = store.account(&key("bob")).await.unwrap();
+    let waiting = store.journal_append(b, "flags", "{}").await.unwrap();
+    let to_mirror = store.journal_to_mirror(b, 10).await.unwrap();
+    assert_eq!(to_mirror.map(|e| e[0].id), Some(waiting));
     assert!(store.retire(b, Some("forced from pending")).await.unwrap());
+    // The mirror's read of a retired account's journal: nothing more goes to OLD.
+    assert_eq!(store.journal_to_mirror(b, 10).await.unwrap(), None);
     let bob = store
         .account_summaries()
         .await
@@ -828,6 +834,42 @@ async fn append_keys_stay_with_their_entry(b: Backend) {
     assert_eq!(store.journal_purge(i64::MAX).await.unwrap(), 1);
     assert!(store.append_keys(entry).await.unwrap().is_empty());
     assert_eq!(b.rows("append_keys").await, 0);
+}
+
+/// An entry the mirror did is marked in one transaction with the links it made and took away,
+/// in order (a MOVE: linked in the destination, unlinked in the source); an id that names no
+/// entry comes back.
+async fn mirrored_entries_are_marked_with_their_links(b: Backend) {
+    let store = b.open().await;
+    let alice = store.account(&key("alice")).await.unwrap();
+    let src = store.folder_pair(alice, "A", "A").await.unwrap().id;
+    let dst = store.folder_pair(alice, "B", "B").await.unwrap().id;
+    store
+        .add_links(src, &[link(10, 1, "\\Seen")])
+        .await
+        .unwrap();
+    let entry = store.journal_append(alice, "move", "{}").await.unwrap();
+    let changes = [
+        LinkChange {
+            pair: dst,
+            added: vec![link(20, 5, "\\Seen")],
+            removed: Vec::new(),
+        },
+        LinkChange {
+            pair: src,
+            added: Vec::new(),
+            removed: vec![10],
+        },
+    ];
+    let before = store.operations().writes;
+    let missing = store
+        .journal_mirrored(&[entry, entry + 100], &changes)
+        .await;
+    assert_eq!(missing.unwrap(), [entry + 100]);
+    assert_eq!(store.operations().writes, before + 1);
+    assert!(store.journal_pending(alice, 10).await.unwrap().is_empty());
+    assert!(store.links(src).await.unwrap().is_empty());
+    assert_eq!(store.links(dst).await.unwrap(), [link(20, 5, "\\Seen")]);
 }
 
 async fn journal_order_done_and_counts(b: Backend) {

@@ -16,7 +16,7 @@ use super::lease::Lease;
 use super::mirror::{self, MirrorError};
 use super::pool::Conn;
 use crate::lock::Poisoned;
-use crate::store::{JournalEntry, StoreError};
+use crate::store::{JournalEntry, LinkChange, StoreError};
 
 /// Longest wait for the store to commit a journal entry before the client is told `* BYE`.
 pub(crate) const COMMIT_WITHIN: Duration = Duration::from_secs(5);
@@ -325,12 +325,15 @@ impl Account {
             }
             return;
         }
-        if self.is_retired().await || self.unreachable() {
+        if self.is_retired_now() {
             return;
         }
         // This process alone writes an unshared journal, and counts what it writes: with
-        // nothing counted, there is nothing to read (a login or sweep counts it again).
-        if !self.store.shared() && self.pending.get() == 0 {
+        // nothing counted, there is nothing to read (a login or sweep counts it again). The
+        // account's state is read all the same, so that a retirement by another process
+        // (`imapferry retire`) is seen; the journal's read below reads it too.
+        if self.unreachable() || (!self.store.shared() && self.pending.get() == 0) {
+            self.is_retired().await;
             return;
         }
         let _one = self.mirror_lock.lock().await;
@@ -347,12 +350,13 @@ impl Account {
         let pairs = mirror::Pairs::default();
         loop {
             let mark = self.pending.mark();
-            let entries = match self.store.journal_pending(self.id, BATCH).await {
-                Ok(e) if e.is_empty() => {
+            let entries = match self.store.journal_to_mirror(self.id, BATCH).await {
+                Ok(None) => return self.saw_retired(),
+                Ok(Some(e)) if e.is_empty() => {
                     self.pending.set(0, mark);
                     return self.purge().await;
                 }
-                Ok(e) => e,
+                Ok(Some(e)) => e,
                 Err(e) => return warn!("{e}"),
             };
             if entries[0].retry_at.is_some_and(|t| t > unix_now()) {
@@ -434,21 +438,25 @@ impl Account {
                 self.pool.clear();
             }
             let parked = match result {
-                Ok(()) => {
+                Ok(links) => {
                     debug!(id = entry.id, kind = %entry.kind, "mirrored to OLD");
                     mirrored.push(entry.id);
-                    // Recorded before the next entry starts, if it must be; when that fails, the
-                    // caller tries again and says why, and the entry is replayed with care.
-                    if !marked_at_once(&entry.kind) {
+                    // Recorded before the next entry starts, if it must be (with the links it
+                    // made: nothing else writes them); when that fails, the caller tries again
+                    // and says why, and the entry is replayed with care.
+                    if !marked_at_once(&entry.kind) && links.is_empty() {
                         // Care lasts until an entry a replay could repeat is marked: the one
                         // in progress when a predecessor died may come after entries it had
                         // mirrored whose marks waited for their batch's end.
                         self.careful.store(was_careful, Ordering::SeqCst);
                         continue;
                     }
-                    let recorded = self.mark_done(mirrored).await.is_ok();
+                    let recorded = self.mark_done_with(mirrored, links).await.is_ok();
                     self.careful.store(!recorded, Ordering::SeqCst);
                     if !recorded {
+                        // Not marked without its links: replayed (with care), it finds
+                        // OLD's side by identity key and links it.
+                        mirrored.retain(|id| *id != entry.id);
                         return Next::Stop;
                     }
                     continue;
@@ -487,10 +495,31 @@ impl Account {
 
     /// Marks `mirrored` done, with the next group commit, and empties it.
     async fn mark_done(&self, mirrored: &mut Vec<i64>) -> Result<(), String> {
+        self.mark_done_with(mirrored, Vec::new()).await
+    }
+
+    /// [`Self::mark_done`] with the `links` the last entry made: one transaction of its own
+    /// writes both (without links, the marks go with the next group commit).
+    async fn mark_done_with(
+        &self,
+        mirrored: &mut Vec<i64>,
+        links: Vec<LinkChange>,
+    ) -> Result<(), String> {
         if mirrored.is_empty() {
             return Ok(());
         }
-        let commit = self.committer.mirrored(mirrored.clone());
+        let commit = async {
+            if links.is_empty() {
+                return self.committer.mirrored(mirrored.clone()).await;
+            }
+            match self.store.journal_mirrored(mirrored, &links).await {
+                Ok(missing) => match missing.first() {
+                    Some(id) => Err(format!("no journal entry {id}")),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e.to_string()),
+            }
+        };
         match tokio::time::timeout(COMMIT_WITHIN, commit).await {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Err(format!("entries mirrored to OLD were not marked: {why}")),

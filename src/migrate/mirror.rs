@@ -15,7 +15,7 @@ use crate::imap::uidset::Ranges;
 use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
 use crate::lock::Poisoned;
 use crate::store::{
-    AppendKey, FolderPair, JournalEntry, Link, LinkFlags, NO_BASE, PairId, StoreError,
+    AppendKey, FolderPair, JournalEntry, Link, LinkChange, LinkFlags, NO_BASE, PairId, StoreError,
 };
 use crate::sync::adopt::{header_of, keys, message_key};
 use crate::sync::flags::{
@@ -415,13 +415,15 @@ fn plan_flag_stores(links: &[Link], stores: &[FlagStore], perm: &PermanentFlags)
 /// looks for its copy on OLD before making one (see [`already_on_old`]), and a RENAME already
 /// done counts as done.
 /// `pairs`: the folder pairs read so far by the caller's run of entries.
+/// Returns the links an APPEND, COPY or MOVE made and took away: the caller writes them with
+/// the entry's mark ([`Store::journal_mirrored`](crate::store::Store::journal_mirrored)).
 pub(crate) async fn apply(
     acct: &Account,
     conn: &mut Conn,
     entry: &JournalEntry,
     careful: bool,
     pairs: &Pairs,
-) -> Result<()> {
+) -> Result<Vec<LinkChange>> {
     let Entry { write, old } = Entry::from_json(&entry.payload)
         .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
     let ctx = Ctx {
@@ -439,7 +441,7 @@ pub(crate) async fn apply(
     result
 }
 
-async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<()> {
+async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<Vec<LinkChange>> {
     let acct = ctx.acct;
     match write {
         Write::Flags {
@@ -452,12 +454,14 @@ async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<()>
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
             let op = op.or(replace.then_some(FlagOp::Replace));
-            mirror_flags(ctx, conn, &folder, uids, op, &flags).await
+            mirror_flags(ctx, conn, &folder, uids, op, &flags).await?;
+            Ok(Vec::new())
         }
         Write::Expunge { folder, uids } => {
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
-            mirror_expunge(ctx, conn, &folder, uids.as_ref()).await
+            mirror_expunge(ctx, conn, &folder, uids.as_ref()).await?;
+            Ok(Vec::new())
         }
         Write::Copy {
             from,
@@ -479,21 +483,23 @@ async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<()>
         Write::Append { folder, uids } => {
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
-            mirror_append(ctx, conn, &folder, &uids).await
+            Ok(Vec::from_iter(
+                mirror_append(ctx, conn, &folder, &uids).await?,
+            ))
         }
         Write::Create { folder } => {
             let Some(old) = ctx.old_or_reverse_name(&folder)? else {
-                return Ok(());
+                return Ok(Vec::new());
             };
             conn.old.create(&old).await?;
             ctx.pair(&old, &folder).await?;
-            Ok(())
+            Ok(Vec::new())
         }
         Write::Delete { folder } => {
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
             let Some(old) = ctx.old_name(&folder)? else {
-                return Ok(()); // never on OLD
+                return Ok(Vec::new()); // never on OLD
             };
             match conn.old.delete(&old).await {
                 Ok(()) => {}
@@ -506,19 +512,22 @@ async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<()>
                     acct.store.delete_pair(p.id).await?;
                 }
             }
-            Ok(())
+            Ok(Vec::new())
         }
-        Write::Rename { from, to } => mirror_rename(ctx, conn, &from, &to).await,
+        Write::Rename { from, to } => {
+            mirror_rename(ctx, conn, &from, &to).await?;
+            Ok(Vec::new())
+        }
         Write::Subscribe { folder, subscribed } => {
             let Some(old) = ctx.old_or_reverse_name(&folder)? else {
-                return Ok(());
+                return Ok(Vec::new());
             };
             if subscribed {
                 conn.old.subscribe(&old).await?;
             } else {
                 conn.old.unsubscribe(&old).await?;
             }
-            Ok(())
+            Ok(Vec::new())
         }
     }
 }
@@ -773,9 +782,9 @@ async fn mirror_copy(
     to: &str,
     uids: &[(u32, u32)],
     moved: bool,
-) -> Result<()> {
+) -> Result<Vec<LinkChange>> {
     let Some(old_from) = ctx.old_name(from)? else {
-        return Ok(()); // the source is not on OLD: nothing of it to copy there
+        return Ok(Vec::new()); // the source is not on OLD: nothing of it to copy there
     };
     let Some(old_to) = ctx.old_name_or_create(conn, to).await? else {
         return Err(MirrorError::Never(format!(
@@ -807,12 +816,13 @@ async fn mirror_copy(
             .map(|(_, d)| *d)
             .filter(|d| !linked.contains(d))
             .collect();
-        if !unlinked.is_empty() {
-            mirror_append(ctx, conn, to, &unlinked).await?;
+        // Linked at once: what follows reads the destination's links.
+        if let Some(appended) = mirror_append(ctx, conn, to, &unlinked).await? {
+            store.add_links(appended.pair, &appended.added).await?;
         }
     }
     if wanted.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut links = if ctx.careful {
         copied_already(ctx, conn, to, &dst, &wanted).await?
@@ -901,12 +911,19 @@ async fn mirror_copy(
     }
     let added = links.iter().map(|l| l.old_uid);
     (ctx.acct.folder(to)).note_own(dst.id, |own| own.added.extend(added));
-    store.add_links(dst.id, &links).await?;
+    let mut changes = vec![LinkChange {
+        pair: dst.id,
+        added: links,
+        removed: Vec::new(),
+    }];
     if moved {
-        let sources: Vec<u32> = wanted.keys().copied().collect();
-        store.remove_links(src.id, &sources).await?;
+        changes.push(LinkChange {
+            pair: src.id,
+            added: Vec::new(),
+            removed: wanted.keys().copied().collect(),
+        });
     }
-    Ok(())
+    Ok(changes)
 }
 
 /// OLD's copies in `dst` of sources `old_uids` that OLD's answer did not pair with their
@@ -1200,14 +1217,20 @@ fn new_sep(ctx: &Ctx<'_>) -> char {
 /// bytes untouched) and linked. They are read from NEW where they are now (a later MOVE or
 /// RENAME took them elsewhere; the link is to this entry's folder and UID, which the later
 /// entries name); a message the user has deleted since is not on NEW and need not reach OLD.
-async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32]) -> Result<()> {
+/// Returns the links to write (`None`: nothing to link).
+async fn mirror_append(
+    ctx: &Ctx<'_>,
+    conn: &mut Conn,
+    folder: &str,
+    uids: &[u32],
+) -> Result<Option<LinkChange>> {
     if uids.is_empty() {
         // NEW gave no APPENDUID: the next pass adopts or copies by identity key.
         tracing::warn!(
             id = ctx.entry.id,
             "an APPEND without APPENDUID is not mirrored"
         );
-        return Ok(());
+        return Ok(None);
     }
     let Some(old) = ctx.old_name_or_create(conn, folder).await? else {
         return Err(MirrorError::Never(format!(
@@ -1257,8 +1280,11 @@ async fn mirror_append(ctx: &Ctx<'_>, conn: &mut Conn, folder: &str, uids: &[u32
     links.extend(by_kept_keys(ctx.acct, conn, &pair, &unlinked, &keys, &links).await?);
     let added = links.iter().map(|l| l.old_uid);
     (ctx.acct.folder(folder)).note_own(pair.id, |own| own.added.extend(added));
-    ctx.acct.store.add_links(pair.id, &links).await?;
-    Ok(())
+    Ok(Some(LinkChange {
+        pair: pair.id,
+        added: links,
+        removed: Vec::new(),
+    }))
 }
 
 /// For an APPEND that may have reached OLD already: takes out of `fetched` the NEW messages

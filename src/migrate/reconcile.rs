@@ -211,15 +211,19 @@ impl Account {
         let mut applied = 0;
         let pairs = mirror::Pairs::default();
         for entry in parked {
-            match mirror::apply(self, &mut conn, &entry, true, &pairs).await {
-                Ok(()) => applied += 1,
+            let links = match mirror::apply(self, &mut conn, &entry, true, &pairs).await {
+                Ok(links) => {
+                    applied += 1;
+                    links
+                }
                 Err(e) => {
                     warn!(id = entry.id, kind = %entry.kind, "still not applicable: {e}");
                     done.entries_replaced
                         .push(format!("{} ({}): {e}", entry.id, entry.kind));
+                    Vec::new()
                 }
-            }
-            self.store.journal_done(&[entry.id]).await?;
+            };
+            self.store.journal_mirrored(&[entry.id], &links).await?;
         }
         self.pool.put(conn);
         Ok(applied)

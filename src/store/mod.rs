@@ -231,6 +231,17 @@ pub struct AppendKey {
     pub ident: String,
 }
 
+/// The links one mirrored journal entry made and took away in a folder pair, written with the
+/// entry's mark ([`Store::journal_mirrored`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkChange {
+    pub pair: PairId,
+    /// As [`Store::add_links`].
+    pub added: Vec<Link>,
+    /// OLD UIDs whose links go, as [`Store::remove_links`] (after `added`).
+    pub removed: Vec<u32>,
+}
+
 /// What one [`Store::journal_commit`] did.
 #[derive(Debug)]
 pub struct Committed {
@@ -546,6 +557,9 @@ pub trait Store: Send + Sync {
     /// The decisions of the account's pairs, with each pair's NEW folder name (raw, as stored).
     async fn uid_maps(&self, account: AccountId) -> Result<Vec<(String, Shown)>>;
 
+    /// Marks the entries `done` as mirrored, in one transaction with the link `changes` their
+    /// mirror made (in order); returns those of `done` that name no entry.
+    async fn journal_mirrored(&self, done: &[i64], changes: &[LinkChange]) -> Result<Vec<i64>>;
     /// One commit of the journal (a group commit: the writes of several sessions, and the
     /// drainers' marks and keys): appends `entries` to their accounts' journals (pending), in
     /// order, marks the entries `done` names as mirrored, and keeps `keys` until their entries
@@ -575,6 +589,13 @@ pub trait Store: Send + Sync {
     }
     /// Pending entries of the account, oldest first, at most `limit`.
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>>;
+    /// [`Store::journal_pending`] for the mirror, in the same read as the account's state:
+    /// `None` when the account is retired (nothing more goes to OLD).
+    async fn journal_to_mirror(
+        &self,
+        account: AccountId,
+        limit: u32,
+    ) -> Result<Option<Vec<JournalEntry>>>;
     /// Pending entries of the account journaled after entry `after` whose payload holds
     /// `text`, oldest first, at most `limit`: a folder's entries among many, without reading
     /// the others (SQLite compares ASCII letters without case, so a caller decodes what it

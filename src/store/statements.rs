@@ -20,8 +20,8 @@ use crate::store::sql::{
 };
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, AppendKey, Committed, FolderPair,
-    FolderSummary, JournalEntry, Link, LinkFlags, MailboxState, MeasuredSizes, NO_BASE, NewEntry,
-    PairId, Phase, Progress, Result, Store, StoreError,
+    FolderSummary, JournalEntry, Link, LinkChange, LinkFlags, MailboxState, MeasuredSizes, NO_BASE,
+    NewEntry, PairId, Phase, Progress, Result, Store, StoreError,
 };
 use crate::uidmap::Shown;
 
@@ -276,6 +276,30 @@ impl SqlStore {
             writes.push(sql, args.collect());
         }
         Ok(())
+    }
+
+    /// [`Store::add_links`] inside a write transaction (`by_uid`: one link per OLD UID).
+    async fn link(c: &mut Conn, pair: PairId, by_uid: &BTreeMap<u32, Link>) -> Result<()> {
+        Self::lock_pair(c, pair).await?;
+        let appended = match by_uid.values().next() {
+            Some(link) if by_uid.len() == 1 => Self::extend_run(c, pair, link).await?,
+            _ => false,
+        };
+        let mut writes = Writes::default();
+        if !appended {
+            Self::put_links(c, &mut writes, pair, by_uid).await?;
+        }
+        let uids: Vec<u32> = by_uid.keys().copied().collect();
+        writes.delete_uids(("tombstones", "old_uid"), pair, &uids);
+        writes.run(c).await
+    }
+
+    /// [`Store::remove_links`] inside a write transaction.
+    async fn unlink(c: &mut Conn, pair: PairId, old_uids: &BTreeSet<u32>) -> Result<()> {
+        Self::lock_pair(c, pair).await?;
+        let mut writes = Writes::default();
+        Self::drop_links(c, &mut writes, pair, old_uids).await?;
+        writes.run(c).await
     }
 
     /// Drops the pair's links of these OLD UIDs, from runs and from `links`.
@@ -781,24 +805,8 @@ impl Store for SqlStore {
         // One link per OLD UID, ascending (PostgreSQL refuses an upsert touching a row twice, and
         // ascending keys fill the b-tree in order).
         let by_uid: BTreeMap<u32, Link> = links.iter().map(|l| (l.old_uid, l.clone())).collect();
-        let single = links.len() == 1;
-        self.write(move |c| {
-            op(async move {
-                Self::lock_pair(c, pair).await?;
-                let appended = match by_uid.values().next() {
-                    Some(link) if single => Self::extend_run(c, pair, link).await?,
-                    _ => false,
-                };
-                let mut writes = Writes::default();
-                if !appended {
-                    Self::put_links(c, &mut writes, pair, &by_uid).await?;
-                }
-                let uids: Vec<u32> = by_uid.keys().copied().collect();
-                writes.delete_uids(("tombstones", "old_uid"), pair, &uids);
-                writes.run(c).await
-            })
-        })
-        .await
+        self.write(move |c| op(async move { Self::link(c, pair, &by_uid).await }))
+            .await
     }
 
     /// Updates for OLD UIDs without a link are ignored. When `updates` holds an OLD UID twice,
@@ -878,15 +886,8 @@ impl Store for SqlStore {
             return Ok(());
         }
         let uids: BTreeSet<u32> = old_uids.iter().copied().collect();
-        self.write(move |c| {
-            op(async move {
-                Self::lock_pair(c, pair).await?;
-                let mut writes = Writes::default();
-                Self::drop_links(c, &mut writes, pair, &uids).await?;
-                writes.run(c).await
-            })
-        })
-        .await
+        self.write(move |c| op(async move { Self::unlink(c, pair, &uids).await }))
+            .await
     }
 
     /// OLD UIDs without a link are tombstoned too (they must not be copied either).
@@ -1137,20 +1138,7 @@ impl Store for SqlStore {
                 for chunk in entries.chunks(JOURNAL_ROWS) {
                     ids.extend(journal_insert(c, chunk).await?);
                 }
-                let done: Vec<i64> = done.into_iter().collect();
-                let mut marked = BTreeSet::new();
-                for chunk in done.chunks(BATCH_ROWS) {
-                    let list = padded(chunk);
-                    let sql = format!(
-                        "UPDATE journal SET done = 1 WHERE id IN {} RETURNING id",
-                        tuples(1, list.len(), 1)
-                    );
-                    let args = list.iter().map(|id| Value::from(*id)).collect();
-                    for row in c.fetch_all(&sql, args).await? {
-                        marked.insert(row.get::<i64>(0)?);
-                    }
-                }
-                let missing = done.into_iter().filter(|id| !marked.contains(id)).collect();
+                let missing = mark_done(c, done).await?;
                 let keys: Vec<_> = keys.into_iter().collect();
                 // Keys of an entry gone meanwhile are dropped, not the commit: it carries the
                 // sessions' entries too.
@@ -1174,15 +1162,52 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn journal_mirrored(&self, done: &[i64], changes: &[LinkChange]) -> Result<Vec<i64>> {
+        let done: BTreeSet<i64> = done.iter().copied().collect();
+        let changes: Vec<(PairId, BTreeMap<u32, Link>, BTreeSet<u32>)> = changes
+            .iter()
+            .map(|ch| {
+                let added = ch.added.iter().map(|l| (l.old_uid, l.clone())).collect();
+                (ch.pair, added, ch.removed.iter().copied().collect())
+            })
+            .collect();
+        self.write(move |c| {
+            op(async move {
+                for (pair, added, removed) in &changes {
+                    if !added.is_empty() {
+                        Self::link(c, *pair, added).await?;
+                    }
+                    if !removed.is_empty() {
+                        Self::unlink(c, *pair, removed).await?;
+                    }
+                }
+                mark_done(c, done).await
+            })
+        })
+        .await
+    }
+
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>> {
-        // The limit is spelled out, not bound: SQLite plans a bound LIMIT by its value, so each
-        // new binding would make it parse and plan the statement again.
-        let sql = format!(
-            "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
-             WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT {limit}"
-        );
-        let rows = self.select(sql, args![account]).await?;
+        let rows = self.select(pending_sql(limit), args![account]).await?;
         rows.iter().map(journal_entry).collect()
+    }
+
+    async fn journal_to_mirror(
+        &self,
+        account: AccountId,
+        limit: u32,
+    ) -> Result<Option<Vec<JournalEntry>>> {
+        self.read(move |c| {
+            op(async move {
+                let state = state_of(account, c.fetch_optional(STATE, args![account]).await?)?;
+                if state == AccountState::Retired {
+                    return Ok(None);
+                }
+                let rows = c.fetch_all(&pending_sql(limit), args![account]).await?;
+                Ok(Some(rows.iter().map(journal_entry).collect::<Result<_>>()?))
+            })
+        })
+        .await
     }
 
     async fn journal_pending_holding(
@@ -1662,6 +1687,33 @@ fn account_pairs() -> String {
 
 /// An account's state (`account_state`, `account_progress`).
 const STATE: &str = "SELECT state FROM accounts WHERE id = $1";
+/// Marks the journal entries `done` mirrored; returns those that name no entry.
+async fn mark_done(c: &mut Conn, done: BTreeSet<i64>) -> Result<Vec<i64>> {
+    let done: Vec<i64> = done.into_iter().collect();
+    let mut marked = BTreeSet::new();
+    for chunk in done.chunks(BATCH_ROWS) {
+        let list = padded(chunk);
+        let sql = format!(
+            "UPDATE journal SET done = 1 WHERE id IN {} RETURNING id",
+            tuples(1, list.len(), 1)
+        );
+        let args = list.iter().map(|id| Value::from(*id)).collect();
+        for row in c.fetch_all(&sql, args).await? {
+            marked.insert(row.get::<i64>(0)?);
+        }
+    }
+    Ok(done.into_iter().filter(|id| !marked.contains(id)).collect())
+}
+
+/// An account's first `limit` journal entries waiting for OLD. The limit is spelled out, not
+/// bound: SQLite plans a bound LIMIT by its value, so each new binding would make it parse and
+/// plan the statement again.
+fn pending_sql(limit: u32) -> String {
+    format!(
+        "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
+         WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT {limit}"
+    )
+}
 /// An account's journal entries waiting for OLD, counted.
 const PENDING: &str = "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0";
 

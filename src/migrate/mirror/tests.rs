@@ -178,6 +178,16 @@ async fn mirror_with(
     );
     let result = apply(acct, &mut conn, entry, careful, &super::Pairs::default()).await;
     drop(conn);
+    // The links are written with the entry's mark, as the drain does.
+    let result = match result {
+        Ok(links) => {
+            let store = &acct.store;
+            let missing = store.journal_mirrored(&[entry.id], &links).await.unwrap();
+            assert!(missing.is_empty(), "no journal entry {missing:?}");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
     let old_seen = old_task
         .await
         .unwrap()
@@ -756,6 +766,44 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
     assert_eq!(links[0].ident.as_deref(), Some(moved_key().as_str()));
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
+}
+
+/// A mirrored MOVE writes the store twice: the source's identity key before OLD moves the
+/// message, then the destination's link, the source's link gone and the entry's mark, in one
+/// transaction (as the drain writes them; each was a transaction of its own before).
+#[tokio::test]
+async fn a_mirrored_move_writes_its_links_with_its_mark() {
+    let (acct, src, entry) = moved_to_inbox(link(10, 1)).await;
+    let dst = acct
+        .store
+        .folder_pair(acct.id, "INBOX", "INBOX")
+        .await
+        .unwrap();
+    let before = acct.store.operations();
+    let (result, ..) = mirror(
+        &acct,
+        &entry,
+        old_moves_10(key_fetch("\\Seen"), vec![]),
+        new_copy_flagged("\\Seen"),
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(acct.store.operations().writes - before.writes, 2);
+    assert!(
+        acct.store
+            .journal_pending(acct.id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(acct.store.links(src.id).await.unwrap().is_empty());
+    assert_eq!(links_of_pair(&acct, dst.id).await, [(8, 50)]);
+}
+
+/// `(OLD UID, NEW UID)` of the links of `pair`.
+async fn links_of_pair(acct: &Account, pair: PairId) -> Vec<(u32, u32)> {
+    let links = acct.store.links(pair).await.unwrap();
+    links.iter().map(|l| (l.old_uid, l.new_uid)).collect()
 }
 
 /// A source link keeping no base (a pass forgot it): OLD's copy gets its source's flags, read
