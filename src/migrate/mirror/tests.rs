@@ -728,6 +728,14 @@ async fn moved_to_inbox(source: Link) -> (Arc<Account>, crate::store::FolderPair
     (acct, src, entry)
 }
 
+/// The INBOX pair of [`moved_to_inbox`]'s account (the MOVE's destination).
+async fn inbox_pair(acct: &Account) -> crate::store::FolderPair {
+    acct.store
+        .folder_pair(acct.id, "INBOX", "INBOX")
+        .await
+        .unwrap()
+}
+
 /// A message's header as OLD and NEW serve it, and the identity key it is recognised by.
 const MOVED_HEADER: &str = "Message-Id: <moved@example.org>\r\nSubject: m\r\n\r\n";
 
@@ -743,10 +751,14 @@ fn header_fetch(uid: u32, header: &str) -> String {
 }
 
 /// A MOVE mirrored on OLD first stores the message's identity key on its link (read from OLD
-/// before it moves), and the link in the destination keeps it.
+/// before it moves), and the link in the destination keeps it. The store is written twice: the
+/// key before OLD moves the message, then the destination's link, the source's link gone and
+/// the entry's mark in one transaction (as the drain writes them; each had one of its own).
 #[tokio::test]
 async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
     let (acct, src, entry) = moved_to_inbox(link(10, 1)).await;
+    let dst = inbox_pair(&acct).await;
+    let before = acct.store.operations();
     let (result, old, _) = mirror(
         &acct,
         &entry,
@@ -757,53 +769,13 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
     .await;
     result.unwrap();
     assert_eq!(old.len(), 5, "{old:?}");
-    let dst = acct
-        .store
-        .folder_pair(acct.id, "INBOX", "INBOX")
-        .await
-        .unwrap();
+    assert_eq!(acct.store.operations().writes - before.writes, 2);
     let links = acct.store.links(dst.id).await.unwrap();
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
     assert_eq!(links[0].ident.as_deref(), Some(moved_key().as_str()));
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
-}
-
-/// A mirrored MOVE writes the store twice: the source's identity key before OLD moves the
-/// message, then the destination's link, the source's link gone and the entry's mark, in one
-/// transaction (as the drain writes them; each was a transaction of its own before).
-#[tokio::test]
-async fn a_mirrored_move_writes_its_links_with_its_mark() {
-    let (acct, src, entry) = moved_to_inbox(link(10, 1)).await;
-    let dst = acct
-        .store
-        .folder_pair(acct.id, "INBOX", "INBOX")
-        .await
-        .unwrap();
-    let before = acct.store.operations();
-    let (result, ..) = mirror(
-        &acct,
-        &entry,
-        old_moves_10(key_fetch("\\Seen"), vec![]),
-        new_copy_flagged("\\Seen"),
-    )
-    .await;
-    result.unwrap();
-    assert_eq!(acct.store.operations().writes - before.writes, 2);
-    assert!(
-        acct.store
-            .journal_pending(acct.id, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(acct.store.links(src.id).await.unwrap().is_empty());
-    assert_eq!(links_of_pair(&acct, dst.id).await, [(8, 50)]);
-}
-
-/// `(OLD UID, NEW UID)` of the links of `pair`.
-async fn links_of_pair(acct: &Account, pair: PairId) -> Vec<(u32, u32)> {
-    let links = acct.store.links(pair).await.unwrap();
-    links.iter().map(|l| (l.old_uid, l.new_uid)).collect()
+    let pending = acct.store.journal_pending(acct.id, 10).await.unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
 }
 
 /// A source link keeping no base (a pass forgot it): OLD's copy gets its source's flags, read
@@ -975,11 +947,7 @@ async fn a_replayed_move_finds_olds_copy_by_key_when_news_is_gone() {
         "moved twice: {old:?}"
     );
     assert_eq!(new.len(), 2, "{new:?}");
-    let dst = acct
-        .store
-        .folder_pair(acct.id, "INBOX", "INBOX")
-        .await
-        .unwrap();
+    let dst = inbox_pair(&acct).await;
     let links = acct.store.links(dst.id).await.unwrap();
     assert_eq!(links.len(), 1);
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
@@ -1134,11 +1102,7 @@ async fn a_replayed_move_links_olds_copy_instead_of_moving_again() {
         !old.iter().any(|c| c.contains("MOVE")),
         "moved again: {old:?}"
     );
-    let dst = acct
-        .store
-        .folder_pair(acct.id, "INBOX", "INBOX")
-        .await
-        .unwrap();
+    let dst = inbox_pair(&acct).await;
     let links = acct.store.links(dst.id).await.unwrap();
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
     assert!(acct.store.links(src.id).await.unwrap().is_empty());
@@ -1211,11 +1175,7 @@ async fn an_append_moved_while_the_mirror_reads_it_is_read_again() {
 #[tokio::test]
 async fn a_replayed_move_whose_destination_is_linked_removes_olds_source() {
     let (acct, src, entry) = moved_to_inbox(link(10, 1)).await;
-    let dst = acct
-        .store
-        .folder_pair(acct.id, "INBOX", "INBOX")
-        .await
-        .unwrap();
+    let dst = inbox_pair(&acct).await;
     acct.store.add_links(dst.id, &[link(8, 50)]).await.unwrap();
     let (result, old, new) = mirror_with(
         &acct,
