@@ -476,6 +476,21 @@ fn writes_whose_client_left_before_the_answers_are_journaled() {
     assert!(!log.contains("before NEW answered"), "{log}");
 }
 
+/// A COPY and a MOVE of messages OLD has linked are mirrored without a warning: no part of
+/// them is an APPEND (a COPY appends to OLD only sources it has no link for; once it called
+/// the append with none, which warned that an APPEND without APPENDUID is not mirrored).
+#[test]
+fn copies_of_linked_messages_are_mirrored_without_a_warning() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut c = opened(&s, &[("B", 0), ("INBOX", 2)]);
+    c.exec("UID COPY 1 B");
+    c.exec("UID MOVE 2 B");
+    c.logout();
+    s.assert_mirrored();
+    let log = s.log();
+    assert!(!log.contains(" WARN "), "{log}");
+}
+
 /// `[migration] mirror_paused` (OLD's maintenance): the user's writes are answered and journaled,
 /// OLD gets none of them, the proxy's own reconcile refuses to write to it; the reload that
 /// resumes the mirror replays them all.

@@ -817,7 +817,9 @@ async fn mirror_copy(
             .filter(|d| !linked.contains(d))
             .collect();
         // Linked at once: what follows reads the destination's links.
-        if let Some(appended) = mirror_append(ctx, conn, to, &unlinked).await? {
+        if !unlinked.is_empty()
+            && let Some(appended) = mirror_append(ctx, conn, to, &unlinked).await?
+        {
             store.add_links(appended.pair, &appended.added).await?;
         }
     }

@@ -1687,6 +1687,18 @@ fn account_pairs() -> String {
 
 /// An account's state (`account_state`, `account_progress`).
 const STATE: &str = "SELECT state FROM accounts WHERE id = $1";
+/// An account's journal entries waiting for OLD, counted.
+const PENDING: &str = "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0";
+
+/// The state in `row`, a [`STATE`] row of `account`.
+fn state_of(account: AccountId, row: Option<Row>) -> Result<AccountState> {
+    let row = row.ok_or_else(|| StoreError::Corrupt(format!("no account {account}")))?;
+    let state: String = row.get(0)?;
+    AccountState::parse(&state).ok_or_else(|| {
+        StoreError::Corrupt(format!("account {account} has unknown state {state:?}"))
+    })
+}
+
 /// Marks the journal entries `done` mirrored; returns those that name no entry.
 async fn mark_done(c: &mut Conn, done: BTreeSet<i64>) -> Result<Vec<i64>> {
     let done: Vec<i64> = done.into_iter().collect();
@@ -1713,17 +1725,6 @@ fn pending_sql(limit: u32) -> String {
         "SELECT id, created, kind, payload, attempts, reason, retry_at FROM journal \
          WHERE account_id = $1 AND done = 0 ORDER BY id LIMIT {limit}"
     )
-}
-/// An account's journal entries waiting for OLD, counted.
-const PENDING: &str = "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0";
-
-/// The state in `row`, a [`STATE`] row of `account`.
-fn state_of(account: AccountId, row: Option<Row>) -> Result<AccountState> {
-    let row = row.ok_or_else(|| StoreError::Corrupt(format!("no account {account}")))?;
-    let state: String = row.get(0)?;
-    AccountState::parse(&state).ok_or_else(|| {
-        StoreError::Corrupt(format!("account {account} has unknown state {state:?}"))
-    })
 }
 
 fn get_u64(row: &Row, column: impl Column) -> Result<u64> {
