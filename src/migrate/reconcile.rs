@@ -21,7 +21,7 @@ use super::backfill::{Folder, MIRROR_WAIT};
 use super::mirror;
 use super::pool::Conn;
 use crate::imap::{Client, ImapError};
-use crate::store::{AccountState, FolderPair, Link, LinkFlags, PairId};
+use crate::store::{AccountState, FolderPair, Link, LinkFlags, PairId, StoreError};
 use crate::sync::adopt::keys;
 use crate::sync::flags::{FlagSet, FlagStores, PermanentFlags, filter_for_new};
 use crate::sync::{self, SyncError, TreeView};
@@ -223,7 +223,11 @@ impl Account {
                     Vec::new()
                 }
             };
-            self.store.journal_mirrored(&[entry.id], &links).await?;
+            let missing = self.store.journal_mirrored(&[entry.id], &links).await?;
+            if !missing.is_empty() {
+                let why = format!("no journal entries {missing:?}");
+                return Err(StoreError::Corrupt(why).into());
+            }
         }
         self.pool.put(conn);
         Ok(applied)
