@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::courier::as_run_user;
 use super::dovecot::{chown_to_run_as, free_port};
-use super::server::stop;
+use super::server::stop_with;
 
 /// The role the tests connect as, and its password.
 pub const USER: &str = "imapferry";
@@ -111,7 +111,7 @@ impl Postgres {
 
     fn terminate(&mut self) {
         if let Some(child) = self.child.take() {
-            stop(child, false, "127.0.0.1", self.port);
+            stop_fast(child, "127.0.0.1", self.port);
         }
     }
 }
@@ -136,6 +136,9 @@ fn serve(dir: &Path, port: u16) -> (Child, Result<(), String>) {
         .arg(format!("unix_socket_directories={}", dir.display()))
         // The tests need no durability across power loss; the code under test commits as usual.
         .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+        // Shared memory segments as files in the data directory: a server killed (`kill`, or
+        // a test process that dies) leaves none behind in /dev/shm.
+        .args(["-c", "dynamic_shared_memory_type=mmap"])
         .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"])
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the log file"))
@@ -256,14 +259,20 @@ fn template() -> &'static Path {
         let port = free_port();
         let (child, ready) = serve(&dir, port);
         if let Err(why) = ready {
-            stop(child, false, "127.0.0.1", port);
+            stop_fast(child, "127.0.0.1", port);
             panic!("the template cluster did not start: {why}");
         }
         let role = format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'");
         psql(&dir, port, "postgres", &role);
         let db = format!("CREATE DATABASE {DATABASE} OWNER {USER}");
         psql(&dir, port, "postgres", &db);
-        stop(child, false, "127.0.0.1", port);
+        stop_fast(child, "127.0.0.1", port);
         dir
     })
+}
+
+/// Stops the server with a fast shutdown (SIGINT: it disconnects its clients and exits
+/// cleanly), not SIGTERM's smart one, which waits for clients a test may still hold.
+fn stop_fast(child: Child, host: &str, port: u16) {
+    stop_with(libc::SIGINT, child, false, host, port);
 }

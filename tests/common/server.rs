@@ -46,11 +46,16 @@ pub fn greets(host: &str, port: u16) -> bool {
 /// SIGTERM to the server (`group`: to the process group it leads, so that its children go too),
 /// up to 5 s grace, then SIGKILL; reaps it and waits until the port is shut (login processes may
 /// outlive the master briefly; "unreachable" tests need the port shut).
-pub fn stop(mut child: Child, group: bool, host: &str, port: u16) {
+pub fn stop(child: Child, group: bool, host: &str, port: u16) {
+    stop_with(libc::SIGTERM, child, group, host, port);
+}
+
+/// [`stop`] asking with `signal` instead of SIGTERM.
+pub fn stop_with(signal: libc::c_int, mut child: Child, group: bool, host: &str, port: u16) {
     let pid = child.id() as libc::pid_t;
     let target = if group { -pid } else { pid };
     // SAFETY: kill(2) on our own, not yet reaped, child (or the process group it leads).
-    unsafe { libc::kill(target, libc::SIGTERM) };
+    unsafe { libc::kill(target, signal) };
     let deadline = Instant::now() + STOP_TIMEOUT;
     while child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
