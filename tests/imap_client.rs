@@ -379,3 +379,49 @@ async fn a_writable_selection_is_kept_and_brought_up_to_date() {
     assert!(lines.iter().any(|l| l.contains("\\Flagged")), "{lines:?}");
     check.logout();
 }
+
+#[tokio::test]
+async fn pipelined_commands_leave_in_one_write() {
+    let d = Dovecot::start(Layout::Slash);
+    d.add_user("alice", PW);
+    let mut other = RawImap::connect("127.0.0.1", d.port());
+    other.login("alice", PW);
+    let uids: Vec<u32> = (1..=3)
+        .map(|i| (other.append("INBOX", &[], None, &common::message(i, 300))).unwrap())
+        .collect();
+    other.logout();
+    let mut c = Client::connect(
+        &opts(d.port(), Security::Plain, TlsOptions::default()),
+        Side::Old,
+    )
+    .await
+    .unwrap();
+    c.login("alice", &Secret::new(PW)).await.unwrap();
+    c.select("INBOX", false).await.unwrap();
+    let flags = ["\\Seen", "\\Flagged", "\\Answered"];
+    let stores: Vec<(Vec<u32>, &str, Vec<String>)> = (uids.iter().zip(flags))
+        .map(|(uid, flag)| (vec![*uid], "+FLAGS.SILENT", vec![flag.to_string()]))
+        .collect();
+    let before = c.writes();
+    c.uid_stores(&stores).await.unwrap();
+    assert_eq!(c.writes() - before, 1, "three STOREs, one write");
+
+    let before = c.writes();
+    let mut read = Vec::new();
+    c.examine_and_fetch("INBOX", &uids, "UID FLAGS", |f| {
+        let flags = f.flags.unwrap_or_default().into_iter();
+        read.push((f.uid, flags.filter(|f| f != "\\Recent").collect()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        c.writes() - before,
+        1,
+        "the EXAMINE and its FETCH, one write"
+    );
+    read.sort();
+    let want: Vec<(Option<u32>, Vec<String>)> = (uids.iter().zip(flags))
+        .map(|(uid, flag)| (Some(*uid), vec![flag.to_string()]))
+        .collect();
+    assert_eq!(read, want, "each STORE took effect");
+}

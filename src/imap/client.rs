@@ -195,6 +195,8 @@ pub struct Client {
     /// Reads are buffered here; writes collect in `wbuf` and leave in one `write_all` per flush.
     io: BufReader<Stream>,
     wbuf: Vec<u8>,
+    /// Flushes of `wbuf` to the socket so far (see [`Client::writes`]).
+    writes: u64,
     side: Side,
     host: String,
     timeout: Duration,
@@ -247,6 +249,7 @@ impl Client {
         let mut client = Client {
             io: BufReader::with_capacity(64 * 1024, stream),
             wbuf: Vec::with_capacity(64 * 1024),
+            writes: 0,
             side,
             host: opts.host.clone(),
             timeout: opts.timeout,
@@ -329,6 +332,7 @@ impl Client {
         let mut client = Client {
             io: BufReader::with_capacity(64 * 1024, Stream::Tls(Box::new(tls))),
             wbuf: Vec::with_capacity(64 * 1024),
+            writes: 0,
             side,
             host,
             timeout,
@@ -362,6 +366,12 @@ impl Client {
         &self.greeting
     }
 
+    /// How many times this connection has sent what it buffered (a streamed message body
+    /// aside): commands pipelined before a read leave together, in one write.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
     fn protocol(&self, message: String) -> ImapError {
         ImapError::Protocol {
             side: self.side,
@@ -369,7 +379,12 @@ impl Client {
         }
     }
 
+    /// Reads the next response, sending first the commands [`Client::send`] queued: commands
+    /// pipelined before a read leave in one write.
     async fn read(&mut self) -> Result<Response> {
+        if !self.wbuf.is_empty() {
+            self.flush().await?;
+        }
         let Some(parts) = reader::read_response(&mut self.io, self.side, self.timeout).await?
         else {
             return Err(ImapError::Closed {
@@ -416,6 +431,7 @@ impl Client {
     async fn flush(&mut self) -> Result<()> {
         let side = self.side;
         let buf = std::mem::take(&mut self.wbuf);
+        self.writes += 1;
         let stream = self.io.get_mut();
         let write = async {
             stream.write_all(&buf).await?;
@@ -480,7 +496,8 @@ impl Client {
         }
     }
 
-    /// Sends a command without waiting for its completion; returns its tag.
+    /// Queues a command without waiting for its completion; returns its tag. It leaves with
+    /// the next read (or a literal's announcement that waits for the go-ahead).
     async fn send(&mut self, cmd: Cmd) -> Result<String> {
         let tag = self.tag();
         self.write(tag.as_bytes()).await?;
@@ -497,11 +514,10 @@ impl Client {
             }
         }
         self.write(b"\r\n").await?;
-        self.flush().await?;
         Ok(tag)
     }
 
-    /// Sends a raw command line (no literals) without waiting; returns its tag. For pipelining.
+    /// Queues a raw command line (no literals) without waiting; returns its tag. For pipelining.
     pub async fn send_line(&mut self, line: &str) -> Result<String> {
         self.send(Cmd::new(line)).await
     }
@@ -700,6 +716,9 @@ impl Client {
     /// point; read what came with [`Client::idle_response`].
     pub async fn idle_readable(&mut self, until: tokio::time::Instant) -> Result<bool> {
         use tokio::io::AsyncBufReadExt;
+        if !self.wbuf.is_empty() {
+            self.flush().await?;
+        }
         let side = self.side;
         match tokio::time::timeout_at(until, self.io.fill_buf()).await {
             Err(_) => Ok(false),
