@@ -491,6 +491,42 @@ fn copies_of_linked_messages_are_mirrored_without_a_warning() {
     assert!(!log.contains(" WARN "), "{log}");
 }
 
+/// The mirror keeps the folder pairs it read between drains. A pair deleted and made again by
+/// another process (a reconcile, a pass) behind the proxy's back gets a new id: the kept one
+/// would name no links, and the next STORE would reach nothing on OLD, silently. The pair
+/// epoch read with the journal makes the mirror read the pair again.
+#[test]
+fn a_pair_made_again_behind_the_proxys_back_is_read_again() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut c = opened(&s, &[("Work", 3)]);
+    c.uid_store("Work", 1, "+FLAGS", &["\\Flagged"]);
+    s.assert_mirrored();
+    let state = s.state();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use imapferry::store::{SqliteStore, Store};
+        let store = SqliteStore::open(&state).await.unwrap();
+        let account = store.account_summaries().await.unwrap()[0].id;
+        let pairs = store.folder_pairs(account).await.unwrap();
+        let work = pairs.iter().find(|p| p.new_name == "Work").unwrap();
+        let links = store.links(work.id).await.unwrap();
+        store.delete_pair(work.id).await.unwrap();
+        // (SQLite would give the freed id to the next pair made: another folder's takes it.)
+        store.folder_pair(account, "Other", "Other").await.unwrap();
+        let (old, new) = (&work.old_name, &work.new_name);
+        let again = store.folder_pair(account, old, new).await.unwrap();
+        assert_ne!(again.id, work.id);
+        store.add_links(again.id, &links).await.unwrap();
+        // As it was: no pass has cause to look at the folder again (and mend OLD by itself).
+        let (old, new, from) = (work.old, work.new, work.adopt_from);
+        let saved = store.save_pair_state(again.id, old, new, from, work.phase);
+        saved.await.unwrap();
+        store.close().await;
+    });
+    c.uid_store("Work", 2, "+FLAGS", &["\\Answered"]);
+    s.assert_mirrored();
+    c.logout();
+}
+
 /// `[migration] mirror_paused` (OLD's maintenance): the user's writes are answered and journaled,
 /// OLD gets none of them, the proxy's own reconcile refuses to write to it; the reload that
 /// resumes the mirror replays them all.

@@ -103,6 +103,7 @@ both!(
     find_and_touch_account,
     rename_pair_keeps_links_and_tombstones,
     delete_pair_removes_links_and_tombstones,
+    the_pair_epoch_counts_deletions_and_renames,
     summaries_count_progress,
     progress_is_the_pairs_pending_entries_and_state,
     new_state_survives_reopen,
@@ -551,7 +552,7 @@ async fn retire_is_conditional_unless_forced(b: Backend) {
     let b = store.account(&key("bob")).await.unwrap();
     let waiting = store.journal_append(b, "flags", "{}").await.unwrap();
     let to_mirror = store.journal_to_mirror(b, 10).await.unwrap();
-    assert_eq!(to_mirror.map(|e| e[0].id), Some(waiting));
+    assert_eq!(to_mirror.map(|t| t.entries[0].id), Some(waiting));
     assert!(store.retire(b, Some("forced from pending")).await.unwrap());
     // The mirror's read of a retired account's journal: nothing more goes to OLD.
     assert_eq!(store.journal_to_mirror(b, 10).await.unwrap(), None);
@@ -1245,6 +1246,45 @@ async fn delete_pair_removes_links_and_tombstones(b: Backend) {
     assert_eq!(again.phase, Phase::New);
     assert!(store.links(again.id).await.unwrap().is_empty());
     assert!(store.tombstones(again.id).await.unwrap().is_empty());
+}
+
+async fn the_pair_epoch_counts_deletions_and_renames(b: Backend) {
+    let store = b.open().await;
+    let (alice, bob) = (
+        store.account(&key("alice")).await.unwrap(),
+        store.account(&key("bob")).await.unwrap(),
+    );
+    let epoch = async |account| {
+        let to = store.journal_to_mirror(account, 1).await.unwrap();
+        to.unwrap().pairs_epoch
+    };
+    assert_eq!(epoch(alice).await, 0);
+    // A pair made, its links and state: the pairs a mirror kept are still right.
+    let work = store.folder_pair(alice, "Work", "Work").await.unwrap();
+    store.add_links(work.id, &[link(1, 1, "")]).await.unwrap();
+    store.folder_pair(alice, "Work", "Work").await.unwrap();
+    assert_eq!(epoch(alice).await, 0);
+    // Each change of a pair's names, and its deletion, moves the epoch on.
+    let mut was = 0;
+    for change in ["renamed", "a new NEW name", "deleted"] {
+        match change {
+            "renamed" => store.rename_pair(work.id, "Projects", "Projects").await,
+            "a new NEW name" => (store.folder_pair(alice, "Projects", "INBOX.Projects").await)
+                .map(|p| assert_eq!(p.id, work.id)),
+            _ => store.delete_pair(work.id).await,
+        }
+        .unwrap();
+        let now = epoch(alice).await;
+        assert!(now > was, "{change}: {now} after {was}");
+        was = now;
+    }
+    // A pair made again under the deleted one's name does not; another account's is its own.
+    store
+        .folder_pair(alice, "Projects", "Projects")
+        .await
+        .unwrap();
+    assert_eq!(epoch(alice).await, was);
+    assert_eq!(epoch(bob).await, 0);
 }
 
 async fn summaries_count_progress(b: Backend) {
@@ -2243,7 +2283,7 @@ async fn per_message_links_convert_to_runs_on_open(b: Backend) {
     let want_sent: Vec<Link> = (1..=50).map(|uid| link(uid, 200 - uid, "")).collect();
     let mut sql = "DROP TABLE link_runs; ALTER TABLE folder_pairs DROP COLUMN retired_tombstones; \
                    DROP TABLE folder_sizes; DROP TABLE uid_maps; DROP TABLE append_keys; \
-                   DELETE FROM schema_version WHERE version >= 8;"
+                   DROP TABLE pair_epochs; DELETE FROM schema_version WHERE version >= 8;"
         .to_owned();
     for (p, links) in [(pair, &want), (sent, &want_sent)] {
         for l in links.iter() {
@@ -2532,11 +2572,11 @@ async fn a_version_10_store_gains_uid_maps_on_open(b: Backend) {
         .await
         .unwrap();
     store.close().await;
-    // Back to version 10: migration 11 added `uid_maps`, 12 an index, 13 `append_keys` (a later
-    // migration must be undone here too).
+    // Back to version 10: migration 11 added `uid_maps`, 12 an index, 13 `append_keys`, 14
+    // `pair_epochs` (a later migration must be undone here too).
     b.execute(
         "DROP TABLE uid_maps; DROP INDEX link_runs_by_new; DROP TABLE append_keys; \
-         DELETE FROM schema_version WHERE version >= 11;",
+         DROP TABLE pair_epochs; DELETE FROM schema_version WHERE version >= 11;",
     )
     .await;
     assert_eq!(b.rows("schema_version WHERE version = 11").await, 0);

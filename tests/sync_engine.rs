@@ -621,6 +621,7 @@ async fn a_per_message_state_file_converts_and_the_next_pass_changes_nothing() {
          DROP TABLE folder_sizes; \
          DROP TABLE uid_maps; \
          DROP TABLE append_keys; \
+         DROP TABLE pair_epochs; \
          DELETE FROM schema_version WHERE version >= 8;",
     )
     .unwrap();

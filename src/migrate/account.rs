@@ -17,6 +17,7 @@ use super::backoff::Backoff;
 use super::caches::ClientCaches;
 use super::gauges::Gauges;
 use super::intent::Intents;
+use super::mirror;
 use super::names::Names;
 use super::pickup::Policy;
 use super::pool::Pool;
@@ -174,6 +175,8 @@ pub struct Account {
     pub(super) pool: Pool,
     pub(super) prepare_lock: Mutex<()>,
     pub(super) mirror_lock: Mutex<()>,
+    /// The folder pairs the mirror read, kept between its drains (see [`mirror::Pairs`]).
+    pub(super) pairs: mirror::Pairs,
     /// Held while the account's state is worked out and written, so that a later update never
     /// writes what it read before an earlier one.
     pub(super) state_lock: Mutex<()>,
@@ -249,6 +252,7 @@ impl Account {
             ),
             prepare_lock: Mutex::new(()),
             mirror_lock: Mutex::new(()),
+            pairs: mirror::Pairs::default(),
             state_lock: Mutex::new(()),
             wake: Notify::new(),
             sessions: AtomicUsize::new(0),

@@ -347,18 +347,20 @@ impl Account {
             }
             Err(e) => return warn!("{e}"),
         };
-        let pairs = mirror::Pairs::default();
         loop {
             let mark = self.pending.mark();
             let entries = match self.store.journal_to_mirror(self.id, BATCH).await {
                 Ok(None) => return self.saw_retired(),
-                Ok(Some(e)) if e.is_empty() => {
-                    self.pending.set(0, mark);
-                    return self.purge().await;
+                Ok(Some(to)) => {
+                    self.pairs.at_epoch(to.pairs_epoch);
+                    to.entries
                 }
-                Ok(Some(e)) => e,
                 Err(e) => return warn!("{e}"),
             };
+            if entries.is_empty() {
+                self.pending.set(0, mark);
+                return self.purge().await;
+            }
             if entries[0].retry_at.is_some_and(|t| t > unix_now()) {
                 return;
             }
@@ -372,7 +374,7 @@ impl Account {
             // Entries OLD has and the journal does not say so yet (see `marked_at_once`).
             let mut mirrored = Vec::new();
             let next = self
-                .mirror_batch(&mut conn, entries, &mut mirrored, &pairs)
+                .mirror_batch(&mut conn, entries, &mut mirrored, &self.pairs)
                 .await;
             if let Err(e) = self.mark_done(&mut mirrored).await {
                 // Replayed when the drain comes back; with care, in case.

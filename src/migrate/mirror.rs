@@ -66,25 +66,41 @@ impl From<ImapError> for MirrorError {
 
 type Result<T> = std::result::Result<T, MirrorError>;
 
-/// The folder pairs one drain has read, by (OLD, NEW) name. The drain holds the account's
-/// journal, and only the entries it mirrors rename or delete pairs: it forgets them all after
-/// each such entry. (Their adoption watermark is not kept: passes raise it meanwhile.)
+/// The folder pairs the mirror has read, by (OLD, NEW) name, kept between drains while the
+/// account's pair epoch stays the same (read with the journal at each turn of a drain,
+/// [`ToMirror`](crate::store::ToMirror)): a pair that any process deleted or renamed since is
+/// read again. The drain also forgets them after each entry it mirrors that renames or deletes
+/// a folder. (Their adoption watermark is not kept: passes raise it meanwhile.)
 #[derive(Default)]
-pub(crate) struct Pairs(StdMutex<HashMap<(String, String), FolderPair>>);
+pub(crate) struct Pairs(StdMutex<KeptPairs>);
+
+#[derive(Default)]
+struct KeptPairs {
+    epoch: i64,
+    by_name: HashMap<(String, String), FolderPair>,
+}
 
 impl Pairs {
     fn get(&self, old: &str, new: &str) -> Option<FolderPair> {
         let key = (old.to_string(), new.to_string());
-        self.map().get(&key).cloned()
+        self.kept().by_name.get(&key).cloned()
     }
 
     fn keep(&self, old: &str, new: &str, pair: &FolderPair) {
-        self.map()
-            .insert((old.to_string(), new.to_string()), pair.clone());
+        (self.kept().by_name).insert((old.to_string(), new.to_string()), pair.clone());
     }
 
     fn forget(&self) {
-        self.map().clear();
+        self.kept().by_name.clear();
+    }
+
+    /// Forgets the pairs kept unless the account's pair epoch is still `epoch`.
+    pub(crate) fn at_epoch(&self, epoch: i64) {
+        let mut kept = self.kept();
+        if kept.epoch != epoch {
+            kept.by_name.clear();
+            kept.epoch = epoch;
+        }
     }
 
     /// The pair (OLD, NEW), read from the store the first time.
@@ -97,8 +113,8 @@ impl Pairs {
         Ok(pair)
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), FolderPair>> {
-        crate::lock::recover(&self.0, "the drain's folder pairs")
+    fn kept(&self) -> std::sync::MutexGuard<'_, KeptPairs> {
+        crate::lock::recover(&self.0, "the mirror's folder pairs")
     }
 }
 

@@ -266,6 +266,16 @@ pub struct JournalEntry {
     pub retry_at: Option<i64>,
 }
 
+/// What the mirror reads at each turn of its drain ([`Store::journal_to_mirror`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToMirror {
+    /// The account's first pending journal entries, oldest first.
+    pub entries: Vec<JournalEntry>,
+    /// How often the account's folder pairs were deleted, renamed or given another NEW name
+    /// (by any process): the pairs a mirror read stay right while it is the same.
+    pub pairs_epoch: i64,
+}
+
 /// One account and its progress, for `imapferry status` and the admin API (serialised flat:
 /// `id`, the key's fields, then the counts).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -589,13 +599,9 @@ pub trait Store: Send + Sync {
     }
     /// Pending entries of the account, oldest first, at most `limit`.
     async fn journal_pending(&self, account: AccountId, limit: u32) -> Result<Vec<JournalEntry>>;
-    /// [`Store::journal_pending`] for the mirror, in the same read as the account's state:
-    /// `None` when the account is retired (nothing more goes to OLD).
-    async fn journal_to_mirror(
-        &self,
-        account: AccountId,
-        limit: u32,
-    ) -> Result<Option<Vec<JournalEntry>>>;
+    /// [`Store::journal_pending`] for the mirror, in the same read as the account's state and
+    /// folder pair epoch: `None` when the account is retired (nothing more goes to OLD).
+    async fn journal_to_mirror(&self, account: AccountId, limit: u32) -> Result<Option<ToMirror>>;
     /// Pending entries of the account journaled after entry `after` whose payload holds
     /// `text`, oldest first, at most `limit`: a folder's entries among many, without reading
     /// the others (SQLite compares ASCII letters without case, so a caller decodes what it

@@ -29,6 +29,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("0011_uid_maps.sql"),
     include_str!("0012_link_runs_by_new.sql"),
     include_str!("0013_append_keys.sql"),
+    include_str!("0014_pair_epochs.sql"),
 ];
 
 /// Most rows (or listed UIDs) in one statement built for a batch: a batch of thousands takes a

@@ -21,7 +21,7 @@ use crate::store::sql::{
 use crate::store::{
     AccountId, AccountKey, AccountState, AccountSummary, AppendKey, Committed, FolderPair,
     FolderSummary, JournalEntry, Link, LinkChange, LinkFlags, MailboxState, MeasuredSizes, NO_BASE,
-    NewEntry, PairId, Phase, Progress, Result, Store, StoreError,
+    NewEntry, PairId, Phase, Progress, Result, Store, StoreError, ToMirror,
 };
 use crate::uidmap::Shown;
 
@@ -126,6 +126,30 @@ impl SqlStore {
         let sql = sql.into();
         self.write(move |c| op(async move { c.execute(&sql, args).await }))
             .await
+    }
+
+    /// [`Self::change`] of folder pair `pair`'s names, counted in its account's epoch.
+    async fn change_pair(&self, pair: PairId, sql: &'static str, args: Vec<Value>) -> Result<u64> {
+        self.write(move |c| {
+            op(async move {
+                Self::pairs_changed(c, pair).await?;
+                c.execute(sql, args).await
+            })
+        })
+        .await
+    }
+
+    /// Counts a deletion, rename or new NEW name of folder pair `pair` in its account's epoch
+    /// (`pair_epochs`): a mirror that keeps the pairs it read between drains reads them again.
+    async fn pairs_changed(c: &mut Conn, pair: PairId) -> Result<()> {
+        c.execute(
+            "INSERT INTO pair_epochs (account_id, epoch) \
+             SELECT account_id, 1 FROM folder_pairs WHERE id = $1 \
+             ON CONFLICT (account_id) DO UPDATE SET epoch = pair_epochs.epoch + 1",
+            args![pair],
+        )
+        .await?;
+        Ok(())
     }
 
     /// `rows` accounts were updated: `true`, or `false` when the account exists but its state
@@ -609,7 +633,8 @@ impl Store for SqlStore {
             }
         };
         if pair.new_name != new_name {
-            self.change(
+            self.change_pair(
+                pair.id,
                 "UPDATE folder_pairs SET new_name = $1, updated = $2 WHERE id = $3",
                 args![new_name, now(), pair.id],
             )
@@ -1192,19 +1217,21 @@ impl Store for SqlStore {
         rows.iter().map(journal_entry).collect()
     }
 
-    async fn journal_to_mirror(
-        &self,
-        account: AccountId,
-        limit: u32,
-    ) -> Result<Option<Vec<JournalEntry>>> {
+    async fn journal_to_mirror(&self, account: AccountId, limit: u32) -> Result<Option<ToMirror>> {
         self.read(move |c| {
             op(async move {
-                let state = state_of(account, c.fetch_optional(STATE, args![account]).await?)?;
-                if state == AccountState::Retired {
+                let row = c
+                    .fetch_optional(STATE_AND_PAIR_EPOCH, args![account])
+                    .await?;
+                let pairs_epoch = row.as_ref().map(|r| r.get::<i64>(1)).transpose()?;
+                if state_of(account, row)? == AccountState::Retired {
                     return Ok(None);
                 }
                 let rows = c.fetch_all(&pending_sql(limit), args![account]).await?;
-                Ok(Some(rows.iter().map(journal_entry).collect::<Result<_>>()?))
+                Ok(Some(ToMirror {
+                    entries: rows.iter().map(journal_entry).collect::<Result<_>>()?,
+                    pairs_epoch: pairs_epoch.unwrap_or(0),
+                }))
             })
         })
         .await
@@ -1432,7 +1459,8 @@ impl Store for SqlStore {
 
     async fn rename_pair(&self, pair: PairId, old_name: &str, new_name: &str) -> Result<()> {
         let rows = self
-            .change(
+            .change_pair(
+                pair,
                 "UPDATE folder_pairs SET old_name = $1, new_name = $2, updated = $3 WHERE id = $4",
                 args![old_name, new_name, now(), pair],
             )
@@ -1448,6 +1476,7 @@ impl Store for SqlStore {
         // work whatever the connection's foreign-key setting.
         self.write(move |c| {
             op(async move {
+                Self::pairs_changed(c, pair).await?;
                 Self::clear_links(c, pair).await?;
                 for sql in [
                     "DELETE FROM folder_sizes WHERE pair_id = $1",
@@ -1687,6 +1716,10 @@ fn account_pairs() -> String {
 
 /// An account's state (`account_state`, `account_progress`).
 const STATE: &str = "SELECT state FROM accounts WHERE id = $1";
+/// [`STATE`] and the account's folder pair epoch ([`SqlStore::pairs_changed`]).
+const STATE_AND_PAIR_EPOCH: &str = "SELECT a.state, \
+     COALESCE((SELECT e.epoch FROM pair_epochs e WHERE e.account_id = a.id), 0) \
+     FROM accounts a WHERE a.id = $1";
 /// An account's journal entries waiting for OLD, counted.
 const PENDING: &str = "SELECT COUNT(*) FROM journal WHERE account_id = $1 AND done = 0";
 
