@@ -184,16 +184,18 @@ fn big_message(len: usize) -> Vec<u8> {
     m
 }
 
+/// A plain connection to `d`, logged in as alice.
+async fn logged_in(d: &Dovecot, side: Side) -> Client {
+    let plain = opts(d.port(), Security::Plain, TlsOptions::default());
+    let mut c = Client::connect(&plain, side).await.unwrap();
+    c.login("alice", &Secret::new(PW)).await.unwrap();
+    c
+}
+
 async fn fallbacks_and_streaming(layout: Layout) {
     let d = Dovecot::start(layout);
     d.add_user("alice", PW);
-    let mut c = Client::connect(
-        &opts(d.port(), Security::Plain, TlsOptions::default()),
-        Side::New,
-    )
-    .await
-    .unwrap();
-    c.login("alice", &Secret::new(PW)).await.unwrap();
+    let mut c = logged_in(&d, Side::New).await;
     let reduced = layout == Layout::Reduced;
     assert_eq!(c.has("UIDPLUS"), !reduced);
     c.create(&d.mailbox_name("Dest")).await.unwrap();
@@ -345,13 +347,7 @@ async fn master_user_logs_in_as_the_user() {
 async fn a_writable_selection_is_kept_and_brought_up_to_date() {
     let d = Dovecot::start(Layout::Slash);
     d.add_user("alice", PW);
-    let mut c = Client::connect(
-        &opts(d.port(), Security::Plain, TlsOptions::default()),
-        Side::Old,
-    )
-    .await
-    .unwrap();
-    c.login("alice", &Secret::new(PW)).await.unwrap();
+    let mut c = logged_in(&d, Side::Old).await;
     let first = c.writable_flags("INBOX", &[]).await.unwrap();
     assert!(
         first.as_ref().is_some_and(|f| f.iter().any(|f| f == "\\*")),
@@ -390,13 +386,7 @@ async fn pipelined_commands_leave_in_one_write() {
         .map(|i| (other.append("INBOX", &[], None, &common::message(i, 300))).unwrap())
         .collect();
     other.logout();
-    let mut c = Client::connect(
-        &opts(d.port(), Security::Plain, TlsOptions::default()),
-        Side::Old,
-    )
-    .await
-    .unwrap();
-    c.login("alice", &Secret::new(PW)).await.unwrap();
+    let mut c = logged_in(&d, Side::Old).await;
     c.select("INBOX", false).await.unwrap();
     let flags = ["\\Seen", "\\Flagged", "\\Answered"];
     let stores: Vec<(Vec<u32>, &str, Vec<String>)> = (uids.iter().zip(flags))
