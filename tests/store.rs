@@ -1259,7 +1259,7 @@ async fn the_pair_epoch_counts_deletions_and_renames(b: Backend) {
         to.unwrap().pairs_epoch
     };
     assert_eq!(epoch(alice).await, 0);
-    // A pair made, its links and state: the pairs a mirror kept are still right.
+    // A pair made, its links, the pair found as it is: the pairs a mirror kept stay right.
     let work = store.folder_pair(alice, "Work", "Work").await.unwrap();
     store.add_links(work.id, &[link(1, 1, "")]).await.unwrap();
     store.folder_pair(alice, "Work", "Work").await.unwrap();
