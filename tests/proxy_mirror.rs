@@ -107,6 +107,20 @@ impl<O: ImapServer> Setup<O> {
     /// two minutes here was a maildir lock left by the SIGKILLed OLD; `Dovecot::kill_all` now
     /// removes it.)
     fn assert_mirrored(&self) {
+        self.wait_drained();
+        let report = mail_diff(
+            &snapshot(&self.old, USER, PW),
+            &snapshot(&self.new, USER, PW),
+        );
+        assert!(
+            report.is_empty(),
+            "OLD (left) and NEW (right) differ:\n{report}\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits until the journal is empty (every entry mirrored to OLD), none parked.
+    fn wait_drained(&self) {
         let start = Instant::now();
         loop {
             let summaries = account_summaries(&self.state());
@@ -128,15 +142,6 @@ impl<O: ImapServer> Setup<O> {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let report = mail_diff(
-            &snapshot(&self.old, USER, PW),
-            &snapshot(&self.new, USER, PW),
-        );
-        assert!(
-            report.is_empty(),
-            "OLD (left) and NEW (right) differ:\n{report}\n{}",
-            self.log()
-        );
     }
 }
 
@@ -310,6 +315,41 @@ fn append_then_rename_reaches_old() {
     c.logout();
     s.assert_mirrored();
     assert_eq!(snapshot(&s.old, USER, PW).count("Y"), 1);
+}
+
+/// The messages of a client's APPENDs reach OLD as the proxy relayed them to NEW, without the
+/// mirror reading them back (up to 64 KiB each); where the client gave no INTERNALDATE the proxy
+/// gave NEW one, which OLD gets too. A larger message is read back from NEW.
+#[test]
+fn appended_messages_reach_old_as_the_proxy_relayed_them() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut c = s.client();
+    c.create("Outbox");
+    // The first APPEND a process mirrors is replayed with care, read from NEW (see
+    // `a_replayed_append_is_not_appended_twice`).
+    c.append("Outbox", &[], None, &message(0, 1_000));
+    s.assert_mirrored();
+    s.new.commands(true);
+    let dated = Some("01-Feb-2024 10:00:00 +0100");
+    for (i, flags, date, size) in [
+        (1, &["\\Seen"][..], None, 3_000),
+        (2, &["$Label", "\\Flagged"][..], dated, 40_000),
+        (3, &[][..], None, 100_000),
+    ] {
+        let uid = c.append("Outbox", flags, date, &message(i, size));
+        assert!(uid.is_some(), "APPENDUID for message {i}");
+    }
+    c.logout();
+    s.wait_drained();
+    let examined = s.new.commands(false).get("EXAMINE").copied();
+    assert_eq!(
+        examined,
+        Some(1),
+        "NEW examined once, for the message over 64 KiB\n{}",
+        s.log()
+    );
+    s.assert_mirrored();
+    assert_eq!(snapshot(&s.old, USER, PW).count("Outbox"), 4);
 }
 
 /// Courier-IMAP as OLD, Dovecot with Courier's layout as NEW; the folders Dovecot makes by

@@ -21,6 +21,7 @@ use super::mirror;
 use super::names::Names;
 use super::pickup::Policy;
 use super::pool::Pool;
+use super::relayed::Relayed;
 use crate::config::LivePickup;
 use crate::imap::ImapError;
 use crate::lock::{self, Poisoned, Swap};
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub journal: JournalPolicy,
     /// The journal's group commit.
     pub committer: Arc<Committer>,
+    /// Messages of clients' APPENDs waiting for the mirror.
+    pub relayed: Arc<Relayed>,
     /// `[migration] keep_client_caches`.
     pub keep_client_caches: bool,
     pub stop: watch::Receiver<bool>,
@@ -205,6 +208,7 @@ pub struct Account {
     /// Nothing is written to OLD while set (`[migration] mirror_paused`): entries wait.
     pub(super) mirror_paused: Arc<AtomicBool>,
     pub(super) committer: Arc<Committer>,
+    pub(super) relayed: Arc<Relayed>,
     /// Writes NEW accepted that could not be journaled, and how many of them the last automatic
     /// reconcile covered; whether that recovery runs (one at a time, see
     /// `Account::recover_when_writable` in `drain`).
@@ -266,6 +270,7 @@ impl Account {
             journal: shared.journal,
             mirror_paused: Arc::clone(&shared.mirror_paused),
             committer: Arc::clone(&shared.committer),
+            relayed: Arc::clone(&shared.relayed),
             unjournaled: (AtomicU64::new(0), AtomicU64::new(0)),
             recovering: AtomicBool::new(false),
             recovery_stuck: AtomicBool::new(false),

@@ -15,6 +15,7 @@ use super::journal::{Entry, Write};
 use super::lease::Lease;
 use super::mirror::{self, MirrorError};
 use super::pool::Conn;
+use super::relayed::{Appended, Key};
 use crate::lock::Poisoned;
 use crate::store::{JournalEntry, LinkChange, StoreError};
 
@@ -130,12 +131,37 @@ impl Account {
     /// Journals a write NEW accepted, with the OLD names its folders have now. It is committed
     /// when this returns `Ok`; an `Err` means the client must be told `* BYE` instead of the OK
     /// (NEW has the write; OLD is reconciled as soon as the store takes writes again).
-    pub async fn record(self: &Arc<Self>, write: Write) -> Result<(), RecordError> {
+    /// `appended`: the message of an APPEND of one, as NEW got it, for the mirror to append to
+    /// OLD without reading it back (never journaled).
+    pub async fn record(
+        self: &Arc<Self>,
+        write: Write,
+        appended: Option<Appended>,
+    ) -> Result<(), RecordError> {
         // The store's retired check is in the append itself.
         if self.is_retired_now() {
             return Ok(());
         }
         let old = self.names()?.journal(&write);
+        if let (
+            Some(message),
+            Write::Append {
+                folder,
+                uids,
+                validity: Some(validity),
+            },
+        ) = (appended, &write)
+            && let [uid] = uids[..]
+        {
+            // Kept first: the mirror may take the entry as soon as it is committed.
+            let key = Key {
+                account: self.id,
+                folder: folder.clone(),
+                validity: *validity,
+                uid,
+            };
+            self.relayed.keep(key, message);
+        }
         let kind = write.kind();
         let payload = Entry {
             write,
@@ -347,6 +373,7 @@ impl Account {
             }
             Err(e) => return warn!("{e}"),
         };
+        let journaled_before = self.last_journaled.load(Ordering::SeqCst);
         loop {
             let mark = self.pending.mark();
             let entries = match self.store.journal_to_mirror(self.id, BATCH).await {
@@ -389,6 +416,15 @@ impl Account {
                     // worker when it is.)
                     self.pending.set(0, mark);
                     return self.purge().await;
+                }
+                // This process journaled more since the drain began: that waits for the next
+                // drain (the worker is woken for it). A drain ends even while a user writes
+                // faster than OLD takes the writes, so whoever waits for it (a folder's check,
+                // a login's) is not held up meanwhile; entries of other processes, and those
+                // of a quiet account, are drained to the end as before.
+                Next::More if self.last_journaled.load(Ordering::SeqCst) > journaled_before => {
+                    self.reached();
+                    return self.pool.put(conn);
                 }
                 Next::More => {
                     self.reached();

@@ -49,10 +49,13 @@ pub enum Write {
         uids: Vec<(u32, u32)>,
         moved: bool,
     },
-    /// APPEND, with NEW's APPENDUID UIDs.
+    /// APPEND, with NEW's APPENDUID UIDs and UIDVALIDITY (`None` in entries of an earlier
+    /// version).
     Append {
         folder: String,
         uids: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        validity: Option<u32>,
     },
     Create {
         folder: String,

@@ -11,8 +11,9 @@ use super::backfill::{Folder, MIRROR_WAIT};
 use super::journal::{Entry, FlagOp, MOVING, Write, folder_after, follow, trace};
 use super::names::renamed;
 use super::pool::Conn;
+use super::relayed::{Appended, Key};
 use crate::imap::uidset::Ranges;
-use crate::imap::{AppendMsg, Client, Code, Fetch, ImapError, Side};
+use crate::imap::{AppendMsg, Body, Client, Code, Fetch, ImapError, Side};
 use crate::lock::Poisoned;
 use crate::store::{
     AppendKey, FolderPair, JournalEntry, Link, LinkChange, LinkFlags, NO_BASE, PairId, StoreError,
@@ -496,11 +497,27 @@ async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<Vec
             };
             mirror_copy(ctx, conn, &from, &to, &uids, moved).await
         }
-        Write::Append { folder, uids } => {
+        Write::Append {
+            folder,
+            uids,
+            validity,
+        } => {
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
+            // Taken at the first attempt (a retry reads NEW), and not used for a replay with
+            // care, which reads NEW to find whether OLD has the message already.
+            let relayed = match (&uids[..], validity) {
+                ([uid], Some(validity)) => acct.relayed.take(&Key {
+                    account: acct.id,
+                    folder: folder.clone(),
+                    validity,
+                    uid: *uid,
+                }),
+                _ => None,
+            }
+            .filter(|_| !ctx.careful);
             Ok(Vec::from_iter(
-                mirror_append(ctx, conn, &folder, &uids).await?,
+                mirror_append(ctx, conn, &folder, &uids, relayed).await?,
             ))
         }
         Write::Create { folder } => {
@@ -834,7 +851,7 @@ async fn mirror_copy(
             .collect();
         // Linked at once: what follows reads the destination's links.
         if !unlinked.is_empty()
-            && let Some(appended) = mirror_append(ctx, conn, to, &unlinked).await?
+            && let Some(appended) = mirror_append(ctx, conn, to, &unlinked, None).await?
         {
             store.add_links(appended.pair, &appended.added).await?;
         }
@@ -1232,15 +1249,19 @@ fn new_sep(ctx: &Ctx<'_>) -> char {
 }
 
 /// Messages the client appended to NEW are appended to OLD (flags and INTERNALDATE kept,
-/// bytes untouched) and linked. They are read from NEW where they are now (a later MOVE or
-/// RENAME took them elsewhere; the link is to this entry's folder and UID, which the later
-/// entries name); a message the user has deleted since is not on NEW and need not reach OLD.
-/// Returns the links to write (`None`: nothing to link).
+/// bytes untouched) and linked. The one message the proxy relayed itself (`relayed`, see
+/// [`super::relayed`]) is taken as NEW got it: later entries carry what the user did to it
+/// since. Others are read from NEW where they are now (a later MOVE or RENAME took them
+/// elsewhere; the link is to this entry's folder and UID, which the later entries name); a
+/// message the user has deleted since is not on NEW and need not reach OLD. An entry replayed
+/// with care is read from NEW, which says whether OLD has it already. Returns the links to
+/// write (`None`: nothing to link).
 async fn mirror_append(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
     folder: &str,
     uids: &[u32],
+    relayed: Option<Appended>,
 ) -> Result<Option<LinkChange>> {
     if uids.is_empty() {
         // NEW gave no APPENDUID: the next pass adopts or copies by identity key.
@@ -1256,7 +1277,11 @@ async fn mirror_append(
         )));
     };
     let pair = ctx.pair(&old, folder).await?;
-    let mut fetched = read_where_they_are(ctx, conn, folder, uids, "BODY.PEEK[]").await?;
+    let from_relay = relayed.is_some();
+    let mut fetched = match (relayed, uids) {
+        (Some(message), [uid]) => vec![relayed_fetch(*uid, message)],
+        _ => read_where_they_are(ctx, conn, folder, uids, "BODY.PEEK[]").await?,
+    };
     let on_new = fetched.len();
     let found = if ctx.careful {
         let gone: Vec<u32> = {
@@ -1274,6 +1299,7 @@ async fn mirror_append(
         appended = uids.len(),
         on_new,
         already_on_old = found.len(),
+        from_relay,
         "mirroring an APPEND"
     );
     lower_adoption(ctx, &pair, fetched.iter().filter_map(|f| f.uid).min()).await?;
@@ -1303,6 +1329,17 @@ async fn mirror_append(
         added: links,
         removed: Vec::new(),
     }))
+}
+
+/// A message the proxy relayed to NEW as NEW UID `uid`, as if read from NEW just after.
+fn relayed_fetch(uid: u32, message: Appended) -> Fetch {
+    Fetch {
+        uid: Some(uid),
+        flags: Some(message.flags),
+        internaldate: Some(message.date),
+        body: Some(Body::Mem(message.bytes)),
+        ..Fetch::default()
+    }
 }
 
 /// For an APPEND that may have reached OLD already: takes out of `fetched` the NEW messages

@@ -3,8 +3,9 @@
 //! OLD access per the auth policy ([`credentials`]), folder names ([`names`]), connections
 //! ([`pool`]), the lazy per-folder backfill ([`backfill`]), live pickup by IDLE or polling
 //! ([`pickup`]), the journal of user writes ([`journal`]) recorded ([`commit`]) and drained
-//! ([`drain`]) by the mirror ([`mirror`]), the lifecycle ([`lifecycle`]), and what all accounts hold open
-//! ([`gauges`]). It never imports the proxy.
+//! ([`drain`]) by the mirror ([`mirror`]), the APPENDs' messages the proxy relayed
+//! ([`relayed`]), the lifecycle ([`lifecycle`]), and what all accounts hold open ([`gauges`]).
+//! It never imports the proxy.
 
 mod account;
 mod backfill;
@@ -23,6 +24,7 @@ mod names;
 mod pickup;
 mod pool;
 mod reconcile;
+mod relayed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,7 @@ pub use intent::NotMarked;
 pub use journal::{FlagOp, Write};
 pub use names::normalise;
 pub use reconcile::Reconciled;
+pub use relayed::Appended;
 
 use crate::config::{self, Config};
 use crate::lock::Swap;
@@ -152,6 +155,7 @@ impl Migrator {
                     ),
                 },
                 committer: commit::Committer::start(Arc::clone(&store), gauges),
+                relayed: Arc::default(),
                 keep_client_caches: config.migration.keep_client_caches,
                 stop,
             },

@@ -261,6 +261,7 @@ mod tests {
         let old = n.journal(&Write::Append {
             folder: "Work".into(),
             uids: vec![7],
+            validity: None,
         });
         assert_eq!(old.get("Work").map(String::as_str), Some("INBOX.Work"));
         let old = n.journal(&Write::Rename {

@@ -9,6 +9,7 @@ use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::CommandBody;
 
 use crate::imap::framer::{Literal, announcement};
+use crate::migrate::Appended;
 use crate::secret::Secret;
 
 /// A string argument (atom, quoted string with escapes resolved, or literal data), as sent: no
@@ -69,8 +70,11 @@ pub enum Command {
     Unsubscribe {
         mailbox: Arg,
     },
+    /// `message`: the one message of the APPEND when its data is in the inspected bytes (not
+    /// for several messages, CATENATE or a binary literal).
     Append {
         mailbox: Arg,
+        message: Option<Appended>,
     },
     /// `COPY` or `UID COPY`.
     Copy {
@@ -340,6 +344,7 @@ fn by_tokens(name: &str, toks: &mut Tokens<'_>) -> Option<Command> {
         },
         "APPEND" => Command::Append {
             mailbox: mailbox(toks)?,
+            message: appended(toks),
         },
         "RENAME" => {
             let from = mailbox(toks)?;
@@ -369,11 +374,7 @@ fn by_tokens(name: &str, toks: &mut Tokens<'_>) -> Option<Command> {
             for tok in toks.by_ref() {
                 match tok.ok()? {
                     Tok::Atom(f) => flags.push(lossy(f)),
-                    Tok::List(l) => flags.extend(
-                        lossy(&l[1..l.len() - 1])
-                            .split_ascii_whitespace()
-                            .map(str::to_string),
-                    ),
+                    Tok::List(l) => flags.extend(list_words(l)),
                     _ => return None,
                 }
             }
@@ -421,6 +422,81 @@ fn by_tokens(name: &str, toks: &mut Tokens<'_>) -> Option<Command> {
         }
         _ => Command::Other,
     })
+}
+
+/// The message of an APPEND after its mailbox: `[(flags)] ["date"] {n}` and the literal's data,
+/// nothing after it. The date is a quoted string, the message a (non-binary) literal.
+fn appended(toks: &mut Tokens<'_>) -> Option<Appended> {
+    let flags = match toks.peek() {
+        Some(b'(') => match toks.next()?.ok()? {
+            Tok::List(l) => list_words(l),
+            _ => return None,
+        },
+        _ => Vec::new(),
+    };
+    let date = match toks.peek() {
+        Some(b'"') => match toks.next()?.ok()? {
+            Tok::Str(d) => Some(String::from_utf8(d).ok()?),
+            _ => return None,
+        },
+        _ => None,
+    };
+    if toks.peek() != Some(b'{') {
+        return None;
+    }
+    let Tok::Str(bytes) = toks.next()?.ok()? else {
+        return None;
+    };
+    if toks.next().is_some() {
+        return None;
+    }
+    Some(Appended {
+        flags,
+        date: date?,
+        bytes,
+    })
+}
+
+/// The words of a parenthesised list (raw, parentheses included).
+fn list_words(list: &[u8]) -> Vec<String> {
+    lossy(&list[1..list.len() - 1])
+        .split_ascii_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The first line of an APPEND (`tag APPEND mailbox [(flags)] {n}`, the message's literal at its
+/// end) with INTERNALDATE `date` added before the literal; `None` for any other line, one that
+/// gives a date already, or one whose mailbox is a literal.
+pub fn dated_append(line: &[u8], date: &str) -> Option<Vec<u8>> {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    let mut toks = Tokens { rest: body };
+    let (Tok::Atom(_), Tok::Atom(name)) = (toks.next()?.ok()?, toks.next()?.ok()?) else {
+        return None;
+    };
+    if !name.eq_ignore_ascii_case(b"APPEND") {
+        return None;
+    }
+    match toks.next()?.ok()? {
+        Tok::Atom(_) | Tok::Str(_) => {}
+        _ => return None,
+    }
+    if toks.peek() == Some(b'(') {
+        toks.next()?.ok()?;
+    }
+    if toks.peek() != Some(b'{') {
+        return None;
+    }
+    let at = body.len() - toks.rest.len();
+    let Tok::Pending(_) = toks.next()?.ok()? else {
+        return None;
+    };
+    let mut dated = Vec::with_capacity(line.len() + date.len() + 3);
+    dated.extend_from_slice(&line[..at]);
+    dated.extend_from_slice(format!(" \"{date}\"").as_bytes());
+    dated.extend_from_slice(&line[at..]);
+    Some(dated)
 }
 
 fn lossy(b: impl AsRef<[u8]>) -> String {
@@ -483,6 +559,11 @@ impl<'a> Iterator for Tokens<'a> {
 }
 
 impl<'a> Tokens<'a> {
+    /// The first byte of the next token.
+    fn peek(&self) -> Option<u8> {
+        self.rest.iter().copied().find(|&b| b != b' ')
+    }
+
     fn quoted(&mut self) -> Result<Tok<'a>, ()> {
         let mut out = Vec::new();
         let mut i = 1;
@@ -870,11 +951,15 @@ mod tests {
                 "A1 APPEND INBOX (\\Seen) \" 1-Feb-2024 10:00:00 +0000\" {310}\r\n",
                 Command::Append {
                     mailbox: s("INBOX"),
+                    message: None,
                 },
             ),
             (
                 "A1 APPEND \"Sent\" ~{12+}\r\n",
-                Command::Append { mailbox: s("Sent") },
+                Command::Append {
+                    mailbox: s("Sent"),
+                    message: None,
+                },
             ),
             (
                 "A1 COPY 1:3 Trash\r\n",
@@ -897,6 +982,85 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(cmd(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn an_appends_message_is_taken_when_whole_in_the_command() {
+        let date = "07-Dec-2026 08:40:00 +0000";
+        let message = |flags: &[&str], bytes: &str| {
+            Some(Appended {
+                flags: flags.iter().map(|f| f.to_string()).collect(),
+                date: date.into(),
+                bytes: bytes.into(),
+            })
+        };
+        let cases: [(&str, Option<Appended>); 9] = [
+            (
+                "t APPEND Sent (\\Seen $Label) \"07-Dec-2026 08:40:00 +0000\" {5}\r\nhello\r\n",
+                message(&["\\Seen", "$Label"], "hello"),
+            ),
+            (
+                "t APPEND \"My Sent\" \"07-Dec-2026 08:40:00 +0000\" {7+}\r\nab\r\n\"()\r\n",
+                message(&[], "ab\r\n\"()"),
+            ),
+            (
+                "t APPEND Sent () \"07-Dec-2026 08:40:00 +0000\" {0}\r\n\r\n",
+                message(&[], ""),
+            ),
+            // No date: NEW would give its own, which OLD would not get.
+            ("t APPEND Sent (\\Seen) {5}\r\nhello\r\n", None),
+            // The data not here (a large message), or not all of it.
+            ("t APPEND Sent \"07-Dec-2026 08:40:00 +0000\" {5}\r\n", None),
+            (
+                "t APPEND Sent \"07-Dec-2026 08:40:00 +0000\" {5}\r\nhel",
+                None,
+            ),
+            // Several messages (MULTIAPPEND), CATENATE, a binary literal.
+            (
+                "t APPEND Sent \"07-Dec-2026 08:40:00 +0000\" {1}\r\na {1}\r\nb\r\n",
+                None,
+            ),
+            ("t APPEND Sent CATENATE (TEXT {1}\r\na)\r\n", None),
+            (
+                "t APPEND Sent \"07-Dec-2026 08:40:00 +0000\" ~{1}\r\na\r\n",
+                None,
+            ),
+        ];
+        for (line, want) in cases {
+            let Command::Append { message, .. } = cmd(line) else {
+                panic!("{line}: not an APPEND");
+            };
+            assert_eq!(message, want, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_proxy_dates_an_append_that_has_no_date() {
+        let date = "07-Dec-2026 08:40:00 +0000";
+        let cases = [
+            (
+                "t APPEND Sent (\\Seen) {5}\r\n",
+                Some("t APPEND Sent (\\Seen) \"07-Dec-2026 08:40:00 +0000\" {5}\r\n"),
+            ),
+            (
+                "t append \"My Sent\" {5+}\r\n",
+                Some("t append \"My Sent\" \"07-Dec-2026 08:40:00 +0000\" {5+}\r\n"),
+            ),
+            (
+                "t APPEND Sent () {5}\r\n",
+                Some("t APPEND Sent () \"07-Dec-2026 08:40:00 +0000\" {5}\r\n"),
+            ),
+            // A date given, a folder by literal, CATENATE, no literal, another command.
+            ("t APPEND Sent \"01-Feb-2024 10:00:00 +0100\" {5}\r\n", None),
+            ("t APPEND {4}\r\n", None),
+            ("t APPEND Sent CATENATE (TEXT {5}\r\n", None),
+            ("t APPEND Sent\r\n", None),
+            ("t RENAME A {1}\r\n", None),
+        ];
+        for (line, want) in cases {
+            let dated = dated_append(line.as_bytes(), date);
+            assert_eq!(dated.as_deref(), want.map(str::as_bytes), "{line}");
         }
     }
 

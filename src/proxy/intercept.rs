@@ -12,7 +12,7 @@ use super::inspect::{Arg, Command, Inspected};
 use super::seqmap::SeqMap;
 use crate::imap::uidset::{self, Ranges};
 use crate::mapping::utf7_encode;
-use crate::migrate::{FlagOp, Write, normalise};
+use crate::migrate::{Appended, FlagOp, Write, normalise};
 
 /// Most items of a UID set a client names (its line is bounded anyway).
 const MAX_SET_ITEMS: usize = 65_536;
@@ -52,6 +52,7 @@ enum Intent {
     },
     Append {
         folder: Name,
+        message: Option<Appended>,
     },
     Create {
         folder: Name,
@@ -158,6 +159,8 @@ pub struct Before {
 pub struct Outcome {
     /// A write to journal before the line reaches the client.
     pub write: Option<Write>,
+    /// The message of an APPEND `write` of one, as NEW got it.
+    pub appended: Option<Appended>,
     /// The selected folder changed (to the current [`Tracker::selected`]).
     pub selection_changed: bool,
     /// A write NEW accepted in a folder whose name the proxy could not read: it cannot be
@@ -314,11 +317,12 @@ impl Tracker {
                 )
             }
             Command::Status { mailbox } => (None, self.name(mailbox)),
-            Command::Append { mailbox } => {
+            Command::Append { mailbox, message } => {
                 let folder = self.name(mailbox);
                 (
                     Some(Intent::Append {
                         folder: folder.clone(),
+                        message: message.clone(),
                     }),
                     folder,
                 )
@@ -561,11 +565,17 @@ impl Tracker {
                     _ => unknown(if moved { "MOVE" } else { "COPY" }),
                 }
             }
-            Intent::Append { folder } => match folder {
-                Some(folder) => Ok(Some(Write::Append {
-                    folder,
-                    uids: appenduid(rest).unwrap_or_default(),
-                })),
+            Intent::Append { folder, message } => match folder {
+                Some(folder) => {
+                    let (validity, uids) = appenduid(rest).unzip();
+                    let uids = uids.unwrap_or_default();
+                    outcome.appended = message.filter(|_| uids.len() == 1);
+                    Ok(Some(Write::Append {
+                        folder,
+                        uids,
+                        validity,
+                    }))
+                }
                 None => unknown("APPEND"),
             },
             Intent::Create {
@@ -623,9 +633,10 @@ fn copyuid(text: &str) -> Option<Vec<(u32, u32)>> {
 }
 
 /// `[APPENDUID validity uids]`.
-fn appenduid(text: &str) -> Option<Vec<u32>> {
+fn appenduid(text: &str) -> Option<(u32, Vec<u32>)> {
     let args = code_args(text, "APPENDUID")?;
-    uidset::parse(args.get(1)?, MAX_COPYUID)
+    let validity = args.first()?.parse().ok()?;
+    Some((validity, uidset::parse(args.get(1)?, MAX_COPYUID)?))
 }
 
 #[cfg(test)]
@@ -659,6 +670,38 @@ mod tests {
             replace: op == FlagOp::Replace,
             op: Some(op),
         }
+    }
+
+    #[test]
+    fn an_append_of_one_message_gives_it_with_its_write() {
+        let mut t = Tracker::new(Some('/'), true);
+        let dated = "\"07-Dec-2026 08:40:00 +0000\"";
+        let mut appended = |command: String, answer: &str| {
+            t.command(&inspect(command.as_bytes()), command.len(), Instant::now());
+            let outcome = t.response(answer.as_bytes());
+            assert!(outcome.write.is_some(), "{command}");
+            outcome.appended.map(|m| (m.flags, m.date, m.bytes))
+        };
+        let one = format!("a APPEND Sent (\\Seen) {dated} {{5}}\r\nhello\r\n");
+        assert_eq!(
+            appended(one.clone(), "a OK [APPENDUID 9 41] done"),
+            Some((
+                vec!["\\Seen".to_string()],
+                "07-Dec-2026 08:40:00 +0000".to_string(),
+                b"hello".to_vec()
+            ))
+        );
+        // Without one UID NEW's message is not known: the mirror reads NEW (or adopts).
+        assert_eq!(appended(one.clone(), "a OK done"), None);
+        assert_eq!(appended(one, "a OK [APPENDUID 9 41:42] done"), None);
+        // The message not whole in the command (larger than what the relay keeps).
+        assert_eq!(
+            appended(
+                format!("b APPEND Sent {dated} {{5}}\r\n"),
+                "b OK [APPENDUID 9 43] done"
+            ),
+            None
+        );
     }
 
     #[test]
@@ -716,7 +759,8 @@ mod tests {
                 },
                 Write::Append {
                     folder: "Sent".into(),
-                    uids: vec![41]
+                    uids: vec![41],
+                    validity: Some(9)
                 },
                 flags("INBOX", Some("1:99998"), &["a[b"], FlagOp::Replace),
                 Write::Expunge {
@@ -786,7 +830,8 @@ mod tests {
                 },
                 Write::Append {
                     folder: "INBOX".into(),
-                    uids: vec![7]
+                    uids: vec![7],
+                    validity: Some(3)
                 },
                 Write::Subscribe {
                     folder: "a b".into(),
@@ -1053,7 +1098,7 @@ mod tests {
             Some(vec![(1, 7), (2, 8), (4, 9)])
         );
         assert_eq!(copyuid("[COPYUID 5 1:2 7] x"), None);
-        assert_eq!(appenduid("[APPENDUID 5 3:4] ok"), Some(vec![3, 4]));
+        assert_eq!(appenduid("[APPENDUID 5 3:4] ok"), Some((5, vec![3, 4])));
         assert_eq!(appenduid("[READ-WRITE] ok"), None);
     }
 }

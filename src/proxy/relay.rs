@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::capabilities::rewrite_capabilities;
-use super::inspect::{inspect, literal_too_many, may_write};
+use super::inspect::{dated_append, inspect, literal_too_many, may_write};
 use super::intercept::{Before, Tracker};
 use super::metrics::Metrics;
 use super::prelogin::LoggedIn;
@@ -35,6 +35,10 @@ const FLUSH_AT: usize = 128 * 1024;
 /// largest literal kept in it: mailbox names, not messages.
 const TRACK_MAX: usize = 16 * 1024;
 const TRACK_LITERAL: u64 = 4 * 1024;
+/// The largest message of an APPEND kept with its command in a migrated session, for the
+/// mirror to append to OLD as NEW got it ([`Appended`](crate::migrate::Appended)); the proxy
+/// gives NEW its INTERNALDATE where the client gave none, so that OLD gets the same.
+const APPEND_KEPT: u64 = 64 * 1024;
 /// Longest response line from NEW framed as a line (longer ones are relayed as is); in a
 /// session that translates numbers (client caches), where a line relayed as is would show NEW's
 /// UIDs, `NEW_MAX_TRANSLATED` (a SEARCH result of about two million UIDs).
@@ -67,6 +71,13 @@ enum End {
 enum Continuation {
     Go,
     Refused,
+}
+
+/// Now as an IMAP INTERNALDATE (`07-Dec-2026 08:40:00 +0000`).
+fn internaldate_now() -> String {
+    chrono::Utc::now()
+        .format("%d-%b-%Y %H:%M:%S +0000")
+        .to_string()
 }
 
 /// Whether a tagged response line says `OK`.
@@ -517,7 +528,7 @@ impl Migration<'_> {
             Some(write) => {
                 let started = Instant::now();
                 debug!("journaling the write");
-                let r = account.record(write).await;
+                let r = account.record(write, outcome.appended).await;
                 debug!(ms = started.elapsed().as_millis(), "journaled");
                 r
             }
@@ -590,6 +601,10 @@ impl ClientToNew<'_> {
         let mut command: Vec<u8> = Vec::new();
         let mut keep_literal = false;
         let mut kept_all = true;
+        // The bytes of `command` that are an APPEND's message ([`APPEND_KEPT`]), not counted
+        // against [`TRACK_MAX`], and whether the literal being read is one.
+        let mut message_kept = 0;
+        let mut keep_message = false;
         let mut tag: Option<String> = None;
         let mut overlong_tag: Option<String> = None;
         let mut overlong_mid_command = false;
@@ -645,6 +660,7 @@ impl ClientToNew<'_> {
                         }
                         command.clear();
                         kept_all = true;
+                        message_kept = 0;
                     }
                     if literal.is_none() && migration.translator.is_some() {
                         // The folder the command needs is made ready first: its UID map decides
@@ -663,8 +679,17 @@ impl ClientToNew<'_> {
                             }
                         }
                     }
-                    let bytes = migration.translate_command(&bytes, literal.is_some())?;
-                    if kept_all && command.len() + bytes.len() <= TRACK_MAX {
+                    let mut bytes = migration.translate_command(&bytes, literal.is_some())?;
+                    if let Some(lit) = literal
+                        && !continuing
+                        && migration.account.is_some()
+                        && !lit.binary
+                        && lit.len <= APPEND_KEPT
+                        && let Some(dated) = dated_append(&bytes, &internaldate_now())
+                    {
+                        bytes = Cow::Owned(dated);
+                    }
+                    if kept_all && command.len() - message_kept + bytes.len() <= TRACK_MAX {
                         command.extend_from_slice(&bytes);
                     } else {
                         kept_all = false;
@@ -695,7 +720,14 @@ impl ClientToNew<'_> {
                         continue;
                     }
                     match literal {
-                        Some(lit) => keep_literal = kept_all && lit.len <= TRACK_LITERAL,
+                        Some(lit) => {
+                            keep_message = kept_all
+                                && lit.len > TRACK_LITERAL
+                                && message_kept as u64 + lit.len <= APPEND_KEPT
+                                && migration.account.is_some()
+                                && command_named(&command, &["APPEND"]).is_some();
+                            keep_literal = kept_all && (lit.len <= TRACK_LITERAL || keep_message);
+                        }
                         None => {
                             self.bad_in_a_row = 0;
                             let mut before = migration.command(&command)?;
@@ -755,6 +787,9 @@ impl ClientToNew<'_> {
                     }
                     if keep_literal {
                         command.extend_from_slice(data);
+                        if keep_message {
+                            message_kept += data.len();
+                        }
                     } else {
                         kept_all = false;
                     }

@@ -62,6 +62,7 @@ pub(crate) async fn account() -> Arc<Account> {
             keep: Duration::from_secs(60),
         },
         committer: crate::migrate::commit::Committer::start(Arc::clone(&store), Default::default()),
+        relayed: Default::default(),
         keep_client_caches: false,
         stop: stopped,
     };
@@ -100,6 +101,7 @@ pub(crate) async fn appended_to_a(acct: &Account) -> JournalEntry {
     let append = Write::Append {
         folder: "A".into(),
         uids: vec![7],
+        validity: Some(9),
     };
     journal(acct, append).await
 }
@@ -674,10 +676,13 @@ async fn poisoned_folder_names_fail_instead_of_skipping() {
     poison_names(&acct);
 
     let written = acct
-        .record(Write::Expunge {
-            folder: "A".into(),
-            uids: None,
-        })
+        .record(
+            Write::Expunge {
+                folder: "A".into(),
+                uids: None,
+            },
+            None,
+        )
         .await;
     assert!(
         matches!(written, Err(RecordError::Poisoned(_))),
