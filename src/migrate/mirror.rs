@@ -1264,11 +1264,12 @@ async fn mirror_append(
     relayed: Option<Appended>,
 ) -> Result<Option<LinkChange>> {
     if uids.is_empty() {
-        // NEW gave no APPENDUID: the next pass adopts or copies by identity key.
-        tracing::warn!(
-            id = ctx.entry.id,
-            "an APPEND without APPENDUID is not mirrored"
+        // NEW gave no APPENDUID: no message to read, and OLD lacks it until a reconcile.
+        let reason = format!(
+            "an APPEND to {folder} without APPENDUID from NEW could not be mirrored (journal entry {})",
+            ctx.entry.id
         );
+        ctx.acct.diverge(&reason).await;
         return Ok(None);
     }
     let Some(old) = ctx.old_name_or_create(conn, folder).await? else {

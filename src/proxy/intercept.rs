@@ -567,8 +567,9 @@ impl Tracker {
             }
             Intent::Append { folder, message } => match folder {
                 Some(folder) => {
-                    let (validity, uids) = appenduid(rest).unzip();
-                    let uids = uids.unwrap_or_default();
+                    // Without APPENDUID (a NEW without UIDPLUS) the mirror has no message to
+                    // read: it marks the account diverged for a reconcile.
+                    let (validity, uids) = appenduid(rest).unwrap_or_default();
                     outcome.appended = message.filter(|_| uids.len() == 1);
                     Ok(Some(Write::Append {
                         folder,
@@ -632,11 +633,11 @@ fn copyuid(text: &str) -> Option<Vec<(u32, u32)>> {
     (src.len() == dst.len()).then(|| src.into_iter().zip(dst).collect())
 }
 
-/// `[APPENDUID validity uids]`.
-fn appenduid(text: &str) -> Option<(u32, Vec<u32>)> {
+/// `[APPENDUID validity uids]` (the UIDs kept when the validity does not read as a number).
+fn appenduid(text: &str) -> Option<(Option<u32>, Vec<u32>)> {
     let args = code_args(text, "APPENDUID")?;
-    let validity = args.first()?.parse().ok()?;
-    Some((validity, uidset::parse(args.get(1)?, MAX_COPYUID)?))
+    let uids = uidset::parse(args.get(1)?, MAX_COPYUID)?;
+    Some((args.first()?.parse().ok(), uids))
 }
 
 #[cfg(test)]
@@ -1098,7 +1099,11 @@ mod tests {
             Some(vec![(1, 7), (2, 8), (4, 9)])
         );
         assert_eq!(copyuid("[COPYUID 5 1:2 7] x"), None);
-        assert_eq!(appenduid("[APPENDUID 5 3:4] ok"), Some((5, vec![3, 4])));
+        assert_eq!(
+            appenduid("[APPENDUID 5 3:4] ok"),
+            Some((Some(5), vec![3, 4]))
+        );
+        assert_eq!(appenduid("[APPENDUID x 3] ok"), Some((None, vec![3])));
         assert_eq!(appenduid("[READ-WRITE] ok"), None);
     }
 }

@@ -94,14 +94,20 @@ pub(crate) async fn account() -> Arc<Account> {
 
 /// The pair `INBOX.A` / `A` and the journaled APPEND of NEW's UID 7 there.
 pub(crate) async fn appended_to_a(acct: &Account) -> JournalEntry {
+    append_to_a_of(acct, vec![7]).await
+}
+
+/// The pair `INBOX.A` / `A` and a journaled APPEND of NEW's `uids` there.
+async fn append_to_a_of(acct: &Account, uids: Vec<u32>) -> JournalEntry {
     acct.store
         .folder_pair(acct.id, "INBOX.A", "A")
         .await
         .unwrap();
+    let validity = (!uids.is_empty()).then_some(9);
     let append = Write::Append {
         folder: "A".into(),
-        uids: vec![7],
-        validity: Some(9),
+        uids,
+        validity,
     };
     journal(acct, append).await
 }
@@ -199,6 +205,19 @@ async fn mirror_with(
         .unwrap()
         .unwrap_or_else(|e| panic!("NEW: {e}"));
     (result, old_seen, new_seen)
+}
+
+/// An APPEND NEW answered without APPENDUID (a NEW without UIDPLUS) names no message the mirror
+/// could read: OLD lacks it until a reconcile, and the account says so.
+#[tokio::test]
+async fn an_append_without_appenduid_diverges_the_account() {
+    let acct = account().await;
+    let entry = append_to_a_of(&acct, Vec::new()).await;
+    let (result, old, new) = mirror(&acct, &entry, vec![], vec![]).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(old.is_empty() && new.is_empty(), "{old:?} {new:?}");
+    let state = acct.store.account_state(acct.id).await.unwrap();
+    assert_eq!(state, crate::store::AccountState::Diverged);
 }
 
 fn link(old_uid: u32, new_uid: u32) -> Link {
