@@ -352,6 +352,36 @@ fn appended_messages_reach_old_as_the_proxy_relayed_them() {
     assert_eq!(snapshot(&s.old, USER, PW).count("Outbox"), 4);
 }
 
+/// One client copying and moving messages whose flags it changed: each COPY and MOVE was alone
+/// on NEW (no other write of the account in flight), so NEW's copies have the flags the journal
+/// gives their sources, and the mirror copies and moves on OLD without reading NEW. OLD ends as
+/// NEW though a source's flags changed after its COPY (NEW's copy never got that) and a copy's
+/// after its MOVE.
+#[test]
+fn copies_a_client_made_alone_reach_old_without_reading_new() {
+    let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+    let mut c = opened(&s, &[("B", 0), ("INBOX", 4)]);
+    // The first COPY a process mirrors is replayed with care, which reads NEW (and so the
+    // stamps of the COPYs journaled meanwhile no longer hold).
+    c.exec("UID COPY 4 B");
+    s.assert_mirrored();
+    s.new.commands(true);
+    c.exec("UID STORE 1 -FLAGS (\\Seen)");
+    c.exec("UID STORE 2 +FLAGS (\\Flagged $Later)");
+    c.exec("UID COPY 1:2 B");
+    c.exec("UID STORE 1 +FLAGS (\\Seen)");
+    c.exec("UID STORE 2 -FLAGS (\\Flagged)");
+    c.exec("UID MOVE 3 B");
+    c.exec("UID COPY 4 INBOX");
+    c.logout();
+    s.wait_drained();
+    let examined = s.new.commands(false).get("EXAMINE").copied().unwrap_or(0);
+    assert_eq!(examined, 0, "NEW was not examined\n{}", s.log());
+    s.assert_mirrored();
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!((on_old.count("INBOX"), on_old.count("B")), (4, 4));
+}
+
 /// Courier-IMAP as OLD, Dovecot with Courier's layout as NEW; the folders Dovecot makes by
 /// itself exist on OLD too, so both trees compare.
 fn with_courier() -> Setup<Courier> {

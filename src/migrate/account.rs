@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::{Instrument, debug};
 
+use super::alone::Alone;
 use super::backfill::{Folder, RECONCILE_WAIT};
 use super::backoff::Backoff;
 use super::caches::ClientCaches;
@@ -218,6 +219,8 @@ pub struct Account {
     pub(super) recovery_stuck: AtomicBool,
     /// The write-ahead mark ([`intent`](super::intent)).
     pub(super) intents: Intents,
+    /// Whether a COPY was alone on NEW ([`alone`](super::alone)).
+    pub(super) alone: Alone,
     /// The numbers each folder shows its clients ([`caches`](super::caches)).
     pub(super) caches: Arc<ClientCaches>,
     pub(super) stop: watch::Receiver<bool>,
@@ -275,6 +278,7 @@ impl Account {
             recovering: AtomicBool::new(false),
             recovery_stuck: AtomicBool::new(false),
             intents: Intents::default(),
+            alone: Alone::default(),
             caches: Arc::new(ClientCaches::new(shared.keep_client_caches)),
             stop: shared.stop.clone(),
         }

@@ -678,6 +678,7 @@ impl Account {
     ) -> Result<(), SyncError> {
         let span = tracing::info_span!("backfill", folder = %new_name);
         async {
+            let _reading = self.alone.reading();
             let pair = self.store.folder_pair(self.id, old_name, new_name).await?;
             let elsewhere = self.writes_elsewhere().await?;
             let (mut conn, _permit) = self.pool.get().await?;

@@ -163,9 +163,12 @@ impl Account {
             self.relayed.keep(key, message);
         }
         let kind = write.kind();
+        // Only this process writes to NEW for the account (see `alone`).
+        let copied = matches!(write, Write::Copy { .. }) && !self.store.shared();
         let payload = Entry {
             write,
             old: Some(old),
+            alone: copied.then(|| self.alone.stamp()).flatten(),
         }
         .to_json()?;
         if !self.pressure().await {
@@ -609,6 +612,8 @@ impl Account {
     /// `entry` can never apply: it leaves the queue with its reason, and the account diverges.
     async fn park(&self, entry: &JournalEntry, why: &str) -> Result<(), StoreError> {
         self.store.journal_park(entry.id, why).await?;
+        // What a later COPY's sources have on OLD lacks it.
+        self.alone.unsure();
         self.diverge(&format!(
             "journal entry {} ({}) could not be applied to OLD: {why}",
             entry.id, entry.kind

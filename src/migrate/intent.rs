@@ -50,6 +50,7 @@ impl Account {
     /// write counts as in flight either way; [`Self::intent_over`] ends it.
     pub async fn intend(&self) -> Result<(), NotMarked> {
         self.intents.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.alone.begin();
         let mut marked = self.intents.marked.lock().await;
         if marked.own {
             return Ok(());
@@ -71,6 +72,7 @@ impl Account {
         if !answered {
             self.reconcile_soon("a session ended before NEW answered a write".into());
         }
+        self.alone.over();
         if self.intents.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.clear_mark_later();
         }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::alone::Stamp;
 use super::names::renamed;
 use crate::imap::uidset::Ranges;
 use crate::sync::flags::FlagSet;
@@ -236,6 +237,9 @@ pub struct Entry {
     /// are resolved from the account's current names when mirrored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old: Option<BTreeMap<String, String>>,
+    /// A COPY or MOVE that was alone on NEW ([`alone`](super::alone)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alone: Option<Stamp>,
 }
 
 impl Entry {
@@ -335,6 +339,7 @@ mod tests {
         Entry {
             write,
             old: Some(BTreeMap::from([("INBOX".into(), "INBOX".into())])),
+            alone: None,
         }
     }
 

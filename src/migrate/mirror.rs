@@ -128,6 +128,8 @@ struct Ctx<'a> {
     old: Option<BTreeMap<String, String>>,
     /// The entry may have reached OLD already (see [`apply`]).
     careful: bool,
+    /// A COPY or MOVE alone on NEW, and nothing read NEW since ([`alone`](super::alone)).
+    alone: bool,
 }
 
 impl Ctx<'_> {
@@ -185,7 +187,7 @@ impl FlagStore {
         if entry.kind != "flags" {
             return None;
         }
-        let Entry { write, old } = Entry::from_json(&entry.payload).ok()?;
+        let Entry { write, old, .. } = Entry::from_json(&entry.payload).ok()?;
         let Write::Flags {
             folder,
             uids: Some(uids),
@@ -441,7 +443,7 @@ pub(crate) async fn apply(
     careful: bool,
     pairs: &Pairs,
 ) -> Result<Vec<LinkChange>> {
-    let Entry { write, old } = Entry::from_json(&entry.payload)
+    let Entry { write, old, alone } = Entry::from_json(&entry.payload)
         .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
     let ctx = Ctx {
         acct,
@@ -449,6 +451,7 @@ pub(crate) async fn apply(
         pairs,
         old,
         careful,
+        alone: alone.is_some_and(|s| acct.alone.still(&s)),
     };
     let restructures = matches!(write, Write::Delete { .. } | Write::Rename { .. });
     let result = apply_write(&ctx, conn, write).await;
@@ -840,6 +843,12 @@ async fn mirror_copy(
             Some((l.old_uid, (l, d)))
         })
         .collect();
+    // NEW's copies got the flags OLD's sources have (as far as OLD stores them, and but for
+    // what someone else did on OLD, which the next pass merges): nothing else touched the
+    // account on NEW while the COPY was in flight, and nothing read NEW since, which could have
+    // put on OLD's sources what the user did after it. The mirror's entries before it kept
+    // OLD's sources in step with NEW's, each as the user's write said.
+    let known = ctx.alone && !ctx.careful;
     if !moved {
         // Sources OLD has no link for (an APPEND read from NEW after the user had copied and
         // deleted the message, a message not backfilled yet): OLD gets NEW's copy instead.
@@ -895,9 +904,15 @@ async fn mirror_copy(
         // OLD's copies must end with NEW's copies' flags: OLD's sources hold the flags of the
         // journal's position only as far as the entries before the copy were exact. One
         // mirrored by reading NEW (a STORE by sequence number, an APPEND) wrote the flags NEW
-        // had when it ran, possibly changed after the copy, and NEW's copy never got those.
-        // What the user did to the copies since is in later entries.
-        let on_new = flags_on_new(ctx, conn, to, &copies).await?;
+        // had when it ran, possibly changed after the copy, and NEW's copy never got those;
+        // so did a write NEW did after the COPY but the journal has before it (another
+        // session's). Unless `known`, NEW's copies are read. What the user did to the copies
+        // since is in later entries.
+        let on_new = if known {
+            HashMap::new()
+        } else {
+            flags_on_new(ctx, conn, to, &copies).await?
+        };
         conn.old.writable_for(&src.old_name, &old_uids).await?;
         let mut on_old = keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
         sources_flags(conn, &old_uids, &wanted, &on_new, &mut on_old).await?;
@@ -1505,6 +1520,7 @@ async fn read_where_they_are(
     uids: &[u32],
     items: &str,
 ) -> Result<Vec<Fetch>> {
+    let _reading = ctx.acct.alone.reading();
     let sep = new_sep(ctx);
     let mut later = Later::read(ctx).await?;
     let mut placed = follow(&later.writes, folder, uids, sep);

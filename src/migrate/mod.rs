@@ -4,10 +4,11 @@
 //! ([`pool`]), the lazy per-folder backfill ([`backfill`]), live pickup by IDLE or polling
 //! ([`pickup`]), the journal of user writes ([`journal`]) recorded ([`commit`]) and drained
 //! ([`drain`]) by the mirror ([`mirror`]), the APPENDs' messages the proxy relayed
-//! ([`relayed`]), the lifecycle ([`lifecycle`]), and what all accounts hold open ([`gauges`]).
+//! ([`relayed`]), whether a COPY was alone on NEW ([`alone`]), the lifecycle ([`lifecycle`]), and what all accounts hold open ([`gauges`]).
 //! It never imports the proxy.
 
 mod account;
+mod alone;
 mod backfill;
 mod backoff;
 mod caches;

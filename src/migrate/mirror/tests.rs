@@ -134,6 +134,7 @@ pub(crate) async fn journal(acct: &Account, write: Write) -> JournalEntry {
     let payload = Entry {
         write: write.clone(),
         old: Some(old),
+        alone: None,
     }
     .to_json()
     .unwrap();
@@ -548,6 +549,7 @@ async fn an_append_is_read_where_a_later_rename_moved_it_knowing(committed_here:
         let payload = Entry {
             write: rename,
             old: None,
+            alone: None,
         };
         let committed = acct
             .committer
@@ -684,6 +686,7 @@ async fn poisoned_folder_names_fail_instead_of_skipping() {
     let payload = Entry {
         write: Write::Delete { folder: "A".into() },
         old: None,
+        alone: None,
     }
     .to_json()
     .unwrap();
@@ -732,6 +735,13 @@ async fn poisoned_folder_names_fail_instead_of_skipping() {
 /// An account whose OLD message 10 in `INBOX.A` is linked by `source` to NEW's 1 in `A`, and
 /// the journaled MOVE of NEW's 1 to INBOX (where it became 50).
 async fn moved_to_inbox(source: Link) -> (Arc<Account>, crate::store::FolderPair, JournalEntry) {
+    let (acct, src) = linked_source(source).await;
+    let entry = journal(&acct, move_to_inbox()).await;
+    (acct, src, entry)
+}
+
+/// An account whose OLD message 10 in `INBOX.A` is linked by `source` to NEW's 1 in `A`.
+async fn linked_source(source: Link) -> (Arc<Account>, crate::store::FolderPair) {
     let acct = account().await;
     let src = acct
         .store
@@ -739,17 +749,17 @@ async fn moved_to_inbox(source: Link) -> (Arc<Account>, crate::store::FolderPair
         .await
         .unwrap();
     acct.store.add_links(src.id, &[source]).await.unwrap();
-    let entry = journal(
-        &acct,
-        Write::Copy {
-            from: "A".into(),
-            to: "INBOX".into(),
-            uids: vec![(1, 50)],
-            moved: true,
-        },
-    )
-    .await;
-    (acct, src, entry)
+    (acct, src)
+}
+
+/// NEW's 1 in A moved to INBOX, where it became 50.
+fn move_to_inbox() -> Write {
+    Write::Copy {
+        from: "A".into(),
+        to: "INBOX".into(),
+        uids: vec![(1, 50)],
+        moved: true,
+    }
 }
 
 /// The INBOX pair of [`moved_to_inbox`]'s account (the MOVE's destination).
@@ -860,6 +870,69 @@ async fn a_copy_keeps_a_change_someone_else_made_to_its_source_on_old() {
     )
     .await;
     assert_eq!(old.len(), 5, "{old:?}");
+}
+
+/// A MOVE journaled as a session does (in flight, `Account::record`) is mirrored without
+/// reading NEW's copy only when it was alone on NEW (no other write of the account in flight
+/// from its start to its journaling) and nothing read NEW since: NEW's copy then has the flags
+/// OLD's source has, whether or not its link keeps a base, and OLD's copy gets them. Otherwise
+/// NEW's copy is read, as a write another session did on NEW after the MOVE but journaled
+/// before it, or a read of NEW that put on OLD's source what the user did after the MOVE,
+/// would leave OLD's copy with flags NEW's never had.
+#[tokio::test]
+async fn a_move_is_read_on_new_unless_it_was_alone_and_nothing_read_new_since() {
+    let no_base = || Link {
+        old_flags: NO_BASE.into(),
+        new_flags: NO_BASE.into(),
+        ..link(10, 1)
+    };
+    // (case, the source's link, another write in flight, a read of NEW since, NEW read)
+    let cases = [
+        ("alone", link(10, 1), false, false, false),
+        ("another write in flight", link(10, 1), true, false, true),
+        ("a read of NEW since", link(10, 1), false, true, true),
+        (
+            "alone, a source without a base",
+            no_base(),
+            false,
+            false,
+            false,
+        ),
+        (
+            "a read since, a source without a base",
+            no_base(),
+            false,
+            true,
+            true,
+        ),
+    ];
+    for (case, source, other, read, reads_new) in cases {
+        let base = (source.old_flags.clone(), source.new_flags.clone());
+        let (acct, _) = linked_source(source).await;
+        if other {
+            acct.alone.begin();
+        }
+        acct.alone.begin();
+        acct.record(move_to_inbox(), None).await.unwrap();
+        acct.alone.over();
+        if read {
+            drop(acct.alone.reading());
+        }
+        let entry = acct.store.journal_pending(acct.id, 1).await.unwrap()[0].clone();
+        let new = if reads_new {
+            new_copy_flagged("\\Seen")
+        } else {
+            Vec::new()
+        };
+        let old = old_moves_10(key_fetch("\\Seen"), vec![]);
+        let (result, _, new_seen) = mirror(&acct, &entry, old, new).await;
+        result.unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(new_seen.len(), if reads_new { 2 } else { 0 }, "{case}");
+        // The copy's link keeps its source's base (the flags both copies have), or none.
+        let links = acct.store.links(inbox_pair(&acct).await.id).await.unwrap();
+        let flags = (links[0].old_flags.clone(), links[0].new_flags.clone());
+        assert_eq!(flags, base, "{case}");
+    }
 }
 
 /// Mirrors [`moved_to_inbox`] of `source` against OLD's dialogue `old`, NEW's copy having
