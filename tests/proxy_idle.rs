@@ -191,6 +191,41 @@ fn idle_users_hold_only_their_sessions_and_one_idle_on_old() {
     wait_until(held, || want(&s.old, 0, 0) && want(&s.new, 0, 0));
 }
 
+/// A user back soon after their last session ended finds live pickup's OLD connection kept
+/// (`idle_connections_secs`): OLD logs in nobody for the new session's IDLE, so it saw no
+/// LOGOUT in between.
+#[test]
+fn a_user_back_soon_finds_live_pickups_old_connection() {
+    let (s, c) = picking_up("cy", "idle", 60);
+    let idling = || {
+        gauge(
+            &metrics(s.proxy.admin_port),
+            "imapferry_live_pickup_accounts{mode=\"idle\"}",
+        )
+    };
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || count(&s.old, "IDLE") >= 1,
+    );
+    let logouts = count(&s.old, "LOGOUT"); // the setup's own
+    c.logout();
+    wait_until(|| metrics(s.proxy.admin_port), || idling() == 0);
+    let c = s.session("cy");
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || count(&s.old, "IDLE") >= 2,
+    );
+    assert_eq!(idling(), 1);
+    assert_eq!(
+        count(&s.old, "LOGOUT"),
+        logouts,
+        "{:?}",
+        s.old.commands(false)
+    );
+    assert_eq!(s.old.connections_of("cy"), 2, "{:?}", s.old.connections());
+    c.logout();
+}
+
 /// With IDLE, new mail on OLD reaches the open session although OLD was never polled: from the
 /// moment the IDLE runs until the session sees the message, OLD finished one IDLE (ended to
 /// look at the change) and saw two STATUS, that look's and the check's it started (the

@@ -294,7 +294,8 @@ impl Watcher {
         if let Some(conn) = self.conn.take()
             && !stopped
         {
-            conn.logout().await;
+            // Out of IDLE (a stop ends it without DONE): kept for the user's next login.
+            self.acct.pool.put_old(conn);
         }
         self.acct.pickup_running.store(false, Ordering::SeqCst);
         // A folder selected while the loop was ending found the flag still set.

@@ -1,7 +1,8 @@
 //! An account's engine connections: at most [`CONNECTIONS`] logged-in OLD+NEW pairs, each held
 //! with a permit and reused while it is fresh, logged in with the account's latest credentials.
 //! A pair left unused for `[migration] idle_connections_secs` is logged out by a reaper task that
-//! runs only while pairs wait. Live pickup's own OLD connection is logged in here too.
+//! runs only while pairs wait. Live pickup's own OLD connection is logged in here too, and kept
+//! as long when its loop ends (a user logging in again soon finds it).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, Weak};
@@ -61,10 +62,12 @@ impl OldConn {
     }
 }
 
-/// Pairs given back and waiting for reuse, with when each was given back.
+/// Pairs given back and waiting for reuse, with when each was given back; likewise live
+/// pickup's OLD connection.
 #[derive(Default)]
 struct Idle {
     conns: StdMutex<Vec<(Conn, Instant)>>,
+    old: StdMutex<Option<(OldConn, Instant)>>,
     /// A reaper task is running.
     reaping: AtomicBool,
 }
@@ -147,8 +150,17 @@ impl Pool {
         ))
     }
 
-    /// A logged-in OLD connection outside the pairs (live pickup's).
+    /// A logged-in OLD connection outside the pairs (live pickup's): the one given back within
+    /// `[migration] idle_connections_secs`, else a new one.
     pub async fn old(&self) -> Result<OldConn, SyncError> {
+        let kept = recover(&self.idle.old, IDLE).take();
+        if let Some((conn, since)) = kept.filter(|(_, since)| since.elapsed() < self.keep()) {
+            debug!(
+                ms = since.elapsed().as_millis(),
+                "live pickup's OLD connection reused"
+            );
+            return Ok(conn);
+        }
         let old_ep = recover(&self.endpoints, ENDPOINTS).0.clone();
         let client = sync::login(&old_ep, Side::Old).await?;
         Ok(OldConn {
@@ -161,6 +173,16 @@ impl Pool {
     /// after `[migration] idle_connections_secs` unless used again before.
     pub fn put(&self, conn: Conn) {
         recover(&self.idle.conns, IDLE).push((conn, Instant::now()));
+        self.reap_later();
+    }
+
+    /// Gives live pickup's OLD connection back (out of IDLE), like [`Pool::put`].
+    pub fn put_old(&self, conn: OldConn) {
+        *recover(&self.idle.old, IDLE) = Some((conn, Instant::now()));
+        self.reap_later();
+    }
+
+    fn reap_later(&self) {
         if !self.idle.reaping.swap(true, Ordering::SeqCst) {
             let reaper = reap(
                 Arc::downgrade(&self.idle),
@@ -171,9 +193,10 @@ impl Pool {
         }
     }
 
-    /// Drops the idle pairs (their logins end).
+    /// Drops the idle connections (their logins end).
     pub fn clear(&self) {
         recover(&self.idle.conns, IDLE).clear();
+        *recover(&self.idle.old, IDLE) = None;
     }
 }
 
@@ -181,8 +204,8 @@ fn keep_of(keep: &AtomicU64) -> Duration {
     Duration::from_secs(keep.load(Ordering::SeqCst))
 }
 
-/// Logs out the pairs that waited `keep` or longer, sleeping until the next one is due; ends
-/// when none waits any more, the pool is gone or the proxy stops. A reload's new `keep` is
+/// Logs out the connections that waited `keep` or longer, sleeping until the next one is due;
+/// ends when none waits any more, the pool is gone or the proxy stops. A reload's new `keep` is
 /// seen at the next wake-up.
 async fn reap(idle: Weak<Idle>, keep: Arc<AtomicU64>, mut stop: watch::Receiver<bool>) {
     loop {
@@ -191,22 +214,31 @@ async fn reap(idle: Weak<Idle>, keep: Arc<AtomicU64>, mut stop: watch::Receiver<
         };
         let keep = keep_of(&keep);
         let now = Instant::now();
-        let (expired, next) = {
+        let (expired, expired_old, next) = {
             let mut conns = recover(&pool.conns, IDLE);
+            let mut old = recover(&pool.old, IDLE);
             let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *conns)
                 .into_iter()
                 .partition(|(_, since)| now.duration_since(*since) >= keep);
             *conns = kept;
-            let next = conns.iter().map(|(_, since)| *since + keep).min();
+            let expired_old = old.take_if(|(_, since)| now.duration_since(*since) >= keep);
+            let since = conns
+                .iter()
+                .map(|(_, t)| *t)
+                .chain(old.iter().map(|(_, t)| *t));
+            let next = since.min().map(|t| t + keep);
             if next.is_none() {
                 pool.reaping.store(false, Ordering::SeqCst);
             }
-            (expired, next)
+            (expired, expired_old, next)
         };
         if !expired.is_empty() {
             debug!(pairs = expired.len(), "idle engine connections logged out");
         }
         for (conn, _) in expired {
+            conn.logout().await;
+        }
+        if let Some((conn, _)) = expired_old {
             conn.logout().await;
         }
         // `reaping` was cleared while the list was locked: a pair put back since then started
@@ -219,5 +251,57 @@ async fn reap(idle: Weak<Idle>, keep: Arc<AtomicU64>, mut stop: watch::Receiver<
             () = tokio::time::sleep_until(next) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imap::script::{serve, step};
+    use crate::secret::Secret;
+    use crate::sync::AuthMech;
+
+    /// Live pickup's OLD connection, given back when its loop ends, is what the next one gets
+    /// (no second login: the scripted OLD takes one connection), and is logged out once it
+    /// waited `keep`.
+    #[tokio::test]
+    async fn live_pickups_old_connection_waits_for_the_next_login() {
+        let (connect, old) = serve(
+            "IMAP4rev1 IDLE",
+            vec![
+                step("LOGIN", "$tag OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n"),
+                step("NOOP", "$tag OK\r\n"),
+                step("LOGOUT", "* BYE\r\n$tag OK\r\n"),
+            ],
+        )
+        .await;
+        let endpoint = Endpoint {
+            connect,
+            user: "u".into(),
+            password: Secret::new("pw"),
+            authuser: None,
+            auth: AuthMech::Login,
+        };
+        let (_stop, stop) = watch::channel(false);
+        let pool = Pool::new(
+            (endpoint.clone(), endpoint),
+            Arc::new(AtomicU64::new(1)),
+            Arc::new(Gauges::default()),
+            stop,
+        );
+        let first = pool.old().await.unwrap();
+        pool.put_old(first);
+        let mut again = tokio::time::timeout(Duration::from_secs(2), pool.old())
+            .await
+            .expect("the kept connection, not a new login")
+            .unwrap();
+        again.client.noop().await.unwrap();
+        pool.put_old(again);
+        let seen = tokio::time::timeout(Duration::from_secs(5), old)
+            .await
+            .expect("logged out after `keep`")
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
     }
 }
