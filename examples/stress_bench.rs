@@ -55,7 +55,8 @@
 //! `/metrics`: reads and write transactions per 1,000 client commands.
 //!
 //! `STRESS_KEEP_LOG=FILE` keeps each migration proxy's whole log in `FILE.0` (`FILE.1` for the
-//! other build) and its state store in `FILE.0.db` (with `-wal`): the journal's entries.
+//! other build), the plain proxy's in `FILE.0.plain`, and the migration proxy's state store in
+//! `FILE.0.db` (with `-wal`): the journal's entries.
 //!
 //! The journal's floor, measured in the same run: a migration proxy with `[migration]
 //! mirror_paused` (its users `j0`…) tracks and journals every write before its OK, as the
@@ -481,6 +482,13 @@ async fn run(cfg: &Config) -> Result<()> {
             match std::fs::write(&path, migration.stderr()) {
                 Ok(()) => println!("  migration proxy{of}: its log is in {path}"),
                 Err(e) => println!("  migration proxy{of}: could not keep its log in {path}: {e}"),
+            }
+            let plain_path = format!("{path}.plain");
+            match std::fs::write(&plain_path, plain.stderr()) {
+                Ok(()) => println!("  plain proxy{of}: its log is in {plain_path}"),
+                Err(e) => {
+                    println!("  plain proxy{of}: could not keep its log in {plain_path}: {e}")
+                }
             }
             // And its state store (the journal's entries say what each write was).
             for suffix in ["", "-wal"] {

@@ -1,7 +1,7 @@
 //! Whether a COPY or MOVE was alone on NEW: no other write of the account in flight and no read
 //! of NEW for the mirror or a pass from before NEW got it until it was journaled, nor any read
-//! since. Its copies then have the flags the journal gives their sources, which the sources'
-//! links keep, and the mirror need not read them on NEW. One process only (an SQLite store).
+//! since. NEW's copies then have the flags OLD's sources have (the mirror kept them in step,
+//! entry by entry), and the mirror need not read them on NEW. One process only (SQLite).
 
 use std::sync::Mutex;
 
