@@ -1810,6 +1810,25 @@ fn a_copy_between_a_sequence_store_and_a_later_change_keeps_the_copys_flags() {
     assert_eq!(on_old.with_flag("\\Deleted"), 1, "only the source");
 }
 
+/// A message the mirror reads from NEW for an earlier entry (an APPEND of over 64 KiB) where a
+/// later MOVE took it, copied from there alone on NEW, and flagged after the COPY: the read
+/// puts on OLD the flag NEW's copy never got, though it names the folder the message was
+/// appended to, not the one it was copied from. The MOVE out of the folder read is mirrored
+/// reading NEW's copy, which counts as a read of its destination, so the COPY from there reads
+/// NEW's copy too, and OLD's copy ends without the flag, as NEW's.
+#[test]
+fn a_copy_after_a_read_that_followed_a_move_reads_news_copy() {
+    let s = while_old_is_away_with(&[("B", 0), ("C", 0), ("INBOX", 1)], |c| {
+        let uid = c.append("INBOX", &[], None, &message(50, 100_000));
+        c.exec(&format!("UID MOVE {} B", uid.expect("APPENDUID")));
+        c.exec("SELECT B");
+        c.exec("UID COPY 1 C");
+        c.exec("UID STORE 1 +FLAGS (\\Flagged)");
+    });
+    let on_old = snapshot(&s.old, USER, PW);
+    assert_eq!(on_old.with_flag("\\Flagged"), 1, "only the source");
+}
+
 /// Random writes of every kind the journal knows for messages (flags added, removed and
 /// replaced, by UID and by sequence number, reads that set `\Seen`, COPY, MOVE, APPEND,
 /// EXPUNGE, CLOSE) among three folders, all journaled before the mirror runs, so each entry is
@@ -1858,6 +1877,23 @@ fn random_writes_with_old_hanging_now_and_then_all_reach_old() {
             }
         });
         s.old.freeze(false);
+        c.logout();
+        s.assert_mirrored();
+    });
+}
+
+/// [`random_writes_made_while_old_was_away_all_reach_old`] with the mirror keeping up: after a
+/// first COPY mirrored (the first a process mirrors is replayed with care, which reads NEW),
+/// each COPY and MOVE was alone on NEW and is mirrored without reading NEW's copies (see
+/// `copies_a_client_made_alone_reach_old_without_reading_new`), whatever the writes around it.
+#[test]
+fn random_writes_while_the_mirror_keeps_up_all_reach_old() {
+    for_seeds(8, |rng| {
+        let s = Setup::start(Dovecot::start(Layout::Slash), Dovecot::start(Layout::Slash));
+        let mut c = opened(&s, &[("B", 4), ("C", 2), ("INBOX", 6)]);
+        c.exec("UID COPY 1 C");
+        s.assert_mirrored();
+        random_writes(&mut c, rng, 40, ["INBOX", "B", "C"]);
         c.logout();
         s.assert_mirrored();
     });

@@ -1,8 +1,10 @@
-//! Whether a COPY or MOVE was alone on NEW: no other write of the account in flight and no read
-//! of NEW for the mirror or a pass from before NEW got it until it was journaled, nor any read
-//! since. NEW's copies then have the flags OLD's sources have (the mirror kept them in step,
-//! entry by entry), and the mirror need not read them on NEW. One process only (SQLite).
+//! Whether a COPY or MOVE was alone on NEW: no other write of the account and no read of NEW
+//! in flight from before NEW got it until it was journaled, and since then no read of its
+//! source folder for the mirror, no pass that changed something, no parked entry, no RENAME.
+//! NEW's copies then have the flags OLD's sources have (the mirror kept them in step, entry by
+//! entry), and the mirror need not read them on NEW. One process only (SQLite).
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,7 @@ use crate::lock::recover;
 #[derive(Debug, Default)]
 pub(crate) struct Alone(Mutex<Counts>);
 
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 struct Counts {
     /// Writes and reads begun, ever.
     begun: u64,
@@ -23,24 +25,44 @@ struct Counts {
     busy: u64,
     /// The number (`begun`) of the last one that began while none was busy.
     lone: u64,
-    /// Reads of NEW begun, ever, and other events after which the links' flags may no longer
-    /// be the journal's (an entry parked).
-    reads: u64,
+    /// Events after which OLD's messages of any folder may no longer be as the journal left
+    /// them: a pass that changed something, a reconcile, an entry parked, a folder renamed or
+    /// deleted (the names the counts below go by).
+    unsure: u64,
+    /// The mirror's reads of NEW for the messages of each folder (as its entries name it): it
+    /// writes on OLD what it read, which may be newer than entries still in the journal.
+    reads: HashMap<String, u64>,
 }
 
-/// What a COPY or MOVE journaled alone carries: the process and its count of reads then.
+/// What a COPY or MOVE journaled alone carries: the process, and its counts then of the events
+/// that make OLD's messages unsure and of the reads of the source folder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     pub process: String,
+    pub unsure: u64,
     pub reads: u64,
 }
 
-/// A read of NEW in progress (see [`Alone::reading`]).
-pub(crate) struct Reading<'a>(&'a Alone);
+/// A read of NEW in progress (see [`Alone::reading`] and [`Alone::passing`]).
+pub(crate) struct Reading<'a> {
+    alone: &'a Alone,
+    /// Counted as unsure when it ends.
+    unsure: bool,
+}
+
+impl Reading<'_> {
+    /// The pass changed no flags and linked nothing.
+    pub(crate) fn changed_nothing(&mut self) {
+        self.unsure = false;
+    }
+}
 
 impl Drop for Reading<'_> {
     fn drop(&mut self) {
-        self.0.over();
+        if self.unsure {
+            self.alone.unsure();
+        }
+        self.alone.over();
     }
 }
 
@@ -65,32 +87,49 @@ impl Alone {
         c.busy = c.busy.saturating_sub(1);
     }
 
-    /// The mirror or a pass reads NEW until the value is dropped: what it writes to OLD or to
-    /// the links may be newer than entries still in the journal.
-    pub(crate) fn reading(&self) -> Reading<'_> {
+    /// The mirror reads NEW for messages of `folder` until the value is dropped.
+    pub(crate) fn reading(&self, folder: &str) -> Reading<'_> {
         self.begin();
-        self.counts().reads += 1;
-        Reading(self)
+        *self.counts().reads.entry(folder.to_string()).or_default() += 1;
+        Reading {
+            alone: self,
+            unsure: false,
+        }
     }
 
-    /// The links' flags may no longer be the journal's (an entry was parked).
+    /// A pass (or a reconcile) reads NEW until the value is dropped, and makes every folder
+    /// unsure then unless it [changed nothing](Reading::changed_nothing).
+    pub(crate) fn passing(&self) -> Reading<'_> {
+        self.begin();
+        Reading {
+            alone: self,
+            unsure: true,
+        }
+    }
+
+    /// OLD's messages of any folder may no longer be as the journal left them.
     pub(crate) fn unsure(&self) {
-        self.counts().reads += 1;
+        self.counts().unsure += 1;
     }
 
-    /// For the write being journaled (still in flight): its stamp when it began with nothing
-    /// else busy and nothing began since.
-    pub(crate) fn stamp(&self) -> Option<Stamp> {
+    /// For the write being journaled (still in flight), a COPY or MOVE out of `from`: its stamp
+    /// when it began with nothing else busy and nothing began since.
+    pub(crate) fn stamp(&self, from: &str) -> Option<Stamp> {
         let c = self.counts();
         (c.busy == 1 && c.lone == c.begun).then(|| Stamp {
             process: holder().to_string(),
-            reads: c.reads,
+            unsure: c.unsure,
+            reads: c.reads.get(from).copied().unwrap_or(0),
         })
     }
 
-    /// Whether `stamp` was given in this process and no read began since.
-    pub(crate) fn still(&self, stamp: &Stamp) -> bool {
-        stamp.process == holder() && stamp.reads == self.counts().reads
+    /// Whether `stamp`, of a COPY or MOVE out of `from`, was given in this process and nothing
+    /// happened since that makes OLD's messages of `from` unsure.
+    pub(crate) fn still(&self, stamp: &Stamp, from: &str) -> bool {
+        let c = self.counts();
+        stamp.process == holder()
+            && stamp.unsure == c.unsure
+            && stamp.reads == c.reads.get(from).copied().unwrap_or(0)
     }
 }
 
@@ -98,9 +137,10 @@ impl Alone {
 mod tests {
     use super::*;
 
-    /// Steps: `b` a write begins, `o` one is over, `r` a read begins, `e` it ends, `s` the
-    /// write being journaled asks for its stamp (its answer, then whether it still holds at the
-    /// end).
+    /// Steps: `b` a write begins, `o` one is over, `r` a read of the COPY's source folder
+    /// begins, `x` one of another folder, `a` a pass begins, `e` the last read or pass ends,
+    /// `n` the last pass ends having changed nothing, `p` an entry is parked, `s` the COPY
+    /// being journaled asks for its stamp (its answer, then whether it still holds at the end).
     fn run(steps: &str) -> (bool, bool) {
         let alone = Alone::default();
         let mut reads = Vec::new();
@@ -109,14 +149,17 @@ mod tests {
             match step {
                 'b' => alone.begin(),
                 'o' => alone.over(),
-                'r' => reads.push(alone.reading()),
+                'r' => reads.push(alone.reading("A")),
+                'x' => reads.push(alone.reading("X")),
+                'a' => reads.push(alone.passing()),
                 'e' => drop(reads.pop()),
+                'n' => reads.pop().iter_mut().for_each(Reading::changed_nothing),
                 'p' => alone.unsure(),
-                's' => stamp = alone.stamp(),
+                's' => stamp = alone.stamp("A"),
                 _ => unreachable!("step {step}"),
             }
         }
-        let still = stamp.as_ref().is_some_and(|s| alone.still(s));
+        let still = stamp.as_ref().is_some_and(|s| alone.still(s, "A"));
         (stamp.is_some(), still)
     }
 
@@ -136,6 +179,12 @@ mod tests {
             ("bsre", true, false),    // a read after it was journaled
             ("bsp", true, false),     // an entry parked since
             ("bsobs", true, true),    // the next write alone too
+            ("bsae", true, false),    // a pass that changed something, after it
+            ("bsan", true, true),     // a pass that changed nothing, after it
+            ("bas", false, false),    // a pass began while it was in flight
+            ("anbs", true, true),     // a pass over before it began
+            ("bsxe", true, true),     // a read of another folder after it
+            ("bxes", false, false),   // a read of another folder while it was in flight
         ];
         for (steps, stamped, still) in cases {
             let steps = steps.replace(' ', "");
@@ -147,9 +196,9 @@ mod tests {
     fn a_stamp_holds_only_in_its_process() {
         let alone = Alone::default();
         alone.begin();
-        let mut stamp = alone.stamp().expect("alone");
-        assert!(alone.still(&stamp));
+        let mut stamp = alone.stamp("A").expect("alone");
+        assert!(alone.still(&stamp, "A"));
         stamp.process.push_str(" restarted");
-        assert!(!alone.still(&stamp));
+        assert!(!alone.still(&stamp, "A"));
     }
 }

@@ -678,7 +678,7 @@ impl Account {
     ) -> Result<(), SyncError> {
         let span = tracing::info_span!("backfill", folder = %new_name);
         async {
-            let _reading = self.alone.reading();
+            let mut reading = self.alone.passing();
             let pair = self.store.folder_pair(self.id, old_name, new_name).await?;
             let elsewhere = self.writes_elsewhere().await?;
             let (mut conn, _permit) = self.pool.get().await?;
@@ -697,6 +697,10 @@ impl Account {
             .await?;
             self.pool.put(conn);
             self.reached();
+            let stats = &report.stats;
+            if stats.flags_updated == 0 && stats.messages_adopted == 0 {
+                reading.changed_nothing();
+            }
             self.count_copied(
                 report.stats.messages_transferred,
                 report.stats.bytes_transferred,

@@ -164,11 +164,14 @@ impl Account {
         }
         let kind = write.kind();
         // Only this process writes to NEW for the account (see `alone`).
-        let copied = matches!(write, Write::Copy { .. }) && !self.store.shared();
+        let alone = match &write {
+            Write::Copy { from, .. } if !self.store.shared() => self.alone.stamp(from),
+            _ => None,
+        };
         let payload = Entry {
             write,
             old: Some(old),
-            alone: copied.then(|| self.alone.stamp()).flatten(),
+            alone,
         }
         .to_json()?;
         if !self.pressure().await {

@@ -451,12 +451,17 @@ pub(crate) async fn apply(
         pairs,
         old,
         careful,
-        alone: alone.is_some_and(|s| acct.alone.still(&s)),
+        alone: match (&alone, &write) {
+            (Some(stamp), Write::Copy { from, .. }) => acct.alone.still(stamp, from),
+            _ => false,
+        },
     };
     let restructures = matches!(write, Write::Delete { .. } | Write::Rename { .. });
     let result = apply_write(&ctx, conn, write).await;
     if restructures {
         pairs.forget();
+        // The reads the mirror counts go by folder name.
+        acct.alone.unsure();
     }
     result
 }
@@ -849,6 +854,7 @@ async fn mirror_copy(
     // put on OLD's sources what the user did after it. The mirror's entries before it kept
     // OLD's sources in step with NEW's, each as the user's write said.
     let known = ctx.alone && !ctx.careful;
+    tracing::debug!(id = ctx.entry.id, moved, known, "mirroring a copy");
     if !moved {
         // Sources OLD has no link for (an APPEND read from NEW after the user had copied and
         // deleted the message, a message not backfilled yet): OLD gets NEW's copy instead.
@@ -1520,7 +1526,9 @@ async fn read_where_they_are(
     uids: &[u32],
     items: &str,
 ) -> Result<Vec<Fetch>> {
-    let _reading = ctx.acct.alone.reading();
+    // A later COPY or MOVE of these messages out of `folder` reads NEW's copies (which counts
+    // for its destination in turn), and a later RENAME makes every folder unsure (see `alone`).
+    let _reading = ctx.acct.alone.reading(folder);
     let sep = new_sep(ctx);
     let mut later = Later::read(ctx).await?;
     let mut placed = follow(&later.writes, folder, uids, sep);

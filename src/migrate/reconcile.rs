@@ -168,7 +168,7 @@ impl Account {
             ));
         }
         let mut done = Reconciled::default();
-        let _reading = self.alone.reading();
+        let _reading = self.alone.passing();
         debug!("reconcile: reading both trees");
         // OLD's and NEW's trees as they are, read only: mapping OLD's tree onto NEW (as a
         // login does) would bring back on NEW the folders the user deleted there. The pooled

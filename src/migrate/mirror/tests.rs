@@ -874,7 +874,8 @@ async fn a_copy_keeps_a_change_someone_else_made_to_its_source_on_old() {
 
 /// A MOVE journaled as a session does (in flight, `Account::record`) is mirrored without
 /// reading NEW's copy only when it was alone on NEW (no other write of the account in flight
-/// from its start to its journaling) and nothing read NEW since: NEW's copy then has the flags
+/// from its start to its journaling) and the mirror read none of its source folder's messages
+/// on NEW since: NEW's copy then has the flags
 /// OLD's source has, whether or not its link keeps a base, and OLD's copy gets them. Otherwise
 /// NEW's copy is read, as a write another session did on NEW after the MOVE but journaled
 /// before it, or a read of NEW that put on OLD's source what the user did after the MOVE,
@@ -886,23 +887,18 @@ async fn a_move_is_read_on_new_unless_it_was_alone_and_nothing_read_new_since() 
         new_flags: NO_BASE.into(),
         ..link(10, 1)
     };
-    // (case, the source's link, another write in flight, a read of NEW since, NEW read)
+    // (case, the source's link, another write in flight, the folder read on NEW since, NEW read)
     let cases = [
-        ("alone", link(10, 1), false, false, false),
-        ("another write in flight", link(10, 1), true, false, true),
-        ("a read of NEW since", link(10, 1), false, true, true),
+        ("alone", link(10, 1), false, None, false),
+        ("another write in flight", link(10, 1), true, None, true),
+        ("a read of A since", link(10, 1), false, Some("A"), true),
+        ("a read of B since", link(10, 1), false, Some("B"), false),
+        ("alone, no base", no_base(), false, None, false),
         (
-            "alone, a source without a base",
+            "a read of A since, no base",
             no_base(),
             false,
-            false,
-            false,
-        ),
-        (
-            "a read since, a source without a base",
-            no_base(),
-            false,
-            true,
+            Some("A"),
             true,
         ),
     ];
@@ -915,8 +911,8 @@ async fn a_move_is_read_on_new_unless_it_was_alone_and_nothing_read_new_since() 
         acct.alone.begin();
         acct.record(move_to_inbox(), None).await.unwrap();
         acct.alone.over();
-        if read {
-            drop(acct.alone.reading());
+        if let Some(folder) = read {
+            drop(acct.alone.reading(folder));
         }
         let entry = acct.store.journal_pending(acct.id, 1).await.unwrap()[0].clone();
         let new = if reads_new {
