@@ -163,7 +163,7 @@ impl Account {
             self.relayed.keep(key, message);
         }
         let kind = write.kind();
-        // Only this process writes to NEW for the account (see `alone`).
+        // Not in a fleet: other proxies write to NEW for the account too (see `alone`).
         let alone = match &write {
             Write::Copy { from, .. } if !self.store.shared() => self.alone.stamp(from),
             _ => None,
