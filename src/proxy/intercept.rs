@@ -567,8 +567,10 @@ impl Tracker {
             }
             Intent::Append { folder, message } => match folder {
                 Some(folder) => {
-                    // Without APPENDUID (a NEW without UIDPLUS) the mirror has no message to
-                    // read: it marks the account diverged for a reconcile.
+                    // Without APPENDUID (a NEW without UIDPLUS) the entry is journaled naming
+                    // no message, not dropped: the mirror marks the account diverged with the
+                    // entry's id (`status`, the state gauges) for a reconcile (test
+                    // `an_append_without_appenduid_diverges_the_account`).
                     let (validity, uids) = appenduid(rest).unwrap_or_default();
                     outcome.appended = message.filter(|_| uids.len() == 1);
                     Ok(Some(Write::Append {
