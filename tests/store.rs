@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::Postgres;
 use imapferry::secret::Secret;
 use imapferry::store::{
-    self, AccountKey, AccountState, AccountSummary, AppendKey, Link, LinkChange, LinkFlags,
+    self, AccountKey, AccountState, AccountSummary, Adoption, AppendKey, Link, LinkChange, LinkFlags,
     Location, MailboxState, NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
 };
 use imapferry::uidmap::{Shown, UidMap, runs_of};
@@ -306,6 +306,31 @@ async fn pair_state_round_trip(b: Backend) {
             (Some(old), None, want, Phase::New),
             "lowered to {from}"
         );
+    }
+    // So it does with the mirror's keys, in their commit, and with its links.
+    let lower = |from| Adoption { pair, from };
+    let account = store.account(&key("alice")).await.unwrap();
+    let other = store.folder_pair(account, "A", "A").await.unwrap().id;
+    let linked = |old_uid| Link {
+        old_uid,
+        new_uid: old_uid,
+        old_flags: String::new(),
+        new_flags: String::new(),
+        ident: Some(format!("k{old_uid}")),
+    };
+    store
+        .save_pair_state(pair, Some(old), None, 20, Phase::New)
+        .await
+        .unwrap();
+    for (lowered, want) in [(&[lower(30)][..], 20), (&[lower(12), lower(9)], 9)] {
+        store.journal_commit(&[], &[], &[], lowered).await.unwrap();
+        assert_eq!(state().await, (Some(old), None, want, Phase::New));
+    }
+    for (from, want, links) in [(8, 8, 1), (10, 8, 2)] {
+        let with = [linked(from)];
+        (store.add_links_lowering(other, &with, lower(from)).await).unwrap();
+        assert_eq!(state().await, (Some(old), None, want, Phase::New));
+        assert_eq!(store.links(other).await.unwrap().len(), links);
     }
 
     let too_big = MailboxState {
@@ -805,12 +830,12 @@ async fn append_keys_stay_with_their_entry(b: Backend) {
         ident: ident.into(),
     };
     let keys = [key(9, "k9"), key(7, "k7"), key(9, "k9")];
-    store.journal_commit(&[], &[], &keys).await.unwrap();
+    store.journal_commit(&[], &[], &keys, &[]).await.unwrap();
     let kept = vec![(7, "k7".to_string()), (9, "k9".to_string())];
     assert_eq!(store.append_keys(entry).await.unwrap(), kept);
     assert!(store.append_keys(other).await.unwrap().is_empty());
     store
-        .journal_commit(&[], &[], &[key(7, "k7")])
+        .journal_commit(&[], &[], &[key(7, "k7")], &[])
         .await
         .unwrap();
     assert_eq!(store.append_keys(entry).await.unwrap(), kept);
@@ -825,7 +850,7 @@ async fn append_keys_stay_with_their_entry(b: Backend) {
         payload: "{}",
     };
     let committed = store
-        .journal_commit(&[entry_of_a_session], &[], &[gone])
+        .journal_commit(&[entry_of_a_session], &[], &[gone], &[])
         .await
         .unwrap();
     assert!(committed.ids[0].is_some());
@@ -1050,6 +1075,7 @@ async fn entries_of_several_accounts_commit_together(b: Backend) {
             ],
             &[],
             &[],
+            &[],
         )
         .await
         .unwrap()
@@ -1077,8 +1103,8 @@ async fn entries_of_several_accounts_commit_together(b: Backend) {
     let one = [entry(alice, "x"), entry(bob, "x")];
     let two = [entry(bob, "y"), entry(alice, "y")];
     let (one, two) = tokio::join!(
-        store.journal_commit(&one, &[], &[]),
-        other.journal_commit(&two, &[], &[])
+        store.journal_commit(&one, &[], &[], &[]),
+        other.journal_commit(&two, &[], &[], &[])
     );
     assert_eq!(one.unwrap().ids.iter().flatten().count(), 2);
     assert_eq!(two.unwrap().ids.iter().flatten().count(), 2);
@@ -1087,7 +1113,7 @@ async fn entries_of_several_accounts_commit_together(b: Backend) {
     // Marks of mirrored entries share the commit; one naming no entry is counted, and the
     // rest of the commit stands.
     let committed = store
-        .journal_commit(&[entry(bob, "b2")], &[ids[0], ids[2], 9999], &[])
+        .journal_commit(&[entry(bob, "b2")], &[ids[0], ids[2], 9999], &[], &[])
         .await
         .unwrap();
     assert_eq!(committed.missing, [9999]);

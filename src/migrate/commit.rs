@@ -14,7 +14,7 @@ use super::drain::COMMIT_WITHIN;
 use super::gauges::Gauges;
 use super::journal::MOVING;
 use crate::lock::recover;
-use crate::store::{AccountId, AppendKey, Committed, NewEntry, Store};
+use crate::store::{AccountId, Adoption, AppendKey, Committed, NewEntry, Store};
 
 /// Most requests in one commit.
 const MOST: usize = 256;
@@ -109,9 +109,11 @@ enum Request {
         ids: Vec<i64>,
         done: oneshot::Sender<Result<(), String>>,
     },
-    /// Identity keys of messages the mirror is about to append to OLD.
+    /// Identity keys of messages the mirror is about to append to OLD, and the adoption
+    /// watermark lowered for them.
     Keys {
         keys: Vec<AppendKey>,
+        lower: Adoption,
         done: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -162,11 +164,16 @@ impl Committer {
         committed.await.map_err(|_| stopped())?
     }
 
-    /// Keeps the identity keys of messages the mirror is about to append to OLD, committed
-    /// when this returns (see [`AppendKey`]).
-    pub(crate) async fn keep_keys(&self, keys: Vec<AppendKey>) -> Result<(), String> {
+    /// Keeps the identity keys of messages the mirror is about to append to OLD and lowers
+    /// their folder's adoption watermark (`lower`), committed when this returns (see
+    /// [`AppendKey`], [`Adoption`]).
+    pub(crate) async fn keep_keys(
+        &self,
+        keys: Vec<AppendKey>,
+        lower: Adoption,
+    ) -> Result<(), String> {
         let (done, committed) = oneshot::channel();
-        self.send(Request::Keys { keys, done })?;
+        self.send(Request::Keys { keys, lower, done })?;
         committed.await.map_err(|_| stopped())?
     }
 
@@ -191,7 +198,8 @@ async fn run(
         // A session that stopped waiting told its client BYE and reconciles OLD instead. (A
         // mark is committed whoever waits for it: OLD has the entry.)
         batch.retain(|r| !matches!(r, Request::Append { done, .. } if done.is_closed()));
-        let (mut entries, mut mirrored, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut entries, mut mirrored) = (Vec::new(), Vec::new());
+        let (mut keys, mut lower) = (Vec::new(), Vec::new());
         for request in &batch {
             match request {
                 Request::Append {
@@ -205,10 +213,13 @@ async fn run(
                     payload,
                 }),
                 Request::Mirrored { ids, .. } => mirrored.extend_from_slice(ids),
-                Request::Keys { keys: k, .. } => keys.extend_from_slice(k),
+                Request::Keys { keys: k, lower: l, .. } => {
+                    keys.extend_from_slice(k);
+                    lower.push(*l);
+                }
             }
         }
-        let commit = store.journal_commit(&entries, &mirrored, &keys);
+        let commit = store.journal_commit(&entries, &mirrored, &keys, &lower);
         let result = match tokio::time::timeout(COMMIT_WITHIN, commit).await {
             Ok(Ok(c)) if c.ids.len() == entries.len() => Ok(c),
             Ok(Ok(c)) => Err(format!("{} ids for {} entries", c.ids.len(), entries.len())),
@@ -378,18 +389,30 @@ mod tests {
         let payloads: Vec<&str> = pending.iter().map(|e| e.payload.as_str()).collect();
         assert_eq!(payloads, ["a2", "a4"]);
 
-        // A mirror's keys too.
+        // A mirror's keys too, with the watermark it lowers (never raises).
+        let pair = store.folder_pair(alice, "INBOX", "INBOX").await.unwrap();
+        store
+            .save_pair_state(pair.id, None, None, 50, pair.phase)
+            .await
+            .unwrap();
         let a4 = pending[1].id;
         let key = AppendKey {
             entry: a4,
             new_uid: 7,
             ident: "k".into(),
         };
-        let (a5, kept) = tokio::join!(append(alice, "a5"), committer.keep_keys(vec![key]));
+        let lower = |from| Adoption { pair: pair.id, from };
+        let (a5, kept, lowered) = tokio::join!(
+            append(alice, "a5"),
+            committer.keep_keys(vec![key], lower(7)),
+            committer.keep_keys(vec![], lower(60)),
+        );
         assert!(a5.unwrap().is_some());
-        assert_eq!(kept, Ok(()));
+        assert_eq!((kept, lowered), (Ok(()), Ok(())));
         assert_eq!(counted(), (4, 6));
         let keys = store.append_keys(a4).await.unwrap();
         assert_eq!(keys, [(7, "k".to_string())]);
+        let pair = store.folder_pair(alice, "INBOX", "INBOX").await.unwrap();
+        assert_eq!(pair.adopt_from, 7);
     }
 }

@@ -16,7 +16,7 @@ use crate::imap::uidset::Ranges;
 use crate::imap::{AppendMsg, Body, Client, Code, Fetch, ImapError, Side};
 use crate::lock::Poisoned;
 use crate::store::{
-    AppendKey, FolderPair, JournalEntry, Link, LinkChange, LinkFlags, NO_BASE, PairId, StoreError,
+    Adoption, AppendKey, FolderPair, JournalEntry, Link, LinkChange, LinkFlags, NO_BASE, PairId, StoreError,
 };
 use crate::sync::adopt::{header_of, keys, message_key};
 use crate::sync::flags::{
@@ -906,7 +906,6 @@ async fn mirror_copy(
             .iter()
             .filter_map(|u| Some(wanted.get(u)?.1))
             .collect();
-        lower_adoption(ctx, &dst, copies.iter().min().copied()).await?;
         // OLD's copies must end with NEW's copies' flags: OLD's sources hold the flags of the
         // journal's position only as far as the entries before the copy were exact. One
         // mirrored by reading NEW (a STORE by sequence number, an APPEND) wrote the flags NEW
@@ -920,7 +919,8 @@ async fn mirror_copy(
             flags_on_new(ctx, conn, to, &copies).await?
         };
         conn.old.writable_for(&src.old_name, &old_uids).await?;
-        let mut on_old = keep_keys(ctx, conn, &src, &old_uids, &mut wanted).await?;
+        let lower = copies.iter().min().map(|&from| Adoption { pair: dst.id, from });
+        let mut on_old = keep_keys(ctx, conn, &src, &old_uids, &mut wanted, lower).await?;
         sources_flags(conn, &old_uids, &wanted, &on_new, &mut on_old).await?;
         let mut copied = if moved {
             let moved = conn.old.uid_move(&old_uids, &dst.old_name).await?;
@@ -1075,33 +1075,39 @@ async fn copies_take_new_flags(
 /// Before OLD copies or moves messages `old_uids` of the selected `src`: their links keep each
 /// message's identity key (read from OLD where a link has none), so a replay cut off after OLD's
 /// answer finds OLD's copies by key even when NEW's copies are gone by then (see
-/// [`copied_already`]). The keys go with the links to the destination. Returns the flags of
-/// the messages it read, by OLD UID.
+/// [`copied_already`]), and the destination's adoption watermark is lowered (`lower`), in one
+/// write. The keys go with the links to the destination. Returns the flags of the messages it
+/// read, by OLD UID.
 async fn keep_keys(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
     src: &FolderPair,
     old_uids: &[u32],
     wanted: &mut HashMap<u32, (Link, u32)>,
+    lower: Option<Adoption>,
 ) -> Result<HashMap<u32, FlagSet>> {
     let unkeyed: Vec<u32> = old_uids
         .iter()
         .copied()
         .filter(|u| wanted.get(u).is_some_and(|(l, _)| l.ident.is_none()))
         .collect();
-    let mut flags = HashMap::new();
-    if unkeyed.is_empty() {
-        return Ok(flags);
-    }
-    let mut keyed = Vec::new();
-    for (uid, key, on_old) in keys(&mut conn.old, &unkeyed, &ctx.acct.opts.identity, false).await? {
-        if let Some((link, _)) = wanted.get_mut(&uid) {
-            link.ident = Some(key);
-            keyed.push(link.clone());
-            flags.insert(uid, on_old);
+    let (mut flags, mut keyed) = (HashMap::new(), Vec::new());
+    if !unkeyed.is_empty() {
+        let identity = &ctx.acct.opts.identity;
+        for (uid, key, on_old) in keys(&mut conn.old, &unkeyed, identity, false).await? {
+            if let Some((link, _)) = wanted.get_mut(&uid) {
+                link.ident = Some(key);
+                keyed.push(link.clone());
+                flags.insert(uid, on_old);
+            }
         }
     }
-    ctx.acct.store.add_links(src.id, &keyed).await?;
+    let store = &ctx.acct.store;
+    match lower {
+        Some(lower) if !keyed.is_empty() => store.add_links_lowering(src.id, &keyed, lower).await?,
+        Some(lower) => store.lower_adoption(lower.pair, lower.from).await?,
+        None => store.add_links(src.id, &keyed).await?,
+    }
     Ok(flags)
 }
 
@@ -1199,18 +1205,6 @@ async fn orphans_by_key(
         }
     }
     Ok(out)
-}
-
-/// Before OLD gets copies of NEW UIDs from `from` on: should the mirror be cut off before it
-/// links them, the next pass adopts OLD's copies by identity key instead of copying them back
-/// to NEW. (Always asked of the store, which only ever lowers it: `pair` may be stale, and a
-/// pass may have raised it since.)
-async fn lower_adoption(ctx: &Ctx<'_>, pair: &FolderPair, from: Option<u32>) -> Result<()> {
-    let Some(from) = from else {
-        return Ok(());
-    };
-    ctx.acct.store.lower_adoption(pair.id, from).await?;
-    Ok(())
 }
 
 /// The writes journaled after this entry and not yet mirrored that take messages or folders
@@ -1324,16 +1318,26 @@ async fn mirror_append(
         from_relay,
         "mirroring an APPEND"
     );
-    lower_adoption(ctx, &pair, fetched.iter().filter_map(|f| f.uid).min()).await?;
     let keys = new_keys(&fetched, &ctx.acct.opts.identity)?;
-    if !keys.is_empty() {
-        let entry = ctx.entry.id;
-        let keep = keys.iter().map(|(&new_uid, ident)| AppendKey {
-            entry,
-            new_uid,
-            ident: ident.clone(),
-        });
-        (ctx.acct.committer.keep_keys(keep.collect()).await).map_err(MirrorError::Keys)?;
+    // The keys and the lowered watermark in one commit (the watermark alone is read first: it
+    // is nearly always low enough already).
+    if let Some(from) = fetched.iter().filter_map(|f| f.uid).min() {
+        let lower = Adoption {
+            pair: pair.id,
+            from,
+        };
+        if keys.is_empty() {
+            ctx.acct.store.lower_adoption(pair.id, from).await?;
+        } else {
+            let entry = ctx.entry.id;
+            let keep = keys.iter().map(|(&new_uid, ident)| AppendKey {
+                entry,
+                new_uid,
+                ident: ident.clone(),
+            });
+            let kept = ctx.acct.committer.keep_keys(keep.collect(), lower).await;
+            kept.map_err(MirrorError::Keys)?;
+        }
     }
     let (mut links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
     for link in &mut links {

@@ -231,6 +231,18 @@ pub struct AppendKey {
     pub ident: String,
 }
 
+/// NEW UIDs from `from` on of the pair may have unlinked copies on OLD: its adoption watermark
+/// goes down to `from` (never up: a pass may have raised it since the caller read it) before
+/// the mirror puts them there, so that a mirror cut off before it links them leaves the next
+/// pass to adopt OLD's copies by identity key rather than copy them back to NEW. Written with
+/// the mirror's keys ([`Store::journal_commit`], [`Store::add_links_lowering`]) or by itself
+/// ([`Store::lower_adoption`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adoption {
+    pub pair: PairId,
+    pub from: u32,
+}
+
 /// The links one mirrored journal entry made and took away in a folder pair, written with the
 /// entry's mark ([`Store::journal_mirrored`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -501,8 +513,7 @@ pub trait Store: Send + Sync {
     async fn folder_pairs(&self, account: AccountId) -> Result<Vec<FolderPair>>;
     /// The account's [`Progress`], in one read.
     async fn account_progress(&self, account: AccountId) -> Result<Progress>;
-    /// NEW UIDs from `from` on may be unlinked copies the next pass must adopt: the pair's
-    /// adoption watermark goes down to `from` (never up), whatever else changed meanwhile.
+    /// The [`Adoption`] of `pair` from `from` by itself, whatever else changed meanwhile.
     async fn lower_adoption(&self, pair: PairId, from: u32) -> Result<()>;
     /// The identity keys [`Store::journal_commit`] kept for entry `entry`, by NEW UID.
     async fn append_keys(&self, entry: i64) -> Result<Vec<(u32, String)>>;
@@ -527,6 +538,9 @@ pub trait Store: Send + Sync {
     async fn links_by_new(&self, pair: PairId, ranges: &[(u32, u32)]) -> Result<Vec<Link>>;
     /// Inserts (or replaces, by `old_uid`) links in one transaction.
     async fn add_links(&self, pair: PairId, links: &[Link]) -> Result<()>;
+    /// [`Store::add_links`] and the [`Adoption`] `lower`, in one transaction.
+    async fn add_links_lowering(&self, pair: PairId, links: &[Link], lower: Adoption)
+    -> Result<()>;
     async fn update_link_flags(&self, pair: PairId, updates: &[LinkFlags]) -> Result<()>;
     /// Every link of the pair keeps [`NO_BASE`] from now on (a pass reconciled the pair and
     /// recorded both sides' HIGHESTMODSEQ). Runs that differed only in their flags become one.
@@ -572,13 +586,15 @@ pub trait Store: Send + Sync {
     async fn journal_mirrored(&self, done: &[i64], changes: &[LinkChange]) -> Result<Vec<i64>>;
     /// One commit of the journal (a group commit: the writes of several sessions, and the
     /// drainers' marks and keys): appends `entries` to their accounts' journals (pending), in
-    /// order, marks the entries `done` names as mirrored, and keeps `keys` until their entries
-    /// are deleted (a key kept again replaces the first). Ids grow.
+    /// order, marks the entries `done` names as mirrored, keeps `keys` until their entries
+    /// are deleted (a key kept again replaces the first) and makes each [`Adoption`] of
+    /// `lower`. Ids grow.
     async fn journal_commit(
         &self,
         entries: &[NewEntry<'_>],
         done: &[i64],
         keys: &[AppendKey],
+        lower: &[Adoption],
     ) -> Result<Committed>;
     /// Appends one entry ([`Store::journal_commit`]); [`StoreError::Retired`] if the account is.
     async fn journal_append(&self, account: AccountId, kind: &str, payload: &str) -> Result<i64> {
@@ -588,7 +604,7 @@ pub trait Store: Send + Sync {
             payload,
         };
         match self
-            .journal_commit(&[entry], &[], &[])
+            .journal_commit(&[entry], &[], &[], &[])
             .await?
             .ids
             .as_slice()
@@ -624,7 +640,7 @@ pub trait Store: Send + Sync {
     /// The entries reached OLD: they are no longer pending (one commit for all). Marking an
     /// entry done twice is harmless; an id that names no entry is an error.
     async fn journal_done(&self, ids: &[i64]) -> Result<()> {
-        let missing = self.journal_commit(&[], ids, &[]).await?.missing;
+        let missing = self.journal_commit(&[], ids, &[], &[]).await?.missing;
         if missing.is_empty() {
             return Ok(());
         }

@@ -19,7 +19,7 @@ use crate::store::sql::{
     padded, tuples,
 };
 use crate::store::{
-    AccountId, AccountKey, AccountState, AccountSummary, AppendKey, Committed, FolderPair,
+    AccountId, AccountKey, AccountState, AccountSummary, Adoption, AppendKey, Committed, FolderPair,
     FolderSummary, JournalEntry, Link, LinkChange, LinkFlags, MailboxState, MeasuredSizes, NO_BASE,
     NewEntry, PairId, Phase, Progress, Result, Store, StoreError, ToMirror,
 };
@@ -316,6 +316,16 @@ impl SqlStore {
         let uids: Vec<u32> = by_uid.keys().copied().collect();
         writes.delete_uids(("tombstones", "old_uid"), pair, &uids);
         writes.run(c).await
+    }
+
+    /// [`Adoption`] inside a write transaction.
+    async fn lower(c: &mut Conn, lower: Adoption) -> Result<()> {
+        c.execute(
+            "UPDATE folder_pairs SET adopt_from = $1 WHERE id = $2 AND adopt_from > $1",
+            args![lower.from, lower.pair],
+        )
+        .await?;
+        Ok(())
     }
 
     /// [`Store::remove_links`] inside a write transaction.
@@ -834,6 +844,20 @@ impl Store for SqlStore {
             .await
     }
 
+    async fn add_links_lowering(&self, pair: PairId, links: &[Link], lower: Adoption) -> Result<()> {
+        let by_uid: BTreeMap<u32, Link> = links.iter().map(|l| (l.old_uid, l.clone())).collect();
+        self.write(move |c| {
+            op(async move {
+                Self::lower(c, lower).await?;
+                if by_uid.is_empty() {
+                    return Ok(());
+                }
+                Self::link(c, pair, &by_uid).await
+            })
+        })
+        .await
+    }
+
     /// Updates for OLD UIDs without a link are ignored. When `updates` holds an OLD UID twice,
     /// the last one is kept. A link of a run with new flags becomes a run of its own, between
     /// the two parts of its old run (or joins a neighbour with the same flags).
@@ -1145,7 +1169,11 @@ impl Store for SqlStore {
         entries: &[NewEntry<'_>],
         done: &[i64],
         keys: &[AppendKey],
+        lower: &[Adoption],
     ) -> Result<Committed> {
+        // By pair, as every transaction takes pairs (lowered first: a pair's row before journal
+        // rows, as the mirror's marks take them).
+        let lower: BTreeSet<(PairId, u32)> = lower.iter().map(|l| (l.pair, l.from)).collect();
         let accounts: BTreeSet<AccountId> = entries.iter().map(|e| e.account).collect();
         let entries: Vec<(AccountId, String, String)> = entries
             .iter()
@@ -1159,6 +1187,9 @@ impl Store for SqlStore {
             .collect();
         self.journal_write(accounts.into_iter().collect(), move |c| {
             op(async move {
+                for &(pair, from) in &lower {
+                    Self::lower(c, Adoption { pair, from }).await?;
+                }
                 let mut ids = Vec::with_capacity(entries.len());
                 for chunk in entries.chunks(JOURNAL_ROWS) {
                     ids.extend(journal_insert(c, chunk).await?);
