@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::Postgres;
 use imapferry::secret::Secret;
 use imapferry::store::{
-    self, AccountKey, AccountState, AccountSummary, Adoption, AppendKey, Link, LinkChange, LinkFlags,
-    Location, MailboxState, NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
+    self, AccountKey, AccountState, AccountSummary, Adoption, AppendKey, Link, LinkChange,
+    LinkFlags, Location, MailboxState, NO_BASE, NewEntry, PairId, Phase, Store, StoreError,
 };
 use imapferry::uidmap::{Shown, UidMap, runs_of};
 

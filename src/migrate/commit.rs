@@ -213,7 +213,9 @@ async fn run(
                     payload,
                 }),
                 Request::Mirrored { ids, .. } => mirrored.extend_from_slice(ids),
-                Request::Keys { keys: k, lower: l, .. } => {
+                Request::Keys {
+                    keys: k, lower: l, ..
+                } => {
                     keys.extend_from_slice(k);
                     lower.push(*l);
                 }
@@ -401,7 +403,10 @@ mod tests {
             new_uid: 7,
             ident: "k".into(),
         };
-        let lower = |from| Adoption { pair: pair.id, from };
+        let lower = |from| Adoption {
+            pair: pair.id,
+            from,
+        };
         let (a5, kept, lowered) = tokio::join!(
             append(alice, "a5"),
             committer.keep_keys(vec![key], lower(7)),

@@ -16,7 +16,8 @@ use crate::imap::uidset::Ranges;
 use crate::imap::{AppendMsg, Body, Client, Code, Fetch, ImapError, Side};
 use crate::lock::Poisoned;
 use crate::store::{
-    Adoption, AppendKey, FolderPair, JournalEntry, Link, LinkChange, LinkFlags, NO_BASE, PairId, StoreError,
+    Adoption, AppendKey, FolderPair, JournalEntry, Link, LinkChange, LinkFlags, NO_BASE, PairId,
+    StoreError,
 };
 use crate::sync::adopt::{header_of, keys, message_key};
 use crate::sync::flags::{
@@ -919,7 +920,10 @@ async fn mirror_copy(
             flags_on_new(ctx, conn, to, &copies).await?
         };
         conn.old.writable_for(&src.old_name, &old_uids).await?;
-        let lower = copies.iter().min().map(|&from| Adoption { pair: dst.id, from });
+        let lower = copies
+            .iter()
+            .min()
+            .map(|&from| Adoption { pair: dst.id, from });
         let mut on_old = keep_keys(ctx, conn, &src, &old_uids, &mut wanted, lower).await?;
         sources_flags(conn, &old_uids, &wanted, &on_new, &mut on_old).await?;
         let mut copied = if moved {

@@ -19,9 +19,9 @@ use crate::store::sql::{
     padded, tuples,
 };
 use crate::store::{
-    AccountId, AccountKey, AccountState, AccountSummary, Adoption, AppendKey, Committed, FolderPair,
-    FolderSummary, JournalEntry, Link, LinkChange, LinkFlags, MailboxState, MeasuredSizes, NO_BASE,
-    NewEntry, PairId, Phase, Progress, Result, Store, StoreError, ToMirror,
+    AccountId, AccountKey, AccountState, AccountSummary, Adoption, AppendKey, Committed,
+    FolderPair, FolderSummary, JournalEntry, Link, LinkChange, LinkFlags, MailboxState,
+    MeasuredSizes, NO_BASE, NewEntry, PairId, Phase, Progress, Result, Store, StoreError, ToMirror,
 };
 use crate::uidmap::Shown;
 
@@ -844,7 +844,12 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn add_links_lowering(&self, pair: PairId, links: &[Link], lower: Adoption) -> Result<()> {
+    async fn add_links_lowering(
+        &self,
+        pair: PairId,
+        links: &[Link],
+        lower: Adoption,
+    ) -> Result<()> {
         let by_uid: BTreeMap<u32, Link> = links.iter().map(|l| (l.old_uid, l.clone())).collect();
         self.write(move |c| {
             op(async move {

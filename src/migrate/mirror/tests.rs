@@ -805,7 +805,10 @@ async fn a_move_keeps_the_identity_key_before_old_moves_the_message() {
     result.unwrap();
     assert_eq!(old.len(), 5, "{old:?}");
     let ops = acct.store.operations();
-    assert_eq!((ops.reads - before.reads, ops.writes - before.writes), (5, 2));
+    assert_eq!(
+        (ops.reads - before.reads, ops.writes - before.writes),
+        (5, 2)
+    );
     let links = acct.store.links(dst.id).await.unwrap();
     assert_eq!((links[0].old_uid, links[0].new_uid), (8, 50));
     assert_eq!(links[0].ident.as_deref(), Some(moved_key().as_str()));
