@@ -102,8 +102,10 @@ enum Next {
 /// its batch. Replayed after the process died between OLD's answer and the mark, an APPEND or a
 /// COPY would be made twice and a RENAME refused: at most one such entry may be on OLD unmarked,
 /// the one [`mirror::apply`] replays with care (`careful`, which lasts through the entries before
-/// it), so each is marked at once (with the batch's entries before it). Flags, expunges, creates, deletes and subscriptions replayed in
-/// order change nothing twice: their marks wait for the end of the batch, one commit for all.
+/// it), so each is marked at once (with the batch's entries before it). Flags, expunges,
+/// creates, deletes and subscriptions replayed in order change nothing twice: their marks wait
+/// for the end of the batch, one commit for all, unless their mirror changed links (an
+/// expunge's), which go with the mark at once.
 fn marked_at_once(kind: &str) -> bool {
     matches!(kind, "append" | "copy" | "move" | "rename")
 }

@@ -486,8 +486,7 @@ async fn apply_write(ctx: &Ctx<'_>, conn: &mut Conn, write: Write) -> Result<Vec
         Write::Expunge { folder, uids } => {
             let f = acct.folder(&folder);
             let _owner = acct.own(&f, &folder, MIRROR_WAIT).await?;
-            mirror_expunge(ctx, conn, &folder, uids.as_ref()).await?;
-            Ok(Vec::new())
+            mirror_expunge(ctx, conn, &folder, uids.as_ref()).await
         }
         Write::Copy {
             from,
@@ -747,19 +746,20 @@ fn flag_commands(stores: &FlagStores) -> Vec<UidStore<'static>> {
     commands
 }
 
-/// Linked messages no longer on NEW are expunged on OLD, and their links dropped: those NEW
-/// reported expunged (`uids`), else every one the folder's links name that NEW lacks. A message
-/// a later write moved out of the folder is not gone: that write's mirror moves it on OLD too.
-/// Nor is one a later COPY took before NEW lost it: that COPY's mirror copies it on OLD, and the
-/// deletion that followed on NEW has its own entry, mirrored after.
+/// Linked messages no longer on NEW are expunged on OLD, and their links dropped (returned, to
+/// be written with the entry's mark): those NEW reported expunged (`uids`), else every one the
+/// folder's links name that NEW lacks. A message a later write moved out of the folder is not
+/// gone: that write's mirror moves it on OLD too. Nor is one a later COPY took before NEW lost
+/// it: that COPY's mirror copies it on OLD, and the deletion that followed on NEW has its own
+/// entry, mirrored after.
 async fn mirror_expunge(
     ctx: &Ctx<'_>,
     conn: &mut Conn,
     folder: &str,
     uids: Option<&Ranges>,
-) -> Result<()> {
+) -> Result<Vec<LinkChange>> {
     let Some(old) = ctx.old_name(folder)? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let store = &ctx.acct.store;
     let pair = ctx.pair(&old, folder).await?;
@@ -768,7 +768,7 @@ async fn mirror_expunge(
         None => store.links(pair.id).await?,
     };
     if links.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let (missing, later, now) = {
         let f = ctx.acct.folder(folder);
@@ -777,7 +777,7 @@ async fn mirror_expunge(
         let _reading = f.read_new().await;
         let mut later = Later::read(ctx).await?;
         let Some(now) = folder_after(&later.writes, folder, new_sep(ctx)) else {
-            return Ok(()); // deleted later: OLD deletes the whole folder
+            return Ok(Vec::new()); // deleted later: OLD deletes the whole folder
         };
         let linked = links.iter().map(|l| l.new_uid);
         // NEW is read only without the UIDs it reported gone (UIDs are not used again).
@@ -804,13 +804,17 @@ async fn mirror_expunge(
         .map(|l| l.old_uid)
         .collect();
     if gone.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     conn.old.writable_for(&pair.old_name, &gone).await?;
     conn.old.uid_expunge(&gone).await?;
     (ctx.acct.folder(folder)).note_own(pair.id, |own| own.expunged.extend(&gone));
-    store.remove_links(pair.id, &gone).await?;
-    Ok(())
+    // The links go with the entry's mark, in one transaction.
+    Ok(vec![LinkChange {
+        pair: pair.id,
+        added: Vec::new(),
+        removed: gone,
+    }])
 }
 
 /// COPY/MOVE on OLD of the linked sources; the copies are linked to NEW's copies (COPYUID on

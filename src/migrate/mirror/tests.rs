@@ -289,8 +289,9 @@ async fn a_store_with_its_uids_is_written_to_old_without_reading_new() {
 }
 
 /// An EXPUNGE journaled with the UIDs NEW reported gone is mirrored from those alone: OLD
-/// expunges their linked messages and NEW is not read. Without them (CLOSE), NEW's folder is
-/// compared with every link, and a linked message NEW lacks goes too.
+/// expunges their linked messages and NEW is not read; their links go with the entry's mark.
+/// Without them (CLOSE), NEW's folder is compared with every link, and a linked message NEW
+/// lacks goes too.
 #[tokio::test]
 async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
     let acct = account().await;
@@ -314,10 +315,13 @@ async fn an_expunge_naming_its_uids_is_mirrored_without_reading_new() {
             step(&format!("UID EXPUNGE {uid}"), "$tag OK\r\n"),
         ]
     };
+    let before = acct.store.operations();
     let (result, old, new) = mirror(&acct, &named, expunged(11), vec![]).await;
     result.unwrap();
     assert_eq!(old.len(), 3, "{old:?}");
     assert!(new.is_empty(), "NEW was read: {new:?}");
+    // The links go with the entry's mark: one write transaction.
+    assert_eq!(acct.store.operations().writes - before.writes, 1);
     assert_eq!(linked_olds(&acct, pair.id).await, [10, 12]);
 
     // NEW has lost message 3 too (no entry named it): a CLOSE's entry finds it by reading NEW.
