@@ -332,6 +332,8 @@ async fn pair_state_round_trip(b: Backend) {
         assert_eq!(state().await, (Some(old), None, want, Phase::New));
         assert_eq!(store.links(other).await.unwrap().len(), links);
     }
+    (store.add_links_lowering(other, &[], lower(6)).await).unwrap();
+    assert_eq!(state().await, (Some(old), None, 6, Phase::New));
 
     let too_big = MailboxState {
         highestmodseq: u64::MAX,

@@ -34,6 +34,12 @@ struct Counts {
     reads: HashMap<String, u64>,
 }
 
+impl Counts {
+    fn reads_of(&self, folder: &str) -> u64 {
+        self.reads.get(folder).copied().unwrap_or(0)
+    }
+}
+
 /// What a COPY or MOVE journaled alone carries: the process, and its counts then of the events
 /// that make OLD's messages unsure and of the reads of the source folder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +125,7 @@ impl Alone {
         (c.busy == 1 && c.lone == c.begun).then(|| Stamp {
             process: holder().to_string(),
             unsure: c.unsure,
-            reads: c.reads.get(from).copied().unwrap_or(0),
+            reads: c.reads_of(from),
         })
     }
 
@@ -127,9 +133,7 @@ impl Alone {
     /// happened since that makes OLD's messages of `from` unsure.
     pub(crate) fn still(&self, stamp: &Stamp, from: &str) -> bool {
         let c = self.counts();
-        stamp.process == holder()
-            && stamp.unsure == c.unsure
-            && stamp.reads == c.reads.get(from).copied().unwrap_or(0)
+        stamp.process == holder() && stamp.unsure == c.unsure && stamp.reads == c.reads_of(from)
     }
 }
 

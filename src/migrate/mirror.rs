@@ -1112,8 +1112,7 @@ async fn keep_keys(
     }
     let store = &ctx.acct.store;
     match lower {
-        Some(lower) if !keyed.is_empty() => store.add_links_lowering(src.id, &keyed, lower).await?,
-        Some(lower) => store.lower_adoption(lower.pair, lower.from).await?,
+        Some(lower) => store.add_links_lowering(src.id, &keyed, lower).await?,
         None => store.add_links(src.id, &keyed).await?,
     }
     Ok(flags)
@@ -1327,25 +1326,20 @@ async fn mirror_append(
         "mirroring an APPEND"
     );
     let keys = new_keys(&fetched, &ctx.acct.opts.identity)?;
-    // The keys and the lowered watermark in one commit (the watermark alone is read first: it
-    // is nearly always low enough already).
+    // The keys and the lowered watermark, in one commit.
     if let Some(from) = fetched.iter().filter_map(|f| f.uid).min() {
+        let entry = ctx.entry.id;
+        let keep = keys.iter().map(|(&new_uid, ident)| AppendKey {
+            entry,
+            new_uid,
+            ident: ident.clone(),
+        });
         let lower = Adoption {
             pair: pair.id,
             from,
         };
-        if keys.is_empty() {
-            ctx.acct.store.lower_adoption(pair.id, from).await?;
-        } else {
-            let entry = ctx.entry.id;
-            let keep = keys.iter().map(|(&new_uid, ident)| AppendKey {
-                entry,
-                new_uid,
-                ident: ident.clone(),
-            });
-            let kept = ctx.acct.committer.keep_keys(keep.collect(), lower).await;
-            kept.map_err(MirrorError::Keys)?;
-        }
+        let kept = ctx.acct.committer.keep_keys(keep.collect(), lower).await;
+        kept.map_err(MirrorError::Keys)?;
     }
     let (mut links, unlinked) = append_to_old(&mut conn.old, &pair.old_name, fetched).await?;
     for link in &mut links {

@@ -538,7 +538,8 @@ pub trait Store: Send + Sync {
     async fn links_by_new(&self, pair: PairId, ranges: &[(u32, u32)]) -> Result<Vec<Link>>;
     /// Inserts (or replaces, by `old_uid`) links in one transaction.
     async fn add_links(&self, pair: PairId, links: &[Link]) -> Result<()>;
-    /// [`Store::add_links`] and the [`Adoption`] `lower`, in one transaction.
+    /// [`Store::add_links`] and the [`Adoption`] `lower`, in one transaction; without links,
+    /// [`Store::lower_adoption`] (the watermark is nearly always low enough already: a read).
     async fn add_links_lowering(&self, pair: PairId, links: &[Link], lower: Adoption)
     -> Result<()>;
     async fn update_link_flags(&self, pair: PairId, updates: &[LinkFlags]) -> Result<()>;

@@ -850,13 +850,13 @@ impl Store for SqlStore {
         links: &[Link],
         lower: Adoption,
     ) -> Result<()> {
+        if links.is_empty() {
+            return self.lower_adoption(lower.pair, lower.from).await;
+        }
         let by_uid: BTreeMap<u32, Link> = links.iter().map(|l| (l.old_uid, l.clone())).collect();
         self.write(move |c| {
             op(async move {
                 Self::lower(c, lower).await?;
-                if by_uid.is_empty() {
-                    return Ok(());
-                }
                 Self::link(c, pair, &by_uid).await
             })
         })
