@@ -453,8 +453,10 @@ impl Account {
         mirrored: &mut Vec<i64>,
         pairs: &mirror::Pairs,
     ) -> Next {
+        let entries: Vec<mirror::Replay> = entries.into_iter().map(Into::into).collect();
         let mut i = 0;
-        while let Some(entry) = entries.get(i) {
+        while let Some(replay) = entries.get(i) {
+            let entry = &replay.row;
             // Consecutive flag entries of a folder: their STOREs go to OLD together (after an
             // error they are mirrored one by one below, which replays nothing twice).
             let run = mirror::flag_run(&entries[i..]);
@@ -478,7 +480,7 @@ impl Account {
             }
             let was_careful = self.careful.swap(true, Ordering::SeqCst);
             let careful = was_careful || entry.id <= self.careful_through.load(Ordering::SeqCst);
-            let result = mirror::apply(self, conn, entry, careful, pairs).await;
+            let result = mirror::apply(self, conn, replay, careful, pairs).await;
             if matches!(entry.kind.as_str(), "delete" | "rename") {
                 // Idle connections may have the folder selected: the server ends them.
                 self.pool.clear();

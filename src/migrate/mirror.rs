@@ -184,39 +184,56 @@ pub(crate) struct FlagStore {
 }
 
 impl FlagStore {
-    fn of(entry: &JournalEntry) -> Option<FlagStore> {
-        if entry.kind != "flags" {
-            return None;
-        }
-        let Entry { write, old, .. } = Entry::from_json(&entry.payload).ok()?;
-        let Write::Flags {
-            folder,
-            uids: Some(uids),
-            flags,
-            replace,
-            op,
-        } = write
+    fn of(replay: &Replay) -> Option<FlagStore> {
+        let Ok(Entry {
+            write:
+                Write::Flags {
+                    folder,
+                    uids: Some(uids),
+                    flags,
+                    replace,
+                    op,
+                },
+            old,
+            ..
+        }) = &replay.entry
         else {
             return None;
         };
         Some(FlagStore {
-            id: entry.id,
-            old: old.and_then(|map| map.get(&folder).cloned()),
-            folder,
-            uids,
+            id: replay.row.id,
+            old: old.as_ref().and_then(|map| map.get(folder).cloned()),
+            folder: folder.clone(),
+            uids: uids.clone(),
             op: op.or(replace.then_some(FlagOp::Replace))?,
-            flags,
+            flags: flags.clone(),
         })
+    }
+}
+
+/// A journal entry as the store holds it and as it reads: parsed once, however many times the
+/// drain looks at it (a [`flag_run`] at each position, then [`apply`]).
+pub(crate) struct Replay {
+    pub row: JournalEntry,
+    /// The entry, or why its text cannot be read (it can never apply).
+    entry: std::result::Result<Entry, String>,
+}
+
+impl From<JournalEntry> for Replay {
+    fn from(row: JournalEntry) -> Replay {
+        let entry = Entry::from_json(&row.payload)
+            .map_err(|e| format!("unreadable journal entry {}: {e}", row.id));
+        Replay { row, entry }
     }
 }
 
 /// The flag entries at the head of `entries` that [`apply_flag_run`] mirrors together:
 /// consecutive, of one folder under one OLD name, each with its UIDs and operation, none
 /// waiting for a retry.
-pub(crate) fn flag_run(entries: &[JournalEntry]) -> Vec<FlagStore> {
+pub(crate) fn flag_run(entries: &[Replay]) -> Vec<FlagStore> {
     let mut run: Vec<FlagStore> = Vec::new();
     for entry in entries {
-        let next = FlagStore::of(entry).filter(|_| entry.retry_at.is_none());
+        let next = FlagStore::of(entry).filter(|_| entry.row.retry_at.is_none());
         match (next, run.first()) {
             (Some(next), Some(first))
                 if (&next.folder, &next.old) != (&first.folder, &first.old) =>
@@ -440,15 +457,14 @@ fn plan_flag_stores(links: &[Link], stores: &[FlagStore], perm: &PermanentFlags)
 pub(crate) async fn apply(
     acct: &Account,
     conn: &mut Conn,
-    entry: &JournalEntry,
+    replay: &Replay,
     careful: bool,
     pairs: &Pairs,
 ) -> Result<Vec<LinkChange>> {
-    let Entry { write, old, alone } = Entry::from_json(&entry.payload)
-        .map_err(|e| MirrorError::Never(format!("unreadable journal entry {}: {e}", entry.id)))?;
+    let Entry { write, old, alone } = replay.entry.clone().map_err(MirrorError::Never)?;
     let ctx = Ctx {
         acct,
-        entry,
+        entry: &replay.row,
         pairs,
         old,
         careful,

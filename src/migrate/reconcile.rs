@@ -212,7 +212,9 @@ impl Account {
         let mut applied = 0;
         let pairs = mirror::Pairs::default();
         for entry in parked {
-            let links = match mirror::apply(self, &mut conn, &entry, true, &pairs).await {
+            let replay = mirror::Replay::from(entry);
+            let entry = &replay.row;
+            let links = match mirror::apply(self, &mut conn, &replay, true, &pairs).await {
                 Ok(links) => {
                     applied += 1;
                     links

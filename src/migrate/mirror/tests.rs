@@ -45,7 +45,9 @@ pub(crate) async fn account() -> Arc<Account> {
         new_user: "u".into(),
     };
     let id = store.account(&key).await.unwrap();
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    // The proxy's stop, never given: a dropped sender would read as stopped to every loop.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    Box::leak(Box::new(stop));
     let shared = Shared {
         rate: None,
         interactive: Arc::new(AtomicUsize::new(0)),
@@ -185,7 +187,8 @@ async fn mirror_with(
         Client::connect(&old_opts, Side::Old).await.unwrap(),
         Client::connect(&new_opts, Side::New).await.unwrap(),
     );
-    let result = apply(acct, &mut conn, entry, careful, &super::Pairs::default()).await;
+    let replay = super::Replay::from(entry.clone());
+    let result = apply(acct, &mut conn, &replay, careful, &super::Pairs::default()).await;
     drop(conn);
     // The links are written with the entry's mark, as the drain does.
     let result = match result {
@@ -219,6 +222,29 @@ async fn an_append_without_appenduid_diverges_the_account() {
     assert!(old.is_empty() && new.is_empty(), "{old:?} {new:?}");
     let state = acct.store.account_state(acct.id).await.unwrap();
     assert_eq!(state, crate::store::AccountState::Diverged);
+}
+
+/// An entry whose text cannot be read can never apply (the drain parks it and the account
+/// diverges): no flag run takes it, and the mirror says so without a word to either side.
+#[tokio::test]
+async fn an_unreadable_entry_can_never_apply() {
+    let acct = account().await;
+    let id = (acct.store)
+        .journal_append(acct.id, "flags", "{\"kind\":\"flags\",\"folder\":")
+        .await
+        .unwrap();
+    let entry = acct.store.journal_pending(acct.id, 10).await.unwrap()[0].clone();
+    assert_eq!(entry.id, id);
+    assert!(super::flag_run(&[super::Replay::from(entry.clone())]).is_empty());
+    let (result, old, new) = mirror(&acct, &entry, vec![], vec![]).await;
+    let Err(MirrorError::Never(why)) = result else {
+        panic!("{result:?}");
+    };
+    assert!(
+        why.starts_with(&format!("unreadable journal entry {id}: ")),
+        "{why}"
+    );
+    assert!(old.is_empty() && new.is_empty(), "{old:?} {new:?}");
 }
 
 fn link(old_uid: u32, new_uid: u32) -> Link {
@@ -422,12 +448,12 @@ async fn consecutive_flag_entries_of_a_folder_go_to_old_together() {
             uids: None,
         },
     ] {
-        entries.push(journal(&acct, write).await);
+        entries.push(super::Replay::from(journal(&acct, write).await));
     }
     let ids = |run: &[super::FlagStore]| run.iter().map(|s| s.id).collect::<Vec<_>>();
     let run = super::flag_run(&entries);
-    assert_eq!(ids(&run), [entries[0].id, entries[1].id, entries[2].id]);
-    assert_eq!(ids(&super::flag_run(&entries[3..])), [entries[3].id]);
+    assert_eq!(ids(&run), [0, 1, 2].map(|i| entries[i].row.id));
+    assert_eq!(ids(&super::flag_run(&entries[3..])), [entries[3].row.id]);
     assert!(
         super::flag_run(&entries[4..]).is_empty(),
         "no UIDs: NEW is read"
