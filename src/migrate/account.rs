@@ -29,6 +29,16 @@ use crate::lock::{self, Poisoned, Swap};
 use crate::store::{AccountId, Store};
 use crate::sync::{self, Endpoint, Options, SyncError};
 
+/// Takes the wake-up left in `wake` while its task was busy; `true` if there was one. The
+/// round about to start reads what it announced (journal entries, live pickup's folders and
+/// settings). Left in place, it would start another round at once for what is seen already:
+/// a drain that finds nothing, an IDLE ended (a DONE and an IDLE more for OLD).
+pub(super) fn take_wake(wake: &Notify) -> bool {
+    let woken = std::pin::pin!(wake.notified());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    woken.poll(&mut cx).is_ready()
+}
+
 /// How often the worker looks at the journal (and whether live pickup should run).
 pub(crate) const LIVE_POLL: Duration = Duration::from_secs(2);
 /// How long a woken worker lets the user's writes gather before it mirrors them: nobody waits
@@ -467,6 +477,7 @@ impl Account {
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
+            take_wake(&self.wake); // the drain reads every entry journaled until now
             self.drain_journal().await; // reads whether the account was retired
             if self.is_retired_now() {
                 break;
@@ -494,6 +505,56 @@ impl Account {
 mod tests {
     use super::*;
     use crate::imap::Side;
+
+    /// A wake-up left while nobody waited is taken once; one that comes after still wakes.
+    #[tokio::test]
+    async fn a_wake_up_left_while_busy_is_taken_once() {
+        let wake = Notify::new();
+        assert!(!take_wake(&wake));
+        wake.notify_one();
+        assert!(take_wake(&wake));
+        assert!(!take_wake(&wake));
+        let waiting = tokio::spawn(async move {
+            wake.notify_one();
+            wake.notified().await;
+        });
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a later wake-up is kept")
+            .unwrap();
+    }
+
+    /// A write journaled while the worker gathers entries starts no drain of its own: the
+    /// drain under way reads it, and the next one waits for the next wake-up or [`LIVE_POLL`].
+    /// (Before: its wake-up, left behind, started a drain that found nothing 100 ms later.)
+    #[tokio::test]
+    async fn a_write_journaled_while_the_worker_gathers_starts_no_drain_of_its_own() {
+        let acct = crate::migrate::mirror::tests::account().await;
+        tokio::time::pause(); // after the store is open: its pool has timeouts of its own
+        let _session = acct.enter(); // the worker
+        tokio::task::yield_now().await; // ... waits for a wake-up
+        let before = acct.store.operations().reads;
+        acct.wake.notify_one();
+        tokio::task::yield_now().await; // ... gathers
+        acct.wake.notify_one();
+        // With nothing counted as pending, each drain is one read (whether the account retired).
+        let drained = async |n| {
+            for _ in 0..10_000 {
+                if acct.store.operations().reads >= before + n {
+                    return tokio::time::Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("{:?} (reads before: {before})", acct.store.operations());
+        };
+        let first = drained(1).await;
+        let second = drained(2).await;
+        assert!(
+            second - first >= LIVE_POLL - GATHER,
+            "a second drain {:?} after the first",
+            second - first
+        );
+    }
 
     #[test]
     fn error_kinds() {

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug};
 
-use super::account::Account;
+use super::account::{Account, take_wake};
 use super::gauges::{Asking, Counted};
 use super::pool::OldConn;
 use crate::config::{self, LivePickup};
@@ -248,6 +248,7 @@ impl Watcher {
             if *self.stop.borrow() || self.acct.is_retired_now() {
                 break;
             }
+            take_wake(&self.acct.pickup_wake); // what it announced is read below
             let policy = self.acct.pickup.get();
             let mode = policy.mode_of(&self.acct.name);
             let (folders, shrinks) = self.acct.watched_pairs();
