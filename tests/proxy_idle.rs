@@ -257,6 +257,42 @@ fn new_old_mail_arrives_by_idle_without_polling() {
     c.logout();
 }
 
+/// A folder the user selects beside the one live pickup IDLEs on (INBOX) ends no IDLE of its
+/// own: the IDLE goes on until the new folder's first poll is due, then one DONE, a STATUS of
+/// it and the next IDLE. (Before: the selection ended the IDLE at once, and the IDLE started
+/// after it ended again for the poll: an IDLE and a DONE more for OLD at each change of the
+/// folders live pickup keeps.)
+#[test]
+fn a_folder_selected_beside_the_idle_one_ends_no_idle_of_its_own() {
+    let s = setup(
+        &["ida"],
+        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
+        "",
+    );
+    let mut o = RawImap::connect("127.0.0.1", s.old.port());
+    o.login("ida", "pw");
+    o.create("Work");
+    o.logout();
+    s.old.commands(true);
+    let mut c = s.session("ida");
+    let on = || {
+        gauge(
+            &metrics(s.proxy.admin_port),
+            "imapferry_live_pickup_accounts{mode=\"idle\"}",
+        )
+    };
+    wait_until(|| metrics(s.proxy.admin_port), || on() == 1);
+    assert_eq!(c.select("Work"), 0);
+    let count = |what: &str| s.old.commands(false).get(what).copied().unwrap_or(0);
+    let statuses = count("STATUS");
+    wait_until(
+        || format!("{:?}", s.old.commands(false)),
+        || count("STATUS") > statuses,
+    );
+    assert_eq!(count("IDLE"), 1, "{:?}", s.old.commands(false));
+    c.logout();
+}
+
 /// `live_pickup = "poll"`: the session gets the new OLD mail through STATUS polls, and OLD
 /// never sees an IDLE.
 #[test]

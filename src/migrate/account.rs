@@ -178,6 +178,9 @@ pub struct Account {
     /// Wakes live pickup: the selected folders or the settings changed.
     pub(super) pickup_wake: Arc<Notify>,
     pub(super) pickup_running: AtomicBool,
+    /// OLD folders the mirror deleted or renamed, counted: live pickup selects its folder
+    /// again after one.
+    pub(super) restructured: AtomicU64,
     /// The last failure since the last success (for the sweeper), with its kind. Recovered
     /// when poisoned ([`Account::last_error`]).
     pub(super) last_error: StdMutex<Option<(ErrorKind, String)>>,
@@ -257,6 +260,7 @@ impl Account {
             pickup: Arc::clone(&shared.pickup),
             pickup_wake: Arc::new(Notify::new()),
             pickup_running: AtomicBool::new(false),
+            restructured: AtomicU64::new(0),
             last_error: StdMutex::new(None),
             copied: (AtomicU64::new(0), AtomicU64::new(0)),
             names: StdMutex::new(Names::default()),

@@ -482,8 +482,11 @@ impl Account {
             let careful = was_careful || entry.id <= self.careful_through.load(Ordering::SeqCst);
             let result = mirror::apply(self, conn, replay, careful, pairs).await;
             if matches!(entry.kind.as_str(), "delete" | "rename") {
-                // Idle connections may have the folder selected: the server ends them.
+                // Idle connections may have the folder selected: the server ends them. Live
+                // pickup's selects its folder again.
                 self.pool.clear();
+                self.restructured.fetch_add(1, Ordering::SeqCst);
+                self.pickup_wake.notify_one();
             }
             let parked = match result {
                 Ok(links) => {

@@ -164,14 +164,26 @@ enum Flow {
     Stop,
 }
 
+/// An IDLE under way.
+struct Idling {
+    tag: String,
+    /// Its folder (OLD name).
+    folder: String,
+    /// It reported a change of the folder.
+    changed: bool,
+    /// When it is ended and started again.
+    renew: Instant,
+}
+
 /// One account's live pickup while it runs.
 struct Watcher {
     acct: Arc<Account>,
     conn: Option<OldConn>,
     /// Whether OLD offers IDLE (known once logged in).
     idle_offered: Option<bool>,
-    /// The folder the connection has EXAMINEd for IDLE (OLD name).
-    examined: Option<String>,
+    /// The folder the connection has EXAMINEd for IDLE (OLD name), and
+    /// [`Account::restructured`] then.
+    examined: Option<(String, u64)>,
     /// The kept folders (NEW name, OLD name), INBOX first.
     folders: Vec<(String, String)>,
     /// When a lingering folder leaves `folders`.
@@ -181,6 +193,8 @@ struct Watcher {
     /// Folders whose changes the mirror's own writes may account for, by OLD name: since when
     /// their check waits.
     deferred: HashMap<String, Instant>,
+    /// The IDLE under way on `conn`: a wake-up that leaves its folder the first ends no IDLE.
+    idling: Option<Idling>,
     /// IDLE reported a change of its folder, which a STATUS looks at next.
     idle_changed: bool,
     /// When IDLE's folder was last looked at by STATUS or EXAMINE.
@@ -209,6 +223,7 @@ impl Account {
                 conn: None,
                 idle_offered: None,
                 examined: None,
+                idling: None,
                 folders: Vec::new(),
                 shrinks: None,
                 seen: HashMap::new(),
@@ -279,6 +294,7 @@ impl Watcher {
                 Ok(Flow::Stop) => break,
                 Err(e) => {
                     self.conn = None;
+                    self.idling = None;
                     self.examined = None;
                     self.acct.failed(&e).await;
                     let wait = self.schedule.after(false);
@@ -292,6 +308,10 @@ impl Watcher {
         }
         self.counted = None;
         let stopped = *self.stop.borrow();
+        if !stopped && let Err(e) = self.end_idle().await {
+            debug!("live pickup: {e}");
+            self.conn = None;
+        }
         if let Some(conn) = self.conn.take()
             && !stopped
         {
@@ -322,7 +342,9 @@ impl Watcher {
         )
     }
 
+    /// The connection, out of IDLE.
     async fn connect(&mut self) -> Result<&mut OldConn, SyncError> {
+        self.end_idle().await?;
         if self.conn.is_none() {
             let conn = self.acct.pool.old().await?;
             self.idle_offered = Some(conn.client.has("IDLE"));
@@ -413,6 +435,7 @@ impl Watcher {
     /// connection that would wait longer than `[migration] idle_connections_secs` for the next
     /// poll is logged out now.
     async fn poll_round(&mut self) -> Result<Flow, SyncError> {
+        self.end_idle().await?; // the mode became "poll"
         self.count(Asking::Poll);
         let acct = Arc::clone(&self.acct);
         let wake = self.shrinks.map_or(self.due, |s| s.min(self.due));
@@ -432,12 +455,15 @@ impl Watcher {
         Ok(Flow::Go)
     }
 
-    /// IDLE on the first selected folder until the next poll of the others is due, the
-    /// selection or the settings change, or IDLE is due for renewal. A change IDLE reports is
-    /// looked at by a STATUS, at most once per `live_pickup_secs`, and when its check waited
-    /// long enough ([`Self::look`]).
+    /// IDLE on the first selected folder until the next poll of the others is due, IDLE is due
+    /// for renewal, or a change it reported is to be looked at: by a STATUS, at most once per
+    /// `live_pickup_secs`, and when its check waited long enough ([`Self::look`]). A wake-up
+    /// (the selection or the settings changed) or a lingering folder leaving the list ends the
+    /// round but not the IDLE: the next round ends it only if its folder is no longer the first.
     async fn idle_round(&mut self) -> Result<Flow, SyncError> {
-        self.connect().await?;
+        if self.idling.is_none() {
+            self.connect().await?;
+        }
         if self.idle_offered == Some(false) {
             return Ok(Flow::Go); // polled from the next round on
         }
@@ -445,10 +471,20 @@ impl Watcher {
         let Some(((target_new, target_old), others)) = folders.split_first() else {
             return Ok(Flow::Go);
         };
-        if self.examined.as_deref() != Some(target_old) {
+        let poll = !others.is_empty() && Instant::now() >= self.due;
+        if poll {
+            self.end_idle().await?; // what it reported is looked at first
+        }
+        // After a folder of OLD was deleted or renamed, its view may be of a folder gone, or
+        // of another under the same name (Dovecot finds its index "corrupted"): read anew.
+        let current = (
+            target_old.clone(),
+            self.acct.restructured.load(Ordering::SeqCst),
+        );
+        if self.examined.as_ref() != Some(&current) {
             let conn = self.connect().await?;
             let info = conn.client.select_with(target_old, true, false).await?;
-            self.examined = Some(target_old.clone());
+            self.examined = Some(current);
             self.idle_changed = false;
             self.idle_looked = Instant::now();
             self.look(target_new, target_old, state_of_info(&info))
@@ -467,53 +503,73 @@ impl Watcher {
                 None => {}
             }
         }
-        if !others.is_empty() && Instant::now() >= self.due {
+        if poll {
             self.poll(others).await?;
         }
         self.count(Asking::Idle);
+        if self.idling.is_none() {
+            let (tag, before) = self.connect().await?.client.idle().await?;
+            self.idling = Some(Idling {
+                tag,
+                folder: target_old.clone(),
+                changed: before.iter().any(is_change),
+                renew: Instant::now() + IDLE_RENEW,
+            });
+        }
         let policy = self.acct.pickup.get();
-        let renew = Instant::now() + IDLE_RENEW;
-        let mut until = if others.is_empty() {
-            renew
-        } else {
-            self.due.min(renew)
+        let (Some(conn), Some(idling)) = (self.conn.as_mut(), self.idling.as_mut()) else {
+            return Ok(Flow::Go);
         };
-        until = self.shrinks.map_or(until, |s| s.min(until));
+        let mut end = idling.renew;
+        if !others.is_empty() {
+            end = end.min(self.due);
+        }
         if let Some(since) = self.deferred.get(target_old) {
-            until = until.min(*since + policy.max);
+            end = end.min(*since + policy.max);
         }
         // A change is looked at no sooner than `live_pickup_secs` after the last look: the
         // mirror's own writes change OLD all the time while the user writes.
         let look_at = self.idle_looked + policy.first;
-        let acct = Arc::clone(&self.acct);
-        let stop = &mut self.stop;
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(Flow::Go);
-        };
-        let (tag, before) = conn.client.idle().await?;
-        let mut changed = before.iter().any(is_change);
         loop {
-            let wake = if changed { until.min(look_at) } else { until };
+            let end = if idling.changed {
+                end.min(look_at)
+            } else {
+                end
+            };
+            let wake = self.shrinks.map_or(end, |s| s.min(end));
             tokio::select! {
                 ready = conn.client.idle_readable(wake) => {
-                    if !ready? {
+                    if ready? {
+                        idling.changed |= is_change(&conn.client.idle_response().await?);
+                    } else if Instant::now() < end {
+                        return Ok(Flow::Go); // a lingering folder leaves the list
+                    } else {
                         break;
                     }
-                    changed |= is_change(&conn.client.idle_response().await?);
                 }
-                () = acct.pickup_wake.notified() => break,
+                () = self.acct.pickup_wake.notified() => return Ok(Flow::Go),
                 // Ends without DONE: the connection is dropped.
-                () = async { drop(stop.wait_for(|s| *s).await) } => return Ok(Flow::Stop),
+                () = async { drop(self.stop.wait_for(|s| *s).await) } => return Ok(Flow::Stop),
             }
         }
-        let after = conn.client.idle_done(&tag).await?;
-        changed |= after.iter().any(is_change);
-        if changed {
-            debug!(folder = %target_new, "live pickup: OLD changed");
-        }
-        self.idle_changed = changed || self.waited(target_old);
-        self.acct.reached();
+        self.end_idle().await?;
         Ok(Flow::Go)
+    }
+
+    /// Ends the IDLE under way, if any; a change it reported is looked at next
+    /// ([`Self::idle_round`]).
+    async fn end_idle(&mut self) -> Result<(), SyncError> {
+        let (Some(idling), Some(conn)) = (self.idling.take(), self.conn.as_mut()) else {
+            return Ok(());
+        };
+        let after = conn.client.idle_done(&idling.tag).await?;
+        let changed = idling.changed || after.iter().any(is_change);
+        if changed {
+            debug!(folder = %idling.folder, "live pickup: OLD changed");
+        }
+        self.idle_changed = changed || self.waited(&idling.folder);
+        self.acct.reached();
+        Ok(())
     }
 }
 
