@@ -114,6 +114,16 @@ impl Setup {
 /// apart), and a session of theirs with INBOX selected, once the proxy reports the mode. OLD's
 /// commands are counted from the session's start.
 fn picking_up(user: &str, mode: &str, max_secs: u32) -> (Setup, RawImap) {
+    picking_up_after(user, mode, max_secs, |_| {})
+}
+
+/// [`picking_up`], with `prepare` run on the servers before the session logs in.
+fn picking_up_after(
+    user: &str,
+    mode: &str,
+    max_secs: u32,
+    prepare: impl FnOnce(&Setup),
+) -> (Setup, RawImap) {
     let s = setup(
         &[user],
         &format!(
@@ -121,6 +131,7 @@ fn picking_up(user: &str, mode: &str, max_secs: u32) -> (Setup, RawImap) {
         ),
         "",
     );
+    prepare(&s);
     s.old.commands(true);
     let c = s.session(user);
     let gauge_name = format!("imapferry_live_pickup_accounts{{mode=\"{mode}\"}}");
@@ -264,24 +275,12 @@ fn new_old_mail_arrives_by_idle_without_polling() {
 /// folders live pickup keeps.)
 #[test]
 fn a_folder_selected_beside_the_idle_one_ends_no_idle_of_its_own() {
-    let s = setup(
-        &["ida"],
-        "live_pickup = \"idle\"\nlive_pickup_secs = 1\nlive_pickup_max_secs = 1\n",
-        "",
-    );
-    let mut o = RawImap::connect("127.0.0.1", s.old.port());
-    o.login("ida", "pw");
-    o.create("Work");
-    o.logout();
-    s.old.commands(true);
-    let mut c = s.session("ida");
-    let on = || {
-        gauge(
-            &metrics(s.proxy.admin_port),
-            "imapferry_live_pickup_accounts{mode=\"idle\"}",
-        )
-    };
-    wait_until(|| metrics(s.proxy.admin_port), || on() == 1);
+    let (s, mut c) = picking_up_after("ida", "idle", 1, |s| {
+        let mut o = RawImap::connect("127.0.0.1", s.old.port());
+        o.login("ida", "pw");
+        o.create("Work");
+        o.logout();
+    });
     assert_eq!(c.select("Work"), 0);
     let count = |what: &str| s.old.commands(false).get(what).copied().unwrap_or(0);
     let statuses = count("STATUS");

@@ -459,7 +459,9 @@ impl Watcher {
     /// for renewal, or a change it reported is to be looked at: by a STATUS, at most once per
     /// `live_pickup_secs`, and when its check waited long enough ([`Self::look`]). A wake-up
     /// (the selection or the settings changed) or a lingering folder leaving the list ends the
-    /// round but not the IDLE: the next round ends it only if its folder is no longer the first.
+    /// round but not the IDLE: the next round ends it only if its folder is no longer the first,
+    /// or if the mirror deleted or renamed a folder of OLD since it was examined (it is examined
+    /// anew).
     async fn idle_round(&mut self) -> Result<Flow, SyncError> {
         if self.idling.is_none() {
             self.connect().await?;
