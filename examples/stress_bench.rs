@@ -442,17 +442,28 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     for (i, path) in paths.iter().enumerate() {
         let commands: u64 = results[i].iter().map(|r| r.commands).sum();
-        let ops: Option<Vec<(u64, u64)>> = results[i].iter().map(|r| r.store_ops).collect();
+        let ops: Option<Vec<StoreCounts>> = results[i].iter().map(|r| r.store_ops).collect();
         let Some(ops) = ops.filter(|_| commands > 0) else {
             continue;
         };
-        let per = |n: u64| n as f64 * 1000.0 / commands as f64;
+        let total = |f: fn(&StoreCounts) -> f64| ops.iter().map(f).sum::<f64>();
+        let per = |n: f64| n * 1000.0 / commands as f64;
+        let waits = total(|o| o.waits);
+        let waited = if waits > 0.0 {
+            format!(
+                "; {:.0} writes waited for a journal commit, {:.3} ms each on average",
+                per(waits),
+                total(|o| o.waited) * 1000.0 / waits
+            )
+        } else {
+            String::new()
+        };
         println!(
             "state store operations per 1,000 client commands, {}: {:.0} reads, {:.0} write \
-             transactions",
+             transactions{waited}",
             path.name,
-            per(ops.iter().map(|o| o.0).sum()),
-            per(ops.iter().map(|o| o.1).sum())
+            per(total(|o| o.reads)),
+            per(total(|o| o.writes)),
         );
     }
     println!("  load average after the rounds: {}", loadavg());
@@ -604,8 +615,31 @@ fn admin_port(proxy: &ProxyProcess) -> Option<u16> {
         .ok()
 }
 
-/// The state store's (reads, write transactions) so far, from the proxy's `/metrics`.
-fn store_operations(admin: u16) -> Option<(u64, u64)> {
+/// What the migration proxy's `/metrics` counted so far of its state store: reads, write
+/// transactions, and its users' writes that waited for a journal commit with their total wait
+/// in seconds (none from a build before the wait was counted).
+#[derive(Clone, Copy)]
+struct StoreCounts {
+    reads: f64,
+    writes: f64,
+    waits: f64,
+    waited: f64,
+}
+
+impl std::ops::Sub for StoreCounts {
+    type Output = StoreCounts;
+    fn sub(self, before: StoreCounts) -> StoreCounts {
+        StoreCounts {
+            reads: self.reads - before.reads,
+            writes: self.writes - before.writes,
+            waits: self.waits - before.waits,
+            waited: self.waited - before.waited,
+        }
+    }
+}
+
+/// The proxy's [`StoreCounts`] so far, from its `/metrics`.
+fn store_counts(admin: u16) -> Option<StoreCounts> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
@@ -613,12 +647,16 @@ fn store_operations(admin: u16) -> Option<(u64, u64)> {
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    let count = |kind: &str| {
-        let name = format!("imapferry_store_operations_total{{kind=\"{kind}\"}} ");
+    let value = |name: &str| -> Option<f64> {
         text.lines()
-            .find_map(|l| l.strip_prefix(&name)?.parse().ok())
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     };
-    Some((count("read")?, count("write")?))
+    Some(StoreCounts {
+        reads: value("imapferry_store_operations_total{kind=\"read\"}")?,
+        writes: value("imapferry_store_operations_total{kind=\"write\"}")?,
+        waits: value("imapferry_journal_wait_seconds_count").unwrap_or(0.0),
+        waited: value("imapferry_journal_wait_seconds_sum").unwrap_or(0.0),
+    })
 }
 
 /// `what: total (the ten largest items)`.
@@ -925,9 +963,8 @@ struct RunResult {
     tail: f64,
     /// Errors found by the untimed check after the run.
     final_errors: u64,
-    /// The proxy's state store operations (reads, write transactions) over the same span as
-    /// its CPU.
-    store_ops: Option<(u64, u64)>,
+    /// The proxy's state store operations and journal waits over the same span as its CPU.
+    store_ops: Option<StoreCounts>,
 }
 
 /// One run: `clients` sessions log in (untimed), run commands for `secs`, then (after the CPU
@@ -953,7 +990,7 @@ async fn run_path(
     }
     let mut set = tokio::task::JoinSet::new();
     let cpu0 = path.proxy_pid.map(cpu_seconds);
-    let ops0 = path.admin.and_then(store_operations);
+    let ops0 = path.admin.and_then(store_counts);
     let dovecot0 = cpu.sample();
     let driver0 = cpu_seconds(std::process::id());
     let t0 = Instant::now();
@@ -980,8 +1017,8 @@ async fn run_path(
     };
     let tail = tail_start.elapsed().as_secs_f64();
     let dovecot_cpu = cpu.since(dovecot0);
-    let store_ops = match (ops0, path.admin.and_then(store_operations)) {
-        (Some((r0, w0)), Some((r, w))) => Some((r - r0, w - w0)),
+    let store_ops = match (ops0, path.admin.and_then(store_counts)) {
+        (Some(before), Some(after)) => Some(after - before),
         _ => None,
     };
 

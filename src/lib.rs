@@ -22,11 +22,11 @@
 //! - [`mapping`]: folder-name translation (separators, prefixes, modified UTF-7). Pure functions.
 //! - [`store`]: the `Store` trait (accounts, folder pairs, links, tombstones, the journal, leases)
 //!   and its two implementations, SQLite (embedded) and PostgreSQL (a fleet), sharing one SQL text.
-//! - [`tls`], [`secret`], [`loopfile`], [`login`], [`cidr`], [`files`], `lock`, [`uidmap`]:
-//!   foundations (TLS configuration from PEM files, passwords that never print, imapsync's
-//!   loop-file format, the account name of a typed login, client address blocks and the /64 an
-//!   IPv6 client is counted by, private modes for created files, what a poisoned lock means, the
-//!   virtual UIDs of a folder that keeps client caches).
+//! - [`tls`], [`secret`], [`loopfile`], [`login`], [`cidr`], [`files`], `lock`, [`uidmap`],
+//!   `histogram`: foundations (TLS configuration from PEM files, passwords that never print,
+//!   imapsync's loop-file format, the account name of a typed login, client address blocks and
+//!   the /64 an IPv6 client is counted by, private modes for created files, what a poisoned lock
+//!   means, the virtual UIDs of a folder that keeps client caches, durations counted in buckets).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![forbid(unsafe_code)]
 
@@ -34,6 +34,7 @@ pub(crate) mod cidr;
 pub mod cli;
 pub mod config;
 pub(crate) mod files;
+pub(crate) mod histogram;
 pub mod imap;
 pub(crate) mod lock;
 pub(crate) mod login;

@@ -312,8 +312,9 @@ fn new_old_mail_arrives_by_polling_when_asked() {
 }
 
 /// `/metrics` counts the journal: one entry per write NEW accepted, and the commits that held
-/// them (never more commits than entries; several sessions' writes may share one); and the
-/// state store's operations, each commit a write transaction among them.
+/// them (never more commits than entries; several sessions' writes may share one), and how long
+/// each write waited for its commit; and the state store's operations, each commit a write
+/// transaction among them.
 #[test]
 fn metrics_count_the_journals_entries_and_commits() {
     let s = setup(&["ann"], "", "");
@@ -334,6 +335,13 @@ fn metrics_count_the_journals_entries_and_commits() {
         "{m}"
     );
     assert!(writes(&m) >= writes(&before) + commits, "{before}\n{m}");
+    // Each write's wait for its commit is counted, in seconds.
+    assert_eq!(gauge(&m, "imapferry_journal_wait_seconds_count"), 3, "{m}");
+    let waited = m
+        .lines()
+        .find_map(|l| l.strip_prefix("imapferry_journal_wait_seconds_sum "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(waited.is_some_and(|w| w > 0.0 && w < 30.0), "{m}");
     for c in sessions {
         c.logout();
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::account::Account;
@@ -183,8 +184,11 @@ impl Account {
             .await;
             return Ok(());
         }
+        let started = Instant::now();
         let commit = self.committer.append(self.id, kind, payload);
-        let why = match tokio::time::timeout(RECORD_WITHIN, commit).await {
+        let committed = tokio::time::timeout(RECORD_WITHIN, commit).await;
+        self.pool.gauges().journal_wait(started.elapsed());
+        let why = match committed {
             Ok(Ok(None)) => {
                 self.saw_retired();
                 return Ok(());

@@ -1,17 +1,40 @@
 //! What the migration holds open right now, all accounts together, for `/metrics`: the engine's
 //! logged-in OLD and NEW connections (pooled pairs, idle or in use, and live pickup's own OLD
 //! connections) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
-//! entries and commits so far, the backfills (folder checks) started, and the state store's
-//! operations.
+//! entries and commits so far and how long writes waited for them, the backfills (folder
+//! checks) started, and the state store's operations.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
+use crate::histogram::{Counts, Histogram};
 use crate::imap::Side;
 use crate::store::Operations;
 
+/// Upper bounds (seconds) of [`JournalWait`]'s buckets: a commit to a local disk takes a
+/// fraction of a millisecond, one to PostgreSQL across a network a few.
+const JOURNAL_WAIT_BOUNDS: [f64; 13] = [
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+    f64::INFINITY,
+];
+
+/// How long users' writes waited for their journal commit, so far.
+pub type JournalWait = Counts<13>;
+
 /// Gauges shared by every account of one proxy process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gauges {
     old: AtomicU64,
     new: AtomicU64,
@@ -20,6 +43,22 @@ pub struct Gauges {
     journaled: AtomicU64,
     commits: AtomicU64,
     backfills: AtomicU64,
+    journal_wait: Histogram<13>,
+}
+
+impl Default for Gauges {
+    fn default() -> Self {
+        Gauges {
+            old: AtomicU64::new(0),
+            new: AtomicU64::new(0),
+            idling: AtomicU64::new(0),
+            polling: AtomicU64::new(0),
+            journaled: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            backfills: AtomicU64::new(0),
+            journal_wait: Histogram::new(JOURNAL_WAIT_BOUNDS),
+        }
+    }
 }
 
 /// How an account's live pickup asks OLD for new mail right now.
@@ -72,6 +111,16 @@ impl Gauges {
     pub(crate) fn committed(&self, entries: usize) {
         self.commits.fetch_add(1, Relaxed);
         self.journaled.fetch_add(entries as u64, Relaxed);
+    }
+
+    /// A user's write waited `took` for its journal commit (however the commit ended).
+    pub(crate) fn journal_wait(&self, took: Duration) {
+        self.journal_wait.observe(took);
+    }
+
+    /// How long users' writes waited for their journal commits so far.
+    pub fn journal_waits(&self) -> JournalWait {
+        self.journal_wait.counts()
     }
 
     /// One backfill started.

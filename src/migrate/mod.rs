@@ -38,7 +38,7 @@ pub use account::{Account, ErrorKind};
 pub use backfill::{Need, Watch};
 pub use caches::ClientCaches;
 pub use credentials::Credentials;
-pub use gauges::{Gauges, Held};
+pub use gauges::{Gauges, Held, JournalWait};
 pub use intent::NotMarked;
 pub use journal::{FlagOp, Write};
 pub use names::normalise;
@@ -295,6 +295,11 @@ impl Migrator {
             store: self.store.operations(),
             ..self.shared.gauges.snapshot()
         }
+    }
+
+    /// How long users' writes waited for their journal commits so far.
+    pub fn journal_waits(&self) -> JournalWait {
+        self.shared.gauges.journal_waits()
     }
 
     /// The sweeper's global copy totals (messages, bytes, since when), if ceilings are set.

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::migrate::Held;
+use crate::histogram::Histogram;
+use crate::migrate::{Held, JournalWait};
 use crate::sweep::SweepStats;
 
 /// Command names counted under their own label, sorted; anything else counts as `OTHER`.
@@ -74,8 +75,19 @@ pub const COMMANDS: &[&str] = &[
 pub const OTHER: &str = "OTHER";
 
 /// Upper bounds (seconds) of the upstream latency histogram's buckets.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    f64::INFINITY,
 ];
 
 /// Counters of one proxy process.
@@ -89,10 +101,7 @@ pub struct Metrics {
     bytes_new_to_client: AtomicU64,
     login_failures: AtomicU64,
     proxy_protocol_refused: AtomicU64,
-    /// One per [`LATENCY_BUCKETS`] entry, then +Inf (not cumulative here).
-    latency_buckets: Box<[AtomicU64]>,
-    latency_sum_micros: AtomicU64,
-    latency_count: AtomicU64,
+    upstream_latency: Histogram<12>,
 }
 
 impl Default for Metrics {
@@ -106,9 +115,7 @@ impl Default for Metrics {
             bytes_new_to_client: AtomicU64::new(0),
             login_failures: AtomicU64::new(0),
             proxy_protocol_refused: AtomicU64::new(0),
-            latency_buckets: zeros(LATENCY_BUCKETS.len() + 1),
-            latency_sum_micros: AtomicU64::new(0),
-            latency_count: AtomicU64::new(0),
+            upstream_latency: Histogram::new(LATENCY_BUCKETS),
         }
     }
 }
@@ -176,17 +183,7 @@ impl Metrics {
     /// How long the client waited for NEW to answer its login (from its LOGIN/AUTHENTICATE: what is
     /// left of connecting, then ID and LOGIN/AUTHENTICATE).
     pub fn upstream_latency(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        if let Some(b) = self.latency_buckets.get(bucket) {
-            b.fetch_add(1, Relaxed);
-        }
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.latency_sum_micros.fetch_add(micros, Relaxed);
-        self.latency_count.fetch_add(1, Relaxed);
+        self.upstream_latency.observe(took);
     }
 
     /// All metrics in Prometheus' text exposition format (version 0.0.4).
@@ -248,27 +245,10 @@ impl Metrics {
             "imapferry_bytes_total{{direction=\"new_to_client\"}} {}",
             load(&self.bytes_new_to_client)
         );
-        out.push_str(
-            "# HELP imapferry_upstream_latency_seconds Time NEW took to answer a login (the client's LOGIN to NEW's tagged reply).\n\
-             # TYPE imapferry_upstream_latency_seconds histogram\n",
-        );
-        let mut cumulative = 0u64;
-        for (i, bucket) in self.latency_buckets.iter().enumerate() {
-            cumulative += load(bucket);
-            let le = LATENCY_BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
-            let _ = writeln!(
-                out,
-                "imapferry_upstream_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let sum = load(&self.latency_sum_micros) as f64 / 1e6;
-        let _ = writeln!(out, "imapferry_upstream_latency_seconds_sum {sum}");
-        let _ = writeln!(
-            out,
-            "imapferry_upstream_latency_seconds_count {}",
-            load(&self.latency_count)
+        self.upstream_latency.counts().render(
+            &mut out,
+            "imapferry_upstream_latency_seconds",
+            "Time NEW took to answer a login (the client's LOGIN to NEW's tagged reply).",
         );
         out
     }
@@ -367,8 +347,8 @@ pub fn render_sweep(stats: &SweepStats) -> String {
 /// live pickup's) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
 /// entries and commits; the backfills started; whether the mirror is paused; the state store's
 /// operations.
-pub fn render_engine(held: &Held) -> String {
-    format!(
+pub fn render_engine(held: &Held, journal_wait: &JournalWait) -> String {
+    let mut out = format!(
         "# HELP imapferry_engine_connections Connections the migration holds open (not the \
          sessions' own), by server.\n\
          # TYPE imapferry_engine_connections gauge\n\
@@ -408,7 +388,13 @@ pub fn render_engine(held: &Held) -> String {
         u8::from(held.mirror_paused),
         held.store.reads,
         held.store.writes
-    )
+    );
+    journal_wait.render(
+        &mut out,
+        "imapferry_journal_wait_seconds",
+        "Time a user's write waited for its journal commit before the client heard NEW's OK.",
+    );
+    out
 }
 
 /// Keeps a connection counted as open (see [`Metrics::connection`]).
@@ -538,16 +524,22 @@ mod tests {
     }
 
     #[test]
-    fn says_whether_the_mirror_is_paused() {
+    fn says_whether_the_mirror_is_paused_and_how_long_writes_waited() {
         for (paused, line) in [
             (false, "imapferry_mirror_paused 0"),
             (true, "imapferry_mirror_paused 1"),
         ] {
-            let text = render_engine(&Held {
-                mirror_paused: paused,
-                ..Held::default()
-            });
+            let gauges = crate::migrate::Gauges::default();
+            gauges.journal_wait(Duration::from_micros(300));
+            let text = render_engine(
+                &Held {
+                    mirror_paused: paused,
+                    ..Held::default()
+                },
+                &gauges.journal_waits(),
+            );
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+            assert!(text.contains("\nimapferry_journal_wait_seconds_count 1\n"));
         }
     }
 }

@@ -181,7 +181,10 @@ impl Admin {
             text.push_str(&metrics::render_sweep(&sweep.stats()));
         }
         if let Some(migrator) = &self.migrator {
-            text.push_str(&metrics::render_engine(&migrator.held()));
+            text.push_str(&metrics::render_engine(
+                &migrator.held(),
+                &migrator.journal_waits(),
+            ));
         }
         let mut r = Response::text(200, text);
         r.content_type = PROMETHEUS;
