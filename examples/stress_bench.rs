@@ -52,7 +52,8 @@
 //! messages (Message-Id) and flags are compared on OLD and NEW, every 5 s for up to a minute;
 //! and each proxy's WARN/ERROR log lines are counted, grouped by text. Each migration proxy
 //! (with an admin port on loopback) also says what its state store did over each run, from
-//! `/metrics`: reads and write transactions per 1,000 client commands.
+//! `/metrics`: reads and write transactions per 1,000 client commands, and the mean time a
+//! write's OK waited for its journal commit (`imapferry_journal_wait_seconds`).
 //!
 //! `STRESS_KEEP_LOG=FILE` keeps each migration proxy's whole log in `FILE.0` (`FILE.1` for the
 //! other build), the plain proxy's in `FILE.0.plain`, and the migration proxy's state store in
