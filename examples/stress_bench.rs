@@ -86,9 +86,15 @@
 //! the CPUs (OLD still does all of it, and its CPU is counted). A diagnostic beside the
 //! migration proxy's own figure, not a replacement for it.
 //!
+//! `--spin` keeps every CPU busy with a `SCHED_IDLE` spinner for the whole run. Without it, a
+//! path's latency includes waking idle CPUs, which on a VM costs the host's halt and wake-up:
+//! a path whose own work keeps the CPUs busy (the migration proxy's mirror, OLD's Dovecot) is
+//! answered faster for it, and on a quiet VM the migration proxy has been measured below the
+//! plain proxy, and even below direct. With it, the latencies compare the work on each path.
+//!
 //! Usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients 10]
 //! [--seconds 30] [--rounds 3] [--warmup 5] [--seed 1] [--proxy-exe PATH] [--caches]
-//! [--no-floor] [--rate N] [--live-pickup MODE] [--old-nice N].
+//! [--no-floor] [--rate N] [--live-pickup MODE] [--old-nice N] [--spin].
 //! `--proxy-exe` names another build of this example: its plain and migration proxies take their
 //! turns too, marked "(other)", with users of their own. `--caches` adds a migration proxy with
 //! `[migration] keep_client_caches` (its users `c0`…, their folders showing OLD's numbers), and
@@ -140,6 +146,8 @@ struct Config {
     live_pickup: Option<String>,
     /// OLD's Dovecot runs at this scheduling priority (`--old-nice`).
     old_nice: Option<i32>,
+    /// A `SCHED_IDLE` spinner per CPU keeps the CPUs from idling (`--spin`).
+    spin: bool,
 }
 
 fn main() -> Result<()> {
@@ -157,6 +165,7 @@ fn main() -> Result<()> {
         rate: 0.0,
         live_pickup: None,
         old_nice: None,
+        spin: false,
     };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -188,6 +197,7 @@ fn main() -> Result<()> {
             "--old-nice" => cfg.old_nice = Some(value().clamp(0.0, 19.0) as i32),
             "--caches" => cfg.caches = true,
             "--no-floor" => cfg.floor = false,
+            "--spin" => cfg.spin = true,
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
@@ -205,7 +215,8 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "usage: TMPDIR=/dev/shm cargo run --release --example stress_bench -- [--clients N] \
          [--seconds S] [--rounds R] [--warmup S] [--seed N] [--proxy-exe OTHER_BUILD] [--caches] \
-         [--no-floor] [--rate STEPS_PER_SECOND] [--live-pickup idle|poll|off] [--old-nice N]"
+         [--no-floor] [--rate STEPS_PER_SECOND] [--live-pickup idle|poll|off] [--old-nice N] \
+         [--spin]"
     );
     std::process::exit(64)
 }
@@ -366,9 +377,11 @@ async fn run(cfg: &Config) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     let cpu = support::Cpu::new(&old, &new);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _spinners = cfg.spin.then(|| Spinners::start(cpus)).transpose()?;
     println!(
         "NEW dovecot 127.0.0.1:{}, OLD dovecot 127.0.0.1:{} (Slash, mail_fsync=never); proxies of \
-         {}{}; {} clients, {}s per run, {} rounds; {} CPUs; load average {}",
+         {}{}; {} clients, {}s per run, {} rounds; {} CPUs{}; load average {}",
         new.port(),
         old.port(),
         this.display(),
@@ -379,7 +392,12 @@ async fn run(cfg: &Config) -> Result<()> {
         cfg.clients,
         cfg.seconds,
         cfg.rounds,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpus,
+        if cfg.spin {
+            ", each kept busy by a SCHED_IDLE spinner"
+        } else {
+            ""
+        },
         loadavg()
     );
 
@@ -516,7 +534,7 @@ async fn run(cfg: &Config) -> Result<()> {
     }
     println!(
         "reproduce: TMPDIR=/dev/shm cargo run --release --example stress_bench -- --clients {} \
-         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}{}{}{}",
+         --seconds {} --rounds {} --warmup {} --seed {}{}{}{}{}{}{}{}",
         cfg.clients,
         cfg.seconds,
         cfg.rounds,
@@ -539,7 +557,8 @@ async fn run(cfg: &Config) -> Result<()> {
             .unwrap_or_default(),
         cfg.old_nice
             .map(|n| format!(" --old-nice {n}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if cfg.spin { " --spin" } else { "" }
     );
     Ok(())
 }
@@ -614,6 +633,36 @@ fn admin_port(proxy: &ProxyProcess) -> Option<u16> {
         .next()?
         .parse()
         .ok()
+}
+
+/// `--spin`: a `yes` per CPU at `SCHED_IDLE` (`chrt --idle 0`), killed on drop. It runs only
+/// when nothing else wants the CPU, so no path's latency includes a CPU waking from idle (on a
+/// VM a halt and a wake-up by the host), and a path that keeps the CPUs busy with work of its
+/// own is not answered faster for it. Its CPU is no path's: it is another process.
+struct Spinners(Vec<std::process::Child>);
+
+impl Spinners {
+    fn start(n: usize) -> Result<Spinners> {
+        let mut spinners = Spinners(Vec::new());
+        for _ in 0..n {
+            let child = std::process::Command::new("chrt")
+                .args(["--idle", "0", "yes"])
+                .stdout(std::process::Stdio::null())
+                .spawn()?;
+            spinners.0.push(child);
+        }
+        Ok(spinners)
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // Already gone is as good as killed; waited for so that none is left a zombie.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// What the migration proxy's `/metrics` counted so far of its state store: reads, write
