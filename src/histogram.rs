@@ -6,8 +6,11 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// The last bucket's bound: every duration has a bucket.
+pub const INF: f64 = f64::INFINITY;
+
 /// Durations counted in `N` buckets, each by its upper bound in seconds; the last bound is
-/// `f64::INFINITY`.
+/// [`INF`].
 #[derive(Debug)]
 pub struct Histogram<const N: usize> {
     bounds: [f64; N],
@@ -26,11 +29,7 @@ pub struct Counts<const N: usize> {
 
 impl<const N: usize> Histogram<N> {
     pub fn new(bounds: [f64; N]) -> Self {
-        debug_assert_eq!(
-            bounds.last(),
-            Some(&f64::INFINITY),
-            "every duration has a bucket"
-        );
+        debug_assert_eq!(bounds.last(), Some(&INF), "every duration has a bucket");
         Histogram {
             bounds,
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -82,7 +81,7 @@ mod tests {
 
     #[test]
     fn durations_count_in_the_first_bucket_that_holds_them() {
-        let h = Histogram::new([0.001, 0.01, f64::INFINITY]);
+        let h = Histogram::new([0.001, 0.01, INF]);
         for micros in [0, 1_000, 1_001, 10_000, 10_001, 5_000_000] {
             h.observe(Duration::from_micros(micros));
         }
@@ -93,7 +92,7 @@ mod tests {
 
     #[test]
     fn rendered_buckets_are_cumulative_and_end_at_inf() {
-        let h = Histogram::new([0.005, 0.25, f64::INFINITY]);
+        let h = Histogram::new([0.005, 0.25, INF]);
         for millis in [3, 100, 200, 60_000] {
             h.observe(Duration::from_millis(millis));
         }

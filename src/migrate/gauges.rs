@@ -8,26 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::histogram::{Counts, Histogram};
+use crate::histogram::{Counts, Histogram, INF};
 use crate::imap::Side;
 use crate::store::Operations;
 
 /// Upper bounds (seconds) of [`JournalWait`]'s buckets: a commit to a local disk takes a
 /// fraction of a millisecond, one to PostgreSQL across a network a few.
 const JOURNAL_WAIT_BOUNDS: [f64; 13] = [
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    1.0,
-    f64::INFINITY,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, INF,
 ];
 
 /// How long users' writes waited for their journal commit, so far.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::histogram::Histogram;
+use crate::histogram::{Histogram, INF};
 use crate::migrate::{Held, JournalWait};
 use crate::sweep::SweepStats;
 
@@ -76,18 +76,7 @@ pub const OTHER: &str = "OTHER";
 
 /// Upper bounds (seconds) of the upstream latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    f64::INFINITY,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, INF,
 ];
 
 /// Counters of one proxy process.
