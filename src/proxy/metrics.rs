@@ -334,8 +334,8 @@ pub fn render_sweep(stats: &SweepStats) -> String {
 
 /// What the migration holds open: the engine's connections to OLD and NEW (pooled pairs and
 /// live pickup's) and the accounts whose live pickup IDLEs on OLD or polls it; the journal's
-/// entries and commits; the backfills started; whether the mirror is paused; the state store's
-/// operations.
+/// entries and commits, and how long writes waited for them (`journal_wait`); the backfills
+/// started; whether the mirror is paused; the state store's operations.
 pub fn render_engine(held: &Held, journal_wait: &JournalWait) -> String {
     let mut out = format!(
         "# HELP imapferry_engine_connections Connections the migration holds open (not the \
